@@ -1,0 +1,27 @@
+"""tpsim: how long a tensor-parallel transformer layer takes on a given cluster, and why.
+
+Importing tpsim loads no torch and no matplotlib; ``tpsim.tp`` (real layers) needs torch and
+``tpsim.plot`` needs matplotlib, each imported only when used.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["load_topology", "collective_time", "predict", "load_model", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: `tpsim collective` must not pay for the op graph (networkx) it does not use.
+    if name == "load_topology":
+        from .topology import load_topology
+        return load_topology
+    if name == "collective_time":
+        from .collectives import collective_time
+        return collective_time
+    if name == "predict":
+        from .predict import predict
+        return predict
+    if name == "load_model":
+        from .model import load_model
+        return load_model
+    raise AttributeError(f"module 'tpsim' has no attribute {name!r}")

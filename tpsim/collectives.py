@@ -1,0 +1,215 @@
+"""Collective cost model: what an NCCL-style collective costs on a group's placement.
+
+Every function here is pure: bytes, ranks and a :class:`~tpsim.topology.Topology` in, seconds
+out. ``nbytes`` follows nccl-tests: the all-reduce buffer, the *full* (gathered) all-gather
+output, the *full* reduce-scatter input, the broadcast buffer.
+
+The time of one collective is the sum of four terms::
+
+    t = launch + hops * alpha + bus_factor * nbytes / B_bottleneck + copy_bytes / B_copy
+
+* ``launch``: the fixed cost of one collective call (``device.collective_launch_us``).
+* ``hops * alpha``: the pipelined steps of the algorithm, each paying the latency of the level
+  its hop crosses (NCCL's tuning model: ``nsteps * hwLat`` split into intra/inter steps).
+* ``bus_factor * nbytes / B``: the bandwidth term of Thakur, Rabenseifner & Gropp (2005) with
+  the bottleneck of the placement: the per-device link inside a node, or the aggregate NIC
+  bandwidth of a node (``nics_per_node * bandwidth``) when the group crosses nodes, each times
+  the level's per-algorithm efficiency.
+* ``copy_bytes / B_copy``: the collective kernel streams its own input and output buffers
+  through device memory (``device.collective_copy_bandwidth_GBps``), and on the few SMs NCCL
+  uses this pass is not hidden behind the link. It does not shrink as ranks are added, which is
+  why 2-rank all-reduce reaches a lower bus bandwidth than 8-rank on the same links (see
+  docs/collectives.md: the vTrain A100 tables give 199 GB/s at 2 ranks, 232 GB/s at 8).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .topology import LevelSpan, Topology
+
+OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast")
+ALGORITHMS = ("ring", "tree", "hierarchical", "nvls")
+
+
+@dataclass(frozen=True)
+class CollectiveCost:
+    """One priced collective. ``time_s = launch_s + latency_s + transfer_s + copy_s``."""
+    op: str
+    algorithm: str
+    nbytes: int
+    ranks: int
+    time_s: float
+    launch_s: float = 0.0
+    latency_s: float = 0.0
+    transfer_s: float = 0.0
+    copy_s: float = 0.0
+
+    @property
+    def algbw_Bps(self) -> float:
+        """nccl-tests algbw: bytes / time."""
+        return self.nbytes / self.time_s if self.time_s > 0 else 0.0
+
+    @property
+    def busbw_Bps(self) -> float:
+        """nccl-tests busbw: algbw times the op's bus factor (2(n-1)/n for all-reduce)."""
+        return self.algbw_Bps * bus_factor(self.op, self.ranks)
+
+    def as_dict(self) -> dict:
+        return {"op": self.op, "algorithm": self.algorithm, "ranks": self.ranks,
+                "size_bytes": self.nbytes, "time_us": self.time_s * 1e6,
+                "algbw_GBps": self.algbw_Bps / 1e9, "busbw_GBps": self.busbw_Bps / 1e9,
+                "launch_us": self.launch_s * 1e6, "latency_us": self.latency_s * 1e6,
+                "transfer_us": self.transfer_s * 1e6, "copy_us": self.copy_s * 1e6}
+
+
+def bus_factor(op: str, ranks: int) -> float:
+    """Bytes each rank must move per byte of ``nbytes`` (nccl-tests' busbw factor).
+
+    all-reduce 2(n-1)/n; reduce-scatter and all-gather (n-1)/n; broadcast 1.
+    """
+    n = ranks
+    return {"all-reduce": 2 * (n - 1) / n, "reduce-scatter": (n - 1) / n,
+            "all-gather": (n - 1) / n, "broadcast": 1.0}[op]
+
+
+def copy_bytes(op: str, nbytes: float, ranks: int) -> float:
+    """Bytes of its own input and output one rank's kernel streams through device memory.
+
+    all-reduce: input + output = 2S; reduce-scatter: S in + S/n out; all-gather: S/n in + S
+    out; broadcast: S.
+    """
+    return {"all-reduce": 2 * nbytes, "reduce-scatter": nbytes * (1 + 1 / ranks),
+            "all-gather": nbytes * (1 + 1 / ranks), "broadcast": float(nbytes)}[op]
+
+
+def ring_hops(spans: tuple[LevelSpan, ...]) -> list[tuple[LevelSpan, int]]:
+    """Hops of one pass around an open ring (n-1 steps), by the level each hop crosses.
+
+    With u_k distinct units below level k, a ring filling inner levels first makes
+    u_k - u_{k+1} hops at level k and u_K - 1 at the outermost level K crossed (NCCL's
+    nInterSteps = nNodes - 1 for two levels). The counts sum to n - 1.
+    """
+    out = []
+    for i, span in enumerate(spans):
+        nxt = spans[i + 1].units if i + 1 < len(spans) else 1
+        out.append((span, span.units - nxt))
+    return out
+
+
+def _bottleneck(spans: tuple[LevelSpan, ...], algo: str, share: int = 1) -> float:
+    """Slowest per-direction bandwidth of the placement, bytes/s, times ``algo`` efficiency."""
+    return min(s.unit_bandwidth_Bps * getattr(s.level.efficiency, algo) / share for s in spans)
+
+
+def _cost(op, algo, nbytes, ranks, topo, latency_s, transfer_s) -> CollectiveCost:
+    dev = topo.device
+    copy_s = copy_bytes(op, nbytes, ranks) / dev.collective_copy_Bps if dev.collective_copy_Bps else 0.0
+    launch = dev.collective_launch_s
+    return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency_s + transfer_s + copy_s,
+                          launch, latency_s, transfer_s, copy_s)
+
+
+def ring_time(op: str, nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+    """Ring (NCCL's default): n-1 steps per pass, two passes for all-reduce.
+
+    t_allreduce = 2 * sum_k hops_k * alpha_k + 2(n-1)/n * S / B_bottleneck     (Thakur et al. 2005)
+    t_rs = t_ag = sum_k hops_k * alpha_k + (n-1)/n * S / B;  broadcast: pipelined chain,
+    sum_k hops_k * alpha_k + S / B.
+    """
+    spans = topo.place(ranks)
+    passes = 2 if op == "all-reduce" else 1
+    latency = passes * sum(h * s.level.latency_s for s, h in ring_hops(spans))
+    transfer = bus_factor(op, ranks) * nbytes / _bottleneck(spans, "ring")
+    return _cost(op, "ring", nbytes, ranks, topo, latency, transfer)
+
+
+def tree_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+    """Double binary tree all-reduce (NCCL, multi-node only): log-depth latency across nodes.
+
+    t = 2 * ((g-1) * alpha_intra + sum_k ceil(log2 fanout_k) * alpha_k) + 2 S / B_bottleneck
+    (reduce up, broadcast down; NCCL's tuning model gives the tree algbw = busbw / 2.)
+    """
+    spans = topo.place(ranks)
+    chain = sum((s.fanout - 1) * s.level.latency_s for s in spans if s.index == 0)
+    depth = sum(math.ceil(math.log2(s.fanout)) * s.level.latency_s for s in spans if s.index > 0)
+    return _cost("all-reduce", "tree", nbytes, ranks, topo, 2 * (chain + depth),
+                 2 * nbytes / _bottleneck(spans, "tree"))
+
+
+def hierarchical_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+    """Reduce-scatter inside each node, all-reduce across nodes, all-gather inside each node.
+
+    With g ranks per node and m nodes, each of the g inter-node rings carries S/g on a 1/g share
+    of the node's NICs:
+    t = 2 [(g-1) alpha_0 + (g-1)/g S/B_0]  +  2 (m-1) alpha_1 + 2(m-1)/m (S/g) / (B_1/g)
+    """
+    spans = topo.place(ranks)
+    inner, outer = spans[0], spans[1:]
+    g = inner.fanout
+    intra_lat = 2 * (g - 1) * inner.level.latency_s
+    intra_bw = 2 * (g - 1) / g * nbytes / _bottleneck((inner,), "ring")
+    m = outer[0].units
+    inter_lat = 2 * sum(h * s.level.latency_s for s, h in ring_hops(outer))
+    inter_bw = 2 * (m - 1) / m * (nbytes / g) / _bottleneck(outer, "ring", share=g)
+    return _cost("all-reduce", "hierarchical", nbytes, ranks, topo,
+                 intra_lat + inter_lat, intra_bw + inter_bw)
+
+
+def nvls_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+    """All-reduce reduced inside the NVSwitch (NVLink SHARP), one node.
+
+    Each GPU pushes its share to the switch and pulls the reduced result (multimem ld_reduce
+    + st): per direction each GPU moves (1 + 1/n) S, so t = 2 alpha + (1 + 1/n) S / (B eff_nvls).
+    """
+    (span,) = topo.place(ranks)
+    return _cost("all-reduce", "nvls", nbytes, ranks, topo, 2 * span.level.latency_s,
+                 (1 + 1 / ranks) * nbytes / _bottleneck((span,), "nvls"))
+
+
+def applicable_algorithms(op: str, ranks: int, topo: Topology) -> list[str]:
+    """Algorithms that exist for ``op`` on this group's placement."""
+    spans = topo.place(ranks)
+    algos = ["ring"]
+    if op != "all-reduce" or not spans:
+        return algos
+    crosses_nodes = any(s.index > 0 for s in spans)
+    if crosses_nodes:
+        algos.append("tree")
+        if spans[0].index == 0:
+            algos.append("hierarchical")
+    elif spans[0].level.in_switch_reduction:
+        algos.append("nvls")
+    return algos
+
+
+def collective_time(op: str, nbytes: float, ranks: int, topo: Topology,
+                    algorithm: str = "auto") -> CollectiveCost:
+    """Price ``op`` on ``ranks`` consecutive ranks; ``auto`` takes the fastest, as NCCL's tuner does."""
+    if op not in OPS:
+        raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
+    if not nbytes > 0:
+        raise ConfigError("--bytes", "", "a positive size", nbytes)
+    spans = topo.place(ranks)
+    if ranks == 1 or not spans:
+        return CollectiveCost(op, "none", int(nbytes), ranks, 0.0)
+    choices = applicable_algorithms(op, ranks, topo)
+    if algorithm == "auto":
+        return min((_price(op, a, nbytes, ranks, topo) for a in choices), key=lambda c: c.time_s)
+    if algorithm not in ALGORITHMS:
+        raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
+    if algorithm not in choices:
+        raise ConfigError("--algo", "", f"an algorithm available for {op} on {ranks} ranks of "
+                          f"{topo.name} ({', '.join(choices)})", algorithm)
+    return _price(op, algorithm, nbytes, ranks, topo)
+
+
+def _price(op, algo, nbytes, ranks, topo) -> CollectiveCost:
+    if algo == "ring":
+        return ring_time(op, nbytes, ranks, topo)
+    if algo == "tree":
+        return tree_time(nbytes, ranks, topo)
+    if algo == "hierarchical":
+        return hierarchical_time(nbytes, ranks, topo)
+    return nvls_time(nbytes, ranks, topo)

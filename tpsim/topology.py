@@ -1,0 +1,179 @@
+"""A cluster as data: one device type and a hierarchy of link levels, innermost first.
+
+Loaded from ``topologies/*.yaml`` (or any path) into frozen dataclasses, converted to SI once.
+Field meanings and defaults are documented in ``topologies/README.md`` (generated from the
+``doc`` strings below by ``python -m tpsim.schema_docs``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .schema import from_mapping, load_yaml, spec
+
+DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
+BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
+    name: str = spec(doc="device model name")
+    peak_flops: dict[str, float] = spec(
+        "peak_tflops", scale=1e12, gt=0,
+        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8); no sparsity")
+    memory_bytes: float = spec("memory_GB", scale=1e9, gt=0, doc="device memory, GB (1e9 bytes)")
+    memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=1e9, gt=0,
+                                       doc="peak memory bandwidth, GB/s")
+    memory_efficiency: float = spec(gt=0, le=1, default=0.8,
+                                    doc="fraction of memory bandwidth that elementwise kernels reach")
+    gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
+                                      doc="fraction of peak FLOP/s that large GEMMs reach")
+    gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
+                                           doc="GEMM dimension (m, n or k) at which that dimension "
+                                               "alone halves the efficiency: eff = max * prod d/(d+h)")
+    kernel_launch_s: float = spec("kernel_launch_us", scale=1e-6, ge=0, default=0.0,
+                                  doc="fixed time per compute kernel, us")
+    collective_launch_s: float = spec("collective_launch_us", scale=1e-6, ge=0, default=0.0,
+                                      doc="fixed time per collective call (launch, setup, sync), us")
+    collective_copy_Bps: float | None = spec(
+        "collective_copy_bandwidth_GBps", scale=1e9, gt=0, default=None,
+        doc="rate at which the collective kernel streams its own input and output buffers "
+            "through device memory, GB/s; null: not modelled")
+
+    def validate(self, source: str, path: str) -> None:
+        for dtype in self.peak_flops:
+            if dtype not in DTYPES:
+                raise ConfigError(source, f"{path}.peak_tflops.{dtype}", f"a dtype in {DTYPES}")
+
+    def peak(self, dtype: str) -> float:
+        """Peak FLOP/s for ``dtype``; a clear error when the device does not list it."""
+        try:
+            return self.peak_flops[dtype]
+        except KeyError:
+            have = ", ".join(sorted(self.peak_flops))
+            raise ConfigError("--dtype", "", f"a dtype this device lists ({have})", dtype) from None
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fraction of a link's line rate that each collective algorithm sustains."""
+    ring: float = spec(gt=0, le=1, default=1.0, doc="ring algorithms (all-reduce, all-gather, ...)")
+    tree: float = spec(gt=0, le=1, default=1.0, doc="double binary tree all-reduce")
+    nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the link hierarchy: ``size`` units of the level below, joined by links."""
+    name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband")
+    size: int = spec(ge=1, doc="units of the level below joined at this level (GPUs per node "
+                               "for the innermost level, nodes for the next)")
+    bandwidth_Bps: float = spec("bandwidth_GBps", scale=1e9, gt=0,
+                                doc="per device (innermost level) or per NIC, per direction, GB/s")
+    latency_s: float = spec("latency_us", scale=1e-6, ge=0,
+                            doc="per-hop latency of one pipelined collective step, us")
+    nics_per_node: int | None = spec(ge=1, default=None,
+                                     doc="outer levels: NICs per node that carry this level's "
+                                         "traffic (default: one per device)")
+    efficiency: Efficiency = spec(default=Efficiency(), doc="per-algorithm fraction of line rate")
+    in_switch_reduction: bool = spec(default=False,
+                                     doc="the switch can reduce (NVLink SHARP / NVLS on NVSwitch 3)")
+
+
+@dataclass(frozen=True)
+class LevelSpan:
+    """How a group of consecutive ranks spreads over one level of the hierarchy."""
+    level: Level
+    index: int            # 0 = innermost
+    fanout: int           # units of the level below that the group uses inside one unit here
+    units: int            # distinct units of the level below that the group touches in total
+    devices_per_unit: int  # group members inside one unit of the level below
+    ports: int            # links out of one unit of the level below (NICs, or devices)
+
+    @property
+    def unit_bandwidth_Bps(self) -> float:
+        """Aggregate bandwidth out of one unit of the level below, per direction."""
+        return self.ports * self.level.bandwidth_Bps
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str = spec(doc="short name, used by --topology")
+    description: str = spec(doc="one line shown by `tpsim topologies`")
+    device: Device = spec(doc="the device every rank runs on")
+    levels: tuple[Level, ...] = spec(doc="link levels, innermost first")
+    path: str = dataclasses.field(default="", init=False, compare=False)
+
+    def validate(self, source: str, path: str) -> None:
+        if self.levels[0].nics_per_node is not None:
+            raise ConfigError(source, "levels[0].nics_per_node",
+                              "no NICs on the innermost level (it joins devices directly)")
+        names = [lv.name for lv in self.levels]
+        if len(set(names)) != len(names):
+            raise ConfigError(source, "levels", "distinct level names", names)
+
+    @property
+    def max_ranks(self) -> int:
+        return math.prod(lv.size for lv in self.levels)
+
+    @property
+    def devices_per_node(self) -> int:
+        return self.levels[0].size
+
+    def place(self, ranks: int) -> tuple[LevelSpan, ...]:
+        """Spans of a group of ``ranks`` consecutive ranks, filling inner levels first.
+
+        Returns one :class:`LevelSpan` per level the group actually crosses (fanout > 1).
+        """
+        if not isinstance(ranks, int) or ranks < 1:
+            raise ConfigError("--ranks", "", "a positive integer", ranks)
+        if ranks > self.max_ranks:
+            raise ConfigError(self.path or self.name, "levels",
+                              f"at most {self.max_ranks} ranks in this topology", ranks)
+        spans, below = [], 1          # below: devices in one unit of the level below
+        for i, lv in enumerate(self.levels):
+            units = math.ceil(ranks / below)          # units of the level below touched
+            fanout = min(units, lv.size)
+            per_unit = min(ranks, below)
+            if i == 0:
+                ports = 1                              # a device's own links
+            elif lv.nics_per_node is None:
+                ports = per_unit                       # every device has its own port here
+            else:
+                ports = min(lv.nics_per_node, per_unit)
+            if fanout > 1:
+                spans.append(LevelSpan(lv, i, fanout, units, per_unit, ports))
+            below *= lv.size
+        return tuple(spans)
+
+
+def shipped_dir() -> Path:
+    """topologies/ in a source checkout, or its copy inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "_topologies", here.parent / "topologies"):
+        if d.is_dir():
+            return d
+    return here.parent / "topologies"
+
+
+def shipped_topologies() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(shipped_dir().glob("*.yaml"))}
+
+
+def load_topology(name_or_path: str | Path) -> Topology:
+    """Load a shipped topology by name, or any topology YAML by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        known = shipped_topologies()
+        if text not in known:
+            raise ConfigError("--topology", "", f"a shipped topology ({', '.join(known)}) "
+                              "or a path to a YAML file", text)
+        path = known[text]
+    topo = from_mapping(Topology, load_yaml(path), str(path))
+    object.__setattr__(topo, "path", str(path))
+    return topo

@@ -1,0 +1,69 @@
+"""Unit conversions, done once at the edges.
+
+Inside tpsim everything is SI: seconds, bytes, bytes/s, FLOP/s. YAML keys and CLI flags carry
+their unit in their name (``bandwidth_GBps``, ``latency_us``); these named converters are the
+only place a factor of 1e9 or 8 appears. GB is 1e9 bytes and GiB is 2**30 bytes, as in
+nccl-tests.
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigError
+
+GB = 1e9
+GiB = 2**30
+TERA = 1e12
+US = 1e-6
+
+
+def GBps_to_Bps(x: float) -> float:
+    """GB/s (1e9 bytes per second) -> bytes per second."""
+    return x * GB
+
+
+def Gbps_to_Bps(x: float) -> float:
+    """Gb/s (network line rates, 1e9 *bits* per second) -> bytes per second: divide by 8."""
+    return x * 1e9 / 8
+
+
+def us_to_s(x: float) -> float:
+    return x * US
+
+
+def tflops_to_flops(x: float) -> float:
+    return x * TERA
+
+
+_SIZE_UNITS = {
+    "": 1, "B": 1,
+    "K": 2**10, "KIB": 2**10, "KB": 1e3,
+    "M": 2**20, "MIB": 2**20, "MB": 1e6,
+    "G": 2**30, "GIB": 2**30, "GB": 1e9,
+    "T": 2**40, "TIB": 2**40, "TB": 1e12,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str | int | float, source: str = "--bytes") -> int:
+    """'64MiB' -> 67108864. K/M/G/T alone are binary (as nccl-tests' -b/-e); KB/MB/GB decimal."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        m = _SIZE_RE.match(str(text))
+        if not m or m.group(2).upper() not in _SIZE_UNITS:
+            raise ConfigError(source, "", "a size such as 4096, 64MiB, 1.5GB or 8G", text)
+        value, unit = float(m.group(1)), m.group(2).upper()
+    nbytes = value * _SIZE_UNITS[unit]
+    if nbytes <= 0 or nbytes != int(nbytes):
+        raise ConfigError(source, "", "a positive whole number of bytes", text)
+    return int(nbytes)
+
+
+def format_size(nbytes: float) -> str:
+    """67108864 -> '64MiB'; binary units, as nccl-tests prints them."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            v = nbytes / scale
+            return f"{v:.0f}{unit}" if v == int(v) else f"{v:.2f}{unit}"
+    return f"{nbytes:.0f}B"

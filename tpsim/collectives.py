@@ -20,6 +20,11 @@ The time of one collective is the sum of four terms::
   uses this pass is not hidden behind the link. It does not shrink as ranks are added, which is
   why 2-rank all-reduce reaches a lower bus bandwidth than 8-rank on the same links (see
   docs/collectives.md: the vTrain A100 tables give 199 GB/s at 2 ranks, 232 GB/s at 8).
+
+A ring is a pipeline: when it crosses several levels, its throughput is that of its slowest
+stage, so the bandwidth and copy terms become ``max_k(stage_k)`` where the innermost stage
+(SM-driven NVLink copies) carries the copy pass and an outer stage is the network's
+``bus_factor * nbytes / (nics * B_nic * eff)``. On one level this is the plain sum above.
 """
 from __future__ import annotations
 
@@ -98,15 +103,42 @@ def ring_hops(spans: tuple[LevelSpan, ...]) -> list[tuple[LevelSpan, int]]:
     return out
 
 
+def _stage_bandwidth(span: LevelSpan, algo: str, share: int = 1) -> float:
+    """Per-direction bandwidth of one stage, bytes/s: the unit's links times ``algo`` efficiency."""
+    return span.unit_bandwidth_Bps * getattr(span.level.efficiency, algo) / share
+
+
 def _bottleneck(spans: tuple[LevelSpan, ...], algo: str, share: int = 1) -> float:
-    """Slowest per-direction bandwidth of the placement, bytes/s, times ``algo`` efficiency."""
-    return min(s.unit_bandwidth_Bps * getattr(s.level.efficiency, algo) / share for s in spans)
+    """Slowest per-direction bandwidth of the placement, bytes/s."""
+    return min(_stage_bandwidth(s, algo, share) for s in spans)
+
+
+def _copy_s(op: str, nbytes: float, ranks: int, topo: Topology) -> float:
+    bw = topo.device.collective_copy_Bps
+    return copy_bytes(op, nbytes, ranks) / bw if bw else 0.0
+
+
+def _pipelined(op, algo, nbytes, ranks, topo, spans, latency_s, wire_bytes) -> CollectiveCost:
+    """Price a pipeline whose stages are the levels in ``spans``: the slowest stage sets the pace.
+
+    Stage k moves ``wire_bytes`` over its bandwidth; the innermost stage also pays the copy pass.
+    Reported as transfer_s (the bottleneck stage's wire time) + copy_s (its copy share).
+    """
+    copy_s = _copy_s(op, nbytes, ranks, topo)
+    stages = []
+    for s in spans:
+        wire = wire_bytes / _stage_bandwidth(s, algo)
+        stages.append((wire + (copy_s if s is spans[0] else 0.0), wire, copy_s if s is spans[0] else 0.0))
+    _, wire, copy = max(stages)
+    launch = topo.device.collective_launch_s
+    return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency_s + wire + copy,
+                          launch, latency_s, wire, copy)
 
 
 def _cost(op, algo, nbytes, ranks, topo, latency_s, transfer_s) -> CollectiveCost:
-    dev = topo.device
-    copy_s = copy_bytes(op, nbytes, ranks) / dev.collective_copy_Bps if dev.collective_copy_Bps else 0.0
-    launch = dev.collective_launch_s
+    """Price phases that run one after another: latency + transfer + the whole copy pass."""
+    copy_s = _copy_s(op, nbytes, ranks, topo)
+    launch = topo.device.collective_launch_s
     return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency_s + transfer_s + copy_s,
                           launch, latency_s, transfer_s, copy_s)
 
@@ -121,8 +153,7 @@ def ring_time(op: str, nbytes: float, ranks: int, topo: Topology) -> CollectiveC
     spans = topo.place(ranks)
     passes = 2 if op == "all-reduce" else 1
     latency = passes * sum(h * s.level.latency_s for s, h in ring_hops(spans))
-    transfer = bus_factor(op, ranks) * nbytes / _bottleneck(spans, "ring")
-    return _cost(op, "ring", nbytes, ranks, topo, latency, transfer)
+    return _pipelined(op, "ring", nbytes, ranks, topo, spans, latency, bus_factor(op, ranks) * nbytes)
 
 
 def tree_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
@@ -134,8 +165,8 @@ def tree_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
     spans = topo.place(ranks)
     chain = sum((s.fanout - 1) * s.level.latency_s for s in spans if s.index == 0)
     depth = sum(math.ceil(math.log2(s.fanout)) * s.level.latency_s for s in spans if s.index > 0)
-    return _cost("all-reduce", "tree", nbytes, ranks, topo, 2 * (chain + depth),
-                 2 * nbytes / _bottleneck(spans, "tree"))
+    return _pipelined("all-reduce", "tree", nbytes, ranks, topo, spans, 2 * (chain + depth),
+                      2 * nbytes)
 
 
 def hierarchical_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:

@@ -1,0 +1,30 @@
+"""Shared test fixtures: hand-made topologies whose costs can be derived on paper."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tpsim.schema import from_mapping
+from tpsim.topology import Topology
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_topology(levels, device=None, name="hand") -> Topology:
+    """A Topology from plain dicts (YAML units), no copy pass and no launch unless given."""
+    dev = {"name": "toy", "peak_tflops": {"bf16": 100.0, "fp32": 10.0}, "memory_GB": 80,
+           "memory_bandwidth_GBps": 1000}
+    dev.update(device or {})
+    return from_mapping(Topology, {"name": name, "description": "hand-derived test topology",
+                                   "device": dev, "levels": levels}, "<test>")
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    def _write(data, name="topo.yaml"):
+        p = tmp_path / name
+        p.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+        return p
+    return _write

@@ -159,3 +159,27 @@ def test_never_below_the_bandwidth_bound(pl, op, nbytes):
              else bus_factor(op, n) * nbytes / max(per_device_best, fastest))
     assert c.time_s >= bound
     assert math.isfinite(c.busbw_Bps) and c.busbw_Bps > 0
+
+
+def test_protocols_closed_form_and_auto_choice():
+    """Simple launch 8 us; LL launch 3 us, hop latency x0.1, quarter bandwidth. N=4, alpha=5 us,
+    B=100 GB/s. LL: 3 + 0.1*30 + 1.5*S/25e9. Simple: 8 + 30 + 1.5*S/1e11.
+    S=1e4: LL 6.6 us < Simple 38.15 us. S=1e8: LL 6006 us > Simple 1538 us."""
+    topo = make_topology([NODE], {"collective_protocols": {
+        "simple": {"launch_us": 8}, "ll": {"launch_us": 3, "hop_latency_scale": 0.1,
+                                           "bandwidth_fraction": 0.25}}})
+    small = collective_time("all-reduce", 1e4, 4, topo)
+    assert (small.protocol, small.time_s) == ("ll", pytest.approx(6e-6 + 1.5e4 / 25e9))
+    big = collective_time("all-reduce", 1e8, 4, topo)
+    assert (big.protocol, big.time_s) == ("simple", pytest.approx(38e-6 + 1.5e-3))
+    forced = collective_time("all-reduce", 1e8, 4, topo, "ring", "ll")
+    assert forced.time_s == pytest.approx(6e-6 + 1.5e8 / 25e9)
+
+
+def test_protocols_must_include_simple_and_be_known():
+    with pytest.raises(ConfigError, match="simple"):
+        make_topology([NODE], {"collective_protocols": {"ll": {"launch_us": 1}}})
+    with pytest.raises(ConfigError, match="collective_protocols.ll256"):
+        make_topology([NODE], {"collective_protocols": {"simple": {}, "ll256": {}}})
+    with pytest.raises(ConfigError, match="--protocol"):
+        collective_time("all-reduce", 1e6, 4, make_topology([NODE]), protocol="ll")

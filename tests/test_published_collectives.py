@@ -64,3 +64,16 @@ def test_dgx_h100_nvls_busbw(ranks, busbw):
 def test_dgx_h100_auto_keeps_ring_where_nvls_does_not_pay(ranks):
     """NVLS moves (1+1/n)S per GPU: at 2-3 GPUs that is no better than a ring (NCCL #1455)."""
     assert collective_time("all-reduce", 4 * 2**30, ranks, load_topology("dgx-h100")).algorithm == "ring"
+
+
+# nccl-tests all_reduce_perf, float, 8 GPUs of a 900 GB/s-NVLink Hopper node, as posted in
+# kvcache-ai/Mooncake PR #3484 (out-of-place time, us): latency- to bandwidth-bound range.
+HOPPER_8GPU_US = {2**19: 20.39, 2**20: 27.76, 2**21: 40.66, 2**22: 53.24, 2**23: 81.16,
+                  2**24: 121.33, 2**25: 195.40}
+
+
+@pytest.mark.parametrize("nbytes,measured_us", sorted(HOPPER_8GPU_US.items()))
+def test_dgx_h100_protocols_track_nccl_tests_mid_sizes(nbytes, measured_us):
+    """LL/LL128/Simple chosen per size as NCCL's tuner does keeps 512 KiB-32 MiB within 15%."""
+    c = collective_time("all-reduce", nbytes, 8, load_topology("dgx-h100"), "ring")
+    assert c.time_s * 1e6 == pytest.approx(measured_us, rel=0.15)

@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .topology import LevelSpan, Topology
+from .topology import SIMPLE, LevelSpan, Protocol, Topology
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast")
 ALGORITHMS = ("ring", "tree", "hierarchical", "nvls")
@@ -50,6 +50,7 @@ class CollectiveCost:
     latency_s: float = 0.0
     transfer_s: float = 0.0
     copy_s: float = 0.0
+    protocol: str = "simple"
 
     @property
     def algbw_Bps(self) -> float:
@@ -62,7 +63,8 @@ class CollectiveCost:
         return self.algbw_Bps * bus_factor(self.op, self.ranks)
 
     def as_dict(self) -> dict:
-        return {"op": self.op, "algorithm": self.algorithm, "ranks": self.ranks,
+        return {"op": self.op, "algorithm": self.algorithm, "protocol": self.protocol,
+                "ranks": self.ranks,
                 "size_bytes": self.nbytes, "time_us": self.time_s * 1e6,
                 "algbw_GBps": self.algbw_Bps / 1e9, "busbw_GBps": self.busbw_Bps / 1e9,
                 "launch_us": self.launch_s * 1e6, "latency_us": self.latency_s * 1e6,
@@ -118,32 +120,42 @@ def _copy_s(op: str, nbytes: float, ranks: int, topo: Topology) -> float:
     return copy_bytes(op, nbytes, ranks) / bw if bw else 0.0
 
 
-def _pipelined(op, algo, nbytes, ranks, topo, spans, latency_s, wire_bytes) -> CollectiveCost:
+def _protocol(topo: Topology, name: str) -> Protocol:
+    return topo.device.protocols.get(name, SIMPLE)
+
+
+def _pipelined(op, algo, nbytes, ranks, topo, spans, latency_s, wire_bytes,
+               proto: str = "simple") -> CollectiveCost:
     """Price a pipeline whose stages are the levels in ``spans``: the slowest stage sets the pace.
 
-    Stage k moves ``wire_bytes`` over its bandwidth; the innermost stage also pays the copy pass.
-    Reported as transfer_s (the bottleneck stage's wire time) + copy_s (its copy share).
+    Stage k moves ``wire_bytes`` over its bandwidth (times the protocol's share of it); the
+    innermost stage also pays the copy pass. Reported as transfer_s (the bottleneck stage's wire
+    time) + copy_s (its copy share).
     """
+    p = _protocol(topo, proto)
     copy_s = _copy_s(op, nbytes, ranks, topo)
     stages = []
     for s in spans:
-        wire = wire_bytes / _stage_bandwidth(s, algo)
-        stages.append((wire + (copy_s if s is spans[0] else 0.0), wire, copy_s if s is spans[0] else 0.0))
+        wire = wire_bytes / (_stage_bandwidth(s, algo) * p.bandwidth_fraction)
+        copy = copy_s if s is spans[0] else 0.0
+        stages.append((wire + copy, wire, copy))
     _, wire, copy = max(stages)
-    launch = topo.device.collective_launch_s
-    return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency_s + wire + copy,
-                          launch, latency_s, wire, copy)
+    launch = topo.device.collective_launch_s + p.launch_s
+    latency = latency_s * p.hop_latency_scale
+    return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency + wire + copy,
+                          launch, latency, wire, copy, proto)
 
 
 def _cost(op, algo, nbytes, ranks, topo, latency_s, transfer_s) -> CollectiveCost:
-    """Price phases that run one after another: latency + transfer + the whole copy pass."""
+    """Price phases that run one after another (Simple protocol): latency + transfer + copy."""
     copy_s = _copy_s(op, nbytes, ranks, topo)
-    launch = topo.device.collective_launch_s
+    launch = topo.device.collective_launch_s + _protocol(topo, "simple").launch_s
     return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency_s + transfer_s + copy_s,
                           launch, latency_s, transfer_s, copy_s)
 
 
-def ring_time(op: str, nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+def ring_time(op: str, nbytes: float, ranks: int, topo: Topology,
+              protocol: str = "simple") -> CollectiveCost:
     """Ring (NCCL's default): n-1 steps per pass, two passes for all-reduce.
 
     t_allreduce = 2 * sum_k hops_k * alpha_k + 2(n-1)/n * S / B_bottleneck     (Thakur et al. 2005)
@@ -153,10 +165,11 @@ def ring_time(op: str, nbytes: float, ranks: int, topo: Topology) -> CollectiveC
     spans = topo.place(ranks)
     passes = 2 if op == "all-reduce" else 1
     latency = passes * sum(h * s.level.latency_s for s, h in ring_hops(spans))
-    return _pipelined(op, "ring", nbytes, ranks, topo, spans, latency, bus_factor(op, ranks) * nbytes)
+    return _pipelined(op, "ring", nbytes, ranks, topo, spans, latency,
+                      bus_factor(op, ranks) * nbytes, protocol)
 
 
-def tree_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+def tree_time(nbytes: float, ranks: int, topo: Topology, protocol: str = "simple") -> CollectiveCost:
     """Double binary tree all-reduce (NCCL, multi-node only): log-depth latency across nodes.
 
     t = 2 * ((g-1) * alpha_intra + sum_k ceil(log2 fanout_k) * alpha_k) + 2 S / B_bottleneck
@@ -166,7 +179,7 @@ def tree_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
     chain = sum((s.fanout - 1) * s.level.latency_s for s in spans if s.index == 0)
     depth = sum(math.ceil(math.log2(s.fanout)) * s.level.latency_s for s in spans if s.index > 0)
     return _pipelined("all-reduce", "tree", nbytes, ranks, topo, spans, 2 * (chain + depth),
-                      2 * nbytes)
+                      2 * nbytes, protocol)
 
 
 def hierarchical_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
@@ -216,8 +229,12 @@ def applicable_algorithms(op: str, ranks: int, topo: Topology) -> list[str]:
 
 
 def collective_time(op: str, nbytes: float, ranks: int, topo: Topology,
-                    algorithm: str = "auto") -> CollectiveCost:
-    """Price ``op`` on ``ranks`` consecutive ranks; ``auto`` takes the fastest, as NCCL's tuner does."""
+                    algorithm: str = "auto", protocol: str = "auto") -> CollectiveCost:
+    """Price ``op`` on ``ranks`` consecutive ranks.
+
+    ``auto`` takes the fastest algorithm and protocol the topology offers, as NCCL's tuner does
+    (ring and tree run with every protocol the device lists; hierarchical and NVLS with Simple).
+    """
     if op not in OPS:
         raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
     if not nbytes > 0:
@@ -226,21 +243,31 @@ def collective_time(op: str, nbytes: float, ranks: int, topo: Topology,
     if ranks == 1 or not spans:
         return CollectiveCost(op, "none", int(nbytes), ranks, 0.0)
     choices = applicable_algorithms(op, ranks, topo)
-    if algorithm == "auto":
-        return min((_price(op, a, nbytes, ranks, topo) for a in choices), key=lambda c: c.time_s)
-    if algorithm not in ALGORITHMS:
-        raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
-    if algorithm not in choices:
-        raise ConfigError("--algo", "", f"an algorithm available for {op} on {ranks} ranks of "
-                          f"{topo.name} ({', '.join(choices)})", algorithm)
-    return _price(op, algorithm, nbytes, ranks, topo)
+    if algorithm != "auto":
+        if algorithm not in ALGORITHMS:
+            raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
+        if algorithm not in choices:
+            raise ConfigError("--algo", "", f"an algorithm available for {op} on {ranks} ranks of "
+                              f"{topo.name} ({', '.join(choices)})", algorithm)
+        choices = [algorithm]
+    protos = list(topo.device.protocols)
+    if protocol != "auto":
+        if protocol not in protos:
+            raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
+                              f"({', '.join(protos)})", protocol)
+        protos = [protocol]
+    costs = [_price(op, a, p, nbytes, ranks, topo) for a in choices for p in protos
+             if p == "simple" or a in ("ring", "tree")]
+    if not costs:
+        raise ConfigError("--protocol", "", f"simple for the {choices[0]} algorithm", protocol)
+    return min(costs, key=lambda c: c.time_s)
 
 
-def _price(op, algo, nbytes, ranks, topo) -> CollectiveCost:
+def _price(op, algo, proto, nbytes, ranks, topo) -> CollectiveCost:
     if algo == "ring":
-        return ring_time(op, nbytes, ranks, topo)
+        return ring_time(op, nbytes, ranks, topo, proto)
     if algo == "tree":
-        return tree_time(nbytes, ranks, topo)
+        return tree_time(nbytes, ranks, topo, proto)
     if algo == "hierarchical":
         return hierarchical_time(nbytes, ranks, topo)
     return nvls_time(nbytes, ranks, topo)

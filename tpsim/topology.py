@@ -18,6 +18,28 @@ DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 
 
+PROTOCOLS = ("simple", "ll", "ll128")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One NCCL wire protocol: its own start-up cost, per-hop latency and share of line rate.
+
+    NCCL prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc):
+    LL trades 3/4 of the bandwidth (8-byte stores carrying 4 bytes of data and a flag) for
+    near-zero per-hop synchronisation, which wins for small messages.
+    """
+    launch_s: float = spec("launch_us", scale=1e-6, ge=0, default=0.0,
+                           doc="fixed cost of this protocol, us, on top of collective_launch_us")
+    hop_latency_scale: float = spec(gt=0, default=1.0,
+                                    doc="per-hop latency as a multiple of each level's latency_us")
+    bandwidth_fraction: float = spec(gt=0, le=1, default=1.0,
+                                     doc="fraction of the link bandwidth the protocol delivers")
+
+
+SIMPLE = Protocol()
+
+
 @dataclass(frozen=True)
 class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
@@ -43,11 +65,26 @@ class Device:
         "collective_copy_bandwidth_GBps", scale=1e9, gt=0, default=None,
         doc="rate at which the collective kernel streams its own input and output buffers "
             "through device memory, GB/s; null: not modelled")
+    collective_protocols: dict[str, Protocol] | None = spec(
+        default=None, doc="protocols NCCL may pick (simple, ll, ll128), each a mapping of "
+                          "launch_us, hop_latency_scale, bandwidth_fraction; null: simple only")
 
     def validate(self, source: str, path: str) -> None:
         for dtype in self.peak_flops:
             if dtype not in DTYPES:
                 raise ConfigError(source, f"{path}.peak_tflops.{dtype}", f"a dtype in {DTYPES}")
+        for name in self.collective_protocols or {}:
+            if name not in PROTOCOLS:
+                raise ConfigError(source, f"{path}.collective_protocols.{name}",
+                                  f"a protocol in {PROTOCOLS}")
+        if self.collective_protocols and "simple" not in self.collective_protocols:
+            raise ConfigError(source, f"{path}.collective_protocols",
+                              "a 'simple' entry (hierarchical and NVLS algorithms run on it)")
+
+    @property
+    def protocols(self) -> dict[str, Protocol]:
+        """The protocols a collective may run with; Simple alone unless the device lists more."""
+        return dict(self.collective_protocols) if self.collective_protocols else {"simple": SIMPLE}
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for ``dtype``; a clear error when the device does not list it."""

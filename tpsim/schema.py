@@ -135,10 +135,15 @@ def field_docs(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        default = "required" if f.default is dataclasses.MISSING and \
-            f.default_factory is dataclasses.MISSING else repr(f.default)
-        scale = f.metadata.get("scale", 1.0)
-        if default not in ("required", "None") and isinstance(f.default, float) and scale != 1.0:
-            default = f"{f.default / scale:g}"
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            default = "required"
+        elif f.default is None:
+            default = "null"
+        elif dataclasses.is_dataclass(f.default):
+            default = "see below"
+        elif isinstance(f.default, float):
+            default = f"{f.default / f.metadata.get('scale', 1.0):g}"
+        else:
+            default = str(f.default).lower() if isinstance(f.default, bool) else repr(f.default)
         rows.append((prefix + _yaml_key(f), default, f.metadata.get("doc", "")))
     return rows

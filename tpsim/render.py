@@ -16,3 +16,111 @@ def collective_table(costs, topo) -> str:
             f"{c.algbw_Bps / 1e9:11.2f} {c.busbw_Bps / 1e9:11.2f}  {c.algorithm}/{c.protocol}"
             for c in costs]
     return "\n".join(head + rows)
+
+
+# --------------------------------------------------------------------------- predict (issue 4)
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3f} ms"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _op_table(ops) -> list[str]:
+    head = (f"{'op':26s} {'kind':11s} {'stream':7s} {'shape':38s} {'GFLOP':>8s} {'MB':>8s} "
+            f"{'time_us':>9s} {'start_us':>9s} {'share':>6s}")
+    lines = [head]
+    for phase in ("forward", "backward"):
+        for o in (o for o in ops if o.phase == phase):
+            moved = o.comm_bytes if o.kind == "collective" else o.bytes
+            lines.append(f"{o.name:26s} {o.kind:11s} {o.stream:7s} {o.shape[:38]:38s} "
+                         f"{o.flops / 1e9:8.1f} {moved / 1e6:8.1f} {o.time_s * 1e6:9.1f} "
+                         f"{o.start_s * 1e6:9.1f} {_pct(o.share):>6s}")
+    return lines
+
+
+def _layer_lines(layer) -> list[str]:
+    return [
+        "one layer, forward + backward, on one GPU:",
+        f"  forward        {_ms(layer.forward_s):>12s}",
+        f"  backward       {_ms(layer.backward_s):>12s}",
+        f"  total          {_ms(layer.total_s):>12s}   (the schedule's makespan)",
+        f"  compute        {_ms(layer.compute_s):>12s}   (compute stream busy)",
+        f"  communication  {_ms(layer.comm_s):>12s}   comm share {_pct(layer.comm_share)} "
+        "(comm stream busy / total)",
+        f"  exposed comm   {_ms(layer.exposed_comm_s):>12s}   {_pct(layer.exposed_comm_share)} "
+        "of the layer (comm not hidden behind compute: the TP overhead)",
+    ]
+
+
+def _collective_lines(collectives, heads, kv_heads) -> list[str]:
+    lines = [f"collectives per layer (bytes as nccl-tests counts them, MB = 1e6 bytes); "
+             f"heads per rank {heads}, kv heads per rank {kv_heads}:"]
+    if not collectives:
+        lines.append("  none (tp = 1)")
+    for c in collectives:
+        lines.append(f"  {c.phase:9s} {c.count} x {c.op:15s} {c.bytes:>12d} B ({c.bytes / 1e6:.1f} MB)"
+                     f"  {c.time_s * 1e6:8.1f} us each  {c.algorithm}")
+    return lines
+
+
+def _model_lines(p) -> list[str]:
+    m = p.model
+    return [
+        f"whole model, one micro-batch, forward + backward ({m.params / 1e9:.2f} B parameters, "
+        "no pipeline):",
+        f"  {m.layers} layers x {_ms(m.layer_s)} = {_ms(m.layers * m.layer_s)}",
+        f"  embedding      {_ms(m.embedding_s):>12s}   (vocab-parallel)",
+        f"  output layer   {_ms(m.output_s):>12s}   (logits GEMM + vocab-parallel cross-entropy)",
+        f"  step           {_ms(m.step_s):>12s}",
+        f"  {m.flops / 1e12:.1f} TFLOP per GPU (model FLOPs): {m.tflops_per_gpu:.1f} TFLOP/s per GPU, "
+        f"MFU {_pct(m.mfu)}",
+    ]
+
+
+def _memory_lines(mem, dtype: str) -> list[str]:
+    gb = 1e9
+    fits = "fits" if mem.fits else "DOES NOT FIT"
+    return [
+        f"memory per GPU (GB = 1e9 bytes; mixed-precision Adam: {dtype} weights, fp32 gradients, "
+        "fp32 master + m + v):",
+        f"  parameters     {mem.params_per_gpu / 1e9:9.2f} B",
+        f"  weights        {mem.weights_bytes / gb:9.2f} GB",
+        f"  gradients      {mem.gradients_bytes / gb:9.2f} GB",
+        f"  optimizer      {mem.optimizer_bytes / gb:9.2f} GB",
+        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (one micro-batch, all layers)",
+        f"  total          {mem.total_bytes / gb:9.2f} GB   of {mem.capacity_bytes / gb:.0f} GB: {fits}",
+    ]
+
+
+def prediction_report(p) -> str:
+    """``tpsim predict``'s text output for a :class:`~tpsim.result.Prediction`."""
+    i = p.inputs
+    where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
+    lines = [
+        f"tpsim predict: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}",
+        f"micro-batch {i.micro_batch} x seq {i.seq_len}, {i.dtype}, {i.attention} attention, "
+        f"dropout {i.dropout:g}, sequence parallel {'on' if i.sequence_parallel else 'off'}",
+        "",
+        "ops of one layer on one GPU, in time order (share = op time / layer time; "
+        "MB: memory traffic, or collective size):",
+        *_op_table(p.ops), "",
+        *_layer_lines(p.layer), "",
+        *_collective_lines(p.collectives, i.heads_per_rank, i.kv_heads_per_rank), "",
+        *_model_lines(p), "",
+        *_memory_lines(p.memory, i.dtype),
+    ]
+    lines += [f"WARNING: {w}" for w in p.warnings]
+    return "\n".join(lines)
+
+
+def models_table(models) -> str:
+    """``tpsim models``: one line per preset."""
+    head = (f"{'name':12s} {'params':>8s} {'layers':>6s} {'hidden':>6s} {'heads':>5s} {'kv':>4s} "
+            f"{'ffn':>6s} {'vocab':>6s} {'seq':>5s}  {'act':6s} description")
+    rows = [f"{m.name:12s} {m.params() / 1e9:7.2f}B {m.layers:6d} {m.hidden:6d} {m.heads:5d} "
+            f"{m.kv_heads:4d} {m.ffn_hidden:6d} {m.vocab:6d} {m.seq_len:5d}  {m.activation:6s} "
+            f"{m.description}" for m in models]
+    return "\n".join([head] + rows)

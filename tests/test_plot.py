@@ -1,0 +1,236 @@
+"""`tpsim plot`: each figure is a real PNG whose CSV holds the numbers the model gives.
+
+The CSV check is the point: a figure could draw anything, but its CSV must equal what
+``collective_time`` / ``predict`` return for the same inputs, row for row.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tpsim.cli import main
+from tpsim.collectives import bus_factor, collective_time
+from tpsim.topology import load_topology
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_csv(path):
+    """Rows of a figure's CSV (its leading '# ' lines are notes)."""
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 10_000, f"{path} is not a drawn PNG"
+
+
+def plot(*argv):
+    assert main(["plot", *map(str, argv)]) == 0
+
+
+# --------------------------------------------------------------------------- collective
+
+def test_collective_csv_is_collective_time(tmp_path):
+    out = tmp_path / "coll.png"
+    plot("collective", "--topology", "dgx-h100-ndr-cluster", "--ranks", 16, "--algo", "all",
+         "--min-bytes", "1KiB", "--max-bytes", "1GiB", "--out", out)
+    assert_png(out)
+    rows = read_csv(tmp_path / "coll.csv")
+    topo = load_topology("dgx-h100-ndr-cluster")
+    assert {r["requested"] for r in rows} == {"auto", "ring", "tree", "hierarchical"}
+    assert len(rows) == 4 * 21                       # 2^10 .. 2^30 bytes
+    for r in rows:
+        cost = collective_time("all-reduce", int(r["size_bytes"]), 16, topo, r["requested"])
+        assert float(r["time_us"]) == pytest.approx(cost.time_s * 1e6, rel=1e-9)
+        assert float(r["busbw_GBps"]) == pytest.approx(cost.busbw_Bps / 1e9, rel=1e-9)
+        assert r["algorithm"] == cost.algorithm
+        fixed = cost.launch_s + cost.latency_s
+        assert r["bound"] == ("bandwidth" if cost.transfer_s + cost.copy_s >= fixed else "latency")
+    # the knee lies inside the sweep: small messages latency-bound, large ones bandwidth-bound
+    for algo in ("ring", "tree"):
+        bounds = [r["bound"] for r in rows if r["requested"] == algo]
+        assert bounds[0] == "latency" and bounds[-1] == "bandwidth"
+
+
+def test_collective_measured_overlay_is_the_file(tmp_path):
+    """nccl-tests-style CSV (vTrain's columns): 4 MiB in 100 us on 8 ranks ->
+    algbw = 4194304 B / 1e-4 s = 41.94 GB/s, busbw = algbw * 2*7/8 = 73.40 GB/s."""
+    measured = tmp_path / "ar.csv"
+    measured.write_text("size(B),count,type,time(ns),busbw(GB/s),time(ns),busbw(GB/s)\n"
+                        "4194304,1048576,float,100000,0,99000,0\n"
+                        "1048576,262144,float,50000,0,49000,0\n")
+    out = tmp_path / "m.png"
+    plot("collective", "--topology", "dgx-a100", "--ranks", 8, "--max-bytes", "8MiB",
+         "--measured", measured, "--out", out)
+    rows = [r for r in read_csv(tmp_path / "m.csv") if r["requested"] == "measured"]
+    assert [int(r["size_bytes"]) for r in rows] == [1048576, 4194304]
+    assert float(rows[1]["time_us"]) == pytest.approx(100.0)
+    assert float(rows[1]["busbw_GBps"]) == pytest.approx(4194304 / 1e-4 * 1.75 / 1e9)
+    assert bus_factor("all-reduce", 8) == 1.75
+
+
+def test_collective_measured_from_a_validate_report(tmp_path):
+    """report.json's `collectives` rows: only those of the plotted op and rank count are drawn."""
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"cases": [], "collectives": [
+        {"op": "all-reduce", "ranks": 2, "size_bytes": 1048576, "time_s": 2e-4},
+        {"op": "all-reduce", "ranks": 4, "size_bytes": 1048576, "time_s": 3e-4},
+        {"op": "all-gather", "ranks": 2, "size_bytes": 1048576, "time_s": 1e-4}]}))
+    plot("collective", "--topology", "dgx-a100", "--ranks", 2, "--max-bytes", "4MiB",
+         "--measured", report, "--out", tmp_path / "r.png")
+    rows = [r for r in read_csv(tmp_path / "r.csv") if r["requested"] == "measured"]
+    assert [(int(r["size_bytes"]), float(r["time_us"])) for r in rows] == [(1048576, 200.0)]
+
+
+def test_svg_format(tmp_path):
+    plot("collective", "--max-bytes", "1MiB", "--format", "svg", "--out", tmp_path / "c.png")
+    assert (tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
+    assert (tmp_path / "c.csv").is_file()
+
+
+# --------------------------------------------------------------------------- validation
+
+REPORT = {
+    "cases": [
+        {"layer": "mlp", "shape": {"tokens": 2048, "hidden": 4096}, "phase": "forward",
+         "measured_s": 1.0e-3, "predicted_s": 1.1e-3, "error_pct": 10.0},
+        {"layer": "attention", "shape": {"tokens": 2048, "hidden": 4096}, "phase": "forward_backward",
+         "measured_s": 4.0e-3, "predicted_s": 3.0e-3, "error_pct": -25.0},
+    ],
+    "summary": {"cases": 2, "mean_abs_error_pct": 17.5},
+}
+
+
+def test_validation_csv_is_the_report(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(REPORT))
+    plot("validation", "--report", report, "--out", tmp_path / "v.png")
+    assert_png(tmp_path / "v.png")
+    rows = read_csv(tmp_path / "v.csv")
+    assert [(r["layer"], r["phase"]) for r in rows] == [("mlp", "forward"),
+                                                         ("attention", "forward_backward")]
+    for row, case in zip(rows, REPORT["cases"]):
+        for key in ("measured_s", "predicted_s", "error_pct"):
+            assert float(row[key]) == case[key]
+
+
+# --------------------------------------------------------------------------- from predict()
+
+def test_intra_vs_inter_csv_is_predict(tmp_path):
+    from tpsim.predict import predict
+    plot("intra-vs-inter", "--model", "gpt3", "--out", tmp_path / "ivi.png")
+    assert_png(tmp_path / "ivi.png")
+    rows = read_csv(tmp_path / "ivi.csv")
+    assert [(r["topology"], int(r["tp"])) for r in rows] == [
+        (t, tp) for t in ("dgx-h100", "dgx-h100-ndr-cluster") for tp in (1, 2, 4, 8, 16, 32)]
+    for r in rows:
+        if r["topology"] == "dgx-h100" and int(r["tp"]) > 8:    # 8 GPUs in one node
+            assert r["status"].startswith("skipped") and r["layer_s"] == ""
+            continue
+        layer = predict("gpt3", r["topology"], tp=int(r["tp"])).layer
+        assert r["status"] == "ok"
+        for key in ("compute_s", "exposed_comm_s", "comm_s", "comm_share", "exposed_comm_share"):
+            assert float(r[key]) == pytest.approx(getattr(layer, key), rel=1e-12)
+        assert float(r["layer_s"]) == pytest.approx(layer.total_s, rel=1e-12)
+        # the stacked bars are the whole layer: compute plus the comm it waits for
+        assert float(r["compute_s"]) + float(r["exposed_comm_s"]) == pytest.approx(layer.total_s)
+        assert r["crosses_node"] == str(int(r["tp"]) > 8)
+
+
+def test_intra_vs_inter_says_which_degrees_a_model_cannot_take(tmp_path):
+    """gpt2 has 12 heads: TP 8, 16 and 32 do not divide them."""
+    plot("intra-vs-inter", "--model", "gpt2", "--topology", "dgx-h100-ndr-cluster",
+         "--out", tmp_path / "g.png")
+    status = {int(r["tp"]): r["status"] for r in read_csv(tmp_path / "g.csv")}
+    assert [tp for tp, s in status.items() if s == "ok"] == [1, 2, 4]
+    assert all("heads" in status[tp] for tp in (8, 16, 32))
+
+
+def test_breakdown_csv_is_the_schedule(tmp_path):
+    from tpsim.predict import predict
+    plot("breakdown", "--model", "gpt3", "--tp", 4, "--topology", "dgx-h100-ndr-cluster",
+         "--out", tmp_path / "b.png")
+    assert_png(tmp_path / "b.png")
+    pred = predict("gpt3", "dgx-h100-ndr-cluster", tp=4)
+    rows = read_csv(tmp_path / "b.csv")
+    assert [r["name"] for r in rows] == [op.name for op in pred.ops]
+    for r, op in zip(rows, pred.ops):
+        assert (r["phase"], r["stream"]) == (op.phase, op.stream)
+        for key in ("time_s", "start_s", "end_s", "share", "flops", "comm_bytes"):
+            assert float(r[key]) == pytest.approx(getattr(op, key), rel=1e-12)
+    head = (tmp_path / "b.csv").read_text()
+    assert f"# total_s: {pred.layer.total_s}" in head
+
+
+def test_tp_vs_dp_csv(tmp_path):
+    """gpt3 TP: 4 all-reduces of b*s*h*2 B per layer = 4 * 2048 * 12288 * 2 = 201326592 B,
+    times 96 layers = 19327352832 B per micro-batch, times 3 micro-batches = 57982058496 B.
+    DP: one all-reduce of params * 2 B (bf16 gradients)."""
+    from tpsim.predict import predict
+    topo = load_topology("dgx-h100-ndr-cluster")
+    plot("tp-vs-dp", "--micro-batches", 3, "--out", tmp_path / "d.png")
+    assert_png(tmp_path / "d.png")
+    rows = {(r["strategy"], int(r["degree"])): r for r in read_csv(tmp_path / "d.csv")}
+    assert set(rows) == {(s, g) for s in ("TP", "DP") for g in (2, 4, 8, 16, 32)}
+    assert int(rows["TP", 8]["collective_bytes_per_step"]) == 57982058496
+    params = predict("gpt3", topo, tp=1).model.params
+    for g in (2, 4, 8, 16, 32):
+        pred = predict("gpt3", topo, tp=g)
+        tp, dp = rows["TP", g], rows["DP", g]
+        assert float(tp["time_per_step_s"]) == pytest.approx(3 * 96 * pred.layer.comm_s)
+        assert float(tp["exposed_time_per_step_s"]) == pytest.approx(
+            3 * 96 * pred.layer.exposed_comm_s)
+        cost = collective_time("all-reduce", params * 2, g, topo)
+        assert int(dp["collective_bytes_per_step"]) == params * 2
+        assert float(dp["time_per_step_s"]) == pytest.approx(cost.time_s, rel=1e-12)
+        assert float(dp["sent_bytes_per_gpu_per_step"]) == pytest.approx(
+            params * 2 * 2 * (g - 1) / g)
+        assert tp["crosses_node"] == dp["crosses_node"] == str(g > 8)
+
+
+# --------------------------------------------------------------------------- bad input -> exit 2
+
+@pytest.mark.parametrize("argv", [
+    ["collective", "--topology", "no-such-cluster"],
+    ["collective", "--ranks", "64"],                          # more than one dgx-h100 holds
+    ["collective", "--min-bytes", "1GiB", "--max-bytes", "1MiB"],
+    ["collective", "--measured", "/nonexistent/ar.csv"],
+    ["validation", "--report", "/nonexistent/report.json"],
+    ["breakdown", "--model", "no-such-model"],
+    ["breakdown", "--tp", "5"],                               # 96 heads do not split 5 ways
+    ["intra-vs-inter", "--topology", "no-such-cluster"],
+    ["tp-vs-dp", "--micro-batches", "0"],
+])
+def test_bad_input_exits_2(tmp_path, capsys, argv):
+    assert main(["plot", *argv, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tpsim: error:") and "\n" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_malformed_report_names_the_key(tmp_path, capsys):
+    bad = {"cases": [dict(REPORT["cases"][0], measured_s="fast")]}
+    (tmp_path / "r.json").write_text(json.dumps(bad))
+    assert main(["plot", "validation", "--report", str(tmp_path / "r.json"),
+                 "--out", str(tmp_path / "v.png")]) == 2
+    assert "cases[0].measured_s" in capsys.readouterr().err
+
+
+def test_unwritable_out_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["plot", "collective", "--max-bytes", "1MiB",
+                 "--out", str(blocker / "fig.png")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_matplotlib_is_imported_only_by_plot():
+    code = ("import sys, tpsim, tpsim.cli, tpsim.figure_data, tpsim.trace; "
+            "tpsim.cli.build_parser(); assert 'matplotlib' not in sys.modules, 'matplotlib loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True)

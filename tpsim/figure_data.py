@@ -1,0 +1,338 @@
+"""The numbers behind each figure of ``tpsim plot``, as tables of rows. No matplotlib here.
+
+Every number in a table is read from what :func:`tpsim.predict.predict` or
+:func:`tpsim.collectives.collective_time` returned, or from a measured file, never re-derived:
+the CSV beside a figure is the figure. Units are SI and ride in the column name (``time_s``,
+``size_bytes``), except ``*_GBps`` columns, which are nccl-tests' GB/s (1e9 bytes per second).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .collectives import applicable_algorithms, bus_factor, collective_time
+from .errors import ConfigError, TpsimError
+from .topology import BYTES_PER_ELEMENT, Topology, load_topology
+
+TP_DEGREES = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of one figure. ``notes`` and ``totals`` become ``# `` lines at the top of its CSV."""
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[dict, ...]
+    notes: tuple[str, ...] = field(default=())
+    totals: dict = field(default_factory=dict)
+
+    def write_csv(self, path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            for line in (self.title, *self.notes, *(f"{k}: {v}" for k, v in self.totals.items())):
+                f.write(f"# {line}\n")
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def power_of_two_sizes(lo: int, hi: int) -> list[int]:
+    """lo, 2 lo, 4 lo, ... up to hi: the sizes nccl-tests sweeps with -f 2."""
+    if lo > hi:
+        raise TpsimError(f"--min-bytes: expected at most --max-bytes ({lo} > {hi})")
+    sizes = []
+    while lo <= hi:
+        sizes.append(lo)
+        lo *= 2
+    return sizes
+
+
+# --------------------------------------------------------------------------- collective
+
+COLLECTIVE_COLUMNS = ("topology", "requested", "algorithm", "protocol", "op", "ranks", "size_bytes", "time_us",
+                      "algbw_GBps", "busbw_GBps", "launch_us", "latency_us", "transfer_us",
+                      "copy_us", "bound")
+
+
+def collective_sweep(topologies: list[Topology], op: str, ranks: int, algorithms: list[str],
+                     sizes: list[int], measured: str | Path | None = None) -> Table:
+    """One line per (topology, algorithm): ``collective_time`` at every size.
+
+    ``bound`` says which half of ``t = (launch + hops*alpha) + (bus_factor*S/B + copy)`` is larger
+    at that size; the knee of a line is the first size from which every row is ``bandwidth``. ``measured`` points (see
+    :func:`read_measured`) become rows with ``requested = measured``, their busbw as nccl-tests
+    computes it: ``size / time * bus_factor(op, ranks)``.
+    """
+    rows, notes = [], []
+    for topo in topologies:
+        wanted = algorithms
+        if "all" in algorithms:
+            wanted = ["auto", *applicable_algorithms(op, ranks, topo)]
+        for algo in wanted:
+            if algo not in ("auto", *applicable_algorithms(op, ranks, topo)):
+                notes.append(f"skipped {algo} on {topo.name}: not available for {op} on {ranks} ranks")
+                continue
+            for size in sizes:
+                cost = collective_time(op, size, ranks, topo, algo)
+                fixed = cost.launch_s + cost.latency_s
+                rows.append({"topology": topo.name, "requested": algo, **cost.as_dict(),
+                             "bound": "bandwidth" if cost.transfer_s + cost.copy_s >= fixed
+                             else "latency"})
+    if not rows:
+        raise TpsimError("plot collective: no algorithm applies: " + "; ".join(notes))
+    if measured is not None:
+        label = f"measured: {Path(measured).name}"
+        for size, time_s in read_measured(measured, op, ranks):
+            rows.append({"topology": label, "requested": "measured", "algorithm": "measured",
+                         "op": op, "ranks": ranks, "size_bytes": int(size), "time_us": time_s * 1e6,
+                         "algbw_GBps": size / time_s / 1e9,
+                         "busbw_GBps": size / time_s * bus_factor(op, ranks) / 1e9, "bound": ""})
+    notes.insert(0, "size_bytes as nccl-tests counts it; algbw = size/time; busbw = algbw * bus "
+                    "factor; GB/s = 1e9 B/s; time = launch + latency + transfer + copy")
+    return Table(f"{op} on {ranks} ranks: time and bus bandwidth against message size",
+                 COLLECTIVE_COLUMNS, tuple(rows), tuple(notes))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+_SIZE_KEYS = ("size_bytes", "size(b)", "bytes", "nbytes", "size")
+_TIME_KEYS = (("measured_s", 1.0), ("time_s", 1.0), ("time_us", 1e-6), ("time(us)", 1e-6),
+              ("time_ns", 1e-9), ("time(ns)", 1e-9))
+
+
+def _size_and_time(record: dict) -> tuple[float, float] | None:
+    low = {str(k).strip().lower(): v for k, v in record.items()}
+    size = next((_number(low[k]) for k in _SIZE_KEYS if k in low), None)
+    time = next((_number(low[k]) * s for k, s in _TIME_KEYS if k in low and _number(low[k])),
+                None)
+    return (size, time) if size and time else None
+
+
+def read_measured(path: str | Path, op: str, ranks: int | None = None) -> list[tuple[float, float]]:
+    """(size_bytes, time_s) points of one collective from a CSV or a validate/ report.json.
+
+    CSV: a header naming a size column (``size_bytes``, ``bytes`` or nccl-tests' ``size(B)``) and
+    a time column (``time_s``, ``time_us``, ``time_ns`` or ``time(ns)``; the first one wins, so an
+    nccl-tests table gives its out-of-place time). JSON: the records under ``collectives`` (or
+    ``cases``) that carry a size and a time, and whose ``op`` and ``ranks``, where given, match
+    (validate/run.py's ``collectives`` rows: op, ranks, size_bytes, time_s measured).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(str(p), "", "a readable CSV or report.json", e.strerror) from None
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(str(p), "", f"valid JSON (line {e.lineno})") from None
+        records = data if isinstance(data, list) else (
+            data.get("collectives") or data.get("cases") or []) if isinstance(data, dict) else []
+        records = [r for r in records if isinstance(r, dict) and r.get("op", op) == op
+                   and (ranks is None or r.get("ranks", ranks) == ranks)]
+    else:
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        header, *body = list(csv.reader(lines)) or [[]]
+        # nccl-tests repeats time(ns) (out-of-place, then in-place): the first column wins
+        first = {name: header.index(name) for name in header}
+        records = [{name: row[i] for name, i in first.items() if i < len(row)} for row in body]
+    points = sorted(pt for pt in map(_size_and_time, records) if pt)
+    if not points:
+        raise ConfigError(str(p), "", f"{op} points with a size column (size_bytes, bytes, size(B)) "
+                          "and a time column (time_s, time_us, time_ns, time(ns), measured_s)")
+    return points
+
+
+# --------------------------------------------------------------------------- validation
+
+VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "error_pct")
+
+
+def validation_table(report_path: str | Path) -> Table:
+    """The cases of a ``validate/run.py`` report.json: predicted and measured time per layer."""
+    p = Path(report_path)
+    try:
+        report = json.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(str(p), "", "a readable validate/ report.json", e.strerror) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(p), "", f"valid JSON (line {e.lineno})") from None
+    cases = report.get("cases") if isinstance(report, dict) else None
+    if not isinstance(cases, list) or not cases:
+        raise ConfigError(str(p), "cases", "a non-empty list of validated layers")
+    rows = []
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict):
+            raise ConfigError(str(p), f"cases[{i}]", "a mapping", type(case).__name__)
+        for key in ("measured_s", "predicted_s"):
+            value = case.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive number of seconds",
+                                  value)
+        error = case.get("error_pct")
+        if isinstance(error, bool) or not isinstance(error, (int, float)):
+            raise ConfigError(str(p), f"cases[{i}].error_pct", "a number", error)
+        shape = case.get("shape", "")
+        rows.append({"layer": str(case.get("layer", f"case {i}")),
+                     "phase": str(case.get("phase", "")),
+                     "shape": json.dumps(shape) if isinstance(shape, (dict, list)) else str(shape),
+                     "measured_s": case["measured_s"], "predicted_s": case["predicted_s"],
+                     "error_pct": error})
+    summary = report.get("summary")
+    notes = [f"report: {p}", "measured_s, predicted_s and error_pct as the report gives them"]
+    totals = {}
+    if isinstance(summary, dict):
+        totals = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    return Table("predicted against measured time per validated layer", VALIDATION_COLUMNS,
+                 tuple(rows), tuple(notes), totals)
+
+
+def load_topologies(names: list[str]) -> list[Topology]:
+    return [load_topology(n) for n in names]
+
+
+# --------------------------------------------------------------------------- from predict()
+
+def _predict(model: str, topo: Topology, tp: int, settings: dict):
+    from .predict import predict     # networkx and the op graph: only for the figures that need them
+    return predict(model, topo, tp=tp, **settings)
+
+
+def _predict_or_skip(model: str, topo: Topology, tp: int, settings: dict):
+    """(prediction, "ok"), or (None, why) when this TP degree cannot run (heads % tp, GPUs)."""
+    try:
+        return _predict(model, topo, tp, settings), "ok"
+    except TpsimError as e:
+        return None, f"skipped: {e}"
+
+
+INTRA_INTER_COLUMNS = ("topology", "tp", "gpus_per_node", "crosses_node", "status", "layer_s",
+                       "compute_s", "exposed_comm_s", "comm_s", "comm_share", "exposed_comm_share")
+
+
+def intra_vs_inter(model: str, topologies: list[Topology], degrees: tuple[int, ...] = TP_DEGREES,
+                   **settings) -> Table:
+    """Per-layer time (compute + exposed communication) and comm share against TP degree."""
+    rows, priced = [], None
+    for topo in topologies:
+        for tp in degrees:
+            base = {"topology": topo.name, "tp": tp, "gpus_per_node": topo.devices_per_node,
+                    "crosses_node": tp > topo.devices_per_node}
+            pred, status = _predict_or_skip(model, topo, tp, settings)
+            if pred is None:
+                rows.append({**base, "status": status})
+                continue
+            layer, priced = pred.layer, pred
+            rows.append({**base, "status": status, "layer_s": layer.total_s,
+                         "compute_s": layer.compute_s, "exposed_comm_s": layer.exposed_comm_s,
+                         "comm_s": layer.comm_s, "comm_share": layer.comm_share,
+                         "exposed_comm_share": layer.exposed_comm_share})
+    notes = ("one transformer layer, forward + backward, per GPU, from tpsim predict; times in s;"
+             " layer_s = compute_s + exposed_comm_s (the compute stream waits for the rest)",
+             "comm_share = comm_s / layer_s; exposed_comm_share = exposed_comm_s / layer_s",
+             f"settings: {_describe(settings)}")
+    if priced is None:
+        raise TpsimError(f"plot intra-vs-inter: no TP degree runs: {rows[0]['status']}")
+    return Table(f"{_inputs(priced)}: one layer against TP degree", INTRA_INTER_COLUMNS,
+                 tuple(rows), notes)
+
+
+def _describe(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "predict defaults"
+
+
+def _inputs(pred) -> str:
+    """What a figure priced, as predict() resolved it: model, micro-batch, tokens, dtype."""
+    i = pred.inputs
+    return (f"{i.model}, micro-batch {i.micro_batch} x {i.seq_len} tokens, {i.dtype}"
+            + (", sequence parallel" if i.sequence_parallel else ""))
+
+
+BREAKDOWN_COLUMNS = ("phase", "name", "kind", "stream", "block", "shape", "flops", "bytes",
+                     "comm_bytes", "collective", "algorithm", "time_s", "start_s", "end_s", "share")
+
+
+def breakdown(model: str, topo: Topology, tp: int, **settings) -> Table:
+    """Every op of one layer as ``predict()`` scheduled it, forward then backward."""
+    pred = _predict(model, topo, tp, settings)
+    rows = [{k: getattr(op, k) for k in BREAKDOWN_COLUMNS} for op in pred.ops]
+    layer = pred.layer
+    totals = {"forward_s": layer.forward_s, "backward_s": layer.backward_s,
+              "total_s": layer.total_s, "compute_s": layer.compute_s, "comm_s": layer.comm_s,
+              "exposed_comm_s": layer.exposed_comm_s}
+    notes = ("ops in schedule order; times in s; share = time_s / layer total_s; "
+             "comm ops run on their own stream and may overlap compute",
+             f"settings: {_describe(settings)}")
+    return Table(f"{_inputs(pred)}, TP={tp} on {topo.name}: where one layer's time goes",
+                 BREAKDOWN_COLUMNS, tuple(rows), notes, totals)
+
+
+def _tp_per_step(pred, tp: int, micro_batches: int) -> dict:
+    """A layer's collectives (predict()'s rows) times layers times micro-batches per step."""
+    per = pred.model.layers * micro_batches
+    coll = pred.collectives
+    return {"collectives_per_step": per * sum(c.count for c in coll),
+            "collective_bytes_per_step": per * sum(c.count * c.bytes for c in coll),
+            "sent_bytes_per_gpu_per_step": per * sum(c.count * bus_factor(c.op, tp) * c.bytes
+                                                     for c in coll),
+            "time_per_step_s": per * pred.layer.comm_s,
+            "exposed_time_per_step_s": per * pred.layer.exposed_comm_s}
+
+
+TP_DP_COLUMNS = ("strategy", "degree", "crosses_node", "status", "moves", "collectives_per_step",
+                 "collective_bytes_per_step", "sent_bytes_per_gpu_per_step", "time_per_step_s",
+                 "exposed_time_per_step_s")
+
+
+def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1:],
+             micro_batches: int = 1, **settings) -> Table:
+    """Bytes and time per training step, per GPU: TP's activation collectives against DP's
+    gradient all-reduce, on groups of ``degree`` GPUs of ``topo`` (inside a node, then across).
+
+    TP (per step): layers * micro_batches * the layer's collectives (count, nccl-tests bytes,
+    comm_s and exposed_comm_s of ``predict()``); transformer layers only.
+    DP (per step): one all-reduce of every gradient, params * bytes_per_element(dtype), priced
+    by ``collective_time``; DP replicates the whole model, as the chapter's table assumes.
+    sent bytes: what one GPU puts on its links, bus_factor(op, degree) * nccl-tests bytes.
+    """
+    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+        raise ConfigError("--micro-batches", "", "a positive integer", micro_batches)
+    dtype = settings.get("dtype", "bf16")
+    single = _predict(model, topo, 1, settings)
+    params = single.model.params
+    grad_bytes = params * BYTES_PER_ELEMENT[dtype]
+    rows = []
+    for g in degrees:
+        base = {"degree": g, "crosses_node": g > topo.devices_per_node}
+        pred, status = _predict_or_skip(model, topo, g, settings)
+        tp = {**base, "strategy": "TP", "status": status,
+              "moves": "activations: every layer, forward and backward"}
+        if pred is not None:
+            tp.update(_tp_per_step(pred, g, micro_batches))
+        if g > topo.max_ranks:
+            rows.append(tp)
+            rows.append({**base, "strategy": "DP", "status": status, "moves": "gradients"})
+            continue
+        cost = collective_time("all-reduce", grad_bytes, g, topo)
+        rows += [tp, {**base, "strategy": "DP", "status": "ok",
+                      "moves": "gradients: once per step, one all-reduce",
+                      "collectives_per_step": 1, "collective_bytes_per_step": grad_bytes,
+                      "sent_bytes_per_gpu_per_step": bus_factor("all-reduce", g) * grad_bytes,
+                      "time_per_step_s": cost.time_s}]
+    notes = (f"per GPU per training step of {micro_batches} micro-batch(es); bytes in B, times in s",
+             f"DP gradients: {params} parameters x {BYTES_PER_ELEMENT[dtype]} B ({dtype}), "
+             "one all-reduce (no bucketing; its overlap with backward is not modelled, so no "
+             "exposed time)",
+             "collective_bytes: nccl-tests size; sent_bytes: bus_factor * size, what one GPU sends",
+             f"settings: {_describe(settings)}")
+    return Table(f"{_inputs(single)} on {topo.name}: TP moves activations every layer, DP "
+                 "moves gradients once per step", TP_DP_COLUMNS, tuple(rows), notes,
+                 {"params": params, "gradient_bytes": grad_bytes,
+                  "gpus_per_node": topo.devices_per_node, "micro_batches": micro_batches})

@@ -1,0 +1,72 @@
+"""Memory per GPU for training with tensor parallelism: weights, gradients, Adam, activations.
+
+Mixed-precision Adam as Megatron-LM runs it (Rajbhandari et al. 2020, ZeRO, section 3.1, with
+Megatron's default fp32 main gradients): per parameter, bf16/fp16 weights (2 bytes), fp32
+gradients (4: Megatron accumulates and all-reduces gradients in fp32 by default with bf16),
+and an fp32 master copy, Adam's m and v (4 + 4 + 4 = 12): 18 bytes. Training in fp32: 4 + 4 +
+8 (m, v) = 16 bytes. No data-parallel sharding (no distributed optimizer / ZeRO): what one
+TP rank holds when it is the only data-parallel replica.
+
+Parameters per rank: the linears' weights are split by tp; norms are replicated on every
+rank; the embedding (and an untied output layer) hold padded_vocab/tp rows each.
+
+Activations are not a formula here but the sum of what every forward op of the op graph
+keeps for its backward (``saved_bytes``), times the layers: without sequence parallelism this
+is exactly Korthikanti et al. 2022's  s b h (10 + 24/t + 5 a s / (h t))  bytes per layer for a
+GPT layer in 16-bit with dropout and unfused attention (their Table 2); flash attention drops
+the 5as/(ht) term; sequence parallelism shards norms, dropout masks and residuals, while the
+gathered input of each column-parallel GEMM is kept for its weight gradient (4 s b h not
+sharded: s b h (4 + 30/t) with flash attention and dropout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .topology import BYTES_PER_ELEMENT
+
+MASTER_GRAD_BYTES = 4                       # fp32 main gradients (Megatron default)
+OPTIMIZER_BYTES = {"bf16": 12, "fp16": 12,  # fp32 master weights + Adam m + v
+                   "fp32": 8}               # Adam m + v; the weights are the master copy
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU. ``fits``: total <= capacity (no allowance for the CUDA context, workspace
+    or fragmentation, which take a few GB more in practice)."""
+    params_per_gpu: int
+    weights_bytes: float
+    gradients_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    total_bytes: float
+    capacity_bytes: float
+    fits: bool
+
+
+def params_per_rank(model, tp: int) -> int:
+    """Parameters one TP rank holds.
+
+    layers * [ (h(q+2kv) + q h + (n_in+1) h f) / tp + 2 * norm ]
+      + padded_vocab * h / tp * (1 if tied else 2) + norm
+    """
+    h, f = model.hidden, model.ffn_hidden
+    split = h * (model.q_width + 2 * model.kv_width) + model.q_width * h \
+        + (model.mlp_in_gemms + 1) * h * f
+    per_layer = split // tp + 2 * model.norm_params
+    vocab = model.padded_vocab(tp) * h // tp * (1 if model.tie_embeddings else 2)
+    return model.layers * per_layer + vocab + model.norm_params
+
+
+def training_memory(model, tp: int, dtype: str, activations_bytes: float,
+                    capacity_bytes: float) -> Memory:
+    """Weights, fp32 gradients and Adam state for one rank's parameters, plus activations."""
+    if dtype not in OPTIMIZER_BYTES:
+        raise ConfigError("--dtype", "", f"one of {', '.join(OPTIMIZER_BYTES)}", dtype)
+    n = params_per_rank(model, tp)
+    weights = n * BYTES_PER_ELEMENT[dtype]
+    grads = n * MASTER_GRAD_BYTES
+    optim = n * OPTIMIZER_BYTES[dtype]
+    total = weights + grads + optim + activations_bytes
+    return Memory(n, float(weights), float(grads), float(optim), float(activations_bytes),
+                  float(total), float(capacity_bytes), total <= capacity_bytes)

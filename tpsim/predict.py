@@ -1,0 +1,186 @@
+"""tpsim's main job: time, communication and memory of a tensor-parallel transformer.
+
+Glue only: build the op graph (:mod:`tpsim.graph`, :mod:`tpsim.embedding`), price it
+(:mod:`tpsim.price`), schedule it on a compute and a comm stream (:mod:`tpsim.schedule`) and
+collect a :class:`~tpsim.result.Prediction`. Model FLOPs and MFU use the conventional counts
+of Narayanan et al. 2021 summed over the ops (GEMMs 2mnk, attention 4bs^2h/tp forward with
+the full square, backward twice forward); no recomputation is modelled.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import types
+
+import networkx as nx
+
+from .embedding import embedding_graph, output_graph
+from .errors import ConfigError
+from .graph import collectives_in, layer_dims, layer_graph
+from .memory import OPTIMIZER_BYTES, training_memory
+from .model import ATTENTIONS, ModelConfig, load_model
+from .price import price_graph
+from .result import (BlockPrediction, CollectiveRow, Inputs, LayerTimes, ModelTimes, OpRow,
+                     Prediction)
+from .schedule import Timeline, schedule
+from .topology import Topology, load_topology
+from .units import GB
+
+DTYPES = tuple(OPTIMIZER_BYTES)   # bf16, fp16, fp32
+
+
+def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
+    m = model if isinstance(model, ModelConfig) else load_model(model)
+    t = topology if isinstance(topology, Topology) else load_topology(topology)
+    return m, t
+
+
+def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention) -> None:
+    """Bad run settings raise ConfigError naming the flag (model sizes: ModelConfig.check_tp)."""
+    for flag, v in (("--micro-batch", micro_batch), ("--seq", seq_len), ("--tp", tp)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(flag, "", "a positive integer", v)
+    if tp > topo.max_ranks:
+        raise ConfigError("--tp", "", f"at most the {topo.max_ranks} GPUs of {topo.name}", tp)
+    if dtype not in DTYPES:
+        raise ConfigError("--dtype", "", f"one of {', '.join(DTYPES)}", dtype)
+    topo.device.peak(dtype)
+    if dropout is not None and (isinstance(dropout, bool) or not 0 <= dropout < 1):
+        raise ConfigError("--dropout", "", "a probability in [0, 1)", dropout)
+    if attention is not None and attention not in ATTENTIONS:
+        raise ConfigError("--attention", "", f"one of {', '.join(ATTENTIONS)}", attention)
+
+
+def run_graph(graph: nx.DiGraph, topo: Topology, tp: int, dtype: str) -> Timeline:
+    """Price ``graph`` in place and schedule it."""
+    price_graph(graph, topo, tp, dtype)
+    return schedule(graph)
+
+
+def op_rows(graph: nx.DiGraph, tl: Timeline) -> tuple[OpRow, ...]:
+    """One row per op in schedule order (start time, then graph order)."""
+    total = tl.makespan_s or 1.0
+    rank = {n: i for i, n in enumerate(graph.nodes)}
+    rows = []
+    for n in sorted(graph.nodes, key=lambda n: (tl.start_s[n], rank[n])):
+        a = graph.nodes[n]
+        rows.append(OpRow(n, a["kind"], a["phase"], a["stream"], a["block"], a["shape"],
+                          a["flops"], a["bytes"], a["comm_bytes"], a["time_s"], tl.start_s[n],
+                          tl.end_s[n], a["time_s"] / total, a["collective"],
+                          a.get("algorithm"), a["forward_of"]))
+    return tuple(rows)
+
+
+def phase_split(graph: nx.DiGraph, tl: Timeline) -> tuple[float, float]:
+    """(forward_s, backward_s): the forward ends with its last op; backward is the rest."""
+    fwd = max((tl.end_s[n] for n, a in graph.nodes(data=True) if a["phase"] == "forward"),
+              default=0.0)
+    return fwd, tl.makespan_s - fwd
+
+
+def _layer_times(graph: nx.DiGraph, tl: Timeline) -> LayerTimes:
+    fwd, bwd = phase_split(graph, tl)
+    total = tl.makespan_s
+    comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
+    flops = sum(a["flops"] for _, a in graph.nodes(data=True))
+    return LayerTimes(fwd, bwd, total, tl.busy_s("compute"), comm, exposed,
+                      comm / total if total else 0.0, exposed / total if total else 0.0, flops)
+
+
+def _collective_rows(graph: nx.DiGraph) -> tuple[CollectiveRow, ...]:
+    """Collectives grouped by (phase, op, bytes), in issue order."""
+    groups: dict[tuple, list] = {}
+    for n, a in graph.nodes(data=True):
+        if a["kind"] == "collective":
+            groups.setdefault((a["phase"], a["collective"], int(a["comm_bytes"])), []).append(a)
+    return tuple(CollectiveRow(op, phase, len(v), nbytes, v[0]["time_s"], v[0]["algorithm"])
+                 for (phase, op, nbytes), v in groups.items())
+
+
+def _saved(graph: nx.DiGraph) -> float:
+    return sum(a["saved_bytes"] for _, a in graph.nodes(data=True))
+
+
+def _warnings(topo, tp, mem) -> tuple[str, ...]:
+    out = []
+    if not mem.fits:
+        out.append(f"does not fit: {mem.total_bytes / GB:.1f} GB per GPU needed, "
+                   f"{topo.device.name} has {mem.capacity_bytes / GB:.0f} GB (add pipeline "
+                   "parallelism, a distributed optimizer, activation recomputation or more TP)")
+    nodes = math.ceil(tp / topo.devices_per_node)
+    if nodes > 1:
+        out.append(f"the TP group of {tp} spans {nodes} nodes: its collectives cross "
+                   f"{topo.levels[1].name}")
+    return tuple(out)
+
+
+def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
+            seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
+            dropout: float | None = None, attention: str | None = None) -> Prediction:
+    """Predict one layer and the whole model (one micro-batch, forward + backward) per GPU.
+
+    ``model`` and ``topology`` are shipped names, YAML paths or loaded objects; ``seq_len``,
+    ``dropout`` and ``attention`` default to the model's.
+    """
+    m, topo = _resolve(model, topology)
+    s = m.seq_len if seq_len is None else seq_len
+    _check(topo, tp, micro_batch, s, dtype, dropout, attention)
+    p = m.dropout if dropout is None else dropout
+    att = attention or m.attention
+    g = layer_graph(m, tp, micro_batch, s, dtype, sequence_parallel, dropout=p, attention=att)
+    tl = run_graph(g, topo, tp, dtype)
+    layer = _layer_times(g, tl)
+    dims = g.graph["dims"]
+    emb = embedding_graph(dims, dropout=p > 0)
+    out = output_graph(dims, m.padded_vocab(tp) // tp)
+    emb_s = run_graph(emb, topo, tp, dtype).makespan_s
+    out_s = run_graph(out, topo, tp, dtype).makespan_s
+    step = m.layers * layer.total_s + emb_s + out_s
+    flops = m.layers * layer.flops + sum(a["flops"] for _, a in out.nodes(data=True))
+    achieved = flops / step
+    times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
+                       achieved / topo.device.peak(dtype), m.params())
+    acts = m.layers * _saved(g) + _saved(emb) + _saved(out)
+    mem = training_memory(m, tp, dtype, acts, topo.device.memory_bytes)
+    inputs = Inputs(m.name, topo.name, topo.device.name, tp, micro_batch, s, dtype,
+                    sequence_parallel, att, p, m.heads // tp, m.kv_heads // tp,
+                    math.ceil(tp / topo.devices_per_node))
+    return Prediction(inputs, op_rows(g, tl), _collective_rows(g), layer, times, mem,
+                      _warnings(topo, tp, mem), g)
+
+
+def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
+                  seq_len: int | None = None, dtype: str = "bf16",
+                  sequence_parallel: bool = False) -> BlockPrediction:
+    """One bare ``block`` ("mlp" or "attention") as the validate harness's real layers run it.
+
+    mlp: (SP all-gather) -> column-parallel linear(s) -> gelu or swiglu -> row-parallel linear
+    -> all-reduce (SP: reduce-scatter); attention: QKV column-parallel -> fused causal
+    attention -> output row-parallel -> all-reduce; backward with dgrad/wgrad GEMMs and the
+    conjugate collective of the input gradient. No norm, residual, dropout or bias.
+    """
+    if block not in ("mlp", "attention"):
+        raise ConfigError("--block", "", "mlp or attention", block)
+    m, topo = _resolve(model, topology)
+    s = m.seq_len if seq_len is None else seq_len
+    _check(topo, tp, micro_batch, s, dtype, None, None)
+    g = layer_graph(m, tp, micro_batch, s, dtype, sequence_parallel, blocks=(block,), bare=True,
+                    attention="fused")
+    tl = run_graph(g, topo, tp, dtype)
+    fwd, bwd = phase_split(g, tl)
+    return BlockPrediction(block, fwd, bwd, tl.makespan_s, tl.busy_s("compute"),
+                           tl.busy_s("comm"), tl.exposed_s("comm", "compute"), op_rows(g, tl), g)
+
+
+class _CallableModule(types.ModuleType):
+    """``tpsim.predict`` names both this module and its function: importing the submodule binds
+    the package attribute to the module, so the module forwards calls to :func:`predict`."""
+
+    def __call__(self, *args, **kwargs) -> Prediction:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["predict", "predict_block", "Prediction", "BlockPrediction", "collectives_in",
+           "layer_dims"]

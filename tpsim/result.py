@@ -1,0 +1,146 @@
+"""What ``tpsim.predict`` returns: a frozen dataclass tree, and its JSON form.
+
+Every number is SI (seconds, bytes, FLOP, FLOP/s) and every JSON key carries its unit as a
+suffix (``_s``, ``_bytes``, ``_flops``); ``count``, ``share`` and ``mfu`` are plain ratios or
+counts. The renderer, the JSON writer, the plots and the tests all read this tree.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .memory import Memory
+
+
+class OpRow(NamedTuple):
+    """One op of the layer on one rank, as scheduled. ``share`` = time_s / layer total_s.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and ten times cheaper to build
+    (a prediction makes dozens, a sweep thousands).
+    """
+    name: str
+    kind: str          # gemm | attention | elementwise | collective
+    phase: str         # forward | backward
+    stream: str        # compute | comm
+    block: str         # attention | mlp
+    shape: str
+    flops: float
+    bytes: float       # device-memory traffic
+    comm_bytes: float  # collective size as nccl-tests counts it (0 for compute ops)
+    time_s: float
+    start_s: float
+    end_s: float
+    share: float
+    collective: str | None = None
+    algorithm: str | None = None
+    forward_of: str | None = None
+
+
+@dataclass(frozen=True)
+class CollectiveRow:
+    """Collectives of one kind and size in one phase of a layer. ``time_s`` is per call."""
+    op: str
+    phase: str
+    count: int
+    bytes: int
+    time_s: float
+    algorithm: str
+
+    @property
+    def total_time_s(self) -> float:
+        return self.count * self.time_s
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """One layer, forward and backward, on one rank.
+
+    total_s = forward_s + backward_s (the schedule's makespan); compute_s and comm_s are the
+    busy times of the two streams; exposed_comm_s is the communication the compute stream does
+    not hide; comm_share = comm_s / total_s; exposed_comm_share = exposed_comm_s / total_s.
+    """
+    forward_s: float
+    backward_s: float
+    total_s: float
+    compute_s: float
+    comm_s: float
+    exposed_comm_s: float
+    comm_share: float
+    exposed_comm_share: float
+    flops: float
+
+
+@dataclass(frozen=True)
+class ModelTimes:
+    """The whole model for one micro-batch, forward and backward, on one GPU (no pipeline).
+
+    step_s = layers * layer_s + embedding_s + output_s; flops is the model FLOPs one GPU does
+    (sum of the ops' conventional counts: layers and output layer); tflops_per_gpu =
+    flops / step_s; mfu = flops / step_s / peak[dtype].
+    """
+    layers: int
+    layer_s: float
+    embedding_s: float
+    output_s: float
+    step_s: float
+    flops: float
+    tflops_per_gpu: float
+    mfu: float
+    params: int
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: str
+    topology: str
+    device: str
+    tp: int
+    micro_batch: int
+    seq_len: int
+    dtype: str
+    sequence_parallel: bool
+    attention: str
+    dropout: float
+    heads_per_rank: int
+    kv_heads_per_rank: int
+    nodes: int          # nodes the TP group spans
+
+
+@dataclass(frozen=True)
+class Prediction:
+    inputs: Inputs
+    ops: tuple[OpRow, ...]
+    collectives: tuple[CollectiveRow, ...]
+    layer: LayerTimes
+    model: ModelTimes
+    memory: Memory
+    warnings: tuple[str, ...] = ()
+    graph: object = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``tpsim predict --json`` (keys documented in the README)."""
+        return {
+            "inputs": dataclasses.asdict(self.inputs),
+            "layer": dataclasses.asdict(self.layer),
+            "collectives": [{**dataclasses.asdict(c), "total_time_s": c.total_time_s}
+                            for c in self.collectives],
+            "ops": [o._asdict() for o in self.ops],
+            "model": dataclasses.asdict(self.model),
+            "memory": dataclasses.asdict(self.memory),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class BlockPrediction:
+    """One bare sub-block (attention or MLP) as the real TP layers run it; total = fwd + bwd."""
+    block: str
+    forward_s: float
+    backward_s: float
+    total_s: float
+    compute_s: float
+    comm_s: float
+    exposed_comm_s: float
+    ops: tuple[OpRow, ...]
+    graph: object = field(default=None, compare=False, repr=False)

@@ -1,0 +1,134 @@
+"""Two streams, one op at a time on each: list scheduling of a priced op graph.
+
+Each op runs on its node's ``stream`` (compute or comm) for its ``time_s``, after every
+predecessor has ended. Whenever a stream can start something, it starts, among the ops whose
+inputs are ready by then, the one with the longest path to the end of the graph (its "bottom
+level", own time included: critical-path list scheduling, Kwok & Ahmad 1999); ties go to the
+op added to the graph first, so the schedule is deterministic. The makespan is the layer time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Start and end of every op, seconds from the graph's start."""
+    start_s: dict[str, float]
+    end_s: dict[str, float]
+    stream: dict[str, str]
+    makespan_s: float
+    runs: dict[str, list[tuple[float, float]]]   # per stream: (start, end) in time order
+
+    def busy_s(self, stream: str) -> float:
+        """Time ``stream`` spends running ops."""
+        return sum(b - a for a, b in self.intervals(stream))
+
+    def intervals(self, stream: str) -> list[tuple[float, float]]:
+        """(start, end) of the ops on ``stream``, in time order (they never overlap)."""
+        return self.runs.get(stream, [])
+
+    def exposed_s(self, stream: str = "comm", under: str = "compute") -> float:
+        """Time ``stream`` runs while ``under`` is idle: exposed (not overlapped) communication.
+
+        exposed = busy(stream) - |intervals(stream) intersect intervals(under)|
+        """
+        mine, others = self.intervals(stream), self.intervals(under)
+        overlap, j = 0.0, 0
+        for a0, a1 in mine:            # both lists sorted and disjoint: one merge pass
+            while j < len(others) and others[j][1] <= a0:
+                j += 1
+            k = j
+            while k < len(others) and others[k][0] < a1:
+                overlap += min(a1, others[k][1]) - max(a0, others[k][0])
+                k += 1
+        return sum(b - a for a, b in mine) - overlap
+
+
+def _adjacency(graph: nx.DiGraph) -> tuple[dict, dict]:
+    """Predecessor and successor dicts. networkx's views (graph.pred, graph.nodes) cost a
+    wrapper object per lookup; its underlying dicts (``_pred``, ``_succ``, ``_node``) are only
+    read here."""
+    return graph._pred, graph._succ
+
+
+def topological_order(graph: nx.DiGraph, adjacency: tuple[dict, dict] | None = None) -> list[str]:
+    """Kahn's algorithm, taking ready ops in the order they were added (deterministic)."""
+    preds, succs = adjacency or _adjacency(graph)
+    waiting = {n: len(p) for n, p in preds.items()}
+    order = [n for n in graph if waiting[n] == 0]
+    for n in order:                      # the list grows while we walk it
+        for nxt in succs[n]:
+            waiting[nxt] -= 1
+            if waiting[nxt] == 0:
+                order.append(nxt)
+    if len(order) != len(waiting):
+        raise ValueError("the op graph has a cycle")
+    return order
+
+
+def bottom_levels(graph: nx.DiGraph, order: list[str], succs: dict | None = None) -> dict:
+    """Longest path from each op to a sink, counting the op's own time."""
+    succs = succs or _adjacency(graph)[1]
+    level: dict[str, float] = {}
+    for n in reversed(order):
+        after = [level[s] for s in succs[n]]
+        level[n] = graph._node[n]["time_s"] + (max(after) if after else 0.0)
+    return level
+
+
+def schedule(graph: nx.DiGraph) -> Timeline:
+    """Critical-path list schedule of a priced DAG on its streams."""
+    preds, succs = adj = _adjacency(graph)
+    prio = bottom_levels(graph, topological_order(graph, adj), succs)
+    key = {n: (-prio[n], i) for i, n in enumerate(graph)}   # most critical first, then graph order
+    attrs = graph._node
+    dur = {n: a["time_s"] for n, a in attrs.items()}
+    stream = {n: a["stream"] for n, a in attrs.items()}
+    waiting = {n: len(p) for n, p in preds.items()}
+    ready: dict[str, list[str]] = {s: [] for s in sorted(set(stream.values()))}
+    ready_at, free = {}, dict.fromkeys(ready, 0.0)
+    for n, w in waiting.items():
+        if w == 0:
+            ready[stream[n]].append(n)
+            ready_at[n] = 0.0
+    start, end = {}, {}
+    runs: dict[str, list[tuple[float, float]]] = {s: [] for s in ready}
+    for _ in range(len(dur)):
+        t0, s = _next_start(ready, ready_at, free)
+        n = _most_critical(ready[s], ready_at, t0, key)
+        ready[s].remove(n)
+        start[n] = t0
+        end[n] = free[s] = t0 + dur[n]
+        runs[s].append((t0, end[n]))
+        for nxt in succs[n]:
+            waiting[nxt] -= 1
+            if waiting[nxt] == 0:
+                ready_at[nxt] = max([end[p] for p in preds[nxt]])
+                ready[stream[nxt]].append(nxt)
+    return Timeline(start, end, stream, max(end.values(), default=0.0), runs)
+
+
+def _next_start(ready: dict, ready_at: dict, free: dict) -> tuple[float, str]:
+    """The stream that can start an op soonest, and when: max(stream free, first op ready)."""
+    best_t, best_s = float("inf"), ""
+    for s, mine in ready.items():
+        if mine:
+            t0 = min([ready_at[m] for m in mine])
+            t0 = t0 if t0 > free[s] else free[s]
+            if t0 < best_t:
+                best_t, best_s = t0, s
+    if not best_s:
+        raise ValueError("the op graph has a cycle")
+    return best_t, best_s
+
+
+def _most_critical(mine: list[str], ready_at: dict, t0: float, key: dict) -> str:
+    """Among the ops ready by ``t0``, the one with the longest path to the end."""
+    best = None
+    for m in mine:
+        if ready_at[m] <= t0 and (best is None or key[m] < key[best]):
+            best = m
+    return best

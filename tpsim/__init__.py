@@ -9,6 +9,11 @@ __version__ = "0.1.0"
 
 __all__ = ["load_topology", "collective_time", "predict", "load_model", "__version__"]
 
+# Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
+# submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
+# the submodule is later imported. Costs networkx's import, never torch's or matplotlib's.
+from .predict import predict  # noqa: E402
+
 
 def __getattr__(name: str):
     # Lazy: `tpsim collective` must not pay for the op graph (networkx) it does not use.
@@ -18,9 +23,6 @@ def __getattr__(name: str):
     if name == "collective_time":
         from .collectives import collective_time
         return collective_time
-    if name == "predict":
-        from .predict import predict
-        return predict
     if name == "load_model":
         from .model import load_model
         return load_model

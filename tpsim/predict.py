@@ -9,8 +9,6 @@ the full square, backward twice forward); no recomputation is modelled.
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import networkx as nx
 
@@ -171,16 +169,6 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
     return BlockPrediction(block, fwd, bwd, tl.makespan_s, tl.busy_s("compute"),
                            tl.busy_s("comm"), tl.exposed_s("comm", "compute"), op_rows(g, tl), g)
 
-
-class _CallableModule(types.ModuleType):
-    """``tpsim.predict`` names both this module and its function: importing the submodule binds
-    the package attribute to the module, so the module forwards calls to :func:`predict`."""
-
-    def __call__(self, *args, **kwargs) -> Prediction:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["predict", "predict_block", "Prediction", "BlockPrediction", "collectives_in",
            "layer_dims"]

@@ -36,15 +36,16 @@ class Timeline:
         exposed = busy(stream) - |intervals(stream) intersect intervals(under)|
         """
         mine, others = self.intervals(stream), self.intervals(under)
-        overlap, j = 0.0, 0
+        exposed, j = 0.0, 0
         for a0, a1 in mine:            # both lists sorted and disjoint: one merge pass
             while j < len(others) and others[j][1] <= a0:
                 j += 1
-            k = j
+            k, hidden = j, 0.0
             while k < len(others) and others[k][0] < a1:
-                overlap += min(a1, others[k][1]) - max(a0, others[k][0])
+                hidden += min(a1, others[k][1]) - max(a0, others[k][0])
                 k += 1
-        return sum(b - a for a, b in mine) - overlap
+            exposed += max(0.0, (a1 - a0) - hidden)   # rounding must not make it negative
+        return exposed
 
 
 def _adjacency(graph: nx.DiGraph) -> tuple[dict, dict]:

@@ -27,6 +27,10 @@ def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
     return dataclasses.field(metadata=meta, **kw)
 
 
+# libyaml's safe loader when PyYAML was built with it (5x faster on the predict path)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML file that must hold a mapping."""
     p = Path(path)
@@ -35,7 +39,7 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as e:
         raise ConfigError(str(p), "", "a readable YAML file", e.strerror) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"

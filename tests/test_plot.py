@@ -139,7 +139,8 @@ def test_intra_vs_inter_csv_is_predict(tmp_path):
             assert float(r[key]) == pytest.approx(getattr(layer, key), rel=1e-12)
         assert float(r["layer_s"]) == pytest.approx(layer.total_s, rel=1e-12)
         # the stacked bars are the whole layer: compute plus the comm it waits for
-        assert float(r["compute_s"]) + float(r["exposed_comm_s"]) == pytest.approx(layer.total_s)
+        assert float(r["compute_s"]) + float(r["exposed_comm_s"]) + float(r["host_wait_s"]) == \
+            pytest.approx(layer.total_s)
         assert r["crosses_node"] == str(int(r["tp"]) > 8)
 
 

@@ -37,6 +37,18 @@ def test_exposed_by_hand():
     assert tl.makespan_s == 6 and tl.exposed_s() == 3
 
 
+def test_host_dispatch_by_hand():
+    """Same graph as test_overlap_by_hand, host issuing one op every 2 s in graph order A, B, C, D:
+    issuing takes 8 > 5 of GPU work, so the layer is host-bound. A issued at 2 runs 2-3; B
+    issued at 4 runs 4-6; C issued at 6 runs 6-9; D issued at 8, needs C: runs 9-10. With 1 s per
+    op, issuing (4) is faster than the GPU (5): the host runs ahead and is invisible."""
+    g = dag({"A": ("compute", 1), "B": ("comm", 2), "C": ("compute", 3), "D": ("compute", 1)},
+            [("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")])
+    tl = schedule(g, host_dispatch_s=2.0)
+    assert [tl.start_s[n] for n in "ABCD"] == [2, 4, 6, 9] and tl.makespan_s == 10
+    assert schedule(g, host_dispatch_s=1.0).makespan_s == 5
+
+
 def test_critical_path_first():
     """Two ready compute ops: X (1) leads to a long comm op, Y (2) to nothing. Critical path
     first runs X, so the comm (5) starts at 1 and ends at 6; Y-first would end at 7."""

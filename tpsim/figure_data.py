@@ -214,7 +214,8 @@ def _predict_or_skip(model: str, topo: Topology, tp: int, settings: dict):
 
 
 INTRA_INTER_COLUMNS = ("topology", "tp", "gpus_per_node", "crosses_node", "status", "layer_s",
-                       "compute_s", "exposed_comm_s", "comm_s", "comm_share", "exposed_comm_share")
+                       "compute_s", "exposed_comm_s", "host_wait_s", "comm_s", "comm_share",
+                       "exposed_comm_share")
 
 
 def intra_vs_inter(model: str, topologies: list[Topology], degrees: tuple[int, ...] = TP_DEGREES,
@@ -232,10 +233,11 @@ def intra_vs_inter(model: str, topologies: list[Topology], degrees: tuple[int, .
             layer, priced = pred.layer, pred
             rows.append({**base, "status": status, "layer_s": layer.total_s,
                          "compute_s": layer.compute_s, "exposed_comm_s": layer.exposed_comm_s,
+                         "host_wait_s": layer.host_wait_s,
                          "comm_s": layer.comm_s, "comm_share": layer.comm_share,
                          "exposed_comm_share": layer.exposed_comm_share})
     notes = ("one transformer layer, forward + backward, per GPU, from tpsim predict; times in s;"
-             " layer_s = compute_s + exposed_comm_s (the compute stream waits for the rest)",
+             " layer_s = compute_s + exposed_comm_s + host_wait_s (GPU idle, waiting for the host)",
              "comm_share = comm_s / layer_s; exposed_comm_share = exposed_comm_s / layer_s",
              f"settings: {_describe(settings)}")
     if priced is None:

@@ -23,6 +23,7 @@ from .units import format_size  # noqa: E402
 
 FORMATS = ("png", "svg")
 COMPUTE, COMM, BACKGROUND = "#4477AA", "#EE6677", "#BBBBBB"
+HOST = "#CCBB44"     # GPU idle, waiting for the host to issue the next op
 LINE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377")
 HATCHES = ("", "//", "..", "xx")
 
@@ -192,11 +193,14 @@ def intra_vs_inter_figure(table: Table):
                           fontsize=7, rotation=90)
                 continue
             compute, exposed = r["compute_s"] * 1e3, r["exposed_comm_s"] * 1e3
+            host = r["host_wait_s"] * 1e3
             ax_t.bar(pos, compute, width, color=COMPUTE, hatch=HATCHES[k % 4], edgecolor="white")
             ax_t.bar(pos, exposed, width, bottom=compute, color=COMM, hatch=HATCHES[k % 4],
                      edgecolor="white")
-            ax_t.text(pos, compute + exposed, f"{compute + exposed:.1f}", ha="center",
-                      va="bottom", fontsize=7)
+            ax_t.bar(pos, host, width, bottom=compute + exposed, color=HOST,
+                     hatch=HATCHES[k % 4], edgecolor="white")
+            ax_t.text(pos, compute + exposed + host, f"{compute + exposed + host:.1f}",
+                      ha="center", va="bottom", fontsize=7)
         mine = [r for r in ok if r["topology"] == topo]
         color = LINE_COLORS[k % len(LINE_COLORS)]
         xs = [x[r["tp"]] for r in mine]
@@ -207,7 +211,8 @@ def intra_vs_inter_figure(table: Table):
         ax_s.plot(xs, [r["exposed_comm_share"] for r in mine], marker="s", color=color,
                   linestyle=":", label=f"{topo}: exposed (not hidden)", **wide)
     ax_t.set_ylim(0, top)
-    handles = [Patch(color=COMPUTE, label="compute"), Patch(color=COMM, label="exposed comm")]
+    handles = [Patch(color=COMPUTE, label="compute"), Patch(color=COMM, label="exposed comm"),
+               Patch(color=HOST, label="waiting for the host")]
     handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[k % 4], label=topo)
                 for k, topo in enumerate(topologies)]
     ax_t.legend(handles=handles, fontsize=8, loc="upper right")

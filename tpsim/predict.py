@@ -52,7 +52,7 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention) 
 def run_graph(graph: nx.DiGraph, topo: Topology, tp: int, dtype: str) -> Timeline:
     """Price ``graph`` in place and schedule it."""
     price_graph(graph, topo, tp, dtype)
-    return schedule(graph)
+    return schedule(graph, topo.device.host_dispatch_s)
 
 
 def op_rows(graph: nx.DiGraph, tl: Timeline) -> tuple[OpRow, ...]:
@@ -81,8 +81,10 @@ def _layer_times(graph: nx.DiGraph, tl: Timeline) -> LayerTimes:
     total = tl.makespan_s
     comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
     flops = sum(a["flops"] for _, a in graph.nodes(data=True))
-    return LayerTimes(fwd, bwd, total, tl.busy_s("compute"), comm, exposed,
-                      comm / total if total else 0.0, exposed / total if total else 0.0, flops)
+    compute = tl.busy_s("compute")
+    return LayerTimes(fwd, bwd, total, compute, comm, exposed,
+                      comm / total if total else 0.0, exposed / total if total else 0.0, flops,
+                      max(0.0, total - compute - exposed))
 
 
 def _collective_rows(graph: nx.DiGraph) -> tuple[CollectiveRow, ...]:

@@ -58,7 +58,9 @@ class LayerTimes:
 
     total_s = forward_s + backward_s (the schedule's makespan); compute_s and comm_s are the
     busy times of the two streams; exposed_comm_s is the communication the compute stream does
-    not hide; comm_share = comm_s / total_s; exposed_comm_share = exposed_comm_s / total_s.
+    not hide; host_wait_s is the time neither stream runs because the host has not yet issued
+    the next op, so total_s = compute_s + exposed_comm_s + host_wait_s;
+    comm_share = comm_s / total_s; exposed_comm_share = exposed_comm_s / total_s.
     """
     forward_s: float
     backward_s: float
@@ -69,6 +71,7 @@ class LayerTimes:
     comm_share: float
     exposed_comm_share: float
     flops: float
+    host_wait_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,23 @@ def bottom_levels(graph: nx.DiGraph, order: list[str], succs: dict | None = None
     return level
 
 
-def schedule(graph: nx.DiGraph) -> Timeline:
-    """Critical-path list schedule of a priced DAG on its streams."""
+def schedule(graph: nx.DiGraph, host_dispatch_s: float = 0.0) -> Timeline:
+    """Critical-path list schedule of a priced DAG on its streams.
+
+    The host issues ops in program (graph) order, ``host_dispatch_s`` each. It runs ahead of the
+    GPU whenever it can (layer after layer, kernels queue up), so a layer is host-bound only
+    when issuing its n ops takes longer than running them: then op i cannot start before
+    (i + 1) * host_dispatch_s, as eager frameworks run small models. Otherwise the host is
+    invisible and the schedule is the GPU's alone.
+    """
+    gpu_only = _list_schedule(graph, dict.fromkeys(graph, 0.0))
+    if len(graph) * host_dispatch_s <= gpu_only.makespan_s:
+        return gpu_only
+    return _list_schedule(graph, {n: (i + 1) * host_dispatch_s for i, n in enumerate(graph)})
+
+
+def _list_schedule(graph: nx.DiGraph, issued: dict) -> Timeline:
+    """List scheduling, most critical ready op first; an op waits for its inputs and its issue."""
     preds, succs = adj = _adjacency(graph)
     prio = bottom_levels(graph, topological_order(graph, adj), succs)
     key = {n: (-prio[n], i) for i, n in enumerate(graph)}   # most critical first, then graph order
@@ -94,7 +109,7 @@ def schedule(graph: nx.DiGraph) -> Timeline:
     for n, w in waiting.items():
         if w == 0:
             ready[stream[n]].append(n)
-            ready_at[n] = 0.0
+            ready_at[n] = issued[n]
     start, end = {}, {}
     runs: dict[str, list[tuple[float, float]]] = {s: [] for s in ready}
     for _ in range(len(dur)):
@@ -107,7 +122,7 @@ def schedule(graph: nx.DiGraph) -> Timeline:
         for nxt in succs[n]:
             waiting[nxt] -= 1
             if waiting[nxt] == 0:
-                ready_at[nxt] = max([end[p] for p in preds[nxt]])
+                ready_at[nxt] = max([end[p] for p in preds[nxt]] + [issued[nxt]])
                 ready[stream[nxt]].append(nxt)
     return Timeline(start, end, stream, max(end.values(), default=0.0), runs)
 

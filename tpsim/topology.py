@@ -59,6 +59,10 @@ class Device:
                                                "alone halves the efficiency: eff = max * prod d/(d+h)")
     kernel_launch_s: float = spec("kernel_launch_us", scale=1e-6, ge=0, default=0.0,
                                   doc="fixed time per compute kernel, us")
+    host_dispatch_s: float = spec("host_dispatch_us", scale=1e-6, ge=0, default=0.0,
+                                  doc="CPU time to issue one op (framework dispatch and launch "
+                                      "call), us; an op starts no earlier than the host, issuing "
+                                      "in program order, has issued it; 0: the host runs ahead")
     collective_launch_s: float = spec("collective_launch_us", scale=1e-6, ge=0, default=0.0,
                                       doc="fixed time per collective call (launch, setup, sync), us")
     collective_copy_Bps: float | None = spec(

@@ -151,21 +151,22 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
                   seq_len: int | None = None, dtype: str = "bf16",
-                  sequence_parallel: bool = False) -> BlockPrediction:
+                  sequence_parallel: bool = False, attention: str = "fused") -> BlockPrediction:
     """One bare ``block`` ("mlp" or "attention") as the validate harness's real layers run it.
 
     mlp: (SP all-gather) -> column-parallel linear(s) -> gelu or swiglu -> row-parallel linear
     -> all-reduce (SP: reduce-scatter); attention: QKV column-parallel -> fused causal
-    attention -> output row-parallel -> all-reduce; backward with dgrad/wgrad GEMMs and the
+    attention (``attention="unfused"``: QK^T, softmax, AV as separate kernels) -> output
+    row-parallel -> all-reduce; backward with dgrad/wgrad GEMMs and the
     conjugate collective of the input gradient. No norm, residual, dropout or bias.
     """
     if block not in ("mlp", "attention"):
         raise ConfigError("--block", "", "mlp or attention", block)
     m, topo = _resolve(model, topology)
     s = m.seq_len if seq_len is None else seq_len
-    _check(topo, tp, micro_batch, s, dtype, None, None)
+    _check(topo, tp, micro_batch, s, dtype, None, attention)
     g = layer_graph(m, tp, micro_batch, s, dtype, sequence_parallel, blocks=(block,), bare=True,
-                    attention="fused")
+                    attention=attention)
     tl = run_graph(g, topo, tp, dtype)
     fwd, bwd = phase_split(g, tl)
     return BlockPrediction(block, fwd, bwd, tl.makespan_s, tl.busy_s("compute"),

@@ -1,0 +1,148 @@
+"""Correctness of the tensor-parallel layers against a single-device reference (torch only).
+
+Every rank builds the full weights from the same seeds, runs the reference on the full input,
+runs its shard of the parallel layer, and compares: the forward output, the input gradient and
+every parameter gradient (each shard against the same slice of the full gradient). Run inside an
+initialised process group (the validate/ harness and the tests both call :func:`check_all`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from . import mappings as m
+from .layers import (ColumnParallelLinear, ParallelAttention, ParallelMLP, RowParallelLinear,
+                     column_shard, full_weight)
+
+# max |parallel - reference| / max |reference| allowed, per dtype: summation order differs
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10, torch.bfloat16: 3e-2,
+             torch.float16: 5e-3}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One compared tensor: which layer, which tensor, its relative error and the tolerance."""
+    layer: str
+    tensor: str
+    rel_err: float
+    tol: float
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.rel_err) and self.rel_err <= self.tol
+
+    def as_dict(self) -> dict:
+        return {"layer": self.layer, "tensor": self.tensor, "rel_err": self.rel_err,
+                "tol": self.tol, "ok": self.ok}
+
+
+def reference_mlp(x, w1, w2, activation):
+    """act(x W1^T) W2^T on one device; W1 is [gate; up] for SwiGLU."""
+    y = x @ w1.t()
+    if activation == "gelu":
+        y = F.gelu(y)
+    else:
+        gate, up = y.chunk(2, dim=-1)
+        y = F.silu(gate) * up
+    return y @ w2.t()
+
+
+def reference_attention(x, wqkv, wo, heads, kv_heads):
+    """Causal multi-head (grouped-query) attention on one device, x (s, b, h)."""
+    s, b, h = x.shape
+    d = h // heads
+    q, k, v = (x @ wqkv.t()).split([heads * d, kv_heads * d, kv_heads * d], dim=-1)
+    q, k, v = (t.reshape(s, b, -1, d).permute(1, 2, 0, 3) for t in (q, k, v))
+    k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+    mask = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
+    o = scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
+    return o.permute(2, 0, 1, 3).reshape(s, b, heads * d) @ wo.t()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def _seq_slice(t, group, sp):
+    if not sp:
+        return t
+    p, r = dist.get_world_size(group), dist.get_rank(group)
+    return t.chunk(p, dim=0)[r]
+
+
+def _compare(name, layer, ref_fn, full_ws, shard_of, x, dy, group, sp, dtype):
+    """Run the reference and the parallel ``layer``; compare y, dx and each weight gradient."""
+    tol = TOLERANCE.get(dtype, 1e-4)
+    xr = x.clone().requires_grad_()
+    wr = [w.clone().requires_grad_() for w in full_ws]
+    yr = ref_fn(xr, *wr)
+    yr.backward(dy)
+    xl = _seq_slice(x, group, sp).clone().requires_grad_()
+    y = layer(xl)
+    y.backward(_seq_slice(dy, group, sp).contiguous())
+    out = [CheckResult(name, "output", _rel(y, _seq_slice(yr, group, sp)), tol),
+           CheckResult(name, "input grad", _rel(xl.grad, _seq_slice(xr.grad, group, sp)), tol)]
+    for (pname, param), w in zip(layer.named_parameters(), wr):
+        out.append(CheckResult(name, f"{pname} grad", _rel(param.grad, shard_of[pname](w.grad)), tol))
+    return out
+
+
+def check_all(group=None, dtype=torch.float32, device="cpu", seq=8, batch=2, hidden=32,
+              heads=4, kv_heads=2, ffn=64, seed=1234) -> list[CheckResult]:
+    """Column (exercise 1), row, MLP (GELU, SwiGLU) and attention (MHA, GQA), with and without
+    sequence parallelism; returns one :class:`CheckResult` per compared tensor."""
+    p, r = dist.get_world_size(group), dist.get_rank(group)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(seq, batch, hidden, generator=gen).to(device=device, dtype=dtype)
+    dy = torch.randn(seq, batch, hidden, generator=gen).to(device=device, dtype=dtype)
+    fw = lambda o, i, s: full_weight(o, i, s, dtype, device)            # noqa: E731
+    rows = lambda w: w[:, r * w.shape[1] // p:(r + 1) * w.shape[1] // p]  # noqa: E731
+    cols = lambda parts: (lambda w: column_shard(w, parts, p, r))        # noqa: E731
+    kw = dict(group=group, dtype=dtype, device=device)
+    results = []
+
+    col = ColumnParallelLinear(hidden, ffn, seed=seed, gather_output=True, **kw)
+    results += _compare("column (gathered)", col, lambda xx, w: xx @ w.t(), [fw(ffn, hidden, seed)],
+                        {"weight": cols((ffn,))}, x, torch.randn(seq, batch, ffn, generator=gen)
+                        .to(device=device, dtype=dtype), group, False, dtype)
+    row = RowParallelLinear(hidden, ffn, seed=seed, **kw)
+    xs = m.scatter_to_tensor_parallel_region(x, group)                  # the split input
+    with torch.no_grad():
+        y = row(xs)
+    results.append(CheckResult("row", "output", _rel(y, x @ fw(ffn, hidden, seed).t()),
+                               TOLERANCE.get(dtype, 1e-4)))
+    for sp in (False, True):
+        tag = " +SP" if sp else ""
+        for act in ("gelu", "swiglu"):
+            parts = (ffn, ffn) if act == "swiglu" else (ffn,)
+            mlp = ParallelMLP(hidden, ffn, activation=act, seed=seed, sequence_parallel=sp, **kw)
+            full = [fw(sum(parts), hidden, seed), fw(hidden, ffn, seed + 1)]
+            results += _compare(f"mlp {act}{tag}", mlp,
+                                lambda xx, w1, w2, a=act: reference_mlp(xx, w1, w2, a), full,
+                                {"fc1.weight": cols(parts), "fc2.weight": rows}, x, dy, group, sp,
+                                dtype)
+        for kv, core in ((heads, "fused"), (kv_heads, "fused"), (kv_heads, "unfused")):
+            d = hidden // heads
+            parts = (heads * d, kv * d, kv * d)
+            att = ParallelAttention(hidden, heads, kv, seed=seed, sequence_parallel=sp, core=core,
+                                    **kw)
+            full = [fw(sum(parts), hidden, seed), fw(hidden, heads * d, seed + 1)]
+            results += _compare(f"attention {core} kv={kv}{tag}", att,
+                                lambda xx, wq, wo, k=kv: reference_attention(xx, wq, wo, heads, k),
+                                full, {"qkv.weight": cols(parts), "proj.weight": rows}, x, dy,
+                                group, sp, dtype)
+    return results
+
+
+def failures(results: list[CheckResult]) -> list[str]:
+    """One line per tensor that does not match, empty when all do."""
+    return [f"{c.layer}: {c.tensor}: relative error {c.rel_err:.3g} > tolerance {c.tol:g}"
+            for c in results if not c.ok]

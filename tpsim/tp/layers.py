@@ -1,0 +1,279 @@
+"""Tensor-parallel layers built from scratch on torch.distributed (Megatron-LM's split).
+
+Layout is Megatron's ``(seq, batch, hidden)``; with sequence parallelism the input and output of
+a block are split along seq, ``(seq/p, batch, hidden)``. Linears are bias-free, as the blocks
+tpsim prices. Every weight shard equals a slice of one full-size weight made from the same seed
+(:func:`full_weight`), so a single-device reference built from the full weights must agree.
+
+    ColumnParallelLinear  Y = X A,  A = [A_1 ... A_p] split by output columns; rank r: Y_r = X A_r
+    RowParallelLinear     Y = X A,  A = [A_1; ...; A_p] split by input rows, X = [X_1 ... X_p];
+                          Y = sum_r X_r A_r  (all-reduce, or reduce-scatter with SP)
+    ParallelMLP           column (h -> ffn[x2 for SwiGLU]) -> act -> row (ffn -> h)
+    ParallelAttention     column QKV (heads/p query heads, kv_heads/p kv heads) -> causal SDPA
+                          -> row output projection
+    NaiveParallelMLP      the chapter's baseline: column fc1, all-gather, fc2 unsplit on every rank
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..errors import TpsimError
+from . import mappings as m
+
+
+class ShardingError(TpsimError, ValueError):
+    """A tensor-parallel layer was built or called with sizes that cannot be split as asked."""
+
+
+def _world(group) -> tuple[int, int]:
+    """(tp size, this rank's index) in ``group``; (1, 0) without torch.distributed."""
+    if not dist.is_available() or not dist.is_initialized():
+        return 1, 0
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
+def _divide(n: int, p: int, what: str) -> int:
+    if n % p:
+        raise ShardingError(f"{what} ({n}) is not divisible by the tensor-parallel size ({p})")
+    return n // p
+
+
+def full_weight(out_features: int, in_features: int, seed: int, dtype=torch.float32,
+                device="cpu") -> torch.Tensor:
+    """The full (out, in) weight every shard is cut from: N(0, 1/in), from ``seed`` on the CPU."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_features, in_features, generator=gen) / math.sqrt(in_features)
+    return w.to(device=device, dtype=dtype)
+
+
+def column_shard(full: torch.Tensor, parts: tuple[int, ...], p: int, r: int) -> torch.Tensor:
+    """Rank r's rows of a full (out, in) weight stacked from ``parts`` (e.g. q, k, v sizes).
+
+    Each part is split over the p ranks on its own, so rank r holds [Q_r; K_r; V_r].
+    """
+    pieces, start = [], 0
+    for size in parts:
+        local = size // p
+        pieces.append(full[start + r * local: start + (r + 1) * local])
+        start += size
+    return torch.cat(pieces, dim=0)
+
+
+class ColumnParallelLinear(torch.nn.Module):
+    """Y = X A with A (in, out) split by output columns: rank r computes Y_r = X A_r (no bias).
+
+    Input: (s, b, in), or (s/p, b, in) with ``sequence_parallel`` (all-gathered first).
+    Output: (s, b, out/p), or (s, b, out) with ``gather_output`` (all-gather along the last dim).
+    ``parts`` lists the sub-matrices stacked in the full weight (default one): each is split
+    over the ranks separately, as for fused QKV or SwiGLU's [gate; up].
+    """
+
+    def __init__(self, in_features: int, out_features: int, group=None, seed: int = 0,
+                 parts: tuple[int, ...] | None = None, gather_output: bool = False,
+                 sequence_parallel: bool = False, dtype=torch.float32, device="cpu"):
+        super().__init__()
+        p, r = _world(group)
+        parts = tuple(parts or (out_features,))
+        if sum(parts) != out_features:
+            raise ShardingError(f"column parts {parts} do not add up to {out_features} outputs")
+        for size in parts:
+            _divide(size, p, "column-parallel output features")
+        if gather_output and sequence_parallel:
+            raise ShardingError("gather_output and sequence_parallel cannot be combined")
+        self.group, self.in_features, self.out_features = group, in_features, out_features
+        self.gather_output, self.sequence_parallel = gather_output, sequence_parallel
+        self.output_size_per_partition = out_features // p
+        full = full_weight(out_features, in_features, seed)
+        self.weight = torch.nn.Parameter(
+            column_shard(full, parts, p, r).to(device=device, dtype=dtype).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ShardingError(f"ColumnParallelLinear expects {self.in_features} input "
+                                f"features (the full hidden size), got {x.shape[-1]}")
+        if self.sequence_parallel:
+            x = m.gather_from_sequence_parallel_region(x, self.group)   # (s, b, in)
+        else:
+            x = m.copy_to_tensor_parallel_region(x, self.group)
+        y = torch.matmul(x, self.weight.t())                            # (s, b, out/p)
+        if self.gather_output:
+            y = m.gather_from_tensor_parallel_region(y, self.group)     # (s, b, out)
+        return y
+
+
+class RowParallelLinear(torch.nn.Module):
+    """Y = X A with A (in, out) split by input rows; X arrives split: Y = sum_r X_r A_r (no bias).
+
+    Input: (s, b, in/p), already split (the chapter's pitfall 1: a full input is an error).
+    Output: (s, b, out) after all-reduce, or (s/p, b, out) after reduce-scatter with SP.
+    """
+
+    def __init__(self, in_features: int, out_features: int, group=None, seed: int = 0,
+                 sequence_parallel: bool = False, dtype=torch.float32, device="cpu"):
+        super().__init__()
+        p, r = _world(group)
+        self.input_size_per_partition = _divide(in_features, p, "row-parallel input features")
+        self.group, self.in_features, self.out_features = group, in_features, out_features
+        self.sequence_parallel = sequence_parallel
+        full = full_weight(out_features, in_features, seed)             # (out, in)
+        local = self.input_size_per_partition
+        self.weight = torch.nn.Parameter(
+            full[:, r * local:(r + 1) * local].to(device=device, dtype=dtype).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size_per_partition:
+            full = " (the full, unsplit input?)" if x.shape[-1] == self.in_features else ""
+            raise ShardingError(f"RowParallelLinear expects its input split to "
+                                f"{self.input_size_per_partition} features per rank, got "
+                                f"{x.shape[-1]}{full}")
+        y = torch.matmul(x, self.weight.t())                            # (s, b, out) partial
+        if self.sequence_parallel:
+            return m.reduce_scatter_to_sequence_parallel_region(y, self.group)
+        return m.reduce_from_tensor_parallel_region(y, self.group)
+
+
+def _check_pair(col: ColumnParallelLinear, row: RowParallelLinear, what: str) -> None:
+    """Pitfall 3: the column output shard must be the row input shard."""
+    width = col.output_size_per_partition // (2 if getattr(col, "swiglu", False) else 1)
+    if width != row.input_size_per_partition:
+        raise ShardingError(f"{what}: column-parallel output per rank ({width}) != row-parallel "
+                            f"input per rank ({row.input_size_per_partition})")
+
+
+def _activation(name: str, y: torch.Tensor) -> torch.Tensor:
+    if name == "gelu":
+        return F.gelu(y)
+    gate, up = y.chunk(2, dim=-1)                                       # local [gate_r | up_r]
+    return F.silu(gate) * up
+
+
+class ParallelMLP(torch.nn.Module):
+    """MLP(X) = act(X W1) W2: W1 column-parallel, W2 row-parallel; one all-reduce each way.
+
+    SwiGLU: W1 = [W_gate; W_up] (2*ffn outputs, each split over ranks), act = silu(gate) * up.
+    """
+
+    def __init__(self, hidden: int, ffn_hidden: int, group=None, activation: str = "gelu",
+                 seed: int = 0, sequence_parallel: bool = False, dtype=torch.float32,
+                 device="cpu"):
+        super().__init__()
+        if activation not in ("gelu", "swiglu"):
+            raise ShardingError(f"activation must be gelu or swiglu, got {activation!r}")
+        self.activation = activation
+        parts = (ffn_hidden, ffn_hidden) if activation == "swiglu" else (ffn_hidden,)
+        kw = dict(group=group, sequence_parallel=sequence_parallel, dtype=dtype, device=device)
+        self.fc1 = ColumnParallelLinear(hidden, sum(parts), seed=seed, parts=parts, **kw)
+        self.fc1.swiglu = activation == "swiglu"
+        self.fc2 = RowParallelLinear(ffn_hidden, hidden, seed=seed + 1, **kw)
+        _check_pair(self.fc1, self.fc2, "ParallelMLP")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(_activation(self.activation, self.fc1(x)))      # (s, b, h)
+
+
+class ParallelAttention(torch.nn.Module):
+    """Causal self-attention with heads split over ranks: rank r owns heads/p query heads and
+    kv_heads/p kv heads (grouped-query: query head i reads kv head i // (heads/kv_heads)).
+
+    QKV = X [Wq | Wk | Wv] column-parallel; O = softmax(Q K^T / sqrt(d) + causal) V per head;
+    Y = O Wo row-parallel (one all-reduce forward, one backward).
+
+    ``core``: "fused" runs torch's scaled_dot_product_attention (flash kernels); "unfused" runs
+    Megatron's three kernels, batched GEMM Q K^T (scale and causal mask in its epilogue),
+    softmax, batched GEMM P V: tpsim's ``attention: unfused`` prices exactly these.
+    """
+
+    def __init__(self, hidden: int, heads: int, kv_heads: int | None = None, group=None,
+                 seed: int = 0, sequence_parallel: bool = False, core: str = "fused",
+                 dtype=torch.float32, device="cpu"):
+        super().__init__()
+        p, _ = _world(group)
+        if core not in ("fused", "unfused"):
+            raise ShardingError(f"attention core must be fused or unfused, got {core!r}")
+        self.core = core
+        kv_heads = kv_heads or heads
+        self.head_dim = _divide_heads(hidden, heads, "hidden size", "attention heads")
+        if heads % kv_heads:
+            raise ShardingError(f"attention heads ({heads}) not divisible by kv heads ({kv_heads})")
+        self.heads_local = _divide(heads, p, "attention heads")
+        self.kv_local = _divide(kv_heads, p, "kv heads")
+        d = self.head_dim
+        parts = (heads * d, kv_heads * d, kv_heads * d)
+        kw = dict(group=group, sequence_parallel=sequence_parallel, dtype=dtype, device=device)
+        self.qkv = ColumnParallelLinear(hidden, sum(parts), seed=seed, parts=parts, **kw)
+        self.proj = RowParallelLinear(heads * d, hidden, seed=seed + 1, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)                                               # (s, b, (hq+2hkv)*d/p)
+        s, b, _ = qkv.shape
+        d, hq, hkv = self.head_dim, self.heads_local, self.kv_local
+        q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
+        q, k, v = (t.reshape(s, b, -1, d).permute(1, 2, 0, 3) for t in (q, k, v))  # (b, h, s, d)
+        if self.core == "fused":
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != hkv)
+        else:
+            o = unfused_causal_attention(q, k, v)
+        o = o.permute(2, 0, 1, 3).reshape(s, b, hq * d)                 # (s, b, hq*d)
+        return self.proj(o)
+
+
+def unfused_causal_attention(q, k, v):
+    """softmax(Q K^T / sqrt(d) + M) V with M = -inf above the diagonal, as three kernels.
+
+    q (b, hq, s, d), k and v (b, hkv, s, d). The g = hq/hkv query heads that share a kv head
+    are stacked along rows, (b*hkv, g*s, d), so grouped-query attention needs no copy of k or v:
+    the batched GEMMs are (g*s x d) @ (d x s) and (g*s x s) @ (s x d), b*hkv of each.
+    """
+    b, hq, s, d = q.shape
+    hkv = k.shape[1]
+    g = hq // hkv
+    qs = q.reshape(b * hkv, g * s, d)
+    mask = _causal_bias(s, g, q.dtype, q.device)                         # (g*s, s)
+    scores = torch.baddbmm(mask.expand(b * hkv, g * s, s), qs,
+                           k.reshape(b * hkv, s, d).transpose(1, 2), alpha=1.0 / math.sqrt(d))
+    o = torch.bmm(scores.softmax(dim=-1), v.reshape(b * hkv, s, d))     # (b*hkv, g*s, d)
+    return o.reshape(b, hq, s, d)
+
+
+_BIAS_CACHE: dict = {}
+
+
+def _causal_bias(s: int, g: int, dtype, device) -> torch.Tensor:
+    """0 on and below the diagonal, -inf above, stacked g times: (g*s, s); built once per size."""
+    key = (s, g, dtype, str(device))
+    if key not in _BIAS_CACHE:
+        if len(_BIAS_CACHE) > 16:
+            _BIAS_CACHE.clear()
+        bias = torch.full((s, s), float("-inf"), dtype=dtype, device=device).triu(1)
+        _BIAS_CACHE[key] = bias.repeat(g, 1)
+    return _BIAS_CACHE[key]
+
+
+def _divide_heads(hidden: int, heads: int, a: str, b: str) -> int:
+    if hidden % heads:
+        raise ShardingError(f"{a} ({hidden}) is not divisible by {b} ({heads})")
+    return hidden // heads
+
+
+class NaiveParallelMLP(torch.nn.Module):
+    """The chapter's naive baseline: fc1 column-parallel, all-gather its output, fc2 unsplit
+    (replicated on every rank). Same math, more communication and p times the fc2 FLOPs."""
+
+    def __init__(self, hidden: int, ffn_hidden: int, group=None, activation: str = "gelu",
+                 seed: int = 0, dtype=torch.float32, device="cpu"):
+        super().__init__()
+        if activation != "gelu":
+            raise ShardingError("the naive baseline implements gelu only")
+        self.activation = activation
+        self.fc1 = ColumnParallelLinear(hidden, ffn_hidden, group=group, seed=seed,
+                                        gather_output=True, dtype=dtype, device=device)
+        w2 = full_weight(hidden, ffn_hidden, seed + 1)
+        self.fc2_weight = torch.nn.Parameter(w2.to(device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.fc1(x))                                         # (s, b, ffn) everywhere
+        return torch.matmul(y, self.fc2_weight.t())                     # (s, b, h)

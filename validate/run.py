@@ -1,0 +1,94 @@
+"""Validate tpsim on real tensor-parallel layers: correctness, calibration, prediction error.
+
+    torchrun --nproc_per_node N validate/run.py [--out DIR] [--quick]
+
+NCCL with one GPU per local rank (bf16) where CUDA is there, gloo on CPU (fp32, one thread per
+rank). Stages, every rank in step:
+  1. correctness  ColumnParallel/RowParallel linears, ParallelMLP (GELU, SwiGLU) and
+                  ParallelAttention (MHA, GQA) against a single-device reference: forward output
+                  and every gradient, with and without sequence parallelism; a mismatch fails.
+  2. microbench   all-reduce, all-gather, reduce-scatter over a size sweep; the GEMMs of the
+                  FIT shapes and a grid; the blocks' elementwise kernels.
+  3. fit          tpsim.calibrate least squares -> DIR/calibrated.yaml (tpsim's topology format).
+  4. layers       ParallelMLP, ParallelAttention and the naive MLP on the EVAL shapes (never
+                  the fit's), forward and forward+backward, with the matmul/collective split.
+  5. report       tpsim's prediction with the calibrated topology -> DIR/report.json, report.md.
+A collective that waits longer than --timeout (a rank died or hangs) ends the run with a message
+naming the rank that stopped reporting.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import shapes as S  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="validate/run.py", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="out/validate", help="directory for calibrated.yaml and reports")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~3 min on CPU)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="tiny shapes, for tests: checks the plumbing, not the accuracy")
+    p.add_argument("--attention", choices=["auto", "fused", "unfused"], default="auto",
+                   help="attention core; auto: fused (flash) on CUDA, unfused on CPU")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a collective may wait for a peer before the run fails")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per rank (default: cores / local ranks, at least 1)")
+    p.add_argument("--fault", default=None, help=argparse.SUPPRESS)  # tests: RANK:die|hang
+    args = p.parse_args(argv)
+    args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    return args
+
+
+def preflight(args) -> None:
+    """Errors a run can know before any work: an unwritable --out, shapes that do not split."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 2:
+        sys.exit("validate: error: run under torchrun with at least 2 ranks "
+                 "(torchrun --nproc_per_node 2 validate/run.py)")
+    problems = [f"{sh.label()}: {why}" for sh in S.EVAL[args.mode] + S.FIT[args.mode]
+                for why in sh.unsplittable(world)]
+    if problems:
+        sys.exit(f"validate: error: the {args.mode} shapes cannot be split over {world} ranks: "
+                 + "; ".join(problems))
+    if int(os.environ.get("RANK", "0")) == 0:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            sys.exit(f"validate: error: --out {out}: cannot write there ({e.strerror or e})")
+
+
+def keep_freed_memory() -> None:
+    """glibc returns large freed buffers to the OS; re-faulting them each step costs more than
+    the kernels on CPU. Keep them in the heap (as jemalloc/tcmalloc setups do)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)     # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 31)     # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    preflight(args)
+    keep_freed_memory()
+    from harness import Harness       # torch is imported only past the preflight
+    return Harness(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

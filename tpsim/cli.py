@@ -48,17 +48,12 @@ def _cmd_collective(args) -> None:
     from .collectives import collective_time
     from .render import collective_table
     from .topology import load_topology
-    from .units import parse_size
+    from .units import parse_size, power_of_two_sizes
     topo = load_topology(args.topology)
     ranks = args.ranks if args.ranks is not None else topo.devices_per_node
     if args.sweep:
-        lo, hi = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
-        if lo > hi:
-            raise TpsimError(f"--min-bytes: expected at most --max-bytes ({lo} > {hi})")
-        sizes = []
-        while lo <= hi:
-            sizes.append(lo)
-            lo *= 2
+        sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
+                                   parse_size(args.max_bytes, "--max-bytes"))
     else:
         sizes = [parse_size(args.bytes, "--bytes")]
     costs = [collective_time(args.op, s, ranks, topo, args.algo, args.protocol) for s in sizes]
@@ -156,8 +151,8 @@ def _plot_done(image, csv_path) -> None:
 
 def _cmd_plot_collective(args) -> None:
     from . import plot
-    from .figure_data import collective_sweep, load_topologies, power_of_two_sizes
-    from .units import parse_size
+    from .figure_data import collective_sweep, load_topologies
+    from .units import parse_size, power_of_two_sizes
     topos = load_topologies(args.topology or ["dgx-h100"])
     ranks = args.ranks if args.ranks is not None else topos[0].devices_per_node
     sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),

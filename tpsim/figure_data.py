@@ -37,17 +37,6 @@ class Table:
             w.writerows(self.rows)
 
 
-def power_of_two_sizes(lo: int, hi: int) -> list[int]:
-    """lo, 2 lo, 4 lo, ... up to hi: the sizes nccl-tests sweeps with -f 2."""
-    if lo > hi:
-        raise TpsimError(f"--min-bytes: expected at most --max-bytes ({lo} > {hi})")
-    sizes = []
-    while lo <= hi:
-        sizes.append(lo)
-        lo *= 2
-    return sizes
-
-
 # --------------------------------------------------------------------------- collective
 
 COLLECTIVE_COLUMNS = ("topology", "requested", "algorithm", "protocol", "op", "ranks", "size_bytes", "time_us",

@@ -67,3 +67,14 @@ def format_size(nbytes: float) -> str:
             v = nbytes / scale
             return f"{v:.0f}{unit}" if v == int(v) else f"{v:.2f}{unit}"
     return f"{nbytes:.0f}B"
+
+
+def power_of_two_sizes(lo: int, hi: int) -> list[int]:
+    """lo, 2 lo, 4 lo, ... up to hi: the sizes nccl-tests sweeps with -f 2."""
+    if lo > hi:
+        raise ConfigError("--min-bytes", "", f"at most --max-bytes ({hi})", lo)
+    sizes = []
+    while lo <= hi:
+        sizes.append(lo)
+        lo *= 2
+    return sizes

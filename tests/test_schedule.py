@@ -49,6 +49,26 @@ def test_host_dispatch_by_hand():
     assert schedule(g, host_dispatch_s=1.0).makespan_s == 5
 
 
+def test_slowed_end_by_hand():
+    """4 s of work from t=0 at half speed inside [1, 3): 1 s done by t=1, 1 s during [1, 3),
+    the last 2 s at full speed: ends at 5. Fully inside a long busy interval: 4 / 0.5 = 8."""
+    from tpsim.schedule import slowed_end
+    assert slowed_end(0.0, 4.0, [(1.0, 3.0)], 0.5) == pytest.approx(5.0)
+    assert slowed_end(0.0, 4.0, [(0.0, 100.0)], 0.5) == pytest.approx(8.0)
+    assert slowed_end(0.0, 4.0, [(5.0, 6.0)], 0.5) == pytest.approx(4.0)
+    assert slowed_end(2.0, 1.0, [(0.0, 1.0)], 0.9) == pytest.approx(3.0)
+
+
+def test_interference_slows_the_overlapped_compute():
+    """test_overlap_by_hand with interference 0.5: C (3 s) runs beside B (comm, 1-3) at half speed
+    for 2 s (1 s of work), then 2 s alone: C ends at 5, D at 6 instead of 5."""
+    g = dag({"A": ("compute", 1), "B": ("comm", 2), "C": ("compute", 3), "D": ("compute", 1)},
+            [("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")])
+    tl = schedule(g, interference=0.5)
+    assert (tl.end_s["C"], tl.makespan_s) == (pytest.approx(5.0), pytest.approx(6.0))
+    assert schedule(g, interference=0.0).makespan_s == 5
+
+
 def test_critical_path_first():
     """Two ready compute ops: X (1) leads to a long comm op, Y (2) to nothing. Critical path
     first runs X, so the comm (5) starts at 1 and ends at 6; Y-first would end at 7."""

@@ -52,7 +52,7 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention) 
 def run_graph(graph: nx.DiGraph, topo: Topology, tp: int, dtype: str) -> Timeline:
     """Price ``graph`` in place and schedule it."""
     price_graph(graph, topo, tp, dtype)
-    return schedule(graph, topo.device.host_dispatch_s)
+    return schedule(graph, topo.device.host_dispatch_s, topo.device.comm_compute_interference)
 
 
 def op_rows(graph: nx.DiGraph, tl: Timeline) -> tuple[OpRow, ...]:

@@ -80,7 +80,8 @@ def bottom_levels(graph: nx.DiGraph, order: list[str], succs: dict | None = None
     return level
 
 
-def schedule(graph: nx.DiGraph, host_dispatch_s: float = 0.0) -> Timeline:
+def schedule(graph: nx.DiGraph, host_dispatch_s: float = 0.0,
+             interference: float = 0.0) -> Timeline:
     """Critical-path list schedule of a priced DAG on its streams.
 
     The host issues ops in program (graph) order, ``host_dispatch_s`` each. It runs ahead of the
@@ -88,14 +89,35 @@ def schedule(graph: nx.DiGraph, host_dispatch_s: float = 0.0) -> Timeline:
     when issuing its n ops takes longer than running them: then op i cannot start before
     (i + 1) * host_dispatch_s, as eager frameworks run small models. Otherwise the host is
     invisible and the schedule is the GPU's alone.
+
+    A compute op that runs beside a collective already under way runs ``1 - interference`` as
+    fast for the overlap (NCCL's kernels take SMs and memory bandwidth from it).
     """
-    gpu_only = _list_schedule(graph, dict.fromkeys(graph, 0.0))
+    gpu_only = _list_schedule(graph, dict.fromkeys(graph, 0.0), interference)
     if len(graph) * host_dispatch_s <= gpu_only.makespan_s:
         return gpu_only
-    return _list_schedule(graph, {n: (i + 1) * host_dispatch_s for i, n in enumerate(graph)})
+    return _list_schedule(graph, {n: (i + 1) * host_dispatch_s for i, n in enumerate(graph)},
+                          interference)
 
 
-def _list_schedule(graph: nx.DiGraph, issued: dict) -> Timeline:
+def slowed_end(t0: float, work: float, busy: list[tuple[float, float]], loss: float) -> float:
+    """When an op needing ``work`` seconds alone, started at ``t0``, ends if it runs at
+    (1 - loss) speed inside the sorted, disjoint ``busy`` intervals and at full speed outside."""
+    t, left, rate = t0, work, 1.0 - loss
+    for b0, b1 in busy:
+        if b1 <= t:
+            continue
+        if b0 > t:
+            if t + left <= b0:
+                return t + left
+            left, t = left - (b0 - t), b0
+        if rate > 0 and t + left / rate <= b1:
+            return t + left / rate
+        left, t = left - (b1 - t) * rate, b1
+    return t + left
+
+
+def _list_schedule(graph: nx.DiGraph, issued: dict, interference: float = 0.0) -> Timeline:
     """List scheduling, most critical ready op first; an op waits for its inputs and its issue."""
     preds, succs = adj = _adjacency(graph)
     prio = bottom_levels(graph, topological_order(graph, adj), succs)
@@ -117,7 +139,9 @@ def _list_schedule(graph: nx.DiGraph, issued: dict) -> Timeline:
         n = _most_critical(ready[s], ready_at, t0, key)
         ready[s].remove(n)
         start[n] = t0
-        end[n] = free[s] = t0 + dur[n]
+        slowed = interference and s == "compute" and runs.get("comm")
+        end[n] = free[s] = slowed_end(t0, dur[n], runs["comm"], interference) if slowed \
+            else t0 + dur[n]
         runs[s].append((t0, end[n]))
         for nxt in succs[n]:
             waiting[nxt] -= 1

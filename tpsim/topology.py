@@ -63,6 +63,10 @@ class Device:
                                   doc="CPU time to issue one op (framework dispatch and launch "
                                       "call), us; an op starts no earlier than the host, issuing "
                                       "in program order, has issued it; 0: the host runs ahead")
+    comm_compute_interference: float = spec(
+        ge=0, le=1, default=0.0,
+        doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
+            "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
     collective_launch_s: float = spec("collective_launch_us", scale=1e-6, ge=0, default=0.0,
                                       doc="fixed time per collective call (launch, setup, sync), us")
     collective_copy_Bps: float | None = spec(

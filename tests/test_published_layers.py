@@ -1,0 +1,25 @@
+"""One transformer layer against a published measurement of Megatron-LM.
+
+Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
+MLSys 2023), Table 4: one layer of their 22B GPT model (hidden 6144, 64 heads, seq 2048,
+micro-batch 4, TP 8, mixed precision, vocab 51200) on DGX A100 80GB (Selene):
+no recomputation 7.7 ms forward, 11.9 ms backward; with sequence parallelism 7.2 and 11.8.
+Megatron ran attention unfused at the time (no flash attention).
+"""
+import pytest
+
+from tpsim.model import load_model, with_overrides
+from tpsim.predict import predict
+
+MEASURED_MS = {False: (7.7, 11.9, 19.6), True: (7.2, 11.8, 19.0)}
+
+
+@pytest.mark.parametrize("sp", [False, True], ids=["tp", "tp+sp"])
+def test_megatron_22b_layer_on_dgx_a100(sp):
+    model = with_overrides(load_model("gpt3"), layers=48, hidden=6144, heads=64, vocab=51200)
+    layer = predict(model, "dgx-a100", tp=8, micro_batch=4, seq_len=2048, dtype="fp16",
+                    attention="unfused", sequence_parallel=sp).layer
+    fwd, bwd, total = MEASURED_MS[sp]
+    assert layer.forward_s * 1e3 == pytest.approx(fwd, rel=0.10)
+    assert layer.backward_s * 1e3 == pytest.approx(bwd, rel=0.15)
+    assert layer.total_s * 1e3 == pytest.approx(total, rel=0.12)

@@ -82,9 +82,10 @@ def _layer_times(graph: nx.DiGraph, tl: Timeline) -> LayerTimes:
     comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
     flops = sum(a["flops"] for _, a in graph.nodes(data=True))
     compute = tl.busy_s("compute")
+    nominal = sum(a["time_s"] for _, a in graph.nodes(data=True) if a["stream"] == "compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,
                       comm / total if total else 0.0, exposed / total if total else 0.0, flops,
-                      max(0.0, total - compute - exposed))
+                      max(0.0, total - compute - exposed), max(0.0, compute - nominal))
 
 
 def _collective_rows(graph: nx.DiGraph) -> tuple[CollectiveRow, ...]:

@@ -52,6 +52,8 @@ def _layer_lines(layer) -> list[str]:
         "(comm stream busy / total)",
         f"  exposed comm   {_ms(layer.exposed_comm_s):>12s}   {_pct(layer.exposed_comm_share)} "
         "of the layer (comm not hidden behind compute: the TP overhead)",
+        f"  interference   {_ms(layer.interference_s):>12s}   {_pct(layer.interference_s / (layer.total_s or 1))} "
+        "of the layer (compute slowed while a collective runs beside it: hidden comm is not free)",
         f"  host wait      {_ms(layer.host_wait_s):>12s}   {_pct(layer.host_wait_s / (layer.total_s or 1))} "
         "of the layer (GPU idle until the host issues the next op: small layers are host-bound)",
     ]

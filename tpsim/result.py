@@ -59,7 +59,8 @@ class LayerTimes:
     total_s = forward_s + backward_s (the schedule's makespan); compute_s and comm_s are the
     busy times of the two streams; exposed_comm_s is the communication the compute stream does
     not hide; host_wait_s is the time neither stream runs because the host has not yet issued
-    the next op, so total_s = compute_s + exposed_comm_s + host_wait_s;
+    the next op, so total_s = compute_s + exposed_comm_s + host_wait_s; interference_s is the
+    part of compute_s that compute ops lost running beside a collective (also TP overhead);
     comm_share = comm_s / total_s; exposed_comm_share = exposed_comm_s / total_s.
     """
     forward_s: float
@@ -72,6 +73,7 @@ class LayerTimes:
     exposed_comm_share: float
     flops: float
     host_wait_s: float = 0.0
+    interference_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@ def test_gpt3_collectives(gpt3):
     assert gpt3.inputs.heads_per_rank == 12
 
 
+def test_predict_layer_is_predict_layer_times(gpt3):
+    from tpsim.predict import predict_layer
+    assert predict_layer("gpt3", "dgx-h100", tp=8) == gpt3.layer
+
+
 def test_gpt3_layer_accounting(gpt3):
     """total = forward + backward = makespan; comm = 4 all-reduces; on H100 the forward
     all-reduces block the next op and the backward ones hide behind the (longer) wgrads, so the

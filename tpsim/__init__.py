@@ -7,12 +7,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_topology", "collective_time", "predict", "load_model", "__version__"]
+__all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model",
+           "__version__"]
 
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
 # the submodule is later imported. Costs networkx's import, never torch's or matplotlib's.
-from .predict import predict  # noqa: E402
+from .predict import predict, predict_layer  # noqa: E402
 
 
 def __getattr__(name: str):

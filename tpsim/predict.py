@@ -58,20 +58,21 @@ def run_graph(graph: nx.DiGraph, topo: Topology, tp: int, dtype: str) -> Timelin
 def op_rows(graph: nx.DiGraph, tl: Timeline) -> tuple[OpRow, ...]:
     """One row per op in schedule order (start time, then graph order)."""
     total = tl.makespan_s or 1.0
-    rank = {n: i for i, n in enumerate(graph.nodes)}
+    attrs, start, end = graph._node, tl.start_s, tl.end_s   # read-only: networkx's node dict
+    order = sorted((start[n], i, n) for i, n in enumerate(attrs))
     rows = []
-    for n in sorted(graph.nodes, key=lambda n: (tl.start_s[n], rank[n])):
-        a = graph.nodes[n]
+    for t0, _, n in order:
+        a = attrs[n]
         rows.append(OpRow(n, a["kind"], a["phase"], a["stream"], a["block"], a["shape"],
-                          a["flops"], a["bytes"], a["comm_bytes"], a["time_s"], tl.start_s[n],
-                          tl.end_s[n], a["time_s"] / total, a["collective"],
-                          a.get("algorithm"), a["forward_of"]))
+                          a["flops"], a["bytes"], a["comm_bytes"], a["time_s"], t0, end[n],
+                          a["time_s"] / total, a["collective"], a.get("algorithm"),
+                          a["forward_of"]))
     return tuple(rows)
 
 
 def phase_split(graph: nx.DiGraph, tl: Timeline) -> tuple[float, float]:
     """(forward_s, backward_s): the forward ends with its last op; backward is the rest."""
-    fwd = max((tl.end_s[n] for n, a in graph.nodes(data=True) if a["phase"] == "forward"),
+    fwd = max((tl.end_s[n] for n, a in graph._node.items() if a["phase"] == "forward"),
               default=0.0)
     return fwd, tl.makespan_s - fwd
 
@@ -80,9 +81,10 @@ def _layer_times(graph: nx.DiGraph, tl: Timeline) -> LayerTimes:
     fwd, bwd = phase_split(graph, tl)
     total = tl.makespan_s
     comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
-    flops = sum(a["flops"] for _, a in graph.nodes(data=True))
+    ops = graph._node.values()
+    flops = sum(a["flops"] for a in ops)
     compute = tl.busy_s("compute")
-    nominal = sum(a["time_s"] for _, a in graph.nodes(data=True) if a["stream"] == "compute")
+    nominal = sum(a["time_s"] for a in ops if a["stream"] == "compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,
                       comm / total if total else 0.0, exposed / total if total else 0.0, flops,
                       max(0.0, total - compute - exposed), max(0.0, compute - nominal))
@@ -99,7 +101,7 @@ def _collective_rows(graph: nx.DiGraph) -> tuple[CollectiveRow, ...]:
 
 
 def _saved(graph: nx.DiGraph) -> float:
-    return sum(a["saved_bytes"] for _, a in graph.nodes(data=True))
+    return sum(a["saved_bytes"] for a in graph._node.values())
 
 
 def _warnings(topo, tp, mem) -> tuple[str, ...]:
@@ -115,6 +117,28 @@ def _warnings(topo, tp, mem) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype, sequence_parallel,
+           dropout, attention):
+    """The priced, scheduled graph of one layer and its times (defaults already resolved)."""
+    g = layer_graph(m, tp, micro_batch, seq_len, dtype, sequence_parallel, dropout=dropout,
+                    attention=attention)
+    tl = run_graph(g, topo, tp, dtype)
+    return g, tl, _layer_times(g, tl)
+
+
+def predict_layer(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
+                  seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
+                  dropout: float | None = None, attention: str | None = None) -> LayerTimes:
+    """One transformer layer only (what sweeps over TP degrees and sizes need): the same
+    LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows."""
+    m, topo = _resolve(model, topology)
+    s = m.seq_len if seq_len is None else seq_len
+    _check(topo, tp, micro_batch, s, dtype, dropout, attention)
+    p = m.dropout if dropout is None else dropout
+    return _layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
+                  attention or m.attention)[2]
+
+
 def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
             seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
             dropout: float | None = None, attention: str | None = None) -> Prediction:
@@ -128,9 +152,7 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     _check(topo, tp, micro_batch, s, dtype, dropout, attention)
     p = m.dropout if dropout is None else dropout
     att = attention or m.attention
-    g = layer_graph(m, tp, micro_batch, s, dtype, sequence_parallel, dropout=p, attention=att)
-    tl = run_graph(g, topo, tp, dtype)
-    layer = _layer_times(g, tl)
+    g, tl, layer = _layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att)
     dims = g.graph["dims"]
     emb = embedding_graph(dims, dropout=p > 0)
     out = output_graph(dims, m.padded_vocab(tp) // tp)
@@ -174,5 +196,5 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
                            tl.busy_s("comm"), tl.exposed_s("comm", "compute"), op_rows(g, tl), g)
 
 
-__all__ = ["predict", "predict_block", "Prediction", "BlockPrediction", "collectives_in",
+__all__ = ["predict", "predict_layer", "predict_block", "Prediction", "BlockPrediction", "collectives_in",
            "layer_dims"]

@@ -134,14 +134,16 @@ def _list_schedule(graph: nx.DiGraph, issued: dict, interference: float = 0.0) -
             ready_at[n] = issued[n]
     start, end = {}, {}
     runs: dict[str, list[tuple[float, float]]] = {s: [] for s in ready}
+    comm_runs = runs.get("comm", [])
     for _ in range(len(dur)):
         t0, s = _next_start(ready, ready_at, free)
         n = _most_critical(ready[s], ready_at, t0, key)
         ready[s].remove(n)
         start[n] = t0
-        slowed = interference and s == "compute" and runs.get("comm")
-        end[n] = free[s] = slowed_end(t0, dur[n], runs["comm"], interference) if slowed \
-            else t0 + dur[n]
+        if interference and s == "compute" and comm_runs:
+            end[n] = free[s] = slowed_end(t0, dur[n], comm_runs, interference)
+        else:
+            end[n] = free[s] = t0 + dur[n]
         runs[s].append((t0, end[n]))
         for nxt in succs[n]:
             waiting[nxt] -= 1
@@ -156,7 +158,7 @@ def _next_start(ready: dict, ready_at: dict, free: dict) -> tuple[float, str]:
     best_t, best_s = float("inf"), ""
     for s, mine in ready.items():
         if mine:
-            t0 = min([ready_at[m] for m in mine])
+            t0 = ready_at[mine[0]] if len(mine) == 1 else min(map(ready_at.__getitem__, mine))
             t0 = t0 if t0 > free[s] else free[s]
             if t0 < best_t:
                 best_t, best_s = t0, s
@@ -167,6 +169,8 @@ def _next_start(ready: dict, ready_at: dict, free: dict) -> tuple[float, str]:
 
 def _most_critical(mine: list[str], ready_at: dict, t0: float, key: dict) -> str:
     """Among the ops ready by ``t0``, the one with the longest path to the end."""
+    if len(mine) == 1:
+        return mine[0]
     best = None
     for m in mine:
         if ready_at[m] <= t0 and (best is None or key[m] < key[best]):

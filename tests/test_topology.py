@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from tpsim.cli import main
 from tpsim.errors import ConfigError

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import from_mapping, load_yaml, spec
+from .schema import from_mapping, load_yaml, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
@@ -142,14 +142,7 @@ def load_model(name_or_path: str | Path | ModelConfig) -> ModelConfig:
     """A shipped preset by name, or any model YAML by path (a ModelConfig passes through)."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
-    text = str(name_or_path)
-    path = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
-        known = shipped_models()
-        if text not in known:
-            raise ConfigError("--model", "", f"a shipped model ({', '.join(known)}) "
-                              "or a path to a YAML file", text)
-        path = known[text]
+    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model")
     return from_mapping(ModelConfig, load_yaml(path), str(path))
 
 

@@ -49,6 +49,19 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,
+                    kind: str) -> Path:
+    """The YAML file behind ``--model``/``--topology``: a path as given, else a shipped name."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")) or path.is_file():
+        return path
+    if text not in shipped:
+        raise ConfigError(flag, "", f"a shipped {kind} ({', '.join(shipped)}) or a path to a "
+                          "YAML file", text)
+    return shipped[text]
+
+
 def _yaml_key(f: dataclasses.Field) -> str:
     return f.metadata.get("key") or f.name
 

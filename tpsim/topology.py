@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import from_mapping, load_yaml, spec
+from .schema import from_mapping, load_yaml, shipped_or_path, spec
 
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
@@ -211,14 +211,7 @@ def shipped_topologies() -> dict[str, Path]:
 
 def load_topology(name_or_path: str | Path) -> Topology:
     """Load a shipped topology by name, or any topology YAML by path."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
-        known = shipped_topologies()
-        if text not in known:
-            raise ConfigError("--topology", "", f"a shipped topology ({', '.join(known)}) "
-                              "or a path to a YAML file", text)
-        path = known[text]
+    path = shipped_or_path(name_or_path, shipped_topologies(), "--topology", "topology")
     topo = from_mapping(Topology, load_yaml(path), str(path))
     object.__setattr__(topo, "path", str(path))
     return topo

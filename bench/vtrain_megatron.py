@@ -5,7 +5,8 @@ models trained with Megatron-DeepSpeed on 2-8 A100s (hidden 1024/2048, 16 heads,
 seq 1024, activation checkpointing on). This bench takes the 240 runs with pipeline and data
 parallelism 1 (TP 2, 4, 8) and prices each iteration as
 
-    (global_batch / micro_batch) x (step_s + layers x layer.forward_s)   # full recompute
+    (global_batch / micro_batch) x step_s       # predict(..., recompute="full"): every layer's
+                                                # backward re-runs its forward (checkpointing on)
       + 30 bytes/param / (memory bandwidth x efficiency)                # Adam step, fp32 state
 
 These models are small: per layer the GPU kernels take tens of microseconds, and the measured
@@ -45,11 +46,11 @@ def iteration_s(r: dict, topo) -> float:
     model = ModelConfig(name="vtrain", layers=int(r["# layers"]), hidden=int(r["hidden size"]),
                         heads=int(r["attention heads"]), vocab=50257,
                         seq_len=int(r["sequence length"]), dropout=0.1, attention="unfused")
-    p = predict(model, topo, tp=tp, micro_batch=mb, dtype="fp16")
+    p = predict(model, topo, tp=tp, micro_batch=mb, dtype="fp16", recompute="full")
     dev = topo.device
     adam = ADAM_BYTES_PER_PARAM * model.params() / tp / (dev.memory_bandwidth_Bps * dev.memory_efficiency)
     micro_batches = int(r["global batch"]) // mb
-    return micro_batches * (p.model.step_s + model.layers * p.layer.forward_s) + adam
+    return micro_batches * p.model.step_s + adam
 
 
 def errors(rows, topo) -> np.ndarray:

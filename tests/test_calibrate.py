@@ -98,3 +98,21 @@ def test_calibrated_yaml_loads_and_prices_back(tmp_path):
         pytest.approx(gemm_time(512, 512, 512, dev, "fp32"), rel=0.02)
     assert elementwise_time(1e6, loaded.device) == pytest.approx(elementwise_time(1e6, dev),
                                                                  rel=0.02)
+
+
+def test_extreme_fits_are_written_as_yaml_numbers(tmp_path):
+    """A fit on a loaded machine can pin a rate at its cap (1e6 GB/s): written as '1e+06', YAML
+    1.1 would read it back as a string; the writer must emit a float literal ('1.0e+06')."""
+    import dataclasses
+    topo, dev = _collective_topo(2), _device_topo().device
+    coll = fit_collectives([(op, s, collective_time(op, s, 2, topo).time_s)
+                            for op in OPS for s in SIZES], 2)
+    coll = dataclasses.replace(coll, bandwidth_Bps=1e15, latency_s=1e-12)
+    comp = fit_compute([(m, m, m, 1, gemm_time(m, m, m, dev, "fp32")) for m in (64, 256, 1024)],
+                       [(b, elementwise_time(b, dev)) for b in (1e5, 1e6, 1e7)])
+    path = write_calibrated_topology(tmp_path / "c.yaml", Calibration(coll, comp, "fp32", "x", 1e6))
+    import yaml
+    assert isinstance(yaml.safe_load(path.read_text())["levels"][0]["bandwidth_GBps"], float)
+    loaded = load_topology(path)
+    assert loaded.levels[0].bandwidth_Bps == pytest.approx(1e15)
+    assert loaded.device.memory_bytes == pytest.approx(1e15)

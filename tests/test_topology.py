@@ -97,6 +97,14 @@ def test_bad_topology_file_one_line_exit_2(case, data, key, write_yaml, capsys):
         load_topology(path)
 
 
+def test_exponent_without_a_dot_is_a_number(write_yaml):
+    """YAML 1.1 reads `1e6` as a string; tpsim takes it as the number a person meant."""
+    import copy
+    d = copy.deepcopy(GOOD)
+    d["levels"][0]["bandwidth_GBps"] = "1e6"
+    assert load_topology(write_yaml(d)).levels[0].bandwidth_Bps == 1e6 * 1e9
+
+
 def test_invalid_yaml(write_yaml, capsys):
     path = write_yaml("name: [unclosed\n  levels: {\n")
     assert main(["collective", "--topology", str(path)]) == 2

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .collectives import bus_factor
+
+# ring steps on one level: 2(n-1) for all-reduce, n-1 for all-gather and reduce-scatter
 RING_STEPS = {"all-reduce": lambda n: 2 * (n - 1), "all-gather": lambda n: n - 1,
               "reduce-scatter": lambda n: n - 1}
-BUS_FACTOR = {"all-reduce": lambda n: 2 * (n - 1) / n, "all-gather": lambda n: (n - 1) / n,
-              "reduce-scatter": lambda n: (n - 1) / n}
 
 
 def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ class CollectiveFit:
     def time(self, op: str, nbytes: float) -> float:
         n = self.ranks
         return self.launch_s + RING_STEPS[op](n) * self.latency_s + \
-            BUS_FACTOR[op](n) * nbytes / self.bandwidth_Bps
+            bus_factor(op, n) * nbytes / self.bandwidth_Bps
 
 
 def fit_collectives(samples: list[tuple[str, float, float]], ranks: int) -> CollectiveFit:
@@ -97,7 +98,7 @@ def fit_collectives(samples: list[tuple[str, float, float]], ranks: int) -> Coll
     if not ops <= set(RING_STEPS) or len(samples) < 3:
         raise ValueError(f"need >= 3 samples of {sorted(RING_STEPS)}, got {sorted(ops)}")
     t = np.array([s for _, _, s in samples])
-    a = np.array([[1.0, RING_STEPS[op](ranks), BUS_FACTOR[op](ranks) * nb]
+    a = np.array([[1.0, RING_STEPS[op](ranks), bus_factor(op, ranks) * nb]
                   for op, nb, _ in samples])
     launch, latency, inv_bw = log_lstsq(a, t)
     inv_bw = max(inv_bw, 1e-15)                          # a flat curve: bandwidth unbounded
@@ -192,23 +193,30 @@ def topology_yaml(cal: Calibration, name: str = "calibrated", level: str = "host
         f"description: calibrated on {c.ranks} x {cal.device_name} ({cal.dtype}) by validate/run.py",
         "device:",
         f"  name: {_quote(cal.device_name)}",
-        f"  peak_tflops: {{{cal.dtype}: {k.flops / 1e12:.6g}}}   # fitted large-GEMM throughput",
-        f"  memory_GB: {cal.memory_GB:.6g}",
-        f"  memory_bandwidth_GBps: {k.memory_Bps / 1e9:.6g}   # fitted elementwise bytes/s",
+        f"  peak_tflops: {{{cal.dtype}: {_num(k.flops / 1e12)}}}   # fitted large-GEMM throughput",
+        f"  memory_GB: {_num(cal.memory_GB)}",
+        f"  memory_bandwidth_GBps: {_num(k.memory_Bps / 1e9)}   # fitted elementwise bytes/s",
         "  memory_efficiency: 1.0",
         "  gemm_max_efficiency: 1.0",
-        f"  gemm_half_efficiency_dim: {k.half_dim:.6g}",
-        f"  kernel_launch_us: {k.launch_s * 1e6:.6g}",
-        f"  collective_launch_us: {c.launch_s * 1e6:.6g}",
+        f"  gemm_half_efficiency_dim: {_num(k.half_dim)}",
+        f"  kernel_launch_us: {_num(k.launch_s * 1e6)}",
+        f"  collective_launch_us: {_num(c.launch_s * 1e6)}",
         "levels:",
         f"  - name: {level}",
         f"    size: {c.ranks}",
-        f"    bandwidth_GBps: {c.bandwidth_Bps / 1e9:.6g}   # fitted, per rank per direction",
-        f"    latency_us: {c.latency_s * 1e6:.6g}          # fitted, per ring step",
+        f"    bandwidth_GBps: {_num(c.bandwidth_Bps / 1e9)}   # fitted, per rank per direction",
+        f"    latency_us: {_num(c.latency_s * 1e6)}          # fitted, per ring step",
         "    efficiency:",
         "      ring: 1.0",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    """A YAML float literal: '1e+06' reads back as a string in YAML 1.1, '1.0e+06' as a float."""
+    text = f"{x:.6g}"
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
 
 
 def _quote(text: str) -> str:

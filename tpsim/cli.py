@@ -112,11 +112,15 @@ def _add_plot_layer_args(q, topology: str) -> None:
     q.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's)")
     q.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
     q.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism")
+    q.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
 
 
 def _plot_settings(args) -> dict:
-    return {"micro_batch": args.micro_batch, "seq_len": args.seq, "dtype": args.dtype,
-            "sequence_parallel": args.sequence_parallel}
+    settings = {"micro_batch": args.micro_batch, "seq_len": args.seq, "dtype": args.dtype,
+                "sequence_parallel": args.sequence_parallel}
+    if args.recompute != "none":   # the figures' notes list the settings: none stays unsaid
+        settings["recompute"] = args.recompute
+    return settings
 
 
 def _cmd_plot_intra_vs_inter(args) -> None:
@@ -182,6 +186,8 @@ def _add_predict(sub) -> None:
                    help="Megatron sequence parallelism (all-gather + reduce-scatter)")
     p.add_argument("--dropout", type=float, default=None, help="dropout probability (0: no dropout ops)")
     p.add_argument("--attention", default=None, help="fused (flash) or unfused (Megatron's kernels)")
+    p.add_argument("--recompute", default="none",
+                   help="activation recomputation: none, selective (unfused attention core) or full")
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
         p.add_argument(f"--{flag}", type=int, default=None, help=f"override the model's {flag}")
     p.add_argument("--json", action="store_true", help="one JSON object (keys in the README)")
@@ -199,7 +205,7 @@ def _cmd_predict(args) -> None:
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
     pred = predict(model, args.topology, tp=args.tp, micro_batch=args.micro_batch,
                    seq_len=args.seq, dtype=args.dtype, sequence_parallel=args.sequence_parallel,
-                   dropout=args.dropout, attention=args.attention)
+                   dropout=args.dropout, attention=args.attention, recompute=args.recompute)
     if args.trace:
         from .trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from .recompute import apply_recompute
 from .topology import BYTES_PER_ELEMENT
 
 BLOCKS = ("attention", "mlp")
@@ -332,13 +333,14 @@ def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
 def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
                 bare: bool = False, dropout: float | None = None,
-                attention: str | None = None) -> nx.DiGraph:
+                attention: str | None = None, recompute: str = "none") -> nx.DiGraph:
     """One layer on one TP rank, forward then backward, as a DiGraph of unpriced ops.
 
     ``blocks`` picks the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout
     and residuals (what a lone ParallelMLP / ParallelAttention runs). ``dropout`` and
     ``attention`` override the model's. Backward starts after the forward's last op: the
-    output gradient exists only once the output does.
+    output gradient exists only once the output does. ``recompute`` (none|selective|full)
+    adds the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.recompute`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -358,8 +360,10 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
         x = _mlp_bwd(B, x, bare, swiglu, drop)
     if "attention" in blocks:
         x = _attention_bwd(B, x, bare, fused, drop)
+    apply_recompute(B, recompute)
     return B.graph(dims=dims, tp=tp, blocks=tuple(blocks), bare=bare,
-                   dropout=p if drop else 0.0, attention="fused" if fused else "unfused")
+                   dropout=p if drop else 0.0, attention="fused" if fused else "unfused",
+                   recompute=recompute)
 
 
 def collectives_in(graph: nx.DiGraph) -> list[tuple[str, str, int]]:

@@ -16,7 +16,10 @@ is exactly Korthikanti et al. 2022's  s b h (10 + 24/t + 5 a s / (h t))  bytes p
 GPT layer in 16-bit with dropout and unfused attention (their Table 2); flash attention drops
 the 5as/(ht) term; sequence parallelism shards norms, dropout masks and residuals, while the
 gathered input of each column-parallel GEMM is kept for its weight gradient (4 s b h not
-sharded: s b h (4 + 30/t) with flash attention and dropout).
+sharded: s b h (4 + 30/t) with flash attention and dropout). Activation recomputation
+(:mod:`tpsim.recompute`) zeroes what it frees in the graph before the sum: ``full`` keeps only
+the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the unfused
+attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6).
 """
 from __future__ import annotations
 

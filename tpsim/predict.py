@@ -4,7 +4,9 @@ Glue only: build the op graph (:mod:`tpsim.graph`, :mod:`tpsim.embedding`), pric
 (:mod:`tpsim.price`), schedule it on a compute and a comm stream (:mod:`tpsim.schedule`) and
 collect a :class:`~tpsim.result.Prediction`. Model FLOPs and MFU use the conventional counts
 of Narayanan et al. 2021 summed over the ops (GEMMs 2mnk, attention 4bs^2h/tp forward with
-the full square, backward twice forward); no recomputation is modelled.
+the full square, backward twice forward). Activation recomputation (``recompute``, see
+:mod:`tpsim.recompute`) adds its ops to the backward: they count in the time and in the
+hardware FLOPs (HFU), not in the model FLOPs (MFU).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .graph import collectives_in, layer_dims, layer_graph
 from .memory import OPTIMIZER_BYTES, training_memory
 from .model import ATTENTIONS, ModelConfig, load_model
 from .price import price_graph
+from .recompute import RECOMPUTE
 from .result import (BlockPrediction, CollectiveRow, Inputs, LayerTimes, ModelTimes, OpRow,
                      Prediction)
 from .schedule import Timeline, schedule
@@ -33,7 +36,8 @@ def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
     return m, t
 
 
-def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention) -> None:
+def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
+           recompute="none") -> None:
     """Bad run settings raise ConfigError naming the flag (model sizes: ModelConfig.check_tp)."""
     for flag, v in (("--micro-batch", micro_batch), ("--seq", seq_len), ("--tp", tp)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -47,6 +51,8 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention) 
         raise ConfigError("--dropout", "", "a probability in [0, 1)", dropout)
     if attention is not None and attention not in ATTENTIONS:
         raise ConfigError("--attention", "", f"one of {', '.join(ATTENTIONS)}", attention)
+    if recompute not in RECOMPUTE:
+        raise ConfigError("--recompute", "", f"one of {', '.join(RECOMPUTE)}", recompute)
 
 
 def run_graph(graph: nx.DiGraph, topo: Topology, tp: int, dtype: str) -> Timeline:
@@ -82,12 +88,13 @@ def _layer_times(graph: nx.DiGraph, tl: Timeline) -> LayerTimes:
     total = tl.makespan_s
     comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
     ops = graph._node.values()
-    flops = sum(a["flops"] for a in ops)
+    flops = sum(a["flops"] for a in ops if "recomputes" not in a)
+    hardware = sum(a["flops"] for a in ops)
     compute = tl.busy_s("compute")
     nominal = sum(a["time_s"] for a in ops if a["stream"] == "compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,
                       comm / total if total else 0.0, exposed / total if total else 0.0, flops,
-                      max(0.0, total - compute - exposed), max(0.0, compute - nominal))
+                      max(0.0, total - compute - exposed), max(0.0, compute - nominal), hardware)
 
 
 def _collective_rows(graph: nx.DiGraph) -> tuple[CollectiveRow, ...]:
@@ -104,12 +111,13 @@ def _saved(graph: nx.DiGraph) -> float:
     return sum(a["saved_bytes"] for a in graph._node.values())
 
 
-def _warnings(topo, tp, mem) -> tuple[str, ...]:
+def _warnings(topo, tp, mem, recompute="none") -> tuple[str, ...]:
     out = []
     if not mem.fits:
+        rcp = ", " if recompute == "full" else ", activation recomputation "
         out.append(f"does not fit: {mem.total_bytes / GB:.1f} GB per GPU needed, "
                    f"{topo.device.name} has {mem.capacity_bytes / GB:.0f} GB (add pipeline "
-                   "parallelism, a distributed optimizer, activation recomputation or more TP)")
+                   f"parallelism, a distributed optimizer{rcp}or more TP)")
     nodes = math.ceil(tp / topo.devices_per_node)
     if nodes > 1:
         out.append(f"the TP group of {tp} spans {nodes} nodes: its collectives cross "
@@ -118,58 +126,64 @@ def _warnings(topo, tp, mem) -> tuple[str, ...]:
 
 
 def _layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype, sequence_parallel,
-           dropout, attention):
+           dropout, attention, recompute="none"):
     """The priced, scheduled graph of one layer and its times (defaults already resolved)."""
     g = layer_graph(m, tp, micro_batch, seq_len, dtype, sequence_parallel, dropout=dropout,
-                    attention=attention)
+                    attention=attention, recompute=recompute)
     tl = run_graph(g, topo, tp, dtype)
     return g, tl, _layer_times(g, tl)
 
 
 def predict_layer(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
                   seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
-                  dropout: float | None = None, attention: str | None = None) -> LayerTimes:
+                  dropout: float | None = None, attention: str | None = None,
+                  recompute: str = "none") -> LayerTimes:
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows."""
     m, topo = _resolve(model, topology)
     s = m.seq_len if seq_len is None else seq_len
-    _check(topo, tp, micro_batch, s, dtype, dropout, attention)
+    _check(topo, tp, micro_batch, s, dtype, dropout, attention, recompute)
     p = m.dropout if dropout is None else dropout
     return _layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
-                  attention or m.attention)[2]
+                  attention or m.attention, recompute)[2]
 
 
 def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
             seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
-            dropout: float | None = None, attention: str | None = None) -> Prediction:
+            dropout: float | None = None, attention: str | None = None,
+            recompute: str = "none") -> Prediction:
     """Predict one layer and the whole model (one micro-batch, forward + backward) per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects; ``seq_len``,
-    ``dropout`` and ``attention`` default to the model's.
+    ``dropout`` and ``attention`` default to the model's. ``recompute``: activation
+    recomputation, none | selective | full (:mod:`tpsim.recompute`).
     """
     m, topo = _resolve(model, topology)
     s = m.seq_len if seq_len is None else seq_len
-    _check(topo, tp, micro_batch, s, dtype, dropout, attention)
+    _check(topo, tp, micro_batch, s, dtype, dropout, attention, recompute)
     p = m.dropout if dropout is None else dropout
     att = attention or m.attention
-    g, tl, layer = _layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att)
+    g, tl, layer = _layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att,
+                          recompute)
     dims = g.graph["dims"]
     emb = embedding_graph(dims, dropout=p > 0)
     out = output_graph(dims, m.padded_vocab(tp) // tp)
     emb_s = run_graph(emb, topo, tp, dtype).makespan_s
     out_s = run_graph(out, topo, tp, dtype).makespan_s
     step = m.layers * layer.total_s + emb_s + out_s
-    flops = m.layers * layer.flops + sum(a["flops"] for _, a in out.nodes(data=True))
-    achieved = flops / step
+    out_flops = sum(a["flops"] for _, a in out.nodes(data=True))
+    flops = m.layers * layer.flops + out_flops
+    hardware = m.layers * layer.hardware_flops + out_flops
+    achieved, peak = flops / step, topo.device.peak(dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
-                       achieved / topo.device.peak(dtype), m.params())
+                       achieved / peak, m.params(), hardware, hardware / step / peak)
     acts = m.layers * _saved(g) + _saved(emb) + _saved(out)
     mem = training_memory(m, tp, dtype, acts, topo.device.memory_bytes)
     inputs = Inputs(m.name, topo.name, topo.device.name, tp, micro_batch, s, dtype,
                     sequence_parallel, att, p, m.heads // tp, m.kv_heads // tp,
-                    math.ceil(tp / topo.devices_per_node))
+                    math.ceil(tp / topo.devices_per_node), recompute)
     return Prediction(inputs, op_rows(g, tl), _collective_rows(g), layer, times, mem,
-                      _warnings(topo, tp, mem), g)
+                      _warnings(topo, tp, mem, recompute), g)
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

@@ -81,6 +81,8 @@ def _model_lines(p) -> list[str]:
         f"  step           {_ms(m.step_s):>12s}",
         f"  {m.flops / 1e12:.1f} TFLOP per GPU (model FLOPs): {m.tflops_per_gpu:.1f} TFLOP/s per GPU, "
         f"MFU {_pct(m.mfu)}",
+        f"  {m.hardware_flops / 1e12:.1f} TFLOP per GPU with recomputation (hardware FLOPs): "
+        f"HFU {_pct(m.hfu)}",
     ]
 
 
@@ -94,7 +96,8 @@ def _memory_lines(mem, dtype: str) -> list[str]:
         f"  weights        {mem.weights_bytes / gb:9.2f} GB",
         f"  gradients      {mem.gradients_bytes / gb:9.2f} GB",
         f"  optimizer      {mem.optimizer_bytes / gb:9.2f} GB",
-        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (one micro-batch, all layers)",
+        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (one micro-batch, all layers, "
+        "as the recompute mode saves them)",
         f"  total          {mem.total_bytes / gb:9.2f} GB   of {mem.capacity_bytes / gb:.0f} GB: {fits}",
     ]
 
@@ -106,7 +109,8 @@ def prediction_report(p) -> str:
     lines = [
         f"tpsim predict: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}",
         f"micro-batch {i.micro_batch} x seq {i.seq_len}, {i.dtype}, {i.attention} attention, "
-        f"dropout {i.dropout:g}, sequence parallel {'on' if i.sequence_parallel else 'off'}",
+        f"dropout {i.dropout:g}, sequence parallel {'on' if i.sequence_parallel else 'off'}, "
+        f"recompute {i.recompute}",
         "",
         "ops of one layer on one GPU, in time order (share = op time / layer time; "
         "MB: memory traffic, or collective size):",

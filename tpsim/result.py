@@ -61,7 +61,9 @@ class LayerTimes:
     not hide; host_wait_s is the time neither stream runs because the host has not yet issued
     the next op, so total_s = compute_s + exposed_comm_s + host_wait_s; interference_s is the
     part of compute_s that compute ops lost running beside a collective (also TP overhead);
-    comm_share = comm_s / total_s; exposed_comm_share = exposed_comm_s / total_s.
+    comm_share = comm_s / total_s; exposed_comm_share = exposed_comm_s / total_s. flops are
+    model FLOPs (no recomputation); hardware_flops add the recomputed ops' FLOPs (Chowdhery et
+    al. 2022's MFU vs HFU), equal to flops without recomputation.
     """
     forward_s: float
     backward_s: float
@@ -74,6 +76,7 @@ class LayerTimes:
     flops: float
     host_wait_s: float = 0.0
     interference_s: float = 0.0
+    hardware_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ class ModelTimes:
 
     step_s = layers * layer_s + embedding_s + output_s; flops is the model FLOPs one GPU does
     (sum of the ops' conventional counts: layers and output layer); tflops_per_gpu =
-    flops / step_s; mfu = flops / step_s / peak[dtype].
+    flops / step_s; mfu = flops / step_s / peak[dtype]. hardware_flops add what activation
+    recomputation re-runs (layers x the layer's recomputed FLOPs); hfu = hardware_flops /
+    step_s / peak[dtype] (Korthikanti et al. 2022, Chowdhery et al. 2022).
     """
     layers: int
     layer_s: float
@@ -93,6 +98,8 @@ class ModelTimes:
     tflops_per_gpu: float
     mfu: float
     params: int
+    hardware_flops: float = 0.0
+    hfu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class Inputs:
     heads_per_rank: int
     kv_heads_per_rank: int
     nodes: int          # nodes the TP group spans
+    recompute: str = "none"   # activation recomputation: none | selective | full
 
 
 @dataclass(frozen=True)

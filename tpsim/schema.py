@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,8 @@ def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
     meta = {"key": key, "scale": scale, "gt": gt, "ge": ge, "le": le, "doc": doc}
     return dataclasses.field(metadata=meta, **kw)
 
+
+_EXPONENT_ONLY = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 
 # libyaml's safe loader when PyYAML was built with it (5x faster on the predict path)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -106,6 +109,8 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
         _check_bounds(value, meta, source, key)
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_ONLY.match(value):
+            value = float(value)       # YAML 1.1 reads 1e6 (no '.') as a string; a person means 1e6
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(source, key, "a number", value)
         _check_bounds(float(value), meta, source, key)

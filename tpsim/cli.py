@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from .collectives import OPS
 from .errors import TpsimError
 
 
@@ -31,7 +32,7 @@ def _add_collective(sub) -> None:
     p = sub.add_parser("collective", help="price one collective (or a sweep of sizes) on a topology")
     p.add_argument("--topology", default="dgx-h100", help="shipped name or path to a YAML file")
     p.add_argument("--op", default="all-reduce",
-                   choices=["all-reduce", "reduce-scatter", "all-gather", "broadcast"])
+                   choices=OPS)
     p.add_argument("--ranks", type=int, default=None, help="group size (default: one node)")
     p.add_argument("--bytes", default="64MiB",
                    help="message size as nccl-tests counts it: 4096, 64MiB (2^20), 1GB (1e9)")
@@ -81,7 +82,7 @@ def _add_plot(sub) -> None:
     q = figure("collective", "time and busbw against message size", _cmd_plot_collective)
     q.add_argument("--topology", action="append", help="repeat to compare (default: dgx-h100)")
     q.add_argument("--op", default="all-reduce",
-                   choices=["all-reduce", "reduce-scatter", "all-gather", "broadcast"])
+                   choices=OPS)
     q.add_argument("--ranks", type=int, default=None, help="group size (default: one node)")
     q.add_argument("--algo", action="append",
                    help="auto, ring, tree, hierarchical, nvls, or all; repeat to compare (default: auto)")

@@ -282,20 +282,35 @@ def _attention_core_bwd(B: OpBuilder, grad, order, fused: bool, dropout: bool) -
     return dq, dk, dv
 
 
+def _row_parallel_bwd(B: OpBuilder, k: int, linear: str, in_features: int, grad, bare: bool,
+                      dropout: bool):
+    """A block's tail, backward: its dropout (full layers), the SP all-gather of the output
+    gradient, then the row-parallel linear's dgrad and wgrad."""
+    d = B.d
+    if not bare and dropout:
+        grad = _dropout_bwd(B, k, grad)
+    if d.sp:
+        grad = B.collective(f"bwd.{linear}.all-gather", "all-gather", (grad,),
+                            forward_of=f"fwd.{linear}.reduce-scatter")
+    return linear_backward(B, linear, d.T, d.h, in_features, (grad,))
+
+
+def _column_input_bwd(B: OpBuilder, linear: str, dgrads) -> str:
+    """The conjugate of the column-parallel linear's input: all-reduce (SP: reduce-scatter) of
+    its input gradient."""
+    d = B.d
+    conj = f"fwd.{linear}.all-gather" if d.sp else f"fwd.{linear}"
+    return B.collective(f"bwd.{linear}.{_col_op(d)}", _col_op(d), dgrads, forward_of=conj)
+
+
 def _attention_bwd(B: OpBuilder, grad, bare: bool, fused: bool, dropout: bool) -> str:
     d = B.d
     B.block = "attention"
     out_grad = grad
-    if not bare and dropout:
-        grad = _dropout_bwd(B, 1, grad)
-    if d.sp:
-        grad = B.collective("bwd.proj.all-gather", "all-gather", (grad,),
-                            forward_of="fwd.proj.reduce-scatter")
-    dgrad, wgrad = linear_backward(B, "proj", d.T, d.h, d.q, (grad,))
+    dgrad, wgrad = _row_parallel_bwd(B, 1, "proj", d.q, grad, bare, dropout)
     core = _attention_core_bwd(B, dgrad, (wgrad,), fused, dropout)
     dgrad, wgrad = linear_backward(B, "qkv", d.T, d.q + 2 * d.kv, d.h, core)
-    conj = "fwd.qkv.all-gather" if d.sp else "fwd.qkv"
-    x = B.collective(f"bwd.qkv.{_col_op(d)}", _col_op(d), (dgrad,), forward_of=conj)
+    x = _column_input_bwd(B, "qkv", (dgrad,))
     return x if bare else _norm_residual_bwd(B, 1, x, (wgrad,), out_grad)
 
 
@@ -303,19 +318,13 @@ def _mlp_bwd(B: OpBuilder, grad, bare: bool, swiglu: bool, dropout: bool) -> str
     d = B.d
     B.block = "mlp"
     out_grad = grad
-    if not bare and dropout:
-        grad = _dropout_bwd(B, 2, grad)
-    if d.sp:
-        grad = B.collective("bwd.mlp_out.all-gather", "all-gather", (grad,),
-                            forward_of="fwd.mlp_out.reduce-scatter")
-    dgrad, wgrad = linear_backward(B, "mlp_out", d.T, d.h, d.f, (grad,))
+    dgrad, wgrad = _row_parallel_bwd(B, 2, "mlp_out", d.f, grad, bare, dropout)
     n = d.T * d.f   # swiglu: read dy, gate, up; write dgate, dup.  gelu: read dy, x; write dx
     x = B.eltwise("bwd.act", d.T, d.f, (5 if swiglu else 3) * n * d.bpe, (dgrad,),
                   forward_of="fwd.act", order=(wgrad,))
     dgrads, wgrads = zip(*[linear_backward(B, name, d.T, d.f, d.h, (x,))
                            for name in (("mlp_in", "mlp_gate") if swiglu else ("mlp_in",))])
-    conj = "fwd.mlp_in.all-gather" if d.sp else "fwd.mlp_in"
-    x = B.collective(f"bwd.mlp_in.{_col_op(d)}", _col_op(d), dgrads, forward_of=conj)
+    x = _column_input_bwd(B, "mlp_in", dgrads)
     return x if bare else _norm_residual_bwd(B, 2, x, wgrads, out_grad)
 
 

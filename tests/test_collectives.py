@@ -64,7 +64,7 @@ def test_nic_bound_cluster():
 def test_ring_hops_sum_to_ranks_minus_one():
     topo = make_topology([NODE, IB])
     for n in (2, 8, 9, 16, 24, 32):
-        assert sum(h for _, h in ring_hops(topo.place(n))) == n - 1
+        assert sum(h for _, h in ring_hops(topo.place(n).spans)) == n - 1
 
 
 def test_tree_closed_form():

@@ -20,7 +20,7 @@ def gpt(**kw) -> ModelConfig:
 
 
 def flops(g, phase, kinds=("gemm", "attention")):
-    return sum(a["flops"] for _, a in g.nodes(data=True)
+    return sum(a["op"].flops for _, a in g.nodes(data=True)
                if a["phase"] == phase and a["kind"] in kinds)
 
 
@@ -31,7 +31,7 @@ def test_gpt_layer_flops(tp, attention):
     8 + 8) and the attention scores 4 b s^2 h / t; backward is twice the forward."""
     b, s, h = 2, 128, 256
     g = layer_graph(gpt(), tp, b, s, "bf16", attention=attention)
-    scores = [a["flops"] for _, a in g.nodes(data=True) if a["phase"] == "forward"
+    scores = [a["op"].flops for _, a in g.nodes(data=True) if a["phase"] == "forward"
               and a["block"] == "attention" and a["name"] not in ("fwd.qkv", "fwd.proj")
               and a["kind"] in ("gemm", "attention")]
     assert sum(scores) == 4 * b * s * s * h / tp
@@ -54,10 +54,10 @@ def test_bytes_of_simple_ops():
     with tp 2: 2 * 256*512*2 = 524288; the QKV GEMM (256x256 @ 256x384) moves
     (256*256 + 256*384 + 256*384) * 2 = 524288 bytes."""
     g = layer_graph(gpt(), 2, 2, 128, "bf16")
-    assert g.nodes["fwd.norm1"]["bytes"] == 262144
-    assert g.nodes["fwd.dropout1"]["bytes"] == 327680
-    assert g.nodes["fwd.act"]["bytes"] == 524288
-    assert g.nodes["fwd.qkv"]["bytes"] == 524288
+    assert g.nodes["fwd.norm1"]["op"].bytes == 262144
+    assert g.nodes["fwd.dropout1"]["op"].bytes == 327680
+    assert g.nodes["fwd.act"]["op"].bytes == 524288
+    assert g.nodes["fwd.qkv"]["op"].bytes == 524288
 
 
 @pytest.mark.parametrize("sp", [False, True])
@@ -164,4 +164,4 @@ def test_bare_blocks_hold_only_what_the_real_layers_run(block, names):
 def test_overridden_model_graph():
     m = with_overrides(gpt(), hidden=512, heads=4)
     g = layer_graph(m, 4, 1, 128, "bf16")
-    assert g.nodes["fwd.qkv"]["shape"] == "128x512 @ 512x384"     # 3 * 512 / 4
+    assert g.nodes["fwd.qkv"]["op"].shape == "128x512 @ 512x384"     # 3 * 512 / 4

@@ -67,7 +67,10 @@ def test_gpt3_model_level(gpt3):
     assert m.tflops_per_gpu == pytest.approx(m.flops / m.step_s / 1e12)
     six_n = (6 * 174.6e9 * 2048 + 96 * 12 * 2048 ** 2 * 12288) / 8
     assert m.flops == pytest.approx(six_n, rel=0.02)
-    assert not gpt3.memory.fits and any("does not fit" in w for w in gpt3.warnings)
+    assert not gpt3.memory.fits
+    (notice,) = [w for w in gpt3.warnings if w.code == "memory_does_not_fit"]
+    assert notice.values["needed_bytes"] == gpt3.memory.total_bytes
+    assert notice.values["capacity_bytes"] == 80e9
 
 
 def test_tp1_has_no_communication():
@@ -111,7 +114,9 @@ def test_sequence_parallel_same_bytes_similar_time():
 def test_crossing_nodes_costs_more():
     """The same per-rank work over InfiniBand: TP 16 on a cluster spans 2 nodes."""
     p = predict("gpt3", "dgx-a100-hdr-cluster", tp=16)
-    assert p.inputs.nodes == 2 and any("spans 2 nodes" in w for w in p.warnings)
+    assert p.inputs.nodes == 2
+    assert [w.values for w in p.warnings if w.code == "tp_spans_nodes"] == [
+        {"tp": 16, "nodes": 2, "level": "infiniband"}]
     within = predict("gpt3", "dgx-a100-hdr-cluster", tp=8)
     assert p.collectives[0].time_s > within.collectives[0].time_s
 
@@ -124,14 +129,19 @@ def test_unfused_attention_pays_for_the_scores():
     assert unfused.memory.activations_bytes > fused.memory.activations_bytes
 
 
-def test_to_dict_has_the_documented_keys(gpt3):
-    d = gpt3.to_dict()
+def test_json_has_the_documented_keys(gpt3):
+    from tpsim.render import prediction_json
+    d = prediction_json(gpt3)
     for key in ("forward_s", "backward_s", "total_s", "compute_s", "comm_s", "exposed_comm_s",
                 "comm_share"):
         assert isinstance(d["layer"][key], float)
     for c in d["collectives"]:
         assert {"op", "phase", "count", "bytes", "time_s"} <= set(c)
     assert len(d["ops"]) == len(gpt3.ops) and {"start_s", "end_s", "stream"} <= set(d["ops"][0])
+    assert all(o["formula"].startswith("tpsim.") for o in d["ops"])
+    assert {o["group"] for o in d["ops"] if o["kind"] == "collective"} == {"tp"}
+    assert [w["code"] for w in d["notices"]] == ["memory_does_not_fit"]
+    assert d["warnings"][0].startswith("does not fit: 424.5 GB per GPU needed")
     assert {"step_s", "tflops_per_gpu", "mfu"} <= set(d["model"])
     assert {"total_bytes", "fits"} <= set(d["memory"])
 

@@ -48,9 +48,9 @@ def test_units_convert_to_si_once():
 
 def test_placement_fills_a_node_first():
     topo = load_topology("dgx-h100-ndr-cluster")
-    (nvl,) = topo.place(8)
+    (nvl,) = topo.place(8).spans
     assert nvl.fanout == 8
-    nvl, ib = topo.place(16)
+    nvl, ib = topo.place(16).spans
     assert (ib.units, ib.devices_per_unit, ib.ports) == (2, 8, 8)
     assert ib.unit_bandwidth_Bps == 8 * 50e9
 

@@ -200,7 +200,7 @@ def _add_predict(sub) -> None:
 def _cmd_predict(args) -> None:
     from .model import load_model, with_overrides
     from .predict import predict
-    from .render import prediction_report
+    from .render import prediction_json, prediction_report
     model = with_overrides(load_model(args.model), layers=args.layers, hidden=args.hidden,
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
@@ -210,7 +210,7 @@ def _cmd_predict(args) -> None:
     if args.trace:
         from .trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)
-    print(json.dumps(pred.to_dict(), indent=2) if args.json else prediction_report(pred))
+    print(json.dumps(prediction_json(pred), indent=2) if args.json else prediction_report(pred))
     if args.trace and not args.json:
         print(f"trace: {args.trace} (open in https://ui.perfetto.dev or chrome://tracing)")
 

@@ -21,6 +21,12 @@ The time of one collective is the sum of four terms::
   why 2-rank all-reduce reaches a lower bus bandwidth than 8-rank on the same links (see
   docs/collectives.md: the vTrain A100 tables give 199 GB/s at 2 ranks, 232 GB/s at 8).
 
+Every algorithm prices one :class:`~tpsim.topology.Placement` (the levels a process group spans,
+computed once per group by ``Topology.place``); the protocol adds its own start-up
+(``launch_us``), scales the per-hop latency (``hop_latency_scale``) and takes its share of the
+line rate (``bandwidth_fraction``). Each :class:`CollectiveCost` names the function that priced
+it (``formula``).
+
 A ring is a pipeline: when it crosses several levels, its throughput is that of its slowest
 stage, so the bandwidth and copy terms become ``max_k(stage_k)`` where the innermost stage
 (SM-driven NVLink copies) carries the copy pass and an outer stage is the network's
@@ -32,7 +38,8 @@ import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .topology import SIMPLE, LevelSpan, Protocol, Topology
+from .parallel import Group
+from .topology import SIMPLE, LevelSpan, Placement, Protocol, Topology
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast")
 ALGORITHMS = ("ring", "tree", "hierarchical", "nvls")
@@ -40,7 +47,11 @@ ALGORITHMS = ("ring", "tree", "hierarchical", "nvls")
 
 @dataclass(frozen=True)
 class CollectiveCost:
-    """One priced collective. ``time_s = launch_s + latency_s + transfer_s + copy_s``."""
+    """One priced collective. ``time_s = launch_s + latency_s + transfer_s + copy_s``.
+
+    ``formula`` is the function that priced it (``tpsim.collectives.ring_time``, ...), ``group``
+    the process group it ran on.
+    """
     op: str
     algorithm: str
     nbytes: int
@@ -51,6 +62,8 @@ class CollectiveCost:
     transfer_s: float = 0.0
     copy_s: float = 0.0
     protocol: str = "simple"
+    formula: str = ""
+    group: str = ""
 
     @property
     def algbw_Bps(self) -> float:
@@ -68,27 +81,39 @@ class CollectiveCost:
                 "size_bytes": self.nbytes, "time_us": self.time_s * 1e6,
                 "algbw_GBps": self.algbw_Bps / 1e9, "busbw_GBps": self.busbw_Bps / 1e9,
                 "launch_us": self.launch_s * 1e6, "latency_us": self.latency_s * 1e6,
-                "transfer_us": self.transfer_s * 1e6, "copy_us": self.copy_s * 1e6}
+                "transfer_us": self.transfer_s * 1e6, "copy_us": self.copy_s * 1e6,
+                "formula": self.formula, "group": self.group}
 
 
 def bus_factor(op: str, ranks: int) -> float:
     """Bytes each rank must move per byte of ``nbytes`` (nccl-tests' busbw factor).
 
-    all-reduce 2(n-1)/n; reduce-scatter and all-gather (n-1)/n; broadcast 1.
+    all-reduce 2(n-1)/n; reduce-scatter and all-gather (n-1)/n; broadcast and send-recv 1.
     """
     n = ranks
     return {"all-reduce": 2 * (n - 1) / n, "reduce-scatter": (n - 1) / n,
-            "all-gather": (n - 1) / n, "broadcast": 1.0}[op]
+            "all-gather": (n - 1) / n, "broadcast": 1.0, "send-recv": 1.0}[op]
+
+
+def ring_passes(op: str) -> int:
+    """Passes around the ring: all-reduce is a reduce-scatter then an all-gather (2), the others 1."""
+    return 2 if op == "all-reduce" else 1
+
+
+def ring_steps(op: str, ranks: int) -> int:
+    """Pipelined steps of a ring on ``ranks`` ranks: ring_passes(op) * (n - 1)."""
+    return ring_passes(op) * (ranks - 1)
 
 
 def copy_bytes(op: str, nbytes: float, ranks: int) -> float:
     """Bytes of its own input and output one rank's kernel streams through device memory.
 
     all-reduce: input + output = 2S; reduce-scatter: S in + S/n out; all-gather: S/n in + S
-    out; broadcast: S.
+    out; broadcast and send-recv: S.
     """
     return {"all-reduce": 2 * nbytes, "reduce-scatter": nbytes * (1 + 1 / ranks),
-            "all-gather": nbytes * (1 + 1 / ranks), "broadcast": float(nbytes)}[op]
+            "all-gather": nbytes * (1 + 1 / ranks), "broadcast": float(nbytes),
+            "send-recv": float(nbytes)}[op]
 
 
 def ring_hops(spans: tuple[LevelSpan, ...]) -> list[tuple[LevelSpan, int]]:
@@ -124,17 +149,21 @@ def _protocol(topo: Topology, name: str) -> Protocol:
     return topo.device.protocols.get(name, SIMPLE)
 
 
-def _pipelined(op, algo, nbytes, ranks, topo, spans, latency_s, wire_bytes,
-               proto: str = "simple") -> CollectiveCost:
-    """Price a pipeline whose stages are the levels in ``spans``: the slowest stage sets the pace.
+def _pipelined(op, algo, nbytes, place: Placement, topo, latency_s, wire_bytes,
+               proto: str, formula: str) -> CollectiveCost:
+    """Price a pipeline whose stages are the levels in ``place.spans``: the slowest stage sets
+    the pace.
 
-    Stage k moves ``wire_bytes`` over its bandwidth (times the protocol's share of it); the
-    innermost stage also pays the copy pass. Reported as transfer_s (the bottleneck stage's wire
-    time) + copy_s (its copy share).
+    t = (collective_launch + protocol launch) + latency_s * hop_latency_scale
+        + max_k [ wire_bytes / (B_k * eff_k[algo] * bandwidth_fraction) + copy_k ]
+    where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others. Reported as
+    transfer_s (the bottleneck stage's wire time) + copy_s (its copy share).
     """
     p = _protocol(topo, proto)
-    copy_s = _copy_s(op, nbytes, ranks, topo)
+    n = place.size
+    copy_s = _copy_s(op, nbytes, n, topo)
     stages = []
+    spans = place.spans
     for s in spans:
         wire = wire_bytes / (_stage_bandwidth(s, algo) * p.bandwidth_fraction)
         copy = copy_s if s is spans[0] else 0.0
@@ -142,54 +171,78 @@ def _pipelined(op, algo, nbytes, ranks, topo, spans, latency_s, wire_bytes,
     _, wire, copy = max(stages)
     launch = topo.device.collective_launch_s + p.launch_s
     latency = latency_s * p.hop_latency_scale
-    return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency + wire + copy,
-                          launch, latency, wire, copy, proto)
+    return CollectiveCost(op, algo, int(nbytes), n, launch + latency + wire + copy,
+                          launch, latency, wire, copy, proto, formula, place.group.name)
 
 
-def _cost(op, algo, nbytes, ranks, topo, latency_s, transfer_s) -> CollectiveCost:
-    """Price phases that run one after another (Simple protocol): latency + transfer + copy."""
-    copy_s = _copy_s(op, nbytes, ranks, topo)
-    launch = topo.device.collective_launch_s + _protocol(topo, "simple").launch_s
-    return CollectiveCost(op, algo, int(nbytes), ranks, launch + latency_s + transfer_s + copy_s,
-                          launch, latency_s, transfer_s, copy_s)
+def _sequential(op, algo, nbytes, place: Placement, topo, latency_s, transfer_s,
+                formula: str) -> CollectiveCost:
+    """Phases that run one after another on the Simple protocol:
 
-
-def ring_time(op: str, nbytes: float, ranks: int, topo: Topology,
-              protocol: str = "simple") -> CollectiveCost:
-    """Ring (NCCL's default): n-1 steps per pass, two passes for all-reduce.
-
-    t_allreduce = 2 * sum_k hops_k * alpha_k + 2(n-1)/n * S / B_bottleneck     (Thakur et al. 2005)
-    t_rs = t_ag = sum_k hops_k * alpha_k + (n-1)/n * S / B;  broadcast: pipelined chain,
-    sum_k hops_k * alpha_k + S / B.
+    t = (collective_launch + Simple launch) + latency_s + transfer_s + copy_bytes / B_copy
     """
-    spans = topo.place(ranks)
-    passes = 2 if op == "all-reduce" else 1
-    latency = passes * sum(h * s.level.latency_s for s, h in ring_hops(spans))
-    return _pipelined(op, "ring", nbytes, ranks, topo, spans, latency,
-                      bus_factor(op, ranks) * nbytes, protocol)
+    n = place.size
+    copy_s = _copy_s(op, nbytes, n, topo)
+    launch = topo.device.collective_launch_s + _protocol(topo, "simple").launch_s
+    return CollectiveCost(op, algo, int(nbytes), n, launch + latency_s + transfer_s + copy_s,
+                          launch, latency_s, transfer_s, copy_s, "simple", formula,
+                          place.group.name)
 
 
-def tree_time(nbytes: float, ranks: int, topo: Topology, protocol: str = "simple") -> CollectiveCost:
+def ring_time(op: str, nbytes: float, place: Placement, topo: Topology,
+              protocol: str = "simple") -> CollectiveCost:
+    """Ring (NCCL's default): n-1 pipelined steps per pass, two passes for all-reduce.
+
+    With P = ring_passes(op), hops_k the ring's hops at level k (:func:`ring_hops`) and the
+    pipeline's slowest stage k:
+
+        t = (collective_launch + proto.launch)
+            + hop_latency_scale * P * sum_k hops_k * alpha_k
+            + max_k [ bus_factor(op, n) * S / (B_k * eff_k[ring] * proto.bandwidth_fraction)
+                      + (k innermost) copy_bytes(op, S, n) / B_copy ]
+
+    bus_factor: all-reduce 2(n-1)/n, all-gather and reduce-scatter (n-1)/n, broadcast 1 (a
+    pipelined chain). Thakur, Rabenseifner & Gropp 2005; NCCL tuning.cc for the per-protocol
+    launch, latency and bandwidth.
+    """
+    latency = ring_passes(op) * sum(h * s.level.latency_s for s, h in ring_hops(place.spans))
+    return _pipelined(op, "ring", nbytes, place, topo, latency,
+                      bus_factor(op, place.size) * nbytes, protocol,
+                      "tpsim.collectives.ring_time")
+
+
+def tree_time(nbytes: float, place: Placement, topo: Topology,
+              protocol: str = "simple") -> CollectiveCost:
     """Double binary tree all-reduce (NCCL, multi-node only): log-depth latency across nodes.
 
-    t = 2 * ((g-1) * alpha_intra + sum_k ceil(log2 fanout_k) * alpha_k) + 2 S / B_bottleneck
-    (reduce up, broadcast down; NCCL's tuning model gives the tree algbw = busbw / 2.)
+        t = (collective_launch + proto.launch)
+            + hop_latency_scale * 2 * (sum_{intra k} (fanout_k - 1) alpha_k
+                                       + sum_{inter k} ceil(log2 fanout_k) alpha_k)
+            + max_k [ 2 S / (B_k * eff_k[tree] * proto.bandwidth_fraction)
+                      + (k innermost) 2 S / B_copy ]
+
+    A chain inside the node, a tree across nodes; reduce up, broadcast down (NCCL's tuning
+    model gives the tree algbw = busbw / 2, i.e. 2S on the wire).
     """
-    spans = topo.place(ranks)
-    chain = sum((s.fanout - 1) * s.level.latency_s for s in spans if s.index == 0)
-    depth = sum(math.ceil(math.log2(s.fanout)) * s.level.latency_s for s in spans if s.index > 0)
-    return _pipelined("all-reduce", "tree", nbytes, ranks, topo, spans, 2 * (chain + depth),
-                      2 * nbytes, protocol)
+    spans = place.spans
+    chain = sum((s.fanout - 1) * s.level.latency_s for s in spans if not s.inter_node)
+    depth = sum(math.ceil(math.log2(s.fanout)) * s.level.latency_s for s in spans if s.inter_node)
+    return _pipelined("all-reduce", "tree", nbytes, place, topo, 2 * (chain + depth),
+                      2 * nbytes, protocol, "tpsim.collectives.tree_time")
 
 
-def hierarchical_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
+def hierarchical_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
     """Reduce-scatter inside each node, all-reduce across nodes, all-gather inside each node.
 
     With g ranks per node and m nodes, each of the g inter-node rings carries S/g on a 1/g share
-    of the node's NICs:
-    t = 2 [(g-1) alpha_0 + (g-1)/g S/B_0]  +  2 (m-1) alpha_1 + 2(m-1)/m (S/g) / (B_1/g)
+    of the node's NICs; the phases run in sequence on the Simple protocol:
+
+        t = (collective_launch + Simple launch)
+            + 2 [(g-1) alpha_0 + (g-1)/g S / B_0]
+            + 2 sum_k hops_k alpha_k + 2(m-1)/m (S/g) / (B_net / g)
+            + copy_bytes(all-reduce, S, n) / B_copy
     """
-    spans = topo.place(ranks)
+    spans = place.spans
     inner, outer = spans[0], spans[1:]
     g = inner.fanout
     intra_lat = 2 * (g - 1) * inner.level.latency_s
@@ -197,57 +250,67 @@ def hierarchical_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCo
     m = outer[0].units
     inter_lat = 2 * sum(h * s.level.latency_s for s, h in ring_hops(outer))
     inter_bw = 2 * (m - 1) / m * (nbytes / g) / _bottleneck(outer, "ring", share=g)
-    return _cost("all-reduce", "hierarchical", nbytes, ranks, topo,
-                 intra_lat + inter_lat, intra_bw + inter_bw)
+    return _sequential("all-reduce", "hierarchical", nbytes, place, topo,
+                       intra_lat + inter_lat, intra_bw + inter_bw,
+                       "tpsim.collectives.hierarchical_time")
 
 
-def nvls_time(nbytes: float, ranks: int, topo: Topology) -> CollectiveCost:
-    """All-reduce reduced inside the NVSwitch (NVLink SHARP), one node.
+def nvls_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
+    """All-reduce reduced inside the NVSwitch (NVLink SHARP), one node, Simple protocol.
 
     Each GPU pushes its share to the switch and pulls the reduced result (multimem ld_reduce
-    + st): per direction each GPU moves (1 + 1/n) S, so t = 2 alpha + (1 + 1/n) S / (B eff_nvls).
+    + st): per direction each GPU moves (1 + 1/n) S, so
+
+        t = (collective_launch + Simple launch) + 2 alpha + (1 + 1/n) S / (B eff_nvls)
+            + copy_bytes(all-reduce, S, n) / B_copy
     """
-    (span,) = topo.place(ranks)
-    return _cost("all-reduce", "nvls", nbytes, ranks, topo, 2 * span.level.latency_s,
-                 (1 + 1 / ranks) * nbytes / _bottleneck((span,), "nvls"))
+    (span,) = place.spans
+    return _sequential("all-reduce", "nvls", nbytes, place, topo, 2 * span.level.latency_s,
+                       (1 + 1 / place.size) * nbytes / _bottleneck((span,), "nvls"),
+                       "tpsim.collectives.nvls_time")
 
 
-def applicable_algorithms(op: str, ranks: int, topo: Topology) -> list[str]:
+def applicable_algorithms(op: str, group: int | Group, topo: Topology) -> list[str]:
     """Algorithms that exist for ``op`` on this group's placement."""
-    spans = topo.place(ranks)
+    return _applicable(op, topo.place(group))
+
+
+def _applicable(op: str, place: Placement) -> list[str]:
+    spans = place.spans
     algos = ["ring"]
     if op != "all-reduce" or not spans:
         return algos
-    crosses_nodes = any(s.index > 0 for s in spans)
-    if crosses_nodes:
+    if place.crosses_nodes:
         algos.append("tree")
-        if spans[0].index == 0:
+        if not spans[0].inter_node:
             algos.append("hierarchical")
     elif spans[0].level.in_switch_reduction:
         algos.append("nvls")
     return algos
 
 
-def collective_time(op: str, nbytes: float, ranks: int, topo: Topology,
+def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
                     algorithm: str = "auto", protocol: str = "auto") -> CollectiveCost:
-    """Price ``op`` on ``ranks`` consecutive ranks.
+    """Price ``op`` on a process group: ``group`` ranks in a row, or a :class:`Group`.
 
     ``auto`` takes the fastest algorithm and protocol the topology offers, as NCCL's tuner does
     (ring and tree run with every protocol the device lists; hierarchical and NVLS with Simple).
+    A group of one rank moves nothing: time 0, algorithm ``none``.
     """
     if op not in OPS:
         raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
     if not nbytes > 0:
         raise ConfigError("--bytes", "", "a positive size", nbytes)
-    spans = topo.place(ranks)
-    if ranks == 1 or not spans:
-        return CollectiveCost(op, "none", int(nbytes), ranks, 0.0)
-    choices = applicable_algorithms(op, ranks, topo)
+    place = topo.place(group)
+    n = place.size
+    if not place.spans:
+        return CollectiveCost(op, "none", int(nbytes), n, 0.0, group=place.group.name)
+    choices = _applicable(op, place)
     if algorithm != "auto":
         if algorithm not in ALGORITHMS:
             raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
         if algorithm not in choices:
-            raise ConfigError("--algo", "", f"an algorithm available for {op} on {ranks} ranks of "
+            raise ConfigError("--algo", "", f"an algorithm available for {op} on {n} ranks of "
                               f"{topo.name} ({', '.join(choices)})", algorithm)
         choices = [algorithm]
     protos = list(topo.device.protocols)
@@ -256,18 +319,35 @@ def collective_time(op: str, nbytes: float, ranks: int, topo: Topology,
             raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
                               f"({', '.join(protos)})", protocol)
         protos = [protocol]
-    costs = [_price(op, a, p, nbytes, ranks, topo) for a in choices for p in protos
+    costs = [_price(op, a, p, nbytes, place, topo) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]
     if not costs:
         raise ConfigError("--protocol", "", f"simple for the {choices[0]} algorithm", protocol)
     return min(costs, key=lambda c: c.time_s)
 
 
-def _price(op, algo, proto, nbytes, ranks, topo) -> CollectiveCost:
+def _price(op, algo, proto, nbytes, place, topo) -> CollectiveCost:
     if algo == "ring":
-        return ring_time(op, nbytes, ranks, topo, proto)
+        return ring_time(op, nbytes, place, topo, proto)
     if algo == "tree":
-        return tree_time(nbytes, ranks, topo, proto)
+        return tree_time(nbytes, place, topo, proto)
     if algo == "hierarchical":
-        return hierarchical_time(nbytes, ranks, topo)
-    return nvls_time(nbytes, ranks, topo)
+        return hierarchical_time(nbytes, place, topo)
+    return nvls_time(nbytes, place, topo)
+
+
+def send_recv_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
+    """A point-to-point transfer between the two ranks of ``place`` (a pipeline-stage boundary).
+
+        t = (collective_launch + Simple launch) + alpha_k + S / (B_k * eff_k[ring])
+
+    at the outermost level k the pair crosses (NVLink inside a node, a NIC between nodes),
+    on the Simple protocol as NCCL's send/recv runs; a pair on one device moves nothing.
+    """
+    if not place.spans:
+        return CollectiveCost("send-recv", "none", int(nbytes), place.size, 0.0,
+                              group=place.group.name)
+    span = place.spans[-1]
+    return _sequential("send-recv", "p2p", nbytes, place, topo, span.level.latency_s,
+                       nbytes / _stage_bandwidth(span, "ring"),
+                       "tpsim.collectives.send_recv_time")

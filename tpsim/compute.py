@@ -15,6 +15,13 @@ FLASH_BACKWARD_FACTOR = 2.5
 CAUSAL_FRACTION = 0.5
 
 
+def size_efficiency(m, n, k, half, best=1.0):
+    """best * prod_{d in (m, n, k)} d / (d + half): the share of the device's peak that a GEMM
+    of size (m, n, k) keeps when ``best`` is its largest GEMMs' share. Plain arithmetic, so
+    ``tpsim.calibrate`` evaluates the same curve on numpy arrays of shapes."""
+    return best * (m / (m + half)) * (n / (n + half)) * (k / (k + half))
+
+
 def gemm_efficiency(m: float, n: float, k: float, device: Device) -> float:
     """Fraction of peak a GEMM of size (m, n, k) reaches.
 
@@ -24,11 +31,7 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device) -> float:
     a dimension equal to ``gemm_half_efficiency_dim`` alone halves it (a skinny GEMM fills few
     tensor-core tiles). tpsim's own model, fitted per device by ``tpsim.calibrate``.
     """
-    eff = device.gemm_max_efficiency
-    half = device.gemm_half_efficiency_dim
-    for d in (m, n, k):
-        eff *= d / (d + half)
-    return eff
+    return size_efficiency(m, n, k, device.gemm_half_efficiency_dim, device.gemm_max_efficiency)
 
 
 def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1) -> float:

@@ -1,59 +1,102 @@
-"""Put a time on every op of a graph built by :mod:`tpsim.graph`, from the cost models.
+"""Put a time on every op, from the cost models; each time names the function that priced it.
 
-GEMMs: :func:`tpsim.compute.gemm_time` (roofline, size-dependent efficiency); attention
-cores: :func:`tpsim.compute.attention_time` on the FLOPs a causal flash kernel executes;
-memory-bound ops: :func:`tpsim.compute.elementwise_time` on their bytes; collectives:
-:func:`tpsim.collectives.collective_time` on the TP group's placement (consecutive ranks, a
-node first). Writes ``time_s`` (and ``algorithm`` on collectives) into the node attributes.
+| op | priced by |
+| --- | --- |
+| :class:`~tpsim.ops.Gemm` | :func:`tpsim.compute.gemm_time` |
+| :class:`~tpsim.ops.Attention` | :func:`tpsim.compute.attention_time`, on the FLOPs a causal flash kernel executes (:func:`tpsim.compute.attention_exec_flops`) |
+| :class:`~tpsim.ops.MemoryBound` | :func:`tpsim.compute.elementwise_time` |
+| :class:`~tpsim.ops.Collective` | :func:`tpsim.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
+| :class:`~tpsim.ops.SendRecv` | :func:`tpsim.collectives.send_recv_time` |
+
+A :class:`Pricing` holds what prices need besides the op: the topology (device, levels) and the
+job's :class:`~tpsim.parallel.Parallelism`, which names the ranks of each op's process group.
 """
 from __future__ import annotations
 
-import networkx as nx
+from dataclasses import dataclass, field
 
-from .collectives import CollectiveCost, collective_time
-from .compute import attention_exec_flops, attention_time, elementwise_time, gemm_time
+from . import collectives, compute
+from .collectives import CollectiveCost
+from .ops import Attention, Collective, Gemm, MemoryBound, SendRecv
+from .parallel import Group, Parallelism
 from .topology import Topology
+
+
+def _qualname(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+FORMULAS = {Gemm: _qualname(compute.gemm_time), Attention: _qualname(compute.attention_time),
+            MemoryBound: _qualname(compute.elementwise_time)}
+
+
+@dataclass(frozen=True, eq=False)
+class Pricing:
+    """The topology and parallelism every op of a prediction is priced on."""
+    topology: Topology
+    parallelism: Parallelism
+    _groups: dict = field(default_factory=dict, repr=False)
+
+    def group(self, name: str, first: int = 0) -> Group:
+        key = (name, first)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = self.parallelism.group(name, first)
+        return g
 
 
 _MEMO: dict[tuple, tuple[Topology, CollectiveCost]] = {}
 _MEMO_SIZE = 4096
 
 
-def tp_collective(op: str, nbytes: int, tp: int, topo: Topology) -> CollectiveCost:
-    """:func:`collective_time` on the TP group, memoised per topology object.
+def group_collective(op: str, nbytes: float, group: Group, topo: Topology) -> CollectiveCost:
+    """:func:`~tpsim.collectives.collective_time` on ``group``, memoised per topology object.
 
     The collective model is the costliest call in a prediction and a sweep asks it the same
-    (op, size, ranks) again and again. Topologies are frozen, and the memo holds the topology
+    (op, size, group) again and again. Topologies are frozen, and the memo holds the topology
     it was computed for (so its ``id`` cannot be reused while the entry lives).
     """
-    key = (id(topo), op, nbytes, tp)
+    key = (id(topo), op, nbytes, group)
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is topo:
         return hit[1]
-    cost = collective_time(op, nbytes, tp, topo)
+    cost = collectives.collective_time(op, nbytes, group, topo)
     if len(_MEMO) >= _MEMO_SIZE:
         _MEMO.clear()
     _MEMO[key] = (topo, cost)
     return cost
 
 
-def price_graph(graph: nx.DiGraph, topo: Topology, tp: int, dtype: str) -> nx.DiGraph:
-    """Fill ``time_s`` on every node of ``graph``; returns the same graph."""
-    dev = topo.device
-    for _, a in graph.nodes(data=True):
-        p = a["price"]
-        if p[0] == "gemm":
-            _, m, n, k, batch = p
-            a["time_s"] = gemm_time(m, n, k, dev, dtype, batch)
-        elif p[0] == "attention":
-            _, sq, skv, hd, causal, backward = p
-            flops = attention_exec_flops(a["flops"], causal, backward)
-            a["time_s"] = attention_time(flops, a["bytes"], sq, skv, hd, dev, dtype)
-        elif p[0] == "elementwise":
-            a["time_s"] = elementwise_time(a["bytes"], dev)
-        else:
-            _, op, nbytes = p
-            cost = tp_collective(op, nbytes, tp, topo)
-            a["time_s"] = cost.time_s
-            a["algorithm"] = f"{cost.algorithm}/{cost.protocol}"
-    return graph
+def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
+    """(seconds, the pricing function's dotted name, the CollectiveCost of a comm op or None)."""
+    dev = pricing.topology.device
+    kind = type(op)
+    if kind is Gemm:
+        return compute.gemm_time(op.m, op.n, op.k, dev, op.dtype, op.batch), FORMULAS[Gemm], None
+    if kind is MemoryBound:
+        return compute.elementwise_time(op.nbytes, dev), FORMULAS[MemoryBound], None
+    if kind is Attention:
+        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward)
+        t = compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, dev, op.dtype)
+        return t, FORMULAS[Attention], None
+    if kind is Collective:
+        cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)
+    elif kind is SendRecv:
+        g = pricing.group(op.group)
+        pair = Group(op.group, 2, g.stride, op.src * g.stride, g.world)
+        cost = collectives.send_recv_time(op.nbytes, pricing.topology.place(pair),
+                                          pricing.topology)
+    else:
+        raise TypeError(f"no cost function for {op!r}")
+    return cost.time_s, cost.formula, cost
+
+
+def price_ops(ops, pricing: Pricing) -> tuple[list[float], list[str], list]:
+    """Times, formula names and collective costs of ``ops``, in order."""
+    times, formulas, costs = [], [], []
+    for op in ops:
+        t, f, c = price(op, pricing)
+        times.append(t)
+        formulas.append(f)
+        costs.append(c)
+    return times, formulas, costs

@@ -1,7 +1,8 @@
 """Activation recomputation, the Megatron-LM way (Korthikanti et al. 2022, "Reducing Activation
 Recomputation in Large Transformer Models", sections 4 and 5).
 
-Works on the op lists of a :class:`tpsim.graph.OpBuilder` once forward and backward are built:
+Works on the node and edge lists of a :class:`tpsim.template.Builder` once forward and backward
+are built:
 
 - ``none``: nothing changes; every forward op keeps what its backward needs (``saved_bytes``).
 - ``full``: the layer checkpoints only its input; its backward first re-runs the whole forward,
@@ -23,9 +24,12 @@ Backward ops read the copies instead of the forward ops (their ``forward_of`` st
 forward op, which they reach through the copies); the copies start once the gradient reaches
 the checkpoint: after the forward's last op (full) or the ops feeding the core's backward
 (selective). Copies carry ``recomputes`` (the forward op's name): their FLOPs are hardware
-FLOPs, not model FLOPs.
+FLOPs, not model FLOPs. A copy keeps its op's process group, so a recomputed collective on a
+one-rank group disappears with the original.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 RECOMPUTE = ("none", "selective", "full")
 SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
@@ -37,29 +41,32 @@ def recomputed_name(name: str) -> str:
     return PREFIX + name.split(".", 1)[1]
 
 
+def _layer_input(d) -> float:
+    """The checkpoint of full recomputation: the layer input, b*s*h (SP: b*s/tp*h) elements."""
+    return d.Tn * d.h * d.bpe
+
+
 def apply_recompute(B, mode: str) -> None:
     """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring)."""
     if mode not in RECOMPUTE:
         raise ValueError(f"recompute must be one of {RECOMPUTE}, not {mode!r}")
-    forward = [n for n, a in B.nodes if a["phase"] == "forward"]
+    forward = [n.name for n in B.nodes if n.phase == "forward"]
     if mode == "none" or not forward:
         return
-    if mode == "full":
-        attrs = dict(B.nodes)
-        for n in forward:        # only the layer input stays: the first op reads it
-            attrs[n]["saved_bytes"] = 0.0
-        attrs[forward[0]]["saved_bytes"] = float(B.d.Tn * B.d.h * B.d.bpe)
+    if mode == "full":       # only the layer input stays: the first op reads it
+        B.nodes = [replace(n, saved=_layer_input if n.name == forward[0] else None)
+                   if n.phase == "forward" else n for n in B.nodes]
         _recompute(B, forward, start_after=(forward[-1],))
         return
     region = [n for n in forward if n in SELECTIVE_OPS]
-    if not region:               # fused attention, or no attention block: nothing to recompute
+    if not region:           # fused attention, or no attention block: nothing to recompute
         return
-    attrs = dict(B.nodes)
-    for n in region:             # the s^2 tensors (probabilities, dropout mask and output) go
-        if n in ("fwd.attn.softmax", "fwd.attn.dropout"):
-            attrs[n]["saved_bytes"] = 0.0
-    entry = "bwd.attn.av.dprobs"  # the core's backward begins here, once its gradient exists
-    start = tuple(u for u, v, _ in B.edges if v == entry and attrs[u]["phase"] == "backward")
+    # the s^2 tensors (probabilities, dropout mask and output) are no longer kept
+    B.nodes = [replace(n, saved=None) if n.name in ("fwd.attn.softmax", "fwd.attn.dropout")
+               else n for n in B.nodes]
+    entry = "bwd.attn.av.dprobs"   # the core's backward begins here, once its gradient exists
+    phase = {n.name: n.phase for n in B.nodes}
+    start = tuple(u for u, v, _ in B.edges if v == entry and phase[u] == "backward")
     _recompute(B, region, start_after=start)
 
 
@@ -67,28 +74,23 @@ def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:
     """Copy the ``region`` ops as ``rcp.`` ops before the first backward op that needs them;
     backward edges out of the region come from the copies instead."""
     inside = set(region)
-    attrs = dict(B.nodes)
-    copies = []
-    for n in region:
-        a = {**attrs[n], "name": recomputed_name(n), "phase": "backward", "saved_bytes": 0.0,
-             "time_s": None, "recomputes": n}
-        copies.append((a["name"], a))
+    nodes = {n.name: n for n in B.nodes}
+    copies = [replace(nodes[n], name=recomputed_name(n), phase="backward", saved=None,
+                      recomputes=n) for n in region]
     edges, first_user = [], None
-    index = {n: i for i, (n, _) in enumerate(B.nodes)}
-    for u, v, e in B.edges:
+    index = {n.name: i for i, n in enumerate(B.nodes)}
+    for u, v, kind in B.edges:
         if u in inside and v in inside:
-            edges.append((u, v, e))
-            edges.append((recomputed_name(u), recomputed_name(v), e))
+            edges += [(u, v, kind), (recomputed_name(u), recomputed_name(v), kind)]
         elif v in inside:        # a saved input of the region (selective: q, k, v) feeds the copy too
-            edges.append((u, v, e))
-            edges.append((u, recomputed_name(v), e))
-        elif u in inside and attrs[v]["phase"] == "backward":
-            edges.append((recomputed_name(u), v, e))
+            edges += [(u, v, kind), (u, recomputed_name(v), kind)]
+        elif u in inside and nodes[v].phase == "backward":
+            edges.append((recomputed_name(u), v, kind))
             first_user = v if first_user is None or index[v] < index[first_user] else first_user
         else:
-            edges.append((u, v, e))
+            edges.append((u, v, kind))
     fed = {v for u, v, _ in B.edges if u in inside and v in inside}
-    edges += [(s, recomputed_name(n), {"dep": "data"}) for n in region if n not in fed
+    edges += [(s, recomputed_name(n), "data") for n in region if n not in fed
               for s in start_after]
     at = index[first_user] if first_user is not None else len(B.nodes)
     B.nodes[at:at] = copies

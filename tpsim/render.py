@@ -1,5 +1,8 @@
-"""Text rendering of results for people. Human units (us, GB/s) appear only here."""
+"""Results for people (text) and programs (JSON). Human units (us, GB/s) appear only in text;
+JSON keeps tpsim's SI values with the unit in each key."""
 from __future__ import annotations
+
+import dataclasses
 
 from .units import format_size
 
@@ -11,10 +14,10 @@ def collective_table(costs, topo) -> str:
             "# size: bytes as nccl-tests counts them; algbw = size/time; busbw = algbw * bus factor;"
             " GB/s = 1e9 B/s",
             f"{'size':>10s} {'bytes':>12s} {'time_us':>12s} {'algbw_GBps':>11s} {'busbw_GBps':>11s}"
-            f"  algorithm/protocol"]
+            f"  algorithm/protocol  formula (the function that priced it)"]
     rows = [f"{format_size(c.nbytes):>10s} {c.nbytes:12d} {c.time_s * 1e6:12.2f} "
             f"{c.algbw_Bps / 1e9:11.2f} {c.busbw_Bps / 1e9:11.2f}  {c.algorithm}/{c.protocol}"
-            for c in costs]
+            f"  {c.formula}" for c in costs]
     return "\n".join(head + rows)
 
 
@@ -30,14 +33,14 @@ def _pct(x: float) -> str:
 
 def _op_table(ops) -> list[str]:
     head = (f"{'op':26s} {'kind':11s} {'stream':7s} {'shape':38s} {'GFLOP':>8s} {'MB':>8s} "
-            f"{'time_us':>9s} {'start_us':>9s} {'share':>6s}")
+            f"{'time_us':>9s} {'start_us':>9s} {'share':>6s}  formula")
     lines = [head]
     for phase in ("forward", "backward"):
         for o in (o for o in ops if o.phase == phase):
             moved = o.comm_bytes if o.kind == "collective" else o.bytes
             lines.append(f"{o.name:26s} {o.kind:11s} {o.stream:7s} {o.shape[:38]:38s} "
                          f"{o.flops / 1e9:8.1f} {moved / 1e6:8.1f} {o.time_s * 1e6:9.1f} "
-                         f"{o.start_s * 1e6:9.1f} {_pct(o.share):>6s}")
+                         f"{o.start_s * 1e6:9.1f} {_pct(o.share):>6s}  {o.formula}")
     return lines
 
 
@@ -66,7 +69,8 @@ def _collective_lines(collectives, heads, kv_heads) -> list[str]:
         lines.append("  none (tp = 1)")
     for c in collectives:
         lines.append(f"  {c.phase:9s} {c.count} x {c.op:15s} {c.bytes:>12d} B ({c.bytes / 1e6:.1f} MB)"
-                     f"  {c.time_s * 1e6:8.1f} us each  {c.algorithm}")
+                     f"  {c.time_s * 1e6:8.1f} us each  {c.algorithm:14s} {c.group} group, "
+                     f"{c.formula}")
     return lines
 
 
@@ -120,8 +124,37 @@ def prediction_report(p) -> str:
         *_model_lines(p), "",
         *_memory_lines(p.memory, i.dtype),
     ]
-    lines += [f"WARNING: {w}" for w in p.warnings]
+    lines += [f"WARNING: {notice_text(w)}" for w in p.warnings]
     return "\n".join(lines)
+
+
+def notice_text(n) -> str:
+    """A :class:`~tpsim.result.Notice` in words."""
+    v = n.values
+    if n.code == "memory_does_not_fit":
+        rcp = ", " if v["recompute"] == "full" else ", activation recomputation "
+        return (f"does not fit: {v['needed_bytes'] / 1e9:.1f} GB per GPU needed, {v['device']} "
+                f"has {v['capacity_bytes'] / 1e9:.0f} GB (add pipeline parallelism, a "
+                f"distributed optimizer{rcp}or more TP)")
+    if n.code == "tp_spans_nodes":
+        return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
+                f"{v['level']}")
+    return f"{n.code}: {v}"
+
+
+def prediction_json(p) -> dict:
+    """The JSON object of ``tpsim predict --json`` (keys documented in the README)."""
+    return {
+        "inputs": dataclasses.asdict(p.inputs),
+        "layer": dataclasses.asdict(p.layer),
+        "collectives": [{**dataclasses.asdict(c), "total_time_s": c.total_time_s}
+                        for c in p.collectives],
+        "ops": [o._asdict() for o in p.ops],
+        "model": dataclasses.asdict(p.model),
+        "memory": dataclasses.asdict(p.memory),
+        "warnings": [notice_text(w) for w in p.warnings],
+        "notices": [{"code": w.code, **w.values} for w in p.warnings],
+    }
 
 
 def models_table(models) -> str:

@@ -1,4 +1,4 @@
-"""What ``tpsim.predict`` returns: a frozen dataclass tree, and its JSON form.
+"""What ``tpsim.predict`` returns: a frozen dataclass tree (its JSON form: ``tpsim.render``).
 
 Every number is SI (seconds, bytes, FLOP, FLOP/s) and every JSON key carries its unit as a
 suffix (``_s``, ``_bytes``, ``_flops``); ``count``, ``share`` and ``mfu`` are plain ratios or
@@ -6,8 +6,8 @@ counts. The renderer, the JSON writer, the plots and the tests all read this tre
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 from .memory import Memory
@@ -35,6 +35,8 @@ class OpRow(NamedTuple):
     collective: str | None = None
     algorithm: str | None = None
     forward_of: str | None = None
+    formula: str = ""            # the function that priced it: tpsim.compute.gemm_time, ...
+    group: str | None = None     # a collective's process group (tp, dp, pp, ...)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class CollectiveRow:
     bytes: int
     time_s: float
     algorithm: str
+    formula: str = ""
+    group: str = ""
 
     @property
     def total_time_s(self) -> float:
@@ -121,28 +125,43 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A warning as data: a ``code`` and the numbers behind it (SI); the renderer words it.
+
+    Codes: ``memory_does_not_fit`` (needed_bytes, capacity_bytes, device, recompute);
+    ``tp_spans_nodes`` (tp, nodes, level: the level its collectives cross).
+    """
+    code: str
+    values: dict
+
+
+@dataclass(frozen=True)
 class Prediction:
+    """What :func:`tpsim.predict.predict` returns.
+
+    ``ops`` (one :class:`OpRow` per op of the layer, in schedule order), ``collectives`` (the
+    layer's collectives grouped by phase, op and size) and ``graph`` (the layer's
+    ``networkx.DiGraph`` with every op's time, start and end) are read from the layer's
+    simulation (``run``) on first use: a sweep that wants only times pays for none of them.
+    """
     inputs: Inputs
-    ops: tuple[OpRow, ...]
-    collectives: tuple[CollectiveRow, ...]
     layer: LayerTimes
     model: ModelTimes
     memory: Memory
-    warnings: tuple[str, ...] = ()
-    graph: object = field(default=None, compare=False, repr=False)
+    warnings: tuple[Notice, ...] = ()
+    run: object = field(default=None, compare=False, repr=False)
 
-    def to_dict(self) -> dict:
-        """The JSON object of ``tpsim predict --json`` (keys documented in the README)."""
-        return {
-            "inputs": dataclasses.asdict(self.inputs),
-            "layer": dataclasses.asdict(self.layer),
-            "collectives": [{**dataclasses.asdict(c), "total_time_s": c.total_time_s}
-                            for c in self.collectives],
-            "ops": [o._asdict() for o in self.ops],
-            "model": dataclasses.asdict(self.model),
-            "memory": dataclasses.asdict(self.memory),
-            "warnings": list(self.warnings),
-        }
+    @cached_property
+    def ops(self) -> tuple[OpRow, ...]:
+        return self.run.op_rows()
+
+    @cached_property
+    def collectives(self) -> tuple[CollectiveRow, ...]:
+        return self.run.collective_rows()
+
+    @cached_property
+    def graph(self):
+        return self.run.digraph() if self.run is not None else None
 
 
 @dataclass(frozen=True)
@@ -156,4 +175,8 @@ class BlockPrediction:
     comm_s: float
     exposed_comm_s: float
     ops: tuple[OpRow, ...]
-    graph: object = field(default=None, compare=False, repr=False)
+    run: object = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def graph(self):
+        return self.run.digraph() if self.run is not None else None

@@ -1,26 +1,42 @@
 """Two streams, one op at a time on each: list scheduling of a priced op graph.
 
-Each op runs on its node's ``stream`` (compute or comm) for its ``time_s``, after every
-predecessor has ended. Whenever a stream can start something, it starts, among the ops whose
-inputs are ready by then, the one with the longest path to the end of the graph (its "bottom
-level", own time included: critical-path list scheduling, Kwok & Ahmad 1999); ties go to the
-op added to the graph first, so the schedule is deterministic. The makespan is the layer time.
+Each op runs on its stream (compute or comm) for its time, after every predecessor has ended.
+Whenever a stream can start something, it starts, among the ops whose inputs are ready by then,
+the one with the longest path to the end of the graph (its "bottom level", own time included:
+critical-path list scheduling, Kwok & Ahmad 1999); ties go to the op issued first, so the
+schedule is deterministic. The makespan is the layer time.
+
+The scheduler works on index arrays (a :class:`~tpsim.template.Template`'s ``preds``,
+``succs``, ``order`` and ``stream_of``) and a list of durations; :func:`schedule` takes a
+``networkx.DiGraph`` with ``stream`` and ``time_s`` node attributes for graphs built by hand.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import networkx as nx
+from functools import cached_property
 
 
 @dataclass(frozen=True)
 class Timeline:
-    """Start and end of every op, seconds from the graph's start."""
-    start_s: dict[str, float]
-    end_s: dict[str, float]
-    stream: dict[str, str]
+    """Start and end of every op (by index, in issue order), seconds from the graph's start."""
+    names: tuple[str, ...]
+    start: tuple[float, ...]
+    end: tuple[float, ...]
+    streams: tuple[str, ...]        # per op
     makespan_s: float
     runs: dict[str, list[tuple[float, float]]]   # per stream: (start, end) in time order
+
+    @cached_property
+    def start_s(self) -> dict[str, float]:
+        return dict(zip(self.names, self.start))
+
+    @cached_property
+    def end_s(self) -> dict[str, float]:
+        return dict(zip(self.names, self.end))
+
+    @cached_property
+    def stream(self) -> dict[str, str]:
+        return dict(zip(self.names, self.streams))
 
     def busy_s(self, stream: str) -> float:
         """Time ``stream`` spends running ops."""
@@ -48,44 +64,12 @@ class Timeline:
         return exposed
 
 
-def _adjacency(graph: nx.DiGraph) -> tuple[dict, dict]:
-    """Predecessor and successor dicts. networkx's views (graph.pred, graph.nodes) cost a
-    wrapper object per lookup; its underlying dicts (``_pred``, ``_succ``, ``_node``) are only
-    read here."""
-    return graph._pred, graph._succ
+def run(tpl, durations: list[float], host_dispatch_s: float = 0.0,
+        interference: float = 0.0) -> Timeline:
+    """Critical-path list schedule of a template's ops with these ``durations``.
 
-
-def topological_order(graph: nx.DiGraph, adjacency: tuple[dict, dict] | None = None) -> list[str]:
-    """Kahn's algorithm, taking ready ops in the order they were added (deterministic)."""
-    preds, succs = adjacency or _adjacency(graph)
-    waiting = {n: len(p) for n, p in preds.items()}
-    order = [n for n in graph if waiting[n] == 0]
-    for n in order:                      # the list grows while we walk it
-        for nxt in succs[n]:
-            waiting[nxt] -= 1
-            if waiting[nxt] == 0:
-                order.append(nxt)
-    if len(order) != len(waiting):
-        raise ValueError("the op graph has a cycle")
-    return order
-
-
-def bottom_levels(graph: nx.DiGraph, order: list[str], succs: dict | None = None) -> dict:
-    """Longest path from each op to a sink, counting the op's own time."""
-    succs = succs or _adjacency(graph)[1]
-    level: dict[str, float] = {}
-    for n in reversed(order):
-        after = [level[s] for s in succs[n]]
-        level[n] = graph._node[n]["time_s"] + (max(after) if after else 0.0)
-    return level
-
-
-def schedule(graph: nx.DiGraph, host_dispatch_s: float = 0.0,
-             interference: float = 0.0) -> Timeline:
-    """Critical-path list schedule of a priced DAG on its streams.
-
-    The host issues ops in program (graph) order, ``host_dispatch_s`` each. It runs ahead of the
-    GPU whenever it can (layer after layer, kernels queue up), so a layer is host-bound only
+    The host issues ops in program (template) order, ``host_dispatch_s`` each. It runs ahead of
+    the GPU whenever it can (layer after layer, kernels queue up), so a layer is host-bound only
     when issuing its n ops takes longer than running them: then op i cannot start before
     (i + 1) * host_dispatch_s, as eager frameworks run small models. Otherwise the host is
     invisible and the schedule is the GPU's alone.
@@ -93,11 +77,43 @@ def schedule(graph: nx.DiGraph, host_dispatch_s: float = 0.0,
     A compute op that runs beside a collective already under way runs ``1 - interference`` as
     fast for the overlap (NCCL's kernels take SMs and memory bandwidth from it).
     """
-    gpu_only = _list_schedule(graph, dict.fromkeys(graph, 0.0), interference)
-    if len(graph) * host_dispatch_s <= gpu_only.makespan_s:
-        return gpu_only
-    return _list_schedule(graph, {n: (i + 1) * host_dispatch_s for i, n in enumerate(graph)},
-                          interference)
+    n = len(durations)
+    comm = tpl.streams.index("comm") if "comm" in tpl.streams else -1
+    compute = tpl.streams.index("compute") if "compute" in tpl.streams else -1
+    args = (durations, tpl.stream_of, len(tpl.streams), tpl.preds, tpl.succs,
+            _bottom_levels(durations, tpl.succs, tpl.order), comm, compute, interference)
+    start, end, runs = _list_schedule([0.0] * n, *args)
+    makespan = max(end, default=0.0)
+    if n * host_dispatch_s > makespan:
+        start, end, runs = _list_schedule([(i + 1) * host_dispatch_s for i in range(n)], *args)
+        makespan = max(end, default=0.0)
+    return Timeline(tpl.names, tuple(start), tuple(end), tpl.node_streams, makespan,
+                    dict(zip(tpl.streams, runs)))
+
+
+def schedule(graph, host_dispatch_s: float = 0.0, interference: float = 0.0) -> Timeline:
+    """:func:`run` on a ``networkx.DiGraph`` whose nodes carry ``stream`` and ``time_s``
+    (issue order: the graph's node order)."""
+    from .template import Node, Template
+    nodes = tuple(Node(str(n), "", "", a["stream"], None) for n, a in graph.nodes(data=True))
+    edges = [(str(u), str(v), "data") for u, v in graph.edges]
+    tpl = Template.from_nodes(nodes, edges, {})
+    return run(tpl, [a["time_s"] for _, a in graph.nodes(data=True)], host_dispatch_s,
+               interference)
+
+
+def _bottom_levels(durations, succs, order) -> list[float]:
+    """Longest path from each op to a sink, counting the op's own time."""
+    level = [0.0] * len(durations)
+    for i in reversed(order):
+        after = succs[i]
+        if len(after) == 1:
+            level[i] = durations[i] + level[after[0]]
+        elif after:
+            level[i] = durations[i] + max([level[j] for j in after])
+        else:
+            level[i] = durations[i] + 0.0
+    return level
 
 
 def slowed_end(t0: float, work: float, busy: list[tuple[float, float]], loss: float) -> float:
@@ -117,62 +133,62 @@ def slowed_end(t0: float, work: float, busy: list[tuple[float, float]], loss: fl
     return t + left
 
 
-def _list_schedule(graph: nx.DiGraph, issued: dict, interference: float = 0.0) -> Timeline:
-    """List scheduling, most critical ready op first; an op waits for its inputs and its issue."""
-    preds, succs = adj = _adjacency(graph)
-    prio = bottom_levels(graph, topological_order(graph, adj), succs)
-    key = {n: (-prio[n], i) for i, n in enumerate(graph)}   # most critical first, then graph order
-    attrs = graph._node
-    dur = {n: a["time_s"] for n, a in attrs.items()}
-    stream = {n: a["stream"] for n, a in attrs.items()}
-    waiting = {n: len(p) for n, p in preds.items()}
-    ready: dict[str, list[str]] = {s: [] for s in sorted(set(stream.values()))}
-    ready_at, free = {}, dict.fromkeys(ready, 0.0)
-    for n, w in waiting.items():
-        if w == 0:
-            ready[stream[n]].append(n)
-            ready_at[n] = issued[n]
-    start, end = {}, {}
-    runs: dict[str, list[tuple[float, float]]] = {s: [] for s in ready}
-    comm_runs = runs.get("comm", [])
-    for _ in range(len(dur)):
-        t0, s = _next_start(ready, ready_at, free)
-        n = _most_critical(ready[s], ready_at, t0, key)
-        ready[s].remove(n)
-        start[n] = t0
-        if interference and s == "compute" and comm_runs:
-            end[n] = free[s] = slowed_end(t0, dur[n], comm_runs, interference)
+def _list_schedule(issued, dur, stream_of, nstreams, preds, succs, level, comm, compute,
+                   interference):
+    """List scheduling, most critical ready op first; an op waits for its inputs and its issue.
+
+    At each step the stream that can start an op soonest (max of the stream's free time and its
+    earliest ready op; ties: the stream first in name order) starts, among its ops ready by
+    then, the one with the longest path to the end (ties: the op issued first). Returns
+    (start, end, runs per stream index)."""
+    n = len(dur)
+    waiting = [len(p) for p in preds]
+    ready: list[list[int]] = [[] for _ in range(nstreams)]
+    ready_at = list(issued)
+    free = [0.0] * nstreams
+    for i in range(n):
+        if not waiting[i]:
+            ready[stream_of[i]].append(i)
+    start, end = [0.0] * n, [0.0] * n
+    runs: list[list[tuple[float, float]]] = [[] for _ in range(nstreams)]
+    comm_runs = runs[comm] if comm >= 0 else []
+    streams = range(nstreams)
+    for _ in range(n):
+        t0, s = float("inf"), -1          # the stream that can start soonest, and when
+        for k in streams:
+            mine = ready[k]
+            if mine:
+                tk = ready_at[mine[0]] if len(mine) == 1 else min([ready_at[i] for i in mine])
+                if tk < free[k]:
+                    tk = free[k]
+                if tk < t0:
+                    t0, s = tk, k
+        if s < 0:
+            raise ValueError("the op graph has a cycle")
+        mine = ready[s]
+        if len(mine) == 1:
+            i = mine.pop()
+        else:                             # the most critical op ready by t0
+            i = -1
+            for j in mine:
+                if ready_at[j] <= t0 and (i < 0 or level[j] > level[i]
+                                          or (level[j] == level[i] and j < i)):
+                    i = j
+            mine.remove(i)
+        start[i] = t0
+        if interference and s == compute and comm_runs:
+            t1 = slowed_end(t0, dur[i], comm_runs, interference)
         else:
-            end[n] = free[s] = t0 + dur[n]
-        runs[s].append((t0, end[n]))
-        for nxt in succs[n]:
-            waiting[nxt] -= 1
-            if waiting[nxt] == 0:
-                ready_at[nxt] = max([end[p] for p in preds[nxt]] + [issued[nxt]])
-                ready[stream[nxt]].append(nxt)
-    return Timeline(start, end, stream, max(end.values(), default=0.0), runs)
-
-
-def _next_start(ready: dict, ready_at: dict, free: dict) -> tuple[float, str]:
-    """The stream that can start an op soonest, and when: max(stream free, first op ready)."""
-    best_t, best_s = float("inf"), ""
-    for s, mine in ready.items():
-        if mine:
-            t0 = ready_at[mine[0]] if len(mine) == 1 else min(map(ready_at.__getitem__, mine))
-            t0 = t0 if t0 > free[s] else free[s]
-            if t0 < best_t:
-                best_t, best_s = t0, s
-    if not best_s:
-        raise ValueError("the op graph has a cycle")
-    return best_t, best_s
-
-
-def _most_critical(mine: list[str], ready_at: dict, t0: float, key: dict) -> str:
-    """Among the ops ready by ``t0``, the one with the longest path to the end."""
-    if len(mine) == 1:
-        return mine[0]
-    best = None
-    for m in mine:
-        if ready_at[m] <= t0 and (best is None or key[m] < key[best]):
-            best = m
-    return best
+            t1 = t0 + dur[i]
+        end[i] = free[s] = t1
+        runs[s].append((t0, t1))
+        for j in succs[i]:
+            waiting[j] -= 1
+            if not waiting[j]:
+                t = issued[j]
+                for p in preds[j]:
+                    if end[p] > t:
+                        t = end[p]
+                ready_at[j] = t
+                ready[stream_of[j]].append(j)
+    return start, end, runs

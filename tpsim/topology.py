@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .parallel import Group
 from .schema import from_mapping, load_yaml, shipped_or_path, spec
 
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
@@ -127,22 +128,59 @@ class Level:
     efficiency: Efficiency = spec(default=Efficiency(), doc="per-algorithm fraction of line rate")
     in_switch_reduction: bool = spec(default=False,
                                      doc="the switch can reduce (NVLink SHARP / NVLS on NVSwitch 3)")
+    inter_node: bool | None = spec(default=None,
+                                   doc="a hop at this level leaves the node through its NICs; "
+                                       "default: every level but the innermost")
 
 
 @dataclass(frozen=True)
 class LevelSpan:
-    """How a group of consecutive ranks spreads over one level of the hierarchy."""
+    """How a group spreads over one level of the hierarchy (see :meth:`Topology.place`)."""
     level: Level
     index: int            # 0 = innermost
     fanout: int           # units of the level below that the group uses inside one unit here
     units: int            # distinct units of the level below that the group touches in total
     devices_per_unit: int  # group members inside one unit of the level below
-    ports: int            # links out of one unit of the level below (NICs, or devices)
+    ports: float          # links out of one unit of the level below that carry this group
+                          # (NICs, or devices; a fraction when groups share a NIC)
+
+    @property
+    def inter_node(self) -> bool:
+        """A hop at this level leaves the node (the level's ``inter_node``)."""
+        return bool(self.level.inter_node)
 
     @property
     def unit_bandwidth_Bps(self) -> float:
         """Aggregate bandwidth out of one unit of the level below, per direction."""
         return self.ports * self.level.bandwidth_Bps
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a process group's ranks sit: the levels it crosses, innermost first.
+
+    Computed once per group by :meth:`Topology.place` and shared by every algorithm that prices
+    a collective on it. ``spans`` holds only the levels the group crosses (fanout > 1): a group
+    inside one node has a single (intra-node) span; a group of one rank has none.
+    """
+    group: Group
+    spans: tuple[LevelSpan, ...]
+
+    @property
+    def size(self) -> int:
+        return self.group.size
+
+    @property
+    def crosses_nodes(self) -> bool:
+        return any(s.inter_node for s in self.spans)
+
+    @property
+    def intra_node(self) -> tuple[LevelSpan, ...]:
+        return tuple(s for s in self.spans if not s.inter_node)
+
+    @property
+    def inter_node(self) -> tuple[LevelSpan, ...]:
+        return tuple(s for s in self.spans if s.inter_node)
 
 
 @dataclass(frozen=True)
@@ -152,6 +190,8 @@ class Topology:
     device: Device = spec(doc="the device every rank runs on")
     levels: tuple[Level, ...] = spec(doc="link levels, innermost first")
     path: str = dataclasses.field(default="", init=False, compare=False)
+    _placements: dict = dataclasses.field(default_factory=dict, init=False, compare=False,
+                                          repr=False)
 
     def validate(self, source: str, path: str) -> None:
         if self.levels[0].nics_per_node is not None:
@@ -160,6 +200,13 @@ class Topology:
         names = [lv.name for lv in self.levels]
         if len(set(names)) != len(names):
             raise ConfigError(source, "levels", "distinct level names", names)
+        for i, lv in enumerate(self.levels):     # resolve the default: outer levels leave the node
+            if lv.inter_node is None:
+                object.__setattr__(lv, "inter_node", i > 0)
+        flags = [lv.inter_node for lv in self.levels]
+        if flags[0] or flags != sorted(flags):
+            raise ConfigError(source, "levels", "intra-node levels first (inter_node false), "
+                              "then the levels between nodes", flags)
 
     @property
     def max_ranks(self) -> int:
@@ -167,33 +214,61 @@ class Topology:
 
     @property
     def devices_per_node(self) -> int:
-        return self.levels[0].size
+        """Devices joined without leaving the node: the product of the intra-node levels' sizes."""
+        return math.prod(lv.size for lv in self.levels if not lv.inter_node)
 
-    def place(self, ranks: int) -> tuple[LevelSpan, ...]:
-        """Spans of a group of ``ranks`` consecutive ranks, filling inner levels first.
+    @property
+    def network(self) -> Level | None:
+        """The innermost level between nodes, or None for a single node."""
+        return next((lv for lv in self.levels if lv.inter_node), None)
 
-        Returns one :class:`LevelSpan` per level the group actually crosses (fanout > 1).
+    def place(self, group: Group | int) -> Placement:
+        """The levels a process group spans; an int is a group of that many consecutive ranks.
+
+        For each level k, with ``below`` devices in one unit of the level below: the group
+        touches ``units`` distinct units below (``rank // below``), at most ``fanout`` of them
+        inside one unit of level k, with at most ``devices_per_unit`` members in each. A unit's
+        ``ports`` out of level k are its devices (innermost level: one, a device's own links),
+        or its NICs (``nics_per_node``), capped at the members using them; when the job runs
+        more ranks in the unit than this group has there (a strided group: every data-parallel
+        group of a node communicates at once), the groups share the NICs evenly:
+        ports = min(nics, members, nics * members / job ranks in the unit).
         """
-        if not isinstance(ranks, int) or ranks < 1:
-            raise ConfigError("--ranks", "", "a positive integer", ranks)
-        if ranks > self.max_ranks:
-            raise ConfigError(self.path or self.name, "levels",
-                              f"at most {self.max_ranks} ranks in this topology", ranks)
-        spans, below = [], 1          # below: devices in one unit of the level below
+        if isinstance(group, int) and not isinstance(group, bool):
+            group = Group("ranks", group) if group >= 1 else group
+        if not isinstance(group, Group) or group.size < 1:
+            raise ConfigError("--ranks", "", "a positive integer", getattr(group, "size", group))
+        key = (group.size, group.stride, group.first, group.world)
+        hit = self._placements.get(key)
+        if hit is None:
+            last = group.first + (group.size - 1) * group.stride
+            if last >= self.max_ranks or group.world > self.max_ranks:
+                raise ConfigError(self.path or self.name, "levels",
+                                  f"at most {self.max_ranks} ranks in this topology",
+                                  max(last + 1, group.world))
+            hit = self._placements[key] = Placement(group, tuple(self._spans(group)))
+        return Placement(group, hit.spans) if hit.group != group else hit
+
+    def _spans(self, group: Group):
+        ranks = group.ranks
+        below = 1                     # devices in one unit of the level below
         for i, lv in enumerate(self.levels):
-            units = math.ceil(ranks / below)          # units of the level below touched
-            fanout = min(units, lv.size)
-            per_unit = min(ranks, below)
+            per_below: dict[int, int] = {}          # unit below -> members inside it
+            for r in ranks:
+                per_below[r // below] = per_below.get(r // below, 0) + 1
+            per_here: dict[int, int] = {}           # unit here -> units below it touches
+            for u in per_below:
+                per_here[u // lv.size] = per_here.get(u // lv.size, 0) + 1
+            fanout, members = max(per_here.values()), max(per_below.values())
             if i == 0:
-                ports = 1                              # a device's own links
-            elif lv.nics_per_node is None:
-                ports = per_unit                       # every device has its own port here
+                ports = 1.0                          # a device's own links
             else:
-                ports = min(lv.nics_per_node, per_unit)
+                nics = below if lv.nics_per_node is None else lv.nics_per_node
+                active = min(group.world, below)     # job ranks in one unit below
+                ports = min(nics, members, nics * members / active)
             if fanout > 1:
-                spans.append(LevelSpan(lv, i, fanout, units, per_unit, ports))
+                yield LevelSpan(lv, i, fanout, len(per_below), members, ports)
             below *= lv.size
-        return tuple(spans)
 
 
 def shipped_dir() -> Path:

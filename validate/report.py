@@ -13,9 +13,8 @@ import statistics
 from pathlib import Path
 
 from tpsim.collectives import collective_time
-from tpsim.graph import layer_graph
 from tpsim.model import ModelConfig
-from tpsim.predict import phase_split, run_graph
+from tpsim.predict import predict_block
 
 
 def model_for(shape, attention: str) -> ModelConfig:
@@ -26,32 +25,20 @@ def model_for(shape, attention: str) -> ModelConfig:
                        attention=attention)
 
 
-def block_graph(shape, block: str, tp: int, dtype: str, attention: str,
-                sequence_parallel: bool = False):
-    """tpsim's op graph of one bare block, as the real ParallelMLP / ParallelAttention run it."""
-    return layer_graph(model_for(shape, attention), tp, shape.batch, shape.seq, dtype,
-                       sequence_parallel, blocks=(block,), bare=True, attention=attention)
-
-
 def predict_block_times(topo, shape, block: str, tp: int, dtype: str, attention: str) -> dict:
-    """Serial and overlapped predictions of one block, forward and forward+backward."""
-    g = block_graph(shape, block, tp, dtype, attention)
-    tl = run_graph(g, topo, tp, dtype)
-    nodes = [a for _, a in g.nodes(data=True)]
-    fwd = sum(a["time_s"] for a in nodes if a["phase"] == "forward")
-    total = sum(a["time_s"] for a in nodes)
-    comm = {ph: sum(a["time_s"] for a in nodes if a["kind"] == "collective" and
-                    (ph == "forward_backward" or a["phase"] == ph))
-            for ph in ("forward", "forward_backward")}
-    mm = {ph: sum(a["time_s"] for a in nodes if a["kind"] in ("gemm", "attention") and
-                  (ph == "forward_backward" or a["phase"] == ph))
-          for ph in ("forward", "forward_backward")}
-    sched_fwd, _ = phase_split(g, tl)
-    return {"forward": {"serial": fwd, "overlapped": sched_fwd, "comm": comm["forward"],
-                        "matmul": mm["forward"]},
-            "forward_backward": {"serial": total, "overlapped": tl.makespan_s,
-                                 "comm": comm["forward_backward"],
-                                 "matmul": mm["forward_backward"]}}
+    """Serial and overlapped predictions of one block, forward and forward+backward, from
+    tpsim's :func:`~tpsim.predict.predict_block` (the real ParallelMLP / ParallelAttention)."""
+    p = predict_block(model_for(shape, attention), topo, tp, block, shape.batch, shape.seq, dtype,
+                      attention=attention)
+    phases = {"forward": ("forward",), "forward_backward": ("forward", "backward")}
+    out = {}
+    for name, wanted in phases.items():
+        ops = [o for o in p.ops if o.phase in wanted]
+        out[name] = {"serial": sum(o.time_s for o in ops),
+                     "overlapped": p.forward_s if name == "forward" else p.total_s,
+                     "comm": sum(o.time_s for o in ops if o.kind == "collective"),
+                     "matmul": sum(o.time_s for o in ops if o.kind in ("gemm", "attention"))}
+    return out
 
 
 def error_pct(predicted: float, measured: float) -> float:

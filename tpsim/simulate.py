@@ -1,0 +1,105 @@
+"""One op graph priced and scheduled: a :class:`Simulation`, and what the results read from it.
+
+:func:`simulate` makes a template's ops at the given sizes (:meth:`~tpsim.template.Template.ops`),
+prices each (:func:`tpsim.price.price`) and schedules them on their streams
+(:func:`tpsim.schedule.run`). The per-op rows, the layer's totals and the collective summary
+(:mod:`tpsim.result`) are all read from the one :class:`Simulation`, never recomputed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .price import Pricing, price_ops
+from .result import CollectiveRow, LayerTimes, OpRow
+from .schedule import Timeline, run
+from .template import Template
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """A template at ``dims``: its ops, their prices and their schedule, index-aligned."""
+    template: Template
+    dims: object
+    ops: tuple
+    flops: float           # model FLOPs of the ops (recomputed copies left out)
+    hardware_flops: float  # every op's FLOPs
+    times: list[float]
+    formulas: list[str]
+    costs: list            # CollectiveCost of each comm op, None for compute ops
+    timeline: Timeline
+
+    def digraph(self):
+        """The ``networkx.DiGraph`` of the ops (see ``Template.digraph``) with ``time_s``,
+        ``start_s``, ``end_s``, ``formula`` and, on collectives, ``algorithm`` per node."""
+        g = self.template.digraph(self.dims)
+        tl = self.timeline
+        for i, name in enumerate(tl.names):
+            a = g.nodes[name]
+            a.update(time_s=self.times[i], start_s=tl.start[i], end_s=tl.end[i],
+                     formula=self.formulas[i])
+            if self.costs[i] is not None:
+                a["algorithm"] = _algorithm(self.costs[i])
+        return g
+
+    def op_rows(self) -> tuple[OpRow, ...]:
+        """One row per op in schedule order (start time, then issue order)."""
+        tl = self.timeline
+        total = tl.makespan_s or 1.0
+        rows = []
+        for t0, i in sorted(zip(tl.start, range(len(tl.start)))):
+            node, op, t, cost = self.template.nodes[i], self.ops[i], self.times[i], self.costs[i]
+            rows.append(OpRow(node.name, op.kind, node.phase, node.stream, node.block, op.shape,
+                              op.flops, op.bytes, op.comm_bytes, t, t0, tl.end[i], t / total,
+                              getattr(op, "op", None), _algorithm(cost) if cost else None,
+                              node.forward_of, self.formulas[i], node.group))
+        return tuple(rows)
+
+    def collective_rows(self) -> tuple[CollectiveRow, ...]:
+        """Collectives grouped by (phase, op, bytes, group), in issue order."""
+        groups: dict[tuple, list] = {}
+        for node, op, cost in zip(self.template.nodes, self.ops, self.costs):
+            if cost is not None:
+                key = (node.phase, op.op, int(op.comm_bytes), node.group)
+                groups.setdefault(key, []).append(cost)
+        return tuple(CollectiveRow(op, phase, len(v), nbytes, v[0].time_s, _algorithm(v[0]),
+                                   v[0].formula, group or "")
+                     for (phase, op, nbytes, group), v in groups.items())
+
+
+def simulate(template: Template, dims, pricing: Pricing) -> Simulation:
+    """Price and schedule ``template`` at ``dims`` on ``pricing``'s topology and groups."""
+    ops, flops, hardware = template.at(dims)
+    times, formulas, costs = price_ops(ops, pricing)
+    dev = pricing.topology.device
+    tl = run(template, times, dev.host_dispatch_s, dev.comm_compute_interference)
+    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl)
+
+
+def _algorithm(cost) -> str:
+    return f"{cost.algorithm}/{cost.protocol}"
+
+
+def phase_split(sim: Simulation) -> tuple[float, float]:
+    """(forward_s, backward_s): the forward ends with its last op; backward is the rest."""
+    end = sim.timeline.end
+    fwd = max([end[i] for i in sim.template.forward], default=0.0)
+    return fwd, sim.timeline.makespan_s - fwd
+
+
+def layer_times(sim: Simulation) -> LayerTimes:
+    """The layer's totals (:class:`~tpsim.result.LayerTimes`) from its schedule."""
+    tl = sim.timeline
+    fwd, bwd = phase_split(sim)
+    total = tl.makespan_s
+    comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
+    nominal = sum([t for t, s in zip(sim.times, tl.streams) if s == "compute"])
+    compute = tl.busy_s("compute")
+    return LayerTimes(fwd, bwd, total, compute, comm, exposed,
+                      comm / total if total else 0.0, exposed / total if total else 0.0,
+                      sim.flops, max(0.0, total - compute - exposed), max(0.0, compute - nominal),
+                      sim.hardware_flops)
+
+
+def saved_bytes(sim: Simulation) -> float:
+    """Activations the simulated forward keeps for its backward, bytes."""
+    return sim.template.saved_bytes(sim.dims)

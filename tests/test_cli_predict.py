@@ -89,10 +89,12 @@ def test_bad_model_yaml_names_the_key(capsys, write_yaml):
     assert code == 2 and "haeds" in err and err.count("\n") == 1
 
 
-def test_no_torch_no_matplotlib_on_the_predict_path():
+def test_no_torch_matplotlib_or_networkx_on_the_predict_path():
+    """Predicting runs on the op graph's compiled template: the networkx DiGraph is built only
+    when asked for (``Prediction.graph``, ``layer_graph``)."""
     code = ("import sys; from tpsim.cli import main; main(['predict', '--model', 'gpt3', "
-            "'--tp', '8', '--json']); "
-            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules), file=sys.stderr)")
+            "'--tp', '8', '--json']); print(sorted(m for m in ('torch', 'matplotlib', "
+            "'networkx') if m in sys.modules), file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        timeout=60)
     assert r.returncode == 0 and r.stderr.strip() == "[]"

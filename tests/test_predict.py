@@ -8,7 +8,6 @@ import pytest
 
 from tpsim.collectives import collective_time
 from tpsim.errors import ConfigError
-from tpsim.memory import params_per_rank
 from tpsim.model import ModelConfig, load_model
 from tpsim.predict import predict, predict_block
 from tpsim.schema import from_mapping
@@ -85,7 +84,7 @@ def test_memory_by_hand():
     128: 82560 parameters. Bytes: 2 + 4 + 12 = 18 per parameter: 165120 weights, 330240
     gradients, 990720 optimizer."""
     m = small()
-    assert params_per_rank(m, 2) == 82560
+    assert m.params_per_rank(2) == 82560
     p = predict(m, "dgx-h100", tp=2)
     mem = p.memory
     assert (mem.weights_bytes, mem.gradients_bytes, mem.optimizer_bytes) == (165120, 330240, 990720)

@@ -139,11 +139,11 @@ def test_bad_flags_one_line_exit_2(argv, needle, capsys):
     assert needle in err and err.count("\n") == 1
 
 
-def test_collective_cli_does_not_import_torch_or_matplotlib():
+def test_collective_cli_does_not_import_torch_matplotlib_or_networkx():
     code = ("import sys, io, contextlib; from tpsim.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(['collective', '--topology', 'dgx-a100'])\n"
             "import tpsim\n"
-            "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]\n"
+            "bad = [m for m in ('torch', 'matplotlib', 'networkx') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

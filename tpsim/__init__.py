@@ -12,12 +12,12 @@ __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load
 
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
-# the submodule is later imported. Costs networkx's import, never torch's or matplotlib's.
+# the submodule is later imported. Imports no networkx, torch or matplotlib.
 from .predict import predict, predict_layer  # noqa: E402
 
 
 def __getattr__(name: str):
-    # Lazy: `tpsim collective` must not pay for the op graph (networkx) it does not use.
+    # Lazy: these need only the topology and model loaders.
     if name == "load_topology":
         from .topology import load_topology
         return load_topology

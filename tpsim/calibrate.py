@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .collectives import bus_factor
+from .collectives import bus_factor, ring_steps
+from .compute import size_efficiency
 
-# ring steps on one level: 2(n-1) for all-reduce, n-1 for all-gather and reduce-scatter
-RING_STEPS = {"all-reduce": lambda n: 2 * (n - 1), "all-gather": lambda n: n - 1,
-              "reduce-scatter": lambda n: n - 1}
+FIT_OPS = ("all-reduce", "all-gather", "reduce-scatter")
 
 
 def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,7 +81,7 @@ class CollectiveFit:
 
     def time(self, op: str, nbytes: float) -> float:
         n = self.ranks
-        return self.launch_s + RING_STEPS[op](n) * self.latency_s + \
+        return self.launch_s + ring_steps(op, n) * self.latency_s + \
             bus_factor(op, n) * nbytes / self.bandwidth_Bps
 
 
@@ -95,10 +94,10 @@ def fit_collectives(samples: list[tuple[str, float, float]], ranks: int) -> Coll
     if ranks < 2:
         raise ValueError("collectives need at least 2 ranks to fit")
     ops = {op for op, _, _ in samples}
-    if not ops <= set(RING_STEPS) or len(samples) < 3:
-        raise ValueError(f"need >= 3 samples of {sorted(RING_STEPS)}, got {sorted(ops)}")
+    if not ops <= set(FIT_OPS) or len(samples) < 3:
+        raise ValueError(f"need >= 3 samples of {sorted(FIT_OPS)}, got {sorted(ops)}")
     t = np.array([s for _, _, s in samples])
-    a = np.array([[1.0, RING_STEPS[op](ranks), bus_factor(op, ranks) * nb]
+    a = np.array([[1.0, ring_steps(op, ranks), bus_factor(op, ranks) * nb]
                   for op, nb, _ in samples])
     launch, latency, inv_bw = log_lstsq(a, t)
     inv_bw = max(inv_bw, 1e-15)                          # a flat curve: bandwidth unbounded
@@ -121,7 +120,7 @@ class ComputeFit:
     elementwise_points: int
 
     def gemm_time(self, m: int, n: int, k: int, batch: int = 1) -> float:
-        eff = np.prod([d / (d + self.half_dim) for d in (m, n, k)])
+        eff = size_efficiency(m, n, k, self.half_dim)
         return self.launch_s + batch * 2.0 * m * n * k / (self.flops * eff)
 
     def elementwise_time(self, nbytes: float) -> float:
@@ -147,7 +146,7 @@ def fit_compute(gemms: list[tuple[int, int, int, int, float]],
     ew = np.array([e[0] for e in elementwise], dtype=float)
     best = None
     for h in half_dims:
-        work = flops / (dims / (dims + h)).prod(axis=1)           # FLOPs at full efficiency
+        work = flops / size_efficiency(*dims.T, h)                  # FLOPs at full efficiency
         a = np.zeros((len(t), 3))
         a[:, 0] = 1.0
         a[:len(tg), 1] = work

@@ -47,26 +47,12 @@ class Memory:
     fits: bool
 
 
-def params_per_rank(model, tp: int) -> int:
-    """Parameters one TP rank holds.
-
-    layers * [ (h(q+2kv) + q h + (n_in+1) h f) / tp + 2 * norm ]
-      + padded_vocab * h / tp * (1 if tied else 2) + norm
-    """
-    h, f = model.hidden, model.ffn_hidden
-    split = h * (model.q_width + 2 * model.kv_width) + model.q_width * h \
-        + (model.mlp_in_gemms + 1) * h * f
-    per_layer = split // tp + 2 * model.norm_params
-    vocab = model.padded_vocab(tp) * h // tp * (1 if model.tie_embeddings else 2)
-    return model.layers * per_layer + vocab + model.norm_params
-
-
 def training_memory(model, tp: int, dtype: str, activations_bytes: float,
                     capacity_bytes: float) -> Memory:
     """Weights, fp32 gradients and Adam state for one rank's parameters, plus activations."""
     if dtype not in OPTIMIZER_BYTES:
         raise ConfigError("--dtype", "", f"one of {', '.join(OPTIMIZER_BYTES)}", dtype)
-    n = params_per_rank(model, tp)
+    n = model.params_per_rank(tp)
     weights = n * BYTES_PER_ELEMENT[dtype]
     grads = n * MASTER_GRAD_BYTES
     optim = n * OPTIMIZER_BYTES[dtype]

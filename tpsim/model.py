@@ -94,16 +94,28 @@ class ModelConfig:
         """Parameters of one norm: weight and bias (LayerNorm) or weight only (RMSNorm)."""
         return 2 * self.hidden if self.norm == "layernorm" else self.hidden
 
-    def layer_params(self) -> int:
-        """Parameters of one layer: h(q + 2kv) + q h  +  (n_in + 1) h f  +  2 norms."""
+    def layer_params(self, tp: int = 1) -> int:
+        """Parameters of one layer on one of ``tp`` ranks: the linears' weights split by tp,
+        the two norms replicated:  [h(q + 2kv) + q h + (n_in + 1) h f] / tp  +  2 norms."""
         h, f = self.hidden, self.ffn_hidden
-        attn = h * (self.q_width + 2 * self.kv_width) + self.q_width * h
-        return attn + (self.mlp_in_gemms + 1) * h * f + 2 * self.norm_params
+        linears = h * (self.q_width + 2 * self.kv_width) + self.q_width * h \
+            + (self.mlp_in_gemms + 1) * h * f
+        return linears // tp + 2 * self.norm_params
+
+    def vocab_params(self, vocab: int) -> int:
+        """The token embedding and (unless tied) the output layer over ``vocab`` rows."""
+        return vocab * self.hidden * (1 if self.tie_embeddings else 2)
 
     def params(self) -> int:
-        """All parameters: layers, token embedding, output layer (unless tied), final norm."""
-        emb = self.vocab * self.hidden * (1 if self.tie_embeddings else 2)
-        return self.layers * self.layer_params() + emb + self.norm_params
+        """All parameters of the model (vocabulary as published, unpadded): layers, token
+        embedding, output layer (unless tied), final norm."""
+        return self.layers * self.layer_params() + self.vocab_params(self.vocab) + self.norm_params
+
+    def params_per_rank(self, tp: int) -> int:
+        """Parameters one of ``tp`` ranks holds: layers (linears / tp, norms whole), padded
+        vocabulary / tp of the embedding and output layer, the final norm."""
+        return (self.layers * self.layer_params(tp) + self.vocab_params(self.padded_vocab(tp) // tp)
+                + self.norm_params)
 
     def padded_vocab(self, tp: int) -> int:
         """Vocabulary padded as Megatron pads it: a multiple of 128 * tp (--make-vocab-size-divisible-by)."""

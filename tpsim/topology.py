@@ -14,9 +14,10 @@ from pathlib import Path
 from .errors import ConfigError
 from .parallel import Group
 from .schema import from_mapping, load_yaml, shipped_or_path, spec
+from .units import GB, TERA, US
 
-DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+DTYPES = tuple(BYTES_PER_ELEMENT)
 
 
 PROTOCOLS = ("simple", "ll", "ll128")
@@ -30,7 +31,7 @@ class Protocol:
     LL trades 3/4 of the bandwidth (8-byte stores carrying 4 bytes of data and a flag) for
     near-zero per-hop synchronisation, which wins for small messages.
     """
-    launch_s: float = spec("launch_us", scale=1e-6, ge=0, default=0.0,
+    launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0,
                            doc="fixed cost of this protocol, us, on top of collective_launch_us")
     hop_latency_scale: float = spec(gt=0, default=1.0,
                                     doc="per-hop latency as a multiple of each level's latency_us")
@@ -46,10 +47,10 @@ class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
     name: str = spec(doc="device model name")
     peak_flops: dict[str, float] = spec(
-        "peak_tflops", scale=1e12, gt=0,
+        "peak_tflops", scale=TERA, gt=0,
         doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8); no sparsity")
-    memory_bytes: float = spec("memory_GB", scale=1e9, gt=0, doc="device memory, GB (1e9 bytes)")
-    memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=1e9, gt=0,
+    memory_bytes: float = spec("memory_GB", scale=GB, gt=0, doc="device memory, GB (1e9 bytes)")
+    memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0,
                                        doc="peak memory bandwidth, GB/s")
     memory_efficiency: float = spec(gt=0, le=1, default=0.8,
                                     doc="fraction of memory bandwidth that elementwise kernels reach")
@@ -58,9 +59,9 @@ class Device:
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
                                            doc="GEMM dimension (m, n or k) at which that dimension "
                                                "alone halves the efficiency: eff = max * prod d/(d+h)")
-    kernel_launch_s: float = spec("kernel_launch_us", scale=1e-6, ge=0, default=0.0,
+    kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,
                                   doc="fixed time per compute kernel, us")
-    host_dispatch_s: float = spec("host_dispatch_us", scale=1e-6, ge=0, default=0.0,
+    host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0,
                                   doc="CPU time to issue one op (framework dispatch and launch "
                                       "call), us; an op starts no earlier than the host, issuing "
                                       "in program order, has issued it; 0: the host runs ahead")
@@ -68,10 +69,10 @@ class Device:
         ge=0, le=1, default=0.0,
         doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
             "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
-    collective_launch_s: float = spec("collective_launch_us", scale=1e-6, ge=0, default=0.0,
+    collective_launch_s: float = spec("collective_launch_us", scale=US, ge=0, default=0.0,
                                       doc="fixed time per collective call (launch, setup, sync), us")
     collective_copy_Bps: float | None = spec(
-        "collective_copy_bandwidth_GBps", scale=1e9, gt=0, default=None,
+        "collective_copy_bandwidth_GBps", scale=GB, gt=0, default=None,
         doc="rate at which the collective kernel streams its own input and output buffers "
             "through device memory, GB/s; null: not modelled")
     collective_protocols: dict[str, Protocol] | None = spec(
@@ -118,9 +119,9 @@ class Level:
     name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband")
     size: int = spec(ge=1, doc="units of the level below joined at this level (GPUs per node "
                                "for the innermost level, nodes for the next)")
-    bandwidth_Bps: float = spec("bandwidth_GBps", scale=1e9, gt=0,
+    bandwidth_Bps: float = spec("bandwidth_GBps", scale=GB, gt=0,
                                 doc="per device (innermost level) or per NIC, per direction, GB/s")
-    latency_s: float = spec("latency_us", scale=1e-6, ge=0,
+    latency_s: float = spec("latency_us", scale=US, ge=0,
                             doc="per-hop latency of one pipelined collective step, us")
     nics_per_node: int | None = spec(ge=1, default=None,
                                      doc="outer levels: NICs per node that carry this level's "

@@ -1,9 +1,10 @@
 """Unit conversions, done once at the edges.
 
 Inside tpsim everything is SI: seconds, bytes, bytes/s, FLOP/s. YAML keys and CLI flags carry
-their unit in their name (``bandwidth_GBps``, ``latency_us``); these named converters are the
-only place a factor of 1e9 or 8 appears. GB is 1e9 bytes and GiB is 2**30 bytes, as in
-nccl-tests.
+their unit in their name (``bandwidth_GBps``, ``latency_us``); the loader multiplies each by the
+named scale below (``spec(..., scale=GB)`` in :mod:`tpsim.topology`), once. GB is 1e9 bytes and
+GiB is 2**30 bytes, as in nccl-tests. Network rates quoted in Gb/s (HDR 200 Gb/s) enter the
+YAML as GB/s with the /8 shown in its comment.
 """
 from __future__ import annotations
 
@@ -11,28 +12,10 @@ import re
 
 from .errors import ConfigError
 
-GB = 1e9
+GB = 1e9          # GB/s -> bytes/s, GB -> bytes
 GiB = 2**30
-TERA = 1e12
-US = 1e-6
-
-
-def GBps_to_Bps(x: float) -> float:
-    """GB/s (1e9 bytes per second) -> bytes per second."""
-    return x * GB
-
-
-def Gbps_to_Bps(x: float) -> float:
-    """Gb/s (network line rates, 1e9 *bits* per second) -> bytes per second: divide by 8."""
-    return x * 1e9 / 8
-
-
-def us_to_s(x: float) -> float:
-    return x * US
-
-
-def tflops_to_flops(x: float) -> float:
-    return x * TERA
+TERA = 1e12       # TFLOP/s -> FLOP/s
+US = 1e-6         # us -> s
 
 
 _SIZE_UNITS = {

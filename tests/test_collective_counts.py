@@ -95,7 +95,7 @@ def test_counts_are_the_textbook_ones(issued):
     assert issued[0][("mlp", "gelu", "fused", False)][0] == [("forward", "all-reduce", act),
                                                             ("backward", "all-reduce", act)]
     assert [op for _, op, _ in issued[0][("attention", "gelu", "fused", True)][0]] == \
-        ["all-gather", "reduce-scatter", "all-gather", "reduce-scatter"]
+        ["all-gather", "reduce-scatter", "all-gather", "all-gather", "reduce-scatter"]
 
 
 def _stray():

@@ -116,12 +116,25 @@ def test_unknown_model_lists_choices():
 
 @pytest.mark.parametrize("name, tp, what", [
     ("llama2-13b", 16, "heads"),         # 40 heads
-    ("llama3-70b", 16, "kv_heads"),      # 64 heads, 8 kv heads
+    ("llama3-70b", 12, "kv_heads"),      # overridden to 48 heads: 12 is no divisor or multiple of 8
     ("gpt2-xl", 5, "ffn_hidden"),        # 25 heads divide by 5; ffn overridden to 6401 does not
 ])
 def test_tp_must_divide(name, tp, what):
     m = load_model(name)
     if what == "ffn_hidden":
         m = with_overrides(m, ffn_hidden=6401)
+    if what == "kv_heads":
+        m = with_overrides(m, heads=48, head_dim=128, ffn_hidden=24576)
     with pytest.raises(ConfigError, match=f"{what}"):
         m.check_tp(tp)
+
+
+def test_kv_heads_replicate_when_tp_exceeds_them():
+    """Llama 3 70B (64 heads, 8 kv heads, d 128) at TP 16: 4 query heads and one key/value head
+    per rank, the latter held by 2 ranks each (Megatron replicates them); the layer's key and
+    value weights on a rank are 2 * 128 * 8192, not 1/16 of 2 * 1024 * 8192."""
+    m = load_model("llama3-70b")
+    m.check_tp(16)
+    assert m.kv_heads_per_rank(16) == 1 and m.kv_heads_per_rank(4) == 2
+    h, f = 8192, 28672
+    assert m.layer_params(16) == (2 * 8192 * h + 3 * h * f) // 16 + 2 * 128 * h + 2 * h

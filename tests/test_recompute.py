@@ -57,7 +57,8 @@ def test_full_recompute_copies_the_whole_forward(tp, sp, attention):
 
 def test_full_recompute_collectives_tp8():
     """TP=8, no SP: backward runs its 2 all-reduces (QKV and MLP-in input gradients) plus the
-    recomputed forward's 2 (proj and MLP-out); with SP 2 all-gathers + 2 reduce-scatters each."""
+    recomputed forward's 2 (proj and MLP-out); with SP the backward's 4 all-gathers (2 output
+    gradients, 2 re-gathered inputs) and 2 reduce-scatters plus the recomputed 2 + 2."""
     g = layer_graph(gpt(), 8, B, S, "bf16", recompute="full")
     bwd = [op for phase, op, _ in collectives_in(g) if phase == "backward"]
     assert bwd == ["all-reduce"] * 4
@@ -65,7 +66,7 @@ def test_full_recompute_collectives_tp8():
         == ["rcp.mlp_out.all-reduce", "rcp.proj.all-reduce"]
     g = layer_graph(gpt(), 8, B, S, "bf16", True, recompute="full")
     bwd = sorted(op for phase, op, _ in collectives_in(g) if phase == "backward")
-    assert bwd == ["all-gather"] * 4 + ["reduce-scatter"] * 4
+    assert bwd == ["all-gather"] * 6 + ["reduce-scatter"] * 4
 
 
 def test_selective_recomputes_the_attention_core_only():
@@ -86,8 +87,8 @@ def test_selective_recomputes_the_attention_core_only():
 def test_saved_activations_per_layer(tp):
     """Per layer, 16-bit, dropout, unfused attention (Korthikanti Table 2 / eq. 6):
     full: s b h * 2 bytes (the layer input), / t with SP: 131072, and 131072/t with SP;
-    selective: s b h (10 + 24/t) (the 5 a s^2 b / t of the core's s^2 tensors gone), with SP as
-    tpsim keeps gathered GEMM inputs s b h (4 + 30/t); t = 2: 65536 * 22 = 1441792."""
+    selective: s b h (10 + 24/t) (the 5 a s^2 b / t of the core's s^2 tensors gone), with SP
+    s b h 34/t (eq. 6 with sequence parallelism)."""
     sbh = S * B * H
     full = layer_graph(gpt(), tp, B, S, "bf16", attention="unfused", recompute="full")
     assert saved(full) == sbh * 2
@@ -98,7 +99,7 @@ def test_saved_activations_per_layer(tp):
         assert saved(full) == sbh * 2 / tp
         sel = layer_graph(gpt(), tp, B, S, "bf16", True, attention="unfused",
                           recompute="selective")
-        assert saved(sel) == sbh * (4 + 30 / tp)
+        assert saved(sel) == sbh * 34 / tp
     fused = layer_graph(gpt(), tp, B, S, "bf16", attention="fused", recompute="selective")
     assert saved(fused) == sbh * (10 + 24 / tp)
 
@@ -151,16 +152,16 @@ def test_full_recompute_adds_one_forward(sp):
 
 
 def test_host_bound_recompute_costs_its_issue_time():
-    """GPT-3 13B, TP 8, micro-batch 1 on H100 is host-bound: op i starts no earlier than its
-    issue at (i + 1) * 62 us. Full recompute issues the 17 forward ops again (norm1, qkv,
-    scores, softmax, dropout, av, proj, its all-reduce, dropout1, residual1, norm2, mlp_in,
-    act, mlp_out, its all-reduce, dropout2, residual2), so the layer grows by 17 * 62 us =
-    1.054 ms, less than its 1.09 ms forward (a host-bound forward also waits for the host)."""
+    """GPT-3 13B, TP 8, micro-batch 1 on H100 is host-bound: each phase takes its ops x 62 us
+    (the host issues them one by one). Full recompute issues the 15 forward ops again in the
+    backward (norm1, qkv, scores, softmax, dropout, av, proj, its all-reduce,
+    bias_dropout_add1, norm2, mlp_in, act, mlp_out, its all-reduce, bias_dropout_add2), so the
+    layer grows by 15 * 62 us = 0.93 ms."""
     kw = dict(tp=8, attention="unfused")
     none = predict_layer("gpt3-13b", "dgx-h100", **kw)
     full = predict_layer("gpt3-13b", "dgx-h100", recompute="full", **kw)
     assert none.host_wait_s > 0 and full.host_wait_s > 0
-    assert full.total_s - none.total_s == pytest.approx(17 * 62e-6, rel=1e-6)
+    assert full.total_s - none.total_s == pytest.approx(15 * 62e-6, rel=1e-6)
 
 
 def test_bad_recompute():
@@ -183,7 +184,7 @@ def test_cli_recompute(capsys):
 
 
 def test_plot_figures_take_recompute():
-    """`tpsim plot breakdown --recompute full` prices the layer with its rcp. ops (the 14 forward
+    """`tpsim plot breakdown --recompute full` prices the layer with its rcp. ops (the 12 forward
     ops of GPT-3 13B with fused attention, no SP, copied); `none` stays out of the figures' settings notes."""
     from tpsim.cli import _plot_settings, build_parser
     from tpsim.figure_data import breakdown
@@ -192,5 +193,5 @@ def test_plot_figures_take_recompute():
     settings = _plot_settings(parse(["plot", "breakdown", "--out", "x.png", "--recompute", "full"]))
     assert settings["recompute"] == "full"
     table = breakdown("gpt3-13b", load_topology("dgx-h100"), 8, **settings)
-    assert sum(r["name"].startswith("rcp.") for r in table.rows) == 14
+    assert sum(r["name"].startswith("rcp.") for r in table.rows) == 12
     assert "recompute" not in _plot_settings(parse(["plot", "breakdown", "--out", "x.png"]))

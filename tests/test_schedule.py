@@ -37,16 +37,19 @@ def test_exposed_by_hand():
     assert tl.makespan_s == 6 and tl.exposed_s() == 3
 
 
-def test_host_dispatch_by_hand():
-    """Same graph as test_overlap_by_hand, host issuing one op every 2 s in graph order A, B, C, D:
-    issuing takes 8 > 5 of GPU work, so the layer is host-bound. A issued at 2 runs 2-3; B
-    issued at 4 runs 4-6; C issued at 6 runs 6-9; D issued at 8, needs C: runs 9-10. With 1 s per
-    op, issuing (4) is faster than the GPU (5): the host runs ahead and is invisible."""
-    g = dag({"A": ("compute", 1), "B": ("comm", 2), "C": ("compute", 3), "D": ("compute", 1)},
-            [("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")])
-    tl = schedule(g, host_dispatch_s=2.0)
-    assert [tl.start_s[n] for n in "ABCD"] == [2, 4, 6, 9] and tl.makespan_s == 10
-    assert schedule(g, host_dispatch_s=1.0).makespan_s == 5
+def test_issue_bound_by_hand():
+    """A phase of 4 ops whose GPU work takes 5 s: with the host issuing one op every 2 s (8 s)
+    the phase takes 8 s, layer after layer; at 1 s per op (4 s) the host runs ahead: 5 s."""
+    from tpsim.schedule import issue_bound
+    assert issue_bound(5.0, 4, 2.0) == 8.0 and issue_bound(5.0, 4, 1.0) == 5.0
+
+
+def test_streams_run_in_program_order():
+    """Y (compute) is issued before X (compute) but X feeds the long comm op Z: an in-order stream
+    still runs Y first (0-2), X 2-3, Z 3-8 (a priority scheduler would reorder them)."""
+    g = dag({"Y": ("compute", 2), "X": ("compute", 1), "Z": ("comm", 5)}, [("X", "Z")])
+    tl = schedule(g)
+    assert (tl.start_s["Y"], tl.start_s["X"], tl.start_s["Z"], tl.makespan_s) == (0, 2, 3, 8)
 
 
 def test_slowed_end_by_hand():
@@ -69,9 +72,8 @@ def test_interference_slows_the_overlapped_compute():
     assert schedule(g, interference=0.0).makespan_s == 5
 
 
-def test_critical_path_first():
-    """Two ready compute ops: X (1) leads to a long comm op, Y (2) to nothing. Critical path
-    first runs X, so the comm (5) starts at 1 and ends at 6; Y-first would end at 7."""
+def test_issued_first_runs_first():
+    """X (1) is issued before Y (2) and leads to a long comm op: X 0-1, Z 1-6, Y 1-3."""
     g = dag({"X": ("compute", 1), "Y": ("compute", 2), "Z": ("comm", 5)}, [("X", "Z")])
     tl = schedule(g)
     assert tl.start_s["X"] == 0 and tl.makespan_s == 6
@@ -103,6 +105,23 @@ def test_schedule_invariants(g):
     assert max(path, busiest) - 1e-9 <= tl.makespan_s <= total + 1e-9
     assert 0 <= tl.exposed_s() <= tl.busy_s("comm") + 1e-9
     assert schedule(g) == tl                          # deterministic
+    for s in ("compute", "comm"):                     # each stream in program order
+        starts = [tl.start_s[n] for n in g if g.nodes[n]["stream"] == s]
+        assert starts == sorted(starts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_dags(), st.data(), st.sampled_from([0.0, 0.25, 0.9]))
+def test_longer_op_never_shortens_the_schedule(g, data, interference):
+    """Monotone: lengthening any op (or adding interference) never makes the makespan shorter,
+    and no op starts earlier (Graham's anomalies cannot happen on in-order streams)."""
+    before = schedule(g, interference)
+    n = data.draw(st.sampled_from(list(g)))
+    g.nodes[n]["time_s"] += data.draw(st.floats(0, 10, allow_nan=False))
+    after = schedule(g, interference)
+    assert after.makespan_s >= before.makespan_s - 1e-9
+    assert all(after.start_s[m] >= before.start_s[m] - 1e-9 for m in g)
+    assert schedule(g, min(1.0, interference + 0.05)).makespan_s >= after.makespan_s - 1e-9
 
 
 def _critical_path(g) -> float:

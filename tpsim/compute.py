@@ -34,15 +34,24 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device) -> float:
     return size_efficiency(m, n, k, device.gemm_half_efficiency_dim, device.gemm_max_efficiency)
 
 
-def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1) -> float:
+FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
+
+
+def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1,
+               accumulate: bool = False) -> float:
     """Memory traffic of ``batch`` GEMMs (m x k) @ (k x n): read both operands, write the output.
 
-    bytes = batch * (m*k + k*n + m*n) * bytes_per_element
+    bytes = batch * ((m*k + k*n) * bytes_per_element + m*n * out)
+    out = bytes_per_element, or 8 with ``accumulate`` (C += A B into fp32: Megatron's
+    gradient_accumulation_fusion reads and writes the fp32 main gradient).
     """
-    return batch * (m * k + k * n + m * n) * BYTES_PER_ELEMENT[dtype]
+    bpe = BYTES_PER_ELEMENT[dtype]
+    out = FP32_ACCUMULATE_BYTES if accumulate else bpe
+    return batch * ((m * k + k * n) * bpe + m * n * out)
 
 
-def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: int = 1) -> float:
+def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: int = 1,
+              accumulate: bool = False) -> float:
     """One (batched) GEMM on a roofline with a size-dependent efficiency (CONTRACTS.md).
 
     t = kernel_launch + max(batch * 2mnk / (peak[dtype] * eff(m, n, k)),
@@ -53,7 +62,7 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     """
     flops = batch * 2.0 * m * n * k
     compute = flops / (device.peak(dtype) * gemm_efficiency(m, n, k, device))
-    memory = gemm_bytes(m, n, k, dtype, batch) / (device.memory_bandwidth_Bps
+    memory = gemm_bytes(m, n, k, dtype, batch, accumulate) / (device.memory_bandwidth_Bps
                                                    * device.memory_efficiency)
     return device.kernel_launch_s + max(compute, memory)
 

@@ -9,7 +9,7 @@ the sum of exponentials and the target logit) instead of gathering the logits. B
 """
 from __future__ import annotations
 
-from .graph import linear_backward, sp_reduce_op
+from .graph import input_saved, column_parallel_bwd, sp_reduce_op
 from .template import Builder, Template
 
 CE_REDUCTIONS = ("max", "sum-exp", "target")   # Megatron's _VocabParallelCrossEntropy
@@ -58,9 +58,10 @@ def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
 
     Cross-entropy in fp32 as Megatron runs it by default: read the logits, write the fp32
     softmax it keeps for backward (b*s*V/tp*(bpe + 4) bytes), three all-reduces of b*s fp32;
-    backward reads the softmax and writes the logits' gradient. The logits GEMM's backward is
-    a dgrad and a wgrad, with the conjugate all-reduce (SP: reduce-scatter) of the input
-    gradient overlapping the wgrad, as in a layer. ``d.vocab`` is the padded vocabulary per rank.
+    backward reads the softmax and writes the logits' gradient. The logits GEMM is a
+    column-parallel linear: its backward is that of a layer's (dgrad, the all-reduce or SP
+    reduce-scatter of the input gradient overlapping the wgrad, SP's re-gather of the input).
+    ``d.vocab`` is the padded vocabulary per rank.
     """
     key = ("output", tp_group, sp, norm)
     if key in _TEMPLATES:
@@ -74,19 +75,15 @@ def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
                       saved=lambda d: d.Tn * d.h * d.bpe)
     if sp:
         x = B.collective("fwd.logits.all-gather", "all-gather", (x,))
-    x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,), saved=lambda d: d.T * d.h * d.bpe)
+    x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,), saved=input_saved)
     ce_size = lambda d: (d.T, d.vocab, d.T * d.vocab * (d.bpe + FP32))   # noqa: E731
     x = B.eltwise("fwd.cross_entropy", ce_size, (x,), saved=lambda d: d.T * d.vocab * FP32)
     for r in CE_REDUCTIONS:
         x = B.collective(f"fwd.cross_entropy.{r}", "all-reduce", (x,), size=_ce_reduction)
     B.phase = "backward"
     x = B.eltwise("bwd.cross_entropy", ce_size, (x,), forward_of="fwd.cross_entropy")
-    dgrad, wgrad = linear_backward(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,))
-    op = sp_reduce_op(sp)
-    x = B.collective(f"bwd.logits.{op}", op, (dgrad,),
-                     forward_of="fwd.logits.all-gather" if sp else "fwd.logits")
+    x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False)
     if norm:
-        B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,), forward_of="fwd.final_norm",
-                  order=(wgrad,))
+        B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,), forward_of="fwd.final_norm")
     tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
     return tpl

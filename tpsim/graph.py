@@ -16,8 +16,8 @@ Each op is written as a function of the per-rank sizes (:class:`Dims`) into a
 of switches, and the typed ops (:mod:`tpsim.ops`: GEMMs 2mnk FLOPs, attention cores, memory-bound
 kernels priced by their bytes, TP collectives of nccl-tests' size) are made for any sizes.
 :func:`layer_graph` returns the ``networkx.DiGraph`` of one layer (one node per op, attribute
-``op``; edges ``dep="data"``, or ``"order"`` for Megatron's issue order on the backward compute
-stream). Construction only: pricing is :mod:`tpsim.price`.
+``op``; edges ``dep="data"``). The node order is Megatron's issue order: each stream runs its
+ops in that order (:mod:`tpsim.schedule`). Construction only: pricing is :mod:`tpsim.price`.
 """
 from __future__ import annotations
 
@@ -83,17 +83,19 @@ def sp_reduce_op(sp: bool) -> str:
 # --------------------------------------------------------------------------- forward
 
 def _norm_fwd(B: Builder, name: str, dep) -> str:
-    """Layer/RMS norm on Tn tokens: read x, write y; keeps its input."""
+    """Layer/RMS norm on Tn tokens: read x, write y (fp32 statistics, 8 bytes a token, left
+    out); keeps its input."""
     return B.eltwise(name, lambda d: (d.Tn, d.h, 2 * d.Tn * d.h * d.bpe), (dep,),
                      saved=lambda d: d.Tn * d.h * d.bpe)
 
 
-def _dropout_residual_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
-    """Dropout (read, write, 1-byte mask kept) then residual add (read 2, write 1)."""
-    if dropout:
-        dep = B.eltwise(f"fwd.dropout{i}", lambda d: (d.Tn, d.h, d.Tn * d.h * (2 * d.bpe + 1)),
-                        (dep,), saved=lambda d: d.Tn * d.h)
-    return B.eltwise(f"fwd.residual{i}", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (dep, skip))
+def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
+    """Megatron's fused bias-dropout-add (``bias_dropout_add_fused_train``): one kernel reads the
+    block output and the residual and writes their sum, plus a 1-byte dropout mask it keeps."""
+    mask = 1 if dropout else 0
+    return B.eltwise(f"fwd.bias_dropout_add{i}",
+                     lambda d: (d.Tn, d.h, d.Tn * d.h * (3 * d.bpe + mask)), (dep, skip),
+                     saved=(lambda d: d.Tn * d.h) if dropout else None)
 
 
 def _attention(d: Dims, backward: bool) -> Attention:
@@ -118,49 +120,68 @@ def _attention_core_fwd(B: Builder, qkv: str, fused: bool, dropout: bool) -> str
                   saved=lambda d: d.T * d.kv * d.bpe)
 
 
+def _column_input(B: Builder, linear: str, x) -> str:
+    """The input of a column-parallel linear: with SP all-gathered along the sequence first
+    (synchronous, exposed)."""
+    return B.collective(f"fwd.{linear}.all-gather", "all-gather", (x,)) if B.sp else x
+
+
+def input_saved(d: Dims) -> float:
+    """What a column-parallel linear keeps of its input for the weight gradient: the (b*s, h)
+    input, or with SP only the local b*s/tp shard (Megatron-core re-gathers it in backward)."""
+    return d.Tn * d.h * d.bpe
+
+
 def _attention_fwd(B: Builder, x, bare: bool, fused: bool, dropout: bool) -> str:
     B.block = "attention"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
-    if B.sp:
-        x = B.collective("fwd.qkv.all-gather", "all-gather", (x,))
-    x = B.gemm("fwd.qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), (x,),
-               saved=lambda d: d.T * d.h * d.bpe)
+    x = _column_input(B, "qkv", x)
+    x = B.gemm("fwd.qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), (x,), saved=input_saved)
     x = _attention_core_fwd(B, x, fused, dropout)
     x = B.gemm("fwd.proj", lambda d: (d.T, d.h, d.q), (x,), saved=lambda d: d.T * d.q * d.bpe)
     x = B.collective(f"fwd.proj.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
-    return x if bare else _dropout_residual_fwd(B, 1, x, skip, dropout)
+    return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
 
 def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool) -> str:
+    """MLP: column-parallel fc1 (SwiGLU: gate and up in one GEMM of width 2f, as Megatron-core's
+    linear_fc1), the fused activation, row-parallel fc2."""
     B.block = "mlp"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm2", x)
-    if B.sp:
-        x = B.collective("fwd.mlp_in.all-gather", "all-gather", (x,))
-    inp = x
-    x = B.gemm("fwd.mlp_in", lambda d: (d.T, d.f, d.h), (inp,), saved=lambda d: d.T * d.h * d.bpe)
-    if swiglu:   # silu(gate) * up: read 2, write 1; keeps both inputs
-        gate = B.gemm("fwd.mlp_gate", lambda d: (d.T, d.f, d.h), (inp,))
-        x = B.eltwise("fwd.act", lambda d: (d.T, d.f, 3 * d.T * d.f * d.bpe), (x, gate),
-                      saved=lambda d: 2 * d.T * d.f * d.bpe)
-    else:        # gelu: read 1, write 1; keeps its input
-        x = B.eltwise("fwd.act", lambda d: (d.T, d.f, 2 * d.T * d.f * d.bpe), (x,),
-                      saved=lambda d: d.T * d.f * d.bpe)
+    x = _column_input(B, "mlp_in", x)
+    n_in = 2 if swiglu else 1
+    x = B.gemm("fwd.mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), saved=input_saved)
+    # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
+    x = B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
+                  saved=lambda d: n_in * d.T * d.f * d.bpe)
     x = B.gemm("fwd.mlp_out", lambda d: (d.T, d.h, d.f), (x,), saved=lambda d: d.T * d.f * d.bpe)
     x = B.collective(f"fwd.mlp_out.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
-    return x if bare else _dropout_residual_fwd(B, 2, x, skip, dropout)
+    return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
 
 # --------------------------------------------------------------------------- backward
 
-def linear_backward(B: Builder, name: str, size, grads, order=()):
-    """Backward of the forward GEMM X (m x k) @ W (k x n), ``size(d)`` -> (m, n, k): two GEMMs,
-    each 2mnk FLOPs.
+def _bias_grad(B: Builder, linear: str, grads, tokens, width) -> str:
+    """A linear's bias gradient: the output gradient summed over tokens, one reduction kernel
+    reading tokens(d) x width(d) elements (Megatron computes it outside the GEMM)."""
+    return B.eltwise(f"bwd.{linear}.bias_grad",
+                     lambda d: (tokens(d), width(d), tokens(d) * width(d) * d.bpe), grads,
+                     forward_of=f"fwd.{linear}")
 
-    dgrad: dX = dY W^T, (m x n) @ (n x k);   wgrad: dW = X^T dY, (k x m) @ (m x n).
+
+def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps=()):
+    """Backward of the forward GEMM X (m x k) @ W (k x n), ``size(d)`` -> (m, n, k): two GEMMs,
+    each 2mnk FLOPs, in Megatron's issue order: dgrad, then ``between(dgrad)`` (the async
+    collective of the input gradient), then wgrad.
+
+    dgrad: dX = dY W^T, (m x n) @ (n x k);   wgrad: dW = X^T dY, (k x m) @ (m x n), accumulated
+    into the fp32 main gradient (gradient_accumulation_fusion: reads and writes k x n fp32).
+    ``wgrad_deps``: what the wgrad GEMM waits for besides the output gradient (SP: the
+    re-gathered input).
     """
     fwd = f"fwd.{name}"
 
@@ -170,32 +191,40 @@ def linear_backward(B: Builder, name: str, size, grads, order=()):
 
     def wgrad_size(d):
         m, n, k = size(d)
-        return k, n, m
-    dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd, order=order)
-    wgrad = B.gemm(f"bwd.{name}.wgrad", wgrad_size, grads, forward_of=fwd)
-    return dgrad, wgrad
+        return k, n, m, 1, True
+    dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd)
+    after = between(dgrad) if between else None
+    wgrad = B.gemm(f"bwd.{name}.wgrad", wgrad_size, (*grads, *wgrad_deps), forward_of=fwd)
+    return after if between else dgrad, wgrad
 
 
-def _norm_residual_bwd(B: Builder, i: int, grad, order, skip_grad) -> str:
-    """Norm backward (read x and dy, write dx), then the residual's gradient sum (read 2, write 1)."""
+def _norm_residual_bwd(B: Builder, i: int, grad, skip_grad) -> str:
+    """Norm backward (read x and dy, write dx in one pass; the weight gradients' partial sums
+    ride along), then the sum of the two gradients of the layer input (the residual branch and
+    the norm's): read 2, write 1."""
     size = lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe)   # noqa: E731
-    x = B.eltwise(f"bwd.norm{i}", size, (grad,), forward_of=f"fwd.norm{i}", order=order)
-    return B.eltwise(f"bwd.residual{i}", size, (x, skip_grad), forward_of=f"fwd.residual{i}")
+    x = B.eltwise(f"bwd.norm{i}", size, (grad,), forward_of=f"fwd.norm{i}")
+    return B.eltwise(f"bwd.residual{i}", size, (x, skip_grad),
+                     forward_of=f"fwd.bias_dropout_add{i}")
 
 
-def _dropout_bwd(B: Builder, i: int, grad) -> str:
+def _bias_dropout_add_bwd(B: Builder, i: int, grad, dropout: bool) -> str:
+    """The residual's gradient passes through; the block output's is g * mask / (1 - p): one
+    kernel reading g and the mask, writing the result (none without dropout)."""
+    if not dropout:
+        return grad
     return B.eltwise(f"bwd.dropout{i}", lambda d: (d.Tn, d.h, d.Tn * d.h * (2 * d.bpe + 1)),
-                     (grad,), forward_of=f"fwd.dropout{i}")
+                     (grad,), forward_of=f"fwd.bias_dropout_add{i}")
 
 
-def _attention_core_bwd(B: Builder, grad, order, fused: bool, dropout: bool) -> tuple:
+def _attention_core_bwd(B: Builder, grad, fused: bool, dropout: bool) -> tuple:
     """Backward of the attention core: 8 b s^2 (heads*head_dim)/tp FLOPs (twice the forward)."""
     if fused:   # read q, k, v, o, do; write dq, dk, dv
         return (B.add("bwd.attn", lambda d: _attention(d, True), "compute", (grad,),
-                      forward_of="fwd.attn", order=order),)
+                      forward_of="fwd.attn"),)
     av = "fwd.attn.av"
     x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads), (grad,),
-               forward_of=av, order=order)
+               forward_of=av)
     dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads), (grad,), forward_of=av)
     if dropout:
         x = B.eltwise("bwd.attn.dropout", lambda d: (d.b * d.heads * d.s, d.s,
@@ -211,48 +240,59 @@ def _attention_core_bwd(B: Builder, grad, order, fused: bool, dropout: bool) -> 
     return dq, dk, dv
 
 
-def row_parallel_bwd(B: Builder, linear: str, size, grad):
-    """Backward of a row-parallel linear: (SP: all-gather of the output gradient, the conjugate
-    of its forward reduce-scatter) then its dgrad and wgrad GEMMs."""
+def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
+    """Backward of a row-parallel linear: its bias gradient, (SP: all-gather of the output
+    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad."""
+    if bias:
+        _bias_grad(B, linear, (grad,), lambda d: d.Tn, lambda d: d.h)
     if B.sp:
         grad = B.collective(f"bwd.{linear}.all-gather", "all-gather", (grad,),
                             forward_of=f"fwd.{linear}.reduce-scatter")
     return linear_backward(B, linear, size, (grad,))
 
 
-def column_input_bwd(B: Builder, linear: str, dgrads) -> str:
-    """The conjugate of a column-parallel linear's input: all-reduce (SP: reduce-scatter) of its
-    input gradient, issued once the dgrad GEMMs end (it overlaps the wgrad GEMMs)."""
-    conj = f"fwd.{linear}.all-gather" if B.sp else f"fwd.{linear}"
+def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool):
+    """Backward of a column-parallel linear, as Megatron-core's
+    LinearWithGradAccumulationAndAsyncCommunication runs it: its bias gradient; with SP an
+    async all-gather of the saved input shard (overlapping dgrad; the weight gradient needs the
+    whole input); dgrad; the async all-reduce (SP: reduce-scatter) of the input gradient, which
+    overlaps the wgrad GEMM; wgrad. Returns (the reduced input gradient, wgrad)."""
+    if bias:
+        _bias_grad(B, linear, grads, lambda d: d.T, lambda d: size(d)[1])
+    inputs = ()
+    if B.sp:
+        inputs = (B.collective(f"bwd.{linear}.all-gather", "all-gather", grads,
+                               forward_of=f"fwd.{linear}.all-gather"),)
     op = sp_reduce_op(B.sp)
-    return B.collective(f"bwd.{linear}.{op}", op, dgrads, forward_of=conj)
+
+    def reduce(dgrad):
+        conj = f"fwd.{linear}.all-gather" if B.sp else f"fwd.{linear}"
+        return B.collective(f"bwd.{linear}.{op}", op, (dgrad,), forward_of=conj)
+    return linear_backward(B, linear, size, grads, between=reduce, wgrad_deps=inputs)
 
 
-def _attention_bwd(B: Builder, grad, bare: bool, fused: bool, dropout: bool) -> str:
+def _attention_bwd(B: Builder, grad, bare: bool, fused: bool, dropout: bool, bias: bool) -> str:
     B.block = "attention"
     out_grad = grad
-    if not bare and dropout:
-        grad = _dropout_bwd(B, 1, grad)
-    dgrad, wgrad = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad)
-    core = _attention_core_bwd(B, dgrad, (wgrad,), fused, dropout)
-    dgrad, wgrad = linear_backward(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core)
-    x = column_input_bwd(B, "qkv", (dgrad,))
-    return x if bare else _norm_residual_bwd(B, 1, x, (wgrad,), out_grad)
+    if not bare:
+        grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
+    dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
+    core = _attention_core_bwd(B, dgrad, fused, dropout)
+    x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
+    return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
 
-def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool) -> str:
+def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bool) -> str:
     B.block = "mlp"
     out_grad = grad
-    if not bare and dropout:
-        grad = _dropout_bwd(B, 2, grad)
-    dgrad, wgrad = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad)
-    # swiglu: read dy, gate, up; write dgate, dup.  gelu: read dy, x; write dx
-    x = B.eltwise("bwd.act", lambda d: (d.T, d.f, (5 if swiglu else 3) * d.T * d.f * d.bpe),
-                  (dgrad,), forward_of="fwd.act", order=(wgrad,))
-    dgrads, wgrads = zip(*[linear_backward(B, name, lambda d: (d.T, d.f, d.h), (x,))
-                           for name in (("mlp_in", "mlp_gate") if swiglu else ("mlp_in",))])
-    x = column_input_bwd(B, "mlp_in", dgrads)
-    return x if bare else _norm_residual_bwd(B, 2, x, wgrads, out_grad)
+    if not bare:
+        grad = _bias_dropout_add_bwd(B, 2, grad, dropout)
+    dgrad, _ = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad, bias)
+    n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
+    x = B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe), (dgrad,),
+                  forward_of="fwd.act")
+    x, _ = column_parallel_bwd(B, "mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), bias)
+    return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
 
 
 # --------------------------------------------------------------------------- public
@@ -262,7 +302,7 @@ def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     """Per-rank sizes, after checking that every sharded dimension divides by ``tp``."""
     model.check_tp(tp, seq_len, sequence_parallel)
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype,
-                heads=model.heads // tp, kv_heads=model.kv_heads // tp, d=model.head_dim,
+                heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
                 f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)
 
 
@@ -271,19 +311,21 @@ _TEMPLATES: dict[tuple, Template] = {}
 
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
-                   fused: bool = True, swiglu: bool = False, recompute: str = "none") -> Template:
+                   fused: bool = True, swiglu: bool = False, recompute: str = "none",
+                   bias: bool = False) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
-    the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout and residuals (what a
-    lone ParallelMLP / ParallelAttention runs). Backward starts after the forward's last op: the
+    the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout, residuals and
+    biases (what a lone ParallelMLP / ParallelAttention runs); ``bias``: the linears have
+    biases (their gradients are reductions of their own). Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.recompute`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
-    drop = dropout and not bare
-    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, fused, swiglu, recompute)
+    drop, bias = dropout and not bare, bias and not bare
+    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, fused, swiglu, recompute, bias)
     tpl = _TEMPLATES.get(key)
     if tpl is None:
         B = Builder(sequence_parallel)
@@ -294,9 +336,9 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
             x = _mlp_fwd(B, x, bare, swiglu, drop)
         B.phase = "backward"
         if "mlp" in blocks:
-            x = _mlp_bwd(B, x, bare, swiglu, drop)
+            x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
         if "attention" in blocks:
-            x = _attention_bwd(B, x, bare, fused, drop)
+            x = _attention_bwd(B, x, bare, fused, drop, bias)
         apply_recompute(B, recompute)
         tpl = _TEMPLATES[key] = B.compile(
             {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare,
@@ -314,7 +356,7 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          (attention or model.attention) == "fused", model.activation == "swiglu",
-                         recompute)
+                         recompute, model.bias)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

@@ -28,8 +28,8 @@ class ModelConfig:
 
     Attention projects ``hidden`` to ``heads * head_dim`` queries and ``kv_heads * head_dim``
     keys and values each (grouped-query attention when kv_heads < heads); the MLP maps
-    ``hidden -> ffn_hidden -> hidden`` (two input GEMMs for SwiGLU). Biases and learned
-    position embeddings are not modelled (under 0.1% of the parameters of every preset).
+    ``hidden -> ffn_hidden -> hidden`` (SwiGLU: gate and up projections, 2 * ffn_hidden wide).
+    Learned position embeddings are not modelled (under 0.1% of the parameters of every preset).
     """
     name: str = spec(doc="short name, used by --model")
     layers: int = spec(gt=0, doc="transformer layers")
@@ -47,6 +47,8 @@ class ModelConfig:
     attention: str = spec(default="fused", doc="fused (flash attention) or unfused (Megatron's "
                                                "QK^T, softmax, dropout, AV as separate kernels)")
     tie_embeddings: bool = spec(default=False, doc="the output layer reuses the token embedding")
+    bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2 and GPT-3: true; "
+                                         "Llama: false)")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     def __post_init__(self):
@@ -73,6 +75,11 @@ class ModelConfig:
         if self.heads % self.kv_heads:
             bad("kv_heads", f"a divisor of heads ({self.heads})", self.kv_heads)
 
+    def kv_heads_per_rank(self, tp: int) -> int:
+        """Key/value heads one of ``tp`` ranks holds: kv_heads / tp, or one (replicated on
+        tp / kv_heads ranks, as Megatron does) when tp exceeds kv_heads."""
+        return max(1, self.kv_heads // tp)
+
     # ---- derived sizes (full model, before tensor parallelism)
     @property
     def q_width(self) -> int:
@@ -95,12 +102,21 @@ class ModelConfig:
         return 2 * self.hidden if self.norm == "layernorm" else self.hidden
 
     def layer_params(self, tp: int = 1) -> int:
-        """Parameters of one layer on one of ``tp`` ranks: the linears' weights split by tp,
-        the two norms replicated:  [h(q + 2kv) + q h + (n_in + 1) h f] / tp  +  2 norms."""
-        h, f = self.hidden, self.ffn_hidden
-        linears = h * (self.q_width + 2 * self.kv_width) + self.q_width * h \
-            + (self.mlp_in_gemms + 1) * h * f
-        return linears // tp + 2 * self.norm_params
+        """Parameters of one layer on one of ``tp`` ranks:
+
+            [2 q h + (n_in + 1) h f] / tp  +  2 kv_r d h  +  2 norms  (+ biases)
+
+        the query, output and MLP weights split by tp; the key and value weights of
+        kv_r = kv_heads_per_rank(tp) heads (replicated when tp > kv_heads); norms whole on every
+        rank; biases: column-parallel ones split (q + 2 kv_r d, n_in f / tp), row-parallel ones
+        whole (2 h)."""
+        h, f, n_in = self.hidden, self.ffn_hidden, self.mlp_in_gemms
+        kv = self.kv_heads_per_rank(tp) * self.head_dim
+        split = 2 * self.q_width * h + (n_in + 1) * h * f
+        params = split // tp + 2 * kv * h + 2 * self.norm_params
+        if self.bias:
+            params += (self.q_width + n_in * f) // tp + 2 * kv + 2 * h
+        return params
 
     def vocab_params(self, vocab: int) -> int:
         """The token embedding and (unless tied) the output layer over ``vocab`` rows."""
@@ -126,11 +142,14 @@ class ModelConfig:
         """Raise ConfigError unless every sharded dimension divides by ``tp``."""
         if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
             raise ConfigError("--tp", "", "a positive integer", tp)
-        for key, value in (("heads", self.heads), ("kv_heads", self.kv_heads),
-                           ("ffn_hidden", self.ffn_hidden)):
+        for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):
             if value % tp:
                 raise ConfigError("--tp", "", f"a divisor of {self.name}'s {key} ({value}), since "
                                   f"each rank holds {key}/tp", tp)
+        if (self.kv_heads % tp if tp <= self.kv_heads else tp % self.kv_heads):
+            raise ConfigError("--tp", "", f"a divisor or a multiple of {self.name}'s kv_heads "
+                              f"({self.kv_heads}): each rank holds kv_heads/tp key/value heads, "
+                              "or one replicated", tp)
         if sequence_parallel and seq_len is not None and seq_len % tp:
             raise ConfigError("--tp", "", f"a divisor of the sequence length ({seq_len}) with "
                               "--sequence-parallel", tp)

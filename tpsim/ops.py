@@ -32,12 +32,14 @@ from .topology import BYTES_PER_ELEMENT
 
 @dataclass(frozen=True)
 class Gemm:
-    """(m x k) @ (k x n), ``batch`` times in one strided-batched kernel."""
+    """(m x k) @ (k x n), ``batch`` times in one strided-batched kernel; ``accumulate``: the
+    product is added into an fp32 output (a weight gradient into Megatron's main_grad)."""
     m: int
     n: int
     k: int
     dtype: str
     batch: int = 1
+    accumulate: bool = False
     kind: ClassVar[str] = "gemm"
     stream: ClassVar[str] = "compute"
 
@@ -47,13 +49,14 @@ class Gemm:
 
     @property
     def bytes(self) -> float:
-        return gemm_bytes(self.m, self.n, self.k, self.dtype, self.batch)
+        return gemm_bytes(self.m, self.n, self.k, self.dtype, self.batch, self.accumulate)
 
     comm_bytes: ClassVar[float] = 0.0
 
     @property
     def shape(self) -> str:
-        return f"{self.m}x{self.k} @ {self.k}x{self.n}" + (f" x{self.batch}" if self.batch > 1 else "")
+        return (f"{self.m}x{self.k} @ {self.k}x{self.n}" + (f" x{self.batch}" if self.batch > 1 else "")
+                + (" +=fp32" if self.accumulate else ""))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .parallel import Parallelism
 from .price import Pricing
 from .recompute import RECOMPUTE
 from .result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
-from .simulate import layer_times, phase_split, saved_bytes, simulate
+from .simulate import layer_times, phase_times, saved_bytes, simulate
 from .topology import Topology, load_topology
 
 
@@ -73,7 +73,7 @@ def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dt
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0,
                          fused=attention == "fused", swiglu=m.activation == "swiglu",
-                         recompute=recompute)
+                         recompute=recompute, bias=m.bias)
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 
@@ -121,7 +121,7 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     layer = layer_times(sim)
     emb = simulate(embedding_template(tp > 1, sequence_parallel, p > 0), sim.dims, pricing)
     out = simulate(output_template(tp > 1, sequence_parallel), sim.dims, pricing)
-    emb_s, out_s = emb.timeline.makespan_s, out.timeline.makespan_s
+    emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
     step = m.layers * layer.total_s + emb_s + out_s
     out_flops = out.flops
     flops = m.layers * layer.flops + out_flops
@@ -132,7 +132,7 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     acts = m.layers * saved_bytes(sim) + saved_bytes(emb) + saved_bytes(out)
     mem = training_memory(m, tp, dtype, acts, topo.device.memory_bytes)
     inputs = Inputs(m.name, topo.name, topo.device.name, tp, micro_batch, s, dtype,
-                    sequence_parallel, att, p, m.heads // tp, m.kv_heads // tp,
+                    sequence_parallel, att, p, m.heads // tp, m.kv_heads_per_rank(tp),
                     math.ceil(tp / topo.devices_per_node), recompute)
     return Prediction(inputs, layer, times, mem, _notices(topo, tp, mem, recompute), sim)
 
@@ -158,8 +158,8 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
                          fused=attention == "fused", swiglu=m.activation == "swiglu")
     sim = simulate(tpl, dims, Pricing(topo, Parallelism(tp=tp)))
     tl = sim.timeline
-    fwd, bwd = phase_split(sim)
-    return BlockPrediction(block, fwd, bwd, tl.makespan_s, tl.busy_s("compute"),
+    fwd, bwd = phase_times(sim)
+    return BlockPrediction(block, fwd, bwd, fwd + bwd, tl.busy_s("compute"),
                            tl.busy_s("comm"), tl.exposed_s("comm", "compute"), sim.op_rows(), sim)
 
 

@@ -72,7 +72,8 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
     dev = pricing.topology.device
     kind = type(op)
     if kind is Gemm:
-        return compute.gemm_time(op.m, op.n, op.k, dev, op.dtype, op.batch), FORMULAS[Gemm], None
+        return (compute.gemm_time(op.m, op.n, op.k, dev, op.dtype, op.batch, op.accumulate),
+                FORMULAS[Gemm], None)
     if kind is MemoryBound:
         return compute.elementwise_time(op.nbytes, dev), FORMULAS[MemoryBound], None
     if kind is Attention:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .price import Pricing, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
-from .schedule import Timeline, run
+from .schedule import Timeline, issue_bound, run
 from .template import Template
 
 
@@ -27,6 +27,7 @@ class Simulation:
     formulas: list[str]
     costs: list            # CollectiveCost of each comm op, None for compute ops
     timeline: Timeline
+    host_dispatch_s: float = 0.0
 
     def digraph(self):
         """The ``networkx.DiGraph`` of the ops (see ``Template.digraph``) with ``time_s``,
@@ -71,26 +72,42 @@ def simulate(template: Template, dims, pricing: Pricing) -> Simulation:
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
     dev = pricing.topology.device
-    tl = run(template, times, dev.host_dispatch_s, dev.comm_compute_interference)
-    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl)
+    tl = run(template, times, dev.comm_compute_interference)
+    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl,
+                      dev.host_dispatch_s)
 
 
 def _algorithm(cost) -> str:
     return f"{cost.algorithm}/{cost.protocol}"
 
 
-def phase_split(sim: Simulation) -> tuple[float, float]:
-    """(forward_s, backward_s): the forward ends with its last op; backward is the rest."""
+def gpu_phases(sim: Simulation) -> tuple[float, float]:
+    """(forward, backward) on the GPU alone: the forward ends with its last op; backward is
+    the rest of the makespan."""
     end = sim.timeline.end
     fwd = max([end[i] for i in sim.template.forward], default=0.0)
     return fwd, sim.timeline.makespan_s - fwd
 
 
+def phase_times(sim: Simulation) -> tuple[float, float]:
+    """(forward_s, backward_s), each max(GPU time, its ops x host dispatch) in the steady state
+    of layer after layer (:func:`tpsim.schedule.issue_bound`)."""
+    fwd, bwd = gpu_phases(sim)
+    n_fwd = len(sim.template.forward)
+    h = sim.host_dispatch_s
+    return (issue_bound(fwd, n_fwd, h),
+            issue_bound(bwd, len(sim.template.nodes) - n_fwd, h))
+
+
 def layer_times(sim: Simulation) -> LayerTimes:
-    """The layer's totals (:class:`~tpsim.result.LayerTimes`) from its schedule."""
+    """The layer's totals (:class:`~tpsim.result.LayerTimes`) from its schedule.
+
+    total = forward + backward (:func:`phase_times`) = compute + exposed comm + host wait;
+    interference = compute busy time - the compute ops' own times.
+    """
     tl = sim.timeline
-    fwd, bwd = phase_split(sim)
-    total = tl.makespan_s
+    fwd, bwd = phase_times(sim)
+    total = fwd + bwd
     comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
     nominal = sum([t for t, s in zip(sim.times, tl.streams) if s == "compute"])
     compute = tl.busy_s("compute")

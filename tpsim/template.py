@@ -22,7 +22,7 @@ from typing import Callable
 
 from .ops import Collective, Gemm, MemoryBound, Op
 
-DATA, ORDER = "data", "order"
+DATA = "data"
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,8 @@ def _flat(deps):
 
 
 class Builder:
-    """Collects nodes and edges; each ``add`` wires data edges from ``deps`` (names) and issue-order
-    edges from ``order`` (Megatron's order on the compute stream: a weight-gradient GEMM before
-    the next op's kernels)."""
+    """Collects nodes (in program order: the order each stream runs them) and the data edges
+    from each node's ``deps`` (names)."""
 
     def __init__(self, sp: bool = False):
         self.sp = sp
@@ -67,28 +66,28 @@ class Builder:
         self.edges: list[tuple[str, str, str]] = []
 
     def add(self, name, make, stream="compute", deps=(), saved=None, forward_of=None,
-            order=(), group=None) -> str:
+            group=None) -> str:
         self.nodes.append(Node(name, self.phase, self.block, stream, make, saved, forward_of,
                                None, group))
         self.edges += [(dep, name, DATA) for dep in _flat(deps)]
-        self.edges += [(dep, name, ORDER) for dep in order]
         if forward_of is not None:
             self.edges.append((forward_of, name, DATA))
         return name
 
-    def gemm(self, name, size, deps=(), saved=None, forward_of=None, order=()) -> str:
-        """``size(d)`` -> (m, n, k) or (m, n, k, batch): (m x k) @ (k x n), in the layer's dtype."""
+    def gemm(self, name, size, deps=(), saved=None, forward_of=None) -> str:
+        """``size(d)`` -> (m, n, k[, batch[, accumulate]]): (m x k) @ (k x n) in the layer's
+        dtype (see :class:`~tpsim.ops.Gemm`)."""
         def make(d):
-            m, n, k, *batch = size(d)
-            return Gemm(m, n, k, d.dtype, *batch)
-        return self.add(name, make, "compute", deps, saved, forward_of, order)
+            m, n, k, *rest = size(d)
+            return Gemm(m, n, k, d.dtype, *rest)
+        return self.add(name, make, "compute", deps, saved, forward_of)
 
-    def eltwise(self, name, size, deps=(), saved=None, forward_of=None, order=()) -> str:
+    def eltwise(self, name, size, deps=(), saved=None, forward_of=None) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor."""
         def make(d):
             rows, cols, nbytes = size(d)
             return MemoryBound(nbytes, (rows, cols))
-        return self.add(name, make, "compute", deps, saved, forward_of, order)
+        return self.add(name, make, "compute", deps, saved, forward_of)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp") -> str:
         """``op`` on ``group``; by default of the (b*s, h) activation, b*s*h*bytes_per_element.
@@ -98,7 +97,7 @@ class Builder:
                 return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype)
             nbytes, dims, dtype = size(d)
             return Collective(op, nbytes, group, dims, dtype)
-        return self.add(name, make, "comm", deps, None, forward_of, (), group)
+        return self.add(name, make, "comm", deps, None, forward_of, group)
 
     def compile(self, group_sizes: dict[str, int], **attrs) -> Template:
         """Fix the structure: drop collectives on one-rank groups, index every node and edge."""
@@ -116,15 +115,14 @@ class Builder:
 class Template:
     """The fixed structure of an op graph: nodes in issue order, edges as index tuples.
 
-    ``preds[i]``/``succs[i]``: distinct predecessors/successors of node i; ``order``: a
-    topological order (Kahn's, ready nodes in issue order); ``streams``: the stream names in
-    sorted order, ``stream_of[i]`` an index into them.
+    Nodes are in program (issue) order, every node after its inputs; ``preds[i]``/``succs[i]``:
+    distinct predecessors/successors of node i; ``streams``: the stream names in sorted order,
+    ``stream_of[i]`` an index into them.
     """
     nodes: tuple[Node, ...]
     preds: tuple[tuple[int, ...], ...]
     succs: tuple[tuple[int, ...], ...]
     edge_kinds: dict
-    order: tuple[int, ...]
     streams: tuple[str, ...]
     stream_of: tuple[int, ...]
     attrs: dict
@@ -141,11 +139,13 @@ class Template:
         kinds = {}
         for u, v, kind in edges:
             i, j = index[u], index[v]
+            if i >= j:
+                raise ValueError(f"the op graph has a cycle or an op issued before its input: "
+                                 f"{v} needs {u}")
             preds[j][i] = succs[i][j] = None
             kinds[(i, j)] = kind
         streams = tuple(sorted({n.stream for n in nodes}))
-        return cls(nodes, tuple(map(tuple, preds)), tuple(map(tuple, succs)), kinds,
-                   _topological(preds, succs), streams,
+        return cls(nodes, tuple(map(tuple, preds)), tuple(map(tuple, succs)), kinds, streams,
                    tuple(streams.index(n.stream) for n in nodes), dict(attrs),
                    tuple(n.name for n in nodes), tuple(n.stream for n in nodes),
                    tuple(i for i, n in enumerate(nodes) if n.phase == "forward"))
@@ -173,7 +173,7 @@ class Template:
     def digraph(self, dims, **graph_attrs):
         """The structure at ``dims`` as a ``networkx.DiGraph``: one node per op (attribute
         ``op``, the typed op, plus name, kind, phase, stream, block, forward_of, recomputes,
-        saved_bytes), edges with ``dep`` = data or order."""
+        saved_bytes), edges with ``dep`` = data."""
         import networkx as nx
         g = nx.DiGraph(dims=dims, **self.attrs, **graph_attrs)
         for node, op in zip(self.nodes, self.ops(dims)):
@@ -184,17 +184,3 @@ class Template:
         names = self.names
         g.add_edges_from((names[i], names[j], {"dep": k}) for (i, j), k in self.edge_kinds.items())
         return g
-
-
-def _topological(preds, succs) -> tuple[int, ...]:
-    """Kahn's algorithm, taking ready nodes in issue order (deterministic)."""
-    waiting = [len(p) for p in preds]
-    order = [i for i, w in enumerate(waiting) if w == 0]
-    for i in order:                      # the list grows while we walk it
-        for j in succs[i]:
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                order.append(j)
-    if len(order) != len(preds):
-        raise ValueError("the op graph has a cycle")
-    return tuple(order)

@@ -66,7 +66,8 @@ def column_shard(full: torch.Tensor, parts: tuple[int, ...], p: int, r: int) -> 
 class ColumnParallelLinear(torch.nn.Module):
     """Y = X A with A (in, out) split by output columns: rank r computes Y_r = X A_r (no bias).
 
-    Input: (s, b, in), or (s/p, b, in) with ``sequence_parallel`` (all-gathered first).
+    Input: (s, b, in), or (s/p, b, in) with ``sequence_parallel`` (all-gathered first, and again
+    in the backward for the weight gradient: :func:`~tpsim.tp.mappings.sequence_parallel_linear`).
     Output: (s, b, out/p), or (s, b, out) with ``gather_output`` (all-gather along the last dim).
     ``parts`` lists the sub-matrices stacked in the full weight (default one): each is split
     over the ranks separately, as for fused QKV or SwiGLU's [gate; up].
@@ -95,11 +96,11 @@ class ColumnParallelLinear(torch.nn.Module):
         if x.shape[-1] != self.in_features:
             raise ShardingError(f"ColumnParallelLinear expects {self.in_features} input "
                                 f"features (the full hidden size), got {x.shape[-1]}")
-        if self.sequence_parallel:
-            x = m.gather_from_sequence_parallel_region(x, self.group)   # (s, b, in)
+        if self.sequence_parallel:   # gathered to (s, b, in); only the shard is kept
+            y = m.sequence_parallel_linear(x, self.weight, self.group)  # (s, b, out/p)
         else:
             x = m.copy_to_tensor_parallel_region(x, self.group)
-        y = torch.matmul(x, self.weight.t())                            # (s, b, out/p)
+            y = torch.matmul(x, self.weight.t())                        # (s, b, out/p)
         if self.gather_output:
             y = m.gather_from_tensor_parallel_region(y, self.group)     # (s, b, out)
         return y

@@ -231,6 +231,38 @@ class _ScatterToSequenceRegion(torch.autograd.Function):
         return _all_gather_dim0(dy, ctx.group, "backward"), None
 
 
+class _SequenceParallelLinear(torch.autograd.Function):
+    """Y = all_gather_seq(X) W^T, keeping only the local X shard for the backward.
+
+    Megatron-core's LinearWithGradAccumulationAndAsyncCommunication with sequence parallelism:
+    forward all-gathers the (s/p, b, in) input and multiplies; backward all-gathers the input
+    again (for the weight gradient; Megatron issues it async so it overlaps the dgrad GEMM),
+    computes dX_total = dY W, reduce-scatters it along seq (async there, overlapping the wgrad
+    GEMM) and dW = dY^T X_total. Here the collectives run synchronously: the same collectives,
+    in the same order.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, group):
+        ctx.group = group
+        ctx.save_for_backward(x, weight)
+        return torch.matmul(_all_gather_dim0(x, group, "forward"), weight.t())
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        total = _all_gather_dim0(x, ctx.group, "backward")             # (s, b, in) re-gathered
+        dx = _reduce_scatter_dim0(torch.matmul(dy, weight), ctx.group, "backward")
+        dw = torch.matmul(dy.reshape(-1, dy.shape[-1]).t(), total.reshape(-1, total.shape[-1]))
+        return dx, dw, None
+
+
+def sequence_parallel_linear(x, weight, group=None):
+    """A column-parallel linear on a sequence-parallel input, as Megatron-core runs it: all-gather
+    forward; re-gather of the input and reduce-scatter of its gradient backward."""
+    return _SequenceParallelLinear.apply(x, weight, group)
+
+
 def copy_to_tensor_parallel_region(x, group=None):
     """f: identity forward, all-reduce backward."""
     return _CopyToRegion.apply(x, group)

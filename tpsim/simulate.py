@@ -67,14 +67,18 @@ class Simulation:
                      for (phase, op, nbytes, group), v in groups.items())
 
 
-def simulate(template: Template, dims, pricing: Pricing) -> Simulation:
-    """Price and schedule ``template`` at ``dims`` on ``pricing``'s topology and groups."""
+def simulate(template: Template, dims, pricing: Pricing,
+             host_dispatch_s: float | None = None) -> Simulation:
+    """Price and schedule ``template`` at ``dims`` on ``pricing``'s topology and groups.
+
+    ``host_dispatch_s``: the host's time to issue one op (default: the device's
+    ``host_dispatch_us``; 0 for a step captured in CUDA graphs)."""
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
     dev = pricing.topology.device
     tl = run(template, times, dev.comm_compute_interference)
-    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl,
-                      dev.host_dispatch_s)
+    host = dev.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
+    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
 
 
 def _algorithm(cost) -> str:

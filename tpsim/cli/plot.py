@@ -1,0 +1,111 @@
+"""`tpsim plot`: figures (PNG or SVG) with the CSV of their numbers beside them."""
+from __future__ import annotations
+
+from ..collectives import OPS
+from .common import Parser
+
+
+def add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="figures (PNG or SVG) with the CSV of their numbers beside them")
+    kinds = p.add_subparsers(dest="figure", required=True, parser_class=Parser)
+
+    def figure(name: str, help: str, func):
+        q = kinds.add_parser(name, help=help)
+        q.add_argument("--out", required=True, help="image file; its CSV is written beside it")
+        q.add_argument("--format", choices=["png", "svg"], default=None,
+                       help="image format (default: the --out suffix, else png)")
+        q.set_defaults(func=func)
+        return q
+
+    q = figure("collective", "time and busbw against message size", _cmd_plot_collective)
+    q.add_argument("--topology", action="append", help="repeat to compare (default: dgx-h100)")
+    q.add_argument("--op", default="all-reduce",
+                   choices=OPS)
+    q.add_argument("--ranks", type=int, default=None, help="group size (default: one node)")
+    q.add_argument("--algo", action="append",
+                   help="auto, ring, tree, hierarchical, nvls, or all; repeat to compare (default: auto)")
+    q.add_argument("--min-bytes", default="1KiB", help="smallest size (nccl-tests' -b)")
+    q.add_argument("--max-bytes", default="8GiB", help="largest size (nccl-tests' -e)")
+    q.add_argument("--measured", default=None,
+                   help="overlay measured points: a CSV (size and time columns) or a report.json")
+    q = figure("intra-vs-inter", "layer time and comm share against TP degree, node vs cluster",
+               _cmd_plot_intra_vs_inter)
+    _add_plot_layer_args(q, topology="repeat to compare (default: dgx-h100, dgx-h100-ndr-cluster)")
+    q = figure("breakdown", "where one layer's time goes, per op", _cmd_plot_breakdown)
+    _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100)")
+    q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
+    q = figure("tp-vs-dp", "bytes and time per step: TP activations against DP gradients",
+               _cmd_plot_tp_vs_dp)
+    _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100-ndr-cluster)")
+    q.add_argument("--micro-batches", type=int, default=1,
+                   help="micro-batches per step (TP communicates per micro-batch, DP per step)")
+    q = figure("validation", "predicted against measured per validated layer", _cmd_plot_validation)
+    q.add_argument("--report", required=True, help="a report.json written by validate/run.py")
+
+
+def _add_plot_layer_args(q, topology: str) -> None:
+    q.add_argument("--model", default="gpt3", help="shipped name or YAML path (default: gpt3)")
+    q.add_argument("--topology", action="append" if "repeat" in topology else "store",
+                   help=topology)
+    q.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
+    q.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's)")
+    q.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
+    q.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism")
+    q.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
+
+
+def plot_settings(args) -> dict:
+    settings = {"micro_batch": args.micro_batch, "seq_len": args.seq, "dtype": args.dtype,
+                "sequence_parallel": args.sequence_parallel}
+    if args.recompute != "none":   # the figures' notes list the settings: none stays unsaid
+        settings["recompute"] = args.recompute
+    return settings
+
+
+def _cmd_plot_intra_vs_inter(args) -> None:
+    from .. import plot
+    from ..figure_data import intra_vs_inter, load_topologies
+    topos = load_topologies(args.topology or ["dgx-h100", "dgx-h100-ndr-cluster"])
+    table = intra_vs_inter(args.model, topos, **plot_settings(args))
+    _plot_done(*plot.save(plot.intra_vs_inter_figure(table), table, args.out, args.format))
+
+
+def _cmd_plot_breakdown(args) -> None:
+    from .. import plot
+    from ..figure_data import breakdown
+    from ..topology import load_topology
+    table = breakdown(args.model, load_topology(args.topology or "dgx-h100"), args.tp,
+                      **plot_settings(args))
+    _plot_done(*plot.save(plot.breakdown_figure(table), table, args.out, args.format))
+
+
+def _cmd_plot_tp_vs_dp(args) -> None:
+    from .. import plot
+    from ..figure_data import tp_vs_dp
+    from ..topology import load_topology
+    table = tp_vs_dp(args.model, load_topology(args.topology or "dgx-h100-ndr-cluster"),
+                     micro_batches=args.micro_batches, **plot_settings(args))
+    _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
+
+
+def _plot_done(image, csv_path) -> None:
+    print(f"wrote {image}\nwrote {csv_path}")
+
+
+def _cmd_plot_collective(args) -> None:
+    from .. import plot
+    from ..figure_data import collective_sweep, load_topologies
+    from ..units import parse_size, power_of_two_sizes
+    topos = load_topologies(args.topology or ["dgx-h100"])
+    ranks = args.ranks if args.ranks is not None else topos[0].devices_per_node
+    sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
+                               parse_size(args.max_bytes, "--max-bytes"))
+    table = collective_sweep(topos, args.op, ranks, args.algo or ["auto"], sizes, args.measured)
+    _plot_done(*plot.save(plot.collective_figure(table), table, args.out, args.format))
+
+
+def _cmd_plot_validation(args) -> None:
+    from .. import plot
+    from ..figure_data import validation_table
+    table = validation_table(args.report)
+    _plot_done(*plot.save(plot.validation_figure(table), table, args.out, args.format))

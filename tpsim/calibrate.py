@@ -1,230 +1,251 @@
-"""Fit tpsim's cost-model parameters to measured timings (numpy only, no torch).
+"""Fit a topology's parameters to measured timings, pricing every point with tpsim's own model.
 
-Each fit is least squares on the formula tpsim prices with (docs/dev/CONTRACTS.md), in relative
-terms so that every point counts alike (a 20 us all-reduce and a 20 ms one):
+A fit moves NAMED parameters of a :class:`~tpsim.topology.Topology`, each a dotted path into its
+dataclasses (``device.gemm_max_efficiency``, ``levels[0].latency_s``,
+``levels[1].efficiency.ring``), set with ``dataclasses.replace``. Each measured point is a typed
+op of :mod:`tpsim.ops` (the op tpsim's graph prices) and the seconds it took; its prediction is
+:func:`tpsim.price.price` on the candidate topology, the function every prediction goes through.
+So the fit holds no formula of its own: when the cost model changes, the fit follows, and a new
+parameter only needs adding to a list (:data:`COMPUTE_PARAMS`, :func:`level_params`).
 
-    collective (one level, ring, no copy pass, efficiency 1):
-        t = launch + steps(op, N) * latency + bus(op, N) * S / bandwidth
-        steps: all-reduce 2(N-1), all-gather and reduce-scatter N-1;  bus: 2(N-1)/N, (N-1)/N
-      linear in (launch, latency, 1/bandwidth); the two step counts make launch and latency
-      separable.
-    GEMM (compute-bound branch) and elementwise, one shared launch:
-        t = launch + 2mnk / (P * prod_{d in m,n,k} d/(d+h))        t = launch + bytes / B
-      linear in (launch, 1/P, 1/B) for a fixed half-efficiency dim h; h is found by a grid
-      search (a 1-D nonlinear fit done as many linear ones).
-
-The residual minimised is (nearly) that of log(predicted / measured): see :func:`log_lstsq`.
-The result is written as a topology YAML that ``tpsim predict --topology`` loads: the fitted
-throughput P goes in ``peak_tflops`` with ``gemm_max_efficiency: 1`` and the fitted bandwidth B in
-``memory_bandwidth_GBps`` with ``memory_efficiency: 1`` (only the products are identifiable).
+The residual of a point is log(predicted / measured) (over- and under-prediction alike; a 20 us
+collective counts as much as a 20 ms GEMM), minimised by ``scipy.optimize.least_squares``
+within each parameter's bounds. Standard errors come from the Jacobian at the optimum:
+cov = s^2 (J^T J)^-1 with s^2 = sum r^2 / (points - free parameters); a parameter that ends on a
+bound has none. scipy is imported inside :func:`fit` only: ``import tpsim`` never needs it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import dataclasses
+import itertools
+import math
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
-from .collectives import bus_factor, ring_steps
-from .compute import size_efficiency
-
-FIT_OPS = ("all-reduce", "all-gather", "reduce-scatter")
-
-
-def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """min ||a x - b|| with x >= 0 by active sets: refit without any coefficient that goes negative.
-
-    Good enough for the 2-3 unknowns here (Lawson-Hanson NNLS without scipy).
-    """
-    free = np.ones(a.shape[1], dtype=bool)
-    x = np.zeros(a.shape[1])
-    while free.any():
-        sol, *_ = np.linalg.lstsq(a[:, free], b, rcond=None)
-        if (sol >= 0).all():
-            x[:] = 0.0
-            x[free] = sol
-            return x
-        idx = np.flatnonzero(free)
-        free[idx[np.argmin(sol)]] = False
-    return x
-
-
-def log_lstsq(a: np.ndarray, t: np.ndarray, iterations: int = 8) -> np.ndarray:
-    """Non-negative x with a x ~ t in relative terms, symmetric in over- and under-prediction.
-
-    Weighting rows by 1/t (minimising sum ((a x - t)/t)^2) favours predicting too low: a 3x
-    over-prediction costs 4, a 3x under-prediction 0.44. Iteratively reweighted with
-    1/sqrt(t * prediction), the fit approaches least squares on log(prediction / t).
-    """
-    w = 1.0 / t
-    x = nonnegative_lstsq(a * w[:, None], t * w)
-    for _ in range(iterations):
-        pred = np.maximum(a @ x, 1e-3 * t)
-        w = 1.0 / np.sqrt(t * pred)
-        x = nonnegative_lstsq(a * w[:, None], t * w)
-    return x
-
-
-def _rms_rel(pred: np.ndarray, meas: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(((pred - meas) / meas) ** 2)))
+from .ops import Collective
+from .parallel import Parallelism
+from .price import Pricing, price
+from .topology import Topology
 
 
 @dataclass(frozen=True)
-class CollectiveFit:
-    """launch + steps * latency + bus * S / bandwidth, SI units; ``rms_rel_err`` over the points."""
-    ranks: int
-    launch_s: float
-    latency_s: float
-    bandwidth_Bps: float
-    rms_rel_err: float
+class Param:
+    """A parameter to fit: its dotted ``path`` into the topology, bounds in SI units, a typical
+    magnitude ``scale`` (the fit's unit for it) and extra starting values (a non-convex one)."""
+    path: str
+    lower: float
+    upper: float
+    scale: float
+    starts: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured point: ``op`` (a :mod:`tpsim.ops` op) took ``seconds``. A collective's group
+    is ``ranks`` consecutive ranks; ``label`` says what ran (for reports)."""
+    op: object
+    seconds: float
+    ranks: int = 1
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class FittedParam:
+    path: str
+    value: float
+    stderr: float          # nan when the value sits on a bound
+    at_bound: bool
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The topology with fitted values, each parameter with its standard error, the residuals."""
+    topology: Topology
+    params: tuple[FittedParam, ...]
+    residuals: tuple[float, ...]      # log(predicted / measured), per sample
     points: int
+    what: str = ""                    # what it was fitted on, in words
 
-    def time(self, op: str, nbytes: float) -> float:
-        n = self.ranks
-        return self.launch_s + ring_steps(op, n) * self.latency_s + \
-            bus_factor(op, n) * nbytes / self.bandwidth_Bps
+    @property
+    def rms_log(self) -> float:
+        """Root mean square of the log residuals (~ relative error when small)."""
+        return math.sqrt(sum(r * r for r in self.residuals) / max(1, len(self.residuals)))
+
+    def value(self, path: str) -> float:
+        return next(p.value for p in self.params if p.path == path)
 
 
-def fit_collectives(samples: list[tuple[str, float, float]], ranks: int) -> CollectiveFit:
-    """Fit from ``(op, nbytes, seconds)`` samples (nccl-tests sizes) measured on ``ranks``.
+# --------------------------------------------------------------------------- named parameters
 
-    Samples with seconds <= 0 (a difference of two noisy medians can be) are left out.
+_STEP = re.compile(r"^([A-Za-z_]+)(?:\[(\d+)\])?$")
+
+
+def _steps(path: str) -> list[tuple[str, int | None]]:
+    out = []
+    for part in path.split("."):
+        m = _STEP.match(part)
+        if not m:
+            raise ValueError(f"bad parameter path {path!r}")
+        out.append((m.group(1), None if m.group(2) is None else int(m.group(2))))
+    return out
+
+
+def get_param(obj, path: str) -> float:
+    """The value at ``path`` (SI units), e.g. ``levels[0].latency_s``."""
+    for name, index in _steps(path):
+        obj = getattr(obj, name)
+        if index is not None:
+            obj = obj[index]
+    return obj
+
+
+def _replace(obj, steps, value):
+    (name, index), rest = steps[0], steps[1:]
+    if not rest and index is None:
+        return dataclasses.replace(obj, **{name: value})
+    child = getattr(obj, name)
+    if index is None:
+        return dataclasses.replace(obj, **{name: _replace(child, rest, value)})
+    items = list(child)
+    items[index] = _replace(items[index], rest, value)
+    return dataclasses.replace(obj, **{name: tuple(items)})
+
+
+def with_params(topo: Topology, values: dict[str, float]) -> Topology:
+    """``topo`` with each ``path: value`` set (``dataclasses.replace`` down the path)."""
+    for path, value in values.items():
+        topo = _replace(topo, _steps(path), value)
+    return topo
+
+
+def yaml_location(topo: Topology, path: str) -> tuple[list, float]:
+    """Where ``path`` lives in the topology YAML: the key path (``["device",
+    "kernel_launch_us"]``, ``["levels", 0, "bandwidth_GBps"]``) and the factor from the YAML
+    unit to SI, read from the schema's field metadata (tpsim.schema.spec)."""
+    keys, obj, scale = [], topo, 1.0
+    for name, index in _steps(path):
+        field = next(f for f in dataclasses.fields(obj) if f.name == name)
+        keys.append(field.metadata.get("key") or name)
+        scale = field.metadata.get("scale", 1.0)
+        obj = getattr(obj, name)
+        if index is not None:
+            keys.append(index)
+            obj = obj[index]
+    return keys, scale
+
+
+# --------------------------------------------------------------------------- the fit
+
+def price_samples(topo: Topology, samples: list[Sample]) -> list[float]:
+    """Seconds tpsim prices each sample's op at on ``topo`` (tpsim.price.price)."""
+    pricings: dict[int, Pricing] = {}
+    out = []
+    for s in samples:
+        p = pricings.get(s.ranks)
+        if p is None:
+            p = pricings[s.ranks] = Pricing(topo, Parallelism(tp=s.ranks))
+        out.append(price(s.op, p)[0])
+    return out
+
+
+def _residuals(topo, params, samples, u):
+    cand = with_params(topo, {p.path: float(x) * p.scale for p, x in zip(params, u)})
+    pred = np.array(price_samples(cand, samples))
+    meas = np.array([s.seconds for s in samples])
+    return np.log(np.maximum(pred, 1e-300) / meas)
+
+
+def _starts(topo, params):
+    """Starting points: the topology's own values (clipped into bounds) and each extra start."""
+    base = [min(max(get_param(topo, p.path), p.lower), p.upper) for p in params]
+    options = [sorted({b, *p.starts}) for b, p in zip(base, params)]
+    return [[v / p.scale for v, p in zip(combo, params)] for combo in itertools.product(*options)]
+
+
+def fit(topo: Topology, params: list[Param], samples: list[Sample], what: str = "") -> Fit:
+    """Least squares of log(predicted / measured) over ``samples``, moving ``params`` of ``topo``.
+
+    Every start of :func:`_starts` is tried; the lowest cost wins. Raises ValueError when a
+    sample's time is not positive or there are fewer samples than parameters.
     """
-    samples = [s for s in samples if s[2] > 0]
-    if ranks < 2:
-        raise ValueError("collectives need at least 2 ranks to fit")
-    ops = {op for op, _, _ in samples}
-    if not ops <= set(FIT_OPS) or len(samples) < 3:
-        raise ValueError(f"need >= 3 samples of {sorted(FIT_OPS)}, got {sorted(ops)}")
-    t = np.array([s for _, _, s in samples])
-    a = np.array([[1.0, ring_steps(op, ranks), bus_factor(op, ranks) * nb]
-                  for op, nb, _ in samples])
-    launch, latency, inv_bw = log_lstsq(a, t)
-    inv_bw = max(inv_bw, 1e-15)                          # a flat curve: bandwidth unbounded
-    launch, latency, bw = float(launch), float(latency), float(1.0 / inv_bw)
-    fit = CollectiveFit(ranks, launch, latency, bw, 0.0, len(samples))
-    pred = np.array([fit.time(op, nb) for op, nb, _ in samples])
-    return CollectiveFit(ranks, launch, latency, bw, _rms_rel(pred, t), len(samples))
-
-
-@dataclass(frozen=True)
-class ComputeFit:
-    """GEMM throughput P (FLOP/s), half-efficiency dim h, memory bandwidth B, one kernel launch."""
-    flops: float
-    half_dim: float
-    memory_Bps: float
-    launch_s: float
-    gemm_rms_rel_err: float
-    elementwise_rms_rel_err: float
-    gemm_points: int
-    elementwise_points: int
-
-    def gemm_time(self, m: int, n: int, k: int, batch: int = 1) -> float:
-        eff = size_efficiency(m, n, k, self.half_dim)
-        return self.launch_s + batch * 2.0 * m * n * k / (self.flops * eff)
-
-    def elementwise_time(self, nbytes: float) -> float:
-        return self.launch_s + nbytes / self.memory_Bps
-
-
-HALF_DIM_GRID = tuple(np.concatenate([[0.0], np.geomspace(0.5, 1024, 80)]))
-
-
-def fit_compute(gemms: list[tuple[int, int, int, int, float]],
-                elementwise: list[tuple[float, float]], half_dims=HALF_DIM_GRID) -> ComputeFit:
-    """Fit from GEMM ``(m, n, k, batch, seconds)`` and elementwise ``(bytes, seconds)`` samples.
-
-    Only the compute-bound GEMM branch is fitted: benchmark GEMMs with m, n, k >= ~32.
-    """
-    if len(gemms) < 3 or len(elementwise) < 2:
-        raise ValueError("need >= 3 GEMM and >= 2 elementwise samples")
-    tg = np.array([g[4] for g in gemms])
-    te = np.array([e[1] for e in elementwise])
-    t = np.concatenate([tg, te])
-    dims = np.array([g[:3] for g in gemms], dtype=float)
-    flops = 2.0 * dims.prod(axis=1) * np.array([g[3] for g in gemms], dtype=float)
-    ew = np.array([e[0] for e in elementwise], dtype=float)
+    from scipy.optimize import least_squares
+    samples = list(samples)
+    if any(not s.seconds > 0 for s in samples):
+        raise ValueError("every sample needs a positive time")
+    if len(samples) <= len(params):
+        raise ValueError(f"{len(samples)} samples cannot fit {len(params)} parameters")
+    lo = np.array([p.lower / p.scale for p in params])
+    hi = np.array([p.upper / p.scale for p in params])
     best = None
-    for h in half_dims:
-        work = flops / size_efficiency(*dims.T, h)                  # FLOPs at full efficiency
-        a = np.zeros((len(t), 3))
-        a[:, 0] = 1.0
-        a[:len(tg), 1] = work
-        a[len(tg):, 2] = ew
-        x = log_lstsq(a, t)
-        resid = float(np.sum(np.log(np.maximum(a @ x, 1e-30) / t) ** 2))
-        if x[1] > 0 and x[2] > 0 and (best is None or resid < best[0]):
-            best = (resid, h, x, a)
-    if best is None:
-        raise ValueError("GEMM/elementwise timings do not fit t = launch + work / rate")
-    _, h, (launch, inv_p, inv_b), a = best
-    pred = a @ np.array([launch, inv_p, inv_b])
-    return ComputeFit(float(1.0 / inv_p), float(h), float(1.0 / inv_b), float(launch),
-                      _rms_rel(pred[:len(tg)], tg), _rms_rel(pred[len(tg):], te),
-                      len(tg), len(te))
+    for u0 in _starts(topo, params):
+        res = least_squares(lambda u: _residuals(topo, params, samples, u), np.array(u0),
+                            bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-4)
+        if best is None or res.cost < best.cost:
+            best = res
+    errors = _stderr(best, len(samples))
+    out = tuple(FittedParam(p.path, (p.lower, float(x) * p.scale, p.upper)[int(a) + 1],
+                            e * p.scale, bool(a))
+                for p, x, e, a in zip(params, best.x, errors, best.active_mask))
+    fitted = with_params(topo, {p.path: p.value for p in out})
+    return Fit(fitted, out, tuple(float(r) for r in best.fun), len(samples), what)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """Everything one harness run fitted, plus what it was fitted on (for the YAML header)."""
-    collectives: CollectiveFit
-    compute: ComputeFit
-    dtype: str
-    device_name: str
-    memory_GB: float
-    notes: tuple[str, ...] = field(default_factory=tuple)
+def _stderr(res, points: int) -> list[float]:
+    """Standard errors (in the fit's units) from the Jacobian at the optimum; nan on a bound."""
+    free = res.active_mask == 0
+    errors = np.full(len(res.x), np.nan)
+    dof = points - int(free.sum())
+    if free.any() and dof > 0:
+        j = res.jac[:, free]
+        s2 = 2 * res.cost / dof
+        cov = s2 * np.linalg.pinv(j.T @ j)
+        errors[free] = np.sqrt(np.clip(np.diag(cov), 0, None))
+    return errors.tolist()
 
 
-def topology_yaml(cal: Calibration, name: str = "calibrated", level: str = "host") -> str:
-    """The calibrated topology as YAML in tpsim's schema (topologies/README.md)."""
-    c, k = cal.collectives, cal.compute
-    header = [f"Fitted by tpsim validate/run.py (tpsim.calibrate) from microbenchmarks only: "
-              f"{c.ranks} ranks of {cal.device_name}, {cal.dtype}.",
-              f"Collectives: {c.points} all-reduce/all-gather/reduce-scatter timings, "
-              f"rms relative residual {100 * c.rms_rel_err:.1f}%.",
-              f"GEMMs: {k.gemm_points} shapes (rms {100 * k.gemm_rms_rel_err:.1f}%); elementwise: "
-              f"{k.elementwise_points} sizes (rms {100 * k.elementwise_rms_rel_err:.1f}%).",
-              "Fitted rates are folded into the peaks: gemm_max_efficiency and memory_efficiency "
-              "are 1 by construction.", "GB = 1e9 bytes.", *cal.notes]
-    lines = [f"# {h}" for h in header]
-    lines += [
-        f"name: {name}",
-        f"description: calibrated on {c.ranks} x {cal.device_name} ({cal.dtype}) by validate/run.py",
-        "device:",
-        f"  name: {_quote(cal.device_name)}",
-        f"  peak_tflops: {{{cal.dtype}: {_num(k.flops / 1e12)}}}   # fitted large-GEMM throughput",
-        f"  memory_GB: {_num(cal.memory_GB)}",
-        f"  memory_bandwidth_GBps: {_num(k.memory_Bps / 1e9)}   # fitted elementwise bytes/s",
-        "  memory_efficiency: 1.0",
-        "  gemm_max_efficiency: 1.0",
-        f"  gemm_half_efficiency_dim: {_num(k.half_dim)}",
-        f"  kernel_launch_us: {_num(k.launch_s * 1e6)}",
-        f"  collective_launch_us: {_num(c.launch_s * 1e6)}",
-        "levels:",
-        f"  - name: {level}",
-        f"    size: {c.ranks}",
-        f"    bandwidth_GBps: {_num(c.bandwidth_Bps / 1e9)}   # fitted, per rank per direction",
-        f"    latency_us: {_num(c.latency_s * 1e6)}          # fitted, per ring step",
-        "    efficiency:",
-        "      ring: 1.0",
-    ]
-    return "\n".join(lines) + "\n"
+# --------------------------------------------------------------------------- what to fit
+
+# Compute kernels (GEMMs, elementwise, fused attention): the device's efficiencies against its
+# stated peaks, the GEMM size curve and the per-kernel fixed cost.
+COMPUTE_PARAMS = (
+    Param("device.gemm_max_efficiency", 1e-6, 1.0, 0.5),
+    Param("device.gemm_half_efficiency_dim", 0.0, 4096.0, 64.0, starts=(4.0, 32.0, 256.0)),
+    Param("device.kernel_launch_s", 0.0, 1e-2, 1e-5),
+    Param("device.memory_efficiency", 1e-6, 1.0, 0.5),
+)
 
 
-def _num(x: float) -> str:
-    """A YAML float literal: '1e+06' reads back as a string in YAML 1.1, '1.0e+06' as a float."""
-    text = f"{x:.6g}"
-    mantissa, e, exponent = text.partition("e")
-    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+def level_params(index: int, launch: bool, fit_bandwidth: bool) -> tuple[Param, ...]:
+    """A link level's parameters: its per-step latency and either its bandwidth (no stated line
+    rate) or its ring efficiency against the stated one; ``launch``: also the collective launch
+    (fitted once, on the innermost level's group)."""
+    lv = f"levels[{index}]"
+    rate = (Param(f"{lv}.bandwidth_Bps", 1e6, 1e13, 1e9) if fit_bandwidth
+            else Param(f"{lv}.efficiency.ring", 1e-6, 1.0, 0.5))
+    out = (Param(f"{lv}.latency_s", 0.0, 0.1, 1e-5), rate)
+    return ((Param("device.collective_launch_s", 0.0, 1.0, 1e-4),) if launch else ()) + out
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+# A device without a stated peak gets one from its best measured rate: a true bound on the
+# kernels tpsim prices needs room for a fused causal attention kernel, priced at half its
+# counted FLOPs (tpsim.compute.CAUSAL_FRACTION), so twice the best GEMM rate.
+UNSTATED_PEAK_FACTOR = 2.0
 
 
-def write_calibrated_topology(path: str | Path, cal: Calibration, name: str = "calibrated",
-                              level: str = "host") -> Path:
-    """Write :func:`topology_yaml` to ``path`` and return it."""
-    p = Path(path)
-    p.write_text(topology_yaml(cal, name, level))
-    return p
+def peak_bound(best_rate: float, stated: float | None) -> tuple[float, str]:
+    """The peak to write: ``stated`` (a datasheet or instruction-set figure) when every measured
+    rate is below it, else ``UNSTATED_PEAK_FACTOR`` x the best measured rate; with its source."""
+    if stated and stated > best_rate:
+        return stated, "stated"
+    return UNSTATED_PEAK_FACTOR * best_rate, \
+        f"{UNSTATED_PEAK_FACTOR:g} x the best measured rate" + \
+        (" (the stated peak was below a measured rate)" if stated else "")
+
+
+def collective_samples(rows, ranks: int, dtype: str) -> list[Sample]:
+    """Samples of ``(op, nbytes, seconds)`` collectives on ``ranks`` consecutive ranks (those
+    with seconds <= 0, a difference of two noisy medians, are left out)."""
+    return [Sample(Collective(op, float(nb), "tp", dtype=dtype), t, ranks, f"{op} {nb} B")
+            for op, nb, t in rows if t > 0]

@@ -11,7 +11,6 @@ calibration and the layers it predicts see the same mixture of conditions.
 """
 from __future__ import annotations
 
-import itertools
 import random
 import sys
 import time
@@ -20,7 +19,6 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 
 class Progress:
@@ -141,15 +139,16 @@ def measure(items: list[Item], device: torch.device, rounds: int, progress: Prog
 
 # --------------------------------------------------------------------------- microbenchmarks
 
-def collective_items(sizes, dtype, device) -> list[Item]:
+def collective_items(sizes, dtype, device, group=None, tag: str = "local") -> list[Item]:
     """all-reduce, all-gather, reduce-scatter at nccl-tests sizes (buffer, full output, full
-    input; rounded down to a multiple of the world size in elements), each after a GEMM "pad".
+    input; rounded down to a multiple of the group size in elements) on ``group`` (None: every
+    rank), each after a GEMM "pad".
 
     A collective that follows compute costs more than one that follows a barrier (ranks arrive
     apart, an idle rank must be woken), and layers run only the first kind. So each size is
     timed as pad + collective and as pad alone; the collective is the difference of medians.
     """
-    p = dist.get_world_size()
+    p = dist.get_world_size(group)
     elem = torch.tensor([], dtype=dtype).element_size()
     gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
@@ -160,13 +159,14 @@ def collective_items(sizes, dtype, device) -> list[Item]:
         n = max(p, size // elem // p * p)
         full = torch.ones(n, dtype=dtype, device=device)
         part = torch.ones(n // p, dtype=dtype, device=device)
-        ops = {"all-reduce": lambda f=full: dist.all_reduce(f),
-               "all-gather": lambda f=full, q=part: gather(f, q),
-               "reduce-scatter": lambda f=full, q=part: scatter(q, f)}
+        ops = {"all-reduce": lambda f=full: dist.all_reduce(f, group=group),
+               "all-gather": lambda f=full, q=part: gather(f, q, group=group),
+               "reduce-scatter": lambda f=full, q=part: scatter(q, f, group=group)}
         for op, fn in ops.items():
-            info = {"op": op, "size_bytes": n * elem, "ranks": p}
-            items.append(Item(f"coll/{op}/{n}/pad", lambda: torch.matmul(a, w.t()), info))
-            items.append(Item(f"coll/{op}/{n}", lambda fn=fn: (torch.matmul(a, w.t()), fn()), info))
+            info = {"op": op, "size_bytes": n * elem, "ranks": p, "group": tag}
+            key = f"coll/{tag}/{op}/{n}"
+            items.append(Item(key + "/pad", lambda: torch.matmul(a, w.t()), info))
+            items.append(Item(key, lambda fn=fn: (torch.matmul(a, w.t()), fn()), info))
     return items
 
 
@@ -175,81 +175,5 @@ def collective_rows(items: list[Item], seconds: dict) -> list[dict]:
             for it in items if it.key.startswith("coll/") and not it.key.endswith("/pad")]
 
 
-COLD_BYTES = 96 * 2**20      # more than a server CPU's last-level cache
-
-
-def _operands(m, n, k, batch, layout, dtype, device):
-    """Operands of C (m, n) = A B in ``layout``: "nt" A (m,k) B^T with B (n,k) stored (x W^T),
-    "nn" both as stored, "tn" A^T with A (k,m) stored (a weight gradient dY^T X)."""
-    lead = (batch,) if batch > 1 else ()
-    r = lambda *s: torch.randn(*lead, *s, dtype=dtype, device=device)   # noqa: E731
-    a = r(k, m).transpose(-1, -2) if layout == "tn" else r(m, k)
-    b = r(n, k).transpose(-1, -2) if layout == "nt" else r(k, n)
-    return a, b
-
-
-def gemm_items(shapes, dtype, device) -> list[Item]:
-    """GEMMs ``(m, n, k, batch, layout)``: one torch.matmul each (a bmm when batch > 1);
-    layout "nt+bias" is the attention-score kernel, baddbmm onto a broadcast causal bias.
-    (Rotating operands and ``out=`` buffers to keep the cache cold was tried: ``out=`` takes a
-    slower path and the GEMMs are compute-bound anyway.)"""
-    items = []
-    for m, n, k, batch, layout in shapes:
-        a, b = _operands(m, n, k, batch, layout.split("+")[0], dtype, device)
-        if layout.endswith("+bias"):
-            bias = torch.zeros(m, n, dtype=dtype, device=device).expand(batch, m, n)
-            fn = lambda a=a, b=b, c=bias: torch.baddbmm(c, a, b, alpha=0.125)  # noqa: E731
-        else:
-            fn = lambda a=a, b=b: torch.matmul(a, b)                          # noqa: E731
-        info = {"m": m, "n": n, "k": k, "batch": batch, "layout": layout}
-        items.append(Item(f"gemm/{m}/{n}/{k}/{batch}/{layout}", fn, info))
-    return items
-
-
-def _elementwise_kernels(numel: int, dtype, device) -> dict:
-    """The blocks' memory-bound kernels at ``numel`` elements: name -> (run, bytes as tpsim's
-    graph counts them, in elements: gelu 2 forward / 3 backward, SwiGLU 3 / 5, softmax 2 / 3).
-
-    Inside a layer these kernels read what the previous kernel just wrote to a fresh buffer,
-    not data still in cache from the last call; so each call takes the next of enough input
-    sets to overflow the last-level cache (>= COLD_BYTES in all).
-    """
-    elem = torch.tensor([], dtype=dtype).element_size()
-    sets = max(1, min(16, -(-COLD_BYTES // (4 * numel * elem))))
-    r = lambda: torch.randn(numel, dtype=dtype, device=device)           # noqa: E731
-    data = [(r(), r(), r(), r()) for _ in range(sets)]
-    probs = [x.view(-1, 256).softmax(-1) for x, _, _, _ in data]
-    turn = itertools.cycle(range(sets))
-    aten = torch.ops.aten
-
-    def cold(f):
-        return lambda: f(*data[next(turn)])
-
-    def softmax_bwd():
-        i = next(turn)
-        return torch._softmax_backward_data(data[i][3].view(-1, 256), probs[i], -1, dtype)
-
-    return {
-        "gelu": (cold(lambda x, g, u, dy: F.gelu(x)), 2),
-        "gelu backward": (cold(lambda x, g, u, dy: aten.gelu_backward(dy, x)), 3),
-        "swiglu": (cold(lambda x, g, u, dy: F.silu(g) * u), 3),
-        "swiglu backward": (cold(lambda x, g, u, dy: (aten.silu_backward(dy * u, g),
-                                                        dy * F.silu(g))), 5),
-        "softmax": (cold(lambda x, g, u, dy: x.view(-1, 256).softmax(-1)), 2),
-        "softmax backward": (softmax_bwd, 3),
-    }
-
-
-def elementwise_items(sizes, dtype, device) -> list[Item]:
-    """Elementwise kernels the blocks run, by the bytes tpsim's graph charges them."""
-    items = []
-    elem = torch.tensor([], dtype=dtype).element_size()
-    for numel in sizes:
-        for name, (fn, passes) in _elementwise_kernels(numel, dtype, device).items():
-            items.append(Item(f"elem/{name}/{numel}", fn,
-                              {"op": name, "bytes": passes * numel * elem}))
-    return items
-
-
-def rows_of(items: list[Item], seconds: dict, prefix: str) -> list[dict]:
-    return [{**it.info, "time_s": seconds[it.key]} for it in items if it.key.startswith(prefix)]
+def rows_of(items: list[Item], seconds: dict) -> list[dict]:
+    return [{**it.info, "time_s": seconds[it.key]} for it in items]

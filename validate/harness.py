@@ -5,10 +5,9 @@ the rank that noticed reads the heartbeats and names the rank(s) that stopped re
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
-import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,40 +16,86 @@ import torch
 import torch.distributed as dist
 
 import bench as B
+import calibration as CAL
+import kernels as K
 import layer_bench as L
+import machine as M
 import report as R
 import shapes as S
-from tpsim import calibrate
 from tpsim.tp.check import check_all, failures
 from tpsim.topology import load_topology
 
 
 class Heartbeat:
-    """``tpsim/hb/<rank>`` = "<unix time>|<stage>" in the store, refreshed at every step."""
+    """``tpsim/hb/<rank>`` = "<beats>|<unix time>|<stage>" in the store, refreshed at every step.
+
+    Every rank beats at the same steps in the same order, so when a collective times out the
+    rank(s) with the fewest beats are the ones that stopped; the others wait for them.
+    """
 
     def __init__(self, store, rank: int, world: int):
-        self.store, self.rank, self.world = store, rank, world
+        self.store, self.rank, self.world, self.beats = store, rank, world, 0
 
     def beat(self, stage: str) -> None:
+        self.beats += 1
         if self.store is not None:
-            self.store.set(f"tpsim/hb/{self.rank}", f"{time.time():.3f}|{stage}")
+            self.store.set(f"tpsim/hb/{self.rank}", f"{self.beats}|{time.time():.3f}|{stage}")
 
-    def laggards(self) -> str:
-        """Ranks ordered by how long ago they last reported, stalest first."""
-        if self.store is None:
-            return "no heartbeat store"
+    def fail(self, what: str) -> None:
+        """Leave word that this rank failed on its own (the others then name it)."""
+        if self.store is not None:
+            try:
+                self.store.set(f"tpsim/hb/{self.rank}",
+                               f"{self.beats}|{time.time():.3f}|failed: {what}")
+            except Exception:                               # noqa: BLE001 - best effort
+                pass
+
+    def read(self) -> list[tuple[int, float, int, str]]:
+        """(beats, unix time, rank, stage) per rank; a rank that never reported has 0 beats."""
         seen = []
         for r in range(self.world):
             try:
                 self.store.set_timeout(datetime.timedelta(seconds=2))
-                stamp, stage = self.store.get(f"tpsim/hb/{r}").decode().split("|", 1)
-                seen.append((float(stamp), r, stage))
+                n, stamp, stage = self.store.get(f"tpsim/hb/{r}").decode().split("|", 2)
+                seen.append((int(n), float(stamp), r, stage))
             except Exception:                               # noqa: BLE001 - never reported
-                seen.append((0.0, r, "never started"))
-        now = time.time()
-        seen.sort()
-        return "; ".join(f"rank {r} last reported {now - t:.0f} s ago in '{st}'"
-                         if t else f"rank {r} never reported" for t, r, st in seen[:3])
+                seen.append((0, 0.0, r, "never started"))
+        return seen
+
+    def stopped(self) -> str:
+        """The rank(s) that stopped reporting, named, and where the others are."""
+        if self.store is None:
+            return "no heartbeat store to tell which rank stopped"
+        try:
+            seen = self.read()
+        except Exception:                                   # noqa: BLE001
+            return "the rendezvous store (on rank 0's host) does not answer: rank 0 likely died"
+        return stopped_ranks(seen, time.time())
+
+
+def stopped_ranks(seen: list[tuple[int, float, int, str]], now: float) -> str:
+    """Name the ranks that failed, else those behind the others (fewest beats; with equal
+    beats, the stalest)."""
+    failed = [x for x in seen if x[3].startswith("failed: ")]
+    if failed:
+        return "; ".join(f"rank {r} {st} (in its step {n})" for n, _, r, st in failed)
+    least = min(n for n, _, _, _ in seen)
+    behind = [x for x in seen if x[0] == least]
+    if len(behind) == len(seen):                 # all at the same step: the stalest one(s)
+        oldest = min(t for _, t, _, _ in seen)
+        behind = [x for x in seen if x[1] - oldest < 1.0] if len(seen) > 1 else seen
+    ahead = [x for x in seen if x not in behind]
+
+    def say(x):
+        n, t, r, st = x
+        return f"rank {r} never reported" if not n else \
+            f"rank {r} last reported {now - t:.0f} s ago in '{st}' (step {n})"
+    text = "stopped: " + "; ".join(say(x) for x in behind)
+    if ahead:
+        top = max(ahead)
+        others = ", ".join(str(x[2]) for x in ahead)
+        text += f"; waiting for it: rank(s) {others} (at step {top[0]}, '{top[3]}')"
+    return text
 
 
 class Harness:
@@ -59,6 +104,7 @@ class Harness:
         self.t0 = time.perf_counter()
         self.cuda = torch.cuda.is_available()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         if self.cuda:
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
@@ -66,22 +112,37 @@ class Harness:
         else:
             self.device = torch.device("cpu")
             self.backend, self.dtype, self.dtype_name = "gloo", torch.float32, "fp32"
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            threads = args.threads or max(1, (os.cpu_count() or 1) // local)
-            torch.set_num_threads(threads)
+            torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // self.local))
         self.attention = args.attention if args.attention != "auto" else (
             "fused" if self.cuda else "unfused")
         dist.init_process_group(self.backend, timeout=datetime.timedelta(seconds=args.timeout),
                                 **({"device_id": self.device} if self.cuda else {}))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.local = min(self.local, self.world)
         # one host, one clock: start timed regions on a shared deadline (bench.start_together)
-        self.aligned = not self.cuda and \
-            int(os.environ.get("LOCAL_WORLD_SIZE", self.world)) == self.world
+        self.aligned = not self.cuda and self.local == self.world
         store = getattr(dist.distributed_c10d, "_get_default_store", lambda: None)()
         self.hb = Heartbeat(store, self.rank, self.world)
-        self.hb.beat("start")
         self.stage = "start"
+        self.hb.beat("start")
         self.out = Path(args.out)
+        self.node_group = self._node_groups()
+        signal.signal(signal.SIGTERM, self._terminated)
+
+    def _terminated(self, signum, frame) -> None:
+        """torchrun ends the other ranks when one exits: say which one stopped first."""
+        sys.stderr.write(f"\nvalidate: rank {self.rank}: ended by the launcher in stage "
+                         f"'{self.stage}' (a peer rank exited); {self.hb.stopped()}\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    def _node_groups(self):
+        """This rank's node-local process group (None: the whole world is one node)."""
+        if self.local == self.world:
+            return None
+        groups = [dist.new_group(list(range(i, i + self.local)))
+                  for i in range(0, self.world, self.local)]
+        return groups[self.rank // self.local]
 
     # ------------------------------------------------------------------ driver
     def run(self) -> int:
@@ -111,9 +172,10 @@ class Harness:
         peer = isinstance(e, getattr(dist, "DistError", RuntimeError)) or any(
             w in str(e).lower() for w in ("timed out", "timeout", "connection", "peer"))
         if peer:
-            sys.stderr.write(f"validate: a peer rank likely died or hangs (collective timeout "
-                             f"{self.args.timeout:.0f} s): {self.hb.laggards()}\n")
+            sys.stderr.write(f"validate: a peer rank died or hangs (collective timeout "
+                             f"{self.args.timeout:g} s); {self.hb.stopped()}\n")
         else:
+            self.hb.fail(f"{self.stage}: {type(e).__name__}: {text}"[:200])
             import traceback
             traceback.print_exc()
 
@@ -172,20 +234,32 @@ class Harness:
                 for ph in ("forward", "forward_backward")
                 if not (blk == "naive_mlp" and sh.activation != "gelu")]
 
+    def _kernel_items(self) -> list:
+        """Every compute op tpsim's graph prices for the FIT shapes' blocks, and the grid."""
+        mode, items = self.args.mode, []
+        for sh in S.FIT[mode]:
+            for blk in ("mlp", "attention"):
+                items += K.block_items(sh, blk, self.world, self.dtype_name, self.attention,
+                                       self.dtype, self.device)
+        return items + K.grid_items(S.GEMM_GRID[mode], self.dtype_name, self.dtype, self.device)
+
     def measure(self) -> tuple[dict, list[dict]]:
         """Microbenchmarks and layers, interleaved round by round (see bench.measure)."""
         self._enter("microbenchmarks + layers")
         mode, rounds = self.args.mode, S.REPEATS[self.args.mode]
         dt, dev = self.dtype, self.device
-        coll = B.collective_items(S.COLLECTIVE_SIZES[mode], dt, dev)
-        gemm = B.gemm_items(S.fit_gemms(mode, self.world), dt, dev)
-        elem = B.elementwise_items(S.ELEMENTWISE_SIZES[mode], dt, dev)
+        coll = B.collective_items(S.COLLECTIVE_SIZES[mode], dt, dev, self.node_group, "local")
+        if self.node_group is not None:
+            coll += B.collective_items(S.COLLECTIVE_SIZES[mode], dt, dev, None, "world")
+        kern = self._kernel_items()
         layers = L.layer_items(self.plan(), self.attention, dt, dev)
-        items = coll + gemm + elem + layers
+        items = coll + kern + layers
         bar = self._progress(rounds + 1, f"rounds of {len(items)} timings")
         sec = B.measure(items, dev, rounds, bar, aligned=self.aligned)
-        micro = {"collectives": B.collective_rows(coll, sec), "gemms": B.rows_of(gemm, sec, "gemm/"),
-                 "elementwise": B.rows_of(elem, sec, "elem/"), "rounds": rounds}
+        rows = B.collective_rows(coll, sec)
+        micro = {"local": [r for r in rows if r["group"] == "local"],
+                 "world": [r for r in rows if r["group"] == "world"],
+                 "kernels": B.rows_of(kern, sec), "rounds": rounds}
         measured = [{**it.info, "measured_s": sec[it.key], "rounds_s": B.measure.raw[it.key]}
                     for it in layers]
         self._enter("breakdown")
@@ -195,20 +269,23 @@ class Harness:
             bar.step(it.key)
         return micro, measured
 
-    def fit(self, micro: dict) -> calibrate.Calibration:
+    def fit(self, micro: dict) -> dict:
         self._enter("fit")
-        cfit = calibrate.fit_collectives([(r["op"], r["size_bytes"], r["time_s"])
-                                          for r in micro["collectives"]], self.world)
-        kfit = calibrate.fit_compute(
-            [(r["m"], r["n"], r["k"], r["batch"], r["time_s"]) for r in micro["gemms"]],
-            [(r["bytes"], r["time_s"]) for r in micro["elementwise"]])
-        cal = calibrate.Calibration(cfit, kfit, self.dtype_name, self.device_name(),
-                                    self.memory_GB(), notes=(f"Backend {self.backend}, torch "
-                                                             f"{torch.__version__}, "
-                                                             f"{torch.get_num_threads()} thread(s)"
-                                                             " per rank.",))
+        name = M.device_name(self.device)
+        threads = torch.get_num_threads()
+        stated = (M.cpu_peak_flops(threads) if not self.cuda
+                  else (M.shipped_peak(name, self.dtype_name) or (None,))[0])
+        run = CAL.Run(self.dtype_name, name, M.memory_GB(self.device), self.world, self.local,
+                      micro["kernels"], micro["local"], micro["world"], stated)
+        header = [f"Calibrated by tpsim validate/run.py (tpsim.calibrate) on microbenchmarks only: "
+                  f"{self.world} ranks ({self.world // self.local} node(s) of {self.local}) of "
+                  f"{name}, {self.dtype_name}, backend {self.backend}, torch {torch.__version__}, "
+                  f"{threads} thread(s) per rank.",
+                  "Each fitted key's comment says what it was fitted on and its standard error "
+                  "(1 s.e.).", "GB = 1e9 bytes."]
+        cal = None
         if self.rank == 0:
-            calibrate.write_calibrated_topology(self.out / "calibrated.yaml", cal)
+            cal = CAL.calibrate(run, self.out / "calibrated.yaml", self.args.topology, header)
         dist.barrier()
         return cal
 
@@ -223,11 +300,9 @@ class Harness:
         cases = R.build_cases(main, topo, self.world, self.dtype_name, self.attention)
         env = self.environment()
         report = {"summary": R.summarize(cases), "cases": cases, "baseline": naive,
-                  "environment": env, "correctness": self._checks(checks),
-                  "fit": {"collectives": dataclasses.asdict(cal.collectives),
-                          "compute": dataclasses.asdict(cal.compute)},
-                  "collectives": R.collective_rows(micro["collectives"], topo),
-                  "gemms": micro["gemms"], "elementwise": micro["elementwise"],
+                  "environment": env, "correctness": self._checks(checks), "fit": cal,
+                  "collectives": R.collective_rows(micro["local"] + micro["world"], topo),
+                  "kernels": R.kernel_rows(micro["kernels"], topo),
                   "fit_shapes": [s.as_dict() for s in S.FIT[self.args.mode]],
                   "calibrated_topology": str(self.out / "calibrated.yaml")}
         R.write_json(self.out / "report.json", report)
@@ -238,51 +313,19 @@ class Harness:
                          f"{self.out / 'report.md'}, report.json, calibrated.yaml "
                          f"({env['wall_s']:.0f} s)\n")
 
-    # ------------------------------------------------------------------ environment
-    def device_name(self) -> str:
-        if self.cuda:
-            return torch.cuda.get_device_name(self.device)
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return f"CPU {name}"
-
-    def memory_GB(self) -> float:
-        if self.cuda:
-            return torch.cuda.get_device_properties(self.device).total_memory / 1e9
-        try:
-            kb = int(Path("/proc/meminfo").read_text().split()[1])
-            return kb * 1024 / 1e9 / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        except (OSError, ValueError, IndexError):
-            return 1.0
-
     def environment(self) -> dict:
-        env = {"backend": self.backend, "device": self.device_name(), "world_size": self.world,
-               "dtype": self.dtype_name, "torch": torch.__version__,
-               "threads_per_rank": torch.get_num_threads(), "attention": self.attention,
-               "mode": self.args.mode, "rounds": S.REPEATS[self.args.mode],
-               "aligned_starts": self.aligned, "python": platform.python_version(),
-               "host": platform.node(), "wall_s": time.perf_counter() - self.t0,
-               "nnodes": int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1),
-               "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1"))}
-        if self.cuda:
-            env["cuda"] = torch.version.cuda
-            v = torch.cuda.nccl.version()
-            env["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-            env["driver"] = _nvidia_driver()
-        return env
+        return {"backend": self.backend, "device": M.device_name(self.device),
+                "world_size": self.world, "dtype": self.dtype_name,
+                "threads_per_rank": torch.get_num_threads(), "attention": self.attention,
+                "mode": self.args.mode, "rounds": S.REPEATS[self.args.mode],
+                "aligned_starts": self.aligned, "wall_s": time.perf_counter() - self.t0,
+                "nnodes": self.world // self.local, "local_world_size": self.local,
+                "load_average": _load_average(), **M.versions(self.device)}
 
 
-def _nvidia_driver() -> str:
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (a busy shared machine shows here)."""
     try:
-        import subprocess
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0]
-    except Exception:                                        # noqa: BLE001
-        return "unknown"
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None

@@ -12,6 +12,9 @@ import json
 import statistics
 from pathlib import Path
 
+import dataclasses
+
+from tpsim.calibrate import Sample, price_samples
 from tpsim.collectives import collective_time
 from tpsim.model import ModelConfig
 from tpsim.predict import predict_block
@@ -74,6 +77,20 @@ def collective_rows(measured: list[dict], topo) -> list[dict]:
     return out
 
 
+def kernel_rows(measured: list[dict], topo) -> list[dict]:
+    """Measured compute kernels (graph op name, priced op) with the calibrated model's time."""
+    pred = price_samples(topo, [Sample(r["op"], r["time_s"]) for r in measured])
+    out = []
+    for r, p in zip(measured, pred):
+        op = r["op"]
+        row = {k: v for k, v in r.items() if k != "op"}
+        row.update({f.name: getattr(op, f.name) for f in dataclasses.fields(op)},
+                   flops=op.flops, bytes=op.bytes, predicted_s=p,
+                   error_pct=error_pct(p, r["time_s"]) if r["time_s"] > 0 else None)
+        out.append(row)
+    return out
+
+
 def summarize(cases: list[dict]) -> dict:
     errs = [abs(c["error_pct"]) for c in cases]
     worst = max(cases, key=lambda c: abs(c["error_pct"]))
@@ -99,7 +116,9 @@ def render_md(report: dict) -> str:
              f"{env['world_size']} ranks, backend {env['backend']}, device {env['device']}, "
              f"dtype {env['dtype']}, torch {env['torch']}, {env['threads_per_rank']} thread(s) "
              f"per rank, attention core {env['attention']}, mode {env['mode']}, wall "
-             f"{env['wall_s']:.0f} s.", "",
+             f"{env['wall_s']:.0f} s; load average at the end "
+             f"{', '.join(map(str, env.get('load_average') or ['?']))} "
+             f"({env.get('host', '?')}).", "",
              f"Method: {env.get('rounds', '?')} interleaved rounds, each timing every "
              "microbenchmark and layer once (kernels shorter than ~15 ms run back to back and "
              "count per call), slowest rank per round, median over rounds. The fit sees only the "
@@ -136,18 +155,22 @@ def render_md(report: dict) -> str:
 
 
 def _fit_md(report: dict) -> list[str]:
-    c, k = report["fit"]["collectives"], report["fit"]["compute"]
+    fit = report["fit"]
     lines = ["", "## Fitted parameters (written to calibrated.yaml)", "",
-              f"- collectives: launch {c['launch_s'] * 1e6:.1f} us, latency per ring step "
-              f"{c['latency_s'] * 1e6:.1f} us, bandwidth {c['bandwidth_Bps'] / 1e9:.2f} GB/s "
-              f"(rms residual {100 * c['rms_rel_err']:.1f}% over {c['points']} timings)",
-              f"- GEMM: {k['flops'] / 1e9:.1f} GFLOP/s at large sizes, half-efficiency dim "
-              f"{k['half_dim']:.1f}, kernel launch {k['launch_s'] * 1e6:.1f} us (rms "
-              f"{100 * k['gemm_rms_rel_err']:.1f}% over {k['gemm_points']} GEMMs)",
-              f"- elementwise: {k['memory_Bps'] / 1e9:.1f} GB/s (rms "
-              f"{100 * k['elementwise_rms_rel_err']:.1f}% over {k['elementwise_points']} timings)",
-              "", "GB = 1e9 bytes. predicted = every priced op run one after another, as these "
-              "layers run (blocking collectives); overlapped = tpsim's two-stream schedule.", ""]
+             f"Base: {fit['base']}. {fit['peak_note']}.", "",
+             "| parameter (YAML key) | value | std. error | fitted on |", "|---|---:|---:|---|"]
+    for p in fit["parameters"]:
+        scale, unit = p["unit_scale"], (" " + p["unit"]) if p["unit"] else ""
+        se = "on its bound" if p["at_bound"] else (
+            f"{p['stderr'] / scale:.3g}{unit}" if p["stderr"] is not None else "-")
+        lines.append(f"| {p['yaml_key']} | {p['value'] / scale:.4g}{unit} | {se} | "
+                     f"{p['fitted_on']} |")
+    lines += [""] + [f"- rms log residual {100 * f['rms_log_residual']:.1f}% over {f['points']} "
+                     f"points: {f['fitted_on']}" for f in fit["fits"]]
+    lines += ["", "Standard errors from the Jacobian at the optimum (s^2 (J^T J)^-1), one "
+              "sigma. GB = 1e9 bytes. predicted = every priced op run one after another, as "
+              "these layers run (blocking collectives); overlapped = tpsim's two-stream "
+              "schedule.", ""]
     bad = report.get("correctness", {}).get("failures", [])
     lines += [f"Correctness: {report['correctness']['checked']} tensors compared, "
               f"{'all match' if not bad else f'{len(bad)} MISMATCH'}.", ""]

@@ -1,7 +1,7 @@
 """Layer shapes the harness fits on and the (different) shapes it then predicts.
 
-Calibration must not see the layers it is judged on: the GEMMs benchmarked for the fit come from
-FIT shapes plus a generic grid, and the error is measured on EVAL shapes, none of which is a FIT
+Calibration must not see the layers it is judged on: the kernels benchmarked for the fit come from
+FIT shapes plus a generic GEMM grid, and the error is measured on EVAL shapes, none of which is a FIT
 shape. Sizes are chosen so that both sets split over 1, 2 and 4 ranks.
 """
 from __future__ import annotations
@@ -52,10 +52,11 @@ EVAL = {
              LayerShape(512, 2, 1024, 16, 16, 4096, "gelu"),
              LayerShape(2048, 1, 512, 8, 2, 1408, "swiglu")),
     "smoke": (LayerShape(32, 2, 64, 4, 4, 128, "gelu"),
-              LayerShape(64, 1, 64, 4, 2, 128, "swiglu")),
+              LayerShape(64, 1, 64, 8, 4, 128, "swiglu")),
 }
 
-# Their GEMMs are benchmarked for the fit (with the generic grid below); never predicted.
+# Every compute kernel of their blocks (the ops tpsim's graph prices, both passes) is
+# benchmarked for the fit, with the GEMM grid below; never predicted.
 FIT = {
     "quick": (LayerShape(384, 1, 640, 10, 10, 2560, "gelu"),
               LayerShape(768, 1, 256, 4, 4, 1024, "swiglu")),
@@ -72,37 +73,4 @@ COLLECTIVE_SIZES = {"quick": tuple(4 ** i * 1024 for i in range(1, 8)),      # 4
                     "full": tuple(2 ** i for i in range(10, 27)),           # 1 KiB .. 64 MiB
                     "smoke": (4096, 65536, 1 << 20)}
 
-ELEMENTWISE_SIZES = {"quick": (1 << 18, 1 << 20, 1 << 22), "full": tuple(2 ** i for i in range(16, 25)),
-                     "smoke": (1 << 18, 1 << 20)}
-
 REPEATS = {"quick": 21, "full": 41, "smoke": 3}
-
-
-def _linear(m: int, n: int, k: int) -> list[tuple]:
-    """y = x W^T, x (m, k), W (n, k): forward "nt"; dgrad dY W (m x n)(n x k) "nn";
-    wgrad dY^T X (n x m)(m x k) "tn". Each (m, n, k, batch, layout)."""
-    return [(m, n, k, 1, "nt"), (m, k, n, 1, "nn"), (n, k, m, 1, "tn")]
-
-
-def block_gemms(shape: LayerShape, tp: int) -> list[tuple]:
-    """Every GEMM the real MLP and (unfused) attention blocks run on one rank, both passes."""
-    t, h, d = shape.seq * shape.batch, shape.hidden, shape.head_dim
-    f = shape.ffn // tp
-    ins = 2 * f if shape.activation == "swiglu" else f
-    hq, hkv = shape.heads // tp, shape.kv_heads // tp
-    rows = (_linear(t, ins, h) + _linear(t, h, f) + _linear(t, (hq + 2 * hkv) * d, h)
-            + _linear(t, h, hq * d))
-    gs, s, bk = (hq // hkv) * shape.seq, shape.seq, shape.batch * hkv
-    rows += [(gs, s, d, bk, "nt+bias"), (gs, d, s, bk, "nn"),       # Q K^T (+ mask), P V
-             (gs, s, d, bk, "nt"), (s, d, gs, bk, "tn"),            # dP = dO V^T, dV = P^T dO
-             (gs, d, s, bk, "nn"), (s, d, gs, bk, "tn")]            # dQ = dS K, dK = dS^T Q
-    return rows
-
-
-def fit_gemms(mode: str, tp: int) -> list[tuple]:
-    """The fit's GEMMs: every GEMM of the FIT shapes plus a grid of square-ish ones."""
-    grid = GEMM_GRID[mode]
-    rows = [(m, n, k, 1, "nt") for m in grid for n in grid for k in grid]
-    for shape in FIT[mode]:
-        rows += block_gemms(shape, tp)
-    return sorted(set(rows))

@@ -1,0 +1,177 @@
+"""Microbenchmarks of the compute kernels tpsim prices, each run the way the real layers run it
+(torch).
+
+The list of kernels is not written here: it is the op graph tpsim prices for each FIT shape's
+blocks (:func:`tpsim.predict.predict_block`, forward and backward), so the fit sees every GEMM
+(forward ``x W^T``, dgrad ``dY W``, wgrad ``dY^T X``, the attention core's batched GEMMs in
+both passes), every elementwise kernel (activation and softmax, forward and backward) and the
+fused attention kernels, in the memory layouts autograd uses. Each sample is priced as the graph
+prices its op (e.g. the wgrad GEMM with its fp32 accumulation); an op with no kernel here is an
+error, so a new op in the graph cannot slip out of the fit.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from tpsim.ops import Gemm
+from tpsim.predict import predict_block
+from tpsim.topology import Device, Level, Topology
+
+from bench import Item
+from report import model_for
+
+COLD_BYTES = 96 * 2**20      # more than a server CPU's last-level cache share
+LINEARS = ("qkv", "proj", "mlp_in", "mlp_out")
+
+
+def _any_topology(tp: int, dtype: str) -> Topology:
+    """A topology that holds ``tp`` ranks and lists ``dtype``: the ops do not depend on it."""
+    return Topology("ops", "op enumeration", Device("any", {dtype: 1.0}, 1.0, 1.0),
+                    (Level("any", tp, 1.0, 0.0),))
+
+
+def graph_ops(shape, block: str, tp: int, dtype: str, attention: str) -> list[tuple]:
+    """(name, op) of every compute op tpsim's graph prices for ``block`` of ``shape``, as
+    :func:`tpsim.predict.predict_block` builds them."""
+    p = predict_block(model_for(shape, attention), _any_topology(tp, dtype), tp, block,
+                      shape.batch, shape.seq, dtype, attention=attention)
+    sim = p.run
+    return [(node.name, op) for node, op in zip(sim.template.nodes, sim.ops)
+            if op.stream == "compute"]
+
+
+def _rotating(make, fn):
+    """``fn`` on the next of enough input sets (``make()``) to overflow the last-level cache: a
+    kernel inside a layer reads what the previous kernel just wrote, not its last call's data."""
+    data = [make()]
+    nbytes = sum(x.numel() * x.element_size() for x in data[0])
+    data += [make() for _ in range(min(16, -(-COLD_BYTES // max(nbytes, 1))) - 1)]
+    turn = itertools.cycle(range(len(data)))
+    return lambda: fn(*data[next(turn)])
+
+
+def _gemm(m, n, k, batch, layout, r):
+    """C (m, n) = A B: "nt" A (m,k) B^T with B (n,k) stored (x W^T), "nn" as stored, "tn" A^T
+    with A (k,m) stored (dY^T X)."""
+    lead = (batch,) if batch > 1 else ()
+    a = r(*lead, k, m).transpose(-1, -2) if layout == "tn" else r(*lead, m, k)
+    b = r(*lead, n, k).transpose(-1, -2) if layout == "nt" else r(*lead, k, n)
+    return lambda: torch.matmul(a, b)
+
+
+class Core:
+    """The attention core's tensors as ParallelAttention's unfused path holds them: the g query
+    heads of a kv head stacked along rows, (b*hkv, g*s, d); scores (b*hkv, g*s, s)."""
+
+    def __init__(self, shape, tp, r):
+        self.b, self.s, self.d = shape.batch, shape.seq, shape.head_dim
+        self.hkv = shape.kv_heads // tp
+        self.g = shape.heads // shape.kv_heads
+        self.bk, self.gs = self.b * self.hkv, self.g * self.s
+        self.r = r
+        self.alpha = self.d ** -0.5
+
+    def mats(self, *shape):
+        return self.r(self.bk, *shape)
+
+    def kernels(self) -> dict:
+        from tpsim.tp.layers import _causal_bias
+        bk, gs, s, d, r = self.bk, self.gs, self.s, self.d, self.mats
+        q, k, v, do = r(gs, d), r(s, d), r(s, d), r(gs, d)
+        p, ds = r(gs, s).softmax(-1), r(gs, s)
+        mask = _causal_bias(s, self.g, q.dtype, q.device).expand(bk, gs, s)
+        aten = torch.ops.aten
+        return {
+            "fwd.attn.scores": lambda: torch.baddbmm(mask, q, k.transpose(1, 2), alpha=self.alpha),
+            "fwd.attn.av": lambda: torch.bmm(p, v),
+            "bwd.attn.av.dprobs": lambda: torch.bmm(do, v.transpose(1, 2)),
+            "bwd.attn.av.dv": lambda: torch.bmm(p.transpose(1, 2), do),
+            "bwd.attn.scores.dq": lambda: torch.bmm(ds, k),
+            "bwd.attn.scores.dk": lambda: torch.bmm(q.transpose(1, 2), ds),
+            "fwd.attn.softmax": (lambda: (r(gs, s),), lambda x: x.softmax(-1)),
+            "bwd.attn.softmax": (lambda: (r(gs, s), r(gs, s).softmax(-1)),
+                                 lambda g, y: aten._softmax_backward_data(g, y, -1, y.dtype)),
+        }
+
+
+def _activation(shape, tp, r) -> dict:
+    """The MLP activation as ParallelMLP runs it: gelu on (T, f); SwiGLU on the fc1 output
+    (T, 2f) split in two views, and its autograd backward (two muls, silu_backward, the cat
+    that joins the two gradients)."""
+    t, f = shape.seq * shape.batch, shape.ffn // tp
+    aten = torch.ops.aten
+    if shape.activation == "gelu":
+        return {"fwd.act": (lambda: (r(t, f),), F.gelu),
+                "bwd.act": (lambda: (r(t, f), r(t, f)), lambda dy, x: aten.gelu_backward(dy, x))}
+
+    def swiglu(y):
+        gate, up = y.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    def swiglu_bwd(dy, gate, up, silu):
+        return torch.cat([aten.silu_backward(dy * up, gate), dy * silu], dim=-1)
+    return {"fwd.act": (lambda: (r(t, 2 * f),), swiglu),
+            "bwd.act": (lambda: (r(t, f), r(t, f), r(t, f), r(t, f)), swiglu_bwd)}
+
+
+def _fused(shape, tp, r) -> dict:
+    """torch's fused attention (flash) forward, and its backward alone."""
+    b, s, d = shape.batch, shape.seq, shape.head_dim
+    hq, hkv = shape.heads // tp, shape.kv_heads // tp
+    q, k, v = (r(b, h, s, d).requires_grad_() for h in (hq, hkv, hkv))
+    gqa = {"enable_gqa": True} if hq != hkv else {}
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
+    do = torch.randn_like(o)
+    return {"fwd.attn": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa),
+            "bwd.attn": lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True)}
+
+
+def kernel_for(name: str, op, table: dict, r):
+    """The callable that runs graph op ``name`` (``op`` its priced form) as the layer does."""
+    parts = name.split(".")
+    if parts[1] in LINEARS and isinstance(op, Gemm):
+        if parts[0] == "fwd":
+            return _gemm(op.m, op.n, op.k, op.batch, "nt", r)
+        if parts[-1] == "dgrad":
+            return _gemm(op.m, op.n, op.k, op.batch, "nn", r)
+        if parts[-1] == "wgrad":         # torch forms dW (out, in) = dY^T X: (n, m, k) of the op
+            return _gemm(op.n, op.m, op.k, op.batch, "tn", r)
+    entry = table.get(name)
+    if entry is None:
+        raise KeyError(f"graph op {name} ({op.kind} {op.shape}) has no microbenchmark in "
+                       "validate/kernels.py")
+    if isinstance(entry, tuple):
+        return _rotating(*entry)
+    return entry
+
+
+def block_items(shape, block: str, tp: int, dtype_name: str, attention: str, dtype,
+                device) -> list[Item]:
+    """One timing item per compute op of the block (both passes); ``info`` carries the op."""
+    gen = torch.Generator(device="cpu").manual_seed(5)
+    r = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)      # noqa: E731
+    table = {**_activation(shape, tp, r)} if block == "mlp" else (
+        Core(shape, tp, r).kernels() if attention == "unfused" else _fused(shape, tp, r))
+    items = []
+    for name, op in graph_ops(shape, block, tp, dtype_name, attention):
+        fn = kernel_for(name, op, table, r)
+        items.append(Item(f"kern/{shape.label()}/{name}", fn,
+                          {"op_name": name, "kind": op.kind, "shape": op.shape, "op": op,
+                           "fit_shape": shape.label()}))
+    return items
+
+
+def grid_items(sizes, dtype_name: str, dtype, device) -> list[Item]:
+    """x W^T GEMMs on a grid of sizes: the size curve between and beyond the blocks' GEMMs."""
+    gen = torch.Generator(device="cpu").manual_seed(6)
+    r = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)      # noqa: E731
+    items = []
+    for m, n, k in itertools.product(sizes, repeat=3):
+        op = Gemm(m, n, k, dtype_name)
+        items.append(Item(f"kern/grid/{m}x{n}x{k}", _gemm(m, n, k, 1, "nt", r),
+                          {"op_name": "grid", "kind": "gemm", "shape": op.shape, "op": op,
+                           "fit_shape": "grid"}))
+    return items

@@ -1,0 +1,86 @@
+"""What the harness knows about the machine it runs on: device name, memory, a CPU's peak from
+its instruction set, the software versions for the report (torch)."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+# Single-precision FLOPs per cycle of one core: SIMD lanes x 2 (a fused multiply-add) x 2 FMA
+# ports (every x86 server core since Haswell issues two FMAs a cycle; Intel's optimization
+# manual, AMD's Zen software optimization guides). AVX-512: 16 lanes, AVX2: 8, else SSE: 4.
+FMA_PORTS = 2
+
+
+def _cpuinfo() -> dict:
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def cpu_peak_flops(threads: int) -> float | None:
+    """fp32 FLOP/s of ``threads`` cores from /proc/cpuinfo (SIMD width, clock); None when it
+    does not say. The clock is the one reported now: a core in turbo can beat it, which the
+    calibration catches (a stated peak below a measured rate is replaced)."""
+    info = _cpuinfo()
+    flags, mhz = info.get("flags", "").split(), info.get("cpu MHz")
+    if not flags or not mhz:
+        return None
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= set(flags) else 4
+    return threads * lanes * 2 * FMA_PORTS * float(mhz) * 1e6
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {_cpuinfo().get('model name') or platform.processor() or platform.machine()}"
+
+
+def memory_GB(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 1e9
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        return kb * 1024 / 1e9 / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except (OSError, ValueError, IndexError):
+        return 1.0
+
+
+def versions(device: torch.device) -> dict:
+    env = {"torch": torch.__version__, "python": platform.python_version(),
+           "host": platform.node()}
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        v = torch.cuda.nccl.version()
+        env["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        env["driver"] = _nvidia_driver()
+    return env
+
+
+def _nvidia_driver() -> str:
+    try:
+        import subprocess
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0]
+    except Exception:                                        # noqa: BLE001
+        return "unknown"
+
+
+def shipped_peak(name: str, dtype: str) -> tuple[float, str] | None:
+    """(FLOP/s, topology) of a shipped topology whose device model (``H100`` of
+    ``H100-SXM5-80GB``) appears in ``name``: its datasheet peak for ``dtype``."""
+    from tpsim.topology import load_topology, shipped_topologies
+    for stem in shipped_topologies():
+        dev = load_topology(stem).device
+        model = dev.name.split("-")[0]
+        if model and model in name and dtype in dev.peak_flops:
+            return dev.peak_flops[dtype], stem
+    return None

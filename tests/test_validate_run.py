@@ -127,6 +127,25 @@ def test_topology_too_small_for_the_run_fails_before_any_work(tmp_path, write_ya
     assert res.returncode == 2 and "--topology" in res.stderr and "room for 2 ranks" in res.stderr
 
 
+@pytest.mark.parametrize("attention", ["unfused", "fused"])
+def test_every_priced_compute_op_has_a_microbenchmark(attention):
+    """Each compute op tpsim's graph prices for the blocks of every shape (GELU and SwiGLU,
+    MHA and GQA, forward and backward) maps to a kernel that runs; the fit cannot miss one."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(REPO / "validate"))
+    import kernels
+    import shapes
+    for shape in shapes.FIT["smoke"] + shapes.EVAL["smoke"]:
+        for block in ("mlp", "attention"):
+            items = kernels.block_items(shape, block, 1, "fp32", attention, torch.float32,
+                                        torch.device("cpu"))
+            names = [it.info["op_name"] for it in items]
+            assert names and any(n.startswith("bwd.") for n in names)
+            assert any(it.info["op"].kind != "gemm" for it in items)
+            for it in items:
+                it.fn()
+
+
 def test_stopped_ranks_names_the_one_behind():
     """Rank 1 stopped at step 3 while ranks 0 and 2 wait at step 7: rank 1 alone is named."""
     pytest.importorskip("torch")

@@ -90,10 +90,11 @@ def stopped_ranks(seen: list[tuple[int, float, int, str]], now: float) -> str:
         n, t, r, st = x
         return f"rank {r} never reported" if not n else \
             f"rank {r} last reported {now - t:.0f} s ago in '{st}' (step {n})"
-    text = "stopped: " + "; ".join(say(x) for x in behind)
+    text = "stopped: " + "; ".join(say(x) for x in behind[:8]) + \
+        (f" and {len(behind) - 8} more" if len(behind) > 8 else "")
     if ahead:
         top = max(ahead)
-        others = ", ".join(str(x[2]) for x in ahead)
+        others = ", ".join(str(x[2]) for x in ahead[:8]) + (" ..." if len(ahead) > 8 else "")
         text += f"; waiting for it: rank(s) {others} (at step {top[0]}, '{top[3]}')"
     return text
 

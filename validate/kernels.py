@@ -89,8 +89,9 @@ class Core:
             "fwd.attn.av": lambda: torch.bmm(p, v),
             "bwd.attn.av.dprobs": lambda: torch.bmm(do, v.transpose(1, 2)),
             "bwd.attn.av.dv": lambda: torch.bmm(p.transpose(1, 2), do),
-            "bwd.attn.scores.dq": lambda: torch.bmm(ds, k),
-            "bwd.attn.scores.dk": lambda: torch.bmm(q.transpose(1, 2), ds),
+            # autograd's baddbmm backward scales each product by alpha: part of the op
+            "bwd.attn.scores.dq": lambda: torch.bmm(ds, k) * self.alpha,
+            "bwd.attn.scores.dk": lambda: torch.bmm(q.transpose(1, 2), ds) * self.alpha,
             "fwd.attn.softmax": (lambda: (r(gs, s),), lambda x: x.softmax(-1)),
             "bwd.attn.softmax": (lambda: (r(gs, s), r(gs, s).softmax(-1)),
                                  lambda g, y: aten._softmax_backward_data(g, y, -1, y.dtype)),

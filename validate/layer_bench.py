@@ -2,7 +2,7 @@
 
 :func:`layer_items` gives the wall-time items (timed by :func:`bench.measure`, interleaved with
 the microbenchmarks); besides that number, which tpsim predicts, instrumented passes split it
-the chapter's way (exercise 3): time in matmuls (profiler self time of the GEMM and attention kernels), time
+the chapter's way (exercise 3): time in matmuls (each GEMM and attention kernel timed), time
 in collectives (each synchronised and timed by :func:`tpsim.tp.record_collectives`), and the
 communication share = collectives / total.
 """
@@ -27,23 +27,34 @@ MATMUL_OPS = ("mm", "bmm", "baddbmm", "addmm", "_scaled_dot_product_flash_attent
               "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward")
 
 
-class MatmulTimer(TorchDispatchMode):
-    """Wall time of every GEMM and attention kernel run inside it, forward and backward
-    (each synchronised on CUDA, so only for an instrumented pass)."""
+# Kernels the layers run that tpsim's graph has no op for: layout copies (the unfused
+# attention's (s, b, h, d) <-> (b*h, s, d) reshapes, their gradients, the concatenation of the
+# q/k/v and gate/up gradients). Their time is reported beside the matmuls.
+COPY_OPS = ("clone", "copy_", "cat", "_to_copy", "contiguous")
+
+
+class KernelTimer(TorchDispatchMode):
+    """Wall time of every GEMM / attention kernel (``seconds``) and every layout copy
+    (``copy_seconds``) run inside it, forward and backward (each synchronised on CUDA, so only
+    for an instrumented pass)."""
 
     def __init__(self, device):
         super().__init__()
-        self.device, self.seconds, self.count = device, 0.0, 0
+        self.device, self.seconds, self.copy_seconds, self.count = device, 0.0, 0.0, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ not in MATMUL_OPS:
+        name = func.overloadpacket.__name__
+        if name not in MATMUL_OPS and name not in COPY_OPS:
             return func(*args, **(kwargs or {}))
         _sync(self.device)
         t0 = time.perf_counter()
         out = func(*args, **(kwargs or {}))
         _sync(self.device)
-        self.seconds += time.perf_counter() - t0
-        self.count += 1
+        if name in MATMUL_OPS:
+            self.seconds += time.perf_counter() - t0
+            self.count += 1
+        else:
+            self.copy_seconds += time.perf_counter() - t0
         return out
 
 
@@ -79,23 +90,23 @@ def _runner(module, shape, phase: str, dtype, device):
 
 
 def breakdown(run, setup, device, repeats: int = 3, aligned: bool = False) -> dict:
-    """Median over ``repeats`` instrumented passes: matmul, collective and total seconds."""
+    """Median over ``repeats`` instrumented passes: matmul, collective, layout-copy and total
+    seconds."""
     rows = []
     for _ in range(repeats):
         setup()
         _sync(device)
         start_together(device, aligned)
-        with record_collectives(timed=True) as calls, MatmulTimer(device) as mm:
+        with record_collectives(timed=True) as calls, KernelTimer(device) as k:
             t0 = time.perf_counter()
             run()
             _sync(device)
             total = time.perf_counter() - t0
-        rows.append((mm.seconds, sum(c.seconds for c in calls), total, len(calls)))
-    matmul_s = statistics.median(r[0] for r in rows)
-    comm_s = statistics.median(r[1] for r in rows)
-    total_s = statistics.median(r[2] for r in rows)
+        rows.append((k.seconds, sum(c.seconds for c in calls), total, len(calls), k.copy_seconds))
+    matmul_s, comm_s, total_s = (statistics.median(r[i] for r in rows) for i in range(3))
     return {"matmul_s": matmul_s, "collective_s": comm_s, "instrumented_total_s": total_s,
-            "comm_share": comm_s / total_s if total_s > 0 else 0.0, "collectives": rows[0][3]}
+            "comm_share": comm_s / total_s if total_s > 0 else 0.0, "collectives": rows[0][3],
+            "copy_s": statistics.median(r[4] for r in rows)}
 
 
 def layer_items(plan, core: str, dtype, device) -> list:

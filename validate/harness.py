@@ -103,6 +103,7 @@ class Harness:
     def __init__(self, args):
         self.args = args
         self.t0 = time.perf_counter()
+        self.load_start = _load_average()
         self.cuda = torch.cuda.is_available()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -113,7 +114,9 @@ class Harness:
         else:
             self.device = torch.device("cpu")
             self.backend, self.dtype, self.dtype_name = "gloo", torch.float32, "fp32"
-            torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // self.local))
+            self.cores = M.pin_to_cores(self.local_rank, self.local)
+            torch.set_num_threads(args.threads or max(1, len(self.cores or ())
+                                                      or (os.cpu_count() or 1) // self.local))
         self.attention = args.attention if args.attention != "auto" else (
             "fused" if self.cuda else "unfused")
         dist.init_process_group(self.backend, timeout=datetime.timedelta(seconds=args.timeout),
@@ -318,10 +321,12 @@ class Harness:
         return {"backend": self.backend, "device": M.device_name(self.device),
                 "world_size": self.world, "dtype": self.dtype_name,
                 "threads_per_rank": torch.get_num_threads(), "attention": self.attention,
+                "pinned_cores": getattr(self, "cores", None),
                 "mode": self.args.mode, "rounds": S.REPEATS[self.args.mode],
                 "aligned_starts": self.aligned, "wall_s": time.perf_counter() - self.t0,
                 "nnodes": self.world // self.local, "local_world_size": self.local,
-                "load_average": _load_average(), **M.versions(self.device)}
+                "load_average_start": self.load_start, "load_average": _load_average(),
+                **M.versions(self.device)}
 
 
 def _load_average() -> list[float] | None:

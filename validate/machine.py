@@ -84,3 +84,19 @@ def shipped_peak(name: str, dtype: str) -> tuple[float, str] | None:
         if model and model in name and dtype in dev.peak_flops:
             return dev.peak_flops[dtype], stem
     return None
+
+
+def pin_to_cores(local_rank: int, local: int) -> list[int] | None:
+    """Give each local rank its own share of this process's allowed cores (rank i: the i-th
+    slice), so that two ranks never share a core while another idles; None where the OS cannot
+    pin or there are fewer cores than ranks. Returns the cores this rank got."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    per = len(cores) // local
+    if per < 1:
+        return None
+    mine = cores[local_rank * per:(local_rank + 1) * per]
+    os.sched_setaffinity(0, mine)
+    return mine

@@ -105,6 +105,10 @@ def write_json(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
+def _loads(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else "?"
+
+
 def _ms(x: float) -> str:
     return f"{x * 1e3:.3f}"
 
@@ -116,9 +120,10 @@ def render_md(report: dict) -> str:
              f"{env['world_size']} ranks, backend {env['backend']}, device {env['device']}, "
              f"dtype {env['dtype']}, torch {env['torch']}, {env['threads_per_rank']} thread(s) "
              f"per rank, attention core {env['attention']}, mode {env['mode']}, wall "
-             f"{env['wall_s']:.0f} s; load average at the end "
-             f"{', '.join(map(str, env.get('load_average') or ['?']))} "
-             f"({env.get('host', '?')}).", "",
+             f"{env['wall_s']:.0f} s; load average (1, 5, 15 min) at the start "
+             f"{_loads(env.get('load_average_start'))}, at the end "
+             f"{_loads(env.get('load_average'))} ({env.get('host', '?')}; a start load "
+             "above ~1.5 means other work shared the machine: the figures are noisier).", "",
              f"Method: {env.get('rounds', '?')} interleaved rounds, each timing every "
              "microbenchmark and layer once (kernels shorter than ~15 ms run back to back and "
              "count per call), slowest rank per round, median over rounds. The fit sees only the "

@@ -90,5 +90,5 @@ def fitted_comment(stderr: float, value: float, at_bound: bool, on: str, scale: 
         return f"fitted on {on}; ended on its bound"
     if not math.isfinite(stderr):
         return f"fitted on {on}"
-    rel = f", {100 * stderr / abs(value):.0f}%" if value else ""
+    rel = f", {100 * stderr / abs(value):.0f}%" if abs(value) > stderr / 10 else ""
     return f"fitted on {on}: +- {_round(stderr / scale):g}{unit} (1 s.e.{rel})"

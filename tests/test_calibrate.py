@@ -217,15 +217,36 @@ def test_user_topology_keeps_its_levels_keys_and_comments(tmp_path, validate_mod
     assert after.device.gemm_max_efficiency == pytest.approx(0.5, rel=0.05)
 
 
-@pytest.mark.parametrize("stated", [None, 1.6e11])
+def test_counted_rate_bound_keeps_every_time_and_caps_the_rate():
+    """Large GEMMs at 100% of peak and h = 5: a causal fused attention kernel (head_dim 256) is
+    priced at 1 * 256/261 / (1/2) = 1.96x the peak in counted FLOPs. Raising the peak 1.96x
+    and dividing gemm_max_efficiency by as much leaves every time as it was."""
+    from tpsim import compute
+    from tpsim.ops import Attention
+    topo = make_topology(_levels(), device={**DEVICE, "gemm_max_efficiency": 1.0,
+                                            "gemm_half_efficiency_dim": 5.0})
+    assert C.counted_rate_factor(topo.device) == pytest.approx(2 * 256 / 261)
+    bounded, f = C.bound_counted_rates(topo)
+    assert f == pytest.approx(2 * 256 / 261) and C.counted_rate_factor(bounded.device) <= 1 + 1e-12
+    assert bounded.device.peak("fp32") == pytest.approx(0.2e12 * f)
+    ops = _compute_ops()[::5] + [Attention(1, 8, 8, 4096, 4096, 128, "fp32", True, b)
+                                 for b in (False, True)]
+    assert C.price_samples(bounded, [C.Sample(o, 1.0) for o in ops]) == \
+        pytest.approx(C.price_samples(topo, [C.Sample(o, 1.0) for o in ops]), rel=1e-12)
+    assert C.bound_counted_rates(_truth())[1] == 1.0 and compute.CAUSAL_FRACTION == 0.5
+
+
+@pytest.mark.parametrize("stated", [None, 1.6e11, 0.1e12])
 def test_calibrated_cpu_topology_gives_mfu_in_unit_interval(tmp_path, validate_modules, stated):
-    """llama3-8b, TP 2, fp32 on a calibrated CPU: the peak bounds every kernel tpsim prices,
-    fused causal attention included, so 0 < MFU <= 1."""
+    """llama3-8b, TP 2, fp32 on a calibrated CPU whose GEMMs run at 93% of a 0.1 TFLOP/s peak
+    with h = 5: with that peak stated (an instruction-set figure) the fit finds efficiency 0.93,
+    and fused causal attention, priced at half its counted FLOPs, would give MFU 101%; the
+    written peak bounds every rate tpsim prices, so 0 < MFU <= 1."""
     import tpsim
     calibration, _ = validate_modules
-    truth = make_topology(_levels(), device={**DEVICE, "gemm_max_efficiency": 1.0,
+    truth = make_topology(_levels(), device={**DEVICE, "gemm_max_efficiency": 0.93,
                                               "gemm_half_efficiency_dim": 5.0,
-                                              "peak_tflops": {"fp32": 0.09}})
+                                              "peak_tflops": {"fp32": 0.1}})
     calibration.calibrate(_run(calibration, truth, 2, 2, stated), tmp_path / "c.yaml", None, [])
     p = tpsim.predict("llama3-8b", str(tmp_path / "c.yaml"), tp=2, dtype="fp32")
     assert 0 < p.model.mfu <= 1

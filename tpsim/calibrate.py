@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import compute
 from .ops import Collective
 from .parallel import Parallelism
 from .price import Pricing, price
@@ -228,10 +229,12 @@ def level_params(index: int, launch: bool, fit_bandwidth: bool) -> tuple[Param, 
     return ((Param("device.collective_launch_s", 0.0, 1.0, 1e-4),) if launch else ()) + out
 
 
-# A device without a stated peak gets one from its best measured rate: a true bound on the
-# kernels tpsim prices needs room for a fused causal attention kernel, priced at half its
-# counted FLOPs (tpsim.compute.CAUSAL_FRACTION), so twice the best GEMM rate.
+# A device without a stated peak, or one a measured kernel beat, gets twice its best measured
+# rate: an upper bound with room (the fit then finds gemm_max_efficiency near 1/2).
 UNSTATED_PEAK_FACTOR = 2.0
+# MFU counts FLOPs the conventional way for every model; the widest attention head of a shipped
+# model is 256 (gemma).
+MAX_HEAD_DIM = 256
 
 
 def peak_bound(best_rate: float, stated: float | None) -> tuple[float, str]:
@@ -242,6 +245,31 @@ def peak_bound(best_rate: float, stated: float | None) -> tuple[float, str]:
     return UNSTATED_PEAK_FACTOR * best_rate, \
         f"{UNSTATED_PEAK_FACTOR:g} x the best measured rate" + \
         (" (the stated peak was below a measured rate)" if stated else "")
+
+
+def counted_rate_factor(device, head_dim: int = MAX_HEAD_DIM) -> float:
+    """The fastest rate, in counted FLOPs, of any kernel tpsim prices on ``device``, as a
+    multiple of its peak: a large GEMM's efficiency, or a large fused causal attention
+    kernel's (tpsim.compute.gemm_efficiency at head_dim) over the share of its counted FLOPs it
+    executes (tpsim.compute.attention_exec_flops). Above 1, an MFU above 100% is possible."""
+    big = 1e15
+    gemm = compute.gemm_efficiency(big, big, big, device)
+    executed = min(compute.attention_exec_flops(1.0, True, b) for b in (False, True))
+    return max(gemm, compute.gemm_efficiency(big, big, head_dim, device) / executed)
+
+
+def bound_counted_rates(topo: Topology) -> tuple[Topology, float]:
+    """``topo`` with every peak raised by f = :func:`counted_rate_factor` and
+    gemm_max_efficiency divided by f when f > 1: every priced time is unchanged (they read the
+    product), and no kernel tpsim prices beats the peak in counted FLOPs, so MFU <= 1 for every
+    model with head_dim <= MAX_HEAD_DIM. Returns (topology, f)."""
+    f = counted_rate_factor(topo.device)
+    if f <= 1.0:
+        return topo, 1.0
+    dev = topo.device
+    dev = dataclasses.replace(dev, peak_flops={k: v * f for k, v in dev.peak_flops.items()},
+                              gemm_max_efficiency=dev.gemm_max_efficiency / f)
+    return dataclasses.replace(topo, device=dev), f
 
 
 def collective_samples(rows, ranks: int, dtype: str) -> list[Sample]:

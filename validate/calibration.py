@@ -122,20 +122,37 @@ def _unit(path: str) -> tuple[float, str]:
 
 
 def calibrate(run: Run, out: Path, topology: str | None, header: list[str]) -> dict:
-    """Fit, write ``out`` (the calibrated topology) and return the fit summary for the report."""
+    """Fit, write ``out`` (the calibrated topology) and return the fit summary for the report.
+
+    A fresh topology's peak is then raised, if need be, until it bounds every rate tpsim
+    prices in counted FLOPs (:func:`tpsim.calibrate.bound_counted_rates`: MFU <= 1); a user's
+    stated peak is kept, with a note when an MFU above 100% is possible on it."""
     text, topo, updates, peak_note = base_topology(run, topology)
     fits = fit_all(run, topo, bool(topology))
-    final = fits[-1].topology
+    final, factor = fits[-1].topology, 1.0
+    if topology:
+        if C.counted_rate_factor(final.device) > 1:
+            peak_note += ("; NOTE: fused causal attention is priced above this peak in counted "
+                          "FLOPs, so MFU can exceed 100%")
+    else:
+        final, factor = C.bound_counted_rates(final)
+        if factor > 1:
+            peak_note += (f"; raised x{factor:.3g} (gemm_max_efficiency / {factor:.3g}, times "
+                          "unchanged) to bound fused causal attention, priced at half its counted "
+                          "FLOPs: MFU <= 1")
     summary = []
     for f in fits:
         for p in f.params:
+            value, stderr = p.value, p.stderr
+            if p.path == "device.gemm_max_efficiency":
+                value, stderr = value / factor, stderr / factor
             scale, unit = _unit(p.path)
-            updates.append((p.path, p.value, fitted_comment(p.stderr, p.value, p.at_bound,
-                                                            f.what, scale, unit)))
+            updates.append((p.path, value, fitted_comment(stderr, value, p.at_bound, f.what,
+                                                          scale, unit)))
             summary.append({"parameter": p.path,
                             "yaml_key": ".".join(map(str, C.yaml_location(final, p.path)[0])),
-                            "value": p.value, "unit_scale": scale, "unit": unit.strip(),
-                            "stderr": p.stderr if math.isfinite(p.stderr) else None,
+                            "value": value, "unit_scale": scale, "unit": unit.strip(),
+                            "stderr": stderr if math.isfinite(stderr) else None,
                             "at_bound": p.at_bound, "fitted_on": f.what})
     peak = final.device.peak(run.dtype)
     write_calibrated(text, final, updates, header, out, (run.dtype, peak, peak_note))

@@ -158,5 +158,5 @@ def calibrate(run: Run, out: Path, topology: str | None, header: list[str]) -> d
     write_calibrated(text, final, updates, header, out, (run.dtype, peak, peak_note))
     return {"parameters": summary, "fits": [{"fitted_on": f.what, "points": f.points,
                                              "rms_log_residual": f.rms_log} for f in fits],
-            "peak_flops": peak, "peak_note": peak_note, "topology": str(out),
+            "peak_flops": peak, "peak_note": peak_note, "topology": out.name,
             "base": topology or "fresh"}

@@ -308,7 +308,7 @@ class Harness:
                   "collectives": R.collective_rows(micro["local"] + micro["world"], topo),
                   "kernels": R.kernel_rows(micro["kernels"], topo),
                   "fit_shapes": [s.as_dict() for s in S.FIT[self.args.mode]],
-                  "calibrated_topology": str(self.out / "calibrated.yaml")}
+                  "calibrated_topology": "calibrated.yaml"}   # beside report.json
         R.write_json(self.out / "report.json", report)
         (self.out / "report.md").write_text(R.render_md(report))
         s = report["summary"]

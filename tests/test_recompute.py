@@ -119,12 +119,12 @@ def test_model_activation_memory():
 
 
 def test_hardware_flops():
-    """Full recompute re-runs the forward: 24 b s h^2/t + 4 b s^2 h/t = 201326592 + 16777216 =
-    218103808 extra FLOPs a layer (b=2, s=128, h=256, t=2); selective the core's 4 b s^2 h/t =
-    16777216. Model FLOPs do not change; HFU > MFU."""
+    """Full recompute re-runs the forward: 24 b s h^2/t + the causal core's 4 b h/t s(s+1)/2 =
+    201326592 + 8454144 = 209780736 extra FLOPs a layer (b=2, s=128, h=256, t=2); selective the
+    core's 8454144. Model FLOPs do not change; HFU > MFU."""
     kw = dict(tp=2, micro_batch=B, attention="unfused")
     none = predict(gpt(), "dgx-h100", **kw)
-    for mode, extra in (("full", 218103808), ("selective", 16777216)):
+    for mode, extra in (("full", 209780736), ("selective", 8454144)):
         p = predict(gpt(), "dgx-h100", recompute=mode, **kw)
         assert p.layer.flops == none.layer.flops
         assert p.layer.hardware_flops - p.layer.flops == extra

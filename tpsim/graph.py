@@ -98,16 +98,20 @@ def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
                      saved=(lambda d: d.Tn * d.h) if dropout else None)
 
 
-def _attention(d: Dims, backward: bool) -> Attention:
-    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward)
+def _attention(kernel: str | None, backward: bool):
+    """The fused attention op of a layer: causal self-attention over the micro-batch's s tokens."""
+    return lambda d: Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward,
+                               kernel)
 
 
-def _attention_core_fwd(B: Builder, qkv: str, fused: bool, dropout: bool) -> str:
-    """Causal attention on heads/tp heads: 4 b s^2 (heads*head_dim)/tp FLOPs forward (QK^T, AV)."""
-    if fused:   # read q, k, v; write o; keeps q, k, v
-        return B.add("fwd.attn", lambda d: _attention(d, False), "compute", (qkv,),
+def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool) -> str:
+    """Causal attention on heads/tp heads (QK^T, softmax, AV): one fused kernel (``kernel``:
+    "fused" for the device's default, or a name of its attention_kernels), or "unfused":
+    Megatron's separate batched GEMMs and softmax, which compute the masked half too."""
+    if kernel != "unfused":   # read q, k, v; write o; keeps q, k, v
+        return B.add("fwd.attn", _attention(_kernel_name(kernel), False), "compute", (qkv,),
                      saved=lambda d: d.T * (d.q + 2 * d.kv) * d.bpe)
-    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads), (qkv,),
+    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s), (qkv,),
                saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
     x = B.eltwise("fwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
                                                  2 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
@@ -116,8 +120,13 @@ def _attention_core_fwd(B: Builder, qkv: str, fused: bool, dropout: bool) -> str
         x = B.eltwise("fwd.attn.dropout",
                       lambda d: (d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
                       (x,), saved=lambda d: d.b * d.heads * d.s * d.s * (1 + d.bpe))
-    return B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads), (x, qkv),
+    return B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x, qkv),
                   saved=lambda d: d.T * d.kv * d.bpe)
+
+
+def _kernel_name(attention: str) -> str | None:
+    """``fused`` runs the device's default attention kernel (None); other names pick one."""
+    return None if attention == "fused" else attention
 
 
 def _column_input(B: Builder, linear: str, x) -> str:
@@ -132,14 +141,14 @@ def input_saved(d: Dims) -> float:
     return d.Tn * d.h * d.bpe
 
 
-def _attention_fwd(B: Builder, x, bare: bool, fused: bool, dropout: bool) -> str:
+def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str:
     B.block = "attention"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
     x = _column_input(B, "qkv", x)
     x = B.gemm("fwd.qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), (x,), saved=input_saved)
-    x = _attention_core_fwd(B, x, fused, dropout)
+    x = _attention_core_fwd(B, x, kernel, dropout)
     x = B.gemm("fwd.proj", lambda d: (d.T, d.h, d.q), (x,), saved=lambda d: d.T * d.q * d.bpe)
     x = B.collective(f"fwd.proj.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
@@ -217,15 +226,16 @@ def _bias_dropout_add_bwd(B: Builder, i: int, grad, dropout: bool) -> str:
                      (grad,), forward_of=f"fwd.bias_dropout_add{i}")
 
 
-def _attention_core_bwd(B: Builder, grad, fused: bool, dropout: bool) -> tuple:
-    """Backward of the attention core: 8 b s^2 (heads*head_dim)/tp FLOPs (twice the forward)."""
-    if fused:   # read q, k, v, o, do; write dq, dk, dv
-        return (B.add("bwd.attn", lambda d: _attention(d, True), "compute", (grad,),
+def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
+    """Backward of the attention core: twice the forward's model FLOPs."""
+    if kernel != "unfused":   # read q, k, v, o, do; write dq, dk, dv
+        return (B.add("bwd.attn", _attention(_kernel_name(kernel), True), "compute", (grad,),
                       forward_of="fwd.attn"),)
     av = "fwd.attn.av"
-    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads), (grad,),
-               forward_of=av)
-    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads), (grad,), forward_of=av)
+    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s),
+               (grad,), forward_of=av)
+    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (grad,),
+                forward_of=av)
     if dropout:
         x = B.eltwise("bwd.attn.dropout", lambda d: (d.b * d.heads * d.s, d.s,
                                                      d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
@@ -233,9 +243,9 @@ def _attention_core_bwd(B: Builder, grad, fused: bool, dropout: bool) -> tuple:
     x = B.eltwise("bwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
                                                  3 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
                   forward_of="fwd.attn.softmax")
-    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads), (x,),
+    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
                 forward_of="fwd.attn.scores")
-    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads), (x,),
+    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
                 forward_of="fwd.attn.scores")
     return dq, dk, dv
 
@@ -271,13 +281,13 @@ def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool):
     return linear_backward(B, linear, size, grads, between=reduce, wgrad_deps=inputs)
 
 
-def _attention_bwd(B: Builder, grad, bare: bool, fused: bool, dropout: bool, bias: bool) -> str:
+def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool) -> str:
     B.block = "attention"
     out_grad = grad
     if not bare:
         grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
-    core = _attention_core_bwd(B, dgrad, fused, dropout)
+    core = _attention_core_bwd(B, dgrad, kernel, dropout)
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
@@ -311,38 +321,40 @@ _TEMPLATES: dict[tuple, Template] = {}
 
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
-                   fused: bool = True, swiglu: bool = False, recompute: str = "none",
+                   attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
     the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout, residuals and
-    biases (what a lone ParallelMLP / ParallelAttention runs); ``bias``: the linears have
-    biases (their gradients are reductions of their own). Backward starts after the forward's last op: the
+    biases (what a lone ParallelMLP / ParallelAttention runs); ``attention``: fused (the
+    device's default flash kernel), a kernel name (flash2, flash3) or unfused; ``bias``: the
+    linears have biases (their gradients are reductions of their own). Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.recompute`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
-    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, fused, swiglu, recompute, bias)
+    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
+           bias)
     tpl = _TEMPLATES.get(key)
     if tpl is None:
         B = Builder(sequence_parallel)
         x = None
         if "attention" in blocks:
-            x = _attention_fwd(B, x, bare, fused, drop)
+            x = _attention_fwd(B, x, bare, attention, drop)
         if "mlp" in blocks:
             x = _mlp_fwd(B, x, bare, swiglu, drop)
         B.phase = "backward"
         if "mlp" in blocks:
             x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
         if "attention" in blocks:
-            x = _attention_bwd(B, x, bare, fused, drop, bias)
+            x = _attention_bwd(B, x, bare, attention, drop, bias)
         apply_recompute(B, recompute)
         tpl = _TEMPLATES[key] = B.compile(
-            {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare,
-            attention="fused" if fused else "unfused", recompute=recompute)
+            {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare, attention=attention,
+            recompute=recompute)
     return tpl
 
 
@@ -355,8 +367,8 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel)
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
-                         (attention or model.attention) == "fused", model.activation == "swiglu",
-                         recompute, model.bias)
+                         attention or model.attention, model.activation == "swiglu", recompute,
+                         model.bias)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

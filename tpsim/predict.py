@@ -49,8 +49,10 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
     if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
                                 or not 0 <= dropout < 1):
         raise ConfigError("--dropout", "", "a probability in [0, 1)", dropout)
-    if attention is not None and attention not in ATTENTIONS:
-        raise ConfigError("--attention", "", f"one of {', '.join(ATTENTIONS)}", attention)
+    kernels = tuple(topo.device.attention_kernels or ())
+    if attention is not None and attention not in ATTENTIONS + kernels:
+        raise ConfigError("--attention", "", f"one of {', '.join(ATTENTIONS + kernels)} "
+                          f"(the kernels {topo.device.name} lists)", attention)
     if recompute not in RECOMPUTE:
         raise ConfigError("--recompute", "", f"one of {', '.join(RECOMPUTE)}", recompute)
     if not isinstance(sequence_parallel, bool):
@@ -71,9 +73,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dt
                     sequence_parallel, dropout, attention, recompute="none"):
     """The priced, scheduled layer (defaults already resolved) and its pricing."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
-    tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0,
-                         fused=attention == "fused", swiglu=m.activation == "swiglu",
-                         recompute=recompute, bias=m.bias)
+    tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
+                         swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias)
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 
@@ -154,8 +155,8 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
     s = m.seq_len if seq_len is None else seq_len
     _check(topo, tp, micro_batch, s, dtype, None, attention, "none", sequence_parallel)
     dims = layer_dims(m, tp, micro_batch, s, dtype, sequence_parallel)
-    tpl = layer_template(tp > 1, sequence_parallel, (block,), bare=True,
-                         fused=attention == "fused", swiglu=m.activation == "swiglu")
+    tpl = layer_template(tp > 1, sequence_parallel, (block,), bare=True, attention=attention,
+                         swiglu=m.activation == "swiglu")
     sim = simulate(tpl, dims, Pricing(topo, Parallelism(tp=tp)))
     tl = sim.timeline
     fwd, bwd = phase_times(sim)

@@ -3,7 +3,7 @@
 | op | priced by |
 | --- | --- |
 | :class:`~tpsim.ops.Gemm` | :func:`tpsim.compute.gemm_time` |
-| :class:`~tpsim.ops.Attention` | :func:`tpsim.compute.attention_time`, on the FLOPs a causal flash kernel executes (:func:`tpsim.compute.attention_exec_flops`) |
+| :class:`~tpsim.ops.Attention` | :func:`tpsim.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.compute.attention_exec_flops`) |
 | :class:`~tpsim.ops.MemoryBound` | :func:`tpsim.compute.elementwise_time` |
 | :class:`~tpsim.ops.Collective` | :func:`tpsim.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.ops.SendRecv` | :func:`tpsim.collectives.send_recv_time` |
@@ -77,8 +77,12 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
     if kind is MemoryBound:
         return compute.elementwise_time(op.nbytes, dev), FORMULAS[MemoryBound], None
     if kind is Attention:
-        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward)
-        t = compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, dev, op.dtype)
+        kernel = dev.attention_kernels[op.kernel or dev.attention_kernel] \
+            if dev.attention_kernels else None
+        block = kernel.causal_block if kernel else 0.0
+        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv, block)
+        t = compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, dev,
+                                   op.dtype, op.backward, op.kernel, op.causal)
         return t, FORMULAS[Attention], None
     if kind is Collective:
         cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)

@@ -43,6 +43,43 @@ SIMPLE = Protocol()
 
 
 @dataclass(frozen=True)
+class AttentionKernel:
+    """A fused (flash) attention kernel's sustained efficiency on this device.
+
+    eff(d, s_kv) = efficiency[d] * s_kv / (s_kv + seq_half_efficiency) (* causal_efficiency):
+    the kernel's best share of the dense peak at head dim d, lost at short key lengths (each
+    query tile streams only s_kv / block keys); a causal kernel runs at ``causal_efficiency`` of
+    that (its query tiles do unequal work) and computes its diagonal key tiles in full:
+    (1 + causal_block / s_kv) times the causal FLOPs (tpsim.compute.attention_exec_flops).
+    """
+    efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
+                                                      "128, 256: the nearest listed is used)")
+    backward_efficiency: dict[str, float] | None = spec(
+        gt=0, le=1, default=None, doc="the backward pass's, when it differs (default: efficiency)")
+    seq_half_efficiency: float = spec(ge=0, default=0.0,
+                                      doc="key length that halves the efficiency")
+    causal_block: float = spec(ge=0, default=0.0,
+                               doc="extra key tokens a causal kernel computes per query on the "
+                                   "diagonal tiles")
+    causal_efficiency: float = spec(gt=0, le=1, default=1.0,
+                                    doc="share of the efficiency a causal kernel keeps")
+
+    def validate(self, source: str, path: str) -> None:
+        for name, table in (("efficiency", self.efficiency),
+                            ("backward_efficiency", self.backward_efficiency or {})):
+            for key in table:
+                if not key.isdigit() or int(key) < 1:
+                    raise ConfigError(source, f"{path}.{name}.{key}", "a head dimension (an integer)")
+
+    def at(self, head_dim: int, backward: bool = False) -> float:
+        """The best efficiency at the listed head dim nearest to ``head_dim``."""
+        table = (self.backward_efficiency if backward and self.backward_efficiency
+                 else self.efficiency)
+        key = min(table, key=lambda k: (abs(int(k) - head_dim), int(k)))
+        return table[key]
+
+
+@dataclass(frozen=True)
 class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
     name: str = spec(doc="device model name")
@@ -56,9 +93,28 @@ class Device:
                                     doc="fraction of memory bandwidth that elementwise kernels reach")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
                                       doc="fraction of peak FLOP/s that large GEMMs reach")
+    gemm_max_efficiency_fp8: float | None = spec(
+        gt=0, le=1, default=None, doc="the same for fp8 GEMMs (default: gemm_max_efficiency)")
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
-                                           doc="GEMM dimension (m, n or k) at which that dimension "
-                                               "alone halves the efficiency: eff = max * prod d/(d+h)")
+                                           doc="GEMM dimension m or n at which that dimension alone "
+                                               "halves the efficiency (a smooth size curve: "
+                                               "0 where gemm_tile models the size effect)")
+    gemm_k_half_dim: float | None = spec(ge=0, default=None,
+                                         doc="the same for the inner dimension k (each output "
+                                             "tile's fixed prologue and epilogue); default: "
+                                             "gemm_half_efficiency_dim")
+    gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None,
+                                             doc="output tile [rows, cols] of the device's large "
+                                                 "GEMM kernels: null for no tile quantization")
+    sm_count: int | None = spec(ge=1, default=None,
+                                doc="streaming multiprocessors: tiles run in waves of this many")
+    attention_kernels: dict[str, AttentionKernel] | None = spec(
+        default=None, doc="fused attention kernels by name (flash2, flash3), each a mapping of "
+                          "efficiency, backward_efficiency, seq_half_efficiency, causal_block; "
+                          "null: priced with the GEMM efficiency of its per-head products")
+    attention_kernel: str | None = spec(default=None,
+                                        doc="the kernel `--attention fused` runs (a key of "
+                                            "attention_kernels)")
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,
                                   doc="fixed time per compute kernel, us")
     host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0,
@@ -87,6 +143,15 @@ class Device:
             if name not in PROTOCOLS:
                 raise ConfigError(source, f"{path}.collective_protocols.{name}",
                                   f"a protocol in {PROTOCOLS}")
+        kernels = self.attention_kernels or {}
+        if self.attention_kernel is not None and self.attention_kernel not in kernels:
+            raise ConfigError(source, f"{path}.attention_kernel",
+                              f"one of attention_kernels ({', '.join(kernels) or 'none listed'})",
+                              self.attention_kernel)
+        if kernels and self.attention_kernel is None:
+            raise ConfigError(source, f"{path}.attention_kernel", "the default of attention_kernels")
+        if self.gemm_tile is not None and len(self.gemm_tile) != 2:
+            raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
         if self.collective_protocols and "simple" not in self.collective_protocols:
             raise ConfigError(source, f"{path}.collective_protocols",
                               "a 'simple' entry (hierarchical and NVLS algorithms run on it)")

@@ -295,7 +295,8 @@ def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1
     """
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
         raise ConfigError("--micro-batches", "", "a positive integer", micro_batches)
-    dtype = settings.get("dtype", "bf16")
+    from .predict import default_dtype
+    dtype = settings.get("dtype") or default_dtype(topo)
     single = _predict(model, topo, 1, settings)
     params = single.model.params
     grad_bytes = params * BYTES_PER_ELEMENT[dtype]

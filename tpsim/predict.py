@@ -59,14 +59,25 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
         raise ConfigError("--sequence-parallel", "", "true or false", sequence_parallel)
 
 
+TRAINING_DTYPES = tuple(OPTIMIZER_BYTES)    # the order a default is picked in
+
+
+def default_dtype(topo: Topology) -> str:
+    """The first of bf16, fp16, fp32 the device lists (a calibrated CPU lists only fp32)."""
+    listed = topo.device.peak_flops
+    return next((d for d in TRAINING_DTYPES if d in listed), TRAINING_DTYPES[0])
+
+
 def _settings(model, topology, tp, micro_batch, seq_len, dtype, sequence_parallel, dropout,
               attention, recompute):
-    """Loaded model and topology and the run's settings with the model's defaults filled in."""
+    """Loaded model and topology and the run's settings with the defaults filled in: the
+    model's sequence length, dropout and attention, the device's first training dtype."""
     m, topo = _resolve(model, topology)
     s = m.seq_len if seq_len is None else seq_len
+    dtype = default_dtype(topo) if dtype is None else dtype
     _check(topo, tp, micro_batch, s, dtype, dropout, attention, recompute, sequence_parallel)
     p = m.dropout if dropout is None else dropout
-    return m, topo, s, p, attention or m.attention
+    return m, topo, s, p, attention or m.attention, dtype
 
 
 def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
@@ -80,13 +91,13 @@ def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dt
 
 
 def predict_layer(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
-                  seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
+                  seq_len: int | None = None, dtype: str | None = None, sequence_parallel: bool = False,
                   dropout: float | None = None, attention: str | None = None,
                   recompute: str = "none"):
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows."""
-    m, topo, s, p, att = _settings(model, topology, tp, micro_batch, seq_len, dtype,
-                                   sequence_parallel, dropout, attention, recompute)
+    m, topo, s, p, att, dtype = _settings(model, topology, tp, micro_batch, seq_len, dtype,
+                                          sequence_parallel, dropout, attention, recompute)
     sim, _ = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att,
                              recompute)
     return layer_times(sim)
@@ -106,17 +117,18 @@ def _notices(topo, tp, mem, recompute) -> tuple[Notice, ...]:
 
 
 def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
-            seq_len: int | None = None, dtype: str = "bf16", sequence_parallel: bool = False,
+            seq_len: int | None = None, dtype: str | None = None, sequence_parallel: bool = False,
             dropout: float | None = None, attention: str | None = None,
             recompute: str = "none") -> Prediction:
     """Predict one layer and the whole model (one micro-batch, forward + backward) per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects; ``seq_len``,
-    ``dropout`` and ``attention`` default to the model's. ``recompute``: activation
+    ``dropout`` and ``attention`` default to the model's, ``dtype`` to the device's first of
+    bf16, fp16, fp32. ``recompute``: activation
     recomputation, none | selective | full (:mod:`tpsim.recompute`).
     """
-    m, topo, s, p, att = _settings(model, topology, tp, micro_batch, seq_len, dtype,
-                                   sequence_parallel, dropout, attention, recompute)
+    m, topo, s, p, att, dtype = _settings(model, topology, tp, micro_batch, seq_len, dtype,
+                                          sequence_parallel, dropout, attention, recompute)
     sim, pricing = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
                                    att, recompute)
     layer = layer_times(sim)
@@ -139,7 +151,7 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
-                  seq_len: int | None = None, dtype: str = "bf16",
+                  seq_len: int | None = None, dtype: str | None = None,
                   sequence_parallel: bool = False, attention: str = "fused") -> BlockPrediction:
     """One bare ``block`` ("mlp" or "attention") as the validate harness's real layers run it.
 
@@ -153,6 +165,7 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
         raise ConfigError("--block", "", "mlp or attention", block)
     m, topo = _resolve(model, topology)
     s = m.seq_len if seq_len is None else seq_len
+    dtype = default_dtype(topo) if dtype is None else dtype
     _check(topo, tp, micro_batch, s, dtype, None, attention, "none", sequence_parallel)
     dims = layer_dims(m, tp, micro_batch, s, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, (block,), bare=True, attention=attention,

@@ -14,7 +14,9 @@ from .memory import Memory
 
 
 class OpRow(NamedTuple):
-    """One op of the layer on one rank, as scheduled. ``share`` = time_s / layer total_s.
+    """One op of the layer on one rank, as scheduled. ``time_s`` = end_s - start_s, the op as it
+    ran (a compute kernel beside a collective runs slower: ``alone_s`` is its time alone, what
+    its ``formula`` gives); ``share`` = time_s / layer total_s.
 
     A NamedTuple rather than a frozen dataclass: as immutable, and ten times cheaper to build
     (a prediction makes dozens, a sweep thousands).
@@ -37,6 +39,7 @@ class OpRow(NamedTuple):
     forward_of: str | None = None
     formula: str = ""            # the function that priced it: tpsim.compute.gemm_time, ...
     group: str | None = None     # a collective's process group (tp, dp, pp, ...)
+    alone_s: float = 0.0         # the op alone (its formula's value), before interference
 
 
 @dataclass(frozen=True)

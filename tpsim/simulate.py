@@ -48,11 +48,12 @@ class Simulation:
         total = tl.makespan_s or 1.0
         rows = []
         for t0, i in sorted(zip(tl.start, range(len(tl.start)))):
-            node, op, t, cost = self.template.nodes[i], self.ops[i], self.times[i], self.costs[i]
+            node, op, cost = self.template.nodes[i], self.ops[i], self.costs[i]
+            t = tl.end[i] - t0     # as it ran: slowed by a collective beside it, if any
             rows.append(OpRow(node.name, op.kind, node.phase, node.stream, node.block, op.shape,
                               op.flops, op.bytes, op.comm_bytes, t, t0, tl.end[i], t / total,
                               getattr(op, "op", None), _algorithm(cost) if cost else None,
-                              node.forward_of, self.formulas[i], node.group))
+                              node.forward_of, self.formulas[i], node.group, self.times[i]))
         return tuple(rows)
 
     def collective_rows(self) -> tuple[CollectiveRow, ...]:
@@ -74,11 +75,27 @@ def simulate(template: Template, dims, pricing: Pricing,
     ``host_dispatch_s``: the host's time to issue one op (default: the device's
     ``host_dispatch_us``; 0 for a step captured in CUDA graphs)."""
     ops, flops, hardware = template.at(dims)
-    times, formulas, costs = price_ops(ops, pricing)
+    times, formulas, costs = _prices(ops, pricing)
     dev = pricing.topology.device
     tl = run(template, times, dev.comm_compute_interference)
     host = dev.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
     return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
+
+
+_PRICES: dict[tuple, tuple] = {}
+
+
+def _prices(ops: tuple, pricing: Pricing):
+    """:func:`tpsim.price.price_ops`, memoised per (ops tuple, topology object, parallelism): the
+    template memoises its ops per sizes, so a repeated configuration is priced once."""
+    topo = pricing.topology
+    key = (id(ops), id(topo), pricing.parallelism)
+    hit = _PRICES.get(key)
+    if hit is None or hit[0] is not ops or hit[1] is not topo:
+        if len(_PRICES) >= 1024:
+            _PRICES.clear()
+        hit = _PRICES[key] = (ops, topo, price_ops(ops, pricing))
+    return hit[2]
 
 
 def _algorithm(cost) -> str:

@@ -11,7 +11,7 @@ import sys
 
 from ..errors import TpsimError
 from .collective import add_collective, cmd_topologies
-from .common import Parser
+from .common import OnlySubcommand, Parser
 from .plot import add_plot, plot_settings
 from .predict import add_predict, cmd_models
 
@@ -20,11 +20,14 @@ __all__ = ["main", "build_parser", "plot_settings"]
 
 # --------------------------------------------------------------------------- main
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given ``argv``, only the invoked subcommand's arguments are built."""
     parser = Parser(prog="tpsim", description="How long does a tensor-parallel transformer "
                      "layer take on a given cluster, and why.")
     parser.add_argument("--version", action="version", version=f"tpsim {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    sub = OnlySubcommand(parser.add_subparsers(dest="command", required=True,
+                                               parser_class=Parser), command)
     sub.add_parser("topologies", help="list the shipped topologies").set_defaults(func=cmd_topologies)
     add_collective(sub)
     add_predict(sub)
@@ -40,7 +43,8 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv).parse_args(argv)
         args.func(args)
     except TpsimError as e:
         print(f"tpsim: error: {e}", file=sys.stderr)

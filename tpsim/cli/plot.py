@@ -49,7 +49,8 @@ def _add_plot_layer_args(q, topology: str) -> None:
                    help=topology)
     q.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
     q.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's)")
-    q.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
+    q.add_argument("--dtype", default=None,
+                   help="bf16, fp16 or fp32 (default: the first of these the device lists)")
     q.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism")
     q.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
 

@@ -11,7 +11,8 @@ def add_predict(sub) -> None:
     p.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (consecutive ranks)")
     p.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's)")
-    p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
+    p.add_argument("--dtype", default=None,
+                   help="bf16, fp16 or fp32 (default: the first of these the device lists)")
     p.add_argument("--sequence-parallel", action="store_true",
                    help="Megatron sequence parallelism (all-gather + reduce-scatter)")
     p.add_argument("--dropout", type=float, default=None, help="dropout probability (0: no dropout ops)")

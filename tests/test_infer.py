@@ -273,3 +273,19 @@ def test_cli_text_json_and_errors(capsys):
     assert main(["infer", "--tp", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tp" in err
+
+
+def test_plot_infer_table_and_figure(tmp_path):
+    """The figure's table is infer()'s numbers; a degree the model cannot split is skipped."""
+    from tpsim import plot
+    from tpsim.figure_data import infer_sweep
+    table = infer_sweep("llama2-70b", [H100], degrees=(3, 4, 8), batches=(1, 8),
+                        prompt=256, gen=16)
+    skipped, *rows = table.rows
+    assert skipped["tp"] == 3 and skipped["status"].startswith("skipped")
+    p = infer(L70, H100, tp=4, batch=8, prompt=256, gen=16)
+    (row,) = [r for r in rows if (r["tp"], r["batch"]) == (4, 8)]
+    assert row["time_per_token_s"] == p.decode.time_per_token_s
+    assert row["tokens_per_s_per_gpu"] == p.decode.tokens_per_s / 4
+    image, csv = plot.save(plot.infer_figure(table), table, tmp_path / "infer.png")
+    assert image.stat().st_size > 10_000 and "time_per_token_s" in csv.read_text()

@@ -60,8 +60,9 @@ def test_custom_all_reduce_only_where_vllm_runs_it():
 @pytest.mark.parametrize("ranks,nbytes,measured_us", [
     # vLLM PR #24532 (H100, 4 ranks, ca_1stage) and PR #24111 (H100, 6 ranks, ca_1stage): used
     # in no fit; the model has no parameter of its own.
-    (4, 0.5e6, 10), (4, 1e6, 14), (4, 2e6, 23), (4, 4e6, 38),
-    (6, 0.5e6, 13), (6, 1e6, 21), (6, 2e6, 38), (6, 4e6, 70)])
+    # bf16 tensors of 32..256 tokens x hidden 8192: 0.5..4 MiB
+    (4, 2**19, 10), (4, 2**20, 14), (4, 2**21, 23), (4, 2**22, 38),
+    (6, 2**19, 13), (6, 2**20, 21), (6, 2**21, 38), (6, 2**22, 70)])
 def test_custom_all_reduce_one_shot_against_vllm_measurements(ranks, nbytes, measured_us):
     one = custom_all_reduce_time(nbytes, H100.place(ranks), H100, max_bytes=64 * 2**20)
     n, level = ranks, H100.levels[0]

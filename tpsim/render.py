@@ -169,11 +169,11 @@ def models_table(models) -> str:
 
 # --------------------------------------------------------------------------- infer
 
-def _bound_line(c) -> str:
+def _bound_line(c, where: str = "") -> str:
     t = c.time_s or 1.0
     terms = (("HBM", c.hbm_s), ("FLOPs", c.flops_s), ("collectives", c.comm_s),
              ("kernel launches", c.launch_s), ("host dispatch", c.host_s))
-    return (f"  bound by {c.bound}: " + ", ".join(f"{k} {_pct(v / t)}" for k, v in terms)
+    return (f"  bound by {c.bound}{where}: " + ", ".join(f"{k} {_pct(v / t)}" for k, v in terms)
             + "  (share of the time)")
 
 
@@ -190,8 +190,8 @@ def _infer_phase_lines(p) -> list[str]:
         f"decode, {dec.steps} steps (kv_len {p.inputs.prompt + 1}..{p.inputs.prompt + dec.steps}):",
         f"  time per output token {_ms(dec.time_per_token_s):>12s}   (mean; first step "
         f"{_ms(dec.first_step_s)}, last {_ms(dec.last_step_s)})",
-        f"  tokens/s       {dec.tokens_per_s:12,.1f}   (all {p.inputs.batch} sequences)",
-        _bound_line(d) + f" at kv_len {dec.kv_len}",
+        f"  tokens/s       {dec.tokens_per_s:12,.1f}   (over the batch of {p.inputs.batch})",
+        _bound_line(d, f" at kv_len {dec.kv_len}"),
         f"  per step per GPU: {d.hbm_bytes / 1e9:.2f} GB HBM traffic "
         f"({dec.hbm_bandwidth_Bps / 1e12:.2f} TB/s, {_pct(dec.hbm_bandwidth_Bps / dev_bw)} of "
         f"{dev_bw / 1e12:.2f} TB/s peak), {d.flops / 1e12:.3f} TFLOP, "

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model",
+__all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "__version__"]
 
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
 # the submodule is later imported. Imports no networkx, torch or matplotlib.
 from .predict import predict, predict_layer  # noqa: E402
+from .infer import infer  # noqa: E402  (same reason: tpsim.infer is a submodule too)
 
 
 def __getattr__(name: str):

@@ -351,3 +351,50 @@ def send_recv_time(nbytes: float, place: Placement, topo: Topology) -> Collectiv
     return _sequential("send-recv", "p2p", nbytes, place, topo, span.level.latency_s,
                        nbytes / _stage_bandwidth(span, "ring"),
                        "tpsim.collectives.send_recv_time")
+
+
+# --------------------------------------------------------------------------- custom all-reduce
+CUSTOM_AR_MAX_BYTES = 8 * 2**20     # vLLM CustomAllreduce(max_size=8192 * 1024)
+
+
+def custom_all_reduce_time(nbytes: float, place: Placement, topo: Topology,
+                           max_bytes: float = CUSTOM_AR_MAX_BYTES) -> CollectiveCost:
+    """vLLM's custom all-reduce in one NVLink node (csrc/custom_all_reduce.cuh): one kernel that
+    loads the peers' IPC-registered buffers over NVLink (no NCCL; no copy-in in a CUDA graph).
+
+    One-shot (cross_device_reduce_1stage): barrier, each rank reads all n buffers and reduces
+    all of S, barrier. Two-shot (_2stage): barrier, each rank reduces its S/n slice from every
+    peer, barrier, each reads the n-1 other slices. A barrier is one flag store to each peer
+    and a spin: alpha = the level's latency_s; B = its per-device bandwidth x ring efficiency:
+        one-shot:  t = kernel_launch + 2 alpha + (n - 1) S / B
+        two-shot:  t = kernel_launch + 2 alpha + 2 (n - 1)/n S / B
+    REDUCE_CASE: one-shot for n = 2, or n <= 4 and S < 512 KiB, or n <= 8 and S < 256 KiB.
+    It serves n in (2, 4, 6, 8) ranks of one node, all on NVLink unless n = 2, and S <
+    max_bytes (8 MiB default; with symmetric memory on SM 9.0 vLLM caps n = 6 at 512 KiB and
+    n = 8 at 256 KiB, all_reduce_utils.py); elsewhere vLLM runs NCCL and this raises ConfigError.
+    """
+    why = custom_all_reduce_unsupported(nbytes, place, max_bytes)
+    if why:
+        raise ConfigError("--allreduce", "", f"custom all-reduce where it runs ({why})", "custom")
+    n, level = place.size, place.spans[0].level
+    one_shot = n == 2 or nbytes < (512 if n <= 4 else 256) * 2**10
+    moved = (n - 1) * nbytes if one_shot else 2 * (n - 1) / n * nbytes
+    launch, latency = topo.device.kernel_launch_s, 2 * level.latency_s
+    transfer = moved / (level.bandwidth_Bps * level.efficiency.ring)
+    return CollectiveCost("all-reduce", "custom", int(nbytes), n, launch + latency + transfer,
+                          launch, latency, transfer, 0.0, "one-shot" if one_shot else "two-shot",
+                          "tpsim.collectives.custom_all_reduce_time", place.group.name)
+
+
+def custom_all_reduce_unsupported(nbytes: float, place: Placement,
+                                  max_bytes: float = CUSTOM_AR_MAX_BYTES) -> str:
+    """Why the custom all-reduce does not run here ('' when it does): n not in (2, 4, 6, 8),
+    a group leaving one node, n > 2 not all on NVLink (a level named nvlink*), S >= max_bytes."""
+    n = place.size
+    if n not in (2, 4, 6, 8):
+        return f"{n} ranks; it serves 2, 4, 6 or 8"
+    if len(place.spans) != 1 or place.crosses_nodes:
+        return "the group leaves one node"
+    if n > 2 and not place.spans[0].level.name.lower().startswith("nvlink"):
+        return f"{n} ranks not all joined by NVLink"
+    return "" if nbytes < max_bytes else f"{int(nbytes)} bytes, not under {int(max_bytes)}"

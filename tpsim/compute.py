@@ -37,8 +37,10 @@ def tile_wave_efficiency(m: float, n: float, batch: int, device: Device) -> floa
         u = m n batch / (waves * sm_count * Tm * Tn),  waves = ceil(ceil(m/Tm) ceil(n/Tn) batch / sm_count)
 
     taking the better of the two tile orientations, as cuBLAS picks among its kernels (NVIDIA,
-    "Matrix Multiplication Background User's Guide", tile and wave quantization). 1 when the
-    device lists no tile (CPUs).
+    "Matrix Multiplication Background User's Guide", tile and wave quantization). A skinny GEMM
+    (m or n under one tile, such as decoding's m = batch) with fewer tiles than SMs has its k
+    loop split across the idle SMs (split-K / stream-K): waves * sm_count becomes its tile
+    count, only the tiles' padding is lost. 1 when the device lists no tile (CPUs).
     """
     tile, sms = device.gemm_tile, device.sm_count
     if not tile or not sms:
@@ -46,8 +48,8 @@ def tile_wave_efficiency(m: float, n: float, batch: int, device: Device) -> floa
     best = 0.0
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
-        waves = math.ceil(tiles / sms)
-        best = max(best, m * n * batch / (waves * sms * tm * tn))
+        slots = tiles if tiles < sms and (m < tm or n < tn) else math.ceil(tiles / sms) * sms
+        best = max(best, m * n * batch / (slots * tm * tn))
     return best
 
 
@@ -111,15 +113,20 @@ def elementwise_time(nbytes: float, device: Device) -> float:
 
 
 def attention_exec_flops(flops: float, causal: bool, backward: bool, seq_kv: int = 1,
-                         causal_block: float = 0.0) -> float:
+                         causal_block: float = 0.0, full_flops: float | None = None) -> float:
     """FLOPs a fused (flash) attention kernel executes, from the op's model FLOPs.
 
     The model FLOPs (:class:`tpsim.ops.Attention`) count the (query, key) pairs a causal model
     needs. A causal kernel also computes the masked half of each diagonal tile:
-    x (1 + causal_block / seq_kv). Its backward recomputes the scores: 2.5x the forward's work
-    (Dao 2023), i.e. 1.25x the model's backward count (twice the forward).
+    x (1 + causal_block / seq_kv), and never more than every pair (``full_flops``: a sequence
+    shorter than a tile computes its whole square). Its backward recomputes the scores: 2.5x
+    the forward's work (Dao 2023), i.e. 1.25x the model's backward count (twice the forward).
     """
-    executed = flops * (1 + causal_block / seq_kv if causal else 1.0)
+    executed = flops
+    if causal:
+        executed = flops * (1 + causal_block / seq_kv)
+        if full_flops is not None:
+            executed = min(executed, full_flops)
     return executed * (FLASH_BACKWARD_FACTOR / 2 if backward else 1.0)
 
 

@@ -328,3 +328,49 @@ def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1
                  "moves gradients once per step", TP_DP_COLUMNS, tuple(rows), notes,
                  {"params": params, "gradient_bytes": grad_bytes,
                   "gpus_per_node": topo.devices_per_node, "micro_batches": micro_batches})
+
+
+# --------------------------------------------------------------------------- infer
+
+INFER_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INFER_COLUMNS = ("topology", "tp", "batch", "status", "fits", "time_per_token_s",
+                 "tokens_per_s", "tokens_per_s_per_gpu", "ttft_s", "decode_bound",
+                 "weights_bytes", "kv_cache_bytes", "max_batch")
+
+
+def infer_sweep(model: str, topologies: list[Topology], degrees=(1, 2, 4, 8),
+                batches=INFER_BATCHES, **settings) -> Table:
+    """Time per output token and tokens/s against batch, one line per (topology, TP degree),
+    read from :func:`tpsim.infer.infer` (``settings``: prompt, gen, dtype, kv_dtype,
+    allreduce, eager). A degree the model or topology cannot split is a ``skipped`` row; a
+    batch that does not fit in memory keeps its times with ``fits`` False."""
+    from .infer import infer
+    rows, seen = [], None
+    for topo in topologies:
+        for tp in degrees:
+            for b in batches:
+                base = {"topology": topo.name, "tp": tp, "batch": b}
+                try:
+                    p = infer(model, topo, tp=tp, batch=b, **settings)
+                except TpsimError as e:
+                    rows.append({**base, "status": f"skipped: {e}"})
+                    break
+                seen = p
+                rows.append({**base, "status": "ok", "fits": p.memory.fits,
+                             "time_per_token_s": p.decode.time_per_token_s,
+                             "tokens_per_s": p.decode.tokens_per_s,
+                             "tokens_per_s_per_gpu": p.decode.tokens_per_s / (tp * p.inputs.pp),
+                             "ttft_s": p.prefill.time_s, "decode_bound": p.decode.cost.bound,
+                             "weights_bytes": p.memory.weights_bytes,
+                             "kv_cache_bytes": p.memory.kv_cache_bytes,
+                             "max_batch": p.memory.max_batch})
+    if seen is None:
+        raise TpsimError(f"plot infer: no TP degree runs: {rows[0]['status']}")
+    i = seen.inputs
+    notes = ("decode: mean time per output token over the generated tokens; tokens/s over all "
+             "sequences; per GPU: divided by tp x pp; times in s, bytes in B",
+             f"prompt {i.prompt}, gen {i.gen}, GEMMs {i.dtype}, KV cache {i.kv_dtype}, "
+             f"all-reduce {i.allreduce}, {'CUDA graphs' if i.cuda_graphs else 'eager'}",
+             "fits: weights + KV cache + prefill activations within the device's memory")
+    return Table(f"{i.model}: time per output token against batch", INFER_COLUMNS,
+                 tuple(rows), notes)

@@ -103,6 +103,12 @@ class Attention:
         return 2 * fwd if self.backward else fwd
 
     @property
+    def full_flops(self) -> float:
+        """The FLOPs of every (query, key) pair, masked or not (what an unmasked kernel runs)."""
+        fwd = 4.0 * self.b * self.heads * self.head_dim * self.seq_q * self.seq_kv
+        return 2 * fwd if self.backward else fwd
+
+    @property
     def bytes(self) -> float:
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         per = 4 if self.backward else 2

@@ -305,3 +305,48 @@ def tp_vs_dp_figure(table: Table):
                  f"volume grows with micro-batches per step, DP's {gb:.0f} GB of gradients does not)")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- infer
+
+def infer_figure(table: Table):
+    """Left: time per output token against batch. Right: the latency-throughput curve, tokens/s
+    per GPU against time per token (each point a batch). Colour: TP degree; line style:
+    topology; only batches that fit in memory are drawn."""
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(13, 5.2))
+    rows = [r for r in table.rows if r["status"] == "ok" and r["fits"]]
+    topologies = list(dict.fromkeys(r["topology"] for r in table.rows))
+    degrees = sorted({r["tp"] for r in table.rows})
+    for r_key in sorted({(r["topology"], r["tp"]) for r in rows},
+                        key=lambda k: (topologies.index(k[0]), k[1])):
+        line = [r for r in rows if (r["topology"], r["tp"]) == r_key]
+        style = dict(color=LINE_COLORS[degrees.index(r_key[1]) % len(LINE_COLORS)],
+                     linestyle=("-", "--", ":", "-.")[topologies.index(r_key[0]) % 4],
+                     marker="o", markersize=3.5, label=f"{r_key[0]}, TP={r_key[1]}")
+        ms = [r["time_per_token_s"] * 1e3 for r in line]
+        ax_l.plot([r["batch"] for r in line], ms, **style)
+        ax_r.plot([r["tokens_per_s_per_gpu"] for r in line], ms, **style)
+        ax_r.annotate(f"b={line[-1]['batch']}", (line[-1]["tokens_per_s_per_gpu"], ms[-1]),
+                      fontsize=7, xytext=(3, 0), textcoords="offset points")
+    missing = sorted({f"{r['topology']} TP={r['tp']}" for r in table.rows
+                      if r["status"] != "ok" or not r.get("fits")} -
+                     {f"{r['topology']} TP={r['tp']}" for r in rows})
+    if missing:
+        ax_l.text(0.02, 0.98, "no batch fits or runs: " + ", ".join(missing),
+                  transform=ax_l.transAxes, va="top", fontsize=7)
+    ax_l.set_xscale("log", base=2)
+    ax_l.set_xlabel("batch (sequences decoded together)")
+    ax_l.set_title("time per output token: flat while the weights' reads dominate", fontsize=11)
+    ax_r.set_xlabel("decode throughput per GPU (output tokens/s)")
+    ax_r.set_title("latency against throughput (each point a batch)", fontsize=11)
+    for ax in (ax_l, ax_r):
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylabel("time per output token (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_r.set_xscale("log")
+    ax_l.legend(fontsize=8, loc="lower right")
+    fig.suptitle(table.title)
+    fig.tight_layout()
+    return fig

@@ -77,7 +77,8 @@ def kernel_time(op, device) -> float:
     kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
         if device.attention_kernels else None
     block = kernel.causal_block if kernel else 0.0
-    flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv, block)
+    flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv, block,
+                                         op.full_flops)
     return compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, device,
                                   op.dtype, op.backward, op.kernel, op.causal)
 

@@ -1,6 +1,6 @@
 """tpsim's command line: parse, call the model, print. No modelling happens here.
 
-One module per subcommand (collective.py, predict.py, plot.py); this one builds the parser.
+One module per subcommand (collective.py, predict.py, infer.py, plot.py); this one builds the parser.
 
 Any :class:`~tpsim.errors.TpsimError` becomes one line on stderr and exit code 2.
 """
@@ -12,6 +12,7 @@ import sys
 from ..errors import TpsimError
 from .collective import add_collective, cmd_topologies
 from .common import OnlySubcommand, Parser
+from .infer import add_infer
 from .plot import add_plot, plot_settings
 from .predict import add_predict, cmd_models
 
@@ -31,6 +32,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub.add_parser("topologies", help="list the shipped topologies").set_defaults(func=cmd_topologies)
     add_collective(sub)
     add_predict(sub)
+    add_infer(sub)
     sub.add_parser("models", help="list the shipped model presets").set_defaults(func=cmd_models)
     add_plot(sub)
     return parser

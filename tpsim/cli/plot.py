@@ -41,6 +41,29 @@ def add_plot(sub) -> None:
                    help="micro-batches per step (TP communicates per micro-batch, DP per step)")
     q = figure("validation", "predicted against measured per validated layer", _cmd_plot_validation)
     q.add_argument("--report", required=True, help="a report.json written by validate/run.py")
+    _add_plot_infer(figure("infer", "time per output token against batch for TP 1/2/4/8",
+                           _cmd_plot_infer))
+
+
+def _add_plot_infer(q) -> None:
+    q.add_argument("--model", default="llama2-70b", help="shipped name or YAML path")
+    q.add_argument("--topology", action="append",
+                   help="repeat to compare (default: dgx-h100, dgx-a100)")
+    q.add_argument("--prompt", type=int, default=2048, help="prompt tokens per sequence")
+    q.add_argument("--gen", type=int, default=256, help="tokens generated per sequence")
+    q.add_argument("--dtype", default="bf16", help="GEMMs: bf16, fp16 or fp8")
+    q.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: --dtype)")
+    q.add_argument("--allreduce", default="nccl", help="nccl or custom")
+    q.add_argument("--eager", action="store_true", help="no CUDA graphs")
+
+
+def _cmd_plot_infer(args) -> None:
+    from .. import plot
+    from ..figure_data import infer_sweep, load_topologies
+    topos = load_topologies(args.topology or ["dgx-h100", "dgx-a100"])
+    table = infer_sweep(args.model, topos, prompt=args.prompt, gen=args.gen, dtype=args.dtype,
+                        kv_dtype=args.kv_dtype, allreduce=args.allreduce, eager=args.eager)
+    _plot_done(*plot.save(plot.infer_figure(table), table, args.out, args.format))
 
 
 def _add_plot_layer_args(q, topology: str) -> None:

@@ -9,7 +9,8 @@ the sum of exponentials and the target logit) instead of gathering the logits. B
 """
 from __future__ import annotations
 
-from .graph import input_saved, column_parallel_bwd, sp_reduce_op
+from .dims import sp_reduce_op
+from .linears import column_parallel_bwd, input_saved
 from .template import Builder, Template
 
 CE_REDUCTIONS = ("max", "sum-exp", "target")   # Megatron's _VocabParallelCrossEntropy
@@ -82,7 +83,8 @@ def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
         x = B.collective(f"fwd.cross_entropy.{r}", "all-reduce", (x,), size=_ce_reduction)
     B.phase = "backward"
     x = B.eltwise("bwd.cross_entropy", ce_size, (x,), forward_of="fwd.cross_entropy")
-    x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False)
+    x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False,
+                               is_linear=False)
     if norm:
         B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,), forward_of="fwd.final_norm")
     tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})

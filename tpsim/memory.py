@@ -30,7 +30,11 @@ from .topology import BYTES_PER_ELEMENT
 
 MASTER_GRAD_BYTES = 4                       # fp32 main gradients (Megatron default)
 OPTIMIZER_BYTES = {"bf16": 12, "fp16": 12,  # fp32 master weights + Adam m + v
-                   "fp32": 8}               # Adam m + v; the weights are the master copy
+                   "fp32": 8,               # Adam m + v; the weights are the master copy
+                   "fp8": 12}               # as bf16: Transformer Engine keeps bf16 weights
+# bytes of model weights per parameter: fp8 training keeps the bf16 weights plus Transformer
+# Engine's cached fp8 copy and its transpose (Hopper's fp8 GEMMs take only the TN layout)
+WEIGHT_BYTES = {"fp8": 2 + 2}
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def training_memory(model, tp: int, dtype: str, activations_bytes: float,
     if dtype not in OPTIMIZER_BYTES:
         raise ConfigError("--dtype", "", f"one of {', '.join(OPTIMIZER_BYTES)}", dtype)
     n = model.params_per_rank(tp)
-    weights = n * BYTES_PER_ELEMENT[dtype]
+    weights = n * WEIGHT_BYTES.get(dtype, BYTES_PER_ELEMENT[dtype])
     grads = n * MASTER_GRAD_BYTES
     optim = n * OPTIMIZER_BYTES[dtype]
     total = weights + grads + optim + activations_bytes

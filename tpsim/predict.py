@@ -14,7 +14,8 @@ import math
 
 from .embedding import embedding_template, output_template
 from .errors import ConfigError
-from .graph import collectives_in, layer_dims, layer_template
+from .dims import FP8_ACTIVATIONS, layer_dims
+from .graph import collectives_in, layer_template
 from .memory import OPTIMIZER_BYTES, training_memory
 from .model import ATTENTIONS, ModelConfig, load_model
 from .parallel import Parallelism
@@ -46,6 +47,8 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
     if dtype not in OPTIMIZER_BYTES:
         raise ConfigError("--dtype", "", f"one of {', '.join(OPTIMIZER_BYTES)}", dtype)
     topo.device.peak(dtype)
+    if dtype == "fp8":
+        topo.device.peak(FP8_ACTIVATIONS)
     if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
                                 or not 0 <= dropout < 1):
         raise ConfigError("--dropout", "", "a probability in [0, 1)", dropout)
@@ -59,7 +62,7 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
         raise ConfigError("--sequence-parallel", "", "true or false", sequence_parallel)
 
 
-TRAINING_DTYPES = tuple(OPTIMIZER_BYTES)    # the order a default is picked in
+TRAINING_DTYPES = ("bf16", "fp16", "fp32")   # the order a default is picked in
 
 
 def default_dtype(topo: Topology) -> str:
@@ -85,7 +88,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dt
     """The priced, scheduled layer (defaults already resolved) and its pricing."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
-                         swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias)
+                         swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
+                         fp8=dtype == "fp8")
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 

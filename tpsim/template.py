@@ -58,8 +58,8 @@ class Builder:
     """Collects nodes (in program order: the order each stream runs them) and the data edges
     from each node's ``deps`` (names)."""
 
-    def __init__(self, sp: bool = False):
-        self.sp = sp
+    def __init__(self, sp: bool = False, fp8: bool = False):
+        self.sp, self.fp8 = sp, fp8
         self.phase = "forward"
         self.block = ""
         self.nodes: list[Node] = []
@@ -74,12 +74,13 @@ class Builder:
             self.edges.append((forward_of, name, DATA))
         return name
 
-    def gemm(self, name, size, deps=(), saved=None, forward_of=None) -> str:
-        """``size(d)`` -> (m, n, k[, batch[, accumulate]]): (m x k) @ (k x n) in the layer's
-        dtype (see :class:`~tpsim.ops.Gemm`)."""
+    def gemm(self, name, size, deps=(), saved=None, forward_of=None, linear=False) -> str:
+        """``size(d)`` -> (m, n, k[, batch[, accumulate[, causal]]]): (m x k) @ (k x n) (see
+        :class:`~tpsim.ops.Gemm`), in the activations' dtype, or for a ``linear`` layer's GEMM
+        in ``d.gemm_dtype``."""
         def make(d):
             m, n, k, *rest = size(d)
-            return Gemm(m, n, k, d.dtype, *rest)
+            return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
         return self.add(name, make, "compute", deps, saved, forward_of)
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None) -> str:

@@ -83,10 +83,19 @@ def test_tile_and_wave_quantization_by_hand():
     m = 300, n = 256: 3 x 1 tiles, 1 wave: 300*256 / (4 * 32768) = 0.5859;
     m = 1024, n = 256: 8 tiles, 2 waves: 1024*256 / (2 * 4 * 32768) = 1."""
     d = device(gemm_tile=[128, 256], sm_count=4)
-    assert tile_wave_efficiency(256, 256, 1, d) == 0.5
-    assert tile_wave_efficiency(300, 256, 1, d) == pytest.approx(300 * 256 / (4 * 32768))
-    assert tile_wave_efficiency(1024, 256, 1, d) == 1.0
-    assert tile_wave_efficiency(1024, 256, 1, device()) == 1.0      # no tiles listed: CPUs
+    assert tile_wave_efficiency(256, 256, 512, 1, d) == 0.5
+    assert tile_wave_efficiency(300, 256, 512, 1, d) == pytest.approx(300 * 256 / (4 * 32768))
+    assert tile_wave_efficiency(1024, 256, 512, 1, d) == 1.0
+    assert tile_wave_efficiency(1024, 256, 512, 1, device()) == 1.0   # no tiles listed: CPUs
+
+
+def test_split_k_fills_idle_sms_by_hand():
+    """Same device: 256 x 256 is 2 tiles on 4 SMs; with k = 4096 >= 2 * 1024 the k loop splits
+    in min(4 // 2, 4096 // 1024) = 2: 4 work units, one wave: u = 256*256*2 / (4 * 32768) = 1;
+    a skinny m = 1 GEMM (n = 512: 2 tiles) loses only its tiles' padding: 512 / (2 * 32768)."""
+    d = device(gemm_tile=[128, 256], sm_count=4)
+    assert tile_wave_efficiency(256, 256, 4096, 1, d) == 1.0
+    assert tile_wave_efficiency(1, 512, 4096, 1, d) == pytest.approx(512 / (2 * 32768))
 
 
 def test_attention_kernel_efficiency_by_hand():

@@ -27,20 +27,25 @@ def size_efficiency(m, n, k, half, best=1.0, k_half=None):
     return best * (m / (m + half)) * (n / (n + half)) * (k / (k + k_half))
 
 
-def tile_wave_efficiency(m: float, n: float, batch: int, device: Device) -> float:
+SPLIT_K_MIN = 1024   # the shortest k a split-K / stream-K share gets (assumed; must exceed 512:
+                     # H100's 1024^3 matmul runs unsplit, tests/data/published_compute)
+
+
+def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device) -> float:
     """Share of the tensor cores a GEMM's output tiles keep busy (tile and wave quantization).
 
     A GPU GEMM computes its (m x n) output ``batch`` times in tiles of Tm x Tn (``gemm_tile``),
     ``sm_count`` tiles at a time; a partly filled tile and the last, partly filled wave cost as
     much as full ones:
 
-        u = m n batch / (waves * sm_count * Tm * Tn),  waves = ceil(ceil(m/Tm) ceil(n/Tn) batch / sm_count)
+        u = m n batch s / (waves * sm_count * Tm * Tn),  waves = ceil(tiles * s / sm_count)
 
-    taking the better of the two tile orientations, as cuBLAS picks among its kernels (NVIDIA,
-    "Matrix Multiplication Background User's Guide", tile and wave quantization). A skinny GEMM
-    (m or n under one tile, such as decoding's m = batch) with fewer tiles than SMs has its k
-    loop split across the idle SMs (split-K / stream-K): waves * sm_count becomes its tile
-    count, only the tiles' padding is lost. 1 when the device lists no tile (CPUs).
+    with tiles = ceil(m/Tm) ceil(n/Tn) batch, taking the better of the two tile orientations, as
+    cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
+    tile and wave quantization). A GEMM with fewer tiles than SMs splits its k loop in
+    s = min(sm_count // tiles, k // SPLIT_K_MIN) shares over the idle SMs (split-K / stream-K);
+    a skinny one (m or n under one tile, decoding's m = batch) spreads over them all (only its
+    tiles' padding is lost). 1 when the device lists no tile (CPUs).
     """
     tile, sms = device.gemm_tile, device.sm_count
     if not tile or not sms:
@@ -48,8 +53,12 @@ def tile_wave_efficiency(m: float, n: float, batch: int, device: Device) -> floa
     best = 0.0
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
-        slots = tiles if tiles < sms and (m < tm or n < tn) else math.ceil(tiles / sms) * sms
-        best = max(best, m * n * batch / (slots * tm * tn))
+        if tiles < sms and (m < tm or n < tn):
+            best = max(best, m * n * batch / (tiles * tm * tn))
+            continue
+        split = max(1, min(sms // tiles, int(k // SPLIT_K_MIN))) if tiles < sms else 1
+        waves = math.ceil(tiles * split / sms)
+        best = max(best, m * n * batch * split / (waves * sms * tm * tn))
     return best
 
 
@@ -57,7 +66,7 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
                     dtype: str = "bf16") -> float:
     """Fraction of peak a GEMM of size (m, n, k), ``batch`` times, reaches.
 
-    eff = best[dtype] * m/(m + h) * n/(n + h) * k/(k + h_k) * tile_wave_efficiency(m, n, batch)
+    eff = best[dtype] * m/(m + h) * n/(n + h) * k/(k + h_k) * tile_wave_efficiency(m, n, k, batch)
 
     best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8), h =
     ``gemm_half_efficiency_dim`` (a smooth size curve; 0 on GPUs, whose size effect is the
@@ -68,7 +77,7 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
     if dtype == "fp8" and device.gemm_max_efficiency_fp8 is not None:
         best = device.gemm_max_efficiency_fp8
     eff = size_efficiency(m, n, k, device.gemm_half_efficiency_dim, best, device.gemm_k_half_dim)
-    return eff * tile_wave_efficiency(m, n, batch, device)
+    return eff * tile_wave_efficiency(m, n, k, batch, device)
 
 
 def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1,

@@ -22,7 +22,7 @@ ops in that order (:mod:`tpsim.schedule`). Construction only: pricing is :mod:`t
 from __future__ import annotations
 
 from .dims import Dims, layer_dims, sp_reduce_op  # noqa: F401 - Dims, layer_dims re-exported
-from .linears import (column_input, column_parallel_bwd, fp8_cast, input_saved, linear_backward,
+from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
 from .ops import Attention
 from .recompute import apply_recompute
@@ -85,14 +85,9 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
-    x = column_input(B, "qkv", x)
-    x = B.gemm("fwd.qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), (x,), saved=input_saved,
-               linear=True)
+    x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
     x = _attention_core_fwd(B, x, kernel, dropout)
-    x = fp8_cast(B, "fwd.proj.cast", lambda d: (d.T, d.q), x)
-    x = B.gemm("fwd.proj", lambda d: (d.T, d.h, d.q), (x,), saved=lambda d: d.T * d.q * d.bpe,
-               linear=True)
-    x = B.collective(f"fwd.proj.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
+    x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), lambda d: d.T * d.q * d.bpe)
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
 
@@ -103,17 +98,12 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool) -> str:
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm2", x)
-    x = column_input(B, "mlp_in", x)
     n_in = 2 if swiglu else 1
-    x = B.gemm("fwd.mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), saved=input_saved,
-               linear=True)
+    x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
     # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
     x = B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.f * d.bpe)
-    x = fp8_cast(B, "fwd.mlp_out.cast", lambda d: (d.T, d.f), x)
-    x = B.gemm("fwd.mlp_out", lambda d: (d.T, d.h, d.f), (x,), saved=lambda d: d.T * d.f * d.bpe,
-               linear=True)
-    x = B.collective(f"fwd.mlp_out.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
+    x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), lambda d: d.T * d.f * d.bpe)
     return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
 
@@ -194,7 +184,7 @@ _TEMPLATES: dict[tuple, Template] = {}
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
-                   bias: bool = False, fp8: bool = False) -> Template:
+                   bias: bool = False, fp8: bool = False, tp_overlap: int = 0) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -202,7 +192,10 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     biases (what a lone ParallelMLP / ParallelAttention runs); ``attention``: fused (the
     device's default flash kernel), a kernel name (flash2, flash3) or unfused; ``bias``: the
     linears have biases (their gradients are reductions of their own); ``fp8``: the linears'
-    GEMMs run in fp8 with Transformer Engine's casts (the dims' ``linear_dtype``). Backward starts after the forward's last op: the
+    GEMMs run in fp8 with Transformer Engine's casts (the dims' ``linear_dtype``);
+    ``tp_overlap``: the TP degree when Transformer Engine's TP communication overlap is on
+    (with SP: the all-gathers interleaved with the GEMMs, the reduce-scatters pipelined;
+    :mod:`tpsim.linears`), else 0. Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.recompute`).
     """
@@ -210,10 +203,10 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
-           bias, fp8)
+           bias, fp8, tp_overlap)
     tpl = _TEMPLATES.get(key)
     if tpl is None:
-        B = Builder(sequence_parallel, fp8)
+        B = Builder(sequence_parallel, fp8, tp_overlap)
         x = None
         if "attention" in blocks:
             x = _attention_fwd(B, x, bare, attention, drop)
@@ -241,7 +234,7 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,
-                         model.bias)
+                         model.bias, fp8=dtype == "fp8")
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

@@ -21,6 +21,7 @@ from .model import ATTENTIONS, ModelConfig, load_model
 from .parallel import Parallelism
 from .price import Pricing
 from .recompute import RECOMPUTE
+from .schedule import COMM_STREAMS
 from .result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
 from .simulate import layer_times, phase_times, saved_bytes, simulate
 from .topology import Topology, load_topology
@@ -38,7 +39,7 @@ def _positive_int(flag: str, v) -> None:
 
 
 def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
-           recompute="none", sequence_parallel=False) -> None:
+           recompute="none", sequence_parallel=False, tp_comm_overlap=False) -> None:
     """Bad run settings raise ConfigError naming the flag (model sizes: ModelConfig.check_tp)."""
     for flag, v in (("--micro-batch", micro_batch), ("--seq", seq_len), ("--tp", tp)):
         _positive_int(flag, v)
@@ -60,6 +61,11 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
         raise ConfigError("--recompute", "", f"one of {', '.join(RECOMPUTE)}", recompute)
     if not isinstance(sequence_parallel, bool):
         raise ConfigError("--sequence-parallel", "", "true or false", sequence_parallel)
+    if not isinstance(tp_comm_overlap, bool):
+        raise ConfigError("--tp-comm-overlap", "", "true or false", tp_comm_overlap)
+    if tp_comm_overlap and not (sequence_parallel and tp > 1):
+        raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 (Transformer "
+                          "Engine overlaps the sequence-parallel collectives)", tp_comm_overlap)
 
 
 TRAINING_DTYPES = ("bf16", "fp16", "fp32")   # the order a default is picked in
@@ -72,24 +78,26 @@ def default_dtype(topo: Topology) -> str:
 
 
 def _settings(model, topology, tp, micro_batch, seq_len, dtype, sequence_parallel, dropout,
-              attention, recompute):
+              attention, recompute, tp_comm_overlap=False):
     """Loaded model and topology and the run's settings with the defaults filled in: the
     model's sequence length, dropout and attention, the device's first training dtype."""
     m, topo = _resolve(model, topology)
     s = m.seq_len if seq_len is None else seq_len
     dtype = default_dtype(topo) if dtype is None else dtype
-    _check(topo, tp, micro_batch, s, dtype, dropout, attention, recompute, sequence_parallel)
+    _check(topo, tp, micro_batch, s, dtype, dropout, attention, recompute, sequence_parallel,
+           tp_comm_overlap)
     p = m.dropout if dropout is None else dropout
     return m, topo, s, p, attention or m.attention, dtype
 
 
 def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
-                    sequence_parallel, dropout, attention, recompute="none"):
+                    sequence_parallel, dropout, attention, recompute="none",
+                    tp_comm_overlap=False):
     """The priced, scheduled layer (defaults already resolved) and its pricing."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
-                         fp8=dtype == "fp8")
+                         fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0)
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 
@@ -97,13 +105,14 @@ def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dt
 def predict_layer(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
                   seq_len: int | None = None, dtype: str | None = None, sequence_parallel: bool = False,
                   dropout: float | None = None, attention: str | None = None,
-                  recompute: str = "none"):
+                  recompute: str = "none", tp_comm_overlap: bool = False):
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows."""
     m, topo, s, p, att, dtype = _settings(model, topology, tp, micro_batch, seq_len, dtype,
-                                          sequence_parallel, dropout, attention, recompute)
+                                          sequence_parallel, dropout, attention, recompute,
+                                          tp_comm_overlap)
     sim, _ = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att,
-                             recompute)
+                             recompute, tp_comm_overlap)
     return layer_times(sim)
 
 
@@ -123,18 +132,21 @@ def _notices(topo, tp, mem, recompute) -> tuple[Notice, ...]:
 def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
             seq_len: int | None = None, dtype: str | None = None, sequence_parallel: bool = False,
             dropout: float | None = None, attention: str | None = None,
-            recompute: str = "none") -> Prediction:
+            recompute: str = "none", tp_comm_overlap: bool = False) -> Prediction:
     """Predict one layer and the whole model (one micro-batch, forward + backward) per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects; ``seq_len``,
     ``dropout`` and ``attention`` default to the model's, ``dtype`` to the device's first of
     bf16, fp16, fp32. ``recompute``: activation
-    recomputation, none | selective | full (:mod:`tpsim.recompute`).
+    recomputation, none | selective | full (:mod:`tpsim.recompute`); ``tp_comm_overlap``:
+    Transformer Engine's TP communication overlap (needs ``sequence_parallel``); ``dtype`` fp8:
+    Transformer Engine's FP8 linears.
     """
     m, topo, s, p, att, dtype = _settings(model, topology, tp, micro_batch, seq_len, dtype,
-                                          sequence_parallel, dropout, attention, recompute)
+                                          sequence_parallel, dropout, attention, recompute,
+                                          tp_comm_overlap)
     sim, pricing = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
-                                   att, recompute)
+                                   att, recompute, tp_comm_overlap)
     layer = layer_times(sim)
     emb = simulate(embedding_template(tp > 1, sequence_parallel, p > 0), sim.dims, pricing)
     out = simulate(output_template(tp > 1, sequence_parallel), sim.dims, pricing)
@@ -178,7 +190,8 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
     tl = sim.timeline
     fwd, bwd = phase_times(sim)
     return BlockPrediction(block, fwd, bwd, fwd + bwd, tl.busy_s("compute"),
-                           tl.busy_s("comm"), tl.exposed_s("comm", "compute"), sim.op_rows(), sim)
+                           tl.busy_s(COMM_STREAMS), tl.exposed_s(COMM_STREAMS, "compute"),
+                           sim.op_rows(), sim)
 
 
 __all__ = ["predict", "predict_layer", "predict_block", "Prediction", "BlockPrediction",

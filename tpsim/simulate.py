@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .price import Pricing, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
-from .schedule import Timeline, issue_bound, run
+from .schedule import COMM_STREAMS, Timeline, issue_bound, run
 from .template import Template
 
 
@@ -114,10 +114,9 @@ def phase_times(sim: Simulation) -> tuple[float, float]:
     """(forward_s, backward_s), each max(GPU time, its ops x host dispatch) in the steady state
     of layer after layer (:func:`tpsim.schedule.issue_bound`)."""
     fwd, bwd = gpu_phases(sim)
-    n_fwd = len(sim.template.forward)
+    n_fwd, n_bwd = sim.template.host_ops
     h = sim.host_dispatch_s
-    return (issue_bound(fwd, n_fwd, h),
-            issue_bound(bwd, len(sim.template.nodes) - n_fwd, h))
+    return issue_bound(fwd, n_fwd, h), issue_bound(bwd, n_bwd, h)
 
 
 def layer_times(sim: Simulation) -> LayerTimes:
@@ -129,7 +128,7 @@ def layer_times(sim: Simulation) -> LayerTimes:
     tl = sim.timeline
     fwd, bwd = phase_times(sim)
     total = fwd + bwd
-    comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
+    comm, exposed = tl.busy_s(COMM_STREAMS), tl.exposed_s(COMM_STREAMS, "compute")
     nominal = sum([t for t, s in zip(sim.times, tl.streams) if s == "compute"])
     compute = tl.busy_s("compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,

@@ -17,6 +17,9 @@ def add_predict(sub) -> None:
                    help="Megatron sequence parallelism (all-gather + reduce-scatter)")
     p.add_argument("--dropout", type=float, default=None, help="dropout probability (0: no dropout ops)")
     p.add_argument("--attention", default=None, help="fused (flash) or unfused (Megatron's kernels)")
+    p.add_argument("--tp-comm-overlap", action="store_true",
+                   help="Transformer Engine's TP communication overlap (userbuffers; needs "
+                        "--sequence-parallel)")
     p.add_argument("--recompute", default="none",
                    help="activation recomputation: none, selective (unfused attention core) or full")
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
@@ -36,7 +39,8 @@ def _cmd_predict(args) -> None:
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
     pred = predict(model, args.topology, tp=args.tp, micro_batch=args.micro_batch,
                    seq_len=args.seq, dtype=args.dtype, sequence_parallel=args.sequence_parallel,
-                   dropout=args.dropout, attention=args.attention, recompute=args.recompute)
+                   dropout=args.dropout, attention=args.attention, recompute=args.recompute,
+                   tp_comm_overlap=args.tp_comm_overlap)
     if args.trace:
         from ..trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from tpsim.collectives import collective_time, custom_all_reduce_time
-from tpsim.infer import infer
+from tpsim.serve import infer
 from tpsim.topology import load_topology
 
 TRT05 = "TensorRT-LLM v0.5 performance.md (gptSessionBenchmark, static batch)"

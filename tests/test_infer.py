@@ -8,7 +8,7 @@ from tpsim import infer
 from tpsim.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
 from tpsim.errors import ConfigError, TpsimError
 from tpsim.graph import layer_template
-from tpsim.infer import mean_over_lengths
+from tpsim.serve import mean_over_lengths
 from tpsim.infer_graph import (decode_attention_bytes, decode_attention_core, infer_dims,
                                serving_layer_template)
 from tpsim.graph import layer_dims
@@ -197,7 +197,7 @@ def test_mean_over_lengths_is_exact_on_convex_piecewise_linear():
 @pytest.mark.parametrize("eager", [False, True])
 def test_decode_mean_equals_simulating_every_step(eager):
     """The mean of the simulated step over every kv_len = prompt+1 .. prompt+gen-1."""
-    from tpsim.infer import _Server
+    from tpsim.serve import _Server
     p = infer(L70, H100, tp=4, batch=8, prompt=100, gen=40, eager=eager)
     srv = _Server(L70, H100, 4, 1, "bf16", "bf16", "bf16", "nccl", eager)
     fixed = srv.ends(8, 1).time_s

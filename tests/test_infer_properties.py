@@ -8,7 +8,7 @@ import dataclasses
 
 from hypothesis import given, settings, strategies as st
 
-from tpsim.infer import infer
+from tpsim.serve import infer
 from tpsim.model import load_model
 from tpsim.topology import load_topology
 

@@ -14,7 +14,6 @@ __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
 # the submodule is later imported. Imports no networkx, torch or matplotlib.
 from .predict import predict, predict_layer  # noqa: E402
-from .infer import infer  # noqa: E402  (same reason: tpsim.infer is a submodule too)
 
 
 def __getattr__(name: str):
@@ -28,4 +27,7 @@ def __getattr__(name: str):
     if name == "load_model":
         from .model import load_model
         return load_model
+    if name == "infer":           # serving: tpsim/serve.py (no submodule shares the name)
+        from .serve import infer
+        return infer
     raise AttributeError(f"module 'tpsim' has no attribute {name!r}")

@@ -341,10 +341,10 @@ INFER_COLUMNS = ("topology", "tp", "batch", "status", "fits", "time_per_token_s"
 def infer_sweep(model: str, topologies: list[Topology], degrees=(1, 2, 4, 8),
                 batches=INFER_BATCHES, **settings) -> Table:
     """Time per output token and tokens/s against batch, one line per (topology, TP degree),
-    read from :func:`tpsim.infer.infer` (``settings``: prompt, gen, dtype, kv_dtype,
+    read from :func:`tpsim.serve.infer` (``settings``: prompt, gen, dtype, kv_dtype,
     allreduce, eager). A degree the model or topology cannot split is a ``skipped`` row; a
     batch that does not fit in memory keeps its times with ``fits`` False."""
-    from .infer import infer
+    from .serve import infer
     rows, seen = [], None
     for topo in topologies:
         for tp in degrees:

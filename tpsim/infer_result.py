@@ -80,7 +80,7 @@ class Decode:
     cost: PhaseCost
     hbm_bandwidth_Bps: float
     hbm_peak_Bps: float
-    integration: str      # how the mean was taken (see tpsim.infer.mean_over_lengths)
+    integration: str      # how the mean was taken (see tpsim.serve.mean_over_lengths)
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class InferInputs:
 
 @dataclass(frozen=True)
 class InferPrediction:
-    """What :func:`tpsim.infer.infer` returns. ``prefill_ops``/``decode_ops``: one row per op
+    """What :func:`tpsim.serve.infer` returns. ``prefill_ops``/``decode_ops``: one row per op
     of one layer (:class:`~tpsim.result.OpRow`), the decode layer at the mean cache length;
     ``prefill_collectives``/``decode_collectives``: that layer's collectives grouped
     (:class:`~tpsim.result.CollectiveRow`); read from the simulations (``runs``) on first use."""

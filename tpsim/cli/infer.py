@@ -27,7 +27,7 @@ def add_infer(sub) -> None:
 
 
 def _cmd_infer(args) -> None:
-    from ..infer import infer
+    from ..serve import infer
     from ..render import infer_json, infer_report
     pred = infer(args.model, args.topology, tp=args.tp, pp=args.pp, batch=args.batch,
                  prompt=args.prompt, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,

@@ -82,20 +82,24 @@ def test_tile_and_wave_quantization_by_hand():
     u = 256*256 / (1 * 4 * 128*256) = 0.5; the other orientation (256 x 128) also 2 tiles;
     m = 300, n = 256: 3 x 1 tiles, 1 wave: 300*256 / (4 * 32768) = 0.5859;
     m = 1024, n = 256: 8 tiles, 2 waves: 1024*256 / (2 * 4 * 32768) = 1."""
-    d = device(gemm_tile=[128, 256], sm_count=4)
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0)
     assert tile_wave_efficiency(256, 256, 512, 1, d) == 0.5
     assert tile_wave_efficiency(300, 256, 512, 1, d) == pytest.approx(300 * 256 / (4 * 32768))
     assert tile_wave_efficiency(1024, 256, 512, 1, d) == 1.0
-    assert tile_wave_efficiency(1024, 256, 512, 1, device()) == 1.0   # no tiles listed: CPUs
+    assert tile_wave_efficiency(1024, 256, 512, 1, device()) == 512 / 612  # CPUs: k loop alone
 
 
 def test_split_k_fills_idle_sms_by_hand():
-    """Same device: 256 x 256 is 2 tiles on 4 SMs; with k = 4096 >= 2 * 1024 the k loop splits
-    in min(4 // 2, 4096 // 1024) = 2: 4 work units, one wave: u = 256*256*2 / (4 * 32768) = 1;
-    a skinny m = 1 GEMM (n = 512: 2 tiles) loses only its tiles' padding: 512 / (2 * 32768)."""
-    d = device(gemm_tile=[128, 256], sm_count=4)
+    """Same device: 256 x 256 is 2 tiles on 4 SMs; with k = 4096 the k loop shares
+    min(4 / 2, 4096 / 1024) = 2 ways: u = 256*256*2 / (4 * 32768) = 1; with k = 1536, 1.5 ways:
+    0.75; a skinny m = 1 GEMM (n = 512: 2 tiles) loses only its tiles' padding: 512 / 65536.
+    With a k half-dim of 1024, each share's k loop keeps (k/s) / (k/s + 1024): 2048 / 3072."""
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0)
     assert tile_wave_efficiency(256, 256, 4096, 1, d) == 1.0
+    assert tile_wave_efficiency(256, 256, 1536, 1, d) == 0.75
     assert tile_wave_efficiency(1, 512, 4096, 1, d) == pytest.approx(512 / (2 * 32768))
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0, gemm_k_half_dim=1024)
+    assert tile_wave_efficiency(256, 256, 4096, 1, d) == pytest.approx(2048 / 3072)
 
 
 def test_attention_kernel_efficiency_by_hand():
@@ -121,7 +125,8 @@ def test_gemm_never_beats_the_peak_or_grows_faster(m, n, k, batch, topo):
     t = gemm_time(m, n, k, d, "bf16", batch)
     assert t >= 2.0 * m * n * k * batch / d.peak("bf16")
     assert t >= (m * k + k * n + m * n) * batch * 2 / d.memory_bandwidth_Bps
-    assert gemm_time(m + 1, n, k, d, "bf16", batch) >= t * (1 - 1e-12)
+    for bigger in ((m + 1, n, k), (m, n + 1, k), (m, n, k + 1), (m, n, 2 * k)):
+        assert gemm_time(*bigger, d, "bf16", batch) >= t * (1 - 1e-12)
 
 
 def test_attention_time_by_hand():

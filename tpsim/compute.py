@@ -38,27 +38,36 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     ``sm_count`` tiles at a time; a partly filled tile and the last, partly filled wave cost as
     much as full ones:
 
-        u = m n batch s / (waves * sm_count * Tm * Tn),  waves = ceil(tiles * s / sm_count)
+        u = m n batch / (waves * sm_count * Tm * Tn),  waves = ceil(tiles / sm_count)
 
     with tiles = ceil(m/Tm) ceil(n/Tn) batch, taking the better of the two tile orientations, as
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
-    tile and wave quantization). A GEMM with fewer tiles than SMs splits its k loop in
-    s = min(sm_count // tiles, k // SPLIT_K_MIN) shares over the idle SMs (split-K / stream-K);
-    a skinny one (m or n under one tile, decoding's m = batch) spreads over them all (only its
-    tiles' padding is lost). 1 when the device lists no tile (CPUs).
+    tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
+    idle SMs (split-K / stream-K) in s = min(sm_count / tiles, k / SPLIT_K_MIN) (at least 1)
+    shares: u = m n batch s / (sm_count Tm Tn); a skinny one (m or n under one tile, decoding's
+    m = batch) is spread over them all (s = sm_count / tiles): u = m n batch / (tiles Tm Tn).
+    Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
+    x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
+    Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.
     """
+    k_half = device.gemm_half_efficiency_dim if device.gemm_k_half_dim is None \
+        else device.gemm_k_half_dim
     tile, sms = device.gemm_tile, device.sm_count
     if not tile or not sms:
-        return 1.0
+        return k / (k + k_half)
     best = 0.0
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
-        if tiles < sms and (m < tm or n < tn):
-            best = max(best, m * n * batch / (tiles * tm * tn))
-            continue
-        split = max(1, min(sms // tiles, int(k // SPLIT_K_MIN))) if tiles < sms else 1
-        waves = math.ceil(tiles * split / sms)
-        best = max(best, m * n * batch * split / (waves * sms * tm * tn))
+        share = 1.0
+        if tiles >= sms:
+            u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
+        elif m < tm or n < tn:
+            share = sms / tiles
+            u = m * n * batch / (tiles * tm * tn)
+        else:
+            share = max(1.0, min(sms / tiles, k / SPLIT_K_MIN))
+            u = m * n * batch * share / (sms * tm * tn)
+        best = max(best, u * (k / share) / (k / share + k_half))
     return best
 
 
@@ -66,18 +75,19 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
                     dtype: str = "bf16") -> float:
     """Fraction of peak a GEMM of size (m, n, k), ``batch`` times, reaches.
 
-    eff = best[dtype] * m/(m + h) * n/(n + h) * k/(k + h_k) * tile_wave_efficiency(m, n, k, batch)
+    eff = best[dtype] * m/(m + h) * n/(n + h) * tile_wave_efficiency(m, n, k, batch)
 
     best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8), h =
     ``gemm_half_efficiency_dim`` (a smooth size curve; 0 on GPUs, whose size effect is the
-    tiles'), h_k = ``gemm_k_half_dim`` (each tile's fixed prologue and epilogue against its k
-    loop). tpsim's own model; its GPU parameters are fitted on published GEMM benchmarks.
+    tiles'); the tiles, waves and k loop (``gemm_k_half_dim``: each tile's fixed prologue and
+    epilogue) are :func:`tile_wave_efficiency`'s. tpsim's own model; its GPU parameters are
+    fitted on published GEMM benchmarks.
     """
     best = device.gemm_max_efficiency
     if dtype == "fp8" and device.gemm_max_efficiency_fp8 is not None:
         best = device.gemm_max_efficiency_fp8
-    eff = size_efficiency(m, n, k, device.gemm_half_efficiency_dim, best, device.gemm_k_half_dim)
-    return eff * tile_wave_efficiency(m, n, k, batch, device)
+    h = device.gemm_half_efficiency_dim
+    return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device)
 
 
 def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1,

@@ -122,18 +122,20 @@ def phase_times(sim: Simulation) -> tuple[float, float]:
 def layer_times(sim: Simulation) -> LayerTimes:
     """The layer's totals (:class:`~tpsim.result.LayerTimes`) from its schedule.
 
-    total = forward + backward (:func:`phase_times`) = compute + exposed comm + host wait;
-    interference = compute busy time - the compute ops' own times.
+    total = forward + backward (:func:`phase_times`); host wait = what the host adds to the GPU's
+    phases (exactly 0 when the GPU is the slower side); interference = compute busy time - the
+    compute ops' own times. total = compute + exposed comm + host wait, up to float rounding.
     """
     tl = sim.timeline
     fwd, bwd = phase_times(sim)
+    gpu_fwd, gpu_bwd = gpu_phases(sim)
     total = fwd + bwd
     comm, exposed = tl.busy_s(COMM_STREAMS), tl.exposed_s(COMM_STREAMS, "compute")
     nominal = sum([t for t, s in zip(sim.times, tl.streams) if s == "compute"])
     compute = tl.busy_s("compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,
                       comm / total if total else 0.0, exposed / total if total else 0.0,
-                      sim.flops, max(0.0, total - compute - exposed), max(0.0, compute - nominal),
+                      sim.flops, (fwd - gpu_fwd) + (bwd - gpu_bwd), max(0.0, compute - nominal),
                       sim.hardware_flops)
 
 

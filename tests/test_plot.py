@@ -43,8 +43,8 @@ def test_collective_csv_is_collective_time(tmp_path):
     assert_png(out)
     rows = read_csv(tmp_path / "coll.csv")
     topo = load_topology("dgx-h100-ndr-cluster")
-    assert {r["requested"] for r in rows} == {"auto", "ring", "tree", "hierarchical"}
-    assert len(rows) == 4 * 21                       # 2^10 .. 2^30 bytes
+    assert {r["requested"] for r in rows} == {"auto", "ring", "tree", "nvls_tree", "hierarchical"}
+    assert len(rows) == 5 * 21                       # 2^10 .. 2^30 bytes
     for r in rows:
         cost = collective_time("all-reduce", int(r["size_bytes"]), 16, topo, r["requested"])
         assert float(r["time_us"]) == pytest.approx(cost.time_s * 1e6, rel=1e-9)

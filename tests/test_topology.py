@@ -40,6 +40,9 @@ def test_units_convert_to_si_once():
     topo = load_topology("dgx-a100-hdr-cluster")
     nvl, ib = topo.levels
     assert nvl.bandwidth_Bps == 300e9 and nvl.latency_s == pytest.approx(2.49e-6)
+    assert nvl.hop_latency_s("ring", "ll") == pytest.approx(0.6e-6)      # hop_latency_us table
+    assert nvl.hop_latency_s("ring", "simple") == pytest.approx(3.4e-6)
+    assert nvl.hop_latency_s("nvls", "simple") == nvl.latency_s           # not listed: latency_us
     assert ib.bandwidth_Bps == 25e9            # 200 Gb/s HDR / 8
     assert topo.device.peak("bf16") == 312e12
     assert topo.device.memory_bytes == 80e9

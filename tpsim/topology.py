@@ -21,20 +21,21 @@ DTYPES = tuple(BYTES_PER_ELEMENT)
 
 
 PROTOCOLS = ("simple", "ll", "ll128")
+HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One NCCL wire protocol: its own start-up cost, per-hop latency and share of line rate.
+    """One NCCL wire protocol: its own start-up latency and share of the line rate.
 
     NCCL prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc):
-    LL trades 3/4 of the bandwidth (8-byte stores carrying 4 bytes of data and a flag) for
-    near-zero per-hop synchronisation, which wins for small messages.
+    LL sends 8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no
+    per-step synchronisation), LL128 128-byte lines with 120 bytes of data. Each protocol's
+    per-hop latency is a property of the link it crosses: ``levels[i].hop_latency_us``.
     """
     launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0,
-                           doc="fixed cost of this protocol, us, on top of collective_launch_us")
-    hop_latency_scale: float = spec(gt=0, default=1.0,
-                                    doc="per-hop latency as a multiple of each level's latency_us")
+                           doc="start-up latency of this protocol, us (NCCL tuning.cc baseLat), "
+                               "on top of collective_launch_us")
     bandwidth_fraction: float = spec(gt=0, le=1, default=1.0,
                                      doc="fraction of the link bandwidth the protocol delivers")
 
@@ -133,7 +134,13 @@ class Device:
             "through device memory, GB/s; null: not modelled")
     collective_protocols: dict[str, Protocol] | None = spec(
         default=None, doc="protocols NCCL may pick (simple, ll, ll128), each a mapping of "
-                          "launch_us, hop_latency_scale, bandwidth_fraction; null: simple only")
+                          "launch_us and bandwidth_fraction; null: simple only")
+    collective_latency_scale: float = spec(
+        gt=0, default=1.0,
+        doc="multiplies every collective latency (launch, protocol start-up, per-hop and NVLS "
+            "step latencies): NCCL's tuning-model latencies hold for Hopper; latency-bound "
+            "protocol steps run at the SM clock, so another device scales them by "
+            "Hopper's clock / its own")
 
     def validate(self, source: str, path: str) -> None:
         for dtype in self.peak_flops:
@@ -187,16 +194,46 @@ class Level:
     bandwidth_Bps: float = spec("bandwidth_GBps", scale=GB, gt=0,
                                 doc="per device (innermost level) or per NIC, per direction, GB/s")
     latency_s: float = spec("latency_us", scale=US, ge=0,
-                            doc="per-hop latency of one pipelined collective step, us")
+                            doc="per-hop latency of a pipelined step, us: every algorithm/"
+                                "protocol pair hop_latency_us does not list, and kernels outside "
+                                "NCCL (the custom all-reduce's barrier)")
     nics_per_node: int | None = spec(ge=1, default=None,
                                      doc="outer levels: NICs per node that carry this level's "
                                          "traffic (default: one per device)")
     efficiency: Efficiency = spec(default=Efficiency(), doc="per-algorithm fraction of line rate")
     in_switch_reduction: bool = spec(default=False,
                                      doc="the switch can reduce (NVLink SHARP / NVLS on NVSwitch 3)")
+    hop_latencies: dict[str, dict[str, float]] | None = spec(
+        "hop_latency_us", scale=US, ge=0, default=None,
+        doc="per-hop latency by algorithm (ring, tree, nvls, nvls_tree) and protocol (simple, "
+            "ll, ll128), us: NCCL tuning.cc hwLat for this link type; a pair not listed takes "
+            "latency_us; nvls is paid once per collective, not per hop")
+    nvls_step_s: float = spec("nvls_step_us", scale=US, ge=0, default=0.0,
+                               doc="in_switch_reduction: fixed cost of one NVLS pipeline step "
+                                   "(flag wait and switch round trip), us")
+    nvls_chunk_bytes: int = spec(ge=1, default=131072,
+                                 doc="in_switch_reduction: largest NVLS chunk, bytes "
+                                     "(NCCL_NVLS_CHUNKSIZE)")
+    nvls_channels: int = spec(ge=1, default=16,
+                              doc="in_switch_reduction: channels (CTAs) NVLS runs on "
+                                  "(NCCL_NVLS_NCHANNELS)")
     inter_node: bool | None = spec(default=None,
                                    doc="a hop at this level leaves the node through its NICs; "
                                        "default: every level but the innermost")
+
+    def validate(self, source: str, path: str) -> None:
+        for algo, protos in (self.hop_latencies or {}).items():
+            if algo not in HOP_ALGORITHMS:
+                raise ConfigError(source, f"{path}.hop_latency_us.{algo}",
+                                  f"an algorithm in {HOP_ALGORITHMS}")
+            for proto in protos:
+                if proto not in PROTOCOLS:
+                    raise ConfigError(source, f"{path}.hop_latency_us.{algo}.{proto}",
+                                      f"a protocol in {PROTOCOLS}")
+
+    def hop_latency_s(self, algorithm: str, protocol: str) -> float:
+        """Latency of one step of ``algorithm`` with ``protocol`` across this level, s."""
+        return (self.hop_latencies or {}).get(algorithm, {}).get(protocol, self.latency_s)
 
 
 @dataclass(frozen=True)

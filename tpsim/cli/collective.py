@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from ..collectives import OPS
+from ..collectives import ALGORITHMS, OPS
+from ..topology import PROTOCOLS
 
 
 def cmd_topologies(args) -> None:
@@ -21,8 +22,10 @@ def add_collective(sub) -> None:
     p.add_argument("--ranks", type=int, default=None, help="group size (default: one node)")
     p.add_argument("--bytes", default="64MiB",
                    help="message size as nccl-tests counts it: 4096, 64MiB (2^20), 1GB (1e9)")
-    p.add_argument("--algo", default="auto", help="ring, tree, hierarchical, nvls or auto")
-    p.add_argument("--protocol", default="auto", help="simple, ll, ll128 or auto")
+    p.add_argument("--algo", default="auto",
+                   help=f"{', '.join(ALGORITHMS)} or auto (NCCL's minimum-time choice; never "
+                        "hierarchical, which is not an NCCL algorithm)")
+    p.add_argument("--protocol", default="auto", help=f"{', '.join(PROTOCOLS)} or auto")
     p.add_argument("--sweep", action="store_true", help="sizes 1 KiB to 8 GiB by powers of two")
     p.add_argument("--min-bytes", default="1KiB", help="with --sweep: smallest size")
     p.add_argument("--max-bytes", default="8GiB", help="with --sweep: largest size")

@@ -297,33 +297,43 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
     (ring and tree run with every protocol the device lists; hierarchical and NVLS with Simple).
     A group of one rank moves nothing: time 0, algorithm ``none``.
     """
-    if op not in OPS:
-        raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
-    if not nbytes > 0:
-        raise ConfigError("--bytes", "", "a positive size", nbytes)
+    protocol = _check_request(op, nbytes, algorithm, protocol, topo)
     place = topo.place(group)
     n = place.size
     if not place.spans:
         return CollectiveCost(op, "none", int(nbytes), n, 0.0, group=place.group.name)
     choices = _applicable(op, place)
     if algorithm != "auto":
-        if algorithm not in ALGORITHMS:
-            raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
         if algorithm not in choices:
             raise ConfigError("--algo", "", f"an algorithm available for {op} on {n} ranks of "
                               f"{topo.name} ({', '.join(choices)})", algorithm)
         choices = [algorithm]
-    protos = list(topo.device.protocols)
-    if protocol != "auto":
-        if protocol not in protos:
-            raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
-                              f"({', '.join(protos)})", protocol)
-        protos = [protocol]
+    protos = [protocol] if protocol != "auto" else list(topo.device.protocols)
     costs = [_price(op, a, p, nbytes, place, topo) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]
     if not costs:
         raise ConfigError("--protocol", "", f"simple for the {choices[0]} algorithm", protocol)
     return min(costs, key=lambda c: c.time_s)
+
+
+def _check_request(op, nbytes, algorithm, protocol, topo) -> str:
+    """The arguments' types and names, checked before a one-rank group returns early; the
+    protocol lower-cased (NCCL_PROTO writes LL128)."""
+    if not isinstance(topo, Topology):
+        raise ConfigError("topology", "", "a Topology (tpsim.load_topology(name))", topo)
+    if op not in OPS:
+        raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or \
+            not 0 < nbytes <= 1e30:          # finite in every product below
+        raise ConfigError("--bytes", "", "a positive number of bytes, at most 1e30", nbytes)
+    if algorithm != "auto" and algorithm not in ALGORITHMS:
+        raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
+    protos = topo.device.protocols
+    name = protocol.lower() if isinstance(protocol, str) else protocol
+    if name != "auto" and name not in protos:
+        raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
+                          f"({', '.join(protos)})", protocol)
+    return name
 
 
 def _price(op, algo, proto, nbytes, place, topo) -> CollectiveCost:

@@ -182,6 +182,9 @@ def test_protocol_names_ignore_case(capsys):
     (["predict", "--model", LONG], "--model"),
     (["predict", "--model", LONG + ".yaml"], "File name too long"),
     (["predict", "--topology", LONG + ".yaml"], "File name too long"),
+    (["predict", "--model", "gpt3-350m", "--tp", "2", "--trace", LONG + ".json"], "--trace"),
+    (["plot", "validation", "--report", LONG + ".json", "--out", "v.png"], "File name too long"),
+    (["plot", "collective", "--measured", LONG + ".csv", "--out", "c.png"], "File name too long"),
     (["predict", "--dtype", "int8"], "invalid choice"),
     (["predict", "--recompute", "some"], "invalid choice"),
 ])
@@ -246,3 +249,17 @@ def test_deep_json_and_yaml(capsys, tmp_path):
           match="valid YAML")
     fails(capsys, "predict", "--model", write(tmp_path, "d.yaml", GPT3 + "\nx: 2020-13-01\n"),
           match="d.yaml")
+
+
+def test_trace_and_out_paths_from_the_api(tmp_path):
+    from tpsim.figure_data import output_paths
+    from tpsim.trace import write_trace
+    for bad in (None, "", "  "):
+        with pytest.raises(ConfigError, match="--trace"):
+            write_trace({"traceEvents": []}, bad)
+        with pytest.raises(ConfigError, match="--out"):
+            output_paths(bad, None)
+    with pytest.raises(ConfigError, match="finite times"):
+        write_trace({"traceEvents": [{"ts": float("nan")}]}, tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()
+    assert write_trace({"traceEvents": []}, tmp_path / "new" / "t.json").is_file()

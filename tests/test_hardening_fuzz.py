@@ -65,17 +65,38 @@ def _apply(doc, changes):
     return doc
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(topo_changes=mutations(TOPOLOGY), model_changes=mutations(MODEL),
-       tp=st.sampled_from([1, 2, 8, 16]), micro_batch=st.sampled_from([1, 4]))
-def test_mutated_files_predict_or_raise_one_tpsim_error(tmp_path_factory, topo_changes,
-                                                        model_changes, tp, micro_batch):
-    d = tmp_path_factory.mktemp("fuzz")
+def _numeric_paths(doc):
+    """Paths of the numbers in a document, each with its type."""
+    out = []
+    for path in _paths(doc):
+        node = doc
+        for k in path:
+            node = node[k]
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            out.append((path, type(node)))
+    return out
+
+
+def numeric_extremes(doc):
+    """Numbers replaced by others at the ends of what the loader accepts (1e-9 .. 1e15 in the
+    key's unit, integers up to 2^31 - 1): most of these predict, at absurd sizes."""
+    floats = st.one_of(st.sampled_from([0.0, 1e-9, 1.0, 1e15]),
+                       st.floats(min_value=-9, max_value=15).map(lambda e: 10.0 ** e))
+    ints = st.one_of(st.sampled_from([1, 2, 3, 64, 2**20, 2**31 - 1]),
+                     st.integers(min_value=1, max_value=2**31 - 1))
+    one = st.sampled_from(_numeric_paths(doc)).flatmap(
+        lambda pt: st.tuples(st.just(pt[0]), st.just("replace"), ints if pt[1] is int else floats))
+    return st.lists(one, min_size=1, max_size=4)
+
+
+def _predict_or_raise(d, topo_doc, model_doc, **run):
+    """The property: a prediction with finite, positive times and MFU in (0, 1], whose --json
+    is strict JSON; or one TpsimError in one line of bounded length."""
     topo, model = d / "topo.yaml", d / "model.yaml"
-    topo.write_text(yaml.safe_dump(_apply(TOPOLOGY, topo_changes), allow_unicode=True))
-    model.write_text(yaml.safe_dump(_apply(MODEL, model_changes), allow_unicode=True))
+    topo.write_text(yaml.safe_dump(topo_doc, allow_unicode=True))
+    model.write_text(yaml.safe_dump(model_doc, allow_unicode=True))
     try:
-        p = predict(str(model), str(topo), tp=tp, micro_batch=micro_batch)
+        p = predict(str(model), str(topo), **run)
     except TpsimError as e:
         text = str(e)
         assert "\n" not in text and len(text) < 1500, text
@@ -86,3 +107,46 @@ def test_mutated_files_predict_or_raise_one_tpsim_error(tmp_path_factory, topo_c
     assert math.isfinite(whole.step_s) and whole.step_s > 0
     assert 0 < whole.mfu <= 1, whole.mfu
     json.loads(dump_json(prediction_json(p)))            # strict JSON: no NaN or Infinity
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topo_changes=mutations(TOPOLOGY), model_changes=mutations(MODEL),
+       tp=st.sampled_from([1, 2, 8, 16]), micro_batch=st.sampled_from([1, 4]))
+def test_mutated_files_predict_or_raise_one_tpsim_error(tmp_path_factory, topo_changes,
+                                                        model_changes, tp, micro_batch):
+    _predict_or_raise(tmp_path_factory.mktemp("fuzz"), _apply(TOPOLOGY, topo_changes),
+                      _apply(MODEL, model_changes), tp=tp, micro_batch=micro_batch)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topo_changes=numeric_extremes(TOPOLOGY), model_changes=numeric_extremes(MODEL),
+       tp=st.sampled_from([1, 2, 8, 16]), micro_batch=st.sampled_from([1, 4, 2**31 - 1]),
+       seq_len=st.sampled_from([None, 1, 2**31 - 1]))
+def test_extreme_numbers_predict_finite_times_or_raise(tmp_path_factory, topo_changes,
+                                                       model_changes, tp, micro_batch, seq_len):
+    _predict_or_raise(tmp_path_factory.mktemp("fuzz"), _apply(TOPOLOGY, topo_changes),
+                      _apply(MODEL, model_changes), tp=tp, micro_batch=micro_batch,
+                      seq_len=seq_len)
+
+
+
+def test_the_ends_of_the_accepted_range_predict(tmp_path):
+    """Not vacuous: at the edges the loader accepts (links and memory at 1e-9 GB/s = 1 B/s,
+    2^31 - 1 sequences of 2^31 - 1 tokens) a prediction comes back, finite, and no faster than
+    the all-reduces allow: each of 16 ranks sends at least S/16 of every all-reduce's
+    S = b s h 2 bytes over its 1 B/s link, 4 all-reduces per layer, 24 layers: >= 6 S seconds."""
+    topo = json.loads(json.dumps(TOPOLOGY))
+    topo["device"]["memory_bandwidth_GBps"] = 1e-9
+    for level in topo["levels"]:
+        level["bandwidth_GBps"] = 1e-9
+    p = predict(MODEL["name"], _write(tmp_path, topo), tp=16, micro_batch=2**31 - 1,
+                seq_len=2**31 - 1)
+    S = (2**31 - 1) ** 2 * MODEL["hidden"] * 2
+    assert math.isfinite(p.model.step_s) and p.model.step_s >= 24 * 4 * S / 16
+    assert 0 < p.model.mfu <= 1 and p.inputs.dtype == "bf16"
+
+
+def _write(d, doc):
+    path = d / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)

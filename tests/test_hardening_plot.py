@@ -134,7 +134,7 @@ def test_bare_tpsim_prints_the_help_and_exits_2(capsys):
 
 
 @pytest.mark.parametrize("argv, shown", [
-    (["predict"], ["{bf16,fp16,fp32}", "(default: bf16)", "{fused,unfused}",
+    (["predict"], ["{bf16,fp16,fp32}", "(default: the first of these the device", "{fused,unfused}",
                    "{none,selective,full}", "(default: gpt3)", "(default: dgx-h100)",
                    "(default: 8)"]),
     (["collective"], ["{auto,ring,tree,hierarchical,nvls}", "{auto,simple,ll,ll128}",

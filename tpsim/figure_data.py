@@ -57,6 +57,8 @@ def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
     """``--out`` -> (image, csv beside it). The format is ``--format``, else the suffix (png,
     svg, pdf), else png for a name without one; another suffix needs --format. Missing
     directories are created when the files are written."""
+    if not isinstance(out, (str, Path)):
+        raise ConfigError("--out", "", "an image file name such as fig.png", out)
     text = str(out)
     p = Path(text)
     if not text.strip() or text.endswith(("/", "\\")) or p.name in ("", ".", "..") or \

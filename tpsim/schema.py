@@ -4,7 +4,12 @@ A field declares how it appears in YAML through ``metadata`` (see :func:`spec`):
 its key (which carries the unit, e.g. ``bandwidth_GBps``), the factor that converts it to SI,
 and the bound it must respect. Unknown keys, missing keys, wrong types and out-of-range values
 all raise :class:`~tpsim.errors.ConfigError` naming the file, the dotted key and what was
-expected.
+expected. Every number is bounded (MAX_INT, MAX_NUMBER, MIN_POSITIVE below), so whatever a file
+holds, the times tpsim computes from it stay finite.
+
+This is also where tpsim reads its input files (:func:`read_text`, :func:`load_yaml`,
+:func:`load_json`): regular files only (a FIFO or a device is refused, not waited on), at most
+MAX_FILE_BYTES of UTF-8, each key once, at most MAX_VALUES values once YAML aliases expand.
 """
 from __future__ import annotations
 

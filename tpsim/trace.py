@@ -57,8 +57,8 @@ def chrome_trace(ops, title: str = "tpsim layer", meta: dict | None = None) -> d
 def write_trace(trace: dict, path: str | Path) -> Path:
     """Write ``trace`` as strict JSON (no NaN or Infinity), creating missing directories; an
     empty or unwritable path, or a non-finite time, is a ConfigError (exit 2)."""
-    if not str(path).strip():
-        raise ConfigError("--trace", "", "a file name such as layer.json", str(path))
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise ConfigError("--trace", "", "a file name such as layer.json", path)
     p = Path(path)
     try:
         text = json.dumps(trace, indent=1, allow_nan=False)

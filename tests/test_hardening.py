@@ -153,8 +153,9 @@ def test_collective_api_checks_every_argument(args, flag):
     with pytest.raises(ConfigError) as e:
         tpsim.collective_time(*args[:3], topo, *args[3:])
     assert e.value.source == flag
-    with pytest.raises(ConfigError, match="a Topology"):
-        tpsim.collective_time("all-reduce", 1e6, 8, "dgx-h100")
+    with pytest.raises(ConfigError, match="--topology"):
+        tpsim.collective_time("all-reduce", 1e6, 8, 3)
+    assert tpsim.collective_time("all-reduce", 1e6, 8, "dgx-h100").time_s > 0   # a name loads
 
 
 def test_protocol_names_ignore_case(capsys):
@@ -186,6 +187,8 @@ def test_protocol_names_ignore_case(capsys):
     (["plot", "validation", "--report", LONG + ".json", "--out", "v.png"], "File name too long"),
     (["plot", "collective", "--measured", LONG + ".csv", "--out", "c.png"], "File name too long"),
     (["predict", "--dtype", "int8"], "invalid choice"),
+    (["infer", "--prompt", "1" + "0" * 400], "--prompt"),
+    (["infer", "--topology", "dgx-h100", "--topology", "dgx-a100"], "given twice"),
     (["predict", "--recompute", "some"], "invalid choice"),
 ])
 def test_cli_bad_input(capsys, tmp_path, monkeypatch, argv, match):

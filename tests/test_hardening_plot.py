@@ -10,11 +10,13 @@ import pytest
 
 from tpsim.cli import main
 from tpsim.figure_data import Table, breakdown, intra_vs_inter, output_paths
+from tpsim.memory import OPTIMIZER_BYTES
 from tpsim.topology import load_topology
 
 from conftest import REPO
 from test_hardening import LONG, fails, write
 
+DTYPES = "{" + ",".join(OPTIMIZER_BYTES) + "}"     # the training dtypes, as --help lists them
 REPORT = {"cases": [{"layer": "mlp", "phase": "forward", "shape": "s256", "measured_s": 0.01,
                      "predicted_s": 0.011, "error_pct": 10.0}]}
 
@@ -134,13 +136,13 @@ def test_bare_tpsim_prints_the_help_and_exits_2(capsys):
 
 
 @pytest.mark.parametrize("argv, shown", [
-    (["predict"], ["{bf16,fp16,fp32}", "(default: the first of these the device", "{fused,unfused}",
+    (["predict"], [DTYPES, "(default: the first of these the device", "{fused,unfused}",
                    "{none,selective,full}", "(default: gpt3)", "(default: dgx-h100)",
                    "(default: 8)"]),
     (["collective"], ["{auto,ring,tree,hierarchical,nvls}", "{auto,simple,ll,ll128}",
                       "(default: all-reduce)", "(default: 64MiB"]),
     (["plot", "collective"], ["{auto,ring,tree,hierarchical,nvls,all}", "{png,svg,pdf}"]),
-    (["plot", "breakdown"], ["{bf16,fp16,fp32}", "{none,selective,full}"]),
+    (["plot", "breakdown"], [DTYPES, "{none,selective,full}"]),
 ])
 def test_help_shows_defaults_and_choices(capsys, argv, shown):
     with pytest.raises(SystemExit) as e:

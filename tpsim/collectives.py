@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .parallel import Group
-from .topology import SIMPLE, LevelSpan, Placement, Protocol, Topology
+from .topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast")
 ALGORITHMS = ("ring", "tree", "hierarchical", "nvls")
@@ -291,13 +291,24 @@ def _applicable(op: str, place: Placement) -> list[str]:
 
 def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
                     algorithm: str = "auto", protocol: str = "auto") -> CollectiveCost:
-    """Price ``op`` on a process group: ``group`` ranks in a row, or a :class:`Group`.
+    """Price ``op`` on ``group`` (ranks in a row, or a :class:`Group`) of ``topo`` (or its name).
 
     ``auto`` takes the fastest algorithm and protocol the topology offers, as NCCL's tuner does
     (ring and tree run with every protocol the device lists; hierarchical and NVLS with Simple).
     A group of one rank moves nothing: time 0, algorithm ``none``.
     """
-    protocol = _check_request(op, nbytes, algorithm, protocol, topo)
+    topo = topo if isinstance(topo, Topology) else load_topology(topo)
+    if op not in OPS:
+        raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or not 0 < nbytes <= 1e30:
+        raise ConfigError("--bytes", "", "a positive number of bytes, at most 1e30", nbytes)
+    if algorithm != "auto" and algorithm not in ALGORITHMS:     # before one rank returns
+        raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
+    protocol = protocol.lower() if isinstance(protocol, str) else protocol   # LL128, NCCL_PROTO's
+    protos = list(topo.device.protocols) if protocol == "auto" else [protocol]
+    if protos[0] not in topo.device.protocols:
+        raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
+                          f"({', '.join(topo.device.protocols)})", protocol)
     place = topo.place(group)
     n = place.size
     if not place.spans:
@@ -308,32 +319,11 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
             raise ConfigError("--algo", "", f"an algorithm available for {op} on {n} ranks of "
                               f"{topo.name} ({', '.join(choices)})", algorithm)
         choices = [algorithm]
-    protos = [protocol] if protocol != "auto" else list(topo.device.protocols)
     costs = [_price(op, a, p, nbytes, place, topo) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]
     if not costs:
         raise ConfigError("--protocol", "", f"simple for the {choices[0]} algorithm", protocol)
     return min(costs, key=lambda c: c.time_s)
-
-
-def _check_request(op, nbytes, algorithm, protocol, topo) -> str:
-    """The arguments' types and names, checked before a one-rank group returns early; the
-    protocol lower-cased (NCCL_PROTO writes LL128)."""
-    if not isinstance(topo, Topology):
-        raise ConfigError("topology", "", "a Topology (tpsim.load_topology(name))", topo)
-    if op not in OPS:
-        raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or \
-            not 0 < nbytes <= 1e30:          # finite in every product below
-        raise ConfigError("--bytes", "", "a positive number of bytes, at most 1e30", nbytes)
-    if algorithm != "auto" and algorithm not in ALGORITHMS:
-        raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
-    protos = topo.device.protocols
-    name = protocol.lower() if isinstance(protocol, str) else protocol
-    if name != "auto" and name not in protos:
-        raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
-                          f"({', '.join(protos)})", protocol)
-    return name
 
 
 def _price(op, algo, proto, nbytes, place, topo) -> CollectiveCost:

@@ -50,11 +50,12 @@ def add_plot(sub) -> None:
 
 
 def _add_plot_infer(q) -> None:
-    q.add_argument("--model", default="llama2-70b", help="shipped name or YAML path")
+    q.add_argument("--model", default="llama2-70b", action=StoreOnce,
+                   help="shipped name, YAML path or Hugging Face config.json")
     q.add_argument("--topology", action="append",
                    help="repeat to compare (default: dgx-h100, dgx-a100)")
-    q.add_argument("--prompt", type=int, default=2048, help="prompt tokens per sequence")
-    q.add_argument("--gen", type=int, default=256, help="tokens generated per sequence")
+    q.add_argument("--prompt", type=positive_int, default=2048, help="prompt tokens per sequence")
+    q.add_argument("--gen", type=positive_int, default=256, help="tokens generated per sequence")
     q.add_argument("--dtype", default="bf16", help="GEMMs: bf16, fp16 or fp8")
     q.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: --dtype)")
     q.add_argument("--allreduce", default="nccl", help="nccl or custom")

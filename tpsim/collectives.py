@@ -39,7 +39,7 @@ from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passe
 from .errors import ConfigError
 from .nvls_pipeline import nvls_terms
 from .parallel import Group
-from .topology import SIMPLE, LevelSpan, Placement, Protocol, Topology
+from .topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast")
 ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "hierarchical")
@@ -274,36 +274,36 @@ def _applicable(op: str, place: Placement) -> list[str]:
 
 def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
                     algorithm: str = "auto", protocol: str = "auto") -> CollectiveCost:
-    """Price ``op`` on a process group: ``group`` ranks in a row, or a :class:`Group`.
+    """Price ``op`` on ``group`` (ranks in a row, or a :class:`Group`) of ``topo`` (or its name).
 
     ``auto`` takes NCCL's minimum-time choice over its algorithms (ring, tree, NVLS, NVLS-tree)
     and the protocols the device lists, each priced by tpsim's formulas (ring and tree run with
     every protocol; NVLS, NVLS-tree and hierarchical with Simple). A group of one rank moves
     nothing: time 0, algorithm ``none``.
     """
+    topo = topo if isinstance(topo, Topology) else load_topology(topo)
     if op not in OPS:
         raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
-    if not nbytes > 0:
-        raise ConfigError("--bytes", "", "a positive size", nbytes)
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or not 0 < nbytes <= 1e30:
+        raise ConfigError("--bytes", "", "a positive number of bytes, at most 1e30", nbytes)
+    if algorithm != "auto" and algorithm not in ALGORITHMS:     # before one rank returns
+        raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
+    protocol = protocol.lower() if isinstance(protocol, str) else protocol   # LL128, NCCL_PROTO's
+    protos = list(topo.device.protocols) if protocol == "auto" else [protocol]
+    if protos[0] not in topo.device.protocols:
+        raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
+                          f"({', '.join(topo.device.protocols)})", protocol)
     place = topo.place(group)
     n = place.size
     if not place.spans:
         return CollectiveCost(op, "none", int(nbytes), n, 0.0, group=place.group.name)
     choices = [a for a in _applicable(op, place) if a in NCCL_ALGORITHMS]
     if algorithm != "auto":
-        if algorithm not in ALGORITHMS:
-            raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
-        choices = _applicable(op, place)
+        choices = _applicable(op, place)        # hierarchical too, when asked for by name
         if algorithm not in choices:
             raise ConfigError("--algo", "", f"an algorithm available for {op} on {n} ranks of "
                               f"{topo.name} ({', '.join(choices)})", algorithm)
         choices = [algorithm]
-    protos = list(topo.device.protocols)
-    if protocol != "auto":
-        if protocol not in protos:
-            raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
-                              f"({', '.join(protos)})", protocol)
-        protos = [protocol]
     costs = [_price(op, a, p, nbytes, place, topo) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]
     if not costs:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .collectives import applicable_algorithms, bus_factor, collective_time
 from .errors import ConfigError, TpsimError
+from .measured import finite, read_measured
+from .schema import load_json
 from .topology import BYTES_PER_ELEMENT, Topology, load_topology
 
 TP_DEGREES = (1, 2, 4, 8, 16, 32)
@@ -34,7 +36,51 @@ class Table:
                 f.write(f"# {line}\n")
             w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             w.writeheader()
-            w.writerows(self.rows)
+            w.writerows({k: _clean(v) for k, v in row.items()} for row in self.rows)
+
+
+RESIDUE = 1e-15   # seconds, shares, bytes: no quantity drawn is this small; a difference that
+                  # should be 0 comes out as 1.5e-18 in floating point
+
+
+def _clean(value):
+    """A float residue written as 0, so a CSV reads as the figure does."""
+    return 0.0 if isinstance(value, float) and abs(value) < RESIDUE else value
+
+
+# --------------------------------------------------------------------------- output files
+
+FORMATS = ("png", "svg", "pdf")
+
+
+def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
+    """``--out`` -> (image, csv beside it). The format is ``--format``, else the suffix (png,
+    svg, pdf), else png for a name without one; another suffix needs --format. Missing
+    directories are created when the files are written."""
+    if not isinstance(out, (str, Path)):
+        raise ConfigError("--out", "", "an image file name such as fig.png", out)
+    text = str(out)
+    p = Path(text)
+    if not text.strip() or text.endswith(("/", "\\")) or p.name in ("", ".", "..") or \
+            "\0" in text:
+        raise ConfigError("--out", "", "an image file name such as fig.png (its CSV goes "
+                          "beside it)", text)
+    suffix = p.suffix.lower().lstrip(".")
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError("--format", "", f"one of {', '.join(FORMATS)}", fmt)
+    if fmt is None and suffix not in (*FORMATS, "csv", ""):
+        raise ConfigError("--out", "", f"a name ending in .{', .'.join(FORMATS)} (or --format)",
+                          text)
+    fmt = fmt or (suffix if suffix in FORMATS else "png")
+    image = p.with_suffix(f".{fmt}") if suffix in (*FORMATS, "csv", "") else \
+        p.with_name(f"{p.name}.{fmt}")
+    try:
+        is_dir = image.is_dir()
+    except OSError:
+        is_dir = False
+    if is_dir:
+        raise ConfigError("--out", "", "an image file name, not a directory", str(image))
+    return image, image.with_suffix(".csv")
 
 
 # --------------------------------------------------------------------------- collective
@@ -83,62 +129,6 @@ def collective_sweep(topologies: list[Topology], op: str, ranks: int, algorithms
                  COLLECTIVE_COLUMNS, tuple(rows), tuple(notes))
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-_SIZE_KEYS = ("size_bytes", "size(b)", "bytes", "nbytes", "size")
-_TIME_KEYS = (("measured_s", 1.0), ("time_s", 1.0), ("time_us", 1e-6), ("time(us)", 1e-6),
-              ("time_ns", 1e-9), ("time(ns)", 1e-9))
-
-
-def _size_and_time(record: dict) -> tuple[float, float] | None:
-    low = {str(k).strip().lower(): v for k, v in record.items()}
-    size = next((_number(low[k]) for k in _SIZE_KEYS if k in low), None)
-    time = next((_number(low[k]) * s for k, s in _TIME_KEYS if k in low and _number(low[k])),
-                None)
-    return (size, time) if size and time else None
-
-
-def read_measured(path: str | Path, op: str, ranks: int | None = None) -> list[tuple[float, float]]:
-    """(size_bytes, time_s) points of one collective from a CSV or a validate/ report.json.
-
-    CSV: a header naming a size column (``size_bytes``, ``bytes`` or nccl-tests' ``size(B)``) and
-    a time column (``time_s``, ``time_us``, ``time_ns`` or ``time(ns)``; the first one wins, so an
-    nccl-tests table gives its out-of-place time). JSON: the records under ``collectives`` (or
-    ``cases``) that carry a size and a time, and whose ``op`` and ``ranks``, where given, match
-    (validate/run.py's ``collectives`` rows: op, ranks, size_bytes, time_s measured).
-    """
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(str(p), "", "a readable CSV or report.json", e.strerror) from None
-    if p.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(str(p), "", f"valid JSON (line {e.lineno})") from None
-        records = data if isinstance(data, list) else (
-            data.get("collectives") or data.get("cases") or []) if isinstance(data, dict) else []
-        records = [r for r in records if isinstance(r, dict) and r.get("op", op) == op
-                   and (ranks is None or r.get("ranks", ranks) == ranks)]
-    else:
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        header, *body = list(csv.reader(lines)) or [[]]
-        # nccl-tests repeats time(ns) (out-of-place, then in-place): the first column wins
-        first = {name: header.index(name) for name in header}
-        records = [{name: row[i] for name, i in first.items() if i < len(row)} for row in body]
-    points = sorted(pt for pt in map(_size_and_time, records) if pt)
-    if not points:
-        raise ConfigError(str(p), "", f"{op} points with a size column (size_bytes, bytes, size(B)) "
-                          "and a time column (time_s, time_us, time_ns, time(ns), measured_s)")
-    return points
-
-
 # --------------------------------------------------------------------------- validation
 
 VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "error_pct")
@@ -147,12 +137,7 @@ VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "e
 def validation_table(report_path: str | Path) -> Table:
     """The cases of a ``validate/run.py`` report.json: predicted and measured time per layer."""
     p = Path(report_path)
-    try:
-        report = json.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(str(p), "", "a readable validate/ report.json", e.strerror) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(str(p), "", f"valid JSON (line {e.lineno})") from None
+    report = load_json(p, "a readable validate/ report.json")
     cases = report.get("cases") if isinstance(report, dict) else None
     if not isinstance(cases, list) or not cases:
         raise ConfigError(str(p), "cases", "a non-empty list of validated layers")
@@ -161,13 +146,12 @@ def validation_table(report_path: str | Path) -> Table:
         if not isinstance(case, dict):
             raise ConfigError(str(p), f"cases[{i}]", "a mapping", type(case).__name__)
         for key in ("measured_s", "predicted_s"):
-            value = case.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive number of seconds",
-                                  value)
+            if not finite(case.get(key), lo=0):
+                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive, finite number of "
+                                  "seconds", case.get(key))
         error = case.get("error_pct")
-        if isinstance(error, bool) or not isinstance(error, (int, float)):
-            raise ConfigError(str(p), f"cases[{i}].error_pct", "a number", error)
+        if not finite(error):
+            raise ConfigError(str(p), f"cases[{i}].error_pct", "a finite number", error)
         shape = case.get("shape", "")
         rows.append({"layer": str(case.get("layer", f"case {i}")),
                      "phase": str(case.get("phase", "")),
@@ -177,8 +161,8 @@ def validation_table(report_path: str | Path) -> Table:
     summary = report.get("summary")
     notes = [f"report: {p}", "measured_s, predicted_s and error_pct as the report gives them"]
     totals = {}
-    if isinstance(summary, dict):
-        totals = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    if isinstance(summary, dict):       # what the report says, where it is a plain value
+        totals = {k: v for k, v in summary.items() if finite(v) or isinstance(v, str)}
     return Table("predicted against measured time per validated layer", VALIDATION_COLUMNS,
                  tuple(rows), tuple(notes), totals)
 
@@ -236,14 +220,17 @@ def intra_vs_inter(model: str, topologies: list[Topology], degrees: tuple[int, .
 
 
 def _describe(settings: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "predict defaults"
+    """The settings given (None: the model's own, left unsaid)."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None) or \
+        "predict defaults"
 
 
 def _inputs(pred) -> str:
     """What a figure priced, as predict() resolved it: model, micro-batch, tokens, dtype."""
     i = pred.inputs
     return (f"{i.model}, micro-batch {i.micro_batch} x {i.seq_len} tokens, {i.dtype}"
-            + (", sequence parallel" if i.sequence_parallel else ""))
+            + (", sequence parallel" if i.sequence_parallel else "")
+            + (f", recompute {i.recompute}" if i.recompute != "none" else ""))
 
 
 BREAKDOWN_COLUMNS = ("phase", "name", "kind", "stream", "block", "shape", "flops", "bytes",

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import from_mapping, load_yaml, shipped_or_path, spec
+from .schema import MAX_INT, from_mapping, load_yaml, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 ATTENTIONS = ("fused", "unfused")
+ATTENTION_KERNELS = ("flash2", "flash3")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
                "seq_len", "activation", "norm", "dropout", "attention")
 
@@ -170,10 +171,15 @@ def list_models() -> list[ModelConfig]:
 
 
 def load_model(name_or_path: str | Path | ModelConfig) -> ModelConfig:
-    """A shipped preset by name, or any model YAML by path (a ModelConfig passes through)."""
+    """A shipped preset by name, any model YAML by path, or a Hugging Face config.json (or its
+    directory; :mod:`tpsim.hf_config`). A ModelConfig passes through."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
-    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model")
+    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model",
+                           "a path to a YAML file or a Hugging Face config.json")
+    if path.suffix == ".json":
+        from .hf_config import load_hf_config     # a Hugging Face config.json
+        return load_hf_config(path)
     return from_mapping(ModelConfig, load_yaml(path), str(path))
 
 
@@ -185,8 +191,8 @@ def _check_override(key: str, value) -> None:
     elif key == "dropout":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ConfigError(flag, "", "a probability in [0, 1)", value)
-    elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(flag, "", "a positive integer", value)
+    elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise ConfigError(flag, "", f"a positive integer (at most {MAX_INT})", value)
 
 
 def with_overrides(model: ModelConfig, **overrides) -> ModelConfig:

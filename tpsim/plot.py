@@ -18,35 +18,23 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatter, LogLocator, PercentFormatter  # noqa: E402
 
 from .errors import ConfigError  # noqa: E402
-from .figure_data import Table  # noqa: E402
+from .figure_data import FORMATS, Table, output_paths  # noqa: E402,F401 (FORMATS: re-export)
 from .units import format_size  # noqa: E402
 
-FORMATS = ("png", "svg")
 COMPUTE, COMM, BACKGROUND = "#4477AA", "#EE6677", "#BBBBBB"
 HOST = "#CCBB44"     # GPU idle, waiting for the host to issue the next op
 LINE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377")
 HATCHES = ("", "//", "..", "xx")
 
 
-def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
-    """``--out`` -> (image, csv beside it). The format is ``--format``, else the suffix, else png."""
-    out = Path(out)
-    suffix = out.suffix.lower().lstrip(".")
-    fmt = fmt or (suffix if suffix in FORMATS else "png")
-    if fmt not in FORMATS:
-        raise ConfigError("--format", "", f"one of {', '.join(FORMATS)}", fmt)
-    image = out.with_suffix(f".{fmt}") if suffix in (*FORMATS, "csv") or not suffix else \
-        out.with_name(f"{out.name}.{fmt}")
-    return image, image.with_suffix(".csv")
-
-
 def save(fig, table: Table, out: str | Path, fmt: str | None = None) -> tuple[Path, Path]:
-    """Write the figure and its table; an unwritable ``--out`` is a ConfigError (exit 2)."""
+    """Write the figure (PNG, SVG or PDF) and its table, creating missing directories; an
+    unwritable ``--out`` is a ConfigError (exit 2)."""
     image, csv_path = output_paths(out, fmt)
     try:
         image.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(csv_path)
-        fig.savefig(image, dpi=130, bbox_inches="tight")
+        fig.savefig(image, format=image.suffix[1:], dpi=130, bbox_inches="tight")
     except OSError as e:
         raise ConfigError("--out", "", "a path tpsim can write", f"{image}: {e.strerror}") from None
     finally:
@@ -215,14 +203,17 @@ def intra_vs_inter_figure(table: Table):
                Patch(color=HOST, label="waiting for the host")]
     handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[k % 4], label=topo)
                 for k, topo in enumerate(topologies)]
-    ax_t.legend(handles=handles, fontsize=8, loc="upper right")
+    # legends below the axes: bars, value labels and the node-boundary label stay uncovered
+    # however many topologies are compared
+    below = dict(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    ax_t.legend(handles=handles, ncol=min(3, len(handles)), **below)
     ax_t.set_ylabel("time per layer, forward + backward (ms)")
     ax_t.set_title("per-layer time: compute shrinks with TP, communication does not", fontsize=11)
     ax_s.set_ylabel("share of layer time")
     ax_s.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_s.set_ylim(0, max(0.5, max(r["comm_share"] for r in ok) * 1.15))
     ax_s.set_title("communication share", fontsize=11)
-    ax_s.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, 0.9))
+    ax_s.legend(ncol=2, **below)
     _degree_axes((ax_t, ax_s), degrees, min(r["gpus_per_node"] for r in table.rows),
                  "TP degree (GPUs one layer is split over)")
     fig.suptitle(table.title)
@@ -254,7 +245,8 @@ def breakdown_figure(table: Table):
     axes[-1, 0].set_xlabel("op time (us); share = op time / layer time (forward + backward)")
     axes[0, 0].legend(handles=[Patch(color=COMPUTE, label="compute stream"),
                                Patch(color=COMM, label="comm stream (may overlap compute)")],
-                      fontsize=8, loc="lower right")
+                      fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2,
+                      frameon=False)     # above the bars, beside the phase title: no label covered
     fig.suptitle(table.title)
     fig.tight_layout()
     return fig

@@ -23,6 +23,7 @@ from .price import Pricing
 from .recompute import RECOMPUTE
 from .schedule import COMM_STREAMS
 from .result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
+from .schema import MAX_INT
 from .simulate import layer_times, phase_times, saved_bytes, simulate
 from .topology import Topology, load_topology
 
@@ -34,8 +35,8 @@ def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
 
 
 def _positive_int(flag: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(flag, "", "a positive integer", v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT:
+        raise ConfigError(flag, "", f"a positive integer (at most {MAX_INT})", v)
 
 
 def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
@@ -45,7 +46,7 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
         _positive_int(flag, v)
     if tp > topo.max_ranks:
         raise ConfigError("--tp", "", f"at most the {topo.max_ranks} GPUs of {topo.name}", tp)
-    if dtype not in OPTIMIZER_BYTES:
+    if not isinstance(dtype, str) or dtype not in OPTIMIZER_BYTES:
         raise ConfigError("--dtype", "", f"one of {', '.join(OPTIMIZER_BYTES)}", dtype)
     topo.device.peak(dtype)
     if dtype == "fp8":

@@ -49,6 +49,7 @@ from .ops import Collective, SendRecv
 from .parallel import Parallelism
 from .price import Pricing, price
 from .result import Notice
+from .schema import MAX_INT
 from .schedule import run
 from .simulate import Simulation, phase_times, simulate
 from .topology import Topology, load_topology
@@ -58,9 +59,8 @@ ALLREDUCE = ("nccl", "custom")
 
 
 def _positive(flag: str, v, least: int = 1) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < least:
-        raise ConfigError(flag, "", "a positive integer" if least == 1 else
-                          f"an integer of at least {least}", v)
+    if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= MAX_INT:
+        raise ConfigError(flag, "", f"an integer from {least} to {MAX_INT}", v)
 
 
 def _check(m: ModelConfig, topo: Topology, tp, pp, batch, prompt, gen, dtype, kv_dtype,

@@ -55,13 +55,22 @@ def chrome_trace(ops, title: str = "tpsim layer", meta: dict | None = None) -> d
 
 
 def write_trace(trace: dict, path: str | Path) -> Path:
-    """Write ``trace`` as JSON; an unwritable path is a ConfigError (exit 2)."""
+    """Write ``trace`` as strict JSON (no NaN or Infinity), creating missing directories; an
+    empty or unwritable path, or a non-finite time, is a ConfigError (exit 2)."""
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise ConfigError("--trace", "", "a file name such as layer.json", path)
     p = Path(path)
     try:
+        text = json.dumps(trace, indent=1, allow_nan=False)
+    except ValueError:
+        raise ConfigError("--trace", "", "finite times to write (JSON has no NaN or "
+                          "infinity)") from None
+    try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(trace, indent=1))
-    except OSError as e:
-        raise ConfigError("--trace", "", "a path tpsim can write", f"{p}: {e.strerror}") from None
+        p.write_text(text)
+    except (OSError, ValueError) as e:       # ValueError: a NUL byte in the name
+        raise ConfigError("--trace", "", "a path tpsim can write",
+                          f"{p}: {getattr(e, 'strerror', None) or e}") from None
     return p
 
 

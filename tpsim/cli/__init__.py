@@ -44,9 +44,15 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bare ``tpsim`` prints the help (the subcommands) on stderr and
+    returns 2, as any other missing argument does."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        argv = sys.argv[1:] if argv is None else argv
-        args = build_parser(argv).parse_args(argv)
+        parser = build_parser(argv)
+        if not argv:
+            parser.print_help(sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
         args.func(args)
     except TpsimError as e:
         print(f"tpsim: error: {e}", file=sys.stderr)

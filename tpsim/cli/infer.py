@@ -1,19 +1,19 @@
 """`tpsim infer`: prefill and decode of a tensor-parallel model with a KV cache."""
 from __future__ import annotations
 
-import json
+from .common import StoreOnce, dump_json, positive_int
 
 
 def add_infer(sub) -> None:
     p = sub.add_parser("infer", help="time to first token, time per output token, tokens/s and "
                                      "memory of serving a TP model")
-    p.add_argument("--model", default="llama2-70b", help="shipped name (see `tpsim models`) or YAML path")
-    p.add_argument("--topology", default="dgx-h100", help="shipped name or path to a YAML file")
-    p.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (consecutive ranks)")
-    p.add_argument("--pp", type=int, default=1, help="pipeline stages (batch/pp micro-batches in flight)")
-    p.add_argument("--batch", type=int, default=1, help="sequences served together")
-    p.add_argument("--prompt", type=int, default=2048, help="prompt (input) tokens per sequence")
-    p.add_argument("--gen", type=int, default=256,
+    p.add_argument("--model", default="llama2-70b", action=StoreOnce, help="shipped name (see `tpsim models`) or YAML path")
+    p.add_argument("--topology", default="dgx-h100", action=StoreOnce, help="shipped name or path to a YAML file")
+    p.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree (consecutive ranks)")
+    p.add_argument("--pp", type=positive_int, default=1, help="pipeline stages (batch/pp micro-batches in flight)")
+    p.add_argument("--batch", type=positive_int, default=1, help="sequences served together")
+    p.add_argument("--prompt", type=positive_int, default=2048, help="prompt (input) tokens per sequence")
+    p.add_argument("--gen", type=positive_int, default=256,
                    help="tokens generated per sequence, the first one by the prefill (>= 2)")
     p.add_argument("--dtype", default="bf16", help="GEMMs and weights: bf16, fp16 or fp8 "
                                                    "(fp8 keeps bf16 activations)")
@@ -32,4 +32,4 @@ def _cmd_infer(args) -> None:
     pred = infer(args.model, args.topology, tp=args.tp, pp=args.pp, batch=args.batch,
                  prompt=args.prompt, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,
                  allreduce=args.allreduce, eager=args.eager)
-    print(json.dumps(infer_json(pred), indent=2) if args.json else infer_report(pred))
+    print(dump_json(infer_json(pred)) if args.json else infer_report(pred))

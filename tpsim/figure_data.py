@@ -12,11 +12,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import data_parallel as dpm
 from .collectives import applicable_algorithms, bus_factor, collective_time
 from .errors import ConfigError, TpsimError
 from .measured import finite, read_measured
 from .schema import load_json
-from .topology import BYTES_PER_ELEMENT, Topology, load_topology
+from .topology import Topology, load_topology
 
 TP_DEGREES = (1, 2, 4, 8, 16, 32)
 
@@ -272,12 +273,13 @@ TP_DP_COLUMNS = ("strategy", "degree", "crosses_node", "status", "moves", "colle
 def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1:],
              micro_batches: int = 1, **settings) -> Table:
     """Bytes and time per training step, per GPU: TP's activation collectives against DP's
-    gradient all-reduce, on groups of ``degree`` GPUs of ``topo`` (inside a node, then across).
+    gradient reduction, on groups of ``degree`` GPUs of ``topo`` (inside a node, then across).
 
     TP (per step): layers * micro_batches * the layer's collectives (count, nccl-tests bytes,
     comm_s and exposed_comm_s of ``predict()``); transformer layers only.
-    DP (per step): one all-reduce of every gradient, params * bytes_per_element(dtype), priced
-    by ``collective_time``; DP replicates the whole model, as the chapter's table assumes.
+    DP (per step): :func:`tpsim.data_parallel.sync_collectives` of every parameter: one
+    all-reduce of the main gradients (fp32 for bf16 training, as Megatron reduces them), the
+    step's DP model; DP replicates the whole model, as the chapter's table assumes.
     sent bytes: what one GPU puts on its links, bus_factor(op, degree) * nccl-tests bytes.
     """
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
@@ -286,7 +288,7 @@ def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1
     dtype = settings.get("dtype") or default_dtype(topo)
     single = _predict(model, topo, 1, settings)
     params = single.model.params
-    grad_bytes = params * BYTES_PER_ELEMENT[dtype]
+    grad_bytes = dpm.grad_bytes(params, dtype)
     rows = []
     for g in degrees:
         base = {"degree": g, "crosses_node": g > topo.devices_per_node}
@@ -299,16 +301,17 @@ def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1
             rows.append(tp)
             rows.append({**base, "strategy": "DP", "status": status, "moves": "gradients"})
             continue
-        cost = collective_time("all-reduce", grad_bytes, g, topo)
+        sync = dpm.sync_collectives(params, dtype, g, topo)
         rows += [tp, {**base, "strategy": "DP", "status": "ok",
                       "moves": "gradients: once per step, one all-reduce",
-                      "collectives_per_step": 1, "collective_bytes_per_step": grad_bytes,
-                      "sent_bytes_per_gpu_per_step": bus_factor("all-reduce", g) * grad_bytes,
-                      "time_per_step_s": cost.time_s}]
+                      "collectives_per_step": len(sync),
+                      "collective_bytes_per_step": sum(c.nbytes for c in sync),
+                      "sent_bytes_per_gpu_per_step": sum(c.bus_bytes for c in sync),
+                      "time_per_step_s": sum(c.time_s for c in sync)}]
     notes = (f"per GPU per training step of {micro_batches} micro-batch(es); bytes in B, times in s",
-             f"DP gradients: {params} parameters x {BYTES_PER_ELEMENT[dtype]} B ({dtype}), "
-             "one all-reduce (no bucketing; its overlap with backward is not modelled, so no "
-             "exposed time)",
+             f"DP gradients: {params} parameters x {grad_bytes / params:g} B (main gradients for "
+             f"{dtype}), one all-reduce (tpsim.data_parallel.sync_collectives; unbucketed, its "
+             "overlap with the backward is in tpsim predict --dp, not here: no exposed time)",
              "collective_bytes: nccl-tests size; sent_bytes: bus_factor * size, what one GPU sends",
              f"settings: {_describe(settings)}")
     return Table(f"{_inputs(single)} on {topo.name}: TP moves activations every layer, DP "

@@ -131,8 +131,26 @@ class ModelConfig:
     def params_per_rank(self, tp: int) -> int:
         """Parameters one of ``tp`` ranks holds: layers (linears / tp, norms whole), padded
         vocabulary / tp of the embedding and output layer, the final norm."""
-        return (self.layers * self.layer_params(tp) + self.vocab_params(self.padded_vocab(tp) // tp)
-                + self.norm_params)
+        return self.stage_params(tp, self.layers)
+
+    def embedding_params(self, tp: int) -> int:
+        """The token embedding's rows on one of ``tp`` ranks: padded_vocab / tp x hidden."""
+        return self.padded_vocab(tp) // tp * self.hidden
+
+    def stage_params(self, tp: int, layers: int, first: bool = True, last: bool = True) -> int:
+        """Parameters one of ``tp`` ranks of a pipeline stage holds:
+
+            layers x layer_params(tp)  +  (first) embedding  +  (last) final norm + output layer
+
+        The output layer is the embedding's size (padded vocab / tp rows); with tied embeddings
+        the first stage's embedding serves as the output layer when the first stage is also the
+        last, and the last stage otherwise keeps a copy (Megatron all-reduces the two copies'
+        gradients each step)."""
+        emb = self.embedding_params(tp)
+        n = layers * self.layer_params(tp) + (emb if first else 0)
+        if last:
+            n += self.norm_params + (0 if self.tie_embeddings and first else emb)
+        return n
 
     def padded_vocab(self, tp: int) -> int:
         """Vocabulary padded as Megatron pads it: a multiple of 128 * tp (--make-vocab-size-divisible-by)."""

@@ -342,3 +342,49 @@ def infer_figure(table: Table):
     fig.suptitle(table.title)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- pipeline
+
+BACKWARD = "#228833"     # backward chunks (forward: COMPUTE)
+
+
+def _lane(stream: str) -> float:
+    """Vertical offset inside a stage's band: compute on top, then p2p sends, then DP."""
+    if stream.startswith("p2p "):
+        return 0.55
+    return 0.8 if ("." in stream or not stream.startswith("stage")) else 0.0
+
+
+def pipeline_figure(table: Table):
+    """The step's schedule as a Gantt chart: one band per stage, its compute stream on top
+    (forward chunks, backward chunks, other kernels), the p2p transfers it sends and its DP
+    collectives below; the white gaps on the compute lane are the bubble."""
+    pp = table.totals["pp"]
+    fig, ax = plt.subplots(figsize=(14, 1.2 + 0.7 * (pp + 1)))
+    bars: dict[tuple, list] = {}
+    for r in table.rows:
+        color = {"compute": COMPUTE if r["phase"] == "forward" else BACKWARD,
+                 "p2p": COMM, "dp": "#AA3377"}.get(r["kind"], BACKGROUND)
+        height = 0.5 if _lane(r["stream"]) == 0.0 else 0.2
+        y = r["stage"] + _lane(r["stream"])
+        bars.setdefault((y, height, color), []).append((r["start_s"] * 1e3, r["time_s"] * 1e3))
+    for (y, height, color), spans in bars.items():
+        ax.broken_barh(spans, (y, height), facecolors=color, linewidth=0)
+    ax.set_yticks([r + 0.25 for r in range(pp + 1)],
+                  [f"stage {r}" for r in range(pp)] + ["all stages"])
+    ax.set_ylim(pp + 1.1, -0.2)
+    ax.set_xlabel("time in the step (ms)")
+    ax.legend(handles=[Patch(color=COMPUTE, label="forward chunk"),
+                       Patch(color=BACKWARD, label="backward chunk"),
+                       Patch(color=COMM, label="p2p transfer (sent)"),
+                       Patch(color="#AA3377", label="DP gradient scale / collective"),
+                       Patch(color=BACKGROUND, label="optimizer, gradient norm, other")],
+              fontsize=8, loc="lower right")
+    t = table.totals
+    ax.set_title(f"{table.title}\nstep {t['time_s'] * 1e3:.1f} ms, bubble "
+                 f"{t['bubble_s'] * 1e3:.1f} ms per GPU (closed form for equal stages "
+                 f"(p-1)/(m v) = {t['ideal_bubble_fraction'] * 100:.1f}% of the compute)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig

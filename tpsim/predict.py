@@ -11,20 +11,24 @@ the model FLOPs (MFU).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .embedding import embedding_template, output_template
 from .errors import ConfigError
 from .dims import FP8_ACTIVATIONS, layer_dims
 from .graph import collectives_in, layer_template
-from .memory import OPTIMIZER_BYTES, training_memory
+from .memory import OPTIMIZER_BYTES
 from .model import ATTENTIONS, ModelConfig, load_model
 from .parallel import Parallelism
 from .price import Pricing
 from .recompute import RECOMPUTE
 from .schedule import COMM_STREAMS
 from .result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
+from .pipeline import split_layers
 from .schema import MAX_INT
-from .simulate import layer_times, phase_times, saved_bytes, simulate
+from .simulate import layer_times, phase_times, simulate
+from .step import Part, check_fits, make_setup, with_nodes
+from .step_accounting import simulate_step
 from .topology import Topology, load_topology
 
 
@@ -133,19 +137,37 @@ def _notices(topo, tp, mem, recompute) -> tuple[Notice, ...]:
 def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
             seq_len: int | None = None, dtype: str | None = None, sequence_parallel: bool = False,
             dropout: float | None = None, attention: str | None = None,
-            recompute: str = "none", tp_comm_overlap: bool = False) -> Prediction:
-    """Predict one layer and the whole model (one micro-batch, forward + backward) per GPU.
+            recompute: str = "none", tp_comm_overlap: bool = False, *, pp: int = 1, dp: int = 1,
+            global_batch: int | None = None, virtual_stages: int = 1,
+            distributed_optimizer: bool = False, overlap_grad_reduce: bool = True,
+            scatter_gather_p2p: bool = False, nodes: int | None = None,
+            first_stage_layers: int | None = None,
+            last_stage_layers: int | None = None) -> Prediction:
+    """Predict one layer, the whole model for one micro-batch, and one optimizer step per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects; ``seq_len``,
     ``dropout`` and ``attention`` default to the model's, ``dtype`` to the device's first of
-    bf16, fp16, fp32. ``recompute``: activation
-    recomputation, none | selective | full (:mod:`tpsim.recompute`); ``tp_comm_overlap``:
-    Transformer Engine's TP communication overlap (needs ``sequence_parallel``); ``dtype`` fp8:
-    Transformer Engine's FP8 linears.
+    bf16, fp16, fp32. ``recompute``: activation recomputation, none | selective | full
+    (:mod:`tpsim.recompute`); ``tp_comm_overlap``: Transformer Engine's TP communication overlap
+    (needs ``sequence_parallel``); ``dtype`` fp8: Transformer Engine's FP8 linears.
+
+    The step (:mod:`tpsim.step`): ``pp`` pipeline stages (``virtual_stages`` model chunks each:
+    interleaved 1F1B), ``dp`` data-parallel replicas, ``global_batch`` sequences per step
+    (default micro_batch x dp: one micro-batch), ``distributed_optimizer`` (ZeRO-1),
+    ``overlap_grad_reduce`` (DP buckets beside the backward; False: after it), ``nodes`` (size
+    the topology's network to this many nodes), ``first_stage_layers``/``last_stage_layers``
+    (Megatron's uneven first/last stage), ``scatter_gather_p2p`` (without SP each TP rank sends
+    1/tp of an activation and the next stage all-gathers it: Megatron-LM 2021, DeepSpeed's
+    pipeline engine).
     """
+    if nodes is not None:
+        topology = with_nodes(_resolve(model, topology)[1], nodes)
     m, topo, s, p, att, dtype = _settings(model, topology, tp, micro_batch, seq_len, dtype,
                                           sequence_parallel, dropout, attention, recompute,
                                           tp_comm_overlap)
+    plan = _step_plan(m, topo, tp, micro_batch, pp, dp, global_batch, virtual_stages,
+                      distributed_optimizer, overlap_grad_reduce, scatter_gather_p2p,
+                      first_stage_layers, last_stage_layers)
     sim, pricing = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
                                    att, recompute, tp_comm_overlap)
     layer = layer_times(sim)
@@ -159,12 +181,21 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     achieved, peak = flops / step, topo.device.peak(dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
-    acts = m.layers * saved_bytes(sim) + saved_bytes(emb) + saved_bytes(out)
-    mem = training_memory(m, tp, dtype, acts, topo.device.memory_bytes)
+    setup = make_setup(m, plan.parallelism, plan.m, virtual_stages, plan.stage_layers,
+                       Part.of(sim), Part.of(emb), Part.of(out), topo, micro_batch=micro_batch,
+                       seq_len=s, dtype=dtype, sequence_parallel=sequence_parallel,
+                       distributed_optimizer=distributed_optimizer,
+                       overlap_grad_reduce=overlap_grad_reduce,
+                       scatter_gather_p2p=scatter_gather_p2p)
+    result = simulate_step(setup, topo, plan.global_batch, s, peak)
+    mem = max(result.memory, key=lambda x: x.total_bytes)
     inputs = Inputs(m.name, topo.name, topo.device.name, tp, micro_batch, s, dtype,
                     sequence_parallel, att, p, m.heads // tp, m.kv_heads_per_rank(tp),
-                    math.ceil(tp / topo.devices_per_node), recompute)
-    return Prediction(inputs, layer, times, mem, _notices(topo, tp, mem, recompute), sim)
+                    math.ceil(tp / topo.devices_per_node), recompute, pp, dp, virtual_stages,
+                    plan.global_batch, plan.m, distributed_optimizer, overlap_grad_reduce,
+                    tp_comm_overlap, plan.parallelism.world)
+    return Prediction(inputs, layer, times, mem, _notices(topo, tp, mem, recompute), sim,
+                      result.times, result.memory, result)
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
@@ -193,6 +224,56 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
     return BlockPrediction(block, fwd, bwd, fwd + bwd, tl.busy_s("compute"),
                            tl.busy_s(COMM_STREAMS), tl.exposed_s(COMM_STREAMS, "compute"),
                            sim.op_rows(), sim)
+
+
+# --------------------------------------------------------------------------- the training step
+# (pipeline, data parallelism, optimizer: tpsim.step); the layer above is simulated once.
+
+@dataclass(frozen=True)
+class _StepPlan:
+    parallelism: Parallelism
+    global_batch: int
+    m: int
+    stage_layers: list
+
+
+def _flag(flag: str, v) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(flag, "", "true or false", v)
+
+
+def _step_plan(m: ModelConfig, topo: Topology, tp, micro_batch, pp, dp, global_batch, v,
+               distributed_optimizer, overlap_grad_reduce, scatter_gather_p2p, first,
+               last) -> _StepPlan:
+    """The job's groups, micro-batches per step and layers per virtual stage; bad settings
+    raise ConfigError naming the flag."""
+    for flag, x in (("--pp", pp), ("--dp", dp), ("--virtual-stages", v)):
+        _positive_int(flag, x)
+    _flag("--distributed-optimizer", distributed_optimizer)
+    _flag("--overlap-grad-reduce", overlap_grad_reduce)
+    _flag("--scatter-gather-p2p", scatter_gather_p2p)
+    if v > 1 and pp == 1:
+        raise ConfigError("--virtual-stages", "", "1 unless --pp is more than 1", v)
+    par = Parallelism(tp=tp, pp=pp, dp=dp)
+    check_fits(topo, par)
+    per_step = micro_batch * dp
+    gb = per_step if global_batch is None else global_batch
+    _positive_int("--global-batch", gb)
+    if gb % per_step:
+        raise ConfigError("--global-batch", "", f"a multiple of micro-batch x dp ({per_step})", gb)
+    mbs = gb // per_step
+    if v > 1 and mbs % pp:
+        raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
+                          f"(micro-batch x dp) = {mbs}) a multiple of pp ({pp}) with "
+                          "--virtual-stages", gb)
+    for flag, x in (("--first-stage-layers", first), ("--last-stage-layers", last)):
+        if x is not None:
+            _positive_int(flag, x)
+    try:
+        layers = split_layers(m.layers, pp, v, first, last)
+    except ValueError as e:
+        raise ConfigError("--pp", "", f"a layer split Megatron runs ({e})", pp) from None
+    return _StepPlan(par, gb, mbs, layers)
 
 
 __all__ = ["predict", "predict_layer", "predict_block", "Prediction", "BlockPrediction",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .render_step import step_lines
 from .units import format_size
 
 
@@ -90,20 +91,28 @@ def _model_lines(p) -> list[str]:
     ]
 
 
-def _memory_lines(mem, dtype: str) -> list[str]:
+def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     gb = 1e9
     fits = "fits" if mem.fits else "DOES NOT FIT"
-    return [
-        f"memory per GPU (GB = 1e9 bytes; mixed-precision Adam: {dtype} weights, fp32 gradients, "
-        "fp32 master + m + v):",
+    what = ("model chunks" if chunks > 1 else "micro-batches") if mem.in_flight > 1 else \
+        ("model chunk" if chunks > 1 else "micro-batch")
+    where = (f"fullest stage: {mem.stage} of {len(stages)}, " if len(stages) > 1 else "") + \
+        f"activations of {mem.in_flight} {what} in flight"
+    shard = f", optimizer sharded {mem.optimizer_shards} ways" if mem.optimizer_shards > 1 else ""
+    lines = [
+        f"memory per GPU (GB = 1e9 bytes; mixed-precision Adam: {dtype} weights, main gradients, "
+        f"fp32 master + m + v{shard}; {where}):",
         f"  parameters     {mem.params_per_gpu / 1e9:9.2f} B",
         f"  weights        {mem.weights_bytes / gb:9.2f} GB",
         f"  gradients      {mem.gradients_bytes / gb:9.2f} GB",
         f"  optimizer      {mem.optimizer_bytes / gb:9.2f} GB",
-        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (one micro-batch, all layers, "
-        "as the recompute mode saves them)",
+        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (as the recompute mode saves them)",
         f"  total          {mem.total_bytes / gb:9.2f} GB   of {mem.capacity_bytes / gb:.0f} GB: {fits}",
     ]
+    if len(stages) > 1:
+        lines.append("  per stage      " + " ".join(f"{m.total_bytes / gb:.1f}" for m in stages)
+                     + " GB")
+    return lines
 
 
 def prediction_report(p) -> str:
@@ -122,7 +131,8 @@ def prediction_report(p) -> str:
         *_layer_lines(p.layer), "",
         *_collective_lines(p.collectives, i.heads_per_rank, i.kv_heads_per_rank), "",
         *_model_lines(p), "",
-        *_memory_lines(p.memory, i.dtype),
+        *(step_lines(p) + [""] if p.step is not None else []),
+        *_memory_lines(p.memory, i.dtype, p.stage_memory, i.virtual_stages),
     ]
     lines += [f"WARNING: {notice_text(w)}" for w in p.warnings]
     return "\n".join(lines)
@@ -152,6 +162,8 @@ def prediction_json(p) -> dict:
         "ops": [o._asdict() for o in p.ops],
         "model": dataclasses.asdict(p.model),
         "memory": dataclasses.asdict(p.memory),
+        "step": dataclasses.asdict(p.step) if p.step is not None else None,
+        "stage_memory": [dataclasses.asdict(m) for m in p.stage_memory],
         "warnings": [notice_text(w) for w in p.warnings],
         "notices": [{"code": w.code, **w.values} for w in p.warnings],
     }

@@ -43,6 +43,12 @@ def add_plot(sub) -> None:
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100-ndr-cluster)")
     q.add_argument("--micro-batches", type=positive_int, default=1,
                    help="micro-batches per step (TP communicates per micro-batch, DP per step)")
+    q = figure("pipeline", "one training step's schedule per stage: chunks, p2p, DP, bubble",
+               _cmd_plot_pipeline)
+    _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-a100-hdr-cluster)")
+    q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
+    from .predict import _add_step_args
+    _add_step_args(q)
     q = figure("validation", "predicted against measured per validated layer", _cmd_plot_validation)
     q.add_argument("--report", required=True, help="a report.json written by validate/run.py")
     _add_plot_infer(figure("infer", "time per output token against batch for TP 1/2/4/8",
@@ -141,6 +147,16 @@ def _cmd_plot_tp_vs_dp(args) -> None:
     table = tp_vs_dp(args.model, load_topology(args.topology or "dgx-h100-ndr-cluster"),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
+
+
+def _cmd_plot_pipeline(args) -> None:
+    from .. import plot
+    from ..figure_pipeline import pipeline
+    from ..topology import load_topology
+    from .predict import _step_kwargs
+    table = pipeline(args.model, load_topology(args.topology or "dgx-a100-hdr-cluster"), args.tp,
+                     **plot_settings(args), **_step_kwargs(args))
+    _plot_done(*plot.save(plot.pipeline_figure(table), table, args.out, args.format))
 
 
 def _plot_done(image, csv_path) -> None:

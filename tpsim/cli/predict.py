@@ -30,18 +30,51 @@ def add_predict(sub) -> None:
     p.add_argument("--attention", default=None, choices=ATTENTIONS + ATTENTION_KERNELS,
                    help="fused (the device's flash kernel), a flash kernel by name, or unfused "
                         "(Megatron's separate kernels) (default: the model's)")
-    p.add_argument("--tp-comm-overlap", action="store_true",
-                   help="Transformer Engine's TP communication overlap (userbuffers; needs "
-                        "--sequence-parallel)")
     p.add_argument("--recompute", default="none", choices=RECOMPUTE,
                    help="activation recomputation (selective: the unfused attention core)")
+    _add_step_args(p)
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
         p.add_argument(f"--{flag}", type=positive_int, default=None,
                        help=f"override the model's {flag}")
     p.add_argument("--json", action="store_true", help="one JSON object (keys in the README)")
     p.add_argument("--trace", metavar="FILE.json", default=None,
-                   help="also write the scheduled layer as a Chrome trace (Perfetto, chrome://tracing)")
+                   help="also write a Chrome trace (Perfetto, chrome://tracing): the scheduled "
+                        "layer, and with --pp, --dp or several micro-batches every stage's streams")
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_step_args(p) -> None:
+    """The training step's flags: pipeline, data parallelism, optimizer."""
+    p.add_argument("--pp", type=positive_int, default=1, help="pipeline-parallel stages")
+    p.add_argument("--dp", type=positive_int, default=1, help="data-parallel replicas")
+    p.add_argument("--global-batch", type=positive_int, default=None,
+                   help="sequences per optimizer step (default micro-batch x dp: one micro-batch)")
+    p.add_argument("--virtual-stages", type=positive_int, default=1,
+                   help="model chunks per pipeline stage: interleaved 1F1B when more than 1")
+    p.add_argument("--distributed-optimizer", action="store_true",
+                   help="shard the optimizer state over DP (ZeRO-1): reduce-scatter + all-gather")
+    p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
+                   help="reduce the gradients after the whole backward (older Megatron, "
+                        "Megatron-DeepSpeed) instead of in buckets beside it")
+    p.add_argument("--scatter-gather-p2p", action="store_true",
+                   help="without SP each TP rank sends 1/tp of an activation, the next stage "
+                        "all-gathers it (Megatron-LM 2021, DeepSpeed's pipeline engine)")
+    p.add_argument("--tp-comm-overlap", action="store_true",
+                   help="Transformer Engine's TP communication overlap (userbuffers; needs "
+                        "--sequence-parallel)")
+    p.add_argument("--nodes", type=positive_int, default=None,
+                   help="size the topology's network to this many nodes")
+    p.add_argument("--first-stage-layers", type=positive_int, default=None,
+                   help="layers on the first pipeline stage (the rest split evenly)")
+    p.add_argument("--last-stage-layers", type=positive_int, default=None,
+                   help="layers on the last pipeline stage (the rest split evenly)")
+
+
+def _step_kwargs(args) -> dict:
+    return {k: getattr(args, k) for k in (
+        "pp", "dp", "global_batch", "virtual_stages", "distributed_optimizer",
+        "overlap_grad_reduce", "scatter_gather_p2p", "tp_comm_overlap", "nodes",
+        "first_stage_layers", "last_stage_layers")}
 
 
 def _cmd_predict(args) -> None:
@@ -56,7 +89,7 @@ def _cmd_predict(args) -> None:
     pred = predict(model, args.topology, tp=args.tp, micro_batch=args.micro_batch,
                    seq_len=args.seq, dtype=args.dtype, sequence_parallel=args.sequence_parallel,
                    dropout=args.dropout, attention=args.attention, recompute=args.recompute,
-                   tp_comm_overlap=args.tp_comm_overlap)
+                   **_step_kwargs(args))
     out = dump_json(prediction_json(pred)) if args.json else prediction_report(pred)
     if args.trace is not None:
         from ..trace import prediction_trace, write_trace

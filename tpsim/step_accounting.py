@@ -1,0 +1,172 @@
+"""Where a simulated step's time goes, per pipeline stage, and what each stage holds in memory.
+
+Every GPU of stage r spends the step's time T as
+
+    T = compute + tp_comm_exposed + host_wait          (its chunks: the layers' own split, x m)
+        + dp_comm_exposed + optimizer                  (gradient pre-scale, exposed DP collectives;
+                                                        optimizer kernels, exposed gradient-norm
+                                                        all-reduce)
+        + pp_comm_exposed + bubble                     (its compute stream idle: while one of its
+                                                        p2p transfers or the tied-embedding
+                                                        all-reduce runs; otherwise the bubble)
+
+The idle time of the compute stream is read from the run (:func:`idle_split`). Until the
+pipeline's last chunk ends on any stage (the flush), a stage idles for its own p2p transfers
+(pp) or for the pipeline (the bubble: a DP reduction running then is hidden by the flush).
+After it, each idle moment goes to the first of: any stage's DP collective, the tied-embedding
+all-reduce (pp), the TP all-reduce of norm gradients, the gradient norm or optimizer kernels;
+the rest to the bubble. For equal stages and free transfers the bubble is (p - 1)(t_f + t_b)/v
+on every stage.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .memory import Memory, stage_memory
+from .pipeline import in_flight
+from .result import StageTimes, StepTimes, TimeSplit
+from .step import Part, build_step
+
+CATEGORIES = ("dp", "pp", "tp", "optimizer")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A simulated step: its times, each stage's memory, the run and the schedule it ran."""
+    times: StepTimes
+    memory: tuple[Memory, ...]
+    run: object
+    schedule: object
+
+
+def _covered(bounds: np.ndarray, intervals) -> np.ndarray:
+    """For each elementary segment between consecutive ``bounds``: is it inside an interval?"""
+    d = np.zeros(len(bounds))
+    if intervals:
+        iv = np.asarray(intervals, dtype=float)
+        np.add.at(d, np.searchsorted(bounds, iv[:, 0]), 1)
+        np.add.at(d, np.searchsorted(bounds, iv[:, 1]), -1)
+    return np.cumsum(d)[:-1] > 0
+
+
+def _clip(intervals, t0: float, t1: float) -> list:
+    return [(max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1]
+
+
+def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], float]:
+    """Split the time in [t0, t1] that ``busy`` intervals leave free: to each list of intervals
+    in ``categories`` (first match wins) what it covers of that free time; the rest is returned
+    last (the bubble)."""
+    if t1 <= t0:
+        return [0.0] * len(categories), 0.0
+    busy = _clip(busy, t0, t1)
+    categories = [_clip(c, t0, t1) for c in categories]
+    points = [t0, t1] + [x for iv in busy for x in iv] + \
+        [x for cat in categories for iv in cat for x in iv]
+    bounds = np.unique(np.asarray(points, dtype=float))
+    seg = np.diff(bounds)
+    free = ~_covered(bounds, busy)
+    out = []
+    for cat in categories:
+        hit = free & _covered(bounds, cat)
+        out.append(float(seg[hit].sum()))
+        free &= ~hit
+    return out, float(seg[free].sum())
+
+
+def _category(stream: str, kind: str, stage: int) -> str | None:
+    """What an op on ``stream`` is, for the idle time of ``stage``: its own p2p transfers (pp),
+    and at the step's end anyone's DP collectives, the tied-embedding all-reduce (pp), the
+    TP all-reduce of norm gradients, the gradient norm and optimizer kernels."""
+    if stream.startswith("p2p "):
+        a, b = stream[4:].split(">")
+        return "own-pp" if stage in (int(a), int(b)) else None
+    if stream.endswith(".dp"):
+        return "dp"
+    if stream.endswith(".sync"):
+        return "tp"
+    if stream == "embedding":
+        return "pp"
+    if stream == "grad-norm" or kind == "optimizer":
+        return "optimizer"
+    return None
+
+
+def stage_times(run, setup, stage: int) -> StageTimes:
+    """:class:`~tpsim.result.StageTimes` of ``stage`` from the run: before the pipeline's last
+    chunk ends anywhere (the flush), the stage's idle time is its own p2p or the bubble; after
+    it, whatever of the step's end is running (module docstring), else the bubble."""
+    tl, p, m = run.timeline, setup.parallelism.pp, setup.m
+    mine = [setup.chunks[c * p + stage] for c in range(setup.v)]
+    own = f"stage{stage}"
+    busy = {"compute": 0.0, "dp": 0.0, "optimizer": 0.0}
+    cats = {c: [] for c in ("own-pp", *CATEGORIES)}
+    flush = 0.0
+    for i, (s, kind) in enumerate(zip(tl.streams, run.kinds)):
+        iv = (tl.start[i], tl.end[i])
+        if s == own:
+            busy[kind] = busy.get(kind, 0.0) + iv[1] - iv[0]
+        if kind == "compute" and s.startswith("stage") and "." not in s:
+            flush = max(flush, iv[1])
+        cat = _category(s, kind, stage)
+        if cat:
+            cats[cat].append(iv)
+    mine_busy = tl.runs.get(own, [])
+    (pp_a,), bubble_a = idle_split(0.0, flush, mine_busy, [cats["own-pp"]])
+    end, bubble_b = idle_split(flush, tl.makespan_s, mine_busy, [cats[c] for c in CATEGORIES])
+    idle = dict(zip(CATEGORIES, end))
+
+    per_mb = Part.total([(c.part, 1) for c in mine])
+    return StageTimes(
+        compute_s=m * per_mb.compute_s, tp_comm_exposed_s=m * per_mb.tp_exposed_s + idle["tp"],
+        host_wait_s=m * per_mb.host_wait_s, bubble_s=bubble_a + bubble_b,
+        pp_comm_exposed_s=pp_a + idle["pp"], dp_comm_exposed_s=busy["dp"] + idle["dp"],
+        optimizer_s=busy["optimizer"] + idle["optimizer"], stage=stage,
+        layers=sum(c.layers for c in mine), forward_s=per_mb.forward_s,
+        backward_s=per_mb.backward_s, flops=m * per_mb.flops,
+        hardware_flops=m * per_mb.hardware_flops)
+
+
+def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: float) -> StepTimes:
+    """The step's totals: per-GPU means over the stages (every stage has as many GPUs)."""
+    par = setup.parallelism
+    T = run.timeline.makespan_s
+    stages = tuple(stage_times(run, setup, r) for r in range(par.pp))
+
+    def mean(field):
+        return sum(getattr(s, field) for s in stages) / len(stages)
+    flops, hardware = mean("flops"), mean("hardware_flops")
+    return StepTimes(
+        **{f.name: mean(f.name) for f in dataclasses.fields(TimeSplit)},
+        time_s=T, tokens_per_s=global_batch * seq_len / T, tflops_per_gpu=flops / T / 1e12,
+        mfu=flops / T / peak, hfu=hardware / T / peak, flops=flops, hardware_flops=hardware,
+        ideal_bubble_fraction=(par.pp - 1) / (setup.m * setup.v), micro_batches=setup.m,
+        global_batch=global_batch, pp=par.pp, dp=par.dp, virtual_stages=setup.v,
+        schedule=schedule.name, distributed_optimizer=setup.distributed_optimizer,
+        overlap_grad_reduce=setup.overlap_grad_reduce, p2p_bytes=setup.p2p_bytes,
+        stages=stages)
+
+
+def stage_memories(setup, schedule, capacity_bytes: float) -> tuple[Memory, ...]:
+    """Each stage's weights, gradients, optimizer state (sharded d ways with the distributed
+    optimizer) and the activations of the micro-batches in flight at its fullest moment."""
+    par = setup.parallelism
+    shards = par.dp if setup.distributed_optimizer else 1
+    out = []
+    for r in range(par.pp):
+        live = in_flight(schedule, r)
+        acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
+        out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity_bytes,
+                                shards, r, sum(live)))
+    return tuple(out)
+
+
+def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
+    """Build the step (:func:`tpsim.step.build_step`), run it, account for it."""
+    g, schedule = build_step(setup, topo)
+    run = g.run()
+    return StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
+                      stage_memories(setup, schedule, topo.device.memory_bytes), run, schedule)

@@ -181,13 +181,8 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     achieved, peak = flops / step, topo.device.peak(dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
-    setup = make_setup(m, plan.parallelism, plan.m, virtual_stages, plan.stage_layers,
-                       Part.of(sim), Part.of(emb), Part.of(out), topo, micro_batch=micro_batch,
-                       seq_len=s, dtype=dtype, sequence_parallel=sequence_parallel,
-                       distributed_optimizer=distributed_optimizer,
-                       overlap_grad_reduce=overlap_grad_reduce,
-                       scatter_gather_p2p=scatter_gather_p2p)
-    result = simulate_step(setup, topo, plan.global_batch, s, peak)
+    result = _step(m, topo, plan, (sim, emb, out), micro_batch, s, dtype, sequence_parallel,
+                   peak)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     inputs = Inputs(m.name, topo.name, topo.device.name, tp, micro_batch, s, dtype,
                     sequence_parallel, att, p, m.heads // tp, m.kv_heads_per_rank(tp),
@@ -235,6 +230,10 @@ class _StepPlan:
     global_batch: int
     m: int
     stage_layers: list
+    virtual_stages: int
+    distributed_optimizer: bool
+    overlap_grad_reduce: bool
+    scatter_gather_p2p: bool
 
 
 def _flag(flag: str, v) -> None:
@@ -273,7 +272,21 @@ def _step_plan(m: ModelConfig, topo: Topology, tp, micro_batch, pp, dp, global_b
         layers = split_layers(m.layers, pp, v, first, last)
     except ValueError as e:
         raise ConfigError("--pp", "", f"a layer split Megatron runs ({e})", pp) from None
-    return _StepPlan(par, gb, mbs, layers)
+    return _StepPlan(par, gb, mbs, layers, v, distributed_optimizer, overlap_grad_reduce,
+                     scatter_gather_p2p)
+
+
+def _step(m: ModelConfig, topo: Topology, plan: _StepPlan, sims, micro_batch, seq_len, dtype,
+          sequence_parallel, peak):
+    """The step of the simulated layer, embedding and output layer (``sims``)."""
+    layer, emb, out = (Part.of(x) for x in sims)
+    setup = make_setup(m, plan.parallelism, plan.m, plan.virtual_stages, plan.stage_layers,
+                       layer, emb, out, topo, micro_batch=micro_batch, seq_len=seq_len,
+                       dtype=dtype, sequence_parallel=sequence_parallel,
+                       distributed_optimizer=plan.distributed_optimizer,
+                       overlap_grad_reduce=plan.overlap_grad_reduce,
+                       scatter_gather_p2p=plan.scatter_gather_p2p)
+    return simulate_step(setup, topo, plan.global_batch, seq_len, peak)
 
 
 __all__ = ["predict", "predict_layer", "predict_block", "Prediction", "BlockPrediction",

@@ -170,3 +170,13 @@ def test_too_small_a_cluster_says_how_many_nodes():
     pred = predict("gpt3", A100, tp=8, pp=8, dp=16, global_batch=1536, nodes=128,
                    recompute="full")
     assert pred.inputs.gpus == 1024 and pred.memory.fits
+
+
+def test_idle_split_by_hand():
+    """[0, 10]: compute busy [0, 2] and [6, 7]; p2p [1, 4]; DP [3, 8]. Free time: [2, 6] and
+    [7, 10]; p2p covers [2, 4] (2), DP the rest it runs, [4, 6] and [7, 8] (3); bubble [8, 10] (2)."""
+    from tpsim.step_accounting import idle_split
+    (pp, dp), bubble = idle_split(0.0, 10.0, [(0, 2), (6, 7)], [[(1, 4)], [(3, 8)]])
+    assert (pp, dp, bubble) == (2.0, 3.0, 2.0)
+    (pp, dp), bubble = idle_split(5.0, 10.0, [(0, 2), (6, 7)], [[(1, 4)], [(3, 8)]])
+    assert (pp, dp, bubble) == (0.0, 2.0, 2.0)

@@ -181,8 +181,8 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     achieved, peak = flops / step, topo.device.peak(dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
-    result = _step(m, topo, plan, (sim, emb, out), micro_batch, s, dtype, sequence_parallel,
-                   peak)
+    result = _step(m, topo, plan, (Part.of(sim, layer), Part.of(emb), Part.of(out)), micro_batch,
+                   s, dtype, sequence_parallel, peak)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     inputs = Inputs(m.name, topo.name, topo.device.name, tp, micro_batch, s, dtype,
                     sequence_parallel, att, p, m.heads // tp, m.kv_heads_per_rank(tp),
@@ -276,10 +276,10 @@ def _step_plan(m: ModelConfig, topo: Topology, tp, micro_batch, pp, dp, global_b
                      scatter_gather_p2p)
 
 
-def _step(m: ModelConfig, topo: Topology, plan: _StepPlan, sims, micro_batch, seq_len, dtype,
+def _step(m: ModelConfig, topo: Topology, plan: _StepPlan, parts, micro_batch, seq_len, dtype,
           sequence_parallel, peak):
-    """The step of the simulated layer, embedding and output layer (``sims``)."""
-    layer, emb, out = (Part.of(x) for x in sims)
+    """The step of the simulated layer, embedding and output layer (``parts``)."""
+    layer, emb, out = parts
     setup = make_setup(m, plan.parallelism, plan.m, plan.virtual_stages, plan.stage_layers,
                        layer, emb, out, topo, micro_batch=micro_batch, seq_len=seq_len,
                        dtype=dtype, sequence_parallel=sequence_parallel,

@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .parallel import Group, Parallelism
 from .pipeline import add_pipeline, pipeline_schedule
 from .price import group_collective
-from .simulate import layer_times, phase_times, saved_bytes
+from .simulate import layer_times, saved_bytes
 from .step_graph import StepGraph
 from .topology import BYTES_PER_ELEMENT, Topology
 
@@ -59,11 +59,11 @@ class Part:
     saved_bytes: float
 
     @classmethod
-    def of(cls, sim) -> Part:
-        fwd, bwd = phase_times(sim)
-        t = layer_times(sim)
-        return cls(fwd, bwd, t.compute_s, t.exposed_comm_s, t.host_wait_s, t.flops,
-                   t.hardware_flops, saved_bytes(sim))
+    def of(cls, sim, times=None) -> Part:
+        """From a simulation (``times``: its :func:`~tpsim.simulate.layer_times`, if known)."""
+        t = layer_times(sim) if times is None else times
+        return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
+                   t.flops, t.hardware_flops, saved_bytes(sim))
 
 
     @classmethod

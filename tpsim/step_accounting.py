@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
-
 from .memory import Memory, stage_memory
 from .pipeline import in_flight
 from .result import StageTimes, StepTimes, TimeSplit
@@ -42,16 +40,6 @@ class StepResult:
     schedule: object
 
 
-def _covered(bounds: np.ndarray, intervals) -> np.ndarray:
-    """For each elementary segment between consecutive ``bounds``: is it inside an interval?"""
-    d = np.zeros(len(bounds))
-    if intervals:
-        iv = np.asarray(intervals, dtype=float)
-        np.add.at(d, np.searchsorted(bounds, iv[:, 0]), 1)
-        np.add.at(d, np.searchsorted(bounds, iv[:, 1]), -1)
-    return np.cumsum(d)[:-1] > 0
-
-
 def _clip(intervals, t0: float, t1: float) -> list:
     return [(max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1]
 
@@ -59,22 +47,27 @@ def _clip(intervals, t0: float, t1: float) -> list:
 def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], float]:
     """Split the time in [t0, t1] that ``busy`` intervals leave free: to each list of intervals
     in ``categories`` (first match wins) what it covers of that free time; the rest is returned
-    last (the bubble)."""
+    last (the bubble). One sweep over the intervals' ends."""
+    out, bubble = [0.0] * len(categories), 0.0
     if t1 <= t0:
-        return [0.0] * len(categories), 0.0
-    busy = _clip(busy, t0, t1)
-    categories = [_clip(c, t0, t1) for c in categories]
-    points = [t0, t1] + [x for iv in busy for x in iv] + \
-        [x for cat in categories for iv in cat for x in iv]
-    bounds = np.unique(np.asarray(points, dtype=float))
-    seg = np.diff(bounds)
-    free = ~_covered(bounds, busy)
-    out = []
-    for cat in categories:
-        hit = free & _covered(bounds, cat)
-        out.append(float(seg[hit].sum()))
-        free &= ~hit
-    return out, float(seg[free].sum())
+        return out, bubble
+    events = [(x, 0, d) for a, b in _clip(busy, t0, t1) for x, d in ((a, 1), (b, -1))]
+    for k, cat in enumerate(categories, 1):
+        events += [(x, k, d) for a, b in _clip(cat, t0, t1) for x, d in ((a, 1), (b, -1))]
+    events.append((t1, 0, 0))
+    events.sort()
+    live = [0] * (len(categories) + 1)
+    t = t0
+    for x, k, d in events:
+        if x > t and not live[0]:
+            hit = next((j for j in range(1, len(live)) if live[j]), 0)
+            if hit:
+                out[hit - 1] += x - t
+            else:
+                bubble += x - t
+        t = max(t, x)
+        live[k] += d
+    return out, bubble
 
 
 def _category(stream: str, kind: str, stage: int) -> str | None:

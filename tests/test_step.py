@@ -180,3 +180,17 @@ def test_idle_split_by_hand():
     assert (pp, dp, bubble) == (2.0, 3.0, 2.0)
     (pp, dp), bubble = idle_split(5.0, 10.0, [(0, 2), (6, 7)], [[(1, 4)], [(3, 8)]])
     assert (pp, dp, bubble) == (0.0, 2.0, 2.0)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_stage_params_add_up(tied):
+    """The stages hold every layer once, the embedding on the first, the final norm and output
+    layer on the last; tied embeddings add one copy of the embedding on the last stage when it
+    is not also the first (pp > 1), which Megatron keeps equal with an all-reduce."""
+    m = gpt(layers=12, tie_embeddings=tied)
+    t = 4
+    whole = m.params_per_rank(t)
+    split = sum(m.stage_params(t, n, r == 0, r == 2) for r, n in enumerate((4, 4, 4)))
+    assert split == whole + (m.embedding_params(t) if tied else 0)
+    assert m.stage_params(t, 12) == whole
+    assert m.embedding_params(t) == m.padded_vocab(t) // t * 1024

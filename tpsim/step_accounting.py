@@ -70,48 +70,59 @@ def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], flo
     return out, bubble
 
 
-def _category(stream: str, kind: str, stage: int) -> str | None:
-    """What an op on ``stream`` is, for the idle time of ``stage``: its own p2p transfers (pp),
-    and at the step's end anyone's DP collectives, the tied-embedding all-reduce (pp), the
-    TP all-reduce of norm gradients, the gradient norm and optimizer kernels."""
-    if stream.startswith("p2p "):
-        a, b = stream[4:].split(">")
-        return "own-pp" if stage in (int(a), int(b)) else None
-    if stream.endswith(".dp"):
-        return "dp"
-    if stream.endswith(".sync"):
-        return "tp"
-    if stream == "embedding":
-        return "pp"
-    if stream == "grad-norm" or kind == "optimizer":
-        return "optimizer"
-    return None
+@dataclass(frozen=True)
+class _Intervals:
+    """A run's ops grouped once for the accounting: per stream (start, end, kind); the step
+    end's global categories; the flush (the last chunk's end on any stage)."""
+    streams: dict
+    step_end: dict
+    flush: float
 
 
-def stage_times(run, setup, stage: int) -> StageTimes:
+def _intervals(run) -> _Intervals:
+    tl = run.timeline
+    streams: dict[str, list] = {}
+    for i, s in enumerate(tl.streams):
+        streams.setdefault(s, []).append((tl.start[i], tl.end[i], run.kinds[i]))
+    step_end = {c: [] for c in (*CATEGORIES, "embedding")}
+    flush = 0.0
+    for s, ops in streams.items():
+        if s.startswith("stage") and "." not in s:       # a stage's compute stream
+            flush = max([flush] + [b for _, b, k in ops if k == "compute"])
+            step_end["optimizer"] += [(a, b) for a, b, k in ops if k == "optimizer"]
+            continue
+        cat = ("dp" if s.endswith(".dp") else "tp" if s.endswith(".sync") else
+               "embedding" if s == "embedding" else "optimizer" if s == "grad-norm" else None)
+        if cat:
+            step_end[cat] += [(a, b) for a, b, _ in ops]
+    return _Intervals(streams, step_end, flush)
+
+
+def _own_p2p(iv: _Intervals, stage: int) -> list:
+    """The intervals of the p2p transfers ``stage`` sends or receives."""
+    out = []
+    for s, ops in iv.streams.items():
+        if s.startswith("p2p ") and stage in map(int, s[4:].split(">")):
+            out += [(a, b) for a, b, _ in ops]
+    return out
+
+
+def stage_times(run, setup, stage: int, iv: _Intervals | None = None) -> StageTimes:
     """:class:`~tpsim.result.StageTimes` of ``stage`` from the run: before the pipeline's last
     chunk ends anywhere (the flush), the stage's idle time is its own p2p or the bubble; after
     it, whatever of the step's end is running (module docstring), else the bubble."""
-    tl, p, m = run.timeline, setup.parallelism.pp, setup.m
+    iv = iv or _intervals(run)
+    p, m, T = setup.parallelism.pp, setup.m, run.timeline.makespan_s
     mine = [setup.chunks[c * p + stage] for c in range(setup.v)]
-    own = f"stage{stage}"
+    own = iv.streams.get(f"stage{stage}", [])
     busy = {"compute": 0.0, "dp": 0.0, "optimizer": 0.0}
-    cats = {c: [] for c in ("own-pp", *CATEGORIES)}
-    flush = 0.0
-    for i, (s, kind) in enumerate(zip(tl.streams, run.kinds)):
-        iv = (tl.start[i], tl.end[i])
-        if s == own:
-            busy[kind] = busy.get(kind, 0.0) + iv[1] - iv[0]
-        if kind == "compute" and s.startswith("stage") and "." not in s:
-            flush = max(flush, iv[1])
-        cat = _category(s, kind, stage)
-        if cat:
-            cats[cat].append(iv)
-    mine_busy = tl.runs.get(own, [])
-    (pp_a,), bubble_a = idle_split(0.0, flush, mine_busy, [cats["own-pp"]])
-    end, bubble_b = idle_split(flush, tl.makespan_s, mine_busy, [cats[c] for c in CATEGORIES])
+    for a, b, kind in own:
+        busy[kind] = busy.get(kind, 0.0) + b - a
+    own_busy = [(a, b) for a, b, _ in own]
+    (pp_a,), bubble_a = idle_split(0.0, iv.flush, own_busy, [_own_p2p(iv, stage)])
+    cats = dict(iv.step_end, pp=iv.step_end["embedding"] if stage in (0, p - 1) else [])
+    end, bubble_b = idle_split(iv.flush, T, own_busy, [cats[c] for c in CATEGORIES])
     idle = dict(zip(CATEGORIES, end))
-
     per_mb = Part.total([(c.part, 1) for c in mine])
     return StageTimes(
         compute_s=m * per_mb.compute_s, tp_comm_exposed_s=m * per_mb.tp_exposed_s + idle["tp"],
@@ -127,7 +138,8 @@ def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: floa
     """The step's totals: per-GPU means over the stages (every stage has as many GPUs)."""
     par = setup.parallelism
     T = run.timeline.makespan_s
-    stages = tuple(stage_times(run, setup, r) for r in range(par.pp))
+    iv = _intervals(run)
+    stages = tuple(stage_times(run, setup, r, iv) for r in range(par.pp))
 
     def mean(field):
         return sum(getattr(s, field) for s in stages) / len(stages)

@@ -55,7 +55,7 @@ def _add_step_args(p) -> None:
                    help="shard the optimizer state over DP (ZeRO-1): reduce-scatter + all-gather")
     p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
                    help="reduce the gradients after the whole backward (older Megatron, "
-                        "Megatron-DeepSpeed) instead of in buckets beside it")
+                        "Megatron-DeepSpeed; default: in buckets beside it, as Megatron-core)")
     p.add_argument("--scatter-gather-p2p", action="store_true",
                    help="without SP each TP rank sends 1/tp of an activation, the next stage "
                         "all-gathers it (Megatron-LM 2021, DeepSpeed's pipeline engine)")

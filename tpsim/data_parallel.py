@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .collectives import CollectiveCost, bus_factor
-from .compute import elementwise_time
 from .precision import precision
 from .price import group_collective
 
@@ -125,8 +124,3 @@ def optimizer_bytes(dtype: str, owned: float, local: float) -> dict[str, float]:
     out = {k: v * owned for k, v in per.items()}
     out["zero-grads"] = prec.grads * local
     return out
-
-
-def optimizer_time(dtype: str, owned: float, local: float, device) -> float:
-    """The optimizer step's kernels as one memory-bound pass over :func:`optimizer_bytes`."""
-    return elementwise_time(sum(optimizer_bytes(dtype, owned, local).values()), device)

@@ -59,10 +59,3 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
                   float(total), float(capacity_bytes), total <= capacity_bytes, stage, in_flight,
                   optimizer_shards)
-
-
-def training_memory(model, tp: int, dtype: str, activations_bytes: float,
-                    capacity_bytes: float) -> Memory:
-    """The whole model on one rank (no pipeline, no sharding): :func:`stage_memory` of
-    ``model.params_per_rank(tp)``."""
-    return stage_memory(model.params_per_rank(tp), dtype, activations_bytes, capacity_bytes)

@@ -28,7 +28,6 @@ transfers on a link queue in order), and both sides' next ops wait for it.
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 FORWARD, BACKWARD = "F", "B"
@@ -75,9 +74,6 @@ class Schedule:
     microbatches: int
     chunks: int
     stages: tuple[tuple, ...]
-
-    def virtual_stage(self, stage: int, chunk: int) -> int:
-        return chunk * self.pp + stage
 
     def text(self, with_p2p: bool = False) -> str:
         """One line per stage: its chunks in order (``F3`` forward of micro-batch 3, ``B0.1``

@@ -1,13 +1,15 @@
-"""How dgx-a100's collective parameters were derived, and how well they reproduce vTrain.
+"""How dgx-a100's copy bandwidth was fitted, and how well dgx-a100 reproduces vTrain.
 
-Fits, over all vTrain A100 all-reduce tables at once (2..8 GPUs, 1 MiB..1 GiB), the three
-unknowns of tpsim's ring all-reduce model with the NVLink3 line rate fixed at 300 GB/s:
+Every other term of dgx-a100's all-reduce is fixed before the fit: NCCL's tuning-model
+latencies scaled by collective_latency_scale, the NVLink3 line rate (300 GB/s). Over all vTrain
+A100 all-reduce tables at once (2..8 GPUs, 1 MiB..1 GiB) the ring/Simple residual is then
 
-    t - 2(N-1)/N * S / B_line = launch + 2(N-1) * alpha + 2 S / B_copy
+    t - (launch + latency + 2(N-1)/N S / B_line) = a + 2 S / B_copy
 
-by linear least squares on relative error. Then prints, for the shipped dgx-a100 topology, the
-median and max error per rank count over sizes >= 8 MiB (the acceptance criterion) and over all
-sizes, and the bus bandwidth at 1 GiB, measured vs model.
+fitted by linear least squares on relative error. ``a`` absorbs the per-call overhead of
+vTrain's own timing (its 1 MiB calls take 44-93 us where nccl-tests on A100 takes 37 us); it is
+not shipped. Then prints, for the shipped topology, the median and max error per rank count over
+sizes >= 8 MiB (the acceptance criterion) and over all sizes, and the bus bandwidth at 1 GiB.
 
     python bench/vtrain_allreduce.py
 """
@@ -23,7 +25,6 @@ from tpsim.collectives import collective_time
 from tpsim.topology import load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "vtrain_a100"
-LINE_RATE_Bps = 300e9
 
 
 def table(n: int):
@@ -32,17 +33,19 @@ def table(n: int):
     return np.array([float(r[0]) for r in rows]), np.array([float(r[3]) * 1e-9 for r in rows])
 
 
-def fit() -> tuple[float, float, float]:
+def fit(topo) -> tuple[float, float]:
+    """(a, B_copy): the ring/Simple residual a + 2 S / B_copy, least squares on relative error."""
     A, y, w = [], [], []
     for n in range(2, 9):
         sizes, t = table(n)
         for s, ts in zip(sizes, t):
-            A.append([1.0, 2 * (n - 1), 2 * s])
-            y.append(ts - 2 * (n - 1) / n * s / LINE_RATE_Bps)
+            c = collective_time("all-reduce", s, n, topo, "ring", "simple")
+            A.append([1.0, 2 * s])
+            y.append(ts - (c.launch_s + c.latency_s + c.transfer_s))
             w.append(1 / ts)
     A, y, w = np.array(A), np.array(y), np.array(w)
-    (launch, alpha, inv_copy), *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
-    return launch, alpha, 1 / inv_copy
+    (a, inv_copy), *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+    return a, 1 / inv_copy
 
 
 def plain_alpha_beta_errors() -> dict[int, float]:
@@ -64,11 +67,11 @@ def plain_alpha_beta_errors() -> dict[int, float]:
 
 
 def main() -> int:
-    launch, alpha, copy_bw = fit()
-    print("Fit over vTrain A100 all-reduce, 2-8 GPUs, 1 MiB-1 GiB (link fixed at 300 GB/s):")
-    print(f"  collective_launch_us = {launch * 1e6:.2f}   latency_us (per step) = {alpha * 1e6:.3f}"
-          f"   collective_copy_bandwidth_GBps = {copy_bw / 1e9:.0f}")
     topo = load_topology("dgx-a100")
+    a, copy_bw = fit(topo)
+    print("Fit over vTrain A100 all-reduce, 2-8 GPUs, 1 MiB-1 GiB (latencies and line rate fixed):")
+    print(f"  collective_copy_bandwidth_GBps = {copy_bw / 1e9:.0f}   (vTrain's own per-call "
+          f"overhead a = {a * 1e6:.1f} us, not shipped)")
     print("\nShipped dgx-a100 vs measured (out-of-place time):")
     print(f"{'ranks':>5s} {'median>=8MiB':>13s} {'max>=8MiB':>10s} {'median all':>11s}"
           f" {'busbw@1GiB meas':>16s} {'model':>7s}")

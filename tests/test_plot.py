@@ -43,8 +43,8 @@ def test_collective_csv_is_collective_time(tmp_path):
     assert_png(out)
     rows = read_csv(tmp_path / "coll.csv")
     topo = load_topology("dgx-h100-ndr-cluster")
-    assert {r["requested"] for r in rows} == {"auto", "ring", "tree", "hierarchical"}
-    assert len(rows) == 4 * 21                       # 2^10 .. 2^30 bytes
+    assert {r["requested"] for r in rows} == {"auto", "ring", "tree", "nvls_tree", "hierarchical"}
+    assert len(rows) == 5 * 21                       # 2^10 .. 2^30 bytes
     for r in rows:
         cost = collective_time("all-reduce", int(r["size_bytes"]), 16, topo, r["requested"])
         assert float(r["time_us"]) == pytest.approx(cost.time_s * 1e6, rel=1e-9)
@@ -172,7 +172,8 @@ def test_breakdown_csv_is_the_schedule(tmp_path):
 def test_tp_vs_dp_csv(tmp_path):
     """gpt3 TP: 4 all-reduces of b*s*h*2 B per layer = 4 * 2048 * 12288 * 2 = 201326592 B,
     times 96 layers = 19327352832 B per micro-batch, times 3 micro-batches = 57982058496 B.
-    DP: one all-reduce of params * 2 B (bf16 gradients)."""
+    DP: one all-reduce of params * 4 B (bf16 training reduces fp32 main gradients, as the
+    memory model stores them)."""
     from tpsim.predict import predict
     topo = load_topology("dgx-h100-ndr-cluster")
     plot("tp-vs-dp", "--micro-batches", 3, "--out", tmp_path / "d.png")
@@ -187,12 +188,28 @@ def test_tp_vs_dp_csv(tmp_path):
         assert float(tp["time_per_step_s"]) == pytest.approx(3 * 96 * pred.layer.comm_s)
         assert float(tp["exposed_time_per_step_s"]) == pytest.approx(
             3 * 96 * pred.layer.exposed_comm_s)
-        cost = collective_time("all-reduce", params * 2, g, topo)
-        assert int(dp["collective_bytes_per_step"]) == params * 2
+        cost = collective_time("all-reduce", params * 4, g, topo)
+        assert int(dp["collective_bytes_per_step"]) == params * 4
         assert float(dp["time_per_step_s"]) == pytest.approx(cost.time_s, rel=1e-12)
         assert float(dp["sent_bytes_per_gpu_per_step"]) == pytest.approx(
-            params * 2 * 2 * (g - 1) / g)
+            params * 4 * 2 * (g - 1) / g)
         assert tp["crosses_node"] == dp["crosses_node"] == str(g > 8)
+
+
+def test_pipeline_csv_is_the_step(tmp_path):
+    """Every op of the step's run, with its stage; the step's time and bubble at the top."""
+    from tpsim.predict import predict
+    plot("pipeline", "--model", "gpt3-13b", "--tp", 4, "--pp", 4, "--dp", 2, "--global-batch", 16,
+         "--recompute", "full", "--out", tmp_path / "p.png")
+    assert_png(tmp_path / "p.png")
+    pred = predict("gpt3-13b", "dgx-a100-hdr-cluster", tp=4, pp=4, dp=2, global_batch=16,
+                   recompute="full")
+    rows = read_csv(tmp_path / "p.csv")
+    tl = pred.step_run.run.timeline
+    assert [r["name"] for r in rows] == list(tl.names)
+    assert max(float(r["end_s"]) for r in rows) == pytest.approx(pred.step.time_s, rel=1e-12)
+    assert {int(r["stage"]) for r in rows if r["kind"] == "compute"} == {0, 1, 2, 3}
+    assert f"# bubble_s: {pred.step.bubble_s}" in (tmp_path / "p.csv").read_text()
 
 
 # --------------------------------------------------------------------------- bad input -> exit 2
@@ -207,6 +224,8 @@ def test_tp_vs_dp_csv(tmp_path):
     ["breakdown", "--tp", "5"],                               # 96 heads do not split 5 ways
     ["intra-vs-inter", "--topology", "no-such-cluster"],
     ["tp-vs-dp", "--micro-batches", "0"],
+    ["pipeline", "--pp", "5"],                                # 96 layers do not split 5 ways
+    ["pipeline", "--pp", "4", "--global-batch", "6", "--virtual-stages", "2"],
 ])
 def test_bad_input_exits_2(tmp_path, capsys, argv):
     assert main(["plot", *argv, "--out", str(tmp_path / "x.png")]) == 2

@@ -7,6 +7,10 @@ no recomputation 7.7 ms forward, 11.9 ms backward; with sequence parallelism 7.2
 Megatron ran attention unfused at the time (no flash attention). The same table with
 recomputation (backward includes the recompute): full ("baseline with recompute") 7.7 / 19.5 ms,
 selective 7.7 / 13.2, selective + sequence parallelism 7.2 / 13.1.
+
+These times enter no fit (the A100 GEMM and attention parameters are fitted on published kernel
+benchmarks, tests/data/published_compute): tpsim is within +4.4% / +5.2% forward and +0.6% to
++2.7% backward; the bounds below hold that with a small margin.
 """
 import pytest
 
@@ -22,9 +26,9 @@ def test_megatron_22b_layer_on_dgx_a100(sp):
     layer = predict(model, "dgx-a100", tp=8, micro_batch=4, seq_len=2048, dtype="fp16",
                     attention="unfused", sequence_parallel=sp).layer
     fwd, bwd, total = MEASURED_MS[sp]
-    assert layer.forward_s * 1e3 == pytest.approx(fwd, rel=0.10)
-    assert layer.backward_s * 1e3 == pytest.approx(bwd, rel=0.15)
-    assert layer.total_s * 1e3 == pytest.approx(total, rel=0.12)
+    assert layer.forward_s * 1e3 == pytest.approx(fwd, rel=0.07)
+    assert layer.backward_s * 1e3 == pytest.approx(bwd, rel=0.05)
+    assert layer.total_s * 1e3 == pytest.approx(total, rel=0.05)
 
 
 RECOMPUTE_MS = {("full", False): (7.7, 19.5), ("selective", False): (7.7, 13.2),
@@ -38,5 +42,5 @@ def test_megatron_22b_layer_with_recompute(recompute, sp):
     layer = predict(model, "dgx-a100", tp=8, micro_batch=4, seq_len=2048, dtype="fp16",
                     attention="unfused", sequence_parallel=sp, recompute=recompute).layer
     fwd, bwd = RECOMPUTE_MS[recompute, sp]
-    assert layer.forward_s * 1e3 == pytest.approx(fwd, rel=0.10)
-    assert layer.backward_s * 1e3 == pytest.approx(bwd, rel=0.15)
+    assert layer.forward_s * 1e3 == pytest.approx(fwd, rel=0.07)
+    assert layer.backward_s * 1e3 == pytest.approx(bwd, rel=0.05)

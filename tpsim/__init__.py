@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model",
+__all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "__version__"]
 
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
@@ -27,4 +27,7 @@ def __getattr__(name: str):
     if name == "load_model":
         from .model import load_model
         return load_model
+    if name == "infer":           # serving: tpsim/serve.py (no submodule shares the name)
+        from .serve import infer
+        return infer
     raise AttributeError(f"module 'tpsim' has no attribute {name!r}")

@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import data_parallel as dpm
 from .collectives import applicable_algorithms, bus_factor, collective_time
 from .errors import ConfigError, TpsimError
-from .topology import BYTES_PER_ELEMENT, Topology, load_topology
+from .measured import finite, read_measured
+from .schema import load_json
+from .topology import Topology, load_topology
 
 TP_DEGREES = (1, 2, 4, 8, 16, 32)
 
@@ -34,7 +37,51 @@ class Table:
                 f.write(f"# {line}\n")
             w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             w.writeheader()
-            w.writerows(self.rows)
+            w.writerows({k: _clean(v) for k, v in row.items()} for row in self.rows)
+
+
+RESIDUE = 1e-15   # seconds, shares, bytes: no quantity drawn is this small; a difference that
+                  # should be 0 comes out as 1.5e-18 in floating point
+
+
+def _clean(value):
+    """A float residue written as 0, so a CSV reads as the figure does."""
+    return 0.0 if isinstance(value, float) and abs(value) < RESIDUE else value
+
+
+# --------------------------------------------------------------------------- output files
+
+FORMATS = ("png", "svg", "pdf")
+
+
+def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
+    """``--out`` -> (image, csv beside it). The format is ``--format``, else the suffix (png,
+    svg, pdf), else png for a name without one; another suffix needs --format. Missing
+    directories are created when the files are written."""
+    if not isinstance(out, (str, Path)):
+        raise ConfigError("--out", "", "an image file name such as fig.png", out)
+    text = str(out)
+    p = Path(text)
+    if not text.strip() or text.endswith(("/", "\\")) or p.name in ("", ".", "..") or \
+            "\0" in text:
+        raise ConfigError("--out", "", "an image file name such as fig.png (its CSV goes "
+                          "beside it)", text)
+    suffix = p.suffix.lower().lstrip(".")
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError("--format", "", f"one of {', '.join(FORMATS)}", fmt)
+    if fmt is None and suffix not in (*FORMATS, "csv", ""):
+        raise ConfigError("--out", "", f"a name ending in .{', .'.join(FORMATS)} (or --format)",
+                          text)
+    fmt = fmt or (suffix if suffix in FORMATS else "png")
+    image = p.with_suffix(f".{fmt}") if suffix in (*FORMATS, "csv", "") else \
+        p.with_name(f"{p.name}.{fmt}")
+    try:
+        is_dir = image.is_dir()
+    except OSError:
+        is_dir = False
+    if is_dir:
+        raise ConfigError("--out", "", "an image file name, not a directory", str(image))
+    return image, image.with_suffix(".csv")
 
 
 # --------------------------------------------------------------------------- collective
@@ -83,62 +130,6 @@ def collective_sweep(topologies: list[Topology], op: str, ranks: int, algorithms
                  COLLECTIVE_COLUMNS, tuple(rows), tuple(notes))
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-_SIZE_KEYS = ("size_bytes", "size(b)", "bytes", "nbytes", "size")
-_TIME_KEYS = (("measured_s", 1.0), ("time_s", 1.0), ("time_us", 1e-6), ("time(us)", 1e-6),
-              ("time_ns", 1e-9), ("time(ns)", 1e-9))
-
-
-def _size_and_time(record: dict) -> tuple[float, float] | None:
-    low = {str(k).strip().lower(): v for k, v in record.items()}
-    size = next((_number(low[k]) for k in _SIZE_KEYS if k in low), None)
-    time = next((_number(low[k]) * s for k, s in _TIME_KEYS if k in low and _number(low[k])),
-                None)
-    return (size, time) if size and time else None
-
-
-def read_measured(path: str | Path, op: str, ranks: int | None = None) -> list[tuple[float, float]]:
-    """(size_bytes, time_s) points of one collective from a CSV or a validate/ report.json.
-
-    CSV: a header naming a size column (``size_bytes``, ``bytes`` or nccl-tests' ``size(B)``) and
-    a time column (``time_s``, ``time_us``, ``time_ns`` or ``time(ns)``; the first one wins, so an
-    nccl-tests table gives its out-of-place time). JSON: the records under ``collectives`` (or
-    ``cases``) that carry a size and a time, and whose ``op`` and ``ranks``, where given, match
-    (validate/run.py's ``collectives`` rows: op, ranks, size_bytes, time_s measured).
-    """
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(str(p), "", "a readable CSV or report.json", e.strerror) from None
-    if p.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(str(p), "", f"valid JSON (line {e.lineno})") from None
-        records = data if isinstance(data, list) else (
-            data.get("collectives") or data.get("cases") or []) if isinstance(data, dict) else []
-        records = [r for r in records if isinstance(r, dict) and r.get("op", op) == op
-                   and (ranks is None or r.get("ranks", ranks) == ranks)]
-    else:
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        header, *body = list(csv.reader(lines)) or [[]]
-        # nccl-tests repeats time(ns) (out-of-place, then in-place): the first column wins
-        first = {name: header.index(name) for name in header}
-        records = [{name: row[i] for name, i in first.items() if i < len(row)} for row in body]
-    points = sorted(pt for pt in map(_size_and_time, records) if pt)
-    if not points:
-        raise ConfigError(str(p), "", f"{op} points with a size column (size_bytes, bytes, size(B)) "
-                          "and a time column (time_s, time_us, time_ns, time(ns), measured_s)")
-    return points
-
-
 # --------------------------------------------------------------------------- validation
 
 VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "error_pct")
@@ -147,12 +138,7 @@ VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "e
 def validation_table(report_path: str | Path) -> Table:
     """The cases of a ``validate/run.py`` report.json: predicted and measured time per layer."""
     p = Path(report_path)
-    try:
-        report = json.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(str(p), "", "a readable validate/ report.json", e.strerror) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(str(p), "", f"valid JSON (line {e.lineno})") from None
+    report = load_json(p, "a readable validate/ report.json")
     cases = report.get("cases") if isinstance(report, dict) else None
     if not isinstance(cases, list) or not cases:
         raise ConfigError(str(p), "cases", "a non-empty list of validated layers")
@@ -161,13 +147,12 @@ def validation_table(report_path: str | Path) -> Table:
         if not isinstance(case, dict):
             raise ConfigError(str(p), f"cases[{i}]", "a mapping", type(case).__name__)
         for key in ("measured_s", "predicted_s"):
-            value = case.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive number of seconds",
-                                  value)
+            if not finite(case.get(key), lo=0):
+                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive, finite number of "
+                                  "seconds", case.get(key))
         error = case.get("error_pct")
-        if isinstance(error, bool) or not isinstance(error, (int, float)):
-            raise ConfigError(str(p), f"cases[{i}].error_pct", "a number", error)
+        if not finite(error):
+            raise ConfigError(str(p), f"cases[{i}].error_pct", "a finite number", error)
         shape = case.get("shape", "")
         rows.append({"layer": str(case.get("layer", f"case {i}")),
                      "phase": str(case.get("phase", "")),
@@ -177,8 +162,8 @@ def validation_table(report_path: str | Path) -> Table:
     summary = report.get("summary")
     notes = [f"report: {p}", "measured_s, predicted_s and error_pct as the report gives them"]
     totals = {}
-    if isinstance(summary, dict):
-        totals = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    if isinstance(summary, dict):       # what the report says, where it is a plain value
+        totals = {k: v for k, v in summary.items() if finite(v) or isinstance(v, str)}
     return Table("predicted against measured time per validated layer", VALIDATION_COLUMNS,
                  tuple(rows), tuple(notes), totals)
 
@@ -236,14 +221,17 @@ def intra_vs_inter(model: str, topologies: list[Topology], degrees: tuple[int, .
 
 
 def _describe(settings: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "predict defaults"
+    """The settings given (None: the model's own, left unsaid)."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None) or \
+        "predict defaults"
 
 
 def _inputs(pred) -> str:
     """What a figure priced, as predict() resolved it: model, micro-batch, tokens, dtype."""
     i = pred.inputs
     return (f"{i.model}, micro-batch {i.micro_batch} x {i.seq_len} tokens, {i.dtype}"
-            + (", sequence parallel" if i.sequence_parallel else ""))
+            + (", sequence parallel" if i.sequence_parallel else "")
+            + (f", recompute {i.recompute}" if i.recompute != "none" else ""))
 
 
 BREAKDOWN_COLUMNS = ("phase", "name", "kind", "stream", "block", "shape", "flops", "bytes",
@@ -285,20 +273,22 @@ TP_DP_COLUMNS = ("strategy", "degree", "crosses_node", "status", "moves", "colle
 def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1:],
              micro_batches: int = 1, **settings) -> Table:
     """Bytes and time per training step, per GPU: TP's activation collectives against DP's
-    gradient all-reduce, on groups of ``degree`` GPUs of ``topo`` (inside a node, then across).
+    gradient reduction, on groups of ``degree`` GPUs of ``topo`` (inside a node, then across).
 
     TP (per step): layers * micro_batches * the layer's collectives (count, nccl-tests bytes,
     comm_s and exposed_comm_s of ``predict()``); transformer layers only.
-    DP (per step): one all-reduce of every gradient, params * bytes_per_element(dtype), priced
-    by ``collective_time``; DP replicates the whole model, as the chapter's table assumes.
+    DP (per step): :func:`tpsim.data_parallel.sync_collectives` of every parameter: one
+    all-reduce of the main gradients (fp32 for bf16 training, as Megatron reduces them), the
+    step's DP model; DP replicates the whole model, as the chapter's table assumes.
     sent bytes: what one GPU puts on its links, bus_factor(op, degree) * nccl-tests bytes.
     """
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
         raise ConfigError("--micro-batches", "", "a positive integer", micro_batches)
-    dtype = settings.get("dtype", "bf16")
+    from .predict import default_dtype
+    dtype = settings.get("dtype") or default_dtype(topo)
     single = _predict(model, topo, 1, settings)
     params = single.model.params
-    grad_bytes = params * BYTES_PER_ELEMENT[dtype]
+    grad_bytes = dpm.grad_bytes(params, dtype)
     rows = []
     for g in degrees:
         base = {"degree": g, "crosses_node": g > topo.devices_per_node}
@@ -311,19 +301,66 @@ def tp_vs_dp(model: str, topo: Topology, degrees: tuple[int, ...] = TP_DEGREES[1
             rows.append(tp)
             rows.append({**base, "strategy": "DP", "status": status, "moves": "gradients"})
             continue
-        cost = collective_time("all-reduce", grad_bytes, g, topo)
+        sync = dpm.sync_collectives(params, dtype, g, topo)
         rows += [tp, {**base, "strategy": "DP", "status": "ok",
                       "moves": "gradients: once per step, one all-reduce",
-                      "collectives_per_step": 1, "collective_bytes_per_step": grad_bytes,
-                      "sent_bytes_per_gpu_per_step": bus_factor("all-reduce", g) * grad_bytes,
-                      "time_per_step_s": cost.time_s}]
+                      "collectives_per_step": len(sync),
+                      "collective_bytes_per_step": sum(c.nbytes for c in sync),
+                      "sent_bytes_per_gpu_per_step": sum(c.bus_bytes for c in sync),
+                      "time_per_step_s": sum(c.time_s for c in sync)}]
     notes = (f"per GPU per training step of {micro_batches} micro-batch(es); bytes in B, times in s",
-             f"DP gradients: {params} parameters x {BYTES_PER_ELEMENT[dtype]} B ({dtype}), "
-             "one all-reduce (no bucketing; its overlap with backward is not modelled, so no "
-             "exposed time)",
+             f"DP gradients: {params} parameters x {grad_bytes / params:g} B (main gradients for "
+             f"{dtype}), one all-reduce (tpsim.data_parallel.sync_collectives; unbucketed, its "
+             "overlap with the backward is in tpsim predict --dp, not here: no exposed time)",
              "collective_bytes: nccl-tests size; sent_bytes: bus_factor * size, what one GPU sends",
              f"settings: {_describe(settings)}")
     return Table(f"{_inputs(single)} on {topo.name}: TP moves activations every layer, DP "
                  "moves gradients once per step", TP_DP_COLUMNS, tuple(rows), notes,
                  {"params": params, "gradient_bytes": grad_bytes,
                   "gpus_per_node": topo.devices_per_node, "micro_batches": micro_batches})
+
+
+# --------------------------------------------------------------------------- infer
+
+INFER_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INFER_COLUMNS = ("topology", "tp", "batch", "status", "fits", "time_per_token_s",
+                 "tokens_per_s", "tokens_per_s_per_gpu", "ttft_s", "decode_bound",
+                 "weights_bytes", "kv_cache_bytes", "max_batch")
+
+
+def infer_sweep(model: str, topologies: list[Topology], degrees=(1, 2, 4, 8),
+                batches=INFER_BATCHES, **settings) -> Table:
+    """Time per output token and tokens/s against batch, one line per (topology, TP degree),
+    read from :func:`tpsim.serve.infer` (``settings``: prompt, gen, dtype, kv_dtype,
+    allreduce, eager). A degree the model or topology cannot split is a ``skipped`` row; a
+    batch that does not fit in memory keeps its times with ``fits`` False."""
+    from .serve import infer
+    rows, seen = [], None
+    for topo in topologies:
+        for tp in degrees:
+            for b in batches:
+                base = {"topology": topo.name, "tp": tp, "batch": b}
+                try:
+                    p = infer(model, topo, tp=tp, batch=b, **settings)
+                except TpsimError as e:
+                    rows.append({**base, "status": f"skipped: {e}"})
+                    break
+                seen = p
+                rows.append({**base, "status": "ok", "fits": p.memory.fits,
+                             "time_per_token_s": p.decode.time_per_token_s,
+                             "tokens_per_s": p.decode.tokens_per_s,
+                             "tokens_per_s_per_gpu": p.decode.tokens_per_s / (tp * p.inputs.pp),
+                             "ttft_s": p.prefill.time_s, "decode_bound": p.decode.cost.bound,
+                             "weights_bytes": p.memory.weights_bytes,
+                             "kv_cache_bytes": p.memory.kv_cache_bytes,
+                             "max_batch": p.memory.max_batch})
+    if seen is None:
+        raise TpsimError(f"plot infer: no TP degree runs: {rows[0]['status']}")
+    i = seen.inputs
+    notes = ("decode: mean time per output token over the generated tokens; tokens/s over all "
+             "sequences; per GPU: divided by tp x pp; times in s, bytes in B",
+             f"prompt {i.prompt}, gen {i.gen}, GEMMs {i.dtype}, KV cache {i.kv_dtype}, "
+             f"all-reduce {i.allreduce}, {'CUDA graphs' if i.cuda_graphs else 'eager'}",
+             "fits: weights + KV cache + prefill activations within the device's memory")
+    return Table(f"{i.model}: time per output token against batch", INFER_COLUMNS,
+                 tuple(rows), notes)

@@ -2,14 +2,14 @@
 
 Megatron-LM's split (Shoeybi et al. 2019): the QKV and MLP-in linears are column-parallel
 (``Y = XA, A = [A_1 ... A_t]``, heads/tp and kv_heads/tp per rank), the attention output and
-MLP-out linears row-parallel (``Y = sum_i X_i B_i``, then an all-reduce). Backward, the identity
-before each column-parallel linear becomes an all-reduce of the input gradient, which Megatron
-runs while the weight-gradient GEMM computes. With sequence parallelism (Korthikanti et al.
-2022) norms, dropout and residuals work on seq/tp tokens, each forward all-reduce becomes a
+MLP-out linears row-parallel (``Y = sum_i X_i B_i``, then an all-reduce); the linears and their
+collectives are :mod:`tpsim.linears`. With sequence parallelism (Korthikanti et al. 2022)
+norms, dropout and residuals work on seq/tp tokens, each forward all-reduce becomes a
 reduce-scatter after the row-parallel GEMM plus an all-gather before the next column-parallel
-one, and backward mirrors them (all-gather of the output gradient, reduce-scatter of the input
-gradient). The gathered input of a column-parallel GEMM is kept for its weight gradient (no
-backward re-gather), so SP moves exactly the all-reduce version's bytes.
+one, and backward mirrors them; Megatron-core keeps only the local shard of a column-parallel
+input and re-gathers it in the backward. The kernels are Megatron-core's: fused
+bias-dropout-add, fused activations (one fc1 GEMM of width 2f for SwiGLU), fused or unfused
+attention, bias gradients as reductions of their own.
 
 Each op is written as a function of the per-rank sizes (:class:`Dims`) into a
 :class:`~tpsim.template.Builder`: :func:`layer_template` builds a layer's structure once per set
@@ -21,63 +21,14 @@ ops in that order (:mod:`tpsim.schedule`). Construction only: pricing is :mod:`t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .dims import Dims, layer_dims, sp_reduce_op  # noqa: F401 - Dims, layer_dims re-exported
+from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
+                      row_parallel_bwd)
 from .ops import Attention
 from .recompute import apply_recompute
 from .template import Builder, Template
-from .topology import BYTES_PER_ELEMENT
 
 BLOCKS = ("attention", "mlp")
-
-
-@dataclass(frozen=True)
-class Dims:
-    """Per-rank sizes of one layer (widths already divided by tp), and its dtype.
-
-    ``vocab`` is the padded vocabulary one rank holds (the output layer's GEMM width).
-    """
-    b: int
-    s: int
-    h: int
-    tp: int
-    dtype: str
-    heads: int      # query heads per rank
-    kv_heads: int   # key/value heads per rank
-    d: int          # head_dim
-    f: int          # ffn_hidden / tp
-    sp: bool
-    vocab: int = 0
-
-    @property
-    def bpe(self) -> int:
-        """Bytes per element of ``dtype``."""
-        return BYTES_PER_ELEMENT[self.dtype]
-
-    @property
-    def T(self) -> int:
-        """Tokens of the micro-batch: b * s."""
-        return self.b * self.s
-
-    @property
-    def Tn(self) -> int:
-        """Tokens a norm, dropout or residual sees: b*s, or b*s/tp with sequence parallelism."""
-        return self.T // self.tp if self.sp else self.T
-
-    @property
-    def q(self) -> int:
-        return self.heads * self.d
-
-    @property
-    def kv(self) -> int:
-        return self.kv_heads * self.d
-
-
-def sp_reduce_op(sp: bool) -> str:
-    """The collective that sums partial activations or gradients over the TP group: all-reduce,
-    or reduce-scatter along the sequence with sequence parallelism. It follows every
-    row-parallel linear forward and precedes every column-parallel linear backward."""
-    return "reduce-scatter" if sp else "all-reduce"
 
 
 # --------------------------------------------------------------------------- forward
@@ -98,16 +49,20 @@ def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
                      saved=(lambda d: d.Tn * d.h) if dropout else None)
 
 
-def _attention(d: Dims, backward: bool) -> Attention:
-    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward)
+def _attention(kernel: str | None, backward: bool):
+    """The fused attention op of a layer: causal self-attention over the micro-batch's s tokens."""
+    return lambda d: Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward,
+                               kernel)
 
 
-def _attention_core_fwd(B: Builder, qkv: str, fused: bool, dropout: bool) -> str:
-    """Causal attention on heads/tp heads: 4 b s^2 (heads*head_dim)/tp FLOPs forward (QK^T, AV)."""
-    if fused:   # read q, k, v; write o; keeps q, k, v
-        return B.add("fwd.attn", lambda d: _attention(d, False), "compute", (qkv,),
+def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool) -> str:
+    """Causal attention on heads/tp heads (QK^T, softmax, AV): one fused kernel (``kernel``:
+    "fused" for the device's default, or a name of its attention_kernels), or "unfused":
+    Megatron's separate batched GEMMs and softmax, which compute the masked half too."""
+    if kernel != "unfused":   # read q, k, v; write o; keeps q, k, v
+        return B.add("fwd.attn", _attention(_kernel_name(kernel), False), "compute", (qkv,),
                      saved=lambda d: d.T * (d.q + 2 * d.kv) * d.bpe)
-    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads), (qkv,),
+    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s), (qkv,),
                saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
     x = B.eltwise("fwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
                                                  2 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
@@ -116,32 +71,23 @@ def _attention_core_fwd(B: Builder, qkv: str, fused: bool, dropout: bool) -> str
         x = B.eltwise("fwd.attn.dropout",
                       lambda d: (d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
                       (x,), saved=lambda d: d.b * d.heads * d.s * d.s * (1 + d.bpe))
-    return B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads), (x, qkv),
+    return B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x, qkv),
                   saved=lambda d: d.T * d.kv * d.bpe)
 
 
-def _column_input(B: Builder, linear: str, x) -> str:
-    """The input of a column-parallel linear: with SP all-gathered along the sequence first
-    (synchronous, exposed)."""
-    return B.collective(f"fwd.{linear}.all-gather", "all-gather", (x,)) if B.sp else x
+def _kernel_name(attention: str) -> str | None:
+    """``fused`` runs the device's default attention kernel (None); other names pick one."""
+    return None if attention == "fused" else attention
 
 
-def input_saved(d: Dims) -> float:
-    """What a column-parallel linear keeps of its input for the weight gradient: the (b*s, h)
-    input, or with SP only the local b*s/tp shard (Megatron-core re-gathers it in backward)."""
-    return d.Tn * d.h * d.bpe
-
-
-def _attention_fwd(B: Builder, x, bare: bool, fused: bool, dropout: bool) -> str:
+def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str:
     B.block = "attention"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
-    x = _column_input(B, "qkv", x)
-    x = B.gemm("fwd.qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), (x,), saved=input_saved)
-    x = _attention_core_fwd(B, x, fused, dropout)
-    x = B.gemm("fwd.proj", lambda d: (d.T, d.h, d.q), (x,), saved=lambda d: d.T * d.q * d.bpe)
-    x = B.collective(f"fwd.proj.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
+    x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
+    x = _attention_core_fwd(B, x, kernel, dropout)
+    x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), lambda d: d.T * d.q * d.bpe)
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
 
@@ -152,51 +98,16 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool) -> str:
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm2", x)
-    x = _column_input(B, "mlp_in", x)
     n_in = 2 if swiglu else 1
-    x = B.gemm("fwd.mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), saved=input_saved)
+    x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
     # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
     x = B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.f * d.bpe)
-    x = B.gemm("fwd.mlp_out", lambda d: (d.T, d.h, d.f), (x,), saved=lambda d: d.T * d.f * d.bpe)
-    x = B.collective(f"fwd.mlp_out.{sp_reduce_op(B.sp)}", sp_reduce_op(B.sp), (x,))
+    x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), lambda d: d.T * d.f * d.bpe)
     return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
 
 # --------------------------------------------------------------------------- backward
-
-def _bias_grad(B: Builder, linear: str, grads, tokens, width) -> str:
-    """A linear's bias gradient: the output gradient summed over tokens, one reduction kernel
-    reading tokens(d) x width(d) elements (Megatron computes it outside the GEMM)."""
-    return B.eltwise(f"bwd.{linear}.bias_grad",
-                     lambda d: (tokens(d), width(d), tokens(d) * width(d) * d.bpe), grads,
-                     forward_of=f"fwd.{linear}")
-
-
-def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps=()):
-    """Backward of the forward GEMM X (m x k) @ W (k x n), ``size(d)`` -> (m, n, k): two GEMMs,
-    each 2mnk FLOPs, in Megatron's issue order: dgrad, then ``between(dgrad)`` (the async
-    collective of the input gradient), then wgrad.
-
-    dgrad: dX = dY W^T, (m x n) @ (n x k);   wgrad: dW = X^T dY, (k x m) @ (m x n), accumulated
-    into the fp32 main gradient (gradient_accumulation_fusion: reads and writes k x n fp32).
-    ``wgrad_deps``: what the wgrad GEMM waits for besides the output gradient (SP: the
-    re-gathered input).
-    """
-    fwd = f"fwd.{name}"
-
-    def dgrad_size(d):
-        m, n, k = size(d)
-        return m, k, n
-
-    def wgrad_size(d):
-        m, n, k = size(d)
-        return k, n, m, 1, True
-    dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd)
-    after = between(dgrad) if between else None
-    wgrad = B.gemm(f"bwd.{name}.wgrad", wgrad_size, (*grads, *wgrad_deps), forward_of=fwd)
-    return after if between else dgrad, wgrad
-
 
 def _norm_residual_bwd(B: Builder, i: int, grad, skip_grad) -> str:
     """Norm backward (read x and dy, write dx in one pass; the weight gradients' partial sums
@@ -217,15 +128,16 @@ def _bias_dropout_add_bwd(B: Builder, i: int, grad, dropout: bool) -> str:
                      (grad,), forward_of=f"fwd.bias_dropout_add{i}")
 
 
-def _attention_core_bwd(B: Builder, grad, fused: bool, dropout: bool) -> tuple:
-    """Backward of the attention core: 8 b s^2 (heads*head_dim)/tp FLOPs (twice the forward)."""
-    if fused:   # read q, k, v, o, do; write dq, dk, dv
-        return (B.add("bwd.attn", lambda d: _attention(d, True), "compute", (grad,),
+def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
+    """Backward of the attention core: twice the forward's model FLOPs."""
+    if kernel != "unfused":   # read q, k, v, o, do; write dq, dk, dv
+        return (B.add("bwd.attn", _attention(_kernel_name(kernel), True), "compute", (grad,),
                       forward_of="fwd.attn"),)
     av = "fwd.attn.av"
-    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads), (grad,),
-               forward_of=av)
-    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads), (grad,), forward_of=av)
+    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s),
+               (grad,), forward_of=av)
+    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (grad,),
+                forward_of=av)
     if dropout:
         x = B.eltwise("bwd.attn.dropout", lambda d: (d.b * d.heads * d.s, d.s,
                                                      d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
@@ -233,51 +145,20 @@ def _attention_core_bwd(B: Builder, grad, fused: bool, dropout: bool) -> tuple:
     x = B.eltwise("bwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
                                                  3 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
                   forward_of="fwd.attn.softmax")
-    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads), (x,),
+    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
                 forward_of="fwd.attn.scores")
-    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads), (x,),
+    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
                 forward_of="fwd.attn.scores")
     return dq, dk, dv
 
 
-def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
-    """Backward of a row-parallel linear: its bias gradient, (SP: all-gather of the output
-    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad."""
-    if bias:
-        _bias_grad(B, linear, (grad,), lambda d: d.Tn, lambda d: d.h)
-    if B.sp:
-        grad = B.collective(f"bwd.{linear}.all-gather", "all-gather", (grad,),
-                            forward_of=f"fwd.{linear}.reduce-scatter")
-    return linear_backward(B, linear, size, (grad,))
-
-
-def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool):
-    """Backward of a column-parallel linear, as Megatron-core's
-    LinearWithGradAccumulationAndAsyncCommunication runs it: its bias gradient; with SP an
-    async all-gather of the saved input shard (overlapping dgrad; the weight gradient needs the
-    whole input); dgrad; the async all-reduce (SP: reduce-scatter) of the input gradient, which
-    overlaps the wgrad GEMM; wgrad. Returns (the reduced input gradient, wgrad)."""
-    if bias:
-        _bias_grad(B, linear, grads, lambda d: d.T, lambda d: size(d)[1])
-    inputs = ()
-    if B.sp:
-        inputs = (B.collective(f"bwd.{linear}.all-gather", "all-gather", grads,
-                               forward_of=f"fwd.{linear}.all-gather"),)
-    op = sp_reduce_op(B.sp)
-
-    def reduce(dgrad):
-        conj = f"fwd.{linear}.all-gather" if B.sp else f"fwd.{linear}"
-        return B.collective(f"bwd.{linear}.{op}", op, (dgrad,), forward_of=conj)
-    return linear_backward(B, linear, size, grads, between=reduce, wgrad_deps=inputs)
-
-
-def _attention_bwd(B: Builder, grad, bare: bool, fused: bool, dropout: bool, bias: bool) -> str:
+def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool) -> str:
     B.block = "attention"
     out_grad = grad
     if not bare:
         grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
-    core = _attention_core_bwd(B, dgrad, fused, dropout)
+    core = _attention_core_bwd(B, dgrad, kernel, dropout)
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
@@ -297,52 +178,49 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
 
 # --------------------------------------------------------------------------- public
 
-def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
-               sequence_parallel: bool = False) -> Dims:
-    """Per-rank sizes, after checking that every sharded dimension divides by ``tp``."""
-    model.check_tp(tp, seq_len, sequence_parallel)
-    return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype,
-                heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
-                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)
-
-
 _TEMPLATES: dict[tuple, Template] = {}
 
 
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
-                   fused: bool = True, swiglu: bool = False, recompute: str = "none",
-                   bias: bool = False) -> Template:
+                   attention: str = "fused", swiglu: bool = False, recompute: str = "none",
+                   bias: bool = False, fp8: bool = False, tp_overlap: int = 0) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
     the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout, residuals and
-    biases (what a lone ParallelMLP / ParallelAttention runs); ``bias``: the linears have
-    biases (their gradients are reductions of their own). Backward starts after the forward's last op: the
+    biases (what a lone ParallelMLP / ParallelAttention runs); ``attention``: fused (the
+    device's default flash kernel), a kernel name (flash2, flash3) or unfused; ``bias``: the
+    linears have biases (their gradients are reductions of their own); ``fp8``: the linears'
+    GEMMs run in fp8 with Transformer Engine's casts (the dims' ``linear_dtype``);
+    ``tp_overlap``: the TP degree when Transformer Engine's TP communication overlap is on
+    (with SP: the all-gathers interleaved with the GEMMs, the reduce-scatters pipelined;
+    :mod:`tpsim.linears`), else 0. Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.recompute`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
-    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, fused, swiglu, recompute, bias)
+    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
+           bias, fp8, tp_overlap)
     tpl = _TEMPLATES.get(key)
     if tpl is None:
-        B = Builder(sequence_parallel)
+        B = Builder(sequence_parallel, fp8, tp_overlap)
         x = None
         if "attention" in blocks:
-            x = _attention_fwd(B, x, bare, fused, drop)
+            x = _attention_fwd(B, x, bare, attention, drop)
         if "mlp" in blocks:
             x = _mlp_fwd(B, x, bare, swiglu, drop)
         B.phase = "backward"
         if "mlp" in blocks:
             x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
         if "attention" in blocks:
-            x = _attention_bwd(B, x, bare, fused, drop, bias)
+            x = _attention_bwd(B, x, bare, attention, drop, bias)
         apply_recompute(B, recompute)
         tpl = _TEMPLATES[key] = B.compile(
-            {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare,
-            attention="fused" if fused else "unfused", recompute=recompute)
+            {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare, attention=attention,
+            recompute=recompute)
     return tpl
 
 
@@ -355,8 +233,8 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel)
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
-                         (attention or model.attention) == "fused", model.activation == "swiglu",
-                         recompute, model.bias)
+                         attention or model.attention, model.activation == "swiglu", recompute,
+                         model.bias, fp8=dtype == "fp8")
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

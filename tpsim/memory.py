@@ -1,14 +1,12 @@
-"""Memory per GPU for training with tensor parallelism: weights, gradients, Adam, activations.
+"""Memory per GPU for training: weights, gradients, optimizer state, activations, per pipeline stage.
 
-Mixed-precision Adam as Megatron-LM runs it (Rajbhandari et al. 2020, ZeRO, section 3.1, with
-Megatron's default fp32 main gradients): per parameter, bf16/fp16 weights (2 bytes), fp32
-gradients (4: Megatron accumulates and all-reduces gradients in fp32 by default with bf16),
-and an fp32 master copy, Adam's m and v (4 + 4 + 4 = 12): 18 bytes. Training in fp32: 4 + 4 +
-8 (m, v) = 16 bytes. No data-parallel sharding (no distributed optimizer / ZeRO): what one
-TP rank holds when it is the only data-parallel replica.
-
-Parameters per rank: the linears' weights are split by tp; norms are replicated on every
-rank; the embedding (and an untied output layer) hold padded_vocab/tp rows each.
+Mixed-precision Adam as Megatron-LM runs it (Rajbhandari et al. 2020, ZeRO, section 3.1),
+bytes per parameter from :mod:`tpsim.precision`: weights + main gradients + optimizer state,
+18 for bf16 (2 + 4 + 12), 20 for fp16, 16 for fp32. With the distributed optimizer (ZeRO-1,
+Megatron's DistributedOptimizer) each of the d data-parallel ranks keeps only 1/d of the
+optimizer state (``optimizer_shards``). The parameters of a stage are
+``ModelConfig.stage_params`` (linears / tp, norms whole, padded vocab / tp of the embedding on
+the first stage and of the output layer on the last).
 
 Activations are not a formula here but the sum of what every forward op of the op graph
 keeps for its backward (``saved_bytes``), times the layers: without sequence parallelism this
@@ -19,24 +17,24 @@ gathered input of each column-parallel GEMM is kept for its weight gradient (4 s
 sharded: s b h (4 + 30/t) with flash attention and dropout). Activation recomputation
 (:mod:`tpsim.recompute`) zeroes what it frees in the graph before the sum: ``full`` keeps only
 the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the unfused
-attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6).
+attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6). A pipeline
+stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
+schedule (the first stage p of them; :func:`tpsim.pipeline.in_flight`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigError
-from .topology import BYTES_PER_ELEMENT
+from .precision import PRECISION, precision
 
-MASTER_GRAD_BYTES = 4                       # fp32 main gradients (Megatron default)
-OPTIMIZER_BYTES = {"bf16": 12, "fp16": 12,  # fp32 master weights + Adam m + v
-                   "fp32": 8}               # Adam m + v; the weights are the master copy
+OPTIMIZER_BYTES = {k: v.optimizer for k, v in PRECISION.items()}
 
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes per GPU. ``fits``: total <= capacity (no allowance for the CUDA context, workspace
-    or fragmentation, which take a few GB more in practice)."""
+    """Bytes per GPU of one pipeline ``stage``. ``fits``: total <= capacity (no allowance for
+    the CUDA context, workspace or fragmentation, which take a few GB more in practice).
+    ``in_flight``: micro-batches whose activations the stage holds at once."""
     params_per_gpu: int
     weights_bytes: float
     gradients_bytes: float
@@ -45,17 +43,19 @@ class Memory:
     total_bytes: float
     capacity_bytes: float
     fits: bool
+    stage: int = 0
+    in_flight: int = 1
+    optimizer_shards: int = 1     # d with the distributed optimizer, else 1
 
 
-def training_memory(model, tp: int, dtype: str, activations_bytes: float,
-                    capacity_bytes: float) -> Memory:
-    """Weights, fp32 gradients and Adam state for one rank's parameters, plus activations."""
-    if dtype not in OPTIMIZER_BYTES:
-        raise ConfigError("--dtype", "", f"one of {', '.join(OPTIMIZER_BYTES)}", dtype)
-    n = model.params_per_rank(tp)
-    weights = n * BYTES_PER_ELEMENT[dtype]
-    grads = n * MASTER_GRAD_BYTES
-    optim = n * OPTIMIZER_BYTES[dtype]
+def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
+                 optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1) -> Memory:
+    """params x (weights + gradients + optimizer / shards) bytes, plus activations."""
+    prec = precision(dtype)
+    weights = params * prec.weights
+    grads = params * prec.grads
+    optim = params * prec.optimizer / optimizer_shards
     total = weights + grads + optim + activations_bytes
-    return Memory(n, float(weights), float(grads), float(optim), float(activations_bytes),
-                  float(total), float(capacity_bytes), total <= capacity_bytes)
+    return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
+                  float(total), float(capacity_bytes), total <= capacity_bytes, stage, in_flight,
+                  optimizer_shards)

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import from_mapping, load_yaml, shipped_or_path, spec
+from .schema import MAX_INT, from_mapping, load_yaml, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 ATTENTIONS = ("fused", "unfused")
+ATTENTION_KERNELS = ("flash2", "flash3")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
                "seq_len", "activation", "norm", "dropout", "attention")
 
@@ -130,8 +131,26 @@ class ModelConfig:
     def params_per_rank(self, tp: int) -> int:
         """Parameters one of ``tp`` ranks holds: layers (linears / tp, norms whole), padded
         vocabulary / tp of the embedding and output layer, the final norm."""
-        return (self.layers * self.layer_params(tp) + self.vocab_params(self.padded_vocab(tp) // tp)
-                + self.norm_params)
+        return self.stage_params(tp, self.layers)
+
+    def embedding_params(self, tp: int) -> int:
+        """The token embedding's rows on one of ``tp`` ranks: padded_vocab / tp x hidden."""
+        return self.padded_vocab(tp) // tp * self.hidden
+
+    def stage_params(self, tp: int, layers: int, first: bool = True, last: bool = True) -> int:
+        """Parameters one of ``tp`` ranks of a pipeline stage holds:
+
+            layers x layer_params(tp)  +  (first) embedding  +  (last) final norm + output layer
+
+        The output layer is the embedding's size (padded vocab / tp rows); with tied embeddings
+        the first stage's embedding serves as the output layer when the first stage is also the
+        last, and the last stage otherwise keeps a copy (Megatron all-reduces the two copies'
+        gradients each step)."""
+        emb = self.embedding_params(tp)
+        n = layers * self.layer_params(tp) + (emb if first else 0)
+        if last:
+            n += self.norm_params + (0 if self.tie_embeddings and first else emb)
+        return n
 
     def padded_vocab(self, tp: int) -> int:
         """Vocabulary padded as Megatron pads it: a multiple of 128 * tp (--make-vocab-size-divisible-by)."""
@@ -170,10 +189,15 @@ def list_models() -> list[ModelConfig]:
 
 
 def load_model(name_or_path: str | Path | ModelConfig) -> ModelConfig:
-    """A shipped preset by name, or any model YAML by path (a ModelConfig passes through)."""
+    """A shipped preset by name, any model YAML by path, or a Hugging Face config.json (or its
+    directory; :mod:`tpsim.hf_config`). A ModelConfig passes through."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
-    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model")
+    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model",
+                           "a path to a YAML file or a Hugging Face config.json")
+    if path.suffix == ".json":
+        from .hf_config import load_hf_config     # a Hugging Face config.json
+        return load_hf_config(path)
     return from_mapping(ModelConfig, load_yaml(path), str(path))
 
 
@@ -185,8 +209,8 @@ def _check_override(key: str, value) -> None:
     elif key == "dropout":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ConfigError(flag, "", "a probability in [0, 1)", value)
-    elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(flag, "", "a positive integer", value)
+    elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise ConfigError(flag, "", f"a positive integer (at most {MAX_INT})", value)
 
 
 def with_overrides(model: ModelConfig, **overrides) -> ModelConfig:

@@ -7,11 +7,18 @@ tables and JSON; ``stream`` is the GPU stream it runs on.
 
 Counts, per op (bytes_per_element = bpe of the op's dtype):
 
+``flops`` are the FLOPs the model needs (MFU's numerator); a kernel may execute more (a causal
+attention kernel computes whole diagonal tiles, an unfused one the masked half of the scores),
+which pricing accounts for, so that MFU never exceeds 1.
+
 * :class:`Gemm` ``(m x k) @ (k x n)``, ``batch`` of them in one kernel: 2mnk FLOPs each
-  (Narayanan et al. 2021); bytes :func:`tpsim.compute.gemm_bytes`.
+  (Narayanan et al. 2021), of which a causal attention product (``causal`` = its key length L)
+  needs the (L + 1) / (2 L) on or below the diagonal; bytes :func:`tpsim.compute.gemm_bytes`.
 * :class:`Attention`: the attention core of ``heads`` query heads (QK^T, softmax, AV) over
-  ``seq_q`` queries and ``seq_kv`` keys: conventional FLOPs 4 b seq_q seq_kv heads*head_dim
-  forward (full square, as Narayanan et al. count it), twice that backward; a fused (flash)
+  ``seq_q`` queries and ``seq_kv`` keys: 4 b heads head_dim P FLOPs forward, twice that
+  backward, with P the (query, key) pairs: seq_q seq_kv, or causally seq_q seq_kv -
+  seq_q (seq_q - 1) / 2 (the queries are the last seq_q of the keys: s (s + 1) / 2 for
+  seq_q = seq_kv = s; Narayanan et al. count the full square, 2x this); a fused (flash)
   kernel's bytes: forward reads q, k, v and writes o, b (2 seq_q q + 2 seq_kv kv) bpe; backward
   reads q, k, v, o, do and writes dq, dk, dv, b (4 seq_q q + 4 seq_kv kv) bpe.
 * :class:`MemoryBound`: a kernel priced by the ``nbytes`` it reads and writes (norms,
@@ -33,19 +40,26 @@ from .topology import BYTES_PER_ELEMENT
 @dataclass(frozen=True)
 class Gemm:
     """(m x k) @ (k x n), ``batch`` times in one strided-batched kernel; ``accumulate``: the
-    product is added into an fp32 output (a weight gradient into Megatron's main_grad)."""
+    product is added into an fp32 output (a weight gradient into Megatron's main_grad);
+    ``causal``: the key length of an unfused causal attention product (0: none)."""
     m: int
     n: int
     k: int
     dtype: str
     batch: int = 1
     accumulate: bool = False
+    causal: int = 0
     kind: ClassVar[str] = "gemm"
     stream: ClassVar[str] = "compute"
 
     @property
-    def flops(self) -> float:
+    def executed_flops(self) -> float:
         return 2.0 * self.m * self.n * self.k * self.batch
+
+    @property
+    def flops(self) -> float:
+        full = self.executed_flops
+        return full * (self.causal + 1) / (2 * self.causal) if self.causal else full
 
     @property
     def bytes(self) -> float:
@@ -61,7 +75,8 @@ class Gemm:
 
 @dataclass(frozen=True)
 class Attention:
-    """The attention core on one rank: ``heads`` query and ``kv_heads`` key/value heads."""
+    """The attention core on one rank: ``heads`` query and ``kv_heads`` key/value heads, as one
+    fused kernel (``kernel``: a name in the device's attention_kernels; None: its default)."""
     b: int
     heads: int
     kv_heads: int
@@ -71,13 +86,26 @@ class Attention:
     dtype: str
     causal: bool = True
     backward: bool = False
+    kernel: str | None = None
     kind: ClassVar[str] = "attention"
     stream: ClassVar[str] = "compute"
     comm_bytes: ClassVar[float] = 0.0
 
     @property
+    def pairs(self) -> float:
+        """(query, key) pairs the model needs per sequence and head."""
+        sq, skv = self.seq_q, self.seq_kv
+        return sq * skv - sq * (sq - 1) / 2 if self.causal else float(sq * skv)
+
+    @property
     def flops(self) -> float:
-        fwd = 4.0 * self.b * self.seq_q * self.seq_kv * self.heads * self.head_dim
+        fwd = 4.0 * self.b * self.heads * self.head_dim * self.pairs
+        return 2 * fwd if self.backward else fwd
+
+    @property
+    def full_flops(self) -> float:
+        """The FLOPs of every (query, key) pair, masked or not (what an unmasked kernel runs)."""
+        fwd = 4.0 * self.b * self.heads * self.head_dim * self.seq_q * self.seq_kv
         return 2 * fwd if self.backward else fwd
 
     @property

@@ -18,35 +18,23 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatter, LogLocator, PercentFormatter  # noqa: E402
 
 from .errors import ConfigError  # noqa: E402
-from .figure_data import Table  # noqa: E402
+from .figure_data import FORMATS, Table, output_paths  # noqa: E402,F401 (FORMATS: re-export)
 from .units import format_size  # noqa: E402
 
-FORMATS = ("png", "svg")
 COMPUTE, COMM, BACKGROUND = "#4477AA", "#EE6677", "#BBBBBB"
 HOST = "#CCBB44"     # GPU idle, waiting for the host to issue the next op
 LINE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377")
 HATCHES = ("", "//", "..", "xx")
 
 
-def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
-    """``--out`` -> (image, csv beside it). The format is ``--format``, else the suffix, else png."""
-    out = Path(out)
-    suffix = out.suffix.lower().lstrip(".")
-    fmt = fmt or (suffix if suffix in FORMATS else "png")
-    if fmt not in FORMATS:
-        raise ConfigError("--format", "", f"one of {', '.join(FORMATS)}", fmt)
-    image = out.with_suffix(f".{fmt}") if suffix in (*FORMATS, "csv") or not suffix else \
-        out.with_name(f"{out.name}.{fmt}")
-    return image, image.with_suffix(".csv")
-
-
 def save(fig, table: Table, out: str | Path, fmt: str | None = None) -> tuple[Path, Path]:
-    """Write the figure and its table; an unwritable ``--out`` is a ConfigError (exit 2)."""
+    """Write the figure (PNG, SVG or PDF) and its table, creating missing directories; an
+    unwritable ``--out`` is a ConfigError (exit 2)."""
     image, csv_path = output_paths(out, fmt)
     try:
         image.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(csv_path)
-        fig.savefig(image, dpi=130, bbox_inches="tight")
+        fig.savefig(image, format=image.suffix[1:], dpi=130, bbox_inches="tight")
     except OSError as e:
         raise ConfigError("--out", "", "a path tpsim can write", f"{image}: {e.strerror}") from None
     finally:
@@ -215,14 +203,17 @@ def intra_vs_inter_figure(table: Table):
                Patch(color=HOST, label="waiting for the host")]
     handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[k % 4], label=topo)
                 for k, topo in enumerate(topologies)]
-    ax_t.legend(handles=handles, fontsize=8, loc="upper right")
+    # legends below the axes: bars, value labels and the node-boundary label stay uncovered
+    # however many topologies are compared
+    below = dict(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    ax_t.legend(handles=handles, ncol=min(3, len(handles)), **below)
     ax_t.set_ylabel("time per layer, forward + backward (ms)")
     ax_t.set_title("per-layer time: compute shrinks with TP, communication does not", fontsize=11)
     ax_s.set_ylabel("share of layer time")
     ax_s.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_s.set_ylim(0, max(0.5, max(r["comm_share"] for r in ok) * 1.15))
     ax_s.set_title("communication share", fontsize=11)
-    ax_s.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, 0.9))
+    ax_s.legend(ncol=2, **below)
     _degree_axes((ax_t, ax_s), degrees, min(r["gpus_per_node"] for r in table.rows),
                  "TP degree (GPUs one layer is split over)")
     fig.suptitle(table.title)
@@ -254,7 +245,8 @@ def breakdown_figure(table: Table):
     axes[-1, 0].set_xlabel("op time (us); share = op time / layer time (forward + backward)")
     axes[0, 0].legend(handles=[Patch(color=COMPUTE, label="compute stream"),
                                Patch(color=COMM, label="comm stream (may overlap compute)")],
-                      fontsize=8, loc="lower right")
+                      fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2,
+                      frameon=False)     # above the bars, beside the phase title: no label covered
     fig.suptitle(table.title)
     fig.tight_layout()
     return fig
@@ -303,5 +295,96 @@ def tp_vs_dp_figure(table: Table):
     gb = table.totals["gradient_bytes"] / 1e9
     fig.suptitle(f"{table.title}\n(per step of {mb} micro-batch{'es' if mb > 1 else ''}: TP's "
                  f"volume grows with micro-batches per step, DP's {gb:.0f} GB of gradients does not)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- infer
+
+def infer_figure(table: Table):
+    """Left: time per output token against batch. Right: the latency-throughput curve, tokens/s
+    per GPU against time per token (each point a batch). Colour: TP degree; line style:
+    topology; only batches that fit in memory are drawn."""
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(13, 5.2))
+    rows = [r for r in table.rows if r["status"] == "ok" and r["fits"]]
+    topologies = list(dict.fromkeys(r["topology"] for r in table.rows))
+    degrees = sorted({r["tp"] for r in table.rows})
+    for r_key in sorted({(r["topology"], r["tp"]) for r in rows},
+                        key=lambda k: (topologies.index(k[0]), k[1])):
+        line = [r for r in rows if (r["topology"], r["tp"]) == r_key]
+        style = dict(color=LINE_COLORS[degrees.index(r_key[1]) % len(LINE_COLORS)],
+                     linestyle=("-", "--", ":", "-.")[topologies.index(r_key[0]) % 4],
+                     marker="o", markersize=3.5, label=f"{r_key[0]}, TP={r_key[1]}")
+        ms = [r["time_per_token_s"] * 1e3 for r in line]
+        ax_l.plot([r["batch"] for r in line], ms, **style)
+        ax_r.plot([r["tokens_per_s_per_gpu"] for r in line], ms, **style)
+        ax_r.annotate(f"b={line[-1]['batch']}", (line[-1]["tokens_per_s_per_gpu"], ms[-1]),
+                      fontsize=7, xytext=(3, 0), textcoords="offset points")
+    missing = sorted({f"{r['topology']} TP={r['tp']}" for r in table.rows
+                      if r["status"] != "ok" or not r.get("fits")} -
+                     {f"{r['topology']} TP={r['tp']}" for r in rows})
+    if missing:
+        ax_l.text(0.02, 0.98, "no batch fits or runs: " + ", ".join(missing),
+                  transform=ax_l.transAxes, va="top", fontsize=7)
+    ax_l.set_xscale("log", base=2)
+    ax_l.set_xlabel("batch (sequences decoded together)")
+    ax_l.set_title("time per output token: flat while the weights' reads dominate", fontsize=11)
+    ax_r.set_xlabel("decode throughput per GPU (output tokens/s)")
+    ax_r.set_title("latency against throughput (each point a batch)", fontsize=11)
+    for ax in (ax_l, ax_r):
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylabel("time per output token (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_r.set_xscale("log")
+    ax_l.legend(fontsize=8, loc="lower right")
+    fig.suptitle(table.title)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- pipeline
+
+BACKWARD = "#228833"     # backward chunks (forward: COMPUTE)
+
+
+def _lane(stream: str) -> float:
+    """Vertical offset inside a stage's band: compute on top, then p2p sends, then DP."""
+    if stream.startswith("p2p "):
+        return 0.55
+    return 0.8 if ("." in stream or not stream.startswith("stage")) else 0.0
+
+
+def pipeline_figure(table: Table):
+    """The step's schedule as a Gantt chart: one band per stage, its compute stream on top
+    (forward chunks, backward chunks, other kernels), the p2p transfers it sends and its DP
+    collectives below; the white gaps on the compute lane are the bubble."""
+    pp = table.totals["pp"]
+    fig, ax = plt.subplots(figsize=(14, 1.2 + 0.7 * (pp + 1)))
+    bars: dict[tuple, list] = {}
+    for r in table.rows:
+        color = {"compute": COMPUTE if r["phase"] == "forward" else BACKWARD,
+                 "p2p": COMM, "dp": "#AA3377"}.get(r["kind"], BACKGROUND)
+        height = 0.5 if _lane(r["stream"]) == 0.0 else 0.2
+        y = r["stage"] + _lane(r["stream"])
+        bars.setdefault((y, height, color), []).append((r["start_s"] * 1e3, r["time_s"] * 1e3))
+    for (y, height, color), spans in bars.items():
+        ax.broken_barh(spans, (y, height), facecolors=color, linewidth=0)
+    ax.set_yticks([r + 0.25 for r in range(pp + 1)],
+                  [f"stage {r}" for r in range(pp)] + ["all stages"])
+    ax.set_ylim(pp + 1.1, -0.2)
+    ax.set_xlabel("time in the step (ms)")
+    ax.legend(handles=[Patch(color=COMPUTE, label="forward chunk"),
+                       Patch(color=BACKWARD, label="backward chunk"),
+                       Patch(color=COMM, label="p2p transfer (sent)"),
+                       Patch(color="#AA3377", label="DP gradient scale / collective"),
+                       Patch(color=BACKGROUND, label="optimizer, gradient norm, other")],
+              fontsize=8, loc="lower right")
+    t = table.totals
+    ax.set_title(f"{table.title}\nstep {t['time_s'] * 1e3:.1f} ms, bubble "
+                 f"{t['bubble_s'] * 1e3:.1f} ms per GPU (closed form for equal stages "
+                 f"(p-1)/(m v) = {t['ideal_bubble_fraction'] * 100:.1f}% of the compute)",
+                 fontsize=9)
     fig.tight_layout()
     return fig

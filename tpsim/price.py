@@ -3,7 +3,7 @@
 | op | priced by |
 | --- | --- |
 | :class:`~tpsim.ops.Gemm` | :func:`tpsim.compute.gemm_time` |
-| :class:`~tpsim.ops.Attention` | :func:`tpsim.compute.attention_time`, on the FLOPs a causal flash kernel executes (:func:`tpsim.compute.attention_exec_flops`) |
+| :class:`~tpsim.ops.Attention` | :func:`tpsim.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.compute.attention_exec_flops`) |
 | :class:`~tpsim.ops.MemoryBound` | :func:`tpsim.compute.elementwise_time` |
 | :class:`~tpsim.ops.Collective` | :func:`tpsim.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.ops.SendRecv` | :func:`tpsim.collectives.send_recv_time` |
@@ -67,19 +67,41 @@ def group_collective(op: str, nbytes: float, group: Group, topo: Topology) -> Co
     return cost
 
 
-def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
-    """(seconds, the pricing function's dotted name, the CollectiveCost of a comm op or None)."""
-    dev = pricing.topology.device
+def kernel_time(op, device) -> float:
+    """Seconds of one compute kernel (Gemm, Attention, MemoryBound) on ``device``."""
     kind = type(op)
     if kind is Gemm:
-        return (compute.gemm_time(op.m, op.n, op.k, dev, op.dtype, op.batch, op.accumulate),
-                FORMULAS[Gemm], None)
+        return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
     if kind is MemoryBound:
-        return compute.elementwise_time(op.nbytes, dev), FORMULAS[MemoryBound], None
-    if kind is Attention:
-        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward)
-        t = compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, dev, op.dtype)
-        return t, FORMULAS[Attention], None
+        return compute.elementwise_time(op.nbytes, device)
+    kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
+        if device.attention_kernels else None
+    block = kernel.causal_block if kernel else 0.0
+    flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv, block,
+                                         op.full_flops)
+    return compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, device,
+                                  op.dtype, op.backward, op.kernel, op.causal)
+
+
+_KERNEL_MEMO: dict[tuple, tuple] = {}
+
+
+def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
+    """(seconds, the pricing function's dotted name, the CollectiveCost of a comm op or None).
+
+    Kernel times are memoised per (device object, op): both are frozen, and a sweep or a search
+    prices the same GEMM shapes again and again."""
+    kind = type(op)
+    formula = FORMULAS.get(kind)
+    if formula is not None:
+        dev = pricing.topology.device
+        key = (id(dev), op)
+        hit = _KERNEL_MEMO.get(key)
+        if hit is None or hit[0] is not dev:
+            if len(_KERNEL_MEMO) >= 8 * _MEMO_SIZE:
+                _KERNEL_MEMO.clear()
+            hit = _KERNEL_MEMO[key] = (dev, kernel_time(op, dev))
+        return hit[1], formula, None
     if kind is Collective:
         cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)
     elif kind is SendRecv:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .render_step import step_lines
 from .units import format_size
 
 
@@ -90,20 +91,28 @@ def _model_lines(p) -> list[str]:
     ]
 
 
-def _memory_lines(mem, dtype: str) -> list[str]:
+def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     gb = 1e9
     fits = "fits" if mem.fits else "DOES NOT FIT"
-    return [
-        f"memory per GPU (GB = 1e9 bytes; mixed-precision Adam: {dtype} weights, fp32 gradients, "
-        "fp32 master + m + v):",
+    what = ("model chunks" if chunks > 1 else "micro-batches") if mem.in_flight > 1 else \
+        ("model chunk" if chunks > 1 else "micro-batch")
+    where = (f"fullest stage: {mem.stage} of {len(stages)}, " if len(stages) > 1 else "") + \
+        f"activations of {mem.in_flight} {what} in flight"
+    shard = f", optimizer sharded {mem.optimizer_shards} ways" if mem.optimizer_shards > 1 else ""
+    lines = [
+        f"memory per GPU (GB = 1e9 bytes; mixed-precision Adam: {dtype} weights, main gradients, "
+        f"fp32 master + m + v{shard}; {where}):",
         f"  parameters     {mem.params_per_gpu / 1e9:9.2f} B",
         f"  weights        {mem.weights_bytes / gb:9.2f} GB",
         f"  gradients      {mem.gradients_bytes / gb:9.2f} GB",
         f"  optimizer      {mem.optimizer_bytes / gb:9.2f} GB",
-        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (one micro-batch, all layers, "
-        "as the recompute mode saves them)",
+        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (as the recompute mode saves them)",
         f"  total          {mem.total_bytes / gb:9.2f} GB   of {mem.capacity_bytes / gb:.0f} GB: {fits}",
     ]
+    if len(stages) > 1:
+        lines.append("  per stage      " + " ".join(f"{m.total_bytes / gb:.1f}" for m in stages)
+                     + " GB")
+    return lines
 
 
 def prediction_report(p) -> str:
@@ -122,7 +131,8 @@ def prediction_report(p) -> str:
         *_layer_lines(p.layer), "",
         *_collective_lines(p.collectives, i.heads_per_rank, i.kv_heads_per_rank), "",
         *_model_lines(p), "",
-        *_memory_lines(p.memory, i.dtype),
+        *(step_lines(p) + [""] if p.step is not None else []),
+        *_memory_lines(p.memory, i.dtype, p.stage_memory, i.virtual_stages),
     ]
     lines += [f"WARNING: {notice_text(w)}" for w in p.warnings]
     return "\n".join(lines)
@@ -152,6 +162,8 @@ def prediction_json(p) -> dict:
         "ops": [o._asdict() for o in p.ops],
         "model": dataclasses.asdict(p.model),
         "memory": dataclasses.asdict(p.memory),
+        "step": dataclasses.asdict(p.step) if p.step is not None else None,
+        "stage_memory": [dataclasses.asdict(m) for m in p.stage_memory],
         "warnings": [notice_text(w) for w in p.warnings],
         "notices": [{"code": w.code, **w.values} for w in p.warnings],
     }
@@ -165,3 +177,111 @@ def models_table(models) -> str:
             f"{m.kv_heads:4d} {m.ffn_hidden:6d} {m.vocab:6d} {m.seq_len:5d}  {m.activation:6s} "
             f"{m.description}" for m in models]
     return "\n".join([head] + rows)
+
+
+# --------------------------------------------------------------------------- infer
+
+def _bound_line(c, where: str = "") -> str:
+    t = c.time_s or 1.0
+    terms = (("HBM", c.hbm_s), ("FLOPs", c.flops_s), ("collectives", c.comm_s),
+             ("kernel launches", c.launch_s), ("host dispatch", c.host_s))
+    return (f"  bound by {c.bound}{where}: " + ", ".join(f"{k} {_pct(v / t)}" for k, v in terms)
+            + "  (share of the time)")
+
+
+def _infer_phase_lines(p) -> list[str]:
+    pre, dec = p.prefill, p.decode
+    dev_bw = dec.hbm_peak_Bps
+    c, d = pre.cost, dec.cost
+    return [
+        f"prefill (time to first token) {_ms(pre.time_s):>12s}   "
+        f"{pre.tokens_per_s:,.0f} prompt tokens/s, MFU {_pct(pre.mfu)}",
+        _bound_line(c),
+        f"  per GPU: {c.flops / 1e12:.2f} TFLOP, {c.hbm_bytes / 1e9:.2f} GB HBM traffic, "
+        f"{c.comm_bytes / 1e9:.3f} GB in collectives, {c.ops:.0f} ops", "",
+        f"decode, {dec.steps} steps (kv_len {p.inputs.prompt + 1}..{p.inputs.prompt + dec.steps}):",
+        f"  time per output token {_ms(dec.time_per_token_s):>12s}   (mean; first step "
+        f"{_ms(dec.first_step_s)}, last {_ms(dec.last_step_s)})",
+        f"  tokens/s       {dec.tokens_per_s:12,.1f}   (over the batch of {p.inputs.batch})",
+        _bound_line(d, f" at kv_len {dec.kv_len}"),
+        f"  per step per GPU: {d.hbm_bytes / 1e9:.2f} GB HBM traffic "
+        f"({dec.hbm_bandwidth_Bps / 1e12:.2f} TB/s, {_pct(dec.hbm_bandwidth_Bps / dev_bw)} of "
+        f"{dev_bw / 1e12:.2f} TB/s peak), {d.flops / 1e12:.3f} TFLOP, "
+        f"{d.comm_bytes / 1e6:.2f} MB in collectives, {d.ops:.0f} ops",
+        f"  {dec.integration}", "",
+        f"total          {_ms(p.total.time_s):>12s}   prefill + {dec.steps} steps; "
+        f"{p.total.tokens_per_s:,.1f} output tokens/s (static batch)",
+    ]
+
+
+def _infer_memory_lines(p) -> list[str]:
+    m, i, gb = p.memory, p.inputs, 1e9
+    fits = "fits" if m.fits else "DOES NOT FIT"
+    return [
+        f"memory per GPU (GB = 1e9 bytes; {i.dtype} linear weights, {i.kv_dtype} KV cache):",
+        f"  weights        {m.weights_bytes / gb:9.2f} GB",
+        f"  KV cache       {m.kv_cache_bytes / gb:9.2f} GB   ({m.kv_bytes_per_token:,.0f} B per "
+        f"token x {i.prompt + i.gen - 1} tokens x {i.batch} sequences)",
+        f"  activations    {m.activations_bytes / gb:9.2f} GB   (the prefill's widest point)",
+        f"  total          {m.total_bytes / gb:9.2f} GB   of {m.capacity_bytes / gb:.0f} GB: "
+        f"{fits}; the largest batch that fits: {m.max_batch}",
+    ]
+
+
+def infer_notice_text(n) -> str:
+    """A serving :class:`~tpsim.result.Notice` in words (others: :func:`notice_text`)."""
+    v = n.values
+    if n.code == "serving_memory_does_not_fit":
+        return (f"does not fit: {v['needed_bytes'] / 1e9:.1f} GB per GPU needed, {v['device']} "
+                f"has {v['capacity_bytes'] / 1e9:.0f} GB (largest batch that fits: "
+                f"{v['max_batch']}; more TP or PP, fp8, or a shorter context)")
+    if n.code == "custom_all_reduce_fallback":
+        return (f"the {v['phase']} all-reduces of {v['bytes']} B run on NCCL: the custom "
+                f"kernel does not serve them ({v['why']})")
+    return notice_text(n)
+
+
+def infer_report(p) -> str:
+    """``tpsim infer``'s text output for an :class:`~tpsim.infer_result.InferPrediction`."""
+    i = p.inputs
+    where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
+    host = "CUDA graphs (no host dispatch per op)" if i.cuda_graphs else "eager (host issues every op)"
+    lines = [
+        f"tpsim infer: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}, PP={i.pp}",
+        f"batch {i.batch}, prompt {i.prompt}, gen {i.gen} tokens; GEMMs {i.dtype}, activations "
+        f"{i.act_dtype}, KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}", "",
+        *_infer_phase_lines(p), "",
+        *_infer_memory_lines(p), "",
+        f"one decode layer on one GPU at kv_len {p.decode.kv_len}, in time order:",
+        *_op_table(p.decode_ops),
+        *_collective_lines(p.decode_collectives, i.heads_per_rank, i.kv_heads_per_rank), "",
+        "one prefill layer on one GPU, in time order:",
+        *_op_table(p.prefill_ops),
+        *_collective_lines(p.prefill_collectives, i.heads_per_rank, i.kv_heads_per_rank),
+    ]
+    lines += [f"WARNING: {infer_notice_text(w)}" for w in p.warnings]
+    return "\n".join(lines)
+
+
+def _phase_json(cost) -> dict:
+    return {**dataclasses.asdict(cost), "bound": cost.bound}
+
+
+def infer_json(p) -> dict:
+    """The JSON object of ``tpsim infer --json``."""
+    pre, dec = p.prefill, p.decode
+    return {
+        "inputs": dataclasses.asdict(p.inputs),
+        "prefill": {"time_s": pre.time_s, "tokens_per_s": pre.tokens_per_s, "mfu": pre.mfu,
+                    "cost": _phase_json(pre.cost)},
+        "decode": {**{k: v for k, v in dataclasses.asdict(dec).items() if k != "cost"},
+                   "cost": _phase_json(dec.cost)},
+        "total": dataclasses.asdict(p.total),
+        "memory": dataclasses.asdict(p.memory),
+        "decode_ops": [o._asdict() for o in p.decode_ops],
+        "prefill_ops": [o._asdict() for o in p.prefill_ops],
+        "collectives": {"decode": [dataclasses.asdict(c) for c in p.decode_collectives],
+                        "prefill": [dataclasses.asdict(c) for c in p.prefill_collectives]},
+        "warnings": [infer_notice_text(w) for w in p.warnings],
+        "notices": [{"code": w.code, **w.values} for w in p.warnings],
+    }

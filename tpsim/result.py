@@ -14,7 +14,9 @@ from .memory import Memory
 
 
 class OpRow(NamedTuple):
-    """One op of the layer on one rank, as scheduled. ``share`` = time_s / layer total_s.
+    """One op of the layer on one rank, as scheduled. ``time_s`` = end_s - start_s, the op as it
+    ran (a compute kernel beside a collective runs slower: ``alone_s`` is its time alone, what
+    its ``formula`` gives); ``share`` = time_s / layer total_s.
 
     A NamedTuple rather than a frozen dataclass: as immutable, and ten times cheaper to build
     (a prediction makes dozens, a sweep thousands).
@@ -37,6 +39,7 @@ class OpRow(NamedTuple):
     forward_of: str | None = None
     formula: str = ""            # the function that priced it: tpsim.compute.gemm_time, ...
     group: str | None = None     # a collective's process group (tp, dp, pp, ...)
+    alone_s: float = 0.0         # the op alone (its formula's value), before interference
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,64 @@ class ModelTimes:
 
 
 @dataclass(frozen=True)
+class TimeSplit:
+    """Where a GPU's step goes; the parts sum to the step's time_s (:mod:`tpsim.step_accounting`):
+    compute (the layers' and the model's ends' GPU time), exposed TP communication, host wait,
+    the pipeline bubble, exposed PP communication (p2p, tied-embedding all-reduce), exposed DP
+    (gradient scaling and reduction), the optimizer (gradient norm, Adam)."""
+    compute_s: float
+    tp_comm_exposed_s: float
+    host_wait_s: float
+    bubble_s: float
+    pp_comm_exposed_s: float
+    dp_comm_exposed_s: float
+    optimizer_s: float
+
+
+@dataclass(frozen=True)
+class StageTimes(TimeSplit):
+    """One pipeline stage over the whole step, per GPU (:class:`TimeSplit`). forward_s,
+    backward_s: one micro-batch through the stage's chunks; flops, hardware_flops: what one of
+    its GPUs computes in the step."""
+    stage: int = 0
+    layers: int = 0
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    flops: float = 0.0
+    hardware_flops: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepTimes(TimeSplit):
+    """One optimizer step of the whole job (:mod:`tpsim.step`).
+
+    time_s: the simulated step; tokens_per_s = global_batch * seq / time_s; flops (model) and
+    hardware_flops (with recomputation) per GPU, tflops_per_gpu = flops / time_s, mfu and hfu
+    against the dtype's peak. The :class:`TimeSplit` parts are the per-GPU means of the stages'
+    and sum to time_s. ideal_bubble_fraction = (p - 1) / (m v), the closed form for equal
+    stages and free transfers (bubble / (m (t_f + t_b))).
+    """
+    time_s: float = 0.0
+    tokens_per_s: float = 0.0
+    tflops_per_gpu: float = 0.0
+    mfu: float = 0.0
+    hfu: float = 0.0
+    flops: float = 0.0
+    hardware_flops: float = 0.0
+    ideal_bubble_fraction: float = 0.0
+    micro_batches: int = 1
+    global_batch: int = 1
+    pp: int = 1
+    dp: int = 1
+    virtual_stages: int = 1
+    schedule: str = "1f1b"
+    distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = True
+    p2p_bytes: float = 0.0
+    stages: tuple[StageTimes, ...] = ()
+
+
+@dataclass(frozen=True)
 class Inputs:
     model: str
     topology: str
@@ -122,6 +183,15 @@ class Inputs:
     kv_heads_per_rank: int
     nodes: int          # nodes the TP group spans
     recompute: str = "none"   # activation recomputation: none | selective | full
+    pp: int = 1
+    dp: int = 1
+    virtual_stages: int = 1
+    global_batch: int = 1
+    micro_batches: int = 1
+    distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = True
+    tp_comm_overlap: bool = False
+    gpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,6 +213,9 @@ class Prediction:
     layer's collectives grouped by phase, op and size) and ``graph`` (the layer's
     ``networkx.DiGraph`` with every op's time, start and end) are read from the layer's
     simulation (``run``) on first use: a sweep that wants only times pays for none of them.
+    ``step``: the whole optimizer step (pipeline, data parallelism, optimizer); ``memory`` is
+    the fullest stage's, ``stage_memory`` every stage's; ``step_run`` the step's simulation
+    (its schedule and timeline: traces, figures).
     """
     inputs: Inputs
     layer: LayerTimes
@@ -150,6 +223,9 @@ class Prediction:
     memory: Memory
     warnings: tuple[Notice, ...] = ()
     run: object = field(default=None, compare=False, repr=False)
+    step: StepTimes | None = None
+    stage_memory: tuple[Memory, ...] = ()
+    step_run: object = field(default=None, compare=False, repr=False)
 
     @cached_property
     def ops(self) -> tuple[OpRow, ...]:

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+COMM_STREAMS = ("comm", "copy")   # NCCL's kernels, and copies on the copy engines
+
 
 @dataclass(frozen=True)
 class Timeline:
@@ -50,15 +52,24 @@ class Timeline:
     def stream(self) -> dict[str, str]:
         return dict(zip(self.names, self.streams))
 
-    def busy_s(self, stream: str) -> float:
-        """Time ``stream`` spends running ops."""
+    def busy_s(self, stream: str | tuple[str, ...]) -> float:
+        """Time ``stream`` (or any of several streams) spends running ops."""
         return sum(b - a for a, b in self.intervals(stream))
 
-    def intervals(self, stream: str) -> list[tuple[float, float]]:
-        """(start, end) of the ops on ``stream``, in time order (they never overlap)."""
-        return self.runs.get(stream, [])
+    def intervals(self, stream: str | tuple[str, ...]) -> list[tuple[float, float]]:
+        """(start, end) of the ops on ``stream``, in time order (they never overlap); for several
+        streams, the union of their intervals, merged."""
+        if isinstance(stream, str):
+            return self.runs.get(stream, [])
+        merged: list[tuple[float, float]] = []
+        for a, b in sorted(r for s in stream for r in self.runs.get(s, [])):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        return merged
 
-    def exposed_s(self, stream: str = "comm", under: str = "compute") -> float:
+    def exposed_s(self, stream: str | tuple[str, ...] = "comm", under: str = "compute") -> float:
         """Time ``stream`` runs while ``under`` is idle: exposed (not overlapped) communication.
 
         exposed = busy(stream) - |intervals(stream) intersect intervals(under)|

@@ -8,11 +8,12 @@ documentation cannot drift from the loader.
 from __future__ import annotations
 
 from .schema import field_docs
-from .topology import Device, Efficiency, Level, Protocol, Topology
+from .topology import AttentionKernel, Device, Efficiency, Level, Protocol, Topology
 
 SECTIONS = ((Topology, "top level", ""), (Device, "device", "device."),
             (Level, "levels[i]", "levels[i]."), (Efficiency, "levels[i].efficiency", "efficiency."),
-            (Protocol, "device.collective_protocols.NAME", "NAME."))
+            (Protocol, "device.collective_protocols.NAME", "NAME."),
+            (AttentionKernel, "device.attention_kernels.NAME", "NAME."))
 
 
 def reference() -> str:

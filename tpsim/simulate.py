@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .price import Pricing, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
-from .schedule import Timeline, issue_bound, run
+from .schedule import COMM_STREAMS, Timeline, issue_bound, run
 from .template import Template
 
 
@@ -48,11 +48,12 @@ class Simulation:
         total = tl.makespan_s or 1.0
         rows = []
         for t0, i in sorted(zip(tl.start, range(len(tl.start)))):
-            node, op, t, cost = self.template.nodes[i], self.ops[i], self.times[i], self.costs[i]
+            node, op, cost = self.template.nodes[i], self.ops[i], self.costs[i]
+            t = tl.end[i] - t0     # as it ran: slowed by a collective beside it, if any
             rows.append(OpRow(node.name, op.kind, node.phase, node.stream, node.block, op.shape,
                               op.flops, op.bytes, op.comm_bytes, t, t0, tl.end[i], t / total,
                               getattr(op, "op", None), _algorithm(cost) if cost else None,
-                              node.forward_of, self.formulas[i], node.group))
+                              node.forward_of, self.formulas[i], node.group, self.times[i]))
         return tuple(rows)
 
     def collective_rows(self) -> tuple[CollectiveRow, ...]:
@@ -73,12 +74,26 @@ def simulate(template: Template, dims, pricing: Pricing,
 
     ``host_dispatch_s``: the host's time to issue one op (default: the device's
     ``host_dispatch_us``; 0 for a step captured in CUDA graphs)."""
+    topo = pricing.topology
+    host = topo.device.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
+    key = (id(template), dims, id(topo), pricing.parallelism, host)
+    hit = _SIMULATIONS.get(key)
+    if hit is not None and hit[0] is template and hit[1] is topo:
+        return hit[2]
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
-    dev = pricing.topology.device
-    tl = run(template, times, dev.comm_compute_interference)
-    host = dev.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
-    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
+    tl = run(template, times, topo.device.comm_compute_interference)
+    sim = Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
+    if len(_SIMULATIONS) >= 1024:
+        _SIMULATIONS.clear()
+    _SIMULATIONS[key] = (template, topo, sim)
+    return sim
+
+
+# Simulations are pure functions of frozen inputs: a sweep, a search or a step asks for the same
+# layer again and again. Each entry holds the template and topology it was made for, so their
+# ids cannot be reused while it lives.
+_SIMULATIONS: dict[tuple, tuple] = {}
 
 
 def _algorithm(cost) -> str:
@@ -97,27 +112,36 @@ def phase_times(sim: Simulation) -> tuple[float, float]:
     """(forward_s, backward_s), each max(GPU time, its ops x host dispatch) in the steady state
     of layer after layer (:func:`tpsim.schedule.issue_bound`)."""
     fwd, bwd = gpu_phases(sim)
-    n_fwd = len(sim.template.forward)
+    n_fwd, n_bwd = sim.template.host_ops
     h = sim.host_dispatch_s
-    return (issue_bound(fwd, n_fwd, h),
-            issue_bound(bwd, len(sim.template.nodes) - n_fwd, h))
+    return issue_bound(fwd, n_fwd, h), issue_bound(bwd, n_bwd, h)
 
 
 def layer_times(sim: Simulation) -> LayerTimes:
+    """The layer's totals (:func:`_layer_times`), computed once per simulation."""
+    cached = sim.__dict__.get("_layer_times")
+    if cached is None:
+        cached = sim.__dict__["_layer_times"] = _layer_times(sim)
+    return cached
+
+
+def _layer_times(sim: Simulation) -> LayerTimes:
     """The layer's totals (:class:`~tpsim.result.LayerTimes`) from its schedule.
 
-    total = forward + backward (:func:`phase_times`) = compute + exposed comm + host wait;
-    interference = compute busy time - the compute ops' own times.
+    total = forward + backward (:func:`phase_times`); host wait = what the host adds to the GPU's
+    phases (exactly 0 when the GPU is the slower side); interference = compute busy time - the
+    compute ops' own times. total = compute + exposed comm + host wait, up to float rounding.
     """
     tl = sim.timeline
     fwd, bwd = phase_times(sim)
+    gpu_fwd, gpu_bwd = gpu_phases(sim)
     total = fwd + bwd
-    comm, exposed = tl.busy_s("comm"), tl.exposed_s("comm", "compute")
+    comm, exposed = tl.busy_s(COMM_STREAMS), tl.exposed_s(COMM_STREAMS, "compute")
     nominal = sum([t for t, s in zip(sim.times, tl.streams) if s == "compute"])
     compute = tl.busy_s("compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,
                       comm / total if total else 0.0, exposed / total if total else 0.0,
-                      sim.flops, max(0.0, total - compute - exposed), max(0.0, compute - nominal),
+                      sim.flops, (fwd - gpu_fwd) + (bwd - gpu_bwd), max(0.0, compute - nominal),
                       sim.hardware_flops)
 
 

@@ -32,7 +32,8 @@ class Node:
     ``make(dims)`` returns the op; ``saved(dims)`` the bytes of activations a forward op keeps
     for the backward (None: nothing); ``forward_of``: the forward op a backward op
     differentiates; ``recomputes``: the forward op a ``rcp.`` copy re-runs; ``group``: the
-    process group of a collective.
+    process group of a collective; ``host_ops``: 1 for an op the framework dispatches, 0 for a
+    kernel another op's call launches (Transformer Engine's GEMM chunks and their transfers).
     """
     name: str
     phase: str
@@ -43,6 +44,7 @@ class Node:
     forward_of: str | None = None
     recomputes: str | None = None
     group: str | None = None
+    host_ops: int = 1       # ops the host dispatches for it (0: launched inside another op's call)
 
 
 def _flat(deps):
@@ -58,29 +60,34 @@ class Builder:
     """Collects nodes (in program order: the order each stream runs them) and the data edges
     from each node's ``deps`` (names)."""
 
-    def __init__(self, sp: bool = False):
-        self.sp = sp
+    def __init__(self, sp: bool = False, fp8: bool = False, tp_overlap: int = 0):
+        """``sp``: sequence parallelism; ``fp8``: FP8 linears; ``tp_overlap``: the TP degree
+        when TP communication overlaps the GEMMs (0: it does not)."""
+        self.sp, self.fp8 = sp, fp8
+        self.tp_overlap = self.tp = tp_overlap
         self.phase = "forward"
         self.block = ""
         self.nodes: list[Node] = []
         self.edges: list[tuple[str, str, str]] = []
 
     def add(self, name, make, stream="compute", deps=(), saved=None, forward_of=None,
-            group=None) -> str:
+            group=None, host_ops=1) -> str:
         self.nodes.append(Node(name, self.phase, self.block, stream, make, saved, forward_of,
-                               None, group))
+                               None, group, host_ops))
         self.edges += [(dep, name, DATA) for dep in _flat(deps)]
         if forward_of is not None:
             self.edges.append((forward_of, name, DATA))
         return name
 
-    def gemm(self, name, size, deps=(), saved=None, forward_of=None) -> str:
-        """``size(d)`` -> (m, n, k[, batch[, accumulate]]): (m x k) @ (k x n) in the layer's
-        dtype (see :class:`~tpsim.ops.Gemm`)."""
+    def gemm(self, name, size, deps=(), saved=None, forward_of=None, linear=False,
+             host_ops=1) -> str:
+        """``size(d)`` -> (m, n, k[, batch[, accumulate[, causal]]]): (m x k) @ (k x n) (see
+        :class:`~tpsim.ops.Gemm`), in the activations' dtype, or for a ``linear`` layer's GEMM
+        in ``d.gemm_dtype``."""
         def make(d):
             m, n, k, *rest = size(d)
-            return Gemm(m, n, k, d.dtype, *rest)
-        return self.add(name, make, "compute", deps, saved, forward_of)
+            return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
+        return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops)
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor."""
@@ -89,7 +96,8 @@ class Builder:
             return MemoryBound(nbytes, (rows, cols))
         return self.add(name, make, "compute", deps, saved, forward_of)
 
-    def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp") -> str:
+    def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
+                   host_ops=1) -> str:
         """``op`` on ``group``; by default of the (b*s, h) activation, b*s*h*bytes_per_element.
         ``size(d)`` -> (nbytes, dims, dtype) for anything else."""
         def make(d):
@@ -97,7 +105,7 @@ class Builder:
                 return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype)
             nbytes, dims, dtype = size(d)
             return Collective(op, nbytes, group, dims, dtype)
-        return self.add(name, make, "comm", deps, None, forward_of, group)
+        return self.add(name, make, "comm", deps, None, forward_of, group, host_ops)
 
     def compile(self, group_sizes: dict[str, int], **attrs) -> Template:
         """Fix the structure: drop collectives on one-rank groups, index every node and edge."""
@@ -129,6 +137,7 @@ class Template:
     names: tuple[str, ...] = ()
     node_streams: tuple[str, ...] = ()    # stream name of each node
     forward: tuple[int, ...] = ()         # nodes of the forward phase
+    host_ops: tuple[int, int] = (0, 0)    # ops the host dispatches: forward, backward
     _memo: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -148,7 +157,9 @@ class Template:
         return cls(nodes, tuple(map(tuple, preds)), tuple(map(tuple, succs)), kinds, streams,
                    tuple(streams.index(n.stream) for n in nodes), dict(attrs),
                    tuple(n.name for n in nodes), tuple(n.stream for n in nodes),
-                   tuple(i for i, n in enumerate(nodes) if n.phase == "forward"))
+                   tuple(i for i, n in enumerate(nodes) if n.phase == "forward"),
+                   (sum(n.host_ops for n in nodes if n.phase == "forward"),
+                    sum(n.host_ops for n in nodes if n.phase != "forward")))
 
     def ops(self, dims) -> tuple[Op, ...]:
         """Every node's op at ``dims``, memoised per sizes (a sweep asks for the same ones)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .parallel import Group
+from .placement import LevelSpan, Placement, spans
 from .schema import from_mapping, load_yaml, shipped_or_path, spec
 from .units import GB, TERA, US
 
@@ -21,25 +22,63 @@ DTYPES = tuple(BYTES_PER_ELEMENT)
 
 
 PROTOCOLS = ("simple", "ll", "ll128")
+HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One NCCL wire protocol: its own start-up cost, per-hop latency and share of line rate.
+    """One NCCL wire protocol: its own start-up latency and share of the line rate.
 
     NCCL prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc):
-    LL trades 3/4 of the bandwidth (8-byte stores carrying 4 bytes of data and a flag) for
-    near-zero per-hop synchronisation, which wins for small messages.
+    LL sends 8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no
+    per-step synchronisation), LL128 128-byte lines with 120 bytes of data. Each protocol's
+    per-hop latency is a property of the link it crosses: ``levels[i].hop_latency_us``.
     """
     launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0,
-                           doc="fixed cost of this protocol, us, on top of collective_launch_us")
-    hop_latency_scale: float = spec(gt=0, default=1.0,
-                                    doc="per-hop latency as a multiple of each level's latency_us")
+                           doc="start-up latency of this protocol, us (NCCL tuning.cc baseLat), "
+                               "on top of collective_launch_us")
     bandwidth_fraction: float = spec(gt=0, le=1, default=1.0,
                                      doc="fraction of the link bandwidth the protocol delivers")
 
 
 SIMPLE = Protocol()
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    """A fused (flash) attention kernel's sustained efficiency on this device.
+
+    eff(d, s_kv) = efficiency[d] * s_kv / (s_kv + seq_half_efficiency) (* causal_efficiency):
+    the kernel's best share of the dense peak at head dim d, lost at short key lengths (each
+    query tile streams only s_kv / block keys); a causal kernel runs at ``causal_efficiency`` of
+    that (its query tiles do unequal work) and computes its diagonal key tiles in full:
+    (1 + causal_block / s_kv) times the causal FLOPs (tpsim.compute.attention_exec_flops).
+    """
+    efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
+                                                      "128, 256: the nearest listed is used)")
+    backward_efficiency: dict[str, float] | None = spec(
+        gt=0, le=1, default=None, doc="the backward pass's, when it differs (default: efficiency)")
+    seq_half_efficiency: float = spec(ge=0, default=0.0,
+                                      doc="key length that halves the efficiency")
+    causal_block: float = spec(ge=0, default=0.0,
+                               doc="extra key tokens a causal kernel computes per query on the "
+                                   "diagonal tiles")
+    causal_efficiency: float = spec(gt=0, le=1, default=1.0,
+                                    doc="share of the efficiency a causal kernel keeps")
+
+    def validate(self, source: str, path: str) -> None:
+        for name, table in (("efficiency", self.efficiency),
+                            ("backward_efficiency", self.backward_efficiency or {})):
+            for key in table:
+                if not key.isdigit() or int(key) < 1:
+                    raise ConfigError(source, f"{path}.{name}.{key}", "a head dimension (an integer)")
+
+    def at(self, head_dim: int, backward: bool = False) -> float:
+        """The best efficiency at the listed head dim nearest to ``head_dim``."""
+        table = (self.backward_efficiency if backward and self.backward_efficiency
+                 else self.efficiency)
+        key = min(table, key=lambda k: (abs(int(k) - head_dim), int(k)))
+        return table[key]
 
 
 @dataclass(frozen=True)
@@ -56,9 +95,28 @@ class Device:
                                     doc="fraction of memory bandwidth that elementwise kernels reach")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
                                       doc="fraction of peak FLOP/s that large GEMMs reach")
+    gemm_max_efficiency_fp8: float | None = spec(
+        gt=0, le=1, default=None, doc="the same for fp8 GEMMs (default: gemm_max_efficiency)")
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
-                                           doc="GEMM dimension (m, n or k) at which that dimension "
-                                               "alone halves the efficiency: eff = max * prod d/(d+h)")
+                                           doc="GEMM dimension m or n at which that dimension alone "
+                                               "halves the efficiency (a smooth size curve: "
+                                               "0 where gemm_tile models the size effect)")
+    gemm_k_half_dim: float | None = spec(ge=0, default=None,
+                                         doc="the same for the inner dimension k (each output "
+                                             "tile's fixed prologue and epilogue); default: "
+                                             "gemm_half_efficiency_dim")
+    gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None,
+                                             doc="output tile [rows, cols] of the device's large "
+                                                 "GEMM kernels: null for no tile quantization")
+    sm_count: int | None = spec(ge=1, default=None,
+                                doc="streaming multiprocessors: tiles run in waves of this many")
+    attention_kernels: dict[str, AttentionKernel] | None = spec(
+        default=None, doc="fused attention kernels by name (flash2, flash3), each a mapping of "
+                          "efficiency, backward_efficiency, seq_half_efficiency, causal_block; "
+                          "null: priced with the GEMM efficiency of its per-head products")
+    attention_kernel: str | None = spec(default=None,
+                                        doc="the kernel `--attention fused` runs (a key of "
+                                            "attention_kernels)")
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,
                                   doc="fixed time per compute kernel, us")
     host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0,
@@ -77,7 +135,13 @@ class Device:
             "through device memory, GB/s; null: not modelled")
     collective_protocols: dict[str, Protocol] | None = spec(
         default=None, doc="protocols NCCL may pick (simple, ll, ll128), each a mapping of "
-                          "launch_us, hop_latency_scale, bandwidth_fraction; null: simple only")
+                          "launch_us and bandwidth_fraction; null: simple only")
+    collective_latency_scale: float = spec(
+        gt=0, default=1.0,
+        doc="multiplies every collective latency (launch, protocol start-up, per-hop and NVLS "
+            "step latencies): NCCL's tuning-model latencies hold for Hopper; latency-bound "
+            "protocol steps run at the SM clock, so another device scales them by "
+            "Hopper's clock / its own")
 
     def validate(self, source: str, path: str) -> None:
         for dtype in self.peak_flops:
@@ -87,6 +151,15 @@ class Device:
             if name not in PROTOCOLS:
                 raise ConfigError(source, f"{path}.collective_protocols.{name}",
                                   f"a protocol in {PROTOCOLS}")
+        kernels = self.attention_kernels or {}
+        if self.attention_kernel is not None and self.attention_kernel not in kernels:
+            raise ConfigError(source, f"{path}.attention_kernel",
+                              f"one of attention_kernels ({', '.join(kernels) or 'none listed'})",
+                              self.attention_kernel)
+        if kernels and self.attention_kernel is None:
+            raise ConfigError(source, f"{path}.attention_kernel", "the default of attention_kernels")
+        if self.gemm_tile is not None and len(self.gemm_tile) != 2:
+            raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
         if self.collective_protocols and "simple" not in self.collective_protocols:
             raise ConfigError(source, f"{path}.collective_protocols",
                               "a 'simple' entry (hierarchical and NVLS algorithms run on it)")
@@ -122,66 +195,46 @@ class Level:
     bandwidth_Bps: float = spec("bandwidth_GBps", scale=GB, gt=0,
                                 doc="per device (innermost level) or per NIC, per direction, GB/s")
     latency_s: float = spec("latency_us", scale=US, ge=0,
-                            doc="per-hop latency of one pipelined collective step, us")
+                            doc="per-hop latency of a pipelined step, us: every algorithm/"
+                                "protocol pair hop_latency_us does not list, and kernels outside "
+                                "NCCL (the custom all-reduce's barrier)")
     nics_per_node: int | None = spec(ge=1, default=None,
                                      doc="outer levels: NICs per node that carry this level's "
                                          "traffic (default: one per device)")
     efficiency: Efficiency = spec(default=Efficiency(), doc="per-algorithm fraction of line rate")
     in_switch_reduction: bool = spec(default=False,
                                      doc="the switch can reduce (NVLink SHARP / NVLS on NVSwitch 3)")
+    hop_latencies: dict[str, dict[str, float]] | None = spec(
+        "hop_latency_us", scale=US, ge=0, default=None,
+        doc="per-hop latency by algorithm (ring, tree, nvls, nvls_tree) and protocol (simple, "
+            "ll, ll128), us: NCCL tuning.cc hwLat for this link type; a pair not listed takes "
+            "latency_us; nvls is paid once per collective, not per hop")
+    nvls_step_s: float = spec("nvls_step_us", scale=US, ge=0, default=0.0,
+                               doc="in_switch_reduction: fixed cost of one NVLS pipeline step "
+                                   "(flag wait and switch round trip), us")
+    nvls_chunk_bytes: int = spec(ge=1, default=131072,
+                                 doc="in_switch_reduction: largest NVLS chunk, bytes "
+                                     "(NCCL_NVLS_CHUNKSIZE)")
+    nvls_channels: int = spec(ge=1, default=16,
+                              doc="in_switch_reduction: channels (CTAs) NVLS runs on "
+                                  "(NCCL_NVLS_NCHANNELS)")
     inter_node: bool | None = spec(default=None,
                                    doc="a hop at this level leaves the node through its NICs; "
                                        "default: every level but the innermost")
 
+    def validate(self, source: str, path: str) -> None:
+        for algo, protos in (self.hop_latencies or {}).items():
+            if algo not in HOP_ALGORITHMS:
+                raise ConfigError(source, f"{path}.hop_latency_us.{algo}",
+                                  f"an algorithm in {HOP_ALGORITHMS}")
+            for proto in protos:
+                if proto not in PROTOCOLS:
+                    raise ConfigError(source, f"{path}.hop_latency_us.{algo}.{proto}",
+                                      f"a protocol in {PROTOCOLS}")
 
-@dataclass(frozen=True)
-class LevelSpan:
-    """How a group spreads over one level of the hierarchy (see :meth:`Topology.place`)."""
-    level: Level
-    index: int            # 0 = innermost
-    fanout: int           # units of the level below that the group uses inside one unit here
-    units: int            # distinct units of the level below that the group touches in total
-    devices_per_unit: int  # group members inside one unit of the level below
-    ports: float          # links out of one unit of the level below that carry this group
-                          # (NICs, or devices; a fraction when groups share a NIC)
-
-    @property
-    def inter_node(self) -> bool:
-        """A hop at this level leaves the node (the level's ``inter_node``)."""
-        return bool(self.level.inter_node)
-
-    @property
-    def unit_bandwidth_Bps(self) -> float:
-        """Aggregate bandwidth out of one unit of the level below, per direction."""
-        return self.ports * self.level.bandwidth_Bps
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a process group's ranks sit: the levels it crosses, innermost first.
-
-    Computed once per group by :meth:`Topology.place` and shared by every algorithm that prices
-    a collective on it. ``spans`` holds only the levels the group crosses (fanout > 1): a group
-    inside one node has a single (intra-node) span; a group of one rank has none.
-    """
-    group: Group
-    spans: tuple[LevelSpan, ...]
-
-    @property
-    def size(self) -> int:
-        return self.group.size
-
-    @property
-    def crosses_nodes(self) -> bool:
-        return any(s.inter_node for s in self.spans)
-
-    @property
-    def intra_node(self) -> tuple[LevelSpan, ...]:
-        return tuple(s for s in self.spans if not s.inter_node)
-
-    @property
-    def inter_node(self) -> tuple[LevelSpan, ...]:
-        return tuple(s for s in self.spans if s.inter_node)
+    def hop_latency_s(self, algorithm: str, protocol: str) -> float:
+        """Latency of one step of ``algorithm`` with ``protocol`` across this level, s."""
+        return (self.hop_latencies or {}).get(algorithm, {}).get(protocol, self.latency_s)
 
 
 @dataclass(frozen=True)
@@ -247,30 +300,8 @@ class Topology:
                 raise ConfigError(self.path or self.name, "levels",
                                   f"at most {self.max_ranks} ranks in this topology",
                                   max(last + 1, group.world))
-            hit = self._placements[key] = Placement(group, tuple(self._spans(group)))
+            hit = self._placements[key] = Placement(group, spans(self.levels, group))
         return Placement(group, hit.spans) if hit.group != group else hit
-
-    def _spans(self, group: Group):
-        ranks = group.ranks
-        below = 1                     # devices in one unit of the level below
-        for i, lv in enumerate(self.levels):
-            per_below: dict[int, int] = {}          # unit below -> members inside it
-            for r in ranks:
-                per_below[r // below] = per_below.get(r // below, 0) + 1
-            per_here: dict[int, int] = {}           # unit here -> units below it touches
-            for u in per_below:
-                per_here[u // lv.size] = per_here.get(u // lv.size, 0) + 1
-            fanout, members = max(per_here.values()), max(per_below.values())
-            if i == 0:
-                ports = 1.0                          # a device's own links
-            else:
-                nics = below if lv.nics_per_node is None else lv.nics_per_node
-                active = min(group.world, below)     # job ranks in one unit below
-                ports = min(nics, members, nics * members / active)
-            if fanout > 1:
-                yield LevelSpan(lv, i, fanout, len(per_below), members, ports)
-            below *= lv.size
-
 
 def shipped_dir() -> Path:
     """topologies/ in a source checkout, or its copy inside an installed wheel."""

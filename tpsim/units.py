@@ -8,6 +8,7 @@ YAML as GB/s with the /8 shown in its comment.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import ConfigError
@@ -28,16 +29,23 @@ _SIZE_UNITS = {
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
+MAX_BYTES = 2**50   # 1 PiB: no buffer one collective moves comes near it
+
+
 def parse_size(text: str | int | float, source: str = "--bytes") -> int:
-    """'64MiB' -> 67108864. K/M/G/T alone are binary (as nccl-tests' -b/-e); KB/MB/GB decimal."""
+    """'64MiB' -> 67108864. K/M/G/T alone are binary (as nccl-tests' -b/-e); KB/MB/GB decimal.
+    At most MAX_BYTES (1 PiB)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value, unit = float(text), ""
+        value, unit = (float(text) if isinstance(text, float) or abs(text) <= MAX_BYTES
+                       else math.inf), ""
     else:
-        m = _SIZE_RE.match(str(text))
+        m = _SIZE_RE.match(str(text)) if isinstance(text, str) else None
         if not m or m.group(2).upper() not in _SIZE_UNITS:
             raise ConfigError(source, "", "a size such as 4096, 64MiB, 1.5GB or 8G", text)
         value, unit = float(m.group(1)), m.group(2).upper()
     nbytes = value * _SIZE_UNITS[unit]
+    if not math.isfinite(nbytes) or nbytes > MAX_BYTES:
+        raise ConfigError(source, "", f"a finite size of at most {MAX_BYTES} bytes (1 PiB)", text)
     if nbytes <= 0 or nbytes != int(nbytes):
         raise ConfigError(source, "", "a positive whole number of bytes", text)
     return int(nbytes)

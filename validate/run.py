@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = _Parser(prog="validate/run.py", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="out/validate", help="directory for calibrated.yaml and reports")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~3 min on CPU)")
+    mode.add_argument("--quick", action="store_true", help="fewer sizes and repeats (1.5-2.5 min on CPU, 2 ranks)")
     mode.add_argument("--smoke", action="store_true",
                       help="tiny shapes, for tests: checks the plumbing, not the accuracy")
     p.add_argument("--topology", default=None, metavar="YAML",

@@ -1,13 +1,107 @@
-"""What every subcommand module shares: the one-line-error argument parser."""
+"""What every subcommand module shares: the one-line-error argument parser, bounded integer
+flags, flags that may be given once, JSON that is JSON, warnings on stderr."""
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
 
-from ..errors import TpsimError
+from ..errors import TpsimError, clip
+from ..schema import MAX_INT
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each flag's default appended (unless the help already says it or
+    there is none to say); choices show in the flag's own line, {a,b,c}."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or \
+                default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: {default})"
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line with exit code 2 (no usage dump)."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise TpsimError(f"{self.prog}: {message}")
+        raise TpsimError(clip(f"{self.prog}: {message}", 600))
+
+    def _get_formatter(self):
+        # argparse builds a formatter for every add_argument, each asking the terminal its
+        # width: ask once per process
+        return self.formatter_class(prog=self.prog, width=_terminal_width())
+
+
+_WIDTH: list[int] = []
+
+
+def _terminal_width() -> int:
+    if not _WIDTH:
+        import shutil
+        _WIDTH.append(shutil.get_terminal_size().columns - 2)
+    return _WIDTH[0]
+
+
+def positive_int(text: str) -> int:
+    """An integer flag: 1 .. MAX_INT (a count of layers, tokens, GPUs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {clip(repr(text), 60)}")
+    if not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer at most {MAX_INT}, got "
+                                         f"{clip(repr(text), 60)}")
+    return value
+
+
+def lower(text: str) -> str:
+    """Case-insensitive names: --protocol LL128 as NCCL_PROTO writes it."""
+    return text.lower()
+
+
+class StoreOnce(argparse.Action):
+    """A flag that takes one value: given twice is an error, never last-wins."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_once", {})
+        if self.dest in given:
+            parser.error(f"argument {option_string}: given twice ({clip(given[self.dest], 80)!r}"
+                         f" and {clip(values, 80)!r}); it takes one value")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+def _non_finite(obj, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in a JSON-bound object, else None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return f"{path or 'value'} = {obj}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        hit = _non_finite(v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}".lstrip("."))
+        if hit:
+            return hit
+    return None
+
+
+def dump_json(obj, flag: str = "--json") -> str:
+    """``obj`` as strict JSON (no NaN or Infinity, which JSON does not have): a non-finite
+    number is a TpsimError naming where it is."""
+    try:
+        return json.dumps(obj, indent=2, allow_nan=False)
+    except ValueError:
+        raise TpsimError(f"{flag}: the result holds a non-finite number "
+                         f"({_non_finite(obj)}), which JSON cannot carry; check the inputs") from None
+
+
+def warn(text: str) -> None:
+    """One warning line on stderr (the report on stdout keeps its own WARNING lines)."""
+    print(f"tpsim: warning: {text}", file=sys.stderr)

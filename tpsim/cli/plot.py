@@ -1,29 +1,32 @@
 """`tpsim plot`: figures (PNG or SVG) with the CSV of their numbers beside them."""
 from __future__ import annotations
 
-from ..collectives import OPS
-from .common import Parser
+from ..collectives import ALGORITHMS, OPS
+from ..figure_data import FORMATS
+from .common import Parser, StoreOnce, lower, positive_int
+from ..recompute import RECOMPUTE
+from .predict import DTYPES
 
 
-def add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="figures (PNG or SVG) with the CSV of their numbers beside them")
+def fill_plot(p) -> None:
     kinds = p.add_subparsers(dest="figure", required=True, parser_class=Parser)
 
     def figure(name: str, help: str, func):
         q = kinds.add_parser(name, help=help)
-        q.add_argument("--out", required=True, help="image file; its CSV is written beside it")
-        q.add_argument("--format", choices=["png", "svg"], default=None,
+        q.add_argument("--out", required=True, help="image file (.png, .svg or .pdf); its CSV "
+                       "is written beside it, missing directories are created")
+        q.add_argument("--format", choices=FORMATS, default=None,
                        help="image format (default: the --out suffix, else png)")
-        q.set_defaults(func=func)
+        q.set_defaults(func=_output_checked(func))
         return q
 
     q = figure("collective", "time and busbw against message size", _cmd_plot_collective)
     q.add_argument("--topology", action="append", help="repeat to compare (default: dgx-h100)")
-    q.add_argument("--op", default="all-reduce",
-                   choices=OPS)
-    q.add_argument("--ranks", type=int, default=None, help="group size (default: one node)")
-    q.add_argument("--algo", action="append",
-                   help="auto, ring, tree, hierarchical, nvls, or all; repeat to compare (default: auto)")
+    q.add_argument("--op", default="all-reduce", choices=OPS, help="collective operation")
+    q.add_argument("--ranks", type=positive_int, default=None,
+                   help="group size (default: one node)")
+    q.add_argument("--algo", action="append", type=lower, choices=("auto", *ALGORITHMS, "all"),
+                   help="repeat to compare; all: every algorithm that applies (default: auto)")
     q.add_argument("--min-bytes", default="1KiB", help="smallest size (nccl-tests' -b)")
     q.add_argument("--max-bytes", default="8GiB", help="largest size (nccl-tests' -e)")
     q.add_argument("--measured", default=None,
@@ -33,25 +36,82 @@ def add_plot(sub) -> None:
     _add_plot_layer_args(q, topology="repeat to compare (default: dgx-h100, dgx-h100-ndr-cluster)")
     q = figure("breakdown", "where one layer's time goes, per op", _cmd_plot_breakdown)
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100)")
-    q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
+    q.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree")
     q = figure("tp-vs-dp", "bytes and time per step: TP activations against DP gradients",
                _cmd_plot_tp_vs_dp)
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100-ndr-cluster)")
-    q.add_argument("--micro-batches", type=int, default=1,
+    q.add_argument("--micro-batches", type=positive_int, default=1,
                    help="micro-batches per step (TP communicates per micro-batch, DP per step)")
+    q = figure("pipeline", "one training step's schedule per stage: chunks, p2p, DP, bubble",
+               _cmd_plot_pipeline)
+    _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-a100-hdr-cluster)")
+    q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
+    from .predict import _add_step_args
+    _add_step_args(q)
     q = figure("validation", "predicted against measured per validated layer", _cmd_plot_validation)
     q.add_argument("--report", required=True, help="a report.json written by validate/run.py")
+    _add_plot_infer(figure("infer", "time per output token against batch for TP 1/2/4/8",
+                           _cmd_plot_infer))
+
+
+def _add_plot_infer(q) -> None:
+    q.add_argument("--model", default="llama2-70b", action=StoreOnce,
+                   help="shipped name, YAML path or Hugging Face config.json")
+    q.add_argument("--topology", action="append",
+                   help="repeat to compare (default: dgx-h100, dgx-a100)")
+    q.add_argument("--prompt", type=positive_int, default=2048, help="prompt tokens per sequence")
+    q.add_argument("--gen", type=positive_int, default=256, help="tokens generated per sequence")
+    q.add_argument("--dtype", default="bf16", help="GEMMs: bf16, fp16 or fp8")
+    q.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: --dtype)")
+    q.add_argument("--allreduce", default="nccl", help="nccl or custom")
+    q.add_argument("--eager", action="store_true", help="no CUDA graphs")
+
+
+def _cmd_plot_infer(args) -> None:
+    from .. import plot
+    from ..figure_data import infer_sweep, load_topologies
+    topos = load_topologies(args.topology or ["dgx-h100", "dgx-a100"])
+    table = infer_sweep(args.model, topos, prompt=args.prompt, gen=args.gen, dtype=args.dtype,
+                        kv_dtype=args.kv_dtype, allreduce=args.allreduce, eager=args.eager)
+    _plot_done(*plot.save(plot.infer_figure(table), table, args.out, args.format))
 
 
 def _add_plot_layer_args(q, topology: str) -> None:
-    q.add_argument("--model", default="gpt3", help="shipped name or YAML path (default: gpt3)")
-    q.add_argument("--topology", action="append" if "repeat" in topology else "store",
+    q.add_argument("--model", default="gpt3", action=StoreOnce,
+                   help="shipped name, YAML path or Hugging Face config.json")
+    q.add_argument("--topology", action="append" if "repeat" in topology else StoreOnce,
                    help=topology)
-    q.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
-    q.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's)")
-    q.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
+    q.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
+    q.add_argument("--seq", type=positive_int, default=None,
+                   help="sequence length (default: the model's)")
+    q.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="training dtype (default: the first of these the device lists)")
     q.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism")
-    q.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
+    q.add_argument("--recompute", default="none", choices=RECOMPUTE,
+                   help="activation recomputation")
+
+
+def _output_checked(func):
+    """``func`` after a check of --out and --format, so a bad name fails before any work."""
+    def run(args) -> None:
+        from ..errors import ConfigError
+        from ..figure_data import output_paths
+        written = output_paths(args.out, args.format)
+        for flag in ("measured", "report"):
+            given = getattr(args, flag, None)
+            if given and any(_same_file(given, w) for w in written):
+                raise ConfigError("--out", "", f"files other than --{flag} (writing there would "
+                                  "overwrite it)", args.out)
+        func(args)
+    return run
+
+
+def _same_file(a, b) -> bool:
+    from pathlib import Path
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def plot_settings(args) -> dict:
@@ -86,6 +146,16 @@ def _cmd_plot_tp_vs_dp(args) -> None:
     table = tp_vs_dp(args.model, load_topology(args.topology or "dgx-h100-ndr-cluster"),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
+
+
+def _cmd_plot_pipeline(args) -> None:
+    from .. import plot
+    from ..figure_pipeline import pipeline
+    from ..topology import load_topology
+    from .predict import _step_kwargs
+    table = pipeline(args.model, load_topology(args.topology or "dgx-a100-hdr-cluster"), args.tp,
+                     **plot_settings(args), **_step_kwargs(args))
+    _plot_done(*plot.save(plot.pipeline_figure(table), table, args.out, args.format))
 
 
 def _plot_done(image, csv_path) -> None:

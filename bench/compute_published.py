@@ -1,0 +1,163 @@
+"""tpsim's GEMM and attention kernels against published benchmarks: the fit and the checks.
+
+    python bench/compute_published.py
+
+Reads tests/data/published_compute/{gemm,attention}.csv (sources in the README there). For each
+device it fits, on the rows marked ``fit`` only, the parameters the topology YAML then carries:
+
+* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile`` and ``sm_count`` come from
+  the hardware, not from a fit), by least squares on log(predicted / measured) over a grid of
+  k_half with the best efficiency in closed form (the geometric mean of measured / predicted);
+* attention: per kernel, the efficiency per head dim and ``seq_half_efficiency`` on the
+  non-causal rows, then ``causal_efficiency`` and ``causal_block`` on the causal rows of the
+  smallest head dim only (the other head dims' causal rows are the check).
+
+Then it prices every row, ``fit`` and ``check``, through tpsim.compute itself and prints the
+error: only the ``check`` rows are evidence. Predictions use the shipped topologies' values, so
+after pasting a refit into the YAML the printed errors are those of the shipped model.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+
+from tpsim.compute import attention_exec_flops, attention_time, gemm_time
+from tpsim.ops import Attention
+from tpsim.topology import AttentionKernel, load_topology
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_compute"
+TOPOLOGY = {"H100-SXM5-80GB": "dgx-h100", "A100-SXM4-80GB": "dgx-a100"}
+K_HALF_GRID = [float(x) for x in range(0, 1001, 5)]
+SEQ_HALF_GRID = [float(x) for x in range(0, 2001, 8)]
+
+
+def rows(name: str) -> list[dict]:
+    with open(DATA / name) as f:
+        return list(csv.DictReader(f))
+
+
+def gemm_tflops(r: dict, device) -> float:
+    m, n, k, b = (int(r[c]) for c in ("m", "n", "k", "batch"))
+    return 2.0 * m * n * k * b / gemm_time(m, n, k, device, r["dtype"], b) / 1e12
+
+
+def _log_fit(measured: list[float], predict) -> tuple[float, float]:
+    """Scale s minimising sum log^2(s * predicted / measured), and that sum."""
+    logs = [math.log(m / p) for m, p in zip(measured, predict)]
+    scale = math.exp(statistics.fmean(logs))
+    return scale, sum((lg - math.log(scale)) ** 2 for lg in logs)
+
+
+def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
+    """(gemm_max_efficiency, gemm_k_half_dim) best on ``fit_rows``."""
+    measured = [float(r["tflops"]) for r in fit_rows]
+    best = None
+    for k_half in K_HALF_GRID:
+        dev = dataclasses.replace(device, gemm_max_efficiency=1.0, gemm_k_half_dim=k_half)
+        scale, err = _log_fit(measured, [gemm_tflops(r, dev) for r in fit_rows])
+        if scale <= 1 and (best is None or err < best[0]):
+            best = (err, scale, k_half)
+    return best[1], best[2]
+
+
+def attention_tflops(r: dict, device, kernel: str) -> float:
+    """TFLOP/s in FlashAttention's convention (forward 4 b s^2 h d, halved causal; backward 2.5x):
+    forward + backward for ``flash2`` rows, forward only for ``flash3-fwd`` rows."""
+    s, d, causal = int(r["seq"]), int(r["head_dim"]), r["causal"] == "1"
+    b, heads = 16384 // s, 2048 // d
+    fa_fwd = 4.0 * b * s * s * heads * d / (2 if causal else 1)
+    total, work = 0.0, 0.0
+    for backward in ((False,) if r["kernel"].endswith("fwd") else (False, True)):
+        op = Attention(b, heads, heads, s, s, d, "bf16", causal, backward, kernel)
+        k = device.attention_kernels[kernel]
+        flops = attention_exec_flops(op.flops, causal, backward, s, k.causal_block, op.full_flops)
+        total += attention_time(flops, op.bytes, s, s, d, device, "bf16", backward, kernel, causal)
+        work += fa_fwd * (FA_BACKWARD if backward else 1.0)
+    return work / total / 1e12
+
+
+FA_BACKWARD = 2.5
+
+
+def fit_attention(device, kernel: str, fit_rows: list[dict]) -> AttentionKernel:
+    """Efficiency per head dim and seq_half_efficiency on the non-causal ``fit_rows``, then
+    causal_efficiency and causal_block on the causal ones."""
+    plain = [r for r in fit_rows if r["causal"] == "0"]
+    best = None
+    for seq_half in SEQ_HALF_GRID:
+        eff, err = {}, 0.0
+        for d in sorted({r["head_dim"] for r in plain}):
+            sub = [r for r in plain if r["head_dim"] == d]
+            dev = _with_kernel(device, kernel, AttentionKernel({d: 1.0}, None, seq_half))
+            scale, e = _log_fit([float(r["tflops"]) for r in sub],
+                                [attention_tflops(r, dev, kernel) for r in sub])
+            eff[d], err = round(min(scale, 1.0), 3), err + e
+        if best is None or err < best[0]:
+            best = (err, AttentionKernel(eff, None, seq_half))
+    k = best[1]
+    causal = [r for r in fit_rows if r["causal"] == "1"]
+    if not causal:
+        return k
+    best = None
+    for block in BLOCK_GRID:
+        trial = dataclasses.replace(k, causal_block=block)
+        dev = _with_kernel(device, kernel, trial)
+        scale, e = _log_fit([float(r["tflops"]) for r in causal],
+                            [attention_tflops(r, dev, kernel) for r in causal])
+        if scale <= 1 and (best is None or e < best[0]):
+            best = (e, dataclasses.replace(trial, causal_efficiency=round(scale, 3)))
+    return best[1]
+
+
+BLOCK_GRID = [float(x) for x in range(0, 1025, 16)]
+
+
+def _with_kernel(device, name: str, kernel: AttentionKernel):
+    kernels = {**(device.attention_kernels or {}), name: kernel}
+    return dataclasses.replace(device, attention_kernels=kernels, attention_kernel=name)
+
+
+def report(title: str, table: list[tuple[dict, float, float]]) -> None:
+    print(f"\n{title}")
+    for role in ("fit", "check"):
+        errs = [p / m - 1 for r, m, p in table if r["role"] == role]
+        if errs:
+            print(f"  {role:5s} rows: {len(errs):3d}   median |error| "
+                  f"{statistics.median(map(abs, errs)):6.1%}   max {max(map(abs, errs)):6.1%}")
+    for r, m, p in table:
+        label = " ".join(f"{k}={r[k]}" for k in r if k not in ("device", "tflops", "role", "source"))
+        print(f"    {r['role']:5s} {label:58s} measured {m:7.1f}  tpsim {p:7.1f}  {p / m - 1:+6.1%}")
+
+
+def main() -> None:
+    gemms, attns = rows("gemm.csv"), rows("attention.csv")
+    for device_name, topo_name in TOPOLOGY.items():
+        dev = load_topology(topo_name).device
+        mine = [r for r in gemms if r["device"] == device_name]
+        eff, k_half = fit_gemm(dev, [r for r in mine if r["role"] == "fit" and r["dtype"] != "fp8"])
+        print(f"{device_name}: GEMM fit on its 'fit' rows: gemm_max_efficiency {eff:.3f}, "
+              f"gemm_k_half_dim {k_half:g} (shipped: {dev.gemm_max_efficiency:g}, "
+              f"{dev.gemm_k_half_dim})")
+        report(f"{device_name} GEMMs, shipped {topo_name} (TFLOP/s)",
+               [(r, float(r["tflops"]), gemm_tflops(r, dev)) for r in mine])
+        for kernel in sorted({r["kernel"] for r in attns if r["device"] == device_name}):
+            name = kernel.removesuffix("-fwd")
+            sub = [r for r in attns if r["device"] == device_name and r["kernel"] == kernel]
+            k = fit_attention(dev, name, [r for r in sub if r["role"] == "fit"])
+            print(f"\n{device_name} {kernel}: fit on its 'fit' rows: efficiency "
+                  f"{k.efficiency}, seq_half_efficiency {k.seq_half_efficiency:g}, "
+                  f"causal_efficiency {k.causal_efficiency:g}, causal_block {k.causal_block:g}")
+            if not dev.attention_kernels or name not in dev.attention_kernels:
+                print(f"  ({topo_name} lists no {name} kernel: checks use the fit)")
+                dev_k = _with_kernel(dev, name, k)
+            else:
+                dev_k = dev
+            report(f"{device_name} {kernel} (TFLOP/s, FlashAttention's convention)",
+                   [(r, float(r["tflops"]), attention_tflops(r, dev_k, name)) for r in sub])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""FP8 training (Transformer Engine's fp8 linears) and TP communication overlap (userbuffers)
+in the layer's op graph: what runs in which dtype, which ops appear, and what they cost."""
+from __future__ import annotations
+
+import pytest
+
+from tpsim.errors import ConfigError
+from tpsim.graph import layer_graph
+from tpsim.linears import RS_SPLITS
+from tpsim.model import load_model
+from tpsim.predict import predict, predict_layer
+
+
+def _ops(g):
+    return {n: a["op"] for n, a in g.nodes(data=True)}
+
+
+def test_fp8_runs_the_linears_in_fp8_and_the_rest_in_bf16():
+    """The four linears' GEMMs (forward, dgrad, wgrad) in fp8; attention, norms and collectives
+    in bf16 (SP's gathered inputs in fp8); a cast-transpose before fwd.proj and fwd.mlp_out and
+    before every linear's backward: read 2, write 1 + 1 bytes per element."""
+    m = load_model("llama3-8b")
+    g = layer_graph(m, 4, 1, 1024, "fp8", sequence_parallel=True)
+    ops = _ops(g)
+    for lin in ("qkv", "proj", "mlp_in", "mlp_out"):
+        assert ops[f"fwd.{lin}"].dtype == ops[f"bwd.{lin}.dgrad"].dtype == "fp8"
+        assert ops[f"bwd.{lin}.wgrad"].dtype == "fp8"
+        assert f"bwd.{lin}.cast" in ops
+    assert ops["fwd.attn"].dtype == "bf16" and ops["fwd.proj.reduce-scatter"].dtype == "bf16"
+    assert ops["fwd.qkv.all-gather"].dtype == "fp8"
+    assert ops["fwd.qkv.all-gather"].nbytes == 1024 * 4096          # b*s*h, one byte each
+    assert ops["fwd.proj.cast"].nbytes == 1024 * 1024 * (2 + 2)     # (T x q), q = 32*128/4
+    plain = _ops(layer_graph(m, 4, 1, 1024, "bf16", sequence_parallel=True))
+    assert not [n for n in plain if n.endswith(".cast")]
+
+
+def test_fp8_is_faster_on_hopper_and_needs_an_fp8_peak():
+    """H100 lists fp8 (1979 TFLOP/s): the layer is faster than bf16; A100 has no fp8 peak: the
+    error names --dtype. FP8 keeps the bf16 weights plus the fp8 copy and its transpose."""
+    bf16 = predict("llama3-8b", "dgx-h100", tp=4, seq_len=4096, dtype="bf16")
+    fp8 = predict("llama3-8b", "dgx-h100", tp=4, seq_len=4096, dtype="fp8")
+    assert fp8.layer.total_s < bf16.layer.total_s
+    assert fp8.memory.weights_bytes == 2 * bf16.memory.weights_bytes
+    with pytest.raises(ConfigError, match="--dtype"):
+        predict("llama3-8b", "dgx-a100", tp=4, dtype="fp8")
+
+
+def test_tp_overlap_chunks_the_gemms():
+    """With TP 8: each column-parallel forward GEMM in 8 row chunks fed by 7 shard copies on the
+    copy engines; each row-parallel GEMM in 4 chunks, each followed by its reduce-scatter; the
+    row-parallel dgrads as ring exchanges too. The chunks add no host-dispatched op."""
+    m = load_model("gpt3")
+    on = layer_graph(m, 8, 1, 2048, "bf16", sequence_parallel=True)
+    g = _ops_graph(m, overlap=True)
+    chunks = [n for n in g if n.startswith("fwd.qkv.chunk")]
+    copies = [n for n in g if n.startswith("fwd.qkv.p2p")]
+    assert len(chunks) == 7 and len(copies) == 7
+    assert {g.nodes[n]["stream"] for n in copies} == {"copy"}
+    assert len([n for n in g if n.startswith("fwd.proj.reduce-scatter")]) == RS_SPLITS
+    assert "fwd.qkv.all-gather" not in g and "fwd.qkv.all-gather" in on
+    assert "bwd.proj.dgrad.p2p7" in g
+
+
+def _ops_graph(m, overlap):
+    from tpsim.dims import layer_dims
+    from tpsim.graph import layer_template
+    tpl = layer_template(True, True, dropout=True, bias=True, tp_overlap=8 if overlap else 0)
+    return tpl.digraph(layer_dims(m, 8, 1, 2048, "bf16", True))
+
+
+def test_tp_overlap_hides_the_sequence_parallel_collectives():
+    """GPT-3 175B, TP 8, SP on H100: overlap cuts the exposed communication; the host issues
+    fewer ops (the sequence-parallel collectives run inside Transformer Engine's GEMM calls:
+    forward 14 -> 10, the 2 all-gathers and 2 reduce-scatters; backward 26 -> 24, the row
+    linears' gathers); overlap needs SP."""
+    off = predict_layer("gpt3", "dgx-h100", tp=8, sequence_parallel=True)
+    on = predict_layer("gpt3", "dgx-h100", tp=8, sequence_parallel=True, tp_comm_overlap=True)
+    assert on.exposed_comm_s < off.exposed_comm_s / 3
+    assert on.total_s < off.total_s
+    from tpsim.graph import layer_template
+    a = layer_template(True, True, dropout=True, bias=True)
+    b = layer_template(True, True, dropout=True, bias=True, tp_overlap=8)
+    assert a.host_ops == (14, 26) and b.host_ops == (10, 24)
+    with pytest.raises(ConfigError, match="--tp-comm-overlap"):
+        predict_layer("gpt3", "dgx-h100", tp=8, tp_comm_overlap=True)

@@ -1,0 +1,79 @@
+"""The chunked pipeline of NCCL's NVLS (NVLink SHARP) all-reduce: why its bus bandwidth climbs
+with message size.
+
+NVLS splits the buffer over ``ops = channels x heads`` concurrent pipelines (``nvls_channels``
+CTAs, one head per GPU of the node) and moves each in chunks of ``c`` bytes. A chunk goes
+through ``STAGES = 2`` stages: the switch reduces it (``multimem.ld_reduce``) and multicasts
+the result (``multimem.st``). Every pipeline step costs a fixed ``step`` (flag wait and switch
+round trip, ``nvls_step_us``) plus the step's bytes at the link rate, and the pipeline takes
+``m + STAGES - 1`` steps for ``m = S / (ops c)`` chunks per pipeline::
+
+    transfer + pipeline = (m + 1) * (step + w c ops / B)
+                        = w S / B  +  m step  +  (step + w c ops / B)
+
+with ``w = 1 + 1/n`` the bytes per direction per byte of ``S`` (:func:`nvls_wire_factor`) and
+``B`` the link bandwidth times ``efficiency.nvls``. The per-step cost ``m step`` is what keeps
+small and mid-size NVLS below its plateau: it shrinks relative to ``w S / B`` only as the chunk
+grows, and NCCL grows the chunk with the message (:func:`nvls_chunk_bytes`, enqueue.cc
+``calcCollChunking``): 16 KiB below 8 MiB, 32 KiB to 64 MiB, 64 KiB to 1 GiB, then
+``nvls_chunk_bytes`` (128 KiB) on 8 GPUs. Below ``ops x 16 KiB`` a pipeline carries one chunk of
+``S / ops`` bytes: the time is then ``2 (step + w S / B)``.
+"""
+from __future__ import annotations
+
+STAGES = 2                                   # multimem.ld_reduce, then multimem.st
+_STEPS_DOWN = ((64, 65536), (8, 32768), (2, 16384))   # (chunks per op, chunk) in NCCL's rule
+
+
+def nvls_wire_factor(ranks: int) -> float:
+    """Bytes per direction through one GPU's links per byte of the all-reduce buffer.
+
+    Each GPU sends its whole buffer to the switch for reduction and receives its 1/n share of
+    the reduced result, then sends that share back and receives the whole multicast result:
+    ``S + S/n`` each way.
+    """
+    return 1 + 1 / ranks
+
+
+def nvls_chunk_bytes(nbytes: float, ops: int, max_chunk: int) -> int:
+    """NCCL's NVLS chunk size (enqueue.cc calcCollChunking, NCCL 2.21-2.30).
+
+    Start from ``max_chunk`` (NCCL_NVLS_CHUNKSIZE); halve to 64 KiB if S < 64 ops chunk, to
+    32 KiB if S < 8 ops chunk, to 16 KiB if S < 2 ops chunk.
+    """
+    chunk = max_chunk
+    for per_op, smaller in _STEPS_DOWN:
+        if nbytes < per_op * ops * chunk and chunk > smaller:
+            chunk = smaller
+    return chunk
+
+
+def _pipeline(nbytes: float, chunk: int, ops: int, wire: float, step_s: float,
+              bandwidth_Bps: float) -> float:
+    """(m + STAGES - 1)(step + w c ops / B) with c = min(chunk, S/ops), m = S / (ops c)."""
+    c = min(chunk, nbytes / ops)
+    m = nbytes / (ops * c)
+    return (m + STAGES - 1) * (step_s + wire * c * ops / bandwidth_Bps)
+
+
+def nvls_terms(nbytes: float, ranks: int, bandwidth_Bps: float, step_s: float, channels: int,
+               max_chunk: int) -> tuple[float, float]:
+    """(transfer, pipeline) seconds of an NVLS all-reduce of ``nbytes`` on ``ranks`` GPUs.
+
+    transfer = w S / B; pipeline = the rest of ``(m + 1)(step + w c ops / B)``. Where NCCL's
+    rule switches to a larger chunk, a message just above the switch would cost less than one
+    just below it; the time taken is the monotone envelope (never less than the time at the
+    switch with the smaller chunk), so a larger message never finishes sooner.
+    """
+    ops = channels * ranks
+    wire = nvls_wire_factor(ranks)
+    total = _pipeline(nbytes, nvls_chunk_bytes(nbytes, ops, max_chunk), ops, wire, step_s,
+                      bandwidth_Bps)
+    larger = max_chunk
+    for per_op, smaller in _STEPS_DOWN:
+        switch = per_op * ops * larger               # the chunk is `smaller` just below here
+        if larger > smaller and switch <= nbytes:
+            total = max(total, _pipeline(switch, smaller, ops, wire, step_s, bandwidth_Bps))
+        larger = min(larger, smaller)
+    transfer = wire * nbytes / bandwidth_Bps
+    return transfer, total - transfer

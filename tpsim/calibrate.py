@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import compute
-from .ops import Collective
+from .ops import Attention, Collective, Gemm
 from .parallel import Parallelism
 from .price import Pricing, price
 from .topology import Topology
@@ -56,7 +55,7 @@ class Sample:
 class FittedParam:
     path: str
     value: float
-    stderr: float          # nan when the value sits on a bound
+    stderr: float          # nan when the value sits on a bound, inf when no point depends on it
     at_bound: bool
 
 
@@ -160,7 +159,9 @@ def _residuals(topo, params, samples, u):
 
 def _starts(topo, params):
     """Starting points: the topology's own values (clipped into bounds) and each extra start."""
-    base = [min(max(get_param(topo, p.path), p.lower), p.upper) for p in params]
+    values = [get_param(topo, p.path) for p in params]
+    base = [min(max(p.scale if v is None else v, p.lower), p.upper)      # None: a default
+            for v, p in zip(values, params)]
     options = [sorted({b, *p.starts}) for b, p in zip(base, params)]
     return [[v / p.scale for v, p in zip(combo, params)] for combo in itertools.product(*options)]
 
@@ -202,7 +203,9 @@ def _stderr(res, points: int) -> list[float]:
         j = res.jac[:, free]
         s2 = 2 * res.cost / dof
         cov = s2 * np.linalg.pinv(j.T @ j)
-        errors[free] = np.sqrt(np.clip(np.diag(cov), 0, None))
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        se[np.linalg.norm(j, axis=0) < 1e-9] = np.inf      # the points do not depend on it
+        errors[free] = se
     return errors.tolist()
 
 
@@ -213,6 +216,7 @@ def _stderr(res, points: int) -> list[float]:
 COMPUTE_PARAMS = (
     Param("device.gemm_max_efficiency", 1e-6, 1.0, 0.5),
     Param("device.gemm_half_efficiency_dim", 0.0, 4096.0, 64.0, starts=(4.0, 32.0, 256.0)),
+    Param("device.gemm_k_half_dim", 0.0, 4096.0, 64.0),
     Param("device.kernel_launch_s", 0.0, 1e-2, 1e-5),
     Param("device.memory_efficiency", 1e-6, 1.0, 0.5),
 )
@@ -247,23 +251,25 @@ def peak_bound(best_rate: float, stated: float | None) -> tuple[float, str]:
         (" (the stated peak was below a measured rate)" if stated else "")
 
 
-def counted_rate_factor(device, head_dim: int = MAX_HEAD_DIM) -> float:
-    """The fastest rate, in counted FLOPs, of any kernel tpsim prices on ``device``, as a
-    multiple of its peak: a large GEMM's efficiency, or a large fused causal attention
-    kernel's (tpsim.compute.gemm_efficiency at head_dim) over the share of its counted FLOPs it
-    executes (tpsim.compute.attention_exec_flops). Above 1, an MFU above 100% is possible."""
-    big = 1e15
-    gemm = compute.gemm_efficiency(big, big, big, device)
-    executed = min(compute.attention_exec_flops(1.0, True, b) for b in (False, True))
-    return max(gemm, compute.gemm_efficiency(big, big, head_dim, device) / executed)
+def counted_rate_factor(topo: Topology, dtype: str, head_dim: int = MAX_HEAD_DIM) -> float:
+    """The fastest rate, in counted (model) FLOPs, that tpsim prices a kernel at on ``topo``, as
+    a multiple of its ``dtype`` peak: the largest of a large GEMM and large causal fused
+    attention kernels (head_dim 64 to ``head_dim``, forward and backward), each priced by
+    tpsim.price. Above 1, an MFU above 100% is possible."""
+    big = 16384
+    probes = [Gemm(big, big, big, dtype)] + [
+        Attention(1, 8, 8, big, big, d, dtype, True, back)
+        for d in (64, 128, head_dim) for back in (False, True)]
+    times = price_samples(topo, [Sample(p, 1.0) for p in probes])
+    return max(p.flops / (t * topo.device.peak(dtype)) for p, t in zip(probes, times))
 
 
-def bound_counted_rates(topo: Topology) -> tuple[Topology, float]:
+def bound_counted_rates(topo: Topology, dtype: str) -> tuple[Topology, float]:
     """``topo`` with every peak raised by f = :func:`counted_rate_factor` and
     gemm_max_efficiency divided by f when f > 1: every priced time is unchanged (they read the
     product), and no kernel tpsim prices beats the peak in counted FLOPs, so MFU <= 1 for every
     model with head_dim <= MAX_HEAD_DIM. Returns (topology, f)."""
-    f = counted_rate_factor(topo.device)
+    f = counted_rate_factor(topo, dtype)
     if f <= 1.0:
         return topo, 1.0
     dev = topo.device

@@ -131,15 +131,15 @@ def calibrate(run: Run, out: Path, topology: str | None, header: list[str]) -> d
     fits = fit_all(run, topo, bool(topology))
     final, factor = fits[-1].topology, 1.0
     if topology:
-        if C.counted_rate_factor(final.device) > 1:
+        if C.counted_rate_factor(final, run.dtype) > 1:
             peak_note += ("; NOTE: fused causal attention is priced above this peak in counted "
                           "FLOPs, so MFU can exceed 100%")
     else:
-        final, factor = C.bound_counted_rates(final)
+        final, factor = C.bound_counted_rates(final, run.dtype)
         if factor > 1:
             peak_note += (f"; raised x{factor:.3g} (gemm_max_efficiency / {factor:.3g}, times "
-                          "unchanged) to bound fused causal attention, priced at half its counted "
-                          "FLOPs: MFU <= 1")
+                          "unchanged) so that no kernel tpsim prices beats it in counted FLOPs: "
+                          "MFU <= 1")
     summary = []
     for f in fits:
         for p in f.params:

@@ -171,7 +171,7 @@ def _fit_md(report: dict) -> list[str]:
     for p in fit["parameters"]:
         scale, unit = p["unit_scale"], (" " + p["unit"]) if p["unit"] else ""
         se = "on its bound" if p["at_bound"] else (
-            f"{p['stderr'] / scale:.3g}{unit}" if p["stderr"] is not None else "-")
+            f"{p['stderr'] / scale:.3g}{unit}" if p["stderr"] is not None else "not determined")
         lines.append(f"| {p['yaml_key']} | {p['value'] / scale:.4g}{unit} | {se} | "
                      f"{p['fitted_on']} |")
     lines += [""] + [f"- rms log residual {100 * f['rms_log_residual']:.1f}% over {f['points']} "

@@ -53,7 +53,24 @@ def _set(node, keys: list, value, comment: str) -> None:
         node = node[key]
     node[keys[-1]] = value
     if comment and hasattr(node, "yaml_add_eol_comment"):
-        node.yaml_add_eol_comment(comment, keys[-1])
+        _replace_eol_comment(node, keys[-1], comment)
+
+
+def _replace_eol_comment(node, key, comment: str) -> None:
+    """Replace ``key``'s end-of-line comment (and its continuation lines, indented to the same
+    column), keeping the full-line comments after it that introduce the next keys (ruamel.yaml
+    attaches them to this key)."""
+    old = node.ca.items.get(key)
+    token = old[2] if old and len(old) > 2 else None
+    after = []
+    if token is not None:
+        for line in token.value.split("\n")[1:]:
+            if line.strip() and len(line) - len(line.lstrip()) < token.column:
+                after.append(line)
+    node.yaml_add_eol_comment(comment, key)
+    if after:
+        new = node.ca.items[key][2]
+        new.value = new.value.rstrip("\n") + "\n" + "\n".join(after) + "\n"
 
 
 def write_calibrated(source_text: str, topo: Topology, updates: list[tuple[str, float, str]],
@@ -73,7 +90,7 @@ def write_calibrated(source_text: str, topo: Topology, updates: list[tuple[str, 
         dtype, flops, comment = dtype_peak
         peaks = doc["device"].setdefault("peak_tflops", {})
         peaks[dtype] = _round(flops / 1e12)
-        doc["device"].yaml_add_eol_comment(comment, "peak_tflops")
+        _replace_eol_comment(doc["device"], "peak_tflops", comment)
     if header:
         doc.yaml_set_start_comment("\n".join(header))
     out = io.StringIO()
@@ -88,6 +105,8 @@ def fitted_comment(stderr: float, value: float, at_bound: bool, on: str, scale: 
     """'fitted on <on>: +- <se> <unit> (1 s.e.)', or a note that it ended on its bound."""
     if at_bound:
         return f"fitted on {on}; ended on its bound"
+    if math.isinf(stderr):
+        return f"not determined by {on} (no point depends on it): left as it was"
     if not math.isfinite(stderr):
         return f"fitted on {on}"
     rel = f", {100 * stderr / abs(value):.0f}%" if abs(value) > stderr / 10 else ""

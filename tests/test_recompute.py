@@ -187,7 +187,8 @@ def test_cli_recompute(capsys):
 def test_plot_figures_take_recompute():
     """`tpsim plot breakdown --recompute full` prices the layer with its rcp. ops (the 12 forward
     ops of GPT-3 13B with fused attention, no SP, copied); `none` stays out of the figures' settings notes."""
-    from tpsim.cli import build_parser, plot_settings as _plot_settings
+    from tpsim.cli import build_parser
+    from tpsim.cli.plot import plot_settings as _plot_settings
     from tpsim.figure_data import breakdown
     from tpsim.topology import load_topology
     parse = build_parser().parse_args

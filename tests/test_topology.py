@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tpsim.cli import main
 from tpsim.errors import ConfigError
 from tpsim.topology import load_topology, shipped_topologies
 
-from conftest import REPO
+from conftest import REPO, make_topology
 
 REQUIRED = {"dgx-a100", "dgx-h100", "dgx-h200", "dgx-a100-hdr-cluster", "dgx-h100-ndr-cluster"}
 
@@ -161,3 +163,33 @@ def test_collective_sweep_table_and_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 24 and rows[0]["size_bytes"] == 1024 and rows[-1]["size_bytes"] == 8 * 2**30
     assert {"time_us", "algbw_GBps", "busbw_GBps", "algorithm"} <= set(rows[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.integers(0, 500), stride=st.sampled_from([1, 2, 3, 4, 5, 8, 16, 24, 64, 128]),
+       n=st.integers(1, 300), unit=st.sampled_from([1, 2, 3, 4, 7, 8, 16, 64]),
+       size=st.sampled_from([1, 2, 3, 4, 8, 16, 64]))
+def test_placement_counts_equal_counting_every_rank(first, stride, n, unit, size):
+    """The arithmetic behind Topology.place against counting the ranks first + i*stride one by
+    one: units touched, the fullest unit, the most units inside one unit of the level above."""
+    from tpsim.placement import _unit_counts, _units_per_unit
+    per: dict[int, int] = {}
+    for r in range(first, first + n * stride, stride):
+        per[r // unit] = per.get(r // unit, 0) + 1
+    above: dict[int, int] = {}
+    for u in per:
+        above[u // size] = above.get(u // size, 0) + 1
+    assert _unit_counts(first, stride, n, unit) == (len(per), max(per.values()))
+    assert _units_per_unit(first, stride, n, unit, size) == max(above.values())
+
+
+def test_placing_a_billion_ranks_takes_no_time():
+    """No rank is visited: a 2^30-rank group is placed as fast as an 8-rank one."""
+    import time
+    topo = make_topology([{"name": "nvlink", "size": 8, "bandwidth_GBps": 450, "latency_us": 1},
+                          {"name": "ib", "size": 2**27, "bandwidth_GBps": 50, "latency_us": 5,
+                           "nics_per_node": 8}])
+    t0 = time.process_time()
+    nvl, ib = topo.place(2**30).spans
+    assert time.process_time() - t0 < 0.5
+    assert (nvl.fanout, ib.units, ib.fanout, ib.devices_per_unit) == (8, 2**27, 2**27, 8)

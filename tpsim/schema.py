@@ -14,7 +14,6 @@ MAX_FILE_BYTES of UTF-8, each key once, at most MAX_VALUES values once YAML alia
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -197,6 +196,7 @@ def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: st
             _is_file(path):
         return path          # a path: read_text says what is wrong with it, if anything
     if text not in shipped:
+        import difflib                  # only on bad input: kept off the start-up path
         near = difflib.get_close_matches(text, list(shipped), n=3, cutoff=0.6)
         raise ConfigError(flag, "", f"a shipped {kind} ({', '.join(shipped)}) or {files}", text,
                           hint=f"did you mean {' or '.join(near)}?" if near else "")
@@ -280,6 +280,7 @@ def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
     fields = {_yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
     for k in data:
         if k not in fields:
+            import difflib
             close = difflib.get_close_matches(str(k), list(fields), n=1)
             raise ConfigError(source, _join(path, str(k)), "one of the known keys "
                               f"({', '.join(sorted(fields))})",

@@ -74,28 +74,26 @@ def simulate(template: Template, dims, pricing: Pricing,
 
     ``host_dispatch_s``: the host's time to issue one op (default: the device's
     ``host_dispatch_us``; 0 for a step captured in CUDA graphs)."""
-    ops, flops, hardware = template.at(dims)
-    times, formulas, costs = _prices(ops, pricing)
-    dev = pricing.topology.device
-    tl = run(template, times, dev.comm_compute_interference)
-    host = dev.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
-    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
-
-
-_PRICES: dict[tuple, tuple] = {}
-
-
-def _prices(ops: tuple, pricing: Pricing):
-    """:func:`tpsim.price.price_ops`, memoised per (ops tuple, topology object, parallelism): the
-    template memoises its ops per sizes, so a repeated configuration is priced once."""
     topo = pricing.topology
-    key = (id(ops), id(topo), pricing.parallelism)
-    hit = _PRICES.get(key)
-    if hit is None or hit[0] is not ops or hit[1] is not topo:
-        if len(_PRICES) >= 1024:
-            _PRICES.clear()
-        hit = _PRICES[key] = (ops, topo, price_ops(ops, pricing))
-    return hit[2]
+    host = topo.device.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
+    key = (id(template), dims, id(topo), pricing.parallelism, host)
+    hit = _SIMULATIONS.get(key)
+    if hit is not None and hit[0] is template and hit[1] is topo:
+        return hit[2]
+    ops, flops, hardware = template.at(dims)
+    times, formulas, costs = price_ops(ops, pricing)
+    tl = run(template, times, topo.device.comm_compute_interference)
+    sim = Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
+    if len(_SIMULATIONS) >= 1024:
+        _SIMULATIONS.clear()
+    _SIMULATIONS[key] = (template, topo, sim)
+    return sim
+
+
+# Simulations are pure functions of frozen inputs: a sweep, a search or a step asks for the same
+# layer again and again. Each entry holds the template and topology it was made for, so their
+# ids cannot be reused while it lives.
+_SIMULATIONS: dict[tuple, tuple] = {}
 
 
 def _algorithm(cost) -> str:
@@ -120,6 +118,14 @@ def phase_times(sim: Simulation) -> tuple[float, float]:
 
 
 def layer_times(sim: Simulation) -> LayerTimes:
+    """The layer's totals (:func:`_layer_times`), computed once per simulation."""
+    cached = sim.__dict__.get("_layer_times")
+    if cached is None:
+        cached = sim.__dict__["_layer_times"] = _layer_times(sim)
+    return cached
+
+
+def _layer_times(sim: Simulation) -> LayerTimes:
     """The layer's totals (:class:`~tpsim.result.LayerTimes`) from its schedule.
 
     total = forward + backward (:func:`phase_times`); host wait = what the host adds to the GPU's

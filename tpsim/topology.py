@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .parallel import Group
+from .placement import LevelSpan, Placement, spans
 from .schema import from_mapping, load_yaml, shipped_or_path, spec
 from .units import GB, TERA, US
 
@@ -237,56 +238,6 @@ class Level:
 
 
 @dataclass(frozen=True)
-class LevelSpan:
-    """How a group spreads over one level of the hierarchy (see :meth:`Topology.place`)."""
-    level: Level
-    index: int            # 0 = innermost
-    fanout: int           # units of the level below that the group uses inside one unit here
-    units: int            # distinct units of the level below that the group touches in total
-    devices_per_unit: int  # group members inside one unit of the level below
-    ports: float          # links out of one unit of the level below that carry this group
-                          # (NICs, or devices; a fraction when groups share a NIC)
-
-    @property
-    def inter_node(self) -> bool:
-        """A hop at this level leaves the node (the level's ``inter_node``)."""
-        return bool(self.level.inter_node)
-
-    @property
-    def unit_bandwidth_Bps(self) -> float:
-        """Aggregate bandwidth out of one unit of the level below, per direction."""
-        return self.ports * self.level.bandwidth_Bps
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a process group's ranks sit: the levels it crosses, innermost first.
-
-    Computed once per group by :meth:`Topology.place` and shared by every algorithm that prices
-    a collective on it. ``spans`` holds only the levels the group crosses (fanout > 1): a group
-    inside one node has a single (intra-node) span; a group of one rank has none.
-    """
-    group: Group
-    spans: tuple[LevelSpan, ...]
-
-    @property
-    def size(self) -> int:
-        return self.group.size
-
-    @property
-    def crosses_nodes(self) -> bool:
-        return any(s.inter_node for s in self.spans)
-
-    @property
-    def intra_node(self) -> tuple[LevelSpan, ...]:
-        return tuple(s for s in self.spans if not s.inter_node)
-
-    @property
-    def inter_node(self) -> tuple[LevelSpan, ...]:
-        return tuple(s for s in self.spans if s.inter_node)
-
-
-@dataclass(frozen=True)
 class Topology:
     name: str = spec(doc="short name, used by --topology")
     description: str = spec(doc="one line shown by `tpsim topologies`")
@@ -349,30 +300,8 @@ class Topology:
                 raise ConfigError(self.path or self.name, "levels",
                                   f"at most {self.max_ranks} ranks in this topology",
                                   max(last + 1, group.world))
-            hit = self._placements[key] = Placement(group, tuple(self._spans(group)))
+            hit = self._placements[key] = Placement(group, spans(self.levels, group))
         return Placement(group, hit.spans) if hit.group != group else hit
-
-    def _spans(self, group: Group):
-        ranks = group.ranks
-        below = 1                     # devices in one unit of the level below
-        for i, lv in enumerate(self.levels):
-            per_below: dict[int, int] = {}          # unit below -> members inside it
-            for r in ranks:
-                per_below[r // below] = per_below.get(r // below, 0) + 1
-            per_here: dict[int, int] = {}           # unit here -> units below it touches
-            for u in per_below:
-                per_here[u // lv.size] = per_here.get(u // lv.size, 0) + 1
-            fanout, members = max(per_here.values()), max(per_below.values())
-            if i == 0:
-                ports = 1.0                          # a device's own links
-            else:
-                nics = below if lv.nics_per_node is None else lv.nics_per_node
-                active = min(group.world, below)     # job ranks in one unit below
-                ports = min(nics, members, nics * members / active)
-            if fanout > 1:
-                yield LevelSpan(lv, i, fanout, len(per_below), members, ports)
-            below *= lv.size
-
 
 def shipped_dir() -> Path:
     """topologies/ in a source checkout, or its copy inside an installed wheel."""

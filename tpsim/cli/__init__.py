@@ -7,16 +7,27 @@ Any :class:`~tpsim.errors.TpsimError` becomes one line on stderr and exit code 2
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from ..errors import TpsimError
-from .collective import add_collective, cmd_topologies
-from .common import OnlySubcommand, Parser
-from .infer import add_infer
-from .plot import add_plot, plot_settings
-from .predict import add_predict, cmd_models
+from .common import Parser
 
-__all__ = ["main", "build_parser", "plot_settings"]
+__all__ = ["main", "build_parser"]
+
+# name: (help, the module under tpsim/cli/ that adds its arguments, its function)
+COMMANDS = {
+    "topologies": ("list the shipped topologies", "collective", "fill_topologies"),
+    "collective": ("price one collective (or a sweep of sizes) on a topology", "collective",
+                   "fill_collective"),
+    "predict": ("time, communication and memory of a TP transformer: a layer, the model, a "
+                "training step", "predict", "fill_predict"),
+    "infer": ("time to first token, time per output token, tokens/s and memory of serving a TP "
+              "model", "infer", "fill_infer"),
+    "models": ("list the shipped model presets", "predict", "fill_models"),
+    "plot": ("figures (PNG, SVG or PDF) with the CSV of their numbers beside them", "plot",
+             "fill_plot"),
+}
 
 
 # --------------------------------------------------------------------------- main
@@ -27,14 +38,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                      "layer take on a given cluster, and why.")
     parser.add_argument("--version", action="version", version=f"tpsim {_version()}")
     command = next((a for a in argv or () if not a.startswith("-")), None)
-    sub = OnlySubcommand(parser.add_subparsers(dest="command", required=True,
-                                               parser_class=Parser), command)
-    sub.add_parser("topologies", help="list the shipped topologies").set_defaults(func=cmd_topologies)
-    add_collective(sub)
-    add_predict(sub)
-    add_infer(sub)
-    sub.add_parser("models", help="list the shipped model presets").set_defaults(func=cmd_models)
-    add_plot(sub)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (help, module, fill) in COMMANDS.items():
+        p = sub.add_parser(name, help=help)
+        if command in (None, name):    # only the invoked subcommand's module is imported
+            getattr(importlib.import_module(f".{module}", __name__), fill)(p)
     return parser
 
 

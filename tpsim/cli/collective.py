@@ -9,6 +9,10 @@ from .common import StoreOnce, dump_json, lower, positive_int
 DEFAULT_BYTES = "64MiB"
 
 
+def fill_topologies(p) -> None:
+    p.set_defaults(func=cmd_topologies)
+
+
 def cmd_topologies(args) -> None:
     from ..topology import load_topology, shipped_topologies
     topos = {name: load_topology(name) for name in shipped_topologies()}    # all, then print
@@ -16,8 +20,7 @@ def cmd_topologies(args) -> None:
         print(f"{name:24s} {topo.max_ranks:5d} GPUs  {topo.description}")
 
 
-def add_collective(sub) -> None:
-    p = sub.add_parser("collective", help="price one collective (or a sweep of sizes) on a topology")
+def fill_collective(p) -> None:
     p.add_argument("--topology", default="dgx-h100", action=StoreOnce,
                    help="shipped name or path to a YAML file")
     p.add_argument("--op", default="all-reduce", choices=OPS, help="collective operation")

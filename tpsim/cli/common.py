@@ -50,26 +50,6 @@ def _terminal_width() -> int:
     return _WIDTH[0]
 
 
-class _Unbuilt:
-    """Stands in for the parser of a subcommand this run does not invoke: its arguments are
-    never built (adding them is most of the command line's start-up time)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self
-
-
-class OnlySubcommand:
-    """``add_subparsers()``'s action, building the arguments of ``command`` alone (every
-    subcommand when None): the others are listed with their help, nothing more."""
-
-    def __init__(self, subparsers, command: str | None):
-        self._sub, self._command = subparsers, command
-
-    def add_parser(self, name: str, **kwargs):
-        parser = self._sub.add_parser(name, **kwargs)
-        return parser if self._command in (None, name) else _Unbuilt()
-
-
 def positive_int(text: str) -> int:
     """An integer flag: 1 .. MAX_INT (a count of layers, tokens, GPUs)."""
     try:

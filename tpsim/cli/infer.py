@@ -4,9 +4,7 @@ from __future__ import annotations
 from .common import StoreOnce, dump_json, positive_int
 
 
-def add_infer(sub) -> None:
-    p = sub.add_parser("infer", help="time to first token, time per output token, tokens/s and "
-                                     "memory of serving a TP model")
+def fill_infer(p) -> None:
     p.add_argument("--model", default="llama2-70b", action=StoreOnce, help="shipped name (see `tpsim models`) or YAML path")
     p.add_argument("--topology", default="dgx-h100", action=StoreOnce, help="shipped name or path to a YAML file")
     p.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree (consecutive ranks)")

@@ -8,8 +8,7 @@ from ..recompute import RECOMPUTE
 from .predict import DTYPES
 
 
-def add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="figures (PNG or SVG) with the CSV of their numbers beside them")
+def fill_plot(p) -> None:
     kinds = p.add_subparsers(dest="figure", required=True, parser_class=Parser)
 
     def figure(name: str, help: str, func):

@@ -10,8 +10,7 @@ from .common import StoreOnce, dump_json, positive_int, warn
 DTYPES = tuple(OPTIMIZER_BYTES)     # the dtypes training memory is defined for
 
 
-def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="time, communication and memory of a TP transformer")
+def fill_predict(p) -> None:
     p.add_argument("--model", default="gpt3", action=StoreOnce,
                    help="shipped name (see `tpsim models`), YAML path or Hugging Face config.json")
     p.add_argument("--topology", default="dgx-h100", action=StoreOnce,
@@ -105,6 +104,10 @@ def _family_then_size(m) -> tuple:
     """gpt2 < gpt3 < llama2 < llama3, smallest model first inside a family (gpt3-1.3b before
     gpt3-13b, gpt3 = 175B last)."""
     return (m.name.split("-")[0], m.params(), m.name)
+
+
+def fill_models(p) -> None:
+    p.set_defaults(func=cmd_models)
 
 
 def cmd_models(args) -> None:

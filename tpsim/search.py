@@ -25,7 +25,9 @@ bound), and every number reported is predict's.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -170,6 +172,9 @@ class SearchResult:
     dropped: dict
     max_gap: float
     run: Run = field(repr=False)
+    nodes: int | None = None
+    pricing_s: float = 0.0          # wall seconds to enumerate and price every layout
+    notes: tuple[str, ...] = ()
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
@@ -187,6 +192,14 @@ def _check(gpus, global_batch, top, jobs) -> None:
                     ("--jobs", jobs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(flag, "", "a positive integer", v)
+
+
+def equivalent(run: Run, lay: Layout) -> Layout:
+    """The layout that runs exactly as ``lay`` does: selective recomputation with fused
+    attention is no recomputation (:mod:`tpsim.recompute`)."""
+    if lay.recompute == "selective" and run.attention != "unfused":
+        return dataclasses.replace(lay, recompute="none")
+    return lay
 
 
 def shapes(run: Run, layouts: list[Layout]) -> list[list[int]]:
@@ -219,7 +232,7 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
     """Branch and bound: simulate the layouts of ``ranked`` ((layout, bound), bounds
     ascending) with :func:`tpsim.predict.predict` until the next bound exceeds the ``top``-th
     best step time found (a bound never exceeds its layout's step time)."""
-    cands, times = [], []
+    cands, times, seen = [], [], set()
     i = 0
 
     def kth() -> float:
@@ -228,7 +241,10 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
         batch = []
         while len(batch) < workers.jobs and i < len(ranked) and \
                 ranked[i][1] <= kth() * (1 + BOUND_TOLERANCE):
-            batch.append(ranked[i])
+            same = equivalent(workers.run, ranked[i][0])
+            if same not in seen:          # the same run under another name: simulated once
+                seen.add(same)
+                batch.append(ranked[i])
             i += 1
         for (lay, bound), (step, mem) in zip(batch, workers.predict([b[0] for b in batch])):
             cands.append(Candidate(lay, bound, step, mem))
@@ -238,24 +254,69 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
     return cands
 
 
-def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
-           dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
-           tp_across_nodes: bool = False, progress=None) -> SearchResult:
-    """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
-    ``global_batch`` sequences per step that fit in memory (module docstring)."""
+def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
+            tp_across_nodes):
+    """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
     _check(gpus, global_batch, top, jobs)
     run = _run(model, topology, nodes, seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
     layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
                                                                     tp_across_nodes), run.seq_len)
+    return run, layouts, dropped
+
+
+def _ranked(layouts, priced, indices) -> list:
+    fitting = [i for i in indices if priced[i][2]]
+    return [(layouts[i], priced[i][0]) for i in sorted(fitting, key=lambda i: (priced[i][0], i))]
+
+
+def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
+           dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
+           tp_across_nodes: bool = False, progress=None) -> SearchResult:
+    """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
+    ``global_batch`` sequences per step that fit in memory (module docstring)."""
+    start = time.perf_counter()
+    run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes,
+                                    top, jobs, tp_across_nodes)
     with Workers(run, jobs) as workers:
         priced = bound_layouts(workers, layouts, progress)
-        fitting = [i for i, (_, _, fits) in enumerate(priced) if fits]
-        dropped["memory"] += len(layouts) - len(fitting)
-        order = sorted(fitting, key=lambda i: (priced[i][0], i))
-        cands = reprice(workers, [(layouts[i], priced[i][0]) for i in order], top, progress)
+        pricing = time.perf_counter() - start
+        ranked = _ranked(layouts, priced, range(len(layouts)))
+        dropped["memory"] += len(layouts) - len(ranked)
+        cands = reprice(workers, ranked, top, progress)
     best = sorted(cands, key=lambda c: c.step_s)[:top]
     gap = max(((c.step_s - c.bound_s) / c.step_s for c in cands), default=0.0)
     return SearchResult(run.model.name, run.topo.name, gpus, global_batch, len(layouts),
-                        len(fitting), tuple(best), len(cands),
-                        {k: dropped[k] for k in REASONS if dropped[k]}, gap, run)
+                        len(ranked), tuple(best), len(cands),
+                        {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes,
+                        pricing, _notes(run, tp_across_nodes))
+
+
+def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
+            dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
+            tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
+    """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
+    and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
+    run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
+                              jobs, tp_across_nodes)
+    cells: dict = {}
+    for i, lay in enumerate(layouts):
+        cells.setdefault(key(lay), []).append(i)
+    with Workers(run, jobs) as workers:
+        priced = bound_layouts(workers, layouts, progress)
+        best = {}
+        for cell, indices in cells.items():
+            cands = reprice(workers, _ranked(layouts, priced, indices), 1)
+            best[cell] = min(cands, key=lambda c: c.step_s) if cands else None
+    return run, best
+
+
+def _notes(run: Run, tp_across_nodes: bool) -> tuple[str, ...]:
+    out = []
+    if not tp_across_nodes:
+        out.append(f"TP is kept inside a node ({run.topo.devices_per_node} GPUs): "
+                   "--tp-across-nodes tries more")
+    if run.attention != "unfused":
+        out.append("selective recomputation is no recomputation with fused attention: such "
+                   "layouts are priced but shown once, as none")
+    return tuple(out)

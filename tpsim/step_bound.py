@@ -298,7 +298,13 @@ class ShapeForms:
 
 
 _SHAPES: dict = {}
-AFFINE_FROM = 2     # micro-batches per stage from which a shape's rows are affine in m
+AFFINE_FROM = 2     # micro-batches per stage from which an interleaved shape is affine in m
+
+
+def affine_base(p: int, v: int) -> int:
+    """The micro-batches from which every stage's program has all its regions (warm-up below
+    p - k for 1F1B, at most (v + 1) p interleaved, and at least two steady pairs)."""
+    return AFFINE_FROM * p if v > 1 else p + 2
 
 
 def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
@@ -315,14 +321,14 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
 
 def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     """The rows bounding the end of each chunk's last backward on :func:`end_stages`,
-    memoised per shape. Past ``AFFINE_FROM * p`` micro-batches every region of every
+    memoised per shape. Past :func:`affine_base` micro-batches every region of every
     stage's program is there and each count in a row grows by the same amount per step of m
     (one micro-batch, or p with interleaving): the rows are those of two built shapes,
     extrapolated (a test checks them against the built ones)."""
     key = (p, v, m, layers)
     hit = _SHAPES.get(key)
     if hit is None:
-        step, base = (p if v > 1 else 1), AFFINE_FROM * p
+        step, base = (p if v > 1 else 1), affine_base(p, v)
         if m <= base + step or (m - base) % step:
             hit = _build(p, v, m, layers)
         else:

@@ -18,8 +18,7 @@ def search_figure(table: Table):
         if "step_time_s" in r:
             grid[pps.index(r["pp"]), tps.index(r["tp"])] = r["step_time_s"]
     fig, ax = plt.subplots(figsize=(2.3 * len(tps) + 2, 0.75 * len(pps) + 1.6))
-    cmap = plt.get_cmap("viridis_r").copy()
-    cmap.set_bad("#DDDDDD")
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="#DDDDDD")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
     best = np.nanmin(grid) if np.isfinite(grid).any() else None
     present = {(r["pp"], r["tp"]) for r in table.rows}

@@ -45,6 +45,10 @@ def predict_command(result, lay) -> str:
     return "tpsim predict " + " ".join(args)
 
 
+def _s(x: float) -> str:
+    return f"{x:.3f} s" if x >= 1 else f"{x * 1e3:.1f} ms"
+
+
 def _pct(x: float, of: float) -> str:
     return f"{x / of * 100:.1f}%"
 
@@ -58,14 +62,14 @@ def search_report(result) -> str:
              f"(memory of every stage exactly, the step by a lower bound of its simulation); "
              f"{result.fitting:,} fit",
              f"  {result.repriced} re-priced with the step simulation (tpsim predict) until the "
-             f"next bound exceeded the {len(result.candidates)}th best; the bound was within "
-             f"{result.max_gap * 100:.2f}% of them", ""]
+             f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
+             f"was within {result.max_gap * 100:.2f}% of them", ""]
     head = (f"  {'#':>2s}  {'layout':34s} {'step':>9s} {'tokens/s':>10s} {'MFU':>6s} "
             f"{'memory':>8s} {'bubble':>7s} {'exp. TP':>8s} {'exp. PP':>8s} {'exp. DP':>8s}")
     lines.append(head)
     for i, c in enumerate(result.candidates, 1):
         st, t = c.step, c.step.time_s
-        lines.append(f"  {i:2d}  {layout_label(c.layout):34s} {t:8.3f}s {st.tokens_per_s:10,.0f} "
+        lines.append(f"  {i:2d}  {layout_label(c.layout):34s} {_s(t):>9s} {st.tokens_per_s:10,.0f} "
                      f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 1e9:6.1f}GB "
                      f"{_pct(st.bubble_s, t):>7s} {_pct(st.tp_comm_exposed_s, t):>8s} "
                      f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")

@@ -40,7 +40,8 @@ def add_search_space(p) -> None:
 class Progress:
     """One line on stderr, rewritten in place; only on a terminal."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=None):
+        stream = sys.stderr if stream is None else stream
         self.stream, self.shown = stream, False
         self.on = hasattr(stream, "isatty") and stream.isatty()
 

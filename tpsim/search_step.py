@@ -21,7 +21,8 @@ The step time is bounded below as the simulation runs it (:mod:`tpsim.step`):
 over the first stage, the latest-ending middle stage and the last (the middle stages are
 alike). Every term is a duration the step graph contains, on a chain of its dependencies, so T
 never exceeds the simulated step (a test); for the layouts that matter it is within a fraction
-of a percent of it.
+of a percent of it (:mod:`tpsim.step_bound`). The arithmetic over many layouts at once is
+:mod:`tpsim.search_price`.
 """
 from __future__ import annotations
 

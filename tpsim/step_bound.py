@@ -40,6 +40,7 @@ transfer per batch, which is all it counts. The step's end after the last backwa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -130,7 +131,12 @@ def chunk_counts(n: int, p: int, v: int) -> np.ndarray:
     if v == 1:
         return np.array([n])
     period = p * v
-    return (n // period) * p + np.clip(n % period - np.arange(v) * p, 0, p)
+    return (n // period) * p + np.minimum(np.maximum(n % period - _offsets(p, v), 0), p)
+
+
+@lru_cache(maxsize=1024)
+def _offsets(p: int, v: int) -> np.ndarray:
+    return np.arange(v) * p
 
 
 class Forms:

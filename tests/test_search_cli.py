@@ -127,3 +127,21 @@ def test_plot_search_cells_are_the_fastest_fitting_layouts(tmp_path, capsys):
     for r in rows:
         if r["step_time_s"]:
             assert float(r["step_time_s"]) == times[int(r["tp"]), int(r["pp"])]
+
+
+def test_progress_only_on_a_terminal():
+    """The progress line is written (and cleared) on a terminal, never elsewhere."""
+    import io
+    from tpsim.cli.search import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress(stream)
+        p("pricing layouts", 5, 10)
+        p("re-pricing with the step simulation", 2, None)
+        p.close()
+    assert "pricing layouts: 5/10" in tty.getvalue() and tty.getvalue().endswith("\r\033[K")
+    assert pipe.getvalue() == ""

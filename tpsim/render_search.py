@@ -64,6 +64,10 @@ def search_report(result) -> str:
              f"  {result.repriced} re-priced with the step simulation (tpsim predict) until the "
              f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
              f"was within {result.max_gap * 100:.2f}% of them", ""]
+    if not result.candidates:
+        lines[-2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
+                      "batch or a shorter sequence", ""]
+        return "\n".join(lines + _dropped(result))
     head = (f"  {'#':>2s}  {'layout':34s} {'step':>9s} {'tokens/s':>10s} {'MFU':>6s} "
             f"{'memory':>8s} {'bubble':>7s} {'exp. TP':>8s} {'exp. PP':>8s} {'exp. DP':>8s}")
     lines.append(head)
@@ -78,10 +82,12 @@ def search_report(result) -> str:
     if result.candidates:
         lines += ["", "the best, in full:", "  " + predict_command(result,
                                                                 result.candidates[0].layout)]
-    lines += ["", "dropped:"] + [f"  {n:>10,}  {REASONS[k]}" for k, n in result.dropped.items()]
-    if result.notes:
-        lines += ["", *result.notes]
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + _dropped(result))
+
+
+def _dropped(result) -> list[str]:
+    lines = ["dropped:"] + [f"  {n:>10,}  {REASONS[k]}" for k, n in result.dropped.items()]
+    return lines + (["", *result.notes] if result.notes else [])
 
 
 CANDIDATE_KEYS = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",

@@ -285,10 +285,12 @@ _P2P: dict = {}
 def _send_recv(run: Run, nbytes: float, place) -> float:
     """:func:`tpsim.collectives.send_recv_time`, memoised per size and the pair's placement
     (every pair of stages on the same levels costs the same)."""
-    key = (id(run), nbytes, tuple((s.index, s.fanout, s.units, s.devices_per_unit, s.ports)
+    key = (run, nbytes, tuple((s.index, s.fanout, s.units, s.devices_per_unit, s.ports)
                                   for s in place.spans))
     hit = _P2P.get(key)
     if hit is None:
+        if len(_P2P) > 65536:
+            _P2P.clear()
         hit = _P2P[key] = send_recv_time(nbytes, place, run.topo).time_s
     return hit
 

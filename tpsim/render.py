@@ -285,3 +285,47 @@ def infer_json(p) -> dict:
         "warnings": [infer_notice_text(w) for w in p.warnings],
         "notices": [{"code": w.code, **w.values} for w in p.warnings],
     }
+
+
+# --------------------------------------------------------------------------- comparisons
+
+_INPUT = {"seq": "seq_len"}         # a flag's name where Inputs names the field otherwise
+
+
+def comparison_table(preds, varied: list[str]) -> str:
+    """``tpsim predict`` with comma lists: one row per combination, the settings that vary
+    first, then the layer, the step and the fullest stage's memory."""
+    keys = [(k, _INPUT.get(k, k)) for k in varied]
+    widths = [max(len(k), *(len(str(getattr(p.inputs, f))) for p in preds)) for k, f in keys]
+    head = "  ".join(f"{k:>{w}s}" for (k, _), w in zip(keys, widths))
+    lines = [f"{head}  {'layer':>10s} {'step':>10s} {'tokens/s':>11s} {'MFU':>6s} "
+             f"{'memory':>9s}  fits"]
+    for p in preds:
+        cells = "  ".join(f"{str(getattr(p.inputs, f)):>{w}s}" for (_, f), w in zip(keys, widths))
+        st = p.step
+        lines.append(f"{cells}  {_ms(p.layer.total_s):>10s} {st.time_s:9.3f}s "
+                     f"{st.tokens_per_s:11,.0f} {_pct(st.mfu):>6s} "
+                     f"{p.memory.total_bytes / 1e9:7.1f}GB  {'yes' if p.memory.fits else 'NO'}")
+    lines.append("(layer: one layer forward + backward; step: one optimizer step (one micro-batch "
+                 "per replica unless --global-batch); memory: the fullest stage, GB = 1e9 bytes)")
+    return "\n".join(lines)
+
+
+def collective_comparison(rows, varied: list[str]) -> str:
+    """``tpsim collective`` with comma lists: one row per (topology, collective) combination,
+    nccl-tests' columns (GB/s = 1e9 B/s)."""
+    keys = [k for k in ("topology", "op", "ranks", "algo", "protocol") if k in varied]
+    names = {"topology": lambda t, c: t.name, "op": lambda t, c: c.op,
+             "ranks": lambda t, c: str(c.ranks), "algo": lambda t, c: c.algorithm,
+             "protocol": lambda t, c: c.protocol}
+    cells = [[names[k](t, c) for k in keys] for t, c in rows]
+    widths = [max([len(k)] + [len(r[i]) for r in cells]) for i, k in enumerate(keys)]
+    head = "".join(f"{k:>{w}s}  " for k, w in zip(keys, widths))
+    lines = [f"{head}{'size':>10s} {'time_us':>12s} {'algbw_GBps':>11s} {'busbw_GBps':>11s}"
+             "  algorithm/protocol  formula"]
+    for r, (t, c) in zip(cells, rows):
+        lead = "".join(f"{x:>{w}s}  " for x, w in zip(r, widths))
+        lines.append(f"{lead}{format_size(c.nbytes):>10s} {c.time_s * 1e6:12.2f} "
+                     f"{c.algbw_Bps / 1e9:11.2f} {c.busbw_Bps / 1e9:11.2f}  "
+                     f"{c.algorithm}/{c.protocol}  {c.formula}")
+    return "\n".join(lines)

@@ -24,6 +24,9 @@ COMMANDS = {
                 "training step", "predict", "fill_predict"),
     "infer": ("time to first token, time per output token, tokens/s and memory of serving a TP "
               "model", "infer", "fill_infer"),
+    "search": ("the fastest layouts of a training job that fit: TP x PP x DP, virtual stages, "
+               "micro-batch, SP, recomputation, distributed optimizer, TP overlap", "search",
+               "fill_search"),
     "models": ("list the shipped model presets", "predict", "fill_models"),
     "plot": ("figures (PNG, SVG or PDF) with the CSV of their numbers beside them", "plot",
              "fill_plot"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..collectives import ALGORITHMS, OPS
 from ..errors import ConfigError
 from ..topology import PROTOCOLS
-from .common import StoreOnce, dump_json, lower, positive_int
+from .common import StoreOnce, dump_json, lower
+from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"
 
@@ -21,18 +22,25 @@ def cmd_topologies(args) -> None:
 
 
 def fill_collective(p) -> None:
-    p.add_argument("--topology", default="dgx-h100", action=StoreOnce,
-                   help="shipped name or path to a YAML file")
-    p.add_argument("--op", default="all-reduce", choices=OPS, help="collective operation")
-    p.add_argument("--ranks", type=positive_int, default=None, help="group size (default: one node)")
-    p.add_argument("--bytes", default=None,
+    p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
+                   help="shipped name or path to a YAML file; every flag that takes a comma list "
+                        "(--topology dgx-a100,dgx-h100 --ranks 2,4,8) compares each combination "
+                        "in one table (default: dgx-h100)")
+    p.add_argument("--op", default=("all-reduce",), type=choice_list(OPS), metavar=braces(OPS),
+                   help="collective operation (default: all-reduce)")
+    p.add_argument("--ranks", type=int_list, default=None,
+                   help="group size (default: one node)")
+    p.add_argument("--bytes", default=None, type=name_list,
                    help="message size as nccl-tests counts it: 4096, 64MiB (2^20), 1GB (1e9) "
                         f"(default: {DEFAULT_BYTES}; not with --sweep)")
-    p.add_argument("--algo", default="auto", type=lower, choices=("auto", *ALGORITHMS),
+    p.add_argument("--algo", default=("auto",), type=choice_list(("auto", *ALGORITHMS), lower),
+                   metavar=braces(("auto", *ALGORITHMS)),
                    help="collective algorithm; auto: NCCL's minimum-time choice (never "
-                        "hierarchical, which is not an NCCL algorithm)")
-    p.add_argument("--protocol", default="auto", type=lower, choices=("auto", *PROTOCOLS),
-                   help="NCCL protocol, any case (LL128 as NCCL_PROTO writes it); auto: the fastest")
+                        "hierarchical, which is not an NCCL algorithm) (default: auto)")
+    p.add_argument("--protocol", default=("auto",), type=choice_list(("auto", *PROTOCOLS), lower),
+                   metavar=braces(("auto", *PROTOCOLS)),
+                   help="NCCL protocol, any case (LL128 as NCCL_PROTO writes it); auto: the "
+                        "fastest (default: auto)")
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
     p.add_argument("--min-bytes", default="1KiB", help="with --sweep: smallest size")
@@ -43,22 +51,32 @@ def fill_collective(p) -> None:
 
 def _cmd_collective(args) -> None:
     from ..collectives import collective_time
-    from ..render import collective_table
+    from ..render import collective_comparison, collective_table
     from ..topology import load_topology
     from ..units import parse_size, power_of_two_sizes
     if args.sweep and args.bytes is not None:
         raise ConfigError("--bytes", "", "no --bytes with --sweep (the sweep's sizes are "
-                          "--min-bytes to --max-bytes)", args.bytes)
-    topo = load_topology(args.topology)
-    ranks = args.ranks if args.ranks is not None else topo.devices_per_node
+                          "--min-bytes to --max-bytes)", ",".join(args.bytes))
     if args.sweep:
-        sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
-                                   parse_size(args.max_bytes, "--max-bytes"))
+        sizes = tuple(power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
+                                         parse_size(args.max_bytes, "--max-bytes")))
     else:
-        sizes = [parse_size(args.bytes or DEFAULT_BYTES, "--bytes")]
-    costs = [collective_time(args.op, s, ranks, topo, args.algo, args.protocol) for s in sizes]
+        sizes = tuple(parse_size(b, "--bytes") for b in args.bytes or (DEFAULT_BYTES,))
+    topos = {name: load_topology(name) for name in args.topology}
+    args.size = sizes
+    combos = combinations(args, ("topology", "op", "ranks", "algo", "protocol", "size"))
+    rows = []
+    for c in combos:
+        topo = topos[c["topology"]]
+        ranks = c["ranks"] if c["ranks"] is not None else topo.devices_per_node
+        rows.append((topo, collective_time(c["op"], c["size"], ranks, topo, c["algo"],
+                                           c["protocol"])))
+    single = len(combos) == len(sizes) and all(len(getattr(args, k) or (0,)) == 1 for k in
+                                               ("topology", "op", "ranks", "algo", "protocol"))
     if args.json:
-        rows = [c.as_dict() for c in costs]
-        print(dump_json(rows if args.sweep else rows[0]))
+        out = [c.as_dict() if single else {"topology": t.name, **c.as_dict()} for t, c in rows]
+        print(dump_json(out if len(out) > 1 or args.sweep else out[0]))
+    elif single:
+        print(collective_table([c for _, c in rows], rows[0][0]))
     else:
-        print(collective_table(costs, topo))
+        print(collective_comparison(rows, [k for k in varied(combos) if k != "size"]))

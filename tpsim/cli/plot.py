@@ -48,6 +48,10 @@ def fill_plot(p) -> None:
     q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
     from .predict import _add_step_args
     _add_step_args(q)
+    q = figure("search", "step time over TP x PP, each cell the best choice of the other knobs",
+               _cmd_plot_search)
+    from .search import add_search_space
+    add_search_space(q)
     q = figure("validation", "predicted against measured per validated layer", _cmd_plot_validation)
     q.add_argument("--report", required=True, help="a report.json written by validate/run.py")
     _add_plot_infer(figure("infer", "time per output token against batch for TP 1/2/4/8",
@@ -156,6 +160,21 @@ def _cmd_plot_pipeline(args) -> None:
     table = pipeline(args.model, load_topology(args.topology or "dgx-a100-hdr-cluster"), args.tp,
                      **plot_settings(args), **_step_kwargs(args))
     _plot_done(*plot.save(plot.pipeline_figure(table), table, args.out, args.format))
+
+
+def _cmd_plot_search(args) -> None:
+    from .. import plot_search
+    from ..figure_search import search_grid
+    from .search import Progress
+    progress = Progress()
+    try:
+        table = search_grid(args.model, args.topology, args.gpus, args.global_batch,
+                            seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, jobs=args.jobs,
+                            tp_across_nodes=args.tp_across_nodes, progress=progress)
+    finally:
+        progress.close()
+    _plot_done(*plot_search.save(plot_search.search_figure(table), table, args.out,
+                                 args.format))
 
 
 def _plot_done(image, csv_path) -> None:

@@ -1,0 +1,75 @@
+"""How fast `tpsim search` prices layouts, in CPU seconds of one core (wall time on a shared
+machine is noise).
+
+    python bench/search_speed.py [--repeats 3]
+
+For GPT-3 175B on 512 A100s (dgx-a100-hdr-cluster, global batch 1536) and Llama 3 70B on 64
+H100s (dgx-h100-ndr-cluster, global batch 128), in a fresh process each time:
+
+* pricing: enumerate every layout, simulate each layer configuration once, bound every layout's
+  step and compute its memory (tpsim.search's first phase), CPU seconds and layouts per CPU
+  second (target: >= 20,000 per CPU second; the GPT-3 search must price >= 10,000 layouts);
+  of which the layer simulations (a fixed cost per layer configuration);
+* re-pricing: the finalists simulated by tpsim.predict until the next bound exceeds the 10th
+  best (a fixed number of step simulations, not per layout), CPU seconds and count;
+* the bound's largest gap to the simulated step among the finalists.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CASES = (("gpt3", "dgx-a100-hdr-cluster", 512, 1536),
+         ("llama3-70b", "dgx-h100-ndr-cluster", 64, 128))
+
+CHILD = """
+import json, sys, time
+from tpsim import search as s, search_step
+model, topo, gpus, gb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+t0 = time.process_time()
+run, layouts, dropped = s._priced(model, topo, gpus, gb, None, None, None, 10, 1, False)
+with s.Workers(run) as w:
+    t1 = time.process_time()
+    for lay in layouts:
+        search_step.layer_parts(run, lay.tp, lay.micro_batch, lay.sequence_parallel,
+                                lay.recompute, lay.tp_comm_overlap)
+    t2 = time.process_time()
+    priced = s.bound_layouts(w, layouts)
+    t3 = time.process_time()
+    ranked = s._ranked(layouts, priced, range(len(layouts)))
+    cands = s.reprice(w, ranked, 10)
+    t4 = time.process_time()
+gap = max((c.step_s - c.bound_s) / c.step_s for c in cands)
+print(json.dumps({"layouts": len(layouts), "fitting": len(ranked), "pricing_s": t3 - t0,
+                  "layers_s": t2 - t1, "repriced": len(cands), "repricing_s": t4 - t3,
+                  "gap": gap, "best": min(c.step_s for c in cands)}))
+"""
+
+
+def measure(case) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, *map(str, case)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    for case in CASES:
+        runs = [measure(case) for _ in range(args.repeats)]
+        best = min(runs, key=lambda r: r["pricing_s"])
+        model, topo, gpus, gb = case
+        print(f"{model} on {gpus} GPUs of {topo}, global batch {gb} (best of {args.repeats}):")
+        print(f"  priced {best['layouts']:,} layouts ({best['fitting']:,} fit) in "
+              f"{best['pricing_s']:.2f} CPU s: {best['layouts'] / best['pricing_s']:,.0f} "
+              f"layouts per CPU second (of which layer simulations {best['layers_s']:.2f} s)")
+        print(f"  re-priced {best['repriced']} finalists with the step simulation in "
+              f"{best['repricing_s']:.2f} CPU s; the bound within {best['gap'] * 100:.2f}% of "
+              f"them; best step {best['best']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

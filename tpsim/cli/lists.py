@@ -1,0 +1,58 @@
+"""Flags that take a comma list (``--tp 1,2,4,8``, ``--topology dgx-a100,dgx-h100``): one
+command compares every combination of the values given, one row each."""
+from __future__ import annotations
+
+import argparse
+import itertools
+
+from ..errors import clip
+from .common import positive_int
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``4`` or ``1,2,4,8``: positive integers (:func:`positive_int` each)."""
+    return tuple(positive_int(x.strip()) for x in _items(text))
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``dgx-a100,dgx-h100``: names or paths, in order."""
+    return tuple(x.strip() for x in _items(text))
+
+
+def choice_list(choices, convert=str):
+    """A comma list whose every item is one of ``choices`` (after ``convert``)."""
+    def parse(text: str) -> tuple[str, ...]:
+        out = tuple(convert(x.strip()) for x in _items(text))
+        for x in out:
+            if x not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"invalid choice: {clip(repr(x), 60)} (choose from {', '.join(choices)})")
+        return out
+    parse.__name__ = "choice list"
+    return parse
+
+
+def braces(choices) -> str:
+    """argparse's way of showing choices in a flag's line: {a,b,c}."""
+    return "{" + ",".join(choices) + "}"
+
+
+def _items(text: str) -> list[str]:
+    items = text.split(",")
+    if not all(x.strip() for x in items):
+        raise argparse.ArgumentTypeError(f"expected a value or a comma list of values, got "
+                                         f"{clip(repr(text), 60)}")
+    return items
+
+
+def combinations(args, names) -> list[dict]:
+    """Every combination of the list-valued ``names`` of ``args`` (None stays None), in the
+    order the flags list them, the last varying fastest."""
+    lists = [getattr(args, n) if isinstance(getattr(args, n), tuple) else (getattr(args, n),)
+             for n in names]
+    return [dict(zip(names, combo)) for combo in itertools.product(*lists)]
+
+
+def varied(combos: list[dict]) -> list[str]:
+    """The names whose value differs between the combinations (the comparison's columns)."""
+    return [n for n in (combos[0] if combos else {}) if len({repr(c[n]) for c in combos}) > 1]

@@ -1,0 +1,73 @@
+"""`tpsim search`: the fastest layouts of a training job that fit in memory."""
+from __future__ import annotations
+
+import sys
+
+from .common import StoreOnce, dump_json, positive_int
+from .predict import DTYPES
+
+
+def fill_search(p) -> None:
+    add_search_space(p)
+    p.add_argument("--top", type=positive_int, default=10, help="candidates to show")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: evaluated, candidates (best first), dropped")
+    p.set_defaults(func=_cmd_search)
+
+
+def add_search_space(p) -> None:
+    """The job a search is for (``tpsim search``, ``tpsim plot search``)."""
+    p.add_argument("--model", default="gpt3", action=StoreOnce,
+                   help="shipped name (see `tpsim models`), YAML path or Hugging Face config.json")
+    p.add_argument("--topology", default="dgx-a100-hdr-cluster", action=StoreOnce,
+                   help="shipped name or path to a YAML file")
+    p.add_argument("--gpus", type=positive_int, required=True,
+                   help="GPUs of the job: every tp x pp x dp = gpus is tried")
+    p.add_argument("--global-batch", type=positive_int, required=True,
+                   help="sequences per optimizer step")
+    p.add_argument("--seq", type=positive_int, default=None,
+                   help="sequence length (default: the model's)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="training dtype (default: the first of bf16, fp16, fp32 the device lists)")
+    p.add_argument("--nodes", type=positive_int, default=None,
+                   help="size the topology's network to this many nodes")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="processes to spread the pricing and the re-pricing over")
+    p.add_argument("--tp-across-nodes", action="store_true",
+                   help="also try TP degrees larger than a node")
+
+
+class Progress:
+    """One line on stderr, rewritten in place; only on a terminal."""
+
+    def __init__(self, stream=None):
+        stream = sys.stderr if stream is None else stream
+        self.stream, self.shown = stream, False
+        self.on = hasattr(stream, "isatty") and stream.isatty()
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if not self.on:
+            return
+        count = f"{done:,}/{total:,}" if total else f"{done:,}"
+        self.stream.write(f"\r{phase}: {count}\033[K")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _cmd_search(args) -> None:
+    from ..render_search import search_json, search_report
+    from ..search import search
+    progress = Progress()
+    try:
+        result = search(args.model, args.topology, args.gpus, args.global_batch,
+                        seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, top=args.top,
+                        jobs=args.jobs, tp_across_nodes=args.tp_across_nodes,
+                        progress=progress)
+    finally:
+        progress.close()
+    print(dump_json(search_json(result)) if args.json else search_report(result))

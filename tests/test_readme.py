@@ -31,3 +31,24 @@ def test_readme_lists_every_function_that_prices_an_op():
     for name in listed:
         module, func = name.rsplit(".", 1)
         assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_readme_serving_table_is_what_infer_says():
+    """The README's Llama 2 70B serving table (TP 2/4/8, batch 1/64) as tpsim.infer gives it."""
+    import re
+
+    import tpsim
+    text = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| (\d) \| (\d+) \| ([\d.]+) (ms|s) \| ([\d.]+) ms \| ([\d,]+) \| "
+                      r"([\d.]+) GB[^|]*\| (\d+) \|$", text, re.M)
+    assert len(rows) == 6
+    for tp, batch, ttft, unit, tpot, tput, mem, largest in rows:
+        p = tpsim.infer("llama2-70b", "dgx-h100", tp=int(tp), batch=int(batch), prompt=2048,
+                        gen=256)
+        scale = 1e3 if unit == "ms" else 1.0
+        digits = len(ttft.split(".")[1]) if "." in ttft else 0
+        assert round(p.prefill.time_s * scale, digits) == float(ttft)
+        assert round(p.decode.time_per_token_s * 1e3, 1) == float(tpot)
+        assert round(p.decode.tokens_per_s) == int(tput.replace(",", ""))
+        assert round(p.memory.total_bytes / 1e9, 1) == float(mem)
+        assert p.memory.max_batch == int(largest)

@@ -153,7 +153,7 @@ def notice_text(n) -> str:
 
 
 def prediction_json(p) -> dict:
-    """The JSON object of ``tpsim predict --json`` (keys documented in the README)."""
+    """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md)."""
     return {
         "inputs": dataclasses.asdict(p.inputs),
         "layer": dataclasses.asdict(p.layer),

@@ -42,7 +42,7 @@ def fill_predict(p) -> None:
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
         p.add_argument(f"--{flag}", type=positive_int, default=None,
                        help=f"override the model's {flag}")
-    p.add_argument("--json", action="store_true", help="one JSON object (keys in the README)")
+    p.add_argument("--json", action="store_true", help="one JSON object (keys in docs/json.md)")
     p.add_argument("--trace", metavar="FILE.json", default=None,
                    help="also write a Chrome trace (Perfetto, chrome://tracing): the scheduled "
                         "layer, and with --pp, --dp or several micro-batches every stage's streams")

@@ -3,12 +3,14 @@ closed forms derived by hand in each docstring."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tpsim.data_parallel import (bucket_params, buckets, grad_bytes, optimizer_bytes,
                                  sync_collectives)
 from tpsim.errors import ConfigError
 from tpsim.memory import stage_memory
-from tpsim.model import ModelConfig
+from tpsim.model import ModelConfig, load_model
 from tpsim.parallel import Parallelism
 from tpsim.predict import predict
 from tpsim.schema import from_mapping
@@ -57,8 +59,37 @@ def test_dp_bus_bytes(d):
 def test_buckets_like_megatron():
     """max(40M, 1M x d) parameters; a bucket closes once it holds at least that many."""
     assert bucket_params(8) == 40_000_000 and bucket_params(64) == 64_000_000
-    assert buckets([30, 30, 30, 5, 50], 50) == [[0, 1], [2, 3, 4]]
-    assert buckets([30, 30], None) == [[0, 1]]
+    assert buckets([(30, 3), (5, 1), (50, 1)], 50) == [[(0, 2)], [(0, 1), (1, 1), (2, 1)]]
+    assert buckets([(30, 2)], None) == [[(0, 2)]]
+    assert buckets([(0, 5), (10, 7)], 25) == [[(0, 5), (1, 3)], [(1, 3)], [(1, 1)]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 9)), min_size=1, max_size=6),
+       st.one_of(st.none(), st.integers(1, 200)))
+def test_buckets_over_runs_equal_buckets_unit_by_unit(runs, size):
+    """The run-length buckets against closing a bucket unit by unit, as Megatron-core does."""
+    units = [i for i, (_, c) in enumerate(runs) for _ in range(c)]
+    expect, cur, n = [], [], 0
+    for i in units:
+        cur.append(i)
+        n += runs[i][0]
+        if size is not None and n >= size:
+            expect.append(cur)
+            cur, n = [], 0
+    expect += [cur] if cur else []
+    got = [[i for i, k in pieces for _ in range(k)] for pieces in buckets(runs, size)]
+    assert got == expect
+
+
+def test_a_stage_of_a_billion_layers_is_not_a_billion_units():
+    """Too many buckets to simulate is one ConfigError, found without walking every layer."""
+    import time
+    t0 = time.process_time()
+    assert len(buckets([(10, 2**31 - 1)], None)) == 1
+    with pytest.raises(ConfigError, match="gradient buckets"):
+        buckets([(50_000_000, 2**31 - 1)], 40_000_000)
+    assert time.process_time() - t0 < 2
 
 
 def test_optimizer_bytes():
@@ -194,3 +225,16 @@ def test_stage_params_add_up(tied):
     assert split == whole + (m.embedding_params(t) if tied else 0)
     assert m.stage_params(t, 12) == whole
     assert m.embedding_params(t) == m.padded_vocab(t) // t * 1024
+
+
+def test_the_largest_layer_count_predicts_in_bounded_time():
+    """2^31 - 1 layers (the loader's bound) predict without a list per layer; with data
+    parallelism their hundreds of millions of gradient buckets are one ConfigError."""
+    import dataclasses
+    import time
+    model = dataclasses.replace(load_model("gpt2"), layers=2**31 - 1)
+    t0 = time.process_time()
+    assert predict(model, "dgx-a100", tp=1).step.time_s > 0
+    with pytest.raises(ConfigError, match="gradient buckets"):
+        predict(model, "dgx-a100", tp=1, dp=2)
+    assert time.process_time() - t0 < 5

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .collectives import CollectiveCost, bus_factor
+from .errors import ConfigError
 from .precision import precision
 from .price import group_collective
 
@@ -50,16 +51,31 @@ def bucket_params(dp: int) -> int:
     return max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * dp)
 
 
-def buckets(unit_params: list[int], size: int | None) -> list[list[int]]:
-    """Indices of the units (in the order their gradients become final) in each bucket: a
-    bucket closes once it holds at least ``size`` parameters; ``size`` None: one bucket."""
+MAX_BUCKETS = 100_000     # gradient buckets one stage may have: each is an op of the step
+
+
+def buckets(runs: list[tuple[int, int]], size: int | None) -> list[list[tuple[int, int]]]:
+    """Megatron-core's gradient buckets over units whose gradients become final in order,
+    given as runs ``(parameters per unit, units)``: a bucket closes once it holds at least
+    ``size`` parameters (``size`` None: one bucket). Each bucket is a list of
+    ``(run index, units taken from it)``. Arithmetic per bucket, not per unit, so a stage of
+    2^31 layers costs what its buckets cost; more than MAX_BUCKETS is a ConfigError."""
     out, cur, n = [], [], 0
-    for i, params in enumerate(unit_params):
-        cur.append(i)
-        n += params
-        if size is not None and n >= size:
-            out.append(cur)
-            cur, n = [], 0
+    for i, (params, count) in enumerate(runs):
+        while count > 0:
+            take = count
+            if size is not None and params > 0:
+                take = min(count, max(1, -(-(size - n) // params)))
+            cur.append((i, take))
+            n += params * take
+            count -= take
+            if size is not None and n >= size:
+                out.append(cur)
+                cur, n = [], 0
+                if len(out) > MAX_BUCKETS:
+                    raise ConfigError("--dp", "layers", f"at most {MAX_BUCKETS} gradient buckets "
+                                      "per pipeline stage (Megatron-core's bucket size) to "
+                                      "simulate", "more")
     if cur:
         out.append(cur)
     return out

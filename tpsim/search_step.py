@@ -167,14 +167,16 @@ def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int) -
     stage = tuple(model.stage_params(tp, n, r == 0, r == pp - 1) for r, n in enumerate(per_stage))
     chunk, buckets = [], []
     for g, n in enumerate(layers):
-        units = ([(0, False, True, out)] if g == V - 1 else []) + [(1, False, False, per)] * n + \
-            ([(0, True, False, emb)] if g == 0 else [])
+        units = ([(0, False, True, out, 1)] if g == V - 1 else []) + \
+            ([(1, False, False, per, n)] if n else []) + \
+            ([(0, True, False, emb, 1)] if g == 0 else [])
         size = dpm.bucket_params(dp) if g == 0 else None
-        groups = dpm.buckets([u[3] for u in units], size)
-        buckets.append(tuple((sum(units[i][0] for i in idx), any(units[i][1] for i in idx),
-                              any(units[i][2] for i in idx), sum(units[i][3] for i in idx))
-                             for idx in groups))
-        chunk.append(sum(u[3] for u in units))
+        groups = dpm.buckets([(u[3], u[4]) for u in units], size)
+        buckets.append(tuple((sum(units[i][0] * k for i, k in pieces),
+                              any(units[i][1] for i, _ in pieces),
+                              any(units[i][2] for i, _ in pieces),
+                              sum(units[i][3] * k for i, k in pieces)) for pieces in groups))
+        chunk.append(sum(u[3] * u[4] for u in units))
     return Stages(layers, stage, tuple(chunk), tuple(buckets))
 
 

@@ -77,19 +77,20 @@ class Part:
 class Chunk:
     """One virtual stage for one micro-batch: ``layers`` layers and the model's ends it holds,
     summed (``part``), and its backward as the units whose gradients become final in order
-    (output layer, layers last to first, embedding): (seconds, parameters) each."""
+    (output layer, layers last to first, embedding), as runs of equal units:
+    (seconds, parameters, units) each."""
     layers: int
     part: Part
-    units: tuple[tuple[float, int], ...]
+    units: tuple[tuple[float, int, int], ...]
 
     @classmethod
     def of(cls, layers: int, layer: Part, layer_params: int, first: Part | None = None,
            first_params: int = 0, last: Part | None = None, last_params: int = 0) -> Chunk:
         """``layers`` layers, with the embedding (``first``) and/or output layer (``last``)."""
         ends = [(p, 1) for p in (first, last) if p is not None]
-        units = ([(last.backward_s, last_params)] if last else []) + \
-            [(layer.backward_s, layer_params)] * layers + \
-            ([(first.backward_s, first_params)] if first else [])
+        units = ([(last.backward_s, last_params, 1)] if last else []) + \
+            ([(layer.backward_s, layer_params, layers)] if layers else []) + \
+            ([(first.backward_s, first_params, 1)] if first else [])
         return cls(layers, Part.total([(layer, layers), *ends]), tuple(units))
 
 
@@ -173,8 +174,8 @@ def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]
     backward of one chunk: buckets on the first stage's first chunk only (Megatron-core)."""
     units = setup.chunks[chunk * setup.parallelism.pp + stage].units
     size = dpm.bucket_params(setup.parallelism.dp) if stage == 0 and chunk == 0 else None
-    return [(sum(units[i][0] for i in idx), sum(units[i][1] for i in idx))
-            for idx in dpm.buckets([u[1] for u in units], size)]
+    return [(sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
+            for pieces in dpm.buckets([(u[1], u[2]) for u in units], size)]
 
 
 def _split(setup: StepSetup, topo: Topology):

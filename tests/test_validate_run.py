@@ -96,6 +96,19 @@ def test_world_size_that_does_not_split_the_shapes_fails_before_any_work(tmp_pat
     assert "cannot be split over 3 ranks" in res.stderr and "not divisible" in res.stderr
 
 
+@pytest.mark.parametrize("mode,ranks", [("full", (1, 2, 4, 8)), ("quick", (1, 2)),
+                                        ("smoke", (2,))])
+def test_shapes_split_over_the_ranks_they_are_for(mode, ranks):
+    """The full shapes (the default, for GPU nodes) split over up to 8 GPUs, as a DGX runs them;
+    no EVAL shape is a FIT shape."""
+    sys.path.insert(0, str(REPO / "validate"))
+    import shapes
+    for tp in ranks:
+        for shape in shapes.FIT[mode] + shapes.EVAL[mode]:
+            assert not shape.unsplittable(tp), (mode, tp, shape)
+    assert not set(shapes.FIT[mode]) & set(shapes.EVAL[mode])
+
+
 @pytest.mark.parametrize("flag,value", [("--timeout", "nan"), ("--timeout", "inf"),
                                         ("--timeout", "-1"), ("--timeout", "0"),
                                         ("--threads", "-1"), ("--threads", "0")])

@@ -2,7 +2,8 @@
 
 Calibration must not see the layers it is judged on: the kernels benchmarked for the fit come from
 FIT shapes plus a generic GEMM grid, and the error is measured on EVAL shapes, none of which is a FIT
-shape. Sizes are chosen so that both sets split over 1, 2 and 4 ranks.
+shape. The full sets (the default, for GPU nodes) split over 1, 2, 4 and 8 ranks; the quick sets
+(sized for a CPU) over 1 and 2, the smoke sets over 2.
 """
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ EVAL = {
               LayerShape(512, 1, 768, 12, 4, 2048, "swiglu"),
               LayerShape(1024, 1, 384, 6, 6, 1536, "gelu")),
     "full": (LayerShape(256, 2, 512, 8, 8, 2048, "gelu"),
-             LayerShape(512, 1, 768, 12, 4, 2048, "swiglu"),
-             LayerShape(1024, 1, 384, 6, 6, 1536, "gelu"),
+             LayerShape(512, 1, 768, 16, 8, 2048, "swiglu"),
+             LayerShape(1024, 1, 384, 8, 8, 1536, "gelu"),
              LayerShape(512, 2, 1024, 16, 16, 4096, "gelu"),
-             LayerShape(2048, 1, 512, 8, 2, 1408, "swiglu")),
+             LayerShape(2048, 1, 512, 8, 8, 1408, "swiglu")),
     "smoke": (LayerShape(32, 2, 64, 4, 4, 128, "gelu"),
               LayerShape(64, 1, 64, 8, 4, 128, "swiglu")),
 }
@@ -61,9 +62,9 @@ FIT = {
     "quick": (LayerShape(384, 1, 640, 10, 10, 2560, "gelu"),
               LayerShape(768, 1, 256, 4, 4, 1024, "swiglu"),
               LayerShape(1536, 1, 256, 4, 4, 1024, "gelu")),
-    "full": (LayerShape(384, 1, 640, 10, 10, 2560, "gelu"),
-             LayerShape(768, 1, 256, 4, 4, 1024, "swiglu"),
-             LayerShape(128, 4, 896, 14, 14, 3584, "gelu")),
+    "full": (LayerShape(384, 1, 640, 8, 8, 2560, "gelu"),
+             LayerShape(768, 1, 256, 8, 8, 1024, "swiglu"),
+             LayerShape(128, 4, 896, 16, 16, 3584, "gelu")),
     "smoke": (LayerShape(48, 1, 96, 4, 4, 192, "gelu"),),
 }
 

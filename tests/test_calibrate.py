@@ -265,3 +265,13 @@ def test_committed_cpu_calibration_gives_mfu_in_unit_interval():
     path = REPO / "docs" / "measurements" / "cpu-gloo-2rank" / "calibrated.yaml"
     p = tpsim.predict("llama3-8b", str(path), tp=2, dtype="fp32")
     assert 0 < p.model.mfu <= 1
+
+
+def test_a_level_priced_by_nccl_hop_tables_does_not_fit_its_plain_latency():
+    """On dgx-h100 every collective prices its latency from the hop_latency_us tables, so the
+    level's plain latency_us is not a parameter the collectives can determine: not fitted."""
+    h100 = load_topology("dgx-h100")
+    names = [p.path for p in C.level_params(0, True, False, h100)]
+    assert "levels[0].latency_s" not in names and "levels[0].efficiency.ring" in names
+    plain = make_topology([{"name": "l", "size": 8, "bandwidth_GBps": 100, "latency_us": 5}])
+    assert "levels[0].latency_s" in [p.path for p in C.level_params(0, True, True, plain)]

@@ -222,14 +222,18 @@ COMPUTE_PARAMS = (
 )
 
 
-def level_params(index: int, launch: bool, fit_bandwidth: bool) -> tuple[Param, ...]:
+def level_params(index: int, launch: bool, fit_bandwidth: bool,
+                 topo: Topology | None = None) -> tuple[Param, ...]:
     """A link level's parameters: its per-step latency and either its bandwidth (no stated line
     rate) or its ring efficiency against the stated one; ``launch``: also the collective launch
-    (fitted once, on the innermost level's group)."""
+    (fitted once, on the innermost level's group). A level of ``topo`` with NCCL's per-hop
+    latency tables (``hop_latency_us``) prices no collective with its plain latency, so that is
+    not fitted (the data cannot determine it; the launch carries the fixed cost)."""
     lv = f"levels[{index}]"
     rate = (Param(f"{lv}.bandwidth_Bps", 1e6, 1e13, 1e9) if fit_bandwidth
             else Param(f"{lv}.efficiency.ring", 1e-6, 1.0, 0.5))
-    out = (Param(f"{lv}.latency_s", 0.0, 0.1, 1e-5), rate)
+    tables = topo is not None and bool(topo.levels[index].hop_latencies)
+    out = (rate,) if tables else (Param(f"{lv}.latency_s", 0.0, 0.1, 1e-5), rate)
     return ((Param("device.collective_launch_s", 0.0, 1.0, 1e-4),) if launch else ()) + out
 
 

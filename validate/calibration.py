@@ -105,13 +105,13 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
     rows = lambda rs: [(r["op"], r["size_bytes"], r["time_s"]) for r in rs]   # noqa: E731
     if run.local > 1:
         s = C.collective_samples(rows(run.local_collectives), run.local, run.dtype)
-        fits.append(C.fit(fits[-1].topology, list(C.level_params(0, True, not stated_rates)), s,
+        fits.append(C.fit(fits[-1].topology, list(C.level_params(0, True, not stated_rates, fits[-1].topology)), s,
                           f"{len(s)} collectives on {run.local} ranks in one node"))
     if run.world > run.local:
         topo = fits[-1].topology
         net = next(i for i, lv in enumerate(topo.levels) if lv.inter_node)
         s = C.collective_samples(rows(run.world_collectives), run.world, run.dtype)
-        fits.append(C.fit(topo, list(C.level_params(net, run.local < 2, not stated_rates)), s,
+        fits.append(C.fit(topo, list(C.level_params(net, run.local < 2, not stated_rates, topo)), s,
                           f"{len(s)} collectives on {run.world} ranks across "
                           f"{run.world // run.local} nodes"))
     return fits

@@ -145,3 +145,20 @@ def test_progress_only_on_a_terminal():
         p.close()
     assert "pricing layouts: 5/10" in tty.getvalue() and tty.getvalue().endswith("\r\033[K")
     assert pipe.getvalue() == ""
+
+
+def test_the_printed_predict_line_reloads_a_model_given_as_a_file(tmp_path, capsys):
+    """The search's `tpsim predict ...` line names the file the model came from, and runs."""
+    import yaml as _yaml
+
+    from tpsim.model import shipped_models
+    doc = _yaml.safe_load(shipped_models()["gpt3-350m"].read_text())
+    doc["name"] = "my-model"
+    path = tmp_path / "my model.yaml"
+    path.write_text(_yaml.safe_dump(doc))
+    assert main(["search", "--model", str(path), "--topology", "dgx-a100", "--gpus", "8",
+                 "--global-batch", "8", "--top", "1"]) == 0
+    line = next(ln.strip() for ln in capsys.readouterr().out.splitlines()
+                if ln.strip().startswith("tpsim predict"))
+    assert shlex.quote(str(path)) in line
+    assert main(shlex.split(line)[1:]) == 0

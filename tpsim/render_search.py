@@ -1,6 +1,8 @@
 """``tpsim search``'s results for people (a ranked table) and programs (JSON)."""
 from __future__ import annotations
 
+import shlex
+
 from .search import REASONS
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
@@ -24,7 +26,9 @@ def layout_label(lay) -> str:
 def predict_command(result, lay) -> str:
     """The ``tpsim predict`` line that gives a candidate's numbers."""
     run = result.run
-    args = [f"--model {result.model}", f"--topology {result.topology}", f"--tp {lay.tp}",
+    model, topology = (shlex.quote(src or name) for src, name in
+                       zip(result.sources, (result.model, result.topology)))
+    args = [f"--model {model}", f"--topology {topology}", f"--tp {lay.tp}",
             f"--pp {lay.pp}", f"--dp {lay.dp}", f"--global-batch {result.global_batch}",
             f"--micro-batch {lay.micro_batch}", f"--seq {run.seq_len}", f"--dtype {run.dtype}"]
     if result.nodes:

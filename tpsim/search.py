@@ -30,6 +30,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from .errors import ConfigError
 from .model import ModelConfig, load_model
@@ -175,6 +176,7 @@ class SearchResult:
     nodes: int | None = None
     pricing_s: float = 0.0          # wall seconds to enumerate and price every layout
     notes: tuple[str, ...] = ()
+    sources: tuple[str, str] = ("", "")   # --model and --topology as given (a name or a path)
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
@@ -289,7 +291,13 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     return SearchResult(run.model.name, run.topo.name, gpus, global_batch, len(layouts),
                         len(ranked), tuple(best), len(cands),
                         {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes,
-                        pricing, _notes(run, tp_across_nodes))
+                        pricing, _notes(run, tp_across_nodes),
+                        (_source(model, run.model.name), _source(topology, run.topo.name)))
+
+
+def _source(given, name: str) -> str:
+    """What reloads ``given``: the name or path passed in, else a loaded object's name."""
+    return str(given) if isinstance(given, (str, PurePath)) else name
 
 
 def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,

@@ -127,7 +127,7 @@ def render_md(report: dict) -> str:
              f"Method: {env.get('rounds', '?')} interleaved rounds, each timing every "
              "microbenchmark and layer once (kernels shorter than ~15 ms run back to back and "
              "count per call), slowest rank per round, median over rounds. The fit sees only the "
-             "microbenchmarks; see the README, 'Calibrate on your own cluster'.", "",
+             "microbenchmarks; see docs/calibration.md in tpsim's repository.", "",
              "## Accuracy (calibrated on microbenchmarks only; layer shapes differ from the fit's)",
              "",
              f"Median |error| **{s['median_abs_error_pct']:.1f}%**, max |error| "

@@ -352,8 +352,8 @@ BACKWARD = "#228833"     # backward chunks (forward: COMPUTE)
 def _lane(stream: str) -> float:
     """Vertical offset inside a stage's band: compute on top, then p2p sends, then DP."""
     if stream.startswith("p2p "):
-        return 0.55
-    return 0.8 if ("." in stream or not stream.startswith("stage")) else 0.0
+        return 0.5
+    return 0.66 if ("." in stream or not stream.startswith("stage")) else 0.0
 
 
 def pipeline_figure(table: Table):
@@ -361,26 +361,31 @@ def pipeline_figure(table: Table):
     (forward chunks, backward chunks, other kernels), the p2p transfers it sends and its DP
     collectives below; the white gaps on the compute lane are the bubble."""
     pp = table.totals["pp"]
-    fig, ax = plt.subplots(figsize=(14, 1.2 + 0.7 * (pp + 1)))
+    fig, ax = plt.subplots(figsize=(14, 1.8 + 0.8 * (pp + 1)))
     bars: dict[tuple, list] = {}
     for r in table.rows:
         color = {"compute": COMPUTE if r["phase"] == "forward" else BACKWARD,
                  "p2p": COMM, "dp": "#AA3377"}.get(r["kind"], BACKGROUND)
-        height = 0.5 if _lane(r["stream"]) == 0.0 else 0.2
-        y = r["stage"] + _lane(r["stream"])
+        lane = 0.0 if r["stage"] >= pp else _lane(r["stream"])   # the step's global ops: one lane
+        height = {0.0: 0.45, 0.5: 0.12}.get(lane, 0.2)
+        y = r["stage"] + lane
         bars.setdefault((y, height, color), []).append((r["start_s"] * 1e3, r["time_s"] * 1e3))
     for (y, height, color), spans in bars.items():
         ax.broken_barh(spans, (y, height), facecolors=color, linewidth=0)
-    ax.set_yticks([r + 0.25 for r in range(pp + 1)],
-                  [f"stage {r}" for r in range(pp)] + ["all stages"])
-    ax.set_ylim(pp + 1.1, -0.2)
+    # each stage's band: its compute lane, the p2p it sends, its DP stream; lines between bands
+    ticks = [(r + 0.22, f"stage {r}") for r in range(pp)] + [(pp + 0.22, "all stages")]
+    ticks += [(r + 0.76, "DP") for r in range(pp)]
+    ax.set_yticks([y for y, _ in ticks], [label for _, label in ticks])
+    for r in range(1, pp + 1):
+        ax.axhline(r - 0.08, color="#dddddd", linewidth=0.8)
+    ax.set_ylim(pp + 0.95, -0.15)
     ax.set_xlabel("time in the step (ms)")
     ax.legend(handles=[Patch(color=COMPUTE, label="forward chunk"),
                        Patch(color=BACKWARD, label="backward chunk"),
                        Patch(color=COMM, label="p2p transfer (sent)"),
                        Patch(color="#AA3377", label="DP gradient scale / collective"),
                        Patch(color=BACKGROUND, label="optimizer, gradient norm, other")],
-              fontsize=8, loc="lower right")
+              fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=5)
     t = table.totals
     ax.set_title(f"{table.title}\nstep {t['time_s'] * 1e3:.1f} ms, bubble "
                  f"{t['bubble_s'] * 1e3:.1f} ms per GPU (closed form for equal stages "

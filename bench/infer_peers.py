@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from tpsim.collectives import collective_time, custom_all_reduce_time
+from tpsim.collectives import collective_time, custom_kernel_time
 from tpsim.serve import infer
 from tpsim.topology import load_topology
 
@@ -177,17 +177,46 @@ def all_reduce_report() -> None:
 
 def _forced(kind: str, nbytes: int, n: int, topo) -> float:
     """The custom kernel's one-shot or two-shot time at any size (vLLM's benchmark forces the
-    kernel): the same formula with the other branch's bytes."""
-    c = custom_all_reduce_time(min(nbytes, 2**17), topo.place(n), topo)
-    bw = topo.levels[0].bandwidth_Bps * topo.levels[0].efficiency.ring
-    moved = (n - 1) * nbytes if kind == "one-shot" else 2 * (n - 1) / n * nbytes
-    return c.launch_s + c.latency_s + moved / bw
+    kernel): tpsim.collectives.custom_kernel_time on the node's NVLink level."""
+    return sum(custom_kernel_time(kind, nbytes, n, topo.levels[0], topo.device))
+
+
+def fit_two_shot() -> None:
+    """Refit the NVLink level's custom_two_shot_sync_us and custom_two_shot_efficiency on the
+    6-GPU two-shot timings (least squares, time linear in the bytes moved) and check them on
+    the 4-GPU ones, which no parameter sees."""
+    import dataclasses
+
+    import numpy as np
+    h100 = load_topology("dgx-h100")
+    bare = dataclasses.replace(h100.levels[0], custom_two_shot_sync_s=0.0,
+                               custom_two_shot_efficiency=1.0)
+    base = [sum(custom_kernel_time("two-shot", s, 6, bare, h100.device)) for s in AR_SIZES]
+    fixed = sum(custom_kernel_time("two-shot", 0, 6, bare, h100.device))
+    moved_s = np.array(base) - fixed                   # the transfer at efficiency 1
+    slope, intercept = np.polyfit(moved_s, np.array(VLLM_AR[6, "two-shot"]) * 1e-3, 1)
+    print(f"fit on vLLM PR 24111 (6 x H100, two-shot, 512 KiB-4 MiB): "
+          f"custom_two_shot_sync_us = {(intercept - fixed) * 1e6:.3g}, "
+          f"custom_two_shot_efficiency = {1 / slope:.3g}")
+    lv = dataclasses.replace(bare, custom_two_shot_sync_s=intercept - fixed,
+                             custom_two_shot_efficiency=1 / slope)
+    for n in (6, 4):
+        cells = []
+        for s, ms in zip(AR_SIZES, VLLM_AR[n, "two-shot"]):
+            t = sum(custom_kernel_time("two-shot", s, n, lv, h100.device))
+            cells.append(f"{ms * 1e3:.0f}/{t * 1e6:.1f} ({100 * (t / (ms * 1e-3) - 1):+.0f}%)")
+        print(f"  {n} GPUs ({'fit' if n == 6 else 'check'}), measured/model us: " + ", ".join(cells))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peer-python", default=os.environ.get("TPSIM_PEER_PYTHON"))
+    ap.add_argument("--fit-custom", action="store_true",
+                    help="refit the two-shot custom all-reduce's terms and stop")
     args = ap.parse_args(argv)
+    if args.fit_custom:
+        fit_two_shot()
+        return 0
     ours, cpu = tpsim_values()
     peers, why = peer_values(args.peer_python)
     report(ours, peers, why)

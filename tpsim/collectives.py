@@ -348,37 +348,48 @@ CUSTOM_AR_MAX_BYTES = 8 * 2**20     # vLLM CustomAllreduce(max_size=8192 * 1024)
 
 def custom_all_reduce_time(nbytes: float, place: Placement, topo: Topology,
                            max_bytes: float = CUSTOM_AR_MAX_BYTES) -> CollectiveCost:
-    """vLLM's custom all-reduce in one NVLink node (csrc/custom_all_reduce.cuh): one kernel that
-    loads the peers' IPC-registered buffers over NVLink (no NCCL; no copy-in in a CUDA graph).
-
-    One-shot (cross_device_reduce_1stage): barrier, each rank reads all n buffers and reduces
-    all of S, barrier. Two-shot (_2stage): barrier, each rank reduces its S/n slice from every
-    peer, barrier, each reads the n-1 other slices. A barrier is one flag store to each peer
-    and a spin: alpha = the level's latency_s; B = its per-device bandwidth x ring efficiency:
-        one-shot:  t = kernel_launch + 2 alpha + (n - 1) S / B
-        two-shot:  t = kernel_launch + 2 alpha + 2 (n - 1)/n S / B
-    REDUCE_CASE: one-shot for n = 2, or n <= 4 and S < 512 KiB, or n <= 8 and S < 256 KiB.
-    It serves n in (2, 4, 6, 8) ranks of one node, all on NVLink unless n = 2, and S <
-    max_bytes (8 MiB default; with symmetric memory on SM 9.0 vLLM caps n = 6 at 512 KiB and
-    n = 8 at 256 KiB, all_reduce_utils.py); elsewhere vLLM runs NCCL and this raises ConfigError.
-    """
+    """vLLM's custom all-reduce in one NVLink node (csrc/custom_all_reduce.cuh), priced by
+    :func:`custom_kernel_time` for the kernel vLLM's REDUCE_CASE picks by size: one-shot for
+    n = 2, or n <= 4 and S < 512 KiB, or n <= 8 and S < 256 KiB; two-shot otherwise. Where vLLM
+    runs NCCL instead (:func:`custom_all_reduce_unsupported`) this raises ConfigError."""
     why = custom_all_reduce_unsupported(nbytes, place, max_bytes)
     if why:
         raise ConfigError("--allreduce", "", f"custom all-reduce where it runs ({why})", "custom")
-    n, level = place.size, place.spans[0].level
-    one_shot = n == 2 or nbytes < (512 if n <= 4 else 256) * 2**10
-    moved = (n - 1) * nbytes if one_shot else 2 * (n - 1) / n * nbytes
-    launch, latency = topo.device.kernel_launch_s, 2 * level.latency_s
-    transfer = moved / (level.bandwidth_Bps * level.efficiency.ring)
+    n = place.size
+    kind = "one-shot" if n == 2 or nbytes < (512 if n <= 4 else 256) * 2**10 else "two-shot"
+    launch, latency, transfer = custom_kernel_time(kind, nbytes, n, place.spans[0].level,
+                                                   topo.device)
     return CollectiveCost("all-reduce", "custom", int(nbytes), n, launch + latency + transfer,
-                          launch, latency, transfer, 0.0, "one-shot" if one_shot else "two-shot",
+                          launch, latency, transfer, 0.0, kind,
                           "tpsim.collectives.custom_all_reduce_time", place.group.name)
+
+
+def custom_kernel_time(kind: str, nbytes: float, n: int, level, device) -> tuple[float, ...]:
+    """(launch, latency, transfer) of vLLM's one-shot or two-shot kernel on ``n`` ranks.
+
+    One-shot (cross_device_reduce_1stage): start barrier, each rank reads all n buffers and
+    reduces all of S, end barrier. Two-shot (_2stage): start barrier, each rank reduces its S/n
+    slice from every peer into its buffer, a barrier that orders those stores before any peer
+    reads them, then each reads the n-1 other slices. A barrier (a flag store to each peer and
+    a spin) costs alpha = the level's latency_s; B = per-device bandwidth x ring efficiency:
+        one-shot:  t = kernel_launch + 2 alpha + (n - 1) S / B
+        two-shot:  t = kernel_launch + 2 alpha + custom_two_shot_sync
+                       + 2 (n - 1)/n S / (B x custom_two_shot_efficiency)
+    (the level's fitted two-shot terms; 0 and 1 when a file leaves them out)."""
+    launch, latency = device.kernel_launch_s, 2 * level.latency_s
+    rate = level.bandwidth_Bps * level.efficiency.ring
+    if kind == "one-shot":
+        return launch, latency, (n - 1) * nbytes / rate
+    return (launch, latency + level.custom_two_shot_sync_s,
+            2 * (n - 1) / n * nbytes / (rate * level.custom_two_shot_efficiency))
 
 
 def custom_all_reduce_unsupported(nbytes: float, place: Placement,
                                   max_bytes: float = CUSTOM_AR_MAX_BYTES) -> str:
     """Why the custom all-reduce does not run here ('' when it does): n not in (2, 4, 6, 8),
-    a group leaving one node, n > 2 not all on NVLink (a level named nvlink*), S >= max_bytes."""
+    a group leaving one node, n > 2 not all on NVLink (a level named nvlink*), S >= max_bytes
+    (8 MiB by default; with symmetric memory on SM 9.0 vLLM caps n = 6 at 512 KiB and n = 8 at
+    256 KiB, all_reduce_utils.py)."""
     n = place.size
     if n not in (2, 4, 6, 8):
         return f"{n} ranks; it serves 2, 4, 6 or 8"

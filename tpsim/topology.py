@@ -221,6 +221,15 @@ class Level:
     inter_node: bool | None = spec(default=None,
                                    doc="a hop at this level leaves the node through its NICs; "
                                        "default: every level but the innermost")
+    custom_two_shot_sync_s: float = spec(
+        "custom_two_shot_sync_us", scale=US, ge=0, default=0.0,
+        doc="vLLM's two-shot custom all-reduce: fixed cost its second pass adds (the barrier "
+            "that makes the reduce-scatter's stores visible to the peers, and the pass's start), "
+            "us")
+    custom_two_shot_efficiency: float = spec(
+        gt=0, le=1, default=1.0,
+        doc="vLLM's two-shot custom all-reduce: fraction of bandwidth x efficiency.ring its two "
+            "passes sustain")
 
     def validate(self, source: str, path: str) -> None:
         for algo, protos in (self.hop_latencies or {}).items():

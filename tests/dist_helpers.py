@@ -25,6 +25,7 @@ def _entry(rank, world, port, outdir, fn, args):
     except BaseException as e:                       # noqa: BLE001 - sent to the parent
         result = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
     Path(outdir, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
+    dist.barrier()                                   # no rank tears down while a peer works
     dist.destroy_process_group()
 
 
@@ -32,7 +33,14 @@ def run_ranks(world: int, fn, *args, tmpdir) -> list:
     """``fn(*args)`` on ``world`` ranks; its per-rank return values, rank order. ``fn`` must be
     importable (module level)."""
     import torch.multiprocessing as mp
-    mp.spawn(_entry, args=(world, free_port(), str(tmpdir), fn, args), nprocs=world, join=True)
+    try:
+        mp.spawn(_entry, args=(world, free_port(), str(tmpdir), fn, args), nprocs=world,
+                 join=True)
+    except mp.ProcessExitedException:
+        # gloo can abort a process while tearing down its group on a loaded machine, after the
+        # work under test is done; only a rank without its result is a failure
+        if not all(Path(tmpdir, f"rank{r}.pkl").exists() for r in range(world)):
+            raise
     out = []
     for r in range(world):
         status, value = pickle.loads(Path(tmpdir, f"rank{r}.pkl").read_bytes())

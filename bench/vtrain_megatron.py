@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
             used = np.array([fitted_on(r) for r in data])
             print(summary("  rows used in no fit", e[~used]))
             print(summary("  rows host_dispatch_us was fitted on", e[used]))
-        print(f"  by TP x PP x DP:")
+        print("  by TP x PP x DP:")
         print("\n".join(by_group(data, e, split)))
         if name == "multi":
             print("  by model:")

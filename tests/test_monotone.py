@@ -67,8 +67,7 @@ def _scaled(topo, what, f):
     if what == "links":
         levels = tuple(dataclasses.replace(lv, bandwidth_Bps=lv.bandwidth_Bps * f)
                        for lv in levels)
-    out = dataclasses.replace(topo, device=dev, levels=levels)
-    return out
+    return dataclasses.replace(topo, device=dev, levels=levels)
 
 
 @settings(max_examples=60, deadline=None)

@@ -21,7 +21,7 @@ ops in that order (:mod:`tpsim.schedule`). Construction only: pricing is :mod:`t
 """
 from __future__ import annotations
 
-from .dims import Dims, layer_dims, sp_reduce_op  # noqa: F401 - Dims, layer_dims re-exported
+from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
 from .ops import Attention

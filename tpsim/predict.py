@@ -95,9 +95,9 @@ def _settings(model, topology, tp, micro_batch, seq_len, dtype, sequence_paralle
     return m, topo, s, p, attention or m.attention, dtype
 
 
-def _simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
-                    sequence_parallel, dropout, attention, recompute="none",
-                    tp_comm_overlap=False):
+def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
+                   sequence_parallel, dropout, attention, recompute="none",
+                   tp_comm_overlap=False):
     """The priced, scheduled layer (defaults already resolved) and its pricing."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
@@ -116,7 +116,7 @@ def predict_layer(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     m, topo, s, p, att, dtype = _settings(model, topology, tp, micro_batch, seq_len, dtype,
                                           sequence_parallel, dropout, attention, recompute,
                                           tp_comm_overlap)
-    sim, _ = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att,
+    sim, _ = simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p, att,
                              recompute, tp_comm_overlap)
     return layer_times(sim)
 
@@ -168,7 +168,7 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     plan = _step_plan(m, topo, tp, micro_batch, pp, dp, global_batch, virtual_stages,
                       distributed_optimizer, overlap_grad_reduce, scatter_gather_p2p,
                       first_stage_layers, last_stage_layers)
-    sim, pricing = _simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
+    sim, pricing = simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
                                    att, recompute, tp_comm_overlap)
     layer = layer_times(sim)
     emb = simulate(embedding_template(tp > 1, sequence_parallel, p > 0), sim.dims, pricing)

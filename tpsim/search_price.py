@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from .search_step import Layout, Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
-from .step_bound import FIXED, Program, bound_ends, chunk_counts, end_stages, shape_forms
+from .step_bound import Program, bound_ends, chunk_counts, end_stages, shape_forms
 
 
 @lru_cache(maxsize=65536)
@@ -64,7 +64,6 @@ def price_shape(run: Run, layouts: list[Layout]) -> list[tuple[float, float]]:
     m = run.global_batch // (lay0.micro_batch * lay0.dp)
     layers = stage_layers(run, p, v, lay0.first_stage_layers, lay0.last_stage_layers)
     shape = shape_forms(p, v, m, layers)
-    f = shape.forms
     stages = np.array(end_stages(p))
     tails, tail_of, comms, comm_of, idx, cidx, parts = [], {}, [], {}, [], [], []
     for lay in layouts:

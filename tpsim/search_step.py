@@ -34,15 +34,15 @@ import numpy as np
 from . import data_parallel as dpm
 from .collectives import send_recv_time
 from .compute import elementwise_time
-from .dims import layer_dims
 from .embedding import embedding_template, output_template
 from .memory import stage_memory
 from .parallel import Parallelism
 from .pipeline import split_layers
-from .predict import _simulate_layer
+from .predict import simulate_layer
 from .price import group_collective
 from .simulate import simulate
-from .step import FP32, Part, _dp_group, _norm_group, activation_bytes_per_element, pair_group
+from .step import (FP32, Part, activation_bytes_per_element, dp_group, grad_norm_group,
+                   pair_group)
 from .step_bound import end_stages
 
 
@@ -127,7 +127,7 @@ def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
         recompute = "none"
 
     def layer():
-        return _simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype,
+        return simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype,
                                sp, run.dropout, run.attention, recompute, overlap)
 
     sim, pricing = _memo((run, "layer", tp, micro_batch, sp, recompute, overlap), layer)
@@ -251,7 +251,7 @@ def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], 
     prec = dpm.precision(dtype)
     events, sync, gn, finish, memory = [], [], [], [], []
     for i, r in enumerate(end_stages(pp)):
-        group = _dp_group(par, r)
+        group = dp_group(par, r)
 
         @lru_cache(maxsize=None)
         def reduce(params):
@@ -275,7 +275,7 @@ def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], 
     tied = model.embedding_params(tp) if model.tie_embeddings and pp > 1 else 0
     emb = group_collective("all-reduce", tied * prec.grads, pair_group(par, 0, pp - 1),
                            topo).time_s if tied else 0.0
-    norm_group = _norm_group(par, do)
+    norm_group = grad_norm_group(par, do)
     norm = group_collective("all-reduce", FP32, norm_group, topo).time_s if norm_group else 0.0
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.array(sync), np.array(gn), np.array(finish), emb,
                 norm, np.array([sum(s) for s in scale]), np.array(memory), not over)

@@ -157,11 +157,12 @@ def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):
     return seconds
 
 
-def _dp_group(par: Parallelism, stage: int) -> Group:
+def dp_group(par: Parallelism, stage: int) -> Group:
+    """The data-parallel group of pipeline stage ``stage`` (its first TP rank)."""
     return par.group("dp", first=stage * par.stride("pp"))
 
 
-def _norm_group(par: Parallelism, distributed_optimizer: bool):
+def grad_norm_group(par: Parallelism, distributed_optimizer: bool):
     """The gradient norm's all-reduce: across the model-parallel ranks (and the data-parallel
     ones with the distributed optimizer); priced on the outermost of those groups."""
     names = ["tp", "pp"] + (["dp"] if distributed_optimizer else [])
@@ -199,7 +200,7 @@ def _dp_reduce(g, setup, topo, stage, stage_ops):
     par, dtype = setup.parallelism, setup.dtype
     if par.dp == 1:
         return list(stage_ops.end)
-    group, op = _dp_group(par, stage), dpm.reduce_op(setup.distributed_optimizer)
+    group, op = dp_group(par, stage), dpm.reduce_op(setup.distributed_optimizer)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
 
     def reduce(name, params, after):
@@ -256,7 +257,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
                    elementwise_time(dpm.NORM_BYTES * setup.stage_params[r] / shards, dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
-    group = _norm_group(par, setup.distributed_optimizer)
+    group = grad_norm_group(par, setup.distributed_optimizer)
     t = group_collective("all-reduce", FP32, group, topo).time_s if group else 0.0
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
     for r in range(p):
@@ -267,7 +268,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
                     "step", f"stage{r}", "optimizer")
         if setup.distributed_optimizer and par.dp > 1:
             t = dpm.dp_collective("all-gather", local * dpm.precision(dtype).gathered,
-                                  _dp_group(par, r), topo).time_s
+                                  dp_group(par, r), topo).time_s
             g.add(f"s{r}.param-all-gather", f"stage{r}.dp", t, (opt,), "step", f"stage{r}", "dp")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .parallel import Group
-from .placement import LevelSpan, Placement, spans
+from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
 from .schema import from_mapping, load_yaml, shipped_or_path, spec
 from .units import GB, TERA, US
 

@@ -4,7 +4,9 @@ machine is noise).
     python bench/search_speed.py [--repeats 3]
 
 For GPT-3 175B on 512 A100s (dgx-a100-hdr-cluster, global batch 1536) and Llama 3 70B on 64
-H100s (dgx-h100-ndr-cluster, global batch 128), in a fresh process each time:
+H100s (dgx-h100-ndr-cluster, global batch 128), in a fresh process each time, with one BLAS
+thread as the `tpsim` command runs (more threads only spin between the small matrix products,
+and their CPU time counts):
 
 * pricing: enumerate every layout, simulate each layer configuration once, bound every layout's
   step and compute its memory (tpsim.search's first phase), CPU seconds and layouts per CPU
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -29,18 +32,19 @@ import json, sys, time
 from tpsim import search as s, search_step
 model, topo, gpus, gb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t0 = time.process_time()
-run, layouts, dropped = s._priced(model, topo, gpus, gb, None, None, None, 10, 1, False)
-with s.Workers(run) as w:
-    t1 = time.process_time()
-    for lay in layouts:
-        search_step.layer_parts(run, lay.tp, lay.micro_batch, lay.sequence_parallel,
-                                lay.recompute, lay.tp_comm_overlap)
-    t2 = time.process_time()
-    priced = s.bound_layouts(w, layouts)
-    t3 = time.process_time()
-    ranked = s._ranked(layouts, priced, range(len(layouts)))
-    cands = s.reprice(w, ranked, 10)
-    t4 = time.process_time()
+with s.paused_gc():
+    run, layouts, dropped = s._priced(model, topo, gpus, gb, None, None, None, 10, 1, False)
+    with s.Workers(run) as w:
+        t1 = time.process_time()
+        for lay in layouts:
+            search_step.layer_parts(run, lay.tp, lay.micro_batch, lay.sequence_parallel,
+                                    lay.recompute, lay.tp_comm_overlap)
+        t2 = time.process_time()
+        priced = s.bound_layouts(w, layouts)
+        t3 = time.process_time()
+        ranked = s._ranked(layouts, priced, range(len(layouts)))
+        cands = s.reprice(w, ranked, 10)
+        t4 = time.process_time()
 gap = max((c.step_s - c.bound_s) / c.step_s for c in cands)
 print(json.dumps({"layouts": len(layouts), "fitting": len(ranked), "pricing_s": t3 - t0,
                   "layers_s": t2 - t1, "repriced": len(cands), "repricing_s": t4 - t3,
@@ -49,8 +53,11 @@ print(json.dumps({"layouts": len(layouts), "fitting": len(ranked), "pricing_s": 
 
 
 def measure(case) -> dict:
+    # one BLAS thread, as `tpsim` runs (tpsim/cli/__init__.py): "one core"
+    env = {**os.environ, **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                             "MKL_NUM_THREADS")}}
     out = subprocess.run([sys.executable, "-c", CHILD, *map(str, case)], check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env=env).stdout
     return json.loads(out)
 
 

@@ -1,15 +1,23 @@
 """tpsim infer as a monotone model: more work is never faster, more resources never slower.
 
-Why batch never lowers tokens/s: every op's time is a max (or, for NCCL's choice of algorithm,
-a min) of affine functions of the batch with non-negative intercepts (launches, latencies,
-weight bytes), so time/batch never grows; sums and maxima of the schedule keep that.
+Why batch never lowers tokens/s (but see the tiles below): every op's time is a max (or, for
+NCCL's choice of algorithm, a min) of affine functions of the batch with non-negative
+intercepts (launches, latencies, weight bytes), so time/batch never grows; sums and maxima of
+the schedule keep that.
 
-One exception is real: vLLM's custom all-reduce picks one-shot or two-shot, or falls back to
+Two exceptions are real. vLLM's custom all-reduce picks one-shot or two-shot, or falls back to
 NCCL, by a size rule rather than by time, so where a bigger batch or prompt crosses one of its
-thresholds the step may get faster or slower. The properties compare custom all-reduce runs
-only where both use the same kernels (``_dispatch``).
+thresholds the step may get faster or slower: the properties compare custom all-reduce runs
+only where both use the same kernels (``_dispatch``). And a GEMM's output is computed in tiles
+(:func:`tpsim.compute.tile_wave_efficiency`, NVIDIA's tile quantization): a decode batch one
+token past a multiple of the tile's rows adds a tile row that is almost empty, and where the
+GEMMs are compute-bound the step can take up to twice as long for one more token (Llama 2 70B,
+TP 4 on A100s: 30 ms at batch 128, 66 ms at 129). Within one tile row a GEMM's compute time
+is constant and its memory time affine, so tokens/s is compared only for batches that fill the
+same number of tile rows.
 """
 import dataclasses
+import math
 
 from hypothesis import assume, given, settings, strategies as st
 
@@ -60,11 +68,14 @@ def test_longer_prompt_never_faster(c, more):
 @FAST
 @given(configs, st.integers(1, 200))
 def test_more_batch_never_a_faster_step_nor_fewer_tokens_per_second(c, more):
+    """Tokens/s within one tile row of the decode GEMMs (module docstring)."""
     a, b = run(c), run(c, batch=c["batch"] + more)
     assume(same_kernels(c, a, b))
     assert b.decode.time_per_token_s * TOL >= a.decode.time_per_token_s
     assert b.prefill.time_s * TOL >= a.prefill.time_s
-    assert b.decode.tokens_per_s * TOL >= a.decode.tokens_per_s
+    rows = min(TOPOS[c["topology"]].device.gemm_tile)
+    if math.ceil(c["batch"] / rows) == math.ceil((c["batch"] + more) / rows):
+        assert b.decode.tokens_per_s * TOL >= a.decode.tokens_per_s
     assert b.memory.total_bytes > a.memory.total_bytes
 
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from tpsim.pipeline import BACKWARD, Compute, add_pipeline, in_flight, pipeline_schedule
 from tpsim.search_price import activation_counts
-from tpsim.step_bound import (Program, _build, affine_base, bound_ends, chunk_counts,
-                              end_stages, shape_forms)
+from tpsim.stage_program import Program, chunk_counts
+from tpsim.step_bound import _build, affine_base, bound_ends, end_stages, shape_forms
 from tpsim.step_graph import StepGraph
 from tpsim.search_step import inner_transfer
 
@@ -144,3 +144,21 @@ def test_activation_counts_are_in_flight():
             expect = (sum(n * layers[c * p + r] for c, n in enumerate(live)),
                       live[0] * (r == 0), live[-1] * (r == p - 1))
             assert tuple(activation_counts(p, v, m, layers)[i]) == expect
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6))
+def test_pieces_shared_across_micro_batches_are_the_built_ones(p, v, m1, m2):
+    """Path pieces that do not depend on m (heads, tails) are built once and reused by the
+    shapes of every m: a shape built after another reuses them and equals one built alone."""
+    from tpsim import step_bound
+    v = v if p > 1 else 1
+    m1, m2 = (m1 * p, m2 * p) if v > 1 else (m1, m2)
+    layers = tuple([2] * (p * v))
+    step_bound._PIECES.clear()
+    alone = _build(p, v, m2, layers)
+    step_bound._PIECES.clear()
+    _build(p, v, m1, layers)
+    after = _build(p, v, m2, layers)
+    assert alone.slices == after.slices
+    assert np.array_equal(alone.matrix, after.matrix)

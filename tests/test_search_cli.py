@@ -3,9 +3,13 @@
 combination, one line and exit 2 for bad input."""
 import csv
 import json
+import os
 import shlex
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO
 
 from tpsim.cli import main
 from tpsim.collectives import collective_time
@@ -162,3 +166,17 @@ def test_the_printed_predict_line_reloads_a_model_given_as_a_file(tmp_path, caps
                 if ln.strip().startswith("tpsim predict"))
     assert shlex.quote(str(path)) in line
     assert main(shlex.split(line)[1:]) == 0
+
+
+@pytest.mark.parametrize("given, expect", [(None, "1"), ("3", "3")])
+def test_the_command_runs_one_blas_thread_unless_told(given, expect):
+    """`tpsim` sets numpy's BLAS threads to one before numpy loads (more only spin between a
+    search's small products, doubling its CPU time) and keeps a count the environment gives."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = ("import os, sys; import tpsim.cli; "
+            "print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=60)
+    assert r.stdout.split() == ["False", expect], r.stderr

@@ -36,7 +36,7 @@ from .errors import ConfigError
 from .model import ModelConfig, load_model
 from .predict import _settings
 from .recompute import RECOMPUTE
-from .search_jobs import Workers
+from .search_jobs import Workers, paused_gc
 from .search_step import Layout, Run
 from .step import check_fits, with_nodes
 from .parallel import Parallelism
@@ -204,27 +204,32 @@ def equivalent(run: Run, lay: Layout) -> Layout:
     return lay
 
 
-def shapes(run: Run, layouts: list[Layout]) -> list[list[int]]:
-    """Indices of the layouts that share a schedule shape (one matrix product each)."""
+def pipelines(layouts: list[Layout]) -> list[list[int]]:
+    """Indices of the layouts that share a pipeline (pp, virtual stages, the layers' split):
+    one array pass each (:func:`tpsim.search_price.price_pipelines`)."""
     groups: dict = {}
     for i, lay in enumerate(layouts):
-        m = run.global_batch // (lay.micro_batch * lay.dp)
-        key = (lay.pp, lay.virtual_stages, m, lay.first_stage_layers, lay.last_stage_layers)
+        key = (lay.pp, lay.virtual_stages, lay.first_stage_layers, lay.last_stage_layers)
         groups.setdefault(key, []).append(i)
     return list(groups.values())
+
+
+PROGRESS_STEPS = 8      # the pricing reports its progress this many times
 
 
 def bound_layouts(workers, layouts: list[Layout], progress=None):
     """(step-time bound, fullest stage's total bytes, fits) of every layout, in order."""
     out = [None] * len(layouts)
-    groups = shapes(workers.run, layouts)
+    groups = pipelines(layouts)
     capacity = workers.run.topo.device.memory_bytes
     done = 0
-    priced = workers.bound([[layouts[i] for i in g] for g in groups])
-    for g, rows in zip(groups, priced):
-        for i, (bound, nbytes) in zip(g, rows):
-            out[i] = (bound, nbytes, nbytes <= capacity)
-        done += len(g)
+    step = -(-len(groups) // PROGRESS_STEPS)
+    for start in range(0, len(groups), step):
+        chunk = groups[start:start + step]
+        for g, rows in zip(chunk, workers.bound([[layouts[i] for i in g] for g in chunk])):
+            for i, (bound, nbytes) in zip(g, rows):
+                out[i] = (bound, nbytes, nbytes <= capacity)
+            done += len(g)
         if progress:
             progress("pricing layouts", done, len(layouts))
     return out
@@ -278,14 +283,15 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
     ``global_batch`` sequences per step that fit in memory (module docstring)."""
     start = time.perf_counter()
-    run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes,
-                                    top, jobs, tp_across_nodes)
-    with Workers(run, jobs) as workers:
-        priced = bound_layouts(workers, layouts, progress)
-        pricing = time.perf_counter() - start
-        ranked = _ranked(layouts, priced, range(len(layouts)))
-        dropped["memory"] += len(layouts) - len(ranked)
-        cands = reprice(workers, ranked, top, progress)
+    with paused_gc():
+        run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
+                                        nodes, top, jobs, tp_across_nodes)
+        with Workers(run, jobs) as workers:
+            priced = bound_layouts(workers, layouts, progress)
+            pricing = time.perf_counter() - start
+            ranked = _ranked(layouts, priced, range(len(layouts)))
+            dropped["memory"] += len(layouts) - len(ranked)
+            cands = reprice(workers, ranked, top, progress)
     best = sorted(cands, key=lambda c: c.step_s)[:top]
     gap = max(((c.step_s - c.bound_s) / c.step_s for c in cands), default=0.0)
     return SearchResult(run.model.name, run.topo.name, gpus, global_batch, len(layouts),
@@ -305,8 +311,13 @@ def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int 
             tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
-    run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                              jobs, tp_across_nodes)
+    with paused_gc():
+        run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
+                                  jobs, tp_across_nodes)
+        return run, _best_by(run, layouts, key, jobs, progress)
+
+
+def _best_by(run, layouts, key, jobs, progress) -> dict:
     cells: dict = {}
     for i, lay in enumerate(layouts):
         cells.setdefault(key(lay), []).append(i)
@@ -316,7 +327,7 @@ def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int 
         for cell, indices in cells.items():
             cands = reprice(workers, _ranked(layouts, priced, indices), 1)
             best[cell] = min(cands, key=lambda c: c.step_s) if cands else None
-    return run, best
+    return best
 
 
 def _notes(run: Run, tp_across_nodes: bool) -> tuple[str, ...]:

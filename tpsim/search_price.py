@@ -1,4 +1,4 @@
-"""Pricing many layouts of one schedule shape at once: the step-time bound and the fullest
+"""Pricing many layouts of a few pipelines at once: the step-time bound and the fullest
 stage's memory as array arithmetic over the layouts (formulas in :mod:`tpsim.search_step`).
 
 For layouts i of one shape, with E_i the bounds of the last backwards' ends
@@ -13,11 +13,13 @@ For layouts i of one shape, with E_i the bounds of the last backwards' ends
 from __future__ import annotations
 
 from functools import lru_cache
+from operator import attrgetter
 
 import numpy as np
 
 from .search_step import Layout, Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
-from .step_bound import Program, bound_ends, chunk_counts, end_stages, shape_forms
+from .stage_program import Program, chunk_counts
+from .step_bound import bound_ends, end_stages, shape_forms
 
 
 @lru_cache(maxsize=65536)
@@ -56,39 +58,73 @@ def _step_bounds(tails: list, idx: np.ndarray, ends: np.ndarray, back: np.ndarra
     return norm + np.stack([t.finish for t in tails])[idx].max(axis=1)
 
 
-def price_shape(run: Run, layouts: list[Layout]) -> list[tuple[float, float]]:
-    """(step-time lower bound, the fullest stage's bytes) of layouts that share one schedule
-    shape (pp, virtual stages, micro-batches, layers per virtual stage)."""
-    lay0 = layouts[0]
-    p, v = lay0.pp, lay0.virtual_stages
-    m = run.global_batch // (lay0.micro_batch * lay0.dp)
-    layers = stage_layers(run, p, v, lay0.first_stage_layers, lay0.last_stage_layers)
-    shape = shape_forms(p, v, m, layers)
-    stages = np.array(end_stages(p))
-    tails, tail_of, comms, comm_of, idx, cidx, parts = [], {}, [], {}, [], [], []
-    for lay in layouts:
-        tp, dp, sp, do = lay.tp, lay.dp, lay.sequence_parallel, lay.distributed_optimizer
-        parts.append(layer_parts(run, tp, lay.micro_batch, sp, lay.recompute,
-                                 lay.tp_comm_overlap))
-        k = tail_of.get((tp, dp, sp, do))
-        if k is None:
-            k = tail_of[tp, dp, sp, do] = len(tails)
-            tails.append(_tail(run, tp, p, dp, v, layers, sp, do))
-        j = comm_of.get((tp, dp, lay.micro_batch, sp))
-        if j is None:
-            j = comm_of[tp, dp, lay.micro_batch, sp] = len(comms)
-            comms.append(p2p_times(run, tp, p, dp, p2p_bytes(run, tp, lay.micro_batch, sp), v))
-        idx.append(k)
-        cidx.append(j)
-    c = np.stack(comms)[cidx]
-    x = np.concatenate([np.array([q.times for q in parts]),
+def _index(keys: list) -> tuple[list, np.ndarray]:
+    """The distinct ``keys`` in order of first appearance, and each key's position in them."""
+    first = dict.fromkeys(keys)
+    for i, k in enumerate(first):
+        first[k] = i
+    return list(first), np.fromiter(map(first.__getitem__, keys), int, len(keys))
+
+
+_FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
+                     "tp_comm_overlap", "distributed_optimizer")
+
+
+class _Pipeline:
+    """The layouts of one pipeline (pp, virtual stages, layers per virtual stage), reduced to
+    what they price from: their distinct layer configurations, step ends (:class:`Tail`),
+    p2p transfers and numbers of micro-batches, with each layout's index into each."""
+
+    def __init__(self, run: Run, layouts: list[Layout]):
+        lay0 = layouts[0]
+        self.p, self.v, self.n = lay0.pp, lay0.virtual_stages, len(layouts)
+        self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
+                                   lay0.last_stage_layers)
+        fields = list(map(_FIELDS, layouts))
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov)
+                                        for tp, _, mb, sp, rc, ov, _ in fields])
+        self.tails, self.tidx = _index([(tp, dp, sp, do) for tp, dp, _, sp, _, _, do in fields])
+        self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, _, _, _ in fields])
+        self.ms, self.midx = _index([run.global_batch // (mb * dp)
+                                     for _, dp, mb, _, _, _, _ in fields])
+
+
+def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[float, float]]]:
+    """(step-time lower bound, the fullest stage's bytes) of each layout of each group of
+    layouts that share a pipeline (pp, virtual stages, layers per virtual stage).
+
+    In phases over all groups (each kind of work together runs markedly faster in CPython
+    than the same work interleaved): the layer configurations (:func:`layer_parts`), the
+    schedule's rows per number of micro-batches (:func:`tpsim.step_bound.shape_forms`), the
+    step ends and p2p transfers, then one array pass per group."""
+    pipes = [_Pipeline(run, g) for g in groups]
+    parts = [[layer_parts(run, *key) for key in q.parts] for q in pipes]
+    shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
+               for m in q.ms] for q in pipes]
+    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do) for tp, dp, sp, do in q.tails]
+             for q in pipes]
+    comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
+                       for tp, dp, mb, sp in q.comms]) for q in pipes]
+    return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
+
+
+def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
+           comms: np.ndarray) -> list[tuple[float, float]]:
+    """The module docstring's T_i and memory_i of one pipeline's layouts."""
+    stages, idx = np.array(end_stages(q.p)), q.tidx
+    c = comms[q.cidx]
+    x = np.concatenate([np.array([t.times for t in parts])[q.pidx],
                         np.stack([t.scale for t in tails])[idx], c], axis=1)
-    saved = np.array([q.saved for q in parts])
     dp1 = np.array([t.last_p2p for t in tails])[idx]
     last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
-    idx = np.array(idx)
-    ends = bound_ends(shape, x)
+    ends = np.empty((q.n, len(stages) * q.v))
+    counts = np.empty((q.n, len(stages), 3))
+    for i, (shape, live) in enumerate(shapes):
+        rows = q.midx == i
+        ends[rows] = bound_ends(shape, x[rows])
+        counts[rows] = live
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)
     state = np.stack([t.memory for t in tails])[idx]
-    memory = (state + saved @ activation_counts(p, v, m, layers).T).max(axis=1)
+    saved = np.array([t.saved for t in parts])[q.pidx]
+    memory = (state + np.einsum("nk,nsk->ns", saved, counts)).max(axis=1)
     return list(zip(bounds.tolist(), memory.tolist()))

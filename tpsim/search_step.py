@@ -26,7 +26,7 @@ of a percent of it (:mod:`tpsim.step_bound`). The arithmetic over many layouts a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -104,14 +104,18 @@ class Layout:
 
 
 _PARTS: dict = {}
+_TIMES: dict = {}
 
 
-def _memo(key, make):
-    hit = _PARTS.get(key)
+def _memo(key, make, table: dict = _PARTS, size: int = 8192):
+    """``make()`` memoised in ``table`` under ``key``, whose first item is the :class:`Run`
+    (kept with the value and checked by identity: an id is not reused while its entry lives);
+    the table is emptied past ``size`` entries."""
+    hit = table.get(key)
     if hit is None or hit[0] is not key[0]:
-        if len(_PARTS) > 8192:
-            _PARTS.clear()
-        hit = _PARTS[key] = (key[0], make())
+        if len(table) > size:
+            table.clear()
+        hit = table[key] = (key[0], make())
     return hit[1]
 
 
@@ -148,36 +152,38 @@ def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Stages:
-    """Per virtual stage g: layers, parameters (the chunk's gradient units) and, on the
-    stages the bound covers, the bucket composition of the last backward."""
+    """Per virtual stage g: layers, and the bucket composition of its last backward; per
+    stage, parameters (the gradient units it updates)."""
     layers: tuple[int, ...]
     stage_params: tuple[int, ...]
-    chunk_params: tuple[int, ...]
     buckets: tuple            # per g: ((layers, embedding?, output?, params), ...) in order
 
 
 @lru_cache(maxsize=4096)
-def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int) -> Stages:
-    """As :func:`tpsim.step.make_setup` and :func:`tpsim.step._buckets` split the model."""
+def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, output: int,
+                   size: int | None) -> tuple:
+    """One chunk's buckets (:func:`tpsim.data_parallel.buckets`): its gradient units in the
+    order the backward finishes them, output layer first, embedding last."""
+    units = ([(0, False, True, output, 1)] if last else []) + \
+        ([(1, False, False, model.layer_params(tp), n)] if n else []) + \
+        ([(0, True, False, model.embedding_params(tp), 1)] if first else [])
+    return tuple((sum(units[i][0] * k for i, k in pieces), any(units[i][1] for i, _ in pieces),
+                  any(units[i][2] for i, _ in pieces), sum(units[i][3] * k for i, k in pieces))
+                 for pieces in dpm.buckets([(u[3], u[4]) for u in units], size))
+
+
+@lru_cache(maxsize=4096)
+def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], size: int) -> Stages:
+    """As :func:`tpsim.step.make_setup` and :func:`tpsim.step._buckets` split the model
+    (``size``: the bucket size in parameters, on the first virtual stage only)."""
     V = pp * v
-    emb = model.embedding_params(tp)
-    out = model.norm_params + (0 if model.tie_embeddings and pp == 1 else emb)
-    per = model.layer_params(tp)
+    output = model.norm_params + (0 if model.tie_embeddings and pp == 1 else
+                                  model.embedding_params(tp))
     per_stage = [sum(layers[c * pp + r] for c in range(v)) for r in range(pp)]
     stage = tuple(model.stage_params(tp, n, r == 0, r == pp - 1) for r, n in enumerate(per_stage))
-    chunk, buckets = [], []
-    for g, n in enumerate(layers):
-        units = ([(0, False, True, out, 1)] if g == V - 1 else []) + \
-            ([(1, False, False, per, n)] if n else []) + \
-            ([(0, True, False, emb, 1)] if g == 0 else [])
-        size = dpm.bucket_params(dp) if g == 0 else None
-        groups = dpm.buckets([(u[3], u[4]) for u in units], size)
-        buckets.append(tuple((sum(units[i][0] * k for i, k in pieces),
-                              any(units[i][1] for i, _ in pieces),
-                              any(units[i][2] for i, _ in pieces),
-                              sum(units[i][3] * k for i, k in pieces)) for pieces in groups))
-        chunk.append(sum(u[3] * u[4] for u in units))
-    return Stages(layers, stage, tuple(chunk), tuple(buckets))
+    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, output,
+                                   size if g == 0 else None) for g, n in enumerate(layers))
+    return Stages(layers, stage, buckets)
 
 
 @dataclass(frozen=True)
@@ -212,18 +218,18 @@ def _events(st: Stages, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
     many buckets (a whole stage's gradients without pipelining) a few are kept: any subset
     bounds the stream's end from below, and its ends (an early bucket heading a queue, the
     last one exposed) are the ones that bind."""
-    order = [(c, j) for c in range(v - 1, -1, -1) for j in range(len(st.buckets[c * pp + r]))]
     out, after = [], 0.0
-    for c, j in reversed(order):
+    for c in range(v):                      # the stream read backwards: chunk 0's last bucket
         g = c * pp + r
-        after += reduce(st.buckets[g][j][3])
-        nb = len(st.buckets[g])
-        if nb > BUCKET_EVENTS and j not in {round(q * (nb - 1) / (BUCKET_EVENTS - 1))
-                                            for q in range(BUCKET_EVENTS)}:
-            continue
-        later = st.buckets[g][j + 1:]
-        out.append((i * v + c, sum(b[0] for b in later), sum(b[1] for b in later),
-                    sum(b[2] for b in later), after - sum(scale[g][j + 1:])))
+        bs, nb = st.buckets[g], len(st.buckets[g])
+        keep = range(nb) if nb <= BUCKET_EVENTS else \
+            {round(q * (nb - 1) / (BUCKET_EVENTS - 1)) for q in range(BUCKET_EVENTS)}
+        for j in range(nb - 1, -1, -1):
+            after += reduce(bs[j][3])
+            if j in keep:
+                later = bs[j + 1:]
+                out.append((i * v + c, sum(b[0] for b in later), sum(b[1] for b in later),
+                            sum(b[2] for b in later), after - sum(scale[g][j + 1:])))
     return out
 
 
@@ -240,71 +246,126 @@ def _event_arrays(events: list[list], width: int) -> tuple:
 @lru_cache(maxsize=4096)
 def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
           do: bool) -> Tail:
-    model, topo, dtype, dev = run.model, run.topo, run.dtype, run.topo.device
+    base = _tail_base(run, tp, pp, dp, v, layers, do)
+    if not (sp and tp > 1):
+        return base
+    return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
+
+
+@lru_cache(maxsize=4096)
+def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
+               layers: tuple[int, ...]) -> np.ndarray:
+    """Per end stage: the TP all-reduce of the norm (and bias) gradients that sequence
+    parallelism leaves partial, before the stage's DP stream can finish."""
+    model, par = run.model, Parallelism(tp=tp, pp=pp, dp=dp)
+    per_layer = 2 * model.norm_params + (2 * model.hidden if model.bias else 0)
+    out = []
+    for r in end_stages(pp):
+        n = sum(layers[c * pp + r] for c in range(v))
+        params = n * per_layer + (model.norm_params if r == pp - 1 else 0)
+        out.append(group_time(run, "all-reduce", params * dpm.precision(run.dtype).grads,
+                              par.group("tp", first=r * par.stride("pp"))))
+    return np.array(out)
+
+
+@lru_cache(maxsize=4096)
+def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
+               do: bool) -> Tail:
+    """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
+    model, dtype, dev = run.model, run.dtype, run.topo.device
     par = Parallelism(tp=tp, pp=pp, dp=dp)
-    st = _stages(model, tp, pp, v, layers, dp)
+    st = _stages(model, tp, pp, v, layers, dpm.bucket_params(dp))
     over = dp > 1                      # the search keeps Megatron-core's overlap_grad_reduce
     scale = [[elementwise_time(dpm.scale_bytes(b[3], dtype), dev) if over else 0.0
               for b in bs] for bs in st.buckets]
     shards = dp if do else 1
-    per_layer = 2 * model.norm_params + (2 * model.hidden if model.bias else 0)
     prec = dpm.precision(dtype)
-    events, sync, gn, finish, memory = [], [], [], [], []
+    op = dpm.reduce_op(do)
+    events, gn, finish, memory = [], [], [], []
     for i, r in enumerate(end_stages(pp)):
         group = dp_group(par, r)
+        reduce_s = group_timer(run, op, group)
 
-        @lru_cache(maxsize=None)
         def reduce(params):
-            return dpm.dp_collective(dpm.reduce_op(do), dpm.grad_bytes(params, dtype), group,
-                                     topo).time_s
+            return reduce_s(dpm.grad_bytes(params, dtype))
         events.append(_events(st, scale, reduce, pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0)])
-        n = sum(layers[c * pp + r] for c in range(v))
-        sync_params = n * per_layer + (model.norm_params if r == pp - 1 else 0)
-        sync.append(group_collective("all-reduce", sync_params * prec.grads,
-                                     par.group("tp", first=r * par.stride("pp")),
-                                     topo).time_s if sp and tp > 1 else 0.0)
         local = st.stage_params[r]
         gn.append(elementwise_time(dpm.NORM_BYTES * local / shards, dev))
         by_kernel = dpm.optimizer_bytes(dtype, local / shards, local)
         t = elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"), dev)
         if do and dp > 1:
-            t += dpm.dp_collective("all-gather", local * prec.gathered, group, topo).time_s
+            t += group_time(run, "all-gather", local * prec.gathered, group)
         finish.append(t)
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
     tied = model.embedding_params(tp) if model.tie_embeddings and pp > 1 else 0
-    emb = group_collective("all-reduce", tied * prec.grads, pair_group(par, 0, pp - 1),
-                           topo).time_s if tied else 0.0
+    emb = group_time(run, "all-reduce", tied * prec.grads, pair_group(par, 0, pp - 1)) \
+        if tied else 0.0
     norm_group = grad_norm_group(par, do)
-    norm = group_collective("all-reduce", FP32, norm_group, topo).time_s if norm_group else 0.0
-    return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.array(sync), np.array(gn), np.array(finish), emb,
-                norm, np.array([sum(s) for s in scale]), np.array(memory), not over)
+    norm = group_time(run, "all-reduce", FP32, norm_group) if norm_group else 0.0
+    return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
+                np.array(gn), np.array(finish), emb, norm, np.array([sum(s) for s in scale]),
+                np.array(memory), not over)
 
 
-_P2P: dict = {}
+def _span_key(place) -> tuple:
+    """What a collective's price reads of a placement: the group's size and its spans."""
+    return (place.size,) + tuple((s.index, s.fanout, s.units, s.devices_per_unit, s.ports)
+                                 for s in place.spans)
 
 
-def _send_recv(run: Run, nbytes: float, place) -> float:
-    """:func:`tpsim.collectives.send_recv_time`, memoised per size and the pair's placement
-    (every pair of stages on the same levels costs the same)."""
-    key = (run, nbytes, tuple((s.index, s.fanout, s.units, s.devices_per_unit, s.ports)
-                                  for s in place.spans))
-    hit = _P2P.get(key)
-    if hit is None:
-        if len(_P2P) > 65536:
-            _P2P.clear()
-        hit = _P2P[key] = send_recv_time(nbytes, place, run.topo).time_s
-    return hit
+def _memo_time(key, price) -> float:
+    return _memo(key, price, _TIMES, 65536)
+
+
+def group_timer(run: Run, op: str, group):
+    """``seconds(nbytes)``: :func:`tpsim.price.group_collective`'s time of ``op`` on
+    ``group``, memoised per size and the group's placement: every group on the same levels
+    (the DP groups of different stages, say) costs the same, whatever its name and first
+    rank."""
+    key = _span_key(run.topo.place(group))
+    local: dict = {}
+
+    def seconds(nbytes: float) -> float:
+        t = local.get(nbytes)
+        if t is None:
+            t = local[nbytes] = _memo_time(
+                (run, op, nbytes, key), lambda: group_collective(op, nbytes, group,
+                                                                 run.topo).time_s)
+        return t
+    return seconds
+
+
+def group_time(run: Run, op: str, nbytes: float, group) -> float:
+    """:func:`group_timer` for one size."""
+    return group_timer(run, op, group)(nbytes)
+
+
+@lru_cache(maxsize=4096)
+def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
+    """The distinct placements among the stage pairs (j, j + 1) and the wrap (p - 1, 0), as
+    (span key, placement), and each pair's index among them."""
+    par, topo = Parallelism(tp=tp, pp=pp, dp=dp), run.topo
+    places: dict = {}
+    at = []
+    for a, b in [(j, j + 1) for j in range(pp - 1)] + [(pp - 1, 0)]:
+        place = topo.place(pair_group(par, a, b))
+        at.append(places.setdefault(_span_key(place), (len(places), place))[0])
+    return tuple((key, place) for key, (_, place) in places.items()), np.array(at)
 
 
 @lru_cache(maxsize=65536)
 def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.ndarray:
     """The step-bound variables c (c[j]: one transfer of ``nbytes`` between stages j and
-    j + 1; c[p - 1]: the last stage to the first) and cin (:func:`inner_transfer`)."""
-    par, topo = Parallelism(tp=tp, pp=pp, dp=dp), run.topo
-    pairs = [(j, j + 1) for j in range(pp - 1)] + [(pp - 1, 0)]
-    c = np.array([_send_recv(run, nbytes, topo.place(pair_group(par, a, b)))
-                  for a, b in pairs] if pp > 1 else [0.0])
+    j + 1; c[p - 1]: the last stage to the first) and cin (:func:`inner_transfer`); each
+    :func:`tpsim.collectives.send_recv_time`, memoised per size and the pair's placement
+    (every pair of stages on the same levels costs the same)."""
+    if pp == 1:
+        return np.zeros(2)
+    places, at = _pairs(run, tp, pp, dp)
+    c = np.array([_memo_time((run, "send-recv", nbytes, key),
+                             lambda: send_recv_time(nbytes, place, run.topo).time_s)
+                  for key, place in places])[at]
     return np.concatenate([c, inner_transfer(c, pp, v)])
 
 
@@ -318,10 +379,8 @@ def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:
     """cin[k]: the shorter transfer on the pairs stage k's p2p batches use."""
     if p == 1:
         return np.zeros(1)
-    out = np.empty(p)
-    for k in range(p):
-        pairs = [j for j in (k - 1, k) if 0 <= j < p - 1]
-        if v > 1 and k in (0, p - 1):
-            pairs.append(p - 1)
-        out[k] = min(c[j] for j in pairs)
+    inner = c[:p - 1]
+    out = np.minimum(np.concatenate([[np.inf], inner]), np.concatenate([inner, [np.inf]]))
+    if v > 1:                     # the first and last stage also use the wrap
+        out[[0, -1]] = np.minimum(out[[0, -1]], c[p - 1])
     return out

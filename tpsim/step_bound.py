@@ -40,118 +40,56 @@ transfer per batch, which is all it counts. The step's end after the last backwa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from .stage_program import Program, chunk_offsets
+
 FIXED = ("f", "b", "f_embedding", "b_embedding", "f_output", "b_output")
 VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]")
-
-
-class Program:
-    """Stage k's compute positions: warm-up forwards, steady pairs, cool-down backwards."""
-
-    def __init__(self, p: int, v: int, m: int, k: int):
-        self.p, self.v, self.m, self.k = p, v, m, k
-        self.total = m * v
-        self.w = min(p - k - 1, m) if v == 1 else \
-            min(2 * (p - k - 1) + (v - 1) * p, self.total)
-        self.rest = self.total - self.w
-
-    def fpos(self, i: int) -> int:
-        """Position of forward i (table order) in the stage's compute sequence."""
-        return i if i < self.w else 2 * i - self.w
-
-    def bpos(self, i: int) -> int:
-        return self.w + 2 * i + 1 if i < self.rest else self.w + self.rest + i
-
-    def f_range(self, a: int, b: int) -> tuple[int, int]:
-        """Forwards whose positions lie in [a, b]: indices [lo, hi)."""
-        w, n = self.w, self.total
-        lo = a if a < w else -(-(a + w) // 2)
-        hi = (b + 1) if b < w else (b + w) // 2 + 1
-        return min(max(lo, 0), n), min(max(hi, 0), n)
-
-    def b_range(self, a: int, b: int) -> tuple[int, int]:
-        """Backwards whose positions lie in [a, b]: indices [lo, hi)."""
-        n = self.total
-        return min(self._b_first(a), n), min(self._b_first(b + 1), n)
-
-    def _b_first(self, a: int) -> int:
-        """The first backward index with position >= a."""
-        w, r = self.w, self.rest
-        i = -(-(a - w - 1) // 2)
-        if i < r:
-            return max(i, 0)
-        return max(a - w - r, r)
-
-    def last_backward(self, c: int) -> int:
-        """Index of the backward of the last micro-batch on model chunk c."""
-        return self.total - 1 - c * self.p if self.v > 1 else self.m - 1
-
-    def gaps(self, a: int, b: int) -> int:
-        """Blocking p2p batches between the computes at positions a..b: between steady
-        neighbours one (none between the forward and backward of an interleaved pair), two
-        elsewhere in 1F1B, one elsewhere interleaved; the ends of 1F1B have no upstream
-        (stage 0) or downstream (stage p - 1) side, and so fewer."""
-        if b <= a or self.p == 1:
-            return 0
-        w, r, k, last = self.w, self.rest, self.k, self.p - 1
-        if self.v > 1:
-            empty = int(k == last and r == 0 and a <= w - 1 < b)    # the last F has no send
-            return (b - a) - _every_other(a, b - 1, w, w + 2 * r - 1, w) - empty
-        if k == last:                                   # F at even positions, B at odd
-            return _every_other(a, b - 1, 1, b - 1, 1)
-        steady = max(0, min(b - 1, w + 2 * r - 2) - max(a, w) + 1)
-        if k == 0:                                      # no batch after a steady backward
-            return (b - a) - _every_other(a, b - 1, w + 1, w + 2 * r - 2, w + 1)
-        return 2 * (b - a) - steady
-
-
-def _every_other(a: int, b: int, lo: int, hi: int, phase: int) -> int:
-    """Integers j in [a, b] and [lo, hi] with j - phase even."""
-    lo, hi = max(a, lo), min(b, hi)
-    if hi < lo:
-        return 0
-    first = lo if (lo - phase) % 2 == 0 else lo + 1
-    return 0 if first > hi else (hi - first) // 2 + 1
-
-
-def chunk_count(n: int, c: int, p: int, v: int) -> int:
-    """Forwards of model chunk c among the first n of the schedule table (groups of p
-    micro-batches through chunk 0, then chunk 1, ...)."""
-    if v == 1:
-        return n
-    period = p * v
-    return (n // period) * p + min(max(n % period - c * p, 0), p)
-
-
-def chunk_counts(n: int, p: int, v: int) -> np.ndarray:
-    """:func:`chunk_count` of every chunk."""
-    if v == 1:
-        return np.array([n])
-    period = p * v
-    return (n // period) * p + np.minimum(np.maximum(n % period - _offsets(p, v), 0), p)
-
-
-@lru_cache(maxsize=1024)
-def _offsets(p: int, v: int) -> np.ndarray:
-    return np.arange(v) * p
 
 
 class Forms:
     """Rows of path coefficients over the variables of one schedule shape."""
 
     def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...]):
-        self.p, self.v, self.m = p, v, m
+        self.p, self.v, self.m, self.key = p, v, m, (p, v, layers)
         self.V = p * v
         self.layers = np.asarray(layers, dtype=float)
         self.size = len(FIXED) + self.V + 2 * p
         self.s0, self.c0 = len(FIXED), len(FIXED) + self.V
         self.cin0 = self.c0 + p
-        self.programs = [Program(p, v, m, k) for k in range(p)]
-        self.last_index = np.array([self.programs[0].last_backward(c) for c in range(v)])
+        self._programs: dict = {}
+        self.last_index = np.array([self.program(0).last_backward(c) for c in range(v)])
         self.parts: dict = {}
+        self.pieces: list[np.ndarray] = []
+        # prefix sums: layers of virtual stages [0, g), and edges g' -> g' + 1 for g' < g
+        # per stage pair (g' mod p)
+        self.layer_sum = np.concatenate([[0.0], np.cumsum(self.layers)]).tolist()
+        g, j = np.arange(self.V + 1)[:, None], np.arange(p)[None, :]
+        self.edge_sum = np.maximum((g - j + p - 1) // p, 0)
+        self.tables: dict = {}
+
+    def program(self, k: int) -> Program:
+        prog = self._programs.get(k)
+        if prog is None:
+            prog = self._programs[k] = Program(self.p, self.v, self.m, k)
+        return prog
+
+    def table(self, k: int) -> tuple[np.ndarray, list, list]:
+        """Stage k's prefix counts: per n, the forwards of each chunk among the first n
+        (:func:`tpsim.stage_program.chunk_counts`), and their layers as forwards and as
+        backwards (which run the chunks in reverse order)."""
+        hit = self.tables.get(k)
+        if hit is None:
+            n = np.arange(self.m * self.v + 1)[:, None]
+            start = chunk_offsets(self.p, self.v)
+            counts = n if self.v == 1 else \
+                (n // self.V) * self.p + np.clip(n % self.V - start, 0, self.p)
+            layers = self.layers[k::self.p]
+            hit = self.tables[k] = (counts, (counts @ layers).tolist(),
+                                    (counts @ layers[::-1]).tolist())
+        return hit
 
     def row(self) -> np.ndarray:
         return np.zeros(self.size)
@@ -159,7 +97,7 @@ class Forms:
     def forwards(self, x, lo: int, hi: int) -> None:
         """One forward on each virtual stage g in [lo, hi)."""
         if hi > lo:
-            x[0] += self.layers[lo:hi].sum()
+            x[0] += self.layer_sum[hi] - self.layer_sum[lo]
             x[2] += lo == 0
             x[4] += hi == self.V
 
@@ -167,7 +105,7 @@ class Forms:
         """One backward on each virtual stage g in [lo, hi) (of the last micro-batch: with
         the gradient pre-scale kernels that follow it)."""
         if hi > lo:
-            x[1] += self.layers[lo:hi].sum()
+            x[1] += self.layer_sum[hi] - self.layer_sum[lo]
             x[3] += lo == 0
             x[5] += hi == self.V
             if last:
@@ -177,24 +115,22 @@ class Forms:
         """Transfers on the edges g -> g + 1 for g in [lo, hi): stage pair g mod p (the wrap
         from the last stage to the first is pair p - 1)."""
         if hi > lo:
-            x[self.c0:self.cin0] += np.bincount(np.arange(lo, hi) % self.p, minlength=self.p)
+            x[self.c0:self.cin0] += self.edge_sum[hi] - self.edge_sum[lo]
 
     def segment(self, x, k: int, a: int, b: int) -> None:
         """Stage k's computes at positions a..b and the p2p batches between them."""
-        prog, p, v = self.programs[k], self.p, self.v
+        prog, p, v = self.program(k), self.p, self.v
         f0, f1 = prog.f_range(a, b)
         b0, b1 = prog.b_range(a, b)
-        nf = chunk_counts(f1, p, v) - chunk_counts(f0, p, v)
-        nb = (chunk_counts(b1, p, v) - chunk_counts(b0, p, v))[::-1]   # B runs chunks reversed
-        layers = self.layers[k::p]
-        x[0] += nf @ layers
-        x[1] += nb @ layers
+        counts, fwd, bwd = self.table(k)
+        x[0] += fwd[f1] - fwd[f0]
+        x[1] += bwd[b1] - bwd[b0]                       # B runs chunks reversed
         if k == 0:
-            x[2] += nf[0]
-            x[3] += nb[0]
+            x[2] += counts[f1, 0] - counts[f0, 0]
+            x[3] += counts[b1, v - 1] - counts[b0, v - 1]
         if k == p - 1:
-            x[4] += nf[-1]
-            x[5] += nb[-1]
+            x[4] += counts[f1, v - 1] - counts[f0, v - 1]
+            x[5] += counts[b1, 0] - counts[b0, 0]
         last = self.last_index
         x[self.s0 + k:self.c0:p] += (b0 <= last) & (last < b1)
         x[self.cin0 + k] += prog.gaps(a, b)
@@ -202,86 +138,112 @@ class Forms:
     # ---- how a path reaches stage k (returns the position it enters at)
     def head_up(self, x, k: int) -> int:
         """Micro-batch 0's forward on chunk 0 of stages 0..k-1 and the transfers into k."""
-        self.forwards(x, 0, k)
-        self.edges(x, 0, k)
+        if x is not None:
+            self.forwards(x, 0, k)
+            self.edges(x, 0, k)
         return 0
 
     def head_first(self, x, k: int) -> int:
         """Stage 0 runs the first p forwards; the p-th goes up chunk 0 to stage k."""
         j = min(self.p, self.m * self.v) - 1
-        self.segment(x, 0, 0, self.programs[0].fpos(j))
+        self.segment(x, 0, 0, self.program(0).fpos(j))
         self.forwards(x, 1, k)
         self.edges(x, 0, k)
-        return self.programs[k].fpos(j)
+        return self.program(k).fpos(j)
 
-    def head_round(self, x, k: int) -> int:
+    def head_round(self, x, k: int, single: bool) -> int:
         """Micro-batch 0 through every virtual stage and back down to stage k's chunk v - 1:
-        stage k's first backward waits for that round trip."""
-        t = (self.v - 1) * self.p + k
-        self.forwards(x, 0, self.V)
-        self.backwards(x, t + 1, self.V, self.m == 1)
-        self.edges(x, 0, self.V - 1)
-        self.edges(x, t, self.V - 1)
-        return self.programs[k].bpos(0)
+        stage k's first backward waits for that round trip (``single``: m = 1, those
+        backwards are the last micro-batch's)."""
+        if x is not None:
+            t = (self.v - 1) * self.p + k
+            self.forwards(x, 0, self.V)
+            self.backwards(x, t + 1, self.V, single)
+            self.edges(x, 0, self.V - 1)
+            self.edges(x, t, self.V - 1)
+        return self.program(k).bpos(0)
 
     # ---- how it leaves stage k for the target (stage r, chunk c), via chunk c2 >= c
     def tail_down(self, x, k: int, r: int, c2: int) -> int:
         """Stage k up to its last backward on chunk c2, that backward down to stage r."""
-        self.backwards(x, c2 * self.p + r, c2 * self.p + k, True)
-        self.edges(x, c2 * self.p + r, c2 * self.p + k)
-        prog = self.programs[k]
+        if x is not None:
+            self.backwards(x, c2 * self.p + r, c2 * self.p + k, True)
+            self.edges(x, c2 * self.p + r, c2 * self.p + k)
+        prog = self.program(k)
         return prog.bpos(prog.last_backward(c2))
 
     def tail_drain(self, x, k: int, r: int, c2: int) -> int:
         """Stage k up to its last forward; that micro-batch up to the last virtual stage and
         its backward down to chunk c2 of stage r."""
-        t, target = (self.v - 1) * self.p + k, c2 * self.p + r
-        self.forwards(x, t + 1, self.V)
-        self.edges(x, t, self.V - 1)
-        self.backwards(x, target, self.V, True)
-        self.edges(x, target, self.V - 1)
-        return self.programs[k].fpos(self.m * self.v - 1)
+        if x is not None:
+            t, target = (self.v - 1) * self.p + k, c2 * self.p + r
+            self.forwards(x, t + 1, self.V)
+            self.edges(x, t, self.V - 1)
+            self.backwards(x, target, self.V, True)
+            self.edges(x, target, self.V - 1)
+        return self.program(k).fpos(self.m * self.v - 1)
 
     def suffix(self, x, r: int, c2: int, c: int) -> None:
         """Stage r from after its last backward on chunk c2 to the one on chunk c."""
         if c2 != c:
-            prog = self.programs[r]
+            prog = self.program(r)
             self.segment(x, r, prog.bpos(prog.last_backward(c2)) + 1,
                          prog.bpos(prog.last_backward(c)))
 
-    def _part(self, key, build):
-        """A piece of a path (a head, a tail, a segment), built once per shape."""
+    def _part(self, *key) -> tuple[int, int]:
+        """A piece of a path (a head, a tail, a segment: the method ``key[0]`` with the
+        arguments ``key[1:]``), built once per shape: (its index in ``pieces``, the position it
+        enters or leaves stage k at). The pieces that do not depend on m (their positions
+        do) are shared by the shapes of every m."""
         hit = self.parts.get(key)
         if hit is None:
-            x = self.row()
-            pos = build(x)
-            hit = self.parts[key] = (x, pos)
+            build = getattr(self, key[0])
+            if key[0] in _ANY_M:
+                shared = self.key + key
+                x = _PIECES.get(shared)
+                if x is None:
+                    if len(_PIECES) > 65536:
+                        _PIECES.clear()
+                    x = _PIECES[shared] = self.row()
+                    pos = build(x, *key[1:])
+                else:
+                    pos = build(None, *key[1:])
+            else:
+                x = self.row()
+                pos = build(x, *key[1:])
+            hit = self.parts[key] = (len(self.pieces), pos)
+            self.pieces.append(x)
         return hit
 
-    def target_rows(self, r: int, c: int, ks, full: bool) -> list[np.ndarray]:
+    def target_rows(self, r: int, c: int, ks, full: bool) -> list[tuple[int, int, int, int]]:
         """Path rows ending at the last micro-batch's backward of chunk c on stage r
-        (``full``: every family; else through the last stage, straight to the target)."""
+        (``full``: every family; else through the last stage, straight to the target), each
+        as the indices of its four pieces (head, tail, segment, suffix) in ``pieces``."""
         heads = ("head_up", "head_round", "head_first") if full else ("head_up",)
         via = (c, c + 1) if full and c + 1 < self.v else (c,)
         ks = ks if full else (self.p - 1,)
+        part = self._part
         rows = []
-        for k in ks:
-            for head in heads if k else heads[:2]:      # head_first is head_up on stage 0
-                hx, a = self._part((head, k), lambda x: getattr(self, head)(x, k))
-                for c2 in via:
-                    ux, _ = self._part(("suffix", r, c2, c),
-                                       lambda x: self.suffix(x, r, c2, c))
-                    for tail in ("tail_down", "tail_drain"):
-                        if tail == "tail_down" and (k < r or (k == r and c2 != c)):
-                            continue
-                        tx, b = self._part((tail, k, r, c2),
-                                           lambda x: getattr(self, tail)(x, k, r, c2))
-                        if a > b:
-                            continue
-                        sx, _ = self._part(("segment", k, a, b),
-                                           lambda x: self.segment(x, k, a, b))
-                        rows.append(hx + tx + sx + ux)
+        for c2 in via:
+            ux = part("suffix", r, c2, c)[0] if c2 != c else part("nothing")[0]
+            for k in ks:
+                tails = [part("tail_drain", k, r, c2)]
+                if k > r or (k == r and c2 == c):
+                    tails.insert(0, part("tail_down", k, r, c2))
+                for head in heads if k else heads[:2]:  # head_first is head_up on stage 0
+                    hx, a = part(head, k, self.m == 1) if head == "head_round" else \
+                        part(head, k)
+                    for tx, b in tails:
+                        if a <= b:
+                            rows.append((hx, tx, part("segment", k, a, b)[0], ux))
         return rows
+
+    def nothing(self, x) -> None:
+        """The empty piece (a path with no suffix)."""
+
+
+_ANY_M = frozenset({"head_up", "head_round", "tail_down", "tail_drain"})
+_PIECES: dict = {}
 
 
 def bottleneck_stages(p: int) -> tuple[int, ...]:
@@ -299,7 +261,6 @@ def end_stages(p: int) -> tuple[int, ...]:
 class ShapeForms:
     """All rows of one schedule shape: ``matrix`` (rows x variables) and, per target
     (stage r, chunk c) in ``targets``, the slice of its rows."""
-    forms: Forms
     matrix: np.ndarray
     targets: tuple[tuple[int, int], ...]
     slices: tuple[slice, ...]
@@ -316,6 +277,7 @@ def affine_base(p: int, v: int) -> int:
 
 
 def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+    """The rows of one shape, built (no extrapolation in m)."""
     forms = Forms(p, v, m, layers)
     rows, targets, slices = [], [], []
     for r in end_stages(p):
@@ -324,7 +286,10 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
             slices.append(slice(len(rows), len(rows) + len(new)))
             rows += new
             targets.append((r, c))
-    return ShapeForms(forms, np.array(rows), tuple(targets), tuple(slices))
+    pieces = np.array(forms.pieces)
+    at = np.array(rows).T
+    return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
+                      tuple(targets), tuple(slices))
 
 
 def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
@@ -345,8 +310,7 @@ def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
                 hit = _build(p, v, m, layers)
             else:
                 grow = (two.matrix - one.matrix) * ((m - base) // step)
-                hit = ShapeForms(Forms(p, v, m, layers), one.matrix + grow, one.targets,
-                                 one.slices)
+                hit = ShapeForms(one.matrix + grow, one.targets, one.slices)
         if len(_SHAPES) > 4096:
             _SHAPES.clear()
         _SHAPES[key] = hit

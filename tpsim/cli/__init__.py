@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from ..errors import TpsimError
-from .common import Parser
+# numpy's BLAS threads: tpsim's arrays are small (a search multiplies thousands of layouts by a
+# hundred-odd path rows per schedule), and extra BLAS threads only spin between the products,
+# taking CPU from everything else (about half again the search's CPU time on two cores). One
+# thread unless the environment says otherwise; set before numpy is first imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from ..errors import TpsimError  # noqa: E402
+from .common import Parser  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 

@@ -175,8 +175,10 @@ def test_the_command_runs_one_blas_thread_unless_told(given, expect):
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if given:
         env["OPENBLAS_NUM_THREADS"] = given
-    code = ("import os, sys; import tpsim.cli; "
-            "print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])")
+    code = ("import os, sys; from tpsim.cli import main; loaded = 'numpy' in sys.modules; "
+            "main(['search', '--model', 'gpt3-125m', '--topology', 'dgx-a100', '--gpus', '8', "
+            "'--global-batch', '8', '--top', '1', '--json']); "
+            "print(loaded, os.environ['OPENBLAS_NUM_THREADS'], file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       cwd=REPO, timeout=60)
-    assert r.stdout.split() == ["False", expect], r.stderr
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 0 and r.stderr.split() == ["False", expect], r.stderr

@@ -11,15 +11,14 @@ import importlib
 import os
 import sys
 
+from ..errors import TpsimError
+from .common import Parser
+
 # numpy's BLAS threads: tpsim's arrays are small (a search multiplies thousands of layouts by a
 # hundred-odd path rows per schedule), and extra BLAS threads only spin between the products,
-# taking CPU from everything else (about half again the search's CPU time on two cores). One
-# thread unless the environment says otherwise; set before numpy is first imported.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-from ..errors import TpsimError  # noqa: E402
-from .common import Parser  # noqa: E402
+# taking CPU from everything else (about half again the search's CPU time on two cores). The
+# command runs one unless the environment says otherwise, set before a subcommand loads numpy.
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 __all__ = ["main", "build_parser"]
 
@@ -66,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Bare ``tpsim`` prints the help (the subcommands) on stderr and
     returns 2, as any other missing argument does."""
     argv = sys.argv[1:] if argv is None else argv
+    for var in BLAS_THREADS:
+        os.environ.setdefault(var, "1")
     try:
         parser = build_parser(argv)
         if not argv:

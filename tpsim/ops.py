@@ -140,8 +140,24 @@ class MemoryBound:
         return "x".join(map(str, self.dims))
 
 
+class _Transfer:
+    """What a communication op (``nbytes`` on the wire, ``dims`` and ``dtype`` as labels) has
+    in common: no FLOPs, no device-memory bytes, the comm stream."""
+    stream: ClassVar[str] = "comm"
+    flops: ClassVar[float] = 0.0
+    bytes: ClassVar[float] = 0.0
+
+    @property
+    def comm_bytes(self) -> float:
+        return float(self.nbytes)
+
+    @property
+    def shape(self) -> str:
+        return " ".join(filter(None, ("x".join(map(str, self.dims)), self.dtype)))
+
+
 @dataclass(frozen=True)
-class Collective:
+class Collective(_Transfer):
     """``op`` (all-reduce, all-gather, reduce-scatter, broadcast) of ``nbytes`` on ``group``."""
     op: str
     nbytes: float
@@ -149,21 +165,10 @@ class Collective:
     dims: tuple[int, ...] = ()
     dtype: str = ""
     kind: ClassVar[str] = "collective"
-    stream: ClassVar[str] = "comm"
-    flops: ClassVar[float] = 0.0
-    bytes: ClassVar[float] = 0.0
-
-    @property
-    def comm_bytes(self) -> float:
-        return float(self.nbytes)
-
-    @property
-    def shape(self) -> str:
-        return " ".join(filter(None, ("x".join(map(str, self.dims)), self.dtype)))
 
 
 @dataclass(frozen=True)
-class SendRecv:
+class SendRecv(_Transfer):
     """A point-to-point transfer of ``nbytes`` from member ``src`` of ``group`` to the next."""
     nbytes: float
     group: str
@@ -171,18 +176,7 @@ class SendRecv:
     dims: tuple[int, ...] = ()
     dtype: str = ""
     kind: ClassVar[str] = "p2p"
-    stream: ClassVar[str] = "comm"
-    flops: ClassVar[float] = 0.0
-    bytes: ClassVar[float] = 0.0
     op: ClassVar[str] = "send-recv"
-
-    @property
-    def comm_bytes(self) -> float:
-        return float(self.nbytes)
-
-    @property
-    def shape(self) -> str:
-        return " ".join(filter(None, ("x".join(map(str, self.dims)), self.dtype)))
 
 
 Op = Union[Gemm, Attention, MemoryBound, Collective, SendRecv]

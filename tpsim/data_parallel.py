@@ -51,6 +51,17 @@ def bucket_params(dp: int) -> int:
     return max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * dp)
 
 
+def gradient_units(layers: int, layer_params: int, embedding_params: int | None = None,
+                   output_params: int | None = None) -> list[tuple[str, int, int]]:
+    """A chunk's gradient units in the order its backward makes them final, as runs
+    (``"output"``, ``"layer"`` or ``"embedding"``, parameters per unit, units): the output layer
+    first, the layers last to first, the embedding last; the ends only on the chunks that hold
+    them (``None``: not this chunk's)."""
+    return ([("output", output_params, 1)] if output_params is not None else []) + \
+        ([("layer", layer_params, layers)] if layers else []) + \
+        ([("embedding", embedding_params, 1)] if embedding_params is not None else [])
+
+
 MAX_BUCKETS = 100_000     # gradient buckets one stage may have: each is an op of the step
 
 

@@ -146,11 +146,24 @@ class ModelConfig:
         the first stage's embedding serves as the output layer when the first stage is also the
         last, and the last stage otherwise keeps a copy (Megatron all-reduces the two copies'
         gradients each step)."""
-        emb = self.embedding_params(tp)
-        n = layers * self.layer_params(tp) + (emb if first else 0)
+        n = layers * self.layer_params(tp) + (self.embedding_params(tp) if first else 0)
         if last:
-            n += self.norm_params + (0 if self.tie_embeddings and first else emb)
+            n += self.output_params(tp, first)
         return n
+
+    def output_params(self, tp: int, with_embedding: bool) -> int:
+        """The final norm and the output layer on one of ``tp`` ranks of the last stage
+        (:meth:`stage_params`): with tied embeddings, a stage that also holds the embedding
+        (``with_embedding``, pp = 1) uses it as the output layer."""
+        tied = self.tie_embeddings and with_embedding
+        return self.norm_params + (0 if tied else self.embedding_params(tp))
+
+    def sp_sync_params(self, layers: int, last: bool) -> int:
+        """The gradients Megatron all-reduces over TP under sequence parallelism on a stage of
+        ``layers`` layers: each layer's two norms and row-parallel biases (2 h), and on the
+        ``last`` stage the final norm (replicated on every TP rank, their gradients partial)."""
+        per_layer = 2 * self.norm_params + (2 * self.hidden if self.bias else 0)
+        return layers * per_layer + (self.norm_params if last else 0)
 
     def padded_vocab(self, tp: int) -> int:
         """Vocabulary padded as Megatron pads it: a multiple of 128 * tp (--make-vocab-size-divisible-by)."""

@@ -230,6 +230,12 @@ def in_flight(schedule: Schedule, stage: int) -> list[int]:
     return at
 
 
+def stage_totals(virtual: list[int] | tuple[int, ...], pp: int, v: int) -> list[int]:
+    """Layers each pipeline stage holds over its ``v`` chunks, from the layers of each virtual
+    stage (chunk * pp + stage, :func:`split_layers`)."""
+    return [sum(virtual[c * pp + r] for c in range(v)) for r in range(pp)]
+
+
 def split_layers(layers: int, pp: int, v: int = 1, first: int | None = None,
                  last: int | None = None) -> list[int]:
     """Layers of each virtual stage (chunk * pp + stage), as Megatron-core splits them: evenly,

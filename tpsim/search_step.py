@@ -37,7 +37,7 @@ from .compute import elementwise_time
 from .embedding import embedding_template, output_template
 from .memory import stage_memory
 from .parallel import Parallelism
-from .pipeline import split_layers
+from .pipeline import split_layers, stage_totals
 from .predict import simulate_layer
 from .price import group_collective
 from .simulate import simulate
@@ -159,17 +159,22 @@ class Stages:
     buckets: tuple            # per g: ((layers, embedding?, output?, params), ...) in order
 
 
+_FLAGS = {"layer": (1, False, False), "embedding": (0, True, False), "output": (0, False, True)}
+
+
 @lru_cache(maxsize=4096)
 def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, output: int,
                    size: int | None) -> tuple:
-    """One chunk's buckets (:func:`tpsim.data_parallel.buckets`): its gradient units in the
-    order the backward finishes them, output layer first, embedding last."""
-    units = ([(0, False, True, output, 1)] if last else []) + \
-        ([(1, False, False, model.layer_params(tp), n)] if n else []) + \
-        ([(0, True, False, model.embedding_params(tp), 1)] if first else [])
-    return tuple((sum(units[i][0] * k for i, k in pieces), any(units[i][1] for i, _ in pieces),
-                  any(units[i][2] for i, _ in pieces), sum(units[i][3] * k for i, k in pieces))
-                 for pieces in dpm.buckets([(u[3], u[4]) for u in units], size))
+    """One chunk's buckets (:func:`tpsim.data_parallel.buckets` over its
+    :func:`~tpsim.data_parallel.gradient_units`), each as (layers, embedding?, output?,
+    parameters)."""
+    units = dpm.gradient_units(n, model.layer_params(tp),
+                               model.embedding_params(tp) if first else None,
+                               output if last else None)
+    flags = [_FLAGS[name] for name, _, _ in units]
+    return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
+                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces))
+                 for pieces in dpm.buckets([u[1:] for u in units], size))
 
 
 @lru_cache(maxsize=4096)
@@ -177,10 +182,9 @@ def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], size: int)
     """As :func:`tpsim.step.make_setup` and :func:`tpsim.step._buckets` split the model
     (``size``: the bucket size in parameters, on the first virtual stage only)."""
     V = pp * v
-    output = model.norm_params + (0 if model.tie_embeddings and pp == 1 else
-                                  model.embedding_params(tp))
-    per_stage = [sum(layers[c * pp + r] for c in range(v)) for r in range(pp)]
-    stage = tuple(model.stage_params(tp, n, r == 0, r == pp - 1) for r, n in enumerate(per_stage))
+    output = model.output_params(tp, pp == 1)
+    stage = tuple(model.stage_params(tp, n, r == 0, r == pp - 1)
+                  for r, n in enumerate(stage_totals(layers, pp, v)))
     buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, output,
                                    size if g == 0 else None) for g, n in enumerate(layers))
     return Stages(layers, stage, buckets)
@@ -257,15 +261,10 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
                layers: tuple[int, ...]) -> np.ndarray:
     """Per end stage: the TP all-reduce of the norm (and bias) gradients that sequence
     parallelism leaves partial, before the stage's DP stream can finish."""
-    model, par = run.model, Parallelism(tp=tp, pp=pp, dp=dp)
-    per_layer = 2 * model.norm_params + (2 * model.hidden if model.bias else 0)
-    out = []
-    for r in end_stages(pp):
-        n = sum(layers[c * pp + r] for c in range(v))
-        params = n * per_layer + (model.norm_params if r == pp - 1 else 0)
-        out.append(group_time(run, "all-reduce", params * dpm.precision(run.dtype).grads,
-                              par.group("tp", first=r * par.stride("pp"))))
-    return np.array(out)
+    par, per_stage = Parallelism(tp=tp, pp=pp, dp=dp), stage_totals(layers, pp, v)
+    return np.array([group_time(run, "all-reduce", dpm.grad_bytes(
+        run.model.sp_sync_params(per_stage[r], r == pp - 1), run.dtype),
+        par.group("tp", first=r * par.stride("pp"))) for r in end_stages(pp)])
 
 
 @lru_cache(maxsize=4096)
@@ -299,8 +298,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         finish.append(t)
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
     tied = model.embedding_params(tp) if model.tie_embeddings and pp > 1 else 0
-    emb = group_time(run, "all-reduce", tied * prec.grads, pair_group(par, 0, pp - 1)) \
-        if tied else 0.0
+    emb = group_time(run, "all-reduce", dpm.grad_bytes(tied, dtype),
+                     pair_group(par, 0, pp - 1)) if tied else 0.0
     norm_group = grad_norm_group(par, do)
     norm = group_time(run, "all-reduce", FP32, norm_group) if norm_group else 0.0
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),

@@ -36,7 +36,7 @@ from .collectives import send_recv_time
 from .compute import elementwise_time
 from .errors import ConfigError
 from .parallel import Group, Parallelism
-from .pipeline import add_pipeline, pipeline_schedule
+from .pipeline import add_pipeline, pipeline_schedule, stage_totals
 from .price import group_collective
 from .simulate import layer_times, saved_bytes
 from .step_graph import StepGraph
@@ -88,10 +88,11 @@ class Chunk:
            first_params: int = 0, last: Part | None = None, last_params: int = 0) -> Chunk:
         """``layers`` layers, with the embedding (``first``) and/or output layer (``last``)."""
         ends = [(p, 1) for p in (first, last) if p is not None]
-        units = ([(last.backward_s, last_params, 1)] if last else []) + \
-            ([(layer.backward_s, layer_params, layers)] if layers else []) + \
-            ([(first.backward_s, first_params, 1)] if first else [])
-        return cls(layers, Part.total([(layer, layers), *ends]), tuple(units))
+        part = {"layer": layer, "embedding": first, "output": last}
+        units = dpm.gradient_units(layers, layer_params, first_params if first else None,
+                                   last_params if last else None)
+        return cls(layers, Part.total([(layer, layers), *ends]),
+                   tuple((part[name].backward_s, params, n) for name, params, n in units))
 
 
 @dataclass(frozen=True)
@@ -243,12 +244,12 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
     p = par.pp
     for r in range(p):
         if setup.sync_params[r] and par.tp > 1:
-            t = group_collective("all-reduce", setup.sync_params[r] * dpm.precision(dtype).grads,
+            t = group_collective("all-reduce", dpm.grad_bytes(setup.sync_params[r], dtype),
                                  par.group("tp", first=r * par.stride("pp")), topo).time_s
             ready[r] = [g.add(f"s{r}.norm-grads.all-reduce", f"stage{r}.sync", t, ready[r],
                               "step", f"stage{r}", "tp")]
     if setup.embedding_params and p > 1:
-        t = group_collective("all-reduce", setup.embedding_params * dpm.precision(dtype).grads,
+        t = group_collective("all-reduce", dpm.grad_bytes(setup.embedding_params, dtype),
                              pair_group(par, 0, p - 1), topo).time_s
         e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
                   "stage0", "pp")
@@ -299,7 +300,7 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     emb_params = model.embedding_params(tp)
-    out_params = model.norm_params + (0 if model.tie_embeddings and p == 1 else emb_params)
+    out_params = model.output_params(tp, p == 1)
     chunks = [Chunk.of(n, layer, model.layer_params(tp), embedding if g == 0 else None,
                        emb_params, output if g == last_g else None, out_params)
               for g, n in enumerate(stage_layers)]
@@ -308,12 +309,10 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     if scatter_gather_p2p and not sequence_parallel and tp > 1 and p > 1:
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
-    per_stage = [sum(stage_layers[c * p + r] for c in range(v)) for r in range(p)]
+    per_stage = stage_totals(stage_layers, p, v)
     params = tuple(model.stage_params(tp, n, r == 0, r == p - 1) for r, n in enumerate(per_stage))
-    # gradients Megatron all-reduces over TP under SP: norms, row-parallel biases, final norm
-    per_layer = 2 * model.norm_params + (2 * model.hidden if model.bias else 0)
-    sync = tuple((n * per_layer + (model.norm_params if r == p - 1 else 0))
-                 if sequence_parallel else 0 for r, n in enumerate(per_stage))
+    sync = tuple(model.sp_sync_params(n, r == p - 1) if sequence_parallel else 0
+                 for r, n in enumerate(per_stage))
     tied = emb_params if model.tie_embeddings and p > 1 else 0
     return StepSetup(par, m, v, tuple(chunks), float(p2p), params, sync, tied, dtype,
                      distributed_optimizer, overlap_grad_reduce)

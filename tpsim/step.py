@@ -29,6 +29,7 @@ idle time the run leaves on each stage's compute stream (:mod:`tpsim.step_accoun
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from . import data_parallel as dpm
@@ -180,15 +181,16 @@ def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]
             for pieces in dpm.buckets([(u[1], u[2]) for u in units], size)]
 
 
-def _split(setup: StepSetup, topo: Topology):
-    """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries,
-    each bucket followed by its 1/d pre-scale kernel (overlap on, dp > 1); else None."""
+def _split(setup: StepSetup, topo: Topology, buckets):
+    """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries
+    (``buckets(stage, chunk)``: :func:`_buckets`), each bucket followed by its 1/d pre-scale
+    kernel (overlap on, dp > 1); else None."""
     if not setup.overlap_grad_reduce or setup.parallelism.dp == 1:
         return None
 
     def split(stage: int, chunk: int):
         out = []
-        for k, (seconds, params) in enumerate(_buckets(setup, stage, chunk)):
+        for k, (seconds, params) in enumerate(buckets(stage, chunk)):
             out.append((f"bucket{k}", seconds))
             out.append((f"bucket{k}.scale", elementwise_time(
                 dpm.scale_bytes(params, setup.dtype), topo.device)))
@@ -196,8 +198,9 @@ def _split(setup: StepSetup, topo: Topology):
     return split
 
 
-def _dp_reduce(g, setup, topo, stage, stage_ops):
-    """The stage's gradient collectives; returns the ops the optimizer waits for."""
+def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
+    """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
+    the optimizer waits for."""
     par, dtype = setup.parallelism, setup.dtype
     if par.dp == 1:
         return list(stage_ops.end)
@@ -215,7 +218,7 @@ def _dp_reduce(g, setup, topo, stage, stage_ops):
         return [reduce("grads", params, (scale,))]
     out = []
     for chunk, ids in stage_ops.last_backward.items():
-        for k, (_, params) in enumerate(_buckets(setup, stage, chunk)):
+        for k, (_, params) in enumerate(buckets(stage, chunk)):
             scale = ids[2 * k + 1]
             g.kinds[scale] = "dp"
             out.append(reduce(f"chunk{chunk}.bucket{k}", params, (scale,)))
@@ -232,9 +235,10 @@ def build_step(setup: StepSetup, topo: Topology):
     def chunk_s(stage, chunk, kind):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
+    buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
     stage_ops = add_pipeline(g, sched, chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
-                             _split(setup, topo))
-    ready = [_dp_reduce(g, setup, topo, r, stage_ops[r]) for r in range(p)]
+                             _split(setup, topo, buckets))
+    ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
     _step_end(g, setup, topo, ready)
     return g, sched
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tpsim.collectives import bus_factor, collective_time
-from tpsim.topology import load_topology
+from tpsim.cost.collectives import bus_factor, collective_time
+from tpsim.cluster.topology import load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_collectives"
 KiB, MiB, GiB = 2**10, 2**20, 2**30

@@ -12,7 +12,7 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   non-causal rows, then ``causal_efficiency`` and ``causal_block`` on the causal rows of the
   smallest head dim only (the other head dims' causal rows are the check).
 
-Then it prices every row, ``fit`` and ``check``, through tpsim.compute itself and prints the
+Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
 error: only the ``check`` rows are evidence. Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
@@ -24,9 +24,9 @@ import math
 import statistics
 from pathlib import Path
 
-from tpsim.compute import attention_exec_flops, attention_time, gemm_time
-from tpsim.ops import Attention
-from tpsim.topology import AttentionKernel, load_topology
+from tpsim.cost.compute import attention_exec_flops, attention_time, gemm_time
+from tpsim.layer.ops import Attention
+from tpsim.cluster.topology import AttentionKernel, load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_compute"
 TOPOLOGY = {"H100-SXM5-80GB": "dgx-h100", "A100-SXM4-80GB": "dgx-a100"}

@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from tpsim.collectives import collective_time, custom_kernel_time
-from tpsim.serve import infer
-from tpsim.topology import load_topology
+from tpsim.cost.collectives import collective_time, custom_kernel_time
+from tpsim.serving.infer import infer
+from tpsim.cluster.topology import load_topology
 
 TRT05 = "TensorRT-LLM v0.5 performance.md (gptSessionBenchmark, static batch)"
 TRT061 = "TensorRT-LLM v0.6.1 performance.md (static batch)"
@@ -177,7 +177,7 @@ def all_reduce_report() -> None:
 
 def _forced(kind: str, nbytes: int, n: int, topo) -> float:
     """The custom kernel's one-shot or two-shot time at any size (vLLM's benchmark forces the
-    kernel): tpsim.collectives.custom_kernel_time on the node's NVLink level."""
+    kernel): tpsim.cost.collectives.custom_kernel_time on the node's NVLink level."""
     return sum(custom_kernel_time(kind, nbytes, n, topo.levels[0], topo.device))
 
 

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from tpsim.model import ModelConfig
-from tpsim.predict import predict
-from tpsim.topology import load_topology
+from tpsim.spec.model import ModelConfig
+from tpsim.training.predict import predict
+from tpsim.cluster.topology import load_topology
 
 PEAK = 312e12          # A100 bf16/fp16 dense, the papers' peak
 SELENE = "dgx-a100-hdr-cluster"

@@ -62,7 +62,7 @@ def main() -> None:
         print(f"{label}: median {statistics.median(t):.3f} CPU s per process "
               f"(min {min(t):.3f}, max {max(t):.3f}, {len(t)} runs)")
     from tpsim import load_model, load_topology
-    from tpsim.predict import predict, predict_layer
+    from tpsim.training.predict import predict, predict_layer
     model, topo = load_model("gpt3"), load_topology("dgx-h100")
     for fn in (predict_layer, predict):
         name = f"tpsim.{fn.__name__}()"

@@ -9,7 +9,7 @@ thread as the `tpsim` command runs (more threads only spin between the small mat
 and their CPU time counts):
 
 * pricing: enumerate every layout, simulate each layer configuration once, bound every layout's
-  step and compute its memory (tpsim.search's first phase), CPU seconds and layouts per CPU
+  step and compute its memory (tpsim.search.driver's first phase), CPU seconds and layouts per CPU
   second (target: >= 20,000 per CPU second; the GPT-3 search must price >= 10,000 layouts);
   of which the layer simulations (a fixed cost per layer configuration);
 * re-pricing: the finalists simulated by tpsim.predict until the next bound exceeds the 10th
@@ -29,7 +29,8 @@ CASES = (("gpt3", "dgx-a100-hdr-cluster", 512, 1536),
 
 CHILD = """
 import json, sys, time
-from tpsim import search as s, search_step
+from tpsim.search import driver as s
+from tpsim.search import step as search_step
 model, topo, gpus, gb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t0 = time.process_time()
 with s.paused_gc():

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tpsim.collectives import collective_time
-from tpsim.topology import load_topology
+from tpsim.cost.collectives import collective_time
+from tpsim.cluster.topology import load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "vtrain_a100"
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tpsim.model import ModelConfig
-from tpsim.predict import predict
-from tpsim.topology import load_topology
+from tpsim.spec.model import ModelConfig
+from tpsim.training.predict import predict
+from tpsim.cluster.topology import load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "vtrain"
 VTRAIN_OWN = {"single": 0.0837, "multi": 0.1473}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tpsim.schema import from_mapping
-from tpsim.topology import Topology
+from tpsim.base.schema import from_mapping
+from tpsim.cluster.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""tpsim.calibrate recovers known parameters from timings priced by tpsim's own cost model plus
+"""tpsim.calibrate.fitting recovers known parameters from timings priced by tpsim's own cost model plus
 noise, level by level; validate/'s writer puts them into a topology file that tpsim loads, keeps
 the user's levels, keys and comments, and never yields an MFU above 1."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import REPO, make_topology
 
-from tpsim import calibrate as C
-from tpsim.ops import Collective, Gemm, MemoryBound
-from tpsim.topology import load_topology
+from tpsim.calibrate import fitting as C
+from tpsim.layer.ops import Collective, Gemm, MemoryBound
+from tpsim.cluster.topology import load_topology
 
 pytest.importorskip("scipy")
 OPS = ("all-reduce", "all-gather", "reduce-scatter")
@@ -111,9 +111,9 @@ def test_ring_efficiency_fitted_against_a_stated_line_rate():
 
 
 def test_fit_prices_through_the_cost_model_it_is_given(monkeypatch):
-    """The fit has no formula of its own: with tpsim.compute.gemm_time replaced by another law
+    """The fit has no formula of its own: with tpsim.cost.compute.gemm_time replaced by another law
     (time ~ flops^0.9), data made by that law are fitted exactly by the same parameters."""
-    from tpsim import compute
+    from tpsim.cost import compute
     real = compute.gemm_time
 
     def other(m, n, k, device, dtype, batch=1, accumulate=False):
@@ -228,7 +228,7 @@ def test_counted_rate_bound_keeps_every_time_and_caps_the_rate(monkeypatch):
     """A 16384^3 GEMM at gemm_max_efficiency 1 and h = 5 runs at (16384/16389)^3 of the peak
     (less its launch): no kernel tpsim prices beats the peak in model FLOPs. Where one would (factor 1.5, forced
     here), every peak is raised 1.5x and gemm_max_efficiency divided by 1.5: times unchanged."""
-    from tpsim.ops import Attention
+    from tpsim.layer.ops import Attention
     topo = make_topology(_levels(), device={**DEVICE, "gemm_max_efficiency": 1.0,
                                             "gemm_half_efficiency_dim": 5.0})
     factor = C.counted_rate_factor(topo, "fp32")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tpsim.cli import main
-from tpsim.predict import predict
+from tpsim.training.predict import predict
 
 from conftest import REPO
 

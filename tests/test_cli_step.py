@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tpsim.cli import main
-from tpsim.predict import predict
+from tpsim.training.predict import predict
 
 ARGS = ("predict", "--model", "gpt3-13b", "--topology", "dgx-a100-hdr-cluster", "--tp", "4",
         "--pp", "4", "--dp", "2", "--global-batch", "64", "--recompute", "full")

@@ -56,8 +56,8 @@ def _issued():
 
 
 def _expected(block, act, core, sp):
-    from tpsim.graph import collectives_in, layer_graph
-    from tpsim.model import ModelConfig
+    from tpsim.layer.graph import collectives_in, layer_graph
+    from tpsim.spec.model import ModelConfig
     model = ModelConfig(name="t", layers=1, hidden=HIDDEN, heads=HEADS, kv_heads=KV, vocab=256,
                         seq_len=SEQ, ffn_hidden=FFN, activation=act, attention=core)
     g = layer_graph(model, 2, BATCH, SEQ, "fp32", sp, blocks=(block,), bare=True,

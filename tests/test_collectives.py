@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tpsim.collectives import applicable_algorithms, collective_time, ring_hops
-from tpsim.errors import ConfigError
-from tpsim.nvls_pipeline import nvls_chunk_bytes
+from tpsim.cost.collectives import applicable_algorithms, collective_time, ring_hops
+from tpsim.base.errors import ConfigError
+from tpsim.cost.nvls_pipeline import nvls_chunk_bytes
 
 from conftest import make_topology
 
@@ -152,7 +152,7 @@ def test_nvls_tree_closed_form():
     assert "nvls_tree" in applicable_algorithms("all-reduce", 16, topo)
     c = collective_time("all-reduce", 2**29, 16, topo, "nvls_tree")
     assert c.time_s == pytest.approx(25e-6 + 65 * 189.74368e-6, rel=1e-9)
-    assert c.formula == "tpsim.collectives.nvls_tree_time"
+    assert c.formula == "tpsim.cost.collectives.nvls_tree_time"
 
 
 def test_nvls_tree_network_bound_deeper_than_two_nodes():
@@ -225,8 +225,8 @@ import math  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tpsim.collectives import bus_factor  # noqa: E402
-from tpsim.topology import load_topology, shipped_topologies  # noqa: E402
+from tpsim.cost.collectives import bus_factor  # noqa: E402
+from tpsim.cluster.topology import load_topology, shipped_topologies  # noqa: E402
 
 SHIPPED = sorted(shipped_topologies())
 TOPOS = {name: load_topology(name) for name in SHIPPED}

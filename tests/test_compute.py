@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.compute import (attention_efficiency, attention_exec_flops, attention_time,
+from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, attention_time,
                            elementwise_time, gemm_efficiency, gemm_time, tile_wave_efficiency)
-from tpsim.ops import Attention, Gemm
+from tpsim.layer.ops import Attention, Gemm
 
 from conftest import make_topology
 
@@ -120,7 +120,7 @@ def test_attention_kernel_efficiency_by_hand():
 def test_gemm_never_beats_the_peak_or_grows_faster(m, n, k, batch, topo):
     """Every GEMM takes at least its FLOPs at peak and its bytes at the memory bandwidth, and
     one more row of output never makes it faster (tile quantization keeps time monotone)."""
-    from tpsim.topology import load_topology
+    from tpsim.cluster.topology import load_topology
     d = load_topology(topo).device
     t = gemm_time(m, n, k, d, "bf16", batch)
     assert t >= 2.0 * m * n * k * batch / d.peak("bf16")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tpsim.errors import ConfigError
-from tpsim.graph import layer_graph
-from tpsim.linears import RS_SPLITS
-from tpsim.model import load_model
-from tpsim.predict import predict, predict_layer
+from tpsim.base.errors import ConfigError
+from tpsim.layer.graph import layer_graph
+from tpsim.layer.linears import RS_SPLITS
+from tpsim.spec.model import load_model
+from tpsim.training.predict import predict, predict_layer
 
 
 def _ops(g):
@@ -62,8 +62,8 @@ def test_tp_overlap_chunks_the_gemms():
 
 
 def _ops_graph(m, overlap):
-    from tpsim.dims import layer_dims
-    from tpsim.graph import layer_template
+    from tpsim.layer.dims import layer_dims
+    from tpsim.layer.graph import layer_template
     tpl = layer_template(True, True, dropout=True, bias=True, tp_overlap=8 if overlap else 0)
     return tpl.digraph(layer_dims(m, 8, 1, 2048, "bf16", True))
 
@@ -77,7 +77,7 @@ def test_tp_overlap_hides_the_sequence_parallel_collectives():
     on = predict_layer("gpt3", "dgx-h100", tp=8, sequence_parallel=True, tp_comm_overlap=True)
     assert on.exposed_comm_s < off.exposed_comm_s / 3
     assert on.total_s < off.total_s
-    from tpsim.graph import layer_template
+    from tpsim.layer.graph import layer_template
     a = layer_template(True, True, dropout=True, bias=True)
     b = layer_template(True, True, dropout=True, bias=True, tp_overlap=8)
     assert a.host_ops == (14, 26) and b.host_ops == (10, 24)

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.collectives import bus_factor
-from tpsim.graph import collectives_in, layer_graph
-from tpsim.predict import predict
-from tpsim.model import ModelConfig, with_overrides
-from tpsim.schema import from_mapping
+from tpsim.cost.collectives import bus_factor
+from tpsim.layer.graph import collectives_in, layer_graph
+from tpsim.training.predict import predict
+from tpsim.spec.model import ModelConfig, with_overrides
+from tpsim.base.schema import from_mapping
 
 
 def gpt(**kw) -> ModelConfig:

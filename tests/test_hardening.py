@@ -12,13 +12,13 @@ import pytest
 
 import tpsim
 from tpsim.cli import main
-from tpsim.errors import ConfigError, TpsimError, short_repr
-from tpsim.topology import load_topology, shipped_topologies
+from tpsim.base.errors import ConfigError, TpsimError, short_repr
+from tpsim.cluster.topology import load_topology, shipped_topologies
 
 from conftest import REPO
 
 H100 = shipped_topologies()["dgx-h100"].read_text()
-GPT3 = (REPO / "tpsim" / "models" / "gpt3.yaml").read_text()
+GPT3 = (REPO / "tpsim" / "spec" / "models" / "gpt3.yaml").read_text()
 LONG = "a" * 300                       # past the 255 bytes a file name may have
 
 
@@ -80,8 +80,8 @@ def test_fifo_is_refused_not_waited_on(tmp_path):
 def test_devices_and_oversized_files_are_refused(capsys, tmp_path, monkeypatch):
     if os.path.exists("/dev/zero"):
         fails(capsys, "predict", "--topology", "/dev/zero", match="a device")
-    import tpsim.schema
-    monkeypatch.setattr(tpsim.schema, "MAX_FILE_BYTES", 1000)
+    import tpsim.base.schema
+    monkeypatch.setattr(tpsim.base.schema, "MAX_FILE_BYTES", 1000)
     big = write(tmp_path, "big.yaml", GPT3 + "#" * 2000 + "\n")
     fails(capsys, "predict", "--model", big, match="at most 1000 bytes")
 
@@ -222,8 +222,8 @@ def test_non_utf8_files(capsys, tmp_path):
           "--max-bytes", "1MiB", "--out", str(tmp_path / "c.png"), match="UTF-8")
 
 
-@pytest.mark.parametrize("command, module", [("models", "tpsim.model"),
-                                             ("topologies", "tpsim.topology")])
+@pytest.mark.parametrize("command, module", [("models", "tpsim.spec.model"),
+                                             ("topologies", "tpsim.cluster.topology")])
 def test_a_bad_shipped_file_is_named(capsys, tmp_path, monkeypatch, command, module):
     import importlib
     mod = importlib.import_module(module)
@@ -255,8 +255,8 @@ def test_deep_json_and_yaml(capsys, tmp_path):
 
 
 def test_trace_and_out_paths_from_the_api(tmp_path):
-    from tpsim.figure_data import output_paths
-    from tpsim.trace import write_trace
+    from tpsim.figures.data import output_paths
+    from tpsim.report.trace import write_trace
     for bad in (None, "", "  "):
         with pytest.raises(ConfigError, match="--trace"):
             write_trace({"traceEvents": []}, bad)

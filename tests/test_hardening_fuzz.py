@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tpsim.cli.common import dump_json
-from tpsim.errors import TpsimError
-from tpsim.model import shipped_models
-from tpsim.predict import predict
-from tpsim.render import prediction_json
-from tpsim.topology import shipped_topologies
+from tpsim.base.errors import TpsimError
+from tpsim.spec.model import shipped_models
+from tpsim.training.predict import predict
+from tpsim.report.render import prediction_json
+from tpsim.cluster.topology import shipped_topologies
 
 TOPOLOGY = yaml.safe_load(shipped_topologies()["dgx-h100-ndr-cluster"].read_text())
 MODEL = yaml.safe_load(shipped_models()["gpt3-350m"].read_text())

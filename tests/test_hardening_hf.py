@@ -8,9 +8,9 @@ import json
 import pytest
 
 from tpsim.cli import main
-from tpsim.errors import ConfigError
-from tpsim.model import load_model
-from tpsim.predict import predict
+from tpsim.base.errors import ConfigError
+from tpsim.spec.model import load_model
+from tpsim.training.predict import predict
 
 from conftest import REPO
 

@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from tpsim.collectives import ALGORITHMS
+from tpsim.cost.collectives import ALGORITHMS
 
 from tpsim.cli import main
-from tpsim.figure_data import Table, breakdown, intra_vs_inter, output_paths
-from tpsim.memory import OPTIMIZER_BYTES
-from tpsim.topology import load_topology
+from tpsim.figures.data import Table, breakdown, intra_vs_inter, output_paths
+from tpsim.sim.memory import OPTIMIZER_BYTES
+from tpsim.cluster.topology import load_topology
 
 from conftest import REPO
 from test_hardening import LONG, fails, write
@@ -106,7 +106,7 @@ def _overlaps(a, b) -> bool:
 
 
 def test_intra_vs_inter_legends_clear_the_plots_with_three_topologies():
-    from tpsim import plot
+    from tpsim.figures import plot
     topos = [load_topology(n) for n in ("dgx-h100", "dgx-h100-ndr-cluster", "dgx-a100-hdr-cluster")]
     fig = plot.intra_vs_inter_figure(intra_vs_inter("gpt3", topos))
     fig.canvas.draw()

@@ -5,18 +5,18 @@ import math
 import pytest
 
 from tpsim import infer
-from tpsim.collectives import (custom_all_reduce_time, custom_all_reduce_unsupported,
+from tpsim.cost.collectives import (custom_all_reduce_time, custom_all_reduce_unsupported,
                                custom_kernel_time)
-from tpsim.errors import ConfigError, TpsimError
-from tpsim.graph import layer_template
-from tpsim.serve import mean_over_lengths
-from tpsim.infer_graph import (decode_attention_bytes, decode_attention_core, infer_dims,
+from tpsim.base.errors import ConfigError, TpsimError
+from tpsim.layer.graph import layer_template
+from tpsim.serving.infer import mean_over_lengths
+from tpsim.layer.infer_graph import (decode_attention_bytes, decode_attention_core, infer_dims,
                                serving_layer_template)
-from tpsim.graph import layer_dims
-from tpsim.infer_memory import kv_bytes_per_token, weights_per_gpu
-from tpsim.model import load_model, with_overrides
-from tpsim.parallel import Group
-from tpsim.topology import load_topology
+from tpsim.layer.graph import layer_dims
+from tpsim.serving.memory import kv_bytes_per_token, weights_per_gpu
+from tpsim.spec.model import load_model, with_overrides
+from tpsim.spec.parallel import Group
+from tpsim.cluster.topology import load_topology
 
 H100 = load_topology("dgx-h100")
 L70 = load_model("llama2-70b")
@@ -206,7 +206,7 @@ def test_mean_over_lengths_is_exact_on_convex_piecewise_linear():
 @pytest.mark.parametrize("eager", [False, True])
 def test_decode_mean_equals_simulating_every_step(eager):
     """The mean of the simulated step over every kv_len = prompt+1 .. prompt+gen-1."""
-    from tpsim.serve import _Server
+    from tpsim.serving.infer import _Server
     p = infer(L70, H100, tp=4, batch=8, prompt=100, gen=40, eager=eager)
     srv = _Server(L70, H100, 4, 1, "bf16", "bf16", "bf16", "nccl", eager)
     fixed = srv.ends(8, 1).time_s
@@ -287,8 +287,8 @@ def test_cli_text_json_and_errors(capsys):
 
 def test_plot_infer_table_and_figure(tmp_path):
     """The figure's table is infer()'s numbers; a degree the model cannot split is skipped."""
-    from tpsim import plot
-    from tpsim.figure_data import infer_sweep
+    from tpsim.figures import plot
+    from tpsim.figures.data import infer_sweep
     table = infer_sweep("llama2-70b", [H100], degrees=(3, 4, 8), batches=(1, 8),
                         prompt=256, gen=16)
     skipped, *rows = table.rows

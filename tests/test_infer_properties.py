@@ -9,7 +9,7 @@ Two exceptions are real. vLLM's custom all-reduce picks one-shot or two-shot, or
 NCCL, by a size rule rather than by time, so where a bigger batch or prompt crosses one of its
 thresholds the step may get faster or slower: the properties compare custom all-reduce runs
 only where both use the same kernels (``_dispatch``). And a GEMM's output is computed in tiles
-(:func:`tpsim.compute.tile_wave_efficiency`, NVIDIA's tile quantization): a decode batch one
+(:func:`tpsim.cost.compute.tile_wave_efficiency`, NVIDIA's tile quantization): a decode batch one
 token past a multiple of the tile's rows adds a tile row that is almost empty, and where the
 GEMMs are compute-bound the step can take up to twice as long for one more token (Llama 2 70B,
 TP 4 on A100s: 30 ms at batch 128, 66 ms at 129). Within one tile row a GEMM's compute time
@@ -21,9 +21,9 @@ import math
 
 from hypothesis import assume, given, settings, strategies as st
 
-from tpsim.serve import infer
-from tpsim.model import load_model
-from tpsim.topology import load_topology
+from tpsim.serving.infer import infer
+from tpsim.spec.model import load_model
+from tpsim.cluster.topology import load_topology
 
 MODELS = {n: load_model(n) for n in ("llama2-70b", "llama3-8b", "gpt3-13b")}
 TOPOS = {n: load_topology(n) for n in ("dgx-h100", "dgx-a100")}

@@ -6,7 +6,7 @@ The runs are chosen to emit every key: predict with a pipeline, DP and both noti
 nodes, out of memory); infer with all three notices; search on a small space; collective alone
 and as a comma list (whose rows add `topology`). The search's `dropped` map has reason codes for
 keys and carries only the reasons that occurred: its documented codes must be exactly
-tpsim.search.REASONS, and the emitted ones among them.
+tpsim.search.driver.REASONS, and the emitted ones among them.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import re
 import pytest
 
 from tpsim.cli import main
-from tpsim.search import REASONS
+from tpsim.search.driver import REASONS
 
 from conftest import REPO
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tpsim.errors import ConfigError
-from tpsim.model import load_model, shipped_dir, shipped_models, with_overrides
+from tpsim.base.errors import ConfigError
+from tpsim.spec.model import load_model, shipped_dir, shipped_models, with_overrides
 
 REQUIRED = {"gpt3", "gpt3-125m", "gpt3-1.3b", "gpt3-6.7b", "gpt3-13b", "gpt2", "gpt2-xl",
             "llama2-7b", "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3-405b"}
@@ -17,7 +17,7 @@ SMALL = {"name": "small", "layers": 2, "hidden": 64, "heads": 4, "vocab": 1000, 
 
 def test_shipped_presets_inside_the_package():
     assert REQUIRED <= set(shipped_models())
-    assert shipped_dir().parent.name == "tpsim"      # package data: the wheel carries them
+    assert shipped_dir().parents[1].name == "tpsim"  # package data: the wheel carries them
 
 
 @pytest.mark.parametrize("name", sorted(shipped_models()))
@@ -64,8 +64,8 @@ def test_gqa_and_swiglu_params():
 
 
 def load_model_from(data):
-    from tpsim.model import ModelConfig
-    from tpsim.schema import from_mapping
+    from tpsim.spec.model import ModelConfig
+    from tpsim.base.schema import from_mapping
     return from_mapping(ModelConfig, dict(data), "<test>")
 
 

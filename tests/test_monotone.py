@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpsim import load_model, load_topology
-from tpsim.predict import predict
+from tpsim.training.predict import predict
 
 TOL = 1e-9
 MODELS = ["gpt3-350m", "gpt3-1.3b", "llama2-7b", "gpt2"]

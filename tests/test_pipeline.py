@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.pipeline import (BACKWARD, FORWARD, Compute, P2P, add_pipeline, in_flight,
+from tpsim.training.pipeline import (BACKWARD, FORWARD, Compute, P2P, add_pipeline, in_flight,
                             interleaved, interleaved_warmup, one_f_one_b, pipeline_schedule,
                             schedule_table, split_layers)
-from tpsim.step_graph import StepGraph
+from tpsim.training.step_graph import StepGraph
 
 
 def makespan(p, m, v, tf, tb, transfer=0.0):

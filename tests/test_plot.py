@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from tpsim.cli import main
-from tpsim.collectives import bus_factor, collective_time
-from tpsim.topology import load_topology
+from tpsim.cost.collectives import bus_factor, collective_time
+from tpsim.cluster.topology import load_topology
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -123,7 +123,7 @@ def test_validation_csv_is_the_report(tmp_path):
 # --------------------------------------------------------------------------- from predict()
 
 def test_intra_vs_inter_csv_is_predict(tmp_path):
-    from tpsim.predict import predict
+    from tpsim.training.predict import predict
     plot("intra-vs-inter", "--model", "gpt3", "--out", tmp_path / "ivi.png")
     assert_png(tmp_path / "ivi.png")
     rows = read_csv(tmp_path / "ivi.csv")
@@ -154,7 +154,7 @@ def test_intra_vs_inter_says_which_degrees_a_model_cannot_take(tmp_path):
 
 
 def test_breakdown_csv_is_the_schedule(tmp_path):
-    from tpsim.predict import predict
+    from tpsim.training.predict import predict
     plot("breakdown", "--model", "gpt3", "--tp", 4, "--topology", "dgx-h100-ndr-cluster",
          "--out", tmp_path / "b.png")
     assert_png(tmp_path / "b.png")
@@ -174,7 +174,7 @@ def test_tp_vs_dp_csv(tmp_path):
     times 96 layers = 19327352832 B per micro-batch, times 3 micro-batches = 57982058496 B.
     DP: one all-reduce of params * 4 B (bf16 training reduces fp32 main gradients, as the
     memory model stores them)."""
-    from tpsim.predict import predict
+    from tpsim.training.predict import predict
     topo = load_topology("dgx-h100-ndr-cluster")
     plot("tp-vs-dp", "--micro-batches", 3, "--out", tmp_path / "d.png")
     assert_png(tmp_path / "d.png")
@@ -198,7 +198,7 @@ def test_tp_vs_dp_csv(tmp_path):
 
 def test_pipeline_csv_is_the_step(tmp_path):
     """Every op of the step's run, with its stage; the step's time and bubble at the top."""
-    from tpsim.predict import predict
+    from tpsim.training.predict import predict
     plot("pipeline", "--model", "gpt3-13b", "--tp", 4, "--pp", 4, "--dp", 2, "--global-batch", 16,
          "--recompute", "full", "--out", tmp_path / "p.png")
     assert_png(tmp_path / "p.png")
@@ -251,6 +251,6 @@ def test_unwritable_out_exits_2(tmp_path, capsys):
 
 
 def test_matplotlib_is_imported_only_by_plot():
-    code = ("import sys, tpsim, tpsim.cli, tpsim.figure_data, tpsim.trace; "
+    code = ("import sys, tpsim, tpsim.cli, tpsim.figures.data, tpsim.report.trace; "
             "tpsim.cli.build_parser(); assert 'matplotlib' not in sys.modules, 'matplotlib loaded'")
     subprocess.run([sys.executable, "-c", code], check=True)

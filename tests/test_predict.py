@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from tpsim.collectives import collective_time
-from tpsim.errors import ConfigError
-from tpsim.model import ModelConfig, load_model
-from tpsim.predict import predict, predict_block
-from tpsim.schema import from_mapping
-from tpsim.topology import load_topology
+from tpsim.cost.collectives import collective_time
+from tpsim.base.errors import ConfigError
+from tpsim.spec.model import ModelConfig, load_model
+from tpsim.training.predict import predict, predict_block
+from tpsim.base.schema import from_mapping
+from tpsim.cluster.topology import load_topology
 
 H100 = load_topology("dgx-h100")
 
@@ -36,7 +36,7 @@ def test_gpt3_collectives(gpt3):
 
 
 def test_predict_layer_is_predict_layer_times(gpt3):
-    from tpsim.predict import predict_layer
+    from tpsim.training.predict import predict_layer
     assert predict_layer("gpt3", "dgx-h100", tp=8) == gpt3.layer
 
 
@@ -129,7 +129,7 @@ def test_unfused_attention_pays_for_the_scores():
 
 
 def test_json_has_the_documented_keys(gpt3):
-    from tpsim.render import prediction_json
+    from tpsim.report.render import prediction_json
     d = prediction_json(gpt3)
     for key in ("forward_s", "backward_s", "total_s", "compute_s", "comm_s", "exposed_comm_s",
                 "comm_share"):
@@ -199,5 +199,5 @@ def test_speed_sanity():
 def test_tpsim_predict_is_callable_in_any_import_order():
     """`tpsim.predict(...)` works even after `import tpsim.predict` bound the submodule."""
     import tpsim
-    import tpsim.predict as module  # noqa: F401
+    import tpsim.training.predict as module  # noqa: F401
     assert tpsim.predict("gpt2", "dgx-h100", tp=2).inputs.tp == 2

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tpsim.collectives import collective_time
-from tpsim.topology import load_topology
+from tpsim.cost.collectives import collective_time
+from tpsim.cluster.topology import load_topology
 
 from conftest import REPO
 
@@ -91,7 +91,7 @@ def test_hopper_auto_follows_nccls_choice(name):
         assert (c.algorithm, c.protocol) == ("ring", "ll"), 2**k
     for k in range(22, 35):
         c = collective_time("all-reduce", 2**k, 8, topo)
-        assert (c.algorithm, c.formula) == ("nvls", "tpsim.collectives.nvls_time"), 2**k
+        assert (c.algorithm, c.formula) == ("nvls", "tpsim.cost.collectives.nvls_time"), 2**k
 
 
 def test_nvls_bus_bandwidth_climbs_with_size():

@@ -14,8 +14,8 @@ benchmarks, tests/data/published_compute): tpsim is within +4.4% / +5.2% forward
 """
 import pytest
 
-from tpsim.model import load_model, with_overrides
-from tpsim.predict import predict
+from tpsim.spec.model import load_model, with_overrides
+from tpsim.training.predict import predict
 
 MEASURED_MS = {False: (7.7, 11.9, 19.6), True: (7.2, 11.8, 19.0)}
 

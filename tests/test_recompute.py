@@ -8,12 +8,12 @@ import networkx as nx
 import pytest
 
 from tpsim.cli import main
-from tpsim.errors import ConfigError
-from tpsim.graph import collectives_in, layer_graph
-from tpsim.model import ModelConfig
-from tpsim.predict import predict, predict_layer
-from tpsim.recompute import SELECTIVE_OPS, recomputed_name
-from tpsim.schema import from_mapping
+from tpsim.base.errors import ConfigError
+from tpsim.layer.graph import collectives_in, layer_graph
+from tpsim.spec.model import ModelConfig
+from tpsim.training.predict import predict, predict_layer
+from tpsim.layer.recompute import SELECTIVE_OPS, recomputed_name
+from tpsim.base.schema import from_mapping
 
 S, B, H, A = 128, 2, 256, 8     # the toy layer: seq, micro-batch, hidden, heads; s*b*h = 65536
 
@@ -189,8 +189,8 @@ def test_plot_figures_take_recompute():
     ops of GPT-3 13B with fused attention, no SP, copied); `none` stays out of the figures' settings notes."""
     from tpsim.cli import build_parser
     from tpsim.cli.plot import plot_settings as _plot_settings
-    from tpsim.figure_data import breakdown
-    from tpsim.topology import load_topology
+    from tpsim.figures.data import breakdown
+    from tpsim.cluster.topology import load_topology
     parse = build_parser().parse_args
     settings = _plot_settings(parse(["plot", "breakdown", "--out", "x.png", "--recompute", "full"]))
     assert settings["recompute"] == "full"

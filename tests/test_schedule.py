@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.schedule import schedule
+from tpsim.sim.schedule import schedule
 
 
 def dag(ops, edges) -> nx.DiGraph:
@@ -40,7 +40,7 @@ def test_exposed_by_hand():
 def test_issue_bound_by_hand():
     """A phase of 4 ops whose GPU work takes 5 s: with the host issuing one op every 2 s (8 s)
     the phase takes 8 s, layer after layer; at 1 s per op (4 s) the host runs ahead: 5 s."""
-    from tpsim.schedule import issue_bound
+    from tpsim.sim.schedule import issue_bound
     assert issue_bound(5.0, 4, 2.0) == 8.0 and issue_bound(5.0, 4, 1.0) == 5.0
 
 
@@ -55,7 +55,7 @@ def test_streams_run_in_program_order():
 def test_slowed_end_by_hand():
     """4 s of work from t=0 at half speed inside [1, 3): 1 s done by t=1, 1 s during [1, 3),
     the last 2 s at full speed: ends at 5. Fully inside a long busy interval: 4 / 0.5 = 8."""
-    from tpsim.schedule import slowed_end
+    from tpsim.sim.schedule import slowed_end
     assert slowed_end(0.0, 4.0, [(1.0, 3.0)], 0.5) == pytest.approx(5.0)
     assert slowed_end(0.0, 4.0, [(0.0, 100.0)], 0.5) == pytest.approx(8.0)
     assert slowed_end(0.0, 4.0, [(5.0, 6.0)], 0.5) == pytest.approx(4.0)

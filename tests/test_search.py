@@ -1,4 +1,4 @@
-"""tpsim.search against a brute-force loop over tpsim.predict on small spaces: the same optimum,
+"""tpsim.search.driver against a brute-force loop over tpsim.predict on small spaces: the same optimum,
 the candidates' numbers are predict's, every bound is below its layout's simulated step, every
 memory is predict's, and every dropped layout really cannot run for the reason given."""
 import itertools
@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from tpsim.errors import ConfigError
-from tpsim.model import load_model, with_overrides
-from tpsim.predict import predict
-from tpsim.recompute import RECOMPUTE
-from tpsim.search import (REASONS, Space, bound_layouts, divisors, enumerate_layouts,
+from tpsim.base.errors import ConfigError
+from tpsim.spec.model import load_model, with_overrides
+from tpsim.training.predict import predict
+from tpsim.layer.recompute import RECOMPUTE
+from tpsim.search.driver import (REASONS, Space, bound_layouts, divisors, enumerate_layouts,
                           equivalent, search, _run)
-from tpsim.search_jobs import Workers
+from tpsim.search.jobs import Workers
 
 SPACES = [  # (model, layers, topology, gpus, global batch)
     ("gpt3-125m", 4, "dgx-a100", 8, 16),          # tied embeddings, tp 8 does not divide 12 heads

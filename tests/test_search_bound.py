@@ -1,4 +1,4 @@
-"""The step bound (tpsim.step_bound) against the pipeline it bounds: every path family is a real
+"""The step bound (tpsim.training.step_bound) against the pipeline it bounds: every path family is a real
 path of the simulated schedule, so the bound never exceeds the simulated end of any stage's last
 backward; for equal stages and free transfers it is the simulation's makespan; its program
 positions are the schedule's; rows extrapolated in the number of micro-batches are the rows
@@ -6,16 +6,16 @@ built for it."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from tpsim.pipeline import BACKWARD, Compute, add_pipeline, in_flight, pipeline_schedule
-from tpsim.search_price import activation_counts
-from tpsim.stage_program import Program, chunk_counts
-from tpsim.step_bound import _build, affine_base, bound_ends, end_stages, shape_forms
-from tpsim.step_graph import StepGraph
-from tpsim.search_step import inner_transfer
+from tpsim.training.pipeline import BACKWARD, Compute, add_pipeline, in_flight, pipeline_schedule
+from tpsim.search.price import activation_counts
+from tpsim.training.stage_program import Program, chunk_counts
+from tpsim.training.step_bound import _build, affine_base, bound_ends, end_stages, shape_forms
+from tpsim.training.step_graph import StepGraph
+from tpsim.search.step import inner_transfer
 
 
 def simulate_ends(p, v, m, layers, t, scale, c):
-    """The pipeline of tpsim.pipeline.add_pipeline with chunk times from the bound's variables
+    """The pipeline of tpsim.training.pipeline.add_pipeline with chunk times from the bound's variables
     t = (f, b, f_emb, b_emb, f_out, b_out); the last backward of each chunk followed by its
     pre-scale kernel; transfers c[j] between stages j and j + 1, c[p - 1] from last to first.
     Returns {(stage, chunk): end of that chunk's last backward (with its kernel)}, makespan."""
@@ -97,7 +97,7 @@ def test_equal_stages_free_transfers_are_exact(p, v, groups, f, b):
 @given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 12))
 def test_positions_are_the_schedules(p, v, mult):
     """fpos/bpos of the bound's Program put every forward and backward where the schedule of
-    tpsim.pipeline runs it, on every stage; the warm-up and in-flight counts agree."""
+    tpsim.training.pipeline runs it, on every stage; the warm-up and in-flight counts agree."""
     v = v if p > 1 else 1
     m = p * mult if v > 1 else mult
     sched = pipeline_schedule(p, m, v)
@@ -134,7 +134,7 @@ def test_extrapolated_rows_are_the_built_ones(p, v, steps, n):
 
 
 def test_activation_counts_are_in_flight():
-    """The memory's activation counts per stage are tpsim.pipeline.in_flight's chunks times
+    """The memory's activation counts per stage are tpsim.training.pipeline.in_flight's chunks times
     their layers (embedding on the first virtual stage, output layer on the last)."""
     for p, v, m in ((4, 1, 3), (4, 1, 9), (4, 2, 8), (3, 3, 6), (1, 1, 5)):
         layers = tuple(range(1, p * v + 1))
@@ -151,7 +151,7 @@ def test_activation_counts_are_in_flight():
 def test_pieces_shared_across_micro_batches_are_the_built_ones(p, v, m1, m2):
     """Path pieces that do not depend on m (heads, tails) are built once and reused by the
     shapes of every m: a shape built after another reuses them and equals one built alone."""
-    from tpsim import step_bound
+    from tpsim.training import step_bound
     v = v if p > 1 else 1
     m1, m2 = (m1 * p, m2 * p) if v > 1 else (m1, m2)
     layers = tuple([2] * (p * v))

@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO
 
 from tpsim.cli import main
-from tpsim.collectives import collective_time
-from tpsim.predict import predict
+from tpsim.cost.collectives import collective_time
+from tpsim.training.predict import predict
 
 SMALL = ["--model", "gpt3-125m", "--topology", "dgx-a100", "--gpus", "8", "--global-batch", "16"]
 
@@ -114,7 +114,7 @@ def test_collective_comma_lists(capsys):
 def test_plot_search_cells_are_the_fastest_fitting_layouts(tmp_path, capsys):
     """Each (TP, PP) cell's step time is predict's for its layout and no fitting layout of that
     cell (brute force over the enumerated ones) is faster."""
-    from tpsim.search import Space, _run, enumerate_layouts
+    from tpsim.search.driver import Space, _run, enumerate_layouts
     code, out, _ = run(capsys, "plot", "search", *SMALL, "--out", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 10_000
     with open(tmp_path / "s.csv") as f:
@@ -155,7 +155,7 @@ def test_the_printed_predict_line_reloads_a_model_given_as_a_file(tmp_path, caps
     """The search's `tpsim predict ...` line names the file the model came from, and runs."""
     import yaml as _yaml
 
-    from tpsim.model import shipped_models
+    from tpsim.spec.model import shipped_models
     doc = _yaml.safe_load(shipped_models()["gpt3-350m"].read_text())
     doc["name"] = "my-model"
     path = tmp_path / "my model.yaml"

@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.data_parallel import (bucket_params, buckets, grad_bytes, optimizer_bytes,
+from tpsim.training.data_parallel import (bucket_params, buckets, grad_bytes, optimizer_bytes,
                                  sync_collectives)
-from tpsim.errors import ConfigError
-from tpsim.memory import stage_memory
-from tpsim.model import ModelConfig, load_model
-from tpsim.parallel import Parallelism
-from tpsim.predict import predict
-from tpsim.schema import from_mapping
-from tpsim.topology import load_topology
+from tpsim.base.errors import ConfigError
+from tpsim.sim.memory import stage_memory
+from tpsim.spec.model import ModelConfig, load_model
+from tpsim.spec.parallel import Parallelism
+from tpsim.training.predict import predict
+from tpsim.base.schema import from_mapping
+from tpsim.cluster.topology import load_topology
 
 A100 = load_topology("dgx-a100-hdr-cluster")
 PARTS = ("compute_s", "tp_comm_exposed_s", "host_wait_s", "bubble_s", "pp_comm_exposed_s",
@@ -206,7 +206,7 @@ def test_too_small_a_cluster_says_how_many_nodes():
 def test_idle_split_by_hand():
     """[0, 10]: compute busy [0, 2] and [6, 7]; p2p [1, 4]; DP [3, 8]. Free time: [2, 6] and
     [7, 10]; p2p covers [2, 4] (2), DP the rest it runs, [4, 6] and [7, 8] (3); bubble [8, 10] (2)."""
-    from tpsim.step_accounting import idle_split
+    from tpsim.training.step_accounting import idle_split
     (pp, dp), bubble = idle_split(0.0, 10.0, [(0, 2), (6, 7)], [[(1, 4)], [(3, 8)]])
     assert (pp, dp, bubble) == (2.0, 3.0, 2.0)
     (pp, dp), bubble = idle_split(5.0, 10.0, [(0, 2), (6, 7)], [[(1, 4)], [(3, 8)]])

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpsim.cli import main
-from tpsim.errors import ConfigError
-from tpsim.topology import load_topology, shipped_topologies
+from tpsim.base.errors import ConfigError
+from tpsim.cluster.topology import load_topology, shipped_topologies
 
 from conftest import REPO, make_topology
 
@@ -172,7 +172,7 @@ def test_collective_sweep_table_and_json(capsys):
 def test_placement_counts_equal_counting_every_rank(first, stride, n, unit, size):
     """The arithmetic behind Topology.place against counting the ranks first + i*stride one by
     one: units touched, the fullest unit, the most units inside one unit of the level above."""
-    from tpsim.placement import _unit_counts, _units_per_unit
+    from tpsim.cluster.placement import _unit_counts, _units_per_unit
     per: dict[int, int] = {}
     for r in range(first, first + n * stride, stride):
         per[r // unit] = per.get(r // unit, 0) + 1

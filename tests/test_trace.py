@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tpsim.errors import ConfigError
-from tpsim.trace import chrome_trace, write_trace
+from tpsim.base.errors import ConfigError
+from tpsim.report.trace import chrome_trace, write_trace
 
 
 def op(name, stream, start_us, end_us, phase="forward", kind="gemm"):
@@ -79,8 +79,8 @@ def test_unwritable_trace_path(tmp_path):
 def test_predicted_layer_trace_matches_its_schedule(tp, sp):
     """The real schedule: every op of predict() once, no overlap per stream, and the backward
     input-gradient all-reduce overlapping the weight-gradient GEMM, as Megatron runs it."""
-    from tpsim.predict import predict
-    from tpsim.trace import prediction_trace
+    from tpsim.training.predict import predict
+    from tpsim.report.trace import prediction_trace
     pred = predict("gpt3", "dgx-h100", tp=tp, sequence_parallel=sp)
     trace = json.loads(json.dumps(prediction_trace(pred)))
     assert_matches_schedule(trace, pred.ops)
@@ -98,7 +98,7 @@ def test_predicted_layer_trace_matches_its_schedule(tp, sp):
 def test_predict_trace_flag(tmp_path, capsys):
     """`tpsim predict --trace` writes the same trace as the library, and --json stays pure JSON."""
     from tpsim.cli import main
-    from tpsim.predict import predict
+    from tpsim.training.predict import predict
     path = tmp_path / "layer.json"
     assert main(["predict", "--model", "gpt3", "--tp", "8", "--json", "--trace", str(path)]) == 0
     json.loads(capsys.readouterr().out)

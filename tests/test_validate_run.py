@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 from dist_helpers import free_port
 
-from tpsim.topology import load_topology
+from tpsim.cluster.topology import load_topology
 
 RUN = str(REPO / "validate" / "run.py")
 

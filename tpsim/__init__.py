@@ -1,7 +1,7 @@
 """tpsim: how long a tensor-parallel transformer layer takes on a given cluster, and why.
 
 Importing tpsim loads no torch and no matplotlib; ``tpsim.tp`` (real layers) needs torch and
-``tpsim.plot`` needs matplotlib, each imported only when used.
+``tpsim.figures.plot`` needs matplotlib, each imported only when used.
 """
 from __future__ import annotations
 
@@ -13,21 +13,21 @@ __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
 # the submodule is later imported. Imports no networkx, torch or matplotlib.
-from .predict import predict, predict_layer  # noqa: E402
+from .training.predict import predict, predict_layer  # noqa: E402
 
 
 def __getattr__(name: str):
     # Lazy: these need only the topology and model loaders.
     if name == "load_topology":
-        from .topology import load_topology
+        from .cluster.topology import load_topology
         return load_topology
     if name == "collective_time":
-        from .collectives import collective_time
+        from .cost.collectives import collective_time
         return collective_time
     if name == "load_model":
-        from .model import load_model
+        from .spec.model import load_model
         return load_model
-    if name == "infer":           # serving: tpsim/serve.py (no submodule shares the name)
-        from .serve import infer
+    if name == "infer":           # serving: tpsim/serving/infer.py (no submodule shares the name)
+        from .serving.infer import infer
         return infer
     raise AttributeError(f"module 'tpsim' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 The base is the user's topology file (``--topology``: its device and levels get the fitted
 values, everything else is kept) or, without one, a fresh topology for this machine: one level
 of the ranks in a node, plus a network level when the run spans nodes. Then, each with
-:func:`tpsim.calibrate.fit` through tpsim's own pricing:
+:func:`tpsim.calibrate.fitting.fit` through tpsim's own pricing:
 
   compute   the device's GEMM and memory efficiencies, GEMM size curve and kernel launch, on
             every compute kernel of the FIT shapes' blocks and a GEMM grid;
@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tpsim import calibrate as C
-from tpsim.calibrate import Fit, Sample
-from tpsim.topology import load_topology
+from tpsim.calibrate import fitting as C
+from tpsim.calibrate.fitting import Fit, Sample
+from tpsim.cluster.topology import load_topology
 
 from topology_file import fitted_comment, fresh_topology_text, write_calibrated
 
@@ -125,7 +125,7 @@ def calibrate(run: Run, out: Path, topology: str | None, header: list[str]) -> d
     """Fit, write ``out`` (the calibrated topology) and return the fit summary for the report.
 
     A fresh topology's peak is then raised, if need be, until it bounds every rate tpsim
-    prices in counted FLOPs (:func:`tpsim.calibrate.bound_counted_rates`: MFU <= 1); a user's
+    prices in counted FLOPs (:func:`tpsim.calibrate.fitting.bound_counted_rates`: MFU <= 1); a user's
     stated peak is kept, with a note when an MFU above 100% is possible on it."""
     text, topo, updates, peak_note = base_topology(run, topology)
     fits = fit_all(run, topo, bool(topology))

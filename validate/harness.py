@@ -23,7 +23,7 @@ import machine as M
 import report as R
 import shapes as S
 from tpsim.tp.check import check_all, failures
-from tpsim.topology import load_topology
+from tpsim.cluster.topology import load_topology
 
 
 class Heartbeat:
@@ -281,7 +281,7 @@ class Harness:
                   else (M.shipped_peak(name, self.dtype_name) or (None,))[0])
         run = CAL.Run(self.dtype_name, name, M.memory_GB(self.device), self.world, self.local,
                       micro["kernels"], micro["local"], micro["world"], stated)
-        header = [f"Calibrated by tpsim validate/run.py (tpsim.calibrate) on microbenchmarks only: "
+        header = [f"Calibrated by tpsim validate/run.py (tpsim.calibrate.fitting) on microbenchmarks only: "
                   f"{self.world} ranks ({self.world // self.local} node(s) of {self.local}) of "
                   f"{name}, {self.dtype_name}, backend {self.backend}, torch {torch.__version__}, "
                   f"{threads} thread(s) per rank.",

@@ -2,7 +2,7 @@
 (torch).
 
 The list of kernels is not written here: it is the op graph tpsim prices for each FIT shape's
-blocks (:func:`tpsim.predict.predict_block`, forward and backward), so the fit sees every GEMM
+blocks (:func:`tpsim.training.predict.predict_block`, forward and backward), so the fit sees every GEMM
 (forward ``x W^T``, dgrad ``dY W``, wgrad ``dY^T X``, the attention core's batched GEMMs in
 both passes), every elementwise kernel (activation and softmax, forward and backward) and the
 fused attention kernels, in the memory layouts autograd uses. Each sample is priced as the graph
@@ -16,9 +16,9 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tpsim.ops import Gemm
-from tpsim.predict import predict_block
-from tpsim.topology import Device, Level, Topology
+from tpsim.layer.ops import Gemm
+from tpsim.training.predict import predict_block
+from tpsim.cluster.topology import Device, Level, Topology
 
 from bench import Item
 from report import model_for
@@ -35,7 +35,7 @@ def _any_topology(tp: int, dtype: str) -> Topology:
 
 def graph_ops(shape, block: str, tp: int, dtype: str, attention: str) -> list[tuple]:
     """(name, op) of every compute op tpsim's graph prices for ``block`` of ``shape``, as
-    :func:`tpsim.predict.predict_block` builds them."""
+    :func:`tpsim.training.predict.predict_block` builds them."""
     p = predict_block(model_for(shape, attention), _any_topology(tp, dtype), tp, block,
                       shape.batch, shape.seq, dtype, attention=attention)
     sim = p.run

@@ -77,7 +77,7 @@ def _nvidia_driver() -> str:
 def shipped_peak(name: str, dtype: str) -> tuple[float, str] | None:
     """(FLOP/s, topology) of a shipped topology whose device model (``H100`` of
     ``H100-SXM5-80GB``) appears in ``name``: its datasheet peak for ``dtype``."""
-    from tpsim.topology import load_topology, shipped_topologies
+    from tpsim.cluster.topology import load_topology, shipped_topologies
     for stem in shipped_topologies():
         dev = load_topology(stem).device
         model = dev.name.split("-")[0]

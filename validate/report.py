@@ -14,10 +14,10 @@ from pathlib import Path
 
 import dataclasses
 
-from tpsim.calibrate import Sample, price_samples
-from tpsim.collectives import collective_time
-from tpsim.model import ModelConfig
-from tpsim.predict import predict_block
+from tpsim.calibrate.fitting import Sample, price_samples
+from tpsim.cost.collectives import collective_time
+from tpsim.spec.model import ModelConfig
+from tpsim.training.predict import predict_block
 
 
 def model_for(shape, attention: str) -> ModelConfig:
@@ -30,7 +30,7 @@ def model_for(shape, attention: str) -> ModelConfig:
 
 def predict_block_times(topo, shape, block: str, tp: int, dtype: str, attention: str) -> dict:
     """Serial and overlapped predictions of one block, forward and forward+backward, from
-    tpsim's :func:`~tpsim.predict.predict_block` (the real ParallelMLP / ParallelAttention)."""
+    tpsim's :func:`~tpsim.training.predict.predict_block` (the real ParallelMLP / ParallelAttention)."""
     p = predict_block(model_for(shape, attention), topo, tp, block, shape.batch, shape.seq, dtype,
                       attention=attention)
     phases = {"forward": ("forward",), "forward_backward": ("forward", "backward")}

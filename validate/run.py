@@ -10,7 +10,7 @@ rank). Stages, every rank in step:
   2. microbench   all-reduce, all-gather, reduce-scatter over a size sweep, in one node and
                   (several nodes) across all; every compute op tpsim's graph prices for the
                   FIT shapes' blocks, forward and backward, as the layers run it; a GEMM grid.
-  3. fit          tpsim.calibrate least squares through tpsim's own pricing, the device and
+  3. fit          tpsim.calibrate.fitting least squares through tpsim's own pricing, the device and
                   each level on its own -> DIR/calibrated.yaml (--topology: your file, refitted).
   4. layers       ParallelMLP, ParallelAttention and the naive MLP on the EVAL shapes (never
                   the fit's), forward and forward+backward, with the matmul/collective split.
@@ -128,8 +128,8 @@ def preflight(args) -> None:
 
 def _check_topology(path: str, world: int, local: int) -> None:
     """--topology must load, hold the world and, across nodes, have a node of this run's size."""
-    from tpsim.errors import ConfigError
-    from tpsim.topology import load_topology
+    from tpsim.base.errors import ConfigError
+    from tpsim.cluster.topology import load_topology
     try:
         topo = load_topology(path)
     except ConfigError as e:

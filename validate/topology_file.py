@@ -10,8 +10,8 @@ import io
 import math
 from pathlib import Path
 
-from tpsim.calibrate import yaml_location
-from tpsim.topology import Topology
+from tpsim.calibrate.fitting import yaml_location
+from tpsim.cluster.topology import Topology
 
 
 def _yaml():
@@ -76,7 +76,7 @@ def _replace_eol_comment(node, key, comment: str) -> None:
 def write_calibrated(source_text: str, topo: Topology, updates: list[tuple[str, float, str]],
                      header: list[str], path: str | Path, dtype_peak: tuple | None = None) -> Path:
     """Write ``source_text`` with each ``(parameter path, SI value, comment)`` set at its YAML key
-    (unit from the schema: :func:`tpsim.calibrate.yaml_location`) to ``path``.
+    (unit from the schema: :func:`tpsim.calibrate.fitting.yaml_location`) to ``path``.
 
     ``dtype_peak``: ``(dtype, FLOP/s, comment)`` written into ``device.peak_tflops``. The header
     lines replace the file's opening comment; every other key and comment stays as it was.

@@ -2,7 +2,7 @@
 
 One module per subcommand (collective.py, predict.py, infer.py, plot.py); this one builds the parser.
 
-Any :class:`~tpsim.errors.TpsimError` becomes one line on stderr and exit code 2.
+Any :class:`~tpsim.base.errors.TpsimError` becomes one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from ..errors import TpsimError
+from ..base.errors import TpsimError
 from .common import Parser
 
 # numpy's BLAS threads: tpsim's arrays are small (a search multiplies thousands of layouts by a

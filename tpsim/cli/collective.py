@@ -1,9 +1,9 @@
 """`tpsim topologies` and `tpsim collective`: list the clusters, price one collective or a size sweep."""
 from __future__ import annotations
 
-from ..collectives import ALGORITHMS, OPS
-from ..errors import ConfigError
-from ..topology import PROTOCOLS
+from ..cost.collectives import ALGORITHMS, OPS
+from ..base.errors import ConfigError
+from ..cluster.topology import PROTOCOLS
 from .common import StoreOnce, dump_json, lower
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
@@ -15,7 +15,7 @@ def fill_topologies(p) -> None:
 
 
 def cmd_topologies(args) -> None:
-    from ..topology import load_topology, shipped_topologies
+    from ..cluster.topology import load_topology, shipped_topologies
     topos = {name: load_topology(name) for name in shipped_topologies()}    # all, then print
     for name, topo in topos.items():
         print(f"{name:24s} {topo.max_ranks:5d} GPUs  {topo.description}")
@@ -50,10 +50,10 @@ def fill_collective(p) -> None:
 
 
 def _cmd_collective(args) -> None:
-    from ..collectives import collective_time
-    from ..render import collective_comparison, collective_table
-    from ..topology import load_topology
-    from ..units import parse_size, power_of_two_sizes
+    from ..cost.collectives import collective_time
+    from ..report.render import collective_comparison, collective_table
+    from ..cluster.topology import load_topology
+    from ..base.units import parse_size, power_of_two_sizes
     if args.sweep and args.bytes is not None:
         raise ConfigError("--bytes", "", "no --bytes with --sweep (the sweep's sizes are "
                           "--min-bytes to --max-bytes)", ",".join(args.bytes))

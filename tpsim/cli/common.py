@@ -7,8 +7,8 @@ import json
 import math
 import sys
 
-from ..errors import TpsimError, clip
-from ..schema import MAX_INT
+from ..base.errors import TpsimError, clip
+from ..base.schema import MAX_INT
 
 
 class HelpFormatter(argparse.HelpFormatter):

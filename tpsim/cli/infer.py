@@ -25,8 +25,8 @@ def fill_infer(p) -> None:
 
 
 def _cmd_infer(args) -> None:
-    from ..serve import infer
-    from ..render import infer_json, infer_report
+    from ..serving.infer import infer
+    from ..report.render import infer_json, infer_report
     pred = infer(args.model, args.topology, tp=args.tp, pp=args.pp, batch=args.batch,
                  prompt=args.prompt, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,
                  allreduce=args.allreduce, eager=args.eager)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from ..errors import clip
+from ..base.errors import clip
 from .common import positive_int
 
 

@@ -1,10 +1,10 @@
 """`tpsim plot`: figures (PNG or SVG) with the CSV of their numbers beside them."""
 from __future__ import annotations
 
-from ..collectives import ALGORITHMS, OPS
-from ..figure_data import FORMATS
+from ..cost.collectives import ALGORITHMS, OPS
+from ..figures.data import FORMATS
 from .common import Parser, StoreOnce, lower, positive_int
-from ..recompute import RECOMPUTE
+from ..layer.recompute import RECOMPUTE
 from .predict import DTYPES
 
 
@@ -72,8 +72,8 @@ def _add_plot_infer(q) -> None:
 
 
 def _cmd_plot_infer(args) -> None:
-    from .. import plot
-    from ..figure_data import infer_sweep, load_topologies
+    from ..figures import plot
+    from ..figures.data import infer_sweep, load_topologies
     topos = load_topologies(args.topology or ["dgx-h100", "dgx-a100"])
     table = infer_sweep(args.model, topos, prompt=args.prompt, gen=args.gen, dtype=args.dtype,
                         kv_dtype=args.kv_dtype, allreduce=args.allreduce, eager=args.eager)
@@ -98,8 +98,8 @@ def _add_plot_layer_args(q, topology: str) -> None:
 def _output_checked(func):
     """``func`` after a check of --out and --format, so a bad name fails before any work."""
     def run(args) -> None:
-        from ..errors import ConfigError
-        from ..figure_data import output_paths
+        from ..base.errors import ConfigError
+        from ..figures.data import output_paths
         written = output_paths(args.out, args.format)
         for flag in ("measured", "report"):
             given = getattr(args, flag, None)
@@ -127,35 +127,35 @@ def plot_settings(args) -> dict:
 
 
 def _cmd_plot_intra_vs_inter(args) -> None:
-    from .. import plot
-    from ..figure_data import intra_vs_inter, load_topologies
+    from ..figures import plot
+    from ..figures.data import intra_vs_inter, load_topologies
     topos = load_topologies(args.topology or ["dgx-h100", "dgx-h100-ndr-cluster"])
     table = intra_vs_inter(args.model, topos, **plot_settings(args))
     _plot_done(*plot.save(plot.intra_vs_inter_figure(table), table, args.out, args.format))
 
 
 def _cmd_plot_breakdown(args) -> None:
-    from .. import plot
-    from ..figure_data import breakdown
-    from ..topology import load_topology
+    from ..figures import plot
+    from ..figures.data import breakdown
+    from ..cluster.topology import load_topology
     table = breakdown(args.model, load_topology(args.topology or "dgx-h100"), args.tp,
                       **plot_settings(args))
     _plot_done(*plot.save(plot.breakdown_figure(table), table, args.out, args.format))
 
 
 def _cmd_plot_tp_vs_dp(args) -> None:
-    from .. import plot
-    from ..figure_data import tp_vs_dp
-    from ..topology import load_topology
+    from ..figures import plot
+    from ..figures.data import tp_vs_dp
+    from ..cluster.topology import load_topology
     table = tp_vs_dp(args.model, load_topology(args.topology or "dgx-h100-ndr-cluster"),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
 
 
 def _cmd_plot_pipeline(args) -> None:
-    from .. import plot
-    from ..figure_pipeline import pipeline
-    from ..topology import load_topology
+    from ..figures import plot
+    from ..figures.pipeline import pipeline
+    from ..cluster.topology import load_topology
     from .predict import _step_kwargs
     table = pipeline(args.model, load_topology(args.topology or "dgx-a100-hdr-cluster"), args.tp,
                      **plot_settings(args), **_step_kwargs(args))
@@ -163,8 +163,8 @@ def _cmd_plot_pipeline(args) -> None:
 
 
 def _cmd_plot_search(args) -> None:
-    from .. import plot_search
-    from ..figure_search import search_grid
+    from ..figures import plot_search
+    from ..figures.search import search_grid
     from .search import Progress
     progress = Progress()
     try:
@@ -182,9 +182,9 @@ def _plot_done(image, csv_path) -> None:
 
 
 def _cmd_plot_collective(args) -> None:
-    from .. import plot
-    from ..figure_data import collective_sweep, load_topologies
-    from ..units import parse_size, power_of_two_sizes
+    from ..figures import plot
+    from ..figures.data import collective_sweep, load_topologies
+    from ..base.units import parse_size, power_of_two_sizes
     topos = load_topologies(args.topology or ["dgx-h100"])
     ranks = args.ranks if args.ranks is not None else topos[0].devices_per_node
     sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
@@ -194,7 +194,7 @@ def _cmd_plot_collective(args) -> None:
 
 
 def _cmd_plot_validation(args) -> None:
-    from .. import plot
-    from ..figure_data import validation_table
+    from ..figures import plot
+    from ..figures.data import validation_table
     table = validation_table(args.report)
     _plot_done(*plot.save(plot.validation_figure(table), table, args.out, args.format))

@@ -1,10 +1,10 @@
 """`tpsim predict` and `tpsim models`: time, communication and memory of a TP transformer."""
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..memory import OPTIMIZER_BYTES
-from ..model import ATTENTION_KERNELS, ATTENTIONS
-from ..recompute import RECOMPUTE
+from ..base.errors import ConfigError
+from ..sim.memory import OPTIMIZER_BYTES
+from ..spec.model import ATTENTION_KERNELS, ATTENTIONS
+from ..layer.recompute import RECOMPUTE
 from .common import StoreOnce, dump_json, positive_int, warn
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
@@ -86,13 +86,13 @@ STEP = ("overlap_grad_reduce", "scatter_gather_p2p", "tp_comm_overlap", "nodes",
 
 
 def _step_kwargs(args) -> dict:
-    """The step's keyword arguments of :func:`tpsim.predict.predict` (one value each)."""
+    """The step's keyword arguments of :func:`tpsim.training.predict.predict` (one value each)."""
     return {k: getattr(args, k) for k in ("pp", "dp", "global_batch", "virtual_stages") + STEP}
 
 
 def _predict_one(args, combo: dict):
-    from ..model import load_model, with_overrides
-    from ..predict import predict
+    from ..spec.model import load_model, with_overrides
+    from ..training.predict import predict
     model = with_overrides(load_model(combo["model"]), layers=args.layers, hidden=args.hidden,
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
@@ -106,7 +106,7 @@ def _predict_one(args, combo: dict):
 
 
 def _cmd_predict(args) -> None:
-    from ..render import notice_text, prediction_json, prediction_report
+    from ..report.render import notice_text, prediction_json, prediction_report
     if args.trace is not None and not args.trace.strip():
         raise ConfigError("--trace", "", "a file name such as layer.json", args.trace)
     combos = combinations(args, LISTS)
@@ -115,7 +115,7 @@ def _cmd_predict(args) -> None:
     pred = _predict_one(args, combos[0])
     out = dump_json(prediction_json(pred)) if args.json else prediction_report(pred)
     if args.trace is not None:
-        from ..trace import prediction_trace, write_trace
+        from ..report.trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)
     print(out)
     if args.trace is not None and not args.json:
@@ -126,8 +126,8 @@ def _cmd_predict(args) -> None:
 
 def _compare(args, combos: list[dict]) -> None:
     """One prediction per combination of the comma lists: a table, or a JSON list."""
-    from ..errors import TpsimError
-    from ..render import comparison_table, prediction_json
+    from ..base.errors import TpsimError
+    from ..report.render import comparison_table, prediction_json
     if args.trace is not None:
         raise ConfigError("--trace", "", "one configuration (no comma lists)", args.trace)
     preds = []
@@ -154,6 +154,6 @@ def fill_models(p) -> None:
 
 
 def cmd_models(args) -> None:
-    from ..model import list_models
-    from ..render import models_table
+    from ..spec.model import list_models
+    from ..report.render import models_table
     print(models_table(sorted(list_models(), key=_family_then_size)))

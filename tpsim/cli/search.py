@@ -60,8 +60,8 @@ class Progress:
 
 
 def _cmd_search(args) -> None:
-    from ..render_search import search_json, search_report
-    from ..search import search
+    from ..report.search import search_json, search_report
+    from ..search.driver import search
     progress = Progress()
     try:
         result = search(args.model, args.topology, args.gpus, args.global_batch,

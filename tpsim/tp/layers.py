@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..errors import TpsimError
+from ..base.errors import TpsimError
 from . import mappings as m
 
 

@@ -1,0 +1,324 @@
+"""Build frozen dataclasses from YAML mappings, checking every key once, at load.
+
+A field declares how it appears in YAML through ``metadata`` (see :func:`spec`):
+its key (which carries the unit, e.g. ``bandwidth_GBps``), the factor that converts it to SI,
+and the bound it must respect. Unknown keys, missing keys, wrong types and out-of-range values
+all raise :class:`~tpsim.base.errors.ConfigError` naming the file, the dotted key and what was
+expected. Every number is bounded (MAX_INT, MAX_NUMBER, MIN_POSITIVE below), so whatever a file
+holds, the times tpsim computes from it stay finite.
+
+This is also where tpsim reads its input files (:func:`read_text`, :func:`load_yaml`,
+:func:`load_json`): regular files only (a FIFO or a device is refused, not waited on), at most
+MAX_FILE_BYTES of UTF-8, each key once, at most MAX_VALUES values once YAML aliases expand.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import stat
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
+         ge: float | None = None, le: float | None = None, doc: str = "", **kw) -> Any:
+    """A dataclass field with its YAML key, SI scale factor and bounds."""
+    meta = {"key": key, "scale": scale, "gt": gt, "ge": ge, "le": le, "doc": doc}
+    return dataclasses.field(metadata=meta, **kw)
+
+
+_EXPONENT_ONLY = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+# Bounds on every value a file or flag may carry: physical quantities are far inside them, and
+# inside them every product tpsim forms (FLOPs, bytes, seconds) stays a finite float.
+MAX_INT = 2**31 - 1          # counts: layers, heads, GPUs, tokens
+MAX_NUMBER = 1e15            # a number in its key's unit (GB, GB/s, us, TFLOP/s, ...)
+MIN_POSITIVE = 1e-9          # the smallest value of a key that must be > 0 (a divisor somewhere)
+MAX_STRING = 1000            # characters of a name or description
+MAX_FILE_BYTES = 16 * 2**20  # the largest file tpsim reads (YAML, JSON, CSV)
+MAX_VALUES = 100_000         # values in one document, aliases counted each time they are used
+
+# libyaml's safe loader when PyYAML was built with it (5x faster on the predict path)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(f"key {key!r} given twice")
+        self.key, self.first, self.again = key, first, again
+
+
+class _Loader(_LOADER):
+    """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
+    silently; YAML 1.2 forbids duplicates). Keys brought in by a ``<<`` merge may be
+    overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:      # an unhashable key: the constructor itself refuses it
+                continue
+        return super().construct_mapping(node, deep)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """The text of ``path``: a regular file of at most MAX_FILE_BYTES bytes of UTF-8.
+
+    A directory, FIFO or device (/dev/zero) is refused before anything is read (a FIFO is
+    opened non-blocking, so no writer is waited for); every failure is a ConfigError naming
+    the file and ``what`` was expected (e.g. "a readable YAML file").
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError) as e:      # ValueError: a NUL byte in the name
+        raise ConfigError(str(p), "", what, getattr(e, "strerror", None) or str(e)) from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
+                else "a device or socket"
+            raise ConfigError(str(p), "", f"{what} (a regular file)", kind)
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(str(p), "", what, e.strerror) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(str(p), "", f"{what} of at most {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), "", f"{what} in UTF-8 (byte {e.start} is not UTF-8)") from None
+
+
+def _too_many_values(data: Any) -> bool:
+    """More than MAX_VALUES values once aliases are expanded (a 'billion laughs' document)."""
+    stack, n = [data], 0
+    while stack:
+        v = stack.pop()
+        n += 1
+        if n > MAX_VALUES:
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML file that must hold a mapping, each key once, of bounded size."""
+    p = Path(path)
+    text = read_text(p, "a readable YAML file")
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except _DuplicateKey as e:
+        raise ConfigError(str(p), str(e.key), f"each key once (line {e.first}, again at line "
+                          f"{e.again})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(str(p), "", f"valid YAML (parse error at {where})") from None
+    except (ValueError, OverflowError, RecursionError) as e:   # e.g. a date 2020-13-01
+        raise ConfigError(str(p), "", "valid YAML values", str(e)) from None
+    if _too_many_values(data):
+        raise ConfigError(str(p), "", f"a document of at most {MAX_VALUES} values (aliases "
+                          "count each time they are used)")
+    if not isinstance(data, dict):
+        raise ConfigError(str(p), "", "a YAML mapping at the top level", type(data).__name__)
+    return data
+
+
+def _refuse_duplicates(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key, 0, 0)
+        out[key] = value
+    return out
+
+
+def load_json(path: str | Path, what: str = "a readable JSON file") -> Any:
+    """Read a JSON file: each key once per object, nesting and size bounded."""
+    p = Path(path)
+    text = read_text(p, what)
+    try:
+        data = json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as e:
+        raise ConfigError(str(p), str(e.key), "each key once per object") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(p), "", f"valid JSON (line {e.lineno}: {e.msg})") from None
+    except ValueError as e:               # an integer past Python's 4300-digit limit
+        raise ConfigError(str(p), "", "valid JSON numbers", str(e)) from None
+    except RecursionError:
+        raise ConfigError(str(p), "", "JSON nested less than ~900 levels deep") from None
+    if _too_many_values(data):
+        raise ConfigError(str(p), "", f"a document of at most {MAX_VALUES} values")
+    return data
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):             # a name too long for the file system, a NUL byte
+        return False
+
+
+def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,
+                    kind: str, files: str = "a path to a YAML file") -> Path:
+    """The file behind ``--model``/``--topology``: a path as given (a .yaml/.yml file, or a
+    .json one: a Hugging Face config.json; a directory holding config.json), else a shipped
+    name; an unknown name suggests the closest shipped ones."""
+    if not isinstance(name_or_path, (str, Path)):
+        raise ConfigError(flag, "", f"a shipped {kind} name or a path", name_or_path)
+    text = str(name_or_path)
+    path = Path(text)
+    if _is_file(path / "config.json"):
+        return path / "config.json"
+    if path.suffix in (".yaml", ".yml", ".json") or "/" in text or os.sep in text or \
+            _is_file(path):
+        return path          # a path: read_text says what is wrong with it, if anything
+    if text not in shipped:
+        import difflib                  # only on bad input: kept off the start-up path
+        near = difflib.get_close_matches(text, list(shipped), n=3, cutoff=0.6)
+        raise ConfigError(flag, "", f"a shipped {kind} ({', '.join(shipped)}) or {files}", text,
+                          hint=f"did you mean {' or '.join(near)}?" if near else "")
+    return shipped[text]
+
+
+def _yaml_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+def _check_bounds(value: float, meta: dict, source: str, key: str) -> None:
+    """Finite, within MAX_NUMBER (MAX_INT for an integer), inside the field's own bounds; a
+    field that must be > 0 must be at least MIN_POSITIVE (it divides something)."""
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise ConfigError(source, key, f"an integer of at most {MAX_INT}", value)
+    if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > MAX_NUMBER:
+        raise ConfigError(source, key, f"a finite number of magnitude at most {MAX_NUMBER:g}",
+                          value)
+    if meta.get("gt") is not None and not value > meta["gt"]:
+        raise ConfigError(source, key, f"a number > {meta['gt']:g}", value)
+    if meta.get("gt") == 0 and value < MIN_POSITIVE:
+        raise ConfigError(source, key, f"a number >= {MIN_POSITIVE:g}", value)
+    if meta.get("ge") is not None and not value >= meta["ge"]:
+        raise ConfigError(source, key, f"a number >= {meta['ge']:g}", value)
+    if meta.get("le") is not None and not value <= meta["le"]:
+        raise ConfigError(source, key, f"a number <= {meta['le']:g}", value)
+
+
+def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, meta, source, key)
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, source, key)
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list) or not value:
+            raise ConfigError(source, key, "a non-empty list", value)
+        return tuple(_convert(inner, v, meta, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _k, inner = typing.get_args(tp)
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(source, key, "a non-empty mapping", value)
+        return {str(k): _convert(inner, v, meta, source, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, "true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, "an integer", value)
+        _check_bounds(value, meta, source, key)
+        return value
+    if tp is float:
+        if isinstance(value, str) and _EXPONENT_ONLY.match(value):
+            value = float(value)       # YAML 1.1 reads 1e6 (no '.') as a string; a person means 1e6
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, key, "a number", value)
+        if isinstance(value, int) and abs(value) > MAX_NUMBER:     # before float(): 10^400
+            raise ConfigError(source, key, f"a finite number of magnitude at most "
+                              f"{MAX_NUMBER:g}", value)
+        _check_bounds(float(value), meta, source, key)
+        return float(value) * meta.get("scale", 1.0)
+    if tp is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(source, key, "a non-empty string", value)
+        if len(value) > MAX_STRING:
+            raise ConfigError(source, key, f"a string of at most {MAX_STRING} characters", value)
+        return value
+    raise TypeError(f"schema: unsupported field type {tp!r} at {key}")  # a bug in tpsim, not input
+
+
+def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data`` (a mapping read from ``source``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, path, "a mapping", type(data).__name__)
+    hints = typing.get_type_hints(cls)
+    fields = {_yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
+    for k in data:
+        if k not in fields:
+            import difflib
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            raise ConfigError(source, _join(path, str(k)), "one of the known keys "
+                              f"({', '.join(sorted(fields))})",
+                              hint=f"did you mean {close[0]}?" if close else "")
+    kwargs = {}
+    for key, f in fields.items():
+        dotted = _join(path, key)
+        if key not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(source, dotted, "this required key to be present")
+            continue
+        kwargs[f.name] = _convert(hints[f.name], data[key], dict(f.metadata), source, dotted)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(source, path)
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def field_docs(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(yaml key, default, doc) for every field: the source of topologies/README.md's tables."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            default = "required"
+        elif f.default is None:
+            default = "null"
+        elif dataclasses.is_dataclass(f.default):
+            default = "see below"
+        elif isinstance(f.default, float):
+            default = f"{f.default / f.metadata.get('scale', 1.0):g}"
+        else:
+            default = str(f.default).lower() if isinstance(f.default, bool) else repr(f.default)
+        rows.append((prefix + _yaml_key(f), default, f.metadata.get("doc", "")))
+    return rows

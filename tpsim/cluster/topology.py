@@ -1,0 +1,333 @@
+"""A cluster as data: one device type and a hierarchy of link levels, innermost first.
+
+Loaded from ``topologies/*.yaml`` (or any path) into frozen dataclasses, converted to SI once.
+Field meanings and defaults are documented in ``topologies/README.md`` (generated from the
+``doc`` strings below by ``python -m tpsim.report.schema_docs``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base.errors import ConfigError
+from ..spec.parallel import Group
+from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
+from ..base.schema import from_mapping, load_yaml, shipped_or_path, spec
+from ..base.units import GB, TERA, US
+
+BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+DTYPES = tuple(BYTES_PER_ELEMENT)
+
+
+PROTOCOLS = ("simple", "ll", "ll128")
+HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One NCCL wire protocol: its own start-up latency and share of the line rate.
+
+    NCCL prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc):
+    LL sends 8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no
+    per-step synchronisation), LL128 128-byte lines with 120 bytes of data. Each protocol's
+    per-hop latency is a property of the link it crosses: ``levels[i].hop_latency_us``.
+    """
+    launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0,
+                           doc="start-up latency of this protocol, us (NCCL tuning.cc baseLat), "
+                               "on top of collective_launch_us")
+    bandwidth_fraction: float = spec(gt=0, le=1, default=1.0,
+                                     doc="fraction of the link bandwidth the protocol delivers")
+
+
+SIMPLE = Protocol()
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    """A fused (flash) attention kernel's sustained efficiency on this device.
+
+    eff(d, s_kv) = efficiency[d] * s_kv / (s_kv + seq_half_efficiency) (* causal_efficiency):
+    the kernel's best share of the dense peak at head dim d, lost at short key lengths (each
+    query tile streams only s_kv / block keys); a causal kernel runs at ``causal_efficiency`` of
+    that (its query tiles do unequal work) and computes its diagonal key tiles in full:
+    (1 + causal_block / s_kv) times the causal FLOPs (tpsim.cost.compute.attention_exec_flops).
+    """
+    efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
+                                                      "128, 256: the nearest listed is used)")
+    backward_efficiency: dict[str, float] | None = spec(
+        gt=0, le=1, default=None, doc="the backward pass's, when it differs (default: efficiency)")
+    seq_half_efficiency: float = spec(ge=0, default=0.0,
+                                      doc="key length that halves the efficiency")
+    causal_block: float = spec(ge=0, default=0.0,
+                               doc="extra key tokens a causal kernel computes per query on the "
+                                   "diagonal tiles")
+    causal_efficiency: float = spec(gt=0, le=1, default=1.0,
+                                    doc="share of the efficiency a causal kernel keeps")
+
+    def validate(self, source: str, path: str) -> None:
+        for name, table in (("efficiency", self.efficiency),
+                            ("backward_efficiency", self.backward_efficiency or {})):
+            for key in table:
+                if not key.isdigit() or int(key) < 1:
+                    raise ConfigError(source, f"{path}.{name}.{key}", "a head dimension (an integer)")
+
+    def at(self, head_dim: int, backward: bool = False) -> float:
+        """The best efficiency at the listed head dim nearest to ``head_dim``."""
+        table = (self.backward_efficiency if backward and self.backward_efficiency
+                 else self.efficiency)
+        key = min(table, key=lambda k: (abs(int(k) - head_dim), int(k)))
+        return table[key]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
+    name: str = spec(doc="device model name")
+    peak_flops: dict[str, float] = spec(
+        "peak_tflops", scale=TERA, gt=0,
+        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8); no sparsity")
+    memory_bytes: float = spec("memory_GB", scale=GB, gt=0, doc="device memory, GB (1e9 bytes)")
+    memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0,
+                                       doc="peak memory bandwidth, GB/s")
+    memory_efficiency: float = spec(gt=0, le=1, default=0.8,
+                                    doc="fraction of memory bandwidth that elementwise kernels reach")
+    gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
+                                      doc="fraction of peak FLOP/s that large GEMMs reach")
+    gemm_max_efficiency_fp8: float | None = spec(
+        gt=0, le=1, default=None, doc="the same for fp8 GEMMs (default: gemm_max_efficiency)")
+    gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
+                                           doc="GEMM dimension m or n at which that dimension alone "
+                                               "halves the efficiency (a smooth size curve: "
+                                               "0 where gemm_tile models the size effect)")
+    gemm_k_half_dim: float | None = spec(ge=0, default=None,
+                                         doc="the same for the inner dimension k (each output "
+                                             "tile's fixed prologue and epilogue); default: "
+                                             "gemm_half_efficiency_dim")
+    gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None,
+                                             doc="output tile [rows, cols] of the device's large "
+                                                 "GEMM kernels: null for no tile quantization")
+    sm_count: int | None = spec(ge=1, default=None,
+                                doc="streaming multiprocessors: tiles run in waves of this many")
+    attention_kernels: dict[str, AttentionKernel] | None = spec(
+        default=None, doc="fused attention kernels by name (flash2, flash3), each a mapping of "
+                          "efficiency, backward_efficiency, seq_half_efficiency, causal_block; "
+                          "null: priced with the GEMM efficiency of its per-head products")
+    attention_kernel: str | None = spec(default=None,
+                                        doc="the kernel `--attention fused` runs (a key of "
+                                            "attention_kernels)")
+    kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,
+                                  doc="fixed time per compute kernel, us")
+    host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0,
+                                  doc="CPU time to issue one op (framework dispatch and launch "
+                                      "call), us; an op starts no earlier than the host, issuing "
+                                      "in program order, has issued it; 0: the host runs ahead")
+    comm_compute_interference: float = spec(
+        ge=0, le=1, default=0.0,
+        doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
+            "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
+    collective_launch_s: float = spec("collective_launch_us", scale=US, ge=0, default=0.0,
+                                      doc="fixed time per collective call (launch, setup, sync), us")
+    collective_copy_Bps: float | None = spec(
+        "collective_copy_bandwidth_GBps", scale=GB, gt=0, default=None,
+        doc="rate at which the collective kernel streams its own input and output buffers "
+            "through device memory, GB/s; null: not modelled")
+    collective_protocols: dict[str, Protocol] | None = spec(
+        default=None, doc="protocols NCCL may pick (simple, ll, ll128), each a mapping of "
+                          "launch_us and bandwidth_fraction; null: simple only")
+    collective_latency_scale: float = spec(
+        gt=0, default=1.0,
+        doc="multiplies every collective latency (launch, protocol start-up, per-hop and NVLS "
+            "step latencies): NCCL's tuning-model latencies hold for Hopper; latency-bound "
+            "protocol steps run at the SM clock, so another device scales them by "
+            "Hopper's clock / its own")
+
+    def validate(self, source: str, path: str) -> None:
+        for dtype in self.peak_flops:
+            if dtype not in DTYPES:
+                raise ConfigError(source, f"{path}.peak_tflops.{dtype}", f"a dtype in {DTYPES}")
+        for name in self.collective_protocols or {}:
+            if name not in PROTOCOLS:
+                raise ConfigError(source, f"{path}.collective_protocols.{name}",
+                                  f"a protocol in {PROTOCOLS}")
+        kernels = self.attention_kernels or {}
+        if self.attention_kernel is not None and self.attention_kernel not in kernels:
+            raise ConfigError(source, f"{path}.attention_kernel",
+                              f"one of attention_kernels ({', '.join(kernels) or 'none listed'})",
+                              self.attention_kernel)
+        if kernels and self.attention_kernel is None:
+            raise ConfigError(source, f"{path}.attention_kernel", "the default of attention_kernels")
+        if self.gemm_tile is not None and len(self.gemm_tile) != 2:
+            raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
+        if self.collective_protocols and "simple" not in self.collective_protocols:
+            raise ConfigError(source, f"{path}.collective_protocols",
+                              "a 'simple' entry (hierarchical and NVLS algorithms run on it)")
+
+    @property
+    def protocols(self) -> dict[str, Protocol]:
+        """The protocols a collective may run with; Simple alone unless the device lists more."""
+        return dict(self.collective_protocols) if self.collective_protocols else {"simple": SIMPLE}
+
+    def peak(self, dtype: str) -> float:
+        """Peak FLOP/s for ``dtype``; a clear error when the device does not list it."""
+        try:
+            return self.peak_flops[dtype]
+        except KeyError:
+            have = ", ".join(sorted(self.peak_flops))
+            raise ConfigError("--dtype", "", f"a dtype this device lists ({have})", dtype) from None
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fraction of a link's line rate that each collective algorithm sustains."""
+    ring: float = spec(gt=0, le=1, default=1.0, doc="ring algorithms (all-reduce, all-gather, ...)")
+    tree: float = spec(gt=0, le=1, default=1.0, doc="double binary tree all-reduce")
+    nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the link hierarchy: ``size`` units of the level below, joined by links."""
+    name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband")
+    size: int = spec(ge=1, doc="units of the level below joined at this level (GPUs per node "
+                               "for the innermost level, nodes for the next)")
+    bandwidth_Bps: float = spec("bandwidth_GBps", scale=GB, gt=0,
+                                doc="per device (innermost level) or per NIC, per direction, GB/s")
+    latency_s: float = spec("latency_us", scale=US, ge=0,
+                            doc="per-hop latency of a pipelined step, us: every algorithm/"
+                                "protocol pair hop_latency_us does not list, and kernels outside "
+                                "NCCL (the custom all-reduce's barrier)")
+    nics_per_node: int | None = spec(ge=1, default=None,
+                                     doc="outer levels: NICs per node that carry this level's "
+                                         "traffic (default: one per device)")
+    efficiency: Efficiency = spec(default=Efficiency(), doc="per-algorithm fraction of line rate")
+    in_switch_reduction: bool = spec(default=False,
+                                     doc="the switch can reduce (NVLink SHARP / NVLS on NVSwitch 3)")
+    hop_latencies: dict[str, dict[str, float]] | None = spec(
+        "hop_latency_us", scale=US, ge=0, default=None,
+        doc="per-hop latency by algorithm (ring, tree, nvls, nvls_tree) and protocol (simple, "
+            "ll, ll128), us: NCCL tuning.cc hwLat for this link type; a pair not listed takes "
+            "latency_us; nvls is paid once per collective, not per hop")
+    nvls_step_s: float = spec("nvls_step_us", scale=US, ge=0, default=0.0,
+                               doc="in_switch_reduction: fixed cost of one NVLS pipeline step "
+                                   "(flag wait and switch round trip), us")
+    nvls_chunk_bytes: int = spec(ge=1, default=131072,
+                                 doc="in_switch_reduction: largest NVLS chunk, bytes "
+                                     "(NCCL_NVLS_CHUNKSIZE)")
+    nvls_channels: int = spec(ge=1, default=16,
+                              doc="in_switch_reduction: channels (CTAs) NVLS runs on "
+                                  "(NCCL_NVLS_NCHANNELS)")
+    inter_node: bool | None = spec(default=None,
+                                   doc="a hop at this level leaves the node through its NICs; "
+                                       "default: every level but the innermost")
+    custom_two_shot_sync_s: float = spec(
+        "custom_two_shot_sync_us", scale=US, ge=0, default=0.0,
+        doc="vLLM's two-shot custom all-reduce: fixed cost its second pass adds (the barrier "
+            "that makes the reduce-scatter's stores visible to the peers, and the pass's start), "
+            "us")
+    custom_two_shot_efficiency: float = spec(
+        gt=0, le=1, default=1.0,
+        doc="vLLM's two-shot custom all-reduce: fraction of bandwidth x efficiency.ring its two "
+            "passes sustain")
+
+    def validate(self, source: str, path: str) -> None:
+        for algo, protos in (self.hop_latencies or {}).items():
+            if algo not in HOP_ALGORITHMS:
+                raise ConfigError(source, f"{path}.hop_latency_us.{algo}",
+                                  f"an algorithm in {HOP_ALGORITHMS}")
+            for proto in protos:
+                if proto not in PROTOCOLS:
+                    raise ConfigError(source, f"{path}.hop_latency_us.{algo}.{proto}",
+                                      f"a protocol in {PROTOCOLS}")
+
+    def hop_latency_s(self, algorithm: str, protocol: str) -> float:
+        """Latency of one step of ``algorithm`` with ``protocol`` across this level, s."""
+        return (self.hop_latencies or {}).get(algorithm, {}).get(protocol, self.latency_s)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str = spec(doc="short name, used by --topology")
+    description: str = spec(doc="one line shown by `tpsim topologies`")
+    device: Device = spec(doc="the device every rank runs on")
+    levels: tuple[Level, ...] = spec(doc="link levels, innermost first")
+    path: str = dataclasses.field(default="", init=False, compare=False)
+    _placements: dict = dataclasses.field(default_factory=dict, init=False, compare=False,
+                                          repr=False)
+
+    def validate(self, source: str, path: str) -> None:
+        if self.levels[0].nics_per_node is not None:
+            raise ConfigError(source, "levels[0].nics_per_node",
+                              "no NICs on the innermost level (it joins devices directly)")
+        names = [lv.name for lv in self.levels]
+        if len(set(names)) != len(names):
+            raise ConfigError(source, "levels", "distinct level names", names)
+        for i, lv in enumerate(self.levels):     # resolve the default: outer levels leave the node
+            if lv.inter_node is None:
+                object.__setattr__(lv, "inter_node", i > 0)
+        flags = [lv.inter_node for lv in self.levels]
+        if flags[0] or flags != sorted(flags):
+            raise ConfigError(source, "levels", "intra-node levels first (inter_node false), "
+                              "then the levels between nodes", flags)
+
+    @property
+    def max_ranks(self) -> int:
+        return math.prod(lv.size for lv in self.levels)
+
+    @property
+    def devices_per_node(self) -> int:
+        """Devices joined without leaving the node: the product of the intra-node levels' sizes."""
+        return math.prod(lv.size for lv in self.levels if not lv.inter_node)
+
+    @property
+    def network(self) -> Level | None:
+        """The innermost level between nodes, or None for a single node."""
+        return next((lv for lv in self.levels if lv.inter_node), None)
+
+    def place(self, group: Group | int) -> Placement:
+        """The levels a process group spans; an int is a group of that many consecutive ranks.
+
+        For each level k, with ``below`` devices in one unit of the level below: the group
+        touches ``units`` distinct units below (``rank // below``), at most ``fanout`` of them
+        inside one unit of level k, with at most ``devices_per_unit`` members in each. A unit's
+        ``ports`` out of level k are its devices (innermost level: one, a device's own links),
+        or its NICs (``nics_per_node``), capped at the members using them; when the job runs
+        more ranks in the unit than this group has there (a strided group: every data-parallel
+        group of a node communicates at once), the groups share the NICs evenly:
+        ports = min(nics, members, nics * members / job ranks in the unit).
+        """
+        if isinstance(group, int) and not isinstance(group, bool):
+            group = Group("ranks", group) if group >= 1 else group
+        if not isinstance(group, Group) or group.size < 1:
+            raise ConfigError("--ranks", "", "a positive integer", getattr(group, "size", group))
+        key = (group.size, group.stride, group.first, group.world)
+        hit = self._placements.get(key)
+        if hit is None:
+            last = group.first + (group.size - 1) * group.stride
+            if last >= self.max_ranks or group.world > self.max_ranks:
+                raise ConfigError(self.path or self.name, "levels",
+                                  f"at most {self.max_ranks} ranks in this topology",
+                                  max(last + 1, group.world))
+            hit = self._placements[key] = Placement(group, spans(self.levels, group))
+        return Placement(group, hit.spans) if hit.group != group else hit
+
+def shipped_dir() -> Path:
+    """topologies/ in a source checkout, or its copy inside an installed wheel."""
+    package = Path(__file__).resolve().parents[1]     # tpsim/
+    for d in (package / "_topologies", package.parent / "topologies"):
+        if d.is_dir():
+            return d
+    return package.parent / "topologies"
+
+
+def shipped_topologies() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(shipped_dir().glob("*.yaml"))}
+
+
+def load_topology(name_or_path: str | Path) -> Topology:
+    """Load a shipped topology by name, or any topology YAML by path."""
+    path = shipped_or_path(name_or_path, shipped_topologies(), "--topology", "topology")
+    topo = from_mapping(Topology, load_yaml(path), str(path))
+    object.__setattr__(topo, "path", str(path))
+    return topo

@@ -1,0 +1,183 @@
+"""Compute cost model: what one kernel costs on one device. Pure functions, seconds out.
+
+Every kernel is a roofline: the longer of its FLOPs at the device's sustained rate for that
+kernel and its bytes at the sustained memory bandwidth, plus a launch. The rates are device
+parameters in the topology YAML, each with its source (the GEMM and attention efficiencies of the
+shipped GPUs are fitted on published kernel benchmarks: tests/data/published_compute,
+``python bench/compute_published.py``); ``tpsim.calibrate.fitting`` refits them on your machine.
+"""
+from __future__ import annotations
+
+import math
+
+from ..cluster.topology import BYTES_PER_ELEMENT, Device
+
+# FlashAttention-2's backward runs five matmuls against the forward's two, recomputing the
+# scores: 2.5x the forward's FLOPs (Dao 2023, "FlashAttention-2", section 4.1 benchmarks).
+FLASH_BACKWARD_FACTOR = 2.5
+FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
+
+
+def size_efficiency(m, n, k, half, best=1.0, k_half=None):
+    """best * m/(m + half) * n/(n + half) * k/(k + k_half): the share of the device's peak that a
+    GEMM of size (m, n, k) keeps when ``best`` is its largest GEMMs' share (``k_half`` defaults
+    to ``half``). Plain arithmetic, so ``tpsim.calibrate.fitting`` evaluates the same curve on numpy
+    arrays of shapes."""
+    k_half = half if k_half is None else k_half
+    return best * (m / (m + half)) * (n / (n + half)) * (k / (k + k_half))
+
+
+SPLIT_K_MIN = 1024   # the shortest k a split-K / stream-K share gets (assumed; must exceed 512:
+                     # H100's 1024^3 matmul runs unsplit, tests/data/published_compute)
+
+
+def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device) -> float:
+    """Share of the tensor cores a GEMM's output tiles keep busy (tile and wave quantization).
+
+    A GPU GEMM computes its (m x n) output ``batch`` times in tiles of Tm x Tn (``gemm_tile``),
+    ``sm_count`` tiles at a time; a partly filled tile and the last, partly filled wave cost as
+    much as full ones:
+
+        u = m n batch / (waves * sm_count * Tm * Tn),  waves = ceil(tiles / sm_count)
+
+    with tiles = ceil(m/Tm) ceil(n/Tn) batch, taking the better of the two tile orientations, as
+    cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
+    tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
+    idle SMs (split-K / stream-K) in s = min(sm_count / tiles, k / SPLIT_K_MIN) (at least 1)
+    shares: u = m n batch s / (sm_count Tm Tn); a skinny one (m or n under one tile, decoding's
+    m = batch) is spread over them all (s = sm_count / tiles): u = m n batch / (tiles Tm Tn).
+    Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
+    x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
+    Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.
+    """
+    k_half = device.gemm_half_efficiency_dim if device.gemm_k_half_dim is None \
+        else device.gemm_k_half_dim
+    tile, sms = device.gemm_tile, device.sm_count
+    if not tile or not sms:
+        return k / (k + k_half)
+    best = 0.0
+    for tm, tn in (tile, tile[::-1]):
+        tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
+        share = 1.0
+        if tiles >= sms:
+            u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
+        elif m < tm or n < tn:
+            share = sms / tiles
+            u = m * n * batch / (tiles * tm * tn)
+        else:
+            share = max(1.0, min(sms / tiles, k / SPLIT_K_MIN))
+            u = m * n * batch * share / (sms * tm * tn)
+        best = max(best, u * (k / share) / (k / share + k_half))
+    return best
+
+
+def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1,
+                    dtype: str = "bf16") -> float:
+    """Fraction of peak a GEMM of size (m, n, k), ``batch`` times, reaches.
+
+    eff = best[dtype] * m/(m + h) * n/(n + h) * tile_wave_efficiency(m, n, k, batch)
+
+    best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8), h =
+    ``gemm_half_efficiency_dim`` (a smooth size curve; 0 on GPUs, whose size effect is the
+    tiles'); the tiles, waves and k loop (``gemm_k_half_dim``: each tile's fixed prologue and
+    epilogue) are :func:`tile_wave_efficiency`'s. tpsim's own model; its GPU parameters are
+    fitted on published GEMM benchmarks.
+    """
+    best = device.gemm_max_efficiency
+    if dtype == "fp8" and device.gemm_max_efficiency_fp8 is not None:
+        best = device.gemm_max_efficiency_fp8
+    h = device.gemm_half_efficiency_dim
+    return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device)
+
+
+def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1,
+               accumulate: bool = False) -> float:
+    """Memory traffic of ``batch`` GEMMs (m x k) @ (k x n): read both operands, write the output.
+
+    bytes = batch * ((m*k + k*n) * bytes_per_element + m*n * out)
+    out = bytes_per_element, or 8 with ``accumulate`` (C += A B into fp32: Megatron's
+    gradient_accumulation_fusion reads and writes the fp32 main gradient).
+    """
+    bpe = BYTES_PER_ELEMENT[dtype]
+    out = FP32_ACCUMULATE_BYTES if accumulate else bpe
+    return batch * ((m * k + k * n) * bpe + m * n * out)
+
+
+def _memory_s(nbytes: float, device: Device) -> float:
+    return nbytes / (device.memory_bandwidth_Bps * device.memory_efficiency)
+
+
+def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: int = 1,
+              accumulate: bool = False) -> float:
+    """One (batched) GEMM on a roofline with a size-dependent efficiency.
+
+    t = kernel_launch + max(batch * 2mnk / (peak[dtype] * gemm_efficiency(m, n, k, batch)),
+                            gemm_bytes(m, n, k, batch, accumulate) / (mem_bw * mem_eff))
+
+    ``batch`` > 1 is one strided-batched kernel (the unfused attention's QK^T and AV, one GEMM
+    per head): one launch, ``batch`` times the work.
+    """
+    flops = batch * 2.0 * m * n * k
+    compute = flops / (device.peak(dtype) * gemm_efficiency(m, n, k, device, batch, dtype))
+    memory = _memory_s(gemm_bytes(m, n, k, dtype, batch, accumulate), device)
+    return device.kernel_launch_s + max(compute, memory)
+
+
+def elementwise_time(nbytes: float, device: Device) -> float:
+    """A memory-bound kernel (norm, activation, dropout, residual add, softmax, reduction).
+
+    t = kernel_launch + nbytes / (mem_bw * mem_eff)
+    """
+    return device.kernel_launch_s + _memory_s(nbytes, device)
+
+
+def attention_exec_flops(flops: float, causal: bool, backward: bool, seq_kv: int = 1,
+                         causal_block: float = 0.0, full_flops: float | None = None) -> float:
+    """FLOPs a fused (flash) attention kernel executes, from the op's model FLOPs.
+
+    The model FLOPs (:class:`tpsim.layer.ops.Attention`) count the (query, key) pairs a causal model
+    needs. A causal kernel also computes the masked half of each diagonal tile:
+    x (1 + causal_block / seq_kv), and never more than every pair (``full_flops``: a sequence
+    shorter than a tile computes its whole square). Its backward recomputes the scores: 2.5x
+    the forward's work (Dao 2023), i.e. 1.25x the model's backward count (twice the forward).
+    """
+    executed = flops
+    if causal:
+        executed = flops * (1 + causal_block / seq_kv)
+        if full_flops is not None:
+            executed = min(executed, full_flops)
+    return executed * (FLASH_BACKWARD_FACTOR / 2 if backward else 1.0)
+
+
+def attention_efficiency(seq_q: int, seq_kv: int, head_dim: int, device: Device,
+                         backward: bool = False, kernel: str | None = None,
+                         causal: bool = False) -> float:
+    """Share of peak a fused attention kernel sustains.
+
+    With an ``attention_kernels`` entry (``kernel``, default ``device.attention_kernel``):
+    eff = efficiency[head_dim] * seq_kv / (seq_kv + seq_half_efficiency), times
+    causal_efficiency when causal (see :class:`tpsim.cluster.topology.AttentionKernel`); without one,
+    the GEMM efficiency of its per-head (seq_q x head_dim) @ (head_dim x seq_kv) products.
+    """
+    kernels = device.attention_kernels
+    if not kernels:
+        return gemm_efficiency(seq_q, seq_kv, head_dim, device)
+    k = kernels[kernel or device.attention_kernel]
+    eff = k.at(head_dim, backward) * seq_kv / (seq_kv + k.seq_half_efficiency)
+    return eff * k.causal_efficiency if causal else eff
+
+
+def attention_time(exec_flops: float, nbytes: float, seq_q: int, seq_kv: int, head_dim: int,
+                   device: Device, dtype: str, backward: bool = False,
+                   kernel: str | None = None, causal: bool = False) -> float:
+    """A fused (flash) attention kernel on a roofline:
+
+    t = kernel_launch + max(exec_flops / (peak[dtype] * attention_efficiency(...)),
+                            nbytes / (mem_bw * mem_eff))
+
+    ``exec_flops``: :func:`attention_exec_flops`; ``nbytes``: q, k, v, o (and gradients) once
+    (:class:`tpsim.layer.ops.Attention`): decoding against a long KV cache is bound by the second term.
+    """
+    eff = attention_efficiency(seq_q, seq_kv, head_dim, device, backward, kernel, causal)
+    compute = exec_flops / (device.peak(dtype) * eff)
+    return device.kernel_launch_s + max(compute, _memory_s(nbytes, device))

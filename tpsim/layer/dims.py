@@ -1,0 +1,83 @@
+"""The sizes one op graph is made at: per-rank :class:`Dims` of a layer, from a model and a run.
+
+A layer's structure is fixed by a few switches (:mod:`tpsim.layer.graph`); its ops are made for the
+:class:`Dims` of a run: micro-batch, sequence, widths per tensor-parallel rank, dtypes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cluster.topology import BYTES_PER_ELEMENT
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Per-rank sizes of one layer (widths already divided by tp), and its dtypes.
+
+    ``dtype`` is the activations' (between kernels, in the collectives and the attention core);
+    ``linear_dtype`` the linear layers' GEMMs' when it differs (fp8 under Transformer Engine:
+    ``gemm_dtype``). ``vocab`` is the padded vocabulary one rank holds.
+    """
+    b: int
+    s: int
+    h: int
+    tp: int
+    dtype: str
+    heads: int      # query heads per rank
+    kv_heads: int   # key/value heads per rank
+    d: int          # head_dim
+    f: int          # ffn_hidden / tp
+    sp: bool
+    vocab: int = 0
+    linear_dtype: str = ""
+
+    @property
+    def bpe(self) -> int:
+        """Bytes per element of ``dtype``."""
+        return BYTES_PER_ELEMENT[self.dtype]
+
+    @property
+    def gemm_dtype(self) -> str:
+        """The dtype the linear layers' GEMMs run in."""
+        return self.linear_dtype or self.dtype
+
+    @property
+    def T(self) -> int:
+        """Tokens of the micro-batch: b * s."""
+        return self.b * self.s
+
+    @property
+    def Tn(self) -> int:
+        """Tokens a norm, dropout or residual sees: b*s, or b*s/tp with sequence parallelism."""
+        return self.T // self.tp if self.sp else self.T
+
+    @property
+    def q(self) -> int:
+        return self.heads * self.d
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads * self.d
+
+
+def sp_reduce_op(sp: bool) -> str:
+    """The collective that sums partial activations or gradients over the TP group: all-reduce,
+    or reduce-scatter along the sequence with sequence parallelism. It follows every
+    row-parallel linear forward and precedes every column-parallel linear backward."""
+    return "reduce-scatter" if sp else "all-reduce"
+
+
+FP8_ACTIVATIONS = "bf16"   # Transformer Engine's FP8 training keeps activations in bf16
+
+
+def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
+               sequence_parallel: bool = False) -> Dims:
+    """Per-rank sizes, after checking that every sharded dimension divides by ``tp``; ``dtype``
+    fp8 means fp8 linear GEMMs with bf16 activations."""
+    model.check_tp(tp, seq_len, sequence_parallel)
+    linear = ""
+    if dtype == "fp8":
+        dtype, linear = FP8_ACTIVATIONS, "fp8"
+    return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype, linear_dtype=linear,
+                heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
+                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)

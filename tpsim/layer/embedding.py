@@ -1,0 +1,171 @@
+"""The ends of the model on one TP rank: the vocab-parallel embedding and the output layer with
+its loss, kernel by kernel as Megatron-core runs them.
+
+Megatron's ``VocabParallelEmbedding`` holds vocab/tp rows per rank: with tp > 1 each rank masks
+the token ids outside its rows (six small kernels on the b*s ids), looks its tokens up, zeroes the
+rows it does not own, and an all-reduce (reduce-scatter with SP) sums the partial embeddings;
+the (b, s, h) result is transposed to (s, b, h). Its backward is PyTorch's dense embedding
+backward: sort the ids, zero a vocab/tp x h gradient, scatter-add the b*s rows, and Megatron's
+DDP hook adds that gradient into the main gradient (the embedding is not covered by
+gradient-accumulation fusion).
+
+The output layer is a column-parallel GEMM over the (padded) vocabulary followed by
+Megatron-core's vocab-parallel cross-entropy (``tensor_parallel/cross_entropy.py``), whose
+kernels each stream the (b*s, vocab/tp) logits: the fp32 upcast, the row max, the in-place
+subtraction, exp, the row sum and the in-place division into the softmax it keeps; between
+them three all-reduces of b*s fp32 values (max, target logit, sum of exponentials) and ten small
+kernels on the b*s targets (masking and gathering the target logits). The loss function
+(pretrain_gpt's ``loss_func``: mask, sum, average) adds six small kernels forward and three
+backward. Backward multiplies the softmax (with the target's one subtracted) by the output
+gradient and casts it back to the logits' dtype. Built as :class:`~tpsim.layer.template.Template` s
+like a layer; priced and scheduled the same way: each small kernel costs at least its launch and
+one host dispatch, which is what the model's ends cost when the model is small.
+"""
+from __future__ import annotations
+
+from .dims import sp_reduce_op
+from .linears import column_parallel_bwd, input_saved
+from ..spec.precision import precision
+from .template import Builder, Template
+
+CE_REDUCTIONS = ("max", "target", "sum-exp")   # Megatron's _VocabParallelCrossEntropy
+FP32 = 4
+ID_MASK_KERNELS = 6         # VocabParallelEmbedding: <, >=, |, clone, -, index_put on the ids
+SORT_KERNELS = 6            # embedding_dense_backward: sort the ids, segment offsets
+CE_TARGET_KERNELS = 10      # calculate_predicted_logits: mask (3), masked target (3), arange, gather, clone, zero
+CE_LOSS_KERNELS = 2         # log(sum_exp) - predicted
+CE_GRAD_KERNELS = 6         # backward: arange, mask.float, 1 - mask, gather, sub, index_put
+LOSS_FWD_KERNELS = 6        # loss_func: float, mask float, mask sum, mul, sum, cat
+LOSS_BWD_KERNELS = 3
+
+_TEMPLATES: dict[tuple, Template] = {}
+
+
+def small_kernels(B: Builder, name: str, count: int, dep) -> str:
+    """``count`` small kernels in a row over the b*s tokens (ids, targets, per-token losses):
+    each reads and writes b*s 4-byte values."""
+    for i in range(count):
+        dep = B.eltwise(f"{name}{i}", lambda d: (d.T, 1, 2 * d.T * FP32), (dep,))
+    return dep
+
+
+def main_grad_bytes(d) -> int:
+    """Bytes per element of the main gradient the weights' gradients accumulate into."""
+    return precision(d.dtype).grads
+
+
+def embedding_template(tp_group: bool, sp: bool, dropout: bool) -> Template:
+    """Forward: (tp > 1: mask the ids) lookup (read b*s rows, write them), (tp > 1: zero the rows
+    of other ranks), partial-sum collective, transpose to (s, b, h), optional dropout.
+
+    Backward: dropout backward, (SP: all-gather of the gradient), transpose, (tp > 1: zero the
+    masked rows), the dense weight gradient: sort the ids, zero vocab/tp x h, scatter-add b*s
+    rows (read the gradient, read and write the rows: 3 b s h bpe), then add it into the main
+    gradient (read it, read and write the main gradient: vocab/tp h (bpe + 2 main_grad_bytes)).
+    """
+    key = ("embedding", tp_group, sp, dropout)
+    if key in _TEMPLATES:
+        return _TEMPLATES[key]
+    B = Builder(sp)
+    B.block = "embedding"
+    rows = lambda d, rw: (d.T, d.h, rw * d.T * d.h * d.bpe)   # noqa: E731
+    x = small_kernels(B, "fwd.embedding.ids", ID_MASK_KERNELS, None) if tp_group else None
+    x = B.eltwise("fwd.embedding", lambda d: rows(d, 2), (x,))
+    if tp_group:
+        x = B.eltwise("fwd.embedding.mask", lambda d: rows(d, 1), (x,))
+    op = sp_reduce_op(sp)
+    x = B.collective(f"fwd.embedding.{op}", op, (x,))
+    x = B.eltwise("fwd.embedding.transpose", lambda d: (d.Tn, d.h, 2 * d.Tn * d.h * d.bpe), (x,))
+    dropout_size = lambda d: (d.Tn, d.h, d.Tn * d.h * (2 * d.bpe + 1))   # noqa: E731
+    if dropout:
+        x = B.eltwise("fwd.embedding.dropout", dropout_size, (x,), saved=lambda d: d.Tn * d.h)
+    B.phase = "backward"
+    if dropout:
+        x = B.eltwise("bwd.embedding.dropout", dropout_size, (x,),
+                      forward_of="fwd.embedding.dropout")
+    if sp:
+        x = B.collective("bwd.embedding.all-gather", "all-gather", (x,),
+                         forward_of="fwd.embedding.reduce-scatter")
+    x = B.eltwise("bwd.embedding.transpose", lambda d: rows(d, 2), (x,),
+                  forward_of="fwd.embedding.transpose")
+    if tp_group:
+        x = B.eltwise("bwd.embedding.mask", lambda d: rows(d, 1), (x,),
+                      forward_of="fwd.embedding.mask")
+    x = small_kernels(B, "bwd.embedding.sort", SORT_KERNELS, x)
+    table = lambda d, per: (d.vocab, d.h, d.vocab * d.h * per)   # noqa: E731
+    x = B.eltwise("bwd.embedding.zero", lambda d: table(d, d.bpe), (x,),
+                  forward_of="fwd.embedding")
+    x = B.eltwise("bwd.embedding", lambda d: rows(d, 3), (x,), forward_of="fwd.embedding")
+    B.eltwise("bwd.embedding.main_grad", lambda d: table(d, d.bpe + 2 * main_grad_bytes(d)),
+              (x,), forward_of="fwd.embedding")
+    tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
+    return tpl
+
+
+def _ce_reduction(d):
+    """One of the cross-entropy's all-reduces: b*s fp32 values."""
+    return d.T * FP32, (d.T,), "fp32"
+
+
+def _logits(d, per: float):
+    """A pass over the (b*s, vocab/tp) logits moving ``per`` bytes per element."""
+    return d.T, d.vocab, d.T * d.vocab * per
+
+
+def _cross_entropy_fwd(B: Builder, x) -> str:
+    """Megatron-core's vocab-parallel cross-entropy forward, kernel by kernel (module doc)."""
+    name = "fwd.cross_entropy"
+    x = B.eltwise(f"{name}.float", lambda d: _logits(d, d.bpe + FP32), (x,))
+    x = B.eltwise(f"{name}.max", lambda d: _logits(d, FP32), (x,))
+    x = B.collective(f"{name}.max.all-reduce", "all-reduce", (x,), size=_ce_reduction)
+    x = B.eltwise(f"{name}.sub", lambda d: _logits(d, 2 * FP32), (x,))
+    x = small_kernels(B, f"{name}.target", CE_TARGET_KERNELS, x)
+    x = B.eltwise(f"{name}.exp", lambda d: _logits(d, 2 * FP32), (x,))
+    x = B.eltwise(f"{name}.sum", lambda d: _logits(d, FP32), (x,))
+    for r in CE_REDUCTIONS[1:]:
+        x = B.collective(f"{name}.{r}.all-reduce", "all-reduce", (x,), size=_ce_reduction)
+    x = small_kernels(B, f"{name}.loss", CE_LOSS_KERNELS, x)
+    x = B.eltwise(name, lambda d: _logits(d, 2 * FP32), (x,),
+                  saved=lambda d: d.T * d.vocab * FP32)       # the softmax, kept for backward
+    return small_kernels(B, "fwd.loss", LOSS_FWD_KERNELS, x)
+
+
+def _cross_entropy_bwd(B: Builder, x) -> str:
+    x = small_kernels(B, "bwd.loss", LOSS_BWD_KERNELS, x)
+    x = small_kernels(B, "bwd.cross_entropy.target", CE_GRAD_KERNELS, x)
+    x = B.eltwise("bwd.cross_entropy", lambda d: _logits(d, 2 * FP32), (x,),
+                  forward_of="fwd.cross_entropy")
+    return B.eltwise("bwd.cross_entropy.float", lambda d: _logits(d, FP32 + d.bpe), (x,),
+                     forward_of="fwd.cross_entropy.float")
+
+
+def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
+    """Final norm, (SP all-gather), logits GEMM (b*s x h) @ (h x V/tp), cross-entropy and loss
+    (module docstring); backward.
+
+    The logits GEMM is a column-parallel linear: its backward is that of a layer's (dgrad, the
+    all-reduce or SP reduce-scatter of the input gradient overlapping the wgrad, SP's re-gather
+    of the input). ``d.vocab`` is the padded vocabulary per rank.
+    """
+    key = ("output", tp_group, sp, norm)
+    if key in _TEMPLATES:
+        return _TEMPLATES[key]
+    B = Builder(sp)
+    B.block = "output"
+    x = None
+    norm_size = lambda d, rw: (d.Tn, d.h, rw * d.Tn * d.h * d.bpe)   # noqa: E731
+    if norm:
+        x = B.eltwise("fwd.final_norm", lambda d: norm_size(d, 2),
+                      saved=lambda d: d.Tn * d.h * d.bpe)
+    if sp:
+        x = B.collective("fwd.logits.all-gather", "all-gather", (x,))
+    x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,), saved=input_saved)
+    x = _cross_entropy_fwd(B, x)
+    B.phase = "backward"
+    x = _cross_entropy_bwd(B, x)
+    x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False,
+                               is_linear=False)
+    if norm:
+        B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,), forward_of="fwd.final_norm")
+    tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
+    return tpl

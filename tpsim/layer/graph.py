@@ -1,0 +1,244 @@
+"""One transformer layer on one tensor-parallel rank: its ops, forward and backward, as a graph.
+
+Megatron-LM's split (Shoeybi et al. 2019): the QKV and MLP-in linears are column-parallel
+(``Y = XA, A = [A_1 ... A_t]``, heads/tp and kv_heads/tp per rank), the attention output and
+MLP-out linears row-parallel (``Y = sum_i X_i B_i``, then an all-reduce); the linears and their
+collectives are :mod:`tpsim.layer.linears`. With sequence parallelism (Korthikanti et al. 2022)
+norms, dropout and residuals work on seq/tp tokens, each forward all-reduce becomes a
+reduce-scatter after the row-parallel GEMM plus an all-gather before the next column-parallel
+one, and backward mirrors them; Megatron-core keeps only the local shard of a column-parallel
+input and re-gathers it in the backward. The kernels are Megatron-core's: fused
+bias-dropout-add, fused activations (one fc1 GEMM of width 2f for SwiGLU), fused or unfused
+attention, bias gradients as reductions of their own.
+
+Each op is written as a function of the per-rank sizes (:class:`Dims`) into a
+:class:`~tpsim.layer.template.Builder`: :func:`layer_template` builds a layer's structure once per set
+of switches, and the typed ops (:mod:`tpsim.layer.ops`: GEMMs 2mnk FLOPs, attention cores, memory-bound
+kernels priced by their bytes, TP collectives of nccl-tests' size) are made for any sizes.
+:func:`layer_graph` returns the ``networkx.DiGraph`` of one layer (one node per op, attribute
+``op``; edges ``dep="data"``). The node order is Megatron's issue order: each stream runs its
+ops in that order (:mod:`tpsim.sim.schedule`). Construction only: pricing is :mod:`tpsim.sim.price`.
+"""
+from __future__ import annotations
+
+from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
+from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
+                      row_parallel_bwd)
+from .ops import Attention
+from .recompute import apply_recompute
+from .template import Builder, Template
+
+BLOCKS = ("attention", "mlp")
+
+
+# --------------------------------------------------------------------------- forward
+
+def _norm_fwd(B: Builder, name: str, dep) -> str:
+    """Layer/RMS norm on Tn tokens: read x, write y (fp32 statistics, 8 bytes a token, left
+    out); keeps its input."""
+    return B.eltwise(name, lambda d: (d.Tn, d.h, 2 * d.Tn * d.h * d.bpe), (dep,),
+                     saved=lambda d: d.Tn * d.h * d.bpe)
+
+
+def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
+    """Megatron's fused bias-dropout-add (``bias_dropout_add_fused_train``): one kernel reads the
+    block output and the residual and writes their sum, plus a 1-byte dropout mask it keeps."""
+    mask = 1 if dropout else 0
+    return B.eltwise(f"fwd.bias_dropout_add{i}",
+                     lambda d: (d.Tn, d.h, d.Tn * d.h * (3 * d.bpe + mask)), (dep, skip),
+                     saved=(lambda d: d.Tn * d.h) if dropout else None)
+
+
+def _attention(kernel: str | None, backward: bool):
+    """The fused attention op of a layer: causal self-attention over the micro-batch's s tokens."""
+    return lambda d: Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward,
+                               kernel)
+
+
+def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool) -> str:
+    """Causal attention on heads/tp heads (QK^T, softmax, AV): one fused kernel (``kernel``:
+    "fused" for the device's default, or a name of its attention_kernels), or "unfused":
+    Megatron's separate batched GEMMs and softmax, which compute the masked half too."""
+    if kernel != "unfused":   # read q, k, v; write o; keeps q, k, v
+        return B.add("fwd.attn", _attention(_kernel_name(kernel), False), "compute", (qkv,),
+                     saved=lambda d: d.T * (d.q + 2 * d.kv) * d.bpe)
+    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s), (qkv,),
+               saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
+    x = B.eltwise("fwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
+                                                 2 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
+                  saved=lambda d: d.b * d.heads * d.s * d.s * d.bpe)
+    if dropout:
+        x = B.eltwise("fwd.attn.dropout",
+                      lambda d: (d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
+                      (x,), saved=lambda d: d.b * d.heads * d.s * d.s * (1 + d.bpe))
+    return B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x, qkv),
+                  saved=lambda d: d.T * d.kv * d.bpe)
+
+
+def _kernel_name(attention: str) -> str | None:
+    """``fused`` runs the device's default attention kernel (None); other names pick one."""
+    return None if attention == "fused" else attention
+
+
+def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str:
+    B.block = "attention"
+    skip = x
+    if not bare:
+        x = _norm_fwd(B, "fwd.norm1", x)
+    x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
+    x = _attention_core_fwd(B, x, kernel, dropout)
+    x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), lambda d: d.T * d.q * d.bpe)
+    return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
+
+
+def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool) -> str:
+    """MLP: column-parallel fc1 (SwiGLU: gate and up in one GEMM of width 2f, as Megatron-core's
+    linear_fc1), the fused activation, row-parallel fc2."""
+    B.block = "mlp"
+    skip = x
+    if not bare:
+        x = _norm_fwd(B, "fwd.norm2", x)
+    n_in = 2 if swiglu else 1
+    x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
+    # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
+    x = B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
+                  saved=lambda d: n_in * d.T * d.f * d.bpe)
+    x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), lambda d: d.T * d.f * d.bpe)
+    return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
+
+
+# --------------------------------------------------------------------------- backward
+
+def _norm_residual_bwd(B: Builder, i: int, grad, skip_grad) -> str:
+    """Norm backward (read x and dy, write dx in one pass; the weight gradients' partial sums
+    ride along), then the sum of the two gradients of the layer input (the residual branch and
+    the norm's): read 2, write 1."""
+    size = lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe)   # noqa: E731
+    x = B.eltwise(f"bwd.norm{i}", size, (grad,), forward_of=f"fwd.norm{i}")
+    return B.eltwise(f"bwd.residual{i}", size, (x, skip_grad),
+                     forward_of=f"fwd.bias_dropout_add{i}")
+
+
+def _bias_dropout_add_bwd(B: Builder, i: int, grad, dropout: bool) -> str:
+    """The residual's gradient passes through; the block output's is g * mask / (1 - p): one
+    kernel reading g and the mask, writing the result (none without dropout)."""
+    if not dropout:
+        return grad
+    return B.eltwise(f"bwd.dropout{i}", lambda d: (d.Tn, d.h, d.Tn * d.h * (2 * d.bpe + 1)),
+                     (grad,), forward_of=f"fwd.bias_dropout_add{i}")
+
+
+def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
+    """Backward of the attention core: twice the forward's model FLOPs."""
+    if kernel != "unfused":   # read q, k, v, o, do; write dq, dk, dv
+        return (B.add("bwd.attn", _attention(_kernel_name(kernel), True), "compute", (grad,),
+                      forward_of="fwd.attn"),)
+    av = "fwd.attn.av"
+    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s),
+               (grad,), forward_of=av)
+    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (grad,),
+                forward_of=av)
+    if dropout:
+        x = B.eltwise("bwd.attn.dropout", lambda d: (d.b * d.heads * d.s, d.s,
+                                                     d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
+                      (x,), forward_of="fwd.attn.dropout")
+    x = B.eltwise("bwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
+                                                 3 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
+                  forward_of="fwd.attn.softmax")
+    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
+                forward_of="fwd.attn.scores")
+    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
+                forward_of="fwd.attn.scores")
+    return dq, dk, dv
+
+
+def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool) -> str:
+    B.block = "attention"
+    out_grad = grad
+    if not bare:
+        grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
+    dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
+    core = _attention_core_bwd(B, dgrad, kernel, dropout)
+    x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
+    return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
+
+
+def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bool) -> str:
+    B.block = "mlp"
+    out_grad = grad
+    if not bare:
+        grad = _bias_dropout_add_bwd(B, 2, grad, dropout)
+    dgrad, _ = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad, bias)
+    n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
+    x = B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe), (dgrad,),
+                  forward_of="fwd.act")
+    x, _ = column_parallel_bwd(B, "mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), bias)
+    return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
+
+
+# --------------------------------------------------------------------------- public
+
+_TEMPLATES: dict[tuple, Template] = {}
+
+
+def layer_template(tp_group: bool, sequence_parallel: bool = False,
+                   blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
+                   attention: str = "fused", swiglu: bool = False, recompute: str = "none",
+                   bias: bool = False, fp8: bool = False, tp_overlap: int = 0) -> Template:
+    """The structure of one layer for these switches, built once and kept.
+
+    ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
+    the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout, residuals and
+    biases (what a lone ParallelMLP / ParallelAttention runs); ``attention``: fused (the
+    device's default flash kernel), a kernel name (flash2, flash3) or unfused; ``bias``: the
+    linears have biases (their gradients are reductions of their own); ``fp8``: the linears'
+    GEMMs run in fp8 with Transformer Engine's casts (the dims' ``linear_dtype``);
+    ``tp_overlap``: the TP degree when Transformer Engine's TP communication overlap is on
+    (with SP: the all-gathers interleaved with the GEMMs, the reduce-scatters pipelined;
+    :mod:`tpsim.layer.linears`), else 0. Backward starts after the forward's last op: the
+    output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
+    the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`).
+    """
+    if not blocks or any(b not in BLOCKS for b in blocks):
+        raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
+    drop, bias = dropout and not bare, bias and not bare
+    key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
+           bias, fp8, tp_overlap)
+    tpl = _TEMPLATES.get(key)
+    if tpl is None:
+        B = Builder(sequence_parallel, fp8, tp_overlap)
+        x = None
+        if "attention" in blocks:
+            x = _attention_fwd(B, x, bare, attention, drop)
+        if "mlp" in blocks:
+            x = _mlp_fwd(B, x, bare, swiglu, drop)
+        B.phase = "backward"
+        if "mlp" in blocks:
+            x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
+        if "attention" in blocks:
+            x = _attention_bwd(B, x, bare, attention, drop, bias)
+        apply_recompute(B, recompute)
+        tpl = _TEMPLATES[key] = B.compile(
+            {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare, attention=attention,
+            recompute=recompute)
+    return tpl
+
+
+def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
+                sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
+                bare: bool = False, dropout: float | None = None,
+                attention: str | None = None, recompute: str = "none"):
+    """One layer on one TP rank, forward then backward, as a ``networkx.DiGraph`` of unpriced ops
+    (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's."""
+    dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel)
+    p = model.dropout if dropout is None else dropout
+    tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
+                         attention or model.attention, model.activation == "swiglu", recompute,
+                         model.bias, fp8=dtype == "fp8")
+    return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
+
+
+def collectives_in(graph) -> list[tuple[str, str, int]]:
+    """(phase, op, nbytes) of every collective, in issue order; nbytes as nccl-tests counts it."""
+    return [(a["phase"], a["op"].op, int(a["op"].nbytes))
+            for _, a in graph.nodes(data=True) if a["kind"] == "collective"]

@@ -1,0 +1,159 @@
+"""The op graphs of serving a TP transformer: a layer's prefill and decode, and the model's ends.
+
+A layer serves requests with the same ops it trains with, forward only: :mod:`tpsim.layer.graph`'s
+attention and MLP blocks (norm, column-parallel QKV, attention core, row-parallel output
+projection, all-reduce, residual; norm, column-parallel fc1, activation, row-parallel fc2,
+all-reduce, residual) built into a :class:`~tpsim.layer.template.Builder` without dropout or sequence
+parallelism, plus the write of the new keys and values into the KV cache (vLLM's
+``reshape_and_cache``: read 2 kv_width activations a token, write them in the cache dtype).
+Two of its ops change meaning at inference:
+
+* prefill runs the causal flash-attention core (:class:`~tpsim.layer.ops.Attention`, seq_q = seq_kv
+  = prompt) in the activation dtype (bf16/fp16), as FlashAttention serves fp8 models;
+* decode runs one query per sequence against the cache (FlashDecoding, paged attention,
+  FlashInfer): it reads every cached key and value once, so it is priced by its bytes,
+
+      bytes = b (2 q_width bpe_act + 2 L kv_width bpe_kv)      (read q, write o, read K and V)
+
+  as a memory-bound kernel (:func:`tpsim.cost.compute.elementwise_time`). Its FLOPs, 4 b L q_width
+  (:class:`~tpsim.layer.ops.Attention` with seq_q = 1), are at most 2 (heads/kv_heads) / bpe_kv per
+  byte (8 for Llama 2 70B in bf16), far under every device's ridge point (~300 FLOP/byte on
+  H100): the kernel is never compute-bound. (:func:`tpsim.cost.compute.attention_time` would price
+  seq_q = 1 at the efficiency of a 1-row GEMM tile, hundreds of times too slow for decode.)
+
+With ``--dtype fp8`` the GEMMs run in fp8 (weights 1 byte, the fp8 peak) while activations
+between kernels, the collectives and the attention stay in the 16-bit activation dtype, as
+TensorRT-LLM and vLLM serve fp8 checkpoints: :class:`InferDims` carries both dtypes.
+
+The ends: the vocab-parallel embedding (lookup, all-reduce of the partial rows) over the
+tokens fed; the output over the last token of each sequence only (final norm, logits GEMM
+(b x h) @ (h x V/tp), all-gather of the logits, sampling that reads the b x V logits and
+writes them as fp32). Construction only: pricing is :mod:`tpsim.sim.price`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .graph import Dims, _attention_fwd, _mlp_fwd, _norm_fwd
+from .ops import Attention, MemoryBound
+from .template import Builder, Template
+from ..cluster.topology import BYTES_PER_ELEMENT
+
+FP32 = 4
+PHASES = ("prefill", "decode")
+_TEMPLATES: dict[tuple, Template] = {}
+
+
+@dataclass(frozen=True)
+class InferDims(Dims):
+    """:class:`~tpsim.layer.graph.Dims` of one serving step: ``dtype`` is the GEMMs' (weights'),
+    ``act_dtype`` the activations' between kernels (``bpe`` follows it), ``kv_dtype`` the
+    cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included)."""
+    kv_len: int = 0
+    act_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+
+    @property
+    def bpe(self) -> int:
+        return BYTES_PER_ELEMENT[self.act_dtype]
+
+    @property
+    def kv_bpe(self) -> int:
+        return BYTES_PER_ELEMENT[self.kv_dtype]
+
+
+def infer_dims(base: Dims, act_dtype: str, kv_dtype: str, kv_len: int = 0) -> InferDims:
+    """``base`` (from :func:`tpsim.layer.graph.layer_dims`, which checks the TP split) as InferDims."""
+    return InferDims(**dataclasses.asdict(base), kv_len=kv_len, act_dtype=act_dtype,
+                     kv_dtype=kv_dtype)
+
+
+def prefill_attention(d: InferDims) -> Attention:
+    """The causal flash-attention core over the prompt, in the activation dtype."""
+    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.act_dtype, True, False)
+
+
+def decode_attention_core(d: InferDims) -> Attention:
+    """The decode attention as an attention core (one query per sequence, ``kv_len`` keys): its
+    conventional FLOPs, 4 b kv_len q_width; with one dtype its bytes equal
+    :func:`decode_attention_bytes`."""
+    return Attention(d.b, d.heads, d.kv_heads, 1, d.kv_len, d.d, d.act_dtype, False, False)
+
+
+def decode_attention_bytes(d: InferDims) -> float:
+    """b (2 q bpe_act + 2 L kv bpe_kv): read the queries, write the outputs, read the cached
+    keys and values of L = kv_len tokens (the module docstring)."""
+    return d.b * (2 * d.q * d.bpe + 2 * d.kv_len * d.kv * d.kv_bpe)
+
+
+def _decode_attention(d: InferDims) -> MemoryBound:
+    return MemoryBound(decode_attention_bytes(d), (d.b, d.heads, d.kv_len, d.d))
+
+
+def _act_label(make):
+    """A collective made in the activation dtype (its bytes already use ``d.bpe``)."""
+    return lambda d: dataclasses.replace(make(d), dtype=d.act_dtype)
+
+
+def _serving_nodes(B: Builder, attention_make) -> None:
+    """Swap the training attention core for ``attention_make`` and label the collectives with
+    the activation dtype they carry."""
+    if not any(n.name == "fwd.attn" for n in B.nodes):
+        raise RuntimeError("tpsim.layer.graph no longer names the fused attention core 'fwd.attn'")
+    B.nodes = [dataclasses.replace(n, make=attention_make) if n.name == "fwd.attn" else
+               dataclasses.replace(n, make=_act_label(n.make)) if n.stream == "comm" else n
+               for n in B.nodes]
+
+
+def serving_layer_template(phase: str, tp_group: bool, swiglu: bool) -> Template:
+    """One layer's forward for ``phase`` (prefill | decode), built once per switches."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    key = ("layer", phase, tp_group, swiglu)
+    tpl = _TEMPLATES.get(key)
+    if tpl is None:
+        B = Builder(False)
+        x = _attention_fwd(B, None, bare=False, kernel="fused", dropout=False)
+        B.eltwise("fwd.kv_cache_write",
+                  lambda d: (d.T, 2 * d.kv, 2 * d.T * d.kv * (d.bpe + d.kv_bpe)), ("fwd.qkv",))
+        _mlp_fwd(B, x, bare=False, swiglu=swiglu, dropout=False)
+        _serving_nodes(B, prefill_attention if phase == "prefill" else _decode_attention)
+        tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1}, phase=phase)
+    return tpl
+
+
+def embedding_template(tp_group: bool) -> Template:
+    """Vocab-parallel lookup of the tokens fed (read and write T rows) and the all-reduce of
+    the partial rows (Megatron's VocabParallelEmbedding, as vLLM serves it)."""
+    key = ("embedding", tp_group)
+    if key not in _TEMPLATES:
+        B = Builder(False)
+        B.block = "embedding"
+        x = B.eltwise("fwd.embedding", lambda d: (d.T, d.h, 2 * d.T * d.h * d.bpe))
+        B.collective("fwd.embedding.all-reduce", "all-reduce", (x,))
+        B.nodes = [dataclasses.replace(n, make=_act_label(n.make)) if n.stream == "comm" else n
+                   for n in B.nodes]
+        _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
+    return _TEMPLATES[key]
+
+
+def _logits_gather(d):
+    """The all-gather of the logits: the full (T x V) output, as nccl-tests counts it."""
+    return d.T * d.vocab * d.tp * d.bpe, (d.T, d.vocab * d.tp), d.act_dtype
+
+
+def output_template(tp_group: bool) -> Template:
+    """Final norm, logits GEMM (T x h) @ (h x V/tp), all-gather of the logits, sampling (read
+    T x V logits, write them in fp32: T V (bpe + 4) bytes); at dims of T = b tokens."""
+    key = ("output", tp_group)
+    if key not in _TEMPLATES:
+        B = Builder(False)
+        B.block = "output"
+        x = _norm_fwd(B, "fwd.final_norm", None)
+        x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,))
+        x = B.collective("fwd.logits.all-gather", "all-gather", (x,), size=_logits_gather)
+        B.eltwise("fwd.sample", lambda d: (d.T, d.vocab * d.tp,
+                                           d.T * d.vocab * d.tp * (d.bpe + FP32)), (x,))
+        _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
+    return _TEMPLATES[key]

@@ -1,0 +1,203 @@
+"""Megatron's tensor-parallel linear layers as ops: column- and row-parallel, forward and
+backward, with their collectives.
+
+Column-parallel (``Y = XA, A = [A_1 ... A_t]``): the input is whole on every rank (with sequence
+parallelism, all-gathered along the sequence first); backward, the input gradient's partial sums
+are all-reduced (SP: reduce-scattered) while the weight-gradient GEMM runs. Row-parallel
+(``Y = sum_i X_i B_i``): the output's partial sums are all-reduced (SP: reduce-scattered);
+backward, with SP the output gradient is all-gathered first. Issue order is Megatron-core's
+(LinearWithGradAccumulationAndAsyncCommunication): dgrad, then the async collective, then wgrad,
+which accumulates into the fp32 main gradient. Under FP8 (Transformer Engine) the 16-bit inputs
+and output gradients are cast to fp8 first (:func:`fp8_cast`) and the GEMMs run in fp8.
+"""
+from __future__ import annotations
+
+from .dims import Dims, sp_reduce_op
+from .ops import SendRecv
+from .template import Builder
+from ..cluster.topology import BYTES_PER_ELEMENT
+
+
+RS_SPLITS = 4    # Transformer Engine's default num_splits for its pipelined reduce-scatter
+
+
+def column_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
+    """A column-parallel linear forward, ``size(d)`` -> (m, n, k): with SP its input is
+    all-gathered along the sequence first (synchronous, exposed; in fp8 under FP8 training, as
+    Transformer Engine gathers the cast input); with TP communication overlap
+    (:func:`_ring_exchange`) the gather is interleaved with the GEMM instead."""
+    if B.tp_overlap:
+        return _ring_exchange(B, f"fwd.{linear}", size, (x,), saved, linear=True)
+    if B.sp:
+        x = B.collective(f"fwd.{linear}.all-gather", "all-gather", (x,), size=gathered_input)
+    return B.gemm(f"fwd.{linear}", size, (x,), saved=saved, linear=True)
+
+
+def row_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
+    """A row-parallel linear forward, ``size(d)`` -> (m, n, k): (FP8: its input cast) the GEMM,
+    then the all-reduce (SP: reduce-scatter) of its partial sums; with TP communication overlap
+    the GEMM runs in RS_SPLITS row chunks, each chunk's reduce-scatter beside the next chunk's
+    GEMM, the last one exposed (Transformer Engine's pipelined split_overlap_rs)."""
+    x = fp8_cast(B, f"fwd.{linear}.cast", lambda d: (size(d)[0], size(d)[2]), x)
+    op = sp_reduce_op(B.sp)
+    if not B.tp_overlap:
+        x = B.gemm(f"fwd.{linear}", size, (x,), saved=saved, linear=True)
+        return B.collective(f"fwd.{linear}.{op}", op, (x,))
+    for i in range(RS_SPLITS):
+        last = i == RS_SPLITS - 1
+        part = "" if last else f".chunk{i}"
+        g = B.gemm(f"fwd.{linear}{part}", _rows(size, RS_SPLITS), (x,),
+                   saved=saved if last else None, linear=True, host_ops=int(last))
+        rs = B.collective(f"fwd.{linear}.{op}{part}", op, (g,), size=_chunk_of_output(RS_SPLITS),
+                          host_ops=0)
+    return rs
+
+
+def _rows(size, chunks: int):
+    """``size`` with its m split in ``chunks``."""
+    def chunk(d):
+        m, *rest = size(d)
+        return (m // chunks, *rest)
+    return chunk
+
+
+def _chunk_of_output(chunks: int):
+    """One chunk of the (b*s, h) partial sums a row-parallel linear reduces."""
+    return lambda d: (d.T // chunks * d.h * d.bpe, (d.T // chunks, d.h), d.dtype)
+
+
+def _ring_exchange(B: Builder, name: str, size, deps, saved=None, linear=True) -> str:
+    """A GEMM on a sequence-parallel operand gathered by ring exchange (Transformer Engine's
+    split_overlap_ag with TP communication overlap): the GEMM runs in tp row chunks; chunk 0 is
+    this rank's own shard, chunk i waits for the i-th shard passed along the ring, a
+    point-to-point copy of b*s/tp x h elements on the copy engines (stream ``copy``, no SMs)
+    while the previous chunk computes. The last chunk carries ``name``."""
+    tp = B.tp
+    prev = deps
+    for i in range(tp):
+        if i:
+            prev = (B.add(f"{name}.p2p{i}", _shard_copy, "copy", deps, group="tp", host_ops=0),)
+        last = i == tp - 1
+        g = B.gemm(name if last else f"{name}.chunk{i}", _rows(size, tp), prev,
+                   saved=saved if last else None, linear=linear, host_ops=int(last))
+    return g
+
+
+def _shard_copy(d: Dims) -> SendRecv:
+    """One sequence shard of a gathered operand, rank to rank inside the TP group."""
+    return SendRecv(d.Tn * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], "tp", 0, (d.Tn, d.h),
+                    d.gemm_dtype)
+
+
+def gathered_input(d: Dims):
+    """A column-parallel linear's gathered (b*s, h) input, in the linears' GEMM dtype."""
+    return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
+
+
+def fp8_cast(B: Builder, name: str, shape, dep) -> str:
+    """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
+    cast to fp8 in one fused cast-transpose kernel: read rows x cols in 16 bits, write the fp8
+    copy and its transpose (the weight gradient's operand), 1 + 1 bytes. A norm's output needs
+    none (the norm writes fp8 itself); without FP8 nothing is added."""
+    if not B.fp8:
+        return dep
+    def size(d):
+        rows, cols = shape(d)
+        return rows, cols, rows * cols * (d.bpe + 2)
+    return B.eltwise(name, size, (dep,))
+
+
+def input_saved(d: Dims) -> float:
+    """What a column-parallel linear keeps of its input for the weight gradient: the (b*s, h)
+    input, or with SP only the local b*s/tp shard (Megatron-core re-gathers it in backward)."""
+    return d.Tn * d.h * d.bpe
+
+
+# --------------------------------------------------------------------------- backward
+
+def bias_grad(B: Builder, linear: str, grads, tokens, width) -> str:
+    """A linear's bias gradient: the output gradient summed over tokens, one reduction kernel
+    reading tokens(d) x width(d) elements (Megatron computes it outside the GEMM)."""
+    return B.eltwise(f"bwd.{linear}.bias_grad",
+                     lambda d: (tokens(d), width(d), tokens(d) * width(d) * d.bpe), grads,
+                     forward_of=f"fwd.{linear}")
+
+
+def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps=(),
+                    linear=True):
+    """Backward of the forward GEMM X (m x k) @ W (k x n), ``size(d)`` -> (m, n, k): two GEMMs,
+    each 2mnk FLOPs, in Megatron's issue order: dgrad, then ``between(dgrad)`` (the async
+    collective of the input gradient), then wgrad.
+
+    dgrad: dX = dY W^T, (m x n) @ (n x k);   wgrad: dW = X^T dY, (k x m) @ (m x n), accumulated
+    into the fp32 main gradient (gradient_accumulation_fusion: reads and writes k x n fp32).
+    ``wgrad_deps``: what the wgrad GEMM waits for besides the output gradient (SP: the
+    re-gathered input). Under FP8 the output gradient is first cast (:func:`fp8_cast`);
+    ``linear=False`` keeps both GEMMs in the activations' dtype (the output layer).
+    """
+    fwd = f"fwd.{name}"
+    if linear:
+        grads = (fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grads),)
+    dgrad_size, wgrad_size = _dgrad_size(size), _wgrad_size(size)
+    dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd, linear=linear)
+    after = between(dgrad) if between else None
+    wgrad = B.gemm(f"bwd.{name}.wgrad", wgrad_size, (*grads, *wgrad_deps), forward_of=fwd,
+                   linear=linear)
+    return after if between else dgrad, wgrad
+
+
+def _dgrad_size(size):
+    """dX = dY W^T of the forward (m x k) @ (k x n): (m x n) @ (n x k)."""
+    def dgrad(d):
+        m, n, k = size(d)
+        return m, k, n
+    return dgrad
+
+
+def _wgrad_size(size):
+    """dW = X^T dY, (k x m) @ (m x n), accumulated into the fp32 main gradient."""
+    def wgrad(d):
+        m, n, k = size(d)
+        return k, n, m, 1, True
+    return wgrad
+
+
+def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
+    """Backward of a row-parallel linear: its bias gradient, (SP: all-gather of the output
+    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad."""
+    if bias:
+        bias_grad(B, linear, (grad,), lambda d: d.Tn, lambda d: d.h)
+    if B.tp_overlap:    # the output gradient's gather interleaved with the dgrad GEMM
+        grad = fp8_cast(B, f"bwd.{linear}.cast", lambda d: (d.Tn, d.h), grad)
+        dgrad = _ring_exchange(B, f"bwd.{linear}.dgrad", _dgrad_size(size), (grad,),
+                               linear=True)
+        copies = tuple(f"bwd.{linear}.dgrad.p2p{i}" for i in range(1, B.tp))
+        wgrad = B.gemm(f"bwd.{linear}.wgrad", _wgrad_size(size), (grad, *copies),
+                       forward_of=f"fwd.{linear}", linear=True)
+        return dgrad, wgrad
+    if B.sp:
+        grad = B.collective(f"bwd.{linear}.all-gather", "all-gather", (grad,),
+                            forward_of=f"fwd.{linear}.reduce-scatter")
+    return linear_backward(B, linear, size, (grad,))
+
+
+def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool, is_linear=True):
+    """Backward of a column-parallel linear, as Megatron-core's
+    LinearWithGradAccumulationAndAsyncCommunication runs it: its bias gradient; with SP an
+    async all-gather of the saved input shard (overlapping dgrad; the weight gradient needs the
+    whole input); dgrad; the async all-reduce (SP: reduce-scatter) of the input gradient, which
+    overlaps the wgrad GEMM; wgrad. Returns (the reduced input gradient, wgrad)."""
+    if bias:
+        bias_grad(B, linear, grads, lambda d: d.T, lambda d: size(d)[1])
+    inputs = ()
+    gathered = f"fwd.{linear}" if B.tp_overlap and is_linear else f"fwd.{linear}.all-gather"
+    if B.sp:
+        inputs = (B.collective(f"bwd.{linear}.all-gather", "all-gather", grads,
+                               forward_of=gathered, size=gathered_input if is_linear else None),)
+    op = sp_reduce_op(B.sp)
+
+    def reduce(dgrad):
+        conj = gathered if B.sp else f"fwd.{linear}"
+        return B.collective(f"bwd.{linear}.{op}", op, (dgrad,), forward_of=conj)
+    return linear_backward(B, linear, size, grads, between=reduce, wgrad_deps=inputs,
+                           linear=is_linear)

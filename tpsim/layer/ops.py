@@ -1,0 +1,183 @@
+"""The ops of a transformer step as typed values: what one kernel or one collective is.
+
+Each op is a frozen dataclass that knows its own conventional FLOP count and the bytes it moves
+(device memory for kernels, nccl-tests' size for collectives), and nothing about time: pricing
+is :mod:`tpsim.sim.price`, which hands each kind to its cost function. ``kind`` names the kind in
+tables and JSON; ``stream`` is the GPU stream it runs on.
+
+Counts, per op (bytes_per_element = bpe of the op's dtype):
+
+``flops`` are the FLOPs the model needs (MFU's numerator); a kernel may execute more (a causal
+attention kernel computes whole diagonal tiles, an unfused one the masked half of the scores),
+which pricing accounts for, so that MFU never exceeds 1.
+
+* :class:`Gemm` ``(m x k) @ (k x n)``, ``batch`` of them in one kernel: 2mnk FLOPs each
+  (Narayanan et al. 2021), of which a causal attention product (``causal`` = its key length L)
+  needs the (L + 1) / (2 L) on or below the diagonal; bytes :func:`tpsim.cost.compute.gemm_bytes`.
+* :class:`Attention`: the attention core of ``heads`` query heads (QK^T, softmax, AV) over
+  ``seq_q`` queries and ``seq_kv`` keys: 4 b heads head_dim P FLOPs forward, twice that
+  backward, with P the (query, key) pairs: seq_q seq_kv, or causally seq_q seq_kv -
+  seq_q (seq_q - 1) / 2 (the queries are the last seq_q of the keys: s (s + 1) / 2 for
+  seq_q = seq_kv = s; Narayanan et al. count the full square, 2x this); a fused (flash)
+  kernel's bytes: forward reads q, k, v and writes o, b (2 seq_q q + 2 seq_kv kv) bpe; backward
+  reads q, k, v, o, do and writes dq, dk, dv, b (4 seq_q q + 4 seq_kv kv) bpe.
+* :class:`MemoryBound`: a kernel priced by the ``nbytes`` it reads and writes (norms,
+  activations, dropout, residual adds, softmax, embedding lookups).
+* :class:`Collective`: an NCCL collective on the process group named ``group``; ``nbytes`` as
+  nccl-tests counts it (the all-reduce buffer, the full all-gather output, the full
+  reduce-scatter input).
+* :class:`SendRecv`: a point-to-point transfer of ``nbytes`` between two ranks of ``group``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+from ..cost.compute import gemm_bytes
+from ..cluster.topology import BYTES_PER_ELEMENT
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """(m x k) @ (k x n), ``batch`` times in one strided-batched kernel; ``accumulate``: the
+    product is added into an fp32 output (a weight gradient into Megatron's main_grad);
+    ``causal``: the key length of an unfused causal attention product (0: none)."""
+    m: int
+    n: int
+    k: int
+    dtype: str
+    batch: int = 1
+    accumulate: bool = False
+    causal: int = 0
+    kind: ClassVar[str] = "gemm"
+    stream: ClassVar[str] = "compute"
+
+    @property
+    def executed_flops(self) -> float:
+        return 2.0 * self.m * self.n * self.k * self.batch
+
+    @property
+    def flops(self) -> float:
+        full = self.executed_flops
+        return full * (self.causal + 1) / (2 * self.causal) if self.causal else full
+
+    @property
+    def bytes(self) -> float:
+        return gemm_bytes(self.m, self.n, self.k, self.dtype, self.batch, self.accumulate)
+
+    comm_bytes: ClassVar[float] = 0.0
+
+    @property
+    def shape(self) -> str:
+        return (f"{self.m}x{self.k} @ {self.k}x{self.n}" + (f" x{self.batch}" if self.batch > 1 else "")
+                + (" +=fp32" if self.accumulate else ""))
+
+
+@dataclass(frozen=True)
+class Attention:
+    """The attention core on one rank: ``heads`` query and ``kv_heads`` key/value heads, as one
+    fused kernel (``kernel``: a name in the device's attention_kernels; None: its default)."""
+    b: int
+    heads: int
+    kv_heads: int
+    seq_q: int
+    seq_kv: int
+    head_dim: int
+    dtype: str
+    causal: bool = True
+    backward: bool = False
+    kernel: str | None = None
+    kind: ClassVar[str] = "attention"
+    stream: ClassVar[str] = "compute"
+    comm_bytes: ClassVar[float] = 0.0
+
+    @property
+    def pairs(self) -> float:
+        """(query, key) pairs the model needs per sequence and head."""
+        sq, skv = self.seq_q, self.seq_kv
+        return sq * skv - sq * (sq - 1) / 2 if self.causal else float(sq * skv)
+
+    @property
+    def flops(self) -> float:
+        fwd = 4.0 * self.b * self.heads * self.head_dim * self.pairs
+        return 2 * fwd if self.backward else fwd
+
+    @property
+    def full_flops(self) -> float:
+        """The FLOPs of every (query, key) pair, masked or not (what an unmasked kernel runs)."""
+        fwd = 4.0 * self.b * self.heads * self.head_dim * self.seq_q * self.seq_kv
+        return 2 * fwd if self.backward else fwd
+
+    @property
+    def bytes(self) -> float:
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        per = 4 if self.backward else 2
+        return self.b * per * (self.seq_q * q + self.seq_kv * kv) * BYTES_PER_ELEMENT[self.dtype]
+
+    @property
+    def shape(self) -> str:
+        s = f"s={self.seq_q}" if self.seq_q == self.seq_kv else f"sq={self.seq_q} skv={self.seq_kv}"
+        return (f"b={self.b} heads={self.heads} kv={self.kv_heads} {s} d={self.head_dim}"
+                + (" causal" if self.causal else ""))
+
+
+@dataclass(frozen=True)
+class MemoryBound:
+    """A kernel that streams ``nbytes`` through device memory; ``dims`` only label it."""
+    nbytes: float
+    dims: tuple[int, ...] = ()
+    kind: ClassVar[str] = "elementwise"
+    stream: ClassVar[str] = "compute"
+    flops: ClassVar[float] = 0.0
+    comm_bytes: ClassVar[float] = 0.0
+
+    @property
+    def bytes(self) -> float:
+        return float(self.nbytes)
+
+    @property
+    def shape(self) -> str:
+        return "x".join(map(str, self.dims))
+
+
+class _Transfer:
+    """What a communication op (``nbytes`` on the wire, ``dims`` and ``dtype`` as labels) has
+    in common: no FLOPs, no device-memory bytes, the comm stream."""
+    stream: ClassVar[str] = "comm"
+    flops: ClassVar[float] = 0.0
+    bytes: ClassVar[float] = 0.0
+
+    @property
+    def comm_bytes(self) -> float:
+        return float(self.nbytes)
+
+    @property
+    def shape(self) -> str:
+        return " ".join(filter(None, ("x".join(map(str, self.dims)), self.dtype)))
+
+
+@dataclass(frozen=True)
+class Collective(_Transfer):
+    """``op`` (all-reduce, all-gather, reduce-scatter, broadcast) of ``nbytes`` on ``group``."""
+    op: str
+    nbytes: float
+    group: str
+    dims: tuple[int, ...] = ()
+    dtype: str = ""
+    kind: ClassVar[str] = "collective"
+
+
+@dataclass(frozen=True)
+class SendRecv(_Transfer):
+    """A point-to-point transfer of ``nbytes`` from member ``src`` of ``group`` to the next."""
+    nbytes: float
+    group: str
+    src: int = 0
+    dims: tuple[int, ...] = ()
+    dtype: str = ""
+    kind: ClassVar[str] = "p2p"
+    op: ClassVar[str] = "send-recv"
+
+
+Op = Union[Gemm, Attention, MemoryBound, Collective, SendRecv]
+COMM_KINDS = (Collective.kind, SendRecv.kind)

@@ -1,0 +1,97 @@
+"""Activation recomputation, the Megatron-LM way (Korthikanti et al. 2022, "Reducing Activation
+Recomputation in Large Transformer Models", sections 4 and 5).
+
+Works on the node and edge lists of a :class:`tpsim.layer.template.Builder` once forward and backward
+are built:
+
+- ``none``: nothing changes; every forward op keeps what its backward needs (``saved_bytes``).
+- ``full``: the layer checkpoints only its input; its backward first re-runs the whole forward,
+  forward TP collectives included, then differentiates. Saved per layer:
+  bytes_per_element * s * b * h (/ t with sequence parallelism, whose layer input is sharded),
+  Korthikanti's 2sbh in 16-bit. The recomputed layer's activations live only during its own
+  backward (one layer's worth, not counted here, as Korthikanti's 2sbhL does not).
+- ``selective``: only the attention core of the unfused path is recomputed (QK^T, scale + mask +
+  softmax, attention dropout, AV), the ops whose outputs make the 5 a s^2 b / t term; q, k and v
+  (the core's input) stay saved. Per layer in 16-bit, with dropout: s b h (10 + 24/t) without
+  sequence parallelism (Korthikanti eq. 6; with SP tpsim keeps the gathered input of each
+  column-parallel GEMM, s b h (4 + 30/t), where Korthikanti re-gathers it for 34/t). Fused
+  (flash) attention already recomputes the scores in its backward and saves no s^2 term, so
+  ``selective`` with fused attention is the same as ``none``.
+
+Each recomputed op is a copy of its forward op named ``rcp.<name>`` (``rcp.qkv``,
+``rcp.proj.all-reduce``) in phase "backward", with the forward's data edges between the copies.
+Backward ops read the copies instead of the forward ops (their ``forward_of`` still names the
+forward op, which they reach through the copies); the copies start once the gradient reaches
+the checkpoint: after the forward's last op (full) or the ops feeding the core's backward
+(selective). Copies carry ``recomputes`` (the forward op's name): their FLOPs are hardware
+FLOPs, not model FLOPs. A copy keeps its op's process group, so a recomputed collective on a
+one-rank group disappears with the original.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+RECOMPUTE = ("none", "selective", "full")
+SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
+PREFIX = "rcp."
+
+
+def recomputed_name(name: str) -> str:
+    """``fwd.qkv`` -> ``rcp.qkv``."""
+    return PREFIX + name.split(".", 1)[1]
+
+
+def _layer_input(d) -> float:
+    """The checkpoint of full recomputation: the layer input, b*s*h (SP: b*s/tp*h) elements."""
+    return d.Tn * d.h * d.bpe
+
+
+def apply_recompute(B, mode: str) -> None:
+    """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring)."""
+    if mode not in RECOMPUTE:
+        raise ValueError(f"recompute must be one of {RECOMPUTE}, not {mode!r}")
+    forward = [n.name for n in B.nodes if n.phase == "forward"]
+    if mode == "none" or not forward:
+        return
+    if mode == "full":       # only the layer input stays: the first op reads it
+        B.nodes = [replace(n, saved=_layer_input if n.name == forward[0] else None)
+                   if n.phase == "forward" else n for n in B.nodes]
+        _recompute(B, forward, start_after=(forward[-1],))
+        return
+    region = [n for n in forward if n in SELECTIVE_OPS]
+    if not region:           # fused attention, or no attention block: nothing to recompute
+        return
+    # the s^2 tensors (probabilities, dropout mask and output) are no longer kept
+    B.nodes = [replace(n, saved=None) if n.name in ("fwd.attn.softmax", "fwd.attn.dropout")
+               else n for n in B.nodes]
+    entry = "bwd.attn.av.dprobs"   # the core's backward begins here, once its gradient exists
+    phase = {n.name: n.phase for n in B.nodes}
+    start = tuple(u for u, v, _ in B.edges if v == entry and phase[u] == "backward")
+    _recompute(B, region, start_after=start)
+
+
+def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:
+    """Copy the ``region`` ops as ``rcp.`` ops before the first backward op that needs them;
+    backward edges out of the region come from the copies instead."""
+    inside = set(region)
+    nodes = {n.name: n for n in B.nodes}
+    copies = [replace(nodes[n], name=recomputed_name(n), phase="backward", saved=None,
+                      recomputes=n) for n in region]
+    edges, first_user = [], None
+    index = {n.name: i for i, n in enumerate(B.nodes)}
+    for u, v, kind in B.edges:
+        if u in inside and v in inside:
+            edges += [(u, v, kind), (recomputed_name(u), recomputed_name(v), kind)]
+        elif v in inside:        # a saved input of the region (selective: q, k, v) feeds the copy too
+            edges += [(u, v, kind), (u, recomputed_name(v), kind)]
+        elif u in inside and nodes[v].phase == "backward":
+            edges.append((recomputed_name(u), v, kind))
+            first_user = v if first_user is None or index[v] < index[first_user] else first_user
+        else:
+            edges.append((u, v, kind))
+    fed = {v for u, v, _ in B.edges if u in inside and v in inside}
+    edges += [(s, recomputed_name(n), "data") for n in region if n not in fed
+              for s in start_after]
+    at = index[first_user] if first_user is not None else len(B.nodes)
+    B.nodes[at:at] = copies
+    B.edges = edges

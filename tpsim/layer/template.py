@@ -1,0 +1,197 @@
+"""An op graph as a template: its structure built once per set of switches, its ops re-made for
+each size.
+
+A transformer layer's *structure* (which ops, in which order, on which stream, depending on
+which) is fixed by a few switches: sequence parallelism, the attention kernel, the activation,
+dropout, recomputation, which process groups have more than one rank. Its *sizes* (micro-batch,
+sequence, widths per rank, dtype) only change each op's dimensions. A :class:`Builder` records
+each op as a function of the sizes (:class:`~tpsim.layer.graph.Dims`); :meth:`Builder.compile` fixes the
+structure once into a :class:`Template` of index arrays, and :meth:`Template.ops` makes the typed
+ops (:mod:`tpsim.layer.ops`) for any sizes. The ``networkx.DiGraph`` of a layer (the public graph:
+critical paths, traces, tests) is exported from a template on demand (:meth:`Template.digraph`),
+so predicting never pays for networkx.
+
+A collective on a process group of one rank is no op: :meth:`Builder.compile` removes it and
+wires its inputs to its consumers, so a TP degree of 1 has no collectives without any special
+case in the layer's construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .ops import Collective, Gemm, MemoryBound, Op
+
+DATA = "data"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One op of a template: its name and place in the layer, and how to make it for given sizes.
+
+    ``make(dims)`` returns the op; ``saved(dims)`` the bytes of activations a forward op keeps
+    for the backward (None: nothing); ``forward_of``: the forward op a backward op
+    differentiates; ``recomputes``: the forward op a ``rcp.`` copy re-runs; ``group``: the
+    process group of a collective; ``host_ops``: 1 for an op the framework dispatches, 0 for a
+    kernel another op's call launches (Transformer Engine's GEMM chunks and their transfers).
+    """
+    name: str
+    phase: str
+    block: str
+    stream: str
+    make: Callable
+    saved: Callable | None = None
+    forward_of: str | None = None
+    recomputes: str | None = None
+    group: str | None = None
+    host_ops: int = 1       # ops the host dispatches for it (0: launched inside another op's call)
+
+
+def _flat(deps):
+    """Dependency names with nested tuples spread and None dropped."""
+    for dep in deps:
+        if isinstance(dep, tuple):
+            yield from _flat(dep)
+        elif dep is not None:
+            yield dep
+
+
+class Builder:
+    """Collects nodes (in program order: the order each stream runs them) and the data edges
+    from each node's ``deps`` (names)."""
+
+    def __init__(self, sp: bool = False, fp8: bool = False, tp_overlap: int = 0):
+        """``sp``: sequence parallelism; ``fp8``: FP8 linears; ``tp_overlap``: the TP degree
+        when TP communication overlaps the GEMMs (0: it does not)."""
+        self.sp, self.fp8 = sp, fp8
+        self.tp_overlap = self.tp = tp_overlap
+        self.phase = "forward"
+        self.block = ""
+        self.nodes: list[Node] = []
+        self.edges: list[tuple[str, str, str]] = []
+
+    def add(self, name, make, stream="compute", deps=(), saved=None, forward_of=None,
+            group=None, host_ops=1) -> str:
+        self.nodes.append(Node(name, self.phase, self.block, stream, make, saved, forward_of,
+                               None, group, host_ops))
+        self.edges += [(dep, name, DATA) for dep in _flat(deps)]
+        if forward_of is not None:
+            self.edges.append((forward_of, name, DATA))
+        return name
+
+    def gemm(self, name, size, deps=(), saved=None, forward_of=None, linear=False,
+             host_ops=1) -> str:
+        """``size(d)`` -> (m, n, k[, batch[, accumulate[, causal]]]): (m x k) @ (k x n) (see
+        :class:`~tpsim.layer.ops.Gemm`), in the activations' dtype, or for a ``linear`` layer's GEMM
+        in ``d.gemm_dtype``."""
+        def make(d):
+            m, n, k, *rest = size(d)
+            return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
+        return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops)
+
+    def eltwise(self, name, size, deps=(), saved=None, forward_of=None) -> str:
+        """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor."""
+        def make(d):
+            rows, cols, nbytes = size(d)
+            return MemoryBound(nbytes, (rows, cols))
+        return self.add(name, make, "compute", deps, saved, forward_of)
+
+    def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
+                   host_ops=1) -> str:
+        """``op`` on ``group``; by default of the (b*s, h) activation, b*s*h*bytes_per_element.
+        ``size(d)`` -> (nbytes, dims, dtype) for anything else."""
+        def make(d):
+            if size is None:
+                return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype)
+            nbytes, dims, dtype = size(d)
+            return Collective(op, nbytes, group, dims, dtype)
+        return self.add(name, make, "comm", deps, None, forward_of, group, host_ops)
+
+    def compile(self, group_sizes: dict[str, int], **attrs) -> Template:
+        """Fix the structure: drop collectives on one-rank groups, index every node and edge."""
+        nodes, edges = list(self.nodes), list(self.edges)
+        for node in [n for n in nodes if n.group and group_sizes.get(n.group, 1) == 1]:
+            ins = [(u, k) for u, v, k in edges if v == node.name]
+            outs = [(v, k) for u, v, k in edges if u == node.name]
+            edges = [e for e in edges if node.name not in e[:2]]
+            edges += [(u, v, k) for u, _ in ins for v, k in outs]
+            nodes.remove(node)
+        return Template.from_nodes(tuple(nodes), edges, attrs)
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    """The fixed structure of an op graph: nodes in issue order, edges as index tuples.
+
+    Nodes are in program (issue) order, every node after its inputs; ``preds[i]``/``succs[i]``:
+    distinct predecessors/successors of node i; ``streams``: the stream names in sorted order,
+    ``stream_of[i]`` an index into them.
+    """
+    nodes: tuple[Node, ...]
+    preds: tuple[tuple[int, ...], ...]
+    succs: tuple[tuple[int, ...], ...]
+    edge_kinds: dict
+    streams: tuple[str, ...]
+    stream_of: tuple[int, ...]
+    attrs: dict
+    names: tuple[str, ...] = ()
+    node_streams: tuple[str, ...] = ()    # stream name of each node
+    forward: tuple[int, ...] = ()         # nodes of the forward phase
+    host_ops: tuple[int, int] = (0, 0)    # ops the host dispatches: forward, backward
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_nodes(cls, nodes, edges, attrs) -> Template:
+        index = {n.name: i for i, n in enumerate(nodes)}
+        preds = [dict() for _ in nodes]       # dicts: distinct, in insertion order
+        succs = [dict() for _ in nodes]
+        kinds = {}
+        for u, v, kind in edges:
+            i, j = index[u], index[v]
+            if i >= j:
+                raise ValueError(f"the op graph has a cycle or an op issued before its input: "
+                                 f"{v} needs {u}")
+            preds[j][i] = succs[i][j] = None
+            kinds[(i, j)] = kind
+        streams = tuple(sorted({n.stream for n in nodes}))
+        return cls(nodes, tuple(map(tuple, preds)), tuple(map(tuple, succs)), kinds, streams,
+                   tuple(streams.index(n.stream) for n in nodes), dict(attrs),
+                   tuple(n.name for n in nodes), tuple(n.stream for n in nodes),
+                   tuple(i for i, n in enumerate(nodes) if n.phase == "forward"),
+                   (sum(n.host_ops for n in nodes if n.phase == "forward"),
+                    sum(n.host_ops for n in nodes if n.phase != "forward")))
+
+    def ops(self, dims) -> tuple[Op, ...]:
+        """Every node's op at ``dims``, memoised per sizes (a sweep asks for the same ones)."""
+        return self.at(dims)[0]
+
+    def at(self, dims) -> tuple[tuple[Op, ...], float, float]:
+        """(ops, model FLOPs, hardware FLOPs) at ``dims``: the ops' conventional FLOPs summed
+        without and with the recomputed (``rcp.``) copies. Memoised per sizes."""
+        hit = self._memo.get(dims)
+        if hit is None:
+            if len(self._memo) > 256:
+                self._memo.clear()
+            ops = tuple(n.make(dims) for n in self.nodes)
+            model = sum(op.flops for n, op in zip(self.nodes, ops) if n.recomputes is None)
+            hit = self._memo[dims] = (ops, model, sum(op.flops for op in ops))
+        return hit
+
+    def saved_bytes(self, dims) -> float:
+        """Activations the forward ops keep for the backward, bytes."""
+        return sum(n.saved(dims) for n in self.nodes if n.saved is not None)
+
+    def digraph(self, dims, **graph_attrs):
+        """The structure at ``dims`` as a ``networkx.DiGraph``: one node per op (attribute
+        ``op``, the typed op, plus name, kind, phase, stream, block, forward_of, recomputes,
+        saved_bytes), edges with ``dep`` = data."""
+        import networkx as nx
+        g = nx.DiGraph(dims=dims, **self.attrs, **graph_attrs)
+        for node, op in zip(self.nodes, self.ops(dims)):
+            g.add_node(node.name, op=op, name=node.name, kind=op.kind, phase=node.phase,
+                       stream=node.stream, block=node.block, forward_of=node.forward_of,
+                       recomputes=node.recomputes,
+                       saved_bytes=float(node.saved(dims)) if node.saved else 0.0)
+        names = self.names
+        g.add_edges_from((names[i], names[j], {"dep": k}) for (i, j), k in self.edge_kinds.items())
+        return g

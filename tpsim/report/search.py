@@ -1,0 +1,120 @@
+"""``tpsim search``'s results for people (a ranked table) and programs (JSON)."""
+from __future__ import annotations
+
+import shlex
+
+from ..search.driver import REASONS
+
+FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
+        "VP: model chunks per stage (interleaved 1F1B); L a/b: layers on the first/last stage"
+
+
+def layout_label(lay) -> str:
+    """TP8 PP4 VP8 DP16 mb2 SP TPO DO sel (and L a/b for an uneven first/last stage)."""
+    parts = [f"TP{lay.tp}", f"PP{lay.pp}"] + ([f"VP{lay.virtual_stages}"]
+                                              if lay.virtual_stages > 1 else [])
+    parts += [f"DP{lay.dp}", f"mb{lay.micro_batch}"]
+    parts += [name for name, on in (("SP", lay.sequence_parallel), ("TPO", lay.tp_comm_overlap),
+                                    ("DO", lay.distributed_optimizer)) if on]
+    parts += [] if lay.recompute == "none" else [{"selective": "sel"}.get(lay.recompute,
+                                                                          lay.recompute)]
+    if lay.first_stage_layers or lay.last_stage_layers:
+        parts.append(f"L{lay.first_stage_layers or '-'}/{lay.last_stage_layers or '-'}")
+    return " ".join(parts)
+
+
+def predict_command(result, lay) -> str:
+    """The ``tpsim predict`` line that gives a candidate's numbers."""
+    run = result.run
+    model, topology = (shlex.quote(src or name) for src, name in
+                       zip(result.sources, (result.model, result.topology)))
+    args = [f"--model {model}", f"--topology {topology}", f"--tp {lay.tp}",
+            f"--pp {lay.pp}", f"--dp {lay.dp}", f"--global-batch {result.global_batch}",
+            f"--micro-batch {lay.micro_batch}", f"--seq {run.seq_len}", f"--dtype {run.dtype}"]
+    if result.nodes:
+        args.append(f"--nodes {result.nodes}")
+    if lay.virtual_stages > 1:
+        args.append(f"--virtual-stages {lay.virtual_stages}")
+    for flag, on in (("--sequence-parallel", lay.sequence_parallel),
+                     ("--tp-comm-overlap", lay.tp_comm_overlap),
+                     ("--distributed-optimizer", lay.distributed_optimizer)):
+        if on:
+            args.append(flag)
+    if lay.recompute != "none":
+        args.append(f"--recompute {lay.recompute}")
+    for flag, n in (("--first-stage-layers", lay.first_stage_layers),
+                    ("--last-stage-layers", lay.last_stage_layers)):
+        if n:
+            args.append(f"{flag} {n}")
+    return "tpsim predict " + " ".join(args)
+
+
+def _s(x: float) -> str:
+    return f"{x:.3f} s" if x >= 1 else f"{x * 1e3:.1f} ms"
+
+
+def _pct(x: float, of: float) -> str:
+    return f"{x / of * 100:.1f}%"
+
+
+def search_report(result) -> str:
+    """The ranked table, what was priced and why the rest was dropped."""
+    run, dev = result.run, result.run.topo.device.name
+    lines = [f"fastest layouts of {result.model} on {result.gpus} GPUs of {result.topology} "
+             f"({dev}), global batch {result.global_batch} x {run.seq_len} tokens, {run.dtype}:",
+             f"  priced {result.evaluated:,} layouts in {result.pricing_s:.2f} s "
+             f"(memory of every stage exactly, the step by a lower bound of its simulation); "
+             f"{result.fitting:,} fit",
+             f"  {result.repriced} re-priced with the step simulation (tpsim predict) until the "
+             f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
+             f"was within {result.max_gap * 100:.2f}% of them", ""]
+    if not result.candidates:
+        lines[-2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
+                      "batch or a shorter sequence", ""]
+        return "\n".join(lines + _dropped(result))
+    head = (f"  {'#':>2s}  {'layout':34s} {'step':>9s} {'tokens/s':>10s} {'MFU':>6s} "
+            f"{'memory':>8s} {'bubble':>7s} {'exp. TP':>8s} {'exp. PP':>8s} {'exp. DP':>8s}")
+    lines.append(head)
+    for i, c in enumerate(result.candidates, 1):
+        st, t = c.step, c.step.time_s
+        lines.append(f"  {i:2d}  {layout_label(c.layout):34s} {_s(t):>9s} {st.tokens_per_s:10,.0f} "
+                     f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 1e9:6.1f}GB "
+                     f"{_pct(st.bubble_s, t):>7s} {_pct(st.tp_comm_exposed_s, t):>8s} "
+                     f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")
+    lines += [f"  ({FLAGS}; sel/full: recomputation; memory: the fullest stage, GB = 1e9 bytes; "
+              "exp.: exposed communication, % of the step)"]
+    if result.candidates:
+        lines += ["", "the best, in full:", "  " + predict_command(result,
+                                                                result.candidates[0].layout)]
+    return "\n".join(lines + [""] + _dropped(result))
+
+
+def _dropped(result) -> list[str]:
+    lines = ["dropped:"] + [f"  {n:>10,}  {REASONS[k]}" for k, n in result.dropped.items()]
+    return lines + (["", *result.notes] if result.notes else [])
+
+
+CANDIDATE_KEYS = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
+                  "recompute", "distributed_optimizer", "tp_comm_overlap", "first_stage_layers",
+                  "last_stage_layers")
+
+
+def search_json(result) -> dict:
+    """The ``--json`` object: ``evaluated``, ``candidates`` (best first), ``dropped``."""
+    cands = []
+    for c in result.candidates:
+        st = c.step
+        cands.append({**{k: getattr(c.layout, k) for k in CANDIDATE_KEYS},
+                      "step_time_s": st.time_s, "tokens_per_s": st.tokens_per_s, "mfu": st.mfu,
+                      "memory_bytes": c.memory.total_bytes, "fits": c.memory.fits,
+                      "bubble_s": st.bubble_s, "tp_comm_exposed_s": st.tp_comm_exposed_s,
+                      "pp_comm_exposed_s": st.pp_comm_exposed_s,
+                      "dp_comm_exposed_s": st.dp_comm_exposed_s, "bound_s": c.bound_s,
+                      "predict": predict_command(result, c.layout)})
+    return {"model": result.model, "topology": result.topology, "gpus": result.gpus,
+            "global_batch": result.global_batch, "seq_len": result.run.seq_len,
+            "dtype": result.run.dtype, "evaluated": result.evaluated, "fitting": result.fitting,
+            "repriced": result.repriced, "bound_max_gap": result.max_gap,
+            "pricing_s": result.pricing_s, "candidates": cands,
+            "dropped": dict(result.dropped),
+            "dropped_reasons": {k: REASONS[k] for k in result.dropped}}

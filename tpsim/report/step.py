@@ -1,0 +1,61 @@
+"""The step section of ``tpsim predict``'s text: one optimizer step, where its time goes, per
+stage where the stages differ."""
+from __future__ import annotations
+
+PARTS = (("compute", "compute_s", "GPU compute of the layers and the model's ends"),
+         ("exposed TP", "tp_comm_exposed_s", "TP collectives the compute does not hide"),
+         ("host wait", "host_wait_s", "GPU idle until the host issues the next op"),
+         ("bubble", "bubble_s", "pipeline fill and drain"),
+         ("exposed PP", "pp_comm_exposed_s", "p2p transfers, tied-embedding all-reduce"),
+         ("exposed DP", "dp_comm_exposed_s", "gradient scaling and reduction after the flush"),
+         ("optimizer", "optimizer_s", "gradient norm and Adam"))
+
+
+def _s(x: float) -> str:
+    return f"{x:.3f} s" if x >= 1 else f"{x * 1e3:.2f} ms"
+
+
+def _head(p) -> list[str]:
+    i, st = p.inputs, p.step
+    sched = {"1f1b": "1F1B", "interleaved-1f1b": f"interleaved 1F1B, {st.virtual_stages} "
+             "chunks per stage"}.get(st.schedule, st.schedule)
+    dp = "" if st.dp == 1 else (", distributed optimizer" if st.distributed_optimizer else "") \
+        + (", DP reduce overlapped with the backward" if st.overlap_grad_reduce
+           else ", DP reduce after the backward")
+    return [
+        f"one training step: TP {i.tp} x PP {st.pp} x DP {st.dp} = {i.gpus} GPUs; global batch "
+        f"{st.global_batch} = {st.micro_batches} micro-batch{'es' if st.micro_batches > 1 else ''} "
+        f"of {i.micro_batch} per replica; {sched}{dp}:",
+        f"  step time      {_s(st.time_s):>12s}   {st.tokens_per_s:,.0f} tokens/s, "
+        f"{st.tflops_per_gpu:.1f} TFLOP/s per GPU, MFU {st.mfu * 100:.1f}%, HFU {st.hfu * 100:.1f}%",
+    ]
+
+
+def _breakdown(st) -> list[str]:
+    lines = ["  where it goes, per GPU (mean over stages; the parts sum to the step time):"]
+    for label, key, what in PARTS:
+        v = getattr(st, key)
+        lines.append(f"    {label:13s} {_s(v):>11s} {v / st.time_s * 100:6.1f}%   {what}")
+    if st.pp > 1:
+        lines.append(f"    (equal stages and free transfers would give a bubble of (p-1)/(m v) = "
+                     f"{st.ideal_bubble_fraction * 100:.1f}% of the compute)")
+    return lines
+
+
+def _stages(st) -> list[str]:
+    keys = [k for _, k, _ in PARTS]
+    rows = [tuple(round(getattr(s, k), 6) for k in keys) for s in st.stages]
+    if len(st.stages) < 2 or len(set(rows)) == 1:
+        return []
+    lines = ["  per stage (first: embedding, last: output layer and loss):",
+             f"    {'stage':>5s} {'layers':>6s} " + " ".join(f"{lbl:>11s}" for lbl, _, _ in PARTS)]
+    for s in st.stages:
+        lines.append(f"    {s.stage:5d} {s.layers:6d} "
+                     + " ".join(f"{_s(getattr(s, k)):>11s}" for k in keys))
+    return lines
+
+
+def step_lines(p) -> list[str]:
+    """The step section for a :class:`~tpsim.sim.result.Prediction` with a ``step``."""
+    st = p.step
+    return _head(p) + _breakdown(st) + _stages(st)

@@ -1,0 +1,341 @@
+"""The fastest layout of a training job that fits: enumerate, prune, bound, re-price exactly.
+
+Every layout with tp x pp x dp = gpus is enumerated:
+
+* tp: a divisor of the model's heads and ffn_hidden that divides or is a multiple of its
+  kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
+  (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
+* pp with v virtual stages: layers / (pp v) per model chunk when that divides; without
+  interleaving also Megatron's uneven split, the first and/or last stage holding one or two
+  layers fewer than the e of each middle stage (it runs the embedding, the output layer and the
+  loss: ``--decoder-first/last-pipeline-num-layers``), and interleaving needs the micro-batches
+  to be a multiple of pp;
+* micro-batch: every divisor of the replica's batch (global batch / dp);
+* sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
+  recomputation none/selective/full, distributed optimizer on/off (dp > 1).
+
+What cannot run is dropped, counted by reason (:data:`REASONS`); every other layout is priced:
+its fullest stage's memory exactly as :func:`tpsim.training.predict.predict` counts it, its step time
+by a lower bound of the step simulation (:mod:`tpsim.search.step`, :mod:`tpsim.training.step_bound`).
+Those that do not fit are dropped. The rest are re-priced with :func:`tpsim.training.predict.predict`
+in the order of their bounds until the next bound exceeds the k-th best simulated step time:
+a layout left out has a bound, and so a step time, above every candidate reported (branch and
+bound), and every number reported is predict's.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from ..base.errors import ConfigError
+from ..spec.model import ModelConfig, load_model
+from ..training.predict import _settings
+from ..layer.recompute import RECOMPUTE
+from .jobs import Workers, paused_gc
+from .step import Layout, Run
+from ..training.step import check_fits, with_nodes
+from ..spec.parallel import Parallelism
+from ..cluster.topology import load_topology
+
+BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
+REASONS = {
+    "tp_model": "tp does not divide the model's heads / ffn_hidden / kv_heads",
+    "tp_node": "tp spans nodes",
+    "sp_seq": "sequence parallelism: seq_len not a multiple of tp",
+    "batch_dp": "global batch not a multiple of dp",
+    "layers_split": "layers do not split over pp x virtual stages",
+    "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
+    "memory": "does not fit in device memory",
+}
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+@dataclass(frozen=True)
+class Space:
+    """What the search enumerates (module docstring)."""
+    gpus: int
+    global_batch: int
+    tp_across_nodes: bool = False
+    uneven: bool = True
+    recompute: tuple[str, ...] = RECOMPUTE
+
+
+def _knobs(tp: int, dp: int, space: Space):
+    """(sequence parallel, TP overlap, recompute, distributed optimizer) combinations."""
+    for sp in ((False, True) if tp > 1 else (False,)):
+        for ov in ((False, True) if sp else (False,)):
+            for rc in space.recompute:
+                for do in ((False, True) if dp > 1 else (False,)):
+                    yield sp, ov, rc, do
+
+
+def _splits(layers: int, pp: int, v: int, uneven: bool):
+    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones
+    (first and/or last one or two layers under the middle stages' e), v = 1 only."""
+    if layers % (pp * v) == 0:
+        yield None, None
+    if not uneven or v > 1 or pp < 2:
+        return
+    even = layers // pp if layers % pp == 0 else None
+    seen = {(even, even)}
+    for e in range(max(1, layers // pp), layers // pp + 3):
+        rest = layers - (pp - 2) * e
+        for first in range(max(1, e - 2), e + 1):
+            last = rest - first
+            if max(1, e - 2) <= last <= e and (first, last) not in seen and \
+                    (pp > 2 or abs(first - last) <= 2):
+                seen.add((first, last))
+                yield first, last
+
+
+def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
+    """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
+    layouts, dropped = [], Counter()
+    node = topo.devices_per_node
+    for tp in divisors(space.gpus):
+        for pp in divisors(space.gpus // tp):
+            dp = space.gpus // (tp * pp)
+            vs = [1] + (list(range(2, model.layers // pp + 1)) if pp > 1 else [])
+            mbs = divisors(space.global_batch // dp) if space.global_batch % dp == 0 else []
+            knobs = list(_knobs(tp, dp, space))
+            size = len(vs) * max(len(mbs), 1) * len(knobs)
+            reason = _tp_reason(model, tp, node, space) or \
+                ("batch_dp" if space.global_batch % dp else None)
+            if reason:
+                dropped[reason] += size
+                continue
+            for v in vs:
+                for mb in mbs:
+                    m = space.global_batch // (dp * mb)
+                    splits = list(_splits(model.layers, pp, v, space.uneven))
+                    if not splits:
+                        dropped["layers_split"] += len(knobs)
+                    elif v > 1 and m % pp:
+                        dropped["interleave_m"] += len(knobs)
+                    else:
+                        for sp, ov, rc, do in knobs:
+                            if sp and seq_len % tp:
+                                dropped["sp_seq"] += len(splits)
+                                continue
+                            layouts += [Layout(tp, pp, dp, v, mb, sp, rc, do, ov, f, l)
+                                        for f, l in splits]
+    return layouts, dropped
+
+
+def _tp_reason(model: ModelConfig, tp: int, node: int, space: Space) -> str | None:
+    try:
+        model.check_tp(tp)
+    except ConfigError:
+        return "tp_model"
+    if tp > node and not space.tp_across_nodes:
+        return "tp_node"
+    return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A layout re-priced by :func:`tpsim.training.predict.predict`: its ``step``
+    (:class:`~tpsim.sim.result.StepTimes`) and fullest stage's ``memory``, with the bound the
+    search ranked it by."""
+    layout: Layout
+    bound_s: float
+    step: object = field(repr=False)
+    memory: object = field(repr=False)
+
+    @property
+    def step_s(self) -> float:
+        return self.step.time_s
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """``evaluated``: layouts priced (memory and step bound); ``fitting``: those that fit;
+    ``candidates``: the best ``top`` by predict's step time; ``repriced``: layouts predict ran
+    for; ``dropped``: reason -> count (:data:`REASONS`); ``max_gap``: the largest relative gap
+    between a re-priced layout's bound and its simulated step."""
+    model: str
+    topology: str
+    gpus: int
+    global_batch: int
+    evaluated: int
+    fitting: int
+    candidates: tuple[Candidate, ...]
+    repriced: int
+    dropped: dict
+    max_gap: float
+    run: Run = field(repr=False)
+    nodes: int | None = None
+    pricing_s: float = 0.0          # wall seconds to enumerate and price every layout
+    notes: tuple[str, ...] = ()
+    sources: tuple[str, str] = ("", "")   # --model and --topology as given (a name or a path)
+
+
+def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
+    m = model if isinstance(model, ModelConfig) else load_model(model)
+    topo = topology if not isinstance(topology, str) else load_topology(topology)
+    if nodes is not None:
+        topo = with_nodes(topo, nodes)
+    m, topo, s, p, att, dtype = _settings(m, topo, 1, 1, seq_len, dtype, False, None, None,
+                                          "none")
+    return Run(m, topo, s, dtype, p, att, global_batch)
+
+
+def _check(gpus, global_batch, top, jobs) -> None:
+    for flag, v in (("--gpus", gpus), ("--global-batch", global_batch), ("--top", top),
+                    ("--jobs", jobs)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(flag, "", "a positive integer", v)
+
+
+def equivalent(run: Run, lay: Layout) -> Layout:
+    """The layout that runs exactly as ``lay`` does: selective recomputation with fused
+    attention is no recomputation (:mod:`tpsim.layer.recompute`)."""
+    if lay.recompute == "selective" and run.attention != "unfused":
+        return dataclasses.replace(lay, recompute="none")
+    return lay
+
+
+def pipelines(layouts: list[Layout]) -> list[list[int]]:
+    """Indices of the layouts that share a pipeline (pp, virtual stages, the layers' split):
+    one array pass each (:func:`tpsim.search.price.price_pipelines`)."""
+    groups: dict = {}
+    for i, lay in enumerate(layouts):
+        key = (lay.pp, lay.virtual_stages, lay.first_stage_layers, lay.last_stage_layers)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+PROGRESS_STEPS = 8      # the pricing reports its progress this many times
+
+
+def bound_layouts(workers, layouts: list[Layout], progress=None):
+    """(step-time bound, fullest stage's total bytes, fits) of every layout, in order."""
+    out = [None] * len(layouts)
+    groups = pipelines(layouts)
+    capacity = workers.run.topo.device.memory_bytes
+    done = 0
+    step = -(-len(groups) // PROGRESS_STEPS)
+    for start in range(0, len(groups), step):
+        chunk = groups[start:start + step]
+        for g, rows in zip(chunk, workers.bound([[layouts[i] for i in g] for g in chunk])):
+            for i, (bound, nbytes) in zip(g, rows):
+                out[i] = (bound, nbytes, nbytes <= capacity)
+            done += len(g)
+        if progress:
+            progress("pricing layouts", done, len(layouts))
+    return out
+
+
+def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
+    """Branch and bound: simulate the layouts of ``ranked`` ((layout, bound), bounds
+    ascending) with :func:`tpsim.training.predict.predict` until the next bound exceeds the ``top``-th
+    best step time found (a bound never exceeds its layout's step time)."""
+    cands, times, seen = [], [], set()
+    i = 0
+
+    def kth() -> float:
+        return times[top - 1] if len(times) >= top else math.inf
+    while i < len(ranked) and ranked[i][1] <= kth() * (1 + BOUND_TOLERANCE):
+        batch = []
+        while len(batch) < workers.jobs and i < len(ranked) and \
+                ranked[i][1] <= kth() * (1 + BOUND_TOLERANCE):
+            same = equivalent(workers.run, ranked[i][0])
+            if same not in seen:          # the same run under another name: simulated once
+                seen.add(same)
+                batch.append(ranked[i])
+            i += 1
+        for (lay, bound), (step, mem) in zip(batch, workers.predict([b[0] for b in batch])):
+            cands.append(Candidate(lay, bound, step, mem))
+            bisect.insort(times, step.time_s)
+        if progress:
+            progress("re-pricing with the step simulation", len(cands), None)
+    return cands
+
+
+def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
+            tp_across_nodes):
+    """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
+    _check(gpus, global_batch, top, jobs)
+    run = _run(model, topology, nodes, seq_len, dtype, global_batch)
+    check_fits(run.topo, Parallelism(tp=gpus))
+    layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
+                                                                    tp_across_nodes), run.seq_len)
+    return run, layouts, dropped
+
+
+def _ranked(layouts, priced, indices) -> list:
+    fitting = [i for i in indices if priced[i][2]]
+    return [(layouts[i], priced[i][0]) for i in sorted(fitting, key=lambda i: (priced[i][0], i))]
+
+
+def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
+           dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
+           tp_across_nodes: bool = False, progress=None) -> SearchResult:
+    """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
+    ``global_batch`` sequences per step that fit in memory (module docstring)."""
+    start = time.perf_counter()
+    with paused_gc():
+        run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
+                                        nodes, top, jobs, tp_across_nodes)
+        with Workers(run, jobs) as workers:
+            priced = bound_layouts(workers, layouts, progress)
+            pricing = time.perf_counter() - start
+            ranked = _ranked(layouts, priced, range(len(layouts)))
+            dropped["memory"] += len(layouts) - len(ranked)
+            cands = reprice(workers, ranked, top, progress)
+    best = sorted(cands, key=lambda c: c.step_s)[:top]
+    gap = max(((c.step_s - c.bound_s) / c.step_s for c in cands), default=0.0)
+    return SearchResult(run.model.name, run.topo.name, gpus, global_batch, len(layouts),
+                        len(ranked), tuple(best), len(cands),
+                        {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes,
+                        pricing, _notes(run, tp_across_nodes),
+                        (_source(model, run.model.name), _source(topology, run.topo.name)))
+
+
+def _source(given, name: str) -> str:
+    """What reloads ``given``: the name or path passed in, else a loaded object's name."""
+    return str(given) if isinstance(given, (str, PurePath)) else name
+
+
+def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
+            dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
+            tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
+    """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
+    and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
+    with paused_gc():
+        run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
+                                  jobs, tp_across_nodes)
+        return run, _best_by(run, layouts, key, jobs, progress)
+
+
+def _best_by(run, layouts, key, jobs, progress) -> dict:
+    cells: dict = {}
+    for i, lay in enumerate(layouts):
+        cells.setdefault(key(lay), []).append(i)
+    with Workers(run, jobs) as workers:
+        priced = bound_layouts(workers, layouts, progress)
+        best = {}
+        for cell, indices in cells.items():
+            cands = reprice(workers, _ranked(layouts, priced, indices), 1)
+            best[cell] = min(cands, key=lambda c: c.step_s) if cands else None
+    return best
+
+
+def _notes(run: Run, tp_across_nodes: bool) -> tuple[str, ...]:
+    out = []
+    if not tp_across_nodes:
+        out.append(f"TP is kept inside a node ({run.topo.devices_per_node} GPUs): "
+                   "--tp-across-nodes tries more")
+    if run.attention != "unfused":
+        out.append("selective recomputation is no recomputation with fused attention: such "
+                   "layouts are priced but shown once, as none")
+    return tuple(out)

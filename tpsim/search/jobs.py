@@ -1,0 +1,81 @@
+"""The search's work, in this process or spread over ``jobs`` processes (``--jobs``): pipelines
+to bound, finalists to simulate. Each worker keeps its own memo of simulated layers."""
+from __future__ import annotations
+
+import gc
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+from .price import price_pipelines
+
+_RUN = []
+
+
+@contextmanager
+def paused_gc():
+    """Python's cycle collector off while the search prices: it allocates many short-lived
+    small objects and no cycles worth collecting, and the collector's passes over them cost
+    about a tenth of the pricing. Restored on exit (a worker process keeps it off: it lives for
+    one search)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _init(run) -> None:
+    _RUN[:] = [run]
+
+
+def _init_worker(run) -> None:
+    gc.disable()
+    _init(run)
+
+
+def _bound(groups):
+    return price_pipelines(_RUN[0], groups)
+
+
+def _predict(layout):
+    from ..training.predict import predict
+    run = _RUN[0]
+    p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype,
+                global_batch=run.global_batch, **layout.predict_kwargs())
+    return p.step, p.memory
+
+
+class Workers:
+    """``with Workers(run, jobs) as w``: ``w.bound(groups)`` returns each group's
+    (bound, bytes) list, ``w.predict(layouts)`` returns (StepTimes, Memory) per layout."""
+
+    def __init__(self, run, jobs: int = 1):
+        self.run, self.jobs, self.pool = run, jobs, None
+
+    def __enter__(self):
+        _init(self.run)
+        if self.jobs > 1:
+            self.pool = ProcessPoolExecutor(self.jobs, initializer=_init_worker,
+                                            initargs=(self.run,))
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        return False
+
+    def bound(self, groups):
+        """Each group's (bound, bytes) list, in order: in this process all at once, else in
+        chunks spread over the workers."""
+        if self.pool is None:
+            return _bound(groups)
+        size = max(1, len(groups) // (8 * self.jobs))
+        chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
+        return [rows for part in self.pool.map(_bound, chunks) for rows in part]
+
+    def predict(self, layouts) -> list:
+        if self.pool is None or len(layouts) == 1:
+            return [_predict(lay) for lay in layouts]
+        return list(self.pool.map(_predict, layouts))

@@ -1,0 +1,130 @@
+"""Pricing many layouts of a few pipelines at once: the step-time bound and the fullest
+stage's memory as array arithmetic over the layouts (formulas in :mod:`tpsim.search.step`).
+
+For layouts i of one shape, with E_i the bounds of the last backwards' ends
+(:func:`tpsim.training.step_bound.bound_ends`) and b_i = (layer, embedding, output layer) backward:
+
+    ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
+    T_i      = max_r (max(E_i[r, chunk 0], ready_ir) + grad-norm_r) + norm + max_r finish_r
+    memory_i = max_r (state_r + in-flight counts_r . saved_i)
+
+(the tied-embedding all-reduce joins the first and last stage's ready times first).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from operator import attrgetter
+
+import numpy as np
+
+from .step import Layout, Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
+from ..training.stage_program import Program, chunk_counts
+from ..training.step_bound import bound_ends, end_stages, shape_forms
+
+
+@lru_cache(maxsize=65536)
+def activation_counts(p: int, v: int, m: int, layers: tuple[int, ...]) -> np.ndarray:
+    """(stages, 3): per stage of :func:`end_stages`, the layers, embeddings and output layers
+    whose activations it holds at its fullest moment (:func:`tpsim.training.pipeline.in_flight`: its
+    warm-up forwards and the first steady one)."""
+    out = []
+    for r in end_stages(p):
+        prog = Program(p, v, m, r)
+        live = chunk_counts(min(prog.w + 1, prog.total), p, v)
+        g = np.arange(v) * p + r
+        out.append((float(live @ np.asarray(layers)[g]), float(live[0] * (r == 0)),
+                    float(live[-1] * (r == p - 1))))
+    return np.array(out)
+
+
+def _step_bounds(tails: list, idx: np.ndarray, ends: np.ndarray, back: np.ndarray,
+                 last_p2p: np.ndarray) -> np.ndarray:
+    """T_i of the module docstring for layouts whose tail is ``tails[idx[i]]``."""
+    cols = np.stack([t.cols for t in tails])[idx]                # (n, stages, events)
+    coef = np.stack([t.coef for t in tails])[idx]                # (n, stages, events, 3)
+    const = np.stack([t.const for t in tails])[idx]
+    n, stages = cols.shape[:2]
+    at = np.take_along_axis(ends, cols.reshape(n, -1), axis=1).reshape(cols.shape)
+    ready = (at - np.einsum("nsek,nk->nse", coef, back) + const).max(axis=2)
+    ready += last_p2p + np.stack([t.sync for t in tails])[idx]
+    emb = np.array([t.embedding_s for t in tails])[idx]
+    joined = np.maximum(ready[:, 0], ready[:, -1]) + emb
+    tied = emb > 0
+    ready[tied, 0] = ready[tied, -1] = joined[tied]
+    v = ends.shape[1] // stages
+    free = ends[:, ::v]
+    norm = (np.maximum(free, ready) + np.stack([t.grad_norm for t in tails])[idx]).max(axis=1)
+    norm += np.array([t.norm_s for t in tails])[idx]
+    return norm + np.stack([t.finish for t in tails])[idx].max(axis=1)
+
+
+def _index(keys: list) -> tuple[list, np.ndarray]:
+    """The distinct ``keys`` in order of first appearance, and each key's position in them."""
+    first = dict.fromkeys(keys)
+    for i, k in enumerate(first):
+        first[k] = i
+    return list(first), np.fromiter(map(first.__getitem__, keys), int, len(keys))
+
+
+_FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
+                     "tp_comm_overlap", "distributed_optimizer")
+
+
+class _Pipeline:
+    """The layouts of one pipeline (pp, virtual stages, layers per virtual stage), reduced to
+    what they price from: their distinct layer configurations, step ends (:class:`Tail`),
+    p2p transfers and numbers of micro-batches, with each layout's index into each."""
+
+    def __init__(self, run: Run, layouts: list[Layout]):
+        lay0 = layouts[0]
+        self.p, self.v, self.n = lay0.pp, lay0.virtual_stages, len(layouts)
+        self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
+                                   lay0.last_stage_layers)
+        fields = list(map(_FIELDS, layouts))
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov)
+                                        for tp, _, mb, sp, rc, ov, _ in fields])
+        self.tails, self.tidx = _index([(tp, dp, sp, do) for tp, dp, _, sp, _, _, do in fields])
+        self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, _, _, _ in fields])
+        self.ms, self.midx = _index([run.global_batch // (mb * dp)
+                                     for _, dp, mb, _, _, _, _ in fields])
+
+
+def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[float, float]]]:
+    """(step-time lower bound, the fullest stage's bytes) of each layout of each group of
+    layouts that share a pipeline (pp, virtual stages, layers per virtual stage).
+
+    In phases over all groups (each kind of work together runs markedly faster in CPython
+    than the same work interleaved): the layer configurations (:func:`layer_parts`), the
+    schedule's rows per number of micro-batches (:func:`tpsim.training.step_bound.shape_forms`), the
+    step ends and p2p transfers, then one array pass per group."""
+    pipes = [_Pipeline(run, g) for g in groups]
+    parts = [[layer_parts(run, *key) for key in q.parts] for q in pipes]
+    shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
+               for m in q.ms] for q in pipes]
+    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do) for tp, dp, sp, do in q.tails]
+             for q in pipes]
+    comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
+                       for tp, dp, mb, sp in q.comms]) for q in pipes]
+    return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
+
+
+def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
+           comms: np.ndarray) -> list[tuple[float, float]]:
+    """The module docstring's T_i and memory_i of one pipeline's layouts."""
+    stages, idx = np.array(end_stages(q.p)), q.tidx
+    c = comms[q.cidx]
+    x = np.concatenate([np.array([t.times for t in parts])[q.pidx],
+                        np.stack([t.scale for t in tails])[idx], c], axis=1)
+    dp1 = np.array([t.last_p2p for t in tails])[idx]
+    last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
+    ends = np.empty((q.n, len(stages) * q.v))
+    counts = np.empty((q.n, len(stages), 3))
+    for i, (shape, live) in enumerate(shapes):
+        rows = q.midx == i
+        ends[rows] = bound_ends(shape, x[rows])
+        counts[rows] = live
+    bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)
+    state = np.stack([t.memory for t in tails])[idx]
+    saved = np.array([t.saved for t in parts])[q.pidx]
+    memory = (state + np.einsum("nk,nsk->ns", saved, counts)).max(axis=1)
+    return list(zip(bounds.tolist(), memory.tolist()))

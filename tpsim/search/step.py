@@ -1,0 +1,385 @@
+"""The step of many layouts at once: a lower bound of the simulated step time, and the exact
+memory of the fullest stage, from the layer simulated once per layer configuration.
+
+A layout's layer, embedding and output layer depend on (tp, micro-batch, sequence parallelism,
+recomputation, TP overlap) only, so each such configuration is simulated once
+(:func:`layer_parts`, the same templates and pricing as :func:`tpsim.training.predict.predict`) and
+shared by every pipeline and data-parallel layout that runs it.
+
+The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`):
+
+    T >= N + max_r (optimizer_r + all-gather_r)
+    N  = max_r (max(L_r, ready_r) + grad-norm_r) + norm all-reduce
+    ready_r: the stage's DP reductions on its in-order DP stream, each bucket (chunk) starting
+             once its pre-scale kernel has run: t <- max(t, end of bucket j) + reduce_j, the
+             bucket ends read back from L_{r,c} (the last backward's pieces run back to back);
+             then the TP all-reduce of the norm gradients (SP) and, between the first and last
+             stage, the tied-embedding all-reduce
+    L_{r,c}: the lower bound of the end of stage r's last backward of chunk c
+             (:func:`tpsim.training.step_bound.bound_ends`)
+
+over the first stage, the latest-ending middle stage and the last (the middle stages are
+alike). Every term is a duration the step graph contains, on a chain of its dependencies, so T
+never exceeds the simulated step (a test); for the layouts that matter it is within a fraction
+of a percent of it (:mod:`tpsim.training.step_bound`). The arithmetic over many layouts at once is
+:mod:`tpsim.search.price`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+
+from ..training import data_parallel as dpm
+from ..cost.collectives import send_recv_time
+from ..cost.compute import elementwise_time
+from ..layer.embedding import embedding_template, output_template
+from ..sim.memory import stage_memory
+from ..spec.parallel import Parallelism
+from ..training.pipeline import split_layers, stage_totals
+from ..training.predict import simulate_layer
+from ..sim.price import group_collective
+from ..sim.simulate import simulate
+from ..training.step import (FP32, Part, activation_bytes_per_element, dp_group, grad_norm_group,
+                   pair_group)
+from ..training.step_bound import end_stages
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """What every layout of one search shares: the model, topology and resolved settings."""
+    model: object
+    topo: object
+    seq_len: int
+    dtype: str
+    dropout: float
+    attention: str
+    global_batch: int
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The simulated layer, embedding and output layer of one layer configuration."""
+    layer: Part
+    embedding: Part
+    output: Part
+
+    @property
+    def saved(self) -> tuple[float, ...]:
+        """Activations one micro-batch keeps: layer, embedding, output layer, bytes."""
+        return (self.layer.saved_bytes, self.embedding.saved_bytes, self.output.saved_bytes)
+
+    @property
+    def times(self) -> tuple[float, ...]:
+        """The bound's first variables (:data:`tpsim.training.step_bound.FIXED`)."""
+        return (self.layer.forward_s, self.layer.backward_s, self.embedding.forward_s,
+                self.embedding.backward_s, self.output.forward_s, self.output.backward_s)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One way to run the job: the settings :func:`tpsim.training.predict.predict` takes."""
+    tp: int
+    pp: int
+    dp: int
+    virtual_stages: int
+    micro_batch: int
+    sequence_parallel: bool
+    recompute: str
+    distributed_optimizer: bool
+    tp_comm_overlap: bool
+    first_stage_layers: int | None = None
+    last_stage_layers: int | None = None
+
+    def predict_kwargs(self) -> dict:
+        """The keyword arguments of :func:`tpsim.training.predict.predict` for this layout."""
+        return {"tp": self.tp, "pp": self.pp, "dp": self.dp, "micro_batch": self.micro_batch,
+                "virtual_stages": self.virtual_stages,
+                "sequence_parallel": self.sequence_parallel, "recompute": self.recompute,
+                "distributed_optimizer": self.distributed_optimizer,
+                "tp_comm_overlap": self.tp_comm_overlap,
+                "first_stage_layers": self.first_stage_layers,
+                "last_stage_layers": self.last_stage_layers}
+
+
+_PARTS: dict = {}
+_TIMES: dict = {}
+
+
+def _memo(key, make, table: dict = _PARTS, size: int = 8192):
+    """``make()`` memoised in ``table`` under ``key``, whose first item is the :class:`Run`
+    (kept with the value and checked by identity: an id is not reused while its entry lives);
+    the table is emptied past ``size`` entries."""
+    hit = table.get(key)
+    if hit is None or hit[0] is not key[0]:
+        if len(table) > size:
+            table.clear()
+        hit = table[key] = (key[0], make())
+    return hit[1]
+
+
+def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
+                overlap: bool) -> Parts:
+    """The layer, embedding and output layer as predict simulates them, memoised: the ends
+    per (tp, micro-batch, SP), which is all they depend on; selective recomputation with
+    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`)."""
+    hit = _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap))
+    if hit is not None and hit[0] is run:
+        return hit[1]
+    if recompute == "selective" and run.attention != "unfused":
+        recompute = "none"
+
+    def layer():
+        return simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype,
+                               sp, run.dropout, run.attention, recompute, overlap)
+
+    sim, pricing = _memo((run, "layer", tp, micro_batch, sp, recompute, overlap), layer)
+
+    def ends():
+        emb = simulate(embedding_template(tp > 1, sp, run.dropout > 0), sim.dims, pricing)
+        out = simulate(output_template(tp > 1, sp), sim.dims, pricing)
+        return Part.of(emb), Part.of(out)
+
+    emb, out = _memo((run, "ends", tp, micro_batch, sp), ends)
+    return _memo((run, "parts", tp, micro_batch, sp, recompute, overlap),
+                 lambda: Parts(Part.of(sim), emb, out))
+
+
+def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
+    return tuple(split_layers(run.model.layers, pp, v, first, last))
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Per virtual stage g: layers, and the bucket composition of its last backward; per
+    stage, parameters (the gradient units it updates)."""
+    layers: tuple[int, ...]
+    stage_params: tuple[int, ...]
+    buckets: tuple            # per g: ((layers, embedding?, output?, params), ...) in order
+
+
+_FLAGS = {"layer": (1, False, False), "embedding": (0, True, False), "output": (0, False, True)}
+
+
+@lru_cache(maxsize=4096)
+def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, output: int,
+                   size: int | None) -> tuple:
+    """One chunk's buckets (:func:`tpsim.training.data_parallel.buckets` over its
+    :func:`~tpsim.training.data_parallel.gradient_units`), each as (layers, embedding?, output?,
+    parameters)."""
+    units = dpm.gradient_units(n, model.layer_params(tp),
+                               model.embedding_params(tp) if first else None,
+                               output if last else None)
+    flags = [_FLAGS[name] for name, _, _ in units]
+    return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
+                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces))
+                 for pieces in dpm.buckets([u[1:] for u in units], size))
+
+
+@lru_cache(maxsize=4096)
+def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], size: int) -> Stages:
+    """As :func:`tpsim.training.step.make_setup` and :func:`tpsim.training.step._buckets` split the model
+    (``size``: the bucket size in parameters, on the first virtual stage only)."""
+    V = pp * v
+    output = model.output_params(tp, pp == 1)
+    stage = tuple(model.stage_params(tp, n, r == 0, r == pp - 1)
+                  for r, n in enumerate(stage_totals(layers, pp, v)))
+    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, output,
+                                   size if g == 0 else None) for g, n in enumerate(layers))
+    return Stages(layers, stage, buckets)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The step end's durations that do not depend on the layer's times (module docstring),
+    one row per stage of :func:`tpsim.training.step_bound.end_stages`. The DP stream's buckets as
+    events: the column of the bounded end they follow (``cols``), the layers, embedding and
+    output layer of the later pieces of that backward (``coef``), and ``const``: the
+    reductions from this bucket on minus the later pre-scale kernels (dp = 1: one event, the
+    stage's end, to which its last p2p transfer is added). ``scale``: per virtual stage, the
+    pre-scale kernels after its last backward; ``memory``: weights, gradients and optimizer
+    state of each stage, bytes."""
+    cols: np.ndarray          # (stages, events)
+    coef: np.ndarray          # (stages, events, 3)
+    const: np.ndarray         # (stages, events)
+    sync: np.ndarray
+    grad_norm: np.ndarray
+    finish: np.ndarray
+    embedding_s: float
+    norm_s: float
+    scale: np.ndarray
+    memory: np.ndarray
+    last_p2p: bool            # dp = 1: a stage ends with its last p2p transfer
+
+
+BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
+
+
+def _events(st: Stages, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
+    """Stage r's DP stream (chunks as their last backwards run: v - 1 first), each bucket's
+    reduction starting once its pre-scale kernel has run (see :class:`Tail`). Of a chunk's
+    many buckets (a whole stage's gradients without pipelining) a few are kept: any subset
+    bounds the stream's end from below, and its ends (an early bucket heading a queue, the
+    last one exposed) are the ones that bind."""
+    out, after = [], 0.0
+    for c in range(v):                      # the stream read backwards: chunk 0's last bucket
+        g = c * pp + r
+        bs, nb = st.buckets[g], len(st.buckets[g])
+        keep = range(nb) if nb <= BUCKET_EVENTS else \
+            {round(q * (nb - 1) / (BUCKET_EVENTS - 1)) for q in range(BUCKET_EVENTS)}
+        for j in range(nb - 1, -1, -1):
+            after += reduce(bs[j][3])
+            if j in keep:
+                later = bs[j + 1:]
+                out.append((i * v + c, sum(b[0] for b in later), sum(b[1] for b in later),
+                            sum(b[2] for b in later), after - sum(scale[g][j + 1:])))
+    return out
+
+
+def _event_arrays(events: list[list], width: int) -> tuple:
+    """(cols, coef, const) of each stage's events, padded (const -inf) to ``width``."""
+    cols, coef = np.zeros((len(events), width), dtype=int), np.zeros((len(events), width, 3))
+    const = np.full((len(events), width), -np.inf)
+    for i, ev in enumerate(events):
+        for j, (col, a, e, o, k) in enumerate(ev):
+            cols[i, j], coef[i, j], const[i, j] = col, (a, e, o), k
+    return cols, coef, const
+
+
+@lru_cache(maxsize=4096)
+def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
+          do: bool) -> Tail:
+    base = _tail_base(run, tp, pp, dp, v, layers, do)
+    if not (sp and tp > 1):
+        return base
+    return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
+
+
+@lru_cache(maxsize=4096)
+def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
+               layers: tuple[int, ...]) -> np.ndarray:
+    """Per end stage: the TP all-reduce of the norm (and bias) gradients that sequence
+    parallelism leaves partial, before the stage's DP stream can finish."""
+    par, per_stage = Parallelism(tp=tp, pp=pp, dp=dp), stage_totals(layers, pp, v)
+    return np.array([group_time(run, "all-reduce", dpm.grad_bytes(
+        run.model.sp_sync_params(per_stage[r], r == pp - 1), run.dtype),
+        par.group("tp", first=r * par.stride("pp"))) for r in end_stages(pp)])
+
+
+@lru_cache(maxsize=4096)
+def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
+               do: bool) -> Tail:
+    """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
+    model, dtype, dev = run.model, run.dtype, run.topo.device
+    par = Parallelism(tp=tp, pp=pp, dp=dp)
+    st = _stages(model, tp, pp, v, layers, dpm.bucket_params(dp))
+    over = dp > 1                      # the search keeps Megatron-core's overlap_grad_reduce
+    scale = [[elementwise_time(dpm.scale_bytes(b[3], dtype), dev) if over else 0.0
+              for b in bs] for bs in st.buckets]
+    shards = dp if do else 1
+    prec = dpm.precision(dtype)
+    op = dpm.reduce_op(do)
+    events, gn, finish, memory = [], [], [], []
+    for i, r in enumerate(end_stages(pp)):
+        group = dp_group(par, r)
+        reduce_s = group_timer(run, op, group)
+
+        def reduce(params):
+            return reduce_s(dpm.grad_bytes(params, dtype))
+        events.append(_events(st, scale, reduce, pp, v, i, r) if over else
+                      [(i * v, 0, 0, 0, 0.0)])
+        local = st.stage_params[r]
+        gn.append(elementwise_time(dpm.NORM_BYTES * local / shards, dev))
+        by_kernel = dpm.optimizer_bytes(dtype, local / shards, local)
+        t = elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"), dev)
+        if do and dp > 1:
+            t += group_time(run, "all-gather", local * prec.gathered, group)
+        finish.append(t)
+        memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
+    tied = model.embedding_params(tp) if model.tie_embeddings and pp > 1 else 0
+    emb = group_time(run, "all-reduce", dpm.grad_bytes(tied, dtype),
+                     pair_group(par, 0, pp - 1)) if tied else 0.0
+    norm_group = grad_norm_group(par, do)
+    norm = group_time(run, "all-reduce", FP32, norm_group) if norm_group else 0.0
+    return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
+                np.array(gn), np.array(finish), emb, norm, np.array([sum(s) for s in scale]),
+                np.array(memory), not over)
+
+
+def _span_key(place) -> tuple:
+    """What a collective's price reads of a placement: the group's size and its spans."""
+    return (place.size,) + tuple((s.index, s.fanout, s.units, s.devices_per_unit, s.ports)
+                                 for s in place.spans)
+
+
+def _memo_time(key, price) -> float:
+    return _memo(key, price, _TIMES, 65536)
+
+
+def group_timer(run: Run, op: str, group):
+    """``seconds(nbytes)``: :func:`tpsim.sim.price.group_collective`'s time of ``op`` on
+    ``group``, memoised per size and the group's placement: every group on the same levels
+    (the DP groups of different stages, say) costs the same, whatever its name and first
+    rank."""
+    key = _span_key(run.topo.place(group))
+    local: dict = {}
+
+    def seconds(nbytes: float) -> float:
+        t = local.get(nbytes)
+        if t is None:
+            t = local[nbytes] = _memo_time(
+                (run, op, nbytes, key), lambda: group_collective(op, nbytes, group,
+                                                                 run.topo).time_s)
+        return t
+    return seconds
+
+
+def group_time(run: Run, op: str, nbytes: float, group) -> float:
+    """:func:`group_timer` for one size."""
+    return group_timer(run, op, group)(nbytes)
+
+
+@lru_cache(maxsize=4096)
+def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
+    """The distinct placements among the stage pairs (j, j + 1) and the wrap (p - 1, 0), as
+    (span key, placement), and each pair's index among them."""
+    par, topo = Parallelism(tp=tp, pp=pp, dp=dp), run.topo
+    places: dict = {}
+    at = []
+    for a, b in [(j, j + 1) for j in range(pp - 1)] + [(pp - 1, 0)]:
+        place = topo.place(pair_group(par, a, b))
+        at.append(places.setdefault(_span_key(place), (len(places), place))[0])
+    return tuple((key, place) for key, (_, place) in places.items()), np.array(at)
+
+
+@lru_cache(maxsize=65536)
+def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.ndarray:
+    """The step-bound variables c (c[j]: one transfer of ``nbytes`` between stages j and
+    j + 1; c[p - 1]: the last stage to the first) and cin (:func:`inner_transfer`); each
+    :func:`tpsim.cost.collectives.send_recv_time`, memoised per size and the pair's placement
+    (every pair of stages on the same levels costs the same)."""
+    if pp == 1:
+        return np.zeros(2)
+    places, at = _pairs(run, tp, pp, dp)
+    c = np.array([_memo_time((run, "send-recv", nbytes, key),
+                             lambda: send_recv_time(nbytes, place, run.topo).time_s)
+                  for key, place in places])[at]
+    return np.concatenate([c, inner_transfer(c, pp, v)])
+
+
+def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool) -> float:
+    """One stage boundary's activation, as :func:`tpsim.training.step.make_setup` sends it."""
+    full = micro_batch * run.seq_len * run.model.hidden * activation_bytes_per_element(run.dtype)
+    return float(full / tp if sp else full)
+
+
+def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:
+    """cin[k]: the shorter transfer on the pairs stage k's p2p batches use."""
+    if p == 1:
+        return np.zeros(1)
+    inner = c[:p - 1]
+    out = np.minimum(np.concatenate([[np.inf], inner]), np.concatenate([inner, [np.inf]]))
+    if v > 1:                     # the first and last stage also use the wrap
+        out[[0, -1]] = np.minimum(out[[0, -1]], c[p - 1])
+    return out

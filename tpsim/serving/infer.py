@@ -1,0 +1,295 @@
+"""Serving a tensor-parallel model: prefill and decode with a KV cache -> :class:`InferPrediction`.
+
+What it models, per GPU of one TP group (every rank runs the same ops in lock-step):
+
+* **Prefill** (time to first token): the layer's forward at the prompt length
+  (:func:`tpsim.layer.infer_graph.serving_layer_template`: flash attention, causal; the two TP
+  all-reduces of (b*prompt x h) as in training) plus the KV-cache write, times the layers; the
+  embedding over every prompt token and the output layer over the last token of each sequence.
+* **Decode**: step k (k = 1 .. gen-1; the prefill emits the first token) feeds one token per
+  sequence: GEMMs with m = batch, memory-bound on the weights at small batch and compute-bound
+  past the roofline's knee (:func:`tpsim.cost.compute.gemm_time`); attention reading the cache of
+  kv_len = prompt + k tokens, priced by its bytes (FlashDecoding-style, see
+  :mod:`tpsim.layer.infer_graph`); two all-reduces of (b x h) per layer in the latency regime, priced
+  by :func:`tpsim.cost.collectives.collective_time` (NCCL's LL/LL128/Simple and NVLS, the fastest),
+  or with ``allreduce="custom"`` by vLLM's one-shot/two-shot kernel
+  (:func:`tpsim.cost.collectives.custom_all_reduce_time`) wherever vLLM runs it (one NVLink node,
+  2/4/6/8 ranks, under 8 MiB) and NCCL elsewhere.
+* **Host**: serving engines replay each step as a CUDA graph, so no op waits for the host
+  (``host_dispatch_s = 0``); ``eager=True`` issues every op from the host at the device's
+  ``host_dispatch_us`` (:func:`tpsim.sim.schedule.issue_bound`). The per-step work of the engine's
+  scheduler and sampler on the CPU is not modelled.
+* **Mean time per token**: only the decode attention depends on kv_len, so the step time f(L)
+  is a max-plus expression of affine functions of L: convex and piecewise linear. The mean over
+  the integer lengths is taken exactly by :func:`mean_over_lengths` (affine pieces summed in
+  closed form, kinks found by bisection): typically three step simulations, not gen - 1.
+* **Pipeline** (``pp`` > 1): layers split into pp stages of ceil(layers/pp); the batch into pp
+  micro-batches of batch/pp in flight (as vLLM's virtual engines keep every stage busy): a
+  token's latency = layers x layer(batch/pp) + ends + (pp-1) stage-to-stage transfers, and the
+  prefill fills the pipeline: its layers' time x (2pp-1)/pp.
+* **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
+  vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
+  ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
+from ..cost.compute import elementwise_time
+from ..base.errors import ConfigError
+from ..layer.graph import layer_dims
+from ..layer.infer_graph import (decode_attention_core, embedding_template, infer_dims,
+                          output_template, serving_layer_template)
+from .memory import serving_memory
+from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
+from ..spec.model import ModelConfig, load_model
+from ..layer.ops import Collective, SendRecv
+from ..spec.parallel import Parallelism
+from ..sim.price import Pricing, price
+from ..sim.result import Notice
+from ..base.schema import MAX_INT
+from ..sim.schedule import run
+from ..sim.simulate import Simulation, phase_times, simulate
+from ..cluster.topology import Topology, load_topology
+
+DTYPES = ("bf16", "fp16", "fp8")
+ALLREDUCE = ("nccl", "custom")
+
+
+def _positive(flag: str, v, least: int = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= MAX_INT:
+        raise ConfigError(flag, "", f"an integer from {least} to {MAX_INT}", v)
+
+
+def _check(m: ModelConfig, topo: Topology, tp, pp, batch, prompt, gen, dtype, kv_dtype,
+           allreduce) -> None:
+    """Bad settings raise ConfigError naming the flag."""
+    for flag, v in (("--tp", tp), ("--pp", pp), ("--batch", batch), ("--prompt", prompt)):
+        _positive(flag, v)
+    _positive("--gen", gen, 2)   # the prefill emits the first token, decode the rest
+    if dtype not in DTYPES:
+        raise ConfigError("--dtype", "", f"one of {', '.join(DTYPES)}", dtype)
+    if kv_dtype not in DTYPES:
+        raise ConfigError("--kv-dtype", "", f"one of {', '.join(DTYPES)}", kv_dtype)
+    if allreduce not in ALLREDUCE:
+        raise ConfigError("--allreduce", "", f"one of {', '.join(ALLREDUCE)}", allreduce)
+    topo.device.peak(dtype)
+    if tp * pp > topo.max_ranks:
+        raise ConfigError("--tp", "", f"tp x pp at most the {topo.max_ranks} GPUs of "
+                          f"{topo.name}", tp * pp)
+    m.check_tp(tp)
+    if batch % pp:
+        raise ConfigError("--batch", "", f"a multiple of --pp ({pp}): pp micro-batches in flight",
+                          batch)
+    if pp > m.layers:
+        raise ConfigError("--pp", "", f"at most the {m.layers} layers of {m.name}", pp)
+
+
+def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
+    """What bounds one simulated pass (:class:`~tpsim.serving.result.PhaseCost`).
+
+    A compute op is memory-bound when its time is that of its bytes alone,
+    ``elementwise_time(op.bytes)`` = launch + bytes / (mem_bw * mem_eff) (the memory term of
+    :func:`~tpsim.cost.compute.gemm_time` and :func:`~tpsim.cost.compute.attention_time`), else
+    compute-bound; each pays ``kernel_launch``. Comm time is the GPU's makespan beyond the
+    compute ops' own times; host time is the phase (:func:`~tpsim.sim.simulate.phase_times`) beyond
+    the makespan. ``extra_flops``: FLOPs of ops priced by bytes alone (the decode attention).
+    """
+    launch_s = device.kernel_launch_s
+    hbm = flops = launch = nominal = 0.0
+    for op, t in zip(sim.ops, sim.times):
+        if op.stream == "comm":
+            continue
+        nominal += t
+        launch += launch_s
+        if t > elementwise_time(op.bytes, device) * (1 + 1e-9):
+            flops += t - launch_s
+        else:
+            hbm += t - launch_s
+    total, gpu = phase_times(sim)[0], sim.timeline.makespan_s
+    return PhaseCost(total, hbm, flops, launch, gpu - nominal, total - gpu,
+                     sim.flops + extra_flops, sum(op.bytes for op in sim.ops),
+                     sum(op.comm_bytes for op in sim.ops), len(sim.ops))
+
+
+def serve_simulate(template, dims, pricing: Pricing, host_s: float,
+                   allreduce: str = "nccl") -> Simulation:
+    """:func:`~tpsim.sim.simulate.simulate`, and with ``allreduce="custom"`` every all-reduce that
+    vLLM's custom kernel serves re-priced by :func:`~tpsim.cost.collectives.custom_all_reduce_time`
+    and the streams re-scheduled (NCCL's price stays where the kernel does not run)."""
+    sim = simulate(template, dims, pricing, host_s)
+    if allreduce != "custom":
+        return sim
+    times, formulas, costs = list(sim.times), list(sim.formulas), list(sim.costs)
+    topo, changed = pricing.topology, False
+    for i, op in enumerate(sim.ops):
+        if type(op) is Collective and op.op == "all-reduce":
+            place = topo.place(pricing.group(op.group))
+            if not custom_all_reduce_unsupported(op.nbytes, place):
+                c = custom_all_reduce_time(op.nbytes, place, topo)
+                times[i], formulas[i], costs[i], changed = c.time_s, c.formula, c, True
+    if not changed:
+        return sim
+    tl = run(template, times, topo.device.comm_compute_interference)
+    return dataclasses.replace(sim, times=times, formulas=formulas, costs=costs, timeline=tl)
+
+
+def mean_over_lengths(f, a: int, b: int, rtol: float = 1e-9) -> tuple[float, int]:
+    """(mean of f(L) over the integers a <= L <= b, evaluations of f), exact for a convex
+    piecewise-linear f.
+
+    A convex f that meets its chord at an interior point is affine on the whole interval, so:
+    evaluate f at both ends and the midpoint; if the midpoint lies on the chord (within rtol),
+    sum the affine piece in closed form, (b - a + 1)(f(a) + f(b))/2; else split at the midpoint
+    and recurse. Each kink costs O(log(b - a)) evaluations; an affine f costs three.
+    """
+    calls = [0]
+
+    def g(x):
+        calls[0] += 1
+        return f(x)
+
+    def total(lo, flo, hi, fhi):
+        if hi - lo <= 1:
+            return flo + (fhi if hi > lo else 0.0)
+        mid = (lo + hi) // 2
+        fmid = g(mid)
+        chord = flo + (fhi - flo) * (mid - lo) / (hi - lo)
+        if abs(fmid - chord) <= rtol * max(abs(chord), 1e-30):
+            return (hi - lo + 1) * (flo + fhi) / 2
+        return total(lo, flo, mid, fmid) + total(mid, fmid, hi, fhi) - fmid
+    fa = g(a)
+    s = total(a, fa, b, g(b) if b > a else fa)
+    return s / (b - a + 1), calls[0]
+
+
+class _Server:
+    """The priced pieces of one configuration: pricing, host dispatch, templates, dims."""
+
+    def __init__(self, m: ModelConfig, topo: Topology, tp, pp, dtype, act, kv_dtype,
+                 allreduce, eager):
+        self.m, self.topo, self.tp, self.pp = m, topo, tp, pp
+        self.dtype, self.act, self.kv_dtype, self.allreduce = dtype, act, kv_dtype, allreduce
+        self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp))
+        self.host_s = topo.device.host_dispatch_s if eager else 0.0
+        swiglu = m.activation == "swiglu"
+        self.prefill_tpl = serving_layer_template("prefill", tp > 1, swiglu)
+        self.decode_tpl = serving_layer_template("decode", tp > 1, swiglu)
+
+    def dims(self, b: int, s: int, kv_len: int = 0):
+        return infer_dims(layer_dims(self.m, self.tp, b, s, self.dtype), self.act,
+                          self.kv_dtype, kv_len)
+
+    def sim(self, template, dims) -> Simulation:
+        return serve_simulate(template, dims, self.pricing, self.host_s, self.allreduce)
+
+    def cost(self, template, dims, extra_flops: float = 0.0) -> PhaseCost:
+        return phase_cost(self.sim(template, dims), self.topo.device, extra_flops)
+
+    def ends(self, b: int, s: int) -> PhaseCost:
+        """Embedding over b*s tokens, output layer over the last token of each sequence."""
+        tp_group = self.tp > 1
+        return (self.cost(embedding_template(tp_group), self.dims(b, s))
+                + self.cost(output_template(tp_group), self.dims(b, 1)))
+
+    def p2p(self, nbytes: float) -> PhaseCost:
+        """(pp - 1) stage-to-stage transfers of ``nbytes`` (activations of one micro-batch)."""
+        if self.pp == 1:
+            return PhaseCost(*[0.0] * 10)
+        t = price(SendRecv(nbytes, "pp"), self.pricing)[0]
+        return PhaseCost(t, 0, 0, 0, t, 0, 0, 0, nbytes, 1).scaled(self.pp - 1)
+
+    def decode_layer(self, b: int, kv_len: int) -> PhaseCost:
+        d = self.dims(b, 1, kv_len)
+        return self.cost(self.decode_tpl, d, decode_attention_core(d).flops)
+
+
+def _stretch(cost: PhaseCost, k: float) -> PhaseCost:
+    """``cost`` with its times (not its work) multiplied by ``k``: a pipeline's fill."""
+    times = ("time_s", "hbm_s", "flops_s", "launch_s", "comm_s", "host_s")
+    return dataclasses.replace(cost, **{f: getattr(cost, f) * k for f in times})
+
+
+def _prefill(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simulation]:
+    pp, micro = srv.pp, batch // srv.pp
+    d = srv.dims(micro, prompt)
+    sim = srv.sim(srv.prefill_tpl, d)
+    layers = _stretch(phase_cost(sim, srv.topo.device).scaled(srv.m.layers), (2 * pp - 1) / pp)
+    cost = layers + srv.ends(micro, prompt) + srv.p2p(d.T * d.h * d.bpe)
+    mfu = cost.flops / cost.time_s / srv.topo.device.peak(srv.dtype)
+    return Prefill(cost.time_s, batch * prompt / cost.time_s, cost, mfu), sim
+
+
+def _decode(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decode, Simulation]:
+    micro, layers = batch // srv.pp, srv.m.layers
+    fixed = srv.ends(micro, 1) + srv.p2p(micro * srv.m.hidden * srv.dims(1, 1).bpe)
+    first, last = prompt + 1, prompt + gen - 1
+    mean_layer, calls = mean_over_lengths(lambda n: srv.decode_layer(micro, n).time_s,
+                                          first, last)
+    tpot = layers * mean_layer + fixed.time_s
+    kv_mid = round((first + last) / 2)
+    cost = srv.decode_layer(micro, kv_mid).scaled(layers) + fixed
+    step = lambda n: layers * srv.decode_layer(micro, n).time_s + fixed.time_s  # noqa: E731
+    how = (f"exact mean over kv_len {first}..{last} from {calls} step simulations "
+           "(piecewise-linear in kv_len)")
+    dec = Decode(gen - 1, tpot, batch / tpot, step(first), step(last), kv_mid, cost,
+                 cost.hbm_bytes / cost.time_s, srv.topo.device.memory_bandwidth_Bps, how)
+    return dec, srv.sim(srv.decode_tpl, srv.dims(micro, 1, kv_mid))
+
+
+def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
+    topo, out = srv.topo, []
+    if not mem.fits:
+        out.append(Notice("serving_memory_does_not_fit", {
+            "needed_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
+            "device": topo.device.name, "max_batch": mem.max_batch}))
+    nodes = math.ceil(srv.tp / topo.devices_per_node)
+    if nodes > 1:
+        out.append(Notice("tp_spans_nodes", {"tp": srv.tp, "nodes": nodes,
+                                             "level": topo.network.name}))
+    if allreduce == "custom":
+        nccl = sorted({(phase, c.bytes) for phase, sim in runs.items()
+                       for c in sim.collective_rows()
+                       if c.op == "all-reduce" and not c.algorithm.startswith("custom")})
+        for phase, nbytes in nccl:
+            place = topo.place(srv.pricing.group("tp"))
+            out.append(Notice("custom_all_reduce_fallback", {
+                "phase": phase, "bytes": nbytes,
+                "why": custom_all_reduce_unsupported(nbytes, place)}))
+    return tuple(out)
+
+
+def infer(model, topology="dgx-h100", tp: int = 8, pp: int = 1, batch: int = 1,
+          prompt: int = 2048, gen: int = 256, dtype: str = "bf16", kv_dtype: str | None = None,
+          allreduce: str = "nccl", eager: bool = False) -> InferPrediction:
+    """Time to first token, time per output token, tokens/s and memory of serving ``batch``
+    sequences of ``prompt`` tokens, generating ``gen`` tokens each (the module docstring).
+
+    ``model``/``topology``: shipped names, YAML paths or loaded objects. ``dtype``: the GEMMs'
+    (bf16, fp16, fp8; fp8 keeps 16-bit activations: bf16); ``kv_dtype``: the cache's (default
+    ``dtype``); ``allreduce``: nccl | custom; ``eager``: no CUDA graphs.
+    """
+    m = model if isinstance(model, ModelConfig) else load_model(model)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    kv_dtype = dtype if kv_dtype is None else kv_dtype
+    _check(m, topo, tp, pp, batch, prompt, gen, dtype, kv_dtype, allreduce)
+    if not isinstance(eager, bool):
+        raise ConfigError("--eager", "", "true or false", eager)
+    act = "bf16" if dtype == "fp8" else dtype
+    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, eager)
+    pre, pre_sim = _prefill(srv, batch, prompt)
+    dec, dec_sim = _decode(srv, batch, prompt, gen)
+    total_s = pre.time_s + dec.steps * dec.time_per_token_s
+    mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
+                         topo.device.memory_bytes)
+    runs = {"prefill": pre_sim, "decode": dec_sim}
+    inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
+                         act, kv_dtype, allreduce, not eager, m.heads // tp,
+                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node))
+    return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,
+                           _notices(srv, mem, runs, allreduce), runs)
+
+
+__all__ = ["infer", "phase_cost", "serve_simulate", "mean_over_lengths", "DTYPES", "ALLREDUCE"]

@@ -1,0 +1,61 @@
+"""Memory per GPU for training: weights, gradients, optimizer state, activations, per pipeline stage.
+
+Mixed-precision Adam as Megatron-LM runs it (Rajbhandari et al. 2020, ZeRO, section 3.1),
+bytes per parameter from :mod:`tpsim.spec.precision`: weights + main gradients + optimizer state,
+18 for bf16 (2 + 4 + 12), 20 for fp16, 16 for fp32. With the distributed optimizer (ZeRO-1,
+Megatron's DistributedOptimizer) each of the d data-parallel ranks keeps only 1/d of the
+optimizer state (``optimizer_shards``). The parameters of a stage are
+``ModelConfig.stage_params`` (linears / tp, norms whole, padded vocab / tp of the embedding on
+the first stage and of the output layer on the last).
+
+Activations are not a formula here but the sum of what every forward op of the op graph
+keeps for its backward (``saved_bytes``), times the layers: without sequence parallelism this
+is exactly Korthikanti et al. 2022's  s b h (10 + 24/t + 5 a s / (h t))  bytes per layer for a
+GPT layer in 16-bit with dropout and unfused attention (their Table 2); flash attention drops
+the 5as/(ht) term; sequence parallelism shards norms, dropout masks and residuals, while the
+gathered input of each column-parallel GEMM is kept for its weight gradient (4 s b h not
+sharded: s b h (4 + 30/t) with flash attention and dropout). Activation recomputation
+(:mod:`tpsim.layer.recompute`) zeroes what it frees in the graph before the sum: ``full`` keeps only
+the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the unfused
+attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6). A pipeline
+stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
+schedule (the first stage p of them; :func:`tpsim.training.pipeline.in_flight`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..spec.precision import PRECISION, precision
+
+OPTIMIZER_BYTES = {k: v.optimizer for k, v in PRECISION.items()}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU of one pipeline ``stage``. ``fits``: total <= capacity (no allowance for
+    the CUDA context, workspace or fragmentation, which take a few GB more in practice).
+    ``in_flight``: micro-batches whose activations the stage holds at once."""
+    params_per_gpu: int
+    weights_bytes: float
+    gradients_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    total_bytes: float
+    capacity_bytes: float
+    fits: bool
+    stage: int = 0
+    in_flight: int = 1
+    optimizer_shards: int = 1     # d with the distributed optimizer, else 1
+
+
+def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
+                 optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1) -> Memory:
+    """params x (weights + gradients + optimizer / shards) bytes, plus activations."""
+    prec = precision(dtype)
+    weights = params * prec.weights
+    grads = params * prec.grads
+    optim = params * prec.optimizer / optimizer_shards
+    total = weights + grads + optim + activations_bytes
+    return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
+                  float(total), float(capacity_bytes), total <= capacity_bytes, stage, in_flight,
+                  optimizer_shards)

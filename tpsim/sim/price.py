@@ -1,0 +1,126 @@
+"""Put a time on every op, from the cost models; each time names the function that priced it.
+
+| op | priced by |
+| --- | --- |
+| :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time` |
+| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`) |
+| :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
+| :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
+| :class:`~tpsim.layer.ops.SendRecv` | :func:`tpsim.cost.collectives.send_recv_time` |
+
+A :class:`Pricing` holds what prices need besides the op: the topology (device, levels) and the
+job's :class:`~tpsim.spec.parallel.Parallelism`, which names the ranks of each op's process group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..cost import collectives
+from ..cost import compute
+from ..cost.collectives import CollectiveCost
+from ..layer.ops import Attention, Collective, Gemm, MemoryBound, SendRecv
+from ..spec.parallel import Group, Parallelism
+from ..cluster.topology import Topology
+
+
+def _qualname(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+FORMULAS = {Gemm: _qualname(compute.gemm_time), Attention: _qualname(compute.attention_time),
+            MemoryBound: _qualname(compute.elementwise_time)}
+
+
+@dataclass(frozen=True, eq=False)
+class Pricing:
+    """The topology and parallelism every op of a prediction is priced on."""
+    topology: Topology
+    parallelism: Parallelism
+    _groups: dict = field(default_factory=dict, repr=False)
+
+    def group(self, name: str, first: int = 0) -> Group:
+        key = (name, first)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = self.parallelism.group(name, first)
+        return g
+
+
+_MEMO: dict[tuple, tuple[Topology, CollectiveCost]] = {}
+_MEMO_SIZE = 4096
+
+
+def group_collective(op: str, nbytes: float, group: Group, topo: Topology) -> CollectiveCost:
+    """:func:`~tpsim.cost.collectives.collective_time` on ``group``, memoised per topology object.
+
+    The collective model is the costliest call in a prediction and a sweep asks it the same
+    (op, size, group) again and again. Topologies are frozen, and the memo holds the topology
+    it was computed for (so its ``id`` cannot be reused while the entry lives).
+    """
+    key = (id(topo), op, nbytes, group)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is topo:
+        return hit[1]
+    cost = collectives.collective_time(op, nbytes, group, topo)
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.clear()
+    _MEMO[key] = (topo, cost)
+    return cost
+
+
+def kernel_time(op, device) -> float:
+    """Seconds of one compute kernel (Gemm, Attention, MemoryBound) on ``device``."""
+    kind = type(op)
+    if kind is Gemm:
+        return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
+    if kind is MemoryBound:
+        return compute.elementwise_time(op.nbytes, device)
+    kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
+        if device.attention_kernels else None
+    block = kernel.causal_block if kernel else 0.0
+    flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv, block,
+                                         op.full_flops)
+    return compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, device,
+                                  op.dtype, op.backward, op.kernel, op.causal)
+
+
+_KERNEL_MEMO: dict[tuple, tuple] = {}
+
+
+def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
+    """(seconds, the pricing function's dotted name, the CollectiveCost of a comm op or None).
+
+    Kernel times are memoised per (device object, op): both are frozen, and a sweep or a search
+    prices the same GEMM shapes again and again."""
+    kind = type(op)
+    formula = FORMULAS.get(kind)
+    if formula is not None:
+        dev = pricing.topology.device
+        key = (id(dev), op)
+        hit = _KERNEL_MEMO.get(key)
+        if hit is None or hit[0] is not dev:
+            if len(_KERNEL_MEMO) >= 8 * _MEMO_SIZE:
+                _KERNEL_MEMO.clear()
+            hit = _KERNEL_MEMO[key] = (dev, kernel_time(op, dev))
+        return hit[1], formula, None
+    if kind is Collective:
+        cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)
+    elif kind is SendRecv:
+        g = pricing.group(op.group)
+        pair = Group(op.group, 2, g.stride, op.src * g.stride, g.world)
+        cost = collectives.send_recv_time(op.nbytes, pricing.topology.place(pair),
+                                          pricing.topology)
+    else:
+        raise TypeError(f"no cost function for {op!r}")
+    return cost.time_s, cost.formula, cost
+
+
+def price_ops(ops, pricing: Pricing) -> tuple[list[float], list[str], list]:
+    """Times, formula names and collective costs of ``ops``, in order."""
+    times, formulas, costs = [], [], []
+    for op in ops:
+        t, f, c = price(op, pricing)
+        times.append(t)
+        formulas.append(f)
+        costs.append(c)
+    return times, formulas, costs

@@ -1,0 +1,154 @@
+"""Streams as in-order queues: when each op of a priced op graph runs, and how long a phase takes.
+
+A GPU stream is an in-order queue fed in program order. Each op runs on its stream (compute or
+comm) for its time; it starts when the op before it on the same stream has ended and every op it
+reads has ended:
+
+    start_i = max(end of the previous op on stream(i), max_{p in inputs(i)} end_p)
+
+so the makespan is a max-plus longest path through the data edges and the stream chains,
+monotone in every duration (no op is reordered, unlike priority list scheduling, which can make
+a shorter op give a longer schedule: Graham 1969). The program order is the template's node
+order (Megatron's issue order), in which every op comes after its inputs.
+
+A compute op that overlaps a collective issued before it runs ``1 - interference`` as fast for
+the overlap (NCCL's kernels take SMs and memory bandwidth from it).
+
+The host issues ops one by one, ``host_dispatch_s`` each, and runs ahead of the GPU across
+layers; in the steady state of many identical layers a phase (forward or backward) therefore
+takes max(its GPU time, its ops x host_dispatch_s): :func:`issue_bound`.
+
+The scheduler works on index arrays (a :class:`~tpsim.layer.template.Template`'s ``preds`` and
+``stream_of``) and a list of durations; :func:`schedule` takes a ``networkx.DiGraph`` with
+``stream`` and ``time_s`` node attributes for graphs built by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+COMM_STREAMS = ("comm", "copy")   # NCCL's kernels, and copies on the copy engines
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Start and end of every op (by index, in issue order), seconds from the graph's start."""
+    names: tuple[str, ...]
+    start: tuple[float, ...]
+    end: tuple[float, ...]
+    streams: tuple[str, ...]        # per op
+    makespan_s: float
+    runs: dict[str, list[tuple[float, float]]]   # per stream: (start, end) in time order
+
+    @cached_property
+    def start_s(self) -> dict[str, float]:
+        return dict(zip(self.names, self.start))
+
+    @cached_property
+    def end_s(self) -> dict[str, float]:
+        return dict(zip(self.names, self.end))
+
+    @cached_property
+    def stream(self) -> dict[str, str]:
+        return dict(zip(self.names, self.streams))
+
+    def busy_s(self, stream: str | tuple[str, ...]) -> float:
+        """Time ``stream`` (or any of several streams) spends running ops."""
+        return sum(b - a for a, b in self.intervals(stream))
+
+    def intervals(self, stream: str | tuple[str, ...]) -> list[tuple[float, float]]:
+        """(start, end) of the ops on ``stream``, in time order (they never overlap); for several
+        streams, the union of their intervals, merged."""
+        if isinstance(stream, str):
+            return self.runs.get(stream, [])
+        merged: list[tuple[float, float]] = []
+        for a, b in sorted(r for s in stream for r in self.runs.get(s, [])):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        return merged
+
+    def exposed_s(self, stream: str | tuple[str, ...] = "comm", under: str = "compute") -> float:
+        """Time ``stream`` runs while ``under`` is idle: exposed (not overlapped) communication.
+
+        exposed = busy(stream) - |intervals(stream) intersect intervals(under)|
+        """
+        mine, others = self.intervals(stream), self.intervals(under)
+        exposed, j = 0.0, 0
+        for a0, a1 in mine:            # both lists sorted and disjoint: one merge pass
+            while j < len(others) and others[j][1] <= a0:
+                j += 1
+            k, hidden = j, 0.0
+            while k < len(others) and others[k][0] < a1:
+                hidden += min(a1, others[k][1]) - max(a0, others[k][0])
+                k += 1
+            exposed += max(0.0, (a1 - a0) - hidden)   # rounding must not make it negative
+        return exposed
+
+
+def run(tpl, durations: list[float], interference: float = 0.0) -> Timeline:
+    """In-order streams: op i (in program order) starts at the end of its stream's previous op
+    and of its inputs; see the module docstring. ``interference`` slows compute ops beside the
+    ``comm`` stream's collectives issued before them."""
+    n = len(durations)
+    preds, stream_of, streams = tpl.preds, tpl.stream_of, tpl.streams
+    comm = streams.index("comm") if "comm" in streams else -1
+    free = [0.0] * len(streams)
+    runs: list[list[tuple[float, float]]] = [[] for _ in streams]
+    comm_runs = runs[comm] if comm >= 0 else []
+    start, end = [0.0] * n, [0.0] * n
+    for i in range(n):
+        s = stream_of[i]
+        t0 = free[s]
+        for p in preds[i]:
+            if end[p] > t0:
+                t0 = end[p]
+        if interference and s != comm and comm_runs and comm_runs[-1][1] > t0:
+            t1 = slowed_end(t0, durations[i], comm_runs, interference)
+        else:
+            t1 = t0 + durations[i]
+        start[i] = t0
+        end[i] = free[s] = t1
+        runs[s].append((t0, t1))
+    return Timeline(tpl.names, tuple(start), tuple(end), tpl.node_streams, max(end, default=0.0),
+                    dict(zip(streams, runs)))
+
+
+def issue_bound(gpu_s: float, ops: int, host_dispatch_s: float) -> float:
+    """How long a phase of ``ops`` ops takes, repeated layer after layer, when the host issues each
+    op in ``host_dispatch_s``: the steady-state period of the host and the GPU in series,
+
+        t = max(gpu_s, ops * host_dispatch_s)
+
+    (each layer's GPU work cannot start before the host has issued it, and the host never
+    waits for the GPU). Monotone in both terms: more work or slower dispatch is never faster.
+    """
+    return max(gpu_s, ops * host_dispatch_s)
+
+
+def schedule(graph, interference: float = 0.0) -> Timeline:
+    """:func:`run` on a ``networkx.DiGraph`` whose nodes carry ``stream`` and ``time_s``
+    (program order: the graph's node order)."""
+    from ..layer.template import Node, Template
+    nodes = tuple(Node(str(n), "", "", a["stream"], None) for n, a in graph.nodes(data=True))
+    edges = [(str(u), str(v), "data") for u, v in graph.edges]
+    tpl = Template.from_nodes(nodes, edges, {})
+    return run(tpl, [a["time_s"] for _, a in graph.nodes(data=True)], interference)
+
+
+def slowed_end(t0: float, work: float, busy: list[tuple[float, float]], loss: float) -> float:
+    """When an op needing ``work`` seconds alone, started at ``t0``, ends if it runs at
+    (1 - loss) speed inside the sorted, disjoint ``busy`` intervals and at full speed outside."""
+    t, left, rate = t0, work, 1.0 - loss
+    for b0, b1 in busy:
+        if b1 <= t:
+            continue
+        if b0 > t:
+            if t + left <= b0:
+                return t + left
+            left, t = left - (b0 - t), b0
+        if rate > 0 and t + left / rate <= b1:
+            return t + left / rate
+        left, t = left - (b1 - t) * rate, b1
+    return t + left

@@ -1,0 +1,253 @@
+"""A transformer model as data: one frozen :class:`ModelConfig`, loaded from YAML and validated once.
+
+Presets live in ``tpsim/spec/models/*.yaml`` (inside the package, so a wheel carries them); every
+number there cites its source. ``--model`` takes a preset name or a path to a YAML file with the
+same keys. Command-line overrides go through :func:`with_overrides`, which checks them as the
+loader checks a file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base.errors import ConfigError
+from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_or_path, spec
+
+ACTIVATIONS = ("gelu", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
+ATTENTIONS = ("fused", "unfused")
+ATTENTION_KERNELS = ("flash2", "flash3")   # fused kernels a run may name (a device lists its own)
+OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
+               "seq_len", "activation", "norm", "dropout", "attention")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One decoder-only transformer. ``kv_heads``, ``head_dim``, ``ffn_hidden`` are resolved at init.
+
+    Attention projects ``hidden`` to ``heads * head_dim`` queries and ``kv_heads * head_dim``
+    keys and values each (grouped-query attention when kv_heads < heads); the MLP maps
+    ``hidden -> ffn_hidden -> hidden`` (SwiGLU: gate and up projections, 2 * ffn_hidden wide).
+    Learned position embeddings are not modelled (under 0.1% of the parameters of every preset).
+    """
+    name: str = spec(doc="short name, used by --model")
+    layers: int = spec(gt=0, doc="transformer layers")
+    hidden: int = spec(gt=0, doc="model (residual stream) width")
+    heads: int = spec(gt=0, doc="attention (query) heads")
+    vocab: int = spec(gt=0, doc="vocabulary size (before Megatron's padding)")
+    seq_len: int = spec(gt=0, doc="training sequence length, tokens")
+    kv_heads: int | None = spec(gt=0, default=None, doc="key/value heads (GQA); default: heads")
+    head_dim: int | None = spec(gt=0, default=None,
+                                doc="width of one head (Megatron's kv_channels); default hidden/heads")
+    ffn_hidden: int | None = spec(gt=0, default=None, doc="MLP inner width; default 4 * hidden")
+    activation: str = spec(default="gelu", doc="gelu or swiglu")
+    norm: str = spec(default="layernorm", doc="layernorm or rmsnorm")
+    dropout: float = spec(ge=0, default=0.0, doc="dropout probability; 0 = no dropout ops")
+    attention: str = spec(default="fused", doc="fused (flash attention) or unfused (Megatron's "
+                                               "QK^T, softmax, dropout, AV as separate kernels)")
+    tie_embeddings: bool = spec(default=False, doc="the output layer reuses the token embedding")
+    bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2 and GPT-3: true; "
+                                         "Llama: false)")
+    description: str = spec(default="-", doc="one line shown by `tpsim models`")
+
+    def __post_init__(self):
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if self.head_dim is None and self.hidden % self.heads == 0:
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
+        if self.ffn_hidden is None:
+            object.__setattr__(self, "ffn_hidden", 4 * self.hidden)
+
+    def validate(self, source: str, path: str = "") -> None:
+        def bad(key, expected, got):
+            raise ConfigError(source, f"{path}.{key}" if path else key, expected, got)
+        if self.activation not in ACTIVATIONS:
+            bad("activation", f"one of {', '.join(ACTIVATIONS)}", self.activation)
+        if self.norm not in NORMS:
+            bad("norm", f"one of {', '.join(NORMS)}", self.norm)
+        if self.attention not in ATTENTIONS:
+            bad("attention", f"one of {', '.join(ATTENTIONS)}", self.attention)
+        if not self.dropout < 1:
+            bad("dropout", "a probability in [0, 1)", self.dropout)
+        if self.head_dim is None:
+            bad("heads", f"a divisor of hidden ({self.hidden}), or an explicit head_dim", self.heads)
+        if self.heads % self.kv_heads:
+            bad("kv_heads", f"a divisor of heads ({self.heads})", self.kv_heads)
+
+    def kv_heads_per_rank(self, tp: int) -> int:
+        """Key/value heads one of ``tp`` ranks holds: kv_heads / tp, or one (replicated on
+        tp / kv_heads ranks, as Megatron does) when tp exceeds kv_heads."""
+        return max(1, self.kv_heads // tp)
+
+    # ---- derived sizes (full model, before tensor parallelism)
+    @property
+    def q_width(self) -> int:
+        """Width of the attention's query (and output) projection: heads * head_dim."""
+        return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        """Width of each of the key and value projections: kv_heads * head_dim."""
+        return self.kv_heads * self.head_dim
+
+    @property
+    def mlp_in_gemms(self) -> int:
+        """Input GEMMs of the MLP: 1 for GeLU, 2 (gate and up) for SwiGLU."""
+        return 2 if self.activation == "swiglu" else 1
+
+    @property
+    def norm_params(self) -> int:
+        """Parameters of one norm: weight and bias (LayerNorm) or weight only (RMSNorm)."""
+        return 2 * self.hidden if self.norm == "layernorm" else self.hidden
+
+    def layer_params(self, tp: int = 1) -> int:
+        """Parameters of one layer on one of ``tp`` ranks:
+
+            [2 q h + (n_in + 1) h f] / tp  +  2 kv_r d h  +  2 norms  (+ biases)
+
+        the query, output and MLP weights split by tp; the key and value weights of
+        kv_r = kv_heads_per_rank(tp) heads (replicated when tp > kv_heads); norms whole on every
+        rank; biases: column-parallel ones split (q + 2 kv_r d, n_in f / tp), row-parallel ones
+        whole (2 h)."""
+        h, f, n_in = self.hidden, self.ffn_hidden, self.mlp_in_gemms
+        kv = self.kv_heads_per_rank(tp) * self.head_dim
+        split = 2 * self.q_width * h + (n_in + 1) * h * f
+        params = split // tp + 2 * kv * h + 2 * self.norm_params
+        if self.bias:
+            params += (self.q_width + n_in * f) // tp + 2 * kv + 2 * h
+        return params
+
+    def vocab_params(self, vocab: int) -> int:
+        """The token embedding and (unless tied) the output layer over ``vocab`` rows."""
+        return vocab * self.hidden * (1 if self.tie_embeddings else 2)
+
+    def params(self) -> int:
+        """All parameters of the model (vocabulary as published, unpadded): layers, token
+        embedding, output layer (unless tied), final norm."""
+        return self.layers * self.layer_params() + self.vocab_params(self.vocab) + self.norm_params
+
+    def params_per_rank(self, tp: int) -> int:
+        """Parameters one of ``tp`` ranks holds: layers (linears / tp, norms whole), padded
+        vocabulary / tp of the embedding and output layer, the final norm."""
+        return self.stage_params(tp, self.layers)
+
+    def embedding_params(self, tp: int) -> int:
+        """The token embedding's rows on one of ``tp`` ranks: padded_vocab / tp x hidden."""
+        return self.padded_vocab(tp) // tp * self.hidden
+
+    def stage_params(self, tp: int, layers: int, first: bool = True, last: bool = True) -> int:
+        """Parameters one of ``tp`` ranks of a pipeline stage holds:
+
+            layers x layer_params(tp)  +  (first) embedding  +  (last) final norm + output layer
+
+        The output layer is the embedding's size (padded vocab / tp rows); with tied embeddings
+        the first stage's embedding serves as the output layer when the first stage is also the
+        last, and the last stage otherwise keeps a copy (Megatron all-reduces the two copies'
+        gradients each step)."""
+        n = layers * self.layer_params(tp) + (self.embedding_params(tp) if first else 0)
+        if last:
+            n += self.output_params(tp, first)
+        return n
+
+    def output_params(self, tp: int, with_embedding: bool) -> int:
+        """The final norm and the output layer on one of ``tp`` ranks of the last stage
+        (:meth:`stage_params`): with tied embeddings, a stage that also holds the embedding
+        (``with_embedding``, pp = 1) uses it as the output layer."""
+        tied = self.tie_embeddings and with_embedding
+        return self.norm_params + (0 if tied else self.embedding_params(tp))
+
+    def sp_sync_params(self, layers: int, last: bool) -> int:
+        """The gradients Megatron all-reduces over TP under sequence parallelism on a stage of
+        ``layers`` layers: each layer's two norms and row-parallel biases (2 h), and on the
+        ``last`` stage the final norm (replicated on every TP rank, their gradients partial)."""
+        per_layer = 2 * self.norm_params + (2 * self.hidden if self.bias else 0)
+        return layers * per_layer + (self.norm_params if last else 0)
+
+    def padded_vocab(self, tp: int) -> int:
+        """Vocabulary padded as Megatron pads it: a multiple of 128 * tp (--make-vocab-size-divisible-by)."""
+        unit = 128 * tp
+        return math.ceil(self.vocab / unit) * unit
+
+    def check_tp(self, tp: int, seq_len: int | None = None, sequence_parallel: bool = False) -> None:
+        """Raise ConfigError unless every sharded dimension divides by ``tp``."""
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise ConfigError("--tp", "", "a positive integer", tp)
+        for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):
+            if value % tp:
+                raise ConfigError("--tp", "", f"a divisor of {self.name}'s {key} ({value}), since "
+                                  f"each rank holds {key}/tp", tp)
+        if (self.kv_heads % tp if tp <= self.kv_heads else tp % self.kv_heads):
+            raise ConfigError("--tp", "", f"a divisor or a multiple of {self.name}'s kv_heads "
+                              f"({self.kv_heads}): each rank holds kv_heads/tp key/value heads, "
+                              "or one replicated", tp)
+        if sequence_parallel and seq_len is not None and seq_len % tp:
+            raise ConfigError("--tp", "", f"a divisor of the sequence length ({seq_len}) with "
+                              "--sequence-parallel", tp)
+
+
+def shipped_dir() -> Path:
+    return Path(__file__).resolve().parent / "models"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Preset name -> YAML path, sorted by name."""
+    return {p.stem: p for p in sorted(shipped_dir().glob("*.yaml"))}
+
+
+def list_models() -> list[ModelConfig]:
+    """Every shipped preset, loaded."""
+    return [load_model(p) for p in shipped_models().values()]
+
+
+def load_model(name_or_path: str | Path | ModelConfig) -> ModelConfig:
+    """A shipped preset by name, any model YAML by path, or a Hugging Face config.json (or its
+    directory; :mod:`tpsim.spec.hf_config`). A ModelConfig passes through."""
+    if isinstance(name_or_path, ModelConfig):
+        return name_or_path
+    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model",
+                           "a path to a YAML file or a Hugging Face config.json")
+    if path.suffix == ".json":
+        from .hf_config import load_hf_config     # a Hugging Face config.json
+        return load_hf_config(path)
+    return from_mapping(ModelConfig, load_yaml(path), str(path))
+
+
+def _check_override(key: str, value) -> None:
+    flag = "--" + {"seq_len": "seq"}.get(key, key).replace("_", "-")
+    if key in ("activation", "norm", "attention"):
+        if not isinstance(value, str):
+            raise ConfigError(flag, "", "a name", value)
+    elif key == "dropout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(flag, "", "a probability in [0, 1)", value)
+    elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise ConfigError(flag, "", f"a positive integer (at most {MAX_INT})", value)
+
+
+def with_overrides(model: ModelConfig, **overrides) -> ModelConfig:
+    """``model`` with some fields replaced (None values are ignored), validated again.
+
+    Dependent sizes follow when they were at their defaults: kv_heads follows heads for a
+    multi-head model (kv_heads == heads), head_dim follows hidden/heads when it was
+    hidden/heads, ffn_hidden follows hidden when it was 4 * hidden.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in given.items():
+        if key not in OVERRIDABLE:
+            raise ConfigError("override", key, f"one of {', '.join(OVERRIDABLE)}")
+        _check_override(key, value)
+    if not given:
+        return model
+    if "heads" in given and "kv_heads" not in given and model.kv_heads == model.heads:
+        given["kv_heads"] = given["heads"]
+    if ({"hidden", "heads"} & given.keys() and "head_dim" not in given
+            and model.head_dim * model.heads == model.hidden):
+        given["head_dim"] = None
+    if "hidden" in given and "ffn_hidden" not in given and model.ffn_hidden == 4 * model.hidden:
+        given["ffn_hidden"] = None
+    shown = ", ".join(f"{k}={v}" for k, v in overrides.items() if v is not None)
+    new = dataclasses.replace(model, name=f"{model.name} ({shown})", **given)
+    new.validate(f"{model.name} with command-line overrides")
+    return new

@@ -1,0 +1,153 @@
+"""Data parallelism and the optimizer step, as Megatron-core runs them: what crosses the DP group
+and what the optimizer reads and writes, per parameter.
+
+Gradients (Megatron-core ``distributed/param_and_grad_buffer.py``, ``distributed_data_parallel.py``):
+
+* The main gradients live in one contiguous buffer in the main-gradient dtype
+  (:class:`tpsim.spec.precision.Precision` ``grads``: fp32 for bf16 training, Megatron's default
+  ``accumulate_allreduce_grads_in_fp32``), and that is what goes on the wire.
+* The buffer is cut into buckets of ``max(40M, 1M x d)`` parameters, filled in the order the
+  backward produces gradients (:func:`buckets`); with ``overlap_grad_reduce`` each bucket's
+  collective starts as soon as its last gradient of the last micro-batch is final. Only the first
+  pipeline stage buckets; the others reduce their whole buffer at once (their reduction is off the
+  critical path). Without overlap (Megatron with ``overlap_grad_reduce`` off, DeepSpeed's pipeline
+  engine as Megatron-DeepSpeed ran it in 2023) the reduction runs after the whole backward.
+* Each bucket is first scaled by 1/d in place (read and write the gradient:
+  :func:`scale_bytes`), then all-reduced, or with the distributed optimizer (ZeRO-1)
+  reduce-scattered, each rank keeping the 1/d shard it updates; after the optimizer step the
+  distributed optimizer all-gathers the updated 16-bit weights (:func:`sync_collectives`).
+  A ring all-reduce puts 2(d-1)/d of the gradient bytes on each rank's links, reduce-scatter
+  and all-gather (d-1)/d each (nccl-tests' bus factor).
+
+Optimizer step (Megatron-core ``optimizer/optimizer.py``, ``clip_grads.py``; fused Adam as a
+multi-tensor kernel): bytes per parameter the rank updates (:func:`optimizer_bytes`): gradient
+norm (read the fp32 gradient, 4), clipping (read and write it, 8), Adam (read g, p, m, v; write
+p, m, v: 28), the copy of the fp32 master into the 16-bit weights (read 4, write 2); fp16 adds
+the copy of the fp16 gradients into fp32 (6) and the loss-scale unscale with its inf check (8);
+and per parameter the rank holds, zeroing the gradient buffer for the next step. Priced as one
+memory-bound pass (:func:`tpsim.cost.compute.elementwise_time`). The gradient norm's all-reduce of
+one fp32 number spans the model-parallel ranks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cost.collectives import CollectiveCost, bus_factor
+from ..base.errors import ConfigError
+from ..spec.precision import precision
+from ..sim.price import group_collective
+
+BUCKET_MIN_PARAMS = 40_000_000          # Megatron-core DistributedDataParallel: max(40M, 1M x d)
+BUCKET_PARAMS_PER_DP_RANK = 1_000_000
+FP32 = 4
+ADAM_BYTES = 28          # read g, p, m, v (4 each), write p, m, v
+NORM_BYTES = 4           # multi_tensor_l2norm reads the fp32 gradient
+CLIP_BYTES = 8           # multi_tensor_scale reads and writes it
+FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
+
+
+def bucket_params(dp: int) -> int:
+    """Megatron-core's default bucket size in parameters: max(40,000,000, 1,000,000 x d)."""
+    return max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * dp)
+
+
+def gradient_units(layers: int, layer_params: int, embedding_params: int | None = None,
+                   output_params: int | None = None) -> list[tuple[str, int, int]]:
+    """A chunk's gradient units in the order its backward makes them final, as runs
+    (``"output"``, ``"layer"`` or ``"embedding"``, parameters per unit, units): the output layer
+    first, the layers last to first, the embedding last; the ends only on the chunks that hold
+    them (``None``: not this chunk's)."""
+    return ([("output", output_params, 1)] if output_params is not None else []) + \
+        ([("layer", layer_params, layers)] if layers else []) + \
+        ([("embedding", embedding_params, 1)] if embedding_params is not None else [])
+
+
+MAX_BUCKETS = 100_000     # gradient buckets one stage may have: each is an op of the step
+
+
+def buckets(runs: list[tuple[int, int]], size: int | None) -> list[list[tuple[int, int]]]:
+    """Megatron-core's gradient buckets over units whose gradients become final in order,
+    given as runs ``(parameters per unit, units)``: a bucket closes once it holds at least
+    ``size`` parameters (``size`` None: one bucket). Each bucket is a list of
+    ``(run index, units taken from it)``. Arithmetic per bucket, not per unit, so a stage of
+    2^31 layers costs what its buckets cost; more than MAX_BUCKETS is a ConfigError."""
+    out, cur, n = [], [], 0
+    for i, (params, count) in enumerate(runs):
+        while count > 0:
+            take = count
+            if size is not None and params > 0:
+                take = min(count, max(1, -(-(size - n) // params)))
+            cur.append((i, take))
+            n += params * take
+            count -= take
+            if size is not None and n >= size:
+                out.append(cur)
+                cur, n = [], 0
+                if len(out) > MAX_BUCKETS:
+                    raise ConfigError("--dp", "layers", f"at most {MAX_BUCKETS} gradient buckets "
+                                      "per pipeline stage (Megatron-core's bucket size) to "
+                                      "simulate", "more")
+    if cur:
+        out.append(cur)
+    return out
+
+
+def grad_bytes(params: float, dtype: str) -> float:
+    """Main-gradient bytes of ``params`` parameters: what the DP collective carries."""
+    return params * precision(dtype).grads
+
+
+def scale_bytes(params: float, dtype: str) -> float:
+    """The 1/d pre-scale of a bucket, in place: read and write every main gradient."""
+    return 2 * grad_bytes(params, dtype)
+
+
+@dataclass(frozen=True)
+class DPCollective:
+    """One DP collective: its op, nccl-tests size, the bytes one rank puts on its links
+    (bus_factor x size) and its priced cost."""
+    op: str
+    nbytes: float
+    bus_bytes: float
+    cost: CollectiveCost
+
+    @property
+    def time_s(self) -> float:
+        return self.cost.time_s
+
+
+def dp_collective(op: str, nbytes: float, group, topo) -> DPCollective:
+    cost = group_collective(op, nbytes, group, topo)
+    return DPCollective(op, nbytes, bus_factor(op, cost.ranks) * nbytes, cost)
+
+
+def reduce_op(distributed_optimizer: bool) -> str:
+    """The gradient collective: reduce-scatter into the rank's shard (distributed optimizer) or
+    all-reduce."""
+    return "reduce-scatter" if distributed_optimizer else "all-reduce"
+
+
+def sync_collectives(params: float, dtype: str, group, topo,
+                     distributed_optimizer: bool = False) -> tuple[DPCollective, ...]:
+    """The DP traffic of one step for ``params`` parameters on ``group`` (unbucketed): the
+    gradient all-reduce, or the reduce-scatter of the gradients and the all-gather of the
+    updated 16-bit weights. A group of one rank moves nothing (time 0)."""
+    out = [dp_collective(reduce_op(distributed_optimizer), grad_bytes(params, dtype), group, topo)]
+    if distributed_optimizer:
+        out.append(dp_collective("all-gather", params * precision(dtype).gathered, group, topo))
+    return tuple(out)
+
+
+def optimizer_bytes(dtype: str, owned: float, local: float) -> dict[str, float]:
+    """Device-memory bytes of the optimizer step, by kernel: ``owned`` parameters the rank
+    updates (local / d with the distributed optimizer), ``local`` it holds (see module doc)."""
+    prec = precision(dtype)
+    per = {"grad-norm": NORM_BYTES, "clip": CLIP_BYTES, "adam": ADAM_BYTES}
+    if prec.grads < FP32:                     # fp16: gradients copied into fp32, then unscaled
+        per["grads-to-fp32"] = prec.grads + FP32
+        per["unscale"] = FP16_UNSCALE_BYTES
+    if prec.gathered < FP32:                  # 16-bit weights: copy the fp32 master into them
+        per["copy-to-weights"] = FP32 + prec.gathered
+    out = {k: v * owned for k, v in per.items()}
+    out["zero-grads"] = prec.grads * local
+    return out

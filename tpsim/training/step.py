@@ -1,0 +1,322 @@
+"""One optimizer step of a 3D-parallel job (TP x PP x DP), simulated op by op, per stage.
+
+A step runs ``m = global_batch / (micro_batch x dp)`` micro-batches through the pipeline
+(:mod:`tpsim.training.pipeline`: 1F1B or interleaved 1F1B), then finishes the gradients and steps the
+optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
+
+1. Chunks: a stage's forward (backward) of one micro-batch is its layers' forward (backward)
+   from the simulated layer (:func:`tpsim.sim.simulate.phase_times`, TP collectives and host
+   dispatch included), plus the embedding on the first virtual stage and the output layer with
+   the cross-entropy on the last. Stages hold ``split_layers`` layers each.
+2. P2P: each stage boundary moves one (s, b, h) activation forward and its gradient backward
+   (s / tp with sequence parallelism), priced by :func:`tpsim.cost.collectives.send_recv_time` on the
+   two ranks' placement (a 2-rank group with the pipeline stride: across nodes it is the
+   network's NIC).
+3. DP: the gradients of the last micro-batch's backward are pre-scaled and reduced in buckets
+   on the DP group (:mod:`tpsim.training.data_parallel`); with ``overlap_grad_reduce`` each bucket starts
+   as its gradients become final, beside the rest of the backward; without it, after the stage's
+   whole backward. The DP group is strided (every TP rank of a node reduces at once: they share
+   its NICs, :meth:`tpsim.cluster.topology.Topology.place`).
+4. Step end: with sequence parallelism, the TP all-reduce of the norm (and row-parallel bias)
+   gradients; with tied embeddings and pp > 1, the all-reduce of the embedding gradient between
+   the first and last stage; the gradient norm (a kernel, then one all-reduce across the
+   model-parallel ranks, which waits for every stage); the optimizer kernels; with the
+   distributed optimizer, the all-gather of the updated weights.
+
+All of it is one :class:`tpsim.training.step_graph.StepGraph` run on in-order streams; the bubble is the
+idle time the run leaves on each stage's compute stream (:mod:`tpsim.training.step_accounting`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+from . import data_parallel as dpm
+from ..cost.collectives import send_recv_time
+from ..cost.compute import elementwise_time
+from ..base.errors import ConfigError
+from ..spec.parallel import Group, Parallelism
+from .pipeline import add_pipeline, pipeline_schedule, stage_totals
+from ..sim.price import group_collective
+from ..sim.simulate import layer_times, saved_bytes
+from .step_graph import StepGraph
+from ..cluster.topology import BYTES_PER_ELEMENT, Topology
+
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class Part:
+    """One layer, the embedding or the output layer, for one micro-batch on one GPU, from its
+    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s."""
+    forward_s: float
+    backward_s: float
+    compute_s: float
+    tp_exposed_s: float
+    host_wait_s: float
+    flops: float
+    hardware_flops: float
+    saved_bytes: float
+
+    @classmethod
+    def of(cls, sim, times=None) -> Part:
+        """From a simulation (``times``: its :func:`~tpsim.sim.simulate.layer_times`, if known)."""
+        t = layer_times(sim) if times is None else times
+        return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
+                   t.flops, t.hardware_flops, saved_bytes(sim))
+
+
+    @classmethod
+    def total(cls, parts) -> Part:
+        """The sum of ``(part, count)`` pairs, field by field."""
+        return cls(*(sum(getattr(p, f.name) * n for p, n in parts)
+                     for f in dataclasses.fields(cls)))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One virtual stage for one micro-batch: ``layers`` layers and the model's ends it holds,
+    summed (``part``), and its backward as the units whose gradients become final in order
+    (output layer, layers last to first, embedding), as runs of equal units:
+    (seconds, parameters, units) each."""
+    layers: int
+    part: Part
+    units: tuple[tuple[float, int, int], ...]
+
+    @classmethod
+    def of(cls, layers: int, layer: Part, layer_params: int, first: Part | None = None,
+           first_params: int = 0, last: Part | None = None, last_params: int = 0) -> Chunk:
+        """``layers`` layers, with the embedding (``first``) and/or output layer (``last``)."""
+        ends = [(p, 1) for p in (first, last) if p is not None]
+        part = {"layer": layer, "embedding": first, "output": last}
+        units = dpm.gradient_units(layers, layer_params, first_params if first else None,
+                                   last_params if last else None)
+        return cls(layers, Part.total([(layer, layers), *ends]),
+                   tuple((part[name].backward_s, params, n) for name, params, n in units))
+
+
+@dataclass(frozen=True)
+class StepSetup:
+    """Everything the step graph needs, resolved: the job's ``parallelism``, ``m`` micro-batches,
+    ``v`` virtual stages, ``chunks[g]`` per virtual stage (g = chunk * pp + stage), ``p2p_bytes``
+    of one transfer, ``stage_params`` and ``sync_params`` (gradients the SP all-reduce carries)
+    per stage, ``embedding_params`` (the tied embedding all-reduce, 0: none)."""
+    parallelism: Parallelism
+    m: int
+    v: int
+    chunks: tuple[Chunk, ...]
+    p2p_bytes: float
+    stage_params: tuple[int, ...]
+    sync_params: tuple[int, ...]
+    embedding_params: int
+    dtype: str
+    distributed_optimizer: bool
+    overlap_grad_reduce: bool
+
+
+def with_nodes(topo: Topology, nodes: int) -> Topology:
+    """``topo`` with its network level sized to ``nodes`` nodes (the YAML's level size is the
+    largest job it describes); every other parameter unchanged."""
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError("--nodes", "", "a positive integer", nodes)
+    outer = [i for i, lv in enumerate(topo.levels) if lv.inter_node]
+    if len(outer) != 1:
+        raise ConfigError("--nodes", "", f"a topology with one level between nodes "
+                          f"({topo.name} has {len(outer)})", nodes)
+    levels = list(topo.levels)
+    levels[outer[0]] = dataclasses.replace(levels[outer[0]], size=nodes)
+    new = dataclasses.replace(topo, levels=tuple(levels))
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def check_fits(topo: Topology, par: Parallelism) -> None:
+    """A job larger than the topology: say how many nodes it needs."""
+    if par.world > topo.max_ranks:
+        per = topo.devices_per_node
+        nodes = -(-par.world // per)
+        raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x pp x dp "
+                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}: "
+                          f"pass --nodes {nodes})", topo.name)
+
+
+def pair_group(par: Parallelism, a: int, b: int) -> Group:
+    """The two ranks of stages ``a`` and ``b`` that exchange activations (first TP/DP index)."""
+    lo, hi = min(a, b), max(a, b)
+    stride = par.stride("pp")
+    return Group("pp", 2, (hi - lo) * stride, lo * stride, par.world)
+
+
+def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):
+    """``transfer_s(a, b)`` for :func:`tpsim.training.pipeline.add_pipeline`, memoised per pair."""
+    memo = {}
+
+    def seconds(a: int, b: int) -> float:
+        if (a, b) not in memo:
+            memo[a, b] = send_recv_time(nbytes, topo.place(pair_group(par, a, b)), topo).time_s
+        return memo[a, b]
+    return seconds
+
+
+def dp_group(par: Parallelism, stage: int) -> Group:
+    """The data-parallel group of pipeline stage ``stage`` (its first TP rank)."""
+    return par.group("dp", first=stage * par.stride("pp"))
+
+
+def grad_norm_group(par: Parallelism, distributed_optimizer: bool):
+    """The gradient norm's all-reduce: across the model-parallel ranks (and the data-parallel
+    ones with the distributed optimizer); priced on the outermost of those groups."""
+    names = ["tp", "pp"] + (["dp"] if distributed_optimizer else [])
+    sized = [n for n in names if getattr(par, n) > 1]
+    return par.group(max(sized, key=par.stride)) if sized else None
+
+
+def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
+    """(backward seconds, parameters) of each gradient bucket of the last micro-batch's
+    backward of one chunk: buckets on the first stage's first chunk only (Megatron-core)."""
+    units = setup.chunks[chunk * setup.parallelism.pp + stage].units
+    size = dpm.bucket_params(setup.parallelism.dp) if stage == 0 and chunk == 0 else None
+    return [(sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
+            for pieces in dpm.buckets([(u[1], u[2]) for u in units], size)]
+
+
+def _split(setup: StepSetup, topo: Topology, buckets):
+    """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries
+    (``buckets(stage, chunk)``: :func:`_buckets`), each bucket followed by its 1/d pre-scale
+    kernel (overlap on, dp > 1); else None."""
+    if not setup.overlap_grad_reduce or setup.parallelism.dp == 1:
+        return None
+
+    def split(stage: int, chunk: int):
+        out = []
+        for k, (seconds, params) in enumerate(buckets(stage, chunk)):
+            out.append((f"bucket{k}", seconds))
+            out.append((f"bucket{k}.scale", elementwise_time(
+                dpm.scale_bytes(params, setup.dtype), topo.device)))
+        return out
+    return split
+
+
+def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
+    """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
+    the optimizer waits for."""
+    par, dtype = setup.parallelism, setup.dtype
+    if par.dp == 1:
+        return list(stage_ops.end)
+    group, op = dp_group(par, stage), dpm.reduce_op(setup.distributed_optimizer)
+    stream, block = f"stage{stage}.dp", f"stage{stage}"
+
+    def reduce(name, params, after):
+        t = dpm.dp_collective(op, dpm.grad_bytes(params, dtype), group, topo).time_s
+        return g.add(f"s{stage}.{name}.{op}", stream, t, after, "step", block, "dp")
+    if not setup.overlap_grad_reduce:
+        params = setup.stage_params[stage]
+        scale = g.add(f"s{stage}.grad-scale", f"stage{stage}",
+                      elementwise_time(dpm.scale_bytes(params, dtype), topo.device),
+                      stage_ops.end, "step", block, "dp")
+        return [reduce("grads", params, (scale,))]
+    out = []
+    for chunk, ids in stage_ops.last_backward.items():
+        for k, (_, params) in enumerate(buckets(stage, chunk)):
+            scale = ids[2 * k + 1]
+            g.kinds[scale] = "dp"
+            out.append(reduce(f"chunk{chunk}.bucket{k}", params, (scale,)))
+    return out
+
+
+def build_step(setup: StepSetup, topo: Topology):
+    """The step's graph: the pipeline, the DP reductions and the step end (module docstring)."""
+    par = setup.parallelism
+    p = par.pp
+    sched = pipeline_schedule(p, setup.m, setup.v)
+    g = StepGraph()
+
+    def chunk_s(stage, chunk, kind):
+        c = setup.chunks[chunk * p + stage]
+        return c.part.forward_s if kind == "F" else c.part.backward_s
+    buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
+    stage_ops = add_pipeline(g, sched, chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
+                             _split(setup, topo, buckets))
+    ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
+    _step_end(g, setup, topo, ready)
+    return g, sched
+
+
+def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
+    par, dtype, dev = setup.parallelism, setup.dtype, topo.device
+    p = par.pp
+    for r in range(p):
+        if setup.sync_params[r] and par.tp > 1:
+            t = group_collective("all-reduce", dpm.grad_bytes(setup.sync_params[r], dtype),
+                                 par.group("tp", first=r * par.stride("pp")), topo).time_s
+            ready[r] = [g.add(f"s{r}.norm-grads.all-reduce", f"stage{r}.sync", t, ready[r],
+                              "step", f"stage{r}", "tp")]
+    if setup.embedding_params and p > 1:
+        t = group_collective("all-reduce", dpm.grad_bytes(setup.embedding_params, dtype),
+                             pair_group(par, 0, p - 1), topo).time_s
+        e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
+                  "stage0", "pp")
+        ready[0], ready[-1] = [e], [e]
+    shards = par.dp if setup.distributed_optimizer else 1
+    norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
+                   elementwise_time(dpm.NORM_BYTES * setup.stage_params[r] / shards, dev),
+                   ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
+    group = grad_norm_group(par, setup.distributed_optimizer)
+    t = group_collective("all-reduce", FP32, group, topo).time_s if group else 0.0
+    norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
+    for r in range(p):
+        local = setup.stage_params[r]
+        by_kernel = dpm.optimizer_bytes(dtype, local / shards, local)
+        rest = sum(v for k, v in by_kernel.items() if k != "grad-norm")
+        opt = g.add(f"s{r}.optimizer", f"stage{r}", elementwise_time(rest, dev), (norm,),
+                    "step", f"stage{r}", "optimizer")
+        if setup.distributed_optimizer and par.dp > 1:
+            t = dpm.dp_collective("all-gather", local * dpm.precision(dtype).gathered,
+                                  dp_group(par, r), topo).time_s
+            g.add(f"s{r}.param-all-gather", f"stage{r}.dp", t, (opt,), "step", f"stage{r}", "dp")
+
+
+def activation_bytes_per_element(dtype: str) -> int:
+    """What crosses a stage boundary per element: the activations' dtype (bf16 under FP8)."""
+    return BYTES_PER_ELEMENT["bf16" if dtype == "fp8" else dtype]
+
+
+def _with_gather(chunk: Chunk, forward: bool, backward: bool, gather_s: float) -> Chunk:
+    """``chunk`` after the TP all-gather of what it receives (scatter/gather p2p)."""
+    n, p = int(forward) + int(backward), chunk.part
+    return dataclasses.replace(chunk, part=dataclasses.replace(
+        p, forward_s=p.forward_s + forward * gather_s, backward_s=p.backward_s + backward * gather_s,
+        tp_exposed_s=p.tp_exposed_s + n * gather_s))
+
+
+def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int], layer: Part,
+               embedding: Part, output: Part, topo: Topology, *, micro_batch: int, seq_len: int,
+               dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
+               overlap_grad_reduce: bool, scatter_gather_p2p: bool = False) -> StepSetup:
+    """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage.
+
+    A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
+    ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
+    all-gathers it over its TP group before its chunk runs (Narayanan et al. 2021 section 4.1;
+    DeepSpeed's pipeline engine, pipe_partitioned / grad_partitioned, as Megatron-DeepSpeed ran).
+    """
+    p, tp = par.pp, par.tp
+    last_g = p * v - 1
+    emb_params = model.embedding_params(tp)
+    out_params = model.output_params(tp, p == 1)
+    chunks = [Chunk.of(n, layer, model.layer_params(tp), embedding if g == 0 else None,
+                       emb_params, output if g == last_g else None, out_params)
+              for g, n in enumerate(stage_layers)]
+    full = micro_batch * seq_len * model.hidden * activation_bytes_per_element(dtype)
+    p2p = full / tp if sequence_parallel or scatter_gather_p2p else full
+    if scatter_gather_p2p and not sequence_parallel and tp > 1 and p > 1:
+        gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
+        chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
+    per_stage = stage_totals(stage_layers, p, v)
+    params = tuple(model.stage_params(tp, n, r == 0, r == p - 1) for r, n in enumerate(per_stage))
+    sync = tuple(model.sp_sync_params(n, r == p - 1) if sequence_parallel else 0
+                 for r, n in enumerate(per_stage))
+    tied = emb_params if model.tie_embeddings and p > 1 else 0
+    return StepSetup(par, m, v, tuple(chunks), float(p2p), params, sync, tied, dtype,
+                     distributed_optimizer, overlap_grad_reduce)

@@ -9,18 +9,24 @@ No rank is visited, so a billion-rank group places as fast as an eight-rank one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Optional, Protocol
 
 from ..spec.parallel import Group
 
-if TYPE_CHECKING:
-    from .topology import Level
+
+class Hop(Protocol):
+    """What placement reads of a topology level (:class:`tpsim.cluster.topology.Level` is one):
+    its size in units of the level below, NICs per node, node boundary and link rate."""
+    size: int
+    nics_per_node: Optional[int]
+    inter_node: Optional[bool]
+    bandwidth_Bps: float
 
 
 @dataclass(frozen=True)
 class LevelSpan:
     """How a group spreads over one level of the hierarchy (see :meth:`Topology.place`)."""
-    level: Level
+    level: Hop
     index: int            # 0 = innermost
     fanout: int           # units of the level below that the group uses inside one unit here
     units: int            # distinct units of the level below that the group touches in total

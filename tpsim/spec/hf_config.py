@@ -40,8 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base.errors import ConfigError
-from .model import ModelConfig
-from ..base.schema import from_mapping, load_json
+from ..base.schema import load_json
 
 GATED = ("llama", "mistral", "qwen2")
 FAMILIES = (*GATED, "gpt2")
@@ -116,15 +115,12 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     return out, keys
 
 
-def load_hf_config(path: str | Path) -> ModelConfig:
-    """A Hugging Face config.json as a ModelConfig; errors name the config.json key."""
+def read_hf_config(path: str | Path) -> tuple[dict, dict]:
+    """A Hugging Face config.json read as tpsim's model mapping and tpsim key -> config.json
+    key (:func:`tpsim.spec.model.load_model` builds the ModelConfig and names their key in
+    errors)."""
     p = Path(path)
     cfg = load_json(p, "a readable Hugging Face config.json")
     if not isinstance(cfg, dict):
         raise ConfigError(str(p), "", "a JSON object (a config.json)", type(cfg).__name__)
-    mapping, keys = hf_mapping(cfg, str(p), _name(p))
-    try:
-        return from_mapping(ModelConfig, mapping, str(p))
-    except ConfigError as e:          # name the config.json key, not tpsim's
-        theirs = keys.get(e.key.split(".")[0], e.key)
-        raise ConfigError(str(p), theirs, e.expected, e.got) from None
+    return hf_mapping(cfg, str(p), _name(p))

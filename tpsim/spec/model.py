@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base.errors import ConfigError
+from .hf_config import read_hf_config
 from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
@@ -209,9 +210,19 @@ def load_model(name_or_path: str | Path | ModelConfig) -> ModelConfig:
     path = shipped_or_path(name_or_path, shipped_models(), "--model", "model",
                            "a path to a YAML file or a Hugging Face config.json")
     if path.suffix == ".json":
-        from .hf_config import load_hf_config     # a Hugging Face config.json
         return load_hf_config(path)
     return from_mapping(ModelConfig, load_yaml(path), str(path))
+
+
+def load_hf_config(path: str | Path) -> ModelConfig:
+    """A Hugging Face config.json as a ModelConfig (:mod:`tpsim.spec.hf_config` reads it);
+    errors name the config.json key, not tpsim's."""
+    mapping, keys = read_hf_config(path)
+    try:
+        return from_mapping(ModelConfig, mapping, str(path))
+    except ConfigError as e:
+        theirs = keys.get(e.key.split(".")[0], e.key)
+        raise ConfigError(str(path), theirs, e.expected, e.got) from None
 
 
 def _check_override(key: str, value) -> None:

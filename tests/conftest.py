@@ -28,3 +28,16 @@ def write_yaml(tmp_path):
         p.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
         return p
     return _write
+
+
+# Markers by folder: tests/<package folder>/ are the model tests (fast: `pytest -m model`),
+# tests/integration/ run the CLI, docs, goldens and published data end to end, and
+# tests/distributed/ start gloo ranks under torch (`pytest -m "not distributed"` skips them).
+FOLDER_MARKERS = {"integration": "integration", "distributed": "distributed"}
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(tests)
+        item.add_marker(FOLDER_MARKERS.get(rel.parts[0], "model"))

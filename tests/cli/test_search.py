@@ -1,0 +1,184 @@
+"""`tpsim search`, `tpsim plot search` and the comma lists of `tpsim predict` and
+`tpsim collective`: the numbers printed are predict's and collective_time's, one row per
+combination, one line and exit 2 for bad input."""
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+from tests.conftest import REPO
+
+from tpsim.cli import main
+from tpsim.cost.collectives import collective_time
+from tpsim.training.predict import predict
+
+SMALL = ["--model", "gpt3-125m", "--topology", "dgx-a100", "--gpus", "8", "--global-batch", "16"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_search_json_candidates_are_predicts(capsys):
+    """Each candidate's numbers are those of `tpsim predict --json` with its own settings;
+    candidates come best first; evaluated and dropped add up with the fitting count."""
+    code, out, err = run(capsys, "search", *SMALL, "--top", "3", "--json")
+    assert code == 0 and err == ""        # no progress line when stderr is not a terminal
+    res = json.loads(out)
+    cands = res["candidates"]
+    assert len(cands) == 3 and res["evaluated"] >= res["fitting"] > 0
+    assert [c["step_time_s"] for c in cands] == sorted(c["step_time_s"] for c in cands)
+    for c in cands:
+        argv = shlex.split(c["predict"])[1:] + ["--json"]
+        code, pout, _ = run(capsys, *argv)
+        step = json.loads(pout)["step"]
+        memory = json.loads(pout)["memory"]
+        assert code == 0 and step["time_s"] == c["step_time_s"] and step["mfu"] == c["mfu"]
+        assert memory["total_bytes"] == c["memory_bytes"] and c["fits"]
+        for key in ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
+                    "recompute", "distributed_optimizer", "tp_comm_overlap"):
+            assert key in c
+        assert c["bound_s"] <= c["step_time_s"]
+    assert set(res["dropped"]) == set(res["dropped_reasons"])
+
+
+def test_search_text_and_jobs(capsys):
+    """The table, what was dropped and the best's predict line; --jobs 2 finds the same."""
+    code, out, _ = run(capsys, "search", *SMALL, "--top", "2")
+    assert code == 0
+    for text in ("fastest layouts of gpt3-125m on 8 GPUs", "priced", "re-priced", "dropped:",
+                 "tpsim predict --model gpt3-125m", "  1  TP", "  2  TP"):
+        assert text in out, text
+    code, out2, _ = run(capsys, "search", *SMALL, "--top", "2", "--jobs", "2")
+    assert code == 0
+    rows = [ln for ln in out.splitlines() if ln.startswith(("   1", "   2"))]
+    assert rows == [ln for ln in out2.splitlines() if ln.startswith(("   1", "   2"))]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["search", "--gpus", "0", "--global-batch", "8"], "--gpus"),
+    (["search", "--global-batch", "8"], "--gpus"),
+    (["search", "--gpus", "4096", "--global-batch", "8"], "pass --nodes"),
+    (["search", "--gpus", "8", "--global-batch", "8", "--dtype", "int4"], "invalid choice"),
+    (["predict", "--tp", "1,,2"], "comma list"),
+    (["predict", "--tp", "3,4", "--model", "gpt3-1.3b"], "in the combination"),
+    (["predict", "--tp", "1,2", "--trace", "t.json"], "--trace"),
+    (["predict", "--recompute", "none,some"], "invalid choice"),
+    (["collective", "--ranks", "2,0"], "--ranks"),
+])
+def test_bad_input_is_one_line(capsys, argv, match):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and match in err, err
+
+
+def test_predict_comma_lists(capsys):
+    """--tp 1,2 --micro-batch 1,2: four rows, each the prediction of its combination."""
+    code, out, _ = run(capsys, "predict", "--model", "gpt3-350m", "--tp", "1,2",
+                       "--micro-batch", "1,2", "--json")
+    assert code == 0
+    got = json.loads(out)
+    assert [(g["inputs"]["tp"], g["inputs"]["micro_batch"]) for g in got] == \
+        [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for g in got:
+        p = predict("gpt3-350m", "dgx-h100", tp=g["inputs"]["tp"],
+                    micro_batch=g["inputs"]["micro_batch"])
+        assert g["step"]["time_s"] == p.step.time_s and g["layer"]["total_s"] == p.layer.total_s
+    code, out, _ = run(capsys, "predict", "--model", "gpt3-350m", "--tp", "1,2",
+                       "--topology", "dgx-a100,dgx-h100")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:2] == ["topology", "tp"] and len(lines) == 6
+    assert lines[1].split()[:2] == ["dgx-a100", "1"] and lines[4].split()[:2] == ["dgx-h100", "2"]
+
+
+def test_collective_comma_lists(capsys):
+    code, out, _ = run(capsys, "collective", "--ranks", "2,4", "--topology", "dgx-a100,dgx-h100",
+                       "--bytes", "1MiB", "--json")
+    assert code == 0
+    got = json.loads(out)
+    assert [(g["topology"], g["ranks"]) for g in got] == \
+        [("dgx-a100", 2), ("dgx-a100", 4), ("dgx-h100", 2), ("dgx-h100", 4)]
+    for g in got:
+        assert g["time_us"] == collective_time("all-reduce", 2**20, g["ranks"],
+                                               g["topology"]).time_s * 1e6
+    code, out, _ = run(capsys, "collective", "--op", "all-reduce,all-gather", "--ranks", "8")
+    assert code == 0 and len(out.splitlines()) == 3 and "all-gather" in out
+    code, out, _ = run(capsys, "collective", "--json")     # one combination: one object
+    assert code == 0 and isinstance(json.loads(out), dict)
+
+
+def test_plot_search_cells_are_the_fastest_fitting_layouts(tmp_path, capsys):
+    """Each (TP, PP) cell's step time is predict's for its layout and no fitting layout of that
+    cell (brute force over the enumerated ones) is faster."""
+    from tpsim.search.driver import Space, _run, enumerate_layouts
+    code, out, _ = run(capsys, "plot", "search", *SMALL, "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 10_000
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(ln for ln in f if not ln.startswith("#")))
+    run_ = _run("gpt3-125m", "dgx-a100", None, None, None, 16)
+    layouts, _ = enumerate_layouts(run_.model, run_.topo, Space(8, 16), run_.seq_len)
+    times = {}
+    for lay in layouts:
+        p = predict(run_.model, run_.topo, global_batch=16, **lay.predict_kwargs())
+        if p.memory.fits:
+            key = (lay.tp, lay.pp)
+            times[key] = min(times.get(key, float("inf")), p.step.time_s)
+    assert {(int(r["tp"]), int(r["pp"])) for r in rows if r["step_time_s"]} == set(times)
+    for r in rows:
+        if r["step_time_s"]:
+            assert float(r["step_time_s"]) == times[int(r["tp"]), int(r["pp"])]
+
+
+def test_progress_only_on_a_terminal():
+    """The progress line is written (and cleared) on a terminal, never elsewhere."""
+    import io
+    from tpsim.cli.search import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress(stream)
+        p("pricing layouts", 5, 10)
+        p("re-pricing with the step simulation", 2, None)
+        p.close()
+    assert "pricing layouts: 5/10" in tty.getvalue() and tty.getvalue().endswith("\r\033[K")
+    assert pipe.getvalue() == ""
+
+
+def test_the_printed_predict_line_reloads_a_model_given_as_a_file(tmp_path, capsys):
+    """The search's `tpsim predict ...` line names the file the model came from, and runs."""
+    import yaml as _yaml
+
+    from tpsim.spec.model import shipped_models
+    doc = _yaml.safe_load(shipped_models()["gpt3-350m"].read_text())
+    doc["name"] = "my-model"
+    path = tmp_path / "my model.yaml"
+    path.write_text(_yaml.safe_dump(doc))
+    assert main(["search", "--model", str(path), "--topology", "dgx-a100", "--gpus", "8",
+                 "--global-batch", "8", "--top", "1"]) == 0
+    line = next(ln.strip() for ln in capsys.readouterr().out.splitlines()
+                if ln.strip().startswith("tpsim predict"))
+    assert shlex.quote(str(path)) in line
+    assert main(shlex.split(line)[1:]) == 0
+
+
+@pytest.mark.parametrize("given, expect", [(None, "1"), ("3", "3")])
+def test_the_command_runs_one_blas_thread_unless_told(given, expect):
+    """`tpsim` sets numpy's BLAS threads to one before numpy loads (more only spin between a
+    search's small products, doubling its CPU time) and keeps a count the environment gives."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = ("import os, sys; from tpsim.cli import main; loaded = 'numpy' in sys.modules; "
+            "main(['search', '--model', 'gpt3-125m', '--topology', 'dgx-a100', '--gpus', '8', "
+            "'--global-batch', '8', '--top', '1', '--json']); "
+            "print(loaded, os.environ['OPENBLAS_NUM_THREADS'], file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 0 and r.stderr.split() == ["False", expect], r.stderr

@@ -1,0 +1,141 @@
+"""Compute cost functions against numbers derived by hand (CONTRACTS.md formulas)."""
+from __future__ import annotations
+
+import pytest
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, attention_time,
+                           elementwise_time, gemm_efficiency, gemm_time, tile_wave_efficiency)
+from tpsim.layer.ops import Attention, Gemm
+
+from tests.conftest import make_topology
+
+LEVEL = [{"name": "nvlink", "size": 8, "bandwidth_GBps": 100, "latency_us": 1}]
+
+
+def device(**kw):
+    base = {"gemm_max_efficiency": 0.5, "gemm_half_efficiency_dim": 100, "memory_efficiency": 0.5,
+            "kernel_launch_us": 2}
+    return make_topology(LEVEL, {**base, **kw}).device
+
+
+def test_gemm_efficiency_by_hand():
+    """eff = 0.5 * 100/200 * 300/400 * 900/1000 = 0.16875."""
+    assert gemm_efficiency(100, 300, 900, device()) == pytest.approx(0.16875)
+
+
+def test_gemm_time_compute_bound():
+    """m = n = k = 900 on 100 TFLOP/s bf16: eff = 0.5 * 0.9^3 = 0.3645;
+    2 * 900^3 / (100e12 * 0.3645) = 1.458e9 / 3.645e13 = 40 us; bytes 3 * 810000 * 2 = 4.86 MB at
+    1000 GB/s * 0.5 = 9.72 us < 40 us; plus 2 us launch = 42 us."""
+    assert gemm_time(900, 900, 900, device(), "bf16") == pytest.approx(42e-6)
+
+
+def test_skinny_gemm_runs_far_below_peak():
+    """m = 1, n = k = 900: eff = 0.5 * 1/101 * 0.81 = 0.00401; 1.62e6 FLOP / (100e12 * 0.00401)
+    = 4.04 us, above the 3.2472 us of its (900 + 810000 + 900) * 2 bytes at 500 GB/s: + 2 us."""
+    assert gemm_time(1, 900, 900, device(), "bf16") == pytest.approx(2e-6 + 4.04e-6)
+
+
+def test_gemm_time_memory_bound_and_batched():
+    """With a flat curve (eff 1): m = 1, n = k = 900 is 0.0162 us of FLOPs but
+    (900 + 810000 + 900) * 2 = 1,623,600 bytes at 500 GB/s = 3.2472 us. Batched x4: one launch,
+    4x the work: 2 + 12.9888 us."""
+    d = device(gemm_max_efficiency=1.0, gemm_half_efficiency_dim=0)
+    assert gemm_time(1, 900, 900, d, "bf16") == pytest.approx(2e-6 + 3.2472e-6)
+    assert gemm_time(1, 900, 900, d, "bf16", batch=4) == pytest.approx(2e-6 + 12.9888e-6)
+
+
+def test_elementwise_time():
+    """1 MB at 1000 GB/s * 0.5: 2 us, plus 2 us launch."""
+    assert elementwise_time(1e6, device()) == pytest.approx(4e-6)
+
+
+def test_attention_exec_flops():
+    """The op's FLOPs are the causal pairs the model needs; the kernel adds its diagonal tiles,
+    (1 + 128/1024) = 1.125x at seq 1024 with a 128-key block; flash backward: 2.5x the
+    forward's work = 1.25x the model's 2x count."""
+    assert attention_exec_flops(100.0, causal=True, backward=False, seq_kv=1024,
+                                causal_block=128) == 112.5
+    assert attention_exec_flops(200.0, causal=True, backward=True, seq_kv=1024,
+                                causal_block=128) == 200 * 1.125 * 1.25
+    assert attention_exec_flops(100.0, causal=False, backward=False) == 100.0
+
+
+def test_attention_model_flops_count_causal_pairs():
+    """s = 4 queries and keys, causal: 4 + 3 + 2 + 1 = 10 pairs (s(s+1)/2); 4 b heads d pairs
+    forward: 4 * 2 * 3 * 8 * 10 = 1920, backward 3840; decoding 1 query against 4 keys: 4 pairs;
+    an unfused scores GEMM (4x8 @ 8x4, causal over 4 keys) runs 2*4*4*8 = 256 FLOPs of which the
+    model needs (4 + 1)/(2*4) = 5/8: 160."""
+    assert Attention(2, 3, 3, 4, 4, 8, "bf16").flops == 1920
+    assert Attention(2, 3, 3, 4, 4, 8, "bf16", backward=True).flops == 3840
+    assert Attention(2, 3, 3, 1, 4, 8, "bf16").pairs == 4
+    assert Attention(2, 3, 3, 4, 4, 8, "bf16", causal=False).pairs == 16
+    g = Gemm(4, 4, 8, "bf16", causal=4)
+    assert (g.executed_flops, g.flops) == (256, 160)
+
+
+def test_tile_and_wave_quantization_by_hand():
+    """Tiles 128 x 256 on 4 SMs: m = n = 256 -> 2 x 1 tiles (one wave of 4 slots, half empty):
+    u = 256*256 / (1 * 4 * 128*256) = 0.5; the other orientation (256 x 128) also 2 tiles;
+    m = 300, n = 256: 3 x 1 tiles, 1 wave: 300*256 / (4 * 32768) = 0.5859;
+    m = 1024, n = 256: 8 tiles, 2 waves: 1024*256 / (2 * 4 * 32768) = 1."""
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0)
+    assert tile_wave_efficiency(256, 256, 512, 1, d) == 0.5
+    assert tile_wave_efficiency(300, 256, 512, 1, d) == pytest.approx(300 * 256 / (4 * 32768))
+    assert tile_wave_efficiency(1024, 256, 512, 1, d) == 1.0
+    assert tile_wave_efficiency(1024, 256, 512, 1, device()) == 512 / 612  # CPUs: k loop alone
+
+
+def test_split_k_fills_idle_sms_by_hand():
+    """Same device: 256 x 256 is 2 tiles on 4 SMs; with k = 4096 the k loop shares
+    min(4 / 2, 4096 / 1024) = 2 ways: u = 256*256*2 / (4 * 32768) = 1; with k = 1536, 1.5 ways:
+    0.75; a skinny m = 1 GEMM (n = 512: 2 tiles) loses only its tiles' padding: 512 / 65536.
+    With a k half-dim of 1024, each share's k loop keeps (k/s) / (k/s + 1024): 2048 / 3072."""
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0)
+    assert tile_wave_efficiency(256, 256, 4096, 1, d) == 1.0
+    assert tile_wave_efficiency(256, 256, 1536, 1, d) == 0.75
+    assert tile_wave_efficiency(1, 512, 4096, 1, d) == pytest.approx(512 / (2 * 32768))
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0, gemm_k_half_dim=1024)
+    assert tile_wave_efficiency(256, 256, 4096, 1, d) == pytest.approx(2048 / 3072)
+
+
+def test_attention_kernel_efficiency_by_hand():
+    """efficiency 0.6 at d = 128 (0.5 at 64), seq_half 1000: at seq 1000, d 128: 0.6 * 0.5 =
+    0.3; causal x 0.9: 0.27; d = 100 takes the nearest listed (128); backward 0.4 * 0.5."""
+    kernels = {"k": {"efficiency": {64: 0.5, 128: 0.6}, "backward_efficiency": {128: 0.4},
+                     "seq_half_efficiency": 1000, "causal_efficiency": 0.9}}
+    d = device(attention_kernels=kernels, attention_kernel="k")
+    assert attention_efficiency(1000, 1000, 128, d) == pytest.approx(0.3)
+    assert attention_efficiency(1000, 1000, 128, d, causal=True) == pytest.approx(0.27)
+    assert attention_efficiency(1000, 1000, 100, d) == pytest.approx(0.3)
+    assert attention_efficiency(1000, 1000, 128, d, backward=True) == pytest.approx(0.2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 20000), st.integers(1, 20000), st.integers(1, 20000), st.integers(1, 64),
+       st.sampled_from(["dgx-a100", "dgx-h100", "pcie-l40s"]))
+def test_gemm_never_beats_the_peak_or_grows_faster(m, n, k, batch, topo):
+    """Every GEMM takes at least its FLOPs at peak and its bytes at the memory bandwidth, and
+    one more row of output never makes it faster (tile quantization keeps time monotone)."""
+    from tpsim.cluster.topology import load_topology
+    d = load_topology(topo).device
+    t = gemm_time(m, n, k, d, "bf16", batch)
+    assert t >= 2.0 * m * n * k * batch / d.peak("bf16")
+    assert t >= (m * k + k * n + m * n) * batch * 2 / d.memory_bandwidth_Bps
+    for bigger in ((m + 1, n, k), (m, n + 1, k), (m, n, k + 1), (m, n, 2 * k)):
+        assert gemm_time(*bigger, d, "bf16", batch) >= t * (1 - 1e-12)
+
+
+def test_attention_time_by_hand():
+    """seq 900 x 900, head_dim 100: eff = 0.5 * 0.9 * 0.9 * 0.5 = 0.2025; 2.025e9 FLOP at
+    100e12 * 0.2025 = 100 us (memory 1 MB = 2 us smaller), plus 2 us launch."""
+    assert attention_time(2.025e9, 1e6, 900, 900, 100, device(), "bf16") == pytest.approx(102e-6)
+
+
+@pytest.mark.parametrize("m", [1, 64, 1024])
+def test_more_work_never_faster(m):
+    d = device()
+    assert gemm_time(m, 512, 512, d, "bf16") <= gemm_time(2 * m, 512, 512, d, "bf16")

@@ -189,3 +189,12 @@ def test_a_stale_name_does_not_resolve():
     for stale in ("tpsim.cost.compute.gemm_tim", "tpsim.costs.compute.gemm_time"):
         with pytest.raises((ImportError, AttributeError)):
             resolve(stale)
+
+
+def test_each_trace_event_names_the_function_that_priced_its_op():
+    from tpsim.report.trace import prediction_trace
+    from tpsim.training.predict import predict
+    pred = predict("gpt3-350m", "dgx-a100", tp=2, seq_len=1024)
+    events = [e for e in prediction_trace(pred)["traceEvents"] if e["ph"] == "X"]
+    assert [e["args"]["formula"] for e in events] == [o.formula for o in pred.ops]
+    assert all(callable(resolve(e["args"]["formula"])) for e in events)

@@ -339,8 +339,7 @@ def send_recv_time(nbytes: float, place: Placement, topo: Topology) -> Collectiv
     latency = topo.device.collective_latency_scale * span.level.hop_latency_s("ring", "simple")
     return _cost("send-recv", "p2p", "simple", nbytes, place, _launch_s(topo, "simple"), latency,
                  nbytes / _stage_bandwidth(span, "ring"),
-                 _copy_s("send-recv", nbytes, place.size, topo),
-                 qualname(send_recv_time))
+                 _copy_s("send-recv", nbytes, place.size, topo), qualname(send_recv_time))
 
 
 # --------------------------------------------------------------------------- custom all-reduce

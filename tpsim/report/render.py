@@ -1,5 +1,6 @@
 """Results for people (text) and programs (JSON). Human units (us, GB/s) appear only in text;
-JSON keeps tpsim's SI values with the unit in each key."""
+JSON keeps tpsim's SI values with the unit in each key. Every section names the function that
+computed it: a ``formula`` key in JSON, ``formula`` lines in text (:mod:`tpsim.report.formulas`)."""
 from __future__ import annotations
 
 import dataclasses

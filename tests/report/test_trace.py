@@ -17,7 +17,8 @@ from tpsim.report.trace import chrome_trace, write_trace
 def op(name, stream, start_us, end_us, phase="forward", kind="gemm"):
     return SimpleNamespace(name=name, kind=kind, phase=phase, stream=stream, shape=(4, 8),
                            flops=1.0, bytes=2.0, comm_bytes=0.0, time_s=(end_us - start_us) * 1e-6,
-                           start_s=start_us * 1e-6, end_s=end_us * 1e-6, share=0.1)
+                           start_s=start_us * 1e-6, end_s=end_us * 1e-6, share=0.1,
+                           formula="tpsim.cost.compute.gemm_time")
 
 
 def op_events(trace):

@@ -37,6 +37,7 @@ import math
 from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passes,  # noqa: F401
                               ring_steps)                      # re-exported: the public API
 from ..base.errors import ConfigError
+from ..base.formula import qualname
 from .nvls_pipeline import nvls_terms
 from ..spec.parallel import Group
 from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
@@ -134,7 +135,7 @@ def ring_time(op: str, nbytes: float, place: Placement, topo: Topology,
     """
     hops = [(s, ring_passes(op) * h) for s, h in ring_hops(place.spans)]
     return _pipelined(op, "ring", nbytes, place, topo, hops, bus_factor(op, place.size) * nbytes,
-                      protocol, "tpsim.cost.collectives.ring_time")
+                      protocol, qualname(ring_time))
 
 
 def _tree_hops(place: Placement) -> list[tuple[LevelSpan, int]]:
@@ -159,7 +160,7 @@ def tree_time(nbytes: float, place: Placement, topo: Topology,
     2S on the wire).
     """
     return _pipelined("all-reduce", "tree", nbytes, place, topo, _tree_hops(place), 2 * nbytes,
-                      protocol, "tpsim.cost.collectives.tree_time")
+                      protocol, qualname(tree_time))
 
 
 def hierarchical_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
@@ -185,7 +186,7 @@ def hierarchical_time(nbytes: float, place: Placement, topo: Topology) -> Collec
                 + 2 * (m - 1) / m * (nbytes / g) / _bottleneck(outer, "ring", share=g))
     return _cost("all-reduce", "hierarchical", "simple", nbytes, place, _launch_s(topo, "simple"),
                  latency, transfer, _copy_s("all-reduce", nbytes, place.size, topo),
-                 "tpsim.cost.collectives.hierarchical_time")
+                 qualname(hierarchical_time))
 
 
 def _nvls_stage(nbytes: float, span: LevelSpan, ranks: int, topo: Topology) -> tuple[float, float]:
@@ -218,7 +219,7 @@ def nvls_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost
     return _cost("all-reduce", "nvls", "simple", nbytes, place,
                  scale * topo.device.collective_launch_s,
                  scale * span.level.hop_latency_s("nvls", "simple"), transfer,
-                 _copy_s("all-reduce", nbytes, n, topo), "tpsim.cost.collectives.nvls_time", pipeline)
+                 _copy_s("all-reduce", nbytes, n, topo), qualname(nvls_time), pipeline)
 
 
 def nvls_tree_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
@@ -247,7 +248,7 @@ def nvls_tree_time(nbytes: float, place: Placement, topo: Topology) -> Collectiv
     return _cost("all-reduce", "nvls_tree", "simple", nbytes, place,
                  scale * topo.device.collective_launch_s, latency, nvls_transfer,
                  _copy_s("all-reduce", nbytes, place.size, topo),
-                 "tpsim.cost.collectives.nvls_tree_time", pipeline)
+                 qualname(nvls_tree_time), pipeline)
 
 
 def applicable_algorithms(op: str, group: int | Group, topo: Topology) -> list[str]:
@@ -338,8 +339,7 @@ def send_recv_time(nbytes: float, place: Placement, topo: Topology) -> Collectiv
     latency = topo.device.collective_latency_scale * span.level.hop_latency_s("ring", "simple")
     return _cost("send-recv", "p2p", "simple", nbytes, place, _launch_s(topo, "simple"), latency,
                  nbytes / _stage_bandwidth(span, "ring"),
-                 _copy_s("send-recv", nbytes, place.size, topo),
-                 "tpsim.cost.collectives.send_recv_time")
+                 _copy_s("send-recv", nbytes, place.size, topo), qualname(send_recv_time))
 
 
 # --------------------------------------------------------------------------- custom all-reduce
@@ -361,7 +361,7 @@ def custom_all_reduce_time(nbytes: float, place: Placement, topo: Topology,
                                                    topo.device)
     return CollectiveCost("all-reduce", "custom", int(nbytes), n, launch + latency + transfer,
                           launch, latency, transfer, 0.0, kind,
-                          "tpsim.cost.collectives.custom_all_reduce_time", place.group.name)
+                          qualname(custom_all_reduce_time), place.group.name)
 
 
 def custom_kernel_time(kind: str, nbytes: float, n: int, level, device) -> tuple[float, ...]:

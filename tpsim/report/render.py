@@ -1,9 +1,12 @@
 """Results for people (text) and programs (JSON). Human units (us, GB/s) appear only in text;
-JSON keeps tpsim's SI values with the unit in each key."""
+JSON keeps tpsim's SI values with the unit in each key. Every section names the function that
+computed it: a ``formula`` key in JSON, ``formula`` lines in text (:mod:`tpsim.report.formulas`)."""
 from __future__ import annotations
 
 import dataclasses
 
+from . import formulas as fm
+from .formulas import formula_lines
 from .step import step_lines
 from ..base.units import format_size
 
@@ -60,6 +63,7 @@ def _layer_lines(layer) -> list[str]:
         "of the layer (compute slowed while a collective runs beside it: hidden comm is not free)",
         f"  host wait      {_ms(layer.host_wait_s):>12s}   {_pct(layer.host_wait_s / (layer.total_s or 1))} "
         "of the layer (GPU idle until the host issues the next op: small layers are host-bound)",
+        *formula_lines(fm.LAYER),
     ]
 
 
@@ -88,6 +92,7 @@ def _model_lines(p) -> list[str]:
         f"MFU {_pct(m.mfu)}",
         f"  {m.hardware_flops / 1e12:.1f} TFLOP per GPU with recomputation (hardware FLOPs): "
         f"HFU {_pct(m.hfu)}",
+        *formula_lines(fm.MODEL),
     ]
 
 
@@ -112,7 +117,7 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     if len(stages) > 1:
         lines.append("  per stage      " + " ".join(f"{m.total_bytes / gb:.1f}" for m in stages)
                      + " GB")
-    return lines
+    return lines + formula_lines(fm.MEMORY)
 
 
 def prediction_report(p) -> str:
@@ -152,18 +157,31 @@ def notice_text(n) -> str:
     return f"{n.code}: {v}"
 
 
+def _with_formula(obj, formula) -> dict:
+    """A result dataclass as a dict, with the ``formula`` that computed it
+    (:mod:`tpsim.report.formulas`)."""
+    return {**dataclasses.asdict(obj), "formula": formula if isinstance(formula, str)
+            else dict(formula)}
+
+
+def _step_json(step) -> dict:
+    out = _with_formula(step, fm.STEP)
+    out["stages"] = [_with_formula(s, fm.STAGE) for s in step.stages]
+    return out
+
+
 def prediction_json(p) -> dict:
     """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md)."""
     return {
         "inputs": dataclasses.asdict(p.inputs),
-        "layer": dataclasses.asdict(p.layer),
+        "layer": _with_formula(p.layer, fm.LAYER),
         "collectives": [{**dataclasses.asdict(c), "total_time_s": c.total_time_s}
                         for c in p.collectives],
         "ops": [o._asdict() for o in p.ops],
-        "model": dataclasses.asdict(p.model),
-        "memory": dataclasses.asdict(p.memory),
-        "step": dataclasses.asdict(p.step) if p.step is not None else None,
-        "stage_memory": [dataclasses.asdict(m) for m in p.stage_memory],
+        "model": _with_formula(p.model, fm.MODEL),
+        "memory": _with_formula(p.memory, fm.MEMORY),
+        "step": _step_json(p.step) if p.step is not None else None,
+        "stage_memory": [_with_formula(m, fm.MEMORY) for m in p.stage_memory],
         "warnings": [notice_text(w) for w in p.warnings],
         "notices": [{"code": w.code, **w.values} for w in p.warnings],
     }
@@ -198,7 +216,8 @@ def _infer_phase_lines(p) -> list[str]:
         f"{pre.tokens_per_s:,.0f} prompt tokens/s, MFU {_pct(pre.mfu)}",
         _bound_line(c),
         f"  per GPU: {c.flops / 1e12:.2f} TFLOP, {c.hbm_bytes / 1e9:.2f} GB HBM traffic, "
-        f"{c.comm_bytes / 1e9:.3f} GB in collectives, {c.ops:.0f} ops", "",
+        f"{c.comm_bytes / 1e9:.3f} GB in collectives, {c.ops:.0f} ops",
+        *formula_lines(fm.PREFILL), "",
         f"decode, {dec.steps} steps (kv_len {p.inputs.prompt + 1}..{p.inputs.prompt + dec.steps}):",
         f"  time per output token {_ms(dec.time_per_token_s):>12s}   (mean; first step "
         f"{_ms(dec.first_step_s)}, last {_ms(dec.last_step_s)})",
@@ -208,9 +227,11 @@ def _infer_phase_lines(p) -> list[str]:
         f"({dec.hbm_bandwidth_Bps / 1e12:.2f} TB/s, {_pct(dec.hbm_bandwidth_Bps / dev_bw)} of "
         f"{dev_bw / 1e12:.2f} TB/s peak), {d.flops / 1e12:.3f} TFLOP, "
         f"{d.comm_bytes / 1e6:.2f} MB in collectives, {d.ops:.0f} ops",
-        f"  {dec.integration}", "",
+        f"  {dec.integration}",
+        *formula_lines(fm.DECODE), "",
         f"total          {_ms(p.total.time_s):>12s}   prefill + {dec.steps} steps; "
         f"{p.total.tokens_per_s:,.1f} output tokens/s (static batch)",
+        *formula_lines(fm.TOTAL),
     ]
 
 
@@ -225,6 +246,7 @@ def _infer_memory_lines(p) -> list[str]:
         f"  activations    {m.activations_bytes / gb:9.2f} GB   (the prefill's widest point)",
         f"  total          {m.total_bytes / gb:9.2f} GB   of {m.capacity_bytes / gb:.0f} GB: "
         f"{fits}; the largest batch that fits: {m.max_batch}",
+        *formula_lines(fm.INFER_MEMORY),
     ]
 
 
@@ -273,11 +295,11 @@ def infer_json(p) -> dict:
     return {
         "inputs": dataclasses.asdict(p.inputs),
         "prefill": {"time_s": pre.time_s, "tokens_per_s": pre.tokens_per_s, "mfu": pre.mfu,
-                    "cost": _phase_json(pre.cost)},
+                    "cost": _phase_json(pre.cost), "formula": dict(fm.PREFILL)},
         "decode": {**{k: v for k, v in dataclasses.asdict(dec).items() if k != "cost"},
-                   "cost": _phase_json(dec.cost)},
-        "total": dataclasses.asdict(p.total),
-        "memory": dataclasses.asdict(p.memory),
+                   "cost": _phase_json(dec.cost), "formula": dict(fm.DECODE)},
+        "total": _with_formula(p.total, fm.TOTAL),
+        "memory": _with_formula(p.memory, fm.INFER_MEMORY),
         "decode_ops": [o._asdict() for o in p.decode_ops],
         "prefill_ops": [o._asdict() for o in p.prefill_ops],
         "collectives": {"decode": [dataclasses.asdict(c) for c in p.decode_collectives],
@@ -308,7 +330,12 @@ def comparison_table(preds, varied: list[str]) -> str:
                      f"{p.memory.total_bytes / 1e9:7.1f}GB  {'yes' if p.memory.fits else 'NO'}")
     lines.append("(layer: one layer forward + backward; step: one optimizer step (one micro-batch "
                  "per replica unless --global-batch); memory: the fullest stage, GB = 1e9 bytes)")
-    return "\n".join(lines)
+    return "\n".join(lines + formula_lines(COLUMN_FORMULAS, "formula  "))
+
+
+COLUMN_FORMULAS = {"layer": fm.LAYER, "step": fm.STEP["time_s"],
+                   "tokens/s": fm.STEP["tokens_per_s"], "MFU": fm.STEP["mfu"],
+                   "memory": fm.MEMORY["total_bytes"]}
 
 
 def collective_comparison(rows, varied: list[str]) -> str:

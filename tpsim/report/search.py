@@ -3,10 +3,27 @@ from __future__ import annotations
 
 import shlex
 
-from ..search.driver import REASONS
+from ..base.formula import qualname
+from ..search.driver import REASONS, search
+from ..search.price import price_pipelines
+from .formulas import MEMORY, STEP, formula_lines
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
         "VP: model chunks per stage (interleaved 1F1B); L a/b: layers on the first/last stage"
+
+
+# the functions behind a candidate's numbers: predict's step and memory (the re-pricing), and
+# the bound that ranked it; JSON field -> name, and the table's columns
+CANDIDATE = {"step_time_s": STEP["time_s"],
+             **{k: STEP[k] for k in ("tokens_per_s", "mfu", "bubble_s", "tp_comm_exposed_s",
+                                     "pp_comm_exposed_s", "dp_comm_exposed_s")},
+             "memory_bytes": MEMORY["total_bytes"], "fits": MEMORY["fits"],
+             "bound_s": qualname(price_pipelines)}
+COLUMNS = {"step": "step_time_s", "tokens/s": "tokens_per_s", "MFU": "mfu",
+           "memory": "memory_bytes", "bubble": "bubble_s", "exp. TP": "tp_comm_exposed_s",
+           "exp. PP": "pp_comm_exposed_s", "exp. DP": "dp_comm_exposed_s",
+           "the bound that ranked them": "bound_s"}
+SEARCH = qualname(search)
 
 
 def layout_label(lay) -> str:
@@ -67,10 +84,11 @@ def search_report(result) -> str:
              f"{result.fitting:,} fit",
              f"  {result.repriced} re-priced with the step simulation (tpsim predict) until the "
              f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
-             f"was within {result.max_gap * 100:.2f}% of them", ""]
+             f"was within {result.max_gap * 100:.2f}% of them",
+             *formula_lines(SEARCH, "  formula  "), ""]
     if not result.candidates:
-        lines[-2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
-                      "batch or a shorter sequence", ""]
+        lines[2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
+                     "batch or a shorter sequence", *formula_lines(SEARCH, "  formula  "), ""]
         return "\n".join(lines + _dropped(result))
     head = (f"  {'#':>2s}  {'layout':34s} {'step':>9s} {'tokens/s':>10s} {'MFU':>6s} "
             f"{'memory':>8s} {'bubble':>7s} {'exp. TP':>8s} {'exp. PP':>8s} {'exp. DP':>8s}")
@@ -83,6 +101,7 @@ def search_report(result) -> str:
                      f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")
     lines += [f"  ({FLAGS}; sel/full: recomputation; memory: the fullest stage, GB = 1e9 bytes; "
               "exp.: exposed communication, % of the step)"]
+    lines += formula_lines({col: CANDIDATE[key] for col, key in COLUMNS.items()}, "  formula  ")
     if result.candidates:
         lines += ["", "the best, in full:", "  " + predict_command(result,
                                                                 result.candidates[0].layout)]
@@ -110,11 +129,11 @@ def search_json(result) -> dict:
                       "bubble_s": st.bubble_s, "tp_comm_exposed_s": st.tp_comm_exposed_s,
                       "pp_comm_exposed_s": st.pp_comm_exposed_s,
                       "dp_comm_exposed_s": st.dp_comm_exposed_s, "bound_s": c.bound_s,
-                      "predict": predict_command(result, c.layout)})
+                      "predict": predict_command(result, c.layout), "formula": dict(CANDIDATE)})
     return {"model": result.model, "topology": result.topology, "gpus": result.gpus,
             "global_batch": result.global_batch, "seq_len": result.run.seq_len,
             "dtype": result.run.dtype, "evaluated": result.evaluated, "fitting": result.fitting,
             "repriced": result.repriced, "bound_max_gap": result.max_gap,
             "pricing_s": result.pricing_s, "candidates": cands,
             "dropped": dict(result.dropped),
-            "dropped_reasons": {k: REASONS[k] for k in result.dropped}}
+            "dropped_reasons": {k: REASONS[k] for k in result.dropped}, "formula": SEARCH}

@@ -2,6 +2,8 @@
 stage where the stages differ."""
 from __future__ import annotations
 
+from .formulas import STEP, formula_lines
+
 PARTS = (("compute", "compute_s", "GPU compute of the layers and the model's ends"),
          ("exposed TP", "tp_comm_exposed_s", "TP collectives the compute does not hide"),
          ("host wait", "host_wait_s", "GPU idle until the host issues the next op"),
@@ -58,4 +60,4 @@ def _stages(st) -> list[str]:
 def step_lines(p) -> list[str]:
     """The step section for a :class:`~tpsim.sim.result.Prediction` with a ``step``."""
     st = p.step
-    return _head(p) + _breakdown(st) + _stages(st)
+    return _head(p) + _breakdown(st) + _stages(st) + formula_lines(STEP)

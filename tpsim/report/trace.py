@@ -29,13 +29,14 @@ def _tid(stream: str) -> int:
 
 
 def op_event(op) -> dict:
-    """One op row -> one complete event on its stream's thread."""
+    """One op row -> one complete event on its stream's thread, naming the function that priced
+    it (``formula``)."""
     return {"name": op.name, "cat": f"{op.phase},{op.kind}", "ph": "X", "pid": PID,
             "tid": _tid(op.stream), "ts": op.start_s * 1e6, "dur": (op.end_s - op.start_s) * 1e6,
             "args": {"phase": op.phase, "kind": op.kind, "stream": op.stream,
                      "shape": _plain(op.shape), "flops": op.flops, "bytes": op.bytes,
                      "comm_bytes": op.comm_bytes, "time_us": op.time_s * 1e6,
-                     "share": op.share}}
+                     "share": op.share, "formula": op.formula}}
 
 
 def _plain(value):

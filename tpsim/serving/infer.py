@@ -212,7 +212,11 @@ def _stretch(cost: PhaseCost, k: float) -> PhaseCost:
     return dataclasses.replace(cost, **{f: getattr(cost, f) * k for f in times})
 
 
-def _prefill(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simulation]:
+def prefill_pass(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simulation]:
+    """The prompt pass (:class:`~tpsim.serving.result.Prefill`) and its layer's simulation:
+    time = layers x one prefill layer (:func:`phase_cost`) x (2pp - 1)/pp (the pipeline's fill)
+    + the embedding and output layer + (pp - 1) stage-to-stage transfers; tokens/s = batch x
+    prompt / time; MFU = FLOPs / time / the dtype's peak."""
     pp, micro = srv.pp, batch // srv.pp
     d = srv.dims(micro, prompt)
     sim = srv.sim(srv.prefill_tpl, d)
@@ -222,7 +226,12 @@ def _prefill(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simulation
     return Prefill(cost.time_s, batch * prompt / cost.time_s, cost, mfu), sim
 
 
-def _decode(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decode, Simulation]:
+def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decode, Simulation]:
+    """The gen - 1 decode steps (:class:`~tpsim.serving.result.Decode`) and the decode layer's
+    simulation at the mean cache length: time per token = layers x the mean decode layer over
+    kv_len prompt + 1 .. prompt + gen - 1 (:func:`mean_over_lengths`) + the ends + the p2p
+    transfers; tokens/s = batch / time per token; the first and last steps at the shortest and
+    longest cache; HBM bandwidth = the mean step's HBM bytes / its time."""
     micro, layers = batch // srv.pp, srv.m.layers
     fixed = srv.ends(micro, 1) + srv.p2p(micro * srv.m.hidden * srv.dims(1, 1).bpe)
     first, last = prompt + 1, prompt + gen - 1
@@ -279,8 +288,8 @@ def infer(model, topology="dgx-h100", tp: int = 8, pp: int = 1, batch: int = 1,
         raise ConfigError("--eager", "", "true or false", eager)
     act = "bf16" if dtype == "fp8" else dtype
     srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, eager)
-    pre, pre_sim = _prefill(srv, batch, prompt)
-    dec, dec_sim = _decode(srv, batch, prompt, gen)
+    pre, pre_sim = prefill_pass(srv, batch, prompt)
+    dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
                          topo.device.memory_bytes)

@@ -1,7 +1,8 @@
 """What ``tpsim.infer`` returns: a frozen dataclass tree (text and JSON: ``tpsim.report.render``).
 
 SI throughout (seconds, bytes, FLOP); every JSON key carries its unit as a suffix. Times are
-per GPU of the job (every GPU of a TP group runs the same ops in lock-step).
+per GPU of the job (every GPU of a TP group runs the same ops in lock-step). The output names
+the function behind each section (``formula``, :mod:`tpsim.report.formulas`).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..base.formula import qualname
 from ..cost import collectives
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
@@ -23,12 +24,8 @@ from ..spec.parallel import Group, Parallelism
 from ..cluster.topology import Topology
 
 
-def _qualname(fn) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
-
-
-FORMULAS = {Gemm: _qualname(compute.gemm_time), Attention: _qualname(compute.attention_time),
-            MemoryBound: _qualname(compute.elementwise_time)}
+FORMULAS = {Gemm: qualname(compute.gemm_time), Attention: qualname(compute.attention_time),
+            MemoryBound: qualname(compute.elementwise_time)}
 
 
 @dataclass(frozen=True, eq=False)

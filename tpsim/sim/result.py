@@ -2,7 +2,9 @@
 
 Every number is SI (seconds, bytes, FLOP, FLOP/s) and every JSON key carries its unit as a
 suffix (``_s``, ``_bytes``, ``_flops``); ``count``, ``share`` and ``mfu`` are plain ratios or
-counts. The renderer, the JSON writer, the plots and the tests all read this tree.
+counts. The renderer, the JSON writer, the plots and the tests all read this tree. The JSON
+adds to each section the function that computed it (``formula``, :mod:`tpsim.report.formulas`):
+the tree holds numbers only, the functions are named where the output is written.
 """
 from __future__ import annotations
 

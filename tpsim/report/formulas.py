@@ -1,0 +1,77 @@
+"""Which function computed each section of ``tpsim predict`` and ``tpsim infer``: the ``formula``
+of every aggregate, so that every number of the output is one hop from its formula.
+
+Op and collective rows name the function that priced them (:mod:`tpsim.sim.price`); the
+sections built from them name theirs here: one dotted name where one function computed the
+whole section, else a mapping JSON field -> name. Each name is read off the function object
+(:func:`tpsim.base.formula.qualname`), so renaming or moving a function renames the output
+with it, and a function that disappears fails at import. The search's candidates reuse the
+step's and the memory's names (:mod:`tpsim.report.search`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+from ..base.formula import qualname
+from ..serving import infer as serving
+from ..serving import memory as serving_memory
+from ..sim.memory import stage_memory
+from ..sim.result import TimeSplit
+from ..sim.simulate import layer_times, phase_times
+from ..spec.model import ModelConfig
+from ..training import step_accounting as accounting
+from ..training.predict import predict
+from ..training.step import make_setup
+
+
+def by_field(*groups) -> dict[str, str]:
+    """{field: function name} from (function, fields) pairs, in their order."""
+    return {f: qualname(fn) for fn, fields in groups for f in fields}
+
+
+SPLIT = tuple(f.name for f in dataclasses.fields(TimeSplit))
+
+# tpsim predict
+LAYER = qualname(layer_times)
+MODEL = by_field((layer_times, ("layer_s",)), (phase_times, ("embedding_s", "output_s")),
+                 (predict, ("step_s", "flops", "tflops_per_gpu", "mfu", "hardware_flops", "hfu")),
+                 (ModelConfig.params, ("params",)))
+STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times, SPLIT),
+                (accounting.step_times, ("tokens_per_s", "tflops_per_gpu", "mfu", "hfu", "flops",
+                                         "hardware_flops", "ideal_bubble_fraction")),
+                (make_setup, ("p2p_bytes",)))
+STAGE = qualname(accounting.stage_times)
+MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
+                                  "total_bytes", "fits")),
+                  (accounting.stage_memories, ("activations_bytes", "in_flight")),
+                  (ModelConfig.stage_params, ("params_per_gpu",)))
+
+# tpsim infer
+PREFILL = by_field((serving.prefill_pass, ("time_s", "tokens_per_s", "mfu")),
+                   (serving.phase_cost, ("cost",)))
+DECODE = by_field((serving.decode_steps, ("time_per_token_s", "tokens_per_s", "first_step_s",
+                                          "last_step_s", "kv_len", "hbm_bandwidth_Bps")),
+                  (serving.phase_cost, ("cost",)))
+TOTAL = qualname(serving.infer)
+INFER_MEMORY = by_field((serving_memory.weights_per_gpu, ("weights_bytes",)),
+                        (serving_memory.kv_bytes_per_token, ("kv_bytes_per_token",)),
+                        (serving_memory.serving_memory, ("kv_cache_bytes", "activations_bytes",
+                                                         "total_bytes", "fits", "max_batch")))
+
+LABEL = "  formula        "
+WIDTH = 120
+
+
+def formula_lines(formula, label: str = LABEL) -> list[str]:
+    """A section's ``formula`` in text: the function's name, or one line per function with
+    the JSON fields it computed (wrapped under ``label``'s indent)."""
+    if isinstance(formula, str):
+        return [label + formula]
+    fields: dict[str, list[str]] = {}
+    for field, name in formula.items():
+        fields.setdefault(name, []).append(field)
+    indent = " " * len(label)
+    return [line for name, keys in fields.items() for line in textwrap.wrap(
+        f"{name} ({', '.join(keys)})", WIDTH, initial_indent=label, subsequent_indent=indent,
+        break_on_hyphens=False)]

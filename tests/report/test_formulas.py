@@ -22,7 +22,7 @@ from tpsim.base.formula import qualname, resolve
 from tpsim.cli import main
 from tpsim.report.render import COLUMN_FORMULAS
 
-from conftest import REPO
+from tests.conftest import REPO
 
 RUNS = {
     "predict-pipeline": "predict --model gpt3-13b --topology dgx-a100-hdr-cluster --tp 8 --pp 4 "

@@ -18,7 +18,7 @@ from operator import attrgetter
 import numpy as np
 
 from .step import Layout, Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
-from ..training.terms import in_flight_chunks, micro_batches
+from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 
 
@@ -29,7 +29,7 @@ def activation_counts(p: int, v: int, m: int, layers: tuple[int, ...]) -> np.nda
     (:func:`tpsim.training.terms.in_flight_chunks`)."""
     out = []
     for r in end_stages(p):
-        live = np.array(in_flight_chunks(p, v, m, r))
+        live = np.array(terms.in_flight_chunks(p, v, m, r))
         g = np.arange(v) * p + r
         out.append((float(live @ np.asarray(layers)[g]), float(live[0] * (r == 0)),
                     float(live[-1] * (r == p - 1))))
@@ -84,7 +84,7 @@ class _Pipeline:
                                         for tp, _, mb, sp, rc, ov, _ in fields])
         self.tails, self.tidx = _index([(tp, dp, sp, do) for tp, dp, _, sp, _, _, do in fields])
         self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, _, _, _ in fields])
-        self.ms, self.midx = _index([micro_batches(run.global_batch, mb, dp)
+        self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, _, _, _, _ in fields])
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .terms import table_forwards, warmup_forwards
+from . import terms
 
 
 class Program:
@@ -23,7 +23,7 @@ class Program:
     def __init__(self, p: int, v: int, m: int, k: int):
         self.p, self.v, self.m, self.k = p, v, m, k
         self.total = m * v
-        self.w = warmup_forwards(p, v, m, k)
+        self.w = terms.warmup_forwards(p, v, m, k)
         self.rest = self.total - self.w
 
     def fpos(self, i: int) -> int:
@@ -88,7 +88,7 @@ def _every_other(a: int, b: int, lo: int, hi: int, phase: int) -> int:
 def chunk_counts(n: int, p: int, v: int) -> np.ndarray:
     """Forwards of each model chunk among the first n of the schedule table, as an array
     (:func:`tpsim.training.terms.table_forwards`)."""
-    return np.array(table_forwards(n, p, v))
+    return np.array(terms.table_forwards(n, p, v))
 
 
 @lru_cache(maxsize=1024)

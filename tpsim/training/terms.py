@@ -21,7 +21,9 @@ A stage's piece of the step, in the order the step runs it (Megatron-core's
   :func:`grad_norm_allreduce_s`), the optimizer (:func:`optimizer_s`) and the distributed
   optimizer's all-gather (:func:`param_gather_s`);
 * memory: each stage's parameters (:func:`stage_params`) and optimizer shards
-  (:func:`optimizer_shards`), the activations in flight at its fullest (:func:`in_flight_chunks`).
+  (:func:`optimizer_shards`), the activations in flight at its fullest (:func:`in_flight_chunks`:
+  :func:`warmup_forwards` and :func:`table_forwards` of the schedule, :func:`micro_batches`
+  per step).
 
 A collective's time comes from ``price(op, nbytes, group) -> seconds``: the simulation's is
 :func:`collective_price` (:func:`tpsim.sim.price.group_collective`), the search's the same
@@ -267,7 +269,8 @@ def optimizer_s(params: float, shards: int, dtype: str, device) -> float:
 def param_gather_s(params: float, dtype: str, distributed_optimizer: bool, group: Group,
                    price: Price) -> float | None:
     """The distributed optimizer's all-gather of the updated weights on the DP ``group``:
-    params x the gathered (16-bit) weight bytes; None without it or with d = 1."""
+    :func:`tpsim.training.data_parallel.gather_bytes` (params x the gathered, 16-bit, weight
+    bytes); None without it or with d = 1."""
     if not distributed_optimizer or group.size == 1:
         return None
-    return price("all-gather", params * dpm.precision(dtype).gathered, group)
+    return price("all-gather", dpm.gather_bytes(params, dtype), group)

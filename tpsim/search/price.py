@@ -18,19 +18,18 @@ from operator import attrgetter
 import numpy as np
 
 from .step import Layout, Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
-from ..training.stage_program import Program, chunk_counts
+from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 
 
 @lru_cache(maxsize=65536)
 def activation_counts(p: int, v: int, m: int, layers: tuple[int, ...]) -> np.ndarray:
     """(stages, 3): per stage of :func:`end_stages`, the layers, embeddings and output layers
-    whose activations it holds at its fullest moment (:func:`tpsim.training.pipeline.in_flight`: its
-    warm-up forwards and the first steady one)."""
+    whose activations it holds at its fullest moment
+    (:func:`tpsim.training.terms.in_flight_chunks`)."""
     out = []
     for r in end_stages(p):
-        prog = Program(p, v, m, r)
-        live = chunk_counts(min(prog.w + 1, prog.total), p, v)
+        live = np.array(terms.in_flight_chunks(p, v, m, r))
         g = np.arange(v) * p + r
         out.append((float(live @ np.asarray(layers)[g]), float(live[0] * (r == 0)),
                     float(live[-1] * (r == p - 1))))
@@ -85,7 +84,7 @@ class _Pipeline:
                                         for tp, _, mb, sp, rc, ov, _ in fields])
         self.tails, self.tidx = _index([(tp, dp, sp, do) for tp, dp, _, sp, _, _, do in fields])
         self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, _, _, _ in fields])
-        self.ms, self.midx = _index([run.global_batch // (mb * dp)
+        self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, _, _, _, _ in fields])
 
 

@@ -6,7 +6,8 @@ recomputation, TP overlap) only, so each such configuration is simulated once
 (:func:`layer_parts`, the same templates and pricing as :func:`tpsim.training.predict.predict`) and
 shared by every pipeline and data-parallel layout that runs it.
 
-The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`):
+The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`), from
+the same terms (:mod:`tpsim.training.terms`: every duration below is one of its functions):
 
     T >= N + max_r (optimizer_r + all-gather_r)
     N  = max_r (max(L_r, ready_r) + grad-norm_r) + norm all-reduce
@@ -31,18 +32,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..training import data_parallel as dpm
-from ..cost.collectives import send_recv_time
-from ..cost.compute import elementwise_time
-from ..layer.embedding import embedding_template, output_template
+from ..training import terms
 from ..sim.memory import stage_memory
 from ..spec.parallel import Parallelism
-from ..training.pipeline import split_layers, stage_totals
+from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer
 from ..sim.price import group_collective
-from ..sim.simulate import simulate
-from ..training.step import (FP32, Part, activation_bytes_per_element, dp_group, grad_norm_group,
-                   pair_group)
+from ..training.step import Part
 from ..training.step_bound import end_stages
 
 
@@ -137,8 +133,7 @@ def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     sim, pricing = _memo((run, "layer", tp, micro_batch, sp, recompute, overlap), layer)
 
     def ends():
-        emb = simulate(embedding_template(tp > 1, sp, run.dropout > 0), sim.dims, pricing)
-        out = simulate(output_template(tp > 1, sp), sim.dims, pricing)
+        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
         return Part.of(emb), Part.of(out)
 
     emb, out = _memo((run, "ends", tp, micro_batch, sp), ends)
@@ -163,31 +158,25 @@ _FLAGS = {"layer": (1, False, False), "embedding": (0, True, False), "output": (
 
 
 @lru_cache(maxsize=4096)
-def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, output: int,
-                   size: int | None) -> tuple:
-    """One chunk's buckets (:func:`tpsim.training.data_parallel.buckets` over its
-    :func:`~tpsim.training.data_parallel.gradient_units`), each as (layers, embedding?, output?,
+def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None) -> tuple:
+    """One chunk's buckets (:func:`tpsim.training.terms.chunk_buckets` over its
+    :func:`~tpsim.training.terms.chunk_units`), each as (layers, embedding?, output?,
     parameters)."""
-    units = dpm.gradient_units(n, model.layer_params(tp),
-                               model.embedding_params(tp) if first else None,
-                               output if last else None)
+    units = terms.chunk_units(model, tp, n, first, last)
     flags = [_FLAGS[name] for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
                   any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces))
-                 for pieces in dpm.buckets([u[1:] for u in units], size))
+                 for pieces in terms.chunk_buckets(units, size))
 
 
 @lru_cache(maxsize=4096)
-def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], size: int) -> Stages:
-    """As :func:`tpsim.training.step.make_setup` and :func:`tpsim.training.step._buckets` split the model
-    (``size``: the bucket size in parameters, on the first virtual stage only)."""
+def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int) -> Stages:
+    """The model split as the simulation splits it (:mod:`tpsim.training.terms`: stage
+    parameters, chunk units and buckets)."""
     V = pp * v
-    output = model.output_params(tp, pp == 1)
-    stage = tuple(model.stage_params(tp, n, r == 0, r == pp - 1)
-                  for r, n in enumerate(stage_totals(layers, pp, v)))
-    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, output,
-                                   size if g == 0 else None) for g, n in enumerate(layers))
-    return Stages(layers, stage, buckets)
+    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g))
+                    for g, n in enumerate(layers))
+    return Stages(layers, terms.stage_params(model, tp, layers, pp, v), buckets)
 
 
 @dataclass(frozen=True)
@@ -261,10 +250,10 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
                layers: tuple[int, ...]) -> np.ndarray:
     """Per end stage: the TP all-reduce of the norm (and bias) gradients that sequence
     parallelism leaves partial, before the stage's DP stream can finish."""
-    par, per_stage = Parallelism(tp=tp, pp=pp, dp=dp), stage_totals(layers, pp, v)
-    return np.array([group_time(run, "all-reduce", dpm.grad_bytes(
-        run.model.sp_sync_params(per_stage[r], r == pp - 1), run.dtype),
-        par.group("tp", first=r * par.stride("pp"))) for r in end_stages(pp)])
+    par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
+    params = terms.sp_sync_params(run.model, layers, pp, v, True)
+    return np.array([terms.sp_sync_s(params[r], run.dtype, par, r, price) or 0.0
+                     for r in end_stages(pp)])
 
 
 @lru_cache(maxsize=4096)
@@ -272,38 +261,33 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                do: bool) -> Tail:
     """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
-    par = Parallelism(tp=tp, pp=pp, dp=dp)
-    st = _stages(model, tp, pp, v, layers, dpm.bucket_params(dp))
-    over = dp > 1                      # the search keeps Megatron-core's overlap_grad_reduce
-    scale = [[elementwise_time(dpm.scale_bytes(b[3], dtype), dev) if over else 0.0
-              for b in bs] for bs in st.buckets]
-    shards = dp if do else 1
-    prec = dpm.precision(dtype)
-    op = dpm.reduce_op(do)
+    par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
+    st = _stages(model, tp, pp, v, layers, dp)
+    over = terms.overlapped_reduce(True, dp)     # the search keeps overlap_grad_reduce
+    scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
+             for bs in st.buckets]
+    shards = terms.optimizer_shards(dp, do)
     events, gn, finish, memory = [], [], [], []
     for i, r in enumerate(end_stages(pp)):
-        group = dp_group(par, r)
-        reduce_s = group_timer(run, op, group)
+        group, reduced = terms.dp_group(par, r), {}
 
         def reduce(params):
-            return reduce_s(dpm.grad_bytes(params, dtype))
+            t = reduced.get(params)
+            if t is None:
+                t = reduced[params] = terms.grad_reduce_s(params, dtype, do, group, price)
+            return t
         events.append(_events(st, scale, reduce, pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
-        gn.append(elementwise_time(dpm.NORM_BYTES * local / shards, dev))
-        by_kernel = dpm.optimizer_bytes(dtype, local / shards, local)
-        t = elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"), dev)
-        if do and dp > 1:
-            t += group_time(run, "all-gather", local * prec.gathered, group)
-        finish.append(t)
+        gn.append(terms.grad_norm_s(local, shards, dev))
+        t = terms.optimizer_s(local, shards, dtype, dev)
+        gather = terms.param_gather_s(local, dtype, do, group, price)
+        finish.append(t if gather is None else t + gather)
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
-    tied = model.embedding_params(tp) if model.tie_embeddings and pp > 1 else 0
-    emb = group_time(run, "all-reduce", dpm.grad_bytes(tied, dtype),
-                     pair_group(par, 0, pp - 1)) if tied else 0.0
-    norm_group = grad_norm_group(par, do)
-    norm = group_time(run, "all-reduce", FP32, norm_group) if norm_group else 0.0
+    emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
+    norm = terms.grad_norm_allreduce_s(par, do, price)
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
-                np.array(gn), np.array(finish), emb, norm, np.array([sum(s) for s in scale]),
+                np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
                 np.array(memory), not over)
 
 
@@ -335,9 +319,17 @@ def group_timer(run: Run, op: str, group):
     return seconds
 
 
-def group_time(run: Run, op: str, nbytes: float, group) -> float:
-    """:func:`group_timer` for one size."""
-    return group_timer(run, op, group)(nbytes)
+def pricer(run: Run) -> terms.Price:
+    """``price(op, nbytes, group)`` for :mod:`tpsim.training.terms`: :func:`group_timer`'s
+    seconds, one timer per (op, group)."""
+    timers: dict = {}
+
+    def price(op: str, nbytes: float, group) -> float:
+        timer = timers.get((op, group))
+        if timer is None:
+            timer = timers[op, group] = group_timer(run, op, group)
+        return timer(nbytes)
+    return price
 
 
 @lru_cache(maxsize=4096)
@@ -348,7 +340,7 @@ def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
     places: dict = {}
     at = []
     for a, b in [(j, j + 1) for j in range(pp - 1)] + [(pp - 1, 0)]:
-        place = topo.place(pair_group(par, a, b))
+        place = terms.pair_place(par, topo, a, b)
         at.append(places.setdefault(_span_key(place), (len(places), place))[0])
     return tuple((key, place) for key, (_, place) in places.items()), np.array(at)
 
@@ -363,15 +355,14 @@ def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.
         return np.zeros(2)
     places, at = _pairs(run, tp, pp, dp)
     c = np.array([_memo_time((run, "send-recv", nbytes, key),
-                             lambda: send_recv_time(nbytes, place, run.topo).time_s)
+                             lambda: terms.p2p_s(nbytes, place, run.topo))
                   for key, place in places])[at]
     return np.concatenate([c, inner_transfer(c, pp, v)])
 
 
 def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool) -> float:
-    """One stage boundary's activation, as :func:`tpsim.training.step.make_setup` sends it."""
-    full = micro_batch * run.seq_len * run.model.hidden * activation_bytes_per_element(run.dtype)
-    return float(full / tp if sp else full)
+    """One stage boundary's activation (:func:`tpsim.training.terms.p2p_bytes`)."""
+    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len, run.dtype, sp)
 
 
 def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:

@@ -97,6 +97,12 @@ def grad_bytes(params: float, dtype: str) -> float:
     return params * precision(dtype).grads
 
 
+def gather_bytes(params: float, dtype: str) -> float:
+    """The distributed optimizer's all-gather of ``params`` updated weights: params x the
+    gathered (16-bit for bf16 and fp16) weight bytes."""
+    return params * precision(dtype).gathered
+
+
 def scale_bytes(params: float, dtype: str) -> float:
     """The 1/d pre-scale of a bucket, in place: read and write every main gradient."""
     return 2 * grad_bytes(params, dtype)
@@ -134,7 +140,7 @@ def sync_collectives(params: float, dtype: str, group, topo,
     updated 16-bit weights. A group of one rank moves nothing (time 0)."""
     out = [dp_collective(reduce_op(distributed_optimizer), grad_bytes(params, dtype), group, topo)]
     if distributed_optimizer:
-        out.append(dp_collective("all-gather", params * precision(dtype).gathered, group, topo))
+        out.append(dp_collective("all-gather", gather_bytes(params, dtype), group, topo))
     return tuple(out)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..layer.embedding import embedding_template, output_template
 from ..base.errors import ConfigError
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
@@ -29,6 +28,7 @@ from ..base.schema import MAX_INT
 from ..sim.simulate import layer_times, phase_times, simulate
 from .step import Part, check_fits, make_setup, with_nodes
 from .step_accounting import simulate_step
+from . import terms
 from ..cluster.topology import Topology, load_topology
 
 
@@ -171,8 +171,7 @@ def predict(model, topology="dgx-h100", tp: int = 8, micro_batch: int = 1,
     sim, pricing = simulate_layer(m, topo, tp, micro_batch, s, dtype, sequence_parallel, p,
                                    att, recompute, tp_comm_overlap)
     layer = layer_times(sim)
-    emb = simulate(embedding_template(tp > 1, sequence_parallel, p > 0), sim.dims, pricing)
-    out = simulate(output_template(tp > 1, sequence_parallel), sim.dims, pricing)
+    emb, out = terms.model_ends(sim, pricing, tp, sequence_parallel, p)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
     step = m.layers * layer.total_s + emb_s + out_s
     out_flops = out.flops
@@ -260,7 +259,7 @@ def _step_plan(m: ModelConfig, topo: Topology, tp, micro_batch, pp, dp, global_b
     _positive_int("--global-batch", gb)
     if gb % per_step:
         raise ConfigError("--global-batch", "", f"a multiple of micro-batch x dp ({per_step})", gb)
-    mbs = gb // per_step
+    mbs = terms.micro_batches(gb, micro_batch, dp)
     if v > 1 and mbs % pp:
         raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
                           f"(micro-batch x dp) = {mbs}) a multiple of pp ({pp}) with "

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import terms
+
 
 class Program:
     """Stage k's compute positions: warm-up forwards, steady pairs, cool-down backwards."""
@@ -21,8 +23,7 @@ class Program:
     def __init__(self, p: int, v: int, m: int, k: int):
         self.p, self.v, self.m, self.k = p, v, m, k
         self.total = m * v
-        self.w = min(p - k - 1, m) if v == 1 else \
-            min(2 * (p - k - 1) + (v - 1) * p, self.total)
+        self.w = terms.warmup_forwards(p, v, m, k)
         self.rest = self.total - self.w
 
     def fpos(self, i: int) -> int:
@@ -85,12 +86,9 @@ def _every_other(a: int, b: int, lo: int, hi: int, phase: int) -> int:
 
 
 def chunk_counts(n: int, p: int, v: int) -> np.ndarray:
-    """Forwards of each model chunk among the first n of the schedule table (groups of p
-    micro-batches through chunk 0, then chunk 1, ...)."""
-    if v == 1:
-        return np.array([n])
-    period = p * v
-    return (n // period) * p + np.minimum(np.maximum(n % period - chunk_offsets(p, v), 0), p)
+    """Forwards of each model chunk among the first n of the schedule table, as an array
+    (:func:`tpsim.training.terms.table_forwards`)."""
+    return np.array(terms.table_forwards(n, p, v))
 
 
 @lru_cache(maxsize=1024)

@@ -25,6 +25,8 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
 
 All of it is one :class:`tpsim.training.step_graph.StepGraph` run on in-order streams; the bubble is the
 idle time the run leaves on each stage's compute stream (:mod:`tpsim.training.step_accounting`).
+Each op's duration and size is a function of :mod:`tpsim.training.terms`, which the search's
+bound reads too.
 """
 from __future__ import annotations
 
@@ -33,17 +35,14 @@ import functools
 from dataclasses import dataclass
 
 from . import data_parallel as dpm
-from ..cost.collectives import send_recv_time
-from ..cost.compute import elementwise_time
+from . import terms
 from ..base.errors import ConfigError
-from ..spec.parallel import Group, Parallelism
-from .pipeline import add_pipeline, pipeline_schedule, stage_totals
+from ..spec.parallel import Parallelism
+from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
 from .step_graph import StepGraph
-from ..cluster.topology import BYTES_PER_ELEMENT, Topology
-
-FP32 = 4
+from ..cluster.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,12 @@ class Chunk:
     units: tuple[tuple[float, int, int], ...]
 
     @classmethod
-    def of(cls, layers: int, layer: Part, layer_params: int, first: Part | None = None,
-           first_params: int = 0, last: Part | None = None, last_params: int = 0) -> Chunk:
-        """``layers`` layers, with the embedding (``first``) and/or output layer (``last``)."""
+    def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
+           last: Part | None = None) -> Chunk:
+        """``layers`` layers, with the embedding (``first``) and/or output layer (``last``);
+        ``units``: its :func:`tpsim.training.terms.chunk_units`."""
         ends = [(p, 1) for p in (first, last) if p is not None]
         part = {"layer": layer, "embedding": first, "output": last}
-        units = dpm.gradient_units(layers, layer_params, first_params if first else None,
-                                   last_params if last else None)
         return cls(layers, Part.total([(layer, layers), *ends]),
                    tuple((part[name].backward_s, params, n) for name, params, n in units))
 
@@ -141,59 +139,39 @@ def check_fits(topo: Topology, par: Parallelism) -> None:
                           f"pass --nodes {nodes})", topo.name)
 
 
-def pair_group(par: Parallelism, a: int, b: int) -> Group:
-    """The two ranks of stages ``a`` and ``b`` that exchange activations (first TP/DP index)."""
-    lo, hi = min(a, b), max(a, b)
-    stride = par.stride("pp")
-    return Group("pp", 2, (hi - lo) * stride, lo * stride, par.world)
-
-
 def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):
-    """``transfer_s(a, b)`` for :func:`tpsim.training.pipeline.add_pipeline`, memoised per pair."""
+    """``transfer_s(a, b)`` for :func:`tpsim.training.pipeline.add_pipeline`, memoised per pair
+    (:func:`tpsim.training.terms.p2p_s`)."""
     memo = {}
 
     def seconds(a: int, b: int) -> float:
         if (a, b) not in memo:
-            memo[a, b] = send_recv_time(nbytes, topo.place(pair_group(par, a, b)), topo).time_s
+            memo[a, b] = terms.p2p_s(nbytes, terms.pair_place(par, topo, a, b), topo)
         return memo[a, b]
     return seconds
 
 
-def dp_group(par: Parallelism, stage: int) -> Group:
-    """The data-parallel group of pipeline stage ``stage`` (its first TP rank)."""
-    return par.group("dp", first=stage * par.stride("pp"))
-
-
-def grad_norm_group(par: Parallelism, distributed_optimizer: bool):
-    """The gradient norm's all-reduce: across the model-parallel ranks (and the data-parallel
-    ones with the distributed optimizer); priced on the outermost of those groups."""
-    names = ["tp", "pp"] + (["dp"] if distributed_optimizer else [])
-    sized = [n for n in names if getattr(par, n) > 1]
-    return par.group(max(sized, key=par.stride)) if sized else None
-
-
 def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
     """(backward seconds, parameters) of each gradient bucket of the last micro-batch's
-    backward of one chunk: buckets on the first stage's first chunk only (Megatron-core)."""
-    units = setup.chunks[chunk * setup.parallelism.pp + stage].units
-    size = dpm.bucket_params(setup.parallelism.dp) if stage == 0 and chunk == 0 else None
+    backward of one chunk (:func:`tpsim.training.terms.chunk_buckets`)."""
+    g = chunk * setup.parallelism.pp + stage
+    units = setup.chunks[g].units
     return [(sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
-            for pieces in dpm.buckets([(u[1], u[2]) for u in units], size)]
+            for pieces in terms.chunk_buckets(units, terms.bucket_size(setup.parallelism.dp, g))]
 
 
 def _split(setup: StepSetup, topo: Topology, buckets):
     """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries
     (``buckets(stage, chunk)``: :func:`_buckets`), each bucket followed by its 1/d pre-scale
     kernel (overlap on, dp > 1); else None."""
-    if not setup.overlap_grad_reduce or setup.parallelism.dp == 1:
+    if not terms.overlapped_reduce(setup.overlap_grad_reduce, setup.parallelism.dp):
         return None
 
     def split(stage: int, chunk: int):
         out = []
         for k, (seconds, params) in enumerate(buckets(stage, chunk)):
             out.append((f"bucket{k}", seconds))
-            out.append((f"bucket{k}.scale", elementwise_time(
-                dpm.scale_bytes(params, setup.dtype), topo.device)))
+            out.append((f"bucket{k}.scale", terms.grad_scale_s(params, setup.dtype, topo.device)))
         return out
     return split
 
@@ -201,19 +179,19 @@ def _split(setup: StepSetup, topo: Topology, buckets):
 def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
     the optimizer waits for."""
-    par, dtype = setup.parallelism, setup.dtype
+    par, dtype, do = setup.parallelism, setup.dtype, setup.distributed_optimizer
     if par.dp == 1:
         return list(stage_ops.end)
-    group, op = dp_group(par, stage), dpm.reduce_op(setup.distributed_optimizer)
+    group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
 
     def reduce(name, params, after):
-        t = dpm.dp_collective(op, dpm.grad_bytes(params, dtype), group, topo).time_s
+        t = terms.grad_reduce_s(params, dtype, do, group, price)
         return g.add(f"s{stage}.{name}.{op}", stream, t, after, "step", block, "dp")
     if not setup.overlap_grad_reduce:
         params = setup.stage_params[stage]
         scale = g.add(f"s{stage}.grad-scale", f"stage{stage}",
-                      elementwise_time(dpm.scale_bytes(params, dtype), topo.device),
+                      terms.grad_scale_s(params, dtype, topo.device),
                       stage_ops.end, "step", block, "dp")
         return [reduce("grads", params, (scale,))]
     out = []
@@ -244,42 +222,33 @@ def build_step(setup: StepSetup, topo: Topology):
 
 
 def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
-    par, dtype, dev = setup.parallelism, setup.dtype, topo.device
-    p = par.pp
+    """SP's norm-gradient and the tied-embedding all-reduces, the gradient norm, the optimizer
+    and the distributed optimizer's all-gather (:mod:`tpsim.training.terms`)."""
+    par, dtype, dev, do = setup.parallelism, setup.dtype, topo.device, setup.distributed_optimizer
+    p, price = par.pp, terms.collective_price(topo)
     for r in range(p):
-        if setup.sync_params[r] and par.tp > 1:
-            t = group_collective("all-reduce", dpm.grad_bytes(setup.sync_params[r], dtype),
-                                 par.group("tp", first=r * par.stride("pp")), topo).time_s
+        t = terms.sp_sync_s(setup.sync_params[r], dtype, par, r, price)
+        if t is not None:
             ready[r] = [g.add(f"s{r}.norm-grads.all-reduce", f"stage{r}.sync", t, ready[r],
                               "step", f"stage{r}", "tp")]
-    if setup.embedding_params and p > 1:
-        t = group_collective("all-reduce", dpm.grad_bytes(setup.embedding_params, dtype),
-                             pair_group(par, 0, p - 1), topo).time_s
+    t = terms.tied_embedding_s(setup.embedding_params, dtype, par, price)
+    if t is not None:
         e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
                   "stage0", "pp")
         ready[0], ready[-1] = [e], [e]
-    shards = par.dp if setup.distributed_optimizer else 1
+    shards = terms.optimizer_shards(par.dp, do)
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
-                   elementwise_time(dpm.NORM_BYTES * setup.stage_params[r] / shards, dev),
+                   terms.grad_norm_s(setup.stage_params[r], shards, dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
-    group = grad_norm_group(par, setup.distributed_optimizer)
-    t = group_collective("all-reduce", FP32, group, topo).time_s if group else 0.0
+    t = terms.grad_norm_allreduce_s(par, do, price)
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
     for r in range(p):
         local = setup.stage_params[r]
-        by_kernel = dpm.optimizer_bytes(dtype, local / shards, local)
-        rest = sum(v for k, v in by_kernel.items() if k != "grad-norm")
-        opt = g.add(f"s{r}.optimizer", f"stage{r}", elementwise_time(rest, dev), (norm,),
-                    "step", f"stage{r}", "optimizer")
-        if setup.distributed_optimizer and par.dp > 1:
-            t = dpm.dp_collective("all-gather", local * dpm.precision(dtype).gathered,
-                                  dp_group(par, r), topo).time_s
+        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, shards, dtype, dev),
+                    (norm,), "step", f"stage{r}", "optimizer")
+        t = terms.param_gather_s(local, dtype, do, terms.dp_group(par, r), price)
+        if t is not None:
             g.add(f"s{r}.param-all-gather", f"stage{r}.dp", t, (opt,), "step", f"stage{r}", "dp")
-
-
-def activation_bytes_per_element(dtype: str) -> int:
-    """What crosses a stage boundary per element: the activations' dtype (bf16 under FP8)."""
-    return BYTES_PER_ELEMENT["bf16" if dtype == "fp8" else dtype]
 
 
 def _with_gather(chunk: Chunk, forward: bool, backward: bool, gather_s: float) -> Chunk:
@@ -303,20 +272,17 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     """
     p, tp = par.pp, par.tp
     last_g = p * v - 1
-    emb_params = model.embedding_params(tp)
-    out_params = model.output_params(tp, p == 1)
-    chunks = [Chunk.of(n, layer, model.layer_params(tp), embedding if g == 0 else None,
-                       emb_params, output if g == last_g else None, out_params)
+    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g), layer,
+                       embedding if g == 0 else None, output if g == last_g else None)
               for g, n in enumerate(stage_layers)]
-    full = micro_batch * seq_len * model.hidden * activation_bytes_per_element(dtype)
-    p2p = full / tp if sequence_parallel or scatter_gather_p2p else full
+    p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
+                          sequence_parallel or scatter_gather_p2p)
     if scatter_gather_p2p and not sequence_parallel and tp > 1 and p > 1:
+        full = terms.activation_bytes(model, micro_batch, seq_len, dtype)
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
-    per_stage = stage_totals(stage_layers, p, v)
-    params = tuple(model.stage_params(tp, n, r == 0, r == p - 1) for r, n in enumerate(per_stage))
-    sync = tuple(model.sp_sync_params(n, r == p - 1) if sequence_parallel else 0
-                 for r, n in enumerate(per_stage))
-    tied = emb_params if model.tie_embeddings and p > 1 else 0
-    return StepSetup(par, m, v, tuple(chunks), float(p2p), params, sync, tied, dtype,
+    return StepSetup(par, m, v, tuple(chunks), p2p,
+                     terms.stage_params(model, tp, stage_layers, p, v),
+                     terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
+                     terms.tied_embedding_params(model, tp, p), dtype,
                      distributed_optimizer, overlap_grad_reduce)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from . import terms
 from ..sim.memory import Memory, stage_memory
-from .pipeline import in_flight
 from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .step import Part, build_step
 
@@ -155,14 +155,15 @@ def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: floa
         stages=stages)
 
 
-def stage_memories(setup, schedule, capacity_bytes: float) -> tuple[Memory, ...]:
+def stage_memories(setup, capacity_bytes: float) -> tuple[Memory, ...]:
     """Each stage's weights, gradients, optimizer state (sharded d ways with the distributed
-    optimizer) and the activations of the micro-batches in flight at its fullest moment."""
+    optimizer) and the activations of the micro-batches in flight at its fullest moment
+    (:func:`tpsim.training.terms.in_flight_chunks`)."""
     par = setup.parallelism
-    shards = par.dp if setup.distributed_optimizer else 1
+    shards = terms.optimizer_shards(par.dp, setup.distributed_optimizer)
     out = []
     for r in range(par.pp):
-        live = in_flight(schedule, r)
+        live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
         out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity_bytes,
                                 shards, r, sum(live)))
@@ -182,7 +183,7 @@ def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> 
     g, schedule = build_step(setup, topo)
     run = g.run()
     result = StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
-                        stage_memories(setup, schedule, topo.device.memory_bytes), run, schedule)
+                        stage_memories(setup, topo.device.memory_bytes), run, schedule)
     if len(_STEPS) >= 512:
         _STEPS.clear()
     _STEPS[key] = (topo, result)

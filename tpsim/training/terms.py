@@ -1,0 +1,276 @@
+"""The terms one training step is made of, each written once: the simulation
+(:mod:`tpsim.training.step` builds the step graph from them, :mod:`tpsim.training.step_accounting`
+each stage's memory) and the search's lower bound (:mod:`tpsim.search.step`,
+:mod:`tpsim.search.price`) both read these functions, so a new term of the step is written here
+once and both price it alike.
+
+A stage's piece of the step, in the order the step runs it (Megatron-core's
+``pipeline_parallel/schedules.py``, ``distributed/param_and_grad_buffer.py``,
+``distributed/finalize_model_grads.py``, ``optimizer/``):
+
+* chunks: the layer, the embedding and the output layer simulated at the same sizes
+  (:func:`model_ends`); virtual stage g holds its layers and the ends it owns
+  (:func:`chunk_units`, in the order its backward makes the gradients final);
+* p2p: one activation (and its gradient) per stage boundary and micro-batch
+  (:func:`p2p_bytes`, :func:`p2p_s` on :func:`pair_place`);
+* DP: the gradient buckets (:func:`chunk_buckets`), each pre-scaled by 1/d (:func:`grad_scale_s`)
+  and reduced (:func:`grad_reduce_s`), beside the backward or after it
+  (:func:`overlapped_reduce`);
+* step end: SP's norm-gradient all-reduce (:func:`sp_sync_s`), the tied-embedding all-reduce
+  (:func:`tied_embedding_s`), the gradient norm (:func:`grad_norm_s`,
+  :func:`grad_norm_allreduce_s`), the optimizer (:func:`optimizer_s`) and the distributed
+  optimizer's all-gather (:func:`param_gather_s`);
+* memory: each stage's parameters (:func:`stage_params`) and optimizer shards
+  (:func:`optimizer_shards`), the activations in flight at its fullest (:func:`in_flight_chunks`:
+  :func:`warmup_forwards` and :func:`table_forwards` of the schedule, :func:`micro_batches`
+  per step).
+
+A collective's time comes from ``price(op, nbytes, group) -> seconds``: the simulation's is
+:func:`collective_price` (:func:`tpsim.sim.price.group_collective`), the search's the same
+pricing memoised per group placement; a term absent from the step is None.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from . import data_parallel as dpm
+from ..cluster.topology import BYTES_PER_ELEMENT
+from ..cost.collectives import send_recv_time
+from ..cost.compute import elementwise_time
+from ..layer.embedding import embedding_template, output_template
+from ..sim.price import group_collective
+from ..sim.simulate import simulate
+from ..spec.parallel import Group, Parallelism
+from .pipeline import interleaved_warmup, stage_totals
+
+Price = Callable[[str, float, Group], float]
+
+
+def collective_price(topo) -> Price:
+    """The simulation's ``price``: :func:`tpsim.sim.price.group_collective`'s time on ``topo``."""
+    return lambda op, nbytes, group: group_collective(op, nbytes, group, topo).time_s
+
+
+# ---- the step's groups
+
+def pair_group(par: Parallelism, a: int, b: int) -> Group:
+    """The two ranks of stages ``a`` and ``b`` that exchange activations (first TP/DP index):
+    a 2-rank group with the pipeline's stride times the stage distance."""
+    lo, hi = min(a, b), max(a, b)
+    stride = par.stride("pp")
+    return Group("pp", 2, (hi - lo) * stride, lo * stride, par.world)
+
+
+def dp_group(par: Parallelism, stage: int) -> Group:
+    """The data-parallel group of pipeline stage ``stage`` (its first TP rank)."""
+    return par.group("dp", first=stage * par.stride("pp"))
+
+
+def tp_group(par: Parallelism, stage: int) -> Group:
+    """The tensor-parallel group of pipeline stage ``stage`` (its first DP rank)."""
+    return par.group("tp", first=stage * par.stride("pp"))
+
+
+def grad_norm_group(par: Parallelism, distributed_optimizer: bool) -> Group | None:
+    """The gradient norm's all-reduce: across the model-parallel ranks (and the data-parallel
+    ones with the distributed optimizer, each holding 1/d of the gradients); priced on the
+    outermost of those groups of more than one rank (None: a single rank)."""
+    names = ["tp", "pp"] + (["dp"] if distributed_optimizer else [])
+    sized = [n for n in names if getattr(par, n) > 1]
+    return par.group(max(sized, key=par.stride)) if sized else None
+
+
+# ---- chunks and what they hold
+
+def model_ends(sim, pricing, tp: int, sequence_parallel: bool, dropout: float) -> tuple:
+    """The embedding and the output layer (with the loss) simulated at the layer ``sim``'s
+    sizes and ``pricing`` (:mod:`tpsim.layer.embedding`): (embedding, output) simulations."""
+    emb = simulate(embedding_template(tp > 1, sequence_parallel, dropout > 0), sim.dims, pricing)
+    out = simulate(output_template(tp > 1, sequence_parallel), sim.dims, pricing)
+    return emb, out
+
+
+def micro_batches(global_batch: int, micro_batch: int, dp: int) -> int:
+    """Micro-batches per step on each pipeline: m = global batch / (micro-batch x d)."""
+    return global_batch // (micro_batch * dp)
+
+
+def chunk_units(model, tp: int, layers: int, first: bool, last: bool) -> list:
+    """The gradient units of a virtual stage of ``layers`` layers, the ``first`` (g = 0) and/or
+    the ``last`` (g = p v - 1) (:func:`tpsim.training.data_parallel.gradient_units`): the final
+    norm and output layer on the last (:meth:`~tpsim.spec.model.ModelConfig.output_params`;
+    tied embeddings: the embedding serves as it when the stage is also the first, pp = 1),
+    the layers (layer_params each), the embedding (embedding_params) on the first."""
+    return dpm.gradient_units(layers, model.layer_params(tp),
+                              model.embedding_params(tp) if first else None,
+                              model.output_params(tp, first) if last else None)
+
+
+def bucket_size(dp: int, g: int) -> int | None:
+    """The gradient bucket size of virtual stage ``g``, parameters: Megatron-core's
+    max(40M, 1M x d) (:func:`tpsim.training.data_parallel.bucket_params`) on the first
+    virtual stage, the one param_and_grad_buffer buckets; None (one bucket) elsewhere."""
+    return dpm.bucket_params(dp) if g == 0 else None
+
+
+def chunk_buckets(units, size: int | None) -> list:
+    """A chunk's gradient buckets of :func:`bucket_size` ``size`` over its ``units`` (runs ending
+    (parameters per unit, units), as :func:`chunk_units` orders them), each a list of (run
+    index, units taken): :func:`tpsim.training.data_parallel.buckets`."""
+    return dpm.buckets([(u[-2], u[-1]) for u in units], size)
+
+
+def stage_params(model, tp: int, layers, pp: int, v: int) -> tuple[int, ...]:
+    """Parameters one rank of each pipeline stage holds (and updates, before sharding): its
+    layers over its v chunks (:func:`tpsim.training.pipeline.stage_totals`) x layer_params, plus
+    the embedding on the first and the output layer on the last
+    (:meth:`~tpsim.spec.model.ModelConfig.stage_params`)."""
+    return tuple(model.stage_params(tp, n, r == 0, r == pp - 1)
+                 for r, n in enumerate(stage_totals(layers, pp, v)))
+
+
+def optimizer_shards(dp: int, distributed_optimizer: bool) -> int:
+    """How many ways a stage's optimizer state and step are split: d with the distributed
+    optimizer (ZeRO-1: each DP rank owns 1/d), else 1."""
+    return dp if distributed_optimizer else 1
+
+
+def warmup_forwards(p: int, v: int, m: int, stage: int) -> int:
+    """Warm-up forwards of ``stage`` (Megatron-core's schedules.py): 1F1B min(p - r - 1, m);
+    interleaved min(2 (p - r - 1) + (v - 1) p, m v)
+    (:func:`tpsim.training.pipeline.interleaved_warmup`)."""
+    return min(p - stage - 1, m) if v == 1 else interleaved_warmup(p, v, stage, m)
+
+
+def table_forwards(n: int, p: int, v: int) -> tuple[int, ...]:
+    """Forwards of each model chunk among the first ``n`` of the schedule table (groups of p
+    micro-batches through chunk 0, then chunk 1, ...:
+    :func:`tpsim.training.pipeline.schedule_table`): chunk c has
+    (n // p v) p + min(max(n mod p v - c p, 0), p); 1F1B (v = 1): n."""
+    if v == 1:
+        return (n,)
+    period = p * v
+    return tuple(n // period * p + min(max(n % period - c * p, 0), p) for c in range(v))
+
+
+def in_flight_chunks(p: int, v: int, m: int, stage: int) -> tuple[int, ...]:
+    """Per model chunk of ``stage``, the micro-batches whose activations it holds at its
+    fullest moment: its w warm-up forwards (:func:`warmup_forwards`) and the first steady one,
+    min(w + 1, m v) forwards over the chunks as :func:`table_forwards`; 1F1B: min(p - r, m).
+    What :func:`tpsim.training.pipeline.in_flight` reads off the built schedule (a test)."""
+    return table_forwards(min(warmup_forwards(p, v, m, stage) + 1, m * v), p, v)
+
+
+# ---- point to point
+
+def activation_bytes(model, micro_batch: int, seq_len: int, dtype: str) -> float:
+    """One micro-batch's (b, s, h) activation, bytes: b s h x the activations' element size
+    (bf16 under FP8: Transformer Engine casts only inside its linears)."""
+    return micro_batch * seq_len * model.hidden * BYTES_PER_ELEMENT[
+        "bf16" if dtype == "fp8" else dtype]
+
+
+def p2p_bytes(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
+              sharded: bool) -> float:
+    """What one GPU sends per stage boundary and micro-batch: :func:`activation_bytes`, / tp
+    when ``sharded`` (sequence parallelism: each rank its s / tp shard; or scatter/gather p2p)."""
+    full = activation_bytes(model, micro_batch, seq_len, dtype)
+    return float(full / tp if sharded else full)
+
+
+def pair_place(par: Parallelism, topo, a: int, b: int):
+    """The placement of :func:`pair_group` (stages ``a`` and ``b``) on ``topo``."""
+    return topo.place(pair_group(par, a, b))
+
+
+def p2p_s(nbytes: float, place, topo) -> float:
+    """One transfer of ``nbytes`` between the two ranks of ``place``
+    (:func:`tpsim.cost.collectives.send_recv_time`)."""
+    return send_recv_time(nbytes, place, topo).time_s
+
+
+# ---- data parallelism
+
+def overlapped_reduce(overlap_grad_reduce: bool, dp: int) -> bool:
+    """Whether the DP reduction runs per bucket beside the last backward (Megatron-core's
+    overlap_grad_reduce with d > 1); else it follows the stage's whole backward, if any."""
+    return overlap_grad_reduce and dp > 1
+
+
+def grad_scale_s(params: float, dtype: str, device) -> float:
+    """The 1/d pre-scale of ``params`` main gradients in place, one memory-bound kernel:
+    elementwise_time(2 x params x main-gradient bytes)."""
+    return elementwise_time(dpm.scale_bytes(params, dtype), device)
+
+
+def grad_reduce_s(params: float, dtype: str, distributed_optimizer: bool, group: Group,
+                  price: Price) -> float:
+    """The DP collective of ``params`` main gradients on ``group``: reduce-scatter into each
+    rank's shard with the distributed optimizer, else all-reduce, of params x main-gradient
+    bytes (:func:`tpsim.training.data_parallel.grad_bytes`)."""
+    return price(dpm.reduce_op(distributed_optimizer), dpm.grad_bytes(params, dtype), group)
+
+
+# ---- the step's end
+
+def sp_sync_params(model, layers, pp: int, v: int, sequence_parallel: bool) -> tuple[int, ...]:
+    """Per stage, the gradients sequence parallelism leaves partial on each TP rank
+    (:meth:`~tpsim.spec.model.ModelConfig.sp_sync_params`: the layers' norms and row-parallel
+    biases, the final norm on the last stage); 0 without SP."""
+    return tuple(model.sp_sync_params(n, r == pp - 1) if sequence_parallel else 0
+                 for r, n in enumerate(stage_totals(layers, pp, v)))
+
+
+def sp_sync_s(params: int, dtype: str, par: Parallelism, stage: int,
+              price: Price) -> float | None:
+    """The TP all-reduce of stage ``stage``'s ``params`` partial gradients
+    (:func:`sp_sync_params`) in main-gradient bytes, before its DP reduction counts as done
+    (finalize_model_grads' _allreduce_layernorm_grads); None with tp = 1 or nothing to sync."""
+    if not params or par.tp == 1:
+        return None
+    return price("all-reduce", dpm.grad_bytes(params, dtype), tp_group(par, stage))
+
+
+def tied_embedding_params(model, tp: int, pp: int) -> int:
+    """The embedding gradient the first and last stage all-reduce (tied embeddings with
+    pp > 1: the last stage keeps a copy as its output layer), parameters per rank; else 0."""
+    return model.embedding_params(tp) if model.tie_embeddings and pp > 1 else 0
+
+
+def tied_embedding_s(params: int, dtype: str, par: Parallelism, price: Price) -> float | None:
+    """The all-reduce of :func:`tied_embedding_params` main gradients between the first and
+    last stage (finalize_model_grads' _allreduce_embedding_grads); None without it."""
+    if not params or par.pp == 1:
+        return None
+    return price("all-reduce", dpm.grad_bytes(params, dtype), pair_group(par, 0, par.pp - 1))
+
+
+def grad_norm_s(params: float, shards: int, device) -> float:
+    """The gradient norm's kernel over the 1/shards of a stage's ``params`` gradients the rank
+    owns: elementwise_time(NORM_BYTES x params / shards) (multi_tensor_l2norm reads fp32)."""
+    return elementwise_time(dpm.NORM_BYTES * params / shards, device)
+
+
+def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: Price) -> float:
+    """The all-reduce of the squared norm (one fp32) on :func:`grad_norm_group`; 0 on one rank."""
+    group = grad_norm_group(par, distributed_optimizer)
+    return price("all-reduce", dpm.FP32, group) if group else 0.0
+
+
+def optimizer_s(params: float, shards: int, dtype: str, device) -> float:
+    """The optimizer's kernels after the gradient norm, one memory-bound pass over
+    :func:`tpsim.training.data_parallel.optimizer_bytes` (clip, Adam, master copy, fp16's
+    unscale, zeroing the gradients) of params / shards owned and ``params`` held, less the
+    gradient norm (:func:`grad_norm_s`, before the norm's all-reduce)."""
+    by_kernel = dpm.optimizer_bytes(dtype, params / shards, params)
+    return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"), device)
+
+
+def param_gather_s(params: float, dtype: str, distributed_optimizer: bool, group: Group,
+                   price: Price) -> float | None:
+    """The distributed optimizer's all-gather of the updated weights on the DP ``group``:
+    :func:`tpsim.training.data_parallel.gather_bytes` (params x the gathered, 16-bit, weight
+    bytes); None without it or with d = 1."""
+    if not distributed_optimizer or group.size == 1:
+        return None
+    return price("all-gather", dpm.gather_bytes(params, dtype), group)

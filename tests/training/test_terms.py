@@ -24,7 +24,7 @@ from tpsim.training import step_accounting, terms
 from tpsim.training.pipeline import in_flight, pipeline_schedule
 from tpsim.training.predict import predict, simulate_layer
 
-from conftest import make_topology
+from tests.conftest import make_topology
 
 NODE = {"name": "nvlink", "size": 8, "bandwidth_GBps": 100, "latency_us": 5}
 TOPO = make_topology([NODE])

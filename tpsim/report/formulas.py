@@ -22,7 +22,7 @@ from ..sim.simulate import layer_times, phase_times
 from ..spec.model import ModelConfig
 from ..training import step_accounting as accounting
 from ..training.predict import predict
-from ..training.step import make_setup
+from ..training import terms
 
 
 def by_field(*groups) -> dict[str, str]:
@@ -40,11 +40,12 @@ MODEL = by_field((layer_times, ("layer_s",)), (phase_times, ("embedding_s", "out
 STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times, SPLIT),
                 (accounting.step_times, ("tokens_per_s", "tflops_per_gpu", "mfu", "hfu", "flops",
                                          "hardware_flops", "ideal_bubble_fraction")),
-                (make_setup, ("p2p_bytes",)))
+                (terms.p2p_bytes, ("p2p_bytes",)))
 STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                                   "total_bytes", "fits")),
-                  (accounting.stage_memories, ("activations_bytes", "in_flight")),
+                  (accounting.stage_memories, ("activations_bytes",)),
+                  (terms.in_flight_chunks, ("in_flight",)),
                   (ModelConfig.stage_params, ("params_per_gpu",)))
 
 # tpsim infer

@@ -183,11 +183,14 @@ class SearchResult:
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
+    """What every layout of the search shares: the model, the topology sized to ``nodes``,
+    and the settings a :class:`~tpsim.spec.layout.Layout` checks, resolved."""
+    shared = Layout(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if not isinstance(topology, str) else load_topology(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
-    m, topo, lay = _settings(m, topo, Layout(tp=1, seq_len=seq_len, dtype=dtype))
+    m, topo, lay = _settings(m, topo, shared)
     return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch)
 
 

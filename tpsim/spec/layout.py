@@ -20,7 +20,7 @@ from functools import lru_cache
 from ..base.errors import ConfigError
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .precision import PRECISION
-from .settings import changed, check, declared, setting
+from .settings import changed, check, declared, made, setting
 
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
@@ -136,16 +136,22 @@ class Layout:
         return changed(self)
 
     @classmethod
+    def of(cls, settings: dict) -> Layout:
+        """``Layout(**settings)``, checked the same, made faster (the keyword form of
+        ``predict`` makes one at every call)."""
+        return made(cls, _defaults(cls), settings)
+
+    def replace(self, **changes) -> Layout:
+        """``dataclasses.replace(self, **changes)``, checked the same, made faster (predict
+        fills in the run's defaults at every call)."""
+        return made(Layout, self.__dict__, changes)
+
+    @classmethod
     def unchecked(cls, **values) -> Layout:
         """A layout of values known to be valid, made without the checks: the search's
         enumeration (divisors of a checked GPU count and batch, the choices themselves),
         which makes a few hundred thousand; a test checks that each passes them."""
-        defaults = _defaults(cls)
-        if not values.keys() <= defaults.keys():
-            raise TypeError(f"unknown Layout fields: {sorted(values.keys() - defaults.keys())}")
-        obj = object.__new__(cls)
-        obj.__dict__.update(defaults, **values)
-        return obj
+        return made(cls, _defaults(cls), values, checked=False)
 
     @classmethod
     def flags(cls) -> dict[str, str]:

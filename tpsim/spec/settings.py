@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import Field, field, fields
 from functools import lru_cache
+from itertools import compress
+from operator import attrgetter, is_not
 
 from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
@@ -76,42 +78,65 @@ def _validator(f: Field):
     kind, least, choices = meta["kind"], meta["least"], meta["choices"]
     if kind == "count":
         def ok(v):
-            return type(v) is not bool and isinstance(v, int) and least <= v <= MAX_INT
+            return (type(v) is int and least <= v <= MAX_INT) or (v is None and nullable) or (
+                type(v) is not bool and isinstance(v, int) and least <= v <= MAX_INT)
     elif kind == "flag":
         def ok(v):
-            return isinstance(v, bool)
+            return v is True or v is False or (v is None and nullable)
     elif kind == "choice":
+        types = {type(c) for c in choices}     # True is not 1, a list is not a name
+
         def ok(v):
-            return any(type(v) is type(c) and v == c for c in choices)
+            return (type(v) in types and v in choices) or (v is None and nullable)
     elif kind == "name":
         def ok(v):
-            return isinstance(v, str) and v != ""
+            return (v is None and nullable) or (isinstance(v, str) and v != "")
     else:
         def ok(v):
-            return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1
-    return (lambda v: v is None or ok(v)) if nullable else ok
+            return (v is None and nullable) or (
+                not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1)
+    return ok
 
 
 @lru_cache(maxsize=None)
 def _checks(cls) -> tuple:
-    """(name, validator, field, the one value modelled or ``_ANY``) of each declared setting of
-    ``cls``, made once per class."""
-    return tuple((f.name, _validator(f), f, f.default if f.metadata["unmodelled"] else _ANY)
-                 for f in declared(cls))
+    """The declared settings of ``cls`` as (a getter of their values, their defaults, rows: per
+    setting its validator, field and the one value modelled, ``_ANY`` for every valid value),
+    made once per class."""
+    fs = declared(cls)
+    return (attrgetter(*(f.name for f in fs)), tuple(f.default for f in fs),
+            tuple((_validator(f), f, f.default if f.metadata["unmodelled"] else _ANY)
+                  for f in fs))
 
 
 _ANY = object()
 
 
 def check(obj) -> None:
-    """Every declared setting of ``obj`` valid, else a ConfigError naming its flag."""
-    for name, ok, f, only in _checks(type(obj)):
-        v = getattr(obj, name)
+    """Every declared setting of ``obj`` valid, else a ConfigError naming its flag. A default
+    (the very object declared) is valid by declaration and skipped: a run sets a few, and
+    the settings left are picked out without a Python loop (predict checks at every call)."""
+    names, defaults, rows = _checks(type(obj))
+    values = names(obj)
+    for (ok, f, only), v in compress(zip(rows, values), map(is_not, values, defaults)):
         if not ok(v):
             raise ConfigError(f.metadata["flag"], "", expected(f), v)
         if only is not _ANY and v != only:
             raise ConfigError(f.metadata["flag"], "", f"{only} ({f.metadata['unmodelled']} "
                               "is not modelled yet)", v)
+
+
+def made(cls, values: dict, changes: dict, checked: bool = True):
+    """A ``cls`` of ``values`` updated with ``changes``, as ``dataclasses.replace`` makes it
+    (``__post_init__``'s checks run) at a fraction of its cost; ``checked`` False skips them
+    (values known to be valid)."""
+    if not changes.keys() <= values.keys():
+        raise TypeError(f"unknown {cls.__name__} fields: {sorted(changes.keys() - values)}")
+    obj = object.__new__(cls)
+    obj.__dict__.update(values, **changes)
+    if checked:
+        obj.__post_init__()
+    return obj
 
 
 def changed(obj) -> dict:

@@ -10,7 +10,6 @@ the model FLOPs (MFU).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from ..layer.embedding import embedding_template, output_template
@@ -40,7 +39,7 @@ def run_layout(layout: Layout | None, settings: dict, caller: str = "predict") -
     """The run's :class:`~tpsim.spec.layout.Layout`: ``layout``, or the keyword form's
     ``settings`` (which build one). Both given: each keyword must agree with the layout."""
     if layout is None:
-        return Layout(**settings)
+        return Layout.of(settings)
     if not isinstance(layout, Layout):
         raise ConfigError("layout", "", "a tpsim.Layout", layout)
     for name, value in settings.items():
@@ -82,8 +81,8 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
     m, topo = _resolve(model, topology)
     dtype = default_dtype(topo) if lay.dtype is None else lay.dtype
     _check(topo, lay, dtype)
-    return m, topo, dataclasses.replace(
-        lay, seq_len=m.seq_len if lay.seq_len is None else lay.seq_len, dtype=dtype,
+    return m, topo, lay.replace(
+        seq_len=m.seq_len if lay.seq_len is None else lay.seq_len, dtype=dtype,
         dropout=m.dropout if lay.dropout is None else lay.dropout,
         attention=lay.attention or m.attention,
         global_batch=lay.per_step if lay.global_batch is None else lay.global_batch)

@@ -103,6 +103,24 @@ def test_replace_checks_again():
         dataclasses.replace(lay, cp=4)
 
 
+@pytest.mark.parametrize("kw", LAYOUTS + [dict(tp=0), dict(dropout=True), dict(cp=2),
+                                         dict(pp=1, virtual_stages=3)])
+def test_the_fast_paths_make_and_check_what_the_dataclass_does(kw):
+    """Layout.of (the keyword form) and Layout.replace (predict's defaults) are
+    Layout(**kw) and dataclasses.replace: the same layout, or the same error."""
+    def outcome(make):
+        try:
+            return make()
+        except ConfigError as e:
+            return str(e)
+    assert outcome(lambda: Layout.of(kw)) == outcome(lambda: Layout(**kw))
+    base = Layout(tp=2, pp=4, global_batch=8)
+    assert outcome(lambda: base.replace(**kw)) == \
+        outcome(lambda: dataclasses.replace(base, **kw))
+    with pytest.raises(TypeError):
+        Layout.of({"tensor_parallel": 2})
+
+
 def test_layout_beside_keywords():
     lay = Layout(tp=4, pp=2, global_batch=8)
     same = tpsim.predict("gpt3-1.3b", "dgx-h100", layout=lay, tp=4)       # agrees: fine
@@ -158,6 +176,14 @@ def test_the_predict_flags_are_the_layouts_fields():
     infer = _help("infer")
     for f in declared(ServingLayout):
         assert cli_flag(f) in infer, f.name
+
+
+def test_the_comma_lists_are_the_fields_that_take_them():
+    from tpsim.cli.layout_args import dest
+    from tpsim.cli.predict import LISTS, STEP_FIELDS
+    assert set(LISTS) - {"model", "topology"} == \
+        {dest(f) for f in declared(Layout) if f.metadata["lists"]}
+    assert set(STEP_FIELDS) <= set(Layout.flags())
 
 
 def test_the_command_line_builds_the_same_layout():

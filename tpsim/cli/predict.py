@@ -2,21 +2,14 @@
 from __future__ import annotations
 
 from ..base.errors import ConfigError
-from ..spec.layout import DTYPES as LAYOUT_DTYPES
 from .common import StoreOnce, dump_json, positive_int, warn
 from .layout_args import add_layout_arguments, layout_from_args, layout_values
 from .lists import combinations, name_list, varied
 
-DTYPES = LAYOUT_DTYPES     # the dtypes training memory is defined for
-
-# The Layout's fields in the order `tpsim predict --help` lists their flags: the layer's, the
-# step's (pipeline, data parallelism, optimizer), then those declared ahead of their models.
-LAYER_FIELDS = ("tp", "micro_batch", "seq_len", "dtype", "sequence_parallel", "dropout",
-                "attention", "recompute")
+# the training step's settings (pipeline, data parallelism, optimizer): `tpsim plot pipeline`
 STEP_FIELDS = ("pp", "dp", "global_batch", "virtual_stages", "distributed_optimizer",
                "overlap_grad_reduce", "scatter_gather_p2p", "tp_comm_overlap", "nodes",
                "first_stage_layers", "last_stage_layers")
-AHEAD_FIELDS = ("ep", "expert_tp", "cp", "zero")
 TP_HELP = ("; every flag that takes a comma list (--tp 1,2,4,8) compares each combination in "
            "one table")
 
@@ -28,8 +21,7 @@ def fill_predict(p) -> None:
     p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
                    help="shipped name or path to a YAML file; a comma list compares them "
                         "(default: dgx-h100)")
-    add_layout_arguments(p, LAYER_FIELDS + STEP_FIELDS + AHEAD_FIELDS, lists=True,
-                         extra={"tp": TP_HELP})
+    add_layout_arguments(p, lists=True, extra={"tp": TP_HELP})    # every field of Layout
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
         p.add_argument(f"--{flag}", type=positive_int, default=None,
                        help=f"override the model's {flag}")
@@ -49,15 +41,11 @@ def add_step_args(p) -> None:
 # the order the combinations vary (the last fastest) and the comparison's columns show them
 LISTS = ("model", "topology", "tp", "micro_batch", "seq", "dtype", "recompute", "pp", "dp",
          "virtual_stages", "global_batch")
-# the step's settings as the figures' notes list them
-STEP_KWARGS = ("pp", "dp", "global_batch", "virtual_stages", "overlap_grad_reduce",
-               "scatter_gather_p2p", "tp_comm_overlap", "nodes", "distributed_optimizer",
-               "first_stage_layers", "last_stage_layers")
 
 
 def step_kwargs(args) -> dict:
     """The step's keyword arguments of :func:`tpsim.training.predict.predict` (one value each)."""
-    return layout_values(args, STEP_KWARGS)
+    return layout_values(args, STEP_FIELDS)
 
 
 def _predict_one(args, combo: dict):

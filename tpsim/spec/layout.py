@@ -39,14 +39,9 @@ def _flag(default, doc, flag, **kw):
 class Layout:
     """One way to run a training job (module docstring); frozen, keyword-only, checked when
     made (``dataclasses.replace`` checks the new one)."""
+    # the layer's settings
     tp: int = _count(8, "tensor-parallel degree (consecutive ranks)", "--tp", lists=True)
-    pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True)
-    dp: int = _count(1, "data-parallel replicas", "--dp", lists=True)
-    virtual_stages: int = _count(1, "model chunks per pipeline stage: interleaved 1F1B when "
-                                 "more than 1", "--virtual-stages", lists=True)
     micro_batch: int = _count(1, "sequences per micro-batch", "--micro-batch", lists=True)
-    global_batch: int | None = _count(None, "sequences per optimizer step (default micro-batch "
-                                      "x dp: one micro-batch)", "--global-batch", lists=True)
     seq_len: int | None = _count(None, "sequence length (default: the model's)", "--seq",
                                  lists=True)
     dtype: str | None = setting(None, "training dtype (default: the first of these the device "
@@ -64,8 +59,13 @@ class Layout:
     recompute: str = setting("none", "activation recomputation (selective: the unfused "
                              "attention core)", flag="--recompute", kind="choice",
                              choices=RECOMPUTE, lists=True)
-    tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
-                                  "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
+    # the step's: pipeline, data parallelism, optimizer, the network's size
+    pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True)
+    dp: int = _count(1, "data-parallel replicas", "--dp", lists=True)
+    global_batch: int | None = _count(None, "sequences per optimizer step (default micro-batch "
+                                      "x dp: one micro-batch)", "--global-batch", lists=True)
+    virtual_stages: int = _count(1, "model chunks per pipeline stage: interleaved 1F1B when "
+                                 "more than 1", "--virtual-stages", lists=True)
     distributed_optimizer: bool = _flag(False, "shard the optimizer state over DP (ZeRO-1): "
                                         "reduce-scatter + all-gather", "--distributed-optimizer")
     overlap_grad_reduce: bool = _flag(
@@ -76,11 +76,14 @@ class Layout:
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")
+    tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
+                                  "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
     first_stage_layers: int | None = _count(None, "layers on the first pipeline stage (the rest "
                                             "split evenly)", "--first-stage-layers")
     last_stage_layers: int | None = _count(None, "layers on the last pipeline stage (the rest "
                                            "split evenly)", "--last-stage-layers")
+    # declared ahead of their models: the default only
     ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
                      unmodelled="expert parallelism")
     expert_tp: int = _count(1, "tensor-parallel degree of the experts", "--expert-tp",

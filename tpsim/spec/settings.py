@@ -67,11 +67,6 @@ def expected(f: Field) -> str:
     return "a probability in [0, 1)"
 
 
-def valid(f: Field, v) -> bool:
-    """Whether ``v`` is a value setting ``f`` takes (None where its default is None)."""
-    return _validator(f)(v)
-
-
 def _validator(f: Field):
     """``v -> bool`` for setting ``f`` (module docstring)."""
     meta, nullable = f.metadata, f.default is None

@@ -128,11 +128,6 @@ class Layout:
         """Micro-batches per step: global_batch / (micro_batch x dp) (1 when not given)."""
         return 1 if self.global_batch is None else self.global_batch // self.per_step
 
-    @property
-    def gpus(self) -> int:
-        """GPUs the job runs on: tp x pp x dp."""
-        return self.tp * self.pp * self.dp
-
     def predict_kwargs(self) -> dict:
         """The keyword form of this layout: the fields set away from their defaults, which
         ``tpsim.predict(model, topology, **layout.predict_kwargs())`` takes."""
@@ -147,7 +142,7 @@ class Layout:
     def replace(self, **changes) -> Layout:
         """``dataclasses.replace(self, **changes)``, checked the same, made faster (predict
         fills in the run's defaults at every call)."""
-        return made(Layout, self.__dict__, changes)
+        return made(type(self), self.__dict__, changes)
 
     @classmethod
     def unchecked(cls, **values) -> Layout:

@@ -99,7 +99,8 @@ def _checks(cls) -> tuple:
     setting its validator, field and the one value modelled, ``_ANY`` for every valid value),
     made once per class."""
     fs = declared(cls)
-    return (attrgetter(*(f.name for f in fs)), tuple(f.default for f in fs),
+    get = attrgetter(*(f.name for f in fs))
+    return (get if len(fs) > 1 else lambda obj: (get(obj),), tuple(f.default for f in fs),
             tuple((_validator(f), f, f.default if f.metadata["unmodelled"] else _ANY)
                   for f in fs))
 

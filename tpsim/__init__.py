@@ -8,12 +8,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
-           "__version__"]
+           "Layout", "ServingLayout", "__version__"]
 
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
 # the submodule is later imported. Imports no networkx, torch or matplotlib.
 from .training.predict import predict, predict_layer  # noqa: E402
+from .spec.layout import Layout  # noqa: E402 - a training run's settings: predict(layout=...)
+from .spec.serving import ServingLayout  # noqa: E402 - a serving run's: infer(settings=...)
 
 
 def __getattr__(name: str):

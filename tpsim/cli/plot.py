@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from ..cost.collectives import ALGORITHMS, OPS
 from ..figures.data import FORMATS
+from ..spec.serving import ServingLayout
 from .common import Parser, StoreOnce, lower, positive_int
-from ..layer.recompute import RECOMPUTE
-from .predict import DTYPES
+from .layout_args import add_layout_arguments
 
 
 def fill_plot(p) -> None:
@@ -36,7 +36,7 @@ def fill_plot(p) -> None:
     _add_plot_layer_args(q, topology="repeat to compare (default: dgx-h100, dgx-h100-ndr-cluster)")
     q = figure("breakdown", "where one layer's time goes, per op", _cmd_plot_breakdown)
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100)")
-    q.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree")
+    add_layout_arguments(q, ("tp",))
     q = figure("tp-vs-dp", "bytes and time per step: TP activations against DP gradients",
                _cmd_plot_tp_vs_dp)
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100-ndr-cluster)")
@@ -45,9 +45,9 @@ def fill_plot(p) -> None:
     q = figure("pipeline", "one training step's schedule per stage: chunks, p2p, DP, bubble",
                _cmd_plot_pipeline)
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-a100-hdr-cluster)")
-    q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
-    from .predict import _add_step_args
-    _add_step_args(q)
+    add_layout_arguments(q, ("tp",))
+    from .predict import add_step_args
+    add_step_args(q)
     q = figure("search", "step time over TP x PP, each cell the best choice of the other knobs",
                _cmd_plot_search)
     from .search import add_search_space
@@ -63,12 +63,8 @@ def _add_plot_infer(q) -> None:
                    help="shipped name, YAML path or Hugging Face config.json")
     q.add_argument("--topology", action="append",
                    help="repeat to compare (default: dgx-h100, dgx-a100)")
-    q.add_argument("--prompt", type=positive_int, default=2048, help="prompt tokens per sequence")
-    q.add_argument("--gen", type=positive_int, default=256, help="tokens generated per sequence")
-    q.add_argument("--dtype", default="bf16", help="GEMMs: bf16, fp16 or fp8")
-    q.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: --dtype)")
-    q.add_argument("--allreduce", default="nccl", help="nccl or custom")
-    q.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    add_layout_arguments(q, ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager"),
+                         cls=ServingLayout)
 
 
 def _cmd_plot_infer(args) -> None:
@@ -85,14 +81,7 @@ def _add_plot_layer_args(q, topology: str) -> None:
                    help="shipped name, YAML path or Hugging Face config.json")
     q.add_argument("--topology", action="append" if "repeat" in topology else StoreOnce,
                    help=topology)
-    q.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
-    q.add_argument("--seq", type=positive_int, default=None,
-                   help="sequence length (default: the model's)")
-    q.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="training dtype (default: the first of these the device lists)")
-    q.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism")
-    q.add_argument("--recompute", default="none", choices=RECOMPUTE,
-                   help="activation recomputation")
+    add_layout_arguments(q, ("micro_batch", "seq_len", "dtype", "sequence_parallel", "recompute"))
 
 
 def _output_checked(func):
@@ -156,9 +145,9 @@ def _cmd_plot_pipeline(args) -> None:
     from ..figures import plot
     from ..figures.pipeline import pipeline
     from ..cluster.topology import load_topology
-    from .predict import _step_kwargs
+    from .predict import step_kwargs
     table = pipeline(args.model, load_topology(args.topology or "dgx-a100-hdr-cluster"), args.tp,
-                     **plot_settings(args), **_step_kwargs(args))
+                     **plot_settings(args), **step_kwargs(args))
     _plot_done(*plot.save(plot.pipeline_figure(table), table, args.out, args.format))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .common import StoreOnce, dump_json, positive_int
-from .predict import DTYPES
+from .layout_args import add_layout_arguments
 
 
 def fill_search(p) -> None:
@@ -25,12 +25,7 @@ def add_search_space(p) -> None:
                    help="GPUs of the job: every tp x pp x dp = gpus is tried")
     p.add_argument("--global-batch", type=positive_int, required=True,
                    help="sequences per optimizer step")
-    p.add_argument("--seq", type=positive_int, default=None,
-                   help="sequence length (default: the model's)")
-    p.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="training dtype (default: the first of bf16, fp16, fp32 the device lists)")
-    p.add_argument("--nodes", type=positive_int, default=None,
-                   help="size the topology's network to this many nodes")
+    add_layout_arguments(p, ("seq_len", "dtype", "nodes"))
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="processes to spread the pricing and the re-pricing over")
     p.add_argument("--tp-across-nodes", action="store_true",

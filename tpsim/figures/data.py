@@ -18,6 +18,7 @@ from ..base.errors import ConfigError, TpsimError
 from ..calibrate.measured import finite, read_measured
 from ..base.schema import load_json
 from ..cluster.topology import Topology, load_topology
+from ..spec.layout import Layout
 
 TP_DEGREES = (1, 2, 4, 8, 16, 32)
 
@@ -175,8 +176,9 @@ def load_topologies(names: list[str]) -> list[Topology]:
 # --------------------------------------------------------------------------- from predict()
 
 def _predict(model: str, topo: Topology, tp: int, settings: dict):
+    """``predict()`` of the :class:`~tpsim.spec.layout.Layout` of ``tp`` and ``settings``."""
     from ..training.predict import predict     # networkx and the op graph: only for the figures that need them
-    return predict(model, topo, tp=tp, **settings)
+    return predict(model, topo, layout=Layout(tp=tp, **settings))
 
 
 def _predict_or_skip(model: str, topo: Topology, tp: int, settings: dict):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-RECOMPUTE = ("none", "selective", "full")
+from ..spec.layout import RECOMPUTE  # noqa: F401 - the modes, declared with the Layout
 SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
 PREFIX = "rcp."
 

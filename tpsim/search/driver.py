@@ -35,9 +35,9 @@ from pathlib import PurePath
 from ..base.errors import ConfigError
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
-from ..layer.recompute import RECOMPUTE
+from ..spec.layout import RECOMPUTE, Layout
 from .jobs import Workers, paused_gc
-from .step import Layout, Run
+from .step import Run
 from ..training.step import check_fits, with_nodes
 from ..spec.parallel import Parallelism
 from ..cluster.topology import load_topology
@@ -126,8 +126,11 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                             if sp and seq_len % tp:
                                 dropped["sp_seq"] += len(splits)
                                 continue
-                            layouts += [Layout(tp, pp, dp, v, mb, sp, rc, do, ov, f, l)
-                                        for f, l in splits]
+                            layouts += [Layout.unchecked(
+                                tp=tp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
+                                sequence_parallel=sp, recompute=rc, distributed_optimizer=do,
+                                tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l)
+                                for f, l in splits]
     return layouts, dropped
 
 
@@ -180,13 +183,15 @@ class SearchResult:
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
+    """What every layout of the search shares: the model, the topology sized to ``nodes``,
+    and the settings a :class:`~tpsim.spec.layout.Layout` checks, resolved."""
+    shared = Layout(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if not isinstance(topology, str) else load_topology(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
-    m, topo, s, p, att, dtype = _settings(m, topo, 1, 1, seq_len, dtype, False, None, None,
-                                          "none")
-    return Run(m, topo, s, dtype, p, att, global_batch)
+    m, topo, lay = _settings(m, topo, shared)
+    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch)
 
 
 def _check(gpus, global_batch, top, jobs) -> None:

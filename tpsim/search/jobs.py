@@ -2,6 +2,7 @@
 to bound, finalists to simulate. Each worker keeps its own memo of simulated layers."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -42,9 +43,15 @@ def _bound(groups):
 def _predict(layout):
     from ..training.predict import predict
     run = _RUN[0]
-    p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype,
-                global_batch=run.global_batch, **layout.predict_kwargs())
+    p = predict(run.model, run.topo, layout=run_layout(run, layout))
     return p.step, p.memory
+
+
+def run_layout(run, layout):
+    """``layout`` (a search's: the run's settings left None) with the run's sequence length,
+    dtype and global batch: the layout :func:`tpsim.training.predict.predict` prices."""
+    return dataclasses.replace(layout, seq_len=run.seq_len, dtype=run.dtype,
+                               global_batch=run.global_batch)
 
 
 class Workers:

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..training import terms
 from ..sim.memory import stage_memory
+from ..spec.layout import Layout  # noqa: F401 - the layouts a search prices
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer
@@ -71,32 +72,6 @@ class Parts:
         """The bound's first variables (:data:`tpsim.training.step_bound.FIXED`)."""
         return (self.layer.forward_s, self.layer.backward_s, self.embedding.forward_s,
                 self.embedding.backward_s, self.output.forward_s, self.output.backward_s)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One way to run the job: the settings :func:`tpsim.training.predict.predict` takes."""
-    tp: int
-    pp: int
-    dp: int
-    virtual_stages: int
-    micro_batch: int
-    sequence_parallel: bool
-    recompute: str
-    distributed_optimizer: bool
-    tp_comm_overlap: bool
-    first_stage_layers: int | None = None
-    last_stage_layers: int | None = None
-
-    def predict_kwargs(self) -> dict:
-        """The keyword arguments of :func:`tpsim.training.predict.predict` for this layout."""
-        return {"tp": self.tp, "pp": self.pp, "dp": self.dp, "micro_batch": self.micro_batch,
-                "virtual_stages": self.virtual_stages,
-                "sequence_parallel": self.sequence_parallel, "recompute": self.recompute,
-                "distributed_optimizer": self.distributed_optimizer,
-                "tp_comm_overlap": self.tp_comm_overlap,
-                "first_stage_layers": self.first_stage_layers,
-                "last_stage_layers": self.last_stage_layers}
 
 
 _PARTS: dict = {}

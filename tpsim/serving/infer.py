@@ -38,7 +38,7 @@ import math
 
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
 from ..cost.compute import elementwise_time
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, TpsimError
 from ..layer.graph import layer_dims
 from ..layer.infer_graph import (decode_attention_core, embedding_template, infer_dims,
                           output_template, serving_layer_template)
@@ -47,44 +47,43 @@ from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, T
 from ..spec.model import ModelConfig, load_model
 from ..layer.ops import Collective, SendRecv
 from ..spec.parallel import Parallelism
+from ..spec.serving import ALLREDUCE, DTYPES, ServingLayout
 from ..sim.price import Pricing, price
 from ..sim.result import Notice
-from ..base.schema import MAX_INT
 from ..sim.schedule import run
 from ..sim.simulate import Simulation, phase_times, simulate
 from ..cluster.topology import Topology, load_topology
 
-DTYPES = ("bf16", "fp16", "fp8")
-ALLREDUCE = ("nccl", "custom")
-
-
-def _positive(flag: str, v, least: int = 1) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= MAX_INT:
-        raise ConfigError(flag, "", f"an integer from {least} to {MAX_INT}", v)
-
-
-def _check(m: ModelConfig, topo: Topology, tp, pp, batch, prompt, gen, dtype, kv_dtype,
-           allreduce) -> None:
-    """Bad settings raise ConfigError naming the flag."""
-    for flag, v in (("--tp", tp), ("--pp", pp), ("--batch", batch), ("--prompt", prompt)):
-        _positive(flag, v)
-    _positive("--gen", gen, 2)   # the prefill emits the first token, decode the rest
-    if dtype not in DTYPES:
-        raise ConfigError("--dtype", "", f"one of {', '.join(DTYPES)}", dtype)
-    if kv_dtype not in DTYPES:
-        raise ConfigError("--kv-dtype", "", f"one of {', '.join(DTYPES)}", kv_dtype)
-    if allreduce not in ALLREDUCE:
-        raise ConfigError("--allreduce", "", f"one of {', '.join(ALLREDUCE)}", allreduce)
-    topo.device.peak(dtype)
+def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
+    """What the settings ask of the model and the topology (their own values:
+    :class:`~tpsim.spec.serving.ServingLayout`); a ConfigError naming the flag."""
+    tp, pp = lay.tp, lay.pp
+    topo.device.peak(lay.dtype)
     if tp * pp > topo.max_ranks:
         raise ConfigError("--tp", "", f"tp x pp at most the {topo.max_ranks} GPUs of "
                           f"{topo.name}", tp * pp)
     m.check_tp(tp)
-    if batch % pp:
+    if lay.batch % pp:
         raise ConfigError("--batch", "", f"a multiple of --pp ({pp}): pp micro-batches in flight",
-                          batch)
+                          lay.batch)
     if pp > m.layers:
         raise ConfigError("--pp", "", f"at most the {m.layers} layers of {m.name}", pp)
+
+
+def serving_layout(settings: ServingLayout | None, given: dict) -> ServingLayout:
+    """The run's :class:`~tpsim.spec.serving.ServingLayout`: ``settings``, or the keyword
+    form's ``given`` settings (which build one). Both given: each keyword must agree."""
+    if settings is None:
+        return ServingLayout(**given)
+    if not isinstance(settings, ServingLayout):
+        raise ConfigError("settings", "", "a tpsim.ServingLayout", settings)
+    for name, value in given.items():
+        if not hasattr(settings, name):
+            raise TypeError(f"infer() got an unexpected keyword argument {name!r}")
+        if getattr(settings, name) != value:
+            raise TpsimError(f"infer(): settings= has {name}={getattr(settings, name)!r} and "
+                             f"the keyword {name}={value!r} disagrees; give the setting once")
+    return settings
 
 
 def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
@@ -270,24 +269,26 @@ def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
     return tuple(out)
 
 
-def infer(model, topology="dgx-h100", tp: int = 8, pp: int = 1, batch: int = 1,
-          prompt: int = 2048, gen: int = 256, dtype: str = "bf16", kv_dtype: str | None = None,
-          allreduce: str = "nccl", eager: bool = False) -> InferPrediction:
+def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
+          **given) -> InferPrediction:
     """Time to first token, time per output token, tokens/s and memory of serving ``batch``
     sequences of ``prompt`` tokens, generating ``gen`` tokens each (the module docstring).
 
-    ``model``/``topology``: shipped names, YAML paths or loaded objects. ``dtype``: the GEMMs'
-    (bf16, fp16, fp8; fp8 keeps 16-bit activations: bf16); ``kv_dtype``: the cache's (default
-    ``dtype``); ``allreduce``: nccl | custom; ``eager``: no CUDA graphs.
+    ``model``/``topology``: shipped names, YAML paths or loaded objects. ``settings``: a
+    :class:`~tpsim.spec.serving.ServingLayout` (tp, pp, batch, prompt, gen, dtype, kv_dtype,
+    allreduce, eager; its fields say what each means), or its fields as keywords, which build
+    one. ``dtype``: the GEMMs' (bf16, fp16, fp8; fp8 keeps 16-bit activations: bf16);
+    ``kv_dtype``: the cache's (default ``dtype``); ``allreduce``: nccl | custom; ``eager``: no
+    CUDA graphs.
     """
+    lay = serving_layout(settings, given)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    kv_dtype = dtype if kv_dtype is None else kv_dtype
-    _check(m, topo, tp, pp, batch, prompt, gen, dtype, kv_dtype, allreduce)
-    if not isinstance(eager, bool):
-        raise ConfigError("--eager", "", "true or false", eager)
-    act = "bf16" if dtype == "fp8" else dtype
-    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, eager)
+    _check(m, topo, lay)
+    tp, pp, batch, prompt, gen = lay.tp, lay.pp, lay.batch, lay.prompt, lay.gen
+    dtype, act, kv_dtype = lay.dtype, lay.activation_dtype, lay.cache_dtype
+    allreduce = lay.allreduce
+    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager)
     pre, pre_sim = prefill_pass(srv, batch, prompt)
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
@@ -295,10 +296,11 @@ def infer(model, topology="dgx-h100", tp: int = 8, pp: int = 1, batch: int = 1,
                          topo.device.memory_bytes)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
-                         act, kv_dtype, allreduce, not eager, m.heads // tp,
+                         act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node))
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,
                            _notices(srv, mem, runs, allreduce), runs)
 
 
-__all__ = ["infer", "phase_cost", "serve_simulate", "mean_over_lengths", "DTYPES", "ALLREDUCE"]
+__all__ = ["infer", "ServingLayout", "phase_cost", "serve_simulate", "mean_over_lengths", "DTYPES",
+           "ALLREDUCE"]

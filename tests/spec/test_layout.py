@@ -1,0 +1,236 @@
+"""One type for a run's layout: tpsim.Layout (training) and tpsim.ServingLayout (serving) are
+frozen and keyword-only, check their own values naming the flag, give predict and infer the
+same numbers as the keyword form, and are what the command line's flags are made from."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import tpsim
+from tpsim.base.errors import ConfigError, TpsimError
+from tpsim.base.schema import MAX_INT
+from tpsim.cli import build_parser, main
+from tpsim.report.render import infer_json, prediction_json
+from tpsim.spec.layout import Layout
+from tpsim.spec.serving import ServingLayout
+from tpsim.spec.settings import declared
+
+LAYOUTS = [
+    dict(tp=8),
+    dict(tp=4, pp=4, global_batch=16, recompute="full"),
+    dict(tp=8, pp=4, dp=2, virtual_stages=2, global_batch=64, sequence_parallel=True),
+    dict(tp=2, dp=4, micro_batch=2, global_batch=32, distributed_optimizer=True,
+         overlap_grad_reduce=False, seq_len=1024, dtype="fp16"),
+    dict(tp=8, pp=4, global_batch=8, sequence_parallel=True, tp_comm_overlap=True,
+         first_stage_layers=5, last_stage_layers=5, nodes=4),
+]
+
+
+def _json(pred) -> str:
+    return json.dumps(prediction_json(pred), sort_keys=True)
+
+
+@pytest.mark.parametrize("kw", LAYOUTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_layout_and_keywords_predict_the_same(kw):
+    model = "gpt3-13b" if kw.get("first_stage_layers") is None else "gpt3-1.3b"
+    topo = "dgx-h100-ndr-cluster"
+    by_layout = tpsim.predict(model, topo, layout=tpsim.Layout(**kw))
+    assert _json(by_layout) == _json(tpsim.predict(model, topo, **kw))
+    assert by_layout.inputs.tp == kw["tp"] and by_layout.inputs.pp == kw.get("pp", 1)
+    assert tpsim.predict_layer(model, topo, layout=Layout(**kw)) == \
+        tpsim.predict_layer(model, topo, **kw)
+
+
+def test_layout_is_frozen_and_keyword_only():
+    lay = Layout(tp=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lay.tp = 8
+    with pytest.raises(TypeError):
+        Layout(4)                                   # noqa - positional on purpose
+    with pytest.raises(TypeError):
+        Layout(tensor_parallel=4)
+    assert "Layout" in tpsim.__all__ and tpsim.Layout is Layout
+    assert hash(Layout(tp=4)) == hash(lay) and Layout(tp=4) == lay != Layout(tp=2)
+
+
+@pytest.mark.parametrize("kw, flag", [
+    (dict(tp=0), "--tp"), (dict(tp=8.0), "--tp"), (dict(pp=True), "--pp"),
+    (dict(dp=MAX_INT + 1), "--dp"), (dict(micro_batch=-1), "--micro-batch"),
+    (dict(seq_len="2048"), "--seq"), (dict(global_batch=0), "--global-batch"),
+    (dict(virtual_stages=0), "--virtual-stages"), (dict(dtype="int8"), "--dtype"),
+    (dict(dtype=["bf16"]), "--dtype"), (dict(sequence_parallel=1), "--sequence-parallel"),
+    (dict(dropout=1.0), "--dropout"), (dict(dropout=True), "--dropout"),
+    (dict(attention=""), "--attention"), (dict(recompute="some"), "--recompute"),
+    (dict(overlap_grad_reduce=None), "--overlap-grad-reduce"),
+    (dict(nodes=0), "--nodes"), (dict(first_stage_layers=0), "--first-stage-layers"),
+    (dict(virtual_stages=2), "--virtual-stages"),
+    (dict(tp_comm_overlap=True), "--tp-comm-overlap"),
+    (dict(tp=1, sequence_parallel=True, tp_comm_overlap=True), "--tp-comm-overlap"),
+    (dict(dp=2, global_batch=3), "--global-batch"),
+    (dict(pp=4, virtual_stages=2, global_batch=6), "--global-batch"),
+])
+def test_bad_values_name_their_flag(kw, flag):
+    with pytest.raises(ConfigError) as e:
+        Layout(**kw)
+    assert e.value.source == flag
+
+
+@pytest.mark.parametrize("kw, flag", [
+    (dict(ep=2), "--ep"), (dict(expert_tp=2), "--expert-tp"), (dict(cp=2), "--cp"),
+    (dict(zero=1), "--zero"), (dict(zero=3), "--zero"), (dict(ep=0), "--ep"),
+    (dict(zero=True), "--zero"),
+])
+def test_features_ahead_of_their_model_are_refused(kw, flag):
+    with pytest.raises(ConfigError, match=flag) as e:
+        Layout(**kw)
+    if not isinstance(list(kw.values())[0], bool) and list(kw.values())[0] > 0:
+        assert "not modelled yet" in str(e.value)
+    with pytest.raises(ConfigError, match=flag):
+        tpsim.predict("gpt3", "dgx-h100", **kw)
+    assert Layout(ep=1, expert_tp=1, cp=1, zero=0) == Layout()
+
+
+def test_replace_checks_again():
+    lay = Layout(tp=8, pp=2, global_batch=8)
+    assert dataclasses.replace(lay, virtual_stages=2).virtual_stages == 2
+    with pytest.raises(ConfigError, match="--tp"):
+        dataclasses.replace(lay, tp=0)
+    with pytest.raises(ConfigError, match="--global-batch"):
+        dataclasses.replace(lay, dp=3)
+    with pytest.raises(ConfigError, match="--cp"):
+        dataclasses.replace(lay, cp=4)
+
+
+@pytest.mark.parametrize("kw", LAYOUTS + [dict(tp=0), dict(dropout=True), dict(cp=2),
+                                         dict(pp=1, virtual_stages=3)])
+def test_the_fast_paths_make_and_check_what_the_dataclass_does(kw):
+    """Layout.of (the keyword form) and Layout.replace (predict's defaults) are
+    Layout(**kw) and dataclasses.replace: the same layout, or the same error."""
+    def outcome(make):
+        try:
+            return make()
+        except ConfigError as e:
+            return str(e)
+    assert outcome(lambda: Layout.of(kw)) == outcome(lambda: Layout(**kw))
+    base = Layout(tp=2, pp=4, global_batch=8)
+    assert outcome(lambda: base.replace(**kw)) == \
+        outcome(lambda: dataclasses.replace(base, **kw))
+    with pytest.raises(TypeError):
+        Layout.of({"tensor_parallel": 2})
+
+
+def test_layout_beside_keywords():
+    lay = Layout(tp=4, pp=2, global_batch=8)
+    same = tpsim.predict("gpt3-1.3b", "dgx-h100", layout=lay, tp=4)       # agrees: fine
+    assert _json(same) == _json(tpsim.predict("gpt3-1.3b", "dgx-h100", layout=lay))
+    with pytest.raises(TpsimError, match="tp"):
+        tpsim.predict("gpt3-1.3b", "dgx-h100", layout=lay, tp=8)
+    with pytest.raises(TpsimError, match="pp"):
+        tpsim.predict_layer("gpt3-1.3b", "dgx-h100", layout=lay, pp=1)
+    with pytest.raises(ConfigError, match="layout"):
+        tpsim.predict("gpt3-1.3b", "dgx-h100", layout={"tp": 4})
+    with pytest.raises(TypeError):
+        tpsim.predict("gpt3-1.3b", "dgx-h100", layout=lay, bogus=1)
+
+
+def test_checks_that_need_the_topology_read_the_layout():
+    with pytest.raises(ConfigError, match="at most the 8 GPUs"):
+        tpsim.predict("gpt3", "dgx-h100", layout=Layout(tp=16))
+    with pytest.raises(ConfigError, match="--pp"):
+        tpsim.predict("gpt3", "dgx-h100", layout=Layout(tp=1, pp=5))     # 96 layers over 5
+    with pytest.raises(ConfigError, match="--attention"):
+        tpsim.predict("gpt3", "dgx-a100", layout=Layout(attention="flash3"))
+
+
+def test_predict_kwargs_is_the_keyword_form():
+    lay = Layout(tp=2, pp=2, global_batch=4, sequence_parallel=True)
+    assert lay.predict_kwargs() == dict(tp=2, pp=2, global_batch=4, sequence_parallel=True)
+    assert Layout(**lay.predict_kwargs()) == lay
+    assert Layout(tp=8).predict_kwargs() == {}
+
+
+def test_every_field_declares_its_meaning_flag_and_values():
+    for f in declared(Layout) + declared(ServingLayout):
+        meta = f.metadata
+        assert meta["doc"] and meta["flag"].startswith("--") and meta["kind"]
+    assert len(declared(Layout)) == len(dataclasses.fields(Layout))
+    assert set(Layout.flags()) == {f.name for f in dataclasses.fields(Layout)}
+
+
+def _help(*argv) -> str:
+    parser = build_parser(list(argv))
+    sub = parser._subparsers._group_actions[0].choices[argv[0]]
+    for name in argv[1:]:
+        sub = sub._subparsers._group_actions[0].choices[name]
+    return sub.format_help()
+
+
+def test_the_predict_flags_are_the_layouts_fields():
+    from tpsim.cli.layout_args import cli_flag
+    text = _help("predict")
+    for f in declared(Layout):
+        assert f" {cli_flag(f)} " in text or f" {cli_flag(f)}\n" in text, f.name
+    assert "--no-overlap-grad-reduce" in text and "--seq SEQ" in text
+    infer = _help("infer")
+    for f in declared(ServingLayout):
+        assert cli_flag(f) in infer, f.name
+
+
+def test_the_comma_lists_are_the_fields_that_take_them():
+    from tpsim.cli.layout_args import dest
+    from tpsim.cli.predict import LISTS, STEP_FIELDS
+    assert set(LISTS) - {"model", "topology"} == \
+        {dest(f) for f in declared(Layout) if f.metadata["lists"]}
+    assert set(STEP_FIELDS) <= set(Layout.flags())
+
+
+def test_the_command_line_builds_the_same_layout():
+    from tpsim.cli.layout_args import layout_from_args
+    args = build_parser(["predict"]).parse_args(
+        ["predict", "--tp", "4", "--pp", "2", "--global-batch", "8", "--seq", "1024",
+         "--no-overlap-grad-reduce", "--dropout", "0"])
+    (combo,) = [{k: v[0] for k, v in vars(args).items() if isinstance(v, tuple)}]
+    lay = layout_from_args(args, given=combo)
+    assert lay == Layout(tp=4, pp=2, global_batch=8, seq_len=1024, overlap_grad_reduce=False,
+                         dropout=0.0)
+
+
+def test_command_line_refuses_an_unmodelled_feature(capsys):
+    assert main(["predict", "--model", "gpt3-1.3b", "--cp", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--cp" in err and "not modelled yet" in err
+    assert main(["predict", "--model", "gpt3-1.3b", "--cp", "1", "--zero", "0"]) == 0
+
+
+def test_serving_layout_and_keywords_infer_the_same():
+    kw = dict(tp=4, pp=2, batch=8, prompt=256, gen=16, kv_dtype="fp8", allreduce="custom")
+    by_settings = tpsim.infer("llama2-70b", "dgx-h100", settings=tpsim.ServingLayout(**kw))
+    assert json.dumps(infer_json(by_settings)) == \
+        json.dumps(infer_json(tpsim.infer("llama2-70b", "dgx-h100", **kw)))
+    with pytest.raises(TpsimError, match="batch"):
+        tpsim.infer("llama2-70b", "dgx-h100", settings=ServingLayout(**kw), batch=4)
+
+
+@pytest.mark.parametrize("kw, flag", [
+    (dict(tp=0), "--tp"), (dict(gen=1), "--gen"), (dict(batch=1.5), "--batch"),
+    (dict(dtype="fp32"), "--dtype"), (dict(kv_dtype="int4"), "--kv-dtype"),
+    (dict(allreduce="mpi"), "--allreduce"), (dict(eager="yes"), "--eager"),
+])
+def test_serving_layout_checks_its_values(kw, flag):
+    with pytest.raises(ConfigError) as e:
+        ServingLayout(**kw)
+    assert e.value.source == flag
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ServingLayout().tp = 2
+
+
+def test_search_layouts_are_layouts_that_pass_the_checks():
+    from tpsim.search.driver import Space, _run, enumerate_layouts
+    run = _run("gpt3-1.3b", "dgx-a100-hdr-cluster", None, None, None, 32)
+    layouts, _ = enumerate_layouts(run.model, run.topo, Space(16, 32), run.seq_len)
+    assert len(layouts) > 100 and all(type(lay) is Layout for lay in layouts)
+    for lay in layouts:
+        assert Layout(**lay.predict_kwargs()) == lay      # made unchecked, valid all the same
+        dataclasses.replace(lay, global_batch=32)         # with the run's batch too

@@ -1,0 +1,103 @@
+"""Command-line flags made from a settings dataclass's fields (:class:`~tpsim.spec.layout.Layout`,
+:class:`~tpsim.spec.serving.ServingLayout`), as Megatron-core makes its argparse arguments from
+its config dataclasses: each field's flag, help, default and accepted values are read from its
+metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
+
+By kind: ``count`` a positive integer; ``flag`` a switch (``--no-X`` where the default is
+True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number. With
+``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do: ``tpsim predict`` compares
+every combination. The values are checked by the dataclass itself when
+:func:`layout_from_args` makes it: one place, one error per bad value.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import Field
+
+from ..spec.layout import Layout
+from ..spec.settings import declared
+from .common import positive_int
+from .lists import braces, choice_list, int_list
+
+
+def dest(f: Field) -> str:
+    """The argparse attribute that holds field ``f``: its flag's name (``--seq``: seq)."""
+    return f.metadata["flag"].lstrip("-").replace("-", "_")
+
+
+def cli_flag(f: Field) -> str:
+    """The flag a user types: a switch whose default is on is turned off (``--no-X``)."""
+    flag = f.metadata["flag"]
+    return f"--no-{flag[2:]}" if f.metadata["kind"] == "flag" and f.default is True else flag
+
+
+def _help(f: Field, listed: bool, extra: str) -> str:
+    text = f.metadata["help"] + extra
+    if f.metadata["unmodelled"]:
+        text += f"; not modelled yet: {f.default} only"
+    if listed and f.default is not None and "default" not in text:
+        text += f" (default: {f.default})"       # a list's default shows as its one value
+    return text
+
+
+def _count_kwargs(f: Field, listed: bool) -> dict:
+    if listed:
+        return {"type": int_list, "default": None if f.default is None else (f.default,)}
+    return {"type": positive_int if f.metadata["least"] == 1 else int, "default": f.default}
+
+
+def _choice_kwargs(f: Field, listed: bool) -> dict:
+    choices = f.metadata["choices"]
+    if listed:
+        return {"type": choice_list(choices), "metavar": braces(choices),
+                "default": None if f.default is None else (f.default,)}
+    kind = type(choices[0]) if choices else str
+    return {"choices": choices, "default": f.default, **({"type": kind} if kind is int else {})}
+
+
+def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]:
+    """(flag, argparse keyword arguments) of field ``f``; ``lists``: a comma list where the
+    field takes one."""
+    meta = f.metadata
+    listed = lists and meta["lists"]
+    kwargs = {"dest": dest(f), "help": _help(f, listed, extra)}
+    kind = meta["kind"]
+    if kind == "flag":
+        kwargs["action"] = "store_false" if f.default is True else "store_true"
+    elif kind == "count":
+        kwargs.update(_count_kwargs(f, listed))
+    elif kind == "probability":
+        kwargs.update(type=float, default=f.default)
+    else:
+        kwargs.update(_choice_kwargs(f, listed))
+    return cli_flag(f), kwargs
+
+
+def _fields(cls, names) -> list[Field]:
+    by_name = {f.name: f for f in declared(cls)}
+    return [by_name[n] for n in names] if names is not None else list(by_name.values())
+
+
+def add_layout_arguments(parser, names=None, *, cls=Layout, lists: bool = False,
+                         extra: dict | None = None) -> None:
+    """Add the flags of ``cls``'s fields ``names`` (default: every field, in order) to
+    ``parser``; ``lists``: comma lists where a field takes one; ``extra``: text a command adds
+    to a field's help, by field name."""
+    for f in _fields(cls, names):
+        flag, kwargs = argument(f, lists, (extra or {}).get(f.name, ""))
+        parser.add_argument(flag, **kwargs)
+
+
+def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:
+    """The values the parsed ``args`` give fields ``names`` of ``cls``, by field name;
+    ``given``: values by argparse name that replace the parsed ones (one combination of the
+    comma lists)."""
+    given = given or {}
+    return {f.name: given.get(dest(f), getattr(args, dest(f))) for f in _fields(cls, names)
+            if hasattr(args, dest(f))}
+
+
+def layout_from_args(args: argparse.Namespace, names=None, cls=Layout, given=None):
+    """The ``cls`` (a :class:`~tpsim.spec.layout.Layout` by default) the parsed ``args`` set
+    (:func:`layout_values`); a field without a flag keeps its default."""
+    return cls(**layout_values(args, names, cls, given))

@@ -1,0 +1,165 @@
+"""One training run's layout: how the job is split over GPUs and run, in one frozen type.
+
+:class:`Layout` holds every parallel and run setting :func:`tpsim.predict` takes (the keyword
+form ``predict(model, topology, tp=8, pp=2, ...)`` builds one). Each field is a
+:func:`~tpsim.spec.settings.setting`: its meaning, flag and values are declared once, and both
+the checks below and the command line's flags (:mod:`tpsim.cli.layout_args`) are read from
+them. What needs the model or the topology (tp within the topology's GPUs, the dtype on the
+device, the layers' split over the stages) is checked by ``predict`` once they are loaded.
+
+Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
+per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
+first of bf16, fp16, fp32. ``ep``, ``expert_tp``, ``cp`` and ``zero`` are declared ahead of
+their models: any value but the default is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..base.errors import ConfigError
+from .model import ATTENTION_KERNELS, ATTENTIONS
+from .precision import PRECISION
+from .settings import changed, check, declared, made, setting
+
+RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
+DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+def _count(default, doc, flag, lists=False, **kw):
+    return setting(default, doc, flag=flag, kind="count", lists=lists, **kw)
+
+
+def _flag(default, doc, flag, **kw):
+    return setting(default, doc, flag=flag, kind="flag", **kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """One way to run a training job (module docstring); frozen, keyword-only, checked when
+    made (``dataclasses.replace`` checks the new one)."""
+    # the layer's settings
+    tp: int = _count(8, "tensor-parallel degree (consecutive ranks)", "--tp", lists=True)
+    micro_batch: int = _count(1, "sequences per micro-batch", "--micro-batch", lists=True)
+    seq_len: int | None = _count(None, "sequence length (default: the model's)", "--seq",
+                                 lists=True)
+    dtype: str | None = setting(None, "training dtype (default: the first of these the device "
+                                "lists)", flag="--dtype", kind="choice", choices=DTYPES,
+                                lists=True)
+    sequence_parallel: bool = _flag(False, "Megatron sequence parallelism (all-gather + "
+                                    "reduce-scatter)", "--sequence-parallel")
+    dropout: float | None = setting(None, "dropout probability (0: no dropout ops; default: "
+                                    "the model's)", flag="--dropout", kind="probability")
+    attention: str | None = setting(
+        None, "fused (the device's flash kernel), a flash kernel by name, or unfused "
+        "(Megatron's separate kernels) (default: the model's)", flag="--attention", kind="name",
+        choices=ATTENTIONS + ATTENTION_KERNELS,
+        expected="fused, unfused or the name of a kernel the device lists")
+    recompute: str = setting("none", "activation recomputation (selective: the unfused "
+                             "attention core)", flag="--recompute", kind="choice",
+                             choices=RECOMPUTE, lists=True)
+    # the step's: pipeline, data parallelism, optimizer, the network's size
+    pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True)
+    dp: int = _count(1, "data-parallel replicas", "--dp", lists=True)
+    global_batch: int | None = _count(None, "sequences per optimizer step (default micro-batch "
+                                      "x dp: one micro-batch)", "--global-batch", lists=True)
+    virtual_stages: int = _count(1, "model chunks per pipeline stage: interleaved 1F1B when "
+                                 "more than 1", "--virtual-stages", lists=True)
+    distributed_optimizer: bool = _flag(False, "shard the optimizer state over DP (ZeRO-1): "
+                                        "reduce-scatter + all-gather", "--distributed-optimizer")
+    overlap_grad_reduce: bool = _flag(
+        True, "reduce the DP gradients in buckets beside the backward, as Megatron-core "
+        "(False: after the whole backward)", "--overlap-grad-reduce",
+        help="reduce the gradients after the whole backward (older Megatron, "
+             "Megatron-DeepSpeed; default: in buckets beside it, as Megatron-core)")
+    scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
+                                     "activation, the next stage all-gathers it (Megatron-LM "
+                                     "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")
+    tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
+                                  "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
+    nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
+    first_stage_layers: int | None = _count(None, "layers on the first pipeline stage (the rest "
+                                            "split evenly)", "--first-stage-layers")
+    last_stage_layers: int | None = _count(None, "layers on the last pipeline stage (the rest "
+                                           "split evenly)", "--last-stage-layers")
+    # declared ahead of their models: the default only
+    ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
+                     unmodelled="expert parallelism")
+    expert_tp: int = _count(1, "tensor-parallel degree of the experts", "--expert-tp",
+                            unmodelled="expert tensor parallelism")
+    cp: int = _count(1, "context-parallel degree (the sequence split over GPUs)", "--cp",
+                     unmodelled="context parallelism")
+    zero: int = setting(0, "ZeRO stage (DeepSpeed; ZeRO-1 is --distributed-optimizer)",
+                        flag="--zero", kind="choice", choices=ZERO_STAGES,
+                        unmodelled="a ZeRO stage (--distributed-optimizer is ZeRO-1)")
+
+    def __post_init__(self):
+        check(self)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """What one setting allows of another (the model and topology aside)."""
+        if self.virtual_stages > 1 and self.pp == 1:
+            raise ConfigError("--virtual-stages", "", "1 unless --pp is more than 1",
+                              self.virtual_stages)
+        if self.tp_comm_overlap and not (self.sequence_parallel and self.tp > 1):
+            raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
+                              "(Transformer Engine overlaps the sequence-parallel collectives)",
+                              self.tp_comm_overlap)
+        gb, per_step = self.global_batch, self.per_step
+        if gb is None:
+            return
+        if gb % per_step:
+            raise ConfigError("--global-batch", "", f"a multiple of micro-batch x dp "
+                              f"({per_step})", gb)
+        if self.virtual_stages > 1 and (gb // per_step) % self.pp:
+            raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
+                              f"(micro-batch x dp) = {gb // per_step}) a multiple of pp "
+                              f"({self.pp}) with --virtual-stages", gb)
+
+    @property
+    def per_step(self) -> int:
+        """Sequences one micro-batch of every replica holds: micro_batch x dp."""
+        return self.micro_batch * self.dp
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per step: global_batch / (micro_batch x dp) (1 when not given)."""
+        return 1 if self.global_batch is None else self.global_batch // self.per_step
+
+    def predict_kwargs(self) -> dict:
+        """The keyword form of this layout: the fields set away from their defaults, which
+        ``tpsim.predict(model, topology, **layout.predict_kwargs())`` takes."""
+        return changed(self)
+
+    @classmethod
+    def of(cls, settings: dict) -> Layout:
+        """``Layout(**settings)``, checked the same, made faster (the keyword form of
+        ``predict`` makes one at every call)."""
+        return made(cls, _defaults(cls), settings)
+
+    def replace(self, **changes) -> Layout:
+        """``dataclasses.replace(self, **changes)``, checked the same, made faster (predict
+        fills in the run's defaults at every call)."""
+        return made(type(self), self.__dict__, changes)
+
+    @classmethod
+    def unchecked(cls, **values) -> Layout:
+        """A layout of values known to be valid, made without the checks: the search's
+        enumeration (divisors of a checked GPU count and batch, the choices themselves),
+        which makes a few hundred thousand; a test checks that each passes them."""
+        return made(cls, _defaults(cls), values, checked=False)
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Each field's flag, by field name."""
+        return {f.name: f.metadata["flag"] for f in declared(cls)}
+
+
+@lru_cache(maxsize=None)
+def _defaults(cls) -> dict:
+    return {f.name: f.default for f in declared(cls)}
+
+
+__all__ = ["Layout", "RECOMPUTE", "DTYPES"]

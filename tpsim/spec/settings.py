@@ -1,0 +1,141 @@
+"""Run settings declared once: each is a dataclass field whose metadata says what it means, the
+command-line flag that sets it and the values it takes. The checks of :func:`check` and the
+command line's arguments (:mod:`tpsim.cli.layout_args`) are both read from that metadata, as
+Megatron-core builds its argparse arguments from its config dataclasses.
+
+Kinds of setting:
+
+* ``count``: an integer from ``least`` (default 1) to :data:`~tpsim.base.schema.MAX_INT`;
+* ``flag``: True or False;
+* ``choice``: one of ``choices`` (the same type as them: True is not 1);
+* ``probability``: a number in [0, 1);
+* ``name``: a string (``choices`` lists the ones the command line offers; what the device
+  lists is checked where the device is known).
+
+A setting whose default is None also takes None (the run's default: the model's, the
+device's). A feature declared ahead of its model (``unmodelled``) takes its default only: any
+other value is refused, never ignored. Every refusal is a
+:class:`~tpsim.base.errors.ConfigError` naming the flag.
+"""
+from __future__ import annotations
+
+from dataclasses import Field, field, fields
+from functools import lru_cache
+from itertools import compress
+from operator import attrgetter, is_not
+
+from ..base.errors import ConfigError
+from ..base.schema import MAX_INT
+
+KINDS = ("count", "flag", "choice", "probability", "name")
+
+
+def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
+            lists: bool = False, help: str | None = None, expected: str | None = None,
+            unmodelled: str | None = None):
+    """A dataclass field declaring one setting (module docstring). ``doc``: what it means;
+    ``help``: the command line's help where it words it otherwise (a flag that turns a True
+    default off); ``lists``: ``tpsim predict`` takes a comma list of values to compare;
+    ``expected``: what the error message says it takes, where the kind's words do not fit;
+    ``unmodelled``: the feature's name when only the default is modelled yet."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    meta = {"doc": doc, "flag": flag, "kind": kind, "least": least, "choices": tuple(choices),
+            "lists": lists, "help": help or doc, "expected": expected, "unmodelled": unmodelled}
+    return field(default=default, metadata=meta)
+
+
+def declared(cls_or_obj) -> tuple[Field, ...]:
+    """The fields of a settings dataclass that :func:`setting` declared."""
+    return tuple(f for f in fields(cls_or_obj) if "kind" in f.metadata)
+
+
+def expected(f: Field) -> str:
+    """What setting ``f`` takes, as its error message words it."""
+    meta = f.metadata
+    kind = meta["kind"]
+    if meta["expected"]:
+        return meta["expected"]
+    if kind == "count":
+        least = meta["least"]
+        return f"a positive integer (at most {MAX_INT})" if least == 1 else \
+            f"an integer from {least} to {MAX_INT}"
+    if kind == "flag":
+        return "true or false"
+    if kind == "choice":
+        return f"one of {', '.join(map(str, meta['choices']))}"
+    return "a probability in [0, 1)"
+
+
+def _validator(f: Field):
+    """``v -> bool`` for setting ``f`` (module docstring)."""
+    meta, nullable = f.metadata, f.default is None
+    kind, least, choices = meta["kind"], meta["least"], meta["choices"]
+    if kind == "count":
+        def ok(v):
+            return (type(v) is int and least <= v <= MAX_INT) or (v is None and nullable) or (
+                type(v) is not bool and isinstance(v, int) and least <= v <= MAX_INT)
+    elif kind == "flag":
+        def ok(v):
+            return v is True or v is False or (v is None and nullable)
+    elif kind == "choice":
+        types = {type(c) for c in choices}     # True is not 1, a list is not a name
+
+        def ok(v):
+            return (type(v) in types and v in choices) or (v is None and nullable)
+    elif kind == "name":
+        def ok(v):
+            return (v is None and nullable) or (isinstance(v, str) and v != "")
+    else:
+        def ok(v):
+            return (v is None and nullable) or (
+                not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1)
+    return ok
+
+
+@lru_cache(maxsize=None)
+def _checks(cls) -> tuple:
+    """The declared settings of ``cls`` as (a getter of their values, their defaults, rows: per
+    setting its validator, field and the one value modelled, ``_ANY`` for every valid value),
+    made once per class."""
+    fs = declared(cls)
+    get = attrgetter(*(f.name for f in fs))
+    return (get if len(fs) > 1 else lambda obj: (get(obj),), tuple(f.default for f in fs),
+            tuple((_validator(f), f, f.default if f.metadata["unmodelled"] else _ANY)
+                  for f in fs))
+
+
+_ANY = object()
+
+
+def check(obj) -> None:
+    """Every declared setting of ``obj`` valid, else a ConfigError naming its flag. A default
+    (the very object declared) is valid by declaration and skipped: a run sets a few, and
+    the settings left are picked out without a Python loop (predict checks at every call)."""
+    names, defaults, rows = _checks(type(obj))
+    values = names(obj)
+    for (ok, f, only), v in compress(zip(rows, values), map(is_not, values, defaults)):
+        if not ok(v):
+            raise ConfigError(f.metadata["flag"], "", expected(f), v)
+        if only is not _ANY and v != only:
+            raise ConfigError(f.metadata["flag"], "", f"{only} ({f.metadata['unmodelled']} "
+                              "is not modelled yet)", v)
+
+
+def made(cls, values: dict, changes: dict, checked: bool = True):
+    """A ``cls`` of ``values`` updated with ``changes``, as ``dataclasses.replace`` makes it
+    (``__post_init__``'s checks run) at a fraction of its cost; ``checked`` False skips them
+    (values known to be valid)."""
+    if not changes.keys() <= values.keys():
+        raise TypeError(f"unknown {cls.__name__} fields: {sorted(changes.keys() - values)}")
+    obj = object.__new__(cls)
+    obj.__dict__.update(values, **changes)
+    if checked:
+        obj.__post_init__()
+    return obj
+
+
+def changed(obj) -> dict:
+    """The settings of ``obj`` that differ from their defaults, by field name."""
+    return {f.name: getattr(obj, f.name) for f in declared(obj)
+            if getattr(obj, f.name) != f.default}

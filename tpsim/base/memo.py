@@ -10,9 +10,9 @@ size; :func:`memos` lists every live memo and :func:`clear_all` empties them (te
 Keys are values, not object identities, so two equal inputs built separately share an entry and
 an input's id can never be reused under a stale entry:
 
-* the frozen dataclasses read from files (``Topology``, its ``Device`` and ``Level`` s,
-  ``ModelConfig``) hash with :func:`value_hash`: their compared fields, dicts and lists
-  included, hashed once per object and kept on it;
+* the frozen dataclasses read from files (a ``Topology``, its ``Device`` and levels, a
+  ``ModelConfig``) and a search's ``Run`` hash with :func:`value_hash`: their compared fields,
+  dicts and lists included, hashed once per object and kept on it;
 * a file is keyed by :func:`file_key`: its absolute path as given and the version the file
   system reports (device, inode, mtime_ns, size, ctime_ns), so :meth:`Memo.load` reads a YAML
   file once and reads it again only once it has changed (a rewrite that keeps the size, the
@@ -24,7 +24,12 @@ an input's id can never be reused under a stale entry:
 functions of objects (a search's ``Run``, a ``ModelConfig``) use it so that every cache has the
 same key rules and reports through :func:`memos`. ``functools.lru_cache`` stays where a
 function takes only scalars and tuples of them (``chunk_offsets``, ``activation_counts``): there
-the key is already its value and the C implementation is the cheapest.
+the key is already its value and the C implementation is the cheapest. Dicts that live only as
+long as one call or one object (a step graph's bucket and p2p closures, a ``Pricing``'s
+groups) are scratch, not memos: they die with what they serve.
+
+A memo answers for the code as it is: whoever swaps a cost function (a test's monkeypatch)
+calls :func:`clear_all`, or old answers outlive it.
 """
 from __future__ import annotations
 

@@ -120,14 +120,21 @@ levels:
 """
 
 
+@pytest.fixture
+def settled(monkeypatch):
+    """Files count as settled however recently written (no racy-clean re-reads)."""
+    monkeypatch.setattr(memo_mod, "RECENT_NS", 0)
+
+
 def _rewrite(path, text):
-    """Write ``text`` and move the mtime a second on (a later edit, whatever the clock's tick)."""
+    """Write ``text`` and set the mtime a second before the last one (a version of its own
+    whatever the clock's tick, and not in the future)."""
     before = os.stat(path).st_mtime_ns
     path.write_text(text)
-    os.utime(path, ns=(before + 10**9, before + 10**9))
+    os.utime(path, ns=(before - 10**9, before - 10**9))
 
 
-def test_a_file_is_read_once_per_version(tmp_path, monkeypatch):
+def test_a_file_is_read_once_per_version(tmp_path, monkeypatch, settled):
     reads = []
     real = topology_mod.load_yaml
     monkeypatch.setattr(topology_mod, "load_yaml", lambda p: reads.append(p) or real(p))
@@ -142,7 +149,7 @@ def test_a_file_is_read_once_per_version(tmp_path, monkeypatch):
     assert second.path == str(path)
 
 
-def test_a_model_file_changed_in_place_is_read_again(tmp_path):
+def test_a_model_file_changed_in_place_is_read_again(tmp_path, settled):
     path = tmp_path / "m.yaml"
     text = "name: tiny\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 128\nseq_len: 32\n"
     path.write_text(text)
@@ -152,19 +159,37 @@ def test_a_model_file_changed_in_place_is_read_again(tmp_path):
     assert model_mod.load_model(path).layers == 3
 
 
+def test_a_file_changed_just_now_is_read_every_time(tmp_path, monkeypatch):
+    """Git's racy-clean rule: within RECENT_NS of its last change a file could change again
+    inside the same clock tick, leaving its version as it was, so it is not kept."""
+    reads = []
+    real = topology_mod.load_yaml
+    monkeypatch.setattr(topology_mod, "load_yaml", lambda p: reads.append(p) or real(p))
+    path = tmp_path / "t.yaml"
+    path.write_text(TOPOLOGY.replace("BW", "50"))
+    st = os.stat(path)
+    changed = max(st.st_mtime_ns, st.st_ctime_ns)
+    monkeypatch.setattr(memo_mod, "_clock", lambda: changed + memo_mod.RECENT_NS - 1)
+    topology_mod.load_topology(str(path)), topology_mod.load_topology(str(path))
+    assert len(reads) == 2
+    monkeypatch.setattr(memo_mod, "_clock", lambda: changed + memo_mod.RECENT_NS)
+    topology_mod.load_topology(str(path)), topology_mod.load_topology(str(path))
+    assert len(reads) == 3
+
+
 def test_a_missing_file_is_not_kept_and_still_named(tmp_path):
     assert file_key(tmp_path / "none.yaml") is None and file_key(tmp_path) is None
     with pytest.raises(ConfigError, match="none.yaml"):
         topology_mod.load_topology(str(tmp_path / "none.yaml"))
 
 
-def test_a_shipped_listing_sees_a_new_file(tmp_path, monkeypatch):
+def test_a_shipped_listing_sees_a_new_file(tmp_path, monkeypatch, settled):
     monkeypatch.setattr(model_mod, "shipped_dir", lambda: tmp_path)
     (tmp_path / "a.yaml").write_text("")
     assert list(model_mod.shipped_models()) == ["a"]
     before = os.stat(tmp_path).st_mtime_ns
     (tmp_path / "b.yaml").write_text("")
-    os.utime(tmp_path, ns=(before + 10**9, before + 10**9))
+    os.utime(tmp_path, ns=(before - 10**9, before - 10**9))
     assert list(model_mod.shipped_models()) == ["a", "b"]
 
 
@@ -178,7 +203,7 @@ def _counting_reads(monkeypatch) -> list:
     return reads
 
 
-def test_predict_by_names_reads_each_file_once(monkeypatch):
+def test_predict_by_names_reads_each_file_once(monkeypatch, settled):
     from tpsim.report.render import prediction_json
     from tpsim.sim.simulate import _SIMULATIONS
     from tpsim.training.predict import predict

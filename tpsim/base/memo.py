@@ -15,8 +15,9 @@ an input's id can never be reused under a stale entry:
   dicts and lists included, hashed once per object and kept on it;
 * a file is keyed by :func:`file_key`: its absolute path as given and the version the file
   system reports (device, inode, mtime_ns, size, ctime_ns), so :meth:`Memo.load` reads a YAML
-  file once and reads it again only once it has changed (a rewrite that keeps the size, the
-  inode and the clock tick goes unseen: editors write a new file, tools change the size);
+  file once and reads it again once it has changed. A file changed less than
+  :data:`RECENT_NS` ago is read every time (git's racy-clean rule): a rewrite within the file
+  system's clock tick, same size and inode, would leave the version as it was;
 * op graph templates compare by identity (``eq=False``): each is built once per switch set and
   kept (:func:`tpsim.layer.graph.layer_template`), and the key holds it, so identity is value.
 
@@ -37,11 +38,14 @@ import dataclasses
 import functools
 import os
 import stat
+import time
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable, NamedTuple
 
 _MISSING = object()
+RECENT_NS = 2 * 10**9      # a file changed this recently is not kept (coarse clocks: 1-2 s)
+_clock = time.time_ns
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -87,8 +91,9 @@ class Memo:
         return value
 
     def load(self, path, read: Callable, directory: bool = False) -> Any:
-        """``read(path)`` once per version of the file (:func:`file_key`); a path that is not
-        a regular file is read every time, so that ``read`` says what is wrong with it.
+        """``read(path)`` once per version of the file (:func:`file_key`); a path without a
+        key is read every time (one just changed; one that is not a regular file, so that
+        ``read`` says what is wrong with it).
         ``directory``: ``path`` is a directory, ``read`` lists it (a version per mtime: adding,
         removing or renaming an entry changes it)."""
         key = file_key(path, directory)
@@ -145,15 +150,17 @@ def memoised(maxsize: int, lru: bool = True, name: str | None = None):
 
 def file_key(path, directory: bool = False) -> tuple | None:
     """(absolute path as given, device, inode, mtime_ns, size, ctime_ns) of a regular file (a
-    directory with ``directory``), or None when it cannot be stat'ed or is of another kind.
-    The path as given (made absolute, not resolved) keeps each spelling's own loaded object,
-    whose error messages name it."""
+    directory with ``directory``), or None when it cannot be stat'ed, is of another kind or
+    changed less than :data:`RECENT_NS` ago. The path as given (made absolute, not resolved)
+    keeps each spelling's own loaded object, whose error messages name it."""
     try:
         text = os.path.abspath(path)
         st = os.stat(text)
     except (OSError, ValueError, TypeError):
         return None
     if not (stat.S_ISDIR if directory else stat.S_ISREG)(st.st_mode):
+        return None
+    if _clock() - max(st.st_mtime_ns, st.st_ctime_ns) < RECENT_NS:
         return None
     return (text, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns)
 

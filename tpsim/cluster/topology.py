@@ -320,15 +320,16 @@ class Topology:
                               max(last + 1, group.world))
         return Placement(group, spans(self.levels, group))
 
+
+_PACKAGE = Path(__file__).resolve().parents[1]     # tpsim/
+
+
 def shipped_dir() -> Path:
     """topologies/ in a source checkout, or its copy inside an installed wheel."""
     for d in (_PACKAGE / "_topologies", _PACKAGE.parent / "topologies"):
         if d.is_dir():
             return d
     return _PACKAGE.parent / "topologies"
-
-
-_PACKAGE = Path(__file__).resolve().parents[1]     # tpsim/
 
 
 def shipped_topologies() -> dict[str, Path]:

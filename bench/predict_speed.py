@@ -10,6 +10,9 @@
   Kernel prices are memoised per (device, op), as a sweep or a search reuses them; the same
   figures with a new sequence length at every call (nothing memoised: every op is made and
   priced afresh) show the cold cost.
+* `tpsim.predict()` by names (``predict("gpt3", "dgx-h100", tp=8)``, and a 2-node pipeline with
+  ``nodes=``): each call resolves the names and checks the files' versions, the YAML is read
+  once (:mod:`tpsim.base.memo`) and the memos, keyed by value, serve the rest.
 """
 from __future__ import annotations
 
@@ -71,6 +74,11 @@ def main() -> None:
         r, n = rate(lambda i: fn(model, topo, tp=8, seq_len=1024 + 8 * i), args.seconds / 3)
         print(f"{name}: {r:,.0f} per CPU second with a new sequence length at every call "
               f"(cold: nothing memoised; {n} calls)")
+    for names, kwargs in ((("gpt3", "dgx-h100"), {"tp": 8}),
+                          (("gpt3", "dgx-h100-ndr-cluster"), {"tp": 8, "pp": 2, "nodes": 2})):
+        r, n = rate(lambda i: predict(*names, **kwargs), args.seconds)
+        shown = ", ".join([*map(repr, names), *(f"{k}={v}" for k, v in kwargs.items())])
+        print(f"tpsim.predict({shown}): {r:,.0f} per CPU second by names ({n} calls)")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,9 @@ def test_ring_efficiency_fitted_against_a_stated_line_rate():
 
 def test_fit_prices_through_the_cost_model_it_is_given(monkeypatch):
     """The fit has no formula of its own: with tpsim.cost.compute.gemm_time replaced by another law
-    (time ~ flops^0.9), data made by that law are fitted exactly by the same parameters."""
+    (time ~ flops^0.9), data made by that law are fitted exactly by the same parameters. The
+    memos hold the prices of the law they were made by: each swap forgets them."""
+    from tpsim.base.memo import clear_all
     from tpsim.cost import compute
     real = compute.gemm_time
 
@@ -120,12 +122,14 @@ def test_fit_prices_through_the_cost_model_it_is_given(monkeypatch):
         return device.kernel_launch_s + (2.0 * m * n * k * batch) ** 0.9 / (
             device.peak(dtype) * compute.gemm_efficiency(m, n, k, device)) * 1e-1
     monkeypatch.setattr(compute, "gemm_time", other)
+    clear_all()
     ops = [o for o in _compute_ops() if isinstance(o, Gemm)]
     samples = _priced(_truth(), ops)
     fit = C.fit(_start(), list(C.COMPUTE_PARAMS[:4]), samples)
     assert fit.rms_log < 1e-5
     assert fit.value("device.gemm_half_efficiency_dim") == pytest.approx(24.0, rel=1e-3)
     monkeypatch.setattr(compute, "gemm_time", real)
+    clear_all()
     assert C.fit(_start(), list(C.COMPUTE_PARAMS[:4]), samples).rms_log > 0.1
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .memo import Memo
 
 
 def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
@@ -179,6 +180,19 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except (OSError, ValueError):             # a name too long for the file system, a NUL byte
         return False
+
+
+_LISTINGS = Memo("shipped file lists", 16, lru=True)
+
+
+def shipped_files(directory: Path) -> dict[str, Path]:
+    """Name -> path of ``directory``'s YAML files, sorted by name: listed once per version of
+    the directory (:meth:`tpsim.base.memo.Memo.load`), a copy each call."""
+    return dict(_LISTINGS.load(directory, _yaml_files, directory=True))
+
+
+def _yaml_files(directory: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(Path(directory).glob("*.yaml"))}
 
 
 def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,

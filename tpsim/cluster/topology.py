@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base.errors import ConfigError
+from ..base.memo import Memo, value_hash
 from ..spec.parallel import Group
 from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
-from ..base.schema import from_mapping, load_yaml, shipped_or_path, spec
+from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 from ..base.units import GB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
@@ -143,6 +144,8 @@ class Device:
             "protocol steps run at the SM clock, so another device scales them by "
             "Hopper's clock / its own")
 
+    __hash__ = value_hash      # by value, once: its dicts leave it unhashable to dataclasses
+
     def validate(self, source: str, path: str) -> None:
         for dtype in self.peak_flops:
             if dtype not in DTYPES:
@@ -245,6 +248,8 @@ class Level:
         """Latency of one step of ``algorithm`` with ``protocol`` across this level, s."""
         return (self.hop_latencies or {}).get(algorithm, {}).get(protocol, self.latency_s)
 
+    __hash__ = value_hash
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -253,8 +258,10 @@ class Topology:
     device: Device = spec(doc="the device every rank runs on")
     levels: tuple[Level, ...] = spec(doc="link levels, innermost first")
     path: str = dataclasses.field(default="", init=False, compare=False)
-    _placements: dict = dataclasses.field(default_factory=dict, init=False, compare=False,
-                                          repr=False)
+    _placements: Memo = dataclasses.field(default_factory=lambda: Memo("placements", 4096),
+                                          init=False, compare=False, repr=False)
+
+    __hash__ = value_hash      # by value (the memos' keys), computed once per topology
 
     def validate(self, source: str, path: str) -> None:
         if self.levels[0].nics_per_node is not None:
@@ -302,32 +309,44 @@ class Topology:
         if not isinstance(group, Group) or group.size < 1:
             raise ConfigError("--ranks", "", "a positive integer", getattr(group, "size", group))
         key = (group.size, group.stride, group.first, group.world)
-        hit = self._placements.get(key)
-        if hit is None:
-            last = group.first + (group.size - 1) * group.stride
-            if last >= self.max_ranks or group.world > self.max_ranks:
-                raise ConfigError(self.path or self.name, "levels",
-                                  f"at most {self.max_ranks} ranks in this topology",
-                                  max(last + 1, group.world))
-            hit = self._placements[key] = Placement(group, spans(self.levels, group))
+        hit = self._placements.get(key, self._place, group)
         return Placement(group, hit.spans) if hit.group != group else hit
+
+    def _place(self, group: Group) -> Placement:
+        last = group.first + (group.size - 1) * group.stride
+        if last >= self.max_ranks or group.world > self.max_ranks:
+            raise ConfigError(self.path or self.name, "levels",
+                              f"at most {self.max_ranks} ranks in this topology",
+                              max(last + 1, group.world))
+        return Placement(group, spans(self.levels, group))
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]     # tpsim/
+
 
 def shipped_dir() -> Path:
     """topologies/ in a source checkout, or its copy inside an installed wheel."""
-    package = Path(__file__).resolve().parents[1]     # tpsim/
-    for d in (package / "_topologies", package.parent / "topologies"):
+    for d in (_PACKAGE / "_topologies", _PACKAGE.parent / "topologies"):
         if d.is_dir():
             return d
-    return package.parent / "topologies"
+    return _PACKAGE.parent / "topologies"
 
 
 def shipped_topologies() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(shipped_dir().glob("*.yaml"))}
+    return shipped_files(shipped_dir())
+
+
+_FILES = Memo("topology files", 64, lru=True)
 
 
 def load_topology(name_or_path: str | Path) -> Topology:
-    """Load a shipped topology by name, or any topology YAML by path."""
+    """Load a shipped topology by name, or any topology YAML by path: read once per version of
+    the file (:meth:`tpsim.base.memo.Memo.load`), the same frozen object after that."""
     path = shipped_or_path(name_or_path, shipped_topologies(), "--topology", "topology")
+    return _FILES.load(path, _read)
+
+
+def _read(path: Path) -> Topology:
     topo = from_mapping(Topology, load_yaml(path), str(path))
     object.__setattr__(topo, "path", str(path))
     return topo

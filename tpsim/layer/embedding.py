@@ -23,6 +23,7 @@ one host dispatch, which is what the model's ends cost when the model is small.
 """
 from __future__ import annotations
 
+from ..base.memo import Memo
 from .dims import sp_reduce_op
 from .linears import column_parallel_bwd, input_saved
 from ..spec.precision import precision
@@ -38,7 +39,8 @@ CE_GRAD_KERNELS = 6         # backward: arange, mask.float, 1 - mask, gather, su
 LOSS_FWD_KERNELS = 6        # loss_func: float, mask float, mask sum, mul, sum, cat
 LOSS_BWD_KERNELS = 3
 
-_TEMPLATES: dict[tuple, Template] = {}
+# Built once per switch set and kept: other memos key on a template's identity.
+_TEMPLATES = Memo("embedding and output templates", 256, lru=True)
 
 
 def small_kernels(B: Builder, name: str, count: int, dep) -> str:
@@ -63,9 +65,11 @@ def embedding_template(tp_group: bool, sp: bool, dropout: bool) -> Template:
     rows (read the gradient, read and write the rows: 3 b s h bpe), then add it into the main
     gradient (read it, read and write the main gradient: vocab/tp h (bpe + 2 main_grad_bytes)).
     """
-    key = ("embedding", tp_group, sp, dropout)
-    if key in _TEMPLATES:
-        return _TEMPLATES[key]
+    return _TEMPLATES.get(("embedding", tp_group, sp, dropout), _embedding, tp_group, sp,
+                          dropout)
+
+
+def _embedding(tp_group: bool, sp: bool, dropout: bool) -> Template:
     B = Builder(sp)
     B.block = "embedding"
     rows = lambda d, rw: (d.T, d.h, rw * d.T * d.h * d.bpe)   # noqa: E731
@@ -98,8 +102,7 @@ def embedding_template(tp_group: bool, sp: bool, dropout: bool) -> Template:
     x = B.eltwise("bwd.embedding", lambda d: rows(d, 3), (x,), forward_of="fwd.embedding")
     B.eltwise("bwd.embedding.main_grad", lambda d: table(d, d.bpe + 2 * main_grad_bytes(d)),
               (x,), forward_of="fwd.embedding")
-    tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
-    return tpl
+    return B.compile({"tp": 2 if tp_group else 1})
 
 
 def _ce_reduction(d):
@@ -147,9 +150,10 @@ def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
     all-reduce or SP reduce-scatter of the input gradient overlapping the wgrad, SP's re-gather
     of the input). ``d.vocab`` is the padded vocabulary per rank.
     """
-    key = ("output", tp_group, sp, norm)
-    if key in _TEMPLATES:
-        return _TEMPLATES[key]
+    return _TEMPLATES.get(("output", tp_group, sp, norm), _output, tp_group, sp, norm)
+
+
+def _output(tp_group: bool, sp: bool, norm: bool) -> Template:
     B = Builder(sp)
     B.block = "output"
     x = None
@@ -167,5 +171,4 @@ def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
                                is_linear=False)
     if norm:
         B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,), forward_of="fwd.final_norm")
-    tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
-    return tpl
+    return B.compile({"tp": 2 if tp_group else 1})

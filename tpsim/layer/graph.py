@@ -21,6 +21,7 @@ ops in that order (:mod:`tpsim.sim.schedule`). Construction only: pricing is :mo
 """
 from __future__ import annotations
 
+from ..base.memo import Memo
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
@@ -178,7 +179,8 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
 
 # --------------------------------------------------------------------------- public
 
-_TEMPLATES: dict[tuple, Template] = {}
+# Built once per switch set and kept: other memos key on a template's identity.
+_TEMPLATES = Memo("layer templates", 1024, lru=True)
 
 
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
@@ -204,24 +206,25 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     drop, bias = dropout and not bare, bias and not bare
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
            bias, fp8, tp_overlap)
-    tpl = _TEMPLATES.get(key)
-    if tpl is None:
-        B = Builder(sequence_parallel, fp8, tp_overlap)
-        x = None
-        if "attention" in blocks:
-            x = _attention_fwd(B, x, bare, attention, drop)
-        if "mlp" in blocks:
-            x = _mlp_fwd(B, x, bare, swiglu, drop)
-        B.phase = "backward"
-        if "mlp" in blocks:
-            x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
-        if "attention" in blocks:
-            x = _attention_bwd(B, x, bare, attention, drop, bias)
-        apply_recompute(B, recompute)
-        tpl = _TEMPLATES[key] = B.compile(
-            {"tp": 2 if tp_group else 1}, blocks=tuple(blocks), bare=bare, attention=attention,
-            recompute=recompute)
-    return tpl
+    return _TEMPLATES.get(key, _layer_template, *key)
+
+
+def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
+                    recompute, bias, fp8, tp_overlap) -> Template:
+    B = Builder(sequence_parallel, fp8, tp_overlap)
+    x = None
+    if "attention" in blocks:
+        x = _attention_fwd(B, x, bare, attention, drop)
+    if "mlp" in blocks:
+        x = _mlp_fwd(B, x, bare, swiglu, drop)
+    B.phase = "backward"
+    if "mlp" in blocks:
+        x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
+    if "attention" in blocks:
+        x = _attention_bwd(B, x, bare, attention, drop, bias)
+    apply_recompute(B, recompute)
+    return B.compile({"tp": 2 if tp_group else 1}, blocks=blocks, bare=bare, attention=attention,
+                     recompute=recompute)
 
 
 def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,

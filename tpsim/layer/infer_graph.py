@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..base.memo import Memo
 from .graph import Dims, _attention_fwd, _mlp_fwd, _norm_fwd
 from .ops import Attention, MemoryBound
 from .template import Builder, Template
@@ -42,7 +43,8 @@ from ..cluster.topology import BYTES_PER_ELEMENT
 
 FP32 = 4
 PHASES = ("prefill", "decode")
-_TEMPLATES: dict[tuple, Template] = {}
+# Built once per switch set and kept: other memos key on a template's identity.
+_TEMPLATES = Memo("serving templates", 256, lru=True)
 
 
 @dataclass(frozen=True)
@@ -110,32 +112,34 @@ def serving_layer_template(phase: str, tp_group: bool, swiglu: bool) -> Template
     """One layer's forward for ``phase`` (prefill | decode), built once per switches."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    key = ("layer", phase, tp_group, swiglu)
-    tpl = _TEMPLATES.get(key)
-    if tpl is None:
-        B = Builder(False)
-        x = _attention_fwd(B, None, bare=False, kernel="fused", dropout=False)
-        B.eltwise("fwd.kv_cache_write",
-                  lambda d: (d.T, 2 * d.kv, 2 * d.T * d.kv * (d.bpe + d.kv_bpe)), ("fwd.qkv",))
-        _mlp_fwd(B, x, bare=False, swiglu=swiglu, dropout=False)
-        _serving_nodes(B, prefill_attention if phase == "prefill" else _decode_attention)
-        tpl = _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1}, phase=phase)
-    return tpl
+    return _TEMPLATES.get(("layer", phase, tp_group, swiglu), _serving_layer, phase, tp_group,
+                          swiglu)
+
+
+def _serving_layer(phase: str, tp_group: bool, swiglu: bool) -> Template:
+    B = Builder(False)
+    x = _attention_fwd(B, None, bare=False, kernel="fused", dropout=False)
+    B.eltwise("fwd.kv_cache_write",
+              lambda d: (d.T, 2 * d.kv, 2 * d.T * d.kv * (d.bpe + d.kv_bpe)), ("fwd.qkv",))
+    _mlp_fwd(B, x, bare=False, swiglu=swiglu, dropout=False)
+    _serving_nodes(B, prefill_attention if phase == "prefill" else _decode_attention)
+    return B.compile({"tp": 2 if tp_group else 1}, phase=phase)
 
 
 def embedding_template(tp_group: bool) -> Template:
     """Vocab-parallel lookup of the tokens fed (read and write T rows) and the all-reduce of
     the partial rows (Megatron's VocabParallelEmbedding, as vLLM serves it)."""
-    key = ("embedding", tp_group)
-    if key not in _TEMPLATES:
-        B = Builder(False)
-        B.block = "embedding"
-        x = B.eltwise("fwd.embedding", lambda d: (d.T, d.h, 2 * d.T * d.h * d.bpe))
-        B.collective("fwd.embedding.all-reduce", "all-reduce", (x,))
-        B.nodes = [dataclasses.replace(n, make=_act_label(n.make)) if n.stream == "comm" else n
-                   for n in B.nodes]
-        _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
-    return _TEMPLATES[key]
+    return _TEMPLATES.get(("embedding", tp_group), _embedding, tp_group)
+
+
+def _embedding(tp_group: bool) -> Template:
+    B = Builder(False)
+    B.block = "embedding"
+    x = B.eltwise("fwd.embedding", lambda d: (d.T, d.h, 2 * d.T * d.h * d.bpe))
+    B.collective("fwd.embedding.all-reduce", "all-reduce", (x,))
+    B.nodes = [dataclasses.replace(n, make=_act_label(n.make)) if n.stream == "comm" else n
+               for n in B.nodes]
+    return B.compile({"tp": 2 if tp_group else 1})
 
 
 def _logits_gather(d):
@@ -146,14 +150,15 @@ def _logits_gather(d):
 def output_template(tp_group: bool) -> Template:
     """Final norm, logits GEMM (T x h) @ (h x V/tp), all-gather of the logits, sampling (read
     T x V logits, write them in fp32: T V (bpe + 4) bytes); at dims of T = b tokens."""
-    key = ("output", tp_group)
-    if key not in _TEMPLATES:
-        B = Builder(False)
-        B.block = "output"
-        x = _norm_fwd(B, "fwd.final_norm", None)
-        x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,))
-        x = B.collective("fwd.logits.all-gather", "all-gather", (x,), size=_logits_gather)
-        B.eltwise("fwd.sample", lambda d: (d.T, d.vocab * d.tp,
-                                           d.T * d.vocab * d.tp * (d.bpe + FP32)), (x,))
-        _TEMPLATES[key] = B.compile({"tp": 2 if tp_group else 1})
-    return _TEMPLATES[key]
+    return _TEMPLATES.get(("output", tp_group), _output, tp_group)
+
+
+def _output(tp_group: bool) -> Template:
+    B = Builder(False)
+    B.block = "output"
+    x = _norm_fwd(B, "fwd.final_norm", None)
+    x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,))
+    x = B.collective("fwd.logits.all-gather", "all-gather", (x,), size=_logits_gather)
+    B.eltwise("fwd.sample", lambda d: (d.T, d.vocab * d.tp,
+                                       d.T * d.vocab * d.tp * (d.bpe + FP32)), (x,))
+    return B.compile({"tp": 2 if tp_group else 1})

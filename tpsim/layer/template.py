@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..base.memo import Memo
 from .ops import Collective, Gemm, MemoryBound, Op
 
 DATA = "data"
@@ -138,7 +139,7 @@ class Template:
     node_streams: tuple[str, ...] = ()    # stream name of each node
     forward: tuple[int, ...] = ()         # nodes of the forward phase
     host_ops: tuple[int, int] = (0, 0)    # ops the host dispatches: forward, backward
-    _memo: dict = field(default_factory=dict, repr=False)
+    _memo: Memo = field(default_factory=lambda: Memo("template ops", 256), repr=False)
 
     @classmethod
     def from_nodes(cls, nodes, edges, attrs) -> Template:
@@ -168,14 +169,12 @@ class Template:
     def at(self, dims) -> tuple[tuple[Op, ...], float, float]:
         """(ops, model FLOPs, hardware FLOPs) at ``dims``: the ops' conventional FLOPs summed
         without and with the recomputed (``rcp.``) copies. Memoised per sizes."""
-        hit = self._memo.get(dims)
-        if hit is None:
-            if len(self._memo) > 256:
-                self._memo.clear()
-            ops = tuple(n.make(dims) for n in self.nodes)
-            model = sum(op.flops for n, op in zip(self.nodes, ops) if n.recomputes is None)
-            hit = self._memo[dims] = (ops, model, sum(op.flops for op in ops))
-        return hit
+        return self._memo.get(dims, self._at, dims)
+
+    def _at(self, dims) -> tuple[tuple[Op, ...], float, float]:
+        ops = tuple(n.make(dims) for n in self.nodes)
+        model = sum(op.flops for n, op in zip(self.nodes, ops) if n.recomputes is None)
+        return ops, model, sum(op.flops for op in ops)
 
     def saved_bytes(self, dims) -> float:
         """Activations the forward ops keep for the backward, bytes."""

@@ -28,10 +28,10 @@ of a percent of it (:mod:`tpsim.training.step_bound`). The arithmetic over many 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import numpy as np
 
+from ..base.memo import Memo, memoised, value_hash
 from ..training import terms
 from ..sim.memory import stage_memory
 from ..spec.layout import Layout  # noqa: F401 - the layouts a search prices
@@ -43,9 +43,11 @@ from ..training.step import Part
 from ..training.step_bound import end_stages
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Run:
-    """What every layout of one search shares: the model, topology and resolved settings."""
+    """What every layout of one search shares: the model, topology and resolved settings.
+    Compared and hashed by value (once per run): a second search of the same job, by names
+    or by objects, finds the first one's memos."""
     model: object
     topo: object
     seq_len: int
@@ -53,6 +55,8 @@ class Run:
     dropout: float
     attention: str
     global_batch: int
+
+    __hash__ = value_hash
 
 
 @dataclass(frozen=True)
@@ -74,20 +78,8 @@ class Parts:
                 self.embedding.backward_s, self.output.forward_s, self.output.backward_s)
 
 
-_PARTS: dict = {}
-_TIMES: dict = {}
-
-
-def _memo(key, make, table: dict = _PARTS, size: int = 8192):
-    """``make()`` memoised in ``table`` under ``key``, whose first item is the :class:`Run`
-    (kept with the value and checked by identity: an id is not reused while its entry lives);
-    the table is emptied past ``size`` entries."""
-    hit = table.get(key)
-    if hit is None or hit[0] is not key[0]:
-        if len(table) > size:
-            table.clear()
-        hit = table[key] = (key[0], make())
-    return hit[1]
+_PARTS = Memo("search layer parts", 8192)
+_TIMES = Memo("search comm times", 65536)
 
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
@@ -95,25 +87,23 @@ def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
     per (tp, micro-batch, SP), which is all they depend on; selective recomputation with
     fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`)."""
-    hit = _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap))
-    if hit is not None and hit[0] is run:
-        return hit[1]
+    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap), _layer_parts,
+                      run, tp, micro_batch, sp, recompute, overlap)
+
+
+def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
+                 overlap: bool) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
-
-    def layer():
-        return simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype,
-                               sp, run.dropout, run.attention, recompute, overlap)
-
-    sim, pricing = _memo((run, "layer", tp, micro_batch, sp, recompute, overlap), layer)
+    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap),
+                              simulate_layer, run.model, run.topo, tp, micro_batch, run.seq_len,
+                              run.dtype, sp, run.dropout, run.attention, recompute, overlap)
 
     def ends():
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
         return Part.of(emb), Part.of(out)
-
-    emb, out = _memo((run, "ends", tp, micro_batch, sp), ends)
-    return _memo((run, "parts", tp, micro_batch, sp, recompute, overlap),
-                 lambda: Parts(Part.of(sim), emb, out))
+    emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp), ends)
+    return Parts(Part.of(sim), emb, out)
 
 
 def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
@@ -132,7 +122,7 @@ class Stages:
 _FLAGS = {"layer": (1, False, False), "embedding": (0, True, False), "output": (0, False, True)}
 
 
-@lru_cache(maxsize=4096)
+@memoised(4096)
 def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None) -> tuple:
     """One chunk's buckets (:func:`tpsim.training.terms.chunk_buckets` over its
     :func:`~tpsim.training.terms.chunk_units`), each as (layers, embedding?, output?,
@@ -144,7 +134,7 @@ def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | 
                  for pieces in terms.chunk_buckets(units, size))
 
 
-@lru_cache(maxsize=4096)
+@memoised(4096)
 def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int) -> Stages:
     """The model split as the simulation splits it (:mod:`tpsim.training.terms`: stage
     parameters, chunk units and buckets)."""
@@ -211,7 +201,7 @@ def _event_arrays(events: list[list], width: int) -> tuple:
     return cols, coef, const
 
 
-@lru_cache(maxsize=4096)
+@memoised(4096)
 def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
           do: bool) -> Tail:
     base = _tail_base(run, tp, pp, dp, v, layers, do)
@@ -220,7 +210,7 @@ def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], 
     return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
 
 
-@lru_cache(maxsize=4096)
+@memoised(4096)
 def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
                layers: tuple[int, ...]) -> np.ndarray:
     """Per end stage: the TP all-reduce of the norm (and bias) gradients that sequence
@@ -231,7 +221,7 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
                      for r in end_stages(pp)])
 
 
-@lru_cache(maxsize=4096)
+@memoised(4096)
 def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
                do: bool) -> Tail:
     """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
@@ -272,10 +262,6 @@ def _span_key(place) -> tuple:
                                  for s in place.spans)
 
 
-def _memo_time(key, price) -> float:
-    return _memo(key, price, _TIMES, 65536)
-
-
 def group_timer(run: Run, op: str, group):
     """``seconds(nbytes)``: :func:`tpsim.sim.price.group_collective`'s time of ``op`` on
     ``group``, memoised per size and the group's placement: every group on the same levels
@@ -287,9 +273,8 @@ def group_timer(run: Run, op: str, group):
     def seconds(nbytes: float) -> float:
         t = local.get(nbytes)
         if t is None:
-            t = local[nbytes] = _memo_time(
-                (run, op, nbytes, key), lambda: group_collective(op, nbytes, group,
-                                                                 run.topo).time_s)
+            t = local[nbytes] = _TIMES.get((run, op, nbytes, key), _collective_s, op, nbytes,
+                                           group, run.topo)
         return t
     return seconds
 
@@ -307,7 +292,11 @@ def pricer(run: Run) -> terms.Price:
     return price
 
 
-@lru_cache(maxsize=4096)
+def _collective_s(op: str, nbytes: float, group, topo) -> float:
+    return group_collective(op, nbytes, group, topo).time_s
+
+
+@memoised(4096)
 def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
     """The distinct placements among the stage pairs (j, j + 1) and the wrap (p - 1, 0), as
     (span key, placement), and each pair's index among them."""
@@ -320,7 +309,7 @@ def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
     return tuple((key, place) for key, (_, place) in places.items()), np.array(at)
 
 
-@lru_cache(maxsize=65536)
+@memoised(65536)
 def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.ndarray:
     """The step-bound variables c (c[j]: one transfer of ``nbytes`` between stages j and
     j + 1; c[p - 1]: the last stage to the first) and cin (:func:`inner_transfer`); each
@@ -329,9 +318,8 @@ def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.
     if pp == 1:
         return np.zeros(2)
     places, at = _pairs(run, tp, pp, dp)
-    c = np.array([_memo_time((run, "send-recv", nbytes, key),
-                             lambda: terms.p2p_s(nbytes, place, run.topo))
-                  for key, place in places])[at]
+    c = np.array([_TIMES.get((run, "send-recv", nbytes, key), terms.p2p_s, nbytes, place,
+                             run.topo) for key, place in places])[at]
     return np.concatenate([c, inner_transfer(c, pp, v)])
 
 

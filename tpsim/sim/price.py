@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..base.formula import qualname
+from ..base.memo import Memo
 from ..cost import collectives
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
@@ -43,26 +44,17 @@ class Pricing:
         return g
 
 
-_MEMO: dict[tuple, tuple[Topology, CollectiveCost]] = {}
-_MEMO_SIZE = 4096
+_COLLECTIVES = Memo("collective prices", 4096)
 
 
 def group_collective(op: str, nbytes: float, group: Group, topo: Topology) -> CollectiveCost:
-    """:func:`~tpsim.cost.collectives.collective_time` on ``group``, memoised per topology object.
+    """:func:`~tpsim.cost.collectives.collective_time` on ``group``, memoised by value.
 
     The collective model is the costliest call in a prediction and a sweep asks it the same
-    (op, size, group) again and again. Topologies are frozen, and the memo holds the topology
-    it was computed for (so its ``id`` cannot be reused while the entry lives).
+    (op, size, group) on the same topology again and again (topologies hash by value).
     """
-    key = (id(topo), op, nbytes, group)
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is topo:
-        return hit[1]
-    cost = collectives.collective_time(op, nbytes, group, topo)
-    if len(_MEMO) >= _MEMO_SIZE:
-        _MEMO.clear()
-    _MEMO[key] = (topo, cost)
-    return cost
+    return _COLLECTIVES.get((topo, op, nbytes, group), collectives.collective_time, op, nbytes,
+                            group, topo)
 
 
 def kernel_time(op, device) -> float:
@@ -81,25 +73,19 @@ def kernel_time(op, device) -> float:
                                   op.dtype, op.backward, op.kernel, op.causal)
 
 
-_KERNEL_MEMO: dict[tuple, tuple] = {}
+_KERNELS = Memo("kernel prices", 8 * 4096)
 
 
 def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
     """(seconds, the pricing function's dotted name, the CollectiveCost of a comm op or None).
 
-    Kernel times are memoised per (device object, op): both are frozen, and a sweep or a search
-    prices the same GEMM shapes again and again."""
+    Kernel times are memoised per (device, op), both by value: a sweep or a search prices the
+    same GEMM shapes again and again."""
     kind = type(op)
     formula = FORMULAS.get(kind)
     if formula is not None:
         dev = pricing.topology.device
-        key = (id(dev), op)
-        hit = _KERNEL_MEMO.get(key)
-        if hit is None or hit[0] is not dev:
-            if len(_KERNEL_MEMO) >= 8 * _MEMO_SIZE:
-                _KERNEL_MEMO.clear()
-            hit = _KERNEL_MEMO[key] = (dev, kernel_time(op, dev))
-        return hit[1], formula, None
+        return _KERNELS.get((dev, op), kernel_time, op, dev), formula, None
     if kind is Collective:
         cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)
     elif kind is SendRecv:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..base.memo import Memo
 from .price import Pricing, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
 from .schedule import COMM_STREAMS, Timeline, issue_bound, run
@@ -76,24 +77,21 @@ def simulate(template: Template, dims, pricing: Pricing,
     ``host_dispatch_us``; 0 for a step captured in CUDA graphs)."""
     topo = pricing.topology
     host = topo.device.host_dispatch_s if host_dispatch_s is None else host_dispatch_s
-    key = (id(template), dims, id(topo), pricing.parallelism, host)
-    hit = _SIMULATIONS.get(key)
-    if hit is not None and hit[0] is template and hit[1] is topo:
-        return hit[2]
+    return _SIMULATIONS.get((template, dims, topo, pricing.parallelism, host), _simulate,
+                            template, dims, pricing, host)
+
+
+def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simulation:
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
-    tl = run(template, times, topo.device.comm_compute_interference)
-    sim = Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
-    if len(_SIMULATIONS) >= 1024:
-        _SIMULATIONS.clear()
-    _SIMULATIONS[key] = (template, topo, sim)
-    return sim
+    tl = run(template, times, pricing.topology.device.comm_compute_interference)
+    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
 
 
-# Simulations are pure functions of frozen inputs: a sweep, a search or a step asks for the same
-# layer again and again. Each entry holds the template and topology it was made for, so their
-# ids cannot be reused while it lives.
-_SIMULATIONS: dict[tuple, tuple] = {}
+# Simulations are pure functions of their inputs: a sweep, a search or a step asks for the same
+# layer again and again. Templates compare by identity (each is built once and kept), the
+# topology and parallelism by value.
+_SIMULATIONS = Memo("simulations", 1024)
 
 
 def _algorithm(cost) -> str:

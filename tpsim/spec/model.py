@@ -14,7 +14,9 @@ from pathlib import Path
 
 from ..base.errors import ConfigError
 from .hf_config import read_hf_config
-from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_or_path, spec
+from ..base.memo import Memo, value_hash
+from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path,
+                           spec)
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
@@ -52,6 +54,8 @@ class ModelConfig:
     bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2 and GPT-3: true; "
                                          "Llama: false)")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
+
+    __hash__ = value_hash      # by value, computed once: models key every memo of a search
 
     def __post_init__(self):
         if self.kv_heads is None:
@@ -188,13 +192,16 @@ class ModelConfig:
                               "--sequence-parallel", tp)
 
 
+_HERE = Path(__file__).resolve().parent
+
+
 def shipped_dir() -> Path:
-    return Path(__file__).resolve().parent / "models"
+    return _HERE / "models"
 
 
 def shipped_models() -> dict[str, Path]:
     """Preset name -> YAML path, sorted by name."""
-    return {p.stem: p for p in sorted(shipped_dir().glob("*.yaml"))}
+    return shipped_files(shipped_dir())
 
 
 def list_models() -> list[ModelConfig]:
@@ -202,13 +209,21 @@ def list_models() -> list[ModelConfig]:
     return [load_model(p) for p in shipped_models().values()]
 
 
+_FILES = Memo("model files", 64, lru=True)
+
+
 def load_model(name_or_path: str | Path | ModelConfig) -> ModelConfig:
     """A shipped preset by name, any model YAML by path, or a Hugging Face config.json (or its
-    directory; :mod:`tpsim.spec.hf_config`). A ModelConfig passes through."""
+    directory; :mod:`tpsim.spec.hf_config`). A ModelConfig passes through. Each file is read
+    once per version (:meth:`tpsim.base.memo.Memo.load`): the same frozen object after that."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
     path = shipped_or_path(name_or_path, shipped_models(), "--model", "model",
                            "a path to a YAML file or a Hugging Face config.json")
+    return _FILES.load(path, _read)
+
+
+def _read(path: Path) -> ModelConfig:
     if path.suffix == ".json":
         return load_hf_config(path)
     return from_mapping(ModelConfig, load_yaml(path), str(path))

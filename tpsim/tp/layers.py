@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..base.errors import TpsimError
+from ..base.memo import Memo
 from . import mappings as m
 
 
@@ -240,18 +241,17 @@ def unfused_causal_attention(q, k, v):
     return o.reshape(b, hq, s, d)
 
 
-_BIAS_CACHE: dict = {}
+_BIASES = Memo("causal masks", 16)
 
 
 def _causal_bias(s: int, g: int, dtype, device) -> torch.Tensor:
     """0 on and below the diagonal, -inf above, stacked g times: (g*s, s); built once per size."""
-    key = (s, g, dtype, str(device))
-    if key not in _BIAS_CACHE:
-        if len(_BIAS_CACHE) > 16:
-            _BIAS_CACHE.clear()
-        bias = torch.full((s, s), float("-inf"), dtype=dtype, device=device).triu(1)
-        _BIAS_CACHE[key] = bias.repeat(g, 1)
-    return _BIAS_CACHE[key]
+    return _BIASES.get((s, g, dtype, str(device)), _new_causal_bias, s, g, dtype, device)
+
+
+def _new_causal_bias(s: int, g: int, dtype, device) -> torch.Tensor:
+    bias = torch.full((s, s), float("-inf"), dtype=dtype, device=device).triu(1)
+    return bias.repeat(g, 1)
 
 
 def _divide_heads(hidden: int, heads: int, a: str, b: str) -> int:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from . import data_parallel as dpm
 from . import terms
 from ..base.errors import ConfigError
+from ..base.memo import Memo
 from ..spec.parallel import Parallelism
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
@@ -113,11 +114,19 @@ class StepSetup:
     overlap_grad_reduce: bool
 
 
+_RESIZED = Memo("topologies resized to --nodes", 64, lru=True)
+
+
 def with_nodes(topo: Topology, nodes: int) -> Topology:
     """``topo`` with its network level sized to ``nodes`` nodes (the YAML's level size is the
-    largest job it describes); every other parameter unchanged."""
+    largest job it describes); every other parameter unchanged. Memoised by value (and the
+    file it names in errors): the same topology object for the same topology and nodes."""
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
         raise ConfigError("--nodes", "", "a positive integer", nodes)
+    return _RESIZED.get((topo, topo.path, nodes), _resized, topo, nodes)
+
+
+def _resized(topo: Topology, nodes: int) -> Topology:
     outer = [i for i, lv in enumerate(topo.levels) if lv.inter_node]
     if len(outer) != 1:
         raise ConfigError("--nodes", "", f"a topology with one level between nodes "

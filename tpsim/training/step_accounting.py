@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from . import terms
+from ..base.memo import Memo
 from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .step import Part, build_step
@@ -170,21 +171,18 @@ def stage_memories(setup, capacity_bytes: float) -> tuple[Memory, ...]:
     return tuple(out)
 
 
-_STEPS: dict[tuple, tuple] = {}
+_STEPS = Memo("step simulations", 512)
 
 
 def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
     """Build the step (:func:`tpsim.training.step.build_step`), run it, account for it. Memoised per
-    (setup, topology object, ...): a pure function of frozen inputs, which sweeps repeat."""
-    key = (setup, id(topo), global_batch, seq_len, peak)
-    hit = _STEPS.get(key)
-    if hit is not None and hit[0] is topo:
-        return hit[1]
+    (setup, topology, ...) by value: a pure function of frozen inputs, which sweeps repeat."""
+    return _STEPS.get((setup, topo, global_batch, seq_len, peak), _simulate_step, setup, topo,
+                      global_batch, seq_len, peak)
+
+
+def _simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
     g, schedule = build_step(setup, topo)
     run = g.run()
-    result = StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
-                        stage_memories(setup, topo.device.memory_bytes), run, schedule)
-    if len(_STEPS) >= 512:
-        _STEPS.clear()
-    _STEPS[key] = (topo, result)
-    return result
+    return StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
+                      stage_memories(setup, topo.device.memory_bytes), run, schedule)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..base.memo import Memo
 from .stage_program import Program, chunk_offsets
 
 FIXED = ("f", "b", "f_embedding", "b_embedding", "f_output", "b_output")
@@ -200,14 +201,9 @@ class Forms:
             build = getattr(self, key[0])
             if key[0] in _ANY_M:
                 shared = self.key + key
-                x = _PIECES.get(shared)
-                if x is None:
-                    if len(_PIECES) > 65536:
-                        _PIECES.clear()
-                    x = _PIECES[shared] = self.row()
-                    pos = build(x, *key[1:])
-                else:
-                    pos = build(None, *key[1:])
+                fresh = shared not in _PIECES
+                x = _PIECES.get(shared, self.row)      # a new row is filled in by build
+                pos = build(x if fresh else None, *key[1:])
             else:
                 x = self.row()
                 pos = build(x, *key[1:])
@@ -243,7 +239,7 @@ class Forms:
 
 
 _ANY_M = frozenset({"head_up", "head_round", "tail_down", "tail_drain"})
-_PIECES: dict = {}
+_PIECES = Memo("step bound path pieces", 65536)
 
 
 def bottleneck_stages(p: int) -> tuple[int, ...]:
@@ -266,7 +262,7 @@ class ShapeForms:
     slices: tuple[slice, ...]
 
 
-_SHAPES: dict = {}
+_SHAPES = Memo("step bound shapes", 4096)
 AFFINE_FROM = 2     # micro-batches per stage from which an interleaved shape is affine in m
 
 
@@ -298,23 +294,18 @@ def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     stage's program is there and each count in a row grows by the same amount per step of m
     (one micro-batch, or p with interleaving): the rows are those of two built shapes,
     extrapolated (a test checks them against the built ones)."""
-    key = (p, v, m, layers)
-    hit = _SHAPES.get(key)
-    if hit is None:
-        step, base = (p if v > 1 else 1), affine_base(p, v)
-        if m <= base + step or (m - base) % step:
-            hit = _build(p, v, m, layers)
-        else:
-            one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
-            if one.slices != two.slices:
-                hit = _build(p, v, m, layers)
-            else:
-                grow = (two.matrix - one.matrix) * ((m - base) // step)
-                hit = ShapeForms(one.matrix + grow, one.targets, one.slices)
-        if len(_SHAPES) > 4096:
-            _SHAPES.clear()
-        _SHAPES[key] = hit
-    return hit
+    return _SHAPES.get((p, v, m, layers), _shape_forms, p, v, m, layers)
+
+
+def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+    step, base = (p if v > 1 else 1), affine_base(p, v)
+    if m <= base + step or (m - base) % step:
+        return _build(p, v, m, layers)
+    one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
+    if one.slices != two.slices:
+        return _build(p, v, m, layers)
+    grow = (two.matrix - one.matrix) * ((m - base) // step)
+    return ShapeForms(one.matrix + grow, one.targets, one.slices)
 
 
 def bound_ends(shape: ShapeForms, x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 from tpsim.base.schema import from_mapping
 from tpsim.search import price as search_price, step as search_step
 from tpsim.search.driver import _run
+from tpsim.spec.layout import Layout
 from tpsim.spec.model import ModelConfig
 from tpsim.spec.parallel import Group, Parallelism
 from tpsim.training import step_accounting, terms
@@ -203,7 +204,7 @@ def _both():
         f.cache_clear()
     run = _run("gpt3-125m", "dgx-a100", None, None, None, 16)
     pred = predict(run.model, run.topo, global_batch=16, **LAYOUT)
-    ((bound, nbytes),) = search_price.price_pipelines(run, [[search_step.Layout(**LAYOUT)]])[0]
+    ((bound, nbytes),) = search_price.price_pipelines(run, [[Layout(**LAYOUT)]])[0]
     return pred.step.time_s, pred.memory.total_bytes, bound, nbytes
 
 

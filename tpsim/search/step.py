@@ -34,7 +34,6 @@ import numpy as np
 from ..base.memo import Memo, memoised, value_hash
 from ..training import terms
 from ..sim.memory import stage_memory
-from ..spec.layout import Layout  # noqa: F401 - the layouts a search prices
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer

@@ -38,7 +38,7 @@ import math
 
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
 from ..cost.compute import elementwise_time
-from ..base.errors import ConfigError, TpsimError
+from ..base.errors import ConfigError
 from ..layer.graph import layer_dims
 from ..layer.infer_graph import (decode_attention_core, embedding_template, infer_dims,
                           output_template, serving_layer_template)
@@ -48,6 +48,7 @@ from ..spec.model import ModelConfig, load_model
 from ..layer.ops import Collective, SendRecv
 from ..spec.parallel import Parallelism
 from ..spec.serving import ALLREDUCE, DTYPES, ServingLayout
+from ..spec.settings import given_or_made
 from ..sim.price import Pricing, price
 from ..sim.result import Notice
 from ..sim.schedule import run
@@ -73,17 +74,7 @@ def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
 def serving_layout(settings: ServingLayout | None, given: dict) -> ServingLayout:
     """The run's :class:`~tpsim.spec.serving.ServingLayout`: ``settings``, or the keyword
     form's ``given`` settings (which build one). Both given: each keyword must agree."""
-    if settings is None:
-        return ServingLayout(**given)
-    if not isinstance(settings, ServingLayout):
-        raise ConfigError("settings", "", "a tpsim.ServingLayout", settings)
-    for name, value in given.items():
-        if not hasattr(settings, name):
-            raise TypeError(f"infer() got an unexpected keyword argument {name!r}")
-        if getattr(settings, name) != value:
-            raise TpsimError(f"infer(): settings= has {name}={getattr(settings, name)!r} and "
-                             f"the keyword {name}={value!r} disagrees; give the setting once")
-    return settings
+    return given_or_made(ServingLayout, settings, given, "infer", "settings")
 
 
 def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:

@@ -24,7 +24,7 @@ from functools import lru_cache
 from itertools import compress
 from operator import attrgetter, is_not
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, TpsimError
 from ..base.schema import MAX_INT
 
 KINDS = ("count", "flag", "choice", "probability", "name")
@@ -139,3 +139,20 @@ def changed(obj) -> dict:
     """The settings of ``obj`` that differ from their defaults, by field name."""
     return {f.name: getattr(obj, f.name) for f in declared(obj)
             if getattr(obj, f.name) != f.default}
+
+
+def given_or_made(cls, given, keywords: dict, caller: str, arg: str, make=None):
+    """The settings a call runs with: ``given`` (an instance of ``cls`` passed as ``arg``=), or
+    one made from the call's ``keywords`` (``make``, default ``cls(**keywords)``). Both given:
+    each keyword must name a field and agree with ``given`` (a TpsimError otherwise)."""
+    if given is None:
+        return (make or (lambda kw: cls(**kw)))(keywords)
+    if not isinstance(given, cls):
+        raise ConfigError(arg, "", f"a tpsim.{cls.__name__}", given)
+    for name, value in keywords.items():
+        if not hasattr(given, name):
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+        if getattr(given, name) != value:
+            raise TpsimError(f"{caller}(): {arg}= has {name}={getattr(given, name)!r} and the "
+                             f"keyword {name}={value!r} disagrees; give the setting once")
+    return given

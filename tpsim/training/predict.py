@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 
-from ..base.errors import ConfigError, TpsimError
+from ..base.errors import ConfigError
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
 from ..spec.layout import Layout
+from ..spec.settings import given_or_made
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.parallel import Parallelism
 from ..sim.price import Pricing
@@ -37,18 +38,9 @@ def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
 
 def run_layout(layout: Layout | None, settings: dict, caller: str = "predict") -> Layout:
     """The run's :class:`~tpsim.spec.layout.Layout`: ``layout``, or the keyword form's
-    ``settings`` (which build one). Both given: each keyword must agree with the layout."""
-    if layout is None:
-        return Layout.of(settings)
-    if not isinstance(layout, Layout):
-        raise ConfigError("layout", "", "a tpsim.Layout", layout)
-    for name, value in settings.items():
-        if not hasattr(layout, name):
-            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
-        if getattr(layout, name) != value:
-            raise TpsimError(f"{caller}(): layout= has {name}={getattr(layout, name)!r} and the "
-                             f"keyword {name}={value!r} disagrees; give the setting once")
-    return layout
+    ``settings`` (which build one). Both given: each keyword must agree with the layout
+    (:func:`~tpsim.spec.settings.given_or_made`)."""
+    return given_or_made(Layout, layout, settings, caller, "layout", Layout.of)
 
 
 def _check(topo: Topology, lay: Layout, dtype: str) -> None:

@@ -17,7 +17,8 @@ from operator import attrgetter
 
 import numpy as np
 
-from .step import Layout, Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
+from ..spec.layout import Layout
+from .step import Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 

@@ -89,12 +89,13 @@ def read_text(path: str | Path, what: str) -> str:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (OSError, ValueError) as e:      # ValueError: a NUL byte in the name
         raise ConfigError(str(p), "", what, getattr(e, "strerror", None) or str(e)) from None
+    mode = os.fstat(fd).st_mode          # before fdopen, which refuses a directory itself
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
+            else "a device or socket"
+        raise ConfigError(str(p), "", f"{what} (a regular file)", kind)
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
-                else "a device or socket"
-            raise ConfigError(str(p), "", f"{what} (a regular file)", kind)
         try:
             data = f.read(MAX_FILE_BYTES + 1)
         except OSError as e:
@@ -181,6 +182,13 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,
                     kind: str, files: str = "a path to a YAML file") -> Path:
     """The file behind ``--model``/``--topology``: a path as given (a .yaml/.yml file, or a
@@ -192,6 +200,9 @@ def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: st
     path = Path(text)
     if _is_file(path / "config.json"):
         return path / "config.json"
+    if _is_dir(path) and (text not in shipped or "/" in text or os.sep in text):
+        held = " (a directory must hold config.json)" if "config.json" in files else ""
+        raise ConfigError(text, "", files + held, "a directory")
     if path.suffix in (".yaml", ".yml", ".json") or "/" in text or os.sep in text or \
             _is_file(path):
         return path          # a path: read_text says what is wrong with it, if anything

@@ -1,0 +1,44 @@
+"""More bad input, each case once a traceback, a hang, unbounded work or a silently accepted
+value: one line naming the flag or file, exit code 2; the Python API raises TpsimError."""
+from __future__ import annotations
+
+import pytest
+
+from tpsim.cli import main
+from tpsim.base.errors import ConfigError, TpsimError
+from tpsim.base.schema import read_text
+from tpsim.cluster.topology import load_topology
+from tpsim.spec.model import load_model
+
+from .test_hardening import fails
+
+
+# --------------------------------------------------------------------------- directories
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "{d}"], ["predict", "--model", "{d}/"],
+    ["predict", "--topology", "{d}"], ["predict", "--topology", "{d}/"],
+    ["plot", "validation", "--report", "{d}", "--out", "{t}/v.png"],
+    ["plot", "collective", "--measured", "{d}", "--max-bytes", "1MiB", "--out", "{t}/c.png"],
+])
+def test_a_directory_is_not_a_file(capsys, tmp_path, argv):
+    d = tmp_path / "dir"
+    d.mkdir()
+    fails(capsys, *[a.format(d=d, t=tmp_path) for a in argv], match="a directory")
+
+
+def test_a_directory_from_the_api(tmp_path):
+    with pytest.raises(ConfigError, match="a directory must hold config.json"):
+        load_model(tmp_path)
+    with pytest.raises(ConfigError, match="a directory"):
+        load_topology(tmp_path)
+    with pytest.raises(ConfigError, match="a directory"):
+        read_text(tmp_path, "a file")
+
+
+def test_a_directory_holding_config_json_is_still_a_model(tmp_path):
+    import json
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 100,
+        "n_positions": 128}))
+    assert load_model(tmp_path).layers == 2

@@ -42,3 +42,16 @@ def test_a_directory_holding_config_json_is_still_a_model(tmp_path):
         "model_type": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 100,
         "n_positions": 128}))
     assert load_model(tmp_path).layers == 2
+
+
+# --------------------------------------------------------------------------- search
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--gpus", "13", "--global-batch", "64"],
+    ["search", "--gpus", "512", "--global-batch", "3"],
+    ["plot", "search", "--gpus", "13", "--global-batch", "64", "--out", "{t}/s.png"],
+])
+def test_search_with_no_layout_that_can_run_says_why(capsys, tmp_path, argv):
+    fails(capsys, *[a.format(t=tmp_path) for a in argv],
+          match="--gpus: expected a number of GPUs with a layout that can run")
+    assert list(tmp_path.iterdir()) == []

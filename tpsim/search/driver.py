@@ -269,6 +269,11 @@ def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, job
     check_fits(run.topo, Parallelism(tp=gpus))
     layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
                                                                     tp_across_nodes), run.seq_len)
+    if not layouts:
+        why = ", ".join(f"{n:,} {REASONS[k]}" for k, n in dropped.most_common())
+        raise ConfigError("--gpus", "", f"a number of GPUs with a layout that can run at "
+                          f"--global-batch {global_batch} (none of the {sum(dropped.values()):,} "
+                          f"layouts of {gpus} GPUs can: {why})")
     return run, layouts, dropped
 
 

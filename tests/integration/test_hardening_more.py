@@ -55,3 +55,26 @@ def test_search_with_no_layout_that_can_run_says_why(capsys, tmp_path, argv):
     fails(capsys, *[a.format(t=tmp_path) for a in argv],
           match="--gpus: expected a number of GPUs with a layout that can run")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- TP overlap
+
+def test_tp_overlap_needs_a_row_per_gemm_chunk(capsys):
+    import tpsim
+    fails(capsys, "predict", "--model", "gpt3-350m", "--tp", "2", "--sequence-parallel",
+          "--tp-comm-overlap", "--micro-batch", "1", "--seq", "2",
+          match="--tp-comm-overlap: expected --micro-batch x --seq of at least 4")
+    with pytest.raises(ConfigError, match="--tp-comm-overlap"):
+        tpsim.predict("gpt3-350m", "dgx-h100", tp=2, seq_len=2, sequence_parallel=True,
+                      tp_comm_overlap=True)
+    assert main(["predict", "--model", "gpt3-350m", "--tp", "2", "--sequence-parallel",
+                 "--tp-comm-overlap", "--micro-batch", "2", "--seq", "2"]) == 0
+
+
+def test_search_drops_tp_overlap_with_too_few_rows(capsys):
+    import json
+    assert main(["search", "--model", "gpt3-125m", "--topology", "dgx-h100", "--gpus", "2",
+                 "--global-batch", "1", "--seq", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dropped"]["overlap_rows"] > 0
+    assert not any(c["tp_comm_overlap"] for c in out["candidates"])

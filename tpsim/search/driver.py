@@ -35,6 +35,7 @@ from pathlib import PurePath
 from ..base.errors import ConfigError
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
+from ..layer.linears import RS_SPLITS
 from ..layer.recompute import RECOMPUTE
 from .jobs import Workers, paused_gc
 from .step import Layout, Run
@@ -50,6 +51,7 @@ REASONS = {
     "batch_dp": "global batch not a multiple of dp",
     "layers_split": "layers do not split over pp x virtual stages",
     "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
+    "overlap_rows": "TP overlap: micro-batch x seq_len fewer rows than its GEMM chunks",
     "memory": "does not fit in device memory",
 }
 
@@ -125,6 +127,9 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                         for sp, ov, rc, do in knobs:
                             if sp and seq_len % tp:
                                 dropped["sp_seq"] += len(splits)
+                                continue
+                            if ov and mb * seq_len < RS_SPLITS:
+                                dropped["overlap_rows"] += len(splits)
                                 continue
                             layouts += [Layout(tp, pp, dp, v, mb, sp, rc, do, ov, f, l)
                                         for f, l in splits]

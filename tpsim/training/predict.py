@@ -17,6 +17,7 @@ from ..layer.embedding import embedding_template, output_template
 from ..base.errors import ConfigError
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
+from ..layer.linears import RS_SPLITS
 from ..sim.memory import OPTIMIZER_BYTES
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.parallel import Parallelism
@@ -71,6 +72,9 @@ def _check(topo: Topology, tp, micro_batch, seq_len, dtype, dropout, attention,
     if tp_comm_overlap and not (sequence_parallel and tp > 1):
         raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 (Transformer "
                           "Engine overlaps the sequence-parallel collectives)", tp_comm_overlap)
+    if tp_comm_overlap and micro_batch * seq_len < RS_SPLITS:
+        raise ConfigError("--tp-comm-overlap", "", f"--micro-batch x --seq of at least {RS_SPLITS} "
+                          f"(the GEMMs run in {RS_SPLITS} row chunks)", micro_batch * seq_len)
 
 
 TRAINING_DTYPES = ("bf16", "fp16", "fp32")   # the order a default is picked in

@@ -78,3 +78,30 @@ def test_search_drops_tp_overlap_with_too_few_rows(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["dropped"]["overlap_rows"] > 0
     assert not any(c["tp_comm_overlap"] for c in out["candidates"])
+
+
+# --------------------------------------------------------------------------- plot validation
+
+def _report(tmp_path, **case):
+    import json
+    base = {"layer": "mlp", "phase": "forward", "shape": "s256", "measured_s": 0.01,
+            "predicted_s": 0.011, "error_pct": 10.0}
+    return str(tmp_path / "r.json") if (tmp_path / "r.json").write_text(
+        json.dumps({"cases": [{**base, **case}]})) else ""
+
+
+@pytest.mark.parametrize("key", ["measured_s", "predicted_s", "error_pct"])
+@pytest.mark.parametrize("value", [1e-300, 1e300, -1e300])
+def test_validation_report_numbers_beyond_a_figure(capsys, tmp_path, key, value):
+    if key == "error_pct" and abs(value) < 1:
+        return                                  # a tiny error is a good prediction
+    fails(capsys, "plot", "validation", "--report", _report(tmp_path, **{key: value}),
+          "--out", str(tmp_path / "v.png"), match=f"cases[0].{key}: expected a number")
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_validation_report_at_the_ends_of_the_range_draws(capsys, tmp_path):
+    assert main(["plot", "validation", "--report",
+                 _report(tmp_path, measured_s=1e-12, predicted_s=1e6, error_pct=-1e6),
+                 "--out", str(tmp_path / "v.png")]) == 0
+    assert (tmp_path / "v.png").stat().st_size > 0

@@ -133,6 +133,8 @@ def collective_sweep(topologies: list[Topology], op: str, ranks: int, algorithms
 # --------------------------------------------------------------------------- validation
 
 VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "error_pct")
+MIN_CASE_S, MAX_CASE_S = 1e-12, 1e6   # a validated layer's time: a picosecond to 11 days
+MAX_ERROR_PCT = 1e6                   # 10,000 times off: beyond, the figure's axes overflow
 
 
 def validation_table(report_path: str | Path) -> Table:
@@ -147,12 +149,14 @@ def validation_table(report_path: str | Path) -> Table:
         if not isinstance(case, dict):
             raise ConfigError(str(p), f"cases[{i}]", "a mapping", type(case).__name__)
         for key in ("measured_s", "predicted_s"):
-            if not finite(case.get(key), lo=0):
-                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive, finite number of "
-                                  "seconds", case.get(key))
+            if not finite(case.get(key), lo=0) or not \
+                    MIN_CASE_S <= case[key] <= MAX_CASE_S:
+                raise ConfigError(str(p), f"cases[{i}].{key}", f"a number of seconds from "
+                                  f"{MIN_CASE_S:g} to {MAX_CASE_S:g}", case.get(key))
         error = case.get("error_pct")
-        if not finite(error):
-            raise ConfigError(str(p), f"cases[{i}].error_pct", "a finite number", error)
+        if not finite(error) or abs(error) > MAX_ERROR_PCT:
+            raise ConfigError(str(p), f"cases[{i}].error_pct", f"a number from "
+                              f"{-MAX_ERROR_PCT:g} to {MAX_ERROR_PCT:g}", error)
         shape = case.get("shape", "")
         rows.append({"layer": str(case.get("layer", f"case {i}")),
                      "phase": str(case.get("phase", "")),

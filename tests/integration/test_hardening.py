@@ -143,6 +143,8 @@ def test_predict_api_types(kwargs, flag):
     (("all-reduce", 1e6, True), "--ranks"),
     (("all-reduce", 1e6, 1, "bogus"), "--algo"),                 # one rank returned early
     (("all-reduce", 1e6, 1, "auto", "bogus"), "--protocol"),
+    (("all-reduce", 1e6, 8, "auto", ["ll"]), "--protocol"),       # unhashable
+    (("all-reduce", 1e6, 8, "auto", {}), "--protocol"),
     (("all-reduce", "1e6", 8), "--bytes"),
     (("all-reduce", float("inf"), 8), "--bytes"),
     (("all-reduce", 10**400, 8), "--bytes"),

@@ -105,3 +105,23 @@ def test_validation_report_at_the_ends_of_the_range_draws(capsys, tmp_path):
                  _report(tmp_path, measured_s=1e-12, predicted_s=1e6, error_pct=-1e6),
                  "--out", str(tmp_path / "v.png")]) == 0
     assert (tmp_path / "v.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- numbers on flags
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--tp", "\uff18"], ["predict", "--tp", "\u0663"], ["predict", "--tp", "1_0"],
+    ["predict", "--tp", "2,\u0662"], ["predict", "--micro-batch", "1_000"],
+    ["search", "--gpus", "1_6", "--global-batch", "8"], ["infer", "--batch", "\uff12"],
+    ["plot", "pipeline", "--tp", "-1", "--out", "{t}/p.png"],
+    ["predict", "--dropout", "\u0660.\u0661"], ["predict", "--dropout", "0_1"],
+])
+def test_integers_and_numbers_in_ascii_digits_only(capsys, tmp_path, argv):
+    fails(capsys, *[a.format(t=tmp_path) for a in argv], match="argument --")
+
+
+def test_dropout_minus_zero_is_zero(capsys):
+    assert main(["predict", "--model", "gpt3-350m", "--tp", "2", "--dropout", "-0"]) == 0
+    out = capsys.readouterr().out
+    assert "dropout 0," in out and "-0" not in out.splitlines()[1]
+    assert main(["predict", "--model", "gpt3-350m", "--tp", "+2", "--dropout", ".1"]) == 0

@@ -45,7 +45,7 @@ def fill_plot(p) -> None:
     q = figure("pipeline", "one training step's schedule per stage: chunks, p2p, DP, bubble",
                _cmd_plot_pipeline)
     _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-a100-hdr-cluster)")
-    q.add_argument("--tp", type=int, default=8, help="tensor-parallel degree (default 8)")
+    q.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree (default 8)")
     from .predict import _add_step_args
     _add_step_args(q)
     q = figure("search", "step time over TP x PP, each cell the best choice of the other knobs",

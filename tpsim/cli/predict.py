@@ -5,7 +5,7 @@ from ..base.errors import ConfigError
 from ..sim.memory import OPTIMIZER_BYTES
 from ..spec.model import ATTENTION_KERNELS, ATTENTIONS
 from ..layer.recompute import RECOMPUTE
-from .common import StoreOnce, dump_json, positive_int, warn
+from .common import StoreOnce, dump_json, positive_int, probability, warn
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DTYPES = tuple(OPTIMIZER_BYTES)     # the dtypes training memory is defined for
@@ -30,7 +30,7 @@ def fill_predict(p) -> None:
                    help="training dtype (default: the first of these the device lists)")
     p.add_argument("--sequence-parallel", action="store_true",
                    help="Megatron sequence parallelism (all-gather + reduce-scatter)")
-    p.add_argument("--dropout", type=float, default=None,
+    p.add_argument("--dropout", type=probability, default=None,
                    help="dropout probability (0: no dropout ops; default: the model's)")
     p.add_argument("--attention", default=None, choices=ATTENTIONS + ATTENTION_KERNELS,
                    help="fused (the device's flash kernel), a flash kernel by name, or unfused "

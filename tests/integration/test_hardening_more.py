@@ -125,3 +125,23 @@ def test_dropout_minus_zero_is_zero(capsys):
     out = capsys.readouterr().out
     assert "dropout 0," in out and "-0" not in out.splitlines()[1]
     assert main(["predict", "--model", "gpt3-350m", "--tp", "+2", "--dropout", ".1"]) == 0
+
+
+# --------------------------------------------------------------------------- output paths
+
+@pytest.mark.parametrize("name", ["figs", "figs.png"])
+def test_out_naming_a_directory_is_refused(capsys, tmp_path, name):
+    (tmp_path / name).mkdir()
+    fails(capsys, "plot", "collective", "--max-bytes", "1MiB", "--out", str(tmp_path / name),
+          match="not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_trace_into_a_missing_directory_is_refused(capsys, tmp_path):
+    fails(capsys, "predict", "--model", "gpt3-350m", "--tp", "2", "--trace",
+          str(tmp_path / "no" / "such" / "t.json"), match="--trace: expected a file in an "
+          "existing directory")
+    assert list(tmp_path.iterdir()) == []
+    assert main(["predict", "--model", "gpt3-350m", "--tp", "2", "--trace",
+                 str(tmp_path / "t.json")]) == 0
+    assert (tmp_path / "t.json").is_file()

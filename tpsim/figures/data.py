@@ -66,6 +66,8 @@ def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
             "\0" in text:
         raise ConfigError("--out", "", "an image file name such as fig.png (its CSV goes "
                           "beside it)", text)
+    if _is_dir(p):
+        raise ConfigError("--out", "", "an image file name, not a directory", text)
     suffix = p.suffix.lower().lstrip(".")
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError("--format", "", f"one of {', '.join(FORMATS)}", fmt)
@@ -75,13 +77,17 @@ def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
     fmt = fmt or (suffix if suffix in FORMATS else "png")
     image = p.with_suffix(f".{fmt}") if suffix in (*FORMATS, "csv", "") else \
         p.with_name(f"{p.name}.{fmt}")
-    try:
-        is_dir = image.is_dir()
-    except OSError:
-        is_dir = False
-    if is_dir:
+    if _is_dir(image):
         raise ConfigError("--out", "", "an image file name, not a directory", str(image))
     return image, image.with_suffix(".csv")
+
+
+def _is_dir(p: Path) -> bool:
+    """``--out figs`` naming a directory: refused, not written as figs.png beside it."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- collective

@@ -145,3 +145,11 @@ def test_trace_into_a_missing_directory_is_refused(capsys, tmp_path):
     assert main(["predict", "--model", "gpt3-350m", "--tp", "2", "--trace",
                  str(tmp_path / "t.json")]) == 0
     assert (tmp_path / "t.json").is_file()
+
+
+# --------------------------------------------------------------------------- collective
+
+@pytest.mark.parametrize("flag, value", [("--min-bytes", "nan"), ("--max-bytes", "1MiB")])
+def test_sweep_bounds_without_sweep_are_refused(capsys, flag, value):
+    fails(capsys, "collective", flag, value, match=f"{flag}: expected --sweep with it")
+    assert main(["collective", "--sweep", flag, value.replace("nan", "1MiB")]) == 0

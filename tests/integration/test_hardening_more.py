@@ -153,3 +153,25 @@ def test_trace_into_a_missing_directory_is_refused(capsys, tmp_path):
 def test_sweep_bounds_without_sweep_are_refused(capsys, flag, value):
     fails(capsys, "collective", flag, value, match=f"{flag}: expected --sweep with it")
     assert main(["collective", "--sweep", flag, value.replace("nan", "1MiB")]) == 0
+
+
+# --------------------------------------------------------------------------- API types
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"tp_across_nodes": "yes"}, "--tp-across-nodes"), ({"tp_across_nodes": 1}, "--tp-across-nodes"),
+    ({"tp_across_nodes": None}, "--tp-across-nodes"), ({"progress": "x"}, "progress"),
+])
+def test_search_api_types(kwargs, flag):
+    from tpsim.search.driver import best_by, search
+    with pytest.raises(ConfigError) as e:
+        search("gpt3-125m", "dgx-h100", 8, 8, **kwargs)
+    assert e.value.source == flag
+    with pytest.raises(ConfigError) as e:
+        best_by("gpt3-125m", "dgx-h100", 8, 8, lambda lay: lay.tp, **kwargs)
+    assert e.value.source == flag
+
+
+def test_best_by_needs_a_function():
+    from tpsim.search.driver import best_by
+    with pytest.raises(ConfigError, match="key: expected a function"):
+        best_by("gpt3-125m", "dgx-h100", 8, 8, "tp")

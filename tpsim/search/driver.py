@@ -194,11 +194,15 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
     return Run(m, topo, s, dtype, p, att, global_batch)
 
 
-def _check(gpus, global_batch, top, jobs) -> None:
+def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) -> None:
     for flag, v in (("--gpus", gpus), ("--global-batch", global_batch), ("--top", top),
                     ("--jobs", jobs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(flag, "", "a positive integer", v)
+    if not isinstance(tp_across_nodes, bool):
+        raise ConfigError("--tp-across-nodes", "", "true or false", tp_across_nodes)
+    if progress is not None and not callable(progress):
+        raise ConfigError("progress", "", "None or a function (phase, done, total)", progress)
 
 
 def equivalent(run: Run, lay: Layout) -> Layout:
@@ -267,9 +271,9 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes):
+            tp_across_nodes, progress=None):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
-    _check(gpus, global_batch, top, jobs)
+    _check(gpus, global_batch, top, jobs, tp_across_nodes, progress)
     run = _run(model, topology, nodes, seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
     layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
@@ -295,7 +299,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     start = time.perf_counter()
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
-                                        nodes, top, jobs, tp_across_nodes)
+                                        nodes, top, jobs, tp_across_nodes, progress)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start
@@ -321,9 +325,12 @@ def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int 
             tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
+    if not callable(key):
+        raise ConfigError("key", "", "a function of a layout (say lambda lay: (lay.tp, lay.pp))",
+                          key)
     with paused_gc():
         run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes)
+                                  jobs, tp_across_nodes, progress)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

@@ -175,3 +175,26 @@ def test_best_by_needs_a_function():
     from tpsim.search.driver import best_by
     with pytest.raises(ConfigError, match="key: expected a function"):
         best_by("gpt3-125m", "dgx-h100", 8, 8, "tp")
+
+
+# --------------------------------------------------------------------------- names
+
+@pytest.mark.parametrize("name", ['"gpt\\nx"', '"gpt\\tx"', '"gpt\\u2028x"', '"\\x1b[2Jgpt"'])
+def test_a_name_is_one_line(capsys, tmp_path, name):
+    from tests.conftest import REPO
+    text = (REPO / "tpsim" / "spec" / "models" / "gpt3.yaml").read_text()
+    assert "\nname: gpt3\n" in text
+    path = tmp_path / "m.yaml"
+    path.write_text(text.replace("\nname: gpt3\n", f"\nname: {name}\n"))
+    fails(capsys, "predict", "--model", str(path), match="name: expected one line of text")
+
+
+def test_a_config_json_in_a_directory_named_with_a_newline(tmp_path):
+    import json
+    d = tmp_path / "bad\nname"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 100,
+        "n_positions": 128}))
+    with pytest.raises(ConfigError, match="one line of text"):
+        load_model(d)

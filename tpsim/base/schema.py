@@ -37,6 +37,7 @@ def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
 
 
 _EXPONENT_ONLY = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # C0, DEL, C1, line separators
 
 # Bounds on every value a file or flag may carry: physical quantities are far inside them, and
 # inside them every product tpsim forms (FLOPs, bytes, seconds) stays a finite float.
@@ -279,6 +280,9 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
             raise ConfigError(source, key, "a non-empty string", value)
         if len(value) > MAX_STRING:
             raise ConfigError(source, key, f"a string of at most {MAX_STRING} characters", value)
+        if _CONTROL.search(value):      # a name or a one-line description: one line of a table
+            raise ConfigError(source, key, "one line of text (no newline, tab or other control "
+                              "character)", value)
         return value
     raise TypeError(f"schema: unsupported field type {tp!r} at {key}")  # a bug in tpsim, not input
 

@@ -198,3 +198,12 @@ def test_a_config_json_in_a_directory_named_with_a_newline(tmp_path):
         "n_positions": 128}))
     with pytest.raises(ConfigError, match="one line of text"):
         load_model(d)
+
+
+def test_a_bound_a_rounding_above_its_step_prints_as_zero_gap():
+    import dataclasses
+    from tpsim.report.search import search_report
+    from tpsim.search.driver import search
+    result = search("gpt3-125m", "dgx-h100", 8, 8, top=1)
+    text = search_report(dataclasses.replace(result, max_gap=-1e-16))
+    assert "within 0.00% of them" in text and "-0.00%" not in text

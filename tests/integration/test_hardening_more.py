@@ -207,3 +207,14 @@ def test_a_bound_a_rounding_above_its_step_prints_as_zero_gap():
     result = search("gpt3-125m", "dgx-h100", 8, 8, top=1)
     text = search_report(dataclasses.replace(result, max_gap=-1e-16))
     assert "within 0.00% of them" in text and "-0.00%" not in text
+
+
+# --------------------------------------------------------------------------- bounded work
+
+def test_jobs_at_most_the_cores(capsys, monkeypatch):
+    import os
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    fails(capsys, "search", "--gpus", "8", "--global-batch", "8", "--jobs", "3",
+          match="--jobs: expected at most the 2 CPU cores")
+    fails(capsys, "plot", "search", "--gpus", "8", "--global-batch", "8", "--jobs", "1000000",
+          "--out", "s.png", match="--jobs: expected at most the 2 CPU cores")

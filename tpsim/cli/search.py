@@ -32,7 +32,8 @@ def add_search_space(p) -> None:
     p.add_argument("--nodes", type=positive_int, default=None,
                    help="size the topology's network to this many nodes")
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="processes to spread the pricing and the re-pricing over")
+                   help="processes to spread the pricing and the re-pricing over (at most "
+                        "the machine's CPU cores)")
     p.add_argument("--tp-across-nodes", action="store_true",
                    help="also try TP degrees larger than a node")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -199,6 +200,9 @@ def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) 
                     ("--jobs", jobs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(flag, "", "a positive integer", v)
+    cores = os.cpu_count() or 1
+    if jobs > cores:            # a process each: more than the cores only adds start-up
+        raise ConfigError("--jobs", "", f"at most the {cores} CPU cores of this machine", jobs)
     if not isinstance(tp_across_nodes, bool):
         raise ConfigError("--tp-across-nodes", "", "true or false", tp_across_nodes)
     if progress is not None and not callable(progress):

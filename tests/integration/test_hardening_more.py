@@ -218,3 +218,24 @@ def test_jobs_at_most_the_cores(capsys, monkeypatch):
           match="--jobs: expected at most the 2 CPU cores")
     fails(capsys, "plot", "search", "--gpus", "8", "--global-batch", "8", "--jobs", "1000000",
           "--out", "s.png", match="--jobs: expected at most the 2 CPU cores")
+
+
+def test_a_huge_label_makes_a_bounded_figure(capsys, tmp_path):
+    import json
+    import struct
+    case = {"layer": "L" * 200_000, "phase": "P" * 200_000, "shape": {"s": "x" * 200_000},
+            "measured_s": 0.01, "predicted_s": 0.011, "error_pct": 10.0}
+    (tmp_path / "r.json").write_text(json.dumps({"cases": [case]}))
+    assert main(["plot", "validation", "--report", str(tmp_path / "r.json"),
+                 "--out", str(tmp_path / "v.png")]) == 0
+    assert (tmp_path / "v.csv").stat().st_size < 2000
+
+    def png_size(path):
+        return struct.unpack(">II", path.read_bytes()[16:24])
+    assert max(png_size(tmp_path / "v.png")) < 3000
+    from tpsim.figures import plot
+    from tpsim.figures.data import Table
+    fig, ax = plot.plt.subplots()
+    ax.set_title("T" * 20_000)
+    image, _ = plot.save(fig, Table("t", ("a",), ()), tmp_path / "t.png")
+    assert max(png_size(image)) <= plot.MAX_FIGURE_INCHES * 130

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..training import data_parallel as dpm
 from ..cost.collectives import applicable_algorithms, bus_factor, collective_time
-from ..base.errors import ConfigError, TpsimError
+from ..base.errors import ConfigError, TpsimError, clip
 from ..calibrate.measured import finite, read_measured
 from ..base.schema import load_json
 from ..cluster.topology import Topology, load_topology
@@ -141,6 +141,7 @@ def collective_sweep(topologies: list[Topology], op: str, ranks: int, algorithms
 VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "error_pct")
 MIN_CASE_S, MAX_CASE_S = 1e-12, 1e6   # a validated layer's time: a picosecond to 11 days
 MAX_ERROR_PCT = 1e6                   # 10,000 times off: beyond, the figure's axes overflow
+MAX_LABEL = 80                        # characters of a case's layer, phase or shape drawn
 
 
 def validation_table(report_path: str | Path) -> Table:
@@ -164,9 +165,10 @@ def validation_table(report_path: str | Path) -> Table:
             raise ConfigError(str(p), f"cases[{i}].error_pct", f"a number from "
                               f"{-MAX_ERROR_PCT:g} to {MAX_ERROR_PCT:g}", error)
         shape = case.get("shape", "")
-        rows.append({"layer": str(case.get("layer", f"case {i}")),
-                     "phase": str(case.get("phase", "")),
-                     "shape": json.dumps(shape) if isinstance(shape, (dict, list)) else str(shape),
+        shape = json.dumps(shape) if isinstance(shape, (dict, list)) else str(shape)
+        rows.append({"layer": clip(str(case.get("layer", f"case {i}")), MAX_LABEL),
+                     "phase": clip(str(case.get("phase", "")), MAX_LABEL),
+                     "shape": clip(shape, MAX_LABEL),
                      "measured_s": case["measured_s"], "predicted_s": case["predicted_s"],
                      "error_pct": error})
     summary = report.get("summary")

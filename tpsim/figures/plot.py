@@ -34,12 +34,23 @@ def save(fig, table: Table, out: str | Path, fmt: str | None = None) -> tuple[Pa
     try:
         image.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(csv_path)
-        fig.savefig(image, format=image.suffix[1:], dpi=130, bbox_inches="tight")
+        fig.savefig(image, format=image.suffix[1:], dpi=130, bbox_inches=_bbox(fig))
     except OSError as e:
         raise ConfigError("--out", "", "a path tpsim can write", f"{image}: {e.strerror}") from None
     finally:
         plt.close(fig)
     return image, csv_path
+
+
+MAX_FIGURE_INCHES = 40      # a side of a saved figure: 5,200 pixels at 130 dpi
+
+
+def _bbox(fig):
+    """'tight' (the figure grown or shrunk to what it draws) unless what it draws is wider or
+    taller than MAX_FIGURE_INCHES (a label of 200,000 characters): then the figure's own size,
+    the label cut at its edge, not an image of gigabytes."""
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    return "tight" if max(box.width, box.height) <= MAX_FIGURE_INCHES else None
 
 
 def _size_axis(ax) -> None:

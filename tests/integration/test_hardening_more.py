@@ -239,3 +239,17 @@ def test_a_huge_label_makes_a_bounded_figure(capsys, tmp_path):
     ax.set_title("T" * 20_000)
     image, _ = plot.save(fig, Table("t", ("a",), ()), tmp_path / "t.png")
     assert max(png_size(image)) <= plot.MAX_FIGURE_INCHES * 130
+
+
+def test_a_wide_measured_csv_reads_in_linear_time(tmp_path):
+    """100,000 columns: the header was indexed once per column (quadratic: hours)."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    cols = ",".join(f"c{i}" for i in range(100_000))
+    ones = ",".join(["1"] * 100_000)
+    (tmp_path / "w.csv").write_text(f"size_bytes,time_us,{cols}\n1024,5,{ones}\n2048,6,{ones}\n")
+    r = subprocess.run([sys.executable, "-c", "from tpsim.calibrate.measured import "
+                        f"read_measured; print(len(read_measured({str(tmp_path / 'w.csv')!r}, "
+                        "'all-reduce')))"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "2", r.stderr[-500:]

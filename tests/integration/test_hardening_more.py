@@ -253,3 +253,13 @@ def test_a_wide_measured_csv_reads_in_linear_time(tmp_path):
                         f"read_measured; print(len(read_measured({str(tmp_path / 'w.csv')!r}, "
                         "'all-reduce')))"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip() == "2", r.stderr[-500:]
+
+
+def test_top_is_bounded(capsys):
+    from tpsim.search.driver import MAX_TOP, search
+    fails(capsys, "search", "--gpus", "8", "--global-batch", "8", "--top", "2147483647",
+          match="--top: expected at most 100 candidates")
+    with pytest.raises(ConfigError, match="--top"):
+        search("gpt3-125m", "dgx-h100", 8, 8, top=MAX_TOP + 1)
+    assert main(["search", "--model", "gpt3-125m", "--topology", "dgx-h100", "--gpus", "8",
+                 "--global-batch", "8", "--top", str(MAX_TOP)]) == 0

@@ -9,7 +9,7 @@ from .predict import DTYPES
 
 def fill_search(p) -> None:
     add_search_space(p)
-    p.add_argument("--top", type=positive_int, default=10, help="candidates to show")
+    p.add_argument("--top", type=positive_int, default=10, help="candidates to show (at most 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: evaluated, candidates (best first), dropped")
     p.set_defaults(func=_cmd_search)

@@ -45,6 +45,7 @@ from ..spec.parallel import Parallelism
 from ..cluster.topology import load_topology
 
 BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
+MAX_TOP = 100               # candidates a search re-prices and reports, at most
 REASONS = {
     "tp_model": "tp does not divide the model's heads / ffn_hidden / kv_heads",
     "tp_node": "tp spans nodes",
@@ -200,6 +201,8 @@ def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) 
                     ("--jobs", jobs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(flag, "", "a positive integer", v)
+    if top > MAX_TOP:           # each one re-priced by the step simulation and kept whole
+        raise ConfigError("--top", "", f"at most {MAX_TOP} candidates", top)
     cores = os.cpu_count() or 1
     if jobs > cores:            # a process each: more than the cores only adds start-up
         raise ConfigError("--jobs", "", f"at most the {cores} CPU cores of this machine", jobs)

@@ -263,3 +263,18 @@ def test_top_is_bounded(capsys):
         search("gpt3-125m", "dgx-h100", 8, 8, top=MAX_TOP + 1)
     assert main(["search", "--model", "gpt3-125m", "--topology", "dgx-h100", "--gpus", "8",
                  "--global-batch", "8", "--top", str(MAX_TOP)]) == 0
+
+
+def test_comma_lists_are_counted_before_they_are_built(capsys, monkeypatch):
+    import itertools
+    hundred = ",".join(str(i) for i in range(1, 101))
+
+    def no_product(*_):
+        raise AssertionError("the cross product was built")
+    monkeypatch.setattr(itertools, "product", no_product)
+    fails(capsys, "predict", *[x for f in ("--tp", "--micro-batch", "--seq", "--pp", "--dp",
+                                           "--global-batch") for x in (f, hundred)],
+          match="--tp, --micro-batch, --seq, --pp, --dp, --global-batch: expected comma lists "
+                "of at most 1000 combinations")
+    fails(capsys, "collective", "--ranks", hundred, "--bytes", hundred, "--algo", "ring,tree",
+          match="--ranks, --algo, --bytes: expected comma lists of at most 1000")

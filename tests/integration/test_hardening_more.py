@@ -278,3 +278,23 @@ def test_comma_lists_are_counted_before_they_are_built(capsys, monkeypatch):
                 "of at most 1000 combinations")
     fails(capsys, "collective", "--ranks", hundred, "--bytes", hundred, "--algo", "ring,tree",
           match="--ranks, --algo, --bytes: expected comma lists of at most 1000")
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"global_batch": 10**400}, "--global-batch"),       # divisors() of it: a hang
+    ({"gpus": 2**31}, "--gpus"), ({"topology": [1], "nodes": 2}, "--topology"),
+])
+def test_search_api_bounds_and_topology(kwargs, flag):
+    from tpsim.search.driver import search
+    args = {"model": "gpt3-125m", "topology": "dgx-h100", "gpus": 8, "global_batch": 8, **kwargs}
+    with pytest.raises(ConfigError) as e:
+        search(**args)
+    assert e.value.source == flag
+
+
+def test_search_takes_a_topology_path(tmp_path):
+    from pathlib import Path
+    from tests.conftest import REPO
+    from tpsim.search.driver import search
+    assert search("gpt3-125m", Path(REPO / "topologies" / "dgx-h100.yaml"), 8, 8,
+                  top=1).candidates

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from ..base.errors import ConfigError
+from ..base.schema import MAX_INT
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
 from ..layer.linears import RS_SPLITS
@@ -42,7 +43,7 @@ from .jobs import Workers, paused_gc
 from .step import Layout, Run
 from ..training.step import check_fits, with_nodes
 from ..spec.parallel import Parallelism
-from ..cluster.topology import load_topology
+from ..cluster.topology import Topology, load_topology
 
 BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
 MAX_TOP = 100               # candidates a search re-prices and reports, at most
@@ -188,7 +189,7 @@ class SearchResult:
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology if not isinstance(topology, str) else load_topology(topology)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, s, p, att, dtype = _settings(m, topo, 1, 1, seq_len, dtype, False, None, None,
@@ -199,8 +200,8 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
 def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) -> None:
     for flag, v in (("--gpus", gpus), ("--global-batch", global_batch), ("--top", top),
                     ("--jobs", jobs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(flag, "", "a positive integer", v)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT:
+            raise ConfigError(flag, "", f"a positive integer (at most {MAX_INT})", v)
     if top > MAX_TOP:           # each one re-priced by the step simulation and kept whole
         raise ConfigError("--top", "", f"at most {MAX_TOP} candidates", top)
     cores = os.cpu_count() or 1

@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -53,24 +54,27 @@ def _exit_bad(line: str) -> None:
     sys.exit(2)
 
 
+MAX_TIMEOUT_S = 7 * 86400    # a week: past it a collective's timedelta overflows (1e300 s)
+
+
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = float(text) if text.isascii() and "_" not in text else math.nan
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, "
-                                         f"got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, at most "
+                                         f"{MAX_TIMEOUT_S}, got {text[:60]!r}")
     return value
 
 
 def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    """CPU threads per rank: 1 .. the machine's cores (ASCII digits: not '1_000', not '８')."""
+    cores = os.cpu_count() or 1
+    value = int(text) if re.fullmatch(r"\s*\+?[0-9]{1,9}\s*", text) else 0
+    if not 1 <= value <= cores:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, at most the {cores} "
+                                         f"cores of this machine, got {text[:60]!r}")
     return value
 
 

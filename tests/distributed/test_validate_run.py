@@ -111,7 +111,10 @@ def test_shapes_split_over_the_ranks_they_are_for(mode, ranks):
 
 @pytest.mark.parametrize("flag,value", [("--timeout", "nan"), ("--timeout", "inf"),
                                         ("--timeout", "-1"), ("--timeout", "0"),
-                                        ("--threads", "-1"), ("--threads", "0")])
+                                        ("--threads", "-1"), ("--threads", "0"),
+                                        ("--timeout", "1e300"), ("--timeout", "1_0"),
+                                        ("--threads", "9" * 30), ("--threads", "1_0"),
+                                        ("--threads", "\u0663"), ("--threads", "100000")])
 def test_bad_flag_is_one_line_exit_2_before_any_work(tmp_path, flag, value):
     res = _direct("--smoke", "--out", str(tmp_path), flag, value)
     assert res.returncode == 2
@@ -138,6 +141,13 @@ def test_topology_too_small_for_the_run_fails_before_any_work(tmp_path, write_ya
         "levels": [{"name": "l", "size": 1, "bandwidth_GBps": 1, "latency_us": 1}]})
     res = _direct("--smoke", "--out", str(tmp_path / "o"), "--topology", str(topo))
     assert res.returncode == 2 and "--topology" in res.stderr and "room for 2 ranks" in res.stderr
+
+
+def test_a_directory_as_topology_fails_before_any_work(tmp_path):
+    res = _direct("--smoke", "--out", str(tmp_path / "o"), "--topology", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--topology" in res.stderr and "a directory" in res.stderr
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("attention", ["unfused", "fused"])

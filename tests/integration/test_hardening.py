@@ -143,6 +143,8 @@ def test_predict_api_types(kwargs, flag):
     (("all-reduce", 1e6, True), "--ranks"),
     (("all-reduce", 1e6, 1, "bogus"), "--algo"),                 # one rank returned early
     (("all-reduce", 1e6, 1, "auto", "bogus"), "--protocol"),
+    (("all-reduce", 1e6, 8, "auto", ["ll"]), "--protocol"),       # unhashable
+    (("all-reduce", 1e6, 8, "auto", {}), "--protocol"),
     (("all-reduce", "1e6", 8), "--bytes"),
     (("all-reduce", float("inf"), 8), "--bytes"),
     (("all-reduce", 10**400, 8), "--bytes"),
@@ -265,4 +267,7 @@ def test_trace_and_out_paths_from_the_api(tmp_path):
     with pytest.raises(ConfigError, match="finite times"):
         write_trace({"traceEvents": [{"ts": float("nan")}]}, tmp_path / "t.json")
     assert not (tmp_path / "t.json").exists()
-    assert write_trace({"traceEvents": []}, tmp_path / "new" / "t.json").is_file()
+    with pytest.raises(ConfigError, match="--trace: expected a file in an existing directory"):
+        write_trace({"traceEvents": []}, tmp_path / "new" / "t.json")
+    assert not (tmp_path / "new").exists()
+    assert write_trace({"traceEvents": []}, tmp_path / "t.json").is_file()

@@ -38,6 +38,7 @@ def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
 
 
 _EXPONENT_ONLY = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # C0, DEL, C1, line separators
 
 # Bounds on every value a file or flag may carry: physical quantities are far inside them, and
 # inside them every product tpsim forms (FLOPs, bytes, seconds) stays a finite float.
@@ -90,12 +91,13 @@ def read_text(path: str | Path, what: str) -> str:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (OSError, ValueError) as e:      # ValueError: a NUL byte in the name
         raise ConfigError(str(p), "", what, getattr(e, "strerror", None) or str(e)) from None
+    mode = os.fstat(fd).st_mode          # before fdopen, which refuses a directory itself
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
+            else "a device or socket"
+        raise ConfigError(str(p), "", f"{what} (a regular file)", kind)
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
-                else "a device or socket"
-            raise ConfigError(str(p), "", f"{what} (a regular file)", kind)
         try:
             data = f.read(MAX_FILE_BYTES + 1)
         except OSError as e:
@@ -195,6 +197,13 @@ def _yaml_files(directory: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(Path(directory).glob("*.yaml"))}
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,
                     kind: str, files: str = "a path to a YAML file") -> Path:
     """The file behind ``--model``/``--topology``: a path as given (a .yaml/.yml file, or a
@@ -206,6 +215,9 @@ def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: st
     path = Path(text)
     if _is_file(path / "config.json"):
         return path / "config.json"
+    if _is_dir(path) and (text not in shipped or "/" in text or os.sep in text):
+        held = " (a directory must hold config.json)" if "config.json" in files else ""
+        raise ConfigError(text, "", files + held, "a directory")
     if path.suffix in (".yaml", ".yml", ".json") or "/" in text or os.sep in text or \
             _is_file(path):
         return path          # a path: read_text says what is wrong with it, if anything
@@ -282,6 +294,9 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
             raise ConfigError(source, key, "a non-empty string", value)
         if len(value) > MAX_STRING:
             raise ConfigError(source, key, f"a string of at most {MAX_STRING} characters", value)
+        if _CONTROL.search(value):      # a name or a one-line description: one line of a table
+            raise ConfigError(source, key, "one line of text (no newline, tab or other control "
+                              "character)", value)
         return value
     raise TypeError(f"schema: unsupported field type {tp!r} at {key}")  # a bug in tpsim, not input
 

@@ -73,7 +73,9 @@ def _measured_records(p: Path, op: str, ranks: int | None) -> list[tuple[str, di
     rows = list(csv.reader(ln for _, ln in numbered)) or [[]]
     header, body = rows[0], zip((n for n, _ in numbered[1:]), rows[1:])
     # nccl-tests repeats time(ns) (out-of-place, then in-place): the first column wins
-    first = {name: header.index(name) for name in header}
+    first: dict = {}
+    for j, name in enumerate(header):          # linear: header.index per name was quadratic
+        first.setdefault(name, j)
     return [(f"line {n}", {name: row[j] for name, j in first.items() if j < len(row)})
             for n, row in body]
 

@@ -43,8 +43,8 @@ def fill_collective(p) -> None:
                         "fastest (default: auto)")
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
-    p.add_argument("--min-bytes", default="1KiB", help="with --sweep: smallest size")
-    p.add_argument("--max-bytes", default="8GiB", help="with --sweep: largest size")
+    p.add_argument("--min-bytes", default=None, help="with --sweep: smallest size (default: 1KiB)")
+    p.add_argument("--max-bytes", default=None, help="with --sweep: largest size (default: 8GiB)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_collective)
 
@@ -57,9 +57,13 @@ def _cmd_collective(args) -> None:
     if args.sweep and args.bytes is not None:
         raise ConfigError("--bytes", "", "no --bytes with --sweep (the sweep's sizes are "
                           "--min-bytes to --max-bytes)", ",".join(args.bytes))
+    for flag, given in (("--min-bytes", args.min_bytes), ("--max-bytes", args.max_bytes)):
+        if given is not None and not args.sweep:
+            raise ConfigError(flag, "", "--sweep with it (without --sweep the sizes are "
+                              "--bytes)", given)
     if args.sweep:
-        sizes = tuple(power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
-                                         parse_size(args.max_bytes, "--max-bytes")))
+        sizes = tuple(power_of_two_sizes(parse_size(args.min_bytes or "1KiB", "--min-bytes"),
+                                         parse_size(args.max_bytes or "8GiB", "--max-bytes")))
     else:
         sizes = tuple(parse_size(b, "--bytes") for b in args.bytes or (DEFAULT_BYTES,))
     topos = {name: load_topology(name) for name in args.topology}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 
 from ..base.errors import TpsimError, clip
@@ -50,8 +51,16 @@ def _terminal_width() -> int:
     return _WIDTH[0]
 
 
+_ASCII_INT = re.compile(r"\s*\+?[0-9]+\s*")
+_ASCII_FLOAT = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
+
+
 def positive_int(text: str) -> int:
-    """An integer flag: 1 .. MAX_INT (a count of layers, tokens, GPUs)."""
+    """An integer flag: 1 .. MAX_INT (a count of layers, tokens, GPUs), in ASCII digits: int()
+    alone would take '1_000', '８' and '٣'."""
+    if not _ASCII_INT.fullmatch(text) or len(text) > 4000:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (digits 0-9), got "
+                                         f"{clip(repr(text), 60)}")
     try:
         value = int(text)
     except ValueError:
@@ -60,6 +69,15 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer at most {MAX_INT}, got "
                                          f"{clip(repr(text), 60)}")
     return value
+
+
+def probability(text: str) -> float:
+    """A probability flag (--dropout): a decimal number in [0, 1) in ASCII digits; -0 is 0."""
+    value = float(text) if _ASCII_FLOAT.fullmatch(text) else math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got "
+                                         f"{clip(repr(text), 60)}")
+    return value + 0.0          # -0.0 + 0.0 is 0.0: never printed as -0
 
 
 def lower(text: str) -> str:

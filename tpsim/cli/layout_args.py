@@ -16,7 +16,7 @@ from dataclasses import Field
 
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import positive_int
+from .common import positive_int, probability
 from .lists import braces, choice_list, int_list
 
 
@@ -43,7 +43,7 @@ def _help(f: Field, listed: bool, extra: str) -> str:
 def _count_kwargs(f: Field, listed: bool) -> dict:
     if listed:
         return {"type": int_list, "default": None if f.default is None else (f.default,)}
-    return {"type": positive_int if f.metadata["least"] == 1 else int, "default": f.default}
+    return {"type": positive_int if f.metadata["least"] >= 1 else int, "default": f.default}
 
 
 def _choice_kwargs(f: Field, listed: bool) -> dict:
@@ -67,7 +67,7 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
     elif kind == "count":
         kwargs.update(_count_kwargs(f, listed))
     elif kind == "probability":
-        kwargs.update(type=float, default=f.default)
+        kwargs.update(type=probability, default=f.default)
     else:
         kwargs.update(_choice_kwargs(f, listed))
     return cli_flag(f), kwargs

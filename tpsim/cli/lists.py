@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 
-from ..base.errors import clip
+from ..base.errors import ConfigError, clip
 from .common import positive_int
 
 
@@ -45,12 +46,26 @@ def _items(text: str) -> list[str]:
     return items
 
 
+MAX_COMBINATIONS = 1000    # rows one command compares: each is a whole prediction
+
+
 def combinations(args, names) -> list[dict]:
     """Every combination of the list-valued ``names`` of ``args`` (None stays None), in the
-    order the flags list them, the last varying fastest."""
+    order the flags list them, the last varying fastest; more than MAX_COMBINATIONS is a
+    ConfigError, counted before any is built."""
     lists = [getattr(args, n) if isinstance(getattr(args, n), tuple) else (getattr(args, n),)
              for n in names]
+    count = math.prod(len(x) for x in lists)
+    if count > MAX_COMBINATIONS:
+        flags = [_FLAGS.get(n, "--" + n.replace("_", "-")) for n, x in zip(names, lists)
+                 if len(x) > 1]
+        raise ConfigError(", ".join(flags), "", f"comma lists of at most {MAX_COMBINATIONS} "
+                          "combinations in all (one row each)",
+                          " x ".join(str(len(x)) for x in lists if len(x) > 1) + f" = {count:,}")
     return [dict(zip(names, combo)) for combo in itertools.product(*lists)]
+
+
+_FLAGS = {"size": "--bytes", "algo": "--algo"}
 
 
 def varied(combos: list[dict]) -> list[str]:

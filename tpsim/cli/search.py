@@ -9,7 +9,7 @@ from .layout_args import add_layout_arguments
 
 def fill_search(p) -> None:
     add_search_space(p)
-    p.add_argument("--top", type=positive_int, default=10, help="candidates to show")
+    p.add_argument("--top", type=positive_int, default=10, help="candidates to show (at most 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: evaluated, candidates (best first), dropped")
     p.set_defaults(func=_cmd_search)
@@ -27,7 +27,8 @@ def add_search_space(p) -> None:
                    help="sequences per optimizer step")
     add_layout_arguments(p, ("seq_len", "dtype", "nodes"))
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="processes to spread the pricing and the re-pricing over")
+                   help="processes to spread the pricing and the re-pricing over (at most "
+                        "the machine's CPU cores)")
     p.add_argument("--tp-across-nodes", action="store_true",
                    help="also try TP degrees larger than a node")
 

@@ -291,7 +291,7 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
         raise ConfigError("--algo", "", f"auto or one of {', '.join(ALGORITHMS)}", algorithm)
     protocol = protocol.lower() if isinstance(protocol, str) else protocol   # LL128, NCCL_PROTO's
     protos = list(topo.device.protocols) if protocol == "auto" else [protocol]
-    if protos[0] not in topo.device.protocols:
+    if not isinstance(protos[0], str) or protos[0] not in topo.device.protocols:
         raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
                           f"({', '.join(topo.device.protocols)})", protocol)
     place = topo.place(group)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..training import data_parallel as dpm
 from ..cost.collectives import applicable_algorithms, bus_factor, collective_time
-from ..base.errors import ConfigError, TpsimError
+from ..base.errors import ConfigError, TpsimError, clip
 from ..calibrate.measured import finite, read_measured
 from ..base.schema import load_json
 from ..cluster.topology import Topology, load_topology
@@ -67,6 +67,8 @@ def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
             "\0" in text:
         raise ConfigError("--out", "", "an image file name such as fig.png (its CSV goes "
                           "beside it)", text)
+    if _is_dir(p):
+        raise ConfigError("--out", "", "an image file name, not a directory", text)
     suffix = p.suffix.lower().lstrip(".")
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError("--format", "", f"one of {', '.join(FORMATS)}", fmt)
@@ -76,13 +78,17 @@ def output_paths(out: str | Path, fmt: str | None) -> tuple[Path, Path]:
     fmt = fmt or (suffix if suffix in FORMATS else "png")
     image = p.with_suffix(f".{fmt}") if suffix in (*FORMATS, "csv", "") else \
         p.with_name(f"{p.name}.{fmt}")
-    try:
-        is_dir = image.is_dir()
-    except OSError:
-        is_dir = False
-    if is_dir:
+    if _is_dir(image):
         raise ConfigError("--out", "", "an image file name, not a directory", str(image))
     return image, image.with_suffix(".csv")
+
+
+def _is_dir(p: Path) -> bool:
+    """``--out figs`` naming a directory: refused, not written as figs.png beside it."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- collective
@@ -134,6 +140,9 @@ def collective_sweep(topologies: list[Topology], op: str, ranks: int, algorithms
 # --------------------------------------------------------------------------- validation
 
 VALIDATION_COLUMNS = ("layer", "phase", "shape", "measured_s", "predicted_s", "error_pct")
+MIN_CASE_S, MAX_CASE_S = 1e-12, 1e6   # a validated layer's time: a picosecond to 11 days
+MAX_ERROR_PCT = 1e6                   # 10,000 times off: beyond, the figure's axes overflow
+MAX_LABEL = 80                        # characters of a case's layer, phase or shape drawn
 
 
 def validation_table(report_path: str | Path) -> Table:
@@ -148,16 +157,19 @@ def validation_table(report_path: str | Path) -> Table:
         if not isinstance(case, dict):
             raise ConfigError(str(p), f"cases[{i}]", "a mapping", type(case).__name__)
         for key in ("measured_s", "predicted_s"):
-            if not finite(case.get(key), lo=0):
-                raise ConfigError(str(p), f"cases[{i}].{key}", "a positive, finite number of "
-                                  "seconds", case.get(key))
+            if not finite(case.get(key), lo=0) or not \
+                    MIN_CASE_S <= case[key] <= MAX_CASE_S:
+                raise ConfigError(str(p), f"cases[{i}].{key}", f"a number of seconds from "
+                                  f"{MIN_CASE_S:g} to {MAX_CASE_S:g}", case.get(key))
         error = case.get("error_pct")
-        if not finite(error):
-            raise ConfigError(str(p), f"cases[{i}].error_pct", "a finite number", error)
+        if not finite(error) or abs(error) > MAX_ERROR_PCT:
+            raise ConfigError(str(p), f"cases[{i}].error_pct", f"a number from "
+                              f"{-MAX_ERROR_PCT:g} to {MAX_ERROR_PCT:g}", error)
         shape = case.get("shape", "")
-        rows.append({"layer": str(case.get("layer", f"case {i}")),
-                     "phase": str(case.get("phase", "")),
-                     "shape": json.dumps(shape) if isinstance(shape, (dict, list)) else str(shape),
+        shape = json.dumps(shape) if isinstance(shape, (dict, list)) else str(shape)
+        rows.append({"layer": clip(str(case.get("layer", f"case {i}")), MAX_LABEL),
+                     "phase": clip(str(case.get("phase", "")), MAX_LABEL),
+                     "shape": clip(shape, MAX_LABEL),
                      "measured_s": case["measured_s"], "predicted_s": case["predicted_s"],
                      "error_pct": error})
     summary = report.get("summary")

@@ -25,6 +25,7 @@ COMPUTE, COMM, BACKGROUND = "#4477AA", "#EE6677", "#BBBBBB"
 HOST = "#CCBB44"     # GPU idle, waiting for the host to issue the next op
 LINE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377")
 HATCHES = ("", "//", "..", "xx")
+MAX_FIGURE_INCHES = 40   # a side of a saved figure drawn tight (5,200 px); beyond, its own size
 
 
 def save(fig, table: Table, out: str | Path, fmt: str | None = None) -> tuple[Path, Path]:
@@ -34,7 +35,9 @@ def save(fig, table: Table, out: str | Path, fmt: str | None = None) -> tuple[Pa
     try:
         image.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(csv_path)
-        fig.savefig(image, format=image.suffix[1:], dpi=130, bbox_inches="tight")
+        box = fig.get_tightbbox(fig.canvas.get_renderer())   # a huge label: the figure's size,
+        fig.savefig(image, format=image.suffix[1:], dpi=130,   # not an image of gigabytes
+                    bbox_inches="tight" if max(box.width, box.height) <= MAX_FIGURE_INCHES else None)
     except OSError as e:
         raise ConfigError("--out", "", "a path tpsim can write", f"{image}: {e.strerror}") from None
     finally:

@@ -84,7 +84,7 @@ def search_report(result) -> str:
              f"{result.fitting:,} fit",
              f"  {result.repriced} re-priced with the step simulation (tpsim predict) until the "
              f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
-             f"was within {result.max_gap * 100:.2f}% of them",
+             f"was within {max(result.max_gap, 0.0) * 100:.2f}% of them",
              *formula_lines(SEARCH, "  formula  "), ""]
     if not result.candidates:
         lines[2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "

@@ -63,8 +63,9 @@ def chrome_trace(ops, title: str = "tpsim layer", meta: dict | None = None) -> d
 
 
 def write_trace(trace: dict, path: str | Path) -> Path:
-    """Write ``trace`` as strict JSON (no NaN or Infinity), creating missing directories; an
-    empty or unwritable path, or a non-finite time, is a ConfigError (exit 2)."""
+    """Write ``trace`` as strict JSON (no NaN or Infinity) into an existing directory; an
+    empty or unwritable path, a missing directory (never created: a typo would plant a tree
+    anywhere) or a non-finite time is a ConfigError (exit 2)."""
     if not isinstance(path, (str, Path)) or not str(path).strip():
         raise ConfigError("--trace", "", "a file name such as layer.json", path)
     p = Path(path)
@@ -74,7 +75,9 @@ def write_trace(trace: dict, path: str | Path) -> Path:
         raise ConfigError("--trace", "", "finite times to write (JSON has no NaN or "
                           "infinity)") from None
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.parent.is_dir():
+            raise ConfigError("--trace", "", "a file in an existing directory",
+                              f"{p.parent}: no such directory")
         p.write_text(text)
     except (OSError, ValueError) as e:       # ValueError: a NUL byte in the name
         raise ConfigError("--trace", "", "a path tpsim can write",

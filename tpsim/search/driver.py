@@ -27,22 +27,26 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from ..base.errors import ConfigError
+from ..base.schema import MAX_INT
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
 from ..spec.layout import RECOMPUTE, Layout
+from ..layer.linears import RS_SPLITS
 from .jobs import Workers, paused_gc
 from .step import Run
 from ..training.step import check_fits, with_nodes
 from ..spec.parallel import Parallelism
-from ..cluster.topology import load_topology
+from ..cluster.topology import Topology, load_topology
 
 BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
+MAX_TOP = 100               # candidates a search re-prices and reports, at most
 REASONS = {
     "tp_model": "tp does not divide the model's heads / ffn_hidden / kv_heads",
     "tp_node": "tp spans nodes",
@@ -50,6 +54,7 @@ REASONS = {
     "batch_dp": "global batch not a multiple of dp",
     "layers_split": "layers do not split over pp x virtual stages",
     "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
+    "overlap_rows": "TP overlap: micro-batch x seq_len fewer rows than its GEMM chunks",
     "memory": "does not fit in device memory",
 }
 
@@ -126,6 +131,9 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                             if sp and seq_len % tp:
                                 dropped["sp_seq"] += len(splits)
                                 continue
+                            if ov and mb * seq_len < RS_SPLITS:
+                                dropped["overlap_rows"] += len(splits)
+                                continue
                             layouts += [Layout.unchecked(
                                 tp=tp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
                                 sequence_parallel=sp, recompute=rc, distributed_optimizer=do,
@@ -187,18 +195,27 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
     and the settings a :class:`~tpsim.spec.layout.Layout` checks, resolved."""
     shared = Layout(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology if not isinstance(topology, str) else load_topology(topology)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
     return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch)
 
 
-def _check(gpus, global_batch, top, jobs) -> None:
+def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) -> None:
     for flag, v in (("--gpus", gpus), ("--global-batch", global_batch), ("--top", top),
                     ("--jobs", jobs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(flag, "", "a positive integer", v)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT:
+            raise ConfigError(flag, "", f"a positive integer (at most {MAX_INT})", v)
+    if top > MAX_TOP:           # each one re-priced by the step simulation and kept whole
+        raise ConfigError("--top", "", f"at most {MAX_TOP} candidates", top)
+    cores = os.cpu_count() or 1
+    if jobs > cores:            # a process each: more than the cores only adds start-up
+        raise ConfigError("--jobs", "", f"at most the {cores} CPU cores of this machine", jobs)
+    if not isinstance(tp_across_nodes, bool):
+        raise ConfigError("--tp-across-nodes", "", "true or false", tp_across_nodes)
+    if progress is not None and not callable(progress):
+        raise ConfigError("progress", "", "None or a function (phase, done, total)", progress)
 
 
 def equivalent(run: Run, lay: Layout) -> Layout:
@@ -267,13 +284,18 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes):
+            tp_across_nodes, progress=None):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
-    _check(gpus, global_batch, top, jobs)
+    _check(gpus, global_batch, top, jobs, tp_across_nodes, progress)
     run = _run(model, topology, nodes, seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
     layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
                                                                     tp_across_nodes), run.seq_len)
+    if not layouts:
+        why = ", ".join(f"{n:,} {REASONS[k]}" for k, n in dropped.most_common())
+        raise ConfigError("--gpus", "", f"a number of GPUs with a layout that can run at "
+                          f"--global-batch {global_batch} (none of the {sum(dropped.values()):,} "
+                          f"layouts of {gpus} GPUs can: {why})")
     return run, layouts, dropped
 
 
@@ -290,7 +312,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     start = time.perf_counter()
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
-                                        nodes, top, jobs, tp_across_nodes)
+                                        nodes, top, jobs, tp_across_nodes, progress)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start
@@ -316,9 +338,12 @@ def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int 
             tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
+    if not callable(key):
+        raise ConfigError("key", "", "a function of a layout (say lambda lay: (lay.tp, lay.pp))",
+                          key)
     with paused_gc():
         run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes)
+                                  jobs, tp_across_nodes, progress)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

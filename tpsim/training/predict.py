@@ -17,6 +17,7 @@ from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
+from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.parallel import Parallelism
 from ..sim.price import Pricing
@@ -73,11 +74,16 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
     m, topo = _resolve(model, topology)
     dtype = default_dtype(topo) if lay.dtype is None else lay.dtype
     _check(topo, lay, dtype)
-    return m, topo, lay.replace(
+    lay = lay.replace(
         seq_len=m.seq_len if lay.seq_len is None else lay.seq_len, dtype=dtype,
         dropout=m.dropout if lay.dropout is None else lay.dropout,
         attention=lay.attention or m.attention,
         global_batch=lay.per_step if lay.global_batch is None else lay.global_batch)
+    if lay.tp_comm_overlap and lay.micro_batch * lay.seq_len < RS_SPLITS:
+        raise ConfigError("--tp-comm-overlap", "", f"--micro-batch x --seq of at least {RS_SPLITS} "
+                          f"(the GEMMs run in {RS_SPLITS} row chunks)",
+                          lay.micro_batch * lay.seq_len)
+    return m, topo, lay
 
 
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,

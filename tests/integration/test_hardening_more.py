@@ -298,3 +298,26 @@ def test_search_takes_a_topology_path(tmp_path):
     from tpsim.search.driver import search
     assert search("gpt3-125m", Path(REPO / "topologies" / "dgx-h100.yaml"), 8, 8,
                   top=1).candidates
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "gpt3-125m", "--tp", "1", "--pp", "2", "--global-batch", "2147483647"],
+    ["predict", "--model", "gpt3-125m", "--tp", "1", "--pp", "2", "--global-batch", "131072"],
+])
+def test_a_step_of_too_many_micro_batches_is_one_line(argv, capsys):
+    """--global-batch 2^31-1 was simulated micro-batch by micro-batch (hours): now bounded."""
+    import time
+    from tpsim.cli import main
+    t0 = time.process_time()
+    assert main(argv) == 2
+    assert time.process_time() - t0 < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "micro-batches per step" in err[0], err
+
+
+def test_the_search_drops_layouts_of_too_many_micro_batches():
+    from tpsim.search.driver import search
+    r = search("gpt3-125m", "dgx-a100", 8, 2 ** 20, top=1)
+    assert r.dropped.get("micro_batches", 0) > 0
+    assert r.candidates, "layouts of few enough micro-batches run"
+    assert all(2 ** 20 // (c.layout.micro_batch * c.layout.dp) <= 65536 for c in r.candidates)

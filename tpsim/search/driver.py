@@ -37,7 +37,7 @@ from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
-from ..spec.layout import RECOMPUTE, Layout
+from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..layer.linears import RS_SPLITS
 from .jobs import Workers, paused_gc
 from .step import Run
@@ -54,6 +54,7 @@ REASONS = {
     "batch_dp": "global batch not a multiple of dp",
     "layers_split": "layers do not split over pp x virtual stages",
     "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
+    "micro_batches": f"more than {MAX_MICRO_BATCHES:,} micro-batches per step",
     "overlap_rows": "TP overlap: micro-batch x seq_len fewer rows than its GEMM chunks",
     "memory": "does not fit in device memory",
 }
@@ -126,6 +127,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                         dropped["layers_split"] += len(knobs)
                     elif v > 1 and m % pp:
                         dropped["interleave_m"] += len(knobs)
+                    elif m > MAX_MICRO_BATCHES:
+                        dropped["micro_batches"] += len(knobs)
                     else:
                         for sp, ov, rc, do in knobs:
                             if sp and seq_len % tp:

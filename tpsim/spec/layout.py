@@ -25,6 +25,9 @@ from .settings import changed, check, declared, made, setting
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
+# The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
+# (16x the 4,096 micro-batches of a 16M-token batch of 4K sequences on one replica).
+MAX_MICRO_BATCHES = 65536
 
 
 def _count(default, doc, flag, lists=False, **kw):
@@ -113,6 +116,10 @@ class Layout:
         if gb % per_step:
             raise ConfigError("--global-batch", "", f"a multiple of micro-batch x dp "
                               f"({per_step})", gb)
+        if gb // per_step > MAX_MICRO_BATCHES:
+            raise ConfigError("--global-batch", "", f"at most {MAX_MICRO_BATCHES:,} micro-batches "
+                              f"per step (global batch / (micro-batch x dp) = {gb // per_step:,}; "
+                              "the step is simulated micro-batch by micro-batch)", gb)
         if self.virtual_stages > 1 and (gb // per_step) % self.pp:
             raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
                               f"(micro-batch x dp) = {gb // per_step}) a multiple of pp "

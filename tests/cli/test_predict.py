@@ -24,7 +24,7 @@ def run(capsys, *argv):
                                           ("dgx-h100-ndr-cluster", 16)])
 def test_text_output_has_every_section(capsys, topology, tp):
     code, out, err = run(capsys, "predict", "--model", "gpt3", "--tp", str(tp),
-                         "--topology", topology)
+                         "--topology", topology, "--ops")
     assert code == 0
     # each WARNING line of the report also goes to stderr, and nothing else does
     warnings = [ln[len("WARNING: "):] for ln in out.splitlines() if ln.startswith("WARNING: ")]

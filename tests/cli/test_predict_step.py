@@ -35,7 +35,7 @@ def test_json_step_keys_match_the_api(capsys):
 
 
 def test_text_has_the_step_section(capsys):
-    code, out, _ = run(capsys, *ARGS, "--no-overlap-grad-reduce")
+    code, out, _ = run(capsys, *ARGS, "--no-overlap-grad-reduce", "--ops")
     assert code == 0
     for text in ("one training step: TP 4 x PP 4 x DP 2 = 32 GPUs", "tokens/s", "MFU", "HFU",
                  "bubble", "exposed PP", "exposed DP", "optimizer", "per stage",

@@ -27,7 +27,7 @@ from tests.conftest import REPO
 RUNS = {
     "predict-pipeline": "predict --model gpt3-13b --topology dgx-a100-hdr-cluster --tp 8 --pp 4 "
                         "--dp 2 --global-batch 32 --virtual-stages 2 --sequence-parallel "
-                        "--tp-comm-overlap --distributed-optimizer",
+                        "--tp-comm-overlap --distributed-optimizer --ops",
     "predict-list": "predict --model gpt3-350m --topology dgx-a100 --tp 1,2 --seq 1024",
     "infer-pp-fp8": "infer --model llama3-70b --tp 4 --pp 2 --batch 32 --prompt 1024 --gen 128 "
                     "--dtype fp8 --kv-dtype fp8",
@@ -198,3 +198,21 @@ def test_each_trace_event_names_the_function_that_priced_its_op():
     events = [e for e in prediction_trace(pred)["traceEvents"] if e["ph"] == "X"]
     assert [e["args"]["formula"] for e in events] == [o.formula for o in pred.ops]
     assert all(callable(resolve(e["args"]["formula"])) for e in events)
+
+
+def test_the_summary_names_real_functions_and_fits_a_terminal():
+    """`tpsim predict`'s first answer: at most 30 lines of at most 120 columns, one verdict, one
+    MFU, and formula names that resolve."""
+    import re
+    from tpsim.base.formula import resolve
+    for cmd in ("predict --model gpt3 --tp 8",
+                "predict --model llama3-8b --tp 2 --dp 4 --global-batch 128 --sequence-parallel "
+                "--distributed-optimizer",
+                "predict --model gpt3 --tp 8 --pp 8 --dp 16 --global-batch 1536 --topology "
+                "dgx-a100-hdr-cluster --nodes 128 --virtual-stages 2 --no-overlap-grad-reduce"):
+        text = _stdout(cmd.split())
+        lines = text.splitlines()
+        assert len(lines) <= 30 and max(map(len, lines)) <= 120, cmd
+        assert text.count("FIT") == 1 and text.count("MFU") == 1, cmd
+        names = re.findall(r"(tpsim(?:\.\w+)+)", text.split("formulas:", 1)[1])
+        assert len(names) == 4 and all(callable(resolve(n)) for n in names), names

@@ -26,6 +26,9 @@ def fill_predict(p) -> None:
         p.add_argument(f"--{flag}", type=positive_int, default=None,
                        help=f"override the model's {flag}")
     p.add_argument("--json", action="store_true", help="one JSON object (keys in docs/json.md)")
+    p.add_argument("--ops", action="store_true", help="every section in full: the op table of "
+                   "one layer, the layer, its collectives, the model, the step's stages, memory "
+                   "(default: a summary of at most 30 lines)")
     p.add_argument("--trace", metavar="FILE.json", default=None,
                    help="also write a Chrome trace (Perfetto, chrome://tracing): the scheduled "
                         "layer, and with --pp, --dp or several micro-batches every stage's streams")
@@ -59,21 +62,26 @@ def _predict_one(args, combo: dict):
 
 def _cmd_predict(args) -> None:
     from ..report.render import notice_text, prediction_json, prediction_report
+    from ..report.summary import prediction_summary
     if args.trace is not None and not args.trace.strip():
         raise ConfigError("--trace", "", "a file name such as layer.json", args.trace)
     combos = combinations(args, LISTS)
     if len(combos) > 1:
         return _compare(args, combos)
     pred = _predict_one(args, combos[0])
-    out = dump_json(prediction_json(pred)) if args.json else prediction_report(pred)
+    if args.json:
+        out = dump_json(prediction_json(pred))
+    else:
+        out = prediction_report(pred) if args.ops else prediction_summary(pred)
     if args.trace is not None:
         from ..report.trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)
     print(out)
     if args.trace is not None and not args.json:
         print(f"trace: {args.trace} (open in https://ui.perfetto.dev or chrome://tracing)")
-    for w in pred.warnings:
-        warn(notice_text(w))
+    if args.json or args.ops:         # the summary states both notices itself
+        for w in pred.warnings:
+            warn(notice_text(w))
 
 
 def _compare(args, combos: list[dict]) -> None:

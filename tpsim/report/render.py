@@ -147,10 +147,13 @@ def notice_text(n) -> str:
     """A :class:`~tpsim.sim.result.Notice` in words."""
     v = n.values
     if n.code == "memory_does_not_fit":
-        rcp = ", " if v["recompute"] == "full" else ", activation recomputation "
+        fixes = ["pipeline parallelism"]            # what is not on already (the summary's advice)
+        if v.get("dp", 1) > 1 and not v.get("distributed_optimizer"):
+            fixes.append("a distributed optimizer")
+        if v["recompute"] != "full":
+            fixes.append("activation recomputation")
         return (f"does not fit: {v['needed_bytes'] / 1e9:.1f} GB per GPU needed, {v['device']} "
-                f"has {v['capacity_bytes'] / 1e9:.0f} GB (add pipeline parallelism, a "
-                f"distributed optimizer{rcp}or more TP)")
+                f"has {v['capacity_bytes'] / 1e9:.0f} GB (add {', '.join(fixes)} or more TP)")
     if n.code == "tp_spans_nodes":
         return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
                 f"{v['level']}")

@@ -113,12 +113,13 @@ def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, *
     return layer_times(_simulate_layer(m, topo, lay)[0])
 
 
-def _notices(topo, tp, mem, recompute) -> tuple[Notice, ...]:
-    out = []
+def _notices(topo, lay: Layout, mem) -> tuple[Notice, ...]:
+    out, tp = [], lay.tp
     if not mem.fits:
         out.append(Notice("memory_does_not_fit", {
             "needed_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
-            "device": topo.device.name, "recompute": recompute}))
+            "device": topo.device.name, "recompute": lay.recompute, "dp": lay.dp,
+            "distributed_optimizer": lay.distributed_optimizer}))
     nodes = math.ceil(tp / topo.devices_per_node)
     if nodes > 1:
         out.append(Notice("tp_spans_nodes", {"tp": tp, "nodes": nodes,
@@ -163,7 +164,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                    (Part.of(sim, layer), Part.of(emb), Part.of(out)), peak)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
-                      _notices(topo, tp, mem, lay.recompute), sim, result.times, result.memory,
+                      _notices(topo, lay, mem), sim, result.times, result.memory,
                       result)
 
 

@@ -1,0 +1,162 @@
+"""``tpsim predict``'s first answer: the verdict, the step and where it goes, the layer, memory,
+and what to try next, in at most 30 lines of at most 120 columns. Every section in full (the
+op table, the layer, its collectives, the model, the stages) is ``--ops``
+(:func:`tpsim.report.render.prediction_report`); every number with its formula is ``--json``.
+
+The advice reads the layout: it names a knob only where the knob is off and would act on the
+part that is large (the distributed optimizer only with DP > 1 and not already on, sequence
+parallelism only with TP > 1, ...).
+"""
+from __future__ import annotations
+
+from . import formulas as fm
+from .step import PARTS
+
+WIDTH = 120        # columns
+GB = 1e9           # the memory lines' unit (GB = 1e9 bytes, as the device's name)
+
+
+def _ms(s: float) -> str:
+    return f"{s:.3f} s" if s >= 1 else f"{s * 1e3:.2f} ms"
+
+
+def _head(p) -> list[str]:
+    i = p.inputs
+    tp_where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
+    knobs = [f"micro-batch {i.micro_batch} x seq {i.seq_len}",
+             f"global batch {i.global_batch} ({i.micro_batches} micro-batch"
+             f"{'es' if i.micro_batches > 1 else ''} per replica)", i.dtype,
+             f"{i.attention} attention", f"dropout {i.dropout:g}",
+             f"SP {'on' if i.sequence_parallel else 'off'}",
+             f"recompute {i.recompute}"]
+    knobs += [k for k, on in (("distributed optimizer", i.distributed_optimizer),
+                              ("TP overlap", i.tp_comm_overlap),
+                              (f"{i.virtual_stages} chunks per stage", i.virtual_stages > 1),
+                              ("DP reduce after the backward",
+                               i.dp > 1 and not i.overlap_grad_reduce)) if on]
+    return [f"tpsim predict: {i.model} on {i.topology} ({i.device}): TP {i.tp} x PP {i.pp} x "
+            f"DP {i.dp} = {i.gpus} GPUs, TP {tp_where}", *_wrap(knobs, "", ", ")]
+
+
+def _verdict(p) -> str:
+    mem = p.memory
+    need, have = mem.total_bytes / GB, mem.capacity_bytes / GB
+    if mem.fits:
+        return f"FITS: {need:.1f} GB per GPU of {have:.0f} GB"
+    return f"DOES NOT FIT: {need:.1f} GB per GPU needed, {have:.0f} GB on the {p.inputs.device}"
+
+
+def _step(p) -> list[str]:
+    st = p.step
+    lines = [f"step {_ms(st.time_s)}: {st.tokens_per_s:,.0f} tokens/s, {st.tflops_per_gpu:.1f} "
+             f"TFLOP/s per GPU, MFU {st.mfu * 100:.1f}% (model FLOPs over the whole step)",
+             "where it goes, per GPU (the parts sum to the step):"]
+    parts = [(label, getattr(st, key)) for label, key, _ in PARTS]
+    cells = [f"{label} {_ms(v)} {v / st.time_s * 100:.1f}%" for label, v in parts
+             if v > 0 or label == "compute"]
+    return lines + _wrap(cells, "  ", " | ")
+
+
+def _layer(p) -> list[str]:
+    layer = p.layer
+    cells = [f"one layer (x{p.model.layers}): {_ms(layer.total_s)} forward + backward"]
+    if p.collectives:
+        c = max(p.collectives, key=lambda c: c.count * c.time_s)
+        n = sum(x.count for x in p.collectives)
+        cells += [f"TP comm exposed {layer.exposed_comm_share * 100:.1f}% of it",
+                  f"{n} TP collectives, the largest {c.op} of {c.bytes / 1e6:.1f} MB in "
+                  f"{c.time_s * 1e6:.0f} us ({c.algorithm})"]
+    return _wrap(cells, "", "; ")
+
+
+def _memory(p) -> str:
+    m = p.memory
+    where = f" (fullest stage {m.stage})" if len(p.stage_memory) > 1 else ""
+    return (f"memory per GPU{where}, GB: weights {m.weights_bytes / GB:.2f} + gradients "
+            f"{m.gradients_bytes / GB:.2f} + optimizer {m.optimizer_bytes / GB:.2f} + activations "
+            f"{m.activations_bytes / GB:.2f} = {m.total_bytes / GB:.2f}")
+
+
+def _wrap(cells: list[str], indent: str, sep: str) -> list[str]:
+    lines, cur = [], indent
+    for c in cells:
+        add = c if cur == indent else sep + c
+        if len(cur) + len(add) > WIDTH and cur != indent:
+            lines.append(cur)
+            cur = indent + c
+        else:
+            cur += add
+    return lines + [cur]
+
+
+def advice(p) -> list[str]:
+    """What to try next, read from the layout and where the memory or the time goes."""
+    i, mem, st = p.inputs, p.memory, p.step
+    out = []
+    if not mem.fits:
+        if i.dp > 1 and not i.distributed_optimizer:
+            out.append(f"--distributed-optimizer shards the optimizer state over the {i.dp} DP "
+                       f"replicas: -{mem.optimizer_bytes * (1 - 1 / i.dp) / GB:.1f} GB")
+        out += _pp_advice(i, mem)
+        if mem.activations_bytes > 0.1 * mem.total_bytes and i.recompute != "full":
+            out.append(f"--recompute full keeps only each layer's input of the "
+                       f"{mem.activations_bytes / GB:.1f} GB of activations")
+        if i.tp > 1 and not i.sequence_parallel and mem.activations_bytes > 0.1 * mem.total_bytes:
+            out.append("--sequence-parallel splits the norms' and dropouts' activations over TP")
+    else:
+        out += _time_advice(i, st)
+    out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model {i.model} "
+               f"--topology {i.topology} --gpus {i.gpus} --global-batch {i.global_batch}")
+    return out
+
+
+def _pp_advice(i, mem) -> list[str]:
+    """More pipeline stages divide the weights, gradients and optimizer state per GPU; the
+    activations in flight stay about the same under 1F1B (p micro-batches of L/p layers on the
+    first stage), so the stages needed are the state over the room the activations leave."""
+    state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
+    room = mem.capacity_bytes - mem.activations_bytes
+    if room <= 0 or state <= 0:
+        return []
+    factor = 1
+    while state / factor > room:
+        factor *= 2
+    return [f"--pp {i.pp * factor} splits the {state / GB:.1f} GB of weights, gradients and "
+            f"optimizer state per GPU {factor} ways ({factor}x the GPUs, or 1/{factor} the DP)"]
+
+
+def _time_advice(i, st) -> list[str]:
+    share = {key: getattr(st, key) / st.time_s for _, key, _ in PARTS}
+    out = []
+    if share["bubble_s"] > 0.1:
+        out.append("more micro-batches per step (--global-batch) or --virtual-stages "
+                   f"{2 * i.virtual_stages}: the bubble is (p-1)/(m v) of the compute")
+    if share["tp_comm_exposed_s"] > 0.05:
+        if i.tp > 1 and not i.sequence_parallel:
+            out.append("--sequence-parallel: reduce-scatter + all-gather instead of all-reduce")
+        elif i.sequence_parallel and not i.tp_comm_overlap:
+            out.append("--tp-comm-overlap hides the TP collectives behind the GEMMs")
+    if share["dp_comm_exposed_s"] > 0.05:
+        out.append("drop --no-overlap-grad-reduce: reduce the gradients beside the backward"
+                   if not i.overlap_grad_reduce else
+                   "a larger --global-batch spreads the gradient reduction over more work")
+    if share["optimizer_s"] > 0.1:
+        out.append("a larger --global-batch spreads the optimizer step over more micro-batches")
+    if share["host_wait_s"] > 0.05:
+        out.append("a larger --micro-batch: the GPU waits for the host to issue small kernels")
+    return out
+
+
+def _formulas() -> list[str]:
+    named = {"step": fm.STEP["time_s"], "where it goes": fm.STAGE, "layer": fm.LAYER,
+             "memory": fm.MEMORY["total_bytes"]}
+    return _wrap([f"{k} {v}" for k, v in named.items()], "formulas: ", ", ")
+
+
+def prediction_summary(p) -> str:
+    """The first answer for a :class:`~tpsim.sim.result.Prediction` (module docstring)."""
+    lines = [*_head(p), "", _verdict(p), *_step(p), *_layer(p), _memory(p), "", "try next:",
+             *(line for a in advice(p) for line in _wrap(a.split(" "), "  ", " ")), "",
+             *_formulas(),
+             "--ops: the op table and every section in full; --json: every number with its formula"]
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ import dataclasses
 import textwrap
 
 from ..base.formula import qualname
+from ..cluster.topology import Device
 from ..serving import infer as serving
 from ..serving import memory as serving_memory
 from ..sim.memory import stage_memory
@@ -45,6 +46,7 @@ STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                                   "total_bytes", "fits")),
                   (accounting.stage_memories, ("activations_bytes",)),
+                  (Device.usable_bytes, ("reserved_bytes",)),
                   (terms.in_flight_chunks, ("in_flight",)),
                   (ModelConfig.stage_params, ("params_per_gpu",)))
 
@@ -58,7 +60,8 @@ TOTAL = qualname(serving.infer)
 INFER_MEMORY = by_field((serving_memory.weights_per_gpu, ("weights_bytes",)),
                         (serving_memory.kv_bytes_per_token, ("kv_bytes_per_token",)),
                         (serving_memory.serving_memory, ("kv_cache_bytes", "activations_bytes",
-                                                         "total_bytes", "fits", "max_batch")))
+                                                         "total_bytes", "fits", "max_batch")),
+                        (Device.usable_bytes, ("reserved_bytes",)))
 
 LABEL = "  formula        "
 WIDTH = 120

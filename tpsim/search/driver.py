@@ -67,6 +67,7 @@ class Space:
     tp_across_nodes: bool = False
     uneven: bool = True
     recompute: tuple[str, ...] = RECOMPUTE
+    memory_headroom: float = 0.0
 
 
 def _knobs(tp: int, dp: int, space: Space):
@@ -129,7 +130,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                             layouts += [Layout.unchecked(
                                 tp=tp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
                                 sequence_parallel=sp, recompute=rc, distributed_optimizer=do,
-                                tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l)
+                                tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
+                                memory_headroom=space.memory_headroom)
                                 for f, l in splits]
     return layouts, dropped
 
@@ -226,14 +228,14 @@ def bound_layouts(workers, layouts: list[Layout], progress=None):
     """(step-time bound, fullest stage's total bytes, fits) of every layout, in order."""
     out = [None] * len(layouts)
     groups = pipelines(layouts)
-    capacity = workers.run.topo.device.memory_bytes
+    usable = workers.run.topo.device.usable_bytes
     done = 0
     step = -(-len(groups) // PROGRESS_STEPS)
     for start in range(0, len(groups), step):
         chunk = groups[start:start + step]
         for g, rows in zip(chunk, workers.bound([[layouts[i] for i in g] for g in chunk])):
             for i, (bound, nbytes) in zip(g, rows):
-                out[i] = (bound, nbytes, nbytes <= capacity)
+                out[i] = (bound, nbytes, nbytes <= usable(layouts[i].memory_headroom))
             done += len(g)
         if progress:
             progress("pricing layouts", done, len(layouts))
@@ -267,13 +269,13 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes):
+            tp_across_nodes, memory_headroom=0.0):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
     _check(gpus, global_batch, top, jobs)
     run = _run(model, topology, nodes, seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
-    layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
-                                                                    tp_across_nodes), run.seq_len)
+    space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom)
+    layouts, dropped = enumerate_layouts(run.model, run.topo, space, run.seq_len)
     return run, layouts, dropped
 
 
@@ -284,13 +286,15 @@ def _ranked(layouts, priced, indices) -> list:
 
 def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
            dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
-           tp_across_nodes: bool = False, progress=None) -> SearchResult:
+           tp_across_nodes: bool = False, progress=None,
+           memory_headroom: float = 0.0) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
-    ``global_batch`` sequences per step that fit in memory (module docstring)."""
+    ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
+    it free (:class:`~tpsim.spec.layout.Layout`) (module docstring)."""
     start = time.perf_counter()
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
-                                        nodes, top, jobs, tp_across_nodes)
+                                        nodes, top, jobs, tp_across_nodes, memory_headroom)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start
@@ -313,12 +317,13 @@ def _source(given, name: str) -> str:
 
 def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
             dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
-            tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
+            tp_across_nodes: bool = False, progress=None,
+            memory_headroom: float = 0.0) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
     with paused_gc():
         run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes)
+                                  jobs, tp_across_nodes, memory_headroom)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

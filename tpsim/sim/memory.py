@@ -32,9 +32,11 @@ OPTIMIZER_BYTES = {k: v.optimizer for k, v in PRECISION.items()}
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes per GPU of one pipeline ``stage``. ``fits``: total <= capacity (no allowance for
-    the CUDA context, workspace or fragmentation, which take a few GB more in practice).
-    ``in_flight``: micro-batches whose activations the stage holds at once."""
+    """Bytes per GPU of one pipeline ``stage``. ``capacity_bytes``: the device's memory as the
+    CUDA runtime exposes it; ``reserved_bytes``: what the tensors cannot have of it (the CUDA
+    context, NCCL's buffers, the allocator's fragmentation, the run's headroom:
+    :meth:`tpsim.cluster.topology.Device.usable_bytes`); ``fits``: total <= capacity -
+    reserved. ``in_flight``: micro-batches whose activations the stage holds at once."""
     params_per_gpu: int
     weights_bytes: float
     gradients_bytes: float
@@ -42,6 +44,7 @@ class Memory:
     activations_bytes: float
     total_bytes: float
     capacity_bytes: float
+    reserved_bytes: float
     fits: bool
     stage: int = 0
     in_flight: int = 1
@@ -49,13 +52,16 @@ class Memory:
 
 
 def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
-                 optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1) -> Memory:
-    """params x (weights + gradients + optimizer / shards) bytes, plus activations."""
+                 optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1,
+                 usable_bytes: float | None = None) -> Memory:
+    """params x (weights + gradients + optimizer / shards) bytes, plus activations; it fits
+    within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it)."""
     prec = precision(dtype)
     weights = params * prec.weights
     grads = params * prec.grads
     optim = params * prec.optimizer / optimizer_shards
     total = weights + grads + optim + activations_bytes
+    usable = capacity_bytes if usable_bytes is None else usable_bytes
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
-                  float(total), float(capacity_bytes), total <= capacity_bytes, stage, in_flight,
-                  optimizer_shards)
+                  float(total), float(capacity_bytes), float(capacity_bytes - usable),
+                  total <= usable, stage, in_flight, optimizer_shards)

@@ -200,7 +200,8 @@ class Inputs:
 class Notice:
     """A warning as data: a ``code`` and the numbers behind it (SI); the renderer words it.
 
-    Codes: ``memory_does_not_fit`` (needed_bytes, capacity_bytes, device, recompute);
+    Codes: ``memory_does_not_fit`` (needed_bytes, capacity_bytes, usable_bytes, device,
+    recompute);
     ``tp_spans_nodes`` (tp, nodes, level: the level its collectives cross).
     """
     code: str

@@ -83,6 +83,10 @@ class Layout:
                                             "split evenly)", "--first-stage-layers")
     last_stage_layers: int | None = _count(None, "layers on the last pipeline stage (the rest "
                                            "split evenly)", "--last-stage-layers")
+    memory_headroom: float = setting(
+        0.0, "share of the device memory left to the tensors (after the topology's reserve "
+        "and fragmentation) that the run keeps free on top", flag="--memory-headroom",
+        kind="probability")
     # declared ahead of their models: the default only
     ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
                      unmodelled="expert parallelism")

@@ -120,6 +120,7 @@ def _notices(topo, tp, mem, recompute) -> tuple[Notice, ...]:
     if not mem.fits:
         out.append(Notice("memory_does_not_fit", {
             "needed_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
+            "usable_bytes": mem.capacity_bytes - mem.reserved_bytes,
             "device": topo.device.name, "recompute": recompute}))
     nodes = math.ceil(tp / topo.devices_per_node)
     if nodes > 1:
@@ -238,7 +239,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        distributed_optimizer=lay.distributed_optimizer,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p)
-    return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak)
+    return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 
 __all__ = ["predict", "predict_layer", "predict_block", "Layout", "Prediction", "BlockPrediction",

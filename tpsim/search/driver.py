@@ -272,6 +272,7 @@ def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, job
             tp_across_nodes, memory_headroom=0.0):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
     _check(gpus, global_batch, top, jobs)
+    Layout(memory_headroom=memory_headroom)       # checked as predict checks it
     run = _run(model, topology, nodes, seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
     space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom)

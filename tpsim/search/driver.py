@@ -5,11 +5,12 @@ Every layout with tp x pp x dp = gpus is enumerated:
 * tp: a divisor of the model's heads and ffn_hidden that divides or is a multiple of its
   kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
   (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
-* pp with v virtual stages: layers / (pp v) per model chunk when that divides; without
-  interleaving also Megatron's uneven split, the first and/or last stage holding one or two
-  layers fewer than the e of each middle stage (it runs the embedding, the output layer and the
-  loss: ``--decoder-first/last-pipeline-num-layers``), and interleaving needs the micro-batches
-  to be a multiple of pp;
+* pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
+  uneven split, the first and/or last stage holding one or two layers per model chunk fewer
+  than the e of each middle stage (it runs the embedding, the output layer and the loss:
+  ``--decoder-first/last-pipeline-num-layers``; every stage's layers a multiple of v, as
+  Megatron-core requires: :func:`tpsim.training.pipeline.split_layers`), and interleaving needs
+  the micro-batches to be a multiple of pp;
 * micro-batch: every divisor of the replica's batch (global batch / dp);
 * sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
   recomputation none/selective/full, distributed optimizer on/off (dp > 1).
@@ -80,20 +81,22 @@ def _knobs(tp: int, dp: int, space: Space):
 
 
 def _splits(layers: int, pp: int, v: int, uneven: bool):
-    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones
-    (first and/or last one or two layers under the middle stages' e), v = 1 only."""
+    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones:
+    first and last each e, e - v or e - 2v layers (one or two fewer per model chunk) beside
+    middle stages of e layers each, e a multiple of v (module docstring)."""
     if layers % (pp * v) == 0:
         yield None, None
-    if not uneven or v > 1 or pp < 2:
+    if not uneven or pp < 2:
         return
-    even = layers // pp if layers % pp == 0 else None
+    even = layers // pp if layers % (pp * v) == 0 else None
     seen = {(even, even)}
-    for e in range(max(1, layers // pp), layers // pp + 3):
+    base = layers // pp // v * v
+    for e in range(max(v, base), base + 3 * v, v):
         rest = layers - (pp - 2) * e
-        for first in range(max(1, e - 2), e + 1):
+        for first in range(max(v, e - 2 * v), e + 1, v):
             last = rest - first
-            if max(1, e - 2) <= last <= e and (first, last) not in seen and \
-                    (pp > 2 or abs(first - last) <= 2):
+            if max(v, e - 2 * v) <= last <= e and last % v == 0 and \
+                    (first, last) not in seen and (pp > 2 or abs(first - last) <= 2 * v):
                 seen.add((first, last))
                 yield first, last
 

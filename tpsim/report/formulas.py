@@ -24,6 +24,7 @@ from ..spec.model import ModelConfig
 from ..training import step_accounting as accounting
 from ..training.predict import predict
 from ..training import terms
+from ..training.flops import megatron_flops
 
 
 def by_field(*groups) -> dict[str, str]:
@@ -41,7 +42,9 @@ MODEL = by_field((layer_times, ("layer_s",)), (phase_times, ("embedding_s", "out
 STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times, SPLIT),
                 (accounting.step_times, ("tokens_per_s", "tflops_per_gpu", "mfu", "hfu", "flops",
                                          "hardware_flops", "ideal_bubble_fraction")),
-                (terms.p2p_bytes, ("p2p_bytes",)))
+                (terms.p2p_bytes, ("p2p_bytes",)),
+                (megatron_flops, ("megatron_tflops_per_gpu",
+                                  "megatron_full_square_tflops_per_gpu")))
 STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                                   "total_bytes", "fits")),

@@ -29,7 +29,8 @@ What it models, per GPU of one TP group (every rank runs the same ops in lock-st
   prefill fills the pipeline: its layers' time x (2pp-1)/pp.
 * **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
   vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
-  ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits.
+  ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits
+  in what the device leaves to tensors (Device.usable_bytes of the layout's memory_headroom).
 """
 from __future__ import annotations
 

@@ -20,6 +20,11 @@ the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the 
 attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6). A pipeline
 stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
 schedule (the first stage p of them; :func:`tpsim.training.pipeline.in_flight`).
+
+A stage fits when its total is within what the device leaves to tensors
+(:meth:`tpsim.cluster.topology.Device.usable_bytes`): its memory as the CUDA runtime exposes it,
+less the CUDA context and NCCL's buffers, the caching allocator's fragmentation and the run's
+memory_headroom; ``reserved_bytes`` is the difference.
 """
 from __future__ import annotations
 

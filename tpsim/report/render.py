@@ -111,8 +111,9 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     where = (f"fullest stage: {mem.stage} of {len(stages)}, " if len(stages) > 1 else "") + \
         f"activations of {mem.in_flight} {what} in flight"
     shard = f", optimizer sharded {mem.optimizer_shards} ways" if mem.optimizer_shards > 1 else ""
+    weights = "bf16 + FP8-cached" if dtype == "fp8" else dtype
     lines = [
-        f"memory per GPU (GiB = 2^30 bytes; mixed-precision Adam: {dtype} weights, main "
+        f"memory per GPU (GiB = 2^30 bytes; mixed-precision Adam: {weights} weights, main "
         f"gradients, fp32 master + m + v{shard}; {where}):",
         f"  parameters     {mem.params_per_gpu / 1e9:9.2f} B",
         f"  weights        {mem.weights_bytes / gb:9.2f} GiB",

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_topology(levels, device=None, name="hand") -> Topology:
     """A Topology from plain dicts (YAML units), no copy pass and no launch unless given."""
-    dev = {"name": "toy", "peak_tflops": {"bf16": 100.0, "fp32": 10.0}, "memory_GB": 80,
+    dev = {"name": "toy", "peak_tflops": {"bf16": 100.0, "fp32": 10.0}, "memory_GiB": 80,
            "memory_bandwidth_GBps": 1000}
     dev.update(device or {})
     return from_mapping(Topology, {"name": name, "description": "hand-derived test topology",

@@ -32,7 +32,7 @@ class Run:
     """What the harness measured and knows about the machine."""
     dtype: str
     device_name: str
-    memory_GB: float
+    memory_GiB: float
     world: int
     local: int
     kernels: list            # rows with "op" (a tpsim op) and "time_s"
@@ -82,7 +82,7 @@ def _fresh_text(run: Run) -> str:
         levels.append({"name": "network", "size": nodes, "bandwidth_GBps": 1.0,
                        "latency_us": 10.0})
     dev = {"name": run.device_name, "peak_tflops": {run.dtype: 1.0},
-           "memory_GB": round(run.memory_GB, 2), "memory_bandwidth_GBps": 1.0}
+           "memory_GiB": round(run.memory_GiB, 2), "memory_bandwidth_GBps": 1.0}
     return fresh_topology_text("calibrated", f"calibrated on {run.world} x {run.device_name} "
                                f"({run.dtype}) by validate/run.py", dev, levels)
 

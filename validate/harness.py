@@ -279,7 +279,7 @@ class Harness:
         threads = torch.get_num_threads()
         stated = (M.cpu_peak_flops(threads) if not self.cuda
                   else (M.shipped_peak(name, self.dtype_name) or (None,))[0])
-        run = CAL.Run(self.dtype_name, name, M.memory_GB(self.device), self.world, self.local,
+        run = CAL.Run(self.dtype_name, name, M.memory_GiB(self.device), self.world, self.local,
                       micro["kernels"], micro["local"], micro["world"], stated)
         header = [f"Calibrated by tpsim validate/run.py (tpsim.calibrate.fitting) on microbenchmarks only: "
                   f"{self.world} ranks ({self.world // self.local} node(s) of {self.local}) of "

@@ -43,12 +43,12 @@ def device_name(device: torch.device) -> str:
     return f"CPU {_cpuinfo().get('model name') or platform.processor() or platform.machine()}"
 
 
-def memory_GB(device: torch.device) -> float:
+def memory_GiB(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory / 1e9
+        return torch.cuda.get_device_properties(device).total_memory / 2**30
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
-        return kb * 1024 / 1e9 / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return kb * 1024 / 2**30 / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     except (OSError, ValueError, IndexError):
         return 1.0
 

@@ -113,7 +113,7 @@ def test_an_object_from_another_hash_seed_hashes_afresh():
 
 TOPOLOGY = """name: tmp-topo
 description: a topology for the memo tests
-device: {name: toy, peak_tflops: {bf16: 100.0}, memory_GB: 80, memory_bandwidth_GBps: 1000}
+device: {name: toy, peak_tflops: {bf16: 100.0}, memory_GiB: 80, memory_bandwidth_GBps: 1000}
 levels:
   - {name: nvlink, size: 8, bandwidth_GBps: 450, latency_us: 2.0}
   - {name: ib, size: 4, bandwidth_GBps: BW, latency_us: 5.0}

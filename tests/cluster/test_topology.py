@@ -47,8 +47,25 @@ def test_units_convert_to_si_once():
     assert nvl.hop_latency_s("nvls", "simple") == nvl.latency_s           # not listed: latency_us
     assert ib.bandwidth_Bps == 25e9            # 200 Gb/s HDR / 8
     assert topo.device.peak("bf16") == 312e12
-    assert topo.device.memory_bytes == 80e9
+    assert topo.device.memory_bytes == 79.25 * 2**30    # memory_GiB: what CUDA exposes
     assert topo.max_ranks == 8 * 64
+
+
+@pytest.mark.parametrize("name, exposed_gib", [("dgx-a100", 79.25), ("dgx-h100", 79.11),
+                                               ("dgx-h200", 139.80), ("pcie-l40s", 44.39)])
+def test_memory_is_what_the_runtime_exposes_less_the_reserve(name, exposed_gib):
+    """The vendors' "80 GB", "141 GB" and "48 GB" are binary: each device exposes just under
+    that many GiB (PyTorch's total capacity), far above the decimal figure; the tensors get
+    (exposed - 1.5 GiB) x (1 - 0.05), x (1 - headroom) on top."""
+    dev = load_topology(name).device
+    assert dev.memory_bytes == exposed_gib * 2**30
+    vendor_gb = {"dgx-a100": 80, "dgx-h100": 80, "dgx-h200": 141, "pcie-l40s": 48}[name]
+    ecc = 15 / 16 if name == "pcie-l40s" else 1       # GDDR6's ECC keeps 1/16; HBM's is inline
+    assert 0 < vendor_gb * ecc - exposed_gib < 1.5     # GiB, less what the driver keeps
+    assert dev.memory_reserved_bytes == 1.5 * 2**30 and dev.memory_fragmentation == 0.05
+    usable = (exposed_gib - 1.5) * 2**30 * 0.95
+    assert dev.usable_bytes() == pytest.approx(usable, rel=1e-15)
+    assert dev.usable_bytes(0.1) == pytest.approx(usable * 0.9, rel=1e-15)
 
 
 def test_placement_fills_a_node_first():
@@ -62,7 +79,7 @@ def test_placement_fills_a_node_first():
 
 GOOD = {
     "name": "t", "description": "d",
-    "device": {"name": "x", "peak_tflops": {"bf16": 1.0}, "memory_GB": 1, "memory_bandwidth_GBps": 1},
+    "device": {"name": "x", "peak_tflops": {"bf16": 1.0}, "memory_GiB": 1, "memory_bandwidth_GBps": 1},
     "levels": [{"name": "l0", "size": 2, "bandwidth_GBps": 1, "latency_us": 1}],
 }
 
@@ -79,7 +96,7 @@ BAD_FILES = [
     ("mistyped key", _bad(lambda d: d["levels"][0].update(bandwith_GBps=1)), "levels[0].bandwith_GBps"),
     ("zero bandwidth", _bad(lambda d: d["levels"][0].update(bandwidth_GBps=0)), "levels[0].bandwidth_GBps"),
     ("negative bandwidth", _bad(lambda d: d["levels"][0].update(bandwidth_GBps=-5)), "bandwidth_GBps"),
-    ("non-numeric", _bad(lambda d: d["device"].update(memory_GB="lots")), "device.memory_GB"),
+    ("non-numeric", _bad(lambda d: d["device"].update(memory_GiB="lots")), "device.memory_GiB"),
     ("bool is not a number", _bad(lambda d: d["levels"][0].update(latency_us=True)), "latency_us"),
     ("unknown dtype", _bad(lambda d: d["device"]["peak_tflops"].update(fp64x=1)), "peak_tflops.fp64x"),
     ("size not an integer", _bad(lambda d: d["levels"][0].update(size=2.5)), "levels[0].size"),

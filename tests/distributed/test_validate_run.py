@@ -137,7 +137,7 @@ def test_help_prints_once_under_torchrun():
 
 def test_topology_too_small_for_the_run_fails_before_any_work(tmp_path, write_yaml):
     topo = write_yaml({"name": "one", "description": "one device", "device": {
-        "name": "x", "peak_tflops": {"fp32": 1.0}, "memory_GB": 1, "memory_bandwidth_GBps": 1},
+        "name": "x", "peak_tflops": {"fp32": 1.0}, "memory_GiB": 1, "memory_bandwidth_GBps": 1},
         "levels": [{"name": "l", "size": 1, "bandwidth_GBps": 1, "latency_us": 1}]})
     res = _direct("--smoke", "--out", str(tmp_path / "o"), "--topology", str(topo))
     assert res.returncode == 2 and "--topology" in res.stderr and "room for 2 ranks" in res.stderr

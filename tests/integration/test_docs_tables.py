@@ -41,7 +41,7 @@ def _step(p):
             "tflops": f"{s.tflops_per_gpu:.1f}", "tflops0": f"{s.tflops_per_gpu:.0f}",
             "hw": f"{s.hfu * peak:.0f}", "mfu": f"{s.mfu:.1%}",
             "bubble": f"{s.bubble_s / s.time_s:.1%}".replace("0.0%", "0%"),
-            "mem": f"{m.total_bytes / 1e9:.1f} GB", "fits": "yes" if m.fits else "no"}
+            "mem": f"{m.total_bytes / 2**30:.1f} GiB", "fits": "yes" if m.fits else "no"}
 
 
 TABLES = [
@@ -91,7 +91,7 @@ def test_serving_table_is_what_infer_says():
                         gen=256)
         m, d = p.memory, p.decode
         want = [f"{p.prefill.time_s * 1e3:,.0f} ms", f"{d.time_per_token_s * 1e3:.1f} ms",
-                f"{d.tokens_per_s:,.0f}", d.cost.bound, f"{m.total_bytes / 1e9:.1f} GB",
+                f"{d.tokens_per_s:,.0f}", d.cost.bound, f"{m.total_bytes / 2**30:.1f} GiB",
                 f"{'yes' if m.fits else 'no'} ({m.max_batch})"]
         assert cells == want, (tp, batch)
 

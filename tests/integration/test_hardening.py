@@ -89,11 +89,11 @@ def test_devices_and_oversized_files_are_refused(capsys, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- silently wrong
 
 @pytest.mark.parametrize("line, key", [
-    ("  memory_GB: 1e300", "device.memory_GB"),                 # inf bytes after * 1e9
-    ("  memory_GB: 1" + "0" * 400, "device.memory_GB"),         # OverflowError in float()
+    ("  memory_GiB: 1e300", "device.memory_GiB"),                 # inf bytes after * 2^30
+    ("  memory_GiB: 1" + "0" * 400, "device.memory_GiB"),         # OverflowError in float()
     ("  gemm_half_efficiency_dim: 1e300", "device.gemm_half_efficiency_dim"),  # eff -> 0
     ("  memory_bandwidth_GBps: 1e-300", "device.memory_bandwidth_GBps"),
-    ("  memory_GB: .nan", "device.memory_GB"),
+    ("  memory_GiB: .nan", "device.memory_GiB"),
 ])
 def test_numbers_beyond_physical_are_refused(capsys, tmp_path, line, key):
     field = line.split(":")[0]

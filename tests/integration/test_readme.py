@@ -42,7 +42,7 @@ def test_readme_serving_table_is_what_infer_says():
     import tpsim
     text = (REPO / "README.md").read_text()
     rows = re.findall(r"^\| (\d) \| (\d+) \| ([\d.]+) (ms|s) \| ([\d.]+) ms \| ([\d,]+) \| "
-                      r"([\d.]+) GB[^|]*\| (\d+) \|$", text, re.M)
+                      r"([\d.]+) GiB[^|]*\| (\d+) \|$", text, re.M)
     assert len(rows) == 6
     for tp, batch, ttft, unit, tpot, tput, mem, largest in rows:
         p = tpsim.infer("llama2-70b", "dgx-h100", tp=int(tp), batch=int(batch), prompt=2048,
@@ -52,5 +52,5 @@ def test_readme_serving_table_is_what_infer_says():
         assert round(p.prefill.time_s * scale, digits) == float(ttft)
         assert round(p.decode.time_per_token_s * 1e3, 1) == float(tpot)
         assert round(p.decode.tokens_per_s) == int(tput.replace(",", ""))
-        assert round(p.memory.total_bytes / 1e9, 1) == float(mem)
+        assert round(p.memory.total_bytes / 2**30, 1) == float(mem)
         assert p.memory.max_batch == int(largest)

@@ -98,3 +98,30 @@ def test_bad_arguments_name_the_flag():
         gpus, gb = args.pop("gpus"), args.pop("global_batch")
         with pytest.raises(ConfigError, match=flag):
             search("gpt3-125m", "dgx-a100", gpus, gb, **args)
+
+
+def test_uneven_splits_with_virtual_stages_are_enumerated_and_run():
+    """One or two layers per model chunk fewer on the end stages, every stage's layers a
+    multiple of v (Megatron-core): 126 layers on 16 stages of 2 chunks: 6 + 14 x 8 + 8 and
+    8 + 14 x 8 + 6; each split the search yields, predict accepts."""
+    from tpsim.search.driver import _splits
+    from tpsim.training.pipeline import split_layers
+    assert set(_splits(126, 16, 2, True)) == {(6, 8), (8, 6)}
+    assert list(_splits(126, 16, 1, True)) == [(6, 8), (7, 7), (8, 6)]     # as before
+    for layers, pp, v in ((126, 16, 2), (30, 4, 2), (62, 8, 2), (40, 4, 3), (26, 2, 2)):
+        for first, last in _splits(layers, pp, v, True):
+            assert sum(split_layers(layers, pp, v, first, last)) == layers
+            if first is not None:
+                assert first % v == 0 and last % v == 0
+    assert (6, 8) in set(_splits(30, 4, 2, True))                          # middle 8 each
+
+
+def test_predict_runs_uneven_stages_with_virtual_stages():
+    """gpt3-1.3b's 24 layers on 4 stages of 2 chunks with 4 on each end stage: stages hold
+    4, 8, 8, 4 layers, chunks 2, 4, 4, 2 each; the end stages' memory holds fewer layers."""
+    p = predict("gpt3-1.3b", "dgx-h100", tp=1, pp=4, dp=2, virtual_stages=2, global_batch=16,
+                first_stage_layers=4, last_stage_layers=4)
+    assert [s.layers for s in p.step.stages] == [4, 8, 8, 4]
+    assert p.step.schedule == "interleaved-1f1b"
+    weights = [m.weights_bytes for m in p.stage_memory]
+    assert weights[1] == weights[2] and weights[0] < weights[1]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tpsim.training.pipeline import (BACKWARD, FORWARD, Compute, P2P, add_pipeline, in_flight,
                             interleaved, interleaved_warmup, one_f_one_b, pipeline_schedule,
-                            schedule_table, split_layers)
+                            schedule_table, split_layers, stage_totals)
 from tpsim.training.step_graph import StepGraph
 
 
@@ -118,9 +118,53 @@ def test_split_layers():
     assert split_layers(30, 4, first=6, last=6) == [6, 9, 9, 6]
     assert split_layers(10, 2, first=4) == [4, 6]
     for bad in (dict(layers=10, pp=4), dict(layers=24, pp=4, v=4),
-                dict(layers=30, pp=4, first=5, last=6), dict(layers=12, pp=2, v=2, first=4)):
+                dict(layers=30, pp=4, first=5, last=6), dict(layers=12, pp=2, v=2, first=3),
+                dict(layers=32, pp=4, v=2, first=7, last=7), dict(layers=4, pp=3, first=2, last=2)):
         with pytest.raises(ValueError):
             split_layers(**bad)
+
+
+def _megatron_offset(layers, pp, v, first, last, chunk, rank):
+    """The first layer of model chunk ``chunk`` on pipeline rank ``rank``, transcribed from
+    Megatron-core's get_transformer_layer_offset (megatron/core/transformer/transformer_layer.py,
+    the uneven branch with a virtual pipeline)."""
+    middle_stages = pp - (first is not None) - (last is not None)
+    f, l = first or 0, last or 0
+    middle = layers - f - l
+    f_chunk, l_chunk, m_chunk = f // v, l // v, middle // v
+    total = f_chunk + m_chunk + l_chunk
+    if rank == 0:
+        return chunk * total
+    middle_rank = rank if first is None else rank - 1
+    return chunk * total + f_chunk + middle_rank * (m_chunk // middle_stages)
+
+
+@pytest.mark.parametrize("layers, pp, v, first, last, per_stage", [
+    (126, 16, 1, 7, 7, [7] + [8] * 14 + [7]),     # Llama 3 405B: one layer off each end stage
+    (30, 4, 2, 6, 8, [6, 8, 8, 8]),
+    (62, 8, 2, 6, 8, [6] + [8] * 6 + [8]),
+    (12, 2, 2, 4, None, [4, 8]),                   # pp 2: the last stage takes the rest
+    (36, 4, 3, None, 6, [10, 10, 10, 6]),           # 10 % 3: refused below
+    (40, 5, 2, 4, 4, [4, 10, 12, 10, 4]),           # 32 over 3 middle stages: refused below
+])
+def test_split_layers_with_first_last_and_virtual_stages_as_megatron(layers, pp, v, first,
+                                                                     last, per_stage):
+    """Megatron-core: stage 0 holds ``first``, stage pp-1 ``last``, the others the rest evenly
+    (it must divide); each stage's layers split evenly over its v chunks (each must divide);
+    chunk c of stage r is virtual stage c pp + r and starts where Megatron's offset says."""
+    divides = (sum(per_stage) == layers and len(set(per_stage[1:-1])) <= 1
+               and all(n % v == 0 for n in per_stage))
+    if not divides:
+        with pytest.raises(ValueError):
+            split_layers(layers, pp, v, first, last)
+        return
+    got = split_layers(layers, pp, v, first, last)
+    assert got == [per_stage[r] // v for c in range(v) for r in range(pp)]
+    assert stage_totals(got, pp, v) == per_stage
+    if v > 1:                                     # the layer order Megatron builds
+        for c in range(v):
+            for r in range(pp):
+                assert sum(got[:c * pp + r]) == _megatron_offset(layers, pp, v, first, last, c, r)
 
 
 def test_interleaving_needs_groups_of_p():

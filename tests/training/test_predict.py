@@ -69,7 +69,8 @@ def test_gpt3_model_level(gpt3):
     assert not gpt3.memory.fits
     (notice,) = [w for w in gpt3.warnings if w.code == "memory_does_not_fit"]
     assert notice.values["needed_bytes"] == gpt3.memory.total_bytes
-    assert notice.values["capacity_bytes"] == 80e9
+    assert notice.values["capacity_bytes"] == 79.11 * 2**30          # H100 "80 GB": 80 GiB HBM
+    assert notice.values["usable_bytes"] == gpt3.memory.capacity_bytes - gpt3.memory.reserved_bytes
 
 
 def test_tp1_has_no_communication():
@@ -89,7 +90,7 @@ def test_memory_by_hand():
     mem = p.memory
     assert (mem.weights_bytes, mem.gradients_bytes, mem.optimizer_bytes) == (165120, 330240, 990720)
     assert mem.total_bytes == pytest.approx(165120 + 330240 + 990720 + mem.activations_bytes)
-    assert mem.fits and mem.capacity_bytes == 80e9
+    assert mem.fits and mem.capacity_bytes == 79.11 * 2**30
 
 
 def test_activation_memory_by_hand():
@@ -140,7 +141,8 @@ def test_json_has_the_documented_keys(gpt3):
     assert all(o["formula"].startswith("tpsim.") for o in d["ops"])
     assert {o["group"] for o in d["ops"] if o["kind"] == "collective"} == {"tp"}
     assert [w["code"] for w in d["notices"]] == ["memory_does_not_fit"]
-    assert d["warnings"][0].startswith("does not fit: 424.5 GB per GPU needed")
+    assert d["warnings"][0].startswith("does not fit: 395.4 GiB per GPU needed")
+    assert {"capacity_bytes", "reserved_bytes"} <= set(d["memory"])
     assert {"step_s", "tflops_per_gpu", "mfu"} <= set(d["model"])
     assert {"total_bytes", "fits"} <= set(d["memory"])
 

@@ -159,7 +159,8 @@ def _cmd_plot_search(args) -> None:
     try:
         table = search_grid(args.model, args.topology, args.gpus, args.global_batch,
                             seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, jobs=args.jobs,
-                            tp_across_nodes=args.tp_across_nodes, progress=progress)
+                            tp_across_nodes=args.tp_across_nodes, progress=progress,
+                            memory_headroom=args.memory_headroom)
     finally:
         progress.close()
     _plot_done(*plot_search.save(plot_search.search_figure(table), table, args.out,

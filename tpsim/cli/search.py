@@ -25,7 +25,7 @@ def add_search_space(p) -> None:
                    help="GPUs of the job: every tp x pp x dp = gpus is tried")
     p.add_argument("--global-batch", type=positive_int, required=True,
                    help="sequences per optimizer step")
-    add_layout_arguments(p, ("seq_len", "dtype", "nodes"))
+    add_layout_arguments(p, ("seq_len", "dtype", "nodes", "memory_headroom"))
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="processes to spread the pricing and the re-pricing over (at most "
                         "the machine's CPU cores)")
@@ -63,7 +63,7 @@ def _cmd_search(args) -> None:
         result = search(args.model, args.topology, args.gpus, args.global_batch,
                         seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, top=args.top,
                         jobs=args.jobs, tp_across_nodes=args.tp_across_nodes,
-                        progress=progress)
+                        progress=progress, memory_headroom=args.memory_headroom)
     finally:
         progress.close()
     print(dump_json(search_json(result)) if args.json else search_report(result))

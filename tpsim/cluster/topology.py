@@ -16,7 +16,7 @@ from ..base.memo import Memo, value_hash
 from ..spec.parallel import Group
 from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
 from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
-from ..base.units import GB, TERA, US
+from ..base.units import GB, GiB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 DTYPES = tuple(BYTES_PER_ELEMENT)
@@ -89,9 +89,26 @@ class Device:
     peak_flops: dict[str, float] = spec(
         "peak_tflops", scale=TERA, gt=0,
         doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8); no sparsity")
-    memory_bytes: float = spec("memory_GB", scale=GB, gt=0, doc="device memory, GB (1e9 bytes)")
+    memory_bytes: float = spec("memory_GiB", scale=GiB, gt=0,
+                               doc="device memory as the CUDA runtime exposes it, GiB (2^30 "
+                                   "bytes): the total of torch.cuda.mem_get_info(), below the "
+                                   "vendor's figure by what the driver keeps")
     memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0,
                                        doc="peak memory bandwidth, GB/s")
+    memory_reserved_bytes: float = spec(
+        "memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
+        doc="memory a training or serving process holds outside its tensors, GiB: the CUDA "
+            "context with its kernel images and library workspaces (~0.5 GiB on Hopper with "
+            "CUDA's lazy module loading; cuBLAS's 32 MiB workspace per stream) and NCCL's "
+            "buffers (NCCL_BUFFSIZE, 4 MiB, per channel, peer and protocol of each "
+            "communicator, and NVLS's; NCCL environment-variable docs), ~1 GiB for "
+            "Megatron's TP, PP, DP and embedding communicators")
+    memory_fragmentation: float = spec(
+        ge=0, le=0.5, default=0.05,
+        doc="share of the rest the caching allocator holds but cannot hand out: freed blocks "
+            "it has split and cannot merge (PyTorch CUDA semantics docs, memory management; "
+            "max_memory_reserved over max_memory_allocated of a run, less 1, measures it; "
+            "0.05 assumed)")
     memory_efficiency: float = spec(gt=0, le=1, default=0.8,
                                     doc="fraction of memory bandwidth that elementwise kernels reach")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
@@ -171,6 +188,12 @@ class Device:
     def protocols(self) -> dict[str, Protocol]:
         """The protocols a collective may run with; Simple alone unless the device lists more."""
         return dict(self.collective_protocols) if self.collective_protocols else {"simple": SIMPLE}
+
+    def usable_bytes(self, headroom: float = 0.0) -> float:
+        """Bytes a process's tensors may take: (memory - reserved) (1 - fragmentation)
+        (1 - headroom), ``headroom`` the share a run keeps free on top (its memory_headroom)."""
+        room = max(self.memory_bytes - self.memory_reserved_bytes, 0.0)
+        return room * (1 - self.memory_fragmentation) * (1 - headroom)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for ``dtype``; a clear error when the device does not list it."""

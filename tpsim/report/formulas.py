@@ -14,6 +14,7 @@ import dataclasses
 import textwrap
 
 from ..base.formula import qualname
+from ..cluster.topology import Device
 from ..serving import infer as serving
 from ..serving import memory as serving_memory
 from ..sim.memory import stage_memory
@@ -23,6 +24,7 @@ from ..spec.model import ModelConfig
 from ..training import step_accounting as accounting
 from ..training.predict import predict
 from ..training import terms
+from ..training.flops import megatron_flops
 
 
 def by_field(*groups) -> dict[str, str]:
@@ -40,11 +42,14 @@ MODEL = by_field((layer_times, ("layer_s",)), (phase_times, ("embedding_s", "out
 STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times, SPLIT),
                 (accounting.step_times, ("tokens_per_s", "tflops_per_gpu", "mfu", "hfu", "flops",
                                          "hardware_flops", "ideal_bubble_fraction")),
-                (terms.p2p_bytes, ("p2p_bytes",)))
+                (terms.p2p_bytes, ("p2p_bytes",)),
+                (megatron_flops, ("megatron_tflops_per_gpu",
+                                  "megatron_full_square_tflops_per_gpu")))
 STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                                   "total_bytes", "fits")),
                   (accounting.stage_memories, ("activations_bytes",)),
+                  (Device.usable_bytes, ("reserved_bytes",)),
                   (terms.in_flight_chunks, ("in_flight",)),
                   (ModelConfig.stage_params, ("params_per_gpu",)))
 
@@ -58,7 +63,8 @@ TOTAL = qualname(serving.infer)
 INFER_MEMORY = by_field((serving_memory.weights_per_gpu, ("weights_bytes",)),
                         (serving_memory.kv_bytes_per_token, ("kv_bytes_per_token",)),
                         (serving_memory.serving_memory, ("kv_cache_bytes", "activations_bytes",
-                                                         "total_bytes", "fits", "max_batch")))
+                                                         "total_bytes", "fits", "max_batch")),
+                        (Device.usable_bytes, ("reserved_bytes",)))
 
 LABEL = "  formula        "
 WIDTH = 120

@@ -96,27 +96,35 @@ def _model_lines(p) -> list[str]:
     ]
 
 
+def _capacity_text(m) -> str:
+    """'of U GiB usable (C GiB less R reserved)': the memory the tensors may take."""
+    gib = 2**30
+    return (f"of {(m.capacity_bytes - m.reserved_bytes) / gib:.2f} GiB usable "
+            f"({m.capacity_bytes / gib:.2f} GiB less {m.reserved_bytes / gib:.2f} reserved)")
+
+
 def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
-    gb = 1e9
+    gb = 2**30
     fits = "fits" if mem.fits else "DOES NOT FIT"
     what = ("model chunks" if chunks > 1 else "micro-batches") if mem.in_flight > 1 else \
         ("model chunk" if chunks > 1 else "micro-batch")
     where = (f"fullest stage: {mem.stage} of {len(stages)}, " if len(stages) > 1 else "") + \
         f"activations of {mem.in_flight} {what} in flight"
     shard = f", optimizer sharded {mem.optimizer_shards} ways" if mem.optimizer_shards > 1 else ""
+    weights = "bf16 + FP8-cached" if dtype == "fp8" else dtype
     lines = [
-        f"memory per GPU (GB = 1e9 bytes; mixed-precision Adam: {dtype} weights, main gradients, "
-        f"fp32 master + m + v{shard}; {where}):",
+        f"memory per GPU (GiB = 2^30 bytes; mixed-precision Adam: {weights} weights, main "
+        f"gradients, fp32 master + m + v{shard}; {where}):",
         f"  parameters     {mem.params_per_gpu / 1e9:9.2f} B",
-        f"  weights        {mem.weights_bytes / gb:9.2f} GB",
-        f"  gradients      {mem.gradients_bytes / gb:9.2f} GB",
-        f"  optimizer      {mem.optimizer_bytes / gb:9.2f} GB",
-        f"  activations    {mem.activations_bytes / gb:9.2f} GB   (as the recompute mode saves them)",
-        f"  total          {mem.total_bytes / gb:9.2f} GB   of {mem.capacity_bytes / gb:.0f} GB: {fits}",
+        f"  weights        {mem.weights_bytes / gb:9.2f} GiB",
+        f"  gradients      {mem.gradients_bytes / gb:9.2f} GiB",
+        f"  optimizer      {mem.optimizer_bytes / gb:9.2f} GiB",
+        f"  activations    {mem.activations_bytes / gb:9.2f} GiB  (as the recompute mode saves them)",
+        f"  total          {mem.total_bytes / gb:9.2f} GiB  {_capacity_text(mem)}: {fits}",
     ]
     if len(stages) > 1:
         lines.append("  per stage      " + " ".join(f"{m.total_bytes / gb:.1f}" for m in stages)
-                     + " GB")
+                     + " GiB")
     return lines + formula_lines(fm.MEMORY)
 
 
@@ -152,8 +160,10 @@ def notice_text(n) -> str:
             fixes.append("a distributed optimizer")
         if v["recompute"] != "full":
             fixes.append("activation recomputation")
-        return (f"does not fit: {v['needed_bytes'] / 1e9:.1f} GB per GPU needed, {v['device']} "
-                f"has {v['capacity_bytes'] / 1e9:.0f} GB (add {', '.join(fixes)} or more TP)")
+        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
+                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
+                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors (add {', '.join(fixes)} "
+                "or more TP)")
     if n.code == "tp_spans_nodes":
         return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
                 f"{v['level']}")
@@ -239,15 +249,15 @@ def _infer_phase_lines(p) -> list[str]:
 
 
 def _infer_memory_lines(p) -> list[str]:
-    m, i, gb = p.memory, p.inputs, 1e9
+    m, i, gb = p.memory, p.inputs, 2**30
     fits = "fits" if m.fits else "DOES NOT FIT"
     return [
-        f"memory per GPU (GB = 1e9 bytes; {i.dtype} linear weights, {i.kv_dtype} KV cache):",
-        f"  weights        {m.weights_bytes / gb:9.2f} GB",
-        f"  KV cache       {m.kv_cache_bytes / gb:9.2f} GB   ({m.kv_bytes_per_token:,.0f} B per "
+        f"memory per GPU (GiB = 2^30 bytes; {i.dtype} linear weights, {i.kv_dtype} KV cache):",
+        f"  weights        {m.weights_bytes / gb:9.2f} GiB",
+        f"  KV cache       {m.kv_cache_bytes / gb:9.2f} GiB  ({m.kv_bytes_per_token:,.0f} B per "
         f"token x {i.prompt + i.gen - 1} tokens x {i.batch} sequences)",
-        f"  activations    {m.activations_bytes / gb:9.2f} GB   (the prefill's widest point)",
-        f"  total          {m.total_bytes / gb:9.2f} GB   of {m.capacity_bytes / gb:.0f} GB: "
+        f"  activations    {m.activations_bytes / gb:9.2f} GiB  (the prefill's widest point)",
+        f"  total          {m.total_bytes / gb:9.2f} GiB  {_capacity_text(m)}: "
         f"{fits}; the largest batch that fits: {m.max_batch}",
         *formula_lines(fm.INFER_MEMORY),
     ]
@@ -257,8 +267,9 @@ def infer_notice_text(n) -> str:
     """A serving :class:`~tpsim.sim.result.Notice` in words (others: :func:`notice_text`)."""
     v = n.values
     if n.code == "serving_memory_does_not_fit":
-        return (f"does not fit: {v['needed_bytes'] / 1e9:.1f} GB per GPU needed, {v['device']} "
-                f"has {v['capacity_bytes'] / 1e9:.0f} GB (largest batch that fits: "
+        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
+                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
+                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors (largest batch that fits: "
                 f"{v['max_batch']}; more TP or PP, fp8, or a shorter context)")
     if n.code == "custom_all_reduce_fallback":
         return (f"the {v['phase']} all-reduces of {v['bytes']} B run on NCCL: the custom "
@@ -330,9 +341,9 @@ def comparison_table(preds, varied: list[str]) -> str:
         st = p.step
         lines.append(f"{cells}  {_ms(p.layer.total_s):>10s} {st.time_s:9.3f}s "
                      f"{st.tokens_per_s:11,.0f} {_pct(st.mfu):>6s} "
-                     f"{p.memory.total_bytes / 1e9:7.1f}GB  {'yes' if p.memory.fits else 'NO'}")
+                     f"{p.memory.total_bytes / 2**30:6.1f}GiB  {'yes' if p.memory.fits else 'NO'}")
     lines.append("(layer: one layer forward + backward; step: one optimizer step (one micro-batch "
-                 "per replica unless --global-batch); memory: the fullest stage, GB = 1e9 bytes)")
+                 "per replica unless --global-batch); memory: the fullest stage, GiB = 2^30 bytes)")
     return "\n".join(lines + formula_lines(COLUMN_FORMULAS, "formula  "))
 
 

@@ -96,10 +96,10 @@ def search_report(result) -> str:
     for i, c in enumerate(result.candidates, 1):
         st, t = c.step, c.step.time_s
         lines.append(f"  {i:2d}  {layout_label(c.layout):34s} {_s(t):>9s} {st.tokens_per_s:10,.0f} "
-                     f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 1e9:6.1f}GB "
+                     f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 2**30:5.1f}GiB "
                      f"{_pct(st.bubble_s, t):>7s} {_pct(st.tp_comm_exposed_s, t):>8s} "
                      f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")
-    lines += [f"  ({FLAGS}; sel/full: recomputation; memory: the fullest stage, GB = 1e9 bytes; "
+    lines += [f"  ({FLAGS}; sel/full: recomputation; memory: the fullest stage, GiB = 2^30 bytes; "
               "exp.: exposed communication, % of the step)"]
     lines += formula_lines({col: CANDIDATE[key] for col, key in COLUMNS.items()}, "  formula  ")
     if result.candidates:

@@ -30,6 +30,9 @@ def _head(p) -> list[str]:
         f"of {i.micro_batch} per replica; {sched}{dp}:",
         f"  step time      {_s(st.time_s):>12s}   {st.tokens_per_s:,.0f} tokens/s, "
         f"{st.tflops_per_gpu:.1f} TFLOP/s per GPU, MFU {st.mfu * 100:.1f}%, HFU {st.hfu * 100:.1f}%",
+        f"  as published   {st.megatron_tflops_per_gpu:.1f} TFLOP/s per GPU by Megatron-LM's count "
+        f"(causal attention as half the square; "
+        f"{st.megatron_full_square_tflops_per_gpu:.1f} with the full square, before March 2025)",
     ]
 
 

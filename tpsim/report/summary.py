@@ -13,7 +13,7 @@ from . import formulas as fm
 from .step import PARTS
 
 WIDTH = 120        # columns
-GB = 1e9           # the memory lines' unit (GB = 1e9 bytes, as the device's name)
+GIB = 2**30        # the memory lines' unit, as the CUDA runtime reports a device's memory
 
 
 def _ms(s: float) -> str:
@@ -38,12 +38,19 @@ def _head(p) -> list[str]:
             f"DP {i.dp} = {i.gpus} GPUs, TP {tp_where}", *_wrap(knobs, "", ", ")]
 
 
+def _usable(mem) -> float:
+    """What the tensors may take: the capacity less the reserve (CUDA context, NCCL buffers,
+    fragmentation, headroom: :meth:`tpsim.cluster.topology.Device.usable_bytes`)."""
+    return mem.capacity_bytes - mem.reserved_bytes
+
+
 def _verdict(p) -> str:
     mem = p.memory
-    need, have = mem.total_bytes / GB, mem.capacity_bytes / GB
+    need, room = mem.total_bytes / GIB, _usable(mem) / GIB
+    of = f"{room:.1f} GiB usable of the {p.inputs.device}'s {mem.capacity_bytes / GIB:.2f} GiB"
     if mem.fits:
-        return f"FITS: {need:.1f} GB per GPU of {have:.0f} GB"
-    return f"DOES NOT FIT: {need:.1f} GB per GPU needed, {have:.0f} GB on the {p.inputs.device}"
+        return f"FITS: {need:.1f} GiB per GPU, {of}"
+    return f"DOES NOT FIT: {need:.1f} GiB per GPU needed, {of}"
 
 
 def _step(p) -> list[str]:
@@ -72,9 +79,9 @@ def _layer(p) -> list[str]:
 def _memory(p) -> str:
     m = p.memory
     where = f" (fullest stage {m.stage})" if len(p.stage_memory) > 1 else ""
-    return (f"memory per GPU{where}, GB: weights {m.weights_bytes / GB:.2f} + gradients "
-            f"{m.gradients_bytes / GB:.2f} + optimizer {m.optimizer_bytes / GB:.2f} + activations "
-            f"{m.activations_bytes / GB:.2f} = {m.total_bytes / GB:.2f}")
+    return (f"memory per GPU{where}, GiB: weights {m.weights_bytes / GIB:.2f} + gradients "
+            f"{m.gradients_bytes / GIB:.2f} + optimizer {m.optimizer_bytes / GIB:.2f} + "
+            f"activations {m.activations_bytes / GIB:.2f} = {m.total_bytes / GIB:.2f}")
 
 
 def _wrap(cells: list[str], indent: str, sep: str) -> list[str]:
@@ -96,11 +103,11 @@ def advice(p) -> list[str]:
     if not mem.fits:
         if i.dp > 1 and not i.distributed_optimizer:
             out.append(f"--distributed-optimizer shards the optimizer state over the {i.dp} DP "
-                       f"replicas: -{mem.optimizer_bytes * (1 - 1 / i.dp) / GB:.1f} GB")
+                       f"replicas: -{mem.optimizer_bytes * (1 - 1 / i.dp) / GIB:.1f} GiB")
         out += _pp_advice(i, mem)
         if mem.activations_bytes > 0.1 * mem.total_bytes and i.recompute != "full":
             out.append(f"--recompute full keeps only each layer's input of the "
-                       f"{mem.activations_bytes / GB:.1f} GB of activations")
+                       f"{mem.activations_bytes / GIB:.1f} GiB of activations")
         if i.tp > 1 and not i.sequence_parallel and mem.activations_bytes > 0.1 * mem.total_bytes:
             out.append("--sequence-parallel splits the norms' and dropouts' activations over TP")
     else:
@@ -115,13 +122,13 @@ def _pp_advice(i, mem) -> list[str]:
     activations in flight stay about the same under 1F1B (p micro-batches of L/p layers on the
     first stage), so the stages needed are the state over the room the activations leave."""
     state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
-    room = mem.capacity_bytes - mem.activations_bytes
+    room = _usable(mem) - mem.activations_bytes
     if room <= 0 or state <= 0:
         return []
     factor = 1
     while state / factor > room:
         factor *= 2
-    return [f"--pp {i.pp * factor} splits the {state / GB:.1f} GB of weights, gradients and "
+    return [f"--pp {i.pp * factor} splits the {state / GIB:.1f} GiB of weights, gradients and "
             f"optimizer state per GPU {factor} ways ({factor}x the GPUs, or 1/{factor} the DP)"]
 
 

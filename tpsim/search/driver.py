@@ -5,11 +5,12 @@ Every layout with tp x pp x dp = gpus is enumerated:
 * tp: a divisor of the model's heads and ffn_hidden that divides or is a multiple of its
   kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
   (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
-* pp with v virtual stages: layers / (pp v) per model chunk when that divides; without
-  interleaving also Megatron's uneven split, the first and/or last stage holding one or two
-  layers fewer than the e of each middle stage (it runs the embedding, the output layer and the
-  loss: ``--decoder-first/last-pipeline-num-layers``), and interleaving needs the micro-batches
-  to be a multiple of pp;
+* pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
+  uneven split, the first and/or last stage holding one or two layers per model chunk fewer
+  than the e of each middle stage (it runs the embedding, the output layer and the loss:
+  ``--decoder-first/last-pipeline-num-layers``; every stage's layers a multiple of v, as
+  Megatron-core requires: :func:`tpsim.training.pipeline.split_layers`), and interleaving needs
+  the micro-batches to be a multiple of pp;
 * micro-batch: every divisor of the replica's batch (global batch / dp);
 * sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
   recomputation none/selective/full, distributed optimizer on/off (dp > 1).
@@ -73,6 +74,7 @@ class Space:
     tp_across_nodes: bool = False
     uneven: bool = True
     recompute: tuple[str, ...] = RECOMPUTE
+    memory_headroom: float = 0.0
 
 
 def _knobs(tp: int, dp: int, space: Space):
@@ -85,20 +87,22 @@ def _knobs(tp: int, dp: int, space: Space):
 
 
 def _splits(layers: int, pp: int, v: int, uneven: bool):
-    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones
-    (first and/or last one or two layers under the middle stages' e), v = 1 only."""
+    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones:
+    first and last each e, e - v or e - 2v layers (one or two fewer per model chunk) beside
+    middle stages of e layers each, e a multiple of v (module docstring)."""
     if layers % (pp * v) == 0:
         yield None, None
-    if not uneven or v > 1 or pp < 2:
+    if not uneven or pp < 2:
         return
-    even = layers // pp if layers % pp == 0 else None
+    even = layers // pp if layers % (pp * v) == 0 else None
     seen = {(even, even)}
-    for e in range(max(1, layers // pp), layers // pp + 3):
+    base = layers // pp // v * v
+    for e in range(max(v, base), base + 3 * v, v):
         rest = layers - (pp - 2) * e
-        for first in range(max(1, e - 2), e + 1):
+        for first in range(max(v, e - 2 * v), e + 1, v):
             last = rest - first
-            if max(1, e - 2) <= last <= e and (first, last) not in seen and \
-                    (pp > 2 or abs(first - last) <= 2):
+            if max(v, e - 2 * v) <= last <= e and last % v == 0 and \
+                    (first, last) not in seen and (pp > 2 or abs(first - last) <= 2 * v):
                 seen.add((first, last))
                 yield first, last
 
@@ -140,7 +144,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                             layouts += [Layout.unchecked(
                                 tp=tp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
                                 sequence_parallel=sp, recompute=rc, distributed_optimizer=do,
-                                tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l)
+                                tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
+                                memory_headroom=space.memory_headroom)
                                 for f, l in splits]
     return layouts, dropped
 
@@ -246,14 +251,14 @@ def bound_layouts(workers, layouts: list[Layout], progress=None):
     """(step-time bound, fullest stage's total bytes, fits) of every layout, in order."""
     out = [None] * len(layouts)
     groups = pipelines(layouts)
-    capacity = workers.run.topo.device.memory_bytes
+    usable = workers.run.topo.device.usable_bytes
     done = 0
     step = -(-len(groups) // PROGRESS_STEPS)
     for start in range(0, len(groups), step):
         chunk = groups[start:start + step]
         for g, rows in zip(chunk, workers.bound([[layouts[i] for i in g] for g in chunk])):
             for i, (bound, nbytes) in zip(g, rows):
-                out[i] = (bound, nbytes, nbytes <= capacity)
+                out[i] = (bound, nbytes, nbytes <= usable(layouts[i].memory_headroom))
             done += len(g)
         if progress:
             progress("pricing layouts", done, len(layouts))
@@ -287,13 +292,14 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes, progress=None):
+            tp_across_nodes, memory_headroom=0.0, progress=None):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
     _check(gpus, global_batch, top, jobs, tp_across_nodes, progress)
+    Layout(memory_headroom=memory_headroom)       # checked as predict checks it
     run = _run(model, topology, nodes, seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
-    layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, global_batch,
-                                                                    tp_across_nodes), run.seq_len)
+    space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom)
+    layouts, dropped = enumerate_layouts(run.model, run.topo, space, run.seq_len)
     if not layouts:
         why = ", ".join(f"{n:,} {REASONS[k]}" for k, n in dropped.most_common())
         raise ConfigError("--gpus", "", f"a number of GPUs with a layout that can run at "
@@ -309,13 +315,16 @@ def _ranked(layouts, priced, indices) -> list:
 
 def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
            dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
-           tp_across_nodes: bool = False, progress=None) -> SearchResult:
+           tp_across_nodes: bool = False, progress=None,
+           memory_headroom: float = 0.0) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
-    ``global_batch`` sequences per step that fit in memory (module docstring)."""
+    ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
+    it free (:class:`~tpsim.spec.layout.Layout`) (module docstring)."""
     start = time.perf_counter()
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
-                                        nodes, top, jobs, tp_across_nodes, progress)
+                                        nodes, top, jobs, tp_across_nodes, memory_headroom,
+                                        progress)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start
@@ -338,7 +347,8 @@ def _source(given, name: str) -> str:
 
 def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
             dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
-            tp_across_nodes: bool = False, progress=None) -> tuple[Run, dict]:
+            tp_across_nodes: bool = False, progress=None,
+            memory_headroom: float = 0.0) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
     if not callable(key):
@@ -346,7 +356,7 @@ def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int 
                           key)
     with paused_gc():
         run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes, progress)
+                                  jobs, tp_across_nodes, memory_headroom, progress)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

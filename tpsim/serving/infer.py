@@ -29,7 +29,8 @@ What it models, per GPU of one TP group (every rank runs the same ops in lock-st
   prefill fills the pipeline: its layers' time x (2pp-1)/pp.
 * **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
   vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
-  ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits.
+  ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits
+  in what the device leaves to tensors (Device.usable_bytes of the layout's memory_headroom).
 """
 from __future__ import annotations
 
@@ -243,6 +244,7 @@ def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
     if not mem.fits:
         out.append(Notice("serving_memory_does_not_fit", {
             "needed_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
+            "usable_bytes": mem.capacity_bytes - mem.reserved_bytes,
             "device": topo.device.name, "max_batch": mem.max_batch}))
     nodes = math.ceil(srv.tp / topo.devices_per_node)
     if nodes > 1:
@@ -284,7 +286,7 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
-                         topo.device.memory_bytes)
+                         topo.device.memory_bytes, topo.device.usable_bytes(lay.memory_headroom))
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,

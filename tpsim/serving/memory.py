@@ -15,8 +15,11 @@ holding n_L = ceil(layers / pp) layers (the largest stage):
 * activations = (batch / pp) prompt (h + (n_in + 1) f / tp) bpe_a: the prefill's widest live
   set, the residual stream beside the MLP's fc1 output (n_in = 2 for SwiGLU) and its
   activation (serving engines size this by profiling one dummy prefill);
-* max_batch = floor((capacity - weights) / (per-sequence KV + activations)), both linear in
-  the batch; pp > 1 rounds it down to a multiple of pp.
+* max_batch = floor((usable - weights) / (per-sequence KV + activations)), both linear in
+  the batch; pp > 1 rounds it down to a multiple of pp. ``usable`` is the device's memory less
+  the reserve (CUDA context, NCCL buffers, the allocator's fragmentation) and the server's
+  headroom (:meth:`tpsim.cluster.topology.Device.usable_bytes`); ``reserved_bytes`` = capacity -
+  usable.
 """
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ def activations_per_sequence(model, tp: int, pp: int, prompt: int, act_dtype: st
 
 
 def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, dtype: str,
-                   act_dtype: str, kv_dtype: str, capacity: float) -> InferMemory:
+                   act_dtype: str, kv_dtype: str, capacity: float,
+                   usable: float | None = None) -> InferMemory:
     """Weights, KV cache and activations per GPU, whether they fit and the largest batch that
     does (module docstring)."""
     weights = weights_per_gpu(model, tp, pp, dtype, act_dtype)
@@ -61,7 +65,8 @@ def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, d
     act_seq = activations_per_sequence(model, tp, pp, prompt, act_dtype)
     kv, act = batch * kv_seq, batch * act_seq
     total = weights + kv + act
-    room = capacity - weights
+    usable = capacity if usable is None else usable
+    room = usable - weights
     most = max(0, math.floor(room / (kv_seq + act_seq))) if room > 0 else 0
-    return InferMemory(weights, kv, per_token, act, total, capacity, total <= capacity,
-                       most - most % pp)
+    return InferMemory(weights, kv, per_token, act, total, capacity, capacity - usable,
+                       total <= usable, most - most % pp)

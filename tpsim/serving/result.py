@@ -96,15 +96,17 @@ class Total:
 class InferMemory:
     """Bytes per GPU. ``kv_cache_bytes`` = batch x (prompt + gen - 1) x ``kv_bytes_per_token``
     (2 x layers x kv_heads_per_rank x head_dim x bpe_kv); ``activations_bytes``: the prefill's
-    largest live activations; ``fits``: total <= capacity (no allowance for the CUDA context
-    or the allocator, a few GB); ``max_batch``: the largest batch that fits at this prompt and
-    gen (0: not even the weights fit)."""
+    largest live activations; ``capacity_bytes``: the device's memory as the CUDA runtime
+    exposes it; ``reserved_bytes``: what the tensors cannot have of it (CUDA context, NCCL
+    buffers, fragmentation, headroom); ``fits``: total <= capacity - reserved; ``max_batch``:
+    the largest batch that fits at this prompt and gen (0: not even the weights fit)."""
     weights_bytes: float
     kv_cache_bytes: float
     kv_bytes_per_token: float
     activations_bytes: float
     total_bytes: float
     capacity_bytes: float
+    reserved_bytes: float
     fits: bool
     max_batch: int
 

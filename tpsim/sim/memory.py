@@ -20,6 +20,11 @@ the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the 
 attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6). A pipeline
 stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
 schedule (the first stage p of them; :func:`tpsim.training.pipeline.in_flight`).
+
+A stage fits when its total is within what the device leaves to tensors
+(:meth:`tpsim.cluster.topology.Device.usable_bytes`): its memory as the CUDA runtime exposes it,
+less the CUDA context and NCCL's buffers, the caching allocator's fragmentation and the run's
+memory_headroom; ``reserved_bytes`` is the difference.
 """
 from __future__ import annotations
 
@@ -32,9 +37,11 @@ OPTIMIZER_BYTES = {k: v.optimizer for k, v in PRECISION.items()}
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes per GPU of one pipeline ``stage``. ``fits``: total <= capacity (no allowance for
-    the CUDA context, workspace or fragmentation, which take a few GB more in practice).
-    ``in_flight``: micro-batches whose activations the stage holds at once."""
+    """Bytes per GPU of one pipeline ``stage``. ``capacity_bytes``: the device's memory as the
+    CUDA runtime exposes it; ``reserved_bytes``: what the tensors cannot have of it (the CUDA
+    context, NCCL's buffers, the allocator's fragmentation, the run's headroom:
+    :meth:`tpsim.cluster.topology.Device.usable_bytes`); ``fits``: total <= capacity -
+    reserved. ``in_flight``: micro-batches whose activations the stage holds at once."""
     params_per_gpu: int
     weights_bytes: float
     gradients_bytes: float
@@ -42,6 +49,7 @@ class Memory:
     activations_bytes: float
     total_bytes: float
     capacity_bytes: float
+    reserved_bytes: float
     fits: bool
     stage: int = 0
     in_flight: int = 1
@@ -49,13 +57,16 @@ class Memory:
 
 
 def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
-                 optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1) -> Memory:
-    """params x (weights + gradients + optimizer / shards) bytes, plus activations."""
+                 optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1,
+                 usable_bytes: float | None = None) -> Memory:
+    """params x (weights + gradients + optimizer / shards) bytes, plus activations; it fits
+    within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it)."""
     prec = precision(dtype)
     weights = params * prec.weights
     grads = params * prec.grads
     optim = params * prec.optimizer / optimizer_shards
     total = weights + grads + optim + activations_bytes
+    usable = capacity_bytes if usable_bytes is None else usable_bytes
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
-                  float(total), float(capacity_bytes), total <= capacity_bytes, stage, in_flight,
-                  optimizer_shards)
+                  float(total), float(capacity_bytes), float(capacity_bytes - usable),
+                  total <= usable, stage, in_flight, optimizer_shards)

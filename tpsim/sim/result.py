@@ -147,7 +147,10 @@ class StepTimes(TimeSplit):
     hardware_flops (with recomputation) per GPU, tflops_per_gpu = flops / time_s, mfu and hfu
     against the dtype's peak. The :class:`TimeSplit` parts are the per-GPU means of the stages'
     and sum to time_s. ideal_bubble_fraction = (p - 1) / (m v), the closed form for equal
-    stages and free transfers (bubble / (m (t_f + t_b))).
+    stages and free transfers (bubble / (m (t_f + t_b))). megatron_tflops_per_gpu and
+    megatron_full_square_tflops_per_gpu: the step's FLOPs as Megatron-LM counts them
+    (:func:`tpsim.training.flops.megatron_flops`, since and before March 2025), per GPU per
+    second, to compare with published TFLOP/s.
     """
     time_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -167,6 +170,8 @@ class StepTimes(TimeSplit):
     overlap_grad_reduce: bool = True
     p2p_bytes: float = 0.0
     stages: tuple[StageTimes, ...] = ()
+    megatron_tflops_per_gpu: float = 0.0
+    megatron_full_square_tflops_per_gpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -200,8 +205,8 @@ class Inputs:
 class Notice:
     """A warning as data: a ``code`` and the numbers behind it (SI); the renderer words it.
 
-    Codes: ``memory_does_not_fit`` (needed_bytes, capacity_bytes, device, recompute, dp,
-    distributed_optimizer);
+    Codes: ``memory_does_not_fit`` (needed_bytes, capacity_bytes, usable_bytes, device,
+    recompute, dp, distributed_optimizer);
     ``tp_spans_nodes`` (tp, nodes, level: the level its collectives cross).
     """
     code: str

@@ -82,10 +82,16 @@ class Layout:
     tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
                                   "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
-    first_stage_layers: int | None = _count(None, "layers on the first pipeline stage (the rest "
-                                            "split evenly)", "--first-stage-layers")
-    last_stage_layers: int | None = _count(None, "layers on the last pipeline stage (the rest "
-                                           "split evenly)", "--last-stage-layers")
+    first_stage_layers: int | None = _count(
+        None, "layers on the first pipeline stage, split evenly over its virtual stages (the "
+        "rest split evenly over the middle stages)", "--first-stage-layers")
+    last_stage_layers: int | None = _count(
+        None, "layers on the last pipeline stage, split evenly over its virtual stages (the "
+        "rest split evenly over the middle stages)", "--last-stage-layers")
+    memory_headroom: float = setting(
+        0.0, "share of the device memory left to the tensors (after the topology's reserve "
+        "and fragmentation) that the run keeps free on top", flag="--memory-headroom",
+        kind="probability")
     # declared ahead of their models: the default only
     ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
                      unmodelled="expert parallelism")

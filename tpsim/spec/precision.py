@@ -9,8 +9,15 @@
 
 Megatron-LM docs/user-guide/features/dist_optimizer.md gives the totals 18 (bf16), 20 (fp16) and
 16 (fp32) bytes per parameter, and 6 + 12/d, 4 + 16/d, 8 + 8/d with the distributed optimizer
-(arguments.py: ``accumulate_allreduce_grads_in_fp32`` for bf16). FP8 keeps the bf16 weights and
-Transformer Engine's cached FP8 copies (row-wise and, on Hopper, transposed: +2 bytes).
+(arguments.py: ``accumulate_allreduce_grads_in_fp32`` for bf16). FP8 training keeps the
+parameters in bf16 (FP8 is a compute dtype: Transformer Engine casts each weight per GEMM) and
+the same fp32 main gradients, master weights and moments as bf16; on top, Transformer Engine
+caches each weight's FP8 cast across the micro-batches of a step, row-wise and (Hopper's FP8
+GEMMs take only TN layouts) transposed: +2 bytes (Megatron-core passes ``is_first_microbatch``
+unless ``--disable-parameter-transpose-cache``, megatron/core/extensions/transformer_engine.py).
+Counted here for every parameter, though the embedding, output layer and norms stay bf16 (a
+few hundred MB at most). ``--fp8-param-gather`` (1-byte parameters) and NeMo's
+``grad_reduce_in_fp32=False`` (bf16 main gradients) are not modelled.
 """
 from __future__ import annotations
 

@@ -37,6 +37,10 @@ class ServingLayout:
                              "it runs", flag="--allreduce", kind="choice", choices=ALLREDUCE)
     eager: bool = setting(False, "no CUDA graphs: the host issues every op (the topology's "
                           "host_dispatch_us)", flag="--eager", kind="flag")
+    memory_headroom: float = setting(
+        0.0, "share of the device memory left to the tensors (after the topology's reserve "
+        "and fragmentation) that the server keeps free on top", flag="--memory-headroom",
+        kind="probability")
 
     def __post_init__(self):
         check(self)

@@ -238,25 +238,34 @@ def stage_totals(virtual: list[int] | tuple[int, ...], pp: int, v: int) -> list[
 
 def split_layers(layers: int, pp: int, v: int = 1, first: int | None = None,
                  last: int | None = None) -> list[int]:
-    """Layers of each virtual stage (chunk * pp + stage), as Megatron-core splits them: evenly,
-    layers / (pp v) each; or, with ``first``/``last`` (its --decoder-first/last-pipeline-num-
-    layers, v = 1), those on the first and last stage and the rest evenly over the others.
-    Raises ValueError naming what does not divide."""
+    """Layers of each virtual stage (chunk * pp + stage), as Megatron-core splits them
+    (``get_num_layers_to_build``, megatron/core/transformer/transformer_block.py; checks in
+    TransformerConfig.__post_init__): each pipeline stage holds n_r layers, ``first`` on stage 0
+    and ``last`` on stage pp - 1 when given (its --decoder-first/last-pipeline-num-layers), the
+    rest split evenly over the other stages (layers / pp each without either); each of a
+    stage's ``v`` model chunks holds n_r / v of them. Raises ValueError naming what does not
+    divide: the middle stages' share, or a stage's layers over its v chunks."""
+    stages = _stage_counts(layers, pp, first, last)
+    for r, n in enumerate(stages):
+        if n % v:
+            raise ValueError(f"{n} layers on pipeline stage {r} do not split evenly over "
+                             f"{v} virtual stages")
+    return [stages[r] // v for _ in range(v) for r in range(pp)]
+
+
+def _stage_counts(layers: int, pp: int, first: int | None, last: int | None) -> list[int]:
+    """Layers of each pipeline stage: ``first``/``last`` on the end stages, the rest evenly."""
     if first is None and last is None:
-        if layers % (pp * v):
-            raise ValueError(f"{layers} layers do not split evenly over {pp * v} "
-                             f"{'virtual ' if v > 1 else ''}pipeline stages")
-        return [layers // (pp * v)] * (pp * v)
-    if v != 1:
-        raise ValueError("uneven first/last stages are not modelled with virtual stages")
+        if layers % pp:
+            raise ValueError(f"{layers} layers do not split evenly over {pp} pipeline stages")
+        return [layers // pp] * pp
     ends = [x for x in (first, last) if x is not None]
     middle = pp - len(ends)
     rest = layers - sum(ends)
-    if pp < len(ends) or rest < 0 or (middle and rest % middle) or (not middle and rest):
+    if pp < len(ends) or rest < 0 or (middle and rest % middle) or bool(rest) != bool(middle):
         raise ValueError(f"{layers} layers: first/last stage layers {first}/{last} leave {rest} "
                          f"for {middle} middle stages, not an even split")
-    each = rest // middle if middle else 0
-    out = [each] * pp
+    out = [rest // middle if middle else 0] * pp
     if first is not None:
         out[0] = first
     if last is not None:

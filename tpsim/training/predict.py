@@ -3,13 +3,17 @@
 Glue only: pick the op graph's template (:mod:`tpsim.layer.graph`, :mod:`tpsim.layer.embedding`),
 make its ops at the sizes of the run's :class:`~tpsim.spec.layout.Layout`, price and schedule
 them (:mod:`tpsim.sim.simulate`) and collect a :class:`~tpsim.sim.result.Prediction`. Model FLOPs and MFU use the conventional counts of Narayanan
-et al. 2021 summed over the ops (GEMMs 2mnk, attention 4bs^2h/tp forward with the full square,
-backward twice forward). Activation recomputation (``recompute``, see :mod:`tpsim.layer.recompute`)
-adds its ops to the backward: they count in the time and in the hardware FLOPs (HFU), not in
-the model FLOPs (MFU).
+et al. 2021 summed over the ops (GEMMs 2mnk; causal attention only on the s (s + 1) / 2
+(query, key) pairs on or below the diagonal, 4 b s (s + 1) / 2 h / tp forward, backward twice
+forward: :mod:`tpsim.training.flops`). Activation recomputation (``recompute``, see
+:mod:`tpsim.layer.recompute`) adds its ops to the backward: they count in the time and in the
+hardware FLOPs (HFU), not in the model FLOPs (MFU). The step also carries the TFLOP/s per GPU
+that Megatron-LM's count gives (:func:`tpsim.training.flops.megatron_flops`), which published
+runs report.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ..base.errors import ConfigError
@@ -27,6 +31,7 @@ from .pipeline import split_layers
 from ..sim.simulate import layer_times, phase_times, simulate
 from .step import Part, check_fits, make_setup, with_nodes
 from .step_accounting import simulate_step
+from .flops import megatron_flops
 from . import terms
 from ..cluster.topology import Topology, load_topology
 
@@ -118,6 +123,7 @@ def _notices(topo, lay: Layout, mem) -> tuple[Notice, ...]:
     if not mem.fits:
         out.append(Notice("memory_does_not_fit", {
             "needed_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
+            "usable_bytes": mem.capacity_bytes - mem.reserved_bytes,
             "device": topo.device.name, "recompute": lay.recompute, "dp": lay.dp,
             "distributed_optimizer": lay.distributed_optimizer}))
     nodes = math.ceil(tp / topo.devices_per_node)
@@ -164,8 +170,18 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                    (Part.of(sim, layer), Part.of(emb), Part.of(out)), peak)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
-                      _notices(topo, lay, mem), sim, result.times, result.memory,
-                      result)
+                      _notices(topo, lay, mem), sim,
+                      _published(result.times, m, lay, par), result.memory, result)
+
+
+def _published(step, m: ModelConfig, lay: Layout, par: Parallelism):
+    """``step`` with Megatron-LM's TFLOP/s per GPU (:func:`~tpsim.training.flops.megatron_flops`
+    / GPUs / step time), its count since and before March 2025."""
+    def per_gpu(full_square: bool) -> float:
+        flops = megatron_flops(m, lay.global_batch, lay.seq_len, lay.tp, full_square)
+        return flops / par.world / step.time_s / 1e12
+    return dataclasses.replace(step, megatron_tflops_per_gpu=per_gpu(False),
+                               megatron_full_square_tflops_per_gpu=per_gpu(True))
 
 
 def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> Inputs:
@@ -237,7 +253,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        distributed_optimizer=lay.distributed_optimizer,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p)
-    return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak)
+    return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 
 __all__ = ["predict", "predict_layer", "predict_block", "Layout", "Prediction", "BlockPrediction",

@@ -156,33 +156,37 @@ def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: floa
         stages=stages)
 
 
-def stage_memories(setup, capacity_bytes: float) -> tuple[Memory, ...]:
+def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     """Each stage's weights, gradients, optimizer state (sharded d ways with the distributed
     optimizer) and the activations of the micro-batches in flight at its fullest moment
-    (:func:`tpsim.training.terms.in_flight_chunks`)."""
+    (:func:`tpsim.training.terms.in_flight_chunks`), against the ``device``'s memory less its
+    reserve and the run's ``headroom`` (:meth:`~tpsim.cluster.topology.Device.usable_bytes`)."""
     par = setup.parallelism
+    capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
     shards = terms.optimizer_shards(par.dp, setup.distributed_optimizer)
     out = []
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
-        out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity_bytes,
-                                shards, r, sum(live)))
+        out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity,
+                                shards, r, sum(live), usable))
     return tuple(out)
 
 
 _STEPS = Memo("step simulations", 512)
 
 
-def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
+def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float,
+                  headroom: float = 0.0) -> StepResult:
     """Build the step (:func:`tpsim.training.step.build_step`), run it, account for it. Memoised per
     (setup, topology, ...) by value: a pure function of frozen inputs, which sweeps repeat."""
-    return _STEPS.get((setup, topo, global_batch, seq_len, peak), _simulate_step, setup, topo,
-                      global_batch, seq_len, peak)
+    return _STEPS.get((setup, topo, global_batch, seq_len, peak, headroom), _simulate_step,
+                      setup, topo, global_batch, seq_len, peak, headroom)
 
 
-def _simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
+def _simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float,
+                   headroom: float) -> StepResult:
     g, schedule = build_step(setup, topo)
     run = g.run()
     return StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
-                      stage_memories(setup, topo.device.memory_bytes), run, schedule)
+                      stage_memories(setup, topo.device, headroom), run, schedule)

@@ -1,0 +1,51 @@
+"""The FLOP conventions: tpsim's count (MFU) is Megatron-LM's num_floating_point_operations
+since March 2025 (causal attention as half the square), within what the two leave out; the
+full-square count of before is the other published one."""
+from __future__ import annotations
+
+import pytest
+
+import tpsim
+from tpsim.spec.model import ModelConfig, load_model
+from tpsim.training.flops import megatron_flops
+
+
+def test_megatron_count_by_hand():
+    """h 64, 4 heads of 16 (q 64), 2 KV heads (k 32), GELU ffn 256, 2 layers, vocab 1000
+    (padded to 1024), 3 sequences of 8 tokens. Per token: 2 (64 (64 + 64) + 64 64 + 2 64 256)
+    + 64 1024 = 155,648; attention core per sequence s^2 q L = 8,192.
+    F = 6 x 3 (8 x 155,648 + 8,192) = 22,560,768; the full square doubles the core term."""
+    m = ModelConfig(name="toy", layers=2, hidden=64, heads=4, kv_heads=2, ffn_hidden=256,
+                    vocab=1000, seq_len=8)
+    assert megatron_flops(m, 3, 8) == 22_560_768
+    assert megatron_flops(m, 3, 8, full_square=True) == 22_708_224
+    swiglu = ModelConfig(name="toy", layers=2, hidden=64, heads=4, kv_heads=2, ffn_hidden=256,
+                         vocab=1000, seq_len=8, activation="swiglu")   # 3 h f per layer, not 2
+    assert megatron_flops(swiglu, 3, 8) - megatron_flops(m, 3, 8) == 6 * 3 * 8 * 2 * 64 * 256
+
+
+@pytest.mark.parametrize("model, seq", [("gpt3", 2048), ("llama3-8b", 8192)])
+def test_mfu_counts_causal_attention_as_megatron_does_today(model, seq):
+    """tpsim's model FLOPs of a step, over every GPU, equal Megatron's count since March 2025
+    to 0.1% (tpsim counts s (s + 1) / 2 pairs and biases); the full square is far off at long
+    sequences."""
+    p = tpsim.predict(model, "dgx-h100", tp=8, seq_len=seq, global_batch=2)
+    ours = p.step.flops * p.inputs.gpus
+    m = load_model(model)
+    assert ours == pytest.approx(megatron_flops(m, 2, seq, 8), rel=1e-3)
+    full = megatron_flops(m, 2, seq, 8, full_square=True)
+    assert ours < full * (0.99 if seq == 2048 else 0.9)
+    st = p.step
+    assert st.megatron_tflops_per_gpu == pytest.approx(st.tflops_per_gpu, rel=1e-3)
+    assert st.megatron_full_square_tflops_per_gpu == pytest.approx(
+        full / p.inputs.gpus / st.time_s / 1e12, rel=1e-12)
+
+
+def test_published_tflops_use_the_causal_count():
+    """Megatron-Bridge's performance summary (25.09-26.02) reports Llama 3 70B FP8 on 64 H100s
+    (seq 8192) at 1,621 tokens/s and 728 TFLOP/s per GPU: 0.449 TFLOP per token, Megatron's
+    count since March 2025 per token, not the full square (0.481)."""
+    m = load_model("llama3-70b")
+    per_token = megatron_flops(m, 1, 8192, tp=4) / 8192
+    assert 728e12 / 1621 == pytest.approx(per_token, rel=0.005)
+    assert megatron_flops(m, 1, 8192, tp=4, full_square=True) / 8192 > per_token * 1.06

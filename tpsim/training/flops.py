@@ -1,0 +1,36 @@
+"""FLOP conventions: tpsim's own count (MFU's numerator) and Megatron-LM's published one.
+
+tpsim counts the FLOPs the model needs, summed over the ops of the step
+(:mod:`tpsim.layer.ops`): 2mnk per GEMM (the output layer's logits included), and for causal
+attention only the (query, key) pairs on or below the diagonal, s (s + 1) / 2 per sequence and
+head: 4 b s (s + 1) / 2 heads head_dim forward, twice that backward. Recomputed ops count in
+the hardware FLOPs (HFU), not the model FLOPs (MFU); norms, softmax and elementwise kernels
+count in neither.
+
+Published TFLOP/s per GPU come from Megatron-LM's ``num_floating_point_operations``
+(megatron/training/training.py) divided by the step time and the GPUs. For a dense model of L
+layers, hidden h, q = heads head_dim query and k = kv_heads head_dim key/value widths, ffn
+width f (n_in = 2 GEMM inputs with SwiGLU, else 1), padded vocabulary V, B sequences of s tokens:
+
+    F = 6 B s [L (h (q + 2k) + q h + (n_in + 1) h f) + h V] + c 6 B s^2 q L
+
+with c = 1 since ADLR/megatron-lm!2789 (commit 8873b55, March 2025: "only half of the
+attention matrix is non-zero"; Megatron-core 0.12 on) and c = 2 before it (the full square of
+Narayanan et al. 2021, eq. 3, which the papers' and the Megatron-LM README's TFLOP/s use).
+tpsim's own count differs from c = 1 only by its s (s + 1) / 2 pairs against s^2 / 2 and by
+what the model leaves out (biases, the embedding lookup), a few parts in 10^4 at s = 2048.
+"""
+from __future__ import annotations
+
+
+def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
+                   full_square: bool = False) -> float:
+    """Megatron-LM's num_floating_point_operations for one step of ``global_batch`` sequences
+    of ``seq_len`` tokens (module docstring); ``full_square``: its count before March 2025.
+    The vocabulary is padded as Megatron pads it for ``tp`` ranks."""
+    h, L, s, B = model.hidden, model.layers, seq_len, global_batch
+    q, k = model.heads * model.head_dim, model.kv_heads * model.head_dim
+    mlp = (model.mlp_in_gemms + 1) * h * model.ffn_hidden
+    per_token = L * (h * (q + 2 * k) + q * h + mlp) + h * model.padded_vocab(tp)
+    core = (2 if full_square else 1) * s * s * q * L
+    return 6.0 * B * (s * per_token + core)

@@ -108,3 +108,23 @@ def test_console_script_error_has_no_traceback():
     r = subprocess.run([sys.executable, "-m", "tpsim", "predict", "--model", "gpt3", "--tp", "5"],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_megatron_argument_names_are_aliases(capsys):
+    """Megatron-LM's names for the same settings (megatron/training/arguments.py) give the same
+    prediction as tpsim's flags."""
+    import json
+    ours = ["--tp", "4", "--pp", "2", "--dp", "2", "--global-batch", "64",
+            "--distributed-optimizer", "--micro-batch", "2", "--seq", "1024"]
+    theirs = ["--tensor-model-parallel-size", "4", "--pipeline-model-parallel-size", "2",
+              "--dp", "2", "--global-batch-size", "64", "--use-distributed-optimizer",
+              "--micro-batch-size", "2", "--seq-length", "1024"]
+    outs = []
+    for flags in (ours, theirs):
+        code, out, _ = run(capsys, "predict", "--model", "gpt3-1.3b", "--topology",
+                           "dgx-a100-hdr-cluster", "--nodes", "2", *flags, "--json")
+        assert code == 0
+        outs.append(json.loads(out))
+    assert outs[0] == outs[1]
+    code, _, err = run(capsys, "predict", "--model", "gpt3-1.3b", "--context-parallel-size", "2")
+    assert code == 2 and "--cp" in err and "not modelled yet" in err

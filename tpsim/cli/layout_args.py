@@ -85,7 +85,8 @@ def add_layout_arguments(parser, names=None, *, cls=Layout, lists: bool = False,
     to a field's help, by field name."""
     for f in _fields(cls, names):
         flag, kwargs = argument(f, lists, (extra or {}).get(f.name, ""))
-        parser.add_argument(flag, **kwargs)
+        alias = f.metadata.get("megatron")     # Megatron-LM's name for the same setting
+        parser.add_argument(flag, *((alias,) if alias else ()), **kwargs)
 
 
 def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:

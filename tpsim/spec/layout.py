@@ -43,10 +43,12 @@ class Layout:
     """One way to run a training job (module docstring); frozen, keyword-only, checked when
     made (``dataclasses.replace`` checks the new one)."""
     # the layer's settings
-    tp: int = _count(8, "tensor-parallel degree (consecutive ranks)", "--tp", lists=True)
-    micro_batch: int = _count(1, "sequences per micro-batch", "--micro-batch", lists=True)
+    tp: int = _count(8, "tensor-parallel degree (consecutive ranks)", "--tp", lists=True,
+                     megatron="--tensor-model-parallel-size")
+    micro_batch: int = _count(1, "sequences per micro-batch", "--micro-batch", lists=True,
+                              megatron="--micro-batch-size")
     seq_len: int | None = _count(None, "sequence length (default: the model's)", "--seq",
-                                 lists=True)
+                                 lists=True, megatron="--seq-length")
     dtype: str | None = setting(None, "training dtype (default: the first of these the device "
                                 "lists)", flag="--dtype", kind="choice", choices=DTYPES,
                                 lists=True)
@@ -61,16 +63,20 @@ class Layout:
         expected="fused, unfused or the name of a kernel the device lists")
     recompute: str = setting("none", "activation recomputation (selective: the unfused "
                              "attention core)", flag="--recompute", kind="choice",
-                             choices=RECOMPUTE, lists=True)
+                             choices=RECOMPUTE, lists=True, megatron="--recompute-granularity")
     # the step's: pipeline, data parallelism, optimizer, the network's size
-    pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True)
+    pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True,
+                     megatron="--pipeline-model-parallel-size")
     dp: int = _count(1, "data-parallel replicas", "--dp", lists=True)
     global_batch: int | None = _count(None, "sequences per optimizer step (default micro-batch "
-                                      "x dp: one micro-batch)", "--global-batch", lists=True)
+                                      "x dp: one micro-batch)", "--global-batch", lists=True,
+                                      megatron="--global-batch-size")
     virtual_stages: int = _count(1, "model chunks per pipeline stage: interleaved 1F1B when "
-                                 "more than 1", "--virtual-stages", lists=True)
+                                 "more than 1", "--virtual-stages", lists=True,
+                                 megatron="--num-virtual-stages-per-pipeline-rank")
     distributed_optimizer: bool = _flag(False, "shard the optimizer state over DP (ZeRO-1): "
-                                        "reduce-scatter + all-gather", "--distributed-optimizer")
+                                        "reduce-scatter + all-gather", "--distributed-optimizer",
+                                        megatron="--use-distributed-optimizer")
     overlap_grad_reduce: bool = _flag(
         True, "reduce the DP gradients in buckets beside the backward, as Megatron-core "
         "(False: after the whole backward)", "--overlap-grad-reduce",
@@ -84,21 +90,24 @@ class Layout:
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
     first_stage_layers: int | None = _count(
         None, "layers on the first pipeline stage, split evenly over its virtual stages (the "
-        "rest split evenly over the middle stages)", "--first-stage-layers")
+        "rest split evenly over the middle stages)", "--first-stage-layers",
+        megatron="--decoder-first-pipeline-num-layers")
     last_stage_layers: int | None = _count(
         None, "layers on the last pipeline stage, split evenly over its virtual stages (the "
-        "rest split evenly over the middle stages)", "--last-stage-layers")
+        "rest split evenly over the middle stages)", "--last-stage-layers",
+        megatron="--decoder-last-pipeline-num-layers")
     memory_headroom: float = setting(
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
         "and fragmentation) that the run keeps free on top", flag="--memory-headroom",
         kind="probability")
     # declared ahead of their models: the default only
     ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
-                     unmodelled="expert parallelism")
+                     unmodelled="expert parallelism", megatron="--expert-model-parallel-size")
     expert_tp: int = _count(1, "tensor-parallel degree of the experts", "--expert-tp",
-                            unmodelled="expert tensor parallelism")
+                            unmodelled="expert tensor parallelism",
+                            megatron="--expert-tensor-parallel-size")
     cp: int = _count(1, "context-parallel degree (the sequence split over GPUs)", "--cp",
-                     unmodelled="context parallelism")
+                     unmodelled="context parallelism", megatron="--context-parallel-size")
     zero: int = setting(0, "ZeRO stage (DeepSpeed; ZeRO-1 is --distributed-optimizer)",
                         flag="--zero", kind="choice", choices=ZERO_STAGES,
                         unmodelled="a ZeRO stage (--distributed-optimizer is ZeRO-1)")

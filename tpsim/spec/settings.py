@@ -32,16 +32,19 @@ KINDS = ("count", "flag", "choice", "probability", "name")
 
 def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
             lists: bool = False, help: str | None = None, expected: str | None = None,
-            unmodelled: str | None = None):
+            unmodelled: str | None = None, megatron: str | None = None):
     """A dataclass field declaring one setting (module docstring). ``doc``: what it means;
     ``help``: the command line's help where it words it otherwise (a flag that turns a True
     default off); ``lists``: ``tpsim predict`` takes a comma list of values to compare;
     ``expected``: what the error message says it takes, where the kind's words do not fit;
-    ``unmodelled``: the feature's name when only the default is modelled yet."""
+    ``unmodelled``: the feature's name when only the default is modelled yet; ``megatron``:
+    Megatron-LM's argument for the same setting (megatron/training/arguments.py), which the
+    command line accepts as an alias."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     meta = {"doc": doc, "flag": flag, "kind": kind, "least": least, "choices": tuple(choices),
-            "lists": lists, "help": help or doc, "expected": expected, "unmodelled": unmodelled}
+            "lists": lists, "help": help or doc, "expected": expected, "unmodelled": unmodelled,
+            "megatron": megatron}
     return field(default=default, metadata=meta)
 
 

@@ -86,7 +86,12 @@ def add_layout_arguments(parser, names=None, *, cls=Layout, lists: bool = False,
     for f in _fields(cls, names):
         flag, kwargs = argument(f, lists, (extra or {}).get(f.name, ""))
         alias = f.metadata.get("megatron")     # Megatron-LM's name for the same setting
-        parser.add_argument(flag, *((alias,) if alias else ()), **kwargs)
+        if alias:
+            kwargs["help"] += f" (Megatron-LM: {alias})"
+        parser.add_argument(flag, **kwargs)
+        if alias:                              # its own action: errors name the flag typed
+            parser.add_argument(alias, **{**kwargs, "help": argparse.SUPPRESS,
+                                          "default": argparse.SUPPRESS})
 
 
 def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:

@@ -43,6 +43,8 @@ from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
 from .step_graph import StepGraph
+from .step_timing import TimedGraph, time_pipeline
+from .step_timing import shape as step_shape
 from ..cluster.topology import Topology
 
 
@@ -212,22 +214,40 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     return out
 
 
-def build_step(setup: StepSetup, topo: Topology):
-    """The step's graph: the pipeline, the DP reductions and the step end (module docstring)."""
+def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
+    """The step's graph, op by op with names (the trace's and the plots' detail): the
+    pipeline, the DP reductions and the step end (module docstring)."""
+    g = StepGraph()
+    p = setup.parallelism.pp
+    sched = pipeline_schedule(p, setup.m, setup.v)
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split: add_pipeline(
+        g, sched, chunk_s, transfer_s, split))
+
+
+def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
+    """The same step timed in one pass (:mod:`tpsim.training.step_timing`): start, end, stream
+    and kind of every op of :func:`build_step`'s graph, the same numbers."""
+    g = TimedGraph()
+    sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split: time_pipeline(
+        g, sh, chunk_s, transfer_s, split))
+
+
+def _finish(g, setup: StepSetup, topo: Topology, pipeline):
+    """``pipeline(chunk_s, transfer_s, split)`` puts the stages' programs into ``g``; then
+    the DP reductions and the step end."""
     par = setup.parallelism
     p = par.pp
-    sched = pipeline_schedule(p, setup.m, setup.v)
-    g = StepGraph()
 
     def chunk_s(stage, chunk, kind):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
     buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
-    stage_ops = add_pipeline(g, sched, chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
-                             _split(setup, topo, buckets))
+    stage_ops = pipeline(chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
+                         _split(setup, topo, buckets))
     ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
     _step_end(g, setup, topo, ready)
-    return g, sched
+    return g
 
 
 def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:

@@ -23,22 +23,36 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import terms
 from ..base.memo import Memo
 from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
-from .step import Part, build_step
+from .pipeline import pipeline_schedule
+from .step import Part, build_step, time_step
 
 CATEGORIES = ("dp", "pp", "tp", "optimizer")
 
 
-@dataclass(frozen=True)
 class StepResult:
-    """A simulated step: its times, each stage's memory, the run and the schedule it ran."""
-    times: StepTimes
-    memory: tuple[Memory, ...]
-    run: object
-    schedule: object
+    """A simulated step: its times and each stage's memory (what the memo keeps), and, built
+    when first asked, the schedule it ran and its ``run``: the step graph op by op with names
+    (:meth:`tpsim.training.step_graph.StepGraph.run`, for the trace and the plots)."""
+    __slots__ = ("times", "memory", "_setup", "_topo", "_run")
+
+    def __init__(self, times: StepTimes, memory: tuple, setup, topo):
+        self.times, self.memory, self._setup, self._topo, self._run = times, memory, setup, topo, None
+
+    @property
+    def run(self):
+        if self._run is None:
+            self._run = build_step(self._setup, self._topo).run()
+        return self._run
+
+    @property
+    def schedule(self):
+        return pipeline_schedule(self._setup.parallelism.pp, self._setup.m, self._setup.v)
 
 
 def _clip(intervals, t0: float, t1: float) -> list:
@@ -71,56 +85,96 @@ def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], flo
     return out, bubble
 
 
+_KIND = {"compute": 0, "dp": 1, "optimizer": 2, "p2p": 3, "tp": 4, "pp": 5}
+
+
 @dataclass(frozen=True)
 class _Intervals:
-    """A run's ops grouped once for the accounting: per stream (start, end, kind); the step
-    end's global categories; the flush (the last chunk's end on any stage)."""
-    streams: dict
+    """A timed step's ops as arrays for the accounting: ``start``, ``end``, ``kind`` (codes of
+    :data:`_KIND`) per op; per stage its compute stream's ops and the p2p transfers it sends
+    or receives (index arrays); the step end's global categories; the flush (the last chunk's
+    end on any stage); the makespan."""
+    start: np.ndarray
+    end: np.ndarray
+    kind: np.ndarray
+    own: tuple
+    p2p: tuple
     step_end: dict
     flush: float
+    makespan: float
 
 
-def _intervals(run) -> _Intervals:
-    tl = run.timeline
-    streams: dict[str, list] = {}
-    for i, s in enumerate(tl.streams):
-        streams.setdefault(s, []).append((tl.start[i], tl.end[i], run.kinds[i]))
+def _intervals(g, pp: int) -> _Intervals:
+    start, end = np.array(g.start), np.array(g.end)
+    kind = np.fromiter((_KIND.get(k, 6) for k in g.kinds), np.int8, len(g.kinds))
+    own = tuple(np.array(g.on.get(f"stage{r}", ()), dtype=np.intp) for r in range(pp))
+    links: list[list] = [[] for _ in range(pp)]
     step_end = {c: [] for c in (*CATEGORIES, "embedding")}
-    flush = 0.0
-    for s, ops in streams.items():
-        if s.startswith("stage") and "." not in s:       # a stage's compute stream
-            flush = max([flush] + [b for _, b, k in ops if k == "compute"])
-            step_end["optimizer"] += [(a, b) for a, b, k in ops if k == "optimizer"]
+    for s, ids in g.on.items():
+        if s.startswith("p2p "):
+            for r in set(map(int, s[4:].split(">"))):
+                links[r].append(ids)
             continue
         cat = ("dp" if s.endswith(".dp") else "tp" if s.endswith(".sync") else
                "embedding" if s == "embedding" else "optimizer" if s == "grad-norm" else None)
         if cat:
-            step_end[cat] += [(a, b) for a, b, _ in ops]
-    return _Intervals(streams, step_end, flush)
+            step_end[cat] += [(g.start[i], g.end[i]) for i in ids]
+    flush = 0.0
+    for ids in own:
+        done = ids[kind[ids] == _KIND["compute"]]
+        if len(done):
+            flush = max(flush, float(end[done].max()))
+        step_end["optimizer"] += [(g.start[i], g.end[i])
+                                  for i in ids[kind[ids] == _KIND["optimizer"]].tolist()]
+    p2p = tuple(np.concatenate([np.array(x, dtype=np.intp) for x in ls]) if ls else
+                np.zeros(0, np.intp) for ls in links)
+    return _Intervals(start, end, kind, own, p2p, step_end, flush,
+                      float(end.max()) if len(end) else 0.0)
 
 
-def _own_p2p(iv: _Intervals, stage: int) -> list:
-    """The intervals of the p2p transfers ``stage`` sends or receives."""
-    out = []
-    for s, ops in iv.streams.items():
-        if s.startswith("p2p ") and stage in map(int, s[4:].split(">")):
-            out += [(a, b) for a, b, _ in ops]
-    return out
+def _before_flush(iv: _Intervals, stage: int) -> tuple[float, float]:
+    """(own p2p, bubble) of ``stage`` in [0, flush]: :func:`idle_split` of its compute
+    stream's ops and its own transfers, as arrays: the intervals' ends sorted, the busy and p2p
+    counts as running sums, each idle piece added in time order (the same sums)."""
+    t0, t1 = 0.0, iv.flush
+    if t1 <= t0:
+        return 0.0, 0.0
+    own, p2p = iv.own[stage], iv.p2p[stage]
+    a = np.concatenate([iv.start[own], iv.start[p2p]])
+    b = np.concatenate([iv.end[own], iv.end[p2p]])
+    is_p2p = np.zeros(len(a), bool)
+    is_p2p[len(own):] = True
+    keep = (b > t0) & (a < t1)
+    a, b, is_p2p = np.maximum(a[keep], t0), np.minimum(b[keep], t1), is_p2p[keep]
+    x = np.concatenate([a, b, [t0, t1]])
+    up = np.concatenate([np.ones(len(a), np.int64), -np.ones(len(b), np.int64), [0, 0]])
+    mark = np.concatenate([is_p2p, is_p2p, [False, False]])
+    order = np.argsort(x, kind="stable")
+    x, up, mark = x[order], up[order], mark[order]
+    busy = np.cumsum(np.where(mark, 0, up))[:-1]
+    p2p_on = np.cumsum(np.where(mark, up, 0))[:-1]
+    gap = np.diff(x)
+    idle = busy == 0
+    pp_gaps, bubble_gaps = gap[idle & (p2p_on > 0)], gap[idle & (p2p_on == 0)]
+    return (float(np.cumsum(pp_gaps)[-1]) if len(pp_gaps) else 0.0,
+            float(np.cumsum(bubble_gaps)[-1]) if len(bubble_gaps) else 0.0)
 
 
-def stage_times(run, setup, stage: int, iv: _Intervals | None = None) -> StageTimes:
-    """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the run: before the pipeline's last
-    chunk ends anywhere (the flush), the stage's idle time is its own p2p or the bubble; after
-    it, whatever of the step's end is running (module docstring), else the bubble."""
-    iv = iv or _intervals(run)
-    p, m, T = setup.parallelism.pp, setup.m, run.timeline.makespan_s
+def stage_times(iv: _Intervals, setup, stage: int) -> StageTimes:
+    """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the timed step: before the
+    pipeline's last chunk ends anywhere (the flush), the stage's idle time is its own p2p or
+    the bubble; after it, whatever of the step's end is running (module docstring), else the
+    bubble."""
+    p, m, T = setup.parallelism.pp, setup.m, iv.makespan
     mine = [setup.chunks[c * p + stage] for c in range(setup.v)]
-    own = iv.streams.get(f"stage{stage}", [])
+    own = iv.own[stage]
     busy = {"compute": 0.0, "dp": 0.0, "optimizer": 0.0}
-    for a, b, kind in own:
-        busy[kind] = busy.get(kind, 0.0) + b - a
-    own_busy = [(a, b) for a, b, _ in own]
-    (pp_a,), bubble_a = idle_split(0.0, iv.flush, own_busy, [_own_p2p(iv, stage)])
+    for name in ("dp", "optimizer"):
+        for i in own[iv.kind[own] == _KIND[name]].tolist():
+            busy[name] = busy[name] + iv.end[i] - iv.start[i]
+    pp_a, bubble_a = _before_flush(iv, stage)
+    late = own[iv.end[own] > iv.flush]
+    own_busy = list(zip(iv.start[late].tolist(), iv.end[late].tolist()))
     cats = dict(iv.step_end, pp=iv.step_end["embedding"] if stage in (0, p - 1) else [])
     end, bubble_b = idle_split(iv.flush, T, own_busy, [cats[c] for c in CATEGORIES])
     idle = dict(zip(CATEGORIES, end))
@@ -135,12 +189,13 @@ def stage_times(run, setup, stage: int, iv: _Intervals | None = None) -> StageTi
         hardware_flops=m * per_mb.hardware_flops)
 
 
-def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: float) -> StepTimes:
-    """The step's totals: per-GPU means over the stages (every stage has as many GPUs)."""
+def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTimes:
+    """The step's totals from the timed step ``g`` (:func:`tpsim.training.step.time_step`):
+    per-GPU means over the stages (every stage has as many GPUs)."""
     par = setup.parallelism
-    T = run.timeline.makespan_s
-    iv = _intervals(run)
-    stages = tuple(stage_times(run, setup, r, iv) for r in range(par.pp))
+    iv = _intervals(g, par.pp)
+    T = iv.makespan
+    stages = tuple(stage_times(iv, setup, r) for r in range(par.pp))
 
     def mean(field):
         return sum(getattr(s, field) for s in stages) / len(stages)
@@ -151,7 +206,8 @@ def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: floa
         mfu=flops / T / peak, hfu=hardware / T / peak, flops=flops, hardware_flops=hardware,
         ideal_bubble_fraction=(par.pp - 1) / (setup.m * setup.v), micro_batches=setup.m,
         global_batch=global_batch, pp=par.pp, dp=par.dp, virtual_stages=setup.v,
-        schedule=schedule.name, distributed_optimizer=setup.distributed_optimizer,
+        schedule="1f1b" if setup.v == 1 else "interleaved-1f1b",
+        distributed_optimizer=setup.distributed_optimizer,
         overlap_grad_reduce=setup.overlap_grad_reduce, p2p_bytes=setup.p2p_bytes,
         stages=stages)
 
@@ -171,18 +227,19 @@ def stage_memories(setup, capacity_bytes: float) -> tuple[Memory, ...]:
     return tuple(out)
 
 
-_STEPS = Memo("step simulations", 512)
+_STEPS = Memo("step simulations: times and memory", 512)
 
 
 def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
-    """Build the step (:func:`tpsim.training.step.build_step`), run it, account for it. Memoised per
-    (setup, topology, ...) by value: a pure function of frozen inputs, which sweeps repeat."""
-    return _STEPS.get((setup, topo, global_batch, seq_len, peak), _simulate_step, setup, topo,
-                      global_batch, seq_len, peak)
+    """Time the step (:func:`tpsim.training.step.time_step`), account for it. The times and
+    memory are memoised per (setup, topology, ...) by value: a pure function of frozen
+    inputs, which sweeps repeat; the op-by-op run is built only when asked."""
+    times, memory = _STEPS.get((setup, topo, global_batch, seq_len, peak), _simulate_step,
+                               setup, topo, global_batch, seq_len, peak)
+    return StepResult(times, memory, setup, topo)
 
 
-def _simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> StepResult:
-    g, schedule = build_step(setup, topo)
-    run = g.run()
-    return StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
-                      stage_memories(setup, topo.device.memory_bytes), run, schedule)
+def _simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float) -> tuple:
+    g = time_step(setup, topo)
+    return (step_times(g, setup, global_batch, seq_len, peak),
+            stage_memories(setup, topo.device.memory_bytes))

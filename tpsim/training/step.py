@@ -209,7 +209,7 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     for chunk, ids in stage_ops.last_backward.items():
         for k, (_, params) in enumerate(buckets(stage, chunk)):
             scale = ids[2 * k + 1]
-            g.kinds[scale] = "dp"
+            g.set_kind(scale, "dp")
             out.append(reduce(f"chunk{chunk}.bucket{k}", params, (scale,)))
     return out
 

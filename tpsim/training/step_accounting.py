@@ -31,6 +31,7 @@ from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .pipeline import pipeline_schedule
 from .step import Part, build_step, time_step
+from .step_timing import KINDS
 
 CATEGORIES = ("dp", "pp", "tp", "optimizer")
 
@@ -85,7 +86,7 @@ def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], flo
     return out, bubble
 
 
-_KIND = {"compute": 0, "dp": 1, "optimizer": 2, "p2p": 3, "tp": 4, "pp": 5}
+_KIND = {k: i for i, k in enumerate(KINDS)}
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class _Intervals:
 
 def _intervals(g, pp: int) -> _Intervals:
     start, end = np.array(g.start), np.array(g.end)
-    kind = np.fromiter((_KIND.get(k, 6) for k in g.kinds), np.int8, len(g.kinds))
+    kind = np.array(g.kind, dtype=np.int8)
     own = tuple(np.array(g.on.get(f"stage{r}", ()), dtype=np.intp) for r in range(pp))
     links: list[list] = [[] for _ in range(pp)]
     step_end = {c: [] for c in (*CATEGORIES, "embedding")}

@@ -26,15 +26,18 @@ from ..base.memo import Memo
 from .pipeline import StageOps, interleaved_warmup, schedule_table
 
 
+KINDS = ("compute", "dp", "optimizer", "p2p", "tp", "pp")     # a TimedGraph's kind codes
+_CODE = {k: i for i, k in enumerate(KINDS)}
+
+
 class TimedGraph:
-    """Ops timed as they are added (every op's inputs added before it): ``start``, ``end``,
-    ``streams``, ``kinds`` per op; ``on[stream]`` its ops in stream order."""
+    """Ops timed as they are added (every op's inputs added before it): ``start``, ``end`` and
+    ``kind`` (an index into :data:`KINDS`) per op; ``on[stream]`` its ops in stream order."""
 
     def __init__(self):
         self.start: list[float] = []
         self.end: list[float] = []
-        self.streams: list[str] = []
-        self.kinds: list[str] = []
+        self.kind: list[int] = []
         self.on: dict[str, list[int]] = {}
 
     def add(self, name: str, stream: str, seconds: float, deps=(), phase: str = "",
@@ -49,16 +52,15 @@ class TimedGraph:
         for d in deps:
             if d is not None and end[d] > t0:
                 t0 = end[d]
-        return self._put(stream, kind, t0, t0 + float(seconds), ops)
-
-    def _put(self, stream: str, kind: str, t0: float, t1: float, ops: list) -> int:
-        i = len(self.end)
+        i = len(end)
         self.start.append(t0)
-        self.end.append(t1)
-        self.streams.append(stream)
-        self.kinds.append(kind)
+        end.append(t0 + float(seconds))
+        self.kind.append(_CODE[kind])
         ops.append(i)
         return i
+
+    def set_kind(self, op: int, kind: str) -> None:
+        self.kind[op] = _CODE[kind]
 
     @property
     def makespan_s(self) -> float:
@@ -68,37 +70,46 @@ class TimedGraph:
 class Shape:
     """The pipeline's programs as integers, for ``p`` stages, ``m`` micro-batches, ``v`` chunks.
 
-    ``progs[r]``: stage r's entries in issue order; a compute is an int c = 2 (mb v + chunk) + b
-    (b = 1: backward), a p2p batch a tuple of message ids (its sends, then its receives).
-    Message k = 2 (mb V + src) + (1: a gradient, to src - 1; 0: an activation, to src + 1) over
-    virtual stages (V = p v); ``link[k]`` its directed stage pair (src mod p, dst mod p);
-    ``after[k]``: the message before it on that link, in its sender's order (-1: none)."""
+    ``progs[r]``: stage r's entries in issue order; a compute is an int 2 chunk + b (b = 1: a
+    backward), plus 2 v for the last micro-batch's backward (the one cut into gradient
+    buckets); a p2p batch is a tuple of message ids (its sends, then its receives). Message
+    k = 2 (mb V + src) + (1: a gradient, to src - 1; 0: an activation, to src + 1) over
+    virtual stages (V = p v); ``link[k]`` indexes ``links``, the directed stage pairs
+    (src mod p, dst mod p); ``after[k]`` (``next[k]``): the message before (after) it on its
+    link, in its sender's order (-1: none)."""
 
     def __init__(self, p: int, m: int, v: int):
         self.p, self.m, self.v = p, m, v
         V = p * v
-        self.progs = [_stage_program(p, m, v, r) for r in range(p)]
+        programs = [_stage_program(p, m, v, r) for r in range(p)]
         n = 2 * m * V
-        self.link: list[tuple[int, int] | None] = [None] * n
-        self.after = [-1] * n
-        self.next = [-1] * n
+        self.link, self.after, self.next = [-1] * n, [-1] * n, [-1] * n
         last: dict[tuple[int, int], int] = {}
-        for r, prog in enumerate(self.progs):         # sends, in each sender's order
+        index: dict[tuple[int, int], int] = {}
+        for r, prog in enumerate(programs):          # sends, in each sender's order
             for e in prog:
                 if type(e) is int:
                     continue
                 for k in e:
                     src = (k >> 1) % V
-                    if src % p != r or self.link[k] is not None:     # a receive
+                    if src % p != r or self.link[k] >= 0:     # a receive
                         continue
-                    pair = (src % p, (src - 1 if k & 1 else src + 1) % p)
-                    self.link[k] = pair
+                    pair = (r, (src - 1 if k & 1 else src + 1) % p)
+                    self.link[k] = index.setdefault(pair, len(index))
                     prev = last.get(pair, -1)
                     self.after[k] = prev
                     if prev >= 0:
                         self.next[prev] = k
                     last[pair] = k
-        self.links = tuple(last)
+        self.links = tuple(index)
+        self.progs = [[_compute_code(e, v, m) if type(e) is int else e for e in prog]
+                      for prog in programs]
+
+
+def _compute_code(c: int, v: int, m: int) -> int:
+    """A compute of :func:`_stage_program` (2 (mb v + chunk) + b) as :class:`Shape` keeps it."""
+    x, b = c >> 1, c & 1
+    return 2 * (x % v) + b + (2 * v if b and x // v == m - 1 else 0)
 
 
 def _stage_program(p: int, m: int, v: int, r: int) -> list:
@@ -184,86 +195,113 @@ def shape(p: int, m: int, v: int) -> Shape:
 def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None) -> list[StageOps]:
     """Time ``sh``'s programs into ``g`` as :func:`tpsim.training.pipeline.add_pipeline` puts
     them into a step graph (same arguments, same streams ``stage{r}`` and ``p2p {a}>{b}``,
-    same kinds), walking the stages round-robin (module docstring); per stage its
+    same kinds), walking the stages (module docstring); per stage its
     :class:`~tpsim.training.pipeline.StageOps`."""
-    p, m, v = sh.p, sh.m, sh.v
-    link, after, nxt = sh.link, sh.after, sh.next
-    end = g.end
-    posted, side, op = [0] * len(link), [0.0] * len(link), [-1] * len(link)
-    lstream = {pair: f"p2p {pair[0]}>{pair[1]}" for pair in sh.links}
-    lops = {pair: g.on.setdefault(s, []) for pair, s in lstream.items()}
-    ld = {}
-    for pair in sh.links:
-        ld[pair] = float(transfer_s(*pair))
-        if ld[pair] < 0:
-            raise ValueError(f"{lstream[pair]}: negative duration {ld[pair]}")
+    p, v = sh.p, sh.v
+    link, after, nxt, progs = sh.link, sh.after, sh.next, sh.progs
+    start, end, kind = g.start, g.end, g.kind
+    first: list = [None] * len(link)
+    both: list = [None] * len(link)
+    op = [-1] * len(link)
+    lops = [g.on.setdefault(f"p2p {a}>{b}", []) for a, b in sh.links]
+    ld = [_seconds(transfer_s(a, b), f"p2p {a}>{b}") for a, b in sh.links]
+    lfree = [0.0] * len(ld)
+    P2P, COMPUTE = _CODE["p2p"], _CODE["compute"]
 
-    def post(k: int, t: float) -> None:
-        """One side of message k is ready at t; time it, and what waited for it on its link."""
-        posted[k] += 1
-        if t > side[k]:
-            side[k] = t
-        if posted[k] < 2 or (after[k] >= 0 and op[after[k]] < 0):
-            return
+    def transfer(k: int, t: float) -> None:
+        """Message k, both sides ready at t, its link's previous transfer done: time it and
+        the transfers on its link that waited for it."""
         while True:
-            pair = link[k]
-            ops = lops[pair]
-            t0 = end[ops[-1]] if ops else 0.0
-            if side[k] > t0:
-                t0 = side[k]
-            op[k] = g._put(lstream[pair], "p2p", t0, t0 + ld[pair], ops)
+            j = link[k]
+            t0 = t if t > lfree[j] else lfree[j]
+            op[k] = i = len(end)
+            start.append(t0)
+            end.append(t0 + ld[j])
+            lfree[j] = end[i]
+            kind.append(P2P)
+            lops[j].append(i)
             k = nxt[k]
-            if k < 0 or posted[k] < 2:
+            if k < 0 or both[k] is None:
                 return
+            t = both[k]
 
-    streams = [f"stage{r}" for r in range(p)]
-    sops = [g.on.setdefault(s, []) for s in streams]
-    dur = [[chunk_s(r, x % v, "B" if b else "F") for x in range(v) for b in (0, 1)]
-           for r in range(p)]
-    pc, at, prev, done = [0] * p, [-1] * p, [()] * p, [0.0] * p
+    sops = [g.on.setdefault(f"stage{r}", []) for r in range(p)]
+    dur = [[_seconds(chunk_s(r, x, k), f"stage{r}") for x in range(v) for k in "FB"] * 2
+           for r in range(p)]         # twice: the last backward, when it is not cut
+    pc, at, ready_at, free_at = [0] * p, [-1] * p, [0.0] * p, [0.0] * p
     pieces: list[dict] = [{} for _ in range(p)]
-    last = m - 1
+    tv = 2 * v
 
     def advance(r: int) -> bool:
-        """Run stage r until a batch waits (True if anything ran)."""
-        prog, i, ready, moved = sh.progs[r], pc[r], done[r], False
-        ops, stream, d = sops[r], streams[r], dur[r]
-        while i < len(prog):
+        """Run stage r until a batch waits for a transfer (True: anything ran)."""
+        prog, i, ready, free, i0 = progs[r], pc[r], ready_at[r], free_at[r], pc[r]
+        ops, d, n = sops[r], dur[r], len(progs[r])
+        while i < n:
             e = prog[i]
             if type(e) is int:
-                t0 = end[ops[-1]] if ops and end[ops[-1]] > ready else ready
-                x, b = e >> 1, e & 1
-                if split is not None and b and x // v == last:
-                    ids = []
-                    for _, seconds in split(r, x % v):
-                        ids.append(g._put(stream, "compute", t0, t0 + float(seconds), ops))
-                        t0 = end[-1]
-                    pieces[r][x % v] = tuple(ids)
-                    prev[r] = (ids[-1],)
+                t0 = ready if ready > free else free
+                if e < tv or split is None:
+                    ops.append(len(end))
+                    start.append(t0)
+                    end.append(t0 + d[e])
+                    kind.append(COMPUTE)
                 else:
-                    prev[r] = (g._put(stream, "compute", t0, t0 + d[2 * (x % v) + b], ops),)
-                ready = end[-1]
+                    ids = []
+                    for _, seconds in split(r, (e - tv) >> 1):
+                        ids.append(len(end))
+                        start.append(t0)
+                        end.append(t0 + float(seconds))
+                        kind.append(COMPUTE)
+                        t0 = end[-1]
+                    ops.extend(ids)
+                    pieces[r][(e - tv) >> 1] = tuple(ids)
+                ready = free = end[-1]
             else:
                 if at[r] != i:
                     at[r] = i
-                    for k in e:
-                        post(k, ready)
-                if any(op[k] < 0 for k in e):
-                    break
-                prev[r] = tuple(op[k] for k in e)
-                ready = max(end[j] for j in prev[r])
+                    for k in e:                      # post this side of each transfer
+                        t = first[k]
+                        if t is None:
+                            first[k] = ready
+                            continue
+                        both[k] = t = t if t > ready else ready
+                        if after[k] < 0 or op[after[k]] >= 0:
+                            transfer(k, t)
+                t = 0.0
+                for k in e:
+                    if op[k] < 0:
+                        break
+                    if end[op[k]] > t:
+                        t = end[op[k]]
+                else:
+                    ready = t
+                    i += 1
+                    continue
+                break
             i += 1
-            moved = True
-        pc[r], done[r] = i, ready
-        return moved
+        pc[r], ready_at[r], free_at[r] = i, ready, free
+        return i > i0
 
     todo = list(range(p))
     while todo:
         moved = False
         for r in todo:
             moved = advance(r) or moved
-        todo = [r for r in reversed(todo) if pc[r] < len(sh.progs[r])]
+        todo = [r for r in reversed(todo) if pc[r] < len(progs[r])]
         if todo and not moved:
             raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never becomes "
                                "ready")
-    return [StageOps(prev[r], pieces[r]) for r in range(p)]
+    return [StageOps(_last(progs[r], sops[r], op), pieces[r]) for r in range(p)]
+
+
+def _seconds(t, name: str) -> float:
+    if t < 0:
+        raise ValueError(f"{name}: negative duration {t}")
+    return float(t)
+
+
+def _last(prog: list, ops: list, op: list) -> tuple:
+    """The ops a stage's program ends with: its last batch's transfers or its last compute."""
+    if not prog:
+        return ()
+    return (ops[-1],) if type(prog[-1]) is int else tuple(op[k] for k in prog[-1])

@@ -31,9 +31,9 @@ from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .pipeline import pipeline_schedule
 from .step import Part, build_step, time_step
+from .step_idle import CATEGORIES, intervals, stage_idle
 from .step_timing import KINDS
 
-CATEGORIES = ("dp", "pp", "tp", "optimizer")
 
 
 class StepResult:
@@ -86,117 +86,56 @@ def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], flo
     return out, bubble
 
 
-_KIND = {k: i for i, k in enumerate(KINDS)}
+def _busy(iv, pp: int) -> list[dict]:
+    """Per stage, the time its compute stream runs DP kernels (the gradients' pre-scale) and
+    optimizer kernels, each op's end - start added in stream order."""
+    out = [{"dp": 0.0, "optimizer": 0.0} for _ in range(pp)]
+    names = {KINDS.index(k): k for k in ("dp", "optimizer")}
+    pick = np.isin(iv.kind[iv.own], list(names))
+    start, end, kind = iv.start.tolist(), iv.end.tolist(), iv.kind.tolist()
+    for r, i in zip(iv.own_stage[pick].tolist(), iv.own[pick].tolist()):
+        busy = out[r]
+        name = names[kind[i]]
+        busy[name] = busy[name] + end[i] - start[i]
+    return out
 
 
-@dataclass(frozen=True)
-class _Intervals:
-    """A timed step's ops as arrays for the accounting: ``start``, ``end``, ``kind`` (codes of
-    :data:`_KIND`) per op; per stage its compute stream's ops and the p2p transfers it sends
-    or receives (index arrays); the step end's global categories; the flush (the last chunk's
-    end on any stage); the makespan."""
-    start: np.ndarray
-    end: np.ndarray
-    kind: np.ndarray
-    own: tuple
-    p2p: tuple
-    step_end: dict
-    flush: float
-    makespan: float
-
-
-def _intervals(g, pp: int) -> _Intervals:
-    start, end = np.array(g.start), np.array(g.end)
-    kind = np.array(g.kind, dtype=np.int8)
-    own = tuple(np.array(g.on.get(f"stage{r}", ()), dtype=np.intp) for r in range(pp))
-    links: list[list] = [[] for _ in range(pp)]
-    step_end = {c: [] for c in (*CATEGORIES, "embedding")}
-    for s, ids in g.on.items():
-        if s.startswith("p2p "):
-            for r in set(map(int, s[4:].split(">"))):
-                links[r].append(ids)
-            continue
-        cat = ("dp" if s.endswith(".dp") else "tp" if s.endswith(".sync") else
-               "embedding" if s == "embedding" else "optimizer" if s == "grad-norm" else None)
-        if cat:
-            step_end[cat] += [(g.start[i], g.end[i]) for i in ids]
-    flush = 0.0
-    for ids in own:
-        done = ids[kind[ids] == _KIND["compute"]]
-        if len(done):
-            flush = max(flush, float(end[done].max()))
-        step_end["optimizer"] += [(g.start[i], g.end[i])
-                                  for i in ids[kind[ids] == _KIND["optimizer"]].tolist()]
-    p2p = tuple(np.concatenate([np.array(x, dtype=np.intp) for x in ls]) if ls else
-                np.zeros(0, np.intp) for ls in links)
-    return _Intervals(start, end, kind, own, p2p, step_end, flush,
-                      float(end.max()) if len(end) else 0.0)
-
-
-def _before_flush(iv: _Intervals, stage: int) -> tuple[float, float]:
-    """(own p2p, bubble) of ``stage`` in [0, flush]: :func:`idle_split` of its compute
-    stream's ops and its own transfers, as arrays: the intervals' ends sorted, the busy and p2p
-    counts as running sums, each idle piece added in time order (the same sums)."""
-    t0, t1 = 0.0, iv.flush
-    if t1 <= t0:
-        return 0.0, 0.0
-    own, p2p = iv.own[stage], iv.p2p[stage]
-    a = np.concatenate([iv.start[own], iv.start[p2p]])
-    b = np.concatenate([iv.end[own], iv.end[p2p]])
-    is_p2p = np.zeros(len(a), bool)
-    is_p2p[len(own):] = True
-    keep = (b > t0) & (a < t1)
-    a, b, is_p2p = np.maximum(a[keep], t0), np.minimum(b[keep], t1), is_p2p[keep]
-    x = np.concatenate([a, b, [t0, t1]])
-    up = np.concatenate([np.ones(len(a), np.int64), -np.ones(len(b), np.int64), [0, 0]])
-    mark = np.concatenate([is_p2p, is_p2p, [False, False]])
-    order = np.argsort(x, kind="stable")
-    x, up, mark = x[order], up[order], mark[order]
-    busy = np.cumsum(np.where(mark, 0, up))[:-1]
-    p2p_on = np.cumsum(np.where(mark, up, 0))[:-1]
-    gap = np.diff(x)
-    idle = busy == 0
-    pp_gaps, bubble_gaps = gap[idle & (p2p_on > 0)], gap[idle & (p2p_on == 0)]
-    return (float(np.cumsum(pp_gaps)[-1]) if len(pp_gaps) else 0.0,
-            float(np.cumsum(bubble_gaps)[-1]) if len(bubble_gaps) else 0.0)
-
-
-def stage_times(iv: _Intervals, setup, stage: int) -> StageTimes:
-    """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the timed step: before the
-    pipeline's last chunk ends anywhere (the flush), the stage's idle time is its own p2p or
-    the bubble; after it, whatever of the step's end is running (module docstring), else the
-    bubble."""
-    p, m, T = setup.parallelism.pp, setup.m, iv.makespan
+def stage_times(setup, stage: int, split: dict) -> StageTimes:
+    """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the timed step's ``split`` of its
+    idle time (:func:`tpsim.training.step_idle.stage_idle`): before the pipeline's last chunk
+    ends anywhere (the flush), its own p2p (``pp_a``) or the bubble (``bubble_a``); after it,
+    whatever of the step's end is running (``idle``: module docstring), else the bubble
+    (``bubble_b``); ``busy``: its own DP and optimizer kernels."""
+    p, m = setup.parallelism.pp, setup.m
     mine = [setup.chunks[c * p + stage] for c in range(setup.v)]
-    own = iv.own[stage]
-    busy = {"compute": 0.0, "dp": 0.0, "optimizer": 0.0}
-    for name in ("dp", "optimizer"):
-        for i in own[iv.kind[own] == _KIND[name]].tolist():
-            busy[name] = busy[name] + iv.end[i] - iv.start[i]
-    pp_a, bubble_a = _before_flush(iv, stage)
-    late = own[iv.end[own] > iv.flush]
-    own_busy = list(zip(iv.start[late].tolist(), iv.end[late].tolist()))
-    cats = dict(iv.step_end, pp=iv.step_end["embedding"] if stage in (0, p - 1) else [])
-    end, bubble_b = idle_split(iv.flush, T, own_busy, [cats[c] for c in CATEGORIES])
-    idle = dict(zip(CATEGORIES, end))
+    idle, busy = split["idle"], split["busy"]
     per_mb = Part.total([(c.part, 1) for c in mine])
     return StageTimes(
         compute_s=m * per_mb.compute_s, tp_comm_exposed_s=m * per_mb.tp_exposed_s + idle["tp"],
-        host_wait_s=m * per_mb.host_wait_s, bubble_s=bubble_a + bubble_b,
-        pp_comm_exposed_s=pp_a + idle["pp"], dp_comm_exposed_s=busy["dp"] + idle["dp"],
+        host_wait_s=m * per_mb.host_wait_s, bubble_s=split["bubble_a"] + split["bubble_b"],
+        pp_comm_exposed_s=split["pp_a"] + idle["pp"], dp_comm_exposed_s=busy["dp"] + idle["dp"],
         optimizer_s=busy["optimizer"] + idle["optimizer"], stage=stage,
         layers=sum(c.layers for c in mine), forward_s=per_mb.forward_s,
         backward_s=per_mb.backward_s, flops=m * per_mb.flops,
         hardware_flops=m * per_mb.hardware_flops)
 
 
+def _splits(g, pp: int) -> tuple[list[dict], float]:
+    """Per stage its idle split (:func:`stage_times`), and the makespan."""
+    iv = intervals(g, pp)
+    (pp_a, bubble_a), late, bubble_b = stage_idle(iv, pp)
+    busy = _busy(iv, pp)
+    return [{"pp_a": float(pp_a[r]), "bubble_a": float(bubble_a[r]),
+             "bubble_b": float(bubble_b[r]), "busy": busy[r],
+             "idle": {c: float(late[c][r]) for c in CATEGORIES}} for r in range(pp)], iv.makespan
+
+
 def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTimes:
     """The step's totals from the timed step ``g`` (:func:`tpsim.training.step.time_step`):
     per-GPU means over the stages (every stage has as many GPUs)."""
     par = setup.parallelism
-    iv = _intervals(g, par.pp)
-    T = iv.makespan
-    stages = tuple(stage_times(iv, setup, r) for r in range(par.pp))
+    splits, T = _splits(g, par.pp)
+    stages = tuple(stage_times(setup, r, splits[r]) for r in range(par.pp))
 
     def mean(field):
         return sum(getattr(s, field) for s in stages) / len(stages)

@@ -44,7 +44,7 @@ from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
 from .step_graph import StepGraph
 from .step_timing import TimedGraph, time_pipeline
-from .step_timing import shape as step_shape
+from .step_programs import shape as step_shape
 from ..cluster.topology import Topology
 
 

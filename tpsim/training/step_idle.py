@@ -40,7 +40,8 @@ class Intervals:
 
 
 def _ids(lists) -> np.ndarray:
-    return np.fromiter((i for ids in lists for i in ids), np.intp)
+    parts = [np.array(ids, dtype=np.intp) for ids in lists]
+    return np.concatenate(parts) if parts else np.zeros(0, np.intp)
 
 
 def intervals(g, pp: int) -> Intervals:

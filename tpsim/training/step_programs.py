@@ -9,6 +9,8 @@ schedule table (groups of p micro-batches through chunk 0, then chunk 1, ...).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..base.memo import Memo
 from .pipeline import interleaved_warmup, schedule_table
 
@@ -27,130 +29,119 @@ class Shape:
     def __init__(self, p: int, m: int, v: int):
         self.p, self.m, self.v = p, m, v
         V = p * v
-        programs = [_stage_program(p, m, v, r) for r in range(p)]
+        built = [(_one_f_one_b if v == 1 else _interleaved)(_Stage(p, m, v, r))
+                 for r in range(p)]
+        self.progs = [prog for prog, _ in built]
         n = 2 * m * V
-        self.link, self.after, self.next = [-1] * n, [-1] * n, [-1] * n
-        last: dict[tuple[int, int], int] = {}
+        link, after, nxt = (np.full(n, -1, np.intp) for _ in range(3))
         index: dict[tuple[int, int], int] = {}
-        for r, prog in enumerate(programs):          # sends, in each sender's order
-            for e in prog:
-                if type(e) is int:
-                    continue
-                for k in e:
-                    src = (k >> 1) % V
-                    if src % p != r or self.link[k] >= 0:     # a receive
-                        continue
-                    pair = (r, (src - 1 if k & 1 else src + 1) % p)
-                    self.link[k] = index.setdefault(pair, len(index))
-                    prev = last.get(pair, -1)
-                    self.after[k] = prev
-                    if prev >= 0:
-                        self.next[prev] = k
-                    last[pair] = k
+        for r, (_, sends) in enumerate(built):       # each link's messages, in sender order
+            ks = np.array(sends, dtype=np.intp)
+            src = (ks >> 1) % V
+            dst = np.where(ks & 1, src - 1, src + 1) % p
+            for b in np.unique(dst).tolist():
+                on = ks[dst == b]
+                link[on] = index.setdefault((r, b), len(index))
+                after[on[1:]], nxt[on[:-1]] = on[:-1], on[1:]
+        self.link, self.after, self.next = link.tolist(), after.tolist(), nxt.tolist()
         self.links = tuple(index)
-        self.progs = [[_compute_code(e, v, m) if type(e) is int else e for e in prog]
-                      for prog in programs]
 
 
 class _Stage:
-    """Stage r's program being written: computes (2 (mb v + chunk) + b) and batches."""
+    """Stage r's program being written (computes as :class:`Shape` keeps them, batches) and
+    the messages it sends, in order; ``F``/``B``: per forward and backward of the schedule
+    (micro-batch, chunk), its code and messages (None: none)."""
 
-    def __init__(self, p: int, v: int, r: int):
-        self.p, self.v, self.r, self.V, self.out = p, v, r, p * v, []
+    def __init__(self, p: int, m: int, v: int, r: int):
+        self.p, self.m, self.v, self.r, self.out, self.sends = p, m, v, r, [], []
 
-    def vs(self, c: int) -> tuple[int, int, int]:
-        """(micro-batch, virtual stage, b) of compute c."""
-        x = c >> 1
-        return x // self.v, (x % self.v) * self.p + self.r, c & 1
-
-    def needs(self, c: int) -> int | None:
-        """The message compute c receives before it runs (None: the first or last virtual
-        stage)."""
-        mb, g, b = self.vs(c)
+    def units(self, order: list, b: int) -> tuple[list, list, list]:
+        """(codes, needs, makes) of the computes (mb, chunk) in ``order``, b = 1: backwards.
+        A forward of virtual stage g needs activation 2 (mb V + g - 1) and makes 2 (mb V + g);
+        a backward needs gradient 2 (mb V + g + 1) + 1 and makes 2 (mb V + g) + 1."""
+        p, v, r, last, V = self.p, self.v, self.r, self.m - 1, self.p * self.v
+        codes = [2 * c + b + (2 * v if b and mb == last else 0) for mb, c in order]
+        gs = [(mb * V, c * p + r) for mb, c in order]
         if b:
-            return (mb * self.V + g + 1) * 2 + 1 if g < self.V - 1 else None
-        return (mb * self.V + g - 1) * 2 if g > 0 else None
+            return (codes, [2 * (o + g + 1) + 1 if g < V - 1 else None for o, g in gs],
+                    [2 * (o + g) + 1 if g > 0 else None for o, g in gs])
+        return (codes, [2 * (o + g - 1) if g > 0 else None for o, g in gs],
+                [2 * (o + g) if g < V - 1 else None for o, g in gs])
 
-    def makes(self, c: int) -> int | None:
-        """The message compute c sends once it has run."""
-        mb, g, b = self.vs(c)
-        if b:
-            return (mb * self.V + g) * 2 + 1 if g > 0 else None
-        return (mb * self.V + g) * 2 if g < self.V - 1 else None
-
-    def run(self, c: int) -> None:
-        self.out.append(c)
-
-    def batch(self, *msgs) -> None:
-        ids = tuple(k for k in msgs if k is not None)
+    def batch(self, sends=(), recvs=()) -> None:
+        if None in sends:
+            sends = tuple(k for k in sends if k is not None)
+        ids = sends + (recvs if None not in recvs else tuple(k for k in recvs if k is not None))
         if ids:
             self.out.append(ids)
+            self.sends += sends
 
 
-def _one_f_one_b(P: _Stage, p: int, m: int) -> list:
-    """:func:`tpsim.training.pipeline.one_f_one_b`'s program of stage P.r, as integers."""
-    F = [2 * i for i in range(m)]
-    B = [2 * i + 1 for i in range(m)]
+def _one_f_one_b(P: _Stage) -> tuple[list, list]:
+    """:func:`tpsim.training.pipeline.one_f_one_b`'s program of stage P.r, as integers: a stage
+    with an upstream (r > 0) receives activations and sends gradients, one with a downstream
+    (r < p - 1) the converse; a batch with nothing to move is not issued."""
+    p, m, out, sends = P.p, P.m, P.out, P.sends
+    F, nF, mF = P.units([(i, 0) for i in range(m)], 0)
+    B, nB, mB = P.units([(i, 0) for i in range(m)], 1)
+    up, down = P.r > 0, P.r < p - 1
     w = min(p - P.r - 1, m)
     rest = m - w
     for i in range(w):
-        P.batch(P.needs(F[i]))
-        P.run(F[i])
-        P.batch(P.makes(F[i]))
-    if rest:
-        P.batch(P.needs(F[w]))
+        if up:
+            out.append((nF[i],))
+        out.append(F[i])
+        if down:
+            out.append((mF[i],))
+            sends.append(mF[i])
+    if rest and up:
+        out.append((nF[w],))
     for i in range(rest):
-        P.run(F[w + i])
-        P.batch(P.makes(F[w + i]), P.needs(B[i]))
-        P.run(B[i])
-        P.batch(P.makes(B[i]), *((P.needs(F[w + i + 1]),) if i < rest - 1 else ()))
+        out.append(F[w + i])
+        if down:
+            out.append((mF[w + i], nB[i]))
+            sends.append(mF[w + i])
+        out.append(B[i])
+        if up:
+            out.append((mB[i], nF[w + i + 1]) if i < rest - 1 else (mB[i],))
+            sends.append(mB[i])
     for i in range(rest, m):
-        P.batch(P.needs(B[i]))
-        P.run(B[i])
-        P.batch(P.makes(B[i]))
-    return P.out
+        if down:
+            out.append((nB[i],))
+        out.append(B[i])
+        if up:
+            out.append((mB[i],))
+            sends.append(mB[i])
+    return out, sends
 
 
-def _interleaved(P: _Stage, p: int, m: int, v: int) -> list:
+def _interleaved(P: _Stage) -> tuple[list, list]:
     """:func:`tpsim.training.pipeline.interleaved`'s program of stage P.r, as integers."""
+    p, m, v, run, batch = P.p, P.m, P.v, P.out.append, P.batch
     table = schedule_table(m, v, p)
-    F = [2 * (mb * v + c) for mb, c in table]
-    B = [2 * (mb * v + v - 1 - c) + 1 for mb, c in table]
+    F, nF, mF = P.units(table, 0)
+    B, nB, mB = P.units([(mb, v - 1 - c) for mb, c in table], 1)
     total = m * v
     w = interleaved_warmup(p, v, P.r, m)
     rest = total - w
-    P.batch(P.needs(F[0]))
+    batch(recvs=(nF[0],))
     for k in range(w):
-        P.run(F[k])
-        recvs = (P.needs(F[k + 1]),) if k + 1 < total else ()
+        run(F[k])
+        recvs = (nF[k + 1],) if k + 1 < total else ()
         if k == w - 1 and rest:
-            recvs += (P.needs(B[0]),)
-        P.batch(P.makes(F[k]), *recvs)
+            recvs += (nB[0],)
+        batch((mF[k],), recvs)
     for k in range(rest):
-        P.run(F[w + k])
-        P.run(B[k])
-        recvs = (P.needs(F[w + k + 1]),) if w + k + 1 < total else ()
-        P.batch(P.makes(F[w + k]), P.makes(B[k]), *recvs, P.needs(B[k + 1]))
+        run(F[w + k])
+        run(B[k])
+        recvs = (nF[w + k + 1],) if w + k + 1 < total else ()
+        batch((mF[w + k], mB[k]), recvs + (nB[k + 1],))
     if not rest:
-        P.batch(P.needs(B[0]))
+        batch(recvs=(nB[0],))
     for k in range(rest, total):
-        P.run(B[k])
-        P.batch(P.makes(B[k]), *((P.needs(B[k + 1]),) if k + 1 < total else ()))
-    return P.out
-
-
-def _stage_program(p: int, m: int, v: int, r: int) -> list:
-    """Stage r's program (:class:`Shape`), entry for entry as
-    :func:`tpsim.training.pipeline.one_f_one_b` and :func:`~tpsim.training.pipeline.interleaved`
-    issue it; computes as 2 (mb v + chunk) + b."""
-    P = _Stage(p, v, r)
-    return _one_f_one_b(P, p, m) if v == 1 else _interleaved(P, p, m, v)
-
-
-def _compute_code(c: int, v: int, m: int) -> int:
-    """A compute of :func:`_stage_program` (2 (mb v + chunk) + b) as :class:`Shape` keeps it."""
-    x, b = c >> 1, c & 1
-    return 2 * (x % v) + b + (2 * v if b and x // v == m - 1 else 0)
+        run(B[k])
+        batch((mB[k],), (nB[k + 1],) if k + 1 < total else ())
+    return P.out, P.sends
 
 
 _SHAPES = Memo("pipeline programs as integers", 8, lru=True)

@@ -74,15 +74,7 @@ def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None) -> 
     same kinds), walking the stages (module docstring); per stage its
     :class:`~tpsim.training.pipeline.StageOps`."""
     w = _Walk(g, sh, chunk_s, transfer_s, split)
-    todo = list(range(sh.p))
-    while todo:
-        moved = False
-        for r in todo:
-            moved = w.advance(r) or moved
-        todo = [r for r in reversed(todo) if w.pc[r] < len(sh.progs[r])]
-        if todo and not moved:
-            raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never becomes "
-                               "ready")
+    w.run()
     return [StageOps(_last(sh.progs[r], w.sops[r], w.op), w.pieces[r]) for r in range(sh.p)]
 
 
@@ -124,18 +116,6 @@ class _Walk:
                 return
             t = both[k]
 
-    def post(self, e: tuple, ready: float) -> None:
-        """This side of each transfer of batch ``e`` is ready at ``ready``."""
-        first, after, op = self.first, self.sh.after, self.op
-        for k in e:
-            t = first[k]
-            if t is None:
-                first[k] = ready
-                continue
-            self.both[k] = t = t if t > ready else ready
-            if after[k] < 0 or op[after[k]] >= 0:
-                self.transfer(k, t)
-
     def cut(self, r: int, chunk: int, t0: float) -> None:
         """The last backward of ``chunk`` on stage r, in the pieces ``split`` cuts it into."""
         start, end, kind, ids = self.g.start, self.g.end, self.g.kind, []
@@ -148,42 +128,64 @@ class _Walk:
         self.sops[r].extend(ids)
         self.pieces[r][chunk] = tuple(ids)
 
-    def advance(self, r: int) -> bool:
-        """Run stage r until a batch waits for a transfer (True: anything ran)."""
-        prog, i, ready, free, i0 = self.sh.progs[r], self.pc[r], self.ready[r], self.free[r], \
-            self.pc[r]
-        ops, d, n, tv, op = self.sops[r], self.dur[r], len(prog), 2 * self.sh.v, self.op
+    def run(self) -> None:
+        """Round after round, run each unfinished stage until a batch waits for a transfer.
+        At a batch, this side of each of its transfers is ready when the stage's previous op
+        ends; the stage goes on once all of them have run."""
+        sh, pcs, readys, frees = self.sh, self.pc, self.ready, self.free
+        progs, lens, sops, durs, tv, op = sh.progs, [len(x) for x in sh.progs], self.sops, \
+            self.dur, 2 * sh.v, self.op
         start, end, kind, whole = self.g.start, self.g.end, self.g.kind, self.split is None
-        while i < n:
-            e = prog[i]
-            if type(e) is int:
-                t0 = ready if ready > free else free
-                if e < tv or whole:
-                    ops.append(len(end))
-                    start.append(t0)
-                    end.append(t0 + d[e])
-                    kind.append(_COMPUTE)
-                else:
-                    self.cut(r, (e - tv) >> 1, t0)
-                ready = free = end[-1]
-            else:
-                if self.at[r] != i:
-                    self.at[r] = i
-                    self.post(e, ready)
-                t = 0.0
-                for k in e:
-                    if op[k] < 0:
-                        break
-                    if end[op[k]] > t:
-                        t = end[op[k]]
-                else:
-                    ready = t
-                    i += 1
-                    continue
-                break
-            i += 1
-        self.pc[r], self.ready[r], self.free[r] = i, ready, free
-        return i > i0
+        first, both, after, at, transfer = self.first, self.both, sh.after, self.at, \
+            self.transfer
+        todo = list(range(sh.p))
+        while todo:
+            moved = False
+            for r in todo:
+                prog, i, ready, free, ops, d, n = progs[r], pcs[r], readys[r], frees[r], \
+                    sops[r], durs[r], lens[r]
+                moved = moved or (i < n and (type(prog[i]) is int or at[r] != i))
+                while i < n:
+                    e = prog[i]
+                    if type(e) is int:
+                        t0 = ready if ready > free else free
+                        if e < tv or whole:
+                            ops.append(len(end))
+                            start.append(t0)
+                            end.append(t0 + d[e])
+                            kind.append(_COMPUTE)
+                        else:
+                            self.cut(r, (e - tv) >> 1, t0)
+                        ready = free = end[-1]
+                        i += 1
+                        continue
+                    if at[r] != i:
+                        at[r] = i
+                        for k in e:
+                            t = first[k]
+                            if t is None:
+                                first[k] = ready
+                                continue
+                            both[k] = t = t if t > ready else ready
+                            if after[k] < 0 or op[after[k]] >= 0:
+                                transfer(k, t)
+                    t = 0.0
+                    for k in e:
+                        if op[k] < 0:
+                            break
+                        if end[op[k]] > t:
+                            t = end[op[k]]
+                    else:
+                        ready = t
+                        i += 1
+                        moved = True
+                        continue
+                    break
+                pcs[r], readys[r], frees[r] = i, ready, free
+            todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
+            if todo and not moved:
+                raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never "
+                                   "becomes ready")
 
 
 def _seconds(t, name: str) -> float:

@@ -96,25 +96,31 @@ class _Walk:
                     * 2 for r in range(p)]      # twice: the last backward, when it is not cut
         self.pc, self.at, self.ready, self.free = [0] * p, [-1] * p, [0.0] * p, [0.0] * p
         self.pieces: list[dict] = [{} for _ in range(p)]
+        self.transfer = self._transfers()
 
-    def transfer(self, k: int, t: float) -> None:
-        """Message k, both sides ready at t, its link's previous transfer done: time it and
-        the transfers on its link that waited for it."""
-        link, nxt, both, lfree, ld = self.sh.link, self.sh.next, self.both, self.lfree, self.ld
+    def _transfers(self):
+        """``transfer(k, t)``: message k, both sides ready at t, its link's previous transfer
+        done: time it and the transfers on its link that waited for it. A closure over the
+        walk's lists (called once per message)."""
+        link, nxt, both, lfree, ld, op, lops = self.sh.link, self.sh.next, self.both, \
+            self.lfree, self.ld, self.op, self.lops
         start, end, kind = self.g.start, self.g.end, self.g.kind
-        while True:
-            j = link[k]
-            t0 = t if t > lfree[j] else lfree[j]
-            self.op[k] = i = len(end)
-            start.append(t0)
-            end.append(t0 + ld[j])
-            lfree[j] = end[i]
-            kind.append(_P2P)
-            self.lops[j].append(i)
-            k = nxt[k]
-            if k < 0 or both[k] is None:
-                return
-            t = both[k]
+
+        def transfer(k: int, t: float) -> None:
+            while True:
+                j = link[k]
+                t0 = t if t > lfree[j] else lfree[j]
+                op[k] = i = len(end)
+                start.append(t0)
+                end.append(t0 + ld[j])
+                lfree[j] = end[i]
+                kind.append(_P2P)
+                lops[j].append(i)
+                k = nxt[k]
+                if k < 0 or both[k] is None:
+                    return
+                t = both[k]
+        return transfer
 
     def cut(self, r: int, chunk: int, t0: float) -> None:
         """The last backward of ``chunk`` on stage r, in the pieces ``split`` cuts it into."""

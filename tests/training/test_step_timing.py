@@ -19,6 +19,7 @@ from tpsim.training.predict import predict
 from tpsim.training.step import build_step, time_step
 from tpsim.training.step_accounting import idle_split
 from tpsim.training.step_graph import StepGraph
+from tpsim.training import step_idle
 from tpsim.training.step_idle import idle
 from tpsim.training.step_programs import Shape
 from tpsim.training.step_timing import KINDS, TimedGraph, time_pipeline
@@ -150,6 +151,20 @@ def test_the_whole_step_equals_its_graph(kw):
     assert timed(time_step(setup, topo)) == reference(build_step(setup, topo))
     assert pred.step_run.run.timeline.makespan_s == pred.step.time_s
     assert pred.step.schedule == pred.step_run.schedule.name
+
+
+@pytest.mark.parametrize("kw", [
+    dict(tp=2, pp=4, dp=2, global_batch=64),
+    dict(tp=2, pp=2, dp=4, global_batch=32, virtual_stages=3, sequence_parallel=True),
+    dict(tp=4, pp=3, dp=2, global_batch=24, overlap_grad_reduce=False,
+         distributed_optimizer=True),
+])
+def test_the_sweep_and_the_arrays_split_a_step_alike(kw):
+    """A small step is split by the sweep, a large one on arrays: the same numbers."""
+    pred = predict(gpt(), A100, **kw)
+    g = time_step(pred.step_run._setup, pred.step_run._topo)
+    pp = kw["pp"]
+    assert step_idle._swept(g, pp) == step_idle._arrays(g, pp)
 
 
 def test_the_memo_keeps_numbers_only():

@@ -23,16 +23,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import terms
 from ..base.memo import Memo
 from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .pipeline import pipeline_schedule
 from .step import Part, build_step, time_step
-from .step_idle import CATEGORIES, intervals, stage_idle
-from .step_timing import KINDS
+from .step_idle import CATEGORIES, idle_split, stage_splits
 
 
 
@@ -43,7 +40,8 @@ class StepResult:
     __slots__ = ("times", "memory", "_setup", "_topo", "_run")
 
     def __init__(self, times: StepTimes, memory: tuple, setup, topo):
-        self.times, self.memory, self._setup, self._topo, self._run = times, memory, setup, topo, None
+        self.times, self.memory, self._setup, self._topo = times, memory, setup, topo
+        self._run = None
 
     @property
     def run(self):
@@ -56,53 +54,9 @@ class StepResult:
         return pipeline_schedule(self._setup.parallelism.pp, self._setup.m, self._setup.v)
 
 
-def _clip(intervals, t0: float, t1: float) -> list:
-    return [(max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1]
-
-
-def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], float]:
-    """Split the time in [t0, t1] that ``busy`` intervals leave free: to each list of intervals
-    in ``categories`` (first match wins) what it covers of that free time; the rest is returned
-    last (the bubble). One sweep over the intervals' ends."""
-    out, bubble = [0.0] * len(categories), 0.0
-    if t1 <= t0:
-        return out, bubble
-    events = [(x, 0, d) for a, b in _clip(busy, t0, t1) for x, d in ((a, 1), (b, -1))]
-    for k, cat in enumerate(categories, 1):
-        events += [(x, k, d) for a, b in _clip(cat, t0, t1) for x, d in ((a, 1), (b, -1))]
-    events.append((t1, 0, 0))
-    events.sort()
-    live = [0] * (len(categories) + 1)
-    t = t0
-    for x, k, d in events:
-        if x > t and not live[0]:
-            hit = next((j for j in range(1, len(live)) if live[j]), 0)
-            if hit:
-                out[hit - 1] += x - t
-            else:
-                bubble += x - t
-        t = max(t, x)
-        live[k] += d
-    return out, bubble
-
-
-def _busy(iv, pp: int) -> list[dict]:
-    """Per stage, the time its compute stream runs DP kernels (the gradients' pre-scale) and
-    optimizer kernels, each op's end - start added in stream order."""
-    out = [{"dp": 0.0, "optimizer": 0.0} for _ in range(pp)]
-    names = {KINDS.index(k): k for k in ("dp", "optimizer")}
-    pick = np.isin(iv.kind[iv.own], list(names))
-    start, end, kind = iv.start.tolist(), iv.end.tolist(), iv.kind.tolist()
-    for r, i in zip(iv.own_stage[pick].tolist(), iv.own[pick].tolist()):
-        busy = out[r]
-        name = names[kind[i]]
-        busy[name] = busy[name] + end[i] - start[i]
-    return out
-
-
 def stage_times(setup, stage: int, split: dict) -> StageTimes:
     """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the timed step's ``split`` of its
-    idle time (:func:`tpsim.training.step_idle.stage_idle`): before the pipeline's last chunk
+    idle time (:func:`tpsim.training.step_idle.stage_splits`): before the pipeline's last chunk
     ends anywhere (the flush), its own p2p (``pp_a``) or the bubble (``bubble_a``); after it,
     whatever of the step's end is running (``idle``: module docstring), else the bubble
     (``bubble_b``); ``busy``: its own DP and optimizer kernels."""
@@ -120,21 +74,11 @@ def stage_times(setup, stage: int, split: dict) -> StageTimes:
         hardware_flops=m * per_mb.hardware_flops)
 
 
-def _splits(g, pp: int) -> tuple[list[dict], float]:
-    """Per stage its idle split (:func:`stage_times`), and the makespan."""
-    iv = intervals(g, pp)
-    (pp_a, bubble_a), late, bubble_b = stage_idle(iv, pp)
-    busy = _busy(iv, pp)
-    return [{"pp_a": float(pp_a[r]), "bubble_a": float(bubble_a[r]),
-             "bubble_b": float(bubble_b[r]), "busy": busy[r],
-             "idle": {c: float(late[c][r]) for c in CATEGORIES}} for r in range(pp)], iv.makespan
-
-
 def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTimes:
     """The step's totals from the timed step ``g`` (:func:`tpsim.training.step.time_step`):
     per-GPU means over the stages (every stage has as many GPUs)."""
     par = setup.parallelism
-    splits, T = _splits(g, par.pp)
+    splits, T = stage_splits(g, par.pp)
     stages = tuple(stage_times(setup, r, splits[r]) for r in range(par.pp))
 
     def mean(field):

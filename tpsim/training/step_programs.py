@@ -9,8 +9,6 @@ schedule table (groups of p micro-batches through chunk 0, then chunk 1, ...).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..base.memo import Memo
 from .pipeline import interleaved_warmup, schedule_table
 
@@ -32,19 +30,41 @@ class Shape:
         built = [(_one_f_one_b if v == 1 else _interleaved)(_Stage(p, m, v, r))
                  for r in range(p)]
         self.progs = [prog for prog, _ in built]
-        n = 2 * m * V
-        link, after, nxt = (np.full(n, -1, np.intp) for _ in range(3))
-        index: dict[tuple[int, int], int] = {}
-        for r, (_, sends) in enumerate(built):       # each link's messages, in sender order
-            ks = np.array(sends, dtype=np.intp)
-            src = (ks >> 1) % V
-            dst = np.where(ks & 1, src - 1, src + 1) % p
-            for b in np.unique(dst).tolist():
-                on = ks[dst == b]
-                link[on] = index.setdefault((r, b), len(index))
-                after[on[1:]], nxt[on[:-1]] = on[:-1], on[1:]
-        self.link, self.after, self.next = link.tolist(), after.tolist(), nxt.tolist()
+        self.link, self.after, self.next, index = _links(
+            [sends for _, sends in built], p, V, 2 * m * V)
         self.links = tuple(index)
+
+
+def _links(sends: list, p: int, V: int, n: int) -> tuple[list, list, list, dict]:
+    """(link, after, next) per message and the links' index, from each stage's sends in
+    order: a message from virtual stage src goes to src - 1 (a gradient) or src + 1, so its
+    link is (sender, (src -+ 1) mod p); on each link, the sender's order. Many messages are
+    ordered with numpy, a few in Python (a one-stage prediction imports no numpy)."""
+    index: dict[tuple[int, int], int] = {}
+    if sum(map(len, sends)) < 2048:
+        link, after, nxt = [-1] * n, [-1] * n, [-1] * n
+        for r, ks in enumerate(sends):
+            last: dict[int, int] = {}
+            for k in ks:
+                src = (k >> 1) % V
+                b = (src - 1 if k & 1 else src + 1) % p
+                link[k] = index.setdefault((r, b), len(index))
+                after[k] = prev = last.get(b, -1)
+                if prev >= 0:
+                    nxt[prev] = k
+                last[b] = k
+        return link, after, nxt, index
+    import numpy as np
+    link, after, nxt = (np.full(n, -1, np.intp) for _ in range(3))
+    for r, ks in enumerate(sends):
+        ks = np.array(ks, dtype=np.intp)
+        src = (ks >> 1) % V
+        dst = np.where(ks & 1, src - 1, src + 1) % p
+        for b in np.unique(dst).tolist():
+            on = ks[dst == b]
+            link[on] = index.setdefault((r, b), len(index))
+            after[on[1:]], nxt[on[:-1]] = on[:-1], on[1:]
+    return link.tolist(), after.tolist(), nxt.tolist(), index
 
 
 class _Stage:

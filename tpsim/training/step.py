@@ -23,8 +23,11 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    model-parallel ranks, which waits for every stage); the optimizer kernels; with the
    distributed optimizer, the all-gather of the updated weights.
 
-All of it is one :class:`tpsim.training.step_graph.StepGraph` run on in-order streams; the bubble is the
-idle time the run leaves on each stage's compute stream (:mod:`tpsim.training.step_accounting`).
+All of it runs on in-order streams: :func:`time_step` times it in one pass
+(:mod:`tpsim.training.step_timing`), :func:`build_step` builds it op by op with names
+(:class:`tpsim.training.step_graph.StepGraph`, for the trace and the plots), the same times; the
+bubble is the idle time the run leaves on each stage's compute stream
+(:mod:`tpsim.training.step_accounting`).
 Each op's duration and size is a function of :mod:`tpsim.training.terms`, which the search's
 bound reads too.
 """

@@ -10,7 +10,7 @@ Every GPU of stage r spends the step's time T as
                                                         p2p transfers or the tied-embedding
                                                         all-reduce runs; otherwise the bubble)
 
-The idle time of the compute stream is read from the run (:func:`idle_split`). Until the
+The idle time of the compute stream is read from the run (:mod:`tpsim.training.step_idle`). Until the
 pipeline's last chunk ends on any stage (the flush), a stage idles for its own p2p transfers
 (pp) or for the pipeline (the bubble: a DP reduction running then is hidden by the flush).
 After it, each idle moment goes to the first of: any stage's DP collective, the tied-embedding

@@ -185,7 +185,8 @@ def idle(t0: float, t1: float, pp: int, busy, sets) -> tuple[list, object]:
     stage, x = np.concatenate(stage), np.concatenate(x)
     up = np.concatenate([np.zeros(2 * pp, np.int64), *up])
     which = np.concatenate([np.zeros(2 * pp, np.intp), *which])
-    order = np.lexsort((x, stage))
+    order = np.argsort(x, kind="stable")           # by time, then (stably) by stage
+    order = order[np.argsort(stage[order].astype(np.int32), kind="stable")]
     stage, x, up, which = stage[order], x[order], up[order], which[order]
     cover = np.zeros((len(sets) + 1, len(x)), np.int64)
     cover[which, np.arange(len(x))] = up

@@ -88,6 +88,7 @@ class _Walk:
         self.g, self.sh, self.split = g, sh, split
         n, p, v = len(sh.link), sh.p, sh.v
         self.first, self.both, self.op = [None] * n, [None] * n, [-1] * n
+        self.tend: list = [None] * n          # each transfer's end, once timed
         self.lops = [g.on.setdefault(f"p2p {a}>{b}", []) for a, b in sh.links]
         self.ld = [_seconds(transfer_s(a, b), f"p2p {a}>{b}") for a, b in sh.links]
         self.lfree = [0.0] * len(self.ld)
@@ -102,8 +103,8 @@ class _Walk:
         """``transfer(k, t)``: message k, both sides ready at t, its link's previous transfer
         done: time it and the transfers on its link that waited for it. A closure over the
         walk's lists (called once per message)."""
-        link, nxt, both, lfree, ld, op, lops = self.sh.link, self.sh.next, self.both, \
-            self.lfree, self.ld, self.op, self.lops
+        link, nxt, both, lfree, ld, op, lops, tend = self.sh.link, self.sh.next, self.both, \
+            self.lfree, self.ld, self.op, self.lops, self.tend
         start, end, kind = self.g.start, self.g.end, self.g.kind
 
         def transfer(k: int, t: float) -> None:
@@ -113,7 +114,7 @@ class _Walk:
                 op[k] = i = len(end)
                 start.append(t0)
                 end.append(t0 + ld[j])
-                lfree[j] = end[i]
+                lfree[j] = tend[k] = end[i]
                 kind.append(_P2P)
                 lops[j].append(i)
                 k = nxt[k]
@@ -139,8 +140,8 @@ class _Walk:
         At a batch, this side of each of its transfers is ready when the stage's previous op
         ends; the stage goes on once all of them have run."""
         sh, pcs, readys, frees = self.sh, self.pc, self.ready, self.free
-        progs, lens, sops, durs, tv, op = sh.progs, [len(x) for x in sh.progs], self.sops, \
-            self.dur, 2 * sh.v, self.op
+        progs, lens, sops, durs, tv, tend = sh.progs, [len(x) for x in sh.progs], self.sops, \
+            self.dur, 2 * sh.v, self.tend
         start, end, kind, whole = self.g.start, self.g.end, self.g.kind, self.split is None
         first, both, after, at, transfer = self.first, self.both, sh.after, self.at, \
             self.transfer
@@ -173,14 +174,15 @@ class _Walk:
                                 first[k] = ready
                                 continue
                             both[k] = t = t if t > ready else ready
-                            if after[k] < 0 or op[after[k]] >= 0:
+                            if after[k] < 0 or tend[after[k]] is not None:
                                 transfer(k, t)
                     t = 0.0
                     for k in e:
-                        if op[k] < 0:
+                        x = tend[k]
+                        if x is None:
                             break
-                        if end[op[k]] > t:
-                            t = end[op[k]]
+                        if x > t:
+                            t = x
                     else:
                         ready = t
                         i += 1

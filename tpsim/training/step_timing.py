@@ -10,14 +10,14 @@ and the makespan is a max-plus longest path through the data edges and the strea
 (:mod:`tpsim.training.step_graph` states the same recurrence over a built graph). Any order in
 which inputs come first gives the same times, bit for bit: each end is the same maximum plus
 the same duration. :func:`time_pipeline` finds one while it times: it advances each stage's
-program (:func:`programs`: Megatron-core's 1F1B or interleaved 1F1B, as
+program (:mod:`tpsim.training.step_programs`: Megatron-core's 1F1B or interleaved 1F1B, as
 :mod:`tpsim.training.pipeline` builds it with objects) until a p2p batch waits for a transfer
 whose other side (or whose predecessor on its directed link) is not there yet, and comes back
 to it when it is. A transfer starts when both sides have posted it (each side's previous op has
 ended) and its link is free; the op after a batch waits for all of the batch's transfers.
 
-:class:`TimedGraph` keeps only what the accounting reads: start, end, stream and kind of each op,
-and the ops of each stream; the step's end (:mod:`tpsim.training.step`) adds its few ops to it
+:class:`TimedGraph` keeps only what the accounting reads: start, end and kind of each op, and
+the ops of each stream; the step's end (:mod:`tpsim.training.step`) adds its few ops to it
 with the same ``add`` a :class:`~tpsim.training.step_graph.StepGraph` has, each timed at once.
 """
 from __future__ import annotations

@@ -13,6 +13,11 @@
 * `tpsim.predict()` by names (``predict("gpt3", "dgx-h100", tp=8)``, and a 2-node pipeline with
   ``nodes=``): each call resolves the names and checks the files' versions, the YAML is read
   once (:mod:`tpsim.base.memo`) and the memos, keyed by value, serve the rest.
+* The cold full training step: GPT-3 175B at TP 8, PP 8, DP 16, global batch 1536 (96
+  micro-batches) on dgx-a100-hdr-cluster with ``nodes=128``, predictions per CPU second with a
+  new sequence length at every call (every layer op priced afresh and the step simulated) and
+  with the step memo emptied before every call (the step simulated afresh); by names with
+  ``nodes=128`` at every call. Targets: >= 200/s cold, >= 100/s by names.
 """
 from __future__ import annotations
 
@@ -79,6 +84,29 @@ def main() -> None:
         r, n = rate(lambda i: predict(*names, **kwargs), args.seconds)
         shown = ", ".join([*map(repr, names), *(f"{k}={v}" for k, v in kwargs.items())])
         print(f"tpsim.predict({shown}): {r:,.0f} per CPU second by names ({n} calls)")
+    full_step(args.seconds)
+
+
+def full_step(seconds: float) -> None:
+    """The cold full-step figures (module docstring)."""
+    from tpsim import load_model, load_topology
+    from tpsim.training import step_accounting
+    from tpsim.training.predict import predict
+    model, topo = load_model("gpt3"), load_topology("dgx-a100-hdr-cluster")
+    kw = dict(tp=8, pp=8, dp=16, global_batch=1536, nodes=128)
+    shown = "gpt3, TP 8 PP 8 DP 16, global batch 1536, dgx-a100-hdr-cluster, nodes=128"
+    r, n = rate(lambda i: predict(model, topo, seq_len=1024 + 8 * i, **kw), seconds)
+    print(f"full step ({shown}): {r:,.0f} predictions per CPU second with a new sequence "
+          f"length at every call ({n} calls)")
+
+    def fresh(i):
+        step_accounting._STEPS.clear()
+        predict(model, topo, **kw)
+    r, n = rate(fresh, seconds)
+    print(f"full step: {r:,.0f} per CPU second with the step memo emptied at every call "
+          f"({n} calls)")
+    r, n = rate(lambda i: predict("gpt3", "dgx-a100-hdr-cluster", **kw), seconds)
+    print(f"full step: {r:,.0f} per CPU second by names with nodes=128 ({n} calls)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ and their CPU time counts):
   of which the layer simulations (a fixed cost per layer configuration);
 * re-pricing: the finalists simulated by tpsim.predict until the next bound exceeds the 10th
   best (a fixed number of step simulations, not per layout), CPU seconds and count;
-* the bound's largest gap to the simulated step among the finalists.
+* the bound's largest gap to the simulated step among the finalists;
+* whole searches as the command runs them (``python -m tpsim search``, one process each):
+  GPT-3 on 64 and 512 A100s (global batch 512 and 1536) and Llama 3 405B on 512 A100s
+  (dgx-a100-hdr-cluster, global batch 1536), the process's CPU seconds (user + system,
+  interpreter start and imports included) and its maximum resident memory (targets: <= 1.5
+  CPU s and <= 400 MB for GPT-3, <= 3 CPU s for Llama 3 405B).
 """
 from __future__ import annotations
 
@@ -26,6 +31,22 @@ import sys
 
 CASES = (("gpt3", "dgx-a100-hdr-cluster", 512, 1536),
          ("llama3-70b", "dgx-h100-ndr-cluster", 64, 128))
+
+WHOLE = (("gpt3", 64, 512), ("gpt3", 512, 1536), ("llama3-405b", 512, 1536))
+
+# The command in a child that reports its own CPU time and peak memory (getrusage: the peak of
+# the process, its pool workers included by RUSAGE_CHILDREN, none with --jobs 1).
+WHOLE_CHILD = """
+import json, os, resource, sys
+from tpsim.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+                  "rss_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024}), file=sys.stderr)
+"""
 
 CHILD = """
 import json, sys, time
@@ -62,6 +83,20 @@ def measure(case) -> dict:
     return json.loads(out)
 
 
+def whole(model: str, gpus: int, global_batch: int) -> dict:
+    """CPU seconds and peak memory of one ``tpsim search`` process."""
+    argv = ["search", "--model", model, "--topology", "dgx-a100-hdr-cluster", "--gpus",
+            str(gpus), "--global-batch", str(global_batch)]
+    err = subprocess.run([sys.executable, "-c", WHOLE_CHILD, *argv], check=True,
+                         capture_output=True, text=True, env=_env()).stderr
+    return json.loads(err.strip().splitlines()[-1])
+
+
+def _env() -> dict:
+    return {**os.environ, **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                              "MKL_NUM_THREADS")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -77,6 +112,12 @@ def main() -> None:
         print(f"  re-priced {best['repriced']} finalists with the step simulation in "
               f"{best['repricing_s']:.2f} CPU s; the bound within {best['gap'] * 100:.2f}% of "
               f"them; best step {best['best']:.3f} s")
+    for model, gpus, gb in WHOLE:
+        runs = [whole(model, gpus, gb) for _ in range(args.repeats)]
+        best = min(runs, key=lambda r: r["cpu_s"])
+        print(f"tpsim search --model {model} --gpus {gpus} --global-batch {gb} "
+              f"(dgx-a100-hdr-cluster, best of {args.repeats}): {best['cpu_s']:.2f} CPU s, "
+              f"max RSS {max(r['rss_mb'] for r in runs):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Op and collective rows name the function that priced them (:mod:`tpsim.sim.price
 sections built from them name theirs here: one dotted name where one function computed the
 whole section, else a mapping JSON field -> name. Each name is read off the function object
 (:func:`tpsim.base.formula.qualname`), so renaming or moving a function renames the output
-with it, and a function that disappears fails at import. The search's candidates reuse the
-step's and the memory's names (:mod:`tpsim.report.search`).
+with it, and a function that disappears fails at import (``tpsim infer``'s names: when first
+read, so that ``tpsim predict`` does not import the serving model). The search's candidates
+reuse the step's and the memory's names (:mod:`tpsim.report.search`).
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import textwrap
 
 from ..base.formula import qualname
 from ..cluster.topology import Device
-from ..serving import infer as serving
-from ..serving import memory as serving_memory
 from ..sim.memory import stage_memory
 from ..sim.result import TimeSplit
 from ..sim.simulate import layer_times, phase_times
@@ -53,18 +52,33 @@ MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer
                   (terms.in_flight_chunks, ("in_flight",)),
                   (ModelConfig.stage_params, ("params_per_gpu",)))
 
-# tpsim infer
-PREFILL = by_field((serving.prefill_pass, ("time_s", "tokens_per_s", "mfu")),
-                   (serving.phase_cost, ("cost",)))
-DECODE = by_field((serving.decode_steps, ("time_per_token_s", "tokens_per_s", "first_step_s",
-                                          "last_step_s", "kv_len", "hbm_bandwidth_Bps")),
-                  (serving.phase_cost, ("cost",)))
-TOTAL = qualname(serving.infer)
-INFER_MEMORY = by_field((serving_memory.weights_per_gpu, ("weights_bytes",)),
-                        (serving_memory.kv_bytes_per_token, ("kv_bytes_per_token",)),
-                        (serving_memory.serving_memory, ("kv_cache_bytes", "activations_bytes",
-                                                         "total_bytes", "fits", "max_batch")),
-                        (Device.usable_bytes, ("reserved_bytes",)))
+# tpsim infer: PREFILL, DECODE, TOTAL, INFER_MEMORY (:func:`__getattr__`)
+_INFER = ("PREFILL", "DECODE", "TOTAL", "INFER_MEMORY")
+
+
+def __getattr__(name: str):
+    """``tpsim infer``'s sections' names, made when one is first read."""
+    if name not in _INFER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ..serving import infer as serving
+    from ..serving import memory as serving_memory
+    globals().update(
+        PREFILL=by_field((serving.prefill_pass, ("time_s", "tokens_per_s", "mfu")),
+                         (serving.phase_cost, ("cost",))),
+        DECODE=by_field((serving.decode_steps, ("time_per_token_s", "tokens_per_s",
+                                                "first_step_s", "last_step_s", "kv_len",
+                                                "hbm_bandwidth_Bps")),
+                        (serving.phase_cost, ("cost",))),
+        TOTAL=qualname(serving.infer),
+        INFER_MEMORY=by_field((serving_memory.weights_per_gpu, ("weights_bytes",)),
+                              (serving_memory.kv_bytes_per_token, ("kv_bytes_per_token",)),
+                              (serving_memory.serving_memory, ("kv_cache_bytes",
+                                                               "activations_bytes",
+                                                               "total_bytes", "fits",
+                                                               "max_batch")),
+                              (Device.usable_bytes, ("reserved_bytes",))))
+    return globals()[name]
+
 
 LABEL = "  formula        "
 WIDTH = 120

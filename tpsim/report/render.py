@@ -170,25 +170,39 @@ def notice_text(n) -> str:
     return f"{n.code}: {v}"
 
 
+def plain(value, skip=()):
+    """A result as ``dataclasses.asdict`` makes it (dataclasses as dicts of their fields, tuples,
+    lists and dicts rebuilt, recursively), less the fields named in ``skip``, without its deep
+    copy of every leaf: the results hold numbers, strings and containers of them."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.name not in skip}
+    if type(value) in (list, tuple):
+        return type(value)(plain(v) for v in value)
+    if type(value) is dict:
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def _with_formula(obj, formula) -> dict:
     """A result dataclass as a dict, with the ``formula`` that computed it
     (:mod:`tpsim.report.formulas`)."""
-    return {**dataclasses.asdict(obj), "formula": formula if isinstance(formula, str)
+    return {**plain(obj), "formula": formula if isinstance(formula, str)
             else dict(formula)}
 
 
 def _step_json(step) -> dict:
-    out = _with_formula(step, fm.STEP)
-    out["stages"] = [_with_formula(s, fm.STAGE) for s in step.stages]
-    return out
+    stages = [_with_formula(s, fm.STAGE) for s in step.stages]
+    return {**{f.name: stages if f.name == "stages" else plain(getattr(step, f.name))
+               for f in dataclasses.fields(step)}, "formula": dict(fm.STEP)}
 
 
 def prediction_json(p) -> dict:
     """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md)."""
     return {
-        "inputs": dataclasses.asdict(p.inputs),
+        "inputs": plain(p.inputs),
         "layer": _with_formula(p.layer, fm.LAYER),
-        "collectives": [{**dataclasses.asdict(c), "total_time_s": c.total_time_s}
+        "collectives": [{**plain(c), "total_time_s": c.total_time_s}
                         for c in p.collectives],
         "ops": [o._asdict() for o in p.ops],
         "model": _with_formula(p.model, fm.MODEL),
@@ -300,24 +314,24 @@ def infer_report(p) -> str:
 
 
 def _phase_json(cost) -> dict:
-    return {**dataclasses.asdict(cost), "bound": cost.bound}
+    return {**plain(cost), "bound": cost.bound}
 
 
 def infer_json(p) -> dict:
     """The JSON object of ``tpsim infer --json``."""
     pre, dec = p.prefill, p.decode
     return {
-        "inputs": dataclasses.asdict(p.inputs),
+        "inputs": plain(p.inputs),
         "prefill": {"time_s": pre.time_s, "tokens_per_s": pre.tokens_per_s, "mfu": pre.mfu,
                     "cost": _phase_json(pre.cost), "formula": dict(fm.PREFILL)},
-        "decode": {**{k: v for k, v in dataclasses.asdict(dec).items() if k != "cost"},
+        "decode": {**plain(dec, ("cost",)),
                    "cost": _phase_json(dec.cost), "formula": dict(fm.DECODE)},
         "total": _with_formula(p.total, fm.TOTAL),
         "memory": _with_formula(p.memory, fm.INFER_MEMORY),
         "decode_ops": [o._asdict() for o in p.decode_ops],
         "prefill_ops": [o._asdict() for o in p.prefill_ops],
-        "collectives": {"decode": [dataclasses.asdict(c) for c in p.decode_collectives],
-                        "prefill": [dataclasses.asdict(c) for c in p.prefill_collectives]},
+        "collectives": {"decode": [plain(c) for c in p.decode_collectives],
+                        "prefill": [plain(c) for c in p.prefill_collectives]},
         "warnings": [infer_notice_text(w) for w in p.warnings],
         "notices": [{"code": w.code, **w.values} for w in p.warnings],
     }

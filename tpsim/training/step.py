@@ -23,8 +23,11 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    model-parallel ranks, which waits for every stage); the optimizer kernels; with the
    distributed optimizer, the all-gather of the updated weights.
 
-All of it is one :class:`tpsim.training.step_graph.StepGraph` run on in-order streams; the bubble is the
-idle time the run leaves on each stage's compute stream (:mod:`tpsim.training.step_accounting`).
+All of it runs on in-order streams: :func:`time_step` times it in one pass
+(:mod:`tpsim.training.step_timing`), :func:`build_step` builds it op by op with names
+(:class:`tpsim.training.step_graph.StepGraph`, for the trace and the plots), the same times; the
+bubble is the idle time the run leaves on each stage's compute stream
+(:mod:`tpsim.training.step_accounting`).
 Each op's duration and size is a function of :mod:`tpsim.training.terms`, which the search's
 bound reads too.
 """
@@ -43,6 +46,8 @@ from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
 from .step_graph import StepGraph
+from .step_timing import TimedGraph, time_pipeline
+from .step_programs import shape as step_shape
 from ..cluster.topology import Topology
 
 
@@ -207,27 +212,45 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     for chunk, ids in stage_ops.last_backward.items():
         for k, (_, params) in enumerate(buckets(stage, chunk)):
             scale = ids[2 * k + 1]
-            g.kinds[scale] = "dp"
+            g.set_kind(scale, "dp")
             out.append(reduce(f"chunk{chunk}.bucket{k}", params, (scale,)))
     return out
 
 
-def build_step(setup: StepSetup, topo: Topology):
-    """The step's graph: the pipeline, the DP reductions and the step end (module docstring)."""
+def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
+    """The step's graph, op by op with names (the trace's and the plots' detail): the
+    pipeline, the DP reductions and the step end (module docstring)."""
+    g = StepGraph()
+    p = setup.parallelism.pp
+    sched = pipeline_schedule(p, setup.m, setup.v)
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split: add_pipeline(
+        g, sched, chunk_s, transfer_s, split))
+
+
+def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
+    """The same step timed in one pass (:mod:`tpsim.training.step_timing`): start, end, stream
+    and kind of every op of :func:`build_step`'s graph, the same numbers."""
+    g = TimedGraph()
+    sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split: time_pipeline(
+        g, sh, chunk_s, transfer_s, split))
+
+
+def _finish(g, setup: StepSetup, topo: Topology, pipeline):
+    """``pipeline(chunk_s, transfer_s, split)`` puts the stages' programs into ``g``; then
+    the DP reductions and the step end."""
     par = setup.parallelism
     p = par.pp
-    sched = pipeline_schedule(p, setup.m, setup.v)
-    g = StepGraph()
 
     def chunk_s(stage, chunk, kind):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
     buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
-    stage_ops = add_pipeline(g, sched, chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
-                             _split(setup, topo, buckets))
+    stage_ops = pipeline(chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
+                         _split(setup, topo, buckets))
     ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
     _step_end(g, setup, topo, ready)
-    return g, sched
+    return g
 
 
 def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:

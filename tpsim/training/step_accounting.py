@@ -10,7 +10,7 @@ Every GPU of stage r spends the step's time T as
                                                         p2p transfers or the tied-embedding
                                                         all-reduce runs; otherwise the bubble)
 
-The idle time of the compute stream is read from the run (:func:`idle_split`). Until the
+The idle time of the compute stream is read from the run (:mod:`tpsim.training.step_idle`). Until the
 pipeline's last chunk ends on any stage (the flush), a stage idles for its own p2p transfers
 (pp) or for the pipeline (the bubble: a DP reduction running then is hidden by the flush).
 After it, each idle moment goes to the first of: any stage's DP collective, the tied-embedding
@@ -21,126 +21,64 @@ on every stage.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from . import terms
 from ..base.memo import Memo
 from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
-from .step import Part, build_step
+from .pipeline import pipeline_schedule
+from .step import Part, build_step, time_step
+from .step_idle import CATEGORIES, idle_split, stage_splits
 
-CATEGORIES = ("dp", "pp", "tp", "optimizer")
 
 
-@dataclass(frozen=True)
 class StepResult:
-    """A simulated step: its times, each stage's memory, the run and the schedule it ran."""
-    times: StepTimes
-    memory: tuple[Memory, ...]
-    run: object
-    schedule: object
+    """A simulated step: its times and each stage's memory (what the memo keeps), and, built
+    when first asked, the schedule it ran and its ``run``: the step graph op by op with names
+    (:meth:`tpsim.training.step_graph.StepGraph.run`, for the trace and the plots)."""
+    __slots__ = ("times", "memory", "_setup", "_topo", "_run")
+
+    def __init__(self, times: StepTimes, memory: tuple, setup, topo):
+        self.times, self.memory, self._setup, self._topo = times, memory, setup, topo
+        self._run = None
+
+    @property
+    def run(self):
+        if self._run is None:
+            self._run = build_step(self._setup, self._topo).run()
+        return self._run
+
+    @property
+    def schedule(self):
+        return pipeline_schedule(self._setup.parallelism.pp, self._setup.m, self._setup.v)
 
 
-def _clip(intervals, t0: float, t1: float) -> list:
-    return [(max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1]
-
-
-def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], float]:
-    """Split the time in [t0, t1] that ``busy`` intervals leave free: to each list of intervals
-    in ``categories`` (first match wins) what it covers of that free time; the rest is returned
-    last (the bubble). One sweep over the intervals' ends."""
-    out, bubble = [0.0] * len(categories), 0.0
-    if t1 <= t0:
-        return out, bubble
-    events = [(x, 0, d) for a, b in _clip(busy, t0, t1) for x, d in ((a, 1), (b, -1))]
-    for k, cat in enumerate(categories, 1):
-        events += [(x, k, d) for a, b in _clip(cat, t0, t1) for x, d in ((a, 1), (b, -1))]
-    events.append((t1, 0, 0))
-    events.sort()
-    live = [0] * (len(categories) + 1)
-    t = t0
-    for x, k, d in events:
-        if x > t and not live[0]:
-            hit = next((j for j in range(1, len(live)) if live[j]), 0)
-            if hit:
-                out[hit - 1] += x - t
-            else:
-                bubble += x - t
-        t = max(t, x)
-        live[k] += d
-    return out, bubble
-
-
-@dataclass(frozen=True)
-class _Intervals:
-    """A run's ops grouped once for the accounting: per stream (start, end, kind); the step
-    end's global categories; the flush (the last chunk's end on any stage)."""
-    streams: dict
-    step_end: dict
-    flush: float
-
-
-def _intervals(run) -> _Intervals:
-    tl = run.timeline
-    streams: dict[str, list] = {}
-    for i, s in enumerate(tl.streams):
-        streams.setdefault(s, []).append((tl.start[i], tl.end[i], run.kinds[i]))
-    step_end = {c: [] for c in (*CATEGORIES, "embedding")}
-    flush = 0.0
-    for s, ops in streams.items():
-        if s.startswith("stage") and "." not in s:       # a stage's compute stream
-            flush = max([flush] + [b for _, b, k in ops if k == "compute"])
-            step_end["optimizer"] += [(a, b) for a, b, k in ops if k == "optimizer"]
-            continue
-        cat = ("dp" if s.endswith(".dp") else "tp" if s.endswith(".sync") else
-               "embedding" if s == "embedding" else "optimizer" if s == "grad-norm" else None)
-        if cat:
-            step_end[cat] += [(a, b) for a, b, _ in ops]
-    return _Intervals(streams, step_end, flush)
-
-
-def _own_p2p(iv: _Intervals, stage: int) -> list:
-    """The intervals of the p2p transfers ``stage`` sends or receives."""
-    out = []
-    for s, ops in iv.streams.items():
-        if s.startswith("p2p ") and stage in map(int, s[4:].split(">")):
-            out += [(a, b) for a, b, _ in ops]
-    return out
-
-
-def stage_times(run, setup, stage: int, iv: _Intervals | None = None) -> StageTimes:
-    """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the run: before the pipeline's last
-    chunk ends anywhere (the flush), the stage's idle time is its own p2p or the bubble; after
-    it, whatever of the step's end is running (module docstring), else the bubble."""
-    iv = iv or _intervals(run)
-    p, m, T = setup.parallelism.pp, setup.m, run.timeline.makespan_s
+def stage_times(setup, stage: int, split: dict) -> StageTimes:
+    """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the timed step's ``split`` of its
+    idle time (:func:`tpsim.training.step_idle.stage_splits`): before the pipeline's last chunk
+    ends anywhere (the flush), its own p2p (``pp_a``) or the bubble (``bubble_a``); after it,
+    whatever of the step's end is running (``idle``: module docstring), else the bubble
+    (``bubble_b``); ``busy``: its own DP and optimizer kernels."""
+    p, m = setup.parallelism.pp, setup.m
     mine = [setup.chunks[c * p + stage] for c in range(setup.v)]
-    own = iv.streams.get(f"stage{stage}", [])
-    busy = {"compute": 0.0, "dp": 0.0, "optimizer": 0.0}
-    for a, b, kind in own:
-        busy[kind] = busy.get(kind, 0.0) + b - a
-    own_busy = [(a, b) for a, b, _ in own]
-    (pp_a,), bubble_a = idle_split(0.0, iv.flush, own_busy, [_own_p2p(iv, stage)])
-    cats = dict(iv.step_end, pp=iv.step_end["embedding"] if stage in (0, p - 1) else [])
-    end, bubble_b = idle_split(iv.flush, T, own_busy, [cats[c] for c in CATEGORIES])
-    idle = dict(zip(CATEGORIES, end))
+    idle, busy = split["idle"], split["busy"]
     per_mb = Part.total([(c.part, 1) for c in mine])
     return StageTimes(
         compute_s=m * per_mb.compute_s, tp_comm_exposed_s=m * per_mb.tp_exposed_s + idle["tp"],
-        host_wait_s=m * per_mb.host_wait_s, bubble_s=bubble_a + bubble_b,
-        pp_comm_exposed_s=pp_a + idle["pp"], dp_comm_exposed_s=busy["dp"] + idle["dp"],
+        host_wait_s=m * per_mb.host_wait_s, bubble_s=split["bubble_a"] + split["bubble_b"],
+        pp_comm_exposed_s=split["pp_a"] + idle["pp"], dp_comm_exposed_s=busy["dp"] + idle["dp"],
         optimizer_s=busy["optimizer"] + idle["optimizer"], stage=stage,
         layers=sum(c.layers for c in mine), forward_s=per_mb.forward_s,
         backward_s=per_mb.backward_s, flops=m * per_mb.flops,
         hardware_flops=m * per_mb.hardware_flops)
 
 
-def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: float) -> StepTimes:
-    """The step's totals: per-GPU means over the stages (every stage has as many GPUs)."""
+def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTimes:
+    """The step's totals from the timed step ``g`` (:func:`tpsim.training.step.time_step`):
+    per-GPU means over the stages (every stage has as many GPUs)."""
     par = setup.parallelism
-    T = run.timeline.makespan_s
-    iv = _intervals(run)
-    stages = tuple(stage_times(run, setup, r, iv) for r in range(par.pp))
+    splits, T = stage_splits(g, par.pp)
+    stages = tuple(stage_times(setup, r, splits[r]) for r in range(par.pp))
 
     def mean(field):
         return sum(getattr(s, field) for s in stages) / len(stages)
@@ -151,7 +89,8 @@ def step_times(run, setup, schedule, global_batch: int, seq_len: int, peak: floa
         mfu=flops / T / peak, hfu=hardware / T / peak, flops=flops, hardware_flops=hardware,
         ideal_bubble_fraction=(par.pp - 1) / (setup.m * setup.v), micro_batches=setup.m,
         global_batch=global_batch, pp=par.pp, dp=par.dp, virtual_stages=setup.v,
-        schedule=schedule.name, distributed_optimizer=setup.distributed_optimizer,
+        schedule="1f1b" if setup.v == 1 else "interleaved-1f1b",
+        distributed_optimizer=setup.distributed_optimizer,
         overlap_grad_reduce=setup.overlap_grad_reduce, p2p_bytes=setup.p2p_bytes,
         stages=stages)
 
@@ -173,20 +112,21 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     return tuple(out)
 
 
-_STEPS = Memo("step simulations", 512)
+_STEPS = Memo("step simulations: times and memory", 512)
 
 
 def simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float,
                   headroom: float = 0.0) -> StepResult:
-    """Build the step (:func:`tpsim.training.step.build_step`), run it, account for it. Memoised per
-    (setup, topology, ...) by value: a pure function of frozen inputs, which sweeps repeat."""
-    return _STEPS.get((setup, topo, global_batch, seq_len, peak, headroom), _simulate_step,
-                      setup, topo, global_batch, seq_len, peak, headroom)
+    """Time the step (:func:`tpsim.training.step.time_step`), account for it. The times and
+    memory are memoised per (setup, topology, ...) by value: a pure function of frozen
+    inputs, which sweeps repeat; the op-by-op run is built only when asked."""
+    times, memory = _STEPS.get((setup, topo, global_batch, seq_len, peak, headroom),
+                               _simulate_step, setup, topo, global_batch, seq_len, peak, headroom)
+    return StepResult(times, memory, setup, topo)
 
 
 def _simulate_step(setup, topo, global_batch: int, seq_len: int, peak: float,
-                   headroom: float) -> StepResult:
-    g, schedule = build_step(setup, topo)
-    run = g.run()
-    return StepResult(step_times(run, setup, schedule, global_batch, seq_len, peak),
-                      stage_memories(setup, topo.device, headroom), run, schedule)
+                   headroom: float) -> tuple:
+    g = time_step(setup, topo)
+    return (step_times(g, setup, global_batch, seq_len, peak),
+            stage_memories(setup, topo.device, headroom))

@@ -59,6 +59,9 @@ class StepGraph:
         self.deps.append([d for d in deps if d is not None])
         return len(self.names) - 1
 
+    def set_kind(self, op: int, kind: str) -> None:
+        self.kinds[op] = kind
+
     def depend(self, op: int, deps) -> None:
         """``op`` also waits for ``deps`` (added after the op: a transfer learns its sides later)."""
         self.deps[op].extend(d for d in deps if d is not None)

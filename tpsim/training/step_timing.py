@@ -1,0 +1,209 @@
+"""The step timed in one pass: the pipeline's stage programs as integers, walked in an order in
+which every op's inputs are already timed.
+
+A GPU stream is an in-order queue, so op i of the step starts at
+
+    start_i = max(end of the op before it on its stream, max_{p in inputs(i)} end_p),
+    end_i = start_i + d_i
+
+and the makespan is a max-plus longest path through the data edges and the stream chains
+(:mod:`tpsim.training.step_graph` states the same recurrence over a built graph). Any order in
+which inputs come first gives the same times, bit for bit: each end is the same maximum plus
+the same duration. :func:`time_pipeline` finds one while it times: it advances each stage's
+program (:mod:`tpsim.training.step_programs`: Megatron-core's 1F1B or interleaved 1F1B, as
+:mod:`tpsim.training.pipeline` builds it with objects) until a p2p batch waits for a transfer
+whose other side (or whose predecessor on its directed link) is not there yet, and comes back
+to it when it is. A transfer starts when both sides have posted it (each side's previous op has
+ended) and its link is free; the op after a batch waits for all of the batch's transfers.
+
+:class:`TimedGraph` keeps only what the accounting reads: start, end and kind of each op, and
+the ops of each stream; the step's end (:mod:`tpsim.training.step`) adds its few ops to it
+with the same ``add`` a :class:`~tpsim.training.step_graph.StepGraph` has, each timed at once.
+"""
+from __future__ import annotations
+
+from .pipeline import StageOps
+from .step_programs import Shape
+
+
+KINDS = ("compute", "dp", "optimizer", "p2p", "tp", "pp")     # a TimedGraph's kind codes
+_CODE = {k: i for i, k in enumerate(KINDS)}
+_COMPUTE, _P2P = _CODE["compute"], _CODE["p2p"]
+
+
+class TimedGraph:
+    """Ops timed as they are added (every op's inputs added before it): ``start``, ``end`` and
+    ``kind`` (an index into :data:`KINDS`) per op; ``on[stream]`` its ops in stream order."""
+
+    def __init__(self):
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self.kind: list[int] = []
+        self.on: dict[str, list[int]] = {}
+
+    def add(self, name: str, stream: str, seconds: float, deps=(), phase: str = "",
+            block: str = "", kind: str = "compute") -> int:
+        """Op ``name`` on ``stream`` for ``seconds`` after ``deps`` (op indices, None skipped)
+        and its stream's previous op: start = max of their ends, end = start + seconds."""
+        if seconds < 0:
+            raise ValueError(f"{name}: negative duration {seconds}")
+        ops = self.on.setdefault(stream, [])
+        end = self.end
+        t0 = end[ops[-1]] if ops else 0.0
+        for d in deps:
+            if d is not None and end[d] > t0:
+                t0 = end[d]
+        i = len(end)
+        self.start.append(t0)
+        end.append(t0 + float(seconds))
+        self.kind.append(_CODE[kind])
+        ops.append(i)
+        return i
+
+    def set_kind(self, op: int, kind: str) -> None:
+        self.kind[op] = _CODE[kind]
+
+    @property
+    def makespan_s(self) -> float:
+        return max(self.end, default=0.0)
+
+
+def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None) -> list[StageOps]:
+    """Time ``sh``'s programs into ``g`` as :func:`tpsim.training.pipeline.add_pipeline` puts
+    them into a step graph (same arguments, same streams ``stage{r}`` and ``p2p {a}>{b}``,
+    same kinds), walking the stages (module docstring); per stage its
+    :class:`~tpsim.training.pipeline.StageOps`."""
+    w = _Walk(g, sh, chunk_s, transfer_s, split)
+    w.run()
+    return [StageOps(_last(sh.progs[r], w.sops[r], w.op), w.pieces[r]) for r in range(sh.p)]
+
+
+class _Walk:
+    """The state of :func:`time_pipeline`: per message the first side's ready time
+    (``first``), both sides' (``both``) and its op once timed (``op``); per link its ops, its
+    transfer time and when it is free; per stage its place in its program (``pc``), the batch
+    it has posted (``at``), when its next op may start (``ready``) and when its stream is free."""
+
+    def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split):
+        self.g, self.sh, self.split = g, sh, split
+        n, p, v = len(sh.link), sh.p, sh.v
+        self.first, self.both, self.op = [None] * n, [None] * n, [-1] * n
+        self.tend: list = [None] * n          # each transfer's end, once timed
+        self.lops = [g.on.setdefault(f"p2p {a}>{b}", []) for a, b in sh.links]
+        self.ld = [_seconds(transfer_s(a, b), f"p2p {a}>{b}") for a, b in sh.links]
+        self.lfree = [0.0] * len(self.ld)
+        self.sops = [g.on.setdefault(f"stage{r}", []) for r in range(p)]
+        self.dur = [[_seconds(chunk_s(r, x, k), f"stage{r}") for x in range(v) for k in "FB"]
+                    * 2 for r in range(p)]      # twice: the last backward, when it is not cut
+        self.pc, self.at, self.ready, self.free = [0] * p, [-1] * p, [0.0] * p, [0.0] * p
+        self.pieces: list[dict] = [{} for _ in range(p)]
+        self.transfer = self._transfers()
+
+    def _transfers(self):
+        """``transfer(k, t)``: message k, both sides ready at t, its link's previous transfer
+        done: time it and the transfers on its link that waited for it. A closure over the
+        walk's lists (called once per message)."""
+        link, nxt, both, lfree, ld, op, lops, tend = self.sh.link, self.sh.next, self.both, \
+            self.lfree, self.ld, self.op, self.lops, self.tend
+        start, end, kind = self.g.start, self.g.end, self.g.kind
+
+        def transfer(k: int, t: float) -> None:
+            while True:
+                j = link[k]
+                t0 = t if t > lfree[j] else lfree[j]
+                op[k] = i = len(end)
+                start.append(t0)
+                end.append(t0 + ld[j])
+                lfree[j] = tend[k] = end[i]
+                kind.append(_P2P)
+                lops[j].append(i)
+                k = nxt[k]
+                if k < 0 or both[k] is None:
+                    return
+                t = both[k]
+        return transfer
+
+    def cut(self, r: int, chunk: int, t0: float) -> None:
+        """The last backward of ``chunk`` on stage r, in the pieces ``split`` cuts it into."""
+        start, end, kind, ids = self.g.start, self.g.end, self.g.kind, []
+        for _, seconds in self.split(r, chunk):
+            ids.append(len(end))
+            start.append(t0)
+            end.append(t0 + float(seconds))
+            kind.append(_COMPUTE)
+            t0 = end[-1]
+        self.sops[r].extend(ids)
+        self.pieces[r][chunk] = tuple(ids)
+
+    def run(self) -> None:
+        """Round after round, run each unfinished stage until a batch waits for a transfer.
+        At a batch, this side of each of its transfers is ready when the stage's previous op
+        ends; the stage goes on once all of them have run."""
+        sh, pcs, readys, frees = self.sh, self.pc, self.ready, self.free
+        progs, lens, sops, durs, tv, tend = sh.progs, [len(x) for x in sh.progs], self.sops, \
+            self.dur, 2 * sh.v, self.tend
+        start, end, kind, whole = self.g.start, self.g.end, self.g.kind, self.split is None
+        first, both, after, at, transfer = self.first, self.both, sh.after, self.at, \
+            self.transfer
+        todo = list(range(sh.p))
+        while todo:
+            moved = False
+            for r in todo:
+                prog, i, ready, free, ops, d, n = progs[r], pcs[r], readys[r], frees[r], \
+                    sops[r], durs[r], lens[r]
+                moved = moved or (i < n and (type(prog[i]) is int or at[r] != i))
+                while i < n:
+                    e = prog[i]
+                    if type(e) is int:
+                        t0 = ready if ready > free else free
+                        if e < tv or whole:
+                            ops.append(len(end))
+                            start.append(t0)
+                            end.append(t0 + d[e])
+                            kind.append(_COMPUTE)
+                        else:
+                            self.cut(r, (e - tv) >> 1, t0)
+                        ready = free = end[-1]
+                        i += 1
+                        continue
+                    if at[r] != i:
+                        at[r] = i
+                        for k in e:
+                            t = first[k]
+                            if t is None:
+                                first[k] = ready
+                                continue
+                            both[k] = t = t if t > ready else ready
+                            if after[k] < 0 or tend[after[k]] is not None:
+                                transfer(k, t)
+                    t = 0.0
+                    for k in e:
+                        x = tend[k]
+                        if x is None:
+                            break
+                        if x > t:
+                            t = x
+                    else:
+                        ready = t
+                        i += 1
+                        moved = True
+                        continue
+                    break
+                pcs[r], readys[r], frees[r] = i, ready, free
+            todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
+            if todo and not moved:
+                raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never "
+                                   "becomes ready")
+
+
+def _seconds(t, name: str) -> float:
+    if t < 0:
+        raise ValueError(f"{name}: negative duration {t}")
+    return float(t)
+
+
+def _last(prog: list, ops: list, op: list) -> tuple:
+    """The ops a stage's program ends with: its last batch's transfers or its last compute."""
+    if not prog:
+        return ()
+    return (ops[-1],) if type(prog[-1]) is int else tuple(op[k] for k in prog[-1])

@@ -1,13 +1,14 @@
 """All-to-all: NCCL's (every rank sends a slice to every other) and the two-level MoE dispatch
 DeepEP runs (RDMA to the same GPU index on each target node, then NVLink forwarding).
 
-Conventions follow nccl-tests (``doc/PERFORMANCE.md``, ``alltoall_perf``): ``nbytes`` S is
-what one rank sends *in total, its own slice included*; it sends S/n to each of the n ranks.
-``algbw = S / t`` and ``busbw = algbw (n - 1)/n``: the share of S that leaves the rank.
+Conventions follow nccl-tests (``src/alltoall.cu``: ``AlltoAllGetBw``): ``nbytes`` S is what
+one rank sends *in total, its own slice included* (count x nranks x type size); it sends S/n to
+each of the n ranks. ``algbw = S / t`` and ``busbw = algbw (n - 1)/n``: the share of S that
+leaves the rank.
 
-NCCL runs an all-to-all as one group of n - 1 sends and n - 1 receives (``ncclGroupStart``;
-nccl-tests ``alltoall.cu``), every peer in flight at once on NCCL's point-to-point channels, on
-the Simple protocol. Each level of the hierarchy the group crosses is a stage every byte that
+NCCL runs an all-to-all as one group of sends and receives, one pair per rank, itself
+included (``ncclGroupStart``; ``AlltoAllRunColl`` in the same file), every peer in flight at
+once on NCCL's point-to-point channels, on the Simple protocol. Each level of the hierarchy the group crosses is a stage every byte that
 leaves a unit of the level below must pass; the stages run at once (different links), so the
 slowest sets the pace. With d_k the group's ranks inside one unit below level k (1 at the
 innermost level: a GPU; the ranks of one node at the network level) and p_k B_k that unit's

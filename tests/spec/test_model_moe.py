@@ -101,3 +101,16 @@ def test_inconsistent_moe_fields_are_one_config_error(extra, key):
     with pytest.raises(ConfigError) as e:
         from_mapping(ModelConfig, dict(SMALL, **extra), "moe.yaml")
     assert e.value.key == key
+
+
+def test_moe_layer_count_is_closed_form():
+    """moe_layers counts without a loop (2^31 - 1 layers load); it agrees with is_moe_layer
+    layer by layer on every small case."""
+    import itertools
+    from types import SimpleNamespace
+    for layers, lead, freq in itertools.product(range(1, 12), range(6), range(1, 5)):
+        m = SimpleNamespace(experts=4, layers=layers, first_dense_layers=lead, moe_layer_freq=freq)
+        assert moe_layers(m) == sum(is_moe_layer(m, i) for i in range(layers))
+    big = from_mapping(ModelConfig, dict(SMALL, layers=2**31 - 1, experts=4, experts_per_token=1,
+                                         moe_layer_freq=2), "<t>")
+    assert moe_layers(big) == 2**30

@@ -56,8 +56,12 @@ def is_moe_layer(m, i: int) -> bool:
 
 
 def moe_layers(m) -> int:
-    """How many of the model's layers carry experts."""
-    return sum(is_moe_layer(m, i) for i in range(m.layers))
+    """How many of the model's layers carry experts: the multiples of moe_layer_freq in
+    [first_dense_layers, layers), counted without a loop (layers may be 2^31 - 1)."""
+    if not m.experts or m.first_dense_layers >= m.layers:
+        return 0
+    freq = m.moe_layer_freq
+    return (m.layers - 1) // freq - -(-m.first_dense_layers // freq) + 1
 
 
 def moe_mlp_params(m, routed: int) -> int:

@@ -81,7 +81,8 @@ def _write(tmp_path, base: str, **changes):
 
 
 @pytest.mark.parametrize("base, changes, key, expected", [
-    ("Meta-Llama-3-8B", {"model_type": "mixtral"}, "model_type", "llama, mistral, qwen2, gpt2"),
+    ("Meta-Llama-3-8B", {"model_type": "falcon"}, "model_type", "llama, mistral, qwen2, gpt2, mixtral"),
+    ("Meta-Llama-3-8B", {"model_type": "mixtral"}, "num_local_experts", "this key"),
     ("Meta-Llama-3-8B", {"hidden_size": ...}, "hidden_size", "this key"),
     ("Meta-Llama-3-8B", {"hidden_act": "gelu"}, "hidden_act", "silu"),
     ("Meta-Llama-3-8B", {"num_hidden_layers": 32.5}, "num_hidden_layers", "an integer"),

@@ -2,7 +2,8 @@
 :mod:`tpsim.cost.collectives`.
 
 ``nbytes`` follows nccl-tests: the all-reduce buffer, the *full* (gathered) all-gather output,
-the *full* reduce-scatter input, the broadcast buffer. ``algbw = S / t`` and ``busbw = algbw x
+the *full* reduce-scatter input, the broadcast buffer, an all-to-all rank's whole send buffer
+(its own slice included). ``algbw = S / t`` and ``busbw = algbw x
 bus_factor`` exactly as nccl-tests defines them.
 """
 from __future__ import annotations
@@ -54,11 +55,13 @@ class CollectiveCost:
 def bus_factor(op: str, ranks: int) -> float:
     """Bytes each rank must move per byte of ``nbytes`` (nccl-tests' busbw factor).
 
-    all-reduce 2(n-1)/n; reduce-scatter and all-gather (n-1)/n; broadcast and send-recv 1.
+    all-reduce 2(n-1)/n; reduce-scatter, all-gather and all-to-all (n-1)/n (nccl-tests
+    alltoall: the n-1 slices that leave the rank); broadcast and send-recv 1.
     """
     n = ranks
     return {"all-reduce": 2 * (n - 1) / n, "reduce-scatter": (n - 1) / n,
-            "all-gather": (n - 1) / n, "broadcast": 1.0, "send-recv": 1.0}[op]
+            "all-gather": (n - 1) / n, "all-to-all": (n - 1) / n, "broadcast": 1.0,
+            "send-recv": 1.0}[op]
 
 
 def ring_passes(op: str) -> int:
@@ -75,8 +78,9 @@ def copy_bytes(op: str, nbytes: float, ranks: int) -> float:
     """Bytes of its own input and output one rank's kernel streams through device memory.
 
     all-reduce: input + output = 2S; reduce-scatter: S in + S/n out; all-gather: S/n in + S
-    out; broadcast and send-recv: S.
+    out; broadcast, send-recv and all-to-all: S (each byte read once from the send buffer or
+    written once to the receive buffer by this rank's kernel).
     """
     return {"all-reduce": 2 * nbytes, "reduce-scatter": nbytes * (1 + 1 / ranks),
             "all-gather": nbytes * (1 + 1 / ranks), "broadcast": float(nbytes),
-            "send-recv": float(nbytes)}[op]
+            "send-recv": float(nbytes), "all-to-all": float(nbytes)}[op]

@@ -2,7 +2,8 @@
 
 Every function here is pure: bytes, ranks and a :class:`~tpsim.cluster.topology.Topology` in, seconds
 out. ``nbytes`` follows nccl-tests: the all-reduce buffer, the *full* (gathered) all-gather
-output, the *full* reduce-scatter input, the broadcast buffer.
+output, the *full* reduce-scatter input, the broadcast buffer, all that one rank sends in an
+all-to-all (its own slice included).
 
 The time of one collective is a sum of five terms, each from a named source::
 
@@ -39,12 +40,13 @@ from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passe
 from ..base.errors import ConfigError
 from ..base.formula import qualname
 from .nvls_pipeline import nvls_terms
+from .all_to_all import all_to_all_time
 from ..spec.parallel import Group
 from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
 
-OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast")
-ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "hierarchical")
-NCCL_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")     # what `auto` chooses among
+OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all")
+ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "hierarchical", "p2p")
+NCCL_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "p2p")     # what `auto` chooses among
 
 
 def ring_hops(spans: tuple[LevelSpan, ...]) -> list[tuple[LevelSpan, int]]:
@@ -258,7 +260,7 @@ def applicable_algorithms(op: str, group: int | Group, topo: Topology) -> list[s
 
 def _applicable(op: str, place: Placement) -> list[str]:
     spans = place.spans
-    algos = ["ring"]
+    algos = ["p2p" if op == "all-to-all" else "ring"]     # all-to-all: grouped send/recv
     if op != "all-reduce" or not spans:
         return algos
     switch = not spans[0].inter_node and spans[0].level.in_switch_reduction
@@ -279,8 +281,9 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
 
     ``auto`` takes NCCL's minimum-time choice over its algorithms (ring, tree, NVLS, NVLS-tree)
     and the protocols the device lists, each priced by tpsim's formulas (ring and tree run with
-    every protocol; NVLS, NVLS-tree and hierarchical with Simple). A group of one rank moves
-    nothing: time 0, algorithm ``none``.
+    every protocol; NVLS, NVLS-tree and hierarchical with Simple). ``all-to-all`` runs as NCCL
+    runs it, grouped send/recv (``p2p``, Simple: :mod:`tpsim.cost.all_to_all`). A group of one
+    rank moves nothing: time 0, algorithm ``none``.
     """
     topo = topo if isinstance(topo, Topology) else load_topology(topo)
     if op not in OPS:
@@ -313,15 +316,11 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
 
 
 def _price(op, algo, proto, nbytes, place, topo) -> CollectiveCost:
-    if algo == "ring":
-        return ring_time(op, nbytes, place, topo, proto)
-    if algo == "tree":
-        return tree_time(nbytes, place, topo, proto)
-    if algo == "nvls":
-        return nvls_time(nbytes, place, topo)
-    if algo == "nvls_tree":
-        return nvls_tree_time(nbytes, place, topo)
-    return hierarchical_time(nbytes, place, topo)
+    if algo in ("ring", "tree"):
+        return (ring_time(op, nbytes, place, topo, proto) if algo == "ring"
+                else tree_time(nbytes, place, topo, proto))
+    return {"nvls": nvls_time, "nvls_tree": nvls_tree_time, "hierarchical": hierarchical_time,
+            "p2p": all_to_all_time}[algo](nbytes, place, topo)
 
 
 def send_recv_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:

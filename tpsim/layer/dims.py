@@ -30,6 +30,10 @@ class Dims:
     sp: bool
     vocab: int = 0
     linear_dtype: str = ""
+    experts: int = 0    # routed experts on this rank (the MoE slot, :mod:`tpsim.layer.moe`)
+    topk: int = 0       # routed experts per token
+    fe: int = 0         # expert_ffn_hidden / tp
+    fs: int = 0         # shared_experts x shared_expert_ffn_hidden / tp
 
     @property
     def bpe(self) -> int:

@@ -25,6 +25,7 @@ from ..base.memo import Memo
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
+from .moe import moe_bwd, moe_fwd
 from .ops import Attention
 from .recompute import apply_recompute
 from .template import Builder, Template
@@ -92,13 +93,17 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
 
-def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool) -> str:
+def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 0) -> str:
     """MLP: column-parallel fc1 (SwiGLU: gate and up in one GEMM of width 2f, as Megatron-core's
-    linear_fc1), the fused activation, row-parallel fc2."""
+    linear_fc1), the fused activation, row-parallel fc2; ``moe``: the mixture-of-experts slot
+    instead (:mod:`tpsim.layer.moe`; 2: with shared experts)."""
     B.block = "mlp"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm2", x)
+    if moe:
+        x = moe_fwd(B, x, swiglu, moe == 2)
+        return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
     n_in = 2 if swiglu else 1
     x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
     # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
@@ -164,11 +169,15 @@ def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bia
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
 
-def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bool) -> str:
+def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bool,
+             moe: int = 0) -> str:
     B.block = "mlp"
     out_grad = grad
     if not bare:
         grad = _bias_dropout_add_bwd(B, 2, grad, dropout)
+    if moe:
+        x = moe_bwd(B, grad, swiglu, moe == 2)
+        return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
     dgrad, _ = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad, bias)
     n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
     x = B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe), (dgrad,),
@@ -186,7 +195,8 @@ _TEMPLATES = Memo("layer templates", 1024, lru=True)
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
-                   bias: bool = False, fp8: bool = False, tp_overlap: int = 0) -> Template:
+                   bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
+                   moe: int = 0) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -199,32 +209,35 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     (with SP: the all-gathers interleaved with the GEMMs, the reduce-scatters pipelined;
     :mod:`tpsim.layer.linears`), else 0. Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
-    the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`).
+    the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`). ``moe``: the
+    MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
+    if moe and (bias or tp_overlap):
+        raise ValueError("the mixture-of-experts slot has no biases and no TP overlap")
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
-           bias, fp8, tp_overlap)
+           bias, fp8, tp_overlap, moe)
     return _TEMPLATES.get(key, _layer_template, *key)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
-                    recompute, bias, fp8, tp_overlap) -> Template:
+                    recompute, bias, fp8, tp_overlap, moe) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop)
     if "mlp" in blocks:
-        x = _mlp_fwd(B, x, bare, swiglu, drop)
+        x = _mlp_fwd(B, x, bare, swiglu, drop, moe)
     B.phase = "backward"
     if "mlp" in blocks:
-        x = _mlp_bwd(B, x, bare, swiglu, drop, bias)
+        x = _mlp_bwd(B, x, bare, swiglu, drop, bias, moe)
     if "attention" in blocks:
         x = _attention_bwd(B, x, bare, attention, drop, bias)
     apply_recompute(B, recompute)
     return B.compile({"tp": 2 if tp_group else 1}, blocks=blocks, bare=bare, attention=attention,
-                     recompute=recompute)
+                     recompute=recompute, **({"moe": moe} if moe else {}))
 
 
 def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,

@@ -1,8 +1,9 @@
 """A Hugging Face ``config.json`` as a :class:`~tpsim.spec.model.ModelConfig`: ``--model path/config.json``
 (or the directory that holds it).
 
-Four families, by ``model_type``: ``llama``, ``mistral`` and ``qwen2`` (a gated MLP, RMSNorm,
-grouped-query attention) and ``gpt2`` (GeLU MLP, LayerNorm, biases everywhere). The keys read,
+Four dense families, by ``model_type``: ``llama``, ``mistral`` and ``qwen2`` (a gated MLP, RMSNorm,
+grouped-query attention) and ``gpt2`` (GeLU MLP, LayerNorm, biases everywhere); and five
+mixture-of-experts families read as the gated ones plus their expert keys (table below). The keys read,
 named as transformers' configuration classes name them, and their defaults where a published
 config may leave them out (transformers' own defaults):
 
@@ -31,6 +32,35 @@ projections only (not on the output projection or the MLP): it loads with ``bias
 closer of the two (the three missing bias vectors are ~3e-5 of a 7B layer's parameters and add
 no GEMM). A Llama config with ``attention_bias`` but not ``mlp_bias`` loads the same way.
 
+Mixture-of-experts families (every key of the gated column, and):
+
+================= ===================== ============================== ===========================
+tpsim             mixtral, gpt_oss      qwen2_moe, qwen3_moe           deepseek_v3
+================= ===================== ============================== ===========================
+experts           num_local_experts     num_experts                    n_routed_experts
+experts_per_token num_experts_per_tok   num_experts_per_tok            num_experts_per_tok
+expert_ffn_hidden = intermediate_size   moe_intermediate_size          moe_intermediate_size
+shared_experts    0                     1 if shared_expert_            n_shared_experts
+                                        intermediate_size (qwen2_moe)
+first_dense_layers 0                    0                              first_k_dense_replace
+moe_layer_freq    1                     decoder_sparse_step (must be   moe_layer_freq
+                                        1, no mlp_only_layers)
+router            softmax               softmax                        scoring_func
+MLA widths        -                     -                              q_lora_rank, kv_lora_rank,
+                                                                       qk_rope_head_dim,
+                                                                       qk_nope_head_dim,
+                                                                       v_head_dim (= head_dim)
+================= ===================== ============================== ===========================
+
+gpt_oss has biases (``attention_bias``, default true; its experts and router too); its banded
+attention on every other layer and its attention sinks are not read (full causal attention),
+nor are DeepSeek's group-limited routing (``n_group``, ``topk_group``) and multi-token
+prediction module (``num_nextn_predict_layers``), or Qwen2-MoE's shared-expert gate (h weights
+a layer). These load; pricing them refuses until their expert layers are priced
+(:meth:`~tpsim.spec.model.ModelConfig.check_priced`). A config of any family carrying an expert
+or latent-attention key its family does not read (a Mixtral config relabelled ``llama``) is
+refused, never priced as the dense model it is not.
+
 ``seq_len`` is the context the model was built for (max_position_embeddings, 131072 for
 Llama 3.1): pass ``--seq`` for the length you train or serve at. Not read: RoPE settings,
 Mistral's sliding window (tpsim prices full causal attention), ``torch_dtype`` (``--dtype``).
@@ -43,7 +73,8 @@ from ..base.errors import ConfigError
 from ..base.schema import load_json
 
 GATED = ("llama", "mistral", "qwen2")
-FAMILIES = (*GATED, "gpt2")
+MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "deepseek_v3")
+FAMILIES = (*GATED, "gpt2", *MOE)
 
 # tpsim key -> the config.json key it comes from, per family
 _GATED_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size",
@@ -54,12 +85,32 @@ _GATED_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size",
 _GPT2_KEYS = {"layers": "n_layer", "hidden": "n_embd", "heads": "n_head", "ffn_hidden": "n_inner",
               "vocab": "vocab_size", "seq_len": "n_positions", "dropout": "resid_pdrop",
               "tie_embeddings": "tie_word_embeddings", "activation": "activation_function"}
-_REQUIRED = {"gated": ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                       "intermediate_size", "vocab_size", "max_position_embeddings"),
-             "gpt2": ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions")}
+_LOCAL = {"experts": "num_local_experts", "experts_per_token": "num_experts_per_tok"}
+_QWEN = {"experts": "num_experts", "experts_per_token": "num_experts_per_tok",
+         "expert_ffn_hidden": "moe_intermediate_size"}
+_MLA = {"q_lora_rank": "q_lora_rank", "kv_lora_rank": "kv_lora_rank",
+        "qk_rope_head_dim": "qk_rope_head_dim", "qk_nope_head_dim": "qk_nope_head_dim",
+        "v_head_dim": "v_head_dim", "head_dim": "v_head_dim"}
+_MOE_KEYS = {"mixtral": _LOCAL, "gpt_oss": _LOCAL, "qwen3_moe": _QWEN,
+             "qwen2_moe": {**_QWEN, "shared_expert_ffn_hidden": "shared_expert_intermediate_size"},
+             "deepseek_v3": {**_QWEN, "experts": "n_routed_experts",
+                             "shared_experts": "n_shared_experts",
+                             "first_dense_layers": "first_k_dense_replace",
+                             "moe_layer_freq": "moe_layer_freq", "router": "scoring_func", **_MLA}}
+_GATED_REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                   "intermediate_size", "vocab_size", "max_position_embeddings")
+_REQUIRED = {"gated": _GATED_REQUIRED,
+             "gpt2": ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions"),
+             **{f: (*_GATED_REQUIRED, *dict.fromkeys(k for t, k in keys.items() if t != "router"))
+                for f, keys in _MOE_KEYS.items()}}
 _DEFAULTS = {"gated": {"tie_word_embeddings": False, "attention_dropout": 0.0},
              "gpt2": {"tie_word_embeddings": True, "resid_pdrop": 0.1,
                       "activation_function": "gelu_new"}}
+# keys that give a model experts or latent attention: a family that does not read one must
+# not be handed it, or the model would be priced as the dense model it is not
+_UNREAD_STRUCTURE = ("num_local_experts", "num_experts", "n_routed_experts",
+                     "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
+                     "shared_expert_intermediate_size", "kv_lora_rank", "q_lora_rank")
 
 
 def _name(path: Path) -> str:
@@ -82,13 +133,44 @@ def _activation(family: str, value, source: str, key: str) -> str:
 def _bias(family: str, cfg: dict, source: str) -> bool:
     if family == "gpt2":
         return True
-    if family != "llama":
+    flags = {"llama": ("attention_bias", "mlp_bias"), "gpt_oss": ("attention_bias",)}
+    if family not in flags:
         return False
-    flags = [cfg.get(k, False) for k in ("attention_bias", "mlp_bias")]
-    for k, v in zip(("attention_bias", "mlp_bias"), flags):
+    default = family == "gpt_oss"        # transformers' GptOssConfig: attention_bias=True
+    values = [cfg.get(k, default) for k in flags[family]]
+    for k, v in zip(flags[family], values):
         if not isinstance(v, bool):
             raise ConfigError(source, k, "true or false", v)
-    return all(flags)
+    return all(values)
+
+
+def _check_structure(family: str, cfg: dict, source: str) -> None:
+    """Refuse what this family's reading would drop and so misprice: expert or latent-attention
+    keys a family does not read, a Qwen MoE model with dense layers between its MoE ones."""
+    read = set(_MOE_KEYS.get(family, {}).values())
+    for k in _UNREAD_STRUCTURE:
+        if k not in read and cfg.get(k) not in (None, 0, False):
+            raise ConfigError(source, k, f"no {k} in a {family} config.json (tpsim reads experts "
+                              f"only from {', '.join(MOE)} configs and will not price this model "
+                              "as a dense one)", cfg[k])
+    if family in ("qwen2_moe", "qwen3_moe"):
+        if cfg.get("decoder_sparse_step", 1) != 1:
+            raise ConfigError(source, "decoder_sparse_step", "1 (tpsim places a Qwen MoE "
+                              "model's experts on every layer)", cfg["decoder_sparse_step"])
+        if cfg.get("mlp_only_layers"):
+            raise ConfigError(source, "mlp_only_layers", "none (tpsim places a Qwen MoE "
+                              "model's experts on every layer)", cfg["mlp_only_layers"])
+
+
+def _moe(family: str, values: dict, out: dict) -> None:
+    """The MoE fields of ``out`` from the family's keys: a Qwen2-MoE shared expert (its
+    shared_expert_intermediate_size) counts as one, a softmax router unless the config says."""
+    for ours, theirs in _MOE_KEYS[family].items():
+        if values.get(theirs) is not None:
+            out[ours] = values[theirs]
+    if family == "qwen2_moe" and out.get("shared_expert_ffn_hidden"):
+        out["shared_experts"] = 1
+    out.setdefault("router", "softmax")
 
 
 def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
@@ -98,13 +180,16 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     if family not in FAMILIES:
         raise ConfigError(source, "model_type", f"one of {', '.join(FAMILIES)}", family)
     kind = "gpt2" if family == "gpt2" else "gated"
-    keys = _GPT2_KEYS if kind == "gpt2" else _GATED_KEYS
-    for k in _REQUIRED[kind]:
+    keys = _GPT2_KEYS if kind == "gpt2" else {**_GATED_KEYS, **_MOE_KEYS.get(family, {})}
+    for k in _REQUIRED.get(family, _REQUIRED[kind]):
         if k not in cfg:
             raise ConfigError(source, k, f"this key (a {family} config.json has it)")
-    values = {**_DEFAULTS[kind], **cfg}
-    out = {ours: values[theirs] for ours, theirs in keys.items()
-           if values.get(theirs) is not None}
+    _check_structure(family, cfg, source)
+    values = {**_DEFAULTS[kind], **({"hidden_act": "silu"} if family == "gpt_oss" else {}), **cfg}
+    base = _GPT2_KEYS if kind == "gpt2" else _GATED_KEYS
+    out = {ours: values[theirs] for ours, theirs in base.items() if values.get(theirs) is not None}
+    if family in MOE:
+        _moe(family, values, out)
     out["activation"] = _activation(family, out.get("activation"), source, keys["activation"])
     out["norm"] = "layernorm" if kind == "gpt2" else "rmsnorm"
     out["bias"] = _bias(family, cfg, source)

@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
+from .model_params import model_params
 from ..base.memo import Memo, value_hash
 from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path,
                            spec)
@@ -21,6 +22,7 @@ from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, ship
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 ATTENTIONS = ("fused", "unfused")
+ROUTERS = ("softmax", "sigmoid")
 ATTENTION_KERNELS = ("flash2", "flash3")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
                "seq_len", "activation", "norm", "dropout", "attention")
@@ -33,6 +35,10 @@ class ModelConfig:
     Attention projects ``hidden`` to ``heads * head_dim`` queries and ``kv_heads * head_dim``
     keys and values each (grouped-query attention when kv_heads < heads); the MLP maps
     ``hidden -> ffn_hidden -> hidden`` (SwiGLU: gate and up projections, 2 * ffn_hidden wide).
+    With ``experts`` > 0 the MLP of each MoE layer is a router and ``experts`` such MLPs of
+    ``expert_ffn_hidden``, ``experts_per_token`` of them per token, plus ``shared_experts``
+    every token uses; with ``kv_lora_rank`` attention is multi-head latent attention. Both are
+    counted (:mod:`tpsim.spec.model_params`) but not priced yet (:meth:`check_priced`).
     Learned position embeddings are not modelled (under 0.1% of the parameters of every preset).
     """
     name: str = spec(doc="short name, used by --model")
@@ -53,6 +59,29 @@ class ModelConfig:
     tie_embeddings: bool = spec(default=False, doc="the output layer reuses the token embedding")
     bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2 and GPT-3: true; "
                                          "Llama: false)")
+    experts: int = spec(ge=0, default=0, doc="routed experts per MoE layer; 0: a dense model")
+    experts_per_token: int = spec(ge=0, default=0, doc="routed experts each token goes to (top-k)")
+    expert_ffn_hidden: int | None = spec(gt=0, default=None,
+                                         doc="inner width of one expert (moe_intermediate_size); "
+                                             "default ffn_hidden")
+    shared_experts: int = spec(ge=0, default=0, doc="experts every token goes to, per MoE layer")
+    shared_expert_ffn_hidden: int | None = spec(gt=0, default=None,
+                                                doc="inner width of one shared expert; default "
+                                                    "expert_ffn_hidden")
+    first_dense_layers: int = spec(ge=0, default=0, doc="leading layers with a dense MLP "
+                                                        "(DeepSeek's first_k_dense_replace)")
+    moe_layer_freq: int = spec(gt=0, default=1, doc="after those, every n-th layer (i % n == 0) "
+                                                    "carries experts, the others a dense MLP")
+    router: str = spec(default="softmax", doc="router scoring: softmax or sigmoid (DeepSeek-V3)")
+    q_lora_rank: int | None = spec(gt=0, default=None,
+                                   doc="multi-head latent attention: query compression rank")
+    kv_lora_rank: int | None = spec(gt=0, default=None,
+                                    doc="multi-head latent attention: key/value compression "
+                                        "rank; set = MLA (parameters counted, not priced yet)")
+    qk_rope_head_dim: int | None = spec(gt=0, default=None, doc="MLA: rotary width per head")
+    qk_nope_head_dim: int | None = spec(gt=0, default=None,
+                                        doc="MLA: query/key width per head without rotary")
+    v_head_dim: int | None = spec(gt=0, default=None, doc="MLA: value width per head")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     __hash__ = value_hash      # by value, computed once: models key every memo of a search
@@ -64,6 +93,10 @@ class ModelConfig:
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
         if self.ffn_hidden is None:
             object.__setattr__(self, "ffn_hidden", 4 * self.hidden)
+        if self.expert_ffn_hidden is None and self.experts:
+            object.__setattr__(self, "expert_ffn_hidden", self.ffn_hidden)
+        if self.shared_expert_ffn_hidden is None and self.shared_experts:
+            object.__setattr__(self, "shared_expert_ffn_hidden", self.expert_ffn_hidden)
 
     def validate(self, source: str, path: str = "") -> None:
         def bad(key, expected, got):
@@ -80,6 +113,48 @@ class ModelConfig:
             bad("heads", f"a divisor of hidden ({self.hidden}), or an explicit head_dim", self.heads)
         if self.heads % self.kv_heads:
             bad("kv_heads", f"a divisor of heads ({self.heads})", self.kv_heads)
+        self._validate_moe(bad)
+
+    def _validate_moe(self, bad) -> None:
+        if self.router not in ROUTERS:
+            bad("router", f"one of {', '.join(ROUTERS)}", self.router)
+        if not self.experts and (self.experts_per_token or self.shared_experts):
+            bad("experts", "a positive count with experts_per_token or shared_experts", 0)
+        if self.experts and not 1 <= self.experts_per_token <= self.experts:
+            bad("experts_per_token", f"1 to experts ({self.experts})", self.experts_per_token)
+        if self.experts and self.first_dense_layers >= self.layers:
+            bad("first_dense_layers", f"fewer than layers ({self.layers})",
+                self.first_dense_layers)
+        mla = ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+        for key in mla if self.kv_lora_rank is not None else ():
+            if getattr(self, key) is None:
+                bad(key, "a positive width (kv_lora_rank is set: multi-head latent attention)",
+                    None)
+
+    @property
+    def moe(self) -> bool:
+        """The model has routed experts (a mixture of experts)."""
+        return self.experts > 0
+
+    @property
+    def mla(self) -> bool:
+        """Attention is multi-head latent attention (``kv_lora_rank`` set)."""
+        return self.kv_lora_rank is not None
+
+    def check_priced(self) -> None:
+        """Raise TpsimError when the model has layers tpsim cannot price yet (routed experts,
+        multi-head latent attention): one line saying what, never a dense price in their place.
+        :meth:`check_tp` calls it, so every pricing path (predict, infer, search) refuses."""
+        if self.moe:
+            shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
+            raise TpsimError(f"{self.name}: mixture-of-experts layers are not priced yet: "
+                             f"{self.experts} routed experts{shared}, top-{self.experts_per_token}"
+                             " per token; tpsim prices dense MLPs only and will not price this "
+                             "model as a dense one")
+        if self.mla:
+            raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
+                             f"(kv_lora_rank {self.kv_lora_rank}); tpsim prices grouped-query "
+                             "attention only")
 
     def kv_heads_per_rank(self, tp: int) -> int:
         """Key/value heads one of ``tp`` ranks holds: kv_heads / tp, or one (replicated on
@@ -108,7 +183,8 @@ class ModelConfig:
         return 2 * self.hidden if self.norm == "layernorm" else self.hidden
 
     def layer_params(self, tp: int = 1) -> int:
-        """Parameters of one layer on one of ``tp`` ranks:
+        """Parameters of one dense grouped-query layer on one of ``tp`` ranks (what the pricing
+        paths use; a model with experts or MLA is refused before them, :meth:`check_priced`):
 
             [2 q h + (n_in + 1) h f] / tp  +  2 kv_r d h  +  2 norms  (+ biases)
 
@@ -129,9 +205,16 @@ class ModelConfig:
         return vocab * self.hidden * (1 if self.tie_embeddings else 2)
 
     def params(self) -> int:
-        """All parameters of the model (vocabulary as published, unpadded): layers, token
-        embedding, output layer (unless tied), final norm."""
-        return self.layers * self.layer_params() + self.vocab_params(self.vocab) + self.norm_params
+        """All parameters of the model (vocabulary as published, unpadded): layers (every
+        expert counted), token embedding, output layer (unless tied), final norm
+        (:mod:`tpsim.spec.model_params`)."""
+        return model_params(self)
+
+    def active_params(self, embedding: bool = True) -> int:
+        """Parameters one token meets: :meth:`params` with only ``experts_per_token`` of each
+        MoE layer's routed experts; the token embedding left out with ``embedding=False``
+        (:mod:`tpsim.spec.model_params`). A dense model's are all of them."""
+        return model_params(self, active=True, embedding=embedding)
 
     def params_per_rank(self, tp: int) -> int:
         """Parameters one of ``tp`` ranks holds: layers (linears / tp, norms whole), padded
@@ -176,7 +259,9 @@ class ModelConfig:
         return math.ceil(self.vocab / unit) * unit
 
     def check_tp(self, tp: int, seq_len: int | None = None, sequence_parallel: bool = False) -> None:
-        """Raise ConfigError unless every sharded dimension divides by ``tp``."""
+        """Raise ConfigError unless every sharded dimension divides by ``tp`` (and TpsimError,
+        first, for a model tpsim cannot price: :meth:`check_priced`)."""
+        self.check_priced()
         if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
             raise ConfigError("--tp", "", "a positive integer", tp)
         for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):

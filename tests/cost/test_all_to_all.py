@@ -1,0 +1,131 @@
+"""All-to-all and the two-level MoE dispatch against closed forms derived by hand.
+
+Toy devices as in test_collectives.py: no launch, no copy pass, latency_scale 1, every hop
+``latency_us``; each expected number follows from the module docstring's arithmetic.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tpsim.base.errors import ConfigError
+from tpsim.cost.all_to_all import hierarchical_dispatch_time, uniform_fanout
+from tpsim.cost.collectives import applicable_algorithms, collective_time
+
+from tests.conftest import make_topology
+
+NODE = {"name": "nvlink", "size": 8, "bandwidth_GBps": 100, "latency_us": 5}
+IB = {"name": "ib", "size": 4, "bandwidth_GBps": 25, "nics_per_node": 8, "latency_us": 10}
+
+
+def test_all_to_all_inside_a_node_closed_form():
+    """n=8, S=8e8 B, B=100 GB/s, one hop of 5 us: a rank sends 7/8 S = 7e8 B over its own
+    links: 7000 us + 5 us; busbw = algbw 7/8 = B (the link, fully used)."""
+    c = collective_time("all-to-all", 8e8, 8, make_topology([NODE]))
+    assert c.time_s == pytest.approx(7005e-6, rel=1e-12)
+    assert (c.algorithm, c.protocol) == ("p2p", "simple")
+    assert c.busbw_Bps == pytest.approx(c.algbw_Bps * 7 / 8)
+    assert c.transfer_s == pytest.approx(7000e-6)
+
+
+def test_all_to_all_across_nodes_is_bound_by_each_rank_nic():
+    """n=32 on 4 nodes of 8 (one 25 GB/s NIC per GPU), S=3.2e8 B: NVLink carries 7/32 S = 7e7 B
+    at 100 GB/s (700 us); the NIC carries the inter-node share 24/32 S = 2.4e8 B at 25 GB/s
+    (9600 us), the bottleneck; latency one hop per level, 5 + 10 us."""
+    topo = make_topology([NODE, IB])
+    c = collective_time("all-to-all", 3.2e8, 32, topo)
+    assert c.transfer_s == pytest.approx(9600e-6, rel=1e-12)
+    assert c.latency_s == pytest.approx(15e-6)
+    assert c.time_s == pytest.approx(9615e-6, rel=1e-12)
+
+
+def test_shared_nics_slow_the_network_stage():
+    """Two NICs for eight GPUs: a rank's share is 2 x 25 / 8 = 6.25 GB/s, four times slower:
+    2.4e8 B / 6.25e9 = 38400 us."""
+    topo = make_topology([NODE, dict(IB, nics_per_node=2)])
+    assert collective_time("all-to-all", 3.2e8, 32, topo).transfer_s == pytest.approx(38400e-6)
+
+
+def test_all_to_all_options():
+    topo = make_topology([NODE])
+    assert applicable_algorithms("all-to-all", 8, topo) == ["p2p"]
+    assert collective_time("all-to-all", 1e6, 1, topo).time_s == 0
+    two = make_topology([NODE], {"collective_protocols": {"simple": {"launch_us": 1},
+                                                          "ll": {"launch_us": 1}}})
+    with pytest.raises(ConfigError, match="simple for the p2p"):
+        collective_time("all-to-all", 1e6, 8, two, protocol="ll")
+    assert collective_time("all-to-all", 1e6, 8, two).protocol == "simple"
+    with pytest.raises(ConfigError, match=r"available for all-to-all.*\(p2p\)"):
+        collective_time("all-to-all", 1e6, 8, topo, algorithm="ring")
+    with pytest.raises(ConfigError, match="p2p"):     # p2p is for all-to-all only
+        collective_time("all-reduce", 1e6, 8, topo, algorithm="p2p")
+
+
+def test_copy_pass_streams_the_send_buffer_once():
+    """copy 500 GB/s: S = 8e8 B -> +1600 us on top of the 7005 us above."""
+    topo = make_topology([NODE], {"collective_copy_bandwidth_GBps": 500})
+    c = collective_time("all-to-all", 8e8, 8, topo)
+    assert c.copy_s == pytest.approx(1600e-6)
+    assert c.time_s == pytest.approx(8605e-6)
+
+
+def test_hierarchical_dispatch_closed_form():
+    """32 ranks on 4 nodes, T = 1000 tokens of b = 1e4 B, r = 2 remote nodes and R = 6 ranks
+    per token: network 2e7 B at 25 GB/s = 800 us; NVLink 6e7 x 7/8 = 5.25e7 B at 100 GB/s =
+    525 us; the network sets the pace: 800 + 15 us."""
+    topo = make_topology([NODE, IB])
+    d = hierarchical_dispatch_time(1000, 1e4, topo.place(32), topo, 2.0, 6.0)
+    assert (d.network_bytes, d.nvlink_bytes) == (2e7, pytest.approx(5.25e7))
+    assert (d.network_s, d.nvlink_s) == (pytest.approx(800e-6), pytest.approx(525e-6))
+    assert d.time_s == pytest.approx(815e-6)
+    assert d.bottleneck == "network"
+
+
+def test_dispatch_sends_a_token_once_per_node_not_once_per_gpu():
+    """The same routing as a flat all-to-all would send each token to every remote GPU it
+    needs; the two-level dispatch sends it to each remote node once, so its network bytes are
+    r/R_remote of the flat ones: here 2 nodes vs 4.5 remote GPUs."""
+    topo = make_topology([NODE, IB])
+    d = hierarchical_dispatch_time(1000, 1e4, topo.place(32), topo, 2.0, 6.0)
+    flat_remote_gpus = 6.0 * 24 / 31          # of the 6 ranks a token reaches, those off-node
+    assert d.network_bytes < 1000 * 1e4 * flat_remote_gpus
+
+
+def test_dispatch_inside_one_node_is_nvlink_only():
+    """One node: r = 0, NVLink 1000 x 1e4 x 4 x 7/8 = 3.5e7 B at 100 GB/s = 350 us + 5 us."""
+    topo = make_topology([NODE])
+    d = hierarchical_dispatch_time(1000, 1e4, topo.place(8), topo, 0.0, 4.0)
+    assert d.network_s == 0 and d.bottleneck == "nvlink"
+    assert d.time_s == pytest.approx(355e-6)
+
+
+def test_uniform_fanout_matches_a_sampled_router():
+    """E=64 experts on 16 ranks (2 nodes of 8), top-6: the hypergeometric expectation against
+    20,000 sampled tokens; and the closed forms at the ends (top-1: one rank, and 1/2 chance of
+    the other node)."""
+    remote, ranks = uniform_fanout(64, 6, 16, 8)
+    rng = np.random.default_rng(0)
+    picks = np.argsort(rng.random((20000, 64)), axis=1)[:, :6]
+    rank_of = picks // 4
+    sampled_ranks = np.mean([len(set(r)) for r in rank_of])
+    sampled_remote = np.mean([(r // 8 == 1).any() for r in rank_of])   # token on node 0
+    assert ranks == pytest.approx(sampled_ranks, rel=0.01)
+    assert remote == pytest.approx(sampled_remote, rel=0.01)
+    assert uniform_fanout(64, 1, 16, 8) == pytest.approx((0.5, 1.0))
+    assert uniform_fanout(64, 64, 16, 8) == pytest.approx((1.0, 16.0))
+    assert math.isclose(uniform_fanout(64, 6, 8, 8)[0], 0.0)
+
+
+def test_cli_prices_all_to_all_table_sweep_and_json(capsys):
+    """`tpsim collective --op all-to-all`: one row, a sweep, JSON with busbw = algbw 7/8."""
+    import json
+    from tpsim.cli import main
+    assert main(["collective", "--op", "all-to-all", "--bytes", "64MiB"]) == 0
+    assert "all_to_all_time" in capsys.readouterr().out
+    assert main(["collective", "--op", "all-to-all", "--sweep", "--max-bytes", "1MiB",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 11 and {r["algorithm"] for r in rows} == {"p2p"}
+    assert rows[-1]["busbw_GBps"] == pytest.approx(rows[-1]["algbw_GBps"] * 7 / 8)

@@ -1,0 +1,150 @@
+"""All-to-all: NCCL's (every rank sends a slice to every other) and the two-level MoE dispatch
+DeepEP runs (RDMA to the same GPU index on each target node, then NVLink forwarding).
+
+Conventions follow nccl-tests (``src/alltoall.cu``: ``AlltoAllGetBw``): ``nbytes`` S is what
+one rank sends *in total, its own slice included* (count x nranks x type size); it sends S/n to
+each of the n ranks. ``algbw = S / t`` and ``busbw = algbw (n - 1)/n``: the share of S that
+leaves the rank.
+
+NCCL runs an all-to-all as one group of sends and receives, one pair per rank, itself
+included (``ncclGroupStart``; ``AlltoAllRunColl`` in the same file), every peer in flight at
+once on NCCL's point-to-point channels, on the Simple protocol. Each level of the hierarchy the group crosses is a stage every byte that
+leaves a unit of the level below must pass; the stages run at once (different links), so the
+slowest sets the pace. With d_k the group's ranks inside one unit below level k (1 at the
+innermost level: a GPU; the ranks of one node at the network level) and p_k B_k that unit's
+links out (:attr:`~tpsim.cluster.placement.LevelSpan.unit_bandwidth_Bps`: a GPU's own NVLink
+ports; the node's NICs this group uses), a rank sends S (n - d_k)/n out of its unit and owns
+1/d_k of the unit's links:
+
+    t = s (collective_launch + Simple launch) + s sum_k hop_k[ring][simple]
+        + max_k  S (n - d_k)/n / (p_k B_k eff_k[ring] / d_k)  +  S / B_copy
+
+Inside a node this is (n - 1)/n S over a GPU's own links, as for an all-gather; across DGX
+nodes (one NIC per GPU) the inter-node share (n - g)/n S of a rank's data crosses its own NIC.
+The latency charges one hop per level crossed: the sends go out together, not in n - 1 rounds
+(an assumption no published small-message curve here checks). ``eff[ring]`` is the level's
+measured fraction of line rate that NCCL's copy kernels reach (the ring's, the same kernels).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .collective_cost import CollectiveCost
+from ..base.formula import qualname
+from ..cluster.placement import LevelSpan, Placement
+from ..cluster.topology import SIMPLE, Topology
+
+
+def _launch_s(topo: Topology) -> float:
+    dev = topo.device
+    simple = dev.protocols.get("simple", SIMPLE)
+    return dev.collective_latency_scale * (dev.collective_launch_s + simple.launch_s)
+
+
+def _hop_s(spans, topo: Topology) -> float:
+    """s sum_k hop_k[ring][simple]: one hop at every level the group crosses."""
+    return topo.device.collective_latency_scale * sum(
+        s.level.hop_latency_s("ring", "simple") for s in spans)
+
+
+def _rank_bandwidth(span: LevelSpan) -> float:
+    """One rank's share of the links out of its unit below ``span``'s level, bytes/s:
+    p B eff[ring] / d (a GPU's own links at the innermost level)."""
+    return span.unit_bandwidth_Bps * span.level.efficiency.ring / span.devices_per_unit
+
+
+def all_to_all_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
+    """NCCL all-to-all of S = ``nbytes`` per rank (its own slice included) on ``place``; see the
+    module docstring for the formula. A group of one rank moves nothing."""
+    n = place.size
+    if not place.spans:
+        return CollectiveCost("all-to-all", "none", int(nbytes), n, 0.0, group=place.group.name)
+    transfer = max(nbytes * (n - s.devices_per_unit) / n / _rank_bandwidth(s)
+                   for s in place.spans)
+    bw = topo.device.collective_copy_Bps
+    copy = nbytes / bw if bw else 0.0
+    launch, latency = _launch_s(topo), _hop_s(place.spans, topo)
+    return CollectiveCost("all-to-all", "p2p", int(nbytes), n, launch + latency + transfer + copy,
+                          launch, latency, transfer, copy, "simple", qualname(all_to_all_time),
+                          place.group.name)
+
+
+# ---------------------------------------------------------------- MoE dispatch across nodes
+@dataclass(frozen=True)
+class DispatchCost:
+    """One MoE dispatch (or combine: the same bytes the other way) on one rank.
+
+    ``network_bytes``: what the rank's NIC carries; ``nvlink_bytes``: what it forwards or
+    delivers over NVLink; ``network_s`` and ``nvlink_s`` the two stages' transfer times, which
+    overlap (``time_s = launch_s + latency_s + max(network_s, nvlink_s)``)."""
+    time_s: float
+    launch_s: float
+    latency_s: float
+    network_s: float
+    nvlink_s: float
+    network_bytes: float
+    nvlink_bytes: float
+    formula: str
+
+    @property
+    def bottleneck(self) -> str:
+        return "network" if self.network_s >= self.nvlink_s else "nvlink"
+
+
+def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placement,
+                               topo: Topology, remote_nodes_per_token: float,
+                               ranks_per_token: float) -> DispatchCost:
+    """Two-level dispatch as DeepEP's normal kernels run it (deepseek-ai/DeepEP,
+    ``csrc/kernels/internode.cu``; DeepSeek-V3 report, section 3.2.2): a token bound for
+    experts on another node crosses the network *once per target node*, to the GPU of the same
+    local index there, which forwards it over NVLink to each destination GPU of that node.
+
+    With T = ``tokens`` on this rank, b = ``token_bytes``, r = ``remote_nodes_per_token`` (the
+    distinct other nodes a token's experts sit on, on average), R = ``ranks_per_token`` (the
+    distinct GPUs, all nodes), g = the group's ranks per node:
+
+        network = T b r                                      over the rank's own NIC share
+        nvlink  = T b R (g - 1)/g                            over the rank's NVLink
+        t = s (collective_launch + Simple launch) + s (hop_nvlink + hop_net)
+            + max(network / (p B_net eff_net[ring] / g), nvlink / (B_nvl eff_nvl[ring]))
+
+    By symmetry what a rank forwards equals what it receives; a delivery arrives on the GPU of
+    the sender's local index, which is the destination itself one time in g (uniform senders),
+    so (g - 1)/g of the R deliveries per token cross NVLink. The stages pipeline (chunks are
+    forwarded while later ones arrive), so the slower one sets the pace. Inside one node
+    (r = 0) it is the plain dispatch: each token reaches its R GPUs, (g - 1)/g of them peers.
+    """
+    intra = place.intra_node
+    inter = place.inter_node
+    g = intra[0].fanout if intra else 1
+    network = tokens * token_bytes * remote_nodes_per_token
+    nvlink = tokens * token_bytes * ranks_per_token * (g - 1) / g
+    network_s = network / _rank_bandwidth(inter[0]) if inter and network else 0.0
+    nvlink_s = nvlink / _rank_bandwidth(intra[0]) if intra and nvlink else 0.0
+    launch = _launch_s(topo) if place.spans else 0.0
+    latency = _hop_s(intra[:1] + inter[:1], topo)
+    return DispatchCost(launch + latency + max(network_s, nvlink_s), launch, latency, network_s,
+                        nvlink_s, network, nvlink, qualname(hierarchical_dispatch_time))
+
+
+def _none_hit(items: int, per_unit: int, draws: int) -> float:
+    """Probability that ``draws`` distinct items drawn uniformly from ``items`` miss every one
+    of a unit's ``per_unit`` items: C(items - per_unit, draws) / C(items, draws)."""
+    if draws > items - per_unit:
+        return 0.0
+    return math.comb(items - per_unit, draws) / math.comb(items, draws)
+
+
+def uniform_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int) -> tuple[float, float]:
+    """(remote nodes, distinct ranks) a token reaches on average when its ``top_k`` experts are
+    ``top_k`` distinct of ``experts`` drawn uniformly (a balanced router, no group limit), the
+    experts split evenly over ``ranks`` ranks of ``ranks_per_node`` per node:
+
+        R = n (1 - C(E - E/n, k) / C(E, k))          distinct ranks (hypergeometric miss)
+        r = (m - 1) (1 - C(E - E/m, k) / C(E, k))    distinct other nodes, m = n / g nodes
+    """
+    nodes = ranks // ranks_per_node
+    ranks_hit = ranks * (1 - _none_hit(experts, experts // ranks, top_k))
+    remote = (nodes - 1) * (1 - _none_hit(experts, experts // nodes, top_k))
+    return remote, ranks_hit

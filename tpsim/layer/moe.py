@@ -1,0 +1,208 @@
+"""The mixture-of-experts MLP slot of a layer, as Megatron-core's MoELayer runs it with every
+expert local (expert parallelism 1) and the experts split over the TP group (expert TP = tp).
+
+Megatron-core (``megatron/core/transformer/moe``: ``router.py``, ``token_dispatcher.py``
+``MoEAllGatherTokenDispatcher``, ``experts.py`` ``GroupedMLP``, ``shared_experts.py``) requires
+sequence parallelism with TP, so the slot's input is the norm's output on Tn = T/tp tokens:
+
+forward::
+
+    router      GEMM  Tn x E x h                       logits of every expert (its own tokens)
+    top-k       memory-bound: read Tn E logits, write Tn E fp32 scores and Tn k probs + indices
+    all-gather  the T x h tokens over TP (SP)           every rank serves every token
+    permute     memory-bound: read and write R x h      each token copied once per chosen expert
+    fc1         grouped GEMM, E_l groups of m_e x (n_in f_e / tp) x h
+    act         memory-bound, as the dense MLP's, on R x f_e / tp
+    fc2         grouped GEMM, E_l groups of m_e x h x (f_e / tp)
+    unpermute   memory-bound: read R x h and the probs, write T x h (weighted sum per token)
+    shared      (S shared experts) column GEMM T x (n_in S f_s / tp) x h, act, row GEMM
+                T x h x (S f_s / tp), their output added to the routed one (read 2, write 1)
+    reduce-scatter  the T x h partial sums over TP (SP; all-reduce without SP)
+
+with E_l = E local experts, k = top-k, m_e = ceil(T k / E) tokens per expert and R = m_e E_l
+routed rows: a balanced router (the auxiliary load-balancing loss's aim; the worst expert sets
+the pace of a real grouped GEMM, which this does not model). The routing map and probabilities
+gathered beside the tokens (T x E bits and T x k floats) are left out, as is the router's
+auxiliary loss. Backward mirrors each op: the grouped GEMMs' dgrad (m_e x (f or h) per group)
+and wgrad (accumulated into fp32 main gradients), permute and unpermute as memory-bound
+scatter/gather, the router's dgrad and wgrad, the input gradient's reduce-scatter, and the sum
+of the router's and the experts' input gradients. Biases are not part of the slot.
+
+Saved for backward: the router's input (Tn h), its fp32 scores (Tn E 4), the permuted tokens
+(R h, fc1's weight gradient), fc1's output (act's backward), fc2's input (R f_e/tp), the
+expert outputs (R h, the gradient of the probabilities); the shared experts' inputs are
+re-gathered in backward as Megatron-core does for any column-parallel linear under SP.
+"""
+from __future__ import annotations
+
+import math
+
+from ..base.errors import ConfigError
+from .dims import Dims, sp_reduce_op
+from .linears import fp8_cast, gathered_input
+from .template import Builder
+
+
+def routed_per_expert(d: Dims) -> int:
+    """m_e = ceil(T k / E): tokens each expert receives from a balanced router."""
+    return max(1, math.ceil(d.T * d.topk / d.experts))
+
+
+def routed_rows(d: Dims) -> int:
+    """R = m_e E_l: rows of the permuted tokens the local experts work on."""
+    return routed_per_expert(d) * d.experts
+
+
+def _grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> str:
+    """A grouped GEMM of the local experts, ``size(d)`` -> (m, n, k) per expert, E_l groups of
+    equal size in one kernel (``Gemm.batch``)."""
+    return B.gemm(name, lambda d: (*size(d), d.experts), deps, saved=saved,
+                  forward_of=forward_of, linear=True)
+
+
+def _grouped_bwd(B: Builder, name: str, size, grad) -> str:
+    """dgrad (m x n) @ (n x k) and wgrad (k x m) @ (m x n), per expert, the weight gradients
+    accumulated into fp32 (as :func:`tpsim.layer.linears.linear_backward`); returns dgrad."""
+    fwd = f"fwd.{name}"
+    grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * d.experts, size(d)[1]), grad)
+    dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
+                                                    d.experts), (grad,), forward_of=fwd,
+                   linear=True)
+    B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], d.experts, True),
+           (grad,), forward_of=fwd, linear=True)
+    return dgrad
+
+
+def _fc1(n_in: int):
+    return lambda d: (routed_per_expert(d), n_in * d.fe, d.h)
+
+
+def _fc2(d: Dims):
+    return routed_per_expert(d), d.h, d.fe
+
+
+def _tokens(d: Dims):
+    """The gathered T x h tokens, in the activations' dtype."""
+    return d.T * d.h * d.bpe, (d.T, d.h), d.dtype
+
+
+def _router_fwd(B: Builder, x) -> tuple[str, str]:
+    router = B.gemm("fwd.router", lambda d: (d.Tn, d.experts, d.h), (x,),
+                    saved=lambda d: d.Tn * d.h * d.bpe)
+    topk = B.eltwise("fwd.router.topk", lambda d: (d.Tn, d.experts, d.Tn * d.experts * (d.bpe + 4)
+                                                   + d.Tn * d.topk * 12), (router,),
+                     saved=lambda d: d.Tn * d.experts * 4)
+    return router, topk
+
+
+def _shared_fwd(B: Builder, tokens, n_in: int) -> str:
+    x = B.gemm("fwd.shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), (tokens,), linear=True)
+    x = B.eltwise("fwd.shared.act", lambda d: (d.T, d.fs, (n_in + 1) * d.T * d.fs * d.bpe), (x,),
+                  saved=lambda d: n_in * d.T * d.fs * d.bpe)
+    return B.gemm("fwd.shared.fc2", lambda d: (d.T, d.h, d.fs), (x,),
+                  saved=lambda d: d.T * d.fs * d.bpe, linear=True)
+
+
+def moe_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
+    """The slot's forward from the norm's output ``x``; see the module docstring."""
+    n_in = 2 if swiglu else 1
+    _, topk = _router_fwd(B, x)
+    tokens = B.collective("fwd.moe.all-gather", "all-gather", (x,), size=_tokens) if B.sp else x
+    x = B.eltwise("fwd.moe.permute", lambda d: (routed_rows(d), d.h, 2 * routed_rows(d) * d.h
+                                                * d.bpe), (tokens, topk),
+                  saved=lambda d: routed_rows(d) * d.h * d.bpe)
+    x = _grouped(B, "fwd.experts.fc1", _fc1(n_in), (x,))
+    x = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
+                                                * d.fe * d.bpe), (x,),
+                  saved=lambda d: n_in * routed_rows(d) * d.fe * d.bpe)
+    x = _grouped(B, "fwd.experts.fc2", _fc2, (x,), saved=lambda d: routed_rows(d) * d.fe * d.bpe)
+    x = B.eltwise("fwd.moe.unpermute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe
+                                                  + d.T * d.topk * 4), (x, topk),
+                  saved=lambda d: routed_rows(d) * d.h * d.bpe)
+    if shared:
+        s = _shared_fwd(B, tokens, n_in)
+        x = B.eltwise("fwd.shared.add", lambda d: (d.T, d.h, 3 * d.T * d.h * d.bpe), (x, s))
+    op = sp_reduce_op(B.sp)
+    return B.collective(f"fwd.moe.{op}", op, (x,), size=_tokens)
+
+
+def _shared_bwd(B: Builder, grad, n_in: int) -> str:
+    x = _dense_bwd(B, "shared.fc2", lambda d: (d.T, d.h, d.fs), grad)
+    x = B.eltwise("bwd.shared.act", lambda d: (d.T, d.fs, (1 + 2 * n_in) * d.T * d.fs * d.bpe),
+                  (x,), forward_of="fwd.shared.act")
+    inputs = (B.collective("bwd.shared.all-gather", "all-gather", (grad,),
+                           forward_of="fwd.moe.all-gather", size=gathered_input),) if B.sp else ()
+    return _dense_bwd(B, "shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), x, inputs)
+
+
+def _dense_bwd(B: Builder, name: str, size, grad, wgrad_deps=(), linear=True) -> str:
+    """dgrad and wgrad of one (not grouped) GEMM of the slot; returns dgrad. ``linear=False``:
+    in the activations' dtype, no fp8 cast (the router)."""
+    fwd = f"fwd.{name}"
+    if linear:
+        grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grad)
+    dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1]), (grad,),
+                   forward_of=fwd, linear=linear)
+    B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], 1, True),
+           (grad, *wgrad_deps), forward_of=fwd, linear=linear)
+    return dgrad
+
+
+def moe_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
+    """The slot's backward from the gradient of its output (Tn x h); returns the gradient of
+    its input (the norm's output), the experts' and the router's summed."""
+    n_in = 2 if swiglu else 1
+    op = sp_reduce_op(B.sp)
+    if B.sp:
+        grad = B.collective("bwd.moe.all-gather", "all-gather", (grad,),
+                            forward_of=f"fwd.moe.{op}", size=_tokens)
+    x = B.eltwise("bwd.moe.unpermute", lambda d: (routed_rows(d), d.h, d.T * d.h * d.bpe
+                                                  + 2 * routed_rows(d) * d.h * d.bpe), (grad,),
+                  forward_of="fwd.moe.unpermute")
+    probs = x
+    x = _grouped_bwd(B, "experts.fc2", _fc2, x)
+    x = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
+                                                * routed_rows(d) * d.fe * d.bpe), (x,),
+                  forward_of="fwd.experts.act")
+    x = _grouped_bwd(B, "experts.fc1", _fc1(n_in), x)
+    x = B.eltwise("bwd.moe.permute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe),
+                  (x,), forward_of="fwd.moe.permute")
+    if shared:
+        s = _shared_bwd(B, grad, n_in)
+        x = B.eltwise("bwd.shared.add", lambda d: (d.T, d.h, 3 * d.T * d.h * d.bpe), (x, s),
+                      forward_of="fwd.shared.add")
+    if B.sp:
+        x = B.collective("bwd.moe.reduce-scatter", "reduce-scatter", (x,), size=_tokens,
+                         forward_of="fwd.moe.all-gather")
+    else:
+        x = B.collective("bwd.moe.all-reduce", "all-reduce", (x,), size=_tokens)
+    r = B.eltwise("bwd.router.topk", lambda d: (d.Tn, d.experts, 3 * d.Tn * d.experts * 4),
+                  (probs,), forward_of="fwd.router.topk")
+    r = _dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False)
+    return B.eltwise("bwd.router.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (x, r),
+                     forward_of="fwd.router")
+
+
+def moe_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
+             sequence_parallel: bool) -> Dims:
+    """Per-rank sizes of a layer of ``model``'s MoE slot, all experts local (EP 1), each
+    expert's width split over ``tp``: f_e / tp and S f_s / tp. TP > 1 needs sequence
+    parallelism (Megatron-core refuses MoE with TP and without SP); the widths must divide."""
+    if tp > 1 and not sequence_parallel:
+        raise ConfigError("--sequence-parallel", "", "on with an MoE model and tp > 1 (as "
+                          "Megatron-core requires)", False)
+    shared = model.shared_experts * (model.shared_expert_ffn_hidden or 0)
+    for key, width in (("expert_ffn_hidden", model.expert_ffn_hidden), ("shared experts", shared)):
+        if width % tp:
+            raise ConfigError("--tp", "", f"a divisor of {model.name}'s {key} ({width})", tp)
+    heads_ok = model.heads % tp == 0 and seq_len % tp == 0
+    if not heads_ok:
+        raise ConfigError("--tp", "", f"a divisor of {model.name}'s heads ({model.heads}) and "
+                          f"of the sequence ({seq_len})", tp)
+    linear = "fp8" if dtype == "fp8" else ""
+    act = "bf16" if linear else dtype
+    return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=act, linear_dtype=linear,
+                heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
+                f=model.ffn_hidden // tp, sp=sequence_parallel,
+                vocab=model.padded_vocab(tp) // tp, experts=model.experts,
+                topk=model.experts_per_token, fe=model.expert_ffn_hidden // tp, fs=shared // tp)

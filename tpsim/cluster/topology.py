@@ -24,6 +24,7 @@ DTYPES = tuple(BYTES_PER_ELEMENT)
 
 PROTOCOLS = ("simple", "ll", "ll128")
 HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
+LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class Efficiency:
 @dataclass(frozen=True)
 class Level:
     """One level of the link hierarchy: ``size`` units of the level below, joined by links."""
-    name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband")
+    name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband (a label: the code reads kind)")
     size: int = spec(ge=1, doc="units of the level below joined at this level (GPUs per node "
                                "for the innermost level, nodes for the next)")
     bandwidth_Bps: float = spec("bandwidth_GBps", scale=GB, gt=0,
@@ -224,6 +225,14 @@ class Level:
                             doc="per-hop latency of a pipelined step, us: every algorithm/"
                                 "protocol pair hop_latency_us does not list, and kernels outside "
                                 "NCCL (the custom all-reduce's barrier)")
+    kind: str | None = spec(
+        default=None,
+        doc="what joins the units: nvlink-domain (GPU-to-GPU NVLink, directly or through "
+            "NVSwitches: a DGX's 8 GPUs, or a GB200/GB300 NVL72 rack's 72 across its 18 trays), "
+            "pcie (GPUs that reach each other over PCIe), network (NICs between nodes); a "
+            "node is the set of devices joined by the levels below the first network level. "
+            "Default: network where inter_node is true, otherwise nvlink-domain (with inter_node "
+            "at its default: the innermost level nvlink-domain, every other network)")
     nics_per_node: int | None = spec(ge=1, default=None,
                                      doc="outer levels: NICs per node that carry this level's "
                                          "traffic (default: one per device)")
@@ -245,8 +254,10 @@ class Level:
                               doc="in_switch_reduction: channels (CTAs) NVLS runs on "
                                   "(NCCL_NVLS_NCHANNELS)")
     inter_node: bool | None = spec(default=None,
-                                   doc="a hop at this level leaves the node through its NICs; "
-                                       "default: every level but the innermost")
+                                   doc="a hop at this level leaves the node through its NICs: "
+                                       "true exactly for kind network; default: from kind, "
+                                       "or every level but the innermost where kind is not "
+                                       "given")
     custom_two_shot_sync_s: float = spec(
         "custom_two_shot_sync_us", scale=US, ge=0, default=0.0,
         doc="vLLM's two-shot custom all-reduce: fixed cost its second pass adds (the barrier "
@@ -258,6 +269,8 @@ class Level:
             "passes sustain")
 
     def validate(self, source: str, path: str) -> None:
+        if self.kind is not None and self.kind not in LEVEL_KINDS:
+            raise ConfigError(source, f"{path}.kind", f"one of {LEVEL_KINDS}", self.kind)
         for algo, protos in (self.hop_latencies or {}).items():
             if algo not in HOP_ALGORITHMS:
                 raise ConfigError(source, f"{path}.hop_latency_us.{algo}",
@@ -293,9 +306,15 @@ class Topology:
         names = [lv.name for lv in self.levels]
         if len(set(names)) != len(names):
             raise ConfigError(source, "levels", "distinct level names", names)
-        for i, lv in enumerate(self.levels):     # resolve the default: outer levels leave the node
-            if lv.inter_node is None:
-                object.__setattr__(lv, "inter_node", i > 0)
+        for i, lv in enumerate(self.levels):     # resolve the defaults (Level.kind, inter_node)
+            leaves = lv.inter_node if lv.inter_node is not None else (
+                lv.kind == "network" if lv.kind is not None else i > 0)
+            kind = lv.kind or ("network" if leaves else "nvlink-domain")
+            if leaves != (kind == "network"):
+                raise ConfigError(source, f"levels[{i}].inter_node",
+                                  f"{kind == 'network'} for a level of kind {kind}", leaves)
+            object.__setattr__(lv, "inter_node", leaves)
+            object.__setattr__(lv, "kind", kind)
         flags = [lv.inter_node for lv in self.levels]
         if flags[0] or flags != sorted(flags):
             raise ConfigError(source, "levels", "intra-node levels first (inter_node false), "
@@ -307,7 +326,12 @@ class Topology:
 
     @property
     def devices_per_node(self) -> int:
-        """Devices joined without leaving the node: the product of the intra-node levels' sizes."""
+        """Devices joined without leaving the node: the product of the intra-node levels' sizes.
+
+        A node here is what no NIC divides: a DGX's 8 GPUs, an NVL72 rack's 72 (its 4-GPU
+        trays are chassis, not a level: each GPU's NVLink ports reach the rack's NVSwitch
+        trays alike), so TP/EP groups of up to this many ranks stay on NVLink, ``--nodes``
+        counts racks there, and the tp_spans_nodes notice speaks of TP beyond the rack."""
         return math.prod(lv.size for lv in self.levels if not lv.inter_node)
 
     @property

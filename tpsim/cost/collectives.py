@@ -386,7 +386,7 @@ def custom_kernel_time(kind: str, nbytes: float, n: int, level, device) -> tuple
 def custom_all_reduce_unsupported(nbytes: float, place: Placement,
                                   max_bytes: float = CUSTOM_AR_MAX_BYTES) -> str:
     """Why the custom all-reduce does not run here ('' when it does): n not in (2, 4, 6, 8),
-    a group leaving one node, n > 2 not all on NVLink (a level named nvlink*), S >= max_bytes
+    a group leaving one node, n > 2 not all on NVLink (a level of kind nvlink-domain), S >= max_bytes
     (8 MiB by default; with symmetric memory on SM 9.0 vLLM caps n = 6 at 512 KiB and n = 8 at
     256 KiB, all_reduce_utils.py)."""
     n = place.size
@@ -394,6 +394,6 @@ def custom_all_reduce_unsupported(nbytes: float, place: Placement,
         return f"{n} ranks; it serves 2, 4, 6 or 8"
     if len(place.spans) != 1 or place.crosses_nodes:
         return "the group leaves one node"
-    if n > 2 and not place.spans[0].level.name.lower().startswith("nvlink"):
+    if n > 2 and place.spans[0].level.kind != "nvlink-domain":
         return f"{n} ranks not all joined by NVLink"
     return "" if nbytes < max_bytes else f"{int(nbytes)} bytes, not under {int(max_bytes)}"

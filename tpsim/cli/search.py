@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import StoreOnce, dump_json, positive_int
+from .common import StoreOnce, add_csv, dump_json, output_format, positive_int
 from .layout_args import add_layout_arguments, add_pin_arguments, layout_values
 
 
@@ -14,6 +14,7 @@ def fill_search(p) -> None:
     p.add_argument("--top", type=positive_int, default=10, help="candidates to show (at most 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: evaluated, candidates (best first), dropped")
+    add_csv(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -58,9 +59,10 @@ class Progress:
 
 
 def _cmd_search(args) -> None:
-    from ..report.search import search_json, search_report
+    from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
     from ..search.pins import PINNABLE
+    fmt = output_format(args)
     progress = Progress()
     try:
         result = search(args.model, args.topology, args.gpus, args.global_batch,
@@ -70,4 +72,5 @@ def _cmd_search(args) -> None:
                         pins=layout_values(args, PINNABLE))
     finally:
         progress.close()
-    print(dump_json(search_json(result)) if args.json else search_report(result))
+    print(dump_json(search_json(result)) if fmt == "json" else search_csv(result)
+          if fmt == "csv" else search_report(result))

@@ -8,6 +8,7 @@ from ..search.driver import REASONS, search
 from ..search.pins import PINNABLE
 from ..search.price import price_pipelines
 from ..spec.layout import Layout
+from .flat_csv import csv_text
 from .formulas import MEMORY, STEP, formula_lines
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
@@ -152,3 +153,13 @@ def search_json(result) -> dict:
                        for k in PINNABLE}, "candidates": cands,
             "dropped": dict(result.dropped),
             "dropped_reasons": {k: REASONS[k] for k in result.dropped}, "formula": SEARCH}
+
+
+JOB_KEYS = ("model", "topology", "gpus", "global_batch", "seq_len", "dtype", "nodes")
+
+
+def search_csv(result) -> str:
+    """``--csv``: one row per candidate, best first: the job's keys, then the candidate's
+    scalar keys (:mod:`tpsim.report.flat_csv`)."""
+    js = search_json(result)
+    return csv_text({**{k: js[k] for k in JOB_KEYS}, **c} for c in js["candidates"])

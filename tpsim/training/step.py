@@ -149,10 +149,10 @@ def check_fits(topo: Topology, par: Parallelism) -> None:
     if par.world > topo.max_ranks:
         per = topo.devices_per_node
         nodes = -(-par.world // per)
-        fix = f"pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
-            "it has no network to size: a cluster topology takes --nodes"
+        fix = f": pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
+            " and no network to size: a cluster topology, which takes --nodes"
         raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x pp x dp "
-                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}: "
+                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
                           f"{fix})", topo.name)
 
 

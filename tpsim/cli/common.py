@@ -133,6 +133,18 @@ def output_format(args) -> str | None:
     return "json" if args.json else "csv" if args.csv else None
 
 
+def note_seq(model, seq) -> None:
+    """A Hugging Face config run without ``--seq``: one stderr line saying which sequence
+    length it took, and from which of its keys (its whole context, often far longer than a
+    training or serving run's)."""
+    from ..spec.model import hf_seq_key, load_model
+    key = None if seq is not None else hf_seq_key(model)
+    if key:
+        print(f"tpsim: note: {clip(str(model), 200)}: no --seq, so seq_len "
+              f"{load_model(model).seq_len:,} from its {key}; pass --seq for the length you "
+              "run at", file=sys.stderr)
+
+
 def warn(text: str) -> None:
     """One warning line on stderr (the report on stdout keeps its own WARNING lines)."""
     print(f"tpsim: warning: {text}", file=sys.stderr)

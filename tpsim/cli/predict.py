@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..base.errors import ConfigError
-from .common import StoreOnce, add_csv, dump_json, output_format, positive_int, warn
+from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int, warn
 from .layout_args import add_layout_arguments, layout_from_args, layout_values
 from .lists import combinations, name_list, varied
 
@@ -68,6 +68,8 @@ def _cmd_predict(args) -> None:
         raise ConfigError("--trace", "", "a file name such as layer.json", args.trace)
     fmt = output_format(args)
     combos = combinations(args, LISTS)
+    for model in dict.fromkeys(c["model"] for c in combos if c["seq"] is None):
+        note_seq(model, None)
     if len(combos) > 1:
         return _compare(args, combos)
     pred = _predict_one(args, combos[0])

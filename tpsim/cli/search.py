@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import StoreOnce, add_csv, dump_json, output_format, positive_int
+from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int
 from .layout_args import add_layout_arguments, add_pin_arguments, layout_values
 
 
@@ -63,6 +63,7 @@ def _cmd_search(args) -> None:
     from ..search.driver import search
     from ..search.pins import PINNABLE
     fmt = output_format(args)
+    note_seq(args.model, args.seq)
     progress = Progress()
     try:
         result = search(args.model, args.topology, args.gpus, args.global_batch,

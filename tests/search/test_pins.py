@@ -79,6 +79,7 @@ def test_search_reports_its_pins_and_sizes_the_network():
                  pins={"tp": 4, "pp": (1,), "recompute": "none"})
     assert res.nodes == 70 and res.nodes_from_gpus
     assert any("sized to 70 nodes" in n for n in res.notes)
+    assert not any("selective" in n for n in res.notes)       # recompute pinned to none
     lay = res.candidates[0].layout
     assert (lay.tp, lay.pp, lay.recompute) == (4, 1, "none")
     assert dict(res.pins) == {"tp": (4,), "pp": (1,), "recompute": ("none",)}

@@ -118,7 +118,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
             if reason:
                 dropped[reason] += size
                 continue
-            for why, n in (("pinned_vs_pp", no_vs * max(len(mbs), 1)), ("pinned_mb", len(vs) * no_mb)):
+            for why, n in (("pinned_vs_pp", no_vs * max(len(mbs), 1)),
+                           ("pinned_mb", len(vs) * no_mb)):
                 if n:
                     dropped[why] += n * len(knob)
             for v in vs:
@@ -342,7 +343,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     return SearchResult(run.model.name, run.topo.name, gpus, global_batch, len(layouts),
                         len(ranked), tuple(best), len(cands),
                         {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes or sized,
-                        pricing, _notes(run, tp_across_nodes, sized, gpus),
+                        pricing, _notes(run, tp_across_nodes, sized, gpus, check_pins(pins, gpus)),
                         (_source(model, run.model.name), _source(topology, run.topo.name)),
                         sized is not None, check_pins(pins, gpus))
 
@@ -380,7 +381,8 @@ def _best_by(run, layouts, key, jobs, progress) -> dict:
     return best
 
 
-def _notes(run: Run, tp_across_nodes: bool, sized: int | None, gpus: int) -> tuple[str, ...]:
+def _notes(run: Run, tp_across_nodes: bool, sized: int | None, gpus: int,
+           pins: tuple = ()) -> tuple[str, ...]:
     out = []
     if sized is not None:
         out.append(f"the network of {run.topo.name} sized to {sized} nodes of "
@@ -388,7 +390,7 @@ def _notes(run: Run, tp_across_nodes: bool, sized: int | None, gpus: int) -> tup
     if not tp_across_nodes:
         out.append(f"TP is kept inside a node ({run.topo.devices_per_node} GPUs): "
                    "--tp-across-nodes tries more")
-    if run.attention != "unfused":
+    if run.attention != "unfused" and "selective" in pick(pins, "recompute", RECOMPUTE):
         out.append("selective recomputation is no recomputation with fused attention: such "
                    "layouts are priced but shown once, as none")
     return tuple(out)

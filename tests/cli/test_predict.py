@@ -128,3 +128,26 @@ def test_megatron_argument_names_are_aliases(capsys):
     assert outs[0] == outs[1]
     code, _, err = run(capsys, "predict", "--model", "gpt3-1.3b", "--context-parallel-size", "2")
     assert code == 2 and "--cp" in err and "not modelled yet" in err
+
+
+@pytest.mark.parametrize("command, model, key, seq_len", [
+    ("predict", "Meta-Llama-3-8B", "max_position_embeddings", "8,192"),
+    ("predict", "gpt2/config.json", "n_positions", "1,024"),
+    ("search", "gpt2", "n_positions", "1,024"),
+])
+def test_hf_config_without_seq_says_which_length(capsys, command, model, key, seq_len):
+    """A Hugging Face config without --seq: one stderr line naming the sequence length taken
+    and the config key it came from; with --seq, or a preset, nothing."""
+    path = str(REPO / "tests" / "data" / "hf" / model)
+    argv = [command, "--model", path, "--topology", "dgx-a100"] + (
+        ["--gpus", "8", "--global-batch", "8", "--top", "1"] if command == "search" else
+        ["--tp", "1"])
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [ln for ln in err if "--seq" in ln] == \
+        [f"tpsim: note: {path}: no --seq, so seq_len {seq_len} from its {key}; pass --seq for "
+         "the length you run at"]
+    assert main(argv + ["--seq", "512"]) == 0
+    assert "--seq" not in capsys.readouterr().err
+    assert main([command, "--model", "gpt3-125m"] + argv[3:]) == 0
+    assert "--seq" not in capsys.readouterr().err

@@ -63,7 +63,8 @@ def test_search_text_and_jobs(capsys):
 @pytest.mark.parametrize("argv, match", [
     (["search", "--gpus", "0", "--global-batch", "8"], "--gpus"),
     (["search", "--global-batch", "8"], "--gpus"),
-    (["search", "--gpus", "4096", "--global-batch", "8"], "pass --nodes"),
+    (["search", "--gpus", "4096", "--global-batch", "8", "--topology", "dgx-a100"],
+     "no network to size"),
     (["search", "--gpus", "8", "--global-batch", "8", "--dtype", "int4"], "invalid choice"),
     (["predict", "--tp", "1,,2"], "comma list"),
     (["predict", "--tp", "3,4", "--model", "gpt3-1.3b"], "in the combination"),
@@ -118,7 +119,9 @@ def test_plot_search_cells_are_the_fastest_fitting_layouts(tmp_path, capsys):
     code, out, _ = run(capsys, "plot", "search", *SMALL, "--out", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 10_000
     with open(tmp_path / "s.csv") as f:
-        rows = list(csv.DictReader(ln for ln in f if not ln.startswith("#")))
+        lines = f.read().splitlines()
+    assert not any(ln.startswith("#") for ln in lines)       # plain CSV
+    rows = list(csv.DictReader(lines))
     run_ = _run("gpt3-125m", "dgx-a100", None, None, None, 16)
     layouts, _ = enumerate_layouts(run_.model, run_.topo, Space(8, 16), run_.seq_len)
     times = {}
@@ -182,3 +185,55 @@ def test_the_command_runs_one_blas_thread_unless_told(given, expect):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=120)
     assert r.returncode == 0 and r.stderr.split() == ["False", expect], r.stderr
+
+
+def test_search_pins_flags_from_the_layout(capsys):
+    """--tp 2 --pp 1,2 --no-sequence-parallel --recompute none,full: every candidate holds the
+    pinned values, the JSON says which, and the text names them in one line."""
+    pins = ["--tp", "2", "--pp", "1,2", "--no-sequence-parallel", "--recompute", "none,full"]
+    code, out, err = run(capsys, "search", *SMALL, "--top", "4", "--json", *pins)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["pinned"]["tp"] == [2] and res["pinned"]["pp"] == [1, 2]
+    assert res["pinned"]["sequence_parallel"] == [False] and res["pinned"]["dp"] is None
+    for c in res["candidates"]:
+        assert c["tp"] == 2 and c["pp"] in (1, 2) and not c["sequence_parallel"]
+        assert c["recompute"] in ("none", "full")
+    code, out, _ = run(capsys, "search", *SMALL, "--top", "1", *pins)
+    assert "  pinned: " in out and "--no-sequence-parallel" in out and "--pp 1,2" in out
+    code, out, err = run(capsys, "search", *SMALL, "--tp", "3")
+    assert code == 2 and err.count("\n") == 1 and "--tp: expected a divisor of --gpus 8" in err
+    code, out, err = run(capsys, "search", *SMALL, "--tp", "1", "--sequence-parallel")
+    assert code == 2 and err.count("\n") == 1 and "sequence parallelism or TP overlap pinned" in err
+
+
+def test_search_sizes_the_network_from_gpus(capsys):
+    """--gpus above the topology's without --nodes: sized to ceil(gpus / 8) nodes, one line of
+    the report and the JSON say so, and the best layout's predict line runs as is."""
+    argv = ["search", "--model", "gpt3-125m", "--topology", "dgx-a100-hdr-cluster", "--gpus",
+            "1032", "--global-batch", "1032", "--tp", "4", "--pp", "1", "--top", "1"]
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["nodes"] == 129 and res["nodes_from_gpus"] is True
+    assert "--nodes 129" in res["candidates"][0]["predict"]
+    code, pout, err = run(capsys, *shlex.split(res["candidates"][0]["predict"])[1:])
+    assert code == 0, err
+    code, out, _ = run(capsys, *argv)
+    assert sum("sized to 129 nodes of 8 GPUs for --gpus 1032" in ln
+               for ln in out.splitlines()) == 1
+    code, out, _ = run(capsys, "search", *SMALL[:4], "--gpus", "8", "--global-batch", "8", "--json")
+    assert json.loads(out)["nodes"] is None and json.loads(out)["nodes_from_gpus"] is False
+
+
+@pytest.mark.parametrize("topology, fix", [("dgx-a100-hdr-cluster", "pass --nodes 80"),
+                                           ("dgx-a100", "no network to size")])
+def test_too_large_a_layout_suggests_what_works(capsys, topology, fix):
+    """predict's refusal suggests --nodes only where the topology's network can be sized,
+    and the N it names runs."""
+    argv = ["predict", "--model", "gpt3-125m", "--topology", topology, "--tp", "4", "--dp", "160"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and fix in err, err
+    if "--nodes" in fix:
+        code, _, err = run(capsys, *argv, "--nodes", "80")
+        assert code == 0, err

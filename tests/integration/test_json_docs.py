@@ -3,8 +3,8 @@ else: each key the commands emit (top level, second level and below, lists of ob
 `parent[]`) is documented, and each documented key is emitted by the runs below.
 
 The runs are chosen to emit every key: predict with a pipeline, DP and both notices (TP across
-nodes, out of memory); infer with all three notices; search on a small space; collective alone
-and as a comma list (whose rows add `topology`). The search's `dropped` map has reason codes for
+nodes, out of memory); infer with all three notices (weights that do not fit: a second run);
+search on a small space; collective alone and as a comma list (whose rows add `topology`). The search's `dropped` map has reason codes for
 keys and carries only the reasons that occurred: its documented codes must be exactly
 tpsim.search.driver.REASONS, and the emitted ones among them.
 """
@@ -28,7 +28,8 @@ RUNS = {
                  "--pp", "4", "--dp", "2", "--global-batch", "32", "--virtual-stages", "2",
                  "--sequence-parallel", "--tp-comm-overlap", "--distributed-optimizer", "--json"]],
     "infer": [["infer", "--model", "llama2-70b", "--topology", "dgx-h100-ndr-cluster", "--tp", "16",
-               "--batch", "2000", "--allreduce", "custom", "--json"]],
+               "--batch", "2", "--allreduce", "custom", "--json"],
+              ["infer", "--model", "llama3-405b", "--topology", "dgx-h100", "--tp", "8", "--json"]],
     "search": [["search", "--model", "gpt3-1.3b", "--topology", "dgx-a100", "--gpus", "8",
                 "--global-batch", "8", "--top", "3", "--json"]],
     "collective": [["collective", "--topology", "dgx-h100", "--ranks", "8", "--bytes", "1GiB",

@@ -299,3 +299,32 @@ def test_plot_infer_table_and_figure(tmp_path):
     assert row["tokens_per_s_per_gpu"] == p.decode.tokens_per_s / 4
     image, csv = plot.save(plot.infer_figure(table), table, tmp_path / "infer.png")
     assert image.stat().st_size > 10_000 and "time_per_token_s" in csv.read_text()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--batch", "2000"], "--batch: expected at most 360, the largest batch whose KV cache fits"),
+    (["--batch", "1", "--prompt", "3000000"], "not even one sequence of --prompt 3000000"),
+])
+def test_infer_refuses_a_batch_that_cannot_fit(capsys, argv, expected):
+    """A batch whose KV cache cannot fit beside weights that do: one line, exit 2, naming the
+    largest batch that fits; that batch itself runs and fits."""
+    from tpsim.cli import main
+    base = ["infer", "--model", "llama2-70b", "--topology", "dgx-h100", "--tp", "8"]
+    assert main(base + argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and expected in err, err
+    if "360" in expected:
+        assert main(base + ["--batch", "360", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["memory"]["fits"] is True
+
+
+def test_infer_does_not_fit_warning_on_stderr(capsys):
+    """Weights that do not fit (the layout, not the batch): the run is priced, its warning on
+    stderr in every format, and in the text report's WARNING line."""
+    from tpsim.cli import main
+    argv = ["infer", "--model", "llama3-405b", "--topology", "dgx-h100", "--tp", "8"]
+    for fmt in ([], ["--json"], ["--csv"]):
+        assert main(argv + fmt) == 0
+        out, err = capsys.readouterr()
+        assert err.startswith("tpsim: warning: does not fit:") and err.count("\n") == 1
+        assert ("WARNING: does not fit" in out) == (fmt == [])

@@ -8,7 +8,7 @@ import math
 import re
 import sys
 
-from ..base.errors import TpsimError, clip
+from ..base.errors import ConfigError, TpsimError, clip
 from ..base.schema import MAX_INT
 
 
@@ -118,6 +118,31 @@ def dump_json(obj, flag: str = "--json") -> str:
     except ValueError:
         raise TpsimError(f"{flag}: the result holds a non-finite number "
                          f"({_non_finite(obj)}), which JSON cannot carry; check the inputs") from None
+
+
+def add_csv(p) -> None:
+    """``--csv``: the result as plain CSV (:mod:`tpsim.report.flat_csv`), beside ``--json``."""
+    p.add_argument("--csv", action="store_true", help="plain CSV: a header, then one row per "
+                   "result; the columns are the JSON's scalar keys (nested ones joined by dots)")
+
+
+def output_format(args) -> str | None:
+    """"json", "csv" or None (the report) as the flags ask; both is a ConfigError."""
+    if args.json and args.csv:
+        raise ConfigError("--csv", "", "--csv or --json, not both", "both")
+    return "json" if args.json else "csv" if args.csv else None
+
+
+def note_seq(model, seq) -> None:
+    """A Hugging Face config run without ``--seq``: one stderr line saying which sequence
+    length it took, and from which of its keys (its whole context, often far longer than a
+    training or serving run's)."""
+    from ..spec.model import hf_seq_key, load_model
+    key = None if seq is not None else hf_seq_key(model)
+    if key:
+        print(f"tpsim: note: {clip(str(model), 200)}: no --seq, so seq_len "
+              f"{load_model(model).seq_len:,} from its {key}; pass --seq for the length you "
+              "run at", file=sys.stderr)
 
 
 def warn(text: str) -> None:

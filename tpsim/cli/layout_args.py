@@ -94,6 +94,22 @@ def add_layout_arguments(parser, names=None, *, cls=Layout, lists: bool = False,
                                           "default": argparse.SUPPRESS})
 
 
+def add_pin_arguments(parser, names, *, cls=Layout, what: str = "every value") -> None:
+    """Flags that pin fields ``names`` of ``cls`` to given values or leave them to ``what``
+    (None when not given): a count or choice takes a comma list, a switch pins on (``--X``)
+    or off (``--no-X``)."""
+    for f in _fields(cls, names):
+        flag = f.metadata["flag"]
+        help_ = f"{f.metadata['help']}: pin to this (default: {what})"
+        if f.metadata["kind"] == "flag":
+            parser.add_argument(flag, dest=dest(f), default=None,
+                                action=argparse.BooleanOptionalAction, help=help_)
+            continue
+        _, kwargs = argument(f, lists=True)
+        kwargs.update(default=None, help=help_.replace("this", "these (a comma list)"))
+        parser.add_argument(flag, **kwargs)
+
+
 def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:
     """The values the parsed ``args`` give fields ``names`` of ``cls``, by field name;
     ``given``: values by argparse name that replace the parsed ones (one combination of the

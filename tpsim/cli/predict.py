@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..base.errors import ConfigError
-from .common import StoreOnce, dump_json, positive_int, warn
+from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int, warn
 from .layout_args import add_layout_arguments, layout_from_args, layout_values
 from .lists import combinations, name_list, varied
 
@@ -26,6 +26,7 @@ def fill_predict(p) -> None:
         p.add_argument(f"--{flag}", type=positive_int, default=None,
                        help=f"override the model's {flag}")
     p.add_argument("--json", action="store_true", help="one JSON object (keys in docs/json.md)")
+    add_csv(p)
     p.add_argument("--ops", action="store_true", help="every section in full: the op table of "
                    "one layer, the layer, its collectives, the model, the step's stages, memory "
                    "(default: a summary of at most 30 lines)")
@@ -65,21 +66,27 @@ def _cmd_predict(args) -> None:
     from ..report.summary import prediction_summary
     if args.trace is not None and not args.trace.strip():
         raise ConfigError("--trace", "", "a file name such as layer.json", args.trace)
+    fmt = output_format(args)
     combos = combinations(args, LISTS)
+    for model in dict.fromkeys(c["model"] for c in combos if c["seq"] is None):
+        note_seq(model, None)
     if len(combos) > 1:
         return _compare(args, combos)
     pred = _predict_one(args, combos[0])
-    if args.json:
+    if fmt == "json":
         out = dump_json(prediction_json(pred))
+    elif fmt == "csv":
+        from ..report.flat_csv import csv_text
+        out = csv_text([prediction_json(pred)])
     else:
         out = prediction_report(pred) if args.ops else prediction_summary(pred)
     if args.trace is not None:
         from ..report.trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)
     print(out)
-    if args.trace is not None and not args.json:
+    if args.trace is not None and fmt is None:
         print(f"trace: {args.trace} (open in https://ui.perfetto.dev or chrome://tracing)")
-    if args.json or args.ops:         # the summary states both notices itself
+    if fmt or args.ops:               # the summary states both notices itself
         for w in pred.warnings:
             warn(notice_text(w))
 
@@ -99,6 +106,9 @@ def _compare(args, combos: list[dict]) -> None:
             raise TpsimError(f"{e} [in the combination {shown}]") from None
     if args.json:
         print(dump_json([prediction_json(p) for p in preds]))
+    elif args.csv:
+        from ..report.flat_csv import csv_text
+        print(csv_text(prediction_json(p) for p in preds))
     else:
         print(comparison_table(preds, varied(combos)))
 

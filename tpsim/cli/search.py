@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import sys
 
-from .common import StoreOnce, dump_json, positive_int
-from .layout_args import add_layout_arguments
+from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int
+from .layout_args import add_layout_arguments, add_pin_arguments, layout_values
 
 
 def fill_search(p) -> None:
+    from ..search.pins import PINNABLE
     add_search_space(p)
+    add_pin_arguments(p, PINNABLE, what="every value the search can run")
     p.add_argument("--top", type=positive_int, default=10, help="candidates to show (at most 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: evaluated, candidates (best first), dropped")
+    add_csv(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -56,14 +59,19 @@ class Progress:
 
 
 def _cmd_search(args) -> None:
-    from ..report.search import search_json, search_report
+    from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
+    from ..search.pins import PINNABLE
+    fmt = output_format(args)
+    note_seq(args.model, args.seq)
     progress = Progress()
     try:
         result = search(args.model, args.topology, args.gpus, args.global_batch,
                         seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, top=args.top,
                         jobs=args.jobs, tp_across_nodes=args.tp_across_nodes,
-                        progress=progress, memory_headroom=args.memory_headroom)
+                        progress=progress, memory_headroom=args.memory_headroom,
+                        pins=layout_values(args, PINNABLE))
     finally:
         progress.close()
-    print(dump_json(search_json(result)) if args.json else search_report(result))
+    print(dump_json(search_json(result)) if fmt == "json" else search_csv(result)
+          if fmt == "csv" else search_report(result))

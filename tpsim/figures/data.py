@@ -25,7 +25,8 @@ TP_DEGREES = (1, 2, 4, 8, 16, 32)
 
 @dataclass(frozen=True)
 class Table:
-    """Rows of one figure. ``notes`` and ``totals`` become ``# `` lines at the top of its CSV."""
+    """Rows of one figure, and what its caption says: ``notes`` and ``totals``. Its CSV is
+    plain (the header, then the rows), so any CSV reader takes it as it is."""
     title: str
     columns: tuple[str, ...]
     rows: tuple[dict, ...]
@@ -34,8 +35,6 @@ class Table:
 
     def write_csv(self, path: Path) -> None:
         with open(path, "w", newline="") as f:
-            for line in (self.title, *self.notes, *(f"{k}: {v}" for k, v in self.totals.items())):
-                f.write(f"# {line}\n")
             w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             w.writeheader()
             w.writerows({k: _clean(v) for k, v in row.items()} for row in self.rows)

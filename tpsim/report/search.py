@@ -5,7 +5,10 @@ import shlex
 
 from ..base.formula import qualname
 from ..search.driver import REASONS, search
+from ..search.pins import PINNABLE
 from ..search.price import price_pipelines
+from ..spec.layout import Layout
+from .flat_csv import csv_text
 from .formulas import MEMORY, STEP, formula_lines
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
@@ -86,6 +89,8 @@ def search_report(result) -> str:
              f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
              f"was within {max(result.max_gap, 0.0) * 100:.2f}% of them",
              *formula_lines(SEARCH, "  formula  "), ""]
+    if result.pins:
+        lines.insert(1, "  pinned: " + ", ".join(_pin_text(n, v) for n, v in result.pins))
     if not result.candidates:
         lines[2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
                      "batch or a shorter sequence", *formula_lines(SEARCH, "  formula  "), ""]
@@ -106,6 +111,14 @@ def search_report(result) -> str:
         lines += ["", "the best, in full:", "  " + predict_command(result,
                                                                 result.candidates[0].layout)]
     return "\n".join(lines + [""] + _dropped(result))
+
+
+def _pin_text(name: str, values: tuple) -> str:
+    """``--tp 8`` or ``--pp 4,8``; a switch ``--sequence-parallel`` or ``--no-...``."""
+    flag = Layout.flags()[name]
+    if isinstance(values[0], bool):
+        return " or ".join(flag if v else f"--no-{flag[2:]}" for v in values)
+    return f"{flag} {','.join(map(str, values))}"
 
 
 def _dropped(result) -> list[str]:
@@ -134,6 +147,19 @@ def search_json(result) -> dict:
             "global_batch": result.global_batch, "seq_len": result.run.seq_len,
             "dtype": result.run.dtype, "evaluated": result.evaluated, "fitting": result.fitting,
             "repriced": result.repriced, "bound_max_gap": result.max_gap,
-            "pricing_s": result.pricing_s, "candidates": cands,
+            "pricing_s": result.pricing_s, "nodes": result.nodes,
+            "nodes_from_gpus": result.nodes_from_gpus,
+            "pinned": {k: list(dict(result.pins)[k]) if k in dict(result.pins) else None
+                       for k in PINNABLE}, "candidates": cands,
             "dropped": dict(result.dropped),
             "dropped_reasons": {k: REASONS[k] for k in result.dropped}, "formula": SEARCH}
+
+
+JOB_KEYS = ("model", "topology", "gpus", "global_batch", "seq_len", "dtype", "nodes")
+
+
+def search_csv(result) -> str:
+    """``--csv``: one row per candidate, best first: the job's keys, then the candidate's
+    scalar keys (:mod:`tpsim.report.flat_csv`)."""
+    js = search_json(result)
+    return csv_text({**{k: js[k] for k in JOB_KEYS}, **c} for c in js["candidates"])

@@ -13,7 +13,9 @@ Every layout with tp x pp x dp = gpus is enumerated:
   the micro-batches to be a multiple of pp;
 * micro-batch: every divisor of the replica's batch (global batch / dp);
 * sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
-  recomputation none/selective/full, distributed optimizer on/off (dp > 1).
+  recomputation none/selective/full, distributed optimizer on/off (dp > 1);
+
+each, or only the values pinned (``tpsim search --tp 8 --pp 4,8``: :mod:`tpsim.search.pins`).
 
 What cannot run is dropped, counted by reason (:data:`REASONS`); every other layout is priced:
 its fullest stage's memory exactly as :func:`tpsim.training.predict.predict` counts it, its step time
@@ -41,6 +43,8 @@ from ..training.predict import _settings
 from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..layer.linears import RS_SPLITS
 from .jobs import Workers, paused_gc
+from .pins import (PIN_REASONS, check_pins, divisors, gpus_nodes, knobs, micro_batches, pick,
+                   virtual_stages)
 from .step import Run
 from ..training.step import check_fits, with_nodes
 from ..spec.parallel import Parallelism
@@ -58,12 +62,8 @@ REASONS = {
     "micro_batches": f"more than {MAX_MICRO_BATCHES:,} micro-batches per step",
     "overlap_rows": "TP overlap: micro-batch x seq_len fewer rows than its GEMM chunks",
     "memory": "does not fit in device memory",
+    **PIN_REASONS,
 }
-
-
-def divisors(n: int) -> list[int]:
-    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,7 @@ class Space:
     uneven: bool = True
     recompute: tuple[str, ...] = RECOMPUTE
     memory_headroom: float = 0.0
-
-
-def _knobs(tp: int, dp: int, space: Space):
-    """(sequence parallel, TP overlap, recompute, distributed optimizer) combinations."""
-    for sp in ((False, True) if tp > 1 else (False,)):
-        for ov in ((False, True) if sp else (False,)):
-            for rc in space.recompute:
-                for do in ((False, True) if dp > 1 else (False,)):
-                    yield sp, ov, rc, do
+    pins: tuple = ()            # (field, values) of the dimensions pinned (tpsim.search.pins)
 
 
 def _splits(layers: int, pp: int, v: int, uneven: bool):
@@ -111,30 +103,37 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
     node = topo.devices_per_node
-    for tp in divisors(space.gpus):
-        for pp in divisors(space.gpus // tp):
+    for tp in pick(space.pins, "tp", divisors(space.gpus)):
+        for pp in pick(space.pins, "pp", divisors(space.gpus // tp)):
             dp = space.gpus // (tp * pp)
-            vs = [1] + (list(range(2, model.layers // pp + 1)) if pp > 1 else [])
-            mbs = divisors(space.global_batch // dp) if space.global_batch % dp == 0 else []
-            knobs = list(_knobs(tp, dp, space))
-            size = len(vs) * max(len(mbs), 1) * len(knobs)
+            if space.gpus % (tp * pp) or dp not in pick(space.pins, "dp", (dp,)):
+                continue                      # not a layout of the pinned tp x pp x dp
+            vs, no_vs = virtual_stages(space.pins, model.layers, pp)
+            mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
+                if space.global_batch % dp == 0 else ([], 0)
+            knob, no_knob = knobs(tp, dp, space.recompute, space.pins)
+            size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
             reason = _tp_reason(model, tp, node, space) or \
-                ("batch_dp" if space.global_batch % dp else None)
+                ("batch_dp" if space.global_batch % dp else None) or no_knob
             if reason:
                 dropped[reason] += size
                 continue
+            for why, n in (("pinned_vs_pp", no_vs * max(len(mbs), 1)),
+                           ("pinned_mb", len(vs) * no_mb)):
+                if n:
+                    dropped[why] += n * len(knob)
             for v in vs:
                 for mb in mbs:
                     m = space.global_batch // (dp * mb)
                     splits = list(_splits(model.layers, pp, v, space.uneven))
                     if not splits:
-                        dropped["layers_split"] += len(knobs)
+                        dropped["layers_split"] += len(knob)
                     elif v > 1 and m % pp:
-                        dropped["interleave_m"] += len(knobs)
+                        dropped["interleave_m"] += len(knob)
                     elif m > MAX_MICRO_BATCHES:
-                        dropped["micro_batches"] += len(knobs)
+                        dropped["micro_batches"] += len(knob)
                     else:
-                        for sp, ov, rc, do in knobs:
+                        for sp, ov, rc, do in knob:
                             if sp and seq_len % tp:
                                 dropped["sp_seq"] += len(splits)
                                 continue
@@ -196,6 +195,8 @@ class SearchResult:
     pricing_s: float = 0.0          # wall seconds to enumerate and price every layout
     notes: tuple[str, ...] = ()
     sources: tuple[str, str] = ("", "")   # --model and --topology as given (a name or a path)
+    nodes_from_gpus: bool = False   # the network sized to ``nodes`` for --gpus (no --nodes)
+    pins: tuple = ()                # (field, values) of the dimensions pinned
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
@@ -292,19 +293,22 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes, memory_headroom=0.0, progress=None):
+            tp_across_nodes, memory_headroom=0.0, progress=None, pins=None):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
     _check(gpus, global_batch, top, jobs, tp_across_nodes, progress)
     Layout(memory_headroom=memory_headroom)       # checked as predict checks it
-    run = _run(model, topology, nodes, seq_len, dtype, global_batch)
+    pinned = check_pins(pins, gpus)
+    run = _run(model, topology, nodes if nodes is not None else gpus_nodes(topology, gpus),
+               seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
-    space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom)
+    space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom,
+                  recompute=tuple(pick(pinned, "recompute", RECOMPUTE)), pins=pinned)
     layouts, dropped = enumerate_layouts(run.model, run.topo, space, run.seq_len)
     if not layouts:
         why = ", ".join(f"{n:,} {REASONS[k]}" for k, n in dropped.most_common())
         raise ConfigError("--gpus", "", f"a number of GPUs with a layout that can run at "
                           f"--global-batch {global_batch} (none of the {sum(dropped.values()):,} "
-                          f"layouts of {gpus} GPUs can: {why})")
+                          f"layouts of {gpus} GPUs{' pinned' if pinned else ''} can: {why})")
     return run, layouts, dropped
 
 
@@ -316,15 +320,17 @@ def _ranked(layouts, priced, indices) -> list:
 def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
            dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
            tp_across_nodes: bool = False, progress=None,
-           memory_headroom: float = 0.0) -> SearchResult:
+           memory_headroom: float = 0.0, pins: dict | None = None) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
     ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
-    it free (:class:`~tpsim.spec.layout.Layout`) (module docstring)."""
+    it free (:class:`~tpsim.spec.layout.Layout`) (module docstring); ``pins``: field -> the
+    values of the dimensions pinned (:mod:`tpsim.search.pins`). Without ``nodes``, a topology
+    of fewer GPUs than ``gpus`` has its network sized to hold them (:func:`gpus_nodes`)."""
     start = time.perf_counter()
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
                                         nodes, top, jobs, tp_across_nodes, memory_headroom,
-                                        progress)
+                                        progress, pins)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start
@@ -332,12 +338,14 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
             dropped["memory"] += len(layouts) - len(ranked)
             cands = reprice(workers, ranked, top, progress)
     best = sorted(cands, key=lambda c: c.step_s)[:top]
+    sized = None if nodes is not None else gpus_nodes(topology, gpus)
     gap = max(((c.step_s - c.bound_s) / c.step_s for c in cands), default=0.0)
     return SearchResult(run.model.name, run.topo.name, gpus, global_batch, len(layouts),
                         len(ranked), tuple(best), len(cands),
-                        {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes,
-                        pricing, _notes(run, tp_across_nodes),
-                        (_source(model, run.model.name), _source(topology, run.topo.name)))
+                        {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes or sized,
+                        pricing, _notes(run, tp_across_nodes, sized, gpus, check_pins(pins, gpus)),
+                        (_source(model, run.model.name), _source(topology, run.topo.name)),
+                        sized is not None, check_pins(pins, gpus))
 
 
 def _source(given, name: str) -> str:
@@ -373,12 +381,16 @@ def _best_by(run, layouts, key, jobs, progress) -> dict:
     return best
 
 
-def _notes(run: Run, tp_across_nodes: bool) -> tuple[str, ...]:
+def _notes(run: Run, tp_across_nodes: bool, sized: int | None, gpus: int,
+           pins: tuple = ()) -> tuple[str, ...]:
     out = []
+    if sized is not None:
+        out.append(f"the network of {run.topo.name} sized to {sized} nodes of "
+                   f"{run.topo.devices_per_node} GPUs for --gpus {gpus} (--nodes sets it)")
     if not tp_across_nodes:
         out.append(f"TP is kept inside a node ({run.topo.devices_per_node} GPUs): "
                    "--tp-across-nodes tries more")
-    if run.attention != "unfused":
+    if run.attention != "unfused" and "selective" in pick(pins, "recompute", RECOMPUTE):
         out.append("selective recomputation is no recomputation with fused attention: such "
                    "layouts are priced but shown once, as none")
     return tuple(out)

@@ -62,7 +62,8 @@ or latent-attention key its family does not read (a Mixtral config relabelled ``
 refused, never priced as the dense model it is not.
 
 ``seq_len`` is the context the model was built for (max_position_embeddings, 131072 for
-Llama 3.1): pass ``--seq`` for the length you train or serve at. Not read: RoPE settings,
+Llama 3.1): pass ``--seq`` for the length you train or serve at (without it, ``tpsim predict``
+and ``search`` say on stderr which length they took and from which key). Not read: RoPE settings,
 Mistral's sliding window (tpsim prices full causal attention), ``torch_dtype`` (``--dtype``).
 """
 from __future__ import annotations

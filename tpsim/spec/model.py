@@ -314,6 +314,17 @@ def _read(path: Path) -> ModelConfig:
     return from_mapping(ModelConfig, load_yaml(path), str(path))
 
 
+def hf_seq_key(name_or_path: str | Path | ModelConfig) -> str | None:
+    """The config.json key a Hugging Face config's ``seq_len`` was read from
+    (max_position_embeddings, n_positions: the context it was built for, which a run without
+    ``--seq`` takes); None for a preset, a YAML file or a ModelConfig."""
+    if isinstance(name_or_path, ModelConfig):
+        return None
+    path = shipped_or_path(name_or_path, shipped_models(), "--model", "model",
+                           "a path to a YAML file or a Hugging Face config.json")
+    return read_hf_config(path)[1].get("seq_len") if path.suffix == ".json" else None
+
+
 def load_hf_config(path: str | Path) -> ModelConfig:
     """A Hugging Face config.json as a ModelConfig (:mod:`tpsim.spec.hf_config` reads it);
     errors name the config.json key, not tpsim's."""

@@ -144,13 +144,16 @@ def _resized(topo: Topology, nodes: int) -> Topology:
 
 
 def check_fits(topo: Topology, par: Parallelism) -> None:
-    """A job larger than the topology: say how many nodes it needs."""
+    """A job larger than the topology: say how many nodes it needs, and ``--nodes`` only where
+    the topology's network can be sized (:func:`with_nodes`)."""
     if par.world > topo.max_ranks:
         per = topo.devices_per_node
         nodes = -(-par.world // per)
+        fix = f": pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
+            " and no network to size: a cluster topology, which takes --nodes"
         raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x pp x dp "
-                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}: "
-                          f"pass --nodes {nodes})", topo.name)
+                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
+                          f"{fix})", topo.name)
 
 
 def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):

@@ -1,0 +1,127 @@
+"""A search's dimensions pinned to given values (``tpsim search --tp 8 --pp 4,8
+--no-sequence-parallel``): a pinned dimension enumerates only its values, every other one what
+the search enumerates unpinned (:mod:`tpsim.search.driver`), so a search without pins is the
+search it always was.
+
+A pinned value that can never run with ``--gpus`` (a tp, pp or dp that does not divide it, no
+tp x pp x dp that makes it, TP overlap without sequence parallelism) is refused in one line
+before anything is priced; one that cannot run in some layouts (sequence parallelism at tp 1,
+the distributed optimizer at dp 1, virtual stages at pp 1, a micro-batch that does not divide a
+replica's batch) drops those layouts, counted by reason (:data:`PIN_REASONS`).
+
+Without ``--nodes``, a search of more GPUs than its topology holds sizes the topology's network
+to hold them (:func:`gpus_nodes`), as ``--nodes`` would.
+"""
+from __future__ import annotations
+
+import math
+
+from ..base.errors import ConfigError
+from ..base.schema import MAX_INT
+from ..cluster.topology import Topology, load_topology
+from ..spec.layout import RECOMPUTE, Layout
+
+# the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
+PINNABLE = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "recompute", "sequence_parallel",
+            "tp_comm_overlap", "distributed_optimizer")
+FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
+PIN_REASONS = {
+    "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
+    "pinned_dp1": "distributed optimizer pinned on: dp is 1",
+    "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
+    "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
+}
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _valid(name: str, v) -> bool:
+    if name == "recompute":
+        return v in RECOMPUTE
+    if name in FLAGS_ON:
+        return v is True or v is False
+    return type(v) is int and 1 <= v <= MAX_INT
+
+
+def check_pins(pins, gpus: int) -> tuple:
+    """``pins`` (field -> a value or values; None: enumerated) as sorted (field, values)
+    pairs of the fields pinned, else a ConfigError naming the flag of the first value that can
+    never run on ``gpus`` GPUs."""
+    if pins is None:
+        return ()
+    if not isinstance(pins, dict):
+        raise ConfigError("pins", "", f"a mapping of {', '.join(PINNABLE)} to values", pins)
+    flags, out = Layout.flags(), {}
+    for name, given in pins.items():
+        if name not in PINNABLE:
+            raise ConfigError("pins", "", f"one of {', '.join(PINNABLE)}", name)
+        if given is None:
+            continue
+        values = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+        for v in values:
+            if not _valid(name, v):
+                raise ConfigError(flags[name], "", "a value of the setting", v)
+            if name in ("tp", "pp", "dp") and gpus % v:
+                raise ConfigError(flags[name], "", f"a divisor of --gpus {gpus} "
+                                  f"({', '.join(map(str, divisors(gpus)))})", v)
+        if not values:
+            raise ConfigError(flags[name], "", "at least one value", given)
+        out[name] = tuple(dict.fromkeys(values))
+    every = {n: out.get(n, divisors(gpus)) for n in ("tp", "pp", "dp")}
+    if not any(t * p * d == gpus for t in every["tp"] for p in every["pp"] for d in every["dp"]):
+        pinned = [f"{flags[n]} {','.join(map(str, out[n]))}" for n in every if n in out]
+        raise ConfigError(" ".join(pinned), "", f"tp x pp x dp = --gpus {gpus}", "no such layout")
+    if out.get("tp_comm_overlap") == (True,) and out.get("sequence_parallel") == (False,):
+        raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel (Transformer Engine "
+                          "overlaps the sequence-parallel collectives)", True)
+    return tuple(sorted(out.items()))
+
+
+def pick(pins: tuple, name: str, today) -> list:
+    """The values of ``name`` to enumerate: ``today``'s unpinned, else the pinned ones."""
+    for n, values in pins:
+        if n == name:
+            return list(values)
+    return list(today)
+
+
+def micro_batches(pins: tuple, replica_batch: int) -> tuple[list[int], int]:
+    """The micro-batches to enumerate for a replica's batch, and how many pinned ones do not
+    divide it."""
+    every = divisors(replica_batch)
+    chosen = pick(pins, "micro_batch", every)
+    return [mb for mb in chosen if replica_batch % mb == 0], \
+        sum(replica_batch % mb != 0 for mb in chosen)
+
+
+def virtual_stages(pins: tuple, layers: int, pp: int) -> tuple[list[int], int]:
+    """The virtual stages to enumerate at ``pp``, and how many pinned ones need pp > 1."""
+    chosen = pick(pins, "virtual_stages",
+                  [1] + (list(range(2, layers // pp + 1)) if pp > 1 else []))
+    return [v for v in chosen if v == 1 or pp > 1], sum(v > 1 and pp == 1 for v in chosen)
+
+
+def knobs(tp: int, dp: int, recompute, pins: tuple) -> tuple[list, str | None]:
+    """(sequence parallel, TP overlap, recompute, distributed optimizer) combinations, and when
+    pins leave none, the reason (:data:`PIN_REASONS`)."""
+    sps = [sp for sp in pick(pins, "sequence_parallel", (False, True)) if tp > 1 or not sp]
+    ovs = pick(pins, "tp_comm_overlap", (False, True))
+    dos = [do for do in pick(pins, "distributed_optimizer", (False, True)) if dp > 1 or not do]
+    out = [(sp, ov, rc, do) for sp in sps for ov in ovs if sp or not ov
+           for rc in recompute for do in dos]
+    if out:
+        return out, None
+    return out, "pinned_dp1" if any(sp or not ov for sp in sps for ov in ovs) else "pinned_tp1"
+
+
+def gpus_nodes(topology, gpus: int) -> int | None:
+    """The nodes that hold ``gpus`` GPUs when the topology has fewer and its network can be
+    sized (one level between nodes: :func:`tpsim.training.step.with_nodes`), else None (the
+    topology as it is: a job too large for it is refused by check_fits)."""
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    if gpus <= topo.max_ranks or sum(lv.inter_node for lv in topo.levels) != 1:
+        return None
+    return -(-gpus // topo.devices_per_node)

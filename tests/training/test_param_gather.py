@@ -95,3 +95,23 @@ def test_never_slower_than_the_gather_after_the_optimizer(tp, pp, dp, m, sp, v):
     off, on = both(gpt(layers=12), tp=tp, pp=pp, dp=dp, global_batch=mb * dp,
                    sequence_parallel=sp and tp > 1, virtual_stages=v)
     assert on.step.time_s <= off.step.time_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(tp=2, pp=4, dp=2, global_batch=64),
+    dict(tp=2, pp=2, dp=4, global_batch=32, virtual_stages=3, sequence_parallel=True),
+])
+def test_the_waits_are_exposed_dp_on_every_stage(kw):
+    """While stage 0's first forward waits for its buckets, every stage idles for the weight
+    all-gather (exposed DP, not bubble): the sweep and the arrays split it alike, the parts
+    still sum to the step, and a stage's exposed DP covers the wait."""
+    from tpsim.training import step_idle
+    _, on = both(gpt(), **kw)
+    g = time_step(on.step_run._setup, on.step_run._topo)
+    assert g.wait_ops and (0, 0) in g.waits
+    assert step_idle._swept(g, kw["pp"]) == step_idle._arrays(g, kw["pp"])
+    for s in on.step.stages:
+        parts = (s.compute_s + s.tp_comm_exposed_s + s.host_wait_s + s.bubble_s
+                 + s.pp_comm_exposed_s + s.dp_comm_exposed_s + s.optimizer_s)
+        assert parts == pytest.approx(on.step.time_s, rel=1e-9)
+        assert s.dp_comm_exposed_s >= g.waits[0, 0] * (1 - 1e-12)

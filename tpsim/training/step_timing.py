@@ -42,6 +42,7 @@ class TimedGraph:
         self.on: dict[str, list[int]] = {}
         self.waits: dict[tuple[int, int], float] = {}    # (stage, chunk): its first forward's
                                                          # wait for the weight all-gather
+        self.wait_ops: list[int] = []                    # those waits' ops
 
     def add(self, name: str, stream: str, seconds: float, deps=(), phase: str = "",
             block: str = "", kind: str = "compute") -> int:
@@ -149,6 +150,7 @@ class _Walk:
             return t0
         g = self.g
         g.waits[r, e >> 1] = at - t0
+        g.wait_ops.append(len(g.end))
         self.sops[r].append(len(g.end))
         g.start.append(t0)
         g.end.append(at)

@@ -21,7 +21,8 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    gradients; with tied embeddings and pp > 1, the all-reduce of the embedding gradient between
    the first and last stage; the gradient norm (a kernel, then one all-reduce across the
    model-parallel ranks, which waits for every stage); the optimizer kernels; with the
-   distributed optimizer, the all-gather of the updated weights.
+   distributed optimizer, the all-gather of the updated weights (``overlap_param_gather``:
+   instead at the step's start, bucket by bucket beside the first forwards, :func:`_gathers`).
 
 All of it runs on in-order streams: :func:`time_step` times it in one pass
 (:mod:`tpsim.training.step_timing`), :func:`build_step` builds it op by op with names

@@ -19,7 +19,8 @@ A stage's piece of the step, in the order the step runs it (Megatron-core's
 * step end: SP's norm-gradient all-reduce (:func:`sp_sync_s`), the tied-embedding all-reduce
   (:func:`tied_embedding_s`), the gradient norm (:func:`grad_norm_s`,
   :func:`grad_norm_allreduce_s`), the optimizer (:func:`optimizer_s`) and the distributed
-  optimizer's all-gather (:func:`param_gather_s`);
+  optimizer's all-gather (:func:`param_gather_s`), or that all-gather beside the next step's
+  first forwards (:func:`overlapped_gather`, :func:`gather_release`);
 * memory: each stage's parameters (:func:`stage_params`) and optimizer shards
   (:func:`optimizer_shards`), the activations in flight at its fullest (:func:`in_flight_chunks`:
   :func:`warmup_forwards` and :func:`table_forwards` of the schedule, :func:`micro_batches`

@@ -61,6 +61,15 @@ CASES = {
                                "--distributed-optimizer --recompute full",
     "step-llama2-7b-dp-only-l40s": "predict --model llama2-7b --tp 1 --dp 8 --global-batch 32 "
                                    "--topology pcie-l40s --recompute full",
+    # the distributed optimizer's all-gather overlapped with the next step's first forwards
+    "step-gpt3-pp8-dp16-hdr-gather": "predict --model gpt3 --tp 8 --pp 8 --dp 16 "
+                                     "--global-batch 1536 --topology dgx-a100-hdr-cluster "
+                                     "--nodes 128 --sequence-parallel --distributed-optimizer "
+                                     "--overlap-param-gather",
+    "step-gpt3-pp8-v3-interleaved-gather": "predict --model gpt3 --tp 8 --pp 8 "
+                                           "--virtual-stages 3 --dp 4 --global-batch 256 "
+                                           "--topology dgx-h100-ndr-cluster --sequence-parallel "
+                                           "--distributed-optimizer --overlap-param-gather",
     # serving
     "infer-llama2-70b-tp8": "infer --model llama2-70b --tp 8 --batch 16 --json",
     "infer-llama3-70b-pp2-fp8": "infer --model llama3-70b --tp 4 --pp 2 --batch 32 --prompt 1024 "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import Field
 
+from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
 from .common import positive_int, probability
@@ -110,13 +111,28 @@ def add_pin_arguments(parser, names, *, cls=Layout, what: str = "every value") -
         parser.add_argument(flag, **kwargs)
 
 
+def add_framework_argument(parser) -> None:
+    """``--framework``: the preset of a training stack (:mod:`tpsim.spec.frameworks`)."""
+    parser.add_argument("--framework", default=None, choices=tuple(FRAMEWORKS),
+                        help="the knobs of a training stack, where not set: megatron-core "
+                             "(the defaults), megatron-lm-2021 (gradients reduced after the "
+                             "backward, scatter/gather p2p), megatron-deepspeed (the same, "
+                             "1F1B only)")
+
+
 def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:
     """The values the parsed ``args`` give fields ``names`` of ``cls``, by field name;
     ``given``: values by argparse name that replace the parsed ones (one combination of the
-    comma lists)."""
+    comma lists); under ``--framework`` its preset fills the knobs left at their defaults
+    (:func:`tpsim.spec.frameworks.with_framework`)."""
     given = given or {}
-    return {f.name: given.get(dest(f), getattr(args, dest(f))) for f in _fields(cls, names)
-            if hasattr(args, dest(f))}
+    fields = _fields(cls, names)
+    out = {f.name: given.get(dest(f), getattr(args, dest(f))) for f in fields
+           if hasattr(args, dest(f))}
+    framework = getattr(args, "framework", None)
+    if framework is None or cls is not Layout:
+        return out
+    return with_framework(framework, out, {f.name: f.default for f in fields})
 
 
 def layout_from_args(args: argparse.Namespace, names=None, cls=Layout, given=None):

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from ..base.errors import ConfigError
 from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int, warn
-from .layout_args import add_layout_arguments, layout_from_args, layout_values
+from .layout_args import (add_framework_argument, add_layout_arguments, layout_from_args,
+                          layout_values)
 from .lists import combinations, name_list, varied
 
 # the training step's settings (pipeline, data parallelism, optimizer): `tpsim plot pipeline`
 STEP_FIELDS = ("pp", "dp", "global_batch", "virtual_stages", "distributed_optimizer",
-               "overlap_grad_reduce", "scatter_gather_p2p", "tp_comm_overlap", "nodes",
+               "overlap_grad_reduce", "overlap_param_gather", "scatter_gather_p2p", "tp_comm_overlap", "nodes",
                "first_stage_layers", "last_stage_layers")
 TP_HELP = ("; every flag that takes a comma list (--tp 1,2,4,8) compares each combination in "
            "one table")
@@ -22,6 +23,7 @@ def fill_predict(p) -> None:
                    help="shipped name or path to a YAML file; a comma list compares them "
                         "(default: dgx-h100)")
     add_layout_arguments(p, lists=True, extra={"tp": TP_HELP})    # every field of Layout
+    add_framework_argument(p)
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
         p.add_argument(f"--{flag}", type=positive_int, default=None,
                        help=f"override the model's {flag}")
@@ -39,6 +41,7 @@ def fill_predict(p) -> None:
 def add_step_args(p) -> None:
     """The training step's flags (pipeline, data parallelism, optimizer), one value each."""
     add_layout_arguments(p, STEP_FIELDS)
+    add_framework_argument(p)
 
 
 # the flags that take a comma list (argparse names: the Layout's fields declared ``lists``), in

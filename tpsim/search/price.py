@@ -6,6 +6,10 @@ For layouts i of one shape, with E_i the bounds of the last backwards' ends
 
     ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
     T_i      = max_r (max(E_i[r, chunk 0], ready_ir) + grad-norm_r) + norm + max_r finish_r
+
+(with the overlapped weight all-gather, every E_i is a path from stage 0's first forward, which
+starts at R_i = max_k (G_k - head_k . f_i), :func:`tpsim.training.terms.gather_release` over
+its buckets: E_i + R_i; the all-gather is then out of finish_r)
     memory_i = max_r (state_r + in-flight counts_r . saved_i)
 
 (the tied-embedding all-reduce joins the first and last stage's ready times first).
@@ -58,6 +62,17 @@ def _step_bounds(tails: list, idx: np.ndarray, ends: np.ndarray, back: np.ndarra
     return norm + np.stack([t.finish for t in tails])[idx].max(axis=1)
 
 
+def _releases(tails: list, idx: np.ndarray, forwards: np.ndarray) -> np.ndarray:
+    """R_i of the module docstring (0 without the overlapped all-gather); ``forwards``: the
+    layer's, embedding's and output layer's forward seconds per layout."""
+    out = np.zeros(len(idx))
+    for j, t in enumerate(tails):
+        if len(t.gather_ends):
+            rows = idx == j
+            out[rows] = (t.gather_ends[None, :] - forwards[rows] @ t.gather_heads.T).max(axis=1)
+    return out
+
+
 def _index(keys: list) -> tuple[list, np.ndarray]:
     """The distinct ``keys`` in order of first appearance, and each key's position in them."""
     first = dict.fromkeys(keys)
@@ -67,7 +82,7 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
-                     "tp_comm_overlap", "distributed_optimizer")
+                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather")
 
 
 class _Pipeline:
@@ -82,11 +97,12 @@ class _Pipeline:
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
         self.parts, self.pidx = _index([(tp, mb, sp, rc, ov)
-                                        for tp, _, mb, sp, rc, ov, _ in fields])
-        self.tails, self.tidx = _index([(tp, dp, sp, do) for tp, dp, _, sp, _, _, do in fields])
-        self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, _, _, _ in fields])
+                                        for tp, _, mb, sp, rc, ov, *_ in fields])
+        self.tails, self.tidx = _index([(tp, dp, sp, do, opg)
+                                        for tp, dp, _, sp, _, _, do, opg in fields])
+        self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, *_ in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
-                                     for _, dp, mb, _, _, _, _ in fields])
+                                     for _, dp, mb, *_ in fields])
 
 
 def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[float, float]]]:
@@ -101,8 +117,8 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     parts = [[layer_parts(run, *key) for key in q.parts] for q in pipes]
     shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
                for m in q.ms] for q in pipes]
-    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do) for tp, dp, sp, do in q.tails]
-             for q in pipes]
+    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg)
+              for tp, dp, sp, do, opg in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
                        for tp, dp, mb, sp in q.comms]) for q in pipes]
     return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
@@ -123,6 +139,7 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
         rows = q.midx == i
         ends[rows] = bound_ends(shape, x[rows])
         counts[rows] = live
+    ends += _releases(tails, idx, x[:, 0:6:2])[:, None]
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)
     state = np.stack([t.memory for t in tails])[idx]
     saved = np.array([t.saved for t in parts])[q.pidx]

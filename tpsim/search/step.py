@@ -10,6 +10,9 @@ The step time is bounded below as the simulation runs it (:mod:`tpsim.training.s
 the same terms (:mod:`tpsim.training.terms`: every duration below is one of its functions):
 
     T >= N + max_r (optimizer_r + all-gather_r)
+         (--overlap-param-gather: no all-gather there; every L below starts with stage 0's
+         first forward, which waits for the release R of its buckets' all-gathers
+         (:func:`tpsim.training.terms.gather_release`), so L + R bounds each end)
     N  = max_r (max(L_r, ready_r) + grad-norm_r) + norm all-reduce
     ready_r: the stage's DP reductions on its in-order DP stream, each bucket (chunk) starting
              once its pre-scale kernel has run: t <- max(t, end of bucket j) + reduce_j, the
@@ -27,7 +30,7 @@ of a percent of it (:mod:`tpsim.training.step_bound`). The arithmetic over many 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -164,6 +167,10 @@ class Tail:
     scale: np.ndarray
     memory: np.ndarray
     last_p2p: bool            # dp = 1: a stage ends with its last p2p transfer
+    # the overlapped all-gather: stage 0 chunk 0's buckets' ends G_k and the (layers,
+    # embedding, output layer) forwards before bucket k (:func:`_first_gathers`)
+    gather_ends: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
 
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
@@ -202,8 +209,8 @@ def _event_arrays(events: list[list], width: int) -> tuple:
 
 @memoised(4096)
 def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
-          do: bool) -> Tail:
-    base = _tail_base(run, tp, pp, dp, v, layers, do)
+          do: bool, opg: bool = False) -> Tail:
+    base = _tail_base(run, tp, pp, dp, v, layers, do, opg)
     if not (sp and tp > 1):
         return base
     return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
@@ -222,7 +229,7 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
 
 @memoised(4096)
 def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
-               do: bool) -> Tail:
+               do: bool, opg: bool = False) -> Tail:
     """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
@@ -246,13 +253,29 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         gn.append(terms.grad_norm_s(local, shards, dev))
         t = terms.optimizer_s(local, shards, dtype, dev)
         gather = terms.param_gather_s(local, dtype, do, group, price)
-        finish.append(t if gather is None else t + gather)
+        finish.append(t if gather is None or terms.overlapped_gather(opg, do, dp) else
+                      t + gather)
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
                 np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
-                np.array(memory), not over)
+                np.array(memory), not over,
+                *(_first_gathers(st, dtype, par, price) if terms.overlapped_gather(opg, do, dp)
+                  else ()))
+
+
+def _first_gathers(st: Stages, dtype: str, par: Parallelism, price) -> tuple:
+    """Stage 0 chunk 0's overlapped all-gathers in forward order (its gradient buckets
+    reversed, as :func:`tpsim.training.step._gathers` issues them from the step's start): each
+    bucket's end G_k and the (layers, embedding, output layer) forwards before it."""
+    group, end, head, ends, heads = terms.dp_group(par, 0), 0.0, np.zeros(3), [], []
+    for n, e, o, params in reversed(st.buckets[0]):
+        end += terms.param_gather_s(params, dtype, True, group, price)
+        ends.append(end)
+        heads.append(head.copy())
+        head += (n, e, o)
+    return np.array(ends), np.array(heads)
 
 
 def _span_key(place) -> tuple:

@@ -82,6 +82,10 @@ class Layout:
         "(False: after the whole backward)", "--overlap-grad-reduce",
         help="reduce the gradients after the whole backward (older Megatron, "
              "Megatron-DeepSpeed; default: in buckets beside it, as Megatron-core)")
+    overlap_param_gather: bool = _flag(
+        False, "the distributed optimizer's weight all-gather bucket by bucket beside the next "
+        "step's first forwards, as Megatron-core's --overlap-param-gather (False: after the "
+        "optimizer; the flag is Megatron-LM's own name)", "--overlap-param-gather")
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")
@@ -125,6 +129,10 @@ class Layout:
             raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
+        if self.overlap_param_gather and not self.distributed_optimizer:
+            raise ConfigError("--overlap-param-gather", "", "--distributed-optimizer (only the "
+                              "distributed optimizer all-gathers the weights)",
+                              self.overlap_param_gather)
         gb, per_step = self.global_batch, self.per_step
         if gb is None:
             return

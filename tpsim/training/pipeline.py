@@ -285,12 +285,15 @@ def _transfer_stream(src: int, dst: int) -> str:
     return f"p2p {src}>{dst}"
 
 
-def add_pipeline(g, schedule: Schedule, chunk_s, transfer_s, split=None) -> list[StageOps]:
+def add_pipeline(g, schedule: Schedule, chunk_s, transfer_s, split=None,
+                 waits=None) -> list[StageOps]:
     """Put ``schedule`` into the :class:`~tpsim.training.step_graph.StepGraph` ``g``.
 
     ``chunk_s(stage, chunk, kind)``: seconds of one chunk; ``transfer_s(src_stage, dst_stage)``:
     seconds of one p2p transfer; ``split(stage, chunk)``: None, or the (name, seconds) pieces the
-    last micro-batch's backward of that chunk runs as (they sum to the chunk's time). Each stage
+    last micro-batch's backward of that chunk runs as (they sum to the chunk's time);
+    ``waits``: None, or {(stage, chunk): seconds} the first forward of that chunk waits for
+    the weight all-gather first (a "dp" op before it). Each stage
     runs on stream ``stage{r}``; a transfer on ``p2p {a}>{b}``, after both sides' previous ops.
     """
     p = schedule.pp
@@ -316,6 +319,9 @@ def add_pipeline(g, schedule: Schedule, chunk_s, transfer_s, split=None) -> list
                 prev = ids
                 continue
             phase = "forward" if e.kind == FORWARD else "backward"
+            if waits and e.kind == FORWARD and e.microbatch == 0 and (r, e.chunk) in waits:
+                prev = (g.add(f"s{r}.chunk{e.chunk}.param-gather-wait", stream,
+                              waits[r, e.chunk], prev, phase, f"stage{r}", "dp"),)
             parts = split(r, e.chunk) if split and e.kind == BACKWARD and \
                 e.microbatch == last_mb else None
             if parts is None:

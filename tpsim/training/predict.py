@@ -252,7 +252,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        dtype=lay.dtype, sequence_parallel=lay.sequence_parallel,
                        distributed_optimizer=lay.distributed_optimizer,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
-                       scatter_gather_p2p=lay.scatter_gather_p2p)
+                       scatter_gather_p2p=lay.scatter_gather_p2p,
+                       overlap_param_gather=lay.overlap_param_gather)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

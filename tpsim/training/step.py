@@ -21,7 +21,8 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    gradients; with tied embeddings and pp > 1, the all-reduce of the embedding gradient between
    the first and last stage; the gradient norm (a kernel, then one all-reduce across the
    model-parallel ranks, which waits for every stage); the optimizer kernels; with the
-   distributed optimizer, the all-gather of the updated weights.
+   distributed optimizer, the all-gather of the updated weights (``overlap_param_gather``:
+   instead at the step's start, bucket by bucket beside the first forwards, :func:`_gathers`).
 
 All of it runs on in-order streams: :func:`time_step` times it in one pass
 (:mod:`tpsim.training.step_timing`), :func:`build_step` builds it op by op with names
@@ -88,6 +89,7 @@ class Chunk:
     layers: int
     part: Part
     units: tuple[tuple[float, int, int], ...]
+    forwards: tuple[float, ...] = ()        # per run of ``units``: one unit's forward seconds
 
     @classmethod
     def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
@@ -97,7 +99,8 @@ class Chunk:
         ends = [(p, 1) for p in (first, last) if p is not None]
         part = {"layer": layer, "embedding": first, "output": last}
         return cls(layers, Part.total([(layer, layers), *ends]),
-                   tuple((part[name].backward_s, params, n) for name, params, n in units))
+                   tuple((part[name].backward_s, params, n) for name, params, n in units),
+                   tuple(part[name].forward_s for name, _, _ in units))
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class StepSetup:
     dtype: str
     distributed_optimizer: bool
     overlap_grad_reduce: bool
+    overlap_param_gather: bool = False
 
 
 _RESIZED = Memo("topologies resized to --nodes", 64, lru=True)
@@ -222,12 +226,16 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
 
 def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     """The step's graph, op by op with names (the trace's and the plots' detail): the
-    pipeline, the DP reductions and the step end (module docstring)."""
+    pipeline, the DP reductions and the step end (module docstring). With the overlapped
+    weight all-gather, each first forward's wait for its buckets (:func:`_gathers`) is an op
+    of the length the one-pass timing gives it (a wait until a time, which a graph of
+    durations does not state; the same times)."""
     g = StepGraph()
     p = setup.parallelism.pp
     sched = pipeline_schedule(p, setup.m, setup.v)
-    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split: add_pipeline(
-        g, sched, chunk_s, transfer_s, split))
+    waits = time_step(setup, topo).waits if _gathering(setup) else None
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: add_pipeline(
+        g, sched, chunk_s, transfer_s, split, waits))
 
 
 def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
@@ -235,22 +243,66 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
     and kind of every op of :func:`build_step`'s graph, the same numbers."""
     g = TimedGraph()
     sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
-    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split: time_pipeline(
-        g, sh, chunk_s, transfer_s, split))
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: time_pipeline(
+        g, sh, chunk_s, transfer_s, split, release))
+
+
+def _gathering(setup: StepSetup) -> bool:
+    return terms.overlapped_gather(setup.overlap_param_gather, setup.distributed_optimizer,
+                                   setup.parallelism.dp)
+
+
+def _gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
+    """Megatron-core's overlapped weight all-gather (--overlap-param-gather, steady state):
+    the gather of the weights the last step's optimizer updated runs at this step's start on
+    each stage's DP stream, chunk by chunk and, in a chunk, bucket by bucket in forward order
+    (the gradient buckets, :func:`_buckets`, reversed: param_and_grad_buffer's bucket groups,
+    all-gathered in reverse); each bucket's layers wait for it in their first forward
+    (:func:`tpsim.training.terms.gather_release`). Adds the all-gathers to ``g``; returns per
+    stage {forward code 2 chunk: release time} (None: the gather follows the optimizer)."""
+    if not _gathering(setup):
+        return None
+    par, dtype, p = setup.parallelism, setup.dtype, setup.parallelism.pp
+    price, out = terms.collective_price(topo), []
+    for r in range(p):
+        group, start, releases = terms.dp_group(par, r), 0.0, {}
+        for c in range(setup.v):
+            buckets = []
+            for k, (forward, params) in enumerate(_forward_buckets(setup, r, c)):
+                t = terms.param_gather_s(params, dtype, True, group, price)
+                g.add(f"s{r}.chunk{c}.bucket{k}.param-all-gather", f"stage{r}.dp", t, (),
+                      "step", f"stage{r}", "dp")
+                buckets.append((t, forward))
+            releases[2 * c], start = terms.gather_release(start, buckets)
+        out.append(releases)
+    return out
+
+
+def _forward_buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
+    """(forward seconds, parameters) of each of a chunk's buckets in forward order (the
+    gradient buckets of :func:`tpsim.training.terms.chunk_buckets`, reversed)."""
+    c = setup.chunks[chunk * setup.parallelism.pp + stage]
+    units = c.units
+    return [(sum(c.forwards[i] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
+            for pieces in reversed(terms.chunk_buckets(
+                units, terms.bucket_size(setup.parallelism.dp, chunk * setup.parallelism.pp
+                                         + stage)))]
 
 
 def _finish(g, setup: StepSetup, topo: Topology, pipeline):
-    """``pipeline(chunk_s, transfer_s, split)`` puts the stages' programs into ``g``; then
-    the DP reductions and the step end."""
+    """``pipeline(chunk_s, transfer_s, split, release)`` puts the stages' programs into
+    ``g`` (after the overlapped weight all-gathers, :func:`_gathers`); then the DP reductions
+    and the step end."""
     par = setup.parallelism
     p = par.pp
+    release = _gathers(g, setup, topo)
 
     def chunk_s(stage, chunk, kind):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
     buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
     stage_ops = pipeline(chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
-                         _split(setup, topo, buckets))
+                         _split(setup, topo, buckets), release)
     ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
     _step_end(g, setup, topo, ready)
     return g
@@ -282,7 +334,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, shards, dtype, dev),
                     (norm,), "step", f"stage{r}", "optimizer")
         t = terms.param_gather_s(local, dtype, do, terms.dp_group(par, r), price)
-        if t is not None:
+        if t is not None and not _gathering(setup):
             g.add(f"s{r}.param-all-gather", f"stage{r}.dp", t, (opt,), "step", f"stage{r}", "dp")
 
 
@@ -297,7 +349,8 @@ def _with_gather(chunk: Chunk, forward: bool, backward: bool, gather_s: float) -
 def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int], layer: Part,
                embedding: Part, output: Part, topo: Topology, *, micro_batch: int, seq_len: int,
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
-               overlap_grad_reduce: bool, scatter_gather_p2p: bool = False) -> StepSetup:
+               overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
+               overlap_param_gather: bool = False) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage.
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
@@ -320,4 +373,4 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                      terms.stage_params(model, tp, stage_layers, p, v),
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), dtype,
-                     distributed_optimizer, overlap_grad_reduce)
+                     distributed_optimizer, overlap_grad_reduce, overlap_param_gather)

@@ -3,16 +3,19 @@
 Every GPU of stage r spends the step's time T as
 
     T = compute + tp_comm_exposed + host_wait          (its chunks: the layers' own split, x m)
-        + dp_comm_exposed + optimizer                  (gradient pre-scale, exposed DP collectives;
-                                                        optimizer kernels, exposed gradient-norm
-                                                        all-reduce)
+        + dp_comm_exposed + optimizer                  (gradient pre-scale, exposed DP collectives,
+                                                        the waits for the overlapped weight
+                                                        all-gather; optimizer kernels, exposed
+                                                        gradient-norm all-reduce)
         + pp_comm_exposed + bubble                     (its compute stream idle: while one of its
                                                         p2p transfers or the tied-embedding
                                                         all-reduce runs; otherwise the bubble)
 
 The idle time of the compute stream is read from the run (:mod:`tpsim.training.step_idle`). Until the
 pipeline's last chunk ends on any stage (the flush), a stage idles for its own p2p transfers
-(pp) or for the pipeline (the bubble: a DP reduction running then is hidden by the flush).
+(pp), while any stage's first forward waits for the overlapped weight all-gather (dp: the
+pipeline waits for it), or for the pipeline (the bubble: a DP reduction running then is hidden
+by the flush).
 After it, each idle moment goes to the first of: any stage's DP collective, the tied-embedding
 all-reduce (pp), the TP all-reduce of norm gradients, the gradient norm or optimizer kernels;
 the rest to the bubble. For equal stages and free transfers the bubble is (p - 1)(t_f + t_b)/v
@@ -56,7 +59,8 @@ class StepResult:
 def stage_times(setup, stage: int, split: dict) -> StageTimes:
     """:class:`~tpsim.sim.result.StageTimes` of ``stage`` from the timed step's ``split`` of its
     idle time (:func:`tpsim.training.step_idle.stage_splits`): before the pipeline's last chunk
-    ends anywhere (the flush), its own p2p (``pp_a``) or the bubble (``bubble_a``); after it,
+    ends anywhere (the flush), its own p2p (``pp_a``), any stage's wait for the overlapped
+    weight all-gather (``dp_a``) or the bubble (``bubble_a``); after it,
     whatever of the step's end is running (``idle``: module docstring), else the bubble
     (``bubble_b``); ``busy``: its own DP and optimizer kernels."""
     p, m = setup.parallelism.pp, setup.m
@@ -66,7 +70,8 @@ def stage_times(setup, stage: int, split: dict) -> StageTimes:
     return StageTimes(
         compute_s=m * per_mb.compute_s, tp_comm_exposed_s=m * per_mb.tp_exposed_s + idle["tp"],
         host_wait_s=m * per_mb.host_wait_s, bubble_s=split["bubble_a"] + split["bubble_b"],
-        pp_comm_exposed_s=split["pp_a"] + idle["pp"], dp_comm_exposed_s=busy["dp"] + idle["dp"],
+        pp_comm_exposed_s=split["pp_a"] + idle["pp"],
+        dp_comm_exposed_s=busy["dp"] + split["dp_a"] + idle["dp"],
         optimizer_s=busy["optimizer"] + idle["optimizer"], stage=stage,
         layers=sum(c.layers for c in mine), forward_s=per_mb.forward_s,
         backward_s=per_mb.backward_s, flops=m * per_mb.flops,

@@ -20,8 +20,9 @@ SMALL = 2048        # ops: a step this small is split by the sweep, without nump
 
 
 def stage_splits(g, pp: int) -> tuple[list[dict], float]:
-    """Per stage of the timed step ``g``: ``pp_a`` (its own p2p before the flush) and
-    ``bubble_a`` (the rest of its idle time then), ``idle`` (per :data:`CATEGORIES`, what of the
+    """Per stage of the timed step ``g``: ``pp_a`` (its own p2p before the flush), ``dp_a``
+    (the rest of that idle time while any stage's first forward waits for the overlapped
+    weight all-gather) and ``bubble_a`` (the rest of its idle time then), ``idle`` (per :data:`CATEGORIES`, what of the
     step's end covers its idle time after the flush) and ``bubble_b`` (the rest), ``busy`` (its
     own DP and optimizer kernels); and the makespan. The sweep for a small step, arrays for a
     large one: the same sums."""
@@ -31,9 +32,9 @@ def stage_splits(g, pp: int) -> tuple[list[dict], float]:
 def _arrays(g, pp: int) -> tuple[list[dict], float]:
     """:func:`stage_splits` on arrays, all stages at once (:func:`idle`)."""
     iv = intervals(g, pp)
-    (pp_a, bubble_a), late, bubble_b = stage_idle(iv, pp)
+    (pp_a, dp_a, bubble_a), late, bubble_b = stage_idle(iv, pp)
     busy = _busy(iv, pp)
-    return [{"pp_a": float(pp_a[r]), "bubble_a": float(bubble_a[r]),
+    return [{"pp_a": float(pp_a[r]), "dp_a": float(dp_a[r]), "bubble_a": float(bubble_a[r]),
              "bubble_b": float(bubble_b[r]), "busy": busy[r],
              "idle": {c: float(late[c][r]) for c in CATEGORIES}} for r in range(pp)], iv.makespan
 
@@ -68,6 +69,7 @@ def _swept(g, pp: int) -> tuple[list[dict], float]:
     span = {c: [(start[i], end[i]) for ids in lists for i in ids] for c, lists in cats.items()}
     span["optimizer"] += [(start[i], end[i]) for ids in own for i in ids
                           if kind[i] == _CODE["optimizer"]]
+    waits = [(start[i], end[i]) for i in getattr(g, "wait_ops", ())]
     out = []
     for r in range(pp):
         busy = {"dp": 0.0, "optimizer": 0.0}
@@ -75,12 +77,12 @@ def _swept(g, pp: int) -> tuple[list[dict], float]:
             if KINDS[kind[i]] in busy:
                 busy[KINDS[kind[i]]] = busy[KINDS[kind[i]]] + end[i] - start[i]
         mine = [(start[i], end[i]) for i in own[r]]
-        (pp_a,), bubble_a = idle_split(0.0, flush, mine,
-                                       [[(start[i], end[i]) for ids in p2p[r] for i in ids]])
+        (pp_a, dp_a), bubble_a = idle_split(
+            0.0, flush, mine, [[(start[i], end[i]) for ids in p2p[r] for i in ids], waits])
         sets = [(span["embedding"] if r in (0, pp - 1) else []) if c == "pp" else span[c]
                 for c in CATEGORIES]
         late, bubble_b = idle_split(flush, T, mine, sets)
-        out.append({"pp_a": pp_a, "bubble_a": bubble_a, "bubble_b": bubble_b, "busy": busy,
+        out.append({"pp_a": pp_a, "dp_a": dp_a, "bubble_a": bubble_a, "bubble_b": bubble_b, "busy": busy,
                     "idle": dict(zip(CATEGORIES, late))})
     return out, T
 
@@ -124,7 +126,8 @@ class Intervals:
     streams with ``own_stage`` their stage; ``p2p``: the transfers with ``p2p_stage`` the stage
     that sends or receives them (a transfer between two stages twice); ``step_end``: the step
     end's global categories, (start, end) arrays; ``flush``: the last chunk's end on any
-    stage; ``makespan``."""
+    stage; ``makespan``; ``waits``: the first forwards' waits for the overlapped weight
+    all-gather (any stage idle while one runs waits for it)."""
     start: object       # numpy arrays, all of them
     end: object
     kind: object
@@ -135,6 +138,7 @@ class Intervals:
     step_end: dict
     flush: float
     makespan: float
+    waits: object
 
 
 def _ids(lists):
@@ -162,7 +166,8 @@ def intervals(g, pp: int) -> Intervals:
                             if c == "optimizer" else []))
         step_end[c] = (start[ids], end[ids])
     return Intervals(start, end, kind, own, own_stage, _ids(links), link_stage, step_end, flush,
-                     float(end.max()) if len(end) else 0.0)
+                     float(end.max()) if len(end) else 0.0,
+                     np.array(getattr(g, "wait_ops", ()), dtype=np.intp))
 
 
 def idle(t0: float, t1: float, pp: int, busy, sets) -> tuple[list, object]:
@@ -206,8 +211,10 @@ def stage_idle(iv: Intervals, pp: int) -> tuple[tuple, dict, object]:
     last stage only) and the bubble after it."""
     import numpy as np
     busy = (iv.own_stage, iv.start[iv.own], iv.end[iv.own])
-    (pp_a,), bubble_a = idle(0.0, iv.flush, pp, busy,
-                             [(iv.p2p_stage, iv.start[iv.p2p], iv.end[iv.p2p])])
+    w = iv.waits
+    (pp_a, dp_a), bubble_a = idle(0.0, iv.flush, pp, busy, [
+        (iv.p2p_stage, iv.start[iv.p2p], iv.end[iv.p2p]),
+        (np.repeat(np.arange(pp), len(w)), np.tile(iv.start[w], pp), np.tile(iv.end[w], pp))])
     sets = []
     for c in CATEGORIES:
         a, b = iv.step_end["embedding" if c == "pp" else c]
@@ -215,7 +222,7 @@ def stage_idle(iv: Intervals, pp: int) -> tuple[tuple, dict, object]:
         sets.append((np.repeat(np.array(stages, np.intp), len(a)), np.tile(a, len(stages)),
                      np.tile(b, len(stages))))
     late, bubble_b = idle(iv.flush, iv.makespan, pp, busy, sets)
-    return (pp_a, bubble_a), dict(zip(CATEGORIES, late)), bubble_b
+    return (pp_a, dp_a, bubble_a), dict(zip(CATEGORIES, late)), bubble_b
 
 
 def _busy(iv, pp: int) -> list[dict]:

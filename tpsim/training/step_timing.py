@@ -28,7 +28,7 @@ from .step_programs import Shape
 
 KINDS = ("compute", "dp", "optimizer", "p2p", "tp", "pp")     # a TimedGraph's kind codes
 _CODE = {k: i for i, k in enumerate(KINDS)}
-_COMPUTE, _P2P = _CODE["compute"], _CODE["p2p"]
+_COMPUTE, _P2P, _DP = _CODE["compute"], _CODE["p2p"], _CODE["dp"]
 
 
 class TimedGraph:
@@ -40,6 +40,9 @@ class TimedGraph:
         self.end: list[float] = []
         self.kind: list[int] = []
         self.on: dict[str, list[int]] = {}
+        self.waits: dict[tuple[int, int], float] = {}    # (stage, chunk): its first forward's
+                                                         # wait for the weight all-gather
+        self.wait_ops: list[int] = []                    # those waits' ops
 
     def add(self, name: str, stream: str, seconds: float, deps=(), phase: str = "",
             block: str = "", kind: str = "compute") -> int:
@@ -68,12 +71,15 @@ class TimedGraph:
         return max(self.end, default=0.0)
 
 
-def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None) -> list[StageOps]:
+def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None,
+                  release=None) -> list[StageOps]:
     """Time ``sh``'s programs into ``g`` as :func:`tpsim.training.pipeline.add_pipeline` puts
     them into a step graph (same arguments, same streams ``stage{r}`` and ``p2p {a}>{b}``,
     same kinds), walking the stages (module docstring); per stage its
-    :class:`~tpsim.training.pipeline.StageOps`."""
-    w = _Walk(g, sh, chunk_s, transfer_s, split)
+    :class:`~tpsim.training.pipeline.StageOps`. ``release``: None, or per stage
+    {forward code: time} before which that code's first run may not start (the overlapped
+    weight all-gather): the stage waits for it in a "dp" op, kept in ``g.waits``."""
+    w = _Walk(g, sh, chunk_s, transfer_s, split, release)
     w.run()
     return [StageOps(_last(sh.progs[r], w.sops[r], w.op), w.pieces[r]) for r in range(sh.p)]
 
@@ -84,8 +90,9 @@ class _Walk:
     transfer time and when it is free; per stage its place in its program (``pc``), the batch
     it has posted (``at``), when its next op may start (``ready``) and when its stream is free."""
 
-    def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split):
+    def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split, release=None):
         self.g, self.sh, self.split = g, sh, split
+        self.release = [dict(x) for x in release] if release else [None] * sh.p
         n, p, v = len(sh.link), sh.p, sh.v
         self.first, self.both, self.op = [None] * n, [None] * n, [-1] * n
         self.tend: list = [None] * n          # each transfer's end, once timed
@@ -135,6 +142,21 @@ class _Walk:
         self.sops[r].extend(ids)
         self.pieces[r][chunk] = tuple(ids)
 
+    def wait(self, r: int, e: int, t0: float) -> float:
+        """Stage r's first run of forward code e, ready at t0, waits for its release (the
+        weight all-gather of its buckets) in a "dp" op; returns when it starts."""
+        at = self.release[r].pop(e)
+        if at <= t0:
+            return t0
+        g = self.g
+        g.waits[r, e >> 1] = at - t0
+        g.wait_ops.append(len(g.end))
+        self.sops[r].append(len(g.end))
+        g.start.append(t0)
+        g.end.append(at)
+        g.kind.append(_DP)
+        return at
+
     def run(self) -> None:
         """Round after round, run each unfinished stage until a batch waits for a transfer.
         At a batch, this side of each of its transfers is ready when the stage's previous op
@@ -143,8 +165,8 @@ class _Walk:
         progs, lens, sops, durs, tv, tend = sh.progs, [len(x) for x in sh.progs], self.sops, \
             self.dur, 2 * sh.v, self.tend
         start, end, kind, whole = self.g.start, self.g.end, self.g.kind, self.split is None
-        first, both, after, at, transfer = self.first, self.both, sh.after, self.at, \
-            self.transfer
+        first, both, after, at, transfer, release = self.first, self.both, sh.after, self.at, \
+            self.transfer, self.release
         todo = list(range(sh.p))
         while todo:
             moved = False
@@ -156,6 +178,7 @@ class _Walk:
                     e = prog[i]
                     if type(e) is int:
                         t0 = ready if ready > free else free
+                        t0 = self.wait(r, e, t0) if release[r] and e in release[r] else t0
                         if e < tv or whole:
                             ops.append(len(end))
                             start.append(t0)

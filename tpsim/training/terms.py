@@ -19,7 +19,8 @@ A stage's piece of the step, in the order the step runs it (Megatron-core's
 * step end: SP's norm-gradient all-reduce (:func:`sp_sync_s`), the tied-embedding all-reduce
   (:func:`tied_embedding_s`), the gradient norm (:func:`grad_norm_s`,
   :func:`grad_norm_allreduce_s`), the optimizer (:func:`optimizer_s`) and the distributed
-  optimizer's all-gather (:func:`param_gather_s`);
+  optimizer's all-gather (:func:`param_gather_s`), or that all-gather beside the next step's
+  first forwards (:func:`overlapped_gather`, :func:`gather_release`);
 * memory: each stage's parameters (:func:`stage_params`) and optimizer shards
   (:func:`optimizer_shards`), the activations in flight at its fullest (:func:`in_flight_chunks`:
   :func:`warmup_forwards` and :func:`table_forwards` of the schedule, :func:`micro_batches`
@@ -274,3 +275,26 @@ def param_gather_s(params: float, dtype: str, distributed_optimizer: bool, group
     if not distributed_optimizer or group.size == 1:
         return None
     return price("all-gather", dpm.gather_bytes(params, dtype), group)
+
+
+def overlapped_gather(overlap_param_gather: bool, distributed_optimizer: bool, dp: int) -> bool:
+    """Whether the weight all-gather runs bucket by bucket beside the next step's first
+    forwards (Megatron-core's overlap_param_gather, distributed optimizer, d > 1); else it
+    follows the optimizer (:func:`param_gather_s`)."""
+    return overlap_param_gather and distributed_optimizer and dp > 1
+
+
+def gather_release(start: float, buckets) -> tuple[float, float]:
+    """A chunk's first forward against its buckets' all-gathers, issued back to back on the
+    DP stream from ``start`` in forward order: ``buckets`` (gather seconds g_k, forward
+    seconds f_k of the layers bucket k holds). Bucket k's all-gather ends at
+    G_k = start + g_0 + ... + g_k and its layers' forward may not start before it (the forward
+    pre-hook waits for it: DistributedDataParallel's finish_param_sync), so the forward,
+    released at R, ends at max(t0 + sum f, max_k (G_k + f_k + ... + f_K-1)): it runs whole from
+    R = max_k (G_k - f_0 - ... - f_k-1). Returns (R, the last all-gather's end)."""
+    end, head, release = start, 0.0, float("-inf")
+    for gather, forward in buckets:
+        end += gather
+        release = max(release, end - head)
+        head += forward
+    return release, end

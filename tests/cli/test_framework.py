@@ -1,0 +1,60 @@
+"""`--framework`: a training stack's knobs where the user left them at their defaults, the
+user's value elsewhere, and one line and exit 2 for what the stack could not run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tpsim.base.errors import ConfigError
+from tpsim.cli import main
+from tpsim.spec.frameworks import FRAMEWORKS, with_framework
+from tpsim.spec.layout import Layout
+from tpsim.training.predict import predict
+
+ARGS = ("predict", "--model", "gpt3-13b", "--topology", "dgx-a100-hdr-cluster", "--tp", "4",
+        "--pp", "2", "--dp", "2", "--global-batch", "32", "--json")
+
+
+def step(capsys, *extra):
+    code = main([*ARGS, *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_megatron_core_is_the_defaults(capsys):
+    assert FRAMEWORKS["megatron-core"] == {}
+    _, plain, _ = step(capsys)
+    _, core, _ = step(capsys, "--framework", "megatron-core")
+    assert json.loads(plain) == json.loads(core)
+
+
+@pytest.mark.parametrize("name", ["megatron-lm-2021", "megatron-deepspeed"])
+def test_older_stacks_are_their_knobs(capsys, name):
+    """The preset prices the step as predict with the preset's knobs does."""
+    code, out, _ = step(capsys, "--framework", name)
+    assert code == 0
+    want = predict("gpt3-13b", "dgx-a100-hdr-cluster", tp=4, pp=2, dp=2, global_batch=32,
+                   overlap_grad_reduce=False, scatter_gather_p2p=True)
+    assert json.loads(out)["step"]["time_s"] == want.step.time_s
+    assert json.loads(out)["inputs"]["overlap_grad_reduce"] is False
+
+
+def test_a_knob_the_user_sets_keeps_its_value():
+    defaults = {f: getattr(Layout(), f) for f in ("overlap_grad_reduce", "scatter_gather_p2p")}
+    got = with_framework("megatron-lm-2021", {"overlap_grad_reduce": True,
+                                              "scatter_gather_p2p": True}, defaults)
+    assert got == {"overlap_grad_reduce": False, "scatter_gather_p2p": True}
+    got = with_framework("megatron-lm-2021", {"pp": 2}, {"pp": 1})
+    assert got == {"pp": 2}
+
+
+@pytest.mark.parametrize("name, flags, flag", [
+    ("megatron-lm-2021", ("--distributed-optimizer",), "--distributed-optimizer"),
+    ("megatron-deepspeed", ("--virtual-stages", "2"), "--virtual-stages"),
+])
+def test_what_a_stack_could_not_run_is_refused(capsys, name, flags, flag):
+    code, out, err = step(capsys, "--framework", name, *flags)
+    assert code == 2 and out == "" and err.count("\n") == 1 and flag in err and name in err
+    with pytest.raises(ConfigError, match="--framework"):
+        with_framework("megatron-0", {}, {})

@@ -1,0 +1,67 @@
+"""Presets of the training stacks a published run used: the :class:`~tpsim.spec.layout.Layout`
+knobs whose values a stack fixed, so that ``--framework NAME`` prices a run as that stack ran
+it. A preset fills only the knobs left at their defaults; a knob the user sets keeps the
+user's value.
+
+* ``megatron-core`` (Megatron-core, 2023 on; tpsim's defaults): the DP gradients reduced in
+  buckets beside the backward (``distributed/param_and_grad_buffer.py``, overlap_grad_reduce),
+  p2p of whole activations (SP: each rank its shard), the weight all-gather of the distributed
+  optimizer after the optimizer unless ``--overlap-param-gather``.
+* ``megatron-lm-2021`` (Megatron-LM as Narayanan et al. 2021, "Efficient Large-Scale Language
+  Model Training on GPU Clusters Using Megatron-LM", ran it): the gradients all-reduced after
+  the whole backward (``megatron/model/distributed.py``'s allreduce_gradients, called from
+  train_step once the backward is done), the scatter/gather optimisation of the p2p
+  activations (section 4.1: each TP rank sends 1/t, the next stage all-gathers), no
+  distributed optimizer (Megatron-LM added it in 2022) and no TP communication overlap
+  (Transformer Engine, 2023).
+* ``megatron-deepspeed`` (Megatron-DeepSpeed on DeepSpeed's pipeline engine, as BLOOM and
+  Megatron-Turing NLG ran): the gradients reduced after the backward (the engine's
+  ``_exec_reduce_grads`` step of the schedule), activations partitioned over the TP ranks
+  between stages (``pipe_partitioned`` / ``grad_partitioned``), 1F1B without interleaving
+  (``deepspeed/runtime/pipe/schedule.py``'s TrainSchedule), no TP communication overlap.
+
+Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
+beside the weight-gradient GEMM, as in Megatron-core's
+``LinearWithGradAccumulationAndAsyncCommunication`` (Megatron-LM from late 2021); the older
+stacks ran it after the backward's GEMMs, so their TP exposure is priced low.
+"""
+from __future__ import annotations
+
+from ..base.errors import ConfigError
+
+FRAMEWORKS: dict[str, dict] = {
+    "megatron-core": {},
+    "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
+    "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
+}
+# what each stack could not run at all: (field, the one value it had, why)
+LACKS: dict[str, tuple] = {
+    "megatron-core": (),
+    "megatron-lm-2021": (("distributed_optimizer", False, "no distributed optimizer before "
+                          "2022"), ("overlap_param_gather", False, "no distributed optimizer"),
+                         ("tp_comm_overlap", False, "no Transformer Engine")),
+    "megatron-deepspeed": (("virtual_stages", 1, "DeepSpeed's pipeline engine runs 1F1B "
+                            "without interleaving"), ("overlap_param_gather", False,
+                            "DeepSpeed's ZeRO, not Megatron's bucketed gather"),
+                           ("tp_comm_overlap", False, "no Transformer Engine")),
+}
+FLAGS = {"distributed_optimizer": "--distributed-optimizer",
+         "overlap_param_gather": "--overlap-param-gather", "tp_comm_overlap": "--tp-comm-overlap",
+         "virtual_stages": "--virtual-stages"}
+
+
+def with_framework(name: str, settings: dict, defaults: dict) -> dict:
+    """``settings`` (Layout field -> value) under framework ``name``: each preset knob still at
+    its default in ``defaults`` takes the preset's value; a setting the stack could not run
+    is a ConfigError naming its flag."""
+    if name not in FRAMEWORKS:
+        raise ConfigError("--framework", "", f"one of {', '.join(FRAMEWORKS)}", name)
+    out = dict(settings)
+    for field, value in FRAMEWORKS[name].items():
+        if field in out and out[field] == defaults[field]:
+            out[field] = value
+    for field, only, why in LACKS[name]:
+        if field in out and out[field] not in (only, None):
+            raise ConfigError(FLAGS[field], "", f"{only} under --framework {name} ({why})",
+                              out[field])
+    return out

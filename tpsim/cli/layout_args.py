@@ -52,7 +52,9 @@ def _choice_kwargs(f: Field, listed: bool) -> dict:
     if listed:
         return {"type": choice_list(choices), "metavar": braces(choices),
                 "default": None if f.default is None else (f.default,)}
-    kind = type(choices[0]) if choices else str
+    if not choices:                        # a free name, checked by the dataclass
+        return {"default": f.default}
+    kind = type(choices[0])
     return {"choices": choices, "default": f.default, **({"type": kind} if kind is int else {})}
 
 

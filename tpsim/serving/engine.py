@@ -65,7 +65,7 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
                         per_token, weights, act, blocks * st.block_size * per_token)
 
 
-class _Loop:
+class EngineLoop:
     """The engine's state over a run (module docstring); arrays by request id."""
 
     def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel):
@@ -249,12 +249,15 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     srv = _Server(m, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
                   lay.allreduce, lay.eager)
     sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
-    loop = _Loop(reqs, st, eng.num_gpu_blocks, sm)
+    loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
     loop.run()
-    return _result(m, topo, lay, st, reqs, eng, loop, sm)
+    return summarize(m, topo, lay, st, reqs, eng, loop, sm)
 
 
-def _result(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
+def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
+    """The run in numbers: throughput = tokens (requests) / duration, duration = the last
+    token - the first arrival; TTFT, TPOT and e2e per request (:class:`Latency`) as means and
+    percentiles (:meth:`Percentiles.of`)."""
     ttft, e2e = loop.first - reqs.arrival_s, loop.last - reqs.arrival_s
     multi = reqs.gen > 1
     tpot = (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1)
@@ -272,4 +275,4 @@ def _result(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done))
 
 
-__all__ = ["serve", "kv_cache_blocks", "ServeSettings"]
+__all__ = ["serve", "kv_cache_blocks", "summarize", "EngineLoop", "ServeSettings"]

@@ -236,9 +236,9 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     lay, st = _split(layout, settings, given)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    _check(m, topo, lay)
     if lay.pp != 1:
         raise ConfigError("--pp", "", "1 (tpsim serve models one pipeline stage)", lay.pp)
+    _check(m, topo, lay)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
     eng = kv_cache_blocks(m, topo, lay, st)

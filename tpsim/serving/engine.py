@@ -38,7 +38,7 @@ from ..cluster.topology import Topology, load_topology
 from ..spec.model import ModelConfig, load_model
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
-from ..spec.settings import declared
+from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -219,7 +219,6 @@ def _split(layout, settings, given: dict) -> tuple[ServingLayout, ServeSettings]
     names = {f.name for f in declared(ServeSettings)}
     serve_kw = {k: v for k, v in given.items() if k in names}
     lay_kw = {k: v for k, v in given.items() if k not in names}
-    from ..spec.settings import given_or_made
     lay = given_or_made(ServingLayout, layout, lay_kw, "serve", "layout")
     st = given_or_made(ServeSettings, settings, serve_kw, "serve", "settings")
     return lay, st

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..layer.infer_graph import embedding_template, output_template
 from ..sim.simulate import phase_times
+from .infer import prefill_pass
 
 RATIO = 2 ** 0.125
 TOL = 0.002
@@ -145,7 +146,6 @@ class StepModel:
 def direct_prefill_s(srv, prompt: int) -> float:
     """One sequence's whole prompt priced directly: n_layers x the prefill layer (its phase
     time) + the ends, as :func:`tpsim.serving.infer.prefill_pass` prices it at pp = 1."""
-    from .infer import prefill_pass
     return prefill_pass(srv, 1, prompt)[0].time_s
 
 

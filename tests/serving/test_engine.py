@@ -7,6 +7,7 @@ import math
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import tpsim
 from tpsim.base.errors import ConfigError, TpsimError
@@ -118,3 +119,30 @@ def test_settings_objects_and_keywords():
 def test_bad_settings_name_their_flag(kw, flag):
     with pytest.raises(ConfigError, match=flag):
         serve("llama2-70b", requests=2, **kw)
+
+
+@settings(max_examples=25, deadline=None)
+@given(requests=st.integers(1, 60), prompt=st.integers(1, 3000), gen=st.integers(2, 300),
+       gen_dist=st.sampled_from(["fixed", "exponential"]),
+       seqs=st.integers(1, 64), budget=st.integers(16, 4096), block=st.sampled_from([1, 16, 32]),
+       headroom=st.sampled_from([0.0, 0.75, 0.8]), rate=st.sampled_from([math.inf, 3.0, 50.0]),
+       seed=st.integers(0, 10))
+def test_conservation_under_any_knobs(requests, prompt, gen, gen_dist, seqs, budget, block,
+                                      headroom, rate, seed):
+    """Whatever the knobs and however short the cache (0.8 headroom leaves Llama 2 7B a few
+    thousand tokens), every request gets exactly its tokens, after it arrives, first token
+    before last, and no step holds more than max_num_seqs."""
+    try:
+        p = serve("llama2-7b", "dgx-h100", tp=1, requests=requests, prompt=prompt, gen=gen,
+                  max_num_seqs=seqs, max_num_batched_tokens=budget, block_size=block,
+                  memory_headroom=headroom, rate=rate, seed=seed, prompt_dist="exponential",
+                  gen_dist=gen_dist)
+    except ConfigError as e:          # a request longer than the whole cache: refused
+        assert "--prompt" in str(e)
+        return
+    from tpsim.serving.arrivals import draw_requests
+    want = draw_requests(requests, rate, seed, prompt, gen, "exponential", gen_dist).gen
+    assert (p.generated == want).all()
+    assert (p.ttft > 0).all() and (p.e2e >= p.ttft).all()
+    assert p.scheduler.mean_running <= seqs
+    assert p.throughput.output_tokens_per_s > 0

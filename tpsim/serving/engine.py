@@ -101,8 +101,10 @@ class EngineLoop:
             self._step()
 
     def _decoding(self) -> bool:
-        c, tk = self.computed, self.tokens
-        return all(tk[r] - c[r] == 1 for r in self.running)
+        """Every running sequence decodes: one token to feed and its first token out (a prompt
+        whose last chunk is one token is still a prefill)."""
+        c, tk, done = self.computed, self.tokens, self.done
+        return all(tk[r] - c[r] == 1 and done[r] for r in self.running)
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
-           "Layout", "ServingLayout", "__version__"]
+           "serve", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
 # Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
 # submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
@@ -16,6 +16,7 @@ __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load
 from .training.predict import predict, predict_layer  # noqa: E402
 from .spec.layout import Layout  # noqa: E402 - a training run's settings: predict(layout=...)
 from .spec.serving import ServingLayout  # noqa: E402 - a serving run's: infer(settings=...)
+from .spec.serve import ServeSettings  # noqa: E402 - an engine's run: serve(settings=...)
 
 
 def __getattr__(name: str):
@@ -32,4 +33,7 @@ def __getattr__(name: str):
     if name == "infer":           # serving: tpsim/serving/infer.py (no submodule shares the name)
         from .serving.infer import infer
         return infer
+    if name == "serve":           # the engine loop: tpsim/serving/engine.py
+        from .serving.engine import serve
+        return serve
     raise AttributeError(f"module 'tpsim' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""docs/json.md lists every key of `tpsim predict/infer/search/collective --json`, and nothing
+"""docs/json.md lists every key of `tpsim predict/infer/serve/search/collective --json`, and nothing
 else: each key the commands emit (top level, second level and below, lists of objects written
 `parent[]`) is documented, and each documented key is emitted by the runs below.
 
@@ -30,6 +30,10 @@ RUNS = {
     "infer": [["infer", "--model", "llama2-70b", "--topology", "dgx-h100-ndr-cluster", "--tp", "16",
                "--batch", "2", "--allreduce", "custom", "--json"],
               ["infer", "--model", "llama3-405b", "--topology", "dgx-h100", "--tp", "8", "--json"]],
+    "serve": [["serve", "--model", "llama2-7b", "--tp", "1", "--requests", "20", "--prompt",
+               "300", "--gen", "20", "--json"],
+              ["serve", "--model", "llama2-7b", "--tp", "1", "--requests", "20", "--rate", "5",
+               "--json"]],
     "search": [["search", "--model", "gpt3-1.3b", "--topology", "dgx-a100", "--gpus", "8",
                 "--global-batch", "8", "--top", "3", "--json"]],
     "collective": [["collective", "--topology", "dgx-h100", "--ranks", "8", "--bytes", "1GiB",

@@ -1,6 +1,6 @@
 """tpsim's command line: parse, call the model, print. No modelling happens here.
 
-One module per subcommand (collective.py, predict.py, infer.py, plot.py); this one builds the parser.
+One module per subcommand (collective.py, predict.py, infer.py, serve.py, plot.py); this one builds the parser.
 
 Any :class:`~tpsim.base.errors.TpsimError` becomes one line on stderr and exit code 2.
 """
@@ -31,6 +31,8 @@ COMMANDS = {
                 "training step", "predict", "fill_predict"),
     "infer": ("time to first token, time per output token, tokens/s and memory of serving a TP "
               "model", "infer", "fill_infer"),
+    "serve": ("an engine serving a stream of requests: continuous batching, chunked prefill, a "
+              "paged KV cache; throughput and TTFT/TPOT percentiles", "serve", "fill_serve"),
     "search": ("the fastest layouts of a training job that fit: TP x PP x DP, virtual stages, "
                "micro-batch, SP, recomputation, distributed optimizer, TP overlap", "search",
                "fill_search"),

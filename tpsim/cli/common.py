@@ -80,6 +80,17 @@ def probability(text: str) -> float:
     return value + 0.0          # -0.0 + 0.0 is 0.0: never printed as -0
 
 
+def positive_rate(text: str) -> float:
+    """A rate flag (--rate): a positive decimal number in ASCII digits, or inf (every request
+    at once)."""
+    value = math.inf if text.strip().lower() in ("inf", "infinity") else \
+        float(text) if _ASCII_FLOAT.fullmatch(text) else math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got "
+                                         f"{clip(repr(text), 60)}")
+    return value
+
+
 def lower(text: str) -> str:
     """Case-insensitive names: --protocol LL128 as NCCL_PROTO writes it."""
     return text.lower()

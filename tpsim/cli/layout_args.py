@@ -4,7 +4,8 @@ its config dataclasses: each field's flag, help, default and accepted values are
 metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
 
 By kind: ``count`` a positive integer; ``flag`` a switch (``--no-X`` where the default is
-True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number. With
+True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``rate`` a positive
+number or inf. With
 ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do: ``tpsim predict`` compares
 every combination. The values are checked by the dataclass itself when
 :func:`layout_from_args` makes it: one place, one error per bad value.
@@ -17,7 +18,7 @@ from dataclasses import Field
 from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import positive_int, probability
+from .common import positive_int, positive_rate, probability
 from .lists import braces, choice_list, int_list
 
 
@@ -52,7 +53,9 @@ def _choice_kwargs(f: Field, listed: bool) -> dict:
     if listed:
         return {"type": choice_list(choices), "metavar": braces(choices),
                 "default": None if f.default is None else (f.default,)}
-    kind = type(choices[0]) if choices else str
+    if not choices:                        # a free name, checked by the dataclass
+        return {"default": f.default}
+    kind = type(choices[0])
     return {"choices": choices, "default": f.default, **({"type": kind} if kind is int else {})}
 
 
@@ -69,6 +72,8 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
         kwargs.update(_count_kwargs(f, listed))
     elif kind == "probability":
         kwargs.update(type=probability, default=f.default)
+    elif kind == "rate":
+        kwargs.update(type=positive_rate, default=f.default)
     else:
         kwargs.update(_choice_kwargs(f, listed))
     return cli_flag(f), kwargs

@@ -9,6 +9,8 @@ Kinds of setting:
 * ``flag``: True or False;
 * ``choice``: one of ``choices`` (the same type as them: True is not 1);
 * ``probability``: a number in [0, 1);
+* ``rate``: a positive number, infinity included (a request rate: inf sends every request at
+  once);
 * ``name``: a string (``choices`` lists the ones the command line offers; what the device
   lists is checked where the device is known).
 
@@ -27,7 +29,7 @@ from operator import attrgetter, is_not
 from ..base.errors import ConfigError, TpsimError
 from ..base.schema import MAX_INT
 
-KINDS = ("count", "flag", "choice", "probability", "name")
+KINDS = ("count", "flag", "choice", "probability", "name", "rate")
 
 
 def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
@@ -67,6 +69,8 @@ def expected(f: Field) -> str:
         return "true or false"
     if kind == "choice":
         return f"one of {', '.join(map(str, meta['choices']))}"
+    if kind == "rate":
+        return "a positive number or inf"
     return "a probability in [0, 1)"
 
 
@@ -89,6 +93,10 @@ def _validator(f: Field):
     elif kind == "name":
         def ok(v):
             return (v is None and nullable) or (isinstance(v, str) and v != "")
+    elif kind == "rate":
+        def ok(v):
+            return (v is None and nullable) or (
+                not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0)
     else:
         def ok(v):
             return (v is None and nullable) or (

@@ -1,0 +1,55 @@
+"""The step-time tables (tpsim.serving.step_model) against direct pricing by infer's
+functions: equal at table points, within 2% between them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tpsim.cluster.topology import load_topology
+from tpsim.serving.infer import _Server
+from tpsim.serving.step_model import StepModel, direct_decode_s, direct_prefill_s, grid
+from tpsim.spec.model import load_model
+
+
+@pytest.fixture(scope="module", params=[("llama2-70b", 8), ("llama2-7b", 1)])
+def model(request):
+    name, tp = request.param
+    srv = _Server(load_model(name), load_topology("dgx-h100"), tp, 1, "bf16", "bf16", "bf16",
+                  "nccl", False)
+    return srv, StepModel(srv, 8192, 256, 8192)
+
+
+def test_grid_is_dense_then_geometric():
+    g = grid(1000)
+    assert g[:8] == list(range(1, 9)) and g[-1] == 1000
+    assert max(b / a for a, b in zip(g[7:], g[8:])) < 1.16
+
+
+def test_a_whole_prompt_prices_as_infer_prefill(model):
+    srv, sm = model
+    err = [sm.mixed_step_s([(p, 0)], 0, 0, 1) / direct_prefill_s(srv, p) - 1
+           for p in range(1, 8192, 61)]
+    assert np.abs(err).max() < 0.02
+
+
+def test_decode_steps_price_as_infer_decode(model):
+    srv, sm = model
+    err = [sm.decode_step_s(b, b * L) / direct_decode_s(srv, b, L) - 1
+           for b in (1, 3, 13, 64, 100, 255) for L in (2, 333, 2049, 7000)]
+    assert np.abs(err).max() < 0.02
+
+
+def test_chunks_add_up_to_the_prompt(model):
+    """A chunk after s cached tokens does the causal pairs the whole prompt has beyond the
+    first s: A(c, s) = a(c + s) - a(c + s) w(s, 0) / w(c + s, 0)."""
+    _, sm = model
+    whole = float(sm.attention(4000, 0))
+    rest = float(sm.attention(2500, 1500))
+    assert rest == pytest.approx(whole * (1 - 1500 * 1501 / (4000 * 4001)), rel=1e-12)
+    assert rest > float(sm.attention(2500, 0))
+
+
+def test_context_makes_a_chunk_dearer(model):
+    _, sm = model
+    costs = [sm.mixed_step_s([(512, s)], 0, 0, 1) for s in (0, 2048, 6000)]
+    assert costs == sorted(costs) and costs[0] < costs[-1]

@@ -1,0 +1,84 @@
+"""``tpsim serve``'s output: a short text report and the JSON object, each section naming the
+function that computed it (``formula``, read off the function objects as
+:mod:`tpsim.report.formulas` does)."""
+from __future__ import annotations
+
+import math
+
+from ..base.formula import qualname
+from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
+from ..serving.serve_result import Percentiles
+from ..serving.step_model import StepModel
+from .formulas import by_field, formula_lines
+from .render import plain
+
+ENGINE = qualname(kv_cache_blocks)
+THROUGHPUT = qualname(summarize)
+LATENCY = by_field((summarize, ("ttft_s", "tpot_s", "e2e_s")),
+                   (Percentiles.of, ("mean", "p50", "p90", "p99")))
+SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
+                                       "mean_running")),
+                     (StepModel, ("step_prices",)))
+INPUTS = qualname(serve)
+
+
+def _rate(rate: float) -> str:
+    return "all at once (offline)" if math.isinf(rate) else f"Poisson {rate:g} requests/s"
+
+
+def _ms(p: Percentiles) -> str:
+    return (f"mean {p.mean * 1e3:10.2f}  p50 {p.p50 * 1e3:10.2f}  p90 {p.p90 * 1e3:10.2f}  "
+            f"p99 {p.p99 * 1e3:10.2f} ms")
+
+
+def serve_report(p) -> str:
+    """``tpsim serve``'s text: at most 30 lines of at most 120 columns."""
+    i, e, t, lat, s = p.inputs, p.engine, p.throughput, p.latency, p.scheduler
+    host = "CUDA graphs" if i.cuda_graphs else "eager"
+    gib = 2**30
+    lines = [
+        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}; GEMMs {i.dtype}, "
+        f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
+        f"{i.requests} requests, {_rate(i.rate)}, seed {i.seed}; prompt {i.prompt} "
+        f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
+        "",
+        f"engine: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "
+        f"{e.max_num_batched_tokens}, block_size {e.block_size}, gpu_memory_utilization "
+        f"{e.gpu_memory_utilization:.3f}",
+        f"  KV cache {e.kv_cache_bytes / gib:.2f} GiB per GPU: {e.num_gpu_blocks} blocks, "
+        f"{e.kv_cache_tokens:,} tokens (weights {e.weights_bytes / gib:.2f} GiB, activations "
+        f"{e.activations_bytes / gib:.2f} GiB)",
+        *formula_lines(ENGINE),
+        "",
+        f"throughput: {t.output_tokens_per_s:,.1f} output tokens/s, {t.input_tokens_per_s:,.1f} "
+        f"input tokens/s, {t.requests_per_s:.3f} requests/s over {t.duration_s:.2f} s",
+        *formula_lines(THROUGHPUT),
+        "latency per request:",
+        f"  TTFT  {_ms(lat.ttft_s)}",
+        f"  TPOT  {_ms(lat.tpot_s)}",
+        f"  e2e   {_ms(lat.e2e_s)}",
+        *formula_lines(LATENCY),
+        "",
+        f"scheduler: {s.steps:,} engine steps ({s.prefill_steps:,} with prefill), "
+        f"{s.mean_running:.1f} sequences per step, {s.preemptions} preemptions (recompute)",
+        f"  each step priced from {s.step_prices} layer simulations, interpolated",
+        *formula_lines(SCHEDULER),
+    ]
+    return "\n".join(lines)
+
+
+def serve_json(p) -> dict:
+    """The JSON object of ``tpsim serve --json``; an infinite rate is the string "inf"."""
+    inputs = plain(p.inputs)
+    if math.isinf(inputs["rate"]):
+        inputs["rate"] = "inf"
+    return {
+        "inputs": {**inputs, "formula": INPUTS},
+        "engine": {**plain(p.engine), "formula": ENGINE},
+        "throughput": {**plain(p.throughput), "formula": THROUGHPUT},
+        "latency": {**plain(p.latency), "formula": dict(LATENCY)},
+        "scheduler": {**plain(p.scheduler), "formula": dict(SCHEDULER)},
+    }
+
+
+__all__ = ["serve_report", "serve_json"]

@@ -1,0 +1,279 @@
+"""Serving as an engine runs it: ``tpsim.serve`` -> :class:`ServePrediction`.
+
+An engine loop as vLLM's V1 scheduler (vllm/v1/core/sched/scheduler.py) runs it, with
+TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
+
+* **continuous batching**: each engine step schedules the running sequences first (a decode
+  needs one token, an unfinished prefill the rest of its prompt), then admits waiting
+  requests in arrival order while fewer than ``max_num_seqs`` run; every token scheduled
+  counts against the step's budget of ``max_num_batched_tokens``, and a prompt that does not
+  fit is cut into chunks (chunked prefill);
+* **paged KV cache**: blocks of ``block_size`` tokens; a sequence holding n tokens of cache
+  holds ceil(n / block_size) blocks. The blocks fill what the device leaves after the weights
+  and the activations of one step at the token budget (:func:`kv_cache_blocks`, from
+  :func:`tpsim.serving.memory.serving_memory`'s pieces and ``Device.usable_bytes`` as
+  ``tpsim infer`` takes them);
+* **preemption by recompute**: a running sequence that needs a block when none is free takes
+  them from the most recently admitted one, which loses its cache and goes back to the head
+  of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
+  request is admitted in a step that preempted (vLLM V1's rule);
+* **time**: a step lasts :class:`tpsim.serving.step_model.StepModel`'s price of its tokens
+  (CUDA graphs unless ``eager``, as ``tpsim infer`` prices them); a prefill's last chunk
+  samples the sequence's next token (its first: TTFT), a decode one token each. Steps that
+  only decode, with nothing to admit, are advanced together up to the next finish, arrival
+  or block shortage (their times summed in numpy): the loop costs O(events), not O(tokens).
+
+The engine's CPU work (scheduling, detokenizing, the HTTP server) is not modelled, nor prefix
+caching; pp must be 1.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from ..base.errors import ConfigError
+from ..cluster.topology import Topology, load_topology
+from ..spec.model import ModelConfig, load_model
+from ..spec.serve import ServeSettings
+from ..spec.serving import ServingLayout
+from ..spec.settings import declared, given_or_made
+from .arrivals import draw_requests
+from .infer import _check, _Server
+from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
+from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
+                           ServePrediction, Throughput)
+from .step_model import StepModel
+
+
+def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
+                    st: ServeSettings) -> EngineConfig:
+    """The paged KV cache: usable = Device.usable_bytes(memory_headroom); KV bytes = usable -
+    weights_per_gpu - activations_per_sequence at a prompt of max_num_batched_tokens (the
+    profile run of one full step, as vLLM sizes it); num_gpu_blocks = floor(KV bytes /
+    (block_size x kv_bytes_per_token))."""
+    usable = topo.device.usable_bytes(lay.memory_headroom)
+    weights = weights_per_gpu(m, lay.tp, 1, lay.dtype, lay.activation_dtype)
+    act = activations_per_sequence(m, lay.tp, 1, st.max_num_batched_tokens,
+                                   lay.activation_dtype)
+    per_token = kv_bytes_per_token(m, lay.tp, 1, lay.cache_dtype)
+    room = max(usable - weights - act, 0.0)
+    blocks = math.floor(room / (st.block_size * per_token))
+    return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
+                        usable / topo.device.memory_bytes, blocks, blocks * st.block_size,
+                        per_token, weights, act, blocks * st.block_size * per_token)
+
+
+class EngineLoop:
+    """The engine's state over a run (module docstring); arrays by request id."""
+
+    def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel):
+        self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
+        n = len(self.arr)
+        self.computed = [0] * n                     # tokens in the cache
+        self.tokens = [int(p) for p in self.prompt]     # prompt + generated
+        self.done = [0] * n                         # tokens generated
+        self.first = np.zeros(n)
+        self.last = np.zeros(n)
+        self.bs, self.free, self.model = st.block_size, blocks, model
+        self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
+        self.waiting, self.running = deque(), []
+        self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
+        self.steps = self.prefill_steps = self.preemptions = 0
+        self.seq_steps = 0
+
+    def blocks(self, n: int) -> int:
+        return -(-n // self.bs)
+
+    def run(self) -> None:
+        n = len(self.arr)
+        while self.finished < n:
+            while self.next < n and self.arr[self.next] <= self.t:
+                self.waiting.append(self.next)
+                self.next += 1
+            if not self.running and not self.waiting:
+                self.t = float(self.arr[self.next])
+                continue
+            if not (self.waiting and len(self.running) < self.max_seqs) and self._decoding() \
+                    and self._advance():
+                continue
+            self._step()
+
+    def _decoding(self) -> bool:
+        """Every running sequence decodes: one token to feed and its first token out (a prompt
+        whose last chunk is one token is still a prefill)."""
+        c, tk, done = self.computed, self.tokens, self.done
+        return all(tk[r] - c[r] == 1 and done[r] for r in self.running)
+
+    def _advance(self) -> bool:
+        """Decode-only steps together (module docstring); False when not one fits."""
+        run = np.array(self.running)
+        kv = np.array([self.computed[r] for r in run], dtype=np.int64)
+        left = self.gen[run] - np.array([self.done[r] for r in run])
+        k = int(left.min())
+        held = ((kv + self.bs - 1) // self.bs).sum()
+        lo, hi = 0, k                  # the most steps whose new blocks fit: monotone in j
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if ((kv + mid + self.bs - 1) // self.bs).sum() - held <= self.free:
+                lo = mid
+            else:
+                hi = mid - 1
+        k = lo
+        if k == 0:
+            return False
+        b = len(run)
+        times = self.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
+        ends = self.t + np.cumsum(times)
+        if self.next < len(self.arr) and len(self.running) < self.max_seqs:
+            k = min(k, int(np.searchsorted(ends, self.arr[self.next])) + 1)
+        self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
+        self.t = float(ends[k - 1])
+        self.steps += k
+        self.seq_steps += k * b
+        for r in self.running:
+            self.computed[r] += k
+            self.tokens[r] += k
+            self.done[r] += k
+        self._retire()
+        return True
+
+    def _preempt(self) -> int:
+        v = self.running.pop()
+        self.free += self.blocks(self.computed[v])
+        self.computed[v] = 0
+        self.waiting.appendleft(v)
+        self.preemptions += 1
+        return v
+
+    def _schedule(self) -> tuple[list, bool]:
+        """The step's (request, new tokens) and whether it preempted."""
+        budget, out, preempted, i = self.budget, [], False, 0
+        c, tk = self.computed, self.tokens
+        while i < len(self.running) and budget > 0:
+            r = self.running[i]
+            new = min(tk[r] - c[r], budget)
+            need = self.blocks(c[r] + new) - self.blocks(c[r])
+            while need > self.free:
+                preempted = True
+                if self._preempt() == r:
+                    break
+            else:
+                self.free -= need
+                out.append((r, new))
+                budget -= new
+                i += 1
+                continue
+            break
+        while not preempted and self.waiting and len(self.running) < self.max_seqs and budget:
+            r = self.waiting[0]
+            new = min(tk[r], budget)
+            if self.blocks(new) > self.free:
+                break
+            self.waiting.popleft()
+            self.running.append(r)
+            self.free -= self.blocks(new)
+            out.append((r, new))
+            budget -= new
+        return out, preempted
+
+    def _step(self) -> None:
+        sched, _ = self._schedule()
+        if not sched:
+            raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
+                              "request: the KV cache holds no block", self.budget)
+        c, tk = self.computed, self.tokens
+        chunks = [(new, c[r]) for r, new in sched if tk[r] - c[r] != 1 or not self.done[r]]
+        dec = [c[r] + 1 for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
+        outs = sum(1 for r, new in sched if c[r] + new == tk[r])
+        if chunks:
+            dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs)
+            self.prefill_steps += 1
+        else:
+            dt = float(self.model.decode_step_s(len(dec), sum(dec)))
+        self.t += dt
+        self.steps += 1
+        self.seq_steps += len(sched)
+        for r, new in sched:
+            c[r] += new
+            if c[r] == tk[r]:
+                tk[r] += 1
+                self.done[r] += 1
+                if self.done[r] == 1:
+                    self.first[r] = self.t
+        self._retire()
+
+    def _retire(self) -> None:
+        keep = []
+        for r in self.running:
+            if self.done[r] >= self.gen[r]:
+                self.free += self.blocks(self.computed[r])
+                self.last[r] = self.t
+                self.finished += 1
+            else:
+                keep.append(r)
+        self.running = keep
+
+
+def _split(layout, settings, given: dict) -> tuple[ServingLayout, ServeSettings]:
+    """The run's two settings objects: given, or made from the keywords by field name."""
+    names = {f.name for f in declared(ServeSettings)}
+    serve_kw = {k: v for k, v in given.items() if k in names}
+    lay_kw = {k: v for k, v in given.items() if k not in names}
+    lay = given_or_made(ServingLayout, layout, lay_kw, "serve", "layout")
+    st = given_or_made(ServeSettings, settings, serve_kw, "serve", "settings")
+    return lay, st
+
+
+def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
+          settings: ServeSettings | None = None, **given) -> ServePrediction:
+    """Serve ``settings.requests`` requests with an engine loop (module docstring).
+
+    ``layout``: a :class:`~tpsim.spec.serving.ServingLayout` (tp, dtype, kv_dtype, allreduce,
+    eager, memory_headroom; prompt and gen as the lengths' means; batch unused); ``settings``:
+    a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed, distributions and the
+    engine's knobs); either or both as keywords instead."""
+    lay, st = _split(layout, settings, given)
+    m = model if isinstance(model, ModelConfig) else load_model(model)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    if lay.pp != 1:
+        raise ConfigError("--pp", "", "1 (tpsim serve models one pipeline stage)", lay.pp)
+    _check(m, topo, lay)
+    reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
+                         st.gen_dist)
+    eng = kv_cache_blocks(m, topo, lay, st)
+    longest = int((reqs.prompt + reqs.gen).max())
+    if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks:
+        raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
+                          f"{eng.kv_cache_tokens} tokens", longest)
+    srv = _Server(m, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
+                  lay.allreduce, lay.eager)
+    sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
+    loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
+    loop.run()
+    return summarize(m, topo, lay, st, reqs, eng, loop, sm)
+
+
+def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
+    """The run in numbers: throughput = tokens (requests) / duration, duration = the last
+    token - the first arrival; TTFT, TPOT and e2e per request (:class:`Latency`) as means and
+    percentiles (:meth:`Percentiles.of`)."""
+    ttft, e2e = loop.first - reqs.arrival_s, loop.last - reqs.arrival_s
+    multi = reqs.gen > 1
+    tpot = (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1)
+    duration = float(loop.last.max() - reqs.arrival_s.min())
+    out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
+    inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.dtype,
+                         lay.cache_dtype, lay.allreduce, not lay.eager, st.rate, st.requests,
+                         st.seed, lay.prompt, lay.gen, st.prompt_dist, st.gen_dist, in_tokens,
+                         out_tokens)
+    thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
+                     duration)
+    lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
+    sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
+                    loop.seq_steps / max(loop.steps, 1), sm.prices)
+    return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done))
+
+
+__all__ = ["serve", "kv_cache_blocks", "summarize", "EngineLoop", "ServeSettings"]

@@ -1,0 +1,110 @@
+"""What ``tpsim.serve`` returns: a frozen dataclass tree (text and JSON: ``tpsim.report.serve``).
+
+SI throughout (seconds, bytes); latencies are per request, throughputs over the run (first
+arrival to last token).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """mean, p50, p90 and p99 of one latency over the requests (numpy's linear percentiles)."""
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, values) -> Percentiles:
+        v = np.asarray(values, float)
+        if v.size == 0:
+            return cls(0.0, 0.0, 0.0, 0.0)
+        p50, p90, p99 = np.percentile(v, (50, 90, 99))
+        return cls(float(v.mean()), float(p50), float(p90), float(p99))
+
+
+@dataclass(frozen=True)
+class ServeInputs:
+    """What was served: model, topology, split and dtypes, the requests."""
+    model: str
+    topology: str
+    device: str
+    tp: int
+    dtype: str
+    kv_dtype: str
+    allreduce: str
+    cuda_graphs: bool
+    rate: float
+    requests: int
+    seed: int
+    prompt: int
+    gen: int
+    prompt_dist: str
+    gen_dist: str
+    prompt_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's knobs as vLLM names them and the paged KV cache they leave:
+    ``gpu_memory_utilization`` = usable / capacity (Device.usable_bytes); ``num_gpu_blocks`` =
+    floor((usable - weights - activations) / (block_size x kv_bytes_per_token))."""
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    gpu_memory_utilization: float
+    num_gpu_blocks: int
+    kv_cache_tokens: int
+    kv_bytes_per_token: float
+    weights_bytes: float
+    activations_bytes: float
+    kv_cache_bytes: float
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Over the run, duration_s = the last token's time - the first arrival's."""
+    output_tokens_per_s: float
+    input_tokens_per_s: float
+    requests_per_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per request: TTFT = first token - arrival; TPOT = (e2e - TTFT) / (gen - 1) over the
+    requests with gen > 1; e2e = last token - arrival."""
+    ttft_s: Percentiles
+    tpot_s: Percentiles
+    e2e_s: Percentiles
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """What the engine loop did: ``steps`` engine steps (``prefill_steps`` of them with a
+    prefill chunk), ``preemptions`` (a sequence's blocks freed, its tokens recomputed later),
+    ``mean_running``: the mean sequences per step; ``step_prices``: the layer simulations
+    behind the step-time tables."""
+    steps: int
+    prefill_steps: int
+    preemptions: int
+    mean_running: float
+    step_prices: int
+
+
+@dataclass(frozen=True)
+class ServePrediction:
+    """The whole answer of ``tpsim.serve``."""
+    inputs: ServeInputs
+    engine: EngineConfig
+    throughput: Throughput
+    latency: Latency
+    scheduler: Scheduler
+    ttft: np.ndarray
+    e2e: np.ndarray
+    generated: np.ndarray

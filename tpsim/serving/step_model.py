@@ -1,0 +1,157 @@
+"""The time of one engine step of a continuous-batching server, from tpsim's own pricing of
+prefill and decode layers (:mod:`tpsim.serving.infer`), tabulated once and interpolated.
+
+An engine step feeds T tokens through the model in one forward: prefill chunks (c_j new
+tokens of a sequence that already has s_j tokens cached) and decodes (one token of a sequence
+whose cache then holds L_i tokens). On one GPU of the TP group (pp = 1):
+
+* a step without prefill (decode only, B sequences, CUDA graphs where the engine has them):
+  ``decode_step_s(B, sum L)`` = n_layers (D(B) + k sum_i L_i) + E(B) + O(B), where D(B) is a
+  decode layer (:func:`tpsim.serving.infer.serve_simulate` of the decode template) at batch
+  B without its attention's cache reads, and k the attention's time per cached token (the
+  decode attention is priced by its bytes, so affine in the cache: k = (layer(B, L2) -
+  layer(B, L1)) / (B (L2 - L1)));
+* a step with prefill: ``mixed_step_s`` = n_layers (P(T) + sum_j A(c_j, s_j) + k sum_i L_i)
+  + E(T) + O(n), where P(T) is a prefill layer over T tokens (the prefill template: GEMMs at
+  m = T, the all-reduces of T x h) less its attention op, and a chunk's causal attention
+  A(c, s) = a(c + s) w(c, s) / w(c + s, 0): the attention a(x) of a whole prompt of x tokens
+  scaled by the share of its work that the chunk does, with w(c, s) = c (s + (c + 1)/2) the
+  (query, key) pairs of c new tokens after s cached ones;
+* E(T): the embedding over T tokens; O(n): the output layer and sampling of the n sequences
+  that emit a token in the step.
+
+D, P, E and O are interpolated linearly between prices at a geometric grid of sizes (ratio
+2^(1/8), every integer up to 8), refined by bisection wherever the interpolation misses the
+price at an interval's midpoint by more than 0.2% (:func:`tabulate`: GEMM tiles and collective
+algorithm switches make jumps, each pinned to one token); a(x), which grows as x^2 once
+compute-bound, is interpolated linearly in log-log (exact for a power law). At a table point
+a step equals the direct pricing; between points the error is under 2%
+(tests/serving/test_step_model.py).
+A whole prompt in one chunk prices exactly as :func:`tpsim.serving.infer.prefill_pass` of one
+sequence: P(x) + a(x) is the prefill layer, E and O its ends.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..layer.infer_graph import embedding_template, output_template
+from ..sim.simulate import phase_times
+from .infer import prefill_pass
+
+RATIO = 2 ** 0.125
+TOL = 0.002
+
+
+def grid(top: int) -> list[int]:
+    """1, 2, ..., 8, then sizes growing by :data:`RATIO`, up to and including ``top``."""
+    pts, x = set(range(1, min(top, 8) + 1)), 8.0
+    while x < top:
+        x *= RATIO
+        pts.add(min(top, round(x)))
+    return sorted(pts)
+
+
+def tabulate(f, top: int, log: bool = False, rtol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, f(sizes)): f at :func:`grid` (``top``), each interval bisected while f at its
+    midpoint is off the interpolation of its ends by more than ``rtol`` (a tile or an algorithm
+    switch makes a jump: it is pinned to one token); ``log``: interpolation in log-log."""
+    xs = grid(top)
+    ys = {x: f(x) for x in xs}
+    t = (lambda v: np.log(max(v, 1e-30))) if log else (lambda v: v)
+    u = np.log if log else (lambda v: v)
+    stack = list(zip(xs, xs[1:]))
+    while stack:
+        lo, hi = stack.pop()
+        if hi - lo <= 1:
+            continue
+        mid = (lo + hi) // 2
+        ym = ys[mid] = f(mid)
+        chord = t(ys[lo]) + (t(ys[hi]) - t(ys[lo])) * (u(mid) - u(lo)) / (u(hi) - u(lo))
+        guess = np.exp(chord) if log else chord
+        if abs(guess - ym) > rtol * abs(ym):
+            stack += [(lo, mid), (mid, hi)]
+    keys = sorted(ys)
+    return np.array(keys, float), np.array([ys[k] for k in keys])
+
+
+def _attention_time(sim) -> float:
+    """The time of the attention op(s) of a simulated layer."""
+    return sum(t for op, t in zip(sim.ops, sim.times) if type(op).__name__ == "Attention")
+
+
+class StepModel:
+    """The step-time tables of one configuration (module docstring); ``srv`` is the
+    :class:`tpsim.serving.infer._Server` that prices the layers."""
+
+    def __init__(self, srv, max_tokens: int, max_seqs: int, max_context: int):
+        self.srv, self.layers = srv, srv.m.layers
+        tg = srv.tp > 1
+        top_t = max(max_tokens, max_seqs)
+        self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
+        self.x_grid, self.attn = tabulate(self._prefill_attn, max(max_context, 2), log=True)
+        self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
+        self.k = self._per_cached_token(max_seqs)
+        self.b_grid, self.decode_lin = tabulate(
+            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+        self.e_grid, self.emb = tabulate(
+            lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
+        self.o_grid, self.out = tabulate(
+            lambda b: srv.cost(output_template(tg), srv.dims(b, 1)).time_s, top_t)
+        self.prices = 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid,
+                                               self.e_grid, self.o_grid))
+
+    def _prefill_lin(self, t: int) -> float:
+        """P(t): a prefill layer over t tokens (its phase time) less its attention."""
+        sim = self.srv.sim(self.srv.prefill_tpl, self.srv.dims(1, t))
+        return phase_times(sim)[0] - _attention_time(sim)
+
+    def _prefill_attn(self, x: int) -> float:
+        return _attention_time(self.srv.sim(self.srv.prefill_tpl, self.srv.dims(1, x)))
+
+    def _per_cached_token(self, b: int) -> float:
+        """k: a decode layer's time per cached token per sequence (the attention's reads)."""
+        lo, hi = 1024, 1024 + 4096
+        d = self.srv.decode_layer(b, hi).time_s - self.srv.decode_layer(b, lo).time_s
+        return max(d, 0.0) / (b * (hi - lo))
+
+    # ------------------------------------------------------------------ interpolation
+    def attention(self, c, s) -> np.ndarray:
+        """A(c, s): the causal attention of a chunk of c tokens after s cached ones."""
+        c, s = np.asarray(c, float), np.asarray(s, float)
+        x = c + s
+        a = np.exp(np.interp(np.log(x), self.log_x, self.log_attn))
+        return a * (c * (s + (c + 1) / 2)) / (x * (x + 1) / 2)
+
+    def ends(self, tokens, outputs) -> np.ndarray:
+        """E(T) + O(n)."""
+        return np.interp(tokens, self.e_grid, self.emb) + np.interp(outputs, self.o_grid,
+                                                                    self.out)
+
+    def decode_step_s(self, b, sum_kv) -> np.ndarray:
+        """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all."""
+        lin = np.interp(b, self.b_grid, self.decode_lin)
+        return self.layers * (lin + self.k * np.asarray(sum_kv, float)) + self.ends(b, b)
+
+    def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int) -> float:
+        """A step with prefill ``chunks`` ((c, s) pairs) and ``decode_seqs`` decodes holding
+        ``decode_kv`` cached tokens; ``outputs`` sequences sample a token."""
+        c = np.array([p[0] for p in chunks], float)
+        s = np.array([p[1] for p in chunks], float)
+        tokens = c.sum() + decode_seqs
+        layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + self.attention(c, s).sum()
+                 + self.k * decode_kv)
+        return float(self.layers * layer + self.ends(tokens, outputs))
+
+
+def direct_prefill_s(srv, prompt: int) -> float:
+    """One sequence's whole prompt priced directly: n_layers x the prefill layer (its phase
+    time) + the ends, as :func:`tpsim.serving.infer.prefill_pass` prices it at pp = 1."""
+    return prefill_pass(srv, 1, prompt)[0].time_s
+
+
+def direct_decode_s(srv, b: int, kv_len: int) -> float:
+    """A decode step of ``b`` sequences at cache length ``kv_len`` priced directly."""
+    return srv.m.layers * srv.decode_layer(b, kv_len).time_s + srv.ends(b, 1).time_s
+
+
+__all__ = ["StepModel", "grid", "direct_prefill_s", "direct_decode_s"]

@@ -1,0 +1,70 @@
+"""What a serving engine's run takes beyond the model's split and dtypes
+(:class:`~tpsim.spec.serving.ServingLayout`): the requests (how many, when they arrive, their
+lengths) and the engine's scheduler knobs, named as vLLM names them.
+
+Defaults are vLLM's (V1 engine, the OpenAI-compatible server, vllm/engine/arg_utils.py and
+vllm/config.py as of v0.8): ``max_num_seqs`` 256, ``max_num_batched_tokens`` 8192 (the token
+budget of one engine step with chunked prefill on), ``block_size`` 16 tokens per KV-cache
+page. TensorRT-LLM (max_num_tokens 8192, max_batch_size 256 in trtllm-serve) and SGLang
+(chunked_prefill_size 8192) use the same defaults under other names.
+
+Lengths (``--prompt-dist``, ``--gen-dist``; :func:`length_dist`):
+
+* ``fixed``: every request has ``--prompt`` (``--gen``) tokens;
+* ``uniform:lo,hi``: integers drawn uniformly from lo .. hi, both included;
+* ``exponential``: exponential with mean ``--prompt`` (``--gen``), rounded up to a whole
+  token (at least 1).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..base.errors import ConfigError
+from .settings import check, setting
+
+DISTS = ("fixed", "uniform:lo,hi", "exponential")
+_UNIFORM = re.compile(r"uniform:\s*([0-9]+)\s*,\s*([0-9]+)")
+
+
+def length_dist(text: str, flag: str) -> tuple:
+    """``("fixed",)``, ``("uniform", lo, hi)`` or ``("exponential",)`` of a distribution's
+    text (module docstring); a ConfigError naming ``flag`` otherwise."""
+    if text in ("fixed", "exponential"):
+        return (text,)
+    hit = _UNIFORM.fullmatch(text) if isinstance(text, str) else None
+    if hit and 1 <= int(hit[1]) <= int(hit[2]) <= 2**31:
+        return ("uniform", int(hit[1]), int(hit[2]))
+    raise ConfigError(flag, "", "fixed, exponential or uniform:lo,hi (1 <= lo <= hi)", text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSettings:
+    """The requests and the engine's knobs of one ``tpsim serve`` run (module docstring);
+    frozen, keyword-only, checked when made."""
+    rate: float = setting(math.inf, "requests per second, Poisson arrivals (inf: every request "
+                          "at once, the offline throughput benchmark)", flag="--rate",
+                          kind="rate")
+    requests: int = setting(1000, "requests served", flag="--requests", kind="count")
+    seed: int = setting(0, "seed of the arrivals and the lengths", flag="--seed", kind="count",
+                        least=0)
+    prompt_dist: str = setting("fixed", "prompt lengths: fixed, uniform:lo,hi or exponential "
+                               "(mean --prompt)", flag="--prompt-dist", kind="name")
+    gen_dist: str = setting("fixed", "generated lengths: fixed, uniform:lo,hi or exponential "
+                            "(mean --gen)", flag="--gen-dist", kind="name")
+    max_num_seqs: int = setting(256, "sequences an engine step holds at most (vLLM's "
+                                "max_num_seqs)", flag="--max-num-seqs", kind="count")
+    max_num_batched_tokens: int = setting(
+        8192, "tokens an engine step computes at most, prefill chunks and decodes together "
+        "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="count")
+    block_size: int = setting(16, "tokens per KV-cache block (vLLM's block_size)",
+                              flag="--block-size", kind="count")
+
+    def __post_init__(self):
+        check(self)
+        length_dist(self.prompt_dist, "--prompt-dist")
+        length_dist(self.gen_dist, "--gen-dist")
+
+
+__all__ = ["ServeSettings", "length_dist", "DISTS"]

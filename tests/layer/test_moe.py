@@ -103,12 +103,3 @@ def test_slot_simulates_on_a_shipped_topology_and_needs_sp_with_tp():
         moe_dims(toy(expert_ffn_hidden=100), 8, 2, 128, "bf16", True)
     with pytest.raises(ValueError, match="no biases"):
         layer_template(False, moe=1, bias=True)
-
-
-def test_pricing_paths_still_refuse_moe_models():
-    """The slot is a building block: predict keeps refusing MoE models until the step (memory,
-    optimizer, expert parallelism) prices them too."""
-    from tpsim.base.errors import TpsimError
-    from tpsim.training.predict import predict
-    with pytest.raises(TpsimError, match="not priced yet"):
-        predict(toy(), "dgx-h100", tp=1)

@@ -48,12 +48,27 @@ def test_deepseek_mla_and_router_fields():
     assert (m.q_lora_rank, m.kv_lora_rank, m.qk_rope_head_dim, m.head_dim) == (1536, 512, 64, 128)
 
 
-@pytest.mark.parametrize("directory", [d for d, _ in SAME_AS_PRESET] + ["Qwen1.5-MoE-A2.7B"])
-def test_predict_refuses_the_config_in_one_line(directory, capsys):
-    assert main(["predict", "--model", str(HF / directory / "config.json"), "--tp", "4",
-                 "--seq", "4096"]) == 2
+@pytest.mark.parametrize("directory, refused", [
+    ("Mixtral-8x7B-v0.1", None), ("Qwen3-30B-A3B", None), ("Qwen1.5-MoE-A2.7B", None),
+    ("gpt-oss-120b", "with biases"), ("DeepSeek-V3", "multi-head latent attention")])
+def test_predict_prices_or_refuses_the_config_in_one_line(directory, refused, capsys):
+    """The training step prices MoE layers at EP 1 without biases; MLA and biased experts are
+    refused in one line, never priced as a dense model."""
+    rc = main(["predict", "--model", str(HF / directory / "config.json"), "--tp", "4",
+               "--seq", "4096", "--sequence-parallel"])
     err = capsys.readouterr().err
-    assert "mixture-of-experts layers are not priced yet" in err and err.count("\n") == 1
+    if refused is None:
+        assert rc == 0 and err == ""
+    else:
+        assert rc == 2 and refused in err and "not priced" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("directory", ["Mixtral-8x7B-v0.1", "Qwen3-30B-A3B"])
+def test_serving_still_refuses_experts_in_one_line(directory, capsys):
+    assert main(["infer", "--model", str(HF / directory / "config.json"), "--tp", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "mixture-of-experts layers" in err and "not priced outside the training step" in err
+    assert err.count("\n") == 1
 
 
 def _write(tmp_path, base: str, **changes):

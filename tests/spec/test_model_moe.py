@@ -3,6 +3,8 @@ active parameter counts against the published figures, defaults that leave dense
 they were, and one ConfigError for each inconsistent MoE file."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tpsim.base.errors import ConfigError, TpsimError
@@ -69,9 +71,12 @@ def test_moe_layer_placement_and_widths_default():
     assert m.expert_ffn_hidden == m.shared_expert_ffn_hidden == 128
     mlp = 3 * 64 * 128
     assert m.params() - m.active_params() == 2 * mlp        # 2 experts of 4 left out
-    with pytest.raises(TpsimError, match="mixture-of-experts layers are not priced yet: 4 routed "
-                       r"experts \+ 1 shared, top-2"):
+    with pytest.raises(TpsimError, match=r"mixture-of-experts layers \(4 routed experts \+ 1 "
+                       r"shared, top-2\) are not priced outside the training step"):
         m.check_tp(1)
+    m.check_tp(1, training=True)
+    with pytest.raises(TpsimError, match="not priced with biases"):
+        dataclasses.replace(m, bias=True).check_tp(1, training=True)
 
 
 def test_mla_attention_parameters_closed_form():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
-from .model_params import model_params
+from .model_params import model_params, moe_layer_params
 from ..base.memo import Memo, value_hash
 from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path,
                            spec)
@@ -141,20 +141,24 @@ class ModelConfig:
         """Attention is multi-head latent attention (``kv_lora_rank`` set)."""
         return self.kv_lora_rank is not None
 
-    def check_priced(self) -> None:
-        """Raise TpsimError when the model has layers tpsim cannot price yet (routed experts,
-        multi-head latent attention): one line saying what, never a dense price in their place.
-        :meth:`check_tp` calls it, so every pricing path (predict, infer, search) refuses."""
-        if self.moe:
-            shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
-            raise TpsimError(f"{self.name}: mixture-of-experts layers are not priced yet: "
-                             f"{self.experts} routed experts{shared}, top-{self.experts_per_token}"
-                             " per token; tpsim prices dense MLPs only and will not price this "
-                             "model as a dense one")
+    def check_priced(self, training: bool = False) -> None:
+        """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
+        what, never a dense price in their place. ``training``: the training step's pricing
+        (``tpsim predict``), which prices mixture-of-experts layers with every expert local
+        (EP 1) and without biases; serving and the search do not yet. Multi-head latent
+        attention is refused everywhere. :meth:`check_tp` calls it."""
         if self.mla:
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
                              f"(kv_lora_rank {self.kv_lora_rank}); tpsim prices grouped-query "
                              "attention only")
+        if self.moe and not (training and not self.bias):
+            shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
+            what = ("with biases (the expert slot has none)" if training else
+                    "outside the training step (tpsim predict prices them; serving and the "
+                    "search do not yet)")
+            raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
+                             f"experts{shared}, top-{self.experts_per_token}) are not priced "
+                             f"{what}; tpsim will not price this model as a dense one")
 
     def kv_heads_per_rank(self, tp: int) -> int:
         """Key/value heads one of ``tp`` ranks holds: kv_heads / tp, or one (replicated on
@@ -225,16 +229,21 @@ class ModelConfig:
         """The token embedding's rows on one of ``tp`` ranks: padded_vocab / tp x hidden."""
         return self.padded_vocab(tp) // tp * self.hidden
 
-    def stage_params(self, tp: int, layers: int, first: bool = True, last: bool = True) -> int:
+    def stage_params(self, tp: int, layers: int, first: bool = True, last: bool = True,
+                     moe: int = 0) -> int:
         """Parameters one of ``tp`` ranks of a pipeline stage holds:
 
-            layers x layer_params(tp)  +  (first) embedding  +  (last) final norm + output layer
+            (layers - moe) x layer_params(tp) + moe x moe_layer_params(tp)
+              +  (first) embedding  +  (last) final norm + output layer
 
-        The output layer is the embedding's size (padded vocab / tp rows); with tied embeddings
+        ``moe``: how many of its layers carry experts. The output layer is the embedding's size
+        (padded vocab / tp rows); with tied embeddings
         the first stage's embedding serves as the output layer when the first stage is also the
         last, and the last stage otherwise keeps a copy (Megatron all-reduces the two copies'
         gradients each step)."""
-        n = layers * self.layer_params(tp) + (self.embedding_params(tp) if first else 0)
+        n = (layers - moe) * self.layer_params(tp) + (self.embedding_params(tp) if first else 0)
+        if moe:
+            n += moe * moe_layer_params(self, tp)
         if last:
             n += self.output_params(tp, first)
         return n
@@ -246,22 +255,26 @@ class ModelConfig:
         tied = self.tie_embeddings and with_embedding
         return self.norm_params + (0 if tied else self.embedding_params(tp))
 
-    def sp_sync_params(self, layers: int, last: bool) -> int:
+    def sp_sync_params(self, layers: int, last: bool, moe: int = 0) -> int:
         """The gradients Megatron all-reduces over TP under sequence parallelism on a stage of
-        ``layers`` layers: each layer's two norms and row-parallel biases (2 h), and on the
-        ``last`` stage the final norm (replicated on every TP rank, their gradients partial)."""
+        ``layers`` layers: each layer's two norms and row-parallel biases (2 h), each of its
+        ``moe`` MoE layers' router (h E, replicated, fed the rank's own tokens: Megatron-core
+        marks it ``sequence_parallel``), and on the ``last`` stage the final norm (replicated
+        on every TP rank, their gradients partial)."""
         per_layer = 2 * self.norm_params + (2 * self.hidden if self.bias else 0)
-        return layers * per_layer + (self.norm_params if last else 0)
+        return (layers * per_layer + moe * self.hidden * (self.experts or 0)
+                + (self.norm_params if last else 0))
 
     def padded_vocab(self, tp: int) -> int:
         """Vocabulary padded as Megatron pads it: a multiple of 128 * tp (--make-vocab-size-divisible-by)."""
         unit = 128 * tp
         return math.ceil(self.vocab / unit) * unit
 
-    def check_tp(self, tp: int, seq_len: int | None = None, sequence_parallel: bool = False) -> None:
+    def check_tp(self, tp: int, seq_len: int | None = None, sequence_parallel: bool = False,
+                 training: bool = False) -> None:
         """Raise ConfigError unless every sharded dimension divides by ``tp`` (and TpsimError,
-        first, for a model tpsim cannot price: :meth:`check_priced`)."""
-        self.check_priced()
+        first, for a model tpsim cannot price: :meth:`check_priced`, ``training`` passed on)."""
+        self.check_priced(training)
         if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
             raise ConfigError("--tp", "", "a positive integer", tp)
         for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):

@@ -83,3 +83,28 @@ def model_params(m, active: bool = False, embedding: bool = True) -> int:
         mlps += sparse * moe_mlp_params(m, m.experts_per_token if active else m.experts)
     vocab = m.vocab_params(m.vocab) if embedding else m.vocab * m.hidden
     return common + mlps + vocab + m.norm_params
+
+
+def moe_layers_in(m, start: int, count: int) -> int:
+    """How many of layers start .. start + count - 1 carry experts (:func:`is_moe_layer`),
+    without a loop: the multiples of moe_layer_freq in [max(start, first_dense_layers),
+    start + count)."""
+    if not m.experts or count <= 0:
+        return 0
+    lo, hi, freq = max(start, m.first_dense_layers), start + count, m.moe_layer_freq
+    return max(0, (hi - 1) // freq - -(-lo // freq) + 1) if lo < hi else 0
+
+
+def moe_layer_params(m, tp: int) -> int:
+    """Parameters of one MoE layer on one of ``tp`` ranks, every expert local (EP 1) and each
+    split over the TP group (expert TP = tp), biases not priced (the slot has none):
+
+        layer_params(tp) - (n_in + 1) h f / tp                   attention and norms
+          + h E                                                  router, whole on every rank
+          + E (n_in + 1) h f_e / tp  +  S (n_in + 1) h f_s / tp  routed and shared experts
+    """
+    n = m.mlp_in_gemms + 1
+    experts = m.experts * n * m.hidden * m.expert_ffn_hidden
+    shared = m.shared_experts * n * m.hidden * (m.shared_expert_ffn_hidden or 0)
+    return (m.layer_params(tp) - n * m.hidden * m.ffn_hidden // tp + m.hidden * m.experts
+            + (experts + shared) // tp)

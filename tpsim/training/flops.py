@@ -17,10 +17,19 @@ width f (n_in = 2 GEMM inputs with SwiGLU, else 1), padded vocabulary V, B seque
 with c = 1 since ADLR/megatron-lm!2789 (commit 8873b55, March 2025: "only half of the
 attention matrix is non-zero"; Megatron-core 0.12 on) and c = 2 before it (the full square of
 Narayanan et al. 2021, eq. 3, which the papers' and the Megatron-LM README's TFLOP/s use).
+A model with experts (Megatron-LM's count for MoE, same function): each of its L_moe MoE
+layers' MLP term is (n_in + 1) h (k f_e + S f_s), the k routed experts a token meets and the
+S shared ones (the router's h E is not counted), the L - L_moe dense layers keep f. tpsim's
+own count is by active parameters too: the grouped expert GEMMs run on the T k routed rows of
+a balanced router (:mod:`tpsim.layer.moe`), so MFU counts each token's top-k experts, not all
+E.
+
 tpsim's own count differs from c = 1 only by its s (s + 1) / 2 pairs against s^2 / 2 and by
 what the model leaves out (biases, the embedding lookup), a few parts in 10^4 at s = 2048.
 """
 from __future__ import annotations
+
+from ..spec.model_params import moe_layers
 
 
 def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
@@ -30,7 +39,12 @@ def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
     The vocabulary is padded as Megatron pads it for ``tp`` ranks."""
     h, L, s, B = model.hidden, model.layers, seq_len, global_batch
     q, k = model.heads * model.head_dim, model.kv_heads * model.head_dim
-    mlp = (model.mlp_in_gemms + 1) * h * model.ffn_hidden
-    per_token = L * (h * (q + 2 * k) + q * h + mlp) + h * model.padded_vocab(tp)
+    sparse = moe_layers(model)
+    width = (L - sparse) * model.ffn_hidden
+    if sparse:
+        width += sparse * (model.experts_per_token * model.expert_ffn_hidden
+                           + model.shared_experts * (model.shared_expert_ffn_hidden or 0))
+    mlp = (model.mlp_in_gemms + 1) * h * width
+    per_token = L * (h * (q + 2 * k) + q * h) + mlp + h * model.padded_vocab(tp)
     core = (2 if full_square else 1) * s * s * q * L
     return 6.0 * B * (s * per_token + core)

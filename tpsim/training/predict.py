@@ -19,10 +19,12 @@ import math
 from ..base.errors import ConfigError
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
+from ..layer.moe import moe_dims
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
 from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
+from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
@@ -93,21 +95,28 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
-                   tp_comm_overlap=False):
-    """The priced, scheduled layer (defaults already resolved) and its pricing."""
-    dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+                   tp_comm_overlap=False, moe=False):
+    """The priced, scheduled layer (defaults already resolved) and its pricing; ``moe``: the
+    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1), else its dense one."""
+    dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True)
+    if moe:
+        if tp_comm_overlap:
+            raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
+                              "slot's collectives are not overlapped)", True)
+        dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
-                         fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0)
+                         fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0,
+                         moe=(2 if m.shared_experts else 1) if moe else 0)
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 
 
-def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout):
+def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False):
     """:func:`simulate_layer` of a resolved layout."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
-                          lay.tp_comm_overlap)
+                          lay.tp_comm_overlap, moe)
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
@@ -154,23 +163,27 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
         topology = with_nodes(_resolve(model, topology)[1], lay.nodes)
     m, topo, lay = _settings(model, topology, lay)
     par, stage_layers = _step_plan(m, topo, lay)
+    sparse = moe_layers(m)
     sim, pricing = _simulate_layer(m, topo, lay)
-    layer = layer_times(sim)
+    moe = _simulate_layer(m, topo, lay, moe=True)[0] if sparse else None
+    dense = Part.of(sim)
+    layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp
     emb, out = terms.model_ends(sim, pricing, tp, lay.sequence_parallel, lay.dropout)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
-    step = m.layers * layer.total_s + emb_s + out_s
+    kinds = [(layer_times(sim), m.layers - sparse)] + ([(layer, sparse)] if sparse else [])
+    step = sum(n * t.total_s for t, n in kinds) + emb_s + out_s
     out_flops = out.flops
-    flops = m.layers * layer.flops + out_flops
-    hardware = m.layers * layer.hardware_flops + out_flops
+    flops = sum(n * t.flops for t, n in kinds) + out_flops
+    hardware = sum(n * t.hardware_flops for t, n in kinds) + out_flops
     achieved, peak = flops / step, topo.device.peak(lay.dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     result = _step(m, topo, lay, par, stage_layers,
-                   (Part.of(sim, layer), Part.of(emb), Part.of(out)), peak)
+                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
-                      _notices(topo, lay, mem), sim,
+                      _notices(topo, lay, mem), moe if sparse else sim,
                       _published(result.times, m, lay, par), result.memory, result)
 
 
@@ -246,14 +259,14 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
           peak):
     """The step of the simulated layer, embedding and output layer (``parts``)."""
-    layer, emb, out = parts
+    layer, emb, out, moe = parts
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
                        out, topo, micro_batch=lay.micro_batch, seq_len=lay.seq_len,
                        dtype=lay.dtype, sequence_parallel=lay.sequence_parallel,
                        distributed_optimizer=lay.distributed_optimizer,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
-                       overlap_param_gather=lay.overlap_param_gather)
+                       overlap_param_gather=lay.overlap_param_gather, moe=moe)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

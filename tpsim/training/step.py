@@ -93,12 +93,15 @@ class Chunk:
 
     @classmethod
     def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
-           last: Part | None = None) -> Chunk:
+           last: Part | None = None, moe: Part | None = None) -> Chunk:
         """``layers`` layers, with the embedding (``first``) and/or output layer (``last``);
-        ``units``: its :func:`tpsim.training.terms.chunk_units`."""
+        ``units``: its :func:`tpsim.training.terms.chunk_units`, whose ``"moe"`` runs are MoE
+        layers (``moe``: one simulated MoE layer), the rest dense ones (``layer``)."""
         ends = [(p, 1) for p in (first, last) if p is not None]
-        part = {"layer": layer, "embedding": first, "output": last}
-        return cls(layers, Part.total([(layer, layers), *ends]),
+        part = {"layer": layer, "embedding": first, "output": last, "moe": moe}
+        sparse = sum(n for name, _, n in units if name == "moe")
+        kinds = [(layer, layers - sparse)] + ([(moe, sparse)] if sparse else [])
+        return cls(layers, Part.total([*kinds, *ends]),
                    tuple((part[name].backward_s, params, n) for name, params, n in units),
                    tuple(part[name].forward_s for name, _, _ in units))
 
@@ -350,8 +353,9 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                embedding: Part, output: Part, topo: Topology, *, micro_batch: int, seq_len: int,
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
-               overlap_param_gather: bool = False) -> StepSetup:
-    """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage.
+               overlap_param_gather: bool = False, moe: Part | None = None) -> StepSetup:
+    """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
+    ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others).
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
@@ -360,8 +364,9 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     """
     p, tp = par.pp, par.tp
     last_g = p * v - 1
-    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g), layer,
-                       embedding if g == 0 else None, output if g == last_g else None)
+    starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
+    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g]), layer,
+                       embedding if g == 0 else None, output if g == last_g else None, moe)
               for g, n in enumerate(stage_layers)]
     p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
                           sequence_parallel or scatter_gather_p2p)

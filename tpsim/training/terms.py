@@ -41,6 +41,7 @@ from ..cost.compute import elementwise_time
 from ..layer.embedding import embedding_template, output_template
 from ..sim.price import group_collective
 from ..sim.simulate import simulate
+from ..spec.model_params import is_moe_layer, moe_layer_params, moe_layers_in
 from ..spec.parallel import Group, Parallelism
 from .pipeline import interleaved_warmup, stage_totals
 
@@ -96,15 +97,36 @@ def micro_batches(global_batch: int, micro_batch: int, dp: int) -> int:
     return global_batch // (micro_batch * dp)
 
 
-def chunk_units(model, tp: int, layers: int, first: bool, last: bool) -> list:
-    """The gradient units of a virtual stage of ``layers`` layers, the ``first`` (g = 0) and/or
-    the ``last`` (g = p v - 1) (:func:`tpsim.training.data_parallel.gradient_units`): the final
+def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int = 0) -> list:
+    """The gradient units of a virtual stage of ``layers`` layers from layer ``start``, the
+    ``first`` (g = 0) and/or the ``last`` (g = p v - 1)
+    (:func:`tpsim.training.data_parallel.gradient_units`): the final
     norm and output layer on the last (:meth:`~tpsim.spec.model.ModelConfig.output_params`;
     tied embeddings: the embedding serves as it when the stage is also the first, pp = 1),
-    the layers (layer_params each), the embedding (embedding_params) on the first."""
-    return dpm.gradient_units(layers, model.layer_params(tp),
-                              model.embedding_params(tp) if first else None,
-                              model.output_params(tp, first) if last else None)
+    the layers (layer_params each), the embedding (embedding_params) on the first. A model
+    with experts has its layers as runs of ``"layer"`` (dense) and ``"moe"`` units
+    (:func:`~tpsim.spec.model_params.moe_layer_params` each), last layer first."""
+    units = dpm.gradient_units(layers, model.layer_params(tp),
+                               model.embedding_params(tp) if first else None,
+                               model.output_params(tp, first) if last else None)
+    if not model.moe or not layers:
+        return units
+    runs, moe_params = [], moe_layer_params(model, tp)
+    for i in range(start + layers - 1, start - 1, -1):
+        name = "moe" if is_moe_layer(model, i) else "layer"
+        if runs and runs[-1][0] == name:
+            runs[-1] = (name, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((name, moe_params if name == "moe" else model.layer_params(tp), 1))
+    k = next(i for i, u in enumerate(units) if u[0] == "layer")
+    return units[:k] + runs + units[k + 1:]
+
+
+def moe_counts(model, layers) -> list[int]:
+    """MoE layers of each virtual stage (g = chunk * pp + stage holds the model's layers in
+    order of g: :func:`tpsim.training.pipeline.split_layers`)."""
+    starts = [sum(layers[:g]) for g in range(len(layers))]
+    return [moe_layers_in(model, a, n) for a, n in zip(starts, layers)]
 
 
 def bucket_size(dp: int, g: int) -> int | None:
@@ -123,10 +145,12 @@ def chunk_buckets(units, size: int | None) -> list:
 
 def stage_params(model, tp: int, layers, pp: int, v: int) -> tuple[int, ...]:
     """Parameters one rank of each pipeline stage holds (and updates, before sharding): its
-    layers over its v chunks (:func:`tpsim.training.pipeline.stage_totals`) x layer_params, plus
+    layers over its v chunks (:func:`tpsim.training.pipeline.stage_totals`) x layer_params (its MoE
+    layers x moe_layer_params: :func:`moe_counts`), plus
     the embedding on the first and the output layer on the last
     (:meth:`~tpsim.spec.model.ModelConfig.stage_params`)."""
-    return tuple(model.stage_params(tp, n, r == 0, r == pp - 1)
+    moe = stage_totals(moe_counts(model, layers), pp, v)
+    return tuple(model.stage_params(tp, n, r == 0, r == pp - 1, moe[r])
                  for r, n in enumerate(stage_totals(layers, pp, v)))
 
 
@@ -218,7 +242,8 @@ def sp_sync_params(model, layers, pp: int, v: int, sequence_parallel: bool) -> t
     """Per stage, the gradients sequence parallelism leaves partial on each TP rank
     (:meth:`~tpsim.spec.model.ModelConfig.sp_sync_params`: the layers' norms and row-parallel
     biases, the final norm on the last stage); 0 without SP."""
-    return tuple(model.sp_sync_params(n, r == pp - 1) if sequence_parallel else 0
+    moe = stage_totals(moe_counts(model, layers), pp, v)
+    return tuple(model.sp_sync_params(n, r == pp - 1, moe[r]) if sequence_parallel else 0
                  for r, n in enumerate(stage_totals(layers, pp, v)))
 
 

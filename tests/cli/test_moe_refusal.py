@@ -1,5 +1,6 @@
-"""A mixture-of-experts model is refused by every pricing command with one line and exit 2,
-never priced as a dense model (its experts are not priced yet)."""
+"""A mixture-of-experts model that tpsim does not price is refused by every pricing command
+with one line and exit 2, never priced as a dense model; what is priced (the training step at
+EP 1, sequence parallel with TP) prints a step."""
 from __future__ import annotations
 
 import pytest
@@ -9,26 +10,36 @@ from tpsim.base.errors import TpsimError
 from tpsim.cli import main
 
 
-@pytest.mark.parametrize("argv", [
-    ["predict", "--model", "mixtral-8x7b", "--tp", "8"],
-    ["predict", "--model", "mixtral-8x7b", "--tp", "8", "--layers", "2"],   # overrides keep experts
-    ["infer", "--model", "qwen3-30b-a3b", "--tp", "2"],
-    ["search", "--model", "deepseek-v3", "--gpus", "8", "--global-batch", "8"],
-    ["predict", "--model", "gpt-oss-120b", "--tp", "4", "--json"],
+@pytest.mark.parametrize("argv, says", [
+    (["predict", "--model", "mixtral-8x7b", "--tp", "8"], "--sequence-parallel"),
+    (["infer", "--model", "qwen3-30b-a3b", "--tp", "2"], "not priced outside the training step"),
+    (["search", "--model", "mixtral-8x7b", "--gpus", "8", "--global-batch", "8"],
+     "not priced outside the training step"),
+    (["search", "--model", "deepseek-v3", "--gpus", "8", "--global-batch", "8"],
+     "multi-head latent attention is not priced"),
+    (["predict", "--model", "deepseek-v3", "--tp", "8", "--sequence-parallel"],
+     "multi-head latent attention is not priced"),
+    (["predict", "--model", "gpt-oss-120b", "--tp", "4", "--json"], "not priced with biases"),
 ])
-def test_moe_model_is_refused_in_one_line(argv, capsys):
+def test_unpriced_moe_is_refused_in_one_line(argv, says, capsys):
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
-    assert "mixture-of-experts layers are not priced yet" in captured.err
+    assert says in captured.err
 
 
-def test_python_api_refuses_too():
-    with pytest.raises(TpsimError, match="not priced yet"):
-        tpsim.predict("mixtral-8x22b", tp=8)
-    with pytest.raises(TpsimError, match="not priced yet"):
+def test_moe_training_step_prices_with_layer_overrides(capsys):
+    """--layers keeps the experts: two MoE layers priced as MoE layers."""
+    assert main(["predict", "--model", "mixtral-8x7b", "--tp", "8", "--layers", "2",
+                 "--sequence-parallel", "--seq", "4096"]) == 0
+    assert "one layer (x2)" in capsys.readouterr().out
+
+
+def test_python_api_refuses_what_is_not_priced():
+    with pytest.raises(TpsimError, match="not priced outside the training step"):
         tpsim.infer("qwen3-235b-a22b", tp=8)
+    assert tpsim.predict("mixtral-8x22b", tp=8, sequence_parallel=True, seq_len=4096).step.mfu > 0
 
 
 def test_dense_models_still_price():

@@ -111,6 +111,20 @@ def test_a_model_of_two_layer_kinds_composes_per_stage():
     assert b.model.flops - a.model.flops == pytest.approx(moe.flops - flat.flops)
 
 
+def test_interleaved_stages_count_their_moe_layers_in_model_order():
+    """8 layers, MoE at 2, 4, 6 (first_dense_layers 1, freq 2); pp 2, 2 chunks of 2 layers:
+    virtual stages hold layers 0-1, 2-3, 4-5, 6-7, so stage 0 (chunks 0 and 2) has one MoE
+    layer and stage 1 (chunks 1 and 3) two."""
+    mixed = from_mapping(ModelConfig, dict(SMALL, layers=8, experts=8, experts_per_token=2,
+                                           expert_ffn_hidden=128, first_dense_layers=1,
+                                           moe_layer_freq=2), "<t>")
+    p = predict(mixed, "dgx-h100", tp=2, pp=2, virtual_stages=2, sequence_parallel=True,
+                global_batch=2, dropout=0.0)
+    extra = moe_layer_params(mixed, 2) - mixed.layer_params(2)
+    plain = [mixed.stage_params(2, 4, r == 0, r == 1) for r in range(2)]
+    assert [s.params_per_gpu for s in p.stage_memory] == [plain[0] + extra, plain[1] + 2 * extra]
+
+
 def test_refusals_that_remain():
     with pytest.raises(TpsimError, match="multi-head latent attention is not priced"):
         predict("deepseek-v3", "dgx-h100", tp=8, sequence_parallel=True)
@@ -120,3 +134,18 @@ def test_refusals_that_remain():
         predict("mixtral-8x7b", "dgx-h100", tp=8)
     with pytest.raises(TpsimError, match="not priced with biases"):
         predict("gpt-oss-120b", "dgx-h100", tp=8, sequence_parallel=True)
+
+
+def test_gradient_units_run_last_layer_first_by_kind():
+    """Layers 0-3 with MoE at 2: the backward makes the output layer's gradients final, then
+    layer 3 (dense), 2 (MoE), 1 and 0 (dense), then the embedding; DP buckets follow."""
+    from tpsim.training.terms import chunk_units
+    mixed = from_mapping(ModelConfig, dict(SMALL, experts=8, experts_per_token=2,
+                                           expert_ffn_hidden=128, first_dense_layers=1,
+                                           moe_layer_freq=2), "<t>")
+    dense, moe = mixed.layer_params(2), moe_layer_params(mixed, 2)
+    units = chunk_units(mixed, 2, 4, True, True)
+    assert [u[0] for u in units] == ["output", "layer", "moe", "layer", "embedding"]
+    assert units[1:4] == [("layer", dense, 1), ("moe", moe, 1), ("layer", dense, 2)]
+    assert chunk_units(mixed, 2, 2, False, False, start=2) == [("layer", dense, 1),
+                                                               ("moe", moe, 1)]

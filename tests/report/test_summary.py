@@ -46,3 +46,8 @@ def test_tp_overlap_advice_only_when_off():
     text, _ = _advice(**base, tp_comm_overlap=True)
     assert "--tp-comm-overlap" not in text
     assert "FITS" in prediction_summary(p)
+
+
+def test_no_search_advice_for_a_model_the_search_refuses():
+    text, p = _advice(model="mixtral-8x7b", tp=8, sequence_parallel=True)
+    assert p.inputs.experts == 8 and "tpsim search --model" not in text and "--tp 4,8" in text

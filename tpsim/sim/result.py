@@ -199,6 +199,7 @@ class Inputs:
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     gpus: int = 1
+    experts: int = 0          # routed experts per MoE layer (0: a dense model)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,11 @@ NVIDIA's datasheets) and ``P_idle`` the board's draw with nothing running
   stall, HBM and NVLink stay busy; 0.5 is an assumption, not a fit;
 * 0 (idle power) while the GPU waits for others: the pipeline bubble, the host.
 
+``idle_W`` is the draw of a GPU with nothing on it (~70 W for an H100 SXM5). A GPU that a
+process holds at full clocks while it waits reads more (140-145 W on H100 80GB at 0%
+utilisation with 72 GB allocated, P0: wilicc/gpu-burn issue #114), so bubbles and an engine
+waiting for arrivals are priced low: the energy of a step with a large bubble is a lower bound.
+
 Energy of one GPU over ``time_s`` with ``busy_s`` at activity 1 and ``bound_s`` at
 BOUND_ACTIVITY: E = P(1) busy_s + P(0.5) bound_s + P_idle (time_s - busy_s - bound_s), joules.
 A job of ``gpus`` such GPUs draws gpus * E at the wall socket times the data centre's PUE

@@ -215,4 +215,4 @@ def test_the_summary_names_real_functions_and_fits_a_terminal():
         assert len(lines) <= 30 and max(map(len, lines)) <= 120, cmd
         assert text.count("FIT") == 1 and text.count("MFU") == 1, cmd
         names = re.findall(r"(tpsim(?:\.\w+)+)", text.split("formulas:", 1)[1])
-        assert len(names) == 4 and all(callable(resolve(n)) for n in names), names
+        assert len(names) == 5 and all(callable(resolve(n)) for n in names), names

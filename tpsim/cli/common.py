@@ -91,6 +91,15 @@ def positive_rate(text: str) -> float:
     return value
 
 
+def price(text: str) -> float:
+    """A price flag (--usd-per-gpu-hour): a finite decimal number >= 0 in ASCII digits."""
+    value = float(text) if _ASCII_FLOAT.fullmatch(text) else math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got "
+                                         f"{clip(repr(text), 60)}")
+    return value
+
+
 def lower(text: str) -> str:
     """Case-insensitive names: --protocol LL128 as NCCL_PROTO writes it."""
     return text.lower()

@@ -4,8 +4,8 @@ its config dataclasses: each field's flag, help, default and accepted values are
 metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
 
 By kind: ``count`` a positive integer; ``flag`` a switch (``--no-X`` where the default is
-True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``rate`` a positive
-number or inf. With
+True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``price``
+a number >= 0; ``rate`` a positive number or inf. With
 ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do: ``tpsim predict`` compares
 every combination. The values are checked by the dataclass itself when
 :func:`layout_from_args` makes it: one place, one error per bad value.
@@ -18,7 +18,7 @@ from dataclasses import Field
 from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import positive_int, positive_rate, probability
+from .common import positive_int, positive_rate, price, probability
 from .lists import braces, choice_list, int_list
 
 
@@ -74,6 +74,8 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
         kwargs.update(type=probability, default=f.default)
     elif kind == "rate":
         kwargs.update(type=positive_rate, default=f.default)
+    elif kind == "price":
+        kwargs.update(type=price, default=f.default)
     else:
         kwargs.update(_choice_kwargs(f, listed))
     return cli_flag(f), kwargs

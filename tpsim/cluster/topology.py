@@ -15,6 +15,7 @@ from ..base.errors import ConfigError
 from ..base.memo import Memo, value_hash
 from ..spec.parallel import Group
 from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
+from .attention import AttentionKernel  # noqa: F401 (re-exported)
 from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 from ..base.units import GB, GiB, TERA, US
 
@@ -44,43 +45,6 @@ class Protocol:
 
 
 SIMPLE = Protocol()
-
-
-@dataclass(frozen=True)
-class AttentionKernel:
-    """A fused (flash) attention kernel's sustained efficiency on this device.
-
-    eff(d, s_kv) = efficiency[d] * s_kv / (s_kv + seq_half_efficiency) (* causal_efficiency):
-    the kernel's best share of the dense peak at head dim d, lost at short key lengths (each
-    query tile streams only s_kv / block keys); a causal kernel runs at ``causal_efficiency`` of
-    that (its query tiles do unequal work) and computes its diagonal key tiles in full:
-    (1 + causal_block / s_kv) times the causal FLOPs (tpsim.cost.compute.attention_exec_flops).
-    """
-    efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
-                                                      "128, 256: the nearest listed is used)")
-    backward_efficiency: dict[str, float] | None = spec(
-        gt=0, le=1, default=None, doc="the backward pass's, when it differs (default: efficiency)")
-    seq_half_efficiency: float = spec(ge=0, default=0.0,
-                                      doc="key length that halves the efficiency")
-    causal_block: float = spec(ge=0, default=0.0,
-                               doc="extra key tokens a causal kernel computes per query on the "
-                                   "diagonal tiles")
-    causal_efficiency: float = spec(gt=0, le=1, default=1.0,
-                                    doc="share of the efficiency a causal kernel keeps")
-
-    def validate(self, source: str, path: str) -> None:
-        for name, table in (("efficiency", self.efficiency),
-                            ("backward_efficiency", self.backward_efficiency or {})):
-            for key in table:
-                if not key.isdigit() or int(key) < 1:
-                    raise ConfigError(source, f"{path}.{name}.{key}", "a head dimension (an integer)")
-
-    def at(self, head_dim: int, backward: bool = False) -> float:
-        """The best efficiency at the listed head dim nearest to ``head_dim``."""
-        table = (self.backward_efficiency if backward and self.backward_efficiency
-                 else self.efficiency)
-        key = min(table, key=lambda k: (abs(int(k) - head_dim), int(k)))
-        return table[key]
 
 
 @dataclass(frozen=True)
@@ -161,6 +125,13 @@ class Device:
             "step latencies): NCCL's tuning-model latencies hold for Hopper; latency-bound "
             "protocol steps run at the SM clock, so another device scales them by "
             "Hopper's clock / its own")
+    tdp_W: float | None = spec(gt=0, default=None,
+                               doc="board power limit (max TDP), W, from the vendor's datasheet: "
+                                   "the draw at full activity (tpsim.cluster.power); null: no "
+                                   "energy figures")
+    idle_W: float | None = spec(ge=0, default=None,
+                                doc="board power with no kernel running, W (nvidia-smi's power "
+                                    "draw of an idle GPU); null: 0.1 x tdp_W")
 
     __hash__ = value_hash      # by value, once: its dicts leave it unhashable to dataclasses
 
@@ -181,6 +152,8 @@ class Device:
             raise ConfigError(source, f"{path}.attention_kernel", "the default of attention_kernels")
         if self.gemm_tile is not None and len(self.gemm_tile) != 2:
             raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
+        if self.idle_W is not None and (self.tdp_W is None or self.idle_W >= self.tdp_W):
+            raise ConfigError(source, f"{path}.idle_W", "below tdp_W", self.idle_W)
         if self.collective_protocols and "simple" not in self.collective_protocols:
             raise ConfigError(source, f"{path}.collective_protocols",
                               "a 'simple' entry (hierarchical and NVLS algorithms run on it)")
@@ -293,6 +266,11 @@ class Topology:
     description: str = spec(doc="one line shown by `tpsim topologies`")
     device: Device = spec(doc="the device every rank runs on")
     levels: tuple[Level, ...] = spec(doc="link levels, innermost first")
+    pue: float = spec(ge=1, le=10, default=1.2,
+                      doc="the data centre's power usage effectiveness, facility energy / IT "
+                          "energy: energy figures multiply the GPUs' draw by it (1.2 assumed: "
+                          "hyperscalers report ~1.1, Google's fleet 1.10 in 2023; Uptime "
+                          "Institute's 2023 survey averages 1.58 over all data centres)")
     path: str = dataclasses.field(default="", init=False, compare=False)
     _placements: Memo = dataclasses.field(default_factory=lambda: Memo("placements", 4096),
                                           init=False, compare=False, repr=False)

@@ -36,6 +36,21 @@ def _head(p) -> list[str]:
     ]
 
 
+def energy_line(st, indent: str = "  ") -> list[str]:
+    """The step's energy (and cost, given a price) in one line: per step and per token
+    (tokens = tokens_per_s x time_s); none where the device gives no tdp_W."""
+    if st.energy_j is None and st.cost_usd is None:
+        return []
+    tokens = st.tokens_per_s * st.time_s
+    parts = [] if st.energy_j is None else [
+        f"energy {st.energy_j / 1e3:,.2f} kJ per step with the data centre's PUE, "
+        f"{st.energy_j / tokens:.3f} J per token"]
+    if st.cost_usd is not None:
+        parts.append(f"cost ${st.cost_usd:,.4f} per step, ${st.cost_usd / tokens * 1e6:,.2f} "
+                     f"per million tokens")
+    return [indent + "; ".join(parts)]
+
+
 def _breakdown(st) -> list[str]:
     lines = ["  where it goes, per GPU (mean over stages; the parts sum to the step time):"]
     for label, key, what in PARTS:
@@ -63,4 +78,4 @@ def _stages(st) -> list[str]:
 def step_lines(p) -> list[str]:
     """The step section for a :class:`~tpsim.sim.result.Prediction` with a ``step``."""
     st = p.step
-    return _head(p) + _breakdown(st) + _stages(st) + formula_lines(STEP)
+    return _head(p) + energy_line(st) + _breakdown(st) + _stages(st) + formula_lines(STEP)

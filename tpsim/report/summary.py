@@ -10,7 +10,7 @@ parallelism only with TP > 1, ...).
 from __future__ import annotations
 
 from . import formulas as fm
-from .step import PARTS
+from .step import PARTS, energy_line
 
 WIDTH = 120        # columns
 GIB = 2**30        # the memory lines' unit, as the CUDA runtime reports a device's memory
@@ -57,7 +57,7 @@ def _step(p) -> list[str]:
     st = p.step
     lines = [f"step {_ms(st.time_s)}: {st.tokens_per_s:,.0f} tokens/s, {st.tflops_per_gpu:.1f} "
              f"TFLOP/s per GPU, MFU {st.mfu * 100:.1f}% (model FLOPs over the whole step)",
-             "where it goes, per GPU (the parts sum to the step):"]
+             *energy_line(st, ""), "where it goes, per GPU (the parts sum to the step):"]
     parts = [(label, getattr(st, key)) for label, key, _ in PARTS]
     cells = [f"{label} {_ms(v)} {v / st.time_s * 100:.1f}%" for label, v in parts
              if v > 0 or label == "compute"]
@@ -160,8 +160,8 @@ def _time_advice(i, st) -> list[str]:
 
 
 def _formulas() -> list[str]:
-    named = {"step": fm.STEP["time_s"], "where it goes": fm.STAGE, "layer": fm.LAYER,
-             "memory": fm.MEMORY["total_bytes"]}
+    named = {"step": fm.STEP["time_s"], "energy": fm.STEP["energy_j"],
+             "where it goes": fm.STAGE, "layer": fm.LAYER, "memory": fm.MEMORY["total_bytes"]}
     return _wrap([f"{k} {v}" for k, v in named.items()], "formulas: ", ", ")
 
 

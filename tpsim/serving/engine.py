@@ -40,6 +40,7 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
+from .energy import run_energy
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
@@ -82,6 +83,7 @@ class EngineLoop:
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
         self.steps = self.prefill_steps = self.preemptions = 0
         self.seq_steps = 0
+        self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -129,6 +131,7 @@ class EngineLoop:
         if self.next < len(self.arr) and len(self.running) < self.max_seqs:
             k = min(k, int(np.searchsorted(ends, self.arr[self.next])) + 1)
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
+        self.decode_busy_s += float(ends[k - 1]) - self.t
         self.t = float(ends[k - 1])
         self.steps += k
         self.seq_steps += k * b
@@ -190,8 +193,10 @@ class EngineLoop:
         if chunks:
             dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs)
             self.prefill_steps += 1
+            self.prefill_busy_s += dt
         else:
             dt = float(self.model.decode_step_s(len(dec), sum(dec)))
+            self.decode_busy_s += dt
         self.t += dt
         self.steps += 1
         self.seq_steps += len(sched)
@@ -273,7 +278,10 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
                     loop.seq_steps / max(loop.steps, 1), sm.prices)
-    return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done))
+    energy, cost = run_energy(topo, lay.tp, duration, loop.prefill_busy_s, loop.decode_busy_s,
+                              out_tokens, st.usd_per_gpu_hour)
+    return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done), energy,
+                           cost)
 
 
 __all__ = ["serve", "kv_cache_blocks", "summarize", "EngineLoop", "ServeSettings"]

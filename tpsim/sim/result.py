@@ -150,7 +150,9 @@ class StepTimes(TimeSplit):
     stages and free transfers (bubble / (m (t_f + t_b))). megatron_tflops_per_gpu and
     megatron_full_square_tflops_per_gpu: the step's FLOPs as Megatron-LM counts them
     (:func:`tpsim.training.flops.megatron_flops`, since and before March 2025), per GPU per
-    second, to compare with published TFLOP/s.
+    second, to compare with published TFLOP/s. energy_j: the whole job's energy for the step at
+    the facility, J (:func:`tpsim.training.energy.step_energy_j`; None where the device gives no
+    tdp_W); cost_usd: its GPUs' rent for the step, USD (None without a price).
     """
     time_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -172,6 +174,8 @@ class StepTimes(TimeSplit):
     stages: tuple[StageTimes, ...] = ()
     megatron_tflops_per_gpu: float = 0.0
     megatron_full_square_tflops_per_gpu: float = 0.0
+    energy_j: float | None = None
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,10 @@ class Layout:
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
         "and fragmentation) that the run keeps free on top", flag="--memory-headroom",
         kind="probability")
+    usd_per_gpu_hour: float | None = setting(
+        None, "price of one GPU for an hour, USD: the step's cost_usd = GPUs x step time / "
+        "3600 x this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",
+        kind="price")
     # declared ahead of their models: the default only
     ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
                      unmodelled="expert parallelism", megatron="--expert-model-parallel-size")

@@ -60,6 +60,10 @@ class ServeSettings:
         "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="count")
     block_size: int = setting(16, "tokens per KV-cache block (vLLM's block_size)",
                               flag="--block-size", kind="count")
+    usd_per_gpu_hour: float | None = setting(
+        None, "price of one GPU for an hour, USD: the run's cost = GPUs x duration / 3600 x "
+        "this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",
+        kind="price")
 
     def __post_init__(self):
         check(self)

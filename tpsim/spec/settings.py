@@ -11,6 +11,7 @@ Kinds of setting:
 * ``probability``: a number in [0, 1);
 * ``rate``: a positive number, infinity included (a request rate: inf sends every request at
   once);
+* ``price``: a finite number >= 0 (a price, USD per GPU-hour);
 * ``name``: a string (``choices`` lists the ones the command line offers; what the device
   lists is checked where the device is known).
 
@@ -21,6 +22,7 @@ other value is refused, never ignored. Every refusal is a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import Field, field, fields
 from functools import lru_cache
 from itertools import compress
@@ -29,7 +31,7 @@ from operator import attrgetter, is_not
 from ..base.errors import ConfigError, TpsimError
 from ..base.schema import MAX_INT
 
-KINDS = ("count", "flag", "choice", "probability", "name", "rate")
+KINDS = ("count", "flag", "choice", "probability", "name", "rate", "price")
 
 
 def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
@@ -71,6 +73,8 @@ def expected(f: Field) -> str:
         return f"one of {', '.join(map(str, meta['choices']))}"
     if kind == "rate":
         return "a positive number or inf"
+    if kind == "price":
+        return "a finite number >= 0"
     return "a probability in [0, 1)"
 
 
@@ -97,6 +101,10 @@ def _validator(f: Field):
         def ok(v):
             return (v is None and nullable) or (
                 not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0)
+    elif kind == "price":
+        def ok(v):
+            return (v is None and nullable) or (
+                not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < math.inf)
     else:
         def ok(v):
             return (v is None and nullable) or (

@@ -32,6 +32,7 @@ from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
 from .pipeline import split_layers
 from ..sim.simulate import layer_times, phase_times, simulate
 from .step import Part, check_fits, make_setup, with_nodes
+from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
 from . import terms
@@ -184,7 +185,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(topo, lay, mem), moe if sparse else sim,
-                      _published(result.times, m, lay, par), result.memory, result)
+                      _priced(_published(result.times, m, lay, par), topo, lay, par),
+                      result.memory, result)
 
 
 def _published(step, m: ModelConfig, lay: Layout, par: Parallelism):
@@ -195,6 +197,12 @@ def _published(step, m: ModelConfig, lay: Layout, par: Parallelism):
         return flops / par.world / step.time_s / 1e12
     return dataclasses.replace(step, megatron_tflops_per_gpu=per_gpu(False),
                                megatron_full_square_tflops_per_gpu=per_gpu(True))
+
+
+def _priced(step, topo: Topology, lay: Layout, par: Parallelism):
+    """``step`` with the job's energy and, given a price, its cost (:mod:`tpsim.training.energy`)."""
+    return dataclasses.replace(step, energy_j=step_energy_j(topo, par.world, step),
+                               cost_usd=step_cost_usd(par.world, step, lay.usd_per_gpu_hour))
 
 
 def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> Inputs:

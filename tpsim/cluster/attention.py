@@ -1,0 +1,45 @@
+"""A fused (flash) attention kernel's efficiency on a device: a mapping under a topology's
+``device.attention_kernels`` (:class:`tpsim.cluster.topology.Device`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base.errors import ConfigError
+from ..base.schema import spec
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    """A fused (flash) attention kernel's sustained efficiency on this device.
+
+    eff(d, s_kv) = efficiency[d] * s_kv / (s_kv + seq_half_efficiency) (* causal_efficiency):
+    the kernel's best share of the dense peak at head dim d, lost at short key lengths (each
+    query tile streams only s_kv / block keys); a causal kernel runs at ``causal_efficiency`` of
+    that (its query tiles do unequal work) and computes its diagonal key tiles in full:
+    (1 + causal_block / s_kv) times the causal FLOPs (tpsim.cost.compute.attention_exec_flops).
+    """
+    efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
+                                                      "128, 256: the nearest listed is used)")
+    backward_efficiency: dict[str, float] | None = spec(
+        gt=0, le=1, default=None, doc="the backward pass's, when it differs (default: efficiency)")
+    seq_half_efficiency: float = spec(ge=0, default=0.0,
+                                      doc="key length that halves the efficiency")
+    causal_block: float = spec(ge=0, default=0.0,
+                               doc="extra key tokens a causal kernel computes per query on the "
+                                   "diagonal tiles")
+    causal_efficiency: float = spec(gt=0, le=1, default=1.0,
+                                    doc="share of the efficiency a causal kernel keeps")
+
+    def validate(self, source: str, path: str) -> None:
+        for name, table in (("efficiency", self.efficiency),
+                            ("backward_efficiency", self.backward_efficiency or {})):
+            for key in table:
+                if not key.isdigit() or int(key) < 1:
+                    raise ConfigError(source, f"{path}.{name}.{key}", "a head dimension (an integer)")
+
+    def at(self, head_dim: int, backward: bool = False) -> float:
+        """The best efficiency at the listed head dim nearest to ``head_dim``."""
+        table = (self.backward_efficiency if backward and self.backward_efficiency
+                 else self.efficiency)
+        key = min(table, key=lambda k: (abs(int(k) - head_dim), int(k)))
+        return table[key]

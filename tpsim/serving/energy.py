@@ -1,0 +1,31 @@
+"""The energy and the cost of a ``tpsim serve`` run (:mod:`tpsim.cluster.power`).
+
+Each of the TP group's GPUs runs every engine step. A step with a prefill chunk (mixed with
+decodes or not) is priced at full activity: its GEMMs are compute-bound at thousands of tokens
+a step; a decode-only step streams the weights and the KV cache and is priced at
+:data:`~tpsim.cluster.power.BOUND_ACTIVITY`; the rest of the run's duration (waiting for
+arrivals) at idle power. Energy and cost are per output token, as serving benchmarks quote
+them (e.g. the ML.ENERGY leaderboard's J per response token).
+"""
+from __future__ import annotations
+
+from ..cluster.power import gpu_hours_usd, job_energy_j
+from .serve_result import Cost, Energy
+
+
+def run_energy(topo, gpus: int, duration_s: float, prefill_busy_s: float, decode_busy_s: float,
+               output_tokens: int, usd_per_gpu_hour: float | None) -> tuple[Energy, Cost]:
+    """E = gpus x [P(1) prefill_busy_s + P(0.5) decode_busy_s + P_idle (duration_s - busy)]
+    x PUE, J (:func:`tpsim.cluster.power.job_energy_j`); j_per_output_token = E / output
+    tokens. cost = gpus x duration_s / 3600 x usd_per_gpu_hour, USD; per million output
+    tokens: cost / output tokens x 1e6. None where the device gives no tdp_W (energy) or
+    without a price (cost)."""
+    joules = job_energy_j(topo, gpus, duration_s, prefill_busy_s, decode_busy_s)
+    usd = gpu_hours_usd(gpus, duration_s, usd_per_gpu_hour)
+    per_token = None if joules is None else joules / output_tokens
+    per_million = None if usd is None else usd / output_tokens * 1e6
+    return (Energy(joules, per_token, prefill_busy_s, decode_busy_s),
+            Cost(usd, per_million, usd_per_gpu_hour))
+
+
+__all__ = ["run_energy"]

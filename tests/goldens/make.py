@@ -4,7 +4,7 @@
     python tests/goldens/make.py NAME...  # rewrite only these
 
 Run it only when a change is *meant* to move numbers (new physics), and say so in the commit;
-``tests/test_goldens.py`` then holds every time, FLOP and byte of these configurations to 1e-12
+``tests/integration/test_goldens.py`` then holds every time, FLOP and byte of these configurations to 1e-12
 relative. Keys may be added to the outputs; none may disappear.
 """
 from __future__ import annotations

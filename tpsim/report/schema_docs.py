@@ -2,7 +2,7 @@
 
     python -m tpsim.report.schema_docs > /tmp/fields.md
 
-tests/test_schema_docs.py checks that topologies/README.md holds exactly this output, so the
+tests/report/test_schema_docs.py checks that topologies/README.md holds exactly this output, so the
 documentation cannot drift from the loader.
 """
 from __future__ import annotations

@@ -83,3 +83,23 @@ def test_tp_overlap_hides_the_sequence_parallel_collectives():
     assert a.host_ops == (14, 26) and b.host_ops == (10, 24)
     with pytest.raises(ConfigError, match="--tp-comm-overlap"):
         predict_layer("gpt3", "dgx-h100", tp=8, tp_comm_overlap=True)
+
+
+@pytest.mark.parametrize("seq", [2048, 2056, 2050, 2058])
+def test_tp_overlap_chunks_keep_every_row(seq):
+    """Rows not a multiple of the chunk count (b*s = 2050: 2050 mod 4 = 2) go one each to the
+    first chunks (513, 513, 512, 512): the row-parallel GEMM's chunks, their reduce-scatters
+    and the ring exchange's chunks sum to the unchunked GEMM's m and collective's bytes."""
+    from tpsim.layer.dims import layer_dims
+    from tpsim.layer.graph import layer_template
+    m = load_model("gpt3")
+    dims = layer_dims(m, 2, 1, seq, "bf16", True)
+    on = {n: a["op"] for n, a in layer_template(True, True, dropout=True, bias=True,
+                                                tp_overlap=2).digraph(dims).nodes(data=True)}
+    off = {n: a["op"] for n, a in layer_template(True, True, dropout=True, bias=True
+                                                 ).digraph(dims).nodes(data=True)}
+    for name in ("fwd.proj", "fwd.mlp_out", "fwd.qkv"):
+        rows = [op.m for n, op in on.items() if n == name or n.startswith(f"{name}.chunk")]
+        assert sum(rows) == off[name].m == seq and max(rows) - min(rows) <= 1
+    rs = [op.nbytes for n, op in on.items() if n.startswith("fwd.proj.reduce-scatter")]
+    assert len(rs) == RS_SPLITS and sum(rs) == off["fwd.proj.reduce-scatter"].nbytes

@@ -111,3 +111,26 @@ def test_predict_trace_flag(tmp_path, capsys):
     (tmp_path / "f").write_text("")
     assert main(["predict", "--trace", str(tmp_path / "f" / "t.json")]) == 2
     assert "--trace" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    dict(model="gpt3-350m", topology="dgx-a100", tp=2, seq_len=1024),      # host-bound
+    dict(model="gpt3-13b", topology="dgx-a100", tp=2),                      # GPU-bound
+])
+def test_op_rows_and_trace_end_at_the_layer_total(argv):
+    """The op table and the trace run on the layer's clock: a host-bound phase ends with a
+    host-wait row as long as its host wait, the backward starts at the forward's end, and the
+    last row ends at the layer's total (gpt3-350m TP 2 on A100: the GPU's ops alone end near
+    0.4 ms of a 2.1 ms layer); shares add up to 1 less the time no stream runs."""
+    from tpsim import predict
+    from tpsim.report.trace import chrome_trace
+    p = predict(argv.pop("model"), argv.pop("topology"), **argv)
+    lay, ops = p.layer, p.ops
+    waits = [o for o in ops if o.kind == "host-wait"]
+    assert sum(o.time_s for o in waits) == pytest.approx(lay.host_wait_s, rel=1e-12, abs=1e-15)
+    assert max(o.end_s for o in ops) == pytest.approx(lay.total_s, rel=1e-12)
+    assert min(o.start_s for o in ops if o.phase == "backward") >= lay.forward_s * (1 - 1e-12)
+    assert max(o.end_s for o in ops if o.phase == "forward") <= lay.forward_s * (1 + 1e-12)
+    events = [e for e in chrome_trace(ops)["traceEvents"] if e.get("ph") == "X"]
+    assert max(e["ts"] + e["dur"] for e in events) == pytest.approx(lay.total_s * 1e6, rel=1e-9)
+    assert bool(waits) == (lay.host_wait_s > 0)

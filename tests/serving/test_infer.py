@@ -3,6 +3,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tpsim import infer
 from tpsim.cost.collectives import (custom_all_reduce_time, custom_all_reduce_unsupported,
@@ -328,3 +330,16 @@ def test_infer_does_not_fit_warning_on_stderr(capsys):
         out, err = capsys.readouterr()
         assert err.startswith("tpsim: warning: does not fit:") and err.count("\n") == 1
         assert ("WARNING: does not fit" in out) == (fmt == [])
+
+
+@settings(max_examples=25, deadline=None)
+@given(prompt=st.integers(1, 3000), more=st.integers(1, 200), tp=st.sampled_from([1, 2]),
+       batch=st.sampled_from([1, 3]))
+def test_ttft_grows_with_the_prompt_without_an_attention_kernel(prompt, more, tp, batch):
+    """pcie-l40s lists no fused attention kernel: its attention is priced as the per-head GEMMs,
+    which compute every (query, key) pair; counting only the causal pairs against the whole
+    square's efficiency made a 2-token prompt's prefill faster than a 1-token one's."""
+    def ttft(p):
+        return infer("llama2-7b", "pcie-l40s", tp=tp, batch=batch, prompt=p, gen=2).prefill.time_s
+    assert ttft(prompt + more) >= ttft(prompt)
+    assert ttft(2) >= ttft(1)

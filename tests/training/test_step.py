@@ -238,3 +238,25 @@ def test_the_largest_layer_count_predicts_in_bounded_time():
     with pytest.raises(ConfigError, match="gradient buckets"):
         predict(model, "dgx-a100", tp=1, dp=2)
     assert time.process_time() - t0 < 5
+
+
+@settings(max_examples=30, deadline=None)
+@given(tp=st.sampled_from([1, 2, 4]), pp=st.sampled_from([1, 2, 4]), dp=st.sampled_from([1, 2, 4]),
+       micro_batch=st.sampled_from([1, 2]), v=st.sampled_from([1, 2]), per=st.sampled_from([1, 2, 8]),
+       flags=st.tuples(*[st.booleans()] * 5))
+def test_the_parts_add_up_to_the_step(tp, pp, dp, micro_batch, v, per, flags):
+    """Every stage's compute, exposed TP, host wait, bubble, exposed PP and DP and optimizer
+    add up to the step time (and so does their mean), whatever the layout: scatter/gather
+    p2p (its all-gather ahead of the last backward's gradient buckets), interleaving, the
+    DP reduction after the backward, the distributed optimizer and its overlapped gather."""
+    sg, overlap, do, opg, sp = flags
+    kw = dict(tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, virtual_stages=v,
+              global_batch=micro_batch * dp * per * pp, scatter_gather_p2p=sg,
+              overlap_grad_reduce=overlap, distributed_optimizer=do,
+              overlap_param_gather=do and opg, sequence_parallel=sp and tp > 1 and not sg)
+    try:
+        st_ = predict(gpt(layers=16), A100, **kw).step
+    except ConfigError:
+        return
+    for part in (st_, *st_.stages):
+        assert sum(getattr(part, k) for k in PARTS) == pytest.approx(st_.time_s, rel=1e-9)

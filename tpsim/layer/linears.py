@@ -46,24 +46,34 @@ def row_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
     for i in range(RS_SPLITS):
         last = i == RS_SPLITS - 1
         part = "" if last else f".chunk{i}"
-        g = B.gemm(f"fwd.{linear}{part}", _rows(size, RS_SPLITS), (x,),
+        g = B.gemm(f"fwd.{linear}{part}", _rows(size, RS_SPLITS, i), (x,),
                    saved=saved if last else None, linear=True, host_ops=int(last))
-        rs = B.collective(f"fwd.{linear}.{op}{part}", op, (g,), size=_chunk_of_output(RS_SPLITS),
-                          host_ops=0)
+        rs = B.collective(f"fwd.{linear}.{op}{part}", op, (g,),
+                          size=_chunk_of_output(RS_SPLITS, i), host_ops=0)
     return rs
 
 
-def _rows(size, chunks: int):
-    """``size`` with its m split in ``chunks``."""
+def chunk_rows(m: int, chunks: int, i: int) -> int:
+    """Rows of chunk ``i`` of ``m`` rows split in ``chunks``: the first m mod chunks chunks
+    take ceil(m / chunks), the others floor(m / chunks); together all m rows."""
+    return m // chunks + (i < m % chunks)
+
+
+def _rows(size, chunks: int, i: int):
+    """``size`` with only chunk ``i`` of its m split in ``chunks`` (:func:`chunk_rows`)."""
     def chunk(d):
         m, *rest = size(d)
-        return (m // chunks, *rest)
+        return (chunk_rows(m, chunks, i), *rest)
     return chunk
 
 
-def _chunk_of_output(chunks: int):
-    """One chunk of the (b*s, h) partial sums a row-parallel linear reduces."""
-    return lambda d: (d.T // chunks * d.h * d.bpe, (d.T // chunks, d.h), d.dtype)
+def _chunk_of_output(chunks: int, i: int):
+    """Chunk ``i`` of the (b*s, h) partial sums a row-parallel linear reduces
+    (:func:`chunk_rows` of b*s)."""
+    def size(d):
+        rows = chunk_rows(d.T, chunks, i)
+        return rows * d.h * d.bpe, (rows, d.h), d.dtype
+    return size
 
 
 def _ring_exchange(B: Builder, name: str, size, deps, saved=None, linear=True) -> str:
@@ -78,7 +88,7 @@ def _ring_exchange(B: Builder, name: str, size, deps, saved=None, linear=True) -
         if i:
             prev = (B.add(f"{name}.p2p{i}", _shard_copy, "copy", deps, group="tp", host_ops=0),)
         last = i == tp - 1
-        g = B.gemm(name if last else f"{name}.chunk{i}", _rows(size, tp), prev,
+        g = B.gemm(name if last else f"{name}.chunk{i}", _rows(size, tp, i), prev,
                    saved=saved if last else None, linear=linear, host_ops=int(last))
     return g
 

@@ -3,7 +3,7 @@
 | op | priced by |
 | --- | --- |
 | :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time` |
-| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`) |
+| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile) |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.layer.ops.SendRecv` | :func:`tpsim.cost.collectives.send_recv_time` |
@@ -66,9 +66,14 @@ def kernel_time(op, device) -> float:
         return compute.elementwise_time(op.nbytes, device)
     kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
         if device.attention_kernels else None
-    block = kernel.causal_block if kernel else 0.0
-    flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv, block,
-                                         op.full_flops)
+    if kernel is None:
+        # priced as its per-head GEMMs (attention_efficiency), which skip no tile: the mask
+        # discards what they computed, every (query, key) pair; the causal pairs over the
+        # square's efficiency made a one-token-longer prompt faster
+        flops = compute.attention_exec_flops(op.full_flops, False, op.backward)
+    else:
+        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv,
+                                             kernel.causal_block, op.full_flops)
     return compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, device,
                                   op.dtype, op.backward, op.kernel, op.causal)
 

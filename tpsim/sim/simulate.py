@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..base.formula import qualname
 from ..base.memo import Memo
 from .price import Pricing, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
@@ -44,17 +45,34 @@ class Simulation:
         return g
 
     def op_rows(self) -> tuple[OpRow, ...]:
-        """One row per op in schedule order (start time, then issue order)."""
+        """One row per op in schedule order (start time, then issue order), on the layer's
+        clock: a phase the host's issue rate bounds (:func:`phase_times`) ends with a
+        ``host-wait`` row (stream ``host``) from its last op's end to the phase's end, the GPU
+        idle until the host has issued the next ops, and the backward starts after the
+        forward's wait; so the last row ends at the layer's total and ``share`` = time_s /
+        total. (The steady state fixes how long the GPU waits per phase, not where:
+        the rows put it at the phase's end.)"""
         tl = self.timeline
-        total = tl.makespan_s or 1.0
+        (fwd, bwd), (gpu_fwd, gpu_bwd) = phase_times(self), gpu_phases(self)
+        total = fwd + bwd or 1.0
+        forward = set(self.template.forward)
         rows = []
         for t0, i in sorted(zip(tl.start, range(len(tl.start)))):
             node, op, cost = self.template.nodes[i], self.ops[i], self.costs[i]
             t = tl.end[i] - t0     # as it ran: slowed by a collective beside it, if any
+            shift = 0.0 if i in forward else fwd - gpu_fwd
             rows.append(OpRow(node.name, op.kind, node.phase, node.stream, node.block, op.shape,
-                              op.flops, op.bytes, op.comm_bytes, t, t0, tl.end[i], t / total,
-                              getattr(op, "op", None), _algorithm(cost) if cost else None,
-                              node.forward_of, self.formulas[i], node.group, self.times[i]))
+                              op.flops, op.bytes, op.comm_bytes, t, t0 + shift,
+                              tl.end[i] + shift, t / total, getattr(op, "op", None),
+                              _algorithm(cost) if cost else None, node.forward_of,
+                              self.formulas[i], node.group, self.times[i]))
+        waits = (("fwd", "forward", gpu_fwd, fwd), ("bwd", "backward", fwd + gpu_bwd, fwd + bwd))
+        for prefix, phase, t0, t1 in waits:
+            if t1 > t0:
+                rows.append(OpRow(f"{prefix}.host-wait", "host-wait", phase, "host", "", "",
+                                  0.0, 0.0, 0.0, t1 - t0, t0, t1, (t1 - t0) / total,
+                                  formula=_ISSUE_BOUND, alone_s=t1 - t0))
+        rows.sort(key=lambda r: r.start_s)
         return tuple(rows)
 
     def collective_rows(self) -> tuple[CollectiveRow, ...]:
@@ -92,6 +110,7 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
 # layer again and again. Templates compare by identity (each is built once and kept), the
 # topology and parallelism by value.
 _SIMULATIONS = Memo("simulations", 1024)
+_ISSUE_BOUND = qualname(issue_bound)
 
 
 def _algorithm(cost) -> str:

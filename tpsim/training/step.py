@@ -90,6 +90,7 @@ class Chunk:
     part: Part
     units: tuple[tuple[float, int, int], ...]
     forwards: tuple[float, ...] = ()        # per run of ``units``: one unit's forward seconds
+    received: tuple[float, float] = (0.0, 0.0)  # (forward, backward) seconds ahead of its units
 
     @classmethod
     def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
@@ -177,11 +178,16 @@ def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):
 
 def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
     """(backward seconds, parameters) of each gradient bucket of the last micro-batch's
-    backward of one chunk (:func:`tpsim.training.terms.chunk_buckets`)."""
+    backward of one chunk (:func:`tpsim.training.terms.chunk_buckets`); the first bucket
+    starts with what the chunk runs ahead of its units (``Chunk.received``: the all-gather of
+    the gradient it receives), so the buckets add up to the chunk's backward_s."""
     g = chunk * setup.parallelism.pp + stage
-    units = setup.chunks[g].units
-    return [(sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
-            for pieces in terms.chunk_buckets(units, terms.bucket_size(setup.parallelism.dp, g))]
+    c = setup.chunks[g]
+    units = c.units
+    out = [[sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces)]
+           for pieces in terms.chunk_buckets(units, terms.bucket_size(setup.parallelism.dp, g))]
+    out[0][0] = c.received[1] + out[0][0]
+    return [(s, n) for s, n in out]
 
 
 def _split(setup: StepSetup, topo: Topology, buckets):
@@ -276,7 +282,9 @@ def _gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
                 g.add(f"s{r}.chunk{c}.bucket{k}.param-all-gather", f"stage{r}.dp", t, (),
                       "step", f"stage{r}", "dp")
                 buckets.append((t, forward))
-            releases[2 * c], start = terms.gather_release(start, buckets)
+            release, start = terms.gather_release(start, buckets)
+            # what the chunk runs ahead of its layers needs no weights: it may start earlier
+            releases[2 * c] = release - setup.chunks[c * p + r].received[0]
         out.append(releases)
     return out
 
@@ -342,9 +350,12 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
 
 
 def _with_gather(chunk: Chunk, forward: bool, backward: bool, gather_s: float) -> Chunk:
-    """``chunk`` after the TP all-gather of what it receives (scatter/gather p2p)."""
+    """``chunk`` after the TP all-gather of what it receives (scatter/gather p2p): its forward
+    and/or backward longer by ``gather_s``, run ahead of its units (``received``), counted as
+    exposed TP communication."""
     n, p = int(forward) + int(backward), chunk.part
-    return dataclasses.replace(chunk, part=dataclasses.replace(
+    return dataclasses.replace(chunk, received=(forward * gather_s, backward * gather_s),
+                               part=dataclasses.replace(
         p, forward_s=p.forward_s + forward * gather_s, backward_s=p.backward_s + backward * gather_s,
         tp_exposed_s=p.tp_exposed_s + n * gather_s))
 

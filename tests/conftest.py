@@ -21,6 +21,24 @@ def make_topology(levels, device=None, name="hand") -> Topology:
                                    "device": dev, "levels": levels}, "<test>")
 
 
+HF = REPO / "tests" / "data" / "hf"     # sample Hugging Face config.json files
+
+
+def hf_config_file(tmp_path, base: str, **changes):
+    """A copy of sample ``base``'s config.json in ``tmp_path`` with keys changed (``...``:
+    removed)."""
+    import json
+    cfg = json.loads((HF / base / "config.json").read_text())
+    for k, v in changes.items():
+        if v is ...:
+            cfg.pop(k)
+        else:
+            cfg[k] = v
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
 @pytest.fixture
 def write_yaml(tmp_path):
     def _write(data, name="topo.yaml"):

@@ -12,9 +12,8 @@ from tpsim.base.errors import ConfigError
 from tpsim.spec.model import load_model
 from tpsim.training.predict import predict
 
-from tests.conftest import REPO
+from tests.conftest import HF, hf_config_file
 
-HF = REPO / "tests" / "data" / "hf"
 
 
 def test_llama3_8b_is_the_shipped_preset():
@@ -68,17 +67,6 @@ def test_cli_predicts_from_a_config_json(capsys):
     assert out["inputs"]["kv_heads_per_rank"] == 1
 
 
-def _write(tmp_path, base: str, **changes):
-    cfg = json.loads((HF / base / "config.json").read_text())
-    for k, v in changes.items():
-        if v is ...:
-            cfg.pop(k)
-        else:
-            cfg[k] = v
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    return p
-
 
 @pytest.mark.parametrize("base, changes, key, expected", [
     ("Meta-Llama-3-8B", {"model_type": "falcon"}, "model_type", "llama, mistral, qwen2, gpt2, mixtral"),
@@ -94,7 +82,7 @@ def _write(tmp_path, base: str, **changes):
 ])
 def test_bad_config_names_the_hf_key(tmp_path, base, changes, key, expected):
     with pytest.raises(ConfigError) as e:
-        load_model(_write(tmp_path, base, **changes))
+        load_model(hf_config_file(tmp_path, base, **changes))
     assert e.value.key == key and expected in str(e.value)
 
 

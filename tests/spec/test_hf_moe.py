@@ -4,7 +4,6 @@ config tpsim would misread is refused with one ConfigError naming the config.jso
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 
@@ -12,9 +11,8 @@ from tpsim.base.errors import ConfigError
 from tpsim.cli import main
 from tpsim.spec.model import load_model
 
-from tests.conftest import REPO
+from tests.conftest import HF, hf_config_file
 
-HF = REPO / "tests" / "data" / "hf"
 SAME_AS_PRESET = [("Mixtral-8x7B-v0.1", "mixtral-8x7b"), ("Qwen3-30B-A3B", "qwen3-30b-a3b"),
                   ("gpt-oss-120b", "gpt-oss-120b"), ("DeepSeek-V3", "deepseek-v3")]
 
@@ -71,17 +69,6 @@ def test_serving_still_refuses_experts_in_one_line(directory, capsys):
     assert err.count("\n") == 1
 
 
-def _write(tmp_path, base: str, **changes):
-    cfg = json.loads((HF / base / "config.json").read_text())
-    for k, v in changes.items():
-        if v is ...:
-            cfg.pop(k)
-        else:
-            cfg[k] = v
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    return p
-
 
 @pytest.mark.parametrize("base, changes, key, expected", [
     # relabelled as a dense family: the experts would be dropped, so refused
@@ -103,12 +90,12 @@ def _write(tmp_path, base: str, **changes):
 ])
 def test_misread_config_is_one_error_naming_the_hf_key(tmp_path, base, changes, key, expected):
     with pytest.raises(ConfigError) as e:
-        load_model(_write(tmp_path, base, **changes))
+        load_model(hf_config_file(tmp_path, base, **changes))
     assert e.value.key == key and expected in str(e.value)
-    assert main(["predict", "--model", str(_write(tmp_path, base, **changes))]) == 2
+    assert main(["predict", "--model", str(hf_config_file(tmp_path, base, **changes))]) == 2
 
 
 def test_dense_config_with_zero_or_null_expert_keys_still_loads(tmp_path):
     """Some dense configs carry the keys empty (num_experts 0, null): nothing to drop."""
-    m = load_model(_write(tmp_path, "Qwen2-7B-Instruct", num_experts=0, moe_intermediate_size=None))
+    m = load_model(hf_config_file(tmp_path, "Qwen2-7B-Instruct", num_experts=0, moe_intermediate_size=None))
     assert not m.moe and m.params() == load_model(HF / "Qwen2-7B-Instruct" / "config.json").params()

@@ -117,6 +117,7 @@ def preflight(args) -> None:
     if problems:
         _exit_bad(f"validate: error: the {args.mode} shapes cannot be split over {world} ranks: "
                   + "; ".join(problems))
+    _check_out(args.out, args.topology)
     if args.topology:
         _check_topology(args.topology, world, local)
     if _rank() == 0:
@@ -128,6 +129,22 @@ def preflight(args) -> None:
             probe.unlink()
         except OSError as e:
             _exit_bad(f"validate: error: --out {out}: cannot write there ({e.strerror or e})")
+
+
+OUTPUTS = ("calibrated.yaml", "report.json", "report.md")   # what a run writes into --out
+
+
+def _check_out(out: str, topology: str | None) -> None:
+    """--out '' would write into the working directory; an --out whose files include the
+    --topology input would overwrite it (paths resolved, links followed): refuse both."""
+    if not out.strip():
+        _exit_bad("validate: error: --out: expected a directory, got an empty string")
+    if topology:
+        source = Path(topology).resolve()
+        clash = [f for f in OUTPUTS if (Path(out) / f).resolve() == source]
+        if clash:
+            _exit_bad(f"validate: error: --out {out}: its {clash[0]} would overwrite the "
+                      f"--topology input {topology}; choose another directory")
 
 
 def _check_topology(path: str, world: int, local: int) -> None:

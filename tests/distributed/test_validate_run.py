@@ -196,3 +196,60 @@ def test_hung_rank_times_out_with_a_message_naming_it(tmp_path):
     assert res.returncode != 0
     assert "stage 'correctness' failed" in res.stderr, res.stderr[-3000:]
     assert "stopped: rank 1 last reported" in res.stderr and "stopped: rank 0" not in res.stderr
+
+
+def test_empty_out_is_refused_before_any_work(tmp_path):
+    """--out '' would write calibrated.yaml and the reports into the working directory."""
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"}
+    res = subprocess.run([sys.executable, RUN, "--smoke", "--out", ""], capture_output=True,
+                         text=True, timeout=60, env=env, cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--out" in res.stderr and "empty" in res.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["calibrated.yaml", "report.json"])
+def test_out_that_would_overwrite_the_topology_is_refused(tmp_path, write_yaml, name):
+    """--topology DIR/calibrated.yaml --out DIR (spelled another way) would overwrite the input."""
+    topo = write_yaml({"name": "two", "description": "two devices", "device": {
+        "name": "x", "peak_tflops": {"fp32": 1.0}, "memory_GiB": 1, "memory_bandwidth_GBps": 1},
+        "levels": [{"name": "l", "size": 2, "bandwidth_GBps": 1, "latency_us": 1}]})
+    target = tmp_path / "d" / name
+    target.parent.mkdir()
+    target.write_text(topo.read_text())
+    before = target.read_text()
+    res = _direct("--smoke", "--out", str(tmp_path / "d" / ".." / "d"), "--topology", str(target))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--out" in res.stderr and "overwrite" in res.stderr and "--topology" in res.stderr
+    assert target.read_text() == before and sorted(os.listdir(target.parent)) == [name]
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A crash before the final move leaves the earlier report.json / calibrated.yaml intact and
+    no temporary file behind (write to a sibling, then os.replace)."""
+    sys.path.insert(0, str(REPO / "validate"))
+    import report
+    import topology_file
+
+    def crash(src, dst):
+        raise OSError("killed mid-write")
+    old_json, old_yaml = tmp_path / "report.json", tmp_path / "calibrated.yaml"
+    old_json.write_text('{"old": 1}\n')
+    old_yaml.write_text("name: old\n")
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="mid-write"):
+        report.write_json(old_json, {"new": 2})
+    with pytest.raises(OSError, match="mid-write"):
+        topology_file.write_calibrated("name: new\n", None, [], ["h"], old_yaml)
+    assert old_json.read_text() == '{"old": 1}\n' and old_yaml.read_text() == "name: old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.yaml", "report.json"]
+    monkeypatch.undo()
+    report.write_json(old_json, {"new": 2})
+    assert json.loads(old_json.read_text()) == {"new": 2}
+    assert oct(old_json.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

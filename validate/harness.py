@@ -22,6 +22,7 @@ import layer_bench as L
 import machine as M
 import report as R
 import shapes as S
+from atomic import write_text_atomic
 from tpsim.tp.check import check_all, failures
 from tpsim.cluster.topology import load_topology
 
@@ -310,7 +311,7 @@ class Harness:
                   "fit_shapes": [s.as_dict() for s in S.FIT[self.args.mode]],
                   "calibrated_topology": "calibrated.yaml"}   # beside report.json
         R.write_json(self.out / "report.json", report)
-        (self.out / "report.md").write_text(R.render_md(report))
+        write_text_atomic(self.out / "report.md", R.render_md(report))
         s = report["summary"]
         sys.stderr.write(f"validate: median |error| {s['median_abs_error_pct']:.1f}%, max "
                          f"{s['max_abs_error_pct']:.1f}% over {s['cases']} cases; wrote "

@@ -15,8 +15,9 @@ rank). Stages, every rank in step:
   4. layers       ParallelMLP, ParallelAttention and the naive MLP on the EVAL shapes (never
                   the fit's), forward and forward+backward, with the matmul/collective split.
   5. report       tpsim's prediction with the calibrated topology -> DIR/report.json, report.md.
-A collective that waits longer than --timeout (a rank died or hangs) ends the run with a message
-naming the rank that stopped reporting.
+A rank that fails ends the run with a message naming the rank that failed first and its
+exception; a rank killed without a word, or a collective that waits longer than --timeout (a rank
+hangs), with one naming the rank that is gone or stopped reporting.
 """
 from __future__ import annotations
 

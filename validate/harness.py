@@ -1,13 +1,16 @@
 """The stages of validate/run.py on an initialised process group (torch).
 
-Each rank beats a heartbeat into the rendezvous store at every step; when a collective times out,
-the rank that noticed reads the heartbeats and names the rank(s) that stopped reporting.
+Each rank beats a heartbeat into the rendezvous store at every step, and leaves its exception
+there when it fails; when a collective times out or a peer's connection closes, or the launcher
+ends a rank because a peer exited, that rank reads the store and names the rank that failed
+first (with its exception), else the rank whose process is gone, else the rank(s) behind.
 """
 from __future__ import annotations
 
 import datetime
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import layer_bench as L
 import machine as M
 import report as R
 import shapes as S
+from atomic import write_text_atomic
 from tpsim.tp.check import check_all, failures
 from tpsim.cluster.topology import load_topology
 
@@ -35,6 +39,9 @@ class Heartbeat:
 
     def __init__(self, store, rank: int, world: int):
         self.store, self.rank, self.world, self.beats = store, rank, world, 0
+        self.host = socket.gethostname()
+        if store is not None:            # where this rank runs: a peer on its host can tell
+            store.set(f"tpsim/pid/{rank}", f"{self.host}|{os.getpid()}")   # if it is gone
 
     def beat(self, stage: str) -> None:
         self.beats += 1
@@ -62,23 +69,53 @@ class Heartbeat:
                 seen.append((0, 0.0, r, "never started"))
         return seen
 
+    def dead(self) -> list[int]:
+        """Ranks on this host whose process is gone (killed, or crashed outside Python): the
+        launcher reaps a rank that exits before it ends the others, so its pid no longer
+        exists. Ranks on other hosts cannot be checked and are never listed."""
+        gone = []
+        for r in range(self.world):
+            try:
+                self.store.set_timeout(datetime.timedelta(seconds=2))
+                host, pid = self.store.get(f"tpsim/pid/{r}").decode().split("|")
+                if host == self.host and r != self.rank:
+                    os.kill(int(pid), 0)
+                    if _zombie(int(pid)):                    # exited, not yet reaped
+                        raise ProcessLookupError
+            except ProcessLookupError:
+                gone.append(r)
+            except Exception:                               # noqa: BLE001 - cannot tell
+                pass
+        return gone
+
     def stopped(self) -> str:
         """The rank(s) that stopped reporting, named, and where the others are."""
         if self.store is None:
             return "no heartbeat store to tell which rank stopped"
         try:
-            seen = self.read()
+            seen, dead = self.read(), self.dead()
         except Exception:                                   # noqa: BLE001
             return "the rendezvous store (on rank 0's host) does not answer: rank 0 likely died"
-        return stopped_ranks(seen, time.time())
+        return stopped_ranks(seen, time.time(), dead)
 
 
-def stopped_ranks(seen: list[tuple[int, float, int, str]], now: float) -> str:
-    """Name the ranks that failed, else those behind the others (fewest beats; with equal
-    beats, the stalest)."""
-    failed = [x for x in seen if x[3].startswith("failed: ")]
+def stopped_ranks(seen: list[tuple[int, float, int, str]], now: float,
+                  dead: list[int] = ()) -> str:
+    """Name the rank that failed first and its exception (the earliest 'failed: ' word), else
+    the ranks whose process is gone (``dead``), else those behind the others (fewest beats;
+    with equal beats, the stalest). Only the last is a guess: a rank that crashed in step
+    with the others is found by the first two, not named beside the ranks still waiting."""
+    failed = sorted((t, r, st[len("failed: "):], n) for n, t, r, st in seen
+                    if st.startswith("failed: "))
     if failed:
-        return "; ".join(f"rank {r} {st} (in its step {n})" for n, _, r, st in failed)
+        t, r, cause, n = failed[0]
+        more = "".join(f"; then rank {r2} failed: {c2}" for _, r2, c2, _ in failed[1:4])
+        return f"rank {r} failed first, in its step {n}: {cause}{more}"
+    if dead:
+        last = {r: (n, st) for n, _, r, st in seen}
+        return "; ".join(f"rank {r} died (its process is gone without reporting an "
+                         f"exception: killed, or crashed outside Python), last in "
+                         f"'{last[r][1]}' (step {last[r][0]})" for r in dead[:8])
     least = min(n for n, _, _, _ in seen)
     behind = [x for x in seen if x[0] == least]
     if len(behind) == len(seen):                 # all at the same step: the stalest one(s)
@@ -173,31 +210,40 @@ class Harness:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         sys.stderr.write(f"\nvalidate: rank {self.rank}: stage '{self.stage}' failed: "
                          f"{type(e).__name__}: {text}\n")
-        peer = isinstance(e, getattr(dist, "DistError", RuntimeError)) or any(
-            w in str(e).lower() for w in ("timed out", "timeout", "connection", "peer"))
+        low = str(e).lower()
+        timeout = any(w in low for w in ("timed out", "timeout"))
+        peer = timeout or isinstance(e, getattr(dist, "DistError", RuntimeError)) or any(
+            w in low for w in ("connection", "peer", "broken pipe", "closed", "reset"))
         if peer:
-            sys.stderr.write(f"validate: a peer rank died or hangs (collective timeout "
-                             f"{self.args.timeout:g} s); {self.hb.stopped()}\n")
+            why = (f"a peer rank hangs or died (collective timeout {self.args.timeout:g} s)"
+                   if timeout else "a peer rank's connection closed (it exited)")
+            time.sleep(0.5)              # the launcher reaps the rank that exited meanwhile
+            sys.stderr.write(f"validate: {why}; {self.hb.stopped()}\n")
         else:
             self.hb.fail(f"{self.stage}: {type(e).__name__}: {text}"[:200])
             import traceback
             traceback.print_exc()
 
     def _enter(self, stage: str) -> None:
-        self._maybe_fault(stage)
+        self._maybe_fault(stage, "hang")
         self.stage = stage
         self.hb.beat(stage)
+        self._maybe_fault(stage, "die", "raise")
         if self.rank == 0:
             sys.stderr.write(f"validate: {stage} ({time.perf_counter() - self.t0:.0f} s)\n")
 
-    def _maybe_fault(self, stage: str) -> None:
-        """Test hook: --fault RANK:die or RANK:hang on the way into the first stage."""
+    def _maybe_fault(self, stage: str, *kinds: str) -> None:
+        """Test hook (tests/distributed/test_validate_run.py): --fault RANK:hang stops before
+        the first stage's heartbeat (the rank falls behind); RANK:die (exit at once, no word
+        left) and RANK:raise (an exception) strike after it, in step with the other ranks."""
         if not self.args.fault or stage != "correctness":
             return
         who, what = self.args.fault.split(":")
-        if int(who) == self.rank:
+        if int(who) == self.rank and what in kinds:
             if what == "die":
                 os._exit(3)
+            if what == "raise":
+                raise ValueError(f"injected failure on rank {self.rank} (--fault)")
             time.sleep(10 * self.args.timeout)
 
     def _progress(self, total: int, label: str) -> B.Progress:
@@ -310,7 +356,7 @@ class Harness:
                   "fit_shapes": [s.as_dict() for s in S.FIT[self.args.mode]],
                   "calibrated_topology": "calibrated.yaml"}   # beside report.json
         R.write_json(self.out / "report.json", report)
-        (self.out / "report.md").write_text(R.render_md(report))
+        write_text_atomic(self.out / "report.md", R.render_md(report))
         s = report["summary"]
         sys.stderr.write(f"validate: median |error| {s['median_abs_error_pct']:.1f}%, max "
                          f"{s['max_abs_error_pct']:.1f}% over {s['cases']} cases; wrote "
@@ -335,3 +381,11 @@ def _load_average() -> list[float] | None:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except (OSError, ValueError):
         return None
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (Linux /proc; elsewhere: no)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

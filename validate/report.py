@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dataclasses
 
+from atomic import write_text_atomic
+
 from tpsim.calibrate.fitting import Sample, price_samples
 from tpsim.cost.collectives import collective_time
 from tpsim.spec.model import ModelConfig
@@ -102,7 +104,8 @@ def summarize(cases: list[dict]) -> dict:
 
 
 def write_json(path: Path, report: dict) -> None:
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    """report.json, whole or not at all (see atomic.py)."""
+    write_text_atomic(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
 def _loads(values) -> str:

@@ -15,8 +15,9 @@ rank). Stages, every rank in step:
   4. layers       ParallelMLP, ParallelAttention and the naive MLP on the EVAL shapes (never
                   the fit's), forward and forward+backward, with the matmul/collective split.
   5. report       tpsim's prediction with the calibrated topology -> DIR/report.json, report.md.
-A collective that waits longer than --timeout (a rank died or hangs) ends the run with a message
-naming the rank that stopped reporting.
+A rank that fails ends the run with a message naming the rank that failed first and its
+exception; a rank killed without a word, or a collective that waits longer than --timeout (a rank
+hangs), with one naming the rank that is gone or stopped reporting.
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def preflight(args) -> None:
     if problems:
         _exit_bad(f"validate: error: the {args.mode} shapes cannot be split over {world} ranks: "
                   + "; ".join(problems))
+    _check_out(args.out, args.topology)
     if args.topology:
         _check_topology(args.topology, world, local)
     if _rank() == 0:
@@ -128,6 +130,22 @@ def preflight(args) -> None:
             probe.unlink()
         except OSError as e:
             _exit_bad(f"validate: error: --out {out}: cannot write there ({e.strerror or e})")
+
+
+OUTPUTS = ("calibrated.yaml", "report.json", "report.md")   # what a run writes into --out
+
+
+def _check_out(out: str, topology: str | None) -> None:
+    """--out '' would write into the working directory; an --out whose files include the
+    --topology input would overwrite it (paths resolved, links followed): refuse both."""
+    if not out.strip():
+        _exit_bad("validate: error: --out: expected a directory, got an empty string")
+    if topology:
+        source = Path(topology).resolve()
+        clash = [f for f in OUTPUTS if (Path(out) / f).resolve() == source]
+        if clash:
+            _exit_bad(f"validate: error: --out {out}: its {clash[0]} would overwrite the "
+                      f"--topology input {topology}; choose another directory")
 
 
 def _check_topology(path: str, world: int, local: int) -> None:

@@ -10,6 +10,7 @@ import io
 import math
 from pathlib import Path
 
+from atomic import write_text_atomic
 from tpsim.calibrate.fitting import yaml_location
 from tpsim.cluster.topology import Topology
 
@@ -95,9 +96,7 @@ def write_calibrated(source_text: str, topo: Topology, updates: list[tuple[str, 
         doc.yaml_set_start_comment("\n".join(header))
     out = io.StringIO()
     y.dump(doc, out)
-    p = Path(path)
-    p.write_text(out.getvalue())
-    return p
+    return write_text_atomic(path, out.getvalue())     # whole or not at all
 
 
 def fitted_comment(stderr: float, value: float, at_bound: bool, on: str, scale: float,

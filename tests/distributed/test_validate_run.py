@@ -179,15 +179,51 @@ def test_stopped_ranks_names_the_one_behind():
     assert text.startswith("stopped: rank 1 last reported 40 s ago in 'correctness'")
     assert "rank 0 last" not in text and "rank(s) 0, 2" in text
     assert stopped_ranks([(2, 1.0, 0, "failed: fit: ValueError"), (2, 1.0, 1, "fit")],
-                         5.0).startswith("rank 0 failed: fit")
+                         5.0).startswith("rank 0 failed first, in its step 2: fit: ValueError")
+
+
+def test_stopped_ranks_names_the_first_failure_and_the_dead_not_the_waiting():
+    """Two ranks failed: the earlier one is named first with its exception. A rank killed in
+    step with the others (equal beats) is named alone, not beside the ranks waiting for it."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(REPO / "validate"))
+    from harness import stopped_ranks
+    seen = [(4, 9.0, 0, "failed: fit: RuntimeError: late"), (4, 8.0, 1, "failed: fit: E: first")]
+    assert stopped_ranks(seen, 10.0).startswith("rank 1 failed first, in its step 4: fit: E: "
+                                                "first; then rank 0 failed: fit: RuntimeError")
+    seen = [(5, 100.0, 0, "fit"), (5, 100.2, 1, "fit"), (5, 100.1, 2, "fit")]
+    text = stopped_ranks(seen, 101.0, [2])
+    assert text.startswith("rank 2 died") and "rank 0" not in text and "rank 1" not in text
+
+
+def _last_word(stderr: str) -> str:
+    """The line the surviving rank ends the run with."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("validate: rank 0: ended") or
+             ln.startswith("validate: a peer rank")]
+    assert lines, stderr[-3000:]
+    return lines[-1]
 
 
 def test_dead_rank_ends_the_run_naming_it(tmp_path):
+    """Rank 1 exits in step with rank 0 (equal heartbeats, no word left): rank 1 alone is named,
+    as dead, not every rank as stopped."""
     res = _torchrun("--smoke", "--out", str(tmp_path), "--fault", "1:die", "--timeout", "20",
                     timeout=90)
     assert res.returncode != 0
-    assert "stopped: rank 1" in res.stderr and "stopped: rank 0" not in res.stderr, \
-        res.stderr[-2000:]
+    line = _last_word(res.stderr)
+    assert "rank 1 died" in line and "last in 'correctness'" in line, res.stderr[-2000:]
+    assert "stopped: rank 0" not in res.stderr and "collective timeout" not in res.stderr
+
+
+def test_rank_that_raises_is_named_first_with_its_exception(tmp_path):
+    """Rank 1 raises: rank 0's last word names rank 1 and its exception, not a timeout."""
+    res = _torchrun("--smoke", "--out", str(tmp_path), "--fault", "1:raise", "--timeout", "20",
+                    timeout=90)
+    assert res.returncode != 0
+    line = _last_word(res.stderr)
+    assert ("rank 1 failed first, in its step 2: correctness: ValueError: injected failure on "
+            "rank 1") in line, res.stderr[-3000:]
+    assert "collective timeout" not in res.stderr and "stopped: rank" not in res.stderr
 
 
 def test_hung_rank_times_out_with_a_message_naming_it(tmp_path):
@@ -196,3 +232,60 @@ def test_hung_rank_times_out_with_a_message_naming_it(tmp_path):
     assert res.returncode != 0
     assert "stage 'correctness' failed" in res.stderr, res.stderr[-3000:]
     assert "stopped: rank 1 last reported" in res.stderr and "stopped: rank 0" not in res.stderr
+
+
+def test_empty_out_is_refused_before_any_work(tmp_path):
+    """--out '' would write calibrated.yaml and the reports into the working directory."""
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"}
+    res = subprocess.run([sys.executable, RUN, "--smoke", "--out", ""], capture_output=True,
+                         text=True, timeout=60, env=env, cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--out" in res.stderr and "empty" in res.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["calibrated.yaml", "report.json"])
+def test_out_that_would_overwrite_the_topology_is_refused(tmp_path, write_yaml, name):
+    """--topology DIR/calibrated.yaml --out DIR (spelled another way) would overwrite the input."""
+    topo = write_yaml({"name": "two", "description": "two devices", "device": {
+        "name": "x", "peak_tflops": {"fp32": 1.0}, "memory_GiB": 1, "memory_bandwidth_GBps": 1},
+        "levels": [{"name": "l", "size": 2, "bandwidth_GBps": 1, "latency_us": 1}]})
+    target = tmp_path / "d" / name
+    target.parent.mkdir()
+    target.write_text(topo.read_text())
+    before = target.read_text()
+    res = _direct("--smoke", "--out", str(tmp_path / "d" / ".." / "d"), "--topology", str(target))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--out" in res.stderr and "overwrite" in res.stderr and "--topology" in res.stderr
+    assert target.read_text() == before and sorted(os.listdir(target.parent)) == [name]
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A crash before the final move leaves the earlier report.json / calibrated.yaml intact and
+    no temporary file behind (write to a sibling, then os.replace)."""
+    sys.path.insert(0, str(REPO / "validate"))
+    import report
+    import topology_file
+
+    def crash(src, dst):
+        raise OSError("killed mid-write")
+    old_json, old_yaml = tmp_path / "report.json", tmp_path / "calibrated.yaml"
+    old_json.write_text('{"old": 1}\n')
+    old_yaml.write_text("name: old\n")
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="mid-write"):
+        report.write_json(old_json, {"new": 2})
+    with pytest.raises(OSError, match="mid-write"):
+        topology_file.write_calibrated("name: new\n", None, [], ["h"], old_yaml)
+    assert old_json.read_text() == '{"old": 1}\n' and old_yaml.read_text() == "name: old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.yaml", "report.json"]
+    monkeypatch.undo()
+    report.write_json(old_json, {"new": 2})
+    assert json.loads(old_json.read_text()) == {"new": 2}
+    assert oct(old_json.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -3,7 +3,6 @@ flags, flags that may be given once, JSON that is JSON, warnings on stderr."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -133,6 +132,7 @@ def _non_finite(obj, path: str = "") -> str | None:
 def dump_json(obj, flag: str = "--json") -> str:
     """``obj`` as strict JSON (no NaN or Infinity, which JSON does not have): a non-finite
     number is a TpsimError naming where it is."""
+    import json                 # only JSON output needs it: not imported at start-up
     try:
         return json.dumps(obj, indent=2, allow_nan=False)
     except ValueError:

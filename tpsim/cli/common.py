@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 
@@ -44,9 +45,19 @@ _WIDTH: list[int] = []
 
 
 def _terminal_width() -> int:
+    """shutil.get_terminal_size().columns - 2, as argparse asks it, without importing shutil
+    (and its bz2 and lzma) at every start: $COLUMNS, else stdout's terminal, else 80."""
     if not _WIDTH:
-        import shutil
-        _WIDTH.append(shutil.get_terminal_size().columns - 2)
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+        _WIDTH.append(columns - 2)
     return _WIDTH[0]
 
 

@@ -15,12 +15,10 @@ __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load
 # the submodule is later imported. Imports no networkx, torch or matplotlib.
 from .training.predict import predict, predict_layer  # noqa: E402
 from .spec.layout import Layout  # noqa: E402 - a training run's settings: predict(layout=...)
-from .spec.serving import ServingLayout  # noqa: E402 - a serving run's: infer(settings=...)
-from .spec.serve import ServeSettings  # noqa: E402 - an engine's run: serve(settings=...)
 
 
 def __getattr__(name: str):
-    # Lazy: these need only the topology and model loaders.
+    # Lazy: what a training prediction does not need (the serving settings, loaders, serving).
     if name == "load_topology":
         from .cluster.topology import load_topology
         return load_topology
@@ -30,6 +28,12 @@ def __getattr__(name: str):
     if name == "load_model":
         from .spec.model import load_model
         return load_model
+    if name == "ServingLayout":   # a serving run's settings: infer(settings=...)
+        from .spec.serving import ServingLayout
+        return ServingLayout
+    if name == "ServeSettings":   # an engine's run: serve(settings=...)
+        from .spec.serve import ServeSettings
+        return ServeSettings
     if name == "infer":           # serving: tpsim/serving/infer.py (no submodule shares the name)
         from .serving.infer import infer
         return infer

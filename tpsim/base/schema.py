@@ -14,7 +14,6 @@ MAX_FILE_BYTES of UTF-8, each key once, at most MAX_VALUES values once YAML alia
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -160,6 +159,7 @@ def _refuse_duplicates(pairs: list) -> dict:
 
 def load_json(path: str | Path, what: str = "a readable JSON file") -> Any:
     """Read a JSON file: each key once per object, nesting and size bounded."""
+    import json                 # a JSON input (a Hugging Face config): not imported at start-up
     p = Path(path)
     text = read_text(p, what)
     try:

@@ -51,7 +51,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tpsim {_version()}")
     command = next((a for a in argv or () if not a.startswith("-")), None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    # `tpsim <command> ...`: no other flag or subcommand can be parsed, so only that one is
+    # built; anything else (help, --version first, an unknown command) builds them all
+    alone = bool(argv) and argv[0] == command and command in COMMANDS
     for name, (help, module, fill) in COMMANDS.items():
+        if alone and name != command:
+            continue
         p = sub.add_parser(name, help=help)
         if command in (None, name):    # only the invoked subcommand's module is imported
             getattr(importlib.import_module(f".{module}", __name__), fill)(p)

@@ -3,8 +3,8 @@ flags, flags that may be given once, JSON that is JSON, warnings on stderr."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import re
 import sys
 
@@ -45,9 +45,19 @@ _WIDTH: list[int] = []
 
 
 def _terminal_width() -> int:
+    """shutil.get_terminal_size().columns - 2, as argparse asks it, without importing shutil
+    (and its bz2 and lzma) at every start: $COLUMNS, else stdout's terminal, else 80."""
     if not _WIDTH:
-        import shutil
-        _WIDTH.append(shutil.get_terminal_size().columns - 2)
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+        _WIDTH.append(columns - 2)
     return _WIDTH[0]
 
 
@@ -133,6 +143,7 @@ def _non_finite(obj, path: str = "") -> str | None:
 def dump_json(obj, flag: str = "--json") -> str:
     """``obj`` as strict JSON (no NaN or Infinity, which JSON does not have): a non-finite
     number is a TpsimError naming where it is."""
+    import json                 # only JSON output needs it: not imported at start-up
     try:
         return json.dumps(obj, indent=2, allow_nan=False)
     except ValueError:

@@ -12,7 +12,6 @@ reuse the step's and the memory's names (:mod:`tpsim.report.search`).
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 
 from ..base.formula import qualname
 from ..cluster.topology import Device
@@ -90,6 +89,7 @@ def formula_lines(formula, label: str = LABEL) -> list[str]:
     the JSON fields it computed (wrapped under ``label``'s indent)."""
     if isinstance(formula, str):
         return [label + formula]
+    import textwrap             # only a section with several functions wraps
     fields: dict[str, list[str]] = {}
     for field, name in formula.items():
         fields.setdefault(name, []).append(field)

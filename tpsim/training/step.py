@@ -46,7 +46,6 @@ from ..spec.parallel import Parallelism
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
-from .step_graph import StepGraph
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from ..cluster.topology import Topology
@@ -239,6 +238,7 @@ def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     weight all-gather, each first forward's wait for its buckets (:func:`_gathers`) is an op
     of the length the one-pass timing gives it (a wait until a time, which a graph of
     durations does not state; the same times)."""
+    from .step_graph import StepGraph     # the trace's and the plots': not a prediction's
     g = StepGraph()
     p = setup.parallelism.pp
     sched = pipeline_schedule(p, setup.m, setup.v)

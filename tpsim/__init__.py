@@ -10,9 +10,8 @@ __version__ = "0.1.0"
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "serve", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
-# Bound eagerly: `tpsim.predict` names both a submodule and the function; importing the
-# submodule here first, then rebinding the name, makes `tpsim.predict(...)` the function however
-# the submodule is later imported. Imports no networkx, torch or matplotlib.
+# Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
+# Imports no networkx, torch or matplotlib.
 from .training.predict import predict, predict_layer  # noqa: E402
 from .spec.layout import Layout  # noqa: E402 - a training run's settings: predict(layout=...)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tpsim.cli import main
-from tpsim.base.errors import ConfigError, TpsimError
+from tpsim.base.errors import ConfigError
 from tpsim.base.schema import read_text
 from tpsim.cluster.topology import load_topology
 from tpsim.spec.model import load_model

@@ -1,7 +1,6 @@
 """The search's bound with the overlapped weight all-gather (--overlap-param-gather): below the
 simulated step for every layout of a small space run with it, and above the bound without it
 less the gather it no longer charges after the optimizer."""
-import dataclasses
 
 import pytest
 from hypothesis import given, settings

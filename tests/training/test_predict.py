@@ -200,7 +200,7 @@ def test_speed_sanity():
 
 
 def test_tpsim_predict_is_callable_in_any_import_order():
-    """`tpsim.predict(...)` works even after `import tpsim.predict` bound the submodule."""
+    """`tpsim.predict(...)` is the function whichever module is imported first."""
     import tpsim
     import tpsim.training.predict as module  # noqa: F401
     assert tpsim.predict("gpt2", "dgx-h100", tp=2).inputs.tp == 2

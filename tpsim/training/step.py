@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import data_parallel as dpm
 from . import terms
@@ -49,6 +50,9 @@ from ..sim.simulate import layer_times, saved_bytes
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from ..cluster.topology import Topology
+
+if TYPE_CHECKING:                      # imported when built: the predict path needs no graph
+    from .step_graph import StepGraph
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,7 @@ def test_bad_values_name_their_flag(kw, flag):
 
 @pytest.mark.parametrize("kw, flag", [
     (dict(ep=2), "--ep"), (dict(expert_tp=2), "--expert-tp"), (dict(cp=2), "--cp"),
-    (dict(zero=1), "--zero"), (dict(zero=3), "--zero"), (dict(ep=0), "--ep"),
-    (dict(zero=True), "--zero"),
+    (dict(ep=0), "--ep"), (dict(zero=True), "--zero"),
 ])
 def test_features_ahead_of_their_model_are_refused(kw, flag):
     with pytest.raises(ConfigError, match=flag) as e:

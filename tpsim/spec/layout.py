@@ -9,8 +9,8 @@ device, the layers' split over the stages) is checked by ``predict`` once they a
 
 Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
 per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
-first of bf16, fp16, fp32. ``ep``, ``expert_tp``, ``cp`` and ``zero`` are declared ahead of
-their models: any value but the default is refused.
+first of bf16, fp16, fp32. ``ep``, ``expert_tp`` and ``cp`` are declared ahead of their
+models: any value but the default is refused.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..base.errors import ConfigError
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .precision import PRECISION
 from .settings import changed, check, declared, made, setting
+from .sharding import check_sharding
 
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
@@ -116,9 +117,23 @@ class Layout:
                             megatron="--expert-tensor-parallel-size")
     cp: int = _count(1, "context-parallel degree (the sequence split over GPUs)", "--cp",
                      unmodelled="context parallelism", megatron="--context-parallel-size")
-    zero: int = setting(0, "ZeRO stage (DeepSpeed; ZeRO-1 is --distributed-optimizer)",
-                        flag="--zero", kind="choice", choices=ZERO_STAGES,
-                        unmodelled="a ZeRO stage (--distributed-optimizer is ZeRO-1)")
+    # sharded data parallelism (tpsim.training.sharded_dp)
+    zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
+                        "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
+                        "micro-batch), 3 also the weights (FSDP: all-gathered unit by unit)",
+                        flag="--zero", kind="choice", choices=ZERO_STAGES)
+    reshard_after_forward: bool = _flag(
+        True, "ZeRO-3 frees each gathered unit after its forward and gathers it again for the "
+        "backward (FSDP2's reshard_after_forward; False: kept until the backward)",
+        "--reshard-after-forward",
+        help="keep each ZeRO-3 unit gathered from its forward to its backward (default: "
+             "free it after the forward and all-gather it again, FSDP2's default)")
+    shard_group: int | None = _count(None, "ZeRO-2/3 ranks the state is sharded over, the DP "
+                                     "replicas all-reducing across groups (HSDP; default: all "
+                                     "of dp)", "--shard-group")
+    fp8_all_gather: bool = _flag(False, "ZeRO-3 all-gathers the weights in fp8, 1 byte each "
+                                 "(torchtitan's enable_fsdp_float8_all_gather)",
+                                 "--fp8-all-gather")
 
     def __post_init__(self):
         check(self)
@@ -133,10 +148,7 @@ class Layout:
             raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
-        if self.overlap_param_gather and not self.distributed_optimizer:
-            raise ConfigError("--overlap-param-gather", "", "--distributed-optimizer (only the "
-                              "distributed optimizer all-gathers the weights)",
-                              self.overlap_param_gather)
+        check_sharding(self)
         gb, per_step = self.global_batch, self.per_step
         if gb is None:
             return

@@ -35,6 +35,8 @@ from .step import Part, check_fits, make_setup, with_nodes
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
+from .sharded_dp import check_dtype, shard_setup, sharding
+from ..spec.sharding import zero_stage
 from . import terms
 from ..cluster.topology import Topology, load_topology
 
@@ -268,13 +270,18 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
           peak):
     """The step of the simulated layer, embedding and output layer (``parts``)."""
     layer, emb, out, moe = parts
+    stage = zero_stage(lay.zero, lay.distributed_optimizer)
+    sh = sharding(stage, lay.dp, lay.shard_group, lay.reshard_after_forward, lay.fp8_all_gather)
+    check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
                        out, topo, micro_batch=lay.micro_batch, seq_len=lay.seq_len,
                        dtype=lay.dtype, sequence_parallel=lay.sequence_parallel,
-                       distributed_optimizer=lay.distributed_optimizer,
+                       distributed_optimizer=stage >= 1,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe)
+    if sh.per_unit:
+        setup = shard_setup(setup, sh, topo)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

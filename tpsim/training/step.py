@@ -49,6 +49,7 @@ from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
+from .sharded_dp import UNSHARDED, Sharding, weight_gather_group
 from ..cluster.topology import Topology
 
 if TYPE_CHECKING:                      # imported when built: the predict path needs no graph
@@ -67,6 +68,7 @@ class Part:
     flops: float
     hardware_flops: float
     saved_bytes: float
+    dp_exposed_s: float = 0.0      # ZeRO-2/3's unit collectives the compute waits for
 
     @classmethod
     def of(cls, sim, times=None) -> Part:
@@ -74,7 +76,6 @@ class Part:
         t = layer_times(sim) if times is None else times
         return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
                    t.flops, t.hardware_flops, saved_bytes(sim))
-
 
     @classmethod
     def total(cls, parts) -> Part:
@@ -128,6 +129,7 @@ class StepSetup:
     distributed_optimizer: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool = False
+    sharding: Sharding = UNSHARDED          # ZeRO-2/3 (tpsim.training.sharded_dp)
 
 
 _RESIZED = Memo("topologies resized to --nodes", 64, lru=True)
@@ -196,8 +198,9 @@ def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]
 def _split(setup: StepSetup, topo: Topology, buckets):
     """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries
     (``buckets(stage, chunk)``: :func:`_buckets`), each bucket followed by its 1/d pre-scale
-    kernel (overlap on, dp > 1); else None."""
-    if not terms.overlapped_reduce(setup.overlap_grad_reduce, setup.parallelism.dp):
+    kernel (overlap on, dp > 1, no ZeRO-2/3); else None."""
+    dp = setup.parallelism.dp
+    if setup.sharding.per_unit or not terms.overlapped_reduce(setup.overlap_grad_reduce, dp):
         return None
 
     def split(stage: int, chunk: int):
@@ -213,7 +216,7 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
     the optimizer waits for."""
     par, dtype, do = setup.parallelism, setup.dtype, setup.distributed_optimizer
-    if par.dp == 1:
+    if par.dp == 1 or setup.sharding.per_unit:       # ZeRO-2/3: reduced inside the chunks
         return list(stage_ops.end)
     group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
@@ -338,7 +341,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
                   "stage0", "pp")
         ready[0], ready[-1] = [e], [e]
-    shards = terms.optimizer_shards(par.dp, do)
+    shards = setup.sharding.state_shards(par.dp, do)[2]
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
                    terms.grad_norm_s(setup.stage_params[r], shards, dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
@@ -348,7 +351,8 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         local = setup.stage_params[r]
         opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, shards, dtype, dev),
                     (norm,), "step", f"stage{r}", "optimizer")
-        t = terms.param_gather_s(local, dtype, do, terms.dp_group(par, r), price)
+        t = terms.param_gather_s(local, dtype, do and setup.sharding.stage < 3,
+                                 weight_gather_group(par, r, setup.sharding), price)
         if t is not None and not _gathering(setup):
             g.add(f"s{r}.param-all-gather", f"stage{r}.dp", t, (opt,), "step", f"stage{r}", "dp")
 

@@ -32,7 +32,7 @@ from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .pipeline import pipeline_schedule
 from .step import Part, build_step, time_step
 from .step_idle import CATEGORIES, idle_split, stage_splits
-
+from .sharded_dp import largest_unit, state_bytes
 
 
 class StepResult:
@@ -71,7 +71,7 @@ def stage_times(setup, stage: int, split: dict) -> StageTimes:
         compute_s=m * per_mb.compute_s, tp_comm_exposed_s=m * per_mb.tp_exposed_s + idle["tp"],
         host_wait_s=m * per_mb.host_wait_s, bubble_s=split["bubble_a"] + split["bubble_b"],
         pp_comm_exposed_s=split["pp_a"] + idle["pp"],
-        dp_comm_exposed_s=busy["dp"] + split["dp_a"] + idle["dp"],
+        dp_comm_exposed_s=busy["dp"] + split["dp_a"] + idle["dp"] + m * per_mb.dp_exposed_s,
         optimizer_s=busy["optimizer"] + idle["optimizer"], stage=stage,
         layers=sum(c.layers for c in mine), forward_s=per_mb.forward_s,
         backward_s=per_mb.backward_s, flops=m * per_mb.flops,
@@ -102,18 +102,24 @@ def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTi
 
 def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     """Each stage's weights, gradients, optimizer state (sharded d ways with the distributed
-    optimizer) and the activations of the micro-batches in flight at its fullest moment
+    optimizer; ZeRO-2/3: :func:`tpsim.training.sharded_dp.state_bytes`) and the activations of
+    the micro-batches in flight at its fullest moment
     (:func:`tpsim.training.terms.in_flight_chunks`), against the ``device``'s memory less its
     reserve and the run's ``headroom`` (:meth:`~tpsim.cluster.topology.Device.usable_bytes`)."""
     par = setup.parallelism
     capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
-    shards = terms.optimizer_shards(par.dp, setup.distributed_optimizer)
+    sh = setup.sharding
+    shards = sh.state_shards(par.dp, setup.distributed_optimizer)[2]
     out = []
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
+        state = state_bytes(setup.stage_params[r], setup.dtype, sh, par.dp, True, max(
+            largest_unit(setup.chunks[c * par.pp + r].units) for c in range(setup.v))) \
+            if sh.per_unit else None
         out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity,
-                                shards, r, sum(live), usable))
+                                shards, r, sum(live), usable, state,
+                                sh.stage or int(setup.distributed_optimizer)))
     return tuple(out)
 
 

@@ -1,0 +1,239 @@
+"""Sharded data parallelism: ZeRO stages 2 and 3 (FSDP), HSDP, and what each rank holds.
+
+ZeRO (Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+Models", section 5) shards over the d data-parallel ranks, stage by stage:
+
+| stage | sharded over d | the gradients | the weights |
+| --- | --- | --- | --- |
+| 1 | optimizer state (Megatron's distributed optimizer) | reduce-scattered once per step | all-gathered after the step |
+| 2 | + gradients | reduce-scattered unit by unit in every micro-batch's backward | all-gathered after the step |
+| 3 | + weights | the same | all-gathered unit by unit before each forward and backward |
+
+ZeRO-1 is :mod:`tpsim.training.data_parallel`'s distributed optimizer. Stages 2 and 3 are
+modelled as PyTorch FSDP2 (``fully_shard``, as torchtitan applies it: one unit per transformer
+block, the embedding and the output layer units of their own; docs/fsdp.md of
+pytorch/torchtitan) runs them, with DeepSpeed's ZeRO-2 as stage 3 without the weight gathers:
+
+* a unit's weights are all-gathered (16-bit, the precision's ``gathered`` bytes; 1 byte with
+  ``fp8_all_gather``, torchtitan's float8 all-gather) on the shard group before its forward,
+  and again before its backward when ``reshard_after_forward`` (FSDP2's default) freed them;
+* the all-gather of the next unit is issued when a unit's compute starts (prefetch one unit
+  ahead: two units gathered at once), on one in-order communication stream;
+* each unit's main gradients (fp32 for bf16: torchtitan's reduce_dtype) are reduce-scattered
+  on that stream as soon as its backward ends, in every micro-batch (no buffer holds whole
+  gradients across micro-batches); with HSDP (a shard group of s < d ranks) the 1/s shard is
+  then all-reduced over the d / s replicas; the backward waits for its last reduction
+  (FSDP2's post-backward callback waits for the reduce-scatter stream).
+
+A chunk's forward (backward) is then the two streams' max-plus recurrence over its units
+(:func:`forward_s`, :func:`backward_s`): unit i's compute starts at S_i = max(C_i-1, A_i),
+where its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and
+C_i = S_i + compute_i; the exposed rest counts as DP communication (``Part.dp_exposed_s``).
+
+Memory per rank (:func:`state_bytes`): parameters x (weights / s [ZeRO-3] + main gradients / s
+[ZeRO-2, 3] + optimizer state / s), plus ZeRO-3's two gathered units (16-bit weights, or every
+unit of the stage without resharding after the forward) and ZeRO-2/3's two units of whole
+gradients awaiting their reduce-scatter.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from . import data_parallel as dpm
+from . import terms
+from ..base.errors import ConfigError
+from ..spec.parallel import Group, Parallelism
+from ..spec.precision import precision
+
+FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
+FP8_GATHERED = 1            # bytes per weight all-gathered in fp8 (torchtitan's float8 all-gather)
+UNITS_IN_FLIGHT = 2         # a unit computing and the next one prefetched
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """The run's ZeRO ``stage`` (0-3; 1: the distributed optimizer) and the ``shard`` ranks
+    its state is split over (d, or HSDP's shard group; 1 below stage 2, the distributed
+    optimizer's d being :func:`tpsim.training.terms.optimizer_shards`'s)."""
+    stage: int = 0
+    shard: int = 1
+    reshard_after_forward: bool = True
+    fp8_all_gather: bool = False
+
+    @property
+    def per_unit(self) -> bool:
+        """Whether the DP traffic runs unit by unit inside the chunks (ZeRO-2 and 3)."""
+        return self.stage >= 2
+
+    def state_shards(self, dp: int, distributed_optimizer: bool) -> tuple[int, int, int]:
+        """(weights, main gradients, optimizer state) shards: 1, 1 or s by stage; the
+        optimizer state over d with the distributed optimizer (ZeRO-1)."""
+        s = self.shard
+        if self.stage < 2:
+            return 1, 1, dp if distributed_optimizer else 1
+        return (s if self.stage == 3 else 1), s, s
+
+
+UNSHARDED = Sharding()
+
+
+def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
+             fp8_all_gather: bool) -> Sharding:
+    """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` ranks (None: all
+    of dp)."""
+    if zero_stage < 2:
+        return UNSHARDED
+    return Sharding(zero_stage, dp if shard_group is None else shard_group,
+                    reshard_after_forward, fp8_all_gather)
+
+
+def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
+    """Pipeline stage ``stage``'s shard group: the first ``shard`` ranks of its DP group
+    (consecutive DP ranks, as torchtitan's dp_shard is the inner mesh dimension)."""
+    stride = par.stride("dp")
+    return Group("dp", shard, stride, stage * par.stride("pp"), par.world)
+
+
+def weight_gather_group(par: Parallelism, stage: int, sh: Sharding) -> Group:
+    """The all-gather of the updated weights after the optimizer (ZeRO-1 and 2): the DP group
+    of pipeline stage ``stage`` (:func:`tpsim.training.terms.dp_group`), ZeRO-2's shard group."""
+    return shard_group(par, stage, sh.shard) if sh.per_unit else terms.dp_group(par, stage)
+
+
+def replica_group(par: Parallelism, stage: int, shard: int) -> Group:
+    """The ranks holding the same shard on pipeline stage ``stage``: d / shard of them, a
+    shard group apart (HSDP's replicate dimension)."""
+    stride = par.stride("dp")
+    return Group("dp", par.dp // shard, stride * shard, stage * par.stride("pp"), par.world)
+
+
+def unit_gather_bytes(params: float, dtype: str, sh: Sharding) -> float:
+    """A unit's weight all-gather: params x 1 byte with ``fp8_all_gather``, else x the
+    precision's gathered (16-bit) bytes (:func:`tpsim.training.data_parallel.gather_bytes`)."""
+    return params * FP8_GATHERED if sh.fp8_all_gather else dpm.gather_bytes(params, dtype)
+
+
+def unit_comm(params: float, dtype: str, sh: Sharding, par: Parallelism, stage: int,
+              price) -> tuple[float, float, float]:
+    """A unit's (forward gather, backward gather, gradient reduction) seconds on pipeline stage
+    ``stage``: the all-gather of :func:`unit_gather_bytes` on the shard group (ZeRO-3; again in
+    the backward with ``reshard_after_forward``); the reduce-scatter of params x main-gradient
+    bytes on it, plus with HSDP the all-reduce of the 1/s shard over the replicas."""
+    group = shard_group(par, stage, sh.shard)
+    gather = price("all-gather", unit_gather_bytes(params, dtype, sh), group) \
+        if sh.stage == 3 and sh.shard > 1 else 0.0
+    grads = dpm.grad_bytes(params, dtype)
+    reduce = price("reduce-scatter", grads, group) if sh.shard > 1 else 0.0
+    if par.dp > sh.shard:
+        reduce += price("all-reduce", grads / sh.shard, replica_group(par, stage, sh.shard))
+    return gather, gather if sh.reshard_after_forward else 0.0, reduce
+
+
+def _steady(run, state, step):
+    """Iterate ``state = step(state)`` ``run`` times, skipping ahead once one step shifts every
+    component by the same amount (max-plus recurrences are shift-invariant: the rest of the
+    run then adds that amount per step exactly)."""
+    for k in range(run):
+        new = step(state)
+        deltas = {round(b - a, 15) for a, b in zip(state, new)}
+        state = new
+        if len(deltas) == 1 and k + 1 < run:
+            d = (run - k - 1) * next(iter(deltas))
+            return tuple(x + d for x in state)
+    return state
+
+
+def forward_s(units) -> float:
+    """A chunk's forward over ``units`` in forward order, runs of (compute seconds, gather
+    seconds, count): the module docstring's recurrence (state: the stream's last gather end,
+    the last compute end and start)."""
+    state = (0.0, 0.0, 0.0)
+    for f, g, n in units:
+        def step(s, f=f, g=g):
+            comm = max(s[0], s[2]) + g
+            start = max(s[1], comm)
+            return comm, start + f, start
+        state = _steady(n, state, step)
+    return state[1]
+
+
+def backward_s(units) -> float:
+    """A chunk's backward over ``units`` in backward order, runs of (compute, gather, reduce
+    seconds, count): each unit's all-gather issued as the one before starts, its reduction
+    after its compute, both on the in-order communication stream (the next unit's gather goes
+    first); the backward ends with its last reduction."""
+    state, pending = (0.0, 0.0, 0.0), 0.0
+
+    def step(s, b, g, r):
+        comm = max(s[0], s[2]) + g                   # this unit's all-gather
+        start = max(s[1], comm)
+        comm = max(comm, s[1]) + r                   # the unit before's reduction
+        return comm, start + b, start
+    for b, g, r, n in units:
+        if n:
+            state = step(state, b, g, pending)
+            state = _steady(n - 1, state, lambda s, b=b, g=g, r=r: step(s, b, g, r))
+            pending = r
+    comm, end = state[0], state[1]
+    return max(comm, end) + pending
+
+
+def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int, price):
+    """``chunk`` (a :class:`tpsim.training.step.Chunk` of pipeline stage ``stage``) with its
+    forward and backward as :func:`forward_s` and :func:`backward_s` over its units (run
+    ahead by what it receives, ``Chunk.received``), the time over its compute counted as
+    exposed DP communication (``Part.dp_exposed_s``)."""
+    comm = [unit_comm(params, dtype, sh, par, stage, price) for _, params, _ in chunk.units]
+    fwd = chunk.received[0] + forward_s(
+        [(f, c[0], n) for f, c, (_, _, n) in zip(reversed(chunk.forwards), reversed(comm),
+                                                  reversed(chunk.units))])
+    bwd = chunk.received[1] + backward_s(
+        [(b, c[1], c[2], n) for (b, _, n), c in zip(chunk.units, comm)])
+    p = chunk.part
+    exposed = fwd - p.forward_s + bwd - p.backward_s
+    return dataclasses.replace(chunk, part=dataclasses.replace(
+        p, forward_s=fwd, backward_s=bwd, dp_exposed_s=p.dp_exposed_s + exposed))
+
+
+def shard_setup(setup, sh: Sharding, topo):
+    """A :class:`tpsim.training.step.StepSetup` run with ZeRO-2/3 ``sh``: each chunk
+    :func:`sharded_chunk` on its pipeline stage (virtual stage g on stage g mod pp)."""
+    par, price = setup.parallelism, terms.collective_price(topo)
+    chunks = tuple(sharded_chunk(c, setup.dtype, sh, par, g % par.pp, price)
+                   for g, c in enumerate(setup.chunks))
+    return dataclasses.replace(setup, chunks=chunks, sharding=sh)
+
+
+def check_dtype(sh: Sharding, dtype: str) -> None:
+    """``fp8_all_gather`` needs FP8 linears (the weights are cast to fp8 before the gather)."""
+    if sh.fp8_all_gather and dtype not in FP8_DTYPES:
+        raise ConfigError("--fp8-all-gather", "", f"--dtype {' or '.join(FP8_DTYPES)} (the "
+                          "linears' weights are all-gathered as their fp8 cast)", dtype)
+
+
+def largest_unit(units) -> int:
+    """The most parameters one unit of ``units`` (runs ending (parameters, count)) holds."""
+    return max((u[-2] for u in units if u[-1]), default=0)
+
+
+def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_optimizer: bool,
+                unit_params: int) -> tuple[float, float, float]:
+    """(weights, main gradients, optimizer state) bytes one rank holds of ``params``:
+    params x each precision's bytes / its :meth:`Sharding.state_shards`; ZeRO-3 adds the
+    gathered weights (16-bit; 1 byte with fp8_all_gather), UNITS_IN_FLIGHT units of ``unit_params`` (the stage's largest),
+    or every parameter of the stage without resharding after the forward; ZeRO-2/3 add
+    UNITS_IN_FLIGHT units of whole gradients before their reduce-scatter."""
+    prec = precision(dtype)
+    ws, gs, os_ = sh.state_shards(dp, distributed_optimizer)
+    weights, grads = params * prec.weights / ws, params * prec.grads / gs
+    if sh.stage == 3 and sh.shard > 1:
+        held = UNITS_IN_FLIGHT * unit_params if sh.reshard_after_forward else params
+        weights += min(held, params) * (FP8_GATHERED if sh.fp8_all_gather else prec.gathered)
+    if sh.stage >= 2 and sh.shard > 1:
+        grads += min(UNITS_IN_FLIGHT * unit_params, params) * prec.grads
+    return float(weights), float(grads), params * prec.optimizer / os_
+
+
+__all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group", "replica_group", "unit_comm",
+           "forward_s", "backward_s", "sharded_chunk", "shard_setup", "check_dtype", "state_bytes", "largest_unit"]

@@ -16,6 +16,7 @@ import dataclasses
 from ..base.formula import qualname
 from ..cluster.topology import Device
 from ..sim.memory import stage_memory
+from ..spec.sharding import zero_stage
 from ..sim.result import TimeSplit
 from ..sim.simulate import layer_times, phase_times
 from ..spec.model import ModelConfig
@@ -50,7 +51,7 @@ MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer
                   (accounting.stage_memories, ("activations_bytes",)),
                   (Device.usable_bytes, ("reserved_bytes",)),
                   (terms.in_flight_chunks, ("in_flight",)),
-                  (ModelConfig.stage_params, ("params_per_gpu",)))
+                  (ModelConfig.stage_params, ("params_per_gpu",)), (zero_stage, ("zero",)))
 
 # tpsim infer: PREFILL, DECODE, TOTAL, INFER_MEMORY (:func:`__getattr__`)
 _INFER = ("PREFILL", "DECODE", "TOTAL", "INFER_MEMORY")

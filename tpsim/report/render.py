@@ -111,6 +111,7 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     where = (f"fullest stage: {mem.stage} of {len(stages)}, " if len(stages) > 1 else "") + \
         f"activations of {mem.in_flight} {what} in flight"
     shard = f", optimizer sharded {mem.optimizer_shards} ways" if mem.optimizer_shards > 1 else ""
+    shard += f" (ZeRO-{mem.zero})" if mem.zero > 1 else ""
     weights = "bf16 + FP8-cached" if dtype == "fp8" else dtype
     lines = [
         f"memory per GPU (GiB = 2^30 bytes; mixed-precision Adam: {weights} weights, main "

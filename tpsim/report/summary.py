@@ -30,6 +30,7 @@ def _head(p) -> list[str]:
              f"SP {'on' if i.sequence_parallel else 'off'}",
              f"recompute {i.recompute}"]
     knobs += [k for k, on in (("distributed optimizer", i.distributed_optimizer),
+                              (f"ZeRO-{i.zero}", i.zero > 1),
                               ("TP overlap", i.tp_comm_overlap),
                               (f"{i.virtual_stages} chunks per stage", i.virtual_stages > 1),
                               ("DP reduce after the backward",

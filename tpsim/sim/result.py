@@ -204,6 +204,7 @@ class Inputs:
     tp_comm_overlap: bool = False
     gpus: int = 1
     experts: int = 0          # routed experts per MoE layer (0: a dense model)
+    zero: int = 0             # the ZeRO stage (1: the distributed optimizer)
 
 
 @dataclass(frozen=True)

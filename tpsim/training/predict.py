@@ -220,7 +220,8 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   global_batch=lay.global_batch, micro_batches=lay.micro_batches,
                   distributed_optimizer=lay.distributed_optimizer,
                   overlap_grad_reduce=lay.overlap_grad_reduce,
-                  tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts)
+                  tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
+                  zero=zero_stage(lay.zero, lay.distributed_optimizer))
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

@@ -66,23 +66,23 @@ def test_dropped_layouts_cannot_run(space):
     counts add up."""
     run, gpus, gb, layouts, dropped, priced, sims = space
     kept = {(x.tp, x.pp, x.dp, x.virtual_stages, x.micro_batch, x.sequence_parallel,
-             x.recompute, x.distributed_optimizer, x.tp_comm_overlap) for x in layouts}
+             x.recompute, x.distributed_optimizer, x.tp_comm_overlap, x.zero) for x in layouts}
     node, raw = run.topo.devices_per_node, 0
     for tp, pp in ((t, p) for t in divisors(gpus) for p in divisors(gpus // t)):
         dp = gpus // (tp * pp)
         vs = [1] + list(range(2, run.model.layers // pp + 1)) * (pp > 1)
         mbs = divisors(gb // dp) if gb % dp == 0 else [1]
-        for v, mb, sp, rc, do in itertools.product(vs, mbs, (False, True), RECOMPUTE,
-                                                   (False, True)):
+        for v, mb, sp, rc, (do, z) in itertools.product(
+                vs, mbs, (False, True), RECOMPUTE, ((False, 0), (True, 0), (False, 2), (False, 3))):
             for ov in ((False, True) if sp else (False,)):
-                if (sp and tp == 1) or (do and dp == 1):
+                if (sp and tp == 1) or ((do or z) and dp == 1) or (z > 1 and pp > 1):
                     continue                  # not enumerated: the knob does nothing there
-                raw += 1
-                if (tp, pp, dp, v, mb, sp, rc, do, ov) in kept or tp > node:
+                raw += 1                      # (ZeRO-2/3: not with a pipeline, as DeepSpeed)
+                if (tp, pp, dp, v, mb, sp, rc, do, ov, z) in kept or tp > node:
                     continue
                 with pytest.raises(ConfigError):
                     predict(run.model, run.topo, tp=tp, pp=pp, dp=dp, virtual_stages=v,
-                            micro_batch=mb, sequence_parallel=sp, recompute=rc,
+                            micro_batch=mb, sequence_parallel=sp, recompute=rc, zero=z,
                             distributed_optimizer=do, tp_comm_overlap=ov, global_batch=gb)
     assert raw == len(kept) + sum(n for k, n in dropped.items() if k != "memory")
     assert set(dropped) <= set(REASONS)

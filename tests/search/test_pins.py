@@ -27,18 +27,21 @@ def layouts(run, pins=None):
 
 
 def test_without_pins_the_knobs_are_the_searchs():
-    """Unpinned, the knob combinations are those the search always enumerated."""
-    for tp, dp in ((1, 1), (2, 1), (1, 4), (8, 2)):
-        want = [(sp, ov, rc, do) for sp in ((False, True) if tp > 1 else (False,))
+    """Unpinned, the knob combinations are those the search enumerates: ZeRO 0 and the
+    distributed optimizer (ZeRO-1) at dp > 1, ZeRO-2 and 3 too without a pipeline."""
+    for tp, dp, pp in ((1, 1, 1), (2, 1, 2), (1, 4, 1), (8, 2, 1), (8, 2, 2)):
+        zeros = [(False, 0)] + ([(True, 0)] if dp > 1 else []) + \
+            ([(False, 2), (False, 3)] if dp > 1 and pp == 1 else [])
+        want = [(sp, ov, rc, z) for sp in ((False, True) if tp > 1 else (False,))
                 for ov in ((False, True) if sp else (False,)) for rc in RECOMPUTE
-                for do in ((False, True) if dp > 1 else (False,))]
-        assert knobs(tp, dp, RECOMPUTE, ()) == (want, None)
+                for z in zeros]
+        assert knobs(tp, dp, RECOMPUTE, (), pp) == (want, None)
 
 
 @pytest.mark.parametrize("pins", [
     {"tp": (2,)}, {"pp": (2, 4)}, {"dp": (2,)}, {"virtual_stages": (2,)}, {"micro_batch": (2,)},
     {"recompute": ("full",)}, {"sequence_parallel": (True,)}, {"sequence_parallel": (False,)},
-    {"tp_comm_overlap": (True,)}, {"distributed_optimizer": (False,)},
+    {"tp_comm_overlap": (True,)}, {"distributed_optimizer": (False,)}, {"zero": (2, 3)},
     {"tp": (1, 2), "pp": (2,), "micro_batch": (1, 4), "distributed_optimizer": (True,)},
 ])
 def test_pinned_space_is_the_unpinned_space_filtered(run, pins):
@@ -86,3 +89,10 @@ def test_search_reports_its_pins_and_sizes_the_network():
     small = search(model, "dgx-a100-hdr-cluster", 8, 8, top=1, pins={"tp": 4})
     assert small.nodes is None and not small.nodes_from_gpus
     assert set(PINNABLE) >= {"tp", "pp", "dp"}
+
+
+def test_zero_1_pins_the_distributed_optimizer(run):
+    """ZeRO-1 is enumerated as Megatron's distributed optimizer (zero 0, the flag on)."""
+    got, _ = layouts(run, {"zero": (1,)})
+    assert got and all(lay.distributed_optimizer and lay.zero == 0 for lay in got)
+    assert got == layouts(run, {"distributed_optimizer": (True,)})[0]

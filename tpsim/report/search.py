@@ -35,7 +35,8 @@ def layout_label(lay) -> str:
                                               if lay.virtual_stages > 1 else [])
     parts += [f"DP{lay.dp}", f"mb{lay.micro_batch}"]
     parts += [name for name, on in (("SP", lay.sequence_parallel), ("TPO", lay.tp_comm_overlap),
-                                    ("DO", lay.distributed_optimizer)) if on]
+                                    ("DO", lay.distributed_optimizer),
+                                    (f"Z{lay.zero}", lay.zero > 1)) if on]
     parts += [] if lay.recompute == "none" else [{"selective": "sel"}.get(lay.recompute,
                                                                           lay.recompute)]
     if lay.first_stage_layers or lay.last_stage_layers:
@@ -62,6 +63,8 @@ def predict_command(result, lay) -> str:
             args.append(flag)
     if lay.recompute != "none":
         args.append(f"--recompute {lay.recompute}")
+    if lay.zero:
+        args.append(f"--zero {lay.zero}")
     for flag, n in (("--first-stage-layers", lay.first_stage_layers),
                     ("--last-stage-layers", lay.last_stage_layers)):
         if n:
@@ -127,7 +130,8 @@ def _dropped(result) -> list[str]:
 
 
 CANDIDATE_KEYS = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
-                  "recompute", "distributed_optimizer", "tp_comm_overlap", "first_stage_layers",
+                  "recompute", "distributed_optimizer", "zero", "tp_comm_overlap",
+                  "first_stage_layers",
                   "last_stage_layers")
 
 

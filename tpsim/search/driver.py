@@ -111,7 +111,7 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
             vs, no_vs = virtual_stages(space.pins, model.layers, pp)
             mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
                 if space.global_batch % dp == 0 else ([], 0)
-            knob, no_knob = knobs(tp, dp, space.recompute, space.pins)
+            knob, no_knob = knobs(tp, dp, space.recompute, space.pins, pp)
             size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
             reason = _tp_reason(model, tp, node, space) or \
                 ("batch_dp" if space.global_batch % dp else None) or no_knob
@@ -142,7 +142,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
                                 continue
                             layouts += [Layout.unchecked(
                                 tp=tp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
-                                sequence_parallel=sp, recompute=rc, distributed_optimizer=do,
+                                sequence_parallel=sp, recompute=rc, distributed_optimizer=do[0],
+                                zero=do[1],
                                 tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
                                 memory_headroom=space.memory_headroom)
                                 for f, l in splits]

@@ -19,15 +19,16 @@ import math
 from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
 from ..cluster.topology import Topology, load_topology
-from ..spec.layout import RECOMPUTE, Layout
+from ..spec.layout import RECOMPUTE, ZERO_STAGES, Layout
 
 # the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
 PINNABLE = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "recompute", "sequence_parallel",
-            "tp_comm_overlap", "distributed_optimizer")
+            "tp_comm_overlap", "distributed_optimizer", "zero")
 FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
 PIN_REASONS = {
     "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
-    "pinned_dp1": "distributed optimizer pinned on: dp is 1",
+    "pinned_dp1": "distributed optimizer or a ZeRO stage pinned on: dp is 1 (ZeRO-2/3: or pp "
+                  "is more than 1)",
     "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
 }
@@ -41,6 +42,8 @@ def divisors(n: int) -> list[int]:
 def _valid(name: str, v) -> bool:
     if name == "recompute":
         return v in RECOMPUTE
+    if name == "zero":
+        return type(v) is int and v in ZERO_STAGES
     if name in FLAGS_ON:
         return v is True or v is False
     return type(v) is int and 1 <= v <= MAX_INT
@@ -104,12 +107,24 @@ def virtual_stages(pins: tuple, layers: int, pp: int) -> tuple[list[int], int]:
     return [v for v in chosen if v == 1 or pp > 1], sum(v > 1 and pp == 1 for v in chosen)
 
 
-def knobs(tp: int, dp: int, recompute, pins: tuple) -> tuple[list, str | None]:
-    """(sequence parallel, TP overlap, recompute, distributed optimizer) combinations, and when
-    pins leave none, the reason (:data:`PIN_REASONS`)."""
+def zero_stages(dp: int, pp: int, pins: tuple) -> list[tuple[bool, int]]:
+    """The (distributed optimizer, zero) pairs to enumerate: ZeRO 0 to 3, ZeRO-1 as the
+    distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (nothing to
+    shard), ZeRO-2 and 3 only without a pipeline (DeepSpeed refuses them with pipeline
+    parallelism, Megatron-core's distributed optimizer is ZeRO-1). ``--distributed-optimizer``
+    pins ZeRO-1, ``--no-distributed-optimizer`` the others."""
+    dos = pick(pins, "distributed_optimizer", (False, True))
+    out = [(z == 1, 0 if z == 1 else z) for z in pick(pins, "zero", ZERO_STAGES)]
+    return [(do, z) for do, z in out if do in dos and (dp > 1 or (not do and z == 0))
+            and (z < 2 or pp == 1)]
+
+
+def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1) -> tuple[list, str | None]:
+    """(sequence parallel, TP overlap, recompute, (distributed optimizer, ZeRO stage))
+    combinations, and when pins leave none, the reason (:data:`PIN_REASONS`)."""
     sps = [sp for sp in pick(pins, "sequence_parallel", (False, True)) if tp > 1 or not sp]
     ovs = pick(pins, "tp_comm_overlap", (False, True))
-    dos = [do for do in pick(pins, "distributed_optimizer", (False, True)) if dp > 1 or not do]
+    dos = zero_stages(dp, pp, pins)
     out = [(sp, ov, rc, do) for sp in sps for ov in ovs if sp or not ov
            for rc in recompute for do in dos]
     if out:

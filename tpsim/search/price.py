@@ -22,7 +22,8 @@ from operator import attrgetter
 import numpy as np
 
 from ..spec.layout import Layout
-from .step import Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
+from .sharded import sharded_parts
+from .step import Run, layer_parts, p2p_bytes, p2p_times, pricer, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 
@@ -82,7 +83,7 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
-                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather")
+                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "zero")
 
 
 class _Pipeline:
@@ -96,10 +97,10 @@ class _Pipeline:
         self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov)
-                                        for tp, _, mb, sp, rc, ov, *_ in fields])
-        self.tails, self.tidx = _index([(tp, dp, sp, do, opg)
-                                        for tp, dp, _, sp, _, _, do, opg in fields])
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov) + ((dp, z) if z > 1 else (1, 0))
+                                        for tp, dp, mb, sp, rc, ov, _, _, z in fields])
+        self.tails, self.tidx = _index([(tp, dp, sp, do, opg, z)
+                                        for tp, dp, _, sp, _, _, do, opg, z in fields])
         self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, *_ in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
@@ -114,11 +115,13 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     schedule's rows per number of micro-batches (:func:`tpsim.training.step_bound.shape_forms`), the
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
-    parts = [[layer_parts(run, *key) for key in q.parts] for q in pipes]
+    price = pricer(run)
+    parts = [[sharded_parts(layer_parts(run, *key[:5]), run, price, key[0], q.p, *key[5:],
+                            q.layers) for key in q.parts] for q in pipes]
     shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
                for m in q.ms] for q in pipes]
-    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg)
-              for tp, dp, sp, do, opg in q.tails] for q in pipes]
+    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z)
+              for tp, dp, sp, do, opg, z in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
                        for tp, dp, mb, sp in q.comms]) for q in pipes]
     return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]

@@ -43,6 +43,7 @@ from ..training.predict import simulate_layer
 from ..sim.price import group_collective
 from ..training.step import Part
 from ..training.step_bound import end_stages
+from ..training.sharded_dp import largest_unit, sharding, state_bytes
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,8 @@ def _event_arrays(events: list[list], width: int) -> tuple:
 
 @memoised(4096)
 def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
-          do: bool, opg: bool = False) -> Tail:
-    base = _tail_base(run, tp, pp, dp, v, layers, do, opg)
+          do: bool, opg: bool = False, zero: int = 0) -> Tail:
+    base = _tail_base(run, tp, pp, dp, v, layers, do, opg, zero)
     if not (sp and tp > 1):
         return base
     return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
@@ -229,15 +230,19 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
 
 @memoised(4096)
 def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
-               do: bool, opg: bool = False) -> Tail:
-    """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
+               do: bool, opg: bool = False, zero: int = 0) -> Tail:
+    """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero); ZeRO-2/3
+    (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), the
+    state of :func:`tpsim.training.sharded_dp.state_bytes`."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     st = _stages(model, tp, pp, v, layers, dp)
-    over = terms.overlapped_reduce(True, dp)     # the search keeps overlap_grad_reduce
+    sh = sharding(zero, dp, None, True, False)
+    do = do or sh.per_unit
+    over = terms.overlapped_reduce(True, dp) and not sh.per_unit   # search: overlap_grad_reduce
     scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
              for bs in st.buckets]
-    shards = terms.optimizer_shards(dp, do)
+    shards = sh.state_shards(dp, do)[2]
     events, gn, finish, memory = [], [], [], []
     for i, r in enumerate(end_stages(pp)):
         group, reduced = terms.dp_group(par, r), {}
@@ -252,10 +257,12 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
         t = terms.optimizer_s(local, shards, dtype, dev)
-        gather = terms.param_gather_s(local, dtype, do, group, price)
+        gather = terms.param_gather_s(local, dtype, do and zero < 3, group, price)
         finish.append(t if gather is None or terms.overlapped_gather(opg, do, dp) else
                       t + gather)
-        memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
+        state = state_bytes(local, dtype, sh, dp, do, _largest_unit(model, tp, pp, v, layers, r)) \
+            if sh.per_unit else None
+        memory.append(stage_memory(local, dtype, 0.0, 0.0, shards, state=state).total_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
@@ -263,6 +270,14 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                 np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price) if terms.overlapped_gather(opg, do, dp)
                   else ()))
+
+
+def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int) -> int:
+    """The most parameters one gradient unit of stage ``r`` holds (its chunks' units)."""
+    V = pp * v
+    return max(largest_unit(terms.chunk_units(model, tp, layers[g], g == 0, g == V - 1,
+                                              sum(layers[:g])))
+               for g in range(r, V, pp))
 
 
 def _first_gathers(st: Stages, dtype: str, par: Parallelism, price) -> tuple:

@@ -1,0 +1,43 @@
+"""The search's bound for ZeRO-2/3 layouts (:mod:`tpsim.training.sharded_dp`): the layer's
+forward and backward times the bound reads, raised to what the unit-by-unit all-gathers and
+reduce-scatters force on every chunk, and still a lower bound of the simulated step.
+
+In a chunk of k layers (and its ends), unit i's compute starts at S_i >= C_i-1 and after its
+all-gather, which is issued at S_i-1 on the in-order communication stream, so from the first
+layer's start to the last layer's end the forward takes at least (k - 1) max(f, g) + f, and
+the backward, whose stream also runs the reduce-scatters of the layers before,
+max(k b, (k - 1) g' + (k - 2) r + b) (f, b: the layer's forward and backward; g, g', r: its
+all-gathers and reduction, :func:`tpsim.training.sharded_dp.unit_comm`). Per layer these are
+f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, the dense layer's
+parameters (an MoE layer gathers more) and drops the first all-gather and the last reduction
+(both lower it), so every chunk's bound stays below its simulated time.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..spec.parallel import Parallelism
+from ..training.sharded_dp import Sharding, unit_comm
+
+
+def layer_times(f: float, b: float, g: float, g2: float, r: float,
+                k: int) -> tuple[float, float]:
+    """(f'(k), b'(k)) of the module docstring: per-layer lower bounds in a chunk of k layers."""
+    fwd = ((k - 1) * max(f, g) + f) / k
+    bwd = max(b, ((k - 1) * g2 + (k - 2) * r + b) / k)
+    return fwd, bwd
+
+
+def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes):
+    """``parts`` (:class:`tpsim.search.step.Parts`) with the layer's times raised as the
+    module docstring says, for ZeRO ``zero`` over ``dp`` and the chunks' layer counts
+    ``sizes``; unchanged below ZeRO-2 or at dp 1."""
+    sizes = [k for k in sizes if k > 0]
+    if zero < 2 or dp == 1 or not sizes:
+        return parts
+    comm = unit_comm(run.model.layer_params(tp), run.dtype, Sharding(zero, dp),
+                     Parallelism(tp=tp, pp=pp, dp=dp), 0, price)
+    L = parts.layer
+    fs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[0] for k in set(sizes))
+    bs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[1] for k in set(sizes))
+    return replace(parts, layer=replace(L, forward_s=fs, backward_s=bs))

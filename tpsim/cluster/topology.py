@@ -14,12 +14,13 @@ from pathlib import Path
 from ..base.errors import ConfigError
 from ..base.memo import Memo, value_hash
 from ..spec.parallel import Group
+from ..spec.precision import QUANTIZED_BYTES
 from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
 from .attention import AttentionKernel  # noqa: F401 (re-exported)
 from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 from ..base.units import GB, GiB, TERA, US
 
-BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
 
 
@@ -53,7 +54,8 @@ class Device:
     name: str = spec(doc="device model name")
     peak_flops: dict[str, float] = spec(
         "peak_tflops", scale=TERA, gt=0,
-        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8); no sparsity")
+        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8, mxfp8, nvfp4); no "
+            "sparsity")
     memory_bytes: float = spec("memory_GiB", scale=GiB, gt=0,
                                doc="device memory as the CUDA runtime exposes it, GiB (2^30 "
                                    "bytes): the total of torch.cuda.mem_get_info(), below the "

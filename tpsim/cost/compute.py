@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from ..cluster.topology import BYTES_PER_ELEMENT, Device
+from ..spec.precision import LOW_PRECISION
 
 # FlashAttention-2's backward runs five matmuls against the forward's two, recomputing the
 # scores: 2.5x the forward's FLOPs (Dao 2023, "FlashAttention-2", section 4.1 benchmarks).
@@ -77,14 +78,14 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
 
     eff = best[dtype] * m/(m + h) * n/(n + h) * tile_wave_efficiency(m, n, k, batch)
 
-    best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8), h =
+    best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8, mxfp8, nvfp4), h =
     ``gemm_half_efficiency_dim`` (a smooth size curve; 0 on GPUs, whose size effect is the
     tiles'); the tiles, waves and k loop (``gemm_k_half_dim``: each tile's fixed prologue and
     epilogue) are :func:`tile_wave_efficiency`'s. tpsim's own model; its GPU parameters are
     fitted on published GEMM benchmarks.
     """
     best = device.gemm_max_efficiency
-    if dtype == "fp8" and device.gemm_max_efficiency_fp8 is not None:
+    if dtype in LOW_PRECISION and device.gemm_max_efficiency_fp8 is not None:
         best = device.gemm_max_efficiency_fp8
     h = device.gemm_half_efficiency_dim
     return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device)

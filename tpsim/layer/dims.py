@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cluster.topology import BYTES_PER_ELEMENT
+from ..spec.precision import LOW_PRECISION
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,12 @@ FP8_ACTIVATIONS = "bf16"   # Transformer Engine's FP8 training keeps activations
 def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                sequence_parallel: bool = False, training: bool = False) -> Dims:
     """Per-rank sizes, after checking that every sharded dimension divides by ``tp``; ``dtype``
-    fp8 means fp8 linear GEMMs with bf16 activations; ``training``: the training step's
+    fp8 (mxfp8, nvfp4) means linear GEMMs in that dtype with bf16 activations; ``training``: the training step's
     pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`)."""
     model.check_tp(tp, seq_len, sequence_parallel, training)
     linear = ""
-    if dtype == "fp8":
-        dtype, linear = FP8_ACTIVATIONS, "fp8"
+    if dtype in LOW_PRECISION:
+        dtype, linear = FP8_ACTIVATIONS, dtype
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype, linear_dtype=linear,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
                 f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)

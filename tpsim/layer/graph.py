@@ -22,6 +22,7 @@ ops in that order (:mod:`tpsim.sim.schedule`). Construction only: pricing is :mo
 from __future__ import annotations
 
 from ..base.memo import Memo
+from ..spec.precision import LOW_PRECISION
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
@@ -250,7 +251,7 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,
-                         model.bias, fp8=dtype == "fp8")
+                         model.bias, fp8=dtype in LOW_PRECISION)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 
 from ..base.errors import ConfigError
+from ..spec.precision import LOW_PRECISION
 from .dims import Dims, sp_reduce_op
 from .linears import fp8_cast, gathered_input
 from .template import Builder
@@ -199,7 +200,7 @@ def moe_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     if not heads_ok:
         raise ConfigError("--tp", "", f"a divisor of {model.name}'s heads ({model.heads}) and "
                           f"of the sequence ({seq_len})", tp)
-    linear = "fp8" if dtype == "fp8" else ""
+    linear = dtype if dtype in LOW_PRECISION else ""
     act = "bf16" if linear else dtype
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=act, linear_dtype=linear,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,

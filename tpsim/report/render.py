@@ -9,6 +9,7 @@ from . import formulas as fm
 from .formulas import formula_lines
 from .step import step_lines
 from ..base.units import format_size
+from ..spec.precision import LOW_PRECISION
 
 
 def collective_table(costs, topo) -> str:
@@ -112,7 +113,7 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
         f"activations of {mem.in_flight} {what} in flight"
     shard = f", optimizer sharded {mem.optimizer_shards} ways" if mem.optimizer_shards > 1 else ""
     shard += f" (ZeRO-{mem.zero})" if mem.zero > 1 else ""
-    weights = "bf16 + FP8-cached" if dtype == "fp8" else dtype
+    weights = f"bf16 + {dtype.upper()}-cached" if dtype in LOW_PRECISION else dtype
     lines = [
         f"memory per GPU (GiB = 2^30 bytes; mixed-precision Adam: {weights} weights, main "
         f"gradients, fp32 master + m + v{shard}; {where}):",

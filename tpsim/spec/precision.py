@@ -6,6 +6,8 @@
 | fp16 | 2 | 2 (the param dtype) | 16 (fp32 master, fp32 gradient copy, m, v) | 2 |
 | fp32 | 4 | 4 | 8 (m, v: the weights are the master) | 4 |
 | fp8 | 4 (bf16 + FP8 row-wise and transposed copies, Hopper) | 4 | 12 | 2 |
+| mxfp8 | 2 + 2 x (1 + 1/32) (bf16 + MXFP8 row-wise and column-wise copies with their scales) | 4 | 12 | 2 |
+| nvfp4 | 2 + 2 x (1/2 + 1/16) (bf16 + NVFP4 row-wise and column-wise copies with their scales) | 4 | 12 | 2 |
 
 Megatron-LM docs/user-guide/features/dist_optimizer.md gives the totals 18 (bf16), 20 (fp16) and
 16 (fp32) bytes per parameter, and 6 + 12/d, 4 + 16/d, 8 + 8/d with the distributed optimizer
@@ -18,6 +20,16 @@ unless ``--disable-parameter-transpose-cache``, megatron/core/extensions/transfo
 Counted here for every parameter, though the embedding, output layer and norms stay bf16 (a
 few hundred MB at most). ``--fp8-param-gather`` (1-byte parameters) and NeMo's
 ``grad_reduce_in_fp32=False`` (bf16 main gradients) are not modelled.
+
+Blackwell's block-scaled formats (OCP Microscaling spec v1.0; NVIDIA, "Pretraining large language
+models with NVFP4", 2025; Transformer Engine's MXFP8BlockScaling and NVFP4BlockScaling recipes)
+keep the same bf16 parameters and fp32 state and quantize each GEMM operand with a scale per
+block: MXFP8 one E8M0 byte per 32 fp8 elements (1 + 1/32 bytes each), NVFP4 one E4M3 byte per 16
+4-bit elements (1/2 + 1/16 bytes each) and one fp32 scale per tensor (negligible)
+(:data:`QUANTIZED_BYTES`). A block scale runs along the GEMM's reduction dimension, so the
+transposed operand of the backward GEMMs is quantized anew along the other direction:
+Transformer Engine keeps a row-wise and a column-wise copy of each weight (the table), and its
+quantize kernel writes both of every cast operand (:func:`cast_write_bytes`).
 """
 from __future__ import annotations
 
@@ -30,7 +42,7 @@ from ..base.errors import ConfigError
 class Precision:
     """Bytes per parameter (table in the module docstring); ``gathered``: what the distributed
     optimizer all-gathers per parameter after its step (the 16-bit model weights)."""
-    weights: int
+    weights: float
     grads: int
     optimizer: int
     gathered: int
@@ -38,6 +50,20 @@ class Precision:
 
 PRECISION = {"bf16": Precision(2, 4, 12, 2), "fp16": Precision(2, 2, 16, 2),
              "fp32": Precision(4, 4, 8, 4), "fp8": Precision(4, 4, 12, 2)}
+
+# bytes per element of each quantized GEMM dtype, its block scales included (module docstring)
+QUANTIZED_BYTES = {"fp8": 1, "mxfp8": 1 + 1 / 32, "nvfp4": 1 / 2 + 1 / 16}
+LOW_PRECISION = tuple(QUANTIZED_BYTES)       # the linears' GEMMs quantized, activations bf16
+PRECISION |= {q: Precision(2 + 2 * QUANTIZED_BYTES[q], 4, 12, 2) for q in ("mxfp8", "nvfp4")}
+AMAX_PASS_BYTES = {"nvfp4": 2}  # NVFP4's per-tensor scale: the 16-bit tensor's amax read first
+
+
+def cast_write_bytes(dtype: str) -> float:
+    """Bytes a linear's cast kernel writes per element of a 16-bit operand, and any extra
+    read: the row-wise and column-wise (fp8: transposed) quantized copies, 2 x
+    QUANTIZED_BYTES, plus NVFP4's amax pass over the 16-bit input (2 bytes; fp8's delayed
+    scaling and MXFP8's per-block scales need none: the cast kernel finds them)."""
+    return 2 * QUANTIZED_BYTES[dtype] + AMAX_PASS_BYTES.get(dtype, 0)
 
 
 def precision(dtype: str) -> Precision:

@@ -37,6 +37,7 @@ from .step_accounting import simulate_step
 from .flops import megatron_flops
 from .sharded_dp import check_dtype, shard_setup, sharding
 from ..spec.sharding import zero_stage
+from ..spec.precision import LOW_PRECISION
 from . import terms
 from ..cluster.topology import Topology, load_topology
 
@@ -60,7 +61,7 @@ def _check(topo: Topology, lay: Layout, dtype: str) -> None:
     if lay.tp > topo.max_ranks:
         raise ConfigError("--tp", "", f"at most the {topo.max_ranks} GPUs of {topo.name}", lay.tp)
     topo.device.peak(dtype)
-    if dtype == "fp8":
+    if dtype in LOW_PRECISION:
         topo.device.peak(FP8_ACTIVATIONS)
     kernels = tuple(topo.device.attention_kernels or ())
     if lay.attention is not None and lay.attention not in ATTENTIONS + kernels:
@@ -109,7 +110,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
-                         fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0,
+                         fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=(2 if m.shared_experts else 1) if moe else 0)
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing

@@ -43,6 +43,7 @@ from ..sim.price import group_collective
 from ..sim.simulate import simulate
 from ..spec.model_params import is_moe_layer, moe_layer_params, moe_layers_in
 from ..spec.parallel import Group, Parallelism
+from ..spec.precision import LOW_PRECISION
 from .pipeline import interleaved_warmup, stage_totals
 
 Price = Callable[[str, float, Group], float]
@@ -192,7 +193,7 @@ def activation_bytes(model, micro_batch: int, seq_len: int, dtype: str) -> float
     """One micro-batch's (b, s, h) activation, bytes: b s h x the activations' element size
     (bf16 under FP8: Transformer Engine casts only inside its linears)."""
     return micro_batch * seq_len * model.hidden * BYTES_PER_ELEMENT[
-        "bf16" if dtype == "fp8" else dtype]
+        "bf16" if dtype in LOW_PRECISION else dtype]
 
 
 def p2p_bytes(model, tp: int, micro_batch: int, seq_len: int, dtype: str,

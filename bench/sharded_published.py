@@ -1,0 +1,91 @@
+"""tpsim's training step against published runs with sharded data parallelism (FSDP / ZeRO-3)
+and with Blackwell's block-scaled dtypes (MXFP8, NVFP4), in tokens/s per GPU. Used in no fit:
+tpsim's Blackwell GEMM efficiencies are carried over from H100 fits, its FSDP model has no
+fitted parameter.
+
+Sources (the rows' settings as published; what tpsim does not model is said per row):
+
+* torchtitan, benchmarks/llama3_h100_202412_torchtitan.md (pytorch/torchtitan): Llama 3.1 8B
+  and 70B with FSDP2 on Grand Teton H100s (96 GB HBM2e, 2.4 TB/s, 500 W: slower than the
+  dgx-h100 preset, 80 GB HBM3, 3.35 TB/s, 700 W), sequence 8192, torchtitan's own kernels.
+* Megatron-Bridge, docs/performance-summary-archive.md (NVIDIA-NeMo/Megatron-Bridge), NeMo
+  containers 25.11 and 26.04.01, sequence 8192; the recipes in
+  src/megatron/bridge/perf_recipes/llama/<system>/llama3.py (FSDP: Megatron-FSDP,
+  optim_grads_params; DDP rows with the distributed optimizer).
+
+    python bench/sharded_published.py
+"""
+from __future__ import annotations
+
+from tpsim.training.predict import predict
+
+SEQ = 8192
+# (name, model, topology, layout, published tokens/s per GPU, note)
+ROWS = (
+    ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "dgx-h100",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="selective",
+          dtype="bf16"), 5762, "eager PyTorch kernels, 500 W H100 HBM2e"),
+    ("torchtitan T1: 8B, FSDP 8, Float8 + compile", "llama3-8b", "dgx-h100",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="selective",
+          dtype="fp8"), 8532, "500 W H100 HBM2e; 82 GiB of 96 used"),
+    ("torchtitan T3: 8B, FSDP 128, bf16", "llama3-8b", "dgx-h100-ndr-cluster",
+     dict(tp=1, dp=128, micro_batch=2, global_batch=256, zero=3, recompute="selective",
+          dtype="bf16", nodes=16), 5605, "eager PyTorch kernels, 500 W H100 HBM2e"),
+    ("torchtitan T4: 70B, FSDP 32 x TP 8, Float8", "llama3-70b", "dgx-h100-ndr-cluster",
+     dict(tp=8, dp=32, micro_batch=16, global_batch=512, zero=3, recompute="full",
+          dtype="fp8", sequence_parallel=True, nodes=32), 829, "500 W H100 HBM2e"),
+    ("Megatron-Bridge 25.11: 8B, FSDP 8, FP8, H100", "llama3-8b", "dgx-h100",
+     dict(tp=1, dp=8, micro_batch=1, global_batch=128, zero=3, dtype="fp8"), 14451,
+     "the recipe recomputes 5 of 32 layers (full, block)"),
+    ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB200", "llama3-70b", "gb200-nvl72",
+     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 4224,
+     "40 layers' activations offloaded to the CPU (not modelled: over memory in tpsim)"),
+    ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB300", "llama3-70b", "gb300-nvl72",
+     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 5248,
+     "activations offloaded to the CPU (not modelled: over memory in tpsim)"),
+    ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
+     dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
+          dtype="mxfp8", sequence_parallel=True, tp_comm_overlap=True), 3712, ""),
+    ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
+     dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
+          dtype="nvfp4", sequence_parallel=True), 4864,
+     "NVFP4's Hadamard transforms and bf16 layers not modelled"),
+    ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
+     dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
+          dtype="mxfp8"), 4864, ""),
+    ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
+     dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
+          dtype="nvfp4"), 7296, "NVFP4's Hadamard transforms and bf16 layers not modelled"),
+    ("Megatron-Bridge 25.11: 8B, MXFP8, B200", "llama3-8b", "dgx-b200",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=128, zero=1, dtype="mxfp8"), 29521, ""),
+    ("Megatron-Bridge 25.11: 8B, MXFP8, GB200", "llama3-8b", "gb200-nvl72",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=128, zero=1, dtype="mxfp8"), 29789, ""),
+    ("Megatron-Bridge 25.11: 8B, MXFP8, GB300", "llama3-8b", "gb300-nvl72",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=128, zero=1, dtype="mxfp8"), 36108, ""),
+)
+
+
+def rows() -> list[tuple]:
+    """(name, published, tpsim tokens/s per GPU, relative error, fits, note) per row."""
+    out = []
+    for name, model, topo, layout, published, note in ROWS:
+        p = predict(model, topo, seq_len=SEQ, **layout)
+        tps = p.step.tokens_per_s / p.inputs.gpus
+        out.append((name, published, tps, tps / published - 1, p.memory.fits, note))
+    return out
+
+
+def main() -> None:
+    print(f"{'run':58s} {'published':>9s} {'tpsim':>8s} {'error':>7s}  fits  note")
+    errors = []
+    for name, published, tps, err, fits, note in rows():
+        errors.append(abs(err))
+        print(f"{name:58s} {published:9,d} {tps:8,.0f} {err:+7.1%}  {'yes' if fits else 'NO ':4s}"
+              f"  {note}")
+    errors.sort()
+    print(f"median |error| {errors[len(errors) // 2]:.1%}, max {errors[-1]:.1%} over "
+          f"{len(errors)} runs (target: within 15%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -100,3 +100,24 @@ def test_slower_network_slows_zero3_more():
     t3 = tpsim.predict("gpt3-13b", "dgx-h100-ndr-cluster", zero=3, **kw).step
     assert t3.dp_comm_exposed_s > 0
     assert t3.stages[0].dp_comm_exposed_s == pytest.approx(t3.dp_comm_exposed_s)
+
+
+def test_fp8_all_gather_needs_fp8_and_gathers_less():
+    kw = dict(tp=1, dp=16, global_batch=32, zero=3, nodes=2, seq_len=2048)
+    with pytest.raises(tpsim.base.errors.ConfigError) as e:
+        tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", fp8_all_gather=True, **kw)
+    assert e.value.source == "--fp8-all-gather"
+    a = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", dtype="fp8", **kw).step
+    b = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", dtype="fp8", fp8_all_gather=True,
+                      **kw).step
+    assert b.dp_comm_exposed_s < a.dp_comm_exposed_s
+
+
+def test_hsdp_replicas_add_an_all_reduce():
+    """Shard groups of 8 of 16 ranks: the same per-unit reduce-scatter on 8 ranks, plus the
+    all-reduce over the 2 replicas; more state per rank than sharding over all 16."""
+    kw = dict(tp=1, dp=16, global_batch=32, zero=3, nodes=2, seq_len=2048)
+    full = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", **kw)
+    hsdp = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", shard_group=8, **kw)
+    assert hsdp.memory.optimizer_bytes == pytest.approx(2 * full.memory.optimizer_bytes)
+    assert hsdp.memory.optimizer_shards == 8

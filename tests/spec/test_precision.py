@@ -1,0 +1,50 @@
+"""Bytes per parameter and per quantized element of each training dtype
+(tpsim.spec.precision), Blackwell's block-scaled formats by hand, and their predictions."""
+import pytest
+
+import tpsim
+from tpsim.cluster.topology import BYTES_PER_ELEMENT
+from tpsim.spec.precision import LOW_PRECISION, QUANTIZED_BYTES, cast_write_bytes, precision
+
+
+def test_block_scaled_bytes_by_hand():
+    """MXFP8: 32 fp8 bytes + 1 E8M0 scale = 33 bytes per 32 elements; NVFP4: 16 half-bytes + 1
+    E4M3 scale = 9 bytes per 16 elements."""
+    assert QUANTIZED_BYTES["mxfp8"] * 32 == 33
+    assert QUANTIZED_BYTES["nvfp4"] * 16 == 9
+    assert all(BYTES_PER_ELEMENT[q] == QUANTIZED_BYTES[q] for q in LOW_PRECISION)
+
+
+def test_weights_keep_bf16_and_both_quantized_copies():
+    """bf16 2 + row-wise and column-wise copies: fp8 4 (Hopper's transposed copy), MXFP8
+    2 + 66/32, NVFP4 2 + 18/16; the fp32 gradients and Adam state are bf16's."""
+    assert precision("mxfp8").weights == pytest.approx(2 + 66 / 32)
+    assert precision("nvfp4").weights == pytest.approx(2 + 18 / 16)
+    for q in ("mxfp8", "nvfp4"):
+        p = precision(q)
+        assert (p.grads, p.optimizer, p.gathered) == (4, 12, 2)
+
+
+def test_cast_writes_two_copies_and_nvfp4_reads_its_amax():
+    assert cast_write_bytes("fp8") == 2
+    assert cast_write_bytes("mxfp8") == pytest.approx(66 / 32)
+    assert cast_write_bytes("nvfp4") == pytest.approx(18 / 16 + 2)
+
+
+@pytest.mark.parametrize("topology, fp4_over_fp8", [("dgx-b200", 2.0), ("gb200-nvl72", 2.0),
+                                                     ("gb300-nvl72", 3.0)])
+def test_blackwell_peaks(topology, fp4_over_fp8):
+    """Datasheets: MXFP8 at the FP8 rate; NVFP4 twice it (B200 9 PF, GB200 10 PF dense), GB300
+    three times (15 PF dense)."""
+    dev = tpsim.cluster.topology.load_topology(topology).device
+    assert dev.peak("mxfp8") == dev.peak("fp8")
+    assert dev.peak("nvfp4") == fp4_over_fp8 * dev.peak("fp8")
+
+
+def test_lower_precision_is_faster_and_hopper_refuses_it():
+    kw = dict(tp=1, dp=8, global_batch=16, seq_len=4096)
+    t = {d: tpsim.predict("llama3-8b", "dgx-b200", dtype=d, **kw).step.time_s
+         for d in ("bf16", "mxfp8", "nvfp4")}
+    assert t["nvfp4"] < t["mxfp8"] < t["bf16"]
+    with pytest.raises(tpsim.base.errors.ConfigError, match="--dtype"):
+        tpsim.predict("llama3-8b", "dgx-h100", dtype="nvfp4", **kw)

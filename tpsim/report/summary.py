@@ -102,9 +102,12 @@ def advice(p) -> list[str]:
     i, mem, st = p.inputs, p.memory, p.step
     out = []
     if not mem.fits:
-        if i.dp > 1 and not i.distributed_optimizer:
+        if i.dp > 1 and i.zero == 0:
             out.append(f"--distributed-optimizer shards the optimizer state over the {i.dp} DP "
                        f"replicas: -{mem.optimizer_bytes * (1 - 1 / i.dp) / GIB:.1f} GiB")
+        if i.dp > 1 and i.zero < 3:
+            out.append(f"--zero 3 (FSDP) shards the weights and gradients too, all-gathering "
+                       f"each layer's weights as it runs")
         out += _pp_advice(i, mem)
         if mem.activations_bytes > 0.1 * mem.total_bytes and i.recompute != "full":
             out.append(f"--recompute full keeps only each layer's input of the "

@@ -30,6 +30,10 @@ A chunk's forward (backward) is then the two streams' max-plus recurrence over i
 where its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and
 C_i = S_i + compute_i; the exposed rest counts as DP communication (``Part.dp_exposed_s``).
 
+Not modelled: FSDP2 runs the all-gathers and the reduce-scatters on two streams (here one
+in-order stream carries both, as they share the links), the float8 all-gather's per-step amax
+all-reduce (one number per weight), and the bucketing of units Megatron-FSDP and DeepSpeed do.
+
 Memory per rank (:func:`state_bytes`): parameters x (weights / s [ZeRO-3] + main gradients / s
 [ZeRO-2, 3] + optimizer state / s), plus ZeRO-3's two gathered units (16-bit weights, or every
 unit of the stage without resharding after the forward) and ZeRO-2/3's two units of whole

@@ -121,3 +121,15 @@ def test_hsdp_replicas_add_an_all_reduce():
     hsdp = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", shard_group=8, **kw)
     assert hsdp.memory.optimizer_bytes == pytest.approx(2 * full.memory.optimizer_bytes)
     assert hsdp.memory.optimizer_shards == 8
+
+
+def test_the_layer_lists_its_dp_collectives():
+    """ZeRO-3 on 8 ranks: per layer and micro-batch, the 16-bit weights all-gathered forward
+    and backward, the fp32 gradients reduce-scattered: 2 x and 4 x its parameters in bytes."""
+    p = tpsim.predict("llama3-8b", "dgx-h100", tp=1, dp=8, global_batch=16, zero=3)
+    rows = [(c.phase, c.op, c.bytes) for c in p.collectives if c.group == "dp"]
+    n = tpsim.spec.model.load_model("llama3-8b").layer_params(1)
+    assert rows == [("forward", "all-gather", 2 * n), ("backward", "all-gather", 2 * n),
+                    ("backward", "reduce-scatter", 4 * n)]
+    assert not [c for c in tpsim.predict("llama3-8b", "dgx-h100", tp=1, dp=8,
+                                         global_batch=16).collectives if c.group == "dp"]

@@ -226,7 +226,7 @@ class Prediction:
     ``ops`` (one :class:`OpRow` per op of the layer, in schedule order), ``collectives`` (the
     layer's collectives grouped by phase, op and size) and ``graph`` (the layer's
     ``networkx.DiGraph`` with every op's time, start and end) are read from the layer's
-    simulation (``run``) on first use: a sweep that wants only times pays for none of them.
+    simulation (``run``) on first use (``collectives`` adds ZeRO-2/3's ``dp_collectives``): a sweep that wants only times pays for none of them.
     ``step``: the whole optimizer step (pipeline, data parallelism, optimizer); ``memory`` is
     the fullest stage's, ``stage_memory`` every stage's; ``step_run`` the step's simulation
     (its schedule and timeline: traces, figures).
@@ -240,6 +240,7 @@ class Prediction:
     step: StepTimes | None = None
     stage_memory: tuple[Memory, ...] = ()
     step_run: object = field(default=None, compare=False, repr=False)
+    dp_collectives: tuple[CollectiveRow, ...] = ()   # ZeRO-2/3's per layer and micro-batch
 
     @cached_property
     def ops(self) -> tuple[OpRow, ...]:
@@ -247,7 +248,7 @@ class Prediction:
 
     @cached_property
     def collectives(self) -> tuple[CollectiveRow, ...]:
-        return self.run.collective_rows()
+        return self.run.collective_rows() + self.dp_collectives
 
     @cached_property
     def graph(self):

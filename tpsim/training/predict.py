@@ -35,7 +35,7 @@ from .step import Part, check_fits, make_setup, with_nodes
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
-from .sharded_dp import check_dtype, shard_setup, sharding
+from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from ..spec.precision import LOW_PRECISION
 from . import terms
@@ -183,13 +183,17 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     achieved, peak = flops / step, topo.device.peak(lay.dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
+    sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
+                  lay.reshard_after_forward, lay.fp8_all_gather)
     result = _step(m, topo, lay, par, stage_layers,
-                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak)
+                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
+                   sh)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(topo, lay, mem), moe if sparse else sim,
                       _priced(_published(result.times, m, lay, par), topo, lay, par),
-                      result.memory, result)
+                      result.memory, result, layer_collectives(
+                          m.layer_params(tp), lay.dtype, sh, par, topo))
 
 
 def _published(step, m: ModelConfig, lay: Layout, par: Parallelism):
@@ -269,16 +273,15 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
 
 
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
-          peak):
-    """The step of the simulated layer, embedding and output layer (``parts``)."""
+          peak, sh):
+    """The step of the simulated layer, embedding and output layer (``parts``), sharded as
+    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`)."""
     layer, emb, out, moe = parts
-    stage = zero_stage(lay.zero, lay.distributed_optimizer)
-    sh = sharding(stage, lay.dp, lay.shard_group, lay.reshard_after_forward, lay.fp8_all_gather)
     check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
                        out, topo, micro_batch=lay.micro_batch, seq_len=lay.seq_len,
                        dtype=lay.dtype, sequence_parallel=lay.sequence_parallel,
-                       distributed_optimizer=stage >= 1,
+                       distributed_optimizer=zero_stage(lay.zero, lay.distributed_optimizer) >= 1,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe)

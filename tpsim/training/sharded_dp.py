@@ -49,6 +49,8 @@ from . import terms
 from ..base.errors import ConfigError
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import precision
+from ..sim.price import group_collective
+from ..sim.result import CollectiveRow
 
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
 FP8_GATHERED = 1            # bytes per weight all-gathered in fp8 (torchtitan's float8 all-gather)
@@ -118,20 +120,51 @@ def unit_gather_bytes(params: float, dtype: str, sh: Sharding) -> float:
     return params * FP8_GATHERED if sh.fp8_all_gather else dpm.gather_bytes(params, dtype)
 
 
+def unit_collectives(params: float, dtype: str, sh: Sharding, par: Parallelism,
+                     stage: int) -> list[tuple[str, str, float, Group]]:
+    """A unit's collectives per micro-batch on pipeline stage ``stage``, as (phase, op, bytes,
+    group): the all-gather of :func:`unit_gather_bytes` on the shard group before the forward
+    (ZeRO-3) and again before the backward (``reshard_after_forward``); the reduce-scatter of
+    params x main-gradient bytes on it, and with HSDP the all-reduce of the 1/s shard over the
+    replicas."""
+    group, out = shard_group(par, stage, sh.shard), []
+    if sh.stage == 3 and sh.shard > 1:
+        gathered = unit_gather_bytes(params, dtype, sh)
+        out.append(("forward", "all-gather", gathered, group))
+        if sh.reshard_after_forward:
+            out.append(("backward", "all-gather", gathered, group))
+    grads = dpm.grad_bytes(params, dtype)
+    if sh.shard > 1:
+        out.append(("backward", "reduce-scatter", grads, group))
+    if par.dp > sh.shard:
+        out.append(("backward", "all-reduce", grads / sh.shard,
+                    replica_group(par, stage, sh.shard)))
+    return out
+
+
 def unit_comm(params: float, dtype: str, sh: Sharding, par: Parallelism, stage: int,
               price) -> tuple[float, float, float]:
-    """A unit's (forward gather, backward gather, gradient reduction) seconds on pipeline stage
-    ``stage``: the all-gather of :func:`unit_gather_bytes` on the shard group (ZeRO-3; again in
-    the backward with ``reshard_after_forward``); the reduce-scatter of params x main-gradient
-    bytes on it, plus with HSDP the all-reduce of the 1/s shard over the replicas."""
-    group = shard_group(par, stage, sh.shard)
-    gather = price("all-gather", unit_gather_bytes(params, dtype, sh), group) \
-        if sh.stage == 3 and sh.shard > 1 else 0.0
-    grads = dpm.grad_bytes(params, dtype)
-    reduce = price("reduce-scatter", grads, group) if sh.shard > 1 else 0.0
-    if par.dp > sh.shard:
-        reduce += price("all-reduce", grads / sh.shard, replica_group(par, stage, sh.shard))
-    return gather, gather if sh.reshard_after_forward else 0.0, reduce
+    """A unit's (forward gather, backward gather, gradient reduction) seconds: its
+    :func:`unit_collectives` priced by ``price(op, bytes, group)`` and summed."""
+    out = [0.0, 0.0, 0.0]
+    for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, stage):
+        out[0 if phase == "forward" else 1 if op == "all-gather" else 2] += \
+            price(op, nbytes, group)
+    return out[0], out[1], out[2]
+
+
+def layer_collectives(params: float, dtype: str, sh: Sharding, par: Parallelism,
+                      topo) -> tuple[CollectiveRow, ...]:
+    """A layer unit's :func:`unit_collectives` on stage 0 as rows of the layer's collectives
+    table (group dp), priced by :func:`tpsim.sim.price.group_collective`; none below ZeRO-2."""
+    if not sh.per_unit:
+        return ()
+    rows = []
+    for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, 0):
+        c = group_collective(op, nbytes, group, topo)
+        rows.append(CollectiveRow(op, phase, 1, int(nbytes), c.time_s,
+                                  f"{c.algorithm}/{c.protocol}", c.formula, "dp"))
+    return tuple(rows)
 
 
 def _steady(run, state, step):
@@ -239,5 +272,5 @@ def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_opti
     return float(weights), float(grads), params * prec.optimizer / os_
 
 
-__all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group", "replica_group", "unit_comm",
+__all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group", "replica_group", "unit_comm", "unit_collectives", "layer_collectives",
            "forward_s", "backward_s", "sharded_chunk", "shard_setup", "check_dtype", "state_bytes", "largest_unit"]

@@ -34,6 +34,7 @@ class Dims:
     topk: int = 0       # routed experts per token
     fe: int = 0         # expert_ffn_hidden / tp
     fs: int = 0         # shared_experts x shared_expert_ffn_hidden / tp
+    cp: int = 1         # context-parallel degree: s is the rank's seq_len / cp tokens
 
     @property
     def bpe(self) -> int:
@@ -75,14 +76,18 @@ FP8_ACTIVATIONS = "bf16"   # Transformer Engine's FP8 training keeps activations
 
 
 def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
-               sequence_parallel: bool = False, training: bool = False) -> Dims:
+               sequence_parallel: bool = False, training: bool = False, cp: int = 1) -> Dims:
     """Per-rank sizes, after checking that every sharded dimension divides by ``tp``; ``dtype``
     fp8 means fp8 linear GEMMs with bf16 activations; ``training``: the training step's
-    pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`)."""
+    pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`); ``cp``: context
+    parallelism, each rank holding seq_len / cp tokens of every sequence
+    (:mod:`tpsim.layer.context_parallel`)."""
+    seq_len //= cp
     model.check_tp(tp, seq_len, sequence_parallel, training)
     linear = ""
     if dtype == "fp8":
         dtype, linear = FP8_ACTIVATIONS, "fp8"
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype, linear_dtype=linear,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
-                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)
+                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp,
+                cp=cp)

@@ -204,6 +204,8 @@ class Inputs:
     tp_comm_overlap: bool = False
     gpus: int = 1
     experts: int = 0          # routed experts per MoE layer (0: a dense model)
+    cp: int = 1               # context-parallel ranks each sequence is split over
+    cp_comm: str = "p2p"      # their exchange (tpsim.layer.context_parallel)
 
 
 @dataclass(frozen=True)

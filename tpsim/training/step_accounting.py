@@ -107,7 +107,7 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     reserve and the run's ``headroom`` (:meth:`~tpsim.cluster.topology.Device.usable_bytes`)."""
     par = setup.parallelism
     capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
-    shards = terms.optimizer_shards(par.dp, setup.distributed_optimizer)
+    shards = terms.optimizer_shards(terms.grad_ranks(par), setup.distributed_optimizer)
     out = []
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)

@@ -82,7 +82,7 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
-                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather")
+                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "cp")
 
 
 class _Pipeline:
@@ -96,11 +96,14 @@ class _Pipeline:
         self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov)
-                                        for tp, _, mb, sp, rc, ov, *_ in fields])
-        self.tails, self.tidx = _index([(tp, dp, sp, do, opg)
-                                        for tp, dp, _, sp, _, _, do, opg in fields])
-        self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, *_ in fields])
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp)
+                                        for tp, _, mb, sp, rc, ov, _, _, cp in fields])
+        # the step's end and p2p see the gradients' group of dp x cp ranks, tp apart, as a
+        # data-parallel group of that size: the same groups (tpsim.training.terms.dp_group)
+        self.tails, self.tidx = _index([(tp, dp * cp, sp, do, opg)
+                                        for tp, dp, _, sp, _, _, do, opg, cp in fields])
+        self.comms, self.cidx = _index([(tp, dp * cp, mb, sp, cp)
+                                        for tp, dp, mb, sp, *_, cp in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
 
@@ -119,8 +122,8 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
                for m in q.ms] for q in pipes]
     tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg)
               for tp, dp, sp, do, opg in q.tails] for q in pipes]
-    comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
-                       for tp, dp, mb, sp in q.comms]) for q in pipes]
+    comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
+                       for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
     return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
 
 

@@ -88,13 +88,14 @@ def tp_group(par: Parallelism, stage: int) -> Group:
 
 
 def grad_norm_group(par: Parallelism, distributed_optimizer: bool) -> Group | None:
-    """The gradient norm's all-reduce: across the model-parallel ranks (and the data- and
-    context-parallel ones with the distributed optimizer, each holding 1/(d cp) of the
-    gradients); priced on the
-    outermost of those groups of more than one rank (None: a single rank)."""
-    names = ["tp", "pp"] + (["cp", "dp"] if distributed_optimizer else [])
-    sized = [n for n in names if getattr(par, n) > 1]
-    return par.group(max(sized, key=par.stride)) if sized else None
+    """The gradient norm's all-reduce: across the model-parallel ranks (and the gradients'
+    group, :func:`dp_group`, with the distributed optimizer, each rank holding 1/(d cp) of the
+    gradients); priced on the outermost of those groups of more than one rank (None: a
+    single rank)."""
+    groups = [par.group(n) for n in ("tp", "pp") if getattr(par, n) > 1]
+    if distributed_optimizer and grad_ranks(par) > 1:
+        groups.append(dp_group(par, 0))
+    return max(groups, key=lambda g: g.stride) if groups else None
 
 
 # ---- chunks and what they hold

@@ -252,14 +252,16 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
 def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
                 bare: bool = False, dropout: float | None = None,
-                attention: str | None = None, recompute: str = "none"):
+                attention: str | None = None, recompute: str = "none", cp: int = 1,
+                cp_comm: str = "p2p"):
     """One layer on one TP rank, forward then backward, as a ``networkx.DiGraph`` of unpriced ops
-    (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's."""
-    dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel)
+    (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's; ``cp``:
+    the rank's seq_len / cp tokens of a context-parallel layer."""
+    dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel, cp=cp)
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,
-                         model.bias, fp8=dtype == "fp8")
+                         model.bias, fp8=dtype == "fp8", cp=cp, cp_comm=cp_comm)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

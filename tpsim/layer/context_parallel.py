@@ -33,9 +33,9 @@ by cp.
 
 Each rank keeps what the unsplit kernel keeps, for its tokens: q, k, v (b s (q + 2 kv) bytes),
 so the layer's activations are 1/cp of CP 1's. Every collective is on the process group
-"cp" (ranks tp apart: Megatron's order tp-cp-ep-dp-pp). A ring step's send-recv is priced on
-the pair of its slowest hop: member cp - 1 and the next rank cp after it, on the same levels as
-the ring's wrap back to member 0 (for a group that spans nodes, the crossing).
+"cp" (ranks tp apart: Megatron's order tp-cp-ep-dp-pp). A ring step's send-recv is priced
+on its slowest hop, the ring's wrap from member cp - 1 back to member 0: every rank sends at
+once and the step waits for the last, which in a group that spans nodes crosses them.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _attention(kernel, backward: bool, sq, skv, causal: bool, ulysses: bool = Fa
 
 def _ring_step(n: int):
     """A ring step's send-recv of ``n`` K/V-sized messages on group cp (module docstring)."""
-    return lambda d: SendRecv(n * kv_bytes(d), "cp", d.cp - 1, (n * 2, d.T, d.kv), d.dtype)
+    return lambda d: SendRecv(n * kv_bytes(d), "cp", -1, (n * 2, d.T, d.kv), d.dtype)
 
 
 def _saved(d) -> float:

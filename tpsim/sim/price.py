@@ -95,7 +95,8 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
         cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)
     elif kind is SendRecv:
         g = pricing.group(op.group)
-        pair = Group(op.group, 2, g.stride, op.src * g.stride, g.world)
+        pair = Group(op.group, 2, g.stride, op.src * g.stride, g.world) if op.src >= 0 else \
+            Group(op.group, 2, (g.size - 1) * g.stride, g.first, g.world)   # the ring's wrap
         cost = collectives.send_recv_time(op.nbytes, pricing.topology.place(pair),
                                           pricing.topology)
     else:

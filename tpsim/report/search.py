@@ -127,7 +127,7 @@ def _dropped(result) -> list[str]:
     return lines + (["", *result.notes] if result.notes else [])
 
 
-CANDIDATE_KEYS = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
+CANDIDATE_KEYS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
                   "recompute", "distributed_optimizer", "tp_comm_overlap", "first_stage_layers",
                   "last_stage_layers")
 

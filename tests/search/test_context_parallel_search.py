@@ -39,3 +39,26 @@ def test_cp_bound_is_below_the_simulation_and_memory_decides():
     assert res.candidates and all(c.layout.cp > 1 for c in res.candidates)
     assert all(c.bound_s <= c.step_s * (1 + 1e-9) for c in res.candidates)
     assert all(c.memory.fits for c in res.candidates)
+
+
+def test_cp_bounds_and_memory_are_predicts():
+    """Every CP layout of a small space: bound <= predict's step, the fullest stage's bytes
+    and fit predict's (the bound's dp x cp gradient group is the step's)."""
+    import math
+    from tpsim.search.driver import _run, bound_layouts
+    from tpsim.search.jobs import Workers
+    from tpsim.spec.model import with_overrides
+    from tpsim.training.predict import predict
+    model = with_overrides(load_model("llama3-8b"), layers=4)
+    run = _run(model, "dgx-h100-ndr-cluster", None, 16384, None, 8)
+    pins = check_pins({"cp": (2, 4), "micro_batch": 1, "recompute": "none"}, 16)
+    layouts, _ = enumerate_layouts(run.model, run.topo, Space(16, 8, pins=pins), run.seq_len)
+    with Workers(run) as w:
+        priced = bound_layouts(w, layouts)
+    assert {lay.cp for lay in layouts} == {2, 4}
+    for lay, (bound, nbytes, fits) in zip(layouts, priced):
+        p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
+                    **lay.predict_kwargs())
+        assert bound <= p.step.time_s * (1 + 1e-9), lay
+        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
+        assert fits == p.memory.fits, lay

@@ -3,6 +3,8 @@ is 1/cp of CP 1's, the exchanges are the ones Transformer Engine issues, the che
 what it does not run."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import tpsim
@@ -13,7 +15,7 @@ from tpsim.spec.parallel import Parallelism
 from tpsim.training import terms
 
 M = load_model("llama2-7b")
-COMMS = ("p2p", "all-gather", "a2a")
+COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")
 
 
 def _ops(g, kind=None, phase=None):
@@ -28,7 +30,8 @@ def test_every_flop_of_a_rank_is_one_cp_th_of_cp1(comm, cp):
     diagonal c (c + 1) / 2 plus (cp - 1) c^2 / 2, c = s / cp; all-gather: chunks of s / 2cp;
     a2a: heads / cp on all s)."""
     one = layer_graph(M, 1, 1, 4096, "bf16")
-    split = layer_graph(M, 1, 1, 4096, "bf16", cp=cp, cp_comm=comm)
+    split = layer_graph(M, 1, 1, 4096, "bf16", cp=cp, cp_comm=comm,
+                        cp_a2a=2 if comm == "a2a+p2p" else 1)
     for kind in ("gemm", "attention"):
         a, b = (sum(op.flops for op in _ops(g, kind)) for g in (one, split))
         assert b == pytest.approx(a / cp, rel=1e-12), kind
@@ -58,6 +61,27 @@ def test_all_gather_and_a2a_collectives():
     out = (s // cp) * M.heads * M.head_dim * 2
     assert [(op.op, op.nbytes) for op in _ops(g, "collective")] == [
         ("all-to-all", qkv), ("all-to-all", out), ("all-to-all", out), ("all-to-all", qkv)]
+
+
+def test_a2a_plus_p2p_is_a2a_in_the_node_and_the_ring_across():
+    """Llama 3 70B (8 kv heads), TP 4, CP 8 on 8-GPU nodes: a2a over the 2 CP ranks a node
+    holds beside TP, the ring over 4 nodes; a = 1 is the ring alone, a = cp Ulysses."""
+    from tpsim.layer.context_parallel import hierarchical_sizes
+    assert hierarchical_sizes(8, 4, 8, 16, 2) == (2, 4)
+    assert hierarchical_sizes(8, 8, 8, 8, 1) == (1, 8)
+    assert hierarchical_sizes(4, 1, 8, 32, 8) == (4, 1)
+    p = tpsim.predict("llama3-70b", "dgx-h100-ndr-cluster", tp=4, cp=8, cp_comm="a2a+p2p",
+                      seq_len=65536)
+    got = {}
+    for c in p.collectives:
+        got[c.group, c.phase, c.op] = got.get((c.group, c.phase, c.op), 0) + c.count
+    assert got[("cp.a2a", "forward", "all-to-all")] == 2
+    assert got[("cp.ring", "forward", "send-recv")] == 3
+    ring = layer_graph(M, 1, 1, 8192, "bf16", cp=4, cp_comm="a2a+p2p", cp_a2a=1)
+    plain = layer_graph(M, 1, 1, 8192, "bf16", cp=4)
+    assert [a["op"] for _, a in ring.nodes(data=True)] == \
+        [dataclasses.replace(a["op"], group="cp.ring") if a["kind"] == "p2p" else a["op"]
+         for _, a in plain.nodes(data=True)]
 
 
 def test_llama2_7b_at_128k_with_cp4():
@@ -91,7 +115,7 @@ def test_gradients_reduce_over_dp_x_cp():
 @pytest.mark.parametrize("kw, flag", [
     (dict(cp=3, seq_len=4096), "--seq"),
     (dict(cp=2, attention="unfused"), "--attention"),
-    (dict(cp=2, cp_comm="a2a+p2p"), "--cp-comm"),
+    (dict(cp=2, cp_comm="ring"), "--cp-comm"),
     (dict(tp=8, cp=2, cp_comm="a2a"), "--cp"),     # 4 query heads but 1 kv head per TP rank
     (dict(tp=8, cp=2), "--topology"),              # 16 GPUs on one node
 ])

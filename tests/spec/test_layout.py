@@ -198,9 +198,9 @@ def test_the_command_line_builds_the_same_layout():
 
 
 def test_command_line_refuses_an_unmodelled_feature(capsys):
-    assert main(["predict", "--model", "gpt3-1.3b", "--cp", "2", "--cp-comm", "a2a+p2p"]) == 2
+    assert main(["predict", "--model", "gpt3-1.3b", "--expert-tp", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--cp-comm" in err and "not modelled yet" in err
+    assert err.count("\n") == 1 and "--expert-tp" in err and "not modelled yet" in err
     assert main(["predict", "--model", "gpt3-1.3b", "--cp", "1", "--zero", "0"]) == 0
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ..base.memo import Memo
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
-from .context_parallel import cp_attention_bwd, cp_attention_fwd
+from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
 from .moe import moe_bwd, moe_fwd
@@ -84,8 +84,9 @@ def _kernel_name(attention: str) -> str | None:
 
 
 def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
-                   cp: tuple = (1, "")) -> str:
-    """``cp``: (degree, exchange) of context parallelism (:mod:`tpsim.layer.context_parallel`)."""
+                   cp: tuple = (1, "", 1)) -> str:
+    """``cp``: (degree, exchange, a2a ranks) of context parallelism
+    (:mod:`tpsim.layer.context_parallel`)."""
     B.block = "attention"
     skip = x
     if not bare:
@@ -163,7 +164,7 @@ def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
 
 
 def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool,
-                   cp: tuple = (1, "")) -> str:
+                   cp: tuple = (1, "", 1)) -> str:
     B.block = "attention"
     out_grad = grad
     if not bare:
@@ -202,7 +203,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
-                   moe: int = 0, cp: int = 1, cp_comm: str = "p2p") -> Template:
+                   moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
+                   cp_a2a: int = 1) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -218,7 +220,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`). ``moe``: the
     MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
     ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``
-    (:mod:`tpsim.layer.context_parallel`).
+    (:mod:`tpsim.layer.context_parallel`; ``cp_a2a``: a2a+p2p's all-to-all ranks).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -226,12 +228,12 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     if moe and (bias or tp_overlap):
         raise ValueError("the mixture-of-experts slot has no biases and no TP overlap")
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
-           bias, fp8, tp_overlap, moe) + (((cp, cp_comm),) if cp > 1 else ())
+           bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 else ())
     return _TEMPLATES.get(key, _layer_template, *key)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
-                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "")) -> Template:
+                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1)) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     x = None
     if "attention" in blocks:
@@ -244,16 +246,17 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
     if "attention" in blocks:
         x = _attention_bwd(B, x, bare, attention, drop, bias, cp)
     apply_recompute(B, recompute)
-    return B.compile({"tp": 2 if tp_group else 1, "cp": cp[0]}, blocks=blocks, bare=bare,
+    return B.compile({"tp": 2 if tp_group else 1, **group_sizes(cp[0], cp[2])}, blocks=blocks,
+                     bare=bare,
                      attention=attention, recompute=recompute, **({"moe": moe} if moe else {}),
-                     **({"cp": cp[0], "cp_comm": cp[1]} if cp[0] > 1 else {}))
+                     **({"cp": cp[0], "cp_comm": cp[1], "cp_a2a": cp[2]} if cp[0] > 1 else {}))
 
 
 def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
                 bare: bool = False, dropout: float | None = None,
                 attention: str | None = None, recompute: str = "none", cp: int = 1,
-                cp_comm: str = "p2p"):
+                cp_comm: str = "p2p", cp_a2a: int = 1):
     """One layer on one TP rank, forward then backward, as a ``networkx.DiGraph`` of unpriced ops
     (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's; ``cp``:
     the rank's seq_len / cp tokens of a context-parallel layer."""
@@ -261,7 +264,7 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,
-                         model.bias, fp8=dtype == "fp8", cp=cp, cp_comm=cp_comm)
+                         model.bias, fp8=dtype == "fp8", cp=cp, cp_comm=cp_comm, cp_a2a=cp_a2a)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

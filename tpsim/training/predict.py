@@ -17,7 +17,7 @@ import dataclasses
 import math
 
 from ..base.errors import ConfigError
-from ..layer.context_parallel import check_cp
+from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
@@ -113,12 +113,15 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
             raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
                               "context parallelism is not modelled yet)", cp)
         dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+    a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
+        if cp_comm == "a2a+p2p" else 1
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0,
                          moe=(2 if m.shared_experts else 1) if moe else 0, cp=cp,
-                         cp_comm=cp_comm)
-    pricing = Pricing(topo, Parallelism(tp=tp, cp=cp))
+                         cp_comm=cp_comm, cp_a2a=a)
+    par = Parallelism(tp=tp, cp=cp)
+    pricing = Pricing(topo, par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
 

@@ -97,10 +97,6 @@ def _saved(d) -> float:
     return d.T * (d.q + 2 * d.kv) * d.bpe
 
 
-def _diagonal(d):
-    return d.s
-
-
 def _half(d):
     return d.s // 2
 

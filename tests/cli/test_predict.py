@@ -126,8 +126,9 @@ def test_megatron_argument_names_are_aliases(capsys):
         assert code == 0
         outs.append(json.loads(out))
     assert outs[0] == outs[1]
-    code, _, err = run(capsys, "predict", "--model", "gpt3-1.3b", "--context-parallel-size", "2")
-    assert code == 2 and "--cp" in err and "not modelled yet" in err
+    code, _, err = run(capsys, "predict", "--model", "gpt3-1.3b", "--expert-tensor-parallel-size",
+                       "2")
+    assert code == 2 and "--expert-tp" in err and "not modelled yet" in err
 
 
 @pytest.mark.parametrize("command, model, key, seq_len", [

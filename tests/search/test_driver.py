@@ -10,8 +10,9 @@ from tpsim.base.errors import ConfigError
 from tpsim.spec.model import load_model, with_overrides
 from tpsim.training.predict import predict
 from tpsim.layer.recompute import RECOMPUTE
-from tpsim.search.driver import (REASONS, Space, bound_layouts, divisors, enumerate_layouts,
+from tpsim.search.driver import (REASONS, Space, bound_layouts, enumerate_layouts,
                           equivalent, search, _run)
+from tpsim.search.pins import divisors
 from tpsim.search.jobs import Workers
 
 SPACES = [  # (model, layers, topology, gpus, global batch)

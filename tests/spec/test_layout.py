@@ -78,7 +78,7 @@ def test_bad_values_name_their_flag(kw, flag):
 
 
 @pytest.mark.parametrize("kw, flag", [
-    (dict(ep=2), "--ep"), (dict(expert_tp=2), "--expert-tp"), (dict(cp=2), "--cp"),
+    (dict(ep=2), "--ep"), (dict(expert_tp=2), "--expert-tp"),
     (dict(ep=0), "--ep"), (dict(zero=True), "--zero"),
 ])
 def test_features_ahead_of_their_model_are_refused(kw, flag):
@@ -98,8 +98,8 @@ def test_replace_checks_again():
         dataclasses.replace(lay, tp=0)
     with pytest.raises(ConfigError, match="--global-batch"):
         dataclasses.replace(lay, dp=3)
-    with pytest.raises(ConfigError, match="--cp"):
-        dataclasses.replace(lay, cp=4)
+    with pytest.raises(ConfigError, match="--seq"):
+        dataclasses.replace(lay, cp=4, seq_len=100)       # not 2 x cp chunks
 
 
 @pytest.mark.parametrize("kw", LAYOUTS + [dict(tp=0), dict(dropout=True), dict(cp=2),
@@ -197,9 +197,9 @@ def test_the_command_line_builds_the_same_layout():
 
 
 def test_command_line_refuses_an_unmodelled_feature(capsys):
-    assert main(["predict", "--model", "gpt3-1.3b", "--cp", "2"]) == 2
+    assert main(["predict", "--model", "gpt3-1.3b", "--expert-tp", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--cp" in err and "not modelled yet" in err
+    assert err.count("\n") == 1 and "--expert-tp" in err and "not modelled yet" in err
     assert main(["predict", "--model", "gpt3-1.3b", "--cp", "1", "--zero", "0"]) == 0
 
 

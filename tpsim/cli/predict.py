@@ -47,7 +47,7 @@ def add_step_args(p) -> None:
 # the flags that take a comma list (argparse names: the Layout's fields declared ``lists``), in
 # the order the combinations vary (the last fastest) and the comparison's columns show them
 LISTS = ("model", "topology", "tp", "micro_batch", "seq", "dtype", "recompute", "pp", "dp",
-         "virtual_stages", "global_batch")
+         "cp", "virtual_stages", "global_batch")
 
 
 def step_kwargs(args) -> dict:

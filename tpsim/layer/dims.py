@@ -35,6 +35,7 @@ class Dims:
     topk: int = 0       # routed experts per token
     fe: int = 0         # expert_ffn_hidden / tp
     fs: int = 0         # shared_experts x shared_expert_ffn_hidden / tp
+    cp: int = 1         # context-parallel degree: s is the rank's seq_len / cp tokens
 
     @property
     def bpe(self) -> int:
@@ -76,14 +77,18 @@ FP8_ACTIVATIONS = "bf16"   # Transformer Engine's FP8 training keeps activations
 
 
 def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
-               sequence_parallel: bool = False, training: bool = False) -> Dims:
+               sequence_parallel: bool = False, training: bool = False, cp: int = 1) -> Dims:
     """Per-rank sizes, after checking that every sharded dimension divides by ``tp``; ``dtype``
-    fp8 (mxfp8, nvfp4) means linear GEMMs in that dtype with bf16 activations; ``training``: the training step's
-    pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`)."""
+    fp8 (mxfp8, nvfp4) means linear GEMMs in that dtype with bf16 activations; ``training``: the
+    training step's pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`); ``cp``: context
+    parallelism, each rank holding seq_len / cp tokens of every sequence
+    (:mod:`tpsim.layer.context_parallel`)."""
+    seq_len //= cp
     model.check_tp(tp, seq_len, sequence_parallel, training)
     linear = ""
     if dtype in LOW_PRECISION:
         dtype, linear = FP8_ACTIVATIONS, dtype
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype, linear_dtype=linear,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
-                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)
+                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp,
+                cp=cp)

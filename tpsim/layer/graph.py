@@ -24,6 +24,7 @@ from __future__ import annotations
 from ..base.memo import Memo
 from ..spec.precision import LOW_PRECISION
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
+from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
 from .moe import moe_bwd, moe_fwd
@@ -83,13 +84,17 @@ def _kernel_name(attention: str) -> str | None:
     return None if attention == "fused" else attention
 
 
-def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str:
+def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
+                   cp: tuple = (1, "", 1)) -> str:
+    """``cp``: (degree, exchange, a2a ranks) of context parallelism
+    (:mod:`tpsim.layer.context_parallel`)."""
     B.block = "attention"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
-    x = _attention_core_fwd(B, x, kernel, dropout)
+    x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
+        _attention_core_fwd(B, x, kernel, dropout)
     x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), lambda d: d.T * d.q * d.bpe)
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
@@ -159,13 +164,15 @@ def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
     return dq, dk, dv
 
 
-def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool) -> str:
+def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool,
+                   cp: tuple = (1, "", 1)) -> str:
     B.block = "attention"
     out_grad = grad
     if not bare:
         grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
-    core = _attention_core_bwd(B, dgrad, kernel, dropout)
+    core = cp_attention_bwd(B, dgrad, _kernel_name(kernel), *cp) if cp[0] > 1 else \
+        _attention_core_bwd(B, dgrad, kernel, dropout)
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
@@ -197,7 +204,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
-                   moe: int = 0) -> Template:
+                   moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
+                   cp_a2a: int = 1) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -212,6 +220,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`). ``moe``: the
     MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
+    ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``
+    (:mod:`tpsim.layer.context_parallel`; ``cp_a2a``: a2a+p2p's all-to-all ranks).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -219,39 +229,44 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     if moe and (bias or tp_overlap):
         raise ValueError("the mixture-of-experts slot has no biases and no TP overlap")
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
-           bias, fp8, tp_overlap, moe)
+           bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 else ())
     return _TEMPLATES.get(key, _layer_template, *key)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
-                    recompute, bias, fp8, tp_overlap, moe) -> Template:
+                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1)) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     x = None
     if "attention" in blocks:
-        x = _attention_fwd(B, x, bare, attention, drop)
+        x = _attention_fwd(B, x, bare, attention, drop, cp)
     if "mlp" in blocks:
         x = _mlp_fwd(B, x, bare, swiglu, drop, moe)
     B.phase = "backward"
     if "mlp" in blocks:
         x = _mlp_bwd(B, x, bare, swiglu, drop, bias, moe)
     if "attention" in blocks:
-        x = _attention_bwd(B, x, bare, attention, drop, bias)
+        x = _attention_bwd(B, x, bare, attention, drop, bias, cp)
     apply_recompute(B, recompute)
-    return B.compile({"tp": 2 if tp_group else 1}, blocks=blocks, bare=bare, attention=attention,
-                     recompute=recompute, **({"moe": moe} if moe else {}))
+    return B.compile({"tp": 2 if tp_group else 1, **group_sizes(cp[0], cp[2])}, blocks=blocks,
+                     bare=bare,
+                     attention=attention, recompute=recompute, **({"moe": moe} if moe else {}),
+                     **({"cp": cp[0], "cp_comm": cp[1], "cp_a2a": cp[2]} if cp[0] > 1 else {}))
 
 
 def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
                 bare: bool = False, dropout: float | None = None,
-                attention: str | None = None, recompute: str = "none"):
+                attention: str | None = None, recompute: str = "none", cp: int = 1,
+                cp_comm: str = "p2p", cp_a2a: int = 1):
     """One layer on one TP rank, forward then backward, as a ``networkx.DiGraph`` of unpriced ops
-    (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's."""
-    dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel)
+    (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's; ``cp``:
+    the rank's seq_len / cp tokens of a context-parallel layer."""
+    dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel, cp=cp)
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,
-                         model.bias, fp8=dtype in LOW_PRECISION)
+                         model.bias, fp8=dtype in LOW_PRECISION, cp=cp, cp_comm=cp_comm,
+                         cp_a2a=cp_a2a)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 
 

@@ -169,7 +169,8 @@ class Collective(_Transfer):
 
 @dataclass(frozen=True)
 class SendRecv(_Transfer):
-    """A point-to-point transfer of ``nbytes`` from member ``src`` of ``group`` to the next."""
+    """A point-to-point transfer of ``nbytes`` from member ``src`` of ``group`` to the next
+    (``src`` -1: a ring's wrap, from its last member to its first)."""
     nbytes: float
     group: str
     src: int = 0

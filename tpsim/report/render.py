@@ -135,7 +135,8 @@ def prediction_report(p) -> str:
     i = p.inputs
     where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
     lines = [
-        f"tpsim predict: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}",
+        f"tpsim predict: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}"
+        + (f", CP={i.cp} ({i.cp_comm})" if i.cp > 1 else ""),
         f"micro-batch {i.micro_batch} x seq {i.seq_len}, {i.dtype}, {i.attention} attention, "
         f"dropout {i.dropout:g}, sequence parallel {'on' if i.sequence_parallel else 'off'}, "
         f"recompute {i.recompute}",

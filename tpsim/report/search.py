@@ -30,9 +30,9 @@ SEARCH = qualname(search)
 
 
 def layout_label(lay) -> str:
-    """TP8 PP4 VP8 DP16 mb2 SP TPO DO sel (and L a/b for an uneven first/last stage)."""
-    parts = [f"TP{lay.tp}", f"PP{lay.pp}"] + ([f"VP{lay.virtual_stages}"]
-                                              if lay.virtual_stages > 1 else [])
+    """TP8 CP2 PP4 VP8 DP16 mb2 SP TPO DO sel (and L a/b for an uneven first/last stage)."""
+    parts = [f"TP{lay.tp}"] + ([f"CP{lay.cp}"] if lay.cp > 1 else []) + [f"PP{lay.pp}"] + (
+        [f"VP{lay.virtual_stages}"] if lay.virtual_stages > 1 else [])
     parts += [f"DP{lay.dp}", f"mb{lay.micro_batch}"]
     parts += [name for name, on in (("SP", lay.sequence_parallel), ("TPO", lay.tp_comm_overlap),
                                     ("DO", lay.distributed_optimizer),
@@ -50,7 +50,8 @@ def predict_command(result, lay) -> str:
     model, topology = (shlex.quote(src or name) for src, name in
                        zip(result.sources, (result.model, result.topology)))
     args = [f"--model {model}", f"--topology {topology}", f"--tp {lay.tp}",
-            f"--pp {lay.pp}", f"--dp {lay.dp}", f"--global-batch {result.global_batch}",
+            f"--pp {lay.pp}", f"--dp {lay.dp}"] + ([f"--cp {lay.cp}"] if lay.cp > 1 else []) + [
+            f"--global-batch {result.global_batch}",
             f"--micro-batch {lay.micro_batch}", f"--seq {run.seq_len}", f"--dtype {run.dtype}"]
     if result.nodes:
         args.append(f"--nodes {result.nodes}")
@@ -129,7 +130,7 @@ def _dropped(result) -> list[str]:
     return lines + (["", *result.notes] if result.notes else [])
 
 
-CANDIDATE_KEYS = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
+CANDIDATE_KEYS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
                   "recompute", "distributed_optimizer", "zero", "tp_comm_overlap",
                   "first_stage_layers",
                   "last_stage_layers")

@@ -25,7 +25,8 @@ def _head(p) -> list[str]:
         + (", DP reduce overlapped with the backward" if st.overlap_grad_reduce
            else ", DP reduce after the backward")
     return [
-        f"one training step: TP {i.tp} x PP {st.pp} x DP {st.dp} = {i.gpus} GPUs; global batch "
+        f"one training step: TP {i.tp}{cp_text(i)} x PP {st.pp} x DP {st.dp} = {i.gpus} GPUs; "
+        f"global batch "
         f"{st.global_batch} = {st.micro_batches} micro-batch{'es' if st.micro_batches > 1 else ''} "
         f"of {i.micro_batch} per replica; {sched}{dp}:",
         f"  step time      {_s(st.time_s):>12s}   {st.tokens_per_s:,.0f} tokens/s, "
@@ -79,3 +80,9 @@ def step_lines(p) -> list[str]:
     """The step section for a :class:`~tpsim.sim.result.Prediction` with a ``step``."""
     st = p.step
     return _head(p) + energy_line(st) + _breakdown(st) + _stages(st) + formula_lines(STEP)
+
+
+def cp_text(i) -> str:
+    """`` x CP 4 (p2p)`` for context parallelism (:class:`~tpsim.sim.result.Inputs`), else
+    nothing."""
+    return f" x CP {i.cp} ({i.cp_comm})" if i.cp > 1 else ""

@@ -10,7 +10,7 @@ parallelism only with TP > 1, ...).
 from __future__ import annotations
 
 from . import formulas as fm
-from .step import PARTS, energy_line
+from .step import PARTS, cp_text, energy_line
 
 WIDTH = 120        # columns
 GIB = 2**30        # the memory lines' unit, as the CUDA runtime reports a device's memory
@@ -35,7 +35,8 @@ def _head(p) -> list[str]:
                               (f"{i.virtual_stages} chunks per stage", i.virtual_stages > 1),
                               ("DP reduce after the backward",
                                i.dp > 1 and not i.overlap_grad_reduce)) if on]
-    return [f"tpsim predict: {i.model} on {i.topology} ({i.device}): TP {i.tp} x PP {i.pp} x "
+    return [f"tpsim predict: {i.model} on {i.topology} ({i.device}): TP {i.tp}{cp_text(i)} x "
+            f"PP {i.pp} x "
             f"DP {i.dp} = {i.gpus} GPUs, TP {tp_where}", *_wrap(knobs, "", ", ")]
 
 

@@ -1,10 +1,12 @@
 """The fastest layout of a training job that fits: enumerate, prune, bound, re-price exactly.
 
-Every layout with tp x pp x dp = gpus is enumerated:
+Every layout with tp x cp x pp x dp = gpus is enumerated:
 
 * tp: a divisor of the model's heads and ffn_hidden that divides or is a multiple of its
   kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
   (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
+* cp: 1, and at long sequences every divisor that splits them in 2 cp chunks (the p2p ring,
+  :func:`tpsim.search.pins.grid`);
 * pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
   uneven split, the first and/or last stage holding one or two layers per model chunk fewer
   than the e of each middle stage (it runs the embedding, the output layer and the loss:
@@ -43,7 +45,7 @@ from ..training.predict import _settings
 from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..layer.linears import RS_SPLITS
 from .jobs import Workers, paused_gc
-from .pins import (PIN_REASONS, check_pins, divisors, gpus_nodes, knobs, micro_batches, pick,
+from .pins import (PIN_REASONS, check_pins, cp_reason, gpus_nodes, grid, knobs, micro_batches, pick,
                    virtual_stages)
 from .step import Run
 from ..training.step import check_fits, with_nodes
@@ -103,50 +105,45 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
     node = topo.devices_per_node
-    for tp in pick(space.pins, "tp", divisors(space.gpus)):
-        for pp in pick(space.pins, "pp", divisors(space.gpus // tp)):
-            dp = space.gpus // (tp * pp)
-            if space.gpus % (tp * pp) or dp not in pick(space.pins, "dp", (dp,)):
-                continue                      # not a layout of the pinned tp x pp x dp
-            vs, no_vs = virtual_stages(space.pins, model.layers, pp)
-            mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
-                if space.global_batch % dp == 0 else ([], 0)
-            knob, no_knob = knobs(tp, dp, space.recompute, space.pins, pp)
-            size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
-            reason = _tp_reason(model, tp, node, space) or \
-                ("batch_dp" if space.global_batch % dp else None) or no_knob
-            if reason:
-                dropped[reason] += size
-                continue
-            for why, n in (("pinned_vs_pp", no_vs * max(len(mbs), 1)),
-                           ("pinned_mb", len(vs) * no_mb)):
-                if n:
-                    dropped[why] += n * len(knob)
-            for v in vs:
-                for mb in mbs:
-                    m = space.global_batch // (dp * mb)
-                    splits = list(_splits(model.layers, pp, v, space.uneven))
-                    if not splits:
-                        dropped["layers_split"] += len(knob)
-                    elif v > 1 and m % pp:
-                        dropped["interleave_m"] += len(knob)
-                    elif m > MAX_MICRO_BATCHES:
-                        dropped["micro_batches"] += len(knob)
-                    else:
-                        for sp, ov, rc, do in knob:
-                            if sp and seq_len % tp:
-                                dropped["sp_seq"] += len(splits)
-                                continue
-                            if ov and mb * seq_len < RS_SPLITS:
-                                dropped["overlap_rows"] += len(splits)
-                                continue
-                            layouts += [Layout.unchecked(
-                                tp=tp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
-                                sequence_parallel=sp, recompute=rc, distributed_optimizer=do[0],
-                                zero=do[1],
-                                tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
-                                memory_headroom=space.memory_headroom)
-                                for f, l in splits]
+    for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len, not model.moe):
+        vs, no_vs = virtual_stages(space.pins, model.layers, pp)
+        mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
+            if space.global_batch % dp == 0 else ([], 0)
+        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp, cp)
+        size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
+        reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
+            ("batch_dp" if space.global_batch % dp else None) or no_knob
+        if reason:
+            dropped[reason] += size
+            continue
+        for why, n in (("pinned_vs_pp", no_vs * max(len(mbs), 1)),
+                       ("pinned_mb", len(vs) * no_mb)):
+            if n:
+                dropped[why] += n * len(knob)
+        for v in vs:
+            for mb in mbs:
+                m = space.global_batch // (dp * mb)
+                splits = list(_splits(model.layers, pp, v, space.uneven))
+                if not splits:
+                    dropped["layers_split"] += len(knob)
+                elif v > 1 and m % pp:
+                    dropped["interleave_m"] += len(knob)
+                elif m > MAX_MICRO_BATCHES:
+                    dropped["micro_batches"] += len(knob)
+                else:
+                    for sp, ov, rc, do in knob:
+                        if sp and seq_len // cp % tp:
+                            dropped["sp_seq"] += len(splits)
+                            continue
+                        if ov and mb * seq_len // cp < RS_SPLITS:
+                            dropped["overlap_rows"] += len(splits)
+                            continue
+                        layouts += [Layout.unchecked(
+                            tp=tp, cp=cp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
+                            sequence_parallel=sp, recompute=rc, distributed_optimizer=do[0],
+                            zero=do[1], tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
+                            memory_headroom=space.memory_headroom)
+                            for f, l in splits]
     return layouts, dropped
 
 

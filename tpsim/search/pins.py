@@ -19,11 +19,12 @@ import math
 from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
 from ..cluster.topology import Topology, load_topology
+from ..layer.context_parallel import check_cp
 from ..spec.layout import RECOMPUTE, ZERO_STAGES, Layout
 
 # the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
-PINNABLE = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "recompute", "sequence_parallel",
-            "tp_comm_overlap", "distributed_optimizer", "zero")
+PINNABLE = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "recompute",
+            "sequence_parallel", "tp_comm_overlap", "distributed_optimizer", "zero")
 FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
 PIN_REASONS = {
     "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
@@ -31,6 +32,8 @@ PIN_REASONS = {
                   "is more than 1)",
     "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
+    "cp_moe": "context parallelism with an MoE model (not modelled yet)",
+    "cp_seq": "context parallelism: seq_len not a multiple of 2 x cp",
 }
 
 
@@ -67,20 +70,58 @@ def check_pins(pins, gpus: int) -> tuple:
         for v in values:
             if not _valid(name, v):
                 raise ConfigError(flags[name], "", "a value of the setting", v)
-            if name in ("tp", "pp", "dp") and gpus % v:
+            if name in ("tp", "cp", "pp", "dp") and gpus % v:
                 raise ConfigError(flags[name], "", f"a divisor of --gpus {gpus} "
                                   f"({', '.join(map(str, divisors(gpus)))})", v)
         if not values:
             raise ConfigError(flags[name], "", "at least one value", given)
         out[name] = tuple(dict.fromkeys(values))
-    every = {n: out.get(n, divisors(gpus)) for n in ("tp", "pp", "dp")}
-    if not any(t * p * d == gpus for t in every["tp"] for p in every["pp"] for d in every["dp"]):
+    every = {n: out.get(n, divisors(gpus)) for n in ("tp", "cp", "pp", "dp")}
+    if not any(t * c * p * d == gpus for t in every["tp"] for c in every["cp"]
+               for p in every["pp"] for d in every["dp"]):
         pinned = [f"{flags[n]} {','.join(map(str, out[n]))}" for n in every if n in out]
-        raise ConfigError(" ".join(pinned), "", f"tp x pp x dp = --gpus {gpus}", "no such layout")
+        raise ConfigError(" ".join(pinned), "", f"tp x cp x pp x dp = --gpus {gpus}",
+                          "no such layout")
     if out.get("tp_comm_overlap") == (True,) and out.get("sequence_parallel") == (False,):
         raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel (Transformer Engine "
                           "overlaps the sequence-parallel collectives)", True)
     return tuple(sorted(out.items()))
+
+
+# unpinned, context parallelism is tried from this sequence length on (shorter: CP 1), the
+# shortest NeMo's and Megatron-Bridge's recipes run with CP > 1 (Llama 3 8B/70B at 16K);
+# pinned, any cp that splits the sequence in 2 cp chunks
+CP_FROM_SEQ = 16384
+
+
+def grid(pins: tuple, gpus: int, seq_len: int, dense: bool):
+    """(tp, cp, pp, dp) with tp x cp x pp x dp = ``gpus``, each pinned value or, unpinned,
+    every divisor (cp: 1, and with a ``dense`` model and seq_len >= :data:`CP_FROM_SEQ` every
+    divisor splitting the sequence in 2 cp chunks)."""
+    for tp in pick(pins, "tp", divisors(gpus)):
+        if gpus % tp:
+            continue
+        cps = [c for c in divisors(gpus // tp) if seq_len % (2 * c) == 0] \
+            if seq_len >= CP_FROM_SEQ and dense else []
+        for cp in pick(pins, "cp", [1] + [c for c in cps if c > 1]):
+            if (gpus // tp) % cp:
+                continue
+            for pp in pick(pins, "pp", divisors(gpus // (tp * cp))):
+                dp = gpus // (tp * cp * pp)
+                if gpus % (tp * cp * pp) == 0 and dp in pick(pins, "dp", (dp,)):
+                    yield tp, cp, pp, dp
+
+
+def cp_reason(model, tp: int, cp: int, seq_len: int) -> str | None:
+    """Why ``cp`` ranks cannot split this model's sequence (a :data:`PIN_REASONS`-like
+    reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`)."""
+    if cp > 1 and model.moe:
+        return "cp_moe"
+    try:
+        check_cp(model, tp, cp, "p2p", seq_len, "fused")
+    except ConfigError:
+        return "cp_seq"
+    return None
 
 
 def pick(pins: tuple, name: str, today) -> list:
@@ -107,24 +148,26 @@ def virtual_stages(pins: tuple, layers: int, pp: int) -> tuple[list[int], int]:
     return [v for v in chosen if v == 1 or pp > 1], sum(v > 1 and pp == 1 for v in chosen)
 
 
-def zero_stages(dp: int, pp: int, pins: tuple) -> list[tuple[bool, int]]:
+def zero_stages(dp: int, pp: int, pins: tuple, cp: int = 1) -> list[tuple[bool, int]]:
     """The (distributed optimizer, zero) pairs to enumerate: ZeRO 0 to 3, ZeRO-1 as the
     distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (nothing to
     shard), ZeRO-2 and 3 only without a pipeline (DeepSpeed refuses them with pipeline
-    parallelism, Megatron-core's distributed optimizer is ZeRO-1). ``--distributed-optimizer``
+    parallelism, Megatron-core's distributed optimizer is ZeRO-1) nor context parallelism
+    (:func:`tpsim.spec.sharding.check_sharding`). ``--distributed-optimizer``
     pins ZeRO-1, ``--no-distributed-optimizer`` the others."""
     dos = pick(pins, "distributed_optimizer", (False, True))
     out = [(z == 1, 0 if z == 1 else z) for z in pick(pins, "zero", ZERO_STAGES)]
     return [(do, z) for do, z in out if do in dos and (dp > 1 or (not do and z == 0))
-            and (z < 2 or pp == 1)]
+            and (z < 2 or pp == cp == 1)]
 
 
-def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1) -> tuple[list, str | None]:
+def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1,
+          cp: int = 1) -> tuple[list, str | None]:
     """(sequence parallel, TP overlap, recompute, (distributed optimizer, ZeRO stage))
     combinations, and when pins leave none, the reason (:data:`PIN_REASONS`)."""
     sps = [sp for sp in pick(pins, "sequence_parallel", (False, True)) if tp > 1 or not sp]
     ovs = pick(pins, "tp_comm_overlap", (False, True))
-    dos = zero_stages(dp, pp, pins)
+    dos = zero_stages(dp, pp, pins, cp)
     out = [(sp, ov, rc, do) for sp in sps for ov in ovs if sp or not ov
            for rc in recompute for do in dos]
     if out:

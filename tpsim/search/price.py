@@ -83,7 +83,8 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
-                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "zero")
+                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "zero",
+                     "cp")
 
 
 class _Pipeline:
@@ -97,11 +98,14 @@ class _Pipeline:
         self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov) + ((dp, z) if z > 1 else (1, 0))
-                                        for tp, dp, mb, sp, rc, ov, _, _, z in fields])
-        self.tails, self.tidx = _index([(tp, dp, sp, do, opg, z)
-                                        for tp, dp, _, sp, _, _, do, opg, z in fields])
-        self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, *_ in fields])
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp) + ((dp, z) if z > 1 else (1, 0))
+                                        for tp, dp, mb, sp, rc, ov, _, _, z, cp in fields])
+        # the step's end and p2p see the gradients' group of dp x cp ranks, tp apart, as a
+        # data-parallel group of that size: the same groups (tpsim.training.terms.dp_group)
+        self.tails, self.tidx = _index([(tp, dp * cp, sp, do, opg, z)
+                                        for tp, dp, _, sp, _, _, do, opg, z, cp in fields])
+        self.comms, self.cidx = _index([(tp, dp * cp, mb, sp, cp)
+                                        for tp, dp, mb, sp, *_, cp in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
 
@@ -116,14 +120,14 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
-    parts = [[sharded_parts(layer_parts(run, *key[:5]), run, price, key[0], q.p, *key[5:],
+    parts = [[sharded_parts(layer_parts(run, *key[:6]), run, price, key[0], q.p, *key[6:],
                             q.layers) for key in q.parts] for q in pipes]
     shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
                for m in q.ms] for q in pipes]
     tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z)
               for tp, dp, sp, do, opg, z in q.tails] for q in pipes]
-    comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
-                       for tp, dp, mb, sp in q.comms]) for q in pipes]
+    comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
+                       for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
     return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
 
 

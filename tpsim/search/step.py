@@ -86,26 +86,28 @@ _TIMES = Memo("search comm times", 65536)
 
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                overlap: bool) -> Parts:
+                overlap: bool, cp: int = 1) -> Parts:
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
-    per (tp, micro-batch, SP), which is all they depend on; selective recomputation with
-    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`)."""
-    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap), _layer_parts,
-                      run, tp, micro_batch, sp, recompute, overlap)
+    per (tp, micro-batch, SP, CP), which is all they depend on; selective recomputation with
+    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); ``cp``:
+    context parallelism's p2p ring (the search's exchange)."""
+    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp), _layer_parts,
+                      run, tp, micro_batch, sp, recompute, overlap, cp)
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool) -> Parts:
+                 overlap: bool, cp: int) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
-    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap),
+    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp),
                               simulate_layer, run.model, run.topo, tp, micro_batch, run.seq_len,
-                              run.dtype, sp, run.dropout, run.attention, recompute, overlap)
+                              run.dtype, sp, run.dropout, run.attention, recompute, overlap,
+                              False, cp)
 
     def ends():
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
         return Part.of(emb), Part.of(out)
-    emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp), ends)
+    emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     return Parts(Part.of(sim), emb, out)
 
 
@@ -360,9 +362,10 @@ def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.
     return np.concatenate([c, inner_transfer(c, pp, v)])
 
 
-def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool) -> float:
-    """One stage boundary's activation (:func:`tpsim.training.terms.p2p_bytes`)."""
-    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len, run.dtype, sp)
+def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool, cp: int = 1) -> float:
+    """One stage boundary's activation (:func:`tpsim.training.terms.p2p_bytes`) of the rank's
+    seq_len / cp tokens."""
+    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len // cp, run.dtype, sp)
 
 
 def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:

@@ -31,16 +31,20 @@ FORMULAS = {Gemm: qualname(compute.gemm_time), Attention: qualname(compute.atten
 
 @dataclass(frozen=True, eq=False)
 class Pricing:
-    """The topology and parallelism every op of a prediction is priced on."""
+    """The topology and parallelism every op of a prediction is priced on; ``subgroups``:
+    groups by a name of their own, parts of a parallelism's group (context parallelism's
+    all-to-all and ring of a2a+p2p: :func:`tpsim.layer.context_parallel.subgroups`)."""
     topology: Topology
     parallelism: Parallelism
     _groups: dict = field(default_factory=dict, repr=False)
+    subgroups: dict = field(default_factory=dict)
 
     def group(self, name: str, first: int = 0) -> Group:
         key = (name, first)
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = self.parallelism.group(name, first)
+            g = self._groups[key] = self.subgroups[name] if name in self.subgroups else \
+                self.parallelism.group(name, first)
         return g
 
 
@@ -95,7 +99,8 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
         cost = group_collective(op.op, op.nbytes, pricing.group(op.group), pricing.topology)
     elif kind is SendRecv:
         g = pricing.group(op.group)
-        pair = Group(op.group, 2, g.stride, op.src * g.stride, g.world)
+        pair = Group(op.group, 2, g.stride, op.src * g.stride, g.world) if op.src >= 0 else \
+            Group(op.group, 2, (g.size - 1) * g.stride, g.first, g.world)   # the ring's wrap
         cost = collectives.send_recv_time(op.nbytes, pricing.topology.place(pair),
                                           pricing.topology)
     else:

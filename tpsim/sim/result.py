@@ -205,6 +205,8 @@ class Inputs:
     gpus: int = 1
     experts: int = 0          # routed experts per MoE layer (0: a dense model)
     zero: int = 0             # the ZeRO stage (1: the distributed optimizer)
+    cp: int = 1               # context-parallel ranks each sequence is split over
+    cp_comm: str = "p2p"      # their exchange (tpsim.layer.context_parallel)
 
 
 @dataclass(frozen=True)

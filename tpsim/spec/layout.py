@@ -9,7 +9,7 @@ device, the layers' split over the stages) is checked by ``predict`` once they a
 
 Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
 per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
-first of bf16, fp16, fp32. ``ep``, ``expert_tp`` and ``cp`` are declared ahead of their
+first of bf16, fp16, fp32. ``ep`` and ``expert_tp`` are declared ahead of their
 models: any value but the default is refused.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .precision import PRECISION
 from .settings import changed, check, declared, made, setting
 from .sharding import check_sharding
 
+CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
@@ -109,14 +110,19 @@ class Layout:
         None, "price of one GPU for an hour, USD: the step's cost_usd = GPUs x step time / "
         "3600 x this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",
         kind="price")
+    cp: int = _count(1, "context-parallel degree: each sequence split over this many GPUs "
+                     "(tpsim.layer.context_parallel)", "--cp", lists=True,
+                     megatron="--context-parallel-size")
+    cp_comm: str = setting("p2p", "context parallelism's exchange: p2p (K/V ring), all-gather "
+                           "(K/V), a2a (Ulysses), a2a+p2p (a2a inside a node, ring across)",
+                           flag="--cp-comm", kind="choice", choices=CP_COMMS,
+                           megatron="--cp-comm-type")
     # declared ahead of their models: the default only
     ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
                      unmodelled="expert parallelism", megatron="--expert-model-parallel-size")
     expert_tp: int = _count(1, "tensor-parallel degree of the experts", "--expert-tp",
                             unmodelled="expert tensor parallelism",
                             megatron="--expert-tensor-parallel-size")
-    cp: int = _count(1, "context-parallel degree (the sequence split over GPUs)", "--cp",
-                     unmodelled="context parallelism", megatron="--context-parallel-size")
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
@@ -149,6 +155,10 @@ class Layout:
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
         check_sharding(self)
+        if self.cp > 1 and self.seq_len is not None and self.seq_len % (2 * self.cp):
+            raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
+                              "holds two chunks of the sequence, for the causal mask's balance)",
+                              self.seq_len)
         gb, per_step = self.global_batch, self.per_step
         if gb is None:
             return
@@ -208,4 +218,4 @@ def _defaults(cls) -> dict:
     return {f.name: f.default for f in declared(cls)}
 
 
-__all__ = ["Layout", "RECOMPUTE", "DTYPES"]
+__all__ = ["Layout", "RECOMPUTE", "DTYPES", "CP_COMMS"]

@@ -17,6 +17,7 @@ import dataclasses
 import math
 
 from ..base.errors import ConfigError
+from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
@@ -94,25 +95,36 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
         raise ConfigError("--tp-comm-overlap", "", f"--micro-batch x --seq of at least {RS_SPLITS} "
                           f"(the GEMMs run in {RS_SPLITS} row chunks)",
                           lay.micro_batch * lay.seq_len)
+    check_cp(m, lay.tp, lay.cp, lay.cp_comm, lay.seq_len, lay.attention)
     return m, topo, lay
 
 
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
-                   tp_comm_overlap=False, moe=False):
+                   tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p"):
     """The priced, scheduled layer (defaults already resolved) and its pricing; ``moe``: the
-    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1), else its dense one."""
-    dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True)
+    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1), else its dense one; ``cp``: context
+    parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len / cp
+    tokens."""
+    dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
+                      cp=cp)
     if moe:
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
+        if cp > 1:
+            raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
+                              "context parallelism is not modelled yet)", cp)
         dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+    a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
+        if cp_comm == "a2a+p2p" else 1
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
-                         moe=(2 if m.shared_experts else 1) if moe else 0)
-    pricing = Pricing(topo, Parallelism(tp=tp))
+                         moe=(2 if m.shared_experts else 1) if moe else 0, cp=cp,
+                         cp_comm=cp_comm, cp_a2a=a)
+    par = Parallelism(tp=tp, cp=cp)
+    pricing = Pricing(topo, par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
 
@@ -120,7 +132,7 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
     """:func:`simulate_layer` of a resolved layout."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
-                          lay.tp_comm_overlap, moe)
+                          lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm)
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
@@ -226,7 +238,8 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   distributed_optimizer=lay.distributed_optimizer,
                   overlap_grad_reduce=lay.overlap_grad_reduce,
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
-                  zero=zero_stage(lay.zero, lay.distributed_optimizer))
+                  zero=zero_stage(lay.zero, lay.distributed_optimizer),
+                  cp=lay.cp, cp_comm=lay.cp_comm)
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
@@ -262,7 +275,7 @@ def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
 def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism, list]:
     """The job's groups and layers per virtual stage; a job larger than the topology or a
     split Megatron does not run raises ConfigError naming the flag."""
-    par = Parallelism(tp=lay.tp, pp=lay.pp, dp=lay.dp)
+    par = Parallelism(tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp)
     check_fits(topo, par)
     try:
         layers = split_layers(m.layers, lay.pp, lay.virtual_stages, lay.first_stage_layers,
@@ -279,7 +292,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
     layer, emb, out, moe = parts
     check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
-                       out, topo, micro_batch=lay.micro_batch, seq_len=lay.seq_len,
+                       out, topo, micro_batch=lay.micro_batch, seq_len=lay.seq_len // lay.cp,
                        dtype=lay.dtype, sequence_parallel=lay.sequence_parallel,
                        distributed_optimizer=zero_stage(lay.zero, lay.distributed_optimizer) >= 1,
                        overlap_grad_reduce=lay.overlap_grad_reduce,

@@ -164,7 +164,7 @@ def check_fits(topo: Topology, par: Parallelism) -> None:
         nodes = -(-par.world // per)
         fix = f": pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
             " and no network to size: a cluster topology, which takes --nodes"
-        raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x pp x dp "
+        raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x cp x pp x dp "
                           f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
                           f"{fix})", topo.name)
 
@@ -190,7 +190,7 @@ def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]
     c = setup.chunks[g]
     units = c.units
     out = [[sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces)]
-           for pieces in terms.chunk_buckets(units, terms.bucket_size(setup.parallelism.dp, g))]
+           for pieces in terms.chunk_buckets(units, terms.bucket_size(terms.grad_ranks(setup.parallelism), g))]
     out[0][0] = c.received[1] + out[0][0]
     return [(s, n) for s, n in out]
 
@@ -198,9 +198,9 @@ def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]
 def _split(setup: StepSetup, topo: Topology, buckets):
     """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries
     (``buckets(stage, chunk)``: :func:`_buckets`), each bucket followed by its 1/d pre-scale
-    kernel (overlap on, dp > 1, no ZeRO-2/3); else None."""
-    dp = setup.parallelism.dp
-    if setup.sharding.per_unit or not terms.overlapped_reduce(setup.overlap_grad_reduce, dp):
+    kernel (overlap on, dp x cp > 1, no ZeRO-2/3); else None."""
+    ranks = terms.grad_ranks(setup.parallelism)
+    if setup.sharding.per_unit or not terms.overlapped_reduce(setup.overlap_grad_reduce, ranks):
         return None
 
     def split(stage: int, chunk: int):
@@ -216,7 +216,7 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
     the optimizer waits for."""
     par, dtype, do = setup.parallelism, setup.dtype, setup.distributed_optimizer
-    if par.dp == 1 or setup.sharding.per_unit:       # ZeRO-2/3: reduced inside the chunks
+    if terms.grad_ranks(par) == 1 or setup.sharding.per_unit:  # ZeRO-2/3: inside the chunks
         return list(stage_ops.end)
     group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
@@ -265,7 +265,7 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
 
 def _gathering(setup: StepSetup) -> bool:
     return terms.overlapped_gather(setup.overlap_param_gather, setup.distributed_optimizer,
-                                   setup.parallelism.dp)
+                                   terms.grad_ranks(setup.parallelism))
 
 
 def _gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
@@ -303,7 +303,8 @@ def _forward_buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[flo
     units = c.units
     return [(sum(c.forwards[i] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
             for pieces in reversed(terms.chunk_buckets(
-                units, terms.bucket_size(setup.parallelism.dp, chunk * setup.parallelism.pp
+                units, terms.bucket_size(terms.grad_ranks(setup.parallelism),
+                                         chunk * setup.parallelism.pp
                                          + stage)))]
 
 
@@ -341,7 +342,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
                   "stage0", "pp")
         ready[0], ready[-1] = [e], [e]
-    shards = setup.sharding.state_shards(par.dp, do)[2]
+    shards = setup.sharding.state_shards(terms.grad_ranks(par), do)[2]
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
                    terms.grad_norm_s(setup.stage_params[r], shards, dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]

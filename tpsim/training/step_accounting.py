@@ -109,7 +109,7 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     par = setup.parallelism
     capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
     sh = setup.sharding
-    shards = sh.state_shards(par.dp, setup.distributed_optimizer)[2]
+    shards = sh.state_shards(terms.grad_ranks(par), setup.distributed_optimizer)[2]
     out = []
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)

@@ -64,9 +64,23 @@ def pair_group(par: Parallelism, a: int, b: int) -> Group:
     return Group("pp", 2, (hi - lo) * stride, lo * stride, par.world)
 
 
+def grad_ranks(par: Parallelism) -> int:
+    """The ranks that hold the same weights and reduce their gradients: dp x cp (the
+    context-parallel ranks each see part of every sequence: Megatron-core reduces over its
+    dp-cp group, and the distributed optimizer shards over it)."""
+    return par.dp * par.cp
+
+
 def dp_group(par: Parallelism, stage: int) -> Group:
-    """The data-parallel group of pipeline stage ``stage`` (its first TP rank)."""
-    return par.group("dp", first=stage * par.stride("pp"))
+    """The gradients' group of pipeline stage ``stage`` (its first TP rank): the data-parallel
+    group, or with context parallelism Megatron-core's dp-cp group, :func:`grad_ranks` ranks
+    ``tp`` apart (CP and EP 1 between TP and DP in the rank order tp-cp-ep-dp-pp)."""
+    if par.cp == 1:
+        return par.group("dp", first=stage * par.stride("pp"))
+    order = [n for n in par.order.split("-") if n != "ep"]
+    if par.ep != 1 or order.index("dp") != order.index("cp") + 1:
+        raise ValueError("the dp-cp group is contiguous only in the order tp-cp-ep-dp-pp, ep 1")
+    return Group("dp", grad_ranks(par), par.stride("cp"), stage * par.stride("pp"), par.world)
 
 
 def tp_group(par: Parallelism, stage: int) -> Group:
@@ -75,12 +89,14 @@ def tp_group(par: Parallelism, stage: int) -> Group:
 
 
 def grad_norm_group(par: Parallelism, distributed_optimizer: bool) -> Group | None:
-    """The gradient norm's all-reduce: across the model-parallel ranks (and the data-parallel
-    ones with the distributed optimizer, each holding 1/d of the gradients); priced on the
-    outermost of those groups of more than one rank (None: a single rank)."""
-    names = ["tp", "pp"] + (["dp"] if distributed_optimizer else [])
-    sized = [n for n in names if getattr(par, n) > 1]
-    return par.group(max(sized, key=par.stride)) if sized else None
+    """The gradient norm's all-reduce: across the model-parallel ranks (and the gradients'
+    group, :func:`dp_group`, with the distributed optimizer, each rank holding 1/(d cp) of the
+    gradients); priced on the outermost of those groups of more than one rank (None: a
+    single rank)."""
+    groups = [par.group(n) for n in ("tp", "pp") if getattr(par, n) > 1]
+    if distributed_optimizer and grad_ranks(par) > 1:
+        groups.append(dp_group(par, 0))
+    return max(groups, key=lambda g: g.stride) if groups else None
 
 
 # ---- chunks and what they hold

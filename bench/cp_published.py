@@ -1,0 +1,93 @@
+"""tpsim's context-parallel training steps against NVIDIA's published throughput.
+
+Megatron-Bridge's performance summary (NVIDIA-NeMo/Megatron-Bridge,
+``docs/performance-summary.md`` and ``docs/performance-summary-archive.md``, containers 25.09,
+25.11 and 26.02) lists Llama 3.1 405B pre-training at seq 8192 with CP 2, FP8 (current scaling),
+micro-batch 1; tokens/s per GPU. Used in no fit. Megatron-core's defaults of those recipes are
+assumed where the table is silent: sequence parallelism, TP communication overlap, the
+distributed optimizer with the overlapped weight all-gather, the p2p ring.
+
+The published runs split 126 layers over PP 8 with 8 (H100, B200) or 4 (GB300) model chunks,
+the embedding and the loss each counted as a layer (``account_for_embedding_in_pipeline_split``:
+2 layers per chunk, one on the first and the last): tpsim splits a stage's layers evenly over
+its chunks, which that split is not, so it runs 2 chunks per stage, 16 layers on the first
+stage and 14 on the last (a larger pipeline bubble than the published runs': tpsim slower by
+it). A CP 1 row of the same table (GB200, 405B, PP 16) is printed beside them: tpsim's error
+without context parallelism, for scale.
+
+Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
+405B on 16,384 H100s, TP 8, CP 16 (all-gather, section 3.3.2), PP 16, DP 8, seq 131,072, 16M
+tokens per batch (128 sequences), BF16: 380 TFLOP/s per GPU (38% MFU). The paper's FLOP count
+(causal attention as half the square or the full square) and its model chunks per stage are not
+stated; it removes one layer from the first and the last stage (7 + 14 x 8 + 7 = 126 layers),
+which tpsim can split only with 1 chunk per stage. Both counts are printed.
+
+    python bench/cp_published.py
+"""
+from __future__ import annotations
+
+from tpsim.training.predict import predict
+
+COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
+              tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
+              virtual_stages=2)
+EVEN_405B_PP8 = dict(pp=8, first_stage_layers=16, last_stage_layers=14)
+
+# system, topology, nodes, layout, published tokens/s per GPU (container)
+RUNS = (
+    ("DGX-H100, 1024 GPUs, TP 8 PP 8 CP 2 (VP 8), GBS 512", "dgx-h100-ndr-cluster", 128,
+     dict(tp=8, cp=2, dp=8, global_batch=512, **EVEN_405B_PP8), (("25.09", 302), ("25.11", 292))),
+    ("DGX-H100, 1024 GPUs, TP 8 PP 8 CP 2 (VP 8), GBS 1536", "dgx-h100-ndr-cluster", 128,
+     dict(tp=8, cp=2, dp=8, global_batch=1536, **EVEN_405B_PP8), (("26.02", 311),)),
+    ("DGX-B200, 128 GPUs, TP 4 PP 8 CP 2 (VP 8), GBS 64", "dgx-b200-ndr-cluster", 16,
+     dict(tp=4, cp=2, dp=2, global_batch=64, **EVEN_405B_PP8), (("25.09", 664), ("25.11", 661))),
+    ("DGX-GB300, 256 GPUs, TP 2 PP 8 CP 2 (VP 4), GBS 1536", "gb300-nvl72", None,
+     dict(tp=2, cp=2, dp=8, global_batch=1536, **EVEN_405B_PP8), (("25.11", 999),)),
+    ("CP 1 for scale: DGX-GB200, 256 GPUs, TP 4 PP 16 (VP 4), GBS 1536", "gb200-nvl72", None,
+     dict(tp=4, pp=16, dp=4, global_batch=1536, first_stage_layers=6, last_stage_layers=8),
+     (("25.11", 813), ("26.02", 793))),
+)
+
+
+def rows():
+    """(run, container, published, tpsim tokens/s per GPU, error %, fits) per published row."""
+    out = []
+    for name, topo, nodes, layout, published in RUNS:
+        p = predict("llama3-405b", topo, **COMMON, **layout,
+                    **({"nodes": nodes} if nodes else {}))
+        got = p.step.tokens_per_s / p.inputs.gpus
+        for container, value in published:
+            out.append((name, container, value, got, 100 * (got / value - 1), p.memory.fits))
+    return out
+
+
+LLAMA3_LONG = dict(tp=8, cp=16, pp=16, dp=8, global_batch=128, micro_batch=1, seq_len=131072,
+                   cp_comm="all-gather", sequence_parallel=True, distributed_optimizer=True,
+                   first_stage_layers=7, last_stage_layers=7, nodes=2048)
+LLAMA3_LONG_TFLOPS = 380
+
+
+def llama3_long_context() -> tuple[float, float]:
+    """tpsim's TFLOP/s per GPU by Megatron-LM's counts (causal half, full square) for Llama 3's
+    long-context stage (module docstring)."""
+    step = predict("llama3-405b", "dgx-h100-ndr-cluster", **LLAMA3_LONG).step
+    return step.megatron_tflops_per_gpu, step.megatron_full_square_tflops_per_gpu
+
+
+def main() -> None:
+    print("Llama 3.1 405B, seq 8192, FP8, micro-batch 1: tokens/s per GPU "
+          "(Megatron-Bridge performance summary)")
+    print(f"{'run':64s} {'release':>7s} {'published':>9s} {'tpsim':>7s} {'error':>7s}  memory")
+    for name, container, value, got, err, fits in rows():
+        print(f"{name:64s} {container:>7s} {value:9d} {got:7.0f} {err:+6.1f}%  "
+              f"{'fits' if fits else 'does not fit in tpsim'}")
+    half, square = llama3_long_context()
+    print(f"\nLlama 3 405B long context, 16,384 H100, TP 8 CP 16 (all-gather) PP 16 DP 8, "
+          f"seq 131,072: published {LLAMA3_LONG_TFLOPS} TFLOP/s per GPU")
+    for name, got in (("causal half", half), ("full square", square)):
+        print(f"  tpsim, {name:11s} count: {got:6.1f} TFLOP/s per GPU, "
+              f"{100 * (got / LLAMA3_LONG_TFLOPS - 1):+6.1f}%")
+
+
+if __name__ == "__main__":
+    main()

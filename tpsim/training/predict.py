@@ -36,6 +36,7 @@ from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
 from . import terms
+from ..cluster.sustained import sustained
 from ..cluster.topology import Topology, load_topology
 
 
@@ -97,8 +98,9 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False):
-    """The priced, scheduled layer (defaults already resolved) and its pricing; ``moe``: the
-    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1), else its dense one."""
+    """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
+    sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
+    (:mod:`tpsim.layer.moe`, EP 1), else its dense one."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True)
     if moe:
         if tp_comm_overlap:
@@ -109,7 +111,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0,
                          moe=(2 if m.shared_experts else 1) if moe else 0)
-    pricing = Pricing(topo, Parallelism(tp=tp))
+    pricing = Pricing(sustained(topo), Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 
 

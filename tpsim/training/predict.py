@@ -26,6 +26,7 @@ from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
+from ..spec.precision import precision, precision_key
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
@@ -59,6 +60,7 @@ def _check(topo: Topology, lay: Layout, dtype: str) -> None:
     if lay.tp > topo.max_ranks:
         raise ConfigError("--tp", "", f"at most the {topo.max_ranks} GPUs of {topo.name}", lay.tp)
     topo.device.peak(dtype)
+    precision(precision_key(dtype, fp8_param_gather=lay.fp8_param_gather))
     if dtype == "fp8":
         topo.device.peak(FP8_ACTIVATIONS)
     kernels = tuple(topo.device.attention_kernels or ())
@@ -276,7 +278,9 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        distributed_optimizer=lay.distributed_optimizer,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
-                       overlap_param_gather=lay.overlap_param_gather, moe=moe)
+                       overlap_param_gather=lay.overlap_param_gather, moe=moe,
+                       precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
+                                               lay.fp8_param_gather))
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

@@ -112,7 +112,7 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
-        out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity,
+        out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
                                 shards, r, sum(live), usable))
     return tuple(out)
 

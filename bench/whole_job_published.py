@@ -9,7 +9,12 @@ Two source families, tests/data/published_steps (README there gives each source)
 
 Each run as its recipe ran it under Megatron-core with Transformer Engine: FP8, sequence
 parallelism at TP > 1, the distributed optimizer with its weight all-gather overlapped, the
-gradients reduced beside the backward, TP communication overlapped, no recomputation.
+gradients reduced beside the backward in bf16 (Megatron-Bridge's ``_perf_precision`` sets
+``grad_reduce_in_fp32=False``; NeMo's launcher ``grad_sync_dtype: bf16``), TP communication
+overlapped, no recomputation, no dropout; Megatron-Bridge's FP8 recipes also keep fp8
+parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py). NeMo
+24.07 ran Apex's distributed Adam, which shards the gradients too (not modelled): its memory
+column is tpsim's for Megatron-core's distributed optimizer, not a check.
 
     python bench/whole_job_published.py [--fit]
 """
@@ -58,7 +63,8 @@ def run(r: dict, topo) -> tuple[float, object]:
                 virtual_stages=n["vp"], global_batch=n["global_batch"],
                 micro_batch=n["micro_batch"], dtype="fp8", sequence_parallel=n["tp"] > 1,
                 distributed_optimizer=True, overlap_param_gather=True,
-                tp_comm_overlap=n["tp"] > 1, nodes=max(1, n["gpus"] // 8))
+                tp_comm_overlap=n["tp"] > 1, nodes=max(1, n["gpus"] // 8),
+                grad_reduce_in_bf16=True, fp8_param_gather=r["family"] == "megatron-bridge")
     return p.step.tokens_per_s / n["gpus"], p
 
 

@@ -103,3 +103,19 @@ def test_tp_overlap_chunks_keep_every_row(seq):
         assert sum(rows) == off[name].m == seq and max(rows) - min(rows) <= 1
     rs = [op.nbytes for n, op in on.items() if n.startswith("fwd.proj.reduce-scatter")]
     assert len(rs) == RS_SPLITS and sum(rs) == off["fwd.proj.reduce-scatter"].nbytes
+
+
+def test_fp8_keeps_the_linears_inputs_as_fp8_casts():
+    """Transformer Engine's FP8 linears keep their inputs for the weight gradient as fp8 casts,
+    one byte: the QKV and fc1 inputs (the norms' fp8 outputs, Tn x h each, SP shards) and the
+    fc2 input (T x f) each cost 1 byte instead of 2; the attention output (T x q) stays kept
+    in bf16 by the fused kernel, and the projection keeps its fp8 cast besides (+1 byte).
+    Llama 3 8B at TP 4, SP, seq 1024: Tn = 256, h = 4096, f = 14336 / 4, q = 1024."""
+    m = load_model("llama3-8b")
+    T, h, f, q = 1024, 4096, 14336 // 4, 4096 // 4
+
+    def saved(g):
+        return sum(a["saved_bytes"] for _, a in g.nodes(data=True))
+    bf16 = saved(layer_graph(m, 4, 1, T, "bf16", sequence_parallel=True))
+    fp8 = saved(layer_graph(m, 4, 1, T, "fp8", sequence_parallel=True))
+    assert bf16 - fp8 == 2 * (T // 4) * h + T * f - T * q

@@ -112,6 +112,10 @@ class Device:
         ge=0, le=1, default=0.0,
         doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
             "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
+    sustained_clock: float = spec(
+        gt=0, le=1, default=1.0,
+        doc="share of a kernel benchmark's tensor-core rate that a training step sustains at "
+            "the board's power limit (tpsim.cluster.sustained); 1: no drop")
     collective_launch_s: float = spec("collective_launch_us", scale=US, ge=0, default=0.0,
                                       doc="fixed time per collective call (launch, setup, sync), us")
     collective_copy_Bps: float | None = spec(

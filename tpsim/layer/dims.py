@@ -48,6 +48,12 @@ class Dims:
         return self.linear_dtype or self.dtype
 
     @property
+    def gemm_bpe(self) -> int:
+        """Bytes per element of ``gemm_dtype``: what a linear keeps of its input (under FP8,
+        Transformer Engine keeps the fp8 cast for the weight gradient, not the 16-bit input)."""
+        return BYTES_PER_ELEMENT[self.gemm_dtype]
+
+    @property
     def T(self) -> int:
         """Tokens of the micro-batch: b * s."""
         return self.b * self.s

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ..base.memo import Memo
 from .dims import sp_reduce_op
-from .linears import column_parallel_bwd, input_saved
+from .linears import column_parallel_bwd
 from ..spec.precision import precision
 from .template import Builder, Template
 
@@ -163,7 +163,9 @@ def _output(tp_group: bool, sp: bool, norm: bool) -> Template:
                       saved=lambda d: d.Tn * d.h * d.bpe)
     if sp:
         x = B.collective("fwd.logits.all-gather", "all-gather", (x,))
-    x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,), saved=input_saved)
+    # keeps its 16-bit input (the output layer stays bf16 under FP8, as its GEMM does)
+    x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,),
+               saved=lambda d: d.Tn * d.h * d.bpe)
     x = _cross_entropy_fwd(B, x)
     B.phase = "backward"
     x = _cross_entropy_bwd(B, x)

@@ -25,8 +25,8 @@ from ..base.memo import Memo
 from ..spec.precision import LOW_PRECISION
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
-from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
-                      row_parallel_bwd)
+from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
+                      row_linear_fwd, row_parallel_bwd)
 from .moe import moe_bwd, moe_fwd
 from .ops import Attention
 from .recompute import apply_recompute
@@ -79,6 +79,16 @@ def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool)
                   saved=lambda d: d.T * d.kv * d.bpe)
 
 
+def _proj_saved(kernel: str | None):
+    """What the attention output costs to keep: the projection's input (in its GEMM's dtype,
+    :func:`row_input_saved`), and a fused kernel keeps the 16-bit output for its own backward
+    besides when the projection keeps an fp8 cast (the same tensor otherwise: counted once)."""
+    own = row_input_saved(lambda d: d.q)
+    if kernel == "unfused":
+        return own
+    return lambda d: own(d) + (d.T * d.q * d.bpe if d.linear_dtype else 0)
+
+
 def _kernel_name(attention: str) -> str | None:
     """``fused`` runs the device's default attention kernel (None); other names pick one."""
     return None if attention == "fused" else attention
@@ -95,7 +105,7 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
-    x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), lambda d: d.T * d.q * d.bpe)
+    x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), _proj_saved(kernel))
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
 
@@ -115,7 +125,7 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 
     # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
     x = B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.f * d.bpe)
-    x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), lambda d: d.T * d.f * d.bpe)
+    x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), row_input_saved(lambda d: d.f))
     return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
 

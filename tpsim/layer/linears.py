@@ -122,8 +122,17 @@ def fp8_cast(B: Builder, name: str, shape, dep) -> str:
 
 def input_saved(d: Dims) -> float:
     """What a column-parallel linear keeps of its input for the weight gradient: the (b*s, h)
-    input, or with SP only the local b*s/tp shard (Megatron-core re-gathers it in backward)."""
-    return d.Tn * d.h * d.bpe
+    input, or with SP only the local b*s/tp shard (Megatron-core re-gathers it in backward), in
+    the GEMM's dtype: under FP8 the norm's fp8 output, 1 byte (Transformer Engine's
+    LayerNormLinear saves ln_out after its cast)."""
+    return d.Tn * d.h * d.gemm_bpe
+
+
+def row_input_saved(width):
+    """What a row-parallel linear keeps of its (b*s, width(d)) input, in the GEMM's dtype:
+    under FP8 its fp8 cast (Transformer Engine's Linear saves the cast input, and the 16-bit
+    tensor is freed unless another op keeps it)."""
+    return lambda d: d.T * width(d) * d.gemm_bpe
 
 
 # --------------------------------------------------------------------------- backward

@@ -14,7 +14,10 @@ is exactly Korthikanti et al. 2022's  s b h (10 + 24/t + 5 a s / (h t))  bytes p
 GPT layer in 16-bit with dropout and unfused attention (their Table 2); flash attention drops
 the 5as/(ht) term; sequence parallelism shards norms, dropout masks and residuals, while the
 gathered input of each column-parallel GEMM is kept for its weight gradient (4 s b h not
-sharded: s b h (4 + 30/t) with flash attention and dropout). Activation recomputation
+sharded: s b h (4 + 30/t) with flash attention and dropout). Under FP8 (Transformer Engine)
+each linear keeps its input as the 1-byte fp8 cast its GEMMs read (the norms' outputs, the
+activation's), while the fused attention kernel still keeps its 16-bit output beside the
+projection's cast (:mod:`tpsim.layer.linears`). Activation recomputation
 (:mod:`tpsim.layer.recompute`) zeroes what it frees in the graph before the sum: ``full`` keeps only
 the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the unfused
 attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6). A pipeline

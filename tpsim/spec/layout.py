@@ -88,6 +88,13 @@ class Layout:
         False, "the distributed optimizer's weight all-gather bucket by bucket beside the next "
         "step's first forwards, as Megatron-core's --overlap-param-gather (False: after the "
         "optimizer; the flag is Megatron-LM's own name)", "--overlap-param-gather")
+    grad_reduce_in_bf16: bool = _flag(
+        False, "keep and reduce the main gradients in bf16, 2 bytes (default: fp32); the "
+        "optimizer copies its shard to fp32 (Megatron-LM's own flag)", "--grad-reduce-in-bf16")
+    fp8_param_gather: bool = _flag(
+        False, "FP8 parameters (Transformer Engine's Float8Tensor: the fp8 copy and its "
+        "transpose, no bf16 copy), all-gathered in fp8 by the distributed optimizer; needs "
+        "--dtype fp8 (Megatron-LM's own flag)", "--fp8-param-gather")
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")

@@ -18,8 +18,18 @@ caches each weight's FP8 cast across the micro-batches of a step, row-wise and (
 GEMMs take only TN layouts) transposed: +2 bytes (Megatron-core passes ``is_first_microbatch``
 unless ``--disable-parameter-transpose-cache``, megatron/core/extensions/transformer_engine.py).
 Counted here for every parameter, though the embedding, output layer and norms stay bf16 (a
-few hundred MB at most). ``--fp8-param-gather`` (1-byte parameters) and NeMo's
-``grad_reduce_in_fp32=False`` (bf16 main gradients) are not modelled.
+few hundred MB at most).
+
+Two options of Megatron-core change the table (:func:`precision_key` names a run's choice):
+
+* ``--grad-reduce-in-bf16`` (Megatron-Bridge's and NeMo's performance recipes:
+  ``grad_reduce_in_fp32=False``): the main gradients are kept and reduced in bf16, 2 bytes;
+  the distributed optimizer copies each shard into fp32 for Adam, +4 bytes of optimizer state,
+  as fp16's row.
+* ``--fp8-param-gather`` (FP8 only; Megatron-Bridge's FP8 recipes, ``fp8_param_gather=True``):
+  the parameters themselves are fp8 (Transformer Engine's Float8Tensor, the fp32 master in the
+  optimizer): the fp8 copy and its transpose, 1 + 1 bytes, no bf16 copy; the distributed
+  optimizer all-gathers 1 byte per parameter.
 
 Blackwell's block-scaled formats (OCP Microscaling spec v1.0; NVIDIA, "Pretraining large language
 models with NVFP4", 2025; Transformer Engine's MXFP8BlockScaling and NVFP4BlockScaling recipes)
@@ -66,7 +76,27 @@ def cast_write_bytes(dtype: str) -> float:
     return 2 * QUANTIZED_BYTES[dtype] + AMAX_PASS_BYTES.get(dtype, 0)
 
 
-def precision(dtype: str) -> Precision:
+BF16_GRADS, FP8_PARAMS = "bf16-grads", "fp8-params"    # the options of a precision key
+
+
+def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
+                  fp8_param_gather: bool = False) -> str:
+    """The run's precision as one name: ``dtype``, then ``+bf16-grads`` and ``+fp8-params``
+    for the options taken (module docstring); ``dtype`` alone without them."""
+    return "+".join([dtype] + [BF16_GRADS] * grad_reduce_in_bf16
+                    + [FP8_PARAMS] * fp8_param_gather)
+
+
+def precision(key: str) -> Precision:
+    """Bytes per parameter of a dtype, or of a :func:`precision_key`'s dtype and options."""
+    dtype, *options = key.split("+")
     if dtype not in PRECISION:
         raise ConfigError("--dtype", "", f"one of {', '.join(PRECISION)}", dtype)
-    return PRECISION[dtype]
+    p = PRECISION[dtype]
+    if BF16_GRADS in options and p.grads > 2:     # fp16 keeps 2-byte gradients already
+        p = Precision(p.weights, 2, p.optimizer + 4, p.gathered)
+    if FP8_PARAMS in options:
+        if dtype != "fp8":
+            raise ConfigError("--fp8-param-gather", "", "--dtype fp8", dtype)
+        p = Precision(2, p.grads, p.optimizer, 1)
+    return p

@@ -27,6 +27,7 @@ from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
+from ..spec.precision import precision, precision_key
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
@@ -40,6 +41,7 @@ from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from ..spec.precision import LOW_PRECISION
 from . import terms
+from ..cluster.sustained import sustained
 from ..cluster.topology import Topology, load_topology
 
 
@@ -62,6 +64,7 @@ def _check(topo: Topology, lay: Layout, dtype: str) -> None:
     if lay.tp > topo.max_ranks:
         raise ConfigError("--tp", "", f"at most the {topo.max_ranks} GPUs of {topo.name}", lay.tp)
     topo.device.peak(dtype)
+    precision(precision_key(dtype, fp8_param_gather=lay.fp8_param_gather))
     if dtype in LOW_PRECISION:
         topo.device.peak(FP8_ACTIVATIONS)
     kernels = tuple(topo.device.attention_kernels or ())
@@ -102,10 +105,10 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p"):
-    """The priced, scheduled layer (defaults already resolved) and its pricing; ``moe``: the
-    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1), else its dense one; ``cp``: context
-    parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len / cp
-    tokens."""
+    """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
+    sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
+    (:mod:`tpsim.layer.moe`, EP 1), else its dense one; ``cp``: context parallelism by
+    ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len / cp tokens."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
     if moe:
@@ -124,7 +127,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          moe=(2 if m.shared_experts else 1) if moe else 0, cp=cp,
                          cp_comm=cp_comm, cp_a2a=a)
     par = Parallelism(tp=tp, cp=cp)
-    pricing = Pricing(topo, par, subgroups=subgroups(par, a) if cp > 1 else {})
+    pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
 
@@ -297,7 +300,9 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        distributed_optimizer=zero_stage(lay.zero, lay.distributed_optimizer) >= 1,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
-                       overlap_param_gather=lay.overlap_param_gather, moe=moe)
+                       overlap_param_gather=lay.overlap_param_gather, moe=moe,
+                       precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
+                                               lay.fp8_param_gather))
     if sh.per_unit:
         setup = shard_setup(setup, sh, topo)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)

@@ -237,7 +237,7 @@ def shard_setup(setup, sh: Sharding, topo):
     """A :class:`tpsim.training.step.StepSetup` run with ZeRO-2/3 ``sh``: each chunk
     :func:`sharded_chunk` on its pipeline stage (virtual stage g on stage g mod pp)."""
     par, price = setup.parallelism, terms.collective_price(topo)
-    chunks = tuple(sharded_chunk(c, setup.dtype, sh, par, g % par.pp, price)
+    chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price)
                    for g, c in enumerate(setup.chunks))
     return dataclasses.replace(setup, chunks=chunks, sharding=sh)
 

@@ -116,7 +116,8 @@ class StepSetup:
     """Everything the step graph needs, resolved: the job's ``parallelism``, ``m`` micro-batches,
     ``v`` virtual stages, ``chunks[g]`` per virtual stage (g = chunk * pp + stage), ``p2p_bytes``
     of one transfer, ``stage_params`` and ``sync_params`` (gradients the SP all-reduce carries)
-    per stage, ``embedding_params`` (the tied embedding all-reduce, 0: none)."""
+    per stage, ``embedding_params`` (the tied embedding all-reduce, 0: none), ``precision``
+    (the bytes per parameter: :func:`tpsim.spec.precision.precision_key`)."""
     parallelism: Parallelism
     m: int
     v: int
@@ -125,7 +126,7 @@ class StepSetup:
     stage_params: tuple[int, ...]
     sync_params: tuple[int, ...]
     embedding_params: int
-    dtype: str
+    precision: str
     distributed_optimizer: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool = False
@@ -207,7 +208,7 @@ def _split(setup: StepSetup, topo: Topology, buckets):
         out = []
         for k, (seconds, params) in enumerate(buckets(stage, chunk)):
             out.append((f"bucket{k}", seconds))
-            out.append((f"bucket{k}.scale", terms.grad_scale_s(params, setup.dtype, topo.device)))
+            out.append((f"bucket{k}.scale", terms.grad_scale_s(params, setup.precision, topo.device)))
         return out
     return split
 
@@ -215,7 +216,7 @@ def _split(setup: StepSetup, topo: Topology, buckets):
 def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
     the optimizer waits for."""
-    par, dtype, do = setup.parallelism, setup.dtype, setup.distributed_optimizer
+    par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
     if terms.grad_ranks(par) == 1 or setup.sharding.per_unit:  # ZeRO-2/3: inside the chunks
         return list(stage_ops.end)
     group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
@@ -278,7 +279,7 @@ def _gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
     stage {forward code 2 chunk: release time} (None: the gather follows the optimizer)."""
     if not _gathering(setup):
         return None
-    par, dtype, p = setup.parallelism, setup.dtype, setup.parallelism.pp
+    par, dtype, p = setup.parallelism, setup.precision, setup.parallelism.pp
     price, out = terms.collective_price(topo), []
     for r in range(p):
         group, start, releases = terms.dp_group(par, r), 0.0, {}
@@ -330,7 +331,7 @@ def _finish(g, setup: StepSetup, topo: Topology, pipeline):
 def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
     """SP's norm-gradient and the tied-embedding all-reduces, the gradient norm, the optimizer
     and the distributed optimizer's all-gather (:mod:`tpsim.training.terms`)."""
-    par, dtype, dev, do = setup.parallelism, setup.dtype, topo.device, setup.distributed_optimizer
+    par, dtype, dev, do = setup.parallelism, setup.precision, topo.device, setup.distributed_optimizer
     p, price = par.pp, terms.collective_price(topo)
     for r in range(p):
         t = terms.sp_sync_s(setup.sync_params[r], dtype, par, r, price)
@@ -373,9 +374,12 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                embedding: Part, output: Part, topo: Topology, *, micro_batch: int, seq_len: int,
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
-               overlap_param_gather: bool = False, moe: Part | None = None) -> StepSetup:
+               overlap_param_gather: bool = False, moe: Part | None = None,
+               precision: str | None = None) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
-    ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others).
+    ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
+    ``precision``: the :func:`~tpsim.spec.precision.precision_key` of the weights, gradients
+    and optimizer state (default: ``dtype``'s).
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
@@ -397,5 +401,5 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     return StepSetup(par, m, v, tuple(chunks), p2p,
                      terms.stage_params(model, tp, stage_layers, p, v),
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
-                     terms.tied_embedding_params(model, tp, p), dtype,
+                     terms.tied_embedding_params(model, tp, p), precision or dtype,
                      distributed_optimizer, overlap_grad_reduce, overlap_param_gather)

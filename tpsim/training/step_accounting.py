@@ -114,10 +114,10 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
-        state = state_bytes(setup.stage_params[r], setup.dtype, sh, par.dp, True, max(
+        state = state_bytes(setup.stage_params[r], setup.precision, sh, par.dp, True, max(
             largest_unit(setup.chunks[c * par.pp + r].units) for c in range(setup.v))) \
             if sh.per_unit else None
-        out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity,
+        out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
                                 shards, r, sum(live), usable, state,
                                 sh.stage or int(setup.distributed_optimizer)))
     return tuple(out)

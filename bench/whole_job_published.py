@@ -1,0 +1,125 @@
+"""tpsim's training step against NVIDIA's published whole-job runs on DGX H100 (FP8).
+
+Two source families, tests/data/published_steps (README there gives each source):
+
+* Megatron-Bridge's performance summary, releases 25.09 to 26.06 (Llama 3 70B, 32 and 64 H100):
+  the family ``sustained_clock`` of the H100 presets is fitted on (``--fit``);
+* NeMo 24.07's performance summary (GPT-3 5B, 20B, 175B on 128 and 512 H100, Llama 2 7B, 13B,
+  70B): used in no fit.
+
+Each run as its recipe ran it under Megatron-core with Transformer Engine: FP8, sequence
+parallelism at TP > 1, the distributed optimizer with its weight all-gather overlapped, the
+gradients reduced beside the backward in bf16 (Megatron-Bridge's ``_perf_precision`` sets
+``grad_reduce_in_fp32=False``; NeMo's launcher ``grad_sync_dtype: bf16``), TP communication
+overlapped, no recomputation, no dropout; Megatron-Bridge's FP8 recipes also keep fp8
+parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py). NeMo
+24.07 ran Apex's distributed Adam, which shards the gradients too (not modelled): its memory
+column is tpsim's for Megatron-core's distributed optimizer, not a check.
+
+    python bench/whole_job_published.py [--fit]
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tpsim.cluster.topology import load_topology
+from tpsim.spec.model import ModelConfig, load_model
+from tpsim.training.predict import predict
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_steps"
+TOPOLOGY = "dgx-h100-ndr-cluster"
+FIT_FAMILY = "megatron-bridge"
+# NeMo's GPTConfig5B and GPTConfig20B (nemo/collections/llm/gpt/model/base.py): no dropout, as
+# its GPTConfig175B (hidden_dropout 0.0); GPT-2's vocabulary
+NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
+
+
+def model(name: str, seq_len: int) -> ModelConfig:
+    if name in NEMO_GPT:
+        layers, hidden, heads = NEMO_GPT[name]
+        m = ModelConfig(name=name, layers=layers, hidden=hidden, heads=heads, vocab=50257,
+                        seq_len=seq_len, bias=True, tie_embeddings=True)
+    else:
+        m = load_model(name)
+    return dataclasses.replace(m, seq_len=seq_len, dropout=0.0)
+
+
+def rows() -> list[dict]:
+    with open(DATA / "h100_fp8.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def run(r: dict, topo) -> tuple[float, object]:
+    """Predicted tokens/s per GPU of published run ``r``, and the prediction."""
+    n = {k: int(r[k]) for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp",
+                                "vp")}
+    dp = n["gpus"] // (n["tp"] * n["pp"])
+    p = predict(model(r["model"], n["seq_len"]), topo, tp=n["tp"], pp=n["pp"], dp=dp,
+                virtual_stages=n["vp"], global_batch=n["global_batch"],
+                micro_batch=n["micro_batch"], dtype="fp8", sequence_parallel=n["tp"] > 1,
+                distributed_optimizer=True, overlap_param_gather=True,
+                tp_comm_overlap=n["tp"] > 1, nodes=max(1, n["gpus"] // 8),
+                grad_reduce_in_bf16=True, fp8_param_gather=r["family"] == "megatron-bridge")
+    return p.step.tokens_per_s / n["gpus"], p
+
+
+def errors(data, topo) -> np.ndarray:
+    return np.array([run(r, topo)[0] / float(r["tokens_per_s_per_gpu"]) - 1 for r in data])
+
+
+def table(data, topo) -> None:
+    print(f"  {'run':44s} {'published':>9s} {'tpsim':>7s}  error  memory (GiB, fits)")
+    for r in data:
+        pred, p = run(r, topo)
+        pub = float(r["tokens_per_s_per_gpu"])
+        mem = p.memory
+        name = (f"{r['family']} {r['release']} {r['model']} {r['gpus']} GPUs "
+                f"TP{r['tp']} PP{r['pp']} VP{r['vp']}")
+        print(f"  {name:44s} {pub:9.0f} {pred:7.0f} {pred / pub - 1:+6.1%}  "
+              f"{mem.total_bytes / 2**30:5.1f} of {(mem.capacity_bytes - mem.reserved_bytes) / 2**30:.1f}"
+              f" {'yes' if mem.fits else 'NO'}")
+
+
+def summary(title: str, e: np.ndarray) -> str:
+    return (f"{title}: {len(e)} runs, mean error {e.mean():+.1%}, mean |error| "
+            f"{np.abs(e).mean():.1%}, max |error| {np.abs(e).max():.1%}")
+
+
+def with_clock(topo, clock: float):
+    """``topo`` with its device's ``sustained_clock`` set to ``clock``."""
+    new = dataclasses.replace(topo, device=dataclasses.replace(topo.device,
+                                                               sustained_clock=clock))
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def fit_clock(topo, fit) -> float:
+    """Grid-fit ``sustained_clock`` (0.70-1.00 by 0.005) on ``fit``: the least mean |error|."""
+    grid = np.arange(0.70, 1.0001, 0.005)
+    scores = [np.abs(errors(fit, with_clock(topo, c))).mean() for c in grid]
+    return float(grid[int(np.argmin(scores))])
+
+
+def main(argv: list[str]) -> int:
+    topo = load_topology(TOPOLOGY)
+    data = rows()
+    fit = [r for r in data if r["family"] == FIT_FAMILY]
+    rest = [r for r in data if r["family"] != FIT_FAMILY]
+    if "--fit" in argv:
+        best = fit_clock(topo, fit)
+        print(f"sustained_clock fitted on the {len(fit)} {FIT_FAMILY} runs: {best:.3f} "
+              f"(shipped {TOPOLOGY}: {topo.device.sustained_clock:g})")
+        topo = with_clock(topo, best)
+    table(data, topo)
+    print(summary(f"  fitted on ({FIT_FAMILY})", errors(fit, topo)))
+    print(summary("  used in no fit (NeMo 24.07)", errors(rest, topo)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

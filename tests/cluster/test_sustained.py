@@ -1,0 +1,62 @@
+"""The sustained clock: a training step's tensor-core rate against the kernel benchmarks'."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tpsim.cluster.sustained import sustained
+from tpsim.cluster.topology import load_topology
+from tpsim.cost.compute import gemm_time
+from tpsim.training.predict import predict, predict_block
+
+
+def _with_clock(topo, clock):
+    new = dataclasses.replace(topo, device=dataclasses.replace(topo.device,
+                                                               sustained_clock=clock))
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def test_the_peaks_scale_and_the_clock_is_spent():
+    """peak_step[dtype] = peak[dtype] x sustained_clock for every dtype; the result's own
+    clock is 1 (applying it twice changes nothing), and a clock of 1 returns the topology."""
+    h100 = load_topology("dgx-h100")
+    s = sustained(h100)
+    assert s.device.sustained_clock == 1.0 and sustained(s) is s
+    for dtype, peak in h100.device.peak_flops.items():
+        assert s.device.peak(dtype) == pytest.approx(peak * h100.device.sustained_clock)
+    assert sustained(load_topology("dgx-a100")) is load_topology("dgx-a100")
+
+
+def test_a_training_gemm_runs_at_the_sustained_rate():
+    """A compute-bound GEMM of a training layer (GPT-3 fc1 at TP 8: 2048 x 6144 x 12288) takes
+    its benchmark time's compute part / sustained_clock: kernel_launch + 2mnk / (peak x clock x
+    eff); the block harness (predict_block) keeps the benchmark's rate."""
+    h100 = load_topology("dgx-h100")
+    dev = h100.device
+    p = predict("gpt3", "dgx-h100", tp=8)
+    fc1 = next(o for o in p.ops if o.name == "fwd.mlp_in")
+    bench = gemm_time(2048, 6144, 12288, dev, "bf16")
+    compute = bench - dev.kernel_launch_s
+    assert fc1.time_s == pytest.approx(dev.kernel_launch_s + compute / dev.sustained_clock)
+    block = predict_block("gpt3", "dgx-h100", 8, "mlp")
+    assert next(o for o in block.ops if o.name == "fwd.mlp_in").time_s == pytest.approx(bench)
+
+
+def test_mfu_stays_against_the_datasheet_peak():
+    """MFU divides by the device's dense peak, not the sustained one."""
+    p = predict("gpt3", "dgx-h100", tp=8)
+    peak = load_topology("dgx-h100").device.peak("bf16")
+    assert p.step.mfu == pytest.approx(p.step.tflops_per_gpu * 1e12 / peak)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.floats(0.5, 0.95), st.floats(0.01, 0.05))
+def test_a_lower_clock_is_never_faster(clock, drop):
+    """Monotone: a lower sustained clock never shortens the step."""
+    h100 = load_topology("dgx-h100")
+    hi = predict("gpt3-1.3b", _with_clock(h100, clock), tp=2, dp=2, global_batch=8)
+    lo = predict("gpt3-1.3b", _with_clock(h100, clock - drop), tp=2, dp=2, global_batch=8)
+    assert lo.step.time_s >= hi.step.time_s

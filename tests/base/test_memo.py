@@ -221,7 +221,7 @@ def test_predict_by_names_reads_each_file_once(monkeypatch, settled):
 
 
 def test_with_nodes_is_memoised_by_value(tmp_path):
-    from tpsim.training.step import with_nodes
+    from tpsim.training.nodes import with_nodes
     topo = topology_mod.load_topology("dgx-h100-ndr-cluster")
     two = with_nodes(topo, 2)
     assert with_nodes(topo, 2) is two and two.levels[-1].size == 2

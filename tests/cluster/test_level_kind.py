@@ -8,7 +8,7 @@ import pytest
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology, shipped_topologies
 from tpsim.cost.collectives import applicable_algorithms, custom_all_reduce_unsupported
-from tpsim.training.step import with_nodes
+from tpsim.training.nodes import with_nodes
 
 from tests.conftest import make_topology
 

@@ -48,7 +48,7 @@ from .jobs import Workers, paused_gc
 from .pins import (PIN_REASONS, check_pins, cp_reason, gpus_nodes, grid, knobs, micro_batches, pick,
                    virtual_stages)
 from .step import Run
-from ..training.step import check_fits, with_nodes
+from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
 from ..cluster.topology import Topology, load_topology
 

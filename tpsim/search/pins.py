@@ -177,7 +177,7 @@ def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1,
 
 def gpus_nodes(topology, gpus: int) -> int | None:
     """The nodes that hold ``gpus`` GPUs when the topology has fewer and its network can be
-    sized (one level between nodes: :func:`tpsim.training.step.with_nodes`), else None (the
+    sized (one level between nodes: :func:`tpsim.training.nodes.with_nodes`), else None (the
     topology as it is: a job too large for it is refused by check_fits)."""
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     if gpus <= topo.max_ranks or sum(lv.inter_node for lv in topo.levels) != 1:

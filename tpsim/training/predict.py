@@ -33,7 +33,8 @@ from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
 from .pipeline import split_layers
 from ..sim.simulate import layer_times, phase_times, simulate
-from .step import Part, check_fits, make_setup, with_nodes
+from .nodes import check_fits, with_nodes
+from .step import Part, make_setup
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops

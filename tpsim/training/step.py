@@ -41,8 +41,6 @@ from typing import TYPE_CHECKING
 
 from . import data_parallel as dpm
 from . import terms
-from ..base.errors import ConfigError
-from ..base.memo import Memo
 from ..spec.parallel import Parallelism
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
@@ -131,43 +129,6 @@ class StepSetup:
     overlap_grad_reduce: bool
     overlap_param_gather: bool = False
     sharding: Sharding = UNSHARDED          # ZeRO-2/3 (tpsim.training.sharded_dp)
-
-
-_RESIZED = Memo("topologies resized to --nodes", 64, lru=True)
-
-
-def with_nodes(topo: Topology, nodes: int) -> Topology:
-    """``topo`` with its network level sized to ``nodes`` nodes (the YAML's level size is the
-    largest job it describes); every other parameter unchanged. Memoised by value (and the
-    file it names in errors): the same topology object for the same topology and nodes."""
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise ConfigError("--nodes", "", "a positive integer", nodes)
-    return _RESIZED.get((topo, topo.path, nodes), _resized, topo, nodes)
-
-
-def _resized(topo: Topology, nodes: int) -> Topology:
-    outer = [i for i, lv in enumerate(topo.levels) if lv.inter_node]
-    if len(outer) != 1:
-        raise ConfigError("--nodes", "", f"a topology with one level between nodes "
-                          f"({topo.name} has {len(outer)})", nodes)
-    levels = list(topo.levels)
-    levels[outer[0]] = dataclasses.replace(levels[outer[0]], size=nodes)
-    new = dataclasses.replace(topo, levels=tuple(levels))
-    object.__setattr__(new, "path", topo.path)
-    return new
-
-
-def check_fits(topo: Topology, par: Parallelism) -> None:
-    """A job larger than the topology: say how many nodes it needs, and ``--nodes`` only where
-    the topology's network can be sized (:func:`with_nodes`)."""
-    if par.world > topo.max_ranks:
-        per = topo.devices_per_node
-        nodes = -(-par.world // per)
-        fix = f": pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
-            " and no network to size: a cluster topology, which takes --nodes"
-        raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x cp x pp x dp "
-                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
-                          f"{fix})", topo.name)
 
 
 def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):

@@ -1,0 +1,46 @@
+"""A cluster topology sized to the nodes a job needs, and the check that a job fits the topology
+it is priced on (every command that takes ``--nodes`` or sizes the network from ``--gpus``)."""
+from __future__ import annotations
+
+import dataclasses
+
+from ..base.errors import ConfigError
+from ..base.memo import Memo
+from ..cluster.topology import Topology
+from ..spec.parallel import Parallelism
+
+_RESIZED = Memo("topologies resized to --nodes", 64, lru=True)
+
+
+def with_nodes(topo: Topology, nodes: int) -> Topology:
+    """``topo`` with its network level sized to ``nodes`` nodes (the YAML's level size is the
+    largest job it describes); every other parameter unchanged. Memoised by value (and the
+    file it names in errors): the same topology object for the same topology and nodes."""
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError("--nodes", "", "a positive integer", nodes)
+    return _RESIZED.get((topo, topo.path, nodes), _resized, topo, nodes)
+
+
+def _resized(topo: Topology, nodes: int) -> Topology:
+    outer = [i for i, lv in enumerate(topo.levels) if lv.inter_node]
+    if len(outer) != 1:
+        raise ConfigError("--nodes", "", f"a topology with one level between nodes "
+                          f"({topo.name} has {len(outer)})", nodes)
+    levels = list(topo.levels)
+    levels[outer[0]] = dataclasses.replace(levels[outer[0]], size=nodes)
+    new = dataclasses.replace(topo, levels=tuple(levels))
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def check_fits(topo: Topology, par: Parallelism) -> None:
+    """A job larger than the topology: say how many nodes it needs, and ``--nodes`` only where
+    the topology's network can be sized (:func:`with_nodes`)."""
+    if par.world > topo.max_ranks:
+        per = topo.devices_per_node
+        nodes = -(-par.world // per)
+        fix = f": pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
+            " and no network to size: a cluster topology, which takes --nodes"
+        raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x cp x pp x dp "
+                          f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
+                          f"{fix})", topo.name)

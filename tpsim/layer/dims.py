@@ -75,11 +75,12 @@ FP8_ACTIVATIONS = "bf16"   # Transformer Engine's FP8 training keeps activations
 
 
 def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
-               sequence_parallel: bool = False, training: bool = False) -> Dims:
+               sequence_parallel: bool = False, training: bool = False,
+               serving: bool = False) -> Dims:
     """Per-rank sizes, after checking that every sharded dimension divides by ``tp``; ``dtype``
-    fp8 means fp8 linear GEMMs with bf16 activations; ``training``: the training step's
-    pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`)."""
-    model.check_tp(tp, seq_len, sequence_parallel, training)
+    fp8 means fp8 linear GEMMs with bf16 activations; ``training``, ``serving``: the training
+    step's or serving's pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`)."""
+    model.check_tp(tp, seq_len, sequence_parallel, training, serving)
     linear = ""
     if dtype == "fp8":
         dtype, linear = FP8_ACTIVATIONS, "fp8"

@@ -40,13 +40,14 @@ import math
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
 from ..cost.compute import elementwise_time
 from ..base.errors import ConfigError
-from ..layer.graph import layer_dims
-from ..layer.infer_graph import (decode_attention_core, embedding_template, infer_dims,
-                          output_template, serving_layer_template)
+from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
+                                 serving_dims, serving_layer_template)
+from ..spec.model_params import moe_layers
 from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
-from ..layer.ops import Collective, SendRecv
+from ..layer.infer_graph import PHASES
+from ..layer.ops import Attention, Collective, SendRecv
 from ..spec.parallel import Parallelism
 from ..spec.serving import ALLREDUCE, DTYPES, ServingLayout
 from ..spec.settings import given_or_made
@@ -59,15 +60,15 @@ from ..cluster.topology import Topology, load_topology
 def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
     """What the settings ask of the model and the topology (their own values:
     :class:`~tpsim.spec.serving.ServingLayout`); a ConfigError naming the flag."""
-    tp, pp = lay.tp, lay.pp
+    tp, pp, ep = lay.tp, lay.pp, lay.ep
     topo.device.peak(lay.dtype)
-    if tp * pp > topo.max_ranks:
-        raise ConfigError("--tp", "", f"tp x pp at most the {topo.max_ranks} GPUs of "
-                          f"{topo.name}", tp * pp)
-    m.check_tp(tp)
-    if lay.batch % pp:
-        raise ConfigError("--batch", "", f"a multiple of --pp ({pp}): pp micro-batches in flight",
-                          lay.batch)
+    if tp * pp * ep > topo.max_ranks:
+        raise ConfigError("--tp", "", f"tp x pp x ep at most the {topo.max_ranks} GPUs of "
+                          f"{topo.name}", tp * pp * ep)
+    serving_dims(m, tp, ep, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
+    if lay.batch % (pp * ep):
+        raise ConfigError("--batch", "", f"a multiple of --pp x --ep ({pp * ep}): pp "
+                          "micro-batches in flight on each of ep attention replicas", lay.batch)
     if pp > m.layers:
         raise ConfigError("--pp", "", f"at most the {m.layers} layers of {m.name}", pp)
 
@@ -160,18 +161,48 @@ class _Server:
     """The priced pieces of one configuration: pricing, host dispatch, templates, dims."""
 
     def __init__(self, m: ModelConfig, topo: Topology, tp, pp, dtype, act, kv_dtype,
-                 allreduce, eager):
-        self.m, self.topo, self.tp, self.pp = m, topo, tp, pp
+                 allreduce, eager, ep: int = 1):
+        self.m, self.topo, self.tp, self.pp, self.ep = m, topo, tp, pp, ep
         self.dtype, self.act, self.kv_dtype, self.allreduce = dtype, act, kv_dtype, allreduce
-        self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp))
+        self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp, ep=ep))
         self.host_s = topo.device.host_dispatch_s if eager else 0.0
         swiglu = m.activation == "swiglu"
-        self.prefill_tpl = serving_layer_template("prefill", tp > 1, swiglu)
-        self.decode_tpl = serving_layer_template("decode", tp > 1, swiglu)
+        mla = (2 if m.q_lora_rank else 1) if m.mla else 0
+        moe = (2 if m.shared_experts else 1) if m.moe else 0
+        sparse = moe_layers(m)
+        # (layers, prefill template, decode template): the dense layers, then the MoE ones;
+        # the first kind is the one a report shows (the MoE layer when there are any)
+        mix = [(m.layers - sparse, *(serving_layer_template(p, tp > 1, swiglu, 0, False, mla)
+                                     for p in ("prefill", "decode")))]
+        if sparse:
+            mix.insert(0, (sparse, *(serving_layer_template(p, tp > 1, swiglu, moe, ep > 1, mla)
+                                     for p in ("prefill", "decode"))))
+        self.mix = tuple(x for x in mix if x[0])
+        _, self.prefill_tpl, self.decode_tpl = self.mix[0]
 
     def dims(self, b: int, s: int, kv_len: int = 0):
-        return infer_dims(layer_dims(self.m, self.tp, b, s, self.dtype), self.act,
-                          self.kv_dtype, kv_len)
+        return serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act,
+                            self.kv_dtype, kv_len)
+
+    def layers_cost(self, phase: str, dims, extra_flops: float = 0.0) -> PhaseCost:
+        """All the model's layers at ``dims``: sum over the kinds of layer (dense, MoE) of
+        their count x one such layer's :func:`phase_cost`."""
+        total = None
+        for n, *tpls in self.mix:
+            tpl = tpls[PHASES.index(phase)]
+            c = self.cost(tpl, dims, extra_flops).scaled(n)
+            total = c if total is None else total + c
+        return total
+
+    def prefill_layer_split(self, dims) -> tuple[float, float]:
+        """(phase time, attention time) of the mean prefill layer at ``dims`` (the dense and
+        MoE layers weighted by their counts)."""
+        whole = attn = 0.0
+        for n, tpl, _ in self.mix:
+            sim = self.sim(tpl, dims)
+            whole += n * phase_times(sim)[0]
+            attn += n * sum(t for op, t in zip(sim.ops, sim.times) if type(op) is Attention)
+        return whole / self.m.layers, attn / self.m.layers
 
     def sim(self, template, dims) -> Simulation:
         return serve_simulate(template, dims, self.pricing, self.host_s, self.allreduce)
@@ -193,8 +224,11 @@ class _Server:
         return PhaseCost(t, 0, 0, 0, t, 0, 0, 0, nbytes, 1).scaled(self.pp - 1)
 
     def decode_layer(self, b: int, kv_len: int) -> PhaseCost:
+        """The mean decode layer (dense and MoE layers weighted by their counts)."""
         d = self.dims(b, 1, kv_len)
-        return self.cost(self.decode_tpl, d, decode_attention_core(d).flops)
+        return self.layers_cost("decode", d, decode_attention_core(d).flops).scaled(
+            1 / self.m.layers) if len(self.mix) > 1 else self.cost(
+            self.decode_tpl, d, decode_attention_core(d).flops)
 
 
 def _stretch(cost: PhaseCost, k: float) -> PhaseCost:
@@ -208,10 +242,12 @@ def prefill_pass(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simula
     time = layers x one prefill layer (:func:`phase_cost`) x (2pp - 1)/pp (the pipeline's fill)
     + the embedding and output layer + (pp - 1) stage-to-stage transfers; tokens/s = batch x
     prompt / time; MFU = FLOPs / time / the dtype's peak."""
-    pp, micro = srv.pp, batch // srv.pp
+    pp, micro = srv.pp, batch // (srv.pp * srv.ep)
     d = srv.dims(micro, prompt)
     sim = srv.sim(srv.prefill_tpl, d)
-    layers = _stretch(phase_cost(sim, srv.topo.device).scaled(srv.m.layers), (2 * pp - 1) / pp)
+    every = (phase_cost(sim, srv.topo.device).scaled(srv.m.layers) if len(srv.mix) == 1
+             else srv.layers_cost("prefill", d))
+    layers = _stretch(every, (2 * pp - 1) / pp)
     cost = layers + srv.ends(micro, prompt) + srv.p2p(d.T * d.h * d.bpe)
     mfu = cost.flops / cost.time_s / srv.topo.device.peak(srv.dtype)
     return Prefill(cost.time_s, batch * prompt / cost.time_s, cost, mfu), sim
@@ -223,7 +259,7 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
     kv_len prompt + 1 .. prompt + gen - 1 (:func:`mean_over_lengths`) + the ends + the p2p
     transfers; tokens/s = batch / time per token; the first and last steps at the shortest and
     longest cache; HBM bandwidth = the mean step's HBM bytes / its time."""
-    micro, layers = batch // srv.pp, srv.m.layers
+    micro, layers = batch // (srv.pp * srv.ep), srv.m.layers
     fixed = srv.ends(micro, 1) + srv.p2p(micro * srv.m.hidden * srv.dims(1, 1).bpe)
     first, last = prompt + 1, prompt + gen - 1
     mean_layer, calls = mean_over_lengths(lambda n: srv.decode_layer(micro, n).time_s,
@@ -281,12 +317,13 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     tp, pp, batch, prompt, gen = lay.tp, lay.pp, lay.batch, lay.prompt, lay.gen
     dtype, act, kv_dtype = lay.dtype, lay.activation_dtype, lay.cache_dtype
     allreduce = lay.allreduce
-    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager)
+    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager, lay.ep)
     pre, pre_sim = prefill_pass(srv, batch, prompt)
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
-                         topo.device.memory_bytes, topo.device.usable_bytes(lay.memory_headroom))
+                         topo.device.memory_bytes, topo.device.usable_bytes(lay.memory_headroom),
+                         lay.ep)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,

@@ -141,21 +141,23 @@ class ModelConfig:
         """Attention is multi-head latent attention (``kv_lora_rank`` set)."""
         return self.kv_lora_rank is not None
 
-    def check_priced(self, training: bool = False) -> None:
+    def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
         what, never a dense price in their place. ``training``: the training step's pricing
         (``tpsim predict``), which prices mixture-of-experts layers with every expert local
-        (EP 1) and without biases; serving and the search do not yet. Multi-head latent
-        attention is refused everywhere. :meth:`check_tp` calls it."""
-        if self.mla:
+        (EP 1) and without biases; ``serving``: ``tpsim infer`` and ``serve``, which price
+        mixture-of-experts layers (biases aside) and multi-head latent attention
+        (:mod:`tpsim.layer.infer_moe`, :mod:`tpsim.layer.infer_mla`); the search prices neither.
+        Multi-head latent attention is refused outside serving. :meth:`check_tp` calls it."""
+        if self.mla and not serving:
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
-                             f"(kv_lora_rank {self.kv_lora_rank}); tpsim prices grouped-query "
-                             "attention only")
-        if self.moe and not (training and not self.bias):
+                             f"outside serving (kv_lora_rank {self.kv_lora_rank}); tpsim prices "
+                             "grouped-query attention only there (tpsim infer prices MLA)")
+        if self.moe and not ((training or serving) and not self.bias):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
-            what = ("with biases (the expert slot has none)" if training else
-                    "outside the training step (tpsim predict prices them; serving and the "
-                    "search do not yet)")
+            what = ("with biases (the expert slot has none)" if training or serving else
+                    "outside the training step and serving (tpsim predict and infer price "
+                    "them; the search does not yet)")
             raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
                              f"experts{shared}, top-{self.experts_per_token}) are not priced "
                              f"{what}; tpsim will not price this model as a dense one")
@@ -271,10 +273,11 @@ class ModelConfig:
         return math.ceil(self.vocab / unit) * unit
 
     def check_tp(self, tp: int, seq_len: int | None = None, sequence_parallel: bool = False,
-                 training: bool = False) -> None:
+                 training: bool = False, serving: bool = False) -> None:
         """Raise ConfigError unless every sharded dimension divides by ``tp`` (and TpsimError,
-        first, for a model tpsim cannot price: :meth:`check_priced`, ``training`` passed on)."""
-        self.check_priced(training)
+        first, for a model tpsim cannot price: :meth:`check_priced`, ``training`` and
+        ``serving`` passed on)."""
+        self.check_priced(training, serving)
         if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
             raise ConfigError("--tp", "", "a positive integer", tp)
         for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):

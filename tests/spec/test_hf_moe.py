@@ -62,10 +62,16 @@ def test_predict_prices_or_refuses_the_config_in_one_line(directory, refused, ca
 
 
 @pytest.mark.parametrize("directory", ["Mixtral-8x7B-v0.1", "Qwen3-30B-A3B"])
-def test_serving_still_refuses_experts_in_one_line(directory, capsys):
-    assert main(["infer", "--model", str(HF / directory / "config.json"), "--tp", "4"]) == 2
+def test_serving_prices_experts(directory, capsys):
+    assert main(["infer", "--model", str(HF / directory / "config.json"), "--tp", "4",
+                 "--prompt", "128", "--gen", "4"]) == 0
+    assert "fwd.experts.fc1" in capsys.readouterr().out
+
+
+def test_serving_refuses_biased_experts_in_one_line(capsys):
+    assert main(["infer", "--model", str(HF / "gpt-oss-120b" / "config.json"), "--tp", "4"]) == 2
     err = capsys.readouterr().err
-    assert "mixture-of-experts layers" in err and "not priced outside the training step" in err
+    assert "mixture-of-experts layers" in err and "not priced with biases" in err
     assert err.count("\n") == 1
 
 

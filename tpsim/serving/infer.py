@@ -327,7 +327,7 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
-                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node))
+                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,
                            _notices(srv, mem, runs, allreduce), runs)
 

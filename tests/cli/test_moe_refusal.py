@@ -17,8 +17,8 @@ from tpsim.cli import main
      "not priced outside the training step"),
     (["search", "--model", "deepseek-v3", "--gpus", "8", "--global-batch", "8"],
      "multi-head latent attention is not priced"),
-    (["predict", "--model", "deepseek-v3", "--tp", "8", "--sequence-parallel"],
-     "multi-head latent attention is not priced"),
+    (["predict", "--model", "deepseek-v3", "--tp", "8", "--sequence-parallel",
+      "--attention", "unfused"], "--attention"),
     (["predict", "--model", "gpt-oss-120b", "--tp", "4", "--json"], "not priced with biases"),
 ])
 def test_unpriced_moe_is_refused_in_one_line(argv, says, capsys):

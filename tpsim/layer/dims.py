@@ -34,6 +34,11 @@ class Dims:
     topk: int = 0       # routed experts per token
     fe: int = 0         # expert_ffn_hidden / tp
     fs: int = 0         # shared_experts x shared_expert_ffn_hidden / tp
+    r_q: int = 0        # multi-head latent attention (:mod:`tpsim.layer.mla`): query rank
+    r_kv: int = 0       # key/value rank
+    dn: int = 0         # query/key width per head without rotary
+    dr: int = 0         # rotary width per head
+    dv: int = 0         # value width per head
 
     @property
     def bpe(self) -> int:
@@ -86,4 +91,13 @@ def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
         dtype, linear = FP8_ACTIVATIONS, "fp8"
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype, linear_dtype=linear,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
-                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp)
+                f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp,
+                **mla_widths(model))
+
+
+def mla_widths(model) -> dict:
+    """The Dims fields of multi-head latent attention (none without it)."""
+    if not model.mla:
+        return {}
+    return dict(r_q=model.q_lora_rank or 0, r_kv=model.kv_lora_rank, dn=model.qk_nope_head_dim,
+                dr=model.qk_rope_head_dim, dv=model.v_head_dim)

@@ -25,6 +25,7 @@ from ..base.memo import Memo
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_linear_fwd,
                       row_parallel_bwd)
+from .mla import mla_bwd, mla_fwd
 from .moe import moe_bwd, moe_fwd
 from .ops import Attention
 from .recompute import apply_recompute
@@ -82,11 +83,15 @@ def _kernel_name(attention: str) -> str | None:
     return None if attention == "fused" else attention
 
 
-def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool) -> str:
+def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool, mla: int = 0) -> str:
+    """``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed)."""
     B.block = "attention"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
+    if mla:
+        x = mla_fwd(B, x, mla == 2, _kernel_name(kernel))
+        return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
     x = _attention_core_fwd(B, x, kernel, dropout)
     x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), lambda d: d.T * d.q * d.bpe)
@@ -158,11 +163,15 @@ def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
     return dq, dk, dv
 
 
-def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool) -> str:
+def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool,
+                   mla: int = 0) -> str:
     B.block = "attention"
     out_grad = grad
     if not bare:
         grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
+    if mla:
+        x = mla_bwd(B, grad, mla == 2, _kernel_name(kernel))
+        return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
     core = _attention_core_bwd(B, dgrad, kernel, dropout)
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
@@ -196,7 +205,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
-                   moe: int = 0) -> Template:
+                   moe: int = 0, mla: int = 0) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -211,30 +220,34 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`). ``moe``: the
     MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
+    ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
+    fused attention, no biases, no TP overlap.
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
     if moe and (bias or tp_overlap):
         raise ValueError("the mixture-of-experts slot has no biases and no TP overlap")
+    if mla and (bias or tp_overlap or attention == "unfused"):
+        raise ValueError("multi-head latent attention runs fused, without biases or TP overlap")
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
-           bias, fp8, tp_overlap, moe)
+           bias, fp8, tp_overlap, moe) + ((mla,) if mla else ())
     return _TEMPLATES.get(key, _layer_template, *key)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
-                    recompute, bias, fp8, tp_overlap, moe) -> Template:
+                    recompute, bias, fp8, tp_overlap, moe, mla=0) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     x = None
     if "attention" in blocks:
-        x = _attention_fwd(B, x, bare, attention, drop)
+        x = _attention_fwd(B, x, bare, attention, drop, mla)
     if "mlp" in blocks:
         x = _mlp_fwd(B, x, bare, swiglu, drop, moe)
     B.phase = "backward"
     if "mlp" in blocks:
         x = _mlp_bwd(B, x, bare, swiglu, drop, bias, moe)
     if "attention" in blocks:
-        x = _attention_bwd(B, x, bare, attention, drop, bias)
+        x = _attention_bwd(B, x, bare, attention, drop, bias, mla)
     apply_recompute(B, recompute)
     return B.compile({"tp": 2 if tp_group else 1}, blocks=blocks, bare=bare, attention=attention,
                      recompute=recompute, **({"moe": moe} if moe else {}))

@@ -56,17 +56,11 @@ class InferDims(Dims):
     ``act_dtype`` the activations' between kernels (``bpe`` follows it), ``kv_dtype`` the
     cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included);
     ``ep``: the expert-parallel degree (``experts`` is then the E / ep local ones,
-    :mod:`tpsim.layer.infer_moe`); ``r_q``, ``r_kv``, ``dn``, ``dr``, ``dv``: multi-head latent
-    attention's widths (:mod:`tpsim.layer.infer_mla`; 0 without MLA)."""
+    :mod:`tpsim.layer.infer_moe`)."""
     kv_len: int = 0
     act_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     ep: int = 1
-    r_q: int = 0
-    r_kv: int = 0
-    dn: int = 0
-    dr: int = 0
-    dv: int = 0
 
     @property
     def bpe(self) -> int:
@@ -103,12 +97,9 @@ def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype:
                    fe=model.expert_ffn_hidden // tp, fs=shared // tp)
     elif ep > 1:
         raise ConfigError("--ep", "", f"1: {model.name} has no experts", ep)
-    mla = {} if not model.mla else dict(
-        r_q=model.q_lora_rank or 0, r_kv=model.kv_lora_rank, dn=model.qk_nope_head_dim,
-        dr=model.qk_rope_head_dim, dv=model.v_head_dim)
     base = dataclasses.replace(dims, **moe)
     return InferDims(**dataclasses.asdict(base), kv_len=kv_len, act_dtype=act_dtype,
-                     kv_dtype=kv_dtype, ep=ep, **mla)
+                     kv_dtype=kv_dtype, ep=ep)
 
 
 def prefill_attention(d: InferDims) -> Attention:

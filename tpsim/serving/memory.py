@@ -41,17 +41,9 @@ from ..cluster.topology import BYTES_PER_ELEMENT
 
 def layer_weights(model, tp: int, ep: int, moe: bool) -> int:
     """Linear weights of one layer on one GPU (module docstring): layer_params(tp) - 2 norms
-    for a dense grouped-query layer; MLA's attention and the MoE slot replace their parts."""
+    (MLA's down projections and their norms included), the MoE slot replacing the MLP."""
     h, n = model.hidden, model.mlp_in_gemms + 1
     linear = model.layer_params(tp) - 2 * model.norm_params
-    if model.mla:
-        heads, r_q, r_kv = model.heads, model.q_lora_rank, model.kv_lora_rank
-        q_head = model.qk_nope_head_dim + model.qk_rope_head_dim
-        gqa = 2 * model.q_width * h // tp + 2 * model.kv_heads_per_rank(tp) * model.head_dim * h
-        whole = h * (r_kv + model.qk_rope_head_dim) + r_kv + (h * r_q + r_q if r_q else 0)
-        split = (r_q or h) * heads * q_head + r_kv * heads * (model.qk_nope_head_dim
-                                                              + model.v_head_dim)
-        linear += whole + (split + heads * model.v_head_dim * h) // tp - gqa
     if moe:
         shared = model.shared_experts * (model.shared_expert_ffn_hidden or 0)
         routed = model.experts // ep * model.expert_ffn_hidden

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
-from .model_params import model_params, moe_layer_params
+from .model_params import mla_duplicated_params, mla_params, model_params, moe_layer_params
 from ..base.memo import Memo, value_hash
 from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path,
                            spec)
@@ -147,12 +147,13 @@ class ModelConfig:
         (``tpsim predict``), which prices mixture-of-experts layers with every expert local
         (EP 1) and without biases; ``serving``: ``tpsim infer`` and ``serve``, which price
         mixture-of-experts layers (biases aside) and multi-head latent attention
-        (:mod:`tpsim.layer.infer_moe`, :mod:`tpsim.layer.infer_mla`); the search prices neither.
-        Multi-head latent attention is refused outside serving. :meth:`check_tp` calls it."""
-        if self.mla and not serving:
+        (:mod:`tpsim.layer.infer_moe`, :mod:`tpsim.layer.infer_mla`); the training step prices
+        multi-head latent attention too (:mod:`tpsim.layer.mla`), the search neither.
+        :meth:`check_tp` calls it."""
+        if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
-                             f"outside serving (kv_lora_rank {self.kv_lora_rank}); tpsim prices "
-                             "grouped-query attention only there (tpsim infer prices MLA)")
+                             f"in the search (kv_lora_rank {self.kv_lora_rank}); tpsim predict "
+                             "and tpsim infer price it")
         if self.moe and not ((training or serving) and not self.bias):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
             what = ("with biases (the expert slot has none)" if training or serving else
@@ -189,16 +190,21 @@ class ModelConfig:
         return 2 * self.hidden if self.norm == "layernorm" else self.hidden
 
     def layer_params(self, tp: int = 1) -> int:
-        """Parameters of one dense grouped-query layer on one of ``tp`` ranks (what the pricing
-        paths use; a model with experts or MLA is refused before them, :meth:`check_priced`):
+        """Parameters of one layer with a dense MLP on one of ``tp`` ranks (an MoE layer's:
+        :func:`~tpsim.spec.model_params.moe_layer_params`):
 
             [2 q h + (n_in + 1) h f] / tp  +  2 kv_r d h  +  2 norms  (+ biases)
 
         the query, output and MLP weights split by tp; the key and value weights of
         kv_r = kv_heads_per_rank(tp) heads (replicated when tp > kv_heads); norms whole on every
         rank; biases: column-parallel ones split (q + 2 kv_r d, n_in f / tp), row-parallel ones
-        whole (2 h)."""
+        whole (2 h). With multi-head latent attention, the attention's part is
+        :func:`~tpsim.spec.model_params.mla_params` (biases: the MLP's only)."""
         h, f, n_in = self.hidden, self.ffn_hidden, self.mlp_in_gemms
+        if self.mla:
+            mlp_bias = (n_in * f // tp + h) if self.bias else 0
+            return (mla_params(self, tp) + (n_in + 1) * h * f // tp + 2 * self.norm_params
+                    + mlp_bias)
         kv = self.kv_heads_per_rank(tp) * self.head_dim
         split = 2 * self.q_width * h + (n_in + 1) * h * f
         params = split // tp + 2 * kv * h + 2 * self.norm_params
@@ -259,11 +265,15 @@ class ModelConfig:
 
     def sp_sync_params(self, layers: int, last: bool, moe: int = 0) -> int:
         """The gradients Megatron all-reduces over TP under sequence parallelism on a stage of
-        ``layers`` layers: each layer's two norms and row-parallel biases (2 h), each of its
+        ``layers`` layers: each layer's two norms and row-parallel biases (2 h; with multi-head
+        latent attention also its duplicated down projections and their norms,
+        :func:`~tpsim.spec.model_params.mla_duplicated_params`), each of its
         ``moe`` MoE layers' router (h E, replicated, fed the rank's own tokens: Megatron-core
         marks it ``sequence_parallel``), and on the ``last`` stage the final norm (replicated
         on every TP rank, their gradients partial)."""
         per_layer = 2 * self.norm_params + (2 * self.hidden if self.bias else 0)
+        if self.mla:    # the duplicated down projections and their norms see the rank's tokens
+            per_layer += mla_duplicated_params(self)
         return (layers * per_layer + moe * self.hidden * (self.experts or 0)
                 + (self.norm_params if last else 0))
 

@@ -36,12 +36,28 @@ def attention_params(m) -> int:
     if m.kv_lora_rank is None:
         n = 2 * m.q_width * h + 2 * m.kv_width * h
         return n + (m.q_width + 2 * m.kv_width + h if m.bias else 0)
-    heads, nope, rope, v = m.heads, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim
-    q_head = nope + rope
-    q = (m.q_lora_rank * (h + heads * q_head) + m.q_lora_rank if m.q_lora_rank
-         else h * heads * q_head)
-    kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * heads * (nope + v)
-    return q + kv + heads * v * h
+    return mla_params(m)
+
+
+def mla_params(m, tp: int = 1) -> int:
+    """Multi-head latent attention's weights on one of ``tp`` ranks, split as Megatron-core's
+    MLASelfAttention: the down projections and their norms whole on every rank
+    (``parallel_mode="duplicated"``), the up and output projections split by tp::
+
+        whole = r_q h + r_q  +  h (r_kv + d_r) + r_kv        (no r_q: no query down projection)
+        split = r_q H (d_n + d_r)  (no r_q: h H (d_n + d_r))  +  r_kv H (d_n + d_v)  +  H d_v h
+        whole + split / tp
+    """
+    h, heads, r_q, r_kv = m.hidden, m.heads, m.q_lora_rank, m.kv_lora_rank
+    nope, rope, v = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim
+    split = (r_q or h) * heads * (nope + rope) + r_kv * heads * (nope + v) + heads * v * h
+    return mla_duplicated_params(m) + split // tp
+
+
+def mla_duplicated_params(m) -> int:
+    """MLA's weights whole on every TP rank: r_q h + r_q (if r_q) + h (r_kv + d_r) + r_kv."""
+    h, r_q, r_kv = m.hidden, m.q_lora_rank, m.kv_lora_rank
+    return (r_q * h + r_q if r_q else 0) + h * (r_kv + m.qk_rope_head_dim) + r_kv
 
 
 def mlp_params(m, width: int) -> int:

@@ -17,7 +17,7 @@ import dataclasses
 import math
 
 from ..base.errors import ConfigError
-from ..layer.dims import FP8_ACTIVATIONS, layer_dims
+from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..spec.layout import Layout
@@ -104,11 +104,17 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
-        dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+        dims = dataclasses.replace(moe_dims(m, tp, micro_batch, seq_len, dtype,
+                                            sequence_parallel), **mla_widths(m))
+    if m.mla and (attention == "unfused" or tp_comm_overlap):
+        raise ConfigError("--attention" if attention == "unfused" else "--tp-comm-overlap", "",
+                          "fused attention without TP overlap: multi-head latent attention "
+                          "is priced so", attention if attention == "unfused" else True)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0,
-                         moe=(2 if m.shared_experts else 1) if moe else 0)
+                         moe=(2 if m.shared_experts else 1) if moe else 0,
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
     pricing = Pricing(topo, Parallelism(tp=tp))
     return simulate(tpl, dims, pricing), pricing
 

@@ -143,13 +143,9 @@ class ModelConfig:
 
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
-        what, never a dense price in their place. ``training``: the training step's pricing
-        (``tpsim predict``), which prices mixture-of-experts layers with every expert local
-        (EP 1) and without biases; ``serving``: ``tpsim infer`` and ``serve``, which price
-        mixture-of-experts layers (biases aside) and multi-head latent attention
-        (:mod:`tpsim.layer.infer_moe`, :mod:`tpsim.layer.infer_mla`); the training step prices
-        multi-head latent attention too (:mod:`tpsim.layer.mla`), the search neither.
-        :meth:`check_tp` calls it."""
+        what, never a dense price in their place. ``training`` (``tpsim predict``: experts
+        local, EP 1) and ``serving`` (``tpsim infer``, ``serve``) price mixture-of-experts
+        layers without biases and multi-head latent attention; the search prices neither."""
         if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
                              f"in the search (kv_lora_rank {self.kv_lora_rank}); tpsim predict "

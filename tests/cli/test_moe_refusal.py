@@ -12,7 +12,6 @@ from tpsim.cli import main
 
 @pytest.mark.parametrize("argv, says", [
     (["predict", "--model", "mixtral-8x7b", "--tp", "8"], "--sequence-parallel"),
-    (["infer", "--model", "gpt-oss-120b", "--tp", "2"], "not priced with biases"),
     (["search", "--model", "mixtral-8x7b", "--gpus", "8", "--global-batch", "8"],
      "not priced outside the training step"),
     (["search", "--model", "deepseek-v3", "--gpus", "8", "--global-batch", "8"],
@@ -37,8 +36,8 @@ def test_moe_training_step_prices_with_layer_overrides(capsys):
 
 
 def test_python_api_refuses_what_is_not_priced():
-    with pytest.raises(TpsimError, match="not priced with biases"):
-        tpsim.infer("gpt-oss-120b", tp=8)
+    with pytest.raises(TpsimError, match="not priced with biases in training"):
+        tpsim.predict("gpt-oss-120b", tp=8, sequence_parallel=True)
     assert tpsim.predict("mixtral-8x22b", tp=8, sequence_parallel=True, seq_len=4096).step.mfu > 0
 
 

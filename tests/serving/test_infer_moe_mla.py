@@ -30,8 +30,8 @@ def test_mla_kv_cache_per_token(tp):
 
 def test_weights_per_gpu_add_up_to_the_model():
     """At TP 1, EP 1 every weight is on the one GPU: weights = params x 2 bytes (bf16), the
-    vocabulary padded to a multiple of 128."""
-    for name in ("deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"):
+    vocabulary padded to a multiple of 128 (gpt-oss: the experts' and router's biases too)."""
+    for name in ("deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b", "gpt-oss-120b"):
         m = load_model(name)
         pad = (m.padded_vocab(1) - m.vocab) * m.hidden * 2
         assert weights_per_gpu(m, 1, 1, "bf16", "bf16") == 2 * (m.params() + pad)

@@ -56,11 +56,18 @@ class InferDims(Dims):
     ``act_dtype`` the activations' between kernels (``bpe`` follows it), ``kv_dtype`` the
     cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included);
     ``ep``: the expert-parallel degree (``experts`` is then the E / ep local ones,
-    :mod:`tpsim.layer.infer_moe`)."""
+    :mod:`tpsim.layer.infer_moe`); ``window``: the layer's sliding attention window (0: full
+    attention), which bounds the keys each query attends to."""
     kv_len: int = 0
     act_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     ep: int = 1
+    window: int = 0
+
+    @property
+    def attended(self) -> int:
+        """The cached tokens a decoded token reads: kv_len, at most the window."""
+        return min(self.kv_len, self.window) if self.window else self.kv_len
 
     @property
     def bpe(self) -> int:
@@ -104,7 +111,8 @@ def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype:
 
 def prefill_attention(d: InferDims) -> Attention:
     """The causal flash-attention core over the prompt, in the activation dtype."""
-    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.act_dtype, True, False)
+    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.act_dtype, True, False,
+                     window=d.window)
 
 
 def decode_attention_core(d: InferDims) -> Attention:
@@ -113,17 +121,17 @@ def decode_attention_core(d: InferDims) -> Attention:
     :func:`decode_attention_bytes` (MLA: :func:`~tpsim.layer.infer_mla.mla_decode_core`)."""
     if d.r_kv:
         return mla_decode_core(d)
-    return Attention(d.b, d.heads, d.kv_heads, 1, d.kv_len, d.d, d.act_dtype, False, False)
+    return Attention(d.b, d.heads, d.kv_heads, 1, d.attended, d.d, d.act_dtype, False, False)
 
 
 def decode_attention_bytes(d: InferDims) -> float:
     """b (2 q bpe_act + 2 L kv bpe_kv): read the queries, write the outputs, read the cached
-    keys and values of L = kv_len tokens (the module docstring)."""
-    return d.b * (2 * d.q * d.bpe + 2 * d.kv_len * d.kv * d.kv_bpe)
+    keys and values of L = kv_len tokens, at most the layer's window (the module docstring)."""
+    return d.b * (2 * d.q * d.bpe + 2 * d.attended * d.kv * d.kv_bpe)
 
 
 def _decode_attention(d: InferDims) -> MemoryBound:
-    return MemoryBound(decode_attention_bytes(d), (d.b, d.heads, d.kv_len, d.d))
+    return MemoryBound(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d))
 
 
 def _act_label(make):

@@ -42,7 +42,7 @@ from ..cost.compute import elementwise_time
 from ..base.errors import ConfigError
 from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
                                  serving_dims, serving_layer_template)
-from ..spec.model_params import moe_layers
+from ..spec.model_params import layer_kinds
 from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
@@ -169,37 +169,36 @@ class _Server:
         swiglu = m.activation == "swiglu"
         mla = (2 if m.q_lora_rank else 1) if m.mla else 0
         moe = (2 if m.shared_experts else 1) if m.moe else 0
-        sparse = moe_layers(m)
-        # (layers, prefill template, decode template): the dense layers, then the MoE ones;
-        # the first kind is the one a report shows (the MoE layer when there are any)
-        mix = [(m.layers - sparse, *(serving_layer_template(p, tp > 1, swiglu, 0, False, mla)
-                                     for p in ("prefill", "decode")))]
-        if sparse:
-            mix.insert(0, (sparse, *(serving_layer_template(p, tp > 1, swiglu, moe, ep > 1, mla)
-                                     for p in ("prefill", "decode"))))
-        self.mix = tuple(x for x in mix if x[0])
-        _, self.prefill_tpl, self.decode_tpl = self.mix[0]
+        # (layers, prefill template, decode template, window) of each kind of layer, the MoE
+        # ones first: the first kind is the one a report shows
+        self.mix = tuple((n, *(serving_layer_template(p, tp > 1, swiglu, moe if sparse else 0,
+                                                      ep > 1 and sparse, mla)
+                               for p in PHASES), w) for n, sparse, w in layer_kinds(m))
+        _, self.prefill_tpl, self.decode_tpl, self.window = self.mix[0]
 
     def dims(self, b: int, s: int, kv_len: int = 0):
-        return serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act,
-                            self.kv_dtype, kv_len)
+        """The first kind of layer's dims (its attention window included)."""
+        d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act, self.kv_dtype,
+                         kv_len)
+        return dataclasses.replace(d, window=self.window) if self.window else d
 
-    def layers_cost(self, phase: str, dims, extra_flops: float = 0.0) -> PhaseCost:
-        """All the model's layers at ``dims``: sum over the kinds of layer (dense, MoE) of
-        their count x one such layer's :func:`phase_cost`."""
+    def layers_cost(self, phase: str, dims, extra=None) -> PhaseCost:
+        """All the model's layers at ``dims``: sum over the kinds of layer (dense or MoE, full
+        or sliding-window attention) of their count x one such layer's :func:`phase_cost`;
+        ``extra(dims)``: FLOPs of ops priced by bytes alone (the decode attention)."""
         total = None
-        for n, *tpls in self.mix:
-            tpl = tpls[PHASES.index(phase)]
-            c = self.cost(tpl, dims, extra_flops).scaled(n)
+        for n, *tpls, w in self.mix:
+            d = dataclasses.replace(dims, window=w)
+            c = self.cost(tpls[PHASES.index(phase)], d, extra(d) if extra else 0.0).scaled(n)
             total = c if total is None else total + c
         return total
 
     def prefill_layer_split(self, dims) -> tuple[float, float]:
-        """(phase time, attention time) of the mean prefill layer at ``dims`` (the dense and
-        MoE layers weighted by their counts)."""
+        """(phase time, attention time) of the mean prefill layer at ``dims`` (the kinds of
+        layer weighted by their counts)."""
         whole = attn = 0.0
-        for n, tpl, _ in self.mix:
-            sim = self.sim(tpl, dims)
+        for n, tpl, _, w in self.mix:
+            sim = self.sim(tpl, dataclasses.replace(dims, window=w))
             whole += n * phase_times(sim)[0]
             attn += n * sum(t for op, t in zip(sim.ops, sim.times) if type(op) is Attention)
         return whole / self.m.layers, attn / self.m.layers
@@ -226,9 +225,10 @@ class _Server:
     def decode_layer(self, b: int, kv_len: int) -> PhaseCost:
         """The mean decode layer (dense and MoE layers weighted by their counts)."""
         d = self.dims(b, 1, kv_len)
-        return self.layers_cost("decode", d, decode_attention_core(d).flops).scaled(
-            1 / self.m.layers) if len(self.mix) > 1 else self.cost(
-            self.decode_tpl, d, decode_attention_core(d).flops)
+        if len(self.mix) > 1:
+            extra = lambda x: decode_attention_core(x).flops   # noqa: E731
+            return self.layers_cost("decode", d, extra).scaled(1 / self.m.layers)
+        return self.cost(self.decode_tpl, d, decode_attention_core(d).flops)
 
 
 def _stretch(cost: PhaseCost, k: float) -> PhaseCost:
@@ -253,6 +253,18 @@ def prefill_pass(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simula
     return Prefill(cost.time_s, batch * prompt / cost.time_s, cost, mfu), sim
 
 
+def _mean_layer(srv: _Server, micro: int, first: int, last: int) -> tuple[float, int]:
+    """:func:`mean_over_lengths` of the decode layer over kv_len first..last, split at a
+    sliding window inside the range: past it a windowed layer's reads stop growing (a
+    concave kink), so each side is convex and piecewise linear again."""
+    f = lambda n: srv.decode_layer(micro, n).time_s    # noqa: E731
+    w = srv.m.sliding_window
+    if not w or not first <= w < last:
+        return mean_over_lengths(f, first, last)
+    (lo, a), (hi, b) = mean_over_lengths(f, first, w), mean_over_lengths(f, w + 1, last)
+    return (lo * (w - first + 1) + hi * (last - w)) / (last - first + 1), a + b
+
+
 def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decode, Simulation]:
     """The gen - 1 decode steps (:class:`~tpsim.serving.result.Decode`) and the decode layer's
     simulation at the mean cache length: time per token = layers x the mean decode layer over
@@ -262,8 +274,7 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
     micro, layers = batch // (srv.pp * srv.ep), srv.m.layers
     fixed = srv.ends(micro, 1) + srv.p2p(micro * srv.m.hidden * srv.dims(1, 1).bpe)
     first, last = prompt + 1, prompt + gen - 1
-    mean_layer, calls = mean_over_lengths(lambda n: srv.decode_layer(micro, n).time_s,
-                                          first, last)
+    mean_layer, calls = _mean_layer(srv, micro, first, last)
     tpot = layers * mean_layer + fixed.time_s
     kv_mid = round((first + last) / 2)
     cost = srv.decode_layer(micro, kv_mid).scaled(layers) + fixed

@@ -35,19 +35,24 @@ import math
 
 from .result import InferMemory
 from ..layer.infer_mla import mla_cache_width
-from ..spec.model_params import moe_layers
+from ..spec.model_params import layer_kinds, moe_layers
 from ..cluster.topology import BYTES_PER_ELEMENT
 
 
 def layer_weights(model, tp: int, ep: int, moe: bool) -> int:
     """Linear weights of one layer on one GPU (module docstring): layer_params(tp) - 2 norms
-    (MLA's down projections and their norms included), the MoE slot replacing the MLP."""
+    (MLA's down projections and their norms included), the MoE slot replacing the MLP (with
+    biases: the router's E and each local expert's n_in f_e / tp + h)."""
     h, n = model.hidden, model.mlp_in_gemms + 1
     linear = model.layer_params(tp) - 2 * model.norm_params
     if moe:
         shared = model.shared_experts * (model.shared_expert_ffn_hidden or 0)
         routed = model.experts // ep * model.expert_ffn_hidden
         linear += h * model.experts + n * h * (routed + shared) // tp - n * h * model.ffn_hidden // tp
+        if model.bias:  # the router's and the local experts' biases replace the MLP's
+            n_in, experts = model.mlp_in_gemms, model.experts // ep
+            linear += (model.experts + experts * (n_in * model.expert_ffn_hidden // tp + h)
+                       - n_in * model.ffn_hidden // tp - h)
     return linear
 
 
@@ -74,6 +79,20 @@ def kv_bytes_per_token(model, tp: int, pp: int, kv_dtype: str) -> float:
     return float(math.ceil(model.layers / pp) * width * BYTES_PER_ELEMENT[kv_dtype])
 
 
+def kv_bytes_per_sequence(model, per_token: float, pp: int, context: int) -> float:
+    """The cache of one sequence of ``context`` tokens: context x per_token, except that the
+    stage's sliding-window layers keep only their last ``sliding_window`` tokens (vLLM's
+    hybrid KV cache manager): of the n_L layers, n_w = n_L - min(n_L, full-attention layers)
+    (the largest stage taken to hold them all) cost min(context, window) tokens each."""
+    if not model.sliding_window:
+        return context * per_token
+    layers = math.ceil(model.layers / pp)
+    full = sum(n for n, _, w in layer_kinds(model) if not w)
+    windowed = layers - min(layers, full)
+    keep = min(context, model.sliding_window)
+    return per_token / layers * ((layers - windowed) * context + windowed * keep)
+
+
 def activations_per_sequence(model, tp: int, pp: int, prompt: int, act_dtype: str) -> float:
     """prompt (h + (n_in + 1) f/tp) bpe_a / pp: one sequence's share of the prefill's widest
     activations (module docstring)."""
@@ -89,7 +108,7 @@ def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, d
     weights = weights_per_gpu(model, tp, pp, dtype, act_dtype, ep)
     batch //= ep
     per_token = kv_bytes_per_token(model, tp, pp, kv_dtype)
-    kv_seq = (prompt + gen - 1) * per_token
+    kv_seq = kv_bytes_per_sequence(model, per_token, pp, prompt + gen - 1)
     act_seq = activations_per_sequence(model, tp, pp, prompt, act_dtype)
     kv, act = batch * kv_seq, batch * act_seq
     total = weights + kv + act

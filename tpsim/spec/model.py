@@ -82,6 +82,9 @@ class ModelConfig:
     qk_nope_head_dim: int | None = spec(gt=0, default=None,
                                         doc="MLA: query/key width per head without rotary")
     v_head_dim: int | None = spec(gt=0, default=None, doc="MLA: value width per head")
+    sliding_window: int | None = spec(gt=0, default=None, doc="sliding-window attention: the "
+                                      "keys a query sees (serving prices it; gpt-oss: 128)")
+    sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     __hash__ = value_hash      # by value, computed once: models key every memo of a search
@@ -136,23 +139,21 @@ class ModelConfig:
         """The model has routed experts (a mixture of experts)."""
         return self.experts > 0
 
-    @property
-    def mla(self) -> bool:
-        """Attention is multi-head latent attention (``kv_lora_rank`` set)."""
-        return self.kv_lora_rank is not None
+    mla = property(lambda self: self.kv_lora_rank is not None,
+                   doc="Attention is multi-head latent attention (``kv_lora_rank`` set).")
 
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
         what, never a dense price in their place. ``training`` (``tpsim predict``: experts
-        local, EP 1) and ``serving`` (``tpsim infer``, ``serve``) price mixture-of-experts
-        layers without biases and multi-head latent attention; the search prices neither."""
+        local, EP 1; no expert biases) and ``serving`` (``tpsim infer``, ``serve``) price
+        mixture-of-experts layers and multi-head latent attention; the search neither."""
         if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
                              f"in the search (kv_lora_rank {self.kv_lora_rank}); tpsim predict "
                              "and tpsim infer price it")
-        if self.moe and not ((training or serving) and not self.bias):
+        if self.moe and not (serving or training and not self.bias):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
-            what = ("with biases (the expert slot has none)" if training or serving else
+            what = ("with biases in training (the expert slot has none)" if training else
                     "outside the training step and serving (tpsim predict and infer price "
                     "them; the search does not yet)")
             raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
@@ -160,8 +161,7 @@ class ModelConfig:
                              f"{what}; tpsim will not price this model as a dense one")
 
     def kv_heads_per_rank(self, tp: int) -> int:
-        """Key/value heads one of ``tp`` ranks holds: kv_heads / tp, or one (replicated on
-        tp / kv_heads ranks, as Megatron does) when tp exceeds kv_heads."""
+        """kv_heads / tp, or one (replicated, as Megatron does) when tp exceeds kv_heads."""
         return max(1, self.kv_heads // tp)
 
     # ---- derived sizes (full model, before tensor parallelism)

@@ -124,3 +124,25 @@ def moe_layer_params(m, tp: int) -> int:
     shared = m.shared_experts * n * m.hidden * (m.shared_expert_ffn_hidden or 0)
     return (m.layer_params(tp) - n * m.hidden * m.ffn_hidden // tp + m.hidden * m.experts
             + (experts + shared) // tp)
+
+
+def _multiples(m: int, lo: int, hi: int) -> int:
+    """How many multiples of ``m`` lie in [lo, hi)."""
+    return max(0, (hi - 1) // m - -(-lo // m) + 1) if lo < hi else 0
+
+
+def layer_kinds(m) -> tuple[tuple[int, bool, int], ...]:
+    """(count, carries experts, attention window; 0: full) of each kind of layer the model has,
+    the MoE kinds first, full attention before sliding; counted without a loop. A layer i uses
+    the ``sliding_window`` when i % sliding_window_freq == 0; it is MoE by :func:`is_moe_layer`,
+    so both hold for the multiples of lcm(moe_layer_freq, sliding_window_freq) from
+    first_dense_layers on."""
+    import math
+    sparse = moe_layers(m)
+    w, n = m.sliding_window or 0, m.sliding_window_freq
+    sliding = _multiples(n, 0, m.layers) if w else 0
+    both = (_multiples(math.lcm(n, m.moe_layer_freq), m.first_dense_layers, m.layers)
+            if w and sparse else 0)
+    kinds = ((sparse - both, True, 0), (both, True, w),
+             (m.layers - sparse - sliding + both, False, 0), (sliding - both, False, w))
+    return tuple(k for k in kinds if k[0])

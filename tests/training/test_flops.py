@@ -53,6 +53,16 @@ def test_mfu_counts_causal_attention_as_megatron_does_today(model, seq):
         full / p.inputs.gpus / st.time_s / 1e12, rel=1e-12)
 
 
+def test_latent_attention_and_experts_count_as_megatron_does():
+    """DeepSeek-V3 cut to 4 layers (3 dense, 1 MoE), TP 8 with SP, seq 4096: tpsim's model
+    FLOPs (MLA's projections and 192/128-wide attention, the routed rows of a balanced router)
+    equal Megatron's MLA + MoE count to 0.1% (tpsim also counts the router's GEMM)."""
+    from tpsim.spec.model import with_overrides
+    m = with_overrides(load_model("deepseek-v3"), layers=4)
+    p = tpsim.predict(m, "dgx-h100", tp=8, seq_len=4096, global_batch=1, sequence_parallel=True)
+    assert p.step.flops * p.inputs.gpus == pytest.approx(megatron_flops(m, 1, 4096, 8), rel=1e-3)
+
+
 def test_published_tflops_use_the_causal_count():
     """Megatron-Bridge's performance summary (25.09-26.02) reports Llama 3 70B FP8 on 64 H100s
     (seq 8192) at 1,621 tokens/s and 728 TFLOP/s per GPU: 0.449 TFLOP per token, Megatron's

@@ -56,7 +56,8 @@ gpt_oss has biases (``attention_bias``, default true; its experts and router too
 attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) is read, its
 attention sinks are not,
 nor are DeepSeek's group-limited routing (``n_group``, ``topk_group``) and multi-token
-prediction module (``num_nextn_predict_layers``), or Qwen2-MoE's shared-expert gate (h weights
+prediction module's depth (``num_nextn_predict_layers``, counted by ``mtp_params``, not
+priced), or Qwen2-MoE's shared-expert gate (h weights
 a layer). These load; pricing them refuses until their expert layers are priced
 (:meth:`~tpsim.spec.model.ModelConfig.check_priced`). A config of any family carrying an expert
 or latent-attention key its family does not read (a Mixtral config relabelled ``llama``) is
@@ -98,7 +99,8 @@ _MOE_KEYS = {"mixtral": _LOCAL, "gpt_oss": _LOCAL, "qwen3_moe": _QWEN,
              "deepseek_v3": {**_QWEN, "experts": "n_routed_experts",
                              "shared_experts": "n_shared_experts",
                              "first_dense_layers": "first_k_dense_replace",
-                             "moe_layer_freq": "moe_layer_freq", "router": "scoring_func", **_MLA}}
+                             "moe_layer_freq": "moe_layer_freq", "router": "scoring_func",
+                             "mtp_layers": "num_nextn_predict_layers", **_MLA}}
 _GATED_REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads",
                    "intermediate_size", "vocab_size", "max_position_embeddings")
 _REQUIRED = {"gated": _GATED_REQUIRED,

@@ -85,6 +85,8 @@ class ModelConfig:
     sliding_window: int | None = spec(gt=0, default=None, doc="sliding-window attention: the "
                                       "keys a query sees (serving prices it; gpt-oss: 128)")
     sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
+    mtp_layers: int = spec(ge=0, default=0, doc="multi-token-prediction modules (DeepSeek-V3: 1), "
+                           "counted by mtp_params(), not in params() nor priced")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     __hash__ = value_hash      # by value, computed once: models key every memo of a search

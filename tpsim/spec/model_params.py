@@ -126,6 +126,22 @@ def moe_layer_params(m, tp: int) -> int:
             + (experts + shared) // tp)
 
 
+def mtp_params(m, own_vocab: bool = True) -> int:
+    """The multi-token-prediction modules' parameters (DeepSeek-V3 report, section 2.2), each
+    a projection of [norm(h); norm(embedding)] (2h -> h), its two RMSNorms, one transformer
+    layer of the last layer's kind and a final norm; ``own_vocab``: plus its own embedding and
+    output head, as the released checkpoint stores them (they are shared in the model):
+
+        mtp_layers (2 h^2 + 3 norm + layer (+ embedding and output layer))
+    """
+    last = m.layers - 1
+    layer = (attention_params(m) + 2 * m.norm_params
+             + (moe_mlp_params(m, m.experts) if is_moe_layer(m, last)
+                else mlp_params(m, m.ffn_hidden)))
+    vocab = m.vocab_params(m.vocab) if own_vocab else 0
+    return m.mtp_layers * (2 * m.hidden ** 2 + 3 * m.norm_params + layer + vocab)
+
+
 def _multiples(m: int, lo: int, hi: int) -> int:
     """How many multiples of ``m`` lie in [lo, hi)."""
     return max(0, (hi - 1) // m - -(-lo // m) + 1) if lo < hi else 0

@@ -74,3 +74,21 @@ def test_ep_refusals():
         infer("mixtral-8x7b", "dgx-h100", tp=1, ep=3, batch=3)
     with pytest.raises(ConfigError, match="--batch"):
         infer("mixtral-8x7b", "dgx-h100", tp=1, ep=2, batch=3)
+
+
+def test_cli_expert_parallel_infer(capsys):
+    """`tpsim infer --ep`: the dispatch and combine all-to-alls in the op table, `ep` in the
+    JSON inputs; an EP that does not divide the experts exits 2 with one line."""
+    import json
+
+    from tpsim.cli import main
+    assert main(["infer", "--model", "mixtral-8x7b", "--tp", "1", "--ep", "8", "--batch", "8",
+                 "--prompt", "64", "--gen", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "fwd.moe.dispatch" in out and "fwd.moe.combine" in out
+    assert main(["infer", "--model", "mixtral-8x7b", "--tp", "1", "--ep", "8", "--batch", "8",
+                 "--prompt", "64", "--gen", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"]["ep"] == 8
+    assert main(["infer", "--model", "mixtral-8x7b", "--tp", "1", "--ep", "3", "--batch", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ep" in err

@@ -27,6 +27,13 @@ What it models, per GPU of one TP group (every rank runs the same ops in lock-st
   micro-batches of batch/pp in flight (as vLLM's virtual engines keep every stage busy): a
   token's latency = layers x layer(batch/pp) + ends + (pp-1) stage-to-stage transfers, and the
   prefill fills the pipeline: its layers' time x (2pp-1)/pp.
+* **Kinds of layer**: a model mixing dense and mixture-of-experts layers, or full and
+  sliding-window attention (:func:`tpsim.spec.model_params.layer_kinds`), is priced as the sum
+  over its kinds of count x one such layer. An MoE layer reads only the experts its tokens
+  chose (:mod:`tpsim.layer.infer_moe`: E (1 - (1 - k/E)^B) of them in expectation); with
+  ``ep`` > 1 each of ep attention replicas serves batch/ep sequences and the experts are split
+  over the replicas, with an all-to-all dispatch and combine. Multi-head latent attention is
+  :mod:`tpsim.layer.infer_mla` (absorbed decode over the latent cache).
 * **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
   vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
   ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits

@@ -23,10 +23,11 @@ import calibration as CAL
 import kernels as K
 import layer_bench as L
 import machine as M
+import moe_bench as MB
 import report as R
 import shapes as S
 from atomic import write_text_atomic
-from tpsim.tp.check import check_all, failures
+from tpsim.tp.check import check_all, check_moe, failures
 from tpsim.cluster.topology import load_topology
 
 
@@ -257,7 +258,8 @@ class Harness:
         self._enter("correctness")
         p = self.world
         checks = check_all(dtype=self.dtype, device=self.device, seq=4 * p, batch=2,
-                           hidden=16 * p, heads=2 * p, kv_heads=p, ffn=32 * p)
+                           hidden=16 * p, heads=2 * p, kv_heads=p, ffn=32 * p) + check_moe(
+                               dtype=self.dtype, device=self.device)
         bad = failures(checks)
         flags = torch.tensor([len(bad)], device=self.device)
         dist.all_reduce(flags)
@@ -302,7 +304,8 @@ class Harness:
         if self.node_group is not None:
             coll += B.collective_items(S.COLLECTIVE_SIZES[mode], dt, dev, None, "world")
         kern = self._kernel_items()
-        layers = L.layer_items(self.plan(), self.attention, dt, dev)
+        layers = (L.layer_items(self.plan(), self.attention, dt, dev)
+                  + MB.moe_items(mode, self.world, dt, dev))
         items = coll + kern + layers
         bar = self._progress(rounds + 1, f"rounds of {len(items)} timings")
         sec = B.measure(items, dev, rounds, bar, aligned=self.aligned)
@@ -344,7 +347,7 @@ class Harness:
         if self.rank != 0:
             return
         topo = load_topology(self.out / "calibrated.yaml")
-        main = [r for r in measured if r["layer"] != "naive_mlp"]
+        main = [r for r in measured if r["layer"] not in ("naive_mlp", "moe")]
         naive = [{**{k: v for k, v in r.items() if k != "shape_obj"},
                   "shape": r["shape_obj"].label()} for r in measured if r["layer"] == "naive_mlp"]
         cases = R.build_cases(main, topo, self.world, self.dtype_name, self.attention)
@@ -354,9 +357,10 @@ class Harness:
                   "collectives": R.collective_rows(micro["local"] + micro["world"], topo),
                   "kernels": R.kernel_rows(micro["kernels"], topo),
                   "fit_shapes": [s.as_dict() for s in S.FIT[self.args.mode]],
-                  "calibrated_topology": "calibrated.yaml"}   # beside report.json
+                  "calibrated_topology": "calibrated.yaml",   # beside report.json
+                  "moe": MB.moe_cases(measured, topo, self.world, self.dtype_name)}
         R.write_json(self.out / "report.json", report)
-        write_text_atomic(self.out / "report.md", R.render_md(report))
+        write_text_atomic(self.out / "report.md", R.render_md(report) + MB.render_md(report["moe"]))
         s = report["summary"]
         sys.stderr.write(f"validate: median |error| {s['median_abs_error_pct']:.1f}%, max "
                          f"{s['max_abs_error_pct']:.1f}% over {s['cases']} cases; wrote "

@@ -1,6 +1,6 @@
 """A mixture-of-experts model that tpsim does not price is refused by every pricing command
 with one line and exit 2, never priced as a dense model; what is priced (the training step at
-EP 1, sequence parallel with TP) prints a step."""
+EP 1, sequence parallel with TP; serving without biases) prints a result."""
 from __future__ import annotations
 
 import pytest
@@ -12,13 +12,12 @@ from tpsim.cli import main
 
 @pytest.mark.parametrize("argv, says", [
     (["predict", "--model", "mixtral-8x7b", "--tp", "8"], "--sequence-parallel"),
-    (["infer", "--model", "qwen3-30b-a3b", "--tp", "2"], "not priced outside the training step"),
     (["search", "--model", "mixtral-8x7b", "--gpus", "8", "--global-batch", "8"],
      "not priced outside the training step"),
     (["search", "--model", "deepseek-v3", "--gpus", "8", "--global-batch", "8"],
      "multi-head latent attention is not priced"),
-    (["predict", "--model", "deepseek-v3", "--tp", "8", "--sequence-parallel"],
-     "multi-head latent attention is not priced"),
+    (["predict", "--model", "deepseek-v3", "--tp", "8", "--sequence-parallel",
+      "--attention", "unfused"], "--attention"),
     (["predict", "--model", "gpt-oss-120b", "--tp", "4", "--json"], "not priced with biases"),
 ])
 def test_unpriced_moe_is_refused_in_one_line(argv, says, capsys):
@@ -37,8 +36,8 @@ def test_moe_training_step_prices_with_layer_overrides(capsys):
 
 
 def test_python_api_refuses_what_is_not_priced():
-    with pytest.raises(TpsimError, match="not priced outside the training step"):
-        tpsim.infer("qwen3-235b-a22b", tp=8)
+    with pytest.raises(TpsimError, match="not priced with biases in training"):
+        tpsim.predict("gpt-oss-120b", tp=8, sequence_parallel=True)
     assert tpsim.predict("mixtral-8x22b", tp=8, sequence_parallel=True, seq_len=4096).step.mfu > 0
 
 

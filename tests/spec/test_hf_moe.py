@@ -48,10 +48,10 @@ def test_deepseek_mla_and_router_fields():
 
 @pytest.mark.parametrize("directory, refused", [
     ("Mixtral-8x7B-v0.1", None), ("Qwen3-30B-A3B", None), ("Qwen1.5-MoE-A2.7B", None),
-    ("gpt-oss-120b", "with biases"), ("DeepSeek-V3", "multi-head latent attention")])
+    ("gpt-oss-120b", "with biases"), ("DeepSeek-V3", None)])
 def test_predict_prices_or_refuses_the_config_in_one_line(directory, refused, capsys):
-    """The training step prices MoE layers at EP 1 without biases; MLA and biased experts are
-    refused in one line, never priced as a dense model."""
+    """The training step prices MoE layers at EP 1 without biases and multi-head latent
+    attention; biased experts are refused in one line, never priced as a dense model."""
     rc = main(["predict", "--model", str(HF / directory / "config.json"), "--tp", "4",
                "--seq", "4096", "--sequence-parallel"])
     err = capsys.readouterr().err
@@ -62,11 +62,16 @@ def test_predict_prices_or_refuses_the_config_in_one_line(directory, refused, ca
 
 
 @pytest.mark.parametrize("directory", ["Mixtral-8x7B-v0.1", "Qwen3-30B-A3B"])
-def test_serving_still_refuses_experts_in_one_line(directory, capsys):
-    assert main(["infer", "--model", str(HF / directory / "config.json"), "--tp", "4"]) == 2
-    err = capsys.readouterr().err
-    assert "mixture-of-experts layers" in err and "not priced outside the training step" in err
-    assert err.count("\n") == 1
+def test_serving_prices_experts(directory, capsys):
+    assert main(["infer", "--model", str(HF / directory / "config.json"), "--tp", "4",
+                 "--prompt", "128", "--gen", "4"]) == 0
+    assert "fwd.experts.fc1" in capsys.readouterr().out
+
+
+def test_serving_prices_biased_experts(capsys):
+    assert main(["infer", "--model", str(HF / "gpt-oss-120b" / "config.json"), "--tp", "4",
+                 "--prompt", "128", "--gen", "4"]) == 0
+    assert "fwd.experts.fc1" in capsys.readouterr().out
 
 
 

@@ -119,3 +119,15 @@ def test_moe_layer_count_is_closed_form():
     big = from_mapping(ModelConfig, dict(SMALL, layers=2**31 - 1, experts=4, experts_per_token=1,
                                          moe_layer_freq=2), "<t>")
     assert moe_layers(big) == 2**30
+
+
+def test_deepseek_v3_multi_token_prediction_module():
+    """DeepSeek-V3's released checkpoint holds 685B: 671B of the main model and 14B of the MTP
+    module (deepseek-ai/DeepSeek-V3 README), which stores its own embedding and head: one
+    MoE layer (11.51B) + 2 h^2 projection + norms + embedding and head (1.85B) = 13.46B."""
+    from tpsim.spec.model_params import mtp_params
+    m = load_model("deepseek-v3")
+    assert m.mtp_layers == 1
+    assert mtp_params(m) == pytest.approx(14e9, rel=0.05)
+    assert m.params() + mtp_params(m) == pytest.approx(685e9, rel=0.002)
+    assert mtp_params(m) - mtp_params(m, own_vocab=False) == m.vocab_params(m.vocab)

@@ -24,6 +24,18 @@ def test_megatron_count_by_hand():
     assert megatron_flops(swiglu, 3, 8) - megatron_flops(m, 3, 8) == 6 * 3 * 8 * 2 * 64 * 256
 
 
+def test_megatron_count_with_latent_attention_by_hand():
+    """The toy above (GELU, 2 layers, 4 heads) with MLA: r_q 16, r_kv 8, d_n 8, d_r 4, d_v 8.
+    Attention per layer: 16 (64 + 4 x 12 + 1) + 8 (64 + 4 x 16 + 1) + 64 x 4 + 4 x 8 x 64
+    = 1,808 + 1,032 + 256 + 2,048 = 5,144; per token 2 (5,144 + 2 64 256) + 64 1024 = 141,360;
+    core s^2 L H (d_n + d_r + d_v) / 2 = 64 x 2 x 4 x 10 = 5,120.
+    F = 6 x 3 (8 x 141,360 + 5,120) = 20,448,000."""
+    m = ModelConfig(name="toy", layers=2, hidden=64, heads=4, ffn_hidden=256, vocab=1000,
+                    seq_len=8, q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8,
+                    qk_rope_head_dim=4, v_head_dim=8)
+    assert megatron_flops(m, 3, 8) == 20_448_000
+
+
 @pytest.mark.parametrize("model, seq", [("gpt3", 2048), ("llama3-8b", 8192)])
 def test_mfu_counts_causal_attention_as_megatron_does_today(model, seq):
     """tpsim's model FLOPs of a step, over every GPU, equal Megatron's count since March 2025
@@ -39,6 +51,16 @@ def test_mfu_counts_causal_attention_as_megatron_does_today(model, seq):
     assert st.megatron_tflops_per_gpu == pytest.approx(st.tflops_per_gpu, rel=1e-3)
     assert st.megatron_full_square_tflops_per_gpu == pytest.approx(
         full / p.inputs.gpus / st.time_s / 1e12, rel=1e-12)
+
+
+def test_latent_attention_and_experts_count_as_megatron_does():
+    """DeepSeek-V3 cut to 4 layers (3 dense, 1 MoE), TP 8 with SP, seq 4096: tpsim's model
+    FLOPs (MLA's projections and 192/128-wide attention, the routed rows of a balanced router)
+    equal Megatron's MLA + MoE count to 0.1% (tpsim also counts the router's GEMM)."""
+    from tpsim.spec.model import with_overrides
+    m = with_overrides(load_model("deepseek-v3"), layers=4)
+    p = tpsim.predict(m, "dgx-h100", tp=8, seq_len=4096, global_batch=1, sequence_parallel=True)
+    assert p.step.flops * p.inputs.gpus == pytest.approx(megatron_flops(m, 1, 4096, 8), rel=1e-3)
 
 
 def test_published_tflops_use_the_causal_count():

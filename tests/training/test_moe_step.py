@@ -126,8 +126,8 @@ def test_interleaved_stages_count_their_moe_layers_in_model_order():
 
 
 def test_refusals_that_remain():
-    with pytest.raises(TpsimError, match="multi-head latent attention is not priced"):
-        predict("deepseek-v3", "dgx-h100", tp=8, sequence_parallel=True)
+    with pytest.raises(ConfigError, match="--attention"):
+        predict("deepseek-v3", "dgx-h100", tp=8, sequence_parallel=True, attention="unfused")
     with pytest.raises(ConfigError, match="--ep"):
         predict("mixtral-8x7b", "dgx-h100", tp=8, ep=2, sequence_parallel=True)
     with pytest.raises(ConfigError, match="--sequence-parallel"):

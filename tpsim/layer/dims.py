@@ -36,6 +36,11 @@ class Dims:
     fe: int = 0         # expert_ffn_hidden / tp
     fs: int = 0         # shared_experts x shared_expert_ffn_hidden / tp
     cp: int = 1         # context-parallel degree: s is the rank's seq_len / cp tokens
+    r_q: int = 0        # multi-head latent attention (:mod:`tpsim.layer.mla`): query rank
+    r_kv: int = 0       # key/value rank
+    dn: int = 0         # query/key width per head without rotary
+    dr: int = 0         # rotary width per head
+    dv: int = 0         # value width per head
 
     @property
     def bpe(self) -> int:
@@ -83,18 +88,27 @@ FP8_ACTIVATIONS = "bf16"   # Transformer Engine's FP8 training keeps activations
 
 
 def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
-               sequence_parallel: bool = False, training: bool = False, cp: int = 1) -> Dims:
+               sequence_parallel: bool = False, training: bool = False, cp: int = 1,
+               serving: bool = False) -> Dims:
     """Per-rank sizes, after checking that every sharded dimension divides by ``tp``; ``dtype``
-    fp8 (mxfp8, nvfp4) means linear GEMMs in that dtype with bf16 activations; ``training``: the
-    training step's pricing (:meth:`~tpsim.spec.model.ModelConfig.check_priced`); ``cp``: context
-    parallelism, each rank holding seq_len / cp tokens of every sequence
-    (:mod:`tpsim.layer.context_parallel`)."""
+    fp8 (mxfp8, nvfp4) means linear GEMMs in that dtype with bf16 activations; ``training``,
+    ``serving``: the training step's or serving's pricing
+    (:meth:`~tpsim.spec.model.ModelConfig.check_priced`); ``cp``: context parallelism, each rank
+    holding seq_len / cp tokens of every sequence (:mod:`tpsim.layer.context_parallel`)."""
     seq_len //= cp
-    model.check_tp(tp, seq_len, sequence_parallel, training)
+    model.check_tp(tp, seq_len, sequence_parallel, training, serving)
     linear = ""
     if dtype in LOW_PRECISION:
         dtype, linear = FP8_ACTIVATIONS, dtype
     return Dims(b=micro_batch, s=seq_len, h=model.hidden, tp=tp, dtype=dtype, linear_dtype=linear,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
                 f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp,
-                cp=cp)
+                cp=cp, **mla_widths(model))
+
+
+def mla_widths(model) -> dict:
+    """The Dims fields of multi-head latent attention (none without it)."""
+    if not model.mla:
+        return {}
+    return dict(r_q=model.q_lora_rank or 0, r_kv=model.kv_lora_rank, dn=model.qk_nope_head_dim,
+                dr=model.qk_rope_head_dim, dv=model.v_head_dim)

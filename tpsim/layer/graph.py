@@ -27,6 +27,7 @@ from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
 from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
+from .mla import mla_bwd, mla_fwd
 from .moe import moe_bwd, moe_fwd
 from .ops import Attention
 from .recompute import apply_recompute
@@ -95,13 +96,17 @@ def _kernel_name(attention: str) -> str | None:
 
 
 def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
-                   cp: tuple = (1, "", 1)) -> str:
+                   cp: tuple = (1, "", 1), mla: int = 0) -> str:
     """``cp``: (degree, exchange, a2a ranks) of context parallelism
-    (:mod:`tpsim.layer.context_parallel`)."""
+    (:mod:`tpsim.layer.context_parallel`); ``mla``: multi-head latent attention
+    (:mod:`tpsim.layer.mla`; 2: queries compressed)."""
     B.block = "attention"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm1", x)
+    if mla:
+        x = mla_fwd(B, x, mla == 2, _kernel_name(kernel))
+        return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
@@ -175,11 +180,14 @@ def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
 
 
 def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool,
-                   cp: tuple = (1, "", 1)) -> str:
+                   cp: tuple = (1, "", 1), mla: int = 0) -> str:
     B.block = "attention"
     out_grad = grad
     if not bare:
         grad = _bias_dropout_add_bwd(B, 1, grad, dropout)
+    if mla:
+        x = mla_bwd(B, grad, mla == 2, _kernel_name(kernel))
+        return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
     core = cp_attention_bwd(B, dgrad, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_bwd(B, dgrad, kernel, dropout)
@@ -215,7 +223,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
-                   cp_a2a: int = 1) -> Template:
+                   cp_a2a: int = 1, mla: int = 0) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -232,30 +240,36 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
     ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``
     (:mod:`tpsim.layer.context_parallel`; ``cp_a2a``: a2a+p2p's all-to-all ranks).
+    ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
+    fused attention, no biases, no TP overlap, no context parallelism.
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
     if moe and (bias or tp_overlap):
         raise ValueError("the mixture-of-experts slot has no biases and no TP overlap")
+    if mla and (bias or tp_overlap or attention == "unfused" or cp > 1):
+        raise ValueError("multi-head latent attention runs fused, without biases, TP overlap or "
+                         "context parallelism")
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
-           bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 else ())
+           bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 or mla else ()) + \
+        ((mla,) if mla else ())
     return _TEMPLATES.get(key, _layer_template, *key)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
-                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1)) -> Template:
+                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     x = None
     if "attention" in blocks:
-        x = _attention_fwd(B, x, bare, attention, drop, cp)
+        x = _attention_fwd(B, x, bare, attention, drop, cp, mla)
     if "mlp" in blocks:
         x = _mlp_fwd(B, x, bare, swiglu, drop, moe)
     B.phase = "backward"
     if "mlp" in blocks:
         x = _mlp_bwd(B, x, bare, swiglu, drop, bias, moe)
     if "attention" in blocks:
-        x = _attention_bwd(B, x, bare, attention, drop, bias, cp)
+        x = _attention_bwd(B, x, bare, attention, drop, bias, cp, mla)
     apply_recompute(B, recompute)
     return B.compile({"tp": 2 if tp_group else 1, **group_sizes(cp[0], cp[2])}, blocks=blocks,
                      bare=bare,

@@ -35,8 +35,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..base.errors import ConfigError
 from ..base.memo import Memo
-from .graph import Dims, _attention_fwd, _mlp_fwd, _norm_fwd
+from .graph import Dims, layer_dims, _attention_fwd, _bias_dropout_add_fwd, _mlp_fwd, _norm_fwd
+from .infer_mla import mla_attention_fwd, mla_decode_core
+from .infer_moe import infer_moe_fwd
 from .ops import Attention, MemoryBound
 from .template import Builder, Template
 from ..cluster.topology import BYTES_PER_ELEMENT
@@ -51,10 +54,20 @@ _TEMPLATES = Memo("serving templates", 256, lru=True)
 class InferDims(Dims):
     """:class:`~tpsim.layer.graph.Dims` of one serving step: ``dtype`` is the GEMMs' (weights'),
     ``act_dtype`` the activations' between kernels (``bpe`` follows it), ``kv_dtype`` the
-    cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included)."""
+    cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included);
+    ``ep``: the expert-parallel degree (``experts`` is then the E / ep local ones,
+    :mod:`tpsim.layer.infer_moe`); ``window``: the layer's sliding attention window (0: full
+    attention), which bounds the keys each query attends to."""
     kv_len: int = 0
     act_dtype: str = "bf16"
     kv_dtype: str = "bf16"
+    ep: int = 1
+    window: int = 0
+
+    @property
+    def attended(self) -> int:
+        """The cached tokens a decoded token reads: kv_len, at most the window."""
+        return min(self.kv_len, self.window) if self.window else self.kv_len
 
     @property
     def bpe(self) -> int:
@@ -71,26 +84,54 @@ def infer_dims(base: Dims, act_dtype: str, kv_dtype: str, kv_len: int = 0) -> In
                      kv_dtype=kv_dtype)
 
 
+def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype: str,
+                 kv_dtype: str, kv_len: int = 0) -> InferDims:
+    """Per-rank sizes of a serving layer of ``model`` (widths split by ``tp``, experts by
+    ``ep``), after checking the splits: :func:`infer_dims` of
+    :func:`~tpsim.layer.dims.layer_dims` plus the MoE and MLA widths."""
+    dims = layer_dims(model, tp, b, s, dtype, serving=True)
+    moe = {}
+    if model.moe:
+        shared = model.shared_experts * (model.shared_expert_ffn_hidden or 0)
+        for key, width in (("expert_ffn_hidden", model.expert_ffn_hidden),
+                           ("shared experts' width", shared)):
+            if width % tp:
+                raise ConfigError("--tp", "", f"a divisor of {model.name}'s {key} ({width})", tp)
+        if model.experts % ep:
+            raise ConfigError("--ep", "", f"a divisor of {model.name}'s {model.experts} experts",
+                              ep)
+        moe = dict(experts=model.experts // ep, topk=model.experts_per_token,
+                   fe=model.expert_ffn_hidden // tp, fs=shared // tp)
+    elif ep > 1:
+        raise ConfigError("--ep", "", f"1: {model.name} has no experts", ep)
+    base = dataclasses.replace(dims, **moe)
+    return InferDims(**dataclasses.asdict(base), kv_len=kv_len, act_dtype=act_dtype,
+                     kv_dtype=kv_dtype, ep=ep)
+
+
 def prefill_attention(d: InferDims) -> Attention:
     """The causal flash-attention core over the prompt, in the activation dtype."""
-    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.act_dtype, True, False)
+    return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.act_dtype, True, False,
+                     window=d.window)
 
 
 def decode_attention_core(d: InferDims) -> Attention:
     """The decode attention as an attention core (one query per sequence, ``kv_len`` keys): its
     conventional FLOPs, 4 b kv_len q_width; with one dtype its bytes equal
-    :func:`decode_attention_bytes`."""
-    return Attention(d.b, d.heads, d.kv_heads, 1, d.kv_len, d.d, d.act_dtype, False, False)
+    :func:`decode_attention_bytes` (MLA: :func:`~tpsim.layer.infer_mla.mla_decode_core`)."""
+    if d.r_kv:
+        return mla_decode_core(d)
+    return Attention(d.b, d.heads, d.kv_heads, 1, d.attended, d.d, d.act_dtype, False, False)
 
 
 def decode_attention_bytes(d: InferDims) -> float:
     """b (2 q bpe_act + 2 L kv bpe_kv): read the queries, write the outputs, read the cached
-    keys and values of L = kv_len tokens (the module docstring)."""
-    return d.b * (2 * d.q * d.bpe + 2 * d.kv_len * d.kv * d.kv_bpe)
+    keys and values of L = kv_len tokens, at most the layer's window (the module docstring)."""
+    return d.b * (2 * d.q * d.bpe + 2 * d.attended * d.kv * d.kv_bpe)
 
 
 def _decode_attention(d: InferDims) -> MemoryBound:
-    return MemoryBound(decode_attention_bytes(d), (d.b, d.heads, d.kv_len, d.d))
+    return MemoryBound(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d))
 
 
 def _act_label(make):
@@ -103,27 +144,47 @@ def _serving_nodes(B: Builder, attention_make) -> None:
     the activation dtype they carry."""
     if not any(n.name == "fwd.attn" for n in B.nodes):
         raise RuntimeError("tpsim.layer.graph no longer names the fused attention core 'fwd.attn'")
-    B.nodes = [dataclasses.replace(n, make=attention_make) if n.name == "fwd.attn" else
+    B.nodes = [dataclasses.replace(n, make=attention_make or n.make) if n.name == "fwd.attn" else
                dataclasses.replace(n, make=_act_label(n.make)) if n.stream == "comm" else n
                for n in B.nodes]
 
 
-def serving_layer_template(phase: str, tp_group: bool, swiglu: bool) -> Template:
-    """One layer's forward for ``phase`` (prefill | decode), built once per switches."""
+def serving_layer_template(phase: str, tp_group: bool, swiglu: bool, moe: int = 0,
+                           ep_group: bool = False, mla: int = 0) -> Template:
+    """One layer's forward for ``phase`` (prefill | decode), built once per switches.
+    ``moe``: the MLP is the mixture-of-experts slot (:mod:`tpsim.layer.infer_moe`; 2: with
+    shared experts), ``ep_group``: its EP group has more than one rank; ``mla``: multi-head
+    latent attention (:mod:`tpsim.layer.infer_mla`; 2: queries compressed too)."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    return _TEMPLATES.get(("layer", phase, tp_group, swiglu), _serving_layer, phase, tp_group,
-                          swiglu)
+    key = (phase, tp_group, swiglu) + ((moe, ep_group, mla) if moe or mla else ())
+    return _TEMPLATES.get(("layer",) + key, _serving_layer, phase, tp_group, swiglu, moe,
+                          ep_group, mla)
 
 
-def _serving_layer(phase: str, tp_group: bool, swiglu: bool) -> Template:
+def _serving_layer(phase: str, tp_group: bool, swiglu: bool, moe: int = 0,
+                   ep_group: bool = False, mla: int = 0) -> Template:
     B = Builder(False)
-    x = _attention_fwd(B, None, bare=False, kernel="fused", dropout=False)
-    B.eltwise("fwd.kv_cache_write",
-              lambda d: (d.T, 2 * d.kv, 2 * d.T * d.kv * (d.bpe + d.kv_bpe)), ("fwd.qkv",))
-    _mlp_fwd(B, x, bare=False, swiglu=swiglu, dropout=False)
-    _serving_nodes(B, prefill_attention if phase == "prefill" else _decode_attention)
-    return B.compile({"tp": 2 if tp_group else 1}, phase=phase)
+    if mla:
+        B.block = "attention"
+        x = mla_attention_fwd(B, _norm_fwd(B, "fwd.norm1", None), phase, mla == 2)
+        x = _bias_dropout_add_fwd(B, 1, x, None, False)
+    else:
+        x = _attention_fwd(B, None, bare=False, kernel="fused", dropout=False)
+        B.eltwise("fwd.kv_cache_write",
+                  lambda d: (d.T, 2 * d.kv, 2 * d.T * d.kv * (d.bpe + d.kv_bpe)), ("fwd.qkv",))
+    if moe:
+        B.block = "mlp"
+        y = infer_moe_fwd(B, _norm_fwd(B, "fwd.norm2", x), swiglu, moe == 2)
+        _bias_dropout_add_fwd(B, 2, y, x, False)
+    else:
+        _mlp_fwd(B, x, bare=False, swiglu=swiglu, dropout=False)
+    attention = (prefill_attention if phase == "prefill" else _decode_attention)
+    if not mla:
+        _serving_nodes(B, attention)
+    else:
+        _serving_nodes(B, None)
+    return B.compile({"tp": 2 if tp_group else 1, "ep": 2 if ep_group else 1}, phase=phase)
 
 
 def embedding_template(tp_group: bool) -> Template:

@@ -87,15 +87,23 @@ class Attention:
     causal: bool = True
     backward: bool = False
     kernel: str | None = None
+    window: int = 0       # sliding-window attention: each query sees its last ``window`` keys
     kind: ClassVar[str] = "attention"
     stream: ClassVar[str] = "compute"
     comm_bytes: ClassVar[float] = 0.0
 
     @property
     def pairs(self) -> float:
-        """(query, key) pairs the model needs per sequence and head."""
-        sq, skv = self.seq_q, self.seq_kv
-        return sq * skv - sq * (sq - 1) / 2 if self.causal else float(sq * skv)
+        """(query, key) pairs the model needs per sequence and head; with a causal ``window``
+        W the query at position p (the last seq_q of seq_kv) sees min(p, W) keys:
+        sum_{p=a..b} min(p, W), a = seq_kv - seq_q + 1, b = seq_kv."""
+        sq, skv, w = self.seq_q, self.seq_kv, self.window
+        if not self.causal:
+            return float(sq * skv)
+        if not w or skv <= w:
+            return sq * skv - sq * (sq - 1) / 2
+        a = skv - sq + 1
+        return float(sq * w) if a >= w else (a + w) * (w - a + 1) / 2 + (skv - w) * w
 
     @property
     def flops(self) -> float:
@@ -118,7 +126,8 @@ class Attention:
     def shape(self) -> str:
         s = f"s={self.seq_q}" if self.seq_q == self.seq_kv else f"sq={self.seq_q} skv={self.seq_kv}"
         return (f"b={self.b} heads={self.heads} kv={self.kv_heads} {s} d={self.head_dim}"
-                + (" causal" if self.causal else ""))
+                + (" causal" if self.causal else "") + (f" window={self.window}"
+                                                         if self.window else ""))
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,9 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     if lay.pp != 1:
         raise ConfigError("--pp", "", "1 (tpsim serve models one pipeline stage)", lay.pp)
+    if lay.ep != 1:
+        raise ConfigError("--ep", "", "1 (tpsim serve models one attention replica; tpsim "
+                          "infer prices expert parallelism)", lay.ep)
     _check(m, topo, lay)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)

@@ -27,6 +27,13 @@ What it models, per GPU of one TP group (every rank runs the same ops in lock-st
   micro-batches of batch/pp in flight (as vLLM's virtual engines keep every stage busy): a
   token's latency = layers x layer(batch/pp) + ends + (pp-1) stage-to-stage transfers, and the
   prefill fills the pipeline: its layers' time x (2pp-1)/pp.
+* **Kinds of layer**: a model mixing dense and mixture-of-experts layers, or full and
+  sliding-window attention (:func:`tpsim.spec.model_params.layer_kinds`), is priced as the sum
+  over its kinds of count x one such layer. An MoE layer reads only the experts its tokens
+  chose (:mod:`tpsim.layer.infer_moe`: E (1 - (1 - k/E)^B) of them in expectation); with
+  ``ep`` > 1 each of ep attention replicas serves batch/ep sequences and the experts are split
+  over the replicas, with an all-to-all dispatch and combine. Multi-head latent attention is
+  :mod:`tpsim.layer.infer_mla` (absorbed decode over the latent cache).
 * **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
   vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
   ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits
@@ -40,13 +47,14 @@ import math
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
 from ..cost.compute import elementwise_time
 from ..base.errors import ConfigError
-from ..layer.graph import layer_dims
-from ..layer.infer_graph import (decode_attention_core, embedding_template, infer_dims,
-                          output_template, serving_layer_template)
+from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
+                                 serving_dims, serving_layer_template)
+from ..spec.model_params import layer_kinds
 from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
-from ..layer.ops import Collective, SendRecv
+from ..layer.infer_graph import PHASES
+from ..layer.ops import Attention, Collective, SendRecv
 from ..spec.parallel import Parallelism
 from ..spec.serving import ALLREDUCE, DTYPES, ServingLayout
 from ..spec.settings import given_or_made
@@ -59,15 +67,15 @@ from ..cluster.topology import Topology, load_topology
 def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
     """What the settings ask of the model and the topology (their own values:
     :class:`~tpsim.spec.serving.ServingLayout`); a ConfigError naming the flag."""
-    tp, pp = lay.tp, lay.pp
+    tp, pp, ep = lay.tp, lay.pp, lay.ep
     topo.device.peak(lay.dtype)
-    if tp * pp > topo.max_ranks:
-        raise ConfigError("--tp", "", f"tp x pp at most the {topo.max_ranks} GPUs of "
-                          f"{topo.name}", tp * pp)
-    m.check_tp(tp)
-    if lay.batch % pp:
-        raise ConfigError("--batch", "", f"a multiple of --pp ({pp}): pp micro-batches in flight",
-                          lay.batch)
+    if tp * pp * ep > topo.max_ranks:
+        raise ConfigError("--tp", "", f"tp x pp x ep at most the {topo.max_ranks} GPUs of "
+                          f"{topo.name}", tp * pp * ep)
+    serving_dims(m, tp, ep, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
+    if lay.batch % (pp * ep):
+        raise ConfigError("--batch", "", f"a multiple of --pp x --ep ({pp * ep}): pp "
+                          "micro-batches in flight on each of ep attention replicas", lay.batch)
     if pp > m.layers:
         raise ConfigError("--pp", "", f"at most the {m.layers} layers of {m.name}", pp)
 
@@ -160,18 +168,47 @@ class _Server:
     """The priced pieces of one configuration: pricing, host dispatch, templates, dims."""
 
     def __init__(self, m: ModelConfig, topo: Topology, tp, pp, dtype, act, kv_dtype,
-                 allreduce, eager):
-        self.m, self.topo, self.tp, self.pp = m, topo, tp, pp
+                 allreduce, eager, ep: int = 1):
+        self.m, self.topo, self.tp, self.pp, self.ep = m, topo, tp, pp, ep
         self.dtype, self.act, self.kv_dtype, self.allreduce = dtype, act, kv_dtype, allreduce
-        self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp))
+        self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp, ep=ep))
         self.host_s = topo.device.host_dispatch_s if eager else 0.0
         swiglu = m.activation == "swiglu"
-        self.prefill_tpl = serving_layer_template("prefill", tp > 1, swiglu)
-        self.decode_tpl = serving_layer_template("decode", tp > 1, swiglu)
+        mla = (2 if m.q_lora_rank else 1) if m.mla else 0
+        moe = (2 if m.shared_experts else 1) if m.moe else 0
+        # (layers, prefill template, decode template, window) of each kind of layer, the MoE
+        # ones first: the first kind is the one a report shows
+        self.mix = tuple((n, *(serving_layer_template(p, tp > 1, swiglu, moe if sparse else 0,
+                                                      ep > 1 and sparse, mla)
+                               for p in PHASES), w) for n, sparse, w in layer_kinds(m))
+        _, self.prefill_tpl, self.decode_tpl, self.window = self.mix[0]
 
     def dims(self, b: int, s: int, kv_len: int = 0):
-        return infer_dims(layer_dims(self.m, self.tp, b, s, self.dtype), self.act,
-                          self.kv_dtype, kv_len)
+        """The first kind of layer's dims (its attention window included)."""
+        d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act, self.kv_dtype,
+                         kv_len)
+        return dataclasses.replace(d, window=self.window) if self.window else d
+
+    def layers_cost(self, phase: str, dims, extra=None) -> PhaseCost:
+        """All the model's layers at ``dims``: sum over the kinds of layer (dense or MoE, full
+        or sliding-window attention) of their count x one such layer's :func:`phase_cost`;
+        ``extra(dims)``: FLOPs of ops priced by bytes alone (the decode attention)."""
+        total = None
+        for n, *tpls, w in self.mix:
+            d = dataclasses.replace(dims, window=w)
+            c = self.cost(tpls[PHASES.index(phase)], d, extra(d) if extra else 0.0).scaled(n)
+            total = c if total is None else total + c
+        return total
+
+    def prefill_layer_split(self, dims) -> tuple[float, float]:
+        """(phase time, attention time) of the mean prefill layer at ``dims`` (the kinds of
+        layer weighted by their counts)."""
+        whole = attn = 0.0
+        for n, tpl, _, w in self.mix:
+            sim = self.sim(tpl, dataclasses.replace(dims, window=w))
+            whole += n * phase_times(sim)[0]
+            attn += n * sum(t for op, t in zip(sim.ops, sim.times) if type(op) is Attention)
+        return whole / self.m.layers, attn / self.m.layers
 
     def sim(self, template, dims) -> Simulation:
         return serve_simulate(template, dims, self.pricing, self.host_s, self.allreduce)
@@ -193,7 +230,11 @@ class _Server:
         return PhaseCost(t, 0, 0, 0, t, 0, 0, 0, nbytes, 1).scaled(self.pp - 1)
 
     def decode_layer(self, b: int, kv_len: int) -> PhaseCost:
+        """The mean decode layer (dense and MoE layers weighted by their counts)."""
         d = self.dims(b, 1, kv_len)
+        if len(self.mix) > 1:
+            extra = lambda x: decode_attention_core(x).flops   # noqa: E731
+            return self.layers_cost("decode", d, extra).scaled(1 / self.m.layers)
         return self.cost(self.decode_tpl, d, decode_attention_core(d).flops)
 
 
@@ -208,13 +249,27 @@ def prefill_pass(srv: _Server, batch: int, prompt: int) -> tuple[Prefill, Simula
     time = layers x one prefill layer (:func:`phase_cost`) x (2pp - 1)/pp (the pipeline's fill)
     + the embedding and output layer + (pp - 1) stage-to-stage transfers; tokens/s = batch x
     prompt / time; MFU = FLOPs / time / the dtype's peak."""
-    pp, micro = srv.pp, batch // srv.pp
+    pp, micro = srv.pp, batch // (srv.pp * srv.ep)
     d = srv.dims(micro, prompt)
     sim = srv.sim(srv.prefill_tpl, d)
-    layers = _stretch(phase_cost(sim, srv.topo.device).scaled(srv.m.layers), (2 * pp - 1) / pp)
+    every = (phase_cost(sim, srv.topo.device).scaled(srv.m.layers) if len(srv.mix) == 1
+             else srv.layers_cost("prefill", d))
+    layers = _stretch(every, (2 * pp - 1) / pp)
     cost = layers + srv.ends(micro, prompt) + srv.p2p(d.T * d.h * d.bpe)
     mfu = cost.flops / cost.time_s / srv.topo.device.peak(srv.dtype)
     return Prefill(cost.time_s, batch * prompt / cost.time_s, cost, mfu), sim
+
+
+def _mean_layer(srv: _Server, micro: int, first: int, last: int) -> tuple[float, int]:
+    """:func:`mean_over_lengths` of the decode layer over kv_len first..last, split at a
+    sliding window inside the range: past it a windowed layer's reads stop growing (a
+    concave kink), so each side is convex and piecewise linear again."""
+    f = lambda n: srv.decode_layer(micro, n).time_s    # noqa: E731
+    w = srv.m.sliding_window
+    if not w or not first <= w < last:
+        return mean_over_lengths(f, first, last)
+    (lo, a), (hi, b) = mean_over_lengths(f, first, w), mean_over_lengths(f, w + 1, last)
+    return (lo * (w - first + 1) + hi * (last - w)) / (last - first + 1), a + b
 
 
 def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decode, Simulation]:
@@ -223,11 +278,10 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
     kv_len prompt + 1 .. prompt + gen - 1 (:func:`mean_over_lengths`) + the ends + the p2p
     transfers; tokens/s = batch / time per token; the first and last steps at the shortest and
     longest cache; HBM bandwidth = the mean step's HBM bytes / its time."""
-    micro, layers = batch // srv.pp, srv.m.layers
+    micro, layers = batch // (srv.pp * srv.ep), srv.m.layers
     fixed = srv.ends(micro, 1) + srv.p2p(micro * srv.m.hidden * srv.dims(1, 1).bpe)
     first, last = prompt + 1, prompt + gen - 1
-    mean_layer, calls = mean_over_lengths(lambda n: srv.decode_layer(micro, n).time_s,
-                                          first, last)
+    mean_layer, calls = _mean_layer(srv, micro, first, last)
     tpot = layers * mean_layer + fixed.time_s
     kv_mid = round((first + last) / 2)
     cost = srv.decode_layer(micro, kv_mid).scaled(layers) + fixed
@@ -281,16 +335,17 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     tp, pp, batch, prompt, gen = lay.tp, lay.pp, lay.batch, lay.prompt, lay.gen
     dtype, act, kv_dtype = lay.dtype, lay.activation_dtype, lay.cache_dtype
     allreduce = lay.allreduce
-    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager)
+    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager, lay.ep)
     pre, pre_sim = prefill_pass(srv, batch, prompt)
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
-                         topo.device.memory_bytes, topo.device.usable_bytes(lay.memory_headroom))
+                         topo.device.memory_bytes, topo.device.usable_bytes(lay.memory_headroom),
+                         lay.ep)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
-                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node))
+                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,
                            _notices(srv, mem, runs, allreduce), runs)
 

@@ -129,6 +129,7 @@ class InferInputs:
     heads_per_rank: int
     kv_heads_per_rank: int
     nodes: int
+    ep: int = 1           # expert-parallel degree: ep attention replicas of tp GPUs
 
 
 @dataclass(frozen=True)

@@ -101,11 +101,17 @@ class StepModel:
                                                self.e_grid, self.o_grid))
 
     def _prefill_lin(self, t: int) -> float:
-        """P(t): a prefill layer over t tokens (its phase time) less its attention."""
+        """P(t): a prefill layer over t tokens (its phase time) less its attention; the mean
+        layer when dense and MoE layers mix."""
+        if len(self.srv.mix) > 1:
+            whole, attn = self.srv.prefill_layer_split(self.srv.dims(1, t))
+            return whole - attn
         sim = self.srv.sim(self.srv.prefill_tpl, self.srv.dims(1, t))
         return phase_times(sim)[0] - _attention_time(sim)
 
     def _prefill_attn(self, x: int) -> float:
+        if len(self.srv.mix) > 1:
+            return self.srv.prefill_layer_split(self.srv.dims(1, x))[1]
         return _attention_time(self.srv.sim(self.srv.prefill_tpl, self.srv.dims(1, x)))
 
     def _per_cached_token(self, b: int) -> float:

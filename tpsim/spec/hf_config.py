@@ -53,9 +53,11 @@ MLA widths        -                     -                              q_lora_ra
 ================= ===================== ============================== ===========================
 
 gpt_oss has biases (``attention_bias``, default true; its experts and router too); its banded
-attention on every other layer and its attention sinks are not read (full causal attention),
+attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) is read, its
+attention sinks are not,
 nor are DeepSeek's group-limited routing (``n_group``, ``topk_group``) and multi-token
-prediction module (``num_nextn_predict_layers``), or Qwen2-MoE's shared-expert gate (h weights
+prediction module's depth (``num_nextn_predict_layers``, counted by ``mtp_params``, not
+priced), or Qwen2-MoE's shared-expert gate (h weights
 a layer). These load; pricing them refuses until their expert layers are priced
 (:meth:`~tpsim.spec.model.ModelConfig.check_priced`). A config of any family carrying an expert
 or latent-attention key its family does not read (a Mixtral config relabelled ``llama``) is
@@ -97,7 +99,8 @@ _MOE_KEYS = {"mixtral": _LOCAL, "gpt_oss": _LOCAL, "qwen3_moe": _QWEN,
              "deepseek_v3": {**_QWEN, "experts": "n_routed_experts",
                              "shared_experts": "n_shared_experts",
                              "first_dense_layers": "first_k_dense_replace",
-                             "moe_layer_freq": "moe_layer_freq", "router": "scoring_func", **_MLA}}
+                             "moe_layer_freq": "moe_layer_freq", "router": "scoring_func",
+                             "mtp_layers": "num_nextn_predict_layers", **_MLA}}
 _GATED_REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads",
                    "intermediate_size", "vocab_size", "max_position_embeddings")
 _REQUIRED = {"gated": _GATED_REQUIRED,
@@ -174,6 +177,21 @@ def _moe(family: str, values: dict, out: dict) -> None:
     out.setdefault("router", "softmax")
 
 
+def _banded(cfg: dict, source: str, out: dict, keys: dict) -> None:
+    """gpt-oss's ``sliding_window`` on the layers ``layer_types`` names sliding_attention,
+    which must be every n-th layer from layer 0 (``sliding_window_freq`` n)."""
+    types, window = cfg.get("layer_types"), cfg.get("sliding_window")
+    if not window or not isinstance(types, list):
+        return
+    banded = [i for i, t in enumerate(types) if t == "sliding_attention"]
+    freq = banded[1] - banded[0] if len(banded) > 1 else max(1, len(types))
+    if banded != list(range(0, len(types), freq)):
+        raise ConfigError(source, "layer_types", "sliding_attention on every n-th layer from "
+                          "layer 0 (tpsim's sliding_window_freq)", types[:8])
+    out["sliding_window"], out["sliding_window_freq"] = window, freq
+    keys.update(sliding_window="sliding_window", sliding_window_freq="layer_types")
+
+
 def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     """The tpsim model mapping (named ``name``) of a parsed config.json, and tpsim key ->
     config.json key."""
@@ -191,6 +209,8 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     out = {ours: values[theirs] for ours, theirs in base.items() if values.get(theirs) is not None}
     if family in MOE:
         _moe(family, values, out)
+    if family == "gpt_oss":
+        _banded(cfg, source, out, keys)
     out["activation"] = _activation(family, out.get("activation"), source, keys["activation"])
     out["norm"] = "layernorm" if kind == "gpt2" else "rmsnorm"
     out["bias"] = _bias(family, cfg, source)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
-from .model_params import model_params, moe_layer_params
+from .model_params import mla_duplicated_params, mla_params, model_params, moe_layer_params
 from ..base.memo import Memo, value_hash
 from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path,
                            spec)
@@ -82,6 +82,11 @@ class ModelConfig:
     qk_nope_head_dim: int | None = spec(gt=0, default=None,
                                         doc="MLA: query/key width per head without rotary")
     v_head_dim: int | None = spec(gt=0, default=None, doc="MLA: value width per head")
+    sliding_window: int | None = spec(gt=0, default=None, doc="sliding-window attention: the "
+                                      "keys a query sees (serving prices it; gpt-oss: 128)")
+    sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
+    mtp_layers: int = spec(ge=0, default=0, doc="multi-token-prediction modules (DeepSeek-V3: 1), "
+                           "counted by mtp_params(), not in params() nor priced")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     __hash__ = value_hash      # by value, computed once: models key every memo of a search
@@ -136,33 +141,29 @@ class ModelConfig:
         """The model has routed experts (a mixture of experts)."""
         return self.experts > 0
 
-    @property
-    def mla(self) -> bool:
-        """Attention is multi-head latent attention (``kv_lora_rank`` set)."""
-        return self.kv_lora_rank is not None
+    mla = property(lambda self: self.kv_lora_rank is not None,
+                   doc="Attention is multi-head latent attention (``kv_lora_rank`` set).")
 
-    def check_priced(self, training: bool = False) -> None:
+    def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
-        what, never a dense price in their place. ``training``: the training step's pricing
-        (``tpsim predict``), which prices mixture-of-experts layers with every expert local
-        (EP 1) and without biases; serving and the search do not yet. Multi-head latent
-        attention is refused everywhere. :meth:`check_tp` calls it."""
-        if self.mla:
+        what, never a dense price in their place. ``training`` (``tpsim predict``: experts
+        local, EP 1; no expert biases) and ``serving`` (``tpsim infer``, ``serve``) price
+        mixture-of-experts layers and multi-head latent attention; the search neither."""
+        if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
-                             f"(kv_lora_rank {self.kv_lora_rank}); tpsim prices grouped-query "
-                             "attention only")
-        if self.moe and not (training and not self.bias):
+                             f"in the search (kv_lora_rank {self.kv_lora_rank}); tpsim predict "
+                             "and tpsim infer price it")
+        if self.moe and not (serving or training and not self.bias):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
-            what = ("with biases (the expert slot has none)" if training else
-                    "outside the training step (tpsim predict prices them; serving and the "
-                    "search do not yet)")
+            what = ("with biases in training (the expert slot has none)" if training else
+                    "outside the training step and serving (tpsim predict and infer price "
+                    "them; the search does not yet)")
             raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
                              f"experts{shared}, top-{self.experts_per_token}) are not priced "
                              f"{what}; tpsim will not price this model as a dense one")
 
     def kv_heads_per_rank(self, tp: int) -> int:
-        """Key/value heads one of ``tp`` ranks holds: kv_heads / tp, or one (replicated on
-        tp / kv_heads ranks, as Megatron does) when tp exceeds kv_heads."""
+        """kv_heads / tp, or one (replicated, as Megatron does) when tp exceeds kv_heads."""
         return max(1, self.kv_heads // tp)
 
     # ---- derived sizes (full model, before tensor parallelism)
@@ -187,16 +188,21 @@ class ModelConfig:
         return 2 * self.hidden if self.norm == "layernorm" else self.hidden
 
     def layer_params(self, tp: int = 1) -> int:
-        """Parameters of one dense grouped-query layer on one of ``tp`` ranks (what the pricing
-        paths use; a model with experts or MLA is refused before them, :meth:`check_priced`):
+        """Parameters of one layer with a dense MLP on one of ``tp`` ranks (an MoE layer's:
+        :func:`~tpsim.spec.model_params.moe_layer_params`):
 
             [2 q h + (n_in + 1) h f] / tp  +  2 kv_r d h  +  2 norms  (+ biases)
 
         the query, output and MLP weights split by tp; the key and value weights of
         kv_r = kv_heads_per_rank(tp) heads (replicated when tp > kv_heads); norms whole on every
         rank; biases: column-parallel ones split (q + 2 kv_r d, n_in f / tp), row-parallel ones
-        whole (2 h)."""
+        whole (2 h). With multi-head latent attention, the attention's part is
+        :func:`~tpsim.spec.model_params.mla_params` (biases: the MLP's only)."""
         h, f, n_in = self.hidden, self.ffn_hidden, self.mlp_in_gemms
+        if self.mla:
+            mlp_bias = (n_in * f // tp + h) if self.bias else 0
+            return (mla_params(self, tp) + (n_in + 1) * h * f // tp + 2 * self.norm_params
+                    + mlp_bias)
         kv = self.kv_heads_per_rank(tp) * self.head_dim
         split = 2 * self.q_width * h + (n_in + 1) * h * f
         params = split // tp + 2 * kv * h + 2 * self.norm_params
@@ -257,11 +263,15 @@ class ModelConfig:
 
     def sp_sync_params(self, layers: int, last: bool, moe: int = 0) -> int:
         """The gradients Megatron all-reduces over TP under sequence parallelism on a stage of
-        ``layers`` layers: each layer's two norms and row-parallel biases (2 h), each of its
+        ``layers`` layers: each layer's two norms and row-parallel biases (2 h; with multi-head
+        latent attention also its duplicated down projections and their norms,
+        :func:`~tpsim.spec.model_params.mla_duplicated_params`), each of its
         ``moe`` MoE layers' router (h E, replicated, fed the rank's own tokens: Megatron-core
         marks it ``sequence_parallel``), and on the ``last`` stage the final norm (replicated
         on every TP rank, their gradients partial)."""
         per_layer = 2 * self.norm_params + (2 * self.hidden if self.bias else 0)
+        if self.mla:    # the duplicated down projections and their norms see the rank's tokens
+            per_layer += mla_duplicated_params(self)
         return (layers * per_layer + moe * self.hidden * (self.experts or 0)
                 + (self.norm_params if last else 0))
 
@@ -271,10 +281,11 @@ class ModelConfig:
         return math.ceil(self.vocab / unit) * unit
 
     def check_tp(self, tp: int, seq_len: int | None = None, sequence_parallel: bool = False,
-                 training: bool = False) -> None:
+                 training: bool = False, serving: bool = False) -> None:
         """Raise ConfigError unless every sharded dimension divides by ``tp`` (and TpsimError,
-        first, for a model tpsim cannot price: :meth:`check_priced`, ``training`` passed on)."""
-        self.check_priced(training)
+        first, for a model tpsim cannot price: :meth:`check_priced`, ``training`` and
+        ``serving`` passed on)."""
+        self.check_priced(training, serving)
         if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
             raise ConfigError("--tp", "", "a positive integer", tp)
         for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):

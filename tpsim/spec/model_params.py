@@ -36,12 +36,28 @@ def attention_params(m) -> int:
     if m.kv_lora_rank is None:
         n = 2 * m.q_width * h + 2 * m.kv_width * h
         return n + (m.q_width + 2 * m.kv_width + h if m.bias else 0)
-    heads, nope, rope, v = m.heads, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim
-    q_head = nope + rope
-    q = (m.q_lora_rank * (h + heads * q_head) + m.q_lora_rank if m.q_lora_rank
-         else h * heads * q_head)
-    kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * heads * (nope + v)
-    return q + kv + heads * v * h
+    return mla_params(m)
+
+
+def mla_params(m, tp: int = 1) -> int:
+    """Multi-head latent attention's weights on one of ``tp`` ranks, split as Megatron-core's
+    MLASelfAttention: the down projections and their norms whole on every rank
+    (``parallel_mode="duplicated"``), the up and output projections split by tp::
+
+        whole = r_q h + r_q  +  h (r_kv + d_r) + r_kv        (no r_q: no query down projection)
+        split = r_q H (d_n + d_r)  (no r_q: h H (d_n + d_r))  +  r_kv H (d_n + d_v)  +  H d_v h
+        whole + split / tp
+    """
+    h, heads, r_q, r_kv = m.hidden, m.heads, m.q_lora_rank, m.kv_lora_rank
+    nope, rope, v = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim
+    split = (r_q or h) * heads * (nope + rope) + r_kv * heads * (nope + v) + heads * v * h
+    return mla_duplicated_params(m) + split // tp
+
+
+def mla_duplicated_params(m) -> int:
+    """MLA's weights whole on every TP rank: r_q h + r_q (if r_q) + h (r_kv + d_r) + r_kv."""
+    h, r_q, r_kv = m.hidden, m.q_lora_rank, m.kv_lora_rank
+    return (r_q * h + r_q if r_q else 0) + h * (r_kv + m.qk_rope_head_dim) + r_kv
 
 
 def mlp_params(m, width: int) -> int:
@@ -108,3 +124,41 @@ def moe_layer_params(m, tp: int) -> int:
     shared = m.shared_experts * n * m.hidden * (m.shared_expert_ffn_hidden or 0)
     return (m.layer_params(tp) - n * m.hidden * m.ffn_hidden // tp + m.hidden * m.experts
             + (experts + shared) // tp)
+
+
+def mtp_params(m, own_vocab: bool = True) -> int:
+    """The multi-token-prediction modules' parameters (DeepSeek-V3 report, section 2.2), each
+    a projection of [norm(h); norm(embedding)] (2h -> h), its two RMSNorms, one transformer
+    layer of the last layer's kind and a final norm; ``own_vocab``: plus its own embedding and
+    output head, as the released checkpoint stores them (they are shared in the model):
+
+        mtp_layers (2 h^2 + 3 norm + layer (+ embedding and output layer))
+    """
+    last = m.layers - 1
+    layer = (attention_params(m) + 2 * m.norm_params
+             + (moe_mlp_params(m, m.experts) if is_moe_layer(m, last)
+                else mlp_params(m, m.ffn_hidden)))
+    vocab = m.vocab_params(m.vocab) if own_vocab else 0
+    return m.mtp_layers * (2 * m.hidden ** 2 + 3 * m.norm_params + layer + vocab)
+
+
+def _multiples(m: int, lo: int, hi: int) -> int:
+    """How many multiples of ``m`` lie in [lo, hi)."""
+    return max(0, (hi - 1) // m - -(-lo // m) + 1) if lo < hi else 0
+
+
+def layer_kinds(m) -> tuple[tuple[int, bool, int], ...]:
+    """(count, carries experts, attention window; 0: full) of each kind of layer the model has,
+    the MoE kinds first, full attention before sliding; counted without a loop. A layer i uses
+    the ``sliding_window`` when i % sliding_window_freq == 0; it is MoE by :func:`is_moe_layer`,
+    so both hold for the multiples of lcm(moe_layer_freq, sliding_window_freq) from
+    first_dense_layers on."""
+    import math
+    sparse = moe_layers(m)
+    w, n = m.sliding_window or 0, m.sliding_window_freq
+    sliding = _multiples(n, 0, m.layers) if w else 0
+    both = (_multiples(math.lcm(n, m.moe_layer_freq), m.first_dense_layers, m.layers)
+            if w and sparse else 0)
+    kinds = ((sparse - both, True, 0), (both, True, w),
+             (m.layers - sparse - sliding + both, False, 0), (sliding - both, False, w))
+    return tuple(k for k in kinds if k[0])

@@ -24,6 +24,10 @@ class ServingLayout:
                       kind="count")
     pp: int = setting(1, "pipeline stages (batch/pp micro-batches in flight)", flag="--pp",
                       kind="count")
+    ep: int = setting(1, "expert-parallel degree of a mixture-of-experts model: ep attention "
+                      "replicas of tp GPUs, each serving batch/ep sequences, whose MoE layers "
+                      "split the experts over ep ranks (all-to-all dispatch and combine)",
+                      flag="--ep", kind="count")
     batch: int = setting(1, "sequences served together", flag="--batch", kind="count")
     prompt: int = setting(2048, "prompt (input) tokens per sequence", flag="--prompt",
                           kind="count")

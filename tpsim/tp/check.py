@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from . import mappings as m
 from .layers import (ColumnParallelLinear, ParallelAttention, ParallelMLP, RowParallelLinear,
                      column_shard, full_weight)
+from .moe import ExpertParallelMoE, expert_weights, reference_moe
 
 # max |parallel - reference| / max |reference| allowed, per dtype: summation order differs
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10, torch.bfloat16: 3e-2,
@@ -139,6 +140,46 @@ def check_all(group=None, dtype=torch.float32, device="cpu", seq=8, batch=2, hid
                                 lambda xx, wq, wo, k=kv: reference_attention(xx, wq, wo, heads, k),
                                 full, {"qkv.weight": cols(parts), "proj.weight": rows}, x, dy,
                                 group, sp, dtype)
+    return results
+
+
+def check_moe(group=None, dtype=torch.float32, device="cpu", seq=8, batch=2, hidden=32,
+              ffn=64, experts_per_rank=2, top_k=2, seed=1234) -> list[CheckResult]:
+    """The expert-parallel MoE layer (:mod:`tpsim.tp.moe`, GeLU and SwiGLU experts) against
+    :func:`~tpsim.tp.moe.reference_moe` with every expert on one device. Each rank's tokens
+    are its slice of one full input made from ``seed``; the reference runs on all of them, so
+    each local expert's gradient covers every rank's tokens. The router is replicated and
+    sees only the rank's own tokens: its gradient is summed over the group first (what data
+    parallelism's all-reduce does) and compared with the reference's."""
+    p, r = dist.get_world_size(group), dist.get_rank(group)
+    experts, tol = experts_per_rank * p, TOLERANCE.get(dtype, 1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(p * seq, batch, hidden, generator=gen).to(device=device, dtype=dtype)
+    dy = torch.randn(p * seq, batch, hidden, generator=gen).to(device=device, dtype=dtype)
+    mine = slice(r * seq, (r + 1) * seq)
+    results = []
+    for act in ("gelu", "swiglu"):
+        layer = ExpertParallelMoE(hidden, ffn, experts, top_k, group, act, seed, dtype, device)
+        w1, w2 = expert_weights(hidden, ffn, experts, act, seed, dtype, device)
+        full = [full_weight(experts, hidden, seed, dtype, device), *w1, *w2]
+        full = [w.clone().requires_grad_() for w in full]
+        xr = x.clone().requires_grad_()
+        yr = reference_moe(xr, full[0], full[1:1 + experts], full[1 + experts:], top_k, act)
+        yr.backward(dy)
+        xl = x[mine].clone().requires_grad_()
+        y = layer(xl)
+        y.backward(dy[mine])
+        dist.all_reduce(layer.router.grad, group=group)
+        local = range(r * layer.local, (r + 1) * layer.local)
+        name = f"moe {act} ep={p}"
+        results += [CheckResult(name, "output", _rel(y, yr[mine]), tol),
+                    CheckResult(name, "input grad", _rel(xl.grad, xr.grad[mine]), tol),
+                    CheckResult(name, "router grad (summed)", _rel(layer.router.grad,
+                                                                   full[0].grad), tol),
+                    CheckResult(name, "fc1 grad", _rel(layer.fc1.grad, torch.stack(
+                        [full[1 + e].grad for e in local])), tol),
+                    CheckResult(name, "fc2 grad", _rel(layer.fc2.grad, torch.stack(
+                        [full[1 + experts + e].grad for e in local])), tol)]
     return results
 
 

@@ -296,3 +296,37 @@ def reduce_scatter_to_sequence_parallel_region(x, group=None):
 def scatter_to_sequence_parallel_region(x, group=None):
     """This rank's rows of the sequence forward, all-gather backward (builds SP inputs)."""
     return _ScatterToSequenceRegion.apply(x, group)
+
+
+def _all_to_all(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group,
+                phase: str) -> torch.Tensor:
+    """Rank r sends rows in_splits[j] of ``x`` to rank j and receives out_splits[j] rows from
+    it (``all_to_all_single``); nccl-tests' size: all of ``x``, its own slice included."""
+    if dist.get_world_size(group) == 1:
+        return x
+    x = x.contiguous()
+    out = x.new_empty((sum(out_splits), *x.shape[1:]))
+    _issue(phase, "all-to-all", _nbytes(x),
+           lambda: dist.all_to_all_single(out, x, out_splits, in_splits, group=group), x)
+    return out
+
+
+class _AllToAll(torch.autograd.Function):
+    """Y = all-to-all(X) forward; backward the same exchange the other way (splits swapped):
+    what rank r sent to j returns from j as the gradient of what j received."""
+
+    @staticmethod
+    def forward(ctx, x, out_splits, in_splits, group):
+        ctx.splits, ctx.group = (out_splits, in_splits), group
+        return _all_to_all(x, out_splits, in_splits, group, "forward")
+
+    @staticmethod
+    def backward(ctx, dy):
+        out_splits, in_splits = ctx.splits
+        return _all_to_all(dy, in_splits, out_splits, ctx.group, "backward"), None, None, None
+
+
+def all_to_all(x, out_splits: list[int], in_splits: list[int], group=None):
+    """The expert-parallel dispatch and combine: rows of ``x`` exchanged by ``in_splits`` (sent
+    to each rank) and ``out_splits`` (received from each), all-to-all again in backward."""
+    return _AllToAll.apply(x, out_splits, in_splits, group)

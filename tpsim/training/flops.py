@@ -24,6 +24,14 @@ own count is by active parameters too: the grouped expert GEMMs run on the T k r
 a balanced router (:mod:`tpsim.layer.moe`), so MFU counts each token's top-k experts, not all
 E.
 
+Multi-head latent attention (Megatron-LM's ``multi_latent_attention`` branch): each layer's
+attention term h (q + 2k) + q h becomes
+
+    r_q (h + H (d_n + d_r) + 1)  [no r_q: h H (d_n + d_r)]  +  r_kv (h + H (d_n + d_v) + 1)
+      + h d_r  +  H d_v h
+
+(the +1: the RMSNorms), and the core c 6 B s^2 q L becomes c 6 B s^2 H (d_n + d_r + d_v) L / 2.
+
 tpsim's own count differs from c = 1 only by its s (s + 1) / 2 pairs against s^2 / 2 and by
 what the model leaves out (biases, the embedding lookup), a few parts in 10^4 at s = 2048.
 """
@@ -46,5 +54,13 @@ def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
                            + model.shared_experts * (model.shared_expert_ffn_hidden or 0))
     mlp = (model.mlp_in_gemms + 1) * h * width
     per_token = L * (h * (q + 2 * k) + q * h) + mlp + h * model.padded_vocab(tp)
+    if model.mla:
+        H, nope, rope, v = model.heads, model.qk_nope_head_dim, model.qk_rope_head_dim, \
+            model.v_head_dim
+        r_q, r_kv = model.q_lora_rank, model.kv_lora_rank
+        q_term = r_q * (h + H * (nope + rope) + 1) if r_q else h * H * (nope + rope)
+        attn = q_term + r_kv * (h + H * (nope + v) + 1) + h * rope + H * v * h
+        per_token = L * attn + mlp + h * model.padded_vocab(tp)
+        q = H * (nope + rope + v) / 2
     core = (2 if full_square else 1) * s * s * q * L
     return 6.0 * B * (s * per_token + core)

@@ -18,7 +18,7 @@ import math
 
 from ..base.errors import ConfigError
 from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
-from ..layer.dims import FP8_ACTIVATIONS, layer_dims
+from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..spec.layout import Layout
@@ -119,14 +119,22 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         if cp > 1:
             raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
                               "context parallelism is not modelled yet)", cp)
-        dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+        dims = dataclasses.replace(moe_dims(m, tp, micro_batch, seq_len, dtype,
+                                            sequence_parallel), **mla_widths(m))
+    if m.mla and (attention == "unfused" or tp_comm_overlap or cp > 1):
+        flag = "--attention" if attention == "unfused" else "--cp" if cp > 1 else \
+            "--tp-comm-overlap"
+        raise ConfigError(flag, "", "fused attention without TP overlap or context parallelism: "
+                          "multi-head latent attention is priced so",
+                          {"--attention": attention, "--cp": cp}.get(flag, True))
     a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
         if cp_comm == "a2a+p2p" else 1
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=(2 if m.shared_experts else 1) if moe else 0, cp=cp,
-                         cp_comm=cp_comm, cp_a2a=a)
+                         cp_comm=cp_comm, cp_a2a=a,
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
     par = Parallelism(tp=tp, cp=cp)
     pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing

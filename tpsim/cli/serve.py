@@ -7,8 +7,8 @@ from ..spec.serving import ServingLayout
 from .common import StoreOnce, dump_json
 from .layout_args import add_layout_arguments, layout_from_args
 
-# the ServingLayout fields that serve takes (the batch is the engine's to make; pp is 1)
-LAYOUT = ("tp", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "memory_headroom")
+# the ServingLayout fields that serve takes (the batch is the engine's to make)
+LAYOUT = ("tp", "pp", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "memory_headroom")
 EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
          "gen": " (the mean with --gen-dist exponential)"}
 

@@ -280,13 +280,21 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     return eng, sm
 
 
+def latencies(loop: EngineLoop, reqs, first=None) -> tuple[np.ndarray, ...]:
+    """Per request, s: TTFT = first token - arrival; e2e = last token - arrival; TPOT =
+    (e2e - TTFT) / (gen - 1) over the requests with gen > 1 (:class:`Latency`). ``first``:
+    the first tokens' times where another engine made them (a disaggregated prefill)."""
+    first = loop.first if first is None else first
+    ttft, e2e = first - reqs.arrival_s, loop.last - reqs.arrival_s
+    multi = reqs.gen > 1
+    return ttft, (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1), e2e
+
+
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     """The run in numbers: throughput = tokens (requests) / duration, duration = the last
     token - the first arrival; TTFT, TPOT and e2e per request (:class:`Latency`) as means and
     percentiles (:meth:`Percentiles.of`)."""
-    ttft, e2e = loop.first - reqs.arrival_s, loop.last - reqs.arrival_s
-    multi = reqs.gen > 1
-    tpot = (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1)
+    ttft, tpot, e2e = latencies(loop, reqs)
     duration = float(loop.last.max() - reqs.arrival_s.min())
     out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
     inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.pp, lay.dtype,
@@ -304,5 +312,5 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                            cost)
 
 
-__all__ = ["serve", "kv_cache_blocks", "engine_parts", "summarize", "EngineLoop",
+__all__ = ["serve", "kv_cache_blocks", "engine_parts", "summarize", "latencies", "EngineLoop",
            "ServeSettings"]

@@ -52,7 +52,9 @@ TOP = 10
 class ServeCandidate:
     """One deployment at its operating point (module docstring). ``tp``, ``pp``,
     ``replicas``, ``max_num_seqs``: the aggregated replicas', or the decode instances'; the
-    ``prefill_*`` fields and ``kv_transfer_s`` (mean per request) are None when aggregated."""
+    ``prefill_*`` fields, ``decode_gpus`` and ``kv_transfer_s`` (mean per request) are None
+    when aggregated. ``requests_per_s``: the most the deployment serves within the targets;
+    the percentiles are its runs' there."""
     mode: str
     tp: int
     pp: int
@@ -63,7 +65,7 @@ class ServeCandidate:
     prefill_gpus: int | None
     decode_gpus: int | None
     kv_transfer_s: float | None
-    rate: float
+    requests_per_s: float
     ttft_s_p50: float
     ttft_s_p99: float
     tpot_s_p50: float
@@ -96,7 +98,7 @@ class ServeSearchResult:
 
 
 REASONS = {"memory": "the weights or the longest sequence do not fit",
-           "targets": "misses the targets even at 1/64 of its offline rate",
+           "targets": "misses the targets even at 1/32 of its offline rate",
            "rate": "serves fewer requests/s than --rate within the targets",
            "rerun": "a disaggregated split that missed the targets when rerun at its rate"}
 
@@ -159,7 +161,7 @@ class _Search:
         usd = gpu_hours_usd(self.gpus, 1.0, self.st.usd_per_gpu_hour)
         first = dec if pre is None else pre
         return ServeCandidate(
-            **layout, rate=rate, ttft_s_p50=first.ttft_s.p50, ttft_s_p99=first.ttft_s.p99,
+            **layout, requests_per_s=rate, ttft_s_p50=first.ttft_s.p50, ttft_s_p99=first.ttft_s.p99,
             tpot_s_p50=dec.tpot_s.p50, tpot_s_p99=dec.tpot_s.p99, output_tokens_per_s=tokens_s,
             output_tokens_per_s_per_gpu=tokens_s / self.gpus,
             j_per_output_token=sum(j) if dec.j is not None else None,
@@ -200,7 +202,7 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
         from .disagg import disaggregated as disagg
         found += disagg(s, max_num_seqs, rate, top)
     if rate is not None:
-        kept = [c for c in found if c.rate >= rate * (1 - 1e-12)]
+        kept = [c for c in found if c.requests_per_s >= rate * (1 - 1e-12)]
         s.dropped["rate"] = len(found) - len(kept)
         found = kept
     found.sort(key=lambda c: -c.output_tokens_per_s_per_gpu)

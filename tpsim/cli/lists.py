@@ -7,12 +7,17 @@ import itertools
 import math
 
 from ..base.errors import ConfigError, clip
-from .common import positive_int
+from .common import positive_int, positive_rate
 
 
 def int_list(text: str) -> tuple[int, ...]:
     """``4`` or ``1,2,4,8``: positive integers (:func:`positive_int` each)."""
     return tuple(positive_int(x.strip()) for x in _items(text))
+
+
+def rate_list(text: str) -> tuple[float, ...]:
+    """``8`` or ``1,4,16,inf``: request rates (:func:`positive_rate` each)."""
+    return tuple(positive_rate(x.strip()) for x in _items(text))
 
 
 def name_list(text: str) -> tuple[str, ...]:

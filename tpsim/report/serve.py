@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from ..base.formula import qualname
-from ..serving.energy import run_energy
 from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
 from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
+from .energy import energy_json, energy_lines
 from .formulas import by_field, formula_lines
 from .render import plain
 
@@ -21,7 +21,6 @@ SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
                                        "mean_running")),
                      (StepModel, ("step_prices",)))
 INPUTS = qualname(serve)
-ENERGY = qualname(run_energy)
 
 
 def _rate(rate: float) -> str:
@@ -31,15 +30,6 @@ def _rate(rate: float) -> str:
 def _ms(p: Percentiles) -> str:
     return (f"mean {p.mean * 1e3:10.2f}  p50 {p.p50 * 1e3:10.2f}  p90 {p.p90 * 1e3:10.2f}  "
             f"p99 {p.p99 * 1e3:10.2f} ms")
-
-
-def _energy_lines(e, c) -> list[str]:
-    """One line of energy and cost per output token (none where neither is known)."""
-    parts = [] if e.j is None else [
-        f"energy {e.j_per_output_token:.3f} J per output token, the data centre's PUE included"]
-    if c.usd is not None:
-        parts.append(f"${c.usd_per_million_output_tokens:,.2f} per million output tokens")
-    return ["; ".join(parts), *formula_lines(ENERGY)] if parts else []
 
 
 def serve_report(p) -> str:
@@ -64,7 +54,7 @@ def serve_report(p) -> str:
         f"throughput: {t.output_tokens_per_s:,.1f} output tokens/s, {t.input_tokens_per_s:,.1f} "
         f"input tokens/s, {t.requests_per_s:.3f} requests/s over {t.duration_s:.2f} s",
         *formula_lines(THROUGHPUT),
-        *_energy_lines(p.energy, p.cost),
+        *energy_lines(p.energy, p.cost),
         "latency per request:",
         f"  TTFT  {_ms(lat.ttft_s)}",
         f"  TPOT  {_ms(lat.tpot_s)}",
@@ -90,8 +80,7 @@ def serve_json(p) -> dict:
         "throughput": {**plain(p.throughput), "formula": THROUGHPUT},
         "latency": {**plain(p.latency), "formula": dict(LATENCY)},
         "scheduler": {**plain(p.scheduler), "formula": dict(SCHEDULER)},
-        "energy": {**plain(p.energy), "formula": ENERGY},
-        "cost": {**plain(p.cost), "formula": ENERGY},
+        **energy_json(p),
     }
 
 

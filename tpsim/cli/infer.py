@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
-from .common import StoreOnce, add_csv, dump_json, output_format, warn
+from .common import StoreOnce, add_csv, output_format, warn
 from .layout_args import add_layout_arguments, layout_from_args
 from .lists import name_list
 
@@ -14,13 +14,18 @@ LISTS = ("model", "topology", "tp", "pp", "batch", "prompt", "gen", "dtype")
 LIST_HELP = "; a comma list (--tp 2,4,8 --batch 1,64) compares every combination in one table"
 
 
-def fill_infer(p) -> None:
+def add_model_topology(p) -> None:
+    """``--model`` and ``--topology`` of a serving command, each a name or a comma list."""
     p.add_argument("--model", default=("llama2-70b",), action=StoreOnce, type=name_list,
                    help="shipped name (see `tpsim models`) or YAML path; a comma list "
                         "compares them (default: llama2-70b)")
     p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
                    help="shipped name or path to a YAML file; a comma list compares them "
                         "(default: dgx-h100)")
+
+
+def fill_infer(p) -> None:
+    add_model_topology(p)
     add_layout_arguments(p, cls=ServingLayout, lists=True, extra={"tp": LIST_HELP})
     add_layout_arguments(p, ("usd_per_gpu_hour",), cls=ServeSettings)
     p.add_argument("--json", action="store_true", help="one JSON object (a list of them with "
@@ -47,7 +52,7 @@ def run_each(args, combos, one):
 def _cmd_infer(args) -> None:
     from ..serving.infer import infer
     from ..report.render import infer_json, infer_notice_text, infer_report
-    from .lists import combinations, varied
+    from .lists import combinations, print_runs, varied
     fmt = output_format(args)
     combos = combinations(args, LISTS)
 
@@ -57,17 +62,8 @@ def _cmd_infer(args) -> None:
         check_batch(pred)
         return pred
     preds = run_each(args, combos, one)
-    if fmt == "csv":
-        from ..report.flat_csv import csv_text
-        print(csv_text(infer_json(p) for p in preds))
-    elif fmt:
-        js = [infer_json(p) for p in preds]
-        print(dump_json(js if len(js) > 1 else js[0]))
-    elif len(preds) > 1:
-        from ..report.serve_compare import infer_comparison
-        print(infer_comparison(preds, varied(combos)))
-    else:
-        print(infer_report(preds[0]))
+    from ..report.serve_compare import infer_comparison
+    print_runs(preds, fmt, infer_json, infer_report, infer_comparison, varied(combos))
     for pred in preds:                # the report keeps its WARNING lines; stderr has them too
         for w in pred.warnings:
             warn(infer_notice_text(w))

@@ -76,3 +76,17 @@ _FLAGS = {"size": "--bytes", "algo": "--algo"}
 def varied(combos: list[dict]) -> list[str]:
     """The names whose value differs between the combinations (the comparison's columns)."""
     return [n for n in (combos[0] if combos else {}) if len({repr(c[n]) for c in combos}) > 1]
+
+
+def print_runs(preds, fmt, to_json, report, comparison, names) -> None:
+    """One run per combination printed: CSV rows, JSON (a list for several), the run's report
+    (one) or ``comparison(preds, names)`` (several, ``names`` the settings that vary)."""
+    from .common import dump_json
+    if fmt == "csv":
+        from ..report.flat_csv import csv_text
+        print(csv_text(to_json(p) for p in preds))
+    elif fmt:
+        js = [to_json(p) for p in preds]
+        print(dump_json(js if len(js) > 1 else js[0]))
+    else:
+        print(comparison(preds, names) if len(preds) > 1 else report(preds[0]))

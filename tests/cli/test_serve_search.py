@@ -10,7 +10,7 @@ import pytest
 
 from tpsim.cli import main
 
-ARGS = ["serve-search", "--model", "llama2-7b", "--gpus", "2", "--ttft-p99", "0.5",
+ARGS = ["serve-search", "--model", "llama2-7b", "--gpus", "1", "--ttft-p99", "0.5",
         "--tpot-p99", "0.03", "--requests", "60", "--prompt", "300", "--gen", "24",
         "--max-num-seqs", "64"]
 
@@ -33,7 +33,7 @@ def test_table_json_and_csv_agree(capsys):
 
 
 @pytest.mark.parametrize("extra, flag", [
-    (["--gpus", "0"], "--gpus"), (["--ttft-p99", "0"], "--ttft-p99"),
+    (["--gpus", "0"], "--gpus"), (["--ttft-p99", "0"], "--ttft-p99"), (["--pp", "2"], "--pp"),
     (["--tpot-p99", "inf"], "--tpot-p99"), (["--gpus", "9"], "--gpus"),
     (["--max-num-seqs", "a"], "--max-num-seqs"), (["--json", "--csv"], "--csv")])
 def test_bad_flags_are_one_line_and_exit_2(extra, flag, capsys):

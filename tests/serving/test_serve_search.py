@@ -67,8 +67,8 @@ def test_search_is_fast(result):
 
 
 def test_a_required_rate_is_served():
-    kw = dict(gpus=2, ttft_p99_s=TTFT, tpot_p99_s=TPOT, layout=LAY, settings=ST,
-              max_num_seqs=(64, 256), disaggregated=False)
+    kw = dict(gpus=2, ttft_p99_s=TTFT, tpot_p99_s=TPOT, layout=LAY,
+              settings=ServeSettings(requests=50), max_num_seqs=(16, 256), disaggregated=False)
     free = serve_search("llama3-8b", "dgx-h100", **kw)
     rates = sorted(c.requests_per_s for c in free.candidates)
     need = (rates[0] + rates[-1]) / 2
@@ -80,7 +80,8 @@ def test_a_required_rate_is_served():
 def test_a_ttft_below_the_unloaded_prefill_leaves_none():
     pre = tpsim.infer("llama3-8b", "dgx-h100", tp=2, batch=1, prompt=512, gen=64).prefill
     r = serve_search("llama3-8b", "dgx-h100", gpus=2, ttft_p99_s=pre.time_s / 10,
-                     tpot_p99_s=1.0, layout=LAY, settings=ST, max_num_seqs=(64,))
+                     tpot_p99_s=1.0, layout=LAY, settings=ServeSettings(requests=40),
+                     max_num_seqs=(64,))
     assert r.candidates == () and r.dropped["targets"] > 0
 
 

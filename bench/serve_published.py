@@ -1,6 +1,6 @@
 """tpsim serve beside published serving-engine benchmarks used in no fit.
 
-    python bench/serve_published.py [--quick] [--csv]
+    python bench/serve_published.py [--quick] [--csv] [--peer-python PATH]
 
 Two sources, each with its engine's own workload, as tpsim serve runs it (the shipped
 topologies as they are, FP8 GEMMs and KV cache as the FP8 checkpoints run them, vLLM's
@@ -20,6 +20,12 @@ default engine knobs: max_num_seqs 256, max_num_batched_tokens 8192, block_size 
 
 Each row prints the measurement, tpsim's number and the error (tpsim / measured - 1); the
 target is within 15%.
+
+Peers (``--peer-python``, the environment of bench/infer_peers.py): llm-analysis and GenZ
+price a static batch, not an engine, so they answer only the closed-loop rows, read as a
+static batch of C sequences: ITL = their decode step, throughput = C gen / (ttft + (gen - 1)
+tpot); and only for the 70B model, which their configurations in bench/infer_peers_worker.py
+cover. The offline rows have no batch to give them.
 """
 from __future__ import annotations
 
@@ -96,24 +102,53 @@ def rows(quick: bool = False):
         yield NIM, label, "ITL (TPOT mean) s", itl, p.latency.tpot_s.mean
 
 
+def peer_rows(python: str | None) -> tuple[dict, str]:
+    """{(label, metric): {tool: value}} for the closed-loop 70B rows (module docstring)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from infer_peers import peer_values
+    cases = [dict(id=f"{model} {topo} TP{tp} {isl}/{osl} C={c}", model=model, topology=topo,
+                  tp=tp, batch=c, prompt=isl, gen=osl, dtype="fp8", kv_dtype="fp8")
+             for model, topo, tp, isl, osl, c, _, _ in NIM_ROWS if model == "llama3-70b"]
+    got, why = peer_values(python, cases)
+    out = {}
+    for case in cases:
+        for tool, v in got.get(case["id"], {}).items():
+            if "error" in v:
+                continue
+            total = v["ttft_s"] + (case["gen"] - 1) * v["tpot_s"]
+            out.setdefault((case["id"], "output tok/s"), {})[tool] = \
+                case["batch"] * case["gen"] / total
+            out.setdefault((case["id"], "ITL (TPOT mean) s"), {})[tool] = v["tpot_s"]
+    return out, why
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few rows of each source")
     ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
+    ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
     args = ap.parse_args(argv)
     t0 = time.process_time()
     out = list(rows(args.quick))
+    peers, why = peer_rows(args.peer_python)
     if args.csv:
         print("source,case,metric,measured,tpsim,error")
         for src, label, metric, meas, got in out:
             print(f'"{src}","{label}","{metric}",{meas:.6g},{got:.6g},{got / meas - 1:+.4f}')
         return 0
-    print(f"{'case':44s} {'metric':18s} {'measured':>10s} {'tpsim':>10s} {'error':>7s}")
+    print(f"{'case':44s} {'metric':18s} {'measured':>10s} {'tpsim':>10s} {'error':>7s}  "
+          f"{'llm-analysis':>12s} {'GenZ':>7s}")
     for src in (TRT, NIM):
         print(f"-- {src}")
         for s, label, metric, meas, got in out:
             if s == src:
-                print(f"{label:44s} {metric:18s} {meas:10.4g} {got:10.4g} {got / meas - 1:+7.1%}")
+                peer = peers.get((label, metric), {})
+                cells = "  ".join(f"{peer[t] / meas - 1:+{w}.1%}" if t in peer else " " * w
+                                  for t, w in (("llm-analysis", 12), ("GenZ", 7)))
+                print(f"{label:44s} {metric:18s} {meas:10.4g} {got:10.4g} "
+                      f"{got / meas - 1:+7.1%}  {cells}")
+    if why:
+        print(f"peers: {why}")
     for src in (TRT, NIM):
         for metric in ("output tok/s", "ITL (TPOT mean) s"):
             errs = [abs(g / m - 1) for s, _, k, m, g in out if s == src and k == metric]
@@ -121,6 +156,14 @@ def main(argv=None) -> int:
                 within = sum(e <= 0.15 for e in errs)
                 print(f"{src.split(' (')[0]}, {metric}: median |error| "
                       f"{statistics.median(errs):.1%}, {within} of {len(errs)} within 15%")
+    for tool in ("llm-analysis", "GenZ"):
+        pairs = [(v[tool], m) for (label, k), v in peers.items() if tool in v
+                 for s, lab, kk, m, _ in out if lab == label and kk == k]
+        if pairs:
+            errs = [abs(v / m - 1) for v, m in pairs]
+            ours = [abs(g / m - 1) for s, lab, k, m, g in out if (lab, k) in peers]
+            print(f"{tool} on the {len(errs)} closed-loop 70B values: median |error| "
+                  f"{statistics.median(errs):.1%} (tpsim {statistics.median(ours):.1%})")
     print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
     return 0
 

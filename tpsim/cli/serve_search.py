@@ -46,7 +46,8 @@ def fill_serve_search(p) -> None:
     p.add_argument("--max-num-seqs", type=int_list, default=(64, 256),
                    help="engine batch sizes tried, a comma list (default: 64,256)")
     p.add_argument("--no-disaggregated", dest="disaggregated", action="store_false",
-                   help="aggregated replicas only (no prefill/decode pools)")
+                   help="aggregated replicas only (default: disaggregated prefill/decode "
+                        "pools are tried too)")
     p.add_argument("--top", type=positive_int, default=10, help="candidates to show")
     add_layout_arguments(p, LAYOUT, cls=ServingLayout)
     add_layout_arguments(p, SETTINGS, cls=ServeSettings,

@@ -110,8 +110,14 @@ def search_report(result) -> str:
               "exp.: exposed communication, % of the step)"]
     lines += formula_lines({col: CANDIDATE[key] for col, key in COLUMNS.items()}, "  formula  ")
     if result.candidates:
+        best = result.candidates[0].step
         lines += ["", "the best, in full:", "  " + predict_command(result,
                                                                 result.candidates[0].layout)]
+        if best.energy_j is not None:
+            lines.append(f"  energy {best.energy_j / 1e3:,.1f} kJ per step at the facility "
+                         "(--json: every candidate's energy_j, and cost_usd with a price)")
+        lines += formula_lines({k: CANDIDATE[k] for k in ("energy_j", "cost_usd")},
+                               "  formula  ")
     return "\n".join(lines + [""] + _dropped(result))
 
 

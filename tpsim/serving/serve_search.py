@@ -26,9 +26,10 @@ least that many requests/s. Energy per output token: each pool's run's energy
 million output tokens = :func:`tpsim.cluster.power.gpu_hours_usd` of the gpus for one second
 / output tokens/s x 1e6.
 
-Work is bounded: one set of step-time tables per (tp, pp), 8 engine runs of
-``settings.requests`` requests per instance configuration (not per split), one or two reruns
-per disaggregated candidate shown. Modest request counts keep it to seconds; few requests
+Work is bounded: one set of step-time tables per (tp, pp), 7 engine runs of
+``settings.requests`` requests per instance configuration (not per split; a prefill instance
+once per tp and set of levels its KV cache crosses), two reruns per disaggregated candidate
+shown. Modest request counts keep it to seconds; few requests
 understate a queue's growth near capacity. Disaggregated pools are pp = 1.
 """
 from __future__ import annotations

@@ -127,6 +127,8 @@ class EngineLoop:
         k = int(left.min())
         held = ((kv + self.bs - 1) // self.bs).sum()
         lo, hi = 0, k                  # the most steps whose new blocks fit: monotone in j
+        if ((kv + k + self.bs - 1) // self.bs).sum() - held <= self.free:
+            lo = k                     # all k fit (the usual case): no search
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if ((kv + mid + self.bs - 1) // self.bs).sum() - held <= self.free:

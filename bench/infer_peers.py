@@ -109,12 +109,15 @@ def tpsim_values() -> tuple[dict, float]:
     return out, time.process_time() - t0
 
 
-def peer_values(python: str | None) -> tuple[dict, str]:
+def peer_values(python: str | None, cases=None) -> tuple[dict, str]:
+    """{case id: {tool: values}} from the worker run by ``python`` on ``cases`` (default:
+    CASES), and why not where it did not run."""
     if not python:
         return {}, "not run: no --peer-python (or TPSIM_PEER_PYTHON) given"
     worker = Path(__file__).with_name("infer_peers_worker.py")
     try:
-        r = subprocess.run([python, str(worker)], input=json.dumps(CASES), capture_output=True,
+        r = subprocess.run([python, str(worker)], input=json.dumps(cases or CASES),
+                           capture_output=True,
                            text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as e:
         return {}, f"not run: {e}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
-           "serve", "Layout", "ServingLayout", "ServeSettings", "__version__"]
+           "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
 # Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
 # Imports no networkx, torch or matplotlib.
@@ -39,4 +39,7 @@ def __getattr__(name: str):
     if name == "serve":           # the engine loop: tpsim/serving/engine.py
         from .serving.engine import serve
         return serve
+    if name == "serve_search":    # serving layouts that meet latency targets
+        from .serving.serve_search import serve_search
+        return serve_search
     raise AttributeError(f"module 'tpsim' has no attribute {name!r}")

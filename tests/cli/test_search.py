@@ -237,3 +237,19 @@ def test_too_large_a_layout_suggests_what_works(capsys, topology, fix):
     if "--nodes" in fix:
         code, _, err = run(capsys, *argv, "--nodes", "80")
         assert code == 0, err
+
+
+def test_search_candidates_carry_energy_and_cost(capsys):
+    """energy_j is predict's step energy; cost_usd = gpus x step time / 3600 x the price."""
+    code, out, _ = run(capsys, "search", *SMALL, "--top", "2", "--usd-per-gpu-hour", "2.5",
+                       "--json")
+    assert code == 0
+    res = json.loads(out)
+    for c in res["candidates"]:
+        argv = shlex.split(c["predict"])[1:] + ["--json"]
+        _, pout, _ = run(capsys, *argv)
+        assert c["energy_j"] == json.loads(pout)["step"]["energy_j"] > 0
+        assert c["cost_usd"] == pytest.approx(res["gpus"] * c["step_time_s"] / 3600 * 2.5,
+                                              rel=1e-12)
+    _, out, _ = run(capsys, "search", *SMALL, "--top", "1", "--json")
+    assert json.loads(out)["candidates"][0]["cost_usd"] is None

@@ -17,6 +17,7 @@ import pytest
 
 from tpsim.cli import main
 from tpsim.search.driver import REASONS
+from tpsim.serving.serve_search import REASONS as SERVE_REASONS
 
 from tests.conftest import REPO
 
@@ -34,13 +35,21 @@ RUNS = {
                "300", "--gen", "20", "--json"],
               ["serve", "--model", "llama2-7b", "--tp", "1", "--requests", "20", "--rate", "5",
                "--json"]],
+    "serve_search": [["serve-search", "--model", "llama2-7b", "--gpus", "2", "--ttft-p99", "1",
+                      "--tpot-p99", "0.05", "--requests", "40", "--prompt", "256", "--gen", "16",
+                      "--usd-per-gpu-hour", "2", "--max-num-seqs", "64", "--json"],
+                     ["serve-search", "--model", "llama2-7b", "--gpus", "2", "--ttft-p99",
+                      "0.001", "--tpot-p99", "0.05", "--requests", "20", "--prompt", "256",
+                      "--gen", "16", "--max-num-seqs", "64", "--rate", "1", "--json"]],
     "search": [["search", "--model", "gpt3-1.3b", "--topology", "dgx-a100", "--gpus", "8",
                 "--global-batch", "8", "--top", "3", "--json"]],
     "collective": [["collective", "--topology", "dgx-h100", "--ranks", "8", "--bytes", "1GiB",
                     "--json"],
                    ["collective", "--topology", "dgx-a100,dgx-h100", "--ranks", "8", "--json"]],
 }
-MAPS = {"search": ("dropped", "dropped_reasons")}   # keys are reason codes
+MAPS = {"search": ("dropped", "dropped_reasons"),   # keys are reason codes
+        "serve_search": ("dropped", "dropped_reasons")}
+CODES = {"search": REASONS, "serve_search": SERVE_REASONS}
 SECTION = re.compile(r"^<!-- json-keys: (\w+) -->$(.*?)(?=^## |\Z)", re.S | re.M)
 TICKED = re.compile(r"`([^`]+)`")
 
@@ -101,7 +110,7 @@ def test_json_keys_are_documented(name, capsys):
     assert out[0] - doc[0] == set(), f"{name}: keys emitted but not in docs/json.md"
     assert doc[0] - out[0] == set(), f"{name}: keys in docs/json.md that no run emits"
     for m, codes in out[1].items():
-        assert doc[1][m] == set(REASONS), f"{name}: docs/json.md's {m} codes are not REASONS"
+        assert doc[1][m] == set(CODES[name]), f"{name}: docs/json.md's {m} codes are not REASONS"
         assert codes <= doc[1][m], f"{name}: {m} emits undocumented codes"
 
 

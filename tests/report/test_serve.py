@@ -44,7 +44,7 @@ def test_cli_json_round_trips(capsys):
 @pytest.mark.parametrize("argv, flag", [
     (["--rate", "0"], "--rate"), (["--rate", "fast"], "--rate"),
     (["--prompt-dist", "zipf"], "--prompt-dist"), (["--max-num-seqs", "0"], "--max-num-seqs"),
-    (["--pp", "2"], "--pp"), (["--block-size", "x"], "--block-size")])
+    (["--pp", "0"], "--pp"), (["--block-size", "x"], "--block-size")])
 def test_bad_flags_are_one_line_and_exit_2(argv, flag, capsys):
     assert main(["serve", "--requests", "2", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

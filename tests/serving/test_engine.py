@@ -115,7 +115,7 @@ def test_settings_objects_and_keywords():
 @pytest.mark.parametrize("kw, flag", [
     (dict(rate=0), "--rate"), (dict(rate=-1.0), "--rate"), (dict(prompt_dist="zipf"),
                                                             "--prompt-dist"),
-    (dict(gen_dist="uniform:9,3"), "--gen-dist"), (dict(pp=2), "--pp"),
+    (dict(gen_dist="uniform:9,3"), "--gen-dist"), (dict(tp=8, pp=2), "--tp"),
     (dict(prompt=10**7), "--prompt"), (dict(max_num_seqs=0), "--max-num-seqs")])
 def test_bad_settings_name_their_flag(kw, flag):
     with pytest.raises(ConfigError, match=flag):

@@ -1,6 +1,7 @@
 """tpsim's command line: parse, call the model, print. No modelling happens here.
 
-One module per subcommand (collective.py, predict.py, infer.py, serve.py, plot.py); this one builds the parser.
+One module per subcommand (collective.py, predict.py, infer.py, serve.py, serve_search.py,
+search.py, plot.py); this one builds the parser.
 
 Any :class:`~tpsim.base.errors.TpsimError` becomes one line on stderr and exit code 2.
 """
@@ -33,6 +34,9 @@ COMMANDS = {
               "model", "infer", "fill_infer"),
     "serve": ("an engine serving a stream of requests: continuous batching, chunked prefill, a "
               "paged KV cache; throughput and TTFT/TPOT percentiles", "serve", "fill_serve"),
+    "serve-search": ("the serving layouts of some GPUs that meet TTFT and TPOT p99 targets, "
+                     "best first by output tokens/s per GPU: TP x PP replicas, disaggregated "
+                     "prefill/decode pools", "serve_search", "fill_serve_search"),
     "search": ("the fastest layouts of a training job that fit: TP x PP x DP, virtual stages, "
                "micro-batch, SP, recomputation, distributed optimizer, TP overlap", "search",
                "fill_search"),

@@ -1,35 +1,72 @@
-"""`tpsim infer`: prefill and decode of a tensor-parallel model with a KV cache."""
+"""`tpsim infer`: prefill and decode of a tensor-parallel model with a KV cache; comma lists
+(``--tp 2,4,8 --batch 1,64``) compare every combination in one table."""
 from __future__ import annotations
 
+from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
-from .common import StoreOnce, add_csv, dump_json, output_format, warn
+from .common import StoreOnce, add_csv, output_format, warn
 from .layout_args import add_layout_arguments, layout_from_args
+from .lists import name_list
+
+# the flags that take a comma list, in the order the combinations vary (the last fastest)
+LISTS = ("model", "topology", "tp", "pp", "ep", "batch", "prompt", "gen", "dtype")
+LIST_HELP = "; a comma list (--tp 2,4,8 --batch 1,64) compares every combination in one table"
+
+
+def add_model_topology(p) -> None:
+    """``--model`` and ``--topology`` of a serving command, each a name or a comma list."""
+    p.add_argument("--model", default=("llama2-70b",), action=StoreOnce, type=name_list,
+                   help="shipped name (see `tpsim models`) or YAML path; a comma list "
+                        "compares them (default: llama2-70b)")
+    p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
+                   help="shipped name or path to a YAML file; a comma list compares them "
+                        "(default: dgx-h100)")
 
 
 def fill_infer(p) -> None:
-    p.add_argument("--model", default="llama2-70b", action=StoreOnce, help="shipped name (see `tpsim models`) or YAML path")
-    p.add_argument("--topology", default="dgx-h100", action=StoreOnce, help="shipped name or path to a YAML file")
-    add_layout_arguments(p, cls=ServingLayout)
-    p.add_argument("--json", action="store_true", help="one JSON object")
+    add_model_topology(p)
+    add_layout_arguments(p, cls=ServingLayout, lists=True, extra={"tp": LIST_HELP})
+    add_layout_arguments(p, ("usd_per_gpu_hour",), cls=ServeSettings)
+    p.add_argument("--json", action="store_true", help="one JSON object (a list of them with "
+                   "comma lists)")
     add_csv(p)
     p.set_defaults(func=_cmd_infer)
+
+
+def run_each(args, combos, one):
+    """``one(combo)`` for every combination; an error names the combination it came from."""
+    from ..base.errors import TpsimError
+    out = []
+    for combo in combos:
+        try:
+            out.append(one(combo))
+        except TpsimError as e:
+            if len(combos) == 1:
+                raise
+            shown = ", ".join(f"{k}={v}" for k, v in combo.items() if v is not None)
+            raise TpsimError(f"{e} [in the combination {shown}]") from None
+    return out
 
 
 def _cmd_infer(args) -> None:
     from ..serving.infer import infer
     from ..report.render import infer_json, infer_notice_text, infer_report
+    from .lists import combinations, print_runs, varied
     fmt = output_format(args)
-    pred = infer(args.model, args.topology,
-                 settings=layout_from_args(args, cls=ServingLayout))
-    check_batch(pred)
-    if fmt == "csv":
-        from ..report.flat_csv import csv_text
-        print(csv_text([infer_json(pred)]))
-    else:
-        print(dump_json(infer_json(pred)) if fmt else infer_report(pred))
-    for w in pred.warnings:          # the report keeps its WARNING lines; stderr has them too
-        warn(infer_notice_text(w))
+    combos = combinations(args, LISTS)
+
+    def one(combo):
+        pred = infer(combo["model"], combo["topology"], usd_per_gpu_hour=args.usd_per_gpu_hour,
+                     settings=layout_from_args(args, cls=ServingLayout, given=combo))
+        check_batch(pred)
+        return pred
+    preds = run_each(args, combos, one)
+    from ..report.serve_compare import infer_comparison
+    print_runs(preds, fmt, infer_json, infer_report, infer_comparison, varied(combos))
+    for pred in preds:                # the report keeps its WARNING lines; stderr has them too
+        for w in pred.warnings:
+            warn(infer_notice_text(w))
 
 
 def check_batch(pred) -> None:

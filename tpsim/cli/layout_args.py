@@ -19,7 +19,7 @@ from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
 from .common import positive_int, positive_rate, price, probability
-from .lists import braces, choice_list, int_list
+from .lists import braces, choice_list, int_list, rate_list
 
 
 def dest(f: Field) -> str:
@@ -73,7 +73,8 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
     elif kind == "probability":
         kwargs.update(type=probability, default=f.default)
     elif kind == "rate":
-        kwargs.update(type=positive_rate, default=f.default)
+        kwargs.update(type=rate_list if listed else positive_rate,
+                      default=(f.default,) if listed else f.default)
     elif kind == "price":
         kwargs.update(type=price, default=f.default)
     else:

@@ -7,12 +7,17 @@ import itertools
 import math
 
 from ..base.errors import ConfigError, clip
-from .common import positive_int
+from .common import positive_int, positive_rate
 
 
 def int_list(text: str) -> tuple[int, ...]:
     """``4`` or ``1,2,4,8``: positive integers (:func:`positive_int` each)."""
     return tuple(positive_int(x.strip()) for x in _items(text))
+
+
+def rate_list(text: str) -> tuple[float, ...]:
+    """``8`` or ``1,4,16,inf``: request rates (:func:`positive_rate` each)."""
+    return tuple(positive_rate(x.strip()) for x in _items(text))
 
 
 def name_list(text: str) -> tuple[str, ...]:
@@ -71,3 +76,17 @@ _FLAGS = {"size": "--bytes", "algo": "--algo"}
 def varied(combos: list[dict]) -> list[str]:
     """The names whose value differs between the combinations (the comparison's columns)."""
     return [n for n in (combos[0] if combos else {}) if len({repr(c[n]) for c in combos}) > 1]
+
+
+def print_runs(preds, fmt, to_json, report, comparison, names) -> None:
+    """One run per combination printed: CSV rows, JSON (a list for several), the run's report
+    (one) or ``comparison(preds, names)`` (several, ``names`` the settings that vary)."""
+    from .common import dump_json
+    if fmt == "csv":
+        from ..report.flat_csv import csv_text
+        print(csv_text(to_json(p) for p in preds))
+    elif fmt:
+        js = [to_json(p) for p in preds]
+        print(dump_json(js if len(js) > 1 else js[0]))
+    else:
+        print(comparison(preds, names) if len(preds) > 1 else report(preds[0]))

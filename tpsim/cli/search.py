@@ -11,6 +11,7 @@ def fill_search(p) -> None:
     from ..search.pins import PINNABLE
     add_search_space(p)
     add_pin_arguments(p, PINNABLE, what="every value the search can run")
+    add_layout_arguments(p, ("usd_per_gpu_hour",))
     p.add_argument("--top", type=positive_int, default=10, help="candidates to show (at most 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: evaluated, candidates (best first), dropped")
@@ -73,5 +74,6 @@ def _cmd_search(args) -> None:
                         pins=layout_values(args, PINNABLE))
     finally:
         progress.close()
-    print(dump_json(search_json(result)) if fmt == "json" else search_csv(result)
+    usd = args.usd_per_gpu_hour
+    print(dump_json(search_json(result, usd)) if fmt == "json" else search_csv(result, usd)
           if fmt == "csv" else search_report(result))

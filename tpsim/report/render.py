@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import formulas as fm
+from .energy import energy_json, energy_lines
 from .formulas import formula_lines
 from .step import step_lines
 from ..base.units import format_size
@@ -261,7 +262,7 @@ def _infer_phase_lines(p) -> list[str]:
         *formula_lines(fm.DECODE), "",
         f"total          {_ms(p.total.time_s):>12s}   prefill + {dec.steps} steps; "
         f"{p.total.tokens_per_s:,.1f} output tokens/s (static batch)",
-        *formula_lines(fm.TOTAL),
+        *formula_lines(fm.TOTAL), *energy_lines(p.energy, p.cost),
     ]
 
 
@@ -330,6 +331,7 @@ def infer_json(p) -> dict:
         "decode": {**plain(dec, ("cost",)),
                    "cost": _phase_json(dec.cost), "formula": dict(fm.DECODE)},
         "total": _with_formula(p.total, fm.TOTAL),
+        **energy_json(p),
         "memory": _with_formula(p.memory, fm.INFER_MEMORY),
         "decode_ops": [o._asdict() for o in p.decode_ops],
         "prefill_ops": [o._asdict() for o in p.prefill_ops],

@@ -8,6 +8,7 @@ from ..search.driver import REASONS, search
 from ..search.pins import PINNABLE
 from ..search.price import price_pipelines
 from ..spec.layout import Layout
+from ..training.energy import step_cost_usd
 from .flat_csv import csv_text
 from .formulas import MEMORY, STEP, formula_lines
 
@@ -21,6 +22,7 @@ CANDIDATE = {"step_time_s": STEP["time_s"],
              **{k: STEP[k] for k in ("tokens_per_s", "mfu", "bubble_s", "tp_comm_exposed_s",
                                      "pp_comm_exposed_s", "dp_comm_exposed_s")},
              "memory_bytes": MEMORY["total_bytes"], "fits": MEMORY["fits"],
+             "energy_j": STEP["energy_j"], "cost_usd": STEP["cost_usd"],
              "bound_s": qualname(price_pipelines)}
 COLUMNS = {"step": "step_time_s", "tokens/s": "tokens_per_s", "MFU": "mfu",
            "memory": "memory_bytes", "bubble": "bubble_s", "exp. TP": "tp_comm_exposed_s",
@@ -112,8 +114,14 @@ def search_report(result) -> str:
               "exp.: exposed communication, % of the step)"]
     lines += formula_lines({col: CANDIDATE[key] for col, key in COLUMNS.items()}, "  formula  ")
     if result.candidates:
+        best = result.candidates[0].step
         lines += ["", "the best, in full:", "  " + predict_command(result,
                                                                 result.candidates[0].layout)]
+        if best.energy_j is not None:
+            lines.append(f"  energy {best.energy_j / 1e3:,.1f} kJ per step at the facility "
+                         "(--json: every candidate's energy_j, and cost_usd with a price)")
+        lines += formula_lines({k: CANDIDATE[k] for k in ("energy_j", "cost_usd")},
+                               "  formula  ")
     return "\n".join(lines + [""] + _dropped(result))
 
 
@@ -136,8 +144,10 @@ CANDIDATE_KEYS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "sequ
                   "last_stage_layers")
 
 
-def search_json(result) -> dict:
-    """The ``--json`` object: ``evaluated``, ``candidates`` (best first), ``dropped``."""
+def search_json(result, usd_per_gpu_hour: float | None = None) -> dict:
+    """The ``--json`` object: ``evaluated``, ``candidates`` (best first), ``dropped``;
+    each candidate's energy per step (predict's) and its GPUs' rent per step at
+    ``usd_per_gpu_hour`` (:func:`tpsim.training.energy.step_cost_usd`; None without)."""
     cands = []
     for c in result.candidates:
         st = c.step
@@ -147,6 +157,8 @@ def search_json(result) -> dict:
                       "bubble_s": st.bubble_s, "tp_comm_exposed_s": st.tp_comm_exposed_s,
                       "pp_comm_exposed_s": st.pp_comm_exposed_s,
                       "dp_comm_exposed_s": st.dp_comm_exposed_s, "bound_s": c.bound_s,
+                      "energy_j": st.energy_j,
+                      "cost_usd": step_cost_usd(result.gpus, st, usd_per_gpu_hour),
                       "predict": predict_command(result, c.layout), "formula": dict(CANDIDATE)})
     return {"model": result.model, "topology": result.topology, "gpus": result.gpus,
             "global_batch": result.global_batch, "seq_len": result.run.seq_len,
@@ -163,8 +175,8 @@ def search_json(result) -> dict:
 JOB_KEYS = ("model", "topology", "gpus", "global_batch", "seq_len", "dtype", "nodes")
 
 
-def search_csv(result) -> str:
+def search_csv(result, usd_per_gpu_hour: float | None = None) -> str:
     """``--csv``: one row per candidate, best first: the job's keys, then the candidate's
     scalar keys (:mod:`tpsim.report.flat_csv`)."""
-    js = search_json(result)
+    js = search_json(result, usd_per_gpu_hour)
     return csv_text({**{k: js[k] for k in JOB_KEYS}, **c} for c in js["candidates"])

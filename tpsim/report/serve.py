@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from ..base.formula import qualname
-from ..serving.energy import run_energy
 from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
 from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
+from .energy import energy_json, energy_lines
 from .formulas import by_field, formula_lines
 from .render import plain
 
@@ -21,7 +21,6 @@ SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
                                        "mean_running")),
                      (StepModel, ("step_prices",)))
 INPUTS = qualname(serve)
-ENERGY = qualname(run_energy)
 
 
 def _rate(rate: float) -> str:
@@ -33,22 +32,13 @@ def _ms(p: Percentiles) -> str:
             f"p99 {p.p99 * 1e3:10.2f} ms")
 
 
-def _energy_lines(e, c) -> list[str]:
-    """One line of energy and cost per output token (none where neither is known)."""
-    parts = [] if e.j is None else [
-        f"energy {e.j_per_output_token:.3f} J per output token, the data centre's PUE included"]
-    if c.usd is not None:
-        parts.append(f"${c.usd_per_million_output_tokens:,.2f} per million output tokens")
-    return ["; ".join(parts), *formula_lines(ENERGY)] if parts else []
-
-
 def serve_report(p) -> str:
     """``tpsim serve``'s text: at most 30 lines of at most 120 columns."""
     i, e, t, lat, s = p.inputs, p.engine, p.throughput, p.latency, p.scheduler
     host = "CUDA graphs" if i.cuda_graphs else "eager"
     gib = 2**30
     lines = [
-        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}; GEMMs {i.dtype}, "
+        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}{f' PP={i.pp}' if i.pp > 1 else ''}; GEMMs {i.dtype}, "
         f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
         f"{i.requests} requests, {_rate(i.rate)}, seed {i.seed}; prompt {i.prompt} "
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
@@ -64,7 +54,7 @@ def serve_report(p) -> str:
         f"throughput: {t.output_tokens_per_s:,.1f} output tokens/s, {t.input_tokens_per_s:,.1f} "
         f"input tokens/s, {t.requests_per_s:.3f} requests/s over {t.duration_s:.2f} s",
         *formula_lines(THROUGHPUT),
-        *_energy_lines(p.energy, p.cost),
+        *energy_lines(p.energy, p.cost),
         "latency per request:",
         f"  TTFT  {_ms(lat.ttft_s)}",
         f"  TPOT  {_ms(lat.tpot_s)}",
@@ -90,8 +80,7 @@ def serve_json(p) -> dict:
         "throughput": {**plain(p.throughput), "formula": THROUGHPUT},
         "latency": {**plain(p.latency), "formula": dict(LATENCY)},
         "scheduler": {**plain(p.scheduler), "formula": dict(SCHEDULER)},
-        "energy": {**plain(p.energy), "formula": ENERGY},
-        "cost": {**plain(p.cost), "formula": ENERGY},
+        **energy_json(p),
     }
 
 

@@ -1,6 +1,8 @@
 """The energy and the cost of a ``tpsim serve`` run (:mod:`tpsim.cluster.power`).
 
-Each of the TP group's GPUs runs every engine step. A step with a prefill chunk (mixed with
+Each of the replica's GPUs (tp x pp) runs every engine step (with pp > 1 a round of the
+pipeline's micro-batches: every stage is taken as busy through it, an upper bound where
+fewer sequences than stages run). A step with a prefill chunk (mixed with
 decodes or not) is priced at full activity: its GEMMs are compute-bound at thousands of tokens
 a step; a decode-only step streams the weights and the KV cache and is priced at
 :data:`~tpsim.cluster.power.BOUND_ACTIVITY`; the rest of the run's duration (waiting for

@@ -23,11 +23,19 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   only decode, with nothing to admit, are advanced together up to the next finish, arrival
   or block shortage (their times summed in numpy): the loop costs O(events), not O(tokens).
 
-The engine's CPU work (scheduling, detokenizing, the HTTP server) is not modelled, nor prefix
-caching; pp must be 1.
+* **pipeline** (``pp`` > 1): each GPU holds ceil(layers/pp) layers' weights and KV cache, so
+  the blocks hold more tokens; a step is a round of min(pp, sequences) micro-batches through
+  the stages (:class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` bounds the
+  sequences of all micro-batches together.
+
+A request may arrive with its prompt already cached (``cached``: a disaggregated decode
+instance receives the prefill's KV cache and its first token): it is admitted with the blocks
+of its prompt and decodes from its first step. The engine's CPU work (scheduling,
+detokenizing, the HTTP server) is not modelled, nor prefix caching.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 
@@ -51,14 +59,15 @@ from .step_model import StepModel
 def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
                     st: ServeSettings) -> EngineConfig:
     """The paged KV cache: usable = Device.usable_bytes(memory_headroom); KV bytes = usable -
-    weights_per_gpu - activations_per_sequence at a prompt of max_num_batched_tokens (the
-    profile run of one full step, as vLLM sizes it); num_gpu_blocks = floor(KV bytes /
+    weights_per_gpu (of one of pp stages) - activations_per_sequence at a prompt of
+    max_num_batched_tokens (the profile run of one full step, as vLLM sizes it, on every
+    stage); kv_bytes_per_token of one stage's layers; num_gpu_blocks = floor(KV bytes /
     (block_size x kv_bytes_per_token))."""
     usable = topo.device.usable_bytes(lay.memory_headroom)
-    weights = weights_per_gpu(m, lay.tp, 1, lay.dtype, lay.activation_dtype)
+    weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype)
     act = activations_per_sequence(m, lay.tp, 1, st.max_num_batched_tokens,
                                    lay.activation_dtype)
-    per_token = kv_bytes_per_token(m, lay.tp, 1, lay.cache_dtype)
+    per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype)
     room = max(usable - weights - act, 0.0)
     blocks = math.floor(room / (st.block_size * per_token))
     return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
@@ -69,12 +78,14 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
 class EngineLoop:
     """The engine's state over a run (module docstring); arrays by request id."""
 
-    def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel):
+    def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel,
+                 cached: bool = False):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
         n = len(self.arr)
-        self.computed = [0] * n                     # tokens in the cache
-        self.tokens = [int(p) for p in self.prompt]     # prompt + generated
-        self.done = [0] * n                         # tokens generated
+        pre = [int(p) for p in self.prompt] if cached else [0] * n
+        self.computed = list(pre)                       # tokens in the cache
+        self.tokens = [p + cached for p in map(int, self.prompt)]   # prompt + generated
+        self.done = [int(cached)] * n                   # tokens generated
         self.first = np.zeros(n)
         self.last = np.zeros(n)
         self.bs, self.free, self.model = st.block_size, blocks, model
@@ -116,6 +127,8 @@ class EngineLoop:
         k = int(left.min())
         held = ((kv + self.bs - 1) // self.bs).sum()
         lo, hi = 0, k                  # the most steps whose new blocks fit: monotone in j
+        if ((kv + k + self.bs - 1) // self.bs).sum() - held <= self.free:
+            lo = k                     # all k fit (the usual case): no search
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if ((kv + mid + self.bs - 1) // self.bs).sum() - held <= self.free:
@@ -171,12 +184,12 @@ class EngineLoop:
             break
         while not preempted and self.waiting and len(self.running) < self.max_seqs and budget:
             r = self.waiting[0]
-            new = min(tk[r], budget)
-            if self.blocks(new) > self.free:
+            new = min(tk[r] - c[r], budget)        # c[r]: 0, or a prompt cached elsewhere
+            if self.blocks(c[r] + new) > self.free:
                 break
             self.waiting.popleft()
             self.running.append(r)
-            self.free -= self.blocks(new)
+            self.free -= self.blocks(c[r] + new)
             out.append((r, new))
             budget -= new
         return out, preempted
@@ -235,44 +248,61 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
           settings: ServeSettings | None = None, **given) -> ServePrediction:
     """Serve ``settings.requests`` requests with an engine loop (module docstring).
 
-    ``layout``: a :class:`~tpsim.spec.serving.ServingLayout` (tp, dtype, kv_dtype, allreduce,
-    eager, memory_headroom; prompt and gen as the lengths' means; batch unused); ``settings``:
-    a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed, distributions and the
-    engine's knobs); either or both as keywords instead."""
+    ``layout``: a :class:`~tpsim.spec.serving.ServingLayout` (tp, pp, dtype, kv_dtype,
+    allreduce, eager, memory_headroom; prompt and gen as the lengths' means; batch unused);
+    ``settings``: a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed,
+    distributions and the engine's knobs); either or both as keywords instead."""
     lay, st = _split(layout, settings, given)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    if lay.pp != 1:
-        raise ConfigError("--pp", "", "1 (tpsim serve models one pipeline stage)", lay.pp)
-    if lay.ep != 1:
-        raise ConfigError("--ep", "", "1 (tpsim serve models one attention replica; tpsim "
-                          "infer prices expert parallelism)", lay.ep)
-    _check(m, topo, lay)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
-    eng = kv_cache_blocks(m, topo, lay, st)
     longest = int((reqs.prompt + reqs.gen).max())
-    if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks:
-        raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
-                          f"{eng.kv_cache_tokens} tokens", longest)
-    srv = _Server(m, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
-                  lay.allreduce, lay.eager)
-    sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
+    eng, sm = engine_parts(m, topo, lay, st, longest)
     loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
     loop.run()
     return summarize(m, topo, lay, st, reqs, eng, loop, sm)
+
+
+def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSettings,
+                 longest: int, sm: StepModel | None = None) -> tuple[EngineConfig, StepModel]:
+    """The engine's KV cache (:func:`kv_cache_blocks`) and step-time tables for sequences of
+    at most ``longest`` tokens (``sm``: tables already built for this model and split, with
+    room for these knobs); a ConfigError where the split or the longest sequence does not
+    fit."""
+    if lay.ep != 1:
+        raise ConfigError("--ep", "", "1 (tpsim serve models one attention replica; tpsim "
+                          "infer prices expert parallelism)", lay.ep)
+    _check(m, topo, dataclasses.replace(lay, batch=lay.pp))   # the batch is the engine's
+    eng = kv_cache_blocks(m, topo, lay, st)
+    if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks:
+        raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
+                          f"{eng.kv_cache_tokens} tokens", longest)
+    if sm is None:
+        srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
+                      lay.cache_dtype, lay.allreduce, lay.eager)
+        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
+    return eng, sm
+
+
+def latencies(loop: EngineLoop, reqs, first=None) -> tuple[np.ndarray, ...]:
+    """Per request, s: TTFT = first token - arrival; e2e = last token - arrival; TPOT =
+    (e2e - TTFT) / (gen - 1) over the requests with gen > 1 (:class:`Latency`). ``first``:
+    the first tokens' times where another engine made them (a disaggregated prefill)."""
+    first = loop.first if first is None else first
+    ttft, e2e = first - reqs.arrival_s, loop.last - reqs.arrival_s
+    multi = reqs.gen > 1
+    return ttft, (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1), e2e
 
 
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     """The run in numbers: throughput = tokens (requests) / duration, duration = the last
     token - the first arrival; TTFT, TPOT and e2e per request (:class:`Latency`) as means and
     percentiles (:meth:`Percentiles.of`)."""
-    ttft, e2e = loop.first - reqs.arrival_s, loop.last - reqs.arrival_s
-    multi = reqs.gen > 1
-    tpot = (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1)
+    ttft, tpot, e2e = latencies(loop, reqs)
     duration = float(loop.last.max() - reqs.arrival_s.min())
     out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
-    inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.dtype,
+    inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.pp, lay.dtype,
                          lay.cache_dtype, lay.allreduce, not lay.eager, st.rate, st.requests,
                          st.seed, lay.prompt, lay.gen, st.prompt_dist, st.gen_dist, in_tokens,
                          out_tokens)
@@ -281,10 +311,11 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
                     loop.seq_steps / max(loop.steps, 1), sm.prices)
-    energy, cost = run_energy(topo, lay.tp, duration, loop.prefill_busy_s, loop.decode_busy_s,
+    energy, cost = run_energy(topo, lay.tp * lay.pp, duration, loop.prefill_busy_s, loop.decode_busy_s,
                               out_tokens, st.usd_per_gpu_hour)
     return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done), energy,
                            cost)
 
 
-__all__ = ["serve", "kv_cache_blocks", "summarize", "EngineLoop", "ServeSettings"]
+__all__ = ["serve", "kv_cache_blocks", "engine_parts", "summarize", "latencies", "EngineLoop",
+           "ServeSettings"]

@@ -50,12 +50,14 @@ from ..base.errors import ConfigError
 from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
                                  serving_dims, serving_layer_template)
 from ..spec.model_params import layer_kinds
+from .energy import run_energy
 from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
 from ..layer.infer_graph import PHASES
 from ..layer.ops import Attention, Collective, SendRecv
 from ..spec.parallel import Parallelism
+from ..spec.serve import ServeSettings
 from ..spec.serving import ALLREDUCE, DTYPES, ServingLayout
 from ..spec.settings import given_or_made
 from ..sim.price import Pricing, price
@@ -317,7 +319,7 @@ def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
 
 
 def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
-          **given) -> InferPrediction:
+          usd_per_gpu_hour: float | None = None, **given) -> InferPrediction:
     """Time to first token, time per output token, tokens/s and memory of serving ``batch``
     sequences of ``prompt`` tokens, generating ``gen`` tokens each (the module docstring).
 
@@ -326,9 +328,12 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     allreduce, eager; its fields say what each means), or its fields as keywords, which build
     one. ``dtype``: the GEMMs' (bf16, fp16, fp8; fp8 keeps 16-bit activations: bf16);
     ``kv_dtype``: the cache's (default ``dtype``); ``allreduce``: nccl | custom; ``eager``: no
-    CUDA graphs.
+    CUDA graphs; ``usd_per_gpu_hour``: the GPUs' price, for the batch's cost (None: no cost).
+    Energy and cost: :func:`tpsim.serving.energy.run_energy` over the batch's time, tp x pp
+    (x ep) GPUs busy throughout, the prefill at full activity and the decode steps memory-bound.
     """
     lay = serving_layout(settings, given)
+    ServeSettings(usd_per_gpu_hour=usd_per_gpu_hour)      # checks the price
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     _check(m, topo, lay)
@@ -346,8 +351,10 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep)
+    energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
+                              batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,
-                           _notices(srv, mem, runs, allreduce), runs)
+                           _notices(srv, mem, runs, allreduce), runs, energy, cost)
 
 
 __all__ = ["infer", "ServingLayout", "phase_cost", "serve_simulate", "mean_over_lengths", "DTYPES",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..sim.result import Notice
+from .serve_result import Cost, Energy
 
 BOUNDS = ("HBM", "FLOPs", "collectives", "kernel launches", "host dispatch")
 
@@ -137,7 +138,10 @@ class InferPrediction:
     """What :func:`tpsim.serving.infer.infer` returns. ``prefill_ops``/``decode_ops``: one row per op
     of one layer (:class:`~tpsim.sim.result.OpRow`), the decode layer at the mean cache length;
     ``prefill_collectives``/``decode_collectives``: that layer's collectives grouped
-    (:class:`~tpsim.sim.result.CollectiveRow`); read from the simulations (``runs``) on first use."""
+    (:class:`~tpsim.sim.result.CollectiveRow`); read from the simulations (``runs``) on first use.
+    ``energy``, ``cost``: the batch's, from prompt to last token
+    (:func:`tpsim.serving.energy.run_energy`: the prefill at full activity, the decode steps
+    memory-bound)."""
     inputs: InferInputs
     prefill: Prefill
     decode: Decode
@@ -145,6 +149,8 @@ class InferPrediction:
     memory: InferMemory
     warnings: tuple[Notice, ...] = ()
     runs: dict = field(default_factory=dict, compare=False, repr=False)
+    energy: Energy | None = None
+    cost: Cost | None = None
 
     @cached_property
     def prefill_ops(self):

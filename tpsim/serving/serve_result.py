@@ -34,6 +34,7 @@ class ServeInputs:
     topology: str
     device: str
     tp: int
+    pp: int
     dtype: str
     kv_dtype: str
     allreduce: str

@@ -3,7 +3,7 @@ prefill and decode layers (:mod:`tpsim.serving.infer`), tabulated once and inter
 
 An engine step feeds T tokens through the model in one forward: prefill chunks (c_j new
 tokens of a sequence that already has s_j tokens cached) and decodes (one token of a sequence
-whose cache then holds L_i tokens). On one GPU of the TP group (pp = 1):
+whose cache then holds L_i tokens). On one GPU of the TP group, at pp = 1:
 
 * a step without prefill (decode only, B sequences, CUDA graphs where the engine has them):
   ``decode_step_s(B, sum L)`` = n_layers (D(B) + k sum_i L_i) + E(B) + O(B), where D(B) is a
@@ -29,6 +29,21 @@ a step equals the direct pricing; between points the error is under 2%
 (tests/serving/test_step_model.py).
 A whole prompt in one chunk prices exactly as :func:`tpsim.serving.infer.prefill_pass` of one
 sequence: P(x) + a(x) is the prefill layer, E and O its ends.
+
+**Pipeline** (pp > 1), as vLLM runs it (its V1 engine keeps pp batches in flight, one per
+stage, each scheduled while the others run; the older engine's "virtual engines" do the same):
+a step's sequences are split into g = min(pp, n) micro-batches that follow each other through
+the stages, so each sequence gets one token per round, and a round lasts one micro-batch's
+trip through every layer: the step priced at pp = 1 with the micro-batch's share of the work,
+plus (pp - 1) stage-to-stage transfers of its activations (R(T) = (pp - 1) send_recv(T h
+bpe_a), tabulated as D is). A decode step of B sequences: n_layers (D(B/g) + k sum L / g)
++ E(B/g) + O(B/g) + R(B/g). A step with prefill: the micro-batch holds T/g tokens, but a
+sequence's chunk is never split, so at least the largest chunk (and the attention at least
+the largest chunk's): T_mb = max(T/g, max_j c_j), A_mb = max(sum_j A / g, max_j A); then
+n_layers (P(T_mb) + A_mb + k sum L / g) + E(T_mb) + O(n/g) + R(T_mb). At pp = 1 (g = 1)
+these are the forms above. One micro-batch's trip through the stages equals the stages'
+work for all g micro-batches when the split is even (pp stages x 1/pp of the layers x g =
+pp micro-batches): the round is both, and the bubble between rounds is not modelled.
 """
 from __future__ import annotations
 
@@ -97,8 +112,12 @@ class StepModel:
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
         self.o_grid, self.out = tabulate(
             lambda b: srv.cost(output_template(tg), srv.dims(b, 1)).time_s, top_t)
+        self.pp = srv.pp
+        self.r_grid, self.p2p = tabulate(
+            lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, top_t) \
+            if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
         self.prices = 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid,
-                                               self.e_grid, self.o_grid))
+                                               self.e_grid, self.o_grid, self.r_grid))
 
     def _prefill_lin(self, t: int) -> float:
         """P(t): a prefill layer over t tokens (its phase time) less its attention; the mean
@@ -129,24 +148,31 @@ class StepModel:
         return a * (c * (s + (c + 1) / 2)) / (x * (x + 1) / 2)
 
     def ends(self, tokens, outputs) -> np.ndarray:
-        """E(T) + O(n)."""
-        return np.interp(tokens, self.e_grid, self.emb) + np.interp(outputs, self.o_grid,
-                                                                    self.out)
+        """E(T) + O(n) + R(T) (R = 0 at pp = 1)."""
+        return (np.interp(tokens, self.e_grid, self.emb)
+                + np.interp(outputs, self.o_grid, self.out)
+                + np.interp(tokens, self.r_grid, self.p2p))
 
     def decode_step_s(self, b, sum_kv) -> np.ndarray:
-        """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all."""
-        lin = np.interp(b, self.b_grid, self.decode_lin)
-        return self.layers * (lin + self.k * np.asarray(sum_kv, float)) + self.ends(b, b)
+        """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
+        g = min(pp, b) micro-batches (module docstring)."""
+        g = min(self.pp, b)
+        lin = np.interp(b / g, self.b_grid, self.decode_lin)
+        return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(b / g,
+                                                                                      b / g)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int) -> float:
         """A step with prefill ``chunks`` ((c, s) pairs) and ``decode_seqs`` decodes holding
-        ``decode_kv`` cached tokens; ``outputs`` sequences sample a token."""
+        ``decode_kv`` cached tokens; ``outputs`` sequences sample a token; the heaviest of
+        g = min(pp, sequences) micro-batches (module docstring)."""
         c = np.array([p[0] for p in chunks], float)
         s = np.array([p[1] for p in chunks], float)
-        tokens = c.sum() + decode_seqs
-        layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + self.attention(c, s).sum()
-                 + self.k * decode_kv)
-        return float(self.layers * layer + self.ends(tokens, outputs))
+        g = min(self.pp, len(chunks) + decode_seqs)
+        att = self.attention(c, s)
+        tokens = max((c.sum() + decode_seqs) / g, c.max())
+        layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att.sum() / g, att.max())
+                 + self.k * decode_kv / g)
+        return float(self.layers * layer + self.ends(tokens, outputs / g))
 
 
 def direct_prefill_s(srv, prompt: int) -> float:

@@ -45,7 +45,7 @@ class ServeSettings:
     frozen, keyword-only, checked when made."""
     rate: float = setting(math.inf, "requests per second, Poisson arrivals (inf: every request "
                           "at once, the offline throughput benchmark)", flag="--rate",
-                          kind="rate")
+                          kind="rate", lists=True)
     requests: int = setting(1000, "requests served", flag="--requests", kind="count")
     seed: int = setting(0, "seed of the arrivals and the lengths", flag="--seed", kind="count",
                         least=0)
@@ -54,7 +54,8 @@ class ServeSettings:
     gen_dist: str = setting("fixed", "generated lengths: fixed, uniform:lo,hi or exponential "
                             "(mean --gen)", flag="--gen-dist", kind="name")
     max_num_seqs: int = setting(256, "sequences an engine step holds at most (vLLM's "
-                                "max_num_seqs)", flag="--max-num-seqs", kind="count")
+                                "max_num_seqs)", flag="--max-num-seqs", kind="count",
+                                lists=True)
     max_num_batched_tokens: int = setting(
         8192, "tokens an engine step computes at most, prefill chunks and decodes together "
         "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="count")

@@ -21,20 +21,22 @@ class ServingLayout:
     the engine's all-reduce and CUDA graphs (module docstring); frozen, keyword-only, checked
     when made."""
     tp: int = setting(8, "tensor-parallel degree (consecutive ranks)", flag="--tp",
-                      kind="count")
+                      kind="count", lists=True)
     pp: int = setting(1, "pipeline stages (batch/pp micro-batches in flight)", flag="--pp",
-                      kind="count")
+                      kind="count", lists=True)
     ep: int = setting(1, "expert-parallel degree of a mixture-of-experts model: ep attention "
                       "replicas of tp GPUs, each serving batch/ep sequences, whose MoE layers "
                       "split the experts over ep ranks (all-to-all dispatch and combine)",
-                      flag="--ep", kind="count")
-    batch: int = setting(1, "sequences served together", flag="--batch", kind="count")
+                      flag="--ep", kind="count", lists=True)
+    batch: int = setting(1, "sequences served together", flag="--batch", kind="count",
+                         lists=True)
     prompt: int = setting(2048, "prompt (input) tokens per sequence", flag="--prompt",
-                          kind="count")
+                          kind="count", lists=True)
     gen: int = setting(256, "tokens generated per sequence, the first one by the prefill (>= 2)",
-                       flag="--gen", kind="count", least=2)
+                       flag="--gen", kind="count", least=2, lists=True)
     dtype: str = setting("bf16", "GEMMs and weights: bf16, fp16 or fp8 (fp8 keeps bf16 "
-                         "activations)", flag="--dtype", kind="choice", choices=DTYPES)
+                         "activations)", flag="--dtype", kind="choice", choices=DTYPES,
+                         lists=True)
     kv_dtype: str | None = setting(None, "KV cache: bf16, fp16 or fp8 (default: --dtype)",
                                    flag="--kv-dtype", kind="choice", choices=DTYPES)
     allreduce: str = setting("nccl", "nccl, or custom: vLLM's one-shot/two-shot kernel where "

@@ -1,0 +1,172 @@
+"""tpsim serve beside published serving-engine benchmarks used in no fit.
+
+    python bench/serve_published.py [--quick] [--csv] [--peer-python PATH]
+
+Two sources, each with its engine's own workload, as tpsim serve runs it (the shipped
+topologies as they are, FP8 GEMMs and KV cache as the FP8 checkpoints run them, vLLM's
+default engine knobs: max_num_seqs 256, max_num_batched_tokens 8192, block_size 16):
+
+* TensorRT-LLM's performance overview (docs/source/performance/perf-overview.md, v1.0, PyTorch
+  backend, ``trtllm-bench throughput``): every request queued at once, fixed input/output
+  lengths; total output tokens/s. tpsim: ``--rate inf`` over REQUESTS requests.
+* NVIDIA NIM 1.8.0 LLM benchmarks (docs.nvidia.com/nim/benchmarking/llm/latest/
+  performance.html, as tabulated in zivbeker42/llm-guesstimator/tested_benchmarks): a closed
+  loop of C concurrent users (each sends its next request when the last one ends), fixed
+  lengths; output tokens/s and the mean inter-token latency. tpsim: every request queued at
+  once with ``--max-num-seqs C`` (the engine holds C sequences, admits the next when one
+  ends: a closed loop of C users) over max(REQUESTS_MIN, 5 C) requests; TPOT mean as ITL. The
+  loop's TTFT is not compared: in tpsim's run it includes the queue's wait, which a closed
+  loop's client never sees.
+
+Each row prints the measurement, tpsim's number and the error (tpsim / measured - 1); the
+target is within 15%.
+
+Peers (``--peer-python``, the environment of bench/infer_peers.py): llm-analysis and GenZ
+price a static batch, not an engine, so they answer only the closed-loop rows, read as a
+static batch of C sequences: ITL = their decode step, throughput = C gen / (ttft + (gen - 1)
+tpot); and only for the 70B model, which their configurations in bench/infer_peers_worker.py
+cover. The offline rows have no batch to give them.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+from tpsim.serving.engine import serve
+
+TRT = "TensorRT-LLM v1.0 perf-overview (trtllm-bench throughput, offline)"
+NIM = "NVIDIA NIM 1.8.0 (closed loop of C users)"
+REQUESTS = 1000
+REQUESTS_MIN = 200
+
+# (source, model, topology, tp, isl, osl, concurrency or None, metric, measured)
+TRT_ROWS = [
+    # Llama 3.1 8B, H100 TP1 FP8 (total output tokens/s)
+    ("llama3-8b", "dgx-h100", 1, 128, 128, 28312), ("llama3-8b", "dgx-h100", 1, 128, 2048, 22714),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 15220), ("llama3-8b", "dgx-h100", 1, 2048, 128, 3450),
+    ("llama3-8b", "dgx-h100", 1, 5000, 500, 3459), ("llama3-8b", "dgx-h100", 1, 2048, 2048, 9305),
+    # Llama 3.1 8B, H200 TP1 FP8
+    ("llama3-8b", "dgx-h200", 1, 128, 2048, 26221), ("llama3-8b", "dgx-h200", 1, 1000, 1000, 17744),
+    ("llama3-8b", "dgx-h200", 1, 2048, 128, 3538), ("llama3-8b", "dgx-h200", 1, 5000, 500, 3902),
+    # Llama 3.3 70B (Llama 3 70B's architecture), H100 TP2 FP8
+    ("llama3-70b", "dgx-h100", 2, 128, 128, 6378), ("llama3-70b", "dgx-h100", 2, 128, 2048, 6651),
+    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 4205), ("llama3-70b", "dgx-h100", 2, 2048, 128, 762),
+    ("llama3-70b", "dgx-h100", 2, 5000, 500, 898), ("llama3-70b", "dgx-h100", 2, 2048, 2048, 3082),
+    # Llama 3.3 70B, H200 TP1 FP8
+    ("llama3-70b", "dgx-h200", 1, 128, 2048, 4336), ("llama3-70b", "dgx-h200", 1, 1000, 1000, 2909),
+    ("llama3-70b", "dgx-h200", 1, 2048, 128, 442), ("llama3-70b", "dgx-h200", 1, 5000, 500, 566),
+]
+# (model, topology, tp, isl, osl, concurrency, output tokens/s, ITL s)
+NIM_ROWS = [
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 25, 4678.88, 5.19e-3),
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 100, 12214.97, 7.57e-3),
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 250, 12964.72, 16.14e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 25, 4098.01, 5.84e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 100, 9392.43, 10.04e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 250, 11527.61, 19.68e-3),
+    ("llama3-8b", "dgx-h100", 1, 5000, 500, 25, 2251.44, 9.67e-3),
+    ("llama3-8b", "dgx-h100", 1, 5000, 500, 100, 3180.16, 29.67e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 25, 1178.68, 20.61e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 100, 3263.31, 29.87e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 250, 5067.05, 48.16e-3),
+    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 25, 1102.23, 22.45e-3),
+    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 100, 2895.49, 34.21e-3),
+    ("llama3-70b", "dgx-h100", 2, 500, 2000, 100, 3322.87, 29.98e-3),
+    ("llama3-70b", "dgx-h100", 2, 5000, 500, 25, 623.4, 38.75e-3),
+]
+QUICK = {0, 2, 10, 12}       # --quick: a few rows of each source
+
+
+def _serve(model, topology, tp, isl, osl, seqs, requests):
+    return serve(model, topology, tp=tp, dtype="fp8", prompt=isl, gen=osl, rate=math.inf,
+                 requests=requests, max_num_seqs=seqs)
+
+
+def rows(quick: bool = False):
+    """(source, label, metric, measured, tpsim) for every row."""
+    for i, (model, topo, tp, isl, osl, meas) in enumerate(TRT_ROWS):
+        if quick and i not in QUICK:
+            continue
+        p = _serve(model, topo, tp, isl, osl, 256, REQUESTS)
+        label = f"{model} {topo} TP{tp} {isl}/{osl}"
+        yield TRT, label, "output tok/s", meas, p.throughput.output_tokens_per_s
+    for i, (model, topo, tp, isl, osl, c, tput, itl) in enumerate(NIM_ROWS):
+        if quick and i not in QUICK:
+            continue
+        p = _serve(model, topo, tp, isl, osl, c, max(REQUESTS_MIN, 5 * c))
+        label = f"{model} {topo} TP{tp} {isl}/{osl} C={c}"
+        yield NIM, label, "output tok/s", tput, p.throughput.output_tokens_per_s
+        yield NIM, label, "ITL (TPOT mean) s", itl, p.latency.tpot_s.mean
+
+
+def peer_rows(python: str | None) -> tuple[dict, str]:
+    """{(label, metric): {tool: value}} for the closed-loop 70B rows (module docstring)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from infer_peers import peer_values
+    cases = [dict(id=f"{model} {topo} TP{tp} {isl}/{osl} C={c}", model=model, topology=topo,
+                  tp=tp, batch=c, prompt=isl, gen=osl, dtype="fp8", kv_dtype="fp8")
+             for model, topo, tp, isl, osl, c, _, _ in NIM_ROWS if model == "llama3-70b"]
+    got, why = peer_values(python, cases)
+    out = {}
+    for case in cases:
+        for tool, v in got.get(case["id"], {}).items():
+            if "error" in v:
+                continue
+            total = v["ttft_s"] + (case["gen"] - 1) * v["tpot_s"]
+            out.setdefault((case["id"], "output tok/s"), {})[tool] = \
+                case["batch"] * case["gen"] / total
+            out.setdefault((case["id"], "ITL (TPOT mean) s"), {})[tool] = v["tpot_s"]
+    return out, why
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a few rows of each source")
+    ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
+    ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
+    args = ap.parse_args(argv)
+    t0 = time.process_time()
+    out = list(rows(args.quick))
+    peers, why = peer_rows(args.peer_python)
+    if args.csv:
+        print("source,case,metric,measured,tpsim,error")
+        for src, label, metric, meas, got in out:
+            print(f'"{src}","{label}","{metric}",{meas:.6g},{got:.6g},{got / meas - 1:+.4f}')
+        return 0
+    print(f"{'case':44s} {'metric':18s} {'measured':>10s} {'tpsim':>10s} {'error':>7s}  "
+          f"{'llm-analysis':>12s} {'GenZ':>7s}")
+    for src in (TRT, NIM):
+        print(f"-- {src}")
+        for s, label, metric, meas, got in out:
+            if s == src:
+                peer = peers.get((label, metric), {})
+                cells = "  ".join(f"{peer[t] / meas - 1:+{w}.1%}" if t in peer else " " * w
+                                  for t, w in (("llm-analysis", 12), ("GenZ", 7)))
+                print(f"{label:44s} {metric:18s} {meas:10.4g} {got:10.4g} "
+                      f"{got / meas - 1:+7.1%}  {cells}")
+    if why:
+        print(f"peers: {why}")
+    for src in (TRT, NIM):
+        for metric in ("output tok/s", "ITL (TPOT mean) s"):
+            errs = [abs(g / m - 1) for s, _, k, m, g in out if s == src and k == metric]
+            if errs:
+                within = sum(e <= 0.15 for e in errs)
+                print(f"{src.split(' (')[0]}, {metric}: median |error| "
+                      f"{statistics.median(errs):.1%}, {within} of {len(errs)} within 15%")
+    for tool in ("llm-analysis", "GenZ"):
+        pairs = [(v[tool], m) for (label, k), v in peers.items() if tool in v
+                 for s, lab, kk, m, _ in out if lab == label and kk == k]
+        if pairs:
+            errs = [abs(v / m - 1) for v, m in pairs]
+            ours = [abs(g / m - 1) for s, lab, k, m, g in out if (lab, k) in peers]
+            print(f"{tool} on the {len(errs)} closed-loop 70B values: median |error| "
+                  f"{statistics.median(errs):.1%} (tpsim {statistics.median(ours):.1%})")
+    print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

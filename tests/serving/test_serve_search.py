@@ -1,0 +1,125 @@
+"""tpsim.serve_search: every candidate meets its targets, best first, its GPUs add up; a
+required rate is served; an unreachable target leaves none; the KV transfer crosses the
+topology's levels; a decode instance with its prompt cached decodes from its first step;
+energy and cost per output token in closed form; fast and deterministic."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import tpsim
+from tpsim.base.errors import ConfigError
+from tpsim.cluster.topology import load_topology
+from tpsim.serving.pools import kv_pair, kv_transfer_s
+from tpsim.serving.serve_search import serve_search, splits
+from tpsim.spec.model import load_model
+from tpsim.spec.serve import ServeSettings
+from tpsim.spec.serving import ServingLayout
+
+LAY = ServingLayout(prompt=512, gen=64)
+ST = ServeSettings(requests=120, usd_per_gpu_hour=2.0)
+TTFT, TPOT = 0.25, 0.015
+
+
+@pytest.fixture(scope="module")
+def result():
+    t0 = time.process_time()
+    r = serve_search("llama3-8b", "dgx-h100", gpus=4, ttft_p99_s=TTFT, tpot_p99_s=TPOT,
+                     layout=LAY, settings=ST, top=50)
+    return r, time.process_time() - t0
+
+
+def test_every_candidate_meets_its_targets(result):
+    r, _ = result
+    assert r.candidates
+    assert {c.mode for c in r.candidates} == {"aggregated", "disaggregated"}
+    for c in r.candidates:
+        assert c.ttft_s_p99 <= TTFT and c.tpot_s_p99 <= TPOT
+        assert c.ttft_s_p50 <= c.ttft_s_p99 and c.tpot_s_p50 <= c.tpot_s_p99
+
+
+def test_best_first_and_the_gpus_add_up(result):
+    r, _ = result
+    per_gpu = [c.output_tokens_per_s_per_gpu for c in r.candidates]
+    assert per_gpu == sorted(per_gpu, reverse=True)
+    for c in r.candidates:
+        assert c.output_tokens_per_s_per_gpu == pytest.approx(c.output_tokens_per_s / 4)
+        if c.mode == "aggregated":
+            assert c.tp * c.pp * c.replicas == 4 and c.prefill_tp is None
+        else:
+            assert c.prefill_gpus + c.decode_gpus == 4
+            assert c.prefill_gpus == c.prefill_tp * c.prefill_replicas
+            assert c.decode_gpus == c.tp * c.replicas and c.kv_transfer_s > 0
+
+
+def test_cost_is_the_gpus_rent_over_the_tokens(result):
+    r, _ = result
+    for c in r.candidates:
+        assert c.usd_per_million_output_tokens == pytest.approx(
+            4 * 2.0 / 3600 / c.output_tokens_per_s * 1e6)
+        assert c.j_per_output_token > 0
+
+
+def test_search_is_fast(result):
+    assert result[1] < 20.0, result[1]       # ~3 CPU s alone
+
+
+def test_a_required_rate_is_served():
+    kw = dict(gpus=2, ttft_p99_s=TTFT, tpot_p99_s=TPOT, layout=LAY,
+              settings=ServeSettings(requests=50), max_num_seqs=(16, 256), disaggregated=False)
+    free = serve_search("llama3-8b", "dgx-h100", **kw)
+    rates = sorted(c.requests_per_s for c in free.candidates)
+    need = (rates[0] + rates[-1]) / 2
+    r = serve_search("llama3-8b", "dgx-h100", rate=need, **kw)
+    assert [c.requests_per_s for c in r.candidates] == [x for x in rates[::-1] if x >= need]
+    assert r.dropped["rate"] == sum(x < need for x in rates)
+
+
+def test_a_ttft_below_the_unloaded_prefill_leaves_none():
+    pre = tpsim.infer("llama3-8b", "dgx-h100", tp=2, batch=1, prompt=512, gen=64).prefill
+    r = serve_search("llama3-8b", "dgx-h100", gpus=2, ttft_p99_s=pre.time_s / 10,
+                     tpot_p99_s=1.0, layout=LAY, settings=ServeSettings(requests=40),
+                     max_num_seqs=(64,))
+    assert r.candidates == () and r.dropped["targets"] > 0
+
+
+def test_splits_divide_the_gpus_and_the_heads():
+    m = load_model("llama3-70b")
+    got = splits(m, load_topology("dgx-h100"), 8)
+    assert (8, 1) in got and (1, 8) in got and (2, 4) in got
+    assert all(8 % (tp * pp) == 0 and m.heads % tp == 0 for tp, pp in got)
+
+
+def test_kv_transfer_over_the_nic_is_slower_than_nvlink():
+    """Inside a node the pair is on NVLink; across nodes on one NIC: bytes / its bandwidth."""
+    m, topo = load_model("llama3-70b"), load_topology("dgx-h100-ndr-cluster")
+    prompts = np.array([1000, 4000])
+    lay = ServingLayout(tp=4)
+    near = kv_transfer_s(m, topo, lay, prompts, kv_pair(4, 16))
+    far = kv_transfer_s(m, topo, lay, prompts, kv_pair(8, 16))
+    assert (far > 2 * near).all() and far[1] > far[0]
+    per_gpu = 2 * m.layers * m.kv_heads_per_rank(4) * m.head_dim * 2 * 4000
+    nic = topo.network.bandwidth_Bps
+    assert far[1] >= per_gpu / nic
+
+
+def test_a_cached_prompt_decodes_from_its_first_step():
+    """A decode instance at low load: each request's tokens at infer's batch-1 TPOT."""
+    from tpsim.serving.pools import instance
+    st = ServeSettings(requests=20, rate=0.05)
+    inst = instance(load_model("llama3-8b"), load_topology("dgx-h100"),
+                    ServingLayout(tp=1, prompt=1024, gen=64), st, "decode", 1100, {})
+    p = inst.run(0.05)
+    want = tpsim.infer("llama3-8b", "dgx-h100", tp=1, prompt=1024, gen=64).decode
+    assert p.tpot_s.p50 == pytest.approx(want.time_per_token_s, rel=0.02)
+
+
+@pytest.mark.parametrize("kw, flag", [(dict(gpus=9), "--gpus"), (dict(ttft_p99_s=0), "--ttft"),
+                                      (dict(rate=-1.0), "--rate"),
+                                      (dict(max_num_seqs=(0,)), "--max-num-seqs")])
+def test_bad_arguments_name_their_flag(kw, flag):
+    args = dict(gpus=2, ttft_p99_s=1.0, tpot_p99_s=1.0) | kw
+    with pytest.raises(ConfigError, match=flag):
+        serve_search("llama3-8b", "dgx-h100", **args)

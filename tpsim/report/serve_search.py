@@ -1,0 +1,71 @@
+"""``tpsim serve-search``'s results for people (a ranked table) and programs (JSON, CSV)."""
+from __future__ import annotations
+
+from ..base.formula import qualname
+from ..serving.disagg import disaggregated
+from ..serving.pools import capacity, kv_transfer_s
+from ..serving.serve_search import REASONS, serve_search
+from .render import plain
+
+SEARCH = qualname(serve_search)
+CANDIDATE = {"requests_per_s": qualname(capacity), "kv_transfer_s": qualname(kv_transfer_s),
+             "disaggregated": qualname(disaggregated), "ranking": SEARCH}
+
+
+def label(c) -> str:
+    """TP4 PP2 x2 seqs256, or P 2xTP2 + D 1xTP4 seqs256 (disaggregated)."""
+    if c.mode == "aggregated":
+        pp = f" PP{c.pp}" if c.pp > 1 else ""
+        return f"TP{c.tp}{pp} x{c.replicas} seqs{c.max_num_seqs}"
+    return (f"P {c.prefill_replicas}xTP{c.prefill_tp} + D {c.replicas}xTP{c.tp} "
+            f"seqs{c.max_num_seqs}")
+
+
+def _money(c) -> str:
+    j = "" if c.j_per_output_token is None else f"{c.j_per_output_token:7.3f}"
+    usd = "" if c.usd_per_million_output_tokens is None else \
+        f"{c.usd_per_million_output_tokens:9.2f}"
+    return f"{j:>7s} {usd:>9s}"
+
+
+def serve_search_report(r) -> str:
+    """The ranked table: at most ``top`` rows and a few lines of header and footnotes."""
+    rate = "" if r.rate is None else f", at least {r.rate:g} requests/s"
+    lines = [f"tpsim serve-search: {r.model} on {r.topology} ({r.device}), {r.gpus} GPUs; "
+             f"prompt {r.prompt}, gen {r.gen}",
+             f"targets: TTFT p99 <= {r.ttft_p99_s * 1e3:g} ms, TPOT p99 <= "
+             f"{r.tpot_p99_s * 1e3:g} ms{rate}",
+             f"{r.configurations} instance configurations, {r.runs} engine runs of "
+             f"{r.requests} requests" + (", dropped: " + ", ".join(
+                 f"{k} {v}" for k, v in r.dropped.items()) if r.dropped else ""),
+             "",
+             f"{'#':>2s}  {'layout':36s} {'req/s':>8s} {'TTFT p99':>9s} {'TPOT p99':>9s} "
+             f"{'tok/s/GPU':>10s} {'J/tok':>7s} {'$/Mtok':>9s}"]
+    for i, c in enumerate(r.candidates, 1):
+        lines.append(f"{i:2d}  {label(c):36s} {c.requests_per_s:8.2f} {c.ttft_s_p99 * 1e3:7.1f}ms "
+                     f"{c.tpot_s_p99 * 1e3:7.2f}ms {c.output_tokens_per_s_per_gpu:10,.1f} "
+                     f"{_money(c)}")
+    if not r.candidates:
+        lines.append("    (no layout meets the targets)")
+    lines += ["(req/s: the most requests/s served within the targets; tok/s/GPU = req/s x mean "
+              "gen / GPUs;", " J/tok: energy at the facility; $/Mtok with --usd-per-gpu-hour)",
+              f"formula  {SEARCH}, {CANDIDATE['requests_per_s']}"]
+    return "\n".join(lines)
+
+
+def serve_search_json(r) -> dict:
+    """The JSON object of ``tpsim serve-search --json``."""
+    return {
+        "inputs": {"model": r.model, "topology": r.topology, "device": r.device,
+                   "gpus": r.gpus, "ttft_p99_s": r.ttft_p99_s, "tpot_p99_s": r.tpot_p99_s,
+                   "rate": r.rate, "prompt": r.prompt, "gen": r.gen, "requests": r.requests,
+                   "formula": SEARCH},
+        "configurations": r.configurations,
+        "runs": r.runs,
+        "candidates": [{**plain(c), "formula": CANDIDATE} for c in r.candidates],
+        "dropped": dict(r.dropped),
+        "dropped_reasons": {k: REASONS[k] for k in r.dropped},
+    }
+
+
+__all__ = ["serve_search_report", "serve_search_json", "label"]

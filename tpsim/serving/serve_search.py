@@ -1,0 +1,230 @@
+"""The serving layouts of ``gpus`` GPUs that meet latency targets, best first:
+``tpsim.serve_search`` -> :class:`ServeSearchResult`.
+
+The space, for a model on a topology:
+
+* **aggregated**: replicas of tp x pp GPUs (tp within a node and dividing the model's heads,
+  pp at most its layers), replicas = gpus / (tp pp), each an engine serving prefill and decode
+  (:func:`tpsim.serving.engine.serve`'s loop), for each ``max_num_seqs`` given;
+* **disaggregated** (DistServe, Zhong et al. OSDI 2024; vLLM's and SGLang's PD disaggregation):
+  P GPUs of prefill instances (tp_p each) and D = gpus - P of decode instances (tp_d each, for
+  each ``max_num_seqs``); a request's prompt is prefilled on one, its KV cache sent to the
+  other (:func:`tpsim.serving.pools.kv_transfer_s`, priced on the levels the two pools' ranks
+  span), and its tokens generated there. Its TTFT is the prefill pool's plus the transfer, its
+  TPOT the decode pool's.
+
+Each instance's **capacity** is the highest request rate at which it meets its targets
+(:func:`tpsim.serving.pools.capacity`: TTFT p99 <= ``ttft_p99_s`` and TPOT p99 <=
+``tpot_p99_s``; a prefill instance the first, a decode instance the second), found by
+bisection on its engine run; a deployment serves n instances x that rate, a disaggregated one
+the lesser of its two pools' rates (rerun at that rate to report its percentiles; one that
+misses there is dropped). A candidate's **output tokens/s** = its rate x the mean generated
+tokens of the requests (what it serves in a steady state); ``output_tokens_per_s_per_gpu``
+divides by ``gpus``; candidates are ranked by it. ``rate`` given: a candidate must serve at
+least that many requests/s. Energy per output token: each pool's run's energy
+(:func:`tpsim.serving.energy.run_energy`) over its output tokens, the pools' summed; cost per
+million output tokens = :func:`tpsim.cluster.power.gpu_hours_usd` of the gpus for one second
+/ output tokens/s x 1e6.
+
+Work is bounded: one set of step-time tables per (tp, pp), 7 engine runs of
+``settings.requests`` requests per instance configuration (not per split; a prefill instance
+once per tp and set of levels its KV cache crosses), two reruns per disaggregated candidate
+shown. Modest request counts keep it to seconds; few requests
+understate a queue's growth near capacity. Disaggregated pools are pp = 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..base.errors import ConfigError
+from ..cluster.power import gpu_hours_usd
+from ..cluster.topology import Topology, load_topology
+from ..spec.model import ModelConfig, load_model
+from ..spec.serve import ServeSettings
+from ..spec.serving import ServingLayout
+from .arrivals import draw_requests
+from .pools import Point, capacity, instance
+
+SEQS = (64, 256)            # max_num_seqs tried by default (vLLM's default is 256)
+TOP = 10
+
+
+@dataclass(frozen=True)
+class ServeCandidate:
+    """One deployment at its operating point (module docstring). ``tp``, ``pp``,
+    ``replicas``, ``max_num_seqs``: the aggregated replicas', or the decode instances'; the
+    ``prefill_*`` fields, ``decode_gpus`` and ``kv_transfer_s`` (mean per request) are None
+    when aggregated. ``requests_per_s``: the most the deployment serves within the targets;
+    the percentiles are its runs' there."""
+    mode: str
+    tp: int
+    pp: int
+    replicas: int
+    max_num_seqs: int
+    prefill_tp: int | None
+    prefill_replicas: int | None
+    prefill_gpus: int | None
+    decode_gpus: int | None
+    kv_transfer_s: float | None
+    requests_per_s: float
+    ttft_s_p50: float
+    ttft_s_p99: float
+    tpot_s_p50: float
+    tpot_s_p99: float
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    j_per_output_token: float | None
+    usd_per_million_output_tokens: float | None
+
+
+@dataclass(frozen=True)
+class ServeSearchResult:
+    """What :func:`serve_search` returns: the question, the candidates best first, and how
+    much was tried (``configurations``: instance configurations priced, ``runs``: engine
+    runs; ``dropped``: reason -> configurations or splits dropped)."""
+    model: str
+    topology: str
+    device: str
+    gpus: int
+    ttft_p99_s: float
+    tpot_p99_s: float
+    rate: float | None
+    prompt: int
+    gen: int
+    requests: int
+    candidates: tuple[ServeCandidate, ...]
+    configurations: int
+    runs: int
+    dropped: dict
+
+
+REASONS = {"memory": "the weights or the longest sequence do not fit",
+           "targets": "misses the targets even at 1/32 of its offline rate",
+           "rate": "serves fewer requests/s than --rate within the targets",
+           "rerun": "a disaggregated split that missed the targets when rerun at its rate"}
+
+
+def splits(m: ModelConfig, topo: Topology, gpus: int) -> list[tuple[int, int]]:
+    """(tp, pp) of a replica: tp a divisor of gpus within a node that the model takes
+    (ModelConfig.check_tp), pp a divisor of gpus / tp at most the model's layers."""
+    out = []
+    for tp in (d for d in range(1, gpus + 1) if gpus % d == 0 and d <= topo.devices_per_node):
+        try:
+            m.check_tp(tp)
+        except ConfigError:
+            continue
+        out += [(tp, pp) for pp in range(1, gpus // tp + 1)
+                if (gpus // tp) % pp == 0 and pp <= m.layers]
+    return out
+
+
+class _Search:
+    """The state of one search: settings, tables, counters (module docstring)."""
+
+    def __init__(self, m, topo, gpus, ttft, tpot, lay, st):
+        self.m, self.topo, self.gpus, self.ttft, self.tpot = m, topo, gpus, ttft, tpot
+        self.lay, self.st, self.tables = lay, st, {}
+        self.runs = self.configurations = 0
+        self.dropped: dict[str, int] = {}
+        draws = [draw_requests(st.requests, r, st.seed, lay.prompt, lay.gen, st.prompt_dist,
+                               st.gen_dist) for r in (float("inf"), 1.0)]   # lengths: 2 draws
+        self.longest = max(int((r.prompt + r.gen).max()) for r in draws)
+        self.mean_gen = float(draws[1].gen.mean())
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+
+    def best(self, kind, tp, pp, seqs, pair=None) -> tuple[object, Point | None]:
+        """(the instance, its run at capacity) for one configuration; (None, None) where it
+        does not fit or never meets its targets."""
+        self.configurations += 1
+        lay = replace(self.lay, tp=tp, pp=pp)
+        st = replace(self.st, max_num_seqs=seqs)
+        try:
+            inst = instance(self.m, self.topo, lay, st, kind, self.longest, self.tables, pair)
+        except ConfigError:
+            self.drop("memory")
+            return None, None
+        ok = {"both": lambda p: p.ttft_s.p99 <= self.ttft and p.tpot_s.p99 <= self.tpot,
+              "prefill": lambda p: p.ttft_s.p99 <= self.ttft,
+              "decode": lambda p: p.tpot_s.p99 <= self.tpot}[kind]
+        point, runs = capacity(inst, ok)
+        self.runs += runs
+        if point is None:
+            self.drop("targets")
+        return inst, point
+
+    def candidate(self, rate, pre: Point | None, dec: Point, **layout) -> ServeCandidate:
+        """The deployment serving ``rate`` requests/s: ``pre`` and ``dec`` the runs of a
+        prefill and a decode instance (aggregated: ``pre`` None, ``dec`` the replica's)."""
+        tokens_s = rate * self.mean_gen
+        j = [p.j / p.output_tokens for p in (pre, dec) if p is not None and p.j is not None]
+        usd = gpu_hours_usd(self.gpus, 1.0, self.st.usd_per_gpu_hour)
+        first = dec if pre is None else pre
+        return ServeCandidate(
+            **layout, requests_per_s=rate, ttft_s_p50=first.ttft_s.p50, ttft_s_p99=first.ttft_s.p99,
+            tpot_s_p50=dec.tpot_s.p50, tpot_s_p99=dec.tpot_s.p99, output_tokens_per_s=tokens_s,
+            output_tokens_per_s_per_gpu=tokens_s / self.gpus,
+            j_per_output_token=sum(j) if dec.j is not None else None,
+            usd_per_million_output_tokens=None if usd is None else usd / tokens_s * 1e6)
+
+
+def _aggregated(s: _Search, seqs) -> list[ServeCandidate]:
+    out = []
+    for tp, pp in splits(s.m, s.topo, s.gpus):
+        for n in seqs:
+            inst, p = s.best("both", tp, pp, n)
+            if p is not None:
+                reps = s.gpus // (tp * pp)
+                out.append(s.candidate(p.rate * reps, None, p, mode="aggregated", tp=tp, pp=pp,
+                                       replicas=reps, max_num_seqs=n, prefill_tp=None,
+                                       prefill_replicas=None, prefill_gpus=None,
+                                       decode_gpus=None, kv_transfer_s=None))
+    return out
+
+
+def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float,
+                 tpot_p99_s: float, rate: float | None = None,
+                 layout: ServingLayout | None = None, settings: ServeSettings | None = None,
+                 max_num_seqs=SEQS, disaggregated: bool = True, top: int = TOP
+                 ) -> ServeSearchResult:
+    """The layouts of ``gpus`` GPUs meeting TTFT p99 <= ``ttft_p99_s`` and TPOT p99 <=
+    ``tpot_p99_s`` (seconds), best first by output tokens/s per GPU (module docstring).
+    ``layout``: the dtypes, lengths and engine switches (its tp, pp and batch are the
+    search's); ``settings``: the requests of each run and the engine's knobs (its rate and
+    max_num_seqs are the search's); ``rate``: the requests/s every candidate must serve."""
+    m = model if isinstance(model, ModelConfig) else load_model(model)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    lay, st = layout or ServingLayout(), settings or ServeSettings(requests=200)
+    _check_args(topo, gpus, ttft_p99_s, tpot_p99_s, rate, max_num_seqs, top)
+    s = _Search(m, topo, gpus, ttft_p99_s, tpot_p99_s, lay, st)
+    found = _aggregated(s, max_num_seqs)
+    if disaggregated and gpus > 1:
+        from .disagg import disaggregated as disagg
+        found += disagg(s, max_num_seqs, rate, top)
+    if rate is not None:
+        kept = [c for c in found if c.requests_per_s >= rate * (1 - 1e-12)]
+        s.dropped["rate"] = len(found) - len(kept)
+        found = kept
+    found.sort(key=lambda c: -c.output_tokens_per_s_per_gpu)
+    return ServeSearchResult(m.name, topo.name, topo.device.name, gpus, ttft_p99_s, tpot_p99_s,
+                             rate, lay.prompt, lay.gen, st.requests, tuple(found[:top]),
+                             s.configurations, s.runs,
+                             {k: v for k, v in s.dropped.items() if v})
+
+
+def _check_args(topo, gpus, ttft, tpot, rate, seqs, top) -> None:
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or not 1 <= gpus <= topo.max_ranks:
+        raise ConfigError("--gpus", "", f"an integer from 1 to the {topo.max_ranks} GPUs of "
+                          f"{topo.name}", gpus)
+    for flag, v in (("--ttft-p99", ttft), ("--tpot-p99", tpot), ("--rate", rate)):
+        if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+            raise ConfigError(flag, "", "a positive number of seconds" if flag != "--rate"
+                              else "a positive number of requests/s", v)
+    if not seqs or any(not isinstance(n, int) or n < 1 for n in seqs):
+        raise ConfigError("--max-num-seqs", "", "positive integers", seqs)
+    if not isinstance(top, int) or top < 1:
+        raise ConfigError("--top", "", "a positive integer", top)
+
+
+__all__ = ["serve_search", "ServeCandidate", "ServeSearchResult", "splits", "REASONS", "SEQS"]

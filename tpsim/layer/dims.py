@@ -34,6 +34,9 @@ class Dims:
     topk: int = 0       # routed experts per token
     fe: int = 0         # expert_ffn_hidden / tp
     fs: int = 0         # shared_experts x shared_expert_ffn_hidden / tp
+    ep: int = 1         # expert-parallel degree: experts / ep of them on this rank
+    etp: int = 0        # expert TP with the all-to-all dispatcher (tpsim.layer.moe_ep); 0: none
+    load: float = 1.0   # tokens of the busiest expert over the mean, after any capacity drop
 
     @property
     def bpe(self) -> int:

@@ -153,6 +153,8 @@ class StepTimes(TimeSplit):
     second, to compare with published TFLOP/s. energy_j: the whole job's energy for the step at
     the facility, J (:func:`tpsim.training.energy.step_energy_j`; None where the device gives no
     tdp_W); cost_usd: its GPUs' rent for the step, USD (None without a price).
+    ep_comm_exposed_s: the part of tp_comm_exposed_s that the MoE layers' expert-parallel
+    all-to-alls leave exposed (:mod:`tpsim.training.expert_comm`), per GPU; 0 without them.
     """
     time_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -176,6 +178,7 @@ class StepTimes(TimeSplit):
     megatron_full_square_tflops_per_gpu: float = 0.0
     energy_j: float | None = None
     cost_usd: float | None = None
+    ep_comm_exposed_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ device, the layers' split over the stages) is checked by ``predict`` once they a
 
 Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
 per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
-first of bf16, fp16, fp32. ``ep``, ``expert_tp``, ``cp`` and ``zero`` are declared ahead of
-their models: any value but the default is refused.
+first of bf16, fp16, fp32, ``expert_tp`` the run's tp. ``cp`` and ``zero`` are declared ahead
+of their models: any value but the default is refused.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -108,12 +109,22 @@ class Layout:
         None, "price of one GPU for an hour, USD: the step's cost_usd = GPUs x step time / "
         "3600 x this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",
         kind="price")
+    # mixture of experts (tpsim.layer.moe_ep): Megatron-core's MoE parallel folding
+    ep: int = _count(1, "expert-parallel degree: the routed experts split over ep ranks, the "
+                     "tokens sent to them by all-to-all (mixture of experts)", "--ep",
+                     megatron="--expert-model-parallel-size")
+    expert_tp: int | None = _count(None, "tensor-parallel degree of the experts (default: --tp, "
+                                   "as Megatron-core)", "--expert-tp",
+                                   megatron="--expert-tensor-parallel-size")
+    moe_imbalance: float = setting(
+        1.0, "tokens of the busiest expert over the mean (max / mean, >= 1): the grouped GEMMs "
+        "and all-to-alls run at its load", flag="--moe-imbalance", kind="rate",
+        expected="a finite number >= 1")
+    moe_capacity_factor: float | None = setting(
+        None, "expert capacity over the balanced load: tokens beyond it are dropped (None: "
+        "none dropped)", flag="--moe-capacity-factor", kind="rate",
+        megatron="--moe-expert-capacity-factor")
     # declared ahead of their models: the default only
-    ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
-                     unmodelled="expert parallelism", megatron="--expert-model-parallel-size")
-    expert_tp: int = _count(1, "tensor-parallel degree of the experts", "--expert-tp",
-                            unmodelled="expert tensor parallelism",
-                            megatron="--expert-tensor-parallel-size")
     cp: int = _count(1, "context-parallel degree (the sequence split over GPUs)", "--cp",
                      unmodelled="context parallelism", megatron="--context-parallel-size")
     zero: int = setting(0, "ZeRO stage (DeepSpeed; ZeRO-1 is --distributed-optimizer)",
@@ -137,6 +148,8 @@ class Layout:
             raise ConfigError("--overlap-param-gather", "", "--distributed-optimizer (only the "
                               "distributed optimizer all-gathers the weights)",
                               self.overlap_param_gather)
+        if not 1 <= self.moe_imbalance < math.inf:
+            raise ConfigError("--moe-imbalance", "", "a finite number >= 1", self.moe_imbalance)
         gb, per_step = self.global_batch, self.per_step
         if gb is None:
             return

@@ -20,6 +20,8 @@ from ..base.errors import ConfigError
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
+from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
 from ..layer.linears import RS_SPLITS
@@ -96,28 +98,54 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
-                   tp_comm_overlap=False, moe=False):
+                   tp_comm_overlap=False, moe=False, experts: Folded | None = None,
+                   load: float = 1.0):
     """The priced, scheduled layer (defaults already resolved) and its pricing; ``moe``: the
-    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1), else its dense one."""
+    model's MoE layer (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts``
+    folded otherwise, :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else
+    its dense one."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True)
+    slot, par = 0, Parallelism(tp=tp)
     if moe:
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
-        dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+        slot = 2 if m.shared_experts else 1
+        if alltoall(experts, tp):
+            dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len, dtype,
+                                 sequence_parallel, load)
+            slot, par = Alltoall(slot == 2, experts.ep > 1, experts.etp > 1), experts
+        else:
+            dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype == "fp8", tp_overlap=tp if tp_comm_overlap else 0,
-                         moe=(2 if m.shared_experts else 1) if moe else 0)
-    pricing = Pricing(topo, Parallelism(tp=tp))
+                         moe=slot)
+    pricing = Pricing(topo, par)
     return simulate(tpl, dims, pricing), pricing
 
 
-def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False):
+def alltoall(experts: Folded | None, tp: int) -> bool:
+    """The MoE layers run the all-to-all dispatcher: ep > 1 or an expert TP other than tp."""
+    return experts is not None and (experts.ep > 1 or experts.etp != tp)
+
+
+def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
+    """The MoE layers' folded groups (:func:`tpsim.spec.folding.fold`: a ConfigError naming
+    the flag where they do not fold); None for a dense model at the defaults."""
+    if not m.moe and lay.ep == 1 and lay.expert_tp is None:
+        return None
+    etp = lay.tp if lay.expert_tp is None else lay.expert_tp
+    return fold(par, lay.ep, etp, m.experts, m.name, m.expert_ffn_hidden or 0)
+
+
+def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
+                    experts: Folded | None = None):
     """:func:`simulate_layer` of a resolved layout."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
-                          lay.tp_comm_overlap, moe)
+                          lay.tp_comm_overlap, moe, experts,
+                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor))
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
@@ -164,9 +192,10 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
         topology = with_nodes(_resolve(model, topology)[1], lay.nodes)
     m, topo, lay = _settings(model, topology, lay)
     par, stage_layers = _step_plan(m, topo, lay)
+    experts = experts_of(m, lay, par)
     sparse = moe_layers(m)
     sim, pricing = _simulate_layer(m, topo, lay)
-    moe = _simulate_layer(m, topo, lay, moe=True)[0] if sparse else None
+    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
     dense = Part.of(sim)
     layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp
@@ -181,7 +210,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     result = _step(m, topo, lay, par, stage_layers,
-                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak)
+                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
+                   experts)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(topo, lay, mem), moe if sparse else sim,
@@ -265,7 +295,7 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
 
 
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
-          peak):
+          peak, experts: Folded | None = None):
     """The step of the simulated layer, embedding and output layer (``parts``)."""
     layer, emb, out, moe = parts
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
@@ -274,7 +304,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        distributed_optimizer=lay.distributed_optimizer,
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
-                       overlap_param_gather=lay.overlap_param_gather, moe=moe)
+                       overlap_param_gather=lay.overlap_param_gather, moe=moe,
+                       experts=experts)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

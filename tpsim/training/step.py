@@ -44,6 +44,7 @@ from . import terms
 from ..base.errors import ConfigError
 from ..base.memo import Memo
 from ..spec.parallel import Parallelism
+from .expert_comm import group_exposed_s
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
@@ -58,7 +59,9 @@ if TYPE_CHECKING:                      # imported when built: the predict path n
 @dataclass(frozen=True)
 class Part:
     """One layer, the embedding or the output layer, for one micro-batch on one GPU, from its
-    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s."""
+    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s; ep_exposed_s:
+    the part of tp_exposed_s the expert-parallel all-to-alls leave exposed
+    (:func:`tpsim.training.expert_comm.group_exposed_s`)."""
     forward_s: float
     backward_s: float
     compute_s: float
@@ -67,13 +70,14 @@ class Part:
     flops: float
     hardware_flops: float
     saved_bytes: float
+    ep_exposed_s: float = 0.0
 
     @classmethod
     def of(cls, sim, times=None) -> Part:
         """From a simulation (``times``: its :func:`~tpsim.sim.simulate.layer_times`, if known)."""
         t = layer_times(sim) if times is None else times
         return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
-                   t.flops, t.hardware_flops, saved_bytes(sim))
+                   t.flops, t.hardware_flops, saved_bytes(sim), group_exposed_s(sim, "ep"))
 
 
     @classmethod
@@ -128,6 +132,12 @@ class StepSetup:
     distributed_optimizer: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool = False
+    shards: tuple[float, ...] = ()     # per stage: optimizer shards (default: d or 1)
+
+    def optimizer_shards(self, stage: int) -> float:
+        """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`)."""
+        return self.shards[stage] if self.shards else terms.optimizer_shards(
+            self.parallelism.dp, self.distributed_optimizer)
 
 
 _RESIZED = Memo("topologies resized to --nodes", 64, lru=True)
@@ -165,18 +175,6 @@ def check_fits(topo: Topology, par: Parallelism) -> None:
         raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x pp x dp "
                           f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
                           f"{fix})", topo.name)
-
-
-def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):
-    """``transfer_s(a, b)`` for :func:`tpsim.training.pipeline.add_pipeline`, memoised per pair
-    (:func:`tpsim.training.terms.p2p_s`)."""
-    memo = {}
-
-    def seconds(a: int, b: int) -> float:
-        if (a, b) not in memo:
-            memo[a, b] = terms.p2p_s(nbytes, terms.pair_place(par, topo, a, b), topo)
-        return memo[a, b]
-    return seconds
 
 
 def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
@@ -316,7 +314,7 @@ def _finish(g, setup: StepSetup, topo: Topology, pipeline):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
     buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
-    stage_ops = pipeline(chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
+    stage_ops = pipeline(chunk_s, terms.p2p_seconds(setup.p2p_bytes, par, topo),
                          _split(setup, topo, buckets), release)
     ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
     _step_end(g, setup, topo, ready)
@@ -338,15 +336,15 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
                   "stage0", "pp")
         ready[0], ready[-1] = [e], [e]
-    shards = terms.optimizer_shards(par.dp, do)
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
-                   terms.grad_norm_s(setup.stage_params[r], shards, dev),
+                   terms.grad_norm_s(setup.stage_params[r], setup.optimizer_shards(r), dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
     t = terms.grad_norm_allreduce_s(par, do, price)
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
     for r in range(p):
         local = setup.stage_params[r]
-        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, shards, dtype, dev),
+        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, setup.optimizer_shards(r), dtype,
+                                                            dev),
                     (norm,), "step", f"stage{r}", "optimizer")
         t = terms.param_gather_s(local, dtype, do, terms.dp_group(par, r), price)
         if t is not None and not _gathering(setup):
@@ -368,9 +366,11 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                embedding: Part, output: Part, topo: Topology, *, micro_batch: int, seq_len: int,
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
-               overlap_param_gather: bool = False, moe: Part | None = None) -> StepSetup:
+               overlap_param_gather: bool = False, moe: Part | None = None,
+               experts=None) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
-    ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others).
+    ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
+    ``experts``: their :class:`~tpsim.spec.folding.Folded` groups (None: ep 1, expert TP = tp).
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
@@ -380,7 +380,8 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
-    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g]), layer,
+    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g],
+                                                 experts), layer,
                        embedding if g == 0 else None, output if g == last_g else None, moe)
               for g, n in enumerate(stage_layers)]
     p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
@@ -389,8 +390,10 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
         full = terms.activation_bytes(model, micro_batch, seq_len, dtype)
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
-    return StepSetup(par, m, v, tuple(chunks), p2p,
-                     terms.stage_params(model, tp, stage_layers, p, v),
+    params = terms.stage_params(model, tp, stage_layers, p, v, experts)
+    shards = terms.stage_shares(model, tp, par.dp, stage_layers, p, v, params, experts,
+                                distributed_optimizer)
+    return StepSetup(par, m, v, tuple(chunks), p2p, params,
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), dtype,
-                     distributed_optimizer, overlap_grad_reduce, overlap_param_gather)
+                     distributed_optimizer, overlap_grad_reduce, overlap_param_gather, shards)

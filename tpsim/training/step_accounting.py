@@ -97,7 +97,8 @@ def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTi
         schedule="1f1b" if setup.v == 1 else "interleaved-1f1b",
         distributed_optimizer=setup.distributed_optimizer,
         overlap_grad_reduce=setup.overlap_grad_reduce, p2p_bytes=setup.p2p_bytes,
-        stages=stages)
+        stages=stages,
+        ep_comm_exposed_s=setup.m * sum(c.part.ep_exposed_s for c in setup.chunks) / par.pp)
 
 
 def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
@@ -107,13 +108,12 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     reserve and the run's ``headroom`` (:meth:`~tpsim.cluster.topology.Device.usable_bytes`)."""
     par = setup.parallelism
     capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
-    shards = terms.optimizer_shards(par.dp, setup.distributed_optimizer)
     out = []
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
         out.append(stage_memory(setup.stage_params[r], setup.dtype, acts, capacity,
-                                shards, r, sum(live), usable))
+                                setup.optimizer_shards(r), r, sum(live), usable))
     return tuple(out)
 
 

@@ -78,8 +78,7 @@ def test_bad_values_name_their_flag(kw, flag):
 
 
 @pytest.mark.parametrize("kw, flag", [
-    (dict(ep=2), "--ep"), (dict(expert_tp=2), "--expert-tp"), (dict(cp=2), "--cp"),
-    (dict(zero=1), "--zero"), (dict(zero=3), "--zero"), (dict(ep=0), "--ep"),
+    (dict(cp=2), "--cp"), (dict(zero=1), "--zero"), (dict(zero=3), "--zero"), (dict(ep=0), "--ep"),
     (dict(zero=True), "--zero"),
 ])
 def test_features_ahead_of_their_model_are_refused(kw, flag):
@@ -89,7 +88,7 @@ def test_features_ahead_of_their_model_are_refused(kw, flag):
         assert "not modelled yet" in str(e.value)
     with pytest.raises(ConfigError, match=flag):
         tpsim.predict("gpt3", "dgx-h100", **kw)
-    assert Layout(ep=1, expert_tp=1, cp=1, zero=0) == Layout()
+    assert Layout(ep=1, cp=1, zero=0) == Layout()
 
 
 def test_replace_checks_again():

@@ -18,7 +18,7 @@ def test_folded_groups_tile_a_stage(tp, dp, pp, etp, ep):
     etp apart, the EDP group edp ranks etp ep apart: together every rank of stage 0 once."""
     par = Parallelism(tp=tp, dp=dp, pp=pp)
     if (tp * dp) % (etp * ep):
-        with pytest.raises(ConfigError, match="--ep"):
+        with pytest.raises(ConfigError, match="--ep" if (tp * dp) % ep else "--expert-tp"):
             fold(par, ep, etp, 64)
         return
     f = fold(par, ep, etp, 64)
@@ -31,6 +31,7 @@ def test_folded_groups_tile_a_stage(tp, dp, pp, etp, ep):
 
 @pytest.mark.parametrize("args, flag", [
     ((Parallelism(tp=2, dp=4), 3, 1, 6), "--ep"),        # 3 does not divide 8 ranks
+    ((Parallelism(tp=2, dp=4), 4, 4, 8), "--expert-tp"),  # 4 x 4 does not divide 8 ranks
     ((Parallelism(tp=2, dp=4), 4, 1, 6), "--ep"),        # 4 does not divide 6 experts
     ((Parallelism(tp=2, dp=4), 2, 1, 0), "--ep"),        # a dense model
     ((Parallelism(tp=2, dp=4), 2, 4, 8, "m", 6), "--expert-tp"),   # 4 does not divide 6

@@ -67,9 +67,10 @@ def fold(par: Parallelism, ep: int, etp: int, experts: int, model: str = "the mo
     folded = Folded(par, ep, etp)
     if ep > 1 and not experts:
         raise ConfigError("--ep", "", f"1 for a dense model ({model} has no experts)", ep)
-    if folded.stage_ranks % (etp * ep):
-        raise ConfigError("--ep", "", f"ep x expert-tp ({ep} x {etp}) a divisor of one stage's "
-                          f"tp x cp x dp ranks ({folded.stage_ranks})", ep)
+    for flag, value, n in (("--ep", ep, ep), ("--expert-tp", etp, ep * etp)):
+        if folded.stage_ranks % n:
+            raise ConfigError(flag, "", f"ep x expert-tp ({ep} x {etp}) a divisor of one "
+                              f"stage's tp x cp x dp ranks ({folded.stage_ranks})", value)
     if experts and experts % ep:
         raise ConfigError("--ep", "", f"a divisor of {model}'s {experts} experts", ep)
     if expert_width and expert_width % etp:

@@ -207,6 +207,9 @@ class Inputs:
     tp_comm_overlap: bool = False
     gpus: int = 1
     experts: int = 0          # routed experts per MoE layer (0: a dense model)
+    ep: int = 1               # expert-parallel degree of the MoE layers
+    expert_tp: int = 0        # their experts' TP degree (0: a dense model)
+    expert_dp: int = 0        # their expert data parallelism, tp dp / (ep expert_tp) (0: dense)
 
 
 @dataclass(frozen=True)

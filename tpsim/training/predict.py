@@ -248,7 +248,15 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   global_batch=lay.global_batch, micro_batches=lay.micro_batches,
                   distributed_optimizer=lay.distributed_optimizer,
                   overlap_grad_reduce=lay.overlap_grad_reduce,
-                  tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts)
+                  tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
+                  **_expert_inputs(experts_of(m, lay, par)))
+
+
+def _expert_inputs(experts: Folded | None) -> dict:
+    """The Inputs' ep, expert_tp and expert_dp (a dense model: its defaults)."""
+    if experts is None:
+        return {}
+    return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp}
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

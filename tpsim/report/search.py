@@ -12,7 +12,8 @@ from .flat_csv import csv_text
 from .formulas import MEMORY, STEP, formula_lines
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
-        "VP: model chunks per stage (interleaved 1F1B); L a/b: layers on the first/last stage"
+        "VP: model chunks per stage (interleaved 1F1B); EP, ETP: expert parallelism and " \
+        "expert TP; L a/b: layers on the first/last stage"
 
 
 # the functions behind a candidate's numbers: predict's step and memory (the re-pricing), and
@@ -30,10 +31,12 @@ SEARCH = qualname(search)
 
 
 def layout_label(lay) -> str:
-    """TP8 PP4 VP8 DP16 mb2 SP TPO DO sel (and L a/b for an uneven first/last stage)."""
+    """TP8 PP4 VP8 DP16 EP8 ETP1 mb2 SP TPO DO sel (EP, ETP: a mixture of experts' ep and
+    expert TP, when not 1 and tp; and L a/b for an uneven first/last stage)."""
     parts = [f"TP{lay.tp}", f"PP{lay.pp}"] + ([f"VP{lay.virtual_stages}"]
                                               if lay.virtual_stages > 1 else [])
-    parts += [f"DP{lay.dp}", f"mb{lay.micro_batch}"]
+    parts += [f"DP{lay.dp}"] + ([f"EP{lay.ep}"] if lay.ep > 1 else []) + \
+        ([f"ETP{lay.expert_tp}"] if lay.expert_tp is not None else []) + [f"mb{lay.micro_batch}"]
     parts += [name for name, on in (("SP", lay.sequence_parallel), ("TPO", lay.tp_comm_overlap),
                                     ("DO", lay.distributed_optimizer)) if on]
     parts += [] if lay.recompute == "none" else [{"selective": "sel"}.get(lay.recompute,
@@ -55,6 +58,10 @@ def predict_command(result, lay) -> str:
         args.append(f"--nodes {result.nodes}")
     if lay.virtual_stages > 1:
         args.append(f"--virtual-stages {lay.virtual_stages}")
+    if lay.ep > 1:
+        args.append(f"--ep {lay.ep}")
+    if lay.expert_tp is not None:
+        args.append(f"--expert-tp {lay.expert_tp}")
     for flag, on in (("--sequence-parallel", lay.sequence_parallel),
                      ("--tp-comm-overlap", lay.tp_comm_overlap),
                      ("--distributed-optimizer", lay.distributed_optimizer)):
@@ -128,7 +135,7 @@ def _dropped(result) -> list[str]:
 
 CANDIDATE_KEYS = ("tp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
                   "recompute", "distributed_optimizer", "tp_comm_overlap", "first_stage_layers",
-                  "last_stage_layers")
+                  "last_stage_layers", "ep", "expert_tp")
 
 
 def search_json(result) -> dict:

@@ -82,7 +82,8 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
-                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather")
+                     "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "ep",
+                     "expert_tp")
 
 
 class _Pipeline:
@@ -96,10 +97,11 @@ class _Pipeline:
         self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov)
-                                        for tp, _, mb, sp, rc, ov, *_ in fields])
-        self.tails, self.tidx = _index([(tp, dp, sp, do, opg)
-                                        for tp, dp, _, sp, _, _, do, opg in fields])
+        world = lay0.tp * lay0.pp * lay0.dp
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, ep, etp, world)
+                                        for tp, _, mb, sp, rc, ov, _, _, ep, etp in fields])
+        self.tails, self.tidx = _index([(tp, dp, sp, do, opg, ep, etp)
+                                        for tp, dp, _, sp, _, _, do, opg, ep, etp in fields])
         self.comms, self.cidx = _index([(tp, dp, mb, sp) for tp, dp, mb, sp, *_ in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
@@ -117,8 +119,8 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     parts = [[layer_parts(run, *key) for key in q.parts] for q in pipes]
     shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
                for m in q.ms] for q in pipes]
-    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg)
-              for tp, dp, sp, do, opg in q.tails] for q in pipes]
+    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, ep, etp)
+              for tp, dp, sp, do, opg, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)
                        for tp, dp, mb, sp in q.comms]) for q in pipes]
     return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]

@@ -30,6 +30,7 @@ of a percent of it (:mod:`tpsim.training.step_bound`). The arithmetic over many 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,6 +38,8 @@ import numpy as np
 from ..base.memo import Memo, memoised, value_hash
 from ..training import terms
 from ..sim.memory import stage_memory
+from ..spec.folding import Folded
+from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer
@@ -85,16 +88,21 @@ _TIMES = Memo("search comm times", 65536)
 
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                overlap: bool) -> Parts:
+                overlap: bool, ep: int = 1, expert_tp: int | None = None,
+                world: int = 0) -> Parts:
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
     per (tp, micro-batch, SP), which is all they depend on; selective recomputation with
-    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`)."""
-    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap), _layer_parts,
-                      run, tp, micro_batch, sp, recompute, overlap)
+    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`). A
+    mixture-of-experts model's layer is its MoE layer folded ``ep`` x ``expert_tp`` on a job
+    of ``world`` GPUs (:func:`moe_part`)."""
+    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, ep, expert_tp,
+                       world), _layer_parts, run, tp, micro_batch, sp, recompute, overlap, ep,
+                      expert_tp, world)
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool) -> Parts:
+                 overlap: bool, ep: int = 1, expert_tp: int | None = None,
+                 world: int = 0) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
     sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap),
@@ -105,7 +113,23 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
         return Part.of(emb), Part.of(out)
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp), ends)
-    return Parts(Part.of(sim), emb, out)
+    if not run.model.moe:
+        return Parts(Part.of(sim), emb, out)
+    experts = Folded(Parallelism(tp=tp, dp=world // tp), ep, expert_tp or tp)
+    moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
+                         run.dropout, run.attention, recompute, overlap, True, experts)[0]
+    return Parts(moe_part(run.model, Part.of(sim), Part.of(moe)), emb, out)
+
+
+def moe_part(model, dense: Part, moe: Part) -> Part:
+    """The one layer the bound runs for a model with experts: its MoE layer when every layer
+    carries experts; else, field by field, the smaller time of its dense and MoE layers (a
+    lower bound of either) and the larger activations (the memory never under-counted; the
+    candidates' exact memory is predict's)."""
+    if moe_layers(model) == model.layers:
+        return moe
+    low = [min(a, b) for a, b in zip(dataclasses.astuple(dense), dataclasses.astuple(moe))]
+    return replace(Part(*low), saved_bytes=max(dense.saved_bytes, moe.saved_bytes))
 
 
 def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
@@ -121,15 +145,17 @@ class Stages:
     buckets: tuple            # per g: ((layers, embedding?, output?, params), ...) in order
 
 
-_FLAGS = {"layer": (1, False, False), "embedding": (0, True, False), "output": (0, False, True)}
+_FLAGS = {"layer": (1, False, False), "moe": (1, False, False), "embedding": (0, True, False),
+          "output": (0, False, True)}
 
 
 @memoised(4096)
-def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None) -> tuple:
+def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None,
+                   start: int = 0, experts=None) -> tuple:
     """One chunk's buckets (:func:`tpsim.training.terms.chunk_buckets` over its
-    :func:`~tpsim.training.terms.chunk_units`), each as (layers, embedding?, output?,
-    parameters)."""
-    units = terms.chunk_units(model, tp, n, first, last)
+    :func:`~tpsim.training.terms.chunk_units` from layer ``start``, MoE layers folded as
+    ``experts``), each as (layers, embedding?, output?, parameters)."""
+    units = terms.chunk_units(model, tp, n, first, last, start, experts)
     flags = [_FLAGS[name] for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
                   any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces))
@@ -137,13 +163,15 @@ def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | 
 
 
 @memoised(4096)
-def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int) -> Stages:
+def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int,
+            experts=None) -> Stages:
     """The model split as the simulation splits it (:mod:`tpsim.training.terms`: stage
-    parameters, chunk units and buckets)."""
+    parameters, chunk units and buckets; MoE layers folded as ``experts``)."""
     V = pp * v
-    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g))
-                    for g, n in enumerate(layers))
-    return Stages(layers, terms.stage_params(model, tp, layers, pp, v), buckets)
+    starts = [sum(layers[:g]) for g in range(V)]
+    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g),
+                                   starts[g], experts) for g, n in enumerate(layers))
+    return Stages(layers, terms.stage_params(model, tp, layers, pp, v, experts), buckets)
 
 
 @dataclass(frozen=True)
@@ -209,8 +237,8 @@ def _event_arrays(events: list[list], width: int) -> tuple:
 
 @memoised(4096)
 def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
-          do: bool, opg: bool = False) -> Tail:
-    base = _tail_base(run, tp, pp, dp, v, layers, do, opg)
+          do: bool, opg: bool = False, ep: int = 1, expert_tp: int | None = None) -> Tail:
+    base = _tail_base(run, tp, pp, dp, v, layers, do, opg, ep, expert_tp)
     if not (sp and tp > 1):
         return base
     return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
@@ -229,17 +257,20 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
 
 @memoised(4096)
 def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
-               do: bool, opg: bool = False) -> Tail:
-    """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero)."""
+               do: bool, opg: bool = False, ep: int = 1, expert_tp: int | None = None) -> Tail:
+    """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero); a
+    mixture-of-experts model's MoE layers folded ``ep`` x ``expert_tp``."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
-    st = _stages(model, tp, pp, v, layers, dp)
+    experts = Folded(par, ep, expert_tp or tp) if model.moe else None
+    st = _stages(model, tp, pp, v, layers, dp, experts)
+    shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
     over = terms.overlapped_reduce(True, dp)     # the search keeps overlap_grad_reduce
     scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
              for bs in st.buckets]
-    shards = terms.optimizer_shards(dp, do)
     events, gn, finish, memory = [], [], [], []
     for i, r in enumerate(end_stages(pp)):
+        shards = shares[r] if shares else terms.optimizer_shards(dp, do)
         group, reduced = terms.dp_group(par, r), {}
 
         def reduce(params):

@@ -1,6 +1,6 @@
 """A mixture-of-experts model that tpsim does not price is refused by every pricing command
 with one line and exit 2, never priced as a dense model; what is priced (the training step at
-EP 1, sequence parallel with TP) prints a step."""
+expert parallelism folded, sequence parallel with TP) prints a step."""
 from __future__ import annotations
 
 import pytest
@@ -13,8 +13,8 @@ from tpsim.cli import main
 @pytest.mark.parametrize("argv, says", [
     (["predict", "--model", "mixtral-8x7b", "--tp", "8"], "--sequence-parallel"),
     (["infer", "--model", "qwen3-30b-a3b", "--tp", "2"], "not priced outside the training step"),
-    (["search", "--model", "mixtral-8x7b", "--gpus", "8", "--global-batch", "8"],
-     "not priced outside the training step"),
+    (["search", "--model", "gpt-oss-120b", "--gpus", "8", "--global-batch", "8"],
+     "not priced with biases"),
     (["search", "--model", "deepseek-v3", "--gpus", "8", "--global-batch", "8"],
      "multi-head latent attention is not priced"),
     (["predict", "--model", "deepseek-v3", "--tp", "8", "--sequence-parallel"],

@@ -12,8 +12,8 @@ from .flat_csv import csv_text
 from .formulas import MEMORY, STEP, formula_lines
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
-        "VP: model chunks per stage (interleaved 1F1B); EP, ETP: expert parallelism and " \
-        "expert TP; L a/b: layers on the first/last stage"
+        "VP: model chunks per stage (interleaved 1F1B); L a/b: layers on the first/last stage"
+EXPERT_FLAGS = "EP, ETP: expert parallelism, expert TP (a mixture of experts)"
 
 
 # the functions behind a candidate's numbers: predict's step and memory (the re-pricing), and
@@ -111,7 +111,8 @@ def search_report(result) -> str:
                      f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 2**30:5.1f}GiB "
                      f"{_pct(st.bubble_s, t):>7s} {_pct(st.tp_comm_exposed_s, t):>8s} "
                      f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")
-    lines += [f"  ({FLAGS}; sel/full: recomputation; memory: the fullest stage, GiB = 2^30 bytes; "
+    flags = FLAGS + (f"; {EXPERT_FLAGS}" if result.run.model.moe else "")
+    lines += [f"  ({flags}; sel/full: recomputation; memory: the fullest stage, GiB = 2^30 bytes; "
               "exp.: exposed communication, % of the step)"]
     lines += formula_lines({col: CANDIDATE[key] for col, key in COLUMNS.items()}, "  formula  ")
     if result.candidates:

@@ -112,13 +112,9 @@ def advice(p) -> list[str]:
             out.append("--sequence-parallel splits the norms' and dropouts' activations over TP")
     else:
         out += _time_advice(i, st)
-    if i.experts:           # the search's bound has no mixture-of-experts layer yet
-        out.append("(tpsim search does not price mixture-of-experts models yet: compare layouts "
-                   "with comma lists, e.g. --tp 4,8 --pp 1,2)")
-    else:
-        out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model "
-                   f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
-                   f"{i.global_batch}")
+    out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model "
+               f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
+               f"{i.global_batch}")
     return out
 
 

@@ -3,6 +3,7 @@ bound below predict's step and its memory predict's (every layer carries experts
 ones the brute-force optimum."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -56,3 +57,19 @@ def test_search_finds_the_brute_force_optimum(space):
 def test_a_pinned_ep_that_divides_no_gpus_is_refused():
     with pytest.raises(ConfigError, match="--ep"):
         search("mixtral-8x7b", "dgx-h100", 8, 8, seq_len=1024, pins={"ep": 3})
+
+
+def test_dense_layers_bound_below_the_simulation():
+    """A model whose first layer is dense: the bound counts it as the smaller share of an MoE
+    layer (search.step.bound_layers), never above predict's step."""
+    model = dataclasses.replace(with_overrides(load_model("mixtral-8x7b"), layers=3),
+                                first_dense_layers=1)
+    run = _run(model, "dgx-h100", None, 1024, None, 8)
+    layouts, _ = enumerate_layouts(run.model, run.topo, Space(8, 8), run.seq_len)
+    layouts = [lay for lay in layouts if lay.recompute == "none"]
+    with Workers(run) as w:
+        priced = bound_layouts(w, layouts)
+    for lay, (bound, _, _) in zip(layouts, priced):
+        p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
+                    **lay.predict_kwargs())
+        assert bound <= p.step.time_s * (1 + 1e-9), lay

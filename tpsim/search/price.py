@@ -22,7 +22,7 @@ from operator import attrgetter
 import numpy as np
 
 from ..spec.layout import Layout
-from .step import Run, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
+from .step import Run, bound_layers, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 
@@ -117,8 +117,11 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     parts = [[layer_parts(run, *key) for key in q.parts] for q in pipes]
-    shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
-               for m in q.ms] for q in pipes]
+    shapes = []
+    for q, ps in zip(pipes, parts):
+        timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))
+        shapes.append([(shape_forms(q.p, q.v, m, timed), activation_counts(q.p, q.v, m, q.layers))
+                       for m in q.ms])
     tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, ep, etp)
               for tp, dp, sp, do, opg, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp), q.v)

@@ -30,7 +30,6 @@ of a percent of it (:mod:`tpsim.training.step_bound`). The arithmetic over many 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -70,6 +69,7 @@ class Parts:
     layer: Part
     embedding: Part
     output: Part
+    dense_ratio: float = 1.0   # a dense layer's time as a share of the layer's (moe_parts)
 
     @property
     def saved(self) -> tuple[float, ...]:
@@ -92,17 +92,15 @@ def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                 world: int = 0) -> Parts:
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
     per (tp, micro-batch, SP), which is all they depend on; selective recomputation with
-    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`). A
-    mixture-of-experts model's layer is its MoE layer folded ``ep`` x ``expert_tp`` on a job
-    of ``world`` GPUs (:func:`moe_part`)."""
+    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); with
+    experts, folded ``ep`` x ``expert_tp`` on ``world`` GPUs (:func:`moe_parts`)."""
     return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, ep, expert_tp,
                        world), _layer_parts, run, tp, micro_batch, sp, recompute, overlap, ep,
                       expert_tp, world)
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool, ep: int = 1, expert_tp: int | None = None,
-                 world: int = 0) -> Parts:
+                 overlap: bool, ep: int, expert_tp: int | None, world: int) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
     sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap),
@@ -118,18 +116,27 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     experts = Folded(Parallelism(tp=tp, dp=world // tp), ep, expert_tp or tp)
     moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
                          run.dropout, run.attention, recompute, overlap, True, experts)[0]
-    return Parts(moe_part(run.model, Part.of(sim), Part.of(moe)), emb, out)
+    return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
 
 
-def moe_part(model, dense: Part, moe: Part) -> Part:
-    """The one layer the bound runs for a model with experts: its MoE layer when every layer
-    carries experts; else, field by field, the smaller time of its dense and MoE layers (a
-    lower bound of either) and the larger activations (the memory never under-counted; the
-    candidates' exact memory is predict's)."""
+def moe_parts(model, dense: Part, moe: Part, emb: Part, out: Part) -> Parts:
+    """The bound's parts for a model with experts: its MoE layer; a dense layer counted as
+    ``dense_ratio`` of one (its smaller time ratio: :func:`bound_layers`); the larger
+    activations (exact when every layer carries experts; the candidates' are predict's)."""
     if moe_layers(model) == model.layers:
-        return moe
-    low = [min(a, b) for a, b in zip(dataclasses.astuple(dense), dataclasses.astuple(moe))]
-    return replace(Part(*low), saved_bytes=max(dense.saved_bytes, moe.saved_bytes))
+        return Parts(moe, emb, out)
+    ratio = min(dense.forward_s / moe.forward_s, dense.backward_s / moe.backward_s)
+    return Parts(replace(moe, saved_bytes=max(dense.saved_bytes, moe.saved_bytes)), emb, out,
+                 ratio)
+
+
+def bound_layers(model, layers: tuple[int, ...], ratio: float) -> tuple[float, ...]:
+    """Layers per virtual stage as the bound counts them, in MoE layers: each dense one as
+    ``ratio`` (at most its time over the MoE layer's in every layout): never too long."""
+    if ratio == 1.0 or not model.moe:
+        return layers
+    moe = terms.moe_counts(model, layers)
+    return tuple(n - (n - k) * (1.0 - ratio) for n, k in zip(layers, moe))
 
 
 def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:

@@ -142,7 +142,7 @@ def _time_advice(i, st) -> list[str]:
     if share["tp_comm_exposed_s"] > 0.05:
         if i.tp > 1 and not i.sequence_parallel:
             out.append("--sequence-parallel: reduce-scatter + all-gather instead of all-reduce")
-        elif i.sequence_parallel and not i.tp_comm_overlap:
+        elif i.sequence_parallel and not i.tp_comm_overlap and not i.experts:
             out.append("--tp-comm-overlap hides the TP collectives behind the GEMMs")
     if share["dp_comm_exposed_s"] > 0.05:
         out.append("drop --no-overlap-grad-reduce: reduce the gradients beside the backward"

@@ -48,7 +48,7 @@ ROWS = ("ops[]", "decode_ops[]", "prefill_ops[]", "collectives")   # priced per 
 ECHOED = {"layers", "capacity_bytes", "stage", "optimizer_shards", "micro_batches",
           "global_batch", "pp", "dp", "tp", "virtual_stages", "micro_batch", "steps",
           "hbm_peak_Bps", "first_stage_layers", "last_stage_layers", "ep", "expert_tp",
-          "expert_dp"}
+          "expert_dp", "ep_nodes"}
 
 
 def _stdout(argv: list[str]) -> str:

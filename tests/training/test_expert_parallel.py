@@ -35,6 +35,9 @@ def test_mixtral_on_64_h100s_with_ep8_has_exposed_all_to_alls(mixtral_ep8):
     assert sum(c.count for c in rows) == 6
     st = p.step
     assert 0 < st.ep_comm_exposed_s <= st.tp_comm_exposed_s
+    # ep 8 with expert TP 2 (= tp): ranks 0, 2, ..., 14 of a stage, two DGX nodes
+    assert (p.inputs.ep, p.inputs.expert_tp, p.inputs.expert_dp, p.inputs.ep_nodes) == \
+        (8, 2, 1, 2)
     assert tpsim.predict("mixtral-8x7b", "dgx-h100-ndr-cluster", **MIXTRAL).step \
         .ep_comm_exposed_s == 0
 

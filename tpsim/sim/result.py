@@ -210,6 +210,7 @@ class Inputs:
     ep: int = 1               # expert-parallel degree of the MoE layers
     expert_tp: int = 0        # their experts' TP degree (0: a dense model)
     expert_dp: int = 0        # their expert data parallelism, tp dp / (ep expert_tp) (0: dense)
+    ep_nodes: int = 0         # nodes one EP group spans (1: its all-to-all on NVLink; 0: dense)
 
 
 @dataclass(frozen=True)

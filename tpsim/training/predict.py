@@ -249,14 +249,17 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   distributed_optimizer=lay.distributed_optimizer,
                   overlap_grad_reduce=lay.overlap_grad_reduce,
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
-                  **_expert_inputs(experts_of(m, lay, par)))
+                  **_expert_inputs(experts_of(m, lay, par), topo))
 
 
-def _expert_inputs(experts: Folded | None) -> dict:
-    """The Inputs' ep, expert_tp and expert_dp (a dense model: its defaults)."""
+def _expert_inputs(experts: Folded | None, topo: Topology) -> dict:
+    """The Inputs' ep, expert_tp, expert_dp and ep_nodes: the nodes one EP group spans, as
+    its placement finds them (a dense model: the defaults)."""
     if experts is None:
         return {}
-    return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp}
+    spans = topo.place(experts.group("ep")).inter_node
+    return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp,
+            "ep_nodes": spans[-1].units if spans else 1}
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

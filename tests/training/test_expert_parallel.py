@@ -92,3 +92,32 @@ def test_cli_refuses_a_bad_ep_in_one_line():
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "--ep" in r.stderr
+
+
+def test_a_bucket_reduces_dense_grads_over_dp_and_expert_grads_over_expert_dp():
+    """Megatron-core's separate expert buffers: a bucket of P parameters, X of them routed
+    experts', runs collective(P - X) on DP then collective(X) on expert DP; no expert
+    collective when expert DP is one rank; the dense-only bucket as before."""
+    calls = []
+
+    def collective(n, group):
+        calls.append((n, group.name))
+        return 1.0
+    f = fold(Parallelism(tp=1, dp=8), 4, 1, 8)
+    dp, edp = f.group("dp"), f.group("edp")
+    assert terms.dp_and_expert_s(collective, 100, 60, dp, edp) == 2.0
+    assert calls == [(40, "dp"), (60, "edp")]
+    calls.clear()
+    one = fold(Parallelism(tp=1, dp=8), 8, 1, 8)
+    assert terms.dp_and_expert_s(collective, 100, 60, dp, one.group("edp")) == 1.0
+    assert calls == [(40, "dp")]
+    calls.clear()
+    assert terms.dp_and_expert_s(collective, 100, 0, dp, None) == 1.0 and calls == [(100, "dp")]
+
+
+def test_expert_units_only_when_folded():
+    m = load_model("mixtral-8x7b")
+    assert terms.expert_unit_params(m, 2, None) == 0
+    assert terms.expert_unit_params(m, 2, fold(Parallelism(tp=2, dp=4), 1, 2, 8)) == 0
+    assert terms.expert_unit_params(m, 2, fold(Parallelism(tp=2, dp=4), 4, 1, 8)) == \
+        expert_params(m, 4, 1)

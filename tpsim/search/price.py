@@ -22,7 +22,8 @@ from operator import attrgetter
 import numpy as np
 
 from ..spec.layout import Layout
-from .step import Run, bound_layers, layer_parts, p2p_bytes, p2p_times, stage_layers, _tail
+from .p2p import p2p_bytes, p2p_times
+from .step import Run, bound_layers, layer_parts, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 

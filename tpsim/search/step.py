@@ -161,11 +161,13 @@ def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | 
                    start: int = 0, experts=None) -> tuple:
     """One chunk's buckets (:func:`tpsim.training.terms.chunk_buckets` over its
     :func:`~tpsim.training.terms.chunk_units` from layer ``start``, MoE layers folded as
-    ``experts``), each as (layers, embedding?, output?, parameters)."""
+    ``experts``), each as (layers, embedding?, output?, parameters, of them routed experts')."""
     units = terms.chunk_units(model, tp, n, first, last, start, experts)
     flags = [_FLAGS[name] for name, _, _ in units]
+    ex = [terms.expert_unit_params(model, tp, experts) * (name == "moe") for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
-                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces))
+                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces),
+                  sum(ex[i] * k for i, k in pieces))
                  for pieces in terms.chunk_buckets(units, size))
 
 
@@ -224,7 +226,7 @@ def _events(st: Stages, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
         keep = range(nb) if nb <= BUCKET_EVENTS else \
             {round(q * (nb - 1) / (BUCKET_EVENTS - 1)) for q in range(BUCKET_EVENTS)}
         for j in range(nb - 1, -1, -1):
-            after += reduce(bs[j][3])
+            after += reduce(bs[j][3], bs[j][4])
             if j in keep:
                 later = bs[j + 1:]
                 out.append((i * v + c, sum(b[0] for b in later), sum(b[1] for b in later),
@@ -279,37 +281,45 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     for i, r in enumerate(end_stages(pp)):
         shards = shares[r] if shares else terms.optimizer_shards(dp, do)
         group, reduced = terms.dp_group(par, r), {}
+        egroup = terms.expert_dp_group(experts, r) if experts else None
 
-        def reduce(params):
-            t = reduced.get(params)
+        def reduce(params, expert):
+            t = reduced.get((params, expert))
             if t is None:
-                t = reduced[params] = terms.grad_reduce_s(params, dtype, do, group, price)
+                t = reduced[params, expert] = terms.dp_and_expert_s(
+                    lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
+                    expert, group, egroup)
             return t
         events.append(_events(st, scale, reduce, pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
         t = terms.optimizer_s(local, shards, dtype, dev)
-        gather = terms.param_gather_s(local, dtype, do, group, price)
-        finish.append(t if gather is None or terms.overlapped_gather(opg, do, dp) else
-                      t + gather)
+        expert = sum(b[4] for bs in st.buckets[r::pp] for b in bs)
+        gather = terms.dp_and_expert_s(
+            lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,
+            group, egroup) if do else 0.0
+        finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards).total_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
                 np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
                 np.array(memory), not over,
-                *(_first_gathers(st, dtype, par, price) if terms.overlapped_gather(opg, do, dp)
-                  else ()))
+                *(_first_gathers(st, dtype, par, price, experts)
+                  if terms.overlapped_gather(opg, do, dp) else ()))
 
 
-def _first_gathers(st: Stages, dtype: str, par: Parallelism, price) -> tuple:
+def _first_gathers(st: Stages, dtype: str, par: Parallelism, price, experts=None) -> tuple:
     """Stage 0 chunk 0's overlapped all-gathers in forward order (its gradient buckets
-    reversed, as :func:`tpsim.training.step._gathers` issues them from the step's start): each
+    reversed, as :func:`tpsim.training.step_gather.gathers` issues them from the step's start): each
     bucket's end G_k and the (layers, embedding, output layer) forwards before it."""
     group, end, head, ends, heads = terms.dp_group(par, 0), 0.0, np.zeros(3), [], []
-    for n, e, o, params in reversed(st.buckets[0]):
-        end += terms.param_gather_s(params, dtype, True, group, price)
+    egroup = terms.expert_dp_group(experts, 0) if experts else None
+    for n, e, o, params, expert in reversed(st.buckets[0]):
+        end += terms.dp_and_expert_s(
+            lambda k, grp: terms.param_gather_s(k, dtype, True, grp, price), params, expert,
+            group, egroup)
         ends.append(end)
         heads.append(head.copy())
         head += (n, e, o)
@@ -354,46 +364,3 @@ def pricer(run: Run) -> terms.Price:
 
 def _collective_s(op: str, nbytes: float, group, topo) -> float:
     return group_collective(op, nbytes, group, topo).time_s
-
-
-@memoised(4096)
-def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
-    """The distinct placements among the stage pairs (j, j + 1) and the wrap (p - 1, 0), as
-    (span key, placement), and each pair's index among them."""
-    par, topo = Parallelism(tp=tp, pp=pp, dp=dp), run.topo
-    places: dict = {}
-    at = []
-    for a, b in [(j, j + 1) for j in range(pp - 1)] + [(pp - 1, 0)]:
-        place = terms.pair_place(par, topo, a, b)
-        at.append(places.setdefault(_span_key(place), (len(places), place))[0])
-    return tuple((key, place) for key, (_, place) in places.items()), np.array(at)
-
-
-@memoised(65536)
-def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.ndarray:
-    """The step-bound variables c (c[j]: one transfer of ``nbytes`` between stages j and
-    j + 1; c[p - 1]: the last stage to the first) and cin (:func:`inner_transfer`); each
-    :func:`tpsim.cost.collectives.send_recv_time`, memoised per size and the pair's placement
-    (every pair of stages on the same levels costs the same)."""
-    if pp == 1:
-        return np.zeros(2)
-    places, at = _pairs(run, tp, pp, dp)
-    c = np.array([_TIMES.get((run, "send-recv", nbytes, key), terms.p2p_s, nbytes, place,
-                             run.topo) for key, place in places])[at]
-    return np.concatenate([c, inner_transfer(c, pp, v)])
-
-
-def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool) -> float:
-    """One stage boundary's activation (:func:`tpsim.training.terms.p2p_bytes`)."""
-    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len, run.dtype, sp)
-
-
-def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:
-    """cin[k]: the shorter transfer on the pairs stage k's p2p batches use."""
-    if p == 1:
-        return np.zeros(1)
-    inner = c[:p - 1]
-    out = np.minimum(np.concatenate([[np.inf], inner]), np.concatenate([inner, [np.inf]]))
-    if v > 1:                     # the first and last stage also use the wrap
-        out[[0, -1]] = np.minimum(out[[0, -1]], c[p - 1])
-    return out

@@ -106,14 +106,15 @@ def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int
     tied embeddings: the embedding serves as it when the stage is also the first, pp = 1),
     the layers (layer_params each), the embedding (embedding_params) on the first. A model
     with experts has its layers as runs of ``"layer"`` (dense) and ``"moe"`` units
-    (:func:`~tpsim.spec.model_params.moe_layer_params` each: :func:`reduced_moe_params`
-    with the ``experts``' folding), last layer first."""
+    (:func:`~tpsim.spec.model_params.moe_layer_params` each, with the ``experts``' folding),
+    last layer first."""
     units = dpm.gradient_units(layers, model.layer_params(tp),
                                model.embedding_params(tp) if first else None,
                                model.output_params(tp, first) if last else None)
     if not model.moe or not layers:
         return units
-    runs, moe_params = [], reduced_moe_params(model, tp, experts)
+    ep, etp, _, _ = folded_experts(experts, tp)
+    runs, moe_params = [], moe_layer_params(model, tp, ep, etp)
     for i in range(start + layers - 1, start - 1, -1):
         name = "moe" if is_moe_layer(model, i) else "layer"
         if runs and runs[-1][0] == name:
@@ -131,22 +132,29 @@ def folded_experts(experts, tp: int) -> tuple[int, int, int, int]:
     return experts.ep, experts.etp, experts.edp, experts.parallelism.dp
 
 
-def reduced_moe_params(model, tp: int, experts=None) -> int:
-    """One MoE layer's gradients as the DP reduction carries them, parameters per rank.
-    Megatron-core reduces the routed experts' gradients over the expert-DP group (edp ranks,
-    :mod:`tpsim.spec.folding`), the rest over DP (d ranks); both are priced here on the DP
-    group, the experts' counted at the ring's bandwidth share of edp over d's:
+def expert_unit_params(model, tp: int, experts) -> int:
+    """One MoE layer's routed-expert parameters per rank that Megatron-core reduces over
+    expert DP (:func:`~tpsim.spec.model_params.expert_params`) when folded (ep > 1 or expert
+    TP other than tp); else 0 (reduced with the rest over DP)."""
+    ep, etp, _, _ = folded_experts(experts, tp)
+    return expert_params(model, ep, etp) if experts is not None and (ep > 1 or etp != tp) else 0
 
-        moe_layer_params(tp, ep, etp) - X + X ((edp - 1)/edp) / ((d - 1)/d)
 
-    X = :func:`~tpsim.spec.model_params.expert_params`: none when edp = 1, all when edp = d.
-    (An approximation: the two groups' placements may differ.)"""
-    ep, etp, edp, dp = folded_experts(experts, tp)
-    full = moe_layer_params(model, tp, ep, etp)
-    if experts is None or edp == dp or dp == 1:
-        return full
-    x = expert_params(model, ep, etp)
-    return full - x + round(x * ((edp - 1) / edp) / ((dp - 1) / dp))
+def expert_dp_group(experts, stage: int) -> Group:
+    """The expert-DP group of pipeline stage ``stage`` (:mod:`tpsim.spec.folding`)."""
+    return experts.group("edp", first=stage * experts.parallelism.stride("pp"))
+
+
+def dp_and_expert_s(collective: Callable, params: float, expert: float, group: Group,
+                    expert_group: Group | None) -> float:
+    """A bucket's DP collective, ``collective(params, group)`` seconds (0 or None: none):
+    of its parameters other than the routed experts' on the DP group, then of its ``expert``
+    parameters on the expert-DP group (Megatron-core's separate expert buffers), one after the
+    other on the DP stream; the first alone without experts."""
+    if not expert:
+        return collective(params, group) or 0.0
+    t = collective(params - expert, group) or 0.0 if params > expert else 0.0
+    return t + (collective(expert, expert_group) or 0.0 if expert_group.size > 1 else 0.0)
 
 
 def optimizer_shares(model, tp: int, dp: int, params: int, moe_layers: int, experts,

@@ -2,22 +2,16 @@
 forwards (Megatron-core's --overlap-param-gather), for :mod:`tpsim.training.step`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import terms
 
-if TYPE_CHECKING:
-    from ..cluster.topology import Topology
-    from .step import StepSetup
 
-
-def gathering(setup: StepSetup) -> bool:
+def gathering(setup) -> bool:
     """The weight all-gather runs beside the first forwards (:func:`terms.overlapped_gather`)."""
     return terms.overlapped_gather(setup.overlap_param_gather, setup.distributed_optimizer,
                                    setup.parallelism.dp)
 
 
-def gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
+def gathers(g, setup, topo) -> list[dict] | None:
     """Megatron-core's overlapped weight all-gather (--overlap-param-gather, steady state):
     the gather of the weights the last step's optimizer updated runs at this step's start on
     each stage's DP stream, chunk by chunk and, in a chunk, bucket by bucket in forward order
@@ -48,7 +42,7 @@ def gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
     return out
 
 
-def _forward_buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int, int]]:
+def _forward_buckets(setup, stage: int, chunk: int) -> list[tuple[float, int, int]]:
     """(forward seconds, parameters, of them routed experts') of each of a chunk's buckets in
     forward order (the gradient buckets of :func:`tpsim.training.terms.chunk_buckets`,
     reversed)."""

@@ -60,7 +60,8 @@ with s.paused_gc():
         t1 = time.process_time()
         for lay in layouts:
             search_step.layer_parts(run, lay.tp, lay.micro_batch, lay.sequence_parallel,
-                                    lay.recompute, lay.tp_comm_overlap)
+                                    lay.recompute, lay.tp_comm_overlap, lay.ep, lay.expert_tp,
+                                    lay.tp * lay.pp * lay.dp)
         t2 = time.process_time()
         priced = s.bound_layouts(w, layouts)
         t3 = time.process_time()

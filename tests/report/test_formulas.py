@@ -47,7 +47,8 @@ ROWS = ("ops[]", "decode_ops[]", "prefill_ops[]", "collectives")   # priced per 
 # numbers a section echoes from its settings, the model or the device rather than computes
 ECHOED = {"layers", "capacity_bytes", "stage", "optimizer_shards", "micro_batches",
           "global_batch", "pp", "dp", "tp", "cp", "virtual_stages", "micro_batch", "steps",
-          "hbm_peak_Bps", "first_stage_layers", "last_stage_layers", "zero"}
+          "hbm_peak_Bps", "first_stage_layers", "last_stage_layers", "zero", "ep", "expert_tp",
+          "expert_dp", "ep_nodes"}
 
 
 def _stdout(argv: list[str]) -> str:

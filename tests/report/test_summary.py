@@ -48,6 +48,9 @@ def test_tp_overlap_advice_only_when_off():
     assert "FITS" in prediction_summary(p)
 
 
-def test_no_search_advice_for_a_model_the_search_refuses():
+def test_search_advice_and_no_tp_overlap_for_a_mixture_of_experts():
+    """The search prices MoE models (their EP enumerated); TP overlap is refused with
+    experts, so it is never advised."""
     text, p = _advice(model="mixtral-8x7b", tp=8, sequence_parallel=True)
-    assert p.inputs.experts == 8 and "tpsim search --model" not in text and "--tp 4,8" in text
+    assert p.inputs.experts == 8 and "tpsim search --model mixtral-8x7b" in text
+    assert "--tp-comm-overlap" not in text

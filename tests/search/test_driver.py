@@ -11,7 +11,7 @@ from tpsim.spec.model import load_model, with_overrides
 from tpsim.training.predict import predict
 from tpsim.layer.recompute import RECOMPUTE
 from tpsim.search.driver import (REASONS, Space, bound_layouts, enumerate_layouts,
-                          equivalent, search, _run)
+                                 equivalent, search, _run)
 from tpsim.search.pins import divisors
 from tpsim.search.jobs import Workers
 
@@ -105,7 +105,7 @@ def test_uneven_splits_with_virtual_stages_are_enumerated_and_run():
     """One or two layers per model chunk fewer on the end stages, every stage's layers a
     multiple of v (Megatron-core): 126 layers on 16 stages of 2 chunks: 6 + 14 x 8 + 8 and
     8 + 14 x 8 + 6; each split the search yields, predict accepts."""
-    from tpsim.search.driver import _splits
+    from tpsim.search.space import _splits
     from tpsim.training.pipeline import split_layers
     assert set(_splits(126, 16, 2, True)) == {(6, 8), (8, 6)}
     assert list(_splits(126, 16, 1, True)) == [(6, 8), (7, 7), (8, 6)]     # as before

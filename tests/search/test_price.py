@@ -11,7 +11,7 @@ from tpsim.search.price import activation_counts
 from tpsim.training.stage_program import Program, chunk_counts
 from tpsim.training.step_bound import _build, affine_base, bound_ends, end_stages, shape_forms
 from tpsim.training.step_graph import StepGraph
-from tpsim.search.step import inner_transfer
+from tpsim.search.p2p import inner_transfer
 
 
 def simulate_ends(p, v, m, layers, t, scale, c):

@@ -78,17 +78,14 @@ def test_bad_values_name_their_flag(kw, flag):
 
 
 @pytest.mark.parametrize("kw, flag", [
-    (dict(ep=2), "--ep"), (dict(expert_tp=2), "--expert-tp"),
     (dict(ep=0), "--ep"), (dict(zero=True), "--zero"),
 ])
-def test_features_ahead_of_their_model_are_refused(kw, flag):
-    with pytest.raises(ConfigError, match=flag) as e:
+def test_bad_parallel_values_are_refused(kw, flag):
+    with pytest.raises(ConfigError, match=flag):
         Layout(**kw)
-    if not isinstance(list(kw.values())[0], bool) and list(kw.values())[0] > 0:
-        assert "not modelled yet" in str(e.value)
     with pytest.raises(ConfigError, match=flag):
         tpsim.predict("gpt3", "dgx-h100", **kw)
-    assert Layout(ep=1, expert_tp=1, cp=1, zero=0) == Layout()
+    assert Layout(ep=1, cp=1, zero=0) == Layout()
 
 
 def test_replace_checks_again():
@@ -196,10 +193,10 @@ def test_the_command_line_builds_the_same_layout():
                          dropout=0.0)
 
 
-def test_command_line_refuses_an_unmodelled_feature(capsys):
+def test_command_line_refuses_expert_flags_on_a_dense_model(capsys):
     assert main(["predict", "--model", "gpt3-1.3b", "--expert-tp", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--expert-tp" in err and "not modelled yet" in err
+    assert err.count("\n") == 1 and "--expert-tp" in err and "has no experts" in err
     assert main(["predict", "--model", "gpt3-1.3b", "--cp", "1", "--zero", "0"]) == 0
 
 

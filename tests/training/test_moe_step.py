@@ -129,7 +129,7 @@ def test_refusals_that_remain():
     with pytest.raises(ConfigError, match="--attention"):
         predict("deepseek-v3", "dgx-h100", tp=8, sequence_parallel=True, attention="unfused")
     with pytest.raises(ConfigError, match="--ep"):
-        predict("mixtral-8x7b", "dgx-h100", tp=8, ep=2, sequence_parallel=True)
+        predict("mixtral-8x7b", "dgx-h100", tp=8, ep=3, sequence_parallel=True)
     with pytest.raises(ConfigError, match="--sequence-parallel"):
         predict("mixtral-8x7b", "dgx-h100", tp=8)
     with pytest.raises(TpsimError, match="not priced with biases"):

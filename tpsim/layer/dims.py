@@ -41,6 +41,9 @@ class Dims:
     dn: int = 0         # query/key width per head without rotary
     dr: int = 0         # rotary width per head
     dv: int = 0         # value width per head
+    ep: int = 1         # expert-parallel degree: experts / ep of them on this rank
+    etp: int = 0        # expert TP with the all-to-all dispatcher (tpsim.layer.moe_ep); 0: none
+    load: float = 1.0   # tokens of the busiest expert over the mean, after any capacity drop
 
     @property
     def bpe(self) -> int:

@@ -28,7 +28,7 @@ from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
 from .mla import mla_bwd, mla_fwd
-from .moe import moe_bwd, moe_fwd
+from .moe_ep import slot_bwd, slot_fwd, slot_groups
 from .ops import Attention
 from .recompute import apply_recompute
 from .template import Builder, Template
@@ -117,13 +117,14 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
 def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 0) -> str:
     """MLP: column-parallel fc1 (SwiGLU: gate and up in one GEMM of width 2f, as Megatron-core's
     linear_fc1), the fused activation, row-parallel fc2; ``moe``: the mixture-of-experts slot
-    instead (:mod:`tpsim.layer.moe`; 2: with shared experts)."""
+    instead (:mod:`tpsim.layer.moe`; 2: with shared experts; an
+    :class:`~tpsim.layer.moe_ep.Alltoall`: the all-to-all dispatcher)."""
     B.block = "mlp"
     skip = x
     if not bare:
         x = _norm_fwd(B, "fwd.norm2", x)
     if moe:
-        x = moe_fwd(B, x, swiglu, moe == 2)
+        x = slot_fwd(B, x, swiglu, moe)
         return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
     n_in = 2 if swiglu else 1
     x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
@@ -202,7 +203,7 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
     if not bare:
         grad = _bias_dropout_add_bwd(B, 2, grad, dropout)
     if moe:
-        x = moe_bwd(B, grad, swiglu, moe == 2)
+        x = slot_bwd(B, grad, swiglu, moe)
         return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
     dgrad, _ = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad, bias)
     n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
@@ -271,9 +272,9 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
     if "attention" in blocks:
         x = _attention_bwd(B, x, bare, attention, drop, bias, cp, mla)
     apply_recompute(B, recompute)
-    return B.compile({"tp": 2 if tp_group else 1, **group_sizes(cp[0], cp[2])}, blocks=blocks,
-                     bare=bare,
-                     attention=attention, recompute=recompute, **({"moe": moe} if moe else {}),
+    groups = {"tp": 2 if tp_group else 1, **group_sizes(cp[0], cp[2]), **slot_groups(moe)}
+    return B.compile(groups, blocks=blocks, bare=bare, attention=attention, recompute=recompute,
+                     **({"moe": moe} if moe else {}),
                      **({"cp": cp[0], "cp_comm": cp[1], "cp_a2a": cp[2]} if cp[0] > 1 else {}))
 
 

@@ -55,13 +55,12 @@ class InferDims(Dims):
     """:class:`~tpsim.layer.graph.Dims` of one serving step: ``dtype`` is the GEMMs' (weights'),
     ``act_dtype`` the activations' between kernels (``bpe`` follows it), ``kv_dtype`` the
     cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included);
-    ``ep``: the expert-parallel degree (``experts`` is then the E / ep local ones,
+    Dims' ``ep``: the expert-parallel degree (``experts`` is then the E / ep local ones,
     :mod:`tpsim.layer.infer_moe`); ``window``: the layer's sliding attention window (0: full
     attention), which bounds the keys each query attends to."""
     kv_len: int = 0
     act_dtype: str = "bf16"
     kv_dtype: str = "bf16"
-    ep: int = 1
     window: int = 0
 
     @property
@@ -104,9 +103,9 @@ def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype:
                    fe=model.expert_ffn_hidden // tp, fs=shared // tp)
     elif ep > 1:
         raise ConfigError("--ep", "", f"1: {model.name} has no experts", ep)
-    base = dataclasses.replace(dims, **moe)
+    base = dataclasses.replace(dims, ep=ep, **moe)
     return InferDims(**dataclasses.asdict(base), kv_len=kv_len, act_dtype=act_dtype,
-                     kv_dtype=kv_dtype, ep=ep)
+                     kv_dtype=kv_dtype)
 
 
 def prefill_attention(d: InferDims) -> Attention:

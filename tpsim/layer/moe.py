@@ -44,50 +44,60 @@ from .linears import fp8_cast, gathered_input
 from .template import Builder
 
 
+def local_experts(d: Dims) -> int:
+    """E_l = E / ep: the routed experts on this rank."""
+    return d.experts // d.ep
+
+
 def routed_per_expert(d: Dims) -> int:
-    """m_e = ceil(T k / E): tokens each expert receives from a balanced router."""
+    """m_e = ceil(T k / E): tokens each expert receives from a balanced router; with the
+    all-to-all dispatcher (:mod:`tpsim.layer.moe_ep`) ceil(T_n k etp ep load / E), the tokens
+    of the etp ep ranks whose experts it serves, at the busiest expert's load."""
+    if d.etp:
+        return max(1, math.ceil(d.Tn * d.topk * d.etp * d.ep * d.load / d.experts))
     return max(1, math.ceil(d.T * d.topk / d.experts))
 
 
 def routed_rows(d: Dims) -> int:
     """R = m_e E_l: rows of the permuted tokens the local experts work on."""
-    return routed_per_expert(d) * d.experts
+    return routed_per_expert(d) * local_experts(d)
 
 
-def _grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> str:
+def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> str:
     """A grouped GEMM of the local experts, ``size(d)`` -> (m, n, k) per expert, E_l groups of
     equal size in one kernel (``Gemm.batch``)."""
-    return B.gemm(name, lambda d: (*size(d), d.experts), deps, saved=saved,
+    return B.gemm(name, lambda d: (*size(d), local_experts(d)), deps, saved=saved,
                   forward_of=forward_of, linear=True)
 
 
-def _grouped_bwd(B: Builder, name: str, size, grad) -> str:
+def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     """dgrad (m x n) @ (n x k) and wgrad (k x m) @ (m x n), per expert, the weight gradients
     accumulated into fp32 (as :func:`tpsim.layer.linears.linear_backward`); returns dgrad."""
     fwd = f"fwd.{name}"
-    grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * d.experts, size(d)[1]), grad)
+    grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
+                                                      size(d)[1]), grad)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
-                                                    d.experts), (grad,), forward_of=fwd,
+                                                    local_experts(d)), (grad,), forward_of=fwd,
                    linear=True)
-    B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], d.experts, True),
-           (grad,), forward_of=fwd, linear=True)
+    B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], local_experts(d),
+                                           True), (grad,), forward_of=fwd, linear=True)
     return dgrad
 
 
-def _fc1(n_in: int):
+def fc1_size(n_in: int):
     return lambda d: (routed_per_expert(d), n_in * d.fe, d.h)
 
 
-def _fc2(d: Dims):
+def fc2_size(d: Dims):
     return routed_per_expert(d), d.h, d.fe
 
 
-def _tokens(d: Dims):
+def gathered_tokens(d: Dims):
     """The gathered T x h tokens, in the activations' dtype."""
     return d.T * d.h * d.bpe, (d.T, d.h), d.dtype
 
 
-def _router_fwd(B: Builder, x) -> tuple[str, str]:
+def router_fwd(B: Builder, x) -> tuple[str, str]:
     router = B.gemm("fwd.router", lambda d: (d.Tn, d.experts, d.h), (x,),
                     saved=lambda d: d.Tn * d.h * d.bpe)
     topk = B.eltwise("fwd.router.topk", lambda d: (d.Tn, d.experts, d.Tn * d.experts * (d.bpe + 4)
@@ -96,7 +106,7 @@ def _router_fwd(B: Builder, x) -> tuple[str, str]:
     return router, topk
 
 
-def _shared_fwd(B: Builder, tokens, n_in: int) -> str:
+def shared_fwd(B: Builder, tokens, n_in: int) -> str:
     x = B.gemm("fwd.shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), (tokens,), linear=True)
     x = B.eltwise("fwd.shared.act", lambda d: (d.T, d.fs, (n_in + 1) * d.T * d.fs * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.fs * d.bpe)
@@ -107,36 +117,36 @@ def _shared_fwd(B: Builder, tokens, n_in: int) -> str:
 def moe_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     """The slot's forward from the norm's output ``x``; see the module docstring."""
     n_in = 2 if swiglu else 1
-    _, topk = _router_fwd(B, x)
-    tokens = B.collective("fwd.moe.all-gather", "all-gather", (x,), size=_tokens) if B.sp else x
+    _, topk = router_fwd(B, x)
+    tokens = B.collective("fwd.moe.all-gather", "all-gather", (x,), size=gathered_tokens) if B.sp else x
     x = B.eltwise("fwd.moe.permute", lambda d: (routed_rows(d), d.h, 2 * routed_rows(d) * d.h
                                                 * d.bpe), (tokens, topk),
                   saved=lambda d: routed_rows(d) * d.h * d.bpe)
-    x = _grouped(B, "fwd.experts.fc1", _fc1(n_in), (x,))
+    x = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (x,))
     x = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
                                                 * d.fe * d.bpe), (x,),
                   saved=lambda d: n_in * routed_rows(d) * d.fe * d.bpe)
-    x = _grouped(B, "fwd.experts.fc2", _fc2, (x,), saved=lambda d: routed_rows(d) * d.fe * d.bpe)
+    x = grouped(B, "fwd.experts.fc2", fc2_size, (x,), saved=lambda d: routed_rows(d) * d.fe * d.bpe)
     x = B.eltwise("fwd.moe.unpermute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe
                                                   + d.T * d.topk * 4), (x, topk),
                   saved=lambda d: routed_rows(d) * d.h * d.bpe)
     if shared:
-        s = _shared_fwd(B, tokens, n_in)
+        s = shared_fwd(B, tokens, n_in)
         x = B.eltwise("fwd.shared.add", lambda d: (d.T, d.h, 3 * d.T * d.h * d.bpe), (x, s))
     op = sp_reduce_op(B.sp)
-    return B.collective(f"fwd.moe.{op}", op, (x,), size=_tokens)
+    return B.collective(f"fwd.moe.{op}", op, (x,), size=gathered_tokens)
 
 
 def _shared_bwd(B: Builder, grad, n_in: int) -> str:
-    x = _dense_bwd(B, "shared.fc2", lambda d: (d.T, d.h, d.fs), grad)
+    x = dense_bwd(B, "shared.fc2", lambda d: (d.T, d.h, d.fs), grad)
     x = B.eltwise("bwd.shared.act", lambda d: (d.T, d.fs, (1 + 2 * n_in) * d.T * d.fs * d.bpe),
                   (x,), forward_of="fwd.shared.act")
     inputs = (B.collective("bwd.shared.all-gather", "all-gather", (grad,),
                            forward_of="fwd.moe.all-gather", size=gathered_input),) if B.sp else ()
-    return _dense_bwd(B, "shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), x, inputs)
+    return dense_bwd(B, "shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), x, inputs)
 
 
-def _dense_bwd(B: Builder, name: str, size, grad, wgrad_deps=(), linear=True) -> str:
+def dense_bwd(B: Builder, name: str, size, grad, wgrad_deps=(), linear=True) -> str:
     """dgrad and wgrad of one (not grouped) GEMM of the slot; returns dgrad. ``linear=False``:
     in the activations' dtype, no fp8 cast (the router)."""
     fwd = f"fwd.{name}"
@@ -156,16 +166,16 @@ def moe_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     op = sp_reduce_op(B.sp)
     if B.sp:
         grad = B.collective("bwd.moe.all-gather", "all-gather", (grad,),
-                            forward_of=f"fwd.moe.{op}", size=_tokens)
+                            forward_of=f"fwd.moe.{op}", size=gathered_tokens)
     x = B.eltwise("bwd.moe.unpermute", lambda d: (routed_rows(d), d.h, d.T * d.h * d.bpe
                                                   + 2 * routed_rows(d) * d.h * d.bpe), (grad,),
                   forward_of="fwd.moe.unpermute")
     probs = x
-    x = _grouped_bwd(B, "experts.fc2", _fc2, x)
+    x = grouped_bwd(B, "experts.fc2", fc2_size, x)
     x = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
                                                 * routed_rows(d) * d.fe * d.bpe), (x,),
                   forward_of="fwd.experts.act")
-    x = _grouped_bwd(B, "experts.fc1", _fc1(n_in), x)
+    x = grouped_bwd(B, "experts.fc1", fc1_size(n_in), x)
     x = B.eltwise("bwd.moe.permute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe),
                   (x,), forward_of="fwd.moe.permute")
     if shared:
@@ -173,13 +183,19 @@ def moe_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
         x = B.eltwise("bwd.shared.add", lambda d: (d.T, d.h, 3 * d.T * d.h * d.bpe), (x, s),
                       forward_of="fwd.shared.add")
     if B.sp:
-        x = B.collective("bwd.moe.reduce-scatter", "reduce-scatter", (x,), size=_tokens,
+        x = B.collective("bwd.moe.reduce-scatter", "reduce-scatter", (x,), size=gathered_tokens,
                          forward_of="fwd.moe.all-gather")
     else:
-        x = B.collective("bwd.moe.all-reduce", "all-reduce", (x,), size=_tokens)
+        x = B.collective("bwd.moe.all-reduce", "all-reduce", (x,), size=gathered_tokens)
+    return router_bwd(B, probs, x)
+
+
+def router_bwd(B: Builder, probs, x) -> str:
+    """The router's backward from the probabilities' gradient ``probs`` (top-k, dgrad, wgrad)
+    and the sum of its input gradient with the experts' ``x``."""
     r = B.eltwise("bwd.router.topk", lambda d: (d.Tn, d.experts, 3 * d.Tn * d.experts * 4),
                   (probs,), forward_of="fwd.router.topk")
-    r = _dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False)
+    r = dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False)
     return B.eltwise("bwd.router.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (x, r),
                      forward_of="fwd.router")
 

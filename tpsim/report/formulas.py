@@ -23,6 +23,7 @@ from ..spec.model import ModelConfig
 from ..training import step_accounting as accounting
 from ..training.predict import predict
 from ..training import energy, terms
+from ..training.expert_comm import group_exposed_s
 from ..training.flops import megatron_flops
 
 
@@ -44,7 +45,8 @@ STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times
                 (terms.p2p_bytes, ("p2p_bytes",)),
                 (megatron_flops, ("megatron_tflops_per_gpu",
                                   "megatron_full_square_tflops_per_gpu")),
-                (energy.step_energy_j, ("energy_j",)), (energy.step_cost_usd, ("cost_usd",)))
+                (energy.step_energy_j, ("energy_j",)), (energy.step_cost_usd, ("cost_usd",)),
+                (group_exposed_s, ("ep_comm_exposed_s",)))
 STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                                   "total_bytes", "fits")),

@@ -14,6 +14,7 @@ from .formulas import MEMORY, STEP, formula_lines
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
         "VP: model chunks per stage (interleaved 1F1B); L a/b: layers on the first/last stage"
+EXPERT_FLAGS = "EP, ETP: expert parallelism, expert TP (a mixture of experts)"
 
 
 # the functions behind a candidate's numbers: predict's step and memory (the re-pricing), and
@@ -32,10 +33,13 @@ SEARCH = qualname(search)
 
 
 def layout_label(lay) -> str:
-    """TP8 CP2 PP4 VP8 DP16 mb2 SP TPO DO sel (and L a/b for an uneven first/last stage)."""
+    """TP8 CP2 PP4 VP8 DP16 EP8 ETP1 mb2 SP TPO DO sel (CP: context parallelism, when above 1;
+    EP, ETP: a mixture of experts' ep and expert TP, when not 1 and tp; and L a/b for an uneven
+    first/last stage)."""
     parts = [f"TP{lay.tp}"] + ([f"CP{lay.cp}"] if lay.cp > 1 else []) + [f"PP{lay.pp}"] + (
         [f"VP{lay.virtual_stages}"] if lay.virtual_stages > 1 else [])
-    parts += [f"DP{lay.dp}", f"mb{lay.micro_batch}"]
+    parts += [f"DP{lay.dp}"] + ([f"EP{lay.ep}"] if lay.ep > 1 else []) + \
+        ([f"ETP{lay.expert_tp}"] if lay.expert_tp is not None else []) + [f"mb{lay.micro_batch}"]
     parts += [name for name, on in (("SP", lay.sequence_parallel), ("TPO", lay.tp_comm_overlap),
                                     ("DO", lay.distributed_optimizer),
                                     (f"Z{lay.zero}", lay.zero > 1)) if on]
@@ -59,6 +63,10 @@ def predict_command(result, lay) -> str:
         args.append(f"--nodes {result.nodes}")
     if lay.virtual_stages > 1:
         args.append(f"--virtual-stages {lay.virtual_stages}")
+    if lay.ep > 1:
+        args.append(f"--ep {lay.ep}")
+    if lay.expert_tp is not None:
+        args.append(f"--expert-tp {lay.expert_tp}")
     for flag, on in (("--sequence-parallel", lay.sequence_parallel),
                      ("--tp-comm-overlap", lay.tp_comm_overlap),
                      ("--distributed-optimizer", lay.distributed_optimizer)):
@@ -110,7 +118,8 @@ def search_report(result) -> str:
                      f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 2**30:5.1f}GiB "
                      f"{_pct(st.bubble_s, t):>7s} {_pct(st.tp_comm_exposed_s, t):>8s} "
                      f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")
-    lines += [f"  ({FLAGS}; sel/full: recomputation; memory: the fullest stage, GiB = 2^30 bytes; "
+    flags = FLAGS + (f"; {EXPERT_FLAGS}" if result.run.model.moe else "")
+    lines += [f"  ({flags}; sel/full: recomputation; memory: the fullest stage, GiB = 2^30 bytes; "
               "exp.: exposed communication, % of the step)"]
     lines += formula_lines({col: CANDIDATE[key] for col, key in COLUMNS.items()}, "  formula  ")
     if result.candidates:
@@ -140,8 +149,7 @@ def _dropped(result) -> list[str]:
 
 CANDIDATE_KEYS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
                   "recompute", "distributed_optimizer", "zero", "tp_comm_overlap",
-                  "first_stage_layers",
-                  "last_stage_layers")
+                  "first_stage_layers", "last_stage_layers", "ep", "expert_tp")
 
 
 def search_json(result, usd_per_gpu_hour: float | None = None) -> dict:

@@ -117,13 +117,9 @@ def advice(p) -> list[str]:
             out.append("--sequence-parallel splits the norms' and dropouts' activations over TP")
     else:
         out += _time_advice(i, st)
-    if i.experts:           # the search's bound has no mixture-of-experts layer yet
-        out.append("(tpsim search does not price mixture-of-experts models yet: compare layouts "
-                   "with comma lists, e.g. --tp 4,8 --pp 1,2)")
-    else:
-        out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model "
-                   f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
-                   f"{i.global_batch}")
+    out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model "
+               f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
+               f"{i.global_batch}")
     return out
 
 
@@ -151,7 +147,7 @@ def _time_advice(i, st) -> list[str]:
     if share["tp_comm_exposed_s"] > 0.05:
         if i.tp > 1 and not i.sequence_parallel:
             out.append("--sequence-parallel: reduce-scatter + all-gather instead of all-reduce")
-        elif i.sequence_parallel and not i.tp_comm_overlap:
+        elif i.sequence_parallel and not i.tp_comm_overlap and not i.experts:
             out.append("--tp-comm-overlap hides the TP collectives behind the GEMMs")
     if share["dp_comm_exposed_s"] > 0.05:
         out.append("drop --no-overlap-grad-reduce: reduce the gradients beside the backward"

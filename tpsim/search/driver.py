@@ -34,7 +34,6 @@ import dataclasses
 import math
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -42,11 +41,10 @@ from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
-from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
-from ..layer.linears import RS_SPLITS
+from ..spec.layout import RECOMPUTE, Layout
 from .jobs import Workers, paused_gc
-from .pins import (PIN_REASONS, check_pins, cp_reason, gpus_nodes, grid, knobs, micro_batches, pick,
-                   virtual_stages)
+from .pins import check_pins, gpus_nodes, pick
+from .space import REASONS, Space, enumerate_layouts
 from .step import Run
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
@@ -54,107 +52,6 @@ from ..cluster.topology import Topology, load_topology
 
 BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
 MAX_TOP = 100               # candidates a search re-prices and reports, at most
-REASONS = {
-    "tp_model": "tp does not divide the model's heads / ffn_hidden / kv_heads",
-    "tp_node": "tp spans nodes",
-    "sp_seq": "sequence parallelism: seq_len not a multiple of tp",
-    "batch_dp": "global batch not a multiple of dp",
-    "layers_split": "layers do not split over pp x virtual stages",
-    "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
-    "micro_batches": f"more than {MAX_MICRO_BATCHES:,} micro-batches per step",
-    "overlap_rows": "TP overlap: micro-batch x seq_len fewer rows than its GEMM chunks",
-    "memory": "does not fit in device memory",
-    **PIN_REASONS,
-}
-
-
-@dataclass(frozen=True)
-class Space:
-    """What the search enumerates (module docstring)."""
-    gpus: int
-    global_batch: int
-    tp_across_nodes: bool = False
-    uneven: bool = True
-    recompute: tuple[str, ...] = RECOMPUTE
-    memory_headroom: float = 0.0
-    pins: tuple = ()            # (field, values) of the dimensions pinned (tpsim.search.pins)
-
-
-def _splits(layers: int, pp: int, v: int, uneven: bool):
-    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones:
-    first and last each e, e - v or e - 2v layers (one or two fewer per model chunk) beside
-    middle stages of e layers each, e a multiple of v (module docstring)."""
-    if layers % (pp * v) == 0:
-        yield None, None
-    if not uneven or pp < 2:
-        return
-    even = layers // pp if layers % (pp * v) == 0 else None
-    seen = {(even, even)}
-    base = layers // pp // v * v
-    for e in range(max(v, base), base + 3 * v, v):
-        rest = layers - (pp - 2) * e
-        for first in range(max(v, e - 2 * v), e + 1, v):
-            last = rest - first
-            if max(v, e - 2 * v) <= last <= e and last % v == 0 and \
-                    (first, last) not in seen and (pp > 2 or abs(first - last) <= 2 * v):
-                seen.add((first, last))
-                yield first, last
-
-
-def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
-    """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
-    layouts, dropped = [], Counter()
-    node = topo.devices_per_node
-    for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len, not model.moe):
-        vs, no_vs = virtual_stages(space.pins, model.layers, pp)
-        mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
-            if space.global_batch % dp == 0 else ([], 0)
-        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp, cp)
-        size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
-        reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
-            ("batch_dp" if space.global_batch % dp else None) or no_knob
-        if reason:
-            dropped[reason] += size
-            continue
-        for why, n in (("pinned_vs_pp", no_vs * max(len(mbs), 1)),
-                       ("pinned_mb", len(vs) * no_mb)):
-            if n:
-                dropped[why] += n * len(knob)
-        for v in vs:
-            for mb in mbs:
-                m = space.global_batch // (dp * mb)
-                splits = list(_splits(model.layers, pp, v, space.uneven))
-                if not splits:
-                    dropped["layers_split"] += len(knob)
-                elif v > 1 and m % pp:
-                    dropped["interleave_m"] += len(knob)
-                elif m > MAX_MICRO_BATCHES:
-                    dropped["micro_batches"] += len(knob)
-                else:
-                    for sp, ov, rc, do in knob:
-                        if sp and seq_len // cp % tp:
-                            dropped["sp_seq"] += len(splits)
-                            continue
-                        if ov and mb * seq_len // cp < RS_SPLITS:
-                            dropped["overlap_rows"] += len(splits)
-                            continue
-                        layouts += [Layout.unchecked(
-                            tp=tp, cp=cp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
-                            sequence_parallel=sp, recompute=rc, distributed_optimizer=do[0],
-                            zero=do[1], tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
-                            memory_headroom=space.memory_headroom)
-                            for f, l in splits]
-    return layouts, dropped
-
-
-def _tp_reason(model: ModelConfig, tp: int, node: int, space: Space) -> str | None:
-    try:
-        model.check_tp(tp)
-    except ConfigError:
-        return "tp_model"
-    if tp > node and not space.tp_across_nodes:
-        return "tp_node"
-    return None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from ..spec.layout import RECOMPUTE, ZERO_STAGES, Layout
 
 # the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
 PINNABLE = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "recompute",
-            "sequence_parallel", "tp_comm_overlap", "distributed_optimizer", "zero")
+            "sequence_parallel", "tp_comm_overlap", "distributed_optimizer", "zero", "ep",
+            "expert_tp")
 FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
 PIN_REASONS = {
     "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
@@ -70,7 +71,7 @@ def check_pins(pins, gpus: int) -> tuple:
         for v in values:
             if not _valid(name, v):
                 raise ConfigError(flags[name], "", "a value of the setting", v)
-            if name in ("tp", "cp", "pp", "dp") and gpus % v:
+            if name in ("tp", "cp", "pp", "dp", "ep", "expert_tp") and gpus % v:
                 raise ConfigError(flags[name], "", f"a divisor of --gpus {gpus} "
                                   f"({', '.join(map(str, divisors(gpus)))})", v)
         if not values:

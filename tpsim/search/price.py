@@ -22,8 +22,9 @@ from operator import attrgetter
 import numpy as np
 
 from ..spec.layout import Layout
+from .p2p import p2p_bytes, p2p_times
 from .sharded import sharded_parts
-from .step import Run, layer_parts, p2p_bytes, p2p_times, pricer, stage_layers, _tail
+from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, end_stages, shape_forms
 
@@ -84,7 +85,7 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
                      "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "zero",
-                     "cp")
+                     "cp", "ep", "expert_tp")
 
 
 class _Pipeline:
@@ -98,14 +99,16 @@ class _Pipeline:
         self.layers = stage_layers(run, self.p, self.v, lay0.first_stage_layers,
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp) + ((dp, z) if z > 1 else (1, 0))
-                                        for tp, dp, mb, sp, rc, ov, _, _, z, cp in fields])
+        world = lay0.tp * lay0.cp * lay0.pp * lay0.dp
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world)
+                                        + ((dp, z) if z > 1 else (1, 0))
+                                        for tp, dp, mb, sp, rc, ov, _, _, z, cp, ep, etp in fields])
         # the step's end and p2p see the gradients' group of dp x cp ranks, tp apart, as a
         # data-parallel group of that size: the same groups (tpsim.training.terms.dp_group)
-        self.tails, self.tidx = _index([(tp, dp * cp, sp, do, opg, z)
-                                        for tp, dp, _, sp, _, _, do, opg, z, cp in fields])
+        self.tails, self.tidx = _index([(tp, dp * cp, sp, do, opg, z, ep, etp)
+                                        for tp, dp, _, sp, _, _, do, opg, z, cp, ep, etp in fields])
         self.comms, self.cidx = _index([(tp, dp * cp, mb, sp, cp)
-                                        for tp, dp, mb, sp, *_, cp in fields])
+                                        for tp, dp, mb, sp, _, _, _, _, _, cp, _, _ in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
 
@@ -120,12 +123,15 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
-    parts = [[sharded_parts(layer_parts(run, *key[:6]), run, price, key[0], q.p, *key[6:],
+    parts = [[sharded_parts(layer_parts(run, *key[:9]), run, price, key[0], q.p, *key[9:],
                             q.layers) for key in q.parts] for q in pipes]
-    shapes = [[(shape_forms(q.p, q.v, m, q.layers), activation_counts(q.p, q.v, m, q.layers))
-               for m in q.ms] for q in pipes]
-    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z)
-              for tp, dp, sp, do, opg, z in q.tails] for q in pipes]
+    shapes = []
+    for q, ps in zip(pipes, parts):
+        timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))
+        shapes.append([(shape_forms(q.p, q.v, m, timed), activation_counts(q.p, q.v, m, q.layers))
+                       for m in q.ms])
+    tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z, ep, etp)
+              for tp, dp, sp, do, opg, z, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
                        for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
     return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]

@@ -37,6 +37,8 @@ import numpy as np
 from ..base.memo import Memo, memoised, value_hash
 from ..training import terms
 from ..sim.memory import stage_memory
+from ..spec.folding import Folded
+from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer
@@ -68,6 +70,7 @@ class Parts:
     layer: Part
     embedding: Part
     output: Part
+    dense_ratio: float = 1.0   # a dense layer's time as a share of the layer's (moe_parts)
 
     @property
     def saved(self) -> tuple[float, ...]:
@@ -86,17 +89,20 @@ _TIMES = Memo("search comm times", 65536)
 
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                overlap: bool, cp: int = 1) -> Parts:
+                overlap: bool, cp: int = 1, ep: int = 1, expert_tp: int | None = None,
+                world: int = 0) -> Parts:
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
     per (tp, micro-batch, SP, CP), which is all they depend on; selective recomputation with
     fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); ``cp``:
-    context parallelism's p2p ring (the search's exchange)."""
-    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp), _layer_parts,
-                      run, tp, micro_batch, sp, recompute, overlap, cp)
+    context parallelism's p2p ring (the search's exchange); with experts, folded ``ep`` x
+    ``expert_tp`` on ``world`` GPUs (:func:`moe_parts`)."""
+    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp, ep, expert_tp,
+                       world), _layer_parts, run, tp, micro_batch, sp, recompute, overlap, cp,
+                      ep, expert_tp, world)
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool, cp: int) -> Parts:
+                 overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
     sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp),
@@ -108,7 +114,33 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
         return Part.of(emb), Part.of(out)
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
-    return Parts(Part.of(sim), emb, out)
+    if not run.model.moe:
+        return Parts(Part.of(sim), emb, out)
+    experts = Folded(Parallelism(tp=tp, dp=world // tp), ep, expert_tp or tp)
+    moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
+                         run.dropout, run.attention, recompute, overlap, True,
+                         experts=experts)[0]
+    return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
+
+
+def moe_parts(model, dense: Part, moe: Part, emb: Part, out: Part) -> Parts:
+    """The bound's parts for a model with experts: its MoE layer; a dense layer counted as
+    ``dense_ratio`` of one (its smaller time ratio: :func:`bound_layers`); the larger
+    activations (exact when every layer carries experts; the candidates' are predict's)."""
+    if moe_layers(model) == model.layers:
+        return Parts(moe, emb, out)
+    ratio = min(dense.forward_s / moe.forward_s, dense.backward_s / moe.backward_s)
+    return Parts(replace(moe, saved_bytes=max(dense.saved_bytes, moe.saved_bytes)), emb, out,
+                 ratio)
+
+
+def bound_layers(model, layers: tuple[int, ...], ratio: float) -> tuple[float, ...]:
+    """Layers per virtual stage as the bound counts them, in MoE layers: each dense one as
+    ``ratio`` (at most its time over the MoE layer's in every layout): never too long."""
+    if ratio == 1.0 or not model.moe:
+        return layers
+    moe = terms.moe_counts(model, layers)
+    return tuple(n - (n - k) * (1.0 - ratio) for n, k in zip(layers, moe))
 
 
 def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
@@ -124,29 +156,35 @@ class Stages:
     buckets: tuple            # per g: ((layers, embedding?, output?, params), ...) in order
 
 
-_FLAGS = {"layer": (1, False, False), "embedding": (0, True, False), "output": (0, False, True)}
+_FLAGS = {"layer": (1, False, False), "moe": (1, False, False), "embedding": (0, True, False),
+          "output": (0, False, True)}
 
 
 @memoised(4096)
-def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None) -> tuple:
+def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None,
+                   start: int = 0, experts=None) -> tuple:
     """One chunk's buckets (:func:`tpsim.training.terms.chunk_buckets` over its
-    :func:`~tpsim.training.terms.chunk_units`), each as (layers, embedding?, output?,
-    parameters)."""
-    units = terms.chunk_units(model, tp, n, first, last)
+    :func:`~tpsim.training.terms.chunk_units` from layer ``start``, MoE layers folded as
+    ``experts``), each as (layers, embedding?, output?, parameters, of them routed experts')."""
+    units = terms.chunk_units(model, tp, n, first, last, start, experts)
     flags = [_FLAGS[name] for name, _, _ in units]
+    ex = [terms.expert_unit_params(model, tp, experts) * (name == "moe") for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
-                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces))
+                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces),
+                  sum(ex[i] * k for i, k in pieces))
                  for pieces in terms.chunk_buckets(units, size))
 
 
 @memoised(4096)
-def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int) -> Stages:
+def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int,
+            experts=None) -> Stages:
     """The model split as the simulation splits it (:mod:`tpsim.training.terms`: stage
-    parameters, chunk units and buckets)."""
+    parameters, chunk units and buckets; MoE layers folded as ``experts``)."""
     V = pp * v
-    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g))
-                    for g, n in enumerate(layers))
-    return Stages(layers, terms.stage_params(model, tp, layers, pp, v), buckets)
+    starts = [sum(layers[:g]) for g in range(V)]
+    buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g),
+                                   starts[g], experts) for g, n in enumerate(layers))
+    return Stages(layers, terms.stage_params(model, tp, layers, pp, v, experts), buckets)
 
 
 @dataclass(frozen=True)
@@ -192,7 +230,7 @@ def _events(st: Stages, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
         keep = range(nb) if nb <= BUCKET_EVENTS else \
             {round(q * (nb - 1) / (BUCKET_EVENTS - 1)) for q in range(BUCKET_EVENTS)}
         for j in range(nb - 1, -1, -1):
-            after += reduce(bs[j][3])
+            after += reduce(bs[j][3], bs[j][4])
             if j in keep:
                 later = bs[j + 1:]
                 out.append((i * v + c, sum(b[0] for b in later), sum(b[1] for b in later),
@@ -212,8 +250,9 @@ def _event_arrays(events: list[list], width: int) -> tuple:
 
 @memoised(4096)
 def _tail(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...], sp: bool,
-          do: bool, opg: bool = False, zero: int = 0) -> Tail:
-    base = _tail_base(run, tp, pp, dp, v, layers, do, opg, zero)
+          do: bool, opg: bool = False, zero: int = 0, ep: int = 1,
+          expert_tp: int | None = None) -> Tail:
+    base = _tail_base(run, tp, pp, dp, v, layers, do, opg, zero, ep, expert_tp)
     if not (sp and tp > 1):
         return base
     return replace(base, sync=_norm_sync(run, tp, pp, dp, v, layers))
@@ -232,36 +271,45 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
 
 @memoised(4096)
 def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, ...],
-               do: bool, opg: bool = False, zero: int = 0) -> Tail:
+               do: bool, opg: bool = False, zero: int = 0, ep: int = 1,
+               expert_tp: int | None = None) -> Tail:
     """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero); ZeRO-2/3
     (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), the
-    state of :func:`tpsim.training.sharded_dp.state_bytes`."""
+    state of :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE
+    layers folded ``ep`` x ``expert_tp``."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
-    st = _stages(model, tp, pp, v, layers, dp)
+    experts = Folded(par, ep, expert_tp or tp) if model.moe else None
+    st = _stages(model, tp, pp, v, layers, dp, experts)
     sh = sharding(zero, dp, None, True, False)
     do = do or sh.per_unit
+    shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
     over = terms.overlapped_reduce(True, dp) and not sh.per_unit   # search: overlap_grad_reduce
     scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
              for bs in st.buckets]
-    shards = sh.state_shards(dp, do)[2]
     events, gn, finish, memory = [], [], [], []
     for i, r in enumerate(end_stages(pp)):
+        shards = shares[r] if shares else sh.state_shards(dp, do)[2]
         group, reduced = terms.dp_group(par, r), {}
+        egroup = terms.expert_dp_group(experts, r) if experts else None
 
-        def reduce(params):
-            t = reduced.get(params)
+        def reduce(params, expert):
+            t = reduced.get((params, expert))
             if t is None:
-                t = reduced[params] = terms.grad_reduce_s(params, dtype, do, group, price)
+                t = reduced[params, expert] = terms.dp_and_expert_s(
+                    lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
+                    expert, group, egroup)
             return t
         events.append(_events(st, scale, reduce, pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
         t = terms.optimizer_s(local, shards, dtype, dev)
-        gather = terms.param_gather_s(local, dtype, do and zero < 3, group, price)
-        finish.append(t if gather is None or terms.overlapped_gather(opg, do, dp) else
-                      t + gather)
+        expert = sum(b[4] for bs in st.buckets[r::pp] for b in bs)
+        gather = terms.dp_and_expert_s(
+            lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,
+            group, egroup) if do and zero < 3 else 0.0
+        finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
         state = state_bytes(local, dtype, sh, dp, do, _largest_unit(model, tp, pp, v, layers, r)) \
             if sh.per_unit else None
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards, state=state).total_bytes)
@@ -270,8 +318,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
                 np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
                 np.array(memory), not over,
-                *(_first_gathers(st, dtype, par, price) if terms.overlapped_gather(opg, do, dp)
-                  else ()))
+                *(_first_gathers(st, dtype, par, price, experts)
+                  if terms.overlapped_gather(opg, do, dp) else ()))
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int) -> int:
@@ -282,13 +330,16 @@ def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: i
                for g in range(r, V, pp))
 
 
-def _first_gathers(st: Stages, dtype: str, par: Parallelism, price) -> tuple:
+def _first_gathers(st: Stages, dtype: str, par: Parallelism, price, experts=None) -> tuple:
     """Stage 0 chunk 0's overlapped all-gathers in forward order (its gradient buckets
-    reversed, as :func:`tpsim.training.step._gathers` issues them from the step's start): each
+    reversed, as :func:`tpsim.training.step_gather.gathers` issues them from the step's start): each
     bucket's end G_k and the (layers, embedding, output layer) forwards before it."""
     group, end, head, ends, heads = terms.dp_group(par, 0), 0.0, np.zeros(3), [], []
-    for n, e, o, params in reversed(st.buckets[0]):
-        end += terms.param_gather_s(params, dtype, True, group, price)
+    egroup = terms.expert_dp_group(experts, 0) if experts else None
+    for n, e, o, params, expert in reversed(st.buckets[0]):
+        end += terms.dp_and_expert_s(
+            lambda k, grp: terms.param_gather_s(k, dtype, True, grp, price), params, expert,
+            group, egroup)
         ends.append(end)
         heads.append(head.copy())
         head += (n, e, o)
@@ -333,47 +384,3 @@ def pricer(run: Run) -> terms.Price:
 
 def _collective_s(op: str, nbytes: float, group, topo) -> float:
     return group_collective(op, nbytes, group, topo).time_s
-
-
-@memoised(4096)
-def _pairs(run: Run, tp: int, pp: int, dp: int) -> tuple[tuple, np.ndarray]:
-    """The distinct placements among the stage pairs (j, j + 1) and the wrap (p - 1, 0), as
-    (span key, placement), and each pair's index among them."""
-    par, topo = Parallelism(tp=tp, pp=pp, dp=dp), run.topo
-    places: dict = {}
-    at = []
-    for a, b in [(j, j + 1) for j in range(pp - 1)] + [(pp - 1, 0)]:
-        place = terms.pair_place(par, topo, a, b)
-        at.append(places.setdefault(_span_key(place), (len(places), place))[0])
-    return tuple((key, place) for key, (_, place) in places.items()), np.array(at)
-
-
-@memoised(65536)
-def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.ndarray:
-    """The step-bound variables c (c[j]: one transfer of ``nbytes`` between stages j and
-    j + 1; c[p - 1]: the last stage to the first) and cin (:func:`inner_transfer`); each
-    :func:`tpsim.cost.collectives.send_recv_time`, memoised per size and the pair's placement
-    (every pair of stages on the same levels costs the same)."""
-    if pp == 1:
-        return np.zeros(2)
-    places, at = _pairs(run, tp, pp, dp)
-    c = np.array([_TIMES.get((run, "send-recv", nbytes, key), terms.p2p_s, nbytes, place,
-                             run.topo) for key, place in places])[at]
-    return np.concatenate([c, inner_transfer(c, pp, v)])
-
-
-def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool, cp: int = 1) -> float:
-    """One stage boundary's activation (:func:`tpsim.training.terms.p2p_bytes`) of the rank's
-    seq_len / cp tokens."""
-    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len // cp, run.dtype, sp)
-
-
-def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:
-    """cin[k]: the shorter transfer on the pairs stage k's p2p batches use."""
-    if p == 1:
-        return np.zeros(1)
-    inner = c[:p - 1]
-    out = np.minimum(np.concatenate([[np.inf], inner]), np.concatenate([inner, [np.inf]]))
-    if v > 1:                     # the first and last stage also use the wrap
-        out[[0, -1]] = np.minimum(out[[0, -1]], c[p - 1])
-    return out

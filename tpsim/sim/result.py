@@ -153,6 +153,8 @@ class StepTimes(TimeSplit):
     second, to compare with published TFLOP/s. energy_j: the whole job's energy for the step at
     the facility, J (:func:`tpsim.training.energy.step_energy_j`; None where the device gives no
     tdp_W); cost_usd: its GPUs' rent for the step, USD (None without a price).
+    ep_comm_exposed_s: the part of tp_comm_exposed_s that the MoE layers' expert-parallel
+    all-to-alls leave exposed (:mod:`tpsim.training.expert_comm`), per GPU; 0 without them.
     """
     time_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -176,6 +178,7 @@ class StepTimes(TimeSplit):
     megatron_full_square_tflops_per_gpu: float = 0.0
     energy_j: float | None = None
     cost_usd: float | None = None
+    ep_comm_exposed_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,10 @@ class Inputs:
     zero: int = 0             # the ZeRO stage (1: the distributed optimizer)
     cp: int = 1               # context-parallel ranks each sequence is split over
     cp_comm: str = "p2p"      # their exchange (tpsim.layer.context_parallel)
+    ep: int = 1               # expert-parallel degree of the MoE layers
+    expert_tp: int = 0        # their experts' TP degree (0: a dense model)
+    expert_dp: int = 0        # their expert data parallelism, tp dp / (ep expert_tp) (0: dense)
+    ep_nodes: int = 0         # nodes one EP group spans (1: its all-to-all on NVLink; 0: dense)
 
 
 @dataclass(frozen=True)

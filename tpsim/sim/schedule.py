@@ -74,17 +74,22 @@ class Timeline:
 
         exposed = busy(stream) - |intervals(stream) intersect intervals(under)|
         """
-        mine, others = self.intervals(stream), self.intervals(under)
-        exposed, j = 0.0, 0
-        for a0, a1 in mine:            # both lists sorted and disjoint: one merge pass
-            while j < len(others) and others[j][1] <= a0:
-                j += 1
-            k, hidden = j, 0.0
-            while k < len(others) and others[k][0] < a1:
-                hidden += min(a1, others[k][1]) - max(a0, others[k][0])
-                k += 1
-            exposed += max(0.0, (a1 - a0) - hidden)   # rounding must not make it negative
-        return exposed
+        return exposed_of(self.intervals(stream), self.intervals(under))
+
+
+def exposed_of(mine, others) -> float:
+    """Time the intervals ``mine`` cover outside ``others`` (both (start, end) lists sorted by
+    start, each disjoint): sum |a| - |a intersect others|."""
+    exposed, j = 0.0, 0
+    for a0, a1 in mine:            # both lists sorted and disjoint: one merge pass
+        while j < len(others) and others[j][1] <= a0:
+            j += 1
+        k, hidden = j, 0.0
+        while k < len(others) and others[k][0] < a1:
+            hidden += min(a1, others[k][1]) - max(a0, others[k][0])
+            k += 1
+        exposed += max(0.0, (a1 - a0) - hidden)   # rounding must not make it negative
+    return exposed
 
 
 def run(tpl, durations: list[float], interference: float = 0.0) -> Timeline:

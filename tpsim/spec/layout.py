@@ -9,11 +9,11 @@ device, the layers' split over the stages) is checked by ``predict`` once they a
 
 Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
 per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
-first of bf16, fp16, fp32. ``ep`` and ``expert_tp`` are declared ahead of their
-models: any value but the default is refused.
+first of bf16, fp16, fp32, ``expert_tp`` the run's tp.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -124,12 +124,21 @@ class Layout:
                            "(K/V), a2a (Ulysses), a2a+p2p (a2a inside a node, ring across)",
                            flag="--cp-comm", kind="choice", choices=CP_COMMS,
                            megatron="--cp-comm-type")
-    # declared ahead of their models: the default only
-    ep: int = _count(1, "expert-parallel degree (mixture of experts)", "--ep",
-                     unmodelled="expert parallelism", megatron="--expert-model-parallel-size")
-    expert_tp: int = _count(1, "tensor-parallel degree of the experts", "--expert-tp",
-                            unmodelled="expert tensor parallelism",
-                            megatron="--expert-tensor-parallel-size")
+    # mixture of experts (tpsim.layer.moe_ep): Megatron-core's MoE parallel folding
+    ep: int = _count(1, "expert-parallel degree: the routed experts split over ep ranks, the "
+                     "tokens sent to them by all-to-all (mixture of experts)", "--ep",
+                     megatron="--expert-model-parallel-size")
+    expert_tp: int | None = _count(None, "tensor-parallel degree of the experts (default: --tp, "
+                                   "as Megatron-core)", "--expert-tp",
+                                   megatron="--expert-tensor-parallel-size")
+    moe_imbalance: float = setting(
+        1.0, "tokens of the busiest expert over the mean (max / mean, >= 1): the grouped GEMMs "
+        "and all-to-alls run at its load", flag="--moe-imbalance", kind="rate",
+        expected="a finite number >= 1")
+    moe_capacity_factor: float | None = setting(
+        None, "expert capacity over the balanced load: tokens beyond it are dropped (None: "
+        "none dropped)", flag="--moe-capacity-factor", kind="rate",
+        megatron="--moe-expert-capacity-factor")
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
@@ -166,6 +175,8 @@ class Layout:
             raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
                               "holds two chunks of the sequence, for the causal mask's balance)",
                               self.seq_len)
+        if not 1 <= self.moe_imbalance < math.inf:
+            raise ConfigError("--moe-imbalance", "", "a finite number >= 1", self.moe_imbalance)
         gb, per_step = self.global_batch, self.per_step
         if gb is None:
             return

@@ -146,18 +146,17 @@ class ModelConfig:
 
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
-        what, never a dense price in their place. ``training`` (``tpsim predict``: experts
-        local, EP 1; no expert biases) and ``serving`` (``tpsim infer``, ``serve``) price
-        mixture-of-experts layers and multi-head latent attention; the search neither."""
+        what, never a dense price in their place. ``training`` (``tpsim predict`` and
+        ``search``; no expert biases) and ``serving`` (``tpsim infer``, ``serve``) price
+        mixture-of-experts layers and multi-head latent attention; serve-search neither."""
         if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
-                             f"in the search (kv_lora_rank {self.kv_lora_rank}); tpsim predict "
-                             "and tpsim infer price it")
+                             f"in serve-search (kv_lora_rank {self.kv_lora_rank}); tpsim "
+                             "predict, search and infer price it")
         if self.moe and not (serving or training and not self.bias):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
             what = ("with biases in training (the expert slot has none)" if training else
-                    "outside the training step and serving (tpsim predict and infer price "
-                    "them; the search does not yet)")
+                    "in serve-search (tpsim predict, search and infer price them)")
             raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
                              f"experts{shared}, top-{self.experts_per_token}) are not priced "
                              f"{what}; tpsim will not price this model as a dense one")

@@ -111,19 +111,29 @@ def moe_layers_in(m, start: int, count: int) -> int:
     return max(0, (hi - 1) // freq - -(-lo // freq) + 1) if lo < hi else 0
 
 
-def moe_layer_params(m, tp: int) -> int:
-    """Parameters of one MoE layer on one of ``tp`` ranks, every expert local (EP 1) and each
-    split over the TP group (expert TP = tp), biases not priced (the slot has none):
+def moe_layer_params(m, tp: int, ep: int = 1, etp: int | None = None) -> int:
+    """Parameters of one MoE layer on one of ``tp`` ranks, biases not priced (the slot has
+    none); every expert local (EP 1) and each split over the TP group (expert TP = tp):
 
         layer_params(tp) - (n_in + 1) h f / tp                   attention and norms
           + h E                                                  router, whole on every rank
           + E (n_in + 1) h f_e / tp  +  S (n_in + 1) h f_s / tp  routed and shared experts
-    """
+
+    With ``ep`` > 1 or an expert TP ``etp`` other than tp (Megatron-core's folding,
+    :mod:`tpsim.spec.folding`) the routed experts are :func:`expert_params` instead: E / ep
+    of them, each 1/etp wide; the shared ones stay split over tp."""
     n = m.mlp_in_gemms + 1
-    experts = m.experts * n * m.hidden * m.expert_ffn_hidden
     shared = m.shared_experts * n * m.hidden * (m.shared_expert_ffn_hidden or 0)
-    return (m.layer_params(tp) - n * m.hidden * m.ffn_hidden // tp + m.hidden * m.experts
-            + (experts + shared) // tp)
+    dense = m.layer_params(tp) - n * m.hidden * m.ffn_hidden // tp + m.hidden * m.experts
+    if ep == 1 and etp in (None, tp):
+        return dense + (m.experts * n * m.hidden * m.expert_ffn_hidden + shared) // tp
+    return dense + shared // tp + expert_params(m, ep, etp)
+
+
+def expert_params(m, ep: int, etp: int) -> int:
+    """The routed experts' parameters of one MoE layer on one rank: E / ep experts of
+    (n_in + 1) h f_e / etp each (reduced over the expert-DP group)."""
+    return m.experts // ep * (m.mlp_in_gemms + 1) * m.hidden * (m.expert_ffn_hidden // etp)
 
 
 def mtp_params(m, own_vocab: bool = True) -> int:

@@ -335,3 +335,21 @@ def add_pipeline(g, schedule: Schedule, chunk_s, transfer_s, split=None,
                 pieces[e.chunk] = tuple(ids)
         out.append(StageOps(tuple(prev), pieces))
     return out
+
+
+def warmup_forwards(p: int, v: int, m: int, stage: int) -> int:
+    """Warm-up forwards of ``stage`` (Megatron-core's schedules.py): 1F1B min(p - r - 1, m);
+    interleaved min(2 (p - r - 1) + (v - 1) p, m v)
+    (:func:`interleaved_warmup`)."""
+    return min(p - stage - 1, m) if v == 1 else interleaved_warmup(p, v, stage, m)
+
+
+def table_forwards(n: int, p: int, v: int) -> tuple[int, ...]:
+    """Forwards of each model chunk among the first ``n`` of the schedule table (groups of p
+    micro-batches through chunk 0, then chunk 1, ...:
+    :func:`schedule_table`): chunk c has
+    (n // p v) p + min(max(n mod p v - c p, 0), p); 1F1B (v = 1): n."""
+    if v == 1:
+        return (n,)
+    period = p * v
+    return tuple(n // period * p + min(max(n % period - c * p, 0), p) for c in range(v))

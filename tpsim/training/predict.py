@@ -21,6 +21,8 @@ from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
+from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
 from ..layer.linears import RS_SPLITS
@@ -100,18 +102,25 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
                           f"(the GEMMs run in {RS_SPLITS} row chunks)",
                           lay.micro_batch * lay.seq_len)
     check_cp(m, lay.tp, lay.cp, lay.cp_comm, lay.seq_len, lay.attention)
+    if m.moe and lay.zero > 1:
+        raise ConfigError("--zero", "", "0 or 1 with a mixture-of-experts model (ZeRO-2/3 beside "
+                          "the experts' own data parallelism is not modelled yet)", lay.zero)
     return m, topo, lay
 
 
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
-                   tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p"):
+                   tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
+                   experts: Folded | None = None, load: float = 1.0):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
-    (:mod:`tpsim.layer.moe`, EP 1), else its dense one; ``cp``: context parallelism by
-    ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len / cp tokens."""
+    (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
+    :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else its dense one; ``cp``:
+    context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
+    seq_len / cp tokens."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
+    slot, par = 0, Parallelism(tp=tp, cp=cp)
     if moe:
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
@@ -119,8 +128,14 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         if cp > 1:
             raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
                               "context parallelism is not modelled yet)", cp)
-        dims = dataclasses.replace(moe_dims(m, tp, micro_batch, seq_len, dtype,
-                                            sequence_parallel), **mla_widths(m))
+        slot = 2 if m.shared_experts else 1
+        if alltoall(experts, tp):
+            dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len, dtype,
+                                 sequence_parallel, load)
+            slot, par = Alltoall(slot == 2, experts.ep > 1, experts.etp > 1), experts
+        else:
+            dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
+        dims = dataclasses.replace(dims, **mla_widths(m))
     if m.mla and (attention == "unfused" or tp_comm_overlap or cp > 1):
         flag = "--attention" if attention == "unfused" else "--cp" if cp > 1 else \
             "--tp-comm-overlap"
@@ -132,19 +147,33 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
-                         moe=(2 if m.shared_experts else 1) if moe else 0, cp=cp,
-                         cp_comm=cp_comm, cp_a2a=a,
+                         moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
-    par = Parallelism(tp=tp, cp=cp)
     pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
 
-def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False):
+def alltoall(experts: Folded | None, tp: int) -> bool:
+    """The MoE layers run the all-to-all dispatcher: ep > 1 or an expert TP other than tp."""
+    return experts is not None and (experts.ep > 1 or experts.etp != tp)
+
+
+def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
+    """The MoE layers' folded groups (:func:`tpsim.spec.folding.fold`: a ConfigError naming
+    the flag where they do not fold); None for a dense model at the defaults."""
+    if not m.moe and lay.ep == 1 and lay.expert_tp is None:
+        return None
+    etp = lay.tp if lay.expert_tp is None else lay.expert_tp
+    return fold(par, lay.ep, etp, m.experts, m.name, m.expert_ffn_hidden or 0)
+
+
+def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
+                    experts: Folded | None = None):
     """:func:`simulate_layer` of a resolved layout."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
-                          lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm)
+                          lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
+                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor))
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
@@ -191,9 +220,10 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
         topology = with_nodes(_resolve(model, topology)[1], lay.nodes)
     m, topo, lay = _settings(model, topology, lay)
     par, stage_layers = _step_plan(m, topo, lay)
+    experts = experts_of(m, lay, par)
     sparse = moe_layers(m)
     sim, pricing = _simulate_layer(m, topo, lay)
-    moe = _simulate_layer(m, topo, lay, moe=True)[0] if sparse else None
+    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
     dense = Part.of(sim)
     layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp
@@ -211,7 +241,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                   lay.reshard_after_forward, lay.fp8_all_gather)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
-                   sh)
+                   sh, experts)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(topo, lay, mem), moe if sparse else sim,
@@ -251,7 +281,18 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   overlap_grad_reduce=lay.overlap_grad_reduce,
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
                   zero=zero_stage(lay.zero, lay.distributed_optimizer),
-                  cp=lay.cp, cp_comm=lay.cp_comm)
+                  cp=lay.cp, cp_comm=lay.cp_comm,
+                  **_expert_inputs(experts_of(m, lay, par), topo))
+
+
+def _expert_inputs(experts: Folded | None, topo: Topology) -> dict:
+    """The Inputs' ep, expert_tp, expert_dp and ep_nodes: the nodes one EP group spans, as
+    its placement finds them (a dense model: the defaults)."""
+    if experts is None:
+        return {}
+    spans = topo.place(experts.group("ep")).inter_node
+    return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp,
+            "ep_nodes": spans[-1].units if spans else 1}
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,
@@ -298,9 +339,9 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
 
 
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
-          peak, sh):
+          peak, sh, experts: Folded | None = None):
     """The step of the simulated layer, embedding and output layer (``parts``), sharded as
-    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`)."""
+    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``."""
     layer, emb, out, moe = parts
     check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
@@ -311,7 +352,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
-                                               lay.fp8_param_gather))
+                                               lay.fp8_param_gather), experts=experts)
     if sh.per_unit:
         setup = shard_setup(setup, sh, topo)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)

@@ -22,7 +22,7 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    the first and last stage; the gradient norm (a kernel, then one all-reduce across the
    model-parallel ranks, which waits for every stage); the optimizer kernels; with the
    distributed optimizer, the all-gather of the updated weights (``overlap_param_gather``:
-   instead at the step's start, bucket by bucket beside the first forwards, :func:`_gathers`).
+   instead at the step's start, bucket by bucket beside the first forwards, :func:`tpsim.training.step_gather.gathers`).
 
 All of it runs on in-order streams: :func:`time_step` times it in one pass
 (:mod:`tpsim.training.step_timing`), :func:`build_step` builds it op by op with names
@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 from . import data_parallel as dpm
 from . import terms
 from ..spec.parallel import Parallelism
+from .expert_comm import group_exposed_s
+from .step_gather import gathering, gathers
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
@@ -57,7 +59,9 @@ if TYPE_CHECKING:                      # imported when built: the predict path n
 @dataclass(frozen=True)
 class Part:
     """One layer, the embedding or the output layer, for one micro-batch on one GPU, from its
-    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s."""
+    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s; ep_exposed_s:
+    the part of tp_exposed_s the expert-parallel all-to-alls leave exposed
+    (:func:`tpsim.training.expert_comm.group_exposed_s`)."""
     forward_s: float
     backward_s: float
     compute_s: float
@@ -67,13 +71,15 @@ class Part:
     hardware_flops: float
     saved_bytes: float
     dp_exposed_s: float = 0.0      # ZeRO-2/3's unit collectives the compute waits for
+    ep_exposed_s: float = 0.0
 
     @classmethod
     def of(cls, sim, times=None) -> Part:
         """From a simulation (``times``: its :func:`~tpsim.sim.simulate.layer_times`, if known)."""
         t = layer_times(sim) if times is None else times
         return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
-                   t.flops, t.hardware_flops, saved_bytes(sim))
+                   t.flops, t.hardware_flops, saved_bytes(sim),
+                   ep_exposed_s=group_exposed_s(sim, "ep"))
 
     @classmethod
     def total(cls, parts) -> Part:
@@ -93,20 +99,24 @@ class Chunk:
     units: tuple[tuple[float, int, int], ...]
     forwards: tuple[float, ...] = ()        # per run of ``units``: one unit's forward seconds
     received: tuple[float, float] = (0.0, 0.0)  # (forward, backward) seconds ahead of its units
+    experts: tuple[int, ...] = ()           # per run: routed-expert parameters per unit
 
     @classmethod
     def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
-           last: Part | None = None, moe: Part | None = None) -> Chunk:
+           last: Part | None = None, moe: Part | None = None, expert: int = 0) -> Chunk:
         """``layers`` layers, with the embedding (``first``) and/or output layer (``last``);
         ``units``: its :func:`tpsim.training.terms.chunk_units`, whose ``"moe"`` runs are MoE
-        layers (``moe``: one simulated MoE layer), the rest dense ones (``layer``)."""
+        layers (``moe``: one simulated MoE layer; ``expert`` of each one's parameters its
+        routed experts', :func:`tpsim.training.terms.expert_unit_params`), the rest dense
+        ones (``layer``)."""
         ends = [(p, 1) for p in (first, last) if p is not None]
         part = {"layer": layer, "embedding": first, "output": last, "moe": moe}
         sparse = sum(n for name, _, n in units if name == "moe")
         kinds = [(layer, layers - sparse)] + ([(moe, sparse)] if sparse else [])
         return cls(layers, Part.total([*kinds, *ends]),
                    tuple((part[name].backward_s, params, n) for name, params, n in units),
-                   tuple(part[name].forward_s for name, _, _ in units))
+                   tuple(part[name].forward_s for name, _, _ in units), (0.0, 0.0),
+                   tuple(expert if name == "moe" else 0 for name, _, _ in units))
 
 
 @dataclass(frozen=True)
@@ -128,33 +138,31 @@ class StepSetup:
     distributed_optimizer: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool = False
-    sharding: Sharding = UNSHARDED          # ZeRO-2/3 (tpsim.training.sharded_dp)
+    shards: tuple[float, ...] = ()     # per stage: optimizer shards (default: the sharding's)
+    experts: object = None             # the MoE layers' Folded groups (None: as the dense ones)
+    sharding: Sharding = UNSHARDED     # ZeRO-2/3 (tpsim.training.sharded_dp)
+
+    def optimizer_shards(self, stage: int) -> float:
+        """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`; else
+        the sharding's over the gradients' dp x cp ranks)."""
+        return self.shards[stage] if self.shards else self.sharding.state_shards(
+            terms.grad_ranks(self.parallelism), self.distributed_optimizer)[2]
 
 
-def p2p_seconds(nbytes: float, par: Parallelism, topo: Topology):
-    """``transfer_s(a, b)`` for :func:`tpsim.training.pipeline.add_pipeline`, memoised per pair
-    (:func:`tpsim.training.terms.p2p_s`)."""
-    memo = {}
-
-    def seconds(a: int, b: int) -> float:
-        if (a, b) not in memo:
-            memo[a, b] = terms.p2p_s(nbytes, terms.pair_place(par, topo, a, b), topo)
-        return memo[a, b]
-    return seconds
-
-
-def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
-    """(backward seconds, parameters) of each gradient bucket of the last micro-batch's
-    backward of one chunk (:func:`tpsim.training.terms.chunk_buckets`); the first bucket
-    starts with what the chunk runs ahead of its units (``Chunk.received``: the all-gather of
-    the gradient it receives), so the buckets add up to the chunk's backward_s."""
+def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int, int]]:
+    """(backward seconds, parameters, of them routed experts') of each gradient bucket of the
+    last micro-batch's backward of one chunk (:func:`tpsim.training.terms.chunk_buckets`); the
+    first bucket starts with what the chunk runs ahead of its units (``Chunk.received``: the
+    all-gather of the gradient it receives), so the buckets add up to the chunk's backward_s."""
     g = chunk * setup.parallelism.pp + stage
     c = setup.chunks[g]
-    units = c.units
-    out = [[sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces)]
-           for pieces in terms.chunk_buckets(units, terms.bucket_size(terms.grad_ranks(setup.parallelism), g))]
+    units, ex = c.units, c.experts or (0,) * len(c.units)
+    ranks = terms.grad_ranks(setup.parallelism)
+    out = [[sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces),
+            sum(ex[i] * k for i, k in pieces)]
+           for pieces in terms.chunk_buckets(units, terms.bucket_size(ranks, g))]
     out[0][0] = c.received[1] + out[0][0]
-    return [(s, n) for s, n in out]
+    return [(s, n, e) for s, n, e in out]
 
 
 def _split(setup: StepSetup, topo: Topology, buckets):
@@ -167,7 +175,7 @@ def _split(setup: StepSetup, topo: Topology, buckets):
 
     def split(stage: int, chunk: int):
         out = []
-        for k, (seconds, params) in enumerate(buckets(stage, chunk)):
+        for k, (seconds, params, _) in enumerate(buckets(stage, chunk)):
             out.append((f"bucket{k}", seconds))
             out.append((f"bucket{k}.scale", terms.grad_scale_s(params, setup.precision, topo.device)))
         return out
@@ -182,36 +190,44 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
         return list(stage_ops.end)
     group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
+    egroup = terms.expert_dp_group(setup.experts, stage) if setup.experts else None
 
-    def reduce(name, params, after):
-        t = terms.grad_reduce_s(params, dtype, do, group, price)
+    def reduce(name, params, expert, after):
+        t = terms.dp_and_expert_s(lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price),
+                                  params, expert, group, egroup)
         return g.add(f"s{stage}.{name}.{op}", stream, t, after, "step", block, "dp")
     if not setup.overlap_grad_reduce:
         params = setup.stage_params[stage]
         scale = g.add(f"s{stage}.grad-scale", f"stage{stage}",
                       terms.grad_scale_s(params, dtype, topo.device),
                       stage_ops.end, "step", block, "dp")
-        return [reduce("grads", params, (scale,))]
+        return [reduce("grads", params, stage_experts(setup, stage), (scale,))]
     out = []
     for chunk, ids in stage_ops.last_backward.items():
-        for k, (_, params) in enumerate(buckets(stage, chunk)):
+        for k, (_, params, expert) in enumerate(buckets(stage, chunk)):
             scale = ids[2 * k + 1]
             g.set_kind(scale, "dp")
-            out.append(reduce(f"chunk{chunk}.bucket{k}", params, (scale,)))
+            out.append(reduce(f"chunk{chunk}.bucket{k}", params, expert, (scale,)))
     return out
+
+
+def stage_experts(setup: StepSetup, stage: int) -> int:
+    """The routed experts' parameters stage ``stage`` holds (its chunks' MoE units)."""
+    chunks = setup.chunks[stage::setup.parallelism.pp]
+    return sum(e * u[2] for c in chunks for e, u in zip(c.experts, c.units))
 
 
 def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     """The step's graph, op by op with names (the trace's and the plots' detail): the
     pipeline, the DP reductions and the step end (module docstring). With the overlapped
-    weight all-gather, each first forward's wait for its buckets (:func:`_gathers`) is an op
+    weight all-gather, each first forward's wait for its buckets (:func:`tpsim.training.step_gather.gathers`) is an op
     of the length the one-pass timing gives it (a wait until a time, which a graph of
     durations does not state; the same times)."""
     from .step_graph import StepGraph     # the trace's and the plots': not a prediction's
     g = StepGraph()
     p = setup.parallelism.pp
     sched = pipeline_schedule(p, setup.m, setup.v)
-    waits = time_step(setup, topo).waits if _gathering(setup) else None
+    waits = time_step(setup, topo).waits if gathering(setup) else None
     return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: add_pipeline(
         g, sched, chunk_s, transfer_s, split, waits))
 
@@ -225,64 +241,19 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
         g, sh, chunk_s, transfer_s, split, release))
 
 
-def _gathering(setup: StepSetup) -> bool:
-    return terms.overlapped_gather(setup.overlap_param_gather, setup.distributed_optimizer,
-                                   terms.grad_ranks(setup.parallelism))
-
-
-def _gathers(g, setup: StepSetup, topo: Topology) -> list[dict] | None:
-    """Megatron-core's overlapped weight all-gather (--overlap-param-gather, steady state):
-    the gather of the weights the last step's optimizer updated runs at this step's start on
-    each stage's DP stream, chunk by chunk and, in a chunk, bucket by bucket in forward order
-    (the gradient buckets, :func:`_buckets`, reversed: param_and_grad_buffer's bucket groups,
-    all-gathered in reverse); each bucket's layers wait for it in their first forward
-    (:func:`tpsim.training.terms.gather_release`). Adds the all-gathers to ``g``; returns per
-    stage {forward code 2 chunk: release time} (None: the gather follows the optimizer)."""
-    if not _gathering(setup):
-        return None
-    par, dtype, p = setup.parallelism, setup.precision, setup.parallelism.pp
-    price, out = terms.collective_price(topo), []
-    for r in range(p):
-        group, start, releases = terms.dp_group(par, r), 0.0, {}
-        for c in range(setup.v):
-            buckets = []
-            for k, (forward, params) in enumerate(_forward_buckets(setup, r, c)):
-                t = terms.param_gather_s(params, dtype, True, group, price)
-                g.add(f"s{r}.chunk{c}.bucket{k}.param-all-gather", f"stage{r}.dp", t, (),
-                      "step", f"stage{r}", "dp")
-                buckets.append((t, forward))
-            release, start = terms.gather_release(start, buckets)
-            # what the chunk runs ahead of its layers needs no weights: it may start earlier
-            releases[2 * c] = release - setup.chunks[c * p + r].received[0]
-        out.append(releases)
-    return out
-
-
-def _forward_buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int]]:
-    """(forward seconds, parameters) of each of a chunk's buckets in forward order (the
-    gradient buckets of :func:`tpsim.training.terms.chunk_buckets`, reversed)."""
-    c = setup.chunks[chunk * setup.parallelism.pp + stage]
-    units = c.units
-    return [(sum(c.forwards[i] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces))
-            for pieces in reversed(terms.chunk_buckets(
-                units, terms.bucket_size(terms.grad_ranks(setup.parallelism),
-                                         chunk * setup.parallelism.pp
-                                         + stage)))]
-
-
 def _finish(g, setup: StepSetup, topo: Topology, pipeline):
     """``pipeline(chunk_s, transfer_s, split, release)`` puts the stages' programs into
-    ``g`` (after the overlapped weight all-gathers, :func:`_gathers`); then the DP reductions
+    ``g`` (after the overlapped weight all-gathers, :func:`tpsim.training.step_gather.gathers`); then the DP reductions
     and the step end."""
     par = setup.parallelism
     p = par.pp
-    release = _gathers(g, setup, topo)
+    release = gathers(g, setup, topo)
 
     def chunk_s(stage, chunk, kind):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
     buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
-    stage_ops = pipeline(chunk_s, p2p_seconds(setup.p2p_bytes, par, topo),
+    stage_ops = pipeline(chunk_s, terms.p2p_seconds(setup.p2p_bytes, par, topo),
                          _split(setup, topo, buckets), release)
     ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
     _step_end(g, setup, topo, ready)
@@ -304,19 +275,22 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         e = g.add("embedding-grads.all-reduce", "embedding", t, ready[0] + ready[-1], "step",
                   "stage0", "pp")
         ready[0], ready[-1] = [e], [e]
-    shards = setup.sharding.state_shards(terms.grad_ranks(par), do)[2]
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
-                   terms.grad_norm_s(setup.stage_params[r], shards, dev),
+                   terms.grad_norm_s(setup.stage_params[r], setup.optimizer_shards(r), dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
     t = terms.grad_norm_allreduce_s(par, do, price)
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
     for r in range(p):
         local = setup.stage_params[r]
-        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, shards, dtype, dev),
+        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, setup.optimizer_shards(r), dtype,
+                                                            dev),
                     (norm,), "step", f"stage{r}", "optimizer")
-        t = terms.param_gather_s(local, dtype, do and setup.sharding.stage < 3,
-                                 weight_gather_group(par, r, setup.sharding), price)
-        if t is not None and not _gathering(setup):
+        egroup = terms.expert_dp_group(setup.experts, r) if setup.experts else None
+        t = terms.dp_and_expert_s(
+            lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local,
+            stage_experts(setup, r), weight_gather_group(par, r, setup.sharding), egroup) \
+            if do and setup.sharding.stage < 3 else None
+        if t and not gathering(setup):
             g.add(f"s{r}.param-all-gather", f"stage{r}.dp", t, (opt,), "step", f"stage{r}", "dp")
 
 
@@ -336,11 +310,12 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
                overlap_param_gather: bool = False, moe: Part | None = None,
-               precision: str | None = None) -> StepSetup:
+               precision: str | None = None, experts=None) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
     ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
     ``precision``: the :func:`~tpsim.spec.precision.precision_key` of the weights, gradients
-    and optimizer state (default: ``dtype``'s).
+    and optimizer state (default: ``dtype``'s); ``experts``: their
+    :class:`~tpsim.spec.folding.Folded` groups (None: ep 1, expert TP = tp).
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
@@ -350,17 +325,22 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
-    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g]), layer,
-                       embedding if g == 0 else None, output if g == last_g else None, moe)
-              for g, n in enumerate(stage_layers)]
+    expert = terms.expert_unit_params(model, tp, experts)
+    chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g],
+                                                 experts), layer,
+                       embedding if g == 0 else None, output if g == last_g else None, moe,
+                       expert) for g, n in enumerate(stage_layers)]
     p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
                           sequence_parallel or scatter_gather_p2p)
     if scatter_gather_p2p and not sequence_parallel and tp > 1 and p > 1:
         full = terms.activation_bytes(model, micro_batch, seq_len, dtype)
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
-    return StepSetup(par, m, v, tuple(chunks), p2p,
-                     terms.stage_params(model, tp, stage_layers, p, v),
+    params = terms.stage_params(model, tp, stage_layers, p, v, experts)
+    shards = terms.stage_shares(model, tp, par.dp, stage_layers, p, v, params, experts,
+                                distributed_optimizer)
+    return StepSetup(par, m, v, tuple(chunks), p2p, params,
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), precision or dtype,
-                     distributed_optimizer, overlap_grad_reduce, overlap_param_gather)
+                     distributed_optimizer, overlap_grad_reduce, overlap_param_gather, shards,
+                     experts if expert else None)

@@ -97,7 +97,8 @@ def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTi
         schedule="1f1b" if setup.v == 1 else "interleaved-1f1b",
         distributed_optimizer=setup.distributed_optimizer,
         overlap_grad_reduce=setup.overlap_grad_reduce, p2p_bytes=setup.p2p_bytes,
-        stages=stages)
+        stages=stages,
+        ep_comm_exposed_s=setup.m * sum(c.part.ep_exposed_s for c in setup.chunks) / par.pp)
 
 
 def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
@@ -109,7 +110,6 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     par = setup.parallelism
     capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
     sh = setup.sharding
-    shards = sh.state_shards(terms.grad_ranks(par), setup.distributed_optimizer)[2]
     out = []
     for r in range(par.pp):
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
@@ -118,7 +118,7 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
             largest_unit(setup.chunks[c * par.pp + r].units) for c in range(setup.v))) \
             if sh.per_unit else None
         out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
-                                shards, r, sum(live), usable, state,
+                                setup.optimizer_shards(r), r, sum(live), usable, state,
                                 sh.stage or int(setup.distributed_optimizer)))
     return tuple(out)
 

@@ -41,10 +41,10 @@ from ..cost.compute import elementwise_time
 from ..layer.embedding import embedding_template, output_template
 from ..sim.price import group_collective
 from ..sim.simulate import simulate
-from ..spec.model_params import is_moe_layer, moe_layer_params, moe_layers_in
+from ..spec.model_params import expert_params, is_moe_layer, moe_layer_params, moe_layers_in
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import LOW_PRECISION
-from .pipeline import interleaved_warmup, stage_totals
+from .pipeline import stage_totals, table_forwards, warmup_forwards
 
 Price = Callable[[str, float, Group], float]
 
@@ -114,7 +114,8 @@ def micro_batches(global_batch: int, micro_batch: int, dp: int) -> int:
     return global_batch // (micro_batch * dp)
 
 
-def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int = 0) -> list:
+def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int = 0,
+                experts=None) -> list:
     """The gradient units of a virtual stage of ``layers`` layers from layer ``start``, the
     ``first`` (g = 0) and/or the ``last`` (g = p v - 1)
     (:func:`tpsim.training.data_parallel.gradient_units`): the final
@@ -122,13 +123,15 @@ def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int
     tied embeddings: the embedding serves as it when the stage is also the first, pp = 1),
     the layers (layer_params each), the embedding (embedding_params) on the first. A model
     with experts has its layers as runs of ``"layer"`` (dense) and ``"moe"`` units
-    (:func:`~tpsim.spec.model_params.moe_layer_params` each), last layer first."""
+    (:func:`~tpsim.spec.model_params.moe_layer_params` each, with the ``experts``' folding),
+    last layer first."""
     units = dpm.gradient_units(layers, model.layer_params(tp),
                                model.embedding_params(tp) if first else None,
                                model.output_params(tp, first) if last else None)
     if not model.moe or not layers:
         return units
-    runs, moe_params = [], moe_layer_params(model, tp)
+    ep, etp, _, _ = folded_experts(experts, tp)
+    runs, moe_params = [], moe_layer_params(model, tp, ep, etp)
     for i in range(start + layers - 1, start - 1, -1):
         name = "moe" if is_moe_layer(model, i) else "layer"
         if runs and runs[-1][0] == name:
@@ -137,6 +140,63 @@ def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int
             runs.append((name, moe_params if name == "moe" else model.layer_params(tp), 1))
     k = next(i for i, u in enumerate(units) if u[0] == "layer")
     return units[:k] + runs + units[k + 1:]
+
+
+def folded_experts(experts, tp: int) -> tuple[int, int, int, int]:
+    """(ep, etp, edp, dp) of a :class:`~tpsim.spec.folding.Folded` (None: ep 1, etp = tp)."""
+    if experts is None:
+        return 1, tp, 0, 0
+    return experts.ep, experts.etp, experts.edp, experts.parallelism.dp
+
+
+def expert_unit_params(model, tp: int, experts) -> int:
+    """One MoE layer's routed-expert parameters per rank that Megatron-core reduces over
+    expert DP (:func:`~tpsim.spec.model_params.expert_params`) when folded (ep > 1 or expert
+    TP other than tp); else 0 (reduced with the rest over DP)."""
+    ep, etp, _, _ = folded_experts(experts, tp)
+    return expert_params(model, ep, etp) if experts is not None and (ep > 1 or etp != tp) else 0
+
+
+def expert_dp_group(experts, stage: int) -> Group:
+    """The expert-DP group of pipeline stage ``stage`` (:mod:`tpsim.spec.folding`)."""
+    return experts.group("edp", first=stage * experts.parallelism.stride("pp"))
+
+
+def dp_and_expert_s(collective: Callable, params: float, expert: float, group: Group,
+                    expert_group: Group | None) -> float:
+    """A bucket's DP collective, ``collective(params, group)`` seconds (0 or None: none):
+    of its parameters other than the routed experts' on the DP group, then of its ``expert``
+    parameters on the expert-DP group (Megatron-core's separate expert buffers), one after the
+    other on the DP stream; the first alone without experts."""
+    if not expert:
+        return collective(params, group) or 0.0
+    t = collective(params - expert, group) or 0.0 if params > expert else 0.0
+    return t + (collective(expert, expert_group) or 0.0 if expert_group.size > 1 else 0.0)
+
+
+def optimizer_shares(model, tp: int, dp: int, params: int, moe_layers: int, experts,
+                     distributed_optimizer: bool) -> float:
+    """How many ways a stage's optimizer state is split, for ``params`` held of which
+    ``moe_layers`` x :func:`~tpsim.spec.model_params.expert_params` are routed experts: the
+    distributed optimizer shards the experts' over edp and the rest over d (Megatron-core's
+    separate expert-DP buffers), params / (dense / d + experts / edp); d when every group is
+    the same (:func:`optimizer_shards`), 1 without it."""
+    ep, etp, edp, _ = folded_experts(experts, tp)
+    if not distributed_optimizer or not moe_layers or experts is None or edp == dp:
+        return optimizer_shards(dp, distributed_optimizer)
+    x = moe_layers * expert_params(model, ep, etp)
+    return params / ((params - x) / dp + x / edp)
+
+
+def stage_shares(model, tp: int, dp: int, layers, pp: int, v: int, params, experts,
+                 distributed_optimizer: bool) -> tuple[float, ...]:
+    """:func:`optimizer_shares` of each stage holding ``params`` (:func:`stage_params`); ()
+    without ``experts``' folding (every stage :func:`optimizer_shards`)."""
+    if experts is None:
+        return ()
+    moe = stage_totals(moe_counts(model, layers), pp, v)
+    return tuple(optimizer_shares(model, tp, dp, n, k, experts, distributed_optimizer)
+                 for n, k in zip(params, moe))
 
 
 def moe_counts(model, layers) -> list[int]:
@@ -160,14 +220,17 @@ def chunk_buckets(units, size: int | None) -> list:
     return dpm.buckets([(u[-2], u[-1]) for u in units], size)
 
 
-def stage_params(model, tp: int, layers, pp: int, v: int) -> tuple[int, ...]:
+def stage_params(model, tp: int, layers, pp: int, v: int, experts=None) -> tuple[int, ...]:
     """Parameters one rank of each pipeline stage holds (and updates, before sharding): its
     layers over its v chunks (:func:`tpsim.training.pipeline.stage_totals`) x layer_params (its MoE
     layers x moe_layer_params: :func:`moe_counts`), plus
     the embedding on the first and the output layer on the last
-    (:meth:`~tpsim.spec.model.ModelConfig.stage_params`)."""
+    (:meth:`~tpsim.spec.model.ModelConfig.stage_params`); the ``experts``' folding changes
+    each MoE layer's to :func:`~tpsim.spec.model_params.moe_layer_params` (tp, ep, etp)."""
     moe = stage_totals(moe_counts(model, layers), pp, v)
-    return tuple(model.stage_params(tp, n, r == 0, r == pp - 1, moe[r])
+    ep, etp, _, _ = folded_experts(experts, tp)
+    extra = moe_layer_params(model, tp, ep, etp) - moe_layer_params(model, tp) if any(moe) else 0
+    return tuple(model.stage_params(tp, n, r == 0, r == pp - 1, moe[r]) + moe[r] * extra
                  for r, n in enumerate(stage_totals(layers, pp, v)))
 
 
@@ -175,24 +238,6 @@ def optimizer_shards(dp: int, distributed_optimizer: bool) -> int:
     """How many ways a stage's optimizer state and step are split: d with the distributed
     optimizer (ZeRO-1: each DP rank owns 1/d), else 1."""
     return dp if distributed_optimizer else 1
-
-
-def warmup_forwards(p: int, v: int, m: int, stage: int) -> int:
-    """Warm-up forwards of ``stage`` (Megatron-core's schedules.py): 1F1B min(p - r - 1, m);
-    interleaved min(2 (p - r - 1) + (v - 1) p, m v)
-    (:func:`tpsim.training.pipeline.interleaved_warmup`)."""
-    return min(p - stage - 1, m) if v == 1 else interleaved_warmup(p, v, stage, m)
-
-
-def table_forwards(n: int, p: int, v: int) -> tuple[int, ...]:
-    """Forwards of each model chunk among the first ``n`` of the schedule table (groups of p
-    micro-batches through chunk 0, then chunk 1, ...:
-    :func:`tpsim.training.pipeline.schedule_table`): chunk c has
-    (n // p v) p + min(max(n mod p v - c p, 0), p); 1F1B (v = 1): n."""
-    if v == 1:
-        return (n,)
-    period = p * v
-    return tuple(n // period * p + min(max(n % period - c * p, 0), p) for c in range(v))
 
 
 def in_flight_chunks(p: int, v: int, m: int, stage: int) -> tuple[int, ...]:
@@ -229,6 +274,18 @@ def p2p_s(nbytes: float, place, topo) -> float:
     """One transfer of ``nbytes`` between the two ranks of ``place``
     (:func:`tpsim.cost.collectives.send_recv_time`)."""
     return send_recv_time(nbytes, place, topo).time_s
+
+
+def p2p_seconds(nbytes: float, par: Parallelism, topo):
+    """``transfer_s(a, b)`` for :func:`tpsim.training.pipeline.add_pipeline`, memoised per pair
+    (:func:`p2p_s`)."""
+    memo = {}
+
+    def seconds(a: int, b: int) -> float:
+        if (a, b) not in memo:
+            memo[a, b] = p2p_s(nbytes, pair_place(par, topo, a, b), topo)
+        return memo[a, b]
+    return seconds
 
 
 # ---- data parallelism

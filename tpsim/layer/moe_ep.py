@@ -1,0 +1,221 @@
+"""The mixture-of-experts slot with expert parallelism: Megatron-core's all-to-all dispatcher.
+
+Megatron-core (``megatron/core/transformer/moe/token_dispatcher.py``
+``MoEAlltoAllTokenDispatcher``, ``experts.py`` ``TEGroupedMLP``, ``shared_experts.py``) runs a
+MoE layer over the folded groups (:mod:`tpsim.spec.folding`): each rank routes its own T_n
+tokens (T/tp with sequence parallelism), sends each token to the ep ranks holding its experts
+(all-to-all on the EP group), gathers the tokens of its expert-TP peers and runs its E_l = E/ep
+experts, each 1/etp of its width wide:
+
+forward::
+
+    router, top-k            as :mod:`tpsim.layer.moe` (T_n tokens, all E logits)
+    permute                  memory-bound: read and write T_n k x h (one row per chosen expert)
+    all-to-all dispatch      on ep: S = ceil(T_n k load) h bytes per rank
+    all-gather               on etp: the received rows of the etp ranks (R x h in all)
+    sort                     memory-bound: read and write R x h (rows grouped by local expert)
+    fc1, act, fc2            grouped GEMMs, E_l groups of m_e x (n_in f_e/etp) x h ... as the
+                             EP-1 slot, m_e = ceil(T_n k etp ep load / E), R = m_e E_l
+    unsort                   memory-bound: read and write R x h
+    reduce-scatter           on etp: the partial expert outputs (R x h)
+    all-to-all combine       on ep: S again, the other way
+    unpermute                memory-bound: read T_n k x h and the probabilities, write T_n x h
+    shared experts           (S shared) the dense MLP on tp: all-gather T x h on tp (SP),
+                             column GEMM, act, row GEMM, reduce-scatter on tp, then added (read
+                             2, write 1); issued beside the dispatch (Megatron-core's
+                             moe_shared_expert_overlap), so their GEMMs run under the all-to-all
+
+with load = the busiest expert's tokens over the mean (``--moe-imbalance``), capped by the
+capacity factor when tokens are dropped (``--moe-capacity-factor``): the busiest rank's grouped
+GEMMs and all-to-all set the pace. Each all-to-all moves S (ep - 1)/ep of a rank's bytes to
+other ranks (:func:`tpsim.cost.all_to_all.all_to_all_time`, on the EP group's placement: NVLink
+inside a node, the GPU's own NIC across nodes). Backward mirrors every op: the combine's and
+dispatch's all-to-alls again, the etp reduce-scatter and all-gather swapped, the grouped GEMMs'
+dgrad and wgrad, the shared experts' backward (their output gradient gathered on tp, input
+re-gathered) beside the combine's all-to-all, the router's backward.
+
+Saved for backward: the router's input and scores (as EP 1), the sorted tokens R h (fc1's
+weight gradient; the dispatch buffer), fc1's output, fc2's input, the combined expert outputs
+T_n k h (the probabilities' gradient) and the shared experts' as the dense MLP's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..base.errors import ConfigError
+from .dims import Dims, layer_dims, sp_reduce_op
+from .moe import (dense_bwd, fc1_size, fc2_size, gathered_tokens, grouped, grouped_bwd,
+                  moe_bwd, moe_fwd, router_bwd, router_fwd, routed_rows, shared_fwd)
+from .template import Builder
+
+
+@dataclass(frozen=True)
+class Alltoall:
+    """The switches of the all-to-all slot's structure: shared experts, and which of its groups
+    have more than one rank (a collective on a one-rank group is no op)."""
+    shared: bool
+    ep: bool
+    etp: bool
+
+
+def slot_groups(moe) -> dict[str, int]:
+    """Group sizes the slot's template compiles with (2: more than one rank)."""
+    if isinstance(moe, Alltoall):
+        return {"ep": 2 if moe.ep else 1, "etp": 2 if moe.etp else 1}
+    return {}
+
+
+def slot_fwd(B: Builder, x, swiglu: bool, moe) -> str:
+    """The MoE slot's forward: all-to-all (``moe`` an :class:`Alltoall`) or all-gather (1, 2:
+    with shared experts; :mod:`tpsim.layer.moe`)."""
+    if isinstance(moe, Alltoall):
+        return alltoall_fwd(B, x, swiglu, moe.shared)
+    return moe_fwd(B, x, swiglu, moe == 2)
+
+
+def slot_bwd(B: Builder, grad, swiglu: bool, moe) -> str:
+    """The MoE slot's backward (:func:`slot_fwd`)."""
+    if isinstance(moe, Alltoall):
+        return alltoall_bwd(B, grad, swiglu, moe.shared)
+    return moe_bwd(B, grad, swiglu, moe == 2)
+
+
+def sent_rows(d: Dims) -> int:
+    """ceil(T_n k load): rows one rank's all-to-all moves (its own slice included)."""
+    return math.ceil(d.Tn * d.topk * d.load)
+
+
+def a2a_bytes(d: Dims):
+    """S = ceil(T_n k load) h bytes: one rank's all-to-all, as nccl-tests counts it."""
+    return sent_rows(d) * d.h * d.bpe, (sent_rows(d), d.h), d.dtype
+
+
+def _rows(d: Dims):
+    """The R x h rows the local experts work on (the etp all-gather's output)."""
+    return routed_rows(d) * d.h * d.bpe, (routed_rows(d), d.h), d.dtype
+
+
+def _copy(B: Builder, name: str, rows, deps, saved=None, forward_of=None) -> str:
+    """A memory-bound permutation of ``rows(d)`` x h: read and write each row once."""
+    return B.eltwise(name, lambda d: (rows(d), d.h, 2 * rows(d) * d.h * d.bpe), deps,
+                     saved=saved, forward_of=forward_of)
+
+
+def _local(d: Dims) -> int:
+    return d.Tn * d.topk
+
+
+def _shared_tokens(B: Builder, x) -> str:
+    return B.collective("fwd.shared.all-gather", "all-gather", (x,),
+                        size=gathered_tokens) if B.sp else x
+
+
+def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
+    """The slot's forward from the norm's output ``x`` (T_n x h); module docstring."""
+    n_in = 2 if swiglu else 1
+    _, topk = router_fwd(B, x)
+    tokens = _shared_tokens(B, x) if shared else None
+    y = B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
+                  (x, topk))
+    y = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep")
+    s = shared_fwd(B, tokens, n_in) if shared else None
+    y = B.collective("fwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp")
+    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=lambda d: _rows(d)[0])
+    y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
+    y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
+                                                * d.fe * d.bpe), (y,),
+                  saved=lambda d: n_in * routed_rows(d) * d.fe * d.bpe)
+    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,),
+                saved=lambda d: routed_rows(d) * d.fe * d.bpe)
+    y = _copy(B, "fwd.moe.unsort", routed_rows, (y,))
+    y = B.collective("fwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
+                     group="etp")
+    y = B.collective("fwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep")
+    if shared:
+        op = sp_reduce_op(B.sp)
+        s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
+    y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe
+                                                  + _local(d) * 4), (y, topk),
+                  saved=lambda d: _local(d) * d.h * d.bpe)
+    if shared:
+        y = B.eltwise("fwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s))
+    return y
+
+
+def _shared_bwd(B: Builder, grad, n_in: int) -> str:
+    """The shared experts' backward on tp from the slot's output gradient (T_n x h): gathered
+    on tp (SP), fc2, act, fc1 (input re-gathered), the input gradient reduce-scattered."""
+    op = sp_reduce_op(B.sp)
+    if B.sp:
+        grad = B.collective("bwd.shared.grad.all-gather", "all-gather", (grad,),
+                            forward_of=f"fwd.shared.{op}", size=gathered_tokens)
+    x = dense_bwd(B, "shared.fc2", lambda d: (d.T, d.h, d.fs), grad)
+    x = B.eltwise("bwd.shared.act", lambda d: (d.T, d.fs, (1 + 2 * n_in) * d.T * d.fs * d.bpe),
+                  (x,), forward_of="fwd.shared.act")
+    inputs = (B.collective("bwd.shared.all-gather", "all-gather", (grad,),
+                           forward_of="fwd.shared.all-gather", size=gathered_tokens),) \
+        if B.sp else ()
+    x = dense_bwd(B, "shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), x, inputs)
+    if B.sp:
+        return B.collective("bwd.shared.reduce-scatter", "reduce-scatter", (x,),
+                            size=gathered_tokens, forward_of="fwd.shared.all-gather")
+    return B.collective("bwd.shared.all-reduce", "all-reduce", (x,), size=gathered_tokens)
+
+
+def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
+    """The slot's backward from the gradient of its output (T_n x h); returns its input's
+    gradient, the experts', the shared experts' and the router's summed."""
+    n_in = 2 if swiglu else 1
+    y = B.eltwise("bwd.moe.unpermute", lambda d: (_local(d), d.h, d.Tn * d.h * d.bpe
+                                                  + 2 * _local(d) * d.h * d.bpe), (grad,),
+                  forward_of="fwd.moe.unpermute")
+    probs = y
+    y = B.collective("bwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep",
+                     forward_of="fwd.moe.combine")
+    s = _shared_bwd(B, grad, n_in) if shared else None
+    y = B.collective("bwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp",
+                     forward_of="fwd.moe.etp.reduce-scatter")
+    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort")
+    y = grouped_bwd(B, "experts.fc2", fc2_size, y)
+    y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
+                                                * routed_rows(d) * d.fe * d.bpe), (y,),
+                  forward_of="fwd.experts.act")
+    y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
+    y = _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort")
+    y = B.collective("bwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
+                     group="etp", forward_of="fwd.moe.etp.all-gather")
+    y = B.collective("bwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
+                     forward_of="fwd.moe.dispatch")
+    y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe),
+                  (y,), forward_of="fwd.moe.permute")
+    if shared:
+        y = B.eltwise("bwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s),
+                      forward_of="fwd.shared.add")
+    return router_bwd(B, probs, y)
+
+
+def expert_load(imbalance: float, capacity_factor: float | None) -> float:
+    """The busiest expert's tokens over the mean: the imbalance, capped by the capacity factor
+    (Megatron-core's moe_expert_capacity_factor drops the tokens beyond it)."""
+    return imbalance if capacity_factor is None else min(imbalance, capacity_factor)
+
+
+def alltoall_dims(model, tp: int, ep: int, etp: int, micro_batch: int, seq_len: int,
+                  dtype: str, sequence_parallel: bool, load: float = 1.0) -> Dims:
+    """Per-rank sizes of ``model``'s MoE slot with the all-to-all dispatcher: E / ep experts of
+    width f_e / etp, the shared experts' S f_s / tp, T_n tokens routed at ``load``. TP > 1
+    needs sequence parallelism (as Megatron-core); the widths must divide."""
+    if tp > 1 and not sequence_parallel:
+        raise ConfigError("--sequence-parallel", "", "on with an MoE model and tp > 1 (as "
+                          "Megatron-core requires)", False)
+    shared = model.shared_experts * (model.shared_expert_ffn_hidden or 0)
+    if shared % tp:
+        raise ConfigError("--tp", "", f"a divisor of {model.name}'s shared experts ({shared})",
+                          tp)
+    d = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True)
+    return Dims(b=d.b, s=d.s, h=d.h, tp=tp, dtype=d.dtype, linear_dtype=d.linear_dtype,
+                heads=d.heads, kv_heads=d.kv_heads, d=d.d, f=d.f, sp=d.sp, vocab=d.vocab,
+                experts=model.experts, topk=model.experts_per_token,
+                fe=model.expert_ffn_hidden // etp, fs=shared // tp, ep=ep, etp=etp,
+                load=float(load))

@@ -149,26 +149,27 @@ def test_nvls_never_cheaper_just_above_a_chunk_switch():
 def test_nvls_tree_closed_form():
     """2 nodes x 8 GPUs, NVLS inside (as above), one tree hop across nodes (latency_us 10 us, up
     and down): latency 5 + 2 * 1 * 10 = 25 us. S = 2^29, ops = 128: NVLS-tree chunk 128 KiB
-    (S >= 32 ops 128 KiB = 2^29), m = 2^29 / (128 * 2^17) = 32. A step: max(1 us + 1.125 * 2^24 /
-    5e10 s, 2^24 / (8 NICs * 25 GB/s)) = max(378.48736, 83.886) us; K = 2 + 2 stages:
-    t = 25 us + (32 + 3) * 378.48736 us; transfer = 1.125 * 2^29 / 5e10 = 12079.5955 us."""
+    (S >= 32 ops 128 KiB = 2^29), m = 2^29 / (128 * 2^17) = 32. A switch stage: a = 1 us + 1.125 *
+    2^24 / 5e10 s = 378.48736 us; a network stage: b = 2^24 / (8 NICs * 25 GB/s) = 83.88608 us;
+    two of each: t = 25 us + (32 - 1) a + 2 a + 2 b; transfer = 1.125 * 2^29 / 5e10 = 12079.5955 us."""
     topo = make_topology([SHARP, IB])
     assert "nvls_tree" in applicable_algorithms("all-reduce", 16, topo)
     c = collective_time("all-reduce", 2**29, 16, topo, "nvls_tree")
-    assert c.time_s == pytest.approx(25e-6 + 35 * 378.48736e-6, rel=1e-9)
+    total = 33 * 378.48736e-6 + 2 * 83.88608e-6
+    assert c.time_s == pytest.approx(25e-6 + total, rel=1e-9)
     assert c.transfer_s == pytest.approx(12079.5955e-6, rel=1e-7)
-    assert c.pipeline_s == pytest.approx(35 * 378.48736e-6 - c.transfer_s, rel=1e-9)
+    assert c.pipeline_s == pytest.approx(total - c.transfer_s, rel=1e-9)
     assert c.formula == "tpsim.cost.collectives.nvls_tree_time"
 
 
 def test_nvls_tree_network_bound_deeper_than_two_nodes():
     """4 nodes, NICs cut to 1 x 25 GB/s: k = 2, the network moves 2 bytes per byte at 25 GB/s.
-    Chunk 64 KiB (at most 64 KiB from 4 nodes), m = 2^29 / 2^23 = 64; a step: max(1 + 188.74 us,
-    2 * 2^23 / 25e9 = 671.08864 us); K = 2 + 2 * log2(4) = 6 stages; latency 5 + 2 * 2 * 10 = 45 us:
-    t = 45 us + (64 + 5) * 671.08864 us; transfer = 2 * 2^29 / 25e9 = 42949.673 us."""
+    Chunk 64 KiB (at most 64 KiB from 4 nodes), m = 2^29 / 2^23 = 64; a = 1 + 188.74368 us,
+    b = 2 * 2^23 / 25e9 = 671.08864 us paces; 2 switch and 2 log2(4) = 4 network stages; latency
+    5 + 2 * 2 * 10 = 45 us: t = 45 us + 63 b + 2 a + 4 b; transfer = 2 * 2^29 / 25e9 = 42949.673 us."""
     topo = make_topology([SHARP, dict(IB, nics_per_node=1)])
     c = collective_time("all-reduce", 2**29, 32, topo, "nvls_tree")
-    assert c.time_s == pytest.approx(45e-6 + 69 * 671.08864e-6, rel=1e-9)
+    assert c.time_s == pytest.approx(45e-6 + 67 * 671.08864e-6 + 2 * 189.74368e-6, rel=1e-9)
     assert c.transfer_s == pytest.approx(2 * 2**29 / 25e9, rel=1e-12)
 
 

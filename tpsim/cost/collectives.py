@@ -223,9 +223,8 @@ def nvls_tree_time(nbytes: float, place: Placement, topo: Topology) -> Collectiv
     pipeline (:func:`~tpsim.cost.nvls_pipeline.nvls_tree_terms`, NCCL's NVLS-tree chunk):
 
         t = s collective_launch + s (hop_0[nvls] + sum_{inter k} h_k hop_k[nvls_tree])
-            + (m + 1 + sum_k h_k) max(s step + w c ops / (B eff_nvls),
-                                      c ops k / min_{inter k} (B_k eff_k[tree]))
-            + copy_bytes(all-reduce, S, n) / B_copy
+            + (m - 1) max(a, b) + 2 a + sum_k h_k b  + copy_bytes(all-reduce, S, n) / B_copy
+        a = s step + w c ops / (B eff_nvls),  b = k c ops / min_{inter k} (B_k eff_k[tree])
 
     with h_k = 2 ceil(log2 fanout_k) hops up and down the tree, ops = nvls_channels x g,
     c the chunk and m = S / (ops c); transfer is max(w S / (B eff_nvls), k S / B_net), the

@@ -102,21 +102,21 @@ def nvls_tree_terms(nbytes: float, ranks: int, bandwidth_Bps: float, step_s: flo
     ``ranks`` GPUs: the NVLS pipeline above with the network inside it.
 
     A chunk goes through the switch's reduction, ``net_stages`` network hops (up the tree of
-    nodes and down again: 2 ceil(log2 nodes)), then the switch's multicast: K = STAGES +
-    net_stages stages. Each step moves ``ops c`` bytes of the node (ops = channels x ranks) and
-    lasts as long as the slower of its switch stage ``step + w c ops / B`` and its network stage
-    ``c ops / net_Bps`` (``net_Bps``: the node's NICs, already divided by the bytes an inner
-    node forwards per byte):
+    nodes and down again: 2 ceil(log2 nodes)), then the switch's multicast. Each step moves
+    ``ops c`` bytes of the node (ops = channels x ranks): a switch stage takes
+    ``a = step + w c ops / B``, a network stage ``b = c ops / net_Bps`` (``net_Bps``: the node's
+    NICs, already divided by the bytes an inner node forwards per byte). The slowest stage paces
+    the m chunks; the first chunk also crosses every other stage:
 
-        transfer + pipeline = (m + K - 1) max(step + w c ops / B, c ops / net_Bps)
+        transfer + pipeline = (m - 1) max(a, b) + STAGES a + net_stages b
         transfer = max(w S / B, S / net_Bps)
 
-    with c :func:`nvls_tree_chunk_bytes` (at most S / ops) and m = S / (ops c). The K - 1
-    steps that fill the pipeline are what a larger chunk costs a mid-size message."""
+    with c :func:`nvls_tree_chunk_bytes` (at most S / ops) and m = S / (ops c). On one node
+    (net_stages 0, a >= b) this is the NVLS pipeline's (m + 1) a."""
     ops = channels * ranks
     wire = nvls_wire_factor(ranks)
     c = min(nvls_tree_chunk_bytes(nbytes, ops, max_chunk, nodes), nbytes / ops)
-    step = max(step_s + wire * c * ops / bandwidth_Bps, c * ops / net_Bps)
-    total = (nbytes / (ops * c) + STAGES + net_stages - 1) * step
+    a, b = step_s + wire * c * ops / bandwidth_Bps, c * ops / net_Bps
+    total = (nbytes / (ops * c) - 1) * max(a, b) + STAGES * a + net_stages * b
     transfer = max(wire * nbytes / bandwidth_Bps, nbytes / net_Bps)
     return transfer, total - transfer

@@ -69,3 +69,13 @@ def test_ll_cap_bounds_the_network_stage_only():
         pytest.approx(2 * 15 / 16 * s / 50e9, rel=1e-12)        # the NVLink stage: 100 x 0.5
     assert collective_time("all-reduce", s, 16, topo, "ring").transfer_s == \
         collective_time("all-reduce", s, 16, plain, "ring").transfer_s
+
+
+def test_tree_beyond_two_nodes_carries_one_and_a_half_times():
+    """One 25 GB/s NIC per node, S = 1 GiB (no correction): two nodes move 2 S / 25 GB/s over the
+    network stage; four nodes 1.5x that (an inner node takes both children's halves)."""
+    topo = make_topology([NODE, dict(IB, nics_per_node=1)])
+    two = collective_time("all-reduce", 2**30, 16, topo, "tree")
+    four = collective_time("all-reduce", 2**30, 32, topo, "tree")
+    assert two.transfer_s == pytest.approx(2 * 2**30 / 25e9, rel=1e-12)
+    assert four.transfer_s == pytest.approx(1.5 * 2 * 2**30 / 25e9, rel=1e-12)

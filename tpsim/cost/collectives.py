@@ -40,7 +40,7 @@ from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passe
 from ..base.errors import ConfigError
 from ..base.formula import qualname
 from .nccl_tuning import (ll_cap_Bps, ring_hops, ring_plateau, tree_correction,  # noqa: F401
-                          tree_hops)                           # ring_hops: re-exported
+                          tree_hops, tree_load)                # ring_hops: re-exported
 from .nvls_pipeline import nvls_terms, nvls_tree_terms
 from .all_to_all import all_to_all_time
 from ..spec.parallel import Group
@@ -85,12 +85,13 @@ def _cost(op, algo, proto, nbytes, place, launch, latency, transfer, copy, formu
 
 
 def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto: str,
-               formula: str, lat_factor: float = 1.0, bw_factor: float = 1.0) -> CollectiveCost:
+               formula: str, lat_factor: float = 1.0, bw_factor: float = 1.0,
+               load=lambda span: 1.0) -> CollectiveCost:
     """Price a pipeline whose stages are the levels in ``place.spans``: the slowest stage sets
     the pace. ``hops``: (span, count) pairs, each paying that level's ``algo``/``proto`` hop.
 
     t = s (collective_launch + proto.launch) + s lat_factor sum count * hop(level, algo, proto)
-        + max_k [ wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, LL cap_k)
+        + max_k [ load_k wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, LL cap_k)
                   + copy_k ]
     where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others, and LL cap_k
     the host's LL cap on a network level (:func:`~tpsim.cost.nccl_tuning.ll_cap_Bps`).
@@ -101,8 +102,8 @@ def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto
         count * span.level.hop_latency_s(algo, proto) for span, count in hops)
     stages = []
     for s in place.spans:
-        wire = wire_bytes / min(_stage_bandwidth(s, algo) * p.bandwidth_fraction * bw_factor,
-                                ll_cap_Bps(s, proto))
+        wire = load(s) * wire_bytes / min(
+            _stage_bandwidth(s, algo) * p.bandwidth_fraction * bw_factor, ll_cap_Bps(s, proto))
         copy = copy_s if s is place.spans[0] else 0.0
         stages.append((wire + copy, wire, copy))
     _, wire, copy = max(stages)
@@ -141,17 +142,19 @@ def tree_time(nbytes: float, place: Placement, topo: Topology,
         t = s (collective_launch + proto.launch)
             + s 2 (sum_{intra k} (fanout_k - 1) hop_k[tree][proto]
                    + sum_{inter k} ceil(log2 fanout_k) hop_k[tree][proto])
-            + max_k [ 2 S / min(B_k eff_k[tree] proto.bandwidth_fraction f(S, proto), LL cap_k)
-                      + (k innermost) 2 S / B_copy ]
+            + max_k [ l_k 2 S / min(B_k eff_k[tree] proto.bandwidth_fraction f(S, proto),
+                                    LL cap_k)  + (k innermost) 2 S / B_copy ]
 
     A chain inside the node, a tree across nodes; reduce up, broadcast down (NCCL tuning.cc:
     ``lat = baseLat + 2((ppn-1) intraLat + log2(nNodes) interLat)``, algbw = busbw / 2, i.e.
     2S on the wire). f: NCCL's treeCorrectionFactor (:func:`tree_correction`, 0.4-1: trees
-    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`.
+    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`; l_k: 1.5 on a
+    network level of more than two nodes, where an inner node carries both children's halves
+    (:func:`tree_load`), else 1.
     """
     return _pipelined("all-reduce", "tree", nbytes, place, topo, tree_hops(place.spans),
                       2 * nbytes, protocol, qualname(tree_time),
-                      bw_factor=tree_correction(nbytes, protocol))
+                      bw_factor=tree_correction(nbytes, protocol), load=tree_load)
 
 
 def hierarchical_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:

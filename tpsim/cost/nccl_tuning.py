@@ -8,6 +8,8 @@ latencies: the vocabulary :mod:`tpsim.cost.collectives` prices rings and trees w
   does not hold.
 * :func:`ring_plateau`: a ring all-reduce across nodes on Simple pays 1.4x its per-step latency
   once it carries data (``lat *= 1.4 // Plateau effect of ring``, SM 8.0 and later).
+* :func:`tree_load`: beyond two nodes an inner node of a binary tree carries both children's
+  halves (NCCL's tuning model leaves this to its per-channel caps).
 * :func:`ll_cap_Bps`: LL's buffers across the network live in host memory (src/transport/net.cc
   maps every protocol's buffer in GPU memory under GPUDirect RDMA except LL's), so LL's bus
   bandwidth across nodes is capped by the host: ``llMaxBws`` by CPU vendor and node count
@@ -51,6 +53,17 @@ def tree_hops(spans: tuple[LevelSpan, ...]) -> list[tuple[LevelSpan, int]]:
     across nodes (ceil(log2 fanout) hops per inter level): NCCL's tree latency shape."""
     return [(s, 2 * (math.ceil(math.log2(s.fanout)) if s.inter_node else s.fanout - 1))
             for s in spans]
+
+
+def tree_load(span: LevelSpan) -> float:
+    """Bytes a node's NICs carry per direction in a double binary tree of ``span.units`` nodes,
+    relative to a chain of two: 1.5 beyond two nodes, else 1.
+
+    Each tree carries half the buffer, and every node is an inner node in at most one tree and
+    a leaf in the other (NCCL's double binary trees, after Sanders, Speck & Traeff 2009): an
+    inner node takes both children's halves and sends its half on, 2 S/2 + S/2 = 1.5 S each
+    way, where each node of a two-node chain moves S/2 in each tree, S in all."""
+    return 1.5 if span.inter_node and span.units > 2 else 1.0
 
 
 def tree_correction(nbytes: float, protocol: str) -> float:

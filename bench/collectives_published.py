@@ -9,7 +9,8 @@ per curve and size band: 8 KiB - 1 MiB and 1 MiB - 8 GiB.
 Roles: ``check`` (used in no fit; the goals: median <= 15% below 1 MiB, <= 10% from 1 MiB),
 ``fit`` (the NVLS step and efficiency were fitted on it: not evidence), ``reference`` (a run
 tpsim does not model: one host thread driving 8 GPUs with NCCL's defaults, or NCCL_ALGO=NVLS
-on an A100, which has no NVLS) and ``multi-node``. Below 1 MiB the goal holds for runs timed
+on an A100, which has no NVLS) and ``multi-node`` (used in no fit; the same goals, reported
+on their own line: they do not set the exit status). Below 1 MiB the goal holds for runs timed
 one process per GPU, as a TP job runs; with one thread driving 8 GPUs (``-g 8``) the host's
 eight launches set the floor there, a cost tpsim does not price.
 
@@ -68,8 +69,9 @@ def band_errors(curve: dict, topo=None) -> dict[str, np.ndarray]:
 
 
 def goal_for(curve: dict, band: str) -> float | None:
-    """The median error a check curve must meet in ``band``, or None where none applies."""
-    if curve["role"] != "check":
+    """The median error a check or multi-node curve must meet in ``band``, or None where none
+    applies."""
+    if curve["role"] not in ("check", "multi-node"):
         return None
     if band.startswith("8KiB"):
         return 0.15 if curve["harness"] == "process per GPU" else None
@@ -107,7 +109,7 @@ def main(argv: list[str]) -> int:
               f"nvls_step_us = {step:.2f} (rms log error {rms:.1%})\n")
     print(f"{'curve':40s} {'role':10s} {'algo':5s} {'band':10s} {'n':>3s} {'median':>7s} "
           f"{'max':>7s} {'goal':>5s}")
-    failed = []
+    failed, across = [], []
     for c in all_curves:
         for band, err in band_errors(c).items():
             if not len(err):
@@ -117,10 +119,12 @@ def main(argv: list[str]) -> int:
             print(f"{c['file'][:-4]:40s} {c['role']:10s} {c['algorithm']:5s} {band:10s} "
                   f"{len(err):3d} {med:7.1%} {worst:7.1%} {f'{goal:.0%}' if goal else '-':>5s}")
             if goal and med > goal:
-                failed.append(f"{c['file']} {band}")
+                (failed if c["role"] == "check" else across).append(f"{c['file']} {band}")
     print("\ngoals (check curves): median <= 15% below 1 MiB (one process per GPU), <= 10% "
           "from 1 MiB: "
           + ("met" if not failed else "missed on " + ", ".join(failed)))
+    print("the same goals across nodes (multi-node curves): "
+          + ("met" if not across else "missed on " + ", ".join(across)))
     return 1 if failed else 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tpsim.cost.collectives import applicable_algorithms, collective_time, ring_hops
 from tpsim.base.errors import ConfigError
-from tpsim.cost.nvls_pipeline import nvls_chunk_bytes
+from tpsim.cost.nvls_pipeline import nvls_chunk_bytes, nvls_tree_chunk_bytes
 
 from tests.conftest import make_topology
 
@@ -66,12 +66,14 @@ def test_hop_latency_table_per_algorithm_and_protocol():
 
 def test_two_node_ring_uses_nic_aggregate_and_counts_inter_node_hops():
     """16 ranks = 2 nodes x 8. Hops per pass: 14 intra (alpha 5 us), 1 inter (10 us), two passes
-    -> 2*(14*5 + 10) = 160 us. Bottleneck min(100 GB/s per GPU, 8 NICs x 25 GB/s = 200) = 100 GB/s:
-    2*15/16 * 1e9 / 1e11 = 18.75 ms."""
+    -> 2*(14*5 + 10) = 160 us, times NCCL's ring plateau 1.4 (Simple across nodes, S >= 16 x 4 KiB)
+    = 224 us; 1 KiB (below the plateau) keeps 160 us. Bottleneck min(100 GB/s per GPU, 8 NICs x
+    25 GB/s = 200) = 100 GB/s: 2*15/16 * 1e9 / 1e11 = 18.75 ms."""
     topo = make_topology([NODE, IB])
     c = collective_time("all-reduce", 1e9, 16, topo, "ring")
-    assert c.latency_s == pytest.approx(160e-6)
-    assert c.time_s == pytest.approx(160e-6 + 18.75e-3)
+    assert c.latency_s == pytest.approx(224e-6)
+    assert c.time_s == pytest.approx(224e-6 + 18.75e-3)
+    assert collective_time("all-reduce", 2**10, 16, topo, "ring").latency_s == pytest.approx(160e-6)
 
 
 def test_nic_bound_cluster():
@@ -145,22 +147,38 @@ def test_nvls_never_cheaper_just_above_a_chunk_switch():
 
 
 def test_nvls_tree_closed_form():
-    """2 nodes x 8 GPUs, NVLS inside (as above), one tree hop across nodes (latency_us 10 us,
-    up and down: 2 * 1 * 10 us). Network: k = 1 (two nodes), S / (8 NICs * 25 GB/s) = 2^29 / 2e11
-    = 2684.35 us, below the NVLS stage (12079.596 + 253.744 us): t = 5 + 20 + 12333.339 us."""
+    """2 nodes x 8 GPUs, NVLS inside (as above), one tree hop across nodes (latency_us 10 us, up
+    and down): latency 5 + 2 * 1 * 10 = 25 us. S = 2^29, ops = 128: NVLS-tree chunk 128 KiB
+    (S >= 32 ops 128 KiB = 2^29), m = 2^29 / (128 * 2^17) = 32. A switch stage: a = 1 us + 1.125 *
+    2^24 / 5e10 s = 378.48736 us; a network stage: b = 2^24 / (8 NICs * 25 GB/s) = 83.88608 us;
+    two of each: t = 25 us + (32 - 1) a + 2 a + 2 b; transfer = 1.125 * 2^29 / 5e10 = 12079.5955 us."""
     topo = make_topology([SHARP, IB])
     assert "nvls_tree" in applicable_algorithms("all-reduce", 16, topo)
     c = collective_time("all-reduce", 2**29, 16, topo, "nvls_tree")
-    assert c.time_s == pytest.approx(25e-6 + 65 * 189.74368e-6, rel=1e-9)
+    total = 33 * 378.48736e-6 + 2 * 83.88608e-6
+    assert c.time_s == pytest.approx(25e-6 + total, rel=1e-9)
+    assert c.transfer_s == pytest.approx(12079.5955e-6, rel=1e-7)
+    assert c.pipeline_s == pytest.approx(total - c.transfer_s, rel=1e-9)
     assert c.formula == "tpsim.cost.collectives.nvls_tree_time"
 
 
 def test_nvls_tree_network_bound_deeper_than_two_nodes():
-    """4 nodes, NICs cut to 1 x 25 GB/s: k = 2, 2 S / 25e9 = 2 * 2^29 / 2.5e10 s = 42949.67 us >
-    NVLS stage; latency 5 + 2 * log2(4) * 10 = 45 us."""
+    """4 nodes, NICs cut to 1 x 25 GB/s: k = 2, the network moves 2 bytes per byte at 25 GB/s.
+    Chunk 64 KiB (at most 64 KiB from 4 nodes), m = 2^29 / 2^23 = 64; a = 1 + 188.74368 us,
+    b = 2 * 2^23 / 25e9 = 671.08864 us paces; 2 switch and 2 log2(4) = 4 network stages; latency
+    5 + 2 * 2 * 10 = 45 us: t = 45 us + 63 b + 2 a + 4 b; transfer = 2 * 2^29 / 25e9 = 42949.673 us."""
     topo = make_topology([SHARP, dict(IB, nics_per_node=1)])
     c = collective_time("all-reduce", 2**29, 32, topo, "nvls_tree")
-    assert c.time_s == pytest.approx(45e-6 + 2 * 2**29 / 25e9, rel=1e-12)
+    assert c.time_s == pytest.approx(45e-6 + 67 * 671.08864e-6 + 2 * 189.74368e-6, rel=1e-9)
+    assert c.transfer_s == pytest.approx(2 * 2**29 / 25e9, rel=1e-12)
+
+
+def test_nvls_tree_chunk_follows_nccls_rule():
+    """ops = 128, NCCL_NVLS_CHUNKSIZE 128 KiB: 128 KiB from ops x 128 KiB x 4 = 64 MiB, 64 KiB from
+    ops x 64 KiB = 8 MiB, 32 KiB below; from 4 nodes at most 64 KiB."""
+    for nbytes, nodes, chunk in ((2**26, 2, 2**17), (2**26 - 1, 2, 2**16), (2**23, 2, 2**16),
+                                 (2**23 - 1, 2, 2**15), (2**30, 4, 2**16), (2**22, 4, 2**15)):
+        assert nvls_tree_chunk_bytes(nbytes, 128, 2**17, nodes) == chunk
 
 
 def test_auto_picks_the_fastest_ncc_algorithm():

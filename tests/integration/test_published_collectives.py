@@ -134,3 +134,18 @@ def test_ndr_cluster_large_all_reduce(ranks, busbw):
     assert c.busbw_Bps / 1e9 == pytest.approx(busbw, rel=0.10)
     if ranks == 16:
         assert c.algorithm == "nvls_tree"
+
+
+ACROSS = [f for f, c in CURVES.items() if c["role"] == "multi-node"]
+
+
+@pytest.mark.parametrize("name", ACROSS)
+def test_published_curve_across_nodes(name):
+    """2 and 4 H100 nodes (NDR) and 2 A100 nodes (HDR), used in no fit: median |error| <= 10%
+    from 1 MiB and, on the H100 runs, <= 15% below it (the goals). The A100 run's small sizes
+    (Azure VMs, NCCL 2.17: ~40 us more per call than NCCL's network latencies give) are not
+    held."""
+    errors = band_errors(CURVES[name])
+    assert np.median(errors["1MiB-8GiB"]) <= 0.10, name
+    if "h100" in name:
+        assert np.median(errors["8KiB-1MiB"]) <= 0.15, name

@@ -232,6 +232,10 @@ class Level:
     nvls_channels: int = spec(ge=1, default=16,
                               doc="in_switch_reduction: channels (CTAs) NVLS runs on "
                                   "(NCCL_NVLS_NCHANNELS)")
+    ll_busbw_caps_Bps: tuple[float, ...] | None = spec(
+        "ll_max_busbw_GBps", scale=GB, gt=0, default=None,
+        doc="network levels: LL's bus bandwidth cap across 2 nodes, then across more, GB/s "
+            "(NCCL tuning.cc llMaxBws by host CPU: LL crosses the network through host memory)")
     inter_node: bool | None = spec(default=None,
                                    doc="a hop at this level leaves the node through its NICs: "
                                        "true exactly for kind network; default: from kind, "

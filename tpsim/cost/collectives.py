@@ -39,7 +39,9 @@ from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passe
                               ring_steps)                      # re-exported: the public API
 from ..base.errors import ConfigError
 from ..base.formula import qualname
-from .nvls_pipeline import nvls_terms
+from .nccl_tuning import (ll_cap_Bps, ring_hops, ring_plateau, tree_correction,  # noqa: F401
+                          tree_hops, tree_load)                # ring_hops: re-exported
+from .nvls_pipeline import nvls_terms, nvls_tree_terms
 from .all_to_all import all_to_all_time
 from ..spec.parallel import Group
 from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
@@ -47,20 +49,6 @@ from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol, Topology,
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all")
 ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "hierarchical", "p2p")
 NCCL_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "p2p")     # what `auto` chooses among
-
-
-def ring_hops(spans: tuple[LevelSpan, ...]) -> list[tuple[LevelSpan, int]]:
-    """Hops of one pass around an open ring (n-1 steps), by the level each hop crosses.
-
-    With u_k distinct units below level k, a ring filling inner levels first makes
-    u_k - u_{k+1} hops at level k and u_K - 1 at the outermost level K crossed (NCCL's
-    nInterSteps = nNodes - 1 for two levels). The counts sum to n - 1.
-    """
-    out = []
-    for i, span in enumerate(spans):
-        nxt = spans[i + 1].units if i + 1 < len(spans) else 1
-        out.append((span, span.units - nxt))
-    return out
 
 
 def _stage_bandwidth(span: LevelSpan, algo: str, share: int = 1) -> float:
@@ -97,21 +85,25 @@ def _cost(op, algo, proto, nbytes, place, launch, latency, transfer, copy, formu
 
 
 def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto: str,
-               formula: str) -> CollectiveCost:
+               formula: str, lat_factor: float = 1.0, bw_factor: float = 1.0,
+               load=lambda span: 1.0) -> CollectiveCost:
     """Price a pipeline whose stages are the levels in ``place.spans``: the slowest stage sets
     the pace. ``hops``: (span, count) pairs, each paying that level's ``algo``/``proto`` hop.
 
-    t = s (collective_launch + proto.launch) + s sum count * hop(level, algo, proto)
-        + max_k [ wire_bytes / (B_k * eff_k[algo] * bandwidth_fraction) + copy_k ]
-    where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others.
+    t = s (collective_launch + proto.launch) + s lat_factor sum count * hop(level, algo, proto)
+        + max_k [ load_k wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, LL cap_k)
+                  + copy_k ]
+    where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others, and LL cap_k
+    the host's LL cap on a network level (:func:`~tpsim.cost.nccl_tuning.ll_cap_Bps`).
     """
     p = _protocol(topo, proto)
     copy_s = _copy_s(op, nbytes, place.size, topo)
-    latency = topo.device.collective_latency_scale * sum(
+    latency = topo.device.collective_latency_scale * lat_factor * sum(
         count * span.level.hop_latency_s(algo, proto) for span, count in hops)
     stages = []
     for s in place.spans:
-        wire = wire_bytes / (_stage_bandwidth(s, algo) * p.bandwidth_fraction)
+        wire = load(s) * wire_bytes / min(
+            _stage_bandwidth(s, algo) * p.bandwidth_fraction * bw_factor, ll_cap_Bps(s, proto))
         copy = copy_s if s is place.spans[0] else 0.0
         stages.append((wire + copy, wire, copy))
     _, wire, copy = max(stages)
@@ -134,17 +126,13 @@ def ring_time(op: str, nbytes: float, place: Placement, topo: Topology,
     bus_factor: all-reduce 2(n-1)/n, all-gather and reduce-scatter (n-1)/n, broadcast 1 (a
     pipelined chain). Thakur, Rabenseifner & Gropp 2005; NCCL tuning.cc (baseLat, hwLat:
     ``lat = baseLat + nsteps hwLat`` with nsteps = 2(n-1) for all-reduce) for the latencies.
+    Across nodes NCCL's tuning model adds (:mod:`tpsim.cost.nccl_tuning`): the hop sum times
+    :func:`ring_plateau` (1.4 on Simple), and LL's bandwidth at most the host's LL cap.
     """
     hops = [(s, ring_passes(op) * h) for s, h in ring_hops(place.spans)]
     return _pipelined(op, "ring", nbytes, place, topo, hops, bus_factor(op, place.size) * nbytes,
-                      protocol, qualname(ring_time))
-
-
-def _tree_hops(place: Placement) -> list[tuple[LevelSpan, int]]:
-    """Up and down a chain inside the node (fanout - 1 hops per intra level) and a binary tree
-    across nodes (ceil(log2 fanout) hops per inter level): NCCL's tree latency shape."""
-    return [(s, 2 * (math.ceil(math.log2(s.fanout)) if s.inter_node else s.fanout - 1))
-            for s in place.spans]
+                      protocol, qualname(ring_time),
+                      ring_plateau(op, nbytes, place.size, protocol, place.crosses_nodes))
 
 
 def tree_time(nbytes: float, place: Placement, topo: Topology,
@@ -154,15 +142,19 @@ def tree_time(nbytes: float, place: Placement, topo: Topology,
         t = s (collective_launch + proto.launch)
             + s 2 (sum_{intra k} (fanout_k - 1) hop_k[tree][proto]
                    + sum_{inter k} ceil(log2 fanout_k) hop_k[tree][proto])
-            + max_k [ 2 S / (B_k eff_k[tree] proto.bandwidth_fraction)
-                      + (k innermost) 2 S / B_copy ]
+            + max_k [ l_k 2 S / min(B_k eff_k[tree] proto.bandwidth_fraction f(S, proto),
+                                    LL cap_k)  + (k innermost) 2 S / B_copy ]
 
     A chain inside the node, a tree across nodes; reduce up, broadcast down (NCCL tuning.cc:
     ``lat = baseLat + 2((ppn-1) intraLat + log2(nNodes) interLat)``, algbw = busbw / 2, i.e.
-    2S on the wire).
+    2S on the wire). f: NCCL's treeCorrectionFactor (:func:`tree_correction`, 0.4-1: trees
+    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`; l_k: 1.5 on a
+    network level of more than two nodes, where an inner node carries both children's halves
+    (:func:`tree_load`), else 1.
     """
-    return _pipelined("all-reduce", "tree", nbytes, place, topo, _tree_hops(place), 2 * nbytes,
-                      protocol, qualname(tree_time))
+    return _pipelined("all-reduce", "tree", nbytes, place, topo, tree_hops(place.spans),
+                      2 * nbytes, protocol, qualname(tree_time),
+                      bw_factor=tree_correction(nbytes, protocol), load=tree_load)
 
 
 def hierarchical_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
@@ -230,25 +222,29 @@ def nvls_tree_time(nbytes: float, place: Placement, topo: Topology) -> Collectiv
     Each of a node's g GPUs carries 1/g of the node's reduced buffer up and down the tree
     through its NIC. In a chain of two nodes a NIC moves S/g each way; in a deeper tree an inner
     node also takes its second child's S/g (NCCL tuning.cc halves the inter-node bandwidth
-    above two nodes): k = 1 (m <= 2 nodes) or 2.
+    above two nodes): k = 1 (m <= 2 nodes) or 2. The network hops sit inside NVLS's chunked
+    pipeline (:func:`~tpsim.cost.nvls_pipeline.nvls_tree_terms`, NCCL's NVLS-tree chunk):
 
-        t = s collective_launch + s (hop_0[nvls] + 2 sum_{inter k} ceil(log2 fanout_k)
-                                                        hop_k[nvls_tree])
-            + max( NVLS transfer + pipeline on g GPUs (:func:`nvls_time`),
-                   max_{inter k} k S / (B_k eff_k[tree]) )
-            + copy_bytes(all-reduce, S, n) / B_copy
+        t = s collective_launch + s (hop_0[nvls] + sum_{inter k} h_k hop_k[nvls_tree])
+            + (m - 1) max(a, b) + 2 a + sum_k h_k b  + copy_bytes(all-reduce, S, n) / B_copy
+        a = s step + w c ops / (B eff_nvls),  b = k c ops / min_{inter k} (B_k eff_k[tree])
+
+    with h_k = 2 ceil(log2 fanout_k) hops up and down the tree, ops = nvls_channels x g,
+    c the chunk and m = S / (ops c); transfer is max(w S / (B eff_nvls), k S / B_net), the
+    rest of the pipelined time is ``pipeline``.
     """
     inner, outer = place.spans[0], place.spans[1:]
-    scale = topo.device.collective_latency_scale
-    latency = scale * (inner.level.hop_latency_s("nvls", "simple") + sum(
-        c * s.level.hop_latency_s("nvls_tree", "simple") for s, c in _tree_hops(place)[1:]))
-    nvls_transfer, pipeline = _nvls_stage(nbytes, inner, inner.fanout, topo)
+    scale, lv = topo.device.collective_latency_scale, inner.level
+    hops = tree_hops(outer)
+    latency = scale * (lv.hop_latency_s("nvls", "simple") + sum(
+        c * s.level.hop_latency_s("nvls_tree", "simple") for s, c in hops))
     k = 1 if outer[-1].units <= 2 else 2
-    net = max(k * nbytes / _stage_bandwidth(s, "nvls_tree") for s in outer)
-    if net > nvls_transfer + pipeline:
-        nvls_transfer, pipeline = net, 0.0
+    net_Bps = min(_stage_bandwidth(s, "nvls_tree") for s in outer) / k
+    transfer, pipeline = nvls_tree_terms(
+        nbytes, inner.fanout, _stage_bandwidth(inner, "nvls"), scale * lv.nvls_step_s,
+        lv.nvls_channels, lv.nvls_chunk_bytes, outer[-1].units, net_Bps, sum(c for _, c in hops))
     return _cost("all-reduce", "nvls_tree", "simple", nbytes, place,
-                 scale * topo.device.collective_launch_s, latency, nvls_transfer,
+                 scale * topo.device.collective_launch_s, latency, transfer,
                  _copy_s("all-reduce", nbytes, place.size, topo),
                  qualname(nvls_tree_time), pipeline)
 

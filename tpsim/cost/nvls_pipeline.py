@@ -77,3 +77,46 @@ def nvls_terms(nbytes: float, ranks: int, bandwidth_Bps: float, step_s: float, c
         larger = min(larger, smaller)
     transfer = wire * nbytes / bandwidth_Bps
     return transfer, total - transfer
+
+
+# --------------------------------------------------------------------------- NVLS tree
+_TREE_STEPS_DOWN = ((32, 262144), (16, 131072), (4, 65536), (1, 32768))   # enqueue.cc NVLS_TREE
+
+
+def nvls_tree_chunk_bytes(nbytes: float, ops: int, max_chunk: int, nodes: int) -> int:
+    """NCCL's NVLS-tree chunk (enqueue.cc calcCollChunking, NCCL 2.19-2.30): ``max_chunk``
+    (NCCL_NVLS_CHUNKSIZE), at most 64 KiB from 4 nodes (NCCL_NVLSTREE_MAX_CHUNKSIZE's default);
+    then 256 KiB if S < 32 ops chunk, 128 KiB if S < 16 ops chunk, 64 KiB if S < 4 ops chunk,
+    32 KiB if S < ops chunk."""
+    chunk = min(max_chunk, 65536) if nodes >= 4 else max_chunk
+    for per_op, smaller in _TREE_STEPS_DOWN:
+        if nbytes < per_op * ops * chunk and chunk > smaller:
+            chunk = smaller
+    return chunk
+
+
+def nvls_tree_terms(nbytes: float, ranks: int, bandwidth_Bps: float, step_s: float,
+                    channels: int, max_chunk: int, nodes: int, net_Bps: float,
+                    net_stages: int) -> tuple[float, float]:
+    """(transfer, pipeline) seconds of NCCL's NVLS-tree all-reduce on ``nodes`` nodes of
+    ``ranks`` GPUs: the NVLS pipeline above with the network inside it.
+
+    A chunk goes through the switch's reduction, ``net_stages`` network hops (up the tree of
+    nodes and down again: 2 ceil(log2 nodes)), then the switch's multicast. Each step moves
+    ``ops c`` bytes of the node (ops = channels x ranks): a switch stage takes
+    ``a = step + w c ops / B``, a network stage ``b = c ops / net_Bps`` (``net_Bps``: the node's
+    NICs, already divided by the bytes an inner node forwards per byte). The slowest stage paces
+    the m chunks; the first chunk also crosses every other stage:
+
+        transfer + pipeline = (m - 1) max(a, b) + STAGES a + net_stages b
+        transfer = max(w S / B, S / net_Bps)
+
+    with c :func:`nvls_tree_chunk_bytes` (at most S / ops) and m = S / (ops c). On one node
+    (net_stages 0, a >= b) this is the NVLS pipeline's (m + 1) a."""
+    ops = channels * ranks
+    wire = nvls_wire_factor(ranks)
+    c = min(nvls_tree_chunk_bytes(nbytes, ops, max_chunk, nodes), nbytes / ops)
+    a, b = step_s + wire * c * ops / bandwidth_Bps, c * ops / net_Bps
+    total = (nbytes / (ops * c) - 1) * max(a, b) + STAGES * a + net_stages * b
+    transfer = max(wire * nbytes / bandwidth_Bps, nbytes / net_Bps)
+    return transfer, total - transfer

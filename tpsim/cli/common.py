@@ -35,10 +35,44 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse API
         raise TpsimError(clip(f"{self.prog}: {message}", 600))
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, an unknown flag answered with the closest flags of the command run
+        (its Megatron-LM aliases included): ``--tensor-model-parallel-sz``: did you mean
+        --tensor-model-parallel-size?"""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            hint = _closest(self._command_parser(parsed), extras)
+            self.error(f"unrecognized arguments: {' '.join(extras)}" +
+                       (f" (did you mean {hint}?)" if hint else ""))
+        return parsed
+
+    def _command_parser(self, parsed) -> argparse.ArgumentParser:
+        """The subcommand's parser that ``parsed`` ran (``tpsim plot search``: the deepest)."""
+        parser = self
+        while True:
+            subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            name = getattr(parsed, subs[0].dest, None) if subs else None
+            if name not in (subs[0].choices if subs else {}):
+                return parser
+            parser = subs[0].choices[name]
+
     def _get_formatter(self):
         # argparse builds a formatter for every add_argument, each asking the terminal its
         # width: ask once per process
         return self.formatter_class(prog=self.prog, width=_terminal_width())
+
+
+def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """The flags of ``parser`` closest to the first unknown flag among ``extras``, joined by
+    'or' ('' when none is close)."""
+    import difflib
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    for given in extras:
+        if given.startswith("--"):
+            near = difflib.get_close_matches(given.split("=", 1)[0], flags, n=2, cutoff=0.6)
+            if near:
+                return " or ".join(near)
+    return ""
 
 
 _WIDTH: list[int] = []

@@ -30,7 +30,8 @@ def fill_plot(p) -> None:
     q.add_argument("--min-bytes", default="1KiB", help="smallest size (nccl-tests' -b)")
     q.add_argument("--max-bytes", default="8GiB", help="largest size (nccl-tests' -e)")
     q.add_argument("--measured", default=None,
-                   help="overlay measured points: a CSV (size and time columns) or a report.json")
+                   help="overlay measured points: nccl-tests output (its out-of-place time), a CSV "
+                        "(size and time columns) or a report.json")
     q = figure("intra-vs-inter", "layer time and comm share against TP degree, node vs cluster",
                _cmd_plot_intra_vs_inter)
     _add_plot_layer_args(q, topology="repeat to compare (default: dgx-h100, dgx-h100-ndr-cluster)")

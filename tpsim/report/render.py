@@ -155,19 +155,39 @@ def notice_text(n) -> str:
     """A :class:`~tpsim.sim.result.Notice` in words."""
     v = n.values
     if n.code == "memory_does_not_fit":
-        fixes = ["pipeline parallelism"]            # what is not on already (the summary's advice)
-        if v.get("dp", 1) > 1 and not v.get("distributed_optimizer"):
-            fixes.append("a distributed optimizer")
-        if v["recompute"] != "full":
-            fixes.append("activation recomputation")
         return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
                 f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors (add {', '.join(fixes)} "
-                "or more TP)")
+                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors{remedies_text(v)}")
     if n.code == "tp_spans_nodes":
         return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
                 f"{v['level']}")
     return f"{n.code}: {v}"
+
+
+REMEDY_NAMES = {"--distributed-optimizer": "a distributed optimizer",
+                "--pp": "more pipeline stages", "--recompute": "full recomputation",
+                "--sequence-parallel": "sequence parallelism", "--tp": "more TP"}
+
+
+def remedies_text(values: dict) -> str:
+    """' (add ... or ...)': the does-not-fit notice's remedies that run
+    (:func:`tpsim.training.remedies.memory_remedies`), each with its flag; '' when none."""
+    fixes = [f"{REMEDY_NAMES[flag]} ({remedy_flags(flag, value)})"
+             for flag, value in values.get("remedies", {}).items()]
+    if not fixes:
+        return ""
+    return f" (add {', '.join(fixes[:-1])}{' or ' if len(fixes) > 1 else ''}{fixes[-1]})"
+
+
+def remedy_flags(flag: str, value) -> str:
+    """A remedy as the flags that ask for it: --pp 16 --dp 4, --pp 4 --dp 1 --nodes 4,
+    --recompute full, --tp 8 --dp 2."""
+    if value is True:
+        return flag
+    if isinstance(value, tuple):
+        degree, dp, nodes = value
+        return f"{flag} {degree} --dp {dp}" + (f" --nodes {nodes}" if nodes else "")
+    return f"{flag} {value}"
 
 
 def plain(value, skip=()):

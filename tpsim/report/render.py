@@ -171,11 +171,11 @@ REMEDY_NAMES = {"--distributed-optimizer": "a distributed optimizer",
 
 def remedies_text(values: dict) -> str:
     """' (add ... or ...)': the does-not-fit notice's remedies that run
-    (:func:`tpsim.training.remedies.memory_remedies`), each with its flag; '' when none."""
+    (:func:`tpsim.training.remedies.memory_remedies`), each with its flag."""
     fixes = [f"{REMEDY_NAMES[flag]} ({remedy_flags(flag, value)})"
              for flag, value in values.get("remedies", {}).items()]
     if not fixes:
-        return ""
+        return " (no change of layout that cuts it runs on this topology: a larger one)"
     return f" (add {', '.join(fixes[:-1])}{' or ' if len(fixes) > 1 else ''}{fixes[-1]})"
 
 

@@ -200,6 +200,7 @@ def test_pipeline_csv_is_the_step(tmp_path):
     """Every op of the step's run, with its stage; the last op ends at the step's time."""
     from tpsim.training.predict import predict
     plot("pipeline", "--model", "gpt3-13b", "--tp", 4, "--pp", 4, "--dp", 2, "--global-batch", 16,
+         "--topology", "dgx-a100-hdr-cluster",
          "--recompute", "full", "--out", tmp_path / "p.png")
     assert_png(tmp_path / "p.png")
     pred = predict("gpt3-13b", "dgx-a100-hdr-cluster", tp=4, pp=4, dp=2, global_batch=16,
@@ -215,7 +216,7 @@ def test_pipeline_csv_is_the_step(tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["collective", "--topology", "no-such-cluster"],
-    ["collective", "--ranks", "64"],                          # more than one dgx-h100 holds
+    ["collective", "--topology", "dgx-h100", "--ranks", "64"],  # more than one node holds
     ["collective", "--min-bytes", "1GiB", "--max-bytes", "1MiB"],
     ["collective", "--measured", "/nonexistent/ar.csv"],
     ["validation", "--report", "/nonexistent/report.json"],

@@ -3,7 +3,8 @@ distributed optimizer with one DP replica), is never suggested."""
 from __future__ import annotations
 
 import tpsim
-from tpsim.report.render import notice_text, remedy_flags
+from tpsim.report.remedies import remedy_flags
+from tpsim.report.render import notice_text
 from tpsim.report.summary import advice, prediction_summary
 
 

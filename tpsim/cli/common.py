@@ -198,6 +198,19 @@ def output_format(args) -> str | None:
     return "json" if args.json else "csv" if args.csv else None
 
 
+TOPOLOGY_HELP = ("shipped name or path to a YAML file (default: dgx-h100, or "
+                 "dgx-h100-ndr-cluster for a job of more than its 8 GPUs)")
+
+
+def topology_for(given, gpus: int | None):
+    """``--topology`` as given, else the default topology of a job of ``gpus`` GPUs
+    (:func:`tpsim.cluster.defaults.default_topology`: the same for every command)."""
+    if given is not None:
+        return given
+    from ..cluster.defaults import default_topology
+    return default_topology(gpus)
+
+
 def note_seq(model, seq) -> None:
     """A Hugging Face config run without ``--seq``: one stderr line saying which sequence
     length it took, and from which of its keys (its whole context, often far longer than a

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
-from .common import StoreOnce, add_csv, dump_json, output_format, warn
+from .common import TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, output_format, warn, topology_for
 from .layout_args import add_layout_arguments, layout_from_args
 
 
 def fill_infer(p) -> None:
     p.add_argument("--model", default="llama2-70b", action=StoreOnce, help="shipped name (see `tpsim models`) or YAML path")
-    p.add_argument("--topology", default="dgx-h100", action=StoreOnce, help="shipped name or path to a YAML file")
+    p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
     add_layout_arguments(p, cls=ServingLayout)
     p.add_argument("--json", action="store_true", help="one JSON object")
     add_csv(p)
@@ -20,7 +20,7 @@ def _cmd_infer(args) -> None:
     from ..serving.infer import infer
     from ..report.render import infer_json, infer_notice_text, infer_report
     fmt = output_format(args)
-    pred = infer(args.model, args.topology,
+    pred = infer(args.model, topology_for(args.topology, args.tp),
                  settings=layout_from_args(args, cls=ServingLayout))
     check_batch(pred)
     if fmt == "csv":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
-from .common import StoreOnce, dump_json
+from .common import TOPOLOGY_HELP, StoreOnce, dump_json, topology_for
 from .layout_args import add_layout_arguments, layout_from_args
 
 # the ServingLayout fields that serve takes (the batch is the engine's to make; pp is 1)
@@ -16,8 +16,7 @@ EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
 def fill_serve(p) -> None:
     p.add_argument("--model", default="llama2-70b", action=StoreOnce,
                    help="shipped name (see `tpsim models`) or YAML path")
-    p.add_argument("--topology", default="dgx-h100", action=StoreOnce,
-                   help="shipped name or path to a YAML file")
+    p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
     add_layout_arguments(p, LAYOUT, cls=ServingLayout, extra=EXTRA)
     add_layout_arguments(p, cls=ServeSettings)
     p.add_argument("--json", action="store_true", help="one JSON object")
@@ -27,7 +26,7 @@ def fill_serve(p) -> None:
 def _cmd_serve(args) -> None:
     from ..serving.engine import serve
     from ..report.serve import serve_json, serve_report
-    pred = serve(args.model, args.topology,
+    pred = serve(args.model, topology_for(args.topology, args.tp),
                  layout=layout_from_args(args, LAYOUT, cls=ServingLayout),
                  settings=layout_from_args(args, cls=ServeSettings))
     print(dump_json(serve_json(pred)) if args.json else serve_report(pred))

@@ -7,6 +7,7 @@ import dataclasses
 
 from . import formulas as fm
 from .formulas import formula_lines
+from .remedies import remedies_text
 from .step import step_lines
 from ..base.units import format_size
 
@@ -162,32 +163,6 @@ def notice_text(n) -> str:
         return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
                 f"{v['level']}")
     return f"{n.code}: {v}"
-
-
-REMEDY_NAMES = {"--distributed-optimizer": "a distributed optimizer",
-                "--pp": "more pipeline stages", "--recompute": "full recomputation",
-                "--sequence-parallel": "sequence parallelism", "--tp": "more TP"}
-
-
-def remedies_text(values: dict) -> str:
-    """' (add ... or ...)': the does-not-fit notice's remedies that run
-    (:func:`tpsim.training.remedies.memory_remedies`), each with its flag."""
-    fixes = [f"{REMEDY_NAMES[flag]} ({remedy_flags(flag, value)})"
-             for flag, value in values.get("remedies", {}).items()]
-    if not fixes:
-        return " (no change of layout that cuts it runs on this topology: a larger one)"
-    return f" (add {', '.join(fixes[:-1])}{' or ' if len(fixes) > 1 else ''}{fixes[-1]})"
-
-
-def remedy_flags(flag: str, value) -> str:
-    """A remedy as the flags that ask for it: --pp 16 --dp 4, --pp 4 --dp 1 --nodes 4,
-    --recompute full, --tp 8 --dp 2."""
-    if value is True:
-        return flag
-    if isinstance(value, tuple):
-        degree, dp, nodes = value
-        return f"{flag} {degree} --dp {dp}" + (f" --nodes {nodes}" if nodes else "")
-    return f"{flag} {value}"
 
 
 def plain(value, skip=()):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import formulas as fm
 from ..spec.layout import Layout
 from ..training.remedies import runs
-from .render import remedy_flags
+from .remedies import remedy_flags
 from .step import PARTS, energy_line
 
 WIDTH = 120        # columns

@@ -34,8 +34,7 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
     if new.tp_comm_overlap and new.seq_len is not None and \
             new.micro_batch * new.seq_len < RS_SPLITS:
         return False
-    return topo is None or (new.tp <= topo.devices_per_node and
-                            _nodes(topo, new.tp * new.pp * new.dp) is not None)
+    return topo is None or _nodes(topo, new.tp * new.pp * new.dp) is not None
 
 
 def _nodes(topo, gpus: int) -> int | None:

@@ -121,18 +121,18 @@ def _memory_advice(p, mem) -> list[str]:
     """The does-not-fit notice's remedies (:func:`tpsim.training.remedies.memory_remedies`:
     only changes that run), each with what it saves."""
     i = p.inputs
-    remedies = next((n.values.get("remedies", {}) for n in p.warnings
-                     if n.code == "memory_does_not_fit"), {})
+    remedies = next((n.values.get("remedies", ()) for n in p.warnings
+                     if n.code == "memory_does_not_fit"), ())
     state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
-    why = {"--distributed-optimizer": f"shards the optimizer state over the {i.dp} DP replicas: "
+    why = {"distributed_optimizer": f"shards the optimizer state over the {i.dp} DP replicas: "
                                       f"-{mem.optimizer_bytes * (1 - 1 / i.dp) / GIB:.1f} GiB",
-           "--recompute": f"keeps only each layer's input of the "
+           "recompute": f"keeps only each layer's input of the "
                           f"{mem.activations_bytes / GIB:.1f} GiB of activations",
-           "--sequence-parallel": "splits the norms' and dropouts' activations over TP",
-           "--pp": f"splits the {state / GIB:.1f} GiB of weights, gradients and optimizer "
+           "sequence_parallel": "splits the norms' and dropouts' activations over TP",
+           "pp": f"splits the {state / GIB:.1f} GiB of weights, gradients and optimizer "
                    f"state per GPU over more stages",
-           "--tp": "splits every layer's weights and activations over more TP ranks"}
-    return [f"{remedy_flags(flag, value)} {why[flag]}" for flag, value in remedies.items()]
+           "tp": "splits every layer's weights and activations over more TP ranks"}
+    return [f"{remedy_flags(change)} {why[next(iter(change))]}" for change in remedies]
 
 
 def _layout(i) -> Layout:

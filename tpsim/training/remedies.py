@@ -47,34 +47,35 @@ def _nodes(topo, gpus: int) -> int | None:
     return -(-gpus // topo.devices_per_node)
 
 
-def memory_remedies(model, topo, lay: Layout, mem) -> dict:
-    """Changes that cut the fullest stage's memory and run, by flag: ``--distributed-optimizer``
-    (dp > 1, off), ``--pp`` ((pp, dp): the fewest stages that hold the weights, gradients and
-    optimizer state in the room the activations leave, on the same GPUs where dp allows),
-    ``--recompute`` full and ``--sequence-parallel`` (activations over a tenth of the memory),
-    ``--tp`` ((tp, dp, 0): the next tp the model and a node take, on the same GPUs)."""
-    out: dict = {}
+def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
+    """Changes that cut the fullest stage's memory and run, each the layout fields it sets
+    (the first names it): the distributed optimizer (dp > 1, off); more pipeline stages (pp,
+    dp, and nodes where the topology's network must be sized: :func:`_more_stages`); full
+    recomputation and sequence parallelism (activations over a tenth of the memory); more TP
+    (tp, dp: the next tp the model and a node take, on the same GPUs)."""
+    out: list[dict] = []
     if lay.dp > 1 and not lay.distributed_optimizer:
-        out["--distributed-optimizer"] = True
+        out.append({"distributed_optimizer": True})
     pp = _more_stages(model, topo, lay, mem)
     if pp:
-        out["--pp"] = pp
+        out.append(pp)
     heavy = mem.activations_bytes > ACTIVATION_SHARE * mem.total_bytes
     if heavy and lay.recompute != "full":
-        out["--recompute"] = "full"
+        out.append({"recompute": "full"})
     if heavy and lay.tp > 1 and not lay.sequence_parallel and \
             runs(model.layers, lay, model, topo, sequence_parallel=True):
-        out["--sequence-parallel"] = True
-    tp = next(((t, lay.dp * lay.tp // t, 0) for t in range(lay.tp + 1, topo.devices_per_node + 1)
+        out.append({"sequence_parallel": True})
+    tp = next(({"tp": t, "dp": lay.dp * lay.tp // t}
+               for t in range(lay.tp + 1, topo.devices_per_node + 1)
                if (lay.dp * lay.tp) % t == 0 and
                runs(model.layers, lay, model, topo, tp=t, dp=lay.dp * lay.tp // t)), None)
     if tp:
-        out["--tp"] = tp
-    return out
+        out.append(tp)
+    return tuple(out)
 
 
-def _more_stages(model, topo, lay: Layout, mem) -> tuple[int, int, int] | None:
-    """(pp, dp, nodes): more pipeline stages divide the weights, gradients and optimizer state per
+def _more_stages(model, topo, lay: Layout, mem) -> dict | None:
+    """{pp, dp[, nodes]}: more pipeline stages divide the weights, gradients and optimizer state per
     GPU while 1F1B keeps about the same activations in flight (p micro-batches of L/p layers
     on the first stage), so at least state / (room the activations leave) times the stages;
     the fewest such that run, on the same GPUs (dp divided) where dp allows, else more GPUs."""
@@ -89,5 +90,6 @@ def _more_stages(model, topo, lay: Layout, mem) -> tuple[int, int, int] | None:
         for dp in ((lay.dp * lay.pp // pp,) if (lay.dp * lay.pp) % pp == 0 else ()) + (lay.dp,):
             fixed = {"first_stage_layers": None, "last_stage_layers": None}
             if runs(model.layers, lay, model, topo, pp=pp, dp=dp, **fixed):
-                return pp, dp, _nodes(topo, lay.tp * pp * dp)
+                nodes = _nodes(topo, lay.tp * pp * dp)
+                return {"pp": pp, "dp": dp, **({"nodes": nodes} if nodes else {})}
     return None

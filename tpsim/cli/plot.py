@@ -92,7 +92,9 @@ def _output_checked(func):
     def run(args) -> None:
         from ..base.errors import ConfigError
         from ..figures.data import output_paths
+        from ..figures.about import about_path
         written = output_paths(args.out, args.format)
+        written = (*written, about_path(written[1]))
         for flag in ("measured", "report"):
             given = getattr(args, flag, None)
             if given and any(_same_file(given, w) for w in written):
@@ -145,14 +147,15 @@ def _cmd_plot_tp_vs_dp(args) -> None:
 
 
 def _cmd_plot_pipeline(args) -> None:
-    from ..figures import plot
+    from ..figures import pipeline_plot
     from ..figures.pipeline import pipeline
     from ..cluster.topology import load_topology
     from .predict import step_kwargs
     step = step_kwargs(args)
     topology = topology_for(args.topology, args.tp * step["pp"] * step["dp"])
     table = pipeline(args.model, load_topology(topology), args.tp, **plot_settings(args), **step)
-    _plot_done(*plot.save(plot.pipeline_figure(table), table, args.out, args.format))
+    _plot_done(*pipeline_plot.save(pipeline_plot.pipeline_figure(table), table, args.out,
+                                   args.format))
 
 
 def _cmd_plot_search(args) -> None:
@@ -173,7 +176,8 @@ def _cmd_plot_search(args) -> None:
 
 
 def _plot_done(image, csv_path) -> None:
-    print(f"wrote {image}\nwrote {csv_path}")
+    from ..figures.about import about_path
+    print(f"wrote {image}\nwrote {csv_path}\nwrote {about_path(csv_path)}")
 
 
 def _cmd_plot_collective(args) -> None:

@@ -6,11 +6,9 @@ Every layout with tp x pp x dp = gpus is enumerated:
   kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
   (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
 * pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
-  uneven split, the first and/or last stage holding one or two layers per model chunk fewer
-  than the e of each middle stage (it runs the embedding, the output layer and the loss:
-  ``--decoder-first/last-pipeline-num-layers``; every stage's layers a multiple of v, as
-  Megatron-core requires: :func:`tpsim.training.pipeline.split_layers`), and interleaving needs
-  the micro-batches to be a multiple of pp;
+  uneven splits, the first and last stage holding fewer or more layers than the e of each
+  middle stage, in a window sized by the output layer's cost (:mod:`tpsim.search.splits`),
+  and interleaving needs the micro-batches to be a multiple of pp;
 * micro-batch: every divisor of the replica's batch (global batch / dp);
 * sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
   recomputation none/selective/full, distributed optimizer on/off (dp > 1);
@@ -45,6 +43,7 @@ from ..layer.linears import RS_SPLITS
 from .jobs import Workers, paused_gc
 from .pins import (PIN_REASONS, check_pins, divisors, gpus_nodes, knobs, micro_batches, pick,
                    virtual_stages)
+from .splits import splits as layer_splits
 from .step import Run
 from ..training.step import check_fits, with_nodes
 from ..spec.parallel import Parallelism
@@ -78,27 +77,6 @@ class Space:
     pins: tuple = ()            # (field, values) of the dimensions pinned (tpsim.search.pins)
 
 
-def _splits(layers: int, pp: int, v: int, uneven: bool):
-    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones:
-    first and last each e, e - v or e - 2v layers (one or two fewer per model chunk) beside
-    middle stages of e layers each, e a multiple of v (module docstring)."""
-    if layers % (pp * v) == 0:
-        yield None, None
-    if not uneven or pp < 2:
-        return
-    even = layers // pp if layers % (pp * v) == 0 else None
-    seen = {(even, even)}
-    base = layers // pp // v * v
-    for e in range(max(v, base), base + 3 * v, v):
-        rest = layers - (pp - 2) * e
-        for first in range(max(v, e - 2 * v), e + 1, v):
-            last = rest - first
-            if max(v, e - 2 * v) <= last <= e and last % v == 0 and \
-                    (first, last) not in seen and (pp > 2 or abs(first - last) <= 2 * v):
-                seen.add((first, last))
-                yield first, last
-
-
 def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
@@ -125,7 +103,7 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
             for v in vs:
                 for mb in mbs:
                     m = space.global_batch // (dp * mb)
-                    splits = list(_splits(model.layers, pp, v, space.uneven))
+                    splits = list(layer_splits(model, pp, v, space.uneven))
                     if not splits:
                         dropped["layers_split"] += len(knob)
                     elif v > 1 and m % pp:

@@ -108,7 +108,7 @@ def _same_file(a, b) -> bool:
     from pathlib import Path
     try:
         return Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):     # ValueError: a NUL byte in the name
         return False
 
 

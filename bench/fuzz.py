@@ -100,6 +100,10 @@ def must_refuse(action, value: str) -> bool:
         return False
     if action.choices is not None:
         return value not in [str(c) for c in action.choices]
+    metavar = action.metavar or ""
+    if metavar.startswith("{"):            # a comma list of choices (tpsim.cli.lists)
+        offered = metavar.strip("{}").split(",")
+        return any(v.strip().lower() not in offered for v in value.split(","))
     counts = action.type is positive_int or getattr(action.type, "__name__", "") == "int_list"
     if value in NOT_COUNTS and counts:
         return True
@@ -228,14 +232,17 @@ def run_api(fn, key, value) -> tuple[str, str]:
 
 
 def fuzz(cases: int, seed: int = 0, report=print) -> tuple[Counter, list]:
-    """Run ``cases`` command-line and API cases and every file case; (outcomes, failures)."""
+    """Run ``cases`` command-line and API cases and as many file cases (every one, 244, when
+    ``cases`` is larger); (outcomes, failures)."""
     rng, outcomes, failures = random.Random(seed), Counter(), []
     signal.signal(signal.SIGALRM, _alarm)
     with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
         tmp = Path(d)
         work = [("cli", argv, refuse, run_cli, (argv,))
                 for argv, refuse in cli_cases(rng, cases * 2 // 3, tmp)]
-        work += [("file", argv, refuse, run_cli, (argv,)) for argv, refuse in file_cases(rng, tmp)]
+        files = list(file_cases(rng, tmp))
+        files = rng.sample(files, min(len(files), cases))       # all of them in a full run
+        work += [("file", argv, refuse, run_cli, (argv,)) for argv, refuse in files]
         work += [("api", f"{call}({key}={value!r})", refuse, run_api, (fn, key, value))
                  for call, fn, key, value, refuse in api_cases(rng, cases - cases * 2 // 3)]
         for kind, case, refuse, runner, args in work:

@@ -20,7 +20,7 @@ def _cmd_infer(args) -> None:
     from ..serving.infer import infer
     from ..report.render import infer_json, infer_notice_text, infer_report
     fmt = output_format(args)
-    pred = infer(args.model, topology_for(args.topology, args.tp),
+    pred = infer(args.model, topology_for(args.topology, args.tp * args.pp),
                  settings=layout_from_args(args, cls=ServingLayout))
     check_batch(pred)
     if fmt == "csv":

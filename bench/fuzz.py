@@ -7,7 +7,7 @@ points and reports: wrong types, missing keys, directories, empty, binary, non-U
 
 Each case must end in one of two ways: a result (exit 0 with output; a value returned), or a
 refusal (exit 2 with one line ``tpsim: error: ...`` on stderr; a TpsimError). A traceback (any
-other exception), a case that runs past ``HANG_S`` seconds (a hang), or a value that can never
+other exception), a negative zero printed (``$-0.00``: a -0 taken as given), a case that runs past ``HANG_S`` seconds (a hang), or a value that can never
 be right taken without a word (NaN, an empty string, non-ASCII digits, a float for a count, a
 string for a number: silent acceptance) is a failure, printed with the case that caused it.
 tests/integration/test_fuzz.py runs a small sample of the same cases.
@@ -20,6 +20,7 @@ import io
 import math
 import os
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 HANG_S = 30
+NEGATIVE_ZERO = re.compile(r"(?<![\w.\-])-0(\.0*)?(?![\d.eE])")    # "-0", "-0.00" printed
 # values that no flag takes (a name, a number, a file): each must be refused
 NEVER = ["nan", "NaN", "-inf", "", " ", "\u0663", "\uff18", "abc", "0x10", "1e400x"]
 # ...and that no count takes (beside NEVER)
@@ -78,6 +80,8 @@ def run_cli(argv: list[str]) -> tuple[str, str]:
         ok = len(errors) == 1 and "Traceback" not in err.getvalue()
         return ("refused", "") if ok else ("bad refusal", err.getvalue()[-300:])
     if code == 0:
+        if NEGATIVE_ZERO.search(out.getvalue()):
+            return "negative zero", NEGATIVE_ZERO.search(out.getvalue()).group(0)
         return ("ok", "") if out.getvalue().strip() or not argv else ("no output", "")
     return "bad exit", f"{code}: {err.getvalue()[-300:]}"
 
@@ -176,10 +180,12 @@ def api_cases(rng: random.Random, n: int):
     from tpsim.spec.settings import declared
     fields = {"predict": declared(tpsim.Layout), "infer": declared(tpsim.ServingLayout),
               "serve": declared(tpsim.ServingLayout) + declared(tpsim.ServeSettings)}
-    calls = {"predict": lambda **kw: tpsim.predict("gpt3-125m", "dgx-h100", **kw),
-             "infer": lambda **kw: tpsim.infer("llama3-8b", "dgx-h100", **{"tp": 1, **kw}),
-             "serve": lambda **kw: tpsim.serve("llama3-8b", "dgx-h100",
-                                               **{"tp": 1, "requests": 4, **kw}),
+    calls = {"predict": lambda model="gpt3-125m", topology="dgx-h100", **kw:
+             tpsim.predict(model, topology, **kw),
+             "infer": lambda model="llama3-8b", topology="dgx-h100", **kw:
+             tpsim.infer(model, topology, **{"tp": 1, **kw}),
+             "serve": lambda model="llama3-8b", topology="dgx-h100", **kw:
+             tpsim.serve(model, topology, **{"tp": 1, "requests": 4, **kw}),
              "search": lambda **kw: search(**{"model": "gpt3-125m", "topology": "dgx-a100",
                                               "gpus": 8, "global_batch": 8, "top": 1, **kw}),
              "collective_time": lambda **kw: tpsim.collective_time(**{
@@ -190,8 +196,8 @@ def api_cases(rng: random.Random, n: int):
              "collective_time": ("op", "nbytes", "group", "topo", "algorithm", "protocol")}
     for _ in range(n):
         call = rng.choice(list(calls))
-        keys = [(f.name, f) for f in fields[call]] if call in fields else \
-            [(k, None) for k in other[call]]
+        keys = [(f.name, f) for f in fields[call]] + [("model", None), ("topology", None)] \
+            if call in fields else [(k, None) for k in other[call]]
         key, f = rng.choice(keys)
         value = rng.choice(API_BAD)
         yield call, calls[call], key, value, _api_refuses(f, value)

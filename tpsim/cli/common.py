@@ -141,7 +141,7 @@ def price(text: str) -> float:
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got "
                                          f"{clip(repr(text), 60)}")
-    return value
+    return value + 0.0          # -0 is 0: never printed as $-0.00
 
 
 def lower(text: str) -> str:

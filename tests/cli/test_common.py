@@ -1,0 +1,24 @@
+"""What every subcommand shares (tpsim.cli.common): number flags, suggestions, the default
+topology."""
+import math
+
+from tpsim.cli import main
+from tpsim.cli.common import price, probability, topology_for
+from tpsim.cluster.defaults import CLUSTER, NODE
+
+
+def test_minus_zero_is_zero():
+    """-0 is taken as 0 and never printed as $-0.00 (math.copysign reads the sign)."""
+    for parse in (price, probability):
+        assert parse("-0") == 0 and math.copysign(1, parse("-0")) == 1
+
+
+def test_minus_zero_price_prints_no_sign(capsys):
+    assert main(["predict", "--model", "gpt3-125m", "--tp", "1", "--usd-per-gpu-hour", "-0"]) == 0
+    out = capsys.readouterr().out
+    assert "cost $0.0000 per step" in out and "$-0" not in out
+
+
+def test_topology_for_keeps_what_is_given():
+    assert topology_for("dgx-a100", 512) == "dgx-a100"
+    assert topology_for(None, 8) == NODE and topology_for(None, 16) == CLUSTER

@@ -23,8 +23,3 @@ def test_topology_for_keeps_what_is_given():
     assert topology_for("dgx-a100", 512) == "dgx-a100"
     assert topology_for(None, 8) == NODE and topology_for(None, 16) == CLUSTER
 
-
-def test_minus_zero_price_in_the_api_costs_zero():
-    import tpsim
-    p = tpsim.predict("gpt3-125m", "dgx-h100", tp=1, usd_per_gpu_hour=-0.0)
-    assert p.step.cost_usd == 0 and math.copysign(1, p.step.cost_usd) == 1

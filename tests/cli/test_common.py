@@ -23,3 +23,17 @@ def test_topology_for_keeps_what_is_given():
     assert topology_for("dgx-a100", 512) == "dgx-a100"
     assert topology_for(None, 8) == NODE and topology_for(None, 16) == CLUSTER
 
+
+
+def test_a_count_that_may_be_zero_takes_ascii_digits_only():
+    """--seed 0 .. MAX_INT: '٣' (Arabic-Indic three), '1_0' and '' are refused, as for every
+    count (int() alone takes the first two)."""
+    import argparse
+
+    import pytest
+
+    from tpsim.cli.common import natural_int
+    assert natural_int("0") == 0 and natural_int("+3") == 3 and natural_int(" 7 ") == 7
+    for bad in ("\u0663", "1_0", "", "-1", "2147483648", "1.0", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            natural_int(bad)

@@ -115,6 +115,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural_int(text: str) -> int:
+    """An integer flag that may be 0 (--seed): 0 .. MAX_INT in ASCII digits, as
+    :func:`positive_int` reads them."""
+    if _ASCII_INT.fullmatch(text) and len(text) <= 4000 and 0 <= int(text) <= MAX_INT:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_INT} (digits 0-9), "
+                                     f"got {clip(repr(text), 60)}")
+
+
 def probability(text: str) -> float:
     """A probability flag (--dropout): a decimal number in [0, 1) in ASCII digits; -0 is 0."""
     value = float(text) if _ASCII_FLOAT.fullmatch(text) else math.nan

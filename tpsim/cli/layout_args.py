@@ -18,7 +18,7 @@ from dataclasses import Field
 from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import positive_int, positive_rate, price, probability
+from .common import natural_int, positive_int, positive_rate, price, probability
 from .lists import braces, choice_list, int_list
 
 
@@ -45,7 +45,7 @@ def _help(f: Field, listed: bool, extra: str) -> str:
 def _count_kwargs(f: Field, listed: bool) -> dict:
     if listed:
         return {"type": int_list, "default": None if f.default is None else (f.default,)}
-    return {"type": positive_int if f.metadata["least"] >= 1 else int, "default": f.default}
+    return {"type": positive_int if f.metadata["least"] >= 1 else natural_int, "default": f.default}
 
 
 def _choice_kwargs(f: Field, listed: bool) -> dict:

@@ -37,3 +37,9 @@ def test_a_count_that_may_be_zero_takes_ascii_digits_only():
     for bad in ("\u0663", "1_0", "", "-1", "2147483648", "1.0", "nan"):
         with pytest.raises(argparse.ArgumentTypeError):
             natural_int(bad)
+
+
+def test_an_empty_size_is_refused_not_the_default(capsys):
+    """--min-bytes '' was read as the default 1KiB."""
+    assert main(["collective", "--sweep", "--min-bytes", "", "--max-bytes", "4KiB"]) == 2
+    assert "--min-bytes" in capsys.readouterr().err

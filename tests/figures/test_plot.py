@@ -224,6 +224,8 @@ def test_pipeline_csv_is_the_step(tmp_path):
     ["breakdown", "--tp", "5"],                               # 96 heads do not split 5 ways
     ["intra-vs-inter", "--topology", "no-such-cluster"],
     ["tp-vs-dp", "--micro-batches", "0"],
+    ["tp-vs-dp", "--topology", ""],                          # '' is no name: not the default
+    ["breakdown", "--model", " "],
     ["pipeline", "--pp", "5"],                                # 96 layers do not split 5 ways
     ["pipeline", "--pp", "4", "--global-batch", "6", "--virtual-stages", "2"],
 ])

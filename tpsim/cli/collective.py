@@ -62,8 +62,10 @@ def _cmd_collective(args) -> None:
             raise ConfigError(flag, "", "--sweep with it (without --sweep the sizes are "
                               "--bytes)", given)
     if args.sweep:
-        sizes = tuple(power_of_two_sizes(parse_size(args.min_bytes or "1KiB", "--min-bytes"),
-                                         parse_size(args.max_bytes or "8GiB", "--max-bytes")))
+        low = "1KiB" if args.min_bytes is None else args.min_bytes     # '' is refused, not 1KiB
+        high = "8GiB" if args.max_bytes is None else args.max_bytes
+        sizes = tuple(power_of_two_sizes(parse_size(low, "--min-bytes"),
+                                         parse_size(high, "--max-bytes")))
     else:
         sizes = tuple(parse_size(b, "--bytes") for b in args.bytes or (DEFAULT_BYTES,))
     if args.topology is None:          # the default for the largest group asked for

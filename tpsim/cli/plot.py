@@ -141,7 +141,7 @@ def _cmd_plot_tp_vs_dp(args) -> None:
     from ..figures import plot
     from ..figures.data import tp_vs_dp
     from ..cluster.topology import load_topology
-    table = tp_vs_dp(args.model, load_topology(args.topology or CLUSTER),
+    table = tp_vs_dp(args.model, load_topology(CLUSTER if args.topology is None else args.topology),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
 

@@ -70,7 +70,7 @@ def test_models_lists_presets(capsys):
 
 @pytest.mark.parametrize("argv, match", [
     (["--model", "llama2-13b", "--tp", "16", "--topology", "dgx-h100-ndr-cluster"], "heads"),
-    (["--model", "gpt3", "--tp", "16"], "at most the 8 GPUs"),
+    (["--model", "gpt3", "--tp", "16", "--topology", "dgx-h100"], "at most the 8 GPUs"),
     (["--model", "gpt5"], "gpt3"),
     (["--topology", "dgx-z100"], "dgx-h100"),
     (["--hidden", "0"], "--hidden"),

@@ -253,3 +253,29 @@ def test_search_candidates_carry_energy_and_cost(capsys):
                                               rel=1e-12)
     _, out, _ = run(capsys, "search", *SMALL, "--top", "1", "--json")
     assert json.loads(out)["candidates"][0]["cost_usd"] is None
+
+
+def test_search_pins_take_megatron_names(capsys):
+    """Megatron-LM's names pin the same fields (--tensor-model-parallel-size 4 is --tp 4):
+    the same candidates, each at the pinned value."""
+    _, ours, _ = run(capsys, "search", *SMALL, "--top", "3", "--json", "--tp", "4",
+                     "--recompute", "none")
+    code, theirs, err = run(capsys, "search", *SMALL, "--top", "3", "--json",
+                            "--tensor-model-parallel-size", "4", "--recompute-granularity",
+                            "none")
+    ours, theirs = json.loads(ours), json.loads(theirs)
+    assert code == 0 and err == "" and theirs["pinned"] == ours["pinned"]
+    assert theirs["candidates"] == ours["candidates"]
+    assert {c["tp"] for c in ours["candidates"]} == {4}
+
+
+@pytest.mark.parametrize("typed, meant", [
+    (["search", *SMALL, "--tensor-model-parallel-sz", "8"], "--tensor-model-parallel-size"),
+    (["search", *SMALL, "--pipline-model-parallel-size", "2"], "--pipeline-model-parallel-size"),
+    (["predict", "--tensor-model-paralel-size", "8"], "--tensor-model-parallel-size"),
+    (["predict", "--micro-bach", "2"], "--micro-batch"),
+])
+def test_misspelled_flag_suggests_the_closest(capsys, typed, meant):
+    code, out, err = run(capsys, *typed)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "unrecognized arguments" in err and f"did you mean {meant}" in err

@@ -34,7 +34,7 @@ def test_table_json_and_csv_agree(capsys):
 
 @pytest.mark.parametrize("extra, flag", [
     (["--gpus", "0"], "--gpus"), (["--ttft-p99", "0"], "--ttft-p99"), (["--pp", "2"], "--pp"),
-    (["--tpot-p99", "inf"], "--tpot-p99"), (["--gpus", "9"], "--gpus"),
+    (["--tpot-p99", "inf"], "--tpot-p99"), (["--gpus", "9", "--topology", "dgx-h100"], "--gpus"),
     (["--max-num-seqs", "a"], "--max-num-seqs"), (["--json", "--csv"], "--csv")])
 def test_bad_flags_are_one_line_and_exit_2(extra, flag, capsys):
     assert main(ARGS + extra) == 2

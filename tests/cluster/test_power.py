@@ -86,3 +86,11 @@ def test_every_shipped_topology_gives_power_and_pue(name):
     assert dev.tdp_W == TDP_W[dev.name]
     assert dev.idle_W is not None and 0 < dev.idle_W < 0.2 * dev.tdp_W
     assert topo.pue == 1.2
+
+
+def test_minus_zero_price_in_the_api_costs_zero():
+    import math
+
+    import tpsim
+    p = tpsim.predict("gpt3-125m", "dgx-h100", tp=1, usd_per_gpu_hour=-0.0)
+    assert p.step.cost_usd == 0 and math.copysign(1, p.step.cost_usd) == 1

@@ -200,6 +200,7 @@ def test_pipeline_csv_is_the_step(tmp_path):
     """Every op of the step's run, with its stage; the last op ends at the step's time."""
     from tpsim.training.predict import predict
     plot("pipeline", "--model", "gpt3-13b", "--tp", 4, "--pp", 4, "--dp", 2, "--global-batch", 16,
+         "--topology", "dgx-a100-hdr-cluster",
          "--recompute", "full", "--out", tmp_path / "p.png")
     assert_png(tmp_path / "p.png")
     pred = predict("gpt3-13b", "dgx-a100-hdr-cluster", tp=4, pp=4, dp=2, global_batch=16,
@@ -215,7 +216,7 @@ def test_pipeline_csv_is_the_step(tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["collective", "--topology", "no-such-cluster"],
-    ["collective", "--ranks", "64"],                          # more than one dgx-h100 holds
+    ["collective", "--topology", "dgx-h100", "--ranks", "64"],  # more than one node holds
     ["collective", "--min-bytes", "1GiB", "--max-bytes", "1MiB"],
     ["collective", "--measured", "/nonexistent/ar.csv"],
     ["validation", "--report", "/nonexistent/report.json"],
@@ -223,6 +224,8 @@ def test_pipeline_csv_is_the_step(tmp_path):
     ["breakdown", "--tp", "5"],                               # 96 heads do not split 5 ways
     ["intra-vs-inter", "--topology", "no-such-cluster"],
     ["tp-vs-dp", "--micro-batches", "0"],
+    ["tp-vs-dp", "--topology", ""],                          # '' is no name: not the default
+    ["breakdown", "--model", " "],
     ["pipeline", "--pp", "5"],                                # 96 layers do not split 5 ways
     ["pipeline", "--pp", "4", "--global-batch", "6", "--virtual-stages", "2"],
 ])
@@ -253,3 +256,51 @@ def test_matplotlib_is_imported_only_by_plot():
     code = ("import sys, tpsim, tpsim.cli, tpsim.figures.data, tpsim.report.trace; "
             "tpsim.cli.build_parser(); assert 'matplotlib' not in sys.modules, 'matplotlib loaded'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("lo, hi", [(12, 18), (12, 30), (3, 20), (3, 35), (0.55, 8.7),
+                                    (0.2, 0.3), (1, 500)])
+def test_infer_time_axis_reads_below_20_ms(lo, hi):
+    """The time-per-token axis labels at least three values inside the drawn range, in ms
+    (a log axis from 12 to 18 ms has no power of ten to label)."""
+    from tpsim.figures.plot import ms_axis, plt
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [lo, hi])
+    ms_axis(ax, lo, hi)
+    fig.canvas.draw()
+    labels = [t for t in ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels()
+              if t.get_text() and lo <= t.get_position()[1] <= hi]
+    plt.close(fig)
+    assert len(labels) >= 3
+    assert all(float(t.get_text()) == pytest.approx(t.get_position()[1], rel=0.01)
+               for t in labels)
+
+
+def test_pipeline_chunks_carry_their_micro_batch(tmp_path):
+    """Every forward and backward chunk of every stage is labelled by its micro-batch (and
+    model chunk): each (micro-batch, chunk) runs forward and backward on every stage."""
+    from tpsim.figures.pipeline_plot import chunk_label
+    plot("pipeline", "--model", "gpt3-125m", "--tp", 2, "--pp", 2, "--dp", 2,
+         "--global-batch", 8, "--virtual-stages", 2, "--out", tmp_path / "p.png")
+    rows = read_csv(tmp_path / "p.csv")
+    chunks = [r for r in rows if r["kind"] == "compute" and r["micro_batch"] != ""]
+    for stage in ("0", "1"):
+        for phase in ("forward", "backward"):
+            seen = {(int(r["micro_batch"]), int(r["chunk"])) for r in chunks
+                    if r["stage"] == stage and r["phase"] == phase}
+            assert seen == {(m, c) for m in range(4) for c in range(2)}   # 8 / (1 x 2) = 4
+    assert chunk_label({"kind": "compute", "micro_batch": 3, "chunk": 1}) == "3.1"
+    assert chunk_label({"kind": "compute", "micro_batch": 3, "chunk": 0}) == "3"
+    assert chunk_label({"kind": "dp", "micro_batch": "", "chunk": ""}) == ""
+
+
+def test_plot_csv_is_plain_and_its_caption_beside_it(tmp_path):
+    """No '#' line in the CSV; its title, notes and totals in NAME.about.json."""
+    plot("pipeline", "--model", "gpt3-125m", "--tp", 2, "--pp", 2, "--dp", 2,
+         "--global-batch", 8, "--out", tmp_path / "p.png")
+    text = (tmp_path / "p.csv").read_text()
+    assert not any(line.startswith("#") for line in text.splitlines())
+    about = json.loads((tmp_path / "p.about.json").read_text())
+    assert about["csv"] == "p.csv" and about["columns"] == text.splitlines()[0].split(",")
+    assert "TP=2 PP=2 DP=2" in about["title"] and about["totals"]["pp"] == 2
+    assert any("settings" in n for n in about["notes"])

@@ -76,7 +76,7 @@ def test_out_pdf_writes_a_pdf_and_missing_directories_are_created(capsys, tmp_pa
     out = tmp_path / "new" / "dir" / "c.pdf"
     assert main(["plot", "collective", "--max-bytes", "1MiB", "--out", str(out)]) == 0
     assert out.read_bytes()[:5] == b"%PDF-" and out.with_suffix(".csv").exists()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["c.csv", "c.pdf"]   # no c.pdf.png
+    assert sorted(p.name for p in out.parent.iterdir()) == ["c.about.json", "c.csv", "c.pdf"]   # no c.pdf.png
     assert output_paths("fig", None)[0].name == "fig.png"
     assert output_paths("run.v2", "svg")[0].name == "run.v2.svg"
 
@@ -140,7 +140,7 @@ def test_bare_tpsim_prints_the_help_and_exits_2(capsys):
 @pytest.mark.parametrize("argv, shown", [
     (["predict"], [DTYPES, "(default: the first of these the device",
                    "{fused,unfused,flash2,flash3}",
-                   "{none,selective,full}", "(default: gpt3)", "(default: dgx-h100)",
+                   "{none,selective,full}", "(default: gpt3)", "(default: dgx-h100, or",
                    "(default: 8)"]),
     (["collective"], ["{auto," + ",".join(ALGORITHMS) + "}", "{auto,simple,ll,ll128}",
                       "(default: all-reduce)", "(default: 64MiB"]),

@@ -27,7 +27,9 @@ RUNS = {
                  "--pp", "2", "--dp", "2", "--global-batch", "8", "--json"],
                 ["predict", "--model", "gpt3-13b", "--topology", "dgx-a100-hdr-cluster", "--tp", "8",
                  "--pp", "4", "--dp", "2", "--global-batch", "32", "--virtual-stages", "2",
-                 "--sequence-parallel", "--tp-comm-overlap", "--distributed-optimizer", "--json"]],
+                 "--sequence-parallel", "--tp-comm-overlap", "--distributed-optimizer", "--json"],
+                ["predict", "--model", "gpt3", "--topology", "dgx-h100-ndr-cluster", "--tp", "4",
+                 "--dp", "63", "--global-batch", "126", "--json"]],      # every remedy's keys
     "infer": [["infer", "--model", "llama2-70b", "--topology", "dgx-h100-ndr-cluster", "--tp", "16",
                "--batch", "2", "--allreduce", "custom", "--json"],
               ["infer", "--model", "llama3-405b", "--topology", "dgx-h100", "--tp", "8", "--json"]],

@@ -210,7 +210,9 @@ def test_the_summary_names_real_functions_and_fits_a_terminal():
                 "predict --model llama3-8b --tp 2 --dp 4 --global-batch 128 --sequence-parallel "
                 "--distributed-optimizer",
                 "predict --model gpt3 --tp 8 --pp 8 --dp 16 --global-batch 1536 --topology "
-                "dgx-a100-hdr-cluster --nodes 128 --virtual-stages 2 --no-overlap-grad-reduce"):
+                "dgx-a100-hdr-cluster --nodes 128 --virtual-stages 2 --no-overlap-grad-reduce",
+                "predict --model gpt3 --topology dgx-a100-hdr-cluster --tp 4 --pp 8 --dp 4 "
+                "--global-batch 64"):                     # every remedy of a layout that does not fit
         text = _stdout(cmd.split())
         lines = text.splitlines()
         assert len(lines) <= 30 and max(map(len, lines)) <= 120, cmd

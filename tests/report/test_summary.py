@@ -3,6 +3,7 @@ distributed optimizer with one DP replica), is never suggested."""
 from __future__ import annotations
 
 import tpsim
+from tpsim.report.remedies import remedy_flags
 from tpsim.report.render import notice_text
 from tpsim.report.summary import advice, prediction_summary
 
@@ -27,15 +28,40 @@ def test_no_distributed_optimizer_advice_when_it_is_on_or_cannot_act():
 
 def test_pipeline_advice_names_enough_stages():
     """--pp k from the advice splits the weights, gradients and optimizer state enough that
-    they and the activations fit (1F1B keeps the activations in flight about the same)."""
-    text, p = _advice(model="gpt3", tp=8)
+    they and the activations fit (1F1B keeps the activations in flight about the same), and
+    is the fewest stages that do and run (the layers split over them)."""
+    text, p = _advice(model="gpt3", tp=8, topology="dgx-a100-hdr-cluster")
     k = int(text.split("--pp ", 1)[1].split()[0])
     m = p.memory
     usable = m.capacity_bytes - m.reserved_bytes
-    assert (m.weights_bytes + m.gradients_bytes + m.optimizer_bytes) / k + m.activations_bytes \
-        <= usable
-    assert (m.weights_bytes + m.gradients_bytes + m.optimizer_bytes) / (k // 2) + \
-        m.activations_bytes > usable
+    state = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes
+    assert state / k + m.activations_bytes <= usable and p.model.layers % k == 0
+    assert all(state / j + m.activations_bytes > usable for j in range(1, k)
+               if p.model.layers % j == 0)
+
+
+def test_no_advice_that_cannot_run():
+    """One 8-GPU node whose network cannot be sized: no more stages (tp 8 fills it), no more
+    TP (a node holds 8); the notice and the advice name the same remedies."""
+    text, p = _advice(model="gpt3", tp=8)
+    assert not p.memory.fits and "--pp" not in text and "--tp" not in text
+    assert "pipeline" not in notice_text(p.warnings[0]) and "more TP" not in notice_text(
+        p.warnings[0])
+
+
+def test_every_memory_remedy_runs():
+    """Each change the advice offers, applied, is a layout predict takes (and the notice lists
+    each by its flags, as the advice does)."""
+    layout = dict(model="gpt3", topology="dgx-a100-hdr-cluster", tp=4, pp=8, dp=4,
+                  global_batch=64)
+    text, p = _advice(**dict(layout))
+    remedies = p.warnings[0].values["remedies"]
+    assert [next(iter(c)) for c in remedies] == ["distributed_optimizer", "pp", "recompute",
+                                                 "sequence_parallel", "tp"]
+    for change in remedies:
+        assert tpsim.predict(**{**layout, **change}).step.time_s > 0
+        assert remedy_flags(change) in notice_text(p.warnings[0])
+        assert remedy_flags(change) in text
 
 
 def test_tp_overlap_advice_only_when_off():
@@ -54,3 +80,14 @@ def test_search_advice_and_no_tp_overlap_for_a_mixture_of_experts():
     text, p = _advice(model="mixtral-8x7b", tp=8, sequence_parallel=True)
     assert p.inputs.experts == 8 and "tpsim search --model mixtral-8x7b" in text
     assert "--tp-comm-overlap" not in text
+
+
+def test_virtual_stages_advice_only_where_the_layers_split():
+    """A large bubble: --virtual-stages 2 offered at pp 16 (6 layers a stage, 3 a chunk), not
+    at pp 32 (3 layers a stage do not split over 2 chunks)."""
+    common = dict(model="gpt3", topology="dgx-a100-hdr-cluster", tp=8, recompute="full")
+    text, _ = _advice(**common, pp=16, global_batch=16)
+    assert "the bubble" in text and "--virtual-stages 2" in text
+    tpsim.predict(**common, pp=16, global_batch=16, virtual_stages=2)        # it runs
+    text, _ = _advice(**common, pp=32, global_batch=32)
+    assert "the bubble" in text and "--virtual-stages" not in text

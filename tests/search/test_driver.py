@@ -105,16 +105,19 @@ def test_uneven_splits_with_virtual_stages_are_enumerated_and_run():
     """One or two layers per model chunk fewer on the end stages, every stage's layers a
     multiple of v (Megatron-core): 126 layers on 16 stages of 2 chunks: 6 + 14 x 8 + 8 and
     8 + 14 x 8 + 6; each split the search yields, predict accepts."""
-    from tpsim.search.space import _splits
+    from tpsim.search.splits import splits
+    from tpsim.spec.model import load_model, with_overrides
     from tpsim.training.pipeline import split_layers
-    assert set(_splits(126, 16, 2, True)) == {(6, 8), (8, 6)}
-    assert list(_splits(126, 16, 1, True)) == [(6, 8), (7, 7), (8, 6)]     # as before
+    base = load_model("llama3-405b")
+    assert set(splits(base, 16, 2)) == {(6, 8), (8, 6)}
+    assert {(6, 8), (7, 7), (8, 6)} <= set(splits(base, 16, 1))               # as before
     for layers, pp, v in ((126, 16, 2), (30, 4, 2), (62, 8, 2), (40, 4, 3), (26, 2, 2)):
-        for first, last in _splits(layers, pp, v, True):
+        model = with_overrides(base, layers=layers)
+        for first, last in splits(model, pp, v):
             assert sum(split_layers(layers, pp, v, first, last)) == layers
             if first is not None:
                 assert first % v == 0 and last % v == 0
-    assert (6, 8) in set(_splits(30, 4, 2, True))                          # middle 8 each
+    assert (6, 8) in set(splits(with_overrides(base, layers=30), 4, 2))     # middle 8 each
 
 
 def test_predict_runs_uneven_stages_with_virtual_stages():

@@ -212,6 +212,8 @@ def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: st
     if not isinstance(name_or_path, (str, Path)):
         raise ConfigError(flag, "", f"a shipped {kind} name or a path", name_or_path)
     text = str(name_or_path)
+    if not text.strip():                  # Path("") is the working directory
+        raise ConfigError(flag, "", f"a shipped {kind} name or a path", text)
     path = Path(text)
     if _is_file(path / "config.json"):
         return path / "config.json"

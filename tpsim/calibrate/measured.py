@@ -1,5 +1,5 @@
 """Measured points read from files: a CSV of collective timings (nccl-tests' columns or
-tpsim's) or a ``validate/run.py`` report.json. Every number is checked where it is read: a
+tpsim's), nccl-tests' own text output, or a ``validate/run.py`` report.json. Every number is checked where it is read: a
 size or time that is negative, zero, NaN or infinite is a ConfigError naming the row, never a
 point drawn.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..base.errors import ConfigError
 from ..base.schema import load_json, read_text
+from . import nccl_text
 
 
 def finite(value, lo: float | None = None) -> bool:
@@ -67,9 +68,10 @@ def _measured_records(p: Path, op: str, ranks: int | None) -> list[tuple[str, di
         return [(f"{key}[{i}]", r) for i, r in enumerate(records)
                 if isinstance(r, dict) and r.get("op", op) == op
                 and (ranks is None or r.get("ranks", ranks) == ranks)]
-    numbered = [(n, ln) for n, ln in enumerate(
-        read_text(p, "a readable CSV or report.json").splitlines(), 1)
-        if ln.strip() and not ln.startswith("#")]
+    lines = read_text(p, "a readable CSV, nccl-tests output or report.json").splitlines()
+    if nccl_text.header(lines):
+        return nccl_text.records(lines, str(p))
+    numbered = [(n, ln) for n, ln in enumerate(lines, 1) if ln.strip() and not ln.startswith("#")]
     rows = list(csv.reader(ln for _, ln in numbered)) or [[]]
     header, body = rows[0], zip((n for n, _ in numbered[1:]), rows[1:])
     # nccl-tests repeats time(ns) (out-of-place, then in-place): the first column wins
@@ -81,7 +83,8 @@ def _measured_records(p: Path, op: str, ranks: int | None) -> list[tuple[str, di
 
 
 def read_measured(path: str | Path, op: str, ranks: int | None = None) -> list[tuple[float, float]]:
-    """(size_bytes, time_s) points of one collective from a CSV or a validate/ report.json.
+    """(size_bytes, time_s) points of one collective from a CSV, nccl-tests' text output
+    (:mod:`tpsim.calibrate.nccl_text`: its out-of-place time) or a validate/ report.json.
 
     CSV: a header naming a size column (``size_bytes``, ``bytes`` or nccl-tests' ``size(B)``) and
     a time column (``time_s``, ``time_us``, ``time_ns`` or ``time(ns)``; the first one wins, so an

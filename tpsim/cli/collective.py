@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..cost.collectives import ALGORITHMS, OPS
 from ..base.errors import ConfigError
 from ..cluster.topology import PROTOCOLS
-from .common import StoreOnce, dump_json, lower
+from .common import TOPOLOGY_HELP, StoreOnce, dump_json, lower, topology_for
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"
@@ -22,10 +22,10 @@ def cmd_topologies(args) -> None:
 
 
 def fill_collective(p) -> None:
-    p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
-                   help="shipped name or path to a YAML file; every flag that takes a comma list "
-                        "(--topology dgx-a100,dgx-h100 --ranks 2,4,8) compares each combination "
-                        "in one table (default: dgx-h100)")
+    p.add_argument("--topology", default=None, action=StoreOnce, type=name_list,
+                   help=TOPOLOGY_HELP.replace(" (", "; every flag that takes a comma list "
+                                              "(--topology dgx-a100,dgx-h100 --ranks 2,4,8) "
+                                              "compares each combination in one table (", 1))
     p.add_argument("--op", default=("all-reduce",), type=choice_list(OPS), metavar=braces(OPS),
                    help="collective operation (default: all-reduce)")
     p.add_argument("--ranks", type=int_list, default=None,
@@ -62,10 +62,14 @@ def _cmd_collective(args) -> None:
             raise ConfigError(flag, "", "--sweep with it (without --sweep the sizes are "
                               "--bytes)", given)
     if args.sweep:
-        sizes = tuple(power_of_two_sizes(parse_size(args.min_bytes or "1KiB", "--min-bytes"),
-                                         parse_size(args.max_bytes or "8GiB", "--max-bytes")))
+        low = "1KiB" if args.min_bytes is None else args.min_bytes     # '' is refused, not 1KiB
+        high = "8GiB" if args.max_bytes is None else args.max_bytes
+        sizes = tuple(power_of_two_sizes(parse_size(low, "--min-bytes"),
+                                         parse_size(high, "--max-bytes")))
     else:
         sizes = tuple(parse_size(b, "--bytes") for b in args.bytes or (DEFAULT_BYTES,))
+    if args.topology is None:          # the default for the largest group asked for
+        args.topology = (topology_for(None, max(args.ranks or (None,), key=lambda r: r or 0)),)
     topos = {name: load_topology(name) for name in args.topology}
     args.size = sizes
     combos = combinations(args, ("topology", "op", "ranks", "algo", "protocol", "size"))

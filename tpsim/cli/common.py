@@ -35,10 +35,44 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse API
         raise TpsimError(clip(f"{self.prog}: {message}", 600))
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, an unknown flag answered with the closest flags of the command run
+        (its Megatron-LM aliases included): ``--tensor-model-parallel-sz``: did you mean
+        --tensor-model-parallel-size?"""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            hint = _closest(self._command_parser(parsed), extras)
+            self.error(f"unrecognized arguments: {' '.join(extras)}" +
+                       (f" (did you mean {hint}?)" if hint else ""))
+        return parsed
+
+    def _command_parser(self, parsed) -> argparse.ArgumentParser:
+        """The subcommand's parser that ``parsed`` ran (``tpsim plot search``: the deepest)."""
+        parser = self
+        while True:
+            subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            name = getattr(parsed, subs[0].dest, None) if subs else None
+            if name not in (subs[0].choices if subs else {}):
+                return parser
+            parser = subs[0].choices[name]
+
     def _get_formatter(self):
         # argparse builds a formatter for every add_argument, each asking the terminal its
         # width: ask once per process
         return self.formatter_class(prog=self.prog, width=_terminal_width())
+
+
+def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """The flags of ``parser`` closest to the first unknown flag among ``extras``, joined by
+    'or' ('' when none is close)."""
+    import difflib
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    for given in extras:
+        if given.startswith("--"):
+            near = difflib.get_close_matches(given.split("=", 1)[0], flags, n=2, cutoff=0.6)
+            if near:
+                return " or ".join(near)
+    return ""
 
 
 _WIDTH: list[int] = []
@@ -81,6 +115,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural_int(text: str) -> int:
+    """An integer flag that may be 0 (--seed): 0 .. MAX_INT in ASCII digits, as
+    :func:`positive_int` reads them."""
+    if _ASCII_INT.fullmatch(text) and len(text) <= 4000 and 0 <= int(text) <= MAX_INT:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_INT} (digits 0-9), "
+                                     f"got {clip(repr(text), 60)}")
+
+
 def probability(text: str) -> float:
     """A probability flag (--dropout): a decimal number in [0, 1) in ASCII digits; -0 is 0."""
     value = float(text) if _ASCII_FLOAT.fullmatch(text) else math.nan
@@ -107,7 +150,7 @@ def price(text: str) -> float:
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got "
                                          f"{clip(repr(text), 60)}")
-    return value
+    return value + 0.0          # -0 is 0: never printed as $-0.00
 
 
 def lower(text: str) -> str:
@@ -162,6 +205,19 @@ def output_format(args) -> str | None:
     if args.json and args.csv:
         raise ConfigError("--csv", "", "--csv or --json, not both", "both")
     return "json" if args.json else "csv" if args.csv else None
+
+
+TOPOLOGY_HELP = ("shipped name or path to a YAML file (default: dgx-h100, or "
+                 "dgx-h100-ndr-cluster for a job of more than its 8 GPUs)")
+
+
+def topology_for(given, gpus: int | None):
+    """``--topology`` as given, else the default topology of a job of ``gpus`` GPUs
+    (:func:`tpsim.cluster.defaults.default_topology`: the same for every command)."""
+    if given is not None:
+        return given
+    from ..cluster.defaults import default_topology
+    return default_topology(gpus)
 
 
 def note_seq(model, seq) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
-from .common import StoreOnce, add_csv, output_format, warn
+from .common import TOPOLOGY_HELP, StoreOnce, add_csv, output_format, topology_for, warn
 from .layout_args import add_layout_arguments, layout_from_args
 from .lists import name_list
 
@@ -19,9 +19,8 @@ def add_model_topology(p) -> None:
     p.add_argument("--model", default=("llama2-70b",), action=StoreOnce, type=name_list,
                    help="shipped name (see `tpsim models`) or YAML path; a comma list "
                         "compares them (default: llama2-70b)")
-    p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
-                   help="shipped name or path to a YAML file; a comma list compares them "
-                        "(default: dgx-h100)")
+    p.add_argument("--topology", default=(None,), action=StoreOnce, type=name_list,
+                   help=TOPOLOGY_HELP.replace(" (", "; a comma list compares them (", 1))
 
 
 def fill_infer(p) -> None:
@@ -57,7 +56,8 @@ def _cmd_infer(args) -> None:
     combos = combinations(args, LISTS)
 
     def one(combo):
-        pred = infer(combo["model"], combo["topology"], usd_per_gpu_hour=args.usd_per_gpu_hour,
+        topology = topology_for(combo["topology"], combo["tp"] * combo["pp"] * combo["ep"])
+        pred = infer(combo["model"], topology, usd_per_gpu_hour=args.usd_per_gpu_hour,
                      settings=layout_from_args(args, cls=ServingLayout, given=combo))
         check_batch(pred)
         return pred

@@ -18,7 +18,7 @@ from dataclasses import Field
 from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import positive_int, positive_rate, price, probability
+from .common import natural_int, positive_int, positive_rate, price, probability
 from .lists import braces, choice_list, int_list, rate_list
 
 
@@ -45,7 +45,7 @@ def _help(f: Field, listed: bool, extra: str) -> str:
 def _count_kwargs(f: Field, listed: bool) -> dict:
     if listed:
         return {"type": int_list, "default": None if f.default is None else (f.default,)}
-    return {"type": positive_int if f.metadata["least"] >= 1 else int, "default": f.default}
+    return {"type": positive_int if f.metadata["least"] >= 1 else natural_int, "default": f.default}
 
 
 def _choice_kwargs(f: Field, listed: bool) -> dict:
@@ -108,15 +108,19 @@ def add_pin_arguments(parser, names, *, cls=Layout, what: str = "every value") -
     (None when not given): a count or choice takes a comma list, a switch pins on (``--X``)
     or off (``--no-X``)."""
     for f in _fields(cls, names):
-        flag = f.metadata["flag"]
-        help_ = f"{f.metadata['help']}: pin to this (default: {what})"
+        flag, alias = f.metadata["flag"], f.metadata.get("megatron")
+        help_ = f"{f.metadata['help']}: pin to this (default: {what})" + \
+            (f" (Megatron-LM: {alias})" if alias else "")
         if f.metadata["kind"] == "flag":
-            parser.add_argument(flag, dest=dest(f), default=None,
-                                action=argparse.BooleanOptionalAction, help=help_)
-            continue
-        _, kwargs = argument(f, lists=True)
-        kwargs.update(default=None, help=help_.replace("this", "these (a comma list)"))
+            kwargs = {"dest": dest(f), "default": None, "help": help_,
+                      "action": argparse.BooleanOptionalAction}
+        else:
+            _, kwargs = argument(f, lists=True)
+            kwargs.update(default=None, help=help_.replace("this", "these (a comma list)"))
         parser.add_argument(flag, **kwargs)
+        if alias:                              # Megatron-LM's name pins the same field
+            parser.add_argument(alias, **{**kwargs, "help": argparse.SUPPRESS,
+                                          "default": argparse.SUPPRESS})
 
 
 def add_framework_argument(parser) -> None:

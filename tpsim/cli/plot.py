@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..cost.collectives import ALGORITHMS, OPS
 from ..figures.data import FORMATS
 from ..spec.serving import ServingLayout
-from .common import Parser, StoreOnce, lower, positive_int
+from ..cluster.defaults import CLUSTER, NODE
+from .common import TOPOLOGY_HELP, Parser, StoreOnce, lower, positive_int, topology_for
 from .layout_args import add_layout_arguments
 
 
@@ -21,7 +22,8 @@ def fill_plot(p) -> None:
         return q
 
     q = figure("collective", "time and busbw against message size", _cmd_plot_collective)
-    q.add_argument("--topology", action="append", help="repeat to compare (default: dgx-h100)")
+    q.add_argument("--topology", action="append",
+                   help="repeat to compare " + TOPOLOGY_HELP[TOPOLOGY_HELP.index("("):])
     q.add_argument("--op", default="all-reduce", choices=OPS, help="collective operation")
     q.add_argument("--ranks", type=positive_int, default=None,
                    help="group size (default: one node)")
@@ -30,12 +32,13 @@ def fill_plot(p) -> None:
     q.add_argument("--min-bytes", default="1KiB", help="smallest size (nccl-tests' -b)")
     q.add_argument("--max-bytes", default="8GiB", help="largest size (nccl-tests' -e)")
     q.add_argument("--measured", default=None,
-                   help="overlay measured points: a CSV (size and time columns) or a report.json")
+                   help="overlay measured points: nccl-tests output (its out-of-place time), a CSV "
+                        "(size and time columns) or a report.json")
     q = figure("intra-vs-inter", "layer time and comm share against TP degree, node vs cluster",
                _cmd_plot_intra_vs_inter)
     _add_plot_layer_args(q, topology="repeat to compare (default: dgx-h100, dgx-h100-ndr-cluster)")
     q = figure("breakdown", "where one layer's time goes, per op", _cmd_plot_breakdown)
-    _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-h100)")
+    _add_plot_layer_args(q, topology=TOPOLOGY_HELP)
     add_layout_arguments(q, ("tp",))
     q = figure("tp-vs-dp", "bytes and time per step: TP activations against DP gradients",
                _cmd_plot_tp_vs_dp)
@@ -44,7 +47,7 @@ def fill_plot(p) -> None:
                    help="micro-batches per step (TP communicates per micro-batch, DP per step)")
     q = figure("pipeline", "one training step's schedule per stage: chunks, p2p, DP, bubble",
                _cmd_plot_pipeline)
-    _add_plot_layer_args(q, topology="shipped name or YAML path (default: dgx-a100-hdr-cluster)")
+    _add_plot_layer_args(q, topology=TOPOLOGY_HELP)
     add_layout_arguments(q, ("tp",))
     from .predict import add_step_args
     add_step_args(q)
@@ -62,7 +65,7 @@ def _add_plot_infer(q) -> None:
     q.add_argument("--model", default="llama2-70b", action=StoreOnce,
                    help="shipped name, YAML path or Hugging Face config.json")
     q.add_argument("--topology", action="append",
-                   help="repeat to compare (default: dgx-h100, dgx-a100)")
+                   help="repeat to compare " + TOPOLOGY_HELP[TOPOLOGY_HELP.index("("):])
     add_layout_arguments(q, ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager"),
                          cls=ServingLayout)
 
@@ -70,7 +73,7 @@ def _add_plot_infer(q) -> None:
 def _cmd_plot_infer(args) -> None:
     from ..figures import plot
     from ..figures.data import infer_sweep, load_topologies
-    topos = load_topologies(args.topology or ["dgx-h100", "dgx-a100"])
+    topos = load_topologies(args.topology or [topology_for(None, 8)])   # TP 1-8
     table = infer_sweep(args.model, topos, prompt=args.prompt, gen=args.gen, dtype=args.dtype,
                         kv_dtype=args.kv_dtype, allreduce=args.allreduce, eager=args.eager)
     _plot_done(*plot.save(plot.infer_figure(table), table, args.out, args.format))
@@ -89,7 +92,9 @@ def _output_checked(func):
     def run(args) -> None:
         from ..base.errors import ConfigError
         from ..figures.data import output_paths
+        from ..figures.about import about_path
         written = output_paths(args.out, args.format)
+        written = (*written, about_path(written[1]))
         for flag in ("measured", "report"):
             given = getattr(args, flag, None)
             if given and any(_same_file(given, w) for w in written):
@@ -103,7 +108,7 @@ def _same_file(a, b) -> bool:
     from pathlib import Path
     try:
         return Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):     # ValueError: a NUL byte in the name
         return False
 
 
@@ -118,7 +123,7 @@ def plot_settings(args) -> dict:
 def _cmd_plot_intra_vs_inter(args) -> None:
     from ..figures import plot
     from ..figures.data import intra_vs_inter, load_topologies
-    topos = load_topologies(args.topology or ["dgx-h100", "dgx-h100-ndr-cluster"])
+    topos = load_topologies(args.topology or [NODE, CLUSTER])     # the default node, the cluster
     table = intra_vs_inter(args.model, topos, **plot_settings(args))
     _plot_done(*plot.save(plot.intra_vs_inter_figure(table), table, args.out, args.format))
 
@@ -127,7 +132,7 @@ def _cmd_plot_breakdown(args) -> None:
     from ..figures import plot
     from ..figures.data import breakdown
     from ..cluster.topology import load_topology
-    table = breakdown(args.model, load_topology(args.topology or "dgx-h100"), args.tp,
+    table = breakdown(args.model, load_topology(topology_for(args.topology, args.tp)), args.tp,
                       **plot_settings(args))
     _plot_done(*plot.save(plot.breakdown_figure(table), table, args.out, args.format))
 
@@ -136,19 +141,21 @@ def _cmd_plot_tp_vs_dp(args) -> None:
     from ..figures import plot
     from ..figures.data import tp_vs_dp
     from ..cluster.topology import load_topology
-    table = tp_vs_dp(args.model, load_topology(args.topology or "dgx-h100-ndr-cluster"),
+    table = tp_vs_dp(args.model, load_topology(CLUSTER if args.topology is None else args.topology),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
 
 
 def _cmd_plot_pipeline(args) -> None:
-    from ..figures import plot
+    from ..figures import pipeline_plot
     from ..figures.pipeline import pipeline
     from ..cluster.topology import load_topology
     from .predict import step_kwargs
-    table = pipeline(args.model, load_topology(args.topology or "dgx-a100-hdr-cluster"), args.tp,
-                     **plot_settings(args), **step_kwargs(args))
-    _plot_done(*plot.save(plot.pipeline_figure(table), table, args.out, args.format))
+    step = step_kwargs(args)
+    topology = topology_for(args.topology, args.tp * step["pp"] * step["dp"])
+    table = pipeline(args.model, load_topology(topology), args.tp, **plot_settings(args), **step)
+    _plot_done(*pipeline_plot.save(pipeline_plot.pipeline_figure(table), table, args.out,
+                                   args.format))
 
 
 def _cmd_plot_search(args) -> None:
@@ -157,7 +164,8 @@ def _cmd_plot_search(args) -> None:
     from .search import Progress
     progress = Progress()
     try:
-        table = search_grid(args.model, args.topology, args.gpus, args.global_batch,
+        table = search_grid(args.model, topology_for(args.topology, args.gpus), args.gpus,
+                            args.global_batch,
                             seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, jobs=args.jobs,
                             tp_across_nodes=args.tp_across_nodes, progress=progress,
                             memory_headroom=args.memory_headroom)
@@ -168,14 +176,15 @@ def _cmd_plot_search(args) -> None:
 
 
 def _plot_done(image, csv_path) -> None:
-    print(f"wrote {image}\nwrote {csv_path}")
+    from ..figures.about import about_path
+    print(f"wrote {image}\nwrote {csv_path}\nwrote {about_path(csv_path)}")
 
 
 def _cmd_plot_collective(args) -> None:
     from ..figures import plot
     from ..figures.data import collective_sweep, load_topologies
     from ..base.units import parse_size, power_of_two_sizes
-    topos = load_topologies(args.topology or ["dgx-h100"])
+    topos = load_topologies(args.topology or [topology_for(None, args.ranks)])
     ranks = args.ranks if args.ranks is not None else topos[0].devices_per_node
     sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
                                parse_size(args.max_bytes, "--max-bytes"))

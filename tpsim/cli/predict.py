@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..base.errors import ConfigError
-from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int, warn
+from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int, warn
 from .layout_args import (add_framework_argument, add_layout_arguments, layout_from_args,
                           layout_values)
 from .lists import combinations, name_list, varied
@@ -19,9 +19,8 @@ def fill_predict(p) -> None:
     p.add_argument("--model", default=("gpt3",), action=StoreOnce, type=name_list,
                    help="shipped name (see `tpsim models`), YAML path or Hugging Face "
                         "config.json; a comma list compares them (default: gpt3)")
-    p.add_argument("--topology", default=("dgx-h100",), action=StoreOnce, type=name_list,
-                   help="shipped name or path to a YAML file; a comma list compares them "
-                        "(default: dgx-h100)")
+    p.add_argument("--topology", default=None, action=StoreOnce, type=name_list,
+                   help=TOPOLOGY_HELP.replace(" (", "; a comma list compares them (", 1))
     add_layout_arguments(p, lists=True, extra={"tp": TP_HELP})    # every field of Layout
     add_framework_argument(p)
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
@@ -61,7 +60,8 @@ def _predict_one(args, combo: dict):
     model = with_overrides(load_model(combo["model"]), layers=args.layers, hidden=args.hidden,
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
-    return predict(model, combo["topology"], layout=layout_from_args(args, given=combo))
+    lay = layout_from_args(args, given=combo)
+    return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay)
 
 
 def _cmd_predict(args) -> None:

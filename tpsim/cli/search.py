@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int
+from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int
 from .layout_args import add_layout_arguments, add_pin_arguments, layout_values
 
 
@@ -23,8 +23,7 @@ def add_search_space(p) -> None:
     """The job a search is for (``tpsim search``, ``tpsim plot search``)."""
     p.add_argument("--model", default="gpt3", action=StoreOnce,
                    help="shipped name (see `tpsim models`), YAML path or Hugging Face config.json")
-    p.add_argument("--topology", default="dgx-a100-hdr-cluster", action=StoreOnce,
-                   help="shipped name or path to a YAML file")
+    p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
     p.add_argument("--gpus", type=positive_int, required=True,
                    help="GPUs of the job: every tp x pp x dp = gpus is tried")
     p.add_argument("--global-batch", type=positive_int, required=True,
@@ -67,7 +66,7 @@ def _cmd_search(args) -> None:
     note_seq(args.model, args.seq)
     progress = Progress()
     try:
-        result = search(args.model, args.topology, args.gpus, args.global_batch,
+        result = search(args.model, topology_for(args.topology, args.gpus), args.gpus, args.global_batch,
                         seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, top=args.top,
                         jobs=args.jobs, tp_across_nodes=args.tp_across_nodes,
                         progress=progress, memory_headroom=args.memory_headroom,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
-from .common import add_csv, output_format
+from .common import add_csv, output_format, topology_for
 from .infer import add_model_topology, run_each
 from .layout_args import add_layout_arguments, layout_from_args
 
@@ -36,7 +36,8 @@ def _cmd_serve(args) -> None:
     fmt = output_format(args)
     combos = combinations(args, LISTS)
     preds = run_each(args, combos, lambda c: serve(
-        c["model"], c["topology"], layout=layout_from_args(args, LAYOUT, ServingLayout, c),
+        c["model"], topology_for(c["topology"], c["tp"] * c["pp"]),
+        layout=layout_from_args(args, LAYOUT, ServingLayout, c),
         settings=layout_from_args(args, cls=ServeSettings, given=c)))
     from ..report.serve_compare import serve_comparison
     print_runs(preds, fmt, serve_json, serve_report, serve_comparison, varied(combos))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import clip
-from .common import StoreOnce, add_csv, dump_json, output_format, positive_int, positive_rate
+from .common import (TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, output_format, positive_int,
+                     positive_rate, topology_for)
 from .layout_args import add_layout_arguments, layout_from_args
 from .lists import int_list
 
@@ -32,8 +33,7 @@ def seconds(text: str) -> float:
 def fill_serve_search(p) -> None:
     p.add_argument("--model", default="llama3-70b", action=StoreOnce,
                    help="shipped name (see `tpsim models`) or YAML path")
-    p.add_argument("--topology", default="dgx-h100", action=StoreOnce,
-                   help="shipped name or path to a YAML file")
+    p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
     p.add_argument("--gpus", type=positive_int, required=True,
                    help="GPUs of the deployment: replicas of tp x pp, or prefill + decode pools")
     p.add_argument("--ttft-p99", type=seconds, required=True, metavar="S",
@@ -63,7 +63,7 @@ def _cmd_serve_search(args) -> None:
     from ..serving.serve_search import serve_search
     from ..report.serve_search import serve_search_json, serve_search_report
     fmt = output_format(args)
-    r = serve_search(args.model, args.topology, gpus=args.gpus, ttft_p99_s=args.ttft_p99,
+    r = serve_search(args.model, topology_for(args.topology, args.gpus), gpus=args.gpus, ttft_p99_s=args.ttft_p99,
                      tpot_p99_s=args.tpot_p99, rate=args.rate,
                      layout=layout_from_args(args, LAYOUT, cls=ServingLayout),
                      settings=layout_from_args(args, SETTINGS, cls=ServeSettings),

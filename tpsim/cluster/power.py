@@ -69,7 +69,7 @@ def gpu_hours_usd(gpus: int, time_s: float, usd_per_gpu_hour: float | None) -> f
     gpus x time_s / 3600 x price; None without a price."""
     if usd_per_gpu_hour is None:
         return None
-    return gpus * time_s / SECONDS_PER_HOUR * usd_per_gpu_hour
+    return gpus * time_s / SECONDS_PER_HOUR * usd_per_gpu_hour + 0.0    # a -0 price costs 0
 
 
 __all__ = ["power_W", "idle_W", "gpu_energy_j", "job_energy_j", "gpu_hours_usd",

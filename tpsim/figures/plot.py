@@ -15,9 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogFormatter, LogLocator, PercentFormatter  # noqa: E402
+from matplotlib.ticker import (FuncFormatter, LogFormatter, LogLocator, MaxNLocator,  # noqa: E402
+                               PercentFormatter)
 
 from ..base.errors import ConfigError  # noqa: E402
+from .about import write_about  # noqa: E402
 from .data import FORMATS, Table, output_paths  # noqa: E402,F401 (FORMATS: re-export)
 from ..base.units import format_size  # noqa: E402
 
@@ -29,12 +31,14 @@ MAX_FIGURE_INCHES = 40   # a side of a saved figure drawn tight (5,200 px); beyo
 
 
 def save(fig, table: Table, out: str | Path, fmt: str | None = None) -> tuple[Path, Path]:
-    """Write the figure (PNG, SVG or PDF) and its table, creating missing directories; an
-    unwritable ``--out`` is a ConfigError (exit 2)."""
+    """Write the figure (PNG, SVG or PDF), its table as plain CSV and what the CSV does not
+    say beside it (:mod:`tpsim.figures.about`), creating missing directories; an unwritable
+    ``--out`` is a ConfigError (exit 2)."""
     image, csv_path = output_paths(out, fmt)
     try:
         image.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(csv_path)
+        write_about(table, csv_path)
         box = fig.get_tightbbox(fig.canvas.get_renderer())   # a huge label: the figure's size,
         fig.savefig(image, format=image.suffix[1:], dpi=130,   # not an image of gigabytes
                     bbox_inches="tight" if max(box.width, box.height) <= MAX_FIGURE_INCHES else None)
@@ -50,6 +54,23 @@ def _size_axis(ax) -> None:
     ax.xaxis.set_major_locator(LogLocator(base=2, numticks=30))
     ax.xaxis.set_major_formatter(FuncFormatter(
         lambda x, _: format_size(x) if x > 0 and round(math.log2(x)) % 3 == 0 else ""))
+
+
+def ms_axis(ax, lo: float, hi: float) -> None:
+    """A y axis of milliseconds from ``lo`` to ``hi`` with numbers a reader can read off: log
+    over a decade or more (1, 2, 3, 4, 6, 10, ...), every minor tick labelled across less than
+    one (3 to 20 ms has one power of ten to mark), linear within a factor of three (12 to
+    30 ms: 12, 15, 18, ...)."""
+    if hi < 3 * lo:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    within = hi < 10 * lo
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=30))
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        (lambda v, _: f"{v:.3g}") if within else _minor_label))
 
 
 def _minor_label(v: float, _pos=None) -> str:
@@ -334,65 +355,13 @@ def infer_figure(table: Table):
     ax_l.set_title("time per output token: flat while the weights' reads dominate", fontsize=11)
     ax_r.set_xlabel("decode throughput per GPU (output tokens/s)")
     ax_r.set_title("latency against throughput (each point a batch)", fontsize=11)
+    every_ms = [r["time_per_token_s"] * 1e3 for r in rows]
     for ax in (ax_l, ax_r):
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ms_axis(ax, min(every_ms, default=1.0), max(every_ms, default=1.0))
         ax.set_ylabel("time per output token (ms)")
         ax.grid(True, which="both", alpha=0.3)
     ax_r.set_xscale("log")
     ax_l.legend(fontsize=8, loc="lower right")
     fig.suptitle(table.title)
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------- pipeline
-
-BACKWARD = "#228833"     # backward chunks (forward: COMPUTE)
-
-
-def _lane(stream: str) -> float:
-    """Vertical offset inside a stage's band: compute on top, then p2p sends, then DP."""
-    if stream.startswith("p2p "):
-        return 0.5
-    return 0.66 if ("." in stream or not stream.startswith("stage")) else 0.0
-
-
-def pipeline_figure(table: Table):
-    """The step's schedule as a Gantt chart: one band per stage, its compute stream on top
-    (forward chunks, backward chunks, other kernels), the p2p transfers it sends and its DP
-    collectives below; the white gaps on the compute lane are the bubble."""
-    pp = table.totals["pp"]
-    fig, ax = plt.subplots(figsize=(14, 1.8 + 0.8 * (pp + 1)))
-    bars: dict[tuple, list] = {}
-    for r in table.rows:
-        color = {"compute": COMPUTE if r["phase"] == "forward" else BACKWARD,
-                 "p2p": COMM, "dp": "#AA3377"}.get(r["kind"], BACKGROUND)
-        lane = 0.0 if r["stage"] >= pp else _lane(r["stream"])   # the step's global ops: one lane
-        height = {0.0: 0.45, 0.5: 0.12}.get(lane, 0.2)
-        y = r["stage"] + lane
-        bars.setdefault((y, height, color), []).append((r["start_s"] * 1e3, r["time_s"] * 1e3))
-    for (y, height, color), spans in bars.items():
-        ax.broken_barh(spans, (y, height), facecolors=color, linewidth=0)
-    # each stage's band: its compute lane, the p2p it sends, its DP stream; lines between bands
-    ticks = [(r + 0.22, f"stage {r}") for r in range(pp)] + [(pp + 0.22, "all stages")]
-    ticks += [(r + 0.76, "DP") for r in range(pp)]
-    ax.set_yticks([y for y, _ in ticks], [label for _, label in ticks])
-    for r in range(1, pp + 1):
-        ax.axhline(r - 0.08, color="#dddddd", linewidth=0.8)
-    ax.set_ylim(pp + 0.95, -0.15)
-    ax.set_xlabel("time in the step (ms)")
-    ax.legend(handles=[Patch(color=COMPUTE, label="forward chunk"),
-                       Patch(color=BACKWARD, label="backward chunk"),
-                       Patch(color=COMM, label="p2p transfer (sent)"),
-                       Patch(color="#AA3377", label="DP gradient scale / collective"),
-                       Patch(color=BACKGROUND, label="optimizer, gradient norm, other")],
-              fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=5)
-    t = table.totals
-    ax.set_title(f"{table.title}\nstep {t['time_s'] * 1e3:.1f} ms, bubble "
-                 f"{t['bubble_s'] * 1e3:.1f} ms per GPU (closed form for equal stages "
-                 f"(p-1)/(m v) = {t['ideal_bubble_fraction'] * 100:.1f}% of the compute)",
-                 fontsize=9)
     fig.tight_layout()
     return fig

@@ -8,6 +8,7 @@ import dataclasses
 from . import formulas as fm
 from .energy import energy_json, energy_lines
 from .formulas import formula_lines
+from .remedies import remedies_text
 from .step import step_lines
 from ..base.units import format_size
 from ..spec.precision import LOW_PRECISION
@@ -159,15 +160,9 @@ def notice_text(n) -> str:
     """A :class:`~tpsim.sim.result.Notice` in words."""
     v = n.values
     if n.code == "memory_does_not_fit":
-        fixes = ["pipeline parallelism"]            # what is not on already (the summary's advice)
-        if v.get("dp", 1) > 1 and not v.get("distributed_optimizer"):
-            fixes.append("a distributed optimizer")
-        if v["recompute"] != "full":
-            fixes.append("activation recomputation")
         return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
                 f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors (add {', '.join(fixes)} "
-                "or more TP)")
+                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors{remedies_text(v)}")
     if n.code == "tp_spans_nodes":
         return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
                 f"{v['level']}")

@@ -10,6 +10,9 @@ parallelism only with TP > 1, ...).
 from __future__ import annotations
 
 from . import formulas as fm
+from ..spec.layout import Layout
+from ..training.remedies import runs
+from .remedies import remedy_flags
 from .step import PARTS, cp_text, energy_line
 
 WIDTH = 120        # columns
@@ -103,51 +106,63 @@ def advice(p) -> list[str]:
     i, mem, st = p.inputs, p.memory, p.step
     out = []
     if not mem.fits:
-        if i.dp > 1 and i.zero == 0:
-            out.append(f"--distributed-optimizer shards the optimizer state over the {i.dp} DP "
-                       f"replicas: -{mem.optimizer_bytes * (1 - 1 / i.dp) / GIB:.1f} GiB")
-        if i.dp > 1 and i.zero < 3:
-            out.append(f"--zero 3 (FSDP) shards the weights and gradients too, all-gathering "
-                       f"each layer's weights as it runs")
-        out += _pp_advice(i, mem)
-        if mem.activations_bytes > 0.1 * mem.total_bytes and i.recompute != "full":
-            out.append(f"--recompute full keeps only each layer's input of the "
-                       f"{mem.activations_bytes / GIB:.1f} GiB of activations")
-        if i.tp > 1 and not i.sequence_parallel and mem.activations_bytes > 0.1 * mem.total_bytes:
-            out.append("--sequence-parallel splits the norms' and dropouts' activations over TP")
+        out += _memory_advice(p, mem)
     else:
-        out += _time_advice(i, st)
+        out += _time_advice(p, i, st)
     out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model "
                f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
                f"{i.global_batch}")
     return out
 
 
-def _pp_advice(i, mem) -> list[str]:
-    """More pipeline stages divide the weights, gradients and optimizer state per GPU; the
-    activations in flight stay about the same under 1F1B (p micro-batches of L/p layers on the
-    first stage), so the stages needed are the state over the room the activations leave."""
+def _memory_advice(p, mem) -> list[str]:
+    """The does-not-fit notice's remedies (:func:`tpsim.training.remedies.memory_remedies`:
+    only changes that run), each with what it saves."""
+    i = p.inputs
+    remedies = next((n.values.get("remedies", ()) for n in p.warnings
+                     if n.code == "memory_does_not_fit"), ())
     state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
-    room = _usable(mem) - mem.activations_bytes
-    if room <= 0 or state <= 0:
-        return []
-    factor = 1
-    while state / factor > room:
-        factor *= 2
-    return [f"--pp {i.pp * factor} splits the {state / GIB:.1f} GiB of weights, gradients and "
-            f"optimizer state per GPU {factor} ways ({factor}x the GPUs, or 1/{factor} the DP)"]
+    why = {"distributed_optimizer": f"shards the optimizer state over the {i.dp} DP replicas: "
+                                      f"-{mem.optimizer_bytes * (1 - 1 / i.dp) / GIB:.1f} GiB",
+           "recompute": f"keeps only each layer's input of the "
+                          f"{mem.activations_bytes / GIB:.1f} GiB of activations",
+           "sequence_parallel": "splits the norms' and dropouts' activations over TP",
+           "zero": "(FSDP) shards the weights and gradients too, all-gathering each layer's "
+                   "weights as it runs",
+           "pp": f"splits the {state / GIB:.1f} GiB of weights, gradients and optimizer "
+                   f"state per GPU over more stages",
+           "tp": "splits every layer's weights and activations over more TP ranks"}
+    return [f"{remedy_flags(change)} {why[next(iter(change))]}" for change in remedies]
 
 
-def _time_advice(i, st) -> list[str]:
+def _layout(i) -> Layout:
+    """The layout of the prediction's inputs (the layers' split aside: an even one)."""
+    return Layout(**{f: getattr(i, f) for f in LAYOUT_INPUTS})
+
+
+LAYOUT_INPUTS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "global_batch",
+                 "seq_len", "sequence_parallel", "tp_comm_overlap", "recompute",
+                 "distributed_optimizer", "overlap_grad_reduce")
+
+
+def _time_advice(p, i, st) -> list[str]:
+    """What cuts the largest parts of the step, each change offered only where it runs
+    (:func:`tpsim.training.remedies.runs`)."""
     share = {key: getattr(st, key) / st.time_s for _, key, _ in PARTS}
-    out = []
+    lay, out = _layout(i), []
+
+    def ok(**changes) -> bool:
+        return runs(p.model.layers, lay, **changes)
+    v2 = f" or --virtual-stages {2 * i.virtual_stages}" if i.pp > 1 and \
+        ok(virtual_stages=2 * i.virtual_stages) else ""
     if share["bubble_s"] > 0.1:
-        out.append("more micro-batches per step (--global-batch) or --virtual-stages "
-                   f"{2 * i.virtual_stages}: the bubble is (p-1)/(m v) of the compute")
+        out.append(f"more micro-batches per step (--global-batch){v2}: the bubble is "
+                   "(p-1)/(m v) of the compute")
     if share["tp_comm_exposed_s"] > 0.05:
-        if i.tp > 1 and not i.sequence_parallel:
+        if i.tp > 1 and not i.sequence_parallel and ok(sequence_parallel=True):
             out.append("--sequence-parallel: reduce-scatter + all-gather instead of all-reduce")
-        elif i.sequence_parallel and not i.tp_comm_overlap and not i.experts:
+        elif i.sequence_parallel and not i.tp_comm_overlap and not i.experts and \
+                ok(tp_comm_overlap=True):
             out.append("--tp-comm-overlap hides the TP collectives behind the GEMMs")
     if share["dp_comm_exposed_s"] > 0.05:
         out.append("drop --no-overlap-grad-reduce: reduce the gradients beside the backward"
@@ -155,8 +170,10 @@ def _time_advice(i, st) -> list[str]:
                    "a larger --global-batch spreads the gradient reduction over more work")
     if share["optimizer_s"] > 0.1:
         out.append("a larger --global-batch spreads the optimizer step over more micro-batches")
-    if share["host_wait_s"] > 0.05:
-        out.append("a larger --micro-batch: the GPU waits for the host to issue small kernels")
+    larger = next((mb for mb in range(i.micro_batch + 1, i.global_batch // i.dp + 1)
+                   if ok(micro_batch=mb)), None)
+    if share["host_wait_s"] > 0.05 and larger:
+        out.append(f"--micro-batch {larger}: the GPU waits for the host to issue small kernels")
     return out
 
 

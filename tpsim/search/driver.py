@@ -8,11 +8,9 @@ Every layout with tp x cp x pp x dp = gpus is enumerated:
 * cp: 1, and at long sequences every divisor that splits them in 2 cp chunks (the p2p ring,
   :func:`tpsim.search.pins.grid`);
 * pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
-  uneven split, the first and/or last stage holding one or two layers per model chunk fewer
-  than the e of each middle stage (it runs the embedding, the output layer and the loss:
-  ``--decoder-first/last-pipeline-num-layers``; every stage's layers a multiple of v, as
-  Megatron-core requires: :func:`tpsim.training.pipeline.split_layers`), and interleaving needs
-  the micro-batches to be a multiple of pp;
+  uneven splits, the first and last stage holding fewer or more layers than the e of each
+  middle stage, in a window sized by the output layer's cost (:mod:`tpsim.search.splits`),
+  and interleaving needs the micro-batches to be a multiple of pp;
 * micro-batch: every divisor of the replica's batch (global batch / dp);
 * sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
   recomputation none/selective/full, distributed optimizer on/off (dp > 1);

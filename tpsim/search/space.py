@@ -16,6 +16,7 @@ from ..base.errors import ConfigError
 from ..layer.linears import RS_SPLITS
 from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..spec.model import ModelConfig
+from .splits import splits as layer_splits
 from .pins import (PIN_REASONS, cp_reason, divisors, grid, knobs, micro_batches, pick,
                    virtual_stages)
 
@@ -48,27 +49,6 @@ class Space:
     recompute: tuple[str, ...] = RECOMPUTE
     memory_headroom: float = 0.0
     pins: tuple = ()            # (field, values) of the dimensions pinned (tpsim.search.pins)
-
-
-def _splits(layers: int, pp: int, v: int, uneven: bool):
-    """(first, last) stage layers: None, None for the even split, then Megatron's uneven ones:
-    first and last each e, e - v or e - 2v layers (one or two fewer per model chunk) beside
-    middle stages of e layers each, e a multiple of v (module docstring)."""
-    if layers % (pp * v) == 0:
-        yield None, None
-    if not uneven or pp < 2:
-        return
-    even = layers // pp if layers % (pp * v) == 0 else None
-    seen = {(even, even)}
-    base = layers // pp // v * v
-    for e in range(max(v, base), base + 3 * v, v):
-        rest = layers - (pp - 2) * e
-        for first in range(max(v, e - 2 * v), e + 1, v):
-            last = rest - first
-            if max(v, e - 2 * v) <= last <= e and last % v == 0 and \
-                    (first, last) not in seen and (pp > 2 or abs(first - last) <= 2 * v):
-                seen.add((first, last))
-                yield first, last
 
 
 def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
@@ -106,7 +86,7 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
     those that cannot run counted in ``dropped``."""
     tp, cp, pp, dp, v, mb = dims
     m = space.global_batch // (dp * mb)
-    splits = list(_splits(model.layers, pp, v, space.uneven))
+    splits = list(layer_splits(model, pp, v, space.uneven))
     if not splits:
         dropped["layers_split"] += len(knob)
     elif v > 1 and m % pp:

@@ -221,7 +221,8 @@ class Notice:
     """A warning as data: a ``code`` and the numbers behind it (SI); the renderer words it.
 
     Codes: ``memory_does_not_fit`` (needed_bytes, capacity_bytes, usable_bytes, device,
-    recompute, dp, distributed_optimizer);
+    recompute, dp, distributed_optimizer, remedies: the layout changes that cut the memory and run,
+    :func:`tpsim.training.remedies.memory_remedies`);
     ``tp_spans_nodes`` (tp, nodes, level: the level its collectives cross).
     """
     code: str

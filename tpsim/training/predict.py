@@ -34,6 +34,7 @@ from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
 from .pipeline import split_layers
+from .remedies import memory_remedies
 from ..sim.simulate import layer_times, phase_times, simulate
 from .nodes import check_fits, with_nodes
 from .step import Part, make_setup
@@ -184,14 +185,15 @@ def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, *
     return layer_times(_simulate_layer(m, topo, lay)[0])
 
 
-def _notices(topo, lay: Layout, mem) -> tuple[Notice, ...]:
+def _notices(m: ModelConfig, topo, lay: Layout, mem) -> tuple[Notice, ...]:
     out, tp = [], lay.tp
     if not mem.fits:
         out.append(Notice("memory_does_not_fit", {
             "needed_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
             "usable_bytes": mem.capacity_bytes - mem.reserved_bytes,
             "device": topo.device.name, "recompute": lay.recompute, "dp": lay.dp,
-            "distributed_optimizer": lay.distributed_optimizer}))
+            "distributed_optimizer": lay.distributed_optimizer,
+            "remedies": memory_remedies(m, topo, lay, mem)}))
     nodes = math.ceil(tp / topo.devices_per_node)
     if nodes > 1:
         out.append(Notice("tp_spans_nodes", {"tp": tp, "nodes": nodes,
@@ -244,7 +246,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                    sh, experts)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
-                      _notices(topo, lay, mem), moe if sparse else sim,
+                      _notices(m, topo, lay, mem), moe if sparse else sim,
                       _priced(_published(result.times, m, lay, par), topo, lay, par),
                       result.memory, result, layer_collectives(
                           m.layer_params(tp), lay.dtype, sh, par, topo))

@@ -1,0 +1,45 @@
+"""What every subcommand shares (tpsim.cli.common): number flags, suggestions, the default
+topology."""
+import math
+
+from tpsim.cli import main
+from tpsim.cli.common import price, probability, topology_for
+from tpsim.cluster.defaults import CLUSTER, NODE
+
+
+def test_minus_zero_is_zero():
+    """-0 is taken as 0 and never printed as $-0.00 (math.copysign reads the sign)."""
+    for parse in (price, probability):
+        assert parse("-0") == 0 and math.copysign(1, parse("-0")) == 1
+
+
+def test_minus_zero_price_prints_no_sign(capsys):
+    assert main(["predict", "--model", "gpt3-125m", "--tp", "1", "--usd-per-gpu-hour", "-0"]) == 0
+    out = capsys.readouterr().out
+    assert "cost $0.0000 per step" in out and "$-0" not in out
+
+
+def test_topology_for_keeps_what_is_given():
+    assert topology_for("dgx-a100", 512) == "dgx-a100"
+    assert topology_for(None, 8) == NODE and topology_for(None, 16) == CLUSTER
+
+
+
+def test_a_count_that_may_be_zero_takes_ascii_digits_only():
+    """--seed 0 .. MAX_INT: '٣' (Arabic-Indic three), '1_0' and '' are refused, as for every
+    count (int() alone takes the first two)."""
+    import argparse
+
+    import pytest
+
+    from tpsim.cli.common import natural_int
+    assert natural_int("0") == 0 and natural_int("+3") == 3 and natural_int(" 7 ") == 7
+    for bad in ("\u0663", "1_0", "", "-1", "2147483648", "1.0", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            natural_int(bad)
+
+
+def test_an_empty_size_is_refused_not_the_default(capsys):
+    """--min-bytes '' was read as the default 1KiB."""
+    assert main(["collective", "--sweep", "--min-bytes", "", "--max-bytes", "4KiB"]) == 2
+    assert "--min-bytes" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""What a layout could change, offered only where the change would run: the remedies of a
+layout that does not fit (the does-not-fit notice and ``tpsim predict``'s advice both read
+:func:`memory_remedies`) and the check the advice's other suggestions pass (:func:`runs`).
+
+A change runs when predict would take it: the layout's own checks
+(:class:`~tpsim.spec.layout.Layout`: the global batch a multiple of micro-batch x dp,
+interleaving's micro-batches a multiple of pp, ...), Megatron's layer split
+(:func:`tpsim.training.pipeline.split_layers`), sequence parallelism's sequence a multiple of tp,
+TP overlap's rows, and, where the model and topology are given, the model's tp
+(:meth:`~tpsim.spec.model.ModelConfig.check_tp`) and the topology's GPUs.
+"""
+from __future__ import annotations
+
+from ..base.errors import ConfigError
+from ..layer.linears import RS_SPLITS
+from ..spec.layout import Layout
+from .pipeline import split_layers
+
+ACTIVATION_SHARE = 0.1      # activations above this share of the memory: worth cutting
+
+
+def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
+    """Whether predict runs ``lay`` with ``changes`` (module docstring)."""
+    try:
+        new = lay.replace(**changes)
+        split_layers(layers, new.pp, new.virtual_stages, new.first_stage_layers,
+                     new.last_stage_layers)
+        if model is not None:
+            model.check_tp(new.tp, new.seq_len, new.sequence_parallel, training=True)
+    except (ConfigError, ValueError):
+        return False
+    if new.sequence_parallel and new.seq_len is not None and new.seq_len % new.tp:
+        return False
+    if new.tp_comm_overlap and new.seq_len is not None and \
+            new.micro_batch * new.seq_len < RS_SPLITS:
+        return False
+    return topo is None or _nodes(topo, new.tp * new.cp * new.pp * new.dp) is not None
+
+
+def _nodes(topo, gpus: int) -> int | None:
+    """0: the topology holds ``gpus``; n: --nodes n sizes its network to hold them
+    (:func:`tpsim.training.step.check_fits`); None: it cannot."""
+    if gpus <= topo.max_ranks:
+        return 0
+    if sum(lv.inter_node for lv in topo.levels) != 1:
+        return None
+    return -(-gpus // topo.devices_per_node)
+
+
+def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
+    """Changes that cut the fullest stage's memory and run, each the layout fields it sets
+    (the first names it): the distributed optimizer (dp > 1, off); ZeRO-3 (FSDP: dp > 1, no
+    pipeline, no context parallelism, a dense model); more pipeline stages (pp,
+    dp, and nodes where the topology's network must be sized: :func:`_more_stages`); full
+    recomputation and sequence parallelism (activations over a tenth of the memory); more TP
+    (tp, dp: the next tp the model and a node take, on the same GPUs)."""
+    out: list[dict] = []
+    if lay.dp > 1 and not lay.distributed_optimizer and lay.zero == 0:
+        out.append({"distributed_optimizer": True})
+    if lay.dp > 1 and not lay.distributed_optimizer and lay.zero < 3 and lay.pp == lay.cp == 1 \
+            and not model.moe and runs(model.layers, lay, model, topo, zero=3):
+        out.append({"zero": 3})
+    pp = _more_stages(model, topo, lay, mem)
+    if pp:
+        out.append(pp)
+    heavy = mem.activations_bytes > ACTIVATION_SHARE * mem.total_bytes
+    if heavy and lay.recompute != "full":
+        out.append({"recompute": "full"})
+    if heavy and lay.tp > 1 and not lay.sequence_parallel and \
+            runs(model.layers, lay, model, topo, sequence_parallel=True):
+        out.append({"sequence_parallel": True})
+    tp = next(({"tp": t, "dp": lay.dp * lay.tp // t}
+               for t in range(lay.tp + 1, topo.devices_per_node + 1)
+               if (lay.dp * lay.tp) % t == 0 and
+               runs(model.layers, lay, model, topo, tp=t, dp=lay.dp * lay.tp // t)), None)
+    if tp:
+        out.append(tp)
+    return tuple(out)
+
+
+def _more_stages(model, topo, lay: Layout, mem) -> dict | None:
+    """{pp, dp[, nodes]}: more pipeline stages divide the weights, gradients and optimizer state per
+    GPU while 1F1B keeps about the same activations in flight (p micro-batches of L/p layers
+    on the first stage), so at least state / (room the activations leave) times the stages;
+    the fewest such that run, on the same GPUs (dp divided) where dp allows, else more GPUs."""
+    state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
+    room = mem.capacity_bytes - mem.reserved_bytes - mem.activations_bytes
+    if room <= 0 or state <= 0:
+        return None
+    need = state / room
+    for pp in range(lay.pp + 1, model.layers + 1):
+        if pp < need * lay.pp:
+            continue
+        for dp in ((lay.dp * lay.pp // pp,) if (lay.dp * lay.pp) % pp == 0 else ()) + (lay.dp,):
+            fixed = {"first_stage_layers": None, "last_stage_layers": None}
+            if runs(model.layers, lay, model, topo, pp=pp, dp=dp, **fixed):
+                nodes = _nodes(topo, lay.tp * pp * dp)
+                return {"pp": pp, "dp": dp, **({"nodes": nodes} if nodes else {})}
+    return None

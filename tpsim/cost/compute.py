@@ -124,6 +124,26 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     return device.kernel_launch_s + max(compute, memory)
 
 
+def grouped_gemm_time(m: float, n: float, k: float, device: Device, dtype: str, groups: int,
+                      streams: int, accumulate: bool = False) -> float:
+    """``groups`` GEMMs of one size issued one by one over ``streams`` streams, as Transformer
+    Engine's grouped GEMM runs the experts of a MoE layer (``nvte_multi_stream_cublas_gemm``
+    in ``transformer_engine/common/gemm/cublaslt_gemm.cu``: a loop of cuBLAS GEMMs spread over
+    its 4 compute streams, ``common/util/multi_stream.cpp``): floor(groups / streams) rounds of
+    ``streams`` GEMMs side by side sharing the SMs, then one round of the r = groups mod streams
+    left, so each round's tiles and waves are those of its GEMMs together
+    (:func:`tile_wave_efficiency`) and each round pays its own launch:
+
+        t = floor(groups / streams) * gemm_time(m, n, k, batch=streams)
+            + gemm_time(m, n, k, batch=r)                                  (if r > 0)
+
+    tpsim's own model of the loop.
+    """
+    full, left = divmod(groups, streams)
+    t = full * gemm_time(m, n, k, device, dtype, streams, accumulate) if full else 0.0
+    return t + (gemm_time(m, n, k, device, dtype, left, accumulate) if left else 0.0)
+
+
 def elementwise_time(nbytes: float, device: Device) -> float:
     """A memory-bound kernel (norm, activation, dropout, residual add, softmax, reduction).
 

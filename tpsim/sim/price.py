@@ -64,6 +64,9 @@ def group_collective(op: str, nbytes: float, group: Group, topo: Topology) -> Co
 def kernel_time(op, device) -> float:
     """Seconds of one compute kernel (Gemm, Attention, MemoryBound) on ``device``."""
     kind = type(op)
+    if kind is Gemm and op.streams:
+        return compute.grouped_gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch,
+                                         op.streams, op.accumulate)
     if kind is Gemm:
         return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
     if kind is MemoryBound:

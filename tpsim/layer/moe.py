@@ -11,9 +11,10 @@ forward::
     top-k       memory-bound: read Tn E logits, write Tn E fp32 scores and Tn k probs + indices
     all-gather  the T x h tokens over TP (SP)           every rank serves every token
     permute     memory-bound: read and write R x h      each token copied once per chosen expert
-    fc1         grouped GEMM, E_l groups of m_e x (n_in f_e / tp) x h
+    fc1         grouped GEMM, E_l groups of m_e x (n_in f_e / tp) x h (FP8: its R x h input
+                cast first), one cuBLAS GEMM per expert over 4 streams (Transformer Engine)
     act         memory-bound, as the dense MLP's, on R x f_e / tp
-    fc2         grouped GEMM, E_l groups of m_e x h x (f_e / tp)
+    fc2         grouped GEMM, E_l groups of m_e x h x (f_e / tp) (FP8: R x f_e / tp cast)
     unpermute   memory-bound: read R x h and the probs, write T x h (weighted sum per token)
     shared      (S shared experts) column GEMM T x (n_in S f_s / tp) x h, act, row GEMM
                 T x h x (S f_s / tp), their output added to the routed one (read 2, write 1)

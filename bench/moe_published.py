@@ -12,15 +12,36 @@ capacity factor), no recomputation. Two layouts:
   backend): 8,960 tokens/s per GPU, 206 model TFLOP/s per GPU;
 * 26.02.01 container: TP 1, PP 2, 12 virtual stages, EP 8: 9,058 tokens/s, 208 TFLOP/s.
 
-The recipes' optimizer settings are Megatron-Bridge's defaults, taken here as the distributed
-optimizer with the gradient reduction overlapped (``--distributed-optimizer``; tpsim's default
-overlap). tpsim prices the all-to-all as NCCL's (no HybridEP deduplication, no all-to-all
-overlap with another micro-batch's compute), CUDA graphs as none. The TFLOP/s compared is
+Both recipes use Megatron-Bridge's FP8 current-scaling precision (``_perf_precision`` /
+``get_precision_config("fp8_cs")``: ``fp8_param_gather`` on, ``grad_reduce_in_fp32`` off:
+``--fp8-param-gather --grad-reduce-in-bf16``) and the distributed optimizer with the gradient
+reduction overlapped (tpsim's default overlap). tpsim prices the all-to-all as NCCL's (no
+HybridEP deduplication across nodes), CUDA graphs as none. The TFLOP/s compared is
 Megatron-LM's count (``megatron_tflops_per_gpu``), as the summary's "Model TFLOP/sec/GPU".
 
-Not checked (tpsim cannot run them yet): DeepSeek-V3 (multi-head latent attention),
-GPT-OSS 120B (biases in the experts), Qwen3-235B-A22B (94 layers over PP 8 x 4 virtual
-stages needs Megatron's pipeline layout, which tpsim's even-per-chunk split cannot express).
+What tpsim leaves out of the EP 8 row: its recipe (``scripts/performance/configs/qwen/
+qwen3_workload_base_configs.py`` ``QWEN3_30B_A3B_PRETRAIN_CONFIG_H100_FP8_CS_V1`` before
+Megatron-Bridge commit 4a6450755, the all-to-all dispatcher) sets ``moe_a2a_overlap`` (each
+micro-batch's all-to-alls under another's compute), which would make tpsim faster still; and the
+host. The same layout is published at 5,113 tokens/s in the 26.02 container and 9,058 in
+26.02.01: the software stack alone moves it 1.8x, and Megatron-LM PR #2168 names the CPU
+overhead of this overlap as leaving the GPU idle (partial CUDA graphs of the router and the
+dispatcher's preprocessing to cut it). tpsim's host model (``host_dispatch_us`` per op, fitted on a
+dense model) does not see a MoE layer's hundreds of small kernels and its device-to-host sync of
+the tokens per expert (``token_dispatcher.py`` ``_maybe_dtoh_and_synchronize``). NVIDIA's blog "Boosting
+MoE Training Throughput with Advanced Fusion Kernels" (2026-06-15) names the same CPU
+synchronisation and boundedness of the MoE block, and reports sync-free fused expert kernels
+(which allow whole-step CUDA graphs) worth 93% end to end on GPT-OSS and 8% on DeepSeek-V3.
+
+Not checked (tpsim cannot run them yet): DeepSeek-V3 on 1,024 H100 (25.09 container, dropless:
+TP 2 PP 8 VP 4 EP 64, 1,297 tokens/s, 338 TFLOP/s per GPU; its current H100 recipe places layers with
+Megatron's pipeline layout ``Et|(tt|)*30mL``, one layer beside the embedding and the
+multi-token-prediction layer beside the loss), Qwen3-235B-A22B on 256 H100 (TP 2 PP 8 VP 4
+EP 32, 1,712 tokens/s in 26.04.01: 94 layers split with ``account_for_embedding_in_pipeline_
+split`` and ``..._loss_...``, three per chunk but two in the first and last, which tpsim's
+per-stage ``--first-stage-layers`` cannot place per chunk; it also runs ``moe_a2a_overlap``),
+GPT-OSS 120B on 64 H100 (BF16, PP 4 EP 8, 5,824 tokens/s: biases in the experts, refused).
+The summary has no Mixtral row on H100.
 
     python bench/moe_published.py
 """
@@ -30,7 +51,7 @@ from tpsim.training.predict import predict
 
 TOPOLOGY = "dgx-h100-ndr-cluster"
 COMMON = dict(dtype="fp8", seq_len=4096, micro_batch=1, global_batch=1024,
-              distributed_optimizer=True)
+              distributed_optimizer=True, grad_reduce_in_bf16=True, fp8_param_gather=True)
 
 # label, model, GPUs, layout, published tokens/s per GPU, published model TFLOP/s per GPU
 ROWS = (

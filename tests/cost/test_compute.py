@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, attention_time,
-                           elementwise_time, gemm_efficiency, gemm_time, tile_wave_efficiency)
+                           elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
+                           tile_wave_efficiency)
 from tpsim.layer.ops import Attention, Gemm
 
 from tests.conftest import make_topology
@@ -46,6 +47,28 @@ def test_gemm_time_memory_bound_and_batched():
     d = device(gemm_max_efficiency=1.0, gemm_half_efficiency_dim=0)
     assert gemm_time(1, 900, 900, d, "bf16") == pytest.approx(2e-6 + 3.2472e-6)
     assert gemm_time(1, 900, 900, d, "bf16", batch=4) == pytest.approx(2e-6 + 12.9888e-6)
+
+
+def test_grouped_gemm_rounds_by_hand():
+    """A loop of 6 GEMMs over 4 streams: one round of 4 side by side, one of the 2 left, each
+    with one launch (packed beats back to back on a memory-bound curve). On the flat curve
+    above: 2 + 4 * 3.2472 us, then 2 + 2 * 3.2472 us; as many groups as streams is the batched
+    kernel."""
+    d = device(gemm_max_efficiency=1.0, gemm_half_efficiency_dim=0)
+    assert grouped_gemm_time(1, 900, 900, d, "bf16", 6, 4) == pytest.approx(4e-6 + 6 * 3.2472e-6)
+    assert grouped_gemm_time(1, 900, 900, d, "bf16", 4, 4) == gemm_time(1, 900, 900, d, "bf16",
+                                                                        batch=4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8192), st.integers(1, 64), st.integers(1, 8))
+def test_grouped_gemm_more_groups_never_faster(m, groups, streams):
+    """Separate kernels over streams (H100's tiles and waves): one more expert never makes the
+    loop faster, and it is never slower than running the GEMMs one at a time."""
+    d = device(gemm_tile=[128, 256], sm_count=132, gemm_half_efficiency_dim=0)
+    t = grouped_gemm_time(m, 1536, 2048, d, "bf16", groups, streams)
+    assert grouped_gemm_time(m, 1536, 2048, d, "bf16", groups + 1, streams) >= t
+    assert t <= groups * gemm_time(m, 1536, 2048, d, "bf16") * (1 + 1e-12)
 
 
 def test_elementwise_time():

@@ -26,7 +26,7 @@ def toy(**kw) -> ModelConfig:
 def ops_of(model, tp=1, sp=False, b=2, s=128, dtype="bf16"):
     d = moe_dims(model, tp, b, s, dtype, sp)
     tpl = layer_template(tp > 1, sp, blocks=("mlp",), dropout=False, swiglu=True,
-                         moe=2 if model.shared_experts else 1)
+                         moe=2 if model.shared_experts else 1, fp8=dtype == "fp8")
     return d, tpl, dict(zip(tpl.names, tpl.ops(d)))
 
 
@@ -67,7 +67,18 @@ def test_tensor_parallel_slot_gathers_and_scatters_the_tokens():
                     "bwd.moe.all-gather": ("all-gather", 131072),
                     "bwd.moe.reduce-scatter": ("reduce-scatter", 131072)}
     assert d.fe == 32 and ops["fwd.router"].m == 64
-    assert ops["fwd.experts.fc1"].shape == "64x256 @ 256x64 x8"
+    assert ops["fwd.experts.fc1"].shape == "64x256 @ 256x64 x8 on 4 streams"
+
+
+def test_fp8_casts_each_grouped_gemm_input():
+    """Under FP8, Transformer Engine's GroupedLinear casts its 16-bit input: the R = 512
+    permuted rows of h = 256 before fc1 and of f_e = 128 (act's output) before fc2, each read in
+    bf16 and written as fp8 and its transpose: R cols (2 + 1 + 1) bytes; none in bf16."""
+    _, _, ops = ops_of(toy(), dtype="fp8")
+    assert ops["fwd.experts.fc1.cast"].bytes == 512 * 256 * 4
+    assert ops["fwd.experts.fc2.cast"].bytes == 512 * 128 * 4
+    assert ops["fwd.experts.fc1"].streams == 4
+    assert "fwd.experts.fc1.cast" not in ops_of(toy())[2]
 
 
 def test_shared_experts_run_beside_the_routed_ones():

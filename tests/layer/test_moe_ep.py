@@ -29,10 +29,11 @@ def toy(**kw) -> ModelConfig:
     return from_mapping(ModelConfig, {**TOY, **kw}, "<test>")
 
 
-def slot(model, tp=1, ep=2, etp=1, sp=False, b=2, s=128, load=1.0):
-    d = alltoall_dims(model, tp, ep, etp, b, s, "bf16", sp, load)
+def slot(model, tp=1, ep=2, etp=1, sp=False, b=2, s=128, load=1.0, dtype="bf16"):
+    d = alltoall_dims(model, tp, ep, etp, b, s, dtype, sp, load)
     tpl = layer_template(tp > 1, sp, blocks=("mlp",), dropout=False, swiglu=True,
-                         moe=Alltoall(bool(model.shared_experts), ep > 1, etp > 1))
+                         moe=Alltoall(bool(model.shared_experts), ep > 1, etp > 1),
+                         fp8=dtype == "fp8")
     return d, tpl, dict(zip(tpl.names, tpl.ops(d)))
 
 
@@ -83,6 +84,19 @@ def test_grouped_gemms_run_the_local_experts_on_their_tokens():
     fc1 = ops["fwd.experts.fc1"]
     assert (fc1.m, fc1.n, fc1.k, fc1.batch) == (256, 2 * 128, 256, 2)
     assert ops["fwd.experts.fc2"].flops * 4 == 2 * 8 * 64 * 4 * 256 * 128
+
+
+def test_fp8_grouped_gemms_cast_their_sorted_rows():
+    """Under FP8, ep 4: the R = 2 * 256 = 512 sorted rows are cast before fc1 (h = 256 wide) and
+    act's output before fc2 (f_e = 128): bf16 read, fp8 and its transpose written, 4 bytes an
+    element; fc1 runs after its cast, one GEMM per expert over 4 streams."""
+    _, tpl, ops = slot(toy(), ep=4, dtype="fp8")
+    assert ops["fwd.experts.fc1.cast"].bytes == 512 * 256 * 4
+    assert ops["fwd.experts.fc2.cast"].bytes == 512 * 128 * 4
+    names = list(ops)
+    assert names.index("fwd.moe.sort") < names.index("fwd.experts.fc1.cast") \
+        < names.index("fwd.experts.fc1")
+    assert ops["fwd.experts.fc1"].streams == ops["bwd.experts.fc1.wgrad"].streams == 4
 
 
 def test_expert_tp_gathers_its_peers_tokens_and_splits_the_width():

@@ -124,6 +124,31 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     return device.kernel_launch_s + max(compute, memory)
 
 
+def grouped_gemm_time(m: float, n: float, k: float, device: Device, dtype: str, groups: int,
+                      streams: int, accumulate: bool = False) -> float:
+    """``groups`` GEMMs of one size issued one by one over ``streams`` streams, as Transformer
+    Engine's grouped GEMM runs the experts of a MoE layer (``nvte_multi_stream_cublas_gemm``
+    in ``transformer_engine/common/gemm/cublaslt_gemm.cu``: a loop of cuBLAS GEMMs spread over
+    its 4 compute streams, ``common/util/multi_stream.cpp``): floor(groups / streams) rounds of
+    ``streams`` GEMMs, then one round of the r = groups mod streams left. A round of j GEMMs
+    side by side takes the better of their tiles packed together (the tiles and waves of j
+    GEMMs, :func:`tile_wave_efficiency`, one launch) and the j GEMMs back to back (each with
+    its own split-K share of idle SMs and its launch):
+
+        round(j) = min(gemm_time(m, n, k, batch=j), j * gemm_time(m, n, k))
+        t = floor(groups / streams) * round(streams) + round(r)
+
+    tpsim's own model of the loop.
+    """
+    def round_s(j: int) -> float:
+        if not j:
+            return 0.0
+        return min(gemm_time(m, n, k, device, dtype, j, accumulate),
+                   j * gemm_time(m, n, k, device, dtype, 1, accumulate))
+    full, left = divmod(groups, streams)
+    return full * round_s(streams) + round_s(left)
+
+
 def elementwise_time(nbytes: float, device: Device) -> float:
     """A memory-bound kernel (norm, activation, dropout, residual add, softmax, reduction).
 

@@ -11,9 +11,10 @@ forward::
     top-k       memory-bound: read Tn E logits, write Tn E fp32 scores and Tn k probs + indices
     all-gather  the T x h tokens over TP (SP)           every rank serves every token
     permute     memory-bound: read and write R x h      each token copied once per chosen expert
-    fc1         grouped GEMM, E_l groups of m_e x (n_in f_e / tp) x h
+    fc1         grouped GEMM, E_l groups of m_e x (n_in f_e / tp) x h (FP8: its R x h input
+                cast first), one cuBLAS GEMM per expert over 4 streams (Transformer Engine)
     act         memory-bound, as the dense MLP's, on R x f_e / tp
-    fc2         grouped GEMM, E_l groups of m_e x h x (f_e / tp)
+    fc2         grouped GEMM, E_l groups of m_e x h x (f_e / tp) (FP8: R x f_e / tp cast)
     unpermute   memory-bound: read R x h and the probs, write T x h (weighted sum per token)
     shared      (S shared experts) column GEMM T x (n_in S f_s / tp) x h, act, row GEMM
                 T x h x (S f_s / tp), their output added to the routed one (read 2, write 1)
@@ -63,11 +64,22 @@ def routed_rows(d: Dims) -> int:
     return routed_per_expert(d) * local_experts(d)
 
 
+# Transformer Engine's grouped GEMM (GroupedLinear, which Megatron-core's TEGroupedMLP runs)
+# is a loop of one cuBLAS GEMM per expert over 4 compute streams
+# (transformer_engine/common/gemm/cublaslt_gemm.cu nvte_multi_stream_cublas_gemm;
+# common/util/multi_stream.cpp): :func:`tpsim.cost.compute.grouped_gemm_time`.
+GROUPED_GEMM_STREAMS = 4
+
+
 def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> str:
-    """A grouped GEMM of the local experts, ``size(d)`` -> (m, n, k) per expert, E_l groups of
-    equal size in one kernel (``Gemm.batch``)."""
-    return B.gemm(name, lambda d: (*size(d), local_experts(d)), deps, saved=saved,
-                  forward_of=forward_of, linear=True)
+    """A grouped GEMM of the local experts, ``size(d)`` -> (m, n, k) per expert: E_l GEMMs of
+    equal size over :data:`GROUPED_GEMM_STREAMS` streams. Under FP8 its input is cast first
+    (:func:`tpsim.layer.linears.fp8_cast`: Transformer Engine's GroupedLinear quantizes each
+    expert's rows; the permuted tokens and Megatron-core's activation output are 16-bit)."""
+    x = fp8_cast(B, f"{name}.cast", lambda d: (size(d)[0] * local_experts(d), size(d)[2]),
+                 deps[0])
+    return B.gemm(name, lambda d: (*size(d), local_experts(d), False, 0, GROUPED_GEMM_STREAMS),
+                  (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True)
 
 
 def grouped_bwd(B: Builder, name: str, size, grad) -> str:
@@ -77,10 +89,12 @@ def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
                                                       size(d)[1]), grad)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
-                                                    local_experts(d)), (grad,), forward_of=fwd,
-                   linear=True)
+                                                    local_experts(d), False, 0,
+                                                    GROUPED_GEMM_STREAMS), (grad,),
+                   forward_of=fwd, linear=True)
     B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], local_experts(d),
-                                           True), (grad,), forward_of=fwd, linear=True)
+                                           True, 0, GROUPED_GEMM_STREAMS), (grad,),
+           forward_of=fwd, linear=True)
     return dgrad
 
 

@@ -15,7 +15,8 @@ forward::
     all-gather               on etp: the received rows of the etp ranks (R x h in all)
     sort                     memory-bound: read and write R x h (rows grouped by local expert)
     fc1, act, fc2            grouped GEMMs, E_l groups of m_e x (n_in f_e/etp) x h ... as the
-                             EP-1 slot, m_e = ceil(T_n k etp ep load / E), R = m_e E_l
+                             EP-1 slot (FP8 casts of their inputs, one GEMM per expert over 4
+                             streams), m_e = ceil(T_n k etp ep load / E), R = m_e E_l
     unsort                   memory-bound: read and write R x h
     reduce-scatter           on etp: the partial expert outputs (R x h)
     all-to-all combine       on ep: S again, the other way

@@ -41,7 +41,9 @@ from ..cluster.topology import BYTES_PER_ELEMENT
 class Gemm:
     """(m x k) @ (k x n), ``batch`` times in one strided-batched kernel; ``accumulate``: the
     product is added into an fp32 output (a weight gradient into Megatron's main_grad);
-    ``causal``: the key length of an unfused causal attention product (0: none)."""
+    ``causal``: the key length of an unfused causal attention product (0: none); ``streams``:
+    the ``batch`` GEMMs run as separate kernels over that many streams (a grouped GEMM,
+    :func:`tpsim.cost.compute.grouped_gemm_time`; 0: one batched kernel)."""
     m: int
     n: int
     k: int
@@ -49,6 +51,7 @@ class Gemm:
     batch: int = 1
     accumulate: bool = False
     causal: int = 0
+    streams: int = 0
     kind: ClassVar[str] = "gemm"
     stream: ClassVar[str] = "compute"
 
@@ -70,6 +73,7 @@ class Gemm:
     @property
     def shape(self) -> str:
         return (f"{self.m}x{self.k} @ {self.k}x{self.n}" + (f" x{self.batch}" if self.batch > 1 else "")
+                + (f" on {self.streams} streams" if self.streams else "")
                 + (" +=fp32" if self.accumulate else ""))
 
 

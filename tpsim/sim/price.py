@@ -2,7 +2,7 @@
 
 | op | priced by |
 | --- | --- |
-| :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time` |
+| :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time`; with ``streams``, :func:`tpsim.cost.compute.grouped_gemm_time` |
 | :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile) |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
@@ -27,6 +27,7 @@ from ..cluster.topology import Topology
 
 FORMULAS = {Gemm: qualname(compute.gemm_time), Attention: qualname(compute.attention_time),
             MemoryBound: qualname(compute.elementwise_time)}
+GROUPED = qualname(compute.grouped_gemm_time)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +65,9 @@ def group_collective(op: str, nbytes: float, group: Group, topo: Topology) -> Co
 def kernel_time(op, device) -> float:
     """Seconds of one compute kernel (Gemm, Attention, MemoryBound) on ``device``."""
     kind = type(op)
+    if kind is Gemm and op.streams:
+        return compute.grouped_gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch,
+                                         op.streams, op.accumulate)
     if kind is Gemm:
         return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
     if kind is MemoryBound:
@@ -91,7 +95,7 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
     Kernel times are memoised per (device, op), both by value: a sweep or a search prices the
     same GEMM shapes again and again."""
     kind = type(op)
-    formula = FORMULAS.get(kind)
+    formula = GROUPED if kind is Gemm and op.streams else FORMULAS.get(kind)
     if formula is not None:
         dev = pricing.topology.device
         return _KERNELS.get((dev, op), kernel_time, op, dev), formula, None

@@ -88,7 +88,8 @@ class _Walk:
     """The state of :func:`time_pipeline`: per message the first side's ready time
     (``first``), both sides' (``both``) and its op once timed (``op``); per link its ops, its
     transfer time and when it is free; per stage its place in its program (``pc``), the batch
-    it has posted (``at``), when its next op may start (``ready``) and when its stream is free."""
+    it has posted (``at``) and when its next op may start (``ready``: its stream is free by
+    then)."""
 
     def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split, release=None):
         self.g, self.sh, self.split = g, sh, split
@@ -102,7 +103,7 @@ class _Walk:
         self.sops = [g.on.setdefault(f"stage{r}", []) for r in range(p)]
         self.dur = [[_seconds(chunk_s(r, x, k), f"stage{r}") for x in range(v) for k in "FB"]
                     * 2 for r in range(p)]      # twice: the last backward, when it is not cut
-        self.pc, self.at, self.ready, self.free = [0] * p, [-1] * p, [0.0] * p, [0.0] * p
+        self.pc, self.at, self.ready = [0] * p, [-1] * p, [0.0] * p
         self.pieces: list[dict] = [{} for _ in range(p)]
         self.transfer = self._transfers()
 
@@ -160,33 +161,37 @@ class _Walk:
     def run(self) -> None:
         """Round after round, run each unfinished stage until a batch waits for a transfer.
         At a batch, this side of each of its transfers is ready when the stage's previous op
-        ends; the stage goes on once all of them have run."""
-        sh, pcs, readys, frees = self.sh, self.pc, self.ready, self.free
+        ends; the stage goes on once all of them have run. (A stage's next op is ready when
+        its stream is free or later: ``ready`` >= ``free``, so a compute starts at ``ready``.)"""
+        sh, pcs, readys = self.sh, self.pc, self.ready
         progs, lens, sops, durs, tv, tend = sh.progs, [len(x) for x in sh.progs], self.sops, \
             self.dur, 2 * sh.v, self.tend
-        start, end, kind, whole = self.g.start, self.g.end, self.g.kind, self.split is None
+        end, whole = self.g.end, self.split is None
         first, both, after, at, transfer, release = self.first, self.both, sh.after, self.at, \
             self.transfer, self.release
+        add_start, add_end, add_kind = self.g.start.append, end.append, self.g.kind.append
         todo = list(range(sh.p))
         while todo:
             moved = False
             for r in todo:
-                prog, i, ready, free, ops, d, n = progs[r], pcs[r], readys[r], frees[r], \
-                    sops[r], durs[r], lens[r]
+                prog, i, ready, ops, d, n, rel = progs[r], pcs[r], readys[r], sops[r], durs[r], \
+                    lens[r], release[r]
                 moved = moved or (i < n and (type(prog[i]) is int or at[r] != i))
+                add_op = ops.append
                 while i < n:
                     e = prog[i]
                     if type(e) is int:
-                        t0 = ready if ready > free else free
-                        t0 = self.wait(r, e, t0) if release[r] and e in release[r] else t0
+                        if rel and e in rel:
+                            ready = self.wait(r, e, ready)
                         if e < tv or whole:
-                            ops.append(len(end))
-                            start.append(t0)
-                            end.append(t0 + d[e])
-                            kind.append(_COMPUTE)
+                            add_op(len(end))
+                            add_start(ready)
+                            ready += d[e]
+                            add_end(ready)
+                            add_kind(_COMPUTE)
                         else:
-                            self.cut(r, (e - tv) >> 1, t0)
-                        ready = free = end[-1]
+                            self.cut(r, (e - tv) >> 1, ready)
+                            ready = end[-1]
                         i += 1
                         continue
                     if at[r] != i:
@@ -207,12 +212,12 @@ class _Walk:
                         if x > t:
                             t = x
                     else:
-                        ready = t
+                        ready = t if t > ready else ready
                         i += 1
                         moved = True
                         continue
                     break
-                pcs[r], readys[r], frees[r] = i, ready, free
+                pcs[r], readys[r] = i, ready
             todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
             if todo and not moved:
                 raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never "

@@ -144,7 +144,8 @@ class Intervals:
 def _ids(lists):
     """The op ids of ``lists`` (lists of ids), one array, in order."""
     import numpy as np
-    return np.array([i for ids in lists for i in ids], dtype=np.intp)
+    from itertools import chain
+    return np.fromiter(chain.from_iterable(lists), np.intp)
 
 
 def intervals(g, pp: int) -> Intervals:

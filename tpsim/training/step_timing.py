@@ -159,16 +159,13 @@ class _Walk:
         return at
 
     def run(self) -> None:
-        """Round after round, run each unfinished stage until a batch waits for a transfer.
-        At a batch, this side of each of its transfers is ready when the stage's previous op
-        ends; the stage goes on once all of them have run. (A stage's next op is ready when
-        its stream is free or later: ``ready`` >= ``free``, so a compute starts at ``ready``.)"""
-        sh, pcs, readys = self.sh, self.pc, self.ready
-        progs, lens, sops, durs, tv, tend = sh.progs, [len(x) for x in sh.progs], self.sops, \
-            self.dur, 2 * sh.v, self.tend
-        end, whole = self.g.end, self.split is None
-        first, both, after, at, transfer, release = self.first, self.both, sh.after, self.at, \
-            self.transfer, self.release
+        """Round after round, run each unfinished stage until a batch waits for a transfer
+        (module docstring); a compute starts when its stage is ready (its stream free)."""
+        sh, pcs, readys, at, first, both, tend, end = self.sh, self.pc, self.ready, self.at, \
+            self.first, self.both, self.tend, self.g.end
+        progs, sops, durs, tv, after, transfer, release = sh.progs, self.sops, self.dur, \
+            2 * sh.v, sh.after, self.transfer, self.release
+        lens, whole = [len(x) for x in sh.progs], self.split is None
         add_start, add_end, add_kind = self.g.start.append, end.append, self.g.kind.append
         todo = list(range(sh.p))
         while todo:
@@ -212,16 +209,19 @@ class _Walk:
                         if x > t:
                             t = x
                     else:
-                        ready = t if t > ready else ready
+                        ready = t
                         i += 1
                         moved = True
                         continue
                     break
                 pcs[r], readys[r] = i, ready
             todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
-            if todo and not moved:
-                raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never "
-                                   "becomes ready")
+            _check(todo, moved)
+
+
+def _check(todo: list, moved: bool) -> None:
+    if todo and not moved:
+        raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never becomes ready")
 
 
 def _seconds(t, name: str) -> float:

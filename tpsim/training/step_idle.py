@@ -10,7 +10,7 @@ adds its weights one by one, in order), as the sweep adds them: the same sums, b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .step_timing import KINDS
 
@@ -119,8 +119,7 @@ def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], flo
 
 
 
-@dataclass(frozen=True)
-class Intervals:
+class Intervals(NamedTuple):
     """A timed step's ops as arrays: ``start``, ``end``, ``kind`` (codes of
     :data:`tpsim.training.step_timing.KINDS`) per op; ``own``: the ops of the stages' compute
     streams with ``own_stage`` their stage; ``p2p``: the transfers with ``p2p_stage`` the stage

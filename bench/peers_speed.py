@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,12 +54,19 @@ CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECOD
 
 
 def child_cpu_s(cmd: list[str], timeout: float | None = None) -> float | None:
-    """CPU seconds of ``cmd`` and its waited-for children; None past ``timeout`` wall seconds."""
+    """CPU seconds of ``cmd`` and its waited-for children; None past ``timeout`` wall seconds
+    (the command and its workers, one process group, are stopped)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=CHILD_ENV, start_new_session=True)
     try:
-        subprocess.run(cmd, check=True, capture_output=True, env=CHILD_ENV, timeout=timeout)
+        err = child.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
         return None
+    if child.returncode:
+        raise RuntimeError(f"{cmd[:3]} failed: {err.decode()[-300:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

@@ -21,12 +21,11 @@ few hundred MB at most). ``--fp8-param-gather`` (1-byte parameters) and NeMo's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..base.record import record
 from ..base.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@record
 class Precision:
     """Bytes per parameter (table in the module docstring); ``gathered``: what the distributed
     optimizer all-gathers per parameter after its step (the 16-bit model weights)."""

@@ -4,7 +4,8 @@ own environment.
 Not part of tpsim and never imported by it: ``bench/peers_speed.py`` starts it with the Python of
 an environment holding ``llm-analysis==0.2.2`` and Calculon (github.com/calculon-ai/calculon),
 writes {"jobs": [...], "calculon_system": path, "repeats": n} as JSON on stdin and reads
-{tool: {job id: {"call_s": [CPU s per call], "step_s": its step time} or {"error"}}} from stdout.
+{tool: {job id: {"call_s": median CPU s of a call, "step_s": its step time} or {"error"}}}
+from stdout.
 
 How each peer is asked (its shipped defaults, nothing tuned):
 * Calculon: ``Llm(app).compile(system, exe)`` then ``run(system)`` (what ``calculon llm`` runs),
@@ -15,14 +16,14 @@ How each peer is asked (its shipped defaults, nothing tuned):
   FFN 49152, vocabulary 50257), GPU a100-sxm-80gb, w16a16e16, full recomputation
   (activation_recomputation=2), its default efficiencies; step = ``latency_per_iter``.
 """
-import contextlib
-import io
 import json
 import logging
+import statistics
 import sys
 import tempfile
 import time
-import warnings
+
+from infer_peers_worker import run_case      # beside this file: the peers' quiet, safe call
 
 GPT3 = {"hidden": 12288, "feedforward": 49152, "seq_size": 2048, "attn_heads": 96,
         "attn_size": 128, "num_blocks": 96}          # Calculon's models/gpt3-175B.json
@@ -63,20 +64,16 @@ def llm_analysis_call(job, model_path):
 
 
 def timed(fn, *args, repeats):
-    """CPU seconds of each of ``repeats`` calls after a first (imports, file reads) and the
-    step time the call returned; or why it failed."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            step = fn(*args)
-            calls = []
-            for _ in range(repeats):
-                t0 = time.process_time()
-                fn(*args)
-                calls.append(time.process_time() - t0)
-        return {"call_s": calls, "step_s": float(step)}
-    except Exception as e:   # a peer that cannot price a job says why, in its column
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:90] if str(e) else ''}"}
+    """{call_s: the median CPU seconds of ``repeats`` calls after a first (imports, file reads),
+    step_s: the step time the call returned}, or why it failed (infer_peers_worker.run_case)."""
+    def measure():
+        step, calls = fn(*args), []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn(*args)
+            calls.append(time.process_time() - t0)
+        return {"call_s": statistics.median(calls), "step_s": step}
+    return run_case(fn.__name__, measure)
 
 
 def main():

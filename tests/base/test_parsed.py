@@ -73,3 +73,19 @@ def test_other_files_are_not_kept(tmp_path, cache):
     f.write_text("a: 1\n")
     assert schema.load_yaml(f) == {"a": 1}
     assert not cache.exists()
+
+
+def test_a_process_reading_kept_presets_imports_no_yaml(tmp_path):
+    """The second ``tpsim predict`` reads the shipped files' kept copies: PyYAML stays out."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    code = ("import sys; from tpsim.cli import main; main(['predict', '--model', 'gpt3', "
+            "'--tp', '8', '--json']); print('yaml' in sys.modules, file=sys.stderr)")
+    env = {**os.environ, "TPSIM_CACHE_DIR": str(tmp_path / "cache")}
+    seen = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=REPO, env=env, timeout=60).stderr.strip().splitlines()[-1]
+            for _ in range(2)]
+    assert seen == ["True", "False"]
+    assert len(os.listdir(tmp_path / "cache")) == 2            # gpt3 and dgx-h100

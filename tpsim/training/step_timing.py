@@ -113,22 +113,26 @@ class _Walk:
         walk's lists (called once per message)."""
         link, nxt, both, lfree, ld, op, lops, tend = self.sh.link, self.sh.next, self.both, \
             self.lfree, self.ld, self.op, self.lops, self.tend
-        start, end, kind = self.g.start, self.g.end, self.g.kind
+        end, add_start, add_kind = self.g.end, self.g.start.append, self.g.kind.append
+        add_end = end.append
 
         def transfer(k: int, t: float) -> None:
             while True:
                 j = link[k]
-                t0 = t if t > lfree[j] else lfree[j]
+                free = lfree[j]
+                t0 = t if t > free else free
                 op[k] = i = len(end)
-                start.append(t0)
-                end.append(t0 + ld[j])
-                lfree[j] = tend[k] = end[i]
-                kind.append(_P2P)
+                add_start(t0)
+                lfree[j] = tend[k] = t1 = t0 + ld[j]
+                add_end(t1)
+                add_kind(_P2P)
                 lops[j].append(i)
                 k = nxt[k]
-                if k < 0 or both[k] is None:
+                if k < 0:
                     return
                 t = both[k]
+                if t is None:
+                    return
         return transfer
 
     def cut(self, r: int, chunk: int, t0: float) -> None:

@@ -14,6 +14,7 @@ MAX_FILE_BYTES of UTF-8, each key once, at most MAX_VALUES values once YAML alia
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -23,8 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import parsed
 from .errors import ConfigError
 from .memo import Memo
 
@@ -48,34 +48,37 @@ MAX_STRING = 1000            # characters of a name or description
 MAX_FILE_BYTES = 16 * 2**20  # the largest file tpsim reads (YAML, JSON, CSV)
 MAX_VALUES = 100_000         # values in one document, aliases counted each time they are used
 
-# libyaml's safe loader when PyYAML was built with it (5x faster on the predict path)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@functools.cache
+def _yaml() -> tuple:
+    """(PyYAML, the loader, its duplicate-key error): imported at the first parse, which a
+    preset kept parsed (:mod:`tpsim.base.parsed`) never needs."""
+    import yaml
 
+    class DuplicateKey(yaml.YAMLError):
+        def __init__(self, key, first: int, again: int):
+            super().__init__(f"key {key!r} given twice")
+            self.key, self.first, self.again = key, first, again
 
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key, first: int, again: int):
-        super().__init__(f"key {key!r} given twice")
-        self.key, self.first, self.again = key, first, again
+    # libyaml's safe loader when PyYAML was built with it (5x faster on the predict path)
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+        one silently; YAML 1.2 forbids duplicates). Keys brought in by a ``<<`` merge may be
+        overridden, as YAML intends."""
 
-
-class _Loader(_LOADER):
-    """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
-    silently; YAML 1.2 forbids duplicates). Keys brought in by a ``<<`` merge may be
-    overridden, as YAML intends."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
-            try:
-                if key in seen:
-                    raise _DuplicateKey(key, seen[key], line)
-                seen[key] = line
-            except TypeError:      # an unhashable key: the constructor itself refuses it
-                continue
-        return super().construct_mapping(node, deep)
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:      # an unhashable key: the constructor itself refuses it
+                    continue
+            return super().construct_mapping(node, deep)
+    return yaml, Loader, DuplicateKey
 
 
 def read_text(path: str | Path, what: str) -> str:
@@ -126,12 +129,25 @@ def _too_many_values(data: Any) -> bool:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML file that must hold a mapping, each key once, of bounded size."""
+    """Read a YAML file that must hold a mapping, each key once, of bounded size. A shipped
+    file (one of a directory :func:`shipped_files` lists) is parsed once and kept parsed on
+    disk for the next process (:mod:`tpsim.base.parsed`), by its exact text."""
     p = Path(path)
     text = read_text(p, "a readable YAML file")
+    shipped = p.parent in _SHIPPED_DIRS
+    data = parsed.kept(p, text) if shipped else None
+    if data is None:
+        data = _parse_yaml(p, text)
+        if shipped:
+            parsed.keep(p, text, data)
+    return data
+
+
+def _parse_yaml(p: Path, text: str) -> dict:
+    yaml, loader, duplicate = _yaml()
     try:
-        data = yaml.load(text, Loader=_Loader)
-    except _DuplicateKey as e:
+        data = yaml.load(text, Loader=loader)
+    except duplicate as e:
         raise ConfigError(str(p), str(e.key), f"each key once (line {e.first}, again at line "
                           f"{e.again})") from None
     except yaml.YAMLError as e:
@@ -148,11 +164,18 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+class _DuplicateKey(Exception):
+    """A JSON object's key given twice."""
+    def __init__(self, key):
+        super().__init__(f"key {key!r} given twice")
+        self.key = key
+
+
 def _refuse_duplicates(pairs: list) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise _DuplicateKey(key, 0, 0)
+            raise _DuplicateKey(key)
         out[key] = value
     return out
 
@@ -185,11 +208,13 @@ def _is_file(path: Path) -> bool:
 
 
 _LISTINGS = Memo("shipped file lists", 16, lru=True)
+_SHIPPED_DIRS: set[Path] = set()     # the directories listed: their files are kept parsed
 
 
 def shipped_files(directory: Path) -> dict[str, Path]:
     """Name -> path of ``directory``'s YAML files, sorted by name: listed once per version of
     the directory (:meth:`tpsim.base.memo.Memo.load`), a copy each call."""
+    _SHIPPED_DIRS.add(Path(directory))
     return dict(_LISTINGS.load(directory, _yaml_files, directory=True))
 
 

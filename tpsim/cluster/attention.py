@@ -2,13 +2,12 @@
 ``device.attention_kernels`` (:class:`tpsim.cluster.topology.Device`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..base.record import record
 from ..base.errors import ConfigError
 from ..base.schema import spec
 
 
-@dataclass(frozen=True)
+@record
 class AttentionKernel:
     """A fused (flash) attention kernel's sustained efficiency on this device.
 

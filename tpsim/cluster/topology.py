@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..base.record import record
 from ..base.errors import ConfigError
 from ..base.memo import Memo, value_hash
 from ..spec.parallel import Group
@@ -29,7 +29,7 @@ HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
 LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
 
 
-@dataclass(frozen=True)
+@record
 class Protocol:
     """One NCCL wire protocol: its own start-up latency and share of the line rate.
 
@@ -48,7 +48,7 @@ class Protocol:
 SIMPLE = Protocol()
 
 
-@dataclass(frozen=True)
+@record
 class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
     name: str = spec(doc="device model name")
@@ -184,7 +184,7 @@ class Device:
             raise ConfigError("--dtype", "", f"a dtype this device lists ({have})", dtype) from None
 
 
-@dataclass(frozen=True)
+@record
 class Efficiency:
     """Fraction of a link's line rate that each collective algorithm sustains."""
     ring: float = spec(gt=0, le=1, default=1.0, doc="ring algorithms (all-reduce, all-gather, ...)")
@@ -192,7 +192,7 @@ class Efficiency:
     nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
 
 
-@dataclass(frozen=True)
+@record
 class Level:
     """One level of the link hierarchy: ``size`` units of the level below, joined by links."""
     name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband (a label: the code reads kind)")
@@ -270,7 +270,7 @@ class Level:
     __hash__ = value_hash
 
 
-@dataclass(frozen=True)
+@record
 class Topology:
     name: str = spec(doc="short name, used by --topology")
     description: str = spec(doc="one line shown by `tpsim topologies`")

@@ -28,8 +28,8 @@ measured fraction of line rate that NCCL's copy kernels reach (the ring's, the s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+from ..base.record import record
 from .collective_cost import CollectiveCost
 from ..base.formula import qualname
 from ..cluster.placement import LevelSpan, Placement
@@ -71,7 +71,7 @@ def all_to_all_time(nbytes: float, place: Placement, topo: Topology) -> Collecti
 
 
 # ---------------------------------------------------------------- MoE dispatch across nodes
-@dataclass(frozen=True)
+@record
 class DispatchCost:
     """One MoE dispatch (or combine: the same bytes the other way) on one rank.
 

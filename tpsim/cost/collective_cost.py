@@ -8,10 +8,10 @@ bus_factor`` exactly as nccl-tests defines them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..base.record import record
 
 
-@dataclass(frozen=True)
+@record
 class CollectiveCost:
     """One priced collective: ``time_s = launch_s + latency_s + transfer_s + pipeline_s + copy_s``.
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..base.record import record
 from ..base.memo import Memo
 from .ops import Collective, Gemm, MemoryBound, Op
 
 DATA = "data"
 
 
-@dataclass(frozen=True)
+@record
 class Node:
     """One op of a template: its name and place in the layer, and how to make it for given sizes.
 

@@ -8,10 +8,11 @@ the tree holds numbers only, the functions are named where the output is written
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cached_property
 from typing import NamedTuple
 
+from ..base.record import record
 from .memory import Memory
 
 
@@ -44,7 +45,7 @@ class OpRow(NamedTuple):
     alone_s: float = 0.0         # the op alone (its formula's value), before interference
 
 
-@dataclass(frozen=True)
+@record
 class CollectiveRow:
     """Collectives of one kind and size in one phase of a layer. ``time_s`` is per call."""
     op: str
@@ -61,7 +62,7 @@ class CollectiveRow:
         return self.count * self.time_s
 
 
-@dataclass(frozen=True)
+@record
 class LayerTimes:
     """One layer, forward and backward, on one rank.
 
@@ -88,7 +89,7 @@ class LayerTimes:
     hardware_flops: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class ModelTimes:
     """The whole model for one micro-batch, forward and backward, on one GPU (no pipeline).
 
@@ -111,7 +112,7 @@ class ModelTimes:
     hfu: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class TimeSplit:
     """Where a GPU's step goes; the parts sum to the step's time_s (:mod:`tpsim.training.step_accounting`):
     compute (the layers' and the model's ends' GPU time), exposed TP communication, host wait,
@@ -126,7 +127,7 @@ class TimeSplit:
     optimizer_s: float
 
 
-@dataclass(frozen=True)
+@record
 class StageTimes(TimeSplit):
     """One pipeline stage over the whole step, per GPU (:class:`TimeSplit`). forward_s,
     backward_s: one micro-batch through the stage's chunks; flops, hardware_flops: what one of
@@ -139,7 +140,7 @@ class StageTimes(TimeSplit):
     hardware_flops: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class StepTimes(TimeSplit):
     """One optimizer step of the whole job (:mod:`tpsim.training.step`).
 
@@ -181,7 +182,7 @@ class StepTimes(TimeSplit):
     ep_comm_exposed_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class Inputs:
     model: str
     topology: str
@@ -216,7 +217,7 @@ class Inputs:
     ep_nodes: int = 0         # nodes one EP group spans (1: its all-to-all on NVLink; 0: dense)
 
 
-@dataclass(frozen=True)
+@record
 class Notice:
     """A warning as data: a ``code`` and the numbers behind it (SI); the renderer words it.
 
@@ -229,7 +230,7 @@ class Notice:
     values: dict
 
 
-@dataclass(frozen=True)
+@record
 class Prediction:
     """What :func:`tpsim.training.predict.predict` returns.
 
@@ -265,7 +266,7 @@ class Prediction:
         return self.run.digraph() if self.run is not None else None
 
 
-@dataclass(frozen=True)
+@record
 class BlockPrediction:
     """One bare sub-block (attention or MLP) as the real TP layers run it; total = fwd + bwd."""
     block: str

@@ -24,13 +24,14 @@ The scheduler works on index arrays (a :class:`~tpsim.layer.template.Template`'s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
+
+from ..base.record import record
 
 COMM_STREAMS = ("comm", "copy")   # NCCL's kernels, and copies on the copy engines
 
 
-@dataclass(frozen=True)
+@record
 class Timeline:
     """Start and end of every op (by index, in issue order), seconds from the graph's start."""
     names: tuple[str, ...]

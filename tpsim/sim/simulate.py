@@ -7,8 +7,7 @@ prices each (:func:`tpsim.sim.price.price`) and schedules them on their streams
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..base.record import record
 from ..base.formula import qualname
 from ..base.memo import Memo
 from .price import Pricing, price_ops
@@ -17,7 +16,7 @@ from .schedule import COMM_STREAMS, Timeline, issue_bound, run
 from ..layer.template import Template
 
 
-@dataclass(frozen=True)
+@record
 class Simulation:
     """A template at ``dims``: its ops, their prices and their schedule, index-aligned."""
     template: Template

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..base.record import record
 from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
 from .model_params import mla_duplicated_params, mla_params, model_params, moe_layer_params
@@ -28,7 +28,7 @@ OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden"
                "seq_len", "activation", "norm", "dropout", "attention")
 
 
-@dataclass(frozen=True)
+@record
 class ModelConfig:
     """One decoder-only transformer. ``kv_heads``, ``head_dim``, ``ffn_hidden`` are resolved at init.
 

@@ -43,12 +43,11 @@ quantize kernel writes both of every cast operand (:func:`cast_write_bytes`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..base.record import record
 from ..base.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@record
 class Precision:
     """Bytes per parameter (table in the module docstring); ``gathered``: what the distributed
     optimizer all-gathers per parameter after its step (the 16-bit model weights)."""

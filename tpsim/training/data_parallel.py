@@ -30,8 +30,7 @@ one fp32 number spans the model-parallel ranks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..base.record import record
 from ..cost.collectives import CollectiveCost, bus_factor
 from ..base.errors import ConfigError
 from ..spec.precision import precision
@@ -108,7 +107,7 @@ def scale_bytes(params: float, dtype: str) -> float:
     return 2 * grad_bytes(params, dtype)
 
 
-@dataclass(frozen=True)
+@record
 class DPCollective:
     """One DP collective: its op, nccl-tests size, the bytes one rank puts on its links
     (bus_factor x size) and its priced cost."""

@@ -28,12 +28,12 @@ transfers on a link queue in order), and both sides' next ops wait for it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..base.record import record
 
 FORWARD, BACKWARD = "F", "B"
 
 
-@dataclass(frozen=True)
+@record
 class Compute:
     """One chunk: ``kind`` F or B of model chunk ``chunk`` (0..v-1 on its stage) on a micro-batch."""
     kind: str
@@ -44,7 +44,7 @@ class Compute:
         return f"{self.kind}{self.microbatch}" + (f".{self.chunk}" if self.chunk else "")
 
 
-@dataclass(frozen=True)
+@record
 class Message:
     """An activation (forward) or a gradient (backward) of one micro-batch between the virtual
     stages ``src`` and ``dst`` (virtual stage = chunk * p + stage)."""
@@ -54,7 +54,7 @@ class Message:
     dst: int
 
 
-@dataclass(frozen=True)
+@record
 class P2P:
     """One blocking batch of sends and receives (Megatron's ``_communicate``)."""
     sends: tuple[Message, ...]
@@ -66,7 +66,7 @@ class P2P:
         return "[" + ", ".join(parts) + "]"
 
 
-@dataclass(frozen=True)
+@record
 class Schedule:
     """Per stage, its program: Compute and P2P entries in issue order."""
     name: str
@@ -273,7 +273,7 @@ def _stage_counts(layers: int, pp: int, first: int | None, last: int | None) -> 
     return out
 
 
-@dataclass(frozen=True)
+@record
 class StageOps:
     """What :func:`add_pipeline` added for one stage: its last op(s) and, per model chunk, the
     ops of the last micro-batch's backward (split as asked, for gradient buckets)."""

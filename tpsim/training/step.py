@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..base.record import record
 from . import data_parallel as dpm
 from . import terms
 from ..spec.parallel import Parallelism
@@ -56,7 +56,7 @@ if TYPE_CHECKING:                      # imported when built: the predict path n
     from .step_graph import StepGraph
 
 
-@dataclass(frozen=True)
+@record
 class Part:
     """One layer, the embedding or the output layer, for one micro-batch on one GPU, from its
     simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s; ep_exposed_s:
@@ -88,7 +88,7 @@ class Part:
                      for f in dataclasses.fields(cls)))
 
 
-@dataclass(frozen=True)
+@record
 class Chunk:
     """One virtual stage for one micro-batch: ``layers`` layers and the model's ends it holds,
     summed (``part``), and its backward as the units whose gradients become final in order
@@ -119,7 +119,7 @@ class Chunk:
                    tuple(expert if name == "moe" else 0 for name, _, _ in units))
 
 
-@dataclass(frozen=True)
+@record
 class StepSetup:
     """Everything the step graph needs, resolved: the job's ``parallelism``, ``m`` micro-batches,
     ``v`` virtual stages, ``chunks[g]`` per virtual stage (g = chunk * pp + stage), ``p2p_bytes``

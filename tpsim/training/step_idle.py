@@ -10,7 +10,7 @@ adds its weights one by one, in order), as the sweep adds them: the same sums, b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .step_timing import KINDS
 
@@ -119,8 +119,7 @@ def idle_split(t0: float, t1: float, busy, categories) -> tuple[list[float], flo
 
 
 
-@dataclass(frozen=True)
-class Intervals:
+class Intervals(NamedTuple):
     """A timed step's ops as arrays: ``start``, ``end``, ``kind`` (codes of
     :data:`tpsim.training.step_timing.KINDS`) per op; ``own``: the ops of the stages' compute
     streams with ``own_stage`` their stage; ``p2p``: the transfers with ``p2p_stage`` the stage
@@ -142,9 +141,10 @@ class Intervals:
 
 
 def _ids(lists):
+    """The op ids of ``lists`` (lists of ids), one array, in order."""
     import numpy as np
-    parts = [np.array(ids, dtype=np.intp) for ids in lists]
-    return np.concatenate(parts) if parts else np.zeros(0, np.intp)
+    from itertools import chain
+    return np.fromiter(chain.from_iterable(lists), np.intp)
 
 
 def intervals(g, pp: int) -> Intervals:
@@ -155,17 +155,17 @@ def intervals(g, pp: int) -> Intervals:
     import numpy as np
     own_lists, p2p, cats, flush = _streams(g, pp)
     start, end = np.array(g.start), np.array(g.end)
-    kind = np.array(g.kind, dtype=np.int8)
+    kind = np.frombuffer(bytes(g.kind), np.int8)       # codes < len(KINDS)
     own = _ids(own_lists)
     own_stage = np.repeat(np.arange(pp), [len(x) for x in own_lists])
-    links = [ids for lists in p2p for ids in lists]
+    links = _ids(ids for lists in p2p for ids in lists)
     link_stage = np.repeat(np.arange(pp), [sum(map(len, lists)) for lists in p2p])
     step_end = {}
     for c, lists in cats.items():
         ids = _ids(lists + ([own[kind[own] == _CODE["optimizer"]].tolist()]
                             if c == "optimizer" else []))
         step_end[c] = (start[ids], end[ids])
-    return Intervals(start, end, kind, own, own_stage, _ids(links), link_stage, step_end, flush,
+    return Intervals(start, end, kind, own, own_stage, links, link_stage, step_end, flush,
                      float(end.max()) if len(end) else 0.0,
                      np.array(getattr(g, "wait_ops", ()), dtype=np.intp))
 
@@ -174,33 +174,35 @@ def idle(t0: float, t1: float, pp: int, busy, sets) -> tuple[list, object]:
     """Per stage, the time in [t0, t1] its ``busy`` intervals leave free, split: to each of
     ``sets`` (first match wins) what it covers of it, and the rest (the bubble). ``busy`` and
     each set: (stage, start, end) arrays. Returns (per set an array over the stages, the
-    bubble over the stages)."""
+    bubble over the stages). Events that tie in time and stage may come in any order: the
+    pieces between them are empty (a sum plus 0.0 is the sum)."""
     import numpy as np
-    out = [np.zeros(pp) for _ in sets]
     if t1 <= t0:
-        return out, np.zeros(pp)
-    stage, x, up, which = [np.arange(pp)] * 2, [np.full(pp, t0), np.full(pp, t1)], [], []
-    for j, (st, a, b) in enumerate((busy, *sets)):
-        keep = (b > t0) & (a < t1)
-        st = st[keep]
-        stage += [st, st]
-        x += [np.maximum(a[keep], t0), np.minimum(b[keep], t1)]
-        up += [np.ones(len(st), np.int64), -np.ones(len(st), np.int64)]
-        which += [np.full(2 * len(st), j, np.intp)]
-    stage, x = np.concatenate(stage), np.concatenate(x)
-    up = np.concatenate([np.zeros(2 * pp, np.int64), *up])
-    which = np.concatenate([np.zeros(2 * pp, np.intp), *which])
+        return [np.zeros(pp) for _ in sets], np.zeros(pp)
+    every = (busy, *sets)
+    a, b = np.concatenate([x[1] for x in every]), np.concatenate([x[2] for x in every])
+    keep = (b > t0) & (a < t1)
+    st = np.concatenate([x[0] for x in every])[keep]
+    which = np.repeat(np.arange(len(every)), [len(x[0]) for x in every])[keep]
+    n, lanes = len(st), np.arange(pp)
+    stage = np.concatenate([lanes, lanes, st, st])
+    x = np.concatenate([np.full(pp, t0), np.full(pp, t1), np.maximum(a[keep], t0),
+                        np.minimum(b[keep], t1)])
     order = np.argsort(x, kind="stable")           # by time, then (stably) by stage
-    order = order[np.argsort(stage[order].astype(np.int32), kind="stable")]
-    stage, x, up, which = stage[order], x[order], up[order], which[order]
-    cover = np.zeros((len(sets) + 1, len(x)), np.int64)
-    cover[which, np.arange(len(x))] = up
+    order = order[np.argsort(stage[order].astype(np.int16 if pp < 2**15 else np.int64),
+                             kind="stable")]
+    stage, x = stage[order], x[order]
+    cover = np.zeros((len(every), len(x)), np.int32)
+    cover[np.concatenate([np.zeros(2 * pp, np.intp), which, which])[order],
+          np.arange(len(x))] = np.concatenate([np.zeros(2 * pp, np.int32),
+                                                np.ones(n, np.int32), -np.ones(n, np.int32)])[order]
     np.cumsum(cover, axis=1, out=cover)
     gap, piece = x[1:] - x[:-1], stage[:-1]
     free = (stage[1:] == piece) & (cover[0, :-1] == 0)
+    out = []
     for j in range(len(sets)):
         hit = free & (cover[j + 1, :-1] > 0)
-        out[j] = np.bincount(piece[hit], gap[hit], pp)
+        out.append(np.bincount(piece[hit], gap[hit], pp))
         free &= ~hit
     return out, np.bincount(piece[free], gap[free], pp)
 
@@ -231,12 +233,14 @@ def _busy(iv, pp: int) -> list[dict]:
     import numpy as np
     out = [{"dp": 0.0, "optimizer": 0.0} for _ in range(pp)]
     names = {KINDS.index(k): k for k in ("dp", "optimizer")}
-    pick = np.isin(iv.kind[iv.own], list(names))
-    start, end, kind = iv.start.tolist(), iv.end.tolist(), iv.kind.tolist()
-    for r, i in zip(iv.own_stage[pick].tolist(), iv.own[pick].tolist()):
+    kinds = iv.kind[iv.own]
+    pick = (kinds == KINDS.index("dp")) | (kinds == KINDS.index("optimizer"))
+    ids = iv.own[pick]
+    for r, k, a, b in zip(iv.own_stage[pick].tolist(), kinds[pick].tolist(),
+                          iv.start[ids].tolist(), iv.end[ids].tolist()):
         busy = out[r]
-        name = names[kind[i]]
-        busy[name] = busy[name] + end[i] - start[i]
+        name = names[k]
+        busy[name] = busy[name] + b - a
     return out
 
 

@@ -88,7 +88,8 @@ class _Walk:
     """The state of :func:`time_pipeline`: per message the first side's ready time
     (``first``), both sides' (``both``) and its op once timed (``op``); per link its ops, its
     transfer time and when it is free; per stage its place in its program (``pc``), the batch
-    it has posted (``at``), when its next op may start (``ready``) and when its stream is free."""
+    it has posted (``at``) and when its next op may start (``ready``: its stream is free by
+    then)."""
 
     def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split, release=None):
         self.g, self.sh, self.split = g, sh, split
@@ -102,7 +103,7 @@ class _Walk:
         self.sops = [g.on.setdefault(f"stage{r}", []) for r in range(p)]
         self.dur = [[_seconds(chunk_s(r, x, k), f"stage{r}") for x in range(v) for k in "FB"]
                     * 2 for r in range(p)]      # twice: the last backward, when it is not cut
-        self.pc, self.at, self.ready, self.free = [0] * p, [-1] * p, [0.0] * p, [0.0] * p
+        self.pc, self.at, self.ready = [0] * p, [-1] * p, [0.0] * p
         self.pieces: list[dict] = [{} for _ in range(p)]
         self.transfer = self._transfers()
 
@@ -112,22 +113,26 @@ class _Walk:
         walk's lists (called once per message)."""
         link, nxt, both, lfree, ld, op, lops, tend = self.sh.link, self.sh.next, self.both, \
             self.lfree, self.ld, self.op, self.lops, self.tend
-        start, end, kind = self.g.start, self.g.end, self.g.kind
+        end, add_start, add_kind = self.g.end, self.g.start.append, self.g.kind.append
+        add_end = end.append
 
         def transfer(k: int, t: float) -> None:
             while True:
                 j = link[k]
-                t0 = t if t > lfree[j] else lfree[j]
+                free = lfree[j]
+                t0 = t if t > free else free
                 op[k] = i = len(end)
-                start.append(t0)
-                end.append(t0 + ld[j])
-                lfree[j] = tend[k] = end[i]
-                kind.append(_P2P)
+                add_start(t0)
+                lfree[j] = tend[k] = t1 = t0 + ld[j]
+                add_end(t1)
+                add_kind(_P2P)
                 lops[j].append(i)
                 k = nxt[k]
-                if k < 0 or both[k] is None:
+                if k < 0:
                     return
                 t = both[k]
+                if t is None:
+                    return
         return transfer
 
     def cut(self, r: int, chunk: int, t0: float) -> None:
@@ -158,35 +163,36 @@ class _Walk:
         return at
 
     def run(self) -> None:
-        """Round after round, run each unfinished stage until a batch waits for a transfer.
-        At a batch, this side of each of its transfers is ready when the stage's previous op
-        ends; the stage goes on once all of them have run."""
-        sh, pcs, readys, frees = self.sh, self.pc, self.ready, self.free
-        progs, lens, sops, durs, tv, tend = sh.progs, [len(x) for x in sh.progs], self.sops, \
-            self.dur, 2 * sh.v, self.tend
-        start, end, kind, whole = self.g.start, self.g.end, self.g.kind, self.split is None
-        first, both, after, at, transfer, release = self.first, self.both, sh.after, self.at, \
-            self.transfer, self.release
+        """Round after round, run each unfinished stage until a batch waits for a transfer
+        (module docstring); a compute starts when its stage is ready (its stream free)."""
+        sh, pcs, readys, at, first, both, tend, end = self.sh, self.pc, self.ready, self.at, \
+            self.first, self.both, self.tend, self.g.end
+        progs, sops, durs, tv, after, transfer, release = sh.progs, self.sops, self.dur, \
+            2 * sh.v, sh.after, self.transfer, self.release
+        lens, whole = [len(x) for x in sh.progs], self.split is None
+        add_start, add_end, add_kind = self.g.start.append, end.append, self.g.kind.append
         todo = list(range(sh.p))
         while todo:
             moved = False
             for r in todo:
-                prog, i, ready, free, ops, d, n = progs[r], pcs[r], readys[r], frees[r], \
-                    sops[r], durs[r], lens[r]
+                prog, i, ready, ops, d, n, rel = progs[r], pcs[r], readys[r], sops[r], durs[r], \
+                    lens[r], release[r]
                 moved = moved or (i < n and (type(prog[i]) is int or at[r] != i))
+                add_op = ops.append
                 while i < n:
                     e = prog[i]
                     if type(e) is int:
-                        t0 = ready if ready > free else free
-                        t0 = self.wait(r, e, t0) if release[r] and e in release[r] else t0
+                        if rel and e in rel:
+                            ready = self.wait(r, e, ready)
                         if e < tv or whole:
-                            ops.append(len(end))
-                            start.append(t0)
-                            end.append(t0 + d[e])
-                            kind.append(_COMPUTE)
+                            add_op(len(end))
+                            add_start(ready)
+                            ready += d[e]
+                            add_end(ready)
+                            add_kind(_COMPUTE)
                         else:
-                            self.cut(r, (e - tv) >> 1, t0)
-                        ready = free = end[-1]
+                            self.cut(r, (e - tv) >> 1, ready)
+                            ready = end[-1]
                         i += 1
                         continue
                     if at[r] != i:
@@ -212,11 +218,14 @@ class _Walk:
                         moved = True
                         continue
                     break
-                pcs[r], readys[r], frees[r] = i, ready, free
+                pcs[r], readys[r] = i, ready
             todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
-            if todo and not moved:
-                raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never "
-                                   "becomes ready")
+            _check(todo, moved)
+
+
+def _check(todo: list, moved: bool) -> None:
+    if todo and not moved:
+        raise RuntimeError(f"the step's program deadlocks: stage {todo[-1]} never becomes ready")
 
 
 def _seconds(t, name: str) -> float:

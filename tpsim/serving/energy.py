@@ -11,8 +11,31 @@ them (e.g. the ML.ENERGY leaderboard's J per response token).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..cluster.power import gpu_hours_usd, job_energy_j
-from .serve_result import Cost, Energy
+
+
+@dataclass(frozen=True)
+class Energy:
+    """The run's energy at the facility (:func:`tpsim.serving.energy.run_energy`): ``j`` over
+    the duration for the TP group's GPUs, ``j_per_output_token`` = j / output tokens;
+    ``prefill_busy_s`` and ``decode_busy_s``: the engine's steps with a prefill chunk (priced
+    at full activity) and decode-only (memory-bound); the rest of the duration idle. The
+    energies are None where the device gives no tdp_W."""
+    j: float | None
+    j_per_output_token: float | None
+    prefill_busy_s: float
+    decode_busy_s: float
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The GPUs' rent over the run at ``usd_per_gpu_hour``: ``usd`` = GPUs x duration / 3600 x
+    price, ``usd_per_million_output_tokens`` = usd / output tokens x 1e6; None without a price."""
+    usd: float | None
+    usd_per_million_output_tokens: float | None
+    usd_per_gpu_hour: float | None
 
 
 def run_energy(topo, gpus: int, duration_s: float, prefill_busy_s: float, decode_busy_s: float,
@@ -30,4 +53,4 @@ def run_energy(topo, gpus: int, duration_s: float, prefill_busy_s: float, decode
             Cost(usd, per_million, usd_per_gpu_hour))
 
 
-__all__ = ["run_energy"]
+__all__ = ["run_energy", "Energy", "Cost"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..sim.result import Notice
-from .serve_result import Cost, Energy
+from .energy import Cost, Energy
 
 BOUNDS = ("HBM", "FLOPs", "collectives", "kernel launches", "host dispatch")
 

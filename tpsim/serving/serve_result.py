@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .energy import Cost, Energy  # noqa: F401 - the result's energy and cost types
+
 
 @dataclass(frozen=True)
 class Percentiles:
@@ -96,28 +98,6 @@ class Scheduler:
     preemptions: int
     mean_running: float
     step_prices: int
-
-
-@dataclass(frozen=True)
-class Energy:
-    """The run's energy at the facility (:func:`tpsim.serving.energy.run_energy`): ``j`` over
-    the duration for the TP group's GPUs, ``j_per_output_token`` = j / output tokens;
-    ``prefill_busy_s`` and ``decode_busy_s``: the engine's steps with a prefill chunk (priced
-    at full activity) and decode-only (memory-bound); the rest of the duration idle. The
-    energies are None where the device gives no tdp_W."""
-    j: float | None
-    j_per_output_token: float | None
-    prefill_busy_s: float
-    decode_busy_s: float
-
-
-@dataclass(frozen=True)
-class Cost:
-    """The GPUs' rent over the run at ``usd_per_gpu_hour``: ``usd`` = GPUs x duration / 3600 x
-    price, ``usd_per_million_output_tokens`` = usd / output tokens x 1e6; None without a price."""
-    usd: float | None
-    usd_per_million_output_tokens: float | None
-    usd_per_gpu_hour: float | None
 
 
 @dataclass(frozen=True)

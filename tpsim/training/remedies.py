@@ -87,13 +87,17 @@ def _more_stages(model, topo, lay: Layout, mem) -> dict | None:
     room = mem.capacity_bytes - mem.reserved_bytes - mem.activations_bytes
     if room <= 0 or state <= 0:
         return None
-    need = state / room
-    for pp in range(lay.pp + 1, model.layers + 1):
+    need, same = state / room, lay.dp * lay.pp
+    grows = sum(lv.inter_node for lv in topo.levels) == 1     # --nodes can add GPUs
+    most = model.layers if grows else min(model.layers, topo.max_ranks // (lay.tp * lay.cp))
+    for pp in range(lay.pp + 1, most + 1):
         if pp < need * lay.pp:
             continue
-        for dp in ((lay.dp * lay.pp // pp,) if (lay.dp * lay.pp) % pp == 0 else ()) + (lay.dp,):
+        for dp in ((same // pp,) if same % pp == 0 else ()) + (lay.dp,):
+            nodes = _nodes(topo, lay.tp * lay.cp * pp * dp)
+            if nodes is None:           # the topology cannot hold them: nothing to check
+                continue
             fixed = {"first_stage_layers": None, "last_stage_layers": None}
             if runs(model.layers, lay, model, topo, pp=pp, dp=dp, **fixed):
-                nodes = _nodes(topo, lay.tp * pp * dp)
                 return {"pp": pp, "dp": dp, **({"nodes": nodes} if nodes else {})}
     return None

@@ -90,20 +90,23 @@ class Scheduler:
     """What the engine loop did: ``steps`` engine steps (``prefill_steps`` of them with a
     prefill chunk), ``preemptions`` (a sequence's blocks freed, its tokens recomputed later),
     ``mean_running``: the mean sequences per step; ``step_prices``: the layer simulations
-    behind the step-time tables."""
+    behind the step-time tables; ``host_wait_s``: the GPU waiting for the engine's host work,
+    sum over steps of wall - t_gpu (:func:`tpsim.serving.host.step_wall_s`)."""
     steps: int
     prefill_steps: int
     preemptions: int
     mean_running: float
     step_prices: int
+    host_wait_s: float
 
 
 @dataclass(frozen=True)
 class Energy:
     """The run's energy at the facility (:func:`tpsim.serving.energy.run_energy`): ``j`` over
     the duration for the TP group's GPUs, ``j_per_output_token`` = j / output tokens;
-    ``prefill_busy_s`` and ``decode_busy_s``: the engine's steps with a prefill chunk (priced
-    at full activity) and decode-only (memory-bound); the rest of the duration idle. The
+    ``prefill_busy_s`` and ``decode_busy_s``: the GPU time of the engine's steps with a
+    prefill chunk (priced at full activity) and decode-only (memory-bound); the rest of the
+    duration (the host's work between steps included) idle. The
     energies are None where the device gives no tdp_W."""
     j: float | None
     j_per_output_token: float | None

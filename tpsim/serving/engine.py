@@ -19,8 +19,9 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   request is admitted in a step that preempted (vLLM V1's rule);
 * **time**: a step lasts :class:`tpsim.serving.step_model.StepModel`'s price of its tokens
   (CUDA graphs unless ``eager``, as ``tpsim infer`` prices them) and the engine's host work
-  for its sequences, after it or overlapped with it (:mod:`tpsim.serving.host`); a prefill's last chunk
-  samples the sequence's next token (its first: TTFT), a decode one token each. Steps that
+  for its sequences, after it or overlapped with it (:mod:`tpsim.serving.host`); a
+  prefill's last chunk samples the sequence's next token (its first: TTFT), a decode one
+  token each. Steps that
   only decode, with nothing to admit, are advanced together up to the next finish, arrival
   or block shortage (their times summed in numpy): the loop costs O(events), not O(tokens).
 

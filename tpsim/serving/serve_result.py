@@ -104,9 +104,8 @@ class Scheduler:
 class Energy:
     """The run's energy at the facility (:func:`tpsim.serving.energy.run_energy`): ``j`` over
     the duration for the TP group's GPUs, ``j_per_output_token`` = j / output tokens;
-    ``prefill_busy_s`` and ``decode_busy_s``: the GPU time of the engine's steps with a
-    prefill chunk (priced at full activity) and decode-only (memory-bound); the rest of the
-    duration (the host's work between steps included) idle. The
+    ``prefill_busy_s`` and ``decode_busy_s``: the engine's steps with a prefill chunk (priced
+    at full activity) and decode-only (memory-bound); the rest of the duration idle. The
     energies are None where the device gives no tdp_W."""
     j: float | None
     j_per_output_token: float | None

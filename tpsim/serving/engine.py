@@ -18,8 +18,10 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
   request is admitted in a step that preempted (vLLM V1's rule);
 * **time**: a step lasts :class:`tpsim.serving.step_model.StepModel`'s price of its tokens
-  (CUDA graphs unless ``eager``, as ``tpsim infer`` prices them); a prefill's last chunk
-  samples the sequence's next token (its first: TTFT), a decode one token each. Steps that
+  (CUDA graphs unless ``eager``, as ``tpsim infer`` prices them) and the engine's host work
+  for its sequences, after it or overlapped with it (:mod:`tpsim.serving.host`); a
+  prefill's last chunk samples the sequence's next token (its first: TTFT), a decode one
+  token each. Steps that
   only decode, with nothing to admit, are advanced together up to the next finish, arrival
   or block shortage (their times summed in numpy): the loop costs O(events), not O(tokens).
 
@@ -30,8 +32,8 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 
 A request may arrive with its prompt already cached (``cached``: a disaggregated decode
 instance receives the prefill's KV cache and its first token): it is admitted with the blocks
-of its prompt and decodes from its first step. The engine's CPU work (scheduling,
-detokenizing, the HTTP server) is not modelled, nor prefix caching.
+of its prompt and decodes from its first step. The HTTP server's and the tokenizer's work per
+request is not modelled, nor prefix caching.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ from ..spec.serving import ServingLayout
 from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
 from .energy import run_energy
+from .host import host_step_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
@@ -88,13 +91,14 @@ class EngineLoop:
         self.done = [int(cached)] * n                   # tokens generated
         self.first = np.zeros(n)
         self.last = np.zeros(n)
-        self.bs, self.free, self.model = st.block_size, blocks, model
+        self.bs, self.free, self.model, self.st = st.block_size, blocks, model, st
         self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
         self.waiting, self.running = deque(), []
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
         self.steps = self.prefill_steps = self.preemptions = 0
         self.seq_steps = 0
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
+        self.host_wait_s = 0.0                           # the GPU waiting for the host
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -139,12 +143,14 @@ class EngineLoop:
         if k == 0:
             return False
         b = len(run)
-        times = self.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
-        ends = self.t + np.cumsum(times)
+        gpu = self.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
+        wall = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
+        ends = self.t + np.cumsum(wall)
         if self.next < len(self.arr) and len(self.running) < self.max_seqs:
             k = min(k, int(np.searchsorted(ends, self.arr[self.next])) + 1)
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
-        self.decode_busy_s += float(ends[k - 1]) - self.t
+        self.decode_busy_s += float(gpu[:k].sum())
+        self.host_wait_s += float((wall[:k] - gpu[:k]).sum())
         self.t = float(ends[k - 1])
         self.steps += k
         self.seq_steps += k * b
@@ -210,7 +216,9 @@ class EngineLoop:
         else:
             dt = float(self.model.decode_step_s(len(dec), sum(dec)))
             self.decode_busy_s += dt
-        self.t += dt
+        wall = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
+        self.host_wait_s += wall - dt
+        self.t += wall
         self.steps += 1
         self.seq_steps += len(sched)
         for r, new in sched:
@@ -310,7 +318,7 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                      duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
-                    loop.seq_steps / max(loop.steps, 1), sm.prices)
+                    loop.seq_steps / max(loop.steps, 1), sm.prices, loop.host_wait_s)
     energy, cost = run_energy(topo, lay.tp * lay.pp, duration, loop.prefill_busy_s, loop.decode_busy_s,
                               out_tokens, st.usd_per_gpu_hour)
     return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done), energy,

@@ -92,12 +92,14 @@ class Scheduler:
     """What the engine loop did: ``steps`` engine steps (``prefill_steps`` of them with a
     prefill chunk), ``preemptions`` (a sequence's blocks freed, its tokens recomputed later),
     ``mean_running``: the mean sequences per step; ``step_prices``: the layer simulations
-    behind the step-time tables."""
+    behind the step-time tables; ``host_wait_s``: the GPU waiting for the engine's host work,
+    sum over steps of wall - t_gpu (:func:`tpsim.serving.host.step_wall_s`)."""
     steps: int
     prefill_steps: int
     preemptions: int
     mean_running: float
     step_prices: int
+    host_wait_s: float
 
 
 @dataclass(frozen=True)

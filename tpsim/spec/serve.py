@@ -61,6 +61,17 @@ class ServeSettings:
         "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="count")
     block_size: int = setting(16, "tokens per KV-cache block (vLLM's block_size)",
                               flag="--block-size", kind="count")
+    host_step_us: float = setting(
+        572.0, "the engine's host (CPU) time per step, us, whatever its sequences (fitted: "
+        "bench/serve_published.py --fit-host: 571.8, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
+        "ITLs at 25 and 100 users)", flag="--host-step-us", kind="price")
+    host_seq_us: float = setting(
+        11.3, "the engine's host (CPU) time per sequence in a step, us (fitted: 11.32, with "
+        "--host-step-us)", flag="--host-seq-us", kind="price")
+    host_overlap: bool = setting(
+        False, "the host work of a step overlaps the next step's forward (TensorRT-LLM's "
+        "overlap scheduler, SGLang's); off: it runs between steps, as vLLM's V1 engine "
+        "does", flag="--host-overlap", kind="flag")
     usd_per_gpu_hour: float | None = setting(
         None, "price of one GPU for an hour, USD: the run's cost = GPUs x duration / 3600 x "
         "this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",

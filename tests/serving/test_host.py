@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from tpsim.serving.engine import serve
+from tpsim.serving.host import host_step_s, step_wall_s
+from tpsim.spec.serve import ServeSettings
+
+RUN = dict(requests=40, prompt=256, gen=32, rate=float("inf"))
+
+
+def test_host_time_is_affine_in_the_sequences_and_adds_or_overlaps():
+    st = ServeSettings(host_step_us=500.0, host_seq_us=10.0)
+    assert host_step_s(st, np.array([0, 100])) == pytest.approx([500e-6, 1500e-6])
+    gpu, host = np.array([1e-3, 2e-3]), np.array([1.5e-3, 1.5e-3])
+    assert step_wall_s(gpu, host, False) == pytest.approx([2.5e-3, 3.5e-3])
+    assert step_wall_s(gpu, host, True) == pytest.approx([1.5e-3, 2e-3])
+
+
+def test_a_constant_host_time_between_steps_adds_it_to_every_step():
+    """Every request queued at once: the schedule does not depend on time, so a host time of
+    a per step (b = 0) lengthens the run by exactly steps x a."""
+    none = serve("llama3-8b", "dgx-h100", host_step_us=0.0, host_seq_us=0.0, **RUN)
+    some = serve("llama3-8b", "dgx-h100", host_step_us=700.0, host_seq_us=0.0, **RUN)
+    assert some.scheduler.steps == none.scheduler.steps
+    added = some.throughput.duration_s - none.throughput.duration_s
+    assert added == pytest.approx(none.scheduler.steps * 700e-6, rel=1e-9)
+    assert some.scheduler.host_wait_s == pytest.approx(added, rel=1e-9)
+    assert some.energy.decode_busy_s == pytest.approx(none.energy.decode_busy_s, rel=1e-12)
+
+
+def test_overlapped_host_work_shorter_than_the_forward_costs_nothing():
+    none = serve("llama3-8b", "dgx-h100", host_step_us=0.0, host_seq_us=0.0, **RUN)
+    hid = serve("llama3-8b", "dgx-h100", host_step_us=100.0, host_seq_us=1.0,
+                host_overlap=True, **RUN)
+    assert hid.throughput.duration_s == pytest.approx(none.throughput.duration_s, rel=1e-12)
+    assert hid.scheduler.host_wait_s == 0.0

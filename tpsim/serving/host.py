@@ -1,0 +1,30 @@
+"""The engine's host (CPU) work per step: scheduling, input preparation, sampling's
+bookkeeping and detokenizing, which grow with the sequences in the step.
+
+    t_host(n) = host_step_us + host_seq_us x n        (n: the sequences in the step)
+
+Where the engine runs it between steps (vLLM's V1 engine: the scheduler and the output
+processing run after a step's forward and before the next, unless async scheduling is on) the
+step lasts t_gpu + t_host; where it overlaps the host work of one step with the next step's
+forward (TensorRT-LLM's overlap scheduler, on by default in its PyTorch backend,
+nvidia.github.io/TensorRT-LLM/features/overlap-scheduler.html; SGLang's zero-overhead
+scheduler) it lasts max(t_gpu, t_host). The two coefficients are
+:class:`~tpsim.spec.serve.ServeSettings` fields, with their fit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def host_step_s(st, seqs):
+    """t_host = (host_step_us + host_seq_us x seqs) x 1e-6, s (module docstring)."""
+    return (st.host_step_us + st.host_seq_us * np.asarray(seqs, float)) * 1e-6
+
+
+def step_wall_s(gpu_s, host_s, overlap: bool):
+    """A step's wall time: max(t_gpu, t_host) where the host work overlaps the forward,
+    t_gpu + t_host where it runs between steps (module docstring)."""
+    return np.maximum(gpu_s, host_s) if overlap else np.asarray(gpu_s) + host_s
+
+
+__all__ = ["host_step_s", "step_wall_s"]

@@ -10,13 +10,13 @@ from .infer import add_model_topology, run_each
 from .layout_args import add_layout_arguments, layout_from_args
 
 # the ServingLayout fields that serve takes (the batch is the engine's to make)
-LAYOUT = ("tp", "pp", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager",
+LAYOUT = ("tp", "pp", "ep", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager",
           "memory_headroom")
 EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
          "gen": " (the mean with --gen-dist exponential)",
          "rate": "; a comma list (--rate 1,4,16,inf) compares every combination in one table"}
 # the flags that take a comma list, in the order the combinations vary (the last fastest)
-LISTS = ("model", "topology", "tp", "pp", "prompt", "gen", "dtype", "max_num_seqs", "rate")
+LISTS = ("model", "topology", "tp", "pp", "ep", "prompt", "gen", "dtype", "max_num_seqs", "rate")
 
 
 def fill_serve(p) -> None:
@@ -36,7 +36,7 @@ def _cmd_serve(args) -> None:
     fmt = output_format(args)
     combos = combinations(args, LISTS)
     preds = run_each(args, combos, lambda c: serve(
-        c["model"], topology_for(c["topology"], c["tp"] * c["pp"]),
+        c["model"], topology_for(c["topology"], c["tp"] * c["pp"] * c["ep"]),
         layout=layout_from_args(args, LAYOUT, ServingLayout, c),
         settings=layout_from_args(args, cls=ServeSettings, given=c)))
     from ..report.serve_compare import serve_comparison

@@ -11,7 +11,7 @@ from .layout_args import add_layout_arguments, layout_from_args
 from .lists import int_list
 
 # what the search leaves to the user: the lengths, dtypes and engine switches; the requests of
-# each run and the engine's knobs (tp, pp, max_num_seqs and the rate are the search's)
+# each run and the engine's knobs (tp, pp, ep, max_num_seqs and the rate are the search's)
 LAYOUT = ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "memory_headroom")
 SETTINGS = ("requests", "seed", "prompt_dist", "gen_dist", "max_num_batched_tokens",
             "block_size", "usd_per_gpu_hour")
@@ -35,7 +35,8 @@ def fill_serve_search(p) -> None:
                    help="shipped name (see `tpsim models`) or YAML path")
     p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
     p.add_argument("--gpus", type=positive_int, required=True,
-                   help="GPUs of the deployment: replicas of tp x pp, or prefill + decode pools")
+                   help="GPUs of the deployment: replicas of tp x pp x ep, or prefill + decode "
+                   "pools")
     p.add_argument("--ttft-p99", type=seconds, required=True, metavar="S",
                    help="target: 99th percentile of the time to first token, seconds")
     p.add_argument("--tpot-p99", type=seconds, required=True, metavar="S",

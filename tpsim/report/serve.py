@@ -39,7 +39,7 @@ def serve_report(p) -> str:
     host = "CUDA graphs" if i.cuda_graphs else "eager"
     gib = 2**30
     lines = [
-        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}{f' PP={i.pp}' if i.pp > 1 else ''}; GEMMs {i.dtype}, "
+        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; GEMMs {i.dtype}, "
         f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
         f"{i.requests} requests, {_rate(i.rate)}, seed {i.seed}; prompt {i.prompt} "
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
@@ -47,7 +47,8 @@ def serve_report(p) -> str:
         f"engine: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "
         f"{e.max_num_batched_tokens}, block_size {e.block_size}, gpu_memory_utilization "
         f"{e.gpu_memory_utilization:.3f}",
-        f"  KV cache {e.kv_cache_bytes / gib:.2f} GiB per GPU: {e.num_gpu_blocks} blocks, "
+        f"  KV cache {e.kv_cache_bytes / gib:.2f} GiB per GPU: {e.num_gpu_blocks} blocks"
+        f"{f' on {i.ep} EP replicas' if i.ep > 1 else ''}, "
         f"{e.kv_cache_tokens:,} tokens (weights {e.weights_bytes / gib:.2f} GiB, activations "
         f"{e.activations_bytes / gib:.2f} GiB)",
         *formula_lines(ENGINE),

@@ -13,9 +13,9 @@ CANDIDATE = {"requests_per_s": qualname(capacity), "kv_transfer_s": qualname(kv_
 
 
 def label(c) -> str:
-    """TP4 PP2 x2 seqs256, or P 2xTP2 + D 1xTP4 seqs256 (disaggregated)."""
+    """TP4 PP2 x2 seqs256, TP2 EP4 x1 seqs256, or P 2xTP2 + D 1xTP4 seqs256 (disaggregated)."""
     if c.mode == "aggregated":
-        pp = f" PP{c.pp}" if c.pp > 1 else ""
+        pp = (f" PP{c.pp}" if c.pp > 1 else "") + (f" EP{c.ep}" if c.ep > 1 else "")
         return f"TP{c.tp}{pp} x{c.replicas} seqs{c.max_num_seqs}"
     return (f"P {c.prefill_replicas}xTP{c.prefill_tp} + D {c.replicas}xTP{c.tp} "
             f"seqs{c.max_num_seqs}")

@@ -23,7 +23,7 @@ def pool_tps(s) -> list[int]:
     out = []
     for tp in range(1, min(s.gpus - 1, s.topo.devices_per_node) + 1):
         try:
-            s.m.check_tp(tp)
+            s.m.check_tp(tp, serving=True)
         except ConfigError:
             continue
         out.append(tp)
@@ -69,7 +69,7 @@ def disaggregated(s, seqs, rate: float | None, top: int) -> list:
             continue
         moved = kv_transfer_s(s.m, s.topo, pi.lay, pi.requests(lam / n_p).prompt, pi.pair)
         out.append(s.candidate(
-            lam, a, b, mode="disaggregated", tp=di.lay.tp, pp=1, replicas=n_d, max_num_seqs=n,
+            lam, a, b, mode="disaggregated", tp=di.lay.tp, pp=1, ep=1, replicas=n_d, max_num_seqs=n,
             prefill_tp=pi.lay.tp, prefill_replicas=n_p, prefill_gpus=n_p * pi.lay.tp,
             decode_gpus=n_d * di.lay.tp, kv_transfer_s=float(moved.mean())))
     return out

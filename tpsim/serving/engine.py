@@ -29,6 +29,13 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   the blocks hold more tokens; a step is a round of min(pp, sequences) micro-batches through
   the stages (:class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` bounds the
   sequences of all micro-batches together.
+* **expert parallelism** (``ep`` > 1, a mixture-of-experts model): ep attention replicas of
+  tp x pp GPUs, one scheduler over them; each GPU holds E/ep of each MoE layer's experts, so
+  more blocks, and the engine's cache is the ep replicas' blocks together (a sequence within
+  one replica's); a step spreads its sequences over the replicas (g = min(pp ep, sequences)
+  in :class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` and
+  ``max_num_batched_tokens`` bound the whole step, all replicas together (vLLM's data-parallel
+  engines take them per replica: x ep here).
 
 A request may arrive with its prompt already cached (``cached``: a disaggregated decode
 instance receives the prefill's KV cache and its first token): it is admitted with the blocks
@@ -64,18 +71,20 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
     """The paged KV cache: usable = Device.usable_bytes(memory_headroom); KV bytes = usable -
     weights_per_gpu (of one of pp stages) - activations_per_sequence at a prompt of
     max_num_batched_tokens (the profile run of one full step, as vLLM sizes it, on every
-    stage); kv_bytes_per_token of one stage's layers; num_gpu_blocks = floor(KV bytes /
-    (block_size x kv_bytes_per_token))."""
+    stage); kv_bytes_per_token of one stage's layers; num_gpu_blocks = ep floor(KV bytes /
+    (block_size x kv_bytes_per_token)), the ep replicas' blocks together, each GPU holding
+    E/ep experts of each MoE layer; kv_cache_tokens likewise; kv_cache_bytes one GPU's."""
     usable = topo.device.usable_bytes(lay.memory_headroom)
-    weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype)
+    weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.ep)
     act = activations_per_sequence(m, lay.tp, 1, st.max_num_batched_tokens,
                                    lay.activation_dtype)
     per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype)
     room = max(usable - weights - act, 0.0)
     blocks = math.floor(room / (st.block_size * per_token))
     return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
-                        usable / topo.device.memory_bytes, blocks, blocks * st.block_size,
-                        per_token, weights, act, blocks * st.block_size * per_token)
+                        usable / topo.device.memory_bytes, lay.ep * blocks,
+                        lay.ep * blocks * st.block_size, per_token, weights, act,
+                        blocks * st.block_size * per_token)
 
 
 class EngineLoop:
@@ -278,17 +287,14 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     at most ``longest`` tokens (``sm``: tables already built for this model and split, with
     room for these knobs); a ConfigError where the split or the longest sequence does not
     fit."""
-    if lay.ep != 1:
-        raise ConfigError("--ep", "", "1 (tpsim serve models one attention replica; tpsim "
-                          "infer prices expert parallelism)", lay.ep)
-    _check(m, topo, dataclasses.replace(lay, batch=lay.pp))   # the batch is the engine's
+    _check(m, topo, dataclasses.replace(lay, batch=lay.pp * lay.ep))   # the engine's batch
     eng = kv_cache_blocks(m, topo, lay, st)
-    if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks:
+    if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks // lay.ep:
         raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
                           f"{eng.kv_cache_tokens} tokens", longest)
     if sm is None:
         srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
-                      lay.cache_dtype, lay.allreduce, lay.eager)
+                      lay.cache_dtype, lay.allreduce, lay.eager, lay.ep)
         sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
     return eng, sm
 
@@ -310,17 +316,17 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     ttft, tpot, e2e = latencies(loop, reqs)
     duration = float(loop.last.max() - reqs.arrival_s.min())
     out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
-    inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.pp, lay.dtype,
-                         lay.cache_dtype, lay.allreduce, not lay.eager, st.rate, st.requests,
-                         st.seed, lay.prompt, lay.gen, st.prompt_dist, st.gen_dist, in_tokens,
+    inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.pp, lay.ep,
+                         lay.dtype, lay.cache_dtype, lay.allreduce, not lay.eager, st.rate,
+                         st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist, st.gen_dist, in_tokens,
                          out_tokens)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
                      duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
                     loop.seq_steps / max(loop.steps, 1), sm.prices, loop.host_wait_s)
-    energy, cost = run_energy(topo, lay.tp * lay.pp, duration, loop.prefill_busy_s, loop.decode_busy_s,
-                              out_tokens, st.usd_per_gpu_hour)
+    energy, cost = run_energy(topo, lay.tp * lay.pp * lay.ep, duration, loop.prefill_busy_s,
+                              loop.decode_busy_s, out_tokens, st.usd_per_gpu_hour)
     return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done), energy,
                            cost)
 

@@ -52,7 +52,7 @@ class Point:
 
 @dataclass
 class Instance:
-    """An engine instance: ``gpus`` = tp x pp GPUs, its KV cache and step-time tables."""
+    """An engine instance: ``gpus`` = tp x pp x ep GPUs, its KV cache and step-time tables."""
     m: ModelConfig
     topo: Topology
     lay: ServingLayout
@@ -64,7 +64,7 @@ class Instance:
 
     @property
     def gpus(self) -> int:
-        return self.lay.tp * self.lay.pp
+        return self.lay.tp * self.lay.pp * self.lay.ep
 
     def requests(self, rate: float) -> Requests:
         st, lay = self.st, self.lay
@@ -92,10 +92,10 @@ class Instance:
 
 def instance(m, topo, lay: ServingLayout, st: ServeSettings, kind: str, longest: int,
              tables: dict, pair: Group | None = None) -> Instance:
-    """An :class:`Instance`; ``tables``: step-time tables by (tp, pp), built on first use
+    """An :class:`Instance`; ``tables``: step-time tables by (tp, pp, ep), built on first use
     for ``longest`` tokens (a ConfigError where the split or the longest sequence does not
     fit)."""
-    key = (lay.tp, lay.pp)
+    key = (lay.tp, lay.pp, lay.ep)
     eng, sm = engine_parts(m, topo, lay, st, longest, tables.get(key))
     tables[key] = sm
     return Instance(m, topo, lay, st, kind, sm, eng.num_gpu_blocks, pair)

@@ -37,6 +37,7 @@ class ServeInputs:
     device: str
     tp: int
     pp: int
+    ep: int
     dtype: str
     kv_dtype: str
     allreduce: str

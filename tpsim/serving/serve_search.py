@@ -3,9 +3,11 @@
 
 The space, for a model on a topology:
 
-* **aggregated**: replicas of tp x pp GPUs (tp within a node and dividing the model's heads,
-  pp at most its layers), replicas = gpus / (tp pp), each an engine serving prefill and decode
-  (:func:`tpsim.serving.engine.serve`'s loop), for each ``max_num_seqs`` given;
+* **aggregated**: replicas of tp x pp x ep GPUs (tp within a node and dividing the model's
+  heads, pp at most its layers; a mixture-of-experts model also ep > 1 at pp = 1, ep dividing
+  its experts: ep attention replicas sharing the experts, one engine,
+  :mod:`tpsim.serving.engine`), replicas = gpus / (tp pp ep), each an engine serving prefill
+  and decode (:func:`tpsim.serving.engine.serve`'s loop), for each ``max_num_seqs`` given;
 * **disaggregated** (DistServe, Zhong et al. OSDI 2024; vLLM's and SGLang's PD disaggregation):
   P GPUs of prefill instances (tp_p each) and D = gpus - P of decode instances (tp_d each, for
   each ``max_num_seqs``); a request's prompt is prefilled on one, its KV cache sent to the
@@ -26,11 +28,11 @@ least that many requests/s. Energy per output token: each pool's run's energy
 million output tokens = :func:`tpsim.cluster.power.gpu_hours_usd` of the gpus for one second
 / output tokens/s x 1e6.
 
-Work is bounded: one set of step-time tables per (tp, pp), 7 engine runs of
+Work is bounded: one set of step-time tables per (tp, pp, ep), 7 engine runs of
 ``settings.requests`` requests per instance configuration (not per split; a prefill instance
 once per tp and set of levels its KV cache crosses), two reruns per disaggregated candidate
 shown. Modest request counts keep it to seconds; few requests
-understate a queue's growth near capacity. Disaggregated pools are pp = 1.
+understate a queue's growth near capacity. Disaggregated pools are pp = 1, ep = 1.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ TOP = 10
 
 @dataclass(frozen=True)
 class ServeCandidate:
-    """One deployment at its operating point (module docstring). ``tp``, ``pp``,
+    """One deployment at its operating point (module docstring). ``tp``, ``pp``, ``ep``,
     ``replicas``, ``max_num_seqs``: the aggregated replicas', or the decode instances'; the
     ``prefill_*`` fields, ``decode_gpus`` and ``kv_transfer_s`` (mean per request) are None
     when aggregated. ``requests_per_s``: the most the deployment serves within the targets;
@@ -59,6 +61,7 @@ class ServeCandidate:
     mode: str
     tp: int
     pp: int
+    ep: int
     replicas: int
     max_num_seqs: int
     prefill_tp: int | None
@@ -104,17 +107,21 @@ REASONS = {"memory": "the weights or the longest sequence do not fit",
            "rerun": "a disaggregated split that missed the targets when rerun at its rate"}
 
 
-def splits(m: ModelConfig, topo: Topology, gpus: int) -> list[tuple[int, int]]:
-    """(tp, pp) of a replica: tp a divisor of gpus within a node that the model takes
-    (ModelConfig.check_tp), pp a divisor of gpus / tp at most the model's layers."""
+def splits(m: ModelConfig, topo: Topology, gpus: int) -> list[tuple[int, int, int]]:
+    """(tp, pp, ep) of a replica: tp a divisor of gpus within a node that the model takes
+    (ModelConfig.check_tp, as served), pp a divisor of gpus / tp at most the model's layers
+    at ep = 1; a mixture-of-experts model also ep > 1 dividing gpus / tp and its experts, at
+    pp = 1."""
     out = []
     for tp in (d for d in range(1, gpus + 1) if gpus % d == 0 and d <= topo.devices_per_node):
         try:
-            m.check_tp(tp)
+            m.check_tp(tp, serving=True)
         except ConfigError:
             continue
-        out += [(tp, pp) for pp in range(1, gpus // tp + 1)
-                if (gpus // tp) % pp == 0 and pp <= m.layers]
+        rest = gpus // tp
+        out += [(tp, pp, 1) for pp in range(1, rest + 1) if rest % pp == 0 and pp <= m.layers]
+        out += [(tp, 1, ep) for ep in range(2, rest + 1)
+                if m.moe and rest % ep == 0 and m.experts % ep == 0]
     return out
 
 
@@ -134,11 +141,11 @@ class _Search:
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
 
-    def best(self, kind, tp, pp, seqs, pair=None) -> tuple[object, Point | None]:
+    def best(self, kind, tp, pp, seqs, pair=None, ep=1) -> tuple[object, Point | None]:
         """(the instance, its run at capacity) for one configuration; (None, None) where it
         does not fit or never meets its targets."""
         self.configurations += 1
-        lay = replace(self.lay, tp=tp, pp=pp)
+        lay = replace(self.lay, tp=tp, pp=pp, ep=ep)
         st = replace(self.st, max_num_seqs=seqs)
         try:
             inst = instance(self.m, self.topo, lay, st, kind, self.longest, self.tables, pair)
@@ -171,13 +178,13 @@ class _Search:
 
 def _aggregated(s: _Search, seqs) -> list[ServeCandidate]:
     out = []
-    for tp, pp in splits(s.m, s.topo, s.gpus):
+    for tp, pp, ep in splits(s.m, s.topo, s.gpus):
         for n in seqs:
-            inst, p = s.best("both", tp, pp, n)
+            inst, p = s.best("both", tp, pp, n, ep=ep)
             if p is not None:
-                reps = s.gpus // (tp * pp)
+                reps = s.gpus // (tp * pp * ep)
                 out.append(s.candidate(p.rate * reps, None, p, mode="aggregated", tp=tp, pp=pp,
-                                       replicas=reps, max_num_seqs=n, prefill_tp=None,
+                                       ep=ep, replicas=reps, max_num_seqs=n, prefill_tp=None,
                                        prefill_replicas=None, prefill_gpus=None,
                                        decode_gpus=None, kv_transfer_s=None))
     return out
@@ -190,7 +197,7 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
                  ) -> ServeSearchResult:
     """The layouts of ``gpus`` GPUs meeting TTFT p99 <= ``ttft_p99_s`` and TPOT p99 <=
     ``tpot_p99_s`` (seconds), best first by output tokens/s per GPU (module docstring).
-    ``layout``: the dtypes, lengths and engine switches (its tp, pp and batch are the
+    ``layout``: the dtypes, lengths and engine switches (its tp, pp, ep and batch are the
     search's); ``settings``: the requests of each run and the engine's knobs (its rate and
     max_num_seqs are the search's); ``rate``: the requests/s every candidate must serve."""
     m = model if isinstance(model, ModelConfig) else load_model(model)

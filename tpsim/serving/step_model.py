@@ -44,6 +44,13 @@ n_layers (P(T_mb) + A_mb + k sum L / g) + E(T_mb) + O(n/g) + R(T_mb). At pp = 1 
 these are the forms above. One micro-batch's trip through the stages equals the stages'
 work for all g micro-batches when the split is even (pp stages x 1/pp of the layers x g =
 pp micro-batches): the round is both, and the bubble between rounds is not modelled.
+
+**Expert parallelism** (ep > 1, as ``tpsim infer --ep`` prices it): the step's sequences are
+spread evenly over ep attention replicas of tp GPUs, each running its share in pp
+micro-batches, so g = min(pp ep, n) in the forms above: each replica's micro-batch carries
+1/g of the step's work (its chunks unsplit), and its layers are priced at ep (the MoE layers'
+experts split over the replicas, their dispatch and combine all-to-alls,
+:mod:`tpsim.layer.infer_moe`). At ep = 1 g = min(pp, n) as above.
 """
 from __future__ import annotations
 
@@ -112,7 +119,7 @@ class StepModel:
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
         self.o_grid, self.out = tabulate(
             lambda b: srv.cost(output_template(tg), srv.dims(b, 1)).time_s, top_t)
-        self.pp = srv.pp
+        self.pp, self.split = srv.pp, srv.pp * srv.ep
         self.r_grid, self.p2p = tabulate(
             lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, top_t) \
             if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
@@ -155,8 +162,8 @@ class StepModel:
 
     def decode_step_s(self, b, sum_kv) -> np.ndarray:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
-        g = min(pp, b) micro-batches (module docstring)."""
-        g = min(self.pp, b)
+        g = min(pp ep, b) micro-batches (module docstring)."""
+        g = min(self.split, b)
         lin = np.interp(b / g, self.b_grid, self.decode_lin)
         return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(b / g,
                                                                                       b / g)
@@ -164,10 +171,10 @@ class StepModel:
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int) -> float:
         """A step with prefill ``chunks`` ((c, s) pairs) and ``decode_seqs`` decodes holding
         ``decode_kv`` cached tokens; ``outputs`` sequences sample a token; the heaviest of
-        g = min(pp, sequences) micro-batches (module docstring)."""
+        g = min(pp ep, sequences) micro-batches (module docstring)."""
         c = np.array([p[0] for p in chunks], float)
         s = np.array([p[1] for p in chunks], float)
-        g = min(self.pp, len(chunks) + decode_seqs)
+        g = min(self.split, len(chunks) + decode_seqs)
         att = self.attention(c, s)
         tokens = max((c.sum() + decode_seqs) / g, c.max())
         layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att.sum() / g, att.max())

@@ -47,7 +47,7 @@ def test_best_first_and_the_gpus_add_up(result):
     for c in r.candidates:
         assert c.output_tokens_per_s_per_gpu == pytest.approx(c.output_tokens_per_s / 4)
         if c.mode == "aggregated":
-            assert c.tp * c.pp * c.replicas == 4 and c.prefill_tp is None
+            assert c.tp * c.pp * c.ep * c.replicas == 4 and c.prefill_tp is None
         else:
             assert c.prefill_gpus + c.decode_gpus == 4
             assert c.prefill_gpus == c.prefill_tp * c.prefill_replicas
@@ -88,8 +88,18 @@ def test_a_ttft_below_the_unloaded_prefill_leaves_none():
 def test_splits_divide_the_gpus_and_the_heads():
     m = load_model("llama3-70b")
     got = splits(m, load_topology("dgx-h100"), 8)
-    assert (8, 1) in got and (1, 8) in got and (2, 4) in got
-    assert all(8 % (tp * pp) == 0 and m.heads % tp == 0 for tp, pp in got)
+    assert (8, 1, 1) in got and (1, 8, 1) in got and (2, 4, 1) in got
+    assert all(8 % (tp * pp) == 0 and m.heads % tp == 0 and ep == 1 for tp, pp, ep in got)
+
+
+def test_splits_of_a_mixture_of_experts_model_try_expert_parallelism():
+    """qwen3-30b-a3b (128 experts) on 8 GPUs: ep > 1 at pp = 1, dividing gpus / tp and the
+    experts; the dense splits as before."""
+    m = load_model("qwen3-30b-a3b")
+    got = splits(m, load_topology("dgx-h100"), 8)
+    assert {(1, 1, 8), (2, 1, 4), (4, 1, 2), (8, 1, 1), (1, 8, 1)} <= set(got)
+    assert all(8 % (tp * pp * ep) == 0 and m.experts % ep == 0 and (ep == 1 or pp == 1)
+               for tp, pp, ep in got)
 
 
 def test_kv_transfer_over_the_nic_is_slower_than_nvlink():

@@ -72,7 +72,7 @@ def test_moe_layer_placement_and_widths_default():
     mlp = 3 * 64 * 128
     assert m.params() - m.active_params() == 2 * mlp        # 2 experts of 4 left out
     with pytest.raises(TpsimError, match=r"mixture-of-experts layers \(4 routed experts \+ 1 "
-                       r"shared, top-2\) are not priced in serve-search"):
+                       r"shared, top-2\) are not priced outside training and serving"):
         m.check_tp(1)
     m.check_tp(1, training=True)
     with pytest.raises(TpsimError, match="not priced with biases"):

@@ -147,16 +147,18 @@ class ModelConfig:
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
         what, never a dense price in their place. ``training`` (``tpsim predict`` and
-        ``search``; no expert biases) and ``serving`` (``tpsim infer``, ``serve``) price
-        mixture-of-experts layers and multi-head latent attention; serve-search neither."""
+        ``search``; no expert biases) and ``serving`` (``tpsim infer``, ``serve``,
+        ``serve-search``) price mixture-of-experts layers and multi-head latent attention;
+        a check asking for neither prices neither."""
         if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
-                             f"in serve-search (kv_lora_rank {self.kv_lora_rank}); tpsim "
-                             "predict, search and infer price it")
+                             f"outside training and serving (kv_lora_rank {self.kv_lora_rank});"
+                             " tpsim predict, search, infer, serve and serve-search price it")
         if self.moe and not (serving or training and not self.bias):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
             what = ("with biases in training (the expert slot has none)" if training else
-                    "in serve-search (tpsim predict, search and infer price them)")
+                    "outside training and serving (tpsim predict, search, infer, serve and "
+                    "serve-search price them)")
             raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
                              f"experts{shared}, top-{self.experts_per_token}) are not priced "
                              f"{what}; tpsim will not price this model as a dense one")

@@ -39,7 +39,9 @@ def serve_report(p) -> str:
     host = "CUDA graphs" if i.cuda_graphs else "eager"
     gib = 2**30
     lines = [
-        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; GEMMs {i.dtype}, "
+        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}"
+        f"{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; "
+        f"GEMMs {i.dtype}, "
         f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
         f"{i.requests} requests, {_rate(i.rate)}, seed {i.seed}; prompt {i.prompt} "
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",

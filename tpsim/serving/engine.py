@@ -265,7 +265,7 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
           settings: ServeSettings | None = None, **given) -> ServePrediction:
     """Serve ``settings.requests`` requests with an engine loop (module docstring).
 
-    ``layout``: a :class:`~tpsim.spec.serving.ServingLayout` (tp, pp, dtype, kv_dtype,
+    ``layout``: a :class:`~tpsim.spec.serving.ServingLayout` (tp, pp, ep, dtype, kv_dtype,
     allreduce, eager, memory_headroom; prompt and gen as the lengths' means; batch unused);
     ``settings``: a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed,
     distributions and the engine's knobs); either or both as keywords instead."""
@@ -318,8 +318,8 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
     inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.pp, lay.ep,
                          lay.dtype, lay.cache_dtype, lay.allreduce, not lay.eager, st.rate,
-                         st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist, st.gen_dist, in_tokens,
-                         out_tokens)
+                         st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
+                         st.gen_dist, in_tokens, out_tokens)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
                      duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))

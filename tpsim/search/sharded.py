@@ -32,8 +32,10 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     """``parts`` (:class:`tpsim.search.step.Parts`) with the layer's times raised as the
     module docstring says, for ZeRO ``zero`` over ``dp`` and the chunks' layer counts
     ``sizes``; unchanged below ZeRO-2 or at dp 1."""
+    if zero < 2 or dp == 1:
+        return parts
     sizes = [k for k in sizes if k > 0]
-    if zero < 2 or dp == 1 or not sizes:
+    if not sizes:
         return parts
     comm = unit_comm(run.model.layer_params(tp), run.dtype, Sharding(zero, dp),
                      Parallelism(tp=tp, pp=pp, dp=dp), 0, price)

@@ -119,13 +119,22 @@ class Forms:
             x[self.c0:self.cin0] += self.edge_sum[hi] - self.edge_sum[lo]
 
     def segment(self, x, k: int, a: int, b: int) -> None:
-        """Stage k's computes at positions a..b and the p2p batches between them."""
-        prog, p, v = self.program(k), self.p, self.v
-        f0, f1 = prog.f_range(a, b)
-        b0, b1 = prog.b_range(a, b)
-        counts, fwd, bwd = self.table(k)
+        """Stage k's computes at positions a..b and the p2p batches between them: their
+        layers from this shape's tables, the rest (:meth:`_counts`) shared by every layers."""
+        rest, f0, f1, b0, b1 = _SEGMENTS.get((self.p, self.v, self.m, k, a, b), self._counts,
+                                             k, a, b)
+        _, fwd, bwd = self.table(k)
         x[0] += fwd[f1] - fwd[f0]
         x[1] += bwd[b1] - bwd[b0]                       # B runs chunks reversed
+        x += rest
+
+    def _counts(self, k: int, a: int, b: int) -> tuple:
+        """What :meth:`segment` adds that does not depend on the layers (a row, each column
+        added once from zero: the same sums), and its forward and backward ranges."""
+        prog, p, v, x = self.program(k), self.p, self.v, self.row()
+        f0, f1 = prog.f_range(a, b)
+        b0, b1 = prog.b_range(a, b)
+        counts = self.table(k)[0]
         if k == 0:
             x[2] += counts[f1, 0] - counts[f0, 0]
             x[3] += counts[b1, v - 1] - counts[b0, v - 1]
@@ -135,6 +144,7 @@ class Forms:
         last = self.last_index
         x[self.s0 + k:self.c0:p] += (b0 <= last) & (last < b1)
         x[self.cin0 + k] += prog.gaps(a, b)
+        return x, f0, f1, b0, b1
 
     # ---- how a path reaches stage k (returns the position it enters at)
     def head_up(self, x, k: int) -> int:
@@ -240,6 +250,7 @@ class Forms:
 
 _ANY_M = frozenset({"head_up", "head_round", "tail_down", "tail_drain"})
 _PIECES = Memo("step bound path pieces", 65536)
+_SEGMENTS = Memo("step bound segments' counts", 65536)
 
 
 def bottleneck_stages(p: int) -> tuple[int, ...]:

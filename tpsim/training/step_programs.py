@@ -27,7 +27,10 @@ class Shape:
     def __init__(self, p: int, m: int, v: int):
         self.p, self.m, self.v = p, m, v
         V = p * v
-        built = [(_one_f_one_b if v == 1 else _interleaved)(_Stage(p, m, v, r))
+        table = schedule_table(m, v, p) if v > 1 else [(i, 0) for i in range(m)]
+        orders = (_Orders(p, m, v, table, 0),
+                  _Orders(p, m, v, [(mb, v - 1 - c) for mb, c in table], 1))
+        built = [(_one_f_one_b if v == 1 else _interleaved)(_Stage(p, m, v, r), *orders)
                  for r in range(p)]
         self.progs = [prog for prog, _ in built]
         self.link, self.after, self.next, index = _links(
@@ -67,6 +70,29 @@ def _links(sends: list, p: int, V: int, n: int) -> tuple[list, list, list, dict]
     return link.tolist(), after.tolist(), nxt.tolist(), index
 
 
+class _Orders:
+    """What the computes in ``order`` ((micro-batch, chunk) each; b = 1: backwards) have
+    alike on every stage: their codes, 2 (mb V + c p) (stage r's messages are these plus
+    constants), and the places of chunk 0 and chunk v - 1 (where the first and last stage
+    have no upstream or downstream message)."""
+
+    def __init__(self, p: int, m: int, v: int, order: list, b: int):
+        V, last, top = p * v, m - 1, v - 1
+        self.b = b
+        self.codes = [2 * c + b + (2 * v if b and mb == last else 0) for mb, c in order]
+        self.base = [2 * (mb * V + c * p) for mb, c in order]
+        self.chunk0 = [i for i, (_, c) in enumerate(order) if c == 0]
+        self.chunk_last = [i for i, (_, c) in enumerate(order) if c == top]
+
+
+def _shift(base: list, d: int, none) -> list:
+    """``base`` plus d, None at the places ``none``."""
+    out = [x + d for x in base]
+    for i in none:
+        out[i] = None
+    return out
+
+
 class _Stage:
     """Stage r's program being written (computes as :class:`Shape` keeps them, batches) and
     the messages it sends, in order; ``F``/``B``: per forward and backward of the schedule
@@ -75,18 +101,16 @@ class _Stage:
     def __init__(self, p: int, m: int, v: int, r: int):
         self.p, self.m, self.v, self.r, self.out, self.sends = p, m, v, r, [], []
 
-    def units(self, order: list, b: int) -> tuple[list, list, list]:
-        """(codes, needs, makes) of the computes (mb, chunk) in ``order``, b = 1: backwards.
-        A forward of virtual stage g needs activation 2 (mb V + g - 1) and makes 2 (mb V + g);
-        a backward needs gradient 2 (mb V + g + 1) + 1 and makes 2 (mb V + g) + 1."""
-        p, v, r, last, V = self.p, self.v, self.r, self.m - 1, self.p * self.v
-        codes = [2 * c + b + (2 * v if b and mb == last else 0) for mb, c in order]
-        gs = [(mb * V, c * p + r) for mb, c in order]
-        if b:
-            return (codes, [2 * (o + g + 1) + 1 if g < V - 1 else None for o, g in gs],
-                    [2 * (o + g) + 1 if g > 0 else None for o, g in gs])
-        return (codes, [2 * (o + g - 1) if g > 0 else None for o, g in gs],
-                [2 * (o + g) if g < V - 1 else None for o, g in gs])
+    def units(self, order: _Orders) -> tuple[list, list, list]:
+        """(codes, needs, makes) of the computes of ``order``: a forward of virtual stage g
+        needs activation 2 (mb V + g - 1) and makes 2 (mb V + g); a backward needs gradient
+        2 (mb V + g + 1) + 1 and makes 2 (mb V + g) + 1 (None: virtual stage 0 or V - 1 has
+        no such message). The codes are shared by every stage (read only)."""
+        r, base, first, last = self.r, order.base, order.chunk0, order.chunk_last
+        first, last = first if r == 0 else (), last if r == self.p - 1 else ()
+        if order.b:
+            return order.codes, _shift(base, 2 * r + 3, last), _shift(base, 2 * r + 1, first)
+        return order.codes, _shift(base, 2 * r - 2, first), _shift(base, 2 * r, last)
 
     def batch(self, sends=(), recvs=()) -> None:
         if None in sends:
@@ -97,13 +121,13 @@ class _Stage:
             self.sends += sends
 
 
-def _one_f_one_b(P: _Stage) -> tuple[list, list]:
+def _one_f_one_b(P: _Stage, forwards: _Orders, backwards: _Orders) -> tuple[list, list]:
     """:func:`tpsim.training.pipeline.one_f_one_b`'s program of stage P.r, as integers: a stage
     with an upstream (r > 0) receives activations and sends gradients, one with a downstream
     (r < p - 1) the converse; a batch with nothing to move is not issued."""
     p, m, out, sends = P.p, P.m, P.out, P.sends
-    F, nF, mF = P.units([(i, 0) for i in range(m)], 0)
-    B, nB, mB = P.units([(i, 0) for i in range(m)], 1)
+    F, nF, mF = P.units(forwards)
+    B, nB, mB = P.units(backwards)
     up, down = P.r > 0, P.r < p - 1
     w = min(p - P.r - 1, m)
     rest = m - w
@@ -135,12 +159,11 @@ def _one_f_one_b(P: _Stage) -> tuple[list, list]:
     return out, sends
 
 
-def _interleaved(P: _Stage) -> tuple[list, list]:
+def _interleaved(P: _Stage, forwards: _Orders, backwards: _Orders) -> tuple[list, list]:
     """:func:`tpsim.training.pipeline.interleaved`'s program of stage P.r, as integers."""
     p, m, v, run, batch = P.p, P.m, P.v, P.out.append, P.batch
-    table = schedule_table(m, v, p)
-    F, nF, mF = P.units(table, 0)
-    B, nB, mB = P.units([(mb, v - 1 - c) for mb, c in table], 1)
+    F, nF, mF = P.units(forwards)
+    B, nB, mB = P.units(backwards)
     total = m * v
     w = interleaved_warmup(p, v, P.r, m)
     rest = total - w
@@ -151,11 +174,17 @@ def _interleaved(P: _Stage) -> tuple[list, list]:
         if k == w - 1 and rest:
             recvs += (nB[0],)
         batch((mF[k],), recvs)
-    for k in range(rest):
+    sent = P.sends
+    for k in range(rest):                   # the bulk: batch's work inline
         run(F[w + k])
         run(B[k])
-        recvs = (nF[w + k + 1],) if w + k + 1 < total else ()
-        batch((mF[w + k], mB[k]), recvs + (nB[k + 1],))
+        sends = (mF[w + k], mB[k])
+        recvs = (nF[w + k + 1], nB[k + 1]) if w + k + 1 < total else (nB[k + 1],)
+        if None in sends or None in recvs:
+            batch(sends, recvs)
+        else:
+            run(sends + recvs)
+            sent += sends
     if not rest:
         batch(recvs=(nB[0],))
     for k in range(rest, total):

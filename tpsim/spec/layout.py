@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from ..base.errors import ConfigError
 from .model import ATTENTION_KERNELS, ATTENTIONS
+from .pipeline_layout import stage_layers
 from .precision import PRECISION
 from .settings import changed, check, declared, made, setting
 from .sharding import check_sharding
@@ -109,6 +110,11 @@ class Layout:
         None, "layers on the last pipeline stage, split evenly over its virtual stages (the "
         "rest split evenly over the middle stages)", "--last-stage-layers",
         megatron="--decoder-last-pipeline-num-layers")
+    pipeline_layout: str | None = setting(
+        None, "the layers of each virtual stage, as Megatron-core's layout string: per virtual "
+        "stage E (embedding), t (transformer layer), m (multi-token prediction, not priced), "
+        "L (output layer), stages separated by |, (...)*n repeats (tpsim.spec.pipeline_layout)",
+        flag="--pipeline-layout", kind="name", megatron="--pipeline-model-parallel-layout")
     memory_headroom: float = setting(
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
         "and fragmentation) that the run keeps free on top", flag="--memory-headroom",
@@ -171,6 +177,11 @@ class Layout:
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
         check_sharding(self)
+        if self.pipeline_layout is not None:
+            if self.first_stage_layers is not None or self.last_stage_layers is not None:
+                raise ConfigError("--pipeline-layout", "", "no --first-stage-layers nor "
+                                  "--last-stage-layers beside it", self.pipeline_layout)
+            stage_layers(self.pipeline_layout, self.pp, self.virtual_stages)
         if self.cp > 1 and self.seq_len is not None and self.seq_len % (2 * self.cp):
             raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
                               "holds two chunks of the sequence, for the causal mask's balance)",

@@ -29,6 +29,7 @@ transfers on a link queue in order), and both sides' next ops wait for it.
 from __future__ import annotations
 
 from ..base.record import record
+from ..spec.pipeline_layout import check_layers
 
 FORWARD, BACKWARD = "F", "B"
 
@@ -251,6 +252,17 @@ def split_layers(layers: int, pp: int, v: int = 1, first: int | None = None,
             raise ValueError(f"{n} layers on pipeline stage {r} do not split evenly over "
                              f"{v} virtual stages")
     return [stages[r] // v for _ in range(v) for r in range(pp)]
+
+
+def layout_layers(layers: int, mtp_layers: int | None, lay) -> list[int]:
+    """Layers of each virtual stage of Layout ``lay``: its --pipeline-layout's transformer
+    layers (:func:`tpsim.spec.pipeline_layout.check_layers`) when given, else
+    :func:`split_layers` (a ValueError naming what does not divide)."""
+    if lay.pipeline_layout is not None:
+        return check_layers(lay.pipeline_layout, lay.pp, lay.virtual_stages, layers,
+                            mtp_layers)
+    return split_layers(layers, lay.pp, lay.virtual_stages, lay.first_stage_layers,
+                        lay.last_stage_layers)
 
 
 def _stage_counts(layers: int, pp: int, first: int | None, last: int | None) -> list[int]:

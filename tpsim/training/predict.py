@@ -33,7 +33,7 @@ from ..spec.precision import precision, precision_key
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
-from .pipeline import split_layers
+from .pipeline import layout_layers
 from .remedies import memory_remedies
 from ..sim.simulate import layer_times, phase_times, simulate
 from .nodes import check_fits, with_nodes
@@ -333,8 +333,7 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
     par = Parallelism(tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp)
     check_fits(topo, par)
     try:
-        layers = split_layers(m.layers, lay.pp, lay.virtual_stages, lay.first_stage_layers,
-                              lay.last_stage_layers)
+        layers = layout_layers(m.layers, m.mtp_layers, lay)
     except ValueError as e:
         raise ConfigError("--pp", "", f"a layer split Megatron runs ({e})", lay.pp) from None
     return par, layers

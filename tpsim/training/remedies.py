@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..base.errors import ConfigError
 from ..layer.linears import RS_SPLITS
 from ..spec.layout import Layout
-from .pipeline import split_layers
+from .pipeline import layout_layers
 
 ACTIVATION_SHARE = 0.1      # activations above this share of the memory: worth cutting
 
@@ -23,8 +23,7 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
     """Whether predict runs ``lay`` with ``changes`` (module docstring)."""
     try:
         new = lay.replace(**changes)
-        split_layers(layers, new.pp, new.virtual_stages, new.first_stage_layers,
-                     new.last_stage_layers)
+        layout_layers(layers, None if model is None else model.mtp_layers, new)
         if model is not None:
             model.check_tp(new.tp, new.seq_len, new.sequence_parallel, training=True)
     except (ConfigError, ValueError):
@@ -97,7 +96,8 @@ def _more_stages(model, topo, lay: Layout, mem) -> dict | None:
             nodes = _nodes(topo, lay.tp * lay.cp * pp * dp)
             if nodes is None:           # the topology cannot hold them: nothing to check
                 continue
-            fixed = {"first_stage_layers": None, "last_stage_layers": None}
+            fixed = {"first_stage_layers": None, "last_stage_layers": None,
+                     "pipeline_layout": None}
             if runs(model.layers, lay, model, topo, pp=pp, dp=dp, **fixed):
                 return {"pp": pp, "dp": dp, **({"nodes": nodes} if nodes else {})}
     return None

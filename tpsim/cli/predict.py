@@ -10,7 +10,7 @@ from .lists import combinations, name_list, varied
 # the training step's settings (pipeline, data parallelism, optimizer): `tpsim plot pipeline`
 STEP_FIELDS = ("pp", "dp", "global_batch", "virtual_stages", "distributed_optimizer",
                "overlap_grad_reduce", "overlap_param_gather", "scatter_gather_p2p", "tp_comm_overlap", "nodes",
-               "first_stage_layers", "last_stage_layers")
+               "first_stage_layers", "last_stage_layers", "pipeline_layout")
 TP_HELP = ("; every flag that takes a comma list (--tp 1,2,4,8) compares each combination in "
            "one table")
 

@@ -33,13 +33,20 @@ MoE Training Throughput with Advanced Fusion Kernels" (2026-06-15) names the sam
 synchronisation and boundedness of the MoE block, and reports sync-free fused expert kernels
 (which allow whole-step CUDA graphs) worth 93% end to end on GPT-OSS and 8% on DeepSeek-V3.
 
-Not checked (tpsim cannot run them yet): DeepSeek-V3 on 1,024 H100 (25.09 container, dropless:
-TP 2 PP 8 VP 4 EP 64, 1,297 tokens/s, 338 TFLOP/s per GPU; its current H100 recipe places layers with
-Megatron's pipeline layout ``Et|(tt|)*30mL``, one layer beside the embedding and the
-multi-token-prediction layer beside the loss), Qwen3-235B-A22B on 256 H100 (TP 2 PP 8 VP 4
-EP 32, 1,712 tokens/s in 26.04.01: 94 layers split with ``account_for_embedding_in_pipeline_
-split`` and ``..._loss_...``, three per chunk but two in the first and last, which tpsim's
-per-stage ``--first-stage-layers`` cannot place per chunk; it also runs ``moe_a2a_overlap``),
+DeepSeek-V3 on 1,024 H100, 25.09 container, dropless: 1,297 tokens/s and 338 model TFLOP/s per
+GPU (the summary's 25.09 DGX-H100 table; FP8: the parenthesised 330 is the blockwise recipe).
+Its recipe then (Megatron-Bridge commit bafab587b, ``scripts/performance/configs/deepseek/
+deepseek_v3_llm_pretrain.yaml``): TP 2 PP 8 VP 4 EP 64 expert-TP 1, global batch 8192, the
+layers placed by Megatron's pipeline layout ``Et|(tt|)*30mL`` (``--pipeline-layout``: one
+layer beside the embedding, the multi-token-prediction layer, not priced, beside the loss), the
+MLP and MoE activation recomputed (``recompute_modules: [mlp, moe_act]``, which tpsim does not
+model: run without recomputation, so its memory does not fit and the recomputed forward is not
+priced), the shared expert overlapped with the dispatch (not modelled), no CUDA graphs.
+
+Not checked: Qwen3-235B-A22B on 256 H100 (TP 2 PP 8 VP 4 EP 32, 1,712 tokens/s in 26.04.01:
+94 layers split with ``account_for_embedding_in_pipeline_split`` and ``..._loss_...``, three
+per chunk but two in the first and last, which ``--pipeline-layout`` can place but which is not
+run yet; it also runs ``moe_a2a_overlap``),
 GPT-OSS 120B on 64 H100 (BF16, PP 4 EP 8, 5,824 tokens/s: biases in the experts, refused).
 The summary has no Mixtral row on H100.
 
@@ -59,6 +66,9 @@ ROWS = (
      dict(tp=1, pp=1, dp=16, ep=16), 8960, 206),
     ("Qwen3-30B-A3B, 16 H100, TP1 PP2 VP12 EP8 (26.02.01)", "qwen3-30b-a3b", 16,
      dict(tp=1, pp=2, dp=8, virtual_stages=12, ep=8), 9058, 208),
+    ("DeepSeek-V3, 1024 H100, TP2 PP8 VP4 EP64 (25.09)", "deepseek-v3", 1024,
+     dict(tp=2, pp=8, dp=64, virtual_stages=4, ep=64, expert_tp=1, sequence_parallel=True,
+          global_batch=8192, pipeline_layout="Et|(tt|)*30mL"), 1297, 338),
 )
 
 
@@ -67,7 +77,7 @@ def rows():
     prediction) of each row."""
     out = []
     for label, model, gpus, layout, tokens, tflops in ROWS:
-        p = predict(model, TOPOLOGY, nodes=gpus // 8, **COMMON, **layout)
+        p = predict(model, TOPOLOGY, nodes=gpus // 8, **{**COMMON, **layout})
         st = p.step
         out.append((label, st.tokens_per_s / gpus, tokens, st.megatron_tflops_per_gpu, tflops, p))
     return out

@@ -20,6 +20,7 @@ from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
 from ..cluster.topology import Topology, load_topology
 from ..layer.context_parallel import check_cp
+from ..training.nodes import nodes_needed
 from ..spec.layout import RECOMPUTE, ZERO_STAGES, Layout
 
 # the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
@@ -178,9 +179,7 @@ def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1,
 
 def gpus_nodes(topology, gpus: int) -> int | None:
     """The nodes that hold ``gpus`` GPUs when the topology has fewer and its network can be
-    sized (one level between nodes: :func:`tpsim.training.nodes.with_nodes`), else None (the
+    sized (:func:`tpsim.training.nodes.nodes_needed`), else None (the
     topology as it is: a job too large for it is refused by check_fits)."""
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    if gpus <= topo.max_ranks or sum(lv.inter_node for lv in topo.levels) != 1:
-        return None
-    return -(-gpus // topo.devices_per_node)
+    return nodes_needed(topo, gpus) or None

@@ -33,13 +33,27 @@ def _resized(topo: Topology, nodes: int) -> Topology:
     return new
 
 
+def sizable(topo: Topology) -> bool:
+    """The topology's network can be sized by ``--nodes``: it has one level between nodes
+    (:func:`with_nodes`)."""
+    return sum(lv.inter_node for lv in topo.levels) == 1
+
+
+def nodes_needed(topo: Topology, gpus: int) -> int | None:
+    """0: ``topo`` holds ``gpus`` GPUs; n: ``--nodes n`` sizes its network to hold them
+    (ceil(gpus / devices per node)); None: it cannot (no network to size)."""
+    if gpus <= topo.max_ranks:
+        return 0
+    return -(-gpus // topo.devices_per_node) if sizable(topo) else None
+
+
 def check_fits(topo: Topology, par: Parallelism) -> None:
     """A job larger than the topology: say how many nodes it needs, and ``--nodes`` only where
-    the topology's network can be sized (:func:`with_nodes`)."""
+    the topology's network can be sized (:func:`nodes_needed`)."""
     if par.world > topo.max_ranks:
         per = topo.devices_per_node
         nodes = -(-par.world // per)
-        fix = f": pass --nodes {nodes}" if sum(lv.inter_node for lv in topo.levels) == 1 else \
+        fix = f": pass --nodes {nodes}" if sizable(topo) else \
             " and no network to size: a cluster topology, which takes --nodes"
         raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x cp x pp x dp "
                           f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..base.errors import ConfigError
 from ..layer.linears import RS_SPLITS
 from ..spec.layout import Layout
+from .nodes import nodes_needed, sizable
 from .pipeline import layout_layers
 
 ACTIVATION_SHARE = 0.1      # activations above this share of the memory: worth cutting
@@ -33,17 +34,7 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
     if new.tp_comm_overlap and new.seq_len is not None and \
             new.micro_batch * new.seq_len < RS_SPLITS:
         return False
-    return topo is None or _nodes(topo, new.tp * new.cp * new.pp * new.dp) is not None
-
-
-def _nodes(topo, gpus: int) -> int | None:
-    """0: the topology holds ``gpus``; n: --nodes n sizes its network to hold them
-    (:func:`tpsim.training.step.check_fits`); None: it cannot."""
-    if gpus <= topo.max_ranks:
-        return 0
-    if sum(lv.inter_node for lv in topo.levels) != 1:
-        return None
-    return -(-gpus // topo.devices_per_node)
+    return topo is None or nodes_needed(topo, new.tp * new.cp * new.pp * new.dp) is not None
 
 
 def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
@@ -87,13 +78,12 @@ def _more_stages(model, topo, lay: Layout, mem) -> dict | None:
     if room <= 0 or state <= 0:
         return None
     need, same = state / room, lay.dp * lay.pp
-    grows = sum(lv.inter_node for lv in topo.levels) == 1     # --nodes can add GPUs
-    most = model.layers if grows else min(model.layers, topo.max_ranks // (lay.tp * lay.cp))
+    most = model.layers if sizable(topo) else min(model.layers, topo.max_ranks // (lay.tp * lay.cp))
     for pp in range(lay.pp + 1, most + 1):
         if pp < need * lay.pp:
             continue
         for dp in ((same // pp,) if same % pp == 0 else ()) + (lay.dp,):
-            nodes = _nodes(topo, lay.tp * lay.cp * pp * dp)
+            nodes = nodes_needed(topo, lay.tp * lay.cp * pp * dp)
             if nodes is None:           # the topology cannot hold them: nothing to check
                 continue
             fixed = {"first_stage_layers": None, "last_stage_layers": None,

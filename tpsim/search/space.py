@@ -138,7 +138,7 @@ def expert_layouts(model: ModelConfig, tp: int, dp: int, pins: tuple) -> list[tu
 
 
 def expert_knobs(model: ModelConfig, tp: int, dp: int, knob: list, pins: tuple):
-    """``knob``'s (sp, overlap, recompute, distributed optimizer) each with every
+    """``knob``'s (sp, overlap, recompute, (distributed optimizer, zero)) each with every
     :func:`expert_layouts` pair, those an MoE model cannot run dropped, and (reason -> count
     per micro-batch and virtual stage) for them."""
     experts = expert_layouts(model, tp, dp, pins)

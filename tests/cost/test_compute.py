@@ -67,7 +67,8 @@ def test_grouped_gemm_more_groups_never_faster(m, groups, streams):
     loop faster, and it is never slower than running the GEMMs one at a time."""
     d = device(gemm_tile=[128, 256], sm_count=132, gemm_half_efficiency_dim=0)
     t = grouped_gemm_time(m, 1536, 2048, d, "bf16", groups, streams)
-    assert grouped_gemm_time(m, 1536, 2048, d, "bf16", groups + 1, streams) >= t
+    # (full + 1) x round against full x round + an equal round: equal up to float rounding
+    assert grouped_gemm_time(m, 1536, 2048, d, "bf16", groups + 1, streams) >= t * (1 - 1e-12)
     assert t <= groups * gemm_time(m, 1536, 2048, d, "bf16") * (1 + 1e-12)
 
 

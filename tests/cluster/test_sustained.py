@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tpsim.cluster.sustained import sustained
+from tpsim.cluster.sustained import power_limited_clock, sustained
 from tpsim.cluster.topology import load_topology
 from tpsim.cost.compute import gemm_time
 from tpsim.training.predict import predict, predict_block
@@ -60,3 +60,35 @@ def test_a_lower_clock_is_never_faster(clock, drop):
     hi = predict("gpt3-1.3b", _with_clock(h100, clock), tp=2, dp=2, global_batch=8)
     lo = predict("gpt3-1.3b", _with_clock(h100, clock - drop), tp=2, dp=2, global_batch=8)
     assert lo.step.time_s >= hi.step.time_s
+
+
+def test_power_limited_clock_closed_form():
+    """The same board gives its own clock back; at 8x the power above idle and 8x the SMs the
+    rate grows 2 x 4 = 8x (n^(2/3) (P - P_idle)^(1/3)); the clock never passes 1."""
+    b200 = load_topology("dgx-b200").device
+    assert power_limited_clock(b200, 0.7, b200) == pytest.approx(0.7)
+    idle = b200.idle_W
+    big = dataclasses.replace(b200, tdp_W=idle + 8 * (b200.tdp_W - idle),
+                              sm_count=8 * b200.sm_count,
+                              peak_flops={"fp8": 8 * b200.peak_flops["fp8"]})
+    assert power_limited_clock(b200, 0.1, big) == pytest.approx(0.1)
+    assert power_limited_clock(b200, 0.9, dataclasses.replace(b200, tdp_W=5000)) == 1.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(0.3, 1.0), st.floats(200, 3000), st.floats(1.0, 500))
+def test_more_power_never_lowers_the_clock(clock, tdp, more):
+    b200 = load_topology("dgx-b200").device
+    low = dataclasses.replace(b200, tdp_W=tdp)
+    high = dataclasses.replace(b200, tdp_W=tdp + more)
+    assert power_limited_clock(b200, clock, high) >= power_limited_clock(b200, clock, low)
+
+
+@pytest.mark.parametrize("name", ["dgx-b200-ndr-cluster", "gb200-nvl72", "gb300-nvl72"])
+def test_blackwell_clocks_follow_the_b200_fit(name):
+    """The shipped Blackwell clocks are the power-limited clocks of dgx-b200's fitted one (their
+    YAML comments: derived, not fitted), to the 3 decimals shipped."""
+    b200 = load_topology("dgx-b200").device
+    dev = load_topology(name).device
+    assert dev.sustained_clock == pytest.approx(
+        power_limited_clock(b200, b200.sustained_clock, dev), abs=5e-4)

@@ -1,0 +1,77 @@
+"""Fit the Blackwell presets' ``sustained_clock`` on Megatron-Bridge's Llama 3 8B MXFP8 runs.
+
+One parameter, B200's sustained clock at its 1,000 W limit (``dgx-b200``), is fitted; GB200
+(1,200 W, the same die) and GB300 (1,400 W, Blackwell Ultra: 160 SMs of the same architecture
+against 148, each SM's energy per operation ASSUMED the B200's) follow from it by
+:func:`tpsim.cluster.sustained.power_limited_clock` (an SM's clock as the cube root of its
+power above idle). The fitted data: Megatron-Bridge's performance summary, container 25.11, Llama 3
+8B, MXFP8, sequence 8192, 8 GPUs, DP 8, micro-batch 2 (bench/sharded_published.py's three
+``8B, MXFP8`` rows: B200 29,521, GB200 29,789, GB300 36,108 tokens/s per GPU). The 70B and
+405B Blackwell rows of bench/sharded_published.py and bench/cp_published.py are used in no
+fit: they check it (docs/checks.md).
+
+    python bench/blackwell_clock.py
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tpsim.cluster.sustained import power_limited_clock
+from tpsim.cluster.topology import load_topology
+from tpsim.training.predict import predict
+
+from sharded_published import ROWS, SEQ
+
+REFERENCE = "dgx-b200"
+DERIVED = ("dgx-b200-ndr-cluster", "gb200-nvl72", "gb300-nvl72")
+FIT_ROWS = [r for r in ROWS if "8B, MXFP8" in r[0]]
+
+
+def clocks(ref_clock: float) -> dict[str, float]:
+    """Each Blackwell topology's sustained clock from B200's ``ref_clock`` (module docstring)."""
+    ref = load_topology(REFERENCE).device
+    out = {REFERENCE: ref_clock}
+    for name in DERIVED:
+        out[name] = power_limited_clock(ref, ref_clock, load_topology(name).device)
+    return out
+
+
+def with_clock(name: str, clock: float):
+    topo = load_topology(name)
+    new = dataclasses.replace(topo, device=dataclasses.replace(topo.device,
+                                                               sustained_clock=clock))
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def errors(ref_clock: float) -> list[float]:
+    """tpsim / published - 1 on the fitted rows at B200's ``ref_clock``."""
+    c = clocks(ref_clock)
+    out = []
+    for _, model, topo, layout, published, _ in FIT_ROWS:
+        p = predict(model, with_clock(topo, c[topo]), seq_len=SEQ, **layout)
+        out.append(p.step.tokens_per_s / p.inputs.gpus / published - 1)
+    return out
+
+
+def fit() -> float:
+    """Grid-fit B200's clock (0.60-1.00 by 0.005): the least mean |error| on the fitted rows."""
+    grid = np.arange(0.60, 1.0001, 0.005)
+    scores = [np.abs(errors(c)).mean() for c in grid]
+    return float(grid[int(np.argmin(scores))])
+
+
+def main() -> None:
+    best = fit()
+    print(f"B200 sustained_clock fitted on the {len(FIT_ROWS)} Llama 3 8B MXFP8 runs: {best:.3f}")
+    for name, clock in clocks(best).items():
+        print(f"  {name:22s} sustained_clock {clock:.3f} (shipped "
+              f"{load_topology(name).device.sustained_clock:g})")
+    for row, err in zip(FIT_ROWS, errors(best)):
+        print(f"  {row[0]:44s} {err:+.1%}")
+
+
+if __name__ == "__main__":
+    main()

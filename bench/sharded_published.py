@@ -6,8 +6,12 @@ fitted parameter.
 Sources (the rows' settings as published; what tpsim does not model is said per row):
 
 * torchtitan, benchmarks/llama3_h100_202412_torchtitan.md (pytorch/torchtitan): Llama 3.1 8B
-  and 70B with FSDP2 on Grand Teton H100s (96 GB HBM2e, 2.4 TB/s, 500 W: slower than the
-  dgx-h100 preset, 80 GB HBM3, 3.35 TB/s, 700 W), sequence 8192, torchtitan's own kernels.
+  and 70B with FSDP2 on Grand Teton H100s (96 GB HBM2e, 2.4 TB/s, 500 W: the
+  grand-teton-h100 preset), sequence 8192, torchtitan's own kernels (the torchtitan and
+  torchtitan-compile framework presets: SDPA's FlashAttention-2, eager or compiled
+  elementwise kernels). Its selective checkpointing ("op": every second matmul and every
+  elementwise kernel recomputed) is priced as tpsim's selective, which recomputes nothing
+  under flash attention.
 * Megatron-Bridge, docs/performance-summary-archive.md (NVIDIA-NeMo/Megatron-Bridge), NeMo
   containers 25.11 and 26.04.01, sequence 8192; the recipes in
   src/megatron/bridge/perf_recipes/llama/<system>/llama3.py (FSDP: Megatron-FSDP,
@@ -20,20 +24,23 @@ from __future__ import annotations
 from tpsim.training.predict import predict
 
 SEQ = 8192
+# torchtitan's kernels (tpsim.spec.frameworks: --framework torchtitan, torchtitan-compile)
+TORCHTITAN = dict(attention="flash2", eager_kernels=True)
+COMPILED = dict(attention="flash2")
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (
-    ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "dgx-h100",
+    ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "grand-teton-h100",
      dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="selective",
-          dtype="bf16"), 5762, "eager PyTorch kernels, 500 W H100 HBM2e"),
-    ("torchtitan T1: 8B, FSDP 8, Float8 + compile", "llama3-8b", "dgx-h100",
+          dtype="bf16", nodes=1, **TORCHTITAN), 5762, "eager PyTorch kernels"),
+    ("torchtitan T1: 8B, FSDP 8, Float8 + compile", "llama3-8b", "grand-teton-h100",
      dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="selective",
-          dtype="fp8"), 8532, "500 W H100 HBM2e; 82 GiB of 96 used"),
-    ("torchtitan T3: 8B, FSDP 128, bf16", "llama3-8b", "dgx-h100-ndr-cluster",
+          dtype="fp8", nodes=1, **COMPILED), 8532, "77 GiB of 96 used"),
+    ("torchtitan T3: 8B, FSDP 128, bf16", "llama3-8b", "grand-teton-h100",
      dict(tp=1, dp=128, micro_batch=2, global_batch=256, zero=3, recompute="selective",
-          dtype="bf16", nodes=16), 5605, "eager PyTorch kernels, 500 W H100 HBM2e"),
-    ("torchtitan T4: 70B, FSDP 32 x TP 8, Float8", "llama3-70b", "dgx-h100-ndr-cluster",
+          dtype="bf16", nodes=16, **TORCHTITAN), 5605, "eager PyTorch kernels"),
+    ("torchtitan T4: 70B, FSDP 32 x TP 8, Float8", "llama3-70b", "grand-teton-h100",
      dict(tp=8, dp=32, micro_batch=16, global_batch=512, zero=3, recompute="full",
-          dtype="fp8", sequence_parallel=True, nodes=32), 829, "500 W H100 HBM2e"),
+          dtype="fp8", sequence_parallel=True, nodes=32, **COMPILED), 829, "compiled"),
     ("Megatron-Bridge 25.11: 8B, FSDP 8, FP8, H100", "llama3-8b", "dgx-h100",
      dict(tp=1, dp=8, micro_batch=1, global_batch=128, zero=3, dtype="fp8"), 14451,
      "the recipe recomputes 5 of 32 layers (full, block)"),

@@ -49,9 +49,24 @@ def test_a_knob_the_user_sets_keeps_its_value():
     assert got == {"pp": 2}
 
 
+@pytest.mark.parametrize("name, eager", [("torchtitan", True), ("torchtitan-compile", False)])
+def test_torchtitan_is_sdpa_flash2_and_eager_unless_compiled(capsys, name, eager):
+    """torchtitan: SDPA's FlashAttention-2 and, without compile, PyTorch eager's kernels."""
+    args = ("predict", "--model", "llama3-8b", "--topology", "grand-teton-h100", "--tp", "1",
+            "--dp", "8", "--zero", "3", "--seq", "4096", "--json", "--framework", name)
+    assert main(list(args)) == 0
+    out = json.loads(capsys.readouterr()[0])
+    want = predict("llama3-8b", "grand-teton-h100", tp=1, dp=8, zero=3, seq_len=4096,
+                   attention="flash2", eager_kernels=eager)
+    assert out["step"]["time_s"] == want.step.time_s
+    assert out["inputs"]["attention"] == "flash2"
+
+
 @pytest.mark.parametrize("name, flags, flag", [
     ("megatron-lm-2021", ("--distributed-optimizer",), "--distributed-optimizer"),
     ("megatron-deepspeed", ("--virtual-stages", "2"), "--virtual-stages"),
+    ("torchtitan-compile", ("--eager-kernels",), "--eager-kernels"),
+    ("torchtitan", ("--distributed-optimizer",), "--distributed-optimizer"),
 ])
 def test_what_a_stack_could_not_run_is_refused(capsys, name, flags, flag):
     code, out, err = step(capsys, "--framework", name, *flags)

@@ -84,11 +84,14 @@ def test_more_power_never_lowers_the_clock(clock, tdp, more):
     assert power_limited_clock(b200, clock, high) >= power_limited_clock(b200, clock, low)
 
 
-@pytest.mark.parametrize("name", ["dgx-b200-ndr-cluster", "gb200-nvl72", "gb300-nvl72"])
-def test_blackwell_clocks_follow_the_b200_fit(name):
-    """The shipped Blackwell clocks are the power-limited clocks of dgx-b200's fitted one (their
-    YAML comments: derived, not fitted), to the 3 decimals shipped."""
-    b200 = load_topology("dgx-b200").device
+@pytest.mark.parametrize("name,ref", [("dgx-b200-ndr-cluster", "dgx-b200"),
+                                      ("gb200-nvl72", "dgx-b200"), ("gb300-nvl72", "dgx-b200"),
+                                      ("grand-teton-h100", "dgx-h100")])
+def test_derived_clocks_follow_their_fit(name, ref):
+    """The shipped derived clocks (Blackwell from dgx-b200's fit, the 500 W H100 from
+    dgx-h100's) are the power-limited clocks of their reference's fitted one (their YAML
+    comments: derived, not fitted), to the 3 decimals shipped."""
+    fitted = load_topology(ref).device
     dev = load_topology(name).device
     assert dev.sustained_clock == pytest.approx(
-        power_limited_clock(b200, b200.sustained_clock, dev), abs=5e-4)
+        power_limited_clock(fitted, fitted.sustained_clock, dev), abs=5e-4)

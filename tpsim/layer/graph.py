@@ -24,6 +24,7 @@ from __future__ import annotations
 from ..base.memo import Memo
 from ..spec.precision import LOW_PRECISION
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
+from . import eager
 from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
@@ -40,9 +41,11 @@ BLOCKS = ("attention", "mlp")
 
 def _norm_fwd(B: Builder, name: str, dep) -> str:
     """Layer/RMS norm on Tn tokens: read x, write y (fp32 statistics, 8 bytes a token, left
-    out); keeps its input."""
-    return B.eltwise(name, lambda d: (d.Tn, d.h, 2 * d.Tn * d.h * d.bpe), (dep,),
-                     saved=lambda d: d.Tn * d.h * d.bpe)
+    out); keeps its input. Eager: :func:`tpsim.layer.eager.norm_fwd`."""
+    saved = lambda d: d.Tn * d.h * d.bpe   # noqa: E731
+    if B.eager:
+        return eager.norm_fwd(B, name, dep, saved)
+    return B.eltwise(name, lambda d: (d.Tn, d.h, 2 * d.Tn * d.h * d.bpe), (dep,), saved=saved)
 
 
 def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
@@ -108,8 +111,10 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
         x = mla_fwd(B, x, mla == 2, _kernel_name(kernel))
         return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
+    x = eager.rope_fwd(B, x) if B.eager else x
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
+    x = eager.contiguous(B, x) if B.eager else x
     x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), _proj_saved(kernel))
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
@@ -129,8 +134,10 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 
     n_in = 2 if swiglu else 1
     x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
     # gelu: read 1, write 1, keeps its input; swiglu: read gate|up (2f), write f, keeps them
-    x = B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
-                  saved=lambda d: n_in * d.T * d.f * d.bpe)
+    saved = lambda d: n_in * d.T * d.f * d.bpe   # noqa: E731
+    x = eager.swiglu_fwd(B, x, saved) if B.eager and swiglu else \
+        B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
+                  saved=saved)
     x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), row_input_saved(lambda d: d.f))
     return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
@@ -142,7 +149,8 @@ def _norm_residual_bwd(B: Builder, i: int, grad, skip_grad) -> str:
     ride along), then the sum of the two gradients of the layer input (the residual branch and
     the norm's): read 2, write 1."""
     size = lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe)   # noqa: E731
-    x = B.eltwise(f"bwd.norm{i}", size, (grad,), forward_of=f"fwd.norm{i}")
+    x = eager.norm_bwd(B, f"bwd.norm{i}", grad, f"fwd.norm{i}") if B.eager else \
+        B.eltwise(f"bwd.norm{i}", size, (grad,), forward_of=f"fwd.norm{i}")
     return B.eltwise(f"bwd.residual{i}", size, (x, skip_grad),
                      forward_of=f"fwd.bias_dropout_add{i}")
 
@@ -192,6 +200,7 @@ def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bia
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
     core = cp_attention_bwd(B, dgrad, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_bwd(B, dgrad, kernel, dropout)
+    core = (eager.rope_bwd(B, core),) if B.eager else core
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
@@ -207,8 +216,9 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
         return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
     dgrad, _ = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad, bias)
     n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
-    x = B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe), (dgrad,),
-                  forward_of="fwd.act")
+    x = eager.swiglu_bwd(B, dgrad) if B.eager and swiglu else \
+        B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe),
+                  (dgrad,), forward_of="fwd.act")
     x, _ = column_parallel_bwd(B, "mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), bias)
     return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
 
@@ -224,7 +234,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
-                   cp_a2a: int = 1, mla: int = 0) -> Template:
+                   cp_a2a: int = 1, mla: int = 0, eager: bool = False) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -242,7 +252,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``
     (:mod:`tpsim.layer.context_parallel`; ``cp_a2a``: a2a+p2p's all-to-all ranks).
     ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
-    fused attention, no biases, no TP overlap, no context parallelism.
+    fused attention, no biases, no TP overlap, no context parallelism. ``eager``: PyTorch
+    eager's elementwise kernels (:mod:`tpsim.layer.eager`), as torchtitan without compile.
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -255,12 +266,18 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
            bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 or mla else ()) + \
         ((mla,) if mla else ())
-    return _TEMPLATES.get(key, _layer_template, *key)
+    return _TEMPLATES.get(key + (("eager",) if eager else ()), _build, key, eager)
+
+
+def _build(key: tuple, eager: bool) -> Template:
+    return _layer_template(*key, eager=eager)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
-                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0) -> Template:
+                    recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
+                    eager=False) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
+    B.eager = eager
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

@@ -66,6 +66,7 @@ class Builder:
         """``sp``: sequence parallelism; ``fp8``: FP8 linears; ``tp_overlap``: the TP degree
         when TP communication overlaps the GEMMs (0: it does not)."""
         self.sp, self.fp8 = sp, fp8
+        self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
         self.tp_overlap = self.tp = tp_overlap
         self.phase = "forward"
         self.block = ""

@@ -19,6 +19,19 @@ user's value.
   ``_exec_reduce_grads`` step of the schedule), activations partitioned over the TP ranks
   between stages (``pipe_partitioned`` / ``grad_partitioned``), 1F1B without interleaving
   (``deepspeed/runtime/pipe/schedule.py``'s TrainSchedule), no TP communication overlap.
+* ``torchtitan`` (torchtitan on PyTorch eager, its default ``compile = false``, as its
+  December 2024 H100 benchmarks ran Llama 3.1, pytorch/torchtitan
+  ``benchmarks/llama3_h100_202412_torchtitan.md``, commit 9dec370): PyTorch eager's
+  elementwise kernels (``--eager-kernels``, :mod:`tpsim.layer.eager`), attention by
+  ``F.scaled_dot_product_attention``, whose backend on H100 in that PyTorch (2.6 nightly,
+  December 2024) was FlashAttention-2, not cuDNN (pytorch/pytorch issue #142132: SDPA "is not
+  automatically choosing CUDNN impl" on H100, 329 TFLOP/s against cuDNN's 631); FSDP2 is
+  ``--zero 3`` (its reduce-scatters beside the backward, tpsim's default), no Transformer
+  Engine: no TP communication overlap (torchtitan's AsyncTP is not priced) and no fp8
+  parameters.
+* ``torchtitan-compile`` (the same with ``compile = true``): torch.compile's Inductor fuses
+  the elementwise kernels, priced as the fused ones; attention is still SDPA's
+  FlashAttention-2.
 
 Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
 beside the weight-gradient GEMM, as in Megatron-core's
@@ -33,7 +46,12 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-core": {},
     "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
+    "torchtitan": {"attention": "flash2", "eager_kernels": True},
+    "torchtitan-compile": {"attention": "flash2"},
 }
+_NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),
+          ("fp8_param_gather", False, "Transformer Engine's fp8 parameters"),
+          ("distributed_optimizer", False, "FSDP2 shards the state: --zero 3"))
 # what each stack could not run at all: (field, the one value it had, why)
 LACKS: dict[str, tuple] = {
     "megatron-core": (),
@@ -44,10 +62,14 @@ LACKS: dict[str, tuple] = {
                             "without interleaving"), ("overlap_param_gather", False,
                             "DeepSpeed's ZeRO, not Megatron's bucketed gather"),
                            ("tp_comm_overlap", False, "no Transformer Engine")),
+    "torchtitan": _NO_TE,
+    "torchtitan-compile": _NO_TE + (("eager_kernels", False, "torch.compile fuses the "
+                                     "elementwise kernels"),),
 }
 FLAGS = {"distributed_optimizer": "--distributed-optimizer",
          "overlap_param_gather": "--overlap-param-gather", "tp_comm_overlap": "--tp-comm-overlap",
-         "virtual_stages": "--virtual-stages"}
+         "virtual_stages": "--virtual-stages", "fp8_param_gather": "--fp8-param-gather",
+         "eager_kernels": "--eager-kernels"}
 
 
 def with_framework(name: str, settings: dict, defaults: dict) -> dict:

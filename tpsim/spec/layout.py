@@ -101,6 +101,11 @@ class Layout:
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")
     tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
                                   "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
+    eager_kernels: bool = _flag(
+        False, "PyTorch eager's elementwise kernels, one per tensor operation, as torchtitan's "
+        "Llama runs without torch.compile: RMSNorm in fp32, rope as an fp32 complex product, "
+        "SwiGLU's silu and product, GQA's repeated K/V (tpsim.layer.eager; default: Megatron-"
+        "core's and Transformer Engine's fused kernels)", "--eager-kernels")
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
     first_stage_layers: int | None = _count(
         None, "layers on the first pipeline stage, split evenly over its virtual stages (the "

@@ -112,13 +112,14 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
-                   experts: Folded | None = None, load: float = 1.0):
+                   experts: Folded | None = None, load: float = 1.0, eager: bool = False):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
     :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
-    seq_len / cp tokens."""
+    seq_len / cp tokens; ``eager``: PyTorch eager's elementwise kernels
+    (:mod:`tpsim.layer.eager`)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
     slot, par = 0, Parallelism(tp=tp, cp=cp)
@@ -149,7 +150,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
-                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager)
     pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
@@ -174,7 +175,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
-                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor))
+                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
+                          lay.eager_kernels)
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):

@@ -9,9 +9,8 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
   and 70B with FSDP2 on Grand Teton H100s (96 GB HBM2e, 2.4 TB/s, 500 W: the
   grand-teton-h100 preset), sequence 8192, torchtitan's own kernels (the torchtitan and
   torchtitan-compile framework presets: SDPA's FlashAttention-2, eager or compiled
-  elementwise kernels). Its selective checkpointing ("op": every second matmul and every
-  elementwise kernel recomputed) is priced as tpsim's selective, which recomputes nothing
-  under flash attention.
+  elementwise kernels); its selective checkpointing by operation (every second matmul and
+  every elementwise kernel recomputed) is ``--recompute op``.
 * Megatron-Bridge, docs/performance-summary-archive.md (NVIDIA-NeMo/Megatron-Bridge), NeMo
   containers 25.11 and 26.04.01, sequence 8192; the recipes in
   src/megatron/bridge/perf_recipes/llama/<system>/llama3.py (FSDP: Megatron-FSDP,
@@ -30,13 +29,13 @@ COMPILED = dict(attention="flash2")
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (
     ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "grand-teton-h100",
-     dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="selective",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="op",
           dtype="bf16", nodes=1, **TORCHTITAN), 5762, "eager PyTorch kernels"),
     ("torchtitan T1: 8B, FSDP 8, Float8 + compile", "llama3-8b", "grand-teton-h100",
-     dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="selective",
+     dict(tp=1, dp=8, micro_batch=2, global_batch=16, zero=3, recompute="op",
           dtype="fp8", nodes=1, **COMPILED), 8532, "77 GiB of 96 used"),
     ("torchtitan T3: 8B, FSDP 128, bf16", "llama3-8b", "grand-teton-h100",
-     dict(tp=1, dp=128, micro_batch=2, global_batch=256, zero=3, recompute="selective",
+     dict(tp=1, dp=128, micro_batch=2, global_batch=256, zero=3, recompute="op",
           dtype="bf16", nodes=16, **TORCHTITAN), 5605, "eager PyTorch kernels"),
     ("torchtitan T4: 70B, FSDP 32 x TP 8, Float8", "llama3-70b", "grand-teton-h100",
      dict(tp=8, dp=32, micro_batch=16, global_batch=512, zero=3, recompute="full",

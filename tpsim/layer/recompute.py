@@ -17,6 +17,16 @@ are built:
   column-parallel GEMM, s b h (4 + 30/t), where Korthikanti re-gathers it for 34/t). Fused
   (flash) attention already recomputes the scores in its backward and saves no s^2 term, so
   ``selective`` with fused attention is the same as ``none``.
+- ``op``: torchtitan's selective checkpointing by operation (``selective_ac_option = 'op'``,
+  ``torchtitan/parallelisms/parallelize_llama.py`` at 9dec370: ``_save_list`` and
+  ``_custom_policy``): the outputs of matmuls, SDPA and reduce-scatters are saved except every
+  second matmul of the layer; everything else is recomputed when the backward reaches the
+  layer. In a Llama layer the matmuls run wq, wk, wv, wo, w1, w3, w2, so wk, wo and w3 are
+  recomputed: tpsim's fused qkv and fc1 GEMMs are recomputed in part (T x kv x h, T x f x h),
+  the projection whole, and every elementwise kernel of the layer (norms, residual adds, the
+  activation, and with ``--eager-kernels`` rope, the K/V copies and the output copy); the
+  attention and the collectives are not. The memory is counted as ``none``'s (an upper bound:
+  the recomputed outputs are not kept).
 
 Each recomputed op is a copy of its forward op named ``rcp.<name>`` (``rcp.qkv``,
 ``rcp.proj.all-reduce``) in phase "backward", with the forward's data edges between the copies.
@@ -31,8 +41,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..spec.layout import RECOMPUTE  # noqa: F401 - the modes, declared with the Layout
+from ..spec.layout import RECOMPUTE, RECOMPUTE_MODES  # noqa: F401 - the modes, declared with the Layout
 SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
+# op: the elementwise kernels recomputed (by name prefix), and what each GEMM copy re-runs
+OP_ELEMENTWISE = ("fwd.norm", "fwd.bias_dropout_add", "fwd.act", "fwd.rope", "fwd.repeat_kv",
+                  "fwd.attn.contiguous")
+OP_GEMMS = {"fwd.qkv": lambda d: (d.T, d.kv, d.h), "fwd.proj": lambda d: (d.T, d.h, d.q),
+            "fwd.mlp_in": lambda d: (d.T, d.f, d.h)}
 PREFIX = "rcp."
 
 
@@ -48,10 +63,13 @@ def _layer_input(d) -> float:
 
 def apply_recompute(B, mode: str) -> None:
     """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring)."""
-    if mode not in RECOMPUTE:
-        raise ValueError(f"recompute must be one of {RECOMPUTE}, not {mode!r}")
+    if mode not in RECOMPUTE_MODES:
+        raise ValueError(f"recompute must be one of {RECOMPUTE_MODES}, not {mode!r}")
     forward = [n.name for n in B.nodes if n.phase == "forward"]
     if mode == "none" or not forward:
+        return
+    if mode == "op":
+        _recompute_ops(B, forward)
         return
     if mode == "full":       # only the layer input stays: the first op reads it
         B.nodes = [replace(n, saved=_layer_input if n.name == forward[0] else None)
@@ -68,6 +86,25 @@ def apply_recompute(B, mode: str) -> None:
     phase = {n.name: n.phase for n in B.nodes}
     start = tuple(u for u, v, _ in B.edges if v == entry and phase[u] == "backward")
     _recompute(B, region, start_after=start)
+
+
+def _recompute_ops(B, forward: list[str]) -> None:
+    """``op``: the elementwise kernels and the GEMMs of OP_GEMMS re-run from the layer's
+    backward start, each GEMM copy at its recomputed share (module docstring)."""
+    region = [n for n in forward if n in OP_GEMMS or n.startswith(OP_ELEMENTWISE)]
+    if not region:
+        return
+    _recompute(B, region, start_after=(forward[-1],))
+    B.nodes = [replace(n, make=_gemm_share(n.make, OP_GEMMS[n.recomputes]))
+               if n.recomputes in OP_GEMMS else n for n in B.nodes]
+
+
+def _gemm_share(make, size):
+    """A GEMM maker re-sized to ``size(d)`` -> (m, n, k), its dtype the original's."""
+    def remake(d):
+        m, n, k = size(d)
+        return replace(make(d), m=m, n=n, k=k)
+    return remake
 
 
 def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:

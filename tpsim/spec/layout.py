@@ -26,6 +26,7 @@ from .sharding import check_sharding
 
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
+RECOMPUTE_MODES = RECOMPUTE + ("op",)          # and torchtitan's by operation (not searched)
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
 # The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
@@ -65,8 +66,9 @@ class Layout:
         choices=ATTENTIONS + ATTENTION_KERNELS,
         expected="fused, unfused or the name of a kernel the device lists")
     recompute: str = setting("none", "activation recomputation (selective: the unfused "
-                             "attention core)", flag="--recompute", kind="choice",
-                             choices=RECOMPUTE, lists=True, megatron="--recompute-granularity")
+                             "attention core; op: torchtitan's by operation)", flag="--recompute",
+                             kind="choice", choices=RECOMPUTE_MODES, lists=True,
+                             megatron="--recompute-granularity")
     # the step's: pipeline, data parallelism, optimizer, the network's size
     pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True,
                      megatron="--pipeline-model-parallel-size")
@@ -252,4 +254,4 @@ def _defaults(cls) -> dict:
     return {f.name: f.default for f in declared(cls)}
 
 
-__all__ = ["Layout", "RECOMPUTE", "DTYPES", "CP_COMMS"]
+__all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "DTYPES", "CP_COMMS"]

@@ -1,0 +1,35 @@
+"""``--recompute op``: torchtitan's selective checkpointing by operation (tpsim.layer.recompute)."""
+from __future__ import annotations
+
+import pytest
+
+from tpsim.training.predict import predict
+
+KW = dict(tp=1, dp=1, seq_len=2048, attention="flash2")
+
+
+def rows(**kw):
+    return {o.name: o for o in predict("llama3-8b", "grand-teton-h100", **KW, **kw).ops}
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_every_second_matmul_and_every_elementwise_kernel(eager):
+    """Recomputed: wk, wo and w3 (2T x (kv h + h q + f h) FLOPs), every forward elementwise
+    kernel once, no attention and nothing else."""
+    r = rows(recompute="op", eager_kernels=eager)
+    T, h, f, q, kv = 2048, 4096, 14336, 4096, 1024
+    rcp = {n: o for n, o in r.items() if n.startswith("rcp.")}
+    assert sum(o.flops for o in rcp.values()) == 2 * T * (kv * h + h * q + f * h)
+    elementwise = {n for n, o in r.items() if n.startswith("fwd.") and o.kind == "elementwise"}
+    assert {"rcp." + n[4:] for n in elementwise} == {n for n, o in rcp.items()
+                                                      if o.kind == "elementwise"}
+    assert "rcp.attn" not in rcp and "rcp.mlp_out" not in rcp
+    assert all(o.phase == "backward" for o in rcp.values())
+
+
+def test_op_costs_time_and_keeps_the_memory_of_none():
+    """The copies lengthen the step; the memory is counted as none's (module docstring)."""
+    none = predict("llama3-8b", "grand-teton-h100", **KW)
+    op = predict("llama3-8b", "grand-teton-h100", recompute="op", **KW)
+    assert op.step.time_s > none.step.time_s
+    assert op.memory.total_bytes == none.memory.total_bytes

@@ -140,12 +140,12 @@ def test_bare_tpsim_prints_the_help_and_exits_2(capsys):
 @pytest.mark.parametrize("argv, shown", [
     (["predict"], [DTYPES, "(default: the first of these the device",
                    "{fused,unfused,flash2,flash3}",
-                   "{none,selective,full}", "(default: gpt3)", "(default: dgx-h100, or",
+                   "{none,selective,full,op}", "(default: gpt3)", "(default: dgx-h100, or",
                    "(default: 8)"]),
     (["collective"], ["{auto," + ",".join(ALGORITHMS) + "}", "{auto,simple,ll,ll128}",
                       "(default: all-reduce)", "(default: 64MiB"]),
     (["plot", "collective"], ["{auto," + ",".join(ALGORITHMS) + ",all}", "{png,svg,pdf}"]),
-    (["plot", "breakdown"], [DTYPES, "{none,selective,full}"]),
+    (["plot", "breakdown"], [DTYPES, "{none,selective,full,op}"]),
 ])
 def test_help_shows_defaults_and_choices(capsys, argv, shown):
     with pytest.raises(SystemExit) as e:

@@ -32,6 +32,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..spec.layout import RECOMPUTE  # noqa: F401 - the modes, declared with the Layout
+from .recompute_modules import apply_modules
+
+DEFAULT_MODULES = ("core_attn",)     # Megatron-core's default for selective
 SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
 PREFIX = "rcp."
 
@@ -46,8 +49,9 @@ def _layer_input(d) -> float:
     return d.Tn * d.h * d.bpe
 
 
-def apply_recompute(B, mode: str) -> None:
-    """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring)."""
+def apply_recompute(B, mode: str, modules: tuple[str, ...] = DEFAULT_MODULES) -> None:
+    """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring);
+    ``selective`` re-runs ``modules`` (:mod:`tpsim.layer.recompute_modules`)."""
     if mode not in RECOMPUTE:
         raise ValueError(f"recompute must be one of {RECOMPUTE}, not {mode!r}")
     forward = [n.name for n in B.nodes if n.phase == "forward"]
@@ -56,8 +60,15 @@ def apply_recompute(B, mode: str) -> None:
     if mode == "full":       # only the layer input stays: the first op reads it
         B.nodes = [replace(n, saved=_layer_input if n.name == forward[0] else None)
                    if n.phase == "forward" else n for n in B.nodes]
-        _recompute(B, forward, start_after=(forward[-1],))
+        copy_region(B, forward, start_after=(forward[-1],))
         return
+    if "core_attn" in modules:
+        _core_attention(B, forward)
+    apply_modules(B, tuple(m for m in modules if m != "core_attn"), copy_region)
+
+
+def _core_attention(B, forward: list[str]) -> None:
+    """The unfused attention core (module docstring's ``selective``)."""
     region = [n for n in forward if n in SELECTIVE_OPS]
     if not region:           # fused attention, or no attention block: nothing to recompute
         return
@@ -67,18 +78,24 @@ def apply_recompute(B, mode: str) -> None:
     entry = "bwd.attn.av.dprobs"   # the core's backward begins here, once its gradient exists
     phase = {n.name: n.phase for n in B.nodes}
     start = tuple(u for u, v, _ in B.edges if v == entry and phase[u] == "backward")
-    _recompute(B, region, start_after=start)
+    copy_region(B, region, start_after=start)
 
 
-def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:
+def copy_region(B, region: list[str], start_after: tuple[str, ...] | None = None,
+                readers: tuple[str, ...] = ()) -> None:
     """Copy the ``region`` ops as ``rcp.`` ops before the first backward op that needs them;
-    backward edges out of the region come from the copies instead."""
+    backward edges out of the region come from the copies instead, and the backward
+    ``readers`` of its output (what a discarded output's holders fed) read the copies of its
+    last ops. The copies start after ``start_after`` (None: the backward inputs of their
+    first user, or the forward's last op)."""
     inside = set(region)
     nodes = {n.name: n for n in B.nodes}
     copies = [replace(nodes[n], name=recomputed_name(n), phase="backward", saved=None,
                       recomputes=n) for n in region]
-    edges, first_user = [], None
     index = {n.name: i for i, n in enumerate(B.nodes)}
+    feeds = {u for u, v, _ in B.edges if u in inside and v in inside}
+    extra = [(recomputed_name(n), r, "data") for n in region if n not in feeds for r in readers]
+    edges, first_user = [], min(readers, key=index.get, default=None)
     for u, v, kind in B.edges:
         if u in inside and v in inside:
             edges += [(u, v, kind), (recomputed_name(u), recomputed_name(v), kind)]
@@ -89,9 +106,19 @@ def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:
             first_user = v if first_user is None or index[v] < index[first_user] else first_user
         else:
             edges.append((u, v, kind))
+    if start_after is None:
+        start_after = _inputs_of(B, first_user, inside)
     fed = {v for u, v, _ in B.edges if u in inside and v in inside}
     edges += [(s, recomputed_name(n), "data") for n in region if n not in fed
-              for s in start_after]
+              for s in start_after] + extra
     at = index[first_user] if first_user is not None else len(B.nodes)
     B.nodes[at:at] = copies
     B.edges = edges
+
+
+def _inputs_of(B, user: str | None, inside: set) -> tuple[str, ...]:
+    """The backward inputs of ``user`` outside the region (none: the forward's last op)."""
+    phase = {n.name: n.phase for n in B.nodes}
+    start = tuple(dict.fromkeys(u for u, v, _ in B.edges if v == user and u not in inside
+                                and phase[u] == "backward"))
+    return start or ([n.name for n in B.nodes if n.phase == "forward"][-1],)

@@ -22,6 +22,7 @@ from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..layer.recompute_modules import check_modules
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
@@ -103,6 +104,7 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
                           f"(the GEMMs run in {RS_SPLITS} row chunks)",
                           lay.micro_batch * lay.seq_len)
     check_cp(m, lay.tp, lay.cp, lay.cp_comm, lay.seq_len, lay.attention)
+    check_modules(m, lay.recompute_modules or ())
     if m.moe and lay.zero > 1:
         raise ConfigError("--zero", "", "0 or 1 with a mixture-of-experts model (ZeRO-2/3 beside "
                           "the experts' own data parallelism is not modelled yet)", lay.zero)
@@ -112,13 +114,15 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
-                   experts: Folded | None = None, load: float = 1.0):
+                   experts: Folded | None = None, load: float = 1.0,
+                   modules: tuple[str, ...] | None = None):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
     :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
-    seq_len / cp tokens."""
+    seq_len / cp tokens; ``modules``: what selective recomputation re-runs (None: core_attn,
+    :mod:`tpsim.layer.recompute_modules`)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
     slot, par = 0, Parallelism(tp=tp, cp=cp)
@@ -149,7 +153,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
-                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0,
+                         **({"modules": modules} if modules else {}))
     pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
@@ -174,7 +179,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
-                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor))
+                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
+                          lay.recompute_modules)
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):

@@ -35,6 +35,7 @@ from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
 from .pipeline import layout_layers
+from .partial_recompute import base_layout, partial_of
 from .remedies import memory_remedies
 from ..sim.simulate import layer_times, phase_times, simulate
 from .nodes import check_fits, with_nodes
@@ -229,15 +230,21 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     m, topo, lay = _settings(model, topology, lay)
     par, stage_layers = _step_plan(m, topo, lay)
     experts = experts_of(m, lay, par)
-    sparse = moe_layers(m)
-    sim, pricing = _simulate_layer(m, topo, lay)
-    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
+    sparse, partial, run = moe_layers(m), partial_of(lay), base_layout(lay)
+    sim, pricing = _simulate_layer(m, topo, run)
+    moe = _simulate_layer(m, topo, run, True, experts)[0] if sparse else None
     dense = Part.of(sim)
     layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp
     emb, out = terms.model_ends(sim, pricing, tp, lay.sequence_parallel, lay.dropout)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
     kinds = [(layer_times(sim), m.layers - sparse)] + ([(layer, sparse)] if sparse else [])
+    if partial is not None and run is not lay:      # block: its layers, recomputed
+        rc = [_simulate_layer(m, topo, lay, k, experts)[0] for k in (False, True)[:1 + bool(sparse)]]
+        rc += [None] * (2 - len(rc))
+        kinds = partial.model_kinds(kinds, m, stage_layers, [s and layer_times(s) for s in rc])
+        partial = dataclasses.replace(partial, layer=Part.of(rc[0]),
+                                      moe=rc[1] and Part.of(rc[1]))
     step = sum(n * t.total_s for t, n in kinds) + emb_s + out_s
     out_flops = out.flops
     flops = sum(n * t.flops for t, n in kinds) + out_flops
@@ -249,7 +256,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                   lay.reshard_after_forward, lay.fp8_all_gather)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
-                   sh, experts)
+                   sh, experts, partial)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(m, topo, lay, mem), moe if sparse else sim,
@@ -346,9 +353,10 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
 
 
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
-          peak, sh, experts: Folded | None = None):
+          peak, sh, experts: Folded | None = None, partial=None):
     """The step of the simulated layer, embedding and output layer (``parts``), sharded as
-    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``."""
+    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``,
+    some layers recomputed as ``partial`` (:mod:`tpsim.training.partial_recompute`)."""
     layer, emb, out, moe = parts
     check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
@@ -359,7 +367,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
-                                               lay.fp8_param_gather), experts=experts)
+                                               lay.fp8_param_gather), experts=experts,
+                       partial=partial)
     if sh.per_unit:
         setup = shard_setup(setup, sh, topo)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)

@@ -22,6 +22,7 @@ from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..layer.recompute import DEFAULT_MODULES
 from ..layer.recompute_modules import check_modules
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
@@ -296,7 +297,10 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   overlap_grad_reduce=lay.overlap_grad_reduce,
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
                   zero=zero_stage(lay.zero, lay.distributed_optimizer),
-                  cp=lay.cp, cp_comm=lay.cp_comm,
+                  cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
+                  recompute_num_layers=lay.recompute_num_layers,
+                  recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
+                  if lay.recompute == "selective" else (),
                   **_expert_inputs(experts_of(m, lay, par), topo))
 
 

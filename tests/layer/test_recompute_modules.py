@@ -101,12 +101,13 @@ def test_layernorm_drops_exactly_the_norm_outputs():
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp8"])
 def test_moe_act_drops_fc2s_input(dtype):
-    """moe_act: fc2's input, R x f_e in 16 bits, is no longer kept; the activation (and under
-    FP8 fc2's cast) re-run before fc2's weight gradient, which reads the copy."""
+    """moe_act: fc2's input, R x f_e in its GEMM's dtype (FP8: the cast), is no longer kept;
+    the activation (and under FP8 fc2's cast) re-run before fc2's weight gradient, which reads
+    the copy."""
     base = layer("deepseek-v3", moe=True, dtype=dtype)
     sim = layer("deepseek-v3", ("moe_act",), moe=True, dtype=dtype)
     d = sim.dims
-    assert dropped(base, sim) == pytest.approx(routed_rows(d) * d.fe * d.bpe, rel=1e-12)
+    assert dropped(base, sim) == pytest.approx(routed_rows(d) * d.fe * d.gemm_bpe, rel=1e-12)
     assert copies(sim) == ["rcp.experts.act", "rcp.experts.fc2.cast"][:1 + (dtype == "fp8")]
     g = sim.digraph()
     assert nx.has_path(g, "rcp.experts.act", "bwd.experts.fc2.wgrad")
@@ -141,7 +142,7 @@ def test_shared_experts_drop_their_own_activations():
     base = layer("deepseek-v3", moe=True)
     sim = layer("deepseek-v3", ("shared_experts",), moe=True)
     d = sim.dims
-    assert dropped(base, sim) == pytest.approx(3 * d.T * d.fs * d.bpe, rel=1e-12)
+    assert dropped(base, sim) == pytest.approx(3 * d.T * d.fs * d.bpe, rel=1e-12)   # act, fc2
     assert "rcp.shared.fc1" in copies(sim) and "rcp.shared.fc2" in copies(sim)
 
 

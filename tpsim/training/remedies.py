@@ -37,7 +37,7 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
     return topo is None or nodes_needed(topo, new.tp * new.cp * new.pp * new.dp) is not None
 
 
-# what --recompute full of every layer clears (tpsim.layer.recompute_modules,
+# what --recompute full of every layer clears, None each (tpsim.layer.recompute_modules,
 # tpsim.training.partial_recompute)
 RECOMPUTE_DETAIL = ("recompute_modules", "recompute_method", "recompute_num_layers")
 
@@ -60,8 +60,7 @@ def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
         out.append(pp)
     heavy = mem.activations_bytes > ACTIVATION_SHARE * mem.total_bytes
     if heavy and (lay.recompute != "full" or lay.recompute_method is not None):
-        out.append({"recompute": "full", **{k: None for k in RECOMPUTE_DETAIL
-                                             if getattr(lay, k) is not None}})
+        out.append({"recompute": "full", **dict.fromkeys(RECOMPUTE_DETAIL)})
     if heavy and lay.tp > 1 and not lay.sequence_parallel and \
             runs(model.layers, lay, model, topo, sequence_parallel=True):
         out.append({"sequence_parallel": True})

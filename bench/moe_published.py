@@ -61,7 +61,8 @@ TOPOLOGY = "dgx-h100-ndr-cluster"
 COMMON = dict(dtype="fp8", seq_len=4096, micro_batch=1, global_batch=1024,
               distributed_optimizer=True, grad_reduce_in_bf16=True, fp8_param_gather=True)
 
-# DeepSeek-V3's recipe (25.09): selective recomputation of the dense MLPs and the experts' activation
+# DeepSeek-V3's recipe (25.09): selective recomputation of the dense MLPs and the experts'
+# activation
 RECOMPUTE_V3 = dict(recompute="selective", recompute_modules=("mlp", "moe_act"))
 
 # label, model, GPUs, layout, published tokens/s per GPU, published model TFLOP/s per GPU

@@ -6,8 +6,8 @@ metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
 By kind: ``count`` a positive integer; ``flag`` a switch (``--no-X`` where the default is
 True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``price``
 a number >= 0; ``names`` one or more names, apart or as a comma list; ``rate`` a positive
-number or inf. With ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do: ``tpsim predict`` compares
-every combination. The values are checked by the dataclass itself when
+number or inf. With ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do:
+``tpsim predict`` compares every combination. The values are checked by the dataclass itself when
 :func:`layout_from_args` makes it: one place, one error per bad value.
 """
 from __future__ import annotations

@@ -16,15 +16,20 @@ are built:
   sequence parallelism (Korthikanti eq. 6; with SP tpsim keeps the gathered input of each
   column-parallel GEMM, s b h (4 + 30/t), where Korthikanti re-gathers it for 34/t). Fused
   (flash) attention already recomputes the scores in its backward and saves no s^2 term, so
-  ``selective`` with fused attention is the same as ``none``.
+  ``selective`` with fused attention is the same as ``none``. That is Megatron-core's default
+  module, ``core_attn``; ``selective`` with other modules (``--recompute-modules``: mlp, moe,
+  moe_act, layernorm, mla_up_proj, shared_experts) re-runs those
+  (:mod:`tpsim.layer.recompute_modules`). Which layers recompute in full (Megatron's
+  ``--recompute-method``) is the step's: :mod:`tpsim.training.partial_recompute`.
 
 Each recomputed op is a copy of its forward op named ``rcp.<name>`` (``rcp.qkv``,
 ``rcp.proj.all-reduce``) in phase "backward", with the forward's data edges between the copies.
 Backward ops read the copies instead of the forward ops (their ``forward_of`` still names the
 forward op, which they reach through the copies); the copies start once the gradient reaches
 the checkpoint: after the forward's last op (full) or the ops feeding the core's backward
-(selective). Copies carry ``recomputes`` (the forward op's name): their FLOPs are hardware
-FLOPs, not model FLOPs. A copy keeps its op's process group, so a recomputed collective on a
+(selective); a module that discards its output (``CheckpointWithoutOutput``) names the
+backward ops that read it, which read the copies. Copies carry ``recomputes`` (the forward op's
+name): their FLOPs are hardware FLOPs, not model FLOPs. A copy keeps its op's process group, so a recomputed collective on a
 one-rank group disappears with the original.
 """
 from __future__ import annotations

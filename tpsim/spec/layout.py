@@ -68,9 +68,11 @@ class Layout:
         "(Megatron's separate kernels) (default: the model's)", flag="--attention", kind="name",
         choices=ATTENTIONS + ATTENTION_KERNELS,
         expected="fused, unfused or the name of a kernel the device lists")
-    recompute: str = setting("none", "activation recomputation (selective: the unfused "
-                             "attention core)", flag="--recompute", kind="choice",
-                             choices=RECOMPUTE, lists=True, megatron="--recompute-granularity")
+    recompute: str = setting("none", "activation recomputation (selective: the modules of "
+                             "--recompute-modules, by default the unfused attention core; full: "
+                             "whole layers, see --recompute-method)", flag="--recompute",
+                             kind="choice", choices=RECOMPUTE, lists=True,
+                             megatron="--recompute-granularity")
     recompute_modules: tuple[str, ...] | None = setting(
         None, "what selective recomputation re-runs, Megatron-core's modules: core_attn, "
         "moe_act, layernorm, mla_up_proj, mlp, moe, shared_experts (tpsim.layer."

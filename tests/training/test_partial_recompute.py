@@ -103,3 +103,14 @@ def test_cli_errors_are_one_line(capsys):
     assert main(base + ["--recompute", "full", "--recompute-method", "block",
                         "--recompute-num-layers", "5", "--json"]) == 0
     assert '"recompute_method": "block"' in capsys.readouterr().out
+
+
+def test_block_on_a_moe_model_moves_its_moe_layers():
+    """Qwen3-30B-A3B (every layer MoE), one stage of 48: block 6 recomputes 6 MoE layers."""
+    kw = dict(tp=1, micro_batch=1, seq_len=512, dtype="bf16")
+    none = predict("qwen3-30b-a3b", "dgx-h100", **kw)
+    full = predict("qwen3-30b-a3b", "dgx-h100", recompute="full", **kw)
+    p = predict("qwen3-30b-a3b", "dgx-h100", recompute="full", recompute_method="block",
+                recompute_num_layers=6, **kw)
+    for get in (lambda x: x.memory.activations_bytes, lambda x: x.model.step_s):
+        assert get(p) == pytest.approx(get(none) + 6 / 48 * (get(full) - get(none)), rel=1e-12)

@@ -73,7 +73,7 @@ def expected(f: Field) -> str:
     if kind == "choice":
         return f"one of {', '.join(map(str, meta['choices']))}"
     if kind == "names":
-        return f"one or more distinct names of {', '.join(meta['choices'])}"
+        return f"a tuple of one or more distinct names of {', '.join(meta['choices'])}"
     if kind == "rate":
         return "a positive number or inf"
     if kind == "price":

@@ -185,6 +185,13 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
                           lay.recompute_modules)
 
 
+def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):
+    """The layers block recomputation re-runs: (dense, MoE or None), each simulated with
+    ``lay``'s full recomputation (:mod:`tpsim.training.partial_recompute`)."""
+    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
+    return _simulate_layer(m, topo, lay)[0], moe
+
+
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows.
@@ -240,9 +247,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     emb, out = terms.model_ends(sim, pricing, tp, lay.sequence_parallel, lay.dropout)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
     kinds = [(layer_times(sim), m.layers - sparse)] + ([(layer, sparse)] if sparse else [])
-    if partial is not None and run is not lay:      # block: its layers, recomputed
-        rc = [_simulate_layer(m, topo, lay, k, experts)[0] for k in (False, True)[:1 + bool(sparse)]]
-        rc += [None] * (2 - len(rc))
+    if partial is not None and run is not lay:      # block: its recomputed layers
+        rc = _recomputed_layers(m, topo, lay, experts, sparse)
         kinds = partial.model_kinds(kinds, m, stage_layers, [s and layer_times(s) for s in rc])
         partial = dataclasses.replace(partial, layer=Part.of(rc[0]),
                                       moe=rc[1] and Part.of(rc[1]))

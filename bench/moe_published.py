@@ -39,9 +39,10 @@ Its recipe then (Megatron-Bridge commit bafab587b, ``scripts/performance/configs
 deepseek_v3_llm_pretrain.yaml``): TP 2 PP 8 VP 4 EP 64 expert-TP 1, global batch 8192, the
 layers placed by Megatron's pipeline layout ``Et|(tt|)*30mL`` (``--pipeline-layout``: one
 layer beside the embedding, the multi-token-prediction layer, not priced, beside the loss), the
-MLP and MoE activation recomputed (``recompute_modules: [mlp, moe_act]``, which tpsim does not
-model: run without recomputation, so its memory does not fit and the recomputed forward is not
-priced), the shared expert overlapped with the dispatch (not modelled), no CUDA graphs.
+dense layers' MLP and the experts' activation recomputed (``recompute_granularity: selective``,
+``recompute_modules: [mlp, moe_act]``: ``--recompute selective --recompute-modules mlp,moe_act``,
+:mod:`tpsim.layer.recompute_modules`), the shared expert overlapped with the dispatch (as
+tpsim's all-to-all slot issues it), no CUDA graphs.
 
 Not checked: Qwen3-235B-A22B on 256 H100 (TP 2 PP 8 VP 4 EP 32, 1,712 tokens/s in 26.04.01:
 94 layers split with ``account_for_embedding_in_pipeline_split`` and ``..._loss_...``, three
@@ -60,6 +61,10 @@ TOPOLOGY = "dgx-h100-ndr-cluster"
 COMMON = dict(dtype="fp8", seq_len=4096, micro_batch=1, global_batch=1024,
               distributed_optimizer=True, grad_reduce_in_bf16=True, fp8_param_gather=True)
 
+# DeepSeek-V3's recipe (25.09): selective recomputation of the dense MLPs and the experts'
+# activation
+RECOMPUTE_V3 = dict(recompute="selective", recompute_modules=("mlp", "moe_act"))
+
 # label, model, GPUs, layout, published tokens/s per GPU, published model TFLOP/s per GPU
 ROWS = (
     ("Qwen3-30B-A3B, 16 H100, TP1 PP1 EP16 (26.04.01)", "qwen3-30b-a3b", 16,
@@ -68,7 +73,8 @@ ROWS = (
      dict(tp=1, pp=2, dp=8, virtual_stages=12, ep=8), 9058, 208),
     ("DeepSeek-V3, 1024 H100, TP2 PP8 VP4 EP64 (25.09)", "deepseek-v3", 1024,
      dict(tp=2, pp=8, dp=64, virtual_stages=4, ep=64, expert_tp=1, sequence_parallel=True,
-          global_batch=8192, pipeline_layout="Et|(tt|)*30mL"), 1297, 338),
+          global_batch=8192, pipeline_layout="Et|(tt|)*30mL",
+          **RECOMPUTE_V3), 1297, 338),
 )
 
 

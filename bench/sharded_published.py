@@ -15,7 +15,10 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
 * Megatron-Bridge, docs/performance-summary-archive.md (NVIDIA-NeMo/Megatron-Bridge), NeMo
   containers 25.11 and 26.04.01, sequence 8192; the recipes in
   src/megatron/bridge/perf_recipes/llama/<system>/llama3.py (FSDP: Megatron-FSDP,
-  optim_grads_params; DDP rows with the distributed optimizer).
+  optim_grads_params; DDP rows with the distributed optimizer). The 8B H100 FP8 recipe
+  (``llama3_8b_pretrain_8gpu_h100_fp8cs_config``) recomputes the first 5 of the 32 layers
+  in full (``recompute_granularity full``, ``recompute_method block``,
+  ``recompute_num_layers 5``: tpsim.training.partial_recompute).
 
     python bench/sharded_published.py
 """
@@ -43,8 +46,9 @@ ROWS = (
      dict(tp=8, dp=32, micro_batch=16, global_batch=512, zero=3, recompute="full",
           dtype="fp8", sequence_parallel=True, nodes=32, **COMPILED), 829, "compiled"),
     ("Megatron-Bridge 25.11: 8B, FSDP 8, FP8, H100", "llama3-8b", "dgx-h100",
-     dict(tp=1, dp=8, micro_batch=1, global_batch=128, zero=3, dtype="fp8"), 14451,
-     "the recipe recomputes 5 of 32 layers (full, block)"),
+     dict(tp=1, dp=8, micro_batch=1, global_batch=128, zero=3, dtype="fp8", recompute="full",
+          recompute_method="block", recompute_num_layers=5), 14451,
+     "5 of 32 layers recomputed (full, block: the recipe's)"),
     ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB200", "llama3-70b", "gb200-nvl72",
      dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 4224,
      "40 layers' activations offloaded to the CPU (not modelled: over memory in tpsim)"),

@@ -5,9 +5,9 @@ metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
 
 By kind: ``count`` a positive integer; ``flag`` a switch (``--no-X`` where the default is
 True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``price``
-a number >= 0; ``rate`` a positive number or inf. With
-``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do: ``tpsim predict`` compares
-every combination. The values are checked by the dataclass itself when
+a number >= 0; ``names`` one or more names, apart or as a comma list; ``rate`` a positive
+number or inf. With ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do:
+``tpsim predict`` compares every combination. The values are checked by the dataclass itself when
 :func:`layout_from_args` makes it: one place, one error per bad value.
 """
 from __future__ import annotations
@@ -77,9 +77,19 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
                       default=(f.default,) if listed else f.default)
     elif kind == "price":
         kwargs.update(type=price, default=f.default)
+    elif kind == "names":                  # --x a b or --x a,b (Megatron-LM: nargs)
+        kwargs.update(type=choice_list(f.metadata["choices"]), nargs="+", action=_Joined,
+                      metavar=braces(f.metadata["choices"]), default=f.default)
     else:
         kwargs.update(_choice_kwargs(f, listed))
     return cli_flag(f), kwargs
+
+
+class _Joined(argparse.Action):
+    """Names given apart or as comma lists, one tuple (``--recompute-modules mlp moe_act``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, tuple(x for v in values for x in v))
 
 
 def _fields(cls, names) -> list[Field]:

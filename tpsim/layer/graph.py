@@ -31,7 +31,7 @@ from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_i
 from .mla import mla_bwd, mla_fwd
 from .moe_ep import slot_bwd, slot_fwd, slot_groups
 from .ops import Attention
-from .recompute import apply_recompute
+from .recompute import DEFAULT_MODULES, apply_recompute
 from .template import Builder, Template
 
 BLOCKS = ("attention", "mlp")
@@ -234,7 +234,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
-                   cp_a2a: int = 1, mla: int = 0, eager: bool = False) -> Template:
+                   cp_a2a: int = 1, mla: int = 0, eager: bool = False,
+                   modules: tuple[str, ...] = DEFAULT_MODULES) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -247,7 +248,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     (with SP: the all-gathers interleaved with the GEMMs, the reduce-scatters pipelined;
     :mod:`tpsim.layer.linears`), else 0. Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
-    the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`). ``moe``: the
+    the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`; ``modules``:
+    what selective re-runs, :mod:`tpsim.layer.recompute_modules`). ``moe``: the
     MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
     ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``
     (:mod:`tpsim.layer.context_parallel`; ``cp_a2a``: a2a+p2p's all-to-all ranks).
@@ -266,16 +268,18 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     key = (tp_group, sequence_parallel, tuple(blocks), bare, drop, attention, swiglu, recompute,
            bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 or mla else ()) + \
         ((mla,) if mla else ())
-    return _TEMPLATES.get(key + (("eager",) if eager else ()), _build, key, eager)
+    modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
+    extra = (("eager",) if eager else ()) + ((modules,) if modules else ())
+    return _TEMPLATES.get(key + extra, _build, key, eager, modules)
 
 
-def _build(key: tuple, eager: bool) -> Template:
-    return _layer_template(*key, eager=eager)
+def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None) -> Template:
+    return _layer_template(*key, eager=eager, modules=modules)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
-                    eager=False) -> Template:
+                    eager=False, modules=None) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     B.eager = eager
     x = None
@@ -288,7 +292,7 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
         x = _mlp_bwd(B, x, bare, swiglu, drop, bias, moe)
     if "attention" in blocks:
         x = _attention_bwd(B, x, bare, attention, drop, bias, cp, mla)
-    apply_recompute(B, recompute)
+    apply_recompute(B, recompute, modules or DEFAULT_MODULES)
     groups = {"tp": 2 if tp_group else 1, **group_sizes(cp[0], cp[2]), **slot_groups(moe)}
     return B.compile(groups, blocks=blocks, bare=bare, attention=attention, recompute=recompute,
                      **({"moe": moe} if moe else {}),

@@ -30,9 +30,10 @@ scatter/gather, the router's dgrad and wgrad, the input gradient's reduce-scatte
 of the router's and the experts' input gradients. Biases are not part of the slot.
 
 Saved for backward: the router's input (Tn h), its fp32 scores (Tn E 4), the permuted tokens
-(R h, fc1's weight gradient), fc1's output (act's backward), fc2's input (R f_e/tp), the
-expert outputs (R h, the gradient of the probabilities); the shared experts' inputs are
-re-gathered in backward as Megatron-core does for any column-parallel linear under SP.
+(R h, fc1's weight gradient), fc1's output and the R probabilities (act's backward: Megatron-core
+scales the activation's output by them), fc2's input (R f_e/tp), the GEMMs' inputs in their
+dtype (:func:`fc1_input_saved`); the unpermutation keeps nothing; the shared experts' inputs
+are re-gathered in backward as Megatron-core does for any column-parallel linear under SP.
 """
 from __future__ import annotations
 
@@ -62,6 +63,28 @@ def routed_per_expert(d: Dims) -> int:
 def routed_rows(d: Dims) -> int:
     """R = m_e E_l: rows of the permuted tokens the local experts work on."""
     return routed_per_expert(d) * local_experts(d)
+
+
+# What the experts keep for the backward, as Megatron-core's memory-efficient token
+# permutation runs them (Megatron-LM !2668, April 2025: the router's probabilities multiply the
+# activation's output, ``activation_func_with_probs``, and the unpermutation is a plain sum
+# that keeps nothing); each grouped GEMM keeps its input in its GEMM's dtype, as a linear does
+# (:func:`tpsim.layer.linears.row_input_saved`: under FP8 Transformer Engine's GroupedLinear
+# keeps the fp8 cast).
+def fc1_input_saved(d: Dims) -> float:
+    """The permuted tokens R x h, in fc1's GEMM dtype."""
+    return routed_rows(d) * d.h * d.gemm_bpe
+
+
+def act_saved(n_in: int):
+    """The activation's input (fc1's output, R x n_in f_e, 16-bit) and the R probabilities
+    it scales its output by (fp32)."""
+    return lambda d: routed_rows(d) * (n_in * d.fe * d.bpe + 4)
+
+
+def fc2_input_saved(d: Dims) -> float:
+    """The activation's output R x f_e, in fc2's GEMM dtype."""
+    return routed_rows(d) * d.fe * d.gemm_bpe
 
 
 # Transformer Engine's grouped GEMM (GroupedLinear, which Megatron-core's TEGroupedMLP runs)
@@ -125,7 +148,7 @@ def shared_fwd(B: Builder, tokens, n_in: int) -> str:
     x = B.eltwise("fwd.shared.act", lambda d: (d.T, d.fs, (n_in + 1) * d.T * d.fs * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.fs * d.bpe)
     return B.gemm("fwd.shared.fc2", lambda d: (d.T, d.h, d.fs), (x,),
-                  saved=lambda d: d.T * d.fs * d.bpe, linear=True)
+                  saved=lambda d: d.T * d.fs * d.gemm_bpe, linear=True)
 
 
 def moe_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
@@ -134,16 +157,13 @@ def moe_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     _, topk = router_fwd(B, x)
     tokens = B.collective("fwd.moe.all-gather", "all-gather", (x,), size=gathered_tokens) if B.sp else x
     x = B.eltwise("fwd.moe.permute", lambda d: (routed_rows(d), d.h, 2 * routed_rows(d) * d.h
-                                                * d.bpe), (tokens, topk),
-                  saved=lambda d: routed_rows(d) * d.h * d.bpe)
+                                                * d.bpe), (tokens, topk), saved=fc1_input_saved)
     x = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (x,))
     x = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (x,),
-                  saved=lambda d: n_in * routed_rows(d) * d.fe * d.bpe)
-    x = grouped(B, "fwd.experts.fc2", fc2_size, (x,), saved=lambda d: routed_rows(d) * d.fe * d.bpe)
+                                                * d.fe * d.bpe), (x,), saved=act_saved(n_in))
+    x = grouped(B, "fwd.experts.fc2", fc2_size, (x,), saved=fc2_input_saved)
     x = B.eltwise("fwd.moe.unpermute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe
-                                                  + d.T * d.topk * 4), (x, topk),
-                  saved=lambda d: routed_rows(d) * d.h * d.bpe)
+                                                  + d.T * d.topk * 4), (x, topk))
     if shared:
         s = shared_fwd(B, tokens, n_in)
         x = B.eltwise("fwd.shared.add", lambda d: (d.T, d.h, 3 * d.T * d.h * d.bpe), (x, s))

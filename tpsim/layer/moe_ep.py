@@ -36,8 +36,9 @@ dgrad and wgrad, the shared experts' backward (their output gradient gathered on
 re-gathered) beside the combine's all-to-all, the router's backward.
 
 Saved for backward: the router's input and scores (as EP 1), the sorted tokens R h (fc1's
-weight gradient; the dispatch buffer), fc1's output, fc2's input, the combined expert outputs
-T_n k h (the probabilities' gradient) and the shared experts' as the dense MLP's.
+weight gradient, in its GEMM's dtype), fc1's output and the probabilities, fc2's input (as EP 1:
+:func:`tpsim.layer.moe.fc1_input_saved`; the unpermutation keeps nothing, Megatron-core
+scaling the activation by the probabilities) and the shared experts' as the dense MLP's.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ from dataclasses import dataclass
 
 from ..base.errors import ConfigError
 from .dims import Dims, layer_dims, sp_reduce_op
-from .moe import (dense_bwd, fc1_size, fc2_size, gathered_tokens, grouped, grouped_bwd,
-                  moe_bwd, moe_fwd, router_bwd, router_fwd, routed_rows, shared_fwd)
+from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved, fc2_size,
+                  gathered_tokens, grouped, grouped_bwd, moe_bwd, moe_fwd, router_bwd, router_fwd,
+                  routed_rows, shared_fwd)
 from .template import Builder
 
 
@@ -122,13 +124,11 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     y = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep")
     s = shared_fwd(B, tokens, n_in) if shared else None
     y = B.collective("fwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp")
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=lambda d: _rows(d)[0])
+    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved)
     y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (y,),
-                  saved=lambda d: n_in * routed_rows(d) * d.fe * d.bpe)
-    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,),
-                saved=lambda d: routed_rows(d) * d.fe * d.bpe)
+                                                * d.fe * d.bpe), (y,), saved=act_saved(n_in))
+    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved)
     y = _copy(B, "fwd.moe.unsort", routed_rows, (y,))
     y = B.collective("fwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
                      group="etp")
@@ -137,8 +137,7 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
         op = sp_reduce_op(B.sp)
         s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
     y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe
-                                                  + _local(d) * 4), (y, topk),
-                  saved=lambda d: _local(d) * d.h * d.bpe)
+                                                  + _local(d) * 4), (y, topk))
     if shared:
         y = B.eltwise("fwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s))
     return y

@@ -16,7 +16,11 @@ are built:
   sequence parallelism (Korthikanti eq. 6; with SP tpsim keeps the gathered input of each
   column-parallel GEMM, s b h (4 + 30/t), where Korthikanti re-gathers it for 34/t). Fused
   (flash) attention already recomputes the scores in its backward and saves no s^2 term, so
-  ``selective`` with fused attention is the same as ``none``.
+  ``selective`` with fused attention is the same as ``none``. That is Megatron-core's default
+  module, ``core_attn``; ``selective`` with other modules (``--recompute-modules``: mlp, moe,
+  moe_act, layernorm, mla_up_proj, shared_experts) re-runs those
+  (:mod:`tpsim.layer.recompute_modules`). Which layers recompute in full (Megatron's
+  ``--recompute-method``) is the step's: :mod:`tpsim.training.partial_recompute`.
 - ``op``: torchtitan's selective checkpointing by operation (``selective_ac_option = 'op'``,
   ``torchtitan/parallelisms/parallelize_llama.py`` at 9dec370: ``_save_list`` and
   ``_custom_policy``): the outputs of matmuls, SDPA and reduce-scatters are saved except every
@@ -33,8 +37,9 @@ Each recomputed op is a copy of its forward op named ``rcp.<name>`` (``rcp.qkv``
 Backward ops read the copies instead of the forward ops (their ``forward_of`` still names the
 forward op, which they reach through the copies); the copies start once the gradient reaches
 the checkpoint: after the forward's last op (full) or the ops feeding the core's backward
-(selective). Copies carry ``recomputes`` (the forward op's name): their FLOPs are hardware
-FLOPs, not model FLOPs. A copy keeps its op's process group, so a recomputed collective on a
+(selective); a module that discards its output (``CheckpointWithoutOutput``) names the
+backward ops that read it, which read the copies. Copies carry ``recomputes`` (the forward op's
+name): their FLOPs are hardware FLOPs, not model FLOPs. A copy keeps its op's process group, so a recomputed collective on a
 one-rank group disappears with the original.
 """
 from __future__ import annotations
@@ -42,6 +47,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..spec.layout import RECOMPUTE, RECOMPUTE_MODES  # noqa: F401 - the modes, declared with the Layout
+from .recompute_modules import apply_modules
+
+DEFAULT_MODULES = ("core_attn",)     # Megatron-core's default for selective
 SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
 # op: the elementwise kernels recomputed (by name prefix), and what each GEMM copy re-runs
 OP_ELEMENTWISE = ("fwd.norm", "fwd.bias_dropout_add", "fwd.act", "fwd.rope", "fwd.repeat_kv",
@@ -61,8 +69,9 @@ def _layer_input(d) -> float:
     return d.Tn * d.h * d.bpe
 
 
-def apply_recompute(B, mode: str) -> None:
-    """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring)."""
+def apply_recompute(B, mode: str, modules: tuple[str, ...] = DEFAULT_MODULES) -> None:
+    """Rewrite the builder ``B``'s nodes and edges for ``mode`` (see the module docstring);
+    ``selective`` re-runs ``modules`` (:mod:`tpsim.layer.recompute_modules`)."""
     if mode not in RECOMPUTE_MODES:
         raise ValueError(f"recompute must be one of {RECOMPUTE_MODES}, not {mode!r}")
     forward = [n.name for n in B.nodes if n.phase == "forward"]
@@ -74,8 +83,15 @@ def apply_recompute(B, mode: str) -> None:
     if mode == "full":       # only the layer input stays: the first op reads it
         B.nodes = [replace(n, saved=_layer_input if n.name == forward[0] else None)
                    if n.phase == "forward" else n for n in B.nodes]
-        _recompute(B, forward, start_after=(forward[-1],))
+        copy_region(B, forward, start_after=(forward[-1],))
         return
+    if "core_attn" in modules:
+        _core_attention(B, forward)
+    apply_modules(B, tuple(m for m in modules if m != "core_attn"), copy_region)
+
+
+def _core_attention(B, forward: list[str]) -> None:
+    """The unfused attention core (module docstring's ``selective``)."""
     region = [n for n in forward if n in SELECTIVE_OPS]
     if not region:           # fused attention, or no attention block: nothing to recompute
         return
@@ -85,7 +101,7 @@ def apply_recompute(B, mode: str) -> None:
     entry = "bwd.attn.av.dprobs"   # the core's backward begins here, once its gradient exists
     phase = {n.name: n.phase for n in B.nodes}
     start = tuple(u for u, v, _ in B.edges if v == entry and phase[u] == "backward")
-    _recompute(B, region, start_after=start)
+    copy_region(B, region, start_after=start)
 
 
 def _recompute_ops(B, forward: list[str]) -> None:
@@ -94,7 +110,7 @@ def _recompute_ops(B, forward: list[str]) -> None:
     region = [n for n in forward if n in OP_GEMMS or n.startswith(OP_ELEMENTWISE)]
     if not region:
         return
-    _recompute(B, region, start_after=(forward[-1],))
+    copy_region(B, region, start_after=(forward[-1],))
     B.nodes = [replace(n, make=_gemm_share(n.make, OP_GEMMS[n.recomputes]))
                if n.recomputes in OP_GEMMS else n for n in B.nodes]
 
@@ -107,15 +123,21 @@ def _gemm_share(make, size):
     return remake
 
 
-def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:
+def copy_region(B, region: list[str], start_after: tuple[str, ...] | None = None,
+                readers: tuple[str, ...] = ()) -> None:
     """Copy the ``region`` ops as ``rcp.`` ops before the first backward op that needs them;
-    backward edges out of the region come from the copies instead."""
+    backward edges out of the region come from the copies instead, and the backward
+    ``readers`` of its output (what a discarded output's holders fed) read the copies of its
+    last ops. The copies start after ``start_after`` (None: the backward inputs of their
+    first user, or the forward's last op)."""
     inside = set(region)
     nodes = {n.name: n for n in B.nodes}
     copies = [replace(nodes[n], name=recomputed_name(n), phase="backward", saved=None,
                       recomputes=n) for n in region]
-    edges, first_user = [], None
     index = {n.name: i for i, n in enumerate(B.nodes)}
+    feeds = {u for u, v, _ in B.edges if u in inside and v in inside}
+    extra = [(recomputed_name(n), r, "data") for n in region if n not in feeds for r in readers]
+    edges, first_user = [], min(readers, key=index.get, default=None)
     for u, v, kind in B.edges:
         if u in inside and v in inside:
             edges += [(u, v, kind), (recomputed_name(u), recomputed_name(v), kind)]
@@ -126,9 +148,19 @@ def _recompute(B, region: list[str], start_after: tuple[str, ...]) -> None:
             first_user = v if first_user is None or index[v] < index[first_user] else first_user
         else:
             edges.append((u, v, kind))
+    if start_after is None:
+        start_after = _inputs_of(B, first_user, inside)
     fed = {v for u, v, _ in B.edges if u in inside and v in inside}
     edges += [(s, recomputed_name(n), "data") for n in region if n not in fed
-              for s in start_after]
+              for s in start_after] + extra
     at = index[first_user] if first_user is not None else len(B.nodes)
     B.nodes[at:at] = copies
     B.edges = edges
+
+
+def _inputs_of(B, user: str | None, inside: set) -> tuple[str, ...]:
+    """The backward inputs of ``user`` outside the region (none: the forward's last op)."""
+    phase = {n.name: n.phase for n in B.nodes}
+    start = tuple(dict.fromkeys(u for u, v, _ in B.edges if v == user and u not in inside
+                                and phase[u] == "backward"))
+    return start or ([n.name for n in B.nodes if n.phase == "forward"][-1],)

@@ -20,6 +20,7 @@ def remedies_text(values: dict) -> str:
 
 def remedy_flags(change: dict) -> str:
     """A remedy as the flags that ask for it: --pp 16 --dp 4, --pp 4 --dp 1 --nodes 4,
-    --recompute full, --distributed-optimizer."""
+    --recompute full, --distributed-optimizer (a setting the change clears, None, unsaid)."""
     flags = Layout.flags()
-    return " ".join(flags[k] if v is True else f"{flags[k]} {v}" for k, v in change.items())
+    return " ".join(flags[k] if v is True else f"{flags[k]} {v}" for k, v in change.items()
+                    if v is not None)

@@ -20,7 +20,10 @@ activation's), while the fused attention kernel still keeps its 16-bit output be
 projection's cast (:mod:`tpsim.layer.linears`). Activation recomputation
 (:mod:`tpsim.layer.recompute`) zeroes what it frees in the graph before the sum: ``full`` keeps only
 the layer input (bytes_per_element s b h, / t with SP), ``selective`` drops the unfused
-attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6). A pipeline
+attention core's s^2 tensors (s b h (10 + 24/t) without SP, Korthikanti eq. 6), or what its
+``--recompute-modules`` drop (:mod:`tpsim.layer.recompute_modules`); ``full`` of some layers
+only (``--recompute-method``) mixes the two per virtual stage
+(:mod:`tpsim.training.partial_recompute`). A pipeline
 stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
 schedule (the first stage p of them; :func:`tpsim.training.pipeline.in_flight`).
 

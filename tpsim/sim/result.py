@@ -215,6 +215,9 @@ class Inputs:
     expert_tp: int = 0        # their experts' TP degree (0: a dense model)
     expert_dp: int = 0        # their expert data parallelism, tp dp / (ep expert_tp) (0: dense)
     ep_nodes: int = 0         # nodes one EP group spans (1: its all-to-all on NVLink; 0: dense)
+    recompute_modules: tuple = ()   # what selective re-runs (tpsim.layer.recompute_modules)
+    recompute_method: str | None = None     # full's block | uniform (None: every layer)
+    recompute_num_layers: int | None = None
 
 
 @record

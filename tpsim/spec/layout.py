@@ -27,6 +27,10 @@ from .sharding import check_sharding
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 RECOMPUTE_MODES = RECOMPUTE + ("op",)          # and torchtitan's by operation (not searched)
+# Megatron-core's --recompute-modules (transformer_config.py) and --recompute-method
+RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", "moe",
+                     "shared_experts")
+RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
 # The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
@@ -65,10 +69,25 @@ class Layout:
         "(Megatron's separate kernels) (default: the model's)", flag="--attention", kind="name",
         choices=ATTENTIONS + ATTENTION_KERNELS,
         expected="fused, unfused or the name of a kernel the device lists")
-    recompute: str = setting("none", "activation recomputation (selective: the unfused "
-                             "attention core; op: torchtitan's by operation)", flag="--recompute",
-                             kind="choice", choices=RECOMPUTE_MODES, lists=True,
+    recompute: str = setting("none", "activation recomputation (selective: the modules of "
+                             "--recompute-modules, by default the unfused attention core; full: "
+                             "whole layers, see --recompute-method; op: torchtitan's by operation)",
+                             flag="--recompute", kind="choice", choices=RECOMPUTE_MODES, lists=True,
                              megatron="--recompute-granularity")
+    recompute_modules: tuple[str, ...] | None = setting(
+        None, "what selective recomputation re-runs, Megatron-core's modules: core_attn, "
+        "moe_act, layernorm, mla_up_proj, mlp, moe, shared_experts (tpsim.layer."
+        "recompute_modules; default: core_attn; Megatron-LM's own flag)",
+        flag="--recompute-modules", kind="names", choices=RECOMPUTE_MODULES)
+    recompute_method: str | None = setting(
+        None, "which layers full recomputation re-runs: uniform (every layer, the input of "
+        "each group of --recompute-num-layers kept) or block (the first --recompute-num-layers "
+        "of each virtual stage, the rest none) (default: every layer, its input kept; "
+        "Megatron-LM's own flag)", flag="--recompute-method", kind="choice",
+        choices=RECOMPUTE_METHODS)
+    recompute_num_layers: int | None = _count(
+        None, "layers per checkpointed group (uniform) or recomputed per virtual stage (block) "
+        "(Megatron-LM's own flag)", "--recompute-num-layers")
     # the step's: pipeline, data parallelism, optimizer, the network's size
     pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True,
                      megatron="--pipeline-model-parallel-size")
@@ -183,6 +202,7 @@ class Layout:
             raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
+        self._check_recompute()
         check_sharding(self)
         if self.pipeline_layout is not None:
             if self.first_stage_layers is not None or self.last_stage_layers is not None:
@@ -209,6 +229,21 @@ class Layout:
             raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
                               f"(micro-batch x dp) = {gb // per_step}) a multiple of pp "
                               f"({self.pp}) with --virtual-stages", gb)
+
+    def _check_recompute(self) -> None:
+        """Megatron-core's rules (transformer_config.py): modules only with selective, a
+        method and its layer count together and only with full."""
+        if self.recompute_modules is not None and self.recompute != "selective":
+            raise ConfigError("--recompute-modules", "", "--recompute selective beside it",
+                              ",".join(self.recompute_modules))
+        method, n = self.recompute_method, self.recompute_num_layers
+        if (method is None) != (n is None):
+            flag, value = ("--recompute-method", method) if n is None else \
+                ("--recompute-num-layers", n)
+            raise ConfigError(flag, "", "--recompute-method and --recompute-num-layers "
+                              "together", value)
+        if method is not None and self.recompute != "full":
+            raise ConfigError("--recompute-method", "", "--recompute full beside it", method)
 
     @property
     def per_step(self) -> int:
@@ -254,4 +289,5 @@ def _defaults(cls) -> dict:
     return {f.name: f.default for f in declared(cls)}
 
 
-__all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "DTYPES", "CP_COMMS"]
+__all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
+           "DTYPES", "CP_COMMS"]

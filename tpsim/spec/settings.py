@@ -13,7 +13,8 @@ Kinds of setting:
   once);
 * ``price``: a finite number >= 0 (a price, USD per GPU-hour);
 * ``name``: a string (``choices`` lists the ones the command line offers; what the device
-  lists is checked where the device is known).
+  lists is checked where the device is known);
+* ``names``: a non-empty tuple of distinct ``choices`` (Megatron-LM's list arguments).
 
 A setting whose default is None also takes None (the run's default: the model's, the
 device's). A feature declared ahead of its model (``unmodelled``) takes its default only: any
@@ -31,7 +32,7 @@ from operator import attrgetter, is_not
 from ..base.errors import ConfigError, TpsimError
 from ..base.schema import MAX_INT
 
-KINDS = ("count", "flag", "choice", "probability", "name", "rate", "price")
+KINDS = ("count", "flag", "choice", "probability", "name", "rate", "price", "names")
 
 
 def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
@@ -71,6 +72,8 @@ def expected(f: Field) -> str:
         return "true or false"
     if kind == "choice":
         return f"one of {', '.join(map(str, meta['choices']))}"
+    if kind == "names":
+        return f"a tuple of one or more distinct names of {', '.join(meta['choices'])}"
     if kind == "rate":
         return "a positive number or inf"
     if kind == "price":
@@ -94,6 +97,11 @@ def _validator(f: Field):
 
         def ok(v):
             return (type(v) in types and v in choices) or (v is None and nullable)
+    elif kind == "names":
+        def ok(v):
+            return (v is None and nullable) or (
+                type(v) is tuple and v != () and len(set(v)) == len(v)
+                and all(isinstance(x, str) and x in choices for x in v))
     elif kind == "name":
         def ok(v):
             return (v is None and nullable) or (isinstance(v, str) and v != "")

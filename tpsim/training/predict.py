@@ -22,6 +22,8 @@ from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..layer.recompute import DEFAULT_MODULES
+from ..layer.recompute_modules import check_modules
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
@@ -34,6 +36,7 @@ from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
 from .pipeline import layout_layers
+from .partial_recompute import base_layout, partial_of
 from .remedies import memory_remedies
 from ..sim.simulate import layer_times, phase_times, simulate
 from .nodes import check_fits, with_nodes
@@ -103,6 +106,7 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
                           f"(the GEMMs run in {RS_SPLITS} row chunks)",
                           lay.micro_batch * lay.seq_len)
     check_cp(m, lay.tp, lay.cp, lay.cp_comm, lay.seq_len, lay.attention)
+    check_modules(m, lay.recompute_modules or ())
     if m.moe and lay.zero > 1:
         raise ConfigError("--zero", "", "0 or 1 with a mixture-of-experts model (ZeRO-2/3 beside "
                           "the experts' own data parallelism is not modelled yet)", lay.zero)
@@ -112,14 +116,16 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
-                   experts: Folded | None = None, load: float = 1.0, eager: bool = False):
+                   experts: Folded | None = None, load: float = 1.0, eager: bool = False,
+                   modules: tuple[str, ...] | None = None):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
     :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
     seq_len / cp tokens; ``eager``: PyTorch eager's elementwise kernels
-    (:mod:`tpsim.layer.eager`)."""
+    (:mod:`tpsim.layer.eager`); ``modules``: what selective recomputation re-runs (None:
+    core_attn, :mod:`tpsim.layer.recompute_modules`)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
     slot, par = 0, Parallelism(tp=tp, cp=cp)
@@ -150,7 +156,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
-                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager)
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager,
+                         **({"modules": modules} if modules else {}))
     pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
@@ -176,7 +183,14 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
                           expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
-                          lay.eager_kernels)
+                          lay.eager_kernels, lay.recompute_modules)
+
+
+def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):
+    """The layers block recomputation re-runs: (dense, MoE or None), each simulated with
+    ``lay``'s full recomputation (:mod:`tpsim.training.partial_recompute`)."""
+    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
+    return _simulate_layer(m, topo, lay)[0], moe
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
@@ -225,15 +239,20 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     m, topo, lay = _settings(model, topology, lay)
     par, stage_layers = _step_plan(m, topo, lay)
     experts = experts_of(m, lay, par)
-    sparse = moe_layers(m)
-    sim, pricing = _simulate_layer(m, topo, lay)
-    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
+    sparse, partial, run = moe_layers(m), partial_of(lay), base_layout(lay)
+    sim, pricing = _simulate_layer(m, topo, run)
+    moe = _simulate_layer(m, topo, run, True, experts)[0] if sparse else None
     dense = Part.of(sim)
     layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp
     emb, out = terms.model_ends(sim, pricing, tp, lay.sequence_parallel, lay.dropout)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
     kinds = [(layer_times(sim), m.layers - sparse)] + ([(layer, sparse)] if sparse else [])
+    if partial is not None and run is not lay:      # block: its recomputed layers
+        rc = _recomputed_layers(m, topo, lay, experts, sparse)
+        kinds = partial.model_kinds(kinds, m, stage_layers, [s and layer_times(s) for s in rc])
+        partial = dataclasses.replace(partial, layer=Part.of(rc[0]),
+                                      moe=rc[1] and Part.of(rc[1]))
     step = sum(n * t.total_s for t, n in kinds) + emb_s + out_s
     out_flops = out.flops
     flops = sum(n * t.flops for t, n in kinds) + out_flops
@@ -245,7 +264,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                   lay.reshard_after_forward, lay.fp8_all_gather)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
-                   sh, experts)
+                   sh, experts, partial)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(m, topo, lay, mem), moe if sparse else sim,
@@ -285,7 +304,10 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   overlap_grad_reduce=lay.overlap_grad_reduce,
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
                   zero=zero_stage(lay.zero, lay.distributed_optimizer),
-                  cp=lay.cp, cp_comm=lay.cp_comm,
+                  cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
+                  recompute_num_layers=lay.recompute_num_layers,
+                  recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
+                  if lay.recompute == "selective" else (),
                   **_expert_inputs(experts_of(m, lay, par), topo))
 
 
@@ -342,9 +364,10 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
 
 
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
-          peak, sh, experts: Folded | None = None):
+          peak, sh, experts: Folded | None = None, partial=None):
     """The step of the simulated layer, embedding and output layer (``parts``), sharded as
-    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``."""
+    ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``,
+    some layers recomputed as ``partial`` (:mod:`tpsim.training.partial_recompute`)."""
     layer, emb, out, moe = parts
     check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
@@ -355,7 +378,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
-                                               lay.fp8_param_gather), experts=experts)
+                                               lay.fp8_param_gather), experts=experts,
+                       partial=partial)
     if sh.per_unit:
         setup = shard_setup(setup, sh, topo)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)

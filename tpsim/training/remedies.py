@@ -37,12 +37,17 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
     return topo is None or nodes_needed(topo, new.tp * new.cp * new.pp * new.dp) is not None
 
 
+# what --recompute full of every layer clears, None each (tpsim.layer.recompute_modules,
+# tpsim.training.partial_recompute)
+RECOMPUTE_DETAIL = ("recompute_modules", "recompute_method", "recompute_num_layers")
+
+
 def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     """Changes that cut the fullest stage's memory and run, each the layout fields it sets
     (the first names it): the distributed optimizer (dp > 1, off); ZeRO-3 (FSDP: dp > 1, no
     pipeline, no context parallelism, a dense model); more pipeline stages (pp,
     dp, and nodes where the topology's network must be sized: :func:`_more_stages`); full
-    recomputation and sequence parallelism (activations over a tenth of the memory); more TP
+    recomputation of every layer and sequence parallelism (activations over a tenth of the memory); more TP
     (tp, dp: the next tp the model and a node take, on the same GPUs)."""
     out: list[dict] = []
     if lay.dp > 1 and not lay.distributed_optimizer and lay.zero == 0:
@@ -54,8 +59,8 @@ def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     if pp:
         out.append(pp)
     heavy = mem.activations_bytes > ACTIVATION_SHARE * mem.total_bytes
-    if heavy and lay.recompute != "full":
-        out.append({"recompute": "full"})
+    if heavy and (lay.recompute != "full" or lay.recompute_method is not None):
+        out.append({"recompute": "full", **dict.fromkeys(RECOMPUTE_DETAIL)})
     if heavy and lay.tp > 1 and not lay.sequence_parallel and \
             runs(model.layers, lay, model, topo, sequence_parallel=True):
         out.append({"sequence_parallel": True})

@@ -103,20 +103,32 @@ class Chunk:
 
     @classmethod
     def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
-           last: Part | None = None, moe: Part | None = None, expert: int = 0) -> Chunk:
+           last: Part | None = None, moe: Part | None = None, expert: int = 0,
+           partial=None) -> Chunk:
         """``layers`` layers, with the embedding (``first``) and/or output layer (``last``);
         ``units``: its :func:`tpsim.training.terms.chunk_units`, whose ``"moe"`` runs are MoE
         layers (``moe``: one simulated MoE layer; ``expert`` of each one's parameters its
         routed experts', :func:`tpsim.training.terms.expert_unit_params`), the rest dense
-        ones (``layer``)."""
+        ones (``layer``); ``partial``: full recomputation of some layers
+        (:class:`tpsim.training.partial_recompute.Partial`: ``.rc`` runs its layers)."""
         ends = [(p, 1) for p in (first, last) if p is not None]
         part = {"layer": layer, "embedding": first, "output": last, "moe": moe}
-        sparse = sum(n for name, _, n in units if name == "moe")
-        kinds = [(layer, layers - sparse)] + ([(moe, sparse)] if sparse else [])
-        return cls(layers, Part.total([*kinds, *ends]),
+        if partial is not None:
+            units = partial.units(units)
+            part.update({"layer.rc": partial.layer, "moe.rc": partial.moe})
+        count = {k: sum(n for name, _, n in units if name == k) for k in part}
+        sparse, rc = count["moe"], [(part[k], count[k]) for k in ("layer.rc", "moe.rc")
+                                    if count.get(k)]
+        kinds = [(layer, layers - sparse - sum(n for _, n in rc))] + \
+            ([(moe, sparse)] if sparse else []) + rc
+        total = Part.total([*kinds, *ends])
+        if partial is not None and partial.method == "uniform":
+            total = dataclasses.replace(total, saved_bytes=total.saved_bytes
+                                        - partial.saved_bytes(layers, layer.saved_bytes))
+        return cls(layers, total,
                    tuple((part[name].backward_s, params, n) for name, params, n in units),
                    tuple(part[name].forward_s for name, _, _ in units), (0.0, 0.0),
-                   tuple(expert if name == "moe" else 0 for name, _, _ in units))
+                   tuple(expert if name.startswith("moe") else 0 for name, _, _ in units))
 
 
 @record
@@ -310,12 +322,13 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
                overlap_param_gather: bool = False, moe: Part | None = None,
-               precision: str | None = None, experts=None) -> StepSetup:
+               precision: str | None = None, experts=None, partial=None) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
     ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
     ``precision``: the :func:`~tpsim.spec.precision.precision_key` of the weights, gradients
     and optimizer state (default: ``dtype``'s); ``experts``: their
-    :class:`~tpsim.spec.folding.Folded` groups (None: ep 1, expert TP = tp).
+    :class:`~tpsim.spec.folding.Folded` groups (None: ep 1, expert TP = tp); ``partial``:
+    full recomputation of some layers (:mod:`tpsim.training.partial_recompute`).
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
@@ -329,7 +342,7 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g],
                                                  experts), layer,
                        embedding if g == 0 else None, output if g == last_g else None, moe,
-                       expert) for g, n in enumerate(stage_layers)]
+                       expert, partial) for g, n in enumerate(stage_layers)]
     p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
                           sequence_parallel or scatter_gather_p2p)
     if scatter_gather_p2p and not sequence_parallel and tp > 1 and p > 1:

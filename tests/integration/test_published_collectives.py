@@ -9,6 +9,8 @@
   with margin (12% and 8%), through the ``auto`` path wherever the run used NCCL's defaults.
   Below 1 MiB the goal applies to runs timed one process per GPU, as a TP job runs: with one
   host thread driving 8 GPUs (``all_reduce_perf -g 8``) the host's launches set the floor there.
+* Across nodes, each curve on its cluster (index.csv's ``ll_host_latency_us``, fitted on one
+  curve of the cluster): the same goals on the curves not fitted.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ algorithm and role; README.md cites its source), prices every size with
 per curve and size band: 8 KiB - 1 MiB and 1 MiB - 8 GiB.
 
 Roles: ``check`` (used in no fit; the goals: median <= 15% below 1 MiB, <= 10% from 1 MiB),
-``fit`` (the NVLS step and efficiency were fitted on it: not evidence), ``reference`` (a run
+``fit`` (the NVLS step and efficiency were fitted on it, or, across nodes, its cluster's
+``ll_host_latency_us``: not evidence), ``reference`` (a run
 tpsim does not model: one host thread driving 8 GPUs with NCCL's defaults, or NCCL_ALGO=NVLS
 on an A100, which has no NVLS) and ``multi-node`` (used in no fit; the same goals, reported
 on their own line: they do not set the exit status). Below 1 MiB the goal holds for runs timed
@@ -16,10 +17,17 @@ eight launches set the floor there, a cost tpsim does not price.
 
     python bench/collectives_published.py           # the error table
     python bench/collectives_published.py --fit     # refit NVLS on the fit curve, then the table
+    python bench/collectives_published.py --fit-ll  # refit each cluster's LL host latency
+
+Across nodes a curve runs on its cluster: the shipped topology with ``ll_host_latency_us``
+(index.csv, a property of the cluster's hosts: what an LL hop across the network pays beyond
+NCCL's hwLat) on its network level; it is fitted on the cluster's ``fit`` curve (8 KiB - 1 MiB)
+and checked on its other curves.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -54,9 +62,21 @@ def curves() -> list[dict]:
     return out
 
 
+def cluster_topology(curve: dict, ll_host_us: float | None = None):
+    """The curve's shipped topology with its cluster's ``ll_host_latency_us`` (index.csv, or
+    ``ll_host_us``) on every network level."""
+    topo = load_topology(curve["topology"])
+    value = ll_host_us if ll_host_us is not None else curve.get("ll_host_latency_us") or ""
+    if value == "":
+        return topo
+    levels = tuple(dataclasses.replace(lv, ll_host_latency_s=float(value) * 1e-6)
+                   if lv.inter_node else lv for lv in topo.levels)
+    return dataclasses.replace(topo, levels=levels)
+
+
 def predicted(curve: dict, topo=None) -> np.ndarray:
     """Model seconds at each size of ``curve``, with the algorithm its run used."""
-    topo = topo or load_topology(curve["topology"])
+    topo = topo or cluster_topology(curve)
     return np.array([collective_time("all-reduce", s, curve["ranks"], topo,
                                      curve["algorithm"]).time_s for s in curve["sizes"]])
 
@@ -82,8 +102,6 @@ def fit_nvls(curve: dict) -> tuple[float, float, float]:
     """(efficiency.nvls, nvls_step_us, rms log error): least squares on log(model / measured)
     over the curve's sizes >= 2 MiB (above the harness's launch floor), every other
     parameter as shipped. Needs scipy (the ``validate`` extra)."""
-    import dataclasses
-
     from scipy.optimize import least_squares
     base = load_topology(curve["topology"])
     keep = curve["sizes"] >= 2 * MiB
@@ -100,10 +118,28 @@ def fit_nvls(curve: dict) -> tuple[float, float, float]:
     return float(res.x[0]), float(res.x[1]), float(np.sqrt(np.mean(res.fun ** 2)))
 
 
+def fit_ll_host(curve: dict) -> tuple[float, float]:
+    """(ll_host_latency_us, rms log error): least squares on log(model / measured) over the
+    curve's sizes from 8 KiB to 1 MiB (where LL runs), every other parameter as shipped."""
+    from scipy.optimize import least_squares
+    keep = (curve["sizes"] >= 8 * KiB) & (curve["sizes"] < MiB)
+    sub = {**curve, "sizes": curve["sizes"][keep], "times": curve["times"][keep]}
+    res = least_squares(lambda x: np.log(predicted(sub, cluster_topology(sub, x[0]))
+                                         / sub["times"]), x0=[1.0], bounds=([0.0], [100.0]))
+    return float(res.x[0]), float(np.sqrt(np.mean(res.fun ** 2)))
+
+
 def main(argv: list[str]) -> int:
     all_curves = curves()
+    if "--fit-ll" in argv:
+        for c in all_curves:
+            if c["role"] == "fit" and c["ranks"] > 8:
+                value, rms = fit_ll_host(c)
+                print(f"LL host fit on {c['file']} (8 KiB-1 MiB): ll_host_latency_us = "
+                      f"{value:.2f} (rms log error {rms:.1%})")
+        print()
     if "--fit" in argv:
-        fit = next(c for c in all_curves if c["role"] == "fit")
+        fit = next(c for c in all_curves if c["role"] == "fit" and c["algorithm"] == "nvls")
         eff, step, rms = fit_nvls(fit)
         print(f"NVLS fit on {fit['file']} (sizes >= 2 MiB): efficiency.nvls = {eff:.3f}, "
               f"nvls_step_us = {step:.2f} (rms log error {rms:.1%})\n")

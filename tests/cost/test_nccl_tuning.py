@@ -79,3 +79,22 @@ def test_tree_beyond_two_nodes_carries_one_and_a_half_times():
     four = collective_time("all-reduce", 2**30, 32, topo, "tree")
     assert two.transfer_s == pytest.approx(2 * 2**30 / 25e9, rel=1e-12)
     assert four.transfer_s == pytest.approx(1.5 * 2 * 2**30 / 25e9, rel=1e-12)
+
+
+@pytest.mark.parametrize("nodes", [2, 4])
+def test_ll_host_latency_is_paid_per_ll_network_hop(nodes):
+    """ll_host_latency_us = 3 us on the network level, device latency scale 2 (not applied to
+    it): a tree's LL latency grows by 2 log2(nodes) x 3 us (up and down), a ring's by its
+    2 (nodes - 1) network hops x 3 us; LL128 and Simple, and one node, do not change."""
+    scaled = {**LL, "collective_latency_scale": 2.0}
+    host = make_topology([NODE, dict(IB, ll_host_latency_us=3.0)], scaled)
+    plain = make_topology([NODE, IB], scaled)
+    ranks, s = 8 * nodes, 2**16
+    for algo, hops in (("tree", 2 * (nodes.bit_length() - 1)), ("ring", 2 * (nodes - 1))):
+        extra = (collective_time("all-reduce", s, ranks, host, algo, "ll").latency_s
+                 - collective_time("all-reduce", s, ranks, plain, algo, "ll").latency_s)
+        assert extra == pytest.approx(hops * 3e-6, rel=1e-12), algo
+        assert collective_time("all-reduce", s, ranks, host, algo, "simple").time_s == \
+            collective_time("all-reduce", s, ranks, plain, algo, "simple").time_s
+    assert collective_time("all-reduce", s, 8, host, "ring", "ll").time_s == \
+        collective_time("all-reduce", s, 8, plain, "ring", "ll").time_s

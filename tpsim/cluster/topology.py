@@ -236,6 +236,11 @@ class Level:
         "ll_max_busbw_GBps", scale=GB, gt=0, default=None,
         doc="network levels: LL's bus bandwidth cap across 2 nodes, then across more, GB/s "
             "(NCCL tuning.cc llMaxBws by host CPU: LL crosses the network through host memory)")
+    ll_host_latency_s: float = spec(
+        "ll_host_latency_us", scale=US, ge=0, default=0.0,
+        doc="network levels: latency an LL hop across this level pays beyond NCCL's hwLat, us "
+            "(LL's network buffers are in host memory, polled across PCIe: 0 on the hosts "
+            "NCCL's table was measured on; fit it per cluster)")
     inter_node: bool | None = spec(default=None,
                                    doc="a hop at this level leaves the node through its NICs: "
                                        "true exactly for kind network; default: from kind, "

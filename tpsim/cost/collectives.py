@@ -39,8 +39,8 @@ from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passe
                               ring_steps)                      # re-exported: the public API
 from ..base.errors import ConfigError
 from ..base.formula import qualname
-from .nccl_tuning import (ll_cap_Bps, ring_hops, ring_plateau, tree_correction,  # noqa: F401
-                          tree_hops, tree_load)                # ring_hops: re-exported
+from .nccl_tuning import (ll_cap_Bps, ll_host_s, ring_hops, ring_plateau,  # noqa: F401
+                          tree_correction, tree_hops, tree_load)                # ring_hops: re-exported
 from .nvls_pipeline import nvls_terms, nvls_tree_terms
 from .all_to_all import all_to_all_time
 from ..spec.parallel import Group
@@ -91,7 +91,7 @@ def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto
     the pace. ``hops``: (span, count) pairs, each paying that level's ``algo``/``proto`` hop.
 
     t = s (collective_launch + proto.launch) + s lat_factor sum count * hop(level, algo, proto)
-        + max_k [ load_k wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, LL cap_k)
+        + LL host hops (:func:`~tpsim.cost.nccl_tuning.ll_host_s`) + max_k [ load_k wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, LL cap_k)
                   + copy_k ]
     where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others, and LL cap_k
     the host's LL cap on a network level (:func:`~tpsim.cost.nccl_tuning.ll_cap_Bps`).
@@ -99,7 +99,8 @@ def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto
     p = _protocol(topo, proto)
     copy_s = _copy_s(op, nbytes, place.size, topo)
     latency = topo.device.collective_latency_scale * lat_factor * sum(
-        count * span.level.hop_latency_s(algo, proto) for span, count in hops)
+        count * span.level.hop_latency_s(algo, proto) for span, count in hops
+    ) + ll_host_s(hops, proto)
     stages = []
     for s in place.spans:
         wire = load(s) * wire_bytes / min(
@@ -127,7 +128,8 @@ def ring_time(op: str, nbytes: float, place: Placement, topo: Topology,
     pipelined chain). Thakur, Rabenseifner & Gropp 2005; NCCL tuning.cc (baseLat, hwLat:
     ``lat = baseLat + nsteps hwLat`` with nsteps = 2(n-1) for all-reduce) for the latencies.
     Across nodes NCCL's tuning model adds (:mod:`tpsim.cost.nccl_tuning`): the hop sum times
-    :func:`ring_plateau` (1.4 on Simple), and LL's bandwidth at most the host's LL cap.
+    :func:`ring_plateau` (1.4 on Simple), LL's bandwidth at most the host's LL cap, and LL's
+    network hops the host's :func:`ll_host_s` each.
     """
     hops = [(s, ring_passes(op) * h) for s, h in ring_hops(place.spans)]
     return _pipelined(op, "ring", nbytes, place, topo, hops, bus_factor(op, place.size) * nbytes,
@@ -141,14 +143,15 @@ def tree_time(nbytes: float, place: Placement, topo: Topology,
 
         t = s (collective_launch + proto.launch)
             + s 2 (sum_{intra k} (fanout_k - 1) hop_k[tree][proto]
-                   + sum_{inter k} ceil(log2 fanout_k) hop_k[tree][proto])
+                   + sum_{inter k} ceil(log2 fanout_k) hop_k[tree][proto]) + LL host hops
             + max_k [ l_k 2 S / min(B_k eff_k[tree] proto.bandwidth_fraction f(S, proto),
                                     LL cap_k)  + (k innermost) 2 S / B_copy ]
 
     A chain inside the node, a tree across nodes; reduce up, broadcast down (NCCL tuning.cc:
     ``lat = baseLat + 2((ppn-1) intraLat + log2(nNodes) interLat)``, algbw = busbw / 2, i.e.
     2S on the wire). f: NCCL's treeCorrectionFactor (:func:`tree_correction`, 0.4-1: trees
-    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`; l_k: 1.5 on a
+    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`, LL host
+    hops: :func:`ll_host_s` on the network hops; l_k: 1.5 on a
     network level of more than two nodes, where an inner node carries both children's halves
     (:func:`tree_load`), else 1.
     """

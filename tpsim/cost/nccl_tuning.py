@@ -14,6 +14,9 @@ latencies: the vocabulary :mod:`tpsim.cost.collectives` prices rings and trees w
   maps every protocol's buffer in GPU memory under GPUDirect RDMA except LL's), so LL's bus
   bandwidth across nodes is capped by the host: ``llMaxBws`` by CPU vendor and node count
   (``levels[i].ll_max_busbw_GBps``). LL128 and Simple go GPU to NIC directly.
+* :func:`ll_host_s`: for the same reason every LL hop across the network waits on the host's
+  PCIe path (the receiving GPU polls host memory): where it is slower than on the hosts NCCL's
+  hwLat table was measured on, each such hop pays ``levels[i].ll_host_latency_us`` more.
 """
 from __future__ import annotations
 
@@ -98,3 +101,16 @@ def ll_cap_Bps(span: LevelSpan, protocol: str) -> float:
     if protocol != "ll" or not span.inter_node or not caps:
         return math.inf
     return caps[0] if span.units <= 2 else caps[-1]
+
+
+def ll_host_s(hops, protocol: str) -> float:
+    """Extra latency of LL's network hops, s: sum over the network levels k of count_k x
+    ``ll_host_latency_us``_k for LL, 0 for LL128 and Simple.
+
+    LL's network buffers are in host memory (src/transport/net.cc), so an LL hop across the
+    network adds a GPU poll of host memory across PCIe that LL128 and Simple (GPU memory under
+    GPUDirect RDMA) do not; NCCL's hwLat[NET][*][LL] holds it at the value of NVIDIA's hosts
+    (the level's 0). Not scaled by the SM clock: it is the host's, not the kernel's."""
+    if protocol != "ll":
+        return 0.0
+    return sum(count * span.level.ll_host_latency_s for span, count in hops if span.inter_node)

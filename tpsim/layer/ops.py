@@ -153,6 +153,12 @@ class MemoryBound:
         return "x".join(map(str, self.dims))
 
 
+@dataclass(frozen=True)
+class CastTranspose(MemoryBound):
+    """An fp8 cast that also writes the transposed copy (Transformer Engine's cast-transpose on
+    Hopper), priced at its own memory efficiency (:func:`tpsim.cost.compute.cast_transpose_time`)."""
+
+
 class _Transfer:
     """What a communication op (``nbytes`` on the wire, ``dims`` and ``dtype`` as labels) has
     in common: no FLOPs, no device-memory bytes, the comm stream."""

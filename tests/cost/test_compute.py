@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, attention_time,
-                           elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
+                           cast_transpose_time, elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
                            tile_wave_efficiency)
 from tpsim.layer.ops import Attention, Gemm
 
@@ -75,6 +75,23 @@ def test_grouped_gemm_more_groups_never_faster(m, groups, streams):
 def test_elementwise_time():
     """1 MB at 1000 GB/s * 0.5: 2 us, plus 2 us launch."""
     assert elementwise_time(1e6, device()) == pytest.approx(4e-6)
+
+
+def test_cast_transpose_time():
+    """1 MB at 1000 GB/s * 0.25 (its own efficiency): 4 us, plus 2 us launch; without one it
+    is an elementwise kernel (memory_efficiency 0.5: 2 us + 2 us)."""
+    assert cast_transpose_time(1e6, device(cast_transpose_efficiency=0.25)) == \
+        pytest.approx(6e-6)
+    assert cast_transpose_time(1e6, device()) == elementwise_time(1e6, device())
+
+
+def test_h100_cast_transpose_matches_transformer_engine_timing():
+    """The H100 preset's cast-transpose of 4096 x 4096 fp16 into fp8 and its transpose (read 2,
+    write 1 + 1 bytes each) against Transformer Engine PR #101's 51.95 us on H100 SXM, the
+    timing its efficiency is fitted on (to the fit's two digits)."""
+    from tpsim.cluster.topology import load_topology
+    dev = load_topology("dgx-h100").device
+    assert cast_transpose_time(4096 * 4096 * 4, dev) == pytest.approx(51.95e-6, rel=0.01)
 
 
 def test_attention_exec_flops():

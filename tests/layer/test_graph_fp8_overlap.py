@@ -7,6 +7,7 @@ import pytest
 from tpsim.base.errors import ConfigError
 from tpsim.layer.graph import layer_graph
 from tpsim.layer.linears import RS_SPLITS
+from tpsim.layer.ops import CastTranspose, MemoryBound
 from tpsim.spec.model import load_model
 from tpsim.training.predict import predict, predict_layer
 
@@ -18,7 +19,8 @@ def _ops(g):
 def test_fp8_runs_the_linears_in_fp8_and_the_rest_in_bf16():
     """The four linears' GEMMs (forward, dgrad, wgrad) in fp8; attention, norms and collectives
     in bf16 (SP's gathered inputs in fp8); a cast-transpose before fwd.proj and fwd.mlp_out and
-    before every linear's backward: read 2, write 1 + 1 bytes per element."""
+    before every linear's backward: read 2, write 1 + 1 bytes per element, a CastTranspose
+    (MXFP8's block-scaled casts transpose nothing: plain memory-bound kernels)."""
     m = load_model("llama3-8b")
     g = layer_graph(m, 4, 1, 1024, "fp8", sequence_parallel=True)
     ops = _ops(g)
@@ -30,6 +32,9 @@ def test_fp8_runs_the_linears_in_fp8_and_the_rest_in_bf16():
     assert ops["fwd.qkv.all-gather"].dtype == "fp8"
     assert ops["fwd.qkv.all-gather"].nbytes == 1024 * 4096          # b*s*h, one byte each
     assert ops["fwd.proj.cast"].nbytes == 1024 * 1024 * (2 + 2)     # (T x q), q = 32*128/4
+    assert all(type(op) is CastTranspose for n, op in ops.items() if n.endswith(".cast"))
+    mx = _ops(layer_graph(m, 4, 1, 1024, "mxfp8", sequence_parallel=True))
+    assert all(type(op) is MemoryBound for n, op in mx.items() if n.endswith(".cast"))
     plain = _ops(layer_graph(m, 4, 1, 1024, "bf16", sequence_parallel=True))
     assert not [n for n in plain if n.endswith(".cast")]
 

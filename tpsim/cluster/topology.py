@@ -78,6 +78,9 @@ class Device:
             "0.05 assumed)")
     memory_efficiency: float = spec(gt=0, le=1, default=0.8,
                                     doc="fraction of memory bandwidth that elementwise kernels reach")
+    cast_transpose_efficiency: float | None = spec(
+        gt=0, le=1, default=None, doc="the same for the fp8 cast-transpose kernels (a "
+                                      "transposed write); default: memory_efficiency")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
                                       doc="fraction of peak FLOP/s that large GEMMs reach")
     gemm_max_efficiency_fp8: float | None = spec(

@@ -157,6 +157,24 @@ def elementwise_time(nbytes: float, device: Device) -> float:
     return device.kernel_launch_s + _memory_s(nbytes, device)
 
 
+def cast_transpose_time(nbytes: float, device: Device) -> float:
+    """Transformer Engine's fp8 cast-transpose kernel: reads a 16-bit tensor and writes its fp8
+    copy and the copy's transpose (Hopper's fp8 GEMMs take only the TN layout, so the weight
+    gradient's operand is stored transposed). A memory-bound kernel whose transposed write
+    goes through shared memory tiles, at its own share of the bandwidth:
+
+        t = kernel_launch + nbytes / (mem_bw * cast_transpose_efficiency)
+
+    ``cast_transpose_efficiency`` defaults to ``memory_efficiency`` (:func:`elementwise_time`);
+    the H100 presets' value is fitted on Transformer Engine's published kernel timings (their
+    YAML comment names them).
+    """
+    eff = device.cast_transpose_efficiency
+    if eff is None:
+        return elementwise_time(nbytes, device)
+    return device.kernel_launch_s + nbytes / (device.memory_bandwidth_Bps * eff)
+
+
 def attention_exec_flops(flops: float, causal: bool, backward: bool, seq_kv: int = 1,
                          causal_block: float = 0.0, full_flops: float | None = None) -> float:
     """FLOPs a fused (flash) attention kernel executes, from the op's model FLOPs.

@@ -13,7 +13,7 @@ and output gradients are cast to fp8 first (:func:`fp8_cast`) and the GEMMs run 
 from __future__ import annotations
 
 from .dims import Dims, sp_reduce_op
-from .ops import SendRecv
+from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
 from ..spec.precision import cast_write_bytes
@@ -107,9 +107,10 @@ def gathered_input(d: Dims):
 
 def fp8_cast(B: Builder, name: str, shape, dep) -> str:
     """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
-    cast to fp8 in one fused cast-transpose kernel: read rows x cols in 16 bits, write the fp8
-    copy and its transpose (the weight gradient's operand), 1 + 1 bytes; MXFP8 and NVFP4 write
-    row-wise and column-wise block-scaled copies, NVFP4 reads the input once more for its amax
+    cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
+    rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
+    operand), 1 + 1 bytes; MXFP8 and NVFP4 write row-wise and column-wise block-scaled
+    copies, NVFP4 reads the input once more for its amax
     (:func:`tpsim.spec.precision.cast_write_bytes`). A norm's output needs none (the norm
     writes fp8 itself); without FP8 nothing is added."""
     if not B.fp8:
@@ -117,7 +118,7 @@ def fp8_cast(B: Builder, name: str, shape, dep) -> str:
     def size(d):
         rows, cols = shape(d)
         return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.linear_dtype))
-    return B.eltwise(name, size, (dep,))
+    return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype))
 
 
 def input_saved(d: Dims) -> float:

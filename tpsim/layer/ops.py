@@ -153,6 +153,19 @@ class MemoryBound:
         return "x".join(map(str, self.dims))
 
 
+@dataclass(frozen=True)
+class CastTranspose(MemoryBound):
+    """An fp8 cast that also writes the transposed copy (Transformer Engine's cast-transpose
+    on Hopper), at its own memory efficiency (:func:`tpsim.cost.compute.cast_transpose_time`)."""
+
+
+def cast_op(dtype: str) -> type:
+    """The op of a cast into a linear's quantized ``dtype``: fp8's writes a transposed copy
+    (:class:`CastTranspose`); MXFP8's and NVFP4's block-scaled copies are row-wise and
+    column-wise, no transpose (:class:`MemoryBound`)."""
+    return CastTranspose if dtype == "fp8" else MemoryBound
+
+
 class _Transfer:
     """What a communication op (``nbytes`` on the wire, ``dims`` and ``dtype`` as labels) has
     in common: no FLOPs, no device-memory bytes, the comm stream."""

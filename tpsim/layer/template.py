@@ -92,11 +92,13 @@ class Builder:
             return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
         return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops)
 
-    def eltwise(self, name, size, deps=(), saved=None, forward_of=None) -> str:
-        """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor."""
+    def eltwise(self, name, size, deps=(), saved=None, forward_of=None,
+                kind=lambda d: MemoryBound) -> str:
+        """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor;
+        ``kind(d)``: its op class (:class:`~tpsim.layer.ops.MemoryBound` or a subclass)."""
         def make(d):
             rows, cols, nbytes = size(d)
-            return MemoryBound(nbytes, (rows, cols))
+            return kind(d)(nbytes, (rows, cols))
         return self.add(name, make, "compute", deps, saved, forward_of)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",

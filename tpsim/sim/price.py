@@ -5,6 +5,7 @@
 | :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time`; with ``streams``, :func:`tpsim.cost.compute.grouped_gemm_time` |
 | :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile) |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
+| :class:`~tpsim.layer.ops.CastTranspose` | :func:`tpsim.cost.compute.cast_transpose_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.layer.ops.SendRecv` | :func:`tpsim.cost.collectives.send_recv_time` |
 
@@ -20,13 +21,14 @@ from ..base.memo import Memo
 from ..cost import collectives
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
-from ..layer.ops import Attention, Collective, Gemm, MemoryBound, SendRecv
+from ..layer.ops import Attention, CastTranspose, Collective, Gemm, MemoryBound, SendRecv
 from ..spec.parallel import Group, Parallelism
 from ..cluster.topology import Topology
 
 
 FORMULAS = {Gemm: qualname(compute.gemm_time), Attention: qualname(compute.attention_time),
-            MemoryBound: qualname(compute.elementwise_time)}
+            MemoryBound: qualname(compute.elementwise_time),
+            CastTranspose: qualname(compute.cast_transpose_time)}
 GROUPED = qualname(compute.grouped_gemm_time)
 
 
@@ -72,6 +74,8 @@ def kernel_time(op, device) -> float:
         return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
     if kind is MemoryBound:
         return compute.elementwise_time(op.nbytes, device)
+    if kind is CastTranspose:
+        return compute.cast_transpose_time(op.nbytes, device)
     kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
         if device.attention_kernels else None
     if kernel is None:

@@ -45,6 +45,7 @@ from ..spec.model_params import expert_params, is_moe_layer, moe_layer_params, m
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import LOW_PRECISION
 from .pipeline import stage_totals, table_forwards, warmup_forwards
+from .weight_cache import weight_cast_s
 
 Price = Callable[[str, float, Group], float]
 
@@ -358,12 +359,12 @@ def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: 
 
 
 def optimizer_s(params: float, shards: int, dtype: str, device) -> float:
-    """The optimizer's kernels after the gradient norm, one memory-bound pass over
-    :func:`tpsim.training.data_parallel.optimizer_bytes` (clip, Adam, master copy, fp16's
-    unscale, zeroing the gradients) of params / shards owned and ``params`` held, less the
-    gradient norm (:func:`grad_norm_s`, before the norm's all-reduce)."""
+    """After the gradient norm, one memory-bound pass over :func:`~.data_parallel.optimizer_bytes`
+    less it (clip, Adam, master copy, fp16's unscale, zeroing gradients) of params / shards
+    owned, ``params`` held; plus the weights' casts (:func:`~.weight_cache.weight_cast_s`)."""
     by_kernel = dpm.optimizer_bytes(dtype, params / shards, params)
-    return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"), device)
+    return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"),
+                            device) + weight_cast_s(params, dtype, device)
 
 
 def param_gather_s(params: float, dtype: str, distributed_optimizer: bool, group: Group,

@@ -1,0 +1,38 @@
+"""Transformer Engine's per-step casts of the quantized weights (tpsim.training.weight_cache)."""
+from __future__ import annotations
+
+import pytest
+
+from tpsim.cost.compute import cast_transpose_time, elementwise_time
+from tpsim.spec.precision import precision_key
+from tpsim.training import terms
+from tpsim.training.weight_cache import weight_cast_s
+
+from tests.conftest import make_topology
+
+LEVEL = [{"name": "nvlink", "size": 8, "bandwidth_GBps": 100, "latency_us": 1}]
+DEV = make_topology(LEVEL, {"memory_efficiency": 0.5, "cast_transpose_efficiency": 0.25,
+                            "kernel_launch_us": 2}).device
+P = 1e9
+
+
+def test_fp8_weights_cast_transposed_once_per_step():
+    """fp8: read 2, write the fp8 copy and its transpose, 1 + 1 bytes: 4 P at the
+    cast-transpose efficiency (4 GB at 1000 GB/s x 0.25 = 16 ms, + 2 us); bf16 grads change
+    nothing; fp8 parameters write only the transpose (read 1, write 1); bf16 casts nothing."""
+    assert weight_cast_s(P, "fp8", DEV) == pytest.approx(2e-6 + 16e-3, rel=1e-12)
+    assert weight_cast_s(P, precision_key("fp8", True), DEV) == weight_cast_s(P, "fp8", DEV)
+    assert weight_cast_s(P, precision_key("fp8", True, True), DEV) == \
+        cast_transpose_time(2 * P, DEV)
+    assert weight_cast_s(P, "bf16", DEV) == weight_cast_s(P, "fp16", DEV) == 0.0
+
+
+def test_block_scaled_weights_cast_row_and_column_wise():
+    """MXFP8: read 2, write two copies of 1 + 1/32 bytes, a plain memory-bound kernel."""
+    assert weight_cast_s(P, "mxfp8", DEV) == elementwise_time(P * (2 + 2 * (1 + 1 / 32)), DEV)
+
+
+def test_optimizer_term_adds_the_weight_casts():
+    """The step's optimizer term is the optimizer pass plus the casts of every held weight."""
+    assert terms.optimizer_s(P, 8, "fp8", DEV) == pytest.approx(
+        terms.optimizer_s(P, 8, "bf16", DEV) + weight_cast_s(P, "fp8", DEV), rel=1e-12)

@@ -1,0 +1,35 @@
+"""Transformer Engine's quantized weights, cast once per optimizer step.
+
+Under FP8 (and MXFP8, NVFP4) Transformer Engine quantizes each linear's weight on the step's
+first micro-batch and keeps the quantized copy for the others (Megatron-core passes
+``is_first_microbatch`` to its linears unless ``--disable-parameter-transpose-cache``,
+megatron/core/extensions/transformer_engine.py): one cast kernel per weight, as a linear's
+input cast (:func:`tpsim.layer.ops.cast_op`: fp8's cast-transpose, priced by
+:func:`tpsim.cost.compute.cast_transpose_time`), reading the 16-bit weight and writing what the
+GEMMs read (:func:`tpsim.spec.precision.cast_write_bytes`: fp8's copy and its transpose). With
+fp8 parameters (``--fp8-param-gather``) the weight is fp8 already: only its transpose is
+written, 1 + 1 bytes. Counted for every parameter the stage holds, as the precision table
+(:mod:`tpsim.spec.precision`) counts the cached copies; the embedding and norms stay 16-bit
+(a few hundred MB at most).
+
+    t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears)
+"""
+from __future__ import annotations
+
+from ..layer.ops import cast_op
+from ..sim.price import kernel_time
+from ..spec.precision import FP8_PARAMS, LOW_PRECISION, cast_write_bytes
+
+WEIGHT_BYTES = 2        # the 16-bit weight read
+FP8_TRANSPOSE_BYTES = 2  # an fp8 weight read and its transpose written
+
+
+def weight_cast_s(params: float, key: str, device) -> float:
+    """Seconds of the per-step weight casts of ``params`` under precision ``key`` (module
+    docstring)."""
+    dtype, *options = key.split("+")
+    if dtype not in LOW_PRECISION:
+        return 0.0
+    per = FP8_TRANSPOSE_BYTES if FP8_PARAMS in options else \
+        WEIGHT_BYTES + cast_write_bytes(dtype)
+    return kernel_time(cast_op(dtype)(params * per, (int(params),)), device)

@@ -11,7 +11,11 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
 * Megatron-Bridge, docs/performance-summary-archive.md (NVIDIA-NeMo/Megatron-Bridge), NeMo
   containers 25.11 and 26.04.01, sequence 8192; the recipes in
   src/megatron/bridge/perf_recipes/llama/<system>/llama3.py (FSDP: Megatron-FSDP,
-  optim_grads_params; DDP rows with the distributed optimizer).
+  optim_grads_params; DDP rows with the distributed optimizer). The 70B FSDP rows' recipes
+  (scripts/performance/configs/llama/llama3_workload_base_configs.py of April 2026,
+  LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS_V2 and _GB300_FP8_CS_V2) offload the activations of
+  40 (GB200) and 20 (GB300) of the 80 layers to the Grace CPU's memory
+  (``cpu_offloading_num_layers``: tpsim's ``cpu_offload_layers``).
 
     python bench/sharded_published.py
 """
@@ -20,6 +24,9 @@ from __future__ import annotations
 from tpsim.training.predict import predict
 
 SEQ = 8192
+# the FP8 current-scaling recipes' precision (perf_recipes/_common.py: _perf_precision("fp8_cs")
+# keeps FP8 parameters, fp8_param_gather=True, and bf16 gradients, grad_reduce_in_fp32=False)
+FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True)
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (
     ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "dgx-h100",
@@ -38,11 +45,11 @@ ROWS = (
      dict(tp=1, dp=8, micro_batch=1, global_batch=128, zero=3, dtype="fp8"), 14451,
      "the recipe recomputes 5 of 32 layers (full, block)"),
     ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB200", "llama3-70b", "gb200-nvl72",
-     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 4224,
-     "40 layers' activations offloaded to the CPU (not modelled: over memory in tpsim)"),
+     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8",
+          cpu_offload_layers=40, **FP8_CS), 4224, "40 of 80 layers' activations on the host"),
     ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB300", "llama3-70b", "gb300-nvl72",
-     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 5248,
-     "activations offloaded to the CPU (not modelled: over memory in tpsim)"),
+     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8",
+          cpu_offload_layers=20, **FP8_CS), 5248, "20 of 80 layers' activations on the host"),
     ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
      dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
           dtype="mxfp8", sequence_parallel=True, tp_comm_overlap=True), 3712, ""),

@@ -67,6 +67,11 @@ class Layout:
     recompute: str = setting("none", "activation recomputation (selective: the unfused "
                              "attention core)", flag="--recompute", kind="choice",
                              choices=RECOMPUTE, lists=True, megatron="--recompute-granularity")
+    cpu_offload_layers: int = _count(
+        0, "layers whose saved activations go to host memory after their forward and come back "
+        "before their backward, on side streams (Transformer Engine's CPU offloading: "
+        "tpsim.training.offload); needs --pp 1 and no --recompute", "--cpu-offload-layers",
+        least=0, megatron="--cpu-offloading-num-layers")
     # the step's: pipeline, data parallelism, optimizer, the network's size
     pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True,
                      megatron="--pipeline-model-parallel-size")
@@ -177,6 +182,9 @@ class Layout:
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
         check_sharding(self)
+        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
+            raise ConfigError("--cpu-offload-layers", "", "0 with --pp above 1 or --recompute "
+                              "(Megatron-core offloads with neither)", self.cpu_offload_layers)
         if self.pipeline_layout is not None:
             if self.first_stage_layers is not None or self.last_stage_layers is not None:
                 raise ConfigError("--pipeline-layout", "", "no --first-stage-layers nor "

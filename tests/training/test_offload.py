@@ -55,7 +55,6 @@ def test_exposed_time_closed_forms():
 def test_bytes_closed_forms():
     a = 3.9e9
     assert offload.offloaded_bytes(a, 40) == 40 * a
-    assert offload.gpu_layers_saved(a, 40, 80) == 40 * a
     assert offload.copy_s(a, 450e9) == a / 450e9
 
 
@@ -71,6 +70,7 @@ def test_offloaded_part_keeps_the_split_and_the_layers_bytes():
     assert got.offload_exposed_s * layers == pytest.approx(exposed)
     assert got.forward_s + got.backward_s == pytest.approx(
         got.compute_s + got.tp_exposed_s + got.host_wait_s + got.offload_exposed_s)
+    assert offload.offload_part(part, 0, layers, bw) == part     # N = 0: the same values
 
 
 FSDP_70B = dict(model="llama3-70b", seq_len=8192, tp=1, dp=64, micro_batch=2, global_batch=256,

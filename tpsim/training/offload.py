@@ -9,8 +9,8 @@ Transformer Engine's default schedule (transformer_engine/pytorch/cpu_offload.py
 forward starts and must end before layer L - N + i's forward starts (the compute waits for it
 there); its copy back starts before layer L - 1 - N + i's backward and must end before its own.
 So at most L - N layers' activations are on the GPU at once: the saved activations of a layer,
-A bytes per micro-batch (the op graph's ``saved_bytes``), are held (L - N) A on the GPU
-(:func:`gpu_layers_saved`) and N A on the host (:func:`offloaded_bytes`).
+A bytes per micro-batch (the op graph's ``saved_bytes``), are held (L - N) A on the GPU and
+N A on the host (:func:`offloaded_bytes`).
 
 Time: each copy takes c = A / B on the device's host link (``host_link_Bps``, per direction:
 PCIe or NVLink-C2C), one copy at a time per direction. With w = L - N >= 2 layers on the GPU a
@@ -32,6 +32,7 @@ two in :class:`~tpsim.spec.layout.Layout`).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..base.errors import ConfigError
 from .step import Part
@@ -55,11 +56,6 @@ def offloaded_bytes(layer_saved: float, offloaded: int) -> float:
     return offloaded * layer_saved
 
 
-def gpu_layers_saved(layer_saved: float, offloaded: int, layers: int) -> float:
-    """The layers' saved activations left on the GPU at the fullest moment: (L - N) x A."""
-    return (layers - offloaded) * layer_saved
-
-
 def copy_s(layer_saved: float, bandwidth_Bps: float) -> float:
     """One layer's copy over the host link, one direction: c = A / B."""
     return layer_saved / bandwidth_Bps
@@ -78,29 +74,29 @@ def exposed_s(offloaded: int, layers: int, copy: float, compute: float) -> float
 
 def offload_part(part: Part, offloaded: int, layers: int, bandwidth_Bps: float) -> Part:
     """One layer's :class:`~tpsim.training.step.Part` with N of the L layers offloaded, per
-    layer: saved_bytes x (L - N) / L, and the exposed copies of both directions / L added to
-    its forward_s and backward_s (and to offload_exposed_s)."""
+    layer: saved_bytes less N A / L (the L layers hold (L - N) A), and the exposed copies of
+    both directions / L added to its forward_s and backward_s (and to offload_exposed_s); the
+    same values for N = 0."""
     c = copy_s(part.saved_bytes, bandwidth_Bps)
     fwd = exposed_s(offloaded, layers, c, part.forward_s) / layers
     bwd = exposed_s(offloaded, layers, c, part.backward_s) / layers
     return dataclasses.replace(
-        part, saved_bytes=gpu_layers_saved(part.saved_bytes, offloaded, layers) / layers,
+        part, saved_bytes=part.saved_bytes - offloaded_bytes(part.saved_bytes, offloaded) / layers,
         forward_s=part.forward_s + fwd, backward_s=part.backward_s + bwd,
         offload_exposed_s=part.offload_exposed_s + fwd + bwd)
 
 
 def offloaded_parts(parts: tuple, offloaded: int, layers: int, device) -> tuple[tuple, float]:
     """(layer, embedding, output, moe) parts with the layers' offloaded (:func:`offload_part`;
-    the model's ends stay), and the bytes on the host per GPU; unchanged and 0 for N = 0."""
-    if not offloaded:
-        return parts, 0.0
-    check(offloaded, layers, device)
+    the model's ends stay), and the bytes on the host per GPU (0 for N = 0)."""
+    if offloaded:
+        check(offloaded, layers, device)
+    bw = device.host_link_Bps if offloaded else math.inf
     layer, emb, out, moe = parts
     host = offloaded_bytes(max(p.saved_bytes for p in (layer, moe) if p is not None), offloaded)
-    bw = device.host_link_Bps
     return (offload_part(layer, offloaded, layers, bw), emb, out,
             moe and offload_part(moe, offloaded, layers, bw)), host
 
 
-__all__ = ["check", "offloaded_bytes", "gpu_layers_saved", "copy_s", "exposed_s",
+__all__ = ["check", "offloaded_bytes", "copy_s", "exposed_s",
            "offload_part", "offloaded_parts"]

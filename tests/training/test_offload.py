@@ -117,3 +117,21 @@ def test_all_layers_and_an_unknown_host_link_are_refused():
     bare = dataclasses.replace(topo, device=dataclasses.replace(topo.device, host_link_Bps=None))
     with pytest.raises(ConfigError, match="host_link_bandwidth_GBps"):
         tpsim.predict("llama3-8b", bare, tp=1, cpu_offload_layers=4)
+
+
+def test_remedies_offer_no_recomputation_beside_offloading():
+    """Megatron-core refuses recomputation with offloading: the advice does not offer it."""
+    from tpsim.spec.model import load_model
+    from tpsim.training.remedies import memory_remedies
+    kw = dict(FSDP_70B, cpu_offload_layers=40)
+    kw.pop("model")
+    p = tpsim.predict("llama3-70b", "gb200-nvl72", **kw)
+    assert not p.memory.fits
+    lay = tpsim.Layout(**{k: v for k, v in kw.items()})
+    model = load_model("llama3-70b")
+    got = memory_remedies(model, load_topology("gb200-nvl72"), lay.replace(
+        seq_len=8192, dtype="fp8"), p.memory)
+    assert got and not any("recompute" in r for r in got)
+    plain = lay.replace(cpu_offload_layers=0, seq_len=8192, dtype="fp8")
+    assert any("recompute" in r for r in memory_remedies(
+        model, load_topology("gb200-nvl72"), plain, p.memory))

@@ -54,7 +54,8 @@ def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     if pp:
         out.append(pp)
     heavy = mem.activations_bytes > ACTIVATION_SHARE * mem.total_bytes
-    if heavy and lay.recompute != "full":
+    if heavy and lay.recompute != "full" and \
+            runs(model.layers, lay, model, topo, recompute="full"):
         out.append({"recompute": "full"})
     if heavy and lay.tp > 1 and not lay.sequence_parallel and \
             runs(model.layers, lay, model, topo, sequence_parallel=True):

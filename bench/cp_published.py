@@ -19,7 +19,9 @@ embedding and the loss each counted as a layer (``account_for_embedding_in_pipel
 the embedding in the first chunk and one beside the loss in the last (:func:`layout`, passed as
 Megatron-core's pipeline layout string). Without the two precision settings tpsim counts 4 bytes
 of weights (bf16 + the FP8 cast and its transpose) and 4 of fp32 gradients per parameter where
-the run holds 2 and 2, and puts every row over memory. A CP 1 row of the same table (GB200,
+the run holds 2 and 2; without them and with 2 chunks per stage (this script before) it put
+every row over memory, and the B200 row needs both (the 8 chunks' split leaves the fullest
+stage 15 layers, not 16). A CP 1 row of the same table (GB200,
 405B, PP 16) is printed beside them: tpsim's error without context parallelism, for scale.
 
 Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):

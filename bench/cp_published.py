@@ -7,13 +7,22 @@ micro-batch 1; tokens/s per GPU. Used in no fit. Megatron-core's defaults of tho
 assumed where the table is silent: sequence parallelism, TP communication overlap, the
 distributed optimizer with the overlapped weight all-gather, the p2p ring.
 
-The published runs split 126 layers over PP 8 with 8 (H100, B200) or 4 (GB300) model chunks,
-the embedding and the loss each counted as a layer (``account_for_embedding_in_pipeline_split``:
-2 layers per chunk, one on the first and the last): tpsim splits a stage's layers evenly over
-its chunks, which that split is not, so it runs 2 chunks per stage, 16 layers on the first
-stage and 14 on the last (a larger pipeline bubble than the published runs': tpsim slower by
-it). A CP 1 row of the same table (GB200, 405B, PP 16) is printed beside them: tpsim's error
-without context parallelism, for scale.
+The recipes (Megatron-Bridge ``src/megatron/bridge/perf_recipes/llama/<system>/llama31.py``,
+and before 26.02 ``scripts/performance/configs/llama/llama31_workload_base_configs.py`` with
+``llama31_llm_pretrain.py``) set what the summary does not print: FP8 current scaling with FP8
+parameters (``bf16_with_fp8_current_scaling_mixed``: ``fp8_param_gather=True``, tpsim's
+``fp8_param_gather``) and the gradients kept and reduced in bf16 (``_benchmark_common`` and
+``_perf_precision``: ``grad_reduce_in_fp32=False``, tpsim's ``grad_reduce_in_bf16``), no
+activation recomputation (``recompute_granularity=None``), and the 126 layers split with the
+embedding and the loss each counted as a layer (``account_for_embedding_in_pipeline_split``,
+``account_for_loss_in_pipeline_split``): 128 slots over PP 8 x VP model chunks, one layer beside
+the embedding in the first chunk and one beside the loss in the last (:func:`layout`, passed as
+Megatron-core's pipeline layout string). Without the two precision settings tpsim counts 4 bytes
+of weights (bf16 + the FP8 cast and its transpose) and 4 of fp32 gradients per parameter where
+the run holds 2 and 2; without them and with 2 chunks per stage (this script before) it put
+every row over memory, and the B200 row needs both (the 8 chunks' split leaves the fullest
+stage 15 layers, not 16). A CP 1 row of the same table (GB200,
+405B, PP 16) is printed beside them: tpsim's error without context parallelism, for scale.
 
 Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
 405B on 16,384 H100s, TP 8, CP 16 (all-gather, section 3.3.2), PP 16, DP 8, seq 131,072, 16M
@@ -30,21 +39,32 @@ from tpsim.training.predict import predict
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
-              virtual_stages=2)
-EVEN_405B_PP8 = dict(pp=8, first_stage_layers=16, last_stage_layers=14)
+              fp8_param_gather=True, grad_reduce_in_bf16=True)
+LLAMA31_405B_LAYERS = 126
+
+
+def layout(pp: int, v: int) -> dict:
+    """The recipes' split of the 126 layers over pp stages of v chunks, the embedding and the
+    loss each counted as a layer (module docstring): Megatron-core's layout string."""
+    per_chunk, left = divmod(LLAMA31_405B_LAYERS + 2, pp * v)
+    assert not left, (pp, v)
+    t = "t" * per_chunk
+    return dict(pp=pp, virtual_stages=v,
+                pipeline_layout=f"E{t[1:]}|({t}|)*{pp * v - 2}{t[1:]}L")
+
 
 # system, topology, nodes, layout, published tokens/s per GPU (container)
 RUNS = (
     ("DGX-H100, 1024 GPUs, TP 8 PP 8 CP 2 (VP 8), GBS 512", "dgx-h100-ndr-cluster", 128,
-     dict(tp=8, cp=2, dp=8, global_batch=512, **EVEN_405B_PP8), (("25.09", 302), ("25.11", 292))),
+     dict(tp=8, cp=2, dp=8, global_batch=512, **layout(8, 8)), (("25.09", 302), ("25.11", 292))),
     ("DGX-H100, 1024 GPUs, TP 8 PP 8 CP 2 (VP 8), GBS 1536", "dgx-h100-ndr-cluster", 128,
-     dict(tp=8, cp=2, dp=8, global_batch=1536, **EVEN_405B_PP8), (("26.02", 311),)),
+     dict(tp=8, cp=2, dp=8, global_batch=1536, **layout(8, 8)), (("26.02", 311),)),
     ("DGX-B200, 128 GPUs, TP 4 PP 8 CP 2 (VP 8), GBS 64", "dgx-b200-ndr-cluster", 16,
-     dict(tp=4, cp=2, dp=2, global_batch=64, **EVEN_405B_PP8), (("25.09", 664), ("25.11", 661))),
+     dict(tp=4, cp=2, dp=2, global_batch=64, **layout(8, 8)), (("25.09", 664), ("25.11", 661))),
     ("DGX-GB300, 256 GPUs, TP 2 PP 8 CP 2 (VP 4), GBS 1536", "gb300-nvl72", None,
-     dict(tp=2, cp=2, dp=8, global_batch=1536, **EVEN_405B_PP8), (("25.11", 999),)),
+     dict(tp=2, cp=2, dp=8, global_batch=1536, **layout(8, 4)), (("25.11", 999),)),
     ("CP 1 for scale: DGX-GB200, 256 GPUs, TP 4 PP 16 (VP 4), GBS 1536", "gb200-nvl72", None,
-     dict(tp=4, pp=16, dp=4, global_batch=1536, first_stage_layers=6, last_stage_layers=8),
+     dict(tp=4, dp=4, global_batch=1536, **layout(16, 4)),
      (("25.11", 813), ("26.02", 793))),
 )
 

@@ -18,7 +18,11 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
   optim_grads_params; DDP rows with the distributed optimizer). The 8B H100 FP8 recipe
   (``llama3_8b_pretrain_8gpu_h100_fp8cs_config``) recomputes the first 5 of the 32 layers
   in full (``recompute_granularity full``, ``recompute_method block``,
-  ``recompute_num_layers 5``: tpsim.training.partial_recompute).
+  ``recompute_num_layers 5``: tpsim.training.partial_recompute). The 70B FSDP rows' recipes
+  (scripts/performance/configs/llama/llama3_workload_base_configs.py of April 2026,
+  LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS_V2 and _GB300_FP8_CS_V2) offload the activations of
+  40 (GB200) and 20 (GB300) of the 80 layers to the Grace CPU's memory
+  (``cpu_offloading_num_layers``: tpsim's ``cpu_offload_layers``).
 
     python bench/sharded_published.py
 """
@@ -31,6 +35,9 @@ SEQ = 8192
 TORCHTITAN = dict(attention="flash2", eager_kernels=True)
 COMPILED = dict(attention="flash2")
 FIT = "FITTED: the Blackwell sustained clock (bench/blackwell_clock.py)"
+# the FP8 current-scaling recipes' precision (perf_recipes/_common.py: _perf_precision("fp8_cs")
+# keeps FP8 parameters, fp8_param_gather=True, and bf16 gradients, grad_reduce_in_fp32=False)
+FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True)
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (
     ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "grand-teton-h100",
@@ -50,11 +57,11 @@ ROWS = (
           recompute_method="block", recompute_num_layers=5), 14451,
      "5 of 32 layers recomputed (full, block: the recipe's)"),
     ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB200", "llama3-70b", "gb200-nvl72",
-     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 4224,
-     "40 layers' activations offloaded to the CPU (not modelled: over memory in tpsim)"),
+     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8",
+          cpu_offload_layers=40, **FP8_CS), 4224, "40 of 80 layers' activations on the host"),
     ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB300", "llama3-70b", "gb300-nvl72",
-     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8"), 5248,
-     "activations offloaded to the CPU (not modelled: over memory in tpsim)"),
+     dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8",
+          cpu_offload_layers=20, **FP8_CS), 5248, "20 of 80 layers' activations on the host"),
     ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
      dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
           dtype="mxfp8", sequence_parallel=True, tp_comm_overlap=True), 3712, ""),

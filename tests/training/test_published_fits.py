@@ -1,5 +1,6 @@
-"""Published layouts that ran must be predicted to fit: CP-free Megatron and NeMo runs of
-GPT-3 175B, each with its own TP, PP, virtual stages, micro-batch and recomputation."""
+"""Published layouts that ran must be predicted to fit: Megatron and NeMo runs of GPT-3 175B,
+each with its own TP, PP, virtual stages, micro-batch and recomputation, and Megatron-Bridge's
+Llama 3.1 405B runs with context parallelism (bench/cp_published.py)."""
 from __future__ import annotations
 
 import pytest
@@ -29,6 +30,29 @@ PUBLISHED = {
                                   virtual_stages=3, dp=1, global_batch=64, dtype="bf16",
                                   sequence_parallel=True, recompute="selective",
                                   attention="unfused"),
+}
+
+
+def _llama31_405b(topology: str, tp: int, dp: int, v: int, **kw) -> dict:
+    """Megatron-Bridge's Llama 3.1 405B FP8-CS recipes (perf_recipes/llama/<system>/llama31.py):
+    CP 2, PP 8 with v chunks, the embedding and the loss each counted as a layer in the split
+    (account_for_embedding/loss_in_pipeline_split: 128 slots), FP8 parameters, bf16 gradients,
+    the distributed optimizer, SP with TP overlap, no recomputation; seq 8192, micro-batch 1."""
+    per = 128 // (8 * v) * "t"
+    return dict(model="llama3-405b", topology=topology, tp=tp, cp=2, pp=8, dp=dp,
+                virtual_stages=v, pipeline_layout=f"E{per[1:]}|({per}|)*{8 * v - 2}{per[1:]}L",
+                micro_batch=1, seq_len=8192, dtype="fp8", fp8_param_gather=True,
+                grad_reduce_in_bf16=True, sequence_parallel=True, tp_comm_overlap=True,
+                distributed_optimizer=True, overlap_param_gather=True, **kw)
+
+
+PUBLISHED |= {
+    # Megatron-Bridge performance summary 25.09-26.02 (docs/performance-summary-archive.md)
+    "bridge-405b-cp2-h100": _llama31_405b("dgx-h100-ndr-cluster", 8, 8, 8, global_batch=512,
+                                          nodes=128),
+    "bridge-405b-cp2-b200": _llama31_405b("dgx-b200-ndr-cluster", 4, 2, 8, global_batch=64,
+                                          nodes=16),
+    "bridge-405b-cp2-gb300": _llama31_405b("gb300-nvl72", 2, 8, 4, global_batch=1536),
 }
 
 

@@ -134,6 +134,10 @@ class Device:
             "step latencies): NCCL's tuning-model latencies hold for Hopper; latency-bound "
             "protocol steps run at the SM clock, so another device scales them by "
             "Hopper's clock / its own")
+    host_link_Bps: float | None = spec(
+        "host_link_bandwidth_GBps", scale=GB, gt=0, default=None,
+        doc="copies between this GPU's memory and its host's, per direction, GB/s (PCIe or "
+            "NVLink-C2C): activation offloading's transfers; null: not known (offloading refused)")
     tdp_W: float | None = spec(gt=0, default=None,
                                doc="board power limit (max TDP), W, from the vendor's datasheet: "
                                    "the draw at full activity (tpsim.cluster.power); null: no "

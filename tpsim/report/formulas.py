@@ -22,7 +22,7 @@ from ..sim.simulate import layer_times, phase_times
 from ..spec.model import ModelConfig
 from ..training import step_accounting as accounting
 from ..training.predict import predict
-from ..training import energy, terms
+from ..training import energy, offload, terms
 from ..training.expert_comm import group_exposed_s
 from ..training.flops import megatron_flops
 
@@ -32,7 +32,8 @@ def by_field(*groups) -> dict[str, str]:
     return {f: qualname(fn) for fn, fields in groups for f in fields}
 
 
-SPLIT = tuple(f.name for f in dataclasses.fields(TimeSplit))
+OFFLOAD = ("offload_exposed_s",)      # named by tpsim.training.offload's formula
+SPLIT = tuple(f.name for f in dataclasses.fields(TimeSplit) if f.name not in OFFLOAD)
 
 # tpsim predict
 LAYER = qualname(layer_times)
@@ -46,14 +47,15 @@ STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times
                 (megatron_flops, ("megatron_tflops_per_gpu",
                                   "megatron_full_square_tflops_per_gpu")),
                 (energy.step_energy_j, ("energy_j",)), (energy.step_cost_usd, ("cost_usd",)),
-                (group_exposed_s, ("ep_comm_exposed_s",)))
+                (group_exposed_s, ("ep_comm_exposed_s",)), (offload.exposed_s, OFFLOAD))
 STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                                   "total_bytes", "fits")),
                   (accounting.stage_memories, ("activations_bytes",)),
                   (Device.usable_bytes, ("reserved_bytes",)),
                   (terms.in_flight_chunks, ("in_flight",)),
-                  (ModelConfig.stage_params, ("params_per_gpu",)), (zero_stage, ("zero",)))
+                  (ModelConfig.stage_params, ("params_per_gpu",)), (zero_stage, ("zero",)),
+                  (offload.offloaded_bytes, ("offloaded_bytes",)))
 
 # tpsim infer: PREFILL, DECODE, TOTAL, INFER_MEMORY (:func:`__getattr__`)
 _INFER = ("PREFILL", "DECODE", "TOTAL", "INFER_MEMORY")

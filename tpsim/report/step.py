@@ -57,6 +57,10 @@ def _breakdown(st) -> list[str]:
     for label, key, what in PARTS:
         v = getattr(st, key)
         lines.append(f"    {label:13s} {_s(v):>11s} {v / st.time_s * 100:6.1f}%   {what}")
+    if st.offload_exposed_s:         # a part of the split only with --cpu-offload-layers
+        v = st.offload_exposed_s
+        lines.append(f"    {'offload':13s} {_s(v):>11s} {v / st.time_s * 100:6.1f}%   activation "
+                     "copies to and from host memory the compute waits for")
     if st.pp > 1:
         lines.append(f"    (equal stages and free transfers would give a bubble of (p-1)/(m v) = "
                      f"{st.ideal_bubble_fraction * 100:.1f}% of the compute)")

@@ -61,16 +61,18 @@ class Memory:
     in_flight: int = 1
     optimizer_shards: int = 1     # d with the distributed optimizer, else 1
     zero: int = 0                 # the ZeRO stage (tpsim.training.sharded_dp)
+    offloaded_bytes: float = 0.0  # activations in host memory, not in total (training.offload)
 
 
 def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
                  optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1,
                  usable_bytes: float | None = None, state: tuple | None = None,
-                 zero: int = 0) -> Memory:
+                 zero: int = 0, offloaded_bytes: float = 0.0) -> Memory:
     """params x (weights + gradients + optimizer / shards) bytes, plus activations; it fits
     within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it). ``state``: the
     (weights, gradients, optimizer) bytes of a ZeRO-2/3 run instead
-    (:func:`tpsim.training.sharded_dp.state_bytes`)."""
+    (:func:`tpsim.training.sharded_dp.state_bytes`); ``offloaded_bytes``: activations held in
+    host memory instead (:mod:`tpsim.training.offload`), outside the total."""
     prec = precision(dtype)
     weights, grads, optim = state or (params * prec.weights, params * prec.grads,
                                       params * prec.optimizer / optimizer_shards)
@@ -78,4 +80,5 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     usable = capacity_bytes if usable_bytes is None else usable_bytes
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
                   float(total), float(capacity_bytes), float(capacity_bytes - usable),
-                  total <= usable, stage, in_flight, optimizer_shards, zero)
+                  total <= usable, stage, in_flight, optimizer_shards, zero,
+                  float(offloaded_bytes))

@@ -117,7 +117,8 @@ class TimeSplit:
     """Where a GPU's step goes; the parts sum to the step's time_s (:mod:`tpsim.training.step_accounting`):
     compute (the layers' and the model's ends' GPU time), exposed TP communication, host wait,
     the pipeline bubble, exposed PP communication (p2p, tied-embedding all-reduce), exposed DP
-    (gradient scaling and reduction), the optimizer (gradient norm, Adam)."""
+    (gradient scaling and reduction), the optimizer (gradient norm, Adam), the activation
+    copies to and from host memory the compute waits for (:mod:`tpsim.training.offload`)."""
     compute_s: float
     tp_comm_exposed_s: float
     host_wait_s: float
@@ -125,6 +126,7 @@ class TimeSplit:
     pp_comm_exposed_s: float
     dp_comm_exposed_s: float
     optimizer_s: float
+    offload_exposed_s: float = 0.0
 
 
 @record

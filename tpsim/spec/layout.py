@@ -88,6 +88,11 @@ class Layout:
     recompute_num_layers: int | None = _count(
         None, "layers per checkpointed group (uniform) or recomputed per virtual stage (block) "
         "(Megatron-LM's own flag)", "--recompute-num-layers")
+    cpu_offload_layers: int = _count(
+        0, "layers whose saved activations go to host memory after their forward and come back "
+        "before their backward, on side streams (Transformer Engine's CPU offloading: "
+        "tpsim.training.offload); needs --pp 1 and no --recompute", "--cpu-offload-layers",
+        least=0, megatron="--cpu-offloading-num-layers")
     # the step's: pipeline, data parallelism, optimizer, the network's size
     pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True,
                      megatron="--pipeline-model-parallel-size")
@@ -204,6 +209,9 @@ class Layout:
                               self.tp_comm_overlap)
         self._check_recompute()
         check_sharding(self)
+        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
+            raise ConfigError("--cpu-offload-layers", "", "0 with --pp above 1 or --recompute "
+                              "(Megatron-core offloads with neither)", self.cpu_offload_layers)
         if self.pipeline_layout is not None:
             if self.first_stage_layers is not None or self.last_stage_layers is not None:
                 raise ConfigError("--pipeline-layout", "", "no --first-stage-layers nor "

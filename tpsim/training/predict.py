@@ -41,6 +41,7 @@ from .remedies import memory_remedies
 from ..sim.simulate import layer_times, phase_times, simulate
 from .nodes import check_fits, with_nodes
 from .step import Part, make_setup
+from .offload import offloaded_parts
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
@@ -368,7 +369,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
     """The step of the simulated layer, embedding and output layer (``parts``), sharded as
     ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``,
     some layers recomputed as ``partial`` (:mod:`tpsim.training.partial_recompute`)."""
-    layer, emb, out, moe = parts
+    (layer, emb, out, moe), host = offloaded_parts(parts, lay.cpu_offload_layers, m.layers,
+                                                   topo.device)
     check_dtype(sh, lay.dtype)
     setup = make_setup(m, par, lay.micro_batches, lay.virtual_stages, stage_layers, layer, emb,
                        out, topo, micro_batch=lay.micro_batch, seq_len=lay.seq_len // lay.cp,
@@ -382,6 +384,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        partial=partial)
     if sh.per_unit:
         setup = shard_setup(setup, sh, topo)
+    if host:
+        setup = dataclasses.replace(setup, offloaded_bytes=host)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

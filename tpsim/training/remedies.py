@@ -59,7 +59,9 @@ def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     if pp:
         out.append(pp)
     heavy = mem.activations_bytes > ACTIVATION_SHARE * mem.total_bytes
-    if heavy and (lay.recompute != "full" or lay.recompute_method is not None):
+    if heavy and (lay.recompute != "full" or lay.recompute_method is not None) and \
+            runs(model.layers, lay, model, topo, recompute="full",
+                 **dict.fromkeys(RECOMPUTE_DETAIL)):
         out.append({"recompute": "full", **dict.fromkeys(RECOMPUTE_DETAIL)})
     if heavy and lay.tp > 1 and not lay.sequence_parallel and \
             runs(model.layers, lay, model, topo, sequence_parallel=True):

@@ -59,9 +59,10 @@ if TYPE_CHECKING:                      # imported when built: the predict path n
 @record
 class Part:
     """One layer, the embedding or the output layer, for one micro-batch on one GPU, from its
-    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s; ep_exposed_s:
-    the part of tp_exposed_s the expert-parallel all-to-alls leave exposed
-    (:func:`tpsim.training.expert_comm.group_exposed_s`)."""
+    simulation: forward_s + backward_s = compute_s + tp_exposed_s + host_wait_s +
+    offload_exposed_s (the activation copies to and from the host the compute waits for,
+    :mod:`tpsim.training.offload`); ep_exposed_s: the part of tp_exposed_s the expert-parallel
+    all-to-alls leave exposed (:func:`tpsim.training.expert_comm.group_exposed_s`)."""
     forward_s: float
     backward_s: float
     compute_s: float
@@ -72,6 +73,7 @@ class Part:
     saved_bytes: float
     dp_exposed_s: float = 0.0      # ZeRO-2/3's unit collectives the compute waits for
     ep_exposed_s: float = 0.0
+    offload_exposed_s: float = 0.0
 
     @classmethod
     def of(cls, sim, times=None) -> Part:
@@ -153,6 +155,7 @@ class StepSetup:
     shards: tuple[float, ...] = ()     # per stage: optimizer shards (default: the sharding's)
     experts: object = None             # the MoE layers' Folded groups (None: as the dense ones)
     sharding: Sharding = UNSHARDED     # ZeRO-2/3 (tpsim.training.sharded_dp)
+    offloaded_bytes: float = 0.0       # activations in host memory (tpsim.training.offload)
 
     def optimizer_shards(self, stage: int) -> float:
         """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`; else

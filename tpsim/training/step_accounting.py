@@ -72,7 +72,8 @@ def stage_times(setup, stage: int, split: dict) -> StageTimes:
         host_wait_s=m * per_mb.host_wait_s, bubble_s=split["bubble_a"] + split["bubble_b"],
         pp_comm_exposed_s=split["pp_a"] + idle["pp"],
         dp_comm_exposed_s=busy["dp"] + split["dp_a"] + idle["dp"] + m * per_mb.dp_exposed_s,
-        optimizer_s=busy["optimizer"] + idle["optimizer"], stage=stage,
+        optimizer_s=busy["optimizer"] + idle["optimizer"],
+        offload_exposed_s=m * per_mb.offload_exposed_s, stage=stage,
         layers=sum(c.layers for c in mine), forward_s=per_mb.forward_s,
         backward_s=per_mb.backward_s, flops=m * per_mb.flops,
         hardware_flops=m * per_mb.hardware_flops)
@@ -119,7 +120,8 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
             if sh.per_unit else None
         out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
                                 setup.optimizer_shards(r), r, sum(live), usable, state,
-                                sh.stage or int(setup.distributed_optimizer)))
+                                sh.stage or int(setup.distributed_optimizer),
+                                setup.offloaded_bytes))
     return tuple(out)
 
 

@@ -34,7 +34,6 @@ PIN_REASONS = {
                   "is more than 1)",
     "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
-    "cp_moe": "context parallelism with an MoE model (not modelled yet)",
     "cp_seq": "context parallelism: seq_len not a multiple of 2 x cp",
 }
 
@@ -96,15 +95,15 @@ def check_pins(pins, gpus: int) -> tuple:
 CP_FROM_SEQ = 16384
 
 
-def grid(pins: tuple, gpus: int, seq_len: int, dense: bool):
+def grid(pins: tuple, gpus: int, seq_len: int):
     """(tp, cp, pp, dp) with tp x cp x pp x dp = ``gpus``, each pinned value or, unpinned,
-    every divisor (cp: 1, and with a ``dense`` model and seq_len >= :data:`CP_FROM_SEQ` every
-    divisor splitting the sequence in 2 cp chunks)."""
+    every divisor (cp: 1, and with seq_len >= :data:`CP_FROM_SEQ` every divisor splitting the
+    sequence in 2 cp chunks)."""
     for tp in pick(pins, "tp", divisors(gpus)):
         if gpus % tp:
             continue
         cps = [c for c in divisors(gpus // tp) if seq_len % (2 * c) == 0] \
-            if seq_len >= CP_FROM_SEQ and dense else []
+            if seq_len >= CP_FROM_SEQ else []
         for cp in pick(pins, "cp", [1] + [c for c in cps if c > 1]):
             if (gpus // tp) % cp:
                 continue
@@ -117,8 +116,6 @@ def grid(pins: tuple, gpus: int, seq_len: int, dense: bool):
 def cp_reason(model, tp: int, cp: int, seq_len: int) -> str | None:
     """Why ``cp`` ranks cannot split this model's sequence (a :data:`PIN_REASONS`-like
     reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`)."""
-    if cp > 1 and model.moe:
-        return "cp_moe"
     try:
         check_cp(model, tp, cp, "p2p", seq_len, "fused")
     except ConfigError:

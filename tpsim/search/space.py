@@ -3,7 +3,7 @@ those that cannot run are dropped (:data:`REASONS`).
 
 A mixture-of-experts model's layouts also enumerate its MoE layers' folding
 (:mod:`tpsim.spec.folding`): every expert-parallel degree ep that divides the experts and a
-stage's tp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
+stage's tp x cp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
 tp > 1 run sequence parallelism and no TP overlap (Megatron-core requires the first; the
 expert slot has no overlapped collectives).
 """
@@ -33,7 +33,8 @@ REASONS = {
     "moe_sp": "mixture of experts: tp > 1 without sequence parallelism (Megatron-core needs it)",
     "moe_overlap": "mixture of experts: TP overlap (the expert slot's collectives are not "
                    "overlapped)",
-    "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x dp and the experts",
+    "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x cp x dp and the "
+              "experts",
     "moe_zero": "mixture of experts: ZeRO-2/3 (not modelled beside expert parallelism yet)",
     **PIN_REASONS,
 }
@@ -55,12 +56,12 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
     node = topo.devices_per_node
-    for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len, not model.moe):
+    for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len):
         vs, no_vs = virtual_stages(space.pins, model.layers, pp)
         mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
             if space.global_batch % dp == 0 else ([], 0)
         knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp, cp)
-        knob, moe_dropped = expert_knobs(model, tp, dp, knob, space.pins)
+        knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins)
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
             ("batch_dp" if space.global_batch % dp else None) or no_knob
@@ -125,7 +126,7 @@ def _tp_reason(model: ModelConfig, tp: int, node: int, space: Space) -> str | No
 def expert_layouts(model: ModelConfig, tp: int, dp: int, pins: tuple) -> list[tuple]:
     """(ep, expert_tp) of a stage's tp x dp ranks folded for the MoE layers
     (:mod:`tpsim.spec.folding`): ep a divisor of the experts, the experts' TP 1 or tp, ep x
-    expert-tp dividing tp x dp and the experts' width (pinned: only those values);
+    expert-tp dividing tp x ``dp`` (a stage's dp x cp) and the experts' width (pinned: only those values);
     expert_tp None where it is tp (the default). A dense model: (1, None) only."""
     if not model.moe:
         return [(1, None)]

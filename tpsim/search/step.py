@@ -116,9 +116,9 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     if not run.model.moe:
         return Parts(Part.of(sim), emb, out)
-    experts = Folded(Parallelism(tp=tp, dp=world // tp), ep, expert_tp or tp)
+    experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
     moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
-                         run.dropout, run.attention, recompute, overlap, True,
+                         run.dropout, run.attention, recompute, overlap, True, cp,
                          experts=experts)[0]
     return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
 

@@ -126,17 +126,14 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
-        if cp > 1:
-            raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
-                              "context parallelism is not modelled yet)", cp)
         slot = 2 if m.shared_experts else 1
         if alltoall(experts, tp):
-            dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len, dtype,
-                                 sequence_parallel, load)
+            dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,
+                                 dtype, sequence_parallel, load)
             slot, par = Alltoall(slot == 2, experts.ep > 1, experts.etp > 1), experts
         else:
-            dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
-        dims = dataclasses.replace(dims, **mla_widths(m))
+            dims = moe_dims(m, tp, micro_batch, seq_len // cp, dtype, sequence_parallel)
+        dims = dataclasses.replace(dims, cp=cp, **mla_widths(m))   # the rank's seq_len / cp
     if m.mla and (attention == "unfused" or tp_comm_overlap or cp > 1):
         flag = "--attention" if attention == "unfused" else "--cp" if cp > 1 else \
             "--tp-comm-overlap"
@@ -150,7 +147,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
-    pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
+    dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
+    pricing = Pricing(sustained(topo), par, subgroups=subgroups(dense, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
 

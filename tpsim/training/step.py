@@ -337,8 +337,8 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
     params = terms.stage_params(model, tp, stage_layers, p, v, experts)
-    shards = terms.stage_shares(model, tp, par.dp, stage_layers, p, v, params, experts,
-                                distributed_optimizer)
+    shards = terms.stage_shares(model, tp, terms.grad_ranks(par), stage_layers, p, v, params,
+                                experts, distributed_optimizer)
     return StepSetup(par, m, v, tuple(chunks), p2p, params,
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), precision or dtype,

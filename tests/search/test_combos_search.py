@@ -1,0 +1,54 @@
+"""The search over combinations that fold into one another: context parallelism beside the
+experts (ep folded out of tp x cp x dp); each layout's bound at most predict's step and its
+memory predict's."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tpsim.search.driver import Space, bound_layouts, enumerate_layouts, _run
+from tpsim.search.jobs import Workers
+from tpsim.search.pins import check_pins
+from tpsim.spec.model import load_model, with_overrides
+from tpsim.training.predict import predict
+
+
+def _priced(model, topology: str, seq: int, gpus: int, batch: int, pins: dict):
+    run = _run(model, topology, None, seq, None, batch)
+    layouts, dropped = enumerate_layouts(run.model, run.topo,
+                                         Space(gpus, batch, pins=check_pins(pins, gpus)),
+                                         run.seq_len)
+    with Workers(run) as w:
+        priced = bound_layouts(w, layouts)
+    return run, layouts, dropped, priced
+
+
+def _check_against_predict(run, layouts, priced, batch: int) -> None:
+    for lay, (bound, nbytes, fits) in zip(layouts, priced):
+        p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype,
+                    global_batch=batch, **lay.predict_kwargs())
+        assert bound <= p.step.time_s * (1 + 1e-9), lay
+        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
+        assert fits == p.memory.fits, lay
+
+
+@pytest.fixture(scope="module")
+def cp_moe():
+    model = with_overrides(load_model("mixtral-8x7b"), layers=2)
+    return _priced(model, "dgx-h100", 16384, 8, 4,
+                   {"cp": (2, 4), "micro_batch": 1, "recompute": "none", "tp": 2})
+
+
+def test_cp_beside_experts_is_enumerated(cp_moe):
+    """At 16K tokens an MoE model's layouts take CP; ep folds out of tp x cp x dp: with
+    tp 2 x cp 4 (dp 1) ep 8 with expert TP 1."""
+    _, layouts, dropped, _ = cp_moe
+    assert {lay.cp for lay in layouts} == {2, 4} and "cp_moe" not in dropped
+    assert any(lay.cp == 4 and lay.dp == 1 and lay.ep == 8 and lay.expert_tp == 1
+               for lay in layouts)
+
+
+def test_cp_moe_bounds_below_the_simulation(cp_moe):
+    run, layouts, _, priced = cp_moe
+    _check_against_predict(run, layouts, priced, 4)

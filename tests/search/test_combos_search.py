@@ -52,3 +52,34 @@ def test_cp_beside_experts_is_enumerated(cp_moe):
 def test_cp_moe_bounds_below_the_simulation(cp_moe):
     run, layouts, _, priced = cp_moe
     _check_against_predict(run, layouts, priced, 4)
+
+
+@pytest.fixture(scope="module")
+def zero_cp():
+    model = with_overrides(load_model("llama3-8b"), layers=4)
+    return _priced(model, "dgx-h100-ndr-cluster", 16384, 16, 8,
+                   {"cp": (2, 4), "micro_batch": 1, "recompute": "none", "pp": 1,
+                    "zero": (2, 3), "tp": (1, 2)})
+
+
+def test_zero_beside_cp_is_enumerated_and_bounded(zero_cp):
+    """ZeRO-2/3 with CP (the state sharded over dp x cp; cp 4 x tp 2 leaves dp 2): enumerated,
+    each bound at most predict's step, its memory predict's."""
+    run, layouts, _, priced = zero_cp
+    assert {(lay.cp, lay.zero) for lay in layouts} >= {(2, 2), (2, 3), (4, 2), (4, 3)}
+    _check_against_predict(run, layouts, priced, 8)
+
+
+@pytest.fixture(scope="module")
+def zero_moe():
+    model = with_overrides(load_model("mixtral-8x7b"), layers=2)
+    return _priced(model, "dgx-h100", 2048, 8, 8,
+                   {"micro_batch": (1, 2), "recompute": "none", "pp": 1, "zero": (2, 3)})
+
+
+def test_zero_beside_experts_is_enumerated_and_bounded(zero_moe):
+    """ZeRO-2/3 with experts (dense over dp, folded experts over expert DP): enumerated at
+    every ep, each bound at most predict's step, its memory predict's."""
+    run, layouts, dropped, priced = zero_moe
+    assert "moe_zero" not in dropped and {lay.ep for lay in layouts} == {1, 2, 4, 8}
+    _check_against_predict(run, layouts, priced, 8)

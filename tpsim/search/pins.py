@@ -147,26 +147,25 @@ def virtual_stages(pins: tuple, layers: int, pp: int) -> tuple[list[int], int]:
     return [v for v in chosen if v == 1 or pp > 1], sum(v > 1 and pp == 1 for v in chosen)
 
 
-def zero_stages(dp: int, pp: int, pins: tuple, cp: int = 1) -> list[tuple[bool, int]]:
+def zero_stages(dp: int, pp: int, pins: tuple) -> list[tuple[bool, int]]:
     """The (distributed optimizer, zero) pairs to enumerate: ZeRO 0 to 3, ZeRO-1 as the
-    distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (nothing to
-    shard), ZeRO-2 and 3 only without a pipeline (DeepSpeed refuses them with pipeline
-    parallelism, Megatron-core's distributed optimizer is ZeRO-1) nor context parallelism
-    (:func:`tpsim.spec.sharding.check_sharding`). ``--distributed-optimizer``
-    pins ZeRO-1, ``--no-distributed-optimizer`` the others."""
+    distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (``dp``: the
+    dp x cp ranks the state shards over; nothing to shard), ZeRO-2 and 3 only without a
+    pipeline (DeepSpeed refuses them with pipeline parallelism, Megatron-core's distributed
+    optimizer is ZeRO-1). ``--distributed-optimizer`` pins ZeRO-1, ``--no-distributed-optimizer``
+    the others."""
     dos = pick(pins, "distributed_optimizer", (False, True))
     out = [(z == 1, 0 if z == 1 else z) for z in pick(pins, "zero", ZERO_STAGES)]
     return [(do, z) for do, z in out if do in dos and (dp > 1 or (not do and z == 0))
-            and (z < 2 or pp == cp == 1)]
+            and (z < 2 or pp == 1)]
 
 
-def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1,
-          cp: int = 1) -> tuple[list, str | None]:
+def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1) -> tuple[list, str | None]:
     """(sequence parallel, TP overlap, recompute, (distributed optimizer, ZeRO stage))
     combinations, and when pins leave none, the reason (:data:`PIN_REASONS`)."""
     sps = [sp for sp in pick(pins, "sequence_parallel", (False, True)) if tp > 1 or not sp]
     ovs = pick(pins, "tp_comm_overlap", (False, True))
-    dos = zero_stages(dp, pp, pins, cp)
+    dos = zero_stages(dp, pp, pins)
     out = [(sp, ov, rc, do) for sp in sps for ov in ovs if sp or not ov
            for rc in recompute for do in dos]
     if out:

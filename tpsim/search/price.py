@@ -101,7 +101,7 @@ class _Pipeline:
         fields = list(map(_FIELDS, layouts))
         world = lay0.tp * lay0.cp * lay0.pp * lay0.dp
         self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world)
-                                        + ((dp, z) if z > 1 else (1, 0))
+                                        + ((dp * cp, z) if z > 1 else (1, 0))
                                         for tp, dp, mb, sp, rc, ov, _, _, z, cp, ep, etp in fields])
         # the step's end and p2p see the gradients' group of dp x cp ranks, tp apart, as a
         # data-parallel group of that size: the same groups (tpsim.training.terms.dp_group)
@@ -124,7 +124,7 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
     parts = [[sharded_parts(layer_parts(run, *key[:9]), run, price, key[0], q.p, *key[9:],
-                            q.layers) for key in q.parts] for q in pipes]
+                            q.layers, *key[6:8]) for key in q.parts] for q in pipes]
     shapes = []
     for q, ps in zip(pipes, parts):
         timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))

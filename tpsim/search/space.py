@@ -35,7 +35,6 @@ REASONS = {
                    "overlapped)",
     "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x cp x dp and the "
               "experts",
-    "moe_zero": "mixture of experts: ZeRO-2/3 (not modelled beside expert parallelism yet)",
     **PIN_REASONS,
 }
 
@@ -60,7 +59,7 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
         vs, no_vs = virtual_stages(space.pins, model.layers, pp)
         mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
             if space.global_batch % dp == 0 else ([], 0)
-        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp, cp)
+        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp)
         knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins)
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
@@ -150,8 +149,7 @@ def expert_knobs(model: ModelConfig, tp: int, dp: int, knob: list, pins: tuple):
     out = []
     for sp, ov, rc, do in knob:
         why = (model.moe and tp > 1 and not sp and "moe_sp") or (model.moe and ov and
-                                                                   "moe_overlap") or \
-            (model.moe and do[1] > 1 and "moe_zero")
+                                                                   "moe_overlap")
         if why:
             dropped[why] += len(experts)
         else:

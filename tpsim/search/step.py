@@ -281,7 +281,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
-    sh = sharding(zero, dp, None, True, False)
+    sh = sharding(zero, dp, None, True, False, 1,
+                  experts.edp if experts and terms.expert_unit_params(model, tp, experts) else 0)
     do = do or sh.per_unit
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
     over = terms.overlapped_reduce(True, dp) and not sh.per_unit   # search: overlap_grad_reduce
@@ -310,8 +311,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,
             group, egroup) if do and zero < 3 else 0.0
         finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
-        state = state_bytes(local, dtype, sh, dp, do, _largest_unit(model, tp, pp, v, layers, r)) \
-            if sh.per_unit else None
+        unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
+        state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.per_unit else None
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards, state=state).total_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)
@@ -322,11 +323,13 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                   if terms.overlapped_gather(opg, do, dp) else ()))
 
 
-def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int) -> int:
-    """The most parameters one gradient unit of stage ``r`` holds (its chunks' units)."""
+def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,
+                  experts=None) -> int:
+    """The most parameters one gradient unit of stage ``r`` holds (its chunks' units, the MoE
+    layers folded as ``experts``)."""
     V = pp * v
     return max(largest_unit(terms.chunk_units(model, tp, layers[g], g == 0, g == V - 1,
-                                              sum(layers[:g])))
+                                              sum(layers[:g]), experts))
                for g in range(r, V, pp))
 
 

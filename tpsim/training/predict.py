@@ -103,9 +103,6 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
                           f"(the GEMMs run in {RS_SPLITS} row chunks)",
                           lay.micro_batch * lay.seq_len)
     check_cp(m, lay.tp, lay.cp, lay.cp_comm, lay.seq_len, lay.attention)
-    if m.moe and lay.zero > 1:
-        raise ConfigError("--zero", "", "0 or 1 with a mixture-of-experts model (ZeRO-2/3 beside "
-                          "the experts' own data parallelism is not modelled yet)", lay.zero)
     return m, topo, lay
 
 
@@ -238,7 +235,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
-                  lay.reshard_after_forward, lay.fp8_all_gather)
+                  lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
+                  experts.edp if alltoall(experts, lay.tp) else 0)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
                    sh, experts)

@@ -19,6 +19,8 @@ def _priced(model, topology: str, seq: int, gpus: int, batch: int, pins: dict):
     layouts, dropped = enumerate_layouts(run.model, run.topo,
                                          Space(gpus, batch, pins=check_pins(pins, gpus)),
                                          run.seq_len)
+    if not layouts:
+        return run, layouts, dropped, []
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
     return run, layouts, dropped, priced
@@ -83,3 +85,39 @@ def test_zero_beside_experts_is_enumerated_and_bounded(zero_moe):
     run, layouts, dropped, priced = zero_moe
     assert "moe_zero" not in dropped and {lay.ep for lay in layouts} == {1, 2, 4, 8}
     _check_against_predict(run, layouts, priced, 8)
+
+
+def test_cp_comms_closed_form():
+    """llama3-8b (32 heads, 8 key/value heads), nodes of 8: at tp 2 each rank has 16 and 4
+    heads, so a2a runs at cp 2 and 4 (4 divides both), not 8; a2a+p2p only where tp x cp
+    spans nodes (cp 8: a = 4 ranks of a node, ring over 2); cp 1 has no exchange."""
+    from tpsim.search.cp_comms import cp_comms
+    m = load_model("llama3-8b")
+    assert cp_comms(m, 2, 1, 8, ()) == ["p2p"]
+    assert cp_comms(m, 2, 4, 8, ()) == ["p2p", "all-gather", "a2a"]
+    assert cp_comms(m, 2, 8, 8, ()) == ["p2p", "all-gather", "a2a+p2p"]
+    assert cp_comms(m, 2, 8, 8, (("cp_comm", ("a2a",)),)) == []
+    with pytest.raises(Exception, match="--cp-comm"):
+        check_pins({"cp_comm": "ring"}, 16)
+
+
+@pytest.fixture(scope="module")
+def comms():
+    model = with_overrides(load_model("llama3-8b"), layers=4)
+    return _priced(model, "dgx-h100-ndr-cluster", 16384, 16, 8,
+                   {"cp": (2, 4, 8), "micro_batch": 1, "recompute": "none", "pp": 1,
+                    "tp": (1, 2), "distributed_optimizer": False, "zero": 0})
+
+
+def test_every_cp_comm_is_enumerated_and_bounded(comms):
+    """Every exchange where it runs (a2a+p2p where cp spans the nodes), a pinned a2a that
+    cannot run dropped by reason; each bound at most predict's step, its memory predict's."""
+    run, layouts, _, priced = comms
+    assert {lay.cp_comm for lay in layouts} == {"p2p", "all-gather", "a2a", "a2a+p2p"}
+    assert all(lay.tp * lay.cp > 8 for lay in layouts if lay.cp_comm == "a2a+p2p")
+    _check_against_predict(run, layouts, priced, 8)
+    model = with_overrides(load_model("llama3-8b"), layers=4)
+    _, pinned, dropped, _ = _priced(model, "dgx-h100-ndr-cluster", 16384, 16, 8,
+                                    {"cp": 16, "tp": 1, "cp_comm": "a2a", "micro_batch": 1,
+                                     "recompute": "none"})
+    assert not pinned and dropped["pinned_cp_comm"]

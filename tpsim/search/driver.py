@@ -5,8 +5,9 @@ Every layout with tp x cp x pp x dp = gpus is enumerated:
 * tp: a divisor of the model's heads and ffn_hidden that divides or is a multiple of its
   kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
   (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
-* cp: 1, and at long sequences every divisor that splits them in 2 cp chunks (the p2p ring,
-  :func:`tpsim.search.pins.grid`);
+* cp: 1, and at long sequences every divisor that splits them in 2 cp chunks
+  (:func:`tpsim.search.pins.grid`), each with every exchange that runs there
+  (:mod:`tpsim.search.cp_comms`);
 * pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
   uneven splits, the first and last stage holding fewer or more layers than the e of each
   middle stage, in a window sized by the output layer's cost (:mod:`tpsim.search.splits`),

@@ -21,12 +21,12 @@ from ..base.schema import MAX_INT
 from ..cluster.topology import Topology, load_topology
 from ..layer.context_parallel import check_cp
 from ..training.nodes import nodes_needed
-from ..spec.layout import RECOMPUTE, ZERO_STAGES, Layout
+from ..spec.layout import CP_COMMS, RECOMPUTE, ZERO_STAGES, Layout
 
 # the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
 PINNABLE = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "recompute",
             "sequence_parallel", "tp_comm_overlap", "distributed_optimizer", "zero", "ep",
-            "expert_tp")
+            "expert_tp", "cp_comm")
 FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
 PIN_REASONS = {
     "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
@@ -35,6 +35,9 @@ PIN_REASONS = {
     "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
     "cp_seq": "context parallelism: seq_len not a multiple of 2 x cp",
+    "cp_mla": "context parallelism with multi-head latent attention (not priced)",
+    "pinned_cp_comm": "context-parallel exchange pinned: none of the pinned runs at this tp x cp "
+                      "(a2a: heads per TP rank not divisible by cp; a2a+p2p: cp inside a node)",
 }
 
 
@@ -48,6 +51,8 @@ def _valid(name: str, v) -> bool:
         return v in RECOMPUTE
     if name == "zero":
         return type(v) is int and v in ZERO_STAGES
+    if name == "cp_comm":
+        return v in CP_COMMS
     if name in FLAGS_ON:
         return v is True or v is False
     return type(v) is int and 1 <= v <= MAX_INT
@@ -115,7 +120,10 @@ def grid(pins: tuple, gpus: int, seq_len: int):
 
 def cp_reason(model, tp: int, cp: int, seq_len: int) -> str | None:
     """Why ``cp`` ranks cannot split this model's sequence (a :data:`PIN_REASONS`-like
-    reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`)."""
+    reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`;
+    multi-head latent attention runs without CP)."""
+    if cp > 1 and model.mla:
+        return "cp_mla"
     try:
         check_cp(model, tp, cp, "p2p", seq_len, "fused")
     except ConfigError:

@@ -5,7 +5,8 @@ A mixture-of-experts model's layouts also enumerate its MoE layers' folding
 (:mod:`tpsim.spec.folding`): every expert-parallel degree ep that divides the experts and a
 stage's tp x cp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
 tp > 1 run sequence parallelism and no TP overlap (Megatron-core requires the first; the
-expert slot has no overlapped collectives).
+expert slot has no overlapped collectives). A layout with cp > 1 also enumerates its
+context-parallel exchange (:mod:`tpsim.search.cp_comms`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..layer.linears import RS_SPLITS
 from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..spec.model import ModelConfig
 from .splits import splits as layer_splits
+from .cp_comms import cp_comms
 from .pins import (PIN_REASONS, cp_reason, divisors, grid, knobs, micro_batches, pick,
                    virtual_stages)
 
@@ -64,9 +66,11 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
             ("batch_dp" if space.global_batch % dp else None) or no_knob
-        if reason:
-            dropped[reason] += size
+        comms = [] if reason else cp_comms(model, tp, cp, node, space.pins)
+        if reason or not comms:
+            dropped[reason or "pinned_cp_comm"] += size
             continue
+        knob = [k + (c,) for k in knob for c in comms]
         per = len(vs) * max(len(mbs), 1)
         for why, n in moe_dropped.items():
             dropped[why] += n * per
@@ -95,7 +99,7 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
         dropped["micro_batches"] += len(knob)
     else:
         out = []
-        for sp, ov, rc, (do, zero), ep, etp in knob:
+        for sp, ov, rc, (do, zero), ep, etp, comm in knob:
             if sp and seq_len // cp % tp:
                 dropped["sp_seq"] += len(splits)
                 continue
@@ -106,7 +110,7 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
                 tp=tp, cp=cp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
                 sequence_parallel=sp, recompute=rc, distributed_optimizer=do, zero=zero,
                 tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
-                memory_headroom=space.memory_headroom, ep=ep, expert_tp=etp)
+                memory_headroom=space.memory_headroom, ep=ep, expert_tp=etp, cp_comm=comm)
                 for f, l in splits]
         return out
     return []

@@ -90,25 +90,27 @@ _TIMES = Memo("search comm times", 65536)
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                 overlap: bool, cp: int = 1, ep: int = 1, expert_tp: int | None = None,
-                world: int = 0) -> Parts:
+                world: int = 0, cp_comm: str = "p2p") -> Parts:
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
     per (tp, micro-batch, SP, CP), which is all they depend on; selective recomputation with
     fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); ``cp``:
-    context parallelism's p2p ring (the search's exchange); with experts, folded ``ep`` x
-    ``expert_tp`` on ``world`` GPUs (:func:`moe_parts`)."""
+    context parallelism by ``cp_comm``; with experts, folded ``ep`` x ``expert_tp`` on
+    ``world`` GPUs (:func:`moe_parts`)."""
     return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp, ep, expert_tp,
-                       world), _layer_parts, run, tp, micro_batch, sp, recompute, overlap, cp,
-                      ep, expert_tp, world)
+                       world, cp_comm), _layer_parts, run, tp, micro_batch, sp, recompute,
+                      overlap, cp, ep, expert_tp, world, cp_comm)
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int) -> Parts:
+                 overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int,
+                 cp_comm: str) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
-    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp),
+    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp,
+                               cp_comm),
                               simulate_layer, run.model, run.topo, tp, micro_batch, run.seq_len,
                               run.dtype, sp, run.dropout, run.attention, recompute, overlap,
-                              False, cp)
+                              False, cp, cp_comm)
 
     def ends():
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
@@ -118,7 +120,7 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
         return Parts(Part.of(sim), emb, out)
     experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
     moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
-                         run.dropout, run.attention, recompute, overlap, True, cp,
+                         run.dropout, run.attention, recompute, overlap, True, cp, cp_comm,
                          experts=experts)[0]
     return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
 

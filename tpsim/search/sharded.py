@@ -8,17 +8,19 @@ layer's start to the last layer's end the forward takes at least (k - 1) max(f, 
 the backward, whose stream also runs the reduce-scatters of the layers before,
 max(k b, (k - 1) g' + (k - 2) r + b) (f, b: the layer's forward and backward; g, g', r: its
 all-gathers and reduction, :func:`tpsim.training.sharded_dp.unit_comm`). Per layer these are
-f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, the fewer of the
-dense layer's parameters and an MoE layer's other than its folded experts' (the experts'
-collectives come on top), sharded over the dp x cp ranks, and drops the first all-gather and
-the last reduction (both lower it), so every chunk's bound stays below its simulated time.
+f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, the unit's
+collectives sharded over the dp x cp ranks: a model whose every layer carries experts, its
+MoE unit's (the folded experts' part on expert DP); else the fewer of the dense layer's
+parameters and an MoE layer's other than its folded experts' (the experts' collectives come on
+top); and it drops the first all-gather and the last reduction (both lower it), so every
+chunk's bound stays below its simulated time.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 from ..spec.folding import Folded
-from ..spec.model_params import moe_layer_params
+from ..spec.model_params import moe_layer_params, moe_layers
 from ..spec.parallel import Parallelism
 from ..training import terms
 from ..training.sharded_dp import Sharding, unit_comm
@@ -44,12 +46,16 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     if not sizes:
         return parts
     model, par = run.model, Parallelism(tp=tp, pp=pp, dp=dp)
-    params = model.layer_params(tp)
+    params, expert, experts, sh = model.layer_params(tp), 0, None, Sharding(zero, dp)
     if model.moe:
         experts, etp = Folded(par, ep, expert_tp or tp), expert_tp or tp
-        params = min(params, moe_layer_params(model, tp, ep, etp)
-                     - terms.expert_unit_params(model, tp, experts))
-    comm = unit_comm(params, run.dtype, Sharding(zero, dp), par, 0, price)
+        expert, moe = terms.expert_unit_params(model, tp, experts), moe_layer_params(model, tp,
+                                                                                    ep, etp)
+        if moe_layers(model) < model.layers:
+            params, expert = min(params, moe - expert), 0
+        else:
+            params, sh = moe, Sharding(zero, dp, True, False, experts.edp)
+    comm = unit_comm(params, run.dtype, sh, par, 0, price, expert, experts)
     L = parts.layer
     fs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[0] for k in set(sizes))
     bs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[1] for k in set(sizes))

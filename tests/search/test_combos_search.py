@@ -14,11 +14,11 @@ from tpsim.spec.model import load_model, with_overrides
 from tpsim.training.predict import predict
 
 
-def _priced(model, topology: str, seq: int, gpus: int, batch: int, pins: dict):
+def _priced(model, topology: str, seq: int, gpus: int, batch: int, pins: dict,
+            zero_with_pp: bool = False):
     run = _run(model, topology, None, seq, None, batch)
-    layouts, dropped = enumerate_layouts(run.model, run.topo,
-                                         Space(gpus, batch, pins=check_pins(pins, gpus)),
-                                         run.seq_len)
+    space = Space(gpus, batch, pins=check_pins(pins, gpus), zero_with_pp=zero_with_pp)
+    layouts, dropped = enumerate_layouts(run.model, run.topo, space, run.seq_len)
     if not layouts:
         return run, layouts, dropped, []
     with Workers(run) as w:
@@ -121,3 +121,33 @@ def test_every_cp_comm_is_enumerated_and_bounded(comms):
                                     {"cp": 16, "tp": 1, "cp_comm": "a2a", "micro_batch": 1,
                                      "recompute": "none"})
     assert not pinned and dropped["pinned_cp_comm"]
+
+
+@pytest.fixture(scope="module")
+def zero_pp():
+    model = with_overrides(load_model("llama3-8b"), layers=8)
+    return _priced(model, "dgx-h100-ndr-cluster", 4096, 16, 32,
+                   {"pp": (2, 4), "zero": (2, 3), "recompute": "none", "tp": (1, 2),
+                    "micro_batch": (1, 2)}, zero_with_pp=True)
+
+
+def test_zero_with_a_pipeline_is_bounded(zero_pp):
+    """--zero-with-pp: ZeRO-2/3 layouts with a pipeline enumerated (interleaved too), each
+    bound at most predict's step (its per-micro-batch backward gathers, the step-level
+    reduce-scatter and start-of-step gathers), its memory predict's; without it none."""
+    run, layouts, _, priced = zero_pp
+    assert {(lay.pp, lay.zero) for lay in layouts} == {(2, 2), (2, 3), (4, 2), (4, 3)}
+    assert any(lay.virtual_stages > 1 for lay in layouts)
+    _check_against_predict(run, layouts, priced, 32)
+    model = with_overrides(load_model("llama3-8b"), layers=8)
+    _, without, _, _ = _priced(model, "dgx-h100-ndr-cluster", 4096, 16, 32,
+                               {"pp": (1, 2), "zero": (2, 3), "tp": (1, 2)})
+    assert {lay.pp for lay in without} == {1}
+
+
+def test_zero_with_pp_takes_a_boolean():
+    from tpsim.base.errors import ConfigError
+    from tpsim.search.driver import search
+    with pytest.raises(ConfigError) as e:
+        search("gpt3-125m", "dgx-h100", 8, 8, zero_with_pp="yes")
+    assert e.value.source == "--zero-with-pp"

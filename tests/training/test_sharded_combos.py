@@ -108,3 +108,47 @@ def test_zero_with_experts_shards_each_part_over_its_group():
     assert z3.memory.optimizer_bytes == pytest.approx(z1.memory.optimizer_bytes, rel=1e-12)
     assert z3.memory.weights_bytes < z1.memory.weights_bytes
     assert z3.inputs.expert_dp == 2
+
+
+PIPE = dict(tp=2, pp=4, dp=4, global_batch=64, nodes=4)
+
+
+def test_pipelined_zero_runs_as_the_distributed_optimizers_collectives():
+    """With a pipeline, torch's schedules reduce-scatter the accumulated gradients once after
+    the backward and ZeRO-3 (no resharding) gathers each unit once, at the step's start: the
+    step times of the distributed optimizer without overlapped reduction (ZeRO-2: its gather
+    after the optimizer; ZeRO-3: overlapped with the first forwards), the layer listing no
+    per-micro-batch collective."""
+    run = lambda **kw: tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", **PIPE, **kw)
+    z2, z3 = run(zero=2), run(zero=3, reshard_after_forward=False)
+    assert z2.step.time_s == run(distributed_optimizer=True, overlap_grad_reduce=False) \
+        .step.time_s
+    assert z3.step.time_s == run(distributed_optimizer=True, overlap_grad_reduce=False,
+                                 overlap_param_gather=True).step.time_s
+    assert not z2.dp_collectives and not z3.dp_collectives
+
+
+def test_pipelined_zero3_resharded_gathers_in_every_backward():
+    """ZeRO-3 resharding after the forward: each backward gathers its unit again (the one row
+    per micro-batch, 2 bytes a parameter), so the step is slower than without resharding;
+    the state per rank: 2P/s sharded + 2P gathered weights, 4P whole gradients, 12P/s."""
+    m = load_model("llama3-8b")
+    a = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", zero=3, **PIPE)
+    b = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", zero=3, reshard_after_forward=False,
+                      **PIPE)
+    assert [(c.phase, c.op, c.bytes) for c in a.dp_collectives] == \
+        [("backward", "all-gather", 2 * m.layer_params(2))]
+    assert a.step.time_s > b.step.time_s
+    P, s = a.stage_memory[1].params_per_gpu, 4
+    mem = a.stage_memory[1]
+    assert (mem.weights_bytes, mem.gradients_bytes, mem.optimizer_bytes) == pytest.approx(
+        (2 * P / s + 2 * P, 4 * P, 12 * P / s), rel=1e-12)
+    assert mem.zero == 3
+
+
+@pytest.mark.parametrize("kw, flag", [(dict(shard_group=2), "--shard-group"),
+                                      (dict(fp8_all_gather=True, dtype="fp8"),
+                                       "--fp8-all-gather")])
+def test_pipelined_zero_refuses_what_it_does_not_model(kw, flag):
+    with pytest.raises(ConfigError, match=flag):
+        tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", zero=3, **PIPE, **kw)

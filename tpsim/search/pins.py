@@ -30,8 +30,7 @@ PINNABLE = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "recompute"
 FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
 PIN_REASONS = {
     "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
-    "pinned_dp1": "distributed optimizer or a ZeRO stage pinned on: dp is 1 (ZeRO-2/3: or pp "
-                  "is more than 1)",
+    "pinned_dp1": "distributed optimizer or a ZeRO stage pinned on: dp is 1",
     "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
     "cp_seq": "context parallelism: seq_len not a multiple of 2 x cp",
@@ -155,25 +154,29 @@ def virtual_stages(pins: tuple, layers: int, pp: int) -> tuple[list[int], int]:
     return [v for v in chosen if v == 1 or pp > 1], sum(v > 1 and pp == 1 for v in chosen)
 
 
-def zero_stages(dp: int, pp: int, pins: tuple) -> list[tuple[bool, int]]:
+def zero_stages(dp: int, pp: int, pins: tuple,
+                with_pp: bool = False) -> list[tuple[bool, int]]:
     """The (distributed optimizer, zero) pairs to enumerate: ZeRO 0 to 3, ZeRO-1 as the
     distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (``dp``: the
-    dp x cp ranks the state shards over; nothing to shard), ZeRO-2 and 3 only without a
-    pipeline (DeepSpeed refuses them with pipeline parallelism, Megatron-core's distributed
-    optimizer is ZeRO-1). ``--distributed-optimizer`` pins ZeRO-1, ``--no-distributed-optimizer``
-    the others."""
+    dp x cp ranks the state shards over; nothing to shard); ZeRO-2 and 3 without a pipeline
+    (DeepSpeed refuses them with pipeline parallelism, Megatron-core's distributed optimizer is
+    ZeRO-1), and ``with_pp`` (``--zero-with-pp``) with one too, as PyTorch's pipeline schedules
+    run FSDP2 (:mod:`tpsim.training.sharded_dp`). ``--distributed-optimizer`` pins ZeRO-1,
+    ``--no-distributed-optimizer`` the others."""
     dos = pick(pins, "distributed_optimizer", (False, True))
     out = [(z == 1, 0 if z == 1 else z) for z in pick(pins, "zero", ZERO_STAGES)]
     return [(do, z) for do, z in out if do in dos and (dp > 1 or (not do and z == 0))
-            and (z < 2 or pp == 1)]
+            and (z < 2 or pp == 1 or with_pp)]
 
 
-def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1) -> tuple[list, str | None]:
+def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1,
+          zero_with_pp: bool = False) -> tuple[list, str | None]:
     """(sequence parallel, TP overlap, recompute, (distributed optimizer, ZeRO stage))
-    combinations, and when pins leave none, the reason (:data:`PIN_REASONS`)."""
+    combinations (:func:`zero_stages`), and when pins leave none, the reason
+    (:data:`PIN_REASONS`)."""
     sps = [sp for sp in pick(pins, "sequence_parallel", (False, True)) if tp > 1 or not sp]
     ovs = pick(pins, "tp_comm_overlap", (False, True))
-    dos = zero_stages(dp, pp, pins)
+    dos = zero_stages(dp, pp, pins, zero_with_pp)
     out = [(sp, ov, rc, do) for sp in sps for ov in ovs if sp or not ov
            for rc in recompute for do in dos]
     if out:

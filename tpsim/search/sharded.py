@@ -55,7 +55,8 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
             params, expert = min(params, moe - expert), 0
         else:
             params, sh = moe, Sharding(zero, dp, True, False, experts.edp)
-    comm = unit_comm(params, run.dtype, sh, par, 0, price, expert, experts)
+    sh = replace(sh, pipelined=pp > 1)
+    comm = sh.per_micro_batch(unit_comm(params, run.dtype, sh, par, 0, price, expert, experts))
     L = parts.layer
     fs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[0] for k in set(sizes))
     bs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[1] for k in set(sizes))

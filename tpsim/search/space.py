@@ -47,6 +47,7 @@ class Space:
     gpus: int
     global_batch: int
     tp_across_nodes: bool = False
+    zero_with_pp: bool = False  # also ZeRO-2/3 with a pipeline (tpsim.search.pins.zero_stages)
     uneven: bool = True
     recompute: tuple[str, ...] = RECOMPUTE
     memory_headroom: float = 0.0
@@ -61,7 +62,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
         vs, no_vs = virtual_stages(space.pins, model.layers, pp)
         mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
             if space.global_batch % dp == 0 else ([], 0)
-        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp)
+        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp,
+                                 space.zero_with_pp)
         knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins)
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \

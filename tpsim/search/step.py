@@ -276,18 +276,22 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                do: bool, opg: bool = False, zero: int = 0, ep: int = 1,
                expert_tp: int | None = None) -> Tail:
     """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero); ZeRO-2/3
-    (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), the
-    state of :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE
-    layers folded ``ep`` x ``expert_tp``."""
+    (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), or with
+    a pipeline after the backward, ZeRO-3's gathers at the step's start
+    (:func:`tpsim.training.sharded_dp.shard_setup`), the state of
+    :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE layers
+    folded ``ep`` x ``expert_tp``."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
     sh = sharding(zero, dp, None, True, False, 1,
-                  experts.edp if experts and terms.expert_unit_params(model, tp, experts) else 0)
-    do = do or sh.per_unit
+                  experts.edp if experts and terms.expert_unit_params(model, tp, experts) else 0,
+                  pp)
+    do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
-    over = terms.overlapped_reduce(True, dp) and not sh.per_unit   # search: overlap_grad_reduce
+    # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
+    over = terms.overlapped_reduce(True, dp) and sh.stage < 2
     scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
              for bs in st.buckets]
     events, gn, finish, memory = [], [], [], []
@@ -314,7 +318,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
             group, egroup) if do and zero < 3 else 0.0
         finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
         unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
-        state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.per_unit else None
+        state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards, state=state).total_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)

@@ -236,7 +236,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
-                  experts.edp if alltoall(experts, lay.tp) else 0)
+                  experts.edp if alltoall(experts, lay.tp) else 0, lay.pp)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
                    sh, experts)
@@ -350,7 +350,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
                                                lay.fp8_param_gather), experts=experts)
-    if sh.per_unit:
+    if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 

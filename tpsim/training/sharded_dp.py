@@ -42,6 +42,21 @@ gradients awaiting their reduce-scatter.
 With context parallelism the shard group is the dp x cp ranks, and a model's folded routed
 experts shard over expert DP, each MoE unit gathering and reducing its experts' part there
 (:mod:`tpsim.training.shard_groups`: s cp and edp s / d ranks).
+
+With a pipeline (pp > 1: ``pipelined``) the units run as PyTorch's pipeline schedules run an
+FSDP2 stage (``torch/distributed/pipelining/stage.py``: every micro-batch's backward with
+``set_requires_gradient_sync(False)`` and ``set_reshard_after_backward(False)``, then one
+``perform_reduce_grad`` after the stage's last backward): the main gradients accumulate whole
+and are reduce-scattered once per step after the backward (the step's DP reduction, as the
+distributed optimizer's without overlap); ZeRO-3 gathers every unit at the step's start (its
+first forward waits for it, as Megatron-core's overlapped weight gather,
+:mod:`tpsim.training.step_gather`), and with ``reshard_after_forward`` each backward gathers
+its unit again (the forward before it resharded it): m + 1 gathers per unit and step, as
+torch's 1F1B makes them (its warmup forwards gather instead of its cooldown backwards, which
+find the unit still gathered). torchtitan's default with a pipeline is no resharding after
+the forward (``fsdp_reshard_after_forward`` "default": one gather per step). A rank then holds
+whole gradients and, ZeRO-3, every unit of its stage gathered. HSDP and the fp8 all-gather
+are not modelled with a pipeline (refused).
 """
 from __future__ import annotations
 
@@ -73,11 +88,21 @@ class Sharding:
     reshard_after_forward: bool = True
     fp8_all_gather: bool = False
     expert_shard: int = 0
+    pipelined: bool = False     # pp > 1: torch's pipeline schedules (module docstring)
 
     @property
     def per_unit(self) -> bool:
-        """Whether the DP traffic runs unit by unit inside the chunks (ZeRO-2 and 3)."""
-        return self.stage >= 2
+        """Whether every DP collective runs unit by unit inside the chunks (ZeRO-2 and 3
+        without a pipeline)."""
+        return self.stage >= 2 and not self.pipelined
+
+    def per_micro_batch(self, comm: tuple[float, float, float]) -> tuple[float, float, float]:
+        """A unit's (forward gather, backward gather, reduction) seconds that each
+        micro-batch's chunk runs: all of ``comm`` (:func:`unit_comm`); pipelined, only ZeRO-3's
+        backward gather with ``reshard_after_forward`` (module docstring)."""
+        if not self.pipelined:
+            return comm
+        return 0.0, comm[1] if self.stage == 3 and self.reshard_after_forward else 0.0, 0.0
 
     def state_shards(self, dp: int, distributed_optimizer: bool) -> tuple[int, int, int]:
         """(weights, main gradients, optimizer state) shards: 1, 1 or s by stage; the
@@ -92,15 +117,20 @@ UNSHARDED = Sharding()
 
 
 def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
-             fp8_all_gather: bool, cp: int = 1, edp: int = 0) -> Sharding:
+             fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1) -> Sharding:
     """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` DP ranks (None: all
     of dp) x ``cp``, folded experts (``edp`` > 0 ranks of expert DP) over edp s / d
-    (:func:`tpsim.training.shard_groups.expert_shard`)."""
+    (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP
+    and the fp8 all-gather refused there, naming their flags)."""
     if zero_stage < 2:
         return UNSHARDED
     s = dp if shard_group is None else shard_group
+    if pp > 1 and (s < dp or fp8_all_gather):
+        flag, value = ("--shard-group", s) if s < dp else ("--fp8-all-gather", True)
+        raise ConfigError(flag, "", f"off with --pp {pp} (ZeRO-2/3 beside a pipeline is "
+                          "modelled over all of dp, gathered in 16 bits)", value)
     return Sharding(zero_stage, s * cp, reshard_after_forward, fp8_all_gather,
-                    expert_shard(edp, dp, s) if edp else 0)
+                    expert_shard(edp, dp, s) if edp else 0, pp > 1)
 
 
 def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
@@ -177,19 +207,27 @@ def unit_comm(params: float, dtype: str, sh: Sharding, par: Parallelism, stage: 
     out = [0.0, 0.0, 0.0]
     for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, stage, expert,
                                                      experts):
-        out[0 if phase == "forward" else 1 if op == "all-gather" else 2] += \
-            price(op, nbytes, group)
+        out[_kind(phase, op)] += price(op, nbytes, group)
     return out[0], out[1], out[2]
+
+
+def _kind(phase: str, op: str) -> int:
+    """A unit collective's place in :func:`unit_comm`'s triple: 0 the forward gather, 1 the
+    backward gather, 2 the reduction."""
+    return 0 if phase == "forward" else 1 if op == "all-gather" else 2
 
 
 def layer_collectives(params: float, dtype: str, sh: Sharding, par: Parallelism,
                       topo) -> tuple[CollectiveRow, ...]:
-    """A layer unit's :func:`unit_collectives` on stage 0 as rows of the layer's collectives
-    table (group dp), priced by :func:`tpsim.sim.price.group_collective`; none below ZeRO-2."""
-    if not sh.per_unit:
+    """A layer unit's :func:`unit_collectives` on stage 0 that every micro-batch runs
+    (:meth:`Sharding.per_micro_batch`) as rows of the layer's collectives table (group dp),
+    priced by :func:`tpsim.sim.price.group_collective`; none below ZeRO-2."""
+    if sh.stage < 2:
         return ()
-    rows = []
+    rows, each = [], sh.per_micro_batch((1.0, 1.0, 1.0))
     for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, 0):
+        if not each[_kind(phase, op)]:
+            continue
         c = group_collective(op, nbytes, group, topo)
         rows.append(CollectiveRow(op, phase, 1, int(nbytes), c.time_s,
                                   f"{c.algorithm}/{c.protocol}", c.formula, "dp"))
@@ -253,7 +291,7 @@ def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int,
     exposed DP communication (``Part.dp_exposed_s``); its MoE units' experts on ``experts``'
     groups."""
     ex = chunk.experts or (0,) * len(chunk.units)
-    comm = [unit_comm(params, dtype, sh, par, stage, price, e, experts)
+    comm = [sh.per_micro_batch(unit_comm(params, dtype, sh, par, stage, price, e, experts))
             for (_, params, _), e in zip(chunk.units, ex)]
     fwd = chunk.received[0] + forward_s(
         [(f, c[0], n) for f, c, (_, _, n) in zip(reversed(chunk.forwards), reversed(comm),
@@ -270,10 +308,18 @@ def shard_setup(setup, sh: Sharding, topo):
     """A :class:`tpsim.training.step.StepSetup` run with ZeRO-2/3 ``sh``: each chunk
     :func:`sharded_chunk` on its pipeline stage (virtual stage g on stage g mod pp); with
     folded experts each stage's optimizer split as
-    :func:`tpsim.training.shard_groups.sharded_shares`."""
+    :func:`tpsim.training.shard_groups.sharded_shares`. Pipelined (module docstring): the
+    gradients reduce-scattered after the whole backward and ZeRO-3's gathers at the step's
+    start (the distributed optimizer's step-level collectives on the shard group, without
+    overlapped reduction, with the overlapped gather), only ZeRO-3's resharded backward
+    gathers in the chunks."""
     par, price = setup.parallelism, terms.collective_price(topo)
+    if sh.pipelined:
+        setup = dataclasses.replace(setup, distributed_optimizer=True, overlap_grad_reduce=False,
+                                    overlap_param_gather=sh.stage == 3)
+    chunked = sh.per_unit or sh.per_micro_batch((1.0, 1.0, 1.0)) != (0.0, 0.0, 0.0)
     chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price, setup.experts)
-                   for g, c in enumerate(setup.chunks))
+                   for g, c in enumerate(setup.chunks)) if chunked else setup.chunks
     shards = tuple(sharded_shares(n, stage_experts(setup, r), sh.shard, sh.expert_shard)
                    for r, n in enumerate(setup.stage_params)) if setup.shards else ()
     return dataclasses.replace(setup, chunks=chunks, sharding=sh, shards=shards)
@@ -311,6 +357,9 @@ def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_opti
         grads = dense * prec.grads / gs + experts * prec.grads / es
         optimizer = dense * prec.optimizer / os_ + experts * prec.optimizer / es
     sharded = max(sh.shard, sh.expert_shard) > 1
+    if sh.pipelined:    # whole gradients accumulate; ZeRO-3 keeps every unit gathered
+        held = params * prec.gathered if sh.stage == 3 and sharded else 0
+        return float(weights + held), float(params * prec.grads), optimizer
     if sh.stage == 3 and sharded:
         held = UNITS_IN_FLIGHT * unit_params if sh.reshard_after_forward else params
         weights += min(held, params) * (FP8_GATHERED if sh.fp8_all_gather else prec.gathered)

@@ -117,7 +117,7 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
         state = state_bytes(setup.stage_params[r], setup.precision, sh, par.dp, True, max(
             largest_unit(setup.chunks[c * par.pp + r].units) for c in range(setup.v)),
-            stage_experts(setup, r)) if sh.per_unit else None
+            stage_experts(setup, r)) if sh.stage >= 2 else None
         out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
                                 setup.optimizer_shards(r), r, sum(live), usable, state,
                                 sh.stage or int(setup.distributed_optimizer)))

@@ -27,7 +27,8 @@ def test_json_has_cp_rows_and_inputs(capsys):
     (("predict", "--model", "llama2-7b", "--cp", "3", "--seq", "4096"), "--seq"),
     (("predict", "--model", "llama2-7b", "--cp", "2", "--attention", "unfused"), "--attention"),
     (("predict", "--model", "llama2-7b", "--cp", "2", "--cp-comm", "ring"), "--cp-comm"),
-    (("predict", "--model", "mixtral-8x7b", "--tp", "4", "--cp", "2"), "--cp"),
+    (("predict", "--model", "deepseek-v3", "--tp", "4", "--sequence-parallel", "--cp", "2"),
+     "--cp"),
     (("search", "--model", "llama2-7b", "--gpus", "8", "--global-batch", "8", "--cp", "3"),
      "--cp"),
 ])

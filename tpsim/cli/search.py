@@ -12,6 +12,9 @@ def fill_search(p) -> None:
     add_search_space(p)
     add_pin_arguments(p, PINNABLE, what="every value the search can run")
     add_layout_arguments(p, ("usd_per_gpu_hour",))
+    p.add_argument("--zero-with-pp", action="store_true",
+                   help="also try ZeRO-2/3 with a pipeline, as PyTorch's pipeline schedules run "
+                        "FSDP2 (default: without one only)")
     p.add_argument("--top", type=positive_int, default=10, help="candidates to show (at most 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: evaluated, candidates (best first), dropped")
@@ -70,7 +73,7 @@ def _cmd_search(args) -> None:
                         seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, top=args.top,
                         jobs=args.jobs, tp_across_nodes=args.tp_across_nodes,
                         progress=progress, memory_headroom=args.memory_headroom,
-                        pins=layout_values(args, PINNABLE))
+                        pins=layout_values(args, PINNABLE), zero_with_pp=args.zero_with_pp)
     finally:
         progress.close()
     usd = args.usd_per_gpu_hour

@@ -33,10 +33,13 @@ SEARCH = qualname(search)
 
 
 def layout_label(lay) -> str:
-    """TP8 CP2 PP4 VP8 DP16 EP8 ETP1 mb2 SP TPO DO sel (CP: context parallelism, when above 1;
-    EP, ETP: a mixture of experts' ep and expert TP, when not 1 and tp; and L a/b for an uneven
+    """TP8 CP2 PP4 VP8 DP16 EP8 ETP1 mb2 SP TPO DO sel (CP: context parallelism, when above 1,
+    its exchange after a slash when not p2p: CP2/ag (all-gather), CP2/a2a, CP8/a2a+p2p; EP,
+    ETP: a mixture of experts' ep and expert TP, when not 1 and tp; and L a/b for an uneven
     first/last stage)."""
-    parts = [f"TP{lay.tp}"] + ([f"CP{lay.cp}"] if lay.cp > 1 else []) + [f"PP{lay.pp}"] + (
+    comm = {"p2p": "", "all-gather": "/ag"}.get(lay.cp_comm, f"/{lay.cp_comm}")
+    cp = f"CP{lay.cp}{comm}"
+    parts = [f"TP{lay.tp}"] + ([cp] if lay.cp > 1 else []) + [f"PP{lay.pp}"] + (
         [f"VP{lay.virtual_stages}"] if lay.virtual_stages > 1 else [])
     parts += [f"DP{lay.dp}"] + ([f"EP{lay.ep}"] if lay.ep > 1 else []) + \
         ([f"ETP{lay.expert_tp}"] if lay.expert_tp is not None else []) + [f"mb{lay.micro_batch}"]
@@ -63,6 +66,8 @@ def predict_command(result, lay) -> str:
         args.append(f"--nodes {result.nodes}")
     if lay.virtual_stages > 1:
         args.append(f"--virtual-stages {lay.virtual_stages}")
+    if lay.cp > 1 and lay.cp_comm != "p2p":
+        args.append(f"--cp-comm {lay.cp_comm}")
     if lay.ep > 1:
         args.append(f"--ep {lay.ep}")
     if lay.expert_tp is not None:
@@ -149,7 +154,7 @@ def _dropped(result) -> list[str]:
 
 CANDIDATE_KEYS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "sequence_parallel",
                   "recompute", "distributed_optimizer", "zero", "tp_comm_overlap",
-                  "first_stage_layers", "last_stage_layers", "ep", "expert_tp")
+                  "first_stage_layers", "last_stage_layers", "ep", "expert_tp", "cp_comm")
 
 
 def search_json(result, usd_per_gpu_hour: float | None = None) -> dict:

@@ -5,8 +5,9 @@ Every layout with tp x cp x pp x dp = gpus is enumerated:
 * tp: a divisor of the model's heads and ffn_hidden that divides or is a multiple of its
   kv_heads (:meth:`tpsim.spec.model.ModelConfig.check_tp`), inside one node unless asked otherwise
   (TP across nodes runs its collectives on the NICs: Megatron's users keep it in the node);
-* cp: 1, and at long sequences every divisor that splits them in 2 cp chunks (the p2p ring,
-  :func:`tpsim.search.pins.grid`);
+* cp: 1, and at long sequences every divisor that splits them in 2 cp chunks
+  (:func:`tpsim.search.pins.grid`), each with every exchange that runs there
+  (:mod:`tpsim.search.cp_comms`);
 * pp with v virtual stages: layers / (pp v) per model chunk when that divides; also Megatron's
   uneven splits, the first and last stage holding fewer or more layers than the e of each
   middle stage, in a window sized by the output layer's cost (:mod:`tpsim.search.splits`),
@@ -104,7 +105,8 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
     return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch)
 
 
-def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) -> None:
+def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None,
+           zero_with_pp=False) -> None:
     for flag, v in (("--gpus", gpus), ("--global-batch", global_batch), ("--top", top),
                     ("--jobs", jobs)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT:
@@ -114,8 +116,9 @@ def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) 
     cores = os.cpu_count() or 1
     if jobs > cores:            # a process each: more than the cores only adds start-up
         raise ConfigError("--jobs", "", f"at most the {cores} CPU cores of this machine", jobs)
-    if not isinstance(tp_across_nodes, bool):
-        raise ConfigError("--tp-across-nodes", "", "true or false", tp_across_nodes)
+    for flag, value in (("--tp-across-nodes", tp_across_nodes), ("--zero-with-pp", zero_with_pp)):
+        if not isinstance(value, bool):
+            raise ConfigError(flag, "", "true or false", value)
     if progress is not None and not callable(progress):
         raise ConfigError("progress", "", "None or a function (phase, done, total)", progress)
 
@@ -186,16 +189,17 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes, memory_headroom=0.0, progress=None, pins=None):
+            tp_across_nodes, memory_headroom=0.0, progress=None, pins=None, zero_with_pp=False):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
-    _check(gpus, global_batch, top, jobs, tp_across_nodes, progress)
+    _check(gpus, global_batch, top, jobs, tp_across_nodes, progress, zero_with_pp)
     Layout(memory_headroom=memory_headroom)       # checked as predict checks it
     pinned = check_pins(pins, gpus)
     run = _run(model, topology, nodes if nodes is not None else gpus_nodes(topology, gpus),
                seq_len, dtype, global_batch)
     check_fits(run.topo, Parallelism(tp=gpus))
     space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom,
-                  recompute=tuple(pick(pinned, "recompute", RECOMPUTE)), pins=pinned)
+                  recompute=tuple(pick(pinned, "recompute", RECOMPUTE)), pins=pinned,
+                  zero_with_pp=zero_with_pp)
     layouts, dropped = enumerate_layouts(run.model, run.topo, space, run.seq_len)
     if not layouts:
         why = ", ".join(f"{n:,} {REASONS[k]}" for k, n in dropped.most_common())
@@ -213,17 +217,19 @@ def _ranked(layouts, priced, indices) -> list:
 def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None = None,
            dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
            tp_across_nodes: bool = False, progress=None,
-           memory_headroom: float = 0.0, pins: dict | None = None) -> SearchResult:
+           memory_headroom: float = 0.0, pins: dict | None = None,
+           zero_with_pp: bool = False) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
     ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
     it free (:class:`~tpsim.spec.layout.Layout`) (module docstring); ``pins``: field -> the
-    values of the dimensions pinned (:mod:`tpsim.search.pins`). Without ``nodes``, a topology
-    of fewer GPUs than ``gpus`` has its network sized to hold them (:func:`gpus_nodes`)."""
+    values of the dimensions pinned (:mod:`tpsim.search.pins`); ``zero_with_pp``: also
+    ZeRO-2/3 with a pipeline. Without ``nodes``, a topology of fewer GPUs than ``gpus`` has its
+    network sized to hold them (:func:`gpus_nodes`)."""
     start = time.perf_counter()
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
                                         nodes, top, jobs, tp_across_nodes, memory_headroom,
-                                        progress, pins)
+                                        progress, pins, zero_with_pp)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start

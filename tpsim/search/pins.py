@@ -21,21 +21,22 @@ from ..base.schema import MAX_INT
 from ..cluster.topology import Topology, load_topology
 from ..layer.context_parallel import check_cp
 from ..training.nodes import nodes_needed
-from ..spec.layout import RECOMPUTE, ZERO_STAGES, Layout
+from ..spec.layout import CP_COMMS, RECOMPUTE, ZERO_STAGES, Layout
 
 # the Layout fields a search enumerates, which it can pin (recompute is Space.recompute)
 PINNABLE = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "recompute",
             "sequence_parallel", "tp_comm_overlap", "distributed_optimizer", "zero", "ep",
-            "expert_tp")
+            "expert_tp", "cp_comm")
 FLAGS_ON = ("sequence_parallel", "tp_comm_overlap", "distributed_optimizer")
 PIN_REASONS = {
     "pinned_tp1": "sequence parallelism or TP overlap pinned on: tp is 1",
-    "pinned_dp1": "distributed optimizer or a ZeRO stage pinned on: dp is 1 (ZeRO-2/3: or pp "
-                  "is more than 1)",
+    "pinned_dp1": "distributed optimizer or a ZeRO stage pinned on: dp is 1",
     "pinned_vs_pp": "virtual stages pinned above 1: pp is 1",
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
-    "cp_moe": "context parallelism with an MoE model (not modelled yet)",
     "cp_seq": "context parallelism: seq_len not a multiple of 2 x cp",
+    "cp_mla": "context parallelism with multi-head latent attention (not priced)",
+    "pinned_cp_comm": "context-parallel exchange pinned: none of the pinned runs at this tp x cp "
+                      "(a2a: heads per TP rank not divisible by cp; a2a+p2p: cp inside a node)",
 }
 
 
@@ -49,6 +50,8 @@ def _valid(name: str, v) -> bool:
         return v in RECOMPUTE
     if name == "zero":
         return type(v) is int and v in ZERO_STAGES
+    if name == "cp_comm":
+        return v in CP_COMMS
     if name in FLAGS_ON:
         return v is True or v is False
     return type(v) is int and 1 <= v <= MAX_INT
@@ -96,15 +99,15 @@ def check_pins(pins, gpus: int) -> tuple:
 CP_FROM_SEQ = 16384
 
 
-def grid(pins: tuple, gpus: int, seq_len: int, dense: bool):
+def grid(pins: tuple, gpus: int, seq_len: int):
     """(tp, cp, pp, dp) with tp x cp x pp x dp = ``gpus``, each pinned value or, unpinned,
-    every divisor (cp: 1, and with a ``dense`` model and seq_len >= :data:`CP_FROM_SEQ` every
-    divisor splitting the sequence in 2 cp chunks)."""
+    every divisor (cp: 1, and with seq_len >= :data:`CP_FROM_SEQ` every divisor splitting the
+    sequence in 2 cp chunks)."""
     for tp in pick(pins, "tp", divisors(gpus)):
         if gpus % tp:
             continue
         cps = [c for c in divisors(gpus // tp) if seq_len % (2 * c) == 0] \
-            if seq_len >= CP_FROM_SEQ and dense else []
+            if seq_len >= CP_FROM_SEQ else []
         for cp in pick(pins, "cp", [1] + [c for c in cps if c > 1]):
             if (gpus // tp) % cp:
                 continue
@@ -116,9 +119,10 @@ def grid(pins: tuple, gpus: int, seq_len: int, dense: bool):
 
 def cp_reason(model, tp: int, cp: int, seq_len: int) -> str | None:
     """Why ``cp`` ranks cannot split this model's sequence (a :data:`PIN_REASONS`-like
-    reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`)."""
-    if cp > 1 and model.moe:
-        return "cp_moe"
+    reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`;
+    multi-head latent attention runs without CP)."""
+    if cp > 1 and model.mla:
+        return "cp_mla"
     try:
         check_cp(model, tp, cp, "p2p", seq_len, "fused")
     except ConfigError:
@@ -150,26 +154,29 @@ def virtual_stages(pins: tuple, layers: int, pp: int) -> tuple[list[int], int]:
     return [v for v in chosen if v == 1 or pp > 1], sum(v > 1 and pp == 1 for v in chosen)
 
 
-def zero_stages(dp: int, pp: int, pins: tuple, cp: int = 1) -> list[tuple[bool, int]]:
+def zero_stages(dp: int, pp: int, pins: tuple,
+                with_pp: bool = False) -> list[tuple[bool, int]]:
     """The (distributed optimizer, zero) pairs to enumerate: ZeRO 0 to 3, ZeRO-1 as the
-    distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (nothing to
-    shard), ZeRO-2 and 3 only without a pipeline (DeepSpeed refuses them with pipeline
-    parallelism, Megatron-core's distributed optimizer is ZeRO-1) nor context parallelism
-    (:func:`tpsim.spec.sharding.check_sharding`). ``--distributed-optimizer``
-    pins ZeRO-1, ``--no-distributed-optimizer`` the others."""
+    distributed optimizer (zero 0, as Megatron names it); only ZeRO 0 at dp 1 (``dp``: the
+    dp x cp ranks the state shards over; nothing to shard); ZeRO-2 and 3 without a pipeline
+    (DeepSpeed refuses them with pipeline parallelism, Megatron-core's distributed optimizer is
+    ZeRO-1), and ``with_pp`` (``--zero-with-pp``) with one too, as PyTorch's pipeline schedules
+    run FSDP2 (:mod:`tpsim.training.sharded_dp`). ``--distributed-optimizer`` pins ZeRO-1,
+    ``--no-distributed-optimizer`` the others."""
     dos = pick(pins, "distributed_optimizer", (False, True))
     out = [(z == 1, 0 if z == 1 else z) for z in pick(pins, "zero", ZERO_STAGES)]
     return [(do, z) for do, z in out if do in dos and (dp > 1 or (not do and z == 0))
-            and (z < 2 or pp == cp == 1)]
+            and (z < 2 or pp == 1 or with_pp)]
 
 
 def knobs(tp: int, dp: int, recompute, pins: tuple, pp: int = 1,
-          cp: int = 1) -> tuple[list, str | None]:
+          zero_with_pp: bool = False) -> tuple[list, str | None]:
     """(sequence parallel, TP overlap, recompute, (distributed optimizer, ZeRO stage))
-    combinations, and when pins leave none, the reason (:data:`PIN_REASONS`)."""
+    combinations (:func:`zero_stages`), and when pins leave none, the reason
+    (:data:`PIN_REASONS`)."""
     sps = [sp for sp in pick(pins, "sequence_parallel", (False, True)) if tp > 1 or not sp]
     ovs = pick(pins, "tp_comm_overlap", (False, True))
-    dos = zero_stages(dp, pp, pins, cp)
+    dos = zero_stages(dp, pp, pins, zero_with_pp)
     out = [(sp, ov, rc, do) for sp in sps for ov in ovs if sp or not ov
            for rc in recompute for do in dos]
     if out:

@@ -85,7 +85,7 @@ def _index(keys: list) -> tuple[list, np.ndarray]:
 
 _FIELDS = attrgetter("tp", "dp", "micro_batch", "sequence_parallel", "recompute",
                      "tp_comm_overlap", "distributed_optimizer", "overlap_param_gather", "zero",
-                     "cp", "ep", "expert_tp")
+                     "cp", "ep", "expert_tp", "cp_comm")
 
 
 class _Pipeline:
@@ -100,15 +100,17 @@ class _Pipeline:
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
         world = lay0.tp * lay0.cp * lay0.pp * lay0.dp
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world)
-                                        + ((dp, z) if z > 1 else (1, 0))
-                                        for tp, dp, mb, sp, rc, ov, _, _, z, cp, ep, etp in fields])
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world, comm)
+                                        + ((dp * cp, z) if z > 1 else (1, 0))
+                                        for tp, dp, mb, sp, rc, ov, _, _, z, cp, ep, etp, comm
+                                        in fields])
         # the step's end and p2p see the gradients' group of dp x cp ranks, tp apart, as a
         # data-parallel group of that size: the same groups (tpsim.training.terms.dp_group)
         self.tails, self.tidx = _index([(tp, dp * cp, sp, do, opg, z, ep, etp)
-                                        for tp, dp, _, sp, _, _, do, opg, z, cp, ep, etp in fields])
+                                        for tp, dp, _, sp, _, _, do, opg, z, cp, ep, etp, _
+                                        in fields])
         self.comms, self.cidx = _index([(tp, dp * cp, mb, sp, cp)
-                                        for tp, dp, mb, sp, _, _, _, _, _, cp, _, _ in fields])
+                                        for tp, dp, mb, sp, _, _, _, _, _, cp, *_ in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
 
@@ -123,8 +125,8 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
-    parts = [[sharded_parts(layer_parts(run, *key[:9]), run, price, key[0], q.p, *key[9:],
-                            q.layers) for key in q.parts] for q in pipes]
+    parts = [[sharded_parts(layer_parts(run, *key[:10]), run, price, key[0], q.p, *key[10:],
+                            q.layers, *key[6:8]) for key in q.parts] for q in pipes]
     shapes = []
     for q, ps in zip(pipes, parts):
         timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))

@@ -8,15 +8,21 @@ layer's start to the last layer's end the forward takes at least (k - 1) max(f, 
 the backward, whose stream also runs the reduce-scatters of the layers before,
 max(k b, (k - 1) g' + (k - 2) r + b) (f, b: the layer's forward and backward; g, g', r: its
 all-gathers and reduction, :func:`tpsim.training.sharded_dp.unit_comm`). Per layer these are
-f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, the dense layer's
-parameters (an MoE layer gathers more) and drops the first all-gather and the last reduction
-(both lower it), so every chunk's bound stays below its simulated time.
+f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, the unit's
+collectives sharded over the dp x cp ranks: a model whose every layer carries experts, its
+MoE unit's (the folded experts' part on expert DP); else the fewer of the dense layer's
+parameters and an MoE layer's other than its folded experts' (the experts' collectives come on
+top); and it drops the first all-gather and the last reduction (both lower it), so every
+chunk's bound stays below its simulated time.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ..spec.folding import Folded
+from ..spec.model_params import moe_layer_params, moe_layers
 from ..spec.parallel import Parallelism
+from ..training import terms
 from ..training.sharded_dp import Sharding, unit_comm
 
 
@@ -28,17 +34,29 @@ def layer_times(f: float, b: float, g: float, g2: float, r: float,
     return fwd, bwd
 
 
-def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes):
+def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes, ep: int = 1,
+                  expert_tp: int | None = None):
     """``parts`` (:class:`tpsim.search.step.Parts`) with the layer's times raised as the
-    module docstring says, for ZeRO ``zero`` over ``dp`` and the chunks' layer counts
-    ``sizes``; unchanged below ZeRO-2 or at dp 1."""
+    module docstring says, for ZeRO ``zero`` over ``dp`` (the dp x cp ranks) and the chunks'
+    layer counts ``sizes``, the MoE layers folded ``ep`` x ``expert_tp``; unchanged below
+    ZeRO-2 or at dp 1."""
     if zero < 2 or dp == 1:
         return parts
     sizes = [k for k in sizes if k > 0]
     if not sizes:
         return parts
-    comm = unit_comm(run.model.layer_params(tp), run.dtype, Sharding(zero, dp),
-                     Parallelism(tp=tp, pp=pp, dp=dp), 0, price)
+    model, par = run.model, Parallelism(tp=tp, pp=pp, dp=dp)
+    params, expert, experts, sh = model.layer_params(tp), 0, None, Sharding(zero, dp)
+    if model.moe:
+        experts, etp = Folded(par, ep, expert_tp or tp), expert_tp or tp
+        expert, moe = terms.expert_unit_params(model, tp, experts), moe_layer_params(model, tp,
+                                                                                    ep, etp)
+        if moe_layers(model) < model.layers:
+            params, expert = min(params, moe - expert), 0
+        else:
+            params, sh = moe, Sharding(zero, dp, True, False, experts.edp)
+    sh = replace(sh, pipelined=pp > 1)
+    comm = sh.per_micro_batch(unit_comm(params, run.dtype, sh, par, 0, price, expert, experts))
     L = parts.layer
     fs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[0] for k in set(sizes))
     bs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[1] for k in set(sizes))

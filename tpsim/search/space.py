@@ -3,9 +3,10 @@ those that cannot run are dropped (:data:`REASONS`).
 
 A mixture-of-experts model's layouts also enumerate its MoE layers' folding
 (:mod:`tpsim.spec.folding`): every expert-parallel degree ep that divides the experts and a
-stage's tp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
+stage's tp x cp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
 tp > 1 run sequence parallelism and no TP overlap (Megatron-core requires the first; the
-expert slot has no overlapped collectives).
+expert slot has no overlapped collectives). A layout with cp > 1 also enumerates its
+context-parallel exchange (:mod:`tpsim.search.cp_comms`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..layer.linears import RS_SPLITS
 from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..spec.model import ModelConfig
 from .splits import splits as layer_splits
+from .cp_comms import cp_comms
 from .pins import (PIN_REASONS, cp_reason, divisors, grid, knobs, micro_batches, pick,
                    virtual_stages)
 
@@ -33,8 +35,8 @@ REASONS = {
     "moe_sp": "mixture of experts: tp > 1 without sequence parallelism (Megatron-core needs it)",
     "moe_overlap": "mixture of experts: TP overlap (the expert slot's collectives are not "
                    "overlapped)",
-    "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x dp and the experts",
-    "moe_zero": "mixture of experts: ZeRO-2/3 (not modelled beside expert parallelism yet)",
+    "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x cp x dp and the "
+              "experts",
     **PIN_REASONS,
 }
 
@@ -45,6 +47,7 @@ class Space:
     gpus: int
     global_batch: int
     tp_across_nodes: bool = False
+    zero_with_pp: bool = False  # also ZeRO-2/3 with a pipeline (tpsim.search.pins.zero_stages)
     uneven: bool = True
     recompute: tuple[str, ...] = RECOMPUTE
     memory_headroom: float = 0.0
@@ -55,18 +58,21 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
     node = topo.devices_per_node
-    for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len, not model.moe):
+    for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len):
         vs, no_vs = virtual_stages(space.pins, model.layers, pp)
         mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
             if space.global_batch % dp == 0 else ([], 0)
-        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp, cp)
-        knob, moe_dropped = expert_knobs(model, tp, dp, knob, space.pins)
+        knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp,
+                                 space.zero_with_pp)
+        knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins)
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
             ("batch_dp" if space.global_batch % dp else None) or no_knob
-        if reason:
-            dropped[reason] += size
+        comms = [] if reason else cp_comms(model, tp, cp, node, space.pins)
+        if reason or not comms:
+            dropped[reason or "pinned_cp_comm"] += size
             continue
+        knob = [k + (c,) for k in knob for c in comms]
         per = len(vs) * max(len(mbs), 1)
         for why, n in moe_dropped.items():
             dropped[why] += n * per
@@ -95,7 +101,7 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
         dropped["micro_batches"] += len(knob)
     else:
         out = []
-        for sp, ov, rc, (do, zero), ep, etp in knob:
+        for sp, ov, rc, (do, zero), ep, etp, comm in knob:
             if sp and seq_len // cp % tp:
                 dropped["sp_seq"] += len(splits)
                 continue
@@ -106,7 +112,7 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
                 tp=tp, cp=cp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
                 sequence_parallel=sp, recompute=rc, distributed_optimizer=do, zero=zero,
                 tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
-                memory_headroom=space.memory_headroom, ep=ep, expert_tp=etp)
+                memory_headroom=space.memory_headroom, ep=ep, expert_tp=etp, cp_comm=comm)
                 for f, l in splits]
         return out
     return []
@@ -125,7 +131,7 @@ def _tp_reason(model: ModelConfig, tp: int, node: int, space: Space) -> str | No
 def expert_layouts(model: ModelConfig, tp: int, dp: int, pins: tuple) -> list[tuple]:
     """(ep, expert_tp) of a stage's tp x dp ranks folded for the MoE layers
     (:mod:`tpsim.spec.folding`): ep a divisor of the experts, the experts' TP 1 or tp, ep x
-    expert-tp dividing tp x dp and the experts' width (pinned: only those values);
+    expert-tp dividing tp x ``dp`` (a stage's dp x cp) and the experts' width (pinned: only those values);
     expert_tp None where it is tp (the default). A dense model: (1, None) only."""
     if not model.moe:
         return [(1, None)]
@@ -149,8 +155,7 @@ def expert_knobs(model: ModelConfig, tp: int, dp: int, knob: list, pins: tuple):
     out = []
     for sp, ov, rc, do in knob:
         why = (model.moe and tp > 1 and not sp and "moe_sp") or (model.moe and ov and
-                                                                   "moe_overlap") or \
-            (model.moe and do[1] > 1 and "moe_zero")
+                                                                   "moe_overlap")
         if why:
             dropped[why] += len(experts)
         else:

@@ -90,25 +90,27 @@ _TIMES = Memo("search comm times", 65536)
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                 overlap: bool, cp: int = 1, ep: int = 1, expert_tp: int | None = None,
-                world: int = 0) -> Parts:
+                world: int = 0, cp_comm: str = "p2p") -> Parts:
     """The layer, embedding and output layer as predict simulates them, memoised: the ends
     per (tp, micro-batch, SP, CP), which is all they depend on; selective recomputation with
     fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); ``cp``:
-    context parallelism's p2p ring (the search's exchange); with experts, folded ``ep`` x
-    ``expert_tp`` on ``world`` GPUs (:func:`moe_parts`)."""
+    context parallelism by ``cp_comm``; with experts, folded ``ep`` x ``expert_tp`` on
+    ``world`` GPUs (:func:`moe_parts`)."""
     return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp, ep, expert_tp,
-                       world), _layer_parts, run, tp, micro_batch, sp, recompute, overlap, cp,
-                      ep, expert_tp, world)
+                       world, cp_comm), _layer_parts, run, tp, micro_batch, sp, recompute,
+                      overlap, cp, ep, expert_tp, world, cp_comm)
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int) -> Parts:
+                 overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int,
+                 cp_comm: str) -> Parts:
     if recompute == "selective" and run.attention != "unfused":
         recompute = "none"
-    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp),
+    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp,
+                               cp_comm),
                               simulate_layer, run.model, run.topo, tp, micro_batch, run.seq_len,
                               run.dtype, sp, run.dropout, run.attention, recompute, overlap,
-                              False, cp)
+                              False, cp, cp_comm)
 
     def ends():
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
@@ -116,9 +118,9 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     if not run.model.moe:
         return Parts(Part.of(sim), emb, out)
-    experts = Folded(Parallelism(tp=tp, dp=world // tp), ep, expert_tp or tp)
+    experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
     moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
-                         run.dropout, run.attention, recompute, overlap, True,
+                         run.dropout, run.attention, recompute, overlap, True, cp, cp_comm,
                          experts=experts)[0]
     return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
 
@@ -274,17 +276,22 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                do: bool, opg: bool = False, zero: int = 0, ep: int = 1,
                expert_tp: int | None = None) -> Tail:
     """:class:`Tail` without sequence parallelism's norm all-reduce (``sync`` zero); ZeRO-2/3
-    (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), the
-    state of :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE
-    layers folded ``ep`` x ``expert_tp``."""
+    (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), or with
+    a pipeline after the backward, ZeRO-3's gathers at the step's start
+    (:func:`tpsim.training.sharded_dp.shard_setup`), the state of
+    :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE layers
+    folded ``ep`` x ``expert_tp``."""
     model, dtype, dev = run.model, run.dtype, run.topo.device
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
-    sh = sharding(zero, dp, None, True, False)
-    do = do or sh.per_unit
+    sh = sharding(zero, dp, None, True, False, 1,
+                  experts.edp if experts and terms.expert_unit_params(model, tp, experts) else 0,
+                  pp)
+    do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
-    over = terms.overlapped_reduce(True, dp) and not sh.per_unit   # search: overlap_grad_reduce
+    # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
+    over = terms.overlapped_reduce(True, dp) and sh.stage < 2
     scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
              for bs in st.buckets]
     events, gn, finish, memory = [], [], [], []
@@ -310,8 +317,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,
             group, egroup) if do and zero < 3 else 0.0
         finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
-        state = state_bytes(local, dtype, sh, dp, do, _largest_unit(model, tp, pp, v, layers, r)) \
-            if sh.per_unit else None
+        unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
+        state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
         memory.append(stage_memory(local, dtype, 0.0, 0.0, shards, state=state).total_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)
@@ -322,11 +329,13 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                   if terms.overlapped_gather(opg, do, dp) else ()))
 
 
-def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int) -> int:
-    """The most parameters one gradient unit of stage ``r`` holds (its chunks' units)."""
+def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,
+                  experts=None) -> int:
+    """The most parameters one gradient unit of stage ``r`` holds (its chunks' units, the MoE
+    layers folded as ``experts``)."""
     V = pp * v
     return max(largest_unit(terms.chunk_units(model, tp, layers[g], g == 0, g == V - 1,
-                                              sum(layers[:g])))
+                                              sum(layers[:g]), experts))
                for g in range(r, V, pp))
 
 

@@ -28,10 +28,6 @@ def check_sharding(lay) -> None:
         raise ConfigError("--overlap-param-gather", "", "--distributed-optimizer or --zero 1 "
                           "(the distributed optimizer's all-gather of the updated weights)",
                           lay.overlap_param_gather)
-    if stage > 1 and lay.cp > 1:
-        raise ConfigError("--zero", "", f"0 or 1 with --cp {lay.cp} (ZeRO-2/3 shard over the "
-                          "data-parallel ranks; beside context parallelism not modelled yet)",
-                          lay.zero)
     if lay.shard_group is not None:
         if stage < 2:
             raise ConfigError("--shard-group", "", "--zero 2 or 3 (HSDP shards gradients and "

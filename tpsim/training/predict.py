@@ -108,9 +108,6 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
                           lay.micro_batch * lay.seq_len)
     check_cp(m, lay.tp, lay.cp, lay.cp_comm, lay.seq_len, lay.attention)
     check_modules(m, lay.recompute_modules or ())
-    if m.moe and lay.zero > 1:
-        raise ConfigError("--zero", "", "0 or 1 with a mixture-of-experts model (ZeRO-2/3 beside "
-                          "the experts' own data parallelism is not modelled yet)", lay.zero)
     return m, topo, lay
 
 
@@ -134,17 +131,14 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
-        if cp > 1:
-            raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
-                              "context parallelism is not modelled yet)", cp)
         slot = 2 if m.shared_experts else 1
         if alltoall(experts, tp):
-            dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len, dtype,
-                                 sequence_parallel, load)
+            dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,
+                                 dtype, sequence_parallel, load)
             slot, par = Alltoall(slot == 2, experts.ep > 1, experts.etp > 1), experts
         else:
-            dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
-        dims = dataclasses.replace(dims, **mla_widths(m))
+            dims = moe_dims(m, tp, micro_batch, seq_len // cp, dtype, sequence_parallel)
+        dims = dataclasses.replace(dims, cp=cp, **mla_widths(m))   # the rank's seq_len / cp
     if m.mla and (attention == "unfused" or tp_comm_overlap or cp > 1):
         flag = "--attention" if attention == "unfused" else "--cp" if cp > 1 else \
             "--tp-comm-overlap"
@@ -159,7 +153,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager,
                          **({"modules": modules} if modules else {}))
-    pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
+    dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
+    pricing = Pricing(sustained(topo), par, subgroups=subgroups(dense, a) if cp > 1 else {})
     return simulate(tpl, dims, pricing), pricing
 
 
@@ -262,7 +257,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
-                  lay.reshard_after_forward, lay.fp8_all_gather)
+                  lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
+                  experts.edp if alltoall(experts, lay.tp) else 0, lay.pp)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
                    sh, experts, partial)
@@ -382,7 +378,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
                                                lay.fp8_param_gather), experts=experts,
                        partial=partial)
-    if sh.per_unit:
+    if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     if host:
         setup = dataclasses.replace(setup, offloaded_bytes=host)

@@ -45,15 +45,15 @@ RECOMPUTE_DETAIL = ("recompute_modules", "recompute_method", "recompute_num_laye
 def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     """Changes that cut the fullest stage's memory and run, each the layout fields it sets
     (the first names it): the distributed optimizer (dp > 1, off); ZeRO-3 (FSDP: dp > 1, no
-    pipeline, no context parallelism, a dense model); more pipeline stages (pp,
+    pipeline); more pipeline stages (pp,
     dp, and nodes where the topology's network must be sized: :func:`_more_stages`); full
     recomputation of every layer and sequence parallelism (activations over a tenth of the memory); more TP
     (tp, dp: the next tp the model and a node take, on the same GPUs)."""
     out: list[dict] = []
     if lay.dp > 1 and not lay.distributed_optimizer and lay.zero == 0:
         out.append({"distributed_optimizer": True})
-    if lay.dp > 1 and not lay.distributed_optimizer and lay.zero < 3 and lay.pp == lay.cp == 1 \
-            and not model.moe and runs(model.layers, lay, model, topo, zero=3):
+    if lay.dp > 1 and not lay.distributed_optimizer and lay.zero < 3 and lay.pp == 1 \
+            and runs(model.layers, lay, model, topo, zero=3):
         out.append({"zero": 3})
     pp = _more_stages(model, topo, lay, mem)
     if pp:

@@ -38,6 +38,25 @@ Memory per rank (:func:`state_bytes`): parameters x (weights / s [ZeRO-3] + main
 [ZeRO-2, 3] + optimizer state / s), plus ZeRO-3's two gathered units (16-bit weights, or every
 unit of the stage without resharding after the forward) and ZeRO-2/3's two units of whole
 gradients awaiting their reduce-scatter.
+
+With context parallelism the shard group is the dp x cp ranks, and a model's folded routed
+experts shard over expert DP, each MoE unit gathering and reducing its experts' part there
+(:mod:`tpsim.training.shard_groups`: s cp and edp s / d ranks).
+
+With a pipeline (pp > 1: ``pipelined``) the units run as PyTorch's pipeline schedules run an
+FSDP2 stage (``torch/distributed/pipelining/stage.py``: every micro-batch's backward with
+``set_requires_gradient_sync(False)`` and ``set_reshard_after_backward(False)``, then one
+``perform_reduce_grad`` after the stage's last backward): the main gradients accumulate whole
+and are reduce-scattered once per step after the backward (the step's DP reduction, as the
+distributed optimizer's without overlap); ZeRO-3 gathers every unit at the step's start (its
+first forward waits for it, as Megatron-core's overlapped weight gather,
+:mod:`tpsim.training.step_gather`), and with ``reshard_after_forward`` each backward gathers
+its unit again (the forward before it resharded it): m + 1 gathers per unit and step, as
+torch's 1F1B makes them (its warmup forwards gather instead of its cooldown backwards, which
+find the unit still gathered). torchtitan's default with a pipeline is no resharding after
+the forward (``fsdp_reshard_after_forward`` "default": one gather per step). A rank then holds
+whole gradients and, ZeRO-3, every unit of its stage gathered. HSDP and the fp8 all-gather
+are not modelled with a pipeline (refused).
 """
 from __future__ import annotations
 
@@ -51,6 +70,7 @@ from ..spec.parallel import Group, Parallelism
 from ..spec.precision import precision
 from ..sim.price import group_collective
 from ..sim.result import CollectiveRow
+from .shard_groups import dense_groups, expert_groups, expert_shard, sharded_shares, stage_experts
 
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
 FP8_GATHERED = 1            # bytes per weight all-gathered in fp8 (torchtitan's float8 all-gather)
@@ -60,17 +80,29 @@ UNITS_IN_FLIGHT = 2         # a unit computing and the next one prefetched
 @dataclass(frozen=True)
 class Sharding:
     """The run's ZeRO ``stage`` (0-3; 1: the distributed optimizer) and the ``shard`` ranks
-    its state is split over (d, or HSDP's shard group; 1 below stage 2, the distributed
-    optimizer's d being :func:`tpsim.training.terms.optimizer_shards`'s)."""
+    its state is split over (d cp, or HSDP's shard group x cp; 1 below stage 2, the distributed
+    optimizer's d being :func:`tpsim.training.terms.optimizer_shards`'s); ``expert_shard``:
+    its folded routed experts' (0: none folded)."""
     stage: int = 0
     shard: int = 1
     reshard_after_forward: bool = True
     fp8_all_gather: bool = False
+    expert_shard: int = 0
+    pipelined: bool = False     # pp > 1: torch's pipeline schedules (module docstring)
 
     @property
     def per_unit(self) -> bool:
-        """Whether the DP traffic runs unit by unit inside the chunks (ZeRO-2 and 3)."""
-        return self.stage >= 2
+        """Whether every DP collective runs unit by unit inside the chunks (ZeRO-2 and 3
+        without a pipeline)."""
+        return self.stage >= 2 and not self.pipelined
+
+    def per_micro_batch(self, comm: tuple[float, float, float]) -> tuple[float, float, float]:
+        """A unit's (forward gather, backward gather, reduction) seconds that each
+        micro-batch's chunk runs: all of ``comm`` (:func:`unit_comm`); pipelined, only ZeRO-3's
+        backward gather with ``reshard_after_forward`` (module docstring)."""
+        if not self.pipelined:
+            return comm
+        return 0.0, comm[1] if self.stage == 3 and self.reshard_after_forward else 0.0, 0.0
 
     def state_shards(self, dp: int, distributed_optimizer: bool) -> tuple[int, int, int]:
         """(weights, main gradients, optimizer state) shards: 1, 1 or s by stage; the
@@ -85,20 +117,26 @@ UNSHARDED = Sharding()
 
 
 def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
-             fp8_all_gather: bool) -> Sharding:
-    """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` ranks (None: all
-    of dp)."""
+             fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1) -> Sharding:
+    """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` DP ranks (None: all
+    of dp) x ``cp``, folded experts (``edp`` > 0 ranks of expert DP) over edp s / d
+    (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP
+    and the fp8 all-gather refused there, naming their flags)."""
     if zero_stage < 2:
         return UNSHARDED
-    return Sharding(zero_stage, dp if shard_group is None else shard_group,
-                    reshard_after_forward, fp8_all_gather)
+    s = dp if shard_group is None else shard_group
+    if pp > 1 and (s < dp or fp8_all_gather):
+        flag, value = ("--shard-group", s) if s < dp else ("--fp8-all-gather", True)
+        raise ConfigError(flag, "", f"off with --pp {pp} (ZeRO-2/3 beside a pipeline is "
+                          "modelled over all of dp, gathered in 16 bits)", value)
+    return Sharding(zero_stage, s * cp, reshard_after_forward, fp8_all_gather,
+                    expert_shard(edp, dp, s) if edp else 0, pp > 1)
 
 
 def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
-    """Pipeline stage ``stage``'s shard group: the first ``shard`` ranks of its DP group
+    """Pipeline stage ``stage``'s shard group: the first ``shard`` ranks of its dp x cp group
     (consecutive DP ranks, as torchtitan's dp_shard is the inner mesh dimension)."""
-    stride = par.stride("dp")
-    return Group("dp", shard, stride, stage * par.stride("pp"), par.world)
+    return dense_groups(par, stage, shard)[0]
 
 
 def weight_gather_group(par: Parallelism, stage: int, sh: Sharding) -> Group:
@@ -107,11 +145,20 @@ def weight_gather_group(par: Parallelism, stage: int, sh: Sharding) -> Group:
     return shard_group(par, stage, sh.shard) if sh.per_unit else terms.dp_group(par, stage)
 
 
+def expert_gather_group(experts, stage: int, sh: Sharding) -> Group | None:
+    """The folded experts' all-gather of the updated weights (ZeRO-1 and 2): their expert-DP
+    group of pipeline stage ``stage``, ZeRO-2's expert shard group; None without ``experts``."""
+    if experts is None:
+        return None
+    if sh.per_unit and sh.expert_shard:
+        return expert_groups(experts, stage, sh.expert_shard)[0]
+    return terms.expert_dp_group(experts, stage)
+
+
 def replica_group(par: Parallelism, stage: int, shard: int) -> Group:
-    """The ranks holding the same shard on pipeline stage ``stage``: d / shard of them, a
+    """The ranks holding the same shard on pipeline stage ``stage``: d cp / shard of them, a
     shard group apart (HSDP's replicate dimension)."""
-    stride = par.stride("dp")
-    return Group("dp", par.dp // shard, stride * shard, stage * par.stride("pp"), par.world)
+    return dense_groups(par, stage, shard)[1]
 
 
 def unit_gather_bytes(params: float, dtype: str, sh: Sharding) -> float:
@@ -121,46 +168,66 @@ def unit_gather_bytes(params: float, dtype: str, sh: Sharding) -> float:
 
 
 def unit_collectives(params: float, dtype: str, sh: Sharding, par: Parallelism,
-                     stage: int) -> list[tuple[str, str, float, Group]]:
+                     stage: int, expert: float = 0, experts=None) -> list[tuple]:
     """A unit's collectives per micro-batch on pipeline stage ``stage``, as (phase, op, bytes,
     group): the all-gather of :func:`unit_gather_bytes` on the shard group before the forward
     (ZeRO-3) and again before the backward (``reshard_after_forward``); the reduce-scatter of
     params x main-gradient bytes on it, and with HSDP the all-reduce of the 1/s shard over the
-    replicas."""
-    group, out = shard_group(par, stage, sh.shard), []
-    if sh.stage == 3 and sh.shard > 1:
+    replicas. Of them ``expert`` routed-expert parameters (an MoE unit, ``experts`` its
+    Folded groups) run the same on the expert-DP groups
+    (:func:`tpsim.training.shard_groups.expert_groups`), after the rest."""
+    out = _collectives(params - expert, dtype, sh, sh.shard, dense_groups(par, stage, sh.shard))
+    if expert:
+        out += _collectives(expert, dtype, sh, sh.expert_shard,
+                            expert_groups(experts, stage, sh.expert_shard))
+    return out
+
+
+def _collectives(params: float, dtype: str, sh: Sharding, shard: int, groups) -> list[tuple]:
+    """:func:`unit_collectives` of ``params`` sharded over ``shard`` ranks of ``groups``
+    (shard group, replica group)."""
+    (group, replicas), out = groups, []
+    if sh.stage == 3 and shard > 1:
         gathered = unit_gather_bytes(params, dtype, sh)
         out.append(("forward", "all-gather", gathered, group))
         if sh.reshard_after_forward:
             out.append(("backward", "all-gather", gathered, group))
     grads = dpm.grad_bytes(params, dtype)
-    if sh.shard > 1:
+    if shard > 1:
         out.append(("backward", "reduce-scatter", grads, group))
-    if par.dp > sh.shard:
-        out.append(("backward", "all-reduce", grads / sh.shard,
-                    replica_group(par, stage, sh.shard)))
+    if replicas.size > 1:
+        out.append(("backward", "all-reduce", grads / shard, replicas))
     return out
 
 
 def unit_comm(params: float, dtype: str, sh: Sharding, par: Parallelism, stage: int,
-              price) -> tuple[float, float, float]:
+              price, expert: float = 0, experts=None) -> tuple[float, float, float]:
     """A unit's (forward gather, backward gather, gradient reduction) seconds: its
     :func:`unit_collectives` priced by ``price(op, bytes, group)`` and summed."""
     out = [0.0, 0.0, 0.0]
-    for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, stage):
-        out[0 if phase == "forward" else 1 if op == "all-gather" else 2] += \
-            price(op, nbytes, group)
+    for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, stage, expert,
+                                                     experts):
+        out[_kind(phase, op)] += price(op, nbytes, group)
     return out[0], out[1], out[2]
+
+
+def _kind(phase: str, op: str) -> int:
+    """A unit collective's place in :func:`unit_comm`'s triple: 0 the forward gather, 1 the
+    backward gather, 2 the reduction."""
+    return 0 if phase == "forward" else 1 if op == "all-gather" else 2
 
 
 def layer_collectives(params: float, dtype: str, sh: Sharding, par: Parallelism,
                       topo) -> tuple[CollectiveRow, ...]:
-    """A layer unit's :func:`unit_collectives` on stage 0 as rows of the layer's collectives
-    table (group dp), priced by :func:`tpsim.sim.price.group_collective`; none below ZeRO-2."""
-    if not sh.per_unit:
+    """A layer unit's :func:`unit_collectives` on stage 0 that every micro-batch runs
+    (:meth:`Sharding.per_micro_batch`) as rows of the layer's collectives table (group dp),
+    priced by :func:`tpsim.sim.price.group_collective`; none below ZeRO-2."""
+    if sh.stage < 2:
         return ()
-    rows = []
+    rows, each = [], sh.per_micro_batch((1.0, 1.0, 1.0))
     for phase, op, nbytes, group in unit_collectives(params, dtype, sh, par, 0):
+        if not each[_kind(phase, op)]:
+            continue
         c = group_collective(op, nbytes, group, topo)
         rows.append(CollectiveRow(op, phase, 1, int(nbytes), c.time_s,
                                   f"{c.algorithm}/{c.protocol}", c.formula, "dp"))
@@ -216,12 +283,16 @@ def backward_s(units) -> float:
     return max(comm, end) + pending
 
 
-def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int, price):
+def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int, price,
+                  experts=None):
     """``chunk`` (a :class:`tpsim.training.step.Chunk` of pipeline stage ``stage``) with its
     forward and backward as :func:`forward_s` and :func:`backward_s` over its units (run
     ahead by what it receives, ``Chunk.received``), the time over its compute counted as
-    exposed DP communication (``Part.dp_exposed_s``)."""
-    comm = [unit_comm(params, dtype, sh, par, stage, price) for _, params, _ in chunk.units]
+    exposed DP communication (``Part.dp_exposed_s``); its MoE units' experts on ``experts``'
+    groups."""
+    ex = chunk.experts or (0,) * len(chunk.units)
+    comm = [sh.per_micro_batch(unit_comm(params, dtype, sh, par, stage, price, e, experts))
+            for (_, params, _), e in zip(chunk.units, ex)]
     fwd = chunk.received[0] + forward_s(
         [(f, c[0], n) for f, c, (_, _, n) in zip(reversed(chunk.forwards), reversed(comm),
                                                   reversed(chunk.units))])
@@ -235,11 +306,23 @@ def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int,
 
 def shard_setup(setup, sh: Sharding, topo):
     """A :class:`tpsim.training.step.StepSetup` run with ZeRO-2/3 ``sh``: each chunk
-    :func:`sharded_chunk` on its pipeline stage (virtual stage g on stage g mod pp)."""
+    :func:`sharded_chunk` on its pipeline stage (virtual stage g on stage g mod pp); with
+    folded experts each stage's optimizer split as
+    :func:`tpsim.training.shard_groups.sharded_shares`. Pipelined (module docstring): the
+    gradients reduce-scattered after the whole backward and ZeRO-3's gathers at the step's
+    start (the distributed optimizer's step-level collectives on the shard group, without
+    overlapped reduction, with the overlapped gather), only ZeRO-3's resharded backward
+    gathers in the chunks."""
     par, price = setup.parallelism, terms.collective_price(topo)
-    chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price)
-                   for g, c in enumerate(setup.chunks))
-    return dataclasses.replace(setup, chunks=chunks, sharding=sh)
+    if sh.pipelined:
+        setup = dataclasses.replace(setup, distributed_optimizer=True, overlap_grad_reduce=False,
+                                    overlap_param_gather=sh.stage == 3)
+    chunked = sh.per_unit or sh.per_micro_batch((1.0, 1.0, 1.0)) != (0.0, 0.0, 0.0)
+    chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price, setup.experts)
+                   for g, c in enumerate(setup.chunks)) if chunked else setup.chunks
+    shards = tuple(sharded_shares(n, stage_experts(setup, r), sh.shard, sh.expert_shard)
+                   for r, n in enumerate(setup.stage_params)) if setup.shards else ()
+    return dataclasses.replace(setup, chunks=chunks, sharding=sh, shards=shards)
 
 
 def check_dtype(sh: Sharding, dtype: str) -> None:
@@ -255,22 +338,37 @@ def largest_unit(units) -> int:
 
 
 def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_optimizer: bool,
-                unit_params: int) -> tuple[float, float, float]:
+                unit_params: int, experts: int = 0) -> tuple[float, float, float]:
     """(weights, main gradients, optimizer state) bytes one rank holds of ``params``:
-    params x each precision's bytes / its :meth:`Sharding.state_shards`; ZeRO-3 adds the
-    gathered weights (16-bit; 1 byte with fp8_all_gather), UNITS_IN_FLIGHT units of ``unit_params`` (the stage's largest),
-    or every parameter of the stage without resharding after the forward; ZeRO-2/3 add
-    UNITS_IN_FLIGHT units of whole gradients before their reduce-scatter."""
+    params x each precision's bytes / its :meth:`Sharding.state_shards` (of them ``experts``
+    folded routed-expert parameters / ``expert_shard`` instead); ZeRO-3 adds the
+    gathered weights (16-bit; 1 byte with fp8_all_gather), UNITS_IN_FLIGHT units of
+    ``unit_params`` (the stage's largest), or every parameter of the stage without resharding
+    after the forward; ZeRO-2/3 add UNITS_IN_FLIGHT units of whole gradients before their
+    reduce-scatter."""
     prec = precision(dtype)
     ws, gs, os_ = sh.state_shards(dp, distributed_optimizer)
     weights, grads = params * prec.weights / ws, params * prec.grads / gs
-    if sh.stage == 3 and sh.shard > 1:
+    optimizer = params * prec.optimizer / os_
+    if experts and sh.expert_shard:     # the experts' part over expert_shard instead
+        es, dense = sh.expert_shard, params - experts
+        ews = es if sh.stage == 3 else 1
+        weights = dense * prec.weights / ws + experts * prec.weights / ews
+        grads = dense * prec.grads / gs + experts * prec.grads / es
+        optimizer = dense * prec.optimizer / os_ + experts * prec.optimizer / es
+    sharded = max(sh.shard, sh.expert_shard) > 1
+    if sh.pipelined:    # whole gradients accumulate; ZeRO-3 keeps every unit gathered
+        held = params * prec.gathered if sh.stage == 3 and sharded else 0
+        return float(weights + held), float(params * prec.grads), optimizer
+    if sh.stage == 3 and sharded:
         held = UNITS_IN_FLIGHT * unit_params if sh.reshard_after_forward else params
         weights += min(held, params) * (FP8_GATHERED if sh.fp8_all_gather else prec.gathered)
-    if sh.stage >= 2 and sh.shard > 1:
+    if sh.stage >= 2 and sharded:
         grads += min(UNITS_IN_FLIGHT * unit_params, params) * prec.grads
-    return float(weights), float(grads), params * prec.optimizer / os_
+    return float(weights), float(grads), optimizer
 
 
-__all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group", "replica_group", "unit_comm", "unit_collectives", "layer_collectives",
-           "forward_s", "backward_s", "sharded_chunk", "shard_setup", "check_dtype", "state_bytes", "largest_unit"]
+__all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group",
+           "expert_gather_group", "replica_group", "unit_comm", "unit_collectives", "layer_collectives", "forward_s",
+           "backward_s", "sharded_chunk", "shard_setup", "check_dtype", "state_bytes",
+           "largest_unit"]

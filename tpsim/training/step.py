@@ -49,7 +49,8 @@ from ..sim.price import group_collective
 from ..sim.simulate import layer_times, saved_bytes
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
-from .sharded_dp import UNSHARDED, Sharding, weight_gather_group
+from .sharded_dp import UNSHARDED, Sharding, expert_gather_group, weight_gather_group
+from .shard_groups import stage_experts
 from ..cluster.topology import Topology
 
 if TYPE_CHECKING:                      # imported when built: the predict path needs no graph
@@ -226,12 +227,6 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     return out
 
 
-def stage_experts(setup: StepSetup, stage: int) -> int:
-    """The routed experts' parameters stage ``stage`` holds (its chunks' MoE units)."""
-    chunks = setup.chunks[stage::setup.parallelism.pp]
-    return sum(e * u[2] for c in chunks for e, u in zip(c.experts, c.units))
-
-
 def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     """The step's graph, op by op with names (the trace's and the plots' detail): the
     pipeline, the DP reductions and the step end (module docstring). With the overlapped
@@ -300,7 +295,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, setup.optimizer_shards(r), dtype,
                                                             dev),
                     (norm,), "step", f"stage{r}", "optimizer")
-        egroup = terms.expert_dp_group(setup.experts, r) if setup.experts else None
+        egroup = expert_gather_group(setup.experts, r, setup.sharding)
         t = terms.dp_and_expert_s(
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local,
             stage_experts(setup, r), weight_gather_group(par, r, setup.sharding), egroup) \
@@ -353,8 +348,8 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
     params = terms.stage_params(model, tp, stage_layers, p, v, experts)
-    shards = terms.stage_shares(model, tp, par.dp, stage_layers, p, v, params, experts,
-                                distributed_optimizer)
+    shards = terms.stage_shares(model, tp, terms.grad_ranks(par), stage_layers, p, v, params,
+                                experts, distributed_optimizer)
     return StepSetup(par, m, v, tuple(chunks), p2p, params,
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), precision or dtype,

@@ -33,6 +33,7 @@ from .pipeline import pipeline_schedule
 from .step import Part, build_step, time_step
 from .step_idle import CATEGORIES, idle_split, stage_splits
 from .sharded_dp import largest_unit, state_bytes
+from .shard_groups import stage_experts
 
 
 class StepResult:
@@ -116,8 +117,8 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
         live = terms.in_flight_chunks(par.pp, setup.v, setup.m, r)
         acts = sum(n * setup.chunks[c * par.pp + r].part.saved_bytes for c, n in enumerate(live))
         state = state_bytes(setup.stage_params[r], setup.precision, sh, par.dp, True, max(
-            largest_unit(setup.chunks[c * par.pp + r].units) for c in range(setup.v))) \
-            if sh.per_unit else None
+            largest_unit(setup.chunks[c * par.pp + r].units) for c in range(setup.v)),
+            stage_experts(setup, r)) if sh.stage >= 2 else None
         out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
                                 setup.optimizer_shards(r), r, sum(live), usable, state,
                                 sh.stage or int(setup.distributed_optimizer),

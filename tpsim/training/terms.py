@@ -179,7 +179,7 @@ def optimizer_shares(model, tp: int, dp: int, params: int, moe_layers: int, expe
                      distributed_optimizer: bool) -> float:
     """How many ways a stage's optimizer state is split, for ``params`` held of which
     ``moe_layers`` x :func:`~tpsim.spec.model_params.expert_params` are routed experts: the
-    distributed optimizer shards the experts' over edp and the rest over d (Megatron-core's
+    distributed optimizer shards the experts' over edp, the rest over d = dp cp (Megatron-core's
     separate expert-DP buffers), params / (dense / d + experts / edp); d when every group is
     the same (:func:`optimizer_shards`), 1 without it."""
     ep, etp, edp, _ = folded_experts(experts, tp)

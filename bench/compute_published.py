@@ -13,7 +13,9 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   smallest head dim only (the other head dims' causal rows are the check).
 
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
-error: only the ``check`` rows are evidence. Predictions use the shipped topologies' values, so
+error: only the ``check`` rows are evidence. The Blackwell rows are all ``check``: their presets
+carry H100's fits over, and Blackwell's cuDNN and FlashAttention-4 rows are priced with the
+presets' flash3 kernel. Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
 from __future__ import annotations
@@ -29,7 +31,9 @@ from tpsim.layer.ops import Attention
 from tpsim.cluster.topology import AttentionKernel, load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_compute"
-TOPOLOGY = {"H100-SXM5-80GB": "dgx-h100", "A100-SXM4-80GB": "dgx-a100"}
+TOPOLOGY = {"H100-SXM5-80GB": "dgx-h100", "A100-SXM4-80GB": "dgx-a100", "B200-180GB": "dgx-b200",
+            "B300-SXM": "dgx-b200", "GB200-186GB": "gb200-nvl72", "B200-or-B300": "dgx-b200",
+            "GB200-or-GB300": "gb200-nvl72"}   # B300 and the "-or-" devices: the README says why
 K_HALF_GRID = [float(x) for x in range(0, 1001, 5)]
 SEQ_HALF_GRID = [float(x) for x in range(0, 2001, 8)]
 
@@ -65,9 +69,9 @@ def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
 
 def attention_tflops(r: dict, device, kernel: str) -> float:
     """TFLOP/s in FlashAttention's convention (forward 4 b s^2 h d, halved causal; backward 2.5x):
-    forward + backward for ``flash2`` rows, forward only for ``flash3-fwd`` rows."""
+    forward + backward for ``flash2`` rows, forward only for ``*-fwd`` rows; b = tokens / s."""
     s, d, causal = int(r["seq"]), int(r["head_dim"]), r["causal"] == "1"
-    b, heads = 16384 // s, 2048 // d
+    b, heads = int(r["tokens"]) // s, 2048 // d
     fa_fwd = 4.0 * b * s * s * heads * d / (2 if causal else 1)
     total, work = 0.0, 0.0
     for backward in ((False,) if r["kernel"].endswith("fwd") else (False, True)):
@@ -132,31 +136,59 @@ def report(title: str, table: list[tuple[dict, float, float]]) -> None:
         print(f"    {r['role']:5s} {label:58s} measured {m:7.1f}  tpsim {p:7.1f}  {p / m - 1:+6.1%}")
 
 
-def main() -> None:
-    gemms, attns = rows("gemm.csv"), rows("attention.csv")
-    for device_name, topo_name in TOPOLOGY.items():
-        dev = load_topology(topo_name).device
-        mine = [r for r in gemms if r["device"] == device_name]
-        eff, k_half = fit_gemm(dev, [r for r in mine if r["role"] == "fit" and r["dtype"] != "fp8"])
-        print(f"{device_name}: GEMM fit on its 'fit' rows: gemm_max_efficiency {eff:.3f}, "
+def gemm_checks(device_name: str, topo_name: str, dev, gemms: list[dict]) -> None:
+    """The GEMM fit on ``device_name``'s ``fit`` rows (if any) and the error on every row."""
+    mine = [r for r in gemms if r["device"] == device_name]
+    if not mine:
+        return
+    fit = [r for r in mine if r["role"] == "fit" and r["dtype"] != "fp8"]
+    if fit:
+        eff, k_half = fit_gemm(dev, fit)
+        print(f"\n{device_name}: GEMM fit on its 'fit' rows: gemm_max_efficiency {eff:.3f}, "
               f"gemm_k_half_dim {k_half:g} (shipped: {dev.gemm_max_efficiency:g}, "
               f"{dev.gemm_k_half_dim})")
-        report(f"{device_name} GEMMs, shipped {topo_name} (TFLOP/s)",
-               [(r, float(r["tflops"]), gemm_tflops(r, dev)) for r in mine])
-        for kernel in sorted({r["kernel"] for r in attns if r["device"] == device_name}):
-            name = kernel.removesuffix("-fwd")
-            sub = [r for r in attns if r["device"] == device_name and r["kernel"] == kernel]
-            k = fit_attention(dev, name, [r for r in sub if r["role"] == "fit"])
+    else:
+        print(f"\n{device_name}: no GEMM 'fit' rows: {topo_name}'s GEMM efficiencies are "
+              f"carried over from another device (its YAML says which); every row checks them")
+    for dtype in sorted({r["dtype"] for r in mine}):
+        report(f"{device_name} {dtype} GEMMs, shipped {topo_name} (TFLOP/s)",
+               [(r, float(r["tflops"]), gemm_tflops(r, dev)) for r in mine
+                if r["dtype"] == dtype])
+
+
+# Blackwell's fused attention kernels (no fit rows): priced with the preset's own kernel
+PRICED_AS = {"cudnn": "flash3", "fa4": "flash3"}
+
+
+def attention_checks(device_name: str, topo_name: str, dev, attns: list[dict]) -> None:
+    """Per attention kernel measured on ``device_name``: its fit (on its ``fit`` rows) and the
+    error on every row; a kernel without ``fit`` rows is priced with ``PRICED_AS``'s kernel."""
+    for kernel in sorted({r["kernel"] for r in attns if r["device"] == device_name}):
+        name = kernel.removesuffix("-fwd")
+        sub = [r for r in attns if r["device"] == device_name and r["kernel"] == kernel]
+        fit = [r for r in sub if r["role"] == "fit"]
+        dev_k = dev
+        if not fit:
+            name = PRICED_AS[name]
+            print(f"\n{device_name} {kernel}: no 'fit' rows: priced with {topo_name}'s {name} kernel")
+        else:
+            k = fit_attention(dev, name, fit)
             print(f"\n{device_name} {kernel}: fit on its 'fit' rows: efficiency "
                   f"{k.efficiency}, seq_half_efficiency {k.seq_half_efficiency:g}, "
                   f"causal_efficiency {k.causal_efficiency:g}, causal_block {k.causal_block:g}")
             if not dev.attention_kernels or name not in dev.attention_kernels:
                 print(f"  ({topo_name} lists no {name} kernel: checks use the fit)")
                 dev_k = _with_kernel(dev, name, k)
-            else:
-                dev_k = dev
-            report(f"{device_name} {kernel} (TFLOP/s, FlashAttention's convention)",
-                   [(r, float(r["tflops"]), attention_tflops(r, dev_k, name)) for r in sub])
+        report(f"{device_name} {kernel} (TFLOP/s, FlashAttention's convention)",
+               [(r, float(r["tflops"]), attention_tflops(r, dev_k, name)) for r in sub])
+
+
+def main() -> None:
+    gemms, attns = rows("gemm.csv"), rows("attention.csv")
+    for device_name, topo_name in TOPOLOGY.items():
+        dev = load_topology(topo_name).device
+        gemm_checks(device_name, topo_name, dev, gemms)
+        attention_checks(device_name, topo_name, dev, attns)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""Blackwell GEMMs against published kernel benchmarks (tests/data/published_compute/gemm.csv,
+README "Blackwell"): the GEMM efficiencies of dgx-b200 and gb200-nvl72 are H100's fit carried
+over, so every Blackwell row is a check, used in no fit.
+
+* MAMF's best shapes (stas00/ml-engineering), bf16 and fp8, on B200, GB200 and B300: tpsim is
+  within 10% (bf16 +1.0% to -6.0%, fp8 -7.4% to -9.7%); the bound holds that with a margin.
+* XLA's B200 table (sm_100), the large shapes (4096^2 x k >= 2048, batched 4096^3): bf16
+  +8% to +22%, fp8 -4% to 0%; within 25%. Its medium shapes (2048^3 and smaller) run up to
+  78% slower than tpsim prices them: the Hopper tile and k_half carried over miss that, and
+  docs/checks.md reports it rather than a test holding it.
+"""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from tpsim.cluster.topology import load_topology
+from tpsim.cost.compute import gemm_time
+
+from tests.conftest import REPO
+
+TOPOLOGY = {"B200-180GB": "dgx-b200", "B300-SXM": "dgx-b200", "GB200-186GB": "gb200-nvl72"}
+
+
+def rows(source: str) -> list[dict]:
+    with open(REPO / "tests" / "data" / "published_compute" / "gemm.csv") as f:
+        return [r for r in csv.DictReader(f)
+                if r["device"] in TOPOLOGY and r["source"] == source]
+
+
+def error(r: dict) -> float:
+    """tpsim's TFLOP/s over the measured, minus 1."""
+    m, n, k, batch = (int(r[c]) for c in ("m", "n", "k", "batch"))
+    device = load_topology(TOPOLOGY[r["device"]]).device
+    tflops = 2.0 * m * n * k * batch / gemm_time(m, n, k, device, r["dtype"], batch) / 1e12
+    return tflops / float(r["tflops"]) - 1
+
+
+MAMF = rows("mamf-744d01e1")
+XLA_LARGE = [r for r in rows("xla-sm100") if r["m"] == "4096" and int(r["k"]) >= 2048]
+
+
+def test_blackwell_rows_are_checks_only():
+    assert len(MAMF) == 6 and len(XLA_LARGE) == 8
+    assert all(r["role"] == "check" for r in MAMF + XLA_LARGE)
+
+
+@pytest.mark.parametrize("r", MAMF, ids=lambda r: f"{r['device']}-{r['dtype']}")
+def test_mamf_best_shapes(r):
+    assert abs(error(r)) < 0.10
+
+
+@pytest.mark.parametrize("r", XLA_LARGE, ids=lambda r: f"{r['m']}x{r['k']}x{r['batch']}-{r['dtype']}")
+def test_xla_b200_large_shapes(r):
+    assert abs(error(r)) < 0.25

@@ -7,6 +7,7 @@ import math
 
 from ..base.formula import qualname
 from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
+from ..serving.frontend import paced_wall_s
 from ..serving.host import step_wall_s
 from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
@@ -20,7 +21,8 @@ LATENCY = by_field((summarize, ("ttft_s", "tpot_s", "e2e_s")),
                    (Percentiles.of, ("mean", "p50", "p90", "p99")))
 SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
                                        "mean_running")),
-                     (StepModel, ("step_prices",)), (step_wall_s, ("host_wait_s",)))
+                     (StepModel, ("step_prices",)), (step_wall_s, ("host_wait_s",)),
+                     (paced_wall_s, ("frontend_wait_s",)))
 INPUTS = qualname(serve)
 
 
@@ -68,7 +70,8 @@ def serve_report(p) -> str:
         f"scheduler: {s.steps:,} engine steps ({s.prefill_steps:,} with prefill), "
         f"{s.mean_running:.1f} sequences per step, {s.preemptions} preemptions (recompute)",
         f"  each step priced from {s.step_prices} layer simulations, interpolated; the GPU "
-        f"waited {s.host_wait_s:.3f} s for the engine's host work",
+        f"waited {s.host_wait_s:.3f} s for the engine's host work, the engine "
+        f"{s.frontend_wait_s:.3f} s for the front end",
         *formula_lines(SCHEDULER),
     ]
     return "\n".join(lines)

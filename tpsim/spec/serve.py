@@ -72,6 +72,17 @@ class ServeSettings:
         False, "the host work of a step overlaps the next step's forward (TensorRT-LLM's "
         "overlap scheduler, SGLang's); off: it runs between steps, as vLLM's V1 engine "
         "does", flag="--host-overlap", kind="flag")
+    frontend_token_us: float = setting(
+        0.0, "the front end's (HTTP server's) time per streamed token, us: detokenizing it and "
+        "sending it as a server-sent event (tpsim/serving/frontend.py; fitted: "
+        "bench/serve_published.py --fit-host: 60.02, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
+        "at 250 users, its throughput and ITL erring alike)",
+        flag="--frontend-token-us", kind="price")
+    frontend_request_us: float = setting(
+        0.0, "the front end's time per request, us: parsing it, the chat template and "
+        "tokenizing the prompt", flag="--frontend-request-us", kind="price")
+    api_servers: int = setting(1, "front-end processes sharing that work (vLLM's "
+                               "--api-server-count)", flag="--api-servers", kind="count")
     usd_per_gpu_hour: float | None = setting(
         None, "price of one GPU for an hour, USD: the run's cost = GPUs x duration / 3600 x "
         "this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",

@@ -70,43 +70,60 @@ TRT_ROWS = [
     ("llama3-70b", "dgx-h200", 1, 128, 2048, 4336), ("llama3-70b", "dgx-h200", 1, 1000, 1000, 2909),
     ("llama3-70b", "dgx-h200", 1, 2048, 128, 442), ("llama3-70b", "dgx-h200", 1, 5000, 500, 566),
 ]
-# (model, topology, tp, isl, osl, concurrency, output tokens/s, ITL s)
+# (model, topology, tp, isl, osl, concurrency, output tokens/s, ITL s, TTFT s): NIM 1.8.0's
+# tables for Llama 3.1 8B (1 H100, FP8) and Llama 3.3 70B (2 H100, FP8 TP2), as tabulated in
+# llm-guesstimator's tested_benchmarks/nim_llama3.1_8b_v1.8.0_1xH100_80GB.csv and
+# nim_llama33_70b_v1.8.0_2xH100_fp8TP2.csv (their TTFT_ms, ITL_ms, Throughput_tokens_per_s)
 NIM_ROWS = [
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 25, 4678.88, 5.19e-3),
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 100, 12214.97, 7.57e-3),
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 250, 12964.72, 16.14e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 25, 4098.01, 5.84e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 100, 9392.43, 10.04e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 250, 11527.61, 19.68e-3),
-    ("llama3-8b", "dgx-h100", 1, 5000, 500, 25, 2251.44, 9.67e-3),
-    ("llama3-8b", "dgx-h100", 1, 5000, 500, 100, 3180.16, 29.67e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 25, 1178.68, 20.61e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 100, 3263.31, 29.87e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 250, 5067.05, 48.16e-3),
-    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 25, 1102.23, 22.45e-3),
-    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 100, 2895.49, 34.21e-3),
-    ("llama3-70b", "dgx-h100", 2, 500, 2000, 100, 3322.87, 29.98e-3),
-    ("llama3-70b", "dgx-h100", 2, 5000, 500, 25, 623.4, 38.75e-3),
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 25, 4678.88, 5.19e-3, 36.34e-3),
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 100, 12214.97, 7.57e-3, 119.97e-3),
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 250, 12964.72, 16.14e-3, 605.6e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 25, 4098.01, 5.84e-3, 268.42e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 100, 9392.43, 10.04e-3, 615.16e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 250, 11527.61, 19.68e-3, 1885.04e-3),
+    ("llama3-8b", "dgx-h100", 1, 5000, 500, 25, 2251.44, 9.67e-3, 724.14e-3),
+    ("llama3-8b", "dgx-h100", 1, 5000, 500, 100, 3180.16, 29.67e-3, 915.15e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 25, 1178.68, 20.61e-3, 138.98e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 100, 3263.31, 29.87e-3, 176.8e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 250, 5067.05, 48.16e-3, 264.22e-3),
+    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 25, 1102.23, 22.45e-3, 250.49e-3),
+    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 100, 2895.49, 34.21e-3, 334.23e-3),
+    ("llama3-70b", "dgx-h100", 2, 500, 2000, 100, 3322.87, 29.98e-3, 229.77e-3),
+    ("llama3-70b", "dgx-h100", 2, 5000, 500, 25, 623.4, 38.75e-3, 688.69e-3),
+    # the same tables' other loads, where the HTTP front end nears its limit
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 150, 12988.89, 9.81e-3, 346.53e-3),
+    ("llama3-8b", "dgx-h100", 1, 200, 200, 200, 13348.4, 12.65e-3, 465.18e-3),
+    ("llama3-8b", "dgx-h100", 1, 500, 2000, 25, 4263.49, 5.82e-3, 97.07e-3),
+    ("llama3-8b", "dgx-h100", 1, 500, 2000, 100, 10379.22, 9.51e-3, 239.92e-3),
+    ("llama3-8b", "dgx-h100", 1, 500, 2000, 150, 11053.75, 13.34e-3, 376.95e-3),
+    ("llama3-8b", "dgx-h100", 1, 500, 2000, 250, 12268.82, 16.97e-3, 6550.46e-3),
+    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 200, 11553.34, 16.02e-3, 1258.79e-3),
+    ("llama3-70b", "dgx-h100", 2, 200, 200, 200, 4534.54, 42.95e-3, 253.36e-3),
+    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 200, 3901.74, 50.66e-3, 558.23e-3),
 ]
 QUICK = {0, 2, 10, 12}       # --quick: a few rows of each source
 FIT = {0, 1}                 # NIM rows whose ITLs fit host_step_us and host_seq_us
+FIT_FE = {2}                 # the NIM row that fits frontend_token_us
 
 
-def _serve(model, topology, tp, isl, osl, seqs, requests, **host):
+def _serve(model, topology, tp, isl, osl, seqs, requests, **knobs):
     return serve(model, topology, tp=tp, dtype="fp8", prompt=isl, gen=osl, rate=math.inf,
-                 requests=requests, max_num_seqs=seqs, **host)
+                 requests=requests, max_num_seqs=seqs, **knobs)
+
+
+def _nim(i: int, **knobs):
+    model, topo, tp, isl, osl, c = NIM_ROWS[i][:6]
+    return _serve(model, topo, tp, isl, osl, c, max(REQUESTS_MIN, 5 * c), **knobs)
 
 
 def _nim_itl(i: int, a_us: float, b_us: float) -> float:
-    model, topo, tp, isl, osl, c, _, _ = NIM_ROWS[i]
-    p = _serve(model, topo, tp, isl, osl, c, max(REQUESTS_MIN, 5 * c), host_step_us=a_us,
-               host_seq_us=b_us)
-    return p.latency.tpot_s.mean
+    return _nim(i, host_step_us=a_us, host_seq_us=b_us, frontend_token_us=0.0).latency.tpot_s.mean
 
 
 def fit_host() -> tuple[float, float]:
-    """(host_step_us, host_seq_us) meeting the FIT rows' ITLs: ITL_i = ITL_i(0, 0) + a x
-    d_a,i + b x d_b,i, the slopes from runs at a = 1000 us and at b = 10 us."""
+    """(host_step_us, host_seq_us) meeting the FIT rows' ITLs, the front end off (it does
+    not pace those rows at the fitted frontend_token_us: --fit-host checks it): ITL_i =
+    ITL_i(0, 0) + a x d_a,i + b x d_b,i, the slopes from runs at a = 1000 us and at b = 10 us."""
     base = [_nim_itl(i, 0.0, 0.0) for i in sorted(FIT)]
     d_a = [(_nim_itl(i, 1000.0, 0.0) - t) / 1000.0 for i, t in zip(sorted(FIT), base)]
     d_b = [(_nim_itl(i, 0.0, 10.0) - t) / 10.0 for i, t in zip(sorted(FIT), base)]
@@ -115,21 +132,50 @@ def fit_host() -> tuple[float, float]:
     return float(a), float(b)
 
 
+def fit_frontend(a_us: float, b_us: float) -> float:
+    """frontend_token_us where the FIT_FE row's throughput and ITL err alike (tpsim /
+    measured equal; the throughput's falls and the ITL's rises with it), which minimizes the
+    larger of the two errors: bisection over 0-200 us, 30 halvings."""
+    (i,) = FIT_FE
+    tput, itl = NIM_ROWS[i][6:8]
+    lo, hi = 0.0, 200.0
+    for _ in range(30):
+        fe = (lo + hi) / 2
+        p = _nim(i, host_step_us=a_us, host_seq_us=b_us, frontend_token_us=fe)
+        if p.throughput.output_tokens_per_s / tput > p.latency.tpot_s.mean / itl:
+            lo = fe
+        else:
+            hi = fe
+    return (lo + hi) / 2
+
+
+def closed_loop_ttft(p, users: int) -> float:
+    """The mean TTFT a closed loop of ``users`` clients sees: each request after the first
+    ``users`` is sent when a slot frees (the k-th request admitted replaces the (k - users)-th
+    to finish), so its TTFT counts from that finish, not from the run's start; the first
+    ``users`` requests (the loop's start) are left out."""
+    first, last = np.asarray(p.ttft), np.sort(np.asarray(p.e2e))
+    return float(np.mean(first[users:] - last[:len(first) - users]))
+
+
 def rows(quick: bool = False):
     """(source, label, metric, measured, tpsim) for every row."""
     for i, (model, topo, tp, isl, osl, meas) in enumerate(TRT_ROWS):
         if quick and i not in QUICK:
             continue
-        p = _serve(model, topo, tp, isl, osl, 256, REQUESTS, host_overlap=True)
+        p = _serve(model, topo, tp, isl, osl, 256, REQUESTS, host_overlap=True,
+                   frontend_token_us=0.0)          # trtllm-bench: no HTTP server
         label = f"{model} {topo} TP{tp} {isl}/{osl}"
         yield TRT, label, "output tok/s", meas, p.throughput.output_tokens_per_s
-    for i, (model, topo, tp, isl, osl, c, tput, itl) in enumerate(NIM_ROWS):
+    for i, (model, topo, tp, isl, osl, c, tput, itl, ttft) in enumerate(NIM_ROWS):
         if quick and i not in QUICK:
             continue
-        p = _serve(model, topo, tp, isl, osl, c, max(REQUESTS_MIN, 5 * c))
-        label = f"{model} {topo} TP{tp} {isl}/{osl} C={c}" + (" (fit)" if i in FIT else "")
+        p = _nim(i)
+        fit = " (fit)" if i in FIT | FIT_FE else ""
+        label = f"{model} {topo} TP{tp} {isl}/{osl} C={c}" + fit
         yield NIM, label, "output tok/s", tput, p.throughput.output_tokens_per_s
         yield NIM, label, "ITL (TPOT mean) s", itl, p.latency.tpot_s.mean
+        yield NIM, label, "TTFT mean s", ttft, closed_loop_ttft(p, c)
 
 
 def peer_rows(python: str | None) -> tuple[dict, str]:
@@ -138,7 +184,7 @@ def peer_rows(python: str | None) -> tuple[dict, str]:
     from infer_peers import peer_values
     cases = [dict(id=f"{model} {topo} TP{tp} {isl}/{osl} C={c}", model=model, topology=topo,
                   tp=tp, batch=c, prompt=isl, gen=osl, dtype="fp8", kv_dtype="fp8")
-             for model, topo, tp, isl, osl, c, _, _ in NIM_ROWS if model == "llama3-70b"]
+             for model, topo, tp, isl, osl, c, *_ in NIM_ROWS if model == "llama3-70b"]
     got, why = peer_values(python, cases)
     out = {}
     for case in cases:
@@ -158,11 +204,15 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
     ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
     ap.add_argument("--fit-host", action="store_true",
-                    help="print host_step_us and host_seq_us fitted on the FIT rows")
+                    help="print the fitted host_step_us, host_seq_us and frontend_token_us")
     args = ap.parse_args(argv)
     if args.fit_host:
         a, b = fit_host()
-        print(f"host_step_us {a:.1f}, host_seq_us {b:.2f}")
+        fe = fit_frontend(a, b)
+        paced = [_nim(i, host_step_us=a, host_seq_us=b, frontend_token_us=fe)
+                 .scheduler.frontend_wait_s for i in sorted(FIT)]
+        print(f"host_step_us {a:.1f}, host_seq_us {b:.2f}, frontend_token_us {fe:.2f} (the "
+              f"front end's wait on the host fit's rows: {max(paced):.3g} s)")
         return 0
     t0 = time.process_time()
     out = list(rows(args.quick))
@@ -186,7 +236,7 @@ def main(argv=None) -> int:
     if why:
         print(f"peers: {why}")
     for src in (TRT, NIM):
-        for metric in ("output tok/s", "ITL (TPOT mean) s"):
+        for metric in ("output tok/s", "ITL (TPOT mean) s", "TTFT mean s"):
             errs = [abs(g / m - 1) for s, lab, k, m, g in out
                     if s == src and k == metric and not lab.endswith("(fit)")]
             if errs:

@@ -73,7 +73,7 @@ class ServeSettings:
         "overlap scheduler, SGLang's); off: it runs between steps, as vLLM's V1 engine "
         "does", flag="--host-overlap", kind="flag")
     frontend_token_us: float = setting(
-        0.0, "the front end's (HTTP server's) time per streamed token, us: detokenizing it and "
+        60.0, "the front end's (HTTP server's) time per streamed token, us: detokenizing it and "
         "sending it as a server-sent event (tpsim/serving/frontend.py; fitted: "
         "bench/serve_published.py --fit-host: 60.02, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
         "at 250 users, its throughput and ITL erring alike)",

@@ -70,8 +70,8 @@ def serve_report(p) -> str:
         f"scheduler: {s.steps:,} engine steps ({s.prefill_steps:,} with prefill), "
         f"{s.mean_running:.1f} sequences per step, {s.preemptions} preemptions (recompute)",
         f"  each step priced from {s.step_prices} layer simulations, interpolated; the GPU "
-        f"waited {s.host_wait_s:.3f} s for the engine's host work, the engine "
-        f"{s.frontend_wait_s:.3f} s for the front end",
+        f"waited {s.host_wait_s:.3f} s for the engine's host work,",
+        f"  the engine {s.frontend_wait_s:.3f} s for the front end (HTTP server, tokenizer)",
         *formula_lines(SCHEDULER),
     ]
     return "\n".join(lines)

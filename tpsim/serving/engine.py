@@ -57,7 +57,7 @@ from ..spec.serving import ServingLayout
 from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
 from .energy import run_energy
-from .frontend import frontend_s, paced_wall_s
+from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .host import host_step_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -94,6 +94,11 @@ class EngineLoop:
                  cached: bool = False):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
         n = len(self.arr)
+        self.users = None if cached else st.users          # a closed loop of clients
+        if self.users is not None:                          # the rest sent as requests end
+            self.arr = np.where(np.arange(n) < self.users, self.arr, np.inf)
+        self.sent = n if self.users is None else min(self.users, n)
+        self.lat = 0.0 if cached else frontend_latency_s(st)   # sent -> seen by the engine
         pre = [int(p) for p in self.prompt] if cached else [0] * n
         self.computed = list(pre)                       # tokens in the cache
         self.tokens = [p + cached for p in map(int, self.prompt)]   # prompt + generated
@@ -116,11 +121,11 @@ class EngineLoop:
     def run(self) -> None:
         n = len(self.arr)
         while self.finished < n:
-            while self.next < n and self.arr[self.next] <= self.t:
+            while self.next < n and self.arr[self.next] + self.lat <= self.t:
                 self.waiting.append(self.next)
                 self.next += 1
             if not self.running and not self.waiting:
-                self.t = float(self.arr[self.next])
+                self.t = float(self.arr[self.next]) + self.lat
                 continue
             if not (self.waiting and len(self.running) < self.max_seqs) and self._decoding() \
                     and self._advance():
@@ -158,7 +163,7 @@ class EngineLoop:
         wall = paced_wall_s(engine, frontend_s(self.st, 0, b))
         ends = self.t + np.cumsum(wall)
         if self.next < len(self.arr) and len(self.running) < self.max_seqs:
-            k = min(k, int(np.searchsorted(ends, self.arr[self.next])) + 1)
+            k = min(k, int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1)
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
@@ -252,6 +257,9 @@ class EngineLoop:
                 self.free += self.blocks(self.computed[r])
                 self.last[r] = self.t
                 self.finished += 1
+                if self.sent < len(self.arr):          # its client sends the next request
+                    self.arr[self.sent] = self.t
+                    self.sent += 1
             else:
                 keep.append(r)
         self.running = keep
@@ -284,6 +292,7 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     eng, sm = engine_parts(m, topo, lay, st, longest)
     loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
     loop.run()
+    reqs = dataclasses.replace(reqs, arrival_s=loop.arr)    # a closed loop's sending times
     return summarize(m, topo, lay, st, reqs, eng, loop, sm)
 
 

@@ -29,9 +29,15 @@ def frontend_s(st, requests, tokens):
     return work * 1e-6 / st.api_servers
 
 
+def frontend_latency_s(st) -> float:
+    """A request's time through the front end before the engine sees it, s:
+    frontend_latency_us x 1e-6 (module docstring)."""
+    return st.frontend_latency_us * 1e-6
+
+
 def paced_wall_s(engine_s, fe_s):
     """A step's wall time with the front end beside the engine: max(t_engine, t_fe)."""
     return np.maximum(engine_s, fe_s)
 
 
-__all__ = ["frontend_s", "paced_wall_s"]
+__all__ = ["frontend_s", "frontend_latency_s", "paced_wall_s"]

@@ -26,7 +26,9 @@ SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
 INPUTS = qualname(serve)
 
 
-def _rate(rate: float) -> str:
+def _rate(rate: float, users: int | None = None) -> str:
+    if users is not None:
+        return f"a closed loop of {users} users"
     return "all at once (offline)" if math.isinf(rate) else f"Poisson {rate:g} requests/s"
 
 
@@ -45,7 +47,7 @@ def serve_report(p) -> str:
         f"{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; "
         f"GEMMs {i.dtype}, "
         f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
-        f"{i.requests} requests, {_rate(i.rate)}, seed {i.seed}; prompt {i.prompt} "
+        f"{i.requests} requests, {_rate(i.rate, i.users)}, seed {i.seed}; prompt {i.prompt} "
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
         "",
         f"engine: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "

@@ -51,6 +51,7 @@ class ServeInputs:
     gen_dist: str
     prompt_tokens: int
     output_tokens: int
+    users: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ default engine knobs: max_num_seqs 256, max_num_batched_tokens 8192, block_size 
   backend, ``trtllm-bench throughput``): every request queued at once, fixed input/output
   lengths; total output tokens/s. tpsim: ``--rate inf`` over REQUESTS requests.
 * NVIDIA NIM 1.8.0 LLM benchmarks (docs.nvidia.com/nim/benchmarking/llm/latest/
-  performance.html, as tabulated in zivbeker42/llm-guesstimator/tested_benchmarks): a closed
+  performance.html, as tabulated in zivbeker42/llm-guesstimator/tested_benchmarks; copied to
+  tests/data/published_serving, whose README gives the rows run and left out): a closed
   loop of C concurrent users (each sends its next request when the last one ends), fixed
   lengths; output tokens/s, the mean inter-token latency and the mean TTFT. tpsim: ``--users
   C`` over max(REQUESTS_MIN, 5 C) requests (the first C sent at once, each later one when one
@@ -47,10 +48,12 @@ them.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -78,46 +81,44 @@ TRT_ROWS = [
     ("llama3-70b", "dgx-h200", 1, 128, 2048, 4336), ("llama3-70b", "dgx-h200", 1, 1000, 1000, 2909),
     ("llama3-70b", "dgx-h200", 1, 2048, 128, 442), ("llama3-70b", "dgx-h200", 1, 5000, 500, 566),
 ]
-# (model, topology, tp, isl, osl, concurrency, output tokens/s, ITL s, TTFT s): NIM 1.8.0's
-# tables for Llama 3.1 8B (1 H100, FP8) and Llama 3.3 70B (2 H100, FP8 TP2), as tabulated in
-# llm-guesstimator's tested_benchmarks/nim_llama3.1_8b_v1.8.0_1xH100_80GB.csv and
-# nim_llama33_70b_v1.8.0_2xH100_fp8TP2.csv (their TTFT_ms, ITL_ms, Throughput_tokens_per_s)
-NIM_ROWS = [
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 25, 4678.88, 5.19e-3, 36.34e-3),
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 100, 12214.97, 7.57e-3, 119.97e-3),
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 250, 12964.72, 16.14e-3, 605.6e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 25, 4098.01, 5.84e-3, 268.42e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 100, 9392.43, 10.04e-3, 615.16e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 250, 11527.61, 19.68e-3, 1885.04e-3),
-    ("llama3-8b", "dgx-h100", 1, 5000, 500, 25, 2251.44, 9.67e-3, 724.14e-3),
-    ("llama3-8b", "dgx-h100", 1, 5000, 500, 100, 3180.16, 29.67e-3, 915.15e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 25, 1178.68, 20.61e-3, 138.98e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 100, 3263.31, 29.87e-3, 176.8e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 250, 5067.05, 48.16e-3, 264.22e-3),
-    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 25, 1102.23, 22.45e-3, 250.49e-3),
-    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 100, 2895.49, 34.21e-3, 334.23e-3),
-    ("llama3-70b", "dgx-h100", 2, 500, 2000, 100, 3322.87, 29.98e-3, 229.77e-3),
-    ("llama3-70b", "dgx-h100", 2, 5000, 500, 25, 623.4, 38.75e-3, 688.69e-3),
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "published_serving"
+NIM_FILES = {"llama3-8b": ("dgx-h100", 1, "nim-1.8.0-llama3.1-8b-1xh100-fp8.csv"),
+             "llama3-70b": ("dgx-h100", 2, "nim-1.8.0-llama3.3-70b-2xh100-fp8.csv")}
+# (model, isl, osl, concurrency) of the NIM rows run, in the order the script prints them
+NIM_CASES = [
+    ("llama3-8b", 200, 200, 25), ("llama3-8b", 200, 200, 100), ("llama3-8b", 200, 200, 250),
+    ("llama3-8b", 1000, 1000, 25), ("llama3-8b", 1000, 1000, 100),
+    ("llama3-8b", 1000, 1000, 250), ("llama3-8b", 5000, 500, 25), ("llama3-8b", 5000, 500, 100),
+    ("llama3-70b", 200, 200, 25), ("llama3-70b", 200, 200, 100), ("llama3-70b", 200, 200, 250),
+    ("llama3-70b", 1000, 1000, 25), ("llama3-70b", 1000, 1000, 100),
+    ("llama3-70b", 500, 2000, 100), ("llama3-70b", 5000, 500, 25),
     # one user: no batching, each request alone (the 8B 200/200 row fits frontend_latency_us)
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 1, 214.56, 4.63e-3, 10.26e-3),
-    ("llama3-8b", "dgx-h100", 1, 500, 2000, 1, 218.86, 4.56e-3, 13.84e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 1, 220.1, 4.53e-3, 19.03e-3),
-    ("llama3-8b", "dgx-h100", 1, 5000, 500, 1, 209.96, 4.62e-3, 77.45e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 1, 53.0, 18.8e-3, 31.22e-3),
-    ("llama3-70b", "dgx-h100", 2, 500, 2000, 1, 52.85, 18.91e-3, 47.77e-3),
-    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 1, 53.37, 18.67e-3, 82.46e-3),
-    ("llama3-70b", "dgx-h100", 2, 5000, 500, 1, 51.67, 18.58e-3, 406.77e-3),
+    ("llama3-8b", 200, 200, 1), ("llama3-8b", 500, 2000, 1), ("llama3-8b", 1000, 1000, 1),
+    ("llama3-8b", 5000, 500, 1), ("llama3-70b", 200, 200, 1), ("llama3-70b", 500, 2000, 1),
+    ("llama3-70b", 1000, 1000, 1), ("llama3-70b", 5000, 500, 1),
     # the same tables' other loads, where the HTTP front end nears its limit
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 150, 12988.89, 9.81e-3, 346.53e-3),
-    ("llama3-8b", "dgx-h100", 1, 200, 200, 200, 13348.4, 12.65e-3, 465.18e-3),
-    ("llama3-8b", "dgx-h100", 1, 500, 2000, 25, 4263.49, 5.82e-3, 97.07e-3),
-    ("llama3-8b", "dgx-h100", 1, 500, 2000, 100, 10379.22, 9.51e-3, 239.92e-3),
-    ("llama3-8b", "dgx-h100", 1, 500, 2000, 150, 11053.75, 13.34e-3, 376.95e-3),
-    ("llama3-8b", "dgx-h100", 1, 500, 2000, 250, 12268.82, 16.97e-3, 6550.46e-3),
-    ("llama3-8b", "dgx-h100", 1, 1000, 1000, 200, 11553.34, 16.02e-3, 1258.79e-3),
-    ("llama3-70b", "dgx-h100", 2, 200, 200, 200, 4534.54, 42.95e-3, 253.36e-3),
-    ("llama3-70b", "dgx-h100", 2, 1000, 1000, 200, 3901.74, 50.66e-3, 558.23e-3),
+    ("llama3-8b", 200, 200, 150), ("llama3-8b", 200, 200, 200), ("llama3-8b", 500, 2000, 25),
+    ("llama3-8b", 500, 2000, 100), ("llama3-8b", 500, 2000, 150), ("llama3-8b", 500, 2000, 250),
+    ("llama3-8b", 1000, 1000, 200), ("llama3-70b", 200, 200, 200),
+    ("llama3-70b", 1000, 1000, 200),
 ]
+
+
+def nim_rows() -> list[tuple]:
+    """(model, topology, tp, isl, osl, concurrency, output tokens/s, ITL s, TTFT s) of each
+    of NIM_CASES, read from tests/data/published_serving (its README gives the source)."""
+    table = {}
+    for model, (topo, tp, name) in NIM_FILES.items():
+        with open(DATA / name, newline="") as f:
+            for r in csv.DictReader(f):
+                key = (model, int(r["input_tokens"]), int(r["output_tokens"]),
+                       int(r["concurrency"]))
+                table[key] = (model, topo, tp, *key[1:], float(r["Throughput_tokens_per_s"]),
+                              float(r["ITL_ms"]) * 1e-3, float(r["TTFT_ms"]) * 1e-3)
+    return [table[k] for k in NIM_CASES]
+
+
+NIM_ROWS = nim_rows()
 QUICK = {0, 2, 10, 12}       # --quick: a few rows of each source
 FIT = {0, 1}                 # NIM rows whose ITLs fit host_step_us and host_seq_us
 FIT_FE = {2}                 # the NIM row that fits frontend_token_us

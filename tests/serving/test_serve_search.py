@@ -163,3 +163,9 @@ def test_bad_arguments_name_their_flag(kw, flag):
     args = dict(gpus=2, ttft_p99_s=1.0, tpot_p99_s=1.0) | kw
     with pytest.raises(ConfigError, match=flag):
         serve_search("llama3-8b", "dgx-h100", **args)
+
+
+def test_a_closed_loop_is_refused():
+    with pytest.raises(ConfigError, match="--users"):
+        serve_search("llama3-8b", "dgx-h100", gpus=2, ttft_p99_s=TTFT, tpot_p99_s=TPOT,
+                     settings=ServeSettings(users=4))

@@ -207,6 +207,9 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     lay, st = layout or ServingLayout(), settings or ServeSettings(requests=200)
     _check_args(topo, gpus, ttft_p99_s, tpot_p99_s, rate, max_num_seqs, top)
+    if st.users is not None:
+        raise ConfigError("--users", "", "none: each run's arrivals are the search's (Poisson "
+                          "at the rate it tries)", st.users)
     s = _Search(m, topo, gpus, ttft_p99_s, tpot_p99_s, lay, st)
     found = _aggregated(s, max_num_seqs)
     if disaggregated and gpus > 1:

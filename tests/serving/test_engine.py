@@ -25,9 +25,11 @@ def by_rate():
 
 
 def test_low_load_ttft_is_the_unloaded_prefill():
-    """One request at a time: TTFT p50 within 25% of infer's prefill of the same prompt."""
+    """One request at a time: TTFT p50 within 25% of infer's prefill of the same prompt and
+    the front end's latency (the engine's host work for one sequence, 0.5 ms, the rest)."""
     p = serve("llama2-70b", "dgx-h100", rate=0.02, requests=40, prompt=2048, gen=32)
     pre = tpsim.infer("llama2-70b", "dgx-h100", batch=1, prompt=2048, gen=32).prefill.time_s
+    pre += ServeSettings().frontend_latency_us * 1e-6
     assert p.latency.ttft_s.p50 == pytest.approx(pre, rel=0.25)
     assert p.latency.ttft_s.p50 == pytest.approx(pre, rel=0.01)     # measured: equal
     tpot = tpsim.infer("llama2-70b", "dgx-h100", batch=1, prompt=2048,

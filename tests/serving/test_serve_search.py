@@ -50,8 +50,9 @@ def test_best_first_and_the_gpus_add_up(result):
             assert c.tp * c.pp * c.ep * c.replicas == 4 and c.prefill_tp is None
         else:
             assert c.prefill_gpus + c.decode_gpus == 4
-            assert c.prefill_gpus == c.prefill_tp * c.prefill_replicas
-            assert c.decode_gpus == c.tp * c.replicas and c.kv_transfer_s > 0
+            assert c.prefill_gpus == c.prefill_tp * c.prefill_pp * c.prefill_ep * \
+                c.prefill_replicas
+            assert c.decode_gpus == c.tp * c.pp * c.ep * c.replicas and c.kv_transfer_s > 0
 
 
 def test_cost_is_the_gpus_rent_over_the_tokens(result):
@@ -115,6 +116,33 @@ def test_kv_transfer_over_the_nic_is_slower_than_nvlink():
     assert far[1] >= per_gpu / nic
 
 
+def test_kv_transfer_of_a_pipeline_stage_is_its_layers_share():
+    """A prefill instance of pp stages: each GPU sends its stage's layers' cache, so the
+    transfer is send_recv of prompt x kv_bytes_per_token(tp, pp) bytes, a half at pp 2."""
+    from tpsim.cost.collectives import send_recv_time
+    m, topo = load_model("llama3-70b"), load_topology("dgx-h100-ndr-cluster")
+    prompts, pair = np.array([4000]), kv_pair(8, 16)
+    one = kv_transfer_s(m, topo, ServingLayout(tp=4), prompts, pair)[0]
+    two = kv_transfer_s(m, topo, ServingLayout(tp=4, pp=2), prompts, pair)[0]
+    per_gpu = 2 * (m.layers // 2) * m.kv_heads_per_rank(4) * m.head_dim * 2 * 4000
+    assert two == pytest.approx(send_recv_time(per_gpu, topo.place(pair), topo).time_s,
+                                rel=1e-12)
+    assert two < one
+
+
+def test_pool_shapes_pipeline_or_expert_parallel_below_the_deployment():
+    """Each pool's instances: tp (taken by the model, within a node) x pp (powers of two) at
+    ep 1, or tp x ep (dividing the experts) at pp 1, fewer GPUs than the deployment's."""
+    from types import SimpleNamespace
+    from tpsim.serving.disagg import pool_shapes
+    topo = load_topology("dgx-h100")
+    dense = SimpleNamespace(m=load_model("llama3-8b"), topo=topo, gpus=8)
+    assert pool_shapes(dense) == [(1, 1, 1), (1, 2, 1), (1, 4, 1), (2, 1, 1), (2, 2, 1),
+                                  (4, 1, 1)]
+    moe = SimpleNamespace(m=load_model("mixtral-8x7b"), topo=topo, gpus=4)
+    assert pool_shapes(moe) == [(1, 1, 1), (1, 2, 1), (1, 1, 2), (2, 1, 1)]
+
+
 def test_a_cached_prompt_decodes_from_its_first_step():
     """A decode instance at low load: each request's tokens at infer's batch-1 TPOT plus the
     engine's host time of a one-sequence step (run between steps)."""
@@ -135,3 +163,9 @@ def test_bad_arguments_name_their_flag(kw, flag):
     args = dict(gpus=2, ttft_p99_s=1.0, tpot_p99_s=1.0) | kw
     with pytest.raises(ConfigError, match=flag):
         serve_search("llama3-8b", "dgx-h100", **args)
+
+
+def test_a_closed_loop_is_refused():
+    with pytest.raises(ConfigError, match="--users"):
+        serve_search("llama3-8b", "dgx-h100", gpus=2, ttft_p99_s=TTFT, tpot_p99_s=TPOT,
+                     settings=ServeSettings(users=4))

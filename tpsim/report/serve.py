@@ -7,6 +7,7 @@ import math
 
 from ..base.formula import qualname
 from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
+from ..serving.frontend import paced_wall_s
 from ..serving.host import step_wall_s
 from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
@@ -20,11 +21,14 @@ LATENCY = by_field((summarize, ("ttft_s", "tpot_s", "e2e_s")),
                    (Percentiles.of, ("mean", "p50", "p90", "p99")))
 SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
                                        "mean_running")),
-                     (StepModel, ("step_prices",)), (step_wall_s, ("host_wait_s",)))
+                     (StepModel, ("step_prices",)), (step_wall_s, ("host_wait_s",)),
+                     (paced_wall_s, ("frontend_wait_s",)))
 INPUTS = qualname(serve)
 
 
-def _rate(rate: float) -> str:
+def _rate(rate: float, users: int | None = None) -> str:
+    if users is not None:
+        return f"a closed loop of {users} users"
     return "all at once (offline)" if math.isinf(rate) else f"Poisson {rate:g} requests/s"
 
 
@@ -43,7 +47,7 @@ def serve_report(p) -> str:
         f"{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; "
         f"GEMMs {i.dtype}, "
         f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
-        f"{i.requests} requests, {_rate(i.rate)}, seed {i.seed}; prompt {i.prompt} "
+        f"{i.requests} requests, {_rate(i.rate, i.users)}, seed {i.seed}; prompt {i.prompt} "
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
         "",
         f"engine: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "
@@ -68,7 +72,8 @@ def serve_report(p) -> str:
         f"scheduler: {s.steps:,} engine steps ({s.prefill_steps:,} with prefill), "
         f"{s.mean_running:.1f} sequences per step, {s.preemptions} preemptions (recompute)",
         f"  each step priced from {s.step_prices} layer simulations, interpolated; the GPU "
-        f"waited {s.host_wait_s:.3f} s for the engine's host work",
+        f"waited {s.host_wait_s:.3f} s for the engine's host work,",
+        f"  the engine {s.frontend_wait_s:.3f} s for the front end (HTTP server, tokenizer)",
         *formula_lines(SCHEDULER),
     ]
     return "\n".join(lines)

@@ -12,13 +12,17 @@ CANDIDATE = {"requests_per_s": qualname(capacity), "kv_transfer_s": qualname(kv_
              "disaggregated": qualname(disaggregated), "ranking": SEARCH}
 
 
+def _split(tp: int, pp: int, ep: int) -> str:
+    return f"TP{tp}" + (f" PP{pp}" if pp > 1 else "") + (f" EP{ep}" if ep > 1 else "")
+
+
 def label(c) -> str:
-    """TP4 PP2 x2 seqs256, TP2 EP4 x1 seqs256, or P 2xTP2 + D 1xTP4 seqs256 (disaggregated)."""
+    """TP4 PP2 x2 seqs256, TP2 EP4 x1 seqs256, or P 2xTP2 + D 1xTP4 seqs256 (disaggregated;
+    P 1xTP2 PP2 + D 2xTP2 seqs256 with a pool's pipeline stages)."""
     if c.mode == "aggregated":
-        pp = (f" PP{c.pp}" if c.pp > 1 else "") + (f" EP{c.ep}" if c.ep > 1 else "")
-        return f"TP{c.tp}{pp} x{c.replicas} seqs{c.max_num_seqs}"
-    return (f"P {c.prefill_replicas}xTP{c.prefill_tp} + D {c.replicas}xTP{c.tp} "
-            f"seqs{c.max_num_seqs}")
+        return f"{_split(c.tp, c.pp, c.ep)} x{c.replicas} seqs{c.max_num_seqs}"
+    return (f"P {c.prefill_replicas}x{_split(c.prefill_tp, c.prefill_pp, c.prefill_ep)} + "
+            f"D {c.replicas}x{_split(c.tp, c.pp, c.ep)} seqs{c.max_num_seqs}")
 
 
 def _money(c) -> str:

@@ -2,13 +2,15 @@
 prefill instances beside D = gpus - P GPUs of decode instances (DistServe, Zhong et al., OSDI
 2024; Splitwise, Patel et al., ISCA 2024; vLLM's and SGLang's prefill/decode disaggregation).
 
-A prefill instance of tp_p GPUs runs each prompt to its first token and sends its KV cache
-(:func:`tpsim.serving.pools.kv_transfer_s`) to a decode instance of tp_d GPUs, which admits it
-with the prompt cached and generates the rest. Each pool is searched alone for its capacity
+A prefill instance of tp_p x pp_p x ep_p GPUs runs each prompt to its first token and sends
+its KV cache (:func:`tpsim.serving.pools.kv_transfer_s`) to a decode instance of tp_d x pp_d x
+ep_d GPUs, which admits it with the prompt cached and generates the rest; each pool's
+instances take any shape of :func:`pool_shapes` (pipeline stages, or expert-parallel
+attention replicas for a mixture-of-experts model, as in the engine). Each pool is searched alone for its capacity
 (:func:`tpsim.serving.pools.capacity`): the prefill instance against the TTFT target (its TTFT
 + the transfer), the decode instance against the TPOT target (from the cache's arrival: its
-queue and its steps). A split (tp_p, P, tp_d, D, max_num_seqs) serves
-min(P/tp_p x the prefill rate, D/tp_d x the decode rate) requests/s; the best splits are rerun
+queue and its steps). A split (shape_p, P, shape_d, D, max_num_seqs) serves
+min(P/|shape_p| x the prefill rate, D/|shape_d| x the decode rate) requests/s; the best splits are rerun
 at that rate, each pool at its share, and kept where both meet their targets there.
 """
 from __future__ import annotations
@@ -30,19 +32,36 @@ def pool_tps(s) -> list[int]:
     return out
 
 
+def pool_shapes(s) -> list[tuple[int, int, int]]:
+    """(tp, pp, ep) of one pool's instances, fewer GPUs than the deployment's: tp from
+    :func:`pool_tps`; pp a power of two at most the model's layers, at ep 1; a mixture-of-
+    experts model also ep > 1 dividing its experts, at pp 1 (as the aggregated replicas)."""
+    out = []
+    for tp in pool_tps(s):
+        pp = 1
+        while tp * pp < s.gpus and pp <= s.m.layers:
+            out.append((tp, pp, 1))
+            pp *= 2
+        out += [(tp, 1, ep) for ep in range(2, (s.gpus - 1) // tp + 1)
+                if s.m.moe and s.m.experts % ep == 0]
+    return out
+
+
 def _pools(s, seqs) -> tuple[dict, dict]:
-    """(prefill runs at capacity by (tp_p, P), decode runs by (tp_d, max_num_seqs)): a
-    prefill instance is searched once per tp_p and set of levels its KV cache crosses."""
-    tps, pre, dec, by_levels = pool_tps(s), {}, {}, {}
-    for tp in tps:
-        for p_gpus in range(tp, s.gpus, tp):
+    """(prefill runs at capacity by (shape, P), decode runs by (shape, max_num_seqs)): a
+    prefill instance is searched once per shape and set of levels its KV cache crosses."""
+    pre, dec, by_levels = {}, {}, {}
+    for tp, pp, ep in pool_shapes(s):
+        size = tp * pp * ep
+        for p_gpus in range(size, s.gpus, size):
             pair = kv_pair(p_gpus, s.gpus)
             levels = tuple(sp.level.name for sp in s.topo.place(pair).spans)
-            if (tp, levels) not in by_levels:
-                by_levels[tp, levels] = s.best("prefill", tp, 1, s.st.max_num_seqs, pair)
-            pre[tp, p_gpus] = by_levels[tp, levels]
+            if (tp, pp, ep, levels) not in by_levels:
+                by_levels[tp, pp, ep, levels] = s.best("prefill", tp, pp, s.st.max_num_seqs,
+                                                       pair, ep=ep)
+            pre[(tp, pp, ep), p_gpus] = by_levels[tp, pp, ep, levels]
         for n in seqs:
-            dec[tp, n] = s.best("decode", tp, 1, n)
+            dec[(tp, pp, ep), n] = s.best("decode", tp, pp, n, ep=ep)
     return pre, dec
 
 
@@ -50,12 +69,12 @@ def disaggregated(s, seqs, rate: float | None, top: int) -> list:
     """The verified disaggregated candidates, at most ``top`` (module docstring)."""
     pre, dec = _pools(s, seqs)
     plans = []
-    for (tp_p, p_gpus), (pi, pp_) in pre.items():
-        for (tp_d, n), (di, dp_) in dec.items():
-            d_gpus = s.gpus - p_gpus
-            if pp_ is None or dp_ is None or d_gpus % tp_d:
+    for (shape_p, p_gpus), (pi, pp_) in pre.items():
+        for (shape_d, n), (di, dp_) in dec.items():
+            d_gpus, size_d = s.gpus - p_gpus, shape_d[0] * shape_d[1] * shape_d[2]
+            if pp_ is None or dp_ is None or d_gpus % size_d:
                 continue
-            n_p, n_d = p_gpus // tp_p, d_gpus // tp_d
+            n_p, n_d = p_gpus // pi.gpus, d_gpus // size_d
             plans.append((min(n_p * pp_.rate, n_d * dp_.rate), pi, di, n_p, n_d, n))
     plans.sort(key=lambda x: -x[0])
     out = []
@@ -69,10 +88,11 @@ def disaggregated(s, seqs, rate: float | None, top: int) -> list:
             continue
         moved = kv_transfer_s(s.m, s.topo, pi.lay, pi.requests(lam / n_p).prompt, pi.pair)
         out.append(s.candidate(
-            lam, a, b, mode="disaggregated", tp=di.lay.tp, pp=1, ep=1, replicas=n_d, max_num_seqs=n,
-            prefill_tp=pi.lay.tp, prefill_replicas=n_p, prefill_gpus=n_p * pi.lay.tp,
-            decode_gpus=n_d * di.lay.tp, kv_transfer_s=float(moved.mean())))
+            lam, a, b, mode="disaggregated", tp=di.lay.tp, pp=di.lay.pp, ep=di.lay.ep,
+            replicas=n_d, max_num_seqs=n, prefill_tp=pi.lay.tp, prefill_pp=pi.lay.pp,
+            prefill_ep=pi.lay.ep, prefill_replicas=n_p, prefill_gpus=n_p * pi.gpus,
+            decode_gpus=n_d * di.gpus, kv_transfer_s=float(moved.mean())))
     return out
 
 
-__all__ = ["disaggregated", "pool_tps"]
+__all__ = ["disaggregated", "pool_tps", "pool_shapes"]

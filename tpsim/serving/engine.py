@@ -39,8 +39,7 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 
 A request may arrive with its prompt already cached (``cached``: a disaggregated decode
 instance receives the prefill's KV cache and its first token): it is admitted with the blocks
-of its prompt and decodes from its first step. The HTTP server's and the tokenizer's work per
-request is not modelled, nor prefix caching.
+of its prompt and decodes from its first step. Prefix caching is not modelled.
 """
 from __future__ import annotations
 
@@ -58,6 +57,7 @@ from ..spec.serving import ServingLayout
 from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
 from .energy import run_energy
+from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .host import host_step_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -94,6 +94,11 @@ class EngineLoop:
                  cached: bool = False):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
         n = len(self.arr)
+        self.users = None if cached else st.users          # a closed loop of clients
+        if self.users is not None:                          # the rest sent as requests end
+            self.arr = np.where(np.arange(n) < self.users, self.arr, np.inf)
+        self.sent = n if self.users is None else min(self.users, n)
+        self.lat = 0.0 if cached else frontend_latency_s(st)   # sent -> seen by the engine
         pre = [int(p) for p in self.prompt] if cached else [0] * n
         self.computed = list(pre)                       # tokens in the cache
         self.tokens = [p + cached for p in map(int, self.prompt)]   # prompt + generated
@@ -108,6 +113,7 @@ class EngineLoop:
         self.seq_steps = 0
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
         self.host_wait_s = 0.0                           # the GPU waiting for the host
+        self.frontend_wait_s = 0.0                       # the engine waiting for the front end
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -115,11 +121,11 @@ class EngineLoop:
     def run(self) -> None:
         n = len(self.arr)
         while self.finished < n:
-            while self.next < n and self.arr[self.next] <= self.t:
+            while self.next < n and self.arr[self.next] + self.lat <= self.t:
                 self.waiting.append(self.next)
                 self.next += 1
             if not self.running and not self.waiting:
-                self.t = float(self.arr[self.next])
+                self.t = float(self.arr[self.next]) + self.lat
                 continue
             if not (self.waiting and len(self.running) < self.max_seqs) and self._decoding() \
                     and self._advance():
@@ -153,13 +159,15 @@ class EngineLoop:
             return False
         b = len(run)
         gpu = self.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
-        wall = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
+        engine = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
+        wall = paced_wall_s(engine, frontend_s(self.st, 0, b))
         ends = self.t + np.cumsum(wall)
         if self.next < len(self.arr) and len(self.running) < self.max_seqs:
-            k = min(k, int(np.searchsorted(ends, self.arr[self.next])) + 1)
+            k = min(k, int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1)
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
-        self.host_wait_s += float((wall[:k] - gpu[:k]).sum())
+        self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
+        self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
         self.t = float(ends[k - 1])
         self.steps += k
         self.seq_steps += k * b
@@ -225,8 +233,11 @@ class EngineLoop:
         else:
             dt = float(self.model.decode_step_s(len(dec), sum(dec)))
             self.decode_busy_s += dt
-        wall = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
-        self.host_wait_s += wall - dt
+        engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
+        admitted = sum(1 for r, new in sched if c[r] == 0 and not self.done[r])
+        wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
+        self.host_wait_s += engine - dt
+        self.frontend_wait_s += wall - engine
         self.t += wall
         self.steps += 1
         self.seq_steps += len(sched)
@@ -246,6 +257,9 @@ class EngineLoop:
                 self.free += self.blocks(self.computed[r])
                 self.last[r] = self.t
                 self.finished += 1
+                if self.sent < len(self.arr):          # its client sends the next request
+                    self.arr[self.sent] = self.t
+                    self.sent += 1
             else:
                 keep.append(r)
         self.running = keep
@@ -278,6 +292,7 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     eng, sm = engine_parts(m, topo, lay, st, longest)
     loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
     loop.run()
+    reqs = dataclasses.replace(reqs, arrival_s=loop.arr)    # a closed loop's sending times
     return summarize(m, topo, lay, st, reqs, eng, loop, sm)
 
 
@@ -319,12 +334,13 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     inputs = ServeInputs(m.name, topo.name, topo.device.name, lay.tp, lay.pp, lay.ep,
                          lay.dtype, lay.cache_dtype, lay.allreduce, not lay.eager, st.rate,
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
-                         st.gen_dist, in_tokens, out_tokens)
+                         st.gen_dist, in_tokens, out_tokens, st.users)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
                      duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
-                    loop.seq_steps / max(loop.steps, 1), sm.prices, loop.host_wait_s)
+                    loop.seq_steps / max(loop.steps, 1), sm.prices, loop.host_wait_s,
+                    loop.frontend_wait_s)
     energy, cost = run_energy(topo, lay.tp * lay.pp * lay.ep, duration, loop.prefill_busy_s,
                               loop.decode_busy_s, out_tokens, st.usd_per_gpu_hour)
     return ServePrediction(inputs, eng, thr, lat, sch, ttft, e2e, np.array(loop.done), energy,

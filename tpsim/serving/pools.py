@@ -103,11 +103,11 @@ def instance(m, topo, lay: ServingLayout, st: ServeSettings, kind: str, longest:
 
 def kv_transfer_s(m, topo, lay: ServingLayout, prompts: np.ndarray, pair) -> np.ndarray:
     """Each request's KV cache from its prefill instance to a decode instance, s: every GPU
-    of the prefill instance sends its shard, prompt x kv_bytes_per_token(tp) bytes, at once
-    to its own peer: one :func:`~tpsim.cost.collectives.send_recv_time` over the levels the
+    of the prefill instance sends its shard, prompt x kv_bytes_per_token(tp, pp) bytes (its
+    stage's layers, its heads), at once to its own peer: one :func:`~tpsim.cost.collectives.send_recv_time` over the levels the
     pair ``pair`` (a :class:`~tpsim.spec.parallel.Group` of two ranks) spans: NVLink inside
     a node, the NIC between nodes."""
-    per_token = kv_bytes_per_token(m, lay.tp, 1, lay.cache_dtype)
+    per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype)
     place = topo.place(pair)
     sizes, back = np.unique(prompts, return_inverse=True)
     times = np.array([send_recv_time(float(s) * per_token, place, topo).time_s for s in sizes])

@@ -51,6 +51,7 @@ class ServeInputs:
     gen_dist: str
     prompt_tokens: int
     output_tokens: int
+    users: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,16 @@ class Scheduler:
     prefill chunk), ``preemptions`` (a sequence's blocks freed, its tokens recomputed later),
     ``mean_running``: the mean sequences per step; ``step_prices``: the layer simulations
     behind the step-time tables; ``host_wait_s``: the GPU waiting for the engine's host work,
-    sum over steps of wall - t_gpu (:func:`tpsim.serving.host.step_wall_s`)."""
+    sum over steps of t_engine - t_gpu (:func:`tpsim.serving.host.step_wall_s`);
+    ``frontend_wait_s``: the engine waiting for the front end, sum over steps of wall -
+    t_engine (:func:`tpsim.serving.frontend.paced_wall_s`)."""
     steps: int
     prefill_steps: int
     preemptions: int
     mean_running: float
     step_prices: int
     host_wait_s: float
+    frontend_wait_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ The space, for a model on a topology:
   :mod:`tpsim.serving.engine`), replicas = gpus / (tp pp ep), each an engine serving prefill
   and decode (:func:`tpsim.serving.engine.serve`'s loop), for each ``max_num_seqs`` given;
 * **disaggregated** (DistServe, Zhong et al. OSDI 2024; vLLM's and SGLang's PD disaggregation):
-  P GPUs of prefill instances (tp_p each) and D = gpus - P of decode instances (tp_d each, for
-  each ``max_num_seqs``); a request's prompt is prefilled on one, its KV cache sent to the
+  P GPUs of prefill instances (tp_p x pp_p x ep_p each) and D = gpus - P of decode instances
+  (tp_d x pp_d x ep_d each, for each ``max_num_seqs``; :func:`tpsim.serving.disagg.pool_shapes`); a request's prompt is prefilled on one, its KV cache sent to the
   other (:func:`tpsim.serving.pools.kv_transfer_s`, priced on the levels the two pools' ranks
   span), and its tokens generated there. Its TTFT is the prefill pool's plus the transfer, its
   TPOT the decode pool's.
@@ -32,7 +32,7 @@ Work is bounded: one set of step-time tables per (tp, pp, ep), 7 engine runs of
 ``settings.requests`` requests per instance configuration (not per split; a prefill instance
 once per tp and set of levels its KV cache crosses), two reruns per disaggregated candidate
 shown. Modest request counts keep it to seconds; few requests
-understate a queue's growth near capacity. Disaggregated pools are pp = 1, ep = 1.
+understate a queue's growth near capacity.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ TOP = 10
 class ServeCandidate:
     """One deployment at its operating point (module docstring). ``tp``, ``pp``, ``ep``,
     ``replicas``, ``max_num_seqs``: the aggregated replicas', or the decode instances'; the
-    ``prefill_*`` fields, ``decode_gpus`` and ``kv_transfer_s`` (mean per request) are None
+    ``prefill_*`` fields (the prefill instances' split and count), ``decode_gpus`` and ``kv_transfer_s`` (mean per request) are None
     when aggregated. ``requests_per_s``: the most the deployment serves within the targets;
     the percentiles are its runs' there."""
     mode: str
@@ -65,6 +65,8 @@ class ServeCandidate:
     replicas: int
     max_num_seqs: int
     prefill_tp: int | None
+    prefill_pp: int | None
+    prefill_ep: int | None
     prefill_replicas: int | None
     prefill_gpus: int | None
     decode_gpus: int | None
@@ -185,6 +187,7 @@ def _aggregated(s: _Search, seqs) -> list[ServeCandidate]:
                 reps = s.gpus // (tp * pp * ep)
                 out.append(s.candidate(p.rate * reps, None, p, mode="aggregated", tp=tp, pp=pp,
                                        ep=ep, replicas=reps, max_num_seqs=n, prefill_tp=None,
+                                       prefill_pp=None, prefill_ep=None,
                                        prefill_replicas=None, prefill_gpus=None,
                                        decode_gpus=None, kv_transfer_s=None))
     return out
@@ -204,6 +207,9 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     lay, st = layout or ServingLayout(), settings or ServeSettings(requests=200)
     _check_args(topo, gpus, ttft_p99_s, tpot_p99_s, rate, max_num_seqs, top)
+    if st.users is not None:
+        raise ConfigError("--users", "", "none: each run's arrivals are the search's (Poisson "
+                          "at the rate it tries)", st.users)
     s = _Search(m, topo, gpus, ttft_p99_s, tpot_p99_s, lay, st)
     found = _aggregated(s, max_num_seqs)
     if disaggregated and gpus > 1:

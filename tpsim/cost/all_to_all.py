@@ -148,3 +148,26 @@ def uniform_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int) ->
     ranks_hit = ranks * (1 - _none_hit(experts, experts // ranks, top_k))
     remote = (nodes - 1) * (1 - _none_hit(experts, experts // nodes, top_k))
     return remote, ranks_hit
+
+
+def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: int,
+                       place: Placement, topo: Topology, backend: str = "deepep"
+                       ) -> CollectiveCost:
+    """One dispatch (or combine) of Megatron-core's flex dispatcher on the EP group ``place``
+    (``token_dispatcher.py`` ``MoEFlexTokenDispatcher``: DeepEP's or HybridEP's fused kernels,
+    which send a token once per target node and once per target GPU, never once per expert):
+    :func:`hierarchical_dispatch_time` at a balanced router's fan-out,
+
+        r, R = uniform_fanout(E, k, n, g)       n = the group's ranks, g = its ranks per node
+        t = hierarchical_dispatch_time(T, b, place, r, R)
+
+    with T = ``tokens``, b = ``token_bytes``, E = ``experts``, k = ``top_k``. The permutation
+    of the tokens into per-rank send buffers runs inside the kernel (no separate permute op).
+    As an all-to-all of S = T b (``nbytes``), its transfer the slower of the two stages."""
+    intra = place.intra_node
+    g = intra[0].fanout if intra else 1
+    remote, ranks = uniform_fanout(experts, top_k, place.size, g)
+    d = hierarchical_dispatch_time(tokens, token_bytes, place, topo, remote, ranks)
+    return CollectiveCost("all-to-all", backend, int(tokens * token_bytes), place.size, d.time_s,
+                          d.launch_s, d.latency_s, max(d.network_s, d.nvlink_s), 0.0, "simple",
+                          qualname(flex_dispatch_time), place.group.name)

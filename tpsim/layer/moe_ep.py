@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from ..base.errors import ConfigError
 from .dims import Dims, layer_dims, sp_reduce_op
 from .moe import (dense_bwd, fc1_size, fc2_size, gathered_tokens, grouped, grouped_bwd,
-                  moe_bwd, moe_fwd, router_bwd, router_fwd, routed_rows, shared_fwd)
+                  router_bwd, router_fwd, routed_rows, shared_fwd)
 from .template import Builder
 
 
@@ -58,28 +58,6 @@ class Alltoall:
     shared: bool
     ep: bool
     etp: bool
-
-
-def slot_groups(moe) -> dict[str, int]:
-    """Group sizes the slot's template compiles with (2: more than one rank)."""
-    if isinstance(moe, Alltoall):
-        return {"ep": 2 if moe.ep else 1, "etp": 2 if moe.etp else 1}
-    return {}
-
-
-def slot_fwd(B: Builder, x, swiglu: bool, moe) -> str:
-    """The MoE slot's forward: all-to-all (``moe`` an :class:`Alltoall`) or all-gather (1, 2:
-    with shared experts; :mod:`tpsim.layer.moe`)."""
-    if isinstance(moe, Alltoall):
-        return alltoall_fwd(B, x, swiglu, moe.shared)
-    return moe_fwd(B, x, swiglu, moe == 2)
-
-
-def slot_bwd(B: Builder, grad, swiglu: bool, moe) -> str:
-    """The MoE slot's backward (:func:`slot_fwd`)."""
-    if isinstance(moe, Alltoall):
-        return alltoall_bwd(B, grad, swiglu, moe.shared)
-    return moe_bwd(B, grad, swiglu, moe == 2)
 
 
 def sent_rows(d: Dims) -> int:

@@ -7,6 +7,7 @@
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.layer.ops.SendRecv` | :func:`tpsim.cost.collectives.send_recv_time` |
+| :class:`~tpsim.layer.ops.Dispatch` | :func:`tpsim.cost.all_to_all.flex_dispatch_time` on its group's placement |
 
 A :class:`Pricing` holds what prices need besides the op: the topology (device, levels) and the
 job's :class:`~tpsim.spec.parallel.Parallelism`, which names the ranks of each op's process group.
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from ..base.formula import qualname
 from ..base.memo import Memo
 from ..cost import collectives
+from ..cost.all_to_all import flex_dispatch_time
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
-from ..layer.ops import Attention, Collective, Gemm, MemoryBound, SendRecv
+from ..layer.ops import Attention, Collective, Dispatch, Gemm, MemoryBound, SendRecv
 from ..spec.parallel import Group, Parallelism
 from ..cluster.topology import Topology
 
@@ -107,6 +109,11 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
             Group(op.group, 2, (g.size - 1) * g.stride, g.first, g.world)   # the ring's wrap
         cost = collectives.send_recv_time(op.nbytes, pricing.topology.place(pair),
                                           pricing.topology)
+    elif kind is Dispatch:
+        topo = pricing.topology
+        cost = _COLLECTIVES.get((topo, op, op.group, pricing.group(op.group)), flex_dispatch_time,
+                                op.tokens, op.token_bytes, op.experts, op.top_k,
+                                topo.place(pricing.group(op.group)), topo, op.backend)
     else:
         raise TypeError(f"no cost function for {op!r}")
     return cost.time_s, cost.formula, cost

@@ -21,7 +21,8 @@ from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
-from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..layer.moe_ep import alltoall_dims, expert_load
+from ..layer.moe_flex import slot_of, slot_subgroups
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
@@ -112,16 +113,17 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
-                   experts: Folded | None = None, load: float = 1.0):
+                   experts: Folded | None = None, load: float = 1.0,
+                   dispatcher: str = "alltoall", flex_backend: str = "deepep"):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
-    :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else its dense one; ``cp``:
+    ``dispatcher`` at ``load``: :func:`tpsim.layer.moe_flex.slot_of`), else its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
     seq_len / cp tokens."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
-    slot, par = 0, Parallelism(tp=tp, cp=cp)
+    slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
@@ -130,10 +132,12 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
             raise ConfigError("--cp", "", "1 with an MoE model (expert parallelism beside "
                               "context parallelism is not modelled yet)", cp)
         slot = 2 if m.shared_experts else 1
-        if alltoall(experts, tp):
+        folded = slot_of(dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp) \
+            if experts is not None else None
+        if folded is not None:
             dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len, dtype,
                                  sequence_parallel, load)
-            slot, par = Alltoall(slot == 2, experts.ep > 1, experts.etp > 1), experts
+            slot, par, groups = folded, experts, slot_subgroups(folded, experts)
         else:
             dims = moe_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel)
         dims = dataclasses.replace(dims, **mla_widths(m))
@@ -150,13 +154,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0)
-    pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else {})
+    pricing = Pricing(sustained(topo), par, subgroups=subgroups(par, a) if cp > 1 else groups)
     return simulate(tpl, dims, pricing), pricing
-
-
-def alltoall(experts: Folded | None, tp: int) -> bool:
-    """The MoE layers run the all-to-all dispatcher: ep > 1 or an expert TP other than tp."""
-    return experts is not None and (experts.ep > 1 or experts.etp != tp)
 
 
 def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
@@ -174,7 +173,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
-                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor))
+                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
+                          lay.moe_dispatcher, lay.moe_flex_backend)
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):

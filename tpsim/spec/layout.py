@@ -163,8 +163,7 @@ class Layout:
         False, "the EP dispatch and combine of one micro-batch hidden behind another "
         "micro-batch's compute in the 1F1B steady state (Megatron-core's "
         "--overlap-moe-expert-parallel-comm; tpsim.training.moe_overlap)",
-        "--overlap-moe-comm", megatron="--overlap-moe-expert-parallel-comm",
-        unmodelled="the EP communication overlap across micro-batches")
+        "--overlap-moe-comm", megatron="--overlap-moe-expert-parallel-comm")
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "

@@ -42,6 +42,7 @@ from .step import Part, make_setup
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
+from .moe_overlap import moe_part
 from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from ..spec.precision import LOW_PRECISION
@@ -242,7 +243,9 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather)
     result = _step(m, topo, lay, par, stage_layers,
-                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
+                   (dense, Part.of(emb), Part.of(out),
+                    moe_part(moe, lay, experts.ep if experts else 1,
+                             topo.device.comm_compute_interference)), peak,
                    sh, experts)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,

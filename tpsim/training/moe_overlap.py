@@ -13,7 +13,8 @@ so one merged pair takes
     beside(a, c) = a if c / (1 - i) <= a, else c + i a
 
 (the computation runs 1 - i as fast while the communication runs beside it, i the device's
-``comm_compute_interference``, as :func:`tpsim.sim.schedule.slowed_end`), with the pieces read
+``comm_compute_interference``, as :func:`tpsim.sim.schedule.slowed_end`), and at least the
+host's time to issue both phases' ops (``host_dispatch_us`` each), with the pieces read
 off the layer's own schedule (:func:`pieces`): P_f the forward up to the dispatch's start, D_f
 the dispatch, M_f the compute stream's busy time from the dispatch to the combine, C_f the rest
 of the forward from the combine's start; in the backward C_b up to the combine's end, M_b the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..base.errors import ConfigError
+from ..sim.schedule import issue_bound
 from .step import Part
 
 NAMES = ("fwd.moe.dispatch", "fwd.moe.combine", "bwd.moe.combine", "bwd.moe.dispatch")
@@ -66,10 +68,12 @@ def beside(comm: float, compute: float, interference: float) -> float:
 
 
 def pair_s(sim, interference: float) -> float:
-    """t_pair: one merged forward and backward of the layer (module docstring)."""
+    """t_pair: one merged forward and backward of the layer (module docstring), no shorter
+    than the host's issue of both phases' ops (:func:`tpsim.sim.schedule.issue_bound`)."""
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
-    return (beside(c_b, p_f, interference) + beside(d_f + d_b, m_b + m_f, interference)
-            + beside(c_f, p_b, interference))
+    gpu = (beside(c_b, p_f, interference) + beside(d_f + d_b, m_b + m_f, interference)
+           + beside(c_f, p_b, interference))
+    return issue_bound(gpu, sum(sim.template.host_ops), sim.host_dispatch_s)
 
 
 def merged_share(m: int, pp: int, v: int) -> float:

@@ -215,6 +215,8 @@ class Inputs:
     expert_tp: int = 0        # their experts' TP degree (0: a dense model)
     expert_dp: int = 0        # their expert data parallelism, tp dp / (ep expert_tp) (0: dense)
     ep_nodes: int = 0         # nodes one EP group spans (1: its all-to-all on NVLink; 0: dense)
+    moe_dispatcher: str = ""  # the MoE layers' token dispatcher (tpsim.layer.moe_flex; "": dense)
+    overlap_moe_comm: bool = False   # their EP exchange hidden across micro-batches
 
 
 @record

@@ -287,17 +287,20 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
                   zero=zero_stage(lay.zero, lay.distributed_optimizer),
                   cp=lay.cp, cp_comm=lay.cp_comm,
-                  **_expert_inputs(experts_of(m, lay, par), topo))
+                  **_expert_inputs(experts_of(m, lay, par), topo, lay))
 
 
-def _expert_inputs(experts: Folded | None, topo: Topology) -> dict:
-    """The Inputs' ep, expert_tp, expert_dp and ep_nodes: the nodes one EP group spans, as
-    its placement finds them (a dense model: the defaults)."""
+def _expert_inputs(experts: Folded | None, topo: Topology, lay: Layout) -> dict:
+    """The Inputs' ep, expert_tp, expert_dp, ep_nodes (the nodes one EP group spans, as its
+    placement finds them), the dispatcher and its overlap (a dense model: the defaults)."""
     if experts is None:
         return {}
     spans = topo.place(experts.group("ep")).inter_node
+    flex = f"flex/{lay.moe_flex_backend}" if lay.moe_dispatcher == "flex" else ""
     return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp,
-            "ep_nodes": spans[-1].units if spans else 1}
+            "ep_nodes": spans[-1].units if spans else 1,
+            "moe_dispatcher": flex or lay.moe_dispatcher,
+            "overlap_moe_comm": lay.overlap_moe_comm}
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

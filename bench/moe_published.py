@@ -15,14 +15,22 @@ capacity factor), no recomputation. Two layouts:
 Both recipes use Megatron-Bridge's FP8 current-scaling precision (``_perf_precision`` /
 ``get_precision_config("fp8_cs")``: ``fp8_param_gather`` on, ``grad_reduce_in_fp32`` off:
 ``--fp8-param-gather --grad-reduce-in-bf16``) and the distributed optimizer with the gradient
-reduction overlapped (tpsim's default overlap). tpsim prices the all-to-all as NCCL's (no
-HybridEP deduplication across nodes), CUDA graphs as none. The TFLOP/s compared is
-Megatron-LM's count (``megatron_tflops_per_gpu``), as the summary's "Model TFLOP/sec/GPU".
+reduction overlapped (tpsim's default overlap). tpsim prices CUDA graphs as none. The TFLOP/s
+compared is Megatron-LM's count (``megatron_tflops_per_gpu``), as the summary's "Model
+TFLOP/sec/GPU".
 
-What tpsim leaves out of the EP 8 row: its recipe (``scripts/performance/configs/qwen/
+Each row runs its recipe's token dispatcher and EP overlap (``DISPATCH``): the EP 16 recipe's
+flex dispatcher with HybridEP (``moe_token_dispatcher_type = "flex"``,
+``moe_flex_dispatcher_backend = "hybridep"``, ``moe_a2a_overlap = False``:
+``--moe-dispatcher flex --moe-flex-backend hybridep``), the EP 8 one's all-to-all dispatcher
+with ``moe_a2a_overlap`` (``scripts/performance/utils/overrides.py``
+``_set_moe_a2a_overlap_overrides``: ``overlap_moe_expert_parallel_comm``,
+``--overlap-moe-comm``), Qwen3-235B's and DeepSeek-V3's as below. The script prints each
+overlapped row without its overlap too.
+
+What tpsim leaves out of the EP 8 row (its recipe: ``scripts/performance/configs/qwen/
 qwen3_workload_base_configs.py`` ``QWEN3_30B_A3B_PRETRAIN_CONFIG_H100_FP8_CS_V1`` before
-Megatron-Bridge commit 4a6450755, the all-to-all dispatcher) sets ``moe_a2a_overlap`` (each
-micro-batch's all-to-alls under another's compute), which would make tpsim faster still; and the
+Megatron-Bridge commit 4a6450755, the all-to-all dispatcher, ``moe_a2a_overlap``): the
 host. The same layout is published at 5,113 tokens/s in the 26.02 container and 9,058 in
 26.02.01: the software stack alone moves it 1.8x, and Megatron-LM PR #2168 names the CPU
 overhead of this overlap as leaving the GPU idle (partial CUDA graphs of the router and the
@@ -41,13 +49,27 @@ layers placed by Megatron's pipeline layout ``Et|(tt|)*30mL`` (``--pipeline-layo
 layer beside the embedding, the multi-token-prediction layer, not priced, beside the loss), the
 MLP and MoE activation recomputed (``recompute_modules: [mlp, moe_act]``, which tpsim does not
 model: run without recomputation, so its memory does not fit and the recomputed forward is not
-priced), the shared expert overlapped with the dispatch (not modelled), no CUDA graphs.
+priced), the shared expert overlapped with the dispatch (not modelled), no CUDA graphs. Its
+dispatcher: the 25.09 release's ``scripts/performance/run_script.py`` (Megatron-Bridge tags
+v0.1.0rc3, v0.1.0rc4) sets, on H100, ``enable_deepep`` (``deepseek_v3.py``:
+``moe_token_dispatcher_type = "flex"``, ``moe_enable_deepep``) with the router force-balanced,
+and ``A2A_1F1B`` (``overlap_moe_expert_parallel_comm``, ``delay_wgrad_compute``, the shared
+expert overlap off): ``--moe-dispatcher flex --overlap-moe-comm``.
 
-Not checked: Qwen3-235B-A22B on 256 H100 (TP 2 PP 8 VP 4 EP 32, 1,712 tokens/s in 26.04.01:
-94 layers split with ``account_for_embedding_in_pipeline_split`` and ``..._loss_...``, three
-per chunk but two in the first and last, which ``--pipeline-layout`` can place but which is not
-run yet; it also runs ``moe_a2a_overlap``),
-GPT-OSS 120B on 64 H100 (BF16, PP 4 EP 8, 5,824 tokens/s: biases in the experts, refused).
+Qwen3-235B-A22B on 256 H100, 26.04.01 container: 1,712 tokens/s and 253 model TFLOP/s per GPU
+(FP8, global batch 8192, TP 2 PP 8 VP 4 EP 32). Its recipe
+(``src/megatron/bridge/perf_recipes/qwen/h100/qwen3_moe.py``
+``qwen3_235b_a22b_pretrain_256gpu_h100_fp8cs_config``, on ``recipes/qwen/h100/qwen3_moe.py``
+``qwen3_235b_a22b_pretrain_256gpu_h100_bf16_config``): expert-TP 1, SP, no recomputation, the
+all-to-all dispatcher with ``moe_a2a_overlap`` and ``overlap_moe_expert_parallel_comm``, the
+parameter gather overlapped (``_enable_overlap_param_gather_with_optimizer_step``:
+``--overlap-param-gather``), the 94 layers split with
+``account_for_embedding_in_pipeline_split`` and ``..._loss_...``: 96 units over 32 chunks,
+three each, the embedding and the loss taking one in the first and last
+(``--pipeline-layout "Ett|(ttt|)*30ttL"``).
+
+Not checked: GPT-OSS 120B on 64 H100 (BF16, PP 4 EP 8, 5,824 tokens/s: biases in the experts,
+refused).
 The summary has no Mixtral row on H100.
 
     python bench/moe_published.py

@@ -3,14 +3,20 @@ closed forms: the merged pair from the layer's pieces, the steady state's share,
 and Megatron-core's refusals."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import tpsim
 from tpsim.base.errors import ConfigError
+from tpsim.cluster.topology import load_topology
+from tpsim.layer.ops import Dispatch
+from tpsim.sim.price import op_interference
 from tpsim.training.moe_overlap import (beside, merged_share, overlapped, pair_s, pieces)
 from tpsim.training.step import Part
 
+H100 = load_topology("dgx-h100-ndr-cluster")
 QWEN = dict(tp=1, dp=16, ep=16, seq_len=1024, nodes=2, global_batch=64)
 
 
@@ -46,11 +52,24 @@ def test_pieces_tile_the_layer(qwen):
 
 def test_the_pair_is_megatrons_three_slots(qwen):
     """The three slots of Megatron-core's schedule, no shorter than the host's issue of both
-    phases' ops (here, at 1,024 tokens, the host sets the pace)."""
-    sim, i = qwen[False].run, 0.24
+    phases' ops (here, at 1,024 tokens, the host sets the pace); NCCL's all-to-alls slow the
+    compute beside them by the device's interference (0.24 on the H100)."""
+    sim, device = qwen[False].run, H100.device
+    i = device.comm_compute_interference
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
     gpu = beside(c_b, p_f, i) + beside(d_f + d_b, m_b + m_f, i) + beside(c_f, p_b, i)
-    assert pair_s(sim, i) == max(gpu, sum(sim.template.host_ops) * sim.host_dispatch_s)
+    assert pair_s(sim, device) == max(gpu, sum(sim.template.host_ops) * sim.host_dispatch_s)
+
+
+def test_deepep_kernels_take_their_20_sms():
+    """The flex dispatcher's DeepEP kernels slow the compute beside them by 20 / 132 of the
+    H100's SMs, in the layer's schedule and in the merged pair; HybridEP's count is not
+    documented: the device's interference."""
+    flex = tpsim.predict("qwen3-30b-a3b", "dgx-h100-ndr-cluster", moe_dispatcher="flex", **QWEN)
+    op = next(o for o in flex.run.ops if type(o) is Dispatch)
+    assert op_interference(op, H100.device) == 20 / 132
+    hybrid = Dispatch(1.0, 1.0, 8, 2, "ep", "hybridep")
+    assert op_interference(hybrid, H100.device) == H100.device.comm_compute_interference
 
 
 @pytest.mark.parametrize("m, pp, v, want", [(8, 1, 1, 7 / 8), (64, 8, 4, 1 - 31 / 256),
@@ -66,11 +85,12 @@ def test_overlap_never_slows_the_layer_and_keeps_its_sum(qwen, share, interferen
     and keeps forward + backward = compute + exposed + host wait."""
     sim = qwen[False].run
     part = Part.of(sim)
-    o = overlapped(part, sim, share, interference)
+    device = dataclasses.replace(H100.device, comm_compute_interference=interference)
+    o = overlapped(part, sim, share, device)
     total = part.forward_s + part.backward_s
     assert o.forward_s <= part.forward_s and o.backward_s <= part.backward_s
     saved = total - (o.forward_s + o.backward_s)
-    assert saved == pytest.approx(share * max(0.0, total - pair_s(sim, interference)), abs=1e-15)
+    assert saved == pytest.approx(share * max(0.0, total - pair_s(sim, device)), abs=1e-15)
     assert o.forward_s + o.backward_s == pytest.approx(
         o.compute_s + o.tp_exposed_s + o.host_wait_s, rel=1e-9)
 

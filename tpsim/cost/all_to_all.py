@@ -171,3 +171,20 @@ def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: i
     return CollectiveCost("all-to-all", backend, int(tokens * token_bytes), place.size, d.time_s,
                           d.launch_s, d.latency_s, max(d.network_s, d.nvlink_s), 0.0, "simple",
                           qualname(flex_dispatch_time), place.group.name)
+
+
+# Megatron-core gives DeepEP's kernels 20 SMs unless --moe-flex-dispatcher-num-sms sets another
+# count (megatron/core/transformer/moe/token_dispatcher.py, _DeepepManager: "None -> 20 (DeepEP's
+# historical mcore default)"); the DeepSeek-V3 report, section 3.2.2: "only 20 SMs are
+# sufficient to fully utilize the bandwidths of IB and NVLink".
+DEEPEP_SMS = 20
+
+
+def flex_sm_share(backend: str, device) -> float | None:
+    """The share of ``device``'s SMs the flex dispatcher's kernels take from the compute beside
+    them: DEEPEP_SMS / sm_count for DeepEP; None (not documented: the device's
+    ``comm_compute_interference``, as for NCCL) for HybridEP, whose count Megatron-core leaves
+    to the library, or for a device that lists no sm_count."""
+    if backend != "deepep" or not device.sm_count:
+        return None
+    return min(1.0, DEEPEP_SMS / device.sm_count)

@@ -21,12 +21,10 @@ NVLink once per target GPU (DeepEP's normal kernels), not once per expert:
     shared experts           beside, as the all-to-all slot
 
 Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
-combine kernel, the router's backward. The kernels run on the SMs they are given (Megatron-core
-gives DeepEP 20, ``moe_flex_dispatcher_num_sms``; the DeepSeek-V3 report, section 3.2.2: "only
-20 SMs are sufficient"): priced, as every collective beside compute, by the device's
-``comm_compute_interference`` (NCCL's 32 channels on the H100: 0.24; DeepEP's 20 of 132 SMs
-would be 0.15, a difference not modelled). The flex dispatcher's group is expert-TP x EP: tpsim
-prices expert-TP 1 (the published recipes') and refuses more.
+combine kernel, the router's backward. The kernels run on the SMs they are given, which the
+compute beside them loses (:func:`tpsim.cost.all_to_all.flex_sm_share`: DeepEP's 20 of the
+H100's 132 SMs, 0.15, where NCCL's 32 channels cost the device's 0.24). The flex dispatcher's
+group is expert-TP x EP: tpsim prices expert-TP 1 (the published recipes') and refuses more.
 
 allgather (``MoEAllGatherTokenDispatcher``): every rank all-gathers the tokens of the
 expert-TP x EP group (G = T_n etp ep rows, consecutive ranks), keeps those routed to its E/ep

@@ -12,8 +12,9 @@ so one merged pair takes
     t_pair = beside(C_b, P_f) + beside(D_f + D_b, M_b + M_f) + beside(C_f, P_b)
     beside(a, c) = a if c / (1 - i) <= a, else c + i a
 
-(the computation runs 1 - i as fast while the communication runs beside it, i the device's
-``comm_compute_interference``, as :func:`tpsim.sim.schedule.slowed_end`), and at least the
+(the computation runs 1 - i as fast while the communication runs beside it, i the share of the
+SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
+:func:`tpsim.sim.schedule.slowed_end`), and at least the
 host's time to issue both phases' ops (``host_dispatch_us`` each), with the pieces read
 off the layer's own schedule (:func:`pieces`): P_f the forward up to the dispatch's start, D_f
 the dispatch, M_f the compute stream's busy time from the dispatch to the combine, C_f the rest
@@ -33,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..base.errors import ConfigError
+from ..sim.price import op_interference
 from ..sim.schedule import issue_bound
 from .step import Part
 
@@ -67,12 +69,16 @@ def beside(comm: float, compute: float, interference: float) -> float:
     return compute + interference * comm
 
 
-def pair_s(sim, interference: float) -> float:
+def pair_s(sim, device) -> float:
     """t_pair: one merged forward and backward of the layer (module docstring), no shorter
-    than the host's issue of both phases' ops (:func:`tpsim.sim.schedule.issue_bound`)."""
+    than the host's issue of both phases' ops (:func:`tpsim.sim.schedule.issue_bound`); each
+    slot's i that of its communication op on ``device``
+    (:func:`tpsim.sim.price.op_interference`)."""
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
-    gpu = (beside(c_b, p_f, interference) + beside(d_f + d_b, m_b + m_f, interference)
-           + beside(c_f, p_b, interference))
+    at = {n: i for i, n in enumerate(sim.template.names)}
+    i_df, i_cf, i_cb, _ = (op_interference(sim.ops[at[n]], device) for n in NAMES)
+    gpu = (beside(c_b, p_f, i_cb) + beside(d_f + d_b, m_b + m_f, i_df)
+           + beside(c_f, p_b, i_cf))
     return issue_bound(gpu, sum(sim.template.host_ops), sim.host_dispatch_s)
 
 
@@ -82,11 +88,11 @@ def merged_share(m: int, pp: int, v: int) -> float:
     return max(0.0, 1.0 - max(1, (pp - 1) + (v - 1) * pp) / (m * v))
 
 
-def overlapped(part: Part, sim, share: float, interference: float) -> Part:
+def overlapped(part: Part, sim, share: float, device) -> Part:
     """The MoE layer's ``part`` with ``share`` of its forwards merged with a backward: each
     phase shorter by its share of share x (t_f + t_b - t_pair), at least 0."""
     total = part.forward_s + part.backward_s
-    saved = share * max(0.0, total - pair_s(sim, interference))
+    saved = share * max(0.0, total - pair_s(sim, device))
     saved_f = saved * part.forward_s / total
     return dataclasses.replace(part, forward_s=part.forward_s - saved_f,
                                backward_s=part.backward_s - (saved - saved_f),
@@ -113,7 +119,7 @@ def check_overlap(lay, folded_ep: int) -> None:
                           "(Megatron-core: interleaved 1F1B)", True)
 
 
-def moe_part(sim, lay, folded_ep: int, interference: float) -> Part | None:
+def moe_part(sim, lay, folded_ep: int, device) -> Part | None:
     """The simulated MoE layer ``sim`` as the step's part (None: a dense model):
     :class:`Part.of`, overlapped across micro-batches when ``lay.overlap_moe_comm``."""
     check_overlap(lay, folded_ep)
@@ -123,4 +129,4 @@ def moe_part(sim, lay, folded_ep: int, interference: float) -> Part | None:
     if not lay.overlap_moe_comm:
         return part
     return overlapped(part, sim, merged_share(lay.micro_batches, lay.pp, lay.virtual_stages),
-                      interference)
+                      device)

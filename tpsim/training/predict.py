@@ -244,8 +244,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                   lay.reshard_after_forward, lay.fp8_all_gather)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
-                    moe_part(moe, lay, experts.ep if experts else 1,
-                             topo.device.comm_compute_interference)), peak,
+                    moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
                    sh, experts)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,

@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from ..base.errors import ConfigError
 from ..spec.parallel import Group
 from .dims import Dims, sp_reduce_op
-from .moe import (fc1_size, fc2_size, gathered_tokens, grouped, grouped_bwd, moe_bwd, moe_fwd,
-                  router_bwd, router_fwd, routed_rows, shared_fwd)
-from .moe_ep import (Alltoall, _copy, _rows, _shared_bwd, _shared_tokens, alltoall_bwd,
-                     alltoall_fwd)
+from .moe import gathered_tokens, moe_bwd, moe_fwd, router_bwd, router_fwd, shared_fwd
+from .moe_ep import (Alltoall, _shared_bwd, _shared_tokens, alltoall_bwd, alltoall_fwd,
+                     experts_bwd, experts_fwd, shared_add, shared_add_bwd)
 from .ops import Dispatch
 from .template import Builder
 
@@ -105,39 +104,10 @@ def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None) -> str
     return B.add(name, make, "comm", deps, None, forward_of, "ep")
 
 
-def _experts_fwd(B: Builder, y, n_in: int) -> str:
-    """sort, fc1, act, fc2, unsort of the local experts' R rows (as the all-to-all slot)."""
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=lambda d: _rows(d)[0])
-    y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
-    y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (y,),
-                  saved=lambda d: n_in * routed_rows(d) * d.fe * d.bpe)
-    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,),
-                saved=lambda d: routed_rows(d) * d.fe * d.bpe)
-    return _copy(B, "fwd.moe.unsort", routed_rows, (y,))
-
-
-def _experts_bwd(B: Builder, y, n_in: int) -> str:
-    """The backward of :func:`_experts_fwd`."""
-    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort")
-    y = grouped_bwd(B, "experts.fc2", fc2_size, y)
-    y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
-                                                * routed_rows(d) * d.fe * d.bpe), (y,),
-                  forward_of="fwd.experts.act")
-    y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
-    return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort")
-
-
 def _shared_out(B: Builder, y, s) -> str:
     """The shared experts' output reduced on tp and added to the routed experts' ``y``."""
     op = sp_reduce_op(B.sp)
-    s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
-    return B.eltwise("fwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s))
-
-
-def _shared_add_bwd(B: Builder, y, s) -> str:
-    return B.eltwise("bwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s),
-                     forward_of="fwd.shared.add")
+    return shared_add(B, y, B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens))
 
 
 def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
@@ -147,7 +117,7 @@ def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     tokens = _shared_tokens(B, x) if moe.shared else None
     y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend)
     s = shared_fwd(B, tokens, n_in) if moe.shared else None
-    y = _dispatch(B, "fwd.moe.combine", (_experts_fwd(B, y, n_in),), moe.backend)
+    y = _dispatch(B, "fwd.moe.combine", (experts_fwd(B, y, n_in),), moe.backend)
     return _shared_out(B, y, s) if moe.shared else y
 
 
@@ -156,10 +126,10 @@ def flex_bwd(B: Builder, grad, swiglu: bool, moe: Flex) -> str:
     n_in = 2 if swiglu else 1
     y = _dispatch(B, "bwd.moe.combine", (grad,), moe.backend, forward_of="fwd.moe.combine")
     s = _shared_bwd(B, grad, n_in) if moe.shared else None
-    y = _dispatch(B, "bwd.moe.dispatch", (_experts_bwd(B, y, n_in),), moe.backend,
+    y = _dispatch(B, "bwd.moe.dispatch", (experts_bwd(B, y, n_in),), moe.backend,
                   forward_of="fwd.moe.dispatch")
     if moe.shared:
-        y = _shared_add_bwd(B, y, s)
+        y = shared_add_bwd(B, y, s)
     return router_bwd(B, y, y)
 
 
@@ -176,7 +146,7 @@ def allgather_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     tokens = _shared_tokens(B, x) if shared else None
     y = B.collective("fwd.moe.all-gather", "all-gather", (x, topk), size=_gathered, group=TPEP)
     s = shared_fwd(B, tokens, n_in) if shared else None
-    y = _experts_fwd(B, y, n_in)
+    y = experts_fwd(B, y, n_in)
     y = B.collective("fwd.moe.reduce-scatter", "reduce-scatter", (y,), size=_gathered,
                      group=TPEP)
     return _shared_out(B, y, s) if shared else y
@@ -189,10 +159,10 @@ def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     y = B.collective("bwd.moe.all-gather", "all-gather", (grad,), size=_gathered, group=TPEP,
                      forward_of="fwd.moe.reduce-scatter")
     s = _shared_bwd(B, grad, n_in) if shared else None
-    y = B.collective("bwd.moe.reduce-scatter", "reduce-scatter", (_experts_bwd(B, y, n_in),),
+    y = B.collective("bwd.moe.reduce-scatter", "reduce-scatter", (experts_bwd(B, y, n_in),),
                      size=_gathered, group=TPEP, forward_of="fwd.moe.all-gather")
     if shared:
-        y = _shared_add_bwd(B, y, s)
+        y = shared_add_bwd(B, y, s)
     return router_bwd(B, y, y)
 
 

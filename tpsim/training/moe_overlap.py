@@ -17,9 +17,10 @@ SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
 :func:`tpsim.sim.schedule.slowed_end`), and at least the
 host's time to issue both phases' ops (``host_dispatch_us`` each), with the pieces read
 off the layer's own schedule (:func:`pieces`): P_f the forward up to the dispatch's start, D_f
-the dispatch, M_f the compute stream's busy time from the dispatch to the combine, C_f the rest
-of the forward from the combine's start; in the backward C_b up to the combine's end, M_b the
-compute from there to the dispatch, D_b the dispatch, P_b the rest. The layer's forward and
+the dispatch, M_f the compute stream's busy time from the dispatch's start to the combine's
+(the experts, and the shared experts issued beside the dispatch), C_f the rest of the forward
+from the combine's start; in the backward C_b up to the combine's end, M_b the compute from the
+combine's start to the dispatch's, D_b the dispatch, P_b the rest. The layer's forward and
 backward shrink by their shares of a (t_f + t_b - t_pair) (never grow), a the share of its
 forwards that run merged: a stage runs m v chunk forwards, of which the warm-up ones,
 w = (pp - 1) + (v - 1) pp on the mean stage (interleaved 1F1B: 2 (pp - r - 1) + (v - 1) pp
@@ -54,9 +55,9 @@ def pieces(sim) -> tuple[tuple[float, ...], tuple[float, ...]]:
     df, cf, cb, db = (at[n] for n in NAMES)
     busy = tl.intervals("compute")
     fwd_end = max(tl.end[i] for i in sim.template.forward)
-    forward = (tl.start[df], tl.end[df] - tl.start[df], _busy(busy, tl.end[df], tl.start[cf]),
+    forward = (tl.start[df], tl.end[df] - tl.start[df], _busy(busy, tl.start[df], tl.start[cf]),
                fwd_end - tl.start[cf])
-    backward = (tl.end[cb] - fwd_end, _busy(busy, tl.end[cb], tl.start[db]),
+    backward = (tl.end[cb] - fwd_end, _busy(busy, tl.start[cb], tl.start[db]),
                 tl.end[db] - tl.start[db], tl.makespan_s - tl.end[db])
     return forward, backward
 

@@ -68,6 +68,14 @@ parameter gather overlapped (``_enable_overlap_param_gather_with_optimizer_step`
 three each, the embedding and the loss taking one in the first and last
 (``--pipeline-layout "Ett|(ttt|)*30ttL"``).
 
+With each recipe's dispatcher and EP overlap priced, every row is fast (+25% to +68%); before,
+NCCL's all-to-all at a token per expert (and no overlap) stood in for costs tpsim does not see.
+The likeliest, by the sources above, are on the host: the MoE layer's many small kernels, the
+all-to-all dispatcher's device-to-host sync of the tokens per expert, DeepEP's normal dispatch
+("an implicit CPU wait for GPU received count signal", deepseek-ai/DeepEP ``docs/legacy.md``),
+and the CPU overhead of the EP overlap (Megatron-LM PR #2168), which tpsim's per-op host model
+does not price. Nothing here is fitted to these rows.
+
 Not checked: GPT-OSS 120B on 64 H100 (BF16, PP 4 EP 8, 5,824 tokens/s: biases in the experts,
 refused).
 The summary has no Mixtral row on H100.

@@ -23,9 +23,9 @@ from the combine's start; in the backward C_b up to the combine's end, M_b the c
 combine's start to the dispatch's, D_b the dispatch, P_b the rest. The layer's forward and
 backward shrink by their shares of a (t_f + t_b - t_pair) (never grow), a the share of its
 forwards that run merged: a stage runs m v chunk forwards, of which the warm-up ones,
-w = (pp - 1) + (v - 1) pp on the mean stage (interleaved 1F1B: 2 (pp - r - 1) + (v - 1) pp
-on stage r; at pp 1 the first forward), have no backward beside them:
-a = 1 - max(1, w) / (m v).
+w = (pp - 1) + (v - 1) pp + 1 on the mean stage (``schedules.py``: interleaved 1F1B warms up
+2 (pp - r - 1) + (v - 1) pp on stage r, "one extra micro-batch" with this overlap; at pp 1
+the first forward), have no backward beside them: a = 1 - w / (m v).
 
 Megatron-core's checks (``transformer_config.py``): ep > 1, the all-to-all or flex dispatcher,
 no full recomputation, virtual stages with pp > 1.
@@ -84,9 +84,9 @@ def pair_s(sim, device) -> float:
 
 
 def merged_share(m: int, pp: int, v: int) -> float:
-    """a = 1 - max(1, (pp - 1) + (v - 1) pp) / (m v): the chunk forwards of the mean stage that
-    run beside another micro-batch's backward (module docstring); 0 at most."""
-    return max(0.0, 1.0 - max(1, (pp - 1) + (v - 1) * pp) / (m * v))
+    """a = 1 - ((pp - 1) + (v - 1) pp + 1) / (m v): the chunk forwards of the mean stage that
+    run beside another micro-batch's backward (module docstring); 0 at least."""
+    return max(0.0, 1.0 - ((pp - 1) + (v - 1) * pp + 1) / (m * v))
 
 
 def overlapped(part: Part, sim, share: float, device) -> Part:

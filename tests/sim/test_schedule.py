@@ -72,6 +72,30 @@ def test_interference_slows_the_overlapped_compute():
     assert schedule(g, interference=0.0).makespan_s == 5
 
 
+def test_slowed_end_per_interval_losses():
+    """One loss per busy interval: 4 s of work from 0 beside [0, 2) at loss 0.5 (1 s done)
+    and [2, 4) at loss 0.25 (1.5 s done), the last 1.5 s alone: ends at 5.5; a list of equal
+    losses is the single loss."""
+    from tpsim.sim.schedule import slowed_end
+    assert slowed_end(0.0, 4.0, [(0.0, 2.0), (2.0, 4.0)], [0.5, 0.25]) == pytest.approx(5.5)
+    busy = [(1.0, 3.0), (4.0, 4.5)]
+    assert slowed_end(0.0, 4.0, busy, [0.3, 0.3]) == slowed_end(0.0, 4.0, busy, 0.3)
+
+
+def test_each_collective_slows_by_its_own_loss():
+    """test_interference_slows_the_overlapped_compute with the loss given per op: B's own 0.5
+    in place of the device's 0.1."""
+    from tpsim.layer.template import Node, Template
+    from tpsim.sim.schedule import run
+    names = ("A", "B", "C", "D")
+    streams = ("compute", "comm", "compute", "compute")
+    tpl = Template.from_nodes(tuple(Node(n, "", "", s, None) for n, s in zip(names, streams)),
+                              [("A", "B", "data"), ("A", "C", "data"), ("B", "D", "data"),
+                               ("C", "D", "data")], {})
+    tl = run(tpl, [1.0, 2.0, 3.0, 1.0], 0.1, [0.0, 0.5, 0.0, 0.0])
+    assert (tl.end_s["C"], tl.makespan_s) == (pytest.approx(5.0), pytest.approx(6.0))
+
+
 def test_issued_first_runs_first():
     """X (1) is issued before Y (2) and leads to a long comm op: X 0-1, Z 1-6, Y 1-3."""
     g = dag({"X": ("compute", 1), "Y": ("compute", 2), "Z": ("comm", 5)}, [("X", "Z")])

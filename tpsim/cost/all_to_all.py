@@ -148,3 +148,43 @@ def uniform_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int) ->
     ranks_hit = ranks * (1 - _none_hit(experts, experts // ranks, top_k))
     remote = (nodes - 1) * (1 - _none_hit(experts, experts // nodes, top_k))
     return remote, ranks_hit
+
+
+def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: int,
+                       place: Placement, topo: Topology, backend: str = "deepep"
+                       ) -> CollectiveCost:
+    """One dispatch (or combine) of Megatron-core's flex dispatcher on the EP group ``place``
+    (``token_dispatcher.py`` ``MoEFlexTokenDispatcher``: DeepEP's or HybridEP's fused kernels,
+    which send a token once per target node and once per target GPU, never once per expert):
+    :func:`hierarchical_dispatch_time` at a balanced router's fan-out,
+
+        r, R = uniform_fanout(E, k, n, g)       n = the group's ranks, g = its ranks per node
+        t = hierarchical_dispatch_time(T, b, place, r, R)
+
+    with T = ``tokens``, b = ``token_bytes``, E = ``experts``, k = ``top_k``. The permutation
+    of the tokens into per-rank send buffers runs inside the kernel (no separate permute op).
+    As an all-to-all of S = T b (``nbytes``), its transfer the slower of the two stages."""
+    intra = place.intra_node
+    g = intra[0].fanout if intra else 1
+    remote, ranks = uniform_fanout(experts, top_k, place.size, g)
+    d = hierarchical_dispatch_time(tokens, token_bytes, place, topo, remote, ranks)
+    return CollectiveCost("all-to-all", backend, int(tokens * token_bytes), place.size, d.time_s,
+                          d.launch_s, d.latency_s, max(d.network_s, d.nvlink_s), 0.0, "simple",
+                          qualname(flex_dispatch_time), place.group.name)
+
+
+# Megatron-core gives DeepEP's kernels 20 SMs unless --moe-flex-dispatcher-num-sms sets another
+# count (megatron/core/transformer/moe/token_dispatcher.py, _DeepepManager: "None -> 20 (DeepEP's
+# historical mcore default)"); the DeepSeek-V3 report, section 3.2.2: "only 20 SMs are
+# sufficient to fully utilize the bandwidths of IB and NVLink".
+DEEPEP_SMS = 20
+
+
+def flex_sm_share(backend: str, device) -> float | None:
+    """The share of ``device``'s SMs the flex dispatcher's kernels take from the compute beside
+    them: DEEPEP_SMS / sm_count for DeepEP; None (not documented: the device's
+    ``comm_compute_interference``, as for NCCL) for HybridEP, whose count Megatron-core leaves
+    to the library, or for a device that lists no sm_count."""
+    if backend != "deepep" or not device.sm_count:
+        return None
+    return min(1.0, DEEPEP_SMS / device.sm_count)

@@ -29,7 +29,7 @@ from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
 from .mla import mla_bwd, mla_fwd
-from .moe_ep import slot_bwd, slot_fwd, slot_groups
+from .moe_flex import slot_bwd, slot_fwd, slot_groups
 from .ops import Attention
 from .recompute import DEFAULT_MODULES, apply_recompute
 from .template import Builder, Template
@@ -123,7 +123,8 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 
     """MLP: column-parallel fc1 (SwiGLU: gate and up in one GEMM of width 2f, as Megatron-core's
     linear_fc1), the fused activation, row-parallel fc2; ``moe``: the mixture-of-experts slot
     instead (:mod:`tpsim.layer.moe`; 2: with shared experts; an
-    :class:`~tpsim.layer.moe_ep.Alltoall`: the all-to-all dispatcher)."""
+    :class:`~tpsim.layer.moe_ep.Alltoall`: the all-to-all dispatcher; the others:
+    :mod:`tpsim.layer.moe_flex`)."""
     B.block = "mlp"
     skip = x
     if not bare:

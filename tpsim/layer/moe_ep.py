@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from ..base.errors import ConfigError
 from .dims import Dims, layer_dims, sp_reduce_op
 from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved, fc2_size,
-                  gathered_tokens, grouped, grouped_bwd, moe_bwd, moe_fwd, router_bwd, router_fwd,
-                  routed_rows, shared_fwd)
+                  gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
+                  shared_fwd)
 from .template import Builder
 
 
@@ -60,28 +60,6 @@ class Alltoall:
     shared: bool
     ep: bool
     etp: bool
-
-
-def slot_groups(moe) -> dict[str, int]:
-    """Group sizes the slot's template compiles with (2: more than one rank)."""
-    if isinstance(moe, Alltoall):
-        return {"ep": 2 if moe.ep else 1, "etp": 2 if moe.etp else 1}
-    return {}
-
-
-def slot_fwd(B: Builder, x, swiglu: bool, moe) -> str:
-    """The MoE slot's forward: all-to-all (``moe`` an :class:`Alltoall`) or all-gather (1, 2:
-    with shared experts; :mod:`tpsim.layer.moe`)."""
-    if isinstance(moe, Alltoall):
-        return alltoall_fwd(B, x, swiglu, moe.shared)
-    return moe_fwd(B, x, swiglu, moe == 2)
-
-
-def slot_bwd(B: Builder, grad, swiglu: bool, moe) -> str:
-    """The MoE slot's backward (:func:`slot_fwd`)."""
-    if isinstance(moe, Alltoall):
-        return alltoall_bwd(B, grad, swiglu, moe.shared)
-    return moe_bwd(B, grad, swiglu, moe == 2)
 
 
 def sent_rows(d: Dims) -> int:
@@ -124,12 +102,7 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     y = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep")
     s = shared_fwd(B, tokens, n_in) if shared else None
     y = B.collective("fwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp")
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved)
-    y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
-    y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (y,), saved=act_saved(n_in))
-    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved)
-    y = _copy(B, "fwd.moe.unsort", routed_rows, (y,))
+    y = experts_fwd(B, y, n_in)
     y = B.collective("fwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
                      group="etp")
     y = B.collective("fwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep")
@@ -138,9 +111,7 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
         s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
     y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe
                                                   + _local(d) * 4), (y, topk))
-    if shared:
-        y = B.eltwise("fwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s))
-    return y
+    return shared_add(B, y, s) if shared else y
 
 
 def _shared_bwd(B: Builder, grad, n_in: int) -> str:
@@ -176,13 +147,7 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     s = _shared_bwd(B, grad, n_in) if shared else None
     y = B.collective("bwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp",
                      forward_of="fwd.moe.etp.reduce-scatter")
-    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort")
-    y = grouped_bwd(B, "experts.fc2", fc2_size, y)
-    y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
-                                                * routed_rows(d) * d.fe * d.bpe), (y,),
-                  forward_of="fwd.experts.act")
-    y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
-    y = _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort")
+    y = experts_bwd(B, y, n_in)
     y = B.collective("bwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
                      group="etp", forward_of="fwd.moe.etp.all-gather")
     y = B.collective("bwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
@@ -190,9 +155,39 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe),
                   (y,), forward_of="fwd.moe.permute")
     if shared:
-        y = B.eltwise("bwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s),
-                      forward_of="fwd.shared.add")
+        y = shared_add_bwd(B, y, s)
     return router_bwd(B, probs, y)
+
+
+def experts_fwd(B: Builder, y, n_in: int) -> str:
+    """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring)."""
+    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved)
+    y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
+    y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
+                                                * d.fe * d.bpe), (y,), saved=act_saved(n_in))
+    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved)
+    return _copy(B, "fwd.moe.unsort", routed_rows, (y,))
+
+
+def experts_bwd(B: Builder, y, n_in: int) -> str:
+    """The backward of :func:`experts_fwd`: unsort, fc2, act, fc1, sort."""
+    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort")
+    y = grouped_bwd(B, "experts.fc2", fc2_size, y)
+    y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
+                                                * routed_rows(d) * d.fe * d.bpe), (y,),
+                  forward_of="fwd.experts.act")
+    y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
+    return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort")
+
+
+def shared_add(B: Builder, y, s) -> str:
+    """The shared experts' output ``s`` added to the routed experts' ``y``: read 2, write 1."""
+    return B.eltwise("fwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s))
+
+
+def shared_add_bwd(B: Builder, y, s) -> str:
+    return B.eltwise("bwd.shared.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (y, s),
+                     forward_of="fwd.shared.add")
 
 
 def expert_load(imbalance: float, capacity_factor: float | None) -> float:

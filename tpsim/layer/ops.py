@@ -27,6 +27,9 @@ which pricing accounts for, so that MFU never exceeds 1.
   nccl-tests counts it (the all-reduce buffer, the full all-gather output, the full
   reduce-scatter input).
 * :class:`SendRecv`: a point-to-point transfer of ``nbytes`` between two ranks of ``group``.
+* :class:`Dispatch`: a MoE dispatch or combine of ``tokens`` rows of ``token_bytes`` on the EP
+  group by the flex dispatcher's kernels (DeepEP, HybridEP); ``nbytes`` = tokens x token_bytes,
+  what the rank hands the kernel (each token once, wherever its experts are).
 """
 from __future__ import annotations
 
@@ -206,5 +209,26 @@ class SendRecv(_Transfer):
     op: ClassVar[str] = "send-recv"
 
 
-Op = Union[Gemm, Attention, MemoryBound, Collective, SendRecv]
+@dataclass(frozen=True)
+class Dispatch(_Transfer):
+    """The flex dispatcher's dispatch (or combine: the same rows the other way) of ``tokens``
+    rows of ``token_bytes`` on ``group``, each token to its ``top_k`` of ``experts`` experts,
+    by ``backend``'s kernels (deepep, hybridep)."""
+    tokens: float
+    token_bytes: float
+    experts: int
+    top_k: int
+    group: str
+    backend: str = "deepep"
+    dims: tuple[int, ...] = ()
+    dtype: str = ""
+    kind: ClassVar[str] = "collective"
+    op: ClassVar[str] = "all-to-all"
+
+    @property
+    def nbytes(self) -> float:
+        return self.tokens * self.token_bytes
+
+
+Op = Union[Gemm, Attention, MemoryBound, Collective, SendRecv, Dispatch]
 COMM_KINDS = (Collective.kind, SendRecv.kind)

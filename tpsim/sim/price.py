@@ -8,6 +8,7 @@
 | :class:`~tpsim.layer.ops.CastTranspose` | :func:`tpsim.cost.compute.cast_transpose_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.layer.ops.SendRecv` | :func:`tpsim.cost.collectives.send_recv_time` |
+| :class:`~tpsim.layer.ops.Dispatch` | :func:`tpsim.cost.all_to_all.flex_dispatch_time` on its group's placement |
 
 A :class:`Pricing` holds what prices need besides the op: the topology (device, levels) and the
 job's :class:`~tpsim.spec.parallel.Parallelism`, which names the ranks of each op's process group.
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from ..base.formula import qualname
 from ..base.memo import Memo
 from ..cost import collectives
+from ..cost.all_to_all import flex_dispatch_time, flex_sm_share
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
-from ..layer.ops import Attention, CastTranspose, Collective, Gemm, MemoryBound, SendRecv
+from ..layer.ops import (Attention, CastTranspose, Collective, Dispatch, Gemm, MemoryBound,
+                         SendRecv)
 from ..spec.parallel import Group, Parallelism
 from ..cluster.topology import Topology
 
@@ -111,6 +114,11 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
             Group(op.group, 2, (g.size - 1) * g.stride, g.first, g.world)   # the ring's wrap
         cost = collectives.send_recv_time(op.nbytes, pricing.topology.place(pair),
                                           pricing.topology)
+    elif kind is Dispatch:
+        topo = pricing.topology
+        cost = _COLLECTIVES.get((topo, op, op.group, pricing.group(op.group)), flex_dispatch_time,
+                                op.tokens, op.token_bytes, op.experts, op.top_k,
+                                topo.place(pricing.group(op.group)), topo, op.backend)
     else:
         raise TypeError(f"no cost function for {op!r}")
     return cost.time_s, cost.formula, cost
@@ -125,3 +133,21 @@ def price_ops(ops, pricing: Pricing) -> tuple[list[float], list[str], list]:
         formulas.append(f)
         costs.append(c)
     return times, formulas, costs
+
+
+def op_interference(op, device) -> float:
+    """The slowdown a comm op puts on the compute beside it: the flex kernels' SM share where
+    known (:func:`tpsim.cost.all_to_all.flex_sm_share`), else the device's
+    ``comm_compute_interference``."""
+    if type(op) is Dispatch:
+        share = flex_sm_share(op.backend, device)
+        if share is not None:
+            return share
+    return device.comm_compute_interference
+
+
+def interferences(ops, device) -> list[float] | None:
+    """Each op's :func:`op_interference`, or None where every comm op's is the device's."""
+    if not any(type(op) is Dispatch for op in ops):
+        return None
+    return [op_interference(op, device) for op in ops]

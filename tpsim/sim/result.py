@@ -220,6 +220,8 @@ class Inputs:
     recompute_modules: tuple = ()   # what selective re-runs (tpsim.layer.recompute_modules)
     recompute_method: str | None = None     # full's block | uniform (None: every layer)
     recompute_num_layers: int | None = None
+    moe_dispatcher: str = ""  # the MoE layers' token dispatcher (tpsim.layer.moe_flex; "": dense)
+    overlap_moe_comm: bool = False   # their EP exchange hidden across micro-batches
 
 
 @record

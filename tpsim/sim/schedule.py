@@ -12,7 +12,9 @@ a shorter op give a longer schedule: Graham 1969). The program order is the temp
 order (Megatron's issue order), in which every op comes after its inputs.
 
 A compute op that overlaps a collective issued before it runs ``1 - interference`` as fast for
-the overlap (NCCL's kernels take SMs and memory bandwidth from it).
+the overlap (NCCL's kernels take SMs and memory bandwidth from it); a collective whose kernels
+take a known share of the SMs (the flex dispatcher's: :func:`tpsim.cost.all_to_all.flex_sm_share`)
+slows it by that share instead (``losses``).
 
 The host issues ops one by one, ``host_dispatch_s`` each, and runs ahead of the GPU across
 layers; in the steady state of many identical layers a phase (forward or backward) therefore
@@ -93,16 +95,20 @@ def exposed_of(mine, others) -> float:
     return exposed
 
 
-def run(tpl, durations: list[float], interference: float = 0.0) -> Timeline:
+def run(tpl, durations: list[float], interference: float = 0.0,
+        losses: list[float] | None = None) -> Timeline:
     """In-order streams: op i (in program order) starts at the end of its stream's previous op
     and of its inputs; see the module docstring. ``interference`` slows compute ops beside the
-    ``comm`` stream's collectives issued before them."""
+    ``comm`` stream's collectives issued before them; ``losses`` (per op, read for the comm
+    stream's): each collective's own slowdown instead."""
     n = len(durations)
     preds, stream_of, streams = tpl.preds, tpl.stream_of, tpl.streams
     comm = streams.index("comm") if "comm" in streams else -1
     free = [0.0] * len(streams)
     runs: list[list[tuple[float, float]]] = [[] for _ in streams]
     comm_runs = runs[comm] if comm >= 0 else []
+    comm_losses: list[float] = []
+    loss = interference if losses is None else comm_losses
     start, end = [0.0] * n, [0.0] * n
     for i in range(n):
         s = stream_of[i]
@@ -110,13 +116,15 @@ def run(tpl, durations: list[float], interference: float = 0.0) -> Timeline:
         for p in preds[i]:
             if end[p] > t0:
                 t0 = end[p]
-        if interference and s != comm and comm_runs and comm_runs[-1][1] > t0:
-            t1 = slowed_end(t0, durations[i], comm_runs, interference)
+        if loss and s != comm and comm_runs and comm_runs[-1][1] > t0:
+            t1 = slowed_end(t0, durations[i], comm_runs, loss)
         else:
             t1 = t0 + durations[i]
         start[i] = t0
         end[i] = free[s] = t1
         runs[s].append((t0, t1))
+        if losses is not None and s == comm:
+            comm_losses.append(losses[i])
     return Timeline(tpl.names, tuple(start), tuple(end), tpl.node_streams, max(end, default=0.0),
                     dict(zip(streams, runs)))
 
@@ -143,13 +151,18 @@ def schedule(graph, interference: float = 0.0) -> Timeline:
     return run(tpl, [a["time_s"] for _, a in graph.nodes(data=True)], interference)
 
 
-def slowed_end(t0: float, work: float, busy: list[tuple[float, float]], loss: float) -> float:
+def slowed_end(t0: float, work: float, busy: list[tuple[float, float]],
+               loss: float | list[float]) -> float:
     """When an op needing ``work`` seconds alone, started at ``t0``, ends if it runs at
-    (1 - loss) speed inside the sorted, disjoint ``busy`` intervals and at full speed outside."""
-    t, left, rate = t0, work, 1.0 - loss
-    for b0, b1 in busy:
+    (1 - loss) speed inside the sorted, disjoint ``busy`` intervals and at full speed outside
+    (``loss``: one for all, or one per interval)."""
+    per = loss if isinstance(loss, list) else None
+    t, left, rate = t0, work, 1.0 - (0.0 if per is not None else loss)
+    for k, (b0, b1) in enumerate(busy):
         if b1 <= t:
             continue
+        if per is not None:
+            rate = 1.0 - per[k]
         if b0 > t:
             if t + left <= b0:
                 return t + left

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.formula import qualname
 from ..base.memo import Memo
-from .price import Pricing, price_ops
+from .price import Pricing, interferences, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
 from .schedule import COMM_STREAMS, Timeline, issue_bound, run
 from ..layer.template import Template
@@ -101,7 +101,8 @@ def simulate(template: Template, dims, pricing: Pricing,
 def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simulation:
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
-    tl = run(template, times, pricing.topology.device.comm_compute_interference)
+    device = pricing.topology.device
+    tl = run(template, times, device.comm_compute_interference, interferences(ops, device))
     return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
 
 

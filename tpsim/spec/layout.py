@@ -25,6 +25,8 @@ from .settings import changed, check, declared, made, setting
 from .sharding import check_sharding
 
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
+MOE_DISPATCHERS = ("alltoall", "allgather", "flex")  # Megatron-core's moe_token_dispatcher_type
+FLEX_BACKENDS = ("deepep", "hybridep")   # Megatron-core's moe_flex_dispatcher_backend
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 RECOMPUTE_MODES = RECOMPUTE + ("op",)          # and torchtitan's by operation (not searched)
 # Megatron-core's --recompute-modules (transformer_config.py) and --recompute-method
@@ -176,6 +178,23 @@ class Layout:
         None, "expert capacity over the balanced load: tokens beyond it are dropped (None: "
         "none dropped)", flag="--moe-capacity-factor", kind="rate",
         megatron="--moe-expert-capacity-factor")
+    moe_dispatcher: str = setting(
+        "alltoall", "how the MoE layers move tokens to their experts (tpsim.layer.moe_flex): "
+        "alltoall (NCCL all-to-alls on the EP group), allgather (all-gather and reduce-scatter "
+        "on the EP x TP group), flex (fused permute and two-level dispatch, --moe-flex-backend); "
+        "Megatron-core's default is allgather, tpsim's alltoall; dense layers ignore it",
+        flag="--moe-dispatcher", kind="choice", choices=MOE_DISPATCHERS,
+        megatron="--moe-token-dispatcher-type")
+    moe_flex_backend: str = setting(
+        "deepep", "the flex dispatcher's kernels: deepep or hybridep (both priced as the "
+        "two-level dispatch, tpsim.cost.all_to_all.hierarchical_dispatch_time)",
+        flag="--moe-flex-backend", kind="choice", choices=FLEX_BACKENDS,
+        megatron="--moe-flex-dispatcher-backend")
+    overlap_moe_comm: bool = _flag(
+        False, "the EP dispatch and combine of one micro-batch hidden behind another "
+        "micro-batch's compute in the 1F1B steady state (Megatron-core's "
+        "--overlap-moe-expert-parallel-comm; tpsim.training.moe_overlap)",
+        "--overlap-moe-comm", megatron="--overlap-moe-expert-parallel-comm")
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
@@ -221,6 +240,9 @@ class Layout:
             raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
                               "holds two chunks of the sequence, for the causal mask's balance)",
                               self.seq_len)
+        if self.moe_flex_backend != "deepep" and self.moe_dispatcher != "flex":
+            raise ConfigError("--moe-flex-backend", "", "deepep unless --moe-dispatcher is flex "
+                              "(the backend of the flex dispatcher)", self.moe_flex_backend)
         if not 1 <= self.moe_imbalance < math.inf:
             raise ConfigError("--moe-imbalance", "", "a finite number >= 1", self.moe_imbalance)
         gb, per_step = self.global_batch, self.per_step
@@ -298,4 +320,4 @@ def _defaults(cls) -> dict:
 
 
 __all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
-           "DTYPES", "CP_COMMS"]
+           "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS"]

@@ -21,7 +21,8 @@ from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
 from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
-from ..layer.moe_ep import Alltoall, alltoall_dims, expert_load
+from ..layer.moe_ep import alltoall_dims, expert_load
+from ..layer.moe_flex import slot_of, slot_subgroups
 from ..layer.recompute import DEFAULT_MODULES
 from ..layer.recompute_modules import check_modules
 from ..spec.folding import Folded, fold
@@ -45,6 +46,7 @@ from .offload import offloaded_parts
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
+from .moe_overlap import moe_part
 from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from ..spec.precision import LOW_PRECISION
@@ -115,27 +117,30 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    sequence_parallel, dropout, attention, recompute="none",
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
-                   modules: tuple[str, ...] | None = None):
+                   modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
+                   flex_backend: str = "deepep"):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
-    :mod:`tpsim.layer.moe_ep`'s all-to-all dispatcher at ``load``), else its dense one; ``cp``:
+    ``dispatcher`` at ``load``: :func:`tpsim.layer.moe_flex.slot_of`), else its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
     seq_len / cp tokens; ``eager``: PyTorch eager's elementwise kernels
     (:mod:`tpsim.layer.eager`); ``modules``: what selective recomputation re-runs (None:
     core_attn, :mod:`tpsim.layer.recompute_modules`)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
-    slot, par = 0, Parallelism(tp=tp, cp=cp)
+    slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
         if tp_comm_overlap:
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
         slot = 2 if m.shared_experts else 1
-        if alltoall(experts, tp):
+        folded = slot_of(dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp) \
+            if experts is not None else None
+        if folded is not None:
             dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,
                                  dtype, sequence_parallel, load)
-            slot, par = Alltoall(slot == 2, experts.ep > 1, experts.etp > 1), experts
+            slot, par, groups = folded, experts, slot_subgroups(folded, experts)
         else:
             dims = moe_dims(m, tp, micro_batch, seq_len // cp, dtype, sequence_parallel)
         dims = dataclasses.replace(dims, cp=cp, **mla_widths(m))   # the rank's seq_len / cp
@@ -154,13 +159,9 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager,
                          **({"modules": modules} if modules else {}))
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
-    pricing = Pricing(sustained(topo), par, subgroups=subgroups(dense, a) if cp > 1 else {})
+    pricing = Pricing(sustained(topo), par,
+                      subgroups={**groups, **(subgroups(dense, a) if cp > 1 else {})})
     return simulate(tpl, dims, pricing), pricing
-
-
-def alltoall(experts: Folded | None, tp: int) -> bool:
-    """The MoE layers run the all-to-all dispatcher: ep > 1 or an expert TP other than tp."""
-    return experts is not None and (experts.ep > 1 or experts.etp != tp)
 
 
 def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
@@ -179,7 +180,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
                           expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
-                          lay.eager_kernels, lay.recompute_modules)
+                          lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
+                          lay.moe_flex_backend)
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):
@@ -258,9 +260,11 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
-                  experts.edp if alltoall(experts, lay.tp) else 0, lay.pp)
+                  experts.edp if experts and (experts.ep > 1 or experts.etp != lay.tp) else 0,
+                  lay.pp)
     result = _step(m, topo, lay, par, stage_layers,
-                   (dense, Part.of(emb), Part.of(out), Part.of(moe) if sparse else None), peak,
+                   (dense, Part.of(emb), Part.of(out),
+                    moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
                    sh, experts, partial)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
@@ -305,17 +309,20 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   recompute_num_layers=lay.recompute_num_layers,
                   recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
                   if lay.recompute == "selective" else (),
-                  **_expert_inputs(experts_of(m, lay, par), topo))
+                  **_expert_inputs(experts_of(m, lay, par), topo, lay))
 
 
-def _expert_inputs(experts: Folded | None, topo: Topology) -> dict:
-    """The Inputs' ep, expert_tp, expert_dp and ep_nodes: the nodes one EP group spans, as
-    its placement finds them (a dense model: the defaults)."""
+def _expert_inputs(experts: Folded | None, topo: Topology, lay: Layout) -> dict:
+    """The Inputs' ep, expert_tp, expert_dp, ep_nodes (the nodes one EP group spans, as its
+    placement finds them), the dispatcher and its overlap (a dense model: the defaults)."""
     if experts is None:
         return {}
     spans = topo.place(experts.group("ep")).inter_node
+    flex = f"flex/{lay.moe_flex_backend}" if lay.moe_dispatcher == "flex" else ""
     return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp,
-            "ep_nodes": spans[-1].units if spans else 1}
+            "ep_nodes": spans[-1].units if spans else 1,
+            "moe_dispatcher": flex or lay.moe_dispatcher,
+            "overlap_moe_comm": lay.overlap_moe_comm}
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

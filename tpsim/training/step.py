@@ -82,7 +82,7 @@ class Part:
         t = layer_times(sim) if times is None else times
         return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
                    t.flops, t.hardware_flops, saved_bytes(sim),
-                   ep_exposed_s=group_exposed_s(sim, "ep"))
+                   ep_exposed_s=group_exposed_s(sim))
 
     @classmethod
     def total(cls, parts) -> Part:

@@ -1,0 +1,115 @@
+"""The EP communication overlap across micro-batches (tpsim.training.moe_overlap) against its
+closed forms: the merged pair from the layer's pieces, the steady state's share, never slower,
+and Megatron-core's refusals."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tpsim
+from tpsim.base.errors import ConfigError
+from tpsim.cluster.topology import load_topology
+from tpsim.layer.ops import Dispatch
+from tpsim.sim.price import op_interference
+from tpsim.training.moe_overlap import (beside, merged_share, overlapped, pair_s, pieces)
+from tpsim.training.step import Part
+
+H100 = load_topology("dgx-h100-ndr-cluster")
+QWEN = dict(tp=1, dp=16, ep=16, seq_len=1024, nodes=2, global_batch=64)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return {ov: tpsim.predict("qwen3-30b-a3b", "dgx-h100-ndr-cluster", overlap_moe_comm=ov,
+                              **QWEN) for ov in (False, True)}
+
+
+def test_beside_is_the_longer_stream_with_the_slowed_compute():
+    """Compute under comm runs 1 - i as fast: hidden when c / (1 - i) <= a, else c + i a."""
+    assert beside(2.0, 1.0, 0.25) == 2.0
+    assert beside(1.0, 2.0, 0.25) == 2.0 + 0.25
+    assert beside(1.0, 0.8, 0.25) == pytest.approx(0.8 + 0.25)
+    assert beside(3.0, 2.0, 0.0) == 3.0
+
+
+def test_pieces_tile_the_layer(qwen):
+    """P_f + D_f + C_f and the gap between D_f and C_f span the forward (M_f is busy time
+    from D_f's start to C_f's); C_b + D_b + P_b and the gap the backward."""
+    sim = qwen[False].run
+    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
+    tl = sim.timeline
+    at = {n: i for i, n in enumerate(sim.template.names)}
+    gap_f = tl.start[at["fwd.moe.combine"]] - tl.end[at["fwd.moe.dispatch"]]
+    fwd_end = max(tl.end[i] for i in sim.template.forward)
+    assert p_f + d_f + gap_f + c_f == pytest.approx(fwd_end, rel=1e-12)
+    gap_b = tl.start[at["bwd.moe.dispatch"]] - tl.end[at["bwd.moe.combine"]]
+    assert c_b + gap_b + d_b + p_b == pytest.approx(tl.makespan_s - fwd_end, rel=1e-12)
+    assert 0 < m_f <= d_f + gap_f + 1e-15 and 0 < m_b <= c_b + gap_b + 1e-15
+    assert d_f == tl.end[at["fwd.moe.dispatch"]] - tl.start[at["fwd.moe.dispatch"]]
+
+
+def test_the_pair_is_megatrons_three_slots(qwen):
+    """The three slots of Megatron-core's schedule, no shorter than the host's issue of both
+    phases' ops (here, at 1,024 tokens, the host sets the pace); NCCL's all-to-alls slow the
+    compute beside them by the device's interference (0.24 on the H100)."""
+    sim, device = qwen[False].run, H100.device
+    i = device.comm_compute_interference
+    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
+    gpu = beside(c_b, p_f, i) + beside(d_f + d_b, m_b + m_f, i) + beside(c_f, p_b, i)
+    assert pair_s(sim, device) == max(gpu, sum(sim.template.host_ops) * sim.host_dispatch_s)
+
+
+def test_deepep_kernels_take_their_20_sms():
+    """The flex dispatcher's DeepEP kernels slow the compute beside them by 20 / 132 of the
+    H100's SMs, in the layer's schedule and in the merged pair; HybridEP's count is not
+    documented: the device's interference."""
+    flex = tpsim.predict("qwen3-30b-a3b", "dgx-h100-ndr-cluster", moe_dispatcher="flex", **QWEN)
+    op = next(o for o in flex.run.ops if type(o) is Dispatch)
+    assert op_interference(op, H100.device) == 20 / 132
+    hybrid = Dispatch(1.0, 1.0, 8, 2, "ep", "hybridep")
+    assert op_interference(hybrid, H100.device) == H100.device.comm_compute_interference
+
+
+@pytest.mark.parametrize("m, pp, v, want", [(8, 1, 1, 7 / 8), (64, 8, 4, 1 - 32 / 256),
+                                            (4, 8, 1, 0.0), (16, 2, 12, 1 - 24 / 192)])
+def test_merged_share_leaves_the_warm_up_out(m, pp, v, want):
+    assert merged_share(m, pp, v) == pytest.approx(want)
+
+
+@settings(max_examples=20, deadline=None)
+@given(share=st.floats(0, 1), interference=st.floats(0, 0.5))
+def test_overlap_never_slows_the_layer_and_keeps_its_sum(qwen, share, interference):
+    """The overlapped part is never slower, shorter by at most share x (t_f + t_b - t_pair),
+    and keeps forward + backward = compute + exposed + host wait."""
+    sim = qwen[False].run
+    part = Part.of(sim)
+    device = dataclasses.replace(H100.device, comm_compute_interference=interference)
+    o = overlapped(part, sim, share, device)
+    total = part.forward_s + part.backward_s
+    assert o.forward_s <= part.forward_s and o.backward_s <= part.backward_s
+    saved = total - (o.forward_s + o.backward_s)
+    assert saved == pytest.approx(share * max(0.0, total - pair_s(sim, device)), abs=1e-15)
+    assert o.forward_s + o.backward_s == pytest.approx(
+        o.compute_s + o.tp_exposed_s + o.host_wait_s, rel=1e-9)
+
+
+def test_overlap_speeds_up_the_step_and_changes_only_the_moe_layers(qwen):
+    off, on = qwen[False], qwen[True]
+    assert on.step.time_s < off.step.time_s
+    assert on.step.ep_comm_exposed_s < off.step.ep_comm_exposed_s
+    assert on.layer == off.layer and on.model.embedding_s == off.model.embedding_s
+
+
+@pytest.mark.parametrize("kw", [
+    dict(model="gpt3-125m", ep=1),
+    dict(ep=1, expert_tp=1, tp=2, sequence_parallel=True, dp=8),
+    dict(moe_dispatcher="allgather"),
+    dict(recompute="full"),
+    dict(pp=2, dp=8, ep=8),
+])
+def test_refusals_name_the_flag(kw):
+    kw = {"model": "qwen3-30b-a3b", **QWEN, "nodes": None, **kw}
+    with pytest.raises(ConfigError, match="--overlap-moe-comm"):
+        tpsim.predict(kw.pop("model"), "dgx-h100-ndr-cluster", overlap_moe_comm=True, **kw)

@@ -1,0 +1,194 @@
+"""The MoE slot's other token dispatchers: Megatron-core's flex and all-gather dispatchers with
+expert parallelism, and which slot a run's MoE layers take (``--moe-dispatcher``).
+
+Megatron-core (``megatron/core/transformer/moe/token_dispatcher.py``) offers three dispatchers
+(``--moe-token-dispatcher-type``): ``alltoall`` (:mod:`tpsim.layer.moe_ep`, tpsim's default),
+``allgather`` and ``flex``. Dense layers ignore the choice, as Megatron-core's do.
+
+flex (``MoEFlexTokenDispatcher`` with ``_DeepepManager`` or ``_HybridEPManager``,
+``--moe-flex-dispatcher-backend deepep|hybridep``): one fused kernel permutes the tokens into
+its send buffers and dispatches them, each token sent once per target node and forwarded over
+NVLink once per target GPU (DeepEP's normal kernels), not once per expert:
+
+    router, top-k            as :mod:`tpsim.layer.moe`
+    dispatch                 :class:`~tpsim.layer.ops.Dispatch` on ep, T_n load rows of h
+                             (:func:`tpsim.cost.all_to_all.flex_dispatch_time`); no permute op
+    sort                     the received tokens into rows per local expert (R x h), as the
+                             all-to-all slot's (``get_permuted_hidden_states_by_experts``)
+    fc1, act, fc2, unsort    as the all-to-all slot
+    combine                  :class:`~tpsim.layer.ops.Dispatch` again, the other way; the
+                             reduction of each token's expert outputs inside it (no unpermute)
+    shared experts           beside, as the all-to-all slot
+
+Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
+combine kernel, the router's backward. The kernels run on the SMs they are given, which the
+compute beside them loses (:func:`tpsim.cost.all_to_all.flex_sm_share`: DeepEP's 20 of the
+H100's 132 SMs, 0.15, where NCCL's 32 channels cost the device's 0.24). The flex dispatcher's
+group is expert-TP x EP: tpsim prices expert-TP 1 (the published recipes') and refuses more.
+
+allgather (``MoEAllGatherTokenDispatcher``): every rank all-gathers the tokens of the
+expert-TP x EP group (G = T_n etp ep rows, consecutive ranks), keeps those routed to its E/ep
+experts, runs them, and reduce-scatters the G rows back: the EP-1 slot of
+:mod:`tpsim.layer.moe` on a group ep times larger.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base.errors import ConfigError
+from ..spec.parallel import Group
+from .dims import Dims, sp_reduce_op
+from .moe import gathered_tokens, moe_bwd, moe_fwd, router_bwd, router_fwd, shared_fwd
+from .moe_ep import (Alltoall, _shared_bwd, _shared_tokens, alltoall_bwd, alltoall_fwd,
+                     experts_bwd, experts_fwd, shared_add, shared_add_bwd)
+from .ops import Dispatch
+from .template import Builder
+
+TPEP = "tpep"      # the all-gather dispatcher's group: expert-TP x EP consecutive ranks
+
+
+@dataclass(frozen=True)
+class Flex:
+    """The flex dispatcher's slot: shared experts, the kernels' backend."""
+    shared: bool
+    backend: str = "deepep"
+
+
+@dataclass(frozen=True)
+class AllGather:
+    """The all-gather dispatcher's slot over expert-TP x EP ranks: shared experts, and whether
+    that group has more than one rank."""
+    shared: bool
+    gathered: bool = True
+
+
+def slot_groups(moe) -> dict[str, int]:
+    """Group sizes the slot's template compiles with (2: more than one rank)."""
+    if isinstance(moe, Alltoall):
+        return {"ep": 2 if moe.ep else 1, "etp": 2 if moe.etp else 1}
+    if isinstance(moe, Flex):
+        return {"ep": 2}
+    if isinstance(moe, AllGather):
+        return {TPEP: 2 if moe.gathered else 1}
+    return {}
+
+
+def slot_fwd(B: Builder, x, swiglu: bool, moe) -> str:
+    """The MoE slot's forward: all-to-all (an :class:`~tpsim.layer.moe_ep.Alltoall`), flex,
+    all-gather over EP, or the EP-1 all-gather slot (1, 2: with shared experts)."""
+    if isinstance(moe, Alltoall):
+        return alltoall_fwd(B, x, swiglu, moe.shared)
+    if isinstance(moe, Flex):
+        return flex_fwd(B, x, swiglu, moe)
+    if isinstance(moe, AllGather):
+        return allgather_fwd(B, x, swiglu, moe.shared)
+    return moe_fwd(B, x, swiglu, moe == 2)
+
+
+def slot_bwd(B: Builder, grad, swiglu: bool, moe) -> str:
+    """The MoE slot's backward (:func:`slot_fwd`)."""
+    if isinstance(moe, Alltoall):
+        return alltoall_bwd(B, grad, swiglu, moe.shared)
+    if isinstance(moe, Flex):
+        return flex_bwd(B, grad, swiglu, moe)
+    if isinstance(moe, AllGather):
+        return allgather_bwd(B, grad, swiglu, moe.shared)
+    return moe_bwd(B, grad, swiglu, moe == 2)
+
+
+def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None) -> str:
+    """One flex kernel on ep: the rank's T_n load rows of h (module docstring)."""
+    def make(d: Dims):
+        return Dispatch(d.Tn * d.load, d.h * d.bpe, d.experts, d.topk, "ep", backend,
+                        (d.Tn, d.h), d.dtype)
+    return B.add(name, make, "comm", deps, None, forward_of, "ep")
+
+
+def _shared_out(B: Builder, y, s) -> str:
+    """The shared experts' output reduced on tp and added to the routed experts' ``y``."""
+    op = sp_reduce_op(B.sp)
+    return shared_add(B, y, B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens))
+
+
+def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
+    """The flex slot's forward from the norm's output ``x`` (T_n x h); module docstring."""
+    n_in = 2 if swiglu else 1
+    _, topk = router_fwd(B, x)
+    tokens = _shared_tokens(B, x) if moe.shared else None
+    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend)
+    s = shared_fwd(B, tokens, n_in) if moe.shared else None
+    y = _dispatch(B, "fwd.moe.combine", (experts_fwd(B, y, n_in),), moe.backend)
+    return _shared_out(B, y, s) if moe.shared else y
+
+
+def flex_bwd(B: Builder, grad, swiglu: bool, moe: Flex) -> str:
+    """The flex slot's backward from its output's gradient (T_n x h)."""
+    n_in = 2 if swiglu else 1
+    y = _dispatch(B, "bwd.moe.combine", (grad,), moe.backend, forward_of="fwd.moe.combine")
+    s = _shared_bwd(B, grad, n_in) if moe.shared else None
+    y = _dispatch(B, "bwd.moe.dispatch", (experts_bwd(B, y, n_in),), moe.backend,
+                  forward_of="fwd.moe.dispatch")
+    if moe.shared:
+        y = shared_add_bwd(B, y, s)
+    return router_bwd(B, y, y)
+
+
+def _gathered(d: Dims):
+    """The G = T_n etp ep gathered rows of h (the all-gather's output)."""
+    rows = d.Tn * d.etp * d.ep
+    return rows * d.h * d.bpe, (rows, d.h), d.dtype
+
+
+def allgather_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
+    """The all-gather slot's forward over expert-TP x EP (module docstring)."""
+    n_in = 2 if swiglu else 1
+    _, topk = router_fwd(B, x)
+    tokens = _shared_tokens(B, x) if shared else None
+    y = B.collective("fwd.moe.all-gather", "all-gather", (x, topk), size=_gathered, group=TPEP)
+    s = shared_fwd(B, tokens, n_in) if shared else None
+    y = experts_fwd(B, y, n_in)
+    y = B.collective("fwd.moe.reduce-scatter", "reduce-scatter", (y,), size=_gathered,
+                     group=TPEP)
+    return _shared_out(B, y, s) if shared else y
+
+
+def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
+    """The all-gather slot's backward: the output gradient all-gathered, the experts'
+    backward, the input gradient reduce-scattered."""
+    n_in = 2 if swiglu else 1
+    y = B.collective("bwd.moe.all-gather", "all-gather", (grad,), size=_gathered, group=TPEP,
+                     forward_of="fwd.moe.reduce-scatter")
+    s = _shared_bwd(B, grad, n_in) if shared else None
+    y = B.collective("bwd.moe.reduce-scatter", "reduce-scatter", (experts_bwd(B, y, n_in),),
+                     size=_gathered, group=TPEP, forward_of="fwd.moe.all-gather")
+    if shared:
+        y = shared_add_bwd(B, y, s)
+    return router_bwd(B, y, y)
+
+
+def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int):
+    """The MoE layers' slot for ``dispatcher`` at ep, expert-TP ``etp`` and TP ``tp``: None
+    for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
+    else an :class:`~tpsim.layer.moe_ep.Alltoall`, :class:`Flex` or :class:`AllGather`; a
+    ConfigError naming the flag where tpsim does not price it."""
+    if ep == 1 and etp == tp:
+        return None
+    if dispatcher == "flex":
+        if ep == 1:
+            raise ConfigError("--ep", "", "more than 1 with --moe-dispatcher flex (Megatron-core: "
+                              "the flex dispatcher requires TP x EP > 1)", ep)
+        if etp > 1:
+            raise ConfigError("--expert-tp", "", "1 with --moe-dispatcher flex (its expert-TP x "
+                              "EP group is priced for expert-TP 1)", etp)
+        return Flex(shared, backend)
+    if dispatcher == "allgather":
+        return AllGather(shared, etp * ep > 1)
+    return Alltoall(shared, ep > 1, etp > 1)
+
+
+def slot_subgroups(moe, experts) -> dict[str, Group]:
+    """The groups by a name of their own that the slot's ops run on (the all-gather
+    dispatcher's expert-TP x EP ranks); ``experts`` the folded groups."""
+    if not isinstance(moe, AllGather):
+        return {}
+    return {TPEP: Group(TPEP, experts.etp * experts.ep, 1, 0, experts.world)}

@@ -1,0 +1,133 @@
+"""Megatron-core's EP communication overlap across micro-batches
+(``--overlap-moe-expert-parallel-comm``): in the 1F1B steady state each MoE layer's forward of
+one micro-batch runs merged with its backward of another, the dispatch and combine of one on a
+communication stream beside the other's computation. Megatron-core's schedule
+(``megatron/core/models/common/model_chunk_schedule_plan.py``, ``TransformerLayerSchedulePlan.run``):
+
+    comm stream:    combine_bwd      | dispatch_fwd -> dispatch_bwd   | combine_fwd
+    compute stream: pre_dispatch_fwd | mlp_bwd -> mlp_fwd             | pre_dispatch_bwd
+
+so one merged pair takes
+
+    t_pair = beside(C_b, P_f) + beside(D_f + D_b, M_b + M_f) + beside(C_f, P_b)
+    beside(a, c) = a if c / (1 - i) <= a, else c + i a
+
+(the computation runs 1 - i as fast while the communication runs beside it, i the share of the
+SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
+:func:`tpsim.sim.schedule.slowed_end`), and at least the
+host's time to issue both phases' ops (``host_dispatch_us`` each), with the pieces read
+off the layer's own schedule (:func:`pieces`): P_f the forward up to the dispatch's start, D_f
+the dispatch, M_f the compute stream's busy time from the dispatch's start to the combine's
+(the experts, and the shared experts issued beside the dispatch), C_f the rest of the forward
+from the combine's start; in the backward C_b up to the combine's end, M_b the compute from the
+combine's start to the dispatch's, D_b the dispatch, P_b the rest. The layer's forward and
+backward shrink by their shares of a (t_f + t_b - t_pair) (never grow), a the share of its
+forwards that run merged: a stage runs m v chunk forwards, of which the warm-up ones,
+w = (pp - 1) + (v - 1) pp + 1 on the mean stage (``schedules.py``: interleaved 1F1B warms up
+2 (pp - r - 1) + (v - 1) pp on stage r, "one extra micro-batch" with this overlap; at pp 1
+the first forward), have no backward beside them: a = 1 - w / (m v).
+
+Megatron-core's checks (``transformer_config.py``): ep > 1, the all-to-all or flex dispatcher,
+no full recomputation, virtual stages with pp > 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..base.errors import ConfigError
+from ..sim.price import op_interference
+from ..sim.schedule import issue_bound
+from .step import Part
+
+NAMES = ("fwd.moe.dispatch", "fwd.moe.combine", "bwd.moe.combine", "bwd.moe.dispatch")
+
+
+def _busy(intervals, a: float, b: float) -> float:
+    """Time the sorted, disjoint ``intervals`` cover inside [a, b)."""
+    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in intervals)
+
+
+def pieces(sim) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """((P_f, D_f, M_f, C_f), (C_b, M_b, D_b, P_b)) of the simulated MoE layer ``sim``
+    (module docstring), seconds."""
+    tl = sim.timeline
+    at = {n: i for i, n in enumerate(sim.template.names)}
+    df, cf, cb, db = (at[n] for n in NAMES)
+    busy = tl.intervals("compute")
+    fwd_end = max(tl.end[i] for i in sim.template.forward)
+    forward = (tl.start[df], tl.end[df] - tl.start[df], _busy(busy, tl.start[df], tl.start[cf]),
+               fwd_end - tl.start[cf])
+    backward = (tl.end[cb] - fwd_end, _busy(busy, tl.start[cb], tl.start[db]),
+                tl.end[db] - tl.start[db], tl.makespan_s - tl.end[db])
+    return forward, backward
+
+
+def beside(comm: float, compute: float, interference: float) -> float:
+    """``comm`` and ``compute`` seconds on two streams at once, the compute slowed to
+    1 - interference while the comm runs."""
+    if compute <= comm * (1.0 - interference):
+        return comm
+    return compute + interference * comm
+
+
+def pair_s(sim, device) -> float:
+    """t_pair: one merged forward and backward of the layer (module docstring), no shorter
+    than the host's issue of both phases' ops (:func:`tpsim.sim.schedule.issue_bound`); each
+    slot's i that of its communication op on ``device``
+    (:func:`tpsim.sim.price.op_interference`)."""
+    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
+    at = {n: i for i, n in enumerate(sim.template.names)}
+    i_df, i_cf, i_cb, _ = (op_interference(sim.ops[at[n]], device) for n in NAMES)
+    gpu = (beside(c_b, p_f, i_cb) + beside(d_f + d_b, m_b + m_f, i_df)
+           + beside(c_f, p_b, i_cf))
+    return issue_bound(gpu, sum(sim.template.host_ops), sim.host_dispatch_s)
+
+
+def merged_share(m: int, pp: int, v: int) -> float:
+    """a = 1 - ((pp - 1) + (v - 1) pp + 1) / (m v): the chunk forwards of the mean stage that
+    run beside another micro-batch's backward (module docstring); 0 at least."""
+    return max(0.0, 1.0 - ((pp - 1) + (v - 1) * pp + 1) / (m * v))
+
+
+def overlapped(part: Part, sim, share: float, device) -> Part:
+    """The MoE layer's ``part`` with ``share`` of its forwards merged with a backward: each
+    phase shorter by its share of share x (t_f + t_b - t_pair), at least 0."""
+    total = part.forward_s + part.backward_s
+    saved = share * max(0.0, total - pair_s(sim, device))
+    saved_f = saved * part.forward_s / total
+    return dataclasses.replace(part, forward_s=part.forward_s - saved_f,
+                               backward_s=part.backward_s - (saved - saved_f),
+                               tp_exposed_s=part.tp_exposed_s - saved,
+                               ep_exposed_s=max(0.0, part.ep_exposed_s - saved))
+
+
+def check_overlap(lay, folded_ep: int) -> None:
+    """What Megatron-core asks of ``--overlap-moe-expert-parallel-comm`` (module docstring);
+    a ConfigError naming the flag."""
+    if not lay.overlap_moe_comm:
+        return
+    flag = "--overlap-moe-comm"
+    if folded_ep < 2:
+        raise ConfigError(flag, "", "off unless --ep is more than 1 (Megatron-core: only with "
+                          "expert parallelism)", True)
+    if lay.moe_dispatcher == "allgather":
+        raise ConfigError(flag, "", "off with --moe-dispatcher allgather (Megatron-core: the "
+                          "all-to-all or flex dispatcher)", True)
+    if lay.recompute == "full":
+        raise ConfigError(flag, "", "off with --recompute full (Megatron-core refuses it)", True)
+    if lay.pp > 1 and lay.virtual_stages == 1:
+        raise ConfigError(flag, "", "off unless --virtual-stages is more than 1 when --pp is "
+                          "(Megatron-core: interleaved 1F1B)", True)
+
+
+def moe_part(sim, lay, folded_ep: int, device) -> Part | None:
+    """The simulated MoE layer ``sim`` as the step's part (None: a dense model):
+    :class:`Part.of`, overlapped across micro-batches when ``lay.overlap_moe_comm``."""
+    check_overlap(lay, folded_ep)
+    if sim is None:
+        return None
+    part = Part.of(sim)
+    if not lay.overlap_moe_comm:
+        return part
+    return overlapped(part, sim, merged_share(lay.micro_batches, lay.pp, lay.virtual_stages),
+                      device)

@@ -61,9 +61,8 @@ moe_act]``), Megatron-Bridge's bf16 precision with ``grad_reduce_in_fp32`` off
 gpt_oss_bridge.py``): biases in every linear and expert (:mod:`tpsim.layer.moe_bias`), a
 128-token window on alternate layers (``window_size`` (127, 0), ``window_attn_skip_freq`` 2),
 learned attention sinks (``softmax_type`` learnable: one logit a head, left out). Its TFLOP/s
-are Megatron-Bridge's own count (``training/utils/flop_utils.py``: the windowed layers'
-context at the window), 27.1 GFLOP a token against the 34.3 of Megatron-LM's that tpsim
-prints: compare its tokens/s.
+are Megatron-Bridge's own count (``training/utils/flop_utils.py``), 158 / 5,824 = 27.1 GFLOP
+a token against the 34.3 of Megatron-LM's count that tpsim prints: compare its tokens/s.
 
     python bench/moe_published.py
 """

@@ -79,9 +79,21 @@ all-to-all dispatcher's device-to-host sync of the tokens per expert, DeepEP's n
 and the CPU overhead of the EP overlap (Megatron-LM PR #2168), which tpsim's per-op host model
 does not price. Nothing here is fitted to these rows.
 
-Not checked: GPT-OSS 120B on 64 H100 (BF16, PP 4 EP 8, 5,824 tokens/s: biases in the experts,
-refused).
 The summary has no Mixtral row on H100.
+
+GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
+GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe
+(``src/megatron/bridge/perf_recipes/gpt_oss/h100/gpt_oss.py``
+``gpt_oss_120b_pretrain_64gpu_h100_bf16_config``): TP 1, PP 4, EP 8, no sequence parallelism,
+micro-batch 1, global batch 1280, sequence 4096, the router force-balanced, selective
+recomputation of the norms and the experts' activation (``recompute_modules: [layernorm,
+moe_act]``), Megatron-Bridge's bf16 precision with ``grad_reduce_in_fp32`` off
+(``--grad-reduce-in-bf16``), the distributed optimizer. The model (``models/gpt_oss/
+gpt_oss_bridge.py``): biases in every linear and expert (:mod:`tpsim.layer.moe_bias`), a
+128-token window on alternate layers (``window_size`` (127, 0), ``window_attn_skip_freq`` 2),
+learned attention sinks (``softmax_type`` learnable: one logit a head, left out). Its TFLOP/s
+are Megatron-Bridge's own count (``training/utils/flop_utils.py``), 158 / 5,824 = 27.1 GFLOP
+a token against the 34.3 of Megatron-LM's count that tpsim prints: compare its tokens/s.
 
     python bench/moe_published.py
 """
@@ -126,6 +138,12 @@ DISPATCH = {
     "DeepSeek-V3, 1024 H100, TP2 PP8 VP4 EP64 (25.09)":
         dict(moe_dispatcher="flex", overlap_moe_comm=True),
 }
+# GPT-OSS 120B (26.04.01), BF16: the recipe's own precision, batch and recomputation
+GPT_OSS_BF16 = ("GPT-OSS 120B, 64 H100, BF16, TP1 PP4 EP8 (26.04.01)", "gpt-oss-120b", 64,
+                dict(tp=1, pp=4, dp=16, ep=8, dtype="bf16", global_batch=1280,
+                     fp8_param_gather=False, recompute="selective",
+                     recompute_modules=("layernorm", "moe_act")), 5824, 158)
+ROWS += (GPT_OSS_BF16,)
 
 
 def rows():

@@ -114,5 +114,5 @@ def test_slot_simulates_on_a_shipped_topology_and_needs_sp_with_tp():
         moe_dims(toy(), 2, 2, 128, "bf16", False)
     with pytest.raises(ConfigError, match="expert_ffn_hidden"):
         moe_dims(toy(expert_ffn_hidden=100), 8, 2, 128, "bf16", True)
-    with pytest.raises(ValueError, match="no biases"):
-        layer_template(False, moe=1, bias=True)
+    with pytest.raises(ValueError, match="no TP overlap"):
+        layer_template(True, True, moe=1, tp_overlap=2)

@@ -48,17 +48,19 @@ def test_deepseek_mla_and_router_fields():
 
 @pytest.mark.parametrize("directory, refused", [
     ("Mixtral-8x7B-v0.1", None), ("Qwen3-30B-A3B", None), ("Qwen1.5-MoE-A2.7B", None),
-    ("gpt-oss-120b", "with biases"), ("DeepSeek-V3", None)])
+    ("gpt-oss-120b", None), ("DeepSeek-V3", None), ("gpt-oss-120b", "sliding-window")])
 def test_predict_prices_or_refuses_the_config_in_one_line(directory, refused, capsys):
-    """The training step prices MoE layers at EP 1 without biases and multi-head latent
-    attention; biased experts are refused in one line, never priced as a dense model."""
+    """The training step prices MoE layers at EP 1, biased experts and sliding windows
+    (gpt-oss) and multi-head latent attention; a window beside unfused attention is refused
+    in one line, never priced as full attention."""
+    unfused = ["--attention", "unfused"] if refused else []
     rc = main(["predict", "--model", str(HF / directory / "config.json"), "--tp", "4",
-               "--seq", "4096", "--sequence-parallel"])
+               "--seq", "4096", "--sequence-parallel", *unfused])
     err = capsys.readouterr().err
     if refused is None:
         assert rc == 0 and err == ""
     else:
-        assert rc == 2 and refused in err and "not priced" in err and err.count("\n") == 1
+        assert rc == 2 and refused in err and "--attention" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("directory", ["Mixtral-8x7B-v0.1", "Qwen3-30B-A3B"])

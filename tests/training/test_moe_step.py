@@ -1,13 +1,13 @@
 """MoE training steps at EP 1 (every expert local, expert TP = tp): whole-model composition of
 dense and MoE layers, memory that holds every expert, MFU by active parameters, and the
-refusals that remain (MLA, EP > 1, serving)."""
+refusals that remain; gpt-oss (biased experts, sliding windows)."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from tpsim.base.errors import ConfigError, TpsimError
+from tpsim.base.errors import ConfigError
 from tpsim.base.schema import from_mapping
 from tpsim.spec.model import ModelConfig, load_model
 from tpsim.spec.model_params import moe_layer_params
@@ -132,8 +132,8 @@ def test_refusals_that_remain():
         predict("mixtral-8x7b", "dgx-h100", tp=8, ep=3, sequence_parallel=True)
     with pytest.raises(ConfigError, match="--sequence-parallel"):
         predict("mixtral-8x7b", "dgx-h100", tp=8)
-    with pytest.raises(TpsimError, match="not priced with biases"):
-        predict("gpt-oss-120b", "dgx-h100", tp=8, sequence_parallel=True)
+    with pytest.raises(ConfigError, match="--attention.*sliding-window"):
+        predict("gpt-oss-120b", "dgx-h100", tp=8, sequence_parallel=True, attention="unfused")
 
 
 def test_gradient_units_run_last_layer_first_by_kind():
@@ -149,3 +149,19 @@ def test_gradient_units_run_last_layer_first_by_kind():
     assert units[1:4] == [("layer", dense, 1), ("moe", moe, 1), ("layer", dense, 2)]
     assert chunk_units(mixed, 2, 2, False, False, start=2) == [("layer", dense, 1),
                                                                ("moe", moe, 1)]
+
+
+
+def test_gpt_oss_trains_with_biased_experts_and_half_banded_attention():
+    """gpt-oss-120b at Megatron-Bridge's H100 layout (TP 1, PP 4, EP 8, 4096 tokens): its MoE
+    layer's attention stands for 18 banded and 18 full layers, fc2's bias adds a kernel each
+    way, and the attention core's model FLOPs are the two kinds' mean, 4 b H d x
+    [(s W - W (W - 1) / 2) + s (s + 1) / 2] / 2 forward, twice that backward."""
+    p = predict("gpt-oss-120b", "dgx-h100-ndr-cluster", nodes=8, tp=1, pp=4, dp=16, ep=8,
+                seq_len=4096, micro_batch=1, global_batch=1280, distributed_optimizer=True)
+    ops = dict(zip(p.run.template.names, p.run.ops))
+    pairs = (4096 * 128 - 128 * 127 / 2 + 4096 * 4097 / 2) / 2
+    assert (ops["fwd.attn"].window, ops["fwd.attn"].windowed) == (128, 0.5)
+    assert ops["fwd.attn"].flops + ops["bwd.attn"].flops == 3 * 4 * 64 * 64 * pairs
+    assert {"fwd.experts.fc2.bias", "bwd.experts.fc2.bias"} <= set(ops)
+    assert p.memory.fits and p.step.time_s > 0

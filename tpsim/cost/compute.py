@@ -184,6 +184,9 @@ def attention_exec_flops(flops: float, causal: bool, backward: bool, seq_kv: int
     x (1 + causal_block / seq_kv), and never more than every pair (``full_flops``: a sequence
     shorter than a tile computes its whole square). Its backward recomputes the scores: 2.5x
     the forward's work (Dao 2023), i.e. 1.25x the model's backward count (twice the forward).
+    Sliding-window attention passes the window W as ``seq_kv`` (the keys a query sees): a
+    band s W pairs wide has two masked edges of causal_block / 2 keys a query each, the
+    s^2 / 2 triangle one, so both execute x (1 + causal_block / keys).
     """
     executed = flops
     if causal:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..base.errors import ConfigError
 from ..cluster.topology import BYTES_PER_ELEMENT
+from ..spec.model_params import layer_kinds
 from ..spec.precision import LOW_PRECISION
 
 
@@ -44,6 +46,8 @@ class Dims:
     ep: int = 1         # expert-parallel degree: experts / ep of them on this rank
     etp: int = 0        # expert TP with the all-to-all dispatcher (tpsim.layer.moe_ep); 0: none
     load: float = 1.0   # tokens of the busiest expert over the mean, after any capacity drop
+    window: int = 0     # sliding-window attention's keys (0: full causal attention) ...
+    windowed: float = 1.0   # ... on this share of the layers the simulated one stands for
 
     @property
     def bpe(self) -> int:
@@ -115,3 +119,21 @@ def mla_widths(model) -> dict:
         return {}
     return dict(r_q=model.q_lora_rank or 0, r_kv=model.kv_lora_rank, dn=model.qk_nope_head_dim,
                 dr=model.qk_rope_head_dim, dv=model.v_head_dim)
+
+
+def window_fields(model, moe: bool, attention: str, cp: int) -> dict:
+    """The Dims fields of a training layer that stands for the model's dense (or MoE) layers:
+    the ``sliding_window`` W and the share of those layers that use it
+    (:func:`~tpsim.spec.model_params.layer_kinds`); none without a window. The flash kernel
+    prices the band (:attr:`~tpsim.layer.ops.Attention.keys`); unfused attention and context
+    parallelism beside a window are refused."""
+    w = model.sliding_window or 0
+    kinds = [(n, win) for n, sparse, win in layer_kinds(model) if sparse == moe]
+    banded = sum(n for n, win in kinds if win)
+    if not banded:
+        return {}
+    if attention == "unfused" or cp > 1:
+        flag, got = ("--attention", attention) if attention == "unfused" else ("--cp", cp)
+        raise ConfigError(flag, "", f"fused attention without context parallelism: "
+                          f"{model.name}'s sliding-window attention ({w} keys) is priced so", got)
+    return {"window": w, "windowed": banded / sum(n for n, _ in kinds)}

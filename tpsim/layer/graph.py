@@ -58,9 +58,10 @@ def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
 
 
 def _attention(kernel: str | None, backward: bool):
-    """The fused attention op of a layer: causal self-attention over the micro-batch's s tokens."""
+    """The fused attention op of a layer: causal self-attention over the micro-batch's s tokens
+    (over the last ``window`` keys on the ``windowed`` share of the layers it stands for)."""
     return lambda d: Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward,
-                               kernel)
+                               kernel, d.window, d.windowed)
 
 
 def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool) -> str:
@@ -251,7 +252,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`; ``modules``:
     what selective re-runs, :mod:`tpsim.layer.recompute_modules`). ``moe``: the
-    MLP is the mixture-of-experts slot (1; 2 with shared experts), no biases, no TP overlap.
+    MLP is the mixture-of-experts slot (1; 2 with shared experts), no TP overlap; with ``bias``
+    its experts have biases too (:mod:`tpsim.layer.moe_bias`).
     ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``
     (:mod:`tpsim.layer.context_parallel`; ``cp_a2a``: a2a+p2p's all-to-all ranks).
     ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
@@ -261,8 +263,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
     drop, bias = dropout and not bare, bias and not bare
-    if moe and (bias or tp_overlap):
-        raise ValueError("the mixture-of-experts slot has no biases and no TP overlap")
+    if moe and tp_overlap:
+        raise ValueError("the mixture-of-experts slot has no TP overlap")
     if mla and (bias or tp_overlap or attention == "unfused" or cp > 1):
         raise ValueError("multi-head latent attention runs fused, without biases, TP overlap or "
                          "context parallelism")
@@ -282,7 +284,7 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
                     eager=False, modules=None) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
-    B.eager = eager
+    B.eager, B.expert_bias = eager, bool(moe and bias)
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

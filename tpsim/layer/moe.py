@@ -27,7 +27,8 @@ gathered beside the tokens (T x E bits and T x k floats) are left out, as is the
 auxiliary loss. Backward mirrors each op: the grouped GEMMs' dgrad (m_e x (f or h) per group)
 and wgrad (accumulated into fp32 main gradients), permute and unpermute as memory-bound
 scatter/gather, the router's dgrad and wgrad, the input gradient's reduce-scatter, and the sum
-of the router's and the experts' input gradients. Biases are not part of the slot.
+of the router's and the experts' input gradients. The experts' biases (gpt-oss):
+:mod:`tpsim.layer.moe_bias`.
 
 Saved for backward: the router's input (Tn h), its fp32 scores (Tn E 4), the permuted tokens
 (R h, fc1's weight gradient), fc1's output and the R probabilities (act's backward: Megatron-core
@@ -43,6 +44,7 @@ from ..base.errors import ConfigError
 from ..spec.precision import LOW_PRECISION
 from .dims import Dims, sp_reduce_op
 from .linears import fp8_cast, gathered_input
+from .moe_bias import bias_bwd, bias_fwd
 from .template import Builder
 
 
@@ -101,14 +103,17 @@ def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> s
     expert's rows; the permuted tokens and Megatron-core's activation output are 16-bit)."""
     x = fp8_cast(B, f"{name}.cast", lambda d: (size(d)[0] * local_experts(d), size(d)[2]),
                  deps[0])
-    return B.gemm(name, lambda d: (*size(d), local_experts(d), False, 0, GROUPED_GEMM_STREAMS),
-                  (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True)
+    x = B.gemm(name, lambda d: (*size(d), local_experts(d), False, 0, GROUPED_GEMM_STREAMS),
+               (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True)
+    return bias_fwd(B, name, x, routed_rows) if B.expert_bias and size is fc2_size else x
 
 
 def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     """dgrad (m x n) @ (n x k) and wgrad (k x m) @ (m x n), per expert, the weight gradients
     accumulated into fp32 (as :func:`tpsim.layer.linears.linear_backward`); returns dgrad."""
     fwd = f"fwd.{name}"
+    if B.expert_bias and size is fc2_size:
+        grad = bias_bwd(B, name, grad, routed_rows)
     grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
                                                       size(d)[1]), grad)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],

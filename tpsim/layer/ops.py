@@ -95,6 +95,7 @@ class Attention:
     backward: bool = False
     kernel: str | None = None
     window: int = 0       # sliding-window attention: each query sees its last ``window`` keys
+    windowed: float = 1.0  # share of the layers it stands for that use the window (the rest: full)
     kind: ClassVar[str] = "attention"
     stream: ClassVar[str] = "compute"
     comm_bytes: ClassVar[float] = 0.0
@@ -103,8 +104,22 @@ class Attention:
     def pairs(self) -> float:
         """(query, key) pairs the model needs per sequence and head; with a causal ``window``
         W the query at position p (the last seq_q of seq_kv) sees min(p, W) keys:
-        sum_{p=a..b} min(p, W), a = seq_kv - seq_q + 1, b = seq_kv."""
-        sq, skv, w = self.seq_q, self.seq_kv, self.window
+        sum_{p=a..b} min(p, W), a = seq_kv - seq_q + 1, b = seq_kv; on the ``windowed`` share
+        u of the layers the op stands for, full causal on the rest:
+        (1 - u) pairs(full) + u pairs(W)."""
+        if not self.window:
+            return self._pairs(0)
+        u = self.windowed
+        return (1 - u) * self._pairs(0) + u * self._pairs(self.window)
+
+    @property
+    def keys(self) -> int:
+        """Keys one query's kernel loop streams: seq_kv, at most the window (priced at it:
+        :func:`tpsim.sim.price.kernel_time`)."""
+        return min(self.seq_kv, self.window) if self.window else self.seq_kv
+
+    def _pairs(self, w: int) -> float:
+        sq, skv = self.seq_q, self.seq_kv
         if not self.causal:
             return float(sq * skv)
         if not w or skv <= w:
@@ -134,7 +149,9 @@ class Attention:
         s = f"s={self.seq_q}" if self.seq_q == self.seq_kv else f"sq={self.seq_q} skv={self.seq_kv}"
         return (f"b={self.b} heads={self.heads} kv={self.kv_heads} {s} d={self.head_dim}"
                 + (" causal" if self.causal else "") + (f" window={self.window}"
-                                                         if self.window else ""))
+                                                         if self.window else "")
+                + (f" on {self.windowed:.0%} of layers" if self.window and self.windowed < 1
+                   else ""))
 
 
 @dataclass(frozen=True)

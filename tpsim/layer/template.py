@@ -67,6 +67,7 @@ class Builder:
         when TP communication overlaps the GEMMs (0: it does not)."""
         self.sp, self.fp8 = sp, fp8
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
+        self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.tp_overlap = self.tp = tp_overlap
         self.phase = "forward"
         self.block = ""

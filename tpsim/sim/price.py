@@ -3,7 +3,7 @@
 | op | priced by |
 | --- | --- |
 | :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time`; with ``streams``, :func:`tpsim.cost.compute.grouped_gemm_time` |
-| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile) |
+| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile); a sliding window W runs the kernel's loop over min(seq_kv, W) keys (:attr:`~tpsim.layer.ops.Attention.keys`), an op standing for banded and full layers costs their share-weighted mean |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.CastTranspose` | :func:`tpsim.cost.compute.cast_transpose_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
@@ -15,7 +15,7 @@ job's :class:`~tpsim.spec.parallel.Parallelism`, which names the ranks of each o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..base.formula import qualname
 from ..base.memo import Memo
@@ -79,6 +79,10 @@ def kernel_time(op, device) -> float:
         return compute.elementwise_time(op.nbytes, device)
     if kind is CastTranspose:
         return compute.cast_transpose_time(op.nbytes, device)
+    if op.window and op.windowed < 1:   # the layers it stands for: banded and full
+        band, full = (kernel_time(replace(op, window=w, windowed=1.0), device)
+                      for w in (op.window, 0))
+        return op.windowed * band + (1 - op.windowed) * full
     kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
         if device.attention_kernels else None
     if kernel is None:
@@ -87,9 +91,9 @@ def kernel_time(op, device) -> float:
         # square's efficiency made a one-token-longer prompt faster
         flops = compute.attention_exec_flops(op.full_flops, False, op.backward)
     else:
-        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.seq_kv,
+        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.keys,
                                              kernel.causal_block, op.full_flops)
-    return compute.attention_time(flops, op.bytes, op.seq_q, op.seq_kv, op.head_dim, device,
+    return compute.attention_time(flops, op.bytes, op.seq_q, op.keys, op.head_dim, device,
                                   op.dtype, op.backward, op.kernel, op.causal)
 
 

@@ -147,21 +147,20 @@ class ModelConfig:
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying
         what, never a dense price in their place. ``training`` (``tpsim predict`` and
-        ``search``; no expert biases) and ``serving`` (``tpsim infer``, ``serve``,
+        ``search``) and ``serving`` (``tpsim infer``, ``serve``,
         ``serve-search``) price mixture-of-experts layers and multi-head latent attention;
         a check asking for neither prices neither."""
         if self.mla and not (serving or training):
             raise TpsimError(f"{self.name}: multi-head latent attention is not priced yet "
                              f"outside training and serving (kv_lora_rank {self.kv_lora_rank});"
                              " tpsim predict, search, infer, serve and serve-search price it")
-        if self.moe and not (serving or training and not self.bias):
+        if self.moe and not (serving or training):
             shared = f" + {self.shared_experts} shared" if self.shared_experts else ""
-            what = ("with biases in training (the expert slot has none)" if training else
-                    "outside training and serving (tpsim predict, search, infer, serve and "
-                    "serve-search price them)")
             raise TpsimError(f"{self.name}: mixture-of-experts layers ({self.experts} routed "
                              f"experts{shared}, top-{self.experts_per_token}) are not priced "
-                             f"{what}; tpsim will not price this model as a dense one")
+                             "outside training and serving (tpsim predict, search, infer, serve "
+                             "and serve-search price them); tpsim will not price this model as "
+                             "a dense one")
 
     def kv_heads_per_rank(self, tp: int) -> int:
         """kv_heads / tp, or one (replicated, as Megatron does) when tp exceeds kv_heads."""

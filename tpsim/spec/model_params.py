@@ -112,28 +112,44 @@ def moe_layers_in(m, start: int, count: int) -> int:
 
 
 def moe_layer_params(m, tp: int, ep: int = 1, etp: int | None = None) -> int:
-    """Parameters of one MoE layer on one of ``tp`` ranks, biases not priced (the slot has
-    none); every expert local (EP 1) and each split over the TP group (expert TP = tp):
+    """Parameters of one MoE layer on one of ``tp`` ranks; every expert local (EP 1) and each
+    split over the TP group (expert TP = tp):
 
         layer_params(tp) - (n_in + 1) h f / tp                   attention and norms
           + h E                                                  router, whole on every rank
           + E (n_in + 1) h f_e / tp  +  S (n_in + 1) h f_s / tp  routed and shared experts
 
-    With ``ep`` > 1 or an expert TP ``etp`` other than tp (Megatron-core's folding,
-    :mod:`tpsim.spec.folding`) the routed experts are :func:`expert_params` instead: E / ep
-    of them, each 1/etp wide; the shared ones stay split over tp."""
-    n = m.mlp_in_gemms + 1
-    shared = m.shared_experts * n * m.hidden * (m.shared_expert_ffn_hidden or 0)
-    dense = m.layer_params(tp) - n * m.hidden * m.ffn_hidden // tp + m.hidden * m.experts
+    with biases (gpt-oss) layer_params' MLP biases (n_in f / tp + h) out and the router's E,
+    each expert's n_in f_e / tp + h (fc1's split, fc2's whole, as Transformer Engine's
+    GroupedLinear holds them) and the shared experts' n_in S f_s / tp + h in. With ``ep`` > 1
+    or an expert TP ``etp`` other than tp (Megatron-core's folding, :mod:`tpsim.spec.folding`)
+    the routed experts are :func:`expert_params` instead: E / ep of them, each 1/etp wide;
+    the shared ones stay split over tp."""
+    n, h = m.mlp_in_gemms + 1, m.hidden
+    shared = m.shared_experts * n * h * (m.shared_expert_ffn_hidden or 0)
+    dense = m.layer_params(tp) - n * h * m.ffn_hidden // tp + h * m.experts
+    if m.bias:
+        fs = m.shared_experts * (m.shared_expert_ffn_hidden or 0)
+        dense += m.experts - (m.mlp_in_gemms * m.ffn_hidden // tp + h) \
+            + ((m.mlp_in_gemms * fs // tp + h) if fs else 0)
     if ep == 1 and etp in (None, tp):
-        return dense + (m.experts * n * m.hidden * m.expert_ffn_hidden + shared) // tp
+        return dense + (m.experts * n * h * m.expert_ffn_hidden + shared) // tp \
+            + _expert_biases(m, 1, tp)
     return dense + shared // tp + expert_params(m, ep, etp)
 
 
 def expert_params(m, ep: int, etp: int) -> int:
     """The routed experts' parameters of one MoE layer on one rank: E / ep experts of
-    (n_in + 1) h f_e / etp each (reduced over the expert-DP group)."""
-    return m.experts // ep * (m.mlp_in_gemms + 1) * m.hidden * (m.expert_ffn_hidden // etp)
+    (n_in + 1) h f_e / etp each, with biases n_in f_e / etp + h more (reduced over the
+    expert-DP group)."""
+    return (m.experts // ep * (m.mlp_in_gemms + 1) * m.hidden * (m.expert_ffn_hidden // etp)
+            + _expert_biases(m, ep, etp))
+
+
+def _expert_biases(m, ep: int, etp: int) -> int:
+    """E / ep (n_in f_e / etp + h): the routed experts' biases on one rank (0 without)."""
+    return m.experts // ep * (m.mlp_in_gemms * m.expert_ffn_hidden // etp + m.hidden) \
+        if m.bias else 0
 
 
 def mtp_params(m, own_vocab: bool = True) -> int:

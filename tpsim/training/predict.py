@@ -18,7 +18,7 @@ import math
 
 from ..base.errors import ConfigError
 from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
-from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths
+from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths, window_fields
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import alltoall_dims, expert_load
@@ -150,6 +150,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         raise ConfigError(flag, "", "fused attention without TP overlap or context parallelism: "
                           "multi-head latent attention is priced so",
                           {"--attention": attention, "--cp": cp}.get(flag, True))
+    window = window_fields(m, bool(moe), attention, cp)
+    dims = dataclasses.replace(dims, **window) if window else dims
     a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
         if cp_comm == "a2a+p2p" else 1
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,

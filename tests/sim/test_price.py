@@ -1,0 +1,33 @@
+"""Pricing a sliding-window attention kernel (:func:`tpsim.sim.price.kernel_time`): the flash
+kernel's loop runs over the window's keys, and an op standing for banded and full layers
+costs their share-weighted mean."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tpsim.cluster.topology import load_topology
+from tpsim.cost import compute
+from tpsim.layer.ops import Attention
+from tpsim.sim.price import kernel_time
+
+H100 = load_topology("dgx-h100").device
+OP = Attention(1, 64, 8, 4096, 4096, 64, "bf16", backward=True, window=128)
+
+
+def test_band_priced_at_the_window_keys():
+    """Executed FLOPs x (1 + causal_block / W) x 1.25 (backward), at the efficiency of W keys:
+    attention_time(exec, bytes, s, W, ...)."""
+    k = H100.attention_kernels[H100.attention_kernel]
+    flops = OP.flops * (1 + k.causal_block / 128) * compute.FLASH_BACKWARD_FACTOR / 2
+    assert kernel_time(OP, H100) == pytest.approx(compute.attention_time(
+        flops, OP.bytes, 4096, 128, 64, H100, "bf16", True, None, True), rel=1e-12)
+    assert kernel_time(OP, H100) < kernel_time(dataclasses.replace(OP, window=0), H100)
+
+
+@pytest.mark.parametrize("u", [0.0, 0.25, 0.5])
+def test_share_of_banded_layers_is_the_weighted_mean(u):
+    band, full = kernel_time(OP, H100), kernel_time(dataclasses.replace(OP, window=0), H100)
+    mixed = dataclasses.replace(OP, windowed=u)
+    assert kernel_time(mixed, H100) == pytest.approx(u * band + (1 - u) * full, rel=1e-12)

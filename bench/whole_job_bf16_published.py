@@ -1,17 +1,19 @@
 """tpsim's training step against published whole-job runs on H100 in bf16, used in no fit.
 
 MosaicML llm-foundry's MPT training benchmarks, ``scripts/train/benchmarking/README.md``
-(mosaicml/llm-foundry, commit 5e85bd62d, January 2024), the "H100 80GB BF16" table: its 37 runs
-on 8 H100 80GB (one node, no network), tests/data/published_steps/h100_bf16_llmfoundry.csv.
-Each MPT model as its ``scripts/train/yamls/pretrain/mpt-*.yaml`` builds it
-(``llmfoundry/models/mpt/configuration_mpt.py`` defaults: biases, tied embeddings, LayerNorm,
-GELU MLP x4, no dropout, vocabulary 50368) and each run as the table lists it: Composer with
-PyTorch FSDP FULL_SHARD over the 8 GPUs (tpsim: ZeRO-3), the micro-batch and gradient
-accumulation, activation checkpointing (tpsim: full recomputation), FlashAttention 2
-(``pip install .[gpu-flash2]``, ``attn_impl: flash``). Composer runs PyTorch's eager kernels
-(``low_precision_layernorm``, unfused GELU and residual adds) and FSDP's default mixed
-precision (fp32 gradient reduction), not the Transformer Engine kernels tpsim's H100 preset
-prices.
+(mosaicml/llm-foundry, the "H100 80GB BF16" table added by commit b2a43a147, October 2023, and
+unchanged at 5e85bd62d): its 37 runs on 8 H100 80GB (one node, no network),
+tests/data/published_steps/h100_bf16_llmfoundry.csv. Each MPT model as its
+``scripts/train/yamls/pretrain/mpt-*.yaml`` builds it (``llmfoundry/models/mpt/configuration_mpt.py``
+defaults: biases, tied embeddings, LayerNorm, GELU MLP x4, no dropout, vocabulary 50368; learned
+position embeddings, not priced) and each run as the table lists it: PyTorch FSDP FULL_SHARD over
+the 8 GPUs (tpsim: ZeRO-3; Composer's DEFAULT mixed precision: bf16 gathers, fp32 reduction),
+the micro-batch and gradient accumulation, activation checkpointing of whole MPT blocks (tpsim:
+full recomputation). The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`):
+``submit_benchmarks.py`` at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves
+``attn_impl`` at its default ``triton``, FlashAttention in Triton, not FlashAttention-2
+(topologies/dgx-h100.yaml, kernel ``triton``: no H100 benchmark of it was found; derived from
+its A100 one).
 
     python bench/whole_job_bf16_published.py
 """
@@ -23,11 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tpsim.spec.frameworks import with_framework
+from tpsim.spec.layout import Layout
 from tpsim.spec.model import ModelConfig
 from tpsim.training.predict import predict
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_steps"
 TOPOLOGY = "dgx-h100"
+FRAMEWORK = "llm-foundry"
 # llm-foundry scripts/train/yamls/pretrain/mpt-*.yaml: (n_layers, d_model, n_heads)
 MPT = {"mpt-760m": (24, 1536, 12), "mpt-1b": (24, 2048, 16), "mpt-3b": (32, 2560, 20),
        "mpt-7b": (32, 4096, 32), "mpt-13b": (40, 5120, 40), "mpt-30b": (48, 7168, 56)}
@@ -44,10 +49,12 @@ def run(r: dict) -> tuple[float, object]:
     seq, gpus, mbs = int(r["seq_len"]), int(r["gpus"]), int(r["micro_batch"])
     m = ModelConfig(name=r["model"], layers=layers, hidden=hidden, heads=heads, vocab=50368,
                     seq_len=seq, bias=True, tie_embeddings=True)
+    settings = with_framework(FRAMEWORK, {"attention": None, "eager_kernels": False},
+                              {"attention": Layout().attention, "eager_kernels": False})
     p = predict(m, TOPOLOGY, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",
-                attention="flash2",
-                recompute="full" if r["activation_checkpointing"] == "true" else "none")
+                recompute="full" if r["activation_checkpointing"] == "true" else "none",
+                **settings)
     return p.step.tokens_per_s / gpus, p
 
 

@@ -1,19 +1,21 @@
-"""tpsim's training step against published whole-job runs on H100 in bf16, used in no fit.
+"""tpsim's training step against published whole-job runs in bf16 on one node, used in no fit.
 
 MosaicML llm-foundry's MPT training benchmarks, ``scripts/train/benchmarking/README.md``
-(mosaicml/llm-foundry, the "H100 80GB BF16" table added by commit b2a43a147, October 2023, and
-unchanged at 5e85bd62d): its 37 runs on 8 H100 80GB (one node, no network),
-tests/data/published_steps/h100_bf16_llmfoundry.csv. Each MPT model as its
-``scripts/train/yamls/pretrain/mpt-*.yaml`` builds it (``llmfoundry/models/mpt/configuration_mpt.py``
-defaults: biases, tied embeddings, LayerNorm, GELU MLP x4, no dropout, vocabulary 50368; learned
-position embeddings, not priced) and each run as the table lists it: PyTorch FSDP FULL_SHARD over
-the 8 GPUs (tpsim: ZeRO-3; Composer's DEFAULT mixed precision: bf16 gathers, fp32 reduction),
-the micro-batch and gradient accumulation, activation checkpointing of whole MPT blocks (tpsim:
-full recomputation). The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`):
-``submit_benchmarks.py`` at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves
-``attn_impl`` at its default ``triton``, FlashAttention in Triton, not FlashAttention-2
-(topologies/dgx-h100.yaml, kernel ``triton``: no H100 benchmark of it was found; derived from
-its A100 one).
+(mosaicml/llm-foundry), two tables added by commit b2a43a147 (October 2023), unchanged at
+5e85bd62d: "H100 80GB BF16", 37 runs on 8 H100 (tests/data/published_steps/
+h100_bf16_llmfoundry.csv), and the 8-GPU runs of "A100 80GB with 1600 Gbps node-node
+interconnect", 59 runs on 8 A100 80GB (a100_bf16_llmfoundry.csv); one node each, no network.
+Each MPT model as llm-foundry v0.3.0's ``scripts/train/yamls/pretrain/mpt-*.yaml`` builds it
+(``llmfoundry/models/mpt/configuration_mpt.py`` defaults: biases, tied embeddings, LayerNorm,
+GELU MLP x4, no dropout, vocabulary 50368; learned position embeddings, not priced) and each run
+as its table lists it: PyTorch FSDP FULL_SHARD over the 8 GPUs (tpsim: ZeRO-3; Composer's
+DEFAULT mixed precision: bf16 gathers, fp32 reduction), the micro-batch and gradient
+accumulation, activation checkpointing of whole MPT blocks (tpsim: full recomputation).
+
+The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`): ``submit_benchmarks.py``
+at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves ``attn_impl`` at its default
+``triton``: FlashAttention in Triton, not FlashAttention-2. Its kernel (``triton`` in the
+topologies) is measured on A100 only; dgx-h100's is derived from it (topologies/dgx-h100.yaml).
 
     python bench/whole_job_bf16_published.py
 """

@@ -219,10 +219,12 @@ def test_h100_triton_attention_is_a100s_scaled_by_flash2():
     clusters carry their node's kernels."""
     a100, h100 = (load_topology(t).device.attention_kernels for t in ("dgx-a100", "dgx-h100"))
     for d, eff in h100["triton"].efficiency.items():
-        want = a100["triton"].efficiency[d] * h100["flash2"].efficiency[d] / a100["flash2"].efficiency[d]
+        ratio = h100["flash2"].efficiency[d] / a100["flash2"].efficiency[d]
+        want = a100["triton"].efficiency[d] * ratio
         assert eff == pytest.approx(want, abs=5e-4)
     for term in ("seq_half_efficiency", "causal_efficiency", "causal_block"):
         assert getattr(h100["triton"], term) == getattr(a100["triton"], term)
-    for node, cluster in (("dgx-h100", "dgx-h100-ndr-cluster"), ("dgx-a100", "dgx-a100-hdr-cluster")):
+    for node in ("dgx-h100", "dgx-a100"):
+        cluster = {"dgx-h100": "dgx-h100-ndr-cluster", "dgx-a100": "dgx-a100-hdr-cluster"}[node]
         assert (load_topology(cluster).device.attention_kernels["triton"]
                 == load_topology(node).device.attention_kernels["triton"])

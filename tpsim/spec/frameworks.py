@@ -75,8 +75,9 @@ LACKS: dict[str, tuple] = {
     "torchtitan": _NO_TE,
     "torchtitan-compile": _NO_TE + (("eager_kernels", False, "torch.compile fuses the "
                                      "elementwise kernels"),),
-    "llm-foundry": _NO_TE + (("eager_kernels", False, "MPT's kernels are PyTorch's fused "
-                              "layer_norm and GELU, not Llama's eager ones"),),
+    "llm-foundry": _NO_TE[:2] + (("distributed_optimizer", False, "FSDP shards the state: "
+                                  "--zero 3"), ("eager_kernels", False, "MPT's kernels are "
+                                  "PyTorch's fused layer_norm and GELU, not Llama's eager ones")),
 }
 FLAGS = {"distributed_optimizer": "--distributed-optimizer",
          "overlap_param_gather": "--overlap-param-gather", "tp_comm_overlap": "--tp-comm-overlap",

@@ -73,3 +73,20 @@ def test_what_a_stack_could_not_run_is_refused(capsys, name, flags, flag):
     assert code == 2 and out == "" and err.count("\n") == 1 and flag in err and name in err
     with pytest.raises(ConfigError, match="--framework"):
         with_framework("megatron-0", {}, {})
+
+
+def test_llm_foundry_is_triton_attention_with_mpts_fused_kernels(capsys):
+    """llm-foundry v0.3.0: attn_impl triton (FlashAttention in Triton), MPT's kernels priced as
+    the fused ones; Llama's eager kernels are refused."""
+    args = ["predict", "--model", "gpt3-760m", "--topology", "dgx-a100", "--tp", "1", "--dp",
+            "8", "--zero", "3", "--json", "--framework", "llm-foundry"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr()[0])
+    want = predict("gpt3-760m", "dgx-a100", tp=1, dp=8, zero=3, attention="triton")
+    assert out["step"]["time_s"] == want.step.time_s
+    assert out["inputs"]["attention"] == "triton"
+    flash2 = predict("gpt3-760m", "dgx-a100", tp=1, dp=8, zero=3, attention="flash2")
+    assert want.step.time_s > flash2.step.time_s
+    code = main(args + ["--eager-kernels"])
+    err = capsys.readouterr()[1]
+    assert code == 2 and "--eager-kernels" in err and "llm-foundry" in err

@@ -139,7 +139,7 @@ def test_bare_tpsim_prints_the_help_and_exits_2(capsys):
 
 @pytest.mark.parametrize("argv, shown", [
     (["predict"], [DTYPES, "(default: the first of these the device",
-                   "{fused,unfused,flash2,flash3}",
+                   "{fused,unfused,flash2,flash3,triton}",
                    "{none,selective,full,op}", "(default: gpt3)", "(default: dgx-h100, or",
                    "(default: 8)"]),
     (["collective"], ["{auto," + ",".join(ALGORITHMS) + "}", "{auto,simple,ll,ll128}",

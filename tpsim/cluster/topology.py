@@ -99,8 +99,9 @@ class Device:
     sm_count: int | None = spec(ge=1, default=None,
                                 doc="streaming multiprocessors: tiles run in waves of this many")
     attention_kernels: dict[str, AttentionKernel] | None = spec(
-        default=None, doc="fused attention kernels by name (flash2, flash3), each a mapping of "
-                          "efficiency, backward_efficiency, seq_half_efficiency, causal_block; "
+        default=None, doc="fused attention kernels by name (flash2, flash3, triton), each a "
+                          "mapping of efficiency, backward_efficiency, seq_half_efficiency, "
+                          "causal_block; "
                           "null: priced with the GEMM efficiency of its per-head products")
     attention_kernel: str | None = spec(default=None,
                                         doc="the kernel `--attention fused` runs (a key of "

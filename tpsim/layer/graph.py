@@ -243,7 +243,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
     the attention and/or MLP sub-blocks; ``bare`` leaves out norms, dropout, residuals and
     biases (what a lone ParallelMLP / ParallelAttention runs); ``attention``: fused (the
-    device's default flash kernel), a kernel name (flash2, flash3) or unfused; ``bias``: the
+    device's default flash kernel), a kernel name (flash2, flash3, triton) or unfused; ``bias``: the
     linears have biases (their gradients are reductions of their own); ``fp8``: the linears'
     GEMMs run in fp8 with Transformer Engine's casts (the dims' ``linear_dtype``);
     ``tp_overlap``: the TP degree when Transformer Engine's TP communication overlap is on

@@ -32,6 +32,15 @@ user's value.
 * ``torchtitan-compile`` (the same with ``compile = true``): torch.compile's Inductor fuses
   the elementwise kernels, priced as the fused ones; attention is still SDPA's
   FlashAttention-2.
+* ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
+  October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
+  commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
+  ``attn_impl`` to its default ``triton``): attention by FlashAttention in Triton
+  (``llmfoundry/models/layers/flash_attn_triton.py`` on triton-pre-mlir); PyTorch FSDP is
+  ``--zero 3``. MPT's elementwise kernels are PyTorch's own fused ones (``F.layer_norm``, one
+  GELU kernel, a residual add; dropout 0 runs no kernel), priced as tpsim's fused kernels, not
+  as ``--eager-kernels``' Llama ones; layer_norm's backward pass for its weight and bias (a
+  second read of x and dy) is not counted. No Transformer Engine in bf16.
 
 Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
 beside the weight-gradient GEMM, as in Megatron-core's
@@ -48,6 +57,7 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
     "torchtitan": {"attention": "flash2", "eager_kernels": True},
     "torchtitan-compile": {"attention": "flash2"},
+    "llm-foundry": {"attention": "triton"},
 }
 _NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),
           ("fp8_param_gather", False, "Transformer Engine's fp8 parameters"),
@@ -65,6 +75,9 @@ LACKS: dict[str, tuple] = {
     "torchtitan": _NO_TE,
     "torchtitan-compile": _NO_TE + (("eager_kernels", False, "torch.compile fuses the "
                                      "elementwise kernels"),),
+    "llm-foundry": _NO_TE[:2] + (("distributed_optimizer", False, "FSDP shards the state: "
+                                  "--zero 3"), ("eager_kernels", False, "MPT's kernels are "
+                                  "PyTorch's fused layer_norm and GELU, not Llama's eager ones")),
 }
 FLAGS = {"distributed_optimizer": "--distributed-optimizer",
          "overlap_param_gather": "--overlap-param-gather", "tp_comm_overlap": "--tp-comm-overlap",

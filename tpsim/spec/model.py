@@ -23,7 +23,7 @@ ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 ATTENTIONS = ("fused", "unfused")
 ROUTERS = ("softmax", "sigmoid")
-ATTENTION_KERNELS = ("flash2", "flash3")   # fused kernels a run may name (a device lists its own)
+ATTENTION_KERNELS = ("flash2", "flash3", "triton")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
                "seq_len", "activation", "norm", "dropout", "attention")
 

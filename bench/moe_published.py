@@ -58,8 +58,11 @@ from __future__ import annotations
 from tpsim.training.predict import predict
 
 TOPOLOGY = "dgx-h100-ndr-cluster"
+# the performance scripts' Transformer Engine fused cross-entropy (cross_entropy_fusion_impl
+# "te": scripts/performance/utils/helpers.py, perf_recipes/_common.py's _benchmark_common)
 COMMON = dict(dtype="fp8", seq_len=4096, micro_batch=1, global_batch=1024,
-              distributed_optimizer=True, grad_reduce_in_bf16=True, fp8_param_gather=True)
+              distributed_optimizer=True, grad_reduce_in_bf16=True, fp8_param_gather=True,
+              cross_entropy="te")
 
 # DeepSeek-V3's recipe (25.09): selective recomputation of the dense MLPs and the experts'
 # activation

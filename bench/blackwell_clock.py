@@ -22,7 +22,7 @@ from tpsim.cluster.sustained import power_limited_clock
 from tpsim.cluster.topology import load_topology
 from tpsim.training.predict import predict
 
-from sharded_published import ROWS, SEQ
+from sharded_published import ROWS, SEQ, settings
 
 REFERENCE = "dgx-b200"
 DERIVED = ("dgx-b200-ndr-cluster", "gb200-nvl72", "gb300-nvl72")
@@ -50,8 +50,8 @@ def errors(ref_clock: float) -> list[float]:
     """tpsim / published - 1 on the fitted rows at B200's ``ref_clock``."""
     c = clocks(ref_clock)
     out = []
-    for _, model, topo, layout, published, _ in FIT_ROWS:
-        p = predict(model, with_clock(topo, c[topo]), seq_len=SEQ, **layout)
+    for name, model, topo, layout, published, _ in FIT_ROWS:
+        p = predict(model, with_clock(topo, c[topo]), seq_len=SEQ, **settings(name, layout))
         out.append(p.step.tokens_per_s / p.inputs.gpus / published - 1)
     return out
 

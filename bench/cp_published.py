@@ -1,8 +1,8 @@
 """tpsim's context-parallel training steps against NVIDIA's published throughput.
 
 Megatron-Bridge's performance summary (NVIDIA-NeMo/Megatron-Bridge,
-``docs/performance-summary.md`` and ``docs/performance-summary-archive.md``, containers 25.09,
-25.11 and 26.02) lists Llama 3.1 405B pre-training at seq 8192 with CP 2, FP8 (current scaling),
+``docs/performance-summary.md`` and ``docs/performance-summary-archive.md``, containers 25.09
+to 26.06) lists Llama 3.1 405B pre-training at seq 8192 with CP 2, FP8 (current scaling),
 micro-batch 1; tokens/s per GPU. Used in no fit. Megatron-core's defaults of those recipes are
 assumed where the table is silent: sequence parallelism, TP communication overlap, the
 distributed optimizer with the overlapped weight all-gather, the p2p ring.
@@ -13,7 +13,9 @@ and before 26.02 ``scripts/performance/configs/llama/llama31_workload_base_confi
 parameters (``bf16_with_fp8_current_scaling_mixed``: ``fp8_param_gather=True``, tpsim's
 ``fp8_param_gather``) and the gradients kept and reduced in bf16 (``_benchmark_common`` and
 ``_perf_precision``: ``grad_reduce_in_fp32=False``, tpsim's ``grad_reduce_in_bf16``), no
-activation recomputation (``recompute_granularity=None``), and the 126 layers split with the
+activation recomputation (``recompute_granularity=None``), Transformer Engine's fused
+cross-entropy (``cross_entropy_fusion_impl="te"``, the performance scripts' and
+``_benchmark_common``'s; tpsim's ``cross_entropy="te"``), and the 126 layers split with the
 embedding and the loss each counted as a layer (``account_for_embedding_in_pipeline_split``,
 ``account_for_loss_in_pipeline_split``): 128 slots over PP 8 x VP model chunks, one layer beside
 the embedding in the first chunk and one beside the loss in the last (:func:`layout`, passed as
@@ -39,7 +41,7 @@ from tpsim.training.predict import predict
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
-              fp8_param_gather=True, grad_reduce_in_bf16=True)
+              fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy="te")
 LLAMA31_405B_LAYERS = 126
 
 
@@ -58,14 +60,17 @@ RUNS = (
     ("DGX-H100, 1024 GPUs, TP 8 PP 8 CP 2 (VP 8), GBS 512", "dgx-h100-ndr-cluster", 128,
      dict(tp=8, cp=2, dp=8, global_batch=512, **layout(8, 8)), (("25.09", 302), ("25.11", 292))),
     ("DGX-H100, 1024 GPUs, TP 8 PP 8 CP 2 (VP 8), GBS 1536", "dgx-h100-ndr-cluster", 128,
-     dict(tp=8, cp=2, dp=8, global_batch=1536, **layout(8, 8)), (("26.02", 311),)),
+     dict(tp=8, cp=2, dp=8, global_batch=1536, **layout(8, 8)),
+     (("26.02", 311), ("26.04.01", 328), ("26.06", 326))),
     ("DGX-B200, 128 GPUs, TP 4 PP 8 CP 2 (VP 8), GBS 64", "dgx-b200-ndr-cluster", 16,
      dict(tp=4, cp=2, dp=2, global_batch=64, **layout(8, 8)), (("25.09", 664), ("25.11", 661))),
     ("DGX-GB300, 256 GPUs, TP 2 PP 8 CP 2 (VP 4), GBS 1536", "gb300-nvl72", None,
-     dict(tp=2, cp=2, dp=8, global_batch=1536, **layout(8, 4)), (("25.11", 999),)),
+     dict(tp=2, cp=2, dp=8, global_batch=1536, **layout(8, 4)),
+     (("25.11", 999), ("26.02.01", 1024))),
     ("CP 1 for scale: DGX-GB200, 256 GPUs, TP 4 PP 16 (VP 4), GBS 1536", "gb200-nvl72", None,
      dict(tp=4, dp=4, global_batch=1536, **layout(16, 4)),
-     (("25.11", 813), ("26.02", 793))),
+     (("25.11", 813), ("26.02", 793), ("26.02.01", 818), ("26.04", 842), ("26.04.01", 864),
+      ("26.06", 843))),
 )
 
 
@@ -97,9 +102,9 @@ def llama3_long_context() -> tuple[float, float]:
 def main() -> None:
     print("Llama 3.1 405B, seq 8192, FP8, micro-batch 1: tokens/s per GPU "
           "(Megatron-Bridge performance summary)")
-    print(f"{'run':64s} {'release':>7s} {'published':>9s} {'tpsim':>7s} {'error':>7s}  memory")
+    print(f"{'run':64s} {'release':>8s} {'published':>9s} {'tpsim':>7s} {'error':>7s}  memory")
     for name, container, value, got, err, fits in rows():
-        print(f"{name:64s} {container:>7s} {value:9d} {got:7.0f} {err:+6.1f}%  "
+        print(f"{name:64s} {container:>8s} {value:9d} {got:7.0f} {err:+6.1f}%  "
               f"{'fits' if fits else 'does not fit in tpsim'}")
     half, square = llama3_long_context()
     print(f"\nLlama 3 405B long context, 16,384 H100, TP 8 CP 16 (all-gather) PP 16 DP 8, "

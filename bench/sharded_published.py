@@ -38,6 +38,10 @@ FIT = "FITTED: the Blackwell sustained clock (bench/blackwell_clock.py)"
 # the FP8 current-scaling recipes' precision (perf_recipes/_common.py: _perf_precision("fp8_cs")
 # keeps FP8 parameters, fp8_param_gather=True, and bf16 gradients, grad_reduce_in_fp32=False)
 FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True)
+# every Megatron-Bridge recipe: Transformer Engine's fused cross-entropy (the GPT provider's
+# cross_entropy_loss_fusion=True, cross_entropy_fusion_impl="te": scripts/performance/utils/
+# helpers.py, perf_recipes/_common.py's _benchmark_common)
+BRIDGE_CE = dict(cross_entropy="te")
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (
     ("torchtitan T1: 8B, FSDP 8, bf16", "llama3-8b", "grand-teton-h100",
@@ -84,11 +88,17 @@ ROWS = (
 )
 
 
+def settings(name: str, layout: dict) -> dict:
+    """A row's layout with what its framework's recipes set beside it (Megatron-Bridge's fused
+    cross-entropy, ``BRIDGE_CE``)."""
+    return {**layout, **BRIDGE_CE} if name.startswith("Megatron-Bridge") else layout
+
+
 def rows() -> list[tuple]:
     """(name, published, tpsim tokens/s per GPU, relative error, fits, note) per row."""
     out = []
     for name, model, topo, layout, published, note in ROWS:
-        p = predict(model, topo, seq_len=SEQ, **layout)
+        p = predict(model, topo, seq_len=SEQ, **settings(name, layout))
         tps = p.step.tokens_per_s / p.inputs.gpus
         out.append((name, published, tps, tps / published - 1, p.memory.fits, note))
     return out

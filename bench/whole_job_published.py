@@ -12,7 +12,10 @@ parallelism at TP > 1, the distributed optimizer with its weight all-gather over
 gradients reduced beside the backward in bf16 (Megatron-Bridge's ``_perf_precision`` sets
 ``grad_reduce_in_fp32=False``; NeMo's launcher ``grad_sync_dtype: bf16``), TP communication
 overlapped, no recomputation, no dropout; Megatron-Bridge's FP8 recipes also keep fp8
-parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py). NeMo
+parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py) and run
+Transformer Engine's fused cross-entropy (``cross_entropy_loss_fusion=True`` in
+megatron/bridge/models/gpt_provider.py, ``cross_entropy_fusion_impl="te"`` in the Llama
+providers and scripts/performance/utils/helpers.py; NeMo 24.07's is left unfused). NeMo
 24.07 ran Apex's distributed Adam, which shards the gradients too (not modelled): its memory
 column is tpsim's for Megatron-core's distributed optimizer, not a check.
 
@@ -37,6 +40,10 @@ FIT_FAMILY = "megatron-bridge"
 # NeMo's GPTConfig5B and GPTConfig20B (nemo/collections/llm/gpt/model/base.py): no dropout, as
 # its GPTConfig175B (hidden_dropout 0.0); GPT-2's vocabulary
 NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
+# Megatron-Bridge's FP8 recipes: FP8 parameters (mixed_precision.py) and Transformer Engine's
+# fused cross-entropy (the GPT provider's cross_entropy_loss_fusion=True; the Llama providers'
+# and the performance scripts' cross_entropy_fusion_impl="te")
+BRIDGE = dict(fp8_param_gather=True, cross_entropy="te")
 
 
 def model(name: str, seq_len: int) -> ModelConfig:
@@ -64,7 +71,7 @@ def run(r: dict, topo) -> tuple[float, object]:
                 micro_batch=n["micro_batch"], dtype="fp8", sequence_parallel=n["tp"] > 1,
                 distributed_optimizer=True, overlap_param_gather=True,
                 tp_comm_overlap=n["tp"] > 1, nodes=max(1, n["gpus"] // 8),
-                grad_reduce_in_bf16=True, fp8_param_gather=r["family"] == "megatron-bridge")
+                grad_reduce_in_bf16=True, **(BRIDGE if r["family"] == "megatron-bridge" else {}))
     return p.step.tokens_per_s / n["gpus"], p
 
 

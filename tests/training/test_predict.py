@@ -103,6 +103,13 @@ def test_activation_memory_by_hand():
     assert p.memory.activations_bytes == 155648
 
 
+def test_fused_cross_entropy_keeps_its_gradient_in_bf16():
+    """As above with Transformer Engine's fused cross-entropy: the bf16 gradient it writes over
+    the logits (32*512*2 = 32768) instead of the fp32 softmax: 155648 - 32768 = 122880."""
+    p = predict(small(), "dgx-h100", tp=2, cross_entropy="te")
+    assert p.memory.activations_bytes == 122880
+
+
 def test_sequence_parallel_same_bytes_similar_time():
     plain = predict("gpt3", "dgx-h100", tp=8)
     sp = predict("gpt3", "dgx-h100", tp=8, sequence_parallel=True)

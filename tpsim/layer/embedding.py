@@ -17,7 +17,19 @@ them three all-reduces of b*s fp32 values (max, target logit, sum of exponential
 kernels on the b*s targets (masking and gathering the target logits). The loss function
 (pretrain_gpt's ``loss_func``: mask, sum, average) adds six small kernels forward and three
 backward. Backward multiplies the softmax (with the target's one subtracted) by the output
-gradient and casts it back to the logits' dtype. Built as :class:`~tpsim.layer.template.Template` s
+gradient and casts it back to the logits' dtype.
+
+Transformer Engine's fused cross-entropy (``cross_entropy="te"``: Megatron-core's
+``--cross-entropy-loss-fusion --cross-entropy-fusion-impl te``, which Megatron-Bridge's Llama
+recipes set; ``compute_language_model_loss`` in ``models/common/language_module``) is two Triton
+kernels over the logits in their own dtype (``transformer_engine/pytorch/triton/cross_entropy.py``
+as of TE 2.7-2.14): ``online_softmax_kernel`` reads them once for each row's max, sum of
+exponentials and target logit (3 fp32 per row), an all-gather of those over TP, and
+``cross_entropy_kernel`` reads them again and writes the loss gradient over them in place (what
+it keeps for backward: b*s x vocab/tp x bytes per element, not the fp32 softmax); besides, four
+small kernels (zeroing the loss, the row statistics and the count; clamping the count). Backward
+is ``element_mul_kernel``, the stored gradient times the per-token output gradient, in place.
+Built as :class:`~tpsim.layer.template.Template` s
 like a layer; priced and scheduled the same way: each small kernel costs at least its launch and
 one host dispatch, which is what the model's ends cost when the model is small.
 """
@@ -38,6 +50,7 @@ CE_LOSS_KERNELS = 2         # log(sum_exp) - predicted
 CE_GRAD_KERNELS = 6         # backward: arange, mask.float, 1 - mask, gather, sub, index_put
 LOSS_FWD_KERNELS = 6        # loss_func: float, mask float, mask sum, mul, sum, cat
 LOSS_BWD_KERNELS = 3
+TE_CE_SMALL_KERNELS = 4     # TE's fused cross-entropy: zeros (loss, row statistics, count), clamp
 
 # Built once per switch set and kept: other memos key on a template's identity.
 _TEMPLATES = Memo("embedding and output templates", 256, lru=True)
@@ -142,18 +155,45 @@ def _cross_entropy_bwd(B: Builder, x) -> str:
                      forward_of="fwd.cross_entropy.float")
 
 
-def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
+def _te_cross_entropy_fwd(B: Builder, x) -> str:
+    """Transformer Engine's fused cross-entropy forward: 2 reads and 1 write of the logits in
+    their dtype, an all-gather of 3 fp32 per row (module doc)."""
+    name = "fwd.cross_entropy"
+    x = small_kernels(B, f"{name}.zero", TE_CE_SMALL_KERNELS, x)
+    x = B.eltwise(f"{name}.online_softmax", lambda d: _logits(d, d.bpe), (x,))
+    x = B.collective(f"{name}.all-gather", "all-gather", (x,),
+                     size=lambda d: (3 * d.T * FP32 * d.tp, (3 * d.T,), "fp32"))
+    x = B.eltwise(name, lambda d: _logits(d, 2 * d.bpe), (x,),
+                  saved=lambda d: d.T * d.vocab * d.bpe)      # the gradient, in place
+    return small_kernels(B, "fwd.loss", LOSS_FWD_KERNELS, x)
+
+
+def _te_cross_entropy_bwd(B: Builder, x) -> str:
+    x = small_kernels(B, "bwd.loss", LOSS_BWD_KERNELS, x)
+    return B.eltwise("bwd.cross_entropy", lambda d: _logits(d, 2 * d.bpe), (x,),
+                     forward_of="fwd.cross_entropy")
+
+
+CROSS_ENTROPY = {"unfused": (_cross_entropy_fwd, _cross_entropy_bwd),
+                 "te": (_te_cross_entropy_fwd, _te_cross_entropy_bwd)}
+
+
+def output_template(tp_group: bool, sp: bool, norm: bool = True,
+                    cross_entropy: str = "unfused") -> Template:
     """Final norm, (SP all-gather), logits GEMM (b*s x h) @ (h x V/tp), cross-entropy and loss
-    (module docstring); backward.
+    (module docstring: Megatron-core's unfused kernels, or Transformer Engine's fused ones with
+    ``cross_entropy="te"``); backward.
 
     The logits GEMM is a column-parallel linear: its backward is that of a layer's (dgrad, the
     all-reduce or SP reduce-scatter of the input gradient overlapping the wgrad, SP's re-gather
     of the input). ``d.vocab`` is the padded vocabulary per rank.
     """
-    return _TEMPLATES.get(("output", tp_group, sp, norm), _output, tp_group, sp, norm)
+    return _TEMPLATES.get(("output", tp_group, sp, norm, cross_entropy), _output, tp_group, sp,
+                          norm, cross_entropy)
 
 
-def _output(tp_group: bool, sp: bool, norm: bool) -> Template:
+def _output(tp_group: bool, sp: bool, norm: bool, cross_entropy: str) -> Template:
+    ce_fwd, ce_bwd = CROSS_ENTROPY[cross_entropy]
     B = Builder(sp)
     B.block = "output"
     x = None
@@ -166,9 +206,9 @@ def _output(tp_group: bool, sp: bool, norm: bool) -> Template:
     # keeps its 16-bit input (the output layer stays bf16 under FP8, as its GEMM does)
     x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,),
                saved=lambda d: d.Tn * d.h * d.bpe)
-    x = _cross_entropy_fwd(B, x)
+    x = ce_fwd(B, x)
     B.phase = "backward"
-    x = _cross_entropy_bwd(B, x)
+    x = ce_bwd(B, x)
     x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False,
                                is_linear=False)
     if norm:

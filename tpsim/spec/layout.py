@@ -27,6 +27,7 @@ from .sharding import check_sharding
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
 MOE_DISPATCHERS = ("alltoall", "allgather", "flex")  # Megatron-core's moe_token_dispatcher_type
 FLEX_BACKENDS = ("deepep", "hybridep")   # Megatron-core's moe_flex_dispatcher_backend
+CROSS_ENTROPIES = ("unfused", "te")                   # tpsim.layer.embedding.CROSS_ENTROPY
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 RECOMPUTE_MODES = RECOMPUTE + ("op",)          # and torchtitan's by operation (not searched)
 # Megatron-core's --recompute-modules (transformer_config.py) and --recompute-method
@@ -71,6 +72,12 @@ class Layout:
         "(Megatron's separate kernels) (default: the model's)", flag="--attention", kind="name",
         choices=ATTENTIONS + ATTENTION_KERNELS,
         expected="fused, unfused or the name of a kernel the device lists")
+    cross_entropy: str = setting(
+        "unfused", "the loss's cross-entropy kernels: unfused (Megatron-core's vocab-parallel "
+        "cross-entropy over fp32 logits) or te (Transformer Engine's fused kernels, Megatron-"
+        "core's --cross-entropy-loss-fusion with --cross-entropy-fusion-impl te, as Megatron-"
+        "Bridge's recipes run; tpsim.layer.embedding)", flag="--cross-entropy", kind="choice",
+        choices=CROSS_ENTROPIES)
     recompute: str = setting("none", "activation recomputation (selective: the modules of "
                              "--recompute-modules, by default the unfused attention core; full: "
                              "whole layers, see --recompute-method; op: torchtitan's by operation)",
@@ -320,4 +327,4 @@ def _defaults(cls) -> dict:
 
 
 __all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
-           "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS"]
+           "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS", "CROSS_ENTROPIES"]

@@ -21,10 +21,8 @@ A stage's piece of the step, in the order the step runs it (Megatron-core's
   :func:`grad_norm_allreduce_s`), the optimizer (:func:`optimizer_s`) and the distributed
   optimizer's all-gather (:func:`param_gather_s`), or that all-gather beside the next step's
   first forwards (:func:`overlapped_gather`, :func:`gather_release`);
-* memory: each stage's parameters (:func:`stage_params`) and optimizer shards
-  (:func:`optimizer_shards`), the activations in flight at its fullest (:func:`in_flight_chunks`:
-  :func:`warmup_forwards` and :func:`table_forwards` of the schedule, :func:`micro_batches`
-  per step).
+* memory: each stage's parameters (:func:`stage_params`), optimizer shards
+  (:func:`optimizer_shards`) and activations in flight at its fullest (:func:`in_flight_chunks`).
 
 A collective's time comes from ``price(op, nbytes, group) -> seconds``: the simulation's is
 :func:`collective_price` (:func:`tpsim.sim.price.group_collective`), the search's the same
@@ -102,11 +100,12 @@ def grad_norm_group(par: Parallelism, distributed_optimizer: bool) -> Group | No
 
 # ---- chunks and what they hold
 
-def model_ends(sim, pricing, tp: int, sequence_parallel: bool, dropout: float) -> tuple:
-    """The embedding and the output layer (with the loss) simulated at the layer ``sim``'s
-    sizes and ``pricing`` (:mod:`tpsim.layer.embedding`): (embedding, output) simulations."""
-    emb = simulate(embedding_template(tp > 1, sequence_parallel, dropout > 0), sim.dims, pricing)
-    out = simulate(output_template(tp > 1, sequence_parallel), sim.dims, pricing)
+def model_ends(sim, pricing, tp: int, sp: bool, dropout: float, ce: str = "unfused") -> tuple:
+    """The embedding and the output layer (with the loss, its cross-entropy ``ce``) simulated
+    at the layer ``sim``'s sizes and ``pricing`` (:mod:`tpsim.layer.embedding`): (embedding,
+    output) simulations."""
+    emb = simulate(embedding_template(tp > 1, sp, dropout > 0), sim.dims, pricing)
+    out = simulate(output_template(tp > 1, sp, cross_entropy=ce), sim.dims, pricing)
     return emb, out
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..base.errors import ConfigError
 from ..cluster.topology import Topology, load_topology
 from ..spec.model import ModelConfig, load_model
 from .arrivals import draw_requests
@@ -60,8 +61,8 @@ def steady_window(sent, first, last, gen, users: int) -> SteadyState:
     gen = np.asarray(gen)
     t0, t1 = float(last[:users].max()), float(sent.max())
     if t1 <= t0:
-        raise ValueError("no steady window: the run ends before every user has finished one "
-                         "request (more requests than users needed)")
+        raise ConfigError("--requests", "", "enough requests for a second round of every "
+                          "user (a steady window after the first)", len(sent))
     m = (sent >= t0) & (last <= t1)
     ended = (last > t0) & (last <= t1)
     multi = m & (gen > 1)

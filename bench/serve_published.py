@@ -17,9 +17,14 @@ default engine knobs: max_num_seqs 256, max_num_batched_tokens 8192, block_size 
   C`` over max(REQUESTS_MIN, 5 C) requests (the first C sent at once, each later one when one
   ends); TPOT mean as ITL; TTFT from each request's sending. With fixed lengths and every
   client starting at once, tpsim's clients stay in lockstep: a group of them finishes in one
-  step and their next prompts prefill together, where a real loop's clients drift apart. The
-  throughput and the ITL average that out; the TTFT under load does not, so its summary
-  line is apart from the one-user rows'.
+  step and their next prompts prefill together. ``--steady`` runs the loaded rows as
+  genai-perf measures them (:mod:`tpsim.serving.steady`): the clients' first sendings
+  spread over one request's time, the numbers of the window after every client's first
+  request and before the drain.
+
+Little's law ties a closed loop's TTFT to its throughput X and ITL: TTFT = C gen / X -
+(gen - 1) ITL. The script prints how closely the published rows obey it and how much a 1%
+error in X moves their TTFT, and the TTFT errors as a share of one request's time, C gen / X.
 
 Fitted on NIM rows (``--fit-host`` prints them; ServeSettings' defaults; each fitted with the
 others as last fitted, three rounds, the same values after five), each left out of the
@@ -157,6 +162,19 @@ def little_lines() -> list[str]:
             f"(gen - 1) ITL within median {statistics.median(errs):.1%}; a 1% error in X "
             f"moves the TTFT by {min(gain):.0f}% to {max(gain):.0f}% "
             f"(median {statistics.median(gain):.0f}%)"]
+
+
+def cycle_lines(out) -> list[str]:
+    """The loaded rows' TTFT errors as a share of one request's time in the loop, C gen / X
+    (measured): well conditioned where the TTFT itself is not (:func:`little_lines`)."""
+    cycle = {f"{m} {t} TP{tp} {i}/{o} C={c}": c * o / x
+             for m, t, tp, i, o, c, x, *_ in NIM_ROWS if c > 1}
+    errs = [abs(g - m) / cycle[lab] for s, lab, k, m, g in out
+            if k == "TTFT mean s" and lab in cycle]
+    if not errs:
+        return []
+    return [f"NIM 1.8.0, TTFT at 25-250 users, its error as a share of one request's time "
+            f"(C gen / X): median {statistics.median(errs):.1%}, max {max(errs):.1%}"]
 
 
 def fit_host(a: float = 500.0, b: float = 10.0, **fe) -> tuple[float, float]:
@@ -323,7 +341,7 @@ def main(argv=None) -> int:
             within = sum(e <= 0.15 for e in errs)
             print(f"{src.split(' (')[0]}, {metric}{SUMMARY[src, metric, users]}: median "
                   f"|error| {statistics.median(errs):.1%}, {within} of {len(errs)} within 15%")
-    print("\n".join(little_lines()))
+    print("\n".join(little_lines() + cycle_lines(out)))
     for tool in ("llm-analysis", "GenZ"):
         for metric in ("output tok/s", "ITL (TPOT mean) s", "TTFT mean s"):
             pairs = [(v[tool], m, g) for (label, k), v in peers.items() if tool in v

@@ -17,9 +17,14 @@ default engine knobs: max_num_seqs 256, max_num_batched_tokens 8192, block_size 
   C`` over max(REQUESTS_MIN, 5 C) requests (the first C sent at once, each later one when one
   ends); TPOT mean as ITL; TTFT from each request's sending. With fixed lengths and every
   client starting at once, tpsim's clients stay in lockstep: a group of them finishes in one
-  step and their next prompts prefill together, where a real loop's clients drift apart. The
-  throughput and the ITL average that out; the TTFT under load does not, so its summary
-  line is apart from the one-user rows'.
+  step and their next prompts prefill together. ``--steady`` runs the loaded rows as
+  genai-perf measures them (:mod:`tpsim.serving.steady`): the clients' first sendings
+  spread over one request's time, the numbers of the window after every client's first
+  request and before the drain.
+
+Little's law ties a closed loop's TTFT to its throughput X and ITL: TTFT = C gen / X -
+(gen - 1) ITL. The script prints how closely the published rows obey it and how much a 1%
+error in X moves their TTFT, and the TTFT errors as a share of one request's time, C gen / X.
 
 Fitted on NIM rows (``--fit-host`` prints them; ServeSettings' defaults; each fitted with the
 others as last fitted, three rounds, the same values after five), each left out of the
@@ -58,6 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from tpsim.serving.engine import serve
+from tpsim.serving.steady import little_ttft_s, serve_steady
 
 TRT = "TensorRT-LLM v1.0 perf-overview (trtllm-bench throughput, offline)"
 NIM = "NVIDIA NIM 1.8.0 (closed loop of C users)"
@@ -135,6 +141,42 @@ def _nim(i: int, **knobs):
     return _serve(model, topo, tp, isl, osl, max(REQUESTS_MIN, 5 * c), users=c, **knobs)
 
 
+def _nim_steady(i: int):
+    """The NIM row ``i`` as genai-perf measures it (:mod:`tpsim.serving.steady`): the
+    clients' first sendings staggered over one cycle, the numbers of the steady window."""
+    model, topo, tp, isl, osl, c = NIM_ROWS[i][:6]
+    return serve_steady(model, topo, tp=tp, dtype="fp8", prompt=isl, gen=osl, rate=math.inf,
+                        requests=max(REQUESTS_MIN, 5 * c), users=c)[1]
+
+
+def little_lines() -> list[str]:
+    """Little's law on the published loaded rows: their TTFT against C gen / X - (gen - 1)
+    ITL from their own throughput and ITL, and how much a 1% error in the throughput moves
+    the TTFT there (:func:`tpsim.serving.steady.little_ttft_s`)."""
+    errs, gain = [], []
+    for _, _, _, _, osl, c, tput, itl, ttft in NIM_ROWS:
+        if c > 1:
+            errs.append(abs(little_ttft_s(c, osl, tput, itl) / ttft - 1))
+            gain.append(c * osl / (tput * ttft))
+    return [f"Little's law on the {len(errs)} published loaded rows: TTFT = C gen / X - "
+            f"(gen - 1) ITL within median {statistics.median(errs):.1%}; a 1% error in X "
+            f"moves the TTFT by {min(gain):.0f}% to {max(gain):.0f}% "
+            f"(median {statistics.median(gain):.0f}%)"]
+
+
+def cycle_lines(out) -> list[str]:
+    """The loaded rows' TTFT errors as a share of one request's time in the loop, C gen / X
+    (measured): well conditioned where the TTFT itself is not (:func:`little_lines`)."""
+    cycle = {f"{m} {t} TP{tp} {i}/{o} C={c}": c * o / x
+             for m, t, tp, i, o, c, x, *_ in NIM_ROWS if c > 1}
+    errs = [abs(g - m) / cycle[lab] for s, lab, k, m, g in out
+            if k == "TTFT mean s" and lab in cycle]
+    if not errs:
+        return []
+    return [f"NIM 1.8.0, TTFT at 25-250 users, its error as a share of one request's time "
+            f"(C gen / X): median {statistics.median(errs):.1%}, max {max(errs):.1%}"]
+
+
 def fit_host(a: float = 500.0, b: float = 10.0, **fe) -> tuple[float, float]:
     """(host_step_us, host_seq_us) meeting the FIT rows' ITLs, the front end as ``fe``:
     Newton's steps from (a, b), the slopes from runs at a + 100 us and at b + 1 us. Where the
@@ -204,11 +246,12 @@ def _loaded(label: str) -> bool:
 SUMMARY = {(TRT, "output tok/s", None): "", (NIM, "output tok/s", None): "",
            (NIM, "ITL (TPOT mean) s", None): "",
            (NIM, "TTFT mean s", _one_user): " at one user",
-           (NIM, "TTFT mean s", _loaded): " at 25-250 users (clients in lockstep)"}
+           (NIM, "TTFT mean s", _loaded): " at 25-250 users"}
 
 
-def rows(quick: bool = False):
-    """(source, label, metric, measured, tpsim) for every row."""
+def rows(quick: bool = False, steady: bool = False):
+    """(source, label, metric, measured, tpsim) for every row; ``steady``: the loaded NIM rows
+    in their steady state (:func:`_nim_steady`)."""
     for i, (model, topo, tp, isl, osl, meas) in enumerate(TRT_ROWS):
         if quick and i not in QUICK:
             continue
@@ -219,12 +262,17 @@ def rows(quick: bool = False):
     for i, (model, topo, tp, isl, osl, c, tput, itl, ttft) in enumerate(NIM_ROWS):
         if quick and i not in QUICK:
             continue
-        p = _nim(i)
         fit = " (fit)" if i in FIT | FIT_FE | FIT_LAT else ""
         label = f"{model} {topo} TP{tp} {isl}/{osl} C={c}" + fit
-        yield NIM, label, "output tok/s", tput, p.throughput.output_tokens_per_s
-        yield NIM, label, "ITL (TPOT mean) s", itl, p.latency.tpot_s.mean
-        yield NIM, label, "TTFT mean s", ttft, p.latency.ttft_s.mean
+        if steady and c > 1:
+            w = _nim_steady(i)
+            got = w.output_tokens_per_s, w.tpot_s.mean, w.ttft_s.mean
+        else:
+            p = _nim(i)
+            got = p.throughput.output_tokens_per_s, p.latency.tpot_s.mean, p.latency.ttft_s.mean
+        yield NIM, label, "output tok/s", tput, got[0]
+        yield NIM, label, "ITL (TPOT mean) s", itl, got[1]
+        yield NIM, label, "TTFT mean s", ttft, got[2]
 
 
 def peer_rows(python: str | None) -> tuple[dict, str]:
@@ -253,6 +301,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few rows of each source")
     ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
     ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
+    ap.add_argument("--steady", action="store_true",
+                    help="the loaded NIM rows in their steady state: clients staggered, "
+                         "numbers over the window after the warm-up, before the drain")
     ap.add_argument("--fit-host", action="store_true",
                     help="print the fitted host_step_us, host_seq_us and frontend_token_us")
     args = ap.parse_args(argv)
@@ -263,7 +314,7 @@ def main(argv=None) -> int:
               f" (the front end's wait on the host fit's rows: {max(paced):.3g} s)")
         return 0
     t0 = time.process_time()
-    out = list(rows(args.quick))
+    out = list(rows(args.quick, args.steady))
     peers, why = peer_rows(args.peer_python)
     if args.csv:
         print("source,case,metric,measured,tpsim,error")
@@ -290,6 +341,7 @@ def main(argv=None) -> int:
             within = sum(e <= 0.15 for e in errs)
             print(f"{src.split(' (')[0]}, {metric}{SUMMARY[src, metric, users]}: median "
                   f"|error| {statistics.median(errs):.1%}, {within} of {len(errs)} within 15%")
+    print("\n".join(little_lines() + cycle_lines(out)))
     for tool in ("llm-analysis", "GenZ"):
         for metric in ("output tok/s", "ITL (TPOT mean) s", "TTFT mean s"):
             pairs = [(v[tool], m, g) for (label, k), v in peers.items() if tool in v

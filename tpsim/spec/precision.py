@@ -1,17 +1,25 @@
 """What one training precision stores per parameter, in bytes (Megatron-LM's mixed precision).
 
-| dtype | weights | main gradients | optimizer state | distributed optimizer all-gathers |
-| --- | --- | --- | --- | --- |
-| bf16 | 2 | 4 (fp32: Megatron accumulates and reduces bf16 gradients in fp32) | 12 (fp32 master, Adam m, v) | 2 |
-| fp16 | 2 | 2 (the param dtype) | 16 (fp32 master, fp32 gradient copy, m, v) | 2 |
-| fp32 | 4 | 4 | 8 (m, v: the weights are the master) | 4 |
-| fp8 | 4 (bf16 + FP8 row-wise and transposed copies, Hopper) | 4 | 12 | 2 |
-| mxfp8 | 2 + 2 x (1 + 1/32) (bf16 + MXFP8 row-wise and column-wise copies with their scales) | 4 | 12 | 2 |
-| nvfp4 | 2 + 2 x (1/2 + 1/16) (bf16 + NVFP4 row-wise and column-wise copies with their scales) | 4 | 12 | 2 |
+| dtype | weights | main gradients | optimizer state | optimizer step's copy | distributed optimizer all-gathers |
+| --- | --- | --- | --- | --- | --- |
+| bf16 | 2 | 4 (fp32: Megatron accumulates and reduces bf16 gradients in fp32) | 12 (fp32 master, Adam m, v) | 0 | 2 |
+| fp16 | 2 | 2 (the param dtype) | 12 (fp32 master, m, v) | 4 (fp32 gradient copy) | 2 |
+| fp32 | 4 | 4 | 8 (m, v: the weights are the master) | 0 | 4 |
+| fp8 | 4 (bf16 + FP8 row-wise and transposed copies, Hopper) | 4 | 12 | 0 | 2 |
+| mxfp8 | 2 + 2 x (1 + 1/32) (bf16 + MXFP8 row-wise and column-wise copies with their scales) | 4 | 12 | 0 | 2 |
+| nvfp4 | 2 + 2 x (1/2 + 1/16) (bf16 + NVFP4 row-wise and column-wise copies with their scales) | 4 | 12 | 0 | 2 |
 
 Megatron-LM docs/user-guide/features/dist_optimizer.md gives the totals 18 (bf16), 20 (fp16) and
 16 (fp32) bytes per parameter, and 6 + 12/d, 4 + 16/d, 8 + 8/d with the distributed optimizer
-(arguments.py: ``accumulate_allreduce_grads_in_fp32`` for bf16). FP8 training keeps the
+(arguments.py: ``accumulate_allreduce_grads_in_fp32`` for bf16). The fp32 gradient copy of
+16-bit main gradients lives only during the optimizer step (the step's copy, sharded as the
+optimizer state): Megatron-core's ``_copy_model_grads_to_main_grads`` makes it
+(``shard_main_param.grad = shard_model_grad.float()``, core/optimizer/distrib_optimizer.py;
+optimizer.py for the unsharded optimizer) after the backward, when the activations are freed,
+and ``optimizer.zero_grad(set_to_none=True)`` at the start of the next ``train_step``
+(megatron/training/training.py) frees it before the forward. A stage's peak is then
+max(activations, step's copy) above the persistent state (:mod:`tpsim.sim.memory`), the
+tables' totals when no activation is held. FP8 training keeps the
 parameters in bf16 (FP8 is a compute dtype: Transformer Engine casts each weight per GEMM) and
 the same fp32 main gradients, master weights and moments as bf16; on top, Transformer Engine
 caches each weight's FP8 cast across the micro-batches of a step, row-wise and (Hopper's FP8
@@ -24,8 +32,8 @@ Two options of Megatron-core change the table (:func:`precision_key` names a run
 
 * ``--grad-reduce-in-bf16`` (Megatron-Bridge's and NeMo's performance recipes:
   ``grad_reduce_in_fp32=False``): the main gradients are kept and reduced in bf16, 2 bytes;
-  the distributed optimizer copies each shard into fp32 for Adam, +4 bytes of optimizer state,
-  as fp16's row.
+  the distributed optimizer copies each shard into fp32 for Adam, the step's 4-byte copy, as
+  fp16's row.
 * ``--fp8-param-gather`` (FP8 only; Megatron-Bridge's FP8 recipes, ``fp8_param_gather=True``):
   the parameters themselves are fp8 (Transformer Engine's Float8Tensor, the fp32 master in the
   optimizer): the fp8 copy and its transpose, 1 + 1 bytes, no bf16 copy; the distributed
@@ -50,14 +58,16 @@ from ..base.errors import ConfigError
 @record
 class Precision:
     """Bytes per parameter (table in the module docstring); ``gathered``: what the distributed
-    optimizer all-gathers per parameter after its step (the 16-bit model weights)."""
+    optimizer all-gathers per parameter after its step (the 16-bit model weights);
+    ``step_copy``: the fp32 gradient copy held only during the optimizer step."""
     weights: float
     grads: int
     optimizer: int
     gathered: int
+    step_copy: int = 0
 
 
-PRECISION = {"bf16": Precision(2, 4, 12, 2), "fp16": Precision(2, 2, 16, 2),
+PRECISION = {"bf16": Precision(2, 4, 12, 2), "fp16": Precision(2, 2, 12, 2, 4),
              "fp32": Precision(4, 4, 8, 4), "fp8": Precision(4, 4, 12, 2)}
 
 # bytes per element of each quantized GEMM dtype, its block scales included (module docstring)
@@ -76,6 +86,7 @@ def cast_write_bytes(dtype: str) -> float:
 
 
 BF16_GRADS, FP8_PARAMS = "bf16-grads", "fp8-params"    # the options of a precision key
+FP32_COPY = 4       # the optimizer step's fp32 copy of 16-bit main gradients
 
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
@@ -93,9 +104,9 @@ def precision(key: str) -> Precision:
         raise ConfigError("--dtype", "", f"one of {', '.join(PRECISION)}", dtype)
     p = PRECISION[dtype]
     if BF16_GRADS in options and p.grads > 2:     # fp16 keeps 2-byte gradients already
-        p = Precision(p.weights, 2, p.optimizer + 4, p.gathered)
+        p = Precision(p.weights, 2, p.optimizer, p.gathered, FP32_COPY)
     if FP8_PARAMS in options:
         if dtype != "fp8":
             raise ConfigError("--fp8-param-gather", "", "--dtype fp8", dtype)
-        p = Precision(2, p.grads, p.optimizer, 1)
+        p = Precision(2, p.grads, p.optimizer, 1, p.step_copy)
     return p

@@ -17,7 +17,22 @@ them three all-reduces of b*s fp32 values (max, target logit, sum of exponential
 kernels on the b*s targets (masking and gathering the target logits). The loss function
 (pretrain_gpt's ``loss_func``: mask, sum, average) adds six small kernels forward and three
 backward. Backward multiplies the softmax (with the target's one subtracted) by the output
-gradient and casts it back to the logits' dtype. Built as :class:`~tpsim.layer.template.Template` s
+gradient and casts it back to the logits' dtype.
+
+What the loss keeps for the backward depends on its implementation (``cross_entropy_fusion``,
+:data:`CE_FUSIONS`; Megatron-core's ``--cross-entropy-loss-fusion`` and
+``--cross-entropy-fusion-impl``, models/common/language_module/language_module.py):
+
+* ``none`` (Megatron-core's default, ``tensor_parallel/cross_entropy.py``) and ``native``
+  (``fusions/fused_cross_entropy.py``, which calls the same ``calculate_logits_max``): the fp32
+  softmax, 4 bytes per logit (the 16-bit logits are upcast by ``.float()`` and freed);
+* ``te`` (Transformer Engine's ``parallel_cross_entropy``, which Megatron-Bridge's performance
+  recipes set: scripts/performance/utils/helpers.py, perf_recipes/_common.py): its Triton kernel
+  writes the logits' gradient in place into the 16-bit logits in the forward and keeps them,
+  bpe bytes per logit (transformer_engine/pytorch/triton/cross_entropy.py up to v2.17;
+  v2.18, PR #3193, keeps an fp32 gradient instead: 4 bytes, as ``native``).
+
+The kernels are priced as Megatron-core's unfused ones whichever is chosen. Built as :class:`~tpsim.layer.template.Template` s
 like a layer; priced and scheduled the same way: each small kernel costs at least its launch and
 one host dispatch, which is what the model's ends cost when the model is small.
 """
@@ -26,6 +41,7 @@ from __future__ import annotations
 from ..base.memo import Memo
 from .dims import sp_reduce_op
 from .linears import column_parallel_bwd
+from ..spec.layout import CE_FUSIONS
 from ..spec.precision import precision
 from .template import Builder, Template
 
@@ -115,8 +131,16 @@ def _logits(d, per: float):
     return d.T, d.vocab, d.T * d.vocab * per
 
 
-def _cross_entropy_fwd(B: Builder, x) -> str:
-    """Megatron-core's vocab-parallel cross-entropy forward, kernel by kernel (module doc)."""
+def ce_saved_bytes(d, fusion: str) -> float:
+    """Bytes the cross-entropy keeps per logit for the backward (module docstring): the 16-bit
+    logits holding their gradient (bpe) with Transformer Engine's fused loss, else the fp32
+    softmax (4)."""
+    return d.bpe if fusion == "te" else FP32
+
+
+def _cross_entropy_fwd(B: Builder, x, fusion: str) -> str:
+    """Megatron-core's vocab-parallel cross-entropy forward, kernel by kernel (module doc),
+    keeping :func:`ce_saved_bytes` per logit."""
     name = "fwd.cross_entropy"
     x = B.eltwise(f"{name}.float", lambda d: _logits(d, d.bpe + FP32), (x,))
     x = B.eltwise(f"{name}.max", lambda d: _logits(d, FP32), (x,))
@@ -129,7 +153,7 @@ def _cross_entropy_fwd(B: Builder, x) -> str:
         x = B.collective(f"{name}.{r}.all-reduce", "all-reduce", (x,), size=_ce_reduction)
     x = small_kernels(B, f"{name}.loss", CE_LOSS_KERNELS, x)
     x = B.eltwise(name, lambda d: _logits(d, 2 * FP32), (x,),
-                  saved=lambda d: d.T * d.vocab * FP32)       # the softmax, kept for backward
+                  saved=lambda d: d.T * d.vocab * ce_saved_bytes(d, fusion))
     return small_kernels(B, "fwd.loss", LOSS_FWD_KERNELS, x)
 
 
@@ -142,18 +166,20 @@ def _cross_entropy_bwd(B: Builder, x) -> str:
                      forward_of="fwd.cross_entropy.float")
 
 
-def output_template(tp_group: bool, sp: bool, norm: bool = True) -> Template:
+def output_template(tp_group: bool, sp: bool, norm: bool = True,
+                    fusion: str = "none") -> Template:
     """Final norm, (SP all-gather), logits GEMM (b*s x h) @ (h x V/tp), cross-entropy and loss
-    (module docstring); backward.
+    (module docstring; ``fusion``: its implementation, one of :data:`CE_FUSIONS`); backward.
 
     The logits GEMM is a column-parallel linear: its backward is that of a layer's (dgrad, the
     all-reduce or SP reduce-scatter of the input gradient overlapping the wgrad, SP's re-gather
     of the input). ``d.vocab`` is the padded vocabulary per rank.
     """
-    return _TEMPLATES.get(("output", tp_group, sp, norm), _output, tp_group, sp, norm)
+    return _TEMPLATES.get(("output", tp_group, sp, norm, fusion), _output, tp_group, sp, norm,
+                          fusion)
 
 
-def _output(tp_group: bool, sp: bool, norm: bool) -> Template:
+def _output(tp_group: bool, sp: bool, norm: bool, fusion: str) -> Template:
     B = Builder(sp)
     B.block = "output"
     x = None
@@ -166,7 +192,7 @@ def _output(tp_group: bool, sp: bool, norm: bool) -> Template:
     # keeps its 16-bit input (the output layer stays bf16 under FP8, as its GEMM does)
     x = B.gemm("fwd.logits", lambda d: (d.T, d.vocab, d.h), (x,),
                saved=lambda d: d.Tn * d.h * d.bpe)
-    x = _cross_entropy_fwd(B, x)
+    x = _cross_entropy_fwd(B, x, fusion)
     B.phase = "backward"
     x = _cross_entropy_bwd(B, x)
     x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False,

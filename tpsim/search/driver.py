@@ -101,7 +101,8 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
-    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch)
+    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch,
+               lay.cross_entropy_fusion)
 
 
 def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None) -> None:

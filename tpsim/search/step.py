@@ -60,6 +60,7 @@ class Run:
     dropout: float
     attention: str
     global_batch: int
+    cross_entropy_fusion: str = "none"
 
     __hash__ = value_hash
 
@@ -111,7 +112,7 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                               False, cp)
 
     def ends():
-        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
+        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout, run.cross_entropy_fusion)
         return Part.of(emb), Part.of(out)
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     if not run.model.moe:

@@ -32,6 +32,9 @@ RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", 
                      "shared_experts")
 RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
+# the cross-entropy's implementations (tpsim.layer.embedding): Megatron-core's unfused one, its
+# fused one (--cross-entropy-loss-fusion), Transformer Engine's (--cross-entropy-fusion-impl te)
+CE_FUSIONS = ("none", "native", "te")
 ZERO_STAGES = (0, 1, 2, 3)
 # The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
 # (16x the 4,096 micro-batches of a 16M-token batch of 4K sequences on one replica).
@@ -69,6 +72,11 @@ class Layout:
         "(Megatron's separate kernels) (default: the model's)", flag="--attention", kind="name",
         choices=ATTENTIONS + ATTENTION_KERNELS,
         expected="fused, unfused or the name of a kernel the device lists")
+    cross_entropy_fusion: str = setting(
+        "none", "the loss's implementation: none (Megatron-core's unfused, keeping the fp32 "
+        "softmax), native (its fused one, the same), te (Transformer Engine's, keeping the "
+        "logits' gradient in place in the 16-bit logits)", flag="--cross-entropy-fusion",
+        kind="choice", choices=CE_FUSIONS, megatron="--cross-entropy-fusion-impl")
     recompute: str = setting("none", "activation recomputation (selective: the modules of "
                              "--recompute-modules, by default the unfused attention core; full: "
                              "whole layers, see --recompute-method; op: torchtitan's by operation)",
@@ -298,4 +306,4 @@ def _defaults(cls) -> dict:
 
 
 __all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
-           "DTYPES", "CP_COMMS"]
+           "DTYPES", "CP_COMMS", "CE_FUSIONS"]

@@ -102,11 +102,11 @@ def grad_norm_group(par: Parallelism, distributed_optimizer: bool) -> Group | No
 
 # ---- chunks and what they hold
 
-def model_ends(sim, pricing, tp: int, sequence_parallel: bool, dropout: float) -> tuple:
-    """The embedding and the output layer (with the loss) simulated at the layer ``sim``'s
-    sizes and ``pricing`` (:mod:`tpsim.layer.embedding`): (embedding, output) simulations."""
-    emb = simulate(embedding_template(tp > 1, sequence_parallel, dropout > 0), sim.dims, pricing)
-    out = simulate(output_template(tp > 1, sequence_parallel), sim.dims, pricing)
+def model_ends(sim, pricing, tp: int, sp: bool, dropout: float, fusion: str = "none") -> tuple:
+    """The embedding and the output layer (with the loss, ``fusion`` its implementation)
+    simulated at the layer ``sim``'s sizes and ``pricing`` (:mod:`tpsim.layer.embedding`)."""
+    emb = simulate(embedding_template(tp > 1, sp, dropout > 0), sim.dims, pricing)
+    out = simulate(output_template(tp > 1, sp, fusion=fusion), sim.dims, pricing)
     return emb, out
 
 

@@ -68,12 +68,21 @@ def test_bf16_gradients_halve_the_main_gradients_and_add_the_fp32_copy():
 
 
 def test_fp8_parameters_are_the_fp8_copy_and_its_transpose():
-    """--fp8-param-gather: weights 1 + 1 bytes, all-gathered in 1 byte; fp8 only."""
+    """--fp8-param-gather: weights 1 + 1 bytes, all-gathered in 1 byte; quantized dtypes only."""
     key = precision_key("fp8", grad_reduce_in_bf16=True, fp8_param_gather=True)
     assert key == "fp8+bf16-grads+fp8-params"
     assert precision(key) == Precision(2, 2, 12, 1, 4)
     with pytest.raises(ConfigError, match="--fp8-param-gather"):
         precision(precision_key("bf16", fp8_param_gather=True))
+
+
+def test_block_scaled_parameters_are_their_two_quantized_copies():
+    """MXFP8 (1 + 1/32 bytes an element, both copies all-gathered: 2) and NVFP4 (1/2 + 1/16,
+    the packed row-wise 4 bits all-gathered: 1/2) parameters, no bf16 copy."""
+    mx = precision(precision_key("mxfp8", True, True))
+    assert (mx.weights, mx.grads, mx.gathered) == (2 * (1 + 1 / 32), 2, 2)
+    nv = precision(precision_key("nvfp4", True, True))
+    assert (nv.weights, nv.gathered) == (2 * (1 / 2 + 1 / 16), 1 / 2)
 
 
 def test_the_options_change_memory_and_the_dp_traffic_not_the_layer():

@@ -37,7 +37,17 @@ Two options of Megatron-core change the table (:func:`precision_key` names a run
 * ``--fp8-param-gather`` (FP8 only; Megatron-Bridge's FP8 recipes, ``fp8_param_gather=True``):
   the parameters themselves are fp8 (Transformer Engine's Float8Tensor, the fp32 master in the
   optimizer): the fp8 copy and its transpose, 1 + 1 bytes, no bf16 copy; the distributed
-  optimizer all-gathers 1 byte per parameter.
+  optimizer all-gathers 1 byte per parameter. MXFP8 and NVFP4 take the same option
+  (Megatron-Bridge's bf16_with_mxfp8_mixed: ``fp8_param_gather=True``; bf16_with_nvfp4_mixed:
+  ``fp4_param_gather=True``, Megatron-LM's --fp4-param-gather: "keep the compute param in fp4 (do
+  not use any other intermediate dtype) and perform the param all-gather in fp4",
+  core/distributed/distributed_data_parallel_config.py): the row-wise and column-wise quantized
+  copies, 2 x QUANTIZED_BYTES, no bf16 copy. MXFP8 all-gathers both copies into the gradient
+  buffer (``reuse_grad_buf_for_mxfp8_param_ag``: 2 bytes a parameter; Transformer Engine's
+  ``post_all_gather_processing`` has nothing left to do for an MXFP8Tensor); NVFP4 the packed
+  row-wise 4-bit data, 1/2 byte, and builds the column-wise copy by a 2D transpose
+  (``_nvfp4_2d_multi_tensor_transpose``, transformer_engine/pytorch/tensor/utils.py). The
+  block scales' share of the all-gather is not counted.
 
 Blackwell's block-scaled formats (OCP Microscaling spec v1.0; NVIDIA, "Pretraining large language
 models with NVFP4", 2025; Transformer Engine's MXFP8BlockScaling and NVFP4BlockScaling recipes)
@@ -63,7 +73,7 @@ class Precision:
     weights: float
     grads: int
     optimizer: int
-    gathered: int
+    gathered: float
     step_copy: int = 0
 
 
@@ -87,6 +97,8 @@ def cast_write_bytes(dtype: str) -> float:
 
 BF16_GRADS, FP8_PARAMS = "bf16-grads", "fp8-params"    # the options of a precision key
 FP32_COPY = 4       # the optimizer step's fp32 copy of 16-bit main gradients
+# bytes per parameter the distributed optimizer all-gathers of quantized parameters (docstring)
+PARAM_GATHERED = {"fp8": 1, "mxfp8": 2, "nvfp4": 1 / 2}
 
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
@@ -106,7 +118,9 @@ def precision(key: str) -> Precision:
     if BF16_GRADS in options and p.grads > 2:     # fp16 keeps 2-byte gradients already
         p = Precision(p.weights, 2, p.optimizer, p.gathered, FP32_COPY)
     if FP8_PARAMS in options:
-        if dtype != "fp8":
-            raise ConfigError("--fp8-param-gather", "", "--dtype fp8", dtype)
-        p = Precision(2, p.grads, p.optimizer, 1, p.step_copy)
+        if dtype not in PARAM_GATHERED:
+            raise ConfigError("--fp8-param-gather", "", f"--dtype {', '.join(PARAM_GATHERED)}",
+                              dtype)
+        p = Precision(2 * QUANTIZED_BYTES[dtype], p.grads, p.optimizer, PARAM_GATHERED[dtype],
+                      p.step_copy)
     return p

@@ -13,7 +13,9 @@ and before 26.02 ``scripts/performance/configs/llama/llama31_workload_base_confi
 parameters (``bf16_with_fp8_current_scaling_mixed``: ``fp8_param_gather=True``, tpsim's
 ``fp8_param_gather``) and the gradients kept and reduced in bf16 (``_benchmark_common`` and
 ``_perf_precision``: ``grad_reduce_in_fp32=False``, tpsim's ``grad_reduce_in_bf16``), no
-activation recomputation (``recompute_granularity=None``), and the 126 layers split with the
+activation recomputation (``recompute_granularity=None``), Transformer Engine's cross-entropy
+(``_benchmark_common``: ``cross_entropy_fusion_impl = "te"``; scripts/performance/utils/helpers.py
+before 26.02: tpsim's ``cross_entropy_fusion``), and the 126 layers split with the
 embedding and the loss each counted as a layer (``account_for_embedding_in_pipeline_split``,
 ``account_for_loss_in_pipeline_split``): 128 slots over PP 8 x VP model chunks, one layer beside
 the embedding in the first chunk and one beside the loss in the last (:func:`layout`, passed as
@@ -39,7 +41,7 @@ from tpsim.training.predict import predict
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
-              fp8_param_gather=True, grad_reduce_in_bf16=True)
+              fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy_fusion="te")
 LLAMA31_405B_LAYERS = 126
 
 

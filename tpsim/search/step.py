@@ -40,6 +40,7 @@ from ..sim.memory import stage_memory
 from ..spec.folding import Folded
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
+from ..spec.precision import precision_key
 from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer
 from ..sim.price import group_collective
@@ -280,7 +281,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), the
     state of :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE
     layers folded ``ep`` x ``expert_tp``."""
-    model, dtype, dev = run.model, run.dtype, run.topo.device
+    model, dev = run.model, run.topo.device
+    dtype = precision_key(run.dtype, any_layout=dev.fp8_any_layout)   # as the step's
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)

@@ -49,6 +49,12 @@ Two options of Megatron-core change the table (:func:`precision_key` names a run
   (``_nvfp4_2d_multi_tensor_transpose``, transformer_engine/pytorch/tensor/utils.py). The
   block scales' share of the all-gather is not counted.
 
+* on a device whose FP8 GEMMs take any operand layout (Blackwell, compute capability 10.x:
+  the topology's ``fp8_any_layout``; Transformer Engine's ``is_non_tn_fp8_gemm_supported``,
+  transformer_engine/pytorch/utils.py) an fp8 tensor is one copy serving both GEMM directions,
+  no transpose (Float8Tensor's quantizer allocates ``_data`` only, tensor/float8_tensor.py):
+  ``+any-layout`` takes the transpose's 1 byte off fp8's weights (3; 1 with fp8 parameters).
+
 Blackwell's block-scaled formats (OCP Microscaling spec v1.0; NVIDIA, "Pretraining large language
 models with NVFP4", 2025; Transformer Engine's MXFP8BlockScaling and NVFP4BlockScaling recipes)
 keep the same bf16 parameters and fp32 state and quantize each GEMM operand with a scale per
@@ -60,6 +66,8 @@ Transformer Engine keeps a row-wise and a column-wise copy of each weight (the t
 quantize kernel writes both of every cast operand (:func:`cast_write_bytes`).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ..base.record import record
 from ..base.errors import ConfigError
@@ -95,18 +103,21 @@ def cast_write_bytes(dtype: str) -> float:
     return 2 * QUANTIZED_BYTES[dtype] + AMAX_PASS_BYTES.get(dtype, 0)
 
 
-BF16_GRADS, FP8_PARAMS = "bf16-grads", "fp8-params"    # the options of a precision key
+BF16_GRADS, FP8_PARAMS, ANY_LAYOUT = "bf16-grads", "fp8-params", "any-layout"  # key options
+HALF = 2            # the 16-bit copy quantized parameters do without
 FP32_COPY = 4       # the optimizer step's fp32 copy of 16-bit main gradients
 # bytes per parameter the distributed optimizer all-gathers of quantized parameters (docstring)
 PARAM_GATHERED = {"fp8": 1, "mxfp8": 2, "nvfp4": 1 / 2}
 
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
-                  fp8_param_gather: bool = False) -> str:
-    """The run's precision as one name: ``dtype``, then ``+bf16-grads`` and ``+fp8-params``
-    for the options taken (module docstring); ``dtype`` alone without them."""
+                  fp8_param_gather: bool = False, any_layout: bool = False) -> str:
+    """The run's precision as one name: ``dtype``, then ``+bf16-grads``, ``+fp8-params`` and
+    (fp8 on a device of ``any_layout``) ``+any-layout`` for the options taken (module
+    docstring); ``dtype`` alone without them."""
     return "+".join([dtype] + [BF16_GRADS] * grad_reduce_in_bf16
-                    + [FP8_PARAMS] * fp8_param_gather)
+                    + [FP8_PARAMS] * fp8_param_gather
+                    + [ANY_LAYOUT] * (any_layout and dtype == "fp8"))
 
 
 def precision(key: str) -> Precision:
@@ -117,10 +128,11 @@ def precision(key: str) -> Precision:
     p = PRECISION[dtype]
     if BF16_GRADS in options and p.grads > 2:     # fp16 keeps 2-byte gradients already
         p = Precision(p.weights, 2, p.optimizer, p.gathered, FP32_COPY)
+    if ANY_LAYOUT in options:
+        p = replace(p, weights=p.weights - QUANTIZED_BYTES[dtype])
     if FP8_PARAMS in options:
         if dtype not in PARAM_GATHERED:
             raise ConfigError("--fp8-param-gather", "", f"--dtype {', '.join(PARAM_GATHERED)}",
                               dtype)
-        p = Precision(2 * QUANTIZED_BYTES[dtype], p.grads, p.optimizer, PARAM_GATHERED[dtype],
-                      p.step_copy)
+        p = replace(p, weights=p.weights - HALF, gathered=PARAM_GATHERED[dtype])
     return p

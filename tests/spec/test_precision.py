@@ -76,6 +76,14 @@ def test_fp8_parameters_are_the_fp8_copy_and_its_transpose():
         precision(precision_key("bf16", fp8_param_gather=True))
 
 
+def test_any_layout_fp8_keeps_no_transpose():
+    """Blackwell: bf16 + one fp8 copy (3 bytes), fp8 parameters 1 byte; other dtypes keep
+    their key (block-scaled copies differ by direction)."""
+    assert precision(precision_key("fp8", any_layout=True)).weights == 3
+    assert precision(precision_key("fp8", True, True, True)).weights == 1
+    assert precision_key("mxfp8", any_layout=True) == "mxfp8"
+
+
 def test_block_scaled_parameters_are_their_two_quantized_copies():
     """MXFP8 (1 + 1/32 bytes an element, both copies all-gathered: 2) and NVFP4 (1/2 + 1/16,
     the packed row-wise 4 bits all-gathered: 1/2) parameters, no bf16 copy."""

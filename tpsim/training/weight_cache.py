@@ -11,15 +11,17 @@ quantized parameters (``--fp8-param-gather``) the weight is quantized already: f
 its transpose, 1 + 1 bytes; MXFP8 all-gathers both copies and casts nothing; NVFP4 builds the
 column-wise copy from the row-wise one, reading one and writing the other (2 x QUANTIZED_BYTES;
 :mod:`tpsim.spec.precision`). Where FP8 GEMMs take any layout (``+any-layout``: Blackwell) the
-fp8 copy serves both directions: the cast writes one copy, and fp8 parameters need nothing. Counted for every parameter the stage holds, as the precision table
+fp8 copy serves both directions: the cast writes one copy, and fp8 parameters need nothing.
+Counted for every parameter the stage holds, as the precision table
 (:mod:`tpsim.spec.precision`) counts the cached copies; the embedding and norms stay 16-bit
 (a few hundred MB at most).
 
-    t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears)
+    t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears;
+                                                              any layout: a plain cast)
 """
 from __future__ import annotations
 
-from ..layer.ops import cast_op
+from ..layer.ops import MemoryBound, cast_op
 from ..sim.price import kernel_time
 from ..spec.precision import (ANY_LAYOUT, FP8_PARAMS, LOW_PRECISION, QUANTIZED_BYTES,
                               cast_write_bytes)
@@ -37,8 +39,10 @@ def weight_cast_s(params: float, key: str, device) -> float:
         return 0.0
     per = PARAM_CAST_BYTES[dtype] if FP8_PARAMS in options else \
         WEIGHT_BYTES + cast_write_bytes(dtype)
-    if ANY_LAYOUT in options:       # no transpose to write (module docstring)
+    op = cast_op(dtype)
+    if ANY_LAYOUT in options:       # no transpose to write: a plain cast (module docstring)
         per -= QUANTIZED_BYTES[dtype] if FP8_PARAMS not in options else PARAM_CAST_BYTES[dtype]
+        op = MemoryBound
     if not per:
         return 0.0
-    return kernel_time(cast_op(dtype)(params * per, (int(params),)), device)
+    return kernel_time(op(params * per, (int(params),)), device)

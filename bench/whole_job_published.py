@@ -12,9 +12,17 @@ parallelism at TP > 1, the distributed optimizer with its weight all-gather over
 gradients reduced beside the backward in bf16 (Megatron-Bridge's ``_perf_precision`` sets
 ``grad_reduce_in_fp32=False``; NeMo's launcher ``grad_sync_dtype: bf16``), TP communication
 overlapped, no recomputation, no dropout; Megatron-Bridge's FP8 recipes also keep fp8
-parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py). NeMo
-24.07 ran Apex's distributed Adam, which shards the gradients too (not modelled): its memory
-column is tpsim's for Megatron-core's distributed optimizer, not a check.
+parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py) and run
+Transformer Engine's cross-entropy (scripts/performance/utils/helpers.py:
+``cross_entropy_fusion_impl = "te"``). NeMo 24.07 ran Apex's distributed Adam
+(NeMo-Framework-Launcher 24.07, conf/training/gpt3/20b.yaml: ``distributed_fused_adam`` with
+``contiguous_grad_buffer: True``; examples/training/gpt/h100/20b_fp8_8node.sh:
+``grad_sync_dtype=bf16``): its contiguous buffer keeps every local bf16 gradient (Apex's
+``_init_grad_buffer``, not ZeRO-2), reduce-scattered bucket by bucket beside the backward, and
+it shards fp32 Adam moments and the 16-bit remainders of the fp32 master weights
+(``store_param_remainders``, NeMo's megatron_base_model.py), 10 bytes a parameter / d, beside
+the 2 / d of the reduced shard: the 2 + 12 / d bytes and the traffic of Megatron-core's
+distributed optimizer with bf16 gradients, as these rows run.
 
     python bench/whole_job_published.py [--fit]
 """
@@ -64,7 +72,8 @@ def run(r: dict, topo) -> tuple[float, object]:
                 micro_batch=n["micro_batch"], dtype="fp8", sequence_parallel=n["tp"] > 1,
                 distributed_optimizer=True, overlap_param_gather=True,
                 tp_comm_overlap=n["tp"] > 1, nodes=max(1, n["gpus"] // 8),
-                grad_reduce_in_bf16=True, fp8_param_gather=r["family"] == "megatron-bridge")
+                grad_reduce_in_bf16=True, fp8_param_gather=r["family"] == "megatron-bridge",
+                cross_entropy_fusion="te" if r["family"] == "megatron-bridge" else "none")
     return p.step.tokens_per_s / n["gpus"], p
 
 

@@ -132,7 +132,6 @@ def precision(key: str) -> Precision:
         p = replace(p, weights=p.weights - QUANTIZED_BYTES[dtype])
     if FP8_PARAMS in options:
         if dtype not in PARAM_GATHERED:
-            raise ConfigError("--fp8-param-gather", "", f"--dtype {', '.join(PARAM_GATHERED)}",
-                              dtype)
+            raise ConfigError("--fp8-param-gather", "", "--dtype fp8, mxfp8 or nvfp4", dtype)
         p = replace(p, weights=p.weights - HALF, gathered=PARAM_GATHERED[dtype])
     return p

@@ -35,12 +35,12 @@ SEQ = 8192
 TORCHTITAN = dict(attention="flash2", eager_kernels=True)
 COMPILED = dict(attention="flash2")
 FIT = "FITTED: the Blackwell sustained clock (bench/blackwell_clock.py)"
-# the FP8 current-scaling recipes' precision (perf_recipes/_common.py: _perf_precision("fp8_cs")
-# keeps FP8 parameters, fp8_param_gather=True, and bf16 gradients, grad_reduce_in_fp32=False)
-FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True)
-# every Megatron-Bridge recipe: Transformer Engine's fused cross-entropy (the GPT provider's
-# cross_entropy_loss_fusion=True, cross_entropy_fusion_impl="te": scripts/performance/utils/
-# helpers.py, perf_recipes/_common.py's _benchmark_common)
+# the performance recipes' precision (perf_recipes/_common.py: _perf_precision keeps bf16
+# gradients, grad_reduce_in_fp32=False, and quantized parameters: fp8_param_gather=True for
+# "fp8_cs" and "fp8_mx", fp4_param_gather=True for "nvfp4", training/mixed_precision.py) and
+# Transformer Engine's cross-entropy (_benchmark_common: cross_entropy_fusion_impl = "te"; in
+# the 25.11 scripts, scripts/performance/utils/helpers.py)
+FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy="te")
 BRIDGE_CE = dict(cross_entropy="te")
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (
@@ -58,7 +58,7 @@ ROWS = (
           dtype="fp8", sequence_parallel=True, nodes=32, **COMPILED), 829, "compiled"),
     ("Megatron-Bridge 25.11: 8B, FSDP 8, FP8, H100", "llama3-8b", "dgx-h100",
      dict(tp=1, dp=8, micro_batch=1, global_batch=128, zero=3, dtype="fp8", recompute="full",
-          recompute_method="block", recompute_num_layers=5), 14451,
+          recompute_method="block", recompute_num_layers=5, **FP8_CS), 14451,
      "5 of 32 layers recomputed (full, block: the recipe's)"),
     ("Megatron-Bridge 26.04.01: 70B, FSDP 64, FP8, GB200", "llama3-70b", "gb200-nvl72",
      dict(tp=1, dp=64, micro_batch=2, global_batch=256, zero=3, dtype="fp8",
@@ -68,17 +68,17 @@ ROWS = (
           cpu_offload_layers=20, **FP8_CS), 5248, "20 of 80 layers' activations on the host"),
     ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
      dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
-          dtype="mxfp8", sequence_parallel=True, tp_comm_overlap=True), 3712, ""),
+          dtype="mxfp8", sequence_parallel=True, tp_comm_overlap=True, **FP8_CS), 3712, ""),
     ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
      dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
-          dtype="nvfp4", sequence_parallel=True), 4864,
+          dtype="nvfp4", sequence_parallel=True, **FP8_CS), 4864,
      "NVFP4's Hadamard transforms and bf16 layers not modelled"),
     ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
      dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
-          dtype="mxfp8"), 4864, ""),
+          dtype="mxfp8", **FP8_CS), 4864, ""),
     ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
      dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
-          dtype="nvfp4"), 7296, "NVFP4's Hadamard transforms and bf16 layers not modelled"),
+          dtype="nvfp4", **FP8_CS), 7296, "NVFP4's Hadamard transforms and bf16 layers not modelled"),
     ("Megatron-Bridge 25.11: 8B, MXFP8, B200", "llama3-8b", "dgx-b200",
      dict(tp=1, dp=8, micro_batch=2, global_batch=128, zero=1, dtype="mxfp8"), 29521, FIT),
     ("Megatron-Bridge 25.11: 8B, MXFP8, GB200", "llama3-8b", "gb200-nvl72",

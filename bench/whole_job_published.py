@@ -16,8 +16,15 @@ parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.
 Transformer Engine's fused cross-entropy (``cross_entropy_loss_fusion=True`` in
 megatron/bridge/models/gpt_provider.py, ``cross_entropy_fusion_impl="te"`` in the Llama
 providers and scripts/performance/utils/helpers.py; NeMo 24.07's is left unfused). NeMo
-24.07 ran Apex's distributed Adam, which shards the gradients too (not modelled): its memory
-column is tpsim's for Megatron-core's distributed optimizer, not a check.
+24.07 ran Apex's distributed Adam
+(NeMo-Framework-Launcher 24.07, conf/training/gpt3/20b.yaml: ``distributed_fused_adam`` with
+``contiguous_grad_buffer: True``; examples/training/gpt/h100/20b_fp8_8node.sh:
+``grad_sync_dtype=bf16``): its contiguous buffer keeps every local bf16 gradient (Apex's
+``_init_grad_buffer``, not ZeRO-2), reduce-scattered bucket by bucket beside the backward, and
+it shards fp32 Adam moments and the 16-bit remainders of the fp32 master weights
+(``store_param_remainders``, NeMo's megatron_base_model.py), 10 bytes a parameter / d, beside
+the 2 / d of the reduced shard: the 2 + 12 / d bytes and the traffic of Megatron-core's
+distributed optimizer with bf16 gradients, as these rows run.
 
     python bench/whole_job_published.py [--fit]
 """

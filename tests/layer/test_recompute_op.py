@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from tpsim.layer.graph import layer_graph
+from tpsim.spec.model import load_model
 from tpsim.training.predict import predict
 
 KW = dict(tp=1, dp=1, seq_len=2048, attention="flash2")
@@ -27,9 +29,18 @@ def test_every_second_matmul_and_every_elementwise_kernel(eager):
     assert all(o.phase == "backward" for o in rcp.values())
 
 
-def test_op_costs_time_and_keeps_the_memory_of_none():
-    """The copies lengthen the step; the memory is counted as none's (module docstring)."""
+def test_op_costs_time_and_keeps_the_checkpoint_and_saved_outputs():
+    """The copies lengthen the step; a layer keeps its input, the outputs of wq, wv, w1, w2,
+    SDPA's output and fp32 log-sum-exp: 2 T (h + q + kv + f + h + q) + 4 T heads bytes."""
     none = predict("llama3-8b", "grand-teton-h100", **KW)
     op = predict("llama3-8b", "grand-teton-h100", recompute="op", **KW)
     assert op.step.time_s > none.step.time_s
-    assert op.memory.total_bytes == none.memory.total_bytes
+    g = layer_graph(load_model("llama3-8b"), 1, 1, 2048, "bf16", False, attention="flash2",
+                    recompute="op")
+    T, h, f, q, kv, heads = 2048, 4096, 14336, 4096, 1024, 32
+    layer = 2 * T * (h + q + kv + f + h + q) + 4 * T * heads
+    assert sum(a["saved_bytes"] for _, a in g.nodes(data=True)) == layer
+    ends = none.memory.activations_bytes - 32 * sum(
+        a["saved_bytes"] for _, a in layer_graph(load_model("llama3-8b"), 1, 1, 2048, "bf16",
+                                                 False, attention="flash2").nodes(data=True))
+    assert op.memory.activations_bytes == pytest.approx(32 * layer + ends, rel=1e-12)

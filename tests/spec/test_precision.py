@@ -61,31 +61,49 @@ def test_a_dtype_alone_is_its_own_key():
 
 
 def test_bf16_gradients_halve_the_main_gradients_and_add_the_fp32_copy():
-    """--grad-reduce-in-bf16: 2-byte main gradients; the optimizer's fp32 copy of its shard,
-    +4 bytes (16 in all, as fp16's row); fp16 keeps its 2-byte gradients unchanged."""
-    assert precision(precision_key("bf16", grad_reduce_in_bf16=True)) == Precision(2, 2, 16, 2)
+    """--grad-reduce-in-bf16: 2-byte main gradients; the optimizer step's fp32 copy of its
+    shard, 4 bytes (12 + 4, as fp16's row); fp16 keeps its 2-byte gradients unchanged."""
+    assert precision(precision_key("bf16", grad_reduce_in_bf16=True)) == Precision(2, 2, 12, 2, 4)
     assert precision(precision_key("fp16", grad_reduce_in_bf16=True)) == precision("fp16")
 
 
 def test_fp8_parameters_are_the_fp8_copy_and_its_transpose():
-    """--fp8-param-gather: weights 1 + 1 bytes, all-gathered in 1 byte; fp8 only."""
+    """--fp8-param-gather: weights 1 + 1 bytes, all-gathered in 1 byte; quantized dtypes only."""
     key = precision_key("fp8", grad_reduce_in_bf16=True, fp8_param_gather=True)
     assert key == "fp8+bf16-grads+fp8-params"
-    assert precision(key) == Precision(2, 2, 16, 1)
+    assert precision(key) == Precision(2, 2, 12, 1, 4)
     with pytest.raises(ConfigError, match="--fp8-param-gather"):
         precision(precision_key("bf16", fp8_param_gather=True))
 
 
+def test_any_layout_fp8_keeps_no_transpose():
+    """Blackwell: bf16 + one fp8 copy (3 bytes), fp8 parameters 1 byte; other dtypes keep
+    their key (block-scaled copies differ by direction)."""
+    assert precision(precision_key("fp8", any_layout=True)).weights == 3
+    assert precision(precision_key("fp8", True, True, True)).weights == 1
+    assert precision_key("mxfp8", any_layout=True) == "mxfp8"
+
+
+def test_block_scaled_parameters_are_their_two_quantized_copies():
+    """MXFP8 (1 + 1/32 bytes an element, both copies all-gathered: 2) and NVFP4 (1/2 + 1/16,
+    the packed row-wise 4 bits all-gathered: 1/2) parameters, no bf16 copy."""
+    mx = precision(precision_key("mxfp8", True, True))
+    assert (mx.weights, mx.grads, mx.gathered) == (2 * (1 + 1 / 32), 2, 2)
+    nv = precision(precision_key("nvfp4", True, True))
+    assert (nv.weights, nv.gathered) == (2 * (1 / 2 + 1 / 16), 1 / 2)
+
+
 def test_the_options_change_memory_and_the_dp_traffic_not_the_layer():
     """Llama 3 8B FP8 on 8 H100s, DP 8, distributed optimizer: both options take 4 bytes per
-    parameter off the weights and gradients, add 4 / 8 to the optimizer's, and leave the layer
-    as it was; the reduce-scatter carries half the bytes, so the step is no slower."""
+    parameter off the weights and gradients, add the optimizer step's 4 / 8 copy (held in the
+    step, when the activations are freed: not on top of them), and leave the layer as it was; the reduce-scatter carries half the bytes, so the step is no slower."""
     kw = dict(tp=1, dp=8, global_batch=16, seq_len=2048, dtype="fp8",
               distributed_optimizer=True)
     base = predict("llama3-8b", "dgx-h100", **kw)
     opt = predict("llama3-8b", "dgx-h100", grad_reduce_in_bf16=True, fp8_param_gather=True, **kw)
     n = base.memory.params_per_gpu
-    assert base.memory.total_bytes - opt.memory.total_bytes == pytest.approx(n * (4 - 4 / 8))
+    assert base.memory.total_bytes - opt.memory.total_bytes == pytest.approx(n * 4)
+    assert opt.memory.step_copy_bytes == pytest.approx(n * 4 / 8)
     assert opt.layer.total_s == base.layer.total_s
     assert opt.step.time_s <= base.step.time_s
     with pytest.raises(ConfigError, match="--fp8-param-gather"):

@@ -1,6 +1,7 @@
 """Published layouts that ran must be predicted to fit: Megatron and NeMo runs of GPT-3 175B,
-each with its own TP, PP, virtual stages, micro-batch and recomputation, and Megatron-Bridge's
-Llama 3.1 405B runs with context parallelism (bench/cp_published.py)."""
+each with its own TP, PP, virtual stages, micro-batch and recomputation, Megatron-Bridge's
+Llama 3.1 405B runs (bench/cp_published.py) and Llama 3 70B FSDP, MXFP8 and NVFP4 runs
+(bench/sharded_published.py), torchtitan's Llama 3.1 8B FSDP runs."""
 from __future__ import annotations
 
 import pytest
@@ -53,6 +54,36 @@ PUBLISHED |= {
     "bridge-405b-cp2-b200": _llama31_405b("dgx-b200-ndr-cluster", 4, 2, 8, global_batch=64,
                                           nodes=16),
     "bridge-405b-cp2-gb300": _llama31_405b("gb300-nvl72", 2, 8, 4, global_batch=1536),
+}
+
+
+# Megatron-Bridge's performance recipes (perf_recipes/_common.py: bf16 gradients, quantized
+# parameters, Transformer Engine's cross-entropy), 26.04.01's Llama 3 70B rows
+# (bench/sharded_published.py) and 25.11's 405B CP 1 GB200 row (bench/cp_published.py)
+RECIPE = dict(seq_len=8192, fp8_param_gather=True, grad_reduce_in_bf16=True,
+              cross_entropy="te")
+_70B_PP4 = dict(RECIPE, model="llama3-70b", topology="gb300-nvl72", tp=1, pp=4,
+                virtual_stages=5, dp=16, micro_batch=1, global_batch=256,
+                distributed_optimizer=True)
+_CHUNK = "tt"       # 128 slots (126 layers, the embedding, the loss) over 16 x 4 chunks
+# torchtitan benchmarks/llama3_h100_202412_torchtitan.md Table 1: FSDP 8, local batch 2,
+# selective (op) checkpointing; published peak memory 82.4 GiB (bf16), 76.8 (Float8)
+_TITAN_T1 = dict(model="llama3-8b", topology="grand-teton-h100", seq_len=8192, tp=1, dp=8,
+                 micro_batch=2, global_batch=16, zero=3, recompute="op", nodes=1,
+                 attention="flash2")
+PUBLISHED |= {
+    "bridge-70b-fsdp-gb200": dict(RECIPE, model="llama3-70b", topology="gb200-nvl72", tp=1,
+                                  dp=64, micro_batch=2, global_batch=256, zero=3,
+                                  dtype="fp8", cpu_offload_layers=40),
+    "bridge-70b-mxfp8-gb300": dict(_70B_PP4, dtype="mxfp8"),
+    "bridge-70b-nvfp4-gb300": dict(_70B_PP4, dtype="nvfp4"),
+    "bridge-405b-cp1-gb200": dict(
+        RECIPE, model="llama3-405b", topology="gb200-nvl72", tp=4, pp=16, virtual_stages=4,
+        dp=4, global_batch=1536, micro_batch=1, dtype="fp8", sequence_parallel=True,
+        tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
+        pipeline_layout=f"E{_CHUNK[1:]}|({_CHUNK}|)*62{_CHUNK[1:]}L"),
+    "torchtitan-8b-fsdp8-bf16": dict(_TITAN_T1, dtype="bf16", eager_kernels=True),
+    "torchtitan-8b-fsdp8-float8": dict(_TITAN_T1, dtype="fp8"),
 }
 
 

@@ -27,6 +27,19 @@ def test_fp8_weights_cast_transposed_once_per_step():
     assert weight_cast_s(P, "bf16", DEV) == weight_cast_s(P, "fp16", DEV) == 0.0
 
 
+def test_any_layout_fp8_writes_one_copy():
+    """Blackwell (+any-layout): read 2, write one fp8 copy (3 P, no transpose); fp8 parameters need no
+    kernel; MXFP8 parameters were all-gathered whole (none), NVFP4's build their column-wise
+    copy (read and write 1/2 + 1/16 bytes)."""
+    key = precision_key("fp8", any_layout=True)
+    assert key == "fp8+any-layout"
+    assert weight_cast_s(P, key, DEV) == elementwise_time(3 * P, DEV)
+    assert weight_cast_s(P, precision_key("fp8", True, True, True), DEV) == 0.0
+    assert weight_cast_s(P, precision_key("mxfp8", True, True, True), DEV) == 0.0
+    assert weight_cast_s(P, precision_key("nvfp4", True, True), DEV) == \
+        elementwise_time(2 * (1 / 2 + 1 / 16) * P, DEV)
+
+
 def test_block_scaled_weights_cast_row_and_column_wise():
     """MXFP8: read 2, write two copies of 1 + 1/32 bytes, a plain memory-bound kernel."""
     assert weight_cast_s(P, "mxfp8", DEV) == elementwise_time(P * (2 + 2 * (1 + 1 / 32)), DEV)

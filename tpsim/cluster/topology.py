@@ -60,8 +60,7 @@ class Device:
                                doc="device memory as the CUDA runtime exposes it, GiB (2^30 "
                                    "bytes): the total of torch.cuda.mem_get_info(), below the "
                                    "vendor's figure by what the driver keeps")
-    memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0,
-                                       doc="peak memory bandwidth, GB/s")
+    memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0, doc="peak memory bandwidth, GB/s")
     memory_reserved_bytes: float = spec(
         "memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
         doc="memory a training or serving process holds outside its tensors, GiB: the CUDA "
@@ -76,13 +75,14 @@ class Device:
             "it has split and cannot merge (PyTorch CUDA semantics docs, memory management; "
             "max_memory_reserved over max_memory_allocated of a run, less 1, measures it; "
             "0.05 assumed)")
-    memory_efficiency: float = spec(gt=0, le=1, default=0.8,
-                                    doc="fraction of memory bandwidth that elementwise kernels reach")
+    memory_efficiency: float = spec(gt=0, le=1, default=0.8, doc="fraction of memory bandwidth that elementwise kernels reach")
     cast_transpose_efficiency: float | None = spec(
         gt=0, le=1, default=None, doc="the same for the fp8 cast-transpose kernels (a "
                                       "transposed write); default: memory_efficiency")
-    gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8,
-                                      doc="fraction of peak FLOP/s that large GEMMs reach")
+    fp8_any_layout: bool = spec(default=False, doc="FP8 GEMMs take operands in any layout "
+                                "(Blackwell, compute capability 10.x: Transformer Engine's "
+                                "is_non_tn_fp8_gemm_supported): one fp8 copy, no transpose")
+    gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8, doc="fraction of peak FLOP/s that large GEMMs reach")
     gemm_max_efficiency_fp8: float | None = spec(
         gt=0, le=1, default=None, doc="the same for fp8 GEMMs (default: gemm_max_efficiency)")
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,

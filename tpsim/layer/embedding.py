@@ -26,7 +26,8 @@ kernels over the logits in their own dtype (``transformer_engine/pytorch/triton/
 as of TE 2.7-2.14): ``online_softmax_kernel`` reads them once for each row's max, sum of
 exponentials and target logit (3 fp32 per row), an all-gather of those over TP, and
 ``cross_entropy_kernel`` reads them again and writes the loss gradient over them in place (what
-it keeps for backward: b*s x vocab/tp x bytes per element, not the fp32 softmax); besides, four
+it keeps for backward: b*s x vocab/tp x bytes per element, not the fp32 softmax; TE v2.18,
+PR #3193 of July 2026, keeps an fp32 gradient instead); besides, four
 small kernels (zeroing the loss, the row statistics and the count; clamping the count). Backward
 is ``element_mul_kernel``, the stored gradient times the per-token output gradient, in place.
 Built as :class:`~tpsim.layer.template.Template` s

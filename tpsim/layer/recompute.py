@@ -29,8 +29,12 @@ are built:
   recomputed: tpsim's fused qkv and fc1 GEMMs are recomputed in part (T x kv x h, T x f x h),
   the projection whole, and every elementwise kernel of the layer (norms, residual adds, the
   activation, and with ``--eager-kernels`` rope, the K/V copies and the output copy); the
-  attention and the collectives are not. The memory is counted as ``none``'s (an upper bound:
-  the recomputed outputs are not kept).
+  attention and the collectives are not. What stays between the forward and the backward is
+  the checkpoint's input and the saved ops' outputs (:func:`op_saved_bytes`): the layer input,
+  the outputs of wq, wv, w1 and w2, SDPA's output and log-sum-exp, and with sequence
+  parallelism the two reduce-scatters'. The ops run on float8 tensors under torchao's Float8
+  linears dispatch as ``aten.mm`` to the policy all the same (its save list keeps their
+  ``abs``/``max`` for that reason), so the count is the same for both dtypes.
 
 Each recomputed op is a copy of its forward op named ``rcp.<name>`` (``rcp.qkv``,
 ``rcp.proj.all-reduce``) in phase "backward", with the forward's data edges between the copies.
@@ -57,6 +61,7 @@ OP_ELEMENTWISE = ("fwd.norm", "fwd.bias_dropout_add", "fwd.act", "fwd.rope", "fw
 OP_GEMMS = {"fwd.qkv": lambda d: (d.T, d.kv, d.h), "fwd.proj": lambda d: (d.T, d.h, d.q),
             "fwd.mlp_in": lambda d: (d.T, d.f, d.h)}
 PREFIX = "rcp."
+LSE_BYTES = 4       # SDPA's log-sum-exp: one fp32 per query row and head
 
 
 def recomputed_name(name: str) -> str:
@@ -104,12 +109,28 @@ def _core_attention(B, forward: list[str]) -> None:
     copy_region(B, region, start_after=start)
 
 
+def op_saved_bytes(d) -> float:
+    """What ``op`` keeps of a layer (module docstring), bytes:
+
+        bpe (Tn h + T (q + kv + f + h) + T q + [SP] 2 Tn h) + 4 b heads s
+
+    the layer input, the outputs of the saved matmuls (wq, wv, w1, w2: the first, third, fifth
+    and seventh ``aten.mm`` of the layer), SDPA's output and its fp32 log-sum-exp, the
+    reduce-scatters' outputs (torchtitan's ``_save_list``, parallelize_llama.py at 9dec370)."""
+    rs = 2 * d.Tn * d.h if d.sp else 0
+    return (d.Tn * d.h + d.T * (d.q + d.kv + d.f + d.h) + d.T * d.q + rs) * d.bpe \
+        + d.b * d.heads * d.s * LSE_BYTES
+
+
 def _recompute_ops(B, forward: list[str]) -> None:
     """``op``: the elementwise kernels and the GEMMs of OP_GEMMS re-run from the layer's
-    backward start, each GEMM copy at its recomputed share (module docstring)."""
+    backward start, each GEMM copy at its recomputed share; the layer keeps
+    :func:`op_saved_bytes` (module docstring)."""
     region = [n for n in forward if n in OP_GEMMS or n.startswith(OP_ELEMENTWISE)]
     if not region:
         return
+    B.nodes = [replace(n, saved=op_saved_bytes if n.name == forward[0] else None)
+               if n.phase == "forward" else n for n in B.nodes]
     copy_region(B, region, start_after=(forward[-1],))
     B.nodes = [replace(n, make=_gemm_share(n.make, OP_GEMMS[n.recomputes]))
                if n.recomputes in OP_GEMMS else n for n in B.nodes]

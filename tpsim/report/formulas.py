@@ -50,7 +50,7 @@ STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times
                 (group_exposed_s, ("ep_comm_exposed_s",)), (offload.exposed_s, OFFLOAD))
 STAGE = qualname(accounting.stage_times)
 MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
-                                  "total_bytes", "fits")),
+                                  "step_copy_bytes", "total_bytes", "fits")),
                   (accounting.stage_memories, ("activations_bytes",)),
                   (Device.usable_bytes, ("reserved_bytes",)),
                   (terms.in_flight_chunks, ("in_flight",)),

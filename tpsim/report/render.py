@@ -126,6 +126,9 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
         f"  activations    {mem.activations_bytes / gb:9.2f} GiB  (as the recompute mode saves them)",
         f"  total          {mem.total_bytes / gb:9.2f} GiB  {_capacity_text(mem)}: {fits}",
     ]
+    if mem.step_copy_bytes:
+        lines.insert(-1, f"  step's copy    {mem.step_copy_bytes / gb:9.2f} GiB  (the optimizer's fp32 "
+                         "gradients, held instead of the activations: max of the two)")
     if mem.offloaded_bytes:
         lines.append(f"  on the host    {mem.offloaded_bytes / gb:9.2f} GiB  (the offloaded "
                      "layers' activations, outside the total)")

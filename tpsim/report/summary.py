@@ -121,7 +121,7 @@ def _memory_advice(p, mem) -> list[str]:
     i = p.inputs
     remedies = next((n.values.get("remedies", ()) for n in p.warnings
                      if n.code == "memory_does_not_fit"), ())
-    state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
+    state = mem.state_bytes
     why = {"distributed_optimizer": f"shards the optimizer state over the {i.dp} DP replicas: "
                                       f"-{mem.optimizer_bytes * (1 - 1 / i.dp) / GIB:.1f} GiB",
            "recompute": f"keeps only each layer's input of the "

@@ -10,7 +10,7 @@ For layouts i of one shape, with E_i the bounds of the last backwards' ends
 (with the overlapped weight all-gather, every E_i is a path from stage 0's first forward, which
 starts at R_i = max_k (G_k - head_k . f_i), :func:`tpsim.training.terms.gather_release` over
 its buckets: E_i + R_i; the all-gather is then out of finish_r)
-    memory_i = max_r (state_r + in-flight counts_r . saved_i)
+    memory_i = max_r (state_r + max(in-flight counts_r . saved_i, step's copy_r))
 
 (the tied-embedding all-reduce joins the first and last stage's ready times first).
 """
@@ -158,5 +158,6 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)
     state = np.stack([t.memory for t in tails])[idx]
     saved = np.array([t.saved for t in parts])[q.pidx]
-    memory = (state + np.einsum("nk,nsk->ns", saved, counts)).max(axis=1)
+    copy = np.stack([t.step_copy for t in tails])[idx]
+    memory = (state + np.maximum(np.einsum("nk,nsk->ns", saved, counts), copy)).max(axis=1)
     return list(zip(bounds.tolist(), memory.tolist()))

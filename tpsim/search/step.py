@@ -40,6 +40,7 @@ from ..sim.memory import stage_memory
 from ..spec.folding import Folded
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
+from ..spec.precision import precision_key
 from ..training.pipeline import split_layers
 from ..training.predict import simulate_layer
 from ..sim.price import group_collective
@@ -198,7 +199,8 @@ class Tail:
     reductions from this bucket on minus the later pre-scale kernels (dp = 1: one event, the
     stage's end, to which its last p2p transfer is added). ``scale``: per virtual stage, the
     pre-scale kernels after its last backward; ``memory``: weights, gradients and optimizer
-    state of each stage, bytes."""
+    state of each stage, bytes; ``step_copy``: its optimizer step's fp32 gradient copy, held
+    instead of activations (:mod:`tpsim.sim.memory`)."""
     cols: np.ndarray          # (stages, events)
     coef: np.ndarray          # (stages, events, 3)
     const: np.ndarray         # (stages, events)
@@ -214,6 +216,7 @@ class Tail:
     # embedding, output layer) forwards before bucket k (:func:`_first_gathers`)
     gather_ends: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    step_copy: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
@@ -281,7 +284,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     (:func:`tpsim.training.sharded_dp.shard_setup`), the state of
     :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE layers
     folded ``ep`` x ``expert_tp``."""
-    model, dtype, dev = run.model, run.dtype, run.topo.device
+    model, dev = run.model, run.topo.device
+    dtype = precision_key(run.dtype, any_layout=dev.fp8_any_layout)   # as the step's
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
@@ -294,7 +298,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     over = terms.overlapped_reduce(True, dp) and sh.stage < 2
     scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
              for bs in st.buckets]
-    events, gn, finish, memory = [], [], [], []
+    events, gn, finish, memory, copies = [], [], [], [], []
     for i, r in enumerate(end_stages(pp)):
         shards = shares[r] if shares else sh.state_shards(dp, do)[2]
         group, reduced = terms.dp_group(par, r), {}
@@ -319,14 +323,16 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
         unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
         state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
-        memory.append(stage_memory(local, dtype, 0.0, 0.0, shards, state=state).total_bytes)
+        mem = stage_memory(local, dtype, 0.0, 0.0, shards, state=state)
+        memory.append(mem.state_bytes)
+        copies.append(mem.step_copy_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price)
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
                 np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
                 np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price, experts)
-                  if terms.overlapped_gather(opg, do, dp) else ()))
+                  if terms.overlapped_gather(opg, do, dp) else ()), step_copy=np.array(copies))
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,
@@ -379,8 +385,7 @@ def group_timer(run: Run, op: str, group):
 
 
 def pricer(run: Run) -> terms.Price:
-    """``price(op, nbytes, group)`` for :mod:`tpsim.training.terms`: :func:`group_timer`'s
-    seconds, one timer per (op, group)."""
+    """``price(op, nbytes, group)`` (:mod:`tpsim.training.terms`): one group_timer per op, group."""
     timers: dict = {}
 
     def price(op: str, nbytes: float, group) -> float:

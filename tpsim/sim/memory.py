@@ -27,6 +27,14 @@ only (``--recompute-method``) mixes the two per virtual stage
 stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
 schedule (the first stage p of them; :func:`tpsim.training.pipeline.in_flight`).
 
+The optimizer step's fp32 copy of 16-bit main gradients (``--grad-reduce-in-bf16``, fp16;
+params x step_copy / shards: :mod:`tpsim.spec.precision`) exists only between the backward's
+end and the next step's start, when no activation is held: the stage's peak is
+
+    total = weights + gradients + optimizer + max(activations, step's copy)
+
+the larger of the two phases, not their sum.
+
 A stage fits when its total is within what the device leaves to tensors
 (:meth:`tpsim.cluster.topology.Device.usable_bytes`): its memory as the CUDA runtime exposes it,
 less the CUDA context and NCCL's buffers, the caching allocator's fragmentation and the run's
@@ -62,13 +70,21 @@ class Memory:
     optimizer_shards: int = 1     # d with the distributed optimizer, else 1
     zero: int = 0                 # the ZeRO stage (tpsim.training.sharded_dp)
     offloaded_bytes: float = 0.0  # activations in host memory, not in total (training.offload)
+    step_copy_bytes: float = 0.0  # the optimizer step's fp32 gradient copy (module docstring)
+
+    @property
+    def state_bytes(self) -> float:
+        """What the stage holds in both phases: weights + gradients + optimizer state."""
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes
 
 
 def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
                  optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1,
                  usable_bytes: float | None = None, state: tuple | None = None,
                  zero: int = 0, offloaded_bytes: float = 0.0) -> Memory:
-    """params x (weights + gradients + optimizer / shards) bytes, plus activations; it fits
+    """params x (weights + gradients + optimizer / shards) bytes, plus the larger of the
+    activations and the optimizer step's copy, params x step_copy / optimizer_shards (module
+    docstring); it fits
     within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it). ``state``: the
     (weights, gradients, optimizer) bytes of a ZeRO-2/3 run instead
     (:func:`tpsim.training.sharded_dp.state_bytes`); ``offloaded_bytes``: activations held in
@@ -76,9 +92,10 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     prec = precision(dtype)
     weights, grads, optim = state or (params * prec.weights, params * prec.grads,
                                       params * prec.optimizer / optimizer_shards)
-    total = weights + grads + optim + activations_bytes
+    copy = params * prec.step_copy / optimizer_shards
+    total = weights + grads + optim + max(activations_bytes, copy)
     usable = capacity_bytes if usable_bytes is None else usable_bytes
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
                   float(total), float(capacity_bytes), float(capacity_bytes - usable),
                   total <= usable, stage, in_flight, optimizer_shards, zero,
-                  float(offloaded_bytes))
+                  float(offloaded_bytes), float(copy))

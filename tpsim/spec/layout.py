@@ -128,9 +128,10 @@ class Layout:
         False, "keep and reduce the main gradients in bf16, 2 bytes (default: fp32); the "
         "optimizer copies its shard to fp32 (Megatron-LM's own flag)", "--grad-reduce-in-bf16")
     fp8_param_gather: bool = _flag(
-        False, "FP8 parameters (Transformer Engine's Float8Tensor: the fp8 copy and its "
-        "transpose, no bf16 copy), all-gathered in fp8 by the distributed optimizer; needs "
-        "--dtype fp8 (Megatron-LM's own flag)", "--fp8-param-gather")
+        False, "quantized parameters (Transformer Engine's Float8Tensor: the fp8 copy and its "
+        "transpose, no bf16 copy; MXFP8, NVFP4: their row-wise and column-wise copies), "
+        "all-gathered quantized by the distributed optimizer; needs --dtype fp8, mxfp8 or "
+        "nvfp4 (Megatron-LM's own flag; --fp4-param-gather for NVFP4)", "--fp8-param-gather")
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")

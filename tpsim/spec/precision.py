@@ -1,17 +1,25 @@
 """What one training precision stores per parameter, in bytes (Megatron-LM's mixed precision).
 
-| dtype | weights | main gradients | optimizer state | distributed optimizer all-gathers |
-| --- | --- | --- | --- | --- |
-| bf16 | 2 | 4 (fp32: Megatron accumulates and reduces bf16 gradients in fp32) | 12 (fp32 master, Adam m, v) | 2 |
-| fp16 | 2 | 2 (the param dtype) | 16 (fp32 master, fp32 gradient copy, m, v) | 2 |
-| fp32 | 4 | 4 | 8 (m, v: the weights are the master) | 4 |
-| fp8 | 4 (bf16 + FP8 row-wise and transposed copies, Hopper) | 4 | 12 | 2 |
-| mxfp8 | 2 + 2 x (1 + 1/32) (bf16 + MXFP8 row-wise and column-wise copies with their scales) | 4 | 12 | 2 |
-| nvfp4 | 2 + 2 x (1/2 + 1/16) (bf16 + NVFP4 row-wise and column-wise copies with their scales) | 4 | 12 | 2 |
+| dtype | weights | main gradients | optimizer state | optimizer step's copy | distributed optimizer all-gathers |
+| --- | --- | --- | --- | --- | --- |
+| bf16 | 2 | 4 (fp32: Megatron accumulates and reduces bf16 gradients in fp32) | 12 (fp32 master, Adam m, v) | 0 | 2 |
+| fp16 | 2 | 2 (the param dtype) | 12 (fp32 master, m, v) | 4 (fp32 gradient copy) | 2 |
+| fp32 | 4 | 4 | 8 (m, v: the weights are the master) | 0 | 4 |
+| fp8 | 4 (bf16 + FP8 row-wise and transposed copies, Hopper) | 4 | 12 | 0 | 2 |
+| mxfp8 | 2 + 2 x (1 + 1/32) (bf16 + MXFP8 row-wise and column-wise copies with their scales) | 4 | 12 | 0 | 2 |
+| nvfp4 | 2 + 2 x (1/2 + 1/16) (bf16 + NVFP4 row-wise and column-wise copies with their scales) | 4 | 12 | 0 | 2 |
 
 Megatron-LM docs/user-guide/features/dist_optimizer.md gives the totals 18 (bf16), 20 (fp16) and
 16 (fp32) bytes per parameter, and 6 + 12/d, 4 + 16/d, 8 + 8/d with the distributed optimizer
-(arguments.py: ``accumulate_allreduce_grads_in_fp32`` for bf16). FP8 training keeps the
+(arguments.py: ``accumulate_allreduce_grads_in_fp32`` for bf16). The fp32 gradient copy of
+16-bit main gradients lives only during the optimizer step (the step's copy, sharded as the
+optimizer state): Megatron-core's ``_copy_model_grads_to_main_grads`` makes it
+(``shard_main_param.grad = shard_model_grad.float()``, core/optimizer/distrib_optimizer.py;
+optimizer.py for the unsharded optimizer) after the backward, when the activations are freed,
+and ``optimizer.zero_grad(set_to_none=True)`` at the start of the next ``train_step``
+(megatron/training/training.py) frees it before the forward. A stage's peak is then
+max(activations, step's copy) above the persistent state (:mod:`tpsim.sim.memory`), the
+tables' totals when no activation is held. FP8 training keeps the
 parameters in bf16 (FP8 is a compute dtype: Transformer Engine casts each weight per GEMM) and
 the same fp32 main gradients, master weights and moments as bf16; on top, Transformer Engine
 caches each weight's FP8 cast across the micro-batches of a step, row-wise and (Hopper's FP8
@@ -24,12 +32,28 @@ Two options of Megatron-core change the table (:func:`precision_key` names a run
 
 * ``--grad-reduce-in-bf16`` (Megatron-Bridge's and NeMo's performance recipes:
   ``grad_reduce_in_fp32=False``): the main gradients are kept and reduced in bf16, 2 bytes;
-  the distributed optimizer copies each shard into fp32 for Adam, +4 bytes of optimizer state,
-  as fp16's row.
+  the distributed optimizer copies each shard into fp32 for Adam, the step's 4-byte copy, as
+  fp16's row.
 * ``--fp8-param-gather`` (FP8 only; Megatron-Bridge's FP8 recipes, ``fp8_param_gather=True``):
   the parameters themselves are fp8 (Transformer Engine's Float8Tensor, the fp32 master in the
   optimizer): the fp8 copy and its transpose, 1 + 1 bytes, no bf16 copy; the distributed
-  optimizer all-gathers 1 byte per parameter.
+  optimizer all-gathers 1 byte per parameter. MXFP8 and NVFP4 take the same option
+  (Megatron-Bridge's bf16_with_mxfp8_mixed: ``fp8_param_gather=True``; bf16_with_nvfp4_mixed:
+  ``fp4_param_gather=True``, Megatron-LM's --fp4-param-gather: "keep the compute param in fp4 (do
+  not use any other intermediate dtype) and perform the param all-gather in fp4",
+  core/distributed/distributed_data_parallel_config.py): the row-wise and column-wise quantized
+  copies, 2 x QUANTIZED_BYTES, no bf16 copy. MXFP8 all-gathers both copies into the gradient
+  buffer (``reuse_grad_buf_for_mxfp8_param_ag``: 2 bytes a parameter; Transformer Engine's
+  ``post_all_gather_processing`` has nothing left to do for an MXFP8Tensor); NVFP4 the packed
+  row-wise 4-bit data, 1/2 byte, and builds the column-wise copy by a 2D transpose
+  (``_nvfp4_2d_multi_tensor_transpose``, transformer_engine/pytorch/tensor/utils.py). The
+  block scales' share of the all-gather is not counted.
+
+* on a device whose FP8 GEMMs take any operand layout (Blackwell, compute capability 10.x:
+  the topology's ``fp8_any_layout``; Transformer Engine's ``is_non_tn_fp8_gemm_supported``,
+  transformer_engine/pytorch/utils.py) an fp8 tensor is one copy serving both GEMM directions,
+  no transpose (Float8Tensor's quantizer allocates ``_data`` only, tensor/float8_tensor.py):
+  ``+any-layout`` takes the transpose's 1 byte off fp8's weights (3; 1 with fp8 parameters).
 
 Blackwell's block-scaled formats (OCP Microscaling spec v1.0; NVIDIA, "Pretraining large language
 models with NVFP4", 2025; Transformer Engine's MXFP8BlockScaling and NVFP4BlockScaling recipes)
@@ -43,6 +67,8 @@ quantize kernel writes both of every cast operand (:func:`cast_write_bytes`).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..base.record import record
 from ..base.errors import ConfigError
 
@@ -50,14 +76,16 @@ from ..base.errors import ConfigError
 @record
 class Precision:
     """Bytes per parameter (table in the module docstring); ``gathered``: what the distributed
-    optimizer all-gathers per parameter after its step (the 16-bit model weights)."""
+    optimizer all-gathers per parameter after its step (the 16-bit model weights);
+    ``step_copy``: the fp32 gradient copy held only during the optimizer step."""
     weights: float
     grads: int
     optimizer: int
-    gathered: int
+    gathered: float
+    step_copy: int = 0
 
 
-PRECISION = {"bf16": Precision(2, 4, 12, 2), "fp16": Precision(2, 2, 16, 2),
+PRECISION = {"bf16": Precision(2, 4, 12, 2), "fp16": Precision(2, 2, 12, 2, 4),
              "fp32": Precision(4, 4, 8, 4), "fp8": Precision(4, 4, 12, 2)}
 
 # bytes per element of each quantized GEMM dtype, its block scales included (module docstring)
@@ -75,15 +103,21 @@ def cast_write_bytes(dtype: str) -> float:
     return 2 * QUANTIZED_BYTES[dtype] + AMAX_PASS_BYTES.get(dtype, 0)
 
 
-BF16_GRADS, FP8_PARAMS = "bf16-grads", "fp8-params"    # the options of a precision key
+BF16_GRADS, FP8_PARAMS, ANY_LAYOUT = "bf16-grads", "fp8-params", "any-layout"  # key options
+HALF = 2            # the 16-bit copy quantized parameters do without
+FP32_COPY = 4       # the optimizer step's fp32 copy of 16-bit main gradients
+# bytes per parameter the distributed optimizer all-gathers of quantized parameters (docstring)
+PARAM_GATHERED = {"fp8": 1, "mxfp8": 2, "nvfp4": 1 / 2}
 
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
-                  fp8_param_gather: bool = False) -> str:
-    """The run's precision as one name: ``dtype``, then ``+bf16-grads`` and ``+fp8-params``
-    for the options taken (module docstring); ``dtype`` alone without them."""
+                  fp8_param_gather: bool = False, any_layout: bool = False) -> str:
+    """The run's precision as one name: ``dtype``, then ``+bf16-grads``, ``+fp8-params`` and
+    (fp8 on a device of ``any_layout``) ``+any-layout`` for the options taken (module
+    docstring); ``dtype`` alone without them."""
     return "+".join([dtype] + [BF16_GRADS] * grad_reduce_in_bf16
-                    + [FP8_PARAMS] * fp8_param_gather)
+                    + [FP8_PARAMS] * fp8_param_gather
+                    + [ANY_LAYOUT] * (any_layout and dtype == "fp8"))
 
 
 def precision(key: str) -> Precision:
@@ -93,9 +127,11 @@ def precision(key: str) -> Precision:
         raise ConfigError("--dtype", "", f"one of {', '.join(PRECISION)}", dtype)
     p = PRECISION[dtype]
     if BF16_GRADS in options and p.grads > 2:     # fp16 keeps 2-byte gradients already
-        p = Precision(p.weights, 2, p.optimizer + 4, p.gathered)
+        p = Precision(p.weights, 2, p.optimizer, p.gathered, FP32_COPY)
+    if ANY_LAYOUT in options:
+        p = replace(p, weights=p.weights - QUANTIZED_BYTES[dtype])
     if FP8_PARAMS in options:
-        if dtype != "fp8":
-            raise ConfigError("--fp8-param-gather", "", "--dtype fp8", dtype)
-        p = Precision(2, p.grads, p.optimizer, 1)
+        if dtype not in PARAM_GATHERED:
+            raise ConfigError("--fp8-param-gather", "", "--dtype fp8, mxfp8 or nvfp4", dtype)
+        p = replace(p, weights=p.weights - HALF, gathered=PARAM_GATHERED[dtype])
     return p

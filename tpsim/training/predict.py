@@ -386,7 +386,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
-                                               lay.fp8_param_gather), experts=experts,
+                                               lay.fp8_param_gather,
+                                               topo.device.fp8_any_layout), experts=experts,
                        partial=partial)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)

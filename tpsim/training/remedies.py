@@ -80,7 +80,7 @@ def _more_stages(model, topo, lay: Layout, mem) -> dict | None:
     GPU while 1F1B keeps about the same activations in flight (p micro-batches of L/p layers
     on the first stage), so at least state / (room the activations leave) times the stages;
     the fewest such that run, on the same GPUs (dp divided) where dp allows, else more GPUs."""
-    state = mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes
+    state = mem.state_bytes
     room = mem.capacity_bytes - mem.reserved_bytes - mem.activations_bytes
     if room <= 0 or state <= 0:
         return None

@@ -7,21 +7,28 @@ megatron/core/extensions/transformer_engine.py): one cast kernel per weight, as 
 input cast (:func:`tpsim.layer.ops.cast_op`: fp8's cast-transpose, priced by
 :func:`tpsim.cost.compute.cast_transpose_time`), reading the 16-bit weight and writing what the
 GEMMs read (:func:`tpsim.spec.precision.cast_write_bytes`: fp8's copy and its transpose). With
-fp8 parameters (``--fp8-param-gather``) the weight is fp8 already: only its transpose is
-written, 1 + 1 bytes. Counted for every parameter the stage holds, as the precision table
+quantized parameters (``--fp8-param-gather``) the weight is quantized already: fp8 writes only
+its transpose, 1 + 1 bytes; MXFP8 all-gathers both copies and casts nothing; NVFP4 builds the
+column-wise copy from the row-wise one, reading one and writing the other (2 x QUANTIZED_BYTES;
+:mod:`tpsim.spec.precision`). Where FP8 GEMMs take any layout (``+any-layout``: Blackwell) the
+fp8 copy serves both directions: the cast writes one copy, and fp8 parameters need nothing.
+Counted for every parameter the stage holds, as the precision table
 (:mod:`tpsim.spec.precision`) counts the cached copies; the embedding and norms stay 16-bit
 (a few hundred MB at most).
 
-    t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears)
+    t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears;
+                                                              any layout: a plain cast)
 """
 from __future__ import annotations
 
-from ..layer.ops import cast_op
+from ..layer.ops import MemoryBound, cast_op
 from ..sim.price import kernel_time
-from ..spec.precision import FP8_PARAMS, LOW_PRECISION, cast_write_bytes
+from ..spec.precision import (ANY_LAYOUT, FP8_PARAMS, LOW_PRECISION, QUANTIZED_BYTES,
+                              cast_write_bytes)
 
 WEIGHT_BYTES = 2        # the 16-bit weight read
-FP8_TRANSPOSE_BYTES = 2  # an fp8 weight read and its transpose written
+# quantized parameters: bytes the per-step kernel moves per parameter (module docstring)
+PARAM_CAST_BYTES = {"fp8": 2, "mxfp8": 0, "nvfp4": 2 * QUANTIZED_BYTES["nvfp4"]}
 
 
 def weight_cast_s(params: float, key: str, device) -> float:
@@ -30,6 +37,12 @@ def weight_cast_s(params: float, key: str, device) -> float:
     dtype, *options = key.split("+")
     if dtype not in LOW_PRECISION:
         return 0.0
-    per = FP8_TRANSPOSE_BYTES if FP8_PARAMS in options else \
+    per = PARAM_CAST_BYTES[dtype] if FP8_PARAMS in options else \
         WEIGHT_BYTES + cast_write_bytes(dtype)
-    return kernel_time(cast_op(dtype)(params * per, (int(params),)), device)
+    op = cast_op(dtype)
+    if ANY_LAYOUT in options:       # no transpose to write: a plain cast (module docstring)
+        per -= QUANTIZED_BYTES[dtype] if FP8_PARAMS not in options else PARAM_CAST_BYTES[dtype]
+        op = MemoryBound
+    if not per:
+        return 0.0
+    return kernel_time(op(params * per, (int(params),)), device)

@@ -13,8 +13,10 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   smallest head dim only (the other head dims' causal rows are the check).
 
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
-error: only the ``check`` rows are evidence. The Blackwell rows are all ``check``: their presets
-carry H100's fits over, and Blackwell's cuDNN and FlashAttention-4 rows are priced with the
+error: only the ``check`` rows are evidence. The Blackwell rows are ``check`` rows but the FP4
+ones of one source, on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the
+tiles and k_half as shipped); the other Blackwell efficiencies are H100's fits carried over, and
+Blackwell's cuDNN and FlashAttention-4 rows are priced with the
 presets' flash3 kernel. Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """

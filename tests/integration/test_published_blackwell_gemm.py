@@ -1,6 +1,6 @@
 """Blackwell GEMMs against published kernel benchmarks (tests/data/published_compute/gemm.csv,
-README "Blackwell"): the GEMM efficiencies of dgx-b200 and gb200-nvl72 are H100's fit carried
-over, so every Blackwell row is a check, used in no fit.
+README "Blackwell"): the bf16 and fp8 GEMM efficiencies of dgx-b200 and gb200-nvl72 are H100's
+fit carried over, so every Blackwell row but the FP4 fit rows (below) is a check, used in no fit.
 
 * MAMF's best shapes (stas00/ml-engineering), bf16 and fp8, on B200, GB200 and B300: tpsim is
   within 10% (bf16 +1.0% to -6.0%, fp8 -7.4% to -9.7%); the bound holds that with a margin.

@@ -13,8 +13,10 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   smallest head dim only (the other head dims' causal rows are the check).
 
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
-error: only the ``check`` rows are evidence. The Blackwell rows are all ``check``: their presets
-carry H100's fits over, and Blackwell's cuDNN and FlashAttention-4 rows are priced with the
+error: only the ``check`` rows are evidence. The Blackwell rows are ``check`` rows but the FP4
+ones of one source, on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the
+tiles and k_half as shipped); the other Blackwell efficiencies are H100's fits carried over, and
+Blackwell's cuDNN and FlashAttention-4 rows are priced with the
 presets' flash3 kernel. Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
@@ -26,7 +28,7 @@ import math
 import statistics
 from pathlib import Path
 
-from tpsim.cost.compute import attention_exec_flops, attention_time, gemm_time
+from tpsim.cost.compute import FP4, attention_exec_flops, attention_time, gemm_time
 from tpsim.layer.ops import Attention
 from tpsim.cluster.topology import AttentionKernel, load_topology
 
@@ -65,6 +67,13 @@ def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
         if scale <= 1 and (best is None or err < best[0]):
             best = (err, scale, k_half)
     return best[1], best[2]
+
+
+def fit_fp4_gemm(device, fit_rows: list[dict]) -> float:
+    """gemm_max_efficiency_fp4 best on ``fit_rows`` (the tiles and gemm_k_half_dim as shipped):
+    the geometric mean of measured / predicted at an FP4 efficiency of 1."""
+    dev = dataclasses.replace(device, gemm_max_efficiency_fp4=1.0)
+    return _log_fit([float(r["tflops"]) for r in fit_rows], [gemm_tflops(r, dev) for r in fit_rows])[0]
 
 
 def attention_tflops(r: dict, device, kernel: str) -> float:
@@ -141,14 +150,19 @@ def gemm_checks(device_name: str, topo_name: str, dev, gemms: list[dict]) -> Non
     mine = [r for r in gemms if r["device"] == device_name]
     if not mine:
         return
-    fit = [r for r in mine if r["role"] == "fit" and r["dtype"] != "fp8"]
+    fit = [r for r in mine if r["role"] == "fit" and r["dtype"] not in ("fp8", *FP4)]
+    fit_fp4 = [r for r in mine if r["role"] == "fit" and r["dtype"] in FP4]
+    if fit_fp4:
+        eff = fit_fp4_gemm(dev, fit_fp4)
+        print(f"\n{device_name}: FP4 GEMM fit on its 'fit' rows ({fit_fp4[0]['source']}): "
+              f"gemm_max_efficiency_fp4 {eff:.3f} (shipped: {dev.gemm_max_efficiency_fp4})")
     if fit:
         eff, k_half = fit_gemm(dev, fit)
         print(f"\n{device_name}: GEMM fit on its 'fit' rows: gemm_max_efficiency {eff:.3f}, "
               f"gemm_k_half_dim {k_half:g} (shipped: {dev.gemm_max_efficiency:g}, "
               f"{dev.gemm_k_half_dim})")
     else:
-        print(f"\n{device_name}: no GEMM 'fit' rows: {topo_name}'s GEMM efficiencies are "
+        print(f"\n{device_name}: no bf16 GEMM 'fit' rows: {topo_name}'s GEMM efficiencies are "
               f"carried over from another device (its YAML says which); every row checks them")
     for dtype in sorted({r["dtype"] for r in mine}):
         report(f"{device_name} {dtype} GEMMs, shipped {topo_name} (TFLOP/s)",

@@ -27,6 +27,19 @@ def test_gemm_efficiency_by_hand():
     assert gemm_efficiency(100, 300, 900, device()) == pytest.approx(0.16875)
 
 
+def test_gemm_best_efficiency_per_dtype_family():
+    """best: gemm_max_efficiency for bf16, the fp8 one for fp8 and mxfp8, the fp4 one for nvfp4;
+    an unset fp4 falls back to fp8's, an unset fp8 to bf16's. Shape factor 0.16875 / 0.5 above."""
+    shape = 0.16875 / 0.5
+    d = device(gemm_max_efficiency_fp8=0.4, gemm_max_efficiency_fp4=0.3)
+    got = {dt: gemm_efficiency(100, 300, 900, d, dtype=dt) for dt in ("bf16", "fp8", "mxfp8", "nvfp4")}
+    assert got == pytest.approx({"bf16": 0.5 * shape, "fp8": 0.4 * shape, "mxfp8": 0.4 * shape,
+                                 "nvfp4": 0.3 * shape})
+    assert gemm_efficiency(100, 300, 900, device(gemm_max_efficiency_fp8=0.4), dtype="nvfp4") \
+        == pytest.approx(0.4 * shape)
+    assert gemm_efficiency(100, 300, 900, device(), dtype="nvfp4") == pytest.approx(0.5 * shape)
+
+
 def test_gemm_time_compute_bound():
     """m = n = k = 900 on 100 TFLOP/s bf16: eff = 0.5 * 0.9^3 = 0.3645;
     2 * 900^3 / (100e12 * 0.3645) = 1.458e9 / 3.645e13 = 40 us; bytes 3 * 810000 * 2 = 4.86 MB at

@@ -23,7 +23,6 @@ from ..base.units import GB, GiB, TERA, US
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
 
-
 PROTOCOLS = ("simple", "ll", "ll128")
 HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
 LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
@@ -84,7 +83,9 @@ class Device:
                                 "is_non_tn_fp8_gemm_supported): one fp8 copy, no transpose")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8, doc="fraction of peak FLOP/s that large GEMMs reach")
     gemm_max_efficiency_fp8: float | None = spec(
-        gt=0, le=1, default=None, doc="the same for fp8 GEMMs (default: gemm_max_efficiency)")
+        gt=0, le=1, default=None, doc="the same for fp8 and MXFP8 GEMMs (default: gemm_max_efficiency)")
+    gemm_max_efficiency_fp4: float | None = spec(
+        gt=0, le=1, default=None, doc="the same for NVFP4 GEMMs (default: gemm_max_efficiency_fp8)")
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
                                            doc="GEMM dimension m or n at which that dimension alone "
                                                "halves the efficiency (a smooth size curve: "
@@ -93,9 +94,8 @@ class Device:
                                          doc="the same for the inner dimension k (each output "
                                              "tile's fixed prologue and epilogue); default: "
                                              "gemm_half_efficiency_dim")
-    gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None,
-                                             doc="output tile [rows, cols] of the device's large "
-                                                 "GEMM kernels: null for no tile quantization")
+    gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None, doc="output tile [rows, cols] of "
+                                             "the device's large GEMM kernels: null for no tile quantization")
     sm_count: int | None = spec(ge=1, default=None,
                                 doc="streaming multiprocessors: tiles run in waves of this many")
     attention_kernels: dict[str, AttentionKernel] | None = spec(

@@ -17,6 +17,7 @@ from ..spec.precision import LOW_PRECISION
 # scores: 2.5x the forward's FLOPs (Dao 2023, "FlashAttention-2", section 4.1 benchmarks).
 FLASH_BACKWARD_FACTOR = 2.5
 FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
+FP4 = ("nvfp4",)             # the dtypes Blackwell's FP4 tensor cores run (gemm_max_efficiency_fp4)
 
 
 def size_efficiency(m, n, k, half, best=1.0, k_half=None):
@@ -78,15 +79,26 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
 
     eff = best[dtype] * m/(m + h) * n/(n + h) * tile_wave_efficiency(m, n, k, batch)
 
-    best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8, mxfp8, nvfp4), h =
+    best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8 and mxfp8,
+    ``gemm_max_efficiency_fp4`` for nvfp4, each defaulting to the one before), h =
     ``gemm_half_efficiency_dim`` (a smooth size curve; 0 on GPUs, whose size effect is the
     tiles'); the tiles, waves and k loop (``gemm_k_half_dim``: each tile's fixed prologue and
     epilogue) are :func:`tile_wave_efficiency`'s. tpsim's own model; its GPU parameters are
     fitted on published GEMM benchmarks.
+
+    FP4 has a best of its own because Blackwell's FP4 GEMMs keep less of their (twice fp8's)
+    peak than fp8 GEMMs do (cuBLAS at 8192^3 on B200: MXFP4 58%, MXFP8 86%; published_compute):
+    the same tile's k loop runs twice as fast while its fixed prologue and epilogue do not, and
+    each k block also loads and copies into tensor memory the scales of both operands (one
+    E4M3 byte per 16 elements for NVFP4, the second level of its two-level scaling, the fp32
+    per-tensor scale, applied once in the epilogue). tpsim does not price these apart: one
+    measured factor holds them; the scales' bytes are in :func:`gemm_bytes` (QUANTIZED_BYTES).
     """
     best = device.gemm_max_efficiency
     if dtype in LOW_PRECISION and device.gemm_max_efficiency_fp8 is not None:
         best = device.gemm_max_efficiency_fp8
+    if dtype in FP4 and device.gemm_max_efficiency_fp4 is not None:
+        best = device.gemm_max_efficiency_fp4
     h = device.gemm_half_efficiency_dim
     return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device)
 

@@ -28,7 +28,10 @@ pytorch/torchtitan) runs them, with DeepSpeed's ZeRO-2 as stage 3 without the we
 A chunk's forward (backward) is then the two streams' max-plus recurrence over its units
 (:func:`forward_s`, :func:`backward_s`): unit i's compute starts at S_i = max(C_i-1, A_i),
 where its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and
-C_i = S_i + compute_i; the exposed rest counts as DP communication (``Part.dp_exposed_s``).
+C_i = S_i + compute_i, the compute slowed to 1 - the device's ``comm_compute_interference``
+while the stream runs beside it (NCCL's kernels take SMs: the rule of every collective that
+overlaps compute, :func:`tpsim.sim.schedule.slowed_end`); the exposed rest counts as DP
+communication (``Part.dp_exposed_s``).
 
 Not modelled: FSDP2 runs the all-gathers and the reduce-scatters on two streams (here one
 in-order stream carries both, as they share the links), the float8 all-gather's per-step amax

@@ -73,3 +73,12 @@ def test_dense_layers_bound_below_the_simulation():
         p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
                     **lay.predict_kwargs())
         assert bound <= p.step.time_s * (1 + 1e-9), lay
+
+
+def test_the_space_holds_expert_dp_layouts_at_dp_1(space):
+    """TP 4 or 8 with EP x expert TP below it and dp 1: expert DP > 1 reduces the experts'
+    gradients (tpsim.training.grad_buckets); their bounds are checked above."""
+    run, layouts, _, priced, sims = space
+    folded = [(lay, p) for lay, p in zip(layouts, sims)
+              if lay.dp == 1 and p.inputs.expert_dp > 1]
+    assert folded and all(p.step.dp_comm_exposed_s > 0 for _, p in folded)

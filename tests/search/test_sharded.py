@@ -36,10 +36,13 @@ def test_bound_never_exceeds_the_simulated_step(priced):
 
 
 @pytest.mark.parametrize("f, b, g, g2, r", [(1.0, 2.0, 0.5, 0.5, 0.5), (1.0, 2.0, 3.0, 3.0, 1.0),
-                                             (1.0, 1.0, 0.0, 0.0, 2.0)])
+                                             (1.0, 1.0, 0.0, 0.0, 2.0), (2.0, 2.0, 0.6, 0.7, 0.5)])
 def test_layer_bounds_are_below_the_recurrences(f, b, g, g2, r):
-    """k identical layers: k f'(k) and k b'(k) never exceed the recurrences' times."""
+    """k identical layers: k f'(k) and k b'(k) never exceed the recurrences' times, with and
+    without the compute slowed beside the collectives."""
     for k in (1, 2, 5, 40):
-        fk, bk = layer_times(f, b, g, g2, r, k)
-        assert k * fk <= forward_s([(f, g, k)]) + 1e-12
-        assert k * bk <= backward_s([(b, g2, r, k)]) + 1e-12
+        for i in (0.0, 0.24):
+            fk, bk = layer_times(f, b, g, g2, r, k, i)
+            assert k * fk <= forward_s([(f, g, k)], i) + 1e-12
+            assert k * bk <= backward_s([(b, g2, r, k)], i) + 1e-12
+    assert layer_times(f, b, g, g2, r, 5, 0.24) >= layer_times(f, b, g, g2, r, 5)

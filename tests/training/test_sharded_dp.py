@@ -133,3 +133,52 @@ def test_the_layer_lists_its_dp_collectives():
                     ("backward", "reduce-scatter", 4 * n)]
     assert not [c for c in tpsim.predict("llama3-8b", "dgx-h100", tp=1, dp=8,
                                          global_batch=16).collectives if c.group == "dp"]
+
+
+def test_compute_beside_a_unit_collective_is_slowed_once():
+    """Interference I = 0.2. Forward, units (f, g) = (1, 0.25), (1, 0.5): unit 1's gather runs
+    beside unit 0's compute (0.25 to 0.75), which ends at 0.25 + 1 + I x 0.5 = 1.35; unit 1
+    then 1.35 to 2.35. Backward, two units (b, g, r) = (1, 0.5, 0.5): unit 0 from 0.5 beside
+    unit 1's gather (0.5 to 1) ends 1.6; its reduce-scatter (1.6 to 2.1) beside unit 1's compute
+    (ends 2.7); then unit 1's: 3.2, the unslowed 3.0 plus I x (0.5 + 0.5)."""
+    assert forward_s([(1.0, 0.25, 1), (1.0, 0.5, 1)], 0.2) == pytest.approx(2.35, rel=1e-12)
+    assert forward_s([(1.0, 0.25, 1), (1.0, 0.5, 1)]) == pytest.approx(2.25, rel=1e-12)
+    assert backward_s([(1.0, 0.5, 0.5, 2)], 0.2) == pytest.approx(3.2, rel=1e-12)
+    assert backward_s([(1.0, 0.5, 0.5, 2)]) == pytest.approx(3.0, rel=1e-12)
+
+
+def test_every_overlapped_collective_slows_compute_by_the_same_rule():
+    """A collective of c seconds issued as w > c seconds of compute start on the other stream:
+    the compute ends at w + I c (it runs at 1 - I for c), whatever the collective: a layer's
+    TP collective (tpsim.sim.schedule), the MoE all-to-all beside the other micro-batch
+    (tpsim.training.moe_overlap.beside), ZeRO-3's forward and backward all-gathers and ZeRO-2/3's
+    reduce-scatter (the unit recurrences): the slowdown applied once, by the same factor."""
+    import networkx as nx
+    from tpsim.sim.schedule import schedule
+    from tpsim.training.moe_overlap import beside
+    i = 0.24
+    for w, c in ((2.0, 0.5), (1.0, 0.9)):
+        want = w + i * c
+        g = nx.DiGraph()
+        g.add_node("ag", stream="comm", time_s=c)
+        g.add_node("gemm", stream="compute", time_s=w)
+        layer = schedule(g, i)
+        zero = [forward_s([(w, 0.0, 1), (0.0, c, 1)], i),
+                backward_s([(w, 0.0, 0.0, 1), (0.0, c, 0.0, 1)], i),
+                backward_s([(0.0, 0.0, c, 1), (w, 0.0, 0.0, 1)], i)]
+        ends = [layer.end[layer.names.index("gemm")], beside(c, w, i), *zero]
+        assert ends == pytest.approx([want] * 5, rel=1e-12), (w, c)
+
+
+def test_a_zero3_step_pays_the_devices_interference():
+    """The same ZeRO-3 job on a device whose collectives take no SMs is faster, and no
+    slower than its compute allows; with ZeRO-0 nothing moves (its layer overlaps none)."""
+    import dataclasses
+    from tpsim.cluster.topology import load_topology
+    topo = load_topology("dgx-h100")
+    free = dataclasses.replace(topo, device=dataclasses.replace(
+        topo.device, comm_compute_interference=0.0))
+    kw = dict(tp=1, dp=8, global_batch=16, seq_len=2048, zero=3)
+    slowed, clean = (tpsim.predict("llama3-8b", t, **kw).step for t in (topo, free))
+    assert slowed.time_s > clean.time_s
+    assert slowed.compute_s == pytest.approx(clean.compute_s, rel=1e-12)

@@ -7,7 +7,9 @@ all-gather, which is issued at S_i-1 on the in-order communication stream, so fr
 layer's start to the last layer's end the forward takes at least (k - 1) max(f, g) + f, and
 the backward, whose stream also runs the reduce-scatters of the layers before,
 max(k b, (k - 1) g' + (k - 2) r + b) (f, b: the layer's forward and backward; g, g', r: its
-all-gathers and reduction, :func:`tpsim.training.sharded_dp.unit_comm`). Per layer these are
+all-gathers and reduction, :func:`tpsim.training.sharded_dp.unit_comm`); with the compute
+slowed beside them (the device's comm_compute_interference I), each forward unit but the last
+takes at least max(f + I g, g) and each backward unit but the ends max(b + I (r + g'), r + g'). Per layer these are
 f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, the unit's
 collectives sharded over the dp x cp ranks: a model whose every layer carries experts, its
 MoE unit's (the folded experts' part on expert DP); else the fewer of the dense layer's
@@ -26,12 +28,17 @@ from ..training import terms
 from ..training.sharded_dp import Sharding, unit_comm
 
 
-def layer_times(f: float, b: float, g: float, g2: float, r: float,
-                k: int) -> tuple[float, float]:
-    """(f'(k), b'(k)) of the module docstring: per-layer lower bounds in a chunk of k layers."""
-    fwd = ((k - 1) * max(f, g) + f) / k
-    bwd = max(b, ((k - 1) * g2 + (k - 2) * r + b) / k)
-    return fwd, bwd
+def layer_times(f: float, b: float, g: float, g2: float, r: float, k: int,
+                interference: float = 0.0) -> tuple[float, float]:
+    """(f'(k), b'(k)) of the module docstring: per-layer lower bounds in a chunk of k layers,
+    each compute beside c seconds of collectives slowed to max(x + I c, c) (``interference``
+    I: :func:`tpsim.sim.schedule.slowed_end` ends x beside c at x + I c, or x / (1 - I) < c)."""
+    fwd = ((k - 1) * max(f + interference * g, g) + f) / k
+    if k == 1:
+        return fwd, b
+    mid = r + g2
+    bwd = (max(b + interference * g2, g2) + (k - 2) * max(b + interference * mid, mid) + b) / k
+    return fwd, max(b, bwd)
 
 
 def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes, ep: int = 1,
@@ -58,6 +65,7 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     sh = replace(sh, pipelined=pp > 1)
     comm = sh.per_micro_batch(unit_comm(params, run.dtype, sh, par, 0, price, expert, experts))
     L = parts.layer
-    fs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[0] for k in set(sizes))
-    bs = min(layer_times(L.forward_s, L.backward_s, *comm, k)[1] for k in set(sizes))
+    i = run.topo.device.comm_compute_interference
+    fs = min(layer_times(L.forward_s, L.backward_s, *comm, k, i)[0] for k in set(sizes))
+    bs = min(layer_times(L.forward_s, L.backward_s, *comm, k, i)[1] for k in set(sizes))
     return replace(parts, layer=replace(L, forward_s=fs, backward_s=bs))

@@ -2,9 +2,8 @@
 memory of the fullest stage, from the layer simulated once per layer configuration.
 
 A layout's layer, embedding and output layer depend on (tp, micro-batch, sequence parallelism,
-recomputation, TP overlap) only, so each such configuration is simulated once
-(:func:`layer_parts`, the same templates and pricing as :func:`tpsim.training.predict.predict`) and
-shared by every pipeline and data-parallel layout that runs it.
+recomputation, TP overlap) only: each is simulated once (:func:`layer_parts`, predict's templates
+and pricing) and shared by every pipeline and data-parallel layout that runs it.
 
 The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`), from
 the same terms (:mod:`tpsim.training.terms`: every duration below is one of its functions):
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..base.memo import Memo, memoised, value_hash
 from ..training import terms
+from ..training.grad_buckets import prescale_s, reduce_ranks, split_buckets
 from ..sim.memory import stage_memory
 from ..spec.folding import Folded
 from ..spec.model_params import moe_layers
@@ -166,16 +166,15 @@ _FLAGS = {"layer": (1, False, False), "moe": (1, False, False), "embedding": (0,
 @memoised(4096)
 def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None,
                    start: int = 0, experts=None) -> tuple:
-    """One chunk's buckets (:func:`tpsim.training.terms.chunk_buckets` over its
+    """One chunk's bucket cuts (:func:`tpsim.training.grad_buckets.split_buckets` over its
     :func:`~tpsim.training.terms.chunk_units` from layer ``start``, MoE layers folded as
     ``experts``), each as (layers, embedding?, output?, parameters, of them routed experts')."""
     units = terms.chunk_units(model, tp, n, first, last, start, experts)
     flags = [_FLAGS[name] for name, _, _ in units]
     ex = [terms.expert_unit_params(model, tp, experts) * (name == "moe") for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
-                  any(flags[i][2] for i, _ in pieces), sum(units[i][1] * k for i, k in pieces),
-                  sum(ex[i] * k for i, k in pieces))
-                 for pieces in terms.chunk_buckets(units, size))
+                  any(flags[i][2] for i, _ in pieces), params, expert)
+                 for pieces, params, expert in split_buckets(units, ex, size))
 
 
 @memoised(4096)
@@ -295,8 +294,9 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
     # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
-    over = terms.overlapped_reduce(True, dp) and sh.stage < 2
-    scale = [[terms.grad_scale_s(b[3], dtype, dev) if over else 0.0 for b in bs]
+    ranks = reduce_ranks(par, experts if any(b[4] for bs in st.buckets for b in bs) else None)
+    over = terms.overlapped_reduce(True, ranks) and sh.stage < 2
+    scale = [[prescale_s(b[3], dtype, dev, dp) if over else 0.0 for b in bs]
              for bs in st.buckets]
     events, gn, finish, memory, copies = [], [], [], [], []
     for i, r in enumerate(end_stages(pp)):
@@ -320,7 +320,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         gather = terms.dp_and_expert_s(
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,
             group, egroup) if do and zero < 3 else 0.0
-        finish.append(t if terms.overlapped_gather(opg, do, dp) else t + gather)
+        finish.append(t if terms.overlapped_gather(opg, do, ranks) else t + gather)
         unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
         state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
         mem = stage_memory(local, dtype, 0.0, 0.0, shards, state=state)
@@ -332,7 +332,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                 np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
                 np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price, experts)
-                  if terms.overlapped_gather(opg, do, dp) else ()), step_copy=np.array(copies))
+                  if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies))
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,

@@ -28,7 +28,10 @@ pytorch/torchtitan) runs them, with DeepSpeed's ZeRO-2 as stage 3 without the we
 A chunk's forward (backward) is then the two streams' max-plus recurrence over its units
 (:func:`forward_s`, :func:`backward_s`): unit i's compute starts at S_i = max(C_i-1, A_i),
 where its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and
-C_i = S_i + compute_i; the exposed rest counts as DP communication (``Part.dp_exposed_s``).
+C_i = S_i + compute_i, the compute slowed to 1 - the device's ``comm_compute_interference``
+while the stream runs beside it (NCCL's kernels take SMs: the rule of every collective that
+overlaps compute, :func:`tpsim.sim.schedule.slowed_end`); the exposed rest counts as DP
+communication (``Part.dp_exposed_s``).
 
 Not modelled: FSDP2 runs the all-gathers and the reduce-scatters on two streams (here one
 in-order stream carries both, as they share the links), the float8 all-gather's per-step amax
@@ -70,6 +73,7 @@ from ..spec.parallel import Group, Parallelism
 from ..spec.precision import precision
 from ..sim.price import group_collective
 from ..sim.result import CollectiveRow
+from ..sim.schedule import slowed_end
 from .shard_groups import dense_groups, expert_groups, expert_shard, sharded_shares, stage_experts
 
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
@@ -248,43 +252,54 @@ def _steady(run, state, step):
     return state
 
 
-def forward_s(units) -> float:
+def forward_s(units, interference: float = 0.0) -> float:
     """A chunk's forward over ``units`` in forward order, runs of (compute seconds, gather
     seconds, count): the module docstring's recurrence (state: the stream's last gather end,
-    the last compute end and start)."""
+    the last compute's start and its end unslowed), each compute slowed beside the gather it
+    overlaps (:func:`_beside`)."""
     state = (0.0, 0.0, 0.0)
     for f, g, n in units:
         def step(s, f=f, g=g):
-            comm = max(s[0], s[2]) + g
-            start = max(s[1], comm)
-            return comm, start + f, start
+            comm = max(s[0], s[1]) + g
+            start = max(_beside(s, comm, interference), comm)
+            return comm, start, start + f
         state = _steady(n, state, step)
-    return state[1]
+    return _beside(state, state[0], interference)
 
 
-def backward_s(units) -> float:
+def _beside(s, busy_end: float, interference: float) -> float:
+    """The end of the compute ``s`` holds (start s[1], s[2] - s[1] seconds alone) with the
+    communication stream busy from its start to ``busy_end`` (every collective issued by then
+    runs back to back from the compute's start: the gather issued as it starts, in the
+    backward after the reduction of the unit before): slowed to 1 - ``interference`` beside
+    it (:func:`tpsim.sim.schedule.slowed_end`, the rule of every collective beside compute)."""
+    return slowed_end(s[1], s[2] - s[1], [(s[1], busy_end)], interference)
+
+
+def backward_s(units, interference: float = 0.0) -> float:
     """A chunk's backward over ``units`` in backward order, runs of (compute, gather, reduce
     seconds, count): each unit's all-gather issued as the one before starts, its reduction
     after its compute, both on the in-order communication stream (the next unit's gather goes
-    first); the backward ends with its last reduction."""
+    first); each compute slowed beside them (:func:`_beside`); the backward ends with its
+    last reduction."""
     state, pending = (0.0, 0.0, 0.0), 0.0
 
     def step(s, b, g, r):
-        comm = max(s[0], s[2]) + g                   # this unit's all-gather
-        start = max(s[1], comm)
-        comm = max(comm, s[1]) + r                   # the unit before's reduction
-        return comm, start + b, start
+        comm = max(s[0], s[1]) + g                   # this unit's all-gather
+        end = _beside(s, comm, interference)         # the unit before, beside what it overlaps
+        start = max(end, comm)
+        return max(comm, end) + r, start, start + b  # then the unit before's reduction
     for b, g, r, n in units:
         if n:
             state = step(state, b, g, pending)
             state = _steady(n - 1, state, lambda s, b=b, g=g, r=r: step(s, b, g, r))
             pending = r
-    comm, end = state[0], state[1]
-    return max(comm, end) + pending
+    end = _beside(state, state[0], interference)
+    return max(state[0], end) + pending
 
 
 def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int, price,
-                  experts=None):
+                  experts=None, interference: float = 0.0):
     """``chunk`` (a :class:`tpsim.training.step.Chunk` of pipeline stage ``stage``) with its
     forward and backward as :func:`forward_s` and :func:`backward_s` over its units (run
     ahead by what it receives, ``Chunk.received``), the time over its compute counted as
@@ -295,9 +310,9 @@ def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int,
             for (_, params, _), e in zip(chunk.units, ex)]
     fwd = chunk.received[0] + forward_s(
         [(f, c[0], n) for f, c, (_, _, n) in zip(reversed(chunk.forwards), reversed(comm),
-                                                  reversed(chunk.units))])
+                                                  reversed(chunk.units))], interference)
     bwd = chunk.received[1] + backward_s(
-        [(b, c[1], c[2], n) for (b, _, n), c in zip(chunk.units, comm)])
+        [(b, c[1], c[2], n) for (b, _, n), c in zip(chunk.units, comm)], interference)
     p = chunk.part
     exposed = fwd - p.forward_s + bwd - p.backward_s
     return dataclasses.replace(chunk, part=dataclasses.replace(
@@ -318,7 +333,8 @@ def shard_setup(setup, sh: Sharding, topo):
         setup = dataclasses.replace(setup, distributed_optimizer=True, overlap_grad_reduce=False,
                                     overlap_param_gather=sh.stage == 3)
     chunked = sh.per_unit or sh.per_micro_batch((1.0, 1.0, 1.0)) != (0.0, 0.0, 0.0)
-    chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price, setup.experts)
+    chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price, setup.experts,
+                                 topo.device.comm_compute_interference)
                    for g, c in enumerate(setup.chunks)) if chunked else setup.chunks
     shards = tuple(sharded_shares(n, stage_experts(setup, r), sh.shard, sh.expert_shard)
                    for r, n in enumerate(setup.stage_params)) if setup.shards else ()

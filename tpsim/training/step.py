@@ -43,6 +43,7 @@ from . import data_parallel as dpm
 from . import terms
 from ..spec.parallel import Parallelism
 from .expert_comm import group_exposed_s
+from .grad_buckets import prescale_s, reduce_ranks, split_buckets
 from .step_gather import gathering, gathers
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
@@ -166,43 +167,47 @@ class StepSetup:
 
 
 def _buckets(setup: StepSetup, stage: int, chunk: int) -> list[tuple[float, int, int]]:
-    """(backward seconds, parameters, of them routed experts') of each gradient bucket of the
-    last micro-batch's backward of one chunk (:func:`tpsim.training.terms.chunk_buckets`); the
-    first bucket starts with what the chunk runs ahead of its units (``Chunk.received``: the
-    all-gather of the gradient it receives), so the buckets add up to the chunk's backward_s."""
+    """(backward seconds, parameters, of them routed experts') of each cut of the last
+    micro-batch's backward of one chunk where a dense or an expert gradient bucket closes
+    (:func:`tpsim.training.grad_buckets.split_buckets`: Megatron-core's separate buffers); the
+    first cut starts with what the chunk runs ahead of its units (``Chunk.received``: the
+    all-gather of the gradient it receives), so the cuts add up to the chunk's backward_s."""
     g = chunk * setup.parallelism.pp + stage
     c = setup.chunks[g]
-    units, ex = c.units, c.experts or (0,) * len(c.units)
-    ranks = terms.grad_ranks(setup.parallelism)
-    out = [[sum(units[i][0] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces),
-            sum(ex[i] * k for i, k in pieces)]
-           for pieces in terms.chunk_buckets(units, terms.bucket_size(ranks, g))]
+    size = terms.bucket_size(terms.grad_ranks(setup.parallelism), g)
+    out = [[sum(c.units[i][0] * k for i, k in pieces), params, expert]
+           for pieces, params, expert in split_buckets(c.units, c.experts, size)]
     out[0][0] = c.received[1] + out[0][0]
     return [(s, n, e) for s, n, e in out]
 
 
 def _split(setup: StepSetup, topo: Topology, buckets):
     """``split(stage, chunk)`` for add_pipeline: the last backward cut at bucket boundaries
-    (``buckets(stage, chunk)``: :func:`_buckets`), each bucket followed by its 1/d pre-scale
-    kernel (overlap on, dp x cp > 1, no ZeRO-2/3); else None."""
+    (``buckets(stage, chunk)``: :func:`_buckets`), each cut followed by its 1/d pre-scale
+    kernel (:func:`~tpsim.training.grad_buckets.prescale_s`; overlap on, a gradient group of
+    more than one rank, :func:`~tpsim.training.grad_buckets.reduce_ranks`, no ZeRO-2/3); else
+    None."""
     ranks = terms.grad_ranks(setup.parallelism)
-    if setup.sharding.per_unit or not terms.overlapped_reduce(setup.overlap_grad_reduce, ranks):
+    if setup.sharding.per_unit or not terms.overlapped_reduce(
+            setup.overlap_grad_reduce, reduce_ranks(setup.parallelism, setup.experts)):
         return None
 
     def split(stage: int, chunk: int):
         out = []
         for k, (seconds, params, _) in enumerate(buckets(stage, chunk)):
             out.append((f"bucket{k}", seconds))
-            out.append((f"bucket{k}.scale", terms.grad_scale_s(params, setup.precision, topo.device)))
+            out.append((f"bucket{k}.scale", prescale_s(params, setup.precision, topo.device,
+                                                       ranks)))
         return out
     return split
 
 
 def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
-    """The stage's gradient collectives, one per bucket of :func:`_split`'s; returns the ops
-    the optimizer waits for."""
+    """The stage's gradient collectives, one per bucket of :func:`_split`'s (its dense
+    bucket's on dp x cp, then its expert bucket's on expert DP); returns the ops the optimizer
+    waits for."""
     par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
-    if terms.grad_ranks(par) == 1 or setup.sharding.per_unit:  # ZeRO-2/3: inside the chunks
+    if reduce_ranks(par, setup.experts) == 1 or setup.sharding.per_unit:  # ZeRO-2/3: in chunks
         return list(stage_ops.end)
     group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
@@ -215,7 +220,7 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     if not setup.overlap_grad_reduce:
         params = setup.stage_params[stage]
         scale = g.add(f"s{stage}.grad-scale", f"stage{stage}",
-                      terms.grad_scale_s(params, dtype, topo.device),
+                      prescale_s(params, dtype, topo.device, terms.grad_ranks(par)),
                       stage_ops.end, "step", block, "dp")
         return [reduce("grads", params, stage_experts(setup, stage), (scale,))]
     out = []

@@ -3,12 +3,13 @@ forwards (Megatron-core's --overlap-param-gather), for :mod:`tpsim.training.step
 from __future__ import annotations
 
 from . import terms
+from .grad_buckets import reduce_ranks, split_buckets
 
 
 def gathering(setup) -> bool:
     """The weight all-gather runs beside the first forwards (:func:`terms.overlapped_gather`)."""
     return terms.overlapped_gather(setup.overlap_param_gather, setup.distributed_optimizer,
-                                   terms.grad_ranks(setup.parallelism))
+                                   reduce_ranks(setup.parallelism, setup.experts))
 
 
 def gathers(g, setup, topo) -> list[dict] | None:
@@ -44,12 +45,10 @@ def gathers(g, setup, topo) -> list[dict] | None:
 
 def _forward_buckets(setup, stage: int, chunk: int) -> list[tuple[float, int, int]]:
     """(forward seconds, parameters, of them routed experts') of each of a chunk's buckets in
-    forward order (the gradient buckets of :func:`tpsim.training.terms.chunk_buckets`,
-    reversed)."""
-    c = setup.chunks[chunk * setup.parallelism.pp + stage]
-    units, ex = c.units, c.experts or (0,) * len(c.units)
-    return [(sum(c.forwards[i] * k for i, k in pieces), sum(units[i][1] * k for i, k in pieces),
-             sum(ex[i] * k for i, k in pieces))
-            for pieces in reversed(terms.chunk_buckets(
-                units, terms.bucket_size(terms.grad_ranks(setup.parallelism),
-                                         chunk * setup.parallelism.pp + stage)))]
+    forward order (the gradient buckets' cuts of
+    :func:`tpsim.training.grad_buckets.split_buckets`, reversed)."""
+    g = chunk * setup.parallelism.pp + stage
+    c = setup.chunks[g]
+    size = terms.bucket_size(terms.grad_ranks(setup.parallelism), g)
+    return [(sum(c.forwards[i] * k for i, k in pieces), params, expert)
+            for pieces, params, expert in reversed(split_buckets(c.units, c.experts, size))]

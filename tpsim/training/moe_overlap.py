@@ -17,8 +17,11 @@ SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
 :func:`tpsim.sim.schedule.slowed_end`), and at least the
 host's time to issue both phases' ops (``host_dispatch_us`` each) on its one CPU thread,
 plus its waits at both phases' syncs (:func:`tpsim.sim.schedule.sync_waits`: the dispatcher's
-device-to-host read of the tokens per expert; the GPU's idle after a sync, while the host
-issues the dispatch, is inside P_f as the layer's schedule has it), with the pieces read
+device-to-host read of the tokens per expert). Megatron-core issues the backward's mlp_bwd
+before the forward's dispatch_fwd, at whose issue the host waits, so the compute stream has
+work queued while the host waits: the GPU-side pieces keep only the layer's own idle after
+the sync (inside P_f, up to one op's issue: an upper bound, mlp_bwd may hide it), with the
+pieces read
 off the layer's own schedule (:func:`pieces`): P_f the forward up to the dispatch's start, D_f
 the dispatch, M_f the compute stream's busy time from the dispatch's start to the combine's
 (the experts, and the shared experts issued beside the dispatch), C_f the rest of the forward

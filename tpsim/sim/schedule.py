@@ -114,7 +114,7 @@ def run(tpl, durations: list[float], interference: float = 0.0,
     stream's): each collective's own slowdown instead; ``host_s``: the host's time to issue
     one op after a sync (the template's ``syncs``; none: the host is always ahead)."""
     n = len(durations)
-    waits = dict((b, a) for a, b in getattr(tpl, "syncs", ()))
+    waits = {b: a for a, b in tpl.syncs}
     clock, phase = None, None     # the host's issue time after a sync, and in which phase
     preds, stream_of, streams = tpl.preds, tpl.stream_of, tpl.streams
     comm = streams.index("comm") if "comm" in streams else -1
@@ -183,7 +183,7 @@ def sync_waits(tpl, durations: list[float], host_s: float) -> tuple[float, float
     (the host issued a, then the ops up to b, while a ran). A lower bound: a's inputs may
     still be running when the host issues it."""
     fwd = bwd = 0.0
-    for a, b in getattr(tpl, "syncs", ()):
+    for a, b in tpl.syncs:
         between = sum(n.host_ops for n in tpl.nodes[a + 1:b])
         wait = max(0.0, durations[a] - host_s * between)
         if tpl.nodes[b].phase == "forward":

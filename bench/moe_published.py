@@ -35,8 +35,10 @@ host. The same layout is published at 5,113 tokens/s in the 26.02 container and 
 26.02.01: the software stack alone moves it 1.8x, and Megatron-LM PR #2168 names the CPU
 overhead of this overlap as leaving the GPU idle (partial CUDA graphs of the router and the
 dispatcher's preprocessing to cut it). tpsim's host model (``host_dispatch_us`` per op, fitted on a
-dense model) does not see a MoE layer's hundreds of small kernels and its device-to-host sync of
-the tokens per expert (``token_dispatcher.py`` ``_maybe_dtoh_and_synchronize``). NVIDIA's blog "Boosting
+dense model) does not see a MoE layer's hundreds of small kernels; it prices the device-to-host
+sync of the tokens per expert (``token_dispatcher.py`` ``_maybe_dtoh_and_synchronize``, waited
+for before the all-to-all: :func:`tpsim.sim.schedule.run`), which here costs nothing, the
+permutation issued before the wait outlasting the host's issue of the all-to-all. NVIDIA's blog "Boosting
 MoE Training Throughput with Advanced Fusion Kernels" (2026-06-15) names the same CPU
 synchronisation and boundedness of the MoE block, and reports sync-free fused expert kernels
 (which allow whole-step CUDA graphs) worth 93% end to end on GPT-OSS and 8% on DeepSeek-V3.
@@ -73,11 +75,16 @@ three each, the embedding and the loss taking one in the first and last
 
 With each recipe's dispatcher and EP overlap priced, every row is fast (+25% to +68%); before,
 NCCL's all-to-all at a token per expert (and no overlap) stood in for costs tpsim does not see.
-The likeliest, by the sources above, are on the host: the MoE layer's many small kernels, the
-all-to-all dispatcher's device-to-host sync of the tokens per expert, DeepEP's normal dispatch
-("an implicit CPU wait for GPU received count signal", deepseek-ai/DeepEP ``docs/legacy.md``),
-and the CPU overhead of the EP overlap (Megatron-LM PR #2168), which tpsim's per-op host model
-does not price. Nothing here is fitted to these rows.
+The likeliest, by the sources above, are on the host. tpsim prices each dispatcher's
+device-to-host sync (the all-to-all dispatcher's tokens per expert, DeepEP's normal dispatch's
+"implicit CPU wait for GPU received count signal", deepseek-ai/DeepEP ``docs/legacy.md``,
+HybridEP's dispatch sized on the host) as the GPU idle while the host, having waited, issues
+the ops after it, at ``host_dispatch_us`` each: it moves the EP 16 row by 1.6 points and no
+other (the all-to-all dispatcher's wait is hidden behind its permutation, DeepSeek-V3's
+dispatch waits anyway for the shared experts' all-gather). Left: the MoE layer's many small
+kernels (one ``host_dispatch_us`` per tpsim op; no published per-op figure for Megatron-core
+with Transformer Engine on H100 was found) and the EP overlap's CPU overhead (Megatron-LM PR
+#2168). Nothing here is fitted to these rows.
 
 The summary has no Mixtral row on H100.
 

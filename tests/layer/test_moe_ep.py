@@ -124,11 +124,14 @@ def test_load_scales_rows_and_bytes(imbalance, capacity):
 
 def test_shared_experts_run_beside_the_dispatch():
     """With shared experts the slot issues their GEMMs after the dispatch's all-to-all and
-    before anything that waits for it: they overlap it (start before it ends)."""
+    before anything that waits for it: they overlap it (start before it ends) when the host
+    issues them in no time (here the toy's all-to-all is shorter than the host's issue of the
+    ops after its sync)."""
     model = toy(shared_experts=1, shared_expert_ffn_hidden=256)
     d, tpl, _ = slot(model, ep=4)
     topo = load_topology("dgx-h100")
-    sim = simulate(tpl, d, Pricing(topo, fold(Parallelism(tp=1, dp=8), 4, 1, 8)))
+    sim = simulate(tpl, d, Pricing(topo, fold(Parallelism(tp=1, dp=8), 4, 1, 8)),
+                   host_dispatch_s=0.0)
     tl = sim.timeline
     assert tl.start_s["fwd.shared.fc1"] < tl.end_s["fwd.moe.dispatch"]
 

@@ -162,3 +162,29 @@ def test_cli_takes_megatrons_names_and_refuses_in_one_line():
     assert "--moe-flex-backend" in bad.stderr
     assert Layout(moe_dispatcher="flex", moe_flex_backend="hybridep").moe_flex_backend == \
         "hybridep"
+
+
+@pytest.mark.parametrize("moe, waited, issued", [
+    (Alltoall(False, True, False), "fwd.router.topk", "fwd.moe.dispatch"),
+    (Alltoall(True, True, True), "fwd.router.topk", "fwd.moe.dispatch"),
+    (Flex(False, "deepep"), "fwd.router.topk", "fwd.moe.dispatch"),
+    (Flex(True, "hybridep"), "fwd.router.topk", "fwd.moe.dispatch"),
+    (AllGather(False, True), "fwd.moe.all-gather", "fwd.moe.sort"),
+])
+def test_each_dispatcher_syncs_once_in_the_forward(moe, waited, issued):
+    """Megatron-core's host reads the tokens per expert once per forward: the all-to-all
+    dispatcher before its all-to-all (the router's counts), DeepEP's and HybridEP's dispatch
+    after the received counts, the all-gather dispatcher before the permutation (the gathered
+    map); the backward reuses the counts (no sync)."""
+    tpl = layer_template(False, False, blocks=("mlp",), dropout=False, swiglu=True, moe=moe)
+    assert [(tpl.names[a], tpl.names[b]) for a, b in tpl.syncs] == [(waited, issued)]
+
+
+def test_a_sync_moves_with_its_dropped_collective():
+    """At EP 1 the all-to-all dispatcher's all-to-alls are no ops: the host's wait moves to
+    the op issued after the dropped dispatch."""
+    tpl = layer_template(False, False, blocks=("mlp",), dropout=False, swiglu=True,
+                         moe=Alltoall(False, False, False))
+    (a, b), = tpl.syncs
+    assert tpl.names[a] == "fwd.router.topk" and tpl.nodes[b].phase == "forward"
+    assert "fwd.moe.dispatch" not in tpl.names

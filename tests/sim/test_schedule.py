@@ -160,3 +160,77 @@ def test_cycle_is_an_error():
     g = dag({"A": ("compute", 1), "B": ("compute", 1)}, [("A", "B"), ("B", "A")])
     with pytest.raises(ValueError, match="cycle"):
         schedule(g)
+
+
+def _synced(ops, edges, syncs):
+    """A template of ``ops`` (name -> (stream, time_s, phase)) in order, with ``syncs``:
+    (op waited for, op issued after the wait)."""
+    from tpsim.layer.template import Node, Template
+    waits = {b: a for a, b in syncs}
+    nodes = tuple(Node(n, phase, "", s, None, sync=waits.get(n))
+                  for n, (s, _, phase) in ops.items())
+    tpl = Template.from_nodes(nodes, [(u, v, "data") for u, v in edges], {})
+    return tpl, [t for _, t, _ in ops.values()]
+
+
+def test_sync_exposes_one_issue_when_the_gpu_is_slower():
+    """A (compute 10) -> B (comm 20) -> C (compute 20), the host waiting for A before issuing
+    B, h = 1: B starts at end_A + h = 11 (not 10), C at B's end 31 (its issue, 12, long past):
+    makespan 51 = 50 + h."""
+    from tpsim.sim.schedule import run
+    ops = {"A": ("compute", 10.0, "forward"), "B": ("comm", 20.0, "forward"),
+           "C": ("compute", 20.0, "forward")}
+    tpl, t = _synced(ops, [("A", "B"), ("B", "C")], [("A", "B")])
+    tl = run(tpl, t, host_s=1.0)
+    assert (tl.start_s["B"], tl.start_s["C"], tl.makespan_s) == (11.0, 31.0, 51.0)
+    assert run(tpl, t, host_s=0.0).makespan_s == 50.0
+
+
+def test_sync_exposes_every_issue_when_the_host_is_slower():
+    """After a sync on A (10), three ops of 1 s each in a chain, h = 2: each waits for its
+    issue, B 12-13, C 14-15, D 16-17: makespan end_A + 3 h + t_D = 17 (13 without the sync)."""
+    from tpsim.sim.schedule import run
+    ops = {"A": ("compute", 10.0, "forward"), "B": ("compute", 1.0, "forward"),
+           "C": ("compute", 1.0, "forward"), "D": ("compute", 1.0, "forward")}
+    tpl, t = _synced(ops, [("A", "B"), ("B", "C"), ("C", "D")], [("A", "B")])
+    assert run(tpl, t, host_s=2.0).makespan_s == 17.0
+    assert run(tpl, t, host_s=2.0).start_s["C"] == 14.0
+    plain, _ = _synced(ops, [("A", "B"), ("B", "C"), ("C", "D")], [])
+    assert run(plain, t, host_s=2.0).makespan_s == 13.0
+
+
+def test_sync_waits_when_the_host_is_slower():
+    """A host-bound phase of 3 ops with a sync on A (5 s) before C, one op (B) issued between,
+    h = 2: the host waits 5 - 2 = 3 s, so the phase takes 3 h + 3 = 9 s, not 6; a backward
+    sync counts in the backward."""
+    from tpsim.sim.schedule import issue_bound, sync_waits
+    ops = {"A": ("compute", 5.0, "forward"), "B": ("compute", 1.0, "forward"),
+           "C": ("comm", 1.0, "forward"), "D": ("compute", 4.0, "backward"),
+           "E": ("comm", 1.0, "backward")}
+    tpl, t = _synced(ops, [("A", "C"), ("D", "E")], [("A", "C"), ("D", "E")])
+    assert sync_waits(tpl, t, 2.0) == (3.0, 4.0)
+    assert issue_bound(7.0, 3, 2.0, 3.0) == 9.0 and issue_bound(7.0, 3, 2.0) == 7.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_dags(), st.data(), st.floats(0, 5, allow_nan=False))
+def test_a_sync_is_never_faster(g, data, host):
+    """Any syncs on a random DAG: no op starts earlier than without them (so the makespan is
+    never shorter), more host time per op is never faster, and no sync is exactly the
+    schedule without a host."""
+    from tpsim.sim.schedule import run
+    names = list(g)
+    pairs = data.draw(st.lists(st.tuples(st.integers(0, len(names) - 1),
+                                         st.integers(0, len(names) - 1)), max_size=4))
+    syncs = {(names[a], names[b]) for a, b in pairs if a < b}
+    syncs = {(a, b) for a, b in syncs if b not in {y for x, y in syncs if x != a}}
+    phases = data.draw(st.lists(st.sampled_from(["forward", "backward"]), min_size=len(names),
+                                max_size=len(names)))
+    ops = {n: (g.nodes[n]["stream"], g.nodes[n]["time_s"], p) for n, p in zip(names, phases)}
+    plain, t = _synced(ops, list(g.edges), [])
+    tpl, _ = _synced(ops, list(g.edges), sorted(syncs))
+    before, after = run(plain, t), run(tpl, t, host_s=host)
+    assert run(plain, t, host_s=host) == before
+    assert all(a >= b - 1e-9 for a, b in zip(after.start, before.start))
+    assert after.makespan_s >= before.makespan_s - 1e-9
+    assert run(tpl, t, host_s=host + 1.0).makespan_s >= after.makespan_s - 1e-9

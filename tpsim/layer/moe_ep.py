@@ -77,10 +77,10 @@ def _rows(d: Dims):
     return routed_rows(d) * d.h * d.bpe, (routed_rows(d), d.h), d.dtype
 
 
-def _copy(B: Builder, name: str, rows, deps, saved=None, forward_of=None) -> str:
+def _copy(B: Builder, name: str, rows, deps, saved=None, forward_of=None, sync=None) -> str:
     """A memory-bound permutation of ``rows(d)`` x h: read and write each row once."""
     return B.eltwise(name, lambda d: (rows(d), d.h, 2 * rows(d) * d.h * d.bpe), deps,
-                     saved=saved, forward_of=forward_of)
+                     saved=saved, forward_of=forward_of, sync=sync)
 
 
 def _local(d: Dims) -> int:
@@ -99,7 +99,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     tokens = _shared_tokens(B, x) if shared else None
     y = B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
                   (x, topk))
-    y = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep")
+    y = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
+                     sync=topk)
     s = shared_fwd(B, tokens, n_in) if shared else None
     y = B.collective("fwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp")
     y = experts_fwd(B, y, n_in)
@@ -159,9 +160,10 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     return router_bwd(B, probs, y)
 
 
-def experts_fwd(B: Builder, y, n_in: int) -> str:
-    """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring)."""
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved)
+def experts_fwd(B: Builder, y, n_in: int, sync=None) -> str:
+    """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring);
+    ``sync``: the op the host waits for before issuing the sort (None: none)."""
+    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync)
     y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
                                                 * d.fe * d.bpe), (y,), saved=act_saved(n_in))

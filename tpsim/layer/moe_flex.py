@@ -96,12 +96,13 @@ def slot_bwd(B: Builder, grad, swiglu: bool, moe) -> str:
     return moe_bwd(B, grad, swiglu, moe == 2)
 
 
-def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None) -> str:
-    """One flex kernel on ep: the rank's T_n load rows of h (module docstring)."""
+def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None, sync=None) -> str:
+    """One flex kernel on ep: the rank's T_n load rows of h (module docstring); ``sync``: the
+    op the host waits for before issuing it."""
     def make(d: Dims):
         return Dispatch(d.Tn * d.load, d.h * d.bpe, d.experts, d.topk, "ep", backend,
                         (d.Tn, d.h), d.dtype)
-    return B.add(name, make, "comm", deps, None, forward_of, "ep")
+    return B.add(name, make, "comm", deps, None, forward_of, "ep", sync=sync)
 
 
 def _shared_out(B: Builder, y, s) -> str:
@@ -115,7 +116,7 @@ def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     n_in = 2 if swiglu else 1
     _, topk = router_fwd(B, x)
     tokens = _shared_tokens(B, x) if moe.shared else None
-    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend)
+    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend, sync=topk)
     s = shared_fwd(B, tokens, n_in) if moe.shared else None
     y = _dispatch(B, "fwd.moe.combine", (experts_fwd(B, y, n_in),), moe.backend)
     return _shared_out(B, y, s) if moe.shared else y
@@ -146,7 +147,7 @@ def allgather_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     tokens = _shared_tokens(B, x) if shared else None
     y = B.collective("fwd.moe.all-gather", "all-gather", (x, topk), size=_gathered, group=TPEP)
     s = shared_fwd(B, tokens, n_in) if shared else None
-    y = experts_fwd(B, y, n_in)
+    y = experts_fwd(B, y, n_in, sync=y)
     y = B.collective("fwd.moe.reduce-scatter", "reduce-scatter", (y,), size=_gathered,
                      group=TPEP)
     return _shared_out(B, y, s) if shared else y

@@ -144,6 +144,12 @@ def _gemm_share(make, size):
     return remake
 
 
+def _copied_sync(sync: str | None, inside: set) -> str | None:
+    """A recomputed op's sync: on the copy of the op it waits for (None: that op is not
+    re-run, its end long past)."""
+    return recomputed_name(sync) if sync in inside else None
+
+
 def copy_region(B, region: list[str], start_after: tuple[str, ...] | None = None,
                 readers: tuple[str, ...] = ()) -> None:
     """Copy the ``region`` ops as ``rcp.`` ops before the first backward op that needs them;
@@ -154,7 +160,7 @@ def copy_region(B, region: list[str], start_after: tuple[str, ...] | None = None
     inside = set(region)
     nodes = {n.name: n for n in B.nodes}
     copies = [replace(nodes[n], name=recomputed_name(n), phase="backward", saved=None,
-                      recomputes=n) for n in region]
+                      recomputes=n, sync=_copied_sync(nodes[n].sync, inside)) for n in region]
     index = {n.name: i for i, n in enumerate(B.nodes)}
     feeds = {u for u, v, _ in B.edges if u in inside and v in inside}
     extra = [(recomputed_name(n), r, "data") for n in region if n not in feeds for r in readers]

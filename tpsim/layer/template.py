@@ -17,7 +17,7 @@ case in the layer's construction.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..base.record import record
@@ -35,7 +35,9 @@ class Node:
     for the backward (None: nothing); ``forward_of``: the forward op a backward op
     differentiates; ``recomputes``: the forward op a ``rcp.`` copy re-runs; ``group``: the
     process group of a collective; ``host_ops``: 1 for an op the framework dispatches, 0 for a
-    kernel another op's call launches (Transformer Engine's GEMM chunks and their transfers).
+    kernel another op's call launches (Transformer Engine's GEMM chunks and their transfers);
+    ``sync``: the op whose end the host waits for before it issues this one (a device-to-host
+    synchronisation, :func:`tpsim.sim.schedule.run`; None: none).
     """
     name: str
     phase: str
@@ -47,6 +49,7 @@ class Node:
     recomputes: str | None = None
     group: str | None = None
     host_ops: int = 1       # ops the host dispatches for it (0: launched inside another op's call)
+    sync: str | None = None  # the op the host waits for before issuing this one
 
 
 def _flat(deps):
@@ -75,9 +78,9 @@ class Builder:
         self.edges: list[tuple[str, str, str]] = []
 
     def add(self, name, make, stream="compute", deps=(), saved=None, forward_of=None,
-            group=None, host_ops=1) -> str:
+            group=None, host_ops=1, sync=None) -> str:
         self.nodes.append(Node(name, self.phase, self.block, stream, make, saved, forward_of,
-                               None, group, host_ops))
+                               None, group, host_ops, sync))
         self.edges += [(dep, name, DATA) for dep in _flat(deps)]
         if forward_of is not None:
             self.edges.append((forward_of, name, DATA))
@@ -94,16 +97,16 @@ class Builder:
         return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops)
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None,
-                kind=lambda d: MemoryBound) -> str:
+                kind=lambda d: MemoryBound, sync=None) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor;
         ``kind(d)``: its op class (:class:`~tpsim.layer.ops.MemoryBound` or a subclass)."""
         def make(d):
             rows, cols, nbytes = size(d)
             return kind(d)(nbytes, (rows, cols))
-        return self.add(name, make, "compute", deps, saved, forward_of)
+        return self.add(name, make, "compute", deps, saved, forward_of, sync=sync)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
-                   host_ops=1) -> str:
+                   host_ops=1, sync=None) -> str:
         """``op`` on ``group``; by default of the (b*s, h) activation, b*s*h*bytes_per_element.
         ``size(d)`` -> (nbytes, dims, dtype) for anything else."""
         def make(d):
@@ -111,18 +114,30 @@ class Builder:
                 return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype)
             nbytes, dims, dtype = size(d)
             return Collective(op, nbytes, group, dims, dtype)
-        return self.add(name, make, "comm", deps, None, forward_of, group, host_ops)
+        return self.add(name, make, "comm", deps, None, forward_of, group, host_ops, sync)
 
     def compile(self, group_sizes: dict[str, int], **attrs) -> Template:
         """Fix the structure: drop collectives on one-rank groups, index every node and edge."""
         nodes, edges = list(self.nodes), list(self.edges)
-        for node in [n for n in nodes if n.group and group_sizes.get(n.group, 1) == 1]:
+        for name in [n.name for n in nodes if n.group and group_sizes.get(n.group, 1) == 1]:
+            node = next(n for n in nodes if n.name == name)
             ins = [(u, k) for u, v, k in edges if v == node.name]
             outs = [(v, k) for u, v, k in edges if u == node.name]
             edges = [e for e in edges if node.name not in e[:2]]
             edges += [(u, v, k) for u, _ in ins for v, k in outs]
-            nodes.remove(node)
+            nodes = _moved_syncs(nodes, node, ins)
         return Template.from_nodes(tuple(nodes), edges, attrs)
+
+
+def _moved_syncs(nodes: list, node: Node, ins) -> list:
+    """``nodes`` without ``node`` (a collective on a one-rank group): a sync it carried moves
+    to the op issued after it, a sync on it to its first input (the host still waits there)."""
+    i = nodes.index(node)
+    out = [replace(n, sync=ins[0][0] if ins else None) if n.sync == node.name else n
+           for n in nodes[:i] + nodes[i + 1:]]
+    if node.sync is not None and i < len(out) and out[i].sync is None:
+        out[i] = replace(out[i], sync=node.sync)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +159,7 @@ class Template:
     node_streams: tuple[str, ...] = ()    # stream name of each node
     forward: tuple[int, ...] = ()         # nodes of the forward phase
     host_ops: tuple[int, int] = (0, 0)    # ops the host dispatches: forward, backward
+    syncs: tuple[tuple[int, int], ...] = ()   # (op the host waits for, op it then issues)
     _memo: Memo = field(default_factory=lambda: Memo("template ops", 256), repr=False)
 
     @classmethod
@@ -165,7 +181,9 @@ class Template:
                    tuple(n.name for n in nodes), tuple(n.stream for n in nodes),
                    tuple(i for i, n in enumerate(nodes) if n.phase == "forward"),
                    (sum(n.host_ops for n in nodes if n.phase == "forward"),
-                    sum(n.host_ops for n in nodes if n.phase != "forward")))
+                    sum(n.host_ops for n in nodes if n.phase != "forward")),
+                   tuple((index[n.sync], j) for j, n in enumerate(nodes)
+                         if n.sync is not None and index.get(n.sync, j) < j))
 
     def ops(self, dims) -> tuple[Op, ...]:
         """Every node's op at ``dims``, memoised per sizes (a sweep asks for the same ones)."""

@@ -20,6 +20,17 @@ The host issues ops one by one, ``host_dispatch_s`` each, and runs ahead of the 
 layers; in the steady state of many identical layers a phase (forward or backward) therefore
 takes max(its GPU time, its ops x host_dispatch_s): :func:`issue_bound`.
 
+A device-to-host synchronisation (a template's ``syncs``: Megatron-core's token dispatchers
+reading the tokens per expert on the host) stops the host's run-ahead: before issuing op b the
+host waits until op a (the op whose result it reads) has ended, then issues b and the ops after
+it one by one, so within b's phase
+
+    start_j >= end_a + host_dispatch_s x (host ops of b..j)
+
+and the GPU idles until the host has got ahead again. Before a phase's first sync the host is
+ahead as without one. A sync never makes an op start earlier (one more max term): the makespan
+with it is never shorter.
+
 The scheduler works on index arrays (a :class:`~tpsim.layer.template.Template`'s ``preds`` and
 ``stream_of``) and a list of durations; :func:`schedule` takes a ``networkx.DiGraph`` with
 ``stream`` and ``time_s`` node attributes for graphs built by hand.
@@ -96,12 +107,15 @@ def exposed_of(mine, others) -> float:
 
 
 def run(tpl, durations: list[float], interference: float = 0.0,
-        losses: list[float] | None = None) -> Timeline:
+        losses: list[float] | None = None, host_s: float = 0.0) -> Timeline:
     """In-order streams: op i (in program order) starts at the end of its stream's previous op
     and of its inputs; see the module docstring. ``interference`` slows compute ops beside the
     ``comm`` stream's collectives issued before them; ``losses`` (per op, read for the comm
-    stream's): each collective's own slowdown instead."""
+    stream's): each collective's own slowdown instead; ``host_s``: the host's time to issue
+    one op after a sync (the template's ``syncs``; none: the host is always ahead)."""
     n = len(durations)
+    waits = {b: a for a, b in tpl.syncs}
+    clock, phase = None, None     # the host's issue time after a sync, and in which phase
     preds, stream_of, streams = tpl.preds, tpl.stream_of, tpl.streams
     comm = streams.index("comm") if "comm" in streams else -1
     free = [0.0] * len(streams)
@@ -116,6 +130,10 @@ def run(tpl, durations: list[float], interference: float = 0.0,
         for p in preds[i]:
             if end[p] > t0:
                 t0 = end[p]
+        if waits:
+            clock, phase = _host_clock(tpl, i, waits, end, clock, phase, host_s)
+            if clock is not None and clock > t0:
+                t0 = clock
         if loss and s != comm and comm_runs and comm_runs[-1][1] > t0:
             t1 = slowed_end(t0, durations[i], comm_runs, loss)
         else:
@@ -129,16 +147,50 @@ def run(tpl, durations: list[float], interference: float = 0.0,
                     dict(zip(streams, runs)))
 
 
-def issue_bound(gpu_s: float, ops: int, host_dispatch_s: float) -> float:
+def _host_clock(tpl, i: int, waits: dict, end: list, clock, phase, host_s: float):
+    """(the host's issue time of op i, its phase) after a sync: reset to end_a at a sync on op
+    a, then host_s per host op; None before the phase's first sync (the host ahead)."""
+    node = tpl.nodes[i]
+    if node.phase != phase:
+        clock, phase = None, node.phase
+    if i in waits:
+        a = waits[i]
+        clock = end[a] if clock is None else max(clock, end[a])
+    if clock is not None:
+        clock += host_s * node.host_ops
+    return clock, phase
+
+
+def issue_bound(gpu_s: float, ops: int, host_dispatch_s: float, waits_s: float = 0.0) -> float:
     """How long a phase of ``ops`` ops takes, repeated layer after layer, when the host issues each
     op in ``host_dispatch_s``: the steady-state period of the host and the GPU in series,
 
-        t = max(gpu_s, ops * host_dispatch_s)
+        t = max(gpu_s, ops * host_dispatch_s + waits_s)
 
-    (each layer's GPU work cannot start before the host has issued it, and the host never
-    waits for the GPU). Monotone in both terms: more work or slower dispatch is never faster.
+    (each layer's GPU work cannot start before the host has issued it; the host waits for the
+    GPU only at a sync, ``waits_s`` in all: :func:`sync_waits`). Monotone in every term: more
+    work or slower dispatch is never faster.
     """
-    return max(gpu_s, ops * host_dispatch_s)
+    return max(gpu_s, ops * host_dispatch_s + waits_s)
+
+
+def sync_waits(tpl, durations: list[float], host_s: float) -> tuple[float, float]:
+    """(forward, backward): the host's waits at the template's syncs when the host is the slower
+    side, the GPU running each op as soon as it is issued: at a sync on op a before op b,
+
+        wait = max(0, t_a - host_s x (host ops issued after a, before b))
+
+    (the host issued a, then the ops up to b, while a ran). A lower bound: a's inputs may
+    still be running when the host issues it."""
+    fwd = bwd = 0.0
+    for a, b in tpl.syncs:
+        between = sum(n.host_ops for n in tpl.nodes[a + 1:b])
+        wait = max(0.0, durations[a] - host_s * between)
+        if tpl.nodes[b].phase == "forward":
+            fwd += wait
+        else:
+            bwd += wait
+    return fwd, bwd
 
 
 def schedule(graph, interference: float = 0.0) -> Timeline:

@@ -12,7 +12,7 @@ from ..base.formula import qualname
 from ..base.memo import Memo
 from .price import Pricing, interferences, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
-from .schedule import COMM_STREAMS, Timeline, issue_bound, run
+from .schedule import COMM_STREAMS, Timeline, issue_bound, run, sync_waits
 from ..layer.template import Template
 
 
@@ -102,7 +102,8 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
     device = pricing.topology.device
-    tl = run(template, times, device.comm_compute_interference, interferences(ops, device))
+    tl = run(template, times, device.comm_compute_interference, interferences(ops, device),
+             host)
     return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
 
 
@@ -126,12 +127,24 @@ def gpu_phases(sim: Simulation) -> tuple[float, float]:
 
 
 def phase_times(sim: Simulation) -> tuple[float, float]:
-    """(forward_s, backward_s), each max(GPU time, its ops x host dispatch) in the steady state
-    of layer after layer (:func:`tpsim.sim.schedule.issue_bound`)."""
+    """(forward_s, backward_s), each max(GPU time, its ops x host dispatch + the host's waits at
+    its syncs) in the steady state of layer after layer (:func:`tpsim.sim.schedule.issue_bound`,
+    :func:`tpsim.sim.schedule.sync_waits`)."""
     fwd, bwd = gpu_phases(sim)
     n_fwd, n_bwd = sim.template.host_ops
     h = sim.host_dispatch_s
-    return issue_bound(fwd, n_fwd, h), issue_bound(bwd, n_bwd, h)
+    w_fwd, w_bwd = sync_waits(sim.template, sim.times, h)
+    return issue_bound(fwd, n_fwd, h, w_fwd), issue_bound(bwd, n_bwd, h, w_bwd)
+
+
+def sync_idle_s(sim: Simulation) -> float:
+    """Time inside the GPU's schedule when no stream runs: the GPU waiting for the host after a
+    sync (:func:`tpsim.sim.schedule.run`; 0 without syncs, every op then starting at another's
+    end)."""
+    if not sim.template.syncs:
+        return 0.0
+    tl = sim.timeline
+    return max(0.0, tl.makespan_s - tl.busy_s(tuple(tl.runs)))
 
 
 def layer_times(sim: Simulation) -> LayerTimes:
@@ -146,7 +159,8 @@ def _layer_times(sim: Simulation) -> LayerTimes:
     """The layer's totals (:class:`~tpsim.sim.result.LayerTimes`) from its schedule.
 
     total = forward + backward (:func:`phase_times`); host wait = what the host adds to the GPU's
-    phases (exactly 0 when the GPU is the slower side); interference = compute busy time - the
+    phases (exactly 0 when the GPU is the slower side and no sync leaves it idle:
+    :func:`sync_idle_s`); interference = compute busy time - the
     compute ops' own times. total = compute + exposed comm + host wait, up to float rounding.
     """
     tl = sim.timeline
@@ -158,7 +172,8 @@ def _layer_times(sim: Simulation) -> LayerTimes:
     compute = tl.busy_s("compute")
     return LayerTimes(fwd, bwd, total, compute, comm, exposed,
                       comm / total if total else 0.0, exposed / total if total else 0.0,
-                      sim.flops, (fwd - gpu_fwd) + (bwd - gpu_bwd), max(0.0, compute - nominal),
+                      sim.flops, (fwd - gpu_fwd) + (bwd - gpu_bwd) + sync_idle_s(sim),
+                      max(0.0, compute - nominal),
                       sim.hardware_flops)
 
 

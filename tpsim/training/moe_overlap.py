@@ -15,7 +15,13 @@ so one merged pair takes
 (the computation runs 1 - i as fast while the communication runs beside it, i the share of the
 SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
 :func:`tpsim.sim.schedule.slowed_end`), and at least the
-host's time to issue both phases' ops (``host_dispatch_us`` each), with the pieces read
+host's time to issue both phases' ops (``host_dispatch_us`` each) on its one CPU thread,
+plus its waits at both phases' syncs (:func:`tpsim.sim.schedule.sync_waits`: the dispatcher's
+device-to-host read of the tokens per expert). Megatron-core issues the backward's mlp_bwd
+before the forward's dispatch_fwd, at whose issue the host waits, so the compute stream has
+work queued while the host waits: the GPU-side pieces keep only the layer's own idle after
+the sync (inside P_f, up to one op's issue: an upper bound, mlp_bwd may hide it), with the
+pieces read
 off the layer's own schedule (:func:`pieces`): P_f the forward up to the dispatch's start, D_f
 the dispatch, M_f the compute stream's busy time from the dispatch's start to the combine's
 (the experts, and the shared experts issued beside the dispatch), C_f the rest of the forward
@@ -36,7 +42,7 @@ import dataclasses
 
 from ..base.errors import ConfigError
 from ..sim.price import op_interference
-from ..sim.schedule import issue_bound
+from ..sim.schedule import issue_bound, sync_waits
 from .step import Part
 
 NAMES = ("fwd.moe.dispatch", "fwd.moe.combine", "bwd.moe.combine", "bwd.moe.dispatch")
@@ -72,7 +78,8 @@ def beside(comm: float, compute: float, interference: float) -> float:
 
 def pair_s(sim, device) -> float:
     """t_pair: one merged forward and backward of the layer (module docstring), no shorter
-    than the host's issue of both phases' ops (:func:`tpsim.sim.schedule.issue_bound`); each
+    than the host's issue of both phases' ops and its waits at their syncs, on one thread
+    (:func:`tpsim.sim.schedule.issue_bound`); each
     slot's i that of its communication op on ``device``
     (:func:`tpsim.sim.price.op_interference`)."""
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
@@ -80,7 +87,9 @@ def pair_s(sim, device) -> float:
     i_df, i_cf, i_cb, _ = (op_interference(sim.ops[at[n]], device) for n in NAMES)
     gpu = (beside(c_b, p_f, i_cb) + beside(d_f + d_b, m_b + m_f, i_df)
            + beside(c_f, p_b, i_cf))
-    return issue_bound(gpu, sum(sim.template.host_ops), sim.host_dispatch_s)
+    h = sim.host_dispatch_s
+    return issue_bound(gpu, sum(sim.template.host_ops), h,
+                       sum(sync_waits(sim.template, sim.times, h)))
 
 
 def merged_share(m: int, pp: int, v: int) -> float:

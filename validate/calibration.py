@@ -24,7 +24,7 @@ from tpsim.cluster.topology import load_topology
 
 from topology_file import fitted_comment, fresh_topology_text, write_calibrated
 
-UNITS = {"_s": (1e-6, " us"), "_Bps": (1e9, " GB/s")}
+UNITS = {"_element_s": (1e-9, " ns"), "_s": (1e-6, " us"), "_Bps": (1e9, " GB/s")}
 
 
 @dataclass
@@ -100,7 +100,8 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
     ``stated_rates``: the levels' bandwidths are line rates (fit the ring efficiency)."""
     samples = [Sample(r["op"], r["time_s"], 1, r.get("op_name", "")) for r in run.kernels
                if r["time_s"] > 0]
-    fits = [C.fit(topo, list(C.COMPUTE_PARAMS), samples,
+    arith = C.arith_params(samples)
+    fits = [C.fit(C.with_arith_start(topo, arith), list(C.COMPUTE_PARAMS + arith), samples,
                   f"{len(samples)} {run.dtype} kernels of the FIT shapes' blocks and a GEMM grid")]
     rows = lambda rs: [(r["op"], r["size_bytes"], r["time_s"]) for r in rs]   # noqa: E731
     if run.local > 1:
@@ -118,7 +119,8 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
 
 
 def _unit(path: str) -> tuple[float, str]:
-    return next((u for suffix, u in UNITS.items() if path.endswith(suffix)), (1.0, ""))
+    field = path.split("[")[0]                  # a mapping's entry: its field's unit
+    return next((u for suffix, u in UNITS.items() if field.endswith(suffix)), (1.0, ""))
 
 
 def calibrate(run: Run, out: Path, topology: str | None, header: list[str]) -> dict:

@@ -23,7 +23,6 @@ from ..base.units import GB, GiB, TERA, US
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
 
-
 PROTOCOLS = ("simple", "ll", "ll128")
 HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
 LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
@@ -31,13 +30,11 @@ LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
 
 @record
 class Protocol:
-    """One NCCL wire protocol: its own start-up latency and share of the line rate.
-
-    NCCL prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc):
-    LL sends 8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no
-    per-step synchronisation), LL128 128-byte lines with 120 bytes of data. Each protocol's
-    per-hop latency is a property of the link it crosses: ``levels[i].hop_latency_us``.
-    """
+    """One NCCL wire protocol: its own start-up latency and share of the line rate. NCCL
+    prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc): LL sends
+    8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no per-step sync),
+    LL128 128-byte lines with 120 bytes of data. Each protocol's per-hop latency is a property
+    of the link it crosses: ``levels[i].hop_latency_us``."""
     launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0,
                            doc="start-up latency of this protocol, us (NCCL tuning.cc baseLat), "
                                "on top of collective_launch_us")
@@ -78,6 +75,9 @@ class Device:
             "0.05 assumed)")
     memory_efficiency: float = spec(gt=0, le=1, default=0.8,
                                     doc="fraction of memory bandwidth that elementwise kernels reach")
+    elementwise_element_s: dict[str, float] | None = spec(
+        "elementwise_ns_per_element", scale=1e-9, ge=0, default=None,
+        doc="ns of arithmetic per element of elementwise kernels, by kind; null: memory-bound")
     cast_transpose_efficiency: float | None = spec(
         gt=0, le=1, default=None, doc="the same for the fp8 cast-transpose kernels (a "
                                       "transposed write); default: memory_efficiency")

@@ -15,6 +15,7 @@ of the ranks in a node, plus a network level when the run spans nodes. Then, eac
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
 
 
 def _unit(path: str) -> tuple[float, str]:
-    field = path.split("[")[0]                  # a mapping's entry: its field's unit
+    field = re.sub(r"\[\w+\]$", "", path)      # a mapping's entry: its field's unit
     return next((u for suffix, u in UNITS.items() if field.endswith(suffix)), (1.0, ""))
 
 

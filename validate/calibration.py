@@ -5,8 +5,10 @@ values, everything else is kept) or, without one, a fresh topology for this mach
 of the ranks in a node, plus a network level when the run spans nodes. Then, each with
 :func:`tpsim.calibrate.fitting.fit` through tpsim's own pricing:
 
-  compute   the device's GEMM and memory efficiencies, GEMM size curve and kernel launch, on
-            every compute kernel of the FIT shapes' blocks and a GEMM grid;
+  compute   the device's GEMM and memory efficiencies, GEMM size curve, kernel launch and the
+            per-element arithmetic cost of each kind of elementwise kernel (CPU: activation and
+            softmax, forward and backward), on every compute kernel of the FIT shapes' blocks,
+            a GEMM grid and copies (the memory rate alone);
   level 0   the collective launch, latency and bandwidth (or ring efficiency) of the innermost
             level, on collectives inside one node;
   network   latency and bandwidth of the first level between nodes, on collectives spanning

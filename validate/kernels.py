@@ -85,16 +85,16 @@ class Core:
         bk, gs, s, d, r, g = self.bk, self.gs, self.s, self.d, self.mats, self.g
         q, k, v, do = r(gs, d), r(s, d), r(s, d), r(gs, d)
         p, ds = r(gs, s).softmax(-1), r(gs, s)
-        mask = causal_mask(s, q.device)
+        mask = causal_mask(s, g, q.device)
         aten = torch.ops.aten
 
         def masked_softmax(x):
-            x.view(bk, g, s, s).masked_fill_(mask, MASKED_SCORE)
+            x.masked_fill_(mask, MASKED_SCORE)
             return x.softmax(-1)
 
         def masked_softmax_bwd(dy, y):
             dx = aten._softmax_backward_data(dy, y, -1, y.dtype)
-            return dx.view(bk, g, s, s).masked_fill(mask, 0.0)
+            return dx.masked_fill(mask, 0.0)
         return {
             "fwd.attn.scores": lambda: torch.baddbmm(torch.empty(bk, gs, s, dtype=q.dtype),
                                                      q, k.transpose(1, 2), beta=0.0,

@@ -243,7 +243,9 @@ def unfused_causal_attention(q, k, v):
     buffer = torch.empty(b * hkv, g * s, s, dtype=q.dtype, device=q.device)
     scores = torch.baddbmm(buffer, qs, k.reshape(b * hkv, s, d).transpose(1, 2), beta=0.0,
                            alpha=1.0 / math.sqrt(d))
-    scores.view(b * hkv, g, s, s).masked_fill_(causal_mask(s, q.device), MASKED_SCORE)
+    # filled on the GEMM's output itself: the same in-place fill on a view of it would have
+    # autograd copy the whole gradient around the fill's backward (CopySlices)
+    scores.masked_fill_(causal_mask(s, g, q.device), MASKED_SCORE)
     o = torch.bmm(scores.softmax(dim=-1), v.reshape(b * hkv, s, d))     # (b*hkv, g*s, d)
     return o.reshape(b, hq, s, d)
 
@@ -252,13 +254,14 @@ MASKED_SCORE = -10000.0      # Megatron-LM's attention_mask_func fill value
 _MASKS = Memo("causal masks", 16)
 
 
-def causal_mask(s: int, device) -> torch.Tensor:
-    """(s, s) bool, True above the diagonal (the keys a query must not see); built once per size."""
-    return _MASKS.get((s, str(device)), _new_causal_mask, s, device)
+def causal_mask(s: int, g: int, device) -> torch.Tensor:
+    """(g*s, s) bool, True above the diagonal (the keys a query must not see), stacked for the
+    g query heads of a kv head; built once per size."""
+    return _MASKS.get((s, g, str(device)), _new_causal_mask, s, g, device)
 
 
-def _new_causal_mask(s: int, device) -> torch.Tensor:
-    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1)
+def _new_causal_mask(s: int, g: int, device) -> torch.Tensor:
+    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1).repeat(g, 1)
 
 
 def _divide_heads(hidden: int, heads: int, a: str, b: str) -> int:

@@ -96,9 +96,8 @@ class Core:
             dx = aten._softmax_backward_data(dy, y, -1, y.dtype)
             return dx.masked_fill(mask, 0.0)
         return {
-            "fwd.attn.scores": lambda: torch.baddbmm(torch.empty(bk, gs, s, dtype=q.dtype),
-                                                     q, k.transpose(1, 2), beta=0.0,
-                                                     alpha=self.alpha),
+            "fwd.attn.scores": lambda: torch.baddbmm(torch.empty_like(p), q, k.transpose(1, 2),
+                                                     beta=0.0, alpha=self.alpha),
             "fwd.attn.av": lambda: torch.bmm(p, v),
             "bwd.attn.av.dprobs": lambda: torch.bmm(do, v.transpose(1, 2)),
             "bwd.attn.av.dv": lambda: torch.bmm(p.transpose(1, 2), do),

@@ -49,7 +49,8 @@ def main() -> None:
     n = sh.seq * sh.batch * sh.hidden
     a, w = torch.randn(256, 1024), torch.randn(512, 1024)
     ones = torch.ones(n)
-    x2, w2 = torch.randn(sh.seq * sh.batch, sh.ffn // world), torch.randn(sh.hidden, sh.ffn // world)
+    f = sh.ffn // world
+    x2, w2 = torch.randn(sh.seq * sh.batch, f), torch.randn(sh.hidden, f)
     items = [B.Item("pad", lambda: torch.matmul(a, w.t()), {}),
              B.Item("pad + ar(ones)", lambda: (torch.matmul(a, w.t()), dist.all_reduce(ones)), {}),
              B.Item("pad + ar(output)", lambda: (torch.matmul(a, w.t()), dist.all_reduce(
@@ -67,7 +68,8 @@ def main() -> None:
                     aligned=True)
     if rank == 0:
         ms = {k: v * 1e3 for k, v in sec.items()}
-        print(f"\nshape {sh.label()}, all-reduce of {n * 4} bytes; load {open('/proc/loadavg').read().split()[:3]}")
+        load = open("/proc/loadavg").read().split()[:3]
+        print(f"\nshape {sh.label()}, all-reduce of {n * 4} bytes; load {load}")
         for k, v in ms.items():
             print(f"  {k:36s} {v:8.3f} ms")
         print(f"  microbenchmark all-reduce (ones)     {ms['pad + ar(ones)'] - ms['pad']:8.3f} ms")

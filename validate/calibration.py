@@ -105,7 +105,7 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
                if r["time_s"] > 0]
     arith = C.arith_params(samples)
     fits = [C.fit(C.with_arith_start(topo, arith), list(C.COMPUTE_PARAMS + arith), samples,
-                  f"{len(samples)} {run.dtype} kernels: the FIT shapes' blocks, a GEMM grid, copies")]
+                  f"{len(samples)} {run.dtype} kernels: FIT shapes' blocks, GEMM grid, copies")]
     rows = lambda rs: [(r["op"], r["size_bytes"], r["time_s"]) for r in rs]   # noqa: E731
     if run.local > 1:
         s = C.collective_samples(rows(run.local_collectives), run.local, run.dtype)

@@ -5,8 +5,10 @@ values, everything else is kept) or, without one, a fresh topology for this mach
 of the ranks in a node, plus a network level when the run spans nodes. Then, each with
 :func:`tpsim.calibrate.fitting.fit` through tpsim's own pricing:
 
-  compute   the device's GEMM and memory efficiencies, GEMM size curve and kernel launch, on
-            every compute kernel of the FIT shapes' blocks and a GEMM grid;
+  compute   the device's GEMM and memory efficiencies, GEMM size curve, kernel launch and the
+            per-element arithmetic cost of each kind of elementwise kernel (CPU: activation and
+            softmax, forward and backward), on every compute kernel of the FIT shapes' blocks,
+            a GEMM grid and copies (the memory rate alone);
   level 0   the collective launch, latency and bandwidth (or ring efficiency) of the innermost
             level, on collectives inside one node;
   network   latency and bandwidth of the first level between nodes, on collectives spanning
@@ -15,6 +17,7 @@ of the ranks in a node, plus a network level when the run spans nodes. Then, eac
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from tpsim.cluster.topology import load_topology
 
 from topology_file import fitted_comment, fresh_topology_text, write_calibrated
 
-UNITS = {"_s": (1e-6, " us"), "_Bps": (1e9, " GB/s")}
+UNITS = {"_element_s": (1e-9, " ns"), "_s": (1e-6, " us"), "_Bps": (1e9, " GB/s")}
 
 
 @dataclass
@@ -100,8 +103,9 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
     ``stated_rates``: the levels' bandwidths are line rates (fit the ring efficiency)."""
     samples = [Sample(r["op"], r["time_s"], 1, r.get("op_name", "")) for r in run.kernels
                if r["time_s"] > 0]
-    fits = [C.fit(topo, list(C.COMPUTE_PARAMS), samples,
-                  f"{len(samples)} {run.dtype} kernels of the FIT shapes' blocks and a GEMM grid")]
+    arith = C.arith_params(samples)
+    fits = [C.fit(C.with_arith_start(topo, arith), list(C.COMPUTE_PARAMS + arith), samples,
+                  f"{len(samples)} {run.dtype} kernels: FIT shapes' blocks, GEMM grid, copies")]
     rows = lambda rs: [(r["op"], r["size_bytes"], r["time_s"]) for r in rs]   # noqa: E731
     if run.local > 1:
         s = C.collective_samples(rows(run.local_collectives), run.local, run.dtype)
@@ -118,7 +122,8 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
 
 
 def _unit(path: str) -> tuple[float, str]:
-    return next((u for suffix, u in UNITS.items() if path.endswith(suffix)), (1.0, ""))
+    field = re.sub(r"\[\w+\]$", "", path)      # a mapping's entry: its field's unit
+    return next((u for suffix, u in UNITS.items() if field.endswith(suffix)), (1.0, ""))
 
 
 def calibrate(run: Run, out: Path, topology: str | None, header: list[str]) -> dict:

@@ -293,7 +293,8 @@ class Harness:
             for blk in ("mlp", "attention"):
                 items += K.block_items(sh, blk, self.world, self.dtype_name, self.attention,
                                        self.dtype, self.device)
-        return items + K.grid_items(S.GEMM_GRID[mode], self.dtype_name, self.dtype, self.device)
+        return items + K.grid_items(S.GEMM_GRID[mode], self.dtype_name, self.dtype, self.device) \
+            + K.stream_items(S.FIT[mode], self.world, self.dtype_name, self.dtype, self.device)
 
     def measure(self) -> tuple[dict, list[dict]]:
         """Microbenchmarks and layers, interleaved round by round (see bench.measure)."""

@@ -16,9 +16,9 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tpsim.layer.ops import Gemm
+from tpsim.layer.ops import Gemm, MemoryBound
 from tpsim.training.predict import predict_block
-from tpsim.cluster.topology import Device, Level, Topology
+from tpsim.cluster.topology import BYTES_PER_ELEMENT, Device, Level, Topology
 
 from bench import Item
 from report import model_for
@@ -78,23 +78,34 @@ class Core:
         return self.r(self.bk, *shape)
 
     def kernels(self) -> dict:
-        from tpsim.tp.layers import _causal_bias
-        bk, gs, s, d, r = self.bk, self.gs, self.s, self.d, self.mats
+        """The core's kernels as unfused_causal_attention and its autograd run them: the
+        softmax op is Megatron's scale-mask-softmax, the in-place mask fill and the softmax
+        (backward: softmax's, then the fill's, which zeroes the masked gradients)."""
+        from tpsim.tp.layers import MASKED_SCORE, causal_mask
+        bk, gs, s, d, r, g = self.bk, self.gs, self.s, self.d, self.mats, self.g
         q, k, v, do = r(gs, d), r(s, d), r(s, d), r(gs, d)
         p, ds = r(gs, s).softmax(-1), r(gs, s)
-        mask = _causal_bias(s, self.g, q.dtype, q.device).expand(bk, gs, s)
+        mask = causal_mask(s, g, q.device)
         aten = torch.ops.aten
+
+        def masked_softmax(x):
+            x.masked_fill_(mask, MASKED_SCORE)
+            return x.softmax(-1)
+
+        def masked_softmax_bwd(dy, y):
+            dx = aten._softmax_backward_data(dy, y, -1, y.dtype)
+            return dx.masked_fill(mask, 0.0)
         return {
-            "fwd.attn.scores": lambda: torch.baddbmm(mask, q, k.transpose(1, 2), alpha=self.alpha),
+            "fwd.attn.scores": lambda: torch.baddbmm(torch.empty_like(p), q, k.transpose(1, 2),
+                                                     beta=0.0, alpha=self.alpha),
             "fwd.attn.av": lambda: torch.bmm(p, v),
             "bwd.attn.av.dprobs": lambda: torch.bmm(do, v.transpose(1, 2)),
             "bwd.attn.av.dv": lambda: torch.bmm(p.transpose(1, 2), do),
             # autograd's baddbmm backward scales each product by alpha: part of the op
             "bwd.attn.scores.dq": lambda: torch.bmm(ds, k) * self.alpha,
             "bwd.attn.scores.dk": lambda: torch.bmm(q.transpose(1, 2), ds) * self.alpha,
-            "fwd.attn.softmax": (lambda: (r(gs, s),), lambda x: x.softmax(-1)),
-            "bwd.attn.softmax": (lambda: (r(gs, s), r(gs, s).softmax(-1)),
-                                 lambda g, y: aten._softmax_backward_data(g, y, -1, y.dtype)),
+            "fwd.attn.softmax": (lambda: (r(gs, s),), masked_softmax),
+            "bwd.attn.softmax": (lambda: (r(gs, s), r(gs, s).softmax(-1)), masked_softmax_bwd),
         }
 
 
@@ -162,6 +173,23 @@ def block_items(shape, block: str, tp: int, dtype_name: str, attention: str, dty
         items.append(Item(f"kern/{shape.label()}/{name}", fn,
                           {"op_name": name, "kind": op.kind, "shape": op.shape, "op": op,
                            "fit_shape": shape.label()}))
+    return items
+
+
+def stream_items(shapes, tp: int, dtype_name: str, dtype, device) -> list[Item]:
+    """A copy (read n, write n elements, no arithmetic) of each FIT shape's activation tensor,
+    (T, f/p) and (T, 2f/p): the memory rate alone, apart from the kernels' arithmetic."""
+    gen = torch.Generator(device="cpu").manual_seed(7)
+    r = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)      # noqa: E731
+    items = []
+    for sh in shapes:
+        t, f = sh.seq * sh.batch, sh.ffn // tp
+        for cols in (f, 2 * f):
+            op = MemoryBound(2 * t * cols * BYTES_PER_ELEMENT[dtype_name], (t, cols))
+            fn = _rotating(lambda t=t, c=cols: (r(t, c), r(t, c)), lambda x, y: y.copy_(x))
+            items.append(Item(f"kern/stream/{t}x{cols}", fn,
+                              {"op_name": "stream.copy", "kind": op.kind, "shape": op.shape,
+                               "op": op, "fit_shape": sh.label()}))
     return items
 
 

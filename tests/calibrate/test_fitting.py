@@ -133,6 +133,35 @@ def test_fit_prices_through_the_cost_model_it_is_given(monkeypatch):
     assert C.fit(_start(), list(C.COMPUTE_PARAMS[:4]), samples).rms_log > 0.1
 
 
+def test_arithmetic_costs_fitted_by_kind_from_closed_form_timings():
+    """Copies (no arithmetic) and gelu, gelu_backward and softmax kernels timed by hand:
+    t = 15 us + max(bytes / (20 GB/s x 0.75), elements x c_kind), c = 4, 9 and 0.2 ns
+    (softmax's below its memory term: 8 bytes at 15 GB/s are 0.53 ns an element). The fit
+    recovers the memory efficiency, the launch and the two arithmetic-bound costs; softmax's
+    ends anywhere at or below its memory term, which prices it the same."""
+    cost = {"gelu": 4e-9, "gelu_backward": 9e-9, "softmax": 0.2e-9}
+    per_byte = {"": 8, "gelu": 8, "gelu_backward": 12, "softmax": 8}
+    ops = [MemoryBound(per_byte[k] * n, (n // 64, 64), k)
+           for k in per_byte for n in (2 ** 12, 2 ** 15, 2 ** 18, 2 ** 21)]
+    samples = [C.Sample(op, 15e-6 + max(op.nbytes / 15e9, op.elements * cost.get(op.arith, 0)))
+               for op in ops]
+    arith = C.arith_params(samples)
+    assert [p.path for p in arith] == [f"device.elementwise_element_s[{k}]"
+                                       for k in ("gelu", "gelu_backward", "softmax")]
+    start = C.with_arith_start(_start(), arith)
+    assert start.device.elementwise_element_s == {k: C.ARITH_START_S for k in cost}
+    fit = C.fit(start, list(C.COMPUTE_PARAMS[3:] + arith), samples)
+    assert fit.value("device.memory_efficiency") == pytest.approx(0.75, rel=1e-4)
+    assert fit.value("device.kernel_launch_s") == pytest.approx(15e-6, rel=1e-3)
+    for kind in ("gelu", "gelu_backward"):
+        assert fit.value(f"device.elementwise_element_s[{kind}]") == \
+            pytest.approx(cost[kind], rel=1e-4)
+    assert fit.value("device.elementwise_element_s[softmax]") <= 8 / 15e9 * (1 + 1e-6)
+    assert fit.rms_log < 1e-5
+    assert C.yaml_location(fit.topology, "device.elementwise_element_s[gelu]") == \
+        (["device", "elementwise_ns_per_element", "gelu"], 1e-9)
+
+
 def test_parameter_paths_and_their_yaml_keys():
     topo = _truth(nodes=2)
     assert C.get_param(topo, "levels[1].latency_s") == pytest.approx(30e-6)

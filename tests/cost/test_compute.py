@@ -90,6 +90,19 @@ def test_elementwise_time():
     assert elementwise_time(1e6, device()) == pytest.approx(4e-6)
 
 
+def test_elementwise_time_takes_the_slower_of_memory_and_arithmetic():
+    """1 MB at 1000 GB/s * 0.5 is 2 us; 1e6 elements of gelu at 3 ns are 3000 us, of softmax
+    at 1e-6 ns 1e-6 us (memory wins); a kind the device does not list, or no kind, costs its
+    memory term alone; each plus the 2 us launch."""
+    dev = device(elementwise_ns_per_element={"gelu": 3.0, "softmax": 1e-6})
+    assert dev.elementwise_element_s == pytest.approx({"gelu": 3e-9, "softmax": 1e-15})
+    assert elementwise_time(1e6, dev, "gelu", 1e6) == pytest.approx(2e-6 + 3e-3)
+    assert elementwise_time(1e6, dev, "softmax", 1e6) == pytest.approx(4e-6)
+    assert elementwise_time(1e6, dev, "swiglu", 1e6) == pytest.approx(4e-6)
+    assert elementwise_time(1e6, dev, "", 1e6) == pytest.approx(4e-6)
+    assert elementwise_time(1e6, device(), "gelu", 1e6) == elementwise_time(1e6, device())
+
+
 def test_cast_transpose_time():
     """1 MB at 1000 GB/s * 0.25 (its own efficiency): 4 us, plus 2 us launch; without one it
     is an elementwise kernel (memory_efficiency 0.5: 2 us + 2 us)."""

@@ -100,3 +100,34 @@ def test_removed_all_reduce_fails_the_check(tmp_path):
     for bad in run_ranks(2, _broken, tmpdir=tmp_path):
         assert any(line.startswith("mlp gelu: output") for line in bad), bad
         assert any("attention" in line for line in bad)
+
+
+def _graph_nodes(t) -> set[str]:
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        f = todo.pop()
+        if f is not None and f not in seen:
+            seen.add(f)
+            todo += [n for n, _ in f.next_functions]
+    return {type(f).__name__ for f in seen}
+
+
+def test_unfused_core_is_megatrons_and_matches_flash_attention():
+    """Grouped-query (4 query heads on 2 kv heads): the unfused core equals torch's causal SDPA
+    in the output and every input gradient, and runs Megatron's unfused kernels (baddbmm, the
+    in-place mask fill, softmax, bmm) with no autograd copy around the fill (CopySlices)."""
+    import torch.nn.functional as F
+    from tpsim.tp.layers import causal_mask, unfused_causal_attention
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, h, 16, 8, generator=gen, requires_grad=True) for h in (4, 2, 2))
+    out = unfused_causal_attention(q, k, v)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    grad = torch.randn(out.shape, generator=gen)
+    for a, b in zip((out, *torch.autograd.grad(out, (q, k, v), grad)),
+                    (ref, *torch.autograd.grad(ref, (q, k, v), grad))):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    nodes = _graph_nodes(out)
+    assert {"BaddbmmBackward0", "MaskedFillBackward0", "SoftmaxBackward0"} <= nodes
+    assert "CopySlices" not in nodes
+    mask = causal_mask(3, 2, "cpu")
+    assert mask.tolist() == [[False, True, True], [False, False, True], [False, False, False]] * 2

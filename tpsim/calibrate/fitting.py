@@ -79,16 +79,19 @@ class Fit:
 
 # --------------------------------------------------------------------------- named parameters
 
-_STEP = re.compile(r"^([A-Za-z_]+)(?:\[(\d+)\])?$")
+_STEP = re.compile(r"^([A-Za-z_]+)(?:\[(\w+)\])?$")
 
 
-def _steps(path: str) -> list[tuple[str, int | None]]:
+def _steps(path: str) -> list[tuple[str, int | str | None]]:
+    """``levels[0].latency_s`` -> [("levels", 0), ("latency_s", None)]; a word in brackets is
+    a mapping's key (``device.elementwise_element_s[gelu]``)."""
     out = []
     for part in path.split("."):
         m = _STEP.match(part)
         if not m:
             raise ValueError(f"bad parameter path {path!r}")
-        out.append((m.group(1), None if m.group(2) is None else int(m.group(2))))
+        key = m.group(2)
+        out.append((m.group(1), int(key) if key is not None and key.isdigit() else key))
     return out
 
 
@@ -108,6 +111,8 @@ def _replace(obj, steps, value):
     child = getattr(obj, name)
     if index is None:
         return dataclasses.replace(obj, **{name: _replace(child, rest, value)})
+    if isinstance(index, str):                     # a mapping's value: a number
+        return dataclasses.replace(obj, **{name: {**(child or {}), index: value}})
     items = list(child)
     items[index] = _replace(items[index], rest, value)
     return dataclasses.replace(obj, **{name: tuple(items)})
@@ -220,6 +225,23 @@ COMPUTE_PARAMS = (
     Param("device.kernel_launch_s", 0.0, 1e-2, 1e-5),
     Param("device.memory_efficiency", 1e-6, 1.0, 0.5),
 )
+# A start above any memory term: below it, max(memory, arithmetic) has no slope in the cost.
+ARITH_START_S = 1e-8
+
+
+def arith_params(samples: list[Sample]) -> tuple[Param, ...]:
+    """The per-element arithmetic cost of each kind of elementwise kernel among ``samples``
+    (:attr:`tpsim.layer.ops.MemoryBound.arith`, priced by
+    :func:`tpsim.cost.compute.elementwise_time`): a CPU device's, whose elementwise kernels are
+    bound by their arithmetic to different degrees. Start the topology at
+    :func:`with_arith_start`."""
+    kinds = sorted({getattr(s.op, "arith", "") for s in samples} - {""})
+    return tuple(Param(f"device.elementwise_element_s[{k}]", 0.0, 1e-6, 1e-9) for k in kinds)
+
+
+def with_arith_start(topo: Topology, params: tuple[Param, ...]) -> Topology:
+    """``topo`` with each of ``params`` (:func:`arith_params`) at :data:`ARITH_START_S`."""
+    return with_params(topo, {p.path: ARITH_START_S for p in params})
 
 
 def level_params(index: int, launch: bool, fit_bandwidth: bool,

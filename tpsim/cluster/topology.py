@@ -1,8 +1,7 @@
 """A cluster as data: one device type and a hierarchy of link levels, innermost first.
 
-Loaded from ``topologies/*.yaml`` (or any path) into frozen dataclasses, converted to SI once.
-Field meanings and defaults are documented in ``topologies/README.md`` (generated from the
-``doc`` strings below by ``python -m tpsim.report.schema_docs``).
+Loaded from ``topologies/*.yaml`` (or any path) into frozen dataclasses, converted to SI once;
+fields documented in ``topologies/README.md`` (``python -m tpsim.report.schema_docs``).
 """
 from __future__ import annotations
 
@@ -30,13 +29,11 @@ LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
 
 @record
 class Protocol:
-    """One NCCL wire protocol: its own start-up latency and share of the line rate.
-
-    NCCL prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc):
-    LL sends 8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no
-    per-step synchronisation), LL128 128-byte lines with 120 bytes of data. Each protocol's
-    per-hop latency is a property of the link it crosses: ``levels[i].hop_latency_us``.
-    """
+    """One NCCL wire protocol: its own start-up latency and share of the line rate. NCCL
+    prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc): LL sends
+    8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no per-step sync),
+    LL128 128-byte lines with 120 bytes of data. Each protocol's per-hop latency is a property
+    of the link it crosses: ``levels[i].hop_latency_us``."""
     launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0,
                            doc="start-up latency of this protocol, us (NCCL tuning.cc baseLat), "
                                "on top of collective_launch_us")
@@ -75,6 +72,9 @@ class Device:
             "max_memory_reserved over max_memory_allocated of a run, less 1, measures it; "
             "0.05 assumed)")
     memory_efficiency: float = spec(gt=0, le=1, default=0.8, doc="fraction of memory bandwidth that elementwise kernels reach")
+    elementwise_element_s: dict[str, float] | None = spec(
+        "elementwise_ns_per_element", scale=1e-9, ge=0, default=None,
+        doc="ns of arithmetic per element of elementwise kernels, by kind; null: memory-bound")
     cast_transpose_efficiency: float | None = spec(
         gt=0, le=1, default=None, doc="the same for the fp8 cast-transpose kernels (a "
                                       "transposed write); default: memory_efficiency")

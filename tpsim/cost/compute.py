@@ -161,12 +161,22 @@ def grouped_gemm_time(m: float, n: float, k: float, device: Device, dtype: str, 
     return full * round_s(streams) + round_s(left)
 
 
-def elementwise_time(nbytes: float, device: Device) -> float:
-    """A memory-bound kernel (norm, activation, dropout, residual add, softmax, reduction).
+def elementwise_time(nbytes: float, device: Device, arith: str = "",
+                     elements: float = 0.0) -> float:
+    """An elementwise kernel (norm, activation, dropout, residual add, softmax, reduction).
 
-    t = kernel_launch + nbytes / (mem_bw * mem_eff)
+    t = kernel_launch + max(nbytes / (mem_bw * mem_eff), elements * element_s[arith])
+
+    ``element_s`` (the device's ``elementwise_ns_per_element``, by the kernel's arithmetic:
+    ``gelu``, ``softmax_backward``...) is the time one element's arithmetic (exp, erf) takes
+    on the device's cores; a kind it does not list, or a device with none (every GPU preset:
+    their elementwise kernels are bound by memory), costs 0, so t is the memory term alone.
+    The larger of the two, not their sum: an out-of-order core computes on the cache lines its
+    hardware prefetcher has already brought while it streams the next ones (ATen's vectorised
+    CPU loops touch each element once), so a kernel waits on the slower of the two.
     """
-    return device.kernel_launch_s + _memory_s(nbytes, device)
+    per = (device.elementwise_element_s or {}).get(arith, 0.0) if arith else 0.0
+    return device.kernel_launch_s + max(_memory_s(nbytes, device), elements * per)
 
 
 def cast_transpose_time(nbytes: float, device: Device) -> float:

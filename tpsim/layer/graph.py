@@ -35,6 +35,8 @@ from .recompute import DEFAULT_MODULES, apply_recompute
 from .template import Builder, Template
 
 BLOCKS = ("attention", "mlp")
+# the activation kernel's arithmetic (tpsim.layer.ops.MemoryBound.arith), by swiglu
+_ACT = {False: "gelu", True: "swiglu"}
 
 
 # --------------------------------------------------------------------------- forward
@@ -75,7 +77,7 @@ def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool)
                saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
     x = B.eltwise("fwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
                                                  2 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
-                  saved=lambda d: d.b * d.heads * d.s * d.s * d.bpe)
+                  saved=lambda d: d.b * d.heads * d.s * d.s * d.bpe, arith=lambda d: "softmax")
     if dropout:
         x = B.eltwise("fwd.attn.dropout",
                       lambda d: (d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
@@ -139,7 +141,7 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 
     saved = lambda d: n_in * d.T * d.f * d.bpe   # noqa: E731
     x = eager.swiglu_fwd(B, x, saved) if B.eager and swiglu else \
         B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
-                  saved=saved)
+                  saved=saved, arith=lambda d: _ACT[swiglu])
     x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), row_input_saved(lambda d: d.f))
     return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
@@ -182,7 +184,7 @@ def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
                       (x,), forward_of="fwd.attn.dropout")
     x = B.eltwise("bwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
                                                  3 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
-                  forward_of="fwd.attn.softmax")
+                  forward_of="fwd.attn.softmax", arith=lambda d: "softmax_backward")
     dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
                 forward_of="fwd.attn.scores")
     dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
@@ -220,7 +222,7 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
     n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
     x = eager.swiglu_bwd(B, dgrad) if B.eager and swiglu else \
         B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe),
-                  (dgrad,), forward_of="fwd.act")
+                  (dgrad,), forward_of="fwd.act", arith=lambda d: _ACT[swiglu] + "_backward")
     x, _ = column_parallel_bwd(B, "mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), bias)
     return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
 

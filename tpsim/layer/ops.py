@@ -33,6 +33,7 @@ which pricing accounts for, so that MFU never exceeds 1.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
@@ -156,9 +157,12 @@ class Attention:
 
 @dataclass(frozen=True)
 class MemoryBound:
-    """A kernel that streams ``nbytes`` through device memory; ``dims`` only label it."""
+    """A kernel that streams ``nbytes`` through device memory; ``dims`` label it and count its
+    elements; ``arith`` names its per-element arithmetic (``softmax``, ``gelu_backward``...:
+    a device may price it, :func:`tpsim.cost.compute.elementwise_time`); "" for none."""
     nbytes: float
     dims: tuple[int, ...] = ()
+    arith: str = ""
     kind: ClassVar[str] = "elementwise"
     stream: ClassVar[str] = "compute"
     flops: ClassVar[float] = 0.0
@@ -167,6 +171,10 @@ class MemoryBound:
     @property
     def bytes(self) -> float:
         return float(self.nbytes)
+
+    @property
+    def elements(self) -> float:
+        return float(math.prod(self.dims))
 
     @property
     def shape(self) -> str:

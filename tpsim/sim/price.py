@@ -76,7 +76,7 @@ def kernel_time(op, device) -> float:
     if kind is Gemm:
         return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
     if kind is MemoryBound:
-        return compute.elementwise_time(op.nbytes, device)
+        return compute.elementwise_time(op.nbytes, device, op.arith, op.elements)
     if kind is CastTranspose:
         return compute.cast_transpose_time(op.nbytes, device)
     if op.window and op.windowed < 1:   # the layers it stands for: banded and full

@@ -185,8 +185,9 @@ class ParallelAttention(torch.nn.Module):
     Y = O Wo row-parallel (one all-reduce forward, one backward).
 
     ``core``: "fused" runs torch's scaled_dot_product_attention (flash kernels); "unfused" runs
-    Megatron's three kernels, batched GEMM Q K^T (scale and causal mask in its epilogue),
-    softmax, batched GEMM P V: tpsim's ``attention: unfused`` prices exactly these.
+    Megatron's unfused core (:func:`unfused_causal_attention`): batched GEMM Q K^T (scale in
+    its alpha), the mask and softmax (Megatron's FusedScaleMaskSoftmax), batched GEMM P V:
+    tpsim's ``attention: unfused`` prices these three.
     """
 
     def __init__(self, hidden: int, heads: int, kv_heads: int | None = None, group=None,
@@ -224,7 +225,12 @@ class ParallelAttention(torch.nn.Module):
 
 
 def unfused_causal_attention(q, k, v):
-    """softmax(Q K^T / sqrt(d) + M) V with M = -inf above the diagonal, as three kernels.
+    """softmax(mask(Q K^T / sqrt(d))) V as Megatron-LM's unfused core runs it (DotProductAttention
+    in megatron/core/transformer/dot_product_attention.py, then FusedScaleMaskSoftmax's torch
+    path in megatron/core/fusions/fused_softmax.py, the one fp32 takes): ``torch.baddbmm`` into
+    an uninitialised buffer with beta=0 and the scale in alpha, the causal mask filled in place
+    (``attention_mask_func``: ``masked_fill_(mask, -10000.0)``, mask = triu(ones(s, s), 1)),
+    then softmax.
 
     q (b, hq, s, d), k and v (b, hkv, s, d). The g = hq/hkv query heads that share a kv head
     are stacked along rows, (b*hkv, g*s, d), so grouped-query attention needs no copy of k or v:
@@ -234,24 +240,28 @@ def unfused_causal_attention(q, k, v):
     hkv = k.shape[1]
     g = hq // hkv
     qs = q.reshape(b * hkv, g * s, d)
-    mask = _causal_bias(s, g, q.dtype, q.device)                         # (g*s, s)
-    scores = torch.baddbmm(mask.expand(b * hkv, g * s, s), qs,
-                           k.reshape(b * hkv, s, d).transpose(1, 2), alpha=1.0 / math.sqrt(d))
+    buffer = torch.empty(b * hkv, g * s, s, dtype=q.dtype, device=q.device)
+    scores = torch.baddbmm(buffer, qs, k.reshape(b * hkv, s, d).transpose(1, 2), beta=0.0,
+                           alpha=1.0 / math.sqrt(d))
+    # filled on the GEMM's output itself: the same in-place fill on a view of it would have
+    # autograd copy the whole gradient around the fill's backward (CopySlices)
+    scores.masked_fill_(causal_mask(s, g, q.device), MASKED_SCORE)
     o = torch.bmm(scores.softmax(dim=-1), v.reshape(b * hkv, s, d))     # (b*hkv, g*s, d)
     return o.reshape(b, hq, s, d)
 
 
-_BIASES = Memo("causal masks", 16)
+MASKED_SCORE = -10000.0      # Megatron-LM's attention_mask_func fill value
+_MASKS = Memo("causal masks", 16)
 
 
-def _causal_bias(s: int, g: int, dtype, device) -> torch.Tensor:
-    """0 on and below the diagonal, -inf above, stacked g times: (g*s, s); built once per size."""
-    return _BIASES.get((s, g, dtype, str(device)), _new_causal_bias, s, g, dtype, device)
+def causal_mask(s: int, g: int, device) -> torch.Tensor:
+    """(g*s, s) bool, True above the diagonal (the keys a query must not see), stacked for the
+    g query heads of a kv head; built once per size."""
+    return _MASKS.get((s, g, str(device)), _new_causal_mask, s, g, device)
 
 
-def _new_causal_bias(s: int, g: int, dtype, device) -> torch.Tensor:
-    bias = torch.full((s, s), float("-inf"), dtype=dtype, device=device).triu(1)
-    return bias.repeat(g, 1)
+def _new_causal_mask(s: int, g: int, device) -> torch.Tensor:
+    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1).repeat(g, 1)
 
 
 def _divide_heads(hidden: int, heads: int, a: str, b: str) -> int:

@@ -89,7 +89,8 @@ def pair_s(sim, device) -> float:
            + beside(c_f, p_b, i_cf))
     h = sim.host_dispatch_s
     return issue_bound(gpu, sum(sim.template.host_ops), h,
-                       sum(sync_waits(sim.template, sim.times, h)))
+                       sum(sync_waits(sim.template, sim.times, h, sim.launch_s))
+                       + sum(sim.launch_s))
 
 
 def merged_share(m: int, pp: int, v: int) -> float:

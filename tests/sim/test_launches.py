@@ -60,3 +60,21 @@ def test_phase_is_the_slower_of_gpu_and_host(host, b, bound):
     gpu = gpu_phases(sim)
     assert phase_times(sim) == pytest.approx([max(g, h) for g, h in zip(gpu, host_s)])
     assert all((h > g) == (bound == "host") for g, h in zip(gpu, host_s))
+
+
+def test_launches_after_a_sync_delay_the_ops_issued_after_it():
+    """A (10 s), X (0 s), then B waiting for A, then C, h = 1, X and B each launching kernels
+    for 1.5 s: B is issued at end_A + h + 1.5 = 12.5, C at 13.5 (B's end): makespan 14.5, X's
+    launches (before the sync) costing nothing. With A of 5 s, the host's wait at the sync is
+    what it did not spend issuing X: 5 - h - 1.5 = 2.5 s."""
+    from tpsim.layer.template import Node, Template
+    from tpsim.sim.schedule import run, sync_waits
+    nodes = (Node("A", "forward", "", "compute", None), Node("X", "forward", "", "compute", None),
+             Node("B", "forward", "", "compute", None, sync="A"),
+             Node("C", "forward", "", "compute", None))
+    tpl = Template.from_nodes(nodes, [("A", "B", "data"), ("B", "C", "data")], {})
+    launch_s = (0.0, 1.5, 1.5, 0.0)
+    tl = run(tpl, [10.0, 0.0, 1.0, 1.0], host_s=1.0, launch_s=launch_s)
+    assert (tl.start_s["B"], tl.start_s["C"], tl.makespan_s) == (12.5, 13.5, 14.5)
+    assert run(tpl, [10.0, 0.0, 1.0, 1.0], host_s=1.0).makespan_s == 13.0
+    assert sync_waits(tpl, [5.0, 0.0, 1.0, 1.0], 1.0, launch_s) == (2.5, 0.0)

@@ -6,8 +6,10 @@ Transformer Engine's GroupedLinear (``transformer_engine/pytorch/module/grouped_
 which Megatron-core's TEGroupedMLP runs) quantizes its input split by split
 (``tex.split_quantize``: ``pytorch/csrc/extensions/cast.cpp`` loops ``quantize`` over the
 experts) and runs one cuBLAS GEMM per expert (``general_grouped_gemm`` ->
-``nvte_multi_stream_cublas_gemm``, a C++ loop over the experts), in forward and in backward
-(dgrad and wgrad). Each such launch goes through the CUDA runtime and driver without Python:
+``nvte_multi_tensor_gemm`` -> ``multi_stream_cublas_gemm``, ``common/gemm/cublaslt_gemm.cu``:
+a C++ loop of ``nvte_cublas_gemm_v2`` over the experts on 4 streams; CUTLASS's grouped GEMM only
+with ``NVTE_USE_CUTLASS_GROUPED_GEMM``), in forward and in backward (dgrad and wgrad). Each
+such launch goes through the CUDA runtime and driver without Python:
 
     t_host(op) = host_ops x host_dispatch_s + launches(dims) x KERNEL_LAUNCH_S
 
@@ -15,7 +17,12 @@ experts) and runs one cuBLAS GEMM per expert (``general_grouped_gemm`` ->
 driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
 Overhead to CUDA Graph", RTX 5070 Ti, CUDA 13.0; not an H100 measurement, and fitted on no
 data of tpsim's). A step captured in CUDA graphs (``host_dispatch_s`` = 0) launches nothing
-from the host: 0 there.
+from the host: 0 there. One quantize kernel is counted per split, as tpsim prices FP8's cast
+(delayed scaling's, :func:`tpsim.spec.precision.cast_write_bytes`); current scaling launches
+three (amax, scale, cast: ``pytorch/csrc/quantizer.cpp``
+``Float8CurrentScalingQuantizer::quantize_impl``). Left out: the stream events of each grouped
+GEMM (2 x min(4, E_l) records and waits) and the per-expert Python of Transformer Engine and
+Megatron-core (lists of weights, the gradient hooks of each expert's weight).
 """
 from __future__ import annotations
 

@@ -35,7 +35,11 @@ host. The same layout is published at 5,113 tokens/s in the 26.02 container and 
 26.02.01: the software stack alone moves it 1.8x, and Megatron-LM PR #2168 names the CPU
 overhead of this overlap as leaving the GPU idle (partial CUDA graphs of the router and the
 dispatcher's preprocessing to cut it). tpsim's host model (``host_dispatch_us`` per op, fitted on a
-dense model) does not see a MoE layer's hundreds of small kernels; it prices the device-to-host
+dense model) counts each Python-level op once; the kernels Transformer Engine's grouped GEMMs
+launch from C++ (one cuBLAS GEMM, and under FP8 one quantize, per local expert: 5 us each,
+:mod:`tpsim.sim.launches`) add 0.2-0.8 ms a layer and move no row, every MoE layer staying
+GPU-bound (Qwen3-30B-A3B EP 16: the host's issue 1.34 ms forward against the GPU's 2.23 ms). It
+prices the device-to-host
 sync of the tokens per expert (``token_dispatcher.py`` ``_maybe_dtoh_and_synchronize``, waited
 for before the all-to-all: :func:`tpsim.sim.schedule.run`), which here costs nothing, the
 permutation issued before the wait outlasting the host's issue of the all-to-all. NVIDIA's blog "Boosting
@@ -81,9 +85,10 @@ device-to-host sync (the all-to-all dispatcher's tokens per expert, DeepEP's nor
 HybridEP's dispatch sized on the host) as the GPU idle while the host, having waited, issues
 the ops after it, at ``host_dispatch_us`` each: it moves the EP 16 row by 1.6 points and no
 other (the all-to-all dispatcher's wait is hidden behind its permutation, DeepSeek-V3's
-dispatch waits anyway for the shared experts' all-gather). Left: the MoE layer's many small
-kernels (one ``host_dispatch_us`` per tpsim op; no published per-op figure for Megatron-core
-with Transformer Engine on H100 was found) and the EP overlap's CPU overhead (Megatron-LM PR
+dispatch waits anyway for the shared experts' all-gather). Left: the MoE layer's Python-level ops
+beyond tpsim's one per op (the router's, the dispatcher's preprocessing, Transformer Engine's
+and Megatron-core's per-expert Python; no published per-op figure for Megatron-core with
+Transformer Engine on H100 was found) and the EP overlap's CPU overhead (Megatron-LM PR
 #2168). Nothing here is fitted to these rows.
 
 The summary has no Mixtral row on H100.

@@ -105,20 +105,22 @@ def gathered_input(d: Dims):
     return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
 
 
-def fp8_cast(B: Builder, name: str, shape, dep) -> str:
+def fp8_cast(B: Builder, name: str, shape, dep, launches=None) -> str:
     """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
     cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
     rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
     operand), 1 + 1 bytes; MXFP8 and NVFP4 write row-wise and column-wise block-scaled
     copies, NVFP4 reads the input once more for its amax
     (:func:`tpsim.spec.precision.cast_write_bytes`). A norm's output needs none (the norm
-    writes fp8 itself); without FP8 nothing is added."""
+    writes fp8 itself); without FP8 nothing is added. ``launches``: the kernels its call
+    launches from C++ (:class:`~tpsim.layer.template.Node`; a grouped GEMM's, one per expert)."""
     if not B.fp8:
         return dep
     def size(d):
         rows, cols = shape(d)
         return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.linear_dtype))
-    return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype))
+    return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype),
+                     launches=launches)
 
 
 def input_saved(d: Dims) -> float:

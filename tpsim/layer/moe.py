@@ -100,29 +100,33 @@ def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> s
     """A grouped GEMM of the local experts, ``size(d)`` -> (m, n, k) per expert: E_l GEMMs of
     equal size over :data:`GROUPED_GEMM_STREAMS` streams. Under FP8 its input is cast first
     (:func:`tpsim.layer.linears.fp8_cast`: Transformer Engine's GroupedLinear quantizes each
-    expert's rows; the permuted tokens and Megatron-core's activation output are 16-bit)."""
+    expert's rows; the permuted tokens and Megatron-core's activation output are 16-bit).
+    Each is one op the host dispatches that launches E_l kernels from C++ (one cuBLAS GEMM,
+    one quantize, per expert: ``launches``, :mod:`tpsim.sim.launches`)."""
     x = fp8_cast(B, f"{name}.cast", lambda d: (size(d)[0] * local_experts(d), size(d)[2]),
-                 deps[0])
+                 deps[0], launches=local_experts)
     x = B.gemm(name, lambda d: (*size(d), local_experts(d), False, 0, GROUPED_GEMM_STREAMS),
-               (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True)
+               (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True,
+               launches=local_experts)
     return bias_fwd(B, name, x, routed_rows) if B.expert_bias and size is fc2_size else x
 
 
 def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     """dgrad (m x n) @ (n x k) and wgrad (k x m) @ (m x n), per expert, the weight gradients
-    accumulated into fp32 (as :func:`tpsim.layer.linears.linear_backward`); returns dgrad."""
+    accumulated into fp32 (as :func:`tpsim.layer.linears.linear_backward`); returns dgrad.
+    The cast, dgrad and wgrad each launch E_l kernels from C++ (as :func:`grouped`)."""
     fwd = f"fwd.{name}"
     if B.expert_bias and size is fc2_size:
         grad = bias_bwd(B, name, grad, routed_rows)
     grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
-                                                      size(d)[1]), grad)
+                                                      size(d)[1]), grad, launches=local_experts)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
                                                     local_experts(d), False, 0,
                                                     GROUPED_GEMM_STREAMS), (grad,),
-                   forward_of=fwd, linear=True)
+                   forward_of=fwd, linear=True, launches=local_experts)
     B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], local_experts(d),
                                            True, 0, GROUPED_GEMM_STREAMS), (grad,),
-           forward_of=fwd, linear=True)
+           forward_of=fwd, linear=True, launches=local_experts)
     return dgrad
 
 

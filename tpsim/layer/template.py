@@ -37,7 +37,10 @@ class Node:
     process group of a collective; ``host_ops``: 1 for an op the framework dispatches, 0 for a
     kernel another op's call launches (Transformer Engine's GEMM chunks and their transfers);
     ``sync``: the op whose end the host waits for before it issues this one (a device-to-host
-    synchronisation, :func:`tpsim.sim.schedule.run`; None: none).
+    synchronisation, :func:`tpsim.sim.schedule.run`; None: none); ``launches(dims)``: the
+    kernels its host call launches from a C++ loop beside its one dispatched op (Transformer
+    Engine's one cuBLAS call and one quantize call per expert: :mod:`tpsim.sim.launches`;
+    None: none counted).
     """
     name: str
     phase: str
@@ -50,6 +53,7 @@ class Node:
     group: str | None = None
     host_ops: int = 1       # ops the host dispatches for it (0: launched inside another op's call)
     sync: str | None = None  # the op the host waits for before issuing this one
+    launches: Callable | None = None   # dims -> kernels launched from C++ inside its call
 
 
 def _flat(deps):
@@ -78,33 +82,36 @@ class Builder:
         self.edges: list[tuple[str, str, str]] = []
 
     def add(self, name, make, stream="compute", deps=(), saved=None, forward_of=None,
-            group=None, host_ops=1, sync=None) -> str:
+            group=None, host_ops=1, sync=None, launches=None) -> str:
         self.nodes.append(Node(name, self.phase, self.block, stream, make, saved, forward_of,
-                               None, group, host_ops, sync))
+                               None, group, host_ops, sync, launches))
         self.edges += [(dep, name, DATA) for dep in _flat(deps)]
         if forward_of is not None:
             self.edges.append((forward_of, name, DATA))
         return name
 
     def gemm(self, name, size, deps=(), saved=None, forward_of=None, linear=False,
-             host_ops=1) -> str:
+             host_ops=1, launches=None) -> str:
         """``size(d)`` -> (m, n, k[, batch[, accumulate[, causal]]]): (m x k) @ (k x n) (see
         :class:`~tpsim.layer.ops.Gemm`), in the activations' dtype, or for a ``linear`` layer's GEMM
         in ``d.gemm_dtype``."""
         def make(d):
             m, n, k, *rest = size(d)
             return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
-        return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops)
+        return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops,
+                        launches=launches)
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None,
-                kind=lambda d: MemoryBound, arith=lambda d: "", sync=None) -> str:
+                kind=lambda d: MemoryBound, arith=lambda d: "", sync=None,
+                launches=None) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor;
         ``kind(d)``: its op class (:class:`~tpsim.layer.ops.MemoryBound` or a subclass);
         ``arith(d)``: its per-element arithmetic (:attr:`~tpsim.layer.ops.MemoryBound.arith`)."""
         def make(d):
             rows, cols, nbytes = size(d)
             return kind(d)(nbytes, (rows, cols), arith(d))
-        return self.add(name, make, "compute", deps, saved, forward_of, sync=sync)
+        return self.add(name, make, "compute", deps, saved, forward_of, sync=sync,
+                        launches=launches)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
                    host_ops=1, sync=None) -> str:

@@ -107,12 +107,15 @@ def exposed_of(mine, others) -> float:
 
 
 def run(tpl, durations: list[float], interference: float = 0.0,
-        losses: list[float] | None = None, host_s: float = 0.0) -> Timeline:
+        losses: list[float] | None = None, host_s: float = 0.0,
+        launch_s: tuple[float, ...] = ()) -> Timeline:
     """In-order streams: op i (in program order) starts at the end of its stream's previous op
     and of its inputs; see the module docstring. ``interference`` slows compute ops beside the
     ``comm`` stream's collectives issued before them; ``losses`` (per op, read for the comm
     stream's): each collective's own slowdown instead; ``host_s``: the host's time to issue
-    one op after a sync (the template's ``syncs``; none: the host is always ahead)."""
+    one op after a sync (the template's ``syncs``; none: the host is always ahead);
+    ``launch_s`` (per op, or empty): the host's time to launch the kernels its call issues
+    from C++ (:func:`tpsim.sim.launches.launch_times`), added to its issue after a sync."""
     n = len(durations)
     waits = {b: a for a, b in tpl.syncs}
     clock, phase = None, None     # the host's issue time after a sync, and in which phase
@@ -131,7 +134,7 @@ def run(tpl, durations: list[float], interference: float = 0.0,
             if end[p] > t0:
                 t0 = end[p]
         if waits:
-            clock, phase = _host_clock(tpl, i, waits, end, clock, phase, host_s)
+            clock, phase = _host_clock(tpl, i, waits, end, clock, phase, host_s, launch_s)
             if clock is not None and clock > t0:
                 t0 = clock
         if loss and s != comm and comm_runs and comm_runs[-1][1] > t0:
@@ -147,9 +150,11 @@ def run(tpl, durations: list[float], interference: float = 0.0,
                     dict(zip(streams, runs)))
 
 
-def _host_clock(tpl, i: int, waits: dict, end: list, clock, phase, host_s: float):
+def _host_clock(tpl, i: int, waits: dict, end: list, clock, phase, host_s: float,
+                launch_s: tuple = ()):
     """(the host's issue time of op i, its phase) after a sync: reset to end_a at a sync on op
-    a, then host_s per host op; None before the phase's first sync (the host ahead)."""
+    a, then host_s per host op plus each op's launch time; None before the phase's first sync
+    (the host ahead)."""
     node = tpl.nodes[i]
     if node.phase != phase:
         clock, phase = None, node.phase
@@ -157,7 +162,7 @@ def _host_clock(tpl, i: int, waits: dict, end: list, clock, phase, host_s: float
         a = waits[i]
         clock = end[a] if clock is None else max(clock, end[a])
     if clock is not None:
-        clock += host_s * node.host_ops
+        clock += host_s * node.host_ops + (launch_s[i] if launch_s else 0.0)
     return clock, phase
 
 
@@ -168,24 +173,28 @@ def issue_bound(gpu_s: float, ops: int, host_dispatch_s: float, waits_s: float =
         t = max(gpu_s, ops * host_dispatch_s + waits_s)
 
     (each layer's GPU work cannot start before the host has issued it; the host waits for the
-    GPU only at a sync, ``waits_s`` in all: :func:`sync_waits`). Monotone in every term: more
-    work or slower dispatch is never faster.
+    GPU only at a sync, ``waits_s`` in all: :func:`sync_waits`, plus the time it spends
+    launching kernels from C++ inside its ops' calls: :mod:`tpsim.sim.launches`). Monotone in
+    every term: more work or slower dispatch is never faster.
     """
     return max(gpu_s, ops * host_dispatch_s + waits_s)
 
 
-def sync_waits(tpl, durations: list[float], host_s: float) -> tuple[float, float]:
+def sync_waits(tpl, durations: list[float], host_s: float,
+               launch_s: tuple[float, ...] = ()) -> tuple[float, float]:
     """(forward, backward): the host's waits at the template's syncs when the host is the slower
     side, the GPU running each op as soon as it is issued: at a sync on op a before op b,
 
-        wait = max(0, t_a - host_s x (host ops issued after a, before b))
+        wait = max(0, t_a - host_s x (host ops issued after a, before b)
+                          - (their launch times, ``launch_s``))
 
     (the host issued a, then the ops up to b, while a ran). A lower bound: a's inputs may
     still be running when the host issues it."""
     fwd = bwd = 0.0
     for a, b in tpl.syncs:
         between = sum(n.host_ops for n in tpl.nodes[a + 1:b])
-        wait = max(0.0, durations[a] - host_s * between)
+        launched = sum(launch_s[a + 1:b]) if launch_s else 0.0
+        wait = max(0.0, durations[a] - host_s * between - launched)
         if tpl.nodes[b].phase == "forward":
             fwd += wait
         else:

@@ -12,6 +12,7 @@ from ..base.formula import qualname
 from ..base.memo import Memo
 from .price import Pricing, interferences, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
+from .launches import launch_times, phase_launch_s
 from .schedule import COMM_STREAMS, Timeline, issue_bound, run, sync_waits
 from ..layer.template import Template
 
@@ -29,6 +30,7 @@ class Simulation:
     costs: list            # CollectiveCost of each comm op, None for compute ops
     timeline: Timeline
     host_dispatch_s: float = 0.0
+    launch_s: tuple[float, ...] = ()   # per op: the host's C++ kernel launches (sim.launches)
 
     def digraph(self):
         """The ``networkx.DiGraph`` of the ops (see ``Template.digraph``) with ``time_s``,
@@ -102,9 +104,11 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
     device = pricing.topology.device
+    launch_s = launch_times(template, dims, host)
     tl = run(template, times, device.comm_compute_interference, interferences(ops, device),
-             host)
-    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host)
+             host, launch_s)
+    return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host,
+                      launch_s)
 
 
 # Simulations are pure functions of their inputs: a sweep, a search or a step asks for the same
@@ -128,13 +132,15 @@ def gpu_phases(sim: Simulation) -> tuple[float, float]:
 
 def phase_times(sim: Simulation) -> tuple[float, float]:
     """(forward_s, backward_s), each max(GPU time, its ops x host dispatch + the host's waits at
-    its syncs) in the steady state of layer after layer (:func:`tpsim.sim.schedule.issue_bound`,
-    :func:`tpsim.sim.schedule.sync_waits`)."""
+    its syncs + its ops' C++ kernel launches) in the steady state of layer after layer
+    (:func:`tpsim.sim.schedule.issue_bound`, :func:`tpsim.sim.schedule.sync_waits`,
+    :func:`tpsim.sim.launches.launch_times`)."""
     fwd, bwd = gpu_phases(sim)
     n_fwd, n_bwd = sim.template.host_ops
     h = sim.host_dispatch_s
-    w_fwd, w_bwd = sync_waits(sim.template, sim.times, h)
-    return issue_bound(fwd, n_fwd, h, w_fwd), issue_bound(bwd, n_bwd, h, w_bwd)
+    w_fwd, w_bwd = sync_waits(sim.template, sim.times, h, sim.launch_s)
+    l_fwd, l_bwd = phase_launch_s(sim.template, sim.launch_s)
+    return issue_bound(fwd, n_fwd, h, w_fwd + l_fwd), issue_bound(bwd, n_bwd, h, w_bwd + l_bwd)
 
 
 def sync_idle_s(sim: Simulation) -> float:

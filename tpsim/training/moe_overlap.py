@@ -15,8 +15,8 @@ so one merged pair takes
 (the computation runs 1 - i as fast while the communication runs beside it, i the share of the
 SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
 :func:`tpsim.sim.schedule.slowed_end`), and at least the
-host's time to issue both phases' ops (``host_dispatch_us`` each) on its one CPU thread,
-plus its waits at both phases' syncs (:func:`tpsim.sim.schedule.sync_waits`: the dispatcher's
+host's time to issue both phases' ops (``host_dispatch_us`` each, plus the kernels their calls
+launch from C++: :mod:`tpsim.sim.launches`) on its one CPU thread, plus its waits at both phases' syncs (:func:`tpsim.sim.schedule.sync_waits`: the dispatcher's
 device-to-host read of the tokens per expert). Megatron-core issues the backward's mlp_bwd
 before the forward's dispatch_fwd, at whose issue the host waits, so the compute stream has
 work queued while the host waits: the GPU-side pieces keep only the layer's own idle after
@@ -89,7 +89,8 @@ def pair_s(sim, device) -> float:
            + beside(c_f, p_b, i_cf))
     h = sim.host_dispatch_s
     return issue_bound(gpu, sum(sim.template.host_ops), h,
-                       sum(sync_waits(sim.template, sim.times, h)))
+                       sum(sync_waits(sim.template, sim.times, h, sim.launch_s))
+                       + sum(sim.launch_s))
 
 
 def merged_share(m: int, pp: int, v: int) -> float:

@@ -1,0 +1,45 @@
+"""The host's time to launch the kernels an op's call issues from a C++ loop.
+
+tpsim's host model charges ``host_dispatch_s`` per op the framework dispatches from Python
+(:func:`tpsim.sim.schedule.issue_bound`). Some ops launch many kernels inside that one call:
+Transformer Engine's GroupedLinear (``transformer_engine/pytorch/module/grouped_linear.py``,
+which Megatron-core's TEGroupedMLP runs) quantizes its input split by split
+(``tex.split_quantize``: ``pytorch/csrc/extensions/cast.cpp`` loops ``quantize`` over the
+experts) and runs one cuBLAS GEMM per expert (``general_grouped_gemm`` ->
+``nvte_multi_tensor_gemm`` -> ``multi_stream_cublas_gemm``, ``common/gemm/cublaslt_gemm.cu``:
+a C++ loop of ``nvte_cublas_gemm_v2`` over the experts on 4 streams; CUTLASS's grouped GEMM only
+with ``NVTE_USE_CUTLASS_GROUPED_GEMM``), in forward and in backward (dgrad and wgrad). Each
+such launch goes through the CUDA runtime and driver without Python:
+
+    t_host(op) = host_ops x host_dispatch_s + launches(dims) x KERNEL_LAUNCH_S
+
+``KERNEL_LAUNCH_S`` = 5 us: the CPU time of one kernel launch through the CUDA runtime and
+driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
+Overhead to CUDA Graph", RTX 5070 Ti, CUDA 13.0; not an H100 measurement, and fitted on no
+data of tpsim's). A step captured in CUDA graphs (``host_dispatch_s`` = 0) launches nothing
+from the host: 0 there. One quantize kernel is counted per split, as tpsim prices FP8's cast
+(delayed scaling's, :func:`tpsim.spec.precision.cast_write_bytes`); current scaling launches
+three (amax, scale, cast: ``pytorch/csrc/quantizer.cpp``
+``Float8CurrentScalingQuantizer::quantize_impl``). Left out: the stream events of each grouped
+GEMM (2 x min(4, E_l) records and waits) and the per-expert Python of Transformer Engine and
+Megatron-core (lists of weights, the gradient hooks of each expert's weight).
+"""
+from __future__ import annotations
+
+KERNEL_LAUNCH_S = 5e-6
+
+
+def launch_times(template, dims, host_dispatch_s: float) -> tuple[float, ...]:
+    """Per node of ``template`` at ``dims``: launches(dims) x KERNEL_LAUNCH_S, the host's time
+    to launch the kernels its call issues from C++ (0 for a node without ``launches``, and for
+    every node under CUDA graphs, ``host_dispatch_s`` = 0)."""
+    if host_dispatch_s <= 0:
+        return (0.0,) * len(template.nodes)
+    return tuple(n.launches(dims) * KERNEL_LAUNCH_S if n.launches else 0.0
+                 for n in template.nodes)
+
+
+def phase_launch_s(template, launch_s) -> tuple[float, float]:
+    """(forward, backward): the launch times ``launch_s`` (per node) summed per phase."""
+    fwd = sum(launch_s[i] for i in template.forward) if launch_s else 0.0
+    return fwd, sum(launch_s) - fwd if launch_s else 0.0

@@ -107,6 +107,20 @@ learned attention sinks (``softmax_type`` learnable: one logit a head, left out)
 are Megatron-Bridge's own count (``training/utils/flop_utils.py``), 158 / 5,824 = 27.1 GFLOP
 a token against the 34.3 of Megatron-LM's count that tpsim prints: compare its tokens/s.
 
+NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
+``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):
+Qwen3-235B-A22B on 256 H100 (InfiniBand 8 x 50 GB/s), BF16, sequence 4096, global batch 2048,
+step seconds. Cross-node EP (``moe_dev(f3e6c5)``): DeepEP, TP2 PP8 VP4 EP32, micro-batch 1,
+recomputation "norm, act" (``--recompute selective --recompute-modules layernorm moe_act``),
+19.7 s, and 17.6 s "+1f1b overlap" (``--overlap-moe-comm``). Intra-node EP (``main(1e057005)``):
+DeepEP TP2 EP8 DP128 with Megatron-FSDP (parameters, gradients and optimizer state sharded
+over DP: ``--zero 3``), micro-batch 4, full recomputation, 17.6 s; the all-to-all dispatcher
+TP2 PP32 VP3 EP8, "norm, act", 24.2 s; DeepEP TP4 PP8 VP4 EP8, no recomputation, 29.0 s. The
+table gives no layout for the 94 layers: the VP4 rows split them as Megatron-Bridge's recipe
+above, the PP32 VP3 row as the embedding alone, a layer a chunk and the loss alone. The
+long-context table gives TFLOP/s only (Megatron-LM's count at other sequence lengths): left out.
+``best_practice/deepseek-v3/readme.md`` gives no H100 step time.
+
     python bench/moe_published.py
 """
 from __future__ import annotations
@@ -161,6 +175,45 @@ GPT_OSS_BF16 = ("GPT-OSS 120B, 64 H100, BF16, TP1 PP4 EP8 (26.04.01)", "gpt-oss-
 ROWS += (GPT_OSS_BF16,)
 
 
+# Megatron-MoE-ModelZoo's Qwen3-235B-A22B rows (module docstring): label, layout, published
+# step seconds; all BF16 on 256 H100, the flex dispatcher's DeepEP unless the row says A2A
+ZOO_COMMON = dict(dtype="bf16", seq_len=4096, micro_batch=1, global_batch=2048,
+                  distributed_optimizer=True, sequence_parallel=True, expert_tp=1,
+                  moe_dispatcher="flex", moe_flex_backend="deepep")
+NORM_ACT = dict(recompute="selective", recompute_modules=("layernorm", "moe_act"))
+VP4 = dict(pp=8, virtual_stages=4, pipeline_layout="Ett|(ttt|)*30ttL")
+ZOO_ROWS = (
+    ("DeepEP TP2 PP8 VP4 EP32, norm+act (f3e6c5)",
+     dict(tp=2, dp=16, ep=32, **VP4, **NORM_ACT), 19.7),
+    ("  same, +1f1b overlap (f3e6c5)",
+     dict(tp=2, dp=16, ep=32, **VP4, **NORM_ACT, overlap_moe_comm=True), 17.6),
+    ("DeepEP TP2 EP8 FSDP MBS4, full recompute (1e057005)",
+     dict(tp=2, dp=128, ep=8, zero=3, distributed_optimizer=False, micro_batch=4,
+          recompute="full"), 17.6),
+    ("A2A TP2 PP32 VP3 EP8, norm+act (1e057005)",
+     dict(tp=2, pp=32, virtual_stages=3, dp=4, ep=8, moe_dispatcher="alltoall",
+          pipeline_layout="E|(t|)*94L", **NORM_ACT), 24.2),
+    ("DeepEP TP4 PP8 VP4 EP8 (1e057005)", dict(tp=4, dp=8, ep=8, **VP4), 29.0),
+)
+
+
+def zoo_rows():
+    """(label, predicted step seconds, published) of each ModelZoo row."""
+    return [(label, predict("qwen3-235b-a22b", TOPOLOGY, nodes=32,
+                            **{**ZOO_COMMON, **layout}).step.time_s, step)
+            for label, layout, step in ZOO_ROWS]
+
+
+def zoo_main() -> None:
+    print(f"\nMegatron-MoE-ModelZoo, Qwen3-235B-A22B, 256 H100, BF16 {'step s':>7s} "
+          f"{'publ.':>5s} {'err':>6s}")
+    out = zoo_rows()
+    for label, step, pub in out:
+        print(f"{label:54s} {step:7.2f} {pub:5.1f} {step / pub - 1:+6.1%}")
+    print(f"EP overlap speedup: tpsim {out[0][1] / out[1][1] - 1:+.1%}, "
+          f"published {out[0][2] / out[1][2] - 1:+.1%}")
+
+
 def rows():
     """(label, predicted tokens/s per GPU, published, predicted TFLOP/s, published, the
     prediction) of each row."""
@@ -200,6 +253,7 @@ def main() -> None:
         print(f"{label:56s} {tok:7,.0f} {tok_pub:9,} {e1:+5.1%} {tf:6.1f} {tf_pub:5} {e2:+6.1%}"
               f"  {share:9.1%}  {p.memory.fits!s:5s} {alone}")
     print(f"mean |error| tokens/s: {sum(errors) / len(errors):.1%}, max {max(errors):.1%}")
+    zoo_main()
 
 
 if __name__ == "__main__":

@@ -51,15 +51,16 @@ def test_pieces_tile_the_layer(qwen):
     assert d_f == tl.end[at["fwd.moe.dispatch"]] - tl.start[at["fwd.moe.dispatch"]]
 
 
-def test_the_pair_is_megatrons_three_slots(qwen):
-    """The three slots of Megatron-core's schedule, no shorter than the host's issue of both
+def test_the_pair_is_megatrons_four_slots(qwen):
+    """The four slots of Megatron-core's schedule (the dispatch of the backward waits on its
+    mlp_bwd, the forward's mlp on its dispatch), no shorter than the host's issue of both
     phases' ops and of the grouped GEMMs' per-expert launches (here, at 1,024 tokens, the host
     sets the pace: 42 ops at 62 us and 48 launches at 5 us); NCCL's all-to-alls slow the
     compute beside them by the device's interference (0.24 on the H100)."""
     sim, device = qwen[False].run, H100.device
     i = device.comm_compute_interference
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
-    gpu = beside(c_b, p_f, i) + beside(d_f + d_b, m_b + m_f, i) + beside(c_f, p_b, i)
+    gpu = beside(c_b, p_f, i) + beside(d_f, m_b, i) + beside(d_b, m_f, i) + beside(c_f, p_b, i)
     host = sum(sim.template.host_ops) * sim.host_dispatch_s + sum(sim.launch_s)
     assert sum(sim.launch_s) == pytest.approx(48 * KERNEL_LAUNCH_S)
     assert pair_s(sim, device) == pytest.approx(max(gpu, host))
@@ -117,3 +118,19 @@ def test_refusals_name_the_flag(kw):
     kw = {"model": "qwen3-30b-a3b", **QWEN, "nodes": None, **kw}
     with pytest.raises(ConfigError, match="--overlap-moe-comm"):
         tpsim.predict(kw.pop("model"), "dgx-h100-ndr-cluster", overlap_moe_comm=True, **kw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1e-2), min_size=8, max_size=8), st.floats(0.0, 0.9))
+def test_slots_never_slower_than_serial_and_equal_it_without_a2a(t, i):
+    """Each slot is the longer of its two ops and at most their sum, so the pair is never longer
+    than the forward and backward one after the other, and with no all-to-all it is the
+    compute alone: P_f + M_b + M_f + P_b."""
+    p_f, d_f, m_f, c_f, c_b, m_b, d_b, p_b = t
+    slots = ((c_b, p_f), (d_f, m_b), (d_b, m_f), (c_f, p_b))
+    pair = sum(beside(a, c, i) for a, c in slots)
+    for a, c in slots:
+        assert max(a, c) <= beside(a, c, i) <= a + c + 1e-18
+    assert pair <= sum(t) + 1e-15
+    assert sum(beside(0.0, c, i) for _, c in slots) == pytest.approx(p_f + m_b + m_f + p_b)
+

@@ -7,9 +7,12 @@ communication stream beside the other's computation. Megatron-core's schedule
     comm stream:    combine_bwd      | dispatch_fwd -> dispatch_bwd   | combine_fwd
     compute stream: pre_dispatch_fwd | mlp_bwd -> mlp_fwd             | pre_dispatch_bwd
 
-so one merged pair takes
+Each sub-module waits on the event of the one before it in its own micro-batch
+(``fine_grained_callables.py``: a ``ScheduleNode`` waits on its chain's event, then records
+it): dispatch_bwd on mlp_bwd, mlp_fwd on dispatch_fwd, so the middle slot is two slots, each
+as long as the longer of its two ops, and one merged pair takes
 
-    t_pair = beside(C_b, P_f) + beside(D_f + D_b, M_b + M_f) + beside(C_f, P_b)
+    t_pair = beside(C_b, P_f) + beside(D_f, M_b) + beside(D_b, M_f) + beside(C_f, P_b)
     beside(a, c) = a if c / (1 - i) <= a, else c + i a
 
 (the computation runs 1 - i as fast while the communication runs beside it, i the share of the
@@ -84,8 +87,8 @@ def pair_s(sim, device) -> float:
     (:func:`tpsim.sim.price.op_interference`)."""
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
     at = {n: i for i, n in enumerate(sim.template.names)}
-    i_df, i_cf, i_cb, _ = (op_interference(sim.ops[at[n]], device) for n in NAMES)
-    gpu = (beside(c_b, p_f, i_cb) + beside(d_f + d_b, m_b + m_f, i_df)
+    i_df, i_cf, i_cb, i_db = (op_interference(sim.ops[at[n]], device) for n in NAMES)
+    gpu = (beside(c_b, p_f, i_cb) + beside(d_f, m_b, i_df) + beside(d_b, m_f, i_db)
            + beside(c_f, p_b, i_cf))
     h = sim.host_dispatch_s
     return issue_bound(gpu, sum(sim.template.host_ops), h,

@@ -35,8 +35,6 @@ def cli_flag(f: Field) -> str:
 
 def _help(f: Field, listed: bool, extra: str) -> str:
     text = f.metadata["help"] + extra
-    if f.metadata["unmodelled"]:
-        text += f"; not modelled yet: {f.default} only"
     if listed and f.default is not None and "default" not in text:
         text += f" (default: {f.default})"       # a list's default shows as its one value
     return text

@@ -17,8 +17,7 @@ Kinds of setting:
 * ``names``: a non-empty tuple of distinct ``choices`` (Megatron-LM's list arguments).
 
 A setting whose default is None also takes None (the run's default: the model's, the
-device's). A feature declared ahead of its model (``unmodelled``) takes its default only: any
-other value is refused, never ignored. Every refusal is a
+device's). Every refusal is a
 :class:`~tpsim.base.errors.ConfigError` naming the flag.
 """
 from __future__ import annotations
@@ -37,18 +36,18 @@ KINDS = ("count", "flag", "choice", "probability", "name", "rate", "price", "nam
 
 def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
             lists: bool = False, help: str | None = None, expected: str | None = None,
-            unmodelled: str | None = None, megatron: str | None = None):
+            megatron: str | None = None):
     """A dataclass field declaring one setting (module docstring). ``doc``: what it means;
     ``help``: the command line's help where it words it otherwise (a flag that turns a True
     default off); ``lists``: ``tpsim predict`` takes a comma list of values to compare;
     ``expected``: what the error message says it takes, where the kind's words do not fit;
-    ``unmodelled``: the feature's name when only the default is modelled yet; ``megatron``:
+    ``megatron``:
     Megatron-LM's argument for the same setting (megatron/training/arguments.py), which the
     command line accepts as an alias."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     meta = {"doc": doc, "flag": flag, "kind": kind, "least": least, "choices": tuple(choices),
-            "lists": lists, "help": help or doc, "expected": expected, "unmodelled": unmodelled,
+            "lists": lists, "help": help or doc, "expected": expected,
             "megatron": megatron}
     return field(default=default, metadata=meta)
 
@@ -123,16 +122,11 @@ def _validator(f: Field):
 @lru_cache(maxsize=None)
 def _checks(cls) -> tuple:
     """The declared settings of ``cls`` as (a getter of their values, their defaults, rows: per
-    setting its validator, field and the one value modelled, ``_ANY`` for every valid value),
-    made once per class."""
+    setting its validator and field), made once per class."""
     fs = declared(cls)
     get = attrgetter(*(f.name for f in fs))
     return (get if len(fs) > 1 else lambda obj: (get(obj),), tuple(f.default for f in fs),
-            tuple((_validator(f), f, f.default if f.metadata["unmodelled"] else _ANY)
-                  for f in fs))
-
-
-_ANY = object()
+            tuple((_validator(f), f) for f in fs))
 
 
 def check(obj) -> None:
@@ -141,12 +135,9 @@ def check(obj) -> None:
     the settings left are picked out without a Python loop (predict checks at every call)."""
     names, defaults, rows = _checks(type(obj))
     values = names(obj)
-    for (ok, f, only), v in compress(zip(rows, values), map(is_not, values, defaults)):
+    for (ok, f), v in compress(zip(rows, values), map(is_not, values, defaults)):
         if not ok(v):
             raise ConfigError(f.metadata["flag"], "", expected(f), v)
-        if only is not _ANY and v != only:
-            raise ConfigError(f.metadata["flag"], "", f"{only} ({f.metadata['unmodelled']} "
-                              "is not modelled yet)", v)
 
 
 def made(cls, values: dict, changes: dict, checked: bool = True):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from ..base.errors import ConfigError
 
-_NEEDED = ("size", "count", "time")
-
 
 def header(lines: list[str]) -> tuple[int, list[str]] | None:
     """(line index, column names) of the nccl-tests table header among ``lines``, else None."""

@@ -117,7 +117,7 @@ def test_a_bucket_reduces_dense_grads_over_dp_and_expert_grads_over_expert_dp():
 
 def test_expert_units_only_when_folded():
     m = load_model("mixtral-8x7b")
-    assert terms.expert_unit_params(m, 2, None) == 0
-    assert terms.expert_unit_params(m, 2, fold(Parallelism(tp=2, dp=4), 1, 2, 8)) == 0
-    assert terms.expert_unit_params(m, 2, fold(Parallelism(tp=2, dp=4), 4, 1, 8)) == \
+    assert terms.expert_unit_params(m, None) == 0
+    assert terms.expert_unit_params(m, fold(Parallelism(tp=2, dp=4), 1, 2, 8)) == 0
+    assert terms.expert_unit_params(m, fold(Parallelism(tp=2, dp=4), 4, 1, 8)) == \
         expert_params(m, 4, 1)

@@ -56,7 +56,7 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     params, expert, experts, sh = model.layer_params(tp), 0, None, Sharding(zero, dp)
     if model.moe:
         experts, etp = Folded(par, ep, expert_tp or tp), expert_tp or tp
-        expert, moe = terms.expert_unit_params(model, tp, experts), moe_layer_params(model, tp,
+        expert, moe = terms.expert_unit_params(model, experts), moe_layer_params(model, tp,
                                                                                     ep, etp)
         if moe_layers(model) < model.layers:
             params, expert = min(params, moe - expert), 0

@@ -171,7 +171,7 @@ def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | 
     ``experts``), each as (layers, embedding?, output?, parameters, of them routed experts')."""
     units = terms.chunk_units(model, tp, n, first, last, start, experts)
     flags = [_FLAGS[name] for name, _, _ in units]
-    ex = [terms.expert_unit_params(model, tp, experts) * (name == "moe") for name, _, _ in units]
+    ex = [terms.expert_unit_params(model, experts) * (name == "moe") for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
                   any(flags[i][2] for i, _ in pieces), params, expert)
                  for pieces, params, expert in split_buckets(units, ex, size))
@@ -289,7 +289,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
     sh = sharding(zero, dp, None, True, False, 1,
-                  experts.edp if experts and terms.expert_unit_params(model, tp, experts) else 0,
+                  experts.edp if experts and experts.apart else 0,
                   pp)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)

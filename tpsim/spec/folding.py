@@ -43,6 +43,12 @@ class Folded:
         return self.stage_ranks // (self.etp * self.ep)
 
     @property
+    def apart(self) -> bool:
+        """The MoE layers' groups differ from the dense layers': ep > 1 or an expert TP other
+        than tp (Megatron-core's separate expert groups and gradient buffers)."""
+        return self.ep > 1 or self.etp != self.parallelism.tp
+
+    @property
     def world(self) -> int:
         return self.parallelism.world
 
@@ -65,7 +71,7 @@ def fold(par: Parallelism, ep: int, etp: int, experts: int, model: str = "the mo
     must divide tp x cp x dp (every stage's ranks fold into whole expert groups), ep the
     ``experts`` of ``model``, etp its experts' width."""
     folded = Folded(par, ep, etp)
-    if not experts and (ep > 1 or etp != par.tp):
+    if not experts and folded.apart:
         flag, value = ("--ep", ep) if ep > 1 else ("--expert-tp", etp)
         raise ConfigError(flag, "", f"{1 if ep > 1 else par.tp} (the default) for a dense model "
                           f"({model} has no experts)", value)

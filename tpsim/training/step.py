@@ -341,7 +341,7 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
-    expert = terms.expert_unit_params(model, tp, experts)
+    expert = terms.expert_unit_params(model, experts)
     chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g],
                                                  experts), layer,
                        embedding if g == 0 else None, output if g == last_g else None, moe,

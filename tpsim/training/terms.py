@@ -149,12 +149,11 @@ def folded_experts(experts, tp: int) -> tuple[int, int, int, int]:
     return experts.ep, experts.etp, experts.edp, experts.parallelism.dp
 
 
-def expert_unit_params(model, tp: int, experts) -> int:
+def expert_unit_params(model, experts) -> int:
     """One MoE layer's routed-expert parameters per rank that Megatron-core reduces over
-    expert DP (:func:`~tpsim.spec.model_params.expert_params`) when folded (ep > 1 or expert
-    TP other than tp); else 0 (reduced with the rest over DP)."""
-    ep, etp, _, _ = folded_experts(experts, tp)
-    return expert_params(model, ep, etp) if experts is not None and (ep > 1 or etp != tp) else 0
+    expert DP (:func:`~tpsim.spec.model_params.expert_params`) when folded apart
+    (:attr:`~tpsim.spec.folding.Folded.apart`); else 0 (reduced with the rest over DP)."""
+    return expert_params(model, experts.ep, experts.etp) if experts and experts.apart else 0
 
 
 def expert_dp_group(experts, stage: int) -> Group:

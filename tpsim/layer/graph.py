@@ -239,7 +239,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
-                   modules: tuple[str, ...] = DEFAULT_MODULES) -> Template:
+                   modules: tuple[str, ...] | None = None) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -253,7 +253,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     :mod:`tpsim.layer.linears`), else 0. Backward starts after the forward's last op: the
     output gradient exists only once the output does. ``recompute`` (none|selective|full) adds
     the recomputed ``rcp.`` ops to the backward (:mod:`tpsim.layer.recompute`; ``modules``:
-    what selective re-runs, :mod:`tpsim.layer.recompute_modules`). ``moe``: the
+    what selective re-runs, None: core_attn, :mod:`tpsim.layer.recompute_modules`). ``moe``: the
     MLP is the mixture-of-experts slot (1; 2 with shared experts), no TP overlap; with ``bias``
     its experts have biases too (:mod:`tpsim.layer.moe_bias`).
     ``cp`` > 1: the attention core split over that many context-parallel ranks by ``cp_comm``

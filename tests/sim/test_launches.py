@@ -1,6 +1,6 @@
 """The host's C++ kernel launches (tpsim.sim.launches): Transformer Engine's grouped GEMMs launch
 one kernel per local expert for each cast and GEMM; a dense layer's ops launch none; a phase
-takes max(GPU time, host ops x host_dispatch_s + launches x KERNEL_LAUNCH_S)."""
+takes max(GPU time, host ops x host_dispatch_s + launches x host_launch_s)."""
 from __future__ import annotations
 
 import pytest
@@ -9,11 +9,13 @@ from tpsim.base.schema import from_mapping
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.graph import layer_template
 from tpsim.layer.moe import moe_dims
-from tpsim.sim.launches import KERNEL_LAUNCH_S, launch_times, phase_launch_s
+from tpsim.sim.launches import launch_times, phase_launch_s
 from tpsim.sim.price import Pricing
 from tpsim.sim.simulate import gpu_phases, phase_times, simulate
 from tpsim.spec.model import ModelConfig
 from tpsim.spec.parallel import Parallelism
+
+LAUNCH_S = load_topology("dgx-h100").device.host_launch_s   # 5 us, the default
 
 TOY = {"name": "toy-moe", "layers": 2, "hidden": 256, "heads": 8, "vocab": 1000, "seq_len": 128,
        "activation": "swiglu", "norm": "rmsnorm", "ffn_hidden": 512, "experts": 8,
@@ -34,10 +36,10 @@ def test_grouped_gemms_launch_one_kernel_per_expert(dtype, fwd, bwd):
     under FP8 each also quantizes its input (forward) and its output gradient (backward) split
     by split, 8 more each."""
     tpl, d = moe_layer(dtype)
-    launch_s = launch_times(tpl, d, host_dispatch_s=62e-6)
-    assert phase_launch_s(tpl, launch_s) == pytest.approx((fwd * KERNEL_LAUNCH_S,
-                                                           bwd * KERNEL_LAUNCH_S))
-    assert sum(launch_times(tpl, d, host_dispatch_s=0.0)) == 0.0   # CUDA graphs
+    assert LAUNCH_S == pytest.approx(5e-6)     # host_launch_us's default: ~4-6 us measured
+    launch_s = launch_times(tpl, d, 62e-6, LAUNCH_S)
+    assert phase_launch_s(tpl, launch_s) == pytest.approx((fwd * LAUNCH_S, bwd * LAUNCH_S))
+    assert sum(launch_times(tpl, d, 0.0, LAUNCH_S)) == 0.0   # CUDA graphs
 
 
 def test_dense_layers_launch_nothing_from_the_host_loop():

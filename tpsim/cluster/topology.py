@@ -103,11 +103,12 @@ class Device:
                           "mapping of efficiency, backward_efficiency, seq_half_efficiency, "
                           "causal_block; "
                           "null: priced with the GEMM efficiency of its per-head products")
-    attention_kernel: str | None = spec(default=None,
-                                        doc="the kernel `--attention fused` runs (a key of "
-                                            "attention_kernels)")
+    attention_kernel: str | None = spec(default=None, doc="the kernel `--attention fused` runs "
+                                        "(a key of attention_kernels)")
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,
                                   doc="fixed time per compute kernel, us")
+    host_launch_s: float = spec("host_launch_us", scale=US, ge=0, default=5e-6, doc="CPU time of "
+                                "one kernel launch a C++ loop issues inside an op, us (sim.launches)")
     host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0,
                                   doc="CPU time to issue one op (framework dispatch and launch "
                                       "call), us; an op starts no earlier than the host, issuing "
@@ -327,12 +328,11 @@ class Topology:
 
     @property
     def devices_per_node(self) -> int:
-        """Devices joined without leaving the node: the product of the intra-node levels' sizes.
-
-        A node here is what no NIC divides: a DGX's 8 GPUs, an NVL72 rack's 72 (its 4-GPU
-        trays are chassis, not a level: each GPU's NVLink ports reach the rack's NVSwitch
-        trays alike), so TP/EP groups of up to this many ranks stay on NVLink, ``--nodes``
-        counts racks there, and the tp_spans_nodes notice speaks of TP beyond the rack."""
+        """Devices joined without leaving the node: the product of the intra-node levels'
+        sizes. A node is what no NIC divides: a DGX's 8 GPUs, an NVL72 rack's 72 (its 4-GPU
+        trays are chassis, not a level: each GPU's NVLink ports reach the rack's NVSwitches
+        alike), so TP/EP groups of up to this many ranks stay on NVLink, ``--nodes`` counts
+        racks there, and the tp_spans_nodes notice speaks of TP beyond the rack."""
         return math.prod(lv.size for lv in self.levels if not lv.inter_node)
 
     @property

@@ -11,10 +11,10 @@ a C++ loop of ``nvte_cublas_gemm_v2`` over the experts on 4 streams; CUTLASS's g
 with ``NVTE_USE_CUTLASS_GROUPED_GEMM``), in forward and in backward (dgrad and wgrad). Each
 such launch goes through the CUDA runtime and driver without Python:
 
-    t_host(op) = host_ops x host_dispatch_s + launches(dims) x KERNEL_LAUNCH_S
+    t_host(op) = host_ops x host_dispatch_s + launches(dims) x host_launch_s
 
-``KERNEL_LAUNCH_S`` = 5 us: the CPU time of one kernel launch through the CUDA runtime and
-driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
+``host_launch_s`` (the device's ``host_launch_us``, default 5 us): the CPU time of one kernel
+launch through the CUDA runtime and driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
 Overhead to CUDA Graph", RTX 5070 Ti, CUDA 13.0; not an H100 measurement, and fitted on no
 data of tpsim's). A step captured in CUDA graphs (``host_dispatch_s`` = 0) launches nothing
 from the host: 0 there. One quantize kernel is counted per split, as tpsim prices FP8's cast
@@ -26,16 +26,14 @@ Megatron-core (lists of weights, the gradient hooks of each expert's weight).
 """
 from __future__ import annotations
 
-KERNEL_LAUNCH_S = 5e-6
-
-
-def launch_times(template, dims, host_dispatch_s: float) -> tuple[float, ...]:
-    """Per node of ``template`` at ``dims``: launches(dims) x KERNEL_LAUNCH_S, the host's time
+def launch_times(template, dims, host_dispatch_s: float,
+                 host_launch_s: float) -> tuple[float, ...]:
+    """Per node of ``template`` at ``dims``: launches(dims) x ``host_launch_s``, the host's time
     to launch the kernels its call issues from C++ (0 for a node without ``launches``, and for
     every node under CUDA graphs, ``host_dispatch_s`` = 0)."""
     if host_dispatch_s <= 0:
         return (0.0,) * len(template.nodes)
-    return tuple(n.launches(dims) * KERNEL_LAUNCH_S if n.launches else 0.0
+    return tuple(n.launches(dims) * host_launch_s if n.launches else 0.0
                  for n in template.nodes)
 
 

@@ -104,7 +104,7 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
     ops, flops, hardware = template.at(dims)
     times, formulas, costs = price_ops(ops, pricing)
     device = pricing.topology.device
-    launch_s = launch_times(template, dims, host)
+    launch_s = launch_times(template, dims, host, device.host_launch_s)
     tl = run(template, times, device.comm_compute_interference, interferences(ops, device),
              host, launch_s)
     return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host,

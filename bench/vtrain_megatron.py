@@ -12,7 +12,17 @@ A100s (3.6B to 175B GPT), copied in tests/data/vtrain/. Each row is predicted wi
   DeepSpeed's pipeline engine reduces gradients at the end of the schedule);
 * activations between stages split over the TP ranks and all-gathered by the receiver
   (``scatter_gather_p2p=True``: DeepSpeed's pipe_partitioned / grad_partitioned defaults);
-* single node on dgx-a100, multi-node on dgx-a100-hdr-cluster.
+* single node on dgx-a100; multi-node on dgx-a100-hdr-cluster with the network vTrain states
+  for these runs: 800 Gb/s a node (its validation configurations, ``config/validation/multi/*.json``,
+  set ``inter_node_bandwidth: 800``, "total bandwidth of inter-node communication in Gbps" in
+  ``src/config.py``), 4 of the preset's 8 HDR 200 Gb/s NICs (:func:`measured_cluster`; the NIC
+  count is not stated, and 8 x HDR100 prices every row the same: a group is charged its share
+  ``min(nics, members, nics x members / active)`` of the node's NICs).
+
+Nothing is fitted on the multi-node rows. The 800 Gb/s is the data's own statement of the
+cluster, not a fit: with the preset's 1,600 Gb/s (``--shipped-network``) TP 16 across two nodes
+comes out 25-33% fast, with 800 Gb/s within 5%. ``--breakdown`` prints tpsim's step breakdown
+(compute, exposed TP/PP/DP communication, bubble) beside each measured time.
 
 One shipped parameter was fitted on some of these rows: dgx-a100's ``host_dispatch_us`` (the
 host's time to issue one op), on the 120 single-node runs of hidden 1024 with TP only (PP = DP =
@@ -21,7 +31,7 @@ no fit; ``--fit-host-dispatch`` re-runs the fit with the step prediction (a grid
 host_dispatch_us on that subset) and reports the held-out error. vTrain's own reported mean
 absolute errors: 8.37% (single node), 14.73% (multi-node).
 
-    python bench/vtrain_megatron.py [--rows] [--fit-host-dispatch]
+    python bench/vtrain_megatron.py [--rows] [--breakdown] [--shipped-network] [--fit-host-dispatch]
 """
 from __future__ import annotations
 
@@ -41,6 +51,11 @@ from tpsim.cluster.topology import load_topology
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "vtrain"
 VTRAIN_OWN = {"single": 0.0837, "multi": 0.1473}
 TOPOLOGY = {"single": "dgx-a100", "multi": "dgx-a100-hdr-cluster"}
+# vTrain's validation configs (VIA-Research/vTrain f8dda84, config/validation/multi/*.json, all 108):
+# "inter_node_bandwidth": 800, Gb/s a node (src/config.py) = 4 x HDR 200 Gb/s (ConnectX-6 datasheet)
+MULTI_NICS_PER_NODE = 4
+BREAKDOWN = ("compute_s", "tp_comm_exposed_s", "pp_comm_exposed_s", "dp_comm_exposed_s",
+             "bubble_s", "host_wait_s", "optimizer_s")
 SETTINGS = dict(dtype="fp16", recompute="full", overlap_grad_reduce=False,
                 scatter_gather_p2p=True)
 
@@ -64,22 +79,43 @@ def fitted_on(r: dict) -> bool:
             and r["data parallelism"] == "1")
 
 
+def measured_cluster(topo):
+    """``topo`` (dgx-a100-hdr-cluster) with the network vTrain's multi-node runs had: 800 Gb/s a
+    node, MULTI_NICS_PER_NODE of its 200 Gb/s NICs (see the module docstring)."""
+    levels = tuple(dataclasses.replace(lv, nics_per_node=MULTI_NICS_PER_NODE)
+                   if lv.inter_node else lv for lv in topo.levels)
+    new = dataclasses.replace(topo, levels=levels)
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def topology(name: str, shipped: bool = False):
+    """The topology a file's rows are priced on: dgx-a100 for one node, the measured cluster
+    (or, with ``shipped``, dgx-a100-hdr-cluster as shipped) across nodes."""
+    topo = load_topology(TOPOLOGY[name])
+    return topo if name == "single" or shipped else measured_cluster(topo)
+
+
 def with_host(topo, host_us: float):
     return dataclasses.replace(topo, device=dataclasses.replace(topo.device,
                                                                host_dispatch_s=host_us * 1e-6))
 
 
+def prediction(r: dict, topo):
+    """tpsim's prediction of row ``r`` on ``topo``, run as vTrain's runs were (SETTINGS)."""
+    return predict(model_of(r), topo, tp=int(r["tensor parallelism"]),
+                   pp=int(r["pipeline parallelism"]), dp=int(r["data parallelism"]),
+                   micro_batch=int(r["micro batch"]), global_batch=int(r["global batch"]),
+                   **SETTINGS)
+
+
 def predicted_s(r: dict, topo) -> float:
-    p = predict(model_of(r), topo, tp=int(r["tensor parallelism"]),
-                pp=int(r["pipeline parallelism"]), dp=int(r["data parallelism"]),
-                micro_batch=int(r["micro batch"]), global_batch=int(r["global batch"]),
-                **SETTINGS)
-    return p.step.time_s
+    return prediction(r, topo).step.time_s
 
 
 def errors(name: str, data=None, topo=None) -> tuple[list[dict], np.ndarray, float]:
     """Every row of one file, its relative error (predicted / measured - 1), CPU seconds."""
-    topo = topo or load_topology(TOPOLOGY[name])
+    topo = topo or topology(name)
     data = rows(name) if data is None else data
     t0 = time.process_time()
     pred = np.array([predicted_s(r, topo) for r in data])
@@ -121,28 +157,50 @@ def fit_host_dispatch() -> None:
                                                                    with_host(base, best))[1]))
 
 
+def row_line(r: dict, x: float) -> str:
+    return (f"    {split(r)} mb {r['micro batch']:>2s} gb {r['global batch']:>4s} "
+            f"h {r['hidden size']} L {r['# layers']}: "
+            f"{float(r['iteration time (ms)']):9.1f} ms measured, {x:+.1%}")
+
+
+def breakdown(r: dict, topo) -> str:
+    """The step's parts as tpsim prices them (seconds), beside the measured time."""
+    step = prediction(r, topo).step
+    parts = " ".join(f"{k[:-2].replace('_comm_exposed', '')} {getattr(step, k):6.2f}"
+                     for k in BREAKDOWN)
+    return (f"      measured {float(r['iteration time (ms)']) / 1e3:6.2f} s, tpsim "
+            f"{step.time_s:6.2f} s = {parts} ({step.micro_batches} micro-batches)")
+
+
+def report(name: str, argv: list[str]) -> None:
+    shipped = "--shipped-network" in argv
+    topo = topology(name, shipped)
+    data, e, cpu = errors(name, topo=topo)
+    network = ", 800 Gb/s a node" if name == "multi" and not shipped else ""
+    print(summary(f"{name}-node ({TOPOLOGY[name]}{network})", e)
+          + f"; vTrain's own: {VTRAIN_OWN[name]:.2%}; {cpu:.1f} CPU s")
+    if name == "single":
+        used = np.array([fitted_on(r) for r in data])
+        print(summary("  rows used in no fit", e[~used]))
+        print(summary("  rows host_dispatch_us was fitted on", e[used]))
+    print("  by TP x PP x DP:")
+    print("\n".join(by_group(data, e, split)))
+    if name == "multi":
+        print("  by model:")
+        print("\n".join(by_group(data, e, lambda r: f"{float(r['Parameters (billion)']):6.1f}B")))
+    if "--rows" in argv or ("--breakdown" in argv and name == "multi"):
+        for r, x in zip(data, e):
+            print(row_line(r, x))
+            if "--breakdown" in argv:
+                print(breakdown(r, topo))
+
+
 def main(argv: list[str]) -> int:
     if "--fit-host-dispatch" in argv:
         fit_host_dispatch()
         return 0
     for name in ("single", "multi"):
-        data, e, cpu = errors(name)
-        print(summary(f"{name}-node ({TOPOLOGY[name]})", e)
-              + f"; vTrain's own: {VTRAIN_OWN[name]:.2%}; {cpu:.1f} CPU s")
-        if name == "single":
-            used = np.array([fitted_on(r) for r in data])
-            print(summary("  rows used in no fit", e[~used]))
-            print(summary("  rows host_dispatch_us was fitted on", e[used]))
-        print("  by TP x PP x DP:")
-        print("\n".join(by_group(data, e, split)))
-        if name == "multi":
-            print("  by model:")
-            print("\n".join(by_group(data, e, lambda r: f"{float(r['Parameters (billion)']):6.1f}B")))
-        if "--rows" in argv:
-            for r, x in zip(data, e):
-                print(f"    {split(r)} mb {r['micro batch']:>2s} gb {r['global batch']:>4s} "
-                      f"h {r['hidden size']} L {r['# layers']}: "
-                      f"{float(r['iteration time (ms)']):9.1f} ms measured, {x:+.1%}")
+        report(name, argv)
     return 0
 
 

@@ -21,7 +21,7 @@ A100s (3.6B to 175B GPT), copied in tests/data/vtrain/. Each row is predicted wi
 
 Nothing is fitted on the multi-node rows. The 800 Gb/s is the data's own statement of the
 cluster, not a fit: with the preset's 1,600 Gb/s (``--shipped-network``) TP 16 across two nodes
-comes out 25-33% fast, with 800 Gb/s within 5%. ``--breakdown`` prints tpsim's step breakdown
+comes out 25-33% fast, with 800 Gb/s within 6%. ``--breakdown`` prints tpsim's step breakdown
 (compute, exposed TP/PP/DP communication, bubble) beside each measured time.
 
 One shipped parameter was fitted on some of these rows: dgx-a100's ``host_dispatch_us`` (the

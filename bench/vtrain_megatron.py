@@ -13,9 +13,9 @@ A100s (3.6B to 175B GPT), copied in tests/data/vtrain/. Each row is predicted wi
 * activations between stages split over the TP ranks and all-gathered by the receiver
   (``scatter_gather_p2p=True``: DeepSpeed's pipe_partitioned / grad_partitioned defaults);
 * single node on dgx-a100; multi-node on dgx-a100-hdr-cluster with the network vTrain states
-  for these runs: 800 Gb/s a node (its validation configurations, ``config/validation/multi/*.json``,
-  set ``inter_node_bandwidth: 800``, "total bandwidth of inter-node communication in Gbps" in
-  ``src/config.py``), 4 of the preset's 8 HDR 200 Gb/s NICs (:func:`measured_cluster`; the NIC
+  for these runs: 800 Gb/s a node (its validation configurations,
+  ``config/validation/multi/*.json``, set ``inter_node_bandwidth: 800``, "total bandwidth of
+  inter-node communication in Gbps" in ``src/config.py``), 4 of the preset's 8 HDR 200 Gb/s NICs (:func:`measured_cluster`; the NIC
   count is not stated, and 8 x HDR100 prices every row the same: a group is charged its share
   ``min(nics, members, nics x members / active)`` of the node's NICs).
 
@@ -51,8 +51,9 @@ from tpsim.cluster.topology import load_topology
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "vtrain"
 VTRAIN_OWN = {"single": 0.0837, "multi": 0.1473}
 TOPOLOGY = {"single": "dgx-a100", "multi": "dgx-a100-hdr-cluster"}
-# vTrain's validation configs (VIA-Research/vTrain f8dda84, config/validation/multi/*.json, all 108):
-# "inter_node_bandwidth": 800, Gb/s a node (src/config.py) = 4 x HDR 200 Gb/s (ConnectX-6 datasheet)
+# vTrain's validation configs (VIA-Research/vTrain f8dda84, config/validation/multi/*.json, all
+# 108): "inter_node_bandwidth": 800, Gb/s a node (src/config.py) = 4 x HDR 200 Gb/s (ConnectX-6
+# datasheet); the NIC count is not stated, and 8 x HDR100 prices the same (module docstring)
 MULTI_NICS_PER_NODE = 4
 BREAKDOWN = ("compute_s", "tp_comm_exposed_s", "pp_comm_exposed_s", "dp_comm_exposed_s",
              "bubble_s", "host_wait_s", "optimizer_s")

@@ -12,10 +12,10 @@ A100s (3.6B to 175B GPT), copied in tests/data/vtrain/. Each row is predicted wi
   DeepSpeed's pipeline engine reduces gradients at the end of the schedule);
 * activations between stages split over the TP ranks and all-gathered by the receiver
   (``scatter_gather_p2p=True``: DeepSpeed's pipe_partitioned / grad_partitioned defaults);
-* single node on dgx-a100; multi-node on dgx-a100-hdr-cluster with the network vTrain states
-  for these runs: 800 Gb/s a node (its validation configurations,
-  ``config/validation/multi/*.json``, set ``inter_node_bandwidth: 800``, "total bandwidth of
-  inter-node communication in Gbps" in ``src/config.py``), 4 of the preset's 8 HDR 200 Gb/s NICs (:func:`measured_cluster`; the NIC
+* single node on dgx-a100; multi-node on dgx-a100-hdr-cluster with the network vTrain states for
+  these runs: 800 Gb/s a node (its validation configurations, ``config/validation/multi/*.json``,
+  set ``inter_node_bandwidth: 800``, "total bandwidth of inter-node communication in Gbps" in
+  ``src/config.py``), 4 of the preset's 8 HDR 200 Gb/s NICs (:func:`measured_cluster`; the NIC
   count is not stated, and 8 x HDR100 prices every row the same: a group is charged its share
   ``min(nics, members, nics x members / active)`` of the node's NICs).
 

@@ -13,7 +13,7 @@ A stage's piece of the step, in the order the step runs it (Megatron-core's
   (:func:`chunk_units`, in the order its backward makes the gradients final);
 * p2p: one activation (and its gradient) per stage boundary and micro-batch
   (:func:`p2p_bytes`, :func:`p2p_s` on :func:`pair_place`);
-* DP: the gradient buckets (:func:`chunk_buckets`), each pre-scaled by 1/d (:func:`grad_scale_s`)
+* DP: the gradient buckets (:func:`tpsim.training.grad_buckets.split_buckets`), each pre-scaled by 1/d (:func:`grad_scale_s`)
   and reduced (:func:`grad_reduce_s`), beside the backward or after it
   (:func:`overlapped_reduce`);
 * step end: SP's norm-gradient all-reduce (:func:`sp_sync_s`), the tied-embedding all-reduce
@@ -210,13 +210,6 @@ def bucket_size(dp: int, g: int) -> int | None:
     max(40M, 1M x d) (:func:`tpsim.training.data_parallel.bucket_params`) on the first
     virtual stage, the one param_and_grad_buffer buckets; None (one bucket) elsewhere."""
     return dpm.bucket_params(dp) if g == 0 else None
-
-
-def chunk_buckets(units, size: int | None) -> list:
-    """A chunk's gradient buckets of :func:`bucket_size` ``size`` over its ``units`` (runs ending
-    (parameters per unit, units), as :func:`chunk_units` orders them), each a list of (run
-    index, units taken): :func:`tpsim.training.data_parallel.buckets`."""
-    return dpm.buckets([(u[-2], u[-1]) for u in units], size)
 
 
 def stage_params(model, tp: int, layers, pp: int, v: int, experts=None) -> tuple[int, ...]:

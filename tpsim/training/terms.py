@@ -42,6 +42,7 @@ from ..sim.simulate import simulate
 from ..spec.model_params import expert_params, is_moe_layer, moe_layer_params, moe_layers_in
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import LOW_PRECISION
+from .expert_norm import expert_norm_group
 from .pipeline import stage_totals, table_forwards, warmup_forwards
 from .weight_cache import weight_cast_s
 
@@ -343,10 +344,15 @@ def grad_norm_s(params: float, shards: int, device) -> float:
     return elementwise_time(dpm.NORM_BYTES * params / shards, device)
 
 
-def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: Price) -> float:
-    """The all-reduce of the squared norm (one fp32) on :func:`grad_norm_group`; 0 on one rank."""
-    group = grad_norm_group(par, distributed_optimizer)
-    return price("all-reduce", dpm.FP32, group) if group else 0.0
+def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: Price,
+                          experts=None) -> float:
+    """The all-reduce of the squared norm (one fp32) on :func:`grad_norm_group`, then the
+    routed experts' optimizer's on :func:`~.expert_norm.expert_norm_group` (``experts``
+    folded, without the distributed optimizer); 0 on one rank."""
+    dense, expert = (grad_norm_group(par, distributed_optimizer),
+                     expert_norm_group(experts, distributed_optimizer))
+    t = price("all-reduce", dpm.FP32, dense) if dense else 0.0
+    return t + price("all-reduce", dpm.FP32, expert) if expert else t
 
 
 def optimizer_s(params: float, shards: int, dtype: str, device) -> float:

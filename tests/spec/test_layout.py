@@ -174,11 +174,22 @@ def test_the_predict_flags_are_the_layouts_fields():
         assert cli_flag(f) in infer, f.name
 
 
-def test_the_comma_lists_are_the_fields_that_take_them():
-    from tpsim.cli.layout_args import dest
-    from tpsim.cli.predict import LISTS, STEP_FIELDS
-    assert set(LISTS) - {"model", "topology"} == \
-        {dest(f) for f in declared(Layout) if f.metadata["lists"]}
+@pytest.mark.parametrize("command", ["predict", "infer", "serve"])
+def test_the_comma_lists_are_the_flags_that_take_them(command):
+    """A command's LISTS (what its combinations vary, the last fastest) are the flags its parser
+    gives a comma-list type (--model, --topology and the fields declared ``lists``), in the
+    order its help lists them."""
+    import importlib
+    from tpsim.cli.lists import int_list, name_list, rate_list
+    parser = build_parser([command])._subparsers._group_actions[0].choices[command]
+    takes = [a.dest for a in parser._actions if a.nargs is None and a.type is not None and
+             (a.type in (int_list, name_list, rate_list) or a.type.__name__ == "choice list")]
+    lists = importlib.import_module(f"tpsim.cli.{command}").LISTS
+    assert list(dict.fromkeys(takes)) == list(lists)    # a Megatron-LM alias repeats its dest
+
+
+def test_the_step_fields_are_layout_fields():
+    from tpsim.cli.predict import STEP_FIELDS
     assert set(STEP_FIELDS) <= set(Layout.flags())
 
 

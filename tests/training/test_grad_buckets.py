@@ -33,7 +33,7 @@ def test_dense_and_expert_buckets_close_apart():
                 min_size=1, max_size=6), st.sampled_from([None, 1, 40, 100]))
 def test_cuts_cover_the_units_and_reduce_every_parameter_once(runs, size):
     """Whatever the runs, the cuts span every unit once in order, reduce every parameter
-    (dense and expert) once; without experts they are chunk_buckets' cut."""
+    (dense and expert) once; without experts they are data_parallel.buckets' cut."""
     units = [("u", p, n) for p, n, _ in runs]
     ex = tuple(p // 2 * e for p, _, e in runs)
     cuts = split_buckets(units, ex, size)
@@ -42,7 +42,7 @@ def test_cuts_cover_the_units_and_reduce_every_parameter_once(runs, size):
     assert sum(c[1] for c in cuts) == sum(p * n for p, n, _ in runs)
     assert sum(c[2] for c in cuts) == sum(e * n for e, (_, n, _) in zip(ex, runs))
     plain = split_buckets(units, (), size)
-    assert [c[0] for c in plain] == terms.chunk_buckets(units, size)
+    assert [c[0] for c in plain] == dpm.buckets([(p, n) for p, n, _ in runs], size)
 
 
 def _merged(pieces):

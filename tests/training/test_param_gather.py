@@ -13,6 +13,7 @@ from tpsim.cluster.topology import load_topology
 from tpsim.spec.layout import Layout
 from tpsim.spec.model import ModelConfig
 from tpsim.training import terms
+from tpsim.training.grad_buckets import split_buckets
 from tpsim.training.predict import predict
 from tpsim.training.step import build_step, time_step
 
@@ -54,7 +55,7 @@ def test_one_stage_hides_all_but_the_release():
     off, on = both(model, tp=1, pp=1, dp=8, global_batch=16)
     setup, topo = on.step_run._setup, on.step_run._topo
     chunk = setup.chunks[0]
-    runs = terms.chunk_buckets(chunk.units, terms.bucket_size(8, 0))
+    runs = [c[0] for c in split_buckets(chunk.units, (), terms.bucket_size(8, 0))]
     assert len(runs) > 2
     group, price = terms.dp_group(setup.parallelism, 0), terms.collective_price(topo)
     buckets = [(terms.param_gather_s(sum(chunk.units[i][1] * k for i, k in b), "bf16", True,

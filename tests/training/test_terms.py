@@ -22,6 +22,7 @@ from tpsim.spec.layout import Layout
 from tpsim.spec.model import ModelConfig
 from tpsim.spec.parallel import Group, Parallelism
 from tpsim.training import step_accounting, terms
+from tpsim.training.grad_buckets import split_buckets
 from tpsim.training.pipeline import in_flight, pipeline_schedule
 from tpsim.training.predict import predict, simulate_layer
 
@@ -62,8 +63,9 @@ def test_groups():
 def test_chunk_units_and_buckets():
     """A first chunk of 3 layers: layers then embedding; a lone stage (first and last, pp = 1)
     with tied embeddings adds the final norm only (2 h with its bias) as its output layer.
-    Buckets of 40M over (30M output, 4 x 15M layers, 30M embedding): 30 + 15 = 45M closes the
-    first, 3 x 15 = 45M the second, the embedding is the last; no size: one bucket."""
+    Buckets of 40M over (30M output, 4 x 15M layers, 30M embedding), no experts (split_buckets
+    reduces to Megatron-core's one buffer): 30 + 15 = 45M closes the first, 3 x 15 = 45M the
+    second, the embedding is the last; no size: one bucket of all 120M."""
     m = gpt()
     lp, ep = m.layer_params(2), m.embedding_params(2)
     assert terms.chunk_units(m, 2, 3, True, False) == [("layer", lp, 3), ("embedding", ep, 1)]
@@ -72,8 +74,9 @@ def test_chunk_units_and_buckets():
     assert terms.bucket_size(8, 0) == 40_000_000 and terms.bucket_size(64, 0) == 64_000_000
     assert terms.bucket_size(8, 1) is None
     units = [("output", 30_000_000, 1), ("layer", 15_000_000, 4), ("embedding", 30_000_000, 1)]
-    assert terms.chunk_buckets(units, 40_000_000) == [[(0, 1), (1, 1)], [(1, 3)], [(2, 1)]]
-    assert terms.chunk_buckets(units, None) == [[(0, 1), (1, 4), (2, 1)]]
+    assert split_buckets(units, (), 40_000_000) == [
+        ([(0, 1), (1, 1)], 45_000_000, 0), ([(1, 3)], 45_000_000, 0), ([(2, 1)], 30_000_000, 0)]
+    assert split_buckets(units, (), None) == [([(0, 1), (1, 4), (2, 1)], 120_000_000, 0)]
 
 
 def test_stage_params_and_sync():

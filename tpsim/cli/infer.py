@@ -6,11 +6,11 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
 from .common import TOPOLOGY_HELP, StoreOnce, add_csv, output_format, topology_for, warn
-from .layout_args import add_layout_arguments, layout_from_args
+from .layout_args import add_layout_arguments, layout_from_args, list_names
 from .lists import name_list
 
 # the flags that take a comma list, in the order the combinations vary (the last fastest)
-LISTS = ("model", "topology", "tp", "pp", "ep", "batch", "prompt", "gen", "dtype")
+LISTS = ("model", "topology") + list_names(ServingLayout)
 LIST_HELP = "; a comma list (--tp 2,4,8 --batch 1,64) compares every combination in one table"
 
 

@@ -95,6 +95,14 @@ def _fields(cls, names) -> list[Field]:
     return [by_name[n] for n in names] if names is not None else list(by_name.values())
 
 
+def list_names(cls=Layout, names=None) -> tuple[str, ...]:
+    """The argparse names of ``cls``'s fields ``names`` (default: every field) declared
+    ``lists`` (:func:`tpsim.spec.settings.setting`), which take a comma list, in the order the
+    fields are declared: the order their flags are listed in and their combinations vary
+    (:func:`tpsim.cli.lists.combinations`, the last fastest)."""
+    return tuple(dest(f) for f in _fields(cls, names) if f.metadata["lists"])
+
+
 def add_layout_arguments(parser, names=None, *, cls=Layout, lists: bool = False,
                          extra: dict | None = None) -> None:
     """Add the flags of ``cls``'s fields ``names`` (default: every field, in order) to

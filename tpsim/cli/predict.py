@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..base.errors import ConfigError
+from ..spec.layout import Layout
 from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int, warn
 from .layout_args import (add_framework_argument, add_layout_arguments, layout_from_args,
-                          layout_values)
+                          layout_values, list_names)
 from .lists import combinations, name_list, varied
 
 # the training step's settings (pipeline, data parallelism, optimizer): `tpsim plot pipeline`
@@ -45,8 +46,7 @@ def add_step_args(p) -> None:
 
 # the flags that take a comma list (argparse names: the Layout's fields declared ``lists``), in
 # the order the combinations vary (the last fastest) and the comparison's columns show them
-LISTS = ("model", "topology", "tp", "micro_batch", "seq", "dtype", "recompute", "pp", "dp",
-         "cp", "virtual_stages", "global_batch")
+LISTS = ("model", "topology") + list_names(Layout)
 
 
 def step_kwargs(args) -> dict:

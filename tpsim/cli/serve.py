@@ -7,7 +7,7 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from .common import add_csv, output_format, topology_for
 from .infer import add_model_topology, run_each
-from .layout_args import add_layout_arguments, layout_from_args
+from .layout_args import add_layout_arguments, layout_from_args, list_names
 
 # the ServingLayout fields that serve takes (the batch is the engine's to make)
 LAYOUT = ("tp", "pp", "ep", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager",
@@ -16,7 +16,7 @@ EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
          "gen": " (the mean with --gen-dist exponential)",
          "rate": "; a comma list (--rate 1,4,16,inf) compares every combination in one table"}
 # the flags that take a comma list, in the order the combinations vary (the last fastest)
-LISTS = ("model", "topology", "tp", "pp", "ep", "prompt", "gen", "dtype", "max_num_seqs", "rate")
+LISTS = ("model", "topology") + list_names(ServingLayout, LAYOUT) + list_names(ServeSettings)
 
 
 def fill_serve(p) -> None:

@@ -20,15 +20,6 @@ FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
 FP4 = ("nvfp4",)             # the dtypes Blackwell's FP4 tensor cores run (gemm_max_efficiency_fp4)
 
 
-def size_efficiency(m, n, k, half, best=1.0, k_half=None):
-    """best * m/(m + half) * n/(n + half) * k/(k + k_half): the share of the device's peak that a
-    GEMM of size (m, n, k) keeps when ``best`` is its largest GEMMs' share (``k_half`` defaults
-    to ``half``). Plain arithmetic, so ``tpsim.calibrate.fitting`` evaluates the same curve on numpy
-    arrays of shapes."""
-    k_half = half if k_half is None else k_half
-    return best * (m / (m + half)) * (n / (n + half)) * (k / (k + k_half))
-
-
 SPLIT_K_MIN = 1024   # the shortest k a split-K / stream-K share gets (assumed; must exceed 512:
                      # H100's 1024^3 matmul runs unsplit, tests/data/published_compute)
 

@@ -29,7 +29,7 @@ from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
 from .mla import mla_bwd, mla_fwd
-from .moe_flex import slot_bwd, slot_fwd, slot_groups
+from .moe_flex import slot, slot_groups
 from .ops import Attention
 from .recompute import DEFAULT_MODULES, apply_recompute
 from .template import Builder, Template
@@ -133,7 +133,7 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 
     if not bare:
         x = _norm_fwd(B, "fwd.norm2", x)
     if moe:
-        x = slot_fwd(B, x, swiglu, moe)
+        x = slot(B, x, swiglu, moe)
         return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
     n_in = 2 if swiglu else 1
     x = column_linear_fwd(B, "mlp_in", x, lambda d: (d.T, n_in * d.f, d.h), input_saved)
@@ -216,7 +216,7 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
     if not bare:
         grad = _bias_dropout_add_bwd(B, 2, grad, dropout)
     if moe:
-        x = slot_bwd(B, grad, swiglu, moe)
+        x = slot(B, grad, swiglu, moe, backward=True)
         return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
     dgrad, _ = row_parallel_bwd(B, "mlp_out", lambda d: (d.T, d.h, d.f), grad, bias)
     n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx

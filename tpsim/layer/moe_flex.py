@@ -73,27 +73,19 @@ def slot_groups(moe) -> dict[str, int]:
     return {}
 
 
-def slot_fwd(B: Builder, x, swiglu: bool, moe) -> str:
-    """The MoE slot's forward: all-to-all (an :class:`~tpsim.layer.moe_ep.Alltoall`), flex,
+def slot(B: Builder, x, swiglu: bool, moe, backward: bool = False) -> str:
+    """The MoE slot's forward from the norm's output ``x`` or, ``backward``, its backward from
+    its output's gradient ``x``: all-to-all (an :class:`~tpsim.layer.moe_ep.Alltoall`), flex,
     all-gather over EP, or the EP-1 all-gather slot (1, 2: with shared experts)."""
     if isinstance(moe, Alltoall):
-        return alltoall_fwd(B, x, swiglu, moe.shared)
-    if isinstance(moe, Flex):
-        return flex_fwd(B, x, swiglu, moe)
-    if isinstance(moe, AllGather):
-        return allgather_fwd(B, x, swiglu, moe.shared)
-    return moe_fwd(B, x, swiglu, moe == 2)
-
-
-def slot_bwd(B: Builder, grad, swiglu: bool, moe) -> str:
-    """The MoE slot's backward (:func:`slot_fwd`)."""
-    if isinstance(moe, Alltoall):
-        return alltoall_bwd(B, grad, swiglu, moe.shared)
-    if isinstance(moe, Flex):
-        return flex_bwd(B, grad, swiglu, moe)
-    if isinstance(moe, AllGather):
-        return allgather_bwd(B, grad, swiglu, moe.shared)
-    return moe_bwd(B, grad, swiglu, moe == 2)
+        fwd, bwd, arg = alltoall_fwd, alltoall_bwd, moe.shared
+    elif isinstance(moe, Flex):
+        fwd, bwd, arg = flex_fwd, flex_bwd, moe
+    elif isinstance(moe, AllGather):
+        fwd, bwd, arg = allgather_fwd, allgather_bwd, moe.shared
+    else:
+        fwd, bwd, arg = moe_fwd, moe_bwd, moe == 2
+    return (bwd if backward else fwd)(B, x, swiglu, arg)
 
 
 def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None, sync=None) -> str:

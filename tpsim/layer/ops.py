@@ -256,4 +256,3 @@ class Dispatch(_Transfer):
 
 
 Op = Union[Gemm, Attention, MemoryBound, Collective, SendRecv, Dispatch]
-COMM_KINDS = (Collective.kind, SendRecv.kind)

@@ -327,7 +327,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         memory.append(mem.state_bytes)
         copies.append(mem.step_copy_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
-    norm = terms.grad_norm_allreduce_s(par, do, price)
+    norm = terms.grad_norm_allreduce_s(par, do, price, experts)
     return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
                 np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
                 np.array(memory), not over,

@@ -16,7 +16,7 @@ point where a bucket of either kind closes and says what each cut reduces:
     expert stream  e_i = unit i's routed-expert parameters           cut by bucket_size
     a bucket closes after its last unit with parameters of its kind
 
-Without experts (every e_i = 0) it is :func:`tpsim.training.terms.chunk_buckets`' cut.
+Without experts (every e_i = 0) it is :func:`tpsim.training.data_parallel.buckets`' cut.
 
 Each bucket is pre-scaled by 1 / (dp x cp) before its collective (both kinds:
 ``gradient_scaling_factor`` and ``expert_gradient_scaling_factor`` are 1 / dp_cp without

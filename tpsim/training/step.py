@@ -293,7 +293,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
                    terms.grad_norm_s(setup.stage_params[r], setup.optimizer_shards(r), dev),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
-    t = terms.grad_norm_allreduce_s(par, do, price)
+    t = terms.grad_norm_allreduce_s(par, do, price, setup.experts)
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
     for r in range(p):
         local = setup.stage_params[r]

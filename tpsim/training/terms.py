@@ -13,7 +13,7 @@ A stage's piece of the step, in the order the step runs it (Megatron-core's
   (:func:`chunk_units`, in the order its backward makes the gradients final);
 * p2p: one activation (and its gradient) per stage boundary and micro-batch
   (:func:`p2p_bytes`, :func:`p2p_s` on :func:`pair_place`);
-* DP: the gradient buckets (:func:`chunk_buckets`), each pre-scaled by 1/d (:func:`grad_scale_s`)
+* DP: the gradient buckets (:func:`tpsim.training.grad_buckets.split_buckets`), each pre-scaled by 1/d (:func:`grad_scale_s`)
   and reduced (:func:`grad_reduce_s`), beside the backward or after it
   (:func:`overlapped_reduce`);
 * step end: SP's norm-gradient all-reduce (:func:`sp_sync_s`), the tied-embedding all-reduce
@@ -42,6 +42,7 @@ from ..sim.simulate import simulate
 from ..spec.model_params import expert_params, is_moe_layer, moe_layer_params, moe_layers_in
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import LOW_PRECISION
+from .expert_norm import expert_norm_group
 from .pipeline import stage_totals, table_forwards, warmup_forwards
 from .weight_cache import weight_cast_s
 
@@ -212,13 +213,6 @@ def bucket_size(dp: int, g: int) -> int | None:
     return dpm.bucket_params(dp) if g == 0 else None
 
 
-def chunk_buckets(units, size: int | None) -> list:
-    """A chunk's gradient buckets of :func:`bucket_size` ``size`` over its ``units`` (runs ending
-    (parameters per unit, units), as :func:`chunk_units` orders them), each a list of (run
-    index, units taken): :func:`tpsim.training.data_parallel.buckets`."""
-    return dpm.buckets([(u[-2], u[-1]) for u in units], size)
-
-
 def stage_params(model, tp: int, layers, pp: int, v: int, experts=None) -> tuple[int, ...]:
     """Parameters one rank of each pipeline stage holds (and updates, before sharding): its
     layers over its v chunks (:func:`tpsim.training.pipeline.stage_totals`) x layer_params (its MoE
@@ -350,10 +344,15 @@ def grad_norm_s(params: float, shards: int, device) -> float:
     return elementwise_time(dpm.NORM_BYTES * params / shards, device)
 
 
-def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: Price) -> float:
-    """The all-reduce of the squared norm (one fp32) on :func:`grad_norm_group`; 0 on one rank."""
-    group = grad_norm_group(par, distributed_optimizer)
-    return price("all-reduce", dpm.FP32, group) if group else 0.0
+def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: Price,
+                          experts=None) -> float:
+    """The all-reduce of the squared norm (one fp32) on :func:`grad_norm_group`, then the
+    routed experts' optimizer's on :func:`~.expert_norm.expert_norm_group` (``experts``
+    folded, without the distributed optimizer); 0 on one rank."""
+    dense, expert = (grad_norm_group(par, distributed_optimizer),
+                     expert_norm_group(experts, distributed_optimizer))
+    t = price("all-reduce", dpm.FP32, dense) if dense else 0.0
+    return t + price("all-reduce", dpm.FP32, expert) if expert else t
 
 
 def optimizer_s(params: float, shards: int, dtype: str, device) -> float:

@@ -93,6 +93,22 @@ Transformer Engine on H100 was found) and the EP overlap's CPU overhead (Megatro
 
 The summary has no Mixtral row on H100.
 
+Where the gap sits (``python bench/moe_breakdown.py``, each row's MoE layer by component beside
+the time per layer its published step implies; ``python bench/moe_layer_published.py``, the MoE
+layer alone against Megatron-LM's own MoE layer benchmark on H100): at large expert shapes
+(Mixtral and DeepSeek proxies, EP 8 in a node, ``moe_perf/baseline.json``) tpsim's MoE layer is
+not fast (mean |error| 12.7%, BF16 +7% to +32%, FP8 -12% to +15%), so the kernels' and
+collectives' pricing at those shapes does not explain the rows here. Where the EP exchange
+stays in a node or is small (Qwen3-30B-A3B EP 16 and EP 8, GPT-OSS, the ModelZoo's PP 32 EP 8
+and TP 4 EP 8, Megatron-Bridge PR #3868), tpsim's layer is 1.4-4.9 ms short a layer and
+micro-batch, as long as 0.4-1.6 times its expert GEMMs and MoE glue together; where the
+all-to-all crosses nodes (Qwen3-235B EP 32, DeepSeek-V3 EP 64) tpsim's layer without the
+overlap is longer than the published step implies and its overlap saves a third of the step
+where the ModelZoo measures 11%. A host bound priced as tpsim prices it (the longer of the GPU's
+and the host's issue, per phase and per merged pair) does not close it: three times the host's
+issue of every MoE op moves the rows by at most 13 points (Qwen3-30B-A3B EP 8) and most by
+under 2.
+
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe
 (``src/megatron/bridge/perf_recipes/gpt_oss/h100/gpt_oss.py``

@@ -105,9 +105,10 @@ micro-batch, as long as 0.4-1.6 times its expert GEMMs and MoE glue together; wh
 all-to-all crosses nodes (Qwen3-235B EP 32, DeepSeek-V3 EP 64) tpsim's layer without the
 overlap is longer than the published step implies and its overlap saves a third of the step
 where the ModelZoo measures 11%. A host bound priced as tpsim prices it (the longer of the GPU's
-and the host's issue, per phase and per merged pair) does not close it: three times the host's
-issue of every MoE op moves the rows by at most 13 points (Qwen3-30B-A3B EP 8) and most by
-under 2.
+and the host's issue, per phase and per merged pair) does not close it alone: three times the
+host's issue of every MoE op (an experiment, not shipped) brings Qwen3-30B-A3B EP 8 from +68% to
++10% (its merged pair becomes host-bound) and EP 16 from +60% to +40%, the ModelZoo's TP 4 EP 8
+from -45% to -33%, and moves the others by under 3 points.
 
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe

@@ -100,8 +100,8 @@ layer alone against Megatron-LM's own MoE layer benchmark on H100): at large exp
 not fast (mean |error| 12.7%, BF16 +7% to +32%, FP8 -12% to +15%), so the kernels' and
 collectives' pricing at those shapes does not explain the rows here. Where the EP exchange
 stays in a node or is small (Qwen3-30B-A3B EP 16 and EP 8, GPT-OSS, the ModelZoo's PP 32 EP 8
-and TP 4 EP 8, Megatron-Bridge PR #3868), tpsim's layer is 1.4-4.9 ms short a layer and
-micro-batch, as long as 0.4-1.6 times its expert GEMMs and MoE glue together; where the
+and TP 4 EP 8, Megatron-Bridge PR #3868), tpsim's layer is 2.3-4.9 ms short a layer and
+micro-batch, as long as 0.65-1.6 times its expert GEMMs and MoE glue together; where the
 all-to-all crosses nodes (Qwen3-235B EP 32, DeepSeek-V3 EP 64) tpsim's layer without the
 overlap is longer than the published step implies and its overlap saves a third of the step
 where the ModelZoo measures 11%. A host bound priced as tpsim prices it (the longer of the GPU's

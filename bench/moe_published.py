@@ -93,6 +93,23 @@ Transformer Engine on H100 was found) and the EP overlap's CPU overhead (Megatro
 
 The summary has no Mixtral row on H100.
 
+Where the gap sits (``python bench/moe_breakdown.py``, each row's MoE layer by component beside
+the time per layer its published step implies; ``python bench/moe_layer_published.py``, the MoE
+layer alone against Megatron-LM's own MoE layer benchmark on H100): at large expert shapes
+(Mixtral and DeepSeek proxies, EP 8 in a node, ``moe_perf/baseline.json``) tpsim's MoE layer is
+not fast (mean |error| 12.7%, BF16 +7% to +32%, FP8 -12% to +15%), so the kernels' and
+collectives' pricing at those shapes does not explain the rows here. Where the EP exchange
+stays in a node or is small (Qwen3-30B-A3B EP 16 and EP 8, GPT-OSS, the ModelZoo's PP 32 EP 8
+and TP 4 EP 8, Megatron-Bridge PR #3868), tpsim's layer is 2.3-4.9 ms short a layer and
+micro-batch, as long as 0.65-1.6 times its expert GEMMs and MoE glue together; where the
+all-to-all crosses nodes (Qwen3-235B EP 32, DeepSeek-V3 EP 64) tpsim's layer without the
+overlap is longer than the published step implies and its overlap saves a third of the step
+where the ModelZoo measures 11%. A host bound priced as tpsim prices it (the longer of the GPU's
+and the host's issue, per phase and per merged pair) does not close it alone: three times the
+host's issue of every MoE op (an experiment, not shipped) brings Qwen3-30B-A3B EP 8 from +68% to
++10% (its merged pair becomes host-bound) and EP 16 from +60% to +40%, the ModelZoo's TP 4 EP 8
+from -45% to -33%, and moves the others by under 3 points.
+
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe
 (``src/megatron/bridge/perf_recipes/gpt_oss/h100/gpt_oss.py``
@@ -120,6 +137,16 @@ table gives no layout for the 94 layers: the VP4 rows split them as Megatron-Bri
 above, the PP32 VP3 row as the embedding alone, a layer a chunk and the loss alone. The
 long-context table gives TFLOP/s only (Megatron-LM's count at other sequence lengths): left out.
 ``best_practice/deepseek-v3/readme.md`` gives no H100 step time.
+
+Megatron-Bridge PR #3868 (2026-05-18, its comment and ``docs/training/cuda-graphs.md``, "Mid-sized
+MoE pretrain"): Qwen3-30B-A3B pre-training, H100, BF16, 2 nodes (16 GPUs), EP 16, TP 1 PP 1 CP 1,
+micro-batch 1, global batch 1024, the all-to-all dispatcher, no EP overlap and no delayed wgrad,
+8 steps: eager 41.36 s a step (iterations 5-8), 42.00 s with Transformer Engine's CUDA graphs of
+the attention, the router and the dispatcher's preprocessing: capturing them did not help, so
+the host's issue of those parts is not what the step waits on. tpsim prices it with the
+performance recipes' common settings (the distributed optimizer, ``--grad-reduce-in-bf16``,
+Transformer Engine's cross-entropy), no recomputation (the run's "config variant v1" is not
+spelt out further); the router force-balanced as in every performance recipe.
 
     python bench/moe_published.py
 """
@@ -197,6 +224,27 @@ ZOO_ROWS = (
 )
 
 
+# Megatron-Bridge PR #3868 (module docstring): Qwen3-30B-A3B, BF16, 16 H100, the all-to-all
+# dispatcher without the EP overlap, eager, seconds a step
+BRIDGE_BF16 = ("Qwen3-30B-A3B BF16 EP16 A2A, eager (Bridge #3868)", "qwen3-30b-a3b", 2,
+               dict(dtype="bf16", seq_len=4096, micro_batch=1, global_batch=1024, tp=1, pp=1,
+                    dp=16, ep=16, moe_dispatcher="alltoall", distributed_optimizer=True,
+                    grad_reduce_in_bf16=True, cross_entropy="te"), 41.36)
+
+
+def extra_rows():
+    """(label, model, nodes, layout, published step seconds) of the step-time rows outside
+    the two tables."""
+    return (BRIDGE_BF16,)
+
+
+def extra_main() -> None:
+    print(f"\n{'Megatron-Bridge, step seconds':54s} {'step s':>7s} {'publ.':>5s} {'err':>6s}")
+    for label, model, nodes, layout, pub in extra_rows():
+        step = predict(model, TOPOLOGY, nodes=nodes, **layout).step.time_s
+        print(f"{label:54s} {step:7.2f} {pub:5.2f} {step / pub - 1:+6.1%}")
+
+
 def zoo_rows():
     """(label, predicted step seconds, published) of each ModelZoo row."""
     return [(label, predict("qwen3-235b-a22b", TOPOLOGY, nodes=32,
@@ -254,6 +302,7 @@ def main() -> None:
               f"  {share:9.1%}  {p.memory.fits!s:5s} {alone}")
     print(f"mean |error| tokens/s: {sum(errors) / len(errors):.1%}, max {max(errors):.1%}")
     zoo_main()
+    extra_main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""Where tpsim's MoE layer spends its time, by component, beside the time per layer that each
+published whole-step figure of :mod:`moe_published` implies: the gap that the published rows
+leave, per MoE layer and micro-batch, set against the components tpsim prices.
+
+For each row of ``bench/moe_published.py`` (the Megatron-Bridge summary's and the
+Megatron-MoE-ModelZoo's), the simulated MoE layer's ops (``tpsim predict --ops``), forward and
+backward of one micro-batch on one GPU, grouped by the op's name:
+
+    attention     the attention kernel (and MLA's, DeepSeek-V3)
+    dense GEMMs   QKV, projection, MLA's projections, shared experts, their dgrad and wgrad
+    expert GEMMs  the grouped GEMMs (fc1, fc2; dgrad, wgrad)
+    FP8 casts     every ``.cast`` op (Transformer Engine's quantize)
+    router        the router's GEMM, top-k and their backward
+    glue          permute / sort / unsort / unpermute, the activation, norms, residuals, adds
+    TP comm, EP comm   the collectives' exposed time (what the compute stream does not hide)
+    host wait     the GPU idle until the host issues the next op
+
+(the layer's total = compute + exposed comm + host wait, :class:`tpsim.sim.result.LayerTimes`).
+The published figure's time per layer and micro-batch is read off tpsim's step without the EP
+overlap:
+
+    t_pub = t_layer * step_pub / step_tpsim
+
+(the whole step scaled, so every part of it, the model's ends and the pipeline's idle time
+included, is assumed off by the same factor); the gap column is t_pub - t_layer. tpsim's layer
+is the one without the EP overlap; where the recipe runs it, the last column is the share of
+the step tpsim's overlap saves (the published rows' own saving: the ModelZoo's 19.7 s against
+17.6 s, 11%). Nothing here is fitted.
+
+    python bench/moe_breakdown.py
+"""
+from __future__ import annotations
+
+from moe_published import (COMMON, DISPATCH, ROWS, TOPOLOGY, ZOO_COMMON, ZOO_ROWS,
+                           extra_rows)
+from tpsim.training.predict import predict
+
+GROUPS = (("attention", ("attn",)), ("expert GEMMs", ("experts.fc1", "experts.fc2")),
+          ("router", ("router",)),
+          ("dense GEMMs", ("qkv", "proj", "shared.fc", "q_down", "q_up", "kv_down", "kv_up")))
+COLUMNS = ("attention", "dense GEMMs", "expert GEMMs", "FP8 casts", "router", "glue",
+           "TP comm", "EP comm", "host wait")
+EP_OPS = ("dispatch", "combine")
+
+
+def group_of(name: str, kind: str) -> str:
+    """The component (module docstring) of the op ``name`` of ``kind``."""
+    if kind == "collective":
+        return "EP comm" if any(op in name for op in EP_OPS) else "TP comm"
+    if name.endswith(".cast"):
+        return "FP8 casts"
+    for group, parts in GROUPS:
+        if any(f".{p}" in name for p in parts):
+            return group if kind != "elementwise" or group == "router" else "glue"
+    return "glue"
+
+
+def breakdown(p) -> dict[str, float]:
+    """Seconds per component of the prediction ``p``'s layer (module docstring): each compute
+    op's time, each collective's part outside the compute stream's busy time, the host's wait."""
+    tl = p.run.timeline
+    busy = tl.intervals("compute")
+    out = dict.fromkeys(COLUMNS, 0.0)
+    for i, row in enumerate(p.ops):
+        group = group_of(row.name, row.kind)
+        if row.kind == "collective":
+            s, e = tl.start[i], tl.end[i]
+            hidden = sum(max(0.0, min(e, b) - max(s, a)) for a, b in busy)
+            out[group] += (e - s) - hidden
+        else:
+            out[group] += tl.end[i] - tl.start[i]
+    out["host wait"] = p.layer.host_wait_s
+    return out
+
+
+def cases():
+    """(label, prediction without the EP overlap, tpsim's step with the recipe's settings,
+    published step seconds) of every row."""
+    for label, model, gpus, layout, tokens, _ in ROWS:
+        kw = {**COMMON, **layout, **DISPATCH.get(label, {})}
+        mine = predict(model, TOPOLOGY, nodes=gpus // 8, **kw)
+        alone = predict(model, TOPOLOGY, nodes=gpus // 8, **{**kw, "overlap_moe_comm": False})
+        yield label, alone, mine.step.time_s, mine.step.tokens_per_s / gpus / tokens * \
+            mine.step.time_s
+    for label, layout, step in ZOO_ROWS:
+        kw = {**ZOO_COMMON, **layout}
+        mine = predict("qwen3-235b-a22b", TOPOLOGY, nodes=32, **kw)
+        alone = predict("qwen3-235b-a22b", TOPOLOGY, nodes=32, **{**kw, "overlap_moe_comm": False})
+        yield label, alone, mine.step.time_s, step
+    for label, model, nodes, kw, step in extra_rows():
+        yield label, predict(model, TOPOLOGY, nodes=nodes, **kw), None, step
+
+
+def main() -> None:
+    head = "".join(f"{c[:9]:>10s}" for c in COLUMNS)
+    print(f"MoE layer, forward + backward of one micro-batch on one GPU, us (no EP overlap)\n"
+          f"{'case':44s}{head}{'layer':>8s}{'publ.':>8s}{'gap':>8s}{'overlap':>9s}")
+    for label, alone, step, step_pub in cases():
+        parts = breakdown(alone)
+        layer = alone.layer.total_s
+        pub = layer * step_pub / alone.step.time_s
+        saved = alone.step.time_s - step if step is not None else 0.0
+        cells = "".join(f"{parts[c] * 1e6:10.0f}" for c in COLUMNS)
+        print(f"{label[:44]:44s}{cells}{layer * 1e6:8.0f}{pub * 1e6:8.0f}"
+              f"{(pub - layer) * 1e6:8.0f}{saved / alone.step.time_s:+9.1%}")
+
+
+if __name__ == "__main__":
+    main()

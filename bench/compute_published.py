@@ -17,7 +17,7 @@ error: only the ``check`` rows are evidence. The Blackwell rows are ``check`` ro
 ones of one source, on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the
 tiles and k_half as shipped); the other Blackwell efficiencies are H100's fits carried over, and
 Blackwell's cuDNN and FlashAttention-4 rows are priced with the
-presets' flash3 kernel. Predictions use the shipped topologies' values, so
+presets' flash3 kernel, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
 from __future__ import annotations
@@ -219,6 +219,21 @@ def derived_triton() -> None:
           f"causal_block as A100's")
 
 
+def derived_seq_half() -> None:
+    """The Blackwell presets' flash3 ``seq_half_efficiency``: H100's fit x the per-SM tensor rate
+    over H100's (a query tile's fixed work takes H100's time, in which the SM streams more keys)."""
+    h100 = load_topology("dgx-h100").device
+    per_sm = h100.peak("bf16") / h100.sm_count
+    for name in ("dgx-b200", "gb200-nvl72", "gb300-nvl72"):
+        dev = load_topology(name).device
+        ratio = dev.peak("bf16") / dev.sm_count / per_sm
+        print(f"{name} flash3 seq_half_efficiency, derived: "
+              f"{h100.attention_kernels['flash3'].seq_half_efficiency:g} x {ratio:.3f} = "
+              f"{h100.attention_kernels['flash3'].seq_half_efficiency * ratio:.0f} "
+              f"(shipped {dev.attention_kernels['flash3'].seq_half_efficiency:g})")
+
+
 if __name__ == "__main__":
     main()
     derived_triton()
+    derived_seq_half()

@@ -7,7 +7,7 @@ in which a Blackwell SM streams twice the keys).
 
 * cuDNN on the 2.5 PF part (GB200 or GB300, priced on gb200-nvl72), head dim 64: within 11% at
   every sequence, causal and not (-10.5% to +6.0%; with H100's 192, +6.6% to +14.8%). Its one
-  head-dim-128 row (1k, non-causal) runs 17% faster than tpsim (-0.9% with 192): cuDNN's fixed
+  head-dim-128 row (1k, non-causal): tpsim 17.0% slow (-0.9% with 192): cuDNN's fixed
   work is below the derived one, FlashAttention-4's above it (next point).
 * FlashAttention-4 at head dim 128 (the pull request's FA4-only tables) on the 2.5 PF part:
   within 6% at every sequence, causal and not (-5.0% to +3.5%; with H100's 192, up to +23.6%).

@@ -5,8 +5,8 @@
 Reads tests/data/published_compute/{gemm,attention}.csv (sources in the README there). For each
 device it fits, on the rows marked ``fit`` only, the parameters the topology YAML then carries:
 
-* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile`` and ``sm_count`` come from
-  the hardware, not from a fit), by least squares on log(predicted / measured) over a grid of
+* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile``, ``gemm_tile_sms`` and
+  ``sm_count`` come from the hardware and its kernels, not from a fit), by least squares on log(predicted / measured) over a grid of
   k_half with the best efficiency in closed form (the geometric mean of measured / predicted);
 * attention: per kernel, the efficiency per head dim and ``seq_half_efficiency`` on the
   non-causal rows, then ``causal_efficiency`` and ``causal_block`` on the causal rows of the

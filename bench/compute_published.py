@@ -5,8 +5,8 @@
 Reads tests/data/published_compute/{gemm,attention}.csv (sources in the README there). For each
 device it fits, on the rows marked ``fit`` only, the parameters the topology YAML then carries:
 
-* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile`` and ``sm_count`` come from
-  the hardware, not from a fit), by least squares on log(predicted / measured) over a grid of
+* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile``, ``gemm_tile_sms`` and
+  ``sm_count`` come from the hardware and its kernels, not from a fit), by least squares on log(predicted / measured) over a grid of
   k_half with the best efficiency in closed form (the geometric mean of measured / predicted);
 * attention: per kernel, the efficiency per head dim and ``seq_half_efficiency`` on the
   non-causal rows, then ``causal_efficiency`` and ``causal_block`` on the causal rows of the
@@ -17,7 +17,7 @@ error: only the ``check`` rows are evidence. The Blackwell rows are ``check`` ro
 ones of one source, on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the
 tiles and k_half as shipped); the other Blackwell efficiencies are H100's fits carried over, and
 Blackwell's cuDNN and FlashAttention-4 rows are priced with the
-presets' flash3 kernel. Predictions use the shipped topologies' values, so
+presets' flash3 kernel, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
 from __future__ import annotations
@@ -219,6 +219,21 @@ def derived_triton() -> None:
           f"causal_block as A100's")
 
 
+def derived_seq_half() -> None:
+    """The Blackwell presets' flash3 ``seq_half_efficiency``: H100's fit x the per-SM tensor rate
+    over H100's (a query tile's fixed work takes H100's time, in which the SM streams more keys)."""
+    h100 = load_topology("dgx-h100").device
+    per_sm = h100.peak("bf16") / h100.sm_count
+    for name in ("dgx-b200", "gb200-nvl72", "gb300-nvl72"):
+        dev = load_topology(name).device
+        ratio = dev.peak("bf16") / dev.sm_count / per_sm
+        print(f"{name} flash3 seq_half_efficiency, derived: "
+              f"{h100.attention_kernels['flash3'].seq_half_efficiency:g} x {ratio:.3f} = "
+              f"{h100.attention_kernels['flash3'].seq_half_efficiency * ratio:.0f} "
+              f"(shipped {dev.attention_kernels['flash3'].seq_half_efficiency:g})")
+
+
 if __name__ == "__main__":
     main()
     derived_triton()
+    derived_seq_half()

@@ -1,6 +1,8 @@
 """Compute cost functions against numbers derived by hand (CONTRACTS.md formulas)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, attention_time,
                            cast_transpose_time, elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
                            tile_wave_efficiency)
+from tpsim.cluster.topology import load_topology
 from tpsim.layer.ops import Attention, Gemm
 
 from tests.conftest import make_topology
@@ -154,6 +157,24 @@ def test_tile_and_wave_quantization_by_hand():
     assert tile_wave_efficiency(300, 256, 512, 1, d) == pytest.approx(300 * 256 / (4 * 32768))
     assert tile_wave_efficiency(1024, 256, 512, 1, d) == 1.0
     assert tile_wave_efficiency(1024, 256, 512, 1, device()) == 512 / 612  # CPUs: k loop alone
+
+
+def test_blackwell_pair_tile_waves_by_hand():
+    """dgx-b200: 256 x 256 tiles, each on a pair of SMs (gemm_tile_sms 2): 148 / 2 = 74 at a
+    time. m = 1152, n = 8192, k = 4096: ceil(1152/256) * 32 = 160 tiles, ceil(160/74) = 3 waves:
+    u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + 130). Hopper's 128 x 256 tile per SM
+    packs the same GEMM in 9 * 32 = 288 tiles, 2 waves of 148: u = 1152*8192 / (296 * 32768)."""
+    b200 = load_topology("dgx-b200").device
+    assert (b200.gemm_tile, b200.gemm_tile_sms, b200.sm_count) == ((256, 256), 2, 148)
+    keep = 4096 / (4096 + b200.gemm_k_half_dim)
+    assert tile_wave_efficiency(1152, 8192, 4096, 1, b200) == pytest.approx(
+        1152 * 8192 / (3 * 74 * 65536) * keep)
+    hopper_tiles = dataclasses.replace(b200, gemm_tile=(128, 256), gemm_tile_sms=1)
+    assert tile_wave_efficiency(1152, 8192, 4096, 1, hopper_tiles) == pytest.approx(
+        1152 * 8192 / (296 * 32768) * keep)
+    # a power-of-two shape fills both alike: 2048^2 is 64 pair tiles or 128 single ones, one wave
+    assert tile_wave_efficiency(2048, 2048, 4096, 1, b200) == pytest.approx(
+        tile_wave_efficiency(2048, 2048, 4096, 1, hopper_tiles))
 
 
 def test_split_k_fills_idle_sms_by_hand():

@@ -86,23 +86,23 @@ class Device:
         gt=0, le=1, default=None, doc="the same for fp8 and MXFP8 GEMMs (default: gemm_max_efficiency)")
     gemm_max_efficiency_fp4: float | None = spec(
         gt=0, le=1, default=None, doc="the same for NVFP4 GEMMs (default: gemm_max_efficiency_fp8)")
-    gemm_half_efficiency_dim: float = spec(ge=0, default=64.0,
-                                           doc="GEMM dimension m or n at which that dimension alone "
-                                               "halves the efficiency (a smooth size curve: "
-                                               "0 where gemm_tile models the size effect)")
+    gemm_half_efficiency_dim: float = spec(ge=0, default=64.0, doc="GEMM dimension m or n at which "
+                                           "that dimension alone halves the efficiency (a smooth size "
+                                           "curve: 0 where gemm_tile models the size effect)")
     gemm_k_half_dim: float | None = spec(ge=0, default=None,
                                          doc="the same for the inner dimension k (each output "
                                              "tile's fixed prologue and epilogue); default: "
                                              "gemm_half_efficiency_dim")
     gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None, doc="output tile [rows, cols] of "
                                              "the device's large GEMM kernels: null for no tile quantization")
-    sm_count: int | None = spec(ge=1, default=None,
-                                doc="streaming multiprocessors: tiles run in waves of this many")
+    gemm_tile_sms: int = spec(ge=1, default=1, doc="SMs that compute one gemm_tile together (2: "
+                                                   "Blackwell's CTA-pair tcgen05 MMA)")
+    sm_count: int | None = spec(ge=1, default=None, doc="streaming multiprocessors: tiles run in "
+                                                        "waves of sm_count / gemm_tile_sms")
     attention_kernels: dict[str, AttentionKernel] | None = spec(
         default=None, doc="fused attention kernels by name (flash2, flash3, triton), each a "
                           "mapping of efficiency, backward_efficiency, seq_half_efficiency, "
-                          "causal_block; "
-                          "null: priced with the GEMM efficiency of its per-head products")
+                          "causal_block; null: priced with the GEMM efficiency of its per-head products")
     attention_kernel: str | None = spec(default=None, doc="the kernel `--attention fused` runs "
                                         "(a key of attention_kernels)")
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,

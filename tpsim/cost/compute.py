@@ -28,17 +28,18 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     """Share of the tensor cores a GEMM's output tiles keep busy (tile and wave quantization).
 
     A GPU GEMM computes its (m x n) output ``batch`` times in tiles of Tm x Tn (``gemm_tile``),
-    ``sm_count`` tiles at a time; a partly filled tile and the last, partly filled wave cost as
-    much as full ones:
+    P = sm_count / gemm_tile_sms tiles at a time (Blackwell's tcgen05 MMA computes one tile on a
+    pair of SMs: CUTLASS example 70_blackwell_gemm, "the tile computed by tcgen05 MMA, could be
+    across 2 SMs"); a partly filled tile and the last, partly filled wave cost as much as full ones:
 
-        u = m n batch / (waves * sm_count * Tm * Tn),  waves = ceil(tiles / sm_count)
+        u = m n batch / (waves * P * Tm * Tn),  waves = ceil(tiles / P)
 
     with tiles = ceil(m/Tm) ceil(n/Tn) batch, taking the better of the two tile orientations, as
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
     tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
-    idle SMs (split-K / stream-K) in s = min(sm_count / tiles, k / SPLIT_K_MIN) (at least 1)
-    shares: u = m n batch s / (sm_count Tm Tn); a skinny one (m or n under one tile, decoding's
-    m = batch) is spread over them all (s = sm_count / tiles): u = m n batch / (tiles Tm Tn).
+    idle SMs (split-K / stream-K) in s = min(P / tiles, k / SPLIT_K_MIN) (at least 1)
+    shares: u = m n batch s / (P Tm Tn); a skinny one (m or n under one tile, decoding's
+    m = batch) is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn).
     Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
     x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
     Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.
@@ -48,6 +49,7 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     tile, sms = device.gemm_tile, device.sm_count
     if not tile or not sms:
         return k / (k + k_half)
+    sms = max(1, sms // device.gemm_tile_sms)
     best = 0.0
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch

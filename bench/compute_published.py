@@ -205,20 +205,5 @@ def main() -> None:
         attention_checks(device_name, topo_name, dev, attns)
 
 
-def derived_triton() -> None:
-    """dgx-h100's ``triton`` kernel, measured on A100 only: A100's fit times the ratio of the
-    two devices' FlashAttention-2 efficiencies, per head dim (the topology's comment says why)."""
-    a100, h100 = (load_topology(t).device.attention_kernels for t in ("dgx-a100", "dgx-h100"))
-    fit = fit_attention(load_topology("dgx-a100").device, "triton",
-                        [r for r in rows("attention.csv") if r["kernel"] == "triton"
-                         and r["role"] == "fit"])
-    eff = {d: round(e * h100["flash2"].at(int(d)) / a100["flash2"].at(int(d)), 3)
-           for d, e in fit.efficiency.items()}
-    print(f"\nH100-SXM5-80GB triton, derived: efficiency {eff} (A100's fit x H100/A100 flash2), "
-          f"shipped {h100['triton'].efficiency}; seq_half_efficiency, causal_efficiency and "
-          f"causal_block as A100's")
-
-
 if __name__ == "__main__":
     main()
-    derived_triton()

@@ -86,7 +86,8 @@ def attention_tflops(r: dict, device, kernel: str) -> float:
     for backward in ((False,) if r["kernel"].endswith("fwd") else (False, True)):
         op = Attention(b, heads, heads, s, s, d, "bf16", causal, backward, kernel)
         k = device.attention_kernels[kernel]
-        flops = attention_exec_flops(op.flops, causal, backward, s, k.causal_block, op.full_flops)
+        flops = attention_exec_flops(op.flops, causal, backward, s, k.causal(backward)[1],
+                                     op.full_flops)
         total += attention_time(flops, op.bytes, s, s, d, device, "bf16", backward, kernel, causal)
         work += fa_fwd * (FA_BACKWARD if backward else 1.0)
     return work / total / 1e12

@@ -14,7 +14,7 @@ attention_triton_xformers.csv (its README says why the GPU is an A100).
 dgx-a100's ``triton`` kernel is fitted here on those rows alone, with scipy, in tpsim's own
 pricing (tpsim.sim.price.kernel_time): the forward's efficiency, the backward's, and
 ``seq_half_efficiency`` on the plain rows; ``causal_efficiency`` and ``causal_block`` on the
-causal ones. Head dim 64 has no timing of this kernel: each pass's efficiency is d = 128's
+causal forward rows, their ``backward_*`` on the causal backward ones. Head dim 64 has no timing of this kernel: each pass's efficiency is d = 128's
 times the ratio of d = 64 to d = 128 of the nearest measured Triton FlashAttention, the
 "FlashAttention Triton" bars of FlashAttention-2's A100 figure without the mask, priced at
 that ``seq_half_efficiency`` (attention.csv's ``triton-ops`` rows: OpenAI's
@@ -87,15 +87,19 @@ def fit(device) -> AttentionKernel:
     p = least_squares(_residuals(plain_k, plain, device), [0.4, 0.3, 100.0],
                       bounds=([0.01, 0.01, 0.0], [1.0, 1.0, 4096.0])).x
     e_f, e_b, half = round(float(p[0]), 3), round(float(p[1]), 3), float(round(p[2]))
-    full_k = lambda y: AttentionKernel({"128": e_f}, {"128": e_b}, half,  # noqa: E731
-                                       causal_block=y[1], causal_efficiency=y[0])
-    c = least_squares(_residuals(full_k, causal, device), [0.9, 100.0],
-                      bounds=([0.1, 0.0], [1.0, 4096.0])).x
+    causal_terms = []
+    for backward in ("fwd", "bwd"):
+        table = [r for r in causal if r["pass"] == backward]
+        one = lambda y: AttentionKernel({"128": e_f}, {"128": e_b}, half,  # noqa: E731
+                                        causal_block=y[1], causal_efficiency=y[0])
+        c = least_squares(_residuals(one, table, device), [0.9, 100.0],
+                          bounds=([0.1, 0.0], [1.0, 4096.0])).x
+        causal_terms.append((round(float(c[0]), 3), float(round(c[1]))))
+    (ce_f, cb_f), (ce_b, cb_b) = causal_terms
     ratio = head_dim_ratio(device, half)
     return AttentionKernel({"64": round(e_f * ratio, 3), "128": e_f},
-                           {"64": round(e_b * ratio, 3), "128": e_b}, half,
-                           causal_block=float(round(c[1])),
-                           causal_efficiency=round(float(c[0]), 3))
+                           {"64": round(e_b * ratio, 3), "128": e_b}, half, cb_f, ce_f,
+                           cb_b, ce_b)
 
 
 def figure_efficiency(device, half: float, d: int) -> float:
@@ -139,11 +143,11 @@ def main() -> int:
     shipped = a100.attention_kernels[KERNEL]
     print(f"fit (A100, xformers PR #479 rows; d=64 by the FlashAttention-2 figure's Triton ratio): "
           f"efficiency {k.efficiency}, backward_efficiency {k.backward_efficiency}, "
-          f"seq_half_efficiency {k.seq_half_efficiency:g}, causal_efficiency "
-          f"{k.causal_efficiency:g}, causal_block {k.causal_block:g}")
+          f"seq_half_efficiency {k.seq_half_efficiency:g}, causal (efficiency, block) forward "
+          f"{k.causal()}, backward {k.causal(True)}")
     print(f"shipped dgx-a100: efficiency {shipped.efficiency}, backward_efficiency "
           f"{shipped.backward_efficiency}, seq_half_efficiency {shipped.seq_half_efficiency:g}, "
-          f"causal_efficiency {shipped.causal_efficiency:g}, causal_block {shipped.causal_block:g}")
+          f"causal forward {shipped.causal()}, backward {shipped.causal(True)}")
     errors = []
     print(f"\n  {'row':40s} {'measured':>8s} {'tpsim':>7s}  TFLOP/s (FlashAttention's convention)")
     for r in rows():

@@ -223,7 +223,8 @@ def test_h100_triton_attention_is_a100s_scaled_by_flash2():
         assert eff == pytest.approx(a100["triton"].efficiency[d] * ratio, abs=5e-4)
         assert h100["triton"].backward_efficiency[d] == pytest.approx(
             a100["triton"].backward_efficiency[d] * ratio, abs=5e-4)
-    for term in ("seq_half_efficiency", "causal_efficiency", "causal_block"):
+    for term in ("seq_half_efficiency", "causal_efficiency", "causal_block",
+                 "backward_causal_efficiency", "backward_causal_block"):
         assert getattr(h100["triton"], term) == getattr(a100["triton"], term)
     for node in ("dgx-h100", "dgx-a100"):
         cluster = {"dgx-h100": "dgx-h100-ndr-cluster", "dgx-a100": "dgx-a100-hdr-cluster"}[node]

@@ -5,9 +5,10 @@ A100 timings: xformers pull request #479, which wrapped the same ``flash_attn_tr
 and why the GPU is an A100). dgx-a100's ``triton`` kernel is fitted on these rows
 (python bench/triton_attention_published.py): the test holds the fit's reproduction.
 
-* without the mask (forward and backward efficiencies, seq_half_efficiency): within 2.5%;
-* with it (one causal_efficiency and causal_block for both passes): within 10%; the forward
-  comes out 2% to 9% slow, the backward 7% to 8% fast;
+* every row within 2.5% (the fit: median 0.6%, max 2.2%), with and without the mask: the
+  forward's and the backward's efficiencies and seq_half_efficiency on the rows without it,
+  each pass's causal_efficiency and causal_block on its causal rows (one pair for both passes
+  left the forward 2% to 9% slow and the backward 7% to 8% fast);
 * the forward runs faster than the backward (the kernel's published property: 137-148 against
   82-87 TFLOP/s without the mask), which one efficiency for both passes missed by 34% and 12%.
 """
@@ -46,7 +47,7 @@ def test_rows_are_the_kernels_own_a100_timings():
 @pytest.mark.parametrize("r", ROWS, ids=lambda r: "-".join(
     r[k] for k in ("dtype", "batch", "seq", "causal", "pass")))
 def test_published_row_reproduced(r):
-    assert abs(error(r)) < (0.10 if r["causal"] == "1" else 0.025)
+    assert abs(error(r)) < 0.025
 
 
 def test_forward_outruns_backward():
@@ -61,3 +62,13 @@ def test_forward_outruns_backward():
             rate[r["pass"]] = flops / float(r["time_us"])
     assert k.at(128) / k.at(128, backward=True) == pytest.approx(rate["fwd"] / rate["bwd"],
                                                                   rel=0.05)
+
+
+def test_backward_loses_more_to_the_mask():
+    """The published causal rates over the plain ones (b=1, fp16): forward 0.95 at 4k, 0.97 at
+    8k; backward 0.81 and 0.87. The fitted kernel keeps that order at every length."""
+    k = A100.attention_kernels["triton"]
+    for s in (4096, 8192, 65536):
+        kept = {b: k.causal(b)[0] / (1 + k.causal(b)[1] / s) for b in (False, True)}
+        assert 0 < kept[True] < kept[False] <= 1
+

@@ -101,7 +101,7 @@ class Device:
     attention_kernels: dict[str, AttentionKernel] | None = spec(
         default=None, doc="fused attention kernels by name (flash2, flash3, triton), each a "
                           "mapping of efficiency, backward_efficiency, seq_half_efficiency, "
-                          "causal_block; "
+                          "causal_block, causal_efficiency (and the backward's); "
                           "null: priced with the GEMM efficiency of its per-head products")
     attention_kernel: str | None = spec(default=None, doc="the kernel `--attention fused` runs "
                                         "(a key of attention_kernels)")

@@ -86,7 +86,8 @@ def attention_tflops(r: dict, device, kernel: str) -> float:
     for backward in ((False,) if r["kernel"].endswith("fwd") else (False, True)):
         op = Attention(b, heads, heads, s, s, d, "bf16", causal, backward, kernel)
         k = device.attention_kernels[kernel]
-        flops = attention_exec_flops(op.flops, causal, backward, s, k.causal_block, op.full_flops)
+        flops = attention_exec_flops(op.flops, causal, backward, s, k.causal(backward)[1],
+                                     op.full_flops)
         total += attention_time(flops, op.bytes, s, s, d, device, "bf16", backward, kernel, causal)
         work += fa_fwd * (FA_BACKWARD if backward else 1.0)
     return work / total / 1e12
@@ -205,20 +206,6 @@ def main() -> None:
         attention_checks(device_name, topo_name, dev, attns)
 
 
-def derived_triton() -> None:
-    """dgx-h100's ``triton`` kernel, measured on A100 only: A100's fit times the ratio of the
-    two devices' FlashAttention-2 efficiencies, per head dim (the topology's comment says why)."""
-    a100, h100 = (load_topology(t).device.attention_kernels for t in ("dgx-a100", "dgx-h100"))
-    fit = fit_attention(load_topology("dgx-a100").device, "triton",
-                        [r for r in rows("attention.csv") if r["kernel"] == "triton"
-                         and r["role"] == "fit"])
-    eff = {d: round(e * h100["flash2"].at(int(d)) / a100["flash2"].at(int(d)), 3)
-           for d, e in fit.efficiency.items()}
-    print(f"\nH100-SXM5-80GB triton, derived: efficiency {eff} (A100's fit x H100/A100 flash2), "
-          f"shipped {h100['triton'].efficiency}; seq_half_efficiency, causal_efficiency and "
-          f"causal_block as A100's")
-
-
 def derived_seq_half() -> None:
     """The Blackwell presets' flash3 ``seq_half_efficiency``: H100's fit x the per-SM tensor rate
     over H100's (a query tile's fixed work takes H100's time, in which the SM streams more keys)."""
@@ -235,5 +222,4 @@ def derived_seq_half() -> None:
 
 if __name__ == "__main__":
     main()
-    derived_triton()
     derived_seq_half()

@@ -14,8 +14,14 @@ accumulation, activation checkpointing of whole MPT blocks (tpsim: full recomput
 
 The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`): ``submit_benchmarks.py``
 at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves ``attn_impl`` at its default
-``triton``: FlashAttention in Triton, not FlashAttention-2. Its kernel (``triton`` in the
-topologies) is measured on A100 only; dgx-h100's is derived from it (topologies/dgx-h100.yaml).
+``triton``: llm-foundry's copy of flash-attention's ``flash_attn_triton.py`` on Triton's pre-MLIR
+compiler, not FlashAttention-2. Its kernel (``triton`` in the topologies) is fitted on its own
+A100 forward and backward timings (xformers PR #479, python bench/triton_attention_published.py);
+dgx-h100's is derived from it (topologies/dgx-h100.yaml): no H100 timing of it was found.
+
+Each row also prints attention's share of tpsim's step and the factor by which tpsim's attention
+would have to run faster to meet the published step (other terms as priced): a diagnosis of
+which term misses, fitted on nothing.
 
     python bench/whole_job_bf16_published.py
 """
@@ -63,18 +69,29 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
     return p.step.tokens_per_s / gpus, p
 
 
+def attention_terms(p, published_tokens_per_s: float) -> tuple[float, float]:
+    """(attention's share of tpsim's step, the speed-up of attention that meets the published
+    step with every other term as priced: a / (T_published - (T - a))); nan past reach."""
+    st = p.step
+    a = sum(o.time_s for o in p.ops if o.kind == "attention") * p.model.layers * st.micro_batches
+    published = st.time_s * st.tokens_per_s / (published_tokens_per_s * st.dp)
+    left = published - (st.time_s - a)
+    return a / st.time_s, a / left if left > 0 else float("nan")
+
+
 def table(name: str, topology: str, card: str) -> None:
-    print(f"\n{card} ({topology}), {name}:")
-    print(f"  {'run':44s} {'published':>9s} {'tpsim':>7s}  error  fits")
+    print(f"\n{card} ({topology}), {name}: FSDP FULL_SHARD over the 8 GPUs")
+    print(f"  {'run':44s} {'published':>9s} {'tpsim':>7s}  error  fits  attn  x attn")
     errors = []
     for r in rows(name):
         pred, p = run(r, topology)
         pub = float(r["tokens_per_s_per_gpu"])
         errors.append(pred / pub - 1)
+        share, factor = attention_terms(p, pub)
         label = (f"{r['model']} seq {r['seq_len']} mbs {r['micro_batch']} x{r['grad_accum']}"
                  f"{' ckpt' if r['activation_checkpointing'] == 'true' else ''}")
         print(f"  {label:44s} {pub:9.0f} {pred:7.0f} {errors[-1]:+6.1%}  "
-              f"{'yes' if p.memory.fits else 'NO'}")
+              f"{'yes' if p.memory.fits else 'NO ':3s}  {share:4.0%}  {factor:5.2f}")
     e = np.array(errors)
     print(f"  used in no fit (llm-foundry, {card}, bf16): {len(e)} runs, mean error "
           f"{e.mean():+.1%}, mean |error| {np.abs(e).mean():.1%}, max |error| "

@@ -214,15 +214,17 @@ def test_placing_a_billion_ranks_takes_no_time():
 
 
 def test_h100_triton_attention_is_a100s_scaled_by_flash2():
-    """dgx-h100's FlashAttention-in-Triton kernel, benchmarked on A100 only, is dgx-a100's
-    times the two devices' FlashAttention-2 ratio per head dim, its other terms A100's; the
-    clusters carry their node's kernels."""
+    """dgx-h100's FlashAttention-in-Triton kernel, timed on A100 only, is dgx-a100's times the
+    two devices' FlashAttention-2 ratio per head dim, forward and backward, its other terms
+    A100's; the clusters carry their node's kernels."""
     a100, h100 = (load_topology(t).device.attention_kernels for t in ("dgx-a100", "dgx-h100"))
     for d, eff in h100["triton"].efficiency.items():
         ratio = h100["flash2"].efficiency[d] / a100["flash2"].efficiency[d]
-        want = a100["triton"].efficiency[d] * ratio
-        assert eff == pytest.approx(want, abs=5e-4)
-    for term in ("seq_half_efficiency", "causal_efficiency", "causal_block"):
+        assert eff == pytest.approx(a100["triton"].efficiency[d] * ratio, abs=5e-4)
+        assert h100["triton"].backward_efficiency[d] == pytest.approx(
+            a100["triton"].backward_efficiency[d] * ratio, abs=5e-4)
+    for term in ("seq_half_efficiency", "causal_efficiency", "causal_block",
+                 "backward_causal_efficiency", "backward_causal_block"):
         assert getattr(h100["triton"], term) == getattr(a100["triton"], term)
     for node in ("dgx-h100", "dgx-a100"):
         cluster = {"dgx-h100": "dgx-h100-ndr-cluster", "dgx-a100": "dgx-a100-hdr-cluster"}[node]

@@ -31,3 +31,23 @@ def test_share_of_banded_layers_is_the_weighted_mean(u):
     band, full = kernel_time(OP, H100), kernel_time(dataclasses.replace(OP, window=0), H100)
     mixed = dataclasses.replace(OP, windowed=u)
     assert kernel_time(mixed, H100) == pytest.approx(u * band + (1 - u) * full, rel=1e-12)
+
+
+def test_backward_takes_its_own_causal_terms():
+    """A kernel listing backward_causal_*: the backward executes x (1 + backward_causal_block /
+    s) at backward_causal_efficiency; the forward keeps causal_block and causal_efficiency; a
+    kernel listing neither prices both passes with the forward's."""
+    a100 = load_topology("dgx-a100").device
+    k = a100.attention_kernels["triton"]
+    assert k.causal(True) == (k.backward_causal_efficiency, k.backward_causal_block)
+    assert k.causal(True) != k.causal(False)
+    s, d = 8192, 128
+    for backward in (False, True):
+        op = Attention(1, 16, 16, s, s, d, "bf16", True, backward, "triton")
+        eff, block = k.causal(backward)
+        flops = compute.attention_exec_flops(op.flops, True, backward, s, block, op.full_flops)
+        peak = a100.peak("bf16") * k.at(d, backward) * s / (s + k.seq_half_efficiency) * eff
+        assert kernel_time(op, a100) == pytest.approx(a100.kernel_launch_s + flops / peak,
+                                                      rel=1e-12)
+    plain = dataclasses.replace(k, backward_causal_block=None, backward_causal_efficiency=None)
+    assert plain.causal(True) == plain.causal(False) == (k.causal_efficiency, k.causal_block)

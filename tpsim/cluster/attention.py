@@ -16,6 +16,7 @@ class AttentionKernel:
     query tile streams only s_kv / block keys); a causal kernel runs at ``causal_efficiency`` of
     that (its query tiles do unequal work) and computes its diagonal key tiles in full:
     (1 + causal_block / s_kv) times the causal FLOPs (tpsim.cost.compute.attention_exec_flops).
+    The backward takes ``backward_*`` where listed (its loop over the tiles differs).
     """
     efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
                                                       "128, 256: the nearest listed is used)")
@@ -28,6 +29,10 @@ class AttentionKernel:
                                    "diagonal tiles")
     causal_efficiency: float = spec(gt=0, le=1, default=1.0,
                                     doc="share of the efficiency a causal kernel keeps")
+    backward_causal_block: float | None = spec(
+        ge=0, default=None, doc="the backward pass's causal_block, when it differs")
+    backward_causal_efficiency: float | None = spec(
+        gt=0, le=1, default=None, doc="the backward pass's causal_efficiency, when it differs")
 
     def validate(self, source: str, path: str) -> None:
         for name, table in (("efficiency", self.efficiency),
@@ -42,3 +47,13 @@ class AttentionKernel:
                  else self.efficiency)
         key = min(table, key=lambda k: (abs(int(k) - head_dim), int(k)))
         return table[key]
+
+    def causal(self, backward: bool = False) -> tuple[float, float]:
+        """(causal_efficiency, causal_block) of the pass: the backward's own where listed."""
+        if not backward:
+            return self.causal_efficiency, self.causal_block
+        return (self.causal_efficiency if self.backward_causal_efficiency is None
+                else self.backward_causal_efficiency,
+                self.causal_block if self.backward_causal_block is None
+                else self.backward_causal_block)
+

@@ -100,9 +100,9 @@ class Device:
     sm_count: int | None = spec(ge=1, default=None, doc="streaming multiprocessors: tiles run in "
                                                         "waves of sm_count / gemm_tile_sms")
     attention_kernels: dict[str, AttentionKernel] | None = spec(
-        default=None, doc="fused attention kernels by name (flash2, flash3, triton), each a "
-                          "mapping of efficiency, backward_efficiency, seq_half_efficiency, "
-                          "causal_block; null: priced with the GEMM efficiency of its per-head products")
+        default=None, doc="fused attention kernels by name (flash2, flash3, triton): efficiency, "
+                          "seq_half_efficiency, causal_block, causal_efficiency and the backward's; "
+                          "null: priced with the GEMM efficiency of its per-head products")
     attention_kernel: str | None = spec(default=None, doc="the kernel `--attention fused` runs "
                                         "(a key of attention_kernels)")
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, ge=0, default=0.0,

@@ -218,7 +218,8 @@ def attention_efficiency(seq_q: int, seq_kv: int, head_dim: int, device: Device,
 
     With an ``attention_kernels`` entry (``kernel``, default ``device.attention_kernel``):
     eff = efficiency[head_dim] * seq_kv / (seq_kv + seq_half_efficiency), times
-    causal_efficiency when causal (see :class:`tpsim.cluster.topology.AttentionKernel`); without one,
+    causal_efficiency when causal (the backward's own where listed: see
+    :class:`tpsim.cluster.topology.AttentionKernel`); without one,
     the GEMM efficiency of its per-head (seq_q x head_dim) @ (head_dim x seq_kv) products.
     """
     kernels = device.attention_kernels
@@ -226,7 +227,7 @@ def attention_efficiency(seq_q: int, seq_kv: int, head_dim: int, device: Device,
         return gemm_efficiency(seq_q, seq_kv, head_dim, device)
     k = kernels[kernel or device.attention_kernel]
     eff = k.at(head_dim, backward) * seq_kv / (seq_kv + k.seq_half_efficiency)
-    return eff * k.causal_efficiency if causal else eff
+    return eff * k.causal(backward)[0] if causal else eff
 
 
 def attention_time(exec_flops: float, nbytes: float, seq_q: int, seq_kv: int, head_dim: int,

@@ -92,7 +92,7 @@ def kernel_time(op, device) -> float:
         flops = compute.attention_exec_flops(op.full_flops, False, op.backward)
     else:
         flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.keys,
-                                             kernel.causal_block, op.full_flops)
+                                             kernel.causal(op.backward)[1], op.full_flops)
     return compute.attention_time(flops, op.bytes, op.seq_q, op.keys, op.head_dim, device,
                                   op.dtype, op.backward, op.kernel, op.causal)
 

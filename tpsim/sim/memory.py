@@ -2,7 +2,9 @@
 
 Mixed-precision Adam as Megatron-LM runs it (Rajbhandari et al. 2020, ZeRO, section 3.1),
 bytes per parameter from :mod:`tpsim.spec.precision`: weights + main gradients + optimizer state,
-18 for bf16 (2 + 4 + 12), 20 for fp16, 16 for fp32. With the distributed optimizer (ZeRO-1,
+18 for bf16 (2 + 4 + 12), 20 for fp16, 16 for fp32; under FP8 the quantized weight copies of
+the linears only (the embedding, output layer and norms 16-bit:
+:func:`tpsim.spec.precision.weights_bytes`). With the distributed optimizer (ZeRO-1,
 Megatron's DistributedOptimizer) each of the d data-parallel ranks keeps only 1/d of the
 optimizer state (``optimizer_shards``). The parameters of a stage are
 ``ModelConfig.stage_params`` (linears / tp, norms whole, padded vocab / tp of the embedding on
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec.precision import PRECISION, precision
+from ..spec.precision import PRECISION, precision, weights_bytes
 
 OPTIMIZER_BYTES = {k: v.optimizer for k, v in PRECISION.items()}
 
@@ -81,16 +83,18 @@ class Memory:
 def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
                  optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1,
                  usable_bytes: float | None = None, state: tuple | None = None,
-                 zero: int = 0, offloaded_bytes: float = 0.0) -> Memory:
+                 zero: int = 0, offloaded_bytes: float = 0.0, plain: float = 0.0) -> Memory:
     """params x (weights + gradients + optimizer / shards) bytes, plus the larger of the
     activations and the optimizer step's copy, params x step_copy / optimizer_shards (module
     docstring); it fits
     within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it). ``state``: the
     (weights, gradients, optimizer) bytes of a ZeRO-2/3 run instead
     (:func:`tpsim.training.sharded_dp.state_bytes`); ``offloaded_bytes``: activations held in
-    host memory instead (:mod:`tpsim.training.offload`), outside the total."""
+    host memory instead (:mod:`tpsim.training.offload`), outside the total; ``plain``: the
+    parameters with no quantized copy (embedding, output layer, norms), their weights 16-bit
+    (:func:`tpsim.spec.precision.weights_bytes`)."""
     prec = precision(dtype)
-    weights, grads, optim = state or (params * prec.weights, params * prec.grads,
+    weights, grads, optim = state or (weights_bytes(dtype, params, plain), params * prec.grads,
                                       params * prec.optimizer / optimizer_shards)
     copy = params * prec.step_copy / optimizer_shards
     total = weights + grads + optim + max(activations_bytes, copy)

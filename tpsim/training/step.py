@@ -52,6 +52,7 @@ from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from .sharded_dp import UNSHARDED, Sharding, expert_gather_group, weight_gather_group
 from .shard_groups import stage_experts
+from .weight_cache import stage_plain_params
 from ..cluster.topology import Topology
 
 if TYPE_CHECKING:                      # imported when built: the predict path needs no graph
@@ -158,6 +159,7 @@ class StepSetup:
     experts: object = None             # the MoE layers' Folded groups (None: as the dense ones)
     sharding: Sharding = UNSHARDED     # ZeRO-2/3 (tpsim.training.sharded_dp)
     offloaded_bytes: float = 0.0       # activations in host memory (tpsim.training.offload)
+    plain_params: tuple[int, ...] = ()  # per stage: no quantized copy (weight_cache)
 
     def optimizer_shards(self, stage: int) -> float:
         """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`; else
@@ -359,4 +361,5 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), precision or dtype,
                      distributed_optimizer, overlap_grad_reduce, overlap_param_gather, shards,
-                     experts if expert else None)
+                     experts if expert else None,
+                     plain_params=stage_plain_params(model, tp, stage_layers, p, v))

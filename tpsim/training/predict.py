@@ -387,7 +387,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
                                                lay.fp8_param_gather,
                                                topo.device.fp8_any_layout), experts=experts,
-                       partial=partial)
+                       partial=partial, tp_comm_overlap=lay.tp_comm_overlap)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     if host:

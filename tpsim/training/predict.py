@@ -263,7 +263,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
-                  experts.edp if experts and experts.apart else 0, lay.pp)
+                  experts.edp if experts and experts.apart else 0, lay.pp, lay.fsdp_fp32_params)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,

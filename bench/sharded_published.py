@@ -28,12 +28,14 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
 """
 from __future__ import annotations
 
+from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.training.predict import predict
 
 SEQ = 8192
-# torchtitan's kernels (tpsim.spec.frameworks: --framework torchtitan, torchtitan-compile)
-TORCHTITAN = dict(attention="flash2", eager_kernels=True)
-COMPILED = dict(attention="flash2")
+# torchtitan's kernels and FSDP2's fp32 shards (tpsim.spec.frameworks: --framework
+# torchtitan, torchtitan-compile)
+TORCHTITAN = FRAMEWORKS["torchtitan"]
+COMPILED = FRAMEWORKS["torchtitan-compile"]
 FIT = "FITTED: the Blackwell sustained clock (bench/blackwell_clock.py)"
 # the performance recipes' precision (perf_recipes/_common.py: _perf_precision keeps bf16
 # gradients, grad_reduce_in_fp32=False, and quantized parameters: fp8_param_gather=True for

@@ -2,9 +2,10 @@
 activations (forward and backward) and the optimizer step's fp32 gradient copy."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, strategies as st
 
-from tpsim.sim.memory import stage_memory
+from tpsim.sim.memory import stage_memory, userbuffers_bytes
 from tpsim.spec.precision import precision_key
 
 GiB = 2**30
@@ -35,3 +36,20 @@ def test_the_peak_is_the_larger_phase(params, acts, shards):
     m = stage_memory(params, "fp16", acts, 1e12, shards)
     phases = (m.state_bytes + acts, m.state_bytes + params * 4 / shards)
     assert m.total_bytes == max(phases)
+
+
+def test_userbuffers_are_ten_token_by_hidden_buffers():
+    """Transformer Engine's initialize_ub: 6 all-gather buffers (fp8 under FP8) and 4
+    reduce-scatter buffers (bf16) of (seq x micro-batch, h); none without TP overlap."""
+    t, h = 2048 * 2, 6144           # NeMo 24.07 GPT-3 20B: seq 2048, micro-batch 2
+    assert userbuffers_bytes(t, h, "fp8") == t * h * (6 * 1 + 4 * 2)
+    assert userbuffers_bytes(t, h, "bf16") == t * h * 10 * 2
+    assert userbuffers_bytes(t, h, "fp8", overlap=False) == 0.0
+
+
+@given(st.integers(1, 10**10), st.floats(0, 1e11), st.floats(0, 1e10))
+def test_the_tp_buffers_are_held_in_both_phases(params, acts, buffers):
+    m = stage_memory(params, "fp16", acts, 1e12, 8, tp_buffers=buffers)
+    bare = stage_memory(params, "fp16", acts, 1e12, 8)
+    assert m.tp_buffers_bytes == buffers
+    assert m.total_bytes == pytest.approx(bare.total_bytes + buffers)

@@ -8,7 +8,8 @@ import tpsim
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import BYTES_PER_ELEMENT
 from tpsim.spec.precision import (LOW_PRECISION, QUANTIZED_BYTES, Precision, cast_write_bytes,
-                                  precision, precision_key)
+                                  precision, precision_key, weights_bytes)
+from tpsim.spec.model_params import plain_params
 from tpsim.training.predict import predict
 
 
@@ -95,16 +96,32 @@ def test_block_scaled_parameters_are_their_two_quantized_copies():
 
 def test_the_options_change_memory_and_the_dp_traffic_not_the_layer():
     """Llama 3 8B FP8 on 8 H100s, DP 8, distributed optimizer: both options take 4 bytes per
-    parameter off the weights and gradients, add the optimizer step's 4 / 8 copy (held in the
+    parameter off the weights and gradients (2 of the embedding's, output layer's and norms',
+    which have no bf16 copy to drop: they never had a quantized one), add the optimizer step's 4 / 8 copy (held in the
     step, when the activations are freed: not on top of them), and leave the layer as it was; the reduce-scatter carries half the bytes, so the step is no slower."""
     kw = dict(tp=1, dp=8, global_batch=16, seq_len=2048, dtype="fp8",
               distributed_optimizer=True)
     base = predict("llama3-8b", "dgx-h100", **kw)
     opt = predict("llama3-8b", "dgx-h100", grad_reduce_in_bf16=True, fp8_param_gather=True, **kw)
     n = base.memory.params_per_gpu
-    assert base.memory.total_bytes - opt.memory.total_bytes == pytest.approx(n * 4)
+    m = tpsim.load_model("llama3-8b")
+    plain = plain_params(m, 1, m.layers, True, True)
+    assert base.memory.total_bytes - opt.memory.total_bytes == pytest.approx(n * 4 - 2 * plain)
     assert opt.memory.step_copy_bytes == pytest.approx(n * 4 / 8)
     assert opt.layer.total_s == base.layer.total_s
     assert opt.step.time_s <= base.step.time_s
     with pytest.raises(ConfigError, match="--fp8-param-gather"):
         predict("llama3-8b", "dgx-h100", tp=8, fp8_param_gather=True)
+
+
+@pytest.mark.parametrize("key, linear, plain", [
+    ("fp8", 4, 2), ("fp8+bf16-grads", 4, 2), ("fp8+fp8-params", 2, 2),
+    ("fp8+fp8-params+any-layout", 1, 2), ("fp8+any-layout", 3, 2),
+    ("mxfp8", 2 + 2 * (1 + 1 / 32), 2), ("bf16", 2, 2), ("fp32", 4, 4)])
+def test_only_transformer_engines_linears_keep_quantized_weight_copies(key, linear, plain):
+    """weights_bytes: a linear's weight costs the precision's bytes (bf16 + fp8 copy and its
+    transpose under fp8), an embedding, output-layer or norm parameter its 16-bit copy alone
+    (fp32 runs: its fp32 weight)."""
+    params, outside = 1000, 300
+    assert weights_bytes(key, params, outside) == pytest.approx(
+        (params - outside) * linear + outside * plain)

@@ -65,6 +65,17 @@ def test_state_bytes_by_stage():
     assert w3 == pytest.approx(2 * P / 8 + 2 * P)
 
 
+def test_fsdp_fp32_shards_are_the_master_weights():
+    """PyTorch FSDP's mixed precision (fp32_params): ZeRO-3 keeps no 16-bit shard, only the
+    gathered units, 16 / 8 bytes a parameter sharded; ZeRO-2 is unchanged (the flag is
+    ZeRO-3's)."""
+    P, u = 10**9, 10**7
+    w, g, o = state_bytes(P, "bf16", Sharding(3, 8, fp32_params=True), 8, True, u)
+    assert (w, g, o) == pytest.approx((2 * 2 * u, 4 * P / 8 + 2 * 4 * u, 1.5 * P))
+    assert state_bytes(P, "bf16", Sharding(2, 8, fp32_params=True), 8, True, u) == \
+        state_bytes(P, "bf16", Sharding(2, 8), 8, True, u)
+
+
 def test_unit_comm_fp8_all_gather_halves_the_bytes():
     par, seen = Parallelism(tp=1, dp=4), []
     price = lambda op, nbytes, group: seen.append((op, nbytes, group.size)) or nbytes

@@ -6,7 +6,10 @@ import pytest
 from tpsim.cost.compute import cast_transpose_time, elementwise_time
 from tpsim.spec.precision import precision_key
 from tpsim.training import terms
-from tpsim.training.weight_cache import weight_cast_s
+from tpsim.spec.model import load_model
+from tpsim.spec.model_params import plain_params
+from tpsim.training.pipeline import split_layers
+from tpsim.training.weight_cache import stage_plain_params, weight_cast_s
 
 from tests.conftest import make_topology
 
@@ -49,3 +52,13 @@ def test_optimizer_term_adds_the_weight_casts():
     """The step's optimizer term is the optimizer pass plus the casts of every held weight."""
     assert terms.optimizer_s(P, 8, "fp8", DEV) == pytest.approx(
         terms.optimizer_s(P, 8, "bf16", DEV) + weight_cast_s(P, "fp8", DEV), rel=1e-12)
+
+
+def test_each_stage_counts_its_norms_and_its_ends():
+    """Llama 3 8B over pp 4 x 2 chunks: each stage 8 layers' norms, the embedding on the first,
+    the output layer on the last; together the one-stage model's."""
+    m = load_model("llama3-8b")
+    per = stage_plain_params(m, 1, split_layers(m.layers, 4, 2), 4, 2)
+    assert per == (plain_params(m, 1, 8, True, False), plain_params(m, 1, 8, False, False),
+                   plain_params(m, 1, 8, False, False), plain_params(m, 1, 8, False, True))
+    assert sum(per) == plain_params(m, 1, m.layers, True, True)

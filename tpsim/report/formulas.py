@@ -15,7 +15,7 @@ import dataclasses
 
 from ..base.formula import qualname
 from ..cluster.topology import Device
-from ..sim.memory import stage_memory
+from ..sim.memory import stage_memory, userbuffers_bytes
 from ..spec.sharding import zero_stage
 from ..sim.result import TimeSplit
 from ..sim.simulate import layer_times, phase_times
@@ -55,7 +55,8 @@ MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer
                   (Device.usable_bytes, ("reserved_bytes",)),
                   (terms.in_flight_chunks, ("in_flight",)),
                   (ModelConfig.stage_params, ("params_per_gpu",)), (zero_stage, ("zero",)),
-                  (offload.offloaded_bytes, ("offloaded_bytes",)))
+                  (offload.offloaded_bytes, ("offloaded_bytes",)),
+                  (userbuffers_bytes, ("tp_buffers_bytes",)))
 
 # tpsim infer: PREFILL, DECODE, TOTAL, INFER_MEMORY (:func:`__getattr__`)
 _INFER = ("PREFILL", "DECODE", "TOTAL", "INFER_MEMORY")

@@ -129,6 +129,9 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     if mem.step_copy_bytes:
         lines.insert(-1, f"  step's copy    {mem.step_copy_bytes / gb:9.2f} GiB  (the optimizer's fp32 "
                          "gradients, held instead of the activations: max of the two)")
+    if mem.tp_buffers_bytes:
+        lines.insert(-1, f"  TP buffers     {mem.tp_buffers_bytes / gb:9.2f} GiB  (Transformer Engine's "
+                         "TP-overlap userbuffers)")
     if mem.offloaded_bytes:
         lines.append(f"  on the host    {mem.offloaded_bytes / gb:9.2f} GiB  (the offloaded "
                      "layers' activations, outside the total)")

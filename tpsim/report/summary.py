@@ -86,7 +86,9 @@ def _memory(p) -> str:
     where = f" (fullest stage {m.stage})" if len(p.stage_memory) > 1 else ""
     return (f"memory per GPU{where}, GiB: weights {m.weights_bytes / GIB:.2f} + gradients "
             f"{m.gradients_bytes / GIB:.2f} + optimizer {m.optimizer_bytes / GIB:.2f} + "
-            f"activations {m.activations_bytes / GIB:.2f} = {m.total_bytes / GIB:.2f}")
+            f"activations {m.activations_bytes / GIB:.2f}"
+            + (f" + TP buffers {m.tp_buffers_bytes / GIB:.2f}" if m.tp_buffers_bytes else "")
+            + f" = {m.total_bytes / GIB:.2f}")
 
 
 def _wrap(cells: list[str], indent: str, sep: str) -> list[str]:

@@ -10,7 +10,9 @@ For layouts i of one shape, with E_i the bounds of the last backwards' ends
 (with the overlapped weight all-gather, every E_i is a path from stage 0's first forward, which
 starts at R_i = max_k (G_k - head_k . f_i), :func:`tpsim.training.terms.gather_release` over
 its buckets: E_i + R_i; the all-gather is then out of finish_r)
-    memory_i = max_r (state_r + max(in-flight counts_r . saved_i, step's copy_r))
+    memory_i = max_r (state_r + max(in-flight counts_r . saved_i, step's copy_r)) + TP buffers_i
+
+(TP buffers: :func:`tpsim.sim.memory.userbuffers_bytes` with --tp-comm-overlap, else 0)
 
 (the tied-embedding all-reduce joins the first and last stage's ready times first).
 """
@@ -21,6 +23,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from ..sim.memory import userbuffers_bytes
 from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
 from .sharded import sharded_parts
@@ -113,6 +116,9 @@ class _Pipeline:
                                         for tp, dp, mb, sp, _, _, _, _, _, cp, *_ in fields])
         self.ms, self.midx = _index([terms.micro_batches(run.global_batch, mb, dp)
                                      for _, dp, mb, *_ in fields])
+        self.buffers = np.array([userbuffers_bytes(mb * run.seq_len // cp, run.model.hidden,
+                                                   run.dtype, ov)
+                                 for _, mb, _, _, ov, cp, *_ in self.parts])
 
 
 def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[float, float]]]:
@@ -160,4 +166,5 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     saved = np.array([t.saved for t in parts])[q.pidx]
     copy = np.stack([t.step_copy for t in tails])[idx]
     memory = (state + np.maximum(np.einsum("nk,nsk->ns", saved, counts), copy)).max(axis=1)
+    memory += q.buffers[q.pidx]
     return list(zip(bounds.tolist(), memory.tolist()))

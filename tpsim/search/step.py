@@ -23,9 +23,8 @@ the same terms (:mod:`tpsim.training.terms`: every duration below is one of its 
 
 over the first stage, the latest-ending middle stage and the last (the middle stages are
 alike). Every term is a duration the step graph contains, on a chain of its dependencies, so T
-never exceeds the simulated step (a test); for the layouts that matter it is within a fraction
-of a percent of it (:mod:`tpsim.training.step_bound`). The arithmetic over many layouts at once is
-:mod:`tpsim.search.price`.
+never exceeds the simulated step (a test), for the layouts that matter within a fraction of a
+percent of it (:mod:`tpsim.training.step_bound`); many layouts at once: :mod:`tpsim.search.price`.
 """
 from __future__ import annotations
 
@@ -47,6 +46,7 @@ from ..sim.price import group_collective
 from ..training.step import Part
 from ..training.step_bound import end_stages
 from ..training.sharded_dp import largest_unit, sharding, state_bytes
+from ..training.weight_cache import stage_plain_params
 
 
 @dataclass(frozen=True)
@@ -288,9 +288,9 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
-    sh = sharding(zero, dp, None, True, False, 1,
-                  experts.edp if experts and experts.apart else 0,
+    sh = sharding(zero, dp, None, True, False, 1, experts.edp if experts and experts.apart else 0,
                   pp)
+    plain = stage_plain_params(model, tp, layers, pp, v)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
     # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
@@ -323,7 +323,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         finish.append(t if terms.overlapped_gather(opg, do, ranks) else t + gather)
         unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
         state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
-        mem = stage_memory(local, dtype, 0.0, 0.0, shards, state=state)
+        mem = stage_memory(local, dtype, 0.0, 0.0, shards, state=state, plain=plain[r])
         memory.append(mem.state_bytes)
         copies.append(mem.step_copy_bytes)
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)

@@ -2,7 +2,9 @@
 
 Mixed-precision Adam as Megatron-LM runs it (Rajbhandari et al. 2020, ZeRO, section 3.1),
 bytes per parameter from :mod:`tpsim.spec.precision`: weights + main gradients + optimizer state,
-18 for bf16 (2 + 4 + 12), 20 for fp16, 16 for fp32. With the distributed optimizer (ZeRO-1,
+18 for bf16 (2 + 4 + 12), 20 for fp16, 16 for fp32; under FP8 the quantized weight copies of
+the linears only (the embedding, output layer and norms 16-bit:
+:func:`tpsim.spec.precision.weights_bytes`). With the distributed optimizer (ZeRO-1,
 Megatron's DistributedOptimizer) each of the d data-parallel ranks keeps only 1/d of the
 optimizer state (``optimizer_shards``). The parameters of a stage are
 ``ModelConfig.stage_params`` (linears / tp, norms whole, padded vocab / tp of the embedding on
@@ -27,11 +29,15 @@ only (``--recompute-method``) mixes the two per virtual stage
 stage holds the activations of every micro-batch in flight at its fullest moment of the 1F1B
 schedule (the first stage p of them; :func:`tpsim.training.pipeline.in_flight`).
 
+With TP communication overlap (``--tp-comm-overlap``) Transformer Engine's userbuffers hold
+ten (tokens, h) buffers, one per overlapped GEMM, for the run (:func:`userbuffers_bytes`),
+counted in the total as a tensor (``Memory.tp_buffers_bytes``).
+
 The optimizer step's fp32 copy of 16-bit main gradients (``--grad-reduce-in-bf16``, fp16;
 params x step_copy / shards: :mod:`tpsim.spec.precision`) exists only between the backward's
 end and the next step's start, when no activation is held: the stage's peak is
 
-    total = weights + gradients + optimizer + max(activations, step's copy)
+    total = weights + gradients + optimizer + TP buffers + max(activations, step's copy)
 
 the larger of the two phases, not their sum.
 
@@ -44,9 +50,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec.precision import PRECISION, precision
+from ..cluster.topology import BYTES_PER_ELEMENT
+from ..spec.precision import PRECISION, precision, weights_bytes
 
 OPTIMIZER_BYTES = {k: v.optimizer for k, v in PRECISION.items()}
+# Transformer Engine's initialize_ub (transformer_engine/pytorch/module/base.py, 1.8): its
+# all-gather overlaps (qkv_fprop, qkv_dgrad, proj_dgrad, fc1_fprop, fc1_dgrad, fc2_dgrad) and
+# reduce-scatter ones (proj_fprop, fc2_fprop, qkv_wgrad, fc1_wgrad)
+GATHER_BUFFERS, SCATTER_BUFFERS = 6, 4
+
+
+def userbuffers_bytes(tokens: int, hidden: int, dtype: str, overlap: bool = True) -> float:
+    """Transformer Engine's TP-overlap buffers (0 without TP overlap, ``overlap``): one (tokens, hidden) buffer per overlapped
+    GEMM, tokens = seq_len x micro_batch / cp (the shape Megatron-core's and NeMo's
+    ``initialize_ub`` calls pass), the all-gather ones in fp8 under FP8 (``fp8_buf``), the
+    others 16-bit:
+
+        tokens x hidden x (6 x (1 fp8 | 2) + 4 x 2)
+
+    Each is cuMemCreate'd by userbuffers (``register_user_buffer_collective`` with
+    ``alloc=true``, transformer_engine/pytorch/csrc/userbuffers/userbuffers-host.cpp) for the
+    whole run, beside the caching allocator's tensors."""
+    gather = BYTES_PER_ELEMENT["fp8"] if dtype == "fp8" else 2
+    return float(tokens * hidden * (GATHER_BUFFERS * gather + SCATTER_BUFFERS * 2)) * overlap
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,7 @@ class Memory:
     zero: int = 0                 # the ZeRO stage (tpsim.training.sharded_dp)
     offloaded_bytes: float = 0.0  # activations in host memory, not in total (training.offload)
     step_copy_bytes: float = 0.0  # the optimizer step's fp32 gradient copy (module docstring)
+    tp_buffers_bytes: float = 0.0  # Transformer Engine's TP-overlap buffers (userbuffers_bytes)
 
     @property
     def state_bytes(self) -> float:
@@ -81,21 +108,25 @@ class Memory:
 def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_bytes: float,
                  optimizer_shards: int = 1, stage: int = 0, in_flight: int = 1,
                  usable_bytes: float | None = None, state: tuple | None = None,
-                 zero: int = 0, offloaded_bytes: float = 0.0) -> Memory:
+                 zero: int = 0, offloaded_bytes: float = 0.0, plain: float = 0.0,
+                 tp_buffers: float = 0.0) -> Memory:
     """params x (weights + gradients + optimizer / shards) bytes, plus the larger of the
     activations and the optimizer step's copy, params x step_copy / optimizer_shards (module
     docstring); it fits
     within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it). ``state``: the
     (weights, gradients, optimizer) bytes of a ZeRO-2/3 run instead
     (:func:`tpsim.training.sharded_dp.state_bytes`); ``offloaded_bytes``: activations held in
-    host memory instead (:mod:`tpsim.training.offload`), outside the total."""
+    host memory instead (:mod:`tpsim.training.offload`), outside the total; ``plain``: the
+    parameters with no quantized copy (embedding, output layer, norms), their weights 16-bit
+    (:func:`tpsim.spec.precision.weights_bytes`); ``tp_buffers``: the TP-overlap buffers
+    (:func:`userbuffers_bytes`), held throughout."""
     prec = precision(dtype)
-    weights, grads, optim = state or (params * prec.weights, params * prec.grads,
+    weights, grads, optim = state or (weights_bytes(dtype, params, plain), params * prec.grads,
                                       params * prec.optimizer / optimizer_shards)
     copy = params * prec.step_copy / optimizer_shards
-    total = weights + grads + optim + max(activations_bytes, copy)
+    total = weights + grads + optim + tp_buffers + max(activations_bytes, copy)
     usable = capacity_bytes if usable_bytes is None else usable_bytes
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
                   float(total), float(capacity_bytes), float(capacity_bytes - usable),
                   total <= usable, stage, in_flight, optimizer_shards, zero,
-                  float(offloaded_bytes), float(copy))
+                  float(offloaded_bytes), float(copy), float(tp_buffers))

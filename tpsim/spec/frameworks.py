@@ -55,9 +55,9 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-core": {},
     "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
-    "torchtitan": {"attention": "flash2", "eager_kernels": True},
-    "torchtitan-compile": {"attention": "flash2"},
-    "llm-foundry": {"attention": "triton"},
+    "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
+    "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
+    "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True},
 }
 _NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),
           ("fp8_param_gather", False, "Transformer Engine's fp8 parameters"),

@@ -220,6 +220,11 @@ class Layout:
     fp8_all_gather: bool = _flag(False, "ZeRO-3 all-gathers the weights in fp8, 1 byte each "
                                  "(torchtitan's enable_fsdp_float8_all_gather)",
                                  "--fp8-all-gather")
+    fsdp_fp32_params: bool = _flag(
+        False, "ZeRO-3's parameter shards are fp32, the optimizer's master weights themselves: "
+        "no 16-bit shard is kept, the 16-bit weights exist only gathered (PyTorch FSDP's mixed "
+        "precision, as torchtitan and llm-foundry run it; ignored below --zero 3; "
+        "tpsim.training.sharded_dp.state_bytes)", "--fsdp-fp32-params")
 
     def __post_init__(self):
         check(self)

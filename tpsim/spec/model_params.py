@@ -188,3 +188,15 @@ def layer_kinds(m) -> tuple[tuple[int, bool, int], ...]:
     kinds = ((sparse - both, True, 0), (both, True, w),
              (m.layers - sparse - sliding + both, False, 0), (sliding - both, False, w))
     return tuple(k for k in kinds if k[0])
+
+
+def plain_params(m, tp: int, layers: int, first: bool, last: bool) -> int:
+    """Parameters of a pipeline stage on one of ``tp`` ranks that no Transformer Engine linear
+    holds, so none has a quantized copy (:func:`tpsim.spec.precision.weights_bytes`):
+
+        (first) embedding  +  (last) final norm + output layer  +  layers x 2 norms
+
+    (:meth:`~tpsim.spec.model.ModelConfig.stage_params`' ends; a tied output layer on the
+    embedding's stage is the embedding)."""
+    return ((m.embedding_params(tp) if first else 0) + (m.output_params(tp, first) if last else 0)
+            + 2 * layers * m.norm_params)

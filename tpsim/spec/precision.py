@@ -25,8 +25,13 @@ the same fp32 main gradients, master weights and moments as bf16; on top, Transf
 caches each weight's FP8 cast across the micro-batches of a step, row-wise and (Hopper's FP8
 GEMMs take only TN layouts) transposed: +2 bytes (Megatron-core passes ``is_first_microbatch``
 unless ``--disable-parameter-transpose-cache``, megatron/core/extensions/transformer_engine.py).
-Counted here for every parameter, though the embedding, output layer and norms stay bf16 (a
-few hundred MB at most).
+Only Transformer Engine's linears hold these copies (``get_fp8_workspace`` in
+transformer_engine/pytorch/module/base.py, called by Linear, LayerNormLinear and GroupedLinear):
+the token embedding (Megatron-core's VocabParallelEmbedding), the output layer (its
+tensor_parallel ColumnParallelLinear, outside Transformer Engine) and the norms keep their
+16-bit copy alone, 2 bytes (:func:`weights_bytes`; with quantized parameters too: ``fp8_model_init``
+reaches only Transformer Engine's modules). The layers' biases and MoE routers (a few MB) are
+counted with the linears.
 
 Two options of Megatron-core change the table (:func:`precision_key` names a run's choice):
 
@@ -108,6 +113,18 @@ HALF = 2            # the 16-bit copy quantized parameters do without
 FP32_COPY = 4       # the optimizer step's fp32 copy of 16-bit main gradients
 # bytes per parameter the distributed optimizer all-gathers of quantized parameters (docstring)
 PARAM_GATHERED = {"fp8": 1, "mxfp8": 2, "nvfp4": 1 / 2}
+
+
+def weights_bytes(key: str, params: float, plain: float = 0.0) -> float:
+    """Bytes of the weights of ``params`` parameters under precision ``key``, ``plain`` of them
+    outside Transformer Engine's linears (embedding, output layer, norms: module docstring):
+
+        params x weights  +  plain x (HALF - weights)     (quantized dtypes; else params x weights)
+    """
+    p = precision(key)
+    if key.split("+")[0] not in LOW_PRECISION:
+        return params * p.weights
+    return params * p.weights + plain * (HALF - p.weights)
 
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,

@@ -263,7 +263,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
-                  experts.edp if experts and experts.apart else 0, lay.pp)
+                  experts.edp if experts and experts.apart else 0, lay.pp, lay.fsdp_fp32_params)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
@@ -387,7 +387,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
                                                lay.fp8_param_gather,
                                                topo.device.fp8_any_layout), experts=experts,
-                       partial=partial)
+                       partial=partial, tp_comm_overlap=lay.tp_comm_overlap)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     if host:

@@ -93,6 +93,7 @@ class Sharding:
     fp8_all_gather: bool = False
     expert_shard: int = 0
     pipelined: bool = False     # pp > 1: torch's pipeline schedules (module docstring)
+    fp32_params: bool = False   # ZeRO-3's shards are the fp32 masters (state_bytes)
 
     @property
     def per_unit(self) -> bool:
@@ -121,7 +122,8 @@ UNSHARDED = Sharding()
 
 
 def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
-             fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1) -> Sharding:
+             fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1,
+             fp32_params: bool = False) -> Sharding:
     """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` DP ranks (None: all
     of dp) x ``cp``, folded experts (``edp`` > 0 ranks of expert DP) over edp s / d
     (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP
@@ -134,7 +136,7 @@ def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_fo
         raise ConfigError(flag, "", f"off with --pp {pp} (ZeRO-2/3 beside a pipeline is "
                           "modelled over all of dp, gathered in 16 bits)", value)
     return Sharding(zero_stage, s * cp, reshard_after_forward, fp8_all_gather,
-                    expert_shard(edp, dp, s) if edp else 0, pp > 1)
+                    expert_shard(edp, dp, s) if edp else 0, pp > 1, fp32_params)
 
 
 def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
@@ -361,7 +363,11 @@ def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_opti
     gathered weights (16-bit; 1 byte with fp8_all_gather), UNITS_IN_FLIGHT units of
     ``unit_params`` (the stage's largest), or every parameter of the stage without resharding
     after the forward; ZeRO-2/3 add UNITS_IN_FLIGHT units of whole gradients before their
-    reduce-scatter."""
+    reduce-scatter. With ``fp32_params`` (PyTorch FSDP's mixed precision) ZeRO-3 keeps no
+    16-bit shard: the fp32 shard is the optimizer's master weight (in its 12 bytes), the
+    16-bit copy made per unit by the all-gather and freed after it (FSDP2's FSDPParam keeps
+    ``_sharded_param_data`` in the original dtype; FSDP1's ``_free_low_precision_sharded_param``,
+    torch/distributed/fsdp/_flat_param.py): sharded weights 0, as 16 / s bytes a parameter."""
     prec = precision(dtype)
     ws, gs, os_ = sh.state_shards(dp, distributed_optimizer)
     weights, grads = params * prec.weights / ws, params * prec.grads / gs
@@ -373,6 +379,8 @@ def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_opti
         grads = dense * prec.grads / gs + experts * prec.grads / es
         optimizer = dense * prec.optimizer / os_ + experts * prec.optimizer / es
     sharded = max(sh.shard, sh.expert_shard) > 1
+    if sh.fp32_params and sh.stage == 3:
+        weights = 0.0
     if sh.pipelined:    # whole gradients accumulate; ZeRO-3 keeps every unit gathered
         held = params * prec.gathered if sh.stage == 3 and sharded else 0
         return float(weights + held), float(params * prec.grads), optimizer

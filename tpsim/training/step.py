@@ -47,11 +47,13 @@ from .grad_buckets import prescale_s, reduce_ranks, split_buckets
 from .step_gather import gathering, gathers
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
+from ..sim.memory import userbuffers_bytes
 from ..sim.simulate import layer_times, saved_bytes
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from .sharded_dp import UNSHARDED, Sharding, expert_gather_group, weight_gather_group
 from .shard_groups import stage_experts
+from .weight_cache import stage_plain_params
 from ..cluster.topology import Topology
 
 if TYPE_CHECKING:                      # imported when built: the predict path needs no graph
@@ -158,6 +160,8 @@ class StepSetup:
     experts: object = None             # the MoE layers' Folded groups (None: as the dense ones)
     sharding: Sharding = UNSHARDED     # ZeRO-2/3 (tpsim.training.sharded_dp)
     offloaded_bytes: float = 0.0       # activations in host memory (tpsim.training.offload)
+    plain_params: tuple[int, ...] = ()  # per stage: no quantized copy (weight_cache)
+    tp_buffers_bytes: float = 0.0      # TP-overlap buffers (tpsim.sim.memory.userbuffers_bytes)
 
     def optimizer_shards(self, stage: int) -> float:
         """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`; else
@@ -325,13 +329,16 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                dtype: str, sequence_parallel: bool, distributed_optimizer: bool,
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
                overlap_param_gather: bool = False, moe: Part | None = None,
-               precision: str | None = None, experts=None, partial=None) -> StepSetup:
+               precision: str | None = None, experts=None, partial=None,
+               tp_comm_overlap: bool = False) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
     ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
     ``precision``: the :func:`~tpsim.spec.precision.precision_key` of the weights, gradients
     and optimizer state (default: ``dtype``'s); ``experts``: their
     :class:`~tpsim.spec.folding.Folded` groups (None: ep 1, expert TP = tp); ``partial``:
-    full recomputation of some layers (:mod:`tpsim.training.partial_recompute`).
+    full recomputation of some layers (:mod:`tpsim.training.partial_recompute`);
+    ``tp_comm_overlap``: Transformer Engine's TP-overlap buffers held
+    (:func:`tpsim.sim.memory.userbuffers_bytes` of micro_batch x seq_len tokens).
 
     A stage boundary carries the (b, s, h) activation (SP: s / tp, each rank its shard). With
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
@@ -359,4 +366,7 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                      terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
                      terms.tied_embedding_params(model, tp, p), precision or dtype,
                      distributed_optimizer, overlap_grad_reduce, overlap_param_gather, shards,
-                     experts if expert else None)
+                     experts if expert else None,
+                     plain_params=stage_plain_params(model, tp, stage_layers, p, v),
+                     tp_buffers_bytes=userbuffers_bytes(micro_batch * seq_len, model.hidden,
+                                                        dtype, tp_comm_overlap))

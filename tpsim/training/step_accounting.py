@@ -122,7 +122,9 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
         out.append(stage_memory(setup.stage_params[r], setup.precision, acts, capacity,
                                 setup.optimizer_shards(r), r, sum(live), usable, state,
                                 sh.stage or int(setup.distributed_optimizer),
-                                setup.offloaded_bytes))
+                                setup.offloaded_bytes,
+                                setup.plain_params[r] if setup.plain_params else 0,
+                                setup.tp_buffers_bytes))
     return tuple(out)
 
 

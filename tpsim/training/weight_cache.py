@@ -12,9 +12,9 @@ its transpose, 1 + 1 bytes; MXFP8 all-gathers both copies and casts nothing; NVF
 column-wise copy from the row-wise one, reading one and writing the other (2 x QUANTIZED_BYTES;
 :mod:`tpsim.spec.precision`). Where FP8 GEMMs take any layout (``+any-layout``: Blackwell) the
 fp8 copy serves both directions: the cast writes one copy, and fp8 parameters need nothing.
-Counted for every parameter the stage holds, as the precision table
-(:mod:`tpsim.spec.precision`) counts the cached copies; the embedding and norms stay 16-bit
-(a few hundred MB at most).
+Priced for every parameter the stage holds; the memory counts the cached copies of the
+linears' weights only (:func:`stage_plain_params`: the embedding, output layer and norms stay
+16-bit, :func:`tpsim.spec.precision.weights_bytes`).
 
     t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears;
                                                               any layout: a plain cast)
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from ..layer.ops import MemoryBound, cast_op
 from ..sim.price import kernel_time
+from .pipeline import stage_totals
+from ..spec.model_params import plain_params
 from ..spec.precision import (ANY_LAYOUT, FP8_PARAMS, LOW_PRECISION, QUANTIZED_BYTES,
                               cast_write_bytes)
 
@@ -46,3 +48,11 @@ def weight_cast_s(params: float, key: str, device) -> float:
     if not per:
         return 0.0
     return kernel_time(op(params * per, (int(params),)), device)
+
+
+def stage_plain_params(model, tp: int, layers, pp: int, v: int) -> tuple[int, ...]:
+    """Per pipeline stage, its parameters no Transformer Engine linear holds
+    (:func:`tpsim.spec.model_params.plain_params` of its layers over its ``v`` chunks, the
+    embedding on the first stage, the output layer on the last)."""
+    return tuple(plain_params(model, tp, n, r == 0, r == pp - 1)
+                 for r, n in enumerate(stage_totals(layers, pp, v)))

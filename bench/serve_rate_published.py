@@ -23,7 +23,13 @@ of TTFT and TPOT hardly depend on that shape at these loads, the end-to-end late
 Not modelled, so not in the summary: vLLM v0.6.0 ran ``--num-scheduler-steps 10`` (multi-step
 scheduling: the scheduler runs once every 10 decode steps, so a request arriving during a
 run waits for its end, half a run on average, and the tokens reach the client in bursts of
-10); its TTFT rows print ``(multi-step)``. The pooled ITL median is not computed by tpsim.
+10); its TTFT rows print ``(multi-step)``.
+
+``decode step ms`` separates the engine step's time from the loop around it: measured, the
+median of the inter-token gaps of all requests pooled (most gaps are one decode step; for
+vLLM the gap spans its 10 steps, so the median / 10); tpsim, one decode-only step at the
+run's mean sequences per step (:func:`decode_step_s`). Where the TPOT misses by what the step
+misses, the step's GPU time is wrong, not the queueing or the batching around it.
 
 Each row: the measurement, tpsim's number (median over ``--seeds`` seeds of the arrivals
 and lengths, 1 by default), the error (tpsim / measured - 1), and tpsim's p99 / p50 of the
@@ -41,6 +47,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from tpsim.serving.engine import serve
+from tpsim.serving.host import host_step_s
+from tpsim.serving.infer import infer
+from tpsim.spec.serve import ServeSettings
 
 DATA = (Path(__file__).resolve().parent.parent / "tests" / "data" / "published_serving" /
         "sglang-0.3.0-vllm-0.6.0-sharegpt.csv")
@@ -52,6 +61,7 @@ TOPOLOGIES = {"A100 80G": "dgx-a100", "H100 80G": "dgx-h100"}
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT p50 ms", "tpot_s"),
           ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
 MULTI_STEP = {"vLLM"}            # engines that ran multi-step scheduling (not modelled)
+BURST = {"vLLM": 10}             # tokens a client receives at once (--num-scheduler-steps)
 
 
 def published() -> list[dict]:
@@ -96,6 +106,20 @@ def rows(seeds: int = 1):
             tail = statistics.median(q.p99 / q.p50 for q in pct)
             modelled = not (col == "median_ttft_ms" and r["engine"] in MULTI_STEP)
             yield r["engine"], label, metric, r[col], got, tail, modelled
+        step = statistics.median(decode_step_s(model, topo, tp, p.scheduler.mean_running)
+                                 for p in runs)
+        yield (r["engine"], label, "decode step ms",
+               r["median_itl_ms"] / BURST.get(r["engine"], 1), step * 1e3, None, True)
+
+
+def decode_step_s(model: str, topology: str, tp: int, running: float) -> float:
+    """One decode-only step of tpsim's engine at the run's mean sequences per step (rounded):
+    tpsim infer's time per output token at that batch (the mean lengths) + the engine's host
+    time for it (:func:`tpsim.serving.host.host_step_s`, run between steps)."""
+    b = max(1, round(running))
+    p = infer(model, topology, tp=tp, batch=b, prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN),
+              allreduce="custom")
+    return p.decode.time_per_token_s + float(host_step_s(ServeSettings(), b))
 
 
 def summary(out) -> list[str]:

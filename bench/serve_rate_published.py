@@ -20,10 +20,9 @@ source), the one shape ``--prompt-dist``/``--gen-dist`` offer with a long tail; 
 of TTFT and TPOT hardly depend on that shape at these loads, the end-to-end latency's does
 (it scales with the median request's output length).
 
-Not modelled, so not in the summary: vLLM v0.6.0 ran ``--num-scheduler-steps 10`` (multi-step
-scheduling: the scheduler runs once every 10 decode steps, so a request arriving during a
-run waits for its end, half a run on average, and the tokens reach the client in bursts of
-10); its TTFT rows print ``(multi-step)``.
+vLLM v0.6.0 ran ``--num-scheduler-steps 10`` (multi-step scheduling: the scheduler runs once
+every 10 decode steps, so a request arriving during a run waits for its end, and the tokens
+reach the client in bursts of 10): its rows run with ``num_scheduler_steps`` 10 (MULTI_STEP).
 
 ``decode step ms`` separates the engine step's time from the loop around it: measured, the
 median of the inter-token gaps of all requests pooled (most gaps are one decode step; for
@@ -60,8 +59,7 @@ TOPOLOGIES = {"A100 80G": "dgx-a100", "H100 80G": "dgx-h100"}
 # (column, metric label, the tpsim latency read)
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT p50 ms", "tpot_s"),
           ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
-MULTI_STEP = {"vLLM"}            # engines that ran multi-step scheduling (not modelled)
-BURST = {"vLLM": 10}             # tokens a client receives at once (--num-scheduler-steps)
+MULTI_STEP = {"vLLM": 10}        # --num-scheduler-steps of the engines that set it
 
 
 def published() -> list[dict]:
@@ -76,40 +74,40 @@ def published() -> list[dict]:
 
 
 @lru_cache(maxsize=None)
-def run(model: str, topology: str, tp: int, rate: float, requests: int, seed: int):
+def run(model: str, topology: str, tp: int, rate: float, requests: int, multi: int,
+        seed: int):
     """tpsim serve of one published case (module docstring)."""
     return serve(model, topology, tp=tp, rate=rate, requests=requests, seed=seed,
                  prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN), prompt_dist="exponential",
-                 gen_dist="exponential", allreduce="custom")
+                 gen_dist="exponential", allreduce="custom", num_scheduler_steps=multi)
 
 
 def case(r: dict) -> tuple:
-    """(model, topology, tp, rate, requests) of a published row."""
+    """(model, topology, tp, rate, requests, num_scheduler_steps) of a published row."""
     return (MODELS[r["model"]], TOPOLOGIES[r["hardware"]], int(r["gpus"]), r["request_rate"],
-            int(r["num_prompts"]))
+            int(r["num_prompts"]), MULTI_STEP.get(r["engine"], 1))
 
 
 def rows(seeds: int = 1):
-    """(engine, label, metric, measured, tpsim, tpsim p99 / p50 or None, modelled) per value."""
+    """(engine, label, metric, measured, tpsim, tpsim p99 / p50 or None) per value."""
     for r in published():
-        model, topo, tp, rate, n = case(r)
-        runs = [run(model, topo, tp, rate, n, s) for s in range(seeds)]
+        model, topo, tp, rate, n, multi = case(r)
+        runs = [run(model, topo, tp, rate, n, multi, s) for s in range(seeds)]
         label = f"{r['engine']} {r['version']} {model} {topo} TP{tp} " + (
             "offline" if math.isinf(rate) else f"{rate:g} req/s")
         if math.isinf(rate):
             got = statistics.median(p.throughput.output_tokens_per_s for p in runs)
-            yield r["engine"], label, "output tok/s", r["output_tokens_per_s"], got, None, True
+            yield r["engine"], label, "output tok/s", r["output_tokens_per_s"], got, None
             continue
         for col, metric, attr in ONLINE:
             pct = [getattr(p.latency, attr) for p in runs]
             got = statistics.median(q.p50 for q in pct) * 1e3
             tail = statistics.median(q.p99 / q.p50 for q in pct)
-            modelled = not (col == "median_ttft_ms" and r["engine"] in MULTI_STEP)
-            yield r["engine"], label, metric, r[col], got, tail, modelled
+            yield r["engine"], label, metric, r[col], got, tail
         step = statistics.median(decode_step_s(model, topo, tp, p.scheduler.mean_running)
                                  for p in runs)
-        yield (r["engine"], label, "decode step ms",
-               r["median_itl_ms"] / BURST.get(r["engine"], 1), step * 1e3, None, True)
+        yield (r["engine"], label, "decode step ms", r["median_itl_ms"] / multi, step * 1e3,
+               None)
 
 
 def decode_step_s(model: str, topology: str, tp: int, running: float) -> float:
@@ -123,12 +121,11 @@ def decode_step_s(model: str, topology: str, tp: int, running: float) -> float:
 
 
 def summary(out) -> list[str]:
-    """Median |error| and the count within 15% per engine and metric, modelled rows only."""
+    """Median |error| and the count within 15% per engine and metric."""
     lines = []
     for engine in dict.fromkeys(e for e, *_ in out):
         for metric in dict.fromkeys(m for _, _, m, *_ in out):
-            errs = [abs(g / m - 1) for e, _, k, m, g, _, ok in out
-                    if e == engine and k == metric and ok]
+            errs = [abs(g / m - 1) for e, _, k, m, g, _ in out if e == engine and k == metric]
             if errs:
                 lines.append(f"{engine}, {metric}: median |error| {statistics.median(errs):.1%},"
                              f" {sum(e <= 0.15 for e in errs)} of {len(errs)} within 15%")
@@ -145,17 +142,15 @@ def main(argv=None) -> int:
     out = list(rows(args.seeds))
     if args.csv:
         print("engine,case,metric,measured,tpsim,error,tpsim_p99_over_p50")
-        for e, label, metric, meas, got, tail, _ in out:
+        for e, label, metric, meas, got, tail in out:
             print(f'"{e}","{label}","{metric}",{meas:.6g},{got:.6g},{got / meas - 1:+.4f},'
                   f'{"" if tail is None else f"{tail:.3f}"}')
         return 0
     print(f"{'case':44s} {'metric':13s} {'measured':>9s} {'tpsim':>9s} {'error':>7s} "
           f"{'p99/p50':>8s}")
-    for e, label, metric, meas, got, tail, ok in out:
+    for e, label, metric, meas, got, tail in out:
         cell = "" if tail is None else f"{tail:8.2f}"
-        note = "" if ok else "  (multi-step)"
-        print(f"{label:44s} {metric:13s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} "
-              f"{cell}{note}")
+        print(f"{label:44s} {metric:13s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} {cell}")
     print("\n".join(summary(out)))
     print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
     return 0

@@ -110,6 +110,7 @@ class EngineLoop:
         self.waiting, self.running = deque(), []
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
         self.steps = self.prefill_steps = self.preemptions = 0
+        self.multi, self.since = st.num_scheduler_steps, 0   # decode steps into the run
         self.seq_steps = 0
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
         self.host_wait_s = 0.0                           # the GPU waiting for the host
@@ -125,10 +126,12 @@ class EngineLoop:
                 self.waiting.append(self.next)
                 self.next += 1
             if not self.running and not self.waiting:
-                self.t = float(self.arr[self.next]) + self.lat
+                self.t, self.since = float(self.arr[self.next]) + self.lat, 0
                 continue
-            if not (self.waiting and len(self.running) < self.max_seqs) and self._decoding() \
-                    and self._advance():
+            room = self.waiting and len(self.running) < self.max_seqs
+            if not self.running:
+                self.since = 0                          # an idle engine schedules at once
+            if (not room or self.since) and self._decoding() and self._advance():
                 continue
             self._step()
 
@@ -162,8 +165,13 @@ class EngineLoop:
         engine = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
         wall = paced_wall_s(engine, frontend_s(self.st, 0, b))
         ends = self.t + np.cumsum(wall)
-        if self.next < len(self.arr) and len(self.running) < self.max_seqs:
-            k = min(k, int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1)
+        if len(self.running) < self.max_seqs:       # up to the run's end after an arrival
+            if self.waiting:
+                k = min(k, self._run_end(1))
+            elif self.next < len(self.arr):
+                seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
+                k = min(k, self._run_end(seen))
+        self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
@@ -177,6 +185,11 @@ class EngineLoop:
             self.done[r] += k
         self._retire()
         return True
+
+    def _run_end(self, j: int) -> int:
+        """Decode steps from now to the end of the run (of ``num_scheduler_steps``) in which
+        the j-th one falls: j itself without multi-step scheduling."""
+        return j + (-(self.since + j)) % self.multi
 
     def _preempt(self) -> int:
         v = self.running.pop()
@@ -230,9 +243,11 @@ class EngineLoop:
             dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs)
             self.prefill_steps += 1
             self.prefill_busy_s += dt
+            self.since = 0
         else:
             dt = float(self.model.decode_step_s(len(dec), sum(dec)))
             self.decode_busy_s += dt
+            self.since = (self.since + 1) % self.multi
         engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
         admitted = sum(1 for r, new in sched if c[r] == 0 and not self.done[r])
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))

@@ -1,6 +1,6 @@
 """tpsim serve under an open-loop request rate beside published engine benchmarks used in no fit.
 
-    python bench/serve_rate_published.py [--csv] [--seeds N]
+    python bench/serve_rate_published.py [--csv] [--seeds N] [--peer-python PATH]
 
 Source: SGLang's benchmark/benchmark_vllm_060/README.md (sgl-project/sglang, commit 120affb961,
 SGLang v0.3.0 beside vLLM v0.6.0), copied to tests/data/published_serving (its README gives
@@ -29,6 +29,11 @@ median of the inter-token gaps of all requests pooled (most gaps are one decode 
 vLLM the gap spans its 10 steps, so the median / 10); tpsim, one decode-only step at the
 run's mean sequences per step (:func:`decode_step_s`). Where the TPOT misses by what the step
 misses, the step's GPU time is wrong, not the queueing or the batching around it.
+
+Peers (``--peer-python``, the environment of bench/infer_peers.py): llm-analysis and GenZ price
+a static batch, not an engine, so under a request rate they answer only the decode step, at
+the batch tpsim's run holds on average (they cannot find it themselves), and only for the
+70B model, which their configurations in bench/infer_peers_worker.py cover.
 
 Each row: the measurement, tpsim's number (median over ``--seeds`` seeds of the arrivals
 and lengths, 1 by default), the error (tpsim / measured - 1), and tpsim's p99 / p50 of the
@@ -120,6 +125,27 @@ def decode_step_s(model: str, topology: str, tp: int, running: float) -> float:
     return p.decode.time_per_token_s + float(host_step_s(ServeSettings(), b))
 
 
+def peer_rows(python: str | None, out) -> tuple[dict, str]:
+    """{(label, "decode step ms"): {tool: ms}}: each peer's decode step of the 70B rows at
+    the batch of tpsim's run (module docstring), and why not where they did not run."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from infer_peers import peer_values
+    cases = []
+    for r in published():
+        model, topo, tp, rate, n, multi = case(r)
+        if model == "llama3-70b" and not math.isinf(rate):
+            b = max(1, round(run(model, topo, tp, rate, n, multi, 0).scheduler.mean_running))
+            label = next(lab for e, lab, *_ in out if e == r["engine"] and f" {rate:g} req/s"
+                         in lab and model in lab)
+            cases.append(dict(id=label, model=model, topology=topo, tp=tp, batch=b,
+                              prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN), dtype="bf16",
+                              kv_dtype="bf16"))
+    got, why = peer_values(python, cases) if cases else ({}, "")
+    return {(c["id"], "decode step ms"): {t: v["tpot_s"] * 1e3 for t, v in
+                                           got.get(c["id"], {}).items() if "error" not in v}
+            for c in cases}, why
+
+
 def summary(out) -> list[str]:
     """Median |error| and the count within 15% per engine and metric."""
     lines = []
@@ -137,9 +163,11 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
     ap.add_argument("--seeds", type=int, default=1,
                     help="seeds of the arrivals and lengths; tpsim's value is their median")
+    ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
     args = ap.parse_args(argv)
     t0 = time.process_time()
     out = list(rows(args.seeds))
+    peers, why = peer_rows(args.peer_python, out) if args.peer_python else ({}, "")
     if args.csv:
         print("engine,case,metric,measured,tpsim,error,tpsim_p99_over_p50")
         for e, label, metric, meas, got, tail in out:
@@ -147,11 +175,24 @@ def main(argv=None) -> int:
                   f'{"" if tail is None else f"{tail:.3f}"}')
         return 0
     print(f"{'case':44s} {'metric':13s} {'measured':>9s} {'tpsim':>9s} {'error':>7s} "
-          f"{'p99/p50':>8s}")
+          f"{'p99/p50':>8s} {'llm-analysis':>12s} {'GenZ':>7s}")
     for e, label, metric, meas, got, tail in out:
-        cell = "" if tail is None else f"{tail:8.2f}"
-        print(f"{label:44s} {metric:13s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} {cell}")
+        cell = f"{'':8s}" if tail is None else f"{tail:8.2f}"
+        peer = peers.get((label, metric), {})
+        cells = " ".join(f"{peer[t] / meas - 1:+{w}.1%}" if t in peer else " " * w
+                         for t, w in (("llm-analysis", 12), ("GenZ", 7)))
+        print(f"{label:44s} {metric:13s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} "
+              f"{cell} {cells}".rstrip())
     print("\n".join(summary(out)))
+    for tool in ("llm-analysis", "GenZ"):
+        pairs = [(v[tool], m, g) for (lab, k), v in peers.items() if tool in v
+                 for _, label, metric, m, g, _ in out if label == lab and metric == k]
+        if pairs:
+            print(f"{tool}, decode step ms, the {len(pairs)} 70B rows: median |error| "
+                  f"{statistics.median(abs(v / m - 1) for v, m, _ in pairs):.1%} (tpsim "
+                  f"{statistics.median(abs(g / m - 1) for _, m, g in pairs):.1%})")
+    if why:
+        print(f"peers: {why}")
     print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
     return 0
 

@@ -20,9 +20,14 @@ source), the one shape ``--prompt-dist``/``--gen-dist`` offer with a long tail; 
 of TTFT and TPOT hardly depend on that shape at these loads, the end-to-end latency's does
 (it scales with the median request's output length).
 
-vLLM v0.6.0 ran ``--num-scheduler-steps 10`` (multi-step scheduling: the scheduler runs once
-every 10 decode steps, so a request arriving during a run waits for its end, and the tokens
-reach the client in bursts of 10): its rows run with ``num_scheduler_steps`` 10 (MULTI_STEP).
+Each engine's scheduler as the runs set it (ENGINES): neither mixed prefills into decode
+steps, so both run ``separate_prefill`` (a step that prefills runs no decodes): SGLang v0.3.0's
+ServerArgs had ``enable_mixed_chunk`` False; vLLM v0.6.0 (V0 engine) turned chunked prefill on
+by default only for max_model_len > 32K (vllm/engine/arg_utils.py), and these runs set 4096,
+so its prefill steps ran alone with a token budget of max(max_model_len, 2048) = 4096
+(``max_num_batched_tokens``). vLLM ran ``--num-scheduler-steps 10`` (multi-step scheduling:
+the scheduler runs once every 10 decode steps, so a request arriving during a run waits for
+its end, and the tokens reach the client in bursts of 10): ``num_scheduler_steps`` 10.
 
 ``decode step ms`` separates the engine step's time from the loop around it: measured, the
 median of the inter-token gaps of all requests pooled (most gaps are one decode step; for
@@ -64,7 +69,10 @@ TOPOLOGIES = {"A100 80G": "dgx-a100", "H100 80G": "dgx-h100"}
 # (column, metric label, the tpsim latency read)
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT p50 ms", "tpot_s"),
           ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
-MULTI_STEP = {"vLLM": 10}        # --num-scheduler-steps of the engines that set it
+# each engine's scheduler as the runs set it (module docstring)
+ENGINES = {"SGLang": dict(separate_prefill=True),
+           "vLLM": dict(separate_prefill=True, num_scheduler_steps=10,
+                        max_num_batched_tokens=4096)}
 
 
 def published() -> list[dict]:
@@ -79,25 +87,25 @@ def published() -> list[dict]:
 
 
 @lru_cache(maxsize=None)
-def run(model: str, topology: str, tp: int, rate: float, requests: int, multi: int,
+def run(model: str, topology: str, tp: int, rate: float, requests: int, engine: str,
         seed: int):
-    """tpsim serve of one published case (module docstring)."""
+    """tpsim serve of one published case with ``engine``'s scheduler (module docstring)."""
     return serve(model, topology, tp=tp, rate=rate, requests=requests, seed=seed,
                  prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN), prompt_dist="exponential",
-                 gen_dist="exponential", allreduce="custom", num_scheduler_steps=multi)
+                 gen_dist="exponential", allreduce="custom", **ENGINES[engine])
 
 
 def case(r: dict) -> tuple:
-    """(model, topology, tp, rate, requests, num_scheduler_steps) of a published row."""
+    """(model, topology, tp, rate, requests, engine) of a published row."""
     return (MODELS[r["model"]], TOPOLOGIES[r["hardware"]], int(r["gpus"]), r["request_rate"],
-            int(r["num_prompts"]), MULTI_STEP.get(r["engine"], 1))
+            int(r["num_prompts"]), r["engine"])
 
 
 def rows(seeds: int = 1):
     """(engine, label, metric, measured, tpsim, tpsim p99 / p50 or None) per value."""
     for r in published():
-        model, topo, tp, rate, n, multi = case(r)
-        runs = [run(model, topo, tp, rate, n, multi, s) for s in range(seeds)]
+        model, topo, tp, rate, n, engine = case(r)
+        runs = [run(model, topo, tp, rate, n, engine, s) for s in range(seeds)]
         label = f"{r['engine']} {r['version']} {model} {topo} TP{tp} " + (
             "offline" if math.isinf(rate) else f"{rate:g} req/s")
         if math.isinf(rate):
@@ -111,7 +119,8 @@ def rows(seeds: int = 1):
             yield r["engine"], label, metric, r[col], got, tail
         step = statistics.median(decode_step_s(model, topo, tp, p.scheduler.mean_running)
                                  for p in runs)
-        yield (r["engine"], label, "decode step ms", r["median_itl_ms"] / multi, step * 1e3,
+        burst = ENGINES[engine].get("num_scheduler_steps", 1)
+        yield (r["engine"], label, "decode step ms", r["median_itl_ms"] / burst, step * 1e3,
                None)
 
 
@@ -132,9 +141,9 @@ def peer_rows(python: str | None, out) -> tuple[dict, str]:
     from infer_peers import peer_values
     cases = []
     for r in published():
-        model, topo, tp, rate, n, multi = case(r)
+        model, topo, tp, rate, n, engine = case(r)
         if model == "llama3-70b" and not math.isinf(rate):
-            b = max(1, round(run(model, topo, tp, rate, n, multi, 0).scheduler.mean_running))
+            b = max(1, round(run(model, topo, tp, rate, n, engine, 0).scheduler.mean_running))
             label = next(lab for e, lab, *_ in out if e == r["engine"] and f" {rate:g} req/s"
                          in lab and model in lab)
             cases.append(dict(id=label, model=model, topology=topo, tp=tp, batch=b,

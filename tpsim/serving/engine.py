@@ -199,12 +199,16 @@ class EngineLoop:
         self.preemptions += 1
         return v
 
-    def _schedule(self) -> tuple[list, bool]:
-        """The step's (request, new tokens) and whether it preempted."""
+    def _schedule(self, alone: bool) -> tuple[list, bool]:
+        """The step's (request, new tokens) and whether it preempted; ``alone``: prefills
+        only, the decodes waiting (``separate_prefill``)."""
         budget, out, preempted, i = self.budget, [], False, 0
         c, tk = self.computed, self.tokens
         while i < len(self.running) and budget > 0:
             r = self.running[i]
+            if alone and tk[r] - c[r] == 1 and self.done[r]:     # decodes wait a prefill step
+                i += 1
+                continue
             new = min(tk[r] - c[r], budget)
             need = self.blocks(c[r] + new) - self.blocks(c[r])
             while need > self.free:
@@ -230,8 +234,21 @@ class EngineLoop:
             budget -= new
         return out, preempted
 
+    def _prefill_due(self) -> bool:
+        """A prompt to prefill this step: a running one unfinished, or the first waiting one
+        admissible (room among max_num_seqs and blocks for its first chunk)."""
+        c, tk, done = self.computed, self.tokens, self.done
+        if any(tk[r] - c[r] != 1 or not done[r] for r in self.running):
+            return True
+        if not self.waiting or len(self.running) >= self.max_seqs:
+            return False
+        w = self.waiting[0]
+        return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
+
     def _step(self) -> None:
-        sched, _ = self._schedule()
+        sched, _ = self._schedule(self.st.separate_prefill and self._prefill_due())
+        if not sched and self.st.separate_prefill:      # its prompt preempted: decode instead
+            sched, _ = self._schedule(False)
         if not sched:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)

@@ -13,6 +13,10 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   and the activations of one step at the token budget (:func:`kv_cache_blocks`, from
   :func:`tpsim.serving.memory.serving_memory`'s pieces and ``Device.usable_bytes`` as
   ``tpsim infer`` takes them);
+* **engines of vLLM's V0 kind** (off by default): ``separate_prefill``, a step that prefills
+  runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
+  ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
+  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`);
 * **preemption by recompute**: a running sequence that needs a block when none is free takes
   them from the most recently admitted one, which loses its cache and goes back to the head
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting

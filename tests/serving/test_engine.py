@@ -124,14 +124,39 @@ def test_bad_settings_name_their_flag(kw, flag):
         serve("llama2-70b", requests=2, **kw)
 
 
+def test_multi_step_scheduling_admits_at_the_end_of_a_run():
+    """vLLM V0's --num-scheduler-steps S: a request arriving during a run of S decode steps
+    waits for its end, so the TTFT grows by less than S steps (TPOT p99 bounds a step) and
+    more with S; the decode steps themselves, and so the TPOT, hardly change."""
+    runs = {s: serve("llama2-7b", "dgx-h100", tp=1, rate=20.0, requests=300, prompt=256,
+                     gen=128, seed=2, num_scheduler_steps=s) for s in (1, 4, 10)}
+    base = runs[1].latency
+    for s in (4, 10):
+        wait = runs[s].latency.ttft_s.mean - base.ttft_s.mean
+        assert 0 < wait < s * base.tpot_s.p99
+        assert runs[s].latency.tpot_s.p50 == pytest.approx(base.tpot_s.p50, rel=0.05)
+    assert runs[10].latency.ttft_s.mean > runs[4].latency.ttft_s.mean
+
+
+def test_separate_prefill_steps_stall_the_decodes():
+    """--separate-prefill: a step that prefills runs no decodes, so every arrival pauses the
+    running sequences for a whole prefill step: the TPOT grows, the more the higher the rate;
+    the mixed step prices the same prompts beside the decodes instead."""
+    def tpot(rate, sep):
+        return serve("llama2-7b", "dgx-h100", tp=1, rate=rate, requests=300, prompt=512,
+                     gen=128, seed=3, separate_prefill=sep).latency.tpot_s.mean
+    rise = [tpot(r, True) / tpot(r, False) for r in (5.0, 20.0)]
+    assert 1 < rise[0] < rise[1]
+
+
 @settings(max_examples=25, deadline=None)
 @given(requests=st.integers(1, 60), prompt=st.integers(1, 3000), gen=st.integers(2, 300),
        gen_dist=st.sampled_from(["fixed", "exponential"]),
        seqs=st.integers(1, 64), budget=st.integers(16, 4096), block=st.sampled_from([1, 16, 32]),
        headroom=st.sampled_from([0.0, 0.75, 0.8]), rate=st.sampled_from([math.inf, 3.0, 50.0]),
-       seed=st.integers(0, 10))
+       seed=st.integers(0, 10), multi=st.sampled_from([1, 10]), separate=st.booleans())
 def test_conservation_under_any_knobs(requests, prompt, gen, gen_dist, seqs, budget, block,
-                                      headroom, rate, seed):
+                                      headroom, rate, seed, multi, separate):
     """Whatever the knobs and however short the cache (0.8 headroom leaves Llama 2 7B a few
     thousand tokens), every request gets exactly its tokens, after it arrives, first token
     before last, and no step holds more than max_num_seqs."""
@@ -139,7 +164,7 @@ def test_conservation_under_any_knobs(requests, prompt, gen, gen_dist, seqs, bud
         p = serve("llama2-7b", "dgx-h100", tp=1, requests=requests, prompt=prompt, gen=gen,
                   max_num_seqs=seqs, max_num_batched_tokens=budget, block_size=block,
                   memory_headroom=headroom, rate=rate, seed=seed, prompt_dist="exponential",
-                  gen_dist=gen_dist)
+                  gen_dist=gen_dist, num_scheduler_steps=multi, separate_prefill=separate)
     except ConfigError as e:          # a request longer than the whole cache: refused
         assert "--prompt" in str(e)
         return

@@ -13,6 +13,10 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   and the activations of one step at the token budget (:func:`kv_cache_blocks`, from
   :func:`tpsim.serving.memory.serving_memory`'s pieces and ``Device.usable_bytes`` as
   ``tpsim infer`` takes them);
+* **engines of vLLM's V0 kind** (off by default): ``separate_prefill``, a step that prefills
+  runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
+  ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
+  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`);
 * **preemption by recompute**: a running sequence that needs a block when none is free takes
   them from the most recently admitted one, which loses its cache and goes back to the head
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
@@ -110,6 +114,7 @@ class EngineLoop:
         self.waiting, self.running = deque(), []
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
         self.steps = self.prefill_steps = self.preemptions = 0
+        self.multi, self.since = st.num_scheduler_steps, 0   # decode steps into the run
         self.seq_steps = 0
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
         self.host_wait_s = 0.0                           # the GPU waiting for the host
@@ -125,10 +130,12 @@ class EngineLoop:
                 self.waiting.append(self.next)
                 self.next += 1
             if not self.running and not self.waiting:
-                self.t = float(self.arr[self.next]) + self.lat
+                self.t, self.since = float(self.arr[self.next]) + self.lat, 0
                 continue
-            if not (self.waiting and len(self.running) < self.max_seqs) and self._decoding() \
-                    and self._advance():
+            room = self.waiting and len(self.running) < self.max_seqs
+            if not self.running:
+                self.since = 0                          # an idle engine schedules at once
+            if (not room or self.since) and self._decoding() and self._advance():
                 continue
             self._step()
 
@@ -162,8 +169,13 @@ class EngineLoop:
         engine = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
         wall = paced_wall_s(engine, frontend_s(self.st, 0, b))
         ends = self.t + np.cumsum(wall)
-        if self.next < len(self.arr) and len(self.running) < self.max_seqs:
-            k = min(k, int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1)
+        if len(self.running) < self.max_seqs:       # up to the run's end after an arrival
+            if self.waiting:
+                k = min(k, self._run_end(1))
+            elif self.next < len(self.arr):
+                seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
+                k = min(k, self._run_end(seen))
+        self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
@@ -178,6 +190,11 @@ class EngineLoop:
         self._retire()
         return True
 
+    def _run_end(self, j: int) -> int:
+        """Decode steps from now to the end of the run (of ``num_scheduler_steps``) in which
+        the j-th one falls: j itself without multi-step scheduling."""
+        return j + (-(self.since + j)) % self.multi
+
     def _preempt(self) -> int:
         v = self.running.pop()
         self.free += self.blocks(self.computed[v])
@@ -186,12 +203,16 @@ class EngineLoop:
         self.preemptions += 1
         return v
 
-    def _schedule(self) -> tuple[list, bool]:
-        """The step's (request, new tokens) and whether it preempted."""
+    def _schedule(self, alone: bool) -> tuple[list, bool]:
+        """The step's (request, new tokens) and whether it preempted; ``alone``: prefills
+        only, the decodes waiting (``separate_prefill``)."""
         budget, out, preempted, i = self.budget, [], False, 0
         c, tk = self.computed, self.tokens
         while i < len(self.running) and budget > 0:
             r = self.running[i]
+            if alone and tk[r] - c[r] == 1 and self.done[r]:     # decodes wait a prefill step
+                i += 1
+                continue
             new = min(tk[r] - c[r], budget)
             need = self.blocks(c[r] + new) - self.blocks(c[r])
             while need > self.free:
@@ -217,8 +238,21 @@ class EngineLoop:
             budget -= new
         return out, preempted
 
+    def _prefill_due(self) -> bool:
+        """A prompt to prefill this step: a running one unfinished, or the first waiting one
+        admissible (room among max_num_seqs and blocks for its first chunk)."""
+        c, tk, done = self.computed, self.tokens, self.done
+        if any(tk[r] - c[r] != 1 or not done[r] for r in self.running):
+            return True
+        if not self.waiting or len(self.running) >= self.max_seqs:
+            return False
+        w = self.waiting[0]
+        return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
+
     def _step(self) -> None:
-        sched, _ = self._schedule()
+        sched, _ = self._schedule(self.st.separate_prefill and self._prefill_due())
+        if not sched and self.st.separate_prefill:      # its prompt preempted: decode instead
+            sched, _ = self._schedule(False)
         if not sched:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
@@ -230,9 +264,11 @@ class EngineLoop:
             dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs)
             self.prefill_steps += 1
             self.prefill_busy_s += dt
+            self.since = 0
         else:
             dt = float(self.model.decode_step_s(len(dec), sum(dec)))
             self.decode_busy_s += dt
+            self.since = (self.since + 1) % self.multi
         engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
         admitted = sum(1 for r, new in sched if c[r] == 0 and not self.done[r])
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))

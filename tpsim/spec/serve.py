@@ -61,6 +61,15 @@ class ServeSettings:
         "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="count")
     block_size: int = setting(16, "tokens per KV-cache block (vLLM's block_size)",
                               flag="--block-size", kind="count")
+    num_scheduler_steps: int = setting(
+        1, "decode steps run per scheduling (vLLM V0's multi-step scheduling, "
+        "--num-scheduler-steps): a waiting request is admitted only at the end of the run of "
+        "this many decode steps in progress", flag="--num-scheduler-steps", kind="count")
+    separate_prefill: bool = setting(
+        False, "a step that prefills runs no decodes: the running sequences wait while "
+        "waiting requests prefill (vLLM V0 without chunked prefill, SGLang without "
+        "--enable-mixed-chunk); off: prefill chunks join the decodes' step (vLLM V1)",
+        flag="--separate-prefill", kind="flag")
     host_step_us: float = setting(
         490.0, "the engine's host (CPU) time per step, us, whatever its sequences (fitted: "
         "bench/serve_published.py --fit-host: 489.7, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "

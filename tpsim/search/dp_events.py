@@ -34,7 +34,7 @@ def events(st, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
     stage's gradients without pipelining) a few are kept: any subset bounds the stream's end
     from below, and its ends (an early bucket heading a queue, the last one exposed) are the
     ones that bind."""
-    out, after, done = [], 0.0, np.zeros(4)     # done: the chunks whose last backward follows
+    out, after, done = [], 0.0, (0, 0, 0, 0.0)   # done: the chunks whose last backward follows
     for c in range(v):                      # the stream read backwards: chunk 0's last bucket
         g = c * pp + r
         bs, nb = st.buckets[g], len(st.buckets[g])
@@ -43,11 +43,12 @@ def events(st, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
         for j in range(nb - 1, -1, -1):
             after += reduce(bs[j][3], bs[j][4])
             if j in keep:
-                later = np.array([[b[0], b[1], b[2], s] for b, s in zip(bs[j + 1:],
-                                                                           scale[g][j + 1:])])
-                mine = later.sum(axis=0) if len(later) else np.zeros(4)
-                out.append((i * v + c, *mine[:3], after - mine[3], after, *(mine + done)))
-        done = done + np.array([pp * sum(b[k] for b in bs) for k in range(3)] + [sum(scale[g])])
+                later, sc = bs[j + 1:], sum(scale[g][j + 1:])
+                a, e, o = (sum(b[k] for b in later) for k in range(3))
+                out.append((i * v + c, a, e, o, after - sc, after, a + done[0], e + done[1],
+                            o + done[2], sc + done[3]))
+        done = (*(done[k] + pp * sum(b[k] for b in bs) for k in range(3)),
+                done[3] + sum(scale[g]))
     return out
 
 

@@ -4,6 +4,7 @@ stream's ends): the same start and end of every op on every stream, bit for bit;
 never shrinks when an op takes longer; the stage programs as integers are the schedule's."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -202,3 +203,47 @@ def test_idle_for_all_stages_is_the_sweep(pp, data):
             return [(a, b) for s, a, b in rows if s == r]
         want, want_bubble = idle_split(t0, t1, mine(busy), [mine(s) for s in sets])
         assert [g[r] for g in got] == want and bubble[r] == want_bubble
+
+
+@pytest.mark.parametrize("reduction, b1_end, s1_end", [
+    (1.0, 1 + 2 + 0.5 + 3 + 0.2 * 1.0, 1 + 2 + 0.5 + 3 + 0.2 * 1.0 + 0.25),
+    (10.0, 3.5 + 3 / 0.8, 3.5 + 3 / 0.8 + 0.25 / 0.8),
+])
+def test_a_bucket_reduction_slows_the_backward_beside_it(reduction, b1_end, s1_end):
+    """One stage, one micro-batch: the forward (1 s), then the last backward cut into bucket 0
+    (2 s), its pre-scale (0.5 s), bucket 1 (3 s), its pre-scale (0.25 s). Bucket 0's reduction
+    R runs from 3.5 s beside bucket 1, which runs at 1 - I = 0.8 while it does: a short R
+    (1 s) costs it I R, bucket 1 ends at 3.5 + 3 + 0.2 R; a long one (10 s) outlasts it,
+    3.5 + 3 / 0.8, and slows the pre-scale after it too (0.25 / 0.8)."""
+    g = TimedGraph()
+    pieces = [("bucket0", 2.0), ("bucket0.scale", 0.5), ("bucket1", 3.0), ("bucket1.scale", 0.25)]
+    ops = time_pipeline(g, Shape(1, 1, 1), lambda r, c, k: 1.0 if k == "F" else 5.75,
+                        lambda a, b: 0.0, lambda r, c: pieces,
+                        reduce=lambda r, c: [reduction, 1.0], interference=0.2)
+    b1, s1 = ops[0].last_backward[0][2:]
+    assert g.end[b1] == pytest.approx(b1_end, rel=1e-12)
+    assert g.end[s1] == pytest.approx(s1_end, rel=1e-12)
+    assert g.lost_s("stage0") == pytest.approx(b1_end - 6.5 + (s1_end - b1_end - 0.25), rel=1e-12)
+
+
+def _with_interference(topo, i: float):
+    return dataclasses.replace(topo, device=dataclasses.replace(topo.device,
+                                                                comm_compute_interference=i))
+
+
+@settings(max_examples=12, deadline=None)
+@given(pp=st.sampled_from([1, 2]), dp=st.sampled_from([2, 4]), v=st.sampled_from([1, 2]),
+       do=st.booleans(), opg=st.booleans(), i=st.floats(0.05, 0.9))
+def test_interference_only_ever_slows_the_step(pp, dp, v, do, opg, i):
+    """Without interference no compute op loses time beside a DP collective (the step as a pure
+    max-plus graph of its ops' own lengths); with more of it the step is never faster."""
+    kw = dict(tp=2, pp=pp, dp=dp, virtual_stages=v if pp > 1 else 1, global_batch=4 * dp * pp,
+              distributed_optimizer=do, overlap_param_gather=do and opg)
+    times = []
+    for x in (0.0, i / 2, i):
+        pred = predict(gpt(layers=8), _with_interference(A100, x), **kw)
+        lost = time_step(pred.step_run._setup, pred.step_run._topo).lost
+        assert x > 0 or not lost
+        times.append(pred.step.time_s)
+    assert times[0] <= times[1] <= times[2]
+    assert times[2] > times[0] or not lost

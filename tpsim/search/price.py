@@ -5,7 +5,11 @@ For layouts i of one shape, with E_i the bounds of the last backwards' ends
 (:func:`tpsim.training.step_bound.bound_ends`) and b_i = (layer, embedding, output layer) backward:
 
     ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
-    T_i      = max_r (max(E_i[r, chunk 0], ready_ir) + grad-norm_r) + norm + max_r finish_r
+    free_ir  = max(E_i[r, chunk 0], max_e (E_i[col_e] + I min(D_e, w_e / (1 - I))))
+    T_i      = max_r (max(free_ir, ready_ir) + grad-norm_r) + norm + max_r finish_r
+
+(free_ir: the stage's compute slowed beside its reductions, D_e from bucket e on, w_e the
+compute after it: :mod:`tpsim.search.dp_events`)
 
 (with the overlapped weight all-gather, every E_i is a path from stage 0's first forward, which
 starts at R_i = max_k (G_k - head_k . f_i), :func:`tpsim.training.terms.gather_release` over
@@ -26,6 +30,7 @@ import numpy as np
 from ..sim.memory import userbuffers_bytes
 from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
+from .dp_events import stage_end
 from .sharded import sharded_parts
 from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
@@ -51,17 +56,21 @@ def _step_bounds(tails: list, idx: np.ndarray, ends: np.ndarray, back: np.ndarra
     """T_i of the module docstring for layouts whose tail is ``tails[idx[i]]``."""
     cols = np.stack([t.cols for t in tails])[idx]                # (n, stages, events)
     coef = np.stack([t.coef for t in tails])[idx]                # (n, stages, events, 3)
-    const = np.stack([t.const for t in tails])[idx]
+    const, dp, work, work_s = (np.stack([getattr(t, k) for t in tails])[idx]
+                               for k in ("const", "dp", "work", "work_s"))
     n, stages = cols.shape[:2]
     at = np.take_along_axis(ends, cols.reshape(n, -1), axis=1).reshape(cols.shape)
-    ready = (at - np.einsum("nsek,nk->nse", coef, back) + const).max(axis=2)
+    later = np.einsum("nsek,nk->nse", coef, back)
+    ready = (at - later + const).max(axis=2)
     ready += last_p2p + np.stack([t.sync for t in tails])[idx]
     emb = np.array([t.embedding_s for t in tails])[idx]
     joined = np.maximum(ready[:, 0], ready[:, -1]) + emb
     tied = emb > 0
     ready[tied, 0] = ready[tied, -1] = joined[tied]
     v = ends.shape[1] // stages
-    free = ends[:, ::v]
+    work = np.einsum("nsek,nk->nse", work, back) + work_s
+    free = np.maximum(ends[:, ::v], stage_end(at, work, const, dp, np.array(
+        [t.loss for t in tails])[idx]).max(axis=2))
     norm = (np.maximum(free, ready) + np.stack([t.grad_norm for t in tails])[idx]).max(axis=1)
     norm += np.array([t.norm_s for t in tails])[idx]
     return norm + np.stack([t.finish for t in tails])[idx].max(axis=1)

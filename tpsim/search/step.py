@@ -12,7 +12,9 @@ the same terms (:mod:`tpsim.training.terms`: every duration below is one of its 
          (--overlap-param-gather: no all-gather there; every L below starts with stage 0's
          first forward, which waits for the release R of its buckets' all-gathers
          (:func:`tpsim.training.terms.gather_release`), so L + R bounds each end)
-    N  = max_r (max(L_r, ready_r) + grad-norm_r) + norm all-reduce
+    N  = max_r (max(L_r, ready_r, S_r) + grad-norm_r) + norm all-reduce
+    S_r: the stage's compute slowed beside its reductions from each bucket on
+         (:mod:`tpsim.search.dp_events`)
     ready_r: the stage's DP reductions on its in-order DP stream, each bucket (chunk) starting
              once its pre-scale kernel has run: t <- max(t, end of bucket j) + reduce_j, the
              bucket ends read back from L_{r,c} (the last backward's pieces run back to back);
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..base.memo import Memo, memoised, value_hash
+from . import dp_events
 from ..training import terms
 from ..training.grad_buckets import prescale_s, reduce_ranks, split_buckets
 from ..sim.memory import stage_memory
@@ -196,13 +199,17 @@ class Tail:
     events: the column of the bounded end they follow (``cols``), the layers, embedding and
     output layer of the later pieces of that backward (``coef``), and ``const``: the
     reductions from this bucket on minus the later pre-scale kernels (dp = 1: one event, the
-    stage's end, to which its last p2p transfer is added). ``scale``: per virtual stage, the
+    stage's end, to which its last p2p transfer is added); ``dp``, ``work``, ``work_s`` and
+    ``loss``: S_r's terms (:mod:`tpsim.search.dp_events`). ``scale``: per virtual stage, the
     pre-scale kernels after its last backward; ``memory``: weights, gradients and optimizer
     state of each stage, bytes; ``step_copy``: its optimizer step's fp32 gradient copy, held
     instead of activations (:mod:`tpsim.sim.memory`)."""
     cols: np.ndarray          # (stages, events)
     coef: np.ndarray          # (stages, events, 3)
     const: np.ndarray         # (stages, events)
+    dp: np.ndarray            # (stages, events): the reductions from this bucket on
+    work: np.ndarray          # (stages, events, 3): the compute the stage still runs then
+    work_s: np.ndarray        # (stages, events): of it, pre-scale kernels (tpsim.search.dp_events)
     sync: np.ndarray
     grad_norm: np.ndarray
     finish: np.ndarray
@@ -216,40 +223,7 @@ class Tail:
     gather_ends: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     step_copy: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-
-BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
-
-
-def _events(st: Stages, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
-    """Stage r's DP stream (chunks as their last backwards run: v - 1 first), each bucket's
-    reduction starting once its pre-scale kernel has run (see :class:`Tail`). Of a chunk's
-    many buckets (a whole stage's gradients without pipelining) a few are kept: any subset
-    bounds the stream's end from below, and its ends (an early bucket heading a queue, the
-    last one exposed) are the ones that bind."""
-    out, after = [], 0.0
-    for c in range(v):                      # the stream read backwards: chunk 0's last bucket
-        g = c * pp + r
-        bs, nb = st.buckets[g], len(st.buckets[g])
-        keep = range(nb) if nb <= BUCKET_EVENTS else \
-            {round(q * (nb - 1) / (BUCKET_EVENTS - 1)) for q in range(BUCKET_EVENTS)}
-        for j in range(nb - 1, -1, -1):
-            after += reduce(bs[j][3], bs[j][4])
-            if j in keep:
-                later = bs[j + 1:]
-                out.append((i * v + c, sum(b[0] for b in later), sum(b[1] for b in later),
-                            sum(b[2] for b in later), after - sum(scale[g][j + 1:])))
-    return out
-
-
-def _event_arrays(events: list[list], width: int) -> tuple:
-    """(cols, coef, const) of each stage's events, padded (const -inf) to ``width``."""
-    cols, coef = np.zeros((len(events), width), dtype=int), np.zeros((len(events), width, 3))
-    const = np.full((len(events), width), -np.inf)
-    for i, ev in enumerate(events):
-        for j, (col, a, e, o, k) in enumerate(ev):
-            cols[i, j], coef[i, j], const[i, j] = col, (a, e, o), k
-    return cols, coef, const
+    loss: float = 0.0         # the device's comm_compute_interference (tpsim.search.dp_events)
 
 
 @memoised(4096)
@@ -311,8 +285,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                     lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
                     expert, group, egroup)
             return t
-        events.append(_events(st, scale, reduce, pp, v, i, r) if over else
-                      [(i * v, 0, 0, 0, 0.0)])
+        events.append(dp_events.events(st, scale, reduce, pp, v, i, r) if over else
+                      [(i * v, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
         t = terms.optimizer_s(local, shards, dtype, dev)
@@ -324,15 +298,15 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         unit = _largest_unit(model, tp, pp, v, layers, r, experts) if sh.per_unit else 0
         state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
         mem = stage_memory(local, dtype, 0.0, 0.0, shards, state=state, plain=plain[r])
-        memory.append(mem.state_bytes)
-        copies.append(mem.step_copy_bytes)
+        memory, copies = memory + [mem.state_bytes], copies + [mem.step_copy_bytes]
     emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price, experts)
-    return Tail(*_event_arrays(events, v + BUCKET_EVENTS - 1), np.zeros(len(events)),
-                np.array(gn), np.array(finish), emb or 0.0, norm, np.array([sum(s) for s in scale]),
-                np.array(memory), not over,
+    return Tail(*dp_events.event_arrays(events, v + dp_events.BUCKET_EVENTS - 1),
+                np.zeros(len(events)), np.array(gn), np.array(finish), emb or 0.0, norm,
+                np.array([sum(s) for s in scale]), np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price, experts)
-                  if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies))
+                  if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
+                loss=dev.comm_compute_interference)
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,

@@ -16,7 +16,11 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    on the DP group (:mod:`tpsim.training.data_parallel`); with ``overlap_grad_reduce`` each bucket starts
    as its gradients become final, beside the rest of the backward; without it, after the stage's
    whole backward. The DP group is strided (every TP rank of a node reduces at once: they share
-   its NICs, :meth:`tpsim.cluster.topology.Topology.place`).
+   its NICs, :meth:`tpsim.cluster.topology.Topology.place`). A compute op beside one of its
+   stage's DP collectives (a reduction, the overlapped weight all-gather) runs at 1 - I of its
+   speed while it runs (the device's ``comm_compute_interference``, as the layer's collectives
+   slow the compute beside them: :mod:`tpsim.training.step_timing`); a p2p transfer has no
+   compute beside it (the op after a batch waits for its transfers).
 4. Step end: with sequence parallelism, the TP all-reduce of the norm (and row-parallel bias)
    gradients; with tied embeddings and pp > 1, the all-reduce of the embedding gradient between
    the first and last stage; the gradient norm (a kernel, then one all-reduce across the
@@ -213,14 +217,12 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
     if reduce_ranks(par, setup.experts) == 1 or setup.sharding.per_unit:  # ZeRO-2/3: in chunks
         return list(stage_ops.end)
-    group, op, price = terms.dp_group(par, stage), dpm.reduce_op(do), terms.collective_price(topo)
+    op, seconds = dpm.reduce_op(do), _reduce_s(setup, topo, stage)
     stream, block = f"stage{stage}.dp", f"stage{stage}"
-    egroup = terms.expert_dp_group(setup.experts, stage) if setup.experts else None
 
     def reduce(name, params, expert, after):
-        t = terms.dp_and_expert_s(lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price),
-                                  params, expert, group, egroup)
-        return g.add(f"s{stage}.{name}.{op}", stream, t, after, "step", block, "dp")
+        return g.add(f"s{stage}.{name}.{op}", stream, seconds(params, expert), after, "step",
+                     block, "dp")
     if not setup.overlap_grad_reduce:
         params = setup.stage_params[stage]
         scale = g.add(f"s{stage}.grad-scale", f"stage{stage}",
@@ -236,19 +238,37 @@ def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
     return out
 
 
+def _reduce_s(setup: StepSetup, topo: Topology, stage: int):
+    """``seconds(params, expert)``: a gradient bucket's reduction on stage ``stage``'s dp x cp
+    group, its routed experts' on expert DP (:func:`tpsim.training.terms.dp_and_expert_s`)."""
+    par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
+    group, price = terms.dp_group(par, stage), terms.collective_price(topo)
+    egroup = terms.expert_dp_group(setup.experts, stage) if setup.experts else None
+    return lambda params, expert: terms.dp_and_expert_s(
+        lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params, expert, group,
+        egroup)
+
+
 def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     """The step's graph, op by op with names (the trace's and the plots' detail): the
     pipeline, the DP reductions and the step end (module docstring). With the overlapped
     weight all-gather, each first forward's wait for its buckets (:func:`tpsim.training.step_gather.gathers`) is an op
     of the length the one-pass timing gives it (a wait until a time, which a graph of
-    durations does not state; the same times)."""
+    durations does not state; the same times), and each compute op beside a DP collective
+    runs the length the timing slowed it to (:mod:`tpsim.training.step_timing`)."""
     from .step_graph import StepGraph     # the trace's and the plots': not a prediction's
     g = StepGraph()
     p = setup.parallelism.pp
     sched = pipeline_schedule(p, setup.m, setup.v)
-    waits = time_step(setup, topo).waits if gathering(setup) else None
-    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: add_pipeline(
-        g, sched, chunk_s, transfer_s, split, waits))
+    timed = time_step(setup, topo)
+    _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: add_pipeline(
+        g, sched, chunk_s, transfer_s, split, timed.waits if gathering(setup) else None))
+    for r in range(p):
+        ops = [i for i, s in enumerate(g.streams) if s == f"stage{r}"]
+        for k, i in enumerate(timed.on.get(f"stage{r}", ())):
+            if i in timed.slowed:
+                g.seconds[ops[k]] = timed.slowed[i]
+    return g
 
 
 def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
@@ -257,7 +277,9 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
     g = TimedGraph()
     sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
     return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: time_pipeline(
-        g, sh, chunk_s, transfer_s, split, release))
+        g, sh, chunk_s, transfer_s, split, release, split and (lambda r, c: [
+            _reduce_s(setup, topo, r)(n, e) for _, n, e in _buckets(setup, r, c)]),
+        topo.device.comm_compute_interference))
 
 
 def _finish(g, setup: StepSetup, topo: Topology, pipeline):

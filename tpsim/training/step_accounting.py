@@ -5,7 +5,8 @@ Every GPU of stage r spends the step's time T as
     T = compute + tp_comm_exposed + host_wait          (its chunks: the layers' own split, x m)
         + dp_comm_exposed + optimizer                  (gradient pre-scale, exposed DP collectives,
                                                         the waits for the overlapped weight
-                                                        all-gather; optimizer kernels, exposed
+                                                        all-gather, the time the compute loses
+                                                        beside DP collectives; optimizer kernels, exposed
                                                         gradient-norm all-reduce)
         + pp_comm_exposed + bubble                     (its compute stream idle: while one of its
                                                         p2p transfers or the tied-embedding
@@ -85,6 +86,8 @@ def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTi
     per-GPU means over the stages (every stage has as many GPUs)."""
     par = setup.parallelism
     splits, T = stage_splits(g, par.pp)
+    for r, split in enumerate(splits):         # compute slowed beside its DP collectives
+        split["busy"]["dp"] += g.lost_s(f"stage{r}")
     stages = tuple(stage_times(setup, r, splits[r]) for r in range(par.pp))
 
     def mean(field):

@@ -14,7 +14,17 @@ program (:mod:`tpsim.training.step_programs`: Megatron-core's 1F1B or interleave
 :mod:`tpsim.training.pipeline` builds it with objects) until a p2p batch waits for a transfer
 whose other side (or whose predecessor on its directed link) is not there yet, and comes back
 to it when it is. A transfer starts when both sides have posted it (each side's previous op has
-ended) and its link is free; the op after a batch waits for all of the batch's transfers.
+ended) and its link is free; the op after a batch waits for all of the batch's transfers, so
+no compute of either side runs beside a transfer.
+
+A compute op (a chunk, a piece of a last backward, a pre-scale kernel) that runs beside one of
+its stage's DP collectives (the gradient buckets' reductions, which the walk times as each
+bucket's pre-scale kernel ends: t = max(that end, the DP stream's previous end) + reduction;
+the overlapped weight all-gathers already on the DP stream) runs at 1 - I of its speed while
+the collective runs (I the device's ``comm_compute_interference``; the same
+:func:`tpsim.sim.schedule.slowed_end` as the layer's and ZeRO-2/3's collectives): its end is
+slowed_end(start, seconds, the stage's DP intervals, I), its slowed length kept in ``slowed``
+(the op-by-op graph runs the same lengths) and the time it lost in ``lost``.
 
 :class:`TimedGraph` keeps only what the accounting reads: start, end and kind of each op, and
 the ops of each stream; the step's end (:mod:`tpsim.training.step`) adds its few ops to it
@@ -22,6 +32,7 @@ with the same ``add`` a :class:`~tpsim.training.step_graph.StepGraph` has, each 
 """
 from __future__ import annotations
 
+from ..sim.schedule import slowed_end
 from .pipeline import StageOps
 from .step_programs import Shape
 
@@ -43,6 +54,8 @@ class TimedGraph:
         self.waits: dict[tuple[int, int], float] = {}    # (stage, chunk): its first forward's
                                                          # wait for the weight all-gather
         self.wait_ops: list[int] = []                    # those waits' ops
+        self.slowed: dict[int, float] = {}               # op: its length beside DP collectives
+        self.lost: dict[int, float] = {}                 # op: the time those cost it
 
     def add(self, name: str, stream: str, seconds: float, deps=(), phase: str = "",
             block: str = "", kind: str = "compute") -> int:
@@ -66,20 +79,29 @@ class TimedGraph:
     def set_kind(self, op: int, kind: str) -> None:
         self.kind[op] = _CODE[kind]
 
+    def lost_s(self, stream: str) -> float:
+        """The time the compute ops on ``stream`` lost beside DP collectives (their kind
+        compute: a pre-scale kernel's, "dp", counts whole as DP time)."""
+        lost, kind = self.lost, self.kind
+        return sum(lost[i] for i in self.on.get(stream, ()) if i in lost and kind[i] == _COMPUTE)
+
     @property
     def makespan_s(self) -> float:
         return max(self.end, default=0.0)
 
 
 def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None,
-                  release=None) -> list[StageOps]:
+                  release=None, reduce=None, interference: float = 0.0) -> list[StageOps]:
     """Time ``sh``'s programs into ``g`` as :func:`tpsim.training.pipeline.add_pipeline` puts
     them into a step graph (same arguments, same streams ``stage{r}`` and ``p2p {a}>{b}``,
     same kinds), walking the stages (module docstring); per stage its
     :class:`~tpsim.training.pipeline.StageOps`. ``release``: None, or per stage
     {forward code: time} before which that code's first run may not start (the overlapped
-    weight all-gather): the stage waits for it in a "dp" op, kept in ``g.waits``."""
-    w = _Walk(g, sh, chunk_s, transfer_s, split, release)
+    weight all-gather): the stage waits for it in a "dp" op, kept in ``g.waits``. ``reduce``:
+    None, or ``reduce(stage, chunk)`` the seconds of the reduction after each pre-scale piece
+    (odd position) of ``split``'s; ``interference``: the compute's slowdown beside the stage's
+    DP collectives (module docstring)."""
+    w = _Walk(g, sh, chunk_s, transfer_s, split, release, reduce, interference)
     w.run()
     return [StageOps(_last(sh.progs[r], w.sops[r], w.op), w.pieces[r]) for r in range(sh.p)]
 
@@ -91,8 +113,9 @@ class _Walk:
     it has posted (``at``) and when its next op may start (``ready``: its stream is free by
     then)."""
 
-    def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split, release=None):
-        self.g, self.sh, self.split = g, sh, split
+    def __init__(self, g: TimedGraph, sh: Shape, chunk_s, transfer_s, split, release=None,
+                 reduce=None, interference: float = 0.0):
+        self.g, self.sh, self.split, self.reduce, self.loss = g, sh, split, reduce, interference
         self.release = [dict(x) for x in release] if release else [None] * sh.p
         n, p, v = len(sh.link), sh.p, sh.v
         self.first, self.both, self.op = [None] * n, [None] * n, [-1] * n
@@ -106,6 +129,9 @@ class _Walk:
         self.pc, self.at, self.ready = [0] * p, [-1] * p, [0.0] * p
         self.pieces: list[dict] = [{} for _ in range(p)]
         self.transfer = self._transfers()
+        self.busy = [[(g.start[i], g.end[i]) for i in g.on.get(f"stage{r}.dp", ())]
+                     for r in range(p)]        # per stage: its DP collectives, in time order
+        self.busy_end = [b[-1][1] if b and interference else 0.0 for b in self.busy]
 
     def _transfers(self):
         """``transfer(k, t)``: message k, both sides ready at t, its link's previous transfer
@@ -137,15 +163,40 @@ class _Walk:
 
     def cut(self, r: int, chunk: int, t0: float) -> None:
         """The last backward of ``chunk`` on stage r, in the pieces ``split`` cuts it into."""
-        start, end, kind, ids = self.g.start, self.g.end, self.g.kind, []
-        for _, seconds in self.split(r, chunk):
-            ids.append(len(end))
-            start.append(t0)
-            end.append(t0 + float(seconds))
-            kind.append(_COMPUTE)
-            t0 = end[-1]
+        ids, reduce = [], self.reduce(r, chunk) if self.reduce else ()
+        for k, (_, seconds) in enumerate(self.split(r, chunk)):
+            ids.append(len(self.g.end))
+            t0 = self.compute(r, t0, float(seconds))
+            if k & 1 and reduce:
+                self.reduced(r, t0, reduce[k >> 1])
         self.sops[r].extend(ids)
         self.pieces[r][chunk] = tuple(ids)
+
+    def compute(self, r: int, t0: float, seconds: float) -> float:
+        """A compute op of stage r from t0, slowed beside its DP collectives (module
+        docstring); returns its end."""
+        g, busy = self.g, self.busy[r]
+        i = len(g.end)
+        if self.busy_end[r] > t0:
+            while busy[0][1] <= t0:
+                busy.pop(0)
+            slow = slowed_end(t0, seconds, busy, self.loss) - t0
+            if slow > seconds:
+                g.slowed[i] = slow
+                g.lost[i] = slow - seconds
+                seconds = slow
+        g.start.append(t0)
+        g.end.append(t0 + seconds)
+        g.kind.append(_COMPUTE)
+        return g.end[i]
+
+    def reduced(self, r: int, t: float, seconds: float) -> None:
+        """A bucket's reduction on stage r's DP stream, its pre-scale ended at t."""
+        busy = self.busy[r]
+        t0 = busy[-1][1] if busy and busy[-1][1] > t else t
+        busy.append((t0, t0 + float(seconds)))
+        if self.loss:
+            self.busy_end[r] = busy[-1][1]
 
     def wait(self, r: int, e: int, t0: float) -> float:
         """Stage r's first run of forward code e, ready at t0, waits for its release (the
@@ -164,13 +215,13 @@ class _Walk:
 
     def run(self) -> None:
         """Round after round, run each unfinished stage until a batch waits for a transfer
-        (module docstring); a compute starts when its stage is ready (its stream free)."""
+        (module docstring); a compute starts when its stage is free (slowed: :meth:`compute`)."""
         sh, pcs, readys, at, first, both, tend, end = self.sh, self.pc, self.ready, self.at, \
             self.first, self.both, self.tend, self.g.end
         progs, sops, durs, tv, after, transfer, release = sh.progs, self.sops, self.dur, \
             2 * sh.v, sh.after, self.transfer, self.release
-        lens, whole = [len(x) for x in sh.progs], self.split is None
-        add_start, add_end, add_kind = self.g.start.append, end.append, self.g.kind.append
+        lens, whole, add_start, add_end, add_kind = [len(x) for x in sh.progs], \
+            self.split is None, self.g.start.append, end.append, self.g.kind.append
         todo = list(range(sh.p))
         while todo:
             moved = False
@@ -184,15 +235,18 @@ class _Walk:
                     if type(e) is int:
                         if rel and e in rel:
                             ready = self.wait(r, e, ready)
-                        if e < tv or whole:
+                        if e >= tv and not whole:
+                            self.cut(r, (e - tv) >> 1, ready)
+                            ready = end[-1]
+                        elif ready < self.busy_end[r]:
+                            add_op(len(end))
+                            ready = self.compute(r, ready, d[e])   # beside a DP collective
+                        else:
                             add_op(len(end))
                             add_start(ready)
                             ready += d[e]
                             add_end(ready)
                             add_kind(_COMPUTE)
-                        else:
-                            self.cut(r, (e - tv) >> 1, ready)
-                            ready = end[-1]
                         i += 1
                         continue
                     if at[r] != i:
@@ -205,22 +259,25 @@ class _Walk:
                             both[k] = t = t if t > ready else ready
                             if after[k] < 0 or tend[after[k]] is not None:
                                 transfer(k, t)
-                    t = 0.0
-                    for k in e:
-                        x = tend[k]
-                        if x is None:
-                            break
-                        if x > t:
-                            t = x
-                    else:
-                        ready = t
-                        i += 1
-                        moved = True
-                        continue
-                    break
+                    t = _batch_end(e, tend)
+                    if t is None:
+                        break
+                    ready, i, moved = t, i + 1, True
                 pcs[r], readys[r] = i, ready
             todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
             _check(todo, moved)
+
+
+def _batch_end(batch, tend: list):
+    """When every transfer of ``batch`` has ended (None: one is not timed yet)."""
+    t = 0.0
+    for k in batch:
+        x = tend[k]
+        if x is None:
+            return None
+        if x > t:
+            t = x
+    return t
 
 
 def _check(todo: list, moved: bool) -> None:

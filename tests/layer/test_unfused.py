@@ -33,14 +33,16 @@ def test_copies_without_grouped_queries(tp):
 
 
 @settings(max_examples=10, deadline=None)
-@given(tp=st.sampled_from([1, 2, 4, 8]), seq=st.sampled_from([512, 1024, 4096]))
-def test_copies_with_grouped_queries(tp, seq):
+@given(tp=st.sampled_from([1, 2, 4, 8]), seq=st.sampled_from([512, 1024, 4096]),
+       mb=st.sampled_from([1, 2]))
+def test_copies_with_grouped_queries(tp, seq, mb):
     """Llama-3 8B (32 query heads, 8 K/V heads): the query copy 2 T q B unless a rank holds one
-    K/V head (tp 8: the reshape is a view); K and V each repeated (read kv, write q) forward
-    and summed back backward; dK scaled after the repeat, on q columns."""
-    e = ops("llama3-8b", tp, seq)
-    T, q, kv = seq, 4096 // tp, 1024 // tp
-    assert e["fwd.attn.query"].bytes == (2 * B * T * q if tp < 8 else 0)
+    K/V head of one sequence (tp 8, micro-batch 1: the reshapes are views); K and V each
+    repeated (read kv, write q) forward and summed back backward; dK scaled after the
+    repeat, on q columns."""
+    e = ops("llama3-8b", tp, seq, micro_batch=mb)
+    T, q, kv = seq * mb, 4096 // tp, 1024 // tp
+    assert e["fwd.attn.query"].bytes == (2 * B * T * q if tp < 8 or mb > 1 else 0)
     assert total(e, "fwd.attn.repeat_kv") == 2 * B * T * (q + kv) == total(e, "bwd.attn.repeat_kv")
     assert e["bwd.attn.scale.dk"].bytes == 2 * B * T * q
     assert e["bwd.attn.cat"].bytes == 2 * B * T * (q + 2 * kv)

@@ -8,8 +8,9 @@ the query and key/value widths, B the activations' bytes per element, g = heads 
 
 forward
 * the fused QKV output (T, kv_heads (g + 2) d) is viewed as (s, b, kv_heads, (g + 2) d) and
-  split into views; ``query.reshape(s, b, heads, d)`` is a view for g = 1 or one kv head, a
-  copy of (T, q) otherwise (the query heads of a group are not one stride apart):
+  split into views; ``query.reshape(s, b, heads, d)`` then ``query.reshape(s, b heads, d)``
+  are views for g = 1, and for one kv head with b = 1; otherwise one of them copies (T, q)
+  (the query heads of a group, or of a token's groups, are not one stride apart):
   ``fwd.attn.query``, 2 T q B bytes.
 * grouped-query attention repeats k and v to every query head (``repeat_interleave``): read
   kv, write q elements a token each (:func:`tpsim.layer.eager.repeat_kv`).
@@ -52,8 +53,8 @@ def _copy(d, cols):
 
 
 def _query_copy(d):
-    """``query.reshape`` copies unless each group holds one query head or there is one group."""
-    grouped = d.heads > d.kv_heads > 1
+    """``query.reshape`` copies with grouped queries unless one kv head and one sequence."""
+    grouped = d.heads > d.kv_heads and (d.kv_heads > 1 or d.b > 1)
     return d.T, d.q, 2 * d.T * d.q * d.bpe if grouped else 0
 
 

@@ -33,7 +33,9 @@ backward
 Each copy is a memory-bound kernel priced by its bytes
 (:func:`tpsim.cost.compute.elementwise_time`; none, at no cost, where it is a view). The query
 copy and the repeats count no host issue (``host_ops`` 0): without grouped queries Megatron
-runs no repeat and the reshape is a view; with them, their host time is left out. Under
+runs no repeat and the reshape is a view; with them, their host time is left out. Nor do the
+alpha scalings: autograd issues them inside the scores' backward node, from C++, with its two
+GEMMs (which count). Under
 ``--eager-kernels`` rope's ``repeat_kv`` stands for the repeat. The softmax's in-place mask fill and its
 backward are part of the softmax op (Megatron's fused scale-mask-softmax).
 """
@@ -94,7 +96,8 @@ def core_bwd(B, grad, dropout: bool) -> str:
     dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
                 forward_of="fwd.attn.scores")
     dq, dk = (B.eltwise(f"bwd.attn.scale.{n}", lambda d: _copy(d, d.q), (x,),
-                        forward_of="fwd.attn.scores") for n, x in (("dq", dq), ("dk", dk)))
+                        forward_of="fwd.attn.scores", host_ops=0)
+              for n, x in (("dq", dq), ("dk", dk)))
     dkv = (dk, dv) if B.eager else eager.repeat_kv(B, "bwd.attn.repeat_kv", (dk, dv),
                                                    "fwd.attn.repeat_kv", 0)
     return B.eltwise("bwd.attn.cat", lambda d: _copy(d, d.q + 2 * d.kv), (dq, dkv),

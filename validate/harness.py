@@ -153,6 +153,7 @@ class Harness:
             self.device = torch.device("cpu")
             self.backend, self.dtype, self.dtype_name = "gloo", torch.float32, "fp32"
             self.cores = M.pin_to_cores(self.local_rank, self.local)
+            self.kept_memory = M.keep_freed_memory()
             torch.set_num_threads(args.threads or max(1, len(self.cores or ())
                                                       or (os.cpu_count() or 1) // self.local))
         self.attention = args.attention if args.attention != "auto" else (
@@ -373,6 +374,7 @@ class Harness:
                 "world_size": self.world, "dtype": self.dtype_name,
                 "threads_per_rank": torch.get_num_threads(), "attention": self.attention,
                 "pinned_cores": getattr(self, "cores", None),
+                "freed_memory_kept": getattr(self, "kept_memory", False),
                 "mode": self.args.mode, "rounds": S.REPEATS[self.args.mode],
                 "aligned_starts": self.aligned, "wall_s": time.perf_counter() - self.t0,
                 "nnodes": self.world // self.local, "local_world_size": self.local,

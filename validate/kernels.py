@@ -63,29 +63,50 @@ def _gemm(m, n, k, batch, layout, r):
 
 
 class Core:
-    """The attention core's tensors as ParallelAttention's unfused path holds them: the g query
-    heads of a kv head stacked along rows, (b*hkv, g*s, d); scores (b*hkv, g*s, s)."""
+    """The attention core's tensors as ParallelAttention's unfused path (Megatron's) holds them:
+    the QKV output (s, b, ng, (g+2) d) split into views, q, k, v reshaped to (s, b*np, d) and
+    transposed into the batched GEMMs, the scores (b*np, s, s), the context (b*np, s, d)."""
 
     def __init__(self, shape, tp, r):
         self.b, self.s, self.d = shape.batch, shape.seq, shape.head_dim
-        self.hkv = shape.kv_heads // tp
+        self.ng = shape.kv_heads // tp
         self.g = shape.heads // shape.kv_heads
-        self.bk, self.gs = self.b * self.hkv, self.g * self.s
+        self.hq = self.ng * self.g
+        self.bh = self.b * self.hq
         self.r = r
         self.alpha = self.d ** -0.5
 
-    def mats(self, *shape):
-        return self.r(self.bk, *shape)
+    def _qkv(self):
+        """q, k, v (s, b*np, d) as the layer's GEMMs read them, and the split's views."""
+        s, b, ng, g, d = self.s, self.b, self.ng, self.g, self.d
+        q, k, v = torch.split(self.r(s, b, ng, (g + 2) * d), [g * d, d, d], dim=3)
+        views = (q, k, v)
+        if g > 1:
+            k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
+        q = q.reshape(s, b, -1, d).reshape(s, self.bh, d)
+        return q, k.reshape(s, self.bh, d), v.reshape(s, self.bh, d), views
+
+    def _grads(self):
+        """dQ, dK, dV as the split's backward concatenates them (s, b, ng, .)."""
+        s, b, ng, g, d, r = self.s, self.b, self.ng, self.g, self.d, self.r
+        dq = r(self.bh, s, d).transpose(0, 1).reshape(s, b, ng, g * d)
+        if g > 1:
+            return dq, r(s, b, ng, d), r(s, b, ng, d)
+        dk = r(self.bh, d, s).transpose(1, 2).transpose(0, 1).reshape(s, b, ng, d)
+        return dq, dk, r(self.bh, s, d).transpose(0, 1).reshape(s, b, ng, d)
 
     def kernels(self) -> dict:
         """The core's kernels as unfused_causal_attention and its autograd run them: the
         softmax op is Megatron's scale-mask-softmax, the in-place mask fill and the softmax
-        (backward: softmax's, then the fill's, which zeroes the masked gradients)."""
+        (backward: softmax's, then the fill's, which zeroes the masked gradients); the layout
+        copies of :mod:`tpsim.layer.unfused`."""
         from tpsim.tp.layers import MASKED_SCORE, causal_mask
-        bk, gs, s, d, r, g = self.bk, self.gs, self.s, self.d, self.mats, self.g
-        q, k, v, do = r(gs, d), r(s, d), r(s, d), r(gs, d)
-        p, ds = r(gs, s).softmax(-1), r(gs, s)
-        mask = causal_mask(s, g, q.device)
+        bh, s, d, r, g, b, ng = self.bh, self.s, self.d, self.r, self.g, self.b, self.ng
+        q, k, v, (qv, kv_, _) = self._qkv()
+        qt, kt, vt = (t.transpose(0, 1) for t in (q, k, v))            # (b*np, s, d)
+        do = r(s, bh, d).transpose(0, 1)          # the context copy's gradient: a view
+        p, ds = r(bh, s, s).softmax(-1), r(bh, s, s)
+        mask = causal_mask(s, q.device)
         aten = torch.ops.aten
 
         def masked_softmax(x):
@@ -95,17 +116,32 @@ class Core:
         def masked_softmax_bwd(dy, y):
             dx = aten._softmax_backward_data(dy, y, -1, y.dtype)
             return dx.masked_fill(mask, 0.0)
+
+        def scale(*shape):
+            return (lambda: (r(*shape),), lambda x: x * self.alpha)
+
+        def repeat_sum():
+            return (lambda: (r(s, b, ng * g, d),), lambda x: x.view(s, b, ng, g, d).sum(3))
         return {
-            "fwd.attn.scores": lambda: torch.baddbmm(torch.empty_like(p), q, k.transpose(1, 2),
+            "fwd.attn.query": lambda: qv.reshape(s, b, -1, d).reshape(s, bh, d),
+            "fwd.attn.repeat_kv.k": lambda: kv_.repeat_interleave(g, dim=2),
+            "fwd.attn.repeat_kv.v": lambda: kv_.repeat_interleave(g, dim=2),
+            "fwd.attn.scores": lambda: torch.baddbmm(torch.empty_like(p), qt, kt.transpose(1, 2),
                                                      beta=0.0, alpha=self.alpha),
-            "fwd.attn.av": lambda: torch.bmm(p, v),
-            "bwd.attn.av.dprobs": lambda: torch.bmm(do, v.transpose(1, 2)),
+            "fwd.attn.av": lambda: torch.bmm(p, vt),
+            "fwd.attn.contiguous": (lambda: (r(bh, s, d),), lambda c: c.view(
+                b, bh // b, s, d).permute(2, 0, 1, 3).contiguous()),
+            "bwd.attn.av.dprobs": lambda: torch.bmm(do, vt.transpose(1, 2)),
             "bwd.attn.av.dv": lambda: torch.bmm(p.transpose(1, 2), do),
-            # autograd's baddbmm backward scales each product by alpha: part of the op
-            "bwd.attn.scores.dq": lambda: torch.bmm(ds, k) * self.alpha,
-            "bwd.attn.scores.dk": lambda: torch.bmm(q.transpose(1, 2), ds) * self.alpha,
-            "fwd.attn.softmax": (lambda: (r(gs, s),), masked_softmax),
-            "bwd.attn.softmax": (lambda: (r(gs, s), r(gs, s).softmax(-1)), masked_softmax_bwd),
+            "bwd.attn.scores.dq": lambda: torch.bmm(ds, kt),
+            "bwd.attn.scores.dk": lambda: torch.bmm(qt.transpose(1, 2), ds),
+            "bwd.attn.scale.dq": scale(bh, s, d),
+            "bwd.attn.scale.dk": scale(bh, d, s),
+            "bwd.attn.repeat_kv.k": repeat_sum(),
+            "bwd.attn.repeat_kv.v": repeat_sum(),
+            "bwd.attn.cat": (self._grads, lambda *t: torch.cat(t, dim=3)),
+            "fwd.attn.softmax": (lambda: (r(bh, s, s),), masked_softmax),
+            "bwd.attn.softmax": (lambda: (r(bh, s, s), r(bh, s, s).softmax(-1)), masked_softmax_bwd),
         }
 
 
@@ -169,6 +205,8 @@ def block_items(shape, block: str, tp: int, dtype_name: str, attention: str, dty
         Core(shape, tp, r).kernels() if attention == "unfused" else _fused(shape, tp, r))
     items = []
     for name, op in graph_ops(shape, block, tp, dtype_name, attention):
+        if isinstance(op, MemoryBound) and not op.nbytes:   # a view: no kernel runs
+            continue
         fn = kernel_for(name, op, table, r)
         items.append(Item(f"kern/{shape.label()}/{name}", fn,
                           {"op_name": name, "kind": op.kind, "shape": op.shape, "op": op,

@@ -27,9 +27,9 @@ MATMUL_OPS = ("mm", "bmm", "baddbmm", "addmm", "_scaled_dot_product_flash_attent
               "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward")
 
 
-# Kernels the layers run that tpsim's graph has no op for: layout copies (the unfused
-# attention's (s, b, h, d) <-> (b*h, s, d) reshapes, their gradients, the concatenation of the
-# q/k/v and gate/up gradients). Their time is reported beside the matmuls.
+# Layout copies: the unfused attention's context copy (and query copy with grouped queries),
+# the concatenation of the q/k/v and gate/up gradients. Their time is reported beside the
+# matmuls; tpsim's graph prices the attention's (tpsim.layer.unfused).
 COPY_OPS = ("clone", "copy_", "cat", "_to_copy", "contiguous")
 
 

@@ -2,6 +2,7 @@
 its instruction set, the software versions for the report (torch)."""
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 from pathlib import Path
@@ -100,3 +101,24 @@ def pin_to_cores(local_rank: int, local: int) -> list[int] | None:
     mine = cores[local_rank * per:(local_rank + 1) * per]
     os.sched_setaffinity(0, mine)
     return mine
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_MAX_BYTES = 32 * 2**20     # the largest mmap threshold glibc takes on 64-bit systems
+KEEP_BYTES = 2**31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory the process frees for its next allocations, as PyTorch's CUDA caching
+    allocator keeps GPU memory: glibc otherwise maps each tensor above its mmap threshold
+    afresh and trims the heap's top, and the OS zero-fills every new page on its first touch
+    (on the validation guest 3.2 us a 4 KiB page, ~6x a warm copy: a backward's fresh
+    score-sized tensors cost 5-15% of an attention layer). tpsim prices kernels on warm
+    memory. False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX_BYTES)
+                    and libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+    except (OSError, AttributeError):
+        return False

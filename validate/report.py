@@ -144,16 +144,22 @@ def render_md(report: dict) -> str:
                      f"{_ms(c['predicted_s'])} | {c['error_pct']:+.1f} | "
                      f"{_ms(c['predicted_overlapped_s'])} |")
     lines += ["", "## Where the time goes (chapter exercise 3; one instrumented pass each)", "",
-              "| layer | phase | shape | matmuls ms | collectives ms | layout copies ms | "
-              "comm share | predicted comm share |", "|---|---|---|---:|---:|---:|---:|---:|"]
+              "| layer | phase | shape | matmuls ms (predicted) | collectives ms (predicted) | "
+              "layout copies ms | comm share | predicted comm share |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
     for c in report["cases"] + report["baseline"]:
         pred = f"{100 * c['predicted_comm_share']:.1f}%" if "predicted_comm_share" in c else "-"
-        lines.append(f"| {c['layer']} | {c['phase']} | {c['shape']} | {_ms(c['matmul_s'])} | "
-                     f"{_ms(c['collective_s'])} | {_ms(c.get('copy_s', 0.0))} | "
+        paren = lambda k: f" ({_ms(c[k])})" if k in c else ""   # noqa: E731
+        lines.append(f"| {c['layer']} | {c['phase']} | {c['shape']} | {_ms(c['matmul_s'])}"
+                     f"{paren('predicted_matmul_s')} | {_ms(c['collective_s'])}"
+                     f"{paren('predicted_collective_s')} | {_ms(c.get('copy_s', 0.0))} | "
                      f"{100 * c['comm_share']:.1f}% | {pred} |")
-    lines += ["", "Layout copies: kernels the layers run that tpsim's graph has no op for "
-              "(reshapes around the unfused attention core, gradient concatenations); they "
-              "count in measured, not in predicted.", ""]
+    lines += ["", "Layout copies: the copy kernels the layers run (clone, cat, contiguous: the "
+              "unfused attention's context copy and its query copy, the concatenation of the "
+              "q/k/v and gate/up gradients); tpsim's graph prices the attention's "
+              "(tpsim.layer.unfused). Comm share: collectives over the instrumented pass's own "
+              "total, whose compute ran at the load of that moment, not at the rounds' median: "
+              "compare the collectives with their prediction in ms.", ""]
     lines += ["", "## Naive baseline (fc1 column-parallel, all-gather, fc2 unsplit)", "",
               "| shape | phase | naive ms | Megatron MLP ms | naive / Megatron |",
               "|---|---|---:|---:|---:|"]

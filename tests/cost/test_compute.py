@@ -89,8 +89,11 @@ def test_grouped_gemm_more_groups_never_faster(m, groups, streams):
 
 
 def test_elementwise_time():
-    """1 MB at 1000 GB/s * 0.5: 2 us, plus 2 us launch."""
+    """1 MB at 1000 GB/s * 0.5: 2 us, plus 2 us launch; nothing moved (a view): no kernel."""
     assert elementwise_time(1e6, device()) == pytest.approx(4e-6)
+    assert elementwise_time(0.0, device()) == 0.0
+    assert elementwise_time(0.0, device(elementwise_ns_per_element={"gelu": 3.0}), "gelu",
+                            1e6) == 0.0
 
 
 def test_elementwise_time_takes_the_slower_of_memory_and_arithmetic():

@@ -113,15 +113,18 @@ def _graph_nodes(t) -> set[str]:
 
 
 def test_unfused_core_is_megatrons_and_matches_flash_attention():
-    """Grouped-query (4 query heads on 2 kv heads): the unfused core equals torch's causal SDPA
-    in the output and every input gradient, and runs Megatron's unfused kernels (baddbmm, the
-    in-place mask fill, softmax, bmm) with no autograd copy around the fill (CopySlices)."""
+    """Grouped-query (4 query heads on 2 kv heads), Megatron's (s, b, heads, d) layout: the
+    unfused core equals torch's causal SDPA in the output and every input gradient, and runs
+    Megatron's unfused kernels (repeat_interleave, baddbmm, the in-place mask fill, softmax,
+    bmm, the context copy) with no autograd copy around the fill (CopySlices)."""
     import torch.nn.functional as F
     from tpsim.tp.layers import causal_mask, unfused_causal_attention
     gen = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(2, h, 16, 8, generator=gen, requires_grad=True) for h in (4, 2, 2))
-    out = unfused_causal_attention(q, k, v)
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    q, k, v = (torch.randn(16, 2, h, 8, generator=gen, requires_grad=True) for h in (4, 2, 2))
+    out = unfused_causal_attention(q, k, v)                        # (s, b, 4*8)
+    bhsd = [t.permute(1, 2, 0, 3) for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*bhsd, is_causal=True, enable_gqa=True)
+    ref = ref.permute(2, 0, 1, 3).reshape(16, 2, 32)
     grad = torch.randn(out.shape, generator=gen)
     for a, b in zip((out, *torch.autograd.grad(out, (q, k, v), grad)),
                     (ref, *torch.autograd.grad(ref, (q, k, v), grad))):
@@ -129,5 +132,5 @@ def test_unfused_core_is_megatrons_and_matches_flash_attention():
     nodes = _graph_nodes(out)
     assert {"BaddbmmBackward0", "MaskedFillBackward0", "SoftmaxBackward0"} <= nodes
     assert "CopySlices" not in nodes
-    mask = causal_mask(3, 2, "cpu")
-    assert mask.tolist() == [[False, True, True], [False, False, True], [False, False, False]] * 2
+    mask = causal_mask(3, "cpu")
+    assert mask.tolist() == [[False, True, True], [False, False, True], [False, False, False]]

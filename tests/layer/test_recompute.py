@@ -70,12 +70,14 @@ def test_full_recompute_collectives_tp8():
 
 
 def test_selective_recomputes_the_attention_core_only():
-    """Unfused: QK^T, softmax, attention dropout and AV are copied, fed by the saved q, k, v and
-    started after the output projection's backward; fused: nothing changes (flash attention
+    """Unfused: Megatron's checkpointed core (K/V repeat, QK^T, softmax, attention dropout, AV,
+    context copy) is copied, fed by the saved q, k, v and started after the output
+    projection's backward; fused: nothing changes (flash attention
     already recomputes the scores)."""
     g = layer_graph(gpt(), 2, B, S, "bf16", attention="unfused", recompute="selective")
     assert [n for n in g if n.startswith("rcp.")] == [recomputed_name(n) for n in SELECTIVE_OPS]
-    assert g.has_edge("fwd.qkv", "rcp.attn.scores") and g.has_edge("bwd.proj.dgrad", "rcp.attn.scores")
+    assert g.has_edge("fwd.attn.query", "rcp.attn.scores")
+    assert g.has_edge("bwd.proj.dgrad", "rcp.attn.repeat_kv.k")
     assert g.has_edge("rcp.attn.av", "bwd.attn.av.dprobs") and nx.is_directed_acyclic_graph(g)
     none = layer_graph(gpt(), 2, B, S, "bf16", attention="fused")
     sel = layer_graph(gpt(), 2, B, S, "bf16", attention="fused", recompute="selective")
@@ -154,15 +156,16 @@ def test_full_recompute_adds_one_forward(sp):
 
 def test_host_bound_recompute_costs_its_issue_time():
     """GPT-3 13B, TP 8, micro-batch 1 on H100 is host-bound: each phase takes its ops x 62 us
-    (the host issues them one by one). Full recompute issues the 15 forward ops again in the
-    backward (norm1, qkv, scores, softmax, dropout, av, proj, its all-reduce,
-    bias_dropout_add1, norm2, mlp_in, act, mlp_out, its all-reduce, bias_dropout_add2), so the
-    layer grows by 15 * 62 us = 0.93 ms."""
+    (the host issues them one by one). Full recompute issues the 16 forward ops again in the
+    backward (norm1, qkv, scores, softmax, dropout, av, the context copy, proj, its
+    all-reduce, bias_dropout_add1, norm2, mlp_in, act, mlp_out, its all-reduce,
+    bias_dropout_add2; GPT-3 has no grouped queries: no query copy, no K/V repeat), so the
+    layer grows by 16 * 62 us = 0.992 ms."""
     kw = dict(tp=8, attention="unfused")
     none = predict_layer("gpt3-13b", "dgx-h100", **kw)
     full = predict_layer("gpt3-13b", "dgx-h100", recompute="full", **kw)
     assert none.host_wait_s > 0 and full.host_wait_s > 0
-    assert full.total_s - none.total_s == pytest.approx(15 * 62e-6, rel=1e-6)
+    assert full.total_s - none.total_s == pytest.approx(16 * 62e-6, rel=1e-6)
 
 
 def test_bad_recompute():

@@ -159,6 +159,7 @@ def elementwise_time(nbytes: float, device: Device, arith: str = "",
     """An elementwise kernel (norm, activation, dropout, residual add, softmax, reduction).
 
     t = kernel_launch + max(nbytes / (mem_bw * mem_eff), elements * element_s[arith])
+    t = 0 for nbytes = 0 (no kernel: the operation is a view of its input)
 
     ``element_s`` (the device's ``elementwise_ns_per_element``, by the kernel's arithmetic:
     ``gelu``, ``softmax_backward``...) is the time one element's arithmetic (exp, erf) takes
@@ -168,6 +169,8 @@ def elementwise_time(nbytes: float, device: Device, arith: str = "",
     hardware prefetcher has already brought while it streams the next ones (ATen's vectorised
     CPU loops touch each element once), so a kernel waits on the slower of the two.
     """
+    if not nbytes:   # moves nothing: an op that returns its input (a view) launches nothing
+        return 0.0
     per = (device.elementwise_element_s or {}).get(arith, 0.0) if arith else 0.0
     return device.kernel_launch_s + max(_memory_s(nbytes, device), elements * per)
 

@@ -88,23 +88,25 @@ def rope_fwd(B, dep) -> str:
     """Rope on q, then k, then ``repeat_kv``'s copies of k and v (module docstring)."""
     q = _chain(B, "fwd.rope.q", ROPE, lambda d: d.T, lambda d: d.q, dep)
     x = _chain(B, "fwd.rope.k", ROPE, lambda d: d.T, lambda d: d.kv, q)
-    return _repeat(B, "fwd.repeat_kv", x)
+    return repeat_kv(B, "fwd.repeat_kv", x)
 
 
 def rope_bwd(B, deps) -> str:
     """``repeat_kv``'s sums, then rope's backward on q and k (module docstring)."""
-    x = _repeat(B, "bwd.repeat_kv", deps)
+    x = repeat_kv(B, "bwd.repeat_kv", deps)
     q = _chain(B, "bwd.rope.q", ROPE[::-1], lambda d: d.T, lambda d: d.q, x)
     return _chain(B, "bwd.rope.k", ROPE[::-1], lambda d: d.T, lambda d: d.kv, q)
 
 
-def _repeat(B, name: str, dep) -> str:
-    """k and v each: read T x kv, write T x q elements (none without grouped queries)."""
+def repeat_kv(B, name: str, dep, forward_of: str | None = None, host_ops: int = 1) -> str:
+    """k and v each: read T x kv, write T x q elements (none without grouped queries); a
+    backward's sums name ``forward_of``'s ``.k`` and ``.v``; ``host_ops``: each one's."""
     def size(d):
         n = d.T * (d.q + d.kv) * d.bpe if d.heads > d.kv_heads else 0
         return d.T, d.q, n
-    k = B.eltwise(f"{name}.k", size, (dep,))
-    return B.eltwise(f"{name}.v", size, (k,))
+    of = (lambda part: f"{forward_of}.{part}") if forward_of else (lambda part: None)
+    k = B.eltwise(f"{name}.k", size, (dep,), forward_of=of("k"), host_ops=host_ops)
+    return B.eltwise(f"{name}.v", size, (k,), forward_of=of("v"), host_ops=host_ops)
 
 
 def contiguous(B, dep) -> str:

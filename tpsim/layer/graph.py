@@ -24,7 +24,7 @@ from __future__ import annotations
 from ..base.memo import Memo
 from ..spec.precision import LOW_PRECISION
 from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
-from . import eager
+from . import eager, unfused
 from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
@@ -69,21 +69,13 @@ def _attention(kernel: str | None, backward: bool):
 def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool) -> str:
     """Causal attention on heads/tp heads (QK^T, softmax, AV): one fused kernel (``kernel``:
     "fused" for the device's default, or a name of its attention_kernels), or "unfused":
-    Megatron's separate batched GEMMs and softmax, which compute the masked half too."""
-    if kernel != "unfused":   # read q, k, v; write o; keeps q, k, v
-        return B.add("fwd.attn", _attention(_kernel_name(kernel), False), "compute", (qkv,),
-                     saved=lambda d: d.T * (d.q + 2 * d.kv) * d.bpe)
-    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s), (qkv,),
-               saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
-    x = B.eltwise("fwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
-                                                 2 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
-                  saved=lambda d: d.b * d.heads * d.s * d.s * d.bpe, arith=lambda d: "softmax")
-    if dropout:
-        x = B.eltwise("fwd.attn.dropout",
-                      lambda d: (d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
-                      (x,), saved=lambda d: d.b * d.heads * d.s * d.s * (1 + d.bpe))
-    return B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x, qkv),
-                  saved=lambda d: d.T * d.kv * d.bpe)
+    Megatron's separate batched GEMMs and softmax, which compute the masked half too, and their
+    layout copies (:mod:`tpsim.layer.unfused`)."""
+    if kernel == "unfused":
+        return unfused.core_fwd(B, qkv, dropout)
+    # read q, k, v; write o; keeps q, k, v
+    return B.add("fwd.attn", _attention(_kernel_name(kernel), False), "compute", (qkv,),
+                 saved=lambda d: d.T * (d.q + 2 * d.kv) * d.bpe)
 
 
 def _proj_saved(kernel: str | None):
@@ -117,7 +109,7 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
     x = eager.rope_fwd(B, x) if B.eager else x
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
-    x = eager.contiguous(B, x) if B.eager else x
+    x = eager.contiguous(B, x) if B.eager and kernel != "unfused" else x
     x = row_linear_fwd(B, "proj", x, lambda d: (d.T, d.h, d.q), _proj_saved(kernel))
     return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
 
@@ -169,27 +161,13 @@ def _bias_dropout_add_bwd(B: Builder, i: int, grad, dropout: bool) -> str:
 
 
 def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
-    """Backward of the attention core: twice the forward's model FLOPs."""
-    if kernel != "unfused":   # read q, k, v, o, do; write dq, dk, dv
-        return (B.add("bwd.attn", _attention(_kernel_name(kernel), True), "compute", (grad,),
-                      forward_of="fwd.attn"),)
-    av = "fwd.attn.av"
-    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s),
-               (grad,), forward_of=av)
-    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (grad,),
-                forward_of=av)
-    if dropout:
-        x = B.eltwise("bwd.attn.dropout", lambda d: (d.b * d.heads * d.s, d.s,
-                                                     d.b * d.heads * d.s * d.s * (2 * d.bpe + 1)),
-                      (x,), forward_of="fwd.attn.dropout")
-    x = B.eltwise("bwd.attn.softmax", lambda d: (d.b * d.heads * d.s, d.s,
-                                                 3 * d.b * d.heads * d.s * d.s * d.bpe), (x,),
-                  forward_of="fwd.attn.softmax", arith=lambda d: "softmax_backward")
-    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
-                forward_of="fwd.attn.scores")
-    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
-                forward_of="fwd.attn.scores")
-    return dq, dk, dv
+    """Backward of the attention core: twice the forward's model FLOPs (unfused:
+    :func:`tpsim.layer.unfused.core_bwd`)."""
+    if kernel == "unfused":
+        return (unfused.core_bwd(B, grad, dropout),)
+    # read q, k, v, o, do; write dq, dk, dv
+    return (B.add("bwd.attn", _attention(_kernel_name(kernel), True), "compute", (grad,),
+                  forward_of="fwd.attn"),)
 
 
 def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bias: bool,

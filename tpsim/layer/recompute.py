@@ -11,7 +11,7 @@ are built:
   Korthikanti's 2sbh in 16-bit. The recomputed layer's activations live only during its own
   backward (one layer's worth, not counted here, as Korthikanti's 2sbhL does not).
 - ``selective``: only the attention core of the unfused path is recomputed (QK^T, scale + mask +
-  softmax, attention dropout, AV), the ops whose outputs make the 5 a s^2 b / t term; q, k and v
+  softmax, attention dropout, AV; with Megatron's K/V repeat and context copy around them), the ops whose outputs make the 5 a s^2 b / t term; q, k and v
   (the core's input) stay saved. Per layer in 16-bit, with dropout: s b h (10 + 24/t) without
   sequence parallelism (Korthikanti eq. 6; with SP tpsim keeps the gathered input of each
   column-parallel GEMM, s b h (4 + 30/t), where Korthikanti re-gathers it for 34/t). Fused
@@ -54,7 +54,9 @@ from ..spec.layout import RECOMPUTE, RECOMPUTE_MODES  # noqa: F401 - the modes, 
 from .recompute_modules import apply_modules
 
 DEFAULT_MODULES = ("core_attn",)     # Megatron-core's default for selective
-SELECTIVE_OPS = ("fwd.attn.scores", "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av")
+# Megatron checkpoints DotProductAttention.forward: the K/V repeat, the core, the context copy
+SELECTIVE_OPS = ("fwd.attn.repeat_kv.k", "fwd.attn.repeat_kv.v", "fwd.attn.scores",
+                 "fwd.attn.softmax", "fwd.attn.dropout", "fwd.attn.av", "fwd.attn.contiguous")
 # op: the elementwise kernels recomputed (by name prefix), and what each GEMM copy re-runs
 OP_ELEMENTWISE = ("fwd.norm", "fwd.bias_dropout_add", "fwd.act", "fwd.rope", "fwd.repeat_kv",
                   "fwd.attn.contiguous")
@@ -98,7 +100,7 @@ def apply_recompute(B, mode: str, modules: tuple[str, ...] = DEFAULT_MODULES) ->
 def _core_attention(B, forward: list[str]) -> None:
     """The unfused attention core (module docstring's ``selective``)."""
     region = [n for n in forward if n in SELECTIVE_OPS]
-    if not region:           # fused attention, or no attention block: nothing to recompute
+    if "fwd.attn.scores" not in region:  # fused attention, or no attention block: nothing
         return
     # the s^2 tensors (probabilities, dropout mask and output) are no longer kept
     B.nodes = [replace(n, saved=None) if n.name in ("fwd.attn.softmax", "fwd.attn.dropout")

@@ -103,15 +103,15 @@ class Builder:
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None,
                 kind=lambda d: MemoryBound, arith=lambda d: "", sync=None,
-                launches=None) -> str:
+                launches=None, host_ops=1) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor;
         ``kind(d)``: its op class (:class:`~tpsim.layer.ops.MemoryBound` or a subclass);
         ``arith(d)``: its per-element arithmetic (:attr:`~tpsim.layer.ops.MemoryBound.arith`)."""
         def make(d):
             rows, cols, nbytes = size(d)
             return kind(d)(nbytes, (rows, cols), arith(d))
-        return self.add(name, make, "compute", deps, saved, forward_of, sync=sync,
-                        launches=launches)
+        return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops,
+                        sync=sync, launches=launches)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
                    host_ops=1, sync=None) -> str:

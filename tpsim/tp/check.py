@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import mappings as m
 from .layers import (ColumnParallelLinear, ParallelAttention, ParallelMLP, RowParallelLinear,
-                     column_shard, full_weight)
+                     column_shard, full_weight, qkv_shard)
 from .moe import ExpertParallelMoE, expert_weights, reference_moe
 
 # max |parallel - reference| / max |reference| allowed, per dtype: summation order differs
@@ -138,7 +138,8 @@ def check_all(group=None, dtype=torch.float32, device="cpu", seq=8, batch=2, hid
             full = [fw(sum(parts), hidden, seed), fw(hidden, heads * d, seed + 1)]
             results += _compare(f"attention {core} kv={kv}{tag}", att,
                                 lambda xx, wq, wo, k=kv: reference_attention(xx, wq, wo, heads, k),
-                                full, {"qkv.weight": cols(parts), "proj.weight": rows}, x, dy,
+                                full, {"qkv.weight": lambda w, k=kv: qkv_shard(w, heads, k, p, r),
+                                       "proj.weight": rows}, x, dy,
                                 group, sp, dtype)
     return results
 

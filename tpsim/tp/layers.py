@@ -182,19 +182,23 @@ class ParallelAttention(torch.nn.Module):
     kv_heads/p kv heads (grouped-query: query head i reads kv head i // (heads/kv_heads)).
 
     QKV = X [Wq | Wk | Wv] column-parallel; O = softmax(Q K^T / sqrt(d) + causal) V per head;
-    Y = O Wo row-parallel (one all-reduce forward, one backward).
+    Y = O Wo row-parallel (one all-reduce forward, one backward). As Megatron-core's
+    SelfAttention, the rank's QKV rows are grouped by kv head, [q heads of group 0, k0, v0, q
+    heads of group 1, k1, v1, ...] (:func:`qkv_shard`), and the output (s, b, ng (g + 2) d),
+    viewed (s, b, ng, (g + 2) d), splits into query, key and value views
+    (``get_query_key_value_tensors``); the query is reshaped to (s, b, heads/p, d).
 
     ``core``: "fused" runs torch's scaled_dot_product_attention (flash kernels); "unfused" runs
     Megatron's unfused core (:func:`unfused_causal_attention`): batched GEMM Q K^T (scale in
     its alpha), the mask and softmax (Megatron's FusedScaleMaskSoftmax), batched GEMM P V:
-    tpsim's ``attention: unfused`` prices these three.
+    tpsim's ``attention: unfused`` prices these three and the layout copies around them.
     """
 
     def __init__(self, hidden: int, heads: int, kv_heads: int | None = None, group=None,
                  seed: int = 0, sequence_parallel: bool = False, core: str = "fused",
                  dtype=torch.float32, device="cpu"):
         super().__init__()
-        p, _ = _world(group)
+        p, r = _world(group)
         if core not in ("fused", "unfused"):
             raise ShardingError(f"attention core must be fused or unfused, got {core!r}")
         self.core = core
@@ -208,60 +212,82 @@ class ParallelAttention(torch.nn.Module):
         parts = (heads * d, kv_heads * d, kv_heads * d)
         kw = dict(group=group, sequence_parallel=sequence_parallel, dtype=dtype, device=device)
         self.qkv = ColumnParallelLinear(hidden, sum(parts), seed=seed, parts=parts, **kw)
+        with torch.no_grad():
+            self.qkv.weight.copy_(qkv_shard(full_weight(sum(parts), hidden, seed), heads,
+                                            kv_heads, p, r))
         self.proj = RowParallelLinear(heads * d, hidden, seed=seed + 1, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x)                                               # (s, b, (hq+2hkv)*d/p)
-        s, b, _ = qkv.shape
-        d, hq, hkv = self.head_dim, self.heads_local, self.kv_local
-        q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
-        q, k, v = (t.reshape(s, b, -1, d).permute(1, 2, 0, 3) for t in (q, k, v))  # (b, h, s, d)
+        mixed = self.qkv(x)                                             # (s, b, ng (g+2) d)
+        s, b, _ = mixed.shape
+        d, ng = self.head_dim, self.kv_local
+        g = self.heads_local // ng
+        q, k, v = torch.split(mixed.view(s, b, ng, (g + 2) * d), [g * d, d, d], dim=3)
+        q = q.reshape(s, b, -1, d)          # (s, b, np, d): a copy when g > 1 and ng > 1
         if self.core == "fused":
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != hkv)
+            q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))       # (b, h, s, d)
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=g > 1)
+            o = o.permute(2, 0, 1, 3).reshape(s, b, -1)                 # (s, b, np d)
         else:
             o = unfused_causal_attention(q, k, v)
-        o = o.permute(2, 0, 1, 3).reshape(s, b, hq * d)                 # (s, b, hq*d)
         return self.proj(o)
 
 
-def unfused_causal_attention(q, k, v):
-    """softmax(mask(Q K^T / sqrt(d))) V as Megatron-LM's unfused core runs it (DotProductAttention
-    in megatron/core/transformer/dot_product_attention.py, then FusedScaleMaskSoftmax's torch
-    path in megatron/core/fusions/fused_softmax.py, the one fp32 takes): ``torch.baddbmm`` into
-    an uninitialised buffer with beta=0 and the scale in alpha, the causal mask filled in place
-    (``attention_mask_func``: ``masked_fill_(mask, -10000.0)``, mask = triu(ones(s, s), 1)),
-    then softmax.
+def qkv_shard(full: torch.Tensor, heads: int, kv_heads: int, p: int, r: int) -> torch.Tensor:
+    """Rank r's rows of the full (out, in) QKV weight [Q; K; V], grouped by kv head as
+    Megatron-core stores them: for each of the rank's kv heads j, its g = heads/kv_heads query
+    heads' rows, then k_j's, then v_j's."""
+    d = full.shape[0] // (heads + 2 * kv_heads)
+    g, ng = heads // kv_heads, kv_heads // p
+    q, k, v = column_shard(full, (heads * d, kv_heads * d, kv_heads * d), p, r).split(
+        [ng * g * d, ng * d, ng * d])
+    groups = [torch.cat([q[j * g * d:(j + 1) * g * d], k[j * d:(j + 1) * d],
+                         v[j * d:(j + 1) * d]]) for j in range(ng)]
+    return torch.cat(groups).contiguous()
 
-    q (b, hq, s, d), k and v (b, hkv, s, d). The g = hq/hkv query heads that share a kv head
-    are stacked along rows, (b*hkv, g*s, d), so grouped-query attention needs no copy of k or v:
-    the batched GEMMs are (g*s x d) @ (d x s) and (g*s x s) @ (s x d), b*hkv of each.
+
+def unfused_causal_attention(q, k, v):
+    """softmax(mask(Q K^T / sqrt(d))) V as Megatron-LM's unfused core runs it
+    (``DotProductAttention.forward`` in megatron/core/transformer/dot_product_attention.py, then
+    FusedScaleMaskSoftmax's torch path in megatron/core/fusions/fused_softmax.py, the one fp32
+    takes): grouped-query k and v repeated to every query head (``repeat_interleave``), q and
+    k reshaped to (s, b*np, d) (views where the strides allow), ``torch.baddbmm`` on their
+    transposes into an uninitialised buffer with beta=0 and the scale in alpha, the causal mask
+    filled in place (``attention_mask_func``: ``masked_fill_(mask, -10000.0)``, mask =
+    triu(ones(s, s), 1)), softmax, ``torch.bmm`` with v's transpose, then
+    ``context.permute(2, 0, 1, 3).contiguous()``.
+
+    q (s, b, np, d), k and v (s, b, ng, d), Megatron's layout; returns (s, b, np*d).
     """
-    b, hq, s, d = q.shape
-    hkv = k.shape[1]
-    g = hq // hkv
-    qs = q.reshape(b * hkv, g * s, d)
-    buffer = torch.empty(b * hkv, g * s, s, dtype=q.dtype, device=q.device)
-    scores = torch.baddbmm(buffer, qs, k.reshape(b * hkv, s, d).transpose(1, 2), beta=0.0,
-                           alpha=1.0 / math.sqrt(d))
+    s, b, hq, d = q.shape
+    g = hq // k.shape[2]
+    if g > 1:
+        k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
+    q = q.reshape(s, b * hq, d)
+    k, v = k.reshape(s, b * hq, d), v.reshape(s, b * hq, d)
+    buffer = torch.empty(b * hq, s, s, dtype=q.dtype, device=q.device)
+    scores = torch.baddbmm(buffer, q.transpose(0, 1), k.transpose(0, 1).transpose(1, 2),
+                           beta=0.0, alpha=1.0 / math.sqrt(d))
     # filled on the GEMM's output itself: the same in-place fill on a view of it would have
     # autograd copy the whole gradient around the fill's backward (CopySlices)
-    scores.masked_fill_(causal_mask(s, g, q.device), MASKED_SCORE)
-    o = torch.bmm(scores.softmax(dim=-1), v.reshape(b * hkv, s, d))     # (b*hkv, g*s, d)
-    return o.reshape(b, hq, s, d)
+    scores.masked_fill_(causal_mask(s, q.device), MASKED_SCORE)
+    context = torch.bmm(scores.softmax(dim=-1), v.transpose(0, 1))     # (b*np, s, d)
+    context = context.view(b, hq, s, d).permute(2, 0, 1, 3).contiguous()
+    return context.view(s, b, hq * d)
 
 
 MASKED_SCORE = -10000.0      # Megatron-LM's attention_mask_func fill value
 _MASKS = Memo("causal masks", 16)
 
 
-def causal_mask(s: int, g: int, device) -> torch.Tensor:
-    """(g*s, s) bool, True above the diagonal (the keys a query must not see), stacked for the
-    g query heads of a kv head; built once per size."""
-    return _MASKS.get((s, g, str(device)), _new_causal_mask, s, g, device)
+def causal_mask(s: int, device) -> torch.Tensor:
+    """(s, s) bool, True above the diagonal (the keys a query must not see); built once per
+    size."""
+    return _MASKS.get((s, str(device)), _new_causal_mask, s, device)
 
 
-def _new_causal_mask(s: int, g: int, device) -> torch.Tensor:
-    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1).repeat(g, 1)
+def _new_causal_mask(s: int, device) -> torch.Tensor:
+    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1)
 
 
 def _divide_heads(hidden: int, heads: int, a: str, b: str) -> int:

@@ -1,0 +1,55 @@
+"""Megatron's unfused attention core (tpsim.layer.unfused): the layout copies' bytes."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tpsim.training.predict import predict
+
+B = 2   # bf16 activations
+
+
+def ops(model, tp, seq=2048, **kw):
+    p = predict(model, "dgx-h100", tp=tp, dp=1, seq_len=seq, attention="unfused", **kw)
+    return {o.name: o for o in p.ops}
+
+
+def total(rows, prefix):
+    return sum(o.bytes for name, o in rows.items() if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_copies_without_grouped_queries(tp):
+    """GPT-3 (every query head its own K/V head): the context copy (T, q) read and written,
+    autograd's alpha scaling of dQ and dK (T, q) each, the concatenation of dQ, dK, dV
+    (T, q + 2 kv); the query reshape is a view and nothing is repeated: no bytes, no time."""
+    e = ops("gpt3-13b", tp)
+    T, q = 2048, 5120 // tp
+    assert e["fwd.attn.contiguous"].bytes == 2 * B * T * q
+    assert e["bwd.attn.scale.dq"].bytes == e["bwd.attn.scale.dk"].bytes == 2 * B * T * q
+    assert e["bwd.attn.cat"].bytes == 2 * B * T * 3 * q
+    for name in ("fwd.attn.query", "fwd.attn.repeat_kv.k", "bwd.attn.repeat_kv.v"):
+        assert e[name].bytes == 0 and e[name].time_s == 0
+
+
+@settings(max_examples=10, deadline=None)
+@given(tp=st.sampled_from([1, 2, 4, 8]), seq=st.sampled_from([512, 1024, 4096]),
+       mb=st.sampled_from([1, 2]))
+def test_copies_with_grouped_queries(tp, seq, mb):
+    """Llama-3 8B (32 query heads, 8 K/V heads): the query copy 2 T q B unless a rank holds one
+    K/V head of one sequence (tp 8, micro-batch 1: the reshapes are views); K and V each
+    repeated (read kv, write q) forward and summed back backward; dK scaled after the
+    repeat, on q columns."""
+    e = ops("llama3-8b", tp, seq, micro_batch=mb)
+    T, q, kv = seq * mb, 4096 // tp, 1024 // tp
+    assert e["fwd.attn.query"].bytes == (2 * B * T * q if tp < 8 or mb > 1 else 0)
+    assert total(e, "fwd.attn.repeat_kv") == 2 * B * T * (q + kv) == total(e, "bwd.attn.repeat_kv")
+    assert e["bwd.attn.scale.dk"].bytes == 2 * B * T * q
+    assert e["bwd.attn.cat"].bytes == 2 * B * T * (q + 2 * kv)
+    assert all(e[n].time_s > 0 for n in ("fwd.attn.contiguous", "bwd.attn.cat"))
+
+
+def test_fused_attention_has_no_layout_copies():
+    """Flash attention reads q, k, v in place and writes dQ, dK, dV into one buffer."""
+    e = {o.name: o for o in predict("gpt3-13b", "dgx-h100", tp=2, dp=1).ops}
+    assert not any(n.startswith(("fwd.attn.", "bwd.attn.")) for n in e)

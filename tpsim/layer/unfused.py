@@ -1,0 +1,104 @@
+"""Megatron-LM's unfused attention core, forward and backward, with its layout copies.
+
+The code is Megatron-core's ``DotProductAttention.forward``
+(megatron/core/transformer/dot_product_attention.py) fed by ``SelfAttention``'s
+``get_query_key_value_tensors`` (megatron/core/transformer/attention.py), and the kernels
+autograd runs for its backward. Per rank, with T = s b tokens, q = heads d and kv = kv_heads d
+the query and key/value widths, B the activations' bytes per element, g = heads / kv_heads:
+
+forward
+* the fused QKV output (T, kv_heads (g + 2) d) is viewed as (s, b, kv_heads, (g + 2) d) and
+  split into views; ``query.reshape(s, b, heads, d)`` then ``query.reshape(s, b heads, d)``
+  are views for g = 1, and for one kv head with b = 1; otherwise one of them copies (T, q)
+  (the query heads of a group, or of a token's groups, are not one stride apart):
+  ``fwd.attn.query``, 2 T q B bytes.
+* grouped-query attention repeats k and v to every query head (``repeat_interleave``): read
+  kv, write q elements a token each (:func:`tpsim.layer.eager.repeat_kv`).
+* the scores, ``torch.baddbmm`` on transposed views (no copy; the scale in its alpha), the
+  scale-mask-softmax, attention dropout, the context ``torch.bmm``.
+* ``context.permute(2, 0, 1, 3).contiguous()``: a copy of (T, q), 2 T q B bytes
+  (:func:`tpsim.layer.eager.contiguous`).
+
+backward
+* the context copy's gradient is a view; the two GEMMs of the context bmm, dropout's and the
+  softmax's backward; the two GEMMs of the scores.
+* autograd's baddbmm backward scales each product by alpha (``maybe_multiply(grad.bmm(...),
+  alpha)``, alpha = 1/sqrt(d) != 1): one kernel over dQ and one over dK, (T, q) each (dK of
+  the repeated keys), 2 T q B bytes each: ``bwd.attn.scale.dq``, ``bwd.attn.scale.dk``.
+* grouped-query attention sums the repeated dK and dV back (the same bytes as the repeat).
+* the split's backward concatenates dQ, dK, dV into the gradient of the QKV output
+  (``torch.cat``; Transformer Engine's ``SplitAlongDim`` falls back to it when the gradients
+  are separate tensors): read and write (T, q + 2 kv), 2 T (q + 2 kv) B bytes: ``bwd.attn.cat``.
+
+Each copy is a memory-bound kernel priced by its bytes
+(:func:`tpsim.cost.compute.elementwise_time`; none, at no cost, where it is a view). The query
+copy and the repeats count no host issue (``host_ops`` 0): without grouped queries Megatron
+runs no repeat and the reshape is a view; with them, their host time is left out. Nor do the
+alpha scalings: autograd issues them inside the scores' backward node, from C++, with its two
+GEMMs (which count). Under
+``--eager-kernels`` rope's ``repeat_kv`` stands for the repeat. The softmax's in-place mask fill and its
+backward are part of the softmax op (Megatron's fused scale-mask-softmax).
+"""
+from __future__ import annotations
+
+from . import eager
+
+
+def _scores(d):
+    """The (b heads s, s) score matrices: rows, columns, elements."""
+    return d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s
+
+
+def _copy(d, cols):
+    """Read and write (T, cols): rows, columns, bytes."""
+    return d.T, cols, 2 * d.T * cols * d.bpe
+
+
+def _query_copy(d):
+    """``query.reshape`` copies with grouped queries unless one kv head and one sequence."""
+    grouped = d.heads > d.kv_heads and (d.kv_heads > 1 or d.b > 1)
+    return d.T, d.q, 2 * d.T * d.q * d.bpe if grouped else 0
+
+
+def core_fwd(B, qkv: str, dropout: bool) -> str:
+    """The unfused core's forward (module docstring); returns the context copy's name."""
+    q = B.eltwise("fwd.attn.query", _query_copy, (qkv,), host_ops=0)
+    kv = qkv if B.eager else eager.repeat_kv(B, "fwd.attn.repeat_kv", q, host_ops=0)
+    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s), (q, kv),
+               saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
+    x = B.eltwise("fwd.attn.softmax", lambda d: (*_scores(d)[:2], 2 * _scores(d)[2] * d.bpe),
+                  (x,), saved=lambda d: _scores(d)[2] * d.bpe, arith=lambda d: "softmax")
+    if dropout:
+        x = B.eltwise("fwd.attn.dropout",
+                      lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
+                      (x,), saved=lambda d: _scores(d)[2] * (1 + d.bpe))
+    x = B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x, kv),
+               saved=lambda d: d.T * d.kv * d.bpe)
+    return eager.contiguous(B, x)
+
+
+def core_bwd(B, grad, dropout: bool) -> str:
+    """The unfused core's backward (module docstring): twice the forward's GEMM FLOPs, the
+    softmax's backward, then the layout kernels; returns the concatenation's name."""
+    av = "fwd.attn.av"
+    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s),
+               (grad,), forward_of=av)
+    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (grad,),
+                forward_of=av)
+    if dropout:
+        x = B.eltwise("bwd.attn.dropout",
+                      lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
+                      (x,), forward_of="fwd.attn.dropout")
+    x = B.eltwise("bwd.attn.softmax", lambda d: (*_scores(d)[:2], 3 * _scores(d)[2] * d.bpe),
+                  (x,), forward_of="fwd.attn.softmax", arith=lambda d: "softmax_backward")
+    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
+                forward_of="fwd.attn.scores")
+    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
+                forward_of="fwd.attn.scores")
+    dq, dk = (B.eltwise(f"bwd.attn.scale.{n}", lambda d: _copy(d, d.q), (x,),
+                        forward_of="fwd.attn.scores", host_ops=0)
+              for n, x in (("dq", dq), ("dk", dk)))
+    dkv = (dk, dv) if B.eager else eager.repeat_kv(B, "bwd.attn.repeat_kv", (dk, dv),
+                                                   "fwd.attn.repeat_kv", 0)
+    return B.eltwise("bwd.attn.cat", lambda d: _copy(d, d.q + 2 * d.kv), (dq, dkv),
+                     forward_of="fwd.qkv")

@@ -277,9 +277,15 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
     g = TimedGraph()
     sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
     return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: time_pipeline(
-        g, sh, chunk_s, transfer_s, split, release, split and (lambda r, c: [
-            _reduce_s(setup, topo, r)(n, e) for _, n, e in _buckets(setup, r, c)]),
+        g, sh, chunk_s, transfer_s, split, release,
+        split and (lambda r, c: _bucket_reductions(setup, topo, r, c)),
         topo.device.comm_compute_interference))
+
+
+def _bucket_reductions(setup: StepSetup, topo: Topology, stage: int, chunk: int) -> list:
+    """Seconds of each bucket's reduction after the cuts of :func:`_buckets` (:func:`_reduce_s`)."""
+    seconds = _reduce_s(setup, topo, stage)
+    return [seconds(n, e) for _, n, e in _buckets(setup, stage, chunk)]
 
 
 def _finish(g, setup: StepSetup, topo: Topology, pipeline):

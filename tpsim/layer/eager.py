@@ -109,9 +109,14 @@ def repeat_kv(B, name: str, dep, forward_of: str | None = None, host_ops: int = 
     return B.eltwise(f"{name}.v", size, (k,), forward_of=of("v"), host_ops=host_ops)
 
 
+def copy_size(d, cols) -> tuple:
+    """A copy of (T, cols): rows, columns, bytes read and written."""
+    return d.T, cols, 2 * d.T * cols * d.bpe
+
+
 def contiguous(B, dep) -> str:
     """The attention output made contiguous: read and write (T, q)."""
-    return B.eltwise("fwd.attn.contiguous", lambda d: (d.T, d.q, 2 * d.T * d.q * d.bpe), (dep,))
+    return B.eltwise("fwd.attn.contiguous", lambda d: copy_size(d, d.q), (dep,))
 
 
 def swiglu_fwd(B, dep, saved) -> str:

@@ -49,22 +49,27 @@ def _scores(d):
     return d.b * d.heads * d.s, d.s, d.b * d.heads * d.s * d.s
 
 
-def _copy(d, cols):
-    """Read and write (T, cols): rows, columns, bytes."""
-    return d.T, cols, 2 * d.T * cols * d.bpe
+def _scores_gemm(d):
+    """Q K^T and its backward's dprobs, per (sequence, head): (s x d) @ (d x s)."""
+    return d.s, d.s, d.d, d.b * d.heads, False, d.s
+
+
+def _context_gemm(d):
+    """P V and the backward's dV, dQ, dK, per (sequence, head): (s x s) @ (s x d)."""
+    return d.s, d.d, d.s, d.b * d.heads, False, d.s
 
 
 def _query_copy(d):
     """``query.reshape`` copies with grouped queries unless one kv head and one sequence."""
     grouped = d.heads > d.kv_heads and (d.kv_heads > 1 or d.b > 1)
-    return d.T, d.q, 2 * d.T * d.q * d.bpe if grouped else 0
+    return eager.copy_size(d, d.q) if grouped else (d.T, d.q, 0)
 
 
 def core_fwd(B, qkv: str, dropout: bool) -> str:
     """The unfused core's forward (module docstring); returns the context copy's name."""
     q = B.eltwise("fwd.attn.query", _query_copy, (qkv,), host_ops=0)
     kv = qkv if B.eager else eager.repeat_kv(B, "fwd.attn.repeat_kv", q, host_ops=0)
-    x = B.gemm("fwd.attn.scores", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s), (q, kv),
+    x = B.gemm("fwd.attn.scores", _scores_gemm, (q, kv),
                saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
     x = B.eltwise("fwd.attn.softmax", lambda d: (*_scores(d)[:2], 2 * _scores(d)[2] * d.bpe),
                   (x,), saved=lambda d: _scores(d)[2] * d.bpe, arith=lambda d: "softmax")
@@ -72,7 +77,7 @@ def core_fwd(B, qkv: str, dropout: bool) -> str:
         x = B.eltwise("fwd.attn.dropout",
                       lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
                       (x,), saved=lambda d: _scores(d)[2] * (1 + d.bpe))
-    x = B.gemm("fwd.attn.av", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x, kv),
+    x = B.gemm("fwd.attn.av", _context_gemm, (x, kv),
                saved=lambda d: d.T * d.kv * d.bpe)
     return eager.contiguous(B, x)
 
@@ -81,24 +86,20 @@ def core_bwd(B, grad, dropout: bool) -> str:
     """The unfused core's backward (module docstring): twice the forward's GEMM FLOPs, the
     softmax's backward, then the layout kernels; returns the concatenation's name."""
     av = "fwd.attn.av"
-    x = B.gemm("bwd.attn.av.dprobs", lambda d: (d.s, d.s, d.d, d.b * d.heads, False, d.s),
-               (grad,), forward_of=av)
-    dv = B.gemm("bwd.attn.av.dv", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (grad,),
-                forward_of=av)
+    x = B.gemm("bwd.attn.av.dprobs", _scores_gemm, (grad,), forward_of=av)
+    dv = B.gemm("bwd.attn.av.dv", _context_gemm, (grad,), forward_of=av)
     if dropout:
         x = B.eltwise("bwd.attn.dropout",
                       lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
                       (x,), forward_of="fwd.attn.dropout")
     x = B.eltwise("bwd.attn.softmax", lambda d: (*_scores(d)[:2], 3 * _scores(d)[2] * d.bpe),
                   (x,), forward_of="fwd.attn.softmax", arith=lambda d: "softmax_backward")
-    dq = B.gemm("bwd.attn.scores.dq", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
-                forward_of="fwd.attn.scores")
-    dk = B.gemm("bwd.attn.scores.dk", lambda d: (d.s, d.d, d.s, d.b * d.heads, False, d.s), (x,),
-                forward_of="fwd.attn.scores")
-    dq, dk = (B.eltwise(f"bwd.attn.scale.{n}", lambda d: _copy(d, d.q), (x,),
+    dq, dk = (B.gemm(f"bwd.attn.scores.{n}", _context_gemm, (x,), forward_of="fwd.attn.scores")
+              for n in ("dq", "dk"))
+    dq, dk = (B.eltwise(f"bwd.attn.scale.{n}", lambda d: eager.copy_size(d, d.q), (x,),
                         forward_of="fwd.attn.scores", host_ops=0)
               for n, x in (("dq", dq), ("dk", dk)))
     dkv = (dk, dv) if B.eager else eager.repeat_kv(B, "bwd.attn.repeat_kv", (dk, dv),
                                                    "fwd.attn.repeat_kv", 0)
-    return B.eltwise("bwd.attn.cat", lambda d: _copy(d, d.q + 2 * d.kv), (dq, dkv),
+    return B.eltwise("bwd.attn.cat", lambda d: eager.copy_size(d, d.q + 2 * d.kv), (dq, dkv),
                      forward_of="fwd.qkv")

@@ -241,12 +241,11 @@ class EngineLoop:
     def _prefill_due(self) -> bool:
         """A prompt to prefill this step: a running one unfinished, or the first waiting one
         admissible (room among max_num_seqs and blocks for its first chunk)."""
-        c, tk, done = self.computed, self.tokens, self.done
-        if any(tk[r] - c[r] != 1 or not done[r] for r in self.running):
+        if not self._decoding():
             return True
         if not self.waiting or len(self.running) >= self.max_seqs:
             return False
-        w = self.waiting[0]
+        w, c, tk = self.waiting[0], self.computed, self.tokens
         return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
 
     def _step(self) -> None:

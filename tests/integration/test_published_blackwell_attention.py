@@ -19,7 +19,6 @@ in which a Blackwell SM streams twice the keys).
 """
 from __future__ import annotations
 
-import csv
 import sys
 
 import pytest
@@ -29,14 +28,13 @@ from tpsim.cluster.topology import load_topology
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from compute_published import PRICED_AS, attention_tflops  # noqa: E402
+from compute_published import PRICED_AS, attention_tflops, rows as table  # noqa: E402
 
 TOPOLOGY = {"B200-or-B300": "dgx-b200", "GB200-or-GB300": "gb200-nvl72"}
 
 
 def rows() -> list[dict]:
-    with open(REPO / "tests" / "data" / "published_compute" / "attention.csv") as f:
-        return [r for r in csv.DictReader(f) if r["device"] in TOPOLOGY]
+    return [r for r in table("attention.csv") if r["device"] in TOPOLOGY]
 
 
 def error(r: dict) -> float:

@@ -17,30 +17,27 @@ fit carried over, so every Blackwell row but the FP4 fit rows (below) is a check
 """
 from __future__ import annotations
 
-import csv
+import sys
 
 import pytest
 
 from tpsim.cluster.topology import load_topology
-from tpsim.cost.compute import gemm_time
 
 from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+from compute_published import gemm_tflops, rows as table  # noqa: E402
 
 TOPOLOGY = {"B200-180GB": "dgx-b200", "B300-SXM": "dgx-b200", "GB200-186GB": "gb200-nvl72"}
 
 
 def rows(source: str) -> list[dict]:
-    with open(REPO / "tests" / "data" / "published_compute" / "gemm.csv") as f:
-        return [r for r in csv.DictReader(f)
-                if r["device"] in TOPOLOGY and r["source"] == source]
+    return [r for r in table("gemm.csv") if r["device"] in TOPOLOGY and r["source"] == source]
 
 
 def error(r: dict) -> float:
     """tpsim's TFLOP/s over the measured, minus 1."""
-    m, n, k, batch = (int(r[c]) for c in ("m", "n", "k", "batch"))
-    device = load_topology(TOPOLOGY[r["device"]]).device
-    tflops = 2.0 * m * n * k * batch / gemm_time(m, n, k, device, r["dtype"], batch) / 1e12
-    return tflops / float(r["tflops"]) - 1
+    return gemm_tflops(r, load_topology(TOPOLOGY[r["device"]]).device) / float(r["tflops"]) - 1
 
 
 MAMF = rows("mamf-744d01e1")

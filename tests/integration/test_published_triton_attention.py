@@ -14,27 +14,24 @@ and why the GPU is an A100). dgx-a100's ``triton`` kernel is fitted on these row
 """
 from __future__ import annotations
 
-import csv
+import sys
 
 import pytest
 
 from tpsim.cluster.topology import load_topology
-from tpsim.layer.ops import Attention
-from tpsim.sim.price import kernel_time
 
 from tests.conftest import REPO
 
-with open(REPO / "tests" / "data" / "published_compute" / "attention_triton_xformers.csv") as f:
-    ROWS = list(csv.DictReader(f))
+sys.path.insert(0, str(REPO / "bench"))
+from triton_attention_published import rows, seconds  # noqa: E402
+
+ROWS = rows()
 A100 = load_topology("dgx-a100").device
 
 
 def error(r: dict) -> float:
     """tpsim's rate over the published one, minus 1 (published time / tpsim's, dgx-a100)."""
-    b, s, heads, d = (int(r[k]) for k in ("batch", "seq", "heads", "head_dim"))
-    op = Attention(b, heads, heads, s, s, d, "bf16", r["causal"] == "1", r["pass"] == "bwd",
-                   "triton")
-    return float(r["time_us"]) * 1e-6 / kernel_time(op, A100) - 1
+    return float(r["time_us"]) * 1e-6 / seconds(r, A100) - 1
 
 
 def test_rows_are_the_kernels_own_a100_timings():

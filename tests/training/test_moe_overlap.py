@@ -54,7 +54,7 @@ def test_the_pair_is_megatrons_four_slots(qwen):
     """The four slots of Megatron-core's schedule (the dispatch of the backward waits on its
     mlp_bwd, the forward's mlp on its dispatch), no shorter than the host's issue of both
     phases' ops and of the grouped GEMMs' per-expert launches (here, at 1,024 tokens, the host
-    sets the pace: 42 ops at 62 us and 48 launches at 5 us); NCCL's all-to-alls slow the
+    sets the pace: 42 ops at 58 us and 48 launches at 5 us); NCCL's all-to-alls slow the
     compute beside them by the device's interference (0.24 on the H100)."""
     sim, device = qwen[False].run, H100.device
     i = device.comm_compute_interference

@@ -220,7 +220,8 @@ class _Walk:
             self.first, self.both, self.tend, self.g.end
         progs, sops, durs, tv, after, transfer, release = sh.progs, self.sops, self.dur, \
             2 * sh.v, sh.after, self.transfer, self.release
-        lens, whole = [len(x) for x in sh.progs], self.split is None
+        lens, whole, add_start, add_end, add_kind = [len(x) for x in sh.progs], \
+            self.split is None, self.g.start.append, end.append, self.g.kind.append
         todo = list(range(sh.p))
         while todo:
             moved = False
@@ -237,9 +238,15 @@ class _Walk:
                         if e >= tv and not whole:
                             self.cut(r, (e - tv) >> 1, ready)
                             ready = end[-1]
+                        elif ready < self.busy_end[r]:
+                            add_op(len(end))
+                            ready = self.compute(r, ready, d[e])   # beside a DP collective
                         else:
                             add_op(len(end))
-                            ready = self.compute(r, ready, d[e])
+                            add_start(ready)
+                            ready += d[e]
+                            add_end(ready)
+                            add_kind(_COMPUTE)
                         i += 1
                         continue
                     if at[r] != i:

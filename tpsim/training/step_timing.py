@@ -222,7 +222,7 @@ class _Walk:
             2 * sh.v, sh.after, self.transfer, self.release
         lens, whole, add_start, add_end, add_kind = [len(x) for x in sh.progs], \
             self.split is None, self.g.start.append, end.append, self.g.kind.append
-        todo = list(range(sh.p))
+        todo, busy_end = list(range(sh.p)), self.busy_end
         while todo:
             moved = False
             for r in todo:
@@ -238,7 +238,7 @@ class _Walk:
                         if e >= tv and not whole:
                             self.cut(r, (e - tv) >> 1, ready)
                             ready = end[-1]
-                        elif ready < self.busy_end[r]:
+                        elif ready < busy_end[r]:
                             add_op(len(end))
                             ready = self.compute(r, ready, d[e])   # beside a DP collective
                         else:
@@ -259,25 +259,20 @@ class _Walk:
                             both[k] = t = t if t > ready else ready
                             if after[k] < 0 or tend[after[k]] is not None:
                                 transfer(k, t)
-                    t = _batch_end(e, tend)
-                    if t is None:
-                        break
-                    ready, i, moved = t, i + 1, True
+                    t = 0.0                          # when every transfer has ended
+                    for k in e:
+                        x = tend[k]
+                        if x is None:
+                            break
+                        if x > t:
+                            t = x
+                    else:
+                        ready, i, moved = t, i + 1, True
+                        continue
+                    break
                 pcs[r], readys[r] = i, ready
             todo = [r for r in reversed(todo) if pcs[r] < lens[r]]
             _check(todo, moved)
-
-
-def _batch_end(batch, tend: list):
-    """When every transfer of ``batch`` has ended (None: one is not timed yet)."""
-    t = 0.0
-    for k in batch:
-        x = tend[k]
-        if x is None:
-            return None
-        if x > t:
-            t = x
-    return t
 
 
 def _check(todo: list, moved: bool) -> None:

@@ -14,7 +14,8 @@ Activations are not a formula here but the sum of what every forward op of the o
 keeps for its backward (``saved_bytes``), times the layers: without sequence parallelism this
 is exactly Korthikanti et al. 2022's  s b h (10 + 24/t + 5 a s / (h t))  bytes per layer for a
 GPT layer in 16-bit with dropout and unfused attention (their Table 2); flash attention drops
-the 5as/(ht) term; sequence parallelism shards norms, dropout masks and residuals, while the
+the 5as/(ht) term (with grouped queries the unfused core keeps K and V repeated to every query
+head: :func:`tpsim.layer.unfused.kept`); sequence parallelism shards norms, dropout masks and residuals, while the
 gathered input of each column-parallel GEMM is kept for its weight gradient (4 s b h not
 sharded: s b h (4 + 30/t) with flash attention and dropout). Under FP8 (Transformer Engine)
 each linear keeps its input as the 1-byte fp8 cast its GEMMs read (the norms' outputs, the

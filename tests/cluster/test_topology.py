@@ -56,16 +56,17 @@ def test_units_convert_to_si_once():
 def test_memory_is_what_the_runtime_exposes_less_the_reserve(name, exposed_gib):
     """The vendors' "80 GB", "141 GB" and "48 GB" are binary: each device exposes just under
     that many GiB (PyTorch's total capacity), far above the decimal figure; the tensors get
-    (exposed - 1.5 GiB) x (1 - 0.05), x (1 - headroom) on top."""
+    (exposed - 1.5 GiB) x (1 - headroom), less 0.047 of the bytes a step churns."""
     dev = load_topology(name).device
     assert dev.memory_bytes == exposed_gib * 2**30
     vendor_gb = {"dgx-a100": 80, "dgx-h100": 80, "dgx-h200": 141, "pcie-l40s": 48}[name]
     ecc = 15 / 16 if name == "pcie-l40s" else 1       # GDDR6's ECC keeps 1/16; HBM's is inline
     assert 0 < vendor_gb * ecc - exposed_gib < 1.5     # GiB, less what the driver keeps
-    assert dev.memory_reserved_bytes == 1.5 * 2**30 and dev.memory_fragmentation == 0.05
-    usable = (exposed_gib - 1.5) * 2**30 * 0.95
+    assert dev.memory_reserved_bytes == 1.5 * 2**30 and dev.memory_fragmentation == 0.047
+    usable = (exposed_gib - 1.5) * 2**30
     assert dev.usable_bytes() == pytest.approx(usable, rel=1e-15)
     assert dev.usable_bytes(0.1) == pytest.approx(usable * 0.9, rel=1e-15)
+    assert dev.usable_bytes(0.1, 2**30) == pytest.approx(usable * 0.9 - 0.047 * 2**30, rel=1e-15)
 
 
 def test_placement_fills_a_node_first():

@@ -53,3 +53,31 @@ def test_fused_attention_has_no_layout_copies():
     """Flash attention reads q, k, v in place and writes dQ, dK, dV into one buffer."""
     e = {o.name: o for o in predict("gpt3-13b", "dgx-h100", tp=2, dp=1).ops}
     assert not any(n.startswith(("fwd.attn.", "bwd.attn.")) for n in e)
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_the_core_keeps_the_repeated_keys_and_values(tp):
+    """Grouped queries (toy: 8 query heads, 2 K/V heads): baddbmm keeps Q and the repeated K,
+    (T, q) each, bmm the repeated V, (T, q), so the core keeps 2 T (q - kv) B more than with
+    its k and v at kv columns; Megatron's selective checkpoint keeps q, k, v before the repeat:
+    T (q + 2 kv) B, the same as without grouped queries at the same q and kv."""
+    from tpsim.base.schema import from_mapping
+    from tpsim.layer.graph import layer_graph
+    from tpsim.spec.model import ModelConfig
+
+    S, mb, H = 128, 2, 256
+
+    def graph(kv_heads, recompute):
+        m = from_mapping(ModelConfig, {"name": "toy", "layers": 2, "hidden": H, "heads": 8,
+                                       "kv_heads": kv_heads, "vocab": 1000, "seq_len": S},
+                         "<test>")
+        g = layer_graph(m, tp, mb, S, "bf16", attention="unfused", recompute=recompute)
+        return {n: a["saved_bytes"] for n, a in g.nodes(data=True)}
+
+    T, q, kv = S * mb, H // tp, max(1, 2 // tp) * H // 8   # a K/V head replicated past tp 2
+    none, sel = graph(2, "none"), graph(2, "selective")
+    assert none["fwd.attn.scores"] == 2 * T * q * B and none["fwd.attn.av"] == T * q * B
+    assert sel["fwd.attn.scores"] + sel["fwd.attn.av"] == T * (q + 2 * kv) * B
+    plain = graph(8, "none")                        # every query head its own K/V head
+    assert plain["fwd.attn.scores"] + plain["fwd.attn.av"] == 3 * T * q * B
+    assert sum(none.values()) - sum(sel.values()) > 2 * T * (q - kv) * B

@@ -304,7 +304,7 @@ def test_plot_infer_table_and_figure(tmp_path):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--batch", "2000"], "--batch: expected at most 360, the largest batch whose KV cache fits"),
+    (["--batch", "2000"], "--batch: expected at most 376, the largest batch whose KV cache fits"),
     (["--batch", "1", "--prompt", "3000000"], "not even one sequence of --prompt 3000000"),
 ])
 def test_infer_refuses_a_batch_that_cannot_fit(capsys, argv, expected):
@@ -315,8 +315,8 @@ def test_infer_refuses_a_batch_that_cannot_fit(capsys, argv, expected):
     assert main(base + argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and expected in err, err
-    if "360" in expected:
-        assert main(base + ["--batch", "360", "--json"]) == 0
+    if "376" in expected:
+        assert main(base + ["--batch", "376", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["memory"]["fits"] is True
 
 

@@ -61,14 +61,15 @@ def test_ep_reads_fewer_expert_bytes_per_gpu_per_decode_step(servers):
 
 def test_the_cache_is_the_ep_replicas_blocks_in_closed_form():
     """num_gpu_blocks = ep floor((usable - weights(E/ep experts) - activations) / (block x
-    per-token bytes)): more than ep times ep = 1's, the experts' weights split."""
+    per-token bytes)), usable less the allocator's waste on the activations: more than ep times
+    ep = 1's, the experts' weights split."""
     m, topo = load_model(MODEL), load_topology("dgx-h100")
     st = ServeSettings()
     one = kv_cache_blocks(m, topo, ServingLayout(tp=1, ep=1), st)
     two = kv_cache_blocks(m, topo, ServingLayout(tp=1, ep=2), st)
-    usable = topo.device.usable_bytes(0.0)
-    room = (usable - weights_per_gpu(m, 1, 1, "bf16", "bf16", 2)
-            - activations_per_sequence(m, 1, 1, st.max_num_batched_tokens, "bf16"))
+    act = activations_per_sequence(m, 1, 1, st.max_num_batched_tokens, "bf16")
+    usable = topo.device.usable_bytes(0.0, act)         # the allocator's waste on the profile's
+    room = usable - weights_per_gpu(m, 1, 1, "bf16", "bf16", 2) - act
     per = kv_bytes_per_token(m, 1, 1, "bf16")
     assert two.num_gpu_blocks == 2 * math.floor(room / (st.block_size * per))
     assert two.weights_bytes < one.weights_bytes and two.num_gpu_blocks > 2 * one.num_gpu_blocks

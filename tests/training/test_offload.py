@@ -123,7 +123,7 @@ def test_remedies_offer_no_recomputation_beside_offloading():
     """Megatron-core refuses recomputation with offloading: the advice does not offer it."""
     from tpsim.spec.model import load_model
     from tpsim.training.remedies import memory_remedies
-    kw = dict(FSDP_70B, cpu_offload_layers=40)
+    kw = dict(FSDP_70B, cpu_offload_layers=36)
     kw.pop("model")
     p = tpsim.predict("llama3-70b", "gb200-nvl72", **kw)
     assert not p.memory.fits

@@ -233,7 +233,7 @@ def _both():
         f.cache_clear()
     run = _run("gpt3-125m", "dgx-a100", None, None, None, 16)
     pred = predict(run.model, run.topo, global_batch=16, **LAYOUT)
-    ((bound, nbytes),) = search_price.price_pipelines(run, [[Layout(**LAYOUT)]])[0]
+    ((bound, nbytes, _),) = search_price.price_pipelines(run, [[Layout(**LAYOUT)]])[0]
     return pred.step.time_s, pred.memory.total_bytes, bound, nbytes
 
 

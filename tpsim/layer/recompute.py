@@ -12,7 +12,7 @@ are built:
   backward (one layer's worth, not counted here, as Korthikanti's 2sbhL does not).
 - ``selective``: only the attention core of the unfused path is recomputed (QK^T, scale + mask +
   softmax, attention dropout, AV; with Megatron's K/V repeat and context copy around them), the ops whose outputs make the 5 a s^2 b / t term; q, k and v
-  (the core's input) stay saved. Per layer in 16-bit, with dropout: s b h (10 + 24/t) without
+  (the core's input, k and v before the grouped-query repeat: T (q + 2 kv)) stay saved. Per layer in 16-bit, with dropout: s b h (10 + 24/t) without
   sequence parallelism (Korthikanti eq. 6; with SP tpsim keeps the gathered input of each
   column-parallel GEMM, s b h (4 + 30/t), where Korthikanti re-gathers it for 34/t). Fused
   (flash) attention already recomputes the scores in its backward and saves no s^2 term, so
@@ -52,6 +52,7 @@ from dataclasses import replace
 
 from ..spec.layout import RECOMPUTE, RECOMPUTE_MODES  # noqa: F401 - the modes, declared with the Layout
 from .recompute_modules import apply_modules
+from .unfused import core_inputs
 
 DEFAULT_MODULES = ("core_attn",)     # Megatron-core's default for selective
 # Megatron checkpoints DotProductAttention.forward: the K/V repeat, the core, the context copy
@@ -102,9 +103,11 @@ def _core_attention(B, forward: list[str]) -> None:
     region = [n for n in forward if n in SELECTIVE_OPS]
     if "fwd.attn.scores" not in region:  # fused attention, or no attention block: nothing
         return
-    # the s^2 tensors (probabilities, dropout mask and output) are no longer kept
+    # the s^2 tensors (probabilities, dropout mask and output) are no longer kept; the
+    # checkpoint keeps q, k and v as they enter the core, before the grouped-query repeat
     B.nodes = [replace(n, saved=None) if n.name in ("fwd.attn.softmax", "fwd.attn.dropout")
-               else n for n in B.nodes]
+               else replace(n, saved=lambda d, k=n.name: core_inputs(d)[k])
+               if n.name in ("fwd.attn.scores", "fwd.attn.av") else n for n in B.nodes]
     entry = "bwd.attn.av.dprobs"   # the core's backward begins here, once its gradient exists
     phase = {n.name: n.phase for n in B.nodes}
     start = tuple(u for u, v, _ in B.edges if v == entry and phase[u] == "backward")

@@ -15,7 +15,11 @@ forward
 * grouped-query attention repeats k and v to every query head (``repeat_interleave``): read
   kv, write q elements a token each (:func:`tpsim.layer.eager.repeat_kv`).
 * the scores, ``torch.baddbmm`` on transposed views (no copy; the scale in its alpha), the
-  scale-mask-softmax, attention dropout, the context ``torch.bmm``.
+  scale-mask-softmax, attention dropout, the context ``torch.bmm``. The two GEMMs keep their
+  operands for the backward: the query and the key as repeated, (T, q) each, and the value as
+  repeated, (T, q): 3 T q B bytes, k and v at q columns with grouped queries, not kv
+  (:func:`kept`; Megatron's selective checkpoint keeps the core's inputs instead, q + 2 kv:
+  :func:`core_inputs`).
 * ``context.permute(2, 0, 1, 3).contiguous()``: a copy of (T, q), 2 T q B bytes
   (:func:`tpsim.layer.eager.contiguous`).
 
@@ -65,20 +69,31 @@ def _query_copy(d):
     return eager.copy_size(d, d.q) if grouped else (d.T, d.q, 0)
 
 
+def kept(d) -> dict:
+    """What the scores and context GEMMs keep: Q and K repeated to every query head, 2 T q B;
+    V repeated, T q B."""
+    return {"fwd.attn.scores": 2 * d.T * d.q * d.bpe, "fwd.attn.av": d.T * d.q * d.bpe}
+
+
+def core_inputs(d) -> dict:
+    """The core's inputs, before the repeat, as a checkpoint of the core keeps them: q and k,
+    T (q + kv) B, at the scores; v, T kv B, at the context GEMM."""
+    return {"fwd.attn.scores": d.T * (d.q + d.kv) * d.bpe, "fwd.attn.av": d.T * d.kv * d.bpe}
+
+
 def core_fwd(B, qkv: str, dropout: bool) -> str:
     """The unfused core's forward (module docstring); returns the context copy's name."""
     q = B.eltwise("fwd.attn.query", _query_copy, (qkv,), host_ops=0)
     kv = qkv if B.eager else eager.repeat_kv(B, "fwd.attn.repeat_kv", q, host_ops=0)
     x = B.gemm("fwd.attn.scores", _scores_gemm, (q, kv),
-               saved=lambda d: d.T * (d.q + d.kv) * d.bpe)
+               saved=lambda d: kept(d)["fwd.attn.scores"])
     x = B.eltwise("fwd.attn.softmax", lambda d: (*_scores(d)[:2], 2 * _scores(d)[2] * d.bpe),
                   (x,), saved=lambda d: _scores(d)[2] * d.bpe, arith=lambda d: "softmax")
     if dropout:
         x = B.eltwise("fwd.attn.dropout",
                       lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
                       (x,), saved=lambda d: _scores(d)[2] * (1 + d.bpe))
-    x = B.gemm("fwd.attn.av", _context_gemm, (x, kv),
-               saved=lambda d: d.T * d.kv * d.bpe)
+    x = B.gemm("fwd.attn.av", _context_gemm, (x, kv), saved=lambda d: kept(d)["fwd.attn.av"])
     return eager.contiguous(B, x)
 
 

@@ -45,7 +45,7 @@ def _head(p) -> list[str]:
 
 def _usable(mem) -> float:
     """What the tensors may take: the capacity less the reserve (CUDA context, NCCL buffers,
-    fragmentation, headroom: :meth:`tpsim.cluster.topology.Device.usable_bytes`)."""
+    headroom, the allocator's waste on the churned bytes: :meth:`tpsim.cluster.topology.Device.usable_bytes`)."""
     return mem.capacity_bytes - mem.reserved_bytes
 
 

@@ -154,8 +154,8 @@ def bound_layouts(workers, layouts: list[Layout], progress=None):
     for start in range(0, len(groups), step):
         chunk = groups[start:start + step]
         for g, rows in zip(chunk, workers.bound([[layouts[i] for i in g] for g in chunk])):
-            for i, (bound, nbytes) in zip(g, rows):
-                out[i] = (bound, nbytes, nbytes <= usable(layouts[i].memory_headroom))
+            for i, (bound, nbytes, need) in zip(g, rows):
+                out[i] = (bound, nbytes, need <= usable(layouts[i].memory_headroom))
             done += len(g)
         if progress:
             progress("pricing layouts", done, len(layouts))

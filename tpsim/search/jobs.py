@@ -74,7 +74,7 @@ class Workers:
         return False
 
     def bound(self, groups):
-        """Each group's (bound, bytes) list, in order: in this process all at once, else in
+        """Each group's (bound, bytes, bytes needed) list, in order: in this process all at once, else in
         chunks spread over the workers."""
         if self.pool is None:
             return _bound(groups)

@@ -14,7 +14,11 @@ compute after it: :mod:`tpsim.search.dp_events`)
 (with the overlapped weight all-gather, every E_i is a path from stage 0's first forward, which
 starts at R_i = max_k (G_k - head_k . f_i), :func:`tpsim.training.terms.gather_release` over
 its buckets: E_i + R_i; the all-gather is then out of finish_r)
-    memory_i = max_r (state_r + max(in-flight counts_r . saved_i, step's copy_r)) + TP buffers_i
+    memory_i = max_r (state_r + c_ir) + TP buffers_i,  c_ir = max(in-flight counts_r . saved_i, step's copy_r)
+    need_i   = max_r (state_r + c_ir + waste(c_ir)) + TP buffers_i
+
+(waste: the allocator's on the churned bytes, :meth:`tpsim.cluster.topology.Device.allocator_waste_bytes`;
+need_i is checked against Device.usable_bytes(headroom))
 
 (TP buffers: :func:`tpsim.sim.memory.userbuffers_bytes` with --tp-comm-overlap, else 0)
 
@@ -130,8 +134,9 @@ class _Pipeline:
                                  for _, mb, _, _, ov, cp, *_ in self.parts])
 
 
-def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[float, float]]]:
-    """(step-time lower bound, the fullest stage's bytes) of each layout of each group of
+def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple]]:
+    """(step-time lower bound, the fullest stage's bytes, the bytes it needs with the allocator's
+    waste) of each layout of each group of
     layouts that share a pipeline (pp, virtual stages, layers per virtual stage).
 
     In phases over all groups (each kind of work together runs markedly faster in CPython
@@ -151,12 +156,13 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
               for tp, dp, sp, do, opg, z, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
                        for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
-    return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
+    waste = run.topo.device.allocator_waste_bytes
+    return [_price(*args, waste) for args in zip(pipes, parts, shapes, tails, comms)]
 
 
 def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
-           comms: np.ndarray) -> list[tuple[float, float]]:
-    """The module docstring's T_i and memory_i of one pipeline's layouts."""
+           comms: np.ndarray, waste) -> list[tuple[float, float, float]]:
+    """The module docstring's T_i, memory_i and need_i of one pipeline's layouts."""
     stages, idx = np.array(end_stages(q.p)), q.tidx
     c = comms[q.cidx]
     x = np.concatenate([np.array([t.times for t in parts])[q.pidx],
@@ -174,6 +180,7 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     state = np.stack([t.memory for t in tails])[idx]
     saved = np.array([t.saved for t in parts])[q.pidx]
     copy = np.stack([t.step_copy for t in tails])[idx]
-    memory = (state + np.maximum(np.einsum("nk,nsk->ns", saved, counts), copy)).max(axis=1)
-    memory += q.buffers[q.pidx]
-    return list(zip(bounds.tolist(), memory.tolist()))
+    churned = np.maximum(np.einsum("nk,nsk->ns", saved, counts), copy)
+    memory = (state + churned).max(axis=1) + q.buffers[q.pidx]
+    need = (state + churned + waste(churned)).max(axis=1) + q.buffers[q.pidx]
+    return list(zip(bounds.tolist(), memory.tolist(), need.tolist()))

@@ -72,16 +72,17 @@ from .step_model import StepModel
 
 def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
                     st: ServeSettings) -> EngineConfig:
-    """The paged KV cache: usable = Device.usable_bytes(memory_headroom); KV bytes = usable -
+    """The paged KV cache: usable = Device.usable_bytes(memory_headroom, the activations below:
+    the bytes that churn, the pool itself allocated once); KV bytes = usable -
     weights_per_gpu (of one of pp stages) - activations_per_sequence at a prompt of
     max_num_batched_tokens (the profile run of one full step, as vLLM sizes it, on every
     stage); kv_bytes_per_token of one stage's layers; num_gpu_blocks = ep floor(KV bytes /
     (block_size x kv_bytes_per_token)), the ep replicas' blocks together, each GPU holding
     E/ep experts of each MoE layer; kv_cache_tokens likewise; kv_cache_bytes one GPU's."""
-    usable = topo.device.usable_bytes(lay.memory_headroom)
     weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.ep)
     act = activations_per_sequence(m, lay.tp, 1, st.max_num_batched_tokens,
                                    lay.activation_dtype)
+    usable = topo.device.usable_bytes(lay.memory_headroom, act)
     per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype)
     room = max(usable - weights - act, 0.0)
     blocks = math.floor(room / (st.block_size * per_token))

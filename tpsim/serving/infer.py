@@ -345,7 +345,8 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
-                         topo.device.memory_bytes, topo.device.usable_bytes(lay.memory_headroom),
+                         topo.device.memory_bytes,
+                         lambda churned: topo.device.usable_bytes(lay.memory_headroom, churned),
                          lay.ep)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,

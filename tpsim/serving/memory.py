@@ -23,11 +23,12 @@ holding n_L = ceil(layers / pp) layers (the largest stage):
 * activations = (batch / pp) prompt (h + (n_in + 1) f / tp) bpe_a: the prefill's widest live
   set, the residual stream beside the MLP's fc1 output (n_in = 2 for SwiGLU) and its
   activation (serving engines size this by profiling one dummy prefill);
-* max_batch = floor((usable - weights) / (per-sequence KV + activations)), both linear in
-  the batch; pp > 1 rounds it down to a multiple of pp. ``usable`` is the device's memory less
-  the reserve (CUDA context, NCCL buffers, the allocator's fragmentation) and the server's
-  headroom (:meth:`tpsim.cluster.topology.Device.usable_bytes`); ``reserved_bytes`` = capacity -
-  usable.
+* max_batch = floor((usable - weights) / (per-sequence KV + activations + waste)), all linear
+  in the batch; pp > 1 rounds it down to a multiple of pp. ``usable`` is the device's memory
+  less the reserve (CUDA context, NCCL buffers) and the server's headroom, less the caching
+  allocator's waste on the bytes that churn, the activations, ``waste`` per sequence
+  (:meth:`tpsim.cluster.topology.Device.usable_bytes`): the weights and the KV cache, one pool
+  allocated at start, fragment nothing; ``reserved_bytes`` = capacity - usable.
 """
 from __future__ import annotations
 
@@ -104,7 +105,9 @@ def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, d
                    act_dtype: str, kv_dtype: str, capacity: float,
                    usable: float | None = None, ep: int = 1) -> InferMemory:
     """Weights, KV cache and activations per GPU, whether they fit and the largest batch that
-    does (module docstring); with ``ep`` attention replicas a GPU holds batch / ep sequences."""
+    does (module docstring); with ``ep`` attention replicas a GPU holds batch / ep sequences.
+    ``usable``: bytes, or a function of the bytes that churn (the activations), as
+    :meth:`tpsim.cluster.topology.Device.usable_bytes`, linear in them."""
     weights = weights_per_gpu(model, tp, pp, dtype, act_dtype, ep)
     batch //= ep
     per_token = kv_bytes_per_token(model, tp, pp, kv_dtype)
@@ -112,8 +115,9 @@ def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, d
     act_seq = activations_per_sequence(model, tp, pp, prompt, act_dtype)
     kv, act = batch * kv_seq, batch * act_seq
     total = weights + kv + act
-    usable = capacity if usable is None else usable
-    room = usable - weights
-    most = max(0, math.floor(room / (kv_seq + act_seq))) if room > 0 else 0
-    return InferMemory(weights, kv, per_token, act, total, capacity, capacity - usable,
-                       total <= usable, (most - most % pp) * ep)
+    space = (lambda churned: capacity) if usable is None else (
+        usable if callable(usable) else lambda churned: usable)
+    room, waste_seq = space(0.0) - weights, space(0.0) - space(act_seq)
+    most = max(0, math.floor(room / (kv_seq + act_seq + waste_seq))) if room > 0 else 0
+    return InferMemory(weights, kv, per_token, act, total, capacity, capacity - space(act),
+                       total <= space(act), (most - most % pp) * ep)

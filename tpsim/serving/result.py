@@ -99,7 +99,7 @@ class InferMemory:
     (2 x layers x kv_heads_per_rank x head_dim x bpe_kv); ``activations_bytes``: the prefill's
     largest live activations; ``capacity_bytes``: the device's memory as the CUDA runtime
     exposes it; ``reserved_bytes``: what the tensors cannot have of it (CUDA context, NCCL
-    buffers, fragmentation, headroom); ``fits``: total <= capacity - reserved; ``max_batch``:
+    buffers, headroom, the allocator's waste on the activations); ``fits``: total <= capacity - reserved; ``max_batch``:
     the largest batch that fits at this prompt and gen (0: not even the weights fit)."""
     weights_bytes: float
     kv_cache_bytes: float

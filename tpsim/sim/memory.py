@@ -14,7 +14,8 @@ Activations are not a formula here but the sum of what every forward op of the o
 keeps for its backward (``saved_bytes``), times the layers: without sequence parallelism this
 is exactly Korthikanti et al. 2022's  s b h (10 + 24/t + 5 a s / (h t))  bytes per layer for a
 GPT layer in 16-bit with dropout and unfused attention (their Table 2); flash attention drops
-the 5as/(ht) term; sequence parallelism shards norms, dropout masks and residuals, while the
+the 5as/(ht) term (with grouped queries the unfused core keeps K and V repeated to every query
+head: :func:`tpsim.layer.unfused.kept`); sequence parallelism shards norms, dropout masks and residuals, while the
 gathered input of each column-parallel GEMM is kept for its weight gradient (4 s b h not
 sharded: s b h (4 + 30/t) with flash attention and dropout). Under FP8 (Transformer Engine)
 each linear keeps its input as the 1-byte fp8 cast its GEMMs read (the norms' outputs, the
@@ -43,8 +44,10 @@ the larger of the two phases, not their sum.
 
 A stage fits when its total is within what the device leaves to tensors
 (:meth:`tpsim.cluster.topology.Device.usable_bytes`): its memory as the CUDA runtime exposes it,
-less the CUDA context and NCCL's buffers, the caching allocator's fragmentation and the run's
-memory_headroom; ``reserved_bytes`` is the difference.
+less the CUDA context and NCCL's buffers and the run's memory_headroom, less the caching
+allocator's fragmentation, a share of the bytes the step allocates and frees, max(activations,
+step's copy): the weights, gradient buffers, optimizer state and userbuffers are allocated once
+and fragment nothing; ``reserved_bytes`` is the difference.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def userbuffers_bytes(tokens: int, hidden: int, dtype: str, overlap: bool = True
 class Memory:
     """Bytes per GPU of one pipeline ``stage``. ``capacity_bytes``: the device's memory as the
     CUDA runtime exposes it; ``reserved_bytes``: what the tensors cannot have of it (the CUDA
-    context, NCCL's buffers, the allocator's fragmentation, the run's headroom:
+    context, NCCL's buffers, the allocator's waste on the step's churned bytes, the headroom:
     :meth:`tpsim.cluster.topology.Device.usable_bytes`); ``fits``: total <= capacity -
     reserved. ``in_flight``: micro-batches whose activations the stage holds at once."""
     params_per_gpu: int
@@ -113,7 +116,9 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     """params x (weights + gradients + optimizer / shards) bytes, plus the larger of the
     activations and the optimizer step's copy, params x step_copy / optimizer_shards (module
     docstring); it fits
-    within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it). ``state``: the
+    within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it; a function of the
+    bytes the step churns, max(activations, step's copy), for the allocator's waste on them:
+    :meth:`tpsim.cluster.topology.Device.usable_bytes`). ``state``: the
     (weights, gradients, optimizer) bytes of a ZeRO-2/3 run instead
     (:func:`tpsim.training.sharded_dp.state_bytes`); ``offloaded_bytes``: activations held in
     host memory instead (:mod:`tpsim.training.offload`), outside the total; ``plain``: the
@@ -124,8 +129,10 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     weights, grads, optim = state or (weights_bytes(dtype, params, plain), params * prec.grads,
                                       params * prec.optimizer / optimizer_shards)
     copy = params * prec.step_copy / optimizer_shards
-    total = weights + grads + optim + tp_buffers + max(activations_bytes, copy)
-    usable = capacity_bytes if usable_bytes is None else usable_bytes
+    churned = max(activations_bytes, copy)
+    total = weights + grads + optim + tp_buffers + churned
+    usable = (capacity_bytes if usable_bytes is None else
+              usable_bytes(churned) if callable(usable_bytes) else usable_bytes)
     return Memory(params, float(weights), float(grads), float(optim), float(activations_bytes),
                   float(total), float(capacity_bytes), float(capacity_bytes - usable),
                   total <= usable, stage, in_flight, optimizer_shards, zero,

@@ -111,9 +111,13 @@ def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     optimizer; ZeRO-2/3: :func:`tpsim.training.sharded_dp.state_bytes`) and the activations of
     the micro-batches in flight at its fullest moment
     (:func:`tpsim.training.terms.in_flight_chunks`), against the ``device``'s memory less its
-    reserve and the run's ``headroom`` (:meth:`~tpsim.cluster.topology.Device.usable_bytes`)."""
+    reserve, the run's ``headroom`` and the allocator's waste on the stage's churned bytes
+    (:meth:`~tpsim.cluster.topology.Device.usable_bytes`)."""
     par = setup.parallelism
-    capacity, usable = device.memory_bytes, device.usable_bytes(headroom)
+    capacity = device.memory_bytes
+
+    def usable(churned: float) -> float:
+        return device.usable_bytes(headroom, churned)
     sh = setup.sharding
     out = []
     for r in range(par.pp):

@@ -38,8 +38,16 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
     tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
     idle SMs (split-K / stream-K) in s = min(P / tiles, k / SPLIT_K_MIN) (at least 1)
-    shares: u = m n batch s / (P Tm Tn); a skinny one (m or n under one tile, decoding's
-    m = batch) is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn).
+    shares: u = m n batch s / (P Tm Tn). A skinny one (m or n under one tile, decoding's
+    m = batch) keeps only its tiles' padding, u = m n batch / (tiles Tm Tn), whatever its tile
+    count: with fewer tiles than P it is spread over them all (s = P / tiles); with more, it
+    has no wave tail, because cuBLAS runs such a GEMM with kernels whose work is split evenly
+    over the SMs (split-K / stream-K, CUTLASS's "Stream-K" decomposition, Osama et al. 2023,
+    whose point is to remove wave quantization; NVIDIA's "Matrix Multiplication Background",
+    which lists smaller tiles as cuBLAS's other remedy), and its time is its weight reads:
+    cuBLAS's skinny GEMMs run at 77-90% of HBM peak up to m = 64-128 (A100: 1.56-1.66 TB/s at
+    m 16-64, n = k = 16384, ml-explore/mlx PR 3255; H100: 2.9-3.0 TB/s at m 16-128, n 12288
+    and 43008, k 5376, vLLM PR 49363), not a second compute-bound wave.
     Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
     x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
     Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.
@@ -54,11 +62,11 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
         share = 1.0
-        if tiles >= sms:
-            u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
-        elif m < tm or n < tn:
-            share = sms / tiles
+        if m < tm or n < tn:
+            share = max(1.0, sms / tiles)
             u = m * n * batch / (tiles * tm * tn)
+        elif tiles >= sms:
+            u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
         else:
             share = max(1.0, min(sms / tiles, k / SPLIT_K_MIN))
             u = m * n * batch * share / (sms * tm * tn)

@@ -38,10 +38,10 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
     tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
     idle SMs (split-K / stream-K) in s = min(P / tiles, k / SPLIT_K_MIN) (at least 1)
-    shares: u = m n batch s / (P Tm Tn). A skinny one (m or n under one tile, decoding's
-    m = batch) keeps only its tiles' padding, u = m n batch / (tiles Tm Tn), whatever its tile
-    count: with fewer tiles than P it is spread over them all (s = P / tiles); with more, it
-    has no wave tail, because cuBLAS runs such a GEMM with kernels whose work is split evenly
+    shares: u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
+    is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn). A skinny one, m or
+    n under the tile's shorter side (under one tile whichever way it is turned), keeps that
+    u whatever its tile count: with more tiles than P it has no wave tail either, because cuBLAS runs such a GEMM with kernels whose work is split evenly
     over the SMs (split-K / stream-K, CUTLASS's "Stream-K" decomposition, Osama et al. 2023,
     whose point is to remove wave quantization; NVIDIA's "Matrix Multiplication Background",
     which lists smaller tiles as cuBLAS's other remedy), and its time is its weight reads:
@@ -59,14 +59,15 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
         return k / (k + k_half)
     sms = max(1, sms // device.gemm_tile_sms)
     best = 0.0
+    skinny = min(m, n) < min(tile)
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
         share = 1.0
-        if m < tm or n < tn:
+        if tiles >= sms and not skinny:
+            u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
+        elif m < tm or n < tn:
             share = max(1.0, sms / tiles)
             u = m * n * batch / (tiles * tm * tn)
-        elif tiles >= sms:
-            u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
         else:
             share = max(1.0, min(sms / tiles, k / SPLIT_K_MIN))
             u = m * n * batch * share / (sms * tm * tn)

@@ -40,14 +40,14 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     idle SMs (split-K / stream-K) in s = min(P / tiles, k / SPLIT_K_MIN) (at least 1)
     shares: u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
     is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn). A skinny one, m or
-    n under the tile's shorter side (under one tile whichever way it is turned), keeps that
-    u whatever its tile count: with more tiles than P it has no wave tail either, because cuBLAS runs such a GEMM with kernels whose work is split evenly
-    over the SMs (split-K / stream-K, CUTLASS's "Stream-K" decomposition, Osama et al. 2023,
-    whose point is to remove wave quantization; NVIDIA's "Matrix Multiplication Background",
-    which lists smaller tiles as cuBLAS's other remedy), and its time is its weight reads:
-    cuBLAS's skinny GEMMs run at 77-90% of HBM peak up to m = 64-128 (A100: 1.56-1.66 TB/s at
-    m 16-64, n = k = 16384, ml-explore/mlx PR 3255; H100: 2.9-3.0 TB/s at m 16-128, n 12288
-    and 43008, k 5376, vLLM PR 49363), not a second compute-bound wave.
+    n under the tile's shorter side (under one tile whichever way it is turned), keeps that u
+    whatever its tile count: with more tiles than P it has no wave tail either, because cuBLAS
+    runs it with kernels that split its work evenly over the SMs (split-K / stream-K: CUTLASS's
+    Stream-K decomposition, Osama et al. 2023, removes wave quantization) and its time is its
+    weight reads, not a second compute-bound wave: cuBLAS's skinny GEMMs stream their weights
+    at 77-90% of the HBM peak (A100 1.56-1.66 TB/s at m 16-64, n = k = 16384, ml-explore/mlx
+    PR 3255; H100 2.75-3.0 TB/s at m 16-128, n 12288 and 43008, k 5376, vLLM PR 49363; both
+    check rows of tests/data/published_compute).
     Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
     x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
     Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.

@@ -193,6 +193,16 @@ def test_split_k_fills_idle_sms_by_hand():
     assert tile_wave_efficiency(256, 256, 4096, 1, d) == pytest.approx(2048 / 3072)
 
 
+def test_skinny_gemm_has_no_wave_tail_by_hand():
+    """Tiles 128 x 256 on 4 SMs, m = 1: a skinny GEMM keeps m / Tm = 1/128 of the tensor cores
+    whatever its tile count, as many tiles as SMs or more (n = 1280: 5 tiles; a wave count
+    would make it 1280 / (2 waves x 4 x 32768) = 1/204.8): it runs split evenly over the SMs."""
+    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0)
+    for tiles in (1, 3, 4, 5, 8, 9):
+        assert tile_wave_efficiency(1, 256 * tiles, 4096, 1, d) == pytest.approx(1 / 128)
+    assert tile_wave_efficiency(1, 1280, 4096, 1, d) == pytest.approx(1280 / (5 * 32768))
+
+
 def test_attention_kernel_efficiency_by_hand():
     """efficiency 0.6 at d = 128 (0.5 at 64), seq_half 1000: at seq 1000, d 128: 0.6 * 0.5 =
     0.3; causal x 0.9: 0.27; d = 100 takes the nearest listed (128); backward 0.4 * 0.5."""

@@ -38,8 +38,16 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
     tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
     idle SMs (split-K / stream-K) in s = min(P / tiles, k / SPLIT_K_MIN) (at least 1)
-    shares: u = m n batch s / (P Tm Tn); a skinny one (m or n under one tile, decoding's
-    m = batch) is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn).
+    shares: u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
+    is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn). A skinny one, m or
+    n under the tile's shorter side (under one tile whichever way it is turned), keeps that u
+    whatever its tile count: with more tiles than P it has no wave tail either, because cuBLAS
+    runs it with kernels that split its work evenly over the SMs (split-K / stream-K: CUTLASS's
+    Stream-K decomposition, Osama et al. 2023, removes wave quantization) and its time is its
+    weight reads, not a second compute-bound wave: cuBLAS's skinny GEMMs stream their weights
+    at 77-90% of the HBM peak (A100 1.56-1.66 TB/s at m 16-64, n = k = 16384, ml-explore/mlx
+    PR 3255; H100 2.75-3.0 TB/s at m 16-128, n 12288 and 43008, k 5376, vLLM PR 49363; both
+    check rows of tests/data/published_compute).
     Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
     x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
     Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.
@@ -51,13 +59,14 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
         return k / (k + k_half)
     sms = max(1, sms // device.gemm_tile_sms)
     best = 0.0
+    skinny = min(m, n) < min(tile)
     for tm, tn in (tile, tile[::-1]):
         tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
         share = 1.0
-        if tiles >= sms:
+        if tiles >= sms and not skinny:
             u = m * n * batch / (math.ceil(tiles / sms) * sms * tm * tn)
         elif m < tm or n < tn:
-            share = sms / tiles
+            share = max(1.0, sms / tiles)
             u = m * n * batch / (tiles * tm * tn)
         else:
             share = max(1.0, min(sms / tiles, k / SPLIT_K_MIN))

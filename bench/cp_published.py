@@ -29,10 +29,11 @@ stage 15 layers, not 16). The CP 1 rows of the same table (GB200 TP 4 PP 16; GB3
 GB300's FP8 row of the 26.02.01 container is printed as CP 1: the summary gives it TP 2 PP 8
 CP 2 VP 4 (1,024), but the recipe that container ran (26.02.01 is Megatron-Bridge r0.3.1,
 ``docs/releases/known-issues.md``; ``LLAMA31_405B_PRETRAIN_CONFIG_GB300_FP8_CS_V2`` in that
-tag's ``llama31_workload_base_configs.py``) is TP 4 PP 8 CP 1 VP 4, set so by commit 039143ae8
-("Lm3.1 405B TP4-CP1 GB300 FP8-CS", 2026-02-03, before r0.3.0); the 26.02, 26.04, 26.04.01
-and 26.06 tables list that layout for the same recipe (988, 1,036, 1,024, 1,048), and the
-26.02.01 row's TP, PP, CP and VP equal the MXFP8 row printed above it (TP 2 CP 2: that recipe's).
+tag's ``llama31_workload_base_configs.py``) is TP 4 PP 8 CP 1 VP 4, the change of commit
+039143ae8 ("Lm3.1 405B TP4-CP1 GB300 FP8-CS", 2026-02-03), which the r0.3.0 and r0.3.1 tags
+carry; the 26.02, 26.04, 26.04.01 and 26.06 tables list that layout for GB300's FP8 row (988,
+1,036, 1,024, 1,048), and the 26.02.01 row's TP, PP, CP and VP equal the MXFP8 row printed
+above it (TP 2 CP 2: that recipe's).
 
 Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
 405B on 16,384 H100s, TP 8, CP 16 (all-gather, section 3.3.2), PP 16, DP 8, seq 131,072, 16M

@@ -23,8 +23,17 @@ Megatron-core's pipeline layout string). Without the two precision settings tpsi
 of weights (bf16 + the FP8 cast and its transpose) and 4 of fp32 gradients per parameter where
 the run holds 2 and 2; without them and with 2 chunks per stage (this script before) it put
 every row over memory, and the B200 row needs both (the 8 chunks' split leaves the fullest
-stage 15 layers, not 16). A CP 1 row of the same table (GB200,
-405B, PP 16) is printed beside them: tpsim's error without context parallelism, for scale.
+stage 15 layers, not 16). The CP 1 rows of the same table (GB200 TP 4 PP 16; GB300 TP 4 PP 8,
+4 chunks) are printed beside them: tpsim's error without context parallelism, for scale.
+
+GB300's FP8 row of the 26.02.01 container is printed as CP 1: the summary gives it TP 2 PP 8
+CP 2 VP 4 (1,024), but the recipe that container ran (26.02.01 is Megatron-Bridge r0.3.1,
+``docs/releases/known-issues.md``; ``LLAMA31_405B_PRETRAIN_CONFIG_GB300_FP8_CS_V2`` in that
+tag's ``llama31_workload_base_configs.py``) is TP 4 PP 8 CP 1 VP 4, the change of commit
+039143ae8 ("Lm3.1 405B TP4-CP1 GB300 FP8-CS", 2026-02-03), which the r0.3.0 and r0.3.1 tags
+carry; the 26.02, 26.04, 26.04.01 and 26.06 tables list that layout for GB300's FP8 row (988,
+1,036, 1,024, 1,048), and the 26.02.01 row's TP, PP, CP and VP equal the MXFP8 row printed
+above it (TP 2 CP 2: that recipe's).
 
 Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
 405B on 16,384 H100s, TP 8, CP 16 (all-gather, section 3.3.2), PP 16, DP 8, seq 131,072, 16M
@@ -65,8 +74,10 @@ RUNS = (
     ("DGX-B200, 128 GPUs, TP 4 PP 8 CP 2 (VP 8), GBS 64", "dgx-b200-ndr-cluster", 16,
      dict(tp=4, cp=2, dp=2, global_batch=64, **layout(8, 8)), (("25.09", 664), ("25.11", 661))),
     ("DGX-GB300, 256 GPUs, TP 2 PP 8 CP 2 (VP 4), GBS 1536", "gb300-nvl72", None,
-     dict(tp=2, cp=2, dp=8, global_batch=1536, **layout(8, 4)),
-     (("25.11", 999), ("26.02.01", 1024))),
+     dict(tp=2, cp=2, dp=8, global_batch=1536, **layout(8, 4)), (("25.11", 999),)),
+    ("CP 1 for scale: DGX-GB300, 256 GPUs, TP 4 PP 8 (VP 4), GBS 1536", "gb300-nvl72", None,
+     dict(tp=4, dp=8, global_batch=1536, **layout(8, 4)),
+     (("26.02", 988), ("26.02.01", 1024), ("26.04", 1036), ("26.04.01", 1024), ("26.06", 1048))),
     ("CP 1 for scale: DGX-GB200, 256 GPUs, TP 4 PP 16 (VP 4), GBS 1536", "gb200-nvl72", None,
      dict(tp=4, dp=4, global_batch=1536, **layout(16, 4)),
      (("25.11", 813), ("26.02", 793), ("26.02.01", 818), ("26.04", 842), ("26.04.01", 864),

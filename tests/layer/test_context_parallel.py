@@ -50,6 +50,28 @@ def test_p2p_ring_exchanges():
     assert len(_ops(g, "attention", "forward")) == cp
 
 
+@pytest.mark.parametrize("cp", [2, 4])
+def test_p2p_ring_elementwise_traffic_is_transformer_engines(cp):
+    """AttnFuncWithCPAndKVP2P with 16-bit attention (Transformer Engine's context_parallel.py):
+    forward, the fp32 output correction (init 2 + 4, each later step 4 + 2 + 4, the cast back
+    4 + 2 bytes per output element) and the K/V concatenated into the ring buffer; backward,
+    per step dQ/dK/dV copied (step 0, with K/V copied into the ring buffer) or added (after),
+    each step's sums waiting for that step's message."""
+    s = 8192
+    g = layer_graph(M, 1, 1, s, "bf16", cp=cp)
+    out = (s // cp) * M.heads * M.head_dim
+    kv = 2 * (s // cp) * M.kv_heads * M.head_dim * 2
+    ops = {a["name"]: a["op"] for _, a in g.nodes(data=True)}
+    assert ops["fwd.attn.cp.correct"].nbytes == out * (6 + 10 * (cp - 1) + 6) + 2 * kv
+    for i in range(cp):
+        c = 2 if i == 0 else 3
+        acc = ops[f"bwd.attn.cp{i}.accumulate"].nbytes
+        assert acc == (out * 2 + kv) * c + (2 * kv if i == 0 else 0)
+        assert g.has_edge(f"bwd.attn.cp{i}", f"bwd.attn.cp{i}.accumulate")
+        assert g.has_edge(f"bwd.attn.cp.kv{i}", f"bwd.attn.cp{i}.accumulate")
+    assert not any("accumulate" in n for n in layer_graph(M, 1, 1, s, "bf16").nodes)
+
+
 def test_all_gather_and_a2a_collectives():
     s, cp = 8192, 4
     kv = 2 * (s // cp) * M.kv_heads * M.head_dim * 2

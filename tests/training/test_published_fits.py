@@ -84,6 +84,13 @@ PUBLISHED |= {
         dp=4, global_batch=1536, micro_batch=1, dtype="fp8", sequence_parallel=True,
         tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
         pipeline_layout=f"E{_CHUNK[1:]}|({_CHUNK}|)*62{_CHUNK[1:]}L"),
+    # GB300's FP8 recipe from 26.02 (Megatron-Bridge r0.3.0: TP 4 PP 8 CP 1 VP 4, 128 slots
+    # over 8 x 4 chunks of 4)
+    "bridge-405b-cp1-gb300": dict(
+        RECIPE, model="llama3-405b", topology="gb300-nvl72", tp=4, pp=8, virtual_stages=4,
+        dp=8, global_batch=1536, micro_batch=1, dtype="fp8", sequence_parallel=True,
+        tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
+        pipeline_layout="Ettt|(tttt|)*30tttL"),
     "torchtitan-8b-fsdp8-bf16": dict(_TITAN_T1, dtype="bf16", eager_kernels=True),
     "torchtitan-8b-fsdp8-float8": dict(_TITAN_T1, dtype="fp8"),
 }

@@ -13,11 +13,13 @@ full causal count / cp.
 the ring's previous rank, half of an s x s block (s queries, s/2 keys, no mask), while the K/V
 for the next step travels (one send-recv of 2 b s kv bytes, K and V): per step, the time is
 the longer of the two. Two buffers hold the K/V in flight, so step i + 1's transfer also waits
-for step i - 1's attention, whose buffer it fills. The forward ends with the output correction (the partial outputs merged
-by their log-sum-exp: read cp partial outputs, write one, (cp + 1) b s q bytes). The backward
-runs the ring again: step i sends the K/V of step i and the dK/dV accumulated so far (step 0
-K/V only, step cp - 1 dK/dV only: 2 (cp - 1) K/V-sized messages in all) beside the attention
-backward of step i; the last dK/dV arrives after the last step.
+for step i - 1's attention, whose buffer it fills. The forward ends with the output correction
+(:func:`correction_bytes`: the partial outputs merged by their log-sum-exp in fp32, then cast
+back; with it the copy of the rank's K and V into the ring's first buffer). The backward runs
+the ring again: step i sends the K/V of step i and the dK/dV accumulated so far (step 0 K/V
+only, step cp - 1 dK/dV only: 2 (cp - 1) K/V-sized messages in all) beside the attention
+backward of step i, whose dQ, dK, dV are then folded into the running sums
+(:func:`accumulate_bytes`) once the step's message has arrived (its dK/dV are the ones added to).
 
 ``all-gather`` (AttnFuncWithCPAndKVAllGather, Llama 3's): the K/V of the whole sequence is
 all-gathered (b s cp 2 kv bytes, the gathered output as nccl-tests counts it) before the
@@ -47,6 +49,7 @@ once and the step waits for the last, which in a group that spans nodes crosses 
 from __future__ import annotations
 
 from ..base.errors import ConfigError
+from ..cluster.topology import BYTES_PER_ELEMENT
 from ..spec.parallel import Group
 from .ops import Attention, SendRecv
 
@@ -86,6 +89,42 @@ def _attention(kernel, backward: bool, sq, skv, causal: bool, split=None):
         return Attention(d.b, d.heads // n, max(1, d.kv_heads // n), sq(d), skv(d), d.d,
                          d.dtype, causal, backward, kernel)
     return make
+
+
+def correction_bytes(d, steps: int) -> float:
+    """The ring forward's elementwise traffic beside its attention kernels, on the ring's last
+    rank (every step's keys before its queries: the whole output corrected at every step; the
+    others correct half of it at some steps, and the ring waits for the slowest):
+
+        bytes = b s q [(B + F) + (steps - 1)(2F + B) + (F + B)] + 2 (2 b s kv B)
+
+    with B the activations' bytes and F = 4: step 0's partial output read, the fp32 output
+    written (``flash_attn_fwd_out_correction_init``); each later step's partial read beside the
+    fp32 output, which is read and written (``flash_attn_fwd_out_correction``); the fp32 output
+    cast back (``out.to(fwd_nominal_dtype)``); the rank's K and V concatenated into the ring's
+    first buffer (``torch.cat``: read and write). Transformer Engine's
+    ``AttnFuncWithCPAndKVP2P.forward`` (``pytorch/attention/dot_product_attention/
+    context_parallel.py``) with 16-bit attention, as Megatron-core runs it without
+    ``--fp8-dot-product-attention``."""
+    f = BYTES_PER_ELEMENT["fp32"]
+    out = d.T * d.q * ((d.bpe + f) + (steps - 1) * (2 * f + d.bpe) + (f + d.bpe))
+    return out + 2 * kv_bytes(d)
+
+
+def accumulate_bytes(d, i: int) -> float:
+    """Step ``i`` of the ring backward folds its dQ, dK, dV into the running sums (16-bit
+    attention: ``AttnFuncWithCPAndKVP2P.backward``), on the ring's last rank (the whole of
+    each):
+
+        bytes = (b s q B + 2 b s kv B) c  [+ 2 (2 b s kv B) at step 0]
+
+    c = 2 at step 0 (``dq.copy_(dq_)``, dK and dV copied: read, write) and 3 after
+    (``dq.add_(dq_)``, ``dk.add_``, ``dv.add_``: read both, write); at step 0 the rank's K and
+    V are also copied into the ring's first buffer (``p2p_comm_buffers[0][0].copy_(kv)``).
+    It waits for the step's message: the dK/dV it adds to are the ones received."""
+    c = 2 if i == 0 else 3
+    grads = (d.T * d.q * d.bpe + kv_bytes(d)) * c
+    return grads + (2 * kv_bytes(d) if i == 0 else 0.0)
 
 
 def _ring_step(n: int, group: str = "cp"):
@@ -129,8 +168,8 @@ def p2p_fwd(B, qkv: str, kernel, cp: int, a: int = 1, group: str = "cp") -> str:
         received = sending
     if steps == 1:
         return attn[0]
-    return B.eltwise("fwd.attn.cp.correct",
-                     lambda d: (d.T, d.q, (steps + 1) * d.T * d.q * d.bpe), tuple(attn))
+    return B.eltwise("fwd.attn.cp.correct", lambda d: (d.T, d.q, correction_bytes(d, steps)),
+                     tuple(attn), host_ops=steps + 1)
 
 
 def p2p_bwd(B, grad, kernel, cp: int, a: int = 1, group: str = "cp") -> tuple:
@@ -148,6 +187,9 @@ def p2p_bwd(B, grad, kernel, cp: int, a: int = 1, group: str = "cp") -> tuple:
         sizes = (rows, rows, True) if i == 0 else (rows, half, False)
         attn = B.add(f"bwd.attn.cp{i}", _attention(kernel, True, *sizes, heads), "compute",
                      (grad, prev_comm), forward_of=f"fwd.attn.cp{i}")
+        if steps > 1:
+            attn = B.eltwise(f"bwd.attn.cp{i}.accumulate",
+                             lambda d, i=i: (d.T, d.q, accumulate_bytes(d, i)), (attn, comm))
     return attn, comm
 
 

@@ -60,16 +60,17 @@ combine)::
 
     hybridep   _HybridEPManager.dispatch: the probabilities' .float() (bf16 router), the
                received counts' .to(int64) and .sum(): 3 ops; TEGroupedMLP's
-               tokens_per_expert.tolist(): 1 op, a device-to-host copy of the dispatch's
-               output: the host waits for the dispatch before it issues the sort
+               tokens_per_expert.tolist(): 1 op (whether the counts HybridEP returns are
+               still on the device, making it a wait, is inside hybrid_ep_dispatch: not
+               priced as one)
     deepep     _DeepepManager.setup_metadata's torch.topk, dispatch's .float(), fused_a2a.py
                FusedDispatch's get_dispatch_layout and torch.tensor of the counts: 4 ops;
                get_permuted_hidden_states_by_experts: _indices_to_multihot (two zeros, the
                mask, indices[mask], arange, mask.sum, repeat_interleave, two index_put, probs
                [mask], .bool(): 11 ops, three of them reading the dispatch's output on the
-               host), tokens_per_expert.sum().item(): 2, TE's permute's row-id map: 3, the
-               experts' .tolist(): 1; backward: the C++ nodes of probs[mask], index_put,
-               .float() and topk: 6 launches
+               host: the sort's ``sync`` on the dispatch), tokens_per_expert.sum().item(): 2,
+               TE's permute's row-id map: 3, the experts' .tolist(): 1; backward: the C++
+               nodes of probs[mask], index_put, .float() and topk: 6 launches
 
 Left out: the force-balanced router's RandomSTE (clone and normal_ under the RNG tracker's
 fork: 2 ops, the benchmark setting ``--moe-router-force-load-balancing``), the expert bias

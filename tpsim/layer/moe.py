@@ -23,8 +23,8 @@ forward::
 with E_l = E local experts, k = top-k, m_e = ceil(T k / E) tokens per expert and R = m_e E_l
 routed rows: a balanced router (the auxiliary load-balancing loss's aim; the worst expert sets
 the pace of a real grouped GEMM, which this does not model). The routing map and probabilities
-gathered beside the tokens (T x E bits and T x k floats) are left out, as is the router's
-auxiliary loss. Backward mirrors each op: the grouped GEMMs' dgrad (m_e x (f or h) per group)
+gathered beside the tokens (T x E bits and T x k floats) are left out; the router's auxiliary
+loss is host work and a TP all-reduce (:mod:`tpsim.layer.moe_host`). Backward mirrors each op: the grouped GEMMs' dgrad (m_e x (f or h) per group)
 and wgrad (accumulated into fp32 main gradients), permute and unpermute as memory-bound
 scatter/gather, the router's dgrad and wgrad, the input gradient's reduce-scatter, and the sum
 of the router's and the experts' input gradients. The experts' biases (gpt-oss):

@@ -117,9 +117,7 @@ def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend, sync=topk,
                   host_ops=flex_dispatch_ops(moe.backend))
     s = shared_fwd(B, tokens, n_in) if moe.shared else None
-    # DeepEP's experts index its dispatched tensors on the host (moe_host): they wait for it
-    y = experts_fwd(B, y, n_in, sync=y if moe.backend == "deepep" else None,
-                    dispatcher=moe.backend)
+    y = experts_fwd(B, y, n_in, dispatcher=moe.backend)
     y = _dispatch(B, "fwd.moe.combine", (y,), moe.backend)
     return _shared_out(B, y, s) if moe.shared else y
 

@@ -67,10 +67,17 @@ combine)::
                FusedDispatch's get_dispatch_layout and torch.tensor of the counts: 4 ops;
                get_permuted_hidden_states_by_experts: _indices_to_multihot (two zeros, the
                mask, indices[mask], arange, mask.sum, repeat_interleave, two index_put, probs
-               [mask], .bool(): 11 ops, three of them reading the dispatch's output on the
-               host: the sort's ``sync`` on the dispatch), tokens_per_expert.sum().item(): 2,
-               TE's permute's row-id map: 3, the experts' .tolist(): 1; backward: the C++
-               nodes of probs[mask], index_put, .float() and topk: 6 launches
+               [mask], .bool(): 11 ops), tokens_per_expert.sum().item(): 2, TE's permute's
+               row-id map: 3, the experts' .tolist(): 1; backward: the C++ nodes of
+               probs[mask], index_put, .float() and topk: 6 launches
+
+DeepEP's indices[mask], repeat_interleave, probs[mask] and .item() read the dispatch's output on
+the host: the host waits for the dispatch before issuing the sort's ops. Priced as a wait (the
+sort's ``sync``) at ``host_dispatch_us`` an op, it makes Megatron-LM's MoE layer benchmark's
+DeepEP forwards (``bench/moe_layer_published.py``) 1.2 ms longer than the all-to-all
+dispatcher's where they are 0.3 ms longer: about 17 us an op, not a dense op's 58. That wait is
+therefore not priced (the ops are, under the GPU's dispatch); a per-op host figure for these
+small ops is what is missing.
 
 Left out: the force-balanced router's RandomSTE (clone and normal_ under the RNG tracker's
 fork: 2 ops, the benchmark setting ``--moe-router-force-load-balancing``), the expert bias

@@ -61,8 +61,11 @@ def breakdown(p) -> dict[str, float]:
     tl = p.run.timeline
     busy = tl.intervals("compute")
     out = dict.fromkeys(COLUMNS, 0.0)
-    for i, row in enumerate(p.ops):
-        group = group_of(row.name, row.kind)
+    index = {name: i for i, name in enumerate(p.run.template.names)}
+    for row in p.ops:
+        if row.name not in index:      # a phase's host-bound rest: the host wait below
+            continue
+        i, group = index[row.name], group_of(row.name, row.kind)
         if row.kind == "collective":
             s, e = tl.start[i], tl.end[i]
             hidden = sum(max(0.0, min(e, b) - max(s, a)) for a, b in busy)

@@ -12,6 +12,9 @@ overhead"), the mean of the iterations after warm-up. Two proxies:
 * DeepSeek proxy: hidden 7168, expert FFN 2048, 32 experts, top 8, one shared expert of 2048,
   sigmoid router with 8 groups, top 4 groups (tpsim: a balanced router, no group limit);
 
+(``test_cases.py``: the Mixtral proxy's auxiliary loss ``aux_loss``, the DeepSeek proxy's
+``seq_aux_loss``, whose host work tpsim counts: :mod:`tpsim.layer.moe_host`);
+
 each with the all-to-all dispatcher and the flex dispatcher's DeepEP and HybridEP backends, in
 BF16 and in FP8 (``e4m3``, blockwise scaling; tpsim prices its FP8 GEMMs and casts, not the
 block scales). tpsim's figure is the MoE slot of its layer (:mod:`tpsim.layer.moe_ep`,
@@ -41,10 +44,11 @@ BASELINE = {   # (forward ms, backward ms) of baseline.json
 PROXIES = {
     "mixtral": dict(hidden=4096, heads=32, kv_heads=8, head_dim=128, expert_ffn_hidden=14336,
                     experts=8, experts_per_token=2, shared_experts=0,
-                    shared_expert_ffn_hidden=None, router="softmax"),
+                    shared_expert_ffn_hidden=None, router="softmax", load_balancing="aux_loss"),
     "deepseek": dict(hidden=7168, heads=56, kv_heads=8, head_dim=128, expert_ffn_hidden=2048,
                      experts=32, experts_per_token=8, shared_experts=1,
-                     shared_expert_ffn_hidden=2048, router="sigmoid"),
+                     shared_expert_ffn_hidden=2048, router="sigmoid",
+                     load_balancing="seq_aux_loss"),
 }
 DISPATCHERS = {"a2a": dict(moe_dispatcher="alltoall"),
                "deepep": dict(moe_dispatcher="flex", moe_flex_backend="deepep"),

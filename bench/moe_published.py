@@ -85,11 +85,15 @@ device-to-host sync (the all-to-all dispatcher's tokens per expert, DeepEP's nor
 HybridEP's dispatch sized on the host) as the GPU idle while the host, having waited, issues
 the ops after it, at ``host_dispatch_us`` each: it moves the EP 16 row by 1.6 points and no
 other (the all-to-all dispatcher's wait is hidden behind its permutation, DeepSeek-V3's
-dispatch waits anyway for the shared experts' all-gather). Left: the MoE layer's Python-level ops
-beyond tpsim's one per op (the router's, the dispatcher's preprocessing, Transformer Engine's
-and Megatron-core's per-expert Python; no published per-op figure for Megatron-core with
-Transformer Engine on H100 was found) and the EP overlap's CPU overhead (Megatron-LM PR
-#2168). Nothing here is fitted to these rows.
+dispatch waits anyway for the shared experts' all-gather). The MoE layer's Python-level ops
+beyond tpsim's one per kernel are counted from Megatron-core's and Transformer Engine's code
+(:mod:`tpsim.layer.moe_host`: the router's auxiliary loss, the dispatchers' preprocessing and
+device-to-host copies, Transformer Engine's permutation maps, DeepEP's indexing, FP8 padding),
+each at ``host_dispatch_us``: 33-66 forward ops a layer where there were 19-33; they bring the
+EP 8 row from +68% to +36% (its forward host-bound) and EP 16 from +60% to +56%. Left: the
+per-expert Python of Transformer Engine and Megatron-core, HybridEP's own Python, and the EP
+overlap's CPU overhead (Megatron-LM PR #2168); no published per-op host figure for
+Megatron-core with Transformer Engine on H100 was found. Nothing here is fitted to these rows.
 
 The summary has no Mixtral row on H100.
 

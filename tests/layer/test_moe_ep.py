@@ -38,14 +38,18 @@ def slot(model, tp=1, ep=2, etp=1, sp=False, b=2, s=128, load=1.0, dtype="bf16")
 
 
 def test_all_to_all_moves_t_k_h_bytes_per_rank():
-    """T = 256 tokens, top-2, h 256, bf16: each all-to-all of a rank is S = T k h 2 = 262,144
-    bytes (its own slice included), S (ep - 1)/ep of them to other ranks; four per layer
-    (dispatch, combine, and both again in backward), all on the ep group."""
+    """T = 256 tokens, top-2, h 256, bf16: each all-to-all of a rank's tokens is S = T k h 2 =
+    262,144 bytes (its own slice included), S (ep - 1)/ep of them to other ranks; four per
+    layer (dispatch, combine, and both again in backward), all on the ep group; the
+    probabilities' own all-to-all beside the dispatch's, T k 2 bytes, forward and backward."""
     d, _, ops = slot(toy(), ep=4)
     a2a = {n: op for n, op in ops.items() if getattr(op, "op", "") == "all-to-all"}
-    assert sorted(a2a) == ["bwd.moe.combine", "bwd.moe.dispatch", "fwd.moe.combine",
-                           "fwd.moe.dispatch"]
-    assert {op.nbytes for op in a2a.values()} == {256 * 2 * 256 * 2}
+    probs = {n for n in a2a if n.endswith(".probs")}
+    assert sorted(probs) == ["bwd.moe.dispatch.probs", "fwd.moe.dispatch.probs"]
+    assert sorted(set(a2a) - probs) == ["bwd.moe.combine", "bwd.moe.dispatch",
+                                        "fwd.moe.combine", "fwd.moe.dispatch"]
+    assert {a2a[n].nbytes for n in set(a2a) - probs} == {256 * 2 * 256 * 2}
+    assert {a2a[n].nbytes for n in probs} == {256 * 2 * 2}
     assert {op.group for op in a2a.values()} == {"ep"}
 
 

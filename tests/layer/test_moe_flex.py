@@ -164,20 +164,25 @@ def test_cli_takes_megatrons_names_and_refuses_in_one_line():
         "hybridep"
 
 
-@pytest.mark.parametrize("moe, waited, issued", [
-    (Alltoall(False, True, False), "fwd.router.topk", "fwd.moe.dispatch"),
-    (Alltoall(True, True, True), "fwd.router.topk", "fwd.moe.dispatch"),
-    (Flex(False, "deepep"), "fwd.router.topk", "fwd.moe.dispatch"),
-    (Flex(True, "hybridep"), "fwd.router.topk", "fwd.moe.dispatch"),
-    (AllGather(False, True), "fwd.moe.all-gather", "fwd.moe.sort"),
+FLEX_SYNCS = [("fwd.router.topk", "fwd.moe.dispatch")]
+
+
+@pytest.mark.parametrize("moe, syncs", [
+    (Alltoall(False, True, False), [("fwd.moe.counts", "fwd.moe.dispatch")]),
+    (Alltoall(True, True, True), [("fwd.moe.counts", "fwd.moe.dispatch")]),
+    (Flex(False, "deepep"), FLEX_SYNCS),
+    (Flex(True, "hybridep"), FLEX_SYNCS),
+    (AllGather(False, True), [("fwd.moe.all-gather", "fwd.moe.sort")]),
 ])
-def test_each_dispatcher_syncs_once_in_the_forward(moe, waited, issued):
-    """Megatron-core's host reads the tokens per expert once per forward: the all-to-all
-    dispatcher before its all-to-all (the router's counts), DeepEP's and HybridEP's dispatch
-    after the received counts, the all-gather dispatcher before the permutation (the gathered
-    map); the backward reuses the counts (no sync)."""
+def test_each_dispatcher_syncs_in_the_forward(moe, syncs):
+    """Megatron-core's host reads the tokens per expert in the forward: the all-to-all
+    dispatcher before its all-to-all (the counts it gathered over EP), DeepEP's and HybridEP's
+    dispatch after the received counts (DeepEP's experts' reading of the dispatched tensors
+    is not priced as a wait: :mod:`tpsim.layer.moe_host`), the
+    all-gather dispatcher before the permutation (the gathered map); the backward reuses the
+    counts (no sync)."""
     tpl = layer_template(False, False, blocks=("mlp",), dropout=False, swiglu=True, moe=moe)
-    assert [(tpl.names[a], tpl.names[b]) for a, b in tpl.syncs] == [(waited, issued)]
+    assert [(tpl.names[a], tpl.names[b]) for a, b in tpl.syncs] == syncs
 
 
 def test_a_sync_moves_with_its_dropped_collective():

@@ -28,11 +28,15 @@ def mixtral_ep8():
 def test_mixtral_on_64_h100s_with_ep8_has_exposed_all_to_alls(mixtral_ep8):
     """Mixtral 8x7B, 64 H100s (TP 2 x PP 4 x DP 8), --ep 8: the MoE layer's collectives include
     all-to-alls on the ep group (dispatch and combine, forward, backward and, under --recompute
-    full, the forward's again: 6), and some of their time is exposed, within the exposed TP."""
+    full, the forward's again: 6; the dispatched probabilities' beside the dispatch: 3) and
+    the gather of the E token counts (int64) before the dispatch (2: forward and recompute),
+    and some of their time is exposed, within the exposed TP."""
     p = mixtral_ep8
     rows = [c for c in p.collectives if c.group == "ep"]
-    assert rows and {c.op for c in rows} == {"all-to-all"}
-    assert sum(c.count for c in rows) == 6
+    assert rows and {c.op for c in rows} == {"all-to-all", "all-gather"}
+    assert sum(c.count for c in rows if c.op == "all-to-all") == 6 + 3
+    gathers = [c for c in rows if c.op == "all-gather"]
+    assert sum(c.count for c in gathers) == 2 and {c.bytes for c in gathers} == {8 * 8 * 8}
     st = p.step
     assert 0 < st.ep_comm_exposed_s <= st.tp_comm_exposed_s
     # ep 8 with expert TP 2 (= tp): ranks 0, 2, ..., 14 of a stage, two DGX nodes

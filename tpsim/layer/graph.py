@@ -265,6 +265,7 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
                     eager=False, modules=None) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     B.eager, B.expert_bias = eager, bool(moe and bias)
+    B.load_balancing = getattr(moe, "load_balancing", "none")
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

@@ -23,8 +23,8 @@ forward::
 with E_l = E local experts, k = top-k, m_e = ceil(T k / E) tokens per expert and R = m_e E_l
 routed rows: a balanced router (the auxiliary load-balancing loss's aim; the worst expert sets
 the pace of a real grouped GEMM, which this does not model). The routing map and probabilities
-gathered beside the tokens (T x E bits and T x k floats) are left out, as is the router's
-auxiliary loss. Backward mirrors each op: the grouped GEMMs' dgrad (m_e x (f or h) per group)
+gathered beside the tokens (T x E bits and T x k floats) are left out; the router's auxiliary
+loss is host work and a TP all-reduce (:mod:`tpsim.layer.moe_host`). Backward mirrors each op: the grouped GEMMs' dgrad (m_e x (f or h) per group)
 and wgrad (accumulated into fp32 main gradients), permute and unpermute as memory-bound
 scatter/gather, the router's dgrad and wgrad, the input gradient's reduce-scatter, and the sum
 of the router's and the experts' input gradients. The experts' biases (gpt-oss):
@@ -45,6 +45,7 @@ from ..spec.precision import LOW_PRECISION
 from .dims import Dims, sp_reduce_op
 from .linears import fp8_cast, gathered_input
 from .moe_bias import bias_bwd, bias_fwd
+from .moe_host import aux_all_reduce, aux_bwd, aux_fwd_ops
 from .template import Builder
 
 
@@ -144,11 +145,14 @@ def gathered_tokens(d: Dims):
 
 
 def router_fwd(B: Builder, x) -> tuple[str, str]:
+    """The gating GEMM and the fused top-k, with the auxiliary loss's host ops and TP
+    all-reduce (:mod:`tpsim.layer.moe_host`)."""
     router = B.gemm("fwd.router", lambda d: (d.Tn, d.experts, d.h), (x,),
                     saved=lambda d: d.Tn * d.h * d.bpe)
     topk = B.eltwise("fwd.router.topk", lambda d: (d.Tn, d.experts, d.Tn * d.experts * (d.bpe + 4)
                                                    + d.Tn * d.topk * 12), (router,),
-                     saved=lambda d: d.Tn * d.experts * 4)
+                     saved=lambda d: d.Tn * d.experts * 4, host_ops=1 + aux_fwd_ops(B))
+    aux_all_reduce(B, topk)
     return router, topk
 
 
@@ -236,8 +240,10 @@ def moe_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 def router_bwd(B: Builder, probs, x) -> str:
     """The router's backward from the probabilities' gradient ``probs`` (top-k, dgrad, wgrad)
     and the sum of its input gradient with the experts' ``x``."""
+    ops, launches = aux_bwd(B)
     r = B.eltwise("bwd.router.topk", lambda d: (d.Tn, d.experts, 3 * d.Tn * d.experts * 4),
-                  (probs,), forward_of="fwd.router.topk")
+                  (probs,), forward_of="fwd.router.topk", host_ops=1 + ops,
+                  launches=(lambda d: launches) if launches else None)
     r = dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False)
     return B.eltwise("bwd.router.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (x, r),
                      forward_of="fwd.router")

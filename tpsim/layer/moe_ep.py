@@ -50,16 +50,19 @@ from .dims import Dims, layer_dims, sp_reduce_op
 from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved, fc2_size,
                   gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
                   shared_fwd)
+from .moe_host import alltoall_permute_ops, counts_gather, sort_ops, unsort_ops
 from .template import Builder
 
 
 @dataclass(frozen=True)
 class Alltoall:
-    """The switches of the all-to-all slot's structure: shared experts, and which of its groups
-    have more than one rank (a collective on a one-rank group is no op)."""
+    """The switches of the all-to-all slot's structure: shared experts, which of its groups
+    have more than one rank (a collective on a one-rank group is no op), the router's
+    auxiliary loss (:mod:`tpsim.layer.moe_host`)."""
     shared: bool
     ep: bool
     etp: bool
+    load_balancing: str = "none"
 
 
 def sent_rows(d: Dims) -> int:
@@ -77,10 +80,17 @@ def _rows(d: Dims):
     return routed_rows(d) * d.h * d.bpe, (routed_rows(d), d.h), d.dtype
 
 
-def _copy(B: Builder, name: str, rows, deps, saved=None, forward_of=None, sync=None) -> str:
+def _copy(B: Builder, name: str, rows, deps, saved=None, forward_of=None, sync=None,
+          host_ops=1) -> str:
     """A memory-bound permutation of ``rows(d)`` x h: read and write each row once."""
     return B.eltwise(name, lambda d: (rows(d), d.h, 2 * rows(d) * d.h * d.bpe), deps,
-                     saved=saved, forward_of=forward_of, sync=sync)
+                     saved=saved, forward_of=forward_of, sync=sync, host_ops=host_ops)
+
+
+def probs_a2a_size(d: Dims):
+    """The permuted probabilities' all-to-all: ceil(T_n k load) values in the activations'
+    dtype (the router's, moe_router_dtype unset: :mod:`tpsim.layer.moe_host`)."""
+    return sent_rows(d) * d.bpe, (sent_rows(d),), d.dtype
 
 
 def _local(d: Dims) -> int:
@@ -97,13 +107,16 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     n_in = 2 if swiglu else 1
     _, topk = router_fwd(B, x)
     tokens = _shared_tokens(B, x) if shared else None
+    counts = counts_gather(B, topk)
     y = B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
-                  (x, topk))
-    y = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
-                     sync=topk)
+                  (x, topk), host_ops=alltoall_permute_ops())
+    p = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
+                     sync=counts)
+    probs = B.collective("fwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
+                         group="ep")
     s = shared_fwd(B, tokens, n_in) if shared else None
-    y = B.collective("fwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp")
-    y = experts_fwd(B, y, n_in)
+    y = B.collective("fwd.moe.etp.all-gather", "all-gather", (p, probs), size=_rows, group="etp")
+    y = experts_fwd(B, y, n_in, dispatcher="alltoall")
     y = B.collective("fwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
                      group="etp")
     y = B.collective("fwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep")
@@ -148,38 +161,44 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     s = _shared_bwd(B, grad, n_in) if shared else None
     y = B.collective("bwd.moe.etp.all-gather", "all-gather", (y,), size=_rows, group="etp",
                      forward_of="fwd.moe.etp.reduce-scatter")
-    y = experts_bwd(B, y, n_in)
+    y = experts_bwd(B, y, n_in, dispatcher="alltoall")
     y = B.collective("bwd.moe.etp.reduce-scatter", "reduce-scatter", (y,), size=_rows,
                      group="etp", forward_of="fwd.moe.etp.all-gather")
-    y = B.collective("bwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
+    g = B.collective("bwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
                      forward_of="fwd.moe.dispatch")
+    probs = B.collective("bwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
+                         group="ep", forward_of="fwd.moe.dispatch.probs")
     y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe),
-                  (y,), forward_of="fwd.moe.permute")
+                  (g, probs), forward_of="fwd.moe.permute")
     if shared:
         y = shared_add_bwd(B, y, s)
     return router_bwd(B, probs, y)
 
 
-def experts_fwd(B: Builder, y, n_in: int, sync=None) -> str:
+def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
     """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring);
-    ``sync``: the op the host waits for before issuing the sort (None: none)."""
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync)
+    ``sync``: the op the host waits for before issuing the sort (None: none); the sort's and
+    unsort's host ops as ``dispatcher`` issues them (:mod:`tpsim.layer.moe_host`)."""
+    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync,
+              host_ops=sort_ops(B, dispatcher))
     y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
                                                 * d.fe * d.bpe), (y,), saved=act_saved(n_in))
     y = grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved)
-    return _copy(B, "fwd.moe.unsort", routed_rows, (y,))
+    return _copy(B, "fwd.moe.unsort", routed_rows, (y,), host_ops=unsort_ops(B, dispatcher))
 
 
-def experts_bwd(B: Builder, y, n_in: int) -> str:
+def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
     """The backward of :func:`experts_fwd`: unsort, fc2, act, fc1, sort."""
-    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort")
+    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort",
+              host_ops=unsort_ops(B, dispatcher, backward=True))
     y = grouped_bwd(B, "experts.fc2", fc2_size, y)
     y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
                                                 * routed_rows(d) * d.fe * d.bpe), (y,),
                   forward_of="fwd.experts.act")
     y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
-    return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort")
+    return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort",
+                 host_ops=sort_ops(B, dispatcher, backward=True))
 
 
 def shared_add(B: Builder, y, s) -> str:

@@ -41,6 +41,7 @@ from .dims import Dims, sp_reduce_op
 from .moe import gathered_tokens, moe_bwd, moe_fwd, router_bwd, router_fwd, shared_fwd
 from .moe_ep import (Alltoall, _shared_bwd, _shared_tokens, alltoall_bwd, alltoall_fwd,
                      experts_bwd, experts_fwd, shared_add, shared_add_bwd)
+from .moe_host import flex_dispatch_bwd_launches, flex_dispatch_ops
 from .ops import Dispatch
 from .template import Builder
 
@@ -49,9 +50,11 @@ TPEP = "tpep"      # the all-gather dispatcher's group: expert-TP x EP consecuti
 
 @dataclass(frozen=True)
 class Flex:
-    """The flex dispatcher's slot: shared experts, the kernels' backend."""
+    """The flex dispatcher's slot: shared experts, the kernels' backend, the router's
+    auxiliary loss."""
     shared: bool
     backend: str = "deepep"
+    load_balancing: str = "none"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class AllGather:
     that group has more than one rank."""
     shared: bool
     gathered: bool = True
+    load_balancing: str = "none"
 
 
 def slot_groups(moe) -> dict[str, int]:
@@ -88,13 +92,15 @@ def slot(B: Builder, x, swiglu: bool, moe, backward: bool = False) -> str:
     return (bwd if backward else fwd)(B, x, swiglu, arg)
 
 
-def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None, sync=None) -> str:
+def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None, sync=None,
+              host_ops=1, launches=None) -> str:
     """One flex kernel on ep: the rank's T_n load rows of h (module docstring); ``sync``: the
-    op the host waits for before issuing it."""
+    op the host waits for before issuing it; ``host_ops``, ``launches``: its host work
+    (:mod:`tpsim.layer.moe_host`)."""
     def make(d: Dims):
         return Dispatch(d.Tn * d.load, d.h * d.bpe, d.experts, d.topk, "ep", backend,
                         (d.Tn, d.h), d.dtype)
-    return B.add(name, make, "comm", deps, None, forward_of, "ep", sync=sync)
+    return B.add(name, make, "comm", deps, None, forward_of, "ep", host_ops, sync, launches)
 
 
 def _shared_out(B: Builder, y, s) -> str:
@@ -108,9 +114,11 @@ def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     n_in = 2 if swiglu else 1
     _, topk = router_fwd(B, x)
     tokens = _shared_tokens(B, x) if moe.shared else None
-    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend, sync=topk)
+    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend, sync=topk,
+                  host_ops=flex_dispatch_ops(moe.backend))
     s = shared_fwd(B, tokens, n_in) if moe.shared else None
-    y = _dispatch(B, "fwd.moe.combine", (experts_fwd(B, y, n_in),), moe.backend)
+    y = experts_fwd(B, y, n_in, dispatcher=moe.backend)
+    y = _dispatch(B, "fwd.moe.combine", (y,), moe.backend)
     return _shared_out(B, y, s) if moe.shared else y
 
 
@@ -119,8 +127,9 @@ def flex_bwd(B: Builder, grad, swiglu: bool, moe: Flex) -> str:
     n_in = 2 if swiglu else 1
     y = _dispatch(B, "bwd.moe.combine", (grad,), moe.backend, forward_of="fwd.moe.combine")
     s = _shared_bwd(B, grad, n_in) if moe.shared else None
-    y = _dispatch(B, "bwd.moe.dispatch", (experts_bwd(B, y, n_in),), moe.backend,
-                  forward_of="fwd.moe.dispatch")
+    y = _dispatch(B, "bwd.moe.dispatch", (experts_bwd(B, y, n_in, moe.backend),), moe.backend,
+                  forward_of="fwd.moe.dispatch",
+                  launches=flex_dispatch_bwd_launches(moe.backend))
     if moe.shared:
         y = shared_add_bwd(B, y, s)
     return router_bwd(B, y, y)
@@ -159,11 +168,12 @@ def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     return router_bwd(B, y, y)
 
 
-def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int):
+def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int,
+            load_balancing: str = "none"):
     """The MoE layers' slot for ``dispatcher`` at ep, expert-TP ``etp`` and TP ``tp``: None
     for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
-    else an :class:`~tpsim.layer.moe_ep.Alltoall`, :class:`Flex` or :class:`AllGather`; a
-    ConfigError naming the flag where tpsim does not price it."""
+    else an :class:`~tpsim.layer.moe_ep.Alltoall`, :class:`Flex` or :class:`AllGather` (with
+    the router's ``load_balancing``); a ConfigError naming a flag tpsim does not price."""
     if ep == 1 and etp == tp:
         return None
     if dispatcher == "flex":
@@ -173,10 +183,10 @@ def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: 
         if etp > 1:
             raise ConfigError("--expert-tp", "", "1 with --moe-dispatcher flex (its expert-TP x "
                               "EP group is priced for expert-TP 1)", etp)
-        return Flex(shared, backend)
+        return Flex(shared, backend, load_balancing)
     if dispatcher == "allgather":
-        return AllGather(shared, etp * ep > 1)
-    return Alltoall(shared, ep > 1, etp > 1)
+        return AllGather(shared, etp * ep > 1, load_balancing)
+    return Alltoall(shared, ep > 1, etp > 1, load_balancing)
 
 
 def slot_subgroups(moe, experts) -> dict[str, Group]:

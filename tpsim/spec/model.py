@@ -16,13 +16,12 @@ from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
 from .model_params import mla_duplicated_params, mla_params, model_params, moe_layer_params
 from ..base.memo import Memo, value_hash
-from ..base.schema import (MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path,
-                           spec)
+from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 ATTENTIONS = ("fused", "unfused")
-ROUTERS = ("softmax", "sigmoid")
+ROUTERS, LOAD_BALANCING = ("softmax", "sigmoid"), ("none", "aux_loss", "seq_aux_loss")
 ATTENTION_KERNELS = ("flash2", "flash3", "triton")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
                "seq_len", "activation", "norm", "dropout", "attention")
@@ -37,8 +36,7 @@ class ModelConfig:
     ``hidden -> ffn_hidden -> hidden`` (SwiGLU: gate and up projections, 2 * ffn_hidden wide).
     With ``experts`` > 0 the MLP of each MoE layer is a router and ``experts`` such MLPs of
     ``expert_ffn_hidden``, ``experts_per_token`` of them per token, plus ``shared_experts``
-    every token uses; with ``kv_lora_rank`` attention is multi-head latent attention. Both are
-    counted (:mod:`tpsim.spec.model_params`) but not priced yet (:meth:`check_priced`).
+    every token uses; with ``kv_lora_rank`` attention is multi-head latent attention.
     Learned position embeddings are not modelled (under 0.1% of the parameters of every preset).
     """
     name: str = spec(doc="short name, used by --model")
@@ -73,6 +71,8 @@ class ModelConfig:
     moe_layer_freq: int = spec(gt=0, default=1, doc="after those, every n-th layer (i % n == 0) "
                                                     "carries experts, the others a dense MLP")
     router: str = spec(default="softmax", doc="router scoring: softmax or sigmoid (DeepSeek-V3)")
+    load_balancing: str = spec(default="none", doc="router's auxiliary loss, none, aux_loss or "
+                               "seq_aux_loss (Megatron's moe_router_load_balancing_type; layer.moe_host)")
     q_lora_rank: int | None = spec(gt=0, default=None,
                                    doc="multi-head latent attention: query compression rank")
     kv_lora_rank: int | None = spec(gt=0, default=None,
@@ -121,8 +121,9 @@ class ModelConfig:
         self._validate_moe(bad)
 
     def _validate_moe(self, bad) -> None:
-        if self.router not in ROUTERS:
-            bad("router", f"one of {', '.join(ROUTERS)}", self.router)
+        for key, allowed in (("router", ROUTERS), ("load_balancing", LOAD_BALANCING)):
+            if getattr(self, key) not in allowed:
+                bad(key, f"one of {', '.join(allowed)}", getattr(self, key))
         if not self.experts and (self.experts_per_token or self.shared_experts):
             bad("experts", "a positive count with experts_per_token or shared_experts", 0)
         if self.experts and not 1 <= self.experts_per_token <= self.experts:

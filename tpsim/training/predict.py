@@ -135,7 +135,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
         slot = 2 if m.shared_experts else 1
-        folded = slot_of(dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp) \
+        folded = slot_of(dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp,
+                         m.load_balancing) \
             if experts is not None else None
         if folded is not None:
             dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,

@@ -10,6 +10,12 @@ forward (TensorRT-LLM's overlap scheduler, on by default in its PyTorch backend,
 nvidia.github.io/TensorRT-LLM/features/overlap-scheduler.html; SGLang's zero-overhead
 scheduler) it lasts max(t_gpu, t_host). The two coefficients are
 :class:`~tpsim.spec.serve.ServeSettings` fields, with their fit.
+
+Published host times of other engines, for setting the two: vLLM's V0 engine before v0.6.0
+spent about 100 us a sequence between steps (vLLM issue 6801: 20 ms at 200 sequences; issue
+6913: its output processing 0.2 ms at one sequence, 3.4 ms at 32), which v0.6.0's multi-step
+scheduling and asynchronous output processing hide; SGLang of September 2024 at most 3 ms a
+step (WukLab, "Can Scheduling Overhead Dominate LLM Inference Performance?", 2024).
 """
 from __future__ import annotations
 

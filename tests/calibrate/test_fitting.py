@@ -74,6 +74,23 @@ def test_compute_fit_recovers_each_parameter_within_its_standard_error():
     assert fit.rms_log == pytest.approx(0.02, rel=0.3)
 
 
+def test_gemm_memory_serial_recovered_beside_the_size_curve():
+    """A CPU whose GEMMs wait 1.5 passes over their bytes past a 1 MiB cache, and the
+    attention core's thin batched GEMMs (k or n = 64) among the ops: with 2% noise the fit
+    recovers 1.5 within 4 standard errors; the other parameters keep their truths."""
+    cpu = {**DEVICE, "gemm_cache_MiB": 1.0}
+    truth = make_topology(_levels(), device={**cpu, "gemm_memory_serial": 1.5})
+    ops = _compute_ops() + [Gemm(s, s, 64, "fp32", b) for b, s in ((1, 2048), (3, 1280), (8, 640))] \
+        + [Gemm(s, 64, s, "fp32", b) for b, s in ((1, 2048), (3, 1280), (8, 640))]
+    samples = _noisy(_priced(truth, ops), np.random.default_rng(4), 0.02)
+    start = make_topology(_levels(), device={**cpu, **START})
+    fit = C.fit(start, list(C.COMPUTE_PARAMS + (C.GEMM_MEMORY_SERIAL,)), samples)
+    p = next(p for p in fit.params if p.path == "device.gemm_memory_serial")
+    assert 0 < p.stderr < 0.2 and abs(p.value - 1.5) < 4 * p.stderr, p
+    assert fit.value("device.gemm_max_efficiency") == pytest.approx(0.45, rel=0.05)
+    assert fit.topology.device.gemm_cache_bytes == 2 ** 20
+
+
 def test_collective_fit_exact_without_noise():
     """Noise-free: the two step counts (2(N-1) vs N-1) separate launch from per-step latency."""
     samples = _priced(_truth(), _colls(), 2)

@@ -127,12 +127,13 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     = ``gemm_cache_MiB`` are a CPU's (0 on GPUs, the default: the roofline alone). A CPU core's
     GEMM (MKL sgemm, one thread) waits on the operand bytes its cache does not hold (``serial``
     passes over them; packing copies both operands, so it can exceed 1). That costs little where
-    each byte feeds many FLOPs (a linear: 2 min(m, n, k) / 4 FLOP per fp32 byte, hundreds) and
-    most in the attention core's GEMMs, one of whose dimensions is the head dimension (each
-    element of the (s x s) scores is written, or read, for 2 head_dim FLOPs). Measured on the
+    each byte feeds many FLOPs (a square d^3 GEMM: d / 6 FLOP per fp32 byte) and most in the
+    attention core's GEMMs, one of whose dimensions is the head dimension: each element of the
+    (s x s) scores is written, or read, for 2 head_dim FLOPs, at most 32 FLOP per fp32 byte at
+    head_dim 64 however long the sequence. Measured on the
     validation CPU, one thread, warm operands: 2048 x 2048 x 64 and 2048 x 64 x 2048 fp32
-    matmuls (18 MB) run 15% and 20% below a 1024 x 1024 x 64's rate (5 MB), the extra time
-    their bytes at 13-18 GB/s; the strided batched form (torch.bmm, baddbmm on transposed
+    matmuls (18 MB) run 14% and 22% below a 1024 x 1024 x 64's rate (5 MB), the extra time
+    their bytes at 21 and 12 GB/s; the strided batched form (torch.bmm, baddbmm on transposed
     views) runs at the rate of the same GEMMs one by one (docs/measurements/cpu-gloo-2rank).
     """
     flops = batch * 2.0 * m * n * k

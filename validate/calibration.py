@@ -5,8 +5,8 @@ values, everything else is kept) or, without one, a fresh topology for this mach
 of the ranks in a node, plus a network level when the run spans nodes. Then, each with
 :func:`tpsim.calibrate.fitting.fit` through tpsim's own pricing:
 
-  compute   the device's GEMM and memory efficiencies, GEMM size curve, kernel launch, the
-            share of a GEMM's memory time its arithmetic does not hide, the per-element
+  compute   the device's GEMM and memory efficiencies, GEMM size curve, kernel launch, (CPU)
+            the GEMM memory time past the core's L2 its arithmetic does not hide, the per-element
             arithmetic cost of each kind of elementwise kernel (CPU: activation and
             softmax, forward and backward), on every compute kernel of the FIT shapes' blocks,
             a GEMM grid and copies (the memory rate alone);

@@ -7,7 +7,7 @@ One thread (as validate/run.py's ranks), warm operands, each time the best of ``
 
   thin      fp32 matmuls with one dimension 64 (a head's) and square ones, by the bytes they
             move (gemm_bytes: both operands read, the output written once): the rate, and the
-            time above the rate of the best cache-resident one, as bytes / that time;
+            time above the rate of the first (cache-resident, 5 MB), as bytes / that time;
   batched   the attention core's products as the layer runs them (tpsim.tp.layers'
             unfused_causal_attention: baddbmm on transposed (s, b*np, d) views, bmm), against
             contiguous bmm and the same GEMMs one by one (torch.mm per head).

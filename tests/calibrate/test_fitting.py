@@ -77,7 +77,7 @@ def test_compute_fit_recovers_each_parameter_within_its_standard_error():
 def test_gemm_memory_serial_recovered_beside_the_size_curve():
     """A CPU whose GEMMs wait 1.5 passes over their bytes past a 1 MiB cache, and the
     attention core's thin batched GEMMs (k or n = 64) among the ops: with 2% noise the fit
-    recovers 1.5 within 4 standard errors; the other parameters keep their truths."""
+    recovers 1.5 within 4 standard errors, and the GEMM efficiency its truth."""
     cpu = {**DEVICE, "gemm_cache_MiB": 1.0}
     truth = make_topology(_levels(), device={**cpu, "gemm_memory_serial": 1.5})
     ops = _compute_ops() + [Gemm(s, s, 64, "fp32", b) for b, s in ((1, 2048), (3, 1280), (8, 640))] \

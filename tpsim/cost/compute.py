@@ -130,11 +130,11 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     each byte feeds many FLOPs (a square d^3 GEMM: d / 6 FLOP per fp32 byte) and most in the
     attention core's GEMMs, one of whose dimensions is the head dimension: each element of the
     (s x s) scores is written, or read, for 2 head_dim FLOPs, at most 32 FLOP per fp32 byte at
-    head_dim 64 however long the sequence. Measured on the
-    validation CPU, one thread, warm operands: 2048 x 2048 x 64 and 2048 x 64 x 2048 fp32
-    matmuls (18 MB) run 14% and 22% below a 1024 x 1024 x 64's rate (5 MB), the extra time
-    their bytes at 21 and 12 GB/s; the strided batched form (torch.bmm, baddbmm on transposed
-    views) runs at the rate of the same GEMMs one by one (docs/measurements/cpu-gloo-2rank).
+    head_dim 64 however long the sequence. Measured on the validation CPU, one thread, warm
+    operands: 2048 x 2048 x 64 and 2048 x 64 x 2048 fp32 matmuls (18 MB) run 14% and 22% below
+    a 1024 x 1024 x 64's rate (5 MB), the extra time their bytes at 21 and 12 GB/s; the strided
+    batched form (torch.bmm, baddbmm on transposed views) runs at the rate of the same GEMMs
+    one by one (validate/gemm_probe.py; docs/measurements/cpu-gloo-2rank).
     """
     flops = batch * 2.0 * m * n * k
     compute = flops / (device.peak(dtype) * gemm_efficiency(m, n, k, device, batch, dtype))

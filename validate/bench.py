@@ -176,4 +176,6 @@ def collective_rows(items: list[Item], seconds: dict) -> list[dict]:
 
 
 def rows_of(items: list[Item], seconds: dict) -> list[dict]:
-    return [{**it.info, "time_s": seconds[it.key]} for it in items]
+    """Each item's median and, as measured, its rounds (the same rounds as the layers')."""
+    raw = getattr(measure, "raw", {})
+    return [{**it.info, "time_s": seconds[it.key], "rounds_s": raw.get(it.key)} for it in items]

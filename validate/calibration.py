@@ -5,8 +5,9 @@ values, everything else is kept) or, without one, a fresh topology for this mach
 of the ranks in a node, plus a network level when the run spans nodes. Then, each with
 :func:`tpsim.calibrate.fitting.fit` through tpsim's own pricing:
 
-  compute   the device's GEMM and memory efficiencies, GEMM size curve, kernel launch and the
-            per-element arithmetic cost of each kind of elementwise kernel (CPU: activation and
+  compute   the device's GEMM and memory efficiencies, GEMM size curve, kernel launch, (CPU)
+            the GEMM memory time past the core's L2 its arithmetic does not hide, the per-element
+            arithmetic cost of each kind of elementwise kernel (CPU: activation and
             softmax, forward and backward), on every compute kernel of the FIT shapes' blocks,
             a GEMM grid and copies (the memory rate alone);
   level 0   the collective launch, latency and bandwidth (or ring efficiency) of the innermost
@@ -42,6 +43,7 @@ class Run:
     local_collectives: list  # rows with op, size_bytes, time_s (a node-local group)
     world_collectives: list  # the same on a group spanning nodes (empty on one node)
     stated_peak: float | None = None   # FLOP/s from the instruction set, if known
+    cache_bytes: float | None = None   # a CPU core's L2 (sysfs); None on GPUs
     notes: tuple = ()
 
 
@@ -73,8 +75,12 @@ def base_topology(run: Run, topology: str | None):
         updates.append(("device.memory_bandwidth_Bps", mem_bw,
                         f"{C.UNSTATED_PEAK_FACTOR:g} x the best measured elementwise rate, an "
                         "upper bound; memory_efficiency carries the fitted rate"))
+    cache = topo.device.gemm_cache_bytes or run.cache_bytes or 0.0
+    if cache and not topo.device.gemm_cache_bytes:
+        updates.append(("device.gemm_cache_bytes", cache, "one core's L2 (sysfs, as lscpu "
+                        "reads it): the GEMM bytes past it pay gemm_memory_serial; not fitted"))
     dev = replace(topo.device, peak_flops={**topo.device.peak_flops, run.dtype: peak},
-                  memory_bandwidth_Bps=mem_bw)
+                  memory_bandwidth_Bps=mem_bw, gemm_cache_bytes=cache)
     return text, replace(topo, device=dev), updates, peak_note
 
 
@@ -104,8 +110,11 @@ def fit_all(run: Run, topo, stated_rates: bool) -> list[Fit]:
     samples = [Sample(r["op"], r["time_s"], 1, r.get("op_name", "")) for r in run.kernels
                if r["time_s"] > 0]
     arith = C.arith_params(samples)
-    fits = [C.fit(C.with_arith_start(topo, arith), list(C.COMPUTE_PARAMS + arith), samples,
-                  f"{len(samples)} {run.dtype} kernels: FIT shapes' blocks, GEMM grid, copies")]
+    serial = (C.GEMM_MEMORY_SERIAL,) if run.cache_bytes else ()    # a CPU's GEMMs only
+    params = C.COMPUTE_PARAMS + serial + arith
+    fits = [C.fit(C.with_arith_start(topo, arith), list(params), samples,
+                  f"{len(samples)} {run.dtype} kernels: FIT shapes' blocks, GEMM grid, "
+                  "thin batched GEMMs, copies")]
     rows = lambda rs: [(r["op"], r["size_bytes"], r["time_s"]) for r in rs]   # noqa: E731
     if run.local > 1:
         s = C.collective_samples(rows(run.local_collectives), run.local, run.dtype)

@@ -288,14 +288,16 @@ class Harness:
                 if not (blk == "naive_mlp" and sh.activation != "gelu")]
 
     def _kernel_items(self) -> list:
-        """Every compute op tpsim's graph prices for the FIT shapes' blocks, and the grid."""
+        """Every compute op tpsim's graph prices for the FIT shapes' blocks, the grid, the
+        attention-like batched GEMMs and the copies."""
         mode, items = self.args.mode, []
         for sh in S.FIT[mode]:
             for blk in ("mlp", "attention"):
                 items += K.block_items(sh, blk, self.world, self.dtype_name, self.attention,
                                        self.dtype, self.device)
-        return items + K.grid_items(S.GEMM_GRID[mode], self.dtype_name, self.dtype, self.device) \
-            + K.stream_items(S.FIT[mode], self.world, self.dtype_name, self.dtype, self.device)
+        dt = (self.dtype_name, self.dtype, self.device)
+        return items + K.grid_items(S.GEMM_GRID[mode], *dt) + K.thin_items(S.THIN_GEMMS[mode], *dt) \
+            + K.stream_items(S.FIT[mode], self.world, *dt)
 
     def measure(self) -> tuple[dict, list[dict]]:
         """Microbenchmarks and layers, interleaved round by round (see bench.measure)."""
@@ -331,16 +333,16 @@ class Harness:
         stated = (M.cpu_peak_flops(threads) if not self.cuda
                   else (M.shipped_peak(name, self.dtype_name) or (None,))[0])
         run = CAL.Run(self.dtype_name, name, M.memory_GiB(self.device), self.world, self.local,
-                      micro["kernels"], micro["local"], micro["world"], stated)
+                      micro["kernels"], micro["local"], micro["world"], stated,
+                      cache_bytes=None if self.cuda else M.cpu_l2_bytes())
         header = [f"Calibrated by tpsim validate/run.py (tpsim.calibrate.fitting) on microbenchmarks only: "
                   f"{self.world} ranks ({self.world // self.local} node(s) of {self.local}) of "
                   f"{name}, {self.dtype_name}, backend {self.backend}, torch {torch.__version__}, "
                   f"{threads} thread(s) per rank.",
                   "Each fitted key's comment says what it was fitted on and its standard error "
                   "(1 s.e.).", "GB = 1e9 bytes."]
-        cal = None
-        if self.rank == 0:
-            cal = CAL.calibrate(run, self.out / "calibrated.yaml", self.args.topology, header)
+        cal = None if self.rank else CAL.calibrate(run, self.out / "calibrated.yaml",
+                                                   self.args.topology, header)
         dist.barrier()
         return cal
 

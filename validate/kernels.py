@@ -242,3 +242,18 @@ def grid_items(sizes, dtype_name: str, dtype, device) -> list[Item]:
                           {"op_name": "grid", "kind": "gemm", "shape": op.shape, "op": op,
                            "fit_shape": "grid"}))
     return items
+
+
+def thin_items(thin, dtype_name: str, dtype, device) -> list[Item]:
+    """Batched GEMMs shaped like the attention core's, (batch, seq, head_dim) each: scores
+    (seq x seq x head_dim, ``q k^T``) and context (seq x head_dim x seq, ``P v``)."""
+    gen = torch.Generator(device="cpu").manual_seed(8)
+    r = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)      # noqa: E731
+    items = []
+    for batch, s, d in thin:
+        for (m, n, k), layout in (((s, s, d), "nt"), ((s, d, s), "nn")):
+            op = Gemm(m, n, k, dtype_name, batch)
+            items.append(Item(f"kern/thin/{batch}x{m}x{n}x{k}", _gemm(m, n, k, batch, layout, r),
+                              {"op_name": "thin", "kind": "gemm", "shape": op.shape, "op": op,
+                               "fit_shape": "thin"}))
+    return items

@@ -38,6 +38,18 @@ def cpu_peak_flops(threads: int) -> float | None:
     return threads * lanes * 2 * FMA_PORTS * float(mhz) * 1e6
 
 
+def cpu_l2_bytes() -> float | None:
+    """One core's level-2 cache, bytes (sysfs, as lscpu reads it); None when it does not say."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()
+                return float(size[:-1]) * {"K": 2**10, "M": 2**20}[size[-1]]
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
+    return None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

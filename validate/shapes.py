@@ -71,6 +71,13 @@ FIT = {
 GEMM_GRID = {"quick": (128, 384, 1024), "full": (64, 128, 256, 512, 1024, 2048),
              "smoke": (128, 256)}
 
+# Batched GEMMs with one dimension a head's (batch, seq, head_dim): the attention core's
+# (seq x seq x head_dim) scores and (seq x head_dim x seq) context products at sizes no EVAL or
+# FIT shape has; with the grid they fit how much of a GEMM's memory time shows.
+THIN_GEMMS = {"quick": ((1, 2048, 64), (3, 1280, 64), (8, 640, 32)),
+              "full": ((1, 4096, 64), (3, 1280, 64), (8, 640, 32), (4, 1024, 128)),
+              "smoke": ((2, 96, 16),)}
+
 COLLECTIVE_SIZES = {"quick": tuple(4 ** i * 1024 for i in range(1, 8)),      # 4 KiB .. 16 MiB
                     "full": tuple(2 ** i for i in range(10, 27)),           # 1 KiB .. 64 MiB
                     "smoke": (4096, 65536, 1 << 20)}

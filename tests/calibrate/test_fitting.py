@@ -74,6 +74,23 @@ def test_compute_fit_recovers_each_parameter_within_its_standard_error():
     assert fit.rms_log == pytest.approx(0.02, rel=0.3)
 
 
+def test_gemm_memory_serial_recovered_beside_the_size_curve():
+    """A CPU whose GEMMs wait 1.5 passes over their bytes past a 1 MiB cache, and the
+    attention core's thin batched GEMMs (k or n = 64) among the ops: with 2% noise the fit
+    recovers 1.5 within 4 standard errors, and the GEMM efficiency its truth."""
+    cpu = {**DEVICE, "gemm_cache_MiB": 1.0}
+    truth = make_topology(_levels(), device={**cpu, "gemm_memory_serial": 1.5})
+    ops = _compute_ops() + [Gemm(s, s, 64, "fp32", b) for b, s in ((1, 2048), (3, 1280), (8, 640))] \
+        + [Gemm(s, 64, s, "fp32", b) for b, s in ((1, 2048), (3, 1280), (8, 640))]
+    samples = _noisy(_priced(truth, ops), np.random.default_rng(4), 0.02)
+    start = make_topology(_levels(), device={**cpu, **START})
+    fit = C.fit(start, list(C.COMPUTE_PARAMS + (C.GEMM_MEMORY_SERIAL,)), samples)
+    p = next(p for p in fit.params if p.path == "device.gemm_memory_serial")
+    assert 0 < p.stderr < 0.2 and abs(p.value - 1.5) < 4 * p.stderr, p
+    assert fit.value("device.gemm_max_efficiency") == pytest.approx(0.45, rel=0.05)
+    assert fit.topology.device.gemm_cache_bytes == 2 ** 20
+
+
 def test_collective_fit_exact_without_noise():
     """Noise-free: the two step counts (2(N-1) vs N-1) separate launch from per-step latency."""
     samples = _priced(_truth(), _colls(), 2)
@@ -219,6 +236,36 @@ def test_fresh_calibrated_topology_loads_and_prices_back(tmp_path, validate_modu
     assert got == pytest.approx(want, rel=0.08)
     assert {p["parameter"] for p in summary["parameters"]} >= {"device.gemm_max_efficiency",
                                                                "levels[0].bandwidth_Bps"}
+
+
+def test_cpu_run_states_its_cache_and_fits_the_gemm_memory_term(tmp_path, validate_modules):
+    """A CPU run (its L2 known: 1 MiB) of a device whose GEMMs wait 1.5 passes over the bytes
+    past it: the file states gemm_cache_MiB (not fitted), fits gemm_memory_serial and prices
+    the attention-like GEMMs back within 8%; a run with no cache (a GPU's) writes neither."""
+    calibration, _ = validate_modules
+    truth = make_topology(_levels(), device={**DEVICE, "gemm_cache_MiB": 1.0,
+                                             "gemm_memory_serial": 1.5})
+    thin = [Gemm(s, s, 64, "fp32", b) for b, s in ((1, 2048), (3, 1280))] \
+        + [Gemm(s, 64, s, "fp32", b) for b, s in ((1, 2048), (3, 1280))]
+    kern = [{"op": s.op, "time_s": s.seconds} for s in
+            _noisy(_priced(truth, _compute_ops() + thin), np.random.default_rng(7), 0.02)]
+    coll = [{"op": s.op.op, "size_bytes": s.op.nbytes, "time_s": s.seconds}
+            for s in _priced(truth, _colls(), 2)]
+    for cache in (2.0 ** 20, None):
+        run = calibration.Run("fp32", "CPU test", 24.0, 2, 2, kern, coll, [], None,
+                              cache_bytes=cache)
+        calibration.calibrate(run, tmp_path / "c.yaml", None, ["h"])
+        text = (tmp_path / "c.yaml").read_text()
+        keys = {line.split(":")[0].strip(): line for line in text.splitlines()}
+        if cache is None:
+            assert "gemm_cache_MiB" not in keys and "gemm_memory_serial" not in keys
+            continue
+        assert "not fitted" in keys["gemm_cache_MiB"] and "fitted on" in keys["gemm_memory_serial"]
+        topo = load_topology(tmp_path / "c.yaml")
+        assert topo.device.gemm_cache_bytes == 2 ** 20
+        got = C.price_samples(topo, [C.Sample(o, 1.0) for o in thin])
+        assert got == pytest.approx(C.price_samples(truth, [C.Sample(o, 1.0) for o in thin]),
+                                    rel=0.08)
 
 
 def test_user_topology_keeps_its_levels_keys_and_comments(tmp_path, validate_modules):

@@ -65,6 +65,22 @@ def test_gemm_time_memory_bound_and_batched():
     assert gemm_time(1, 900, 900, d, "bf16", batch=4) == pytest.approx(2e-6 + 12.9888e-6)
 
 
+def test_cpu_gemm_waits_on_the_bytes_past_its_cache():
+    """gemm_memory_serial 2, gemm_cache_MiB 1: t = launch + max(c, mem) + 2 min(c, miss).
+    900^3 (above): c = 40 us, 4.86 MB of which 4,860,000 - 1,048,576 = 3,811,424 bytes miss,
+    7.622848 us at 500 GB/s: 2 + 40 + 15.245696 us. m = 1 on the flat curve: c = 0.0162 us is
+    below its miss ((1,623,600 - 1,048,576) bytes, 1.150048 us): 2 + 3.2472 + 0.0324 us. A cache
+    that holds every byte, or serial 0 (the default), leaves the roofline."""
+    cpu = device(gemm_memory_serial=2.0, gemm_cache_MiB=1.0)
+    assert gemm_time(900, 900, 900, cpu, "bf16") == pytest.approx(57.245696e-6)
+    flat = device(gemm_max_efficiency=1.0, gemm_half_efficiency_dim=0, gemm_memory_serial=2.0,
+                  gemm_cache_MiB=1.0)
+    assert gemm_time(1, 900, 900, flat, "bf16") == pytest.approx(5.2796e-6)
+    assert gemm_time(900, 900, 900, device(gemm_memory_serial=2.0, gemm_cache_MiB=8.0),
+                     "bf16") == pytest.approx(42e-6)
+    assert gemm_time(900, 900, 900, device(gemm_cache_MiB=1.0), "bf16") == pytest.approx(42e-6)
+
+
 def test_grouped_gemm_rounds_by_hand():
     """A loop of 6 GEMMs over 4 streams: one round of 4 side by side, one of the 2 left, each
     with one launch (packed beats back to back on a memory-bound curve). On the flat curve

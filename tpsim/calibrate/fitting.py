@@ -225,6 +225,9 @@ COMPUTE_PARAMS = (
     Param("device.kernel_launch_s", 0.0, 1e-2, 1e-5),
     Param("device.memory_efficiency", 1e-6, 1.0, 0.5),
 )
+# Passes over a GEMM's bytes past the core's cache that its arithmetic does not hide
+# (tpsim.cost.compute.gemm_time): a CPU's, whose GEMMs wait on the operands that miss its L2.
+GEMM_MEMORY_SERIAL = Param("device.gemm_memory_serial", 0.0, 4.0, 0.5)
 # A start above any memory term: below it, max(memory, arithmetic) has no slope in the cost.
 ARITH_START_S = 1e-8
 

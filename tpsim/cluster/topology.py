@@ -16,6 +16,7 @@ from ..spec.parallel import Group
 from ..spec.precision import QUANTIZED_BYTES
 from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
 from .attention import AttentionKernel  # noqa: F401 (re-exported)
+from .protocol import SIMPLE, Protocol  # noqa: F401 (re-exported)
 from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 from ..base.units import GB, GiB, TERA, US
 
@@ -25,21 +26,6 @@ DTYPES = tuple(BYTES_PER_ELEMENT)
 PROTOCOLS = ("simple", "ll", "ll128")
 HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
 LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
-
-
-@record
-class Protocol:
-    """One NCCL wire protocol: its own start-up latency and share of the line rate. NCCL
-    prices Simple, LL and LL128 separately and runs the fastest (src/graph/tuning.cc): LL sends
-    8-byte stores that carry 4 bytes of data and a flag (half the bandwidth, no per-step sync),
-    LL128 128-byte lines with 120 bytes of data. Each protocol's per-hop latency is a property
-    of the link it crosses: ``levels[i].hop_latency_us``."""
-    launch_s: float = spec("launch_us", scale=US, ge=0, default=0.0, doc="start-up latency of this "
-                           "protocol, us (NCCL tuning.cc baseLat), on top of collective_launch_us")
-    bandwidth_fraction: float = spec(gt=0, le=1, default=1.0, doc="fraction of the link bandwidth the protocol delivers")
-
-
-SIMPLE = Protocol()
 
 
 @record
@@ -90,6 +76,12 @@ class Device:
                                          doc="the same for the inner dimension k (each output "
                                              "tile's fixed prologue and epilogue); default: "
                                              "gemm_half_efficiency_dim")
+    gemm_memory_serial: float = spec(ge=0, default=0.0, doc="memory time of a GEMM's bytes "
+                                     "past gemm_cache_MiB its arithmetic does not hide, in "
+                                     "passes over them (CPUs; 0: a roofline)")
+    gemm_cache_bytes: float = spec("gemm_cache_MiB", scale=GiB / 1024, ge=0, default=0.0,
+                                   doc="bytes of a GEMM's operands its core's cache holds (a "
+                                       "CPU core's L2), MiB")
     gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None, doc="output tile [rows, cols] of "
                                              "the device's large GEMM kernels: null for no tile quantization")
     gemm_tile_sms: int = spec(ge=1, default=1, doc="SMs that compute one gemm_tile together (2: "

@@ -126,16 +126,34 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
               accumulate: bool = False) -> float:
     """One (batched) GEMM on a roofline with a size-dependent efficiency.
 
-    t = kernel_launch + max(batch * 2mnk / (peak[dtype] * gemm_efficiency(m, n, k, batch)),
-                            gemm_bytes(m, n, k, batch, accumulate) / (mem_bw * mem_eff))
+    t = kernel_launch + max(c, mem) + serial * min(c, miss)
+    c = batch * 2mnk / (peak[dtype] * gemm_efficiency(m, n, k, batch))
+    mem = B / (mem_bw * mem_eff),  B = gemm_bytes(m, n, k, batch, accumulate)
+    miss = max(0, B - cache) / (mem_bw * mem_eff)
 
     ``batch`` > 1 is one strided-batched kernel (the unfused attention's QK^T and AV, one GEMM
-    per head): one launch, ``batch`` times the work.
+    per head): one launch, ``batch`` times the work. serial = ``gemm_memory_serial`` and cache
+    = ``gemm_cache_MiB`` are a CPU's (0 on GPUs, the default: the roofline alone). A CPU core's
+    GEMM (MKL sgemm, one thread) waits on the operand bytes its cache does not hold (``serial``
+    passes over them; packing copies both operands, so it can exceed 1). That costs little where
+    each byte feeds many FLOPs (a square d^3 GEMM: d / 6 FLOP per fp32 byte) and most in the
+    attention core's GEMMs, one of whose dimensions is the head dimension: each element of the
+    (s x s) scores is written, or read, for 2 head_dim FLOPs, at most 32 FLOP per fp32 byte at
+    head_dim 64 however long the sequence. Measured on the validation CPU, one thread, warm
+    operands: 2048 x 2048 x 64 and 2048 x 64 x 2048 fp32 matmuls (18 MB) run 14% and 22% below
+    a 1024 x 1024 x 64's rate (5 MB), the extra time their bytes at 21 and 12 GB/s; the strided
+    batched form (torch.bmm, baddbmm on transposed views) runs at the rate of the same GEMMs
+    one by one (validate/gemm_probe.py; docs/measurements/cpu-gloo-2rank).
     """
     flops = batch * 2.0 * m * n * k
     compute = flops / (device.peak(dtype) * gemm_efficiency(m, n, k, device, batch, dtype))
-    memory = _memory_s(gemm_bytes(m, n, k, dtype, batch, accumulate), device)
-    return device.kernel_launch_s + max(compute, memory)
+    nbytes = gemm_bytes(m, n, k, dtype, batch, accumulate)
+    memory = _memory_s(nbytes, device)
+    t = device.kernel_launch_s + max(compute, memory)
+    if device.gemm_memory_serial:
+        miss = _memory_s(max(0.0, nbytes - device.gemm_cache_bytes), device)
+        t += device.gemm_memory_serial * min(compute, miss)
+    return t
 
 
 def grouped_gemm_time(m: float, n: float, k: float, device: Device, dtype: str, groups: int,

@@ -34,7 +34,7 @@ from .dp_events import stage_end
 from .sharded import sharded_parts
 from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
-from ..training.step_bound import bound_ends, end_stages, shape_forms
+from ..training.step_bound import bound_ends, end_stages, shape_forms, slowdown
 
 
 @lru_cache(maxsize=65536)
@@ -165,9 +165,13 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
     ends = np.empty((q.n, len(stages) * q.v))
     counts = np.empty((q.n, len(stages), 3))
+    last_reduce, loss = np.stack([t.last_reduce for t in tails])[idx], \
+        np.array([t.loss for t in tails])[idx]
     for i, (shape, live) in enumerate(shapes):
         rows = q.midx == i
-        ends[rows] = bound_ends(shape, x[rows])
+        xs = x[rows]
+        z = slowdown(shape, xs, last_reduce[rows], loss[rows])
+        ends[rows] = bound_ends(shape, np.concatenate([xs, z], axis=1))
         counts[rows] = live
     ends += _releases(tails, idx, x[:, 0:6:2])[:, None]
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)

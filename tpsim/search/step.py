@@ -224,6 +224,8 @@ class Tail:
     gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     step_copy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loss: float = 0.0         # the device's comm_compute_interference (tpsim.search.dp_events)
+    # per virtual stage: its last bucket's reduction (tpsim.training.step_bound.slowdown's R)
+    last_reduce: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @memoised(4096)
@@ -273,19 +275,12 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     scale = [[prescale_s(b[3], dtype, dev, dp) if over else 0.0 for b in bs]
              for bs in st.buckets]
     events, gn, finish, memory, copies = [], [], [], [], []
+    reducer = _reducer(dtype, do, par, price, experts)
     for i, r in enumerate(end_stages(pp)):
         shards = shares[r] if shares else sh.state_shards(dp, do)[2]
-        group, reduced = terms.dp_group(par, r), {}
+        group = terms.dp_group(par, r)
         egroup = terms.expert_dp_group(experts, r) if experts else None
-
-        def reduce(params, expert):
-            t = reduced.get((params, expert))
-            if t is None:
-                t = reduced[params, expert] = terms.dp_and_expert_s(
-                    lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
-                    expert, group, egroup)
-            return t
-        events.append(dp_events.events(st, scale, reduce, pp, v, i, r) if over else
+        events.append(dp_events.events(st, scale, reducer(r), pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
@@ -306,7 +301,28 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                 np.array([sum(s) for s in scale]), np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price, experts)
                   if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
-                loss=dev.comm_compute_interference)
+                loss=dev.comm_compute_interference,
+                last_reduce=dp_events.last_reductions(st, reducer, pp, v) if over else
+                np.zeros(pp * v))
+
+
+def _reducer(dtype: str, do: bool, par: Parallelism, price, experts=None):
+    """``reducer(r)``: ``reduce(params, expert)``, a gradient bucket's reduction on stage r's
+    dp x cp group, its routed experts' on expert DP, as the step prices it
+    (:func:`tpsim.training.terms.dp_and_expert_s`), memoised per bucket."""
+    def reducer(r: int):
+        group, reduced = terms.dp_group(par, r), {}
+        egroup = terms.expert_dp_group(experts, r) if experts else None
+
+        def reduce(params, expert):
+            t = reduced.get((params, expert))
+            if t is None:
+                t = reduced[params, expert] = terms.dp_and_expert_s(
+                    lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
+                    expert, group, egroup)
+            return t
+        return reduce
+    return reducer
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,

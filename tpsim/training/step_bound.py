@@ -47,7 +47,7 @@ from ..base.memo import Memo
 from .stage_program import Program, chunk_offsets
 
 FIXED = ("f", "b", "f_embedding", "b_embedding", "f_output", "b_output")
-VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]")
+VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]", "z[g]")
 
 
 class Forms:
@@ -57,9 +57,10 @@ class Forms:
         self.p, self.v, self.m, self.key = p, v, m, (p, v, layers)
         self.V = p * v
         self.layers = np.asarray(layers, dtype=float)
-        self.size = len(FIXED) + self.V + 2 * p
+        self.size = len(FIXED) + 2 * self.V + 2 * p
         self.s0, self.c0 = len(FIXED), len(FIXED) + self.V
         self.cin0 = self.c0 + p
+        self.z0 = self.cin0 + p
         self._programs: dict = {}
         self.last_index = np.array([self.program(0).last_backward(c) for c in range(v)])
         self.parts: dict = {}
@@ -144,7 +145,30 @@ class Forms:
         last = self.last_index
         x[self.s0 + k:self.c0:p] += (b0 <= last) & (last < b1)
         x[self.cin0 + k] += prog.gaps(a, b)
+        q, nxt = self.switches(k)
+        x[self.z0 + k::p] += (a <= q) & (nxt - 1 <= b) & (nxt - 1 > q)
         return x, f0, f1, b0, b1
+
+    def switches(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per chunk c, the position of stage k's last backward on c and of the next one
+        (chunk c - 1's; c itself for chunk 0, which ends the program)."""
+        prog = self.program(k)
+        q = np.array([prog.bpos(prog.last_backward(c)) for c in range(self.v)])
+        return q, np.concatenate([q[:1], q[:-1]])
+
+    def slowed(self) -> tuple[np.ndarray, np.ndarray]:
+        """z[g]'s terms (:func:`slowdown`): per virtual stage g = c p + k, the computes between
+        stage k's last backwards on chunks c and c - 1 as (f, b, ...) coefficients, and the
+        p2p batches from the first of those backwards to the last of them."""
+        work, gaps = np.zeros((self.V, len(FIXED))), np.zeros(self.V)
+        for k in bottleneck_stages(self.p):
+            for c, (q, nxt) in enumerate(zip(*self.switches(k))):
+                if nxt - 1 > q:
+                    x = self.row()
+                    self.segment(x, k, q + 1, nxt - 1)
+                    work[c * self.p + k] = x[:len(FIXED)]
+                    gaps[c * self.p + k] = self.program(k).gaps(q, nxt - 1)
+        return work, gaps
 
     # ---- how a path reaches stage k (returns the position it enters at)
     def head_up(self, x, k: int) -> int:
@@ -267,10 +291,13 @@ def end_stages(p: int) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class ShapeForms:
     """All rows of one schedule shape: ``matrix`` (rows x variables) and, per target
-    (stage r, chunk c) in ``targets``, the slice of its rows."""
+    (stage r, chunk c) in ``targets``, the slice of its rows; ``work`` and ``gaps``: z[g]'s
+    terms (:meth:`Forms.slowed`)."""
     matrix: np.ndarray
     targets: tuple[tuple[int, int], ...]
     slices: tuple[slice, ...]
+    work: np.ndarray
+    gaps: np.ndarray
 
 
 _SHAPES = Memo("step bound shapes", 4096)
@@ -296,7 +323,7 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     pieces = np.array(forms.pieces)
     at = np.array(rows).T
     return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
-                      tuple(targets), tuple(slices))
+                      tuple(targets), tuple(slices), *forms.slowed())
 
 
 def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
@@ -313,10 +340,34 @@ def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     if m <= base + step or (m - base) % step:
         return _build(p, v, m, layers)
     one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
-    if one.slices != two.slices:
+    if one.slices != two.slices or not np.array_equal(one.work, two.work):
         return _build(p, v, m, layers)
     grow = (two.matrix - one.matrix) * ((m - base) // step)
-    return ShapeForms(one.matrix + grow, one.targets, one.slices)
+    return ShapeForms(one.matrix + grow, one.targets, one.slices, one.work, one.gaps)
+
+
+def slowdown(shape: ShapeForms, x: np.ndarray, reduce: np.ndarray,
+             loss: np.ndarray) -> np.ndarray:
+    """z[g] of layouts ``x`` (layouts x the variables before z): a lower bound of the time the
+    computes that stage k runs between its last backwards on chunks c and c - 1 (g = c p + k,
+    W their seconds) lose beside the reduction of chunk c's last bucket (``reduce``, R per
+    layout and g; ``loss``: I per layout), which starts after that backward, at S:
+
+        z = I min(max(R - n cin[k], 0), W / (1 - I))
+
+    From S to the end of those computes a path counts W and the n p2p batches between them as
+    cin[k] each; the time T it takes is W, the time G the stage does not compute (G >= n
+    cin[k]) and I x (x: the reduction's overlap with the computes, x >= min(R, T) - G: the DP
+    stream is busy from S for R), so T - W - n cin[k] >= I max(min(R, T) - n cin[k], 0),
+    the least at G = n cin[k] (:mod:`tpsim.training.step_timing`). Each z is counted on a
+    path only where it holds all those computes (:meth:`Forms.segment`)."""
+    V = len(shape.gaps)
+    p = (x.shape[1] - len(FIXED) - V) // 2
+    cin = x[:, len(FIXED) + V + p + np.arange(V) % p]
+    inner = np.maximum(reduce - shape.gaps * cin, 0.0)
+    work, i = x[:, :len(FIXED)] @ shape.work.T, loss[:, None]
+    slow = np.where(i < 1, i / np.where(i < 1, 1 - i, 1.0), 1.0)
+    return np.minimum(i * inner, np.where(i < 1, slow * work, np.where(work > 0, inner, 0.0)))
 
 
 def bound_ends(shape: ShapeForms, x: np.ndarray) -> np.ndarray:

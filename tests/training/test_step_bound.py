@@ -1,0 +1,88 @@
+"""The step bound's z[g] (tpsim.training.step_bound.slowdown) against the one-pass step timing
+with the gradient reductions slowing the compute beside them (tpsim.training.step_timing): the
+bound with z stays below every simulated end of a last backward, and where a reduction runs
+beside the computes after a chunk's last backward it is above the bound without z."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from tpsim.search.p2p import inner_transfer
+from tpsim.training.step_bound import bound_ends, shape_forms, slowdown
+from tpsim.training.step_programs import shape as step_shape
+from tpsim.training.step_timing import TimedGraph, time_pipeline
+
+
+def simulated_ends(p, v, m, layers, t, scale, c, reduce, loss):
+    """{(stage, chunk): end of its last backward (with its pre-scale kernel)}: chunk times from
+    the bound's variables t = (f, b, f_emb, b_emb, f_out, b_out), each last backward one bucket
+    whose reduction ``reduce[g]`` starts after its pre-scale ``scale[g]`` on the stage's DP
+    stream, the compute beside it at 1 - ``loss`` of its speed."""
+    V = p * v
+
+    def chunk_s(stage, chunk, kind):
+        g = chunk * p + stage
+        if kind == "F":
+            return layers[g] * t[0] + (g == 0) * t[2] + (g == V - 1) * t[4]
+        return layers[g] * t[1] + (g == 0) * t[3] + (g == V - 1) * t[5]
+
+    def transfer(a, b):
+        return c[min(a, b)] if abs(a - b) == 1 else c[p - 1]
+
+    def split(stage, chunk):
+        return [("grads", chunk_s(stage, chunk, "B")), ("scale", scale[chunk * p + stage])]
+    g = TimedGraph()
+    ops = time_pipeline(g, step_shape(p, m, v), chunk_s, transfer, split, None,
+                        lambda stage, chunk: [reduce[chunk * p + stage]], loss)
+    return {(r, ch): g.end[ops[r].last_backward[ch][-1]] for r in range(p) for ch in range(v)}
+
+
+def bounds(p, v, m, layers, t, scale, c, reduce, loss, slowed=True):
+    shape = shape_forms(p, v, m, tuple(layers))
+    x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
+    z = slowdown(shape, x, np.array([reduce]), np.array([loss]))
+    x = np.concatenate([x, z if slowed else np.zeros_like(z)], axis=1)
+    return dict(zip(shape.targets, bound_ends(shape, x)[0]))
+
+
+@st.composite
+def pipelines(draw):
+    p = draw(st.integers(2, 5))
+    v = draw(st.integers(2, 3))
+    m = p * draw(st.integers(1, 3))
+    layers = [draw(st.integers(1, 3))] * (p * v)
+    dur = st.floats(0.0, 3.0, allow_nan=False)
+    t = [draw(st.floats(0.1, 2.0)), draw(st.floats(0.1, 4.0))] + [draw(dur) for _ in range(4)]
+    scale = [draw(st.floats(0.0, 0.1)) for _ in range(p * v)]
+    c = [draw(st.floats(0.0, 0.5)) for _ in range(p)]
+    if p == 2:
+        c[1] = c[0]          # the wrap from the last stage to the first is the same pair
+    reduce = [draw(st.floats(0.0, 8.0)) for _ in range(p * v)]
+    return p, v, m, layers, t, scale, c, reduce, draw(st.floats(0.0, 1.0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(pipelines())
+def test_slowed_bound_never_exceeds_the_slowed_step(case):
+    """Every bounded end, z included, is at most the simulated one, whatever the reductions'
+    lengths and the interference (0: z is 0; 1: no compute beside a reduction)."""
+    sim = simulated_ends(*case)
+    for target, lb in bounds(*case).items():
+        assert lb <= sim[target] * (1 + 1e-9) + 1e-12, (case, target, lb, sim[target])
+
+
+def test_z_tightens_the_bound_where_reductions_overlap_compute():
+    """Two stages, two chunks, four micro-batches, free transfers: after each stage's last
+    backward of chunk 1 it runs one more backward of chunk 0 (W = b = 2 s) beside that chunk's
+    reduction (R = 1 s): z = I min(R, W / (1 - I)) = 0.5 s at I = 0.5, and the bound of the
+    first stage's end rises by it, still below the simulation (which loses 0.5 s there too)."""
+    p, v, m, layers = 2, 2, 4, [1] * 4
+    t, scale, c, reduce = [1.0, 2.0, 0, 0, 0, 0], [0.0] * 4, [0.0] * 2, [1.0] * 4
+    shape = shape_forms(p, v, m, tuple(layers))
+    x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
+    z = slowdown(shape, x, np.array([reduce]), np.array([0.5]))
+    assert z[0].tolist() == [0.0, 0.0, 0.5, 0.5]             # chunk 1 of each stage: g = 2, 3
+    slow, plain = (bounds(p, v, m, layers, t, scale, c, reduce, 0.5, s) for s in (True, False))
+    sim = simulated_ends(p, v, m, layers, t, scale, c, reduce, 0.5)
+    assert slow[0, 0] > plain[0, 0]
+    assert slow[0, 0] <= sim[0, 0] * (1 + 1e-12)
+    unslowed = simulated_ends(p, v, m, layers, t, scale, c, reduce, 0.0)
+    assert sim[0, 0] - unslowed[0, 0] >= slow[0, 0] - plain[0, 0] - 1e-12

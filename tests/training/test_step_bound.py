@@ -6,16 +6,18 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from tpsim.search.p2p import inner_transfer
-from tpsim.training.step_bound import bound_ends, shape_forms, slowdown
+from tpsim.training.step_bound import bound_ends, shape_forms
+from tpsim.training.step_slowed import slowdown, slowed_ends
 from tpsim.training.step_programs import shape as step_shape
 from tpsim.training.step_timing import TimedGraph, time_pipeline
 
 
-def simulated_ends(p, v, m, layers, t, scale, c, reduce, loss):
-    """{(stage, chunk): end of its last backward (with its pre-scale kernel)}: chunk times from
-    the bound's variables t = (f, b, f_emb, b_emb, f_out, b_out), each last backward one bucket
-    whose reduction ``reduce[g]`` starts after its pre-scale ``scale[g]`` on the stage's DP
-    stream, the compute beside it at 1 - ``loss`` of its speed."""
+def simulated_ends(p, v, m, layers, t, scale, c, reduce, loss, first=1.0):
+    """{(stage, chunk): end of its last backward (with its pre-scale kernels)}: chunk times
+    from the bound's variables t = (f, b, f_emb, b_emb, f_out, b_out), each last backward two
+    buckets (``first`` of it, then the rest; ``first`` = 1: one) each followed by half of its
+    pre-scale ``scale[g]`` and its reduction (the first as long as the last, ``reduce[g]``) on
+    the stage's DP stream, the compute beside them at 1 - ``loss`` of its speed."""
     V = p * v
 
     def chunk_s(stage, chunk, kind):
@@ -28,18 +30,23 @@ def simulated_ends(p, v, m, layers, t, scale, c, reduce, loss):
         return c[min(a, b)] if abs(a - b) == 1 else c[p - 1]
 
     def split(stage, chunk):
-        return [("grads", chunk_s(stage, chunk, "B")), ("scale", scale[chunk * p + stage])]
+        b, s = chunk_s(stage, chunk, "B"), scale[chunk * p + stage]
+        if first == 1.0:
+            return [("grads", b), ("scale", s)]
+        return [("a", first * b), ("a.scale", s / 2), ("b", (1 - first) * b), ("b.scale", s / 2)]
     g = TimedGraph()
     ops = time_pipeline(g, step_shape(p, m, v), chunk_s, transfer, split, None,
-                        lambda stage, chunk: [reduce[chunk * p + stage]], loss)
+                        lambda stage, chunk: [reduce[chunk * p + stage]] * (1 + (first < 1)),
+                        loss)
     return {(r, ch): g.end[ops[r].last_backward[ch][-1]] for r in range(p) for ch in range(v)}
 
 
 def bounds(p, v, m, layers, t, scale, c, reduce, loss, slowed=True):
     shape = shape_forms(p, v, m, tuple(layers))
     x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
-    z = slowdown(shape, x, np.array([reduce]), np.array([loss]))
-    x = np.concatenate([x, z if slowed else np.zeros_like(z)], axis=1)
+    if slowed:
+        return dict(zip(shape.targets, slowed_ends(shape, x, np.array([reduce]), loss)[0]))
+    x = np.concatenate([x, np.zeros((1, p * v))], axis=1)
     return dict(zip(shape.targets, bound_ends(shape, x)[0]))
 
 
@@ -48,7 +55,7 @@ def pipelines(draw):
     p = draw(st.integers(2, 5))
     v = draw(st.integers(2, 3))
     m = p * draw(st.integers(1, 3))
-    layers = [draw(st.integers(1, 3))] * (p * v)
+    layers = [draw(st.integers(1, 3)) for _ in range(p * v)]
     dur = st.floats(0.0, 3.0, allow_nan=False)
     t = [draw(st.floats(0.1, 2.0)), draw(st.floats(0.1, 4.0))] + [draw(dur) for _ in range(4)]
     scale = [draw(st.floats(0.0, 0.1)) for _ in range(p * v)]
@@ -56,16 +63,18 @@ def pipelines(draw):
     if p == 2:
         c[1] = c[0]          # the wrap from the last stage to the first is the same pair
     reduce = [draw(st.floats(0.0, 8.0)) for _ in range(p * v)]
-    return p, v, m, layers, t, scale, c, reduce, draw(st.floats(0.0, 1.0))
+    return p, v, m, layers, t, scale, c, reduce, draw(st.floats(0.0, 1.0)), \
+        draw(st.sampled_from([1.0, 0.3, 0.8]))
 
 
 @settings(max_examples=80, deadline=None)
 @given(pipelines())
 def test_slowed_bound_never_exceeds_the_slowed_step(case):
-    """Every bounded end, z included, is at most the simulated one, whatever the reductions'
-    lengths and the interference (0: z is 0; 1: no compute beside a reduction)."""
+    """Every bounded end, z and the cool-down chain included, is at most the simulated one,
+    whatever the layers per virtual stage, the reductions' lengths, the buckets and the
+    interference (0: no slowdown; 1: no compute beside a reduction)."""
     sim = simulated_ends(*case)
-    for target, lb in bounds(*case).items():
+    for target, lb in bounds(*case[:-1]).items():
         assert lb <= sim[target] * (1 + 1e-9) + 1e-12, (case, target, lb, sim[target])
 
 
@@ -86,3 +95,20 @@ def test_z_tightens_the_bound_where_reductions_overlap_compute():
     assert slow[0, 0] <= sim[0, 0] * (1 + 1e-12)
     unslowed = simulated_ends(p, v, m, layers, t, scale, c, reduce, 0.0)
     assert sim[0, 0] - unslowed[0, 0] >= slow[0, 0] - plain[0, 0] - 1e-12
+
+
+def test_the_cool_down_chain_tightens_the_bound_beside_reductions():
+    """Four stages, three chunks, twelve micro-batches, 0.1 s transfers, every chunk's last
+    reduction 3 s at I = 0.5: each stage's first backward after a chunk's last one runs beside
+    that reduction on the backward chain of micro-batch m - p down every virtual stage; the
+    chain's bound of the first stage's end is above the path rows' (z included) and below the
+    simulation."""
+    p, v, m, layers = 4, 3, 12, [2] * 12
+    t, scale, c, reduce = [1.0, 2.0, 0, 0, 0, 0], [0.0] * 12, [0.1] * 4, [3.0] * 12
+    shape = shape_forms(p, v, m, tuple(layers))
+    x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
+    rows = bound_ends(shape, np.concatenate(
+        [x, slowdown(shape, x, np.array([reduce]), np.array([0.5]))], axis=1))[0, 0]
+    slow = bounds(p, v, m, layers, t, scale, c, reduce, 0.5)[0, 0]
+    sim = simulated_ends(p, v, m, layers, t, scale, c, reduce, 0.5)[0, 0]
+    assert rows < slow <= sim * (1 + 1e-12)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training.step_bound import bottleneck_stages
-
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
 
 
@@ -55,12 +53,11 @@ def events(st, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
 
 
 def last_reductions(st, reducer, pp: int, v: int) -> np.ndarray:
-    """Per virtual stage g on a stage the path bound runs through
-    (:func:`tpsim.training.step_bound.bottleneck_stages`; 0 elsewhere): the reduction of the
-    last bucket of its last backward, on stage g mod pp (``reducer(r)``: that stage's
-    ``reduce(params, expert)``), R of :func:`tpsim.training.step_bound.slowdown`."""
+    """Per virtual stage g: the reduction of the last bucket of its last backward, on stage
+    g mod pp (``reducer(r)``: that stage's ``reduce(params, expert)``), R of
+    :mod:`tpsim.training.step_slowed`."""
     out = np.zeros(pp * v)
-    for r in bottleneck_stages(pp):
+    for r in range(pp):
         reduce = reducer(r)
         for g in range(r, pp * v, pp):
             out[g] = reduce(st.buckets[g][-1][3], st.buckets[g][-1][4])

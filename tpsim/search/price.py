@@ -2,7 +2,9 @@
 stage's memory as array arithmetic over the layouts (formulas in :mod:`tpsim.search.step`).
 
 For layouts i of one shape, with E_i the bounds of the last backwards' ends
-(:func:`tpsim.training.step_bound.bound_ends`) and b_i = (layer, embedding, output layer) backward:
+(:func:`tpsim.training.step_slowed.slowed_ends`: the path rows of
+:func:`tpsim.training.step_bound.bound_ends` with the compute slowed beside each chunk's last
+reduction, R = Tail.last_reduce) and b_i = (layer, embedding, output layer) backward:
 
     ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
     free_ir  = max(E_i[r, chunk 0], max_e (E_i[col_e] + I min(D_e, w_e / (1 - I))))
@@ -34,7 +36,8 @@ from .dp_events import stage_end
 from .sharded import sharded_parts
 from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
-from ..training.step_bound import bound_ends, end_stages, shape_forms, slowdown
+from ..training.step_bound import end_stages, shape_forms
+from ..training.step_slowed import slowed_ends
 
 
 @lru_cache(maxsize=65536)
@@ -165,13 +168,10 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
     ends = np.empty((q.n, len(stages) * q.v))
     counts = np.empty((q.n, len(stages), 3))
-    last_reduce, loss = np.stack([t.last_reduce for t in tails])[idx], \
-        np.array([t.loss for t in tails])[idx]
+    last_reduce = np.stack([t.last_reduce for t in tails])[idx]
     for i, (shape, live) in enumerate(shapes):
         rows = q.midx == i
-        xs = x[rows]
-        z = slowdown(shape, xs, last_reduce[rows], loss[rows])
-        ends[rows] = bound_ends(shape, np.concatenate([xs, z], axis=1))
+        ends[rows] = slowed_ends(shape, x[rows], last_reduce[rows], tails[0].loss)
         counts[rows] = live
     ends += _releases(tails, idx, x[:, 0:6:2])[:, None]
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)

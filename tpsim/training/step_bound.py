@@ -156,6 +156,22 @@ class Forms:
         q = np.array([prog.bpos(prog.last_backward(c)) for c in range(self.v)])
         return q, np.concatenate([q[:1], q[:-1]])
 
+    def steady(self) -> np.ndarray:
+        """(p, V, f..): the forward that stage k runs just before its backward of micro-batch
+        m - p + j on chunk c (g = c p + k), where that backward is steady (zero in the
+        cool-down): per j and g, the forward's (f, b, ...) coefficients."""
+        out, counts = np.zeros((self.p, self.V, len(FIXED))), None
+        for k in range(self.p):
+            prog, counts = self.program(k), self.table(k)[0]
+            for g in range(k, self.V, self.p):
+                for j in range(self.p):
+                    i = self.m * self.v - (g // self.p + 1) * self.p + j
+                    if 0 <= i < prog.rest and prog.w + i < prog.total:
+                        c = int(np.argmax(counts[prog.w + i + 1] - counts[prog.w + i]))
+                        h = c * self.p + k
+                        out[j, g, [0, 2, 4]] = self.layers[h], h == 0, h == self.V - 1
+        return out
+
     def slowed(self) -> tuple[np.ndarray, np.ndarray]:
         """z[g]'s terms (:func:`slowdown`): per virtual stage g = c p + k, the computes between
         stage k's last backwards on chunks c and c - 1 as (f, b, ...) coefficients, and the
@@ -268,6 +284,14 @@ class Forms:
                             rows.append((hx, tx, part("segment", k, a, b)[0], ux))
         return rows
 
+    def chain_rows(self) -> list[tuple[int, int, int, int]]:
+        """Path rows ending at the last stage's backward of micro-batch m - p on chunk v - 1,
+        where :mod:`tpsim.training.step_chain` starts (interleaved only)."""
+        k, part, prog = self.p - 1, self._part, self.program(self.p - 1)
+        at, none = prog.bpos(self.m * self.v - self.V), part("nothing")[0]
+        heads = [part("head_up", k), part("head_round", k, self.m == 1), part("head_first", k)]
+        return [(hx, none, part("segment", k, a, at)[0], none) for hx, a in heads if a <= at]
+
     def nothing(self, x) -> None:
         """The empty piece (a path with no suffix)."""
 
@@ -291,13 +315,16 @@ def end_stages(p: int) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class ShapeForms:
     """All rows of one schedule shape: ``matrix`` (rows x variables) and, per target
-    (stage r, chunk c) in ``targets``, the slice of its rows; ``work`` and ``gaps``: z[g]'s
-    terms (:meth:`Forms.slowed`)."""
+    (stage r, chunk c) in ``targets``, the slice of its rows (interleaved: then one more, the
+    start of :mod:`tpsim.training.step_chain`); ``work`` and ``gaps``: z[g]'s terms
+    (:meth:`Forms.slowed`)."""
     matrix: np.ndarray
     targets: tuple[tuple[int, int], ...]
     slices: tuple[slice, ...]
     work: np.ndarray
     gaps: np.ndarray
+    back: np.ndarray          # (V, variables before s): each virtual stage's backward
+    steady: np.ndarray        # (p, V, variables before s): Forms.steady
 
 
 _SHAPES = Memo("step bound shapes", 4096)
@@ -320,10 +347,17 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
             slices.append(slice(len(rows), len(rows) + len(new)))
             rows += new
             targets.append((r, c))
+    if v > 1:                                   # the chain's start: a last column
+        new = forms.chain_rows()
+        slices.append(slice(len(rows), len(rows) + len(new)))
+        rows += new
     pieces = np.array(forms.pieces)
     at = np.array(rows).T
+    back = np.zeros((p * v, len(FIXED)))
+    back[:, 1], back[0, 3], back[-1, 5] = layers, 1.0, 1.0
     return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
-                      tuple(targets), tuple(slices), *forms.slowed())
+                      tuple(targets), tuple(slices), *forms.slowed(), back,
+                      forms.steady() if v > 1 else np.zeros((p, p * v, len(FIXED))))
 
 
 def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
@@ -340,34 +374,12 @@ def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     if m <= base + step or (m - base) % step:
         return _build(p, v, m, layers)
     one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
-    if one.slices != two.slices or not np.array_equal(one.work, two.work):
+    if one.slices != two.slices or not (np.array_equal(one.work, two.work) and
+                                        np.array_equal(one.steady, two.steady)):
         return _build(p, v, m, layers)
     grow = (two.matrix - one.matrix) * ((m - base) // step)
-    return ShapeForms(one.matrix + grow, one.targets, one.slices, one.work, one.gaps)
-
-
-def slowdown(shape: ShapeForms, x: np.ndarray, reduce: np.ndarray,
-             loss: np.ndarray) -> np.ndarray:
-    """z[g] of layouts ``x`` (layouts x the variables before z): a lower bound of the time the
-    computes that stage k runs between its last backwards on chunks c and c - 1 (g = c p + k,
-    W their seconds) lose beside the reduction of chunk c's last bucket (``reduce``, R per
-    layout and g; ``loss``: I per layout), which starts after that backward, at S:
-
-        z = I min(max(R - n cin[k], 0), W / (1 - I))
-
-    From S to the end of those computes a path counts W and the n p2p batches between them as
-    cin[k] each; the time T it takes is W, the time G the stage does not compute (G >= n
-    cin[k]) and I x (x: the reduction's overlap with the computes, x >= min(R, T) - G: the DP
-    stream is busy from S for R), so T - W - n cin[k] >= I max(min(R, T) - n cin[k], 0),
-    the least at G = n cin[k] (:mod:`tpsim.training.step_timing`). Each z is counted on a
-    path only where it holds all those computes (:meth:`Forms.segment`)."""
-    V = len(shape.gaps)
-    p = (x.shape[1] - len(FIXED) - V) // 2
-    cin = x[:, len(FIXED) + V + p + np.arange(V) % p]
-    inner = np.maximum(reduce - shape.gaps * cin, 0.0)
-    work, i = x[:, :len(FIXED)] @ shape.work.T, loss[:, None]
-    slow = np.where(i < 1, i / np.where(i < 1, 1 - i, 1.0), 1.0)
-    return np.minimum(i * inner, np.where(i < 1, slow * work, np.where(work > 0, inner, 0.0)))
+    return ShapeForms(one.matrix + grow, one.targets, one.slices, one.work, one.gaps, one.back,
+                      one.steady)
 
 
 def bound_ends(shape: ShapeForms, x: np.ndarray) -> np.ndarray:

@@ -42,11 +42,10 @@ def simulated_ends(p, v, m, layers, t, scale, c, reduce, loss, first=1.0):
 
 
 def bounds(p, v, m, layers, t, scale, c, reduce, loss, slowed=True):
-    shape = shape_forms(p, v, m, tuple(layers))
+    shape = shape_forms(p, v, m, tuple(layers), slowed)
     x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
     if slowed:
         return dict(zip(shape.targets, slowed_ends(shape, x, np.array([reduce]), loss)[0]))
-    x = np.concatenate([x, np.zeros((1, p * v))], axis=1)
     return dict(zip(shape.targets, bound_ends(shape, x)[0]))
 
 
@@ -85,7 +84,7 @@ def test_z_tightens_the_bound_where_reductions_overlap_compute():
     first stage's end rises by it, still below the simulation (which loses 0.5 s there too)."""
     p, v, m, layers = 2, 2, 4, [1] * 4
     t, scale, c, reduce = [1.0, 2.0, 0, 0, 0, 0], [0.0] * 4, [0.0] * 2, [1.0] * 4
-    shape = shape_forms(p, v, m, tuple(layers))
+    shape = shape_forms(p, v, m, tuple(layers), True)
     x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
     z = slowdown(shape, x, np.array([reduce]), np.array([0.5]))
     assert z[0].tolist() == [0.0, 0.0, 0.5, 0.5]             # chunk 1 of each stage: g = 2, 3
@@ -105,7 +104,7 @@ def test_the_cool_down_chain_tightens_the_bound_beside_reductions():
     simulation."""
     p, v, m, layers = 4, 3, 12, [2] * 12
     t, scale, c, reduce = [1.0, 2.0, 0, 0, 0, 0], [0.0] * 12, [0.1] * 4, [3.0] * 12
-    shape = shape_forms(p, v, m, tuple(layers))
+    shape = shape_forms(p, v, m, tuple(layers), True)
     x = np.concatenate([t, scale, c, inner_transfer(np.array(c), p, v)])[None, :]
     rows = bound_ends(shape, np.concatenate(
         [x, slowdown(shape, x, np.array([reduce]), np.array([0.5]))], axis=1))[0, 0]

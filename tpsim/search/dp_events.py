@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..training import terms
+
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
 
 
@@ -50,6 +52,34 @@ def events(st, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
         done = (*(done[k] + pp * sum(b[k] for b in bs) for k in range(3)),
                 done[3] + sum(scale[g]))
     return out
+
+
+def reducer(dtype: str, do: bool, par, price, experts=None):
+    """``reducer(r)``: ``reduce(params, expert)``, a gradient bucket's reduction on stage r's
+    dp x cp group, its routed experts' on expert DP, as the step prices it
+    (:func:`tpsim.training.terms.dp_and_expert_s`), memoised per stage and bucket."""
+    stages: dict = {}
+
+    def of(r: int):
+        if r not in stages:
+            stages[r] = _stage_reduce(dtype, do, par, price, experts, r)
+        return stages[r]
+    return of
+
+
+def _stage_reduce(dtype: str, do: bool, par, price, experts, r: int):
+    """Stage r's ``reduce(params, expert)`` of :func:`reducer`."""
+    group, reduced = terms.dp_group(par, r), {}
+    egroup = terms.expert_dp_group(experts, r) if experts else None
+
+    def reduce(params, expert):
+        t = reduced.get((params, expert))
+        if t is None:
+            t = reduced[params, expert] = terms.dp_and_expert_s(
+                lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
+                expert, group, egroup)
+        return t
+    return reduce
 
 
 def last_reductions(st, reducer, pp: int, v: int) -> np.ndarray:

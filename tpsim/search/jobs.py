@@ -82,6 +82,11 @@ class Workers:
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
         return [rows for part in self.pool.map(_bound, chunks) for rows in part]
 
+    def tight(self, layout) -> float:
+        """The layout's tighter step bound (the compute slowed beside the reductions,
+        :func:`tpsim.search.price.price_pipelines`), in this process."""
+        return price_pipelines(self.run, [[layout]], slowed=True)[0][0][0]
+
     def predict(self, layouts) -> list:
         if self.pool is None or len(layouts) == 1:
             return [_predict(lay) for lay in layouts]

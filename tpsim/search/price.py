@@ -36,7 +36,7 @@ from .dp_events import stage_end
 from .sharded import sharded_parts
 from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
-from ..training.step_bound import end_stages, shape_forms
+from ..training.step_bound import bound_ends, end_stages, shape_forms
 from ..training.step_slowed import slowed_ends
 
 
@@ -133,9 +133,13 @@ class _Pipeline:
                                  for _, mb, _, _, ov, cp, *_ in self.parts])
 
 
-def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[float, float]]]:
+def price_pipelines(run: Run, groups: list[list[Layout]],
+                    slowed: bool = False) -> list[list[tuple[float, float]]]:
     """(step-time lower bound, the fullest stage's bytes) of each layout of each group of
-    layouts that share a pipeline (pp, virtual stages, layers per virtual stage).
+    layouts that share a pipeline (pp, virtual stages, layers per virtual stage); ``slowed``:
+    the tighter bound with the compute slowed beside the reductions
+    (:mod:`tpsim.training.step_slowed`, a step per virtual stage: the search asks it of the
+    layouts it is about to simulate, :func:`tpsim.search.driver.reprice`).
 
     In phases over all groups (each kind of work together runs markedly faster in CPython
     than the same work interleaved): the layer configurations (:func:`layer_parts`), the
@@ -148,17 +152,17 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple[flo
     shapes = []
     for q, ps in zip(pipes, parts):
         timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))
-        shapes.append([(shape_forms(q.p, q.v, m, timed), activation_counts(q.p, q.v, m, q.layers))
-                       for m in q.ms])
+        shapes.append([(shape_forms(q.p, q.v, m, timed, slowed),
+                        activation_counts(q.p, q.v, m, q.layers)) for m in q.ms])
     tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z, ep, etp)
               for tp, dp, sp, do, opg, z, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
                        for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
-    return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms)]
+    return [_price(*args, slowed) for args in zip(pipes, parts, shapes, tails, comms)]
 
 
-def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
-           comms: np.ndarray) -> list[tuple[float, float]]:
+def _price(q: _Pipeline, parts: list, shapes: list, tails: list, comms: np.ndarray,
+           slowed: bool = False) -> list[tuple[float, float]]:
     """The module docstring's T_i and memory_i of one pipeline's layouts."""
     stages, idx = np.array(end_stages(q.p)), q.tidx
     c = comms[q.cidx]
@@ -168,10 +172,11 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
     ends = np.empty((q.n, len(stages) * q.v))
     counts = np.empty((q.n, len(stages), 3))
-    last_reduce = np.stack([t.last_reduce for t in tails])[idx]
+    last_reduce = np.stack([t.last_reduce for t in tails])[idx] if slowed else None
     for i, (shape, live) in enumerate(shapes):
         rows = q.midx == i
-        ends[rows] = slowed_ends(shape, x[rows], last_reduce[rows], tails[0].loss)
+        ends[rows] = slowed_ends(shape, x[rows], last_reduce[rows], tails[0].loss) if slowed \
+            else bound_ends(shape, x[rows])
         counts[rows] = live
     ends += _releases(tails, idx, x[:, 0:6:2])[:, None]
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)

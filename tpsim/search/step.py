@@ -91,6 +91,7 @@ class Parts:
 
 _PARTS = Memo("search layer parts", 8192)
 _TIMES = Memo("search comm times", 65536)
+_REDUCERS = Memo("search stage reductions", 4096)
 
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
@@ -276,7 +277,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     scale = [[prescale_s(b[3], dtype, dev, dp) if over else 0.0 for b in bs]
              for bs in st.buckets]
     events, gn, finish, memory, copies = [], [], [], [], []
-    reducer = _reducer(dtype, do, par, price, experts)
+    reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,
+                            price, experts)
     for i, r in enumerate(end_stages(pp)):
         shards = shares[r] if shares else sh.state_shards(dp, do)[2]
         group = terms.dp_group(par, r)
@@ -305,25 +307,6 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                 loss=dev.comm_compute_interference,
                 last_reduce=dp_events.last_reductions(st, reducer, pp, v) if over else
                 np.zeros(pp * v))
-
-
-def _reducer(dtype: str, do: bool, par: Parallelism, price, experts=None):
-    """``reducer(r)``: ``reduce(params, expert)``, a gradient bucket's reduction on stage r's
-    dp x cp group, its routed experts' on expert DP, as the step prices it
-    (:func:`tpsim.training.terms.dp_and_expert_s`), memoised per bucket."""
-    def reducer(r: int):
-        group, reduced = terms.dp_group(par, r), {}
-        egroup = terms.expert_dp_group(experts, r) if experts else None
-
-        def reduce(params, expert):
-            t = reduced.get((params, expert))
-            if t is None:
-                t = reduced[params, expert] = terms.dp_and_expert_s(
-                    lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
-                    expert, group, egroup)
-            return t
-        return reduce
-    return reducer
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,

@@ -53,11 +53,11 @@ VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]", "z[g]")
 class Forms:
     """Rows of path coefficients over the variables of one schedule shape."""
 
-    def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...]):
-        self.p, self.v, self.m, self.key = p, v, m, (p, v, layers)
+    def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool = False):
+        self.p, self.v, self.m, self.key = p, v, m, (p, v, layers, slowed)
         self.V = p * v
         self.layers = np.asarray(layers, dtype=float)
-        self.size = len(FIXED) + 2 * self.V + 2 * p
+        self.size = len(FIXED) + (2 if slowed else 1) * self.V + 2 * p
         self.s0, self.c0 = len(FIXED), len(FIXED) + self.V
         self.cin0 = self.c0 + p
         self.z0 = self.cin0 + p
@@ -71,6 +71,7 @@ class Forms:
         g, j = np.arange(self.V + 1)[:, None], np.arange(p)[None, :]
         self.edge_sum = np.maximum((g - j + p - 1) // p, 0)
         self.tables: dict = {}
+        self._switches: dict = {}
 
     def program(self, k: int) -> Program:
         prog = self._programs.get(k)
@@ -122,8 +123,8 @@ class Forms:
     def segment(self, x, k: int, a: int, b: int) -> None:
         """Stage k's computes at positions a..b and the p2p batches between them: their
         layers from this shape's tables, the rest (:meth:`_counts`) shared by every layers."""
-        rest, f0, f1, b0, b1 = _SEGMENTS.get((self.p, self.v, self.m, k, a, b), self._counts,
-                                             k, a, b)
+        rest, f0, f1, b0, b1 = _SEGMENTS.get(self.key[:2] + (self.m, k, a, b, self.key[3]),
+                                             self._counts, k, a, b)
         _, fwd, bwd = self.table(k)
         x[0] += fwd[f1] - fwd[f0]
         x[1] += bwd[b1] - bwd[b0]                       # B runs chunks reversed
@@ -145,16 +146,20 @@ class Forms:
         last = self.last_index
         x[self.s0 + k:self.c0:p] += (b0 <= last) & (last < b1)
         x[self.cin0 + k] += prog.gaps(a, b)
-        q, nxt = self.switches(k)
-        x[self.z0 + k::p] += (a <= q) & (nxt - 1 <= b) & (nxt - 1 > q)
+        if self.key[3]:
+            q, nxt = self.switches(k)
+            x[self.z0 + k::p] += (a <= q) & (nxt - 1 <= b) & (nxt - 1 > q)
         return x, f0, f1, b0, b1
 
     def switches(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Per chunk c, the position of stage k's last backward on c and of the next one
         (chunk c - 1's; c itself for chunk 0, which ends the program)."""
-        prog = self.program(k)
-        q = np.array([prog.bpos(prog.last_backward(c)) for c in range(self.v)])
-        return q, np.concatenate([q[:1], q[:-1]])
+        hit = self._switches.get(k)
+        if hit is None:
+            prog = self.program(k)
+            q = np.array([prog.bpos(prog.last_backward(c)) for c in range(self.v)])
+            hit = self._switches[k] = (q, np.concatenate([q[:1], q[:-1]]))
+        return hit
 
     def steady(self) -> np.ndarray:
         """(p, V, f..): the forward that stage k runs just before its backward of micro-batch
@@ -337,9 +342,10 @@ def affine_base(p: int, v: int) -> int:
     return AFFINE_FROM * p if v > 1 else p + 2
 
 
-def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
-    """The rows of one shape, built (no extrapolation in m)."""
-    forms = Forms(p, v, m, layers)
+def _build(p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool = False) -> ShapeForms:
+    """The rows of one shape, built (no extrapolation in m); ``slowed``: with z[g] and the
+    chain's terms (:mod:`tpsim.training.step_slowed`)."""
+    forms = Forms(p, v, m, layers, slowed)
     rows, targets, slices = [], [], []
     for r in end_stages(p):
         for c in range(v):
@@ -347,7 +353,7 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
             slices.append(slice(len(rows), len(rows) + len(new)))
             rows += new
             targets.append((r, c))
-    if v > 1:                                   # the chain's start: a last column
+    if slowed and v > 1:                        # the chain's start: a last column
         new = forms.chain_rows()
         slices.append(slice(len(rows), len(rows) + len(new)))
         rows += new
@@ -355,28 +361,30 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     at = np.array(rows).T
     back = np.zeros((p * v, len(FIXED)))
     back[:, 1], back[0, 3], back[-1, 5] = layers, 1.0, 1.0
+    extra = (*forms.slowed(), back, forms.steady()) if slowed else \
+        (np.zeros((p * v, len(FIXED))), np.zeros(p * v), back, np.zeros((p, p * v, len(FIXED))))
     return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
-                      tuple(targets), tuple(slices), *forms.slowed(), back,
-                      forms.steady() if v > 1 else np.zeros((p, p * v, len(FIXED))))
+                      tuple(targets), tuple(slices), *extra)
 
 
-def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...],
+                slowed: bool = False) -> ShapeForms:
     """The rows bounding the end of each chunk's last backward on :func:`end_stages`,
-    memoised per shape. Past :func:`affine_base` micro-batches every region of every
-    stage's program is there and each count in a row grows by the same amount per step of m
-    (one micro-batch, or p with interleaving): the rows are those of two built shapes,
-    extrapolated (a test checks them against the built ones)."""
-    return _SHAPES.get((p, v, m, layers), _shape_forms, p, v, m, layers)
+    memoised per shape (``slowed``: :func:`_build`'s). Past :func:`affine_base` micro-batches
+    every region of every stage's program is there and each count in a row grows by the same
+    amount per step of m (one micro-batch, or p with interleaving): the rows are those of two
+    built shapes, extrapolated (a test checks them against the built ones)."""
+    return _SHAPES.get((p, v, m, layers, slowed), _shape_forms, p, v, m, layers, slowed)
 
 
-def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool) -> ShapeForms:
     step, base = (p if v > 1 else 1), affine_base(p, v)
     if m <= base + step or (m - base) % step:
-        return _build(p, v, m, layers)
-    one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
+        return _build(p, v, m, layers, slowed)
+    one, two = (shape_forms(p, v, n, layers, slowed) for n in (base, base + step))
     if one.slices != two.slices or not (np.array_equal(one.work, two.work) and
                                         np.array_equal(one.steady, two.steady)):
-        return _build(p, v, m, layers)
+        return _build(p, v, m, layers, slowed)
     grow = (two.matrix - one.matrix) * ((m - base) // step)
     return ShapeForms(one.matrix + grow, one.targets, one.slices, one.work, one.gaps, one.back,
                       one.steady)

@@ -128,11 +128,9 @@ def test_extrapolated_rows_are_the_built_ones(p, v, steps, n):
     if v == 1 and p > 2:
         layers[0], layers[-1] = max(1, n - 1), max(1, n - 2)
     layers = tuple(layers)
-    for slowed in (False, True):
-        a, b = shape_forms(p, v, m, layers, slowed), _build(p, v, m, layers, slowed)
-        assert a.slices == b.slices
-        assert np.array_equal(a.matrix, b.matrix)
-        assert np.array_equal(a.work, b.work) and np.array_equal(a.steady, b.steady)
+    a, b = shape_forms(p, v, m, layers), _build(p, v, m, layers)
+    assert a.slices == b.slices
+    assert np.array_equal(a.matrix, b.matrix)
 
 
 def test_activation_counts_are_in_flight():

@@ -116,4 +116,5 @@ def stage_end(at: np.ndarray, work: np.ndarray, const: np.ndarray, dp: np.ndarra
     row."""
     i = loss.reshape((-1,) + (1,) * (at.ndim - 1))
     ratio = np.where(i < 1, i / np.where(i < 1, 1 - i, 1.0), np.inf)
-    return np.where(np.isfinite(const), at + np.minimum(i * dp, ratio * work), -np.inf)
+    slow = np.where(work > 0, ratio * np.where(work > 0, work, 1.0), 0.0)   # I = 1: no inf * 0
+    return np.where(np.isfinite(const), at + np.minimum(i * dp, slow), -np.inf)

@@ -2,9 +2,10 @@
 stage's memory as array arithmetic over the layouts (formulas in :mod:`tpsim.search.step`).
 
 For layouts i of one shape, with E_i the bounds of the last backwards' ends
-(:func:`tpsim.training.step_slowed.slowed_ends`: the path rows of
-:func:`tpsim.training.step_bound.bound_ends` with the compute slowed beside each chunk's last
-reduction, R = Tail.last_reduce) and b_i = (layer, embedding, output layer) backward:
+(:func:`tpsim.training.step_bound.bound_ends`; for the finalists, ``slowed``, also the
+interleaved cool-down with the compute slowed beside each chunk's last reduction R =
+Tail.last_reduce, :func:`tpsim.training.step_slowed.slowed_ends`) and b_i = (layer, embedding,
+output layer) backward:
 
     ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
     free_ir  = max(E_i[r, chunk 0], max_e (E_i[col_e] + I min(D_e, w_e / (1 - I))))
@@ -36,7 +37,7 @@ from .dp_events import stage_end
 from .sharded import sharded_parts
 from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
-from ..training.step_bound import bound_ends, end_stages, shape_forms
+from ..training.step_bound import bound_ends, chain_forms, end_stages, shape_forms
 from ..training.step_slowed import slowed_ends
 
 
@@ -152,8 +153,9 @@ def price_pipelines(run: Run, groups: list[list[Layout]],
     shapes = []
     for q, ps in zip(pipes, parts):
         timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))
-        shapes.append([(shape_forms(q.p, q.v, m, timed, slowed),
-                        activation_counts(q.p, q.v, m, q.layers)) for m in q.ms])
+        shapes.append([(shape_forms(q.p, q.v, m, timed), activation_counts(q.p, q.v, m, q.layers),
+                        chain_forms(q.p, q.v, m, timed) if slowed and q.v > 1 else None)
+                       for m in q.ms])
     tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z, ep, etp)
               for tp, dp, sp, do, opg, z, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
@@ -173,10 +175,10 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list, comms: np.ndarr
     ends = np.empty((q.n, len(stages) * q.v))
     counts = np.empty((q.n, len(stages), 3))
     last_reduce = np.stack([t.last_reduce for t in tails])[idx] if slowed else None
-    for i, (shape, live) in enumerate(shapes):
+    for i, (shape, live, chains) in enumerate(shapes):
         rows = q.midx == i
-        ends[rows] = slowed_ends(shape, x[rows], last_reduce[rows], tails[0].loss) if slowed \
-            else bound_ends(shape, x[rows])
+        ends[rows] = slowed_ends(shape, chains, x[rows], last_reduce[rows], tails[0].loss) \
+            if chains else bound_ends(shape, x[rows])
         counts[rows] = live
     ends += _releases(tails, idx, x[:, 0:6:2])[:, None]
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)

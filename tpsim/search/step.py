@@ -21,8 +21,8 @@ the same terms (:mod:`tpsim.training.terms`: every duration below is one of its 
              then the TP all-reduce of the norm gradients (SP) and, between the first and last
              stage, the tied-embedding all-reduce
     L_{r,c}: the lower bound of the end of stage r's last backward of chunk c
-             (:func:`tpsim.training.step_bound.bound_ends`, with the compute slowed beside
-             the reductions: :mod:`tpsim.training.step_slowed`)
+             (:func:`tpsim.training.step_bound.bound_ends`; a finalist's also the cool-down
+             slowed beside the reductions: :mod:`tpsim.training.step_slowed`)
 
 over the first stage, the latest-ending middle stage and the last (the middle stages are
 alike). Every term is a duration the step graph contains, on a chain of its dependencies, so T

@@ -47,20 +47,19 @@ from ..base.memo import Memo
 from .stage_program import Program, chunk_offsets
 
 FIXED = ("f", "b", "f_embedding", "b_embedding", "f_output", "b_output")
-VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]", "z[g]")
+VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]")
 
 
 class Forms:
     """Rows of path coefficients over the variables of one schedule shape."""
 
-    def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool = False):
-        self.p, self.v, self.m, self.key = p, v, m, (p, v, layers, slowed)
+    def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...]):
+        self.p, self.v, self.m, self.key = p, v, m, (p, v, layers)
         self.V = p * v
         self.layers = np.asarray(layers, dtype=float)
-        self.size = len(FIXED) + (2 if slowed else 1) * self.V + 2 * p
+        self.size = len(FIXED) + self.V + 2 * p
         self.s0, self.c0 = len(FIXED), len(FIXED) + self.V
         self.cin0 = self.c0 + p
-        self.z0 = self.cin0 + p
         self._programs: dict = {}
         self.last_index = np.array([self.program(0).last_backward(c) for c in range(v)])
         self.parts: dict = {}
@@ -71,7 +70,6 @@ class Forms:
         g, j = np.arange(self.V + 1)[:, None], np.arange(p)[None, :]
         self.edge_sum = np.maximum((g - j + p - 1) // p, 0)
         self.tables: dict = {}
-        self._switches: dict = {}
 
     def program(self, k: int) -> Program:
         prog = self._programs.get(k)
@@ -123,8 +121,8 @@ class Forms:
     def segment(self, x, k: int, a: int, b: int) -> None:
         """Stage k's computes at positions a..b and the p2p batches between them: their
         layers from this shape's tables, the rest (:meth:`_counts`) shared by every layers."""
-        rest, f0, f1, b0, b1 = _SEGMENTS.get(self.key[:2] + (self.m, k, a, b, self.key[3]),
-                                             self._counts, k, a, b)
+        rest, f0, f1, b0, b1 = _SEGMENTS.get((self.p, self.v, self.m, k, a, b), self._counts,
+                                             k, a, b)
         _, fwd, bwd = self.table(k)
         x[0] += fwd[f1] - fwd[f0]
         x[1] += bwd[b1] - bwd[b0]                       # B runs chunks reversed
@@ -146,50 +144,7 @@ class Forms:
         last = self.last_index
         x[self.s0 + k:self.c0:p] += (b0 <= last) & (last < b1)
         x[self.cin0 + k] += prog.gaps(a, b)
-        if self.key[3]:
-            q, nxt = self.switches(k)
-            x[self.z0 + k::p] += (a <= q) & (nxt - 1 <= b) & (nxt - 1 > q)
         return x, f0, f1, b0, b1
-
-    def switches(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per chunk c, the position of stage k's last backward on c and of the next one
-        (chunk c - 1's; c itself for chunk 0, which ends the program)."""
-        hit = self._switches.get(k)
-        if hit is None:
-            prog = self.program(k)
-            q = np.array([prog.bpos(prog.last_backward(c)) for c in range(self.v)])
-            hit = self._switches[k] = (q, np.concatenate([q[:1], q[:-1]]))
-        return hit
-
-    def steady(self) -> np.ndarray:
-        """(p, V, f..): the forward that stage k runs just before its backward of micro-batch
-        m - p + j on chunk c (g = c p + k), where that backward is steady (zero in the
-        cool-down): per j and g, the forward's (f, b, ...) coefficients."""
-        out, counts = np.zeros((self.p, self.V, len(FIXED))), None
-        for k in range(self.p):
-            prog, counts = self.program(k), self.table(k)[0]
-            for g in range(k, self.V, self.p):
-                for j in range(self.p):
-                    i = self.m * self.v - (g // self.p + 1) * self.p + j
-                    if 0 <= i < prog.rest and prog.w + i < prog.total:
-                        c = int(np.argmax(counts[prog.w + i + 1] - counts[prog.w + i]))
-                        h = c * self.p + k
-                        out[j, g, [0, 2, 4]] = self.layers[h], h == 0, h == self.V - 1
-        return out
-
-    def slowed(self) -> tuple[np.ndarray, np.ndarray]:
-        """z[g]'s terms (:func:`slowdown`): per virtual stage g = c p + k, the computes between
-        stage k's last backwards on chunks c and c - 1 as (f, b, ...) coefficients, and the
-        p2p batches from the first of those backwards to the last of them."""
-        work, gaps = np.zeros((self.V, len(FIXED))), np.zeros(self.V)
-        for k in bottleneck_stages(self.p):
-            for c, (q, nxt) in enumerate(zip(*self.switches(k))):
-                if nxt - 1 > q:
-                    x = self.row()
-                    self.segment(x, k, q + 1, nxt - 1)
-                    work[c * self.p + k] = x[:len(FIXED)]
-                    gaps[c * self.p + k] = self.program(k).gaps(q, nxt - 1)
-        return work, gaps
 
     # ---- how a path reaches stage k (returns the position it enters at)
     def head_up(self, x, k: int) -> int:
@@ -289,9 +244,25 @@ class Forms:
                             rows.append((hx, tx, part("segment", k, a, b)[0], ux))
         return rows
 
+    def steady(self) -> np.ndarray:
+        """(p, V, f..): the forward that stage k runs just before its backward of micro-batch
+        m - p + j on chunk c (g = c p + k), where that backward is steady (zero in the
+        cool-down): per j and g, the forward's (f, b, ...) coefficients."""
+        out = np.zeros((self.p, self.V, len(FIXED)))
+        for k in range(self.p):
+            prog, counts = self.program(k), self.table(k)[0]
+            for g in range(k, self.V, self.p):
+                for j in range(self.p):
+                    i = self.m * self.v - (g // self.p + 1) * self.p + j
+                    if 0 <= i < prog.rest and prog.w + i < prog.total:
+                        c = int(np.argmax(counts[prog.w + i + 1] - counts[prog.w + i]))
+                        h = c * self.p + k
+                        out[j, g, [0, 2, 4]] = self.layers[h], h == 0, h == self.V - 1
+        return out
+
     def chain_rows(self) -> list[tuple[int, int, int, int]]:
         """Path rows ending at the last stage's backward of micro-batch m - p on chunk v - 1,
-        where :mod:`tpsim.training.step_chain` starts (interleaved only)."""
+        where :func:`tpsim.training.step_slowed.chain` starts (interleaved only)."""
         k, part, prog = self.p - 1, self._part, self.program(self.p - 1)
         at, none = prog.bpos(self.m * self.v - self.V), part("nothing")[0]
         heads = [part("head_up", k), part("head_round", k, self.m == 1), part("head_first", k)]
@@ -320,16 +291,10 @@ def end_stages(p: int) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class ShapeForms:
     """All rows of one schedule shape: ``matrix`` (rows x variables) and, per target
-    (stage r, chunk c) in ``targets``, the slice of its rows (interleaved: then one more, the
-    start of :mod:`tpsim.training.step_chain`); ``work`` and ``gaps``: z[g]'s terms
-    (:meth:`Forms.slowed`)."""
+    (stage r, chunk c) in ``targets``, the slice of its rows."""
     matrix: np.ndarray
     targets: tuple[tuple[int, int], ...]
     slices: tuple[slice, ...]
-    work: np.ndarray
-    gaps: np.ndarray
-    back: np.ndarray          # (V, variables before s): each virtual stage's backward
-    steady: np.ndarray        # (p, V, variables before s): Forms.steady
 
 
 _SHAPES = Memo("step bound shapes", 4096)
@@ -342,10 +307,9 @@ def affine_base(p: int, v: int) -> int:
     return AFFINE_FROM * p if v > 1 else p + 2
 
 
-def _build(p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool = False) -> ShapeForms:
-    """The rows of one shape, built (no extrapolation in m); ``slowed``: with z[g] and the
-    chain's terms (:mod:`tpsim.training.step_slowed`)."""
-    forms = Forms(p, v, m, layers, slowed)
+def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+    """The rows of one shape, built (no extrapolation in m)."""
+    forms = Forms(p, v, m, layers)
     rows, targets, slices = [], [], []
     for r in end_stages(p):
         for c in range(v):
@@ -353,41 +317,58 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool = False
             slices.append(slice(len(rows), len(rows) + len(new)))
             rows += new
             targets.append((r, c))
-    if slowed and v > 1:                        # the chain's start: a last column
-        new = forms.chain_rows()
-        slices.append(slice(len(rows), len(rows) + len(new)))
-        rows += new
     pieces = np.array(forms.pieces)
     at = np.array(rows).T
-    back = np.zeros((p * v, len(FIXED)))
-    back[:, 1], back[0, 3], back[-1, 5] = layers, 1.0, 1.0
-    extra = (*forms.slowed(), back, forms.steady()) if slowed else \
-        (np.zeros((p * v, len(FIXED))), np.zeros(p * v), back, np.zeros((p, p * v, len(FIXED))))
     return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
-                      tuple(targets), tuple(slices), *extra)
+                      tuple(targets), tuple(slices))
 
 
-def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...],
-                slowed: bool = False) -> ShapeForms:
+def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     """The rows bounding the end of each chunk's last backward on :func:`end_stages`,
-    memoised per shape (``slowed``: :func:`_build`'s). Past :func:`affine_base` micro-batches
-    every region of every stage's program is there and each count in a row grows by the same
-    amount per step of m (one micro-batch, or p with interleaving): the rows are those of two
-    built shapes, extrapolated (a test checks them against the built ones)."""
-    return _SHAPES.get((p, v, m, layers, slowed), _shape_forms, p, v, m, layers, slowed)
+    memoised per shape. Past :func:`affine_base` micro-batches every region of every
+    stage's program is there and each count in a row grows by the same amount per step of m
+    (one micro-batch, or p with interleaving): the rows are those of two built shapes,
+    extrapolated (a test checks them against the built ones)."""
+    return _SHAPES.get((p, v, m, layers), _shape_forms, p, v, m, layers)
 
 
-def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...], slowed: bool) -> ShapeForms:
+def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
     step, base = (p if v > 1 else 1), affine_base(p, v)
     if m <= base + step or (m - base) % step:
-        return _build(p, v, m, layers, slowed)
-    one, two = (shape_forms(p, v, n, layers, slowed) for n in (base, base + step))
-    if one.slices != two.slices or not (np.array_equal(one.work, two.work) and
-                                        np.array_equal(one.steady, two.steady)):
-        return _build(p, v, m, layers, slowed)
+        return _build(p, v, m, layers)
+    one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
+    if one.slices != two.slices:
+        return _build(p, v, m, layers)
     grow = (two.matrix - one.matrix) * ((m - base) // step)
-    return ShapeForms(one.matrix + grow, one.targets, one.slices, one.work, one.gaps, one.back,
-                      one.steady)
+    return ShapeForms(one.matrix + grow, one.targets, one.slices)
+
+
+@dataclass(frozen=True)
+class ChainForms:
+    """What :func:`tpsim.training.step_slowed.chain` reads of one interleaved shape: ``start``,
+    the path rows to its start (rows x variables); per virtual stage its backward's
+    (f, b, ...) coefficients (``back``, V x 6); ``steady``: :meth:`Forms.steady`."""
+    start: np.ndarray
+    back: np.ndarray
+    steady: np.ndarray
+
+
+_CHAINS = Memo("step bound cool-down chains", 4096)
+
+
+def chain_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ChainForms:
+    """:class:`ChainForms` of an interleaved shape (v > 1), memoised."""
+    return _CHAINS.get((p, v, m, layers), _chain_forms, p, v, m, layers)
+
+
+def _chain_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ChainForms:
+    forms = Forms(p, v, m, layers)
+    at = np.array(forms.chain_rows()).T
+    pieces = np.array(forms.pieces)
+    back = np.zeros((p * v, len(FIXED)))
+    back[:, 1], back[0, 3], back[-1, 5] = layers, 1.0, 1.0
+    return ChainForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]], back,
+                      forms.steady())
 
 
 def bound_ends(shape: ShapeForms, x: np.ndarray) -> np.ndarray:

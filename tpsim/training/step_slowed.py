@@ -1,60 +1,60 @@
-"""The step bound's terms for the compute slowed beside the gradient reductions
+"""A tighter step bound beside the path weights of :mod:`tpsim.training.step_bound`: the
+interleaved cool-down as it runs, with the compute slowed beside the gradient reductions
 (:mod:`tpsim.training.step_timing`: a compute op runs at 1 - I of its speed while its stage's DP
-stream runs; I the device's ``comm_compute_interference``), added to the path weights of
-:mod:`tpsim.training.step_bound`, each still a lower bound of the simulated step:
+stream runs; I the device's ``comm_compute_interference``), still a lower bound of the
+simulated step (a test).
 
-* z[g] (:func:`slowdown`): on a path that follows a stage through the computes after one of
-  its chunk's last backward, the time those lose beside that chunk's last bucket reduction;
-* the cool-down (:func:`chain`), interleaved: the last p micro-batches' backwards run each
-  chunk down every virtual stage, chunk by chunk (v - 1 first), and on each stage below the
-  top chunk the first of them, micro-batch m - p's, follows the last backward of the chunk
-  above, beside that backward's last reduction R. Its end E_{j,g} (micro-batch m - p + j on
-  virtual stage g = c p + k, b_g its backward) is bounded by the recurrence
+The last p micro-batches' backwards run each
+chunk down every virtual stage, chunk by chunk (v - 1 first), and on each stage below the top
+chunk the first of them, micro-batch m - p's, follows the last backward of the chunk above,
+beside that backward's last bucket reduction R (Megatron-core's interleaved schedule,
+:func:`tpsim.training.pipeline.interleaved`). Its end E_{j,g} (micro-batch m - p + j on virtual
+stage g = c p + k, b_g its backward) is bounded by the recurrence
 
-      E_{j,g} = max(E_{j,g+1} + c, E_{j-1,g} + f_{j,g}) + b_g            (j > 0)
-      E_{0,g} = F(E_{0,g+1} + c, E_{p-1,g+p} + s_{g+p})                   (below the top chunk)
-      F(A, S) = t + b_g + I min(max(R_{g+p} - (t - S), 0), b_g / (1 - I)),
-                t = max(A, S + f_{0,g})
+    E_{j,g} = max(E_{j,g+1} + c, E_{j-1,g} + f_{j,g}) + b_g            (j > 0)
+    E_{0,g} = F(E_{0,g+1} + c, E_{p-1,g+p} + s_{g+p})                   (below the top chunk)
+    F(A, S) = t + b_g + I min(max(R_{g+p} - (t - S), 0), b_g / (1 - I)),
+              t = max(A, S + f_{0,g})
 
-  (c the pair's transfer, f the forward a steady stage runs between two backwards, 0 in the
-  cool-down, s the pre-scale kernels after a chunk's last backward; the DP stream is busy from
-  S for R, so the compute from t loses I of the overlap). F is nondecreasing in A and S, and
-  every E starts no earlier than the bounds it is built from; on the top chunk E_{0,g} =
-  E_{0,g+1} + c + b_g, and E_{j,V-1} runs the last stage's stream from E_{0,V-1}, bounded by
-  its path rows (:meth:`tpsim.training.step_bound.Forms.chain_rows`). A target (stage r, chunk c)
-  ends no earlier than E_{p-1,cp+r} + s_{cp+r}. Vectorised over the layouts, one step per
-  virtual stage.
+(c the pair's transfer, f the forward a steady stage runs between two backwards, 0 in the
+cool-down, s the pre-scale kernels after a chunk's last backward; the DP stream is busy from S
+for R, so the compute from t loses I of the overlap). F is nondecreasing in A and S, so bounds
+of both bound it; on the top chunk E_{0,g} = E_{0,g+1} + c + b_g, and E_{j,V-1} runs the last
+stage's stream from E_{0,V-1}, bounded by its path rows
+(:meth:`tpsim.training.step_bound.Forms.chain_rows`). A target (stage r, chunk c) ends no
+earlier than E_{p-1,cp+r} + s_{cp+r}. Vectorised over the layouts, one step per virtual stage:
+the search asks it only of the layouts it is about to simulate.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .step_bound import FIXED, ShapeForms, bound_ends
+from .step_bound import FIXED, ChainForms, ShapeForms, bound_ends
 
 
-def slowed_ends(shape: ShapeForms, x: np.ndarray, reduce: np.ndarray,
-                loss: float) -> np.ndarray:
-    """Lower bounds of each target's end (:func:`tpsim.training.step_bound.bound_ends`) for
-    layouts ``x`` (layouts x the variables before z), with z[g] and the chain: ``reduce``, R
-    per layout and virtual stage (its last bucket's reduction), ``loss`` the device's I."""
-    n = len(shape.targets)
-    at = np.full(len(x), loss)
-    ends = bound_ends(shape, np.concatenate([x, slowdown(shape, x, reduce, at)], axis=1))
-    if ends.shape[1] == n:
+def slowed_ends(shape: ShapeForms, chains: ChainForms | None, x: np.ndarray,
+                reduce: np.ndarray, loss: float) -> np.ndarray:
+    """Lower bounds of each target's end for layouts ``x`` (layouts x variables): the path
+    rows' (:func:`tpsim.training.step_bound.bound_ends`) and, interleaved (``chains``), the
+    cool-down's; ``reduce``: R per layout and virtual stage (its last bucket's reduction),
+    ``loss`` the device's I."""
+    ends = bound_ends(shape, x)
+    if chains is None:
         return ends
-    return np.maximum(ends[:, :n], chain(shape, x, ends[:, n], reduce, loss))
+    start = (x @ chains.start.T).max(axis=1)
+    return np.maximum(ends, chain(shape, chains, x, start, reduce, loss))
 
 
-def chain(shape: ShapeForms, x: np.ndarray, start: np.ndarray, reduce: np.ndarray,
-          loss: float) -> np.ndarray:
+def chain(shape: ShapeForms, chains: ChainForms, x: np.ndarray, start: np.ndarray,
+          reduce: np.ndarray, loss: float) -> np.ndarray:
     """The cool-down's bound of each target's end (module docstring), from ``start``: the
     last stage's backward of micro-batch m - p on chunk v - 1, per layout."""
-    V = len(shape.gaps)
+    V = len(chains.back)
     p = (x.shape[1] - len(FIXED) - V) // 2
     t6 = x[:, :len(FIXED)]
-    b = (t6 @ shape.back.T).T                                # b_g, (V, layouts)
+    b = (t6 @ chains.back.T).T                                # b_g, (V, layouts)
     s, c = x[:, len(FIXED):len(FIXED) + V].T, x[:, len(FIXED) + V + np.arange(V) % p].T
-    f = np.einsum("jgk,nk->gjn", shape.steady, t6)           # the steady forward before
+    f = np.einsum("jgk,nk->gjn", chains.steady, t6)           # the steady forward before
     cap = b / (1.0 - loss) if loss < 1 else np.full_like(b, np.inf)     # b_g / (1 - I)
     run = np.cumsum(f + b[:, None, :], axis=1) - f[:, :1] - b[:, None, :]   # P_j per g
     e = start + run[V - 1]                        # E_{j, V-1}: the last stage's stream
@@ -75,29 +75,3 @@ def chain(shape: ShapeForms, x: np.ndarray, start: np.ndarray, reduce: np.ndarra
         last[g] = e[-1]
     at = np.array([cc * p + r for r, cc in shape.targets])
     return (last[at] + s[at]).T
-
-
-def slowdown(shape: ShapeForms, x: np.ndarray, reduce: np.ndarray,
-             loss: np.ndarray) -> np.ndarray:
-    """z[g] of layouts ``x`` (layouts x the variables before z): a lower bound of the time the
-    computes that stage k runs between its last backwards on chunks c and c - 1 (g = c p + k,
-    W their seconds) lose beside the reduction of chunk c's last bucket (``reduce``, R per
-    layout and g; ``loss``: I per layout), which starts after that backward, at S:
-
-        z = I min(max(R - n cin[k], 0), W / (1 - I))
-
-    From S to the end of those computes a path counts W and the n p2p batches between them as
-    cin[k] each; the time T it takes is W, the time G the stage does not compute (G >= n
-    cin[k]) and I x (x: the reduction's overlap with the computes, x >= min(R, T) - G: the DP
-    stream is busy from S for R), so T - W - n cin[k] >= I max(min(R, T) - n cin[k], 0),
-    the least at G = n cin[k] (:mod:`tpsim.training.step_timing`). Each z is counted on a
-    path only where it holds all those computes (:meth:`tpsim.training.step_bound.Forms.segment`)."""
-    V = len(shape.gaps)
-    p = (x.shape[1] - len(FIXED) - V) // 2
-    cin = x[:, len(FIXED) + V + p + np.arange(V) % p]
-    inner = np.maximum(reduce - shape.gaps * cin, 0.0)
-    work, i = x[:, :len(FIXED)] @ shape.work.T, loss[:, None]
-    slow = np.where(i < 1, i / np.where(i < 1, 1 - i, 1.0), 1.0)
-    return np.minimum(i * inner, np.where(i < 1, slow * work, np.where(work > 0, inner, 0.0)))
-
-

@@ -3,9 +3,9 @@ stage's memory as array arithmetic over the layouts (formulas in :mod:`tpsim.sea
 
 For layouts i of one shape, with E_i the bounds of the last backwards' ends
 (:func:`tpsim.training.step_bound.bound_ends`; for the finalists, ``slowed``, also the
-interleaved cool-down with the compute slowed beside each chunk's last reduction R =
-Tail.last_reduce, :func:`tpsim.training.step_slowed.slowed_ends`) and b_i = (layer, embedding,
-output layer) backward:
+interleaved cool-down with the compute slowed beside each chunk's last reduction,
+:func:`tpsim.search.step.last_reduce`, :func:`tpsim.training.step_slowed.slowed_ends`) and
+b_i = (layer, embedding, output layer) backward:
 
     ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
     free_ir  = max(E_i[r, chunk 0], max_e (E_i[col_e] + I min(D_e, w_e / (1 - I))))
@@ -35,7 +35,7 @@ from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
 from .dp_events import stage_end
 from .sharded import sharded_parts
-from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
+from .step import Run, bound_layers, last_reduce, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, chain_forms, end_stages, shape_forms
 from ..training.step_slowed import slowed_ends
@@ -160,11 +160,12 @@ def price_pipelines(run: Run, groups: list[list[Layout]],
               for tp, dp, sp, do, opg, z, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
                        for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
-    return [_price(*args, slowed) for args in zip(pipes, parts, shapes, tails, comms)]
+    reduces = [[last_reduce(run, t) for t in ts] if slowed else None for ts in tails]
+    return [_price(*args) for args in zip(pipes, parts, shapes, tails, comms, reduces)]
 
 
 def _price(q: _Pipeline, parts: list, shapes: list, tails: list, comms: np.ndarray,
-           slowed: bool = False) -> list[tuple[float, float]]:
+           reduces: list | None = None) -> list[tuple[float, float]]:
     """The module docstring's T_i and memory_i of one pipeline's layouts."""
     stages, idx = np.array(end_stages(q.p)), q.tidx
     c = comms[q.cidx]
@@ -174,10 +175,10 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list, comms: np.ndarr
     last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
     ends = np.empty((q.n, len(stages) * q.v))
     counts = np.empty((q.n, len(stages), 3))
-    last_reduce = np.stack([t.last_reduce for t in tails])[idx] if slowed else None
+    reduce = np.stack(reduces)[idx] if reduces else None       # R of the finalists' bound
     for i, (shape, live, chains) in enumerate(shapes):
         rows = q.midx == i
-        ends[rows] = slowed_ends(shape, chains, x[rows], last_reduce[rows], tails[0].loss) \
+        ends[rows] = slowed_ends(shape, chains, x[rows], reduce[rows], tails[0].loss) \
             if chains else bound_ends(shape, x[rows])
         counts[rows] = live
     ends += _releases(tails, idx, x[:, 0:6:2])[:, None]

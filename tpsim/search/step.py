@@ -226,8 +226,8 @@ class Tail:
     gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     step_copy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loss: float = 0.0         # the device's comm_compute_interference (tpsim.search.dp_events)
-    # per virtual stage: its last bucket's reduction (tpsim.training.step_bound.slowdown's R)
-    last_reduce: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stages: object = None     # Stages, and (dtype, do, par, experts) of the overlapped
+    reduce_on: tuple | None = None    # reductions: :func:`last_reduce`
 
 
 @memoised(4096)
@@ -304,9 +304,19 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                 np.array([sum(s) for s in scale]), np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price, experts)
                   if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
-                loss=dev.comm_compute_interference,
-                last_reduce=dp_events.last_reductions(st, reducer, pp, v) if over else
-                np.zeros(pp * v))
+                loss=dev.comm_compute_interference, stages=st,
+                reduce_on=(dtype, do, par, experts) if over else None)
+
+
+def last_reduce(run: Run, tail: Tail) -> np.ndarray:
+    """Per virtual stage, its last bucket's reduction (R of :mod:`tpsim.training.step_slowed`;
+    0 where the reductions are not beside the backward)."""
+    if tail.reduce_on is None:
+        return np.zeros(len(tail.scale))
+    dtype, do, par, experts = tail.reduce_on
+    reducer = _REDUCERS.get((run, *tail.reduce_on), dp_events.reducer, dtype, do, par,
+                            pricer(run), experts)
+    return dp_events.last_reductions(tail.stages, reducer, par.pp, len(tail.scale) // par.pp)
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,

@@ -166,9 +166,9 @@ def bound_layouts(workers, layouts: list[Layout], progress=None):
 def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
     """Branch and bound: simulate the layouts of ``ranked`` ((layout, bound), bounds
     ascending) with :func:`tpsim.training.predict.predict` until the next bound exceeds the ``top``-th
-    best step time found (a bound never exceeds its layout's step time). Each layout's bound is
-    first tightened (:meth:`tpsim.search.jobs.Workers.tight`); one that rises goes back in
-    line at its new bound."""
+    best step time found (a bound never exceeds its layout's step time). An interleaved
+    layout's bound is first tightened (:meth:`tpsim.search.jobs.Workers.tight`: the cool-down,
+    which a 1F1B schedule does not have); one that rises goes back in line at its new bound."""
     cands, times, seen, later = [], [], set(), []     # later: (tighter bound, order, layout)
     i = 0
 
@@ -192,7 +192,7 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
             if same in seen:              # the same run under another name: simulated once
                 continue
             seen.add(same)
-            tight = max(bound, workers.tight(lay))
+            tight = max(bound, workers.tight(lay)) if lay.virtual_stages > 1 else bound
             if tight > bound:
                 heapq.heappush(later, (tight, i, lay))
             else:

@@ -226,8 +226,8 @@ class Tail:
     gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     step_copy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loss: float = 0.0         # the device's comm_compute_interference (tpsim.search.dp_events)
-    stages: object = None     # Stages, and (dtype, do, par, experts) of the overlapped
-    reduce_on: tuple | None = None    # reductions: :func:`last_reduce`
+    stages: object = None             # the Stages (their buckets) that last_reduce reads,
+    reduce_on: tuple | None = None    # and (dtype, do, par, experts) of their reductions
 
 
 @memoised(4096)

@@ -44,6 +44,17 @@ def test_bounds_below_the_simulation_and_memory_exact(space):
         assert fits == p.memory.fits, lay
 
 
+def test_tight_bounds_between_the_bound_and_the_simulation(space):
+    """The bound the search tightens a finalist's to (the compute slowed beside the
+    reductions) is at least its bound (to rounding) and at most predict's step time, for every
+    layout."""
+    run, gpus, gb, layouts, dropped, priced, sims = space
+    with Workers(run) as w:
+        for lay, (bound, _, _), p in zip(layouts, priced, sims):
+            tight = w.tight(lay)
+            assert bound <= tight * (1 + 1e-12) and tight <= p.step.time_s * (1 + 1e-9), lay
+
+
 def test_search_finds_the_brute_force_optimum(space):
     """The search's best k are the k fastest fitting layouts of the brute-force loop, with
     predict's numbers exactly; fewer layouts were simulated than exist."""

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..training import terms
+
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
 
 
@@ -52,6 +54,46 @@ def events(st, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
     return out
 
 
+def reducer(dtype: str, do: bool, par, price, experts=None):
+    """``reducer(r)``: ``reduce(params, expert)``, a gradient bucket's reduction on stage r's
+    dp x cp group, its routed experts' on expert DP, as the step prices it
+    (:func:`tpsim.training.terms.dp_and_expert_s`), memoised per stage and bucket."""
+    stages: dict = {}
+
+    def of(r: int):
+        if r not in stages:
+            stages[r] = _stage_reduce(dtype, do, par, price, experts, r)
+        return stages[r]
+    return of
+
+
+def _stage_reduce(dtype: str, do: bool, par, price, experts, r: int):
+    """Stage r's ``reduce(params, expert)`` of :func:`reducer`."""
+    group, reduced = terms.dp_group(par, r), {}
+    egroup = terms.expert_dp_group(experts, r) if experts else None
+
+    def reduce(params, expert):
+        t = reduced.get((params, expert))
+        if t is None:
+            t = reduced[params, expert] = terms.dp_and_expert_s(
+                lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
+                expert, group, egroup)
+        return t
+    return reduce
+
+
+def last_reductions(st, reducer, pp: int, v: int) -> np.ndarray:
+    """Per virtual stage g: the reduction of the last bucket of its last backward, on stage
+    g mod pp (``reducer(r)``: that stage's ``reduce(params, expert)``), R of
+    :mod:`tpsim.training.step_slowed`."""
+    out = np.zeros(pp * v)
+    for r in range(pp):
+        reduce = reducer(r)
+        for g in range(r, pp * v, pp):
+            out[g] = reduce(st.buckets[g][-1][3], st.buckets[g][-1][4])
+    return out
+
+
 def event_arrays(events: list[list], width: int) -> tuple:
     """(cols, coef, const, dp, work, work_s) of each stage's events, padded (const -inf) to
     ``width``: work the (layers, embedding, output layer) of w_j, work_s its pre-scale
@@ -74,4 +116,5 @@ def stage_end(at: np.ndarray, work: np.ndarray, const: np.ndarray, dp: np.ndarra
     row."""
     i = loss.reshape((-1,) + (1,) * (at.ndim - 1))
     ratio = np.where(i < 1, i / np.where(i < 1, 1 - i, 1.0), np.inf)
-    return np.where(np.isfinite(const), at + np.minimum(i * dp, ratio * work), -np.inf)
+    slow = np.where(work > 0, ratio * np.where(work > 0, work, 1.0), 0.0)   # I = 1: no inf * 0
+    return np.where(np.isfinite(const), at + np.minimum(i * dp, slow), -np.inf)

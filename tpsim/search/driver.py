@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import heapq
 import math
 import os
 import time
@@ -165,21 +166,37 @@ def bound_layouts(workers, layouts: list[Layout], progress=None):
 def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
     """Branch and bound: simulate the layouts of ``ranked`` ((layout, bound), bounds
     ascending) with :func:`tpsim.training.predict.predict` until the next bound exceeds the ``top``-th
-    best step time found (a bound never exceeds its layout's step time)."""
-    cands, times, seen = [], [], set()
+    best step time found (a bound never exceeds its layout's step time). An interleaved
+    layout's bound is first tightened (:meth:`tpsim.search.jobs.Workers.tight`: the cool-down,
+    which a 1F1B schedule does not have); one that rises goes back in line at its new bound."""
+    cands, times, seen, later = [], [], set(), []     # later: (tighter bound, order, layout)
     i = 0
 
     def kth() -> float:
         return times[top - 1] if len(times) >= top else math.inf
-    while i < len(ranked) and ranked[i][1] <= kth() * (1 + BOUND_TOLERANCE):
+
+    def due() -> bool:
+        nxt = min(ranked[i][1] if i < len(ranked) else math.inf,
+                  later[0][0] if later else math.inf)
+        return nxt <= kth() * (1 + BOUND_TOLERANCE)
+    while due():
         batch = []
-        while len(batch) < workers.jobs and i < len(ranked) and \
-                ranked[i][1] <= kth() * (1 + BOUND_TOLERANCE):
-            same = equivalent(workers.run, ranked[i][0])
-            if same not in seen:          # the same run under another name: simulated once
-                seen.add(same)
-                batch.append(ranked[i])
+        while len(batch) < workers.jobs and due():
+            if later and (i == len(ranked) or later[0][0] <= ranked[i][1]):
+                bound, _, lay = heapq.heappop(later)
+                batch.append((lay, bound))
+                continue
+            lay, bound = ranked[i]
             i += 1
+            same = equivalent(workers.run, lay)
+            if same in seen:              # the same run under another name: simulated once
+                continue
+            seen.add(same)
+            tight = max(bound, workers.tight(lay)) if lay.virtual_stages > 1 else bound
+            if tight > bound:
+                heapq.heappush(later, (tight, i, lay))
+            else:
+                batch.append((lay, bound))
         for (lay, bound), (step, mem) in zip(batch, workers.predict([b[0] for b in batch])):
             cands.append(Candidate(lay, bound, step, mem))
             bisect.insort(times, step.time_s)

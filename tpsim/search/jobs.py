@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 from .price import price_pipelines
@@ -63,7 +62,8 @@ class Workers:
 
     def __enter__(self):
         _init(self.run)
-        if self.jobs > 1:
+        if self.jobs > 1:     # the pool's modules load only for it (~13 ms of a search's start)
+            from concurrent.futures import ProcessPoolExecutor
             self.pool = ProcessPoolExecutor(self.jobs, initializer=_init_worker,
                                             initargs=(self.run,))
         return self
@@ -81,6 +81,11 @@ class Workers:
         size = max(1, len(groups) // (8 * self.jobs))
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
         return [rows for part in self.pool.map(_bound, chunks) for rows in part]
+
+    def tight(self, layout) -> float:
+        """The layout's tighter step bound (the compute slowed beside the reductions,
+        :func:`tpsim.search.price.price_pipelines`), in this process."""
+        return price_pipelines(self.run, [[layout]], slowed=True)[0][0][0]
 
     def predict(self, layouts) -> list:
         if self.pool is None or len(layouts) == 1:

@@ -2,7 +2,10 @@
 stage's memory as array arithmetic over the layouts (formulas in :mod:`tpsim.search.step`).
 
 For layouts i of one shape, with E_i the bounds of the last backwards' ends
-(:func:`tpsim.training.step_bound.bound_ends`) and b_i = (layer, embedding, output layer) backward:
+(:func:`tpsim.training.step_bound.bound_ends`; for the finalists, ``slowed``, also the
+interleaved cool-down with the compute slowed beside each chunk's last reduction,
+:func:`tpsim.search.step.last_reduce`, :func:`tpsim.training.step_slowed.slowed_ends`) and
+b_i = (layer, embedding, output layer) backward:
 
     ready_ir = max_e (E_i[col_e] - coef_e . b_i + const_e) + last p2p + sync_r
     free_ir  = max(E_i[r, chunk 0], max_e (E_i[col_e] + I min(D_e, w_e / (1 - I))))
@@ -36,9 +39,10 @@ from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
 from .dp_events import stage_end
 from .sharded import sharded_parts
-from .step import Run, bound_layers, layer_parts, pricer, stage_layers, _tail
+from .step import Run, bound_layers, last_reduce, layer_parts, pricer, stage_layers, _tail
 from ..training import terms
-from ..training.step_bound import bound_ends, end_stages, shape_forms
+from ..training.step_bound import bound_ends, chain_forms, end_stages, shape_forms
+from ..training.step_slowed import slowed_ends
 
 
 @lru_cache(maxsize=65536)
@@ -134,10 +138,13 @@ class _Pipeline:
                                  for _, mb, _, _, ov, cp, *_ in self.parts])
 
 
-def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple]]:
+def price_pipelines(run: Run, groups: list[list[Layout]],
+                    slowed: bool = False) -> list[list[tuple[float, float, float]]]:
     """(step-time lower bound, the fullest stage's bytes, the bytes it needs with the allocator's
-    waste) of each layout of each group of
-    layouts that share a pipeline (pp, virtual stages, layers per virtual stage).
+    waste) of each layout of each group of layouts that share a pipeline (pp, virtual stages,
+    layers per virtual stage); ``slowed``: the tighter bound with the compute slowed beside the
+    reductions (:mod:`tpsim.training.step_slowed`, a step per virtual stage: the search asks it
+    of the layouts it is about to simulate, :func:`tpsim.search.driver.reprice`).
 
     In phases over all groups (each kind of work together runs markedly faster in CPython
     than the same work interleaved): the layer configurations (:func:`layer_parts`), the
@@ -150,18 +157,20 @@ def price_pipelines(run: Run, groups: list[list[Layout]]) -> list[list[tuple]]:
     shapes = []
     for q, ps in zip(pipes, parts):
         timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))
-        shapes.append([(shape_forms(q.p, q.v, m, timed), activation_counts(q.p, q.v, m, q.layers))
+        shapes.append([(shape_forms(q.p, q.v, m, timed), activation_counts(q.p, q.v, m, q.layers),
+                        chain_forms(q.p, q.v, m, timed) if slowed and q.v > 1 else None)
                        for m in q.ms])
     tails = [[_tail(run, tp, q.p, dp, q.v, q.layers, sp, do, opg, z, ep, etp)
               for tp, dp, sp, do, opg, z, ep, etp in q.tails] for q in pipes]
     comms = [np.stack([p2p_times(run, tp, q.p, dp, p2p_bytes(run, tp, mb, sp, cp), q.v)
                        for tp, dp, mb, sp, cp in q.comms]) for q in pipes]
+    reduces = [[last_reduce(run, t) for t in ts] if slowed else None for ts in tails]
     waste = run.topo.device.allocator_waste_bytes
-    return [_price(*args, waste) for args in zip(pipes, parts, shapes, tails, comms)]
+    return [_price(*args, waste) for args in zip(pipes, parts, shapes, tails, comms, reduces)]
 
 
-def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
-           comms: np.ndarray, waste) -> list[tuple[float, float, float]]:
+def _price(q: _Pipeline, parts: list, shapes: list, tails: list, comms: np.ndarray,
+           reduces: list | None, waste) -> list[tuple[float, float, float]]:
     """The module docstring's T_i, memory_i and need_i of one pipeline's layouts."""
     stages, idx = np.array(end_stages(q.p)), q.tidx
     c = comms[q.cidx]
@@ -171,9 +180,11 @@ def _price(q: _Pipeline, parts: list, shapes: list, tails: list,
     last = np.where(dp1[:, None] & (stages > 0), c[:, np.maximum(stages - 1, 0)], 0.0)
     ends = np.empty((q.n, len(stages) * q.v))
     counts = np.empty((q.n, len(stages), 3))
-    for i, (shape, live) in enumerate(shapes):
+    reduce = np.stack(reduces)[idx] if reduces else None       # R of the finalists' bound
+    for i, (shape, live, chains) in enumerate(shapes):
         rows = q.midx == i
-        ends[rows] = bound_ends(shape, x[rows])
+        ends[rows] = slowed_ends(shape, chains, x[rows], reduce[rows], tails[0].loss) \
+            if chains else bound_ends(shape, x[rows])
         counts[rows] = live
     ends += _releases(tails, idx, x[:, 0:6:2])[:, None]
     bounds = _step_bounds(tails, idx, ends, x[:, 1:6:2], last)

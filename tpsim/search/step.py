@@ -21,7 +21,8 @@ the same terms (:mod:`tpsim.training.terms`: every duration below is one of its 
              then the TP all-reduce of the norm gradients (SP) and, between the first and last
              stage, the tied-embedding all-reduce
     L_{r,c}: the lower bound of the end of stage r's last backward of chunk c
-             (:func:`tpsim.training.step_bound.bound_ends`)
+             (:func:`tpsim.training.step_bound.bound_ends`; a finalist's also the cool-down
+             slowed beside the reductions: :mod:`tpsim.training.step_slowed`)
 
 over the first stage, the latest-ending middle stage and the last (the middle stages are
 alike). Every term is a duration the step graph contains, on a chain of its dependencies, so T
@@ -90,6 +91,7 @@ class Parts:
 
 _PARTS = Memo("search layer parts", 8192)
 _TIMES = Memo("search comm times", 65536)
+_REDUCERS = Memo("search stage reductions", 4096)
 
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
@@ -224,6 +226,8 @@ class Tail:
     gather_heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     step_copy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loss: float = 0.0         # the device's comm_compute_interference (tpsim.search.dp_events)
+    stages: object = None             # the Stages (their buckets) that last_reduce reads,
+    reduce_on: tuple | None = None    # and (dtype, do, par, experts) of their reductions
 
 
 @memoised(4096)
@@ -273,19 +277,13 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     scale = [[prescale_s(b[3], dtype, dev, dp) if over else 0.0 for b in bs]
              for bs in st.buckets]
     events, gn, finish, memory, copies = [], [], [], [], []
+    reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,
+                            price, experts)
     for i, r in enumerate(end_stages(pp)):
         shards = shares[r] if shares else sh.state_shards(dp, do)[2]
-        group, reduced = terms.dp_group(par, r), {}
+        group = terms.dp_group(par, r)
         egroup = terms.expert_dp_group(experts, r) if experts else None
-
-        def reduce(params, expert):
-            t = reduced.get((params, expert))
-            if t is None:
-                t = reduced[params, expert] = terms.dp_and_expert_s(
-                    lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
-                    expert, group, egroup)
-            return t
-        events.append(dp_events.events(st, scale, reduce, pp, v, i, r) if over else
+        events.append(dp_events.events(st, scale, reducer(r), pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
@@ -306,7 +304,19 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                 np.array([sum(s) for s in scale]), np.array(memory), not over,
                 *(_first_gathers(st, dtype, par, price, experts)
                   if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
-                loss=dev.comm_compute_interference)
+                loss=dev.comm_compute_interference, stages=st,
+                reduce_on=(dtype, do, par, experts) if over else None)
+
+
+def last_reduce(run: Run, tail: Tail) -> np.ndarray:
+    """Per virtual stage, its last bucket's reduction (R of :mod:`tpsim.training.step_slowed`;
+    0 where the reductions are not beside the backward)."""
+    if tail.reduce_on is None:
+        return np.zeros(len(tail.scale))
+    dtype, do, par, experts = tail.reduce_on
+    reducer = _REDUCERS.get((run, *tail.reduce_on), dp_events.reducer, dtype, do, par,
+                            pricer(run), experts)
+    return dp_events.last_reductions(tail.stages, reducer, par.pp, len(tail.scale) // par.pp)
 
 
 def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: int,

@@ -244,6 +244,30 @@ class Forms:
                             rows.append((hx, tx, part("segment", k, a, b)[0], ux))
         return rows
 
+    def steady(self) -> np.ndarray:
+        """(p, V, f..): the forward that stage k runs just before its backward of micro-batch
+        m - p + j on chunk c (g = c p + k), where that backward is steady (zero in the
+        cool-down): per j and g, the forward's (f, b, ...) coefficients."""
+        out = np.zeros((self.p, self.V, len(FIXED)))
+        for k in range(self.p):
+            prog, counts = self.program(k), self.table(k)[0]
+            for g in range(k, self.V, self.p):
+                for j in range(self.p):
+                    i = self.m * self.v - (g // self.p + 1) * self.p + j
+                    if 0 <= i < prog.rest and prog.w + i < prog.total:
+                        c = int(np.argmax(counts[prog.w + i + 1] - counts[prog.w + i]))
+                        h = c * self.p + k
+                        out[j, g, [0, 2, 4]] = self.layers[h], h == 0, h == self.V - 1
+        return out
+
+    def chain_rows(self) -> list[tuple[int, int, int, int]]:
+        """Path rows ending at the last stage's backward of micro-batch m - p on chunk v - 1,
+        where :func:`tpsim.training.step_slowed.chain` starts (interleaved only)."""
+        k, part, prog = self.p - 1, self._part, self.program(self.p - 1)
+        at, none = prog.bpos(self.m * self.v - self.V), part("nothing")[0]
+        heads = [part("head_up", k), part("head_round", k, self.m == 1), part("head_first", k)]
+        return [(hx, none, part("segment", k, a, at)[0], none) for hx, a in heads if a <= at]
+
     def nothing(self, x) -> None:
         """The empty piece (a path with no suffix)."""
 
@@ -317,6 +341,34 @@ def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
         return _build(p, v, m, layers)
     grow = (two.matrix - one.matrix) * ((m - base) // step)
     return ShapeForms(one.matrix + grow, one.targets, one.slices)
+
+
+@dataclass(frozen=True)
+class ChainForms:
+    """What :func:`tpsim.training.step_slowed.chain` reads of one interleaved shape: ``start``,
+    the path rows to its start (rows x variables); per virtual stage its backward's
+    (f, b, ...) coefficients (``back``, V x 6); ``steady``: :meth:`Forms.steady`."""
+    start: np.ndarray
+    back: np.ndarray
+    steady: np.ndarray
+
+
+_CHAINS = Memo("step bound cool-down chains", 4096)
+
+
+def chain_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ChainForms:
+    """:class:`ChainForms` of an interleaved shape (v > 1), memoised."""
+    return _CHAINS.get((p, v, m, layers), _chain_forms, p, v, m, layers)
+
+
+def _chain_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ChainForms:
+    forms = Forms(p, v, m, layers)
+    at = np.array(forms.chain_rows()).T
+    pieces = np.array(forms.pieces)
+    back = np.zeros((p * v, len(FIXED)))
+    back[:, 1], back[0, 3], back[-1, 5] = layers, 1.0, 1.0
+    return ChainForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]], back,
+                      forms.steady())
 
 
 def bound_ends(shape: ShapeForms, x: np.ndarray) -> np.ndarray:

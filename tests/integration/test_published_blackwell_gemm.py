@@ -8,9 +8,9 @@ fit carried over, so every Blackwell row but the FP4 fit rows (below) is a check
   +8% to +22%, fp8 -4% to 0%; within 25%. Its medium shapes (2048^3 and smaller) run up to
   78% slower than tpsim prices them. Not the tiles: cuBLAS's 256 x 256 tile per SM pair
   (``gemm_tile_sms: 2``) packs these power-of-two shapes as Hopper's 128 x 256 per SM does;
-  that table's B200 spends 3-8 us a GEMM beyond tpsim's k loop and launch (its H100 table 0-3 us)
-  and runs its large bf16 shapes at 63% of peak, MAMF's B200 at 78%. docs/checks.md reports it
-  rather than a test holding it.
+  nor a per-call overhead (the table times kernels alone): its k loop runs at 69-70% of peak at
+  m = n 2048 and 4096, MAMF's B200 best shape at 78% (pytorch/ao PR #2427's torch bf16 kernel
+  times agree with the table at 4096^3). docs/checks.md reports it rather than a test holding it.
 * FP4: dgx-b200's own FP4 efficiency is fitted on DeepGEMM PR #348's cuBLAS MXFP4 rows only
   (`fit`); FlashInfer PR #1979's B200 NVFP4 CUTLASS GEMM (1024 x 7168 x 4608), used in no fit,
   is within 10% (-1.5%; fp8's efficiency, used before, priced it +20.5%).

@@ -206,6 +206,39 @@ def main() -> None:
         attention_checks(device_name, topo_name, dev, attns)
 
 
+def k_loop_rates(gemms: list[dict], sources=("xla-sm90", "xla-sm100")) -> None:
+    """Each XLA table's m = n shapes (batch 1, k >= 1024) on a line t = t0 + 2 m n k / r: the
+    k loop's rate r (in % of peak) and the per-GEMM intercept t0 (whatever does not grow with
+    k: launch, prologue, epilogue), measured and as tpsim prices the same rows. The tables time
+    kernels alone (CUPTI kernel durations, median of 10: tests/data/published_compute/README.md),
+    so a t0 excess would be a per-call cost and an r shortfall a rate."""
+    print("\nXLA tables' k loop: t = t0 + 2mnk / r over k >= 1024 (r in TFLOP/s, % of peak)")
+    for src in sources:
+        mine = [r for r in gemms if r["source"] == src and r["batch"] == "1"
+                and r["m"] == r["n"] and int(r["k"]) >= 1024]
+        for dtype, mn in sorted({(r["dtype"], int(r["m"])) for r in mine}):
+            sub = [r for r in mine if r["dtype"] == dtype and int(r["m"]) == mn]
+            if len(sub) < 2:
+                continue
+            dev = load_topology(TOPOLOGY[sub[0]["device"]]).device
+            flops = [2.0 * mn * mn * int(r["k"]) for r in sub]
+            measured = [f / float(r["tflops"]) / 1e12 for f, r in zip(flops, sub)]
+            priced = [gemm_time(mn, mn, int(r["k"]), dev, dtype) for r in sub]
+            line = [_line(flops, t) for t in (measured, priced)]
+            print(f"  {src:9s} {dtype:4s} m=n={mn:4d}: measured r {line[0][1] / 1e12:6.0f} "
+                  f"({line[0][1] / dev.peak(dtype):4.0%}) t0 {line[0][0] * 1e6:5.1f} us;  tpsim r "
+                  f"{line[1][1] / 1e12:6.0f} ({line[1][1] / dev.peak(dtype):4.0%}) "
+                  f"t0 {line[1][0] * 1e6:5.1f} us")
+
+
+def _line(flops: list[float], times: list[float]) -> tuple[float, float]:
+    """Least-squares (t0, r) of times = t0 + flops / r (r infinite where the time is flat)."""
+    fm, tm = statistics.fmean(flops), statistics.fmean(times)
+    slope = sum((f - fm) * (t - tm) for f, t in zip(flops, times)) / \
+        sum((f - fm) ** 2 for f in flops)
+    return tm - slope * fm, (1.0 / slope if slope > 0 else math.inf)
+
+
 def derived_seq_half() -> None:
     """The Blackwell presets' flash3 ``seq_half_efficiency``: H100's fit x the per-SM tensor rate
     over H100's (a query tile's fixed work takes H100's time, in which the SM streams more keys)."""
@@ -222,4 +255,5 @@ def derived_seq_half() -> None:
 
 if __name__ == "__main__":
     main()
+    k_loop_rates(rows("gemm.csv"))
     derived_seq_half()

@@ -343,3 +343,23 @@ def test_ttft_grows_with_the_prompt_without_an_attention_kernel(prompt, more, tp
         return infer("llama2-7b", "pcie-l40s", tp=tp, batch=batch, prompt=p, gen=2).prefill.time_s
     assert ttft(prompt + more) >= ttft(prompt)
     assert ttft(2) >= ttft(1)
+
+
+def test_decode_attentions_fixed_time_counts_with_the_launches():
+    """The decode attention's fixed part (decode_fixed_us) is neither roofline's: a batch-1
+    decode step on H100 stays 0% FLOPs-bound, and its launch term grows by exactly the layers'
+    fixed parts over the same step with the fixed part removed."""
+    import dataclasses
+    topo = load_topology("dgx-h100")
+    kernels = dict(topo.device.attention_kernels)
+    name = topo.device.attention_kernel
+    fixed = kernels[name].decode_fixed_s
+    kernels[name] = dataclasses.replace(kernels[name], decode_fixed_s=0.0)
+    bare = dataclasses.replace(topo, device=dataclasses.replace(topo.device,
+                                                                attention_kernels=kernels))
+    run = dict(tp=8, batch=1, prompt=2048, gen=2)
+    with_fixed, without = infer("llama2-70b", topo, **run), infer("llama2-70b", bare, **run)
+    assert with_fixed.decode.cost.flops_s == 0 == without.decode.cost.flops_s
+    layers = load_model("llama2-70b").layers
+    assert with_fixed.decode.cost.launch_s - without.decode.cost.launch_s == pytest.approx(
+        layers * fixed, rel=1e-9)

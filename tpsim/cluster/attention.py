@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.errors import ConfigError
 from ..base.schema import spec
+from ..base.units import US
 
 
 @record
@@ -17,6 +18,9 @@ class AttentionKernel:
     that (its query tiles do unequal work) and computes its diagonal key tiles in full:
     (1 + causal_block / s_kv) times the causal FLOPs (tpsim.cost.compute.attention_exec_flops).
     The backward takes ``backward_*`` where listed (its loop over the tiles differs).
+    ``decode_fixed_s``: the fixed time of the kernel family's split-KV decode call (one query
+    per sequence against the KV cache) beyond its bytes and launch
+    (:func:`tpsim.cost.compute.decode_attention_time`).
     """
     efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
                                                       "128, 256: the nearest listed is used)")
@@ -33,6 +37,10 @@ class AttentionKernel:
         ge=0, default=None, doc="the backward pass's causal_block, when it differs")
     backward_causal_efficiency: float | None = spec(
         gt=0, le=1, default=None, doc="the backward pass's causal_efficiency, when it differs")
+    decode_fixed_s: float = spec(
+        "decode_fixed_us", scale=US, ge=0, default=0.0,
+        doc="fixed time of a decode attention call (split-KV: the per-split combine, each "
+            "CTA's pipeline fill) beyond its bytes at memory_efficiency and kernel_launch_us, us")
 
     def validate(self, source: str, path: str) -> None:
         for name, table in (("efficiency", self.efficiency),

@@ -202,6 +202,24 @@ def elementwise_time(nbytes: float, device: Device, arith: str = "",
     return device.kernel_launch_s + max(_memory_s(nbytes, device), elements * per)
 
 
+def decode_attention_time(nbytes: float, device: Device) -> float:
+    """A decode attention call (FlashDecoding, FlashInfer's and FlashAttention's split-KV
+    decode): one query per sequence reads the KV cache once, so its time is its bytes, plus the
+    fixed part of a split-KV kernel (the per-split combine, each CTA's pipeline fill of its
+    first K/V tiles), which no byte count shows:
+
+        t = kernel_launch + nbytes / (mem_bw * mem_eff) + decode_fixed
+
+    ``decode_fixed`` is the device's attention kernel's ``decode_fixed_us``
+    (:class:`~tpsim.cluster.attention.AttentionKernel`; 0 where the device lists none); the
+    H100 presets' value is fitted on published decode-kernel timings (their YAML comment
+    names them).
+    """
+    kernels = device.attention_kernels or {}
+    kernel = kernels.get(device.attention_kernel or "")
+    return elementwise_time(nbytes, device) + (kernel.decode_fixed_s if kernel else 0.0)
+
+
 def cast_transpose_time(nbytes: float, device: Device) -> float:
     """Transformer Engine's fp8 cast-transpose kernel: reads a 16-bit tensor and writes its fp8
     copy and the copy's transpose (Hopper's fp8 GEMMs take only the TN layout, so the weight

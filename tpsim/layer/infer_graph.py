@@ -15,7 +15,8 @@ Two of its ops change meaning at inference:
 
       bytes = b (2 q_width bpe_act + 2 L kv_width bpe_kv)      (read q, write o, read K and V)
 
-  as a memory-bound kernel (:func:`tpsim.cost.compute.elementwise_time`). Its FLOPs, 4 b L q_width
+  as a memory-bound kernel with a fixed part, the split-KV kernel's combine and pipeline fill
+  (:class:`~tpsim.layer.ops.DecodeAttention`, :func:`tpsim.cost.compute.decode_attention_time`). Its FLOPs, 4 b L q_width
   (:class:`~tpsim.layer.ops.Attention` with seq_q = 1), are at most 2 (heads/kv_heads) / bpe_kv per
   byte (8 for Llama 2 70B in bf16), far under every device's ridge point (~300 FLOP/byte on
   H100): the kernel is never compute-bound. (:func:`tpsim.cost.compute.attention_time` would price
@@ -40,7 +41,7 @@ from ..base.memo import Memo
 from .graph import Dims, layer_dims, _attention_fwd, _bias_dropout_add_fwd, _mlp_fwd, _norm_fwd
 from .infer_mla import mla_attention_fwd, mla_decode_core
 from .infer_moe import infer_moe_fwd
-from .ops import Attention, MemoryBound
+from .ops import Attention, DecodeAttention
 from .template import Builder, Template
 from ..cluster.topology import BYTES_PER_ELEMENT
 
@@ -129,8 +130,8 @@ def decode_attention_bytes(d: InferDims) -> float:
     return d.b * (2 * d.q * d.bpe + 2 * d.attended * d.kv * d.kv_bpe)
 
 
-def _decode_attention(d: InferDims) -> MemoryBound:
-    return MemoryBound(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d))
+def _decode_attention(d: InferDims) -> DecodeAttention:
+    return DecodeAttention(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d))
 
 
 def _act_label(make):

@@ -187,6 +187,12 @@ class CastTranspose(MemoryBound):
     on Hopper), at its own memory efficiency (:func:`tpsim.cost.compute.cast_transpose_time`)."""
 
 
+@dataclass(frozen=True)
+class DecodeAttention(MemoryBound):
+    """Decode attention: one query per sequence against the KV cache, a memory-bound kernel
+    with a fixed part (:func:`tpsim.cost.compute.decode_attention_time`)."""
+
+
 def cast_op(dtype: str) -> type:
     """The op of a cast into a linear's quantized ``dtype``: fp8's writes a transposed copy
     (:class:`CastTranspose`); MXFP8's and NVFP4's block-scaled copies are row-wise and

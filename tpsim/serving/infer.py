@@ -55,7 +55,7 @@ from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
 from ..layer.infer_graph import PHASES
-from ..layer.ops import Attention, Collective, SendRecv
+from ..layer.ops import Attention, Collective, DecodeAttention, SendRecv
 from ..spec.parallel import Parallelism
 from ..spec.serve import ServeSettings
 from ..spec.serving import ALLREDUCE, DTYPES, ServingLayout
@@ -97,6 +97,8 @@ def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
     compute-bound; each pays ``kernel_launch``. Comm time is the GPU's makespan beyond the
     compute ops' own times; host time is the phase (:func:`~tpsim.sim.simulate.phase_times`) beyond
     the makespan. ``extra_flops``: FLOPs of ops priced by bytes alone (the decode attention).
+    The decode attention's fixed part (:func:`~tpsim.cost.compute.decode_attention_time`)
+    counts with the launches: a kernel's fixed cost, set by neither roofline.
     """
     launch_s = device.kernel_launch_s
     hbm = flops = launch = nominal = 0.0
@@ -104,7 +106,9 @@ def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
         if op.stream == "comm":
             continue
         nominal += t
-        launch += launch_s
+        fixed = t - elementwise_time(op.bytes, device) if type(op) is DecodeAttention else 0.0
+        launch += launch_s + fixed
+        t -= fixed
         if t > elementwise_time(op.bytes, device) * (1 + 1e-9):
             flops += t - launch_s
         else:

@@ -21,7 +21,8 @@ class PhaseCost:
 
     time_s = hbm_s + flops_s + launch_s + comm_s + host_s: the compute ops' time beyond their
     launch, split by which roofline term set it (``hbm_s``: memory-bound, ``flops_s``:
-    compute-bound), their fixed launch cost (``launch_s``), the collectives and p2p transfers
+    compute-bound), their fixed launch cost and the decode attention's fixed part
+    (``launch_s``), the collectives and p2p transfers
     the compute stream waits for plus the slowdown of compute beside them (``comm_s``), and
     the time the GPU waits for the host to issue ops (``host_s``, eager mode only).
     ``flops``: conventional FLOPs (the decode attention's included); ``hbm_bytes``: device

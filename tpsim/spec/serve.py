@@ -71,29 +71,30 @@ class ServeSettings:
         "--enable-mixed-chunk); off: prefill chunks join the decodes' step (vLLM V1)",
         flag="--separate-prefill", kind="flag")
     host_step_us: float = setting(
-        490.0, "the engine's host (CPU) time per step, us, whatever its sequences (fitted: "
-        "bench/serve_published.py --fit-host: 489.7, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
-        "ITLs at 25 and 100 users, with the front end's fits)", flag="--host-step-us", kind="price")
+        182.0, "the engine's host (CPU) time per step, us, whatever its sequences (fitted: "
+        "bench/serve_published.py --fit-host: 181.8, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
+        "ITLs at 25 and 100 users, with the front end's fits and the H100 decode attention's "
+        "fixed time)", flag="--host-step-us", kind="price")
     host_seq_us: float = setting(
-        14.6, "the engine's host (CPU) time per sequence in a step, us (fitted: 14.60, with "
+        14.6, "the engine's host (CPU) time per sequence in a step, us (fitted: 14.63, with "
         "--host-step-us)", flag="--host-seq-us", kind="price")
     host_overlap: bool = setting(
         False, "the host work of a step overlaps the next step's forward (TensorRT-LLM's "
         "overlap scheduler, SGLang's); off: it runs between steps, as vLLM's V1 engine "
         "does", flag="--host-overlap", kind="flag")
     frontend_token_us: float = setting(
-        60.6, "the front end's (HTTP server's) time per streamed token, us: detokenizing it and "
+        60.7, "the front end's (HTTP server's) time per streamed token, us: detokenizing it and "
         "sending it as a server-sent event (tpsim/serving/frontend.py; fitted: "
-        "bench/serve_published.py --fit-host: 60.62, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
+        "bench/serve_published.py --fit-host: 60.66, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "
         "at 250 users, its throughput and ITL erring alike)",
         flag="--frontend-token-us", kind="price")
     frontend_request_us: float = setting(
         0.0, "the front end's time per request, us: parsing it, the chat template and "
         "tokenizing the prompt", flag="--frontend-request-us", kind="price")
     frontend_latency_us: float = setting(
-        4946.0, "a request's time through the front end, us, from its sending to the engine "
+        5254.0, "a request's time through the front end, us, from its sending to the engine "
         "seeing it (the HTTP request, the tokenizer, the hand-over to the engine): added to "
-        "its TTFT (fitted: bench/serve_published.py --fit-host: 4945.7, on NVIDIA NIM 1.8.0's "
+        "its TTFT (fitted: bench/serve_published.py --fit-host: 5253.5, on NVIDIA NIM 1.8.0's "
         "Llama 3.1 8B 200/200 TTFT at one user)", flag="--frontend-latency-us", kind="price")
     users: int | None = setting(
         None, "a closed loop of this many clients, each sending its next request when its last "

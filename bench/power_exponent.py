@@ -5,7 +5,7 @@
 trace Zeus published (Jae-Won Chung et al., "Zeus: Understanding and Optimizing GPU Energy
 Consumption of DNN Training", NSDI 2023; github.com/ml-energy/zeus, commit 75a8b93,
 examples/research_reproducibility/zeus_nsdi23/trace/summary_power_v100.csv): one training epoch
-on one V100 at power limits 100-250 W (250 W the trace's largest limit, the board's TDP), the
+on one V100 at power limits 100-250 W (250 W, the trace's largest limit, taken as its TDP), the
 epoch's time and the GPU's measured mean draw. The rows below are the largest batch of each
 workload whose draw reaches the cap (the trace's ShuffleNet and NCF runs never draw within 5% of
 any cap: their rate is bound elsewhere).

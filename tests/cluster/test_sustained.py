@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tpsim.cluster.sustained import power_limited_clock, sustained
+from tpsim.cluster.sustained import POWER_EXPONENT, power_limited_clock, sustained
 from tpsim.cluster.topology import load_topology
 from tpsim.cost.compute import gemm_time
 from tpsim.training.predict import predict, predict_block
@@ -64,7 +64,7 @@ def test_a_lower_clock_is_never_faster(clock, drop):
 
 def test_power_limited_clock_closed_form():
     """The same board gives its own clock back; at 8x the power above idle and 8x the SMs the
-    rate grows 2 x 4 = 8x (n^(2/3) (P - P_idle)^(1/3)); the clock never passes 1."""
+    rate grows 8x whatever k (n^(1-k) (P - P_idle)^k); the clock never passes 1."""
     b200 = load_topology("dgx-b200").device
     assert power_limited_clock(b200, 0.7, b200) == pytest.approx(0.7)
     idle = b200.idle_W
@@ -73,6 +73,18 @@ def test_power_limited_clock_closed_form():
                               peak_flops={"fp8": 8 * b200.peak_flops["fp8"]})
     assert power_limited_clock(b200, 0.1, big) == pytest.approx(0.1)
     assert power_limited_clock(b200, 0.9, dataclasses.replace(b200, tdp_W=5000)) == 1.0
+
+
+@pytest.mark.parametrize("k", [1.0 / 3.0, POWER_EXPONENT, 1.0])
+def test_power_limited_clock_exponent(k):
+    """Twice the power above idle on the same SMs: the rate grows 2^k (2^(1/3) where the
+    voltage follows the clock, 2 at the voltage floor); twice the SMs on the same power: 2^(1-k)."""
+    b200 = load_topology("dgx-b200").device
+    idle = b200.idle_W
+    more_power = dataclasses.replace(b200, tdp_W=idle + 2 * (b200.tdp_W - idle))
+    more_sms = dataclasses.replace(b200, sm_count=2 * b200.sm_count)
+    assert power_limited_clock(b200, 0.2, more_power, k) == pytest.approx(0.2 * 2 ** k)
+    assert power_limited_clock(b200, 0.2, more_sms, k) == pytest.approx(0.2 * 2 ** (1 - k))
 
 
 @settings(max_examples=20, deadline=None)

@@ -12,6 +12,7 @@ from tpsim.training.stage_program import Program, chunk_counts
 from tpsim.training.step_bound import _build, affine_base, bound_ends, end_stages, shape_forms
 from tpsim.training.step_graph import StepGraph
 from tpsim.search.p2p import inner_transfer
+from tests.pipeline_vars import chunk_times, transfer_times
 
 
 def simulate_ends(p, v, m, layers, t, scale, c):
@@ -19,16 +20,7 @@ def simulate_ends(p, v, m, layers, t, scale, c):
     t = (f, b, f_emb, b_emb, f_out, b_out); the last backward of each chunk followed by its
     pre-scale kernel; transfers c[j] between stages j and j + 1, c[p - 1] from last to first.
     Returns {(stage, chunk): end of that chunk's last backward (with its kernel)}, makespan."""
-    V = p * v
-
-    def chunk_s(stage, chunk, kind):
-        g = chunk * p + stage
-        if kind == "F":
-            return layers[g] * t[0] + (g == 0) * t[2] + (g == V - 1) * t[4]
-        return layers[g] * t[1] + (g == 0) * t[3] + (g == V - 1) * t[5]
-
-    def transfer(a, b):
-        return c[min(a, b)] if abs(a - b) == 1 else c[p - 1]
+    chunk_s, transfer = chunk_times(p, v, layers, t), transfer_times(p, c)
 
     def split(stage, chunk):
         return [("grads", chunk_s(stage, chunk, BACKWARD)), ("scale", scale[chunk * p + stage])]

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tpsim.search.p2p import inner_transfer
+from tests.pipeline_vars import chunk_times, transfer_times
 from tpsim.training.step_bound import bound_ends, chain_forms, shape_forms
 from tpsim.training.step_slowed import slowed_ends
 from tpsim.training.step_programs import shape as step_shape
@@ -19,16 +20,7 @@ def simulated_ends(p, v, m, layers, t, scale, c, reduce, loss, first=1.0):
     buckets (``first`` of it, then the rest; ``first`` = 1: one) each followed by half of its
     pre-scale ``scale[g]`` and its reduction (the first as long as the last, ``reduce[g]``) on
     the stage's DP stream, the compute beside them at 1 - ``loss`` of its speed."""
-    V = p * v
-
-    def chunk_s(stage, chunk, kind):
-        g = chunk * p + stage
-        if kind == "F":
-            return layers[g] * t[0] + (g == 0) * t[2] + (g == V - 1) * t[4]
-        return layers[g] * t[1] + (g == 0) * t[3] + (g == V - 1) * t[5]
-
-    def transfer(a, b):
-        return c[min(a, b)] if abs(a - b) == 1 else c[p - 1]
+    chunk_s, transfer = chunk_times(p, v, layers, t), transfer_times(p, c)
 
     def split(stage, chunk):
         b, s = chunk_s(stage, chunk, "B"), scale[chunk * p + stage]

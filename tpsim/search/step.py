@@ -274,8 +274,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
     ranks = reduce_ranks(par, experts if any(b[4] for bs in st.buckets for b in bs) else None)
     over = terms.overlapped_reduce(True, ranks) and sh.stage < 2
-    scale = [[prescale_s(b[3], dtype, dev, dp) if over else 0.0 for b in bs]
-             for bs in st.buckets]
+    scale = _prescales(st, dtype, dev, dp if over else 1)
     events, gn, finish, memory, copies = [], [], [], [], []
     reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,
                             price, experts)
@@ -306,6 +305,20 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                   if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
                 loss=dev.comm_compute_interference, stages=st,
                 reduce_on=(dtype, do, par, experts) if over else None)
+
+
+def _prescales(st: Stages, dtype: str, dev, ranks: int) -> list[list[float]]:
+    """Per virtual stage, each bucket's pre-scale kernel (:func:`prescale_s`; 0 with ``ranks``
+    1), priced once per distinct bucket size: the buckets of a stage are mostly equal, and a
+    size's price is the same number whichever bucket asks."""
+    if ranks <= 1:
+        return [[0.0] * len(bs) for bs in st.buckets]
+    sizes: dict = {}
+    for bs in st.buckets:
+        for b in bs:
+            if b[3] not in sizes:
+                sizes[b[3]] = prescale_s(b[3], dtype, dev, ranks)
+    return [[sizes[b[3]] for b in bs] for bs in st.buckets]
 
 
 def last_reduce(run: Run, tail: Tail) -> np.ndarray:

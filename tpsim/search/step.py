@@ -186,9 +186,11 @@ def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | 
 def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int,
             experts=None) -> Stages:
     """The model split as the simulation splits it (:mod:`tpsim.training.terms`: stage
-    parameters, chunk units and buckets; MoE layers folded as ``experts``)."""
+    parameters, chunk units and buckets; MoE layers folded as ``experts``). A dense model's
+    chunk units do not depend on the layer a chunk starts at: its chunks of equal layers share
+    one bucket memo entry (start 0)."""
     V = pp * v
-    starts = [sum(layers[:g]) for g in range(V)]
+    starts = [sum(layers[:g]) if model.moe else 0 for g in range(V)]
     buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g),
                                    starts[g], experts) for g, n in enumerate(layers))
     return Stages(layers, terms.stage_params(model, tp, layers, pp, v, experts), buckets)

@@ -296,7 +296,6 @@ class ShapeForms:
     slices: tuple[slice, ...]
 
 
-_SHAPES = Memo("step bound shapes", 4096)
 _SYMBOLIC = Memo("step bound symbolic shapes", 4096)
 AFFINE_FROM = 2     # micro-batches per stage from which an interleaved shape is affine in m
 
@@ -312,7 +311,7 @@ def evaluate(rows: np.ndarray, layers) -> np.ndarray:
     columns their forwards' and backwards' layers. Whole layers are exact in any order of
     summation (integers far below 2**53), so the rows equal those summed with the layers in."""
     layers, V = np.asarray(layers, dtype=float), len(layers)
-    out = rows[:, :-2 * V].copy()
+    out = rows[:, :-2 * V].astype(float)
     out[:, 0], out[:, 1] = rows[:, -2 * V:-V] @ layers, rows[:, -V:] @ layers
     return out
 
@@ -328,19 +327,15 @@ def _build(p: int, v: int, m: int) -> ShapeForms:
             rows += new
             targets.append((r, c))
     pieces = np.array(forms.pieces)
-    at = np.array(rows).T
-    return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
-                      tuple(targets), tuple(slices))
+    at = np.array(rows).T                 # counts: integers, held as such (half the bytes)
+    return ShapeForms((pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]]).astype(
+        np.int32), tuple(targets), tuple(slices))
 
 
 def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
-    """The rows bounding the end of each chunk's last backward on :func:`end_stages`,
-    memoised per shape: the symbolic rows of (p, v, m) (:func:`symbolic_forms`, shared by
-    every split of the layers) with the layers in (:func:`evaluate`)."""
-    return _SHAPES.get((p, v, m, layers), _shape_forms, p, v, m, layers)
-
-
-def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+    """The rows bounding the end of each chunk's last backward on :func:`end_stages`: the
+    symbolic rows of (p, v, m) (:func:`symbolic_forms`, memoised and shared by every split of
+    the layers) with the layers in (:func:`evaluate`: one matrix-vector product, not kept)."""
     sym = symbolic_forms(p, v, m)
     return ShapeForms(evaluate(sym.matrix, layers), sym.targets, sym.slices)
 

@@ -1,9 +1,7 @@
 """`tpsim search`: the fastest layouts of a training job that fit in memory."""
 from __future__ import annotations
 
-import gc
 import sys
-from contextlib import contextmanager
 
 from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int
 from .layout_args import add_layout_arguments, add_pin_arguments, layout_values
@@ -63,32 +61,15 @@ class Progress:
             self.stream.flush()
 
 
-@contextmanager
-def _no_cycle_pass():
-    """Python's cycle collector off for the whole command, as the search runs
-    (:func:`tpsim.search.jobs.paused_gc`), and what is alive at its end frozen (``gc.freeze``)
-    before the collector is back on: its first pass would otherwise scan every object the
-    search's memos keep (a twentieth of the command's CPU time) just before the process ends.
-    Frozen objects are still freed by their reference counts; only cycles among them stay
-    (a search leaves a few hundred objects in cycles of the 200,000 it keeps)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.freeze()
-            gc.enable()
-
-
 def _cmd_search(args) -> None:
     from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
+    from ..search.jobs import paused_gc
     from ..search.pins import PINNABLE
     fmt = output_format(args)
     note_seq(args.model, args.seq)
     progress = Progress()
-    with _no_cycle_pass():
+    with paused_gc(freeze=True):    # the whole command, printing included
         try:
             result = search(args.model, topology_for(args.topology, args.gpus), args.gpus,
                             args.global_batch, seq_len=args.seq, dtype=args.dtype,

@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 from tpsim.training.pipeline import BACKWARD, Compute, add_pipeline, in_flight, pipeline_schedule
 from tpsim.search.price import activation_counts
 from tpsim.training.stage_program import Program, chunk_counts
-from tpsim.training.step_bound import _build, affine_base, bound_ends, end_stages, shape_forms
+from tpsim.training.step_bound import (_build, affine_base, bound_ends, end_stages, evaluate,
+                                       shape_forms, symbolic_forms)
 from tpsim.training.step_graph import StepGraph
 from tpsim.search.p2p import inner_transfer
 from tests.pipeline_vars import chunk_times, transfer_times
@@ -120,9 +121,11 @@ def test_extrapolated_rows_are_the_built_ones(p, v, steps, n):
     if v == 1 and p > 2:
         layers[0], layers[-1] = max(1, n - 1), max(1, n - 2)
     layers = tuple(layers)
-    a, b = shape_forms(p, v, m, layers), _build(p, v, m, layers)
-    assert a.slices == b.slices
-    assert np.array_equal(a.matrix, b.matrix)
+    built = _build(p, v, m)
+    a, b = shape_forms(p, v, m, layers), symbolic_forms(p, v, m)
+    assert a.slices == b.slices == built.slices
+    assert np.array_equal(b.matrix, built.matrix)
+    assert np.array_equal(a.matrix, evaluate(built.matrix, layers))
 
 
 def test_activation_counts_are_in_flight():
@@ -146,11 +149,10 @@ def test_pieces_shared_across_micro_batches_are_the_built_ones(p, v, m1, m2):
     from tpsim.training import step_bound
     v = v if p > 1 else 1
     m1, m2 = (m1 * p, m2 * p) if v > 1 else (m1, m2)
-    layers = tuple([2] * (p * v))
     step_bound._PIECES.clear()
-    alone = _build(p, v, m2, layers)
+    alone = _build(p, v, m2)
     step_bound._PIECES.clear()
-    _build(p, v, m1, layers)
-    after = _build(p, v, m2, layers)
+    _build(p, v, m1)
+    after = _build(p, v, m2)
     assert alone.slices == after.slices
     assert np.array_equal(alone.matrix, after.matrix)

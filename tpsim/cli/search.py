@@ -64,18 +64,21 @@ class Progress:
 def _cmd_search(args) -> None:
     from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
+    from ..search.jobs import paused_gc
     from ..search.pins import PINNABLE
     fmt = output_format(args)
     note_seq(args.model, args.seq)
     progress = Progress()
-    try:
-        result = search(args.model, topology_for(args.topology, args.gpus), args.gpus, args.global_batch,
-                        seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, top=args.top,
-                        jobs=args.jobs, tp_across_nodes=args.tp_across_nodes,
-                        progress=progress, memory_headroom=args.memory_headroom,
-                        pins=layout_values(args, PINNABLE), zero_with_pp=args.zero_with_pp)
-    finally:
-        progress.close()
-    usd = args.usd_per_gpu_hour
-    print(dump_json(search_json(result, usd)) if fmt == "json" else search_csv(result, usd)
-          if fmt == "csv" else search_report(result))
+    with paused_gc(freeze=True):    # the whole command, printing included
+        try:
+            result = search(args.model, topology_for(args.topology, args.gpus), args.gpus,
+                            args.global_batch, seq_len=args.seq, dtype=args.dtype,
+                            nodes=args.nodes, top=args.top, jobs=args.jobs,
+                            tp_across_nodes=args.tp_across_nodes, progress=progress,
+                            memory_headroom=args.memory_headroom,
+                            pins=layout_values(args, PINNABLE), zero_with_pp=args.zero_with_pp)
+        finally:
+            progress.close()
+        usd = args.usd_per_gpu_hour
+        print(dump_json(search_json(result, usd)) if fmt == "json" else search_csv(result, usd)
+              if fmt == "csv" else search_report(result))

@@ -42,15 +42,15 @@ def events(st, scale, reduce, pp: int, v: int, i: int, r: int) -> list:
         bs, nb = st.buckets[g], len(st.buckets[g])
         keep = range(nb) if nb <= BUCKET_EVENTS else \
             {round(q * (nb - 1) / (BUCKET_EVENTS - 1)) for q in range(BUCKET_EVENTS)}
-        for j in range(nb - 1, -1, -1):
+        a = e = o = 0       # the later pieces' layers, embedding and output layer: integers,
+        for j in range(nb - 1, -1, -1):     # so summed as they come, exactly
             after += reduce(bs[j][3], bs[j][4])
             if j in keep:
-                later, sc = bs[j + 1:], sum(scale[g][j + 1:])
-                a, e, o = (sum(b[k] for b in later) for k in range(3))
+                sc = sum(scale[g][j + 1:])
                 out.append((i * v + c, a, e, o, after - sc, after, a + done[0], e + done[1],
                             o + done[2], sc + done[3]))
-        done = (*(done[k] + pp * sum(b[k] for b in bs) for k in range(3)),
-                done[3] + sum(scale[g]))
+            a, e, o = a + bs[j][0], e + bs[j][1], o + bs[j][2]
+        done = (done[0] + pp * a, done[1] + pp * e, done[2] + pp * o, done[3] + sum(scale[g]))
     return out
 
 

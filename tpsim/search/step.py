@@ -186,9 +186,11 @@ def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | 
 def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int,
             experts=None) -> Stages:
     """The model split as the simulation splits it (:mod:`tpsim.training.terms`: stage
-    parameters, chunk units and buckets; MoE layers folded as ``experts``)."""
+    parameters, chunk units and buckets; MoE layers folded as ``experts``). A dense model's
+    chunk units do not depend on the layer a chunk starts at: its chunks of equal layers share
+    one bucket memo entry (start 0)."""
     V = pp * v
-    starts = [sum(layers[:g]) for g in range(V)]
+    starts = [sum(layers[:g]) if model.moe else 0 for g in range(V)]
     buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g),
                                    starts[g], experts) for g, n in enumerate(layers))
     return Stages(layers, terms.stage_params(model, tp, layers, pp, v, experts), buckets)
@@ -274,8 +276,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
     ranks = reduce_ranks(par, experts if any(b[4] for bs in st.buckets for b in bs) else None)
     over = terms.overlapped_reduce(True, ranks) and sh.stage < 2
-    scale = [[prescale_s(b[3], dtype, dev, dp) if over else 0.0 for b in bs]
-             for bs in st.buckets]
+    scale = _prescales(st, dtype, dev, dp if over else 1)
     events, gn, finish, memory, copies = [], [], [], [], []
     reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,
                             price, experts)
@@ -306,6 +307,20 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                   if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
                 loss=dev.comm_compute_interference, stages=st,
                 reduce_on=(dtype, do, par, experts) if over else None)
+
+
+def _prescales(st: Stages, dtype: str, dev, ranks: int) -> list[list[float]]:
+    """Per virtual stage, each bucket's pre-scale kernel (:func:`prescale_s`; 0 with ``ranks``
+    1), priced once per distinct bucket size: the buckets of a stage are mostly equal, and a
+    size's price is the same number whichever bucket asks."""
+    if ranks <= 1:
+        return [[0.0] * len(bs) for bs in st.buckets]
+    sizes: dict = {}
+    for bs in st.buckets:
+        for b in bs:
+            if b[3] not in sizes:
+                sizes[b[3]] = prescale_s(b[3], dtype, dev, ranks)
+    return [[sizes[b[3]] for b in bs] for bs in st.buckets]
 
 
 def last_reduce(run: Run, tail: Tail) -> np.ndarray:

@@ -4,8 +4,8 @@ The step (:mod:`tpsim.training.step`) runs on in-order streams, so its makespan 
 through the chunks, p2p transfers and step-end ops (:mod:`tpsim.training.step_graph`). Any one path's
 weight is a lower bound of it. This module writes the weights of a few families of real paths
 through a 1F1B or interleaved schedule as linear forms in the per-layout durations, once per
-schedule shape (p stages, v chunks, m micro-batches, layers per virtual stage), so that
-thousands of layouts of that shape are bounded by one matrix product:
+schedule (p stages, v chunks, m micro-batches; the layers per virtual stage as symbols, filled
+in per split), so that thousands of layouts of that shape are bounded by one matrix product:
 
     end of B(m-1, chunk c) on stage r  >=  max over paths pi of  a_pi . x
 
@@ -51,22 +51,24 @@ VARIABLES = FIXED + ("s[g]", "c[j]", "cin[k]")
 
 
 class Forms:
-    """Rows of path coefficients over the variables of one schedule shape."""
+    """Rows of path coefficients over the variables of one schedule shape, the layers per
+    virtual stage left as symbols: a row counts the forwards and backwards it runs of each
+    virtual stage g (columns ``lf + g``, ``lb + g``), which :func:`evaluate` turns into the
+    ``f`` and ``b`` columns for given layers (``layers``: only for :meth:`steady`)."""
 
-    def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...]):
-        self.p, self.v, self.m, self.key = p, v, m, (p, v, layers)
+    def __init__(self, p: int, v: int, m: int, layers: tuple[int, ...] | None = None):
+        self.p, self.v, self.m, self.key = p, v, m, (p, v)
         self.V = p * v
-        self.layers = np.asarray(layers, dtype=float)
+        self.layers = None if layers is None else np.asarray(layers, dtype=float)
         self.size = len(FIXED) + self.V + 2 * p
         self.s0, self.c0 = len(FIXED), len(FIXED) + self.V
         self.cin0 = self.c0 + p
+        self.lf, self.lb = self.size, self.size + self.V
         self._programs: dict = {}
         self.last_index = np.array([self.program(0).last_backward(c) for c in range(v)])
         self.parts: dict = {}
         self.pieces: list[np.ndarray] = []
-        # prefix sums: layers of virtual stages [0, g), and edges g' -> g' + 1 for g' < g
-        # per stage pair (g' mod p)
-        self.layer_sum = np.concatenate([[0.0], np.cumsum(self.layers)]).tolist()
+        # prefix sums of edges g' -> g' + 1 for g' < g per stage pair (g' mod p)
         g, j = np.arange(self.V + 1)[:, None], np.arange(p)[None, :]
         self.edge_sum = np.maximum((g - j + p - 1) // p, 0)
         self.tables: dict = {}
@@ -77,28 +79,24 @@ class Forms:
             prog = self._programs[k] = Program(self.p, self.v, self.m, k)
         return prog
 
-    def table(self, k: int) -> tuple[np.ndarray, list, list]:
+    def table(self, k: int) -> np.ndarray:
         """Stage k's prefix counts: per n, the forwards of each chunk among the first n
-        (:func:`tpsim.training.stage_program.chunk_counts`), and their layers as forwards and as
-        backwards (which run the chunks in reverse order)."""
+        (:func:`tpsim.training.stage_program.chunk_counts`)."""
         hit = self.tables.get(k)
         if hit is None:
             n = np.arange(self.m * self.v + 1)[:, None]
             start = chunk_offsets(self.p, self.v)
-            counts = n if self.v == 1 else \
+            hit = self.tables[k] = n if self.v == 1 else \
                 (n // self.V) * self.p + np.clip(n % self.V - start, 0, self.p)
-            layers = self.layers[k::self.p]
-            hit = self.tables[k] = (counts, (counts @ layers).tolist(),
-                                    (counts @ layers[::-1]).tolist())
         return hit
 
     def row(self) -> np.ndarray:
-        return np.zeros(self.size)
+        return np.zeros(self.size + 2 * self.V)
 
     def forwards(self, x, lo: int, hi: int) -> None:
         """One forward on each virtual stage g in [lo, hi)."""
         if hi > lo:
-            x[0] += self.layer_sum[hi] - self.layer_sum[lo]
+            x[self.lf + lo:self.lf + hi] += 1
             x[2] += lo == 0
             x[4] += hi == self.V
 
@@ -106,7 +104,7 @@ class Forms:
         """One backward on each virtual stage g in [lo, hi) (of the last micro-batch: with
         the gradient pre-scale kernels that follow it)."""
         if hi > lo:
-            x[1] += self.layer_sum[hi] - self.layer_sum[lo]
+            x[self.lb + lo:self.lb + hi] += 1
             x[3] += lo == 0
             x[5] += hi == self.V
             if last:
@@ -119,13 +117,14 @@ class Forms:
             x[self.c0:self.cin0] += self.edge_sum[hi] - self.edge_sum[lo]
 
     def segment(self, x, k: int, a: int, b: int) -> None:
-        """Stage k's computes at positions a..b and the p2p batches between them: their
-        layers from this shape's tables, the rest (:meth:`_counts`) shared by every layers."""
+        """Stage k's computes at positions a..b and the p2p batches between them: the
+        forwards and backwards of each of its chunks from this shape's tables, the rest
+        (:meth:`_counts`) shared by the shapes of every m."""
         rest, f0, f1, b0, b1 = _SEGMENTS.get((self.p, self.v, self.m, k, a, b), self._counts,
                                              k, a, b)
-        _, fwd, bwd = self.table(k)
-        x[0] += fwd[f1] - fwd[f0]
-        x[1] += bwd[b1] - bwd[b0]                       # B runs chunks reversed
+        counts, p = self.table(k), self.p
+        x[self.lf + k:self.lb:p] += counts[f1] - counts[f0]
+        x[self.lb + k::p] += (counts[b1] - counts[b0])[::-1]   # B runs chunks reversed
         x += rest
 
     def _counts(self, k: int, a: int, b: int) -> tuple:
@@ -134,7 +133,7 @@ class Forms:
         prog, p, v, x = self.program(k), self.p, self.v, self.row()
         f0, f1 = prog.f_range(a, b)
         b0, b1 = prog.b_range(a, b)
-        counts = self.table(k)[0]
+        counts = self.table(k)
         if k == 0:
             x[2] += counts[f1, 0] - counts[f0, 0]
             x[3] += counts[b1, v - 1] - counts[b0, v - 1]
@@ -250,7 +249,7 @@ class Forms:
         cool-down): per j and g, the forward's (f, b, ...) coefficients."""
         out = np.zeros((self.p, self.V, len(FIXED)))
         for k in range(self.p):
-            prog, counts = self.program(k), self.table(k)[0]
+            prog, counts = self.program(k), self.table(k)
             for g in range(k, self.V, self.p):
                 for j in range(self.p):
                     i = self.m * self.v - (g // self.p + 1) * self.p + j
@@ -297,7 +296,7 @@ class ShapeForms:
     slices: tuple[slice, ...]
 
 
-_SHAPES = Memo("step bound shapes", 4096)
+_SYMBOLIC = Memo("step bound symbolic shapes", 4096)
 AFFINE_FROM = 2     # micro-batches per stage from which an interleaved shape is affine in m
 
 
@@ -307,9 +306,19 @@ def affine_base(p: int, v: int) -> int:
     return AFFINE_FROM * p if v > 1 else p + 2
 
 
-def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
-    """The rows of one shape, built (no extrapolation in m)."""
-    forms = Forms(p, v, m, layers)
+def evaluate(rows: np.ndarray, layers) -> np.ndarray:
+    """Symbolic rows (:class:`Forms`) as rows over :data:`VARIABLES`: the ``f`` and ``b``
+    columns their forwards' and backwards' layers. Whole layers are exact in any order of
+    summation (integers far below 2**53), so the rows equal those summed with the layers in."""
+    layers, V = np.asarray(layers, dtype=float), len(layers)
+    out = rows[:, :-2 * V].astype(float)
+    out[:, 0], out[:, 1] = rows[:, -2 * V:-V] @ layers, rows[:, -V:] @ layers
+    return out
+
+
+def _build(p: int, v: int, m: int) -> ShapeForms:
+    """The symbolic rows of one shape (:class:`Forms`), built (no extrapolation in m)."""
+    forms = Forms(p, v, m)
     rows, targets, slices = [], [], []
     for r in end_stages(p):
         for c in range(v):
@@ -318,27 +327,35 @@ def _build(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
             rows += new
             targets.append((r, c))
     pieces = np.array(forms.pieces)
-    at = np.array(rows).T
-    return ShapeForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
-                      tuple(targets), tuple(slices))
+    at = np.array(rows).T                 # counts: integers, held as such (half the bytes)
+    return ShapeForms((pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]]).astype(
+        np.int32), tuple(targets), tuple(slices))
 
 
 def shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
-    """The rows bounding the end of each chunk's last backward on :func:`end_stages`,
-    memoised per shape. Past :func:`affine_base` micro-batches every region of every
-    stage's program is there and each count in a row grows by the same amount per step of m
-    (one micro-batch, or p with interleaving): the rows are those of two built shapes,
-    extrapolated (a test checks them against the built ones)."""
-    return _SHAPES.get((p, v, m, layers), _shape_forms, p, v, m, layers)
+    """The rows bounding the end of each chunk's last backward on :func:`end_stages`: the
+    symbolic rows of (p, v, m) (:func:`symbolic_forms`, memoised and shared by every split of
+    the layers) with the layers in (:func:`evaluate`: one matrix-vector product, not kept)."""
+    sym = symbolic_forms(p, v, m)
+    return ShapeForms(evaluate(sym.matrix, layers), sym.targets, sym.slices)
 
 
-def _shape_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ShapeForms:
+def symbolic_forms(p: int, v: int, m: int) -> ShapeForms:
+    """:func:`shape_forms`'s rows with the layers as symbols (:class:`Forms`), memoised per
+    (p, v, m). Past :func:`affine_base` micro-batches every region of every stage's program is
+    there and each count in a row grows by the same amount per step of m (one micro-batch, or
+    p with interleaving): the rows are those of two built shapes, extrapolated (a test checks
+    them against the built ones); counts are integers, so exactly."""
+    return _SYMBOLIC.get((p, v, m), _symbolic_forms, p, v, m)
+
+
+def _symbolic_forms(p: int, v: int, m: int) -> ShapeForms:
     step, base = (p if v > 1 else 1), affine_base(p, v)
     if m <= base + step or (m - base) % step:
-        return _build(p, v, m, layers)
-    one, two = shape_forms(p, v, base, layers), shape_forms(p, v, base + step, layers)
+        return _build(p, v, m)
+    one, two = symbolic_forms(p, v, base), symbolic_forms(p, v, base + step)
     if one.slices != two.slices:
-        return _build(p, v, m, layers)
+        return _build(p, v, m)
     grow = (two.matrix - one.matrix) * ((m - base) // step)
     return ShapeForms(one.matrix + grow, one.targets, one.slices)
 
@@ -367,8 +384,8 @@ def _chain_forms(p: int, v: int, m: int, layers: tuple[int, ...]) -> ChainForms:
     pieces = np.array(forms.pieces)
     back = np.zeros((p * v, len(FIXED)))
     back[:, 1], back[0, 3], back[-1, 5] = layers, 1.0, 1.0
-    return ChainForms(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]], back,
-                      forms.steady())
+    return ChainForms(evaluate(pieces[at[0]] + pieces[at[1]] + pieces[at[2]] + pieces[at[3]],
+                               layers), back, forms.steady())
 
 
 def bound_ends(shape: ShapeForms, x: np.ndarray) -> np.ndarray:

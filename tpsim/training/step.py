@@ -12,15 +12,17 @@ optimizer, as Megatron-core's ``finalize_model_grads`` and optimizer do:
    (s / tp with sequence parallelism), priced by :func:`tpsim.cost.collectives.send_recv_time` on the
    two ranks' placement (a 2-rank group with the pipeline stride: across nodes it is the
    network's NIC).
-3. DP: the gradients of the last micro-batch's backward are pre-scaled and reduced in buckets
-   on the DP group (:mod:`tpsim.training.data_parallel`); with ``overlap_grad_reduce`` each bucket starts
-   as its gradients become final, beside the rest of the backward; without it, after the stage's
-   whole backward. The DP group is strided (every TP rank of a node reduces at once: they share
-   its NICs, :meth:`tpsim.cluster.topology.Topology.place`). A compute op beside one of its
-   stage's DP collectives (a reduction, the overlapped weight all-gather) runs at 1 - I of its
-   speed while it runs (the device's ``comm_compute_interference``, as the layer's collectives
-   slow the compute beside them: :mod:`tpsim.training.step_timing`); a p2p transfer has no
-   compute beside it (the op after a batch waits for its transfers).
+3. DP: the gradients of the last micro-batch's backward are pre-scaled and reduced in buckets on
+   the DP group (:mod:`tpsim.training.data_parallel`; each bucket's reduction is priced once,
+   for the timing and the op graph alike, in :mod:`tpsim.training.step_reduce`); with
+   ``overlap_grad_reduce`` each bucket starts as its gradients become final, beside the rest of
+   the backward; without it, after the stage's whole backward. The DP group is strided (every TP
+   rank of a node reduces at once: they share its NICs,
+   :meth:`tpsim.cluster.topology.Topology.place`). A compute op beside one of its stage's DP
+   collectives (a reduction, the overlapped weight all-gather) runs at 1 - I of its speed while
+   it runs (the device's ``comm_compute_interference``, as the layer's collectives slow the
+   compute beside them: :mod:`tpsim.training.step_timing`); a p2p transfer has no compute beside
+   it (the op after a batch waits for its transfers).
 4. Step end: with sequence parallelism, the TP all-reduce of the norm (and row-parallel bias)
    gradients; with tied embeddings and pp > 1, the all-reduce of the embedding gradient between
    the first and last stage; the gradient norm (a kernel, then one all-reduce across the
@@ -43,7 +45,6 @@ import functools
 from typing import TYPE_CHECKING
 
 from ..base.record import record
-from . import data_parallel as dpm
 from . import terms
 from ..spec.parallel import Parallelism
 from .expert_comm import group_exposed_s
@@ -53,6 +54,7 @@ from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
 from ..sim.memory import userbuffers_bytes
 from ..sim.simulate import layer_times, saved_bytes
+from .step_reduce import bucket_reductions, dp_reduce
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from .sharded_dp import UNSHARDED, Sharding, expert_gather_group, weight_gather_group
@@ -210,45 +212,6 @@ def _split(setup: StepSetup, topo: Topology, buckets):
     return split
 
 
-def _dp_reduce(g, setup, topo, stage, stage_ops, buckets):
-    """The stage's gradient collectives, one per bucket of :func:`_split`'s (its dense
-    bucket's on dp x cp, then its expert bucket's on expert DP); returns the ops the optimizer
-    waits for."""
-    par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
-    if reduce_ranks(par, setup.experts) == 1 or setup.sharding.per_unit:  # ZeRO-2/3: in chunks
-        return list(stage_ops.end)
-    op, seconds = dpm.reduce_op(do), _reduce_s(setup, topo, stage)
-    stream, block = f"stage{stage}.dp", f"stage{stage}"
-
-    def reduce(name, params, expert, after):
-        return g.add(f"s{stage}.{name}.{op}", stream, seconds(params, expert), after, "step",
-                     block, "dp")
-    if not setup.overlap_grad_reduce:
-        params = setup.stage_params[stage]
-        scale = g.add(f"s{stage}.grad-scale", f"stage{stage}",
-                      prescale_s(params, dtype, topo.device, terms.grad_ranks(par)),
-                      stage_ops.end, "step", block, "dp")
-        return [reduce("grads", params, stage_experts(setup, stage), (scale,))]
-    out = []
-    for chunk, ids in stage_ops.last_backward.items():
-        for k, (_, params, expert) in enumerate(buckets(stage, chunk)):
-            scale = ids[2 * k + 1]
-            g.set_kind(scale, "dp")
-            out.append(reduce(f"chunk{chunk}.bucket{k}", params, expert, (scale,)))
-    return out
-
-
-def _reduce_s(setup: StepSetup, topo: Topology, stage: int):
-    """``seconds(params, expert)``: a gradient bucket's reduction on stage ``stage``'s dp x cp
-    group, its routed experts' on expert DP (:func:`tpsim.training.terms.dp_and_expert_s`)."""
-    par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
-    group, price = terms.dp_group(par, stage), terms.collective_price(topo)
-    egroup = terms.expert_dp_group(setup.experts, stage) if setup.experts else None
-    return lambda params, expert: terms.dp_and_expert_s(
-        lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params, expert, group,
-        egroup)
-
-
 def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     """The step's graph, op by op with names (the trace's and the plots' detail): the
     pipeline, the DP reductions and the step end (module docstring). With the overlapped
@@ -261,8 +224,9 @@ def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     p = setup.parallelism.pp
     sched = pipeline_schedule(p, setup.m, setup.v)
     timed = time_step(setup, topo)
-    _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: add_pipeline(
-        g, sched, chunk_s, transfer_s, split, timed.waits if gathering(setup) else None))
+    _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release, reduce: add_pipeline(
+        g, sched, chunk_s, transfer_s, split, timed.waits if gathering(setup) else None),
+        timed.reductions)
     for r in range(p):
         ops = [i for i, s in enumerate(g.streams) if s == f"stage{r}"]
         for k, i in enumerate(timed.on.get(f"stage{r}", ())):
@@ -276,22 +240,17 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
     and kind of every op of :func:`build_step`'s graph, the same numbers."""
     g = TimedGraph()
     sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
-    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release: time_pipeline(
-        g, sh, chunk_s, transfer_s, split, release,
-        split and (lambda r, c: _bucket_reductions(setup, topo, r, c)),
-        topo.device.comm_compute_interference))
+    return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release, reduce:
+                   time_pipeline(g, sh, chunk_s, transfer_s, split, release, split and reduce,
+                                 topo.device.comm_compute_interference), g.reductions)
 
 
-def _bucket_reductions(setup: StepSetup, topo: Topology, stage: int, chunk: int) -> list:
-    """Seconds of each bucket's reduction after the cuts of :func:`_buckets` (:func:`_reduce_s`)."""
-    seconds = _reduce_s(setup, topo, stage)
-    return [seconds(n, e) for _, n, e in _buckets(setup, stage, chunk)]
-
-
-def _finish(g, setup: StepSetup, topo: Topology, pipeline):
-    """``pipeline(chunk_s, transfer_s, split, release)`` puts the stages' programs into
+def _finish(g, setup: StepSetup, topo: Topology, pipeline, priced: dict):
+    """``pipeline(chunk_s, transfer_s, split, release, reduce)`` puts the stages' programs into
     ``g`` (after the overlapped weight all-gathers, :func:`tpsim.training.step_gather.gathers`); then the DP reductions
-    and the step end."""
+    and the step end. ``reduce(stage, chunk)``: the seconds of each bucket's reduction, priced
+    once into ``priced`` for the walk and the graph's DP ops
+    (:func:`tpsim.training.step_reduce.bucket_reductions`)."""
     par = setup.parallelism
     p = par.pp
     release = gathers(g, setup, topo)
@@ -300,9 +259,10 @@ def _finish(g, setup: StepSetup, topo: Topology, pipeline):
         c = setup.chunks[chunk * p + stage]
         return c.part.forward_s if kind == "F" else c.part.backward_s
     buckets = functools.cache(lambda stage, chunk: _buckets(setup, stage, chunk))
+    reduce = bucket_reductions(setup, topo, buckets, priced)
     stage_ops = pipeline(chunk_s, terms.p2p_seconds(setup.p2p_bytes, par, topo),
-                         _split(setup, topo, buckets), release)
-    ready = [_dp_reduce(g, setup, topo, r, stage_ops[r], buckets) for r in range(p)]
+                         _split(setup, topo, buckets), release, reduce)
+    ready = [dp_reduce(g, setup, topo, r, stage_ops[r], reduce) for r in range(p)]
     _step_end(g, setup, topo, ready)
     return g
 

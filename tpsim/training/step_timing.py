@@ -18,13 +18,14 @@ ended) and its link is free; the op after a batch waits for all of the batch's t
 no compute of either side runs beside a transfer.
 
 A compute op (a chunk, a piece of a last backward, a pre-scale kernel) that runs beside one of
-its stage's DP collectives (the gradient buckets' reductions, which the walk times as each
-bucket's pre-scale kernel ends: t = max(that end, the DP stream's previous end) + reduction;
-the overlapped weight all-gathers already on the DP stream) runs at 1 - I of its speed while
-the collective runs (I the device's ``comm_compute_interference``; the same
-:func:`tpsim.sim.schedule.slowed_end` as the layer's and ZeRO-2/3's collectives): its end is
-slowed_end(start, seconds, the stage's DP intervals, I), its slowed length kept in ``slowed``
-(the op-by-op graph runs the same lengths) and the time it lost in ``lost``.
+its stage's DP collectives (the gradient buckets' reductions, priced once per step in
+:mod:`tpsim.training.step_reduce`, which the walk times as each bucket's pre-scale kernel ends:
+t = max(that end, the DP stream's previous end) + reduction; the overlapped weight all-gathers
+already on the DP stream) runs at 1 - I of its speed while the collective runs (I the device's
+``comm_compute_interference``; the same :func:`tpsim.sim.schedule.slowed_end` as the layer's and
+ZeRO-2/3's collectives): its end is slowed_end(start, seconds, the stage's DP intervals, I), its
+slowed length kept in ``slowed`` (the op-by-op graph runs the same lengths) and the time it lost
+in ``lost``.
 
 :class:`TimedGraph` keeps only what the accounting reads: start, end and kind of each op, and
 the ops of each stream; the step's end (:mod:`tpsim.training.step`) adds its few ops to it
@@ -44,7 +45,10 @@ _COMPUTE, _P2P, _DP = _CODE["compute"], _CODE["p2p"], _CODE["dp"]
 
 class TimedGraph:
     """Ops timed as they are added (every op's inputs added before it): ``start``, ``end`` and
-    ``kind`` (an index into :data:`KINDS`) per op; ``on[stream]`` its ops in stream order."""
+    ``kind`` (an index into :data:`KINDS`) per op; ``on[stream]`` its ops in stream order;
+    ``reductions[stage, chunk]``: the seconds of the reduction of each gradient bucket of that
+    chunk's last backward, priced once for the walk and the step's DP ops
+    (:func:`tpsim.training.step_reduce.bucket_reductions`)."""
 
     def __init__(self):
         self.start: list[float] = []
@@ -56,6 +60,7 @@ class TimedGraph:
         self.wait_ops: list[int] = []                    # those waits' ops
         self.slowed: dict[int, float] = {}               # op: its length beside DP collectives
         self.lost: dict[int, float] = {}                 # op: the time those cost it
+        self.reductions: dict[tuple[int, int], list] = {}   # see the class docstring
 
     def add(self, name: str, stream: str, seconds: float, deps=(), phase: str = "",
             block: str = "", kind: str = "compute") -> int:
@@ -99,7 +104,8 @@ def time_pipeline(g: TimedGraph, sh: Shape, chunk_s, transfer_s, split=None,
     {forward code: time} before which that code's first run may not start (the overlapped
     weight all-gather): the stage waits for it in a "dp" op, kept in ``g.waits``. ``reduce``:
     None, or ``reduce(stage, chunk)`` the seconds of the reduction after each pre-scale piece
-    (odd position) of ``split``'s; ``interference``: the compute's slowdown beside the stage's
+    (odd position) of ``split``'s (the step's: priced once, and the same seconds become its DP
+    ops, :mod:`tpsim.training.step_reduce`); ``interference``: the compute's slowdown beside the stage's
     DP collectives (module docstring)."""
     w = _Walk(g, sh, chunk_s, transfer_s, split, release, reduce, interference)
     w.run()

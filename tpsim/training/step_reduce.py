@@ -14,21 +14,17 @@ the stage's one reduction of all its gradients, after its whole backward, is pri
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import data_parallel as dpm
 from . import terms
 from .grad_buckets import prescale_s, reduce_ranks
 from .shard_groups import stage_experts
 from ..cluster.topology import Topology
 
-if TYPE_CHECKING:
-    from .step import StepSetup
 
-
-def reduce_seconds(setup: StepSetup, topo: Topology, stage: int):
+def reduce_seconds(setup, topo: Topology, stage: int):
     """``seconds(params, expert)``: a gradient bucket's reduction on stage ``stage``'s dp x cp
-    group, its routed experts' on expert DP (:func:`tpsim.training.terms.dp_and_expert_s`)."""
+    group, its routed experts' on expert DP (:func:`tpsim.training.terms.dp_and_expert_s`), in
+    the step of ``setup`` (a :class:`tpsim.training.step.StepSetup`)."""
     par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
     group, price = terms.dp_group(par, stage), terms.collective_price(topo)
     egroup = terms.expert_dp_group(setup.experts, stage) if setup.experts else None
@@ -37,7 +33,7 @@ def reduce_seconds(setup: StepSetup, topo: Topology, stage: int):
         egroup)
 
 
-def bucket_reductions(setup: StepSetup, topo: Topology, buckets, priced: dict):
+def bucket_reductions(setup, topo: Topology, buckets, priced: dict):
     """``reductions(stage, chunk)``: the seconds of each bucket's reduction after the cuts
     ``buckets(stage, chunk)`` of that chunk's last backward ((seconds, params, expert) each:
     :func:`reduce_seconds` of its params and expert params), priced on the first call and kept
@@ -52,7 +48,7 @@ def bucket_reductions(setup: StepSetup, topo: Topology, buckets, priced: dict):
     return reductions
 
 
-def dp_reduce(g, setup: StepSetup, topo: Topology, stage: int, stage_ops, reductions) -> list:
+def dp_reduce(g, setup, topo: Topology, stage: int, stage_ops, reductions) -> list:
     """The stage's gradient collectives, added to ``g`` on its DP stream: with
     overlap_grad_reduce one per bucket of each chunk's last backward, after its pre-scale
     kernel, ``reductions(stage, chunk)`` long (:func:`bucket_reductions`: the seconds the walk

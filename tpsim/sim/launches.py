@@ -40,7 +40,7 @@ def launch_times(template, dims, host_dispatch_s: float,
     if host_dispatch_s <= 0:
         return (0.0,) * len(template.nodes)
     return tuple((n.launches(dims) * host_launch_s if n.launches else 0.0)
-                 + (n.loop_ops(dims) * host_dispatch_s if n.loop_ops else 0.0)
+                 + (n.loop_ops(dims) * host_launch_s if n.loop_ops else 0.0)
                  for n in template.nodes)
 
 

@@ -46,12 +46,8 @@ from .dims import Dims, sp_reduce_op
 from .linears import fp8_cast, gathered_input
 from .moe_bias import bias_bwd, bias_fwd
 from .moe_host import aux_all_reduce, aux_bwd, aux_fwd_ops
+from .moe_loops import local_experts, wgrad_loop_ops
 from .template import Builder
-
-
-def local_experts(d: Dims) -> int:
-    """E_l = E / ep: the routed experts on this rank."""
-    return d.experts // d.ep
 
 
 def routed_per_expert(d: Dims) -> int:
@@ -115,7 +111,8 @@ def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> s
 def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     """dgrad (m x n) @ (n x k) and wgrad (k x m) @ (m x n), per expert, the weight gradients
     accumulated into fp32 (as :func:`tpsim.layer.linears.linear_backward`); returns dgrad.
-    The cast, dgrad and wgrad each launch E_l kernels from C++ (as :func:`grouped`)."""
+    The cast, dgrad and wgrad each launch E_l kernels from C++ (as :func:`grouped`); after the
+    wgrad, Transformer Engine's Python loops over the experts (:mod:`tpsim.layer.moe_loops`)."""
     fwd = f"fwd.{name}"
     if B.expert_bias and size is fc2_size:
         grad = bias_bwd(B, name, grad, routed_rows)
@@ -127,7 +124,8 @@ def grouped_bwd(B: Builder, name: str, size, grad) -> str:
                    forward_of=fwd, linear=True, launches=local_experts)
     B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], local_experts(d),
                                            True, 0, GROUPED_GEMM_STREAMS), (grad,),
-           forward_of=fwd, linear=True, launches=local_experts)
+           forward_of=fwd, linear=True, launches=local_experts,
+           loop_ops=wgrad_loop_ops(B.expert_bias and size is not fc2_size))
     return dgrad
 
 

@@ -25,6 +25,7 @@ linears'; the router's costs T E elements, left out as its top-k's are not.
 """
 from __future__ import annotations
 
+from .moe_loops import apply_bias_bwd_launches, apply_bias_loop_ops
 from .template import Builder
 
 F32 = 4
@@ -35,15 +36,17 @@ SAVED_BYTES = F32
 
 def bias_fwd(B: Builder, name: str, x, rows) -> str:
     """fc2's eager bias add after the grouped GEMM ``name`` (output ``x``) on ``rows(d)`` x h:
-    (24 + 2B) rows h bytes, keeping the fp32 repeated bias (4 rows h)."""
+    (24 + 2B) rows h bytes, keeping the fp32 repeated bias (4 rows h); its host's loop over
+    the experts as :mod:`tpsim.layer.moe_loops` counts it."""
     return B.eltwise(f"{name}.bias", lambda d: (rows(d), d.h, (FORWARD_BYTES + 2 * d.bpe)
                                                 * rows(d) * d.h), (x,),
-                     saved=lambda d: SAVED_BYTES * rows(d) * d.h)
+                     saved=lambda d: SAVED_BYTES * rows(d) * d.h, loop_ops=apply_bias_loop_ops)
 
 
 def bias_bwd(B: Builder, name: str, grad, rows) -> str:
     """Its backward from the gradient ``grad`` of fc2's biased output: (36 + 2B) rows h
-    bytes; returns the gradient of the GEMM's output."""
+    bytes; returns the gradient of the GEMM's output. Its C++ autograd kernels per expert as
+    :mod:`tpsim.layer.moe_loops` counts them."""
     return B.eltwise(f"bwd.{name}.bias", lambda d: (rows(d), d.h, (BACKWARD_BYTES + 2 * d.bpe)
                                                     * rows(d) * d.h), (grad,),
-                     forward_of=f"fwd.{name}.bias")
+                     forward_of=f"fwd.{name}.bias", launches=apply_bias_bwd_launches)

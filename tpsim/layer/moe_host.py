@@ -81,10 +81,10 @@ small ops is what is missing.
 
 Left out: the force-balanced router's RandomSTE (clone and normal_ under the RNG tracker's
 fork: 2 ops, the benchmark setting ``--moe-router-force-load-balancing``), the expert bias
-(DeepSeek-V3: 2 ops), Transformer Engine's per-expert Python in GroupedLinear (weight and
-quantizer lists), HybridEP's own Python inside ``hybrid_ep_dispatch`` (DeepEP's hybrid-ep
+(DeepSeek-V3: 2 ops), HybridEP's own Python inside ``hybrid_ep_dispatch`` (DeepEP's hybrid-ep
 branch, not read), the all-gather dispatcher's and the EP-1 slot's preprocessing, and the small
-kernels' GPU time (microseconds each).
+kernels' GPU time (microseconds each). Transformer Engine's and TEGroupedMLP's Python loops
+over the local experts: :mod:`tpsim.layer.moe_loops`.
 """
 from __future__ import annotations
 

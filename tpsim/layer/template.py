@@ -40,7 +40,9 @@ class Node:
     synchronisation, :func:`tpsim.sim.schedule.run`; None: none); ``launches(dims)``: the
     kernels its host call launches from a C++ loop beside its one dispatched op (Transformer
     Engine's one cuBLAS call and one quantize call per expert: :mod:`tpsim.sim.launches`;
-    None: none counted).
+    None: none counted); ``loop_ops(dims)``: the Python-level calls a Python loop over the
+    local experts makes beside it, each priced as a dispatched op (Transformer Engine's and
+    Megatron-core's per-expert Python: :mod:`tpsim.layer.moe_loops`; None: none).
     """
     name: str
     phase: str
@@ -54,6 +56,7 @@ class Node:
     host_ops: int = 1       # ops the host dispatches for it (0: launched inside another op's call)
     sync: str | None = None  # the op the host waits for before issuing this one
     launches: Callable | None = None   # dims -> kernels launched from C++ inside its call
+    loop_ops: Callable | None = None   # dims -> Python-level calls of a per-expert loop
 
 
 def _flat(deps):
@@ -83,16 +86,16 @@ class Builder:
         self.edges: list[tuple[str, str, str]] = []
 
     def add(self, name, make, stream="compute", deps=(), saved=None, forward_of=None,
-            group=None, host_ops=1, sync=None, launches=None) -> str:
+            group=None, host_ops=1, sync=None, launches=None, loop_ops=None) -> str:
         self.nodes.append(Node(name, self.phase, self.block, stream, make, saved, forward_of,
-                               None, group, host_ops, sync, launches))
+                               None, group, host_ops, sync, launches, loop_ops))
         self.edges += [(dep, name, DATA) for dep in _flat(deps)]
         if forward_of is not None:
             self.edges.append((forward_of, name, DATA))
         return name
 
     def gemm(self, name, size, deps=(), saved=None, forward_of=None, linear=False,
-             host_ops=1, launches=None) -> str:
+             host_ops=1, launches=None, loop_ops=None) -> str:
         """``size(d)`` -> (m, n, k[, batch[, accumulate[, causal]]]): (m x k) @ (k x n) (see
         :class:`~tpsim.layer.ops.Gemm`), in the activations' dtype, or for a ``linear`` layer's GEMM
         in ``d.gemm_dtype``."""
@@ -100,11 +103,11 @@ class Builder:
             m, n, k, *rest = size(d)
             return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
         return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops,
-                        launches=launches)
+                        launches=launches, loop_ops=loop_ops)
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None,
                 kind=lambda d: MemoryBound, arith=lambda d: "", sync=None,
-                launches=None, host_ops=1) -> str:
+                launches=None, host_ops=1, loop_ops=None) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor;
         ``kind(d)``: its op class (:class:`~tpsim.layer.ops.MemoryBound` or a subclass);
         ``arith(d)``: its per-element arithmetic (:attr:`~tpsim.layer.ops.MemoryBound.arith`)."""
@@ -112,7 +115,7 @@ class Builder:
             rows, cols, nbytes = size(d)
             return kind(d)(nbytes, (rows, cols), arith(d))
         return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops,
-                        sync=sync, launches=launches)
+                        sync=sync, launches=launches, loop_ops=loop_ops)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
                    host_ops=1, sync=None) -> str:

@@ -11,7 +11,11 @@ a C++ loop of ``nvte_cublas_gemm_v2`` over the experts on 4 streams; CUTLASS's g
 with ``NVTE_USE_CUTLASS_GROUPED_GEMM``), in forward and in backward (dgrad and wgrad). Each
 such launch goes through the CUDA runtime and driver without Python:
 
-    t_host(op) = host_ops x host_dispatch_s + launches(dims) x host_launch_s
+    t_host(op) = (host_ops + loop_ops(dims)) x host_dispatch_s + launches(dims) x host_launch_s
+
+``loop_ops(dims)``: the Python-level calls a Python loop over the local experts makes beside
+the op (:mod:`tpsim.layer.moe_loops`), each a dispatched op like any other, counted here
+because their number depends on the sizes (E_l = E / ep) where ``host_ops`` does not.
 
 ``host_launch_s`` (the device's ``host_launch_us``, default 5 us): the CPU time of one kernel
 launch through the CUDA runtime and driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
@@ -21,19 +25,22 @@ from the host: 0 there. One quantize kernel is counted per split, as tpsim price
 (delayed scaling's, :func:`tpsim.spec.precision.cast_write_bytes`); current scaling launches
 three (amax, scale, cast: ``pytorch/csrc/quantizer.cpp``
 ``Float8CurrentScalingQuantizer::quantize_impl``). Left out: the stream events of each grouped
-GEMM (2 x min(4, E_l) records and waits) and the per-expert Python of Transformer Engine and
-Megatron-core (lists of weights, the gradient hooks of each expert's weight).
+GEMM (2 x min(4, E_l) records and waits) and the per-expert Python that dispatches no torch
+op (lists of weights and quantizers, attribute updates, the gradient hooks of each expert's
+weight).
 """
 from __future__ import annotations
 
 def launch_times(template, dims, host_dispatch_s: float,
                  host_launch_s: float) -> tuple[float, ...]:
-    """Per node of ``template`` at ``dims``: launches(dims) x ``host_launch_s``, the host's time
-    to launch the kernels its call issues from C++ (0 for a node without ``launches``, and for
-    every node under CUDA graphs, ``host_dispatch_s`` = 0)."""
+    """Per node of ``template`` at ``dims``: launches(dims) x ``host_launch_s`` + loop_ops(dims)
+    x ``host_dispatch_s``, the host's time to launch the kernels its call issues from C++ and
+    to run the per-expert Python around it (0 for a node with neither, and for every node
+    under CUDA graphs, ``host_dispatch_s`` = 0)."""
     if host_dispatch_s <= 0:
         return (0.0,) * len(template.nodes)
-    return tuple(n.launches(dims) * host_launch_s if n.launches else 0.0
+    return tuple((n.launches(dims) * host_launch_s if n.launches else 0.0)
+                 + (n.loop_ops(dims) * host_launch_s if n.loop_ops else 0.0)
                  for n in template.nodes)
 
 

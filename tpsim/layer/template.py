@@ -40,9 +40,10 @@ class Node:
     synchronisation, :func:`tpsim.sim.schedule.run`; None: none); ``launches(dims)``: the
     kernels its host call launches from a C++ loop beside its one dispatched op (Transformer
     Engine's one cuBLAS call and one quantize call per expert: :mod:`tpsim.sim.launches`;
-    None: none counted); ``loop_ops(dims)``: the Python-level calls a Python loop over the
-    local experts makes beside it, each priced as a dispatched op (Transformer Engine's and
-    Megatron-core's per-expert Python: :mod:`tpsim.layer.moe_loops`; None: none).
+    None: none counted); ``loop_ops(dims)``: the bare torch calls a Python loop over the
+    local experts makes beside it, each priced as a launch (Transformer Engine's and
+    Megatron-core's per-expert Python: :mod:`tpsim.layer.moe_loops`, :mod:`tpsim.sim.launches`;
+    None: none).
     """
     name: str
     phase: str

@@ -11,11 +11,17 @@ a C++ loop of ``nvte_cublas_gemm_v2`` over the experts on 4 streams; CUTLASS's g
 with ``NVTE_USE_CUTLASS_GROUPED_GEMM``), in forward and in backward (dgrad and wgrad). Each
 such launch goes through the CUDA runtime and driver without Python:
 
-    t_host(op) = (host_ops + loop_ops(dims)) x host_dispatch_s + launches(dims) x host_launch_s
+    t_host(op) = host_ops x host_dispatch_s + (launches(dims) + loop_ops(dims)) x host_launch_s
 
-``loop_ops(dims)``: the Python-level calls a Python loop over the local experts makes beside
-the op (:mod:`tpsim.layer.moe_loops`), each a dispatched op like any other, counted here
-because their number depends on the sizes (E_l = E / ep) where ``host_ops`` does not.
+``loop_ops(dims)``: the calls a Python loop over the local experts makes beside the op
+(:mod:`tpsim.layer.moe_loops`), counted here because their number depends on the sizes (E_l =
+E / ep) where ``host_ops`` does not. Each is one bare torch call (``.detach()``, a ``.data``
+swap, ``torch.empty``, one product): a few microseconds through Python and the dispatcher
+(PyTorch's operator micro-benchmark times ``split`` on CUDA tensors at 2.3-3.4 us,
+pytorch/pytorch PR #32194), plus a kernel launch where it launches one, so it is priced as a
+launch, ``host_launch_s``, not as ``host_dispatch_s``: that is a Megatron module op's Python
+(fitted on dense Megatron-DeepSpeed steps), 58 us, and at that price Qwen3-30B-A3B's EP 8 row
+would be host-bound beyond its published step (-11%).
 
 ``host_launch_s`` (the device's ``host_launch_us``, default 5 us): the CPU time of one kernel
 launch through the CUDA runtime and driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
@@ -33,14 +39,14 @@ from __future__ import annotations
 
 def launch_times(template, dims, host_dispatch_s: float,
                  host_launch_s: float) -> tuple[float, ...]:
-    """Per node of ``template`` at ``dims``: launches(dims) x ``host_launch_s`` + loop_ops(dims)
-    x ``host_dispatch_s``, the host's time to launch the kernels its call issues from C++ and
-    to run the per-expert Python around it (0 for a node with neither, and for every node
+    """Per node of ``template`` at ``dims``: (launches(dims) + loop_ops(dims)) x
+    ``host_launch_s``, the host's time to launch the kernels its call issues from C++ and to
+    make the per-expert torch calls around it (0 for a node with neither, and for every node
     under CUDA graphs, ``host_dispatch_s`` = 0)."""
     if host_dispatch_s <= 0:
         return (0.0,) * len(template.nodes)
-    return tuple((n.launches(dims) * host_launch_s if n.launches else 0.0)
-                 + (n.loop_ops(dims) * host_launch_s if n.loop_ops else 0.0)
+    return tuple(((n.launches(dims) if n.launches else 0)
+                  + (n.loop_ops(dims) if n.loop_ops else 0)) * host_launch_s
                  for n in template.nodes)
 
 

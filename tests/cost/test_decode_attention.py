@@ -37,7 +37,7 @@ def test_flashinfer_batch_one_decode_on_hopper(seq, measured_us):
 @pytest.mark.parametrize("seq, measured_us", [(1024, 17.0), (2048, 17.0), (3072, 17.0),
                                               (4032, 18.0)])
 def test_flash_attention_2_batch_one_decode_on_a100(seq, measured_us):
-    """vLLM's FlashAttention-2 paged decode (flash_attn_with_kvcache) on A100, batch 1,
+    """FlashAttention-2's paged decode (flash_attn_with_kvcache) on A100, batch 1,
     Llama-2-70B at TP 2 (32 query and 4 KV heads of 128; microsoft/vidur
     data/profiling/a100/attention.csv, the GPU kernel time, so without the launch gap), the
     timings the A100 decode_fixed_us is fitted on: within 10% at every length (the byte

@@ -212,8 +212,8 @@ def decode_attention_time(nbytes: float, device: Device) -> float:
 
     ``decode_fixed`` is the device's attention kernel's ``decode_fixed_us``
     (:class:`~tpsim.cluster.attention.AttentionKernel`; 0 where the device lists none); the
-    H100 presets' value is fitted on published decode-kernel timings (their YAML comment
-    names them).
+    H100 and A100 presets' values are fitted on published decode-kernel timings (their YAML
+    comments name them).
     """
     kernels = device.attention_kernels or {}
     kernel = kernels.get(device.attention_kernel or "")

@@ -21,3 +21,17 @@ def transfer_times(p, c):
     def transfer(a, b):
         return c[min(a, b)] if abs(a - b) == 1 else c[p - 1]
     return transfer
+
+
+def draw_times(draw, st, p, v):
+    """The bound's chunk-time variables t (forward, backward, the embedding's and the output
+    layer's), the pre-scale kernels per virtual stage and the transfers per stage pair, drawn by
+    a hypothesis ``draw`` (``st``: hypothesis.strategies); with p = 2 the wrap from the last
+    stage to the first is the same pair, one transfer."""
+    dur = st.floats(0.0, 3.0, allow_nan=False)
+    t = [draw(st.floats(0.1, 2.0)), draw(st.floats(0.1, 4.0))] + [draw(dur) for _ in range(4)]
+    scale = [draw(st.floats(0.0, 0.1)) for _ in range(p * v)]
+    c = [draw(st.floats(0.0, 0.5)) for _ in range(p)]
+    if p == 2:
+        c[1] = c[0]
+    return t, scale, c

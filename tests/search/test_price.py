@@ -13,7 +13,7 @@ from tpsim.training.step_bound import (_build, affine_base, bound_ends, end_stag
                                        shape_forms, symbolic_forms)
 from tpsim.training.step_graph import StepGraph
 from tpsim.search.p2p import inner_transfer
-from tests.pipeline_vars import chunk_times, transfer_times
+from tests.pipeline_vars import chunk_times, draw_times, transfer_times
 
 
 def simulate_ends(p, v, m, layers, t, scale, c):
@@ -48,12 +48,7 @@ def pipelines(draw):
     if v == 1 and p > 1:
         layers[0] = max(1, n - draw(st.integers(0, 1)))
         layers[-1] = max(1, n - draw(st.integers(0, 1)))
-    dur = st.floats(0.0, 3.0, allow_nan=False)
-    t = [draw(st.floats(0.1, 2.0)), draw(st.floats(0.1, 4.0))] + [draw(dur) for _ in range(4)]
-    scale = [draw(st.floats(0.0, 0.1)) for _ in range(p * v)]
-    c = [draw(st.floats(0.0, 0.5)) for _ in range(p)]
-    if p == 2:
-        c[1] = c[0]          # the wrap from the last stage to the first is the same pair
+    t, scale, c = draw_times(draw, st, p, v)
     return p, v, m, layers, t, scale, c
 
 

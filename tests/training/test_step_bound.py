@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tpsim.search.p2p import inner_transfer
-from tests.pipeline_vars import chunk_times, transfer_times
+from tests.pipeline_vars import chunk_times, draw_times, transfer_times
 from tpsim.training.step_bound import bound_ends, chain_forms, shape_forms
 from tpsim.training.step_slowed import slowed_ends
 from tpsim.training.step_programs import shape as step_shape
@@ -47,12 +47,7 @@ def pipelines(draw):
     v = draw(st.integers(2, 3))
     m = p * draw(st.integers(1, 3))
     layers = [draw(st.integers(1, 3)) for _ in range(p * v)]
-    dur = st.floats(0.0, 3.0, allow_nan=False)
-    t = [draw(st.floats(0.1, 2.0)), draw(st.floats(0.1, 4.0))] + [draw(dur) for _ in range(4)]
-    scale = [draw(st.floats(0.0, 0.1)) for _ in range(p * v)]
-    c = [draw(st.floats(0.0, 0.5)) for _ in range(p)]
-    if p == 2:
-        c[1] = c[0]          # the wrap from the last stage to the first is the same pair
+    t, scale, c = draw_times(draw, st, p, v)
     reduce = [draw(st.floats(0.0, 8.0)) for _ in range(p * v)]
     return p, v, m, layers, t, scale, c, reduce, draw(st.floats(0.0, 1.0)), \
         draw(st.sampled_from([1.0, 0.3, 0.8]))

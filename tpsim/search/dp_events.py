@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training import terms
+from ..training.step_reduce import stage_reduction
 
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
 
@@ -68,16 +68,14 @@ def reducer(dtype: str, do: bool, par, price, experts=None):
 
 
 def _stage_reduce(dtype: str, do: bool, par, price, experts, r: int):
-    """Stage r's ``reduce(params, expert)`` of :func:`reducer`."""
-    group, reduced = terms.dp_group(par, r), {}
-    egroup = terms.expert_dp_group(experts, r) if experts else None
+    """Stage r's ``reduce(params, expert)`` of :func:`reducer`: the step's
+    (:func:`tpsim.training.step_reduce.stage_reduction`), memoised by its arguments."""
+    seconds, reduced = stage_reduction(dtype, do, par, price, experts, r), {}
 
     def reduce(params, expert):
         t = reduced.get((params, expert))
         if t is None:
-            t = reduced[params, expert] = terms.dp_and_expert_s(
-                lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params,
-                expert, group, egroup)
+            t = reduced[params, expert] = seconds(params, expert)
         return t
     return reduce
 

@@ -21,16 +21,24 @@ from .shard_groups import stage_experts
 from ..cluster.topology import Topology
 
 
-def reduce_seconds(setup, topo: Topology, stage: int):
+def stage_reduction(dtype: str, do: bool, par, price, experts, stage: int):
     """``seconds(params, expert)``: a gradient bucket's reduction on stage ``stage``'s dp x cp
-    group, its routed experts' on expert DP (:func:`tpsim.training.terms.dp_and_expert_s`), in
-    the step of ``setup`` (a :class:`tpsim.training.step.StepSetup`)."""
-    par, dtype, do = setup.parallelism, setup.precision, setup.distributed_optimizer
-    group, price = terms.dp_group(par, stage), terms.collective_price(topo)
-    egroup = terms.expert_dp_group(setup.experts, stage) if setup.experts else None
+    group, its routed experts' on expert DP (:func:`tpsim.training.terms.dp_and_expert_s` of
+    :func:`tpsim.training.terms.grad_reduce_s`), ``do`` the distributed optimizer, ``price``
+    the collectives' pricer; the step's (:func:`reduce_seconds`) and the search's bound's
+    (:func:`tpsim.search.dp_events.reducer`)."""
+    group = terms.dp_group(par, stage)
+    egroup = terms.expert_dp_group(experts, stage) if experts else None
     return lambda params, expert: terms.dp_and_expert_s(
         lambda n, grp: terms.grad_reduce_s(n, dtype, do, grp, price), params, expert, group,
         egroup)
+
+
+def reduce_seconds(setup, topo: Topology, stage: int):
+    """:func:`stage_reduction` in the step of ``setup`` (a
+    :class:`tpsim.training.step.StepSetup`)."""
+    return stage_reduction(setup.precision, setup.distributed_optimizer, setup.parallelism,
+                           terms.collective_price(topo), setup.experts, stage)
 
 
 def bucket_reductions(setup, topo: Topology, buckets, priced: dict):

@@ -215,9 +215,14 @@ def decode_attention_time(nbytes: float, device: Device) -> float:
     H100 and A100 presets' values are fitted on published decode-kernel timings (their YAML
     comments name them).
     """
-    kernels = device.attention_kernels or {}
-    kernel = kernels.get(device.attention_kernel or "")
-    return elementwise_time(nbytes, device) + (kernel.decode_fixed_s if kernel else 0.0)
+    return elementwise_time(nbytes, device) + decode_fixed_s(device)
+
+
+def decode_fixed_s(device: Device) -> float:
+    """``decode_fixed`` of :func:`decode_attention_time`: the device's default attention
+    kernel's ``decode_fixed_us``, s (0 where it lists none)."""
+    kernel = (device.attention_kernels or {}).get(device.attention_kernel or "")
+    return kernel.decode_fixed_s if kernel else 0.0
 
 
 def cast_transpose_time(nbytes: float, device: Device) -> float:

@@ -45,7 +45,7 @@ import dataclasses
 import math
 
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
-from ..cost.compute import elementwise_time
+from ..cost.compute import decode_fixed_s, elementwise_time
 from ..base.errors import ConfigError
 from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
                                  serving_dims, serving_layer_template)
@@ -106,7 +106,7 @@ def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
         if op.stream == "comm":
             continue
         nominal += t
-        fixed = t - elementwise_time(op.bytes, device) if type(op) is DecodeAttention else 0.0
+        fixed = decode_fixed_s(device) if type(op) is DecodeAttention else 0.0
         launch += launch_s + fixed
         t -= fixed
         if t > elementwise_time(op.bytes, device) * (1 + 1e-9):

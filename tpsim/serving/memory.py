@@ -103,11 +103,12 @@ def activations_per_sequence(model, tp: int, pp: int, prompt: int, act_dtype: st
 
 def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, dtype: str,
                    act_dtype: str, kv_dtype: str, capacity: float,
-                   usable: float | None = None, ep: int = 1) -> InferMemory:
+                   usable=None, ep: int = 1) -> InferMemory:
     """Weights, KV cache and activations per GPU, whether they fit and the largest batch that
     does (module docstring); with ``ep`` attention replicas a GPU holds batch / ep sequences.
-    ``usable``: bytes, or a function of the bytes that churn (the activations), as
-    :meth:`tpsim.cluster.topology.Device.usable_bytes`, linear in them."""
+    ``usable(churned)``: the bytes tensors may take beside ``churned`` bytes of activations, as
+    :meth:`tpsim.cluster.topology.Device.usable_bytes`, linear in them (None: all of
+    ``capacity``)."""
     weights = weights_per_gpu(model, tp, pp, dtype, act_dtype, ep)
     batch //= ep
     per_token = kv_bytes_per_token(model, tp, pp, kv_dtype)
@@ -115,8 +116,7 @@ def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, d
     act_seq = activations_per_sequence(model, tp, pp, prompt, act_dtype)
     kv, act = batch * kv_seq, batch * act_seq
     total = weights + kv + act
-    space = (lambda churned: capacity) if usable is None else (
-        usable if callable(usable) else lambda churned: usable)
+    space = usable or (lambda churned: capacity)
     room, waste_seq = space(0.0) - weights, space(0.0) - space(act_seq)
     most = max(0, math.floor(room / (kv_seq + act_seq + waste_seq))) if room > 0 else 0
     return InferMemory(weights, kv, per_token, act, total, capacity, capacity - space(act),

@@ -235,13 +235,8 @@ def grid_items(sizes, dtype_name: str, dtype, device) -> list[Item]:
     """x W^T GEMMs on a grid of sizes: the size curve between and beyond the blocks' GEMMs."""
     gen = torch.Generator(device="cpu").manual_seed(6)
     r = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)      # noqa: E731
-    items = []
-    for m, n, k in itertools.product(sizes, repeat=3):
-        op = Gemm(m, n, k, dtype_name)
-        items.append(Item(f"kern/grid/{m}x{n}x{k}", _gemm(m, n, k, 1, "nt", r),
-                          {"op_name": "grid", "kind": "gemm", "shape": op.shape, "op": op,
-                           "fit_shape": "grid"}))
-    return items
+    return [_gemm_item("grid", m, n, k, 1, "nt", dtype_name, r)
+            for m, n, k in itertools.product(sizes, repeat=3)]
 
 
 def thin_items(thin, dtype_name: str, dtype, device) -> list[Item]:
@@ -249,11 +244,16 @@ def thin_items(thin, dtype_name: str, dtype, device) -> list[Item]:
     (seq x seq x head_dim, ``q k^T``) and context (seq x head_dim x seq, ``P v``)."""
     gen = torch.Generator(device="cpu").manual_seed(8)
     r = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)      # noqa: E731
-    items = []
-    for batch, s, d in thin:
-        for (m, n, k), layout in (((s, s, d), "nt"), ((s, d, s), "nn")):
-            op = Gemm(m, n, k, dtype_name, batch)
-            items.append(Item(f"kern/thin/{batch}x{m}x{n}x{k}", _gemm(m, n, k, batch, layout, r),
-                              {"op_name": "thin", "kind": "gemm", "shape": op.shape, "op": op,
-                               "fit_shape": "thin"}))
-    return items
+    return [_gemm_item("thin", m, n, k, batch, layout, dtype_name, r)
+            for batch, s, d in thin for (m, n, k), layout in (((s, s, d), "nt"), ((s, d, s), "nn"))]
+
+
+def _gemm_item(label: str, m: int, n: int, k: int, batch: int, layout: str, dtype_name: str,
+               r) -> Item:
+    """One timed GEMM of a fit's own shapes (``label``: grid or thin), priced as tpsim's
+    :class:`Gemm` of the same size; ``r(*shape)`` draws its operands."""
+    op = Gemm(m, n, k, dtype_name, batch)
+    dims = (batch, m, n, k) if label == "thin" else (m, n, k)   # the names reports keep
+    return Item(f"kern/{label}/{'x'.join(map(str, dims))}", _gemm(m, n, k, batch, layout, r),
+                {"op_name": label, "kind": "gemm", "shape": op.shape, "op": op,
+                 "fit_shape": label})

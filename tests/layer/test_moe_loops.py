@@ -1,6 +1,6 @@
 """The Python loops over the local experts around the grouped GEMMs (tpsim.layer.moe_loops):
 Transformer Engine's GroupedLinear backward and Megatron-core's per-expert bias add, counted per
-expert and priced as dispatched ops beside the nodes' C++ launches."""
+expert and priced as launches beside the nodes' C++ ones (tpsim.sim.launches)."""
 from __future__ import annotations
 
 import pytest

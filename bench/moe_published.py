@@ -97,6 +97,33 @@ Megatron-core with Transformer Engine on H100 was found. Nothing here is fitted 
 
 The summary has no Mixtral row on H100.
 
+Checked and ruled out as the gap's cause (none moves a row by more than a few points):
+
+* load imbalance: every recipe here sets ``moe_router_force_load_balancing`` (Megatron-Bridge
+  ``perf_recipes/*/h100``; ``scripts/performance/utils/overrides.py`` sets it for every dropless
+  run; the ModelZoo's ``run_h100_235b.sh`` passes ``--moe-router-force-load-balancing``), which
+  replaces the router's logits by normal noise drawn with a seed per rank (Megatron-core
+  ``moe_utils.py`` ``RandomSTE``): random top-k routing, whose busiest EP rank receives 0.6-1.8%
+  more rows than the mean at these rows' sizes (sampled: Qwen3-30B-A3B EP 16 1.009, EP 8 1.006,
+  Qwen3-235B EP 32 1.015, DeepSeek-V3 EP 64 1.018, GPT-OSS EP 8 1.011; the busiest expert 1.04-1.09).
+  ``--moe-imbalance`` at the busiest rank's figure moves the rows by 0 to -1.5 points, GPT-OSS's by
+  -5.5: its 1,024 rows an expert sit on a tile boundary, and tpsim's ``--moe-imbalance`` gives every
+  expert the busiest one's rows, where random routing leaves about half of them below the mean.
+  (The ModelZoo's long-context table measures real, dropless routing at 8-24% below the
+  force-balanced runs: not these rows' setting.)
+* the optimizer step and the expert-DP reduction: 0.05 s and 0.01 s of Qwen3-30B-A3B EP 16's
+  18.8 s step (expert DP 1; Adam over 1.9 billion parameters a GPU is ~50 GB of memory traffic).
+* the model's ends and the pipeline: every row's gap is inside its MoE layers
+  (``bench/moe_breakdown.py``); the PP 2 row's idle and transfers are 2.0 s of 22.2.
+* the inter-node dispatch: HybridEP's H100 table (deepseek-ai/DeepEP branch ``hybrid-ep``,
+  ``docs/README_Hybrid-EP.md``: 16 ranks, 4096 tokens, top 8, BF16 dispatch 37-58 GB/s and
+  combine 42-57 GB/s of deduplicated RDMA bytes through the torch API) matches the 43 GB/s tpsim's
+  EP 16 dispatch runs at (0.39 ms each).
+* CUDA graphs: the EP 16 FP8 recipe captures ``attn``, ``moe_router`` and ``moe_preprocess``
+  with Transformer Engine; Megatron-Bridge's ``docs/training/cuda-graphs.md`` reports such graphs
+  "low-teens to low-20s percent faster" on launch-bound mid-sized MoE runs and neutral on PR
+  #3868's: pricing them (the captured ops' host time removed) can only make tpsim faster.
+
 Where the gap sits (``python bench/moe_breakdown.py``, each row's MoE layer by component beside
 the time per layer its published step implies; ``python bench/moe_layer_published.py``, the MoE
 layer alone against Megatron-LM's own MoE layer benchmark on H100): at large expert shapes

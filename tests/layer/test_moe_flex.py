@@ -52,6 +52,19 @@ def test_flex_runs_four_fused_kernels_and_no_permute():
     assert "fwd.moe.sort" in ops and "fwd.moe.unsort" in ops
 
 
+def test_hybridep_gathers_every_ranks_routing_map_before_its_forward_dispatch_only():
+    """HybridEP's metadata preprocessing (module docstring): the forward dispatch waits for an
+    all-gather on ep of each rank's T_n x E bool routing map, ep T_n E bytes in all
+    (256 tokens, 8 experts, ep 4: 8,192); DeepEP and the backward gather none."""
+    d, ops = ops_of(Flex(False, "hybridep"))
+    gathers = {n: op for n, op in ops.items() if "routing" in n}
+    assert list(gathers) == ["fwd.moe.routing.all-gather"]
+    op = gathers["fwd.moe.routing.all-gather"]
+    assert (op.op, op.group, op.nbytes) == ("all-gather", "ep", d.ep * d.Tn * d.experts) == \
+        ("all-gather", "ep", 4 * 256 * 8)
+    assert not [n for n in ops_of(Flex(False, "deepep"))[1] if "routing" in n]
+
+
 @pytest.mark.parametrize("ep, nodes", [(8, 1), (16, 2), (64, 8)])
 def test_flex_kernel_is_the_two_level_dispatch_at_a_balanced_fanout(ep, nodes):
     """Priced: hierarchical_dispatch_time(T, b, place, r, R) with (r, R) =
@@ -171,13 +184,13 @@ FLEX_SYNCS = [("fwd.router.topk", "fwd.moe.dispatch")]
     (Alltoall(False, True, False), [("fwd.moe.counts", "fwd.moe.dispatch")]),
     (Alltoall(True, True, True), [("fwd.moe.counts", "fwd.moe.dispatch")]),
     (Flex(False, "deepep"), FLEX_SYNCS),
-    (Flex(True, "hybridep"), FLEX_SYNCS),
+    (Flex(True, "hybridep"), [("fwd.moe.routing.all-gather", "fwd.moe.dispatch")]),
     (AllGather(False, True), [("fwd.moe.all-gather", "fwd.moe.sort")]),
 ])
 def test_each_dispatcher_syncs_in_the_forward(moe, syncs):
     """Megatron-core's host reads the tokens per expert in the forward: the all-to-all
-    dispatcher before its all-to-all (the counts it gathered over EP), DeepEP's and HybridEP's
-    dispatch after the received counts (DeepEP's experts' reading of the dispatched tensors
+    dispatcher before its all-to-all (the counts it gathered over EP), DeepEP's dispatch after
+    the received counts, HybridEP's after the routing maps it gathered over EP (DeepEP's experts' reading of the dispatched tensors
     is not priced as a wait: :mod:`tpsim.layer.moe_host`), the
     all-gather dispatcher before the permutation (the gathered map); the backward reuses the
     counts (no sync)."""

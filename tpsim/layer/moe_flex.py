@@ -20,6 +20,14 @@ NVLink once per target GPU (DeepEP's normal kernels), not once per expert:
                              reduction of each token's expert outputs inside it (no unpermute)
     shared experts           beside, as the all-to-all slot
 
+HybridEP (``--moe-flex-backend hybridep``) sizes its forward dispatch from every rank's routing
+(deepseek-ai/DeepEP branch ``hybrid-ep``, ``HybridEPBuffer::metadata_preprocessing``, called by
+Megatron-core's ``fused_a2a.py`` ``HybridEPDispatch.forward`` without a handle): first it
+all-gathers the ranks' routing maps on ep (``Executor::allgather_routing_map``: a bool T_n x E
+map a rank, NCCL's ``all_gather_into_tensor`` across nodes, its own NVLink kernel inside one),
+the dispatch waiting for it; the metadata kernel that reads the gathered map (ep T_n E bytes) is
+left out. The backward reuses the forward's handle: no gather.
+
 Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
 combine kernel, the router's backward. The kernels run on the SMs they are given, which the
 compute beside them loses (:func:`tpsim.cost.all_to_all.flex_sm_share`: DeepEP's 20 of the
@@ -109,11 +117,20 @@ def _shared_out(B: Builder, y, s) -> str:
     return shared_add(B, y, B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens))
 
 
+def routing_maps(d: Dims):
+    """HybridEP's gathered routing maps (module docstring): ep T_n E bools, one byte each
+    (nccl-tests' all-gather size)."""
+    return d.ep * d.Tn * d.experts, (d.ep, d.Tn, d.experts), "bool"
+
+
 def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     """The flex slot's forward from the norm's output ``x`` (T_n x h); module docstring."""
     n_in = 2 if swiglu else 1
     _, topk = router_fwd(B, x)
     tokens = _shared_tokens(B, x) if moe.shared else None
+    if moe.backend == "hybridep":
+        topk = B.collective("fwd.moe.routing.all-gather", "all-gather", (topk,),
+                            size=routing_maps, group="ep")
     y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend, sync=topk,
                   host_ops=flex_dispatch_ops(moe.backend))
     s = shared_fwd(B, tokens, n_in) if moe.shared else None

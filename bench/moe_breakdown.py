@@ -40,7 +40,7 @@ GROUPS = (("attention", ("attn",)), ("expert GEMMs", ("experts.fc1", "experts.fc
           ("dense GEMMs", ("qkv", "proj", "shared.fc", "q_down", "q_up", "kv_down", "kv_up")))
 COLUMNS = ("attention", "dense GEMMs", "expert GEMMs", "FP8 casts", "router", "glue",
            "TP comm", "EP comm", "host wait")
-EP_OPS = ("dispatch", "combine")
+EP_OPS = ("dispatch", "combine", "routing")   # routing: HybridEP's routing-map all-gather
 
 
 def group_of(name: str, kind: str) -> str:

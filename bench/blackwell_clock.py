@@ -3,7 +3,7 @@
 One parameter, B200's sustained clock at its 1,000 W limit (``dgx-b200``), is fitted on one
 run: Megatron-Bridge's performance summary, container 25.11, Llama 3 8B, MXFP8, sequence 8192,
 8 GPUs, DP 8, micro-batch 2 (bench/sharded_published.py's ``8B, MXFP8, B200`` row: 29,521
-tokens/s per GPU). GB200 (1,200 W, the same die) and GB300 (1,400 W, Blackwell Ultra: 160 SMs
+tokens/s per GPU). GB200 (1,200 W, the same die) and GB300 (1,400 W, Blackwell Ultra: 152 SMs
 of the same architecture against 148, each SM's energy per operation ASSUMED the B200's) follow
 from it by :func:`tpsim.cluster.sustained.power_limited_clock` (the rate as (power above
 idle)^k, k fitted on a V100's power trace: bench/power_exponent.py). The same summary's GB200

@@ -52,11 +52,17 @@ tokens per batch (128 sequences), BF16: 380 TFLOP/s per GPU (38% MFU). The paper
 stated; it removes one layer from the first and the last stage (7 + 14 x 8 + 7 = 126 layers),
 which tpsim can split only with 1 chunk per stage. Both counts are printed.
 
-    python bench/cp_published.py
+    python bench/cp_published.py [--breakdown]
+
+``--breakdown``: under each layout, where its predicted step goes (bench/whole_job_published.py's
+``shares``).
 """
 from __future__ import annotations
 
+import sys
+
 from tpsim.training.predict import predict
+from whole_job_published import shares
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
@@ -116,13 +122,15 @@ def runs():
 
 
 def rows():
-    """(run, container, published, tpsim tokens/s per GPU, error %, fits) per published row."""
+    """(run, container, published, tpsim tokens/s per GPU, error %, fits, the step's split
+    (bench/whole_job_published.py's ``shares``)) per published row."""
     out = []
     for name, model, topo, nodes, settings, published in runs():
         p = predict(model, topo, **settings, **({"nodes": nodes} if nodes else {}))
         got = p.step.tokens_per_s / p.inputs.gpus
         for container, value in published:
-            out.append((name, container, value, got, 100 * (got / value - 1), p.memory.fits))
+            out.append((name, container, value, got, 100 * (got / value - 1), p.memory.fits,
+                        shares(p.step)))
     return out
 
 
@@ -139,13 +147,17 @@ def llama3_long_context() -> tuple[float, float]:
     return step.megatron_tflops_per_gpu, step.megatron_full_square_tflops_per_gpu
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     print("seq 8192, FP8, micro-batch 1: tokens/s per GPU (Megatron-Bridge performance summary: "
           "Llama 3.1 405B; NeMo 24.07's: Llama 3 8B and 70B)")
     print(f"{'run':64s} {'release':>8s} {'published':>9s} {'tpsim':>7s} {'error':>7s}  memory")
-    for name, container, value, got, err, fits in rows():
+    last = None
+    for name, container, value, got, err, fits, split in rows():
         print(f"{name:64s} {container:>8s} {value:9d} {got:7.0f} {err:+6.1f}%  "
               f"{'fits' if fits else 'does not fit in tpsim'}")
+        if "--breakdown" in argv and (name, split) != last:
+            print(f"    {split}")
+        last = name, split
     half, square = llama3_long_context()
     print(f"\nLlama 3 405B long context, 16,384 H100, TP 8 CP 16 (all-gather) PP 16 DP 8, "
           f"seq 131,072: published {LLAMA3_LONG_TFLOPS} TFLOP/s per GPU")
@@ -155,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

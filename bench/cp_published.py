@@ -35,6 +35,16 @@ carry; the 26.02, 26.04, 26.04.01 and 26.06 tables list that layout for GB300's 
 1,036, 1,024, 1,048), and the 26.02.01 row's TP, PP, CP and VP equal the MXFP8 row printed
 above it (TP 2 CP 2: that recipe's).
 
+NeMo 24.07's DGX-H100 pre-training table (NVIDIA/NeMo ``docs/source/performance/
+performance_summary.md`` at 9c5c5e9709, the source of bench/whole_job_published.py's NeMo rows)
+has two CP 2 rows, FP8, seq 8192, micro-batch 1, global batch 128, used in no fit: Llama 3 8B on
+8 GPUs (TP 1 PP 1, DP 4) and Llama 3 70B on 64 (TP 4 PP 4, VP 5, DP 2), CP inside the node (TP x
+CP = 8). They run as that script's NeMo rows do (NeMo-Framework-Launcher 24.07
+``examples/training/llama/h100/llama3_{8b,70b}_fp8.sh``: ``grad_sync_dtype=bf16``, Apex's
+distributed Adam, TP overlap at TP > 1); the launcher's ``conf/training/llama/llama3_*.yaml`` set
+``cross_entropy_loss_fusion: true`` (Megatron-core's own jit-fused kernels, priced as its unfused
+ones here) and VP 10 for the 70B, where the table prints VP 5 (printed as the table has it).
+
 Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
 405B on 16,384 H100s, TP 8, CP 16 (all-gather, section 3.3.2), PP 16, DP 8, seq 131,072, 16M
 tokens per batch (128 sequences), BF16: 380 TFLOP/s per GPU (38% MFU). The paper's FLOP count
@@ -42,11 +52,17 @@ tokens per batch (128 sequences), BF16: 380 TFLOP/s per GPU (38% MFU). The paper
 stated; it removes one layer from the first and the last stage (7 + 14 x 8 + 7 = 126 layers),
 which tpsim can split only with 1 chunk per stage. Both counts are printed.
 
-    python bench/cp_published.py
+    python bench/cp_published.py [--breakdown]
+
+``--breakdown``: under each layout, where its predicted step goes (bench/whole_job_published.py's
+``shares``).
 """
 from __future__ import annotations
 
+import sys
+
 from tpsim.training.predict import predict
+from whole_job_published import shares
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
@@ -85,15 +101,36 @@ RUNS = (
 )
 
 
+NEMO = dict(micro_batch=1, seq_len=8192, dtype="fp8", distributed_optimizer=True,
+            overlap_param_gather=True, grad_reduce_in_bf16=True, global_batch=128)
+NEMO_RUNS = (
+    ("Llama 3 8B, DGX-H100, 8 GPUs, TP 1 PP 1 CP 2, GBS 128", "llama3-8b", "dgx-h100",
+     None, dict(tp=1, cp=2, dp=4), (("24.07", 12273),)),
+    ("Llama 3 70B, DGX-H100, 64 GPUs, TP 4 PP 4 CP 2 (VP 5), GBS 128", "llama3-70b",
+     "dgx-h100-ndr-cluster", 8, dict(tp=4, pp=4, cp=2, dp=2, virtual_stages=5,
+                                     sequence_parallel=True, tp_comm_overlap=True),
+     (("24.07", 1524),)),
+)
+
+
+def runs():
+    """(run, model, topology, nodes, settings, published) of every row (module docstring)."""
+    bridge = tuple((name, "llama3-405b", topo, nodes, {**COMMON, **layout}, published)
+                   for name, topo, nodes, layout, published in RUNS)
+    return bridge + tuple((name, model, topo, nodes, {**NEMO, **layout}, published)
+                          for name, model, topo, nodes, layout, published in NEMO_RUNS)
+
+
 def rows():
-    """(run, container, published, tpsim tokens/s per GPU, error %, fits) per published row."""
+    """(run, container, published, tpsim tokens/s per GPU, error %, fits, the step's split
+    (bench/whole_job_published.py's ``shares``)) per published row."""
     out = []
-    for name, topo, nodes, layout, published in RUNS:
-        p = predict("llama3-405b", topo, **COMMON, **layout,
-                    **({"nodes": nodes} if nodes else {}))
+    for name, model, topo, nodes, settings, published in runs():
+        p = predict(model, topo, **settings, **({"nodes": nodes} if nodes else {}))
         got = p.step.tokens_per_s / p.inputs.gpus
         for container, value in published:
-            out.append((name, container, value, got, 100 * (got / value - 1), p.memory.fits))
+            out.append((name, container, value, got, 100 * (got / value - 1), p.memory.fits,
+                        shares(p.step)))
     return out
 
 
@@ -110,13 +147,17 @@ def llama3_long_context() -> tuple[float, float]:
     return step.megatron_tflops_per_gpu, step.megatron_full_square_tflops_per_gpu
 
 
-def main() -> None:
-    print("Llama 3.1 405B, seq 8192, FP8, micro-batch 1: tokens/s per GPU "
-          "(Megatron-Bridge performance summary)")
+def main(argv: list[str]) -> None:
+    print("seq 8192, FP8, micro-batch 1: tokens/s per GPU (Megatron-Bridge performance summary: "
+          "Llama 3.1 405B; NeMo 24.07's: Llama 3 8B and 70B)")
     print(f"{'run':64s} {'release':>8s} {'published':>9s} {'tpsim':>7s} {'error':>7s}  memory")
-    for name, container, value, got, err, fits in rows():
+    last = None
+    for name, container, value, got, err, fits, split in rows():
         print(f"{name:64s} {container:>8s} {value:9d} {got:7.0f} {err:+6.1f}%  "
               f"{'fits' if fits else 'does not fit in tpsim'}")
+        if "--breakdown" in argv and (name, split) != last:
+            print(f"    {split}")
+        last = name, split
     half, square = llama3_long_context()
     print(f"\nLlama 3 405B long context, 16,384 H100, TP 8 CP 16 (all-gather) PP 16 DP 8, "
           f"seq 131,072: published {LLAMA3_LONG_TFLOPS} TFLOP/s per GPU")
@@ -126,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

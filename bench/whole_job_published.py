@@ -26,7 +26,9 @@ it shards fp32 Adam moments and the 16-bit remainders of the fp32 master weights
 the 2 / d of the reduced shard: the 2 + 12 / d bytes and the traffic of Megatron-core's
 distributed optimizer with bf16 gradients, as these rows run.
 
-    python bench/whole_job_published.py [--fit]
+    python bench/whole_job_published.py [--fit] [--breakdown]
+
+``--breakdown``: under each run, where its predicted step goes (:func:`shares`).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from tpsim.cluster.topology import load_topology
+from tpsim.report.step import PARTS
 from tpsim.spec.model import ModelConfig, load_model
 from tpsim.training.predict import predict
 
@@ -86,7 +89,15 @@ def errors(data, topo) -> np.ndarray:
     return np.array([run(r, topo)[0] / float(r["tokens_per_s_per_gpu"]) - 1 for r in data])
 
 
-def table(data, topo) -> None:
+def shares(step) -> str:
+    """Where a predicted step goes: each part of ``tpsim predict``'s split
+    (:data:`tpsim.report.step.PARTS`) of 0.05% of the step time or more, as that share, one
+    line."""
+    parts = ((label, getattr(step, key) / step.time_s) for label, key, _ in PARTS)
+    return ", ".join(f"{label} {share:.1%}" for label, share in parts if share >= 5e-4)
+
+
+def table(data, topo, breakdown: bool = False) -> None:
     print(f"  {'run':44s} {'published':>9s} {'tpsim':>7s}  error  memory (GiB, fits)")
     for r in data:
         pred, p = run(r, topo)
@@ -97,6 +108,8 @@ def table(data, topo) -> None:
         print(f"  {name:44s} {pub:9.0f} {pred:7.0f} {pred / pub - 1:+6.1%}  "
               f"{mem.total_bytes / 2**30:5.1f} of {(mem.capacity_bytes - mem.reserved_bytes) / 2**30:.1f}"
               f" {'yes' if mem.fits else 'NO'}")
+        if breakdown:
+            print(f"      {shares(p.step)}")
 
 
 def summary(title: str, e: np.ndarray) -> str:
@@ -129,7 +142,7 @@ def main(argv: list[str]) -> int:
         print(f"sustained_clock fitted on the {len(fit)} {FIT_FAMILY} runs: {best:.3f} "
               f"(shipped {TOPOLOGY}: {topo.device.sustained_clock:g})")
         topo = with_clock(topo, best)
-    table(data, topo)
+    table(data, topo, "--breakdown" in argv)
     print(summary(f"  fitted on ({FIT_FAMILY})", errors(fit, topo)))
     print(summary("  used in no fit (NeMo 24.07)", errors(rest, topo)))
     return 0

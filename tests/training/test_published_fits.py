@@ -1,7 +1,7 @@
 """Published layouts that ran must be predicted to fit: Megatron and NeMo runs of GPT-3 175B,
 each with its own TP, PP, virtual stages, micro-batch and recomputation, Megatron-Bridge's
-Llama 3.1 405B runs (bench/cp_published.py) and Llama 3 70B FSDP, MXFP8 and NVFP4 runs
-(bench/sharded_published.py), torchtitan's Llama 3.1 8B FSDP runs."""
+Llama 3.1 405B runs and NeMo 24.07's Llama 3 CP 2 runs (bench/cp_published.py) and Llama 3 70B
+FSDP, MXFP8 and NVFP4 runs (bench/sharded_published.py), torchtitan's Llama 3.1 8B FSDP runs."""
 from __future__ import annotations
 
 import pytest
@@ -56,6 +56,18 @@ PUBLISHED |= {
     "bridge-405b-cp2-b200": _llama31_405b("dgx-b200-ndr-cluster", 4, 2, 8, global_batch=64,
                                           nodes=16),
     "bridge-405b-cp2-gb300": _llama31_405b("gb300-nvl72", 2, 8, 4, global_batch=1536),
+}
+
+# NeMo 24.07's DGX-H100 CP 2 rows (bench/cp_published.py): FP8, seq 8192, global batch 128,
+# bf16 gradients, the distributed optimizer; Llama 3 8B TP 1 DP 4, Llama 3 70B TP 4 PP 4 VP 5 DP 2
+_NEMO_CP2 = dict(topology="dgx-h100-ndr-cluster", cp=2, seq_len=8192, micro_batch=1,
+                 global_batch=128, dtype="fp8", grad_reduce_in_bf16=True,
+                 distributed_optimizer=True, overlap_param_gather=True)
+PUBLISHED |= {
+    "nemo-llama3-8b-cp2-h100": dict(_NEMO_CP2, model="llama3-8b", tp=1, dp=4),
+    "nemo-llama3-70b-cp2-h100": dict(_NEMO_CP2, model="llama3-70b", tp=4, pp=4,
+                                     virtual_stages=5, dp=2, nodes=8, sequence_parallel=True,
+                                     tp_comm_overlap=True),
 }
 
 

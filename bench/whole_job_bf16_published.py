@@ -60,10 +60,9 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
     seq, gpus, mbs = int(r["seq_len"]), int(r["gpus"]), int(r["micro_batch"])
     m = ModelConfig(name=r["model"], layers=layers, hidden=hidden, heads=heads, vocab=50368,
                     seq_len=seq, bias=True, tie_embeddings=True)
-    settings = with_framework(FRAMEWORK, {"attention": None, "eager_kernels": False,
-                                          "fsdp_fp32_params": False},
-                              {"attention": Layout().attention, "eager_kernels": False,
-                               "fsdp_fp32_params": False})
+    knobs = {"attention": None, "eager_kernels": False, "fsdp_fp32_params": False,
+             "cross_entropy": Layout().cross_entropy}
+    settings = with_framework(FRAMEWORK, knobs, dict(knobs, attention=Layout().attention))
     p = predict(m, topology, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",
                 recompute="full" if r["activation_checkpointing"] == "true" else "none",

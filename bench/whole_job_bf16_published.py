@@ -17,7 +17,9 @@ at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves ``attn_impl`
 ``triton``: llm-foundry's copy of flash-attention's ``flash_attn_triton.py`` on Triton's pre-MLIR
 compiler, not FlashAttention-2. Its kernel (``triton`` in the topologies) is fitted on its own
 A100 forward and backward timings (xformers PR #479, python bench/triton_attention_published.py);
-dgx-h100's is derived from it (topologies/dgx-h100.yaml): no H100 timing of it was found.
+dgx-h100's is derived from it (topologies/dgx-h100.yaml): no H100 timing of it was found. The
+loss is flash-attn's fused cross-entropy (``--cross-entropy xentropy``): v0.3.0's
+``ComposerMPTCausalLM`` defaults to ``loss_fn: fused_crossentropy``, which ``.[gpu]`` installs.
 
 Each row also prints attention's share of tpsim's step and the factor by which tpsim's attention
 would have to run faster to meet the published step (other terms as priced): a diagnosis of

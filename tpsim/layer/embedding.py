@@ -42,7 +42,8 @@ Around it, small kernels on the b*s tokens: the targets shifted (``torch.roll`` 
 set to -100, Composer's ``get_targets``), the ignored losses zeroed (compare, fill) and the
 mean over the counted tokens (sum, compare, sum, divide); backward: the mean's gradient, made
 contiguous, the ignored zeroed. With tp > 1 each rank all-gathers the row log-sum-exps and
-all-reduces the losses (b*s fp32 each).
+all-reduces the losses (b*s fp32 each); the small kernels that mask the labels and combine the
+log-sum-exps then are not counted (llm-foundry runs no TP).
 Built as :class:`~tpsim.layer.template.Template` s
 like a layer; priced and scheduled the same way: each small kernel costs at least its launch and
 one host dispatch, which is what the model's ends cost when the model is small.

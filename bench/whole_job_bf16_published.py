@@ -17,7 +17,9 @@ at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves ``attn_impl`
 ``triton``: llm-foundry's copy of flash-attention's ``flash_attn_triton.py`` on Triton's pre-MLIR
 compiler, not FlashAttention-2. Its kernel (``triton`` in the topologies) is fitted on its own
 A100 forward and backward timings (xformers PR #479, python bench/triton_attention_published.py);
-dgx-h100's is derived from it (topologies/dgx-h100.yaml): no H100 timing of it was found.
+dgx-h100's is derived from it (topologies/dgx-h100.yaml): no H100 timing of it was found. The
+loss is flash-attn's fused cross-entropy (``--cross-entropy xentropy``): v0.3.0's
+``ComposerMPTCausalLM`` defaults to ``loss_fn: fused_crossentropy``, which ``.[gpu]`` installs.
 
 Each row also prints attention's share of tpsim's step and the factor by which tpsim's attention
 would have to run faster to meet the published step (other terms as priced): a diagnosis of
@@ -60,10 +62,9 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
     seq, gpus, mbs = int(r["seq_len"]), int(r["gpus"]), int(r["micro_batch"])
     m = ModelConfig(name=r["model"], layers=layers, hidden=hidden, heads=heads, vocab=50368,
                     seq_len=seq, bias=True, tie_embeddings=True)
-    settings = with_framework(FRAMEWORK, {"attention": None, "eager_kernels": False,
-                                          "fsdp_fp32_params": False},
-                              {"attention": Layout().attention, "eager_kernels": False,
-                               "fsdp_fp32_params": False})
+    knobs = {"attention": None, "eager_kernels": False, "fsdp_fp32_params": False,
+             "cross_entropy": Layout().cross_entropy}
+    settings = with_framework(FRAMEWORK, knobs, dict(knobs, attention=Layout().attention))
     p = predict(m, topology, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",
                 recompute="full" if r["activation_checkpointing"] == "true" else "none",

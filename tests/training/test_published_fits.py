@@ -110,12 +110,12 @@ PUBLISHED |= {
 
 # llm-foundry's MPT-30B benchmarks (scripts/train/benchmarking/README.md, b2a43a147): PyTorch
 # FSDP FULL_SHARD over 8 GPUs, block checkpointing, 21 gradient accumulations; FSDP's fp32 shards
-# are the master weights (the llm-foundry preset's --fsdp-fp32-params,
-# bench/whole_job_bf16_published.py)
+# are the master weights (the llm-foundry preset's --fsdp-fp32-params; its loss is flash-attn's
+# --cross-entropy xentropy, bench/whole_job_bf16_published.py)
 MPT_30B = ModelConfig(name="mpt-30b", layers=48, hidden=7168, heads=56, vocab=50368,
                       seq_len=8192, bias=True, tie_embeddings=True)
 _MPT = dict(model=MPT_30B, tp=1, dp=8, zero=3, dtype="bf16", recompute="full",
-            attention="triton", fsdp_fp32_params=True)
+            attention="triton", fsdp_fp32_params=True, cross_entropy="xentropy")
 PUBLISHED |= {
     "llm-foundry-mpt-30b-h100-seq8192": dict(_MPT, topology="dgx-h100", micro_batch=1,
                                              global_batch=8 * 21),

@@ -218,6 +218,25 @@ def test_fused_cross_entropy_streams_the_logits_fewer_times():
     assert gather == [3 * 2 * 1024 * 4 * 2]
 
 
+def test_flash_attn_cross_entropy_reads_the_logits_twice_forward_and_once_backward():
+    """flash-attn's xentropy (llm-foundry's fused_crossentropy): the forward kernel reads the
+    L = b s V / tp bf16 logits twice (max, then sum of exponentials), 4 bytes each; the
+    backward reads them and writes the gradient, 4; across tp ranks an all-gather of the
+    b s fp32 log-sum-exps and an all-reduce of the b s fp32 losses."""
+    m = gpt()
+    sim, pricing = simulate_layer(m, TOPO, 2, 2, 1024, "bf16", False, 0.1, "fused")
+    logits = 2 * 1024 * m.padded_vocab(2) / 2
+    _, plain = terms.model_ends(sim, pricing, 2, False, 0.1)
+    _, xe = terms.model_ends(sim, pricing, 2, False, 0.1, "xentropy")
+    assert _logit_bytes(xe, "forward") == 4 * logits
+    assert _logit_bytes(xe, "backward") == 4 * logits
+    assert xe.flops == plain.flops
+    comm = {r.name: r.comm_bytes for r in xe.op_rows()
+            if r.kind == "collective" and "cross_entropy" in r.name}
+    assert comm == {"fwd.cross_entropy.lse.all-gather": 2 * 1024 * 4 * 2,
+                    "fwd.cross_entropy.loss.all-reduce": 2 * 1024 * 4}
+
+
 # ---- the simulation and the search's bound read the same functions
 
 LAYOUT = dict(tp=2, pp=2, dp=2, virtual_stages=1, micro_batch=1, sequence_parallel=False,

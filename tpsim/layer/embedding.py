@@ -30,6 +30,20 @@ it keeps for backward: b*s x vocab/tp x bytes per element, not the fp32 softmax;
 PR #3193 of July 2026, keeps an fp32 gradient instead); besides, four
 small kernels (zeroing the loss, the row statistics and the count; clamping the count). Backward
 is ``element_mul_kernel``, the stored gradient times the per-token output gradient, in place.
+
+flash-attn's fused cross-entropy (``cross_entropy="xentropy"``: ``flash_attn.losses.
+cross_entropy.CrossEntropyLoss`` on its ``xentropy_cuda_lib``, apex's softmax_xentropy kernel,
+``csrc/xentropy/xentropy_kernel.cu`` as of flash-attn v1.0.9; llm-foundry v0.3.0's default
+``loss_fn: fused_crossentropy``) is one kernel each way over the logits in their own dtype: the
+forward reads each row twice (``ilpReduce`` for the max, again for the sum of exponentials) and
+writes the loss and the log-sum-exp (fp32 per row), keeping the logits for the backward; the
+backward reads them once and writes the gradient (``inplace_backward`` off: a new tensor).
+Around it, small kernels on the b*s tokens: the targets shifted (``torch.roll`` and the last
+set to -100, Composer's ``get_targets``), the ignored losses zeroed (compare, fill) and the
+mean over the counted tokens (sum, compare, sum, divide); backward: the mean's gradient, made
+contiguous, the ignored zeroed. With tp > 1 each rank all-gathers the row log-sum-exps and
+all-reduces the losses (b*s fp32 each); the small kernels that mask the labels and combine the
+log-sum-exps then are not counted (llm-foundry runs no TP).
 Built as :class:`~tpsim.layer.template.Template` s
 like a layer; priced and scheduled the same way: each small kernel costs at least its launch and
 one host dispatch, which is what the model's ends cost when the model is small.
@@ -52,6 +66,9 @@ CE_GRAD_KERNELS = 6         # backward: arange, mask.float, 1 - mask, gather, su
 LOSS_FWD_KERNELS = 6        # loss_func: float, mask float, mask sum, mul, sum, cat
 LOSS_BWD_KERNELS = 3
 TE_CE_SMALL_KERNELS = 4     # TE's fused cross-entropy: zeros (loss, row statistics, count), clamp
+XENTROPY_TARGET_KERNELS = 2      # flash-attn's: roll the labels, set the last to -100
+XENTROPY_LOSS_FWD_KERNELS = 6    # labels == ignored, masked_fill; mean: sum, !=, sum, div
+XENTROPY_LOSS_BWD_KERNELS = 4    # the mean's gradient, contiguous, labels == ignored, masked_fill
 
 # Built once per switch set and kept: other memos key on a template's identity.
 _TEMPLATES = Memo("embedding and output templates", 256, lru=True)
@@ -175,8 +192,28 @@ def _te_cross_entropy_bwd(B: Builder, x) -> str:
                      forward_of="fwd.cross_entropy")
 
 
+def _xentropy_fwd(B: Builder, x) -> str:
+    """flash-attn's fused cross-entropy forward: 2 reads of the logits in their dtype, which it
+    keeps; with tp > 1 an all-gather and an all-reduce of b*s fp32 (module doc)."""
+    name = "fwd.cross_entropy"
+    x = small_kernels(B, f"{name}.targets", XENTROPY_TARGET_KERNELS, x)
+    x = B.eltwise(name, lambda d: _logits(d, 2 * d.bpe), (x,),
+                  saved=lambda d: d.T * d.vocab * d.bpe)      # the logits, kept
+    x = B.collective(f"{name}.lse.all-gather", "all-gather", (x,),
+                     size=lambda d: (d.T * FP32 * d.tp, (d.T,), "fp32"))
+    x = B.collective(f"{name}.loss.all-reduce", "all-reduce", (x,), size=_ce_reduction)
+    return small_kernels(B, "fwd.loss", XENTROPY_LOSS_FWD_KERNELS, x)
+
+
+def _xentropy_bwd(B: Builder, x) -> str:
+    x = small_kernels(B, "bwd.loss", XENTROPY_LOSS_BWD_KERNELS, x)
+    return B.eltwise("bwd.cross_entropy", lambda d: _logits(d, 2 * d.bpe), (x,),
+                     forward_of="fwd.cross_entropy")
+
+
 CROSS_ENTROPY = {"unfused": (_cross_entropy_fwd, _cross_entropy_bwd),
-                 "te": (_te_cross_entropy_fwd, _te_cross_entropy_bwd)}
+                 "te": (_te_cross_entropy_fwd, _te_cross_entropy_bwd),
+                 "xentropy": (_xentropy_fwd, _xentropy_bwd)}
 
 
 def output_template(tp_group: bool, sp: bool, norm: bool = True,

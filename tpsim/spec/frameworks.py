@@ -40,7 +40,10 @@ user's value.
   ``--zero 3``. MPT's elementwise kernels are PyTorch's own fused ones (``F.layer_norm``, one
   GELU kernel, a residual add; dropout 0 runs no kernel), priced as tpsim's fused kernels, not
   as ``--eager-kernels``' Llama ones; layer_norm's backward pass for its weight and bias (a
-  second read of x and dy) is not counted. No Transformer Engine in bf16.
+  second read of x and dy) is not counted. The loss is flash-attn's fused cross-entropy
+  (``--cross-entropy xentropy``): ``ComposerMPTCausalLM``'s default ``loss_fn:
+  fused_crossentropy`` (``llmfoundry/models/mpt/modeling_mpt.py`` at v0.3.0), installed by
+  ``.[gpu]`` (``xentropy-cuda-lib`` of flash-attn v1.0.9). No Transformer Engine in bf16.
 
 Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
 beside the weight-gradient GEMM, as in Megatron-core's
@@ -57,7 +60,8 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
     "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
-    "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True},
+    "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True,
+                    "cross_entropy": "xentropy"},
 }
 _NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),
           ("fp8_param_gather", False, "Transformer Engine's fp8 parameters"),

@@ -27,7 +27,7 @@ from .sharding import check_sharding
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
 MOE_DISPATCHERS = ("alltoall", "allgather", "flex")  # Megatron-core's moe_token_dispatcher_type
 FLEX_BACKENDS = ("deepep", "hybridep")   # Megatron-core's moe_flex_dispatcher_backend
-CROSS_ENTROPIES = ("unfused", "te")                   # tpsim.layer.embedding.CROSS_ENTROPY
+CROSS_ENTROPIES = ("unfused", "te", "xentropy")                   # tpsim.layer.embedding.CROSS_ENTROPY
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 RECOMPUTE_MODES = RECOMPUTE + ("op",)          # and torchtitan's by operation (not searched)
 # Megatron-core's --recompute-modules (transformer_config.py) and --recompute-method
@@ -76,7 +76,8 @@ class Layout:
         "unfused", "the loss's cross-entropy kernels: unfused (Megatron-core's vocab-parallel "
         "cross-entropy over fp32 logits) or te (Transformer Engine's fused kernels, Megatron-"
         "core's --cross-entropy-loss-fusion with --cross-entropy-fusion-impl te, as Megatron-"
-        "Bridge's recipes run; tpsim.layer.embedding)", flag="--cross-entropy", kind="choice",
+        "Bridge's recipes run) or xentropy (flash-attn's fused kernel, llm-foundry's "
+        "fused_crossentropy; tpsim.layer.embedding)", flag="--cross-entropy", kind="choice",
         choices=CROSS_ENTROPIES)
     recompute: str = setting("none", "activation recomputation (selective: the modules of "
                              "--recompute-modules, by default the unfused attention core; full: "

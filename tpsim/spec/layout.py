@@ -132,6 +132,18 @@ class Layout:
         "transpose, no bf16 copy; MXFP8, NVFP4: their row-wise and column-wise copies), "
         "all-gathered quantized by the distributed optimizer; needs --dtype fp8, mxfp8 or "
         "nvfp4 (Megatron-LM's own flag; --fp4-param-gather for NVFP4)", "--fp8-param-gather")
+    async_tensor_model_parallel_allreduce: bool = _flag(
+        True, "the backward's TP all-reduce of the input gradient runs beside the weight-gradient "
+        "GEMM (False: after it, as Megatron-LM before September 2021; tpsim.layer.linears)",
+        "--async-tensor-model-parallel-allreduce",
+        help="the backward's TP all-reduce after the weight-gradient GEMM, not beside it "
+             "(Megatron-LM's own flag; its default before September 2021)")
+    gradient_accumulation_fusion: bool = _flag(
+        True, "the weight-gradient GEMMs accumulate into the main gradient (False: each writes a "
+        "new 16-bit gradient that autograd adds into the parameter's, as Megatron-LM before "
+        "February 2022; tpsim.layer.linears)", "--gradient-accumulation-fusion",
+        help="each weight-gradient GEMM writes a new gradient that a kernel of its own adds into "
+             "the parameter's (Megatron-LM's own flag; its only way before February 2022)")
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")

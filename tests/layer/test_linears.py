@@ -3,10 +3,13 @@ all-reduce of the input gradient after the weight-gradient GEMM, and each new we
 added into the parameter's 16-bit ``.grad`` by a kernel of its own."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tpsim.layer.dims import layer_dims
 from tpsim.layer.graph import layer_template
+from tpsim.spec.layout import Layout
 from tpsim.spec.model import ModelConfig
 from tpsim.training.predict import predict
 
@@ -58,3 +61,17 @@ def test_the_2021_backward_is_slower_and_one_switch_each_adds():
                      gradient_accumulation_fusion=f, **kw).step.time_s
              for a, f in ((False, True), (True, False), (False, False))]
     assert both < steps[0] < steps[2] and both < steps[1] < steps[2]
+
+
+@pytest.mark.parametrize("global_batch, share", [(None, 0.0), (2, 0.0), (8, 0.75), (64, 31 / 32)])
+def test_a_steps_first_micro_batch_adds_nothing(global_batch, share):
+    """Of m micro-batches, the first keeps its new gradient (AccumulateGrad): the adds run on
+    m - 1, priced as (m - 1)/m of one per micro-batch (dp 2, micro-batch 1: m = global/2)."""
+    lay = Layout(tp=TP, dp=2, global_batch=global_batch, gradient_accumulation_fusion=False)
+    assert lay.backward == (True, False, share)
+    assert Layout(tp=TP, dp=2, global_batch=global_batch).backward == (True, True, 1.0)
+    dims = dataclasses.replace(layer_dims(MODEL, TP, B, S, "fp16"), grad_adds=share)
+    tpl = layer_template(True, attention="unfused", bias=True, backward=(True, False))
+    g = tpl.digraph(dims, tp=TP, dropout=0.1)
+    adds = sum(a["op"].nbytes for n, a in g.nodes(data=True) if n.endswith(".grad_accumulate"))
+    assert adds == pytest.approx(share * 3 * 2 * 12 * H * H / TP)

@@ -183,12 +183,13 @@ def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps
 def grad_accumulate(B: Builder, name: str, size, wgrad) -> str:
     """Autograd's add of a linear's new weight gradient into the parameter's 16-bit ``.grad``
     (Megatron-LM without gradient accumulation fusion; PyTorch's AccumulateGrad, in place):
-    read both, write one, 3 k n bpe bytes for the (k x n) weight. A step's first micro-batch
-    has no gradient to add to (AccumulateGrad keeps the new one): priced on every micro-batch,
-    one add per weight per step too many."""
+    read both, write one, 3 k n bpe bytes for the (k x n) weight, on (m - 1) of a step's m
+    micro-batches (the first has no gradient to add to: AccumulateGrad keeps the new one), so
+    ``d.grad_adds`` = (m - 1)/m of it per micro-batch (one micro-batch: no bytes, the launches
+    still counted)."""
     def add(d):
         m, n, k = size(d)
-        return k, n, 3 * k * n * d.bpe
+        return k, n, 3 * k * n * d.bpe * d.grad_adds
     return B.eltwise(f"bwd.{name}.grad_accumulate", add, (wgrad,), forward_of=f"fwd.{name}")
 
 

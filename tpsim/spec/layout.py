@@ -310,6 +310,15 @@ class Layout:
         """Micro-batches per step: global_batch / (micro_batch x dp) (1 when not given)."""
         return 1 if self.global_batch is None else self.global_batch // self.per_step
 
+    @property
+    def backward(self) -> tuple[bool, bool, float]:
+        """The linears' backward (tpsim.layer.linears): the TP all-reduce of the input gradient
+        beside wgrad, the gradient accumulation fusion, and without it the share of micro-batches
+        whose weight gradients are added into an earlier one's, (m - 1)/m."""
+        fused = self.gradient_accumulation_fusion
+        return (self.async_tensor_model_parallel_allreduce, fused,
+                1.0 if fused else 1 - 1 / self.micro_batches)
+
     def predict_kwargs(self) -> dict:
         """The keyword form of this layout: the fields set away from their defaults, which
         ``tpsim.predict(model, topology, **layout.predict_kwargs())`` takes."""

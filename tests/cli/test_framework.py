@@ -35,8 +35,10 @@ def test_older_stacks_are_their_knobs(capsys, name):
     code, out, _ = step(capsys, "--framework", name)
     assert code == 0
     want = predict("gpt3-13b", "dgx-a100-hdr-cluster", tp=4, pp=2, dp=2, global_batch=32,
-                   overlap_grad_reduce=False, scatter_gather_p2p=True)
+                   **FRAMEWORKS[name])
     assert json.loads(out)["step"]["time_s"] == want.step.time_s
+    assert FRAMEWORKS[name]["overlap_grad_reduce"] is False
+    assert FRAMEWORKS[name]["scatter_gather_p2p"] is True
     assert json.loads(out)["inputs"]["overlap_grad_reduce"] is False
 
 

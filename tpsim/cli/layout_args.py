@@ -144,8 +144,9 @@ def add_framework_argument(parser) -> None:
     parser.add_argument("--framework", default=None, choices=tuple(FRAMEWORKS),
                         help="the knobs of a training stack, where not set: megatron-core "
                              "(the defaults), megatron-lm-2021 (gradients reduced after the "
-                             "backward, scatter/gather p2p), megatron-deepspeed (the same, "
-                             "1F1B only)")
+                             "backward, scatter/gather p2p, TP all-reduce after wgrad, no "
+                             "gradient accumulation fusion), megatron-deepspeed (gradients "
+                             "reduced after the backward, scatter/gather p2p, 1F1B only)")
 
 
 def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:

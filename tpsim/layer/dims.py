@@ -48,6 +48,8 @@ class Dims:
     load: float = 1.0   # tokens of the busiest expert over the mean, after any capacity drop
     window: int = 0     # sliding-window attention's keys (0: full causal attention) ...
     windowed: float = 1.0   # ... on this share of the layers the simulated one stands for
+    grad_adds: float = 1.0  # share of micro-batches adding their weight gradients into the
+    #                         step's earlier ones' (m - 1)/m, where the adds are kernels apart
 
     @property
     def bpe(self) -> int:

@@ -217,7 +217,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
-                   modules: tuple[str, ...] | None = None) -> Template:
+                   modules: tuple[str, ...] | None = None,
+                   backward: tuple[bool, bool] = (True, True)) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -239,6 +240,9 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
     fused attention, no biases, no TP overlap, no context parallelism. ``eager``: PyTorch
     eager's elementwise kernels (:mod:`tpsim.layer.eager`), as torchtitan without compile.
+    ``backward``: (the TP all-reduce of the input gradient beside the wgrad GEMM, the wgrad
+    GEMMs accumulating into the main gradient); (False, False) is Megatron-LM of 2021
+    (:mod:`tpsim.layer.linears`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -252,19 +256,21 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
            bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 or mla else ()) + \
         ((mla,) if mla else ())
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
-    extra = (("eager",) if eager else ()) + ((modules,) if modules else ())
-    return _TEMPLATES.get(key + extra, _build, key, eager, modules)
+    extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
+        ((backward,) if backward != (True, True) else ())
+    return _TEMPLATES.get(key + extra, _build, key, eager, modules, backward)
 
 
-def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None) -> Template:
-    return _layer_template(*key, eager=eager, modules=modules)
+def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, backward) -> Template:
+    return _layer_template(*key, eager=eager, modules=modules, backward=backward)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
-                    eager=False, modules=None) -> Template:
+                    eager=False, modules=None, backward=(True, True)) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     B.eager, B.expert_bias = eager, bool(moe and bias)
+    B.async_dgrad, B.grad_fusion = backward
     B.load_balancing = getattr(moe, "load_balancing", "none")
     x = None
     if "attention" in blocks:

@@ -9,6 +9,13 @@ backward, with SP the output gradient is all-gathered first. Issue order is Mega
 (LinearWithGradAccumulationAndAsyncCommunication): dgrad, then the async collective, then wgrad,
 which accumulates into the fp32 main gradient. Under FP8 (Transformer Engine) the 16-bit inputs
 and output gradients are cast to fp8 first (:func:`fp8_cast`) and the GEMMs run in fp8.
+
+Megatron-LM of 2021 (``mpu/layers.py`` before its September 2021 async all-reduce and February
+2022 gradient accumulation fusion) ran the backward as PyTorch autograd orders ``F.linear``'s:
+dgrad and wgrad in one node, then the TP all-reduce of the input gradient (the backward of
+``copy_to_tensor_model_parallel_region``), synchronous, after wgrad (``B.async_dgrad`` False);
+and each wgrad GEMM writes a new 16-bit gradient that AccumulateGrad adds into the parameter's
+``.grad`` (:func:`grad_accumulate`, ``B.grad_fusion`` False).
 """
 from __future__ import annotations
 
@@ -163,12 +170,27 @@ def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps
     fwd = f"fwd.{name}"
     if linear:
         grads = (fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grads),)
-    dgrad_size, wgrad_size = _dgrad_size(size), _wgrad_size(size)
+    dgrad_size, wgrad_size = _dgrad_size(size), _wgrad_size(size, B.grad_fusion)
     dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd, linear=linear)
     after = between(dgrad) if between else None
     wgrad = B.gemm(f"bwd.{name}.wgrad", wgrad_size, (*grads, *wgrad_deps), forward_of=fwd,
                    linear=linear)
+    if not B.grad_fusion:
+        wgrad = grad_accumulate(B, name, size, wgrad)
     return after if between else dgrad, wgrad
+
+
+def grad_accumulate(B: Builder, name: str, size, wgrad) -> str:
+    """Autograd's add of a linear's new weight gradient into the parameter's 16-bit ``.grad``
+    (Megatron-LM without gradient accumulation fusion; PyTorch's AccumulateGrad, in place):
+    read both, write one, 3 k n bpe bytes for the (k x n) weight, on (m - 1) of a step's m
+    micro-batches (the first has no gradient to add to: AccumulateGrad keeps the new one), so
+    ``d.grad_adds`` = (m - 1)/m of it per micro-batch (one micro-batch: no bytes, the launches
+    still counted)."""
+    def add(d):
+        m, n, k = size(d)
+        return k, n, 3 * k * n * d.bpe * d.grad_adds
+    return B.eltwise(f"bwd.{name}.grad_accumulate", add, (wgrad,), forward_of=f"fwd.{name}")
 
 
 def _dgrad_size(size):
@@ -179,11 +201,12 @@ def _dgrad_size(size):
     return dgrad
 
 
-def _wgrad_size(size):
-    """dW = X^T dY, (k x m) @ (m x n), accumulated into the fp32 main gradient."""
+def _wgrad_size(size, fused: bool = True):
+    """dW = X^T dY, (k x m) @ (m x n), accumulated into the fp32 main gradient (``fused``), or
+    written as a new gradient."""
     def wgrad(d):
         m, n, k = size(d)
-        return k, n, m, 1, True
+        return k, n, m, 1, fused
     return wgrad
 
 
@@ -221,8 +244,12 @@ def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool, is_lin
                                forward_of=gathered, size=gathered_input if is_linear else None),)
     op = sp_reduce_op(B.sp)
 
-    def reduce(dgrad):
+    def reduce(dgrad, *after):
         conj = gathered if B.sp else f"fwd.{linear}"
-        return B.collective(f"bwd.{linear}.{op}", op, (dgrad,), forward_of=conj)
+        return B.collective(f"bwd.{linear}.{op}", op, (dgrad, *after), forward_of=conj)
+    if not B.async_dgrad:    # Megatron-LM 2021: after wgrad, autograd's order (module doc)
+        dgrad, wgrad = linear_backward(B, linear, size, grads, wgrad_deps=inputs,
+                                       linear=is_linear)
+        return reduce(dgrad, wgrad), wgrad
     return linear_backward(B, linear, size, grads, between=reduce, wgrad_deps=inputs,
                            linear=is_linear)

@@ -80,6 +80,8 @@ class Builder:
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
         self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
+        self.async_dgrad = True    # TP all-reduce of dX beside wgrad (tpsim.layer.linears)
+        self.grad_fusion = True    # wgrad accumulates into the main gradient (the same)
         self.tp_overlap = self.tp = tp_overlap
         self.phase = "forward"
         self.block = ""

@@ -11,7 +11,10 @@ user's value.
   Model Training on GPU Clusters Using Megatron-LM", ran it): the gradients all-reduced after
   the whole backward (``megatron/model/distributed.py``'s allreduce_gradients, called from
   train_step once the backward is done), the scatter/gather optimisation of the p2p
-  activations (section 4.1: each TP rank sends 1/t, the next stage all-gathers), no
+  activations (section 4.1: each TP rank sends 1/t, the next stage all-gathers), the
+  backward's TP all-reduce after the weight-gradient GEMM (``mpu/layers.py``: the async one
+  came in September 2021), each weight gradient written anew and added into the parameter's
+  fp16 ``.grad`` by autograd (gradient accumulation fusion came in February 2022), no
   distributed optimizer (Megatron-LM added it in 2022) and no TP communication overlap
   (Transformer Engine, 2023).
 * ``megatron-deepspeed`` (Megatron-DeepSpeed on DeepSpeed's pipeline engine, as BLOOM and
@@ -56,7 +59,9 @@ from ..base.errors import ConfigError
 
 FRAMEWORKS: dict[str, dict] = {
     "megatron-core": {},
-    "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
+    "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
+                         "async_tensor_model_parallel_allreduce": False,
+                         "gradient_accumulation_fusion": False},
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
     "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},

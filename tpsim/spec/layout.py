@@ -133,6 +133,18 @@ class Layout:
         "transpose, no bf16 copy; MXFP8, NVFP4: their row-wise and column-wise copies), "
         "all-gathered quantized by the distributed optimizer; needs --dtype fp8, mxfp8 or "
         "nvfp4 (Megatron-LM's own flag; --fp4-param-gather for NVFP4)", "--fp8-param-gather")
+    async_tensor_model_parallel_allreduce: bool = _flag(
+        True, "the backward's TP all-reduce of the input gradient runs beside the weight-gradient "
+        "GEMM (False: after it, as Megatron-LM before September 2021; tpsim.layer.linears)",
+        "--async-tensor-model-parallel-allreduce",
+        help="the backward's TP all-reduce after the weight-gradient GEMM, not beside it "
+             "(Megatron-LM's own flag; its default before September 2021)")
+    gradient_accumulation_fusion: bool = _flag(
+        True, "the weight-gradient GEMMs accumulate into the main gradient (False: each writes a "
+        "new 16-bit gradient that autograd adds into the parameter's, as Megatron-LM before "
+        "February 2022; tpsim.layer.linears)", "--gradient-accumulation-fusion",
+        help="each weight-gradient GEMM writes a new gradient that a kernel of its own adds into "
+             "the parameter's (Megatron-LM's own flag; its only way before February 2022)")
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")
@@ -298,6 +310,15 @@ class Layout:
     def micro_batches(self) -> int:
         """Micro-batches per step: global_batch / (micro_batch x dp) (1 when not given)."""
         return 1 if self.global_batch is None else self.global_batch // self.per_step
+
+    @property
+    def backward(self) -> tuple[bool, bool, float]:
+        """The linears' backward (tpsim.layer.linears): the TP all-reduce of the input gradient
+        beside wgrad, the gradient accumulation fusion, and without it the share of micro-batches
+        whose weight gradients are added into an earlier one's, (m - 1)/m."""
+        fused = self.gradient_accumulation_fusion
+        return (self.async_tensor_model_parallel_allreduce, fused,
+                1.0 if fused else 1 - 1 / self.micro_batches)
 
     def predict_kwargs(self) -> dict:
         """The keyword form of this layout: the fields set away from their defaults, which

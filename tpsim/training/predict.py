@@ -32,7 +32,7 @@ from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
-from ..spec.precision import precision, precision_key
+from ..spec.precision import LOW_PRECISION, precision, precision_key
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
@@ -49,7 +49,6 @@ from .flops import megatron_flops
 from .moe_overlap import moe_part
 from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
-from ..spec.precision import LOW_PRECISION
 from . import terms
 from ..cluster.sustained import sustained
 from ..cluster.topology import Topology, load_topology
@@ -118,7 +117,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
-                   flex_backend: str = "deepep"):
+                   flex_backend: str = "deepep", backward: tuple = (True, True, 1.0)):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
@@ -126,7 +125,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
     seq_len / cp tokens; ``eager``: PyTorch eager's elementwise kernels
     (:mod:`tpsim.layer.eager`); ``modules``: what selective recomputation re-runs (None:
-    core_attn, :mod:`tpsim.layer.recompute_modules`)."""
+    core_attn, :mod:`tpsim.layer.recompute_modules`); ``backward``: ``layer_template``'s and the
+    share of micro-batches whose weight gradients are added apart (Dims.grad_adds)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
                       cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
@@ -135,9 +135,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
             raise ConfigError("--tp-comm-overlap", "", "off with an MoE model (its expert "
                               "slot's collectives are not overlapped)", True)
         slot = 2 if m.shared_experts else 1
-        folded = slot_of(dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp,
-                         m.load_balancing) \
-            if experts is not None else None
+        folded = None if experts is None else slot_of(
+            dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp, m.load_balancing)
         if folded is not None:
             dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,
                                  dtype, sequence_parallel, load)
@@ -151,7 +150,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         raise ConfigError(flag, "", "fused attention without TP overlap or context parallelism: "
                           "multi-head latent attention is priced so",
                           {"--attention": attention, "--cp": cp}.get(flag, True))
-    window = window_fields(m, bool(moe), attention, cp)
+    window = window_fields(m, bool(moe), attention, cp) | \
+        ({"grad_adds": backward[2]} if backward[2] != 1 else {})
     dims = dataclasses.replace(dims, **window) if window else dims
     a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
         if cp_comm == "a2a+p2p" else 1
@@ -160,7 +160,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager,
-                         modules=modules)
+                         modules=modules, backward=backward[:2])
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
     pricing = Pricing(sustained(topo), par,
                       subgroups={**groups, **(subgroups(dense, a) if cp > 1 else {})})
@@ -184,7 +184,7 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
                           expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
-                          lay.moe_flex_backend)
+                          lay.moe_flex_backend, lay.backward)
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

@@ -80,6 +80,7 @@ class Builder:
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
         self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
+        self.qk_norm = False   # an RMSNorm on each head's query and key (tpsim.layer.qk_norm)
         self.tp_overlap = self.tp = tp_overlap
         self.phase = "forward"
         self.block = ""

@@ -15,9 +15,17 @@ off):
 * "HybridEP Production-Shape Benchmark" (2026-07-25): the flex dispatcher with HybridEP, the
   router force-balanced, Transformer Engine's CUDA graphs of ``moe_router`` and
   ``moe_preprocess``: 24.71 s without (iterations 5-20), 20.99 s with (iterations 41-50;
-  21.07 s in its search run). Its Nsight comparison: with the overlap, 3,959 ms of rank 0's
-  communication ran beside a GEMM or the attention (36.6% of it; 9 ms without), and the GPU's
-  busy time fell from 22.82 s to 21.22 s.
+  21.07 s in its search run). Its Nsight comparison (rank 0, the same 463,348 kernels):
+  3,959 ms of communication ran beside a GEMM or the attention with the overlap, 36.55% of
+  it, and 9.079 ms (0.11%) without: the communication kernels ran 10.83 s and 8.25 s a step,
+  and the GPU was busy 21.22 s and 22.82 s (so about 14.4-14.6 s of other kernels either way).
+  tpsim's MoE layers put 5.04 s a step on the communication stream (the distributed
+  optimizer's exchange of the ~1.5 billion dense parameters adds ~0.1-0.2 s), and hide 3.66 s of it
+  beside the compute with the overlap (:func:`profile_rows`): what the overlap hides matches
+  the profile, the communication kernels' own time does not (their transfer at HybridEP's
+  published H100 bandwidth is what tpsim prices, ``bench/moe_published.py``: the rest is
+  time inside the kernels that no transfer accounts for, such as waiting for the other
+  ranks).
 
 NVIDIA's Megatron-MoE-ModelZoo (``best_practice/qwen3/readme.md``, H100 table, Megatron-LM
 moe_dev f3e6c5): Qwen3-235B-A22B on 256 H100, BF16, DeepEP across 4 nodes, TP 2 PP 8 VP 4
@@ -35,6 +43,7 @@ overlap: the seconds saved are compared beside it.
 from __future__ import annotations
 
 from moe_published import BRIDGE_BF16, TOPOLOGY, ZOO_COMMON, ZOO_ROWS
+from tpsim.spec.model import load_model
 from tpsim.training.predict import predict
 
 _, _QWEN30B, _NODES, _BF16_EP16, _ = BRIDGE_BF16
@@ -60,6 +69,21 @@ def pair_rows():
     return out
 
 
+def profile_rows():
+    """(overlap, tpsim's communication-stream seconds a step in the MoE layers and the part of
+    them beside the compute, the profile's) of the HybridEP pair: the layer's comm busy time
+    times its layers and micro-batches; hidden = that less the step's exposed EP time."""
+    label, model, nodes, layout, _, _ = PAIRS[1]
+    published = {False: (8.25, 0.009), True: (10.83, 3.959)}
+    out = []
+    for ov in (False, True):
+        p = predict(model, TOPOLOGY, nodes=nodes, **{**layout, "overlap_moe_comm": ov})
+        runs = load_model(model).layers * p.inputs.micro_batches   # PP 1: every layer
+        comm = p.layer.comm_s * runs
+        out.append((ov, comm, comm - p.step.ep_comm_exposed_s, *published[ov]))
+    return out
+
+
 def main() -> None:
     print(f"{'EP overlap, step seconds':52s} {'without':>15s} {'with':>15s} "
           f"{'saved s':>13s} {'speed-up':>15s}")
@@ -68,7 +92,11 @@ def main() -> None:
     for label, t_off, t_on, off, on in pair_rows():
         print(f"{label:52s} {t_off:7.2f} {off:7.2f} {t_on:7.2f} {on:7.2f} "
               f"{t_off - t_on:6.2f} {off - on:6.2f} {t_off / t_on - 1:+7.1%} {off / on - 1:+7.1%}")
-
+    print(f"\n{'HybridEP pair, rank 0, a step':52s} {'communication s':>15s} "
+          f"{'beside compute':>15s}")
+    for ov, comm, hidden, pub, pub_hidden in profile_rows():
+        print(f"{'  with the overlap' if ov else '  without':52s} {comm:7.2f} {pub:7.2f} "
+              f"{hidden:7.2f} {pub_hidden:7.2f}")
 
 if __name__ == "__main__":
     main()

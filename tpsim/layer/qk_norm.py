@@ -16,7 +16,9 @@ T = b s tokens (all of them: after the QKV GEMM, whose SP all-gather came before
 q = heads/tp x d and kv = kv_heads/tp x d per rank, bpe the activations' bytes; each keeps its
 input for its backward (T q and T kv elements; the rows' fp32 reciprocal RMS, 4 bytes a head
 and token, left out as for the layer's norms). The 2 d weights are not counted in the
-parameters (under 1e-5 of a Qwen3 layer's).
+parameters (under 1e-5 of a Qwen3 layer's). Priced in the training layer
+(:func:`tpsim.layer.graph.layer_template`); the serving layer (:mod:`tpsim.layer.infer_graph`,
+whose engines fuse their own norms and rotary embedding) leaves it out.
 """
 from __future__ import annotations
 

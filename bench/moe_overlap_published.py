@@ -25,7 +25,9 @@ off):
   the profile, the communication kernels' own time does not (their transfer at HybridEP's
   published H100 bandwidth is what tpsim prices, ``bench/moe_published.py``: the rest is
   time inside the kernels that no transfer accounts for, such as waiting for the other
-  ranks).
+  ranks). Megatron-core's ``HybridEPDispatch`` calls HybridEP's ``dispatch_with_permute``
+  (its permutation unfused by default): if the profile counts those permutation kernels as
+  communication, 1.27 s a step of tpsim's compute (its sort and unsort) moves across.
 
 NVIDIA's Megatron-MoE-ModelZoo (``best_practice/qwen3/readme.md``, H100 table, Megatron-LM
 moe_dev f3e6c5): Qwen3-235B-A22B on 256 H100, BF16, DeepEP across 4 nodes, TP 2 PP 8 VP 4

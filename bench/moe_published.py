@@ -141,6 +141,13 @@ host's issue of every MoE op (an experiment, not shipped) brings Qwen3-30B-A3B E
 +10% (its merged pair becomes host-bound) and EP 16 from +60% to +40%, the ModelZoo's TP 4 EP 8
 from -45% to -33%, and moves the others by under 3 points.
 
+Megatron-Bridge's own runs of Qwen3-30B-A3B (BF16, EP 16) with and without the overlap
+(``bench/moe_overlap_published.py``) save 9.9 s (all-to-all) and 3.7 s (HybridEP) a step where
+tpsim's overlap saves 11.6 and 3.7: within two nodes the overlap's saving is about right in
+seconds, and its speed-up's excess is the short step without it; the HybridEP run's profile
+puts most of that shortfall in the communication kernels (8.25 s a step against tpsim's 5.04 s
+of transfers). Qwen3's QK-norm is priced (:mod:`tpsim.layer.qk_norm`).
+
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe
 (``src/megatron/bridge/perf_recipes/gpt_oss/h100/gpt_oss.py``

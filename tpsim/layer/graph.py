@@ -29,6 +29,7 @@ from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
                       row_linear_fwd, row_parallel_bwd)
 from .mla import mla_bwd, mla_fwd
+from .qk_norm import qk_norm_bwd, qk_norm_fwd
 from .moe_flex import slot, slot_groups
 from .ops import Attention
 from .recompute import DEFAULT_MODULES, apply_recompute
@@ -106,6 +107,7 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
         x = mla_fwd(B, x, mla == 2, _kernel_name(kernel))
         return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
+    x = qk_norm_fwd(B, x) if B.qk_norm else x
     x = eager.rope_fwd(B, x) if B.eager else x
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
@@ -183,6 +185,7 @@ def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bia
     core = cp_attention_bwd(B, dgrad, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_bwd(B, dgrad, kernel, dropout)
     core = (eager.rope_bwd(B, core),) if B.eager else core
+    core = qk_norm_bwd(B, core) if B.qk_norm else core
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
@@ -217,7 +220,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
-                   modules: tuple[str, ...] | None = None,
+                   modules: tuple[str, ...] | None = None, qk_norm: bool = False,
                    backward: tuple[bool, bool] = (True, True)) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
@@ -243,6 +246,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``backward``: (the TP all-reduce of the input gradient beside the wgrad GEMM, the wgrad
     GEMMs accumulating into the main gradient); (False, False) is Megatron-LM of 2021
     (:mod:`tpsim.layer.linears`).
+    ``qk_norm``: an RMSNorm over each head's query and key (:mod:`tpsim.layer.qk_norm`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -257,19 +261,21 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
         ((mla,) if mla else ())
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
     extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
-        ((backward,) if backward != (True, True) else ())
-    return _TEMPLATES.get(key + extra, _build, key, eager, modules, backward)
+        (("qk_norm",) if qk_norm else ()) + ((backward,) if backward != (True, True) else ())
+    return _TEMPLATES.get(key + extra, _build, key, eager, modules, qk_norm, backward)
 
 
-def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, backward) -> Template:
-    return _layer_template(*key, eager=eager, modules=modules, backward=backward)
+def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, qk_norm: bool,
+           backward) -> Template:
+    return _layer_template(*key, eager=eager, modules=modules, qk_norm=qk_norm,
+                           backward=backward)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
-                    eager=False, modules=None, backward=(True, True)) -> Template:
+                    eager=False, modules=None, qk_norm=False, backward=(True, True)) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
-    B.eager, B.expert_bias = eager, bool(moe and bias)
+    B.eager, B.expert_bias, B.qk_norm = eager, bool(moe and bias), qk_norm
     B.async_dgrad, B.grad_fusion = backward
     B.load_balancing = getattr(moe, "load_balancing", "none")
     x = None

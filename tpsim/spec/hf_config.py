@@ -46,6 +46,8 @@ first_dense_layers 0                    0                              first_k_d
 moe_layer_freq    1                     decoder_sparse_step (must be   moe_layer_freq
                                         1, no mlp_only_layers)
 router            softmax               softmax                        scoring_func
+qk_norm           false                 qwen3_moe: true (its q_norm    false
+                                        and k_norm on each head)
 MLA widths        -                     -                              q_lora_rank, kv_lora_rank,
                                                                        qk_rope_head_dim,
                                                                        qk_nope_head_dim,
@@ -214,6 +216,7 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     out["activation"] = _activation(family, out.get("activation"), source, keys["activation"])
     out["norm"] = "layernorm" if kind == "gpt2" else "rmsnorm"
     out["bias"] = _bias(family, cfg, source)
+    out["qk_norm"] = family == "qwen3_moe"    # Qwen3MoeAttention's q_norm and k_norm
     out["name"] = name
     arch = cfg.get("architectures")
     what = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else family

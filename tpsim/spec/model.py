@@ -55,8 +55,8 @@ class ModelConfig:
     attention: str = spec(default="fused", doc="fused (flash attention) or unfused (Megatron's "
                                                "QK^T, softmax, dropout, AV as separate kernels)")
     tie_embeddings: bool = spec(default=False, doc="the output layer reuses the token embedding")
-    bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2 and GPT-3: true; "
-                                         "Llama: false)")
+    bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2/3: true; Llama: false)")
+    qk_norm: bool = spec(default=False, doc="an RMSNorm on each head's query and key (Qwen3)")
     experts: int = spec(ge=0, default=0, doc="routed experts per MoE layer; 0: a dense model")
     experts_per_token: int = spec(ge=0, default=0, doc="routed experts each token goes to (top-k)")
     expert_ffn_hidden: int | None = spec(gt=0, default=None,

@@ -1,0 +1,104 @@
+"""What Megatron-core's EP overlap across micro-batches (``--overlap-moe-comm``,
+:mod:`tpsim.training.moe_overlap`) saves, tpsim against published runs timed with and without
+it on one layout, used in no fit: each pair's step seconds, and the seconds the overlap saves
+beside its relative speed-up.
+
+Megatron-Bridge's skill ``skills/nemo-mbridge-perf-expert-parallel-overlap/SKILL.md``
+(NVIDIA-NeMo/Megatron-Bridge, 2026-05/07), Qwen3-30B-A3B on 16 H100 (2 nodes), BF16, sequence
+4096, TP 1 PP 1 EP 16, micro-batch 1, global batch 1024, each overlap alone
+(``overlap_moe_expert_parallel_comm``, ``delay_wgrad_compute`` off, the shared-expert overlap
+off):
+
+* "Correctness-First alltoall Benchmark": the all-to-all dispatcher, CUDA graphs off,
+  ``moe_permute_fusion`` off, iterations 3-8: 41.25 s without, 31.31 s with (1.317x; with
+  ``delay_wgrad_compute`` too, 31.20 s);
+* "HybridEP Production-Shape Benchmark" (2026-07-25): the flex dispatcher with HybridEP, the
+  router force-balanced, Transformer Engine's CUDA graphs of ``moe_router`` and
+  ``moe_preprocess``: 24.71 s without (iterations 5-20), 20.99 s with (iterations 41-50;
+  21.07 s in its search run). Its Nsight comparison (rank 0, the same 463,348 kernels):
+  3,959 ms of communication ran beside a GEMM or the attention with the overlap, 36.55% of
+  it, and 9.079 ms (0.11%) without: the communication kernels ran 10.83 s and 8.25 s a step,
+  and the GPU was busy 21.22 s and 22.82 s (so about 14.4-14.6 s of other kernels either way).
+  tpsim's MoE layers put 5.04 s a step on the communication stream (the distributed
+  optimizer's exchange of the ~1.5 billion dense parameters adds ~0.1-0.2 s), and hide 3.66 s of it
+  beside the compute with the overlap (:func:`profile_rows`): what the overlap hides matches
+  the profile, the communication kernels' own time does not (their transfer at HybridEP's
+  published H100 bandwidth is what tpsim prices, ``bench/moe_published.py``: the rest is
+  time inside the kernels that no transfer accounts for, such as waiting for the other
+  ranks). Megatron-core's ``HybridEPDispatch`` calls HybridEP's ``dispatch_with_permute``
+  (its permutation unfused by default): if the profile counts those permutation kernels as
+  communication, 1.27 s a step of tpsim's compute (its sort and unsort) moves across.
+
+NVIDIA's Megatron-MoE-ModelZoo (``best_practice/qwen3/readme.md``, H100 table, Megatron-LM
+moe_dev f3e6c5): Qwen3-235B-A22B on 256 H100, BF16, DeepEP across 4 nodes, TP 2 PP 8 VP 4
+EP 32, 19.7 s without and 17.6 s "+1f1b overlap" (the rows of ``bench/moe_published.py``; its
+``sbatch_benchmarking.sh`` runs the overlap with ``--delay-wgrad-compute``,
+``CUDA_DEVICE_MAX_CONNECTIONS=32`` and Transformer Engine's norms leaving 24 SMs, the run without
+it with one connection).
+
+tpsim prices no CUDA graphs, and Transformer Engine's fused permutation whatever the run sets.
+Where tpsim's step without the overlap is short, the relative speed-up overstates the
+overlap: the seconds saved are compared beside it.
+
+    python bench/moe_overlap_published.py
+"""
+from __future__ import annotations
+
+from moe_published import BRIDGE_BF16, TOPOLOGY, ZOO_COMMON, ZOO_ROWS
+from tpsim.spec.model import load_model
+from tpsim.training.predict import predict
+
+_, _QWEN30B, _NODES, _BF16_EP16, _ = BRIDGE_BF16
+# label, model, nodes, layout, published step seconds without and with the overlap
+PAIRS = (
+    ("Qwen3-30B-A3B BF16 EP16, all-to-all (Bridge skill)", _QWEN30B, _NODES,
+     dict(_BF16_EP16, moe_dispatcher="alltoall"), 41.25, 31.31),
+    ("Qwen3-30B-A3B BF16 EP16, HybridEP (Bridge skill)", _QWEN30B, _NODES,
+     dict(_BF16_EP16, moe_dispatcher="flex", moe_flex_backend="hybridep"), 24.71, 20.99),
+    ("Qwen3-235B-A22B BF16 EP32, DeepEP (ModelZoo f3e6c5)", "qwen3-235b-a22b", 32,
+     {**ZOO_COMMON, **ZOO_ROWS[0][1]}, ZOO_ROWS[0][2], ZOO_ROWS[1][2]),
+)
+
+
+def pair_rows():
+    """(label, tpsim's step without and with the overlap, the published pair), seconds."""
+    out = []
+    for label, model, nodes, layout, off, on in PAIRS:
+        steps = [predict(model, TOPOLOGY, nodes=nodes,
+                         **{**layout, "overlap_moe_comm": ov}).step.time_s
+                 for ov in (False, True)]
+        out.append((label, *steps, off, on))
+    return out
+
+
+def profile_rows():
+    """(overlap, tpsim's communication-stream seconds a step in the MoE layers and the part of
+    them beside the compute, the profile's) of the HybridEP pair: the layer's comm busy time
+    times its layers and micro-batches; hidden = that less the step's exposed EP time."""
+    label, model, nodes, layout, _, _ = PAIRS[1]
+    published = {False: (8.25, 0.009), True: (10.83, 3.959)}
+    out = []
+    for ov in (False, True):
+        p = predict(model, TOPOLOGY, nodes=nodes, **{**layout, "overlap_moe_comm": ov})
+        runs = load_model(model).layers * p.inputs.micro_batches   # PP 1: every layer
+        comm = p.layer.comm_s * runs
+        out.append((ov, comm, comm - p.step.ep_comm_exposed_s, *published[ov]))
+    return out
+
+
+def main() -> None:
+    print(f"{'EP overlap, step seconds':52s} {'without':>15s} {'with':>15s} "
+          f"{'saved s':>13s} {'speed-up':>15s}")
+    print(f"{'':52s} {'tpsim':>7s} {'publ.':>7s} {'tpsim':>7s} {'publ.':>7s} "
+          f"{'tpsim':>6s} {'publ.':>6s} {'tpsim':>7s} {'publ.':>7s}")
+    for label, t_off, t_on, off, on in pair_rows():
+        print(f"{label:52s} {t_off:7.2f} {off:7.2f} {t_on:7.2f} {on:7.2f} "
+              f"{t_off - t_on:6.2f} {off - on:6.2f} {t_off / t_on - 1:+7.1%} {off / on - 1:+7.1%}")
+    print(f"\n{'HybridEP pair, rank 0, a step':52s} {'communication s':>15s} "
+          f"{'beside compute':>15s}")
+    for ov, comm, hidden, pub, pub_hidden in profile_rows():
+        print(f"{'  with the overlap' if ov else '  without':52s} {comm:7.2f} {pub:7.2f} "
+              f"{hidden:7.2f} {pub_hidden:7.2f}")
+
+if __name__ == "__main__":
+    main()

@@ -62,6 +62,7 @@ from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
+from .gaps import TokenGaps, run_end_steps
 from .host import host_step_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -120,6 +121,7 @@ class EngineLoop:
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
         self.host_wait_s = 0.0                           # the GPU waiting for the host
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
+        self.gaps = TokenGaps(n)                         # streamed tokens' gaps (ITL)
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -176,6 +178,7 @@ class EngineLoop:
             elif self.next < len(self.arr):
                 seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
                 k = min(k, self._run_end(seen))
+        self.gaps.deliver(run, ends[run_end_steps(self.since, k, self.multi) - 1])
         self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
@@ -284,6 +287,8 @@ class EngineLoop:
                 self.done[r] += 1
                 if self.done[r] == 1:
                     self.first[r] = self.t
+                if self.done[r] == 1 or self.since == 0 or self.multi == 1:   # streamed
+                    self.gaps.deliver([r], self.t)
         self._retire()
 
     def _retire(self) -> None:
@@ -292,6 +297,7 @@ class EngineLoop:
             if self.done[r] >= self.gen[r]:
                 self.free += self.blocks(self.computed[r])
                 self.last[r] = self.t
+                self.gaps.flush(r, self.t)
                 self.finished += 1
                 if self.sent < len(self.arr):          # its client sends the next request
                     self.arr[self.sent] = self.t
@@ -362,8 +368,9 @@ def latencies(loop: EngineLoop, reqs, first=None) -> tuple[np.ndarray, ...]:
 
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     """The run in numbers: throughput = tokens (requests) / duration, duration = the last
-    token - the first arrival; TTFT, TPOT and e2e per request (:class:`Latency`) as means and
-    percentiles (:meth:`Percentiles.of`)."""
+    token - the first arrival; TTFT, TPOT and e2e per request and the ITL per streamed chunk
+    (:class:`Latency`, :mod:`tpsim.serving.gaps`) as means and percentiles
+    (:meth:`Percentiles.of`)."""
     ttft, tpot, e2e = latencies(loop, reqs)
     duration = float(loop.last.max() - reqs.arrival_s.min())
     out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
@@ -373,7 +380,8 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          st.gen_dist, in_tokens, out_tokens, st.users)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
                      duration)
-    lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
+    lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
+                  loop.gaps.percentiles())
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
                     loop.seq_steps / max(loop.steps, 1), sm.prices, loop.host_wait_s,
                     loop.frontend_wait_s)

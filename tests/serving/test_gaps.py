@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from tpsim.serving.engine import serve
 from tpsim.serving.gaps import TokenGaps, run_end_steps
+from tpsim.serving.serve_result import Percentiles
 
 RUN = dict(tp=1, requests=48, prompt=128, prompt_dist="exponential")
 
@@ -16,7 +17,8 @@ def test_a_first_token_opens_the_gaps_and_each_later_chunk_adds_one_per_request(
     g.deliver([2], 3.0)
     g.flush(0, 2.75)                            # already streamed: nothing
     g.flush(1, 4.0)
-    assert sorted(np.concatenate(g.parts)) == [0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 1.25]
+    gaps = np.repeat(*(np.concatenate(a) for a in zip(*g.parts))).tolist()
+    assert sorted(gaps) == [0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 1.25]
 
 
 @given(st.integers(0, 9), st.integers(1, 40), st.integers(1, 10))
@@ -43,3 +45,14 @@ def test_multi_step_streams_a_run_of_s_steps_as_one_chunk():
     assert multi.itl_s.p50 == pytest.approx(10 * multi.tpot_s.p50, rel=1e-9)
     one = serve("llama3-8b", "dgx-h100", **kw).latency
     assert one.itl_s.mean == pytest.approx(one.tpot_s.mean, rel=1e-9)
+
+
+@given(st.lists(st.tuples(st.floats(1e-4, 1.0), st.integers(1, 5)), min_size=1, max_size=30))
+@settings(max_examples=80, deadline=None)
+def test_the_counted_gaps_percentiles_are_those_of_the_gaps_written_out(pairs):
+    g = TokenGaps(1)
+    g.parts = [(np.array([v]), np.array([c])) for v, c in pairs]
+    written = np.repeat([v for v, _ in pairs], [c for _, c in pairs])
+    want, got = Percentiles.of(written), g.percentiles()
+    for f in ("mean", "p50", "p90", "p99"):
+        assert getattr(got, f) == pytest.approx(getattr(want, f), rel=1e-12, abs=1e-15)

@@ -280,6 +280,7 @@ class EngineLoop:
         self.t += wall
         self.steps += 1
         self.seq_steps += len(sched)
+        streamed = []
         for r, new in sched:
             c[r] += new
             if c[r] == tk[r]:
@@ -287,8 +288,9 @@ class EngineLoop:
                 self.done[r] += 1
                 if self.done[r] == 1:
                     self.first[r] = self.t
-                if self.done[r] == 1 or self.since == 0 or self.multi == 1:   # streamed
-                    self.gaps.deliver([r], self.t)
+                if self.done[r] == 1 or self.since == 0 or self.multi == 1:
+                    streamed.append(r)
+        self.gaps.deliver(streamed, self.t)
         self._retire()
 
     def _retire(self) -> None:

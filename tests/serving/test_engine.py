@@ -96,6 +96,18 @@ def test_eager_is_slower_than_cuda_graphs():
         serve("llama2-7b", tp=1, **kw).latency.tpot_s.p50
 
 
+def test_padding_to_the_captured_graphs_slows_only_graph_steps():
+    """9 sequences, all at once: every decode step replays the graph of 16 (--cuda-graph-align
+    8); eager steps have no graph to pad."""
+    kw = dict(tp=1, rate=math.inf, requests=9, prompt=256, gen=64)
+    plain, padded = (serve("llama3-8b", "dgx-a100", cuda_graph_align=a, **kw) for a in (0, 8))
+    assert padded.throughput.duration_s > plain.throughput.duration_s
+    assert padded.latency.ttft_s.p50 == plain.latency.ttft_s.p50      # the prefill step
+    eager = [serve("llama3-8b", "dgx-a100", eager=True, cuda_graph_align=a, **kw)
+             for a in (0, 8)]
+    assert eager[0].throughput.duration_s == eager[1].throughput.duration_s
+
+
 def test_two_thousand_requests_under_a_cpu_second():
     t0 = time.process_time()
     p = serve("llama2-70b", "dgx-h100", requests=2000, rate=20.0, prompt=1024, gen=256,

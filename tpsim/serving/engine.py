@@ -354,7 +354,8 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     if sm is None:
         srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
                       lay.cache_dtype, lay.allreduce, lay.eager, lay.ep)
-        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
+        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest,
+                       0 if lay.eager else st.cuda_graph_align)
     return eng, sm
 
 

@@ -16,7 +16,9 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 * **engines of vLLM's V0 kind** (off by default): ``separate_prefill``, a step that prefills
   runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
   ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
-  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`);
+  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`); one
+  that ends inside a run gets its tokens at the run's end, its last step's time later per
+  step left (vllm/engine/output_processor/multi_step.py: after the run, past max_tokens cut);
 * **preemption by recompute**: a running sequence that needs a block when none is free takes
   them from the most recently admitted one, which loses its cache and goes back to the head
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
@@ -115,11 +117,10 @@ class EngineLoop:
         self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
         self.waiting, self.running = deque(), []
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
-        self.steps = self.prefill_steps = self.preemptions = 0
+        self.steps = self.prefill_steps = self.preemptions = self.seq_steps = 0
         self.multi, self.since = st.num_scheduler_steps, 0   # decode steps into the run
-        self.seq_steps = 0
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
-        self.host_wait_s = 0.0                           # the GPU waiting for the host
+        self.host_wait_s = self.wall = 0.0     # the GPU waiting for the host; the last step
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
         self.gaps = TokenGaps(n)                         # streamed tokens' gaps (ITL)
 
@@ -184,7 +185,7 @@ class EngineLoop:
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
-        self.t = float(ends[k - 1])
+        self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
         self.steps += k
         self.seq_steps += k * b
         for r in self.running:
@@ -277,7 +278,7 @@ class EngineLoop:
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self.host_wait_s += engine - dt
         self.frontend_wait_s += wall - engine
-        self.t += wall
+        self.t, self.wall = self.t + wall, wall
         self.steps += 1
         self.seq_steps += len(sched)
         streamed = []
@@ -298,11 +299,11 @@ class EngineLoop:
         for r in self.running:
             if self.done[r] >= self.gen[r]:
                 self.free += self.blocks(self.computed[r])
-                self.last[r] = self.t
-                self.gaps.flush(r, self.t)
+                self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
+                self.gaps.flush(r, self.last[r])
                 self.finished += 1
                 if self.sent < len(self.arr):          # its client sends the next request
-                    self.arr[self.sent] = self.t
+                    self.arr[self.sent] = self.last[r]
                     self.sent += 1
             else:
                 keep.append(r)

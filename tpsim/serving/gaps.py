@@ -59,14 +59,12 @@ class TokenGaps:
         """mean, p50, p90, p99 over all gaps, each pair counted as many times as it occurred:
         :meth:`Percentiles.of` of the gaps written out, numpy's linear percentiles at position
         q (n - 1) of the n gaps sorted."""
-        if not self.parts:
+        v, w = (np.concatenate(a) for a in zip(*self.parts)) if self.parts else ([], [])
+        if len(v) == 0:
             return Percentiles.of([])
-        v, w = (np.concatenate(a) for a in zip(*self.parts))
         order = np.argsort(v, kind="stable")
         v, ends = v[order], np.cumsum(w[order])
         n = ends[-1]
-        if n == 0:
-            return Percentiles.of([])
 
         def nth(i: int) -> float:                  # the i-th of the sorted gaps, from 0
             return v[np.searchsorted(ends, min(i, n - 1), side="right")]

@@ -10,8 +10,8 @@ together at the run's end, one chunk and one gap per run: SGLang's comparison wi
 at ``--num-scheduler-steps 10`` measures vLLM's median ITL at about ten of SGLang's
 (sgl-project/sglang, benchmark/benchmark_vllm_060/README.md); a gap that spans a run then
 holds whatever ran between the runs (a prefill step). A sequence that finishes inside a run
-gets its last tokens at its finish, where its e2e counts them. A request's first token (its
-TTFT) opens its gaps and is not one.
+gets its last tokens at the run's end, where its e2e ends (:mod:`tpsim.serving.engine`). A
+request's first token (its TTFT) opens its gaps and is not one.
 """
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ whose cache then holds L_i tokens). On one GPU of the TP group, at pp = 1:
 
 **CUDA-graph padding** (``graph_align`` a > 0): a decode-only step of B sequences replays the
 graph captured for B' = the smallest size >= B among 1, 2, 4 and the multiples of a
-(:func:`graph_batch`), so D and E run at B' rows while the cache reads (k sum L) and the
-output layer O stay at the B sequences: vLLM V0 captures 1, 2, 4, 8, ..., 256 (``_BATCH_SIZES_
+(:func:`graph_batch`), at most ``max_num_seqs`` (no larger graph is captured), so D and E run
+at B' rows while the cache reads (k sum L) and the output layer O stay at the B sequences: vLLM V0 captures 1, 2, 4, 8, ..., 256 (``_BATCH_SIZES_
 TO_CAPTURE`` = [1, 2, 4] + [8 i], vllm/worker/model_runner.py, v0.6) and pads the batch with
 empty slots, its logits computed for the real rows only; SGLang of 2024 captures 1, 2, 4, 8,
 ..., 160 (``[1, 2, 4] + [i * 8 for i in range(1, 21)]``, srt/model_executor). Steps with
@@ -126,6 +126,7 @@ class StepModel:
     def __init__(self, srv, max_tokens: int, max_seqs: int, max_context: int,
                  graph_align: int = 0):
         self.srv, self.layers, self.graph_align = srv, srv.m.layers, graph_align
+        self.max_seqs = max_seqs
         tg = srv.tp > 1
         top_t = max(max_tokens, max_seqs)
         self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
@@ -133,8 +134,7 @@ class StepModel:
         self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
         self.k = self._per_cached_token(max_seqs)
         self.b_grid, self.decode_lin = tabulate(
-            lambda b: srv.decode_layer(b, 1).time_s - self.k * b,
-            int(graph_batch(max_seqs, graph_align)))
+            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
         self.e_grid, self.emb = tabulate(
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
         self.o_grid, self.out = tabulate(
@@ -185,7 +185,7 @@ class StepModel:
         g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
         (module docstring)."""
         g = min(self.split, b)
-        rows = graph_batch(b / g, self.graph_align)
+        rows = np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
         lin = np.interp(rows, self.b_grid, self.decode_lin)
         return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
                                                                                       b / g)

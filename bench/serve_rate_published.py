@@ -27,13 +27,22 @@ by default only for max_model_len > 32K (vllm/engine/arg_utils.py), and these ru
 so its prefill steps ran alone with a token budget of max(max_model_len, 2048) = 4096
 (``max_num_batched_tokens``). vLLM ran ``--num-scheduler-steps 10`` (multi-step scheduling:
 the scheduler runs once every 10 decode steps, so a request arriving during a run waits for
-its end, and the tokens reach the client in bursts of 10): ``num_scheduler_steps`` 10.
+its end, and the tokens reach the client in bursts of 10): ``num_scheduler_steps`` 10. Both
+pad a decode step's batch to the CUDA graph captured for 1, 2, 4 or a multiple of 8 sequences
+(``cuda_graph_align`` 8: :func:`tpsim.serving.step_model.graph_batch` gives the sources).
+
+``ITL p50 ms``: the median of the inter-token gaps of all requests pooled, measured and
+simulated alike (:mod:`tpsim.serving.gaps`: a gap per streamed chunk; vLLM streams each run of
+10 steps as one chunk, so its gap holds the run and any prefill step run between two runs).
 
 ``decode step ms`` separates the engine step's time from the loop around it: measured, the
 median of the inter-token gaps of all requests pooled (most gaps are one decode step; for
 vLLM the gap spans its 10 steps, so the median / 10); tpsim, one decode-only step at the
 run's mean sequences per step (:func:`decode_step_s`). Where the TPOT misses by what the step
-misses, the step's GPU time is wrong, not the queueing or the batching around it.
+misses, the step's GPU time is wrong, not the queueing or the batching around it. vLLM's
+measured step (its ITL median / 10) also holds the prefill steps run between its runs (most of
+its runs at these rates are followed by one), which tpsim's step leaves out: its ITL row
+compares the two like for like.
 
 Peers (``--peer-python``, the environment of bench/infer_peers.py): llm-analysis and GenZ price
 a static batch, not an engine, so under a request rate they answer only the decode step, at
@@ -68,11 +77,11 @@ MODELS = {"Llama 3.1 8B Instruct": "llama3-8b", "Llama 3.1 70B Instruct": "llama
 TOPOLOGIES = {"A100 80G": "dgx-a100", "H100 80G": "dgx-h100"}
 # (column, metric label, the tpsim latency read)
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT p50 ms", "tpot_s"),
-          ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
+          ("median_e2e_ms", "e2e p50 ms", "e2e_s"), ("median_itl_ms", "ITL p50 ms", "itl_s")]
 # each engine's scheduler as the runs set it (module docstring)
-ENGINES = {"SGLang": dict(separate_prefill=True),
+ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8),
            "vLLM": dict(separate_prefill=True, num_scheduler_steps=10,
-                        max_num_batched_tokens=4096)}
+                        max_num_batched_tokens=4096, cuda_graph_align=8)}
 
 
 def published() -> list[dict]:

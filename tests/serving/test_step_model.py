@@ -8,7 +8,8 @@ import pytest
 
 from tpsim.cluster.topology import load_topology
 from tpsim.serving.infer import _Server
-from tpsim.serving.step_model import StepModel, direct_decode_s, direct_prefill_s, grid
+from tpsim.serving.step_model import (StepModel, direct_decode_s, direct_prefill_s, graph_batch,
+                                      grid)
 from tpsim.spec.model import load_model
 
 
@@ -55,3 +56,20 @@ def test_context_makes_a_chunk_dearer(model):
     _, sm = model
     costs = [sm.mixed_step_s([(512, s)], 0, 0, 1) for s in (0, 2048, 6000)]
     assert costs == sorted(costs) and costs[0] < costs[-1]
+
+
+def test_a_decode_step_runs_the_graph_of_the_next_captured_size():
+    """Captured sizes 1, 2, 4, 8, 16, ...: 3 runs at 4, 5-8 at 8, 9 at 16; the cache reads
+    stay at the step's own sequences, so a step of b sequences padded to b' costs the
+    unpadded step of b' less the reads of b' - b sequences."""
+    assert list(graph_batch(np.arange(1, 18), 8)) == [1, 2, 4, 4] + [8] * 4 + [16] * 8 + [24]
+    assert graph_batch(9, 0) == 9
+    srv = _Server(load_model("llama2-7b"), load_topology("dgx-a100"), 1, 1, "bf16", "bf16",
+                  "bf16", "nccl", False)
+    plain, padded = (StepModel(srv, 2048, 256, 4096, graph_align=a) for a in (0, 8))
+    for b, kv in ((3, 3 * 500), (9, 9 * 700), (130, 130 * 900)):
+        bp = float(graph_batch(b, 8))
+        out = np.interp(b, plain.o_grid, plain.out) - np.interp(bp, plain.o_grid, plain.out)
+        want = plain.decode_step_s(bp, kv) + out
+        assert float(padded.decode_step_s(b, kv)) == pytest.approx(float(want), rel=1e-9)
+        assert float(padded.decode_step_s(b, kv)) >= float(plain.decode_step_s(b, kv))

@@ -8,6 +8,7 @@ import math
 from ..base.formula import qualname
 from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
 from ..serving.frontend import paced_wall_s
+from ..serving.gaps import TokenGaps
 from ..serving.host import step_wall_s
 from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
@@ -17,7 +18,7 @@ from .render import plain
 
 ENGINE = qualname(kv_cache_blocks)
 THROUGHPUT = qualname(summarize)
-LATENCY = by_field((summarize, ("ttft_s", "tpot_s", "e2e_s")),
+LATENCY = by_field((summarize, ("ttft_s", "tpot_s", "e2e_s")), (TokenGaps, ("itl_s",)),
                    (Percentiles.of, ("mean", "p50", "p90", "p99")))
 SCHEDULER = by_field((EngineLoop.run, ("steps", "prefill_steps", "preemptions",
                                        "mean_running")),
@@ -67,6 +68,7 @@ def serve_report(p) -> str:
         f"  TTFT  {_ms(lat.ttft_s)}",
         f"  TPOT  {_ms(lat.tpot_s)}",
         f"  e2e   {_ms(lat.e2e_s)}",
+        f"  ITL   {_ms(lat.itl_s)}  (per streamed chunk, pooled)",
         *formula_lines(LATENCY),
         "",
         f"scheduler: {s.steps:,} engine steps ({s.prefill_steps:,} with prefill), "

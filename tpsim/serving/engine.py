@@ -16,7 +16,9 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 * **engines of vLLM's V0 kind** (off by default): ``separate_prefill``, a step that prefills
   runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
   ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
-  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`);
+  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`); one
+  that ends inside a run gets its tokens at the run's end, its last step's time later per
+  step left (vllm/engine/output_processor/multi_step.py: after the run, past max_tokens cut);
 * **preemption by recompute**: a running sequence that needs a block when none is free takes
   them from the most recently admitted one, which loses its cache and goes back to the head
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
@@ -62,6 +64,7 @@ from ..spec.settings import declared, given_or_made
 from .arrivals import draw_requests
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
+from .gaps import TokenGaps, run_end_steps
 from .host import host_step_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -114,12 +117,12 @@ class EngineLoop:
         self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
         self.waiting, self.running = deque(), []
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
-        self.steps = self.prefill_steps = self.preemptions = 0
+        self.steps = self.prefill_steps = self.preemptions = self.seq_steps = 0
         self.multi, self.since = st.num_scheduler_steps, 0   # decode steps into the run
-        self.seq_steps = 0
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
-        self.host_wait_s = 0.0                           # the GPU waiting for the host
+        self.host_wait_s = self.wall = 0.0     # the GPU waiting for the host; the last step
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
+        self.gaps = TokenGaps(n)                         # streamed tokens' gaps (ITL)
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -176,12 +179,13 @@ class EngineLoop:
             elif self.next < len(self.arr):
                 seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
                 k = min(k, self._run_end(seen))
+        self.gaps.deliver(run, ends[run_end_steps(self.since, k, self.multi) - 1])
         self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
-        self.t = float(ends[k - 1])
+        self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
         self.steps += k
         self.seq_steps += k * b
         for r in self.running:
@@ -274,9 +278,10 @@ class EngineLoop:
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self.host_wait_s += engine - dt
         self.frontend_wait_s += wall - engine
-        self.t += wall
+        self.t, self.wall = self.t + wall, wall
         self.steps += 1
         self.seq_steps += len(sched)
+        streamed = []
         for r, new in sched:
             c[r] += new
             if c[r] == tk[r]:
@@ -284,6 +289,9 @@ class EngineLoop:
                 self.done[r] += 1
                 if self.done[r] == 1:
                     self.first[r] = self.t
+                if self.done[r] == 1 or self.since == 0 or self.multi == 1:
+                    streamed.append(r)
+        self.gaps.deliver(streamed, self.t)
         self._retire()
 
     def _retire(self) -> None:
@@ -291,10 +299,11 @@ class EngineLoop:
         for r in self.running:
             if self.done[r] >= self.gen[r]:
                 self.free += self.blocks(self.computed[r])
-                self.last[r] = self.t
+                self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
+                self.gaps.flush(r, self.last[r])
                 self.finished += 1
                 if self.sent < len(self.arr):          # its client sends the next request
-                    self.arr[self.sent] = self.t
+                    self.arr[self.sent] = self.last[r]
                     self.sent += 1
             else:
                 keep.append(r)
@@ -346,7 +355,8 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     if sm is None:
         srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
                       lay.cache_dtype, lay.allreduce, lay.eager, lay.ep)
-        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest)
+        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest,
+                       0 if lay.eager else st.cuda_graph_align)
     return eng, sm
 
 
@@ -362,8 +372,9 @@ def latencies(loop: EngineLoop, reqs, first=None) -> tuple[np.ndarray, ...]:
 
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     """The run in numbers: throughput = tokens (requests) / duration, duration = the last
-    token - the first arrival; TTFT, TPOT and e2e per request (:class:`Latency`) as means and
-    percentiles (:meth:`Percentiles.of`)."""
+    token - the first arrival; TTFT, TPOT and e2e per request and the ITL per streamed chunk
+    (:class:`Latency`, :mod:`tpsim.serving.gaps`) as means and percentiles
+    (:meth:`Percentiles.of`)."""
     ttft, tpot, e2e = latencies(loop, reqs)
     duration = float(loop.last.max() - reqs.arrival_s.min())
     out_tokens, in_tokens = int(reqs.gen.sum()), int(reqs.prompt.sum())
@@ -373,7 +384,8 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          st.gen_dist, in_tokens, out_tokens, st.users)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
                      duration)
-    lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e))
+    lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
+                  loop.gaps.percentiles())
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,
                     loop.seq_steps / max(loop.steps, 1), sm.prices, loop.host_wait_s,
                     loop.frontend_wait_s)

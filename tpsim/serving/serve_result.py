@@ -83,10 +83,12 @@ class Throughput:
 @dataclass(frozen=True)
 class Latency:
     """Per request: TTFT = first token - arrival; TPOT = (e2e - TTFT) / (gen - 1) over the
-    requests with gen > 1; e2e = last token - arrival."""
+    requests with gen > 1; e2e = last token - arrival. Per streamed chunk: ITL = the gap to
+    the request's chunk before, all requests' gaps pooled (:mod:`tpsim.serving.gaps`)."""
     ttft_s: Percentiles
     tpot_s: Percentiles
     e2e_s: Percentiles
+    itl_s: Percentiles
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,15 @@ whose cache then holds L_i tokens). On one GPU of the TP group, at pp = 1:
 * E(T): the embedding over T tokens; O(n): the output layer and sampling of the n sequences
   that emit a token in the step.
 
+**CUDA-graph padding** (``graph_align`` a > 0): a decode-only step of B sequences replays the
+graph captured for B' = the smallest size >= B among 1, 2, 4 and the multiples of a
+(:func:`graph_batch`), at most ``max_num_seqs`` (no larger graph is captured), so D and E run
+at B' rows while the cache reads (k sum L) and the output layer O stay at the B sequences: vLLM V0 captures 1, 2, 4, 8, ..., 256 (``_BATCH_SIZES_
+TO_CAPTURE`` = [1, 2, 4] + [8 i], vllm/worker/model_runner.py, v0.6) and pads the batch with
+empty slots, its logits computed for the real rows only; SGLang of 2024 captures 1, 2, 4, 8,
+..., 160 (``[1, 2, 4] + [i * 8 for i in range(1, 21)]``, srt/model_executor). Steps with
+prefill run without graphs in both.
+
 D, P, E and O are interpolated linearly between prices at a geometric grid of sizes (ratio
 2^(1/8), every integer up to 8), refined by bisection wherever the interpolation misses the
 price at an interval's midpoint by more than 0.2% (:func:`tabulate`: GEMM tiles and collective
@@ -64,6 +73,15 @@ RATIO = 2 ** 0.125
 TOL = 0.002
 
 
+def graph_batch(b, align: int):
+    """B' = the smallest of 1, 2, 4 and the multiples of ``align`` at least B (B rounded up
+    to whole sequences); B itself at ``align`` 0 (module docstring)."""
+    if align <= 0:
+        return b
+    b = np.ceil(np.asarray(b, float))
+    return np.where(b <= 2, b, np.where(b <= 4, 4.0, np.ceil(b / align) * align))
+
+
 def grid(top: int) -> list[int]:
     """1, 2, ..., 8, then sizes growing by :data:`RATIO`, up to and including ``top``."""
     pts, x = set(range(1, min(top, 8) + 1)), 8.0
@@ -105,8 +123,10 @@ class StepModel:
     """The step-time tables of one configuration (module docstring); ``srv`` is the
     :class:`tpsim.serving.infer._Server` that prices the layers."""
 
-    def __init__(self, srv, max_tokens: int, max_seqs: int, max_context: int):
-        self.srv, self.layers = srv, srv.m.layers
+    def __init__(self, srv, max_tokens: int, max_seqs: int, max_context: int,
+                 graph_align: int = 0):
+        self.srv, self.layers, self.graph_align = srv, srv.m.layers, graph_align
+        self.max_seqs = max_seqs
         tg = srv.tp > 1
         top_t = max(max_tokens, max_seqs)
         self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
@@ -162,10 +182,12 @@ class StepModel:
 
     def decode_step_s(self, b, sum_kv) -> np.ndarray:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
-        g = min(pp ep, b) micro-batches (module docstring)."""
+        g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
+        (module docstring)."""
         g = min(self.split, b)
-        lin = np.interp(b / g, self.b_grid, self.decode_lin)
-        return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(b / g,
+        rows = np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
+        lin = np.interp(rows, self.b_grid, self.decode_lin)
+        return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
                                                                                       b / g)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int) -> float:
@@ -193,4 +215,4 @@ def direct_decode_s(srv, b: int, kv_len: int) -> float:
     return srv.m.layers * srv.decode_layer(b, kv_len).time_s + srv.ends(b, 1).time_s
 
 
-__all__ = ["StepModel", "grid", "direct_prefill_s", "direct_decode_s"]
+__all__ = ["StepModel", "grid", "graph_batch", "direct_prefill_s", "direct_decode_s"]

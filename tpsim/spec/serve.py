@@ -70,6 +70,11 @@ class ServeSettings:
         "waiting requests prefill (vLLM V0 without chunked prefill, SGLang without "
         "--enable-mixed-chunk); off: prefill chunks join the decodes' step (vLLM V1)",
         flag="--separate-prefill", kind="flag")
+    cuda_graph_align: int = setting(
+        0, "a decode-only step replays the CUDA graph captured for the smallest size at least "
+        "its sequences, among 1, 2, 4 and the multiples of this: its layers run at that size "
+        "(vLLM V0's _BATCH_SIZES_TO_CAPTURE and SGLang 2024's capture list: 8); 0: no padding",
+        flag="--cuda-graph-align", kind="count", least=0)
     host_step_us: float = setting(
         182.0, "the engine's host (CPU) time per step, us, whatever its sequences (fitted: "
         "bench/serve_published.py --fit-host: 181.8, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "

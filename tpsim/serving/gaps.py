@@ -1,0 +1,79 @@
+"""The gaps between a request's streamed tokens as its client receives them, pooled over every
+request: the inter-token latency (ITL) that ``sglang.bench_serving`` and vLLM's
+``benchmark_serving.py`` report, where each streamed chunk after the first appends the time
+since the one before (their ``itl`` lists), and the median is over all requests' gaps together.
+
+A token reaches the client at the end of the engine step that made it (the step's wall time,
+front end included, as the TTFT and e2e count it). With multi-step scheduling
+(``num_scheduler_steps`` S > 1, vLLM's V0 engine) a run's S decode steps stream their tokens
+together at the run's end, one chunk and one gap per run: SGLang's comparison with vLLM v0.6.0
+at ``--num-scheduler-steps 10`` measures vLLM's median ITL at about ten of SGLang's
+(sgl-project/sglang, benchmark/benchmark_vllm_060/README.md); a gap that spans a run then
+holds whatever ran between the runs (a prefill step). A sequence that finishes inside a run
+gets its last tokens at the run's end, where its e2e ends (:mod:`tpsim.serving.engine`). A
+request's first token (its TTFT) opens its gaps and is not one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .serve_result import Percentiles
+
+
+def run_end_steps(since: int, k: int, multi: int) -> np.ndarray:
+    """The steps j in 1..k after which tokens stream: all of them at ``multi`` = 1, else those
+    that end a run of ``multi`` steps, ``since`` steps of it done before step 1."""
+    j = np.arange(1, k + 1)
+    return j if multi == 1 else j[(since + j) % multi == 0]
+
+
+class TokenGaps:
+    """Each request's last streamed time and the gaps so far, as (gap, how many) pairs
+    (module docstring)."""
+
+    def __init__(self, requests: int):
+        self.last = np.full(requests, np.nan)
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def deliver(self, reqs, times) -> None:
+        """``reqs`` (request ids) each receive a chunk at every time of ``times`` (ascending,
+        s): gaps times[0] - their last (none for a first token), then the differences of
+        ``times``, once per request."""
+        reqs, times = np.asarray(reqs, dtype=np.int64), np.atleast_1d(np.asarray(times, float))
+        if reqs.size == 0 or times.size == 0:
+            return
+        first = times[0] - self.last[reqs]
+        first = first[~np.isnan(first)]
+        self.parts.append((first, np.ones(first.size, dtype=np.int64)))
+        if times.size > 1:
+            steps = np.diff(times)
+            self.parts.append((steps, np.full(steps.size, reqs.size, dtype=np.int64)))
+        self.last[reqs] = times[-1]
+
+    def flush(self, r: int, t: float) -> None:
+        """Request ``r`` finished at ``t``: its tokens not yet streamed go now."""
+        if not self.last[r] >= t:
+            self.deliver([r], t)
+
+    def percentiles(self) -> Percentiles:
+        """mean, p50, p90, p99 over all gaps, each pair counted as many times as it occurred:
+        :meth:`Percentiles.of` of the gaps written out, numpy's linear percentiles at position
+        q (n - 1) of the n gaps sorted."""
+        v, w = (np.concatenate(a) for a in zip(*self.parts)) if self.parts else ([], [])
+        if len(v) == 0:
+            return Percentiles.of([])
+        order = np.argsort(v, kind="stable")
+        v, ends = v[order], np.cumsum(w[order])
+        n = ends[-1]
+
+        def nth(i: int) -> float:                  # the i-th of the sorted gaps, from 0
+            return v[np.searchsorted(ends, min(i, n - 1), side="right")]
+
+        def at(q: float) -> float:
+            pos = q * (n - 1)
+            i = int(pos)
+            return float(nth(i) + (nth(i + 1) - nth(i)) * (pos - i))
+        return Percentiles(float(v @ w[order] / n), at(0.5), at(0.9), at(0.99))
+
+
+__all__ = ["TokenGaps", "run_end_steps"]

@@ -79,6 +79,11 @@ class Layout:
         "Bridge's recipes run) or xentropy (flash-attn's fused kernel, llm-foundry's "
         "fused_crossentropy; tpsim.layer.embedding)", flag="--cross-entropy", kind="choice",
         choices=CROSS_ENTROPIES)
+    train_metrics: int = _count(
+        0, "cross-entropies the trainer computes over each micro-batch's logits as training "
+        "metrics, without gradient, after its backward (Composer 0.16 updates each train metric "
+        "of the model every micro-batch; llm-foundry's MPT has two; tpsim.layer.embedding)",
+        "--train-metrics", least=0)
     recompute: str = setting("none", "activation recomputation (selective: the modules of "
                              "--recompute-modules, by default the unfused attention core; full: "
                              "whole layers, see --recompute-method; op: torchtitan's by operation)",

@@ -9,7 +9,9 @@ Each MPT model as llm-foundry v0.3.0's ``scripts/train/yamls/pretrain/mpt-*.yaml
 (``llmfoundry/models/mpt/configuration_mpt.py`` defaults: biases, tied embeddings, LayerNorm,
 GELU MLP x4, no dropout, vocabulary 50368; learned position embeddings, not priced) and each run
 as its table lists it: PyTorch FSDP FULL_SHARD over the 8 GPUs (tpsim: ZeRO-3; Composer's
-DEFAULT mixed precision: bf16 gathers, fp32 reduction), the micro-batch and gradient
+DEFAULT mixed precision: bf16 gathers; it leaves ``reduce_dtype`` unset, which PyTorch 2's
+FSDP takes as the bf16 parameter dtype, where tpsim reduce-scatters fp32 gradients, as
+torchtitan does: the runs' PyTorch version is not stated), the micro-batch and gradient
 accumulation, activation checkpointing of whole MPT blocks (tpsim: full recomputation).
 
 The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`): ``submit_benchmarks.py``

@@ -16,9 +16,12 @@ pricing (tpsim.sim.price.kernel_time): the forward's efficiency, the backward's,
 ``seq_half_efficiency`` on the plain rows; ``causal_efficiency`` and ``causal_block`` on the
 causal forward rows, their ``backward_*`` on the causal backward ones. Head dim 64 has no timing of this kernel: each pass's efficiency is d = 128's
 times the ratio of d = 64 to d = 128 of the nearest measured Triton FlashAttention, the
-"FlashAttention Triton" bars of FlashAttention-2's A100 figure without the mask, priced at
-that ``seq_half_efficiency`` (attention.csv's ``triton-ops`` rows: OpenAI's
-``triton.ops.flash_attention``, which that figure's script imports, not this kernel).
+"FlashAttention Triton" bars of FlashAttention-2's A100 figure without the mask (attention.csv's
+``triton-ops`` rows: OpenAI's ``triton.ops.flash_attention``, which that figure's script
+imports, not this kernel), at the lengths d = 128's efficiency is fitted at here (4k and 8k:
+1.053). Over all the bars' lengths, 512-16k, the ratio is 1.099: d = 64 gains most at short
+lengths (1.15-1.20 at 512-1k), where the two head dims' bars ramp apart, a length term
+``efficiency`` does not hold (tpsim has one ``seq_half_efficiency`` for both).
 dgx-h100's is derived, per head dim and pass: A100's efficiency times
 the two devices' FlashAttention-2 ratio (no H100 timing of this kernel was found).
 """
@@ -102,12 +105,18 @@ def fit(device) -> AttentionKernel:
                            cb_b, ce_b)
 
 
+def fit_lengths() -> set[str]:
+    """The sequence lengths of this kernel's own rows, which d = 128's efficiency is fitted on."""
+    return {r["seq"] for r in rows()}
+
+
 def figure_efficiency(device, half: float, d: int) -> float:
-    """The FlashAttention-2 figure's Triton bars without the mask at head dim ``d``, as one
-    efficiency (both passes) at ``seq_half_efficiency`` ``half``: the geometric mean of
-    measured over priced at efficiency 1 (least squares on the log, in closed form)."""
+    """The FlashAttention-2 figure's Triton bars without the mask at head dim ``d`` and the
+    lengths of :func:`fit_lengths`, as one efficiency (both passes) at ``seq_half_efficiency``
+    ``half``: the geometric mean of measured over priced at efficiency 1 (least squares on the
+    log, in closed form)."""
     figure = [r for r in rows("attention.csv") if r["kernel"] == "triton-ops"
-              and r["head_dim"] == str(d) and r["causal"] == "0"]
+              and r["head_dim"] == str(d) and r["causal"] == "0" and r["seq"] in fit_lengths()]
     dev = with_kernel(device, AttentionKernel({str(d): 1.0}, None, half))
     logs = []
     for r in figure:
@@ -121,7 +130,8 @@ def figure_efficiency(device, half: float, d: int) -> float:
 
 def head_dim_ratio(device, half: float) -> float:
     """Head dim 64's efficiency over 128's, both passes: the figure's Triton kernel's ratio,
-    the one pair of head dims measured for a FlashAttention in Triton."""
+    the one pair of head dims measured for a FlashAttention in Triton, at the lengths d = 128's
+    efficiency is fitted at (the module docstring)."""
     return figure_efficiency(device, half, 64) / figure_efficiency(device, half, 128)
 
 

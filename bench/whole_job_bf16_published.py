@@ -9,7 +9,9 @@ Each MPT model as llm-foundry v0.3.0's ``scripts/train/yamls/pretrain/mpt-*.yaml
 (``llmfoundry/models/mpt/configuration_mpt.py`` defaults: biases, tied embeddings, LayerNorm,
 GELU MLP x4, no dropout, vocabulary 50368; learned position embeddings, not priced) and each run
 as its table lists it: PyTorch FSDP FULL_SHARD over the 8 GPUs (tpsim: ZeRO-3; Composer's
-DEFAULT mixed precision: bf16 gathers, fp32 reduction), the micro-batch and gradient
+DEFAULT mixed precision: bf16 gathers; it leaves ``reduce_dtype`` unset, which PyTorch 2's
+FSDP takes as the bf16 parameter dtype, where tpsim reduce-scatters fp32 gradients, as
+torchtitan does: the runs' PyTorch version is not stated), the micro-batch and gradient
 accumulation, activation checkpointing of whole MPT blocks (tpsim: full recomputation).
 
 The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`): ``submit_benchmarks.py``
@@ -20,6 +22,9 @@ A100 forward and backward timings (xformers PR #479, python bench/triton_attenti
 dgx-h100's is derived from it (topologies/dgx-h100.yaml): no H100 timing of it was found. The
 loss is flash-attn's fused cross-entropy (``--cross-entropy xentropy``): v0.3.0's
 ``ComposerMPTCausalLM`` defaults to ``loss_fn: fused_crossentropy``, which ``.[gpu]`` installs.
+After each micro-batch's backward, Composer 0.16 updates the model's two training metrics
+(``LanguageCrossEntropy``, ``LanguagePerplexity``): two cross-entropies over the logits in fp32,
+without gradient (``--train-metrics 2``).
 
 Each row also prints attention's share of tpsim's step and the factor by which tpsim's attention
 would have to run faster to meet the published step (other terms as priced): a diagnosis of
@@ -63,7 +68,7 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
     m = ModelConfig(name=r["model"], layers=layers, hidden=hidden, heads=heads, vocab=50368,
                     seq_len=seq, bias=True, tie_embeddings=True)
     knobs = {"attention": None, "eager_kernels": False, "fsdp_fp32_params": False,
-             "cross_entropy": Layout().cross_entropy}
+             "cross_entropy": Layout().cross_entropy, "train_metrics": 0}
     settings = with_framework(FRAMEWORK, knobs, dict(knobs, attention=Layout().attention))
     p = predict(m, topology, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",

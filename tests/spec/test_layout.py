@@ -70,6 +70,7 @@ def test_layout_is_frozen_and_keyword_only():
     (dict(tp=1, sequence_parallel=True, tp_comm_overlap=True), "--tp-comm-overlap"),
     (dict(dp=2, global_batch=3), "--global-batch"),
     (dict(pp=4, virtual_stages=2, global_batch=6), "--global-batch"),
+    (dict(train_metrics=65), "--train-metrics"), (dict(train_metrics=-1), "--train-metrics"),
 ])
 def test_bad_values_name_their_flag(kw, flag):
     with pytest.raises(ConfigError) as e:

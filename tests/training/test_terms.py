@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tpsim.base.schema import from_mapping
+from tpsim.layer import embedding
 from tpsim.search import price as search_price, step as search_step
 from tpsim.search.driver import _run
 from tpsim.spec.layout import Layout
@@ -235,6 +236,27 @@ def test_flash_attn_cross_entropy_reads_the_logits_twice_forward_and_once_backwa
             if r.kind == "collective" and "cross_entropy" in r.name}
     assert comm == {"fwd.cross_entropy.lse.all-gather": 2 * 1024 * 4 * 2,
                     "fwd.cross_entropy.loss.all-reduce": 2 * 1024 * 4}
+
+
+
+def test_train_metrics_stream_the_logits_after_the_backward():
+    """Each of Composer's training metrics is a cross-entropy without gradient under autocast:
+    an fp32 copy of the L = b s V / tp bf16 logits (2 + 4 bytes each) and log_softmax's three
+    reads and one write of it (16), then METRIC_TOKEN_KERNELS small kernels; the labels'
+    shift (LABEL_SHIFT_KERNELS) once. Nothing else of the output layer changes."""
+    m = gpt()
+    sim, pricing = simulate_layer(m, TOPO, 2, 2, 1024, "bf16", False, 0.1, "fused")
+    logits = 2 * 1024 * m.padded_vocab(2) / 2
+    _, xe = terms.model_ends(sim, pricing, 2, False, 0.1, "xentropy")
+    for count in (1, 2):
+        _, with_metrics = terms.model_ends(sim, pricing, 2, False, 0.1, "xentropy", count)
+        rows = [r for r in with_metrics.op_rows() if "train_metric" in r.name]
+        assert all(r.phase == "backward" for r in rows)
+        assert sum(r.bytes for r in rows if not r.shape.endswith("x1")) == count * 22 * logits
+        assert len(rows) == embedding.LABEL_SHIFT_KERNELS + count * (
+            2 + embedding.METRIC_TOKEN_KERNELS)
+        others = [r.time_s for r in with_metrics.op_rows() if "train_metric" not in r.name]
+        assert others == [r.time_s for r in xe.op_rows()]
 
 
 # ---- the simulation and the search's bound read the same functions

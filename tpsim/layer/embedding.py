@@ -44,6 +44,19 @@ mean over the counted tokens (sum, compare, sum, divide); backward: the mean's g
 contiguous, the ignored zeroed. With tp > 1 each rank all-gathers the row log-sum-exps and
 all-reduces the losses (b*s fp32 each); the small kernels that mask the labels and combine the
 log-sum-exps then are not counted (llm-foundry runs no TP).
+
+Training metrics (``metrics``: Composer 0.16's ``Trainer._train_microbatch`` calls
+``_eval_train_metrics`` after every micro-batch's backward; llm-foundry v0.3.0's MPT declares
+two, ``LanguageCrossEntropy`` and ``LanguagePerplexity``, ``composer/metrics/nlp.py``) are each a
+``torch.nn.CrossEntropyLoss(reduction='sum')`` over the kept logits, without gradient, under
+the autocast context: autocast runs ``cross_entropy`` in fp32 (PyTorch's autocast op list), so
+each copies the 16-bit logits to fp32, then ``log_softmax`` over rows of vocab/tp fp32 values
+(``aten/src/ATen/native/cuda/SoftMax.cu``: a row longer than a block's 48 KiB of shared memory
+runs ``cunn_SoftMaxForward``, which reads the row three times, for the max, the sum of
+exponentials and the output, and writes it once), then small kernels on the b*s tokens
+(``nll_loss`` of the targets, the count of those not ignored, the two running sums); once for
+all of them, ``eval_forward``'s shift of the labels (clone, copy, fill). Their fp32 copies
+live after the backward, when the activations are freed: not counted in memory.
 Built as :class:`~tpsim.layer.template.Template` s
 like a layer; priced and scheduled the same way: each small kernel costs at least its launch and
 one host dispatch, which is what the model's ends cost when the model is small.
@@ -69,6 +82,8 @@ TE_CE_SMALL_KERNELS = 4     # TE's fused cross-entropy: zeros (loss, row statist
 XENTROPY_TARGET_KERNELS = 2      # flash-attn's: roll the labels, set the last to -100
 XENTROPY_LOSS_FWD_KERNELS = 6    # labels == ignored, masked_fill; mean: sum, !=, sum, div
 XENTROPY_LOSS_BWD_KERNELS = 4    # the mean's gradient, contiguous, labels == ignored, masked_fill
+LABEL_SHIFT_KERNELS = 3          # Composer's eval_forward: labels[:, 1:].clone(), copy, fill -100
+METRIC_TOKEN_KERNELS = 5         # a metric's nll_loss, != ignored, sum, and its two running sums
 
 # Built once per switch set and kept: other memos key on a template's identity.
 _TEMPLATES = Memo("embedding and output templates", 256, lru=True)
@@ -211,26 +226,40 @@ def _xentropy_bwd(B: Builder, x) -> str:
                      forward_of="fwd.cross_entropy")
 
 
+def _train_metrics(B: Builder, x, count: int) -> str:
+    """``count`` metric cross-entropies over the logits, no gradient (module doc): each an fp32
+    copy (b*s x vocab x (bpe + 4) bytes), log_softmax (3 reads and 1 write of the fp32 copy)
+    and METRIC_TOKEN_KERNELS small kernels; LABEL_SHIFT_KERNELS small kernels before them."""
+    x = small_kernels(B, "bwd.train_metrics.labels", LABEL_SHIFT_KERNELS, x)
+    for i in range(count):
+        name = f"bwd.train_metric{i}"
+        x = B.eltwise(f"{name}.float", lambda d: _logits(d, d.bpe + FP32), (x,))
+        x = B.eltwise(f"{name}.log_softmax", lambda d: _logits(d, 4 * FP32), (x,))
+        x = small_kernels(B, name, METRIC_TOKEN_KERNELS, x)
+    return x
+
+
 CROSS_ENTROPY = {"unfused": (_cross_entropy_fwd, _cross_entropy_bwd),
                  "te": (_te_cross_entropy_fwd, _te_cross_entropy_bwd),
                  "xentropy": (_xentropy_fwd, _xentropy_bwd)}
 
 
 def output_template(tp_group: bool, sp: bool, norm: bool = True,
-                    cross_entropy: str = "unfused") -> Template:
+                    cross_entropy: str = "unfused", metrics: int = 0) -> Template:
     """Final norm, (SP all-gather), logits GEMM (b*s x h) @ (h x V/tp), cross-entropy and loss
     (module docstring: Megatron-core's unfused kernels, or Transformer Engine's fused ones with
     ``cross_entropy="te"``); backward.
 
     The logits GEMM is a column-parallel linear: its backward is that of a layer's (dgrad, the
     all-reduce or SP reduce-scatter of the input gradient overlapping the wgrad, SP's re-gather
-    of the input). ``d.vocab`` is the padded vocabulary per rank.
+    of the input). ``d.vocab`` is the padded vocabulary per rank. ``metrics``: the training
+    metrics' cross-entropies after the backward (:func:`_train_metrics`).
     """
-    return _TEMPLATES.get(("output", tp_group, sp, norm, cross_entropy), _output, tp_group, sp,
-                          norm, cross_entropy)
+    return _TEMPLATES.get(("output", tp_group, sp, norm, cross_entropy, metrics), _output,
+                          tp_group, sp, norm, cross_entropy, metrics)
 
 
-def _output(tp_group: bool, sp: bool, norm: bool, cross_entropy: str) -> Template:
+def _output(tp_group: bool, sp: bool, norm: bool, cross_entropy: str, metrics: int) -> Template:
     ce_fwd, ce_bwd = CROSS_ENTROPY[cross_entropy]
     B = Builder(sp)
     B.block = "output"
@@ -250,5 +279,8 @@ def _output(tp_group: bool, sp: bool, norm: bool, cross_entropy: str) -> Templat
     x, _ = column_parallel_bwd(B, "logits", lambda d: (d.T, d.vocab, d.h), (x,), bias=False,
                                is_linear=False)
     if norm:
-        B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,), forward_of="fwd.final_norm")
+        x = B.eltwise("bwd.final_norm", lambda d: norm_size(d, 3), (x,),
+                      forward_of="fwd.final_norm")
+    if metrics:
+        _train_metrics(B, x, metrics)
     return B.compile({"tp": 2 if tp_group else 1})

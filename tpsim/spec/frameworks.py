@@ -46,7 +46,11 @@ user's value.
   second read of x and dy) is not counted. The loss is flash-attn's fused cross-entropy
   (``--cross-entropy xentropy``): ``ComposerMPTCausalLM``'s default ``loss_fn:
   fused_crossentropy`` (``llmfoundry/models/mpt/modeling_mpt.py`` at v0.3.0), installed by
-  ``.[gpu]`` (``xentropy-cuda-lib`` of flash-attn v1.0.9). No Transformer Engine in bf16.
+  ``.[gpu]`` (``xentropy-cuda-lib`` of flash-attn v1.0.9). Two training metrics
+  (``--train-metrics 2``): ``ComposerMPTCausalLM``'s ``LanguageCrossEntropy`` and
+  ``LanguagePerplexity`` (each a ``torch.nn.CrossEntropyLoss`` over the logits), which Composer
+  0.16's ``Trainer._train_microbatch`` updates after every micro-batch's backward
+  (``_eval_train_metrics``, under the autocast context). No Transformer Engine in bf16.
 
 Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
 beside the weight-gradient GEMM, as in Megatron-core's
@@ -66,7 +70,7 @@ FRAMEWORKS: dict[str, dict] = {
     "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
     "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True,
-                    "cross_entropy": "xentropy"},
+                    "cross_entropy": "xentropy", "train_metrics": 2},
 }
 _NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),
           ("fp8_param_gather", False, "Transformer Engine's fp8 parameters"),

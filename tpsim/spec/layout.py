@@ -39,6 +39,7 @@ ZERO_STAGES = (0, 1, 2, 3)
 # The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
 # (16x the 4,096 micro-batches of a 16M-token batch of 4K sequences on one replica).
 MAX_MICRO_BATCHES = 65536
+MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's handful, bounded
 
 
 def _count(default, doc, flag, lists=False, **kw):
@@ -79,6 +80,11 @@ class Layout:
         "Bridge's recipes run) or xentropy (flash-attn's fused kernel, llm-foundry's "
         "fused_crossentropy; tpsim.layer.embedding)", flag="--cross-entropy", kind="choice",
         choices=CROSS_ENTROPIES)
+    train_metrics: int = _count(
+        0, "cross-entropies the trainer computes over each micro-batch's logits as training "
+        "metrics, without gradient, after its backward (Composer 0.16 updates each train metric "
+        "of the model every micro-batch; llm-foundry's MPT has two; tpsim.layer.embedding)",
+        "--train-metrics", least=0)
     recompute: str = setting("none", "activation recomputation (selective: the modules of "
                              "--recompute-modules, by default the unfused attention core; full: "
                              "whole layers, see --recompute-method; op: torchtitan's by operation)",
@@ -254,6 +260,9 @@ class Layout:
                               self.tp_comm_overlap)
         self._check_recompute()
         check_sharding(self)
+        if self.train_metrics > MAX_TRAIN_METRICS:
+            raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}",
+                              self.train_metrics)
         if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
             raise ConfigError("--cpu-offload-layers", "", "0 with --pp above 1 or --recompute "
                               "(Megatron-core offloads with neither)", self.cpu_offload_layers)

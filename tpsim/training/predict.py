@@ -247,7 +247,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp
     emb, out = terms.model_ends(sim, pricing, tp, lay.sequence_parallel, lay.dropout,
-                                lay.cross_entropy)
+                                lay.cross_entropy, lay.train_metrics)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
     kinds = [(layer_times(sim), m.layers - sparse)] + ([(layer, sparse)] if sparse else [])
     if partial is not None and run is not lay:      # block: its recomputed layers

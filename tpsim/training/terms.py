@@ -101,12 +101,14 @@ def grad_norm_group(par: Parallelism, distributed_optimizer: bool) -> Group | No
 
 # ---- chunks and what they hold
 
-def model_ends(sim, pricing, tp: int, sp: bool, dropout: float, ce: str = "unfused") -> tuple:
-    """The embedding and the output layer (with the loss, its cross-entropy ``ce``) simulated
-    at the layer ``sim``'s sizes and ``pricing`` (:mod:`tpsim.layer.embedding`): (embedding,
-    output) simulations."""
+def model_ends(sim, pricing, tp: int, sp: bool, dropout: float, ce: str = "unfused",
+               metrics: int = 0) -> tuple:
+    """The embedding and the output layer (with the loss, its cross-entropy ``ce``, and
+    ``metrics`` training metrics) simulated at the layer ``sim``'s sizes and ``pricing``
+    (:mod:`tpsim.layer.embedding`): (embedding, output) simulations."""
     emb = simulate(embedding_template(tp > 1, sp, dropout > 0), sim.dims, pricing)
-    out = simulate(output_template(tp > 1, sp, cross_entropy=ce), sim.dims, pricing)
+    out = simulate(output_template(tp > 1, sp, cross_entropy=ce, metrics=metrics), sim.dims,
+                   pricing)
     return emb, out
 
 

@@ -10,11 +10,13 @@ tpsim.search.driver.REASONS, and the emitted ones among them.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import pytest
 
+from tpsim import Layout
 from tpsim.cli import main
 from tpsim.search.driver import REASONS
 from tpsim.serving.serve_search import REASONS as SERVE_REASONS
@@ -50,8 +52,10 @@ RUNS = {
                    ["collective", "--topology", "dgx-a100,dgx-h100", "--ranks", "8", "--json"]],
 }
 MAPS = {"search": ("dropped", "dropped_reasons"),   # keys are reason codes
-        "serve_search": ("dropped", "dropped_reasons")}
+        "serve_search": ("dropped", "dropped_reasons"),
+        "predict": ("inputs.layout",)}                   # keys are Layout's field names
 CODES = {"search": REASONS, "serve_search": SERVE_REASONS}
+FIELDS = {"predict": {f.name for f in dataclasses.fields(Layout)}}   # documented as one key
 SECTION = re.compile(r"^<!-- json-keys: (\w+) -->$(.*?)(?=^## |\Z)", re.S | re.M)
 TICKED = re.compile(r"`([^`]+)`")
 
@@ -112,6 +116,10 @@ def test_json_keys_are_documented(name, capsys):
     assert out[0] - doc[0] == set(), f"{name}: keys emitted but not in docs/json.md"
     assert doc[0] - out[0] == set(), f"{name}: keys in docs/json.md that no run emits"
     for m, codes in out[1].items():
+        if name in FIELDS:
+            assert m in doc[0] and codes and codes <= FIELDS[name], \
+                f"{name}: {m} is undocumented, empty, or holds keys that are not Layout fields"
+            continue
         assert doc[1][m] == set(CODES[name]), f"{name}: docs/json.md's {m} codes are not REASONS"
         assert codes <= doc[1][m], f"{name}: {m} emits undocumented codes"
 

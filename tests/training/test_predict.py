@@ -211,3 +211,17 @@ def test_tpsim_predict_is_callable_in_any_import_order():
     import tpsim
     import tpsim.training.predict as module  # noqa: F401
     assert tpsim.predict("gpt2", "dgx-h100", tp=2).inputs.tp == 2
+
+
+def test_inputs_layout_runs_the_same_job_again():
+    """inputs.layout holds every setting away from its default: predict with it alone gives the
+    same step, and a default setting is not in it."""
+    kw = dict(tp=2, pp=2, dp=2, global_batch=16, recompute="selective", overlap_grad_reduce=False,
+              cross_entropy="xentropy", train_metrics=2)
+    first = predict("llama2-7b", "dgx-h100", **kw)
+    layout = first.inputs.layout
+    assert {k: layout[k] for k in kw} == kw and "zero" not in layout
+    again = predict("llama2-7b", "dgx-h100", **layout)
+    assert again.step.time_s == first.step.time_s
+    assert predict("llama2-7b", "dgx-h100", **{**layout, "dp": 1, "global_batch": 8}) \
+        .step.time_s != first.step.time_s

@@ -309,7 +309,7 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
                   zero=zero_stage(lay.zero, lay.distributed_optimizer),
                   cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
-                  recompute_num_layers=lay.recompute_num_layers,
+                  recompute_num_layers=lay.recompute_num_layers, layout=lay.predict_kwargs(),
                   recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
                   if lay.recompute == "selective" else (),
                   **_expert_inputs(experts_of(m, lay, par), topo, lay))

@@ -32,6 +32,7 @@ from .mla import mla_bwd, mla_fwd
 from .moe_flex import slot, slot_groups
 from .ops import Attention
 from .recompute import DEFAULT_MODULES, apply_recompute
+from .rope import unfused_bwd as rope_bwd, unfused_fwd as rope_fwd
 from .template import Builder, Template
 
 BLOCKS = ("attention", "mlp")
@@ -106,7 +107,7 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
         x = mla_fwd(B, x, mla == 2, _kernel_name(kernel))
         return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
-    x = eager.rope_fwd(B, x) if B.eager else x
+    x = eager.rope_fwd(B, x) if B.eager else rope_fwd(B, x) if B.rope else x
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
     x = eager.contiguous(B, x) if B.eager and kernel != "unfused" else x
@@ -182,7 +183,8 @@ def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bia
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
     core = cp_attention_bwd(B, dgrad, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_bwd(B, dgrad, kernel, dropout)
-    core = (eager.rope_bwd(B, core),) if B.eager else core
+    core = (eager.rope_bwd(B, core),) if B.eager else (rope_bwd(B, core),) if B.rope \
+        else core
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
 
@@ -217,7 +219,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
-                   modules: tuple[str, ...] | None = None) -> Template:
+                   modules: tuple[str, ...] | None = None, rope: bool = False) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -239,6 +241,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
     fused attention, no biases, no TP overlap, no context parallelism. ``eager``: PyTorch
     eager's elementwise kernels (:mod:`tpsim.layer.eager`), as torchtitan without compile.
+    ``rope``: Megatron-core's unfused RoPE (YaRN's attention factor, :mod:`tpsim.layer.rope`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -252,19 +255,21 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
            bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 or mla else ()) + \
         ((mla,) if mla else ())
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
-    extra = (("eager",) if eager else ()) + ((modules,) if modules else ())
-    return _TEMPLATES.get(key + extra, _build, key, eager, modules)
+    rope = rope and not eager and not bare and not mla and "attention" in blocks
+    extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
+        (("rope",) if rope else ())
+    return _TEMPLATES.get(key + extra, _build, key, eager, modules, rope)
 
 
-def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None) -> Template:
-    return _layer_template(*key, eager=eager, modules=modules)
+def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, rope: bool) -> Template:
+    return _layer_template(*key, eager=eager, modules=modules, rope=rope)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
-                    eager=False, modules=None) -> Template:
+                    eager=False, modules=None, rope=False) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
-    B.eager, B.expert_bias = eager, bool(moe and bias)
+    B.eager, B.expert_bias, B.rope = eager, bool(moe and bias), rope
     B.load_balancing = getattr(moe, "load_balancing", "none")
     x = None
     if "attention" in blocks:

@@ -78,6 +78,7 @@ class Builder:
         when TP communication overlaps the GEMMs (0: it does not)."""
         self.sp, self.fp8 = sp, fp8
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
+        self.rope = False      # Megatron-core's unfused RoPE (tpsim.layer.rope)
         self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
         self.tp_overlap = self.tp = tp_overlap

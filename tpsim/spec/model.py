@@ -19,8 +19,7 @@ from ..base.memo import Memo, value_hash
 from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
-NORMS = ("layernorm", "rmsnorm")
-ATTENTIONS = ("fused", "unfused")
+NORMS, ATTENTIONS = ("layernorm", "rmsnorm"), ("fused", "unfused")
 ROUTERS, LOAD_BALANCING = ("softmax", "sigmoid"), ("none", "aux_loss", "seq_aux_loss")
 ATTENTION_KERNELS = ("flash2", "flash3", "triton")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
@@ -87,6 +86,8 @@ class ModelConfig:
     sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
     mtp_layers: int = spec(ge=0, default=0, doc="multi-token-prediction modules (DeepSeek-V3: 1), "
                            "counted by mtp_params(), not in params() nor priced")
+    rope_attention_factor: float = spec(gt=0, default=1.0, doc="YaRN's factor on RoPE's cos and "
+                                        "sin (gpt-oss: 1.347); not 1: RoPE unfused (layer.rope)")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     __hash__ = value_hash      # by value, computed once: models key every memo of a search
@@ -142,8 +143,7 @@ class ModelConfig:
         """The model has routed experts (a mixture of experts)."""
         return self.experts > 0
 
-    mla = property(lambda self: self.kv_lora_rank is not None,
-                   doc="Attention is multi-head latent attention (``kv_lora_rank`` set).")
+    mla = property(lambda self: self.kv_lora_rank is not None, doc="kv_lora_rank set: MLA attention.")
 
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying

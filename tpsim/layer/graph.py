@@ -219,7 +219,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
-                   modules: tuple[str, ...] | None = None, rope: bool = False) -> Template:
+                   modules: tuple[str, ...] | None = None, rope: bool = False,
+                   clamp: bool = False) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -241,7 +242,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``mla``: multi-head latent attention (:mod:`tpsim.layer.mla`; 2: queries compressed too),
     fused attention, no biases, no TP overlap, no context parallelism. ``eager``: PyTorch
     eager's elementwise kernels (:mod:`tpsim.layer.eager`), as torchtitan without compile.
-    ``rope``: Megatron-core's unfused RoPE (YaRN's attention factor, :mod:`tpsim.layer.rope`).
+    ``rope``: Megatron-core's unfused RoPE (YaRN's attention factor, :mod:`tpsim.layer.rope`);
+    ``clamp``: the experts' GLU inputs clamped in eager PyTorch (:mod:`tpsim.layer.moe_clamp`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -256,20 +258,22 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
         ((mla,) if mla else ())
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
     rope = rope and not eager and not bare and not mla and "attention" in blocks
+    clamp = clamp and bool(moe) and "mlp" in blocks
     extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
-        (("rope",) if rope else ())
-    return _TEMPLATES.get(key + extra, _build, key, eager, modules, rope)
+        (("rope",) if rope else ()) + (("clamp",) if clamp else ())
+    return _TEMPLATES.get(key + extra, _build, key, eager, modules, rope, clamp)
 
 
-def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, rope: bool) -> Template:
-    return _layer_template(*key, eager=eager, modules=modules, rope=rope)
+def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, rope: bool,
+           clamp: bool) -> Template:
+    return _layer_template(*key, eager=eager, modules=modules, rope=rope, clamp=clamp)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
-                    eager=False, modules=None, rope=False) -> Template:
+                    eager=False, modules=None, rope=False, clamp=False) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
-    B.eager, B.expert_bias, B.rope = eager, bool(moe and bias), rope
+    B.eager, B.expert_bias, B.rope, B.clamp = eager, bool(moe and bias), rope, clamp
     B.load_balancing = getattr(moe, "load_balancing", "none")
     x = None
     if "attention" in blocks:

@@ -79,6 +79,7 @@ class Builder:
         self.sp, self.fp8 = sp, fp8
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
         self.rope = False      # Megatron-core's unfused RoPE (tpsim.layer.rope)
+        self.clamp = False     # the experts' clamped GLU inputs (tpsim.layer.moe_clamp)
         self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
         self.tp_overlap = self.tp = tp_overlap

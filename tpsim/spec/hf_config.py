@@ -230,6 +230,9 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
         _moe(family, values, out)
     if family == "gpt_oss":
         _banded(cfg, source, out, keys)
+        if cfg.get("swiglu_limit") is not None:     # the experts' clamp (layer.moe_clamp)
+            out["activation_clamp"] = cfg["swiglu_limit"]
+            keys["activation_clamp"] = "swiglu_limit"
     _yarn(cfg, source, out, keys)
     out["activation"] = _activation(family, out.get("activation"), source, keys["activation"])
     out["norm"] = "layernorm" if kind == "gpt2" else "rmsnorm"

@@ -54,8 +54,7 @@ class ModelConfig:
     attention: str = spec(default="fused", doc="fused (flash attention) or unfused (Megatron's "
                                                "QK^T, softmax, dropout, AV as separate kernels)")
     tie_embeddings: bool = spec(default=False, doc="the output layer reuses the token embedding")
-    bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2 and GPT-3: true; "
-                                         "Llama: false)")
+    bias: bool = spec(default=False, doc="the linear layers have biases (GPT-2, GPT-3: true; Llama: false)")
     experts: int = spec(ge=0, default=0, doc="routed experts per MoE layer; 0: a dense model")
     experts_per_token: int = spec(ge=0, default=0, doc="routed experts each token goes to (top-k)")
     expert_ffn_hidden: int | None = spec(gt=0, default=None,
@@ -72,8 +71,7 @@ class ModelConfig:
     router: str = spec(default="softmax", doc="router scoring: softmax or sigmoid (DeepSeek-V3)")
     load_balancing: str = spec(default="none", doc="router's auxiliary loss, none, aux_loss or "
                                "seq_aux_loss (Megatron's moe_router_load_balancing_type; layer.moe_host)")
-    q_lora_rank: int | None = spec(gt=0, default=None,
-                                   doc="multi-head latent attention: query compression rank")
+    q_lora_rank: int | None = spec(gt=0, default=None, doc="MLA: query compression rank")
     kv_lora_rank: int | None = spec(gt=0, default=None,
                                     doc="multi-head latent attention: key/value compression "
                                         "rank; set = MLA (parameters counted, not priced yet)")
@@ -86,6 +84,8 @@ class ModelConfig:
     sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
     mtp_layers: int = spec(ge=0, default=0, doc="multi-token-prediction modules (DeepSeek-V3: 1), "
                            "counted by mtp_params(), not in params() nor priced")
+    activation_clamp: float | None = spec(gt=0, default=None, doc="the experts' GLU inputs clamped "
+                                          "to this (gpt-oss: 7; Megatron-core eager, layer.moe_clamp)")
     rope_attention_factor: float = spec(gt=0, default=1.0, doc="YaRN's factor on RoPE's cos and "
                                         "sin (gpt-oss: 1.347); not 1: RoPE unfused (layer.rope)")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")

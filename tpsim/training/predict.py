@@ -159,8 +159,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
-                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager,
-                         modules=modules, rope=m.rope_attention_factor != 1)
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager, modules=modules,
+                         rope=m.rope_attention_factor != 1, clamp=m.activation_clamp is not None)
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
     pricing = Pricing(sustained(topo), par,
                       subgroups={**groups, **(subgroups(dense, a) if cp > 1 else {})})

@@ -29,7 +29,7 @@ F32 = 4
 # (kernel, bytes per element of t in activation bytes)
 T_FWD = (("cos", 2), ("neg", 1), ("rotate", 2), ("sin", 2), ("add", 3), ("cat", 2))
 T_BWD = (("sin", 2), ("neg", 1), ("split", 2), ("cos", 2), ("add", 3))
-FREQS = ("cos", "cos.scale", "cos.cast", "sin", "sin.scale", "sin.cast")
+FREQS = ("cos", "cos.scale", "cos.to", "sin", "sin.scale", "sin.to")
 
 
 def _one(d) -> int:
@@ -37,11 +37,11 @@ def _one(d) -> int:
 
 
 def _freqs(B, name: str, dep) -> str:
-    """cos and sin of the (s, d) fp32 angles, scaled by mscale and cast: 6 kernels."""
+    """cos and sin of the (s, d) fp32 angles, scaled by mscale and cast (``.to``): 6 kernels."""
     x = dep
     for kernel in FREQS:
         def size(d, kernel=kernel):
-            per = F32 + d.bpe if kernel.endswith("cast") else 2 * F32
+            per = F32 + d.bpe if kernel.endswith(".to") else 2 * F32
             return d.s, d.d, d.s * d.d * per
         x = B.eltwise(f"{name}.{kernel}", size, (x,), host_ops=0, loop_ops=_one)
     return x

@@ -53,8 +53,8 @@ MLA widths        -                     -                              q_lora_ra
 ================= ===================== ============================== ===========================
 
 gpt_oss has biases (``attention_bias``, default true; its experts and router too); its banded
-attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) is read, its
-attention sinks are not,
+attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) and its experts'
+clamp (``swiglu_limit``, ``activation_clamp``) are read, its attention sinks are not,
 nor are DeepSeek's group-limited routing (``n_group``, ``topk_group``) and multi-token
 prediction module's depth (``num_nextn_predict_layers``, counted by ``mtp_params``, not
 priced), or Qwen2-MoE's shared-expert gate (h weights

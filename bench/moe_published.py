@@ -156,7 +156,8 @@ fused attention, sinks and window inside the kernel, priced as the flash3 class;
 FLOPs left out), YaRN RoPE (factor 32: its attention factor 1.347 makes Megatron-core apply
 RoPE unfused, :mod:`tpsim.layer.rope`), the experts' GLU inputs clamped at 7 in eager PyTorch
 with a host synchronisation before the activation (:mod:`tpsim.layer.moe_clamp`); together
-these move the row from +49.8% to +32.0%. Its TFLOP/s are Megatron-Bridge's own count
+these move the row from +49.8% to +32.0%, and the banded layers' attention priced at the
+keys a query tile streams (``bench/window_attention_published.py``) to +33.7%. Its TFLOP/s are Megatron-Bridge's own count
 (``training/utils/flop_utils.py``, the window's pairs counted), 158 / 5,824 = 27.1 GFLOP a
 token against the 34.3 of Megatron-LM's count that tpsim prints (every layer full causal):
 compare its tokens/s.

@@ -158,9 +158,16 @@ moe_act]``), Megatron-Bridge's bf16 precision with ``grad_reduce_in_fp32`` off
 (``--grad-reduce-in-bf16``), the distributed optimizer. The model (``models/gpt_oss/
 gpt_oss_bridge.py``): biases in every linear and expert (:mod:`tpsim.layer.moe_bias`), a
 128-token window on alternate layers (``window_size`` (127, 0), ``window_attn_skip_freq`` 2),
-learned attention sinks (``softmax_type`` learnable: one logit a head, left out). Its TFLOP/s
-are Megatron-Bridge's own count (``training/utils/flop_utils.py``), 158 / 5,824 = 27.1 GFLOP
-a token against the 34.3 of Megatron-LM's count that tpsim prints: compare its tokens/s.
+learned attention sinks (``softmax_type`` learnable: Transformer Engine 2.14 then runs cuDNN's
+fused attention, sinks and window inside the kernel, priced as the flash3 class; the sinks' few
+FLOPs left out), YaRN RoPE (factor 32: its attention factor 1.347 makes Megatron-core apply
+RoPE unfused, :mod:`tpsim.layer.rope`), the experts' GLU inputs clamped at 7 in eager PyTorch
+with a host synchronisation before the activation (:mod:`tpsim.layer.moe_clamp`); together
+these move the row from +49.8% to +32.0%, and the banded layers' attention priced at the
+keys a query tile streams (``bench/window_attention_published.py``) to +33.7%. Its TFLOP/s are Megatron-Bridge's own count
+(``training/utils/flop_utils.py``, the window's pairs counted), 158 / 5,824 = 27.1 GFLOP a
+token against the 34.3 of Megatron-LM's count that tpsim prints (every layer full causal):
+compare its tokens/s.
 
 NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
 ``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):

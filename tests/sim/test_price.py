@@ -16,13 +16,14 @@ H100 = load_topology("dgx-h100").device
 OP = Attention(1, 64, 8, 4096, 4096, 64, "bf16", backward=True, window=128)
 
 
-def test_band_priced_at_the_window_keys():
-    """Executed FLOPs x (1 + causal_block / W) x 1.25 (backward), at the efficiency of W keys:
-    attention_time(exec, bytes, s, W, ...)."""
+def test_band_priced_at_the_keys_it_streams():
+    """Executed FLOPs x (1 + causal_block / W) x 1.25 (backward), at the efficiency of the
+    W + causal_block keys a query tile streams: attention_time(exec, bytes, s, W + cb, ...)."""
     k = H100.attention_kernels[H100.attention_kernel]
     flops = OP.flops * (1 + k.causal_block / 128) * compute.FLASH_BACKWARD_FACTOR / 2
     assert kernel_time(OP, H100) == pytest.approx(compute.attention_time(
-        flops, OP.bytes, 4096, 128, 64, H100, "bf16", True, None, True), rel=1e-12)
+        flops, OP.bytes, 4096, 128 + k.causal_block, 64, H100, "bf16", True, None, True),
+        rel=1e-12)
     assert kernel_time(OP, H100) < kernel_time(dataclasses.replace(OP, window=0), H100)
 
 

@@ -84,5 +84,8 @@ def test_layout_predicts_as_first_and_last_stage_layers(first, last, text):
     by_ends = tpsim.predict(model, "dgx-h100-ndr-cluster", first_stage_layers=first,
                             last_stage_layers=last, **job)
     by_layout = tpsim.predict(model, "dgx-h100-ndr-cluster", pipeline_layout=text, **job)
-    assert json.dumps(prediction_json(by_layout)) == json.dumps(prediction_json(by_ends))
+    said = [prediction_json(p) for p in (by_layout, by_ends)]
+    assert said[0]["inputs"].pop("layout")["pipeline_layout"] == text    # how each was asked
+    assert said[1]["inputs"].pop("layout")["first_stage_layers"] == first
+    assert json.dumps(said[0]) == json.dumps(said[1])
     assert by_layout.step == by_ends.step and by_layout.memory == by_ends.memory

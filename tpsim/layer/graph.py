@@ -33,6 +33,7 @@ from .qk_norm import qk_norm_bwd, qk_norm_fwd
 from .moe_flex import slot, slot_groups
 from .ops import Attention
 from .recompute import DEFAULT_MODULES, apply_recompute
+from .rope import unfused_bwd as rope_bwd, unfused_fwd as rope_fwd
 from .template import Builder, Template
 
 BLOCKS = ("attention", "mlp")
@@ -108,7 +109,7 @@ def _attention_fwd(B: Builder, x, bare: bool, kernel: str, dropout: bool,
         return x if bare else _bias_dropout_add_fwd(B, 1, x, skip, dropout)
     x = column_linear_fwd(B, "qkv", x, lambda d: (d.T, d.q + 2 * d.kv, d.h), input_saved)
     x = qk_norm_fwd(B, x) if B.qk_norm else x
-    x = eager.rope_fwd(B, x) if B.eager else x
+    x = eager.rope_fwd(B, x) if B.eager else rope_fwd(B, x) if B.rope else x
     x = cp_attention_fwd(B, x, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_fwd(B, x, kernel, dropout)
     x = eager.contiguous(B, x) if B.eager and kernel != "unfused" else x
@@ -184,7 +185,8 @@ def _attention_bwd(B: Builder, grad, bare: bool, kernel: str, dropout: bool, bia
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.q), grad, bias)
     core = cp_attention_bwd(B, dgrad, _kernel_name(kernel), *cp) if cp[0] > 1 else \
         _attention_core_bwd(B, dgrad, kernel, dropout)
-    core = (eager.rope_bwd(B, core),) if B.eager else core
+    core = (eager.rope_bwd(B, core),) if B.eager else (rope_bwd(B, core),) if B.rope \
+        else core
     core = qk_norm_bwd(B, core) if B.qk_norm else core
     x, _ = column_parallel_bwd(B, "qkv", lambda d: (d.T, d.q + 2 * d.kv, d.h), core, bias)
     return x if bare else _norm_residual_bwd(B, 1, x, out_grad)
@@ -221,6 +223,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, qk_norm: bool = False,
+                   rope: bool = False, clamp: bool = False,
                    backward: tuple[bool, bool] = (True, True)) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
@@ -247,6 +250,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     GEMMs accumulating into the main gradient); (False, False) is Megatron-LM of 2021
     (:mod:`tpsim.layer.linears`).
     ``qk_norm``: an RMSNorm over each head's query and key (:mod:`tpsim.layer.qk_norm`).
+    ``rope``: Megatron-core's unfused RoPE (YaRN's attention factor, :mod:`tpsim.layer.rope`);
+    ``clamp``: the experts' GLU inputs clamped in eager PyTorch (:mod:`tpsim.layer.moe_clamp`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -260,22 +265,29 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
            bias, fp8, tp_overlap, moe) + (((cp, cp_comm, cp_a2a),) if cp > 1 or mla else ()) + \
         ((mla,) if mla else ())
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
+    rope = rope and not eager and not bare and not mla and "attention" in blocks
+    clamp = clamp and bool(moe) and "mlp" in blocks
+    flags = (qk_norm, rope, clamp)
     extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
-        (("qk_norm",) if qk_norm else ()) + ((backward,) if backward != (True, True) else ())
-    return _TEMPLATES.get(key + extra, _build, key, eager, modules, qk_norm, backward)
+        tuple(n for n, on in zip(("qk_norm", "rope", "clamp"), flags) if on) + \
+        ((backward,) if backward != (True, True) else ())
+    return _TEMPLATES.get(key + extra, _build, key, eager, modules, flags, backward)
 
 
-def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, qk_norm: bool,
+def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, flags: tuple,
            backward) -> Template:
-    return _layer_template(*key, eager=eager, modules=modules, qk_norm=qk_norm,
-                           backward=backward)
+    qk_norm, rope, clamp = flags
+    return _layer_template(*key, eager=eager, modules=modules, qk_norm=qk_norm, rope=rope,
+                           clamp=clamp, backward=backward)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
-                    eager=False, modules=None, qk_norm=False, backward=(True, True)) -> Template:
+                    eager=False, modules=None, qk_norm=False, rope=False, clamp=False,
+                    backward=(True, True)) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     B.eager, B.expert_bias, B.qk_norm = eager, bool(moe and bias), qk_norm
+    B.rope, B.clamp = rope, clamp
     B.async_dgrad, B.grad_fusion = backward
     B.load_balancing = getattr(moe, "load_balancing", "none")
     x = None

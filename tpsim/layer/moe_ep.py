@@ -50,6 +50,7 @@ from .dims import Dims, layer_dims, sp_reduce_op
 from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved, fc2_size,
                   gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
                   shared_fwd)
+from .moe_clamp import clamp_bwd, clamp_fwd
 from .moe_host import alltoall_permute_ops, counts_gather, sort_ops, unsort_ops
 from .template import Builder
 
@@ -182,8 +183,10 @@ def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
     y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync,
               host_ops=sort_ops(B, dispatcher))
     y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
+    cat = clamp_fwd(B, y) if B.clamp else None      # gpt-oss: tpsim.layer.moe_clamp
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (y,), saved=act_saved(n_in))
+                                                * d.fe * d.bpe), (cat or y,), saved=act_saved(n_in),
+                  sync=cat)
     y = grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved)
     return _copy(B, "fwd.moe.unsort", routed_rows, (y,), host_ops=unsort_ops(B, dispatcher))
 
@@ -196,6 +199,7 @@ def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
     y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
                                                 * routed_rows(d) * d.fe * d.bpe), (y,),
                   forward_of="fwd.experts.act")
+    y = clamp_bwd(B, y) if B.clamp else y
     y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
     return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort",
                  host_ops=sort_ops(B, dispatcher, backward=True))

@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..base.errors import ConfigError
+from .moe_clamp import NAMES as CLAMP
 
 SLOT_OPS = ("fwd.router", "fwd.moe.", "fwd.experts.", "fwd.shared.")   # the MoE slot's ops
 SHARED_OPS = ("fwd.shared.fc1", "fwd.shared.act", "fwd.shared.fc2", "fwd.shared.all-gather",
@@ -87,7 +88,7 @@ def apply_modules(B, modules: tuple[str, ...], recompute) -> None:
         elif module == "shared_experts" and slot and "moe" not in modules:
             _checkpoint(B, [n for n in names if n in SHARED_OPS], (), recompute)
         elif module == "moe_act" and slot and "moe" not in modules:
-            region = [n for n in ("fwd.experts.act", "fwd.experts.fc2.cast") if n in names]
+            region = [n for n in (*CLAMP, "fwd.experts.act", "fwd.experts.fc2.cast") if n in names]
             _discard(B, region, ("fwd.experts.fc2",), ("bwd.experts.fc2.wgrad",), recompute)
         elif module == "mla_up_proj" and "fwd.kv_up" in names:
             _discard(B, [n for n in MLA_UP if n in names], ("fwd.attn",), ("bwd.attn",),

@@ -78,6 +78,8 @@ class Builder:
         when TP communication overlaps the GEMMs (0: it does not)."""
         self.sp, self.fp8 = sp, fp8
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)
+        self.rope = False      # Megatron-core's unfused RoPE (tpsim.layer.rope)
+        self.clamp = False     # the experts' clamped GLU inputs (tpsim.layer.moe_clamp)
         self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
         self.async_dgrad = True    # TP all-reduce of dX beside wgrad (tpsim.layer.linears)

@@ -3,7 +3,7 @@
 | op | priced by |
 | --- | --- |
 | :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time`; with ``streams``, :func:`tpsim.cost.compute.grouped_gemm_time` |
-| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile); a sliding window W runs the kernel's loop over min(seq_kv, W) keys (:attr:`~tpsim.layer.ops.Attention.keys`), an op standing for banded and full layers costs their share-weighted mean |
+| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile); a sliding window W runs the kernel's loop over min(seq_kv, W) keys (:attr:`~tpsim.layer.ops.Attention.keys`) and its edge tiles, x (1 + causal_block / W) FLOPs at the efficiency of the W + causal_block keys a query tile streams, an op standing for banded and full layers costs their share-weighted mean |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.CastTranspose` | :func:`tpsim.cost.compute.cast_transpose_time` |
 | :class:`~tpsim.layer.ops.DecodeAttention` | :func:`tpsim.cost.compute.decode_attention_time` |
@@ -97,7 +97,12 @@ def kernel_time(op, device) -> float:
     else:
         flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.keys,
                                              kernel.causal(op.backward)[1], op.full_flops)
-    return compute.attention_time(flops, op.bytes, op.seq_q, op.keys, op.head_dim, device,
+    keys = op.keys
+    if kernel is not None and op.causal and op.keys < op.seq_kv:
+        # a band's query tile streams the keys it executes, its window's W and the edge
+        # tiles' causal_block: the tile's fixed work is spread over W + causal_block keys
+        keys = min(op.seq_kv, op.keys + kernel.causal(op.backward)[1])
+    return compute.attention_time(flops, op.bytes, op.seq_q, keys, op.head_dim, device,
                                   op.dtype, op.backward, op.kernel, op.causal)
 
 

@@ -55,8 +55,8 @@ MLA widths        -                     -                              q_lora_ra
 ================= ===================== ============================== ===========================
 
 gpt_oss has biases (``attention_bias``, default true; its experts and router too); its banded
-attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) is read, its
-attention sinks are not,
+attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) and its experts'
+clamp (``swiglu_limit``, ``activation_clamp``) are read, its attention sinks are not,
 nor are DeepSeek's group-limited routing (``n_group``, ``topk_group``) and multi-token
 prediction module's depth (``num_nextn_predict_layers``, counted by ``mtp_params``, not
 priced), or Qwen2-MoE's shared-expert gate (h weights
@@ -67,11 +67,12 @@ refused, never priced as the dense model it is not.
 
 ``seq_len`` is the context the model was built for (max_position_embeddings, 131072 for
 Llama 3.1): pass ``--seq`` for the length you train or serve at (without it, ``tpsim predict``
-and ``search`` say on stderr which length they took and from which key). Not read: RoPE settings,
-Mistral's sliding window (tpsim prices full causal attention), ``torch_dtype`` (``--dtype``).
+and ``search`` say on stderr which length they took and from which key). Not read: RoPE settings
+but YaRN's attention factor (``rope_scaling``, :func:`_yarn`), Mistral's sliding window (tpsim prices full causal attention), ``torch_dtype`` (``--dtype``).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..base.errors import ConfigError
@@ -194,6 +195,24 @@ def _banded(cfg: dict, source: str, out: dict, keys: dict) -> None:
     keys.update(sliding_window="sliding_window", sliding_window_freq="layer_types")
 
 
+def _yarn(cfg: dict, source: str, out: dict, keys: dict) -> None:
+    """YaRN's attention factor (``rope_attention_factor``) of a ``rope_scaling`` of rope_type
+    yarn: its ``attention_factor``, else m(mscale) / m(mscale_all_dim) when both are given, else
+    m(1), with m(s) = 0.1 s ln(factor) + 1 for factor > 1, else 1 (transformers'
+    ``_compute_yarn_parameters``, Megatron-core's ``_yarn_get_concentration_factor``)."""
+    rs = cfg.get("rope_scaling")
+    if not isinstance(rs, dict) or rs.get("rope_type", rs.get("type")) != "yarn":
+        return
+    f = rs.get("factor", 1.0)
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0:
+        raise ConfigError(source, "rope_scaling.factor", "a positive number", f)
+    m = lambda s: 0.1 * s * math.log(f) + 1.0 if f > 1 else 1.0   # noqa: E731
+    ms, msa = rs.get("mscale"), rs.get("mscale_all_dim")
+    out["rope_attention_factor"] = rs.get("attention_factor") or (
+        m(ms) / m(msa) if ms and msa else m(1.0))
+    keys["rope_attention_factor"] = "rope_scaling"
+
+
 def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     """The tpsim model mapping (named ``name``) of a parsed config.json, and tpsim key ->
     config.json key."""
@@ -213,6 +232,10 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
         _moe(family, values, out)
     if family == "gpt_oss":
         _banded(cfg, source, out, keys)
+        if cfg.get("swiglu_limit") is not None:     # the experts' clamp (layer.moe_clamp)
+            out["activation_clamp"] = cfg["swiglu_limit"]
+            keys["activation_clamp"] = "swiglu_limit"
+    _yarn(cfg, source, out, keys)
     out["activation"] = _activation(family, out.get("activation"), source, keys["activation"])
     out["norm"] = "layernorm" if kind == "gpt2" else "rmsnorm"
     out["bias"] = _bias(family, cfg, source)

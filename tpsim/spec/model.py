@@ -19,8 +19,7 @@ from ..base.memo import Memo, value_hash
 from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 
 ACTIVATIONS = ("gelu", "swiglu")
-NORMS = ("layernorm", "rmsnorm")
-ATTENTIONS = ("fused", "unfused")
+NORMS, ATTENTIONS = ("layernorm", "rmsnorm"), ("fused", "unfused")
 ROUTERS, LOAD_BALANCING = ("softmax", "sigmoid"), ("none", "aux_loss", "seq_aux_loss")
 ATTENTION_KERNELS = ("flash2", "flash3", "triton")   # fused kernels a run may name (a device lists its own)
 OVERRIDABLE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
@@ -59,9 +58,8 @@ class ModelConfig:
     qk_norm: bool = spec(default=False, doc="an RMSNorm on each head's query and key (Qwen3)")
     experts: int = spec(ge=0, default=0, doc="routed experts per MoE layer; 0: a dense model")
     experts_per_token: int = spec(ge=0, default=0, doc="routed experts each token goes to (top-k)")
-    expert_ffn_hidden: int | None = spec(gt=0, default=None,
-                                         doc="inner width of one expert (moe_intermediate_size); "
-                                             "default ffn_hidden")
+    expert_ffn_hidden: int | None = spec(gt=0, default=None, doc="inner width of one expert "
+                                         "(moe_intermediate_size); default ffn_hidden")
     shared_experts: int = spec(ge=0, default=0, doc="experts every token goes to, per MoE layer")
     shared_expert_ffn_hidden: int | None = spec(gt=0, default=None,
                                                 doc="inner width of one shared expert; default "
@@ -73,8 +71,7 @@ class ModelConfig:
     router: str = spec(default="softmax", doc="router scoring: softmax or sigmoid (DeepSeek-V3)")
     load_balancing: str = spec(default="none", doc="router's auxiliary loss, none, aux_loss or "
                                "seq_aux_loss (Megatron's moe_router_load_balancing_type; layer.moe_host)")
-    q_lora_rank: int | None = spec(gt=0, default=None,
-                                   doc="multi-head latent attention: query compression rank")
+    q_lora_rank: int | None = spec(gt=0, default=None, doc="MLA: query compression rank")
     kv_lora_rank: int | None = spec(gt=0, default=None,
                                     doc="multi-head latent attention: key/value compression "
                                         "rank; set = MLA (parameters counted, not priced yet)")
@@ -87,6 +84,10 @@ class ModelConfig:
     sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
     mtp_layers: int = spec(ge=0, default=0, doc="multi-token-prediction modules (DeepSeek-V3: 1), "
                            "counted by mtp_params(), not in params() nor priced")
+    activation_clamp: float | None = spec(gt=0, default=None, doc="the experts' GLU inputs clamped "
+                                          "to this (gpt-oss: 7; Megatron-core eager, layer.moe_clamp)")
+    rope_attention_factor: float = spec(gt=0, default=1.0, doc="YaRN's factor on RoPE's cos and "
+                                        "sin (gpt-oss: 1.347); not 1: RoPE unfused (layer.rope)")
     description: str = spec(default="-", doc="one line shown by `tpsim models`")
 
     __hash__ = value_hash      # by value, computed once: models key every memo of a search
@@ -142,8 +143,7 @@ class ModelConfig:
         """The model has routed experts (a mixture of experts)."""
         return self.experts > 0
 
-    mla = property(lambda self: self.kv_lora_rank is not None,
-                   doc="Attention is multi-head latent attention (``kv_lora_rank`` set).")
+    mla = property(lambda self: self.kv_lora_rank is not None, doc="kv_lora_rank set: MLA attention.")
 
     def check_priced(self, training: bool = False, serving: bool = False) -> None:
         """Raise TpsimError when the model has layers tpsim cannot price yet: one line saying

@@ -127,8 +127,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     (:mod:`tpsim.layer.eager`); ``modules``: what selective recomputation re-runs (None:
     core_attn, :mod:`tpsim.layer.recompute_modules`); ``backward``: ``layer_template``'s and the
     share of micro-batches whose weight gradients are added apart (Dims.grad_adds)."""
-    dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True,
-                      cp=cp)
+    dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
         if tp_comm_overlap:
@@ -158,9 +157,10 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
                          fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
-                         moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a,
-                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, eager=eager,
-                         modules=modules, qk_norm=m.qk_norm, backward=backward[:2])
+                         moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a, eager=eager,
+                         mla=(2 if m.q_lora_rank else 1) if m.mla else 0, modules=modules,
+                         qk_norm=m.qk_norm, backward=backward[:2],
+                         rope=m.rope_attention_factor != 1, clamp=m.activation_clamp is not None)
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
     pricing = Pricing(sustained(topo), par,
                       subgroups={**groups, **(subgroups(dense, a) if cp > 1 else {})})

@@ -54,7 +54,8 @@ def _choice_kwargs(f: Field, listed: bool) -> dict:
     if not choices:                        # a free name, checked by the dataclass
         return {"default": f.default}
     kind = type(choices[0])
-    return {"choices": choices, "default": f.default, **({"type": kind} if kind is int else {})}
+    return {"choices": choices, "default": f.default,
+            **({"type": natural_int} if kind is int else {})}    # int() takes any script's digits
 
 
 def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]:

@@ -4,7 +4,10 @@ combine kernels reach across nodes) on HybridEP's published H100 table, and what
 Data: ``tests/data/published_collectives/hybridep_h100.csv`` (deepseek-ai/DeepEP branch
 ``hybrid-ep``, ``docs/README_Hybrid-EP.md``; its README section states the setting): 4096
 tokens a rank, hidden 7168, top 8 of 8 experts a rank, uniform routing, BF16, the kernel alone,
-at HybridEP's multi-node default of 8 SMs (``csrc/hybrid_ep/config.cuh`` ``Configurer``). Its
+at the table's largest SM count, 16 (HybridEP's own default across nodes is 8, ``csrc/hybrid_ep/
+config.cuh`` ``Configurer``; Megatron-Bridge's performance harness gives it 32,
+``scripts/performance/utils/overrides.py`` ``moe_hybridep_num_sms = 32``, and the recipes 16 or
+32; the table's kernels run no faster at 16 than at 8, so 32 is taken as 16). Its
 bandwidth counts T N 2h bytes, N the nodes a token goes to with its own node, so
 
     t = T N 2 h / bandwidth                        N = m (1 - C(E - E/m, k) / C(E, k))
@@ -17,8 +20,8 @@ fitted where it binds, as the stage's line-rate time over the measured time less
 part (the mean over dispatch and combine):
 
 * NVLink: the 16-rank rows (2 nodes: each rank forwards 5.7 times the bytes it sends over its
-  NIC); the network stage there would run at 34-38 GB/s of the NIC's 50, where the 32- and
-  64-rank rows reach 41-45;
+  NIC); the network stage there would run at 31-36 GB/s of the NIC's 50, where the 32- and
+  64-rank rows reach 43-44;
 * network: the 32- and 64-rank rows (4 and 8 nodes).
 
 Nothing else is fitted on these rows; ``bench/moe_published.py`` and
@@ -38,7 +41,7 @@ from tpsim.cluster.topology import Topology, shipped_topologies
 from tpsim.cost.all_to_all import hierarchical_dispatch_time, uniform_fanout
 
 DATA = Path(__file__).resolve().parents[1] / "tests/data/published_collectives/hybridep_h100.csv"
-TOKENS, HIDDEN, TOP_K, LOCAL_EXPERTS, PER_NODE, SMS = 4096, 7168, 8, 8, 8, 8
+TOKENS, HIDDEN, TOP_K, LOCAL_EXPERTS, PER_NODE, SMS = 4096, 7168, 8, 8, 8, 16
 CLUSTER = "dgx-h100-ndr-cluster"
 
 
@@ -58,7 +61,7 @@ def nodes_per_token(ranks: int) -> float:
 
 def rows():
     """(ranks, phase, measured kernel s, API s, the priced kernel at line rate) for the BF16
-    rows at 8 SMs; phase dispatch or combine."""
+    rows at 16 SMs; phase dispatch or combine."""
     topo = line_rate_cluster()
     out = []
     with open(DATA) as f:

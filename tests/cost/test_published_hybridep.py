@@ -1,6 +1,6 @@
 """dgx-h100-ndr-cluster's efficiency.hybridep is the fit ``bench/hybridep_published.py`` makes on
 HybridEP's published H100 table (tests/data/published_collectives/hybridep_h100.csv, BF16,
-kernel only, 8 SMs), and the rows the fit leaves pinned come within the spread it shows."""
+kernel only, 16 SMs), and the rows the fit leaves pinned come within the spread it shows."""
 from __future__ import annotations
 
 import sys

@@ -170,13 +170,14 @@ def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: i
     of the tokens into per-rank send buffers runs inside the kernel (no separate permute op).
     As an all-to-all of S = T b (``nbytes``), its transfer the slower of the two stages.
 
-    ``kernel`` is ``hybridep`` for HybridEP across nodes, whose kernels run on 8 SMs there
-    (deepseek-ai/DeepEP branch ``hybrid-ep``, ``csrc/hybrid_ep/config.cuh`` ``Configurer``:
-    8 SMs for dispatch and for combine when ``num_of_nodes > 1``, 24 inside one node;
-    Megatron-core passes ``--moe-flex-dispatcher-num-sms``, default None, through): each level's
-    ``efficiency.hybridep``, the rate those kernels reach (``bench/hybridep_published.py``: on
-    H100 the NVLink stage ~210 GB/s, under half of NCCL's 370, which bounds them on 2 nodes);
-    ring otherwise (DeepEP; HybridEP inside a node)."""
+    ``kernel`` is ``hybridep`` for HybridEP across nodes: each level's ``efficiency.hybridep``,
+    the rate its kernels reach there (``bench/hybridep_published.py``: on H100 the NVLink stage
+    ~195 GB/s, about half of NCCL's 370, which bounds them on 2 nodes), fitted at 16 SMs.
+    HybridEP gives them 8 across nodes by default (deepseek-ai/DeepEP branch ``hybrid-ep``,
+    ``csrc/hybrid_ep/config.cuh`` ``Configurer``; 24 inside one node), Megatron-Bridge's
+    performance harness 32 (``scripts/performance/utils/overrides.py``:
+    ``moe_hybridep_num_sms = 32``); its published table runs no faster at 16 than at 8.
+    Ring otherwise (DeepEP; HybridEP inside a node)."""
     intra = place.intra_node
     g = intra[0].fanout if intra else 1
     remote, ranks = uniform_fanout(experts, top_k, place.size, g)

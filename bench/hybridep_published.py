@@ -15,7 +15,8 @@ bandwidth counts T N 2h bytes, N the nodes a token goes to with its own node, so
 is the measured kernel time. tpsim prices the kernel as
 :func:`tpsim.cost.all_to_all.hierarchical_dispatch_time`: launch + latency + the slower of
 the network stage (T 2h r over the rank's NIC) and the NVLink stage (T 2h R (g - 1)/g over its
-NVLink), at the levels' line rates times ``efficiency.hybridep``. Each stage's efficiency is
+NVLink), at the levels' line rates times ``efficiency.hybridep`` (the dispatch's rows 4 x 64
+bytes longer: the probabilities they carry). Each stage's efficiency is
 fitted where it binds, as the stage's line-rate time over the measured time less the fixed
 part (the mean over dispatch and combine):
 
@@ -43,6 +44,9 @@ from tpsim.cost.all_to_all import hierarchical_dispatch_time, uniform_fanout
 DATA = Path(__file__).resolve().parents[1] / "tests/data/published_collectives/hybridep_h100.csv"
 TOKENS, HIDDEN, TOP_K, LOCAL_EXPERTS, PER_NODE, SMS = 4096, 7168, 8, 8, 8, 16
 CLUSTER = "dgx-h100-ndr-cluster"
+# the benchmark's dispatch passes the routing weights: each row carries the fp32 probabilities
+# of its target node's experts (tests/test_hybrid_ep.py; tpsim.cost.all_to_all.flex_dispatch_time)
+PROBS = 4 * LOCAL_EXPERTS * PER_NODE
 
 
 def line_rate_cluster() -> Topology:
@@ -71,8 +75,9 @@ def rows():
                 continue
             counted = TOKENS * nodes_per_token(n) * 2 * HIDDEN
             fan = uniform_fanout(n * LOCAL_EXPERTS, TOP_K, n, PER_NODE)
-            line = hierarchical_dispatch_time(TOKENS, 2 * HIDDEN, topo.place(n), topo, *fan)
-            for phase, key in (("dispatch", "dispatch_bf16"), ("combine", "combine")):
+            for phase, key, b in (("dispatch", "dispatch_bf16", 2 * HIDDEN + PROBS),
+                                  ("combine", "combine", 2 * HIDDEN)):
+                line = hierarchical_dispatch_time(TOKENS, b, topo.place(n), topo, *fan)
                 out.append((n, phase, counted / float(r[f"kernel_{key}_GBps"]) / 1e9,
                             counted / float(r[f"api_{key}_GBps"]) / 1e9, line))
     return out

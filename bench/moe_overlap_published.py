@@ -19,10 +19,10 @@ off):
   3,959 ms of communication ran beside a GEMM or the attention with the overlap, 36.55% of
   it, and 9.079 ms (0.11%) without: the communication kernels ran 10.83 s and 8.25 s a step,
   and the GPU was busy 21.22 s and 22.82 s (so about 14.4-14.6 s of other kernels either way).
-  tpsim's MoE layers put 6.58 s a step on the communication stream (the distributed
-  optimizer's exchange of the ~1.5 billion dense parameters adds ~0.1-0.2 s), and hide 4.81 s of it
+  tpsim's MoE layers put 6.70 s a step on the communication stream (the distributed
+  optimizer's exchange of the ~1.5 billion dense parameters adds ~0.1-0.2 s), and hide 4.90 s of it
   beside the compute with the overlap (:func:`profile_rows`). The kernels run at HybridEP's
-  measured H100 rates (``bench/hybridep_published.py``: 0.52 ms each here, NVLink-bound; 5.04 s
+  measured H100 rates (``bench/hybridep_published.py``: 0.51-0.54 ms each here, NVLink-bound; 5.04 s
   a step at NCCL's ring efficiencies before): the overlap now hides more than the profile's
   3.96 s, whose communication kernels themselves ran 2.6 s longer beside the compute (8.25 to
   10.83 s), a slowdown tpsim does not price on the communication stream. The rest is time

@@ -122,6 +122,16 @@ def test_hybridep_across_nodes_runs_at_its_own_efficiency():
         flex_dispatch_time(1000, 1e4, 64, 4, plain.place(32), plain).time_s
 
 
+def test_hybridep_rows_carry_their_target_nodes_probabilities():
+    """With ``probs`` each row is p = 4 (E/n) g bytes longer: E = 64 experts on n = 32 ranks,
+    g = 8 a node: 64 bytes on b = 1e4, on both stages; S counts them."""
+    topo = make_topology([NODE, IB])
+    r, R = uniform_fanout(64, 4, 32, 8)
+    with_p = flex_dispatch_time(1000, 1e4, 64, 4, topo.place(32), topo, "hybridep", True)
+    want = hierarchical_dispatch_time(1000, 1e4 + 64, topo.place(32), topo, r, R)
+    assert with_p.time_s == pytest.approx(want.time_s) and with_p.nbytes == 1000 * (1e4 + 64)
+
+
 def test_uniform_fanout_matches_a_sampled_router():
     """E=64 experts on 16 ranks (2 nodes of 8), top-6: the hypergeometric expectation against
     20,000 sampled tokens; and the closed forms at the ends (top-1: one rank, and 1/2 chance of

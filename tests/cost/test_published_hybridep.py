@@ -22,11 +22,11 @@ def test_shipped_efficiencies_are_the_fit():
     assert levels[1].efficiency.hybridep == pytest.approx(net, abs=5e-4)
 
 
-def test_every_row_within_seven_percent_and_the_bound_stage_as_fitted():
+def test_every_row_within_eight_percent_and_the_bound_stage_as_fitted():
     """At the fitted efficiencies: the NVLink stage binds at 16 ranks (2 nodes), the network
-    at 32 and 64; every kernel time within 7% of the measured one."""
+    at 32 and 64; every kernel time within 8% of the measured one."""
     nvl, net = hybridep_published.fit()
     for ranks, phase, t, _, d in hybridep_published.rows():
         stages = d.nvlink_s / nvl, d.network_s / net
         assert (stages[0] > stages[1]) == (ranks == 16), (ranks, phase)
-        assert d.launch_s + d.latency_s + max(stages) == pytest.approx(t, rel=0.07)
+        assert d.launch_s + d.latency_s + max(stages) == pytest.approx(t, rel=0.08)

@@ -156,23 +156,26 @@ def uniform_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int) ->
 
 
 def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: int,
-                       place: Placement, topo: Topology, backend: str = "deepep"
-                       ) -> CollectiveCost:
+                       place: Placement, topo: Topology, backend: str = "deepep",
+                       probs: bool = False) -> CollectiveCost:
     """One dispatch (or combine) of Megatron-core's flex dispatcher on the EP group ``place``
     (``token_dispatcher.py`` ``MoEFlexTokenDispatcher``: DeepEP's or HybridEP's fused kernels,
     which send a token once per target node and once per target GPU, never once per expert):
     :func:`hierarchical_dispatch_time` at a balanced router's fan-out,
 
         r, R = uniform_fanout(E, k, n, g)       n = the group's ranks, g = its ranks per node
-        t = hierarchical_dispatch_time(T, b, place, r, R, kernel)
+        t = hierarchical_dispatch_time(T, b + p, place, r, R, kernel)
 
-    with T = ``tokens``, b = ``token_bytes``, E = ``experts``, k = ``top_k``. The permutation
+    with T = ``tokens``, b = ``token_bytes``, E = ``experts``, k = ``top_k``; p = 4 (E/n) g
+    with ``probs`` (HybridEP: each row carries the fp32 probabilities of its target node's E/n g
+    experts, its ``prob_per_token``, over both stages: deepseek-ai/DeepEP branch ``hybrid-ep``,
+    ``csrc/hybrid_ep/backend/hybrid_ep_backend.cuh``), else 0. The permutation
     of the tokens into per-rank send buffers runs inside the kernel (no separate permute op).
-    As an all-to-all of S = T b (``nbytes``), its transfer the slower of the two stages.
+    As an all-to-all of S = T (b + p) (``nbytes``), its transfer the slower of the two stages.
 
     ``kernel`` is ``hybridep`` for HybridEP across nodes: each level's ``efficiency.hybridep``,
     the rate its kernels reach there (``bench/hybridep_published.py``: on H100 the NVLink stage
-    ~195 GB/s, about half of NCCL's 370, which bounds them on 2 nodes), fitted at 16 SMs.
+    ~200 GB/s, about half of NCCL's 370, which bounds them on 2 nodes), fitted at 16 SMs.
     HybridEP gives them 8 across nodes by default (deepseek-ai/DeepEP branch ``hybrid-ep``,
     ``csrc/hybrid_ep/config.cuh`` ``Configurer``; 24 inside one node), Megatron-Bridge's
     performance harness 32 (``scripts/performance/utils/overrides.py``:
@@ -181,9 +184,10 @@ def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: i
     intra = place.intra_node
     g = intra[0].fanout if intra else 1
     remote, ranks = uniform_fanout(experts, top_k, place.size, g)
-    kernel = "hybridep" if backend == "hybridep" and place.inter_node else "ring"
-    d = hierarchical_dispatch_time(tokens, token_bytes, place, topo, remote, ranks, kernel)
-    return CollectiveCost("all-to-all", backend, int(tokens * token_bytes), place.size, d.time_s,
+    kernel = "hybridep" if backend == "hybridep" and place.crosses_nodes else "ring"
+    b = token_bytes + (4 * experts // place.size * g if probs else 0)
+    d = hierarchical_dispatch_time(tokens, b, place, topo, remote, ranks, kernel)
+    return CollectiveCost("all-to-all", backend, int(tokens * b), place.size, d.time_s,
                           d.launch_s, d.latency_s, max(d.network_s, d.nvlink_s), 0.0, "simple",
                           qualname(flex_dispatch_time), place.group.name)
 

@@ -201,9 +201,11 @@ DEEPEP_SMS = 20
 
 def flex_sm_share(backend: str, device) -> float | None:
     """The share of ``device``'s SMs the flex dispatcher's kernels take from the compute beside
-    them: DEEPEP_SMS / sm_count for DeepEP; None (not documented: the device's
-    ``comm_compute_interference``, as for NCCL) for HybridEP, whose count Megatron-core leaves
-    to the library, or for a device that lists no sm_count."""
+    them: DEEPEP_SMS / sm_count for DeepEP; None (the device's ``comm_compute_interference``,
+    as for NCCL) for HybridEP, whose count Megatron-core leaves to the library (8 across nodes,
+    24 inside one) and Megatron-Bridge's performance harness sets to 32
+    (``scripts/performance/utils/overrides.py``: on H100 32 / 132 = 0.24, dgx-h100's figure),
+    or for a device that lists no sm_count."""
     if backend != "deepep" or not device.sm_count:
         return None
     return min(1.0, DEEPEP_SMS / device.sm_count)

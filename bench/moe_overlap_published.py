@@ -19,13 +19,18 @@ off):
   3,959 ms of communication ran beside a GEMM or the attention with the overlap, 36.55% of
   it, and 9.079 ms (0.11%) without: the communication kernels ran 10.83 s and 8.25 s a step,
   and the GPU was busy 21.22 s and 22.82 s (so about 14.4-14.6 s of other kernels either way).
-  tpsim's MoE layers put 5.04 s a step on the communication stream (the distributed
-  optimizer's exchange of the ~1.5 billion dense parameters adds ~0.1-0.2 s), and hide 3.66 s of it
-  beside the compute with the overlap (:func:`profile_rows`): what the overlap hides matches
-  the profile, the communication kernels' own time does not (their transfer at HybridEP's
-  published H100 bandwidth is what tpsim prices, ``bench/moe_published.py``: the rest is
-  time inside the kernels that no transfer accounts for, such as waiting for the other
-  ranks). Megatron-core's ``HybridEPDispatch`` calls HybridEP's ``dispatch_with_permute``
+  tpsim's MoE layers put 6.70 s a step on the communication stream (the distributed
+  optimizer's exchange of the ~1.5 billion dense parameters adds ~0.1-0.2 s), and hide 4.90 s of it
+  beside the compute with the overlap (:func:`profile_rows`). The kernels run at HybridEP's
+  measured H100 rates (``bench/hybridep_published.py``: 0.51-0.54 ms each here, NVLink-bound; 5.04 s
+  a step at NCCL's ring efficiencies before): the overlap now hides more than the profile's
+  3.96 s, whose communication kernels themselves ran 2.6 s longer beside the compute (8.25 to
+  10.83 s), a slowdown tpsim does not price on the communication stream. The rest is time
+  inside the kernels no transfer
+  accounts for: each HybridEP call is five kernels (``csrc/hybrid_ep/backend/
+  hybrid_ep_backend.cuh``: a flag update, a barrier of the node's ranks before and after the
+  transfer kernel, an RDMA barrier of the nodes), and at each barrier a rank waits for the
+  slowest. Megatron-core's ``HybridEPDispatch`` calls HybridEP's ``dispatch_with_permute``
   (its permutation unfused by default): if the profile counts those permutation kernels as
   communication, 1.27 s a step of tpsim's compute (its sort and unsort) moves across.
 

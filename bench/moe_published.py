@@ -115,10 +115,14 @@ Checked and ruled out as the gap's cause (none moves a row by more than a few po
   18.8 s step (expert DP 1; Adam over 1.9 billion parameters a GPU is ~50 GB of memory traffic).
 * the model's ends and the pipeline: every row's gap is inside its MoE layers
   (``bench/moe_breakdown.py``); the PP 2 row's idle and transfers are 2.0 s of 22.2.
-* the inter-node dispatch: HybridEP's H100 table (deepseek-ai/DeepEP branch ``hybrid-ep``,
-  ``docs/README_Hybrid-EP.md``: 16 ranks, 4096 tokens, top 8, BF16 dispatch 37-58 GB/s and
-  combine 42-57 GB/s of deduplicated RDMA bytes through the torch API) matches the 43 GB/s tpsim's
-  EP 16 dispatch runs at (0.39 ms each).
+* the inter-node dispatch's bandwidth, now priced from HybridEP's H100 table (deepseek-ai/DeepEP
+  branch ``hybrid-ep``, ``docs/README_Hybrid-EP.md``; ``bench/hybridep_published.py``). Its
+  bytes count a token's own node (``tests/utils.py`` ``count_rdma_send_from_routing_map``), so
+  at 16 ranks half of them stay in the node: read so, its kernels (16 SMs) run their NVLink
+  stage at ~200 GB/s, which binds them on 2 nodes, not at the 43 GB/s a NIC that an earlier
+  reading matched tpsim's network stage to. Fitted there (``efficiency.hybridep``), and with
+  the routing probabilities the forward dispatch carries, they bring the EP 16 kernels from
+  0.39 to 0.51-0.54 ms and the row from +52.2% to +40.1%.
 * CUDA graphs: the EP 16 FP8 recipe captures ``attn``, ``moe_router`` and ``moe_preprocess``
   with Transformer Engine; Megatron-Bridge's ``docs/training/cuda-graphs.md`` reports such graphs
   "low-teens to low-20s percent faster" on launch-bound mid-sized MoE runs and neutral on PR
@@ -145,8 +149,8 @@ Megatron-Bridge's own runs of Qwen3-30B-A3B (BF16, EP 16) with and without the o
 (``bench/moe_overlap_published.py``) save 9.9 s (all-to-all) and 3.7 s (HybridEP) a step where
 tpsim's overlap saves 11.6 and 3.7: within two nodes the overlap's saving is about right in
 seconds, and its speed-up's excess is the short step without it; the HybridEP run's profile
-puts most of that shortfall in the communication kernels (8.25 s a step against tpsim's 5.04 s
-of transfers). Qwen3's QK-norm is priced (:mod:`tpsim.layer.qk_norm`).
+puts most of that shortfall in the communication kernels (8.25 s a step against tpsim's 6.70 s
+at HybridEP's measured kernel rates, 5.04 s at NCCL's before). Qwen3's QK-norm is priced (:mod:`tpsim.layer.qk_norm`).
 
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe

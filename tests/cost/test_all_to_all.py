@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tpsim.base.errors import ConfigError
-from tpsim.cost.all_to_all import hierarchical_dispatch_time, uniform_fanout
+from tpsim.cost.all_to_all import flex_dispatch_time, hierarchical_dispatch_time, uniform_fanout
 from tpsim.cost.collectives import applicable_algorithms, collective_time
 
 from tests.conftest import make_topology
@@ -99,6 +99,37 @@ def test_dispatch_inside_one_node_is_nvlink_only():
     d = hierarchical_dispatch_time(1000, 1e4, topo.place(8), topo, 0.0, 4.0)
     assert d.network_s == 0 and d.bottleneck == "nvlink"
     assert d.time_s == pytest.approx(355e-6)
+
+
+def test_hybridep_across_nodes_runs_at_its_own_efficiency():
+    """HybridEP across nodes: each stage at the level's efficiency.hybridep (NVLink 0.5,
+    network 0.4 here); ring for DeepEP and for HybridEP inside one node or on a level that
+    lists none. T = 1000, b = 1e4, E = 64, k = 4, 32 ranks: (r, R) = uniform_fanout."""
+    nvl = dict(NODE, efficiency={"ring": 1.0, "hybridep": 0.5})
+    topo = make_topology([nvl, dict(IB, efficiency={"ring": 1.0, "hybridep": 0.4})])
+    r, R = uniform_fanout(64, 4, 32, 8)
+    line = hierarchical_dispatch_time(1000, 1e4, topo.place(32), topo, r, R)
+    hyb = flex_dispatch_time(1000, 1e4, 64, 4, topo.place(32), topo, "hybridep")
+    assert hyb.transfer_s == pytest.approx(max(line.network_s / 0.4, line.nvlink_s / 0.5))
+    assert flex_dispatch_time(1000, 1e4, 64, 4, topo.place(32), topo).transfer_s == \
+        pytest.approx(max(line.network_s, line.nvlink_s))
+    one = make_topology([nvl])
+    inside = hierarchical_dispatch_time(1000, 1e4, one.place(8), one, 0.0, 4.0)
+    assert flex_dispatch_time(1000, 1e4, 8, 4, one.place(8), one, "hybridep").transfer_s == \
+        pytest.approx(inside.nvlink_s)
+    plain = make_topology([NODE, IB])
+    assert flex_dispatch_time(1000, 1e4, 64, 4, plain.place(32), plain, "hybridep").time_s == \
+        flex_dispatch_time(1000, 1e4, 64, 4, plain.place(32), plain).time_s
+
+
+def test_hybridep_rows_carry_their_target_nodes_probabilities():
+    """With ``probs`` each row is p = 4 (E/n) g bytes longer: E = 64 experts on n = 32 ranks,
+    g = 8 a node: 64 bytes on b = 1e4, on both stages; S counts them."""
+    topo = make_topology([NODE, IB])
+    r, R = uniform_fanout(64, 4, 32, 8)
+    with_p = flex_dispatch_time(1000, 1e4, 64, 4, topo.place(32), topo, "hybridep", True)
+    want = hierarchical_dispatch_time(1000, 1e4 + 64, topo.place(32), topo, r, R)
+    assert with_p.time_s == pytest.approx(want.time_s) and with_p.nbytes == 1000 * (1e4 + 64)
 
 
 def test_uniform_fanout_matches_a_sampled_router():

@@ -65,6 +65,17 @@ def test_hybridep_gathers_every_ranks_routing_map_before_its_forward_dispatch_on
     assert not [n for n in ops_of(Flex(False, "deepep"))[1] if "routing" in n]
 
 
+def test_hybridep_dispatch_and_its_backward_carry_the_probabilities():
+    """Megatron-core's HybridEP dispatch passes probs and its backward their gradient; the
+    combine and its backward pass none; DeepEP's kernels are priced without."""
+    _, ops = ops_of(Flex(False, "hybridep"))
+    kernels = {n: op.probs for n, op in ops.items() if isinstance(op, Dispatch)}
+    assert kernels == {"fwd.moe.dispatch": True, "fwd.moe.combine": False,
+                       "bwd.moe.combine": False, "bwd.moe.dispatch": True}
+    assert not any(op.probs for op in ops_of(Flex(False, "deepep"))[1].values()
+                   if isinstance(op, Dispatch))
+
+
 @pytest.mark.parametrize("ep, nodes", [(8, 1), (16, 2), (64, 8)])
 def test_flex_kernel_is_the_two_level_dispatch_at_a_balanced_fanout(ep, nodes):
     """Priced: hierarchical_dispatch_time(T, b, place, r, R) with (r, R) =

@@ -191,6 +191,8 @@ class Efficiency:
     ring: float = spec(gt=0, le=1, default=1.0, doc="ring algorithms (all-reduce, all-gather, ...)")
     tree: float = spec(gt=0, le=1, default=1.0, doc="double binary tree all-reduce")
     nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
+    hybridep: float | None = spec(gt=0, le=1, default=None, doc=(
+        "HybridEP's dispatch and combine kernels across nodes, at 16 SMs or more (null: ring)"))
 
 
 @record

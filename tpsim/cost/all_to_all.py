@@ -48,10 +48,12 @@ def _hop_s(spans, topo: Topology) -> float:
         s.level.hop_latency_s("ring", "simple") for s in spans)
 
 
-def _rank_bandwidth(span: LevelSpan) -> float:
+def _rank_bandwidth(span: LevelSpan, kernel: str = "ring") -> float:
     """One rank's share of the links out of its unit below ``span``'s level, bytes/s:
-    p B eff[ring] / d (a GPU's own links at the innermost level)."""
-    return span.unit_bandwidth_Bps * span.level.efficiency.ring / span.devices_per_unit
+    p B eff[kernel] / d (a GPU's own links at the innermost level); a kernel the level lists
+    no efficiency for runs at the ring's."""
+    eff = span.level.efficiency
+    return span.unit_bandwidth_Bps * (getattr(eff, kernel) or eff.ring) / span.devices_per_unit
 
 
 def all_to_all_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
@@ -94,7 +96,7 @@ class DispatchCost:
 
 def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placement,
                                topo: Topology, remote_nodes_per_token: float,
-                               ranks_per_token: float) -> DispatchCost:
+                               ranks_per_token: float, kernel: str = "ring") -> DispatchCost:
     """Two-level dispatch as DeepEP's normal kernels run it (deepseek-ai/DeepEP,
     ``csrc/kernels/internode.cu``; DeepSeek-V3 report, section 3.2.2): a token bound for
     experts on another node crosses the network *once per target node*, to the GPU of the same
@@ -107,7 +109,10 @@ def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placeme
         network = T b r                                      over the rank's own NIC share
         nvlink  = T b R (g - 1)/g                            over the rank's NVLink
         t = s (collective_launch + Simple launch) + s (hop_nvlink + hop_net)
-            + max(network / (p B_net eff_net[ring] / g), nvlink / (B_nvl eff_nvl[ring]))
+            + max(network / (p B_net eff_net[kernel] / g), nvlink / (B_nvl eff_nvl[kernel]))
+
+    (``kernel``: ring, NCCL's copy kernels' fraction of line rate, unless the level lists the
+    dispatch kernel's own, :func:`flex_dispatch_time`).
 
     By symmetry what a rank forwards equals what it receives; a delivery arrives on the GPU of
     the sender's local index, which is the destination itself one time in g (uniform senders),
@@ -120,8 +125,8 @@ def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placeme
     g = intra[0].fanout if intra else 1
     network = tokens * token_bytes * remote_nodes_per_token
     nvlink = tokens * token_bytes * ranks_per_token * (g - 1) / g
-    network_s = network / _rank_bandwidth(inter[0]) if inter and network else 0.0
-    nvlink_s = nvlink / _rank_bandwidth(intra[0]) if intra and nvlink else 0.0
+    network_s = network / _rank_bandwidth(inter[0], kernel) if inter and network else 0.0
+    nvlink_s = nvlink / _rank_bandwidth(intra[0], kernel) if intra and nvlink else 0.0
     launch = _launch_s(topo) if place.spans else 0.0
     latency = _hop_s(intra[:1] + inter[:1], topo)
     return DispatchCost(launch + latency + max(network_s, nvlink_s), launch, latency, network_s,
@@ -151,24 +156,38 @@ def uniform_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int) ->
 
 
 def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: int,
-                       place: Placement, topo: Topology, backend: str = "deepep"
-                       ) -> CollectiveCost:
+                       place: Placement, topo: Topology, backend: str = "deepep",
+                       probs: bool = False) -> CollectiveCost:
     """One dispatch (or combine) of Megatron-core's flex dispatcher on the EP group ``place``
     (``token_dispatcher.py`` ``MoEFlexTokenDispatcher``: DeepEP's or HybridEP's fused kernels,
     which send a token once per target node and once per target GPU, never once per expert):
     :func:`hierarchical_dispatch_time` at a balanced router's fan-out,
 
         r, R = uniform_fanout(E, k, n, g)       n = the group's ranks, g = its ranks per node
-        t = hierarchical_dispatch_time(T, b, place, r, R)
+        t = hierarchical_dispatch_time(T, b + p, place, r, R, kernel)
 
-    with T = ``tokens``, b = ``token_bytes``, E = ``experts``, k = ``top_k``. The permutation
+    with T = ``tokens``, b = ``token_bytes``, E = ``experts``, k = ``top_k``; p = 4 (E/n) g
+    with ``probs`` (HybridEP: each row carries the fp32 probabilities of its target node's E/n g
+    experts, its ``prob_per_token``, over both stages: deepseek-ai/DeepEP branch ``hybrid-ep``,
+    ``csrc/hybrid_ep/backend/hybrid_ep_backend.cuh``), else 0. The permutation
     of the tokens into per-rank send buffers runs inside the kernel (no separate permute op).
-    As an all-to-all of S = T b (``nbytes``), its transfer the slower of the two stages."""
+    As an all-to-all of S = T (b + p) (``nbytes``), its transfer the slower of the two stages.
+
+    ``kernel`` is ``hybridep`` for HybridEP across nodes: each level's ``efficiency.hybridep``,
+    the rate its kernels reach there (``bench/hybridep_published.py``: on H100 the NVLink stage
+    ~200 GB/s, about half of NCCL's 370, which bounds them on 2 nodes), fitted at 16 SMs.
+    HybridEP gives them 8 across nodes by default (deepseek-ai/DeepEP branch ``hybrid-ep``,
+    ``csrc/hybrid_ep/config.cuh`` ``Configurer``; 24 inside one node), Megatron-Bridge's
+    performance harness 32 (``scripts/performance/utils/overrides.py``:
+    ``moe_hybridep_num_sms = 32``); its published table runs no faster at 16 than at 8.
+    Ring otherwise (DeepEP; HybridEP inside a node)."""
     intra = place.intra_node
     g = intra[0].fanout if intra else 1
     remote, ranks = uniform_fanout(experts, top_k, place.size, g)
-    d = hierarchical_dispatch_time(tokens, token_bytes, place, topo, remote, ranks)
-    return CollectiveCost("all-to-all", backend, int(tokens * token_bytes), place.size, d.time_s,
+    kernel = "hybridep" if backend == "hybridep" and place.crosses_nodes else "ring"
+    b = token_bytes + (4 * experts // place.size * g if probs else 0)
+    d = hierarchical_dispatch_time(tokens, b, place, topo, remote, ranks, kernel)
+    return CollectiveCost("all-to-all", backend, int(tokens * b), place.size, d.time_s,
                           d.launch_s, d.latency_s, max(d.network_s, d.nvlink_s), 0.0, "simple",
                           qualname(flex_dispatch_time), place.group.name)
 
@@ -182,9 +201,11 @@ DEEPEP_SMS = 20
 
 def flex_sm_share(backend: str, device) -> float | None:
     """The share of ``device``'s SMs the flex dispatcher's kernels take from the compute beside
-    them: DEEPEP_SMS / sm_count for DeepEP; None (not documented: the device's
-    ``comm_compute_interference``, as for NCCL) for HybridEP, whose count Megatron-core leaves
-    to the library, or for a device that lists no sm_count."""
+    them: DEEPEP_SMS / sm_count for DeepEP; None (the device's ``comm_compute_interference``,
+    as for NCCL) for HybridEP, whose count Megatron-core leaves to the library (8 across nodes,
+    24 inside one) and Megatron-Bridge's performance harness sets to 32
+    (``scripts/performance/utils/overrides.py``: on H100 32 / 132 = 0.24, dgx-h100's figure),
+    or for a device that lists no sm_count."""
     if backend != "deepep" or not device.sm_count:
         return None
     return min(1.0, DEEPEP_SMS / device.sm_count)

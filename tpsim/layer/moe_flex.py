@@ -104,10 +104,15 @@ def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None, sync=N
               host_ops=1, launches=None) -> str:
     """One flex kernel on ep: the rank's T_n load rows of h (module docstring); ``sync``: the
     op the host waits for before issuing it; ``host_ops``, ``launches``: its host work
-    (:mod:`tpsim.layer.moe_host`)."""
+    (:mod:`tpsim.layer.moe_host`). HybridEP's forward dispatch and its backward carry each
+    row's routing probabilities (Megatron-core ``fused_a2a.py``: ``dispatch_with_permute``
+    with ``probs``, ``combine_with_unpermute`` with their gradient; the forward combine and
+    its backward without)."""
+    probs = backend == "hybridep" and name.endswith(".dispatch")
+
     def make(d: Dims):
         return Dispatch(d.Tn * d.load, d.h * d.bpe, d.experts, d.topk, "ep", backend,
-                        (d.Tn, d.h), d.dtype)
+                        (d.Tn, d.h), d.dtype, probs)
     return B.add(name, make, "comm", deps, None, forward_of, "ep", host_ops, sync, launches)
 
 

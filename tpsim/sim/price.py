@@ -131,7 +131,8 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
         topo = pricing.topology
         cost = _COLLECTIVES.get((topo, op, op.group, pricing.group(op.group)), flex_dispatch_time,
                                 op.tokens, op.token_bytes, op.experts, op.top_k,
-                                topo.place(pricing.group(op.group)), topo, op.backend)
+                                topo.place(pricing.group(op.group)), topo, op.backend,
+                                op.probs)
     else:
         raise TypeError(f"no cost function for {op!r}")
     return cost.time_s, cost.formula, cost

@@ -26,7 +26,7 @@ def toy(**kw) -> ModelConfig:
 def ops_of(model, tp=1, sp=False, b=2, s=128, dtype="bf16"):
     d = moe_dims(model, tp, b, s, dtype, sp)
     tpl = layer_template(tp > 1, sp, blocks=("mlp",), dropout=False, swiglu=True,
-                         moe=2 if model.shared_experts else 1, fp8=dtype == "fp8")
+                         moe=2 if model.shared_experts else 1, fp8=d.quantizer)
     return d, tpl, dict(zip(tpl.names, tpl.ops(d)))
 
 

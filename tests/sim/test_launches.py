@@ -25,7 +25,7 @@ TOY = {"name": "toy-moe", "layers": 2, "hidden": 256, "heads": 8, "vocab": 1000,
 def moe_layer(dtype="bf16", b=2):
     d = moe_dims(from_mapping(ModelConfig, TOY, "<test>"), 1, b, 128, dtype, False)
     tpl = layer_template(False, False, blocks=("mlp",), dropout=False, swiglu=True, moe=1,
-                         fp8=dtype == "fp8")
+                         fp8=d.quantizer)
     return tpl, d
 
 
@@ -46,7 +46,7 @@ def test_grouped_gemms_launch_one_kernel_per_expert(dtype, fwd, bwd):
 
 
 def test_dense_layers_launch_nothing_from_the_host_loop():
-    tpl = layer_template(True, True, dropout=False, swiglu=True, fp8=True)
+    tpl = layer_template(True, True, dropout=False, swiglu=True, fp8="fp8:tensorwise")
     assert all(n.launches is None for n in tpl.nodes)
 
 

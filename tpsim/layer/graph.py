@@ -21,8 +21,10 @@ ops in that order (:mod:`tpsim.sim.schedule`). Construction only: pricing is :mo
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..base.memo import Memo
-from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
+from .dims import Dims, layer_dims, recipe_field  # noqa: F401 - Dims, layer_dims re-exported
 from . import eager, unfused
 from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
@@ -299,11 +301,13 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
                 bare: bool = False, dropout: float | None = None,
                 attention: str | None = None, recompute: str = "none", cp: int = 1,
-                cp_comm: str = "p2p", cp_a2a: int = 1):
+                cp_comm: str = "p2p", cp_a2a: int = 1, fp8_recipe: str = "delayed"):
     """One layer on one TP rank, forward then backward, as a ``networkx.DiGraph`` of unpriced ops
     (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's; ``cp``:
-    the rank's seq_len / cp tokens of a context-parallel layer."""
+    the rank's seq_len / cp tokens of a context-parallel layer; ``fp8_recipe``: fp8's scaling
+    (:func:`tpsim.spec.precision.quantizer`)."""
     dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel, cp=cp)
+    dims = replace(dims, **recipe_field(dims, fp8_recipe))
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,

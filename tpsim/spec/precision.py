@@ -79,7 +79,10 @@ computes this tensor's amax first (``Float8CurrentScalingQuantizer::quantize_imp
 ``nvte_compute_amax``, then the scale, then ``nvte_quantize_v2``): the 16-bit input read twice,
 for every activation before a linear, every output gradient in backward and each weight's
 per-step cast (:data:`AMAX_PASS_BYTES`). NVFP4's per-tensor scale needs the same pass; MXFP8's
-and the blockwise recipe's block scales are found inside the cast kernel. Only delayed fp8's
+and the ``blockwise`` recipe's block scales (Float8BlockScaling: 1 x 128 activation and
+128 x 128 weight tiles, DeepSeek-V3's) are found inside the cast kernel; the blockwise recipe's
+fp32 scales (4 bytes per 128 elements) and its block-scaled GEMMs' own speed on Hopper are not
+priced (its GEMMs run at fp8's). Only delayed fp8's
 fused norm writes the quantized copy itself (``FULLY_FUSED``); under every other quantizer the
 norm before a linear writes its 16-bit output (current scaling and NVFP4 with its amax,
 ``FUSED_NORM_AMAX_FP8``/``_NVFP4``; MXFP8 without cuDNN's norm, ``NVTE_NORM_FWD_USE_CUDNN``
@@ -117,8 +120,9 @@ QUANTIZED_BYTES = {"fp8": 1, "mxfp8": 1 + 1 / 32, "nvfp4": 1 / 2 + 1 / 16}
 LOW_PRECISION = tuple(QUANTIZED_BYTES)       # the linears' GEMMs quantized, activations bf16
 PRECISION |= {q: Precision(2 + 2 * QUANTIZED_BYTES[q], 4, 12, 2) for q in ("mxfp8", "nvfp4")}
 # Megatron-core's --fp8-recipe values tpsim prices (transformer_config.py ``fp8_recipe``,
-# default "delayed"; "tensorwise" is Transformer Engine's Float8CurrentScaling): module docstring
-FP8_RECIPES = ("delayed", "tensorwise")
+# default "delayed"; "tensorwise" is Transformer Engine's Float8CurrentScaling, "blockwise" its
+# Float8BlockScaling): module docstring
+FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
 # the 16-bit tensor's amax read before its cast, bytes per element, by quantizer (docstring)
 AMAX_PASS_BYTES = {"nvfp4": 2, "fp8:tensorwise": 2}
 NORM_QUANTIZES = ("fp8:delayed",)   # whose fused norm writes the quantized copy itself

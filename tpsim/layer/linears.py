@@ -23,7 +23,7 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
-from ..spec.precision import NORM_QUANTIZES, cast_write_bytes
+from ..spec.precision import NORM_QUANTIZES, cast_write_bytes, quantize_launches
 
 
 RS_SPLITS = 4    # Transformer Engine's default num_splits for its pipelined reduce-scatter
@@ -114,20 +114,22 @@ def gathered_input(d: Dims):
     return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
 
 
-def fp8_cast(B: Builder, name: str, shape, dep, launches=None, amax_fused=False) -> str:
+def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False) -> str:
     """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
     cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
     rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
     operand), 1 + 1 bytes; MXFP8 and NVFP4 write row-wise and column-wise block-scaled
     copies; current scaling and NVFP4 read the input once more for its amax unless the kernel
     before found it (``amax_fused``) (:func:`tpsim.spec.precision.cast_write_bytes`). Without
-    FP8 nothing is added. ``launches``: the kernels its call launches from C++
-    (:class:`~tpsim.layer.template.Node`; a grouped GEMM's, one per expert)."""
+    FP8 nothing is added. ``splits``: the tensors one call quantizes from C++ (a grouped
+    GEMM's, one per expert), whose kernels it launches
+    (:func:`tpsim.spec.precision.quantize_launches`, :class:`~tpsim.layer.template.Node`)."""
     if not B.fp8:
         return dep
     def size(d):
         rows, cols = shape(d)
         return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.quantizer, amax_fused))
+    launches = (lambda d: quantize_launches(d.quantizer, splits(d))) if splits else None
     return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype),
                      launches=launches)
 

@@ -98,10 +98,11 @@ def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> s
     equal size over :data:`GROUPED_GEMM_STREAMS` streams. Under FP8 its input is cast first
     (:func:`tpsim.layer.linears.fp8_cast`: Transformer Engine's GroupedLinear quantizes each
     expert's rows; the permuted tokens and Megatron-core's activation output are 16-bit).
-    Each is one op the host dispatches that launches E_l kernels from C++ (one cuBLAS GEMM,
-    one quantize, per expert: ``launches``, :mod:`tpsim.sim.launches`)."""
+    Each is one op the host dispatches that launches E_l kernels from C++ (one cuBLAS GEMM per
+    expert; the quantize's by its quantizer, :func:`tpsim.spec.precision.quantize_launches`:
+    ``launches``, :mod:`tpsim.sim.launches`)."""
     x = fp8_cast(B, f"{name}.cast", lambda d: (size(d)[0] * local_experts(d), size(d)[2]),
-                 deps[0], launches=local_experts)
+                 deps[0], splits=local_experts)
     x = B.gemm(name, lambda d: (*size(d), local_experts(d), False, 0, GROUPED_GEMM_STREAMS),
                (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True,
                launches=local_experts)
@@ -117,7 +118,7 @@ def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     if B.expert_bias and size is fc2_size:
         grad = bias_bwd(B, name, grad, routed_rows)
     grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
-                                                      size(d)[1]), grad, launches=local_experts)
+                                                      size(d)[1]), grad, splits=local_experts)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
                                                     local_experts(d), False, 0,
                                                     GROUPED_GEMM_STREAMS), (grad,),

@@ -134,6 +134,24 @@ def quantizer(dtype: str, fp8_recipe: str = "delayed") -> str:
     return f"{dtype}:{fp8_recipe}" if dtype == "fp8" else dtype
 
 
+# kernels one tensor's quantize launches, by quantizer (current scaling's quantize_impl: amax,
+# scale, cast); 1 where not listed
+QUANTIZE_KERNELS = {"fp8:tensorwise": 3}
+
+
+def quantize_launches(q: str, splits: int) -> int:
+    """Kernels Transformer Engine's ``split_quantize`` launches to quantize ``splits`` tensors
+    (a grouped GEMM's experts) by quantizer ``q`` (extensions/cast.cpp,
+    ``multi_tensor_quantize_impl``):
+
+        1 (delayed fp8: one fused ``nvte_multi_cast_transpose`` for all)  |  splits x QUANTIZE_KERNELS(q)
+
+    current scaling's three per split (``quantize_impl``: ``nvte_compute_amax``, the scale,
+    the cast), MXFP8's and blockwise's one per split; NVFP4 counted one per split (its fused
+    split kernel, ``split_quantize_nvfp4_impl``, not modelled)."""
+    return 1 if q in NORM_QUANTIZES else splits * QUANTIZE_KERNELS.get(q, 1)
+
+
 def cast_write_bytes(q: str, amax_fused: bool = False) -> float:
     """Bytes a linear's cast kernel writes per element of a 16-bit operand, and any extra
     read, for quantizer ``q`` (:func:`quantizer`; a dtype alone: fp8's delayed scaling):

@@ -81,6 +81,16 @@ def test_fp8_casts_each_grouped_gemm_input():
     assert "fwd.experts.fc1.cast" not in ops_of(toy())[2]
 
 
+def test_fp8_casts_each_shared_expert_linears_input():
+    """The shared expert's two linears (Transformer Engine's Linear) cast their 16-bit inputs:
+    the T = 256 tokens of h = 256 before fc1 and of f_s = 256 (act's output) before fc2, read 2
+    and write 1 + 1 bytes each; none in bf16."""
+    shared = toy(shared_experts=1, shared_expert_ffn_hidden=256)
+    ops = ops_of(shared, dtype="fp8")[2]
+    assert ops["fwd.shared.fc1.cast"].bytes == ops["fwd.shared.fc2.cast"].bytes == 256 * 256 * 4
+    assert not [n for n in ops_of(shared)[2] if n.endswith(".cast")]
+
+
 def test_shared_experts_run_beside_the_routed_ones():
     """One shared expert of width 256: forward GEMMs 2 T h (2 f_s) + 2 T f_s h = 6 * 256 * 256
     * 256 FLOPs more, one add kernel, and at TP 2 an all-gather of the saved input in backward."""

@@ -156,9 +156,14 @@ def router_fwd(B: Builder, x) -> tuple[str, str]:
 
 
 def shared_fwd(B: Builder, tokens, n_in: int) -> str:
-    x = B.gemm("fwd.shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), (tokens,), linear=True)
+    """The shared experts' MLP on the (gathered) tokens; under FP8 each of its two linears
+    (Transformer Engine's Linear, not fused with a norm or an activation) casts its 16-bit
+    input first (:func:`tpsim.layer.linears.fp8_cast`)."""
+    x = fp8_cast(B, "fwd.shared.fc1.cast", lambda d: (d.T, d.h), tokens)
+    x = B.gemm("fwd.shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), (x,), linear=True)
     x = B.eltwise("fwd.shared.act", lambda d: (d.T, d.fs, (n_in + 1) * d.T * d.fs * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.fs * d.bpe)
+    x = fp8_cast(B, "fwd.shared.fc2.cast", lambda d: (d.T, d.fs), x)
     return B.gemm("fwd.shared.fc2", lambda d: (d.T, d.h, d.fs), (x,),
                   saved=lambda d: d.T * d.fs * d.gemm_bpe, linear=True)
 

@@ -43,7 +43,8 @@ from dataclasses import replace
 from ..base.errors import ConfigError
 
 SLOT_OPS = ("fwd.router", "fwd.moe.", "fwd.experts.", "fwd.shared.")   # the MoE slot's ops
-SHARED_OPS = ("fwd.shared.fc1", "fwd.shared.act", "fwd.shared.fc2", "fwd.shared.all-gather",
+SHARED_OPS = ("fwd.shared.fc1.cast", "fwd.shared.fc1", "fwd.shared.act", "fwd.shared.fc2.cast",
+              "fwd.shared.fc2", "fwd.shared.all-gather",
               "fwd.shared.reduce-scatter", "fwd.shared.all-reduce")
 MLA_UP = ("fwd.q_up", "fwd.kv_up")
 

@@ -66,7 +66,8 @@ from whole_job_published import shares
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
-              fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy="te")
+              fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy="te",
+              fp8_recipe="tensorwise")     # FP8 current scaling (module docstring)
 LLAMA31_405B_LAYERS = 126
 
 

@@ -16,7 +16,8 @@ overhead"), the mean of the iterations after warm-up. Two proxies:
 ``seq_aux_loss``, whose host work tpsim counts: :mod:`tpsim.layer.moe_host`);
 
 each with the all-to-all dispatcher and the flex dispatcher's DeepEP and HybridEP backends, in
-BF16 and in FP8 (``e4m3``, blockwise scaling; tpsim prices its FP8 GEMMs and casts, not the
+BF16 and in FP8 (``e4m3``, blockwise scaling, ``fp8_recipe="blockwise"`` in its
+``__main__.py``: ``--fp8-recipe blockwise``; tpsim prices its FP8 GEMMs and casts, not the
 block scales). tpsim's figure is the MoE slot of its layer (:mod:`tpsim.layer.moe_ep`,
 :mod:`tpsim.layer.moe_flex`): from the router's start to the end of the slot's last forward op,
 and from the start of the layer's backward to the end of the router's backward, on the
@@ -81,7 +82,7 @@ def rows():
     for case, (f_ms, b_ms) in BASELINE.items():
         model, disp, _, dtype = case.split("_")
         p = predict(proxy(model), TOPOLOGY, tp=1, dp=8, ep=8, seq_len=4096, micro_batch=1,
-                    dtype=dtype, **DISPATCHERS[disp])
+                    dtype=dtype, fp8_recipe="blockwise", **DISPATCHERS[disp])
         out.append((case, *slot_times(p), f_ms * 1e-3, b_ms * 1e-3))
     return out
 

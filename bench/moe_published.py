@@ -208,7 +208,7 @@ TOPOLOGY = "dgx-h100-ndr-cluster"
 # "te": scripts/performance/utils/helpers.py, perf_recipes/_common.py's _benchmark_common)
 COMMON = dict(dtype="fp8", seq_len=4096, micro_batch=1, global_batch=1024,
               distributed_optimizer=True, grad_reduce_in_bf16=True, fp8_param_gather=True,
-              cross_entropy="te")
+              cross_entropy="te", fp8_recipe="tensorwise")
 
 # DeepSeek-V3's recipe as the 25.09 release ran it on H100 (scripts/performance/run_script.py at
 # Megatron-Bridge tag v0.1.0rc4): selective recomputation of the MLA up-projections and the

@@ -42,7 +42,8 @@ FIT = "FITTED: the Blackwell sustained clock (bench/blackwell_clock.py)"
 # "fp8_cs" and "fp8_mx", fp4_param_gather=True for "nvfp4", training/mixed_precision.py) and
 # Transformer Engine's cross-entropy (_benchmark_common: cross_entropy_fusion_impl = "te"; in
 # the 25.11 scripts, scripts/performance/utils/helpers.py)
-FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy="te")
+FP8_CS = dict(fp8_param_gather=True, grad_reduce_in_bf16=True, cross_entropy="te",
+              fp8_recipe="tensorwise")   # fp8_cs: current scaling (MXFP8, NVFP4: their own)
 BRIDGE_CE = dict(cross_entropy="te")
 # (name, model, topology, layout, published tokens/s per GPU, note)
 ROWS = (

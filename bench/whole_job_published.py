@@ -50,10 +50,13 @@ FIT_FAMILY = "megatron-bridge"
 # NeMo's GPTConfig5B and GPTConfig20B (nemo/collections/llm/gpt/model/base.py): no dropout, as
 # its GPTConfig175B (hidden_dropout 0.0); GPT-2's vocabulary
 NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
-# Megatron-Bridge's FP8 recipes: FP8 parameters (mixed_precision.py) and Transformer Engine's
-# fused cross-entropy (the GPT provider's cross_entropy_loss_fusion=True; the Llama providers'
-# and the performance scripts' cross_entropy_fusion_impl="te")
-BRIDGE = dict(fp8_param_gather=True, cross_entropy="te")
+# Megatron-Bridge's FP8 recipes: current scaling (bf16_with_fp8_current_scaling_mixed, the
+# performance scripts' fp8_cs: --fp8-recipe tensorwise) with FP8 parameters (mixed_precision.py)
+# and Transformer Engine's fused cross-entropy (the GPT provider's cross_entropy_loss_fusion=True;
+# the Llama providers' and the performance scripts' cross_entropy_fusion_impl="te"). NeMo 24.07
+# ran delayed scaling (the launcher's fp8_amax_history_len / fp8_amax_compute_algo: Transformer
+# Engine 1.x had no other recipe), tpsim's default.
+BRIDGE = dict(fp8_param_gather=True, cross_entropy="te", fp8_recipe="tensorwise")
 
 
 def model(name: str, seq_len: int) -> ModelConfig:

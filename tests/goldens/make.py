@@ -33,6 +33,8 @@ CASES = {
                                "--recompute full --seq 2048",
     "llama3-8b-tp4-h200-sp": "predict --model llama3-8b --tp 4 --topology dgx-h200 "
                              "--sequence-parallel --micro-batch 2",
+    "llama3-8b-tp4-fp8-tensorwise": "predict --model llama3-8b --tp 4 --sequence-parallel "
+                                    "--dtype fp8 --fp8-recipe tensorwise",
     "gpt2-tp1-nodrop-fp32": "predict --model gpt2 --tp 1 --topology dgx-a100 --dropout 0 --dtype fp32",
     "gpt3-350m-tp2-hostbound": "predict --model gpt3-350m --tp 2 --topology dgx-a100 --seq 1024",
     "coll-ar-h100-sweep": "collective --topology dgx-h100 --sweep --min-bytes 1KiB --max-bytes 1GiB --json",

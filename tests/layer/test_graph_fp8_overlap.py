@@ -128,3 +128,37 @@ def test_fp8_keeps_the_linears_inputs_as_fp8_casts():
     bf16 = saved(layer_graph(m, 4, 1, T, "bf16", sequence_parallel=True))
     fp8 = saved(layer_graph(m, 4, 1, T, "fp8", sequence_parallel=True))
     assert bf16 - fp8 == 2 * (T // 4) * h + T * f - T * q
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_current_scaling_reads_each_cast_input_twice_and_casts_the_norms_apart(sp):
+    """FP8 current scaling (--fp8-recipe tensorwise): every cast that finds its own amax reads
+    the 16-bit input once more (2 bytes an element); the fused norm writes 16 bits and its amax,
+    and a cast of its Tn x h output follows before the gather (read 2, write 1 + 1: no amax
+    pass). Delayed scaling's fused norm writes fp8 itself: no such cast. Blockwise scaling finds
+    its block scales in the cast (no amax pass) but casts the norms apart too."""
+    m = load_model("llama3-8b")
+    tn = 1024 // 4 if sp else 1024
+    delayed, current, blockwise = (_ops(layer_graph(m, 4, 1, 1024, "fp8", sequence_parallel=sp,
+                                                    fp8_recipe=r))
+                                   for r in ("delayed", "tensorwise", "blockwise"))
+    assert "fwd.qkv.cast" not in delayed and "fwd.mlp_in.cast" not in delayed
+    for ops in (current, blockwise):
+        assert ops["fwd.qkv.cast"].nbytes == ops["fwd.mlp_in.cast"].nbytes == tn * 4096 * (2 + 2)
+        assert type(ops["fwd.qkv.cast"]) is CastTranspose
+    for name, op in delayed.items():
+        if name.endswith(".cast"):
+            assert current[name].nbytes == op.nbytes * (2 + 2 + 2) / (2 + 2)
+            assert blockwise[name].nbytes == op.nbytes
+    assert set(current) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"}
+
+
+def test_current_scaling_slows_the_step_and_delayed_stays_the_default():
+    kw = dict(tp=4, sequence_parallel=True, dtype="fp8")
+    base = predict_layer("llama3-8b", "dgx-h100", **kw).total_s
+    assert predict_layer("llama3-8b", "dgx-h100", fp8_recipe="delayed", **kw).total_s == base
+    assert predict_layer("llama3-8b", "dgx-h100", fp8_recipe="tensorwise", **kw).total_s > \
+        predict_layer("llama3-8b", "dgx-h100", fp8_recipe="blockwise", **kw).total_s > base
+    # the recipe is fp8's: bf16 ignores it
+    assert predict_layer("llama3-8b", "dgx-h100", tp=4, fp8_recipe="tensorwise").total_s == \
+        predict_layer("llama3-8b", "dgx-h100", tp=4).total_s

@@ -71,3 +71,25 @@ def test_parameters_per_rank():
     assert V3.layer_params(8) == mla_params(V3, 8) + dense_mlp + 2 * 7168
     plain = dataclasses.replace(V3, kv_lora_rank=None, name="gqa")
     assert V3.sp_sync_params(2, False) - plain.sp_sync_params(2, False) == 2 * 15_140_864
+
+
+def test_fp8_casts_each_down_projections_input_and_the_norms_apart_under_current_scaling():
+    """FP8: each down projection (its own TELinear) casts the Tn x h input, read 2 and write
+    1 + 1 bytes, current scaling reading it once more for its amax; the up projections' fused
+    norms write fp8 under delayed scaling, and under current scaling cast their Tn x r
+    outputs apart (the amax found by the norm)."""
+    tn, h = 512, 7168
+    casts = {}
+    for recipe in ("delayed", "tensorwise"):
+        d = dataclasses.replace(layer_dims(V3, 8, 1, 4096, "fp8", True, training=True),
+                                fp8_recipe=recipe)
+        tpl = layer_template(True, True, blocks=("attention",), dropout=False, swiglu=True,
+                             mla=2, fp8=d.quantizer)
+        casts[recipe] = {n: op.nbytes for n, op in zip(tpl.names, tpl.ops(d))
+                         if n.startswith("fwd.") and n.endswith(".cast")}
+    for name in ("fwd.q_down.cast", "fwd.kv_down.cast"):
+        assert casts["delayed"][name] == tn * h * (2 + 2)
+        assert casts["tensorwise"][name] == tn * h * (2 + 2 + 2)
+    assert "fwd.q_up.cast" not in casts["delayed"]
+    assert casts["tensorwise"]["fwd.q_up.cast"] == tn * 1536 * (2 + 2)
+    assert casts["tensorwise"]["fwd.kv_up.cast"] == tn * 512 * (2 + 2)

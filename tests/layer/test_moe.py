@@ -26,7 +26,7 @@ def toy(**kw) -> ModelConfig:
 def ops_of(model, tp=1, sp=False, b=2, s=128, dtype="bf16"):
     d = moe_dims(model, tp, b, s, dtype, sp)
     tpl = layer_template(tp > 1, sp, blocks=("mlp",), dropout=False, swiglu=True,
-                         moe=2 if model.shared_experts else 1, fp8=dtype == "fp8")
+                         moe=2 if model.shared_experts else 1, fp8=d.quantizer)
     return d, tpl, dict(zip(tpl.names, tpl.ops(d)))
 
 
@@ -79,6 +79,16 @@ def test_fp8_casts_each_grouped_gemm_input():
     assert ops["fwd.experts.fc2.cast"].bytes == 512 * 128 * 4
     assert ops["fwd.experts.fc1"].streams == 4
     assert "fwd.experts.fc1.cast" not in ops_of(toy())[2]
+
+
+def test_fp8_casts_each_shared_expert_linears_input():
+    """The shared expert's two linears (Transformer Engine's Linear) cast their 16-bit inputs:
+    the T = 256 tokens of h = 256 before fc1 and of f_s = 256 (act's output) before fc2, read 2
+    and write 1 + 1 bytes each; none in bf16."""
+    shared = toy(shared_experts=1, shared_expert_ffn_hidden=256)
+    ops = ops_of(shared, dtype="fp8")[2]
+    assert ops["fwd.shared.fc1.cast"].bytes == ops["fwd.shared.fc2.cast"].bytes == 256 * 256 * 4
+    assert not [n for n in ops_of(shared)[2] if n.endswith(".cast")]
 
 
 def test_shared_experts_run_beside_the_routed_ones():

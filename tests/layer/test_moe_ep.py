@@ -33,7 +33,7 @@ def slot(model, tp=1, ep=2, etp=1, sp=False, b=2, s=128, load=1.0, dtype="bf16")
     d = alltoall_dims(model, tp, ep, etp, b, s, dtype, sp, load)
     tpl = layer_template(tp > 1, sp, blocks=("mlp",), dropout=False, swiglu=True,
                          moe=Alltoall(bool(model.shared_experts), ep > 1, etp > 1),
-                         fp8=dtype == "fp8")
+                         fp8=d.quantizer)
     return d, tpl, dict(zip(tpl.names, tpl.ops(d)))
 
 

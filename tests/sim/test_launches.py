@@ -3,10 +3,13 @@ one kernel per local expert for each cast and GEMM; a dense layer's ops launch n
 takes max(GPU time, host ops x host_dispatch_s + launches x host_launch_s)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tpsim.base.schema import from_mapping
 from tpsim.cluster.topology import load_topology
+from tpsim.layer.dims import recipe_field
 from tpsim.layer.graph import layer_template
 from tpsim.layer.moe import moe_dims
 from tpsim.sim.launches import launch_times, phase_launch_s
@@ -22,22 +25,27 @@ TOY = {"name": "toy-moe", "layers": 2, "hidden": 256, "heads": 8, "vocab": 1000,
        "experts_per_token": 2, "expert_ffn_hidden": 128}
 
 
-def moe_layer(dtype="bf16", b=2):
+def moe_layer(dtype="bf16", b=2, recipe="delayed"):
     d = moe_dims(from_mapping(ModelConfig, TOY, "<test>"), 1, b, 128, dtype, False)
+    d = dataclasses.replace(d, **recipe_field(d, recipe))
     tpl = layer_template(False, False, blocks=("mlp",), dropout=False, swiglu=True, moe=1,
-                         fp8=dtype == "fp8")
+                         fp8=d.quantizer)
     return tpl, d
 
 
-@pytest.mark.parametrize("dtype, fwd, bwd", [("bf16", 2 * 8, 2 * 2 * 8),
-                                             ("fp8", 2 * 2 * 8, 2 * 3 * 8)])
-def test_grouped_gemms_launch_one_kernel_per_expert(dtype, fwd, bwd):
+@pytest.mark.parametrize("dtype, recipe, fwd, bwd", [
+    ("bf16", "delayed", 2 * 8, 2 * 2 * 8), ("fp8", "delayed", 2 * 8 + 2, 2 * 2 * 8 + 2),
+    ("fp8", "tensorwise", 2 * 8 + 2 * 3 * 8, 2 * 2 * 8 + 2 * 3 * 8),
+    ("fp8", "blockwise", 2 * 2 * 8, 2 * 3 * 8), ("mxfp8", "delayed", 2 * 2 * 8, 2 * 3 * 8)])
+def test_grouped_gemms_launch_one_kernel_per_expert(dtype, recipe, fwd, bwd):
     """8 local experts: fc1 and fc2 each launch 8 GEMMs forward and 8 dgrad + 8 wgrad backward;
     under FP8 each also quantizes its input (forward) and its output gradient (backward) split
-    by split, 8 more each. After each wgrad, Transformer Engine's Python loop makes 2 bare torch
-    calls per expert (2 x 2 x 8 in all), each priced as a launch, not as a dispatched op (62 us
+    by split (Transformer Engine's split_quantize): delayed scaling in one fused multi-tensor
+    cast-transpose, current scaling 3 kernels a split (amax, scale, cast), blockwise and MXFP8
+    one a split. After each wgrad, Transformer Engine's Python loop makes 2 bare torch calls
+    per expert (2 x 2 x 8 in all), each priced as a launch, not as a dispatched op (62 us
     here)."""
-    tpl, d = moe_layer(dtype)
+    tpl, d = moe_layer(dtype, recipe=recipe)
     assert LAUNCH_S == pytest.approx(5e-6)     # host_launch_us's default: ~4-6 us measured
     launch_s = launch_times(tpl, d, 62e-6, LAUNCH_S)
     assert phase_launch_s(tpl, launch_s) == pytest.approx((fwd * LAUNCH_S,
@@ -46,7 +54,7 @@ def test_grouped_gemms_launch_one_kernel_per_expert(dtype, fwd, bwd):
 
 
 def test_dense_layers_launch_nothing_from_the_host_loop():
-    tpl = layer_template(True, True, dropout=False, swiglu=True, fp8=True)
+    tpl = layer_template(True, True, dropout=False, swiglu=True, fp8="fp8:tensorwise")
     assert all(n.launches is None for n in tpl.nodes)
 
 

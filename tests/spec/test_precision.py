@@ -7,8 +7,9 @@ import pytest
 import tpsim
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import BYTES_PER_ELEMENT
-from tpsim.spec.precision import (LOW_PRECISION, QUANTIZED_BYTES, Precision, cast_write_bytes,
-                                  precision, precision_key, weights_bytes)
+from tpsim.spec.precision import (FP8_RECIPES, LOW_PRECISION, QUANTIZED_BYTES, Precision,
+                                  cast_write_bytes, key_quantizer, precision, precision_key,
+                                  quantizer, weights_bytes)
 from tpsim.spec.model_params import plain_params
 from tpsim.training.predict import predict
 
@@ -35,6 +36,27 @@ def test_cast_writes_two_copies_and_nvfp4_reads_its_amax():
     assert cast_write_bytes("fp8") == 2
     assert cast_write_bytes("mxfp8") == pytest.approx(66 / 32)
     assert cast_write_bytes("nvfp4") == pytest.approx(18 / 16 + 2)
+
+
+def test_current_scaling_reads_the_input_again_unless_its_amax_was_fused():
+    """fp8's current scaling: the amax pass reads the 16-bit input (2 bytes) before the cast
+    writes its copy and transpose; delayed and blockwise find their scales in the cast; a norm
+    that found the amax leaves the cast its write alone."""
+    assert cast_write_bytes(quantizer("fp8", "tensorwise")) == 2 + 2
+    assert cast_write_bytes(quantizer("fp8", "tensorwise"), amax_fused=True) == 2
+    assert cast_write_bytes(quantizer("fp8", "delayed")) == cast_write_bytes("fp8") == 2
+    assert cast_write_bytes(quantizer("fp8", "blockwise")) == 2
+    assert cast_write_bytes("nvfp4", amax_fused=True) == pytest.approx(18 / 16)
+    assert quantizer("mxfp8", "tensorwise") == "mxfp8" and quantizer("", "tensorwise") == ""
+
+
+@pytest.mark.parametrize("recipe", FP8_RECIPES)
+def test_the_key_names_a_recipe_other_than_delayed_and_only_for_fp8(recipe):
+    key = precision_key("fp8", True, True, False, recipe)
+    assert key_quantizer(key) == f"fp8:{recipe}"
+    assert (recipe in key.split("+")) == (recipe != "delayed")
+    assert precision(key) == precision(precision_key("fp8", True, True))
+    assert precision_key("mxfp8", fp8_recipe=recipe) == "mxfp8"
 
 
 @pytest.mark.parametrize("topology, fp4_over_fp8", [("dgx-b200", 2.0), ("gb200-nvl72", 2.0),

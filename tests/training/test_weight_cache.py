@@ -30,6 +30,15 @@ def test_fp8_weights_cast_transposed_once_per_step():
     assert weight_cast_s(P, "bf16", DEV) == weight_cast_s(P, "fp16", DEV) == 0.0
 
 
+def test_current_scaling_reads_each_bf16_weight_twice():
+    """--fp8-recipe tensorwise: the weight's amax pass (read 2) before its cast (6 P: 24 ms);
+    fp8 parameters are cast by the optimizer, their transpose alone as under delayed scaling."""
+    key = precision_key("fp8", fp8_recipe="tensorwise")
+    assert weight_cast_s(P, key, DEV) == pytest.approx(2e-6 + 24e-3, rel=1e-12)
+    assert weight_cast_s(P, precision_key("fp8", True, True, fp8_recipe="tensorwise"), DEV) == \
+        cast_transpose_time(2 * P, DEV)
+
+
 def test_any_layout_fp8_writes_one_copy():
     """Blackwell (+any-layout): read 2, write one fp8 copy (3 P, no transpose); fp8 parameters need no
     kernel; MXFP8 parameters were all-gathered whole (none), NVFP4's build their column-wise

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..base.errors import ConfigError
 from ..cluster.topology import BYTES_PER_ELEMENT
 from ..spec.model_params import layer_kinds
-from ..spec.precision import LOW_PRECISION
+from ..spec.precision import LOW_PRECISION, quantizer
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Dims:
     windowed: float = 1.0   # ... on this share of the layers the simulated one stands for
     grad_adds: float = 1.0  # share of micro-batches adding their weight gradients into the
     #                         step's earlier ones' (m - 1)/m, where the adds are kernels apart
+    fp8_recipe: str = "delayed"     # fp8's scaling (tpsim.spec.precision.FP8_RECIPES)
 
     @property
     def bpe(self) -> int:
@@ -60,6 +61,11 @@ class Dims:
     def gemm_dtype(self) -> str:
         """The dtype the linear layers' GEMMs run in."""
         return self.linear_dtype or self.dtype
+
+    @property
+    def quantizer(self) -> str:
+        """The linears' quantizer (:func:`tpsim.spec.precision.quantizer`; "" for 16-bit)."""
+        return quantizer(self.linear_dtype, self.fp8_recipe)
 
     @property
     def gemm_bpe(self) -> int:
@@ -113,6 +119,12 @@ def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
                 f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp,
                 cp=cp, **mla_widths(model))
+
+
+def recipe_field(dims: Dims, fp8_recipe: str) -> dict:
+    """The Dims field of fp8's scaling recipe: none at the default (delayed) or without fp8."""
+    return {"fp8_recipe": fp8_recipe} if dims.linear_dtype == "fp8" and \
+        fp8_recipe != Dims.fp8_recipe else {}
 
 
 def mla_widths(model) -> dict:

@@ -21,9 +21,10 @@ ops in that order (:mod:`tpsim.sim.schedule`). Construction only: pricing is :mo
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..base.memo import Memo
-from ..spec.precision import LOW_PRECISION
-from .dims import Dims, layer_dims  # noqa: F401 - Dims, layer_dims re-exported
+from .dims import Dims, layer_dims, recipe_field  # noqa: F401 - Dims, layer_dims re-exported
 from . import eager, unfused
 from .context_parallel import cp_attention_bwd, cp_attention_fwd, group_sizes
 from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_input_saved,
@@ -219,7 +220,7 @@ _TEMPLATES = Memo("layer templates", 1024, lru=True)
 def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    blocks: tuple[str, ...] = BLOCKS, bare: bool = False, dropout: bool = True,
                    attention: str = "fused", swiglu: bool = False, recompute: str = "none",
-                   bias: bool = False, fp8: bool = False, tp_overlap: int = 0,
+                   bias: bool = False, fp8: str = "", tp_overlap: int = 0,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, qk_norm: bool = False,
@@ -232,7 +233,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     biases (what a lone ParallelMLP / ParallelAttention runs); ``attention``: fused (the
     device's default flash kernel), a kernel name (flash2, flash3, triton) or unfused; ``bias``: the
     linears have biases (their gradients are reductions of their own); ``fp8``: the linears'
-    GEMMs run in fp8 with Transformer Engine's casts (the dims' ``linear_dtype``);
+    GEMMs run quantized with Transformer Engine's casts by this quantizer (the dims'
+    ``quantizer``, :func:`tpsim.spec.precision.quantizer`; "": 16-bit GEMMs);
     ``tp_overlap``: the TP degree when Transformer Engine's TP communication overlap is on
     (with SP: the all-gathers interleaved with the GEMMs, the reduce-scatters pipelined;
     :mod:`tpsim.layer.linears`), else 0. Backward starts after the forward's last op: the
@@ -311,15 +313,17 @@ def layer_graph(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 sequence_parallel: bool = False, blocks: tuple[str, ...] = BLOCKS,
                 bare: bool = False, dropout: float | None = None,
                 attention: str | None = None, recompute: str = "none", cp: int = 1,
-                cp_comm: str = "p2p", cp_a2a: int = 1):
+                cp_comm: str = "p2p", cp_a2a: int = 1, fp8_recipe: str = "delayed"):
     """One layer on one TP rank, forward then backward, as a ``networkx.DiGraph`` of unpriced ops
     (see :func:`layer_template`). ``dropout`` and ``attention`` override the model's; ``cp``:
-    the rank's seq_len / cp tokens of a context-parallel layer."""
+    the rank's seq_len / cp tokens of a context-parallel layer; ``fp8_recipe``: fp8's scaling
+    (:func:`tpsim.spec.precision.quantizer`)."""
     dims = layer_dims(model, tp, micro_batch, seq_len, dtype, sequence_parallel, cp=cp)
+    dims = replace(dims, **recipe_field(dims, fp8_recipe))
     p = model.dropout if dropout is None else dropout
     tpl = layer_template(tp > 1, sequence_parallel, blocks, bare, p > 0,
                          attention or model.attention, model.activation == "swiglu", recompute,
-                         model.bias, fp8=dtype in LOW_PRECISION, cp=cp, cp_comm=cp_comm,
+                         model.bias, fp8=dims.quantizer, cp=cp, cp_comm=cp_comm,
                          cp_a2a=cp_a2a)
     return tpl.digraph(dims, tp=tp, dropout=p if p > 0 and not bare else 0.0)
 

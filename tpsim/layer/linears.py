@@ -23,7 +23,7 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
-from ..spec.precision import cast_write_bytes
+from ..spec.precision import NORM_QUANTIZES, cast_write_bytes, quantize_launches
 
 
 RS_SPLITS = 4    # Transformer Engine's default num_splits for its pipelined reduce-scatter
@@ -33,7 +33,9 @@ def column_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
     """A column-parallel linear forward, ``size(d)`` -> (m, n, k): with SP its input is
     all-gathered along the sequence first (synchronous, exposed; in fp8 under FP8 training, as
     Transformer Engine gathers the cast input); with TP communication overlap
-    (:func:`_ring_exchange`) the gather is interleaved with the GEMM instead."""
+    (:func:`_ring_exchange`) the gather is interleaved with the GEMM instead. Its input is the
+    norm's output, cast first where the norm does not quantize it (:func:`norm_cast`)."""
+    x = norm_cast(B, linear, x, size)
     if B.tp_overlap:
         return _ring_exchange(B, f"fwd.{linear}", size, (x,), saved, linear=True)
     if B.sp:
@@ -112,22 +114,35 @@ def gathered_input(d: Dims):
     return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
 
 
-def fp8_cast(B: Builder, name: str, shape, dep, launches=None) -> str:
+def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False) -> str:
     """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
     cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
     rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
     operand), 1 + 1 bytes; MXFP8 and NVFP4 write row-wise and column-wise block-scaled
-    copies, NVFP4 reads the input once more for its amax
-    (:func:`tpsim.spec.precision.cast_write_bytes`). A norm's output needs none (the norm
-    writes fp8 itself); without FP8 nothing is added. ``launches``: the kernels its call
-    launches from C++ (:class:`~tpsim.layer.template.Node`; a grouped GEMM's, one per expert)."""
+    copies; current scaling and NVFP4 read the input once more for its amax unless the kernel
+    before found it (``amax_fused``) (:func:`tpsim.spec.precision.cast_write_bytes`). Without
+    FP8 nothing is added. ``splits``: the tensors one call quantizes from C++ (a grouped
+    GEMM's, one per expert), whose kernels it launches
+    (:func:`tpsim.spec.precision.quantize_launches`, :class:`~tpsim.layer.template.Node`)."""
     if not B.fp8:
         return dep
     def size(d):
         rows, cols = shape(d)
-        return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.linear_dtype))
+        return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.quantizer, amax_fused))
+    launches = (lambda d: quantize_launches(d.quantizer, splits(d))) if splits else None
     return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype),
                      launches=launches)
+
+
+def norm_cast(B: Builder, linear: str, x, size) -> str:
+    """A column-parallel linear's input, the norm's output, under a quantizer whose norm does
+    not write it quantized (all but delayed fp8's fused norm,
+    :data:`tpsim.spec.precision.NORM_QUANTIZES`): the norm writes 16 bits (and the amax), and a
+    cast of the Tn x k tokens this rank normed follows, before any SP all-gather (Transformer
+    Engine's LayerNormLinear gathers the quantized tensor)."""
+    if not B.fp8 or B.fp8 in NORM_QUANTIZES:
+        return x
+    return fp8_cast(B, f"fwd.{linear}.cast", lambda d: (d.Tn, size(d)[2]), x, amax_fused=True)
 
 
 def input_saved(d: Dims) -> float:

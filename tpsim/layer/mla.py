@@ -30,8 +30,8 @@ into the kernels.
 """
 from __future__ import annotations
 
-from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, linear_backward,
-                      row_linear_fwd, row_parallel_bwd)
+from .linears import (column_linear_fwd, column_parallel_bwd, fp8_cast, input_saved,
+                      linear_backward, norm_cast, row_linear_fwd, row_parallel_bwd)
 from .ops import Attention
 from .template import Builder
 
@@ -49,11 +49,18 @@ def _rows(width):
 
 def _latent(B: Builder, name: str, x, width, normed, saved=None) -> str:
     """A duplicated down projection (Tn x width x h; ``saved``: it keeps the shared input),
-    its norm over ``normed`` columns, and under SP the all-gather of the result (T x width)."""
+    its norm over ``normed`` columns, and under SP the all-gather of the result (T x width).
+    Under FP8 each down projection (a TELinear of its own: Megatron-core builds
+    ``linear_q_down_proj`` and ``linear_kv_down_proj`` apart) casts the 16-bit input first
+    (:func:`~tpsim.layer.linears.fp8_cast`), and the up projection's fused norm
+    (LayerNormColumnParallelLinear) writes its output quantized or casts it apart
+    (:func:`~tpsim.layer.linears.norm_cast`)."""
+    x = fp8_cast(B, f"fwd.{name}_down.cast", lambda d: (d.Tn, d.h), x)
     y = B.gemm(f"fwd.{name}_down", lambda d: (d.Tn, width(d), d.h), (x,), saved=saved,
                linear=True)
     y = B.eltwise(f"fwd.{name}_norm", lambda d: (d.Tn, normed(d), 2 * d.Tn * normed(d) * d.bpe),
                   (y,), saved=lambda d: d.Tn * normed(d) * d.bpe)
+    y = norm_cast(B, f"{name}_up", y, lambda d: (d.T, 0, normed(d)))
     if B.sp:
         y = B.collective(f"fwd.{name}_down.all-gather", "all-gather", (y,), size=_rows(width))
     return y

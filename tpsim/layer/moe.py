@@ -98,10 +98,11 @@ def grouped(B: Builder, name: str, size, deps, saved=None, forward_of=None) -> s
     equal size over :data:`GROUPED_GEMM_STREAMS` streams. Under FP8 its input is cast first
     (:func:`tpsim.layer.linears.fp8_cast`: Transformer Engine's GroupedLinear quantizes each
     expert's rows; the permuted tokens and Megatron-core's activation output are 16-bit).
-    Each is one op the host dispatches that launches E_l kernels from C++ (one cuBLAS GEMM,
-    one quantize, per expert: ``launches``, :mod:`tpsim.sim.launches`)."""
+    Each is one op the host dispatches that launches E_l kernels from C++ (one cuBLAS GEMM per
+    expert; the quantize's by its quantizer, :func:`tpsim.spec.precision.quantize_launches`:
+    ``launches``, :mod:`tpsim.sim.launches`)."""
     x = fp8_cast(B, f"{name}.cast", lambda d: (size(d)[0] * local_experts(d), size(d)[2]),
-                 deps[0], launches=local_experts)
+                 deps[0], splits=local_experts)
     x = B.gemm(name, lambda d: (*size(d), local_experts(d), False, 0, GROUPED_GEMM_STREAMS),
                (x, *deps[1:]), saved=saved, forward_of=forward_of, linear=True,
                launches=local_experts)
@@ -117,7 +118,7 @@ def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     if B.expert_bias and size is fc2_size:
         grad = bias_bwd(B, name, grad, routed_rows)
     grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
-                                                      size(d)[1]), grad, launches=local_experts)
+                                                      size(d)[1]), grad, splits=local_experts)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
                                                     local_experts(d), False, 0,
                                                     GROUPED_GEMM_STREAMS), (grad,),
@@ -155,9 +156,14 @@ def router_fwd(B: Builder, x) -> tuple[str, str]:
 
 
 def shared_fwd(B: Builder, tokens, n_in: int) -> str:
-    x = B.gemm("fwd.shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), (tokens,), linear=True)
+    """The shared experts' MLP on the (gathered) tokens; under FP8 each of its two linears
+    (Transformer Engine's Linear, not fused with a norm or an activation) casts its 16-bit
+    input first (:func:`tpsim.layer.linears.fp8_cast`)."""
+    x = fp8_cast(B, "fwd.shared.fc1.cast", lambda d: (d.T, d.h), tokens)
+    x = B.gemm("fwd.shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), (x,), linear=True)
     x = B.eltwise("fwd.shared.act", lambda d: (d.T, d.fs, (n_in + 1) * d.T * d.fs * d.bpe), (x,),
                   saved=lambda d: n_in * d.T * d.fs * d.bpe)
+    x = fp8_cast(B, "fwd.shared.fc2.cast", lambda d: (d.T, d.fs), x)
     return B.gemm("fwd.shared.fc2", lambda d: (d.T, d.h, d.fs), (x,),
                   saved=lambda d: d.T * d.fs * d.gemm_bpe, linear=True)
 

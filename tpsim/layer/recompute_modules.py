@@ -44,7 +44,8 @@ from ..base.errors import ConfigError
 from .moe_clamp import NAMES as CLAMP
 
 SLOT_OPS = ("fwd.router", "fwd.moe.", "fwd.experts.", "fwd.shared.")   # the MoE slot's ops
-SHARED_OPS = ("fwd.shared.fc1", "fwd.shared.act", "fwd.shared.fc2", "fwd.shared.all-gather",
+SHARED_OPS = ("fwd.shared.fc1.cast", "fwd.shared.fc1", "fwd.shared.act", "fwd.shared.fc2.cast",
+              "fwd.shared.fc2", "fwd.shared.all-gather",
               "fwd.shared.reduce-scatter", "fwd.shared.all-reduce")
 MLA_UP = ("fwd.q_up", "fwd.kv_up")
 

@@ -73,8 +73,9 @@ class Builder:
     """Collects nodes (in program order: the order each stream runs them) and the data edges
     from each node's ``deps`` (names)."""
 
-    def __init__(self, sp: bool = False, fp8: bool = False, tp_overlap: int = 0):
-        """``sp``: sequence parallelism; ``fp8``: FP8 linears; ``tp_overlap``: the TP degree
+    def __init__(self, sp: bool = False, fp8: str = "", tp_overlap: int = 0):
+        """``sp``: sequence parallelism; ``fp8``: the quantized linears' quantizer
+        (:func:`tpsim.spec.precision.quantizer`; "": none); ``tp_overlap``: the TP degree
         when TP communication overlaps the GEMMs (0: it does not)."""
         self.sp, self.fp8 = sp, fp8
         self.eager = False     # PyTorch eager's elementwise kernels (tpsim.layer.eager)

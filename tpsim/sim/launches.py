@@ -27,10 +27,11 @@ would be host-bound beyond its published step (-11%).
 launch through the CUDA runtime and driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
 Overhead to CUDA Graph", RTX 5070 Ti, CUDA 13.0; not an H100 measurement, and fitted on no
 data of tpsim's). A step captured in CUDA graphs (``host_dispatch_s`` = 0) launches nothing
-from the host: 0 there. One quantize kernel is counted per split, as tpsim prices FP8's cast
-(delayed scaling's, :func:`tpsim.spec.precision.cast_write_bytes`); current scaling launches
-three (amax, scale, cast: ``pytorch/csrc/quantizer.cpp``
-``Float8CurrentScalingQuantizer::quantize_impl``). Left out: the stream events of each grouped
+from the host: 0 there. The quantize's kernels follow its quantizer
+(:func:`tpsim.spec.precision.quantize_launches`): delayed fp8 one fused multi-tensor
+cast-transpose for every split, current scaling three per split (amax, scale, cast:
+``pytorch/csrc/quantizer.cpp`` ``Float8CurrentScalingQuantizer::quantize_impl``), the others
+one per split. Left out: the stream events of each grouped
 GEMM (2 x min(4, E_l) records and waits) and the per-expert Python that dispatches no torch
 op (lists of weights and quantizers, attribute updates, the gradient hooks of each expert's
 weight).

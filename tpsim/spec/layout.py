@@ -20,7 +20,7 @@ from functools import lru_cache
 from ..base.errors import ConfigError
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .pipeline_layout import stage_layers
-from .precision import PRECISION
+from .precision import FP8_RECIPES, PRECISION
 from .settings import changed, check, declared, made, setting
 from .sharding import check_sharding
 
@@ -139,6 +139,14 @@ class Layout:
         "transpose, no bf16 copy; MXFP8, NVFP4: their row-wise and column-wise copies), "
         "all-gathered quantized by the distributed optimizer; needs --dtype fp8, mxfp8 or "
         "nvfp4 (Megatron-LM's own flag; --fp4-param-gather for NVFP4)", "--fp8-param-gather")
+    fp8_recipe: str = setting(
+        "delayed", "how --dtype fp8 finds each tensor's scale: delayed (from the amax history, "
+        "the cast finding the new amax: one pass over the 16-bit tensor), tensorwise (current "
+        "scaling, Megatron-Bridge's fp8_cs: an amax pass first, the norm's output cast apart) "
+        "or blockwise (1 x 128 and 128 x 128 tiles, their scales found in the cast, the norm's "
+        "output cast apart; its GEMMs priced as fp8's) (tpsim.spec.precision; Megatron-LM's own "
+        "flag and default; MXFP8 and NVFP4 are dtypes of their own)", flag="--fp8-recipe",
+        kind="choice", choices=FP8_RECIPES)
     async_tensor_model_parallel_allreduce: bool = _flag(
         True, "the backward's TP all-reduce of the input gradient runs beside the weight-gradient "
         "GEMM (False: after it, as Megatron-LM before September 2021; tpsim.layer.linears)",

@@ -69,6 +69,28 @@ block: MXFP8 one E8M0 byte per 32 fp8 elements (1 + 1/32 bytes each), NVFP4 one 
 transposed operand of the backward GEMMs is quantized anew along the other direction:
 Transformer Engine keeps a row-wise and a column-wise copy of each weight (the table), and its
 quantize kernel writes both of every cast operand (:func:`cast_write_bytes`).
+
+How fp8's per-tensor scale is found is Megatron-core's ``--fp8-recipe`` (:func:`quantizer`;
+Transformer Engine's recipes, transformer_engine/pytorch/csrc/quantizer.cpp and
+extensions/normalization.cpp): ``delayed`` (DelayedScaling, Megatron-core's default) takes the
+scale from the amax history and records the new amax as the cast runs, one pass over the 16-bit
+tensor; ``tensorwise`` (Float8CurrentScaling, Megatron-Bridge's ``fp8_cs`` recipes)
+computes this tensor's amax first (``Float8CurrentScalingQuantizer::quantize_impl``:
+``nvte_compute_amax``, then the scale, then ``nvte_quantize_v2``): the 16-bit input read twice,
+for every activation before a linear, every output gradient in backward and each weight's
+per-step cast (:data:`AMAX_PASS_BYTES`). NVFP4's per-tensor scale needs the same pass; MXFP8's
+and the ``blockwise`` recipe's block scales (Float8BlockScaling: 1 x 128 activation and
+128 x 128 weight tiles, DeepSeek-V3's) are found inside the cast kernel; the blockwise recipe's
+fp32 scales (4 bytes per 128 elements) and its block-scaled GEMMs' own speed on Hopper are not
+priced (its GEMMs run at fp8's). Only delayed fp8's
+fused norm writes the quantized copy itself (``FULLY_FUSED``); under every other quantizer the
+norm before a linear writes its 16-bit output (current scaling and NVFP4 with its amax,
+``FUSED_NORM_AMAX_FP8``/``_NVFP4``; MXFP8 without cuDNN's norm, ``NVTE_NORM_FWD_USE_CUDNN``
+unset, ``UNFUSED``) and a cast kernel of its own quantizes it (:data:`NORM_QUANTIZES`).
+Kernels that find the amax while they compute (Transformer Engine's activation and dbias
+kernels, ``FUSED_ACTIVATION_AMAX_FP8``) run only where Transformer Engine computes the
+activation; Megatron-core's MLP runs its own (``bias_swiglu_impl``), so the second linear's
+input is a tensor of its own, read twice.
 """
 from __future__ import annotations
 
@@ -97,15 +119,52 @@ PRECISION = {"bf16": Precision(2, 4, 12, 2), "fp16": Precision(2, 2, 12, 2, 4),
 QUANTIZED_BYTES = {"fp8": 1, "mxfp8": 1 + 1 / 32, "nvfp4": 1 / 2 + 1 / 16}
 LOW_PRECISION = tuple(QUANTIZED_BYTES)       # the linears' GEMMs quantized, activations bf16
 PRECISION |= {q: Precision(2 + 2 * QUANTIZED_BYTES[q], 4, 12, 2) for q in ("mxfp8", "nvfp4")}
-AMAX_PASS_BYTES = {"nvfp4": 2}  # NVFP4's per-tensor scale: the 16-bit tensor's amax read first
+# Megatron-core's --fp8-recipe values tpsim prices (transformer_config.py ``fp8_recipe``,
+# default "delayed"; "tensorwise" is Transformer Engine's Float8CurrentScaling, "blockwise" its
+# Float8BlockScaling): module docstring
+FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
+# the 16-bit tensor's amax read before its cast, bytes per element, by quantizer (docstring)
+AMAX_PASS_BYTES = {"nvfp4": 2, "fp8:tensorwise": 2}
+NORM_QUANTIZES = ("fp8:delayed",)   # whose fused norm writes the quantized copy itself
 
 
-def cast_write_bytes(dtype: str) -> float:
+def quantizer(dtype: str, fp8_recipe: str = "delayed") -> str:
+    """The quantizer a linear's operands are cast with: fp8's names its scaling
+    (``fp8:delayed``, ``fp8:tensorwise``); MXFP8 and NVFP4 are recipes of their own."""
+    return f"{dtype}:{fp8_recipe}" if dtype == "fp8" else dtype
+
+
+# kernels one tensor's quantize launches, by quantizer (current scaling's quantize_impl: amax,
+# scale, cast); 1 where not listed
+QUANTIZE_KERNELS = {"fp8:tensorwise": 3}
+
+
+def quantize_launches(q: str, splits: int) -> int:
+    """Kernels Transformer Engine's ``split_quantize`` launches to quantize ``splits`` tensors
+    (a grouped GEMM's experts) by quantizer ``q`` (extensions/cast.cpp,
+    ``multi_tensor_quantize_impl``):
+
+        1 (delayed fp8: one fused ``nvte_multi_cast_transpose`` for all)  |  splits x QUANTIZE_KERNELS(q)
+
+    current scaling's three per split (``quantize_impl``: ``nvte_compute_amax``, the scale,
+    the cast), MXFP8's and blockwise's one per split; NVFP4 counted one per split (its fused
+    split kernel, ``split_quantize_nvfp4_impl``, not modelled)."""
+    return 1 if q in NORM_QUANTIZES else splits * QUANTIZE_KERNELS.get(q, 1)
+
+
+def cast_write_bytes(q: str, amax_fused: bool = False) -> float:
     """Bytes a linear's cast kernel writes per element of a 16-bit operand, and any extra
-    read: the row-wise and column-wise (fp8: transposed) quantized copies, 2 x
-    QUANTIZED_BYTES, plus NVFP4's amax pass over the 16-bit input (2 bytes; fp8's delayed
-    scaling and MXFP8's per-block scales need none: the cast kernel finds them)."""
-    return 2 * QUANTIZED_BYTES[dtype] + AMAX_PASS_BYTES.get(dtype, 0)
+    read, for quantizer ``q`` (:func:`quantizer`; a dtype alone: fp8's delayed scaling):
+
+        2 x QUANTIZED_BYTES  +  AMAX_PASS_BYTES(q)   (0 where ``amax_fused``)
+
+    the row-wise and column-wise (fp8: transposed) quantized copies, plus the amax pass over
+    the 16-bit input that a per-tensor scale found from this tensor needs (NVFP4, fp8's
+    current scaling: 2 bytes); fp8's delayed scaling and MXFP8's per-block scales need none
+    (the cast kernel finds them), nor does a cast whose amax the kernel before it found
+    (``amax_fused``: a norm's, module docstring)."""
+    pass_bytes = 0 if amax_fused else AMAX_PASS_BYTES.get(q, 0)
+    return 2 * QUANTIZED_BYTES[q.split(":")[0]] + pass_bytes
 
 
 BF16_GRADS, FP8_PARAMS, ANY_LAYOUT = "bf16-grads", "fp8-params", "any-layout"  # key options
@@ -128,13 +187,22 @@ def weights_bytes(key: str, params: float, plain: float = 0.0) -> float:
 
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
-                  fp8_param_gather: bool = False, any_layout: bool = False) -> str:
-    """The run's precision as one name: ``dtype``, then ``+bf16-grads``, ``+fp8-params`` and
-    (fp8 on a device of ``any_layout``) ``+any-layout`` for the options taken (module
-    docstring); ``dtype`` alone without them."""
+                  fp8_param_gather: bool = False, any_layout: bool = False,
+                  fp8_recipe: str = "delayed") -> str:
+    """The run's precision as one name: ``dtype``, then ``+bf16-grads``, ``+fp8-params``,
+    (fp8 on a device of ``any_layout``) ``+any-layout`` and (fp8) ``+`` a recipe other than
+    delayed for the options taken (module docstring); ``dtype`` alone without them."""
+    fp8 = dtype == "fp8"
     return "+".join([dtype] + [BF16_GRADS] * grad_reduce_in_bf16
                     + [FP8_PARAMS] * fp8_param_gather
-                    + [ANY_LAYOUT] * (any_layout and dtype == "fp8"))
+                    + [ANY_LAYOUT] * (any_layout and fp8)
+                    + [fp8_recipe] * (fp8 and fp8_recipe != FP8_RECIPES[0]))
+
+
+def key_quantizer(key: str) -> str:
+    """The quantizer of a :func:`precision_key`'s dtype and recipe (:func:`quantizer`)."""
+    dtype, *options = key.split("+")
+    return quantizer(dtype, next((o for o in options if o in FP8_RECIPES), FP8_RECIPES[0]))
 
 
 def precision(key: str) -> Precision:

@@ -18,7 +18,7 @@ import math
 
 from ..base.errors import ConfigError
 from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
-from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths, window_fields
+from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths, recipe_field, window_fields
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import alltoall_dims, expert_load
@@ -117,7 +117,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
-                   flex_backend: str = "deepep", backward: tuple = (True, True, 1.0)):
+                   flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed"):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
@@ -126,7 +126,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     seq_len / cp tokens; ``eager``: PyTorch eager's elementwise kernels
     (:mod:`tpsim.layer.eager`); ``modules``: what selective recomputation re-runs (None:
     core_attn, :mod:`tpsim.layer.recompute_modules`); ``backward``: ``layer_template``'s and the
-    share of micro-batches whose weight gradients are added apart (Dims.grad_adds)."""
+    share of micro-batches whose weight gradients are added apart (Dims.grad_adds); ``fp8_recipe``."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
@@ -150,13 +150,13 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                           "multi-head latent attention is priced so",
                           {"--attention": attention, "--cp": cp}.get(flag, True))
     window = window_fields(m, bool(moe), attention, cp) | \
-        ({"grad_adds": backward[2]} if backward[2] != 1 else {})
+        ({"grad_adds": backward[2]} if backward[2] != 1 else {}) | recipe_field(dims, fp8_recipe)
     dims = dataclasses.replace(dims, **window) if window else dims
     a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
         if cp_comm == "a2a+p2p" else 1
     tpl = layer_template(tp > 1, sequence_parallel, dropout=dropout > 0, attention=attention,
                          swiglu=m.activation == "swiglu", recompute=recompute, bias=m.bias,
-                         fp8=dtype in LOW_PRECISION, tp_overlap=tp if tp_comm_overlap else 0,
+                         fp8=dims.quantizer, tp_overlap=tp if tp_comm_overlap else 0,
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a, eager=eager,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0, modules=modules,
                          qk_norm=m.qk_norm, backward=backward[:2],
@@ -184,7 +184,7 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
                           expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
-                          lay.moe_flex_backend, lay.backward)
+                          lay.moe_flex_backend, lay.backward, lay.fp8_recipe)
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):
@@ -387,8 +387,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
                                                lay.fp8_param_gather,
-                                               topo.device.fp8_any_layout), experts=experts,
-                       partial=partial, tp_comm_overlap=lay.tp_comm_overlap)
+                                               topo.device.fp8_any_layout, lay.fp8_recipe),
+                       experts=experts, partial=partial, tp_comm_overlap=lay.tp_comm_overlap)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     if host:

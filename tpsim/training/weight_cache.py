@@ -6,7 +6,8 @@ first micro-batch and keeps the quantized copy for the others (Megatron-core pas
 megatron/core/extensions/transformer_engine.py): one cast kernel per weight, as a linear's
 input cast (:func:`tpsim.layer.ops.cast_op`: fp8's cast-transpose, priced by
 :func:`tpsim.cost.compute.cast_transpose_time`), reading the 16-bit weight and writing what the
-GEMMs read (:func:`tpsim.spec.precision.cast_write_bytes`: fp8's copy and its transpose). With
+GEMMs read (:func:`tpsim.spec.precision.cast_write_bytes`: fp8's copy and its transpose; current
+scaling's amax pass too). With
 quantized parameters (``--fp8-param-gather``) the weight is quantized already: fp8 writes only
 its transpose, 1 + 1 bytes; MXFP8 all-gathers both copies and casts nothing; NVFP4 builds the
 column-wise copy from the row-wise one, reading one and writing the other (2 x QUANTIZED_BYTES;
@@ -26,7 +27,7 @@ from ..sim.price import kernel_time
 from .pipeline import stage_totals
 from ..spec.model_params import plain_params
 from ..spec.precision import (ANY_LAYOUT, FP8_PARAMS, LOW_PRECISION, QUANTIZED_BYTES,
-                              cast_write_bytes)
+                              cast_write_bytes, key_quantizer)
 
 WEIGHT_BYTES = 2        # the 16-bit weight read
 # quantized parameters: bytes the per-step kernel moves per parameter (module docstring)
@@ -40,7 +41,7 @@ def weight_cast_s(params: float, key: str, device) -> float:
     if dtype not in LOW_PRECISION:
         return 0.0
     per = PARAM_CAST_BYTES[dtype] if FP8_PARAMS in options else \
-        WEIGHT_BYTES + cast_write_bytes(dtype)
+        WEIGHT_BYTES + cast_write_bytes(key_quantizer(key))
     op = cast_op(dtype)
     if ANY_LAYOUT in options:       # no transpose to write: a plain cast (module docstring)
         per -= QUANTIZED_BYTES[dtype] if FP8_PARAMS not in options else PARAM_CAST_BYTES[dtype]

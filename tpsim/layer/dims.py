@@ -50,6 +50,8 @@ class Dims:
     windowed: float = 1.0   # ... on this share of the layers the simulated one stands for
     grad_adds: float = 1.0  # share of micro-batches adding their weight gradients into the
     #                         step's earlier ones' (m - 1)/m, where the adds are kernels apart
+    layer_scaling: bool = False  # Megatron's query-key layer scaling: the unfused core's softmax,
+    #                              where it falls back to PyTorch, in fp32 (tpsim.layer.unfused)
 
     @property
     def bpe(self) -> int:
@@ -113,6 +115,13 @@ def layer_dims(model, tp: int, micro_batch: int, seq_len: int, dtype: str,
                 heads=model.heads // tp, kv_heads=model.kv_heads_per_rank(tp), d=model.head_dim,
                 f=model.ffn_hidden // tp, sp=sequence_parallel, vocab=model.padded_vocab(tp) // tp,
                 cp=cp, **mla_widths(model))
+
+
+def run_fields(grad_adds: float, layer_scaling: bool) -> dict:
+    """The Dims fields a training run's layout sets away from their defaults: ``grad_adds``,
+    ``layer_scaling``."""
+    return ({"grad_adds": grad_adds} if grad_adds != 1 else {}) | \
+        ({"layer_scaling": True} if layer_scaling else {})
 
 
 def mla_widths(model) -> dict:

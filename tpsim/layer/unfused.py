@@ -44,13 +44,15 @@ for a causal mask: 4 sequences of keys a 128-thread block past 128 keys, 8 up to
 Elsewhere it falls back to ``forward_torch_softmax``, PyTorch kernels one by one over the
 (b heads s, s) scores (:func:`softmax_bytes`): with the query-key layer scaling
 (``Dims.layer_scaling``: ``attention_softmax_in_fp32`` and the layer-number ``scale``) the
-scores cast to fp32, times the scale, ``masked_fill_``, softmax, cast back: 2 B + 28 bytes an
-element forward, their five autograd nodes 2 B + 36 backward, the fp32 output kept (4 bytes
-an element); without it (Megatron-core's default) ``masked_fill_`` and softmax in 16-bit, 4 B
-forward, 5 B backward. The calls past the first are bare torch calls, each priced as a launch
+scores cast to fp32 (B read, 4 written), times the scale (4 + 4), ``masked_fill_`` (4 + 4),
+softmax (4 + 4), cast back (4 + B): 2 B + 28 bytes an element forward; their five autograd
+nodes backward, the casts' (B + 4, 4 + B), the softmax's (its output and gradient read, 12),
+the mask's and the scale's (4 + 4 each): 2 B + 36; the fp32 output kept (4 bytes an
+element). Without it (Megatron-core's default) ``masked_fill_`` and softmax in 16-bit, 2 B
+each, 4 B forward; backward 3 B and 2 B, 5 B. The (s, s) mask every row reads is not counted. The calls past the first are bare torch calls, each priced as a launch
 (``launches``, :mod:`tpsim.sim.launches`); their kernels' fixed costs are not added. With TP 8
-a 16-head model at micro-batch 1 (2 heads a rank) falls back: vTrain's 80 TP 8 runs on one A100
-node (``bench/vtrain_megatron.py``).
+a 16-head model at micro-batch 1 (2 heads a rank) falls back: vTrain's TP 8 runs at
+micro-batch 1 on one A100 node (``bench/vtrain_megatron.py``).
 
 Each copy is a memory-bound kernel priced by its bytes
 (:func:`tpsim.cost.compute.elementwise_time`; none, at no cost, where it is a view). The query

@@ -8,6 +8,10 @@ A100s (3.6B to 175B GPT), copied in tests/data/vtrain/. Each row is predicted wi
 * the model: GPT with biases, LayerNorm, GeLU, tied embeddings, vocabulary 50257 (vTrain's
   default), dropout 0.1, Megatron's unfused attention (vTrain's own model);
 * fp16, full activation recomputation (``use_checkpoint: true``), 1F1B;
+* Megatron-DeepSpeed's query-key layer scaling, on by default (``megatron/arguments.py``:
+  ``--no-query-key-layer-scaling``): where Megatron's fused softmax does not apply (TP 8 at
+  micro-batch 1: 2 heads a rank; the 18.4B model's TP 16, 3) its fallback runs in fp32
+  (:mod:`tpsim.layer.unfused`);
 * DP all-reduce after the whole backward, not overlapped (``overlap_grad_reduce=False``:
   DeepSpeed's pipeline engine reduces gradients at the end of the schedule);
 * activations between stages split over the TP ranks and all-gathered by the receiver
@@ -58,7 +62,7 @@ MULTI_NICS_PER_NODE = 4
 BREAKDOWN = ("compute_s", "tp_comm_exposed_s", "pp_comm_exposed_s", "dp_comm_exposed_s",
              "bubble_s", "host_wait_s", "optimizer_s")
 SETTINGS = dict(dtype="fp16", recompute="full", overlap_grad_reduce=False,
-                scatter_gather_p2p=True)
+                scatter_gather_p2p=True, query_key_layer_scaling=True)
 
 
 def rows(name: str) -> list[dict]:

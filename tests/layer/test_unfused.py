@@ -1,9 +1,15 @@
 """Megatron's unfused attention core (tpsim.layer.unfused): the layout copies' bytes."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tpsim.layer.dims import Dims
+from tpsim.layer.unfused import fused_softmax
+from tpsim.spec.frameworks import FRAMEWORKS
+from tpsim.spec.layout import Layout
 from tpsim.training.predict import predict
 
 B = 2   # bf16 activations
@@ -81,3 +87,39 @@ def test_the_core_keeps_the_repeated_keys_and_values(tp):
     plain = graph(8, "none")                        # every query head its own K/V head
     assert plain["fwd.attn.scores"] + plain["fwd.attn.av"] == 3 * T * q * B
     assert sum(none.values()) - sum(sel.values()) > 2 * T * (q - kv) * B
+
+
+@pytest.mark.parametrize("mb, fused", [(1, False), (2, False), (4, True)])
+@pytest.mark.parametrize("scaling", [False, True])
+def test_softmax_falls_back_where_megatrons_kernel_does_not_apply(mb, fused, scaling):
+    """GPT-3 13B at TP 8: 5 heads a rank, so b x 5 scores of 2048 keys are a multiple of the
+    kernel's 4 per block only at micro-batch 4. Elsewhere PyTorch's kernels: in 16-bit
+    masked_fill_ and softmax, 4 B an element forward and 5 B backward; with the query-key
+    layer scaling in fp32 (cast, scale, mask, softmax, cast back) 2 B + 28 and 2 B + 36, the
+    fp32 output kept; the calls past the first each add a launch to the host's issue."""
+    e = ops("gpt3-13b", 8, micro_batch=mb, query_key_layer_scaling=scaling)
+    scores = mb * 5 * 2048 * 2048
+    fwd, bwd = ((2 * B, 3 * B) if fused else (2 * B + 28, 2 * B + 36) if scaling
+                else (4 * B, 5 * B))
+    assert e["fwd.attn.softmax"].bytes == fwd * scores
+    assert e["bwd.attn.softmax"].bytes == bwd * scores
+
+
+@pytest.mark.parametrize("seq, fused", [(16, False), (32, True), (4096, True), (4100, False),
+                                        (8192, False)])
+def test_fused_softmax_needs_its_key_lengths(seq, fused):
+    """``is_kernel_available``: 16 < keys <= 4096, a multiple of 4, in 16-bit; up to 128 keys
+    a block holds 8 sequences of scores, past them 4 (here b heads = 40)."""
+    dims = Dims(b=2, s=seq, h=5120, tp=2, dtype="bf16", heads=20, kv_heads=20, d=128,
+                f=10240, sp=False)
+    assert fused_softmax(dims) is fused
+    assert fused_softmax(dataclasses.replace(dims, b=1, heads=4, s=64)) is False  # 4 % 8
+    assert fused_softmax(dataclasses.replace(dims, dtype="fp32")) is False
+
+
+def test_megatron_deepspeed_scales_query_key_by_layer():
+    """Megatron-DeepSpeed and Megatron-LM of 2021 ran with --no-query-key-layer-scaling unset;
+    Megatron-core's default is off."""
+    assert FRAMEWORKS["megatron-deepspeed"]["query_key_layer_scaling"] is True
+    assert FRAMEWORKS["megatron-lm-2021"]["query_key_layer_scaling"] is True
+    assert Layout().query_key_layer_scaling is False

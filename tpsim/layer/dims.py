@@ -51,6 +51,8 @@ class Dims:
     grad_adds: float = 1.0  # share of micro-batches adding their weight gradients into the
     #                         step's earlier ones' (m - 1)/m, where the adds are kernels apart
     fp8_recipe: str = "delayed"     # fp8's scaling (tpsim.spec.precision.FP8_RECIPES)
+    layer_scaling: bool = False  # Megatron's query-key layer scaling: the unfused core's softmax,
+    #                              where it falls back to PyTorch, in fp32 (tpsim.layer.unfused)
 
     @property
     def bpe(self) -> int:
@@ -125,6 +127,13 @@ def recipe_field(dims: Dims, fp8_recipe: str) -> dict:
     """The Dims field of fp8's scaling recipe: none at the default (delayed) or without fp8."""
     return {"fp8_recipe": fp8_recipe} if dims.linear_dtype == "fp8" and \
         fp8_recipe != Dims.fp8_recipe else {}
+
+
+def run_fields(dims: Dims, grad_adds: float, layer_scaling: bool, fp8_recipe: str) -> dict:
+    """The Dims fields a training run's layout sets away from their defaults: ``grad_adds``,
+    ``layer_scaling``, and fp8's recipe (:func:`recipe_field`)."""
+    return ({"grad_adds": grad_adds} if grad_adds != 1 else {}) | \
+        ({"layer_scaling": True} if layer_scaling else {}) | recipe_field(dims, fp8_recipe)
 
 
 def mla_widths(model) -> dict:

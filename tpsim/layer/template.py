@@ -39,8 +39,8 @@ class Node:
     ``sync``: the op whose end the host waits for before it issues this one (a device-to-host
     synchronisation, :func:`tpsim.sim.schedule.run`; None: none); ``launches(dims)``: the
     kernels its host call launches from a C++ loop beside its one dispatched op (Transformer
-    Engine's one cuBLAS call and one quantize call per expert: :mod:`tpsim.sim.launches`;
-    None: none counted); ``loop_ops(dims)``: the bare torch calls a Python loop over the
+    Engine's one cuBLAS call and one quantize call per expert, the softmax's PyTorch fallback:
+    :mod:`tpsim.sim.launches`; None: none counted); ``loop_ops(dims)``: the bare torch calls a Python loop over the
     local experts makes beside it, each priced as a launch (Transformer Engine's and
     Megatron-core's per-expert Python: :mod:`tpsim.layer.moe_loops`, :mod:`tpsim.sim.launches`;
     None: none).

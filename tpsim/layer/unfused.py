@@ -34,6 +34,26 @@ backward
   (``torch.cat``; Transformer Engine's ``SplitAlongDim`` falls back to it when the gradients
   are separate tensors): read and write (T, q + 2 kv), 2 T (q + 2 kv) B bytes: ``bwd.attn.cat``.
 
+The scale-mask-softmax is Megatron's ``FusedScaleMaskSoftmax``
+(megatron/core/fusions/fused_softmax.py; megatron/model/fused_softmax.py in Megatron-DeepSpeed):
+one fused kernel each way, reading and writing the scores (2 B bytes an element forward; the
+output and its gradient read, the gradient written backward, 3 B), where
+``is_kernel_available`` holds: 16-bit scores, 16 < s <= 4096 (a later Megatron-core allows
+8192), s % 4 == 0 and b heads % batch_per_block == 0 (the kernel's ``get_batch_per_block``
+for a causal mask: 4 sequences of keys a 128-thread block past 128 keys, 8 up to 128).
+Elsewhere it falls back to ``forward_torch_softmax``, PyTorch kernels one by one over the
+(b heads s, s) scores (:func:`softmax_bytes`): with the query-key layer scaling
+(``Dims.layer_scaling``: ``attention_softmax_in_fp32`` and the layer-number ``scale``) the
+scores cast to fp32 (B read, 4 written), times the scale (4 + 4), ``masked_fill_`` (4 + 4),
+softmax (4 + 4), cast back (4 + B): 2 B + 28 bytes an element forward; their five autograd
+nodes backward, the casts' (B + 4, 4 + B), the softmax's (its output and gradient read, 12),
+the mask's and the scale's (4 + 4 each): 2 B + 36; the fp32 output kept (4 bytes an
+element). Without it (Megatron-core's default) ``masked_fill_`` and softmax in 16-bit, 2 B
+each, 4 B forward; backward 3 B and 2 B, 5 B. The (s, s) mask every row reads is not counted. The calls past the first are bare torch calls, each priced as a launch
+(``launches``, :mod:`tpsim.sim.launches`); their kernels' fixed costs are not added. With TP 8
+a 16-head model at micro-batch 1 (2 heads a rank) falls back: vTrain's TP 8 runs at
+micro-batch 1 on one A100 node (``bench/vtrain_megatron.py``).
+
 Each copy is a memory-bound kernel priced by its bytes
 (:func:`tpsim.cost.compute.elementwise_time`; none, at no cost, where it is a view). The query
 copy and the repeats count no host issue (``host_ops`` 0): without grouped queries Megatron
@@ -41,11 +61,38 @@ runs no repeat and the reshape is a view; with them, their host time is left out
 alpha scalings: autograd issues them inside the scores' backward node, from C++, with its two
 GEMMs (which count). Under
 ``--eager-kernels`` rope's ``repeat_kv`` stands for the repeat. The softmax's in-place mask fill and its
-backward are part of the softmax op (Megatron's fused scale-mask-softmax).
+backward are part of the softmax op.
 """
 from __future__ import annotations
 
 from . import eager
+
+
+def fused_softmax(d) -> bool:
+    """Megatron's fused scale-mask-softmax runs (``is_kernel_available``, module docstring)."""
+    per_block = 4 if d.s > 128 else 8
+    return d.bpe == 2 and 16 < d.s <= 4096 and d.s % 4 == 0 and d.b * d.heads % per_block == 0
+
+
+def softmax_bytes(d, backward: bool) -> float:
+    """Bytes an element of the scores the softmax moves (module docstring): fused 2 B forward,
+    3 B backward; PyTorch's fallback 2 B + 28 and 2 B + 36 in fp32, 4 B and 5 B in 16-bit."""
+    if fused_softmax(d):
+        return (3 if backward else 2) * d.bpe
+    if d.layer_scaling:
+        return 2 * d.bpe + (36 if backward else 28)
+    return (5 if backward else 4) * d.bpe
+
+
+def _softmax_calls(d) -> int:
+    """The fallback's torch calls past the op's own: 4 in fp32, 1 in 16-bit; fused, none."""
+    return 0 if fused_softmax(d) else 4 if d.layer_scaling else 1
+
+
+def _softmax_kept(d) -> float:
+    """What the softmax keeps for its backward: its output, fp32 in the fp32 fallback."""
+    rows = _scores(d)[2]
+    return rows * (4 if d.layer_scaling and not fused_softmax(d) else d.bpe)
 
 
 def _scores(d):
@@ -87,8 +134,9 @@ def core_fwd(B, qkv: str, dropout: bool) -> str:
     kv = qkv if B.eager else eager.repeat_kv(B, "fwd.attn.repeat_kv", q, host_ops=0)
     x = B.gemm("fwd.attn.scores", _scores_gemm, (q, kv),
                saved=lambda d: kept(d)["fwd.attn.scores"])
-    x = B.eltwise("fwd.attn.softmax", lambda d: (*_scores(d)[:2], 2 * _scores(d)[2] * d.bpe),
-                  (x,), saved=lambda d: _scores(d)[2] * d.bpe, arith=lambda d: "softmax")
+    x = B.eltwise("fwd.attn.softmax",
+                  lambda d: (*_scores(d)[:2], _scores(d)[2] * softmax_bytes(d, False)), (x,),
+                  saved=_softmax_kept, arith=lambda d: "softmax", launches=_softmax_calls)
     if dropout:
         x = B.eltwise("fwd.attn.dropout",
                       lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
@@ -107,8 +155,10 @@ def core_bwd(B, grad, dropout: bool) -> str:
         x = B.eltwise("bwd.attn.dropout",
                       lambda d: (*_scores(d)[:2], _scores(d)[2] * (2 * d.bpe + 1)),
                       (x,), forward_of="fwd.attn.dropout")
-    x = B.eltwise("bwd.attn.softmax", lambda d: (*_scores(d)[:2], 3 * _scores(d)[2] * d.bpe),
-                  (x,), forward_of="fwd.attn.softmax", arith=lambda d: "softmax_backward")
+    x = B.eltwise("bwd.attn.softmax",
+                  lambda d: (*_scores(d)[:2], _scores(d)[2] * softmax_bytes(d, True)), (x,),
+                  forward_of="fwd.attn.softmax", arith=lambda d: "softmax_backward",
+                  launches=_softmax_calls)
     dq, dk = (B.gemm(f"bwd.attn.scores.{n}", _context_gemm, (x,), forward_of="fwd.attn.scores")
               for n in ("dq", "dk"))
     dq, dk = (B.eltwise(f"bwd.attn.scale.{n}", lambda d: eager.copy_size(d, d.q), (x,),

@@ -23,6 +23,10 @@ launch, ``host_launch_s``, not as ``host_dispatch_s``: that is a Megatron module
 (fitted on dense Megatron-DeepSpeed steps), 58 us, and at that price Qwen3-30B-A3B's EP 8 row
 would be host-bound beyond its published step (-11%).
 
+The unfused attention core's softmax counts its PyTorch fallback's further calls the same way
+(``launches``: the casts, the scale, ``masked_fill_`` past the op's own call, forward and in
+autograd's backward: :mod:`tpsim.layer.unfused`).
+
 ``host_launch_s`` (the device's ``host_launch_us``, default 5 us): the CPU time of one kernel
 launch through the CUDA runtime and driver, measured at about 4-6 us per launch (susun-blog.com, "pegainfer (3): From Launch
 Overhead to CUDA Graph", RTX 5070 Ti, CUDA 13.0; not an H100 measurement, and fitted on no

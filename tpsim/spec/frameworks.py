@@ -16,12 +16,15 @@ user's value.
   came in September 2021), each weight gradient written anew and added into the parameter's
   fp16 ``.grad`` by autograd (gradient accumulation fusion came in February 2022), no
   distributed optimizer (Megatron-LM added it in 2022) and no TP communication overlap
-  (Transformer Engine, 2023).
+  (Transformer Engine, 2023), and Q K^T scaled by 1 / layer number with the softmax in fp32
+  (``--no-query-key-layer-scaling`` to turn it off: on by default from January 2021,
+  Megatron-LM commit 9acc895 "Change some arguments to default to on").
 * ``megatron-deepspeed`` (Megatron-DeepSpeed on DeepSpeed's pipeline engine, as BLOOM and
   Megatron-Turing NLG ran): the gradients reduced after the backward (the engine's
   ``_exec_reduce_grads`` step of the schedule), activations partitioned over the TP ranks
   between stages (``pipe_partitioned`` / ``grad_partitioned``), 1F1B without interleaving
-  (``deepspeed/runtime/pipe/schedule.py``'s TrainSchedule), no TP communication overlap.
+  (``deepspeed/runtime/pipe/schedule.py``'s TrainSchedule), no TP communication overlap, and
+  the query-key layer scaling of Megatron-LM 2021 (``megatron/arguments.py``, to 2024).
 * ``torchtitan`` (torchtitan on PyTorch eager, its default ``compile = false``, as its
   December 2024 H100 benchmarks ran Llama 3.1, pytorch/torchtitan
   ``benchmarks/llama3_h100_202412_torchtitan.md``, commit 9dec370): PyTorch eager's
@@ -65,8 +68,9 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-core": {},
     "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
                          "async_tensor_model_parallel_allreduce": False,
-                         "gradient_accumulation_fusion": False},
-    "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True},
+                         "gradient_accumulation_fusion": False, "query_key_layer_scaling": True},
+    "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
+                           "query_key_layer_scaling": True},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
     "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True,

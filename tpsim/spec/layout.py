@@ -159,6 +159,11 @@ class Layout:
         "February 2022; tpsim.layer.linears)", "--gradient-accumulation-fusion",
         help="each weight-gradient GEMM writes a new gradient that a kernel of its own adds into "
              "the parameter's (Megatron-LM's own flag; its only way before February 2022)")
+    query_key_layer_scaling: bool = _flag(
+        False, "Q K^T scaled by 1 / layer number, the softmax in fp32 (Megatron-DeepSpeed's and "
+        "Megatron-LM 2021's default); it changes the unfused core's softmax where Megatron's "
+        "fused kernel does not apply (tpsim.layer.unfused)", "--query-key-layer-scaling",
+        megatron="--apply-query-key-layer-scaling")
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
                                      "activation, the next stage all-gathers it (Megatron-LM "
                                      "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")

@@ -18,7 +18,7 @@ import math
 
 from ..base.errors import ConfigError
 from ..layer.context_parallel import check_cp, hierarchical_sizes, subgroups
-from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths, recipe_field, window_fields
+from ..layer.dims import FP8_ACTIVATIONS, layer_dims, mla_widths, run_fields, window_fields
 from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import alltoall_dims, expert_load
@@ -114,7 +114,7 @@ def _settings(model, topology, lay: Layout) -> tuple[ModelConfig, Topology, Layo
 
 def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dtype,
                    sequence_parallel, dropout, attention, recompute="none",
-                   tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p",
+                   tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p", layer_scaling=False,
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
                    flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed"):
@@ -122,11 +122,11 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
     ``dispatcher`` at ``load``: :func:`tpsim.layer.moe_flex.slot_of`), else its dense one; ``cp``:
-    context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's
-    seq_len / cp tokens; ``eager``: PyTorch eager's elementwise kernels
-    (:mod:`tpsim.layer.eager`); ``modules``: what selective recomputation re-runs (None:
-    core_attn, :mod:`tpsim.layer.recompute_modules`); ``backward``: ``layer_template``'s and the
-    share of micro-batches whose weight gradients are added apart (Dims.grad_adds); ``fp8_recipe``."""
+    context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len /
+    cp tokens; ``eager``: PyTorch eager's kernels (:mod:`tpsim.layer.eager`); ``modules``: what
+    selective recomputation re-runs (None: core_attn, :mod:`tpsim.layer.recompute_modules`);
+    ``backward``: ``layer_template``'s and the share of micro-batches whose weight gradients are
+    added apart (Dims.grad_adds); ``layer_scaling``, ``fp8_recipe``: Dims's."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
@@ -150,7 +150,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                           "multi-head latent attention is priced so",
                           {"--attention": attention, "--cp": cp}.get(flag, True))
     window = window_fields(m, bool(moe), attention, cp) | \
-        ({"grad_adds": backward[2]} if backward[2] != 1 else {}) | recipe_field(dims, fp8_recipe)
+        run_fields(dims, backward[2], layer_scaling, fp8_recipe)
     dims = dataclasses.replace(dims, **window) if window else dims
     a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
         if cp_comm == "a2a+p2p" else 1
@@ -181,8 +181,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
     """:func:`simulate_layer` of a resolved layout."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
-                          lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, experts,
-                          expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
+                          lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, lay.query_key_layer_scaling,
+                          experts, expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
                           lay.moe_flex_backend, lay.backward, lay.fp8_recipe)
 

@@ -69,6 +69,17 @@ def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
     return best[1], best[2]
 
 
+def fit_fp8_gemm(device, fit_rows: list[dict], k_half: float) -> tuple[float, float]:
+    """(gemm_max_efficiency_fp8, gemm_k_half_dim_fp8) on ``fit_rows``: the k half-dimension
+    DERIVED, ``k_half`` (bf16's) x the fp8 / bf16 peak (each tile's fixed prologue and epilogue
+    take the same time while the k loop runs at the fp8 rate), the efficiency then in closed
+    form (the geometric mean of measured / predicted)."""
+    k_half_fp8 = k_half * device.peak("fp8") / device.peak("bf16")
+    dev = dataclasses.replace(device, gemm_max_efficiency_fp8=1.0, gemm_k_half_dim_fp8=k_half_fp8)
+    measured = [float(r["tflops"]) for r in fit_rows]
+    return _log_fit(measured, [gemm_tflops(r, dev) for r in fit_rows])[0], k_half_fp8
+
+
 def fit_fp4_gemm(device, fit_rows: list[dict]) -> float:
     """gemm_max_efficiency_fp4 best on ``fit_rows`` (the tiles and gemm_k_half_dim as shipped):
     the geometric mean of measured / predicted at an FP4 efficiency of 1."""
@@ -152,6 +163,7 @@ def gemm_checks(device_name: str, topo_name: str, dev, gemms: list[dict]) -> Non
     if not mine:
         return
     fit = [r for r in mine if r["role"] == "fit" and r["dtype"] not in ("fp8", *FP4)]
+    fit_fp8 = [r for r in mine if r["role"] == "fit" and r["dtype"] == "fp8"]
     fit_fp4 = [r for r in mine if r["role"] == "fit" and r["dtype"] in FP4]
     if fit_fp4:
         eff = fit_fp4_gemm(dev, fit_fp4)
@@ -159,9 +171,14 @@ def gemm_checks(device_name: str, topo_name: str, dev, gemms: list[dict]) -> Non
               f"gemm_max_efficiency_fp4 {eff:.3f} (shipped: {dev.gemm_max_efficiency_fp4})")
     if fit:
         eff, k_half = fit_gemm(dev, fit)
-        print(f"\n{device_name}: GEMM fit on its 'fit' rows: gemm_max_efficiency {eff:.3f}, "
-              f"gemm_k_half_dim {k_half:g} (shipped: {dev.gemm_max_efficiency:g}, "
-              f"{dev.gemm_k_half_dim})")
+        print(f"\n{device_name}: GEMM fit on its 'fit' rows ({fit[0]['source']}): "
+              f"gemm_max_efficiency {eff:.3f}, gemm_k_half_dim {k_half:g} (shipped: "
+              f"{dev.gemm_max_efficiency:g}, {dev.gemm_k_half_dim})")
+        if fit_fp8:
+            eff, k_half_fp8 = fit_fp8_gemm(dev, fit_fp8, k_half)
+            print(f"{device_name}: fp8 GEMM fit on its 'fit' rows ({fit_fp8[0]['source']}): "
+                  f"gemm_max_efficiency_fp8 {eff:.3f}, gemm_k_half_dim_fp8 {k_half_fp8:g} "
+                  f"derived (shipped: {dev.gemm_max_efficiency_fp8:g}, {dev.gemm_k_half_dim_fp8})")
     else:
         print(f"\n{device_name}: no bf16 GEMM 'fit' rows: {topo_name}'s GEMM efficiencies are "
               f"carried over from another device (its YAML says which); every row checks them")

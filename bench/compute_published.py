@@ -13,11 +13,13 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   smallest head dim only (the other head dims' causal rows are the check).
 
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
-error: only the ``check`` rows are evidence. The Blackwell rows are ``check`` rows but the FP4
-ones of one source, on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the
-tiles and k_half as shipped); the other Blackwell efficiencies are H100's fits carried over, and
-Blackwell's cuDNN and FlashAttention-4 rows are priced with the
-presets' flash3 kernel, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
+error: only the ``check`` rows are evidence. B200's ``fit`` rows are one source family's, XLA's
+B200 table (bf16 and fp8): ``gemm_max_efficiency`` and ``gemm_k_half_dim`` on its bf16 rows,
+then ``gemm_max_efficiency_fp8`` in closed form on its fp8 rows with ``gemm_k_half_dim_fp8``
+derived (bf16's x the fp8 / bf16 peak: :func:`fit_fp8_gemm`), and the FP4 rows of one source,
+on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the tiles and k_half as
+shipped); Blackwell's cuDNN and FlashAttention-4 rows are priced with the presets' flash3
+kernel, H100's fit carried over, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
 from __future__ import annotations

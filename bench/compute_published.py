@@ -13,11 +13,13 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   smallest head dim only (the other head dims' causal rows are the check).
 
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
-error: only the ``check`` rows are evidence. The Blackwell rows are ``check`` rows but the FP4
-ones of one source, on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the
-tiles and k_half as shipped); the other Blackwell efficiencies are H100's fits carried over, and
-Blackwell's cuDNN and FlashAttention-4 rows are priced with the
-presets' flash3 kernel, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
+error: only the ``check`` rows are evidence. B200's ``fit`` rows are one source family's, XLA's
+B200 table (bf16 and fp8): ``gemm_max_efficiency`` and ``gemm_k_half_dim`` on its bf16 rows,
+then ``gemm_max_efficiency_fp8`` in closed form on its fp8 rows with ``gemm_k_half_dim_fp8``
+derived (bf16's x the fp8 / bf16 peak: :func:`fit_fp8_gemm`), and the FP4 rows of one source,
+on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the tiles and k_half as
+shipped); Blackwell's cuDNN and FlashAttention-4 rows are priced with the presets' flash3
+kernel, H100's fit carried over, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
 """
 from __future__ import annotations
@@ -67,6 +69,17 @@ def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
         if scale <= 1 and (best is None or err < best[0]):
             best = (err, scale, k_half)
     return best[1], best[2]
+
+
+def fit_fp8_gemm(device, fit_rows: list[dict], k_half: float) -> tuple[float, float]:
+    """(gemm_max_efficiency_fp8, gemm_k_half_dim_fp8) on ``fit_rows``: the k half-dimension
+    DERIVED, ``k_half`` (bf16's) x the fp8 / bf16 peak (each tile's fixed prologue and epilogue
+    take the same time while the k loop runs at the fp8 rate), the efficiency then in closed
+    form (the geometric mean of measured / predicted)."""
+    k_half_fp8 = k_half * device.peak("fp8") / device.peak("bf16")
+    dev = dataclasses.replace(device, gemm_max_efficiency_fp8=1.0, gemm_k_half_dim_fp8=k_half_fp8)
+    measured = [float(r["tflops"]) for r in fit_rows]
+    return _log_fit(measured, [gemm_tflops(r, dev) for r in fit_rows])[0], k_half_fp8
 
 
 def fit_fp4_gemm(device, fit_rows: list[dict]) -> float:
@@ -152,6 +165,7 @@ def gemm_checks(device_name: str, topo_name: str, dev, gemms: list[dict]) -> Non
     if not mine:
         return
     fit = [r for r in mine if r["role"] == "fit" and r["dtype"] not in ("fp8", *FP4)]
+    fit_fp8 = [r for r in mine if r["role"] == "fit" and r["dtype"] == "fp8"]
     fit_fp4 = [r for r in mine if r["role"] == "fit" and r["dtype"] in FP4]
     if fit_fp4:
         eff = fit_fp4_gemm(dev, fit_fp4)
@@ -159,9 +173,14 @@ def gemm_checks(device_name: str, topo_name: str, dev, gemms: list[dict]) -> Non
               f"gemm_max_efficiency_fp4 {eff:.3f} (shipped: {dev.gemm_max_efficiency_fp4})")
     if fit:
         eff, k_half = fit_gemm(dev, fit)
-        print(f"\n{device_name}: GEMM fit on its 'fit' rows: gemm_max_efficiency {eff:.3f}, "
-              f"gemm_k_half_dim {k_half:g} (shipped: {dev.gemm_max_efficiency:g}, "
-              f"{dev.gemm_k_half_dim})")
+        print(f"\n{device_name}: GEMM fit on its 'fit' rows ({fit[0]['source']}): "
+              f"gemm_max_efficiency {eff:.3f}, gemm_k_half_dim {k_half:g} (shipped: "
+              f"{dev.gemm_max_efficiency:g}, {dev.gemm_k_half_dim})")
+        if fit_fp8:
+            eff, k_half_fp8 = fit_fp8_gemm(dev, fit_fp8, k_half)
+            print(f"{device_name}: fp8 GEMM fit on its 'fit' rows ({fit_fp8[0]['source']}): "
+                  f"gemm_max_efficiency_fp8 {eff:.3f}, gemm_k_half_dim_fp8 {k_half_fp8:g} "
+                  f"derived (shipped: {dev.gemm_max_efficiency_fp8:g}, {dev.gemm_k_half_dim_fp8})")
     else:
         print(f"\n{device_name}: no bf16 GEMM 'fit' rows: {topo_name}'s GEMM efficiencies are "
               f"carried over from another device (its YAML says which); every row checks them")

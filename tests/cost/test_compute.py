@@ -181,7 +181,7 @@ def test_tile_and_wave_quantization_by_hand():
 def test_blackwell_pair_tile_waves_by_hand():
     """dgx-b200: 256 x 256 tiles, each on a pair of SMs (gemm_tile_sms 2): 148 / 2 = 74 at a
     time. m = 1152, n = 8192, k = 4096: ceil(1152/256) * 32 = 160 tiles, ceil(160/74) = 3 waves:
-    u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + 130). Hopper's 128 x 256 tile per SM
+    u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + 275). Hopper's 128 x 256 tile per SM
     packs the same GEMM in 9 * 32 = 288 tiles, 2 waves of 148: u = 1152*8192 / (296 * 32768)."""
     b200 = load_topology("dgx-b200").device
     assert (b200.gemm_tile, b200.gemm_tile_sms, b200.sm_count) == ((256, 256), 2, 148)
@@ -194,6 +194,18 @@ def test_blackwell_pair_tile_waves_by_hand():
     # a power-of-two shape fills both alike: 2048^2 is 64 pair tiles or 128 single ones, one wave
     assert tile_wave_efficiency(2048, 2048, 4096, 1, b200) == pytest.approx(
         tile_wave_efficiency(2048, 2048, 4096, 1, hopper_tiles))
+
+
+def test_low_precision_k_half_by_hand():
+    """gemm_k_half_dim_fp8 = 1024 (bf16's 512): one 128 x 256 tile on 1 SM, k = 1024 keeps
+    1024 / 1536 in bf16 and 1024 / 2048 in fp8, mxfp8 and nvfp4; unset, fp8 keeps bf16's."""
+    d = device(gemm_tile=[128, 256], sm_count=1, gemm_half_efficiency_dim=0, gemm_k_half_dim=512)
+    assert tile_wave_efficiency(128, 256, 1024, 1, d, "fp8") == pytest.approx(1024 / 1536)
+    d = dataclasses.replace(d, gemm_k_half_dim_fp8=1024.0)
+    got = {dt: tile_wave_efficiency(128, 256, 1024, 1, d, dt)
+           for dt in ("bf16", "fp8", "mxfp8", "nvfp4")}
+    assert got == pytest.approx({"bf16": 1024 / 1536, "fp8": 0.5, "mxfp8": 0.5, "nvfp4": 0.5})
+    assert gemm_efficiency(128, 256, 1024, d, dtype="fp8") == pytest.approx(0.5 * 0.5)
 
 
 def test_split_k_fills_idle_sms_by_hand():

@@ -76,6 +76,8 @@ class Device:
                                          doc="the same for the inner dimension k (each output "
                                              "tile's fixed prologue and epilogue); default: "
                                              "gemm_half_efficiency_dim")
+    gemm_k_half_dim_fp8: float | None = spec(ge=0, default=None, doc="the same for fp8, MXFP8 "
+                                             "and NVFP4 GEMMs (default: gemm_k_half_dim)")
     gemm_memory_serial: float = spec(ge=0, default=0.0, doc="memory time of a GEMM's bytes "
                                      "past gemm_cache_MiB its arithmetic does not hide, in "
                                      "passes over them (CPUs; 0: a roofline)")

@@ -24,7 +24,8 @@ SPLIT_K_MIN = 1024   # the shortest k a split-K / stream-K share gets (assumed; 
                      # H100's 1024^3 matmul runs unsplit, tests/data/published_compute)
 
 
-def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device) -> float:
+def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device,
+                         dtype: str = "bf16") -> float:
     """Share of the tensor cores a GEMM's output tiles keep busy (tile and wave quantization).
 
     A GPU GEMM computes its (m x n) output ``batch`` times in tiles of Tm x Tn (``gemm_tile``),
@@ -50,10 +51,14 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     check rows of tests/data/published_compute).
     Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
     x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
-    Without a tile (CPUs): k / (k + gemm_k_half_dim) alone.
+    Without a tile (CPUs): k / (k + gemm_k_half_dim) alone. fp8, MXFP8 and NVFP4 GEMMs take
+    ``gemm_k_half_dim_fp8`` where the device sets it: the same fixed time per tile is more k
+    steps of a k loop that runs faster (Blackwell's presets: twice bf16's, the fp8 rate).
     """
     k_half = device.gemm_half_efficiency_dim if device.gemm_k_half_dim is None \
         else device.gemm_k_half_dim
+    if dtype in LOW_PRECISION and device.gemm_k_half_dim_fp8 is not None:
+        k_half = device.gemm_k_half_dim_fp8
     tile, sms = device.gemm_tile, device.sm_count
     if not tile or not sms:
         return k / (k + k_half)
@@ -79,13 +84,14 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
                     dtype: str = "bf16") -> float:
     """Fraction of peak a GEMM of size (m, n, k), ``batch`` times, reaches.
 
-    eff = best[dtype] * m/(m + h) * n/(n + h) * tile_wave_efficiency(m, n, k, batch)
+    eff = best[dtype] * m/(m + h) * n/(n + h) * tile_wave_efficiency(m, n, k, batch, dtype)
 
     best = ``gemm_max_efficiency`` (``gemm_max_efficiency_fp8`` for fp8 and mxfp8,
     ``gemm_max_efficiency_fp4`` for nvfp4, each defaulting to the one before), h =
     ``gemm_half_efficiency_dim`` (a smooth size curve; 0 on GPUs, whose size effect is the
-    tiles'); the tiles, waves and k loop (``gemm_k_half_dim``: each tile's fixed prologue and
-    epilogue) are :func:`tile_wave_efficiency`'s. tpsim's own model; its GPU parameters are
+    tiles'); the tiles, waves and k loop (``gemm_k_half_dim``, ``gemm_k_half_dim_fp8`` for the
+    low-precision dtypes: each tile's fixed prologue and epilogue) are
+    :func:`tile_wave_efficiency`'s. tpsim's own model; its GPU parameters are
     fitted on published GEMM benchmarks.
 
     FP4 has a best of its own because Blackwell's FP4 GEMMs keep less of their (twice fp8's)
@@ -102,7 +108,8 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
     if dtype in FP4 and device.gemm_max_efficiency_fp4 is not None:
         best = device.gemm_max_efficiency_fp4
     h = device.gemm_half_efficiency_dim
-    return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device)
+    return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device,
+                                                                        dtype)
 
 
 def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1,

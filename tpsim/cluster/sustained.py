@@ -36,8 +36,8 @@ with less tensor work at a higher clock, as measured: FlashAttention 4 in bf16 o
 GEMMs at 95% hold 1339, (0.95 / 0.64)^(1/3) x 1339 = 1524 by the formula.
 A FlashAttention kernel in Triton at 35-45% of the tensor peak then runs at the boost clock
 (llm-foundry's MPT runs on 8 H100, 8k-64k tokens: ``python bench/whole_job_bf16_published.py``
-prints the uniform speed-up of attention, 1.14-1.21 = ~1 / 0.865, they would need at the
-uniform clock), a large FP8 GEMM at its best efficiency at c_ref. The exponent 1/3 holds where
+prints the speed-up of attention they would need, 1.14-1.21 = ~1 / 0.865 at one clock for
+every kernel, 0.99-1.04 at these), a large FP8 GEMM at its best efficiency at c_ref. The exponent 1/3 holds where
 the voltage still follows the clock (H100's clock above ~80% of boost), not at the voltage
 floor of :data:`POWER_EXPONENT`. A step's kernels alternate within the power controller's
 averaging window (B200: ~5 ms of back-to-back kernels before the clock falls, flashinfer PR

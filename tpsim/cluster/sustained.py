@@ -14,6 +14,35 @@ clock. tpsim states that sustained clock as a share of the benchmark's:
 for every GEMM and attention kernel of a training step (memory-bound kernels are priced on the
 memory bandwidth, which the HBM clock keeps). ``sustained_clock`` is a device parameter,
 fitted on whole training steps (its YAML comment names them), 1 where no step was fitted.
+With ``sustained_utilisation`` (u_ref) the clock is a kernel's own. The board's dynamic power
+is its switching activity times C V^2 f; the activity of the tensor cores grows with their
+utilisation u (achieved / peak at the boost clock, as tpsim prices the kernel: its GEMM or
+attention efficiency), the linear power-in-activity model of :mod:`tpsim.cluster.power` (Fan
+et al., ISCA 2007), and V falls with f, so a kernel draws P_idle + (P_full - P_idle) w u (f /
+f_boost)^3, w its operands' weight (below). Held at the power limit, w u f^3 is the same for
+every kernel, the clock the FP8 kernels at u_ref run at being ``sustained_clock`` (c_ref):
+
+    clock(u) = min(1, c_ref (u_ref / (u w))^(1/3))    (:func:`kernel_clock`, w below; 1 for FP8)
+
+The activity of a tensor kernel depends on its operands' type as well: sustained GEMMs on an
+H200 (the H100's GH100 die at the same 700 W; stas00/ml-engineering's mamf-finder, its
+sustained figures, MSMF) hold 1465 MHz in bf16 (708.5 TFLOP/s, ~693 W) and 1374 MHz in FP8
+(1288.7 TFLOP/s, ~693 W), at 0.895 and 0.867 of their peaks at those clocks: at the same u and
+f a bf16 kernel draws w = (0.867 / 0.895) (1374 / 1465)^3 = 0.80 of an FP8 one's
+(``sustained_power_16bit``; on a B200 the two hold 1339 and 1331 MHz: w ~1). With u_ref the
+utilisation of FP8 kernels, a bf16 or fp16 kernel counts as u w. The same law puts kernels
+with less tensor work at a higher clock, as measured: FlashAttention 4 in bf16 on a B200 at
+64% of the peak holds ~1580 MHz at its 1,000 W limit (flashinfer PR #2899), where its bf16
+GEMMs at 95% hold 1339, (0.95 / 0.64)^(1/3) x 1339 = 1524 by the formula.
+A FlashAttention kernel in Triton at 35-45% of the tensor peak then runs at the boost clock
+(llm-foundry's MPT runs on 8 H100, 8k-64k tokens: ``python bench/whole_job_bf16_published.py``
+prints the speed-up of attention they would need, 1.14-1.21 = ~1 / 0.865 at one clock for
+every kernel, 0.99-1.04 at these), a large FP8 GEMM at its best efficiency at c_ref. The exponent 1/3 holds where
+the voltage still follows the clock (H100's clock above ~80% of boost), not at the voltage
+floor of :data:`POWER_EXPONENT`. A step's kernels alternate within the power controller's
+averaging window (B200: ~5 ms of back-to-back kernels before the clock falls, flashinfer PR
+#2899), so the per-kernel clock is an assumption: a board whose controller follows the
+window's mean draw would run every kernel at the clock of the mean.
 Serving and the single-layer harness (``predict_block``) keep the benchmark's rate: their
 kernels run in bursts shorter than the board's power-limit controller reacts to.
 
@@ -47,13 +76,17 @@ from .power import idle_W
 from .topology import Device, Topology
 
 _SUSTAINED = Memo("sustained topologies", 256)
+CLOCK_EXPONENT = 1.0 / 3.0   # clock ~ (power / activity)^(1/3): V follows f (module docstring)
+SIXTEEN_BIT = ("bf16", "fp16")   # the tensor kernels sustained_power_16bit weighs
 POWER_EXPONENT = 0.92   # k, fitted on Zeus's V100 power trace (module docstring)
 
 
 def sustained(topo: Topology) -> Topology:
     """``topo`` with its device's peaks at the sustained clock (module docstring), its
-    ``sustained_clock`` then 1: the topology a training step's kernels are priced on.
-    Memoised by value: the same object for the same topology."""
+    ``sustained_clock`` then 1: the topology a training step's kernels are priced on. With a
+    ``sustained_utilisation`` u_ref the peaks stay and u_ref becomes u_ref c_ref^3, the
+    utilisation up to which a kernel keeps the boost clock (:func:`kernel_clock`: the same
+    clocks). Memoised by value: the same object for the same topology."""
     if topo.device.sustained_clock == 1.0:
         return topo
     return _SUSTAINED.get((topo, topo.path), _at_sustained_clock, topo)
@@ -71,10 +104,26 @@ def power_limited_clock(ref: Device, ref_clock: float, device: Device,
     return min(1.0, rate / device.peak_flops["fp8"])
 
 
+def kernel_clock(device: Device, utilisation: float, dtype: str) -> float:
+    """The clock, a share of boost, that a training kernel at ``utilisation`` (its efficiency)
+    in ``dtype`` runs at on a :func:`sustained` device: min(1, (u_1 / (u w))^(1/3)), u_1 its
+    ``sustained_utilisation``, w its ``sustained_power_16bit`` for a bf16 or fp16 kernel, 1
+    for any other (module docstring); 1 on any other device."""
+    if device.sustained_clock != 1.0 or device.sustained_utilisation is None:
+        return 1.0
+    weight = device.sustained_power_16bit if dtype in SIXTEEN_BIT else 1.0
+    return min(1.0, (device.sustained_utilisation / (utilisation * weight)) ** CLOCK_EXPONENT)
+
+
 def _at_sustained_clock(topo: Topology) -> Topology:
     dev = topo.device
-    peaks = {dtype: rate * dev.sustained_clock for dtype, rate in dev.peak_flops.items()}
-    device = dataclasses.replace(dev, peak_flops=peaks, sustained_clock=1.0)
+    clock, u_ref = dev.sustained_clock, dev.sustained_utilisation
+    if u_ref is None:
+        peaks = {dtype: rate * clock for dtype, rate in dev.peak_flops.items()}
+        device = dataclasses.replace(dev, peak_flops=peaks, sustained_clock=1.0)
+    else:
+        device = dataclasses.replace(dev, sustained_clock=1.0,
+                                     sustained_utilisation=u_ref * clock ** (1 / CLOCK_EXPONENT))
     new = dataclasses.replace(topo, device=device)
     object.__setattr__(new, "path", topo.path)
     return new

@@ -32,8 +32,7 @@ LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
 class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
     name: str = spec(doc="device model name")
-    peak_flops: dict[str, float] = spec(
-        "peak_tflops", scale=TERA, gt=0,
+    peak_flops: dict[str, float] = spec("peak_tflops", scale=TERA, gt=0,
         doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8, mxfp8, nvfp4); no "
             "sparsity")
     memory_bytes: float = spec("memory_GiB", scale=GiB, gt=0, doc="device memory as the CUDA runtime "
@@ -108,10 +107,13 @@ class Device:
         ge=0, le=1, default=0.0,
         doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
             "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
-    sustained_clock: float = spec(
-        gt=0, le=1, default=1.0,
-        doc="share of a kernel benchmark's tensor-core rate that a training step sustains at "
-            "the board's power limit (tpsim.cluster.sustained); 1: no drop")
+    sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "
+                                  "training step sustains at the board's power limit (tpsim.cluster.sustained); 1: no drop")
+    sustained_utilisation: float | None = spec(gt=0, le=1, default=None, doc="utilisation (achieved / peak at the boost "
+        "clock) of the FP8 kernels that run at sustained_clock; a kernel at u runs at min(1, sustained_clock x (this / "
+        "(u w))^(1/3)), w its sustained_power_16bit or 1 (tpsim.cluster.sustained); null: every kernel at sustained_clock")
+    sustained_power_16bit: float = spec(gt=0, le=2, default=1.0, doc="a bf16 or fp16 tensor kernel's draw against an "
+                                        "FP8 one's at the same utilisation and clock (the w of sustained_utilisation)")
     collective_launch_s: float = spec("collective_launch_us", scale=US, ge=0, default=0.0,
                                       doc="fixed time per collective call (launch, setup, sync), us")
     collective_copy_Bps: float | None = spec(
@@ -160,6 +162,8 @@ class Device:
             raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
         if self.idle_W is not None and (self.tdp_W is None or self.idle_W >= self.tdp_W):
             raise ConfigError(source, f"{path}.idle_W", "below tdp_W", self.idle_W)
+        if self.sustained_utilisation is not None and self.sustained_clock == 1:
+            raise ConfigError(source, f"{path}.sustained_utilisation", "a sustained_clock below 1")
         if self.collective_protocols and "simple" not in self.collective_protocols:
             raise ConfigError(source, f"{path}.collective_protocols",
                               "a 'simple' entry (hierarchical and NVLS algorithms run on it)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from ..cluster.sustained import kernel_clock
 from ..cluster.topology import BYTES_PER_ELEMENT, Device
 from ..spec.precision import LOW_PRECISION
 
@@ -134,7 +135,8 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     """One (batched) GEMM on a roofline with a size-dependent efficiency.
 
     t = kernel_launch + max(c, mem) + serial * min(c, miss)
-    c = batch * 2mnk / (peak[dtype] * gemm_efficiency(m, n, k, batch))
+    c = batch * 2mnk / (peak[dtype] * eff * clock(eff)),  eff = gemm_efficiency(m, n, k, batch)
+    clock: :func:`tpsim.cluster.sustained.kernel_clock` (1 but on a training step's device)
     mem = B / (mem_bw * mem_eff),  B = gemm_bytes(m, n, k, batch, accumulate)
     miss = max(0, B - cache) / (mem_bw * mem_eff)
 
@@ -153,7 +155,8 @@ def gemm_time(m: float, n: float, k: float, device: Device, dtype: str, batch: i
     one by one (validate/gemm_probe.py; docs/measurements/cpu-gloo-2rank).
     """
     flops = batch * 2.0 * m * n * k
-    compute = flops / (device.peak(dtype) * gemm_efficiency(m, n, k, device, batch, dtype))
+    eff = gemm_efficiency(m, n, k, device, batch, dtype)
+    compute = flops / (device.peak(dtype) * eff * kernel_clock(device, eff, dtype))
     nbytes = gemm_bytes(m, n, k, dtype, batch, accumulate)
     memory = _memory_s(nbytes, device)
     t = device.kernel_launch_s + max(compute, memory)
@@ -295,12 +298,14 @@ def attention_time(exec_flops: float, nbytes: float, seq_q: int, seq_kv: int, he
                    kernel: str | None = None, causal: bool = False) -> float:
     """A fused (flash) attention kernel on a roofline:
 
-    t = kernel_launch + max(exec_flops / (peak[dtype] * attention_efficiency(...)),
-                            nbytes / (mem_bw * mem_eff))
+    t = kernel_launch + max(exec_flops / (peak[dtype] * eff * clock(eff)),
+                            nbytes / (mem_bw * mem_eff)),  eff = attention_efficiency(...)
+
+    clock: :func:`tpsim.cluster.sustained.kernel_clock` (1 but on a training step's device).
 
     ``exec_flops``: :func:`attention_exec_flops`; ``nbytes``: q, k, v, o (and gradients) once
     (:class:`tpsim.layer.ops.Attention`): decoding against a long KV cache is bound by the second term.
     """
     eff = attention_efficiency(seq_q, seq_kv, head_dim, device, backward, kernel, causal)
-    compute = exec_flops / (device.peak(dtype) * eff)
+    compute = exec_flops / (device.peak(dtype) * eff * kernel_clock(device, eff, dtype))
     return device.kernel_launch_s + max(compute, _memory_s(nbytes, device))

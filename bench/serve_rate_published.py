@@ -29,7 +29,10 @@ so its prefill steps ran alone with a token budget of max(max_model_len, 2048) =
 the scheduler runs once every 10 decode steps, so a request arriving during a run waits for
 its end, and the tokens reach the client in bursts of 10): ``num_scheduler_steps`` 10. Both
 pad a decode step's batch to the CUDA graph captured for 1, 2, 4 or a multiple of 8 sequences
-(``cuda_graph_align`` 8: :func:`tpsim.serving.step_model.graph_batch` gives the sources).
+(``cuda_graph_align`` 8: :func:`tpsim.serving.step_model.graph_batch` gives the sources),
+and both run their prefill steps without graphs (``eager_prefill``: the host issues each op of
+the forward at the topology's ``engine_dispatch_us``, derived from SGLang's eager and graph
+decode steps, bench/engine_dispatch.py; :mod:`tpsim.serving.host`).
 
 ``ITL p50 ms``: the median of the inter-token gaps of all requests pooled, measured and
 simulated alike (:mod:`tpsim.serving.gaps`: a gap per streamed chunk; vLLM streams each run of
@@ -79,9 +82,9 @@ TOPOLOGIES = {"A100 80G": "dgx-a100", "H100 80G": "dgx-h100"}
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT p50 ms", "tpot_s"),
           ("median_e2e_ms", "e2e p50 ms", "e2e_s"), ("median_itl_ms", "ITL p50 ms", "itl_s")]
 # each engine's scheduler as the runs set it (module docstring)
-ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8),
+ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8, eager_prefill=True),
            "vLLM": dict(separate_prefill=True, num_scheduler_steps=10,
-                        max_num_batched_tokens=4096, cuda_graph_align=8)}
+                        max_num_batched_tokens=4096, cuda_graph_align=8, eager_prefill=True)}
 
 
 def published() -> list[dict]:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tpsim.serving.engine import serve
+from tpsim.cluster.topology import load_topology
 from tpsim.serving.host import host_step_s, step_wall_s
 from tpsim.spec.serve import ServeSettings
 
@@ -34,3 +35,21 @@ def test_overlapped_host_work_shorter_than_the_forward_costs_nothing():
                 host_overlap=True, **RUN)
     assert hid.throughput.duration_s == pytest.approx(none.throughput.duration_s, rel=1e-12)
     assert hid.scheduler.host_wait_s == 0.0
+
+
+def test_eager_prefill_steps_wait_for_the_host_and_decode_steps_do_not():
+    """--eager-prefill: the topology's engine_dispatch_us per op, on steps with prefill only;
+    nothing more where --eager already prices every op's issue."""
+    base = dict(host_step_us=0.0, host_seq_us=0.0, **RUN)
+    graphs = serve("llama3-8b", "dgx-h100", **base)
+    eager = serve("llama3-8b", "dgx-h100", eager_prefill=True, **base)
+    assert eager.energy.decode_busy_s == pytest.approx(graphs.energy.decode_busy_s, rel=1e-12)
+    assert eager.energy.prefill_busy_s >= graphs.energy.prefill_busy_s
+    c = load_topology("dgx-h100").device.engine_dispatch_s
+    assert c == pytest.approx(22.1e-6)
+    one = dict(base, requests=1, prompt=1, gen=2, tp=1)
+    tiny = serve("llama3-8b", "dgx-h100", eager_prefill=True, **one)
+    assert tiny.energy.prefill_busy_s == pytest.approx(356 * c, rel=1e-12)   # host-bound
+    all_eager = serve("llama3-8b", "dgx-h100", eager=True, eager_prefill=True, **one)
+    assert all_eager.energy.prefill_busy_s == pytest.approx(
+        serve("llama3-8b", "dgx-h100", eager=True, **one).energy.prefill_busy_s, rel=1e-12)

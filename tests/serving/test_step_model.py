@@ -73,3 +73,16 @@ def test_a_decode_step_runs_the_graph_of_the_next_captured_size():
         want = plain.decode_step_s(bp, kv) + out
         assert float(padded.decode_step_s(b, kv)) == pytest.approx(float(want), rel=1e-9)
         assert float(padded.decode_step_s(b, kv)) >= float(plain.decode_step_s(b, kv))
+
+
+def test_an_eager_prefill_step_lasts_the_longer_of_the_gpu_and_the_host_issue(model):
+    """max(t_gpu, N c), N the templates' host ops: n_layers x the prefill layer's + the ends'."""
+    srv, sm = model
+    tg = srv.tp > 1
+    n = (sum(k * tpls[0].host_ops[0] for k, *tpls, _ in srv.mix)
+         + (2 if tg else 1) + (4 if tg else 3))
+    assert sm.forward_ops == n
+    for p in (1, 300, 4000):
+        gpu = sm.mixed_step_s([(p, 0)], 0, 0, 1)
+        for c in (1e-6, 22.1e-6, 1e-3):
+            assert sm.mixed_step_s([(p, 0)], 0, 0, 1, c) == max(gpu, n * c)

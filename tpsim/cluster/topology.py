@@ -103,6 +103,9 @@ class Device:
                                   doc="CPU time to issue one op (framework dispatch and launch "
                                       "call), us; an op starts no earlier than the host, issuing "
                                       "in program order, has issued it; 0: the host runs ahead")
+    engine_dispatch_s: float = spec("engine_dispatch_us", scale=US, ge=0, default=0.0, doc=(
+        "CPU time to issue one op of a serving engine's eager forward (vLLM, SGLang: inference "
+        "mode, fused custom ops), us; 0: not modelled (tpsim.serving.host)"))
     comm_compute_interference: float = spec(
         ge=0, le=1, default=0.0,
         doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "

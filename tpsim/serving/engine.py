@@ -65,7 +65,7 @@ from .arrivals import draw_requests
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .gaps import TokenGaps, run_end_steps
-from .host import host_step_s, step_wall_s
+from .host import host_step_s, prefill_op_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
@@ -265,7 +265,8 @@ class EngineLoop:
         dec = [c[r] + 1 for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
         outs = sum(1 for r, new in sched if c[r] + new == tk[r])
         if chunks:
-            dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs)
+            dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs,
+                                         prefill_op_s(self.st, self.model))
             self.prefill_steps += 1
             self.prefill_busy_s += dt
             self.since = 0

@@ -16,6 +16,14 @@ spent about 100 us a sequence between steps (vLLM issue 6801: 20 ms at 200 seque
 6913: its output processing 0.2 ms at one sequence, 3.4 ms at 32), which v0.6.0's multi-step
 scheduling and asynchronous output processing hide; SGLang of September 2024 at most 3 ms a
 step (WukLab, "Can Scheduling Overhead Dominate LLM Inference Performance?", 2024).
+
+**The eager forward** (``eager_prefill``): engines that capture only their decode steps in CUDA
+graphs (vLLM V0's ``_BATCH_SIZES_TO_CAPTURE``, SGLang 2024's ``cuda_graph_runner``: decode
+batches only) run every step with prefill eagerly, the host issuing the forward's N ops one by
+one at the topology's ``engine_dispatch_us`` c each; such a step's forward lasts
+max(t_gpu, N c) (:func:`tpsim.sim.schedule.issue_bound`, as tpsim prices an eager training
+step; N: :attr:`tpsim.serving.step_model.StepModel.forward_ops`). c is derived from SGLang's
+decode step at batch 1 with and without CUDA graphs (bench/engine_dispatch.py).
 """
 from __future__ import annotations
 
@@ -33,4 +41,13 @@ def step_wall_s(gpu_s, host_s, overlap: bool):
     return np.maximum(gpu_s, host_s) if overlap else np.asarray(gpu_s) + host_s
 
 
-__all__ = ["host_step_s", "step_wall_s"]
+def prefill_op_s(st, model) -> float:
+    """c, the host's time per op of a step with prefill (module docstring): the topology's
+    ``engine_dispatch_s`` where ``st.eager_prefill``; 0 otherwise, and where the step tables
+    (``model``, a :class:`~tpsim.serving.step_model.StepModel`) already price every op issued
+    from the host (``--eager``)."""
+    srv = model.srv
+    return srv.topo.device.engine_dispatch_s if st.eager_prefill and not srv.host_s else 0.0
+
+
+__all__ = ["host_step_s", "step_wall_s", "prefill_op_s"]

@@ -27,7 +27,10 @@ at B' rows while the cache reads (k sum L) and the output layer O stay at the B 
 TO_CAPTURE`` = [1, 2, 4] + [8 i], vllm/worker/model_runner.py, v0.6) and pads the batch with
 empty slots, its logits computed for the real rows only; SGLang of 2024 captures 1, 2, 4, 8,
 ..., 160 (``[1, 2, 4] + [i * 8 for i in range(1, 21)]``, srt/model_executor). Steps with
-prefill run without graphs in both.
+prefill run without graphs in both: with ``eager_prefill`` such a step lasts max(its time
+above, N c), the host issuing the forward's N ops (:attr:`StepModel.forward_ops`: n_layers x
+the prefill layer's host ops + the ends'; at pp > 1 each stage's host issues its n_layers/pp
+for each of g <= pp micro-batches, so N bounds it) at c each (:mod:`tpsim.serving.host`).
 
 D, P, E and O are interpolated linearly between prices at a geometric grid of sizes (ratio
 2^(1/8), every integer up to 8), refined by bisection wherever the interpolation misses the
@@ -66,6 +69,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layer.infer_graph import embedding_template, output_template
+from ..sim.schedule import issue_bound
 from ..sim.simulate import phase_times
 from .infer import prefill_pass
 
@@ -143,6 +147,8 @@ class StepModel:
         self.r_grid, self.p2p = tabulate(
             lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, top_t) \
             if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
+        self.forward_ops = (sum(n * tpls[0].host_ops[0] for n, *tpls, _ in srv.mix)
+                            + embedding_template(tg).host_ops[0] + output_template(tg).host_ops[0])
         self.prices = 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid,
                                                self.e_grid, self.o_grid, self.r_grid))
 
@@ -190,10 +196,13 @@ class StepModel:
         return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
                                                                                       b / g)
 
-    def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int) -> float:
+    def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
+                     op_s: float = 0.0) -> float:
         """A step with prefill ``chunks`` ((c, s) pairs) and ``decode_seqs`` decodes holding
         ``decode_kv`` cached tokens; ``outputs`` sequences sample a token; the heaviest of
-        g = min(pp ep, sequences) micro-batches (module docstring)."""
+        g = min(pp ep, sequences) micro-batches (module docstring); run eagerly, the host
+        issuing each of its :attr:`forward_ops` in ``op_s``: max(that, N op_s)
+        (:func:`tpsim.sim.schedule.issue_bound`)."""
         c = np.array([p[0] for p in chunks], float)
         s = np.array([p[1] for p in chunks], float)
         g = min(self.split, len(chunks) + decode_seqs)
@@ -201,7 +210,8 @@ class StepModel:
         tokens = max((c.sum() + decode_seqs) / g, c.max())
         layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att.sum() / g, att.max())
                  + self.k * decode_kv / g)
-        return float(self.layers * layer + self.ends(tokens, outputs / g))
+        return issue_bound(float(self.layers * layer + self.ends(tokens, outputs / g)),
+                           self.forward_ops, op_s)
 
 
 def direct_prefill_s(srv, prompt: int) -> float:

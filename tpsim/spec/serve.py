@@ -75,6 +75,11 @@ class ServeSettings:
         "its sequences, among 1, 2, 4 and the multiples of this: its layers run at that size "
         "(vLLM V0's _BATCH_SIZES_TO_CAPTURE and SGLang 2024's capture list: 8); 0: no padding",
         flag="--cuda-graph-align", kind="count", least=0)
+    eager_prefill: bool = setting(
+        False, "steps with prefill run without CUDA graphs, the host issuing each op of the "
+        "forward at the topology's engine_dispatch_us (vLLM V0 and SGLang 2024 capture decode "
+        "steps only: tpsim/serving/host.py); off: the host runs ahead of them",
+        flag="--eager-prefill", kind="flag")
     host_step_us: float = setting(
         182.0, "the engine's host (CPU) time per step, us, whatever its sequences (fitted: "
         "bench/serve_published.py --fit-host: 181.8, on NVIDIA NIM 1.8.0's Llama 3.1 8B 200/200 "

@@ -39,15 +39,13 @@ class Device:
                                "exposes it, GiB (2^30 bytes): the total of torch.cuda.mem_get_info(), "
                                "below the vendor's figure by what the driver keeps")
     memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0, doc="peak memory bandwidth, GB/s")
-    memory_reserved_bytes: float = spec(
-        "memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
+    memory_reserved_bytes: float = spec("memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
         doc="memory a training or serving process holds outside its tensors, GiB: the CUDA context "
             "with its kernel images and library workspaces (~0.5 GiB on Hopper with CUDA's lazy "
             "module loading; cuBLAS's 32 MiB workspace per stream) and NCCL's buffers (NCCL_BUFFSIZE, "
             "4 MiB, per channel, peer and protocol of each communicator, and NVLS's; NCCL "
             "environment-variable docs), ~1 GiB for Megatron's TP, PP, DP and embedding communicators")
-    memory_fragmentation: float = spec(
-        ge=0, le=1, default=0.047,
+    memory_fragmentation: float = spec(ge=0, le=1, default=0.047,
         doc="share of the bytes a step allocates and frees (activations, temporaries) the caching "
             "allocator holds but cannot hand out (PyTorch CUDA semantics docs); weights, gradient "
             "buffers, optimizer state and preallocated pools waste nothing. (max reserved - max "
@@ -106,8 +104,7 @@ class Device:
     engine_dispatch_s: float = spec("engine_dispatch_us", scale=US, ge=0, default=0.0, doc=(
         "CPU time to issue one op of a serving engine's eager forward (vLLM, SGLang: inference "
         "mode, fused custom ops), us; 0: not modelled (tpsim.serving.host)"))
-    comm_compute_interference: float = spec(
-        ge=0, le=1, default=0.0,
+    comm_compute_interference: float = spec(ge=0, le=1, default=0.0,
         doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
             "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "

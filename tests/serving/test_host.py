@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tpsim.report.serve import serve_report
 from tpsim.serving.engine import serve
 from tpsim.cluster.topology import load_topology
 from tpsim.serving.host import host_step_s, step_wall_s
@@ -44,6 +45,9 @@ def test_eager_prefill_steps_wait_for_the_host_and_decode_steps_do_not():
     graphs = serve("llama3-8b", "dgx-h100", **base)
     eager = serve("llama3-8b", "dgx-h100", eager_prefill=True, **base)
     assert eager.energy.decode_busy_s == pytest.approx(graphs.energy.decode_busy_s, rel=1e-12)
+    assert eager.inputs.eager_prefill and not graphs.inputs.eager_prefill   # said in the header
+    assert "CUDA graphs, eager prefill" in serve_report(eager).splitlines()[0]
+    assert serve_report(graphs).splitlines()[0].endswith("; CUDA graphs")
     assert eager.energy.prefill_busy_s >= graphs.energy.prefill_busy_s
     c = load_topology("dgx-h100").device.engine_dispatch_s
     assert c == pytest.approx(22.1e-6)

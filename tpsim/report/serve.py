@@ -41,7 +41,8 @@ def _ms(p: Percentiles) -> str:
 def serve_report(p) -> str:
     """``tpsim serve``'s text: at most 30 lines of at most 120 columns."""
     i, e, t, lat, s = p.inputs, p.engine, p.throughput, p.latency, p.scheduler
-    host = "CUDA graphs" if i.cuda_graphs else "eager"
+    host = ("CUDA graphs, eager prefill" if i.eager_prefill else "CUDA graphs") if i.cuda_graphs \
+        else "eager"
     gib = 2**30
     lines = [
         f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}"

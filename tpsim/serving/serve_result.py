@@ -52,6 +52,7 @@ class ServeInputs:
     prompt_tokens: int
     output_tokens: int
     users: int | None = None
+    eager_prefill: bool = False   # prefill steps without CUDA graphs (--eager-prefill)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """What Megatron-core's EP overlap across micro-batches (``--overlap-moe-comm``,
 :mod:`tpsim.training.moe_overlap`) saves, tpsim against published runs timed with and without
-it on one layout, used in no fit: each pair's step seconds, and the seconds the overlap saves
-beside its relative speed-up.
+it on one layout: each pair's step seconds, and the seconds the overlap saves beside its
+relative speed-up. The HybridEP pair's profile is the fit of the H100's ``ep_comm_slowdown``
+(its communication kernels 8.25 s a step without the overlap, 10.83 s with it, 3.96 s of them
+beside the compute: k = 2.58 / 3.96 = 0.65), so that pair is no check; the other two are used
+in no fit.
 
 Megatron-Bridge's skill ``skills/nemo-mbridge-perf-expert-parallel-overlap/SKILL.md``
 (NVIDIA-NeMo/Megatron-Bridge, 2026-05/07), Qwen3-30B-A3B on 16 H100 (2 nodes), BF16, sequence
@@ -25,7 +28,8 @@ off):
   measured H100 rates (``bench/hybridep_published.py``: 0.51-0.54 ms each here, NVLink-bound; 5.04 s
   a step at NCCL's ring efficiencies before): the overlap now hides more than the profile's
   3.96 s, whose communication kernels themselves ran 2.6 s longer beside the compute (8.25 to
-  10.83 s), a slowdown tpsim does not price on the communication stream. The rest is time
+  10.83 s): the slowdown ``ep_comm_slowdown`` prices in the merged pair
+  (:mod:`tpsim.training.moe_overlap`; the rows below show the layer's comm unslowed). The rest is time
   inside the kernels no transfer
   accounts for: each HybridEP call is five kernels (``csrc/hybrid_ep/backend/
   hybrid_ep_backend.cuh``: a flag update, a barrier of the node's ranks before and after the

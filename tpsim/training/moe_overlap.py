@@ -79,18 +79,42 @@ def pieces(sim) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return forward, backward
 
 
-def beside(comm: float, compute: float, interference: float, slowdown: float = 0.0) -> float:
-    """``comm`` and ``compute`` seconds (each alone) on two streams at once, the compute at
-    1 - i = 1 - ``interference`` of its speed while the comm runs, the comm at 1 - k = 1 -
-    ``slowdown`` of its own while the compute runs: the comm ends first if comm (1 - i) <=
-    compute (1 - k), at comm / (1 - k), the compute then done but for compute - (1 - i) comm /
-    (1 - k), the pair taking compute + i comm / (1 - k); else the compute ends first and the
-    pair takes comm + k compute / (1 - i), comm + compute where i = k = 1 (k = 0: the comm
-    unslowed)."""
+def ends(comm: float, compute: float, interference: float,
+         slowdown: float = 0.0) -> tuple[float, float]:
+    """(when the comm ends, when the compute ends): ``comm`` and ``compute`` seconds (each
+    alone) on two streams at once, the compute at 1 - i = 1 - ``interference`` of its speed
+    while the comm runs, the comm at 1 - k = 1 - ``slowdown`` of its own while the compute
+    runs. The comm ends first if comm (1 - i) <= compute (1 - k), at t = comm / (1 - k), the
+    compute at compute + i t; else the compute at compute / (1 - i), the comm at comm + k
+    compute / (1 - i); both at comm + compute where i = k = 1 (k = 0: the comm unslowed)."""
     i, k = interference, slowdown
     if k < 1.0 and comm * (1.0 - i) <= compute * (1.0 - k):
-        return compute + i * comm / (1.0 - k)
-    return comm + k * compute / (1.0 - i) if i < 1.0 else comm + compute
+        t = comm / (1.0 - k)
+        return t, compute + i * t
+    if i < 1.0:
+        return comm + k * compute / (1.0 - i), compute / (1.0 - i)
+    return comm + compute, comm + compute
+
+
+def beside(comm: float, compute: float, interference: float, slowdown: float = 0.0) -> float:
+    """The pair's seconds: the later of :func:`ends`."""
+    return max(ends(comm, compute, interference, slowdown))
+
+
+def _slots(sim, device) -> list[tuple[float, float, float, float]]:
+    """(comm, compute, i, k) of the merged pair's four slots (module docstring)."""
+    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
+    at = {n: i for i, n in enumerate(sim.template.names)}
+    i_df, i_cf, i_cb, i_db = (op_interference(sim.ops[at[n]], device) for n in NAMES)
+    k = device.ep_comm_slowdown
+    return [(c_b, p_f, i_cb, k), (d_f, m_b, i_df, k), (d_b, m_f, i_db, k), (c_f, p_b, i_cf, k)]
+
+
+def exchange_s(sim, device) -> tuple[float, float]:
+    """(the dispatches' and combines' seconds alone, their seconds in the merged pair, slowed
+    beside the compute: the sum of each slot's comm end, :func:`ends`)."""
+    slots = _slots(sim, device)
+    return sum(s[0] for s in slots), sum(ends(*s)[0] for s in slots)
 
 
 def pair_s(sim, device) -> float:
@@ -100,12 +124,7 @@ def pair_s(sim, device) -> float:
     slot's i that of its communication op on ``device``
     (:func:`tpsim.sim.price.op_interference`), k the device's ``ep_comm_slowdown`` (the
     dispatch or combine slowed beside the compute: module docstring)."""
-    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
-    at = {n: i for i, n in enumerate(sim.template.names)}
-    i_df, i_cf, i_cb, i_db = (op_interference(sim.ops[at[n]], device) for n in NAMES)
-    k = device.ep_comm_slowdown
-    gpu = (beside(c_b, p_f, i_cb, k) + beside(d_f, m_b, i_df, k) + beside(d_b, m_f, i_db, k)
-           + beside(c_f, p_b, i_cf, k))
+    gpu = sum(beside(*slot) for slot in _slots(sim, device))
     h = sim.host_dispatch_s
     return issue_bound(gpu, sum(sim.template.host_ops), h,
                        sum(sync_waits(sim.template, sim.times, h, sim.launch_s))

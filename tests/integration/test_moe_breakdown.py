@@ -16,6 +16,7 @@ from tests.conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 from moe_breakdown import breakdown, group_of  # noqa: E402
 from moe_published import BRIDGE_BF16, TOPOLOGY  # noqa: E402
+from moe_overlap_published import profile_rows  # noqa: E402
 
 
 @pytest.mark.parametrize("name, kind, group", [
@@ -45,3 +46,10 @@ def test_moe_layer_against_megatron_benchmark():
     errors = [t / pub - 1 for _, f, b, fp, bp in rows() for t, pub in ((f, fp), (b, bp))]
     assert sum(map(abs, errors)) / len(errors) <= 0.20
     assert max(map(abs, errors)) <= 0.35
+
+
+def test_the_h100s_ep_slowdown_reproduces_its_fit():
+    """The H100's ep_comm_slowdown (fitted by bench/moe_overlap_published.py --fit) grows
+    tpsim's communication seconds of the HybridEP pair as the profile's grew, 10.83 / 8.25."""
+    (_, off, _, pub_off, _), (_, on, _, pub_on, _) = profile_rows()
+    assert on / off == pytest.approx(pub_on / pub_off, rel=0.005)

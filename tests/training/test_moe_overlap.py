@@ -13,7 +13,7 @@ from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.ops import Dispatch
 from tpsim.sim.price import op_interference
-from tpsim.training.moe_overlap import (beside, merged_share, overlapped, pair_s, pieces)
+from tpsim.training.moe_overlap import (beside, ends, merged_share, overlapped, pair_s, pieces)
 from tpsim.training.step import Part
 
 H100 = load_topology("dgx-h100-ndr-cluster")
@@ -32,6 +32,27 @@ def test_beside_is_the_longer_stream_with_the_slowed_compute():
     assert beside(1.0, 2.0, 0.25) == 2.0 + 0.25
     assert beside(1.0, 0.8, 0.25) == pytest.approx(0.8 + 0.25)
     assert beside(3.0, 2.0, 0.0) == 3.0
+
+
+def test_beside_slows_the_comm_while_the_compute_runs():
+    """Comm under compute runs 1 - k as fast: a comm of a beside a longer compute ends at
+    a / (1 - k), the compute then c + i a / (1 - k); beside a shorter one, a + k c / (1 - i)."""
+    assert beside(1.0, 4.0, 0.25, 0.5) == pytest.approx(4.0 + 0.25 * 2.0)
+    assert beside(4.0, 1.0, 0.25, 0.5) == pytest.approx(4.0 + 0.5 / 0.75)
+    assert beside(1.0, 1.0, 1.0, 1.0) == 2.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(a=st.floats(0, 10), c=st.floats(0, 10), i=st.floats(0, 1), k=st.floats(0, 1))
+def test_beside_is_no_shorter_than_either_stream_nor_the_unslowed_comm(a, c, i, k):
+    """Both streams' work is done (at least the longer one alone, at least k = 0's pair), and
+    within the serial sum where the two losses together are at most one."""
+    t = beside(a, c, i, k)
+    comm_end, compute_end = ends(a, c, i, k)
+    assert comm_end >= a - 1e-12 and compute_end >= c - 1e-12 and t == max(comm_end, compute_end)
+    assert t >= max(a, c) - 1e-12 and t >= beside(a, c, i) - 1e-12
+    if i + k <= 1:
+        assert t <= a + c + 1e-12
 
 
 def test_pieces_tile_the_layer(qwen):
@@ -59,9 +80,10 @@ def test_the_pair_is_megatrons_four_slots(qwen):
     grouped wgrad, each priced as a launch, :mod:`tpsim.layer.moe_loops`); NCCL's all-to-alls slow the compute beside them by the
     device's interference (0.24 on the H100)."""
     sim, device = qwen[False].run, H100.device
-    i = device.comm_compute_interference
+    i, k = device.comm_compute_interference, device.ep_comm_slowdown
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
-    gpu = beside(c_b, p_f, i) + beside(d_f, m_b, i) + beside(d_b, m_f, i) + beside(c_f, p_b, i)
+    gpu = (beside(c_b, p_f, i, k) + beside(d_f, m_b, i, k) + beside(d_b, m_f, i, k)
+           + beside(c_f, p_b, i, k))
     host = sum(sim.template.host_ops) * sim.host_dispatch_s + sum(sim.launch_s)
     assert sum(sim.launch_s) == pytest.approx((48 + 1 + 2 * 2 * 8) * device.host_launch_s)
     assert pair_s(sim, device) == pytest.approx(max(gpu, host))

@@ -79,8 +79,7 @@ class Device:
                                      "past gemm_cache_MiB its arithmetic does not hide, in "
                                      "passes over them (CPUs; 0: a roofline)")
     gemm_cache_bytes: float = spec("gemm_cache_MiB", scale=GiB / 1024, ge=0, default=0.0,
-                                   doc="bytes of a GEMM's operands its core's cache holds (a "
-                                       "CPU core's L2), MiB")
+                                   doc="bytes of a GEMM's operands its core's cache holds (a CPU core's L2), MiB")
     gemm_tile: tuple[int, ...] | None = spec(ge=1, default=None, doc="output tile [rows, cols] of "
                                              "the device's large GEMM kernels: null for no tile quantization")
     gemm_tile_sms: int = spec(ge=1, default=1, doc="SMs that compute one gemm_tile together (2: "
@@ -104,9 +103,10 @@ class Device:
     engine_dispatch_s: float = spec("engine_dispatch_us", scale=US, ge=0, default=0.0, doc=(
         "CPU time to issue one op of a serving engine's eager forward (vLLM, SGLang: inference "
         "mode, fused custom ops), us; 0: not modelled (tpsim.serving.host)"))
-    comm_compute_interference: float = spec(ge=0, le=1, default=0.0,
-        doc="fraction of a compute kernel's speed lost while a collective runs beside it (the "
-            "collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
+    comm_compute_interference: float = spec(ge=0, le=1, default=0.0, doc="fraction of a compute kernel's speed lost while a "
+        "collective runs beside it (the collective's SMs and memory traffic); 0: overlap is free, 1: no overlap gain")
+    ep_comm_slowdown: float = spec(ge=0, le=1, default=0.0, doc="fraction of an EP dispatch or combine kernel's speed lost while "
+        "compute runs beside it in the merged micro-batches (tpsim.training.moe_overlap.beside); 0: not modelled")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "
                                   "training step sustains at the board's power limit (tpsim.cluster.sustained); 1: no drop")
     sustained_utilisation: float | None = spec(gt=0, le=1, default=None, doc="utilisation (achieved / peak at the boost "

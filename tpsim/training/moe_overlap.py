@@ -13,11 +13,19 @@ it): dispatch_bwd on mlp_bwd, mlp_fwd on dispatch_fwd, so the middle slot is two
 as long as the longer of its two ops, and one merged pair takes
 
     t_pair = beside(C_b, P_f) + beside(D_f, M_b) + beside(D_b, M_f) + beside(C_f, P_b)
-    beside(a, c) = a if c / (1 - i) <= a, else c + i a
+    beside(a, c) = c + i a / (1 - k) if a (1 - i) <= c (1 - k), else a + k c / (1 - i)
 
 (the computation runs 1 - i as fast while the communication runs beside it, i the share of the
 SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
-:func:`tpsim.sim.schedule.slowed_end`), and at least the
+:func:`tpsim.sim.schedule.slowed_end`; the communication runs 1 - k as fast while the
+computation runs beside it, k the device's ``ep_comm_slowdown``: the dispatch and combine
+kernels, DeepEP's, HybridEP's and NCCL's all-to-all alike, are copies the SMs drive, loads into
+registers and stores to the peers' buffers with flags polled between the ranks, whose blocks
+wait for SMs the GEMM tiles hold and share L2 and HBM bandwidth with them; Megatron-Bridge's
+profile of its HybridEP pair: 8.25 s of communication kernels a step without the overlap,
+10.83 s with it, fitted in the topology's comment. The layer's own schedule, where little
+computation runs beside the dispatch, and the dense steps' collectives are left unslowed),
+and at least the
 host's time to issue both phases' ops (``host_dispatch_us`` each, plus the kernels their calls
 launch from C++: :mod:`tpsim.sim.launches`) on its one CPU thread, plus its waits at both phases' syncs (:func:`tpsim.sim.schedule.sync_waits`: the dispatcher's
 device-to-host read of the tokens per expert). Megatron-core issues the backward's mlp_bwd
@@ -71,12 +79,42 @@ def pieces(sim) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return forward, backward
 
 
-def beside(comm: float, compute: float, interference: float) -> float:
-    """``comm`` and ``compute`` seconds on two streams at once, the compute slowed to
-    1 - interference while the comm runs."""
-    if compute <= comm * (1.0 - interference):
-        return comm
-    return compute + interference * comm
+def ends(comm: float, compute: float, interference: float,
+         slowdown: float = 0.0) -> tuple[float, float]:
+    """(when the comm ends, when the compute ends): ``comm`` and ``compute`` seconds (each
+    alone) on two streams at once, the compute at 1 - i = 1 - ``interference`` of its speed
+    while the comm runs, the comm at 1 - k = 1 - ``slowdown`` of its own while the compute
+    runs. The comm ends first if comm (1 - i) <= compute (1 - k), at t = comm / (1 - k), the
+    compute at compute + i t; else the compute at compute / (1 - i), the comm at comm + k
+    compute / (1 - i); both at comm + compute where i = k = 1 (k = 0: the comm unslowed)."""
+    i, k = interference, slowdown
+    if k < 1.0 and comm * (1.0 - i) <= compute * (1.0 - k):
+        t = comm / (1.0 - k)
+        return t, compute + i * t
+    if i < 1.0:
+        return comm + k * compute / (1.0 - i), compute / (1.0 - i)
+    return comm + compute, comm + compute
+
+
+def beside(comm: float, compute: float, interference: float, slowdown: float = 0.0) -> float:
+    """The pair's seconds: the later of :func:`ends`."""
+    return max(ends(comm, compute, interference, slowdown))
+
+
+def _slots(sim, device) -> list[tuple[float, float, float, float]]:
+    """(comm, compute, i, k) of the merged pair's four slots (module docstring)."""
+    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
+    at = {n: i for i, n in enumerate(sim.template.names)}
+    i_df, i_cf, i_cb, i_db = (op_interference(sim.ops[at[n]], device) for n in NAMES)
+    k = device.ep_comm_slowdown
+    return [(c_b, p_f, i_cb, k), (d_f, m_b, i_df, k), (d_b, m_f, i_db, k), (c_f, p_b, i_cf, k)]
+
+
+def exchange_s(sim, device) -> tuple[float, float]:
+    """(the dispatches' and combines' seconds alone, their seconds in the merged pair, slowed
+    beside the compute: the sum of each slot's comm end, :func:`ends`)."""
+    slots = _slots(sim, device)
+    return sum(s[0] for s in slots), sum(ends(*s)[0] for s in slots)
 
 
 def pair_s(sim, device) -> float:
@@ -84,12 +122,9 @@ def pair_s(sim, device) -> float:
     than the host's issue of both phases' ops and its waits at their syncs, on one thread
     (:func:`tpsim.sim.schedule.issue_bound`); each
     slot's i that of its communication op on ``device``
-    (:func:`tpsim.sim.price.op_interference`)."""
-    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
-    at = {n: i for i, n in enumerate(sim.template.names)}
-    i_df, i_cf, i_cb, i_db = (op_interference(sim.ops[at[n]], device) for n in NAMES)
-    gpu = (beside(c_b, p_f, i_cb) + beside(d_f, m_b, i_df) + beside(d_b, m_f, i_db)
-           + beside(c_f, p_b, i_cf))
+    (:func:`tpsim.sim.price.op_interference`), k the device's ``ep_comm_slowdown`` (the
+    dispatch or combine slowed beside the compute: module docstring)."""
+    gpu = sum(beside(*slot) for slot in _slots(sim, device))
     h = sim.host_dispatch_s
     return issue_bound(gpu, sum(sim.template.host_ops), h,
                        sum(sync_waits(sim.template, sim.times, h, sim.launch_s))

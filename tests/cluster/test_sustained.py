@@ -42,13 +42,14 @@ def test_the_peaks_scale_and_the_clock_is_spent():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.floats(0.5, 1.0), st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.5, 1.5),
+@given(st.floats(0.5, 0.99), st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.5, 1.5),
        st.sampled_from(["fp8", "bf16", "fp16", "fp32"]))
 def test_a_kernel_clock_from_its_utilisation(clock, u_ref, u, w, dtype):
     """On a training step's device a kernel at utilisation u runs at min(1, c_ref (u_ref /
     (u w))^(1/3)), w sustained_power_16bit for bf16 and fp16, 1 for the others: c_ref at u_ref
     in FP8, and w u c^3 the same (the power limit) for every kernel below boost; the YAML
-    device itself runs at boost."""
+    device itself runs at boost. (A sustained_utilisation needs a sustained_clock below 1: the
+    device's own check; at 1 the YAML device is the step's and hypothesis found it failing.)"""
     dev = dataclasses.replace(load_topology("dgx-h100").device, sustained_clock=clock,
                               sustained_utilisation=u_ref, sustained_power_16bit=w)
     topo = dataclasses.replace(load_topology("dgx-h100"), device=dev)

@@ -11,7 +11,7 @@ Each run as its recipe ran it under Megatron-core with Transformer Engine: FP8, 
 parallelism at TP > 1, the distributed optimizer with its weight all-gather overlapped, the
 gradients reduced beside the backward in bf16 (Megatron-Bridge's ``_perf_precision`` sets
 ``grad_reduce_in_fp32=False``; NeMo's launcher ``grad_sync_dtype: bf16``), TP communication
-overlapped, no recomputation, no dropout; Megatron-Bridge's FP8 recipes also keep fp8
+overlapped, no recomputation, dropout as each recipe ran it (:data:`NEMO_DROPOUT`); Megatron-Bridge's FP8 recipes also keep fp8
 parameters (``fp8_param_gather=True``, megatron/bridge/training/mixed_precision.py) and run
 Transformer Engine's fused cross-entropy (``cross_entropy_loss_fusion=True`` in
 megatron/bridge/models/gpt_provider.py, ``cross_entropy_fusion_impl="te"`` in the Llama
@@ -47,9 +47,13 @@ from tpsim.training.predict import predict
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_steps"
 TOPOLOGY = "dgx-h100-ndr-cluster"
 FIT_FAMILY = "megatron-bridge"
-# NeMo's GPTConfig5B and GPTConfig20B (nemo/collections/llm/gpt/model/base.py): no dropout, as
-# its GPTConfig175B (hidden_dropout 0.0); GPT-2's vocabulary
+# NeMo's GPTConfig5B and GPTConfig20B (nemo/collections/llm/gpt/model/base.py); GPT-2's vocabulary
 NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
+# dropout as NeMo 24.07 ran each model: its GPT-3 recipes keep dropout (NeMo-Framework-Launcher
+# tag 24.07, conf/training/gpt3/5b.yaml, 20b.yaml, 175b.yaml: hidden_dropout 0.1,
+# attention_dropout 0.1, which its examples/training/gpt/h100/*_fp8_*.sh leave as they are),
+# its Llama 2 recipes none (conf/training/llama/llama2_*.yaml: 0.0); Megatron-Bridge's none
+NEMO_DROPOUT = {"gpt3-5b": 0.1, "gpt3-20b": 0.1, "gpt3": 0.1}
 # Megatron-Bridge's FP8 recipes: current scaling (bf16_with_fp8_current_scaling_mixed, the
 # performance scripts' fp8_cs: --fp8-recipe tensorwise) with FP8 parameters (mixed_precision.py)
 # and Transformer Engine's fused cross-entropy (the GPT provider's cross_entropy_loss_fusion=True;
@@ -59,14 +63,17 @@ NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
 BRIDGE = dict(fp8_param_gather=True, cross_entropy="te", fp8_recipe="tensorwise")
 
 
-def model(name: str, seq_len: int) -> ModelConfig:
+def model(name: str, seq_len: int, family: str = FIT_FAMILY) -> ModelConfig:
+    """Model ``name`` at ``seq_len`` with the dropout its ``family``'s recipe ran
+    (:data:`NEMO_DROPOUT`)."""
+    dropout = NEMO_DROPOUT.get(name, 0.0) if family == "nemo" else 0.0
     if name in NEMO_GPT:
         layers, hidden, heads = NEMO_GPT[name]
         m = ModelConfig(name=name, layers=layers, hidden=hidden, heads=heads, vocab=50257,
                         seq_len=seq_len, bias=True, tie_embeddings=True)
     else:
         m = load_model(name)
-    return dataclasses.replace(m, seq_len=seq_len, dropout=0.0)
+    return dataclasses.replace(m, seq_len=seq_len, dropout=dropout)
 
 
 def rows() -> list[dict]:
@@ -79,7 +86,7 @@ def run(r: dict, topo) -> tuple[float, object]:
     n = {k: int(r[k]) for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp",
                                 "vp")}
     dp = n["gpus"] // (n["tp"] * n["pp"])
-    p = predict(model(r["model"], n["seq_len"]), topo, tp=n["tp"], pp=n["pp"], dp=dp,
+    p = predict(model(r["model"], n["seq_len"], r["family"]), topo, tp=n["tp"], pp=n["pp"], dp=dp,
                 virtual_stages=n["vp"], global_batch=n["global_batch"],
                 micro_batch=n["micro_batch"], dtype="fp8", sequence_parallel=n["tp"] > 1,
                 distributed_optimizer=True, overlap_param_gather=True,

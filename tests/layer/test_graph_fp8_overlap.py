@@ -133,7 +133,8 @@ def test_fp8_keeps_the_linears_inputs_as_fp8_casts():
 @pytest.mark.parametrize("sp", [False, True])
 def test_current_scaling_reads_each_cast_input_twice_and_casts_the_norms_apart(sp):
     """FP8 current scaling (--fp8-recipe tensorwise): every cast that finds its own amax reads
-    the 16-bit input once more (2 bytes an element); the fused norm writes 16 bits and its amax,
+    the 16-bit input once more (2 bytes an element) in an amax kernel of its own, memory-bound
+    (``.amax``); the fused norm writes 16 bits and its amax,
     and a cast of its Tn x h output follows before the gather (read 2, write 1 + 1: no amax
     pass). Delayed scaling's fused norm writes fp8 itself: no such cast. Blockwise scaling finds
     its block scales in the cast (no amax pass) but casts the norms apart too."""
@@ -146,11 +147,15 @@ def test_current_scaling_reads_each_cast_input_twice_and_casts_the_norms_apart(s
     for ops in (current, blockwise):
         assert ops["fwd.qkv.cast"].nbytes == ops["fwd.mlp_in.cast"].nbytes == tn * 4096 * (2 + 2)
         assert type(ops["fwd.qkv.cast"]) is CastTranspose
+    amax = set()
     for name, op in delayed.items():
         if name.endswith(".cast"):
-            assert current[name].nbytes == op.nbytes * (2 + 2 + 2) / (2 + 2)
-            assert blockwise[name].nbytes == op.nbytes
-    assert set(current) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"}
+            assert current[name].nbytes == blockwise[name].nbytes == op.nbytes
+            assert current[f"{name}.amax"].nbytes == op.nbytes * 2 / (2 + 2)
+            assert type(current[f"{name}.amax"]) is MemoryBound
+            amax.add(f"{name}.amax")
+    assert set(current) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"} | amax
+    assert set(blockwise) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"}
 
 
 def test_current_scaling_slows_the_step_and_delayed_stays_the_default():

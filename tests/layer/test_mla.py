@@ -75,7 +75,7 @@ def test_parameters_per_rank():
 
 def test_fp8_casts_each_down_projections_input_and_the_norms_apart_under_current_scaling():
     """FP8: each down projection (its own TELinear) casts the Tn x h input, read 2 and write
-    1 + 1 bytes, current scaling reading it once more for its amax; the up projections' fused
+    1 + 1 bytes, current scaling reading it once more for its amax (a kernel of its own); the up projections' fused
     norms write fp8 under delayed scaling, and under current scaling cast their Tn x r
     outputs apart (the amax found by the norm)."""
     tn, h = 512, 7168
@@ -86,10 +86,11 @@ def test_fp8_casts_each_down_projections_input_and_the_norms_apart_under_current
         tpl = layer_template(True, True, blocks=("attention",), dropout=False, swiglu=True,
                              mla=2, fp8=d.quantizer)
         casts[recipe] = {n: op.nbytes for n, op in zip(tpl.names, tpl.ops(d))
-                         if n.startswith("fwd.") and n.endswith(".cast")}
+                         if n.startswith("fwd.") and (n.endswith(".cast") or n.endswith(".amax"))}
     for name in ("fwd.q_down.cast", "fwd.kv_down.cast"):
-        assert casts["delayed"][name] == tn * h * (2 + 2)
-        assert casts["tensorwise"][name] == tn * h * (2 + 2 + 2)
+        assert casts["delayed"][name] == casts["tensorwise"][name] == tn * h * (2 + 2)
+        assert casts["tensorwise"][f"{name}.amax"] == tn * h * 2
+        assert f"{name}.amax" not in casts["delayed"]
     assert "fwd.q_up.cast" not in casts["delayed"]
     assert casts["tensorwise"]["fwd.q_up.cast"] == tn * 1536 * (2 + 2)
     assert casts["tensorwise"]["fwd.kv_up.cast"] == tn * 512 * (2 + 2)

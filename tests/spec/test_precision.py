@@ -8,8 +8,8 @@ import tpsim
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import BYTES_PER_ELEMENT
 from tpsim.spec.precision import (FP8_RECIPES, LOW_PRECISION, QUANTIZED_BYTES, Precision,
-                                  cast_write_bytes, key_quantizer, precision, precision_key,
-                                  quantizer, weights_bytes)
+                                  amax_pass_bytes, cast_write_bytes, key_quantizer, precision,
+                                  precision_key, quantizer, weights_bytes)
 from tpsim.spec.model_params import plain_params
 from tpsim.training.predict import predict
 
@@ -35,18 +35,20 @@ def test_weights_keep_bf16_and_both_quantized_copies():
 def test_cast_writes_two_copies_and_nvfp4_reads_its_amax():
     assert cast_write_bytes("fp8") == 2
     assert cast_write_bytes("mxfp8") == pytest.approx(66 / 32)
-    assert cast_write_bytes("nvfp4") == pytest.approx(18 / 16 + 2)
+    assert cast_write_bytes("nvfp4") == pytest.approx(18 / 16)
+    assert amax_pass_bytes("nvfp4") == 2 and amax_pass_bytes("mxfp8") == 0
 
 
 def test_current_scaling_reads_the_input_again_unless_its_amax_was_fused():
-    """fp8's current scaling: the amax pass reads the 16-bit input (2 bytes) before the cast
+    """fp8's current scaling: the amax kernel reads the 16-bit input (2 bytes) before the cast
     writes its copy and transpose; delayed and blockwise find their scales in the cast; a norm
     that found the amax leaves the cast its write alone."""
-    assert cast_write_bytes(quantizer("fp8", "tensorwise")) == 2 + 2
-    assert cast_write_bytes(quantizer("fp8", "tensorwise"), amax_fused=True) == 2
-    assert cast_write_bytes(quantizer("fp8", "delayed")) == cast_write_bytes("fp8") == 2
-    assert cast_write_bytes(quantizer("fp8", "blockwise")) == 2
-    assert cast_write_bytes("nvfp4", amax_fused=True) == pytest.approx(18 / 16)
+    assert amax_pass_bytes(quantizer("fp8", "tensorwise")) == 2
+    assert amax_pass_bytes(quantizer("fp8", "tensorwise"), amax_fused=True) == 0
+    assert cast_write_bytes(quantizer("fp8", "tensorwise")) == 2
+    assert amax_pass_bytes(quantizer("fp8", "delayed")) == amax_pass_bytes("fp8") == 0
+    assert amax_pass_bytes(quantizer("fp8", "blockwise")) == 0
+    assert amax_pass_bytes("nvfp4", amax_fused=True) == 0
     assert quantizer("mxfp8", "tensorwise") == "mxfp8" and quantizer("", "tensorwise") == ""
 
 

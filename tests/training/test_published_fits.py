@@ -148,10 +148,11 @@ def test_nemo_24_07_gpt3_20b_fits_with_the_allocator_waste_on_its_activations():
     Transformer Engine's 6 fp8 + 4 bf16 userbuffers of (4096, 6144). It fits in the H100 less
     the CUDA context and NCCL's reserve and the allocator's 0.047 of the activations, the
     bytes the step churns; 5% of all the rest (the weights, gradient buffers and optimizer
-    state too, allocated once) would not leave it room, and the run bounds the waste below 22%
-    of its activations."""
+    state too, allocated once) would not leave it room, and the run bounds the waste below 14%
+    of its activations (the recipe's dropout 0.1, NeMo-Framework-Launcher 24.07
+    conf/training/gpt3/20b.yaml, keeping its masks; 22% without them)."""
     m = ModelConfig(name="gpt3-20b", layers=44, hidden=6144, heads=48, vocab=50257,
-                    seq_len=2048, bias=True, tie_embeddings=True, dropout=0.0)
+                    seq_len=2048, bias=True, tie_embeddings=True, dropout=0.1)
     p = tpsim.predict(m, "dgx-h100-ndr-cluster", tp=2, dp=32, global_batch=256, micro_batch=2,
                       dtype="fp8", sequence_parallel=True, distributed_optimizer=True,
                       overlap_param_gather=True, tp_comm_overlap=True, nodes=8,
@@ -165,4 +166,4 @@ def test_nemo_24_07_gpt3_20b_fits_with_the_allocator_waste_on_its_activations():
     assert mem.reserved_bytes == pytest.approx(
         dev.memory_reserved_bytes + 0.047 * mem.activations_bytes, rel=1e-12)
     assert mem.fits and mem.total_bytes > 0.95 * room
-    assert (room - mem.total_bytes) / mem.activations_bytes < 0.22
+    assert (room - mem.total_bytes) / mem.activations_bytes < 0.14

@@ -23,7 +23,8 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
-from ..spec.precision import NORM_QUANTIZES, cast_write_bytes, quantize_launches
+from ..spec.precision import (NORM_QUANTIZES, amax_pass_bytes, cast_write_bytes,
+                              quantize_launches)
 
 
 RS_SPLITS = 4    # Transformer Engine's default num_splits for its pipelined reduce-scatter
@@ -119,17 +120,28 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False) -
     cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
     rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
     operand), 1 + 1 bytes; MXFP8 and NVFP4 write row-wise and column-wise block-scaled
-    copies; current scaling and NVFP4 read the input once more for its amax unless the kernel
-    before found it (``amax_fused``) (:func:`tpsim.spec.precision.cast_write_bytes`). Without
+    copies (:func:`tpsim.spec.precision.cast_write_bytes`). Current scaling and NVFP4 first
+    read the input once more for its amax, unless the kernel before found it (``amax_fused``):
+    a memory-bound reduction kernel of its own, ``{name}.amax``
+    (:func:`tpsim.spec.precision.amax_pass_bytes`), launched from C++ with the cast. Without
     FP8 nothing is added. ``splits``: the tensors one call quantizes from C++ (a grouped
     GEMM's, one per expert), whose kernels it launches
-    (:func:`tpsim.spec.precision.quantize_launches`, :class:`~tpsim.layer.template.Node`)."""
+    (:func:`tpsim.spec.precision.quantize_launches`, one amax kernel per split of them;
+    :class:`~tpsim.layer.template.Node`)."""
     if not B.fp8:
         return dep
+    own_amax = amax_pass_bytes(B.fp8, amax_fused) > 0
+    if own_amax:
+        def amax(d):
+            rows, cols = shape(d)
+            return rows, cols, rows * cols * amax_pass_bytes(d.quantizer)
+        dep = B.eltwise(f"{name}.amax", amax, (dep,), launches=splits, host_ops=0)
     def size(d):
         rows, cols = shape(d)
-        return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.quantizer, amax_fused))
-    launches = (lambda d: quantize_launches(d.quantizer, splits(d))) if splits else None
+        return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.quantizer))
+    launches = None
+    if splits:     # the amax kernels counted on their own node
+        launches = lambda d: quantize_launches(d.quantizer, splits(d)) - own_amax * splits(d)
     return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype),
                      launches=launches)
 

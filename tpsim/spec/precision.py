@@ -123,7 +123,8 @@ PRECISION |= {q: Precision(2 + 2 * QUANTIZED_BYTES[q], 4, 12, 2) for q in ("mxfp
 # default "delayed"; "tensorwise" is Transformer Engine's Float8CurrentScaling, "blockwise" its
 # Float8BlockScaling): module docstring
 FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
-# the 16-bit tensor's amax read before its cast, bytes per element, by quantizer (docstring)
+# the 16-bit tensor's amax read before its cast, bytes per element, by quantizer (docstring;
+# :func:`amax_pass_bytes`)
 AMAX_PASS_BYTES = {"nvfp4": 2, "fp8:tensorwise": 2}
 NORM_QUANTIZES = ("fp8:delayed",)   # whose fused norm writes the quantized copy itself
 
@@ -152,19 +153,30 @@ def quantize_launches(q: str, splits: int) -> int:
     return 1 if q in NORM_QUANTIZES else splits * QUANTIZE_KERNELS.get(q, 1)
 
 
-def cast_write_bytes(q: str, amax_fused: bool = False) -> float:
-    """Bytes a linear's cast kernel writes per element of a 16-bit operand, and any extra
-    read, for quantizer ``q`` (:func:`quantizer`; a dtype alone: fp8's delayed scaling):
+def cast_write_bytes(q: str) -> float:
+    """Bytes a linear's cast kernel writes per element of a 16-bit operand, for quantizer
+    ``q`` (:func:`quantizer`; a dtype alone: fp8's delayed scaling):
 
-        2 x QUANTIZED_BYTES  +  AMAX_PASS_BYTES(q)   (0 where ``amax_fused``)
+        2 x QUANTIZED_BYTES
 
-    the row-wise and column-wise (fp8: transposed) quantized copies, plus the amax pass over
-    the 16-bit input that a per-tensor scale found from this tensor needs (NVFP4, fp8's
-    current scaling: 2 bytes); fp8's delayed scaling and MXFP8's per-block scales need none
-    (the cast kernel finds them), nor does a cast whose amax the kernel before it found
+    the row-wise and column-wise (fp8: transposed) quantized copies; the amax pass a
+    per-tensor scale found from this tensor needs is a kernel of its own
+    (:func:`amax_pass_bytes`)."""
+    return 2 * QUANTIZED_BYTES[q.split(":")[0]]
+
+
+def amax_pass_bytes(q: str, amax_fused: bool = False) -> float:
+    """Bytes per element of a 16-bit operand the amax kernel before its cast reads, for
+    quantizer ``q``: AMAX_PASS_BYTES(q), 0 where ``amax_fused``. NVFP4 and fp8's current
+    scaling find the tensor's amax in a reduction kernel of their own before the cast
+    (Transformer Engine's ``Float8CurrentScalingQuantizer::quantize_impl`` calls
+    ``nvte_compute_amax``, then ``nvte_compute_scale_from_amax``, then ``nvte_quantize_v2``):
+    it streams the 16-bit input once, 2 bytes, and writes nothing but the amax, so it runs as
+    a plain memory-bound kernel (:class:`tpsim.layer.ops.MemoryBound`), not at the
+    cast-transpose's rate. fp8's delayed scaling and MXFP8's per-block scales need none (the
+    cast kernel finds them), nor does a cast whose amax the kernel before it found
     (``amax_fused``: a norm's, module docstring)."""
-    pass_bytes = 0 if amax_fused else AMAX_PASS_BYTES.get(q, 0)
-    return 2 * QUANTIZED_BYTES[q.split(":")[0]] + pass_bytes
+    return 0.0 if amax_fused else AMAX_PASS_BYTES.get(q, 0.0)
 
 
 BF16_GRADS, FP8_PARAMS, ANY_LAYOUT = "bf16-grads", "fp8-params", "any-layout"  # key options

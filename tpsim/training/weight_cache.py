@@ -6,8 +6,9 @@ first micro-batch and keeps the quantized copy for the others (Megatron-core pas
 megatron/core/extensions/transformer_engine.py): one cast kernel per weight, as a linear's
 input cast (:func:`tpsim.layer.ops.cast_op`: fp8's cast-transpose, priced by
 :func:`tpsim.cost.compute.cast_transpose_time`), reading the 16-bit weight and writing what the
-GEMMs read (:func:`tpsim.spec.precision.cast_write_bytes`: fp8's copy and its transpose; current
-scaling's amax pass too). With
+GEMMs read (:func:`tpsim.spec.precision.cast_write_bytes`: fp8's copy and its transpose), after
+current scaling's amax kernel, a plain memory-bound read of the weight
+(:func:`tpsim.spec.precision.amax_pass_bytes`). With
 quantized parameters (``--fp8-param-gather``) the weight is quantized already: fp8 writes only
 its transpose, 1 + 1 bytes; MXFP8 all-gathers both copies and casts nothing; NVFP4 builds the
 column-wise copy from the row-wise one, reading one and writing the other (2 x QUANTIZED_BYTES;
@@ -19,6 +20,7 @@ linears' weights only (:func:`stage_plain_params`: the embedding, output layer a
 
     t = kernel_time(cast_op(q)(params x bytes_per_param))    (0 without quantized linears;
                                                               any layout: a plain cast)
+        + kernel_time(MemoryBound(params x amax_pass_bytes))  (current scaling, no fp8 params)
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ..sim.price import kernel_time
 from .pipeline import stage_totals
 from ..spec.model_params import plain_params
 from ..spec.precision import (ANY_LAYOUT, FP8_PARAMS, LOW_PRECISION, QUANTIZED_BYTES,
-                              cast_write_bytes, key_quantizer)
+                              amax_pass_bytes, cast_write_bytes, key_quantizer)
 
 WEIGHT_BYTES = 2        # the 16-bit weight read
 # quantized parameters: bytes the per-step kernel moves per parameter (module docstring)
@@ -46,9 +48,11 @@ def weight_cast_s(params: float, key: str, device) -> float:
     if ANY_LAYOUT in options:       # no transpose to write: a plain cast (module docstring)
         per -= QUANTIZED_BYTES[dtype] if FP8_PARAMS not in options else PARAM_CAST_BYTES[dtype]
         op = MemoryBound
+    amax = 0.0 if FP8_PARAMS in options else amax_pass_bytes(key_quantizer(key))
     if not per:
         return 0.0
-    return kernel_time(op(params * per, (int(params),)), device)
+    return kernel_time(op(params * per, (int(params),)), device) + \
+        (kernel_time(MemoryBound(params * amax, (int(params),)), device) if amax else 0.0)
 
 
 def stage_plain_params(model, tp: int, layers, pp: int, v: int) -> tuple[int, ...]:

@@ -123,11 +123,13 @@ def _slots(sim, device) -> list[tuple[float, float, float, float]]:
     return [(c_b, p_f, i_cb, k), (d_f, m_b, i_df, k), (d_b, m_f, i_db, k), (c_f, p_b, i_cf, k)]
 
 
-def exchange_s(sim, device) -> tuple[float, float]:
+def exchange_s(sim, device) -> tuple[float, float, float]:
     """(the dispatches' and combines' seconds alone, their seconds in the merged pair, slowed
-    beside the compute: the sum of each slot's comm end, :func:`ends`)."""
+    beside the compute: the sum of each slot's comm end, :func:`ends`; the part of those with
+    the other micro-batch's compute beside them: the sum of each slot's earlier end)."""
     slots = _slots(sim, device)
-    return sum(s[0] for s in slots), sum(ends(*s)[0] for s in slots)
+    return (sum(s[0] for s in slots), sum(ends(*s)[0] for s in slots),
+            sum(min(ends(*s)) for s in slots))
 
 
 def pair_s(sim, device) -> float:

@@ -13,7 +13,8 @@ from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.ops import Dispatch
 from tpsim.sim.price import op_interference
-from tpsim.training.moe_overlap import (beside, ends, merged_share, overlapped, pair_s, pieces)
+from tpsim.training.moe_overlap import (beside, ends, exchange_s, merged_share, overlapped,
+                                        pair_s, pieces)
 from tpsim.training.step import Part
 
 H100 = load_topology("dgx-h100-ndr-cluster")
@@ -87,6 +88,20 @@ def test_the_pair_is_megatrons_four_slots(qwen):
     host = sum(sim.template.host_ops) * sim.host_dispatch_s + sum(sim.launch_s)
     assert sum(sim.launch_s) == pytest.approx((48 + 1 + 2 * 2 * 8) * device.host_launch_s)
     assert pair_s(sim, device) == pytest.approx(max(gpu, host))
+
+
+def test_exchange_beside_the_compute_is_each_slots_earlier_end(qwen):
+    """exchange_s: the dispatches and combines alone, slowed by k beside the compute, and the
+    part of them with compute beside: per slot the earlier of the two streams' ends."""
+    sim, device = qwen[False].run, H100.device
+    i, k = device.comm_compute_interference, device.ep_comm_slowdown
+    (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)
+    slots = ((c_b, p_f), (d_f, m_b), (d_b, m_f), (c_f, p_b))
+    alone, slowed, beside_s = exchange_s(sim, device)
+    assert alone == pytest.approx(c_b + d_f + d_b + c_f)
+    assert slowed == pytest.approx(sum(ends(a, c, i, k)[0] for a, c in slots))
+    assert beside_s == pytest.approx(sum(min(ends(a, c, i, k)) for a, c in slots))
+    assert beside_s <= slowed + 1e-15
 
 
 def test_deepep_kernels_take_their_20_sms():

@@ -46,6 +46,19 @@ the first forward), have no backward beside them: a = 1 - w / (m v).
 
 Megatron-core's checks (``transformer_config.py``): ep > 1, the all-to-all or flex dispatcher,
 no full recomputation, virtual stages with pp > 1.
+
+Where the code overlaps more than the four slots, unpriced (Megatron-LM d98e8a6):
+``ScheduleNode.stream_acquire_context`` (``pipeline_parallel/utils.py``) waits on the chain's
+event before a node and records it after, and each sub-module's backward runs on its forward's
+stream, so the slots' comm and compute are paired as above; mlp_fwd waits only on dispatch_fwd
+and its stream, not on dispatch_bwd, and with ``--delay-wgrad-compute`` the weight gradients
+(``backward_dw``, ``models/common/utils.py``) record no event, so dispatch_bwd and the next
+layer's combine_bwd run beside them too: the middle slots and the layer's last slot are upper
+bounds. Every layer of a chunk is merged (``ModelChunkSchedulePlan.run``: forward layer i with
+backward layer n - 1 - i); the embedding, the loss and the pipeline's send and receive run
+after them, outside the pairs. The communication stream runs at the default priority unless
+``high_priority_a2a_comm_stream``: how the GPU's block scheduler then interleaves the
+dispatch's blocks with a GEMM's waves is not priced apart (``ep_comm_slowdown`` holds it).
 """
 from __future__ import annotations
 
@@ -110,11 +123,13 @@ def _slots(sim, device) -> list[tuple[float, float, float, float]]:
     return [(c_b, p_f, i_cb, k), (d_f, m_b, i_df, k), (d_b, m_f, i_db, k), (c_f, p_b, i_cf, k)]
 
 
-def exchange_s(sim, device) -> tuple[float, float]:
+def exchange_s(sim, device) -> tuple[float, float, float]:
     """(the dispatches' and combines' seconds alone, their seconds in the merged pair, slowed
-    beside the compute: the sum of each slot's comm end, :func:`ends`)."""
+    beside the compute: the sum of each slot's comm end, :func:`ends`; the part of those with
+    the other micro-batch's compute beside them: the sum of each slot's earlier end)."""
     slots = _slots(sim, device)
-    return sum(s[0] for s in slots), sum(ends(*s)[0] for s in slots)
+    return (sum(s[0] for s in slots), sum(ends(*s)[0] for s in slots),
+            sum(min(ends(*s)) for s in slots))
 
 
 def pair_s(sim, device) -> float:

@@ -199,17 +199,23 @@ def _logit_bytes(out, phase: str) -> float:
                and r.kind == "elementwise" and not r.shape.endswith("x1"))
 
 
+def _cross_entropy_ends(kind: str):
+    """GPT's model ends at TP 2, micro-batch 2, sequence 1024: Megatron-core's unfused
+    cross-entropy, ``kind``'s, and the L = b s V / tp logits they stream."""
+    m = gpt()
+    sim, pricing = simulate_layer(m, TOPO, 2, 2, 1024, "bf16", False, 0.1, "fused")
+    _, plain = terms.model_ends(sim, pricing, 2, False, 0.1)
+    _, other = terms.model_ends(sim, pricing, 2, False, 0.1, kind)
+    return plain, other, 2 * 1024 * m.padded_vocab(2) / 2
+
+
 def test_fused_cross_entropy_streams_the_logits_fewer_times():
     """Megatron-core's unfused cross-entropy streams the L = b s V / tp bf16 logits at
     (2 + 4) + 4 + 8 + 8 + 4 + 8 = 38 bytes each forward and (8 + 4 + 2) = 14 backward;
     Transformer Engine's fused kernels at 2 + 2 x 2 = 6 forward (two reads, the gradient
     written in place) and 2 x 2 = 4 backward; the same FLOPs; its all-gather carries 3 fp32 per
     token from each of the tp ranks."""
-    m = gpt()
-    sim, pricing = simulate_layer(m, TOPO, 2, 2, 1024, "bf16", False, 0.1, "fused")
-    logits = 2 * 1024 * m.padded_vocab(2) / 2
-    _, plain = terms.model_ends(sim, pricing, 2, False, 0.1)
-    _, te = terms.model_ends(sim, pricing, 2, False, 0.1, "te")
+    plain, te, logits = _cross_entropy_ends("te")
     assert _logit_bytes(plain, "forward") == 38 * logits
     assert _logit_bytes(plain, "backward") == 14 * logits
     assert _logit_bytes(te, "forward") == 6 * logits
@@ -224,11 +230,7 @@ def test_flash_attn_cross_entropy_reads_the_logits_twice_forward_and_once_backwa
     L = b s V / tp bf16 logits twice (max, then sum of exponentials), 4 bytes each; the
     backward reads them and writes the gradient, 4; across tp ranks an all-gather of the
     b s fp32 log-sum-exps and an all-reduce of the b s fp32 losses."""
-    m = gpt()
-    sim, pricing = simulate_layer(m, TOPO, 2, 2, 1024, "bf16", False, 0.1, "fused")
-    logits = 2 * 1024 * m.padded_vocab(2) / 2
-    _, plain = terms.model_ends(sim, pricing, 2, False, 0.1)
-    _, xe = terms.model_ends(sim, pricing, 2, False, 0.1, "xentropy")
+    plain, xe, logits = _cross_entropy_ends("xentropy")
     assert _logit_bytes(xe, "forward") == 4 * logits
     assert _logit_bytes(xe, "backward") == 4 * logits
     assert xe.flops == plain.flops

@@ -51,9 +51,12 @@ SWIGLU_FWD = (("silu", 2, 0), ("mul", 3, 0))
 SWIGLU_BWD = (("mul.gate", 3, 0), ("mul.up", 3, 0), ("silu", 3, 0))
 
 
-def _chain(B, name: str, kernels, rows, cols, dep, saved=None, forward_of=None) -> str:
-    """The ``kernels`` one after another over a rows(d) x cols(d) tensor, the last named
-    ``name`` (keeping ``saved``, the backward of ``forward_of``), the others ``name.kernel``."""
+def chain(B, name: str, kernels, rows, cols, dep, saved=None, forward_of=None,
+          **issue) -> str:
+    """The ``kernels`` (name, activation bytes, fp32 bytes per element[, per token]) one after
+    another over a rows(d) x cols(d) tensor, the last named ``name`` (keeping ``saved``, the
+    backward of ``forward_of``), the others ``name.kernel``; ``issue``: each kernel's
+    ``host_ops`` and ``loop_ops`` (:meth:`~tpsim.layer.template.Builder.eltwise`)."""
     x = dep
     for i, (kernel, act, fp32, *per_token) in enumerate(kernels):
         last = i == len(kernels) - 1
@@ -62,7 +65,8 @@ def _chain(B, name: str, kernels, rows, cols, dep, saved=None, forward_of=None) 
             n = rows(d) * (1 if per_token else cols(d))
             return rows(d), cols(d), n * (act * d.bpe + fp32 * F32)
         x = B.eltwise(name if last else f"{name}.{kernel}", size, (x,),
-                      saved=saved if last else None, forward_of=forward_of if last else None)
+                      saved=saved if last else None, forward_of=forward_of if last else None,
+                      **issue)
     return x
 
 
@@ -76,26 +80,26 @@ def _hidden(d) -> int:
 
 def norm_fwd(B, name: str, dep, saved) -> str:
     """Eager RMSNorm forward on the (Tn, h) layer input (module docstring): 8 kernels."""
-    return _chain(B, name, NORM_FWD, _tokens, _hidden, dep, saved=saved)
+    return chain(B, name, NORM_FWD, _tokens, _hidden, dep, saved=saved)
 
 
 def norm_bwd(B, name: str, dep, forward_of: str) -> str:
     """Eager RMSNorm backward (module docstring): 13 kernels."""
-    return _chain(B, name, NORM_BWD, _tokens, _hidden, dep, forward_of=forward_of)
+    return chain(B, name, NORM_BWD, _tokens, _hidden, dep, forward_of=forward_of)
 
 
 def rope_fwd(B, dep) -> str:
     """Rope on q, then k, then ``repeat_kv``'s copies of k and v (module docstring)."""
-    q = _chain(B, "fwd.rope.q", ROPE, lambda d: d.T, lambda d: d.q, dep)
-    x = _chain(B, "fwd.rope.k", ROPE, lambda d: d.T, lambda d: d.kv, q)
+    q = chain(B, "fwd.rope.q", ROPE, lambda d: d.T, lambda d: d.q, dep)
+    x = chain(B, "fwd.rope.k", ROPE, lambda d: d.T, lambda d: d.kv, q)
     return repeat_kv(B, "fwd.repeat_kv", x)
 
 
 def rope_bwd(B, deps) -> str:
     """``repeat_kv``'s sums, then rope's backward on q and k (module docstring)."""
     x = repeat_kv(B, "bwd.repeat_kv", deps)
-    q = _chain(B, "bwd.rope.q", ROPE[::-1], lambda d: d.T, lambda d: d.q, x)
-    return _chain(B, "bwd.rope.k", ROPE[::-1], lambda d: d.T, lambda d: d.kv, q)
+    q = chain(B, "bwd.rope.q", ROPE[::-1], lambda d: d.T, lambda d: d.q, x)
+    return chain(B, "bwd.rope.k", ROPE[::-1], lambda d: d.T, lambda d: d.kv, q)
 
 
 def repeat_kv(B, name: str, dep, forward_of: str | None = None, host_ops: int = 1) -> str:
@@ -121,10 +125,10 @@ def contiguous(B, dep) -> str:
 
 def swiglu_fwd(B, dep, saved) -> str:
     """silu, then the product (module docstring); the last is ``fwd.act``."""
-    return _chain(B, "fwd.act", SWIGLU_FWD, lambda d: d.T, lambda d: d.f, dep, saved=saved)
+    return chain(B, "fwd.act", SWIGLU_FWD, lambda d: d.T, lambda d: d.f, dep, saved=saved)
 
 
 def swiglu_bwd(B, dep) -> str:
     """The product's two gradients, then silu's; the last is ``bwd.act``."""
-    return _chain(B, "bwd.act", SWIGLU_BWD, lambda d: d.T, lambda d: d.f, dep,
+    return chain(B, "bwd.act", SWIGLU_BWD, lambda d: d.T, lambda d: d.f, dep,
                   forward_of="fwd.act")

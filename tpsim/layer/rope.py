@@ -24,11 +24,12 @@ t is kept). Each kernel is one bare torch call, priced on the host as a launch
 """
 from __future__ import annotations
 
-F32 = 4
+from .eager import F32, chain
 
-# (kernel, bytes per element of t in activation bytes)
-T_FWD = (("cos", 2), ("neg", 1), ("rotate", 2), ("sin", 2), ("add", 3), ("cat", 2))
-T_BWD = (("sin", 2), ("neg", 1), ("split", 2), ("cos", 2), ("add", 3))
+# (kernel, bytes per element of t in activation bytes, in fp32 bytes: none)
+T_FWD = (("cos", 2, 0), ("neg", 1, 0), ("rotate", 2, 0), ("sin", 2, 0), ("add", 3, 0),
+         ("cat", 2, 0))
+T_BWD = (("sin", 2, 0), ("neg", 1, 0), ("split", 2, 0), ("cos", 2, 0), ("add", 3, 0))
 FREQS = ("cos", "cos.scale", "cos.to", "sin", "sin.scale", "sin.to")
 
 
@@ -48,15 +49,13 @@ def _freqs(B, name: str, dep) -> str:
 
 
 def _chain(B, name: str, kernels, width, dep) -> str:
-    """``kernels`` over the (T, width(d)) tensor one after another, the last named ``name``."""
-    x = dep
-    for i, (kernel, units) in enumerate(kernels):
-        def size(d, units=units):
-            return d.T, width(d), units * d.T * width(d) * d.bpe
-        last = i == len(kernels) - 1
-        x = B.eltwise(name if last else f"{name}.{kernel}", size, (x,), host_ops=0,
-                      loop_ops=_one)
-    return x
+    """``kernels`` over the (T, width(d)) tensor one after another, the last named ``name``,
+    each a bare torch call (:func:`tpsim.layer.eager.chain`)."""
+    return chain(B, name, kernels, _tokens, width, dep, host_ops=0, loop_ops=_one)
+
+
+def _tokens(d) -> int:
+    return d.T
 
 
 def _q(d) -> int:

@@ -25,15 +25,12 @@ fc1's output, beside the cat's copy the activation keeps: R x 2 f_e x B more) is
 from __future__ import annotations
 
 from .moe import routed_rows
+from .template import BARE_CALL
 
 # (name, bytes per element of the R x 2 f_e tensor, in activation bytes)
 FWD = (("clamp_glu", 1), ("clamp_linear", 1), ("cat", 2))
 BWD = (("clamp_glu", 1.5), ("clamp_linear", 1.5), ("split", 2))
 NAMES = tuple(f"fwd.experts.act.{k}" for k, _ in FWD)   # the ops moe_act re-runs with the act
-
-
-def _one(d) -> int:
-    return 1
 
 
 def _chain(B, phase: str, kernels, dep) -> str:
@@ -42,7 +39,7 @@ def _chain(B, phase: str, kernels, dep) -> str:
         def size(d, units=units):
             rows, cols = routed_rows(d), 2 * d.fe
             return rows, cols, units * rows * cols * d.bpe
-        x = B.eltwise(f"{phase}.experts.act.{kernel}", size, (x,), host_ops=0, loop_ops=_one)
+        x = B.eltwise(f"{phase}.experts.act.{kernel}", size, (x,), **BARE_CALL)
     return x
 
 

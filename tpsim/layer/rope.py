@@ -25,16 +25,13 @@ t is kept). Each kernel is one bare torch call, priced on the host as a launch
 from __future__ import annotations
 
 from .eager import F32, chain
+from .template import BARE_CALL
 
 # (kernel, bytes per element of t in activation bytes, in fp32 bytes: none)
 T_FWD = (("cos", 2, 0), ("neg", 1, 0), ("rotate", 2, 0), ("sin", 2, 0), ("add", 3, 0),
          ("cat", 2, 0))
 T_BWD = (("sin", 2, 0), ("neg", 1, 0), ("split", 2, 0), ("cos", 2, 0), ("add", 3, 0))
 FREQS = ("cos", "cos.scale", "cos.to", "sin", "sin.scale", "sin.to")
-
-
-def _one(d) -> int:
-    return 1
 
 
 def _freqs(B, name: str, dep) -> str:
@@ -44,14 +41,14 @@ def _freqs(B, name: str, dep) -> str:
         def size(d, kernel=kernel):
             per = F32 + d.bpe if kernel.endswith(".to") else 2 * F32
             return d.s, d.d, d.s * d.d * per
-        x = B.eltwise(f"{name}.{kernel}", size, (x,), host_ops=0, loop_ops=_one)
+        x = B.eltwise(f"{name}.{kernel}", size, (x,), **BARE_CALL)
     return x
 
 
 def _chain(B, name: str, kernels, width, dep) -> str:
     """``kernels`` over the (T, width(d)) tensor one after another, the last named ``name``,
     each a bare torch call (:func:`tpsim.layer.eager.chain`)."""
-    return chain(B, name, kernels, _tokens, width, dep, host_ops=0, loop_ops=_one)
+    return chain(B, name, kernels, _tokens, width, dep, **BARE_CALL)
 
 
 def _tokens(d) -> int:

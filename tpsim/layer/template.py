@@ -69,6 +69,15 @@ def _flat(deps):
             yield dep
 
 
+def _one_call(dims) -> int:
+    return 1
+
+
+# an op that is one bare torch call, no module's dispatch: no host op, one call priced as a
+# launch (:mod:`tpsim.sim.launches`); Builder.eltwise(..., **BARE_CALL)
+BARE_CALL = {"host_ops": 0, "loop_ops": _one_call}
+
+
 class Builder:
     """Collects nodes (in program order: the order each stream runs them) and the data edges
     from each node's ``deps`` (names)."""

@@ -138,6 +138,8 @@ def quantizer(dtype: str, fp8_recipe: str = "delayed") -> str:
 # kernels one tensor's quantize launches, by quantizer (current scaling's quantize_impl: amax,
 # scale, cast); 1 where not listed
 QUANTIZE_KERNELS = {"fp8:tensorwise": 3}
+# whose split_quantize is one multi-tensor kernel for every split (nvte_multi_cast_transpose)
+MULTI_TENSOR_CASTS = ("fp8:delayed",)
 
 
 def quantize_launches(q: str, splits: int) -> int:
@@ -150,7 +152,7 @@ def quantize_launches(q: str, splits: int) -> int:
     current scaling's three per split (``quantize_impl``: ``nvte_compute_amax``, the scale,
     the cast), MXFP8's and blockwise's one per split; NVFP4 counted one per split (its fused
     split kernel, ``split_quantize_nvfp4_impl``, not modelled)."""
-    return 1 if q in NORM_QUANTIZES else splits * QUANTIZE_KERNELS.get(q, 1)
+    return 1 if q in MULTI_TENSOR_CASTS else splits * QUANTIZE_KERNELS.get(q, 1)
 
 
 def cast_write_bytes(q: str) -> float:

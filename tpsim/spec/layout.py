@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 from ..base.errors import ConfigError
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .pipeline_layout import stage_layers
 from .precision import FP8_RECIPES, PRECISION
-from .settings import changed, check, declared, made, setting
+from .settings import changed, check, declared, defaults, made, setting
 from .sharding import check_sharding
 
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
@@ -351,7 +350,7 @@ class Layout:
     def of(cls, settings: dict) -> Layout:
         """``Layout(**settings)``, checked the same, made faster (the keyword form of
         ``predict`` makes one at every call)."""
-        return made(cls, _defaults(cls), settings)
+        return made(cls, defaults(cls), settings)
 
     def replace(self, **changes) -> Layout:
         """``dataclasses.replace(self, **changes)``, checked the same, made faster (predict
@@ -363,17 +362,12 @@ class Layout:
         """A layout of values known to be valid, made without the checks: the search's
         enumeration (divisors of a checked GPU count and batch, the choices themselves),
         which makes a few hundred thousand; a test checks that each passes them."""
-        return made(cls, _defaults(cls), values, checked=False)
+        return made(cls, defaults(cls), values, checked=False)
 
     @classmethod
     def flags(cls) -> dict[str, str]:
         """Each field's flag, by field name."""
         return {f.name: f.metadata["flag"] for f in declared(cls)}
-
-
-@lru_cache(maxsize=None)
-def _defaults(cls) -> dict:
-    return {f.name: f.default for f in declared(cls)}
 
 
 __all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",

@@ -155,8 +155,15 @@ def made(cls, values: dict, changes: dict, checked: bool = True):
 
 def changed(obj) -> dict:
     """The settings of ``obj`` that differ from their defaults, by field name."""
-    return {f.name: getattr(obj, f.name) for f in declared(obj)
-            if getattr(obj, f.name) != f.default}
+    return {name: value for name, default in defaults(type(obj)).items()
+            if (value := getattr(obj, name)) != default}
+
+
+@lru_cache(maxsize=None)
+def defaults(cls) -> dict:
+    """Each setting ``cls`` declares and its default, read from its fields once (shared: not
+    to be changed)."""
+    return {f.name: f.default for f in declared(cls)}
 
 
 def given_or_made(cls, given, keywords: dict, caller: str, arg: str, make=None):

@@ -43,7 +43,9 @@ CP = 8). They run as that script's NeMo rows do (NeMo-Framework-Launcher 24.07
 ``examples/training/llama/h100/llama3_{8b,70b}_fp8.sh``: ``grad_sync_dtype=bf16``, Apex's
 distributed Adam, TP overlap at TP > 1); the launcher's ``conf/training/llama/llama3_*.yaml`` set
 ``cross_entropy_loss_fusion: true`` (Megatron-core's own jit-fused kernels, priced as its unfused
-ones here) and VP 10 for the 70B, where the table prints VP 5 (printed as the table has it).
+ones here) and VP 10 for the 70B, where the table prints VP 5 (printed as the table has it); its
+``conf/config.yaml`` sets ``NVTE_FUSED_ATTN=0`` for every job, so Transformer Engine 1.8 runs
+FlashAttention-2, not cuDNN (bench/whole_job_published.py's ``NEMO``).
 
 Llama 3's long-context pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
 405B on 16,384 H100s, TP 8, CP 16 (all-gather, section 3.3.2), PP 16, DP 8, seq 131,072, 16M
@@ -62,6 +64,7 @@ from __future__ import annotations
 import sys
 
 from tpsim.training.predict import predict
+import whole_job_published
 from whole_job_published import shares
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
@@ -103,7 +106,8 @@ RUNS = (
 
 
 NEMO = dict(micro_batch=1, seq_len=8192, dtype="fp8", distributed_optimizer=True,
-            overlap_param_gather=True, grad_reduce_in_bf16=True, global_batch=128)
+            overlap_param_gather=True, grad_reduce_in_bf16=True, global_batch=128,
+            **whole_job_published.NEMO)     # FlashAttention-2 (module docstring)
 NEMO_RUNS = (
     ("Llama 3 8B, DGX-H100, 8 GPUs, TP 1 PP 1 CP 2, GBS 128", "llama3-8b", "dgx-h100",
      None, dict(tp=1, cp=2, dp=4), (("24.07", 12273),)),

@@ -24,7 +24,9 @@ providers and scripts/performance/utils/helpers.py; NeMo 24.07's is left unfused
 it shards fp32 Adam moments and the 16-bit remainders of the fp32 master weights
 (``store_param_remainders``, NeMo's megatron_base_model.py), 10 bytes a parameter / d, beside
 the 2 / d of the reduced shard: the 2 + 12 / d bytes and the traffic of Megatron-core's
-distributed optimizer with bf16 gradients, as these rows run.
+distributed optimizer with bf16 gradients, as these rows run. NeMo 24.07's launcher also turned
+Transformer Engine's cuDNN attention off (``NVTE_FUSED_ATTN=0``): its runs' attention is
+FlashAttention-2 (:data:`NEMO`), Megatron-Bridge's cuDNN's.
 
     python bench/whole_job_published.py [--fit] [--breakdown]
 
@@ -54,6 +56,15 @@ NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
 # attention_dropout 0.1, which its examples/training/gpt/h100/*_fp8_*.sh leave as they are),
 # its Llama 2 recipes none (conf/training/llama/llama2_*.yaml: 0.0); Megatron-Bridge's none
 NEMO_DROPOUT = {"gpt3-5b": 0.1, "gpt3-20b": 0.1, "gpt3": 0.1}
+# NeMo 24.07's attention: FlashAttention-2. NeMo-Framework-Launcher 24.07 runs every job with
+# NVTE_FUSED_ATTN=0 (launcher_scripts/conf/config.yaml, env_vars: "Disable cudnn FA until we've
+# tested it more"; its examples/training/*/h100/*_fp8*.sh leave it), so Transformer Engine 1.8
+# (NeMo 24.07's) drops its cuDNN backend and runs flash-attn, which it accepts up to 2.5.8
+# (transformer_engine/pytorch/attention.py, _flash_attn_max_version): FlashAttention-2, the
+# presets' `flash2` kernel. Megatron-Bridge's runs set no NVTE_FUSED_ATTN, and Transformer
+# Engine 2.x picks cuDNN on Hopper ("give FusedAttention preference on Hopper+",
+# dot_product_attention/utils.py): the presets' default `flash3` class.
+NEMO = dict(attention="flash2")
 # Megatron-Bridge's FP8 recipes: current scaling (bf16_with_fp8_current_scaling_mixed, the
 # performance scripts' fp8_cs: --fp8-recipe tensorwise) with FP8 parameters (mixed_precision.py)
 # and Transformer Engine's fused cross-entropy (the GPT provider's cross_entropy_loss_fusion=True;
@@ -91,7 +102,7 @@ def run(r: dict, topo) -> tuple[float, object]:
                 micro_batch=n["micro_batch"], dtype="fp8", sequence_parallel=n["tp"] > 1,
                 distributed_optimizer=True, overlap_param_gather=True,
                 tp_comm_overlap=n["tp"] > 1, nodes=max(1, n["gpus"] // 8),
-                grad_reduce_in_bf16=True, **(BRIDGE if r["family"] == "megatron-bridge" else {}))
+                grad_reduce_in_bf16=True, **(BRIDGE if r["family"] == "megatron-bridge" else NEMO))
     return p.step.tokens_per_s / n["gpus"], p
 
 

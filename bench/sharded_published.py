@@ -22,7 +22,11 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
   (scripts/performance/configs/llama/llama3_workload_base_configs.py of April 2026,
   LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS_V2 and _GB300_FP8_CS_V2) offload the activations of
   40 (GB200) and 20 (GB300) of the 80 layers to the Grace CPU's memory
-  (``cpu_offloading_num_layers``: tpsim's ``cpu_offload_layers``).
+  (``cpu_offloading_num_layers``: tpsim's ``cpu_offload_layers``). The NVFP4 rows' recipe
+  (``bf16_with_nvfp4_mixed``) keeps no layer in bf16 (``first_last_layers_bf16`` False) and
+  runs Transformer Engine's NVFP4BlockScaling (tpsim.spec.precision); with sequence
+  parallelism each column-parallel input and row-parallel output gradient all-reduces its
+  amax over the TP group (``with_amax_reduction``), which tpsim does not price.
 
     python bench/sharded_published.py
 """
@@ -75,13 +79,13 @@ ROWS = (
     ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
      dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
           dtype="nvfp4", sequence_parallel=True, **FP8_CS), 4864,
-     "NVFP4's Hadamard transforms and bf16 layers not modelled"),
+     "the TP amax all-reduces not modelled"),
     ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
      dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
           dtype="mxfp8", **FP8_CS), 4864, ""),
     ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
      dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
-          dtype="nvfp4", **FP8_CS), 7296, "NVFP4's Hadamard transforms and bf16 layers not modelled"),
+          dtype="nvfp4", **FP8_CS), 7296, ""),
     ("Megatron-Bridge 25.11: 8B, MXFP8, B200", "llama3-8b", "dgx-b200",
      dict(tp=1, dp=8, micro_batch=2, global_batch=128, zero=1, dtype="mxfp8"), 29521, FIT),
     ("Megatron-Bridge 25.11: 8B, MXFP8, GB200", "llama3-8b", "gb200-nvl72",

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, attention_time,
                            cast_transpose_time, elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
-                           tile_wave_efficiency)
+                           stochastic_cast_time, tile_wave_efficiency)
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.ops import Attention, Gemm
 
@@ -131,6 +131,24 @@ def test_cast_transpose_time():
     assert cast_transpose_time(1e6, device(cast_transpose_efficiency=0.25)) == \
         pytest.approx(6e-6)
     assert cast_transpose_time(1e6, device()) == elementwise_time(1e6, device())
+
+
+def test_stochastic_cast_time():
+    """1 MB at 1000 GB/s * 0.5 * 4.5/6.4 (Transformer Engine PR #2412's stochastic over its
+    rounding-to-nearest rate): 2 us x 6.4/4.5, plus 2 us launch; no bytes, no kernel."""
+    assert stochastic_cast_time(1e6, device()) == pytest.approx(2e-6 + 2e-6 * 6.4 / 4.5)
+    assert stochastic_cast_time(0, device()) == 0.0
+
+
+def test_gb300_nvfp4_casts_run_at_transformer_engine_rates():
+    """GB300 (8 TB/s x memory_efficiency 0.8): a cast of 8192 x 8192 bf16 into both NVFP4
+    copies (read 2, write 2 x 9/16 bytes an element) at PR #2412's B300 rates, 6.4 TB/s rounding
+    to nearest and 4.5 TB/s stochastically, after the launch."""
+    dev = load_topology("gb300-nvl72").device
+    nbytes = 8192 * 8192 * (2 + 2 * 9 / 16)
+    launch = dev.kernel_launch_s
+    assert elementwise_time(nbytes, dev) - launch == pytest.approx(nbytes / 6.4e12)
+    assert stochastic_cast_time(nbytes, dev) - launch == pytest.approx(nbytes / 4.5e12)
 
 
 def test_h100_cast_transpose_matches_transformer_engine_timing():

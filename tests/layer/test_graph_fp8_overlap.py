@@ -7,7 +7,7 @@ import pytest
 from tpsim.base.errors import ConfigError
 from tpsim.layer.graph import layer_graph
 from tpsim.layer.linears import RS_SPLITS
-from tpsim.layer.ops import CastTranspose, MemoryBound
+from tpsim.layer.ops import CastTranspose, MemoryBound, StochasticCast
 from tpsim.spec.model import load_model
 from tpsim.spec.model_params import plain_params
 from tpsim.training.predict import predict, predict_layer
@@ -167,3 +167,27 @@ def test_current_scaling_slows_the_step_and_delayed_stays_the_default():
     # the recipe is fp8's: bf16 ignores it
     assert predict_layer("llama3-8b", "dgx-h100", tp=4, fp8_recipe="tensorwise").total_s == \
         predict_layer("llama3-8b", "dgx-h100", tp=4).total_s
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_nvfp4_reads_every_amax_after_its_norm_and_rounds_the_gradients_stochastically(sp):
+    """NVFP4 (Transformer Engine's NVFP4BlockScaling): its Hadamard-transformed copy's amax is
+    found in a pass of its own, so the norms' outputs are cast with one too (``.amax``, read 2
+    bytes an element), where current scaling's norm finds it; each cast writes both block-scaled
+    copies (2 x (1/2 + 1/16) bytes); the output gradients' casts round stochastically
+    (StochasticCast), the inputs' round to nearest; MXFP8 rounds none stochastically."""
+    m = load_model("llama3-8b")
+    tn = 1024 // 4 if sp else 1024
+    nv, current, mx = (_ops(layer_graph(m, 4, 1, 1024, dtype, sequence_parallel=sp,
+                                        fp8_recipe=r))
+                       for dtype, r in (("nvfp4", "delayed"), ("fp8", "tensorwise"),
+                                        ("mxfp8", "delayed")))
+    for lin in ("qkv", "mlp_in"):
+        assert nv[f"fwd.{lin}.cast.amax"].nbytes == tn * 4096 * 2
+        assert f"fwd.{lin}.cast.amax" not in current
+        assert nv[f"fwd.{lin}.cast"].nbytes == tn * 4096 * (2 + 2 * (1 / 2 + 1 / 16))
+    casts = [n for n in nv if n.endswith(".cast")]
+    assert all(f"{n}.amax" in nv for n in casts)
+    for n in casts:
+        assert type(nv[n]) is (StochasticCast if n.startswith("bwd.") else MemoryBound)
+    assert all(type(op) is MemoryBound for n, op in mx.items() if n.endswith(".cast"))

@@ -253,6 +253,33 @@ def cast_transpose_time(nbytes: float, device: Device) -> float:
     return device.kernel_launch_s + nbytes / (device.memory_bandwidth_Bps * eff)
 
 
+# the rate of an NVFP4 cast that rounds stochastically, as a share of one rounding to nearest:
+# Transformer Engine PR #2412 ("Tuned NVFP4 cast kernel", B300, bf16 in, row-wise and
+# column-wise out) measured 4.5 TB/s with stochastic rounding, 6.4 TB/s without
+STOCHASTIC_ROUNDING_RATE = 4.5 / 6.4
+
+
+def stochastic_cast_time(nbytes: float, device: Device) -> float:
+    """A block-scaled cast whose rounding is stochastic (NVFP4's gradients: a random number
+    drawn per element), at STOCHASTIC_ROUNDING_RATE of a rounding-to-nearest cast's rate:
+
+        t = kernel_launch + nbytes / (mem_bw * memory_efficiency * STOCHASTIC_ROUNDING_RATE)
+
+    The rate is Transformer Engine's tuned NVFP4 cast kernel's (PR #2412: round to nearest
+    6.4 TB/s, the B300's 8 TB/s x memory_efficiency 0.8 of :func:`elementwise_time`;
+    stochastic 4.5 TB/s), taken for the gradients' Hadamard-fused cast (PR #2555), whose own
+    rate is not published: it draws its random bits the same way (Philox, curanddx's
+    philox4x32, and Blackwell's ``cvt.rs.satfinite.e2m1x4``;
+    hadamard_transform/row_cast_col_hadamard_transform_cast_fusion.cu); the fast math Megatron-Bridge's NVFP4 recipes turn on
+    (``NVTE_USE_FAST_MATH``: "up to ~10%" faster with stochastic rounding, the same pull
+    request) is not taken.
+    """
+    if not nbytes:
+        return 0.0
+    rate = device.memory_bandwidth_Bps * device.memory_efficiency * STOCHASTIC_ROUNDING_RATE
+    return device.kernel_launch_s + nbytes / rate
+
+
 def attention_exec_flops(flops: float, causal: bool, backward: bool, seq_kv: int = 1,
                          causal_block: float = 0.0, full_flops: float | None = None) -> float:
     """FLOPs a fused (flash) attention kernel executes, from the op's model FLOPs.

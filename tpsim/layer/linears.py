@@ -23,8 +23,8 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
-from ..spec.precision import (NORM_QUANTIZES, amax_pass_bytes, cast_write_bytes,
-                              quantize_launches)
+from ..spec.precision import (NORM_AMAX, NORM_QUANTIZES, STOCHASTIC_ROUNDING, amax_pass_bytes,
+                              cast_write_bytes, quantize_launches)
 
 
 RS_SPLITS = 4    # Transformer Engine's default num_splits for its pipelined reduce-scatter
@@ -115,7 +115,8 @@ def gathered_input(d: Dims):
     return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
 
 
-def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False) -> str:
+def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
+             grad=False) -> str:
     """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
     cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
     rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
@@ -127,7 +128,9 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False) -
     FP8 nothing is added. ``splits``: the tensors one call quantizes from C++ (a grouped
     GEMM's, one per expert), whose kernels it launches
     (:func:`tpsim.spec.precision.quantize_launches`, one amax kernel per split of them;
-    :class:`~tpsim.layer.template.Node`)."""
+    :class:`~tpsim.layer.template.Node`). ``grad``: an output gradient, rounded stochastically
+    by the quantizers of :data:`tpsim.spec.precision.STOCHASTIC_ROUNDING`
+    (:class:`~tpsim.layer.ops.StochasticCast`)."""
     if not B.fp8:
         return dep
     own_amax = amax_pass_bytes(B.fp8, amax_fused) > 0
@@ -142,19 +145,23 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False) -
     launches = None
     if splits:     # the amax kernels counted on their own node
         launches = lambda d: quantize_launches(d.quantizer, splits(d)) - own_amax * splits(d)
-    return B.eltwise(name, size, (dep,), kind=lambda d: cast_op(d.linear_dtype),
-                     launches=launches)
+    def kind(d):
+        return cast_op(d.linear_dtype, grad and d.quantizer in STOCHASTIC_ROUNDING)
+    return B.eltwise(name, size, (dep,), kind=kind, launches=launches)
 
 
 def norm_cast(B: Builder, linear: str, x, size) -> str:
     """A column-parallel linear's input, the norm's output, under a quantizer whose norm does
     not write it quantized (all but delayed fp8's fused norm,
-    :data:`tpsim.spec.precision.NORM_QUANTIZES`): the norm writes 16 bits (and the amax), and a
-    cast of the Tn x k tokens this rank normed follows, before any SP all-gather (Transformer
+    :data:`tpsim.spec.precision.NORM_QUANTIZES`): the norm writes 16 bits (and the amax, for
+    :data:`tpsim.spec.precision.NORM_AMAX`'s quantizers; NVFP4's, whose transformed copy
+    needs the amax after the Hadamard transform, read it in a pass of their own), and a cast
+    of the Tn x k tokens this rank normed follows, before any SP all-gather (Transformer
     Engine's LayerNormLinear gathers the quantized tensor)."""
     if not B.fp8 or B.fp8 in NORM_QUANTIZES:
         return x
-    return fp8_cast(B, f"fwd.{linear}.cast", lambda d: (d.Tn, size(d)[2]), x, amax_fused=True)
+    return fp8_cast(B, f"fwd.{linear}.cast", lambda d: (d.Tn, size(d)[2]), x,
+                    amax_fused=B.fp8 in NORM_AMAX)
 
 
 def input_saved(d: Dims) -> float:
@@ -196,7 +203,7 @@ def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps
     """
     fwd = f"fwd.{name}"
     if linear:
-        grads = (fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grads),)
+        grads = (fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grads, grad=True),)
     dgrad_size, wgrad_size = _dgrad_size(size), _wgrad_size(size, B.grad_fusion)
     dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd, linear=linear)
     after = between(dgrad) if between else None
@@ -243,7 +250,7 @@ def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
     if bias:
         bias_grad(B, linear, (grad,), lambda d: d.Tn, lambda d: d.h)
     if B.tp_overlap:    # the output gradient's gather interleaved with the dgrad GEMM
-        grad = fp8_cast(B, f"bwd.{linear}.cast", lambda d: (d.Tn, d.h), grad)
+        grad = fp8_cast(B, f"bwd.{linear}.cast", lambda d: (d.Tn, d.h), grad, grad=True)
         dgrad = _ring_exchange(B, f"bwd.{linear}.dgrad", _dgrad_size(size), (grad,),
                                linear=True)
         copies = tuple(f"bwd.{linear}.dgrad.p2p{i}" for i in range(1, B.tp))

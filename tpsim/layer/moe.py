@@ -118,7 +118,8 @@ def grouped_bwd(B: Builder, name: str, size, grad) -> str:
     if B.expert_bias and size is fc2_size:
         grad = bias_bwd(B, name, grad, routed_rows)
     grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: (size(d)[0] * local_experts(d),
-                                                      size(d)[1]), grad, splits=local_experts)
+                                                      size(d)[1]), grad, splits=local_experts,
+                    grad=True)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1],
                                                     local_experts(d), False, 0,
                                                     GROUPED_GEMM_STREAMS), (grad,),
@@ -202,7 +203,7 @@ def dense_bwd(B: Builder, name: str, size, grad, wgrad_deps=(), linear=True) -> 
     in the activations' dtype, no fp8 cast (the router)."""
     fwd = f"fwd.{name}"
     if linear:
-        grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grad)
+        grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grad, grad=True)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1]), (grad,),
                    forward_of=fwd, linear=linear)
     B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], 1, True),

@@ -188,15 +188,24 @@ class CastTranspose(MemoryBound):
 
 
 @dataclass(frozen=True)
+class StochasticCast(MemoryBound):
+    """A block-scaled cast that rounds stochastically (NVFP4's output gradients), at its own
+    rate (:func:`tpsim.cost.compute.stochastic_cast_time`)."""
+
+
+@dataclass(frozen=True)
 class DecodeAttention(MemoryBound):
     """Decode attention: one query per sequence against the KV cache, a memory-bound kernel
     with a fixed part (:func:`tpsim.cost.compute.decode_attention_time`)."""
 
 
-def cast_op(dtype: str) -> type:
+def cast_op(dtype: str, stochastic: bool = False) -> type:
     """The op of a cast into a linear's quantized ``dtype``: fp8's writes a transposed copy
     (:class:`CastTranspose`); MXFP8's and NVFP4's block-scaled copies are row-wise and
-    column-wise, no transpose (:class:`MemoryBound`)."""
+    column-wise, no transpose (:class:`MemoryBound`), rounded ``stochastic``-ally
+    (:class:`StochasticCast`) where the quantizer does so."""
+    if stochastic:
+        return StochasticCast
     return CastTranspose if dtype == "fp8" else MemoryBound
 
 

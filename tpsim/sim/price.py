@@ -6,6 +6,7 @@
 | :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile); a sliding window W runs the kernel's loop over min(seq_kv, W) keys (:attr:`~tpsim.layer.ops.Attention.keys`) and its edge tiles, x (1 + causal_block / W) FLOPs at the efficiency of the W + causal_block keys a query tile streams, an op standing for banded and full layers costs their share-weighted mean |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.CastTranspose` | :func:`tpsim.cost.compute.cast_transpose_time` |
+| :class:`~tpsim.layer.ops.StochasticCast` | :func:`tpsim.cost.compute.stochastic_cast_time` |
 | :class:`~tpsim.layer.ops.DecodeAttention` | :func:`tpsim.cost.compute.decode_attention_time` |
 | :class:`~tpsim.layer.ops.Collective` | :func:`tpsim.cost.collectives.collective_time` on its group's placement: the algorithm it picks names its function (``ring_time``, ``tree_time``, ``hierarchical_time``, ``nvls_time``) |
 | :class:`~tpsim.layer.ops.SendRecv` | :func:`tpsim.cost.collectives.send_recv_time` |
@@ -25,7 +26,7 @@ from ..cost.all_to_all import flex_dispatch_time, flex_sm_share
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
 from ..layer.ops import (Attention, CastTranspose, Collective, DecodeAttention, Dispatch, Gemm,
-                         MemoryBound, SendRecv)
+                         MemoryBound, SendRecv, StochasticCast)
 from ..spec.parallel import Group, Parallelism
 from ..cluster.topology import Topology
 
@@ -33,6 +34,7 @@ from ..cluster.topology import Topology
 FORMULAS = {Gemm: qualname(compute.gemm_time), Attention: qualname(compute.attention_time),
             MemoryBound: qualname(compute.elementwise_time),
             CastTranspose: qualname(compute.cast_transpose_time),
+            StochasticCast: qualname(compute.stochastic_cast_time),
             DecodeAttention: qualname(compute.decode_attention_time)}
 GROUPED = qualname(compute.grouped_gemm_time)
 
@@ -81,6 +83,8 @@ def kernel_time(op, device) -> float:
         return compute.elementwise_time(op.nbytes, device, op.arith, op.elements)
     if kind is CastTranspose:
         return compute.cast_transpose_time(op.nbytes, device)
+    if kind is StochasticCast:
+        return compute.stochastic_cast_time(op.nbytes, device)
     if kind is DecodeAttention:
         return compute.decode_attention_time(op.nbytes, device)
     if op.window and op.windowed < 1:   # the layers it stands for: banded and full

@@ -84,9 +84,28 @@ and the ``blockwise`` recipe's block scales (Float8BlockScaling: 1 x 128 activat
 fp32 scales (4 bytes per 128 elements) and its block-scaled GEMMs' own speed on Hopper are not
 priced (its GEMMs run at fp8's). Only delayed fp8's
 fused norm writes the quantized copy itself (``FULLY_FUSED``); under every other quantizer the
-norm before a linear writes its 16-bit output (current scaling and NVFP4 with its amax,
-``FUSED_NORM_AMAX_FP8``/``_NVFP4``; MXFP8 without cuDNN's norm, ``NVTE_NORM_FWD_USE_CUDNN``
-unset, ``UNFUSED``) and a cast kernel of its own quantizes it (:data:`NORM_QUANTIZES`).
+norm before a linear writes its 16-bit output (current scaling with its amax,
+``FUSED_NORM_AMAX_FP8``, :data:`NORM_AMAX`; MXFP8 without cuDNN's norm,
+``NVTE_NORM_FWD_USE_CUDNN`` unset, and NVFP4, ``UNFUSED``) and a cast kernel of its own
+quantizes it (:data:`NORM_QUANTIZES`).
+
+NVFP4 as Transformer Engine's ``NVFP4BlockScaling`` recipe runs it (transformer_engine/common/
+recipe/__init__.py; Megatron-Bridge's ``bf16_with_nvfp4_mixed``, Transformer Engine 2.14 as
+Megatron-Bridge 0.4 pins it; NVIDIA, arXiv 2509.25149): every linear's three GEMMs (fprop,
+dgrad, wgrad) in NVFP4; the weights scaled per 16 x 16 block (no Hadamard transform, no
+stochastic rounding); the inputs and output gradients per 1 x 16 block, their column-wise copy
+(the wgrad GEMM's operand) through a 16 x 16 random Hadamard transform (RHT), and the gradients
+rounded stochastically (:data:`STOCHASTIC_ROUNDING`). A transformed copy's per-tensor scale is
+the amax of RHT(x^T): ``NVFP4Quantizer::quantize_impl`` (pytorch/csrc/quantizer.cpp) first runs
+``nvte_hadamard_transform_amax`` (one read of the 16-bit tensor, both amaxes), then
+``nvte_quantize_with_hadamard_transform`` (Transformer Engine PR #2555: the row-wise cast and
+the RHT, transpose and column-wise cast in one kernel, the input read once), and
+``layernorm_fwd`` runs the norm ``UNFUSED`` for such a quantizer (extensions/normalization.cpp:
+"Post-RHT amax is handled within NVFP4 quantizer"), so the norm's output has an amax pass of
+its own too. Megatron-Bridge's Llama 3 NVFP4 recipes keep no layer in bf16
+(``first_last_layers_bf16`` False, its default); attention and the output layer stay bf16.
+Not priced: the amax all-reduce over the TP group of a sequence-parallel linear's input and
+output gradient (``with_amax_reduction``, as fp8's current scaling).
 Kernels that find the amax while they compute (Transformer Engine's activation and dbias
 kernels, ``FUSED_ACTIVATION_AMAX_FP8``) run only where Transformer Engine computes the
 activation; Megatron-core's MLP runs its own (``bias_swiglu_impl``), so the second linear's
@@ -127,6 +146,10 @@ FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
 # :func:`amax_pass_bytes`)
 AMAX_PASS_BYTES = {"nvfp4": 2, "fp8:tensorwise": 2}
 NORM_QUANTIZES = ("fp8:delayed",)   # whose fused norm writes the quantized copy itself
+NORM_AMAX = ("fp8:tensorwise",)     # whose norm finds the amax its output's cast needs
+# whose gradients' casts round stochastically (NVFP4BlockScaling's fp4_quant_bwd_grad; the
+# kernel's rate: tpsim.cost.compute.stochastic_cast_time)
+STOCHASTIC_ROUNDING = ("nvfp4",)
 
 
 def quantizer(dtype: str, fp8_recipe: str = "delayed") -> str:

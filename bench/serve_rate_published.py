@@ -47,6 +47,11 @@ measured step (its ITL median / 10) also holds the prefill steps run between its
 its runs at these rates are followed by one), which tpsim's step leaves out: its ITL row
 compares the two like for like.
 
+After the summary, the same step at the published runs' own batches rather than tpsim's
+runs' (:func:`published_batch`, Little's law on the measured TPOT median): a step that misses
+only because the slower measured engine holds more sequences would meet its measurement
+there; and each engine's and model's step growth per sequence between its two rates.
+
 Peers (``--peer-python``, the environment of bench/infer_peers.py): llm-analysis and GenZ price
 a static batch, not an engine, so under a request rate they answer only the decode step, at
 the batch tpsim's run holds on average (they cannot find it themselves), and only for the
@@ -146,6 +151,42 @@ def decode_step_s(model: str, topology: str, tp: int, running: float) -> float:
     return p.decode.time_per_token_s + float(host_step_s(ServeSettings(), b))
 
 
+def published_batch(r: dict, p) -> float:
+    """The published run's mean sequences per decode step, by Little's law: N = R x the mean
+    time a request spends decoding. The source gives only the TPOT median, and R x (mean
+    output - 1) x that median overstates the mean time (the short requests have the longer
+    TPOTs: each prefill step they wait through is spread over fewer tokens), so it is scaled
+    by the ratio tpsim's own run ``p`` shows between the two (its mean sequences per step over
+    R x (GEN_MEAN - 1) x its TPOT median: the same arrivals and length draws)."""
+    rate = r["request_rate"]
+    own = p.scheduler.mean_running / (rate * (GEN_MEAN - 1) * p.latency.tpot_s.p50)
+    return own * rate * (GEN_MEAN - 1) * r["median_tpot_ms"] * 1e-3
+
+
+def batch_lines(seeds: int = 1) -> list[str]:
+    """The decode step of each online row at the published run's own batch
+    (:func:`published_batch`), not tpsim's run's, measured against tpsim's, and each engine's
+    and model's step growth per sequence between its two rates, measured and tpsim's."""
+    lines, pts = [], {}
+    for r in published():
+        model, topo, tp, rate, n, engine = case(r)
+        if math.isinf(rate):
+            continue
+        runs = [run(model, topo, tp, rate, n, engine, s) for s in range(seeds)]
+        b = statistics.median(published_batch(r, p) for p in runs)
+        own = statistics.median(p.scheduler.mean_running for p in runs)
+        meas = r["median_itl_ms"] / ENGINES[engine].get("num_scheduler_steps", 1)
+        got = decode_step_s(model, topo, tp, b) * 1e3
+        pts.setdefault((engine, model), []).append((b, meas, got))
+        lines.append(f"  {engine} {model} {rate:g} req/s: {b:.1f} sequences a step (tpsim's "
+                     f"run {own:.1f}), measured {meas:.2f} ms, tpsim {got:.2f} "
+                     f"({got / meas - 1:+.1%})")
+    for (engine, model), ((b0, m0, g0), (b1, m1, g1)) in pts.items():
+        lines.append(f"  {engine} {model}: the step grows {(m1 - m0) / (b1 - b0):.3f} ms a "
+                     f"sequence measured, {(g1 - g0) / (b1 - b0):.3f} tpsim")
+    return lines
+
+
 def peer_rows(python: str | None, out) -> tuple[dict, str]:
     """{(label, "decode step ms"): {tool: ms}}: each peer's decode step of the 70B rows at
     the batch of tpsim's run (module docstring), and why not where they did not run."""
@@ -205,6 +246,8 @@ def main(argv=None) -> int:
         print(f"{label:44s} {metric:13s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} "
               f"{cell} {cells}".rstrip())
     print("\n".join(summary(out)))
+    print("decode step ms at the published runs' own batches (Little's law, published_batch):")
+    print("\n".join(batch_lines(args.seeds)))
     for tool in ("llm-analysis", "GenZ"):
         pairs = [(v[tool], m, g) for (lab, k), v in peers.items() if tool in v
                  for _, label, metric, m, g, _ in out if label == lab and metric == k]

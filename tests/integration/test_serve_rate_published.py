@@ -58,3 +58,16 @@ def test_offline_throughput_meets_the_goal_in_the_median(out):
         errs = [abs(got / meas - 1) for e, _, metric, meas, got, *_ in out
                 if e == engine and metric == "output tok/s"]
         assert statistics.median(errs) <= 0.15
+
+
+def test_published_batch_is_littles_law_at_tpsims_own_ratio():
+    """Given tpsim's own TPOT median, published_batch returns tpsim's run's mean sequences per
+    step (the ratio it applies is that run's); it is linear in the measured TPOT median."""
+    for r in srp.published():
+        if not math.isinf(r["request_rate"]):
+            p = srp.run(*srp.case(r), 0)
+            own = dict(r, median_tpot_ms=p.latency.tpot_s.p50 * 1e3)
+            assert srp.published_batch(own, p) == pytest.approx(p.scheduler.mean_running)
+            twice = dict(r, median_tpot_ms=2 * r["median_tpot_ms"])
+            assert srp.published_batch(twice, p) == pytest.approx(
+                2 * srp.published_batch(r, p))

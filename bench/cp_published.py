@@ -54,18 +54,25 @@ tokens per batch (128 sequences), BF16: 380 TFLOP/s per GPU (38% MFU). The paper
 stated; it removes one layer from the first and the last stage (7 + 14 x 8 + 7 = 126 layers),
 which tpsim can split only with 1 chunk per stage. Both counts are printed.
 
-    python bench/cp_published.py [--breakdown]
+    python bench/cp_published.py [--breakdown] [--layers]
 
 ``--breakdown``: under each layout, where its predicted step goes (bench/whole_job_published.py's
-``shares``).
+``shares``). ``--layers``: each layout's layer, forward and backward of one micro-batch on one
+GPU, by component (bench/moe_breakdown.py's ``breakdown``: attention, GEMMs, FP8 casts, the
+rest of the elementwise kernels, the exposed TP and CP communication, the host's wait), its
+model TFLOP/s, and the layer time each published figure implies (the layer x tpsim's tokens/s
+over the published, as if every part of the step were off by the same factor), with the Llama 3
+70B runs the H100 clock is fitted on (bench/whole_job_published.py) below, for scale.
 """
 from __future__ import annotations
 
 import sys
 
+from moe_breakdown import breakdown
+from tpsim.cluster.topology import load_topology
 from tpsim.training.predict import predict
 import whole_job_published
-from whole_job_published import shares
+from whole_job_published import FIT_FAMILY, TOPOLOGY, rows as fit_rows, run, shares
 
 COMMON = dict(micro_batch=1, seq_len=8192, dtype="fp8", sequence_parallel=True,
               tp_comm_overlap=True, distributed_optimizer=True, overlap_param_gather=True,
@@ -139,6 +146,49 @@ def rows():
     return out
 
 
+LAYER_PARTS = (("attention", "attention"), ("GEMMs", "dense GEMMs"), ("FP8 casts", "FP8 casts"),
+               ("other", "glue"), ("TP comm", "TP comm"), ("CP comm", "CP comm"),
+               ("host", "host wait"))
+
+
+def layer_rows():
+    """(run, the layer's parts in seconds (:data:`LAYER_PARTS` of bench/moe_breakdown.py's
+    ``breakdown``), the layer's seconds, its model TFLOP/s per GPU, ((container, the layer
+    seconds the published figure implies), ...)) per layout, then per run the H100 clock is
+    fitted on (module docstring: ``--layers``)."""
+    def row(name, p, got, published):
+        parts, layer = breakdown(p), p.layer.total_s
+        return (name, tuple(parts.get(key, 0.0) for _, key in LAYER_PARTS), layer,
+                p.layer.flops / layer / 1e12,
+                tuple((c, layer * got / value) for c, value in published))
+    out = []
+    for name, model, topo, nodes, settings, published in runs():
+        p = predict(model, topo, **settings, **({"nodes": nodes} if nodes else {}))
+        out.append(row(name, p, p.step.tokens_per_s / p.inputs.gpus, published))
+    h100, fitted = load_topology(TOPOLOGY), {}
+    for r in fit_rows():
+        if r["family"] == FIT_FAMILY:
+            got, p = run(r, h100)
+            name = (f"fitted: Llama 3 70B, H100, {r['gpus']} GPUs, TP {r['tp']} PP {r['pp']} "
+                    f"(VP {r['vp']}), seq {r['seq_len']}")
+            new = row(name, p, got, ((r["release"], float(r["tokens_per_s_per_gpu"])),))
+            old = fitted.get(name, new[:4] + ((),))
+            fitted[name] = old[:4] + (old[4] + new[4],)
+    return out + list(fitted.values())
+
+
+def print_layers() -> None:
+    """The ``--layers`` table (module docstring)."""
+    print("\none layer, forward + backward of one micro-batch on one GPU, us; TFLOP/s: the "
+          "layer's model FLOPs per second; published: the layer time each figure implies")
+    print(f"{'run':64s}" + "".join(f"{label:>10s}" for label, _ in LAYER_PARTS)
+          + f"{'layer':>8s}{'TFLOP/s':>8s}  published (release)")
+    for name, parts, layer, tflops, implied in layer_rows():
+        cells = "".join(f"{x * 1e6:10.0f}" for x in parts)
+        pub = ", ".join(f"{t * 1e6:.0f} ({c})" for c, t in implied)
+        print(f"{name[:64]:64s}{cells}{layer * 1e6:8.0f}{tflops:8.0f}  {pub}")
+
+
 LLAMA3_LONG = dict(tp=8, cp=16, pp=16, dp=8, global_batch=128, micro_batch=1, seq_len=131072,
                    cp_comm="all-gather", sequence_parallel=True, distributed_optimizer=True,
                    first_stage_layers=7, last_stage_layers=7, nodes=2048)
@@ -163,6 +213,8 @@ def main(argv: list[str]) -> None:
         if "--breakdown" in argv and (name, split) != last:
             print(f"    {split}")
         last = name, split
+    if "--layers" in argv:
+        print_layers()
     half, square = llama3_long_context()
     print(f"\nLlama 3 405B long context, 16,384 H100, TP 8 CP 16 (all-gather) PP 16 DP 8, "
           f"seq 131,072: published {LLAMA3_LONG_TFLOPS} TFLOP/s per GPU")

@@ -12,7 +12,9 @@ backward of one micro-batch on one GPU, grouped by the op's name:
     FP8 casts     every ``.cast`` op (Transformer Engine's quantize)
     router        the router's GEMM, top-k and their backward
     glue          permute / sort / unsort / unpermute, the activation, norms, residuals, adds
-    TP comm, EP comm   the collectives' exposed time (what the compute stream does not hide)
+    TP comm, EP comm   the exposed time of the ops off the compute stream (collectives, and
+                  the ring exchange's copies: what the compute stream does not hide); CP comm,
+                  the context-parallel ring's, where a dense layer has one (bench/cp_published.py)
     host wait     the GPU idle until the host issues the next op
 
 (the layer's total = compute + exposed comm + host wait, :class:`tpsim.sim.result.LayerTimes`).
@@ -37,16 +39,19 @@ from tpsim.training.predict import predict
 
 GROUPS = (("attention", ("attn",)), ("expert GEMMs", ("experts.fc1", "experts.fc2")),
           ("router", ("router",)),
-          ("dense GEMMs", ("qkv", "proj", "shared.fc", "q_down", "q_up", "kv_down", "kv_up")))
+          ("dense GEMMs", ("qkv", "proj", "mlp_in", "mlp_out", "shared.fc", "q_down", "q_up",
+                           "kv_down", "kv_up")))
 COLUMNS = ("attention", "dense GEMMs", "expert GEMMs", "FP8 casts", "router", "glue",
            "TP comm", "EP comm", "host wait")
 EP_OPS = ("dispatch", "combine", "routing")   # routing: HybridEP's routing-map all-gather
 
 
-def group_of(name: str, kind: str) -> str:
-    """The component (module docstring) of the op ``name`` of ``kind``."""
-    if kind == "collective":
-        return "EP comm" if any(op in name for op in EP_OPS) else "TP comm"
+def group_of(name: str, kind: str, stream: str = "compute") -> str:
+    """The component (module docstring) of the op ``name`` of ``kind`` on ``stream``."""
+    if kind == "collective" or stream != "compute":
+        if any(op in name for op in EP_OPS):
+            return "EP comm"
+        return "CP comm" if ".attn.cp" in name else "TP comm"
     if name.endswith(".cast"):
         return "FP8 casts"
     for group, parts in GROUPS:
@@ -57,22 +62,42 @@ def group_of(name: str, kind: str) -> str:
 
 def breakdown(p) -> dict[str, float]:
     """Seconds per component of the prediction ``p``'s layer (module docstring): each compute
-    op's time, each collective's part outside the compute stream's busy time, the host's wait."""
+    op's time, each op off the compute stream for its part outside the compute stream's busy
+    time (where ops off it overlap, their union's: one wait of the compute stream), the host's
+    wait. COLUMNS, and CP comm where the layer has any."""
     tl = p.run.timeline
     busy = tl.intervals("compute")
     out = dict.fromkeys(COLUMNS, 0.0)
     index = {name: i for i, name in enumerate(p.run.template.names)}
+    waits = []
     for row in p.ops:
         if row.name not in index:      # a phase's host-bound rest: the host wait below
             continue
-        i, group = index[row.name], group_of(row.name, row.kind)
-        if row.kind == "collective":
-            s, e = tl.start[i], tl.end[i]
-            hidden = sum(max(0.0, min(e, b) - max(s, a)) for a, b in busy)
-            out[group] += (e - s) - hidden
+        i, group = index[row.name], group_of(row.name, row.kind, row.stream)
+        if row.stream != "compute":
+            waits.append((tl.start[i], tl.end[i], group))
         else:
             out[group] += tl.end[i] - tl.start[i]
+    for group, seconds in _exposed(waits, busy).items():
+        out[group] = out.get(group, 0.0) + seconds
     out["host wait"] = p.layer.host_wait_s
+    return out
+
+
+def _exposed(waits, busy) -> dict[str, float]:
+    """Seconds per group of the time covered by the (start, end, group) ``waits`` and not by
+    the ``busy`` intervals, each instant counted once, for the group of the op that began
+    first among those covering it."""
+    cuts = sorted({t for s, e, _ in waits for t in (s, e)} | {t for a, b in busy for t in (a, b)})
+    out: dict[str, float] = {}
+    for lo, hi in zip(cuts, cuts[1:]):
+        mid = (lo + hi) / 2
+        if any(a <= mid < b for a, b in busy):
+            continue
+        covering = [(s, g) for s, e, g in waits if s <= mid < e]
+        if covering:
+            group = min(covering, key=lambda c: c[0])[1]
+            out[group] = out.get(group, 0.0) + hi - lo
     return out
 
 

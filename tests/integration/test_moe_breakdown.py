@@ -24,9 +24,29 @@ from moe_overlap_published import profile_rows  # noqa: E402
     ("fwd.experts.fc1.cast", "elementwise", "FP8 casts"), ("fwd.experts.act", "elementwise", "glue"),
     ("fwd.moe.dispatch", "collective", "EP comm"), ("bwd.moe.all-gather", "collective", "TP comm"),
     ("fwd.router.topk", "elementwise", "router"), ("bwd.attn", "attention", "attention"),
-    ("bwd.qkv.dgrad", "gemm", "dense GEMMs"), ("fwd.moe.permute", "elementwise", "glue")])
+    ("bwd.qkv.dgrad", "gemm", "dense GEMMs"), ("fwd.moe.permute", "elementwise", "glue"),
+    ("fwd.mlp_in.chunk3", "gemm", "dense GEMMs"), ("bwd.attn.cp0.accumulate", "elementwise", "glue")])
 def test_group_of(name, kind, group):
     assert group_of(name, kind) == group
+
+
+@pytest.mark.parametrize("name, kind, stream, group", [
+    ("fwd.qkv.p2p1", "p2p", "copy", "TP comm"), ("fwd.attn.cp.kv1", "p2p", "comm", "CP comm"),
+    ("bwd.qkv.reduce-scatter", "collective", "comm", "TP comm")])
+def test_ops_off_the_compute_stream_are_communication(name, kind, stream, group):
+    assert group_of(name, kind, stream) == group
+
+
+def test_parts_sum_to_a_dense_layer_with_ring_exchange_and_cp():
+    """A layer whose TP overlap copies shards on the copy engines (ring exchange) and whose
+    context-parallel ring sends K/V: ops off the compute stream count only where the compute
+    stream waits, once (bench/cp_published.py --layers)."""
+    from cp_published import runs
+    _, model, topo, nodes, settings, _ = runs()[1]
+    p = predict(model, topo, nodes=nodes, **settings)
+    parts = breakdown(p)
+    assert sum(parts.values()) == pytest.approx(p.layer.total_s, rel=1e-9)
+    assert parts["dense GEMMs"] > parts["attention"] > 0 and parts["TP comm"] > 0
 
 
 def test_parts_sum_to_the_layer():

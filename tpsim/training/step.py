@@ -332,14 +332,22 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     ``scatter_gather_p2p`` and no SP each TP rank sends only 1/tp of it and the receiving stage
     all-gathers it over its TP group before its chunk runs (Narayanan et al. 2021 section 4.1;
     DeepSpeed's pipeline engine, pipe_partitioned / grad_partitioned, as Megatron-DeepSpeed ran).
+
+    Layers past the model's (``sum(stage_layers) - model.layers``) are its multi-token-prediction
+    layers, which :func:`tpsim.training.pipeline.layout_layers` puts in the last virtual stage
+    (:mod:`tpsim.spec.pipeline_layout`): each is a layer of its index's kind there and one more
+    pass of the output layer and its loss (Megatron-core's ``MultiTokenPredictionBlock``
+    calls the shared output layer and the loss once per depth).
     """
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
     expert = terms.expert_unit_params(model, experts)
+    mtp = max(0, sum(stage_layers) - model.layers)
+    last = Part.total([(output, 1 + mtp)]) if mtp else output
     chunks = [Chunk.of(n, terms.chunk_units(model, tp, n, g == 0, g == last_g, starts[g],
                                                  experts), layer,
-                       embedding if g == 0 else None, output if g == last_g else None, moe,
+                       embedding if g == 0 else None, last if g == last_g else None, moe,
                        expert, partial) for g, n in enumerate(stage_layers)]
     p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
                           sequence_parallel or scatter_gather_p2p)

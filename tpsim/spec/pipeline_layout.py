@@ -18,7 +18,9 @@ only in a pipeline rank's last virtual stage, ``validate_layer_layout``). There 
 as Megatron-core's ``MultiTokenPredictionLayer`` runs it (``multi_token_prediction.py``): one
 more transformer layer of the model's last layer's kind and one more pass of the shared
 output layer and its loss (:func:`tpsim.training.step.make_setup`); its ``eh_proj`` (a 2h x h
-GEMM), its three norms and the embedding lookup of the shifted tokens are left out. Without a
+GEMM), its three norms, the embedding lookup of the shifted tokens, and with pp > 1 the
+embedding copy the last stage then holds (its parameters, and its gradient's all-reduce with
+the first stage's, Megatron-core's ``finalize_model_grads``) are left out. Without a
 layout the multi-token-prediction block is not priced (a recipe that trains it names it in
 its layout, as Megatron-Bridge's DeepSeek-V3 ones do).
 """

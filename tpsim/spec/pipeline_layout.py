@@ -16,11 +16,11 @@ model's ``mtp_layers`` (Megatron's check), and they sit in the last virtual stag
 (Megatron-core puts the multi-token-prediction block there without a layout, and accepts it
 only in a pipeline rank's last virtual stage, ``validate_layer_layout``). There each is priced
 as Megatron-core's ``MultiTokenPredictionLayer`` runs it (``multi_token_prediction.py``): one
-more transformer layer of the model's last layer's kind and one more pass of the shared
-output layer and its loss (:func:`tpsim.training.step.make_setup`); its ``eh_proj`` (a 2h x h
-GEMM), its three norms, the embedding lookup of the shifted tokens, and with pp > 1 the
-embedding copy the last stage then holds (its parameters, and its gradient's all-reduce with
-the first stage's, Megatron-core's ``finalize_model_grads``) are left out. Without a
+more transformer layer of the model's last layer's kind, one more pass of the shared output
+layer and its loss and one more embedding lookup (the shifted tokens), and with pp > 1 the
+last stage holds a copy of the embedding whose gradient it all-reduces with the first stage's
+(:func:`tpsim.training.step.make_setup`); its ``eh_proj`` (a 2h x h GEMM) and its three norms
+are left out. Without a
 layout the multi-token-prediction block is not priced (a recipe that trains it names it in
 its layout, as Megatron-Bridge's DeepSeek-V3 ones do).
 """

@@ -52,7 +52,10 @@ GPU (the summary's 25.09 DGX-H100 table; FP8: the parenthesised 330 is the block
 Its recipe then (Megatron-Bridge commit bafab587b, ``scripts/performance/configs/deepseek/
 deepseek_v3_llm_pretrain.yaml``): TP 2 PP 8 VP 4 EP 64 expert-TP 1, global batch 8192, the
 layers placed by Megatron's pipeline layout ``Et|(tt|)*30mL`` (``--pipeline-layout``: one
-layer beside the embedding, the multi-token-prediction layer, not priced, beside the loss), the
+layer beside the embedding, the multi-token-prediction layer beside the loss: the recipe's
+``use_mtp``, ``mtp_num_layers`` 1, priced there as one more MoE layer, one more pass of the
+output layer and loss, one more embedding lookup and the embedding copy the last stage holds,
+:mod:`tpsim.spec.pipeline_layout`; +35.6% without it), the
 yaml's recomputation (``recompute_modules: [mlp, moe_act]``) overridden on H100 by the 25.09
 release's ``scripts/performance/run_script.py`` (tag v0.1.0rc4): ``recompute_modules =
 ["mla_up_proj", "mlp"]`` and ``overlap_grad_reduce = False`` (``--recompute selective
@@ -151,6 +154,17 @@ tpsim's overlap saves 11.6 and 3.7: within two nodes the overlap's saving is abo
 seconds, and its speed-up's excess is the short step without it; the HybridEP run's profile
 puts most of that shortfall in the communication kernels (8.25 s a step against tpsim's 6.70 s
 at HybridEP's measured kernel rates, 5.04 s at NCCL's before). Qwen3's QK-norm is priced (:mod:`tpsim.layer.qk_norm`).
+The same profile's other numbers split the BF16 HybridEP run's 24.71 s (tpsim 20.68 s): the
+communication kernels 8.25 s (tpsim 6.70 s), the other kernels 14.4-14.6 s (tpsim's MoE-layer
+compute 12.9 s and ~0.7 s of the model's ends and optimizer), the GPU idle 1.89 s (tpsim's host
+wait 0.72 s): the gap is spread over all three, none alone. Set beside the EP 16 FP8 row above
+(the same model, layout, dispatcher, no overlap: 29.26 s a step at 8,960 tokens/s, the 26.04.01
+container), the BF16 run is 16% faster, where tpsim has the FP8 step 2% slower than the BF16
+one (21.16 s against 20.68 s): about 4 s of the FP8 row's 8.1 s gap (1.3 ms a layer and
+micro-batch) is on the FP8 path alone (Transformer Engine's per-expert current-scaling
+quantization and its host work, FP8 parameters' casts), the rest shared with BF16. The two runs
+are of different dates and containers (the BF16 one 2026-05/07, router and preprocessing in
+CUDA graphs, the FP8 one also the attention), so this points, it does not measure.
 
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe

@@ -16,7 +16,7 @@ from tpsim.cli import main
 from tpsim.report.render import prediction_json
 from tpsim.spec.layout import Layout
 from tpsim.spec.model import load_model
-from tpsim.spec.pipeline_layout import check_layers, stage_layers, unroll
+from tpsim.spec.pipeline_layout import check_layers, mtp_count, stage_layers, unroll
 from tpsim.training.pipeline import split_layers
 
 
@@ -89,3 +89,28 @@ def test_layout_predicts_as_first_and_last_stage_layers(first, last, text):
     assert said[1]["inputs"].pop("layout")["first_stage_layers"] == first
     assert json.dumps(said[0]) == json.dumps(said[1])
     assert by_layout.step == by_ends.step and by_layout.memory == by_ends.memory
+
+
+def test_multi_token_prediction_priced_in_the_last_virtual_stage():
+    """A multi-token-prediction layer (m) runs beside the output layer: one more layer, one more
+    pass of the output layer and its loss and one more embedding lookup on the last stage,
+    which the 1F1B steady state waits on (the last stage the slower one): the step grows by the
+    micro-batches times those. Untied, the last stage also holds a copy of the embedding (its
+    weights and state: at least its 16-bit weights more there than tied). Elsewhere than
+    the last virtual stage it is refused."""
+    job = dict(pp=2, global_batch=32)
+    grown = {}
+    for tied in (True, False):
+        base = dataclasses.replace(load_model("gpt3-1.3b"), tie_embeddings=tied)
+        mtp = dataclasses.replace(base, mtp_layers=1)
+        a = tpsim.predict(base, "dgx-h100-ndr-cluster", pipeline_layout="Et*12|t*12L", **job)
+        b = tpsim.predict(mtp, "dgx-h100-ndr-cluster", pipeline_layout="Et*12|t*12mL", **job)
+        t = a.model
+        assert b.step.time_s - a.step.time_s == pytest.approx(
+            32 * (t.layer_s + t.output_s + t.embedding_s), rel=0.02)
+        assert b.stage_memory[0].total_bytes == a.stage_memory[0].total_bytes
+        grown[tied] = b.stage_memory[-1].total_bytes - a.stage_memory[-1].total_bytes
+    assert grown[False] - grown[True] >= 2 * load_model("gpt3-1.3b").embedding_params(1)
+    assert mtp_count("Et*12|t*12mL") == 1
+    with pytest.raises(ConfigError, match="last virtual stage"):
+        tpsim.predict(mtp, "dgx-h100-ndr-cluster", pipeline_layout="Et*11m|t*13L", **job)

@@ -184,7 +184,7 @@ class Layout:
         megatron="--decoder-last-pipeline-num-layers")
     pipeline_layout: str | None = setting(
         None, "the layers of each virtual stage, as Megatron-core's layout string: per virtual "
-        "stage E (embedding), t (transformer layer), m (multi-token prediction, not priced), "
+        "stage E (embedding), t (transformer layer), m (multi-token prediction, in the last), "
         "L (output layer), stages separated by |, (...)*n repeats (tpsim.spec.pipeline_layout)",
         flag="--pipeline-layout", kind="name", megatron="--pipeline-model-parallel-layout")
     memory_headroom: float = setting(

@@ -32,35 +32,41 @@ attention term h (q + 2k) + q h becomes
 
 (the +1: the RMSNorms), and the core c 6 B s^2 q L becomes c 6 B s^2 H (d_n + d_r + d_v) L / 2.
 
+Multi-token prediction (``mtp_layers`` D, Megatron-LM's ``args.mtp_num_layers``): D more
+layers of the last layer's kind (L + D in every term above), each with its two norms, final
+norm and eh_proj, 6 (3 h + 2 h^2) a token, and D more passes of the logits, h V (1 + D).
+
 tpsim's own count differs from c = 1 only by its s (s + 1) / 2 pairs against s^2 / 2 and by
 what the model leaves out (biases, the embedding lookup), a few parts in 10^4 at s = 2048.
 """
 from __future__ import annotations
 
-from ..spec.model_params import moe_layers
+from ..spec.model_params import is_moe_layer, moe_layers
 
 
 def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
-                   full_square: bool = False) -> float:
+                   full_square: bool = False, mtp_layers: int = 0) -> float:
     """Megatron-LM's num_floating_point_operations for one step of ``global_batch`` sequences
-    of ``seq_len`` tokens (module docstring); ``full_square``: its count before March 2025.
-    The vocabulary is padded as Megatron pads it for ``tp`` ranks."""
-    h, L, s, B = model.hidden, model.layers, seq_len, global_batch
+    of ``seq_len`` tokens (module docstring); ``full_square``: its count before March 2025;
+    ``mtp_layers``: the multi-token-prediction layers trained. The vocabulary is padded as
+    Megatron pads it for ``tp`` ranks."""
+    h, L, s, B = model.hidden, model.layers + mtp_layers, seq_len, global_batch
     q, k = model.heads * model.head_dim, model.kv_heads * model.head_dim
-    sparse = moe_layers(model)
+    sparse = moe_layers(model) + mtp_layers * is_moe_layer(model, model.layers - 1)
     width = (L - sparse) * model.ffn_hidden
     if sparse:
         width += sparse * (model.experts_per_token * model.expert_ffn_hidden
                            + model.shared_experts * (model.shared_expert_ffn_hidden or 0))
     mlp = (model.mlp_in_gemms + 1) * h * width
-    per_token = L * (h * (q + 2 * k) + q * h) + mlp + h * model.padded_vocab(tp)
+    ends = mtp_layers * (3 * h + 2 * h * h) + (1 + mtp_layers) * h * model.padded_vocab(tp)
+    per_token = L * (h * (q + 2 * k) + q * h) + mlp + ends
     if model.mla:
         H, nope, rope, v = model.heads, model.qk_nope_head_dim, model.qk_rope_head_dim, \
             model.v_head_dim
         r_q, r_kv = model.q_lora_rank, model.kv_lora_rank
         q_term = r_q * (h + H * (nope + rope) + 1) if r_q else h * H * (nope + rope)
         attn = q_term + r_kv * (h + H * (nope + v) + 1) + h * rope + H * v * h
-        per_token = L * attn + mlp + h * model.padded_vocab(tp)
+        per_token = L * attn + mlp + ends
         q = H * (nope + rope + v) / 2
     core = (2 if full_square else 1) * s * s * q * L
     return 6.0 * B * (s * per_token + core)

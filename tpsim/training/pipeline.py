@@ -29,7 +29,7 @@ transfers on a link queue in order), and both sides' next ops wait for it.
 from __future__ import annotations
 
 from ..base.record import record
-from ..spec.pipeline_layout import check_layers
+from ..spec.pipeline_layout import check_layers, mtp_count
 
 FORWARD, BACKWARD = "F", "B"
 
@@ -256,13 +256,21 @@ def split_layers(layers: int, pp: int, v: int = 1, first: int | None = None,
 
 def layout_layers(layers: int, mtp_layers: int | None, lay) -> list[int]:
     """Layers of each virtual stage of Layout ``lay``: its --pipeline-layout's transformer
-    layers (:func:`tpsim.spec.pipeline_layout.check_layers`) when given, else
-    :func:`split_layers` (a ValueError naming what does not divide)."""
+    layers (:func:`tpsim.spec.pipeline_layout.check_layers`), its multi-token-prediction
+    layers counted in the last virtual stage, where they run (:func:`mtp_of`), when given,
+    else :func:`split_layers` (a ValueError naming what does not divide)."""
     if lay.pipeline_layout is not None:
-        return check_layers(lay.pipeline_layout, lay.pp, lay.virtual_stages, layers,
-                            mtp_layers)
+        counts = check_layers(lay.pipeline_layout, lay.pp, lay.virtual_stages, layers,
+                              mtp_layers)
+        return counts[:-1] + [counts[-1] + mtp_of(lay)]
     return split_layers(layers, lay.pp, lay.virtual_stages, lay.first_stage_layers,
                         lay.last_stage_layers)
+
+
+def mtp_of(lay) -> int:
+    """The multi-token-prediction layers Layout ``lay`` trains: its --pipeline-layout's ``m``
+    (:mod:`tpsim.spec.pipeline_layout`); none without a layout."""
+    return 0 if lay.pipeline_layout is None else mtp_count(lay.pipeline_layout)
 
 
 def _stage_counts(layers: int, pp: int, first: int | None, last: int | None) -> list[int]:

@@ -36,7 +36,7 @@ from ..spec.precision import LOW_PRECISION, precision, precision_key
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
-from .pipeline import layout_layers
+from .pipeline import layout_layers, mtp_of
 from .partial_recompute import base_layout, partial_of
 from .remedies import memory_remedies
 from ..sim.simulate import layer_times, phase_times, simulate
@@ -281,7 +281,7 @@ def _published(step, m: ModelConfig, lay: Layout, par: Parallelism):
     """``step`` with Megatron-LM's TFLOP/s per GPU (:func:`~tpsim.training.flops.megatron_flops`
     / GPUs / step time), its count since and before March 2025."""
     def per_gpu(full_square: bool) -> float:
-        flops = megatron_flops(m, lay.global_batch, lay.seq_len, lay.tp, full_square)
+        flops = megatron_flops(m, lay.global_batch, lay.seq_len, lay.tp, full_square, mtp_of(lay))
         return flops / par.world / step.time_s / 1e12
     return dataclasses.replace(step, megatron_tflops_per_gpu=per_gpu(False),
                                megatron_full_square_tflops_per_gpu=per_gpu(True))

@@ -8,11 +8,24 @@ interconnect", 59 runs on 8 A100 80GB (a100_bf16_llmfoundry.csv); one node each,
 Each MPT model as llm-foundry v0.3.0's ``scripts/train/yamls/pretrain/mpt-*.yaml`` builds it
 (``llmfoundry/models/mpt/configuration_mpt.py`` defaults: biases, tied embeddings, LayerNorm,
 GELU MLP x4, no dropout, vocabulary 50368; learned position embeddings, not priced) and each run
-as its table lists it: PyTorch FSDP FULL_SHARD over the 8 GPUs (tpsim: ZeRO-3; Composer's
-DEFAULT mixed precision: bf16 gathers; it leaves ``reduce_dtype`` unset, which PyTorch 2's
-FSDP takes as the bf16 parameter dtype, where tpsim reduce-scatters fp32 gradients, as
-torchtitan does: the runs' PyTorch version is not stated), the micro-batch and gradient
-accumulation, activation checkpointing of whole MPT blocks (tpsim: full recomputation).
+as its table lists it: PyTorch FSDP FULL_SHARD over the 8 GPUs (tpsim: ZeRO-3), the
+micro-batch (``submit_benchmarks.py``'s ``--microbatch_size``, not Composer's ``auto``) and
+gradient accumulation, activation checkpointing of whole MPT blocks (tpsim: full
+recomputation). The software: PyTorch 2.1 (``sweep.sh``'s image
+``mosaicml/pytorch:2.1.0_cu121-python3.10-ubuntu20.04``; v0.3.0's ``setup.py`` allows
+``torch<2.1.1``) and Composer 0.16.3 or 0.16.4 (``mosaicml>=0.16.3,<0.17``). The yamls'
+``fsdp_config``: ``limit_all_gathers: true`` (FSDP's rate limiter, two units' all-gathers in
+flight), ``activation_checkpointing_reentrant: false``, ``activation_cpu_offload: false``;
+Composer's defaults for the rest (``composer/trainer/dist_strategy.py``,
+``set_fsdp_default``): ``backward_prefetch: BACKWARD_POST``, ``forward_prefetch: false``,
+``use_orig_params: true``: one unit gathered ahead, as tpsim's FSDP schedule runs
+(:mod:`tpsim.training.sharded_dp`). Composer's ``DEFAULT`` mixed precision gathers bf16; its
+``reduce_dtype`` is fp32 in 0.16.4 (``composer/trainer/mosaic_fsdp_utils.py``,
+``get_mixed_precision``), unset in 0.16.3 (bf16 under PyTorch 2.1's FSDP): tpsim
+reduce-scatters fp32 gradients, as 0.16.4 does. Every MPT yaml's optimizer is Composer's
+``DecoupledAdamW`` at weight decay 0; ``submit_benchmarks.py`` sets ``norm_type:
+low_precision_layernorm`` (LayerNorm in bf16 under autocast, no fp32 output to cast back:
+tpsim's fused 16-bit kernel).
 
 The stack is ``--framework llm-foundry`` (:mod:`tpsim.spec.frameworks`): ``submit_benchmarks.py``
 at b2a43a147 installs llm-foundry v0.3.0 with ``.[gpu]`` and leaves ``attn_impl`` at its default
@@ -68,7 +81,8 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
     m = ModelConfig(name=r["model"], layers=layers, hidden=hidden, heads=heads, vocab=50368,
                     seq_len=seq, bias=True, tie_embeddings=True)
     knobs = {"attention": None, "eager_kernels": False, "fsdp_fp32_params": False,
-             "cross_entropy": Layout().cross_entropy, "train_metrics": 0}
+             "fsdp_flat_params": False, "cross_entropy": Layout().cross_entropy,
+             "train_metrics": 0}
     settings = with_framework(FRAMEWORK, knobs, dict(knobs, attention=Layout().attention))
     p = predict(m, topology, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",

@@ -80,13 +80,14 @@ def test_what_a_stack_could_not_run_is_refused(capsys, name, flags, flag):
 def test_llm_foundry_is_triton_attention_with_mpts_fused_kernels(capsys):
     """llm-foundry v0.3.0: attn_impl triton (FlashAttention in Triton), flash-attn's fused
     cross-entropy (loss_fn fused_crossentropy), Composer's two training metrics each
-    micro-batch, MPT's kernels priced as the fused ones; Llama's eager kernels are refused."""
+    micro-batch, FSDP1's flat parameters, MPT's kernels priced as the fused ones; Llama's eager
+    kernels are refused."""
     args = ["predict", "--model", "gpt3-760m", "--topology", "dgx-a100", "--tp", "1", "--dp",
             "8", "--zero", "3", "--json", "--framework", "llm-foundry"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr()[0])
     want = predict("gpt3-760m", "dgx-a100", tp=1, dp=8, zero=3, attention="triton",
-                   cross_entropy="xentropy", train_metrics=2)
+                   cross_entropy="xentropy", train_metrics=2, fsdp_flat_params=True)
     assert out["step"]["time_s"] == want.step.time_s
     assert out["inputs"]["attention"] == "triton"
     no_metrics = predict("gpt3-760m", "dgx-a100", tp=1, dp=8, zero=3, attention="triton",

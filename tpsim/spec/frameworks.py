@@ -53,7 +53,9 @@ user's value.
   (``--train-metrics 2``): ``ComposerMPTCausalLM``'s ``LanguageCrossEntropy`` and
   ``LanguagePerplexity`` (each a ``torch.nn.CrossEntropyLoss`` over the logits), which Composer
   0.16's ``Trainer._train_microbatch`` updates after every micro-batch's backward
-  (``_eval_train_metrics``, under the autocast context). No Transformer Engine in bf16.
+  (``_eval_train_metrics``, under the autocast context). PyTorch FSDP is FSDP1, whose flat
+  parameters copy each unit's gradients in every backward (``--fsdp-flat-params``:
+  :mod:`tpsim.training.fsdp_flat`). No Transformer Engine in bf16.
 
 Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
 beside the weight-gradient GEMM, as in Megatron-core's
@@ -73,7 +75,7 @@ FRAMEWORKS: dict[str, dict] = {
                            "query_key_layer_scaling": True},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
     "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
-    "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True,
+    "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
                     "cross_entropy": "xentropy", "train_metrics": 2},
 }
 _NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),

@@ -256,6 +256,11 @@ class Layout:
         "no 16-bit shard is kept, the 16-bit weights exist only gathered (PyTorch FSDP's mixed "
         "precision, as torchtitan and llm-foundry run it; ignored below --zero 3; "
         "tpsim.training.sharded_dp.state_bytes)", "--fsdp-fp32-params")
+    fsdp_flat_params: bool = _flag(
+        False, "ZeRO-2/3 as PyTorch FSDP1 runs it: each unit's parameters are views of one flat "
+        "tensor, so every micro-batch's backward copies the unit's 16-bit gradients into the "
+        "flat gradient (llm-foundry's Composer FSDP; ignored below --zero 2; "
+        "tpsim.training.fsdp_flat)", "--fsdp-flat-params")
 
     def __post_init__(self):
         check(self)

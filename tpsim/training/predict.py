@@ -253,8 +253,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     if partial is not None and run is not lay:      # block: its recomputed layers
         rc = _recomputed_layers(m, topo, lay, experts, sparse)
         kinds = partial.model_kinds(kinds, m, stage_layers, [s and layer_times(s) for s in rc])
-        partial = dataclasses.replace(partial, layer=Part.of(rc[0]),
-                                      moe=rc[1] and Part.of(rc[1]))
+        partial = dataclasses.replace(partial, layer=Part.of(rc[0]), moe=rc[1] and Part.of(rc[1]))
     step = sum(n * t.total_s for t, n in kinds) + emb_s + out_s
     out_flops = out.flops
     flops = sum(n * t.flops for t, n in kinds) + out_flops
@@ -264,7 +263,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
-                  experts.edp if experts and experts.apart else 0, lay.pp, lay.fsdp_fp32_params)
+                  experts.edp if experts and experts.apart else 0, lay.pp, lay.fsdp_fp32_params,
+                  lay.fsdp_flat_params)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,

@@ -26,16 +26,17 @@ pytorch/torchtitan) runs them, with DeepSpeed's ZeRO-2 as stage 3 without the we
   (FSDP2's post-backward callback waits for the reduce-scatter stream).
 
 A chunk's forward (backward) is then the two streams' max-plus recurrence over its units
-(:func:`forward_s`, :func:`backward_s`): unit i's compute starts at S_i = max(C_i-1, A_i),
-where its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and
-C_i = S_i + compute_i, the compute slowed to 1 - the device's ``comm_compute_interference``
-while the stream runs beside it (NCCL's kernels take SMs: the rule of every collective that
-overlaps compute, :func:`tpsim.sim.schedule.slowed_end`); the exposed rest counts as DP
-communication (``Part.dp_exposed_s``).
+(:func:`forward_s`, :func:`backward_s`): unit i's compute starts at S_i = max(C_i-1, A_i), where
+its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and C_i = S_i +
+compute_i, the compute slowed to 1 - the device's ``comm_compute_interference`` while the stream
+runs beside it (NCCL's kernels take SMs: the rule of every collective that overlaps compute,
+:func:`tpsim.sim.schedule.slowed_end`); the exposed rest counts as DP communication
+(``Part.dp_exposed_s``).
 
-Not modelled: FSDP2 runs the all-gathers and the reduce-scatters on two streams (here one
-in-order stream carries both, as they share the links), the float8 all-gather's per-step amax
-all-reduce (one number per weight), and the bucketing of units Megatron-FSDP and DeepSpeed do.
+Not modelled: FSDP2's two streams for the all-gathers and reduce-scatters (one in-order stream
+here, as they share the links) and its copy of the gathered weights into the parameters on the
+compute stream (``foreach_all_gather_copy_out``), the float8 all-gather's amax all-reduce (one
+number per weight), Megatron-FSDP's and DeepSpeed's bucketing. FSDP1: :mod:`.fsdp_flat`.
 
 Memory per rank (:func:`state_bytes`): parameters x (weights / s [ZeRO-3] + main gradients / s
 [ZeRO-2, 3] + optimizer state / s), plus ZeRO-3's two gathered units (16-bit weights, or every
@@ -46,34 +47,33 @@ With context parallelism the shard group is the dp x cp ranks, and a model's fol
 experts shard over expert DP, each MoE unit gathering and reducing its experts' part there
 (:mod:`tpsim.training.shard_groups`: s cp and edp s / d ranks).
 
-With a pipeline (pp > 1: ``pipelined``) the units run as PyTorch's pipeline schedules run an
-FSDP2 stage (``torch/distributed/pipelining/stage.py``: every micro-batch's backward with
+With a pipeline (pp > 1: ``pipelined``) the units run as PyTorch's pipeline schedules run an FSDP2
+stage (``torch/distributed/pipelining/stage.py``: every micro-batch's backward with
 ``set_requires_gradient_sync(False)`` and ``set_reshard_after_backward(False)``, then one
-``perform_reduce_grad`` after the stage's last backward): the main gradients accumulate whole
-and are reduce-scattered once per step after the backward (the step's DP reduction, as the
-distributed optimizer's without overlap); ZeRO-3 gathers every unit at the step's start (its
-first forward waits for it, as Megatron-core's overlapped weight gather,
-:mod:`tpsim.training.step_gather`), and with ``reshard_after_forward`` each backward gathers
-its unit again (the forward before it resharded it): m + 1 gathers per unit and step, as
-torch's 1F1B makes them (its warmup forwards gather instead of its cooldown backwards, which
-find the unit still gathered). torchtitan's default with a pipeline is no resharding after
-the forward (``fsdp_reshard_after_forward`` "default": one gather per step). A rank then holds
-whole gradients and, ZeRO-3, every unit of its stage gathered. HSDP and the fp8 all-gather
-are not modelled with a pipeline (refused).
+``perform_reduce_grad`` after the stage's last backward): the main gradients accumulate whole and
+are reduce-scattered once per step after the backward (the step's DP reduction, as the distributed
+optimizer's without overlap); ZeRO-3 gathers every unit at the step's start (its first forward
+waits for it, as Megatron-core's overlapped weight gather, :mod:`tpsim.training.step_gather`), and
+with ``reshard_after_forward`` each backward gathers its unit again (the forward before it
+resharded it): m + 1 gathers per unit and step, as torch's 1F1B makes them (its warmup forwards
+gather instead of its cooldown backwards, which find the unit still gathered). torchtitan's default
+with a pipeline is no resharding after the forward (``fsdp_reshard_after_forward`` "default": one
+gather per step). A rank then holds whole gradients and, ZeRO-3, every unit of its stage gathered.
+HSDP and the fp8 all-gather are not modelled with a pipeline (refused).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-from . import data_parallel as dpm
-from . import terms
+from . import data_parallel as dpm, terms
 from ..base.errors import ConfigError
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import precision
 from ..sim.price import group_collective
 from ..sim.result import CollectiveRow
 from ..sim.schedule import slowed_end
+from .fsdp_flat import with_flat_grad_copies
 from .shard_groups import dense_groups, expert_groups, expert_shard, sharded_shares, stage_experts
 
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
@@ -94,6 +94,7 @@ class Sharding:
     expert_shard: int = 0
     pipelined: bool = False     # pp > 1: torch's pipeline schedules (module docstring)
     fp32_params: bool = False   # ZeRO-3's shards are the fp32 masters (state_bytes)
+    flat_params: bool = False   # FSDP1's flat parameters (tpsim.training.fsdp_flat)
 
     @property
     def per_unit(self) -> bool:
@@ -123,11 +124,11 @@ UNSHARDED = Sharding()
 
 def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
              fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1,
-             fp32_params: bool = False) -> Sharding:
+             fp32_params: bool = False, flat_params: bool = False) -> Sharding:
     """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` DP ranks (None: all
     of dp) x ``cp``, folded experts (``edp`` > 0 ranks of expert DP) over edp s / d
-    (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP
-    and the fp8 all-gather refused there, naming their flags)."""
+    (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP and
+    the fp8 all-gather refused there, naming their flags)."""
     if zero_stage < 2:
         return UNSHARDED
     s = dp if shard_group is None else shard_group
@@ -136,7 +137,7 @@ def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_fo
         raise ConfigError(flag, "", f"off with --pp {pp} (ZeRO-2/3 beside a pipeline is "
                           "modelled over all of dp, gathered in 16 bits)", value)
     return Sharding(zero_stage, s * cp, reshard_after_forward, fp8_all_gather,
-                    expert_shard(edp, dp, s) if edp else 0, pp > 1, fp32_params)
+                    expert_shard(edp, dp, s) if edp else 0, pp > 1, fp32_params, flat_params)
 
 
 def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
@@ -335,7 +336,8 @@ def shard_setup(setup, sh: Sharding, topo):
         setup = dataclasses.replace(setup, distributed_optimizer=True, overlap_grad_reduce=False,
                                     overlap_param_gather=sh.stage == 3)
     chunked = sh.per_unit or sh.per_micro_batch((1.0, 1.0, 1.0)) != (0.0, 0.0, 0.0)
-    chunks = tuple(sharded_chunk(c, setup.precision, sh, par, g % par.pp, price, setup.experts,
+    chunks = tuple(sharded_chunk(with_flat_grad_copies(c, topo.device) if sh.flat_params else c,
+                                 setup.precision, sh, par, g % par.pp, price, setup.experts,
                                  topo.device.comm_compute_interference)
                    for g, c in enumerate(setup.chunks)) if chunked else setup.chunks
     shards = tuple(sharded_shares(n, stage_experts(setup, r), sh.shard, sh.expert_shard)
@@ -393,6 +395,6 @@ def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_opti
 
 
 __all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group",
-           "expert_gather_group", "replica_group", "unit_comm", "unit_collectives", "layer_collectives", "forward_s",
-           "backward_s", "sharded_chunk", "shard_setup", "check_dtype", "state_bytes",
-           "largest_unit"]
+           "expert_gather_group", "replica_group", "unit_comm", "unit_collectives",
+           "layer_collectives", "forward_s", "backward_s", "sharded_chunk", "shard_setup",
+           "check_dtype", "state_bytes", "largest_unit"]

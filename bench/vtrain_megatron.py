@@ -260,6 +260,27 @@ def decompose(data, e: np.ndarray, topo) -> None:
     per_parameter(data, meas, pred, topo)
 
 
+def stage_parts(data, e: np.ndarray) -> None:
+    """Multi-node runs of one split and model at three or more micro-batch sizes: the step per
+    slot of the pipeline, T / (m + p - 1) (m micro-batches, p stages), fitted as c + b x s
+    (b the micro-batch size: c per micro-batch and stage whatever its size, s per sequence),
+    measured beside tpsim (least squares; these runs are not exactly linear)."""
+    groups = defaultdict(list)
+    for r, x in zip(data, e):
+        slots = micro_batches(r) + int(r["pipeline parallelism"]) - 1
+        measured = float(r["iteration time (ms)"]) / 1e3
+        groups[(float(r["Parameters (billion)"]), split(r))].append(
+            (int(r["micro batch"]), measured / slots, measured * (1 + x) / slots))
+    print("  per pipeline slot, T / (m + p - 1) = c + b s (b micro-batch size), 3+ sizes:")
+    for (billions, k), v in sorted(groups.items()):
+        v = np.array(sorted(v))
+        if len(set(v[:, 0])) < 3:
+            continue
+        (ms, mc), (ps, pc) = np.polyfit(v[:, 0], v[:, 1], 1), np.polyfit(v[:, 0], v[:, 2], 1)
+        print(f"    {billions:5.1f}B {k}: c {mc * 1e3:6.1f} ms, s {ms * 1e3:5.1f} ms; tpsim c "
+              f"{pc * 1e3:5.1f}, s {ps * 1e3:5.1f} (b {v[0, 0]:.0f}-{v[-1, 0]:.0f})")
+
+
 def report(name: str, argv: list[str]) -> None:
     shipped = "--shipped-network" in argv
     topo = topology(name, shipped)
@@ -275,6 +296,8 @@ def report(name: str, argv: list[str]) -> None:
             decompose(data, e, topo)
     print("  by TP x PP x DP:")
     print("\n".join(by_group(data, e, split)))
+    if name == "multi" and "--decompose" in argv:
+        stage_parts(data, e)
     if name == "multi":
         print("  by model:")
         print("\n".join(by_group(data, e, lambda r: f"{float(r['Parameters (billion)']):6.1f}B")))

@@ -35,7 +35,8 @@ no fit; ``--fit-host-dispatch`` re-runs the fit with the step prediction (a grid
 host_dispatch_us on that subset) and reports the held-out error. vTrain's own reported mean
 absolute errors: 8.37% (single node), 14.73% (multi-node).
 
-    python bench/vtrain_megatron.py [--rows] [--breakdown] [--shipped-network] [--fit-host-dispatch]
+    python bench/vtrain_megatron.py [--rows] [--breakdown] [--decompose] [--shipped-network]
+                                    [--fit-host-dispatch]
 """
 from __future__ import annotations
 
@@ -61,6 +62,10 @@ TOPOLOGY = {"single": "dgx-a100", "multi": "dgx-a100-hdr-cluster"}
 MULTI_NICS_PER_NODE = 4
 BREAKDOWN = ("compute_s", "tp_comm_exposed_s", "pp_comm_exposed_s", "dp_comm_exposed_s",
              "bubble_s", "host_wait_s", "optimizer_s")
+# the columns a configuration is not told apart by: its split a + n t (--decompose) has one a per
+# configuration, and one t per configuration but the DP degree (and so the GPU count)
+NOT_IN_A = ("global batch", "iteration time (ms)")
+NOT_IN_T = NOT_IN_A + ("# GPUs", "data parallelism")
 SETTINGS = dict(dtype="fp16", recompute="full", overlap_grad_reduce=False,
                 scatter_gather_p2p=True, query_key_layer_scaling=True)
 
@@ -177,6 +182,105 @@ def breakdown(r: dict, topo) -> str:
             f"{step.time_s:6.2f} s = {parts} ({step.micro_batches} micro-batches)")
 
 
+def micro_batches(r: dict) -> int:
+    """The run's micro-batches per step: global batch / (DP x micro-batch)."""
+    return int(r["global batch"]) // int(r["data parallelism"]) // int(r["micro batch"])
+
+
+def config(r: dict, left_out: tuple[str, ...]) -> tuple:
+    """Row ``r``'s values but the columns ``left_out``: the configuration it is a run of."""
+    return tuple(v for k, v in r.items() if k not in left_out)
+
+
+def linear_parts(data, seconds: np.ndarray) -> dict:
+    """Per configuration (every column but the global batch) with two or more runs, the least-
+    squares split of ``seconds`` into a per-step part a and a per-micro-batch part t,
+    seconds = a + n t (n: :func:`micro_batches`): {key: (row indices, a, t, max residual)}."""
+    groups = defaultdict(list)
+    for i, r in enumerate(data):
+        groups[config(r, NOT_IN_A)].append(i)
+    out = {}
+    for key, idx in groups.items():
+        n = np.array([micro_batches(data[i]) for i in idx], dtype=float)
+        if len(set(n)) < 2:
+            continue
+        design = np.vstack([np.ones_like(n), n]).T
+        (a, t), *_ = np.linalg.lstsq(design, seconds[idx], rcond=None)
+        out[key] = (idx, a, t, float(np.max(np.abs(design @ (a, t) - seconds[idx]))))
+    return out
+
+
+def per_parameter(data, meas: dict, pred: dict, topo) -> None:
+    """PP 1: the per-step part a against the parameters a GPU holds, by DP (least squares,
+    a = c0 + c1 P): at DP 1 the optimizer's step alone, above it with the DP all-reduce."""
+    by_dp = defaultdict(list)
+    for key, (idx, a, _, _) in meas.items():
+        r = data[idx[0]]
+        if r["pipeline parallelism"] == "1":
+            params = prediction(r, topo).memory.params_per_gpu
+            by_dp[int(r["data parallelism"])].append((params, a, pred[key][1]))
+    print("  PP 1, a against the parameters a GPU holds, by DP (least squares): at DP 1 the "
+          "optimizer's step, above it with the DP all-reduce")
+    for dp, v in sorted(by_dp.items()):
+        v = np.array(v)
+        (m1, m0), (p1, p0) = np.polyfit(v[:, 0], v[:, 1], 1), np.polyfit(v[:, 0], v[:, 2], 1)
+        print(f"    pp  1 dp {dp}: a = {m0 * 1e3:4.2f} ms + {m1 * 1e12:4.1f} ps a parameter, "
+              f"tpsim {p0 * 1e3:4.2f} ms + {p1 * 1e12:4.1f} ps ({len(v)} configurations)")
+
+
+def decompose(data, e: np.ndarray, topo) -> None:
+    """The single-node runs split into their per-step and per-micro-batch parts, measured and
+    predicted, by TP x PP; the error each part alone makes (the other part as measured)."""
+    measured = np.array([float(r["iteration time (ms)"]) / 1e3 for r in data])
+    meas, pred = linear_parts(data, measured), linear_parts(data, measured * (1 + e))
+    rows = sum(len(v[0]) for v in meas.values())
+    slopes = defaultdict(list)                   # t by configuration but DP (and GPUs)
+    for idx, _, t, _ in meas.values():
+        slopes[config(data[idx[0]], NOT_IN_T)].append(t)
+    spread = max(max(v) - min(v) for v in slopes.values())
+    print(f"  as a + n t (a per step: optimizer, DP all-reduce, pipeline fill; t per micro-batch;"
+          f" n micro-batches): {rows} runs in {len(meas)} configurations of 2+ batch sizes, "
+          f"max residual {max(v[3] for v in meas.values()):.0e} s; t the same at every DP "
+          f"(spread {spread:.0e} s): {len(slopes)} t and {len(meas)} a make them")
+    print("  by TP x PP: a measured (mean), a and t tpsim / measured (t: mean, range), mean "
+          "signed error of tpsim's a alone and of its t alone (the other part as measured)")
+    groups = defaultdict(list)
+    for key, (idx, a, t, _) in meas.items():
+        ap, tp_ = pred[key][1:3]
+        for i in idx:
+            n = micro_batches(data[i])
+            groups[split(data[i])[:11]].append(
+                (a, ap / a, tp_ / t, (ap + n * t) / measured[i] - 1,
+                 (a + n * tp_) / measured[i] - 1))
+    for k, v in sorted(groups.items()):
+        v = np.array(v)
+        print(f"    {k}: a {v[:, 0].mean() * 1e3:5.1f} ms, x{v[:, 1].mean():.2f}; t "
+              f"x{v[:, 2].mean():.2f} ({v[:, 2].min():.2f}-{v[:, 2].max():.2f}); from a "
+              f"{v[:, 3].mean():+5.1%}, from t {v[:, 4].mean():+6.1%} ({len(v)} runs)")
+    per_parameter(data, meas, pred, topo)
+
+
+def stage_parts(data, e: np.ndarray) -> None:
+    """Multi-node runs of one split and model at three or more micro-batch sizes: the step per
+    slot of the pipeline, T / (m + p - 1) (m micro-batches, p stages), fitted as c + b x s
+    (b the micro-batch size: c per micro-batch and stage whatever its size, s per sequence),
+    measured beside tpsim (least squares; these runs are not exactly linear)."""
+    groups = defaultdict(list)
+    for r, x in zip(data, e):
+        slots = micro_batches(r) + int(r["pipeline parallelism"]) - 1
+        measured = float(r["iteration time (ms)"]) / 1e3
+        groups[(float(r["Parameters (billion)"]), split(r))].append(
+            (int(r["micro batch"]), measured / slots, measured * (1 + x) / slots))
+    print("  per pipeline slot, T / (m + p - 1) = c + b s (b micro-batch size), 3+ sizes:")
+    for (billions, k), v in sorted(groups.items()):
+        v = np.array(sorted(v))
+        if len(set(v[:, 0])) < 3:
+            continue
+        (ms, mc), (ps, pc) = np.polyfit(v[:, 0], v[:, 1], 1), np.polyfit(v[:, 0], v[:, 2], 1)
+        print(f"    {billions:5.1f}B {k}: c {mc * 1e3:6.1f} ms, s {ms * 1e3:5.1f} ms; tpsim c "
+              f"{pc * 1e3:5.1f}, s {ps * 1e3:5.1f} (b {v[0, 0]:.0f}-{v[-1, 0]:.0f})")
+
+
 def report(name: str, argv: list[str]) -> None:
     shipped = "--shipped-network" in argv
     topo = topology(name, shipped)
@@ -188,8 +292,12 @@ def report(name: str, argv: list[str]) -> None:
         used = np.array([fitted_on(r) for r in data])
         print(summary("  rows used in no fit", e[~used]))
         print(summary("  rows host_dispatch_us was fitted on", e[used]))
+        if "--decompose" in argv:
+            decompose(data, e, topo)
     print("  by TP x PP x DP:")
     print("\n".join(by_group(data, e, split)))
+    if name == "multi" and "--decompose" in argv:
+        stage_parts(data, e)
     if name == "multi":
         print("  by model:")
         print("\n".join(by_group(data, e, lambda r: f"{float(r['Parameters (billion)']):6.1f}B")))

@@ -120,7 +120,11 @@ class _Pipeline:
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
         world = lay0.tp * lay0.cp * lay0.pp * lay0.dp
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world, comm)
+        # the layer depends on the micro-batches per step only without the gradient
+        # accumulation fusion (tpsim.search.step.layer_parts)
+        fused = run.setting("gradient_accumulation_fusion")
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world, comm, 1 if fused
+                                         else terms.micro_batches(run.global_batch, mb, dp))
                                         + ((dp * cp, z) if z > 1 else (1, 0))
                                         for tp, dp, mb, sp, rc, ov, _, _, z, cp, ep, etp, comm
                                         in fields])
@@ -152,7 +156,7 @@ def price_pipelines(run: Run, groups: list[list[Layout]],
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
-    parts = [[sharded_parts(layer_parts(run, *key[:10]), run, price, key[0], q.p, *key[10:],
+    parts = [[sharded_parts(layer_parts(run, *key[:11]), run, price, key[0], q.p, *key[11:],
                             q.layers, *key[6:8]) for key in q.parts] for q in pipes]
     shapes = []
     for q, ps in zip(pipes, parts):

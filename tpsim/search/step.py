@@ -35,38 +35,23 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..base.memo import Memo, memoised, value_hash
+from ..base.memo import Memo, memoised
 from . import dp_events
+from .run import Run
 from ..training import terms
 from ..training.grad_buckets import prescale_s, reduce_ranks, split_buckets
 from ..sim.memory import stage_memory
 from ..spec.folding import Folded
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
-from ..spec.precision import precision_key
 from ..training.pipeline import split_layers
-from ..training.predict import simulate_layer
+from ..layer.recompute import DEFAULT_MODULES
+from ..training.predict import layout_layer
 from ..sim.price import group_collective
 from ..training.step import Part
 from ..training.step_bound import end_stages
 from ..training.sharded_dp import largest_unit, sharding, state_bytes
 from ..training.weight_cache import stage_plain_params
-
-
-@dataclass(frozen=True)
-class Run:
-    """What every layout of one search shares: the model, topology and resolved settings.
-    Compared and hashed by value (once per run): a second search of the same job, by names
-    or by objects, finds the first one's memos."""
-    model: object
-    topo: object
-    seq_len: int
-    dtype: str
-    dropout: float
-    attention: str
-    global_batch: int
-
-    __hash__ = value_hash
 
 
 @dataclass(frozen=True)
@@ -96,38 +81,48 @@ _REDUCERS = Memo("search stage reductions", 4096)
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                 overlap: bool, cp: int = 1, ep: int = 1, expert_tp: int | None = None,
-                world: int = 0, cp_comm: str = "p2p") -> Parts:
-    """The layer, embedding and output layer as predict simulates them, memoised: the ends
-    per (tp, micro-batch, SP, CP), which is all they depend on; selective recomputation with
-    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); ``cp``:
-    context parallelism by ``cp_comm``; with experts, folded ``ep`` x ``expert_tp`` on
-    ``world`` GPUs (:func:`moe_parts`)."""
+                world: int = 0, cp_comm: str = "p2p", m: int = 1) -> Parts:
+    """The layer, embedding and output layer as predict simulates them under the run's fixed
+    settings, memoised: the ends per (tp, micro-batch, SP, CP), which is all they depend on;
+    selective recomputation of the default modules with fused attention is the layer without
+    recomputation (:mod:`tpsim.layer.recompute`); ``cp``: context parallelism by ``cp_comm``;
+    with experts, folded ``ep`` x ``expert_tp`` on ``world`` GPUs (:func:`moe_parts`); ``m``:
+    micro-batches per step, which the layer depends on only without the gradient accumulation
+    fusion (1 otherwise)."""
     return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp, ep, expert_tp,
-                       world, cp_comm), _layer_parts, run, tp, micro_batch, sp, recompute,
-                      overlap, cp, ep, expert_tp, world, cp_comm)
+                       world, cp_comm, m), _layer_parts, run, tp, micro_batch, sp, recompute,
+                      overlap, cp, ep, expert_tp, world, cp_comm, m)
+
+
+def same_recompute(run: Run, recompute: str) -> tuple[str, tuple | None]:
+    """(recompute, modules) the layer runs as: selective recomputation of the default modules
+    with fused attention recomputes nothing (:mod:`tpsim.layer.recompute`)."""
+    modules = run.setting("recompute_modules")
+    if recompute == "selective" and run.attention != "unfused" and \
+            modules in (None, DEFAULT_MODULES):
+        return "none", None
+    return recompute, modules
 
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                  overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int,
-                 cp_comm: str) -> Parts:
-    if recompute == "selective" and run.attention != "unfused":
-        recompute = "none"
+                 cp_comm: str, m: int) -> Parts:
+    recompute, modules = same_recompute(run, recompute)
+    lay = run.layout(tp=tp, micro_batch=micro_batch, sequence_parallel=sp, recompute=recompute,
+                     recompute_modules=modules, tp_comm_overlap=overlap, cp=cp, cp_comm=cp_comm,
+                     ep=ep, expert_tp=expert_tp, global_batch=m * micro_batch)
     sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp,
-                               cp_comm),
-                              simulate_layer, run.model, run.topo, tp, micro_batch, run.seq_len,
-                              run.dtype, sp, run.dropout, run.attention, recompute, overlap,
-                              False, cp, cp_comm)
+                               cp_comm, m), layout_layer, run.model, run.topo, lay)
 
     def ends():
-        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
+        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout,
+                                    run.setting("cross_entropy"), run.setting("train_metrics"))
         return Part.of(emb), Part.of(out)
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     if not run.model.moe:
         return Parts(Part.of(sim), emb, out)
     experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
-    moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
-                         run.dropout, run.attention, recompute, overlap, True, cp, cp_comm,
-                         experts=experts)[0]
+    moe = layout_layer(run.model, run.topo, lay, True, experts)[0]
     return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
 
 
@@ -249,7 +244,7 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
     parallelism leaves partial, before the stage's DP stream can finish."""
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     params = terms.sp_sync_params(run.model, layers, pp, v, True)
-    return np.array([terms.sp_sync_s(params[r], run.dtype, par, r, price) or 0.0
+    return np.array([terms.sp_sync_s(params[r], run.precision(), par, r, price) or 0.0
                      for r in end_stages(pp)])
 
 
@@ -264,18 +259,18 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE layers
     folded ``ep`` x ``expert_tp``."""
     model, dev = run.model, run.topo.device
-    dtype = precision_key(run.dtype, any_layout=dev.fp8_any_layout)   # as the step's
+    get, dtype = run.setting, run.precision()     # as the step's
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
-    sh = sharding(zero, dp, None, True, False, 1, experts.edp if experts and experts.apart else 0,
-                  pp)
+    sh = sharding(zero, dp, None, get("reshard_after_forward"), get("fp8_all_gather"), 1,
+                  experts.edp if experts and experts.apart else 0, pp, get("fsdp_fp32_params"))
     plain = stage_plain_params(model, tp, layers, pp, v)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
-    # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
+    # overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
     ranks = reduce_ranks(par, experts if any(b[4] for bs in st.buckets for b in bs) else None)
-    over = terms.overlapped_reduce(True, ranks) and sh.stage < 2
+    over = terms.overlapped_reduce(get("overlap_grad_reduce"), ranks) and sh.stage < 2
     scale = _prescales(st, dtype, dev, dp if over else 1)
     events, gn, finish, memory, copies = [], [], [], [], []
     reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,

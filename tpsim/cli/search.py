@@ -83,8 +83,10 @@ def _cmd_search(args) -> None:
                             nodes=args.nodes, top=args.top, jobs=args.jobs,
                             tp_across_nodes=args.tp_across_nodes, progress=progress,
                             memory_headroom=args.memory_headroom,
-                            pins=layout_values(args, PINNABLE), zero_with_pp=args.zero_with_pp,
-                            fixed=layout_values(args, FIXED), framework=args.framework)
+                            pins=layout_values(args, PINNABLE, preset=False),
+                            zero_with_pp=args.zero_with_pp,
+                            fixed=layout_values(args, FIXED, preset=False),
+                            framework=args.framework)    # the search applies it, as predict
         finally:
             progress.close()
         usd = args.usd_per_gpu_hour

@@ -28,7 +28,6 @@ FIXED = tuple(f.name for f in declared(Layout) if f.name not in OWN + ENUMERATED
 # tpsim.search.step does not follow): refused away from its default, with the reason
 NOT_BOUNDED = {
     "pipeline_layout": "the search enumerates the layers' split itself",
-    "cpu_offload_layers": "the search's step bound does not price offloading",
     "recompute_method": "the search's step bound does not price partial recomputation",
     "recompute_num_layers": "the search's step bound does not price partial recomputation",
     "overlap_moe_comm": "the search's step bound does not price the overlapped dispatch",
@@ -73,6 +72,9 @@ def needs(values: dict, framework: str | None = None) -> dict:
                        ("fp8_all_gather", "--fp8-all-gather")):
         if values[name] != defaults(Layout)[name]:
             out["distributed_optimizer"], out["zero"] = ((False,), flag), ((3,), flag)
+    if values["cpu_offload_layers"]:     # Megatron-core offloads without either
+        out["pp"], out["recompute"] = ((1,), "--cpu-offload-layers"), \
+            (("none",), "--cpu-offload-layers")
     if values["fp8_all_gather"]:         # ZeRO-3 beside a pipeline gathers in 16 bits
         out["pp"] = ((1,), "--fp8-all-gather")
     if framework is not None and framework in FRAMEWORKS:

@@ -46,6 +46,7 @@ from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..layer.recompute import DEFAULT_MODULES
+from ..training.offload import offloaded_parts
 from ..training.predict import layout_layer
 from ..sim.price import group_collective
 from ..training.step import Part
@@ -119,11 +120,15 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                                     run.setting("cross_entropy"), run.setting("train_metrics"))
         return Part.of(emb), Part.of(out)
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
-    if not run.model.moe:
-        return Parts(Part.of(sim), emb, out)
-    experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
-    moe = layout_layer(run.model, run.topo, lay, True, experts)[0]
-    return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
+    moe = None
+    if run.model.moe:
+        experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
+        moe = Part.of(layout_layer(run.model, run.topo, lay, True, experts)[0])
+    dense, offloaded = Part.of(sim), lay.cpu_offload_layers
+    if offloaded:                   # the layers' parts as the step's (tpsim.training.offload)
+        (dense, emb, out, moe), _ = offloaded_parts((dense, emb, out, moe), offloaded,
+                                                    run.model.layers, run.topo.device)
+    return moe_parts(run.model, dense, moe, emb, out) if moe else Parts(dense, emb, out)
 
 
 def moe_parts(model, dense: Part, moe: Part, emb: Part, out: Part) -> Parts:

@@ -87,8 +87,10 @@ def test_the_fixed_settings_pin_what_they_need():
 @pytest.mark.parametrize("fixed, framework, match", [
     ({"fp8_recipe": "per-tensor"}, None, "^--fp8-recipe: expected one of"),
     ({"train_metrics": -1}, None, "^--train-metrics: expected an integer from 0"),
-    ({"tp": 2}, None, "^fixed: expected a setting the search holds fixed .pin it"),
-    ({"seq_len": 1024}, None, "^fixed: expected a setting .* .its own argument"),
+    ({"tp": 2}, None, "^fixed: expected a setting the search holds fixed .*; the search "
+                      "enumerates it: pin it with pins="),
+    ({"seq_len": 1024}, None, "^fixed: .*'seq_len'.; a keyword of search"),
+    ({"tpp": 2}, None, "^fixed: .*; not a Layout setting"),
     ({"pipeline_layout": "Et|tL"}, None, "^--pipeline-layout: expected its default"),
     ({"fp8_param_gather": True}, "torchtitan", "^--fp8-param-gather: expected False under"),
     ({}, "megatron", "^--framework: expected one of"),

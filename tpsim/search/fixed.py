@@ -46,9 +46,10 @@ def fixed_settings(fixed: dict | None, framework: str | None = None) -> dict:
     flags, default = Layout.flags(), defaults(Layout)
     for name in fixed:
         if name not in FIXED:
-            why = "pin it (pins=)" if name in ENUMERATED else \
-                "its own argument" if name in OWN else "a Layout setting"
-            raise ConfigError("fixed", "", f"a setting the search holds fixed ({why})", name)
+            hint = "the search enumerates it: pin it with pins=" if name in ENUMERATED else \
+                "a keyword of search() itself" if name in OWN else "not a Layout setting"
+            raise ConfigError("fixed", "", "a setting the search holds fixed "
+                              "(tpsim.search.fixed.FIXED)", name, hint)
     values = {name: fixed.get(name, default[name]) for name in FIXED}
     if framework is not None:
         values = with_framework(framework, values, default)

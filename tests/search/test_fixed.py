@@ -25,6 +25,7 @@ CASES = {   # (fixed settings, framework), each away from the defaults in its ow
                                    "overlap_param_gather": True}, None),
     "offload-eager": ({"cpu_offload_layers": 1, "eager_kernels": True,
                        "cross_entropy": "te"}, None),
+    "hsdp": ({"shard_group": 2, "reshard_after_forward": False}, None),   # ZeRO-3 over 2 of dp
 }
 
 
@@ -75,6 +76,10 @@ def test_the_fixed_settings_pin_what_they_need():
     assert r.fixed == FRAMEWORKS["megatron-deepspeed"]
     r = search(MODEL, "dgx-a100", 8, 16, top=2, fixed={"cpu_offload_layers": 1})
     assert dict(r.pins)["pp"] == (1,) and dict(r.pins)["recompute"] == ("none",)
+    r = search(MODEL, "dgx-a100", 8, 16, top=2, fixed={"shard_group": 4,
+                                                        "reshard_after_forward": False})
+    assert dict(r.pins)["zero"] == (3,) and r.dropped["shard_dp"] > 0
+    assert all(c.layout.dp % 4 == 0 and c.layout.zero == 3 for c in r.candidates)
     with pytest.raises(ConfigError, match="^--virtual-stages: expected 1 with --framework"):
         search(MODEL, "dgx-a100", 8, 16, framework="megatron-deepspeed",
                pins={"virtual_stages": (1, 2)})
@@ -95,6 +100,7 @@ def test_the_fixed_settings_pin_what_they_need():
     ({"fp8_param_gather": True}, "torchtitan", "^--fp8-param-gather: expected False under"),
     ({}, "megatron", "^--framework: expected one of"),
     ("tensorwise", None, "^fixed: expected a mapping"),
+    ({"shard_group": 2, "overlap_param_gather": True}, None, "^--overlap-param-gather"),
 ])
 def test_bad_fixed_settings_name_the_flag(fixed, framework, match):
     with pytest.raises(TpsimError, match=match):
@@ -107,3 +113,9 @@ def test_every_setting_is_searched_fixed_or_the_search_own():
     from tpsim.search.fixed import ENUMERATED, OWN
     names = {f for f in Layout.flags()}
     assert names == set(ENUMERATED) | set(FIXED) | set(OWN)
+
+
+def test_hsdp_of_a_mixture_of_experts_is_refused():
+    with pytest.raises(ConfigError, match="^--shard-group: expected none with a mixture"):
+        search(with_overrides(load_model("mixtral-8x7b"), layers=2), "dgx-h100", 8, 8,
+               seq_len=1024, fixed={"shard_group": 2})

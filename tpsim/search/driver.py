@@ -225,6 +225,9 @@ def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, job
     run = _run(model, topology, nodes if nodes is not None else gpus_nodes(topology, gpus),
                seq_len, dtype, global_batch, fixed and probe(fixed, pins), fixed)
     check_fits(run.topo, Parallelism(tp=gpus))
+    if run.model.moe and run.setting("shard_group"):      # its experts' replicas: not bounded
+        raise ConfigError("--shard-group", "", "none with a mixture of experts under tpsim "
+                          "search (tpsim predict prices it)", run.setting("shard_group"))
     space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom,
                   recompute=tuple(pick(pinned, "recompute", RECOMPUTE)), pins=pinned,
                   zero_with_pp=zero_with_pp,

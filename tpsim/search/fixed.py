@@ -31,7 +31,6 @@ NOT_BOUNDED = {
     "recompute_method": "the search's step bound does not price partial recomputation",
     "recompute_num_layers": "the search's step bound does not price partial recomputation",
     "overlap_moe_comm": "the search's step bound does not price the overlapped dispatch",
-    "shard_group": "the search's step bound does not price HSDP",
 }
 
 
@@ -62,26 +61,31 @@ def fixed_settings(fixed: dict | None, framework: str | None = None) -> dict:
 
 def needs(values: dict, framework: str | None = None) -> dict:
     """The enumerated dimensions the fixed ``values`` pin: field -> (the values they allow,
-    the flag that asks it)."""
-    out = {}
+    the flag that asks it); two settings that pin one dimension leave the values both allow
+    (none: the probe refuses them, :func:`probe`)."""
+    out: dict = {}
+
+    def need(flag: str, **allowed) -> None:
+        for name, vals in allowed.items():
+            if name in out:
+                vals = tuple(v for v in out[name][0] if v in vals) or vals
+            out[name] = (vals, flag)
     if values["recompute_modules"] is not None:
-        out["recompute"] = (("selective",), "--recompute-modules")
+        need("--recompute-modules", recompute=("selective",))
     if values["overlap_param_gather"]:
-        out["distributed_optimizer"] = ((True,), "--overlap-param-gather")
-        out["zero"] = ((0, 1), "--overlap-param-gather")
-    for name, flag in (("reshard_after_forward", "--no-reshard-after-forward"),
-                       ("fp8_all_gather", "--fp8-all-gather")):
-        if values[name] != defaults(Layout)[name]:
-            out["distributed_optimizer"], out["zero"] = ((False,), flag), ((3,), flag)
+        need("--overlap-param-gather", distributed_optimizer=(True,), zero=(0, 1))
+    if not values["reshard_after_forward"]:
+        need("--no-reshard-after-forward", distributed_optimizer=(False,), zero=(3,))
+    if values["fp8_all_gather"]:         # ZeRO-3; beside a pipeline it gathers in 16 bits
+        need("--fp8-all-gather", distributed_optimizer=(False,), zero=(3,), pp=(1,))
+    if values["shard_group"] is not None:    # HSDP: ZeRO-2/3 over all of dp beside a pipeline
+        need("--shard-group", distributed_optimizer=(False,), zero=(2, 3), pp=(1,), cp=(1,))
     if values["cpu_offload_layers"]:     # Megatron-core offloads without either
-        out["pp"], out["recompute"] = ((1,), "--cpu-offload-layers"), \
-            (("none",), "--cpu-offload-layers")
-    if values["fp8_all_gather"]:         # ZeRO-3 beside a pipeline gathers in 16 bits
-        out["pp"] = ((1,), "--fp8-all-gather")
+        need("--cpu-offload-layers", pp=(1,), recompute=("none",))
     if framework is not None and framework in FRAMEWORKS:
         for name, only, _ in LACKS[framework]:
             if name in PINNABLE:
-                out[name] = ((only,), f"--framework {framework}")
+                need(f"--framework {framework}", **{name: (only,)})
     return out
 
 
@@ -112,7 +116,8 @@ def probe(values: dict, pins: dict | None) -> Layout:
     first = {n: (v[0] if isinstance(v, (tuple, list)) else v)
              for n, v in (pins or {}).items()
              if v is not None and n in ("recompute", "zero", "distributed_optimizer")}
-    return Layout.of({**values, **first})
+    dp = {"dp": values["shard_group"]} if values["shard_group"] else {}  # a dp it divides
+    return Layout.of({**values, **first, **dp})
 
 
 def held(fixed: dict | None, framework: str | None, pins: dict | None) -> tuple[dict, dict]:

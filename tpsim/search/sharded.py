@@ -53,7 +53,8 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     if not sizes:
         return parts
     model, par = run.model, Parallelism(tp=tp, pp=pp, dp=dp)
-    params, expert, experts, sh = model.layer_params(tp), 0, None, Sharding(zero, dp)
+    params, expert, experts = model.layer_params(tp), 0, None
+    sh = Sharding(zero, run.setting("shard_group") or dp)      # HSDP: its shard group (cp 1)
     if model.moe:
         experts, etp = Folded(par, ep, expert_tp or tp), expert_tp or tp
         expert, moe = terms.expert_unit_params(model, experts), moe_layer_params(model, tp,

@@ -27,6 +27,7 @@ REASONS = {
     "tp_node": "tp spans nodes",
     "sp_seq": "sequence parallelism: seq_len not a multiple of tp",
     "batch_dp": "global batch not a multiple of dp",
+    "shard_dp": "HSDP: dp not a multiple of --shard-group",
     "layers_split": "layers do not split over pp x virtual stages",
     "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
     "micro_batches": f"more than {MAX_MICRO_BATCHES:,} micro-batches per step",
@@ -70,7 +71,8 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or \
             cp_reason(model, tp, cp, seq_len, dict(space.fixed).get("attention")) or \
-            ("batch_dp" if space.global_batch % dp else None) or no_knob
+            ("batch_dp" if space.global_batch % dp else None) or \
+            ("shard_dp" if dp % (dict(space.fixed).get("shard_group") or 1) else None) or no_knob
         comms = [] if reason else cp_comms(model, tp, cp, node, space.pins)
         if reason or not comms:
             dropped[reason or "pinned_cp_comm"] += size

@@ -268,8 +268,9 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
-    sh = sharding(zero, dp, None, get("reshard_after_forward"), get("fp8_all_gather"), 1,
-                  experts.edp if experts and experts.apart else 0, pp, get("fsdp_fp32_params"))
+    sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
+                  get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,
+                  get("fsdp_fp32_params"))
     plain = stage_plain_params(model, tp, layers, pp, v)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)

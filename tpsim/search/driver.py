@@ -46,7 +46,8 @@ from .jobs import Workers, paused_gc
 from .fixed import changed_settings, held, probe
 from .pins import check_pins, gpus_nodes, pick
 from .space import REASONS, Space, enumerate_layouts
-from .step import Run, same_recompute
+from .parts import same_recompute
+from .step import Run
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
 from ..cluster.topology import Topology, load_topology
@@ -134,7 +135,7 @@ def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None,
 
 def equivalent(run: Run, lay: Layout) -> Layout:
     """The layout that runs exactly as ``lay`` does: selective recomputation of the default
-    modules with fused attention is no recomputation (:func:`tpsim.search.step.same_recompute`)."""
+    modules with fused attention is no recomputation (:func:`tpsim.search.parts.same_recompute`)."""
     recompute, modules = same_recompute(run, lay.recompute)
     if recompute != lay.recompute:
         return dataclasses.replace(lay, recompute=recompute, recompute_modules=modules)

@@ -39,7 +39,8 @@ from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
 from .dp_events import stage_end
 from .sharded import sharded_parts
-from .step import Run, bound_layers, last_reduce, layer_parts, pricer, stage_layers, _tail
+from .parts import bound_layers, layer_parts
+from .step import Run, last_reduce, pricer, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, chain_forms, end_stages, shape_forms
 from ..training.step_slowed import slowed_ends
@@ -121,7 +122,7 @@ class _Pipeline:
         fields = list(map(_FIELDS, layouts))
         world = lay0.tp * lay0.cp * lay0.pp * lay0.dp
         # the layer depends on the micro-batches per step only without the gradient
-        # accumulation fusion (tpsim.search.step.layer_parts)
+        # accumulation fusion (tpsim.search.parts.layer_parts)
         fused = run.setting("gradient_accumulation_fusion")
         self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world, comm, 1 if fused
                                          else terms.micro_batches(run.global_batch, mb, dp))

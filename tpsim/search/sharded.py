@@ -43,7 +43,7 @@ def layer_times(f: float, b: float, g: float, g2: float, r: float, k: int,
 
 def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes, ep: int = 1,
                   expert_tp: int | None = None):
-    """``parts`` (:class:`tpsim.search.step.Parts`) with the layer's times raised as the
+    """``parts`` (:class:`tpsim.search.parts.Parts`) with the layer's times raised as the
     module docstring says, for ZeRO ``zero`` over ``dp`` (the dp x cp ranks) and the chunks'
     layer counts ``sizes``, the MoE layers folded ``ep`` x ``expert_tp``; unchanged below
     ZeRO-2 or at dp 1."""

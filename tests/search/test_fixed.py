@@ -119,3 +119,23 @@ def test_hsdp_of_a_mixture_of_experts_is_refused():
     with pytest.raises(ConfigError, match="^--shard-group: expected none with a mixture"):
         search(with_overrides(load_model("mixtral-8x7b"), layers=2), "dgx-h100", 8, 8,
                seq_len=1024, fixed={"shard_group": 2})
+
+
+def test_the_moe_overlap_bounds_below_the_simulation():
+    """--overlap-moe-comm (its MoE layer merged across micro-batches, a share set by the
+    micro-batches and the pipeline): every layout's bound at most predict's step, its memory
+    predict's; the layouts Megatron-core refuses it for are dropped; a dense model refuses it."""
+    model = with_overrides(load_model("mixtral-8x7b"), layers=4)
+    values, pins = held({"overlap_moe_comm": True}, None, None)
+    run, layouts, dropped = _priced(model, "dgx-h100", 8, 16, 1024, None, None, 3, 1, False,
+                                    pins=pins, fixed=values, zero_with_pp=True)
+    assert dropped["moe_overlap_ep"] and dropped["moe_overlap_vp"]
+    assert any(lay.pp > 1 for lay in layouts) and all(lay.ep > 1 for lay in layouts)
+    with Workers(run) as w:
+        priced = bound_layouts(w, layouts)
+    for lay, (bound, nbytes, _) in zip(layouts, priced):
+        p = predict(run.model, run.topo, seq_len=1024, global_batch=16, **lay.predict_kwargs())
+        assert bound <= p.step.time_s * (1 + 1e-9), lay
+        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
+    with pytest.raises(ConfigError, match="^--overlap-moe-comm: expected off unless --ep"):
+        search(MODEL, "dgx-a100", 8, 16, fixed={"overlap_moe_comm": True})

@@ -48,6 +48,7 @@ from .pins import check_pins, gpus_nodes, pick
 from .space import REASONS, Space, enumerate_layouts
 from .parts import same_recompute
 from .step import Run
+from ..training.moe_overlap import check_overlap
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
 from ..cluster.topology import Topology, load_topology
@@ -226,6 +227,8 @@ def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, job
     run = _run(model, topology, nodes if nodes is not None else gpus_nodes(topology, gpus),
                seq_len, dtype, global_batch, fixed and probe(fixed, pins), fixed)
     check_fits(run.topo, Parallelism(tp=gpus))
+    if run.setting("overlap_moe_comm"):       # what no layout can change (a dense model)
+        check_overlap(run.layout(), 2 if run.model.moe else 1)
     if run.model.moe and run.setting("shard_group"):      # its experts' replicas: not bounded
         raise ConfigError("--shard-group", "", "none with a mixture of experts under tpsim "
                           "search (tpsim predict prices it)", run.setting("shard_group"))

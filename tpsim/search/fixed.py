@@ -30,7 +30,6 @@ NOT_BOUNDED = {
     "pipeline_layout": "the search enumerates the layers' split itself",
     "recompute_method": "the search's step bound does not price partial recomputation",
     "recompute_num_layers": "the search's step bound does not price partial recomputation",
-    "overlap_moe_comm": "the search's step bound does not price the overlapped dispatch",
 }
 
 
@@ -80,6 +79,8 @@ def needs(values: dict, framework: str | None = None) -> dict:
         need("--fp8-all-gather", distributed_optimizer=(False,), zero=(3,), pp=(1,))
     if values["shard_group"] is not None:    # HSDP: ZeRO-2/3 over all of dp beside a pipeline
         need("--shard-group", distributed_optimizer=(False,), zero=(2, 3), pp=(1,), cp=(1,))
+    if values["overlap_moe_comm"]:       # Megatron-core refuses it with full recomputation
+        need("--overlap-moe-comm", recompute=("none", "selective"))
     if values["cpu_offload_layers"]:     # Megatron-core offloads without either
         need("--cpu-offload-layers", pp=(1,), recompute=("none",))
     if framework is not None and framework in FRAMEWORKS:

@@ -14,6 +14,7 @@ from ..spec.folding import Folded
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
 from ..training import terms
+from ..training.moe_overlap import moe_part
 from ..training.offload import offloaded_parts
 from ..training.predict import layout_layer
 from ..training.step import Part
@@ -45,17 +46,19 @@ _PARTS = Memo("search layer parts", 8192)
 
 def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                 overlap: bool, cp: int = 1, ep: int = 1, expert_tp: int | None = None,
-                world: int = 0, cp_comm: str = "p2p", m: int = 1) -> Parts:
+                world: int = 0, cp_comm: str = "p2p", m: int = 1,
+                chunks: tuple[int, int] = (1, 1)) -> Parts:
     """The layer, embedding and output layer as predict simulates them under the run's fixed
     settings, memoised: the ends per (tp, micro-batch, SP, CP), which is all they depend on;
     selective recomputation of the default modules with fused attention is the layer without
     recomputation (:mod:`tpsim.layer.recompute`); ``cp``: context parallelism by ``cp_comm``;
     with experts, folded ``ep`` x ``expert_tp`` on ``world`` GPUs (:func:`moe_parts`); ``m``:
-    micro-batches per step, which the layer depends on only without the gradient accumulation
-    fusion (1 otherwise)."""
+    micro-batches per step and ``chunks`` (pp, virtual stages), which the layers depend on only
+    without the gradient accumulation fusion (m) and with --overlap-moe-comm (the MoE layer's
+    merged share: :func:`tpsim.training.moe_overlap.moe_part`), else 1."""
     return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp, ep, expert_tp,
-                       world, cp_comm, m), _layer_parts, run, tp, micro_batch, sp, recompute,
-                      overlap, cp, ep, expert_tp, world, cp_comm, m)
+                       world, cp_comm, m, chunks), _layer_parts, run, tp, micro_batch, sp,
+                      recompute, overlap, cp, ep, expert_tp, world, cp_comm, m, chunks)
 
 
 def same_recompute(run: Run, recompute: str) -> tuple[str, tuple | None]:
@@ -70,13 +73,15 @@ def same_recompute(run: Run, recompute: str) -> tuple[str, tuple | None]:
 
 def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
                  overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int,
-                 cp_comm: str, m: int) -> Parts:
+                 cp_comm: str, m: int, chunks: tuple[int, int]) -> Parts:
     recompute, modules = same_recompute(run, recompute)
     lay = run.layout(tp=tp, micro_batch=micro_batch, sequence_parallel=sp, recompute=recompute,
                      recompute_modules=modules, tp_comm_overlap=overlap, cp=cp, cp_comm=cp_comm,
-                     ep=ep, expert_tp=expert_tp, global_batch=m * micro_batch)
+                     ep=ep, expert_tp=expert_tp, global_batch=m * micro_batch, pp=chunks[0],
+                     virtual_stages=chunks[1])
+    adds = 1 if lay.gradient_accumulation_fusion else m     # what the layers depend on
     sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp,
-                               cp_comm, m), layout_layer, run.model, run.topo, lay)
+                               cp_comm, adds), layout_layer, run.model, run.topo, lay)
 
     def ends():
         emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout,
@@ -86,7 +91,9 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     moe = None
     if run.model.moe:
         experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
-        moe = Part.of(layout_layer(run.model, run.topo, lay, True, experts)[0])
+        moe = moe_part(_PARTS.get((run, "moe", tp, micro_batch, sp, recompute, cp, cp_comm, ep,
+                                   expert_tp, world, adds), layout_layer, run.model, run.topo,
+                                  lay, True, experts)[0], lay, ep, run.topo.device)
     dense, offloaded = Part.of(sim), lay.cpu_offload_layers
     if offloaded:                   # the layers' parts as the step's (tpsim.training.offload)
         (dense, emb, out, moe), _ = offloaded_parts((dense, emb, out, moe), offloaded,

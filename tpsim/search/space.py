@@ -36,6 +36,8 @@ REASONS = {
     "moe_sp": "mixture of experts: tp > 1 without sequence parallelism (Megatron-core needs it)",
     "moe_overlap": "mixture of experts: TP overlap (the expert slot's collectives are not "
                    "overlapped)",
+    "moe_overlap_ep": "--overlap-moe-comm: ep 1 (Megatron-core overlaps expert parallelism's)",
+    "moe_overlap_vp": "--overlap-moe-comm: pp > 1 without interleaving (Megatron-core needs it)",
     "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x cp x dp and the "
               "experts",
     **PIN_REASONS,
@@ -106,7 +108,13 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
         dropped["micro_batches"] += len(knob)
     else:
         out, fixed = [], dict(space.fixed)
+        merged = fixed.get("overlap_moe_comm", False)
         for sp, ov, rc, (do, zero), ep, etp, comm in knob:
+            why = merged and ("moe_overlap_ep" if ep < 2 else "moe_overlap_vp" if pp > 1 and
+                              v == 1 else None)
+            if why:                        # tpsim.training.moe_overlap.check_overlap
+                dropped[why] += len(splits)
+                continue
             if sp and seq_len // cp % tp:
                 dropped["sp_seq"] += len(splits)
                 continue

@@ -6,7 +6,9 @@ A mixture-of-experts model's layouts also enumerate its MoE layers' folding
 stage's tp x cp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
 tp > 1 run sequence parallelism and no TP overlap (Megatron-core requires the first; the
 expert slot has no overlapped collectives). A layout with cp > 1 also enumerates its
-context-parallel exchange (:mod:`tpsim.search.cp_comms`).
+context-parallel exchange (:mod:`tpsim.search.cp_comms`). Every layout carries the settings the
+search holds fixed (:mod:`tpsim.search.fixed`); those that refuse some of its layouts drop
+them, counted by reason (HSDP's dp, the MoE overlap's ep and interleaving).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ class Space:
 def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
-    node = topo.devices_per_node
+    node, fixed = topo.devices_per_node, dict(space.fixed)
     for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len):
         vs, no_vs = virtual_stages(space.pins, model.layers, pp)
         mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
@@ -69,12 +71,12 @@ def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
         knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp,
                                  space.zero_with_pp)
         knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins,
-                                         dict(space.fixed).get("moe_dispatcher") == "flex")
+                                         fixed.get("moe_dispatcher") == "flex")
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
         reason = _tp_reason(model, tp, node, space) or \
-            cp_reason(model, tp, cp, seq_len, dict(space.fixed).get("attention")) or \
+            cp_reason(model, tp, cp, seq_len, fixed.get("attention")) or \
             ("batch_dp" if space.global_batch % dp else None) or \
-            ("shard_dp" if dp % (dict(space.fixed).get("shard_group") or 1) else None) or no_knob
+            ("shard_dp" if dp % (fixed.get("shard_group") or 1) else None) or no_knob
         comms = [] if reason else cp_comms(model, tp, cp, node, space.pins)
         if reason or not comms:
             dropped[reason or "pinned_cp_comm"] += size

@@ -99,21 +99,21 @@ class SearchResult:
     framework: str | None = None    # the stack whose preset filled them (--framework)
 
 
-def _run(model, topology, nodes, seq_len, dtype, global_batch, probe: Layout | None = None,
+def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout | None = None,
          fixed: dict | None = None) -> Run:
     """What every layout of the search shares: the model, the topology sized to ``nodes``,
     and the settings a :class:`~tpsim.spec.layout.Layout` checks, resolved, those of
-    ``probe`` (the fixed settings ``fixed`` checked together: :func:`tpsim.search.fixed.probe`)
-    included."""
-    shared = (probe or Layout()).replace(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
+    ``checked`` (the fixed settings ``fixed`` checked together:
+    :func:`tpsim.search.fixed.probe`) included."""
+    shared = (checked or Layout()).replace(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
-    held = tuple(sorted((k, v) for k, v in changed_settings(fixed or {}).items()
+    kept = tuple(sorted((k, v) for k, v in changed_settings(fixed or {}).items()
                         if k not in ("dropout", "attention")))    # the Run's own, resolved
-    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch, held)
+    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch, kept)
 
 
 def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None,
@@ -220,7 +220,8 @@ def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, job
             tp_across_nodes, memory_headroom=0.0, progress=None, pins=None, zero_with_pp=False,
             fixed=None):
     """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory;
-    ``fixed``: the settings held fixed and ``pins`` as :func:`held` returns them."""
+    ``fixed``: the settings held fixed and ``pins`` as :func:`tpsim.search.fixed.held` returns
+    them."""
     _check(gpus, global_batch, top, jobs, tp_across_nodes, progress, zero_with_pp)
     Layout(memory_headroom=memory_headroom)       # checked as predict checks it
     pinned = check_pins(pins, gpus)

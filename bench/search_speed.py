@@ -51,7 +51,7 @@ print(json.dumps({"cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_s
 CHILD = """
 import json, sys, time
 from tpsim.search import driver as s
-from tpsim.search import step as search_step
+from tpsim.search import parts as search_step
 model, topo, gpus, gb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t0 = time.process_time()
 with s.paused_gc():

@@ -239,7 +239,7 @@ def test_with_nodes_is_memoised_by_value(tmp_path):
 
 def test_a_second_search_run_by_names_is_equal_to_the_first():
     from tpsim.search.driver import _run
-    from tpsim.search.step import _PARTS, layer_parts
+    from tpsim.search.parts import _PARTS, layer_parts
     a = _run("gpt3-350m", "dgx-h100", None, None, "bf16", 64)
     b = _run("gpt3-350m", "dgx-h100", None, None, "bf16", 64)
     assert a == b and hash(a) == hash(b) == value_hash(a)

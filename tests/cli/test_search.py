@@ -16,6 +16,7 @@ from tpsim.cost.collectives import collective_time
 from tpsim.training.predict import predict
 
 SMALL = ["--model", "gpt3-125m", "--topology", "dgx-a100", "--gpus", "8", "--global-batch", "16"]
+SEARCH8 = ["search", "--gpus", "8", "--global-batch", "8"]
 
 
 def run(capsys, *argv):
@@ -71,6 +72,15 @@ def test_search_text_and_jobs(capsys):
     (["predict", "--tp", "1,2", "--trace", "t.json"], "--trace"),
     (["predict", "--recompute", "none,some"], "invalid choice"),
     (["collective", "--ranks", "2,0"], "--ranks"),
+    (SEARCH8 + ["--train-metrics", "-1"], "--train-metrics"),
+    (SEARCH8 + ["--moe-imbalance", "0.5"], "--moe-imbalance: expected a finite number >= 1"),
+    (SEARCH8 + ["--pipeline-layout", "Et|tL"], "--pipeline-layout: expected its default"),
+    (SEARCH8 + ["--framework", "megatron-deepspeed", "--virtual-stages", "1,2"],
+     "--virtual-stages: expected 1 with --framework megatron-deepspeed (got 2)"),
+    (SEARCH8 + ["--framework", "megatron-lm-2021", "--tp-comm-overlap"],
+     "--tp-comm-overlap: expected False with --framework megatron-lm-2021"),
+    (SEARCH8 + ["--recompute-modules", "mlp", "--recompute", "full"],
+     "--recompute: expected selective with --recompute-modules"),
 ])
 def test_bad_input_is_one_line(capsys, argv, match):
     code, out, err = run(capsys, *argv)
@@ -279,3 +289,34 @@ def test_misspelled_flag_suggests_the_closest(capsys, typed, meant):
     code, out, err = run(capsys, *typed)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "unrecognized arguments" in err and f"did you mean {meant}" in err
+
+
+def test_search_prices_fixed_settings_as_predict(capsys):
+    """--framework and the settings a search does not enumerate hold for every layout: the
+    best candidate's step time is `tpsim predict`'s for its layout with the same flags
+    (given here apart from the candidate's printed line), it differs from the search without
+    them, and the JSON and the header echo them."""
+    job = ["--model", "gpt3-125m", "--topology", "dgx-h100", "--gpus", "8", "--global-batch",
+           "16", "--dtype", "fp8"]
+    flags = ["--framework", "megatron-lm-2021", "--fp8-recipe", "tensorwise"]
+    code, out, _ = run(capsys, "search", *job, *flags, "--top", "1", "--json")
+    res = json.loads(out)
+    best = res["candidates"][0]
+    assert res["framework"] == "megatron-lm-2021"
+    assert res["fixed"] == {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
+                            "async_tensor_model_parallel_allreduce": False,
+                            "gradient_accumulation_fusion": False,
+                            "query_key_layer_scaling": True, "fp8_recipe": "tensorwise"}
+    argv = ["predict", *job[:4], "--dtype", "fp8", "--global-batch", "16", *flags, "--json"]
+    for key in ("tp", "pp", "dp", "micro_batch", "virtual_stages"):
+        argv += [f"--{key.replace('_', '-')}", best[key]]
+    argv += ["--recompute", best["recompute"], "--zero", best["zero"]] + \
+        ["--sequence-parallel"] * best["sequence_parallel"]
+    code, pout, _ = run(capsys, *argv)
+    step = json.loads(pout)["step"]["time_s"]
+    assert code == 0 and abs(step - best["step_time_s"]) <= 1e-12 * step
+    code, out, _ = run(capsys, "search", *job, "--top", "1", "--json")
+    assert json.loads(out)["candidates"][0]["step_time_s"] != best["step_time_s"]
+    code, out, _ = run(capsys, "search", *job, *flags, "--top", "1")
+    assert "  fixed (every layout): --framework megatron-lm-2021 --no-overlap-grad-reduce" in out
+    assert out.count("--fp8-recipe tensorwise") == 2      # the header and the predict line

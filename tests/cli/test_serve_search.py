@@ -40,3 +40,18 @@ def test_bad_flags_are_one_line_and_exit_2(extra, flag, capsys):
     assert main(ARGS + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0]
+
+
+def test_every_engine_knob_of_serve_applies(capsys):
+    """Each of `tpsim serve`'s engine settings the search does not vary is a flag here too,
+    held for every run: a slower host loop serves fewer tokens."""
+    from tpsim.cli.serve_search import SETTINGS
+    from tpsim.spec.serve import ServeSettings
+    from tpsim.spec.settings import declared
+    assert set(SETTINGS) == {f.name for f in declared(ServeSettings)} - {
+        "rate", "max_num_seqs", "users"}
+    best = []
+    for extra in ([], ["--host-step-us", "3000"]):
+        assert main(ARGS + extra + ["--json"]) == 0
+        best.append(json.loads(capsys.readouterr().out)["candidates"][0])
+    assert best[1]["output_tokens_per_s_per_gpu"] < best[0]["output_tokens_per_s_per_gpu"]

@@ -61,7 +61,7 @@ def test_a_pinned_ep_that_divides_no_gpus_is_refused():
 
 def test_dense_layers_bound_below_the_simulation():
     """A model whose first layer is dense: the bound counts it as the smaller share of an MoE
-    layer (search.step.bound_layers), never above predict's step."""
+    layer (search.parts.bound_layers), never above predict's step."""
     model = dataclasses.replace(with_overrides(load_model("mixtral-8x7b"), layers=3),
                                 first_dense_layers=1)
     run = _run(model, "dgx-h100", None, 1024, None, 8)

@@ -150,16 +150,17 @@ def add_framework_argument(parser) -> None:
                              "reduced after the backward, scatter/gather p2p, 1F1B only)")
 
 
-def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None) -> dict:
+def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None,
+                  preset: bool = True) -> dict:
     """The values the parsed ``args`` give fields ``names`` of ``cls``, by field name;
     ``given``: values by argparse name that replace the parsed ones (one combination of the
-    comma lists); under ``--framework`` its preset fills the knobs left at their defaults
-    (:func:`tpsim.spec.frameworks.with_framework`)."""
+    comma lists); under ``--framework`` (unless ``preset`` is False) its preset fills the knobs
+    left at their defaults (:func:`tpsim.spec.frameworks.with_framework`)."""
     given = given or {}
     fields = _fields(cls, names)
     out = {f.name: given.get(dest(f), getattr(args, dest(f))) for f in fields
            if hasattr(args, dest(f))}
-    framework = getattr(args, "framework", None)
+    framework = getattr(args, "framework", None) if preset else None
     if framework is None or cls is not Layout:
         return out
     return with_framework(framework, out, {f.name: f.default for f in fields})

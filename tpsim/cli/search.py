@@ -4,14 +4,20 @@ from __future__ import annotations
 import sys
 
 from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int
-from .layout_args import add_layout_arguments, add_pin_arguments, layout_values
+from .layout_args import (add_framework_argument, add_layout_arguments, add_pin_arguments,
+                          layout_values)
+
+FIXED_HELP = ": every layout searched runs with it"
 
 
 def fill_search(p) -> None:
+    from ..search.fixed import FIXED
     from ..search.pins import PINNABLE
     add_search_space(p)
     add_pin_arguments(p, PINNABLE, what="every value the search can run")
     add_layout_arguments(p, ("usd_per_gpu_hour",))
+    add_layout_arguments(p, FIXED, extra=dict.fromkeys(FIXED, FIXED_HELP))
+    add_framework_argument(p)
     p.add_argument("--zero-with-pp", action="store_true",
                    help="also try ZeRO-2/3 with a pipeline, as PyTorch's pipeline schedules run "
                         "FSDP2 (default: without one only)")
@@ -65,6 +71,7 @@ def _cmd_search(args) -> None:
     from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
     from ..search.jobs import paused_gc
+    from ..search.fixed import FIXED
     from ..search.pins import PINNABLE
     fmt = output_format(args)
     note_seq(args.model, args.seq)
@@ -76,7 +83,10 @@ def _cmd_search(args) -> None:
                             nodes=args.nodes, top=args.top, jobs=args.jobs,
                             tp_across_nodes=args.tp_across_nodes, progress=progress,
                             memory_headroom=args.memory_headroom,
-                            pins=layout_values(args, PINNABLE), zero_with_pp=args.zero_with_pp)
+                            pins=layout_values(args, PINNABLE, preset=False),
+                            zero_with_pp=args.zero_with_pp,
+                            fixed=layout_values(args, FIXED, preset=False),
+                            framework=args.framework)    # the search applies it, as predict
         finally:
             progress.close()
         usd = args.usd_per_gpu_hour

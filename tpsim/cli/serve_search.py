@@ -7,14 +7,16 @@ from ..spec.serving import ServingLayout
 from ..base.errors import clip
 from .common import (TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, output_format, positive_int,
                      positive_rate, topology_for)
+from ..spec.settings import declared
 from .layout_args import add_layout_arguments, layout_from_args
 from .lists import int_list
 
 # what the search leaves to the user: the lengths, dtypes and engine switches; the requests of
-# each run and the engine's knobs (tp, pp, ep, max_num_seqs and the rate are the search's)
+# each run and every engine knob `tpsim serve` takes (tp, pp, ep, max_num_seqs and the rate
+# are the search's; its arrivals are Poisson, so no closed loop of --users)
 LAYOUT = ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "memory_headroom")
-SETTINGS = ("requests", "seed", "prompt_dist", "gen_dist", "max_num_batched_tokens",
-            "block_size", "usd_per_gpu_hour")
+SETTINGS = tuple(f.name for f in declared(ServeSettings)
+                 if f.name not in ("rate", "max_num_seqs", "users"))
 
 
 def seconds(text: str) -> float:

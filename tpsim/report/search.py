@@ -85,7 +85,15 @@ def predict_command(result, lay) -> str:
                     ("--last-stage-layers", lay.last_stage_layers)):
         if n:
             args.append(f"{flag} {n}")
-    return "tpsim predict " + " ".join(args)
+    return "tpsim predict " + " ".join(args + fixed_flags(result))
+
+
+def fixed_flags(result) -> list[str]:
+    """The flags of the settings the search held fixed: ``--framework`` and each setting away
+    from its default (a preset's included, which predict takes as given)."""
+    out = [f"--framework {result.framework}"] if result.framework else []
+    return out + [_pin_text(n, v if isinstance(v, tuple) else (v,))
+                  for n, v in result.fixed.items()]
 
 
 def _s(x: float) -> str:
@@ -110,6 +118,8 @@ def search_report(result) -> str:
              *formula_lines(SEARCH, "  formula  "), ""]
     if result.pins:
         lines.insert(1, "  pinned: " + ", ".join(_pin_text(n, v) for n, v in result.pins))
+    if result.fixed or result.framework:
+        lines.insert(1, "  fixed (every layout): " + " ".join(fixed_flags(result)))
     if not result.candidates:
         lines[2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
                      "batch or a shorter sequence", *formula_lines(SEARCH, "  formula  "), ""]
@@ -178,7 +188,8 @@ def search_json(result, usd_per_gpu_hour: float | None = None) -> dict:
             "dtype": result.run.dtype, "evaluated": result.evaluated, "fitting": result.fitting,
             "repriced": result.repriced, "bound_max_gap": result.max_gap,
             "pricing_s": result.pricing_s, "nodes": result.nodes,
-            "nodes_from_gpus": result.nodes_from_gpus,
+            "nodes_from_gpus": result.nodes_from_gpus, "framework": result.framework,
+            "fixed": dict(result.fixed),
             "pinned": {k: list(dict(result.pins)[k]) if k in dict(result.pins) else None
                        for k in PINNABLE}, "candidates": cands,
             "dropped": dict(result.dropped),

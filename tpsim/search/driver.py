@@ -43,9 +43,12 @@ from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
 from ..spec.layout import RECOMPUTE, Layout
 from .jobs import Workers, paused_gc
+from .fixed import changed_settings, held, probe
 from .pins import check_pins, gpus_nodes, pick
 from .space import REASONS, Space, enumerate_layouts
+from .parts import same_recompute
 from .step import Run
+from ..training.moe_overlap import check_overlap
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
 from ..cluster.topology import Topology, load_topology
@@ -92,18 +95,25 @@ class SearchResult:
     sources: tuple[str, str] = ("", "")   # --model and --topology as given (a name or a path)
     nodes_from_gpus: bool = False   # the network sized to ``nodes`` for --gpus (no --nodes)
     pins: tuple = ()                # (field, values) of the dimensions pinned
+    fixed: dict = field(default_factory=dict)   # the settings held fixed away from defaults
+    framework: str | None = None    # the stack whose preset filled them (--framework)
 
 
-def _run(model, topology, nodes, seq_len, dtype, global_batch) -> Run:
+def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout | None = None,
+         fixed: dict | None = None) -> Run:
     """What every layout of the search shares: the model, the topology sized to ``nodes``,
-    and the settings a :class:`~tpsim.spec.layout.Layout` checks, resolved."""
-    shared = Layout(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
+    and the settings a :class:`~tpsim.spec.layout.Layout` checks, resolved, those of
+    ``checked`` (the fixed settings ``fixed`` checked together:
+    :func:`tpsim.search.fixed.probe`) included."""
+    shared = (checked or Layout()).replace(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
-    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch)
+    kept = tuple(sorted((k, v) for k, v in changed_settings(fixed or {}).items()
+                        if k not in ("dropout", "attention")))    # the Run's own, resolved
+    return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch, kept)
 
 
 def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None,
@@ -125,10 +135,11 @@ def _check(gpus, global_batch, top, jobs, tp_across_nodes=False, progress=None,
 
 
 def equivalent(run: Run, lay: Layout) -> Layout:
-    """The layout that runs exactly as ``lay`` does: selective recomputation with fused
-    attention is no recomputation (:mod:`tpsim.layer.recompute`)."""
-    if lay.recompute == "selective" and run.attention != "unfused":
-        return dataclasses.replace(lay, recompute="none")
+    """The layout that runs exactly as ``lay`` does: selective recomputation of the default
+    modules with fused attention is no recomputation (:func:`tpsim.search.parts.same_recompute`)."""
+    recompute, modules = same_recompute(run, lay.recompute)
+    if recompute != lay.recompute:
+        return dataclasses.replace(lay, recompute=recompute, recompute_modules=modules)
     return lay
 
 
@@ -206,17 +217,26 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
 
 
 def _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, top, jobs,
-            tp_across_nodes, memory_headroom=0.0, progress=None, pins=None, zero_with_pp=False):
-    """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory."""
+            tp_across_nodes, memory_headroom=0.0, progress=None, pins=None, zero_with_pp=False,
+            fixed=None):
+    """The run, the layouts, (reason -> count) dropped, and every layout's bound and memory;
+    ``fixed``: the settings held fixed and ``pins`` as :func:`tpsim.search.fixed.held` returns
+    them."""
     _check(gpus, global_batch, top, jobs, tp_across_nodes, progress, zero_with_pp)
     Layout(memory_headroom=memory_headroom)       # checked as predict checks it
     pinned = check_pins(pins, gpus)
     run = _run(model, topology, nodes if nodes is not None else gpus_nodes(topology, gpus),
-               seq_len, dtype, global_batch)
+               seq_len, dtype, global_batch, fixed and probe(fixed, pins), fixed)
     check_fits(run.topo, Parallelism(tp=gpus))
+    if run.setting("overlap_moe_comm"):       # what no layout can change (a dense model)
+        check_overlap(run.layout(), 2 if run.model.moe else 1)
+    if run.model.moe and run.setting("shard_group"):      # its experts' replicas: not bounded
+        raise ConfigError("--shard-group", "", "none with a mixture of experts under tpsim "
+                          "search (tpsim predict prices it)", run.setting("shard_group"))
     space = Space(gpus, global_batch, tp_across_nodes, memory_headroom=memory_headroom,
                   recompute=tuple(pick(pinned, "recompute", RECOMPUTE)), pins=pinned,
-                  zero_with_pp=zero_with_pp)
+                  zero_with_pp=zero_with_pp,
+                  fixed=tuple(changed_settings(fixed or {}).items()))
     layouts, dropped = enumerate_layouts(run.model, run.topo, space, run.seq_len)
     if not layouts:
         why = ", ".join(f"{n:,} {REASONS[k]}" for k, n in dropped.most_common())
@@ -235,18 +255,22 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
            dtype: str | None = None, nodes: int | None = None, top: int = 10, jobs: int = 1,
            tp_across_nodes: bool = False, progress=None,
            memory_headroom: float = 0.0, pins: dict | None = None,
-           zero_with_pp: bool = False) -> SearchResult:
+           zero_with_pp: bool = False, fixed: dict | None = None,
+           framework: str | None = None) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
     ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
     it free (:class:`~tpsim.spec.layout.Layout`) (module docstring); ``pins``: field -> the
     values of the dimensions pinned (:mod:`tpsim.search.pins`); ``zero_with_pp``: also
-    ZeRO-2/3 with a pipeline. Without ``nodes``, a topology of fewer GPUs than ``gpus`` has its
-    network sized to hold them (:func:`gpus_nodes`)."""
+    ZeRO-2/3 with a pipeline; ``fixed``: Layout field -> value of the settings every layout
+    runs with, ``framework`` a stack's preset of them, as ``tpsim predict --framework``
+    (:mod:`tpsim.search.fixed`). Without ``nodes``, a topology of fewer GPUs than ``gpus`` has
+    its network sized to hold them (:func:`gpus_nodes`)."""
     start = time.perf_counter()
+    values, pins = held(fixed, framework, pins)
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
                                         nodes, top, jobs, tp_across_nodes, memory_headroom,
-                                        progress, pins, zero_with_pp)
+                                        progress, pins, zero_with_pp, values)
         with Workers(run, jobs) as workers:
             priced = bound_layouts(workers, layouts, progress)
             pricing = time.perf_counter() - start
@@ -261,7 +285,8 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
                         {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes or sized,
                         pricing, _notes(run, tp_across_nodes, sized, gpus, check_pins(pins, gpus)),
                         (_source(model, run.model.name), _source(topology, run.topo.name)),
-                        sized is not None, check_pins(pins, gpus))
+                        sized is not None, check_pins(pins, gpus),
+                        changed_settings(values), framework)
 
 
 def _source(given, name: str) -> str:
@@ -306,7 +331,8 @@ def _notes(run: Run, tp_across_nodes: bool, sized: int | None, gpus: int,
     if not tp_across_nodes:
         out.append(f"TP is kept inside a node ({run.topo.devices_per_node} GPUs): "
                    "--tp-across-nodes tries more")
-    if run.attention != "unfused" and "selective" in pick(pins, "recompute", RECOMPUTE):
+    if same_recompute(run, "selective")[0] == "none" and \
+            "selective" in pick(pins, "recompute", RECOMPUTE):
         out.append("selective recomputation is no recomputation with fused attention: such "
                    "layouts are priced but shown once, as none")
     return tuple(out)

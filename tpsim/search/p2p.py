@@ -39,8 +39,10 @@ def p2p_times(run: Run, tp: int, pp: int, dp: int, nbytes: float, v: int) -> np.
 
 def p2p_bytes(run: Run, tp: int, micro_batch: int, sp: bool, cp: int = 1) -> float:
     """One stage boundary's activation (:func:`tpsim.training.terms.p2p_bytes`) of the rank's
-    seq_len / cp tokens."""
-    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len // cp, run.dtype, sp)
+    seq_len / cp tokens; with --scatter-gather-p2p 1/tp of it (the receiving stage's TP
+    all-gather, which the step adds to its chunks, left out: the bound stays below)."""
+    return terms.p2p_bytes(run.model, tp, micro_batch, run.seq_len // cp, run.dtype,
+                           sp or run.setting("scatter_gather_p2p"))
 
 
 def inner_transfer(c: np.ndarray, p: int, v: int) -> np.ndarray:

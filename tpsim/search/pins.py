@@ -35,6 +35,8 @@ PIN_REASONS = {
     "pinned_mb": "micro-batch pinned: does not divide the global batch / dp",
     "cp_seq": "context parallelism: seq_len not a multiple of 2 x cp",
     "cp_mla": "context parallelism with multi-head latent attention (not priced)",
+    "cp_unfused": "context parallelism with unfused attention (Transformer Engine's runs a "
+                  "flash kernel)",
     "pinned_cp_comm": "context-parallel exchange pinned: none of the pinned runs at this tp x cp "
                       "(a2a: heads per TP rank not divisible by cp; a2a+p2p: cp inside a node)",
 }
@@ -117,12 +119,15 @@ def grid(pins: tuple, gpus: int, seq_len: int):
                     yield tp, cp, pp, dp
 
 
-def cp_reason(model, tp: int, cp: int, seq_len: int) -> str | None:
+def cp_reason(model, tp: int, cp: int, seq_len: int, attention: str | None = None) -> str | None:
     """Why ``cp`` ranks cannot split this model's sequence (a :data:`PIN_REASONS`-like
     reason the search counts), or None (:func:`tpsim.layer.context_parallel.check_cp`;
-    multi-head latent attention runs without CP)."""
+    multi-head latent attention runs without CP, unfused ``attention`` (None: the model's)
+    neither)."""
     if cp > 1 and model.mla:
         return "cp_mla"
+    if cp > 1 and (attention or model.attention) == "unfused":
+        return "cp_unfused"
     try:
         check_cp(model, tp, cp, "p2p", seq_len, "fused")
     except ConfigError:

@@ -39,7 +39,8 @@ from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
 from .dp_events import stage_end
 from .sharded import sharded_parts
-from .step import Run, bound_layers, last_reduce, layer_parts, pricer, stage_layers, _tail
+from .parts import bound_layers, layer_parts
+from .step import Run, last_reduce, pricer, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, chain_forms, end_stages, shape_forms
 from ..training.step_slowed import slowed_ends
@@ -120,8 +121,14 @@ class _Pipeline:
                                    lay0.last_stage_layers)
         fields = list(map(_FIELDS, layouts))
         world = lay0.tp * lay0.cp * lay0.pp * lay0.dp
-        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world, comm)
-                                        + ((dp * cp, z) if z > 1 else (1, 0))
+        # the layers depend on the micro-batches per step and the pipeline only without the
+        # gradient accumulation fusion or with the MoE overlap (tpsim.search.parts.layer_parts)
+        merged = run.setting("overlap_moe_comm")
+        per_m = merged or not run.setting("gradient_accumulation_fusion")
+        chunks = (self.p, self.v) if merged else (1, 1)
+        self.parts, self.pidx = _index([(tp, mb, sp, rc, ov, cp, ep, etp, world, comm, terms.
+                                         micro_batches(run.global_batch, mb, dp) if per_m else 1,
+                                         chunks) + ((dp * cp, z) if z > 1 else (1, 0))
                                         for tp, dp, mb, sp, rc, ov, _, _, z, cp, ep, etp, comm
                                         in fields])
         # the step's end and p2p see the gradients' group of dp x cp ranks, tp apart, as a
@@ -152,7 +159,7 @@ def price_pipelines(run: Run, groups: list[list[Layout]],
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
-    parts = [[sharded_parts(layer_parts(run, *key[:10]), run, price, key[0], q.p, *key[10:],
+    parts = [[sharded_parts(layer_parts(run, *key[:12]), run, price, key[0], q.p, *key[12:],
                             q.layers, *key[6:8]) for key in q.parts] for q in pipes]
     shapes = []
     for q, ps in zip(pipes, parts):

@@ -43,7 +43,7 @@ def layer_times(f: float, b: float, g: float, g2: float, r: float, k: int,
 
 def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes, ep: int = 1,
                   expert_tp: int | None = None):
-    """``parts`` (:class:`tpsim.search.step.Parts`) with the layer's times raised as the
+    """``parts`` (:class:`tpsim.search.parts.Parts`) with the layer's times raised as the
     module docstring says, for ZeRO ``zero`` over ``dp`` (the dp x cp ranks) and the chunks'
     layer counts ``sizes``, the MoE layers folded ``ep`` x ``expert_tp``; unchanged below
     ZeRO-2 or at dp 1."""
@@ -53,7 +53,8 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     if not sizes:
         return parts
     model, par = run.model, Parallelism(tp=tp, pp=pp, dp=dp)
-    params, expert, experts, sh = model.layer_params(tp), 0, None, Sharding(zero, dp)
+    params, expert, experts = model.layer_params(tp), 0, None
+    sh = Sharding(zero, run.setting("shard_group") or dp)      # HSDP: its shard group (cp 1)
     if model.moe:
         experts, etp = Folded(par, ep, expert_tp or tp), expert_tp or tp
         expert, moe = terms.expert_unit_params(model, experts), moe_layer_params(model, tp,
@@ -62,7 +63,9 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
             params, expert = min(params, moe - expert), 0
         else:
             params, sh = moe, Sharding(zero, dp, True, False, experts.edp)
-    sh = replace(sh, pipelined=pp > 1)
+    sh = replace(sh, pipelined=pp > 1, fp32_params=run.setting("fsdp_fp32_params"),
+                 reshard_after_forward=run.setting("reshard_after_forward"),
+                 fp8_all_gather=run.setting("fp8_all_gather"))
     comm = sh.per_micro_batch(unit_comm(params, run.dtype, sh, par, 0, price, expert, experts))
     L = parts.layer
     i = run.topo.device.comm_compute_interference

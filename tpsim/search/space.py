@@ -6,7 +6,9 @@ A mixture-of-experts model's layouts also enumerate its MoE layers' folding
 stage's tp x cp x dp ranks, with the experts' TP 1 or tp (:func:`expert_layouts`); its layouts with
 tp > 1 run sequence parallelism and no TP overlap (Megatron-core requires the first; the
 expert slot has no overlapped collectives). A layout with cp > 1 also enumerates its
-context-parallel exchange (:mod:`tpsim.search.cp_comms`).
+context-parallel exchange (:mod:`tpsim.search.cp_comms`). Every layout carries the settings the
+search holds fixed (:mod:`tpsim.search.fixed`); those that refuse some of its layouts drop
+them, counted by reason (HSDP's dp, the MoE overlap's ep and interleaving).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ REASONS = {
     "tp_node": "tp spans nodes",
     "sp_seq": "sequence parallelism: seq_len not a multiple of tp",
     "batch_dp": "global batch not a multiple of dp",
+    "shard_dp": "HSDP: dp not a multiple of --shard-group",
     "layers_split": "layers do not split over pp x virtual stages",
     "interleave_m": "interleaving: micro-batches per step not a multiple of pp",
     "micro_batches": f"more than {MAX_MICRO_BATCHES:,} micro-batches per step",
@@ -35,6 +38,8 @@ REASONS = {
     "moe_sp": "mixture of experts: tp > 1 without sequence parallelism (Megatron-core needs it)",
     "moe_overlap": "mixture of experts: TP overlap (the expert slot's collectives are not "
                    "overlapped)",
+    "moe_overlap_ep": "--overlap-moe-comm: ep 1 (Megatron-core overlaps expert parallelism's)",
+    "moe_overlap_vp": "--overlap-moe-comm: pp > 1 without interleaving (Megatron-core needs it)",
     "ep_fold": "mixture of experts: no pinned ep x expert-tp folds into tp x cp x dp and the "
               "experts",
     **PIN_REASONS,
@@ -52,22 +57,26 @@ class Space:
     recompute: tuple[str, ...] = RECOMPUTE
     memory_headroom: float = 0.0
     pins: tuple = ()            # (field, values) of the dimensions pinned (tpsim.search.pins)
+    fixed: tuple = ()           # (field, value) of the settings held fixed (tpsim.search.fixed)
 
 
 def enumerate_layouts(model: ModelConfig, topo, space: Space, seq_len: int):
     """Every layout of ``space`` that can run, and (reason -> count) for those dropped."""
     layouts, dropped = [], Counter()
-    node = topo.devices_per_node
+    node, fixed = topo.devices_per_node, dict(space.fixed)
     for tp, cp, pp, dp in grid(space.pins, space.gpus, seq_len):
         vs, no_vs = virtual_stages(space.pins, model.layers, pp)
         mbs, no_mb = micro_batches(space.pins, space.global_batch // dp) \
             if space.global_batch % dp == 0 else ([], 0)
         knob, no_knob = knobs(tp, dp * cp, space.recompute, space.pins, pp,
                                  space.zero_with_pp)
-        knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins)
+        knob, moe_dropped = expert_knobs(model, tp, dp * cp, knob, space.pins,
+                                         fixed.get("moe_dispatcher") == "flex")
         size = len(vs) * max(len(mbs), 1) * max(len(knob), 1)
-        reason = _tp_reason(model, tp, node, space) or cp_reason(model, tp, cp, seq_len) or \
-            ("batch_dp" if space.global_batch % dp else None) or no_knob
+        reason = _tp_reason(model, tp, node, space) or \
+            cp_reason(model, tp, cp, seq_len, fixed.get("attention")) or \
+            ("batch_dp" if space.global_batch % dp else None) or \
+            ("shard_dp" if dp % (fixed.get("shard_group") or 1) else None) or no_knob
         comms = [] if reason else cp_comms(model, tp, cp, node, space.pins)
         if reason or not comms:
             dropped[reason or "pinned_cp_comm"] += size
@@ -100,8 +109,14 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
     elif m > MAX_MICRO_BATCHES:
         dropped["micro_batches"] += len(knob)
     else:
-        out = []
+        out, fixed = [], dict(space.fixed)
+        merged = fixed.get("overlap_moe_comm", False)
         for sp, ov, rc, (do, zero), ep, etp, comm in knob:
+            why = merged and ("moe_overlap_ep" if ep < 2 else "moe_overlap_vp" if pp > 1 and
+                              v == 1 else None)
+            if why:                        # tpsim.training.moe_overlap.check_overlap
+                dropped[why] += len(splits)
+                continue
             if sp and seq_len // cp % tp:
                 dropped["sp_seq"] += len(splits)
                 continue
@@ -109,7 +124,7 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
                 dropped["overlap_rows"] += len(splits)
                 continue
             out += [Layout.unchecked(
-                tp=tp, cp=cp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
+                **fixed, tp=tp, cp=cp, pp=pp, dp=dp, virtual_stages=v, micro_batch=mb,
                 sequence_parallel=sp, recompute=rc, distributed_optimizer=do, zero=zero,
                 tp_comm_overlap=ov, first_stage_layers=f, last_stage_layers=l,
                 memory_headroom=space.memory_headroom, ep=ep, expert_tp=etp, cp_comm=comm)
@@ -128,11 +143,14 @@ def _tp_reason(model: ModelConfig, tp: int, node: int, space: Space) -> str | No
     return None
 
 
-def expert_layouts(model: ModelConfig, tp: int, dp: int, pins: tuple) -> list[tuple]:
+def expert_layouts(model: ModelConfig, tp: int, dp: int, pins: tuple,
+                   flex: bool = False) -> list[tuple]:
     """(ep, expert_tp) of a stage's tp x dp ranks folded for the MoE layers
     (:mod:`tpsim.spec.folding`): ep a divisor of the experts, the experts' TP 1 or tp, ep x
     expert-tp dividing tp x ``dp`` (a stage's dp x cp) and the experts' width (pinned: only those values);
-    expert_tp None where it is tp (the default). A dense model: (1, None) only."""
+    expert_tp None where it is tp (the default). A dense model: (1, None) only. ``flex``
+    (--moe-dispatcher flex): ep > 1 with expert TP 1, or ep 1 with expert TP tp
+    (:func:`tpsim.layer.moe_flex.slot_of`)."""
     if not model.moe:
         return [(1, None)]
     ranks, width = tp * dp, model.expert_ffn_hidden
@@ -140,14 +158,16 @@ def expert_layouts(model: ModelConfig, tp: int, dp: int, pins: tuple) -> list[tu
            if ranks % e == 0 and model.experts % e == 0]
     etps = pick(pins, "expert_tp", sorted({1, tp}))
     return [(e, None if t == tp else t) for e in eps for t in etps
-            if ranks % (e * t) == 0 and width % t == 0]
+            if ranks % (e * t) == 0 and width % t == 0
+            and not (flex and (t > 1 if e > 1 else t != tp))]
 
 
-def expert_knobs(model: ModelConfig, tp: int, dp: int, knob: list, pins: tuple):
+def expert_knobs(model: ModelConfig, tp: int, dp: int, knob: list, pins: tuple,
+                 flex: bool = False):
     """``knob``'s (sp, overlap, recompute, (distributed optimizer, zero)) each with every
     :func:`expert_layouts` pair, those an MoE model cannot run dropped, and (reason -> count
     per micro-batch and virtual stage) for them."""
-    experts = expert_layouts(model, tp, dp, pins)
+    experts = expert_layouts(model, tp, dp, pins, flex)
     dropped = Counter()
     if not experts:
         dropped["ep_fold"] += len(knob)

@@ -2,8 +2,8 @@
 memory of the fullest stage, from the layer simulated once per layer configuration.
 
 A layout's layer, embedding and output layer depend on (tp, micro-batch, sequence parallelism,
-recomputation, TP overlap) only: each is simulated once (:func:`layer_parts`, predict's templates
-and pricing) and shared by every pipeline and data-parallel layout that runs it.
+recomputation, TP overlap) only: each is simulated once (:mod:`tpsim.search.parts`, predict's
+templates and pricing) and shared by every pipeline and data-parallel layout that runs it.
 
 The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`), from
 the same terms (:mod:`tpsim.training.terms`: every duration below is one of its functions):
@@ -35,120 +35,23 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..base.memo import Memo, memoised, value_hash
+from ..base.memo import Memo, memoised
 from . import dp_events
+from .run import Run
 from ..training import terms
 from ..training.grad_buckets import prescale_s, reduce_ranks, split_buckets
 from ..sim.memory import stage_memory
 from ..spec.folding import Folded
-from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
-from ..spec.precision import precision_key
 from ..training.pipeline import split_layers
-from ..training.predict import simulate_layer
 from ..sim.price import group_collective
-from ..training.step import Part
 from ..training.step_bound import end_stages
 from ..training.sharded_dp import largest_unit, sharding, state_bytes
 from ..training.weight_cache import stage_plain_params
 
 
-@dataclass(frozen=True)
-class Run:
-    """What every layout of one search shares: the model, topology and resolved settings.
-    Compared and hashed by value (once per run): a second search of the same job, by names
-    or by objects, finds the first one's memos."""
-    model: object
-    topo: object
-    seq_len: int
-    dtype: str
-    dropout: float
-    attention: str
-    global_batch: int
-
-    __hash__ = value_hash
-
-
-@dataclass(frozen=True)
-class Parts:
-    """The simulated layer, embedding and output layer of one layer configuration."""
-    layer: Part
-    embedding: Part
-    output: Part
-    dense_ratio: float = 1.0   # a dense layer's time as a share of the layer's (moe_parts)
-
-    @property
-    def saved(self) -> tuple[float, ...]:
-        """Activations one micro-batch keeps: layer, embedding, output layer, bytes."""
-        return (self.layer.saved_bytes, self.embedding.saved_bytes, self.output.saved_bytes)
-
-    @property
-    def times(self) -> tuple[float, ...]:
-        """The bound's first variables (:data:`tpsim.training.step_bound.FIXED`)."""
-        return (self.layer.forward_s, self.layer.backward_s, self.embedding.forward_s,
-                self.embedding.backward_s, self.output.forward_s, self.output.backward_s)
-
-
-_PARTS = Memo("search layer parts", 8192)
 _TIMES = Memo("search comm times", 65536)
 _REDUCERS = Memo("search stage reductions", 4096)
-
-
-def layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                overlap: bool, cp: int = 1, ep: int = 1, expert_tp: int | None = None,
-                world: int = 0, cp_comm: str = "p2p") -> Parts:
-    """The layer, embedding and output layer as predict simulates them, memoised: the ends
-    per (tp, micro-batch, SP, CP), which is all they depend on; selective recomputation with
-    fused attention is the layer without recomputation (:mod:`tpsim.layer.recompute`); ``cp``:
-    context parallelism by ``cp_comm``; with experts, folded ``ep`` x ``expert_tp`` on
-    ``world`` GPUs (:func:`moe_parts`)."""
-    return _PARTS.get((run, "parts", tp, micro_batch, sp, recompute, overlap, cp, ep, expert_tp,
-                       world, cp_comm), _layer_parts, run, tp, micro_batch, sp, recompute,
-                      overlap, cp, ep, expert_tp, world, cp_comm)
-
-
-def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
-                 overlap: bool, cp: int, ep: int, expert_tp: int | None, world: int,
-                 cp_comm: str) -> Parts:
-    if recompute == "selective" and run.attention != "unfused":
-        recompute = "none"
-    sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp,
-                               cp_comm),
-                              simulate_layer, run.model, run.topo, tp, micro_batch, run.seq_len,
-                              run.dtype, sp, run.dropout, run.attention, recompute, overlap,
-                              False, cp, cp_comm)
-
-    def ends():
-        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout)
-        return Part.of(emb), Part.of(out)
-    emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
-    if not run.model.moe:
-        return Parts(Part.of(sim), emb, out)
-    experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
-    moe = simulate_layer(run.model, run.topo, tp, micro_batch, run.seq_len, run.dtype, sp,
-                         run.dropout, run.attention, recompute, overlap, True, cp, cp_comm,
-                         experts=experts)[0]
-    return moe_parts(run.model, Part.of(sim), Part.of(moe), emb, out)
-
-
-def moe_parts(model, dense: Part, moe: Part, emb: Part, out: Part) -> Parts:
-    """The bound's parts for a model with experts: its MoE layer; a dense layer counted as
-    ``dense_ratio`` of one (its smaller time ratio: :func:`bound_layers`); the larger
-    activations (exact when every layer carries experts; the candidates' are predict's)."""
-    if moe_layers(model) == model.layers:
-        return Parts(moe, emb, out)
-    ratio = min(dense.forward_s / moe.forward_s, dense.backward_s / moe.backward_s)
-    return Parts(replace(moe, saved_bytes=max(dense.saved_bytes, moe.saved_bytes)), emb, out,
-                 ratio)
-
-
-def bound_layers(model, layers: tuple[int, ...], ratio: float) -> tuple[float, ...]:
-    """Layers per virtual stage as the bound counts them, in MoE layers: each dense one as
-    ``ratio`` (at most its time over the MoE layer's in every layout): never too long."""
-    if ratio == 1.0 or not model.moe:
-        return layers
-    moe = terms.moe_counts(model, layers)
-    return tuple(n - (n - k) * (1.0 - ratio) for n, k in zip(layers, moe))
 
 
 def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
@@ -249,7 +152,7 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
     parallelism leaves partial, before the stage's DP stream can finish."""
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     params = terms.sp_sync_params(run.model, layers, pp, v, True)
-    return np.array([terms.sp_sync_s(params[r], run.dtype, par, r, price) or 0.0
+    return np.array([terms.sp_sync_s(params[r], run.precision(), par, r, price) or 0.0
                      for r in end_stages(pp)])
 
 
@@ -264,18 +167,19 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE layers
     folded ``ep`` x ``expert_tp``."""
     model, dev = run.model, run.topo.device
-    dtype = precision_key(run.dtype, any_layout=dev.fp8_any_layout)   # as the step's
+    get, dtype = run.setting, run.precision()     # as the step's
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
     experts = Folded(par, ep, expert_tp or tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
-    sh = sharding(zero, dp, None, True, False, 1, experts.edp if experts and experts.apart else 0,
-                  pp)
+    sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
+                  get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,
+                  get("fsdp_fp32_params"))
     plain = stage_plain_params(model, tp, layers, pp, v)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
-    # search: overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
+    # overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
     ranks = reduce_ranks(par, experts if any(b[4] for bs in st.buckets for b in bs) else None)
-    over = terms.overlapped_reduce(True, ranks) and sh.stage < 2
+    over = terms.overlapped_reduce(get("overlap_grad_reduce"), ranks) and sh.stage < 2
     scale = _prescales(st, dtype, dev, dp if over else 1)
     events, gn, finish, memory, copies = [], [], [], [], []
     reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,

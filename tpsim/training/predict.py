@@ -176,9 +176,9 @@ def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
     return fold(par, lay.ep, etp, m.experts, m.name, m.expert_ffn_hidden or 0)
 
 
-def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
+def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                     experts: Folded | None = None):
-    """:func:`simulate_layer` of a resolved layout."""
+    """:func:`simulate_layer` of a resolved layout (the search's layers too)."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, lay.query_key_layer_scaling,
@@ -190,8 +190,8 @@ def _simulate_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = Fal
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):
     """The layers block recomputation re-runs: (dense, MoE or None), each simulated with
     ``lay``'s full recomputation (:mod:`tpsim.training.partial_recompute`)."""
-    moe = _simulate_layer(m, topo, lay, True, experts)[0] if sparse else None
-    return _simulate_layer(m, topo, lay)[0], moe
+    moe = layout_layer(m, topo, lay, True, experts)[0] if sparse else None
+    return layout_layer(m, topo, lay)[0], moe
 
 
 def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
@@ -199,7 +199,7 @@ def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, *
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows.
     ``layout`` or its fields as keywords, as :func:`predict` takes them."""
     m, topo, lay = _settings(model, topology, run_layout(layout, settings, "predict_layer"))
-    return layer_times(_simulate_layer(m, topo, lay)[0])
+    return layer_times(layout_layer(m, topo, lay)[0])
 
 
 def _notices(m: ModelConfig, topo, lay: Layout, mem) -> tuple[Notice, ...]:
@@ -241,8 +241,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     par, stage_layers = _step_plan(m, topo, lay)
     experts = experts_of(m, lay, par)
     sparse, partial, run = moe_layers(m), partial_of(lay), base_layout(lay)
-    sim, pricing = _simulate_layer(m, topo, run)
-    moe = _simulate_layer(m, topo, run, True, experts)[0] if sparse else None
+    sim, pricing = layout_layer(m, topo, run)
+    moe = layout_layer(m, topo, run, True, experts)[0] if sparse else None
     dense = Part.of(sim)
     layer = layer_times(moe if sparse else sim)     # the MoE layer when the model has one
     tp = lay.tp

@@ -60,8 +60,9 @@ with s.paused_gc():
         t1 = time.process_time()
         for lay in layouts:
             search_step.layer_parts(run, lay.tp, lay.micro_batch, lay.sequence_parallel,
-                                    lay.recompute, lay.tp_comm_overlap, lay.ep, lay.expert_tp,
-                                    lay.tp * lay.pp * lay.dp)
+                                    lay.recompute, lay.tp_comm_overlap, cp=lay.cp, ep=lay.ep,
+                                    expert_tp=lay.expert_tp, cp_comm=lay.cp_comm,
+                                    world=lay.tp * lay.cp * lay.pp * lay.dp)
         t2 = time.process_time()
         priced = s.bound_layouts(w, layouts)
         t3 = time.process_time()

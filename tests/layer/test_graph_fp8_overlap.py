@@ -40,6 +40,24 @@ def test_fp8_runs_the_linears_in_fp8_and_the_rest_in_bf16():
     assert not [n for n in plain if n.endswith(".cast")]
 
 
+def test_sp_row_parallel_backward_gathers_the_quantized_gradient():
+    """With SP, a row-parallel linear's output gradient is cast on the rank's Tn x h shard and
+    all-gathered quantized, one byte an element under fp8 (Transformer Engine's
+    grad_output_preprocess); the linear's own backward casts nothing more. In bf16 the gather
+    carries 2 bytes an element."""
+    m = load_model("llama3-8b")
+    g = layer_graph(m, 4, 1, 1024, "fp8", sequence_parallel=True)
+    ops = _ops(g)
+    for lin in ("proj", "mlp_out"):
+        assert ops[f"bwd.{lin}.cast"].nbytes == 1024 // 4 * 4096 * (2 + 2)
+        assert ops[f"bwd.{lin}.all-gather"].nbytes == 1024 * 4096
+        assert ops[f"bwd.{lin}.all-gather"].dtype == "fp8"
+        assert g.has_edge(f"bwd.{lin}.cast", f"bwd.{lin}.all-gather")
+        assert g.has_edge(f"bwd.{lin}.all-gather", f"bwd.{lin}.dgrad")
+    plain = _ops(layer_graph(m, 4, 1, 1024, "bf16", sequence_parallel=True))
+    assert plain["bwd.proj.all-gather"].nbytes == 1024 * 4096 * 2
+
+
 def test_fp8_is_faster_on_hopper_and_needs_an_fp8_peak():
     """H100 lists fp8 (1979 TFLOP/s): the layer is faster than bf16; A100 has no fp8 peak: the
     error names --dtype. FP8 keeps the bf16 weights plus the fp8 copy and its transpose of the

@@ -111,7 +111,8 @@ def _shard_copy(d: Dims) -> SendRecv:
 
 
 def gathered_input(d: Dims):
-    """A column-parallel linear's gathered (b*s, h) input, in the linears' GEMM dtype."""
+    """A column-parallel linear's gathered (b*s, h) input, or a row-parallel one's gathered
+    output gradient, in the linears' GEMM dtype."""
     return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
 
 
@@ -190,7 +191,7 @@ def bias_grad(B: Builder, linear: str, grads, tokens, width) -> str:
 
 
 def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps=(),
-                    linear=True):
+                    linear=True, cast=True):
     """Backward of the forward GEMM X (m x k) @ W (k x n), ``size(d)`` -> (m, n, k): two GEMMs,
     each 2mnk FLOPs, in Megatron's issue order: dgrad, then ``between(dgrad)`` (the async
     collective of the input gradient), then wgrad.
@@ -198,11 +199,12 @@ def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps
     dgrad: dX = dY W^T, (m x n) @ (n x k);   wgrad: dW = X^T dY, (k x m) @ (m x n), accumulated
     into the fp32 main gradient (gradient_accumulation_fusion: reads and writes k x n fp32).
     ``wgrad_deps``: what the wgrad GEMM waits for besides the output gradient (SP: the
-    re-gathered input). Under FP8 the output gradient is first cast (:func:`fp8_cast`);
+    re-gathered input). Under FP8 the output gradient is first cast (:func:`fp8_cast`) unless
+    ``cast`` is False (it arrives quantized: a sequence-parallel gather's);
     ``linear=False`` keeps both GEMMs in the activations' dtype (the output layer).
     """
     fwd = f"fwd.{name}"
-    if linear:
+    if linear and cast:
         grads = (fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grads, grad=True),)
     dgrad_size, wgrad_size = _dgrad_size(size), _wgrad_size(size, B.grad_fusion)
     dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd, linear=linear)
@@ -246,11 +248,16 @@ def _wgrad_size(size, fused: bool = True):
 
 def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
     """Backward of a row-parallel linear: its bias gradient, (SP: all-gather of the output
-    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad."""
+    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad.
+    Under FP8 with SP the local Tn x h shard is cast before the gather, which carries the
+    quantized tensor (Transformer Engine's ``grad_output_preprocess``:
+    ``gather_along_first_dim(grad_output, tp_group, quantizer=...)`` quantizes, then
+    all-gathers the quantized data, module/base.py and distributed.py)."""
     if bias:
         bias_grad(B, linear, (grad,), lambda d: d.Tn, lambda d: d.h)
-    if B.tp_overlap:    # the output gradient's gather interleaved with the dgrad GEMM
+    if B.sp:
         grad = fp8_cast(B, f"bwd.{linear}.cast", lambda d: (d.Tn, d.h), grad, grad=True)
+    if B.tp_overlap:    # the output gradient's gather interleaved with the dgrad GEMM
         dgrad = _ring_exchange(B, f"bwd.{linear}.dgrad", _dgrad_size(size), (grad,),
                                linear=True)
         copies = tuple(f"bwd.{linear}.dgrad.p2p{i}" for i in range(1, B.tp))
@@ -259,8 +266,8 @@ def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
         return dgrad, wgrad
     if B.sp:
         grad = B.collective(f"bwd.{linear}.all-gather", "all-gather", (grad,),
-                            forward_of=f"fwd.{linear}.reduce-scatter")
-    return linear_backward(B, linear, size, (grad,))
+                            forward_of=f"fwd.{linear}.reduce-scatter", size=gathered_input)
+    return linear_backward(B, linear, size, (grad,), cast=not B.sp)
 
 
 def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool, is_linear=True):

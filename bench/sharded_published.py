@@ -26,7 +26,8 @@ Sources (the rows' settings as published; what tpsim does not model is said per 
   (``bf16_with_nvfp4_mixed``) keeps no layer in bf16 (``first_last_layers_bf16`` False) and
   runs Transformer Engine's NVFP4BlockScaling (tpsim.spec.precision); with sequence
   parallelism each column-parallel input and row-parallel output gradient all-reduces its
-  amax over the TP group (``with_amax_reduction``), which tpsim does not price.
+  amax over the TP group before its cast (``with_amax_reduction``: tpsim.layer.linears's
+  ``amax_reduce``).
 
     python bench/sharded_published.py
 """
@@ -79,7 +80,7 @@ ROWS = (
     ("Megatron-Bridge 26.04.01: 70B, NVFP4, GB200 TP2 PP4 VP5", "llama3-70b", "gb200-nvl72",
      dict(tp=2, pp=4, virtual_stages=5, dp=8, micro_batch=1, global_batch=256, zero=1,
           dtype="nvfp4", sequence_parallel=True, **FP8_CS), 4864,
-     "the TP amax all-reduces not modelled"),
+     "the TP amax all-reduces priced"),
     ("Megatron-Bridge 26.04.01: 70B, MXFP8, GB300 PP4 VP5", "llama3-70b", "gb300-nvl72",
      dict(tp=1, pp=4, virtual_stages=5, dp=16, micro_batch=1, global_batch=256, zero=1,
           dtype="mxfp8", **FP8_CS), 4864, ""),

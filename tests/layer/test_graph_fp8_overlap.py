@@ -2,6 +2,8 @@
 in the layer's op graph: what runs in which dtype, which ops appear, and what they cost."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tpsim.base.errors import ConfigError
@@ -38,6 +40,24 @@ def test_fp8_runs_the_linears_in_fp8_and_the_rest_in_bf16():
     assert all(type(op) is MemoryBound for n, op in mx.items() if n.endswith(".cast"))
     plain = _ops(layer_graph(m, 4, 1, 1024, "bf16", sequence_parallel=True))
     assert not [n for n in plain if n.endswith(".cast")]
+
+
+def test_sp_row_parallel_backward_gathers_the_quantized_gradient():
+    """With SP, a row-parallel linear's output gradient is cast on the rank's Tn x h shard and
+    all-gathered quantized, one byte an element under fp8 (Transformer Engine's
+    grad_output_preprocess); the linear's own backward casts nothing more. In bf16 the gather
+    carries 2 bytes an element."""
+    m = load_model("llama3-8b")
+    g = layer_graph(m, 4, 1, 1024, "fp8", sequence_parallel=True)
+    ops = _ops(g)
+    for lin in ("proj", "mlp_out"):
+        assert ops[f"bwd.{lin}.cast"].nbytes == 1024 // 4 * 4096 * (2 + 2)
+        assert ops[f"bwd.{lin}.all-gather"].nbytes == 1024 * 4096
+        assert ops[f"bwd.{lin}.all-gather"].dtype == "fp8"
+        assert g.has_edge(f"bwd.{lin}.cast", f"bwd.{lin}.all-gather")
+        assert g.has_edge(f"bwd.{lin}.all-gather", f"bwd.{lin}.dgrad")
+    plain = _ops(layer_graph(m, 4, 1, 1024, "bf16", sequence_parallel=True))
+    assert plain["bwd.proj.all-gather"].nbytes == 1024 * 4096 * 2
 
 
 def test_fp8_is_faster_on_hopper_and_needs_an_fp8_peak():
@@ -154,8 +174,45 @@ def test_current_scaling_reads_each_cast_input_twice_and_casts_the_norms_apart(s
             assert current[f"{name}.amax"].nbytes == op.nbytes * 2 / (2 + 2)
             assert type(current[f"{name}.amax"]) is MemoryBound
             amax.add(f"{name}.amax")
-    assert set(current) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"} | amax
+    reduced = {f"{c}.amax-all-reduce" for c in REDUCED_CASTS} if sp else set()
+    assert set(current) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"} | amax | reduced
     assert set(blockwise) - set(delayed) == {"fwd.qkv.cast", "fwd.mlp_in.cast"}
+
+
+# the casts of sequence-parallel shards the TP group gathers: the column-parallel inputs and
+# the row-parallel output gradients
+REDUCED_CASTS = ("fwd.qkv.cast", "fwd.mlp_in.cast", "bwd.proj.cast", "bwd.mlp_out.cast")
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_sp_casts_all_reduce_their_amax_over_tp_before_the_cast(overlap):
+    """Under SP, current scaling and NVFP4 all-reduce (MAX) the amax of each of the four
+    gathered operands over the TP group, between the amax (the norm's, or its own pass) and the
+    cast: 4 bytes (NVFP4: its row-wise and column-wise amaxes, 8); with TP overlap too. Delayed
+    scaling, MXFP8 and blockwise scaling reduce nothing per tensor, nor does any recipe
+    without SP."""
+    from tpsim.layer.dims import layer_dims
+    from tpsim.layer.graph import layer_template
+    m = load_model("llama3-8b")
+    for dtype, quantizer, nbytes in (("fp8", "fp8:tensorwise", 4), ("nvfp4", "nvfp4", 8)):
+        tpl = layer_template(True, True, fp8=quantizer, tp_overlap=4 if overlap else 0)
+        dims = layer_dims(m, 4, 1, 1024, dtype, True)
+        g = tpl.digraph(dataclasses.replace(dims, fp8_recipe=quantizer.split(":")[-1])
+                        if dtype == "fp8" else dims)
+        reductions = sorted(n for n in g if n.endswith(".amax-all-reduce"))
+        assert reductions == sorted(f"{c}.amax-all-reduce" for c in REDUCED_CASTS)
+        for c in REDUCED_CASTS:
+            op = g.nodes[f"{c}.amax-all-reduce"]["op"]
+            assert (op.op, op.nbytes, op.group) == ("all-reduce", nbytes, "tp")
+            assert g.has_edge(f"{c}.amax-all-reduce", c)
+        assert g.has_edge("fwd.mlp_in.cast.amax-all-reduce", "fwd.mlp_in.cast")
+        first = "fwd.qkv.chunk0" if overlap else "fwd.qkv.all-gather"
+        assert g.has_edge("fwd.qkv.cast", first)
+    for dtype, recipe in (("fp8", "delayed"), ("fp8", "blockwise"), ("mxfp8", "delayed")):
+        ops = _ops(layer_graph(m, 4, 1, 1024, dtype, sequence_parallel=True, fp8_recipe=recipe))
+        assert not [n for n in ops if n.endswith(".amax-all-reduce")]
+    ops = _ops(layer_graph(m, 4, 1, 1024, "nvfp4", sequence_parallel=False))
+    assert not [n for n in ops if n.endswith(".amax-all-reduce")]
 
 
 def test_current_scaling_slows_the_step_and_delayed_stays_the_default():

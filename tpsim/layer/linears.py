@@ -23,8 +23,8 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
-from ..spec.precision import (NORM_AMAX, NORM_QUANTIZES, STOCHASTIC_ROUNDING, amax_pass_bytes,
-                              cast_write_bytes, quantize_launches)
+from ..spec.precision import (AMAX_REDUCED_BYTES, NORM_AMAX, NORM_QUANTIZES, STOCHASTIC_ROUNDING,
+                              amax_pass_bytes, cast_write_bytes, quantize_launches)
 
 
 RS_SPLITS = 4    # Transformer Engine's default num_splits for its pipelined reduce-scatter
@@ -36,7 +36,7 @@ def column_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
     Transformer Engine gathers the cast input); with TP communication overlap
     (:func:`_ring_exchange`) the gather is interleaved with the GEMM instead. Its input is the
     norm's output, cast first where the norm does not quantize it (:func:`norm_cast`)."""
-    x = norm_cast(B, linear, x, size)
+    x = norm_cast(B, linear, x, size, gathered=B.sp)
     if B.tp_overlap:
         return _ring_exchange(B, f"fwd.{linear}", size, (x,), saved, linear=True)
     if B.sp:
@@ -111,12 +111,13 @@ def _shard_copy(d: Dims) -> SendRecv:
 
 
 def gathered_input(d: Dims):
-    """A column-parallel linear's gathered (b*s, h) input, in the linears' GEMM dtype."""
+    """A column-parallel linear's gathered (b*s, h) input, or a row-parallel one's gathered
+    output gradient, in the linears' GEMM dtype."""
     return d.T * d.h * BYTES_PER_ELEMENT[d.gemm_dtype], (d.T, d.h), d.gemm_dtype
 
 
 def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
-             grad=False) -> str:
+             grad=False, gathered=False) -> str:
     """Under FP8 training (Transformer Engine), a linear's 16-bit input or output gradient is
     cast to fp8 in one fused cast-transpose kernel (:func:`~tpsim.layer.ops.cast_op`): read
     rows x cols in 16 bits, write the fp8 copy and its transpose (the weight gradient's
@@ -130,7 +131,8 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
     (:func:`tpsim.spec.precision.quantize_launches`, one amax kernel per split of them;
     :class:`~tpsim.layer.template.Node`). ``grad``: an output gradient, rounded stochastically
     by the quantizers of :data:`tpsim.spec.precision.STOCHASTIC_ROUNDING`
-    (:class:`~tpsim.layer.ops.StochasticCast`)."""
+    (:class:`~tpsim.layer.ops.StochasticCast`). ``gathered``: a sequence-parallel shard the
+    TP group all-gathers after its cast, whose amax is all-reduced first (:func:`amax_reduce`)."""
     if not B.fp8:
         return dep
     own_amax = amax_pass_bytes(B.fp8, amax_fused) > 0
@@ -139,6 +141,8 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
             rows, cols = shape(d)
             return rows, cols, rows * cols * amax_pass_bytes(d.quantizer)
         dep = B.eltwise(f"{name}.amax", amax, (dep,), launches=splits, host_ops=0)
+    if gathered:
+        dep = amax_reduce(B, name, dep)
     def size(d):
         rows, cols = shape(d)
         return rows, cols, rows * cols * (d.bpe + cast_write_bytes(d.quantizer))
@@ -150,18 +154,38 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
     return B.eltwise(name, size, (dep,), kind=kind, launches=launches)
 
 
-def norm_cast(B: Builder, linear: str, x, size) -> str:
+def amax_reduce(B: Builder, name: str, dep) -> str:
+    """The all-reduce (MAX) over the TP group of the amax a sequence-parallel operand's cast
+    scales by, for the quantizers of :data:`tpsim.spec.precision.AMAX_REDUCED_BYTES` (current
+    scaling, NVFP4; none for the others): every rank gathers the others' quantized shards and
+    needs their common scale. Transformer Engine's quantizer issues it from C++ between the
+    amax and the cast and makes the compute stream wait for it, so the cast depends on it:
+
+        t = collective_time("all-reduce", AMAX_REDUCED_BYTES(q), tp)     (latency-bound)
+
+    priced by :func:`tpsim.cost.collectives.collective_time` (the comm stream), and its host
+    call as one launch (no Python dispatch: ``host_ops`` 0, ``launches`` 1)."""
+    nbytes = AMAX_REDUCED_BYTES.get(B.fp8, 0)
+    if not nbytes:
+        return dep
+    return B.collective(f"{name}.amax-all-reduce", "all-reduce", (dep,), host_ops=0,
+                        size=lambda d: (nbytes, (nbytes // 4,), "fp32"),
+                        launches=lambda d: 1)
+
+
+def norm_cast(B: Builder, linear: str, x, size, gathered=False) -> str:
     """A column-parallel linear's input, the norm's output, under a quantizer whose norm does
     not write it quantized (all but delayed fp8's fused norm,
     :data:`tpsim.spec.precision.NORM_QUANTIZES`): the norm writes 16 bits (and the amax, for
     :data:`tpsim.spec.precision.NORM_AMAX`'s quantizers; NVFP4's, whose transformed copy
     needs the amax after the Hadamard transform, read it in a pass of their own), and a cast
     of the Tn x k tokens this rank normed follows, before any SP all-gather (Transformer
-    Engine's LayerNormLinear gathers the quantized tensor)."""
+    Engine's LayerNormLinear gathers the quantized tensor; ``gathered``: it does, the amax
+    all-reduced first, :func:`amax_reduce`)."""
     if not B.fp8 or B.fp8 in NORM_QUANTIZES:
         return x
     return fp8_cast(B, f"fwd.{linear}.cast", lambda d: (d.Tn, size(d)[2]), x,
-                    amax_fused=B.fp8 in NORM_AMAX)
+                    amax_fused=B.fp8 in NORM_AMAX, gathered=gathered)
 
 
 def input_saved(d: Dims) -> float:
@@ -190,7 +214,7 @@ def bias_grad(B: Builder, linear: str, grads, tokens, width) -> str:
 
 
 def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps=(),
-                    linear=True):
+                    linear=True, cast=True):
     """Backward of the forward GEMM X (m x k) @ W (k x n), ``size(d)`` -> (m, n, k): two GEMMs,
     each 2mnk FLOPs, in Megatron's issue order: dgrad, then ``between(dgrad)`` (the async
     collective of the input gradient), then wgrad.
@@ -198,11 +222,12 @@ def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps
     dgrad: dX = dY W^T, (m x n) @ (n x k);   wgrad: dW = X^T dY, (k x m) @ (m x n), accumulated
     into the fp32 main gradient (gradient_accumulation_fusion: reads and writes k x n fp32).
     ``wgrad_deps``: what the wgrad GEMM waits for besides the output gradient (SP: the
-    re-gathered input). Under FP8 the output gradient is first cast (:func:`fp8_cast`);
+    re-gathered input). Under FP8 the output gradient is first cast (:func:`fp8_cast`) unless
+    ``cast`` is False (it arrives quantized: a sequence-parallel gather's);
     ``linear=False`` keeps both GEMMs in the activations' dtype (the output layer).
     """
     fwd = f"fwd.{name}"
-    if linear:
+    if linear and cast:
         grads = (fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grads, grad=True),)
     dgrad_size, wgrad_size = _dgrad_size(size), _wgrad_size(size, B.grad_fusion)
     dgrad = B.gemm(f"bwd.{name}.dgrad", dgrad_size, grads, forward_of=fwd, linear=linear)
@@ -246,11 +271,17 @@ def _wgrad_size(size, fused: bool = True):
 
 def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
     """Backward of a row-parallel linear: its bias gradient, (SP: all-gather of the output
-    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad."""
+    gradient, the conjugate of the forward reduce-scatter; synchronous) then dgrad and wgrad.
+    Under FP8 with SP the local Tn x h shard is cast before the gather, which carries the
+    quantized tensor (Transformer Engine's ``grad_output_preprocess``:
+    ``gather_along_first_dim(grad_output, tp_group, quantizer=...)`` quantizes, then
+    all-gathers the quantized data, module/base.py and distributed.py)."""
     if bias:
         bias_grad(B, linear, (grad,), lambda d: d.Tn, lambda d: d.h)
+    if B.sp:
+        grad = fp8_cast(B, f"bwd.{linear}.cast", lambda d: (d.Tn, d.h), grad, grad=True,
+                        gathered=True)
     if B.tp_overlap:    # the output gradient's gather interleaved with the dgrad GEMM
-        grad = fp8_cast(B, f"bwd.{linear}.cast", lambda d: (d.Tn, d.h), grad, grad=True)
         dgrad = _ring_exchange(B, f"bwd.{linear}.dgrad", _dgrad_size(size), (grad,),
                                linear=True)
         copies = tuple(f"bwd.{linear}.dgrad.p2p{i}" for i in range(1, B.tp))
@@ -259,8 +290,8 @@ def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
         return dgrad, wgrad
     if B.sp:
         grad = B.collective(f"bwd.{linear}.all-gather", "all-gather", (grad,),
-                            forward_of=f"fwd.{linear}.reduce-scatter")
-    return linear_backward(B, linear, size, (grad,))
+                            forward_of=f"fwd.{linear}.reduce-scatter", size=gathered_input)
+    return linear_backward(B, linear, size, (grad,), cast=not B.sp)
 
 
 def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool, is_linear=True):

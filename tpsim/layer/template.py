@@ -134,15 +134,17 @@ class Builder:
                         sync=sync, launches=launches, loop_ops=loop_ops)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
-                   host_ops=1, sync=None) -> str:
+                   host_ops=1, sync=None, launches=None) -> str:
         """``op`` on ``group``; by default of the (b*s, h) activation, b*s*h*bytes_per_element.
-        ``size(d)`` -> (nbytes, dims, dtype) for anything else."""
+        ``size(d)`` -> (nbytes, dims, dtype) for anything else; ``launches``: as
+        :class:`Node`'s (a collective another op's C++ call issues)."""
         def make(d):
             if size is None:
                 return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype)
             nbytes, dims, dtype = size(d)
             return Collective(op, nbytes, group, dims, dtype)
-        return self.add(name, make, "comm", deps, None, forward_of, group, host_ops, sync)
+        return self.add(name, make, "comm", deps, None, forward_of, group, host_ops, sync,
+                        launches)
 
     def compile(self, group_sizes: dict[str, int], **attrs) -> Template:
         """Fix the structure: drop collectives on one-rank groups, index every node and edge."""

@@ -104,8 +104,21 @@ the RHT, transpose and column-wise cast in one kernel, the input read once), and
 "Post-RHT amax is handled within NVFP4 quantizer"), so the norm's output has an amax pass of
 its own too. Megatron-Bridge's Llama 3 NVFP4 recipes keep no layer in bf16
 (``first_last_layers_bf16`` False, its default); attention and the output layer stay bf16.
-Not priced: the amax all-reduce over the TP group of a sequence-parallel linear's input and
-output gradient (``with_amax_reduction``, as fp8's current scaling).
+
+A per-tensor scale found from this tensor must be the same on every rank that gathers it:
+under sequence parallelism Transformer Engine quantizes the rank's shard before the TP
+all-gather, so the quantizers of a column-parallel linear's input (QKV, FC1) and of a
+row-parallel linear's output gradient (proj, FC2) are given the TP group
+(``set_quantizer_amax_reduction_group``, module/linear.py, layernorm_linear.py, with or
+without userbuffers overlap) and all-reduce their amax with MAX between the amax and the cast
+(``Float8CurrentScalingQuantizer::quantize_impl``: ``amax_reduction_group->allreduce(...)
+->wait()``; ``NVFP4Quantizer::quantize_impl``: ``allreduce_coalesced`` of the row-wise and
+column-wise amaxes; pytorch/csrc/quantizer.cpp, Transformer Engine 2.18 as Megatron-Bridge
+pins it). ProcessGroupNCCL's ``wait`` makes the compute stream wait for the NCCL stream: the
+scale and the cast, hence the gather and the GEMM, start after it (:data:`AMAX_REDUCED_BYTES`).
+MXFP8's and the blockwise recipe's scales are per block, found in the cast: no reduction.
+Delayed scaling reduces its amax history once per autocast region, not per tensor (not
+priced).
 Kernels that find the amax while they compute (Transformer Engine's activation and dbias
 kernels, ``FUSED_ACTIVATION_AMAX_FP8``) run only where Transformer Engine computes the
 activation; Megatron-core's MLP runs its own (``bias_swiglu_impl``), so the second linear's
@@ -145,6 +158,9 @@ FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
 # the 16-bit tensor's amax read before its cast, bytes per element, by quantizer (docstring;
 # :func:`amax_pass_bytes`)
 AMAX_PASS_BYTES = {"nvfp4": 2, "fp8:tensorwise": 2}
+# bytes a sequence-parallel operand's quantizer all-reduces (MAX) over the TP group before
+# its cast, by quantizer (docstring): one fp32 amax; NVFP4's row-wise and column-wise ones
+AMAX_REDUCED_BYTES = {"fp8:tensorwise": 4, "nvfp4": 8}
 NORM_QUANTIZES = ("fp8:delayed",)   # whose fused norm writes the quantized copy itself
 NORM_AMAX = ("fp8:tensorwise",)     # whose norm finds the amax its output's cast needs
 # whose gradients' casts round stochastically (NVFP4BlockScaling's fp4_quant_bwd_grad; the

@@ -24,6 +24,14 @@ and from the start of the layer's backward to the end of the router's backward, 
 simulated timeline of one GPU of a DGX H100 (``dgx-h100``), so host waits and exposed
 communication count as the events see them.
 
+What FP8 costs one dispatcher more than HybridEP, read off the table without a model: for the
+all-to-all and DeepEP rows, (FP8 time - FP8 HybridEP time) - (BF16 time - BF16 HybridEP time).
+HybridEP pads each expert's rows inside its dispatch; the others' rows are copied by
+Transformer Engine's Fp8Padding and Fp8Unpadding (:mod:`tpsim.layer.moe_padding`), and what
+else FP8 adds (the casts, the faster GEMMs) is common to the three. Published: 0.10-0.14 ms
+forward and backward on the Mixtral proxy, 0.60-0.75 ms on the DeepSeek proxy, whose routed
+rows are 4.4 times the Mixtral proxy's bytes; the script prints tpsim's beside them.
+
     python bench/moe_layer_published.py
 """
 from __future__ import annotations
@@ -87,17 +95,33 @@ def rows():
     return out
 
 
+def fp8_beyond_hybridep(out) -> list[tuple[str, float, float, float, float]]:
+    """(proxy and dispatcher, tpsim forward s, backward s, published forward s, backward s)
+    of (FP8 - FP8 HybridEP) - (BF16 - BF16 HybridEP), module docstring, from ``rows()``."""
+    times = {case: (f, b, fp, bp) for case, f, b, fp, bp in out}
+    def diff(model, disp, i):
+        key = lambda dis, dt: times[f"{model}_{dis}_tp1ep8_{dt}"][i]
+        return (key(disp, "fp8") - key("hybridep", "fp8")) - \
+            (key(disp, "bf16") - key("hybridep", "bf16"))
+    return [(f"{model} {disp}", *(diff(model, disp, i) for i in range(4)))
+            for model in PROXIES for disp in ("a2a", "deepep")]
+
+
 def main() -> None:
     print(f"{'MoE layer, 8 H100, EP 8':32s} {'forward ms':>22s} {'backward ms':>22s}")
     print(f"{'':32s} {'tpsim':>7s} {'publ.':>6s} {'err':>7s} {'tpsim':>7s} {'publ.':>6s} "
           f"{'err':>7s}")
     errors = []
-    for case, f, b, fp, bp in rows():
+    out = rows()
+    for case, f, b, fp, bp in out:
         errors += [f / fp - 1, b / bp - 1]
         print(f"{case:32s} {f * 1e3:7.2f} {fp * 1e3:6.2f} {f / fp - 1:+7.1%} {b * 1e3:7.2f} "
               f"{bp * 1e3:6.2f} {b / bp - 1:+7.1%}")
     print(f"mean error {sum(errors) / len(errors):+.1%}, mean |error| "
           f"{sum(map(abs, errors)) / len(errors):.1%}, max |error| {max(map(abs, errors)):.1%}")
+    print(f"\n{'FP8 beyond HybridEP, ms':32s} {'forward':>14s} {'backward':>14s}")
+    for label, f, b, fp, bp in fp8_beyond_hybridep(out):
+        print(f"{label:32s} {f * 1e3:7.2f} {fp * 1e3:6.2f} {b * 1e3:7.2f} {bp * 1e3:6.2f}")
 
 
 if __name__ == "__main__":

@@ -159,12 +159,34 @@ communication kernels 8.25 s (tpsim 6.70 s), the other kernels 14.4-14.6 s (tpsi
 compute 12.9 s and ~0.7 s of the model's ends and optimizer), the GPU idle 1.89 s (tpsim's host
 wait 0.72 s): the gap is spread over all three, none alone. Set beside the EP 16 FP8 row above
 (the same model, layout, dispatcher, no overlap: 29.26 s a step at 8,960 tokens/s, the 26.04.01
-container), the BF16 run is 16% faster, where tpsim has the FP8 step 2% slower than the BF16
-one (21.16 s against 20.68 s): about 4 s of the FP8 row's 8.1 s gap (1.3 ms a layer and
-micro-batch) is on the FP8 path alone (Transformer Engine's per-expert current-scaling
-quantization and its host work, FP8 parameters' casts), the rest shared with BF16. The two runs
-are of different dates and containers (the BF16 one 2026-05/07, router and preprocessing in
-CUDA graphs, the FP8 one also the attention), so this points, it does not measure.
+container), the BF16 run is 16% faster, where tpsim has the FP8 step 6% slower than the BF16
+one (21.97 s against 20.68 s; 2%, 21.16 s, before each expert's quantize kernels were priced
+one after the other on the GPU): about 3.3 s of the FP8 row's 7.3 s gap (1.1 ms a layer and
+micro-batch) is on the FP8 path alone, the rest shared with BF16. The two runs are of
+different dates and containers (the BF16 one 2026-05/07, router and preprocessing in CUDA
+graphs, the FP8 one also the attention), so this points, it does not measure; and Megatron-
+Bridge's BF16 recipe of this layout fuses the permutation into HybridEP
+(``moe_permute_fusion_into_hybridep``, ``perf_recipes/qwen/h100/qwen3_moe.py`` at commit
+067f987d) where the FP8 one does not: if the BF16 run had it, up to 1.27 s a step (tpsim's sort
+and unsort) of the 3.3 s is that, not FP8.
+
+The FP8 path as the recipe runs it, read from the code (Megatron-Bridge ``_perf_precision
+("fp8_cs")``: Transformer Engine's Float8CurrentScaling, no bf16 first and last layers, FP8
+parameters; Transformer Engine at the 26.04 pin f031cf87; Megatron-LM 15e07a2d, April 2026):
+each grouped GEMM's input is quantized expert by expert (``split_quantize`` calls
+``Float8CurrentScalingQuantizer::quantize_impl`` per split: amax, scale, cast-transpose, 24
+kernels for 8 experts), priced with every kernel's launch on the GPU (0.26 ms a layer and
+micro-batch; the row +38.3% -> +33.2%); HybridEP dispatches BF16 (``fused_a2a.py``: "HybridEP
+dispatcher does not support fp8 dispatch now") and pads each expert's rows inside its dispatch
+(``pad_multiple``), so TEGroupedMLP's ``Fp8Padding`` copies nothing here (it copies under the
+all-to-all dispatcher and DeepEP: :mod:`tpsim.layer.moe_padding`); the attention core stays
+BF16 (the recipe's ``fp8_dpa`` and ``fp8_mha`` off); the split accumulator on the dgrad and
+wgrad GEMMs only (``fp8_gemm_dgrad``, ``fp8_gemm_wgrad``) is the dense FP8 runs' the H100 clock
+is fitted on; the FP8 parameters' casts and transposes run once a step, not a micro-batch
+(:mod:`tpsim.training.weight_cache`). Not found:
+any published H100 time of FP8 per-expert cuBLAS GEMMs at these shapes (m 4,096 rows an
+expert, k 2,048 and 768); tpsim prices the experts' FP8 GEMMs 1.67 times faster than BF16's
+(0.85 against 1.42 ms a layer): at BF16's speed they would add 1.7 s a step.
 
 GPT-OSS 120B on 64 H100, BF16, 26.04.01 container: 5,824 tokens/s and 158 model TFLOP/s per
 GPU (the summary's one Megatron-core bf16 H100 whole-job row). Its recipe

@@ -140,6 +140,14 @@ def test_stochastic_cast_time():
     assert stochastic_cast_time(0, device()) == 0.0
 
 
+@pytest.mark.parametrize("price", [elementwise_time, cast_transpose_time, stochastic_cast_time])
+def test_kernels_run_back_to_back_each_pay_their_launch(price):
+    """A call that runs k kernels over the same bytes (a grouped GEMM's quantize, expert by
+    expert) costs its bytes once and k launches of 2 us."""
+    dev = device(cast_transpose_efficiency=0.25)
+    assert price(1e6, dev, kernels=24) - price(1e6, dev) == pytest.approx(23 * 2e-6)
+
+
 def test_gb300_nvfp4_casts_run_at_transformer_engine_rates():
     """GB300 (8 TB/s x memory_efficiency 0.8): a cast of 8192 x 8192 bf16 into both NVFP4
     copies (read 2, write 2 x 9/16 bytes an element) at PR #2412's B300 rates, 6.4 TB/s rounding

@@ -192,10 +192,11 @@ def grouped_gemm_time(m: float, n: float, k: float, device: Device, dtype: str, 
 
 
 def elementwise_time(nbytes: float, device: Device, arith: str = "",
-                     elements: float = 0.0) -> float:
-    """An elementwise kernel (norm, activation, dropout, residual add, softmax, reduction).
+                     elements: float = 0.0, kernels: int = 1) -> float:
+    """An elementwise kernel (norm, activation, dropout, residual add, softmax, reduction), or
+    ``kernels`` of them run back to back over its bytes, each with its launch:
 
-    t = kernel_launch + max(nbytes / (mem_bw * mem_eff), elements * element_s[arith])
+    t = kernels * kernel_launch + max(nbytes / (mem_bw * mem_eff), elements * element_s[arith])
     t = 0 for nbytes = 0 (no kernel: the operation is a view of its input)
 
     ``element_s`` (the device's ``elementwise_ns_per_element``, by the kernel's arithmetic:
@@ -209,7 +210,7 @@ def elementwise_time(nbytes: float, device: Device, arith: str = "",
     if not nbytes:   # moves nothing: an op that returns its input (a view) launches nothing
         return 0.0
     per = (device.elementwise_element_s or {}).get(arith, 0.0) if arith else 0.0
-    return device.kernel_launch_s + max(_memory_s(nbytes, device), elements * per)
+    return kernels * device.kernel_launch_s + max(_memory_s(nbytes, device), elements * per)
 
 
 def decode_attention_time(nbytes: float, device: Device) -> float:
@@ -235,13 +236,15 @@ def decode_fixed_s(device: Device) -> float:
     return kernel.decode_fixed_s if kernel else 0.0
 
 
-def cast_transpose_time(nbytes: float, device: Device) -> float:
+def cast_transpose_time(nbytes: float, device: Device, kernels: int = 1) -> float:
     """Transformer Engine's fp8 cast-transpose kernel: reads a 16-bit tensor and writes its fp8
     copy and the copy's transpose (Hopper's fp8 GEMMs take only the TN layout, so the weight
     gradient's operand is stored transposed). A memory-bound kernel whose transposed write
-    goes through shared memory tiles, at its own share of the bandwidth:
+    goes through shared memory tiles, at its own share of the bandwidth; ``kernels`` of them
+    (with the per-tensor scales') back to back over the bytes (a grouped GEMM's experts, split
+    by split), each with its launch:
 
-        t = kernel_launch + nbytes / (mem_bw * cast_transpose_efficiency)
+        t = kernels * kernel_launch + nbytes / (mem_bw * cast_transpose_efficiency)
 
     ``cast_transpose_efficiency`` defaults to ``memory_efficiency`` (:func:`elementwise_time`);
     the H100 presets' value is fitted on Transformer Engine's published kernel timings (their
@@ -249,8 +252,8 @@ def cast_transpose_time(nbytes: float, device: Device) -> float:
     """
     eff = device.cast_transpose_efficiency
     if eff is None:
-        return elementwise_time(nbytes, device)
-    return device.kernel_launch_s + nbytes / (device.memory_bandwidth_Bps * eff)
+        return elementwise_time(nbytes, device, kernels=kernels)
+    return kernels * device.kernel_launch_s + nbytes / (device.memory_bandwidth_Bps * eff)
 
 
 # the rate of an NVFP4 cast that rounds stochastically, as a share of one rounding to nearest:
@@ -259,11 +262,12 @@ def cast_transpose_time(nbytes: float, device: Device) -> float:
 STOCHASTIC_ROUNDING_RATE = 4.5 / 6.4
 
 
-def stochastic_cast_time(nbytes: float, device: Device) -> float:
+def stochastic_cast_time(nbytes: float, device: Device, kernels: int = 1) -> float:
     """A block-scaled cast whose rounding is stochastic (NVFP4's gradients: a random number
-    drawn per element), at STOCHASTIC_ROUNDING_RATE of a rounding-to-nearest cast's rate:
+    drawn per element), at STOCHASTIC_ROUNDING_RATE of a rounding-to-nearest cast's rate,
+    ``kernels`` of them back to back (as :func:`cast_transpose_time`):
 
-        t = kernel_launch + nbytes / (mem_bw * memory_efficiency * STOCHASTIC_ROUNDING_RATE)
+        t = kernels * kernel_launch + nbytes / (mem_bw * memory_efficiency * STOCHASTIC_ROUNDING_RATE)
 
     The rate is Transformer Engine's tuned NVFP4 cast kernel's (PR #2412: round to nearest
     6.4 TB/s, the B300's 8 TB/s x memory_efficiency 0.8 of :func:`elementwise_time`;
@@ -277,7 +281,7 @@ def stochastic_cast_time(nbytes: float, device: Device) -> float:
     if not nbytes:
         return 0.0
     rate = device.memory_bandwidth_Bps * device.memory_efficiency * STOCHASTIC_ROUNDING_RATE
-    return device.kernel_launch_s + nbytes / rate
+    return kernels * device.kernel_launch_s + nbytes / rate
 
 
 def attention_exec_flops(flops: float, causal: bool, backward: bool, seq_kv: int = 1,

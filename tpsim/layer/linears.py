@@ -129,10 +129,14 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
     FP8 nothing is added. ``splits``: the tensors one call quantizes from C++ (a grouped
     GEMM's, one per expert), whose kernels it launches
     (:func:`tpsim.spec.precision.quantize_launches`, one amax kernel per split of them;
-    :class:`~tpsim.layer.template.Node`). ``grad``: an output gradient, rounded stochastically
-    by the quantizers of :data:`tpsim.spec.precision.STOCHASTIC_ROUNDING`
-    (:class:`~tpsim.layer.ops.StochasticCast`). ``gathered``: a sequence-parallel shard the
-    TP group all-gathers after its cast, whose amax is all-reduced first (:func:`amax_reduce`)."""
+    :class:`~tpsim.layer.template.Node`) and the GPU runs one after the other, each with its
+    launch (:attr:`~tpsim.layer.ops.MemoryBound.kernels`: current scaling's 3 E_l, amax,
+    scale and cast per expert, ``Float8CurrentScalingQuantizer::quantize_impl`` called split
+    by split by ``split_quantize``, transformer_engine/pytorch/csrc/extensions/cast.cpp).
+    ``grad``: an output gradient, rounded stochastically by the quantizers of
+    :data:`tpsim.spec.precision.STOCHASTIC_ROUNDING` (:class:`~tpsim.layer.ops.StochasticCast`).
+    ``gathered``: a sequence-parallel shard the TP group all-gathers after its cast, whose amax
+    is all-reduced first (:func:`amax_reduce`)."""
     if not B.fp8:
         return dep
     own_amax = amax_pass_bytes(B.fp8, amax_fused) > 0
@@ -140,7 +144,8 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
         def amax(d):
             rows, cols = shape(d)
             return rows, cols, rows * cols * amax_pass_bytes(d.quantizer)
-        dep = B.eltwise(f"{name}.amax", amax, (dep,), launches=splits, host_ops=0)
+        dep = B.eltwise(f"{name}.amax", amax, (dep,), launches=splits, host_ops=0,
+                        kernels=splits)
     if gathered:
         dep = amax_reduce(B, name, dep)
     def size(d):
@@ -151,7 +156,7 @@ def fp8_cast(B: Builder, name: str, shape, dep, splits=None, amax_fused=False,
         launches = lambda d: quantize_launches(d.quantizer, splits(d)) - own_amax * splits(d)
     def kind(d):
         return cast_op(d.linear_dtype, grad and d.quantizer in STOCHASTIC_ROUNDING)
-    return B.eltwise(name, size, (dep,), kind=kind, launches=launches)
+    return B.eltwise(name, size, (dep,), kind=kind, launches=launches, kernels=launches)
 
 
 def amax_reduce(B: Builder, name: str, dep) -> str:

@@ -52,6 +52,7 @@ from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_sav
                   shared_fwd)
 from .moe_clamp import clamp_bwd, clamp_fwd
 from .moe_host import alltoall_permute_ops, counts_gather, sort_ops, unsort_ops
+from .moe_padding import pad_bwd, pad_fwd, unpad_bwd, unpad_fwd
 from .template import Builder
 
 
@@ -177,17 +178,19 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 
 
 def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
-    """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring);
+    """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring), their
+    rows padded for a quantized GEMM (:mod:`tpsim.layer.moe_padding`);
     ``sync``: the op the host waits for before issuing the sort (None: none); the sort's and
     unsort's host ops as ``dispatcher`` issues them (:mod:`tpsim.layer.moe_host`)."""
     y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync,
               host_ops=sort_ops(B, dispatcher))
-    y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (y,))
+    y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (pad_fwd(B, y, dispatcher),))
     cat = clamp_fwd(B, y) if B.clamp else None      # gpt-oss: tpsim.layer.moe_clamp
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
                                                 * d.fe * d.bpe), (cat or y,), saved=act_saved(n_in),
                   sync=cat)
-    y = grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved)
+    y = unpad_fwd(B, grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved),
+                  dispatcher)
     return _copy(B, "fwd.moe.unsort", routed_rows, (y,), host_ops=unsort_ops(B, dispatcher))
 
 
@@ -195,12 +198,12 @@ def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
     """The backward of :func:`experts_fwd`: unsort, fc2, act, fc1, sort."""
     y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort",
               host_ops=unsort_ops(B, dispatcher, backward=True))
-    y = grouped_bwd(B, "experts.fc2", fc2_size, y)
+    y = grouped_bwd(B, "experts.fc2", fc2_size, unpad_bwd(B, y, dispatcher))
     y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
                                                 * routed_rows(d) * d.fe * d.bpe), (y,),
                   forward_of="fwd.experts.act")
     y = clamp_bwd(B, y) if B.clamp else y
-    y = grouped_bwd(B, "experts.fc1", fc1_size(n_in), y)
+    y = pad_bwd(B, grouped_bwd(B, "experts.fc1", fc1_size(n_in), y), dispatcher)
     return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort",
                  host_ops=sort_ops(B, dispatcher, backward=True))
 

@@ -159,10 +159,14 @@ class Attention:
 class MemoryBound:
     """A kernel that streams ``nbytes`` through device memory; ``dims`` label it and count its
     elements; ``arith`` names its per-element arithmetic (``softmax``, ``gelu_backward``...:
-    a device may price it, :func:`tpsim.cost.compute.elementwise_time`); "" for none."""
+    a device may price it, :func:`tpsim.cost.compute.elementwise_time`); "" for none;
+    ``kernels``: the kernels its call runs back to back over those bytes (Transformer Engine's
+    quantize of a grouped GEMM's experts, split by split: :func:`tpsim.layer.linears.fp8_cast`),
+    each with its own launch."""
     nbytes: float
     dims: tuple[int, ...] = ()
     arith: str = ""
+    kernels: int = 1
     kind: ClassVar[str] = "elementwise"
     stream: ClassVar[str] = "compute"
     flops: ClassVar[float] = 0.0

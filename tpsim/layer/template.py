@@ -123,13 +123,15 @@ class Builder:
 
     def eltwise(self, name, size, deps=(), saved=None, forward_of=None,
                 kind=lambda d: MemoryBound, arith=lambda d: "", sync=None,
-                launches=None, host_ops=1, loop_ops=None) -> str:
+                launches=None, host_ops=1, loop_ops=None, kernels=None) -> str:
         """``size(d)`` -> (rows, cols, nbytes): a memory-bound kernel over a rows x cols tensor;
         ``kind(d)``: its op class (:class:`~tpsim.layer.ops.MemoryBound` or a subclass);
-        ``arith(d)``: its per-element arithmetic (:attr:`~tpsim.layer.ops.MemoryBound.arith`)."""
+        ``arith(d)``: its per-element arithmetic (:attr:`~tpsim.layer.ops.MemoryBound.arith`);
+        ``kernels(d)``: the kernels it runs (:attr:`~tpsim.layer.ops.MemoryBound.kernels`;
+        None: one)."""
         def make(d):
             rows, cols, nbytes = size(d)
-            return kind(d)(nbytes, (rows, cols), arith(d))
+            return kind(d)(nbytes, (rows, cols), arith(d), kernels(d) if kernels else 1)
         return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops,
                         sync=sync, launches=launches, loop_ops=loop_ops)
 

@@ -80,11 +80,11 @@ def kernel_time(op, device) -> float:
     if kind is Gemm:
         return compute.gemm_time(op.m, op.n, op.k, device, op.dtype, op.batch, op.accumulate)
     if kind is MemoryBound:
-        return compute.elementwise_time(op.nbytes, device, op.arith, op.elements)
+        return compute.elementwise_time(op.nbytes, device, op.arith, op.elements, op.kernels)
     if kind is CastTranspose:
-        return compute.cast_transpose_time(op.nbytes, device)
+        return compute.cast_transpose_time(op.nbytes, device, op.kernels)
     if kind is StochasticCast:
-        return compute.stochastic_cast_time(op.nbytes, device)
+        return compute.stochastic_cast_time(op.nbytes, device, op.kernels)
     if kind is DecodeAttention:
         return compute.decode_attention_time(op.nbytes, device)
     if op.window and op.windowed < 1:   # the layers it stands for: banded and full

@@ -43,6 +43,7 @@ import numpy as np
 
 from tpsim.cluster.topology import load_topology
 from tpsim.report.step import PARTS
+from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.spec.model import ModelConfig, load_model
 from tpsim.training.predict import predict
 
@@ -56,15 +57,11 @@ NEMO_GPT = {"gpt3-5b": (24, 4096, 32), "gpt3-20b": (44, 6144, 48)}
 # attention_dropout 0.1, which its examples/training/gpt/h100/*_fp8_*.sh leave as they are),
 # its Llama 2 recipes none (conf/training/llama/llama2_*.yaml: 0.0); Megatron-Bridge's none
 NEMO_DROPOUT = {"gpt3-5b": 0.1, "gpt3-20b": 0.1, "gpt3": 0.1}
-# NeMo 24.07's attention: FlashAttention-2. NeMo-Framework-Launcher 24.07 runs every job with
-# NVTE_FUSED_ATTN=0 (launcher_scripts/conf/config.yaml, env_vars: "Disable cudnn FA until we've
-# tested it more"; its examples/training/*/h100/*_fp8*.sh leave it), so Transformer Engine 1.8
-# (NeMo 24.07's) drops its cuDNN backend and runs flash-attn, which it accepts up to 2.5.8
-# (transformer_engine/pytorch/attention.py, _flash_attn_max_version): FlashAttention-2, the
-# presets' `flash2` kernel. Megatron-Bridge's runs set no NVTE_FUSED_ATTN, and Transformer
-# Engine 2.x picks cuDNN on Hopper ("give FusedAttention preference on Hopper+",
-# dot_product_attention/utils.py): the presets' default `flash3` class.
-NEMO = dict(attention="flash2")
+# NeMo 24.07's attention: FlashAttention-2, as its launcher ran every job (NVTE_FUSED_ATTN=0):
+# the `nemo-24.07` framework preset, whose docstring gives the sources. Megatron-Bridge's runs
+# set no NVTE_FUSED_ATTN, and Transformer Engine 2.x picks cuDNN on Hopper ("give FusedAttention
+# preference on Hopper+", dot_product_attention/utils.py): the presets' default `flash3` class.
+NEMO = FRAMEWORKS["nemo-24.07"]
 # Megatron-Bridge's FP8 recipes: current scaling (bf16_with_fp8_current_scaling_mixed, the
 # performance scripts' fp8_cs: --fp8-recipe tensorwise) with FP8 parameters (mixed_precision.py)
 # and Transformer Engine's fused cross-entropy (the GPT provider's cross_entropy_loss_fusion=True;

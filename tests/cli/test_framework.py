@@ -64,6 +64,21 @@ def test_torchtitan_is_sdpa_flash2_and_eager_unless_compiled(capsys, name, eager
     assert out["inputs"]["attention"] == "flash2"
 
 
+def test_nemo_24_07_is_flash_attention_2(capsys):
+    """NeMo 24.07: its launcher's NVTE_FUSED_ATTN=0 runs flash-attn (FlashAttention-2) under
+    Transformer Engine 1.8, slower than the cuDNN-class default on H100; FP8 stays delayed."""
+    args = ("predict", "--model", "llama2-7b", "--topology", "dgx-h100", "--tp", "1", "--dp",
+            "8", "--dtype", "fp8", "--global-batch", "128", "--json")
+    assert main([*args, "--framework", "nemo-24.07"]) == 0
+    out = json.loads(capsys.readouterr()[0])
+    want = predict("llama2-7b", "dgx-h100", tp=1, dp=8, dtype="fp8", global_batch=128,
+                   attention="flash2")
+    assert out["step"]["time_s"] == want.step.time_s
+    assert out["inputs"]["attention"] == "flash2"
+    assert main(list(args)) == 0
+    assert json.loads(capsys.readouterr()[0])["step"]["time_s"] < want.step.time_s
+
+
 @pytest.mark.parametrize("name, flags, flag", [
     ("megatron-lm-2021", ("--distributed-optimizer",), "--distributed-optimizer"),
     ("megatron-deepspeed", ("--virtual-stages", "2"), "--virtual-stages"),

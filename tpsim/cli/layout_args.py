@@ -143,11 +143,10 @@ def add_pin_arguments(parser, names, *, cls=Layout, what: str = "every value") -
 def add_framework_argument(parser) -> None:
     """``--framework``: the preset of a training stack (:mod:`tpsim.spec.frameworks`)."""
     parser.add_argument("--framework", default=None, choices=tuple(FRAMEWORKS),
-                        help="the knobs of a training stack, where not set: megatron-core "
-                             "(the defaults), megatron-lm-2021 (gradients reduced after the "
-                             "backward, scatter/gather p2p, TP all-reduce after wgrad, no "
-                             "gradient accumulation fusion), megatron-deepspeed (gradients "
-                             "reduced after the backward, scatter/gather p2p, 1F1B only)")
+                        help="the knobs a training stack fixed, set where you left them at "
+                             "their defaults; refuses what the stack could not run "
+                             "(megatron-core: the defaults; each preset's settings and "
+                             "sources: tpsim.spec.frameworks)")
 
 
 def layout_values(args: argparse.Namespace, names=None, cls=Layout, given=None,

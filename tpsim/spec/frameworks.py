@@ -25,6 +25,13 @@ user's value.
   between stages (``pipe_partitioned`` / ``grad_partitioned``), 1F1B without interleaving
   (``deepspeed/runtime/pipe/schedule.py``'s TrainSchedule), no TP communication overlap, and
   the query-key layer scaling of Megatron-LM 2021 (``megatron/arguments.py``, to 2024).
+* ``nemo-24.07`` (NeMo 24.07 on Megatron-core and Transformer Engine 1.8, as NVIDIA's 24.07
+  performance summary ran GPT-3 and Llama 2/3, NVIDIA/NeMo-Framework-Launcher at tag 24.07):
+  Megatron-core's defaults (delayed FP8 scaling, the only recipe of Transformer Engine 1.x)
+  with attention by FlashAttention-2: the launcher's ``launcher_scripts/conf/config.yaml``
+  sets ``NVTE_FUSED_ATTN: 0`` for every job ("Disable cudnn FA until we've tested it more"),
+  so Transformer Engine 1.8 drops its cuDNN backend and runs flash-attn, which it accepts up
+  to 2.5.8 (``transformer_engine/pytorch/attention.py``, ``_flash_attn_max_version``).
 * ``torchtitan`` (torchtitan on PyTorch eager, its default ``compile = false``, as its
   December 2024 H100 benchmarks ran Llama 3.1, pytorch/torchtitan
   ``benchmarks/llama3_h100_202412_torchtitan.md``, commit 9dec370): PyTorch eager's
@@ -73,6 +80,7 @@ FRAMEWORKS: dict[str, dict] = {
                          "gradient_accumulation_fusion": False, "query_key_layer_scaling": True},
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
                            "query_key_layer_scaling": True},
+    "nemo-24.07": {"attention": "flash2"},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
     "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
@@ -91,6 +99,7 @@ LACKS: dict[str, tuple] = {
                             "without interleaving"), ("overlap_param_gather", False,
                             "DeepSpeed's ZeRO, not Megatron's bucketed gather"),
                            ("tp_comm_overlap", False, "no Transformer Engine")),
+    "nemo-24.07": (),
     "torchtitan": _NO_TE,
     "torchtitan-compile": _NO_TE + (("eager_kernels", False, "torch.compile fuses the "
                                      "elementwise kernels"),),

@@ -101,8 +101,9 @@ def optimizer_s(params: float, shards: float, dtype: str, device,
                 step: OptimizerStep = MEGATRON, grads_sharded: bool = False) -> float:
     """After the gradient norm, one memory-bound pass over :func:`optimizer_bytes` less it
     (clip, Adam, master copy, fp16's unscale, the buffer's memset) of params / shards owned,
-    the memset over the ``params`` held (/ shards when ZeRO-2/3 ``grads_sharded``); plus the
-    weights' casts (:func:`~.weight_cache.weight_cast_s`)."""
+    the memset over the ``params`` held (/ shards when ZeRO-2/3 ``grads_sharded``: unit by unit,
+    no pipeline, whose whole gradients accumulate, :mod:`.sharded_dp`); plus the weights' casts
+    (:func:`~.weight_cache.weight_cast_s`)."""
     owned = params / shards
     by_kernel = optimizer_bytes(dtype, owned, owned if grads_sharded else params, step)
     return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"),

@@ -293,7 +293,7 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
         local = setup.stage_params[r]
         opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(
             local, setup.optimizer_shards(r), dtype, dev, setup.optimizer,
-            setup.sharding.stage >= 2), (norm,), "step", f"stage{r}", "optimizer")
+            setup.sharding.per_unit), (norm,), "step", f"stage{r}", "optimizer")
         egroup = expert_gather_group(setup.experts, r, setup.sharding)
         t = terms.dp_and_expert_s(
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local,

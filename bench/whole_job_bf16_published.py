@@ -82,7 +82,7 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
                     seq_len=seq, bias=True, tie_embeddings=True)
     knobs = {"attention": None, "eager_kernels": False, "fsdp_fp32_params": False,
              "fsdp_flat_params": False, "cross_entropy": Layout().cross_entropy,
-             "train_metrics": 0}
+             "train_metrics": 0, "adam": Layout().adam, "grad_buffer": Layout().grad_buffer}
     settings = with_framework(FRAMEWORK, knobs, dict(knobs, attention=Layout().attention))
     p = predict(m, topology, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",

@@ -53,13 +53,15 @@ def test_a_knob_the_user_sets_keeps_its_value():
 
 @pytest.mark.parametrize("name, eager", [("torchtitan", True), ("torchtitan-compile", False)])
 def test_torchtitan_is_sdpa_flash2_and_eager_unless_compiled(capsys, name, eager):
-    """torchtitan: SDPA's FlashAttention-2 and, without compile, PyTorch eager's kernels."""
+    """torchtitan: SDPA's FlashAttention-2 and, without compile, PyTorch eager's kernels;
+    FSDP2's fp32 shards and copies, torch's foreach AdamW, no gradient buffer."""
     args = ("predict", "--model", "llama3-8b", "--topology", "grand-teton-h100", "--tp", "1",
             "--dp", "8", "--zero", "3", "--seq", "4096", "--json", "--framework", name)
     assert main(list(args)) == 0
     out = json.loads(capsys.readouterr()[0])
     want = predict("llama3-8b", "grand-teton-h100", tp=1, dp=8, zero=3, seq_len=4096,
-                   attention="flash2", eager_kernels=eager)
+                   attention="flash2", eager_kernels=eager, fsdp_fp32_params=True,
+                   fsdp2_copies=True, adam="foreach", grad_buffer=False)
     assert out["step"]["time_s"] == want.step.time_s
     assert out["inputs"]["attention"] == "flash2"
 
@@ -95,14 +97,15 @@ def test_what_a_stack_could_not_run_is_refused(capsys, name, flags, flag):
 def test_llm_foundry_is_triton_attention_with_mpts_fused_kernels(capsys):
     """llm-foundry v0.3.0: attn_impl triton (FlashAttention in Triton), flash-attn's fused
     cross-entropy (loss_fn fused_crossentropy), Composer's two training metrics each
-    micro-batch, FSDP1's flat parameters, MPT's kernels priced as the fused ones; Llama's eager
-    kernels are refused."""
+    micro-batch, FSDP1's flat parameters, Composer's per-tensor DecoupledAdamW without a
+    gradient buffer, MPT's kernels priced as the fused ones; Llama's eager kernels are refused."""
     args = ["predict", "--model", "gpt3-760m", "--topology", "dgx-a100", "--tp", "1", "--dp",
             "8", "--zero", "3", "--json", "--framework", "llm-foundry"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr()[0])
     want = predict("gpt3-760m", "dgx-a100", tp=1, dp=8, zero=3, attention="triton",
-                   cross_entropy="xentropy", train_metrics=2, fsdp_flat_params=True)
+                   cross_entropy="xentropy", train_metrics=2, fsdp_flat_params=True,
+                   fsdp_fp32_params=True, adam="per-tensor", grad_buffer=False)
     assert out["step"]["time_s"] == want.step.time_s
     assert out["inputs"]["attention"] == "triton"
     no_metrics = predict("gpt3-760m", "dgx-a100", tp=1, dp=8, zero=3, attention="triton",

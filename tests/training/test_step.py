@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.training.data_parallel import (bucket_params, buckets, grad_bytes, optimizer_bytes,
-                                 sync_collectives)
+from tpsim.training.data_parallel import bucket_params, buckets, grad_bytes, sync_collectives
+from tpsim.training.optimizer_step import optimizer_bytes
 from tpsim.base.errors import ConfigError
 from tpsim.sim.memory import stage_memory
 from tpsim.spec.model import ModelConfig, load_model
@@ -95,9 +95,9 @@ def test_a_stage_of_a_billion_layers_is_not_a_billion_units():
 def test_optimizer_bytes():
     """Per updated bf16 parameter: norm 4 + clip 8 + Adam 28 + copy into the bf16 weights 6 =
     46 bytes, plus zeroing the 4-byte main gradient of every held parameter."""
-    b = optimizer_bytes("bf16", owned=1.0, local=1.0)
+    b = optimizer_bytes("bf16", owned=1.0, zeroed=1.0)
     assert sum(b.values()) == 46 + 4
-    assert sum(optimizer_bytes("bf16", owned=0.25, local=1.0).values()) == 46 / 4 + 4
+    assert sum(optimizer_bytes("bf16", owned=0.25, zeroed=1.0).values()) == 46 / 4 + 4
 
 
 def test_first_stage_holds_p_micro_batches():

@@ -286,7 +286,7 @@ def test_a_term_changed_once_changes_both(monkeypatch, term):
     norm's all-reduce) is one more second of predict's step and of the search's bound."""
     t0, _, b0, _ = _both()
     original = getattr(terms, term)
-    monkeypatch.setattr(terms, term, lambda *a: original(*a) + 1.0)
+    monkeypatch.setattr(terms, term, lambda *a, **k: original(*a, **k) + 1.0)
     t1, _, b1, _ = _both()
     monkeypatch.undo()
     _both()

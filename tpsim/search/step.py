@@ -192,7 +192,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                       [(i * v, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
-        t = terms.optimizer_s(local, shards, dtype, dev)
+        t = terms.optimizer_s(local, shards, dtype, dev, grads_sharded=sh.per_unit)
         expert = sum(b[4] for bs in st.buckets[r::pp] for b in bs)
         gather = terms.dp_and_expert_s(
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,

@@ -41,7 +41,11 @@ user's value.
   automatically choosing CUDNN impl" on H100, 329 TFLOP/s against cuDNN's 631); FSDP2 is
   ``--zero 3`` (its reduce-scatters beside the backward, tpsim's default), no Transformer
   Engine: no TP communication overlap (torchtitan's AsyncTP is not priced) and no fp8
-  parameters.
+  parameters. FSDP2 copies the gathered weights into the parameters and the gradients into the
+  reduce-scatter input on the compute stream (``--fsdp2-copies``, :mod:`tpsim.training.fsdp_copies`);
+  the optimizer is ``torch.optim.AdamW`` with ``foreach`` (``--adam foreach``: at 9dec370
+  ``fused`` is a flag off by default) and ``optimizer.zero_grad()`` frees the gradients
+  (``--no-grad-buffer``; :mod:`tpsim.training.optimizer_step`).
 * ``torchtitan-compile`` (the same with ``compile = true``): torch.compile's Inductor fuses
   the elementwise kernels, priced as the fused ones; attention is still SDPA's
   FlashAttention-2.
@@ -62,7 +66,10 @@ user's value.
   0.16's ``Trainer._train_microbatch`` updates after every micro-batch's backward
   (``_eval_train_metrics``, under the autocast context). PyTorch FSDP is FSDP1, whose flat
   parameters copy each unit's gradients in every backward (``--fsdp-flat-params``:
-  :mod:`tpsim.training.fsdp_flat`). No Transformer Engine in bf16.
+  :mod:`tpsim.training.fsdp_flat`). No Transformer Engine in bf16. The optimizer is Composer's
+  ``DecoupledAdamW`` (the MPT yamls' ``decoupled_adamw``), a per-tensor loop of torch ops
+  (``--adam per-tensor``), and Composer's ``zero_grad(set_to_none=True)`` frees the gradients
+  (``--no-grad-buffer``; :mod:`tpsim.training.optimizer_step`).
 
 Not a knob of tpsim: the backward's TP all-reduce of the input gradient is asynchronous,
 beside the weight-gradient GEMM, as in Megatron-core's
@@ -73,6 +80,9 @@ from __future__ import annotations
 
 from ..base.errors import ConfigError
 
+# FSDP2's fp32 shards and copies, torch's foreach AdamW, gradients set to None
+_TORCHTITAN = {"fsdp_fp32_params": True, "fsdp2_copies": True, "adam": "foreach",
+               "grad_buffer": False}
 FRAMEWORKS: dict[str, dict] = {
     "megatron-core": {},
     "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
@@ -81,10 +91,11 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
                            "query_key_layer_scaling": True},
     "nemo-24.07": {"attention": "flash2"},
-    "torchtitan": {"attention": "flash2", "eager_kernels": True, "fsdp_fp32_params": True},
-    "torchtitan-compile": {"attention": "flash2", "fsdp_fp32_params": True},
+    "torchtitan": {"attention": "flash2", "eager_kernels": True, **_TORCHTITAN},
+    "torchtitan-compile": {"attention": "flash2", **_TORCHTITAN},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
-                    "cross_entropy": "xentropy", "train_metrics": 2},
+                    "cross_entropy": "xentropy", "train_metrics": 2, "adam": "per-tensor",
+                    "grad_buffer": False},
 }
 _NO_TE = (("tp_comm_overlap", False, "no Transformer Engine (AsyncTP is not priced)"),
           ("fp8_param_gather", False, "Transformer Engine's fp8 parameters"),

@@ -35,6 +35,7 @@ RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", 
 RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
+ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_BYTES
 # The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
 # (16x the 4,096 micro-batches of a 16M-token batch of 4K sequences on one replica).
 MAX_MICRO_BATCHES = 65536
@@ -261,6 +262,23 @@ class Layout:
         "tensor, so every micro-batch's backward copies the unit's 16-bit gradients into the "
         "flat gradient (llm-foundry's Composer FSDP; ignored below --zero 2; "
         "tpsim.training.fsdp_flat)", "--fsdp-flat-params")
+    fsdp2_copies: bool = _flag(
+        False, "ZeRO-2/3 as PyTorch FSDP2 runs it: each all-gather's output copied into the "
+        "unit's parameters and each unit's gradients into the reduce-scatter input, on the "
+        "compute stream (torchtitan; ignored below --zero 2; tpsim.training.fsdp_copies)",
+        "--fsdp2-copies")
+    # the optimizer step (tpsim.training.optimizer_step)
+    adam: str = setting(
+        "fused", "Adam's kernels: fused (one multi-tensor kernel, 28 bytes a parameter: "
+        "Megatron-core's FusedAdam), foreach (torch.optim.AdamW's 8 multi-tensor kernels, 80 "
+        "bytes: torchtitan), per-tensor (Composer's DecoupledAdamW, a Python loop of 8 torch "
+        "ops a tensor, 80 bytes: llm-foundry)", flag="--adam", kind="choice",
+        choices=ADAM_KERNELS)
+    grad_buffer: bool = _flag(
+        True, "the gradients live in a buffer zeroed by one memset every step (Megatron-core's "
+        "zero_grad_buffer); off: PyTorch's zero_grad(set_to_none=True) frees them, no kernel",
+        "--grad-buffer",
+        help="no gradient buffer to zero each step (PyTorch's zero_grad(set_to_none=True))")
 
     def __post_init__(self):
         check(self)

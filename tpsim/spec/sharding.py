@@ -38,6 +38,9 @@ def check_sharding(lay) -> None:
     if not lay.reshard_after_forward and stage != 3:
         raise ConfigError("--no-reshard-after-forward", "", "--zero 3 (only ZeRO-3 gathers "
                           "the weights per unit)", False)
+    if lay.fsdp_flat_params and lay.fsdp2_copies:
+        raise ConfigError("--fsdp2-copies", "", "off with --fsdp-flat-params (FSDP2 or FSDP1, "
+                          "not both)", True)
     if lay.fp8_all_gather and stage != 3:
         raise ConfigError("--fp8-all-gather", "", "--zero 3 (the weights' per-unit all-gather)",
                           True)

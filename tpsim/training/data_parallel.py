@@ -19,14 +19,9 @@ Gradients (Megatron-core ``distributed/param_and_grad_buffer.py``, ``distributed
   A ring all-reduce puts 2(d-1)/d of the gradient bytes on each rank's links, reduce-scatter
   and all-gather (d-1)/d each (nccl-tests' bus factor).
 
-Optimizer step (Megatron-core ``optimizer/optimizer.py``, ``clip_grads.py``; fused Adam as a
-multi-tensor kernel): bytes per parameter the rank updates (:func:`optimizer_bytes`): gradient
-norm (read the fp32 gradient, 4), clipping (read and write it, 8), Adam (read g, p, m, v; write
-p, m, v: 28), the copy of the fp32 master into the 16-bit weights (read 4, write 2); fp16 adds
-the copy of the fp16 gradients into fp32 (6) and the loss-scale unscale with its inf check (8);
-and per parameter the rank holds, zeroing the gradient buffer for the next step. Priced as one
-memory-bound pass (:func:`tpsim.cost.compute.elementwise_time`). The gradient norm's all-reduce of
-one fp32 number spans the model-parallel ranks.
+The optimizer step: :mod:`tpsim.training.optimizer_step` (bytes per parameter of each stack's
+kernels); its gradient norm reads the fp32 gradient (4 bytes, :data:`NORM_BYTES`), and the
+norm's all-reduce of one fp32 number spans the model-parallel ranks.
 """
 from __future__ import annotations
 
@@ -39,7 +34,6 @@ from ..sim.price import group_collective
 BUCKET_MIN_PARAMS = 40_000_000          # Megatron-core DistributedDataParallel: max(40M, 1M x d)
 BUCKET_PARAMS_PER_DP_RANK = 1_000_000
 FP32 = 4
-ADAM_BYTES = 28          # read g, p, m, v (4 each), write p, m, v
 NORM_BYTES = 4           # multi_tensor_l2norm reads the fp32 gradient
 CLIP_BYTES = 8           # multi_tensor_scale reads and writes it
 FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
@@ -141,18 +135,3 @@ def sync_collectives(params: float, dtype: str, group, topo,
     if distributed_optimizer:
         out.append(dp_collective("all-gather", gather_bytes(params, dtype), group, topo))
     return tuple(out)
-
-
-def optimizer_bytes(dtype: str, owned: float, local: float) -> dict[str, float]:
-    """Device-memory bytes of the optimizer step, by kernel: ``owned`` parameters the rank
-    updates (local / d with the distributed optimizer), ``local`` it holds (see module doc)."""
-    prec = precision(dtype)
-    per = {"grad-norm": NORM_BYTES, "clip": CLIP_BYTES, "adam": ADAM_BYTES}
-    if prec.grads < FP32:                     # fp16: gradients copied into fp32, then unscaled
-        per["grads-to-fp32"] = prec.grads + FP32
-        per["unscale"] = FP16_UNSCALE_BYTES
-    if prec.gathered < FP32:                  # 16-bit weights: copy the fp32 master into them
-        per["copy-to-weights"] = FP32 + prec.gathered
-    out = {k: v * owned for k, v in per.items()}
-    out["zero-grads"] = prec.grads * local
-    return out

@@ -14,7 +14,7 @@ checkpointing recomputes the forward with the same views: one copy still):
     t_copy = elementwise_time(COPY_PASSES x GRAD_BYTES x unit parameters)
 
 FSDP2 (``fully_shard``, torchtitan) keeps each parameter a tensor of its own: no such copy
-(its copies around the collectives are not priced: :mod:`tpsim.training.sharded_dp`).
+(its copies around the collectives instead: :mod:`tpsim.training.fsdp_copies`).
 """
 from __future__ import annotations
 

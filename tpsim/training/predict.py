@@ -47,6 +47,7 @@ from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import megatron_flops
 from .moe_overlap import moe_part
+from .optimizer_step import optimizer_step
 from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from . import terms
@@ -264,7 +265,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
                   experts.edp if experts and experts.apart else 0, lay.pp, lay.fsdp_fp32_params,
-                  lay.fsdp_flat_params)
+                  lay.fsdp_flat_params, lay.fsdp2_copies)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
@@ -391,8 +392,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        experts=experts, partial=partial, tp_comm_overlap=lay.tp_comm_overlap)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
-    if host:
-        setup = dataclasses.replace(setup, offloaded_bytes=host)
+    setup = dataclasses.replace(setup, offloaded_bytes=host, optimizer=optimizer_step(lay, sh))
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

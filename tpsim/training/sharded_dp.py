@@ -34,9 +34,8 @@ runs beside it (NCCL's kernels take SMs: the rule of every collective that overl
 (``Part.dp_exposed_s``).
 
 Not modelled: FSDP2's two streams for the all-gathers and reduce-scatters (one in-order stream
-here, as they share the links) and its copy of the gathered weights into the parameters on the
-compute stream (``foreach_all_gather_copy_out``), the float8 all-gather's amax all-reduce (one
-number per weight), Megatron-FSDP's and DeepSpeed's bucketing. FSDP1: :mod:`.fsdp_flat`.
+here, as they share the links), the float8 all-gather's amax all-reduce (one number per weight),
+Megatron-FSDP's and DeepSpeed's bucketing. FSDP's copies on the compute stream: :mod:`.fsdp_copies`.
 
 Memory per rank (:func:`state_bytes`): parameters x (weights / s [ZeRO-3] + main gradients / s
 [ZeRO-2, 3] + optimizer state / s), plus ZeRO-3's two gathered units (16-bit weights, or every
@@ -73,7 +72,7 @@ from ..spec.precision import precision
 from ..sim.price import group_collective
 from ..sim.result import CollectiveRow
 from ..sim.schedule import slowed_end
-from .fsdp_flat import with_flat_grad_copies
+from .fsdp_copies import with_unit_copies
 from .shard_groups import dense_groups, expert_groups, expert_shard, sharded_shares, stage_experts
 
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
@@ -94,12 +93,11 @@ class Sharding:
     expert_shard: int = 0
     pipelined: bool = False     # pp > 1: torch's pipeline schedules (module docstring)
     fp32_params: bool = False   # ZeRO-3's shards are the fp32 masters (state_bytes)
-    flat_params: bool = False   # FSDP1's flat parameters (tpsim.training.fsdp_flat)
+    copies: str = ""            # "flat" (FSDP1's flat parameters), "fsdp2" (.fsdp_copies)
 
     @property
     def per_unit(self) -> bool:
-        """Whether every DP collective runs unit by unit inside the chunks (ZeRO-2 and 3
-        without a pipeline)."""
+        """Whether every DP collective runs unit by unit in the chunks (ZeRO-2/3, no pipeline)."""
         return self.stage >= 2 and not self.pipelined
 
     def per_micro_batch(self, comm: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -124,7 +122,8 @@ UNSHARDED = Sharding()
 
 def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
              fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1,
-             fp32_params: bool = False, flat_params: bool = False) -> Sharding:
+             fp32_params: bool = False, flat_params: bool = False,
+             fsdp2_copies: bool = False) -> Sharding:
     """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` DP ranks (None: all
     of dp) x ``cp``, folded experts (``edp`` > 0 ranks of expert DP) over edp s / d
     (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP and
@@ -137,7 +136,8 @@ def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_fo
         raise ConfigError(flag, "", f"off with --pp {pp} (ZeRO-2/3 beside a pipeline is "
                           "modelled over all of dp, gathered in 16 bits)", value)
     return Sharding(zero_stage, s * cp, reshard_after_forward, fp8_all_gather,
-                    expert_shard(edp, dp, s) if edp else 0, pp > 1, fp32_params, flat_params)
+                    expert_shard(edp, dp, s) if edp else 0, pp > 1, fp32_params,
+                    "flat" if flat_params else "fsdp2" if fsdp2_copies else "")
 
 
 def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
@@ -219,8 +219,7 @@ def unit_comm(params: float, dtype: str, sh: Sharding, par: Parallelism, stage: 
 
 
 def _kind(phase: str, op: str) -> int:
-    """A unit collective's place in :func:`unit_comm`'s triple: 0 the forward gather, 1 the
-    backward gather, 2 the reduction."""
+    """Its place in :func:`unit_comm`'s triple: 0 forward gather, 1 backward gather, 2 reduction."""
     return 0 if phase == "forward" else 1 if op == "all-gather" else 2
 
 
@@ -336,7 +335,8 @@ def shard_setup(setup, sh: Sharding, topo):
         setup = dataclasses.replace(setup, distributed_optimizer=True, overlap_grad_reduce=False,
                                     overlap_param_gather=sh.stage == 3)
     chunked = sh.per_unit or sh.per_micro_batch((1.0, 1.0, 1.0)) != (0.0, 0.0, 0.0)
-    chunks = tuple(sharded_chunk(with_flat_grad_copies(c, topo.device) if sh.flat_params else c,
+    size = (unit_gather_bytes(1.0, setup.precision, sh), precision(setup.precision).grads)
+    chunks = tuple(sharded_chunk(with_unit_copies(c, sh, *size, topo.device),
                                  setup.precision, sh, par, g % par.pp, price, setup.experts,
                                  topo.device.comm_compute_interference)
                    for g, c in enumerate(setup.chunks)) if chunked else setup.chunks

@@ -49,6 +49,7 @@ from . import terms
 from ..spec.parallel import Parallelism
 from .expert_comm import group_exposed_s
 from .grad_buckets import prescale_s, reduce_ranks, split_buckets
+from .optimizer_step import MEGATRON, OptimizerStep
 from .step_gather import gathering, gathers
 from .pipeline import add_pipeline, pipeline_schedule
 from ..sim.price import group_collective
@@ -168,6 +169,7 @@ class StepSetup:
     offloaded_bytes: float = 0.0       # activations in host memory (tpsim.training.offload)
     plain_params: tuple[int, ...] = ()  # per stage: no quantized copy (weight_cache)
     tp_buffers_bytes: float = 0.0      # TP-overlap buffers (tpsim.sim.memory.userbuffers_bytes)
+    optimizer: OptimizerStep = MEGATRON  # the stack's optimizer step (optimizer_step)
 
     def optimizer_shards(self, stage: int) -> float:
         """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`; else
@@ -289,9 +291,9 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")
     for r in range(p):
         local = setup.stage_params[r]
-        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(local, setup.optimizer_shards(r), dtype,
-                                                            dev),
-                    (norm,), "step", f"stage{r}", "optimizer")
+        opt = g.add(f"s{r}.optimizer", f"stage{r}", terms.optimizer_s(
+            local, setup.optimizer_shards(r), dtype, dev, setup.optimizer,
+            setup.sharding.per_unit), (norm,), "step", f"stage{r}", "optimizer")
         egroup = expert_gather_group(setup.experts, r, setup.sharding)
         t = terms.dp_and_expert_s(
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local,

@@ -43,8 +43,8 @@ from ..spec.model_params import expert_params, is_moe_layer, moe_layer_params, m
 from ..spec.parallel import Group, Parallelism
 from ..spec.precision import LOW_PRECISION
 from .expert_norm import expert_norm_group
+from .optimizer_step import optimizer_s  # noqa: F401  (a term of the step)
 from .pipeline import stage_totals, table_forwards, warmup_forwards
-from .weight_cache import weight_cast_s
 
 Price = Callable[[str, float, Group], float]
 
@@ -355,15 +355,6 @@ def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: 
                      expert_norm_group(experts, distributed_optimizer))
     t = price("all-reduce", dpm.FP32, dense) if dense else 0.0
     return t + price("all-reduce", dpm.FP32, expert) if expert else t
-
-
-def optimizer_s(params: float, shards: int, dtype: str, device) -> float:
-    """After the gradient norm, one memory-bound pass over :func:`~.data_parallel.optimizer_bytes`
-    less it (clip, Adam, master copy, fp16's unscale, zeroing gradients) of params / shards
-    owned, ``params`` held; plus the weights' casts (:func:`~.weight_cache.weight_cast_s`)."""
-    by_kernel = dpm.optimizer_bytes(dtype, params / shards, params)
-    return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"),
-                            device) + weight_cast_s(params, dtype, device)
 
 
 def param_gather_s(params: float, dtype: str, distributed_optimizer: bool, group: Group,

@@ -1,0 +1,114 @@
+"""The optimizer step after the gradient norm, as each training stack runs it: the bytes its
+kernels move per parameter (:func:`optimizer_bytes`) and their time (:func:`optimizer_s`).
+
+Per parameter the rank updates (``owned``: 1/d of the stage's with a sharded optimizer,
+:func:`tpsim.training.terms.optimizer_shards`), fp32 state and gradients:
+
+| kernel | ``fused`` (Megatron-core) | ``foreach`` (torchtitan) | ``per-tensor`` (llm-foundry) |
+| --- | --- | --- | --- |
+| gradient norm (read g) | 4 | 4 | 4 |
+| clip (g x min(1, max / norm): read, write) | 8 | 8 | 8 |
+| Adam | 28 | 80 | 80 |
+| fp32 master -> 16-bit weights (read 4, write 2) | 6 | none: fp32 FSDP params | none |
+
+* ``fused``: one multi-tensor kernel reads g, p, m, v and writes p, m, v (7 x 4 = 28):
+  Megatron-core's TE / apex ``FusedAdam`` (``multi_tensor_adam``), as torch's ``fused=True``.
+* ``foreach``: ``torch.optim.AdamW(foreach=True)`` (``_multi_tensor_adam(w)``,
+  torch/optim/adam(w).py), as torchtitan at its December 2024 benchmarks' commit 9dec370 builds
+  it (``torchtitan/optimizer.py``: ``fused = job_config.optimizer.fused``, a store_true flag
+  off by default, ``foreach = not fused``; weight decay 0.1): 8 multi-tensor kernels, read +
+  write per element: ``_foreach_mul_(params, 1 - lr wd)`` 8, ``_foreach_lerp_(m, g)`` 12,
+  ``_foreach_mul_(v, beta2)`` 8, ``_foreach_addcmul_(v, g, g)`` 12, ``_foreach_sqrt(v)`` 8,
+  ``_foreach_div_`` 8, ``_foreach_add_(eps)`` 8, ``_foreach_addcdiv_(p, m, denom)`` 16 = 80
+  (the step counters are CPU tensors: no kernel; addcmul's g read once).
+* ``per-tensor``: Composer 0.16's ``DecoupledAdamW.adamw`` (composer/optim/
+  decoupled_weight_decay.py), a Python loop over the tensors of torch ops, at llm-foundry's
+  ``weight_decay: 0.0`` (scripts/train/yamls/pretrain/mpt-*.yaml, commit b2a43a147: the decay's
+  ``param.mul_`` skipped): ``exp_avg.mul_`` 8, ``.add_(grad)`` 12, ``exp_avg_sq.mul_`` 8,
+  ``.addcmul_(grad, grad)`` 12, ``.sqrt()`` 8, ``/ sqrt(bc2)`` 8, ``.add_(eps)`` 8,
+  ``param.addcdiv_`` 16 = 80; besides, per tensor, ``state['step'] += 1`` (a one-element
+  kernel) and ``state_steps[i].item()`` (a device-to-host copy: the host waits for the
+  tensor before's kernels). Not priced: those per-tensor launches and syncs (tens of
+  microseconds a tensor; with FSDP1's ``use_orig_params``, Composer's default, a rank steps
+  the parameters of its shard, a few a block).
+
+Zeroing the gradients for the next step (``grad_buffer``): Megatron-core's
+``zero_grad_buffer`` memsets its contiguous gradient buffer (``_ParamAndGradBuffer.reset``:
+``grad_data.zero_()``, distributed/param_and_grad_buffer.py), the whole stage's gradients, or
+under ZeRO-2/3 the rank's shard (Megatron-FSDP's ``zero_grad``: ``main_grad_buffer.data.zero_()``
+of its sharded buffer, megatron_fsdp/param_and_grad_buffer.py): main-gradient bytes written per
+gradient held. PyTorch's ``optimizer.zero_grad()`` sets them to None (``set_to_none=True``, the
+default since PyTorch 2.0: torchtitan's ``train.py``; Composer's trainer passes it): no kernel.
+
+The 16-bit copy: with fp32 sharded parameters (ZeRO-3 ``fp32_params``: PyTorch FSDP's mixed
+precision) Adam updates the fp32 shard in place and no 16-bit shard exists; the 16-bit weights
+are cast as each all-gather's input is made (FSDP2's ``foreach_all_gather`` copy-in,
+``_foreach_copy_`` of the fp32 shards into the bf16 buffer; FSDP1's ``_use_low_precision_shard``),
+4 + 2 bytes over the 1/s shard per gather, on the all-gather's own stream beside the compute:
+not priced.
+
+fp16 adds the copy of the fp16 gradients into fp32 (2 + 4) and the loss-scale unscale with its
+inf check (8). Priced as one memory-bound pass (:func:`tpsim.cost.compute.elementwise_time`),
+plus Transformer Engine's per-step weight casts (:func:`~.weight_cache.weight_cast_s`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cost.compute import elementwise_time
+from ..spec.precision import precision
+from .data_parallel import CLIP_BYTES, FP16_UNSCALE_BYTES, FP32, NORM_BYTES
+from .weight_cache import weight_cast_s
+
+ADAM_BYTES = {"fused": 28, "foreach": 80, "per-tensor": 80}   # per owned parameter (above)
+
+
+@dataclass(frozen=True)
+class OptimizerStep:
+    """How a stack runs the step: ``adam``'s kernels (a key of ADAM_BYTES), whether a
+    ``grad_buffer`` is memset every step, whether a ``master_copy`` writes 16-bit weights."""
+    adam: str = "fused"
+    grad_buffer: bool = True
+    master_copy: bool = True
+
+
+MEGATRON = OptimizerStep()
+
+
+def optimizer_step(lay, sh) -> OptimizerStep:
+    """The :class:`OptimizerStep` of Layout ``lay`` with Sharding ``sh``: no master copy with
+    ZeRO-3's fp32 parameters (module docstring)."""
+    return OptimizerStep(lay.adam, lay.grad_buffer, not (sh.fp32_params and sh.stage == 3))
+
+
+def optimizer_bytes(dtype: str, owned: float, zeroed: float,
+                    step: OptimizerStep = MEGATRON) -> dict[str, float]:
+    """Device-memory bytes of the optimizer step, by kernel: ``owned`` parameters the rank
+    updates, ``zeroed`` gradients its buffer memsets (module docstring)."""
+    prec = precision(dtype)
+    per = {"grad-norm": NORM_BYTES, "clip": CLIP_BYTES, "adam": ADAM_BYTES[step.adam]}
+    if prec.grads < FP32:                     # fp16: gradients copied into fp32, then unscaled
+        per["grads-to-fp32"] = prec.grads + FP32
+        per["unscale"] = FP16_UNSCALE_BYTES
+    if prec.gathered < FP32 and step.master_copy:   # copy the fp32 master into 16-bit weights
+        per["copy-to-weights"] = FP32 + prec.gathered
+    out = {k: v * owned for k, v in per.items()}
+    out["zero-grads"] = prec.grads * zeroed if step.grad_buffer else 0.0
+    return out
+
+
+def optimizer_s(params: float, shards: float, dtype: str, device,
+                step: OptimizerStep = MEGATRON, grads_sharded: bool = False) -> float:
+    """After the gradient norm, one memory-bound pass over :func:`optimizer_bytes` less it
+    (clip, Adam, master copy, fp16's unscale, the buffer's memset) of params / shards owned,
+    the memset over the ``params`` held (/ shards when ZeRO-2/3 ``grads_sharded``: unit by unit,
+    no pipeline, whose whole gradients accumulate, :mod:`.sharded_dp`); plus the weights' casts
+    (:func:`~.weight_cache.weight_cast_s`)."""
+    owned = params / shards
+    by_kernel = optimizer_bytes(dtype, owned, owned if grads_sharded else params, step)
+    return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"),
+                            device) + weight_cast_s(params, dtype, device)
+
+
+__all__ = ["ADAM_BYTES", "OptimizerStep", "MEGATRON", "optimizer_step", "optimizer_bytes",
+           "optimizer_s"]

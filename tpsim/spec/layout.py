@@ -187,6 +187,10 @@ class Layout:
         "stage E (embedding), t (transformer layer), m (multi-token prediction, in the last), "
         "L (output layer), stages separated by |, (...)*n repeats (tpsim.spec.pipeline_layout)",
         flag="--pipeline-layout", kind="name", megatron="--pipeline-model-parallel-layout")
+    mtp_layers: int | None = _count(
+        None, "multi-token-prediction layers trained, in the last virtual stage (default: the "
+        "model's mtp_layers, DeepSeek-V3's 1; 0: none; a --pipeline-layout lists them as m)",
+        "--mtp-layers", least=0, megatron="--mtp-num-layers")
     memory_headroom: float = setting(
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
         "and fragmentation) that the run keeps free on top", flag="--memory-headroom",

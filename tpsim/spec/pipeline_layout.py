@@ -75,8 +75,9 @@ def check_layers(text: str, pp: int, v: int, layers: int, mtp_layers: int | None
                           f"it lists {sum(counts)}")
     mtp = mtp_count(text)
     if mtp_layers is not None and mtp != mtp_layers:
-        raise ConfigError(FLAG, "", f"the model's {mtp_layers} multi-token-prediction layers "
-                          f"(m)", text, f"it lists {mtp}")
+        raise ConfigError(FLAG, "", f"the {mtp_layers} multi-token-prediction layers (m) "
+                          f"trained (--mtp-layers; default: the model's)", text,
+                          f"it lists {mtp}")
     if mtp != unroll(text)[-1].count("m"):
         raise ConfigError(FLAG, "", "the multi-token-prediction layers (m) in the last "
                           "virtual stage, beside L", text)

@@ -14,7 +14,7 @@ from tpsim.cli import main
 from tpsim.spec.model import load_model
 from tpsim.spec.model_params import mtp_module_params
 from tpsim.training.flops import megatron_flops
-from tpsim.training.mtp import last_stage_params
+from tpsim.training.mtp import LastStage, last_stage
 
 TOPO = "dgx-h100-ndr-cluster"
 JOB = dict(pp=2, global_batch=16)
@@ -71,12 +71,16 @@ def test_cli_refusal_is_one_line(capsys):
     assert err.count("\n") == 1 and "--pipeline-layout" in err and "--mtp-layers" in err
 
 
-@pytest.mark.parametrize("tp, sp", [(1, False), (8, True)])
-def test_own_parameters_closed_form(tp, sp):
+@pytest.mark.parametrize("tp, pp, sp", [(1, 1, False), (8, 16, True)])
+def test_own_parameters_closed_form(tp, pp, sp):
     """eh_proj 2h x h split over tp, three norms whole: 2 h^2 / tp + 3 norm per depth; the
-    norms hold no quantized copy and are TP-synced under SP."""
+    norms hold no quantized copy and are TP-synced under SP; with pp > 1 the untied embedding's
+    copy (vocab / tp x h) besides. DeepSeek-V3 with 2 depths past its 61 layers."""
     m = load_model("deepseek-v3")
     h, norm = m.hidden, m.norm_params
     assert mtp_module_params(m, tp) == 2 * h * h // tp + 3 * norm
-    assert last_stage_params(m, tp, 2, sp) == (2 * (2 * h * h // tp + 3 * norm), 6 * norm,
-                                               6 * norm if sp else 0)
+    layers = [61 // pp] * (pp - 1) + [61 - 61 // pp * (pp - 1) + 2]
+    copy = m.padded_vocab(tp) * h // tp if pp > 1 else 0
+    assert last_stage(m, tp, pp, layers, sp) == LastStage(
+        2, copy, 2 * (2 * h * h // tp + 3 * norm), 6 * norm, 6 * norm if sp else 0)
+    assert last_stage(m, tp, pp, layers[:-1] + [layers[-1] - 2], sp) == LastStage()

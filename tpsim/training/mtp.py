@@ -14,6 +14,8 @@ parallelism, their partial gradients are all-reduced over TP as the layers' norm
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..layer.mtp import mtp_template
 from ..sim.simulate import simulate
 from ..spec.model_params import mtp_module_params
@@ -32,12 +34,34 @@ def with_output_params(units: list, params: int) -> list:
             for name, n_params, n in units] if params else units
 
 
-def last_stage_params(model, tp: int, mtp: int, sp: bool) -> tuple[int, int, int]:
-    """What ``mtp`` depths add to the last stage's parameters on one of ``tp`` ranks: (all of
-    their own, those no Transformer Engine linear holds: the norms, those sequence
-    parallelism leaves partial: the norms with ``sp``) (module docstring)."""
-    norms = 3 * mtp * model.norm_params
-    return mtp * mtp_module_params(model, tp), norms, norms if sp else 0
+@dataclass(frozen=True)
+class LastStage:
+    """What ``depths`` multi-token-prediction layers add to the last stage, parameters on one
+    TP rank: the embedding ``copy`` it holds (pp > 1, untied: ``GPTModel``'s ``pre_process or
+    mtp_process``; all-reduced with the first stage's, ``finalize_model_grads``), the depths'
+    ``own`` (:func:`~tpsim.spec.model_params.mtp_module_params`), of them the norms (``plain``:
+    no quantized copy; ``sp_norms``: left partial by sequence parallelism)."""
+    depths: int = 0
+    copy: int = 0
+    own: int = 0
+    plain: int = 0
+    sp_norms: int = 0
+
+    @property
+    def output_unit(self) -> int:
+        """Parameters joined to the output layer's gradient unit: the copy and their own."""
+        return self.copy + self.own
+
+
+def last_stage(model, tp: int, pp: int, layers, sp: bool) -> LastStage:
+    """:class:`LastStage` of a model split into ``layers`` per virtual stage, the layers past
+    the model's its multi-token-prediction layers (module docstring)."""
+    d = max(0, sum(layers) - model.layers)
+    if not d:
+        return LastStage()
+    copy = model.embedding_params(tp) if pp > 1 and not model.tie_embeddings else 0
+    norms = 3 * d * model.norm_params
+    return LastStage(d, copy, d * mtp_module_params(model, tp), norms, norms if sp else 0)
 
 
 def plus_last(values: tuple, extra: int) -> tuple:

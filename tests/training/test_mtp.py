@@ -45,6 +45,7 @@ def test_default_is_the_models_and_zero_turns_it_off():
     plain = tpsim.predict(base, TOPO, **JOB)
     on = tpsim.predict(mtp, TOPO, **JOB)
     assert off.step.time_s == plain.step.time_s
+    assert (on.inputs.mtp_layers, off.inputs.mtp_layers, plain.inputs.mtp_layers) == (1, 0, 0)
     assert on.step.time_s > off.step.time_s
     assert on.stage_memory[0].total_bytes == off.stage_memory[0].total_bytes
     assert on.stage_memory[-1].total_bytes > off.stage_memory[-1].total_bytes

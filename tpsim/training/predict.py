@@ -305,7 +305,7 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
                   recompute_num_layers=lay.recompute_num_layers, layout=lay.predict_kwargs(),
                   recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
-                  if lay.recompute == "selective" else (),
+                  if lay.recompute == "selective" else (), mtp_layers=mtp_of(lay, m),
                   **_expert_inputs(experts_of(m, lay, par), topo, lay))
 
 

@@ -22,8 +22,9 @@ sequence; the gather's conjugate keeps this rank's h/tp columns (``_split_along_
 ``.contiguous()``, a copy of b*s x h/tp); eh_proj's backward, a column-parallel linear's
 (:func:`tpsim.layer.linears.column_parallel_bwd`: dgrad, the all-reduce or SP reduce-scatter
 of the 2h-wide input gradient beside the wgrad GEMM, SP's re-gather of the saved 2h-wide input
-shard); the concatenation's gradient, two strided slices made contiguous for the norms'
-backward (read and write 2 Tn h); the two norms' backward (read x and dy, write dx); the
+shard); the concatenation's gradient, two strided slices (autograd's ``cat`` backward) made
+contiguous by the norms' backward (Transformer Engine's RMSNorm op: ``grad_output.contiguous()``,
+``transformer_engine/pytorch/ops/basic/rmsnorm.py``; read and write 2 Tn h); the two norms' backward (read x and dy, write dx); the
 hidden state's gradient added to the one the main output layer sends it (autograd's sum:
 read 2, write 1, Tn h).
 

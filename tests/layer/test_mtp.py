@@ -53,6 +53,6 @@ def test_collectives_are_the_2h_input_and_the_h_output():
 
 @pytest.mark.parametrize("tp, sp", [(1, False), (4, False), (4, True)])
 def test_kept_for_backward(tp, sp):
-    """The embedding's norm keeps its Tn x h input, eh_proj its Tn x 2h input (bf16)."""
+    """The two norms keep their Tn x h inputs, eh_proj its Tn x 2h input (bf16)."""
     sim, m, d = _sim(tp, sp)
-    assert mtp_template(tp > 1, sp).saved_bytes(d) == d.Tn * 3 * m.hidden * 2
+    assert mtp_template(tp > 1, sp).saved_bytes(d) == d.Tn * 4 * m.hidden * 2

@@ -15,7 +15,10 @@ and the copy that lays the gathered blocks side by side along the hidden dimensi
 ``scatter_to_sequence_parallel_region`` keeps this rank's b*s/tp rows (a contiguous slice, no
 kernel). The transformer layer, the final norm, the shared output layer and its loss that
 follow are the model's own (:mod:`tpsim.layer.graph`, :mod:`tpsim.layer.embedding`), priced
-once more per depth (:func:`tpsim.training.mtp.mtp_ends`).
+once more per depth (:func:`tpsim.training.step.mtp_ends`). ``MultiTokenPredictionBlock``
+concatenates the decoder's hidden state and each depth's along the sequence for the losses
+(``torch.cat(hidden_states_list, dim=0)``: (1 + D) Tn h read and written once; priced as two
+Tn h blocks a depth, exact at DeepSeek-V3's D = 1); the losses take contiguous slices of it.
 
 Backward: with SP the scatter's conjugate, an all-gather of the b*s x h gradient along the
 sequence; the gather's conjugate keeps this rank's h/tp columns (``_split_along_last_dim``:
@@ -23,14 +26,14 @@ sequence; the gather's conjugate keeps this rank's h/tp columns (``_split_along_
 (:func:`tpsim.layer.linears.column_parallel_bwd`: dgrad, the all-reduce or SP reduce-scatter
 of the 2h-wide input gradient beside the wgrad GEMM, SP's re-gather of the saved 2h-wide input
 shard); the concatenation's gradient, two strided slices (autograd's ``cat`` backward) made
-contiguous by the norms' backward (Transformer Engine's RMSNorm op: ``grad_output.contiguous()``,
-``transformer_engine/pytorch/ops/basic/rmsnorm.py``; read and write 2 Tn h); the two norms' backward (read x and dy, write dx); the
-hidden state's gradient added to the one the main output layer sends it (autograd's sum:
-read 2, write 1, Tn h).
+contiguous by the norms' backward (Transformer Engine's RMSNorm op:
+``grad_output.contiguous()``, ``transformer_engine/pytorch/ops/basic/rmsnorm.py``; read and
+write 2 Tn h); the two norms' backward (read x and dy, write dx); the hidden state's gradient
+added to the one the main output layer sends it (autograd's sum: read 2, write 1, Tn h).
 
-Kept for backward: the norm of the embedding keeps its input (Tn h); eh_proj its 2h-wide input
-(SP: this rank's shard) in the GEMM's dtype; the norm of the hidden state reads the decoder's
-output, which the main output layer keeps already (not counted again). Under TP communication
+Kept for backward: each norm its input (Tn h: the shifted tokens' embedding; the decoder's or
+the previous depth's output, a tensor apart from the concatenation the output layer's passes
+keep); eh_proj its 2h-wide input (SP: this rank's shard) in the GEMM's dtype. Under TP communication
 overlap eh_proj's gather is not overlapped (Megatron names its buffer ``mtp_eh_proj``;
 Transformer Engine's default overlap configuration lists no such GEMM).
 """
@@ -80,7 +83,7 @@ def _mtp(tp_group: bool, sp: bool, fp8: str) -> Template:
     ids = small_kernels(B, "fwd.mtp.roll", ROLL_KERNELS, None)
     e = B.eltwise("fwd.mtp.enorm", lambda d: _rows(d, 1, 2), (ids,),
                   saved=lambda d: d.Tn * d.h * d.bpe)
-    h = B.eltwise("fwd.mtp.hnorm", lambda d: _rows(d, 1, 2))
+    h = B.eltwise("fwd.mtp.hnorm", lambda d: _rows(d, 1, 2), saved=lambda d: d.Tn * d.h * d.bpe)
     x = B.eltwise("fwd.mtp.concat", lambda d: _rows(d, WIDTH, 2), (e, h))
     x = fp8_cast(B, "fwd.eh_proj.cast", lambda d: (d.Tn, WIDTH * d.h), x)
     if sp:
@@ -90,6 +93,7 @@ def _mtp(tp_group: bool, sp: bool, fp8: str) -> Template:
     if tp_group:    # one rank: the gather and its split return their input
         x = B.collective("fwd.mtp.gather", "all-gather", (x,))
         x = B.eltwise("fwd.mtp.gather.cat", lambda d: (d.T, d.h, 2 * d.T * d.h * d.bpe), (x,))
+    x = B.eltwise("fwd.mtp.block_cat", lambda d: _rows(d, 2, 2), (x,))
     B.phase = "backward"
     g = B.collective("bwd.mtp.scatter", "all-gather", (x,), forward_of=x) if sp else x
     if tp_group:

@@ -54,8 +54,9 @@ deepseek_v3_llm_pretrain.yaml``): TP 2 PP 8 VP 4 EP 64 expert-TP 1, global batch
 layers placed by Megatron's pipeline layout ``Et|(tt|)*30mL`` (``--pipeline-layout``: one
 layer beside the embedding, the multi-token-prediction layer beside the loss: the recipe's
 ``use_mtp``, ``mtp_num_layers`` 1, priced there as one more MoE layer, one more pass of the
-output layer and loss, one more embedding lookup and the embedding copy the last stage holds,
-:mod:`tpsim.spec.pipeline_layout`; +35.6% without it), the
+output layer and loss, one more embedding lookup, the module's own ops (enorm, hnorm, eh_proj:
+:mod:`tpsim.layer.mtp`) and the embedding copy the last stage holds, :mod:`tpsim.training.mtp`;
++35.6% without it), the
 yaml's recomputation (``recompute_modules: [mlp, moe_act]``) overridden on H100 by the 25.09
 release's ``scripts/performance/run_script.py`` (tag v0.1.0rc4): ``recompute_modules =
 ["mla_up_proj", "mlp"]`` and ``overlap_grad_reduce = False`` (``--recompute selective

@@ -95,7 +95,7 @@ def test_multi_token_prediction_priced_in_the_last_virtual_stage():
     """A multi-token-prediction layer (m) runs beside the output layer: one more layer, one more
     pass of the output layer and its loss and one more embedding lookup on the last stage,
     which the 1F1B steady state waits on (the last stage the slower one): the step grows by the
-    micro-batches times those. Untied, the last stage also holds a copy of the embedding (its
+    micro-batches times those and the module's own ops (:mod:`tpsim.layer.mtp`). Untied, the last stage also holds a copy of the embedding (its
     weights and state: at least its 16-bit weights more there than tied). Elsewhere than
     the last virtual stage it is refused."""
     job = dict(pp=2, global_batch=32)
@@ -107,10 +107,21 @@ def test_multi_token_prediction_priced_in_the_last_virtual_stage():
         b = tpsim.predict(mtp, "dgx-h100-ndr-cluster", pipeline_layout="Et*12|t*12mL", **job)
         t = a.model
         assert b.step.time_s - a.step.time_s == pytest.approx(
-            32 * (t.layer_s + t.output_s + t.embedding_s), rel=0.02)
+            32 * (t.layer_s + t.output_s + t.embedding_s + _mtp_s(base)), rel=0.02)
         assert b.stage_memory[0].total_bytes == a.stage_memory[0].total_bytes
         grown[tied] = b.stage_memory[-1].total_bytes - a.stage_memory[-1].total_bytes
     assert grown[False] - grown[True] >= 2 * load_model("gpt3-1.3b").embedding_params(1)
     assert mtp_count("Et*12|t*12mL") == 1
     with pytest.raises(ConfigError, match="last virtual stage"):
         tpsim.predict(mtp, "dgx-h100-ndr-cluster", pipeline_layout="Et*11m|t*13L", **job)
+
+
+def _mtp_s(m) -> float:
+    """One depth's own ops, forward and backward, at predict's defaults (tp 8, bf16, H100)."""
+    from tpsim.cluster.topology import load_topology
+    from tpsim.sim.simulate import phase_times
+    from tpsim.training.mtp import mtp_simulation
+    from tpsim.training.predict import simulate_layer
+    sim, pricing = simulate_layer(m, load_topology("dgx-h100-ndr-cluster"), 8, 1, m.seq_len,
+                                  "bf16", False, m.dropout, m.attention)
+    return sum(phase_times(mtp_simulation(sim, pricing, 8, False)))

@@ -56,11 +56,16 @@ def test_mfu_counts_causal_attention_as_megatron_does_today(model, seq):
 def test_latent_attention_and_experts_count_as_megatron_does():
     """DeepSeek-V3 cut to 4 layers (3 dense, 1 MoE), TP 8 with SP, seq 4096: tpsim's model
     FLOPs (MLA's projections and 192/128-wide attention, the routed rows of a balanced router)
-    equal Megatron's MLA + MoE count to 0.1% (tpsim also counts the router's GEMM)."""
+    equal Megatron's MLA + MoE count to 0.1% (tpsim also counts the router's GEMM); with its
+    multi-token-prediction layer, trained by default (one more MoE layer, eh_proj's 2h x h
+    GEMMs, one more pass of the logits), Megatron's count with mtp_num_layers 1 as closely."""
     from tpsim.spec.model import with_overrides
     m = with_overrides(load_model("deepseek-v3"), layers=4)
-    p = tpsim.predict(m, "dgx-h100", tp=8, seq_len=4096, global_batch=1, sequence_parallel=True)
-    assert p.step.flops * p.inputs.gpus == pytest.approx(megatron_flops(m, 1, 4096, 8), rel=1e-3)
+    job = dict(tp=8, seq_len=4096, global_batch=1, sequence_parallel=True)
+    for mtp in (0, 1):
+        p = tpsim.predict(m, "dgx-h100", mtp_layers=mtp, **job)
+        assert p.step.flops * p.inputs.gpus == pytest.approx(
+            megatron_flops(m, 1, 4096, 8, mtp_layers=mtp), rel=1e-3)
 
 
 def test_published_tflops_use_the_causal_count():

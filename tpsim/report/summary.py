@@ -36,6 +36,7 @@ def _head(p) -> list[str]:
                               (f"ZeRO-{i.zero}", i.zero > 1),
                               ("TP overlap", i.tp_comm_overlap),
                               (f"{i.virtual_stages} chunks per stage", i.virtual_stages > 1),
+                              (f"multi-token prediction {i.mtp_layers}", i.mtp_layers > 0),
                               ("DP reduce after the backward",
                                i.dp > 1 and not i.overlap_grad_reduce)) if on]
     return [f"tpsim predict: {i.model} on {i.topology} ({i.device}): TP {i.tp}{cp_text(i)} x "

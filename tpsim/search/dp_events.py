@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..training.grad_buckets import prescale_s
 from ..training.step_reduce import stage_reduction
 
 BUCKET_EVENTS = 8      # bucket events kept per chunk: the first, the last, evenly between
@@ -116,3 +117,18 @@ def stage_end(at: np.ndarray, work: np.ndarray, const: np.ndarray, dp: np.ndarra
     ratio = np.where(i < 1, i / np.where(i < 1, 1 - i, 1.0), np.inf)
     slow = np.where(work > 0, ratio * np.where(work > 0, work, 1.0), 0.0)   # I = 1: no inf * 0
     return np.where(np.isfinite(const), at + np.minimum(i * dp, slow), -np.inf)
+
+
+def prescales(st, dtype: str, dev, ranks: int) -> list[list[float]]:
+    """Per virtual stage of ``st`` (:class:`tpsim.search.step.Stages`), each bucket's pre-scale
+    kernel (:func:`prescale_s`; 0 with ``ranks`` 1), priced once per distinct bucket size: the
+    buckets of a stage are mostly equal, and a size's price is the same number whichever
+    bucket asks."""
+    if ranks <= 1:
+        return [[0.0] * len(bs) for bs in st.buckets]
+    sizes: dict = {}
+    for bs in st.buckets:
+        for b in bs:
+            if b[3] not in sizes:
+                sizes[b[3]] = prescale_s(b[3], dtype, dev, ranks)
+    return [[sizes[b[3]] for b in bs] for bs in st.buckets]

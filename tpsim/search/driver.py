@@ -111,6 +111,8 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout |
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
+    if (fixed or {}).get("mtp_layers") is not None:     # the MTP the run trains, as predict's
+        m = dataclasses.replace(m, mtp_layers=fixed["mtp_layers"])
     kept = tuple(sorted((k, v) for k, v in changed_settings(fixed or {}).items()
                         if k not in ("dropout", "attention")))    # the Run's own, resolved
     return Run(m, topo, lay.seq_len, lay.dtype, lay.dropout, lay.attention, global_batch, kept)

@@ -17,7 +17,8 @@ from ..training import terms
 from ..training.moe_overlap import moe_part
 from ..training.offload import offloaded_parts
 from ..training.predict import layout_layer
-from ..training.step import Part
+from ..training.mtp import mtp_simulation
+from ..training.step import Part, mtp_ends
 from .run import Run
 
 
@@ -83,10 +84,13 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     sim, pricing = _PARTS.get((run, "layer", tp, micro_batch, sp, recompute, overlap, cp,
                                cp_comm, adds), layout_layer, run.model, run.topo, lay)
 
-    def ends():
-        emb, out = terms.model_ends(sim, pricing, tp, sp, run.dropout,
-                                    run.setting("cross_entropy"), run.setting("train_metrics"))
-        return Part.of(emb), Part.of(out)
+    def ends():     # the output layer's stage with the model's multi-token prediction
+        emb, out = map(Part.of, terms.model_ends(sim, pricing, tp, sp, run.dropout,
+                                                 run.setting("cross_entropy"),
+                                                 run.setting("train_metrics")))
+        d = run.model.mtp_layers
+        mtp = Part.of(mtp_simulation(sim, pricing, tp, sp)) if d else None
+        return emb, mtp_ends(emb, out, mtp, d)
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     moe = None
     if run.model.moe:

@@ -39,12 +39,13 @@ from ..base.memo import Memo, memoised
 from . import dp_events
 from .run import Run
 from ..training import terms
-from ..training.grad_buckets import prescale_s, reduce_ranks, split_buckets
+from ..training.grad_buckets import reduce_ranks, split_buckets
 from ..sim.memory import stage_memory
 from ..spec.folding import Folded
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..sim.price import group_collective
+from ..training.mtp import last_stage, plus_last, with_output_params
 from ..training.step_bound import end_stages
 from ..training.sharded_dp import largest_unit, sharding, state_bytes
 from ..training.weight_cache import stage_plain_params
@@ -55,7 +56,10 @@ _REDUCERS = Memo("search stage reductions", 4096)
 
 
 def stage_layers(run: Run, pp: int, v: int, first, last) -> tuple[int, ...]:
-    return tuple(split_layers(run.model.layers, pp, v, first, last))
+    """Layers per virtual stage, the model's multi-token-prediction ones in the last, as
+    predict splits them (:func:`tpsim.training.pipeline.layout_layers` without a layout)."""
+    return plus_last(tuple(split_layers(run.model.layers, pp, v, first, last)),
+                     run.model.mtp_layers)
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,13 @@ _FLAGS = {"layer": (1, False, False), "moe": (1, False, False), "embedding": (0,
 
 @memoised(4096)
 def _chunk_buckets(model, tp: int, n: int, first: bool, last: bool, size: int | None,
-                   start: int = 0, experts=None) -> tuple:
+                   start: int = 0, experts=None, extra: int = 0) -> tuple:
     """One chunk's bucket cuts (:func:`tpsim.training.grad_buckets.split_buckets` over its
     :func:`~tpsim.training.terms.chunk_units` from layer ``start``, MoE layers folded as
-    ``experts``), each as (layers, embedding?, output?, parameters, of them routed experts')."""
-    units = terms.chunk_units(model, tp, n, first, last, start, experts)
+    ``experts``, ``extra`` parameters joined to the output layer's), each as (layers,
+    embedding?, output?, parameters, of them routed experts')."""
+    units = with_output_params(terms.chunk_units(model, tp, n, first, last, start, experts),
+                               extra)
     flags = [_FLAGS[name] for name, _, _ in units]
     ex = [terms.expert_unit_params(model, experts) * (name == "moe") for name, _, _ in units]
     return tuple((sum(flags[i][0] * k for i, k in pieces), any(flags[i][1] for i, _ in pieces),
@@ -92,11 +98,13 @@ def _stages(model, tp: int, pp: int, v: int, layers: tuple[int, ...], dp: int,
     parameters, chunk units and buckets; MoE layers folded as ``experts``). A dense model's
     chunk units do not depend on the layer a chunk starts at: its chunks of equal layers share
     one bucket memo entry (start 0)."""
-    V = pp * v
+    V, extra = pp * v, last_stage(model, tp, pp, layers, False).output_unit
     starts = [sum(layers[:g]) if model.moe else 0 for g in range(V)]
     buckets = tuple(_chunk_buckets(model, tp, n, g == 0, g == V - 1, terms.bucket_size(dp, g),
-                                   starts[g], experts) for g, n in enumerate(layers))
-    return Stages(layers, terms.stage_params(model, tp, layers, pp, v, experts), buckets)
+                                   starts[g], experts, extra * (g == V - 1))
+                    for g, n in enumerate(layers))
+    return Stages(layers, plus_last(terms.stage_params(model, tp, layers, pp, v, experts), extra),
+                  buckets)
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,8 @@ def _norm_sync(run: Run, tp: int, pp: int, dp: int, v: int,
     """Per end stage: the TP all-reduce of the norm (and bias) gradients that sequence
     parallelism leaves partial, before the stage's DP stream can finish."""
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
-    params = terms.sp_sync_params(run.model, layers, pp, v, True)
+    params = plus_last(terms.sp_sync_params(run.model, layers, pp, v, True),
+                       last_stage(run.model, tp, pp, layers, True).sp_norms)
     return np.array([terms.sp_sync_s(params[r], run.precision(), par, r, price) or 0.0
                      for r in end_stages(pp)])
 
@@ -174,13 +183,14 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
                   get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,
                   get("fsdp_fp32_params"))
-    plain = stage_plain_params(model, tp, layers, pp, v)
+    end = last_stage(model, tp, pp, layers, False)
+    plain = plus_last(stage_plain_params(model, tp, layers, pp, v), end.plain)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
     # overlap_grad_reduce, which pipelined ZeRO-2/3 turns off
     ranks = reduce_ranks(par, experts if any(b[4] for bs in st.buckets for b in bs) else None)
     over = terms.overlapped_reduce(get("overlap_grad_reduce"), ranks) and sh.stage < 2
-    scale = _prescales(st, dtype, dev, dp if over else 1)
+    scale = dp_events.prescales(st, dtype, dev, dp if over else 1)
     events, gn, finish, memory, copies = [], [], [], [], []
     reducer = _REDUCERS.get((run, dtype, do, par, experts), dp_events.reducer, dtype, do, par,
                             price, experts)
@@ -202,7 +212,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         state = state_bytes(local, dtype, sh, dp, do, unit, expert) if sh.stage >= 2 else None
         mem = stage_memory(local, dtype, 0.0, 0.0, shards, state=state, plain=plain[r])
         memory, copies = memory + [mem.state_bytes], copies + [mem.step_copy_bytes]
-    emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp), dtype, par, price)
+    emb = terms.tied_embedding_s(terms.tied_embedding_params(model, tp, pp) or end.copy, dtype,
+                                 par, price)
     norm = terms.grad_norm_allreduce_s(par, do, price, experts)
     return Tail(*dp_events.event_arrays(events, v + dp_events.BUCKET_EVENTS - 1),
                 np.zeros(len(events)), np.array(gn), np.array(finish), emb or 0.0, norm,
@@ -211,20 +222,6 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                   if terms.overlapped_gather(opg, do, ranks) else ()), step_copy=np.array(copies),
                 loss=dev.comm_compute_interference, stages=st,
                 reduce_on=(dtype, do, par, experts) if over else None)
-
-
-def _prescales(st: Stages, dtype: str, dev, ranks: int) -> list[list[float]]:
-    """Per virtual stage, each bucket's pre-scale kernel (:func:`prescale_s`; 0 with ``ranks``
-    1), priced once per distinct bucket size: the buckets of a stage are mostly equal, and a
-    size's price is the same number whichever bucket asks."""
-    if ranks <= 1:
-        return [[0.0] * len(bs) for bs in st.buckets]
-    sizes: dict = {}
-    for bs in st.buckets:
-        for b in bs:
-            if b[3] not in sizes:
-                sizes[b[3]] = prescale_s(b[3], dtype, dev, ranks)
-    return [[sizes[b[3]] for b in bs] for bs in st.buckets]
 
 
 def last_reduce(run: Run, tail: Tail) -> np.ndarray:
@@ -242,9 +239,9 @@ def _largest_unit(model, tp: int, pp: int, v: int, layers: tuple[int, ...], r: i
                   experts=None) -> int:
     """The most parameters one gradient unit of stage ``r`` holds (its chunks' units, the MoE
     layers folded as ``experts``)."""
-    V = pp * v
-    return max(largest_unit(terms.chunk_units(model, tp, layers[g], g == 0, g == V - 1,
-                                              sum(layers[:g]), experts))
+    V, extra = pp * v, last_stage(model, tp, pp, layers, False).output_unit
+    return max(largest_unit(with_output_params(terms.chunk_units(
+        model, tp, layers[g], g == 0, g == V - 1, sum(layers[:g]), experts), extra * (g == V - 1)))
                for g in range(r, V, pp))
 
 

@@ -57,9 +57,9 @@ MLA widths        -                     -                              q_lora_ra
 gpt_oss has biases (``attention_bias``, default true; its experts and router too); its banded
 attention (``sliding_window`` on the ``layer_types`` marked sliding_attention) and its experts'
 clamp (``swiglu_limit``, ``activation_clamp``) are read, its attention sinks are not,
-nor are DeepSeek's group-limited routing (``n_group``, ``topk_group``) and multi-token
-prediction module's depth (``num_nextn_predict_layers``, counted by ``mtp_params``, not
-priced), or Qwen2-MoE's shared-expert gate (h weights
+nor is DeepSeek's group-limited routing (``n_group``, ``topk_group``; its multi-token
+prediction depth ``num_nextn_predict_layers`` is read, as ``mtp_layers``, and trained),
+or Qwen2-MoE's shared-expert gate (h weights
 a layer). These load; pricing them refuses until their expert layers are priced
 (:meth:`~tpsim.spec.model.ModelConfig.check_priced`). A config of any family carrying an expert
 or latent-attention key its family does not read (a Mixtral config relabelled ``llama``) is

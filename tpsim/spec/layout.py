@@ -188,6 +188,10 @@ class Layout:
         "stage E (embedding), t (transformer layer), m (multi-token prediction, in the last), "
         "L (output layer), stages separated by |, (...)*n repeats (tpsim.spec.pipeline_layout)",
         flag="--pipeline-layout", kind="name", megatron="--pipeline-model-parallel-layout")
+    mtp_layers: int | None = _count(
+        None, "multi-token-prediction layers trained, in the last virtual stage (default: the "
+        "model's mtp_layers, DeepSeek-V3's 1; 0: none; a --pipeline-layout lists them as m)",
+        "--mtp-layers", least=0, megatron="--mtp-num-layers")
     memory_headroom: float = setting(
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
         "and fragmentation) that the run keeps free on top", flag="--memory-headroom",
@@ -272,8 +276,7 @@ class Layout:
         "fused", "Adam's kernels: fused (one multi-tensor kernel, 28 bytes a parameter: "
         "Megatron-core's FusedAdam), foreach (torch.optim.AdamW's 8 multi-tensor kernels, 80 "
         "bytes: torchtitan), per-tensor (Composer's DecoupledAdamW, a Python loop of 8 torch "
-        "ops a tensor, 80 bytes: llm-foundry)", flag="--adam", kind="choice",
-        choices=ADAM_KERNELS)
+        "ops a tensor, 80 bytes: llm-foundry)", flag="--adam", kind="choice", choices=ADAM_KERNELS)
     grad_buffer: bool = _flag(
         True, "the gradients live in a buffer zeroed by one memset every step (Megatron-core's "
         "zero_grad_buffer); off: PyTorch's zero_grad(set_to_none=True) frees them, no kernel",

@@ -83,7 +83,7 @@ class ModelConfig:
                                       "keys a query sees (serving prices it; gpt-oss: 128)")
     sliding_window_freq: int = spec(gt=0, default=1, doc="layers i % n == 0 use the window")
     mtp_layers: int = spec(ge=0, default=0, doc="multi-token-prediction modules (DeepSeek-V3: 1), "
-                           "not in params(); priced where --pipeline-layout puts them")
+                           "not in params(); trained by default (--mtp-layers, training.mtp)")
     activation_clamp: float | None = spec(gt=0, default=None, doc="the experts' GLU inputs clamped "
                                           "to this (gpt-oss: 7; Megatron-core eager, layer.moe_clamp)")
     rope_attention_factor: float = spec(gt=0, default=1.0, doc="YaRN's factor on RoPE's cos and "

@@ -165,7 +165,17 @@ def mtp_params(m, own_vocab: bool = True) -> int:
              + (moe_mlp_params(m, m.experts) if is_moe_layer(m, last)
                 else mlp_params(m, m.ffn_hidden)))
     vocab = m.vocab_params(m.vocab) if own_vocab else 0
-    return m.mtp_layers * (2 * m.hidden ** 2 + 3 * m.norm_params + layer + vocab)
+    return m.mtp_layers * (mtp_module_params(m) + layer + vocab)
+
+
+def mtp_module_params(m, tp: int = 1) -> int:
+    """One multi-token-prediction depth's own parameters on one of ``tp`` ranks (Megatron-core's
+    ``MultiTokenPredictionLayer``): eh_proj, column-parallel, and its three norms (enorm,
+    hnorm, final), whole on every rank:
+
+        2 h^2 / tp + 3 norm
+    """
+    return 2 * m.hidden * m.hidden // tp + 3 * m.norm_params
 
 
 def _multiples(m: int, lo: int, hi: int) -> int:

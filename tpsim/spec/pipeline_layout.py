@@ -12,17 +12,12 @@ The stages are listed in layer order, virtual stage g = chunk * pp + stage (Mega
 :func:`tpsim.training.pipeline.split_layers`. The embedding must open the first virtual stage
 and the output layer close the last (Megatron: the first and last layers of the flattened
 layout, each exactly once), as tpsim places them. The ``m`` layers' count must equal the
-model's ``mtp_layers`` (Megatron's check), and they sit in the last virtual stage, beside ``L``
+multi-token-prediction layers trained (Megatron's check; tpsim's ``--mtp-layers``, by default
+the model's ``mtp_layers``), and they sit in the last virtual stage, beside ``L``
 (Megatron-core puts the multi-token-prediction block there without a layout, and accepts it
-only in a pipeline rank's last virtual stage, ``validate_layer_layout``). There each is priced
-as Megatron-core's ``MultiTokenPredictionLayer`` runs it (``multi_token_prediction.py``): one
-more transformer layer of the model's last layer's kind, one more pass of the shared output
-layer and its loss and one more embedding lookup (the shifted tokens), and with pp > 1 the
-last stage holds a copy of the embedding whose gradient it all-reduces with the first stage's
-(:func:`tpsim.training.step.make_setup`); its ``eh_proj`` (a 2h x h GEMM) and its three norms
-are left out. Without a
-layout the multi-token-prediction block is not priced (a recipe that trains it names it in
-its layout, as Megatron-Bridge's DeepSeek-V3 ones do).
+only in a pipeline rank's last virtual stage, ``validate_layer_layout``). There they are
+priced as without a layout (:func:`tpsim.training.pipeline.layout_layers`,
+:mod:`tpsim.training.mtp`).
 """
 from __future__ import annotations
 
@@ -75,8 +70,9 @@ def check_layers(text: str, pp: int, v: int, layers: int, mtp_layers: int | None
                           f"it lists {sum(counts)}")
     mtp = mtp_count(text)
     if mtp_layers is not None and mtp != mtp_layers:
-        raise ConfigError(FLAG, "", f"the model's {mtp_layers} multi-token-prediction layers "
-                          f"(m)", text, f"it lists {mtp}")
+        raise ConfigError(FLAG, "", f"the {mtp_layers} multi-token-prediction layers (m) "
+                          f"trained (--mtp-layers; default: the model's)", text,
+                          f"it lists {mtp}")
     if mtp != unroll(text)[-1].count("m"):
         raise ConfigError(FLAG, "", "the multi-token-prediction layers (m) in the last "
                           "virtual stage, beside L", text)

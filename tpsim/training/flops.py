@@ -41,6 +41,8 @@ what the model leaves out (biases, the embedding lookup), a few parts in 10^4 at
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..spec.model_params import is_moe_layer, moe_layers
 
 
@@ -70,3 +72,14 @@ def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
         q = H * (nope + rope + v) / 2
     core = (2 if full_square else 1) * s * s * q * L
     return 6.0 * B * (s * per_token + core)
+
+
+def published(step, m, lay, par, mtp_layers: int = 0):
+    """``step`` with Megatron-LM's TFLOP/s per GPU (:func:`megatron_flops` of Layout ``lay``'s
+    run with ``mtp_layers`` multi-token-prediction layers, / GPUs / step time), its count since
+    and before March 2025."""
+    def per_gpu(full_square: bool) -> float:
+        flops = megatron_flops(m, lay.global_batch, lay.seq_len, lay.tp, full_square, mtp_layers)
+        return flops / par.world / step.time_s / 1e12
+    return dataclasses.replace(step, megatron_tflops_per_gpu=per_gpu(False),
+                               megatron_full_square_tflops_per_gpu=per_gpu(True))

@@ -256,21 +256,27 @@ def split_layers(layers: int, pp: int, v: int = 1, first: int | None = None,
 
 def layout_layers(layers: int, mtp_layers: int | None, lay) -> list[int]:
     """Layers of each virtual stage of Layout ``lay``: its --pipeline-layout's transformer
-    layers (:func:`tpsim.spec.pipeline_layout.check_layers`), its multi-token-prediction
-    layers counted in the last virtual stage, where they run (:func:`mtp_of`), when given,
-    else :func:`split_layers` (a ValueError naming what does not divide)."""
+    layers (:func:`tpsim.spec.pipeline_layout.check_layers`, its ``m`` checked against
+    ``mtp_layers`` when given), else :func:`split_layers` (a ValueError naming what does not
+    divide); and the ``mtp_layers`` multi-token-prediction layers (None: the layout's ``m``,
+    none without one) counted in the last virtual stage, where Megatron-core runs them
+    (``mtp_on_this_rank``: without a layout, the last pipeline stage's last virtual stage;
+    with one, where its ``m`` stand, which tpsim accepts only there)."""
     if lay.pipeline_layout is not None:
         counts = check_layers(lay.pipeline_layout, lay.pp, lay.virtual_stages, layers,
                               mtp_layers)
-        return counts[:-1] + [counts[-1] + mtp_of(lay)]
-    return split_layers(layers, lay.pp, lay.virtual_stages, lay.first_stage_layers,
-                        lay.last_stage_layers)
+        mtp = mtp_count(lay.pipeline_layout)
+    else:
+        counts = split_layers(layers, lay.pp, lay.virtual_stages, lay.first_stage_layers,
+                              lay.last_stage_layers)
+        mtp = mtp_layers or 0
+    return counts[:-1] + [counts[-1] + mtp]
 
 
-def mtp_of(lay) -> int:
-    """The multi-token-prediction layers Layout ``lay`` trains: its --pipeline-layout's ``m``
-    (:mod:`tpsim.spec.pipeline_layout`); none without a layout."""
-    return 0 if lay.pipeline_layout is None else mtp_count(lay.pipeline_layout)
+def mtp_of(lay, model) -> int:
+    """The multi-token-prediction layers Layout ``lay`` trains: its ``mtp_layers``
+    (--mtp-layers, Megatron's --mtp-num-layers), by default the model's ``mtp_layers``."""
+    return model.mtp_layers if lay.mtp_layers is None else lay.mtp_layers
 
 
 def _stage_counts(layers: int, pp: int, first: int | None, last: int | None) -> list[int]:

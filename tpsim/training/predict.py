@@ -45,7 +45,8 @@ from .step import Part, make_setup
 from .offload import offloaded_parts
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
-from .flops import megatron_flops
+from .flops import published
+from .mtp import mtp_simulation
 from .moe_overlap import moe_part
 from .optimizer_step import optimizer_step
 from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
@@ -250,6 +251,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     emb, out = terms.model_ends(sim, pricing, tp, lay.sequence_parallel, lay.dropout,
                                 lay.cross_entropy, lay.train_metrics)
     emb_s, out_s = sum(phase_times(emb)), sum(phase_times(out))
+    mtp = Part.of(mtp_simulation(sim, pricing, tp, lay.sequence_parallel)) \
+        if mtp_of(lay, m) else None
     kinds = [(layer_times(sim), m.layers - sparse)] + ([(layer, sparse)] if sparse else [])
     if partial is not None and run is not lay:      # block: its recomputed layers
         rc = _recomputed_layers(m, topo, lay, experts, sparse)
@@ -269,23 +272,14 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
-                   sh, experts, partial)
+                   sh, experts, partial, mtp)
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(m, topo, lay, mem), moe if sparse else sim,
-                      _priced(_published(result.times, m, lay, par), topo, lay, par),
+                      _priced(published(result.times, m, lay, par, mtp_of(lay, m)), topo, lay,
+                              par),
                       result.memory, result, layer_collectives(
                           m.layer_params(tp), lay.dtype, sh, par, topo))
-
-
-def _published(step, m: ModelConfig, lay: Layout, par: Parallelism):
-    """``step`` with Megatron-LM's TFLOP/s per GPU (:func:`~tpsim.training.flops.megatron_flops`
-    / GPUs / step time), its count since and before March 2025."""
-    def per_gpu(full_square: bool) -> float:
-        flops = megatron_flops(m, lay.global_batch, lay.seq_len, lay.tp, full_square, mtp_of(lay))
-        return flops / par.world / step.time_s / 1e12
-    return dataclasses.replace(step, megatron_tflops_per_gpu=per_gpu(False),
-                               megatron_full_square_tflops_per_gpu=per_gpu(True))
 
 
 def _priced(step, topo: Topology, lay: Layout, par: Parallelism):
@@ -312,7 +306,7 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
                   recompute_num_layers=lay.recompute_num_layers, layout=lay.predict_kwargs(),
                   recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
-                  if lay.recompute == "selective" else (),
+                  if lay.recompute == "selective" else (), mtp_layers=mtp_of(lay, m),
                   **_expert_inputs(experts_of(m, lay, par), topo, lay))
 
 
@@ -365,17 +359,18 @@ def _step_plan(m: ModelConfig, topo: Topology, lay: Layout) -> tuple[Parallelism
     par = Parallelism(tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp)
     check_fits(topo, par)
     try:
-        layers = layout_layers(m.layers, m.mtp_layers, lay)
+        layers = layout_layers(m.layers, mtp_of(lay, m), lay)
     except ValueError as e:
         raise ConfigError("--pp", "", f"a layer split Megatron runs ({e})", lay.pp) from None
     return par, layers
 
 
 def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_layers, parts,
-          peak, sh, experts: Folded | None = None, partial=None):
+          peak, sh, experts: Folded | None = None, partial=None, mtp=None):
     """The step of the simulated layer, embedding and output layer (``parts``), sharded as
     ``sh`` (:func:`tpsim.training.sharded_dp.sharding`), its MoE layers folded as ``experts``,
-    some layers recomputed as ``partial`` (:mod:`tpsim.training.partial_recompute`)."""
+    some layers recomputed as ``partial`` (:mod:`tpsim.training.partial_recompute`), ``mtp``:
+    one multi-token-prediction depth's own ops (:mod:`tpsim.training.mtp`)."""
     (layer, emb, out, moe), host = offloaded_parts(parts, lay.cpu_offload_layers, m.layers,
                                                    topo.device)
     check_dtype(sh, lay.dtype)
@@ -389,7 +384,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
                                                lay.fp8_param_gather,
                                                topo.device.fp8_any_layout, lay.fp8_recipe),
-                       experts=experts, partial=partial, tp_comm_overlap=lay.tp_comm_overlap)
+                       experts=experts, partial=partial, tp_comm_overlap=lay.tp_comm_overlap,
+                       mtp=mtp)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     setup = dataclasses.replace(setup, offloaded_bytes=host, optimizer=optimizer_step(lay, sh))

@@ -15,7 +15,7 @@ from ..base.errors import ConfigError
 from ..layer.linears import RS_SPLITS
 from ..spec.layout import Layout
 from .nodes import nodes_needed, sizable
-from .pipeline import layout_layers
+from .pipeline import layout_layers, mtp_of
 
 ACTIVATION_SHARE = 0.1      # activations above this share of the memory: worth cutting
 
@@ -24,7 +24,7 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
     """Whether predict runs ``lay`` with ``changes`` (module docstring)."""
     try:
         new = lay.replace(**changes)
-        layout_layers(layers, None if model is None else model.mtp_layers, new)
+        layout_layers(layers, None if model is None else mtp_of(new, model), new)
         if model is not None:
             model.check_tp(new.tp, new.seq_len, new.sequence_parallel, training=True)
     except (ConfigError, ValueError):

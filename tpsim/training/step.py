@@ -56,6 +56,7 @@ from ..sim.price import group_collective
 from ..sim.memory import userbuffers_bytes
 from ..sim.simulate import layer_times, saved_bytes
 from .step_reduce import bucket_reductions, dp_reduce
+from .mtp import last_stage, plus_last, with_output_params
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from .sharded_dp import UNSHARDED, Sharding, expert_gather_group, weight_gather_group
@@ -314,29 +315,17 @@ def _with_gather(chunk: Chunk, forward: bool, backward: bool, gather_s: float) -
         tp_exposed_s=p.tp_exposed_s + n * gather_s))
 
 
-def _mtp_ends(model, tp: int, p: int, stage_layers, embedding: Part, output: Part):
-    """(the last virtual stage's ends, the embedding copy's parameters per rank it holds) with
-    D = ``sum(stage_layers) - model.layers`` multi-token-prediction layers, which
-    :func:`tpsim.training.pipeline.layout_layers` puts in the last virtual stage
-    (:mod:`tpsim.spec.pipeline_layout`), each a layer of its index's kind there: as
-    Megatron-core's ``MultiTokenPredictionBlock`` runs them, the output layer and its loss
-    1 + D times (the shared output layer, once per depth) and the embedding lookup of the
-    shifted tokens D times; with p > 1 and untied embeddings the last stage holds a copy of the
-    embedding (``GPTModel``: ``pre_process or mtp_process``) whose gradient is all-reduced with
-    the first stage's (``finalize_model_grads``), as tied embeddings' (tied: its output layer
-    is that copy already). D = 0: (``output``, 0)."""
-    mtp = max(0, sum(stage_layers) - model.layers)
-    if not mtp:
-        return output, 0
-    copy = model.embedding_params(tp) if p > 1 and not model.tie_embeddings else 0
-    return Part.total([(output, 1 + mtp), (embedding, mtp)]), copy
-
-
-def _with_copy(units: list, copy: int) -> list:
-    """A chunk's gradient ``units`` with ``copy`` embedding parameters joined to its output
-    layer's unit (their gradients final together, at the end of the block's backward)."""
-    return [(name, params + copy if name == "output" else params, n)
-            for name, params, n in units] if copy else units
+def mtp_ends(embedding: Part, output: Part, mtp: Part | None, depths: int) -> Part:
+    """The last virtual stage's ends with ``depths`` multi-token-prediction layers
+    (:mod:`tpsim.training.mtp`), as Megatron-core's ``MultiTokenPredictionBlock`` runs them:
+    the module's own ops (``mtp``, :mod:`tpsim.layer.mtp`) D times, the output layer and its
+    loss 1 + D times (the shared output layer, once per depth) and the embedding lookup of the
+    shifted tokens D times (the layers themselves are counted in the stage's); D = 0:
+    ``output``."""
+    if not depths:
+        return output
+    own = [(mtp, depths)] if mtp is not None else []
+    return Part.total([(output, 1 + depths), (embedding, depths)] + own)
 
 
 def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int], layer: Part,
@@ -345,7 +334,7 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
                overlap_param_gather: bool = False, moe: Part | None = None,
                precision: str | None = None, experts=None, partial=None,
-               tp_comm_overlap: bool = False) -> StepSetup:
+               tp_comm_overlap: bool = False, mtp: Part | None = None) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
     ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
     ``precision``: the :func:`~tpsim.spec.precision.precision_key` of the weights, gradients
@@ -361,15 +350,17 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
     DeepSpeed's pipeline engine, pipe_partitioned / grad_partitioned, as Megatron-DeepSpeed ran).
 
     Layers past the model's are its multi-token-prediction layers in the last virtual stage
-    (:func:`_mtp_ends`).
+    (:func:`mtp_ends`, :func:`tpsim.training.mtp.last_stage`; ``mtp``: one depth's own ops,
+    :mod:`tpsim.layer.mtp`).
     """
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
     expert = terms.expert_unit_params(model, experts)
-    last, copy = _mtp_ends(model, tp, p, stage_layers, embedding, output)
-    chunks = [Chunk.of(n, _with_copy(terms.chunk_units(model, tp, n, g == 0, g == last_g,
-                                                       starts[g], experts), copy * (g == last_g)),
+    end = last_stage(model, tp, p, stage_layers, sequence_parallel)
+    last = mtp_ends(embedding, output, mtp, end.depths)
+    chunks = [Chunk.of(n, with_output_params(terms.chunk_units(
+        model, tp, n, g == 0, g == last_g, starts[g], experts), end.output_unit * (g == last_g)),
                        layer, embedding if g == 0 else None, last if g == last_g else None, moe,
                        expert, partial) for g, n in enumerate(stage_layers)]
     p2p = terms.p2p_bytes(model, tp, micro_batch, seq_len, dtype,
@@ -379,14 +370,16 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
         gather = group_collective("all-gather", full, par.group("tp"), topo).time_s
         chunks = [_with_gather(c, g > 0, g < last_g, gather) for g, c in enumerate(chunks)]
     params = terms.stage_params(model, tp, stage_layers, p, v, experts)
-    params = params[:-1] + (params[-1] + copy,)
+    params = plus_last(params, end.output_unit)
     shards = terms.stage_shares(model, tp, terms.grad_ranks(par), stage_layers, p, v, params,
                                 experts, distributed_optimizer)
     return StepSetup(par, m, v, tuple(chunks), p2p, params,
-                     terms.sp_sync_params(model, stage_layers, p, v, sequence_parallel),
-                     terms.tied_embedding_params(model, tp, p) or copy, precision or dtype,
+                     plus_last(terms.sp_sync_params(model, stage_layers, p, v,
+                                                    sequence_parallel), end.sp_norms),
+                     terms.tied_embedding_params(model, tp, p) or end.copy, precision or dtype,
                      distributed_optimizer, overlap_grad_reduce, overlap_param_gather, shards,
                      experts if expert else None,
-                     plain_params=stage_plain_params(model, tp, stage_layers, p, v),
+                     plain_params=plus_last(stage_plain_params(model, tp, stage_layers, p, v),
+                                            end.plain),
                      tp_buffers_bytes=userbuffers_bytes(micro_batch * seq_len, model.hidden,
                                                         dtype, tp_comm_overlap))

@@ -17,3 +17,20 @@ def test_mtp_bounds_below_and_memory_is_predicts():
                                        "tp": (2, 4), "zero": (0, 1)})
     assert {lay.pp for lay in layouts} == {1, 2}
     _check_against_predict(run, layouts, priced, 8)
+
+
+def test_a_fixed_mtp_setting_is_the_runs_as_predicts():
+    """--mtp-layers held fixed sets what every layout trains: 0 prices the model without its
+    MTP (the search's best equals the same model's with mtp_layers 0), and each candidate is
+    predict's with the same setting."""
+    from tpsim.search.driver import search
+    from tpsim.training.predict import predict
+    model = dataclasses.replace(with_overrides(load_model("llama3-8b"), layers=4), mtp_layers=1)
+    kw = dict(seq_len=1024, pins={"pp": (1, 2), "tp": (2,), "micro_batch": (1,)})
+    off = search(model, "dgx-h100", 8, 8, top=1, fixed={"mtp_layers": 0}, **kw)
+    bare = search(dataclasses.replace(model, mtp_layers=0), "dgx-h100", 8, 8, top=1, **kw)
+    on = search(model, "dgx-h100", 8, 8, top=1, **kw)
+    assert off.candidates[0].step_s == bare.candidates[0].step_s < on.candidates[0].step_s
+    best = off.candidates[0].layout
+    p = predict(model, "dgx-h100", seq_len=1024, global_batch=8, **best.predict_kwargs())
+    assert p.step.time_s == off.candidates[0].step_s

@@ -83,6 +83,7 @@ def test_nemo_24_07_is_flash_attention_2(capsys):
 
 @pytest.mark.parametrize("name, flags, flag", [
     ("megatron-lm-2021", ("--distributed-optimizer",), "--distributed-optimizer"),
+    ("megatron-lm-2021", ("--zero", "3", "--dp", "2"), "--zero"),
     ("megatron-deepspeed", ("--virtual-stages", "2"), "--virtual-stages"),
     ("torchtitan-compile", ("--eager-kernels",), "--eager-kernels"),
     ("torchtitan", ("--distributed-optimizer",), "--distributed-optimizer"),

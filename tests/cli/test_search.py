@@ -146,6 +146,24 @@ def test_plot_search_cells_are_the_fastest_fitting_layouts(tmp_path, capsys):
             assert float(r["step_time_s"]) == times[int(r["tp"]), int(r["pp"])]
 
 
+def test_plot_search_takes_the_searchs_fixed_settings(tmp_path, capsys):
+    """`tpsim plot search --framework ...`: each cell's layout is priced under the stack's
+    settings, as `tpsim search` prices it (its best cell is the search's best), and the
+    stack's missing features pin it (no distributed optimizer, no ZeRO in Megatron-LM 2021)."""
+    code, _, _ = run(capsys, "plot", "search", *SMALL, "--framework", "megatron-lm-2021",
+                     "--out", tmp_path / "s.png")
+    assert code == 0
+    with open(tmp_path / "s.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["step_time_s"]]
+    assert rows and not any(" Z" in r["layout"] or " DO" in r["layout"] for r in rows)
+    best = min(float(r["step_time_s"]) for r in rows)
+    code, out, _ = run(capsys, "search", *SMALL, "--framework", "megatron-lm-2021", "--json",
+                       "--top", "1")
+    assert best == json.loads(out)["candidates"][0]["step_time_s"]
+    code, out, _ = run(capsys, "search", *SMALL, "--json", "--top", "1")
+    assert best != json.loads(out)["candidates"][0]["step_time_s"]
+
+
 def test_progress_only_on_a_terminal():
     """The progress line is written (and cleared) on a terminal, never elsewhere."""
     import io

@@ -53,8 +53,9 @@ def fill_plot(p) -> None:
     add_step_args(q)
     q = figure("search", "step time over TP x PP, each cell the best choice of the other knobs",
                _cmd_plot_search)
-    from .search import add_search_space
+    from .search import add_fixed_arguments, add_search_space
     add_search_space(q)
+    add_fixed_arguments(q)
     q = figure("validation", "predicted against measured per validated layer", _cmd_plot_validation)
     q.add_argument("--report", required=True, help="a report.json written by validate/run.py")
     _add_plot_infer(figure("infer", "time per output token against batch for TP 1/2/4/8",
@@ -161,14 +162,15 @@ def _cmd_plot_pipeline(args) -> None:
 def _cmd_plot_search(args) -> None:
     from ..figures import plot_search
     from ..figures.search import search_grid
-    from .search import Progress
+    from .search import Progress, fixed_values
     progress = Progress()
     try:
         table = search_grid(args.model, topology_for(args.topology, args.gpus), args.gpus,
                             args.global_batch,
                             seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, jobs=args.jobs,
                             tp_across_nodes=args.tp_across_nodes, progress=progress,
-                            memory_headroom=args.memory_headroom)
+                            memory_headroom=args.memory_headroom, fixed=fixed_values(args),
+                            framework=args.framework)
     finally:
         progress.close()
     _plot_done(*plot_search.save(plot_search.search_figure(table), table, args.out,

@@ -11,13 +11,11 @@ FIXED_HELP = ": every layout searched runs with it"
 
 
 def fill_search(p) -> None:
-    from ..search.fixed import FIXED
     from ..search.pins import PINNABLE
     add_search_space(p)
     add_pin_arguments(p, PINNABLE, what="every value the search can run")
     add_layout_arguments(p, ("usd_per_gpu_hour",))
-    add_layout_arguments(p, FIXED, extra=dict.fromkeys(FIXED, FIXED_HELP))
-    add_framework_argument(p)
+    add_fixed_arguments(p)
     p.add_argument("--zero-with-pp", action="store_true",
                    help="also try ZeRO-2/3 with a pipeline, as PyTorch's pipeline schedules run "
                         "FSDP2 (default: without one only)")
@@ -26,6 +24,21 @@ def fill_search(p) -> None:
                    help="one JSON object: evaluated, candidates (best first), dropped")
     add_csv(p)
     p.set_defaults(func=_cmd_search)
+
+
+def add_fixed_arguments(p) -> None:
+    """The settings every layout of a search runs with, and ``--framework``
+    (:mod:`tpsim.search.fixed`; ``tpsim search``, ``tpsim plot search``)."""
+    from ..search.fixed import FIXED
+    add_layout_arguments(p, FIXED, extra=dict.fromkeys(FIXED, FIXED_HELP))
+    add_framework_argument(p)
+
+
+def fixed_values(args) -> dict:
+    """The fixed settings the parsed ``args`` give, by field name; the search applies
+    ``--framework`` to them, as predict does (:func:`tpsim.search.fixed.fixed_settings`)."""
+    from ..search.fixed import FIXED
+    return layout_values(args, FIXED, preset=False)
 
 
 def add_search_space(p) -> None:
@@ -71,7 +84,6 @@ def _cmd_search(args) -> None:
     from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
     from ..search.jobs import paused_gc
-    from ..search.fixed import FIXED
     from ..search.pins import PINNABLE
     fmt = output_format(args)
     note_seq(args.model, args.seq)
@@ -85,7 +97,7 @@ def _cmd_search(args) -> None:
                             memory_headroom=args.memory_headroom,
                             pins=layout_values(args, PINNABLE, preset=False),
                             zero_with_pp=args.zero_with_pp,
-                            fixed=layout_values(args, FIXED, preset=False),
+                            fixed=fixed_values(args),
                             framework=args.framework)    # the search applies it, as predict
         finally:
             progress.close()

@@ -29,7 +29,8 @@ def search_grid(model, topology, gpus: int, global_batch: int, **settings) -> Ta
     notes = ("step_time_s: predict()'s step of the fastest layout of the cell that fits; "
              "empty: none fits", "layout: TP PP VP DP mb and flags as tpsim search prints them")
     totals = {"fastest": fastest["layout"] if fastest else "none fits",
-              "dtype": run.dtype, "seq_len": run.seq_len}
+              "dtype": run.dtype, "seq_len": run.seq_len,
+              "fixed": " ".join(f"{k}={v}" for k, v in run.fixed) or "none"}
     return Table(f"{run.model.name} on {gpus} GPUs of {run.topo.name} ({run.topo.device.name}), "
                  f"global batch {global_batch}: the fastest layout per TP x PP", SEARCH_COLUMNS,
                  tuple(rows), notes, totals)

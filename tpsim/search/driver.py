@@ -298,16 +298,19 @@ def _source(given, name: str) -> str:
 
 def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
             dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
-            tp_across_nodes: bool = False, progress=None,
-            memory_headroom: float = 0.0) -> tuple[Run, dict]:
+            tp_across_nodes: bool = False, progress=None, memory_headroom: float = 0.0,
+            fixed: dict | None = None, framework: str | None = None) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
-    and bound inside each cell; a cell whose layouts all run out of memory maps to None."""
+    and bound inside each cell; a cell whose layouts all run out of memory maps to None;
+    ``fixed`` and ``framework``: the settings every layout runs with, as :func:`search`'s."""
     if not callable(key):
         raise ConfigError("key", "", "a function of a layout (say lambda lay: (lay.tp, lay.pp))",
                           key)
+    values, pins = held(fixed, framework, None)
     with paused_gc():
         run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes, memory_headroom, progress)
+                                  jobs, tp_across_nodes, memory_headroom, progress, pins, False,
+                                  values)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

@@ -105,7 +105,9 @@ LACKS: dict[str, tuple] = {
     "megatron-core": (),
     "megatron-lm-2021": (("distributed_optimizer", False, "no distributed optimizer before "
                           "2022"), ("overlap_param_gather", False, "no distributed optimizer"),
-                         ("tp_comm_overlap", False, "no Transformer Engine")),
+                         ("tp_comm_overlap", False, "no Transformer Engine"),
+                         ("zero", 0, "no sharded data parallelism before the distributed "
+                          "optimizer")),
     "megatron-deepspeed": (("virtual_stages", 1, "DeepSpeed's pipeline engine runs 1F1B "
                             "without interleaving"), ("overlap_param_gather", False,
                             "DeepSpeed's ZeRO, not Megatron's bucketed gather"),
@@ -121,7 +123,7 @@ LACKS: dict[str, tuple] = {
 FLAGS = {"distributed_optimizer": "--distributed-optimizer",
          "overlap_param_gather": "--overlap-param-gather", "tp_comm_overlap": "--tp-comm-overlap",
          "virtual_stages": "--virtual-stages", "fp8_param_gather": "--fp8-param-gather",
-         "eager_kernels": "--eager-kernels"}
+         "eager_kernels": "--eager-kernels", "zero": "--zero"}
 
 
 def with_framework(name: str, settings: dict, defaults: dict) -> dict:

@@ -47,7 +47,7 @@ from .fixed import changed_settings, held, probe
 from .pins import check_pins, gpus_nodes, pick
 from .space import REASONS, Space, enumerate_layouts
 from .parts import same_recompute
-from .step import Run
+from .run import Run
 from ..training.moe_overlap import check_overlap
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism

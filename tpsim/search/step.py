@@ -1,9 +1,10 @@
 """The step of many layouts at once: a lower bound of the simulated step time, and the exact
 memory of the fullest stage, from the layer simulated once per layer configuration.
 
-A layout's layer, embedding and output layer depend on (tp, micro-batch, sequence parallelism,
-recomputation, TP overlap) only: each is simulated once (:mod:`tpsim.search.parts`, predict's
-templates and pricing) and shared by every pipeline and data-parallel layout that runs it.
+A layout's layer, embedding and output layer depend on a few of its dimensions only (tp,
+micro-batch, sequence parallelism, recomputation, TP overlap, CP, the experts' folding:
+:func:`tpsim.search.parts.layer_parts`): each is simulated once (predict's templates and
+pricing) and shared by every pipeline and data-parallel layout that runs it.
 
 The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`), from
 the same terms (:mod:`tpsim.training.terms`: every duration below is one of its functions):

@@ -57,10 +57,12 @@ from dataclasses import dataclass
 
 from ..cost.compute import elementwise_time
 from ..spec.precision import precision
-from .data_parallel import CLIP_BYTES, FP16_UNSCALE_BYTES, FP32, NORM_BYTES
+from .data_parallel import FP32, NORM_BYTES
 from .weight_cache import weight_cast_s
 
 ADAM_BYTES = {"fused": 28, "foreach": 80, "per-tensor": 80}   # per owned parameter (above)
+CLIP_BYTES = 8           # multi_tensor_scale reads and writes the fp32 gradient
+FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
 
 
 @dataclass(frozen=True)

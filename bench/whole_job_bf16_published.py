@@ -53,8 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tpsim.spec.frameworks import with_framework
-from tpsim.spec.layout import Layout
+from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.spec.model import ModelConfig
 from tpsim.training.predict import predict
 
@@ -80,14 +79,10 @@ def run(r: dict, topology: str = TABLES[0][1]) -> tuple[float, object]:
     seq, gpus, mbs = int(r["seq_len"]), int(r["gpus"]), int(r["micro_batch"])
     m = ModelConfig(name=r["model"], layers=layers, hidden=hidden, heads=heads, vocab=50368,
                     seq_len=seq, bias=True, tie_embeddings=True)
-    knobs = {"attention": None, "eager_kernels": False, "fsdp_fp32_params": False,
-             "fsdp_flat_params": False, "cross_entropy": Layout().cross_entropy,
-             "train_metrics": 0, "adam": Layout().adam, "grad_buffer": Layout().grad_buffer}
-    settings = with_framework(FRAMEWORK, knobs, dict(knobs, attention=Layout().attention))
     p = predict(m, topology, tp=1, dp=gpus, micro_batch=mbs,
                 global_batch=mbs * int(r["grad_accum"]) * gpus, zero=3, dtype="bf16",
                 recompute="full" if r["activation_checkpointing"] == "true" else "none",
-                **settings)
+                **FRAMEWORKS[FRAMEWORK])   # every knob of the stack's preset
     return p.step.tokens_per_s / gpus, p
 
 

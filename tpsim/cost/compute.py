@@ -267,16 +267,17 @@ def stochastic_cast_time(nbytes: float, device: Device, kernels: int = 1) -> flo
     drawn per element), at STOCHASTIC_ROUNDING_RATE of a rounding-to-nearest cast's rate,
     ``kernels`` of them back to back (as :func:`cast_transpose_time`):
 
-        t = kernels * kernel_launch + nbytes / (mem_bw * memory_efficiency * STOCHASTIC_ROUNDING_RATE)
+        t = kernels * kernel_launch
+            + nbytes / (mem_bw * memory_efficiency * STOCHASTIC_ROUNDING_RATE)
 
     The rate is Transformer Engine's tuned NVFP4 cast kernel's (PR #2412: round to nearest
     6.4 TB/s, the B300's 8 TB/s x memory_efficiency 0.8 of :func:`elementwise_time`;
     stochastic 4.5 TB/s), taken for the gradients' Hadamard-fused cast (PR #2555), whose own
     rate is not published: it draws its random bits the same way (Philox, curanddx's
     philox4x32, and Blackwell's ``cvt.rs.satfinite.e2m1x4``;
-    hadamard_transform/row_cast_col_hadamard_transform_cast_fusion.cu); the fast math Megatron-Bridge's NVFP4 recipes turn on
-    (``NVTE_USE_FAST_MATH``: "up to ~10%" faster with stochastic rounding, the same pull
-    request) is not taken.
+    hadamard_transform/row_cast_col_hadamard_transform_cast_fusion.cu); the fast math
+    Megatron-Bridge's NVFP4 recipes turn on (``NVTE_USE_FAST_MATH``: "up to ~10%" faster
+    with stochastic rounding, the same pull request) is not taken.
     """
     if not nbytes:
         return 0.0

@@ -300,13 +300,13 @@ def row_parallel_bwd(B: Builder, linear: str, size, grad, bias: bool):
 
 
 def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool, is_linear=True,
-                        gathered=gathered_input, reduced=None):
+                        input_size=gathered_input, grad_size=None):
     """Backward of a column-parallel linear, as Megatron-core's
     LinearWithGradAccumulationAndAsyncCommunication runs it: its bias gradient; with SP an
     async all-gather of the saved input shard (overlapping dgrad; the weight gradient needs the
     whole input); dgrad; the async all-reduce (SP: reduce-scatter) of the input gradient, which
-    overlaps the wgrad GEMM; wgrad. Returns (the reduced input gradient, wgrad). ``gathered``,
-    ``reduced``: the sizes of the gathered input and of the reduced input gradient, (nbytes,
+    overlaps the wgrad GEMM; wgrad. Returns (the reduced input gradient, wgrad). ``input_size``,
+    ``grad_size``: the sizes of the gathered input and of the reduced input gradient, (nbytes,
     dims, dtype) of Dims (default: the (b*s, h) activation's, :func:`gathered_input`)."""
     if bias:
         bias_grad(B, linear, grads, lambda d: d.T, lambda d: size(d)[1])
@@ -314,13 +314,13 @@ def column_parallel_bwd(B: Builder, linear: str, size, grads, bias: bool, is_lin
     fwd = f"fwd.{linear}" if B.tp_overlap and is_linear else f"fwd.{linear}.all-gather"
     if B.sp:
         inputs = (B.collective(f"bwd.{linear}.all-gather", "all-gather", grads,
-                               forward_of=fwd, size=gathered if is_linear else None),)
+                               forward_of=fwd, size=input_size if is_linear else None),)
     op = sp_reduce_op(B.sp)
 
     def reduce(dgrad, *after):
         conj = fwd if B.sp else f"fwd.{linear}"
         return B.collective(f"bwd.{linear}.{op}", op, (dgrad, *after), forward_of=conj,
-                            size=reduced)
+                            size=grad_size)
     if not B.async_dgrad:    # Megatron-LM 2021: after wgrad, autograd's order (module doc)
         dgrad, wgrad = linear_backward(B, linear, size, grads, wgrad_deps=inputs,
                                        linear=is_linear)

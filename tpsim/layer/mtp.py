@@ -100,7 +100,7 @@ def _mtp(tp_group: bool, sp: bool, fp8: str) -> Template:
         g = B.eltwise("bwd.mtp.split", lambda d: (d.T, d.h // d.tp, 2 * d.T * d.h // d.tp
                                                   * d.bpe), (g,), forward_of=x)
     g, _ = column_parallel_bwd(B, "eh_proj", _eh_proj, (g,), bias=False,
-                               gathered=_wide_input, reduced=_wide_grad)
+                               input_size=_wide_input, grad_size=_wide_grad)
     g = B.eltwise("bwd.mtp.concat", lambda d: _rows(d, WIDTH, 2), (g,),
                   forward_of="fwd.mtp.concat")
     B.eltwise("bwd.mtp.enorm", lambda d: _rows(d, 1, 3), (g,), forward_of="fwd.mtp.enorm")

@@ -206,8 +206,8 @@ class DecodeAttention(MemoryBound):
 def cast_op(dtype: str, stochastic: bool = False) -> type:
     """The op of a cast into a linear's quantized ``dtype``: fp8's writes a transposed copy
     (:class:`CastTranspose`); MXFP8's and NVFP4's block-scaled copies are row-wise and
-    column-wise, no transpose (:class:`MemoryBound`), rounded ``stochastic``-ally
-    (:class:`StochasticCast`) where the quantizer does so."""
+    column-wise, no transpose (:class:`MemoryBound`); ``stochastic``: the quantizer rounds
+    the cast stochastically (:class:`StochasticCast`)."""
     if stochastic:
         return StochasticCast
     return CastTranspose if dtype == "fp8" else MemoryBound

@@ -14,9 +14,12 @@ Every layout with tp x cp x pp x dp = gpus is enumerated:
   and interleaving needs the micro-batches to be a multiple of pp;
 * micro-batch: every divisor of the replica's batch (global batch / dp);
 * sequence parallelism on/off (tp > 1), TP communication overlap on/off (needs SP),
-  recomputation none/selective/full, distributed optimizer on/off (dp > 1);
+  recomputation none/selective/full, distributed optimizer on/off and ZeRO-2/3 (dp > 1;
+  beside a pipeline with ``zero_with_pp``);
 
-each, or only the values pinned (``tpsim search --tp 8 --pp 4,8``: :mod:`tpsim.search.pins`).
+each, or only the values pinned (``tpsim search --tp 8 --pp 4,8``: :mod:`tpsim.search.pins`),
+with every other setting of predict held fixed (``fixed``, ``framework``:
+:mod:`tpsim.search.fixed`).
 
 What cannot run is dropped, counted by reason (:data:`REASONS`); every other layout is priced:
 its fullest stage's memory exactly as :func:`tpsim.training.predict.predict` counts it, its step time
@@ -47,7 +50,7 @@ from .fixed import changed_settings, held, probe
 from .pins import check_pins, gpus_nodes, pick
 from .space import REASONS, Space, enumerate_layouts
 from .parts import same_recompute
-from .step import Run
+from .run import Run
 from ..training.moe_overlap import check_overlap
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism

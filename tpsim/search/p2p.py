@@ -7,7 +7,8 @@ import numpy as np
 from ..base.memo import memoised
 from ..spec.parallel import Parallelism
 from ..training import terms
-from .step import _TIMES, Run, _span_key
+from .run import Run
+from .step import _TIMES, _span_key
 
 
 @memoised(4096)

@@ -1,6 +1,7 @@
 """The simulated layer, embedding and output layer of a search's layouts
 (:class:`Parts`): a layout's depend on (tp, micro-batch, sequence parallelism, recomputation,
-TP overlap, CP, the experts' folding) only, each simulated once as predict simulates it under
+TP overlap, CP, the experts' folding; the micro-batches per step and the pipeline only where
+:func:`layer_parts` says) only, each simulated once as predict simulates it under
 the run's fixed settings (:func:`tpsim.training.predict.layout_layer`) and shared by every
 pipeline and data-parallel layout that runs it; the step bound reads their times
 (:mod:`tpsim.search.step`)."""

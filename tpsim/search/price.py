@@ -40,7 +40,8 @@ from .p2p import p2p_bytes, p2p_times
 from .dp_events import stage_end
 from .sharded import sharded_parts
 from .parts import bound_layers, layer_parts
-from .step import Run, last_reduce, pricer, stage_layers, _tail
+from .run import Run
+from .step import last_reduce, pricer, stage_layers, _tail
 from ..training import terms
 from ..training.step_bound import bound_ends, chain_forms, end_stages, shape_forms
 from ..training.step_slowed import slowed_ends

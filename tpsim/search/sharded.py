@@ -14,8 +14,10 @@ f'(k) and b'(k); the bound takes the least over the pipeline's chunk sizes k, th
 collectives sharded over the dp x cp ranks: a model whose every layer carries experts, its
 MoE unit's (the folded experts' part on expert DP); else the fewer of the dense layer's
 parameters and an MoE layer's other than its folded experts' (the experts' collectives come on
-top); and it drops the first all-gather and the last reduction (both lower it), so every
-chunk's bound stays below its simulated time.
+top); and it drops the first all-gather and the last reduction (both lower it), and FSDP's
+copies on the compute stream (``--fsdp-flat-params``, ``--fsdp2-copies``:
+:mod:`tpsim.training.fsdp_copies`, which only lengthen the chunks), so every chunk's bound
+stays below its simulated time.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The step of many layouts at once: a lower bound of the simulated step time, and the exact
 memory of the fullest stage, from the layer simulated once per layer configuration.
 
-A layout's layer, embedding and output layer depend on (tp, micro-batch, sequence parallelism,
-recomputation, TP overlap) only: each is simulated once (:mod:`tpsim.search.parts`, predict's
-templates and pricing) and shared by every pipeline and data-parallel layout that runs it.
+A layout's layer, embedding and output layer depend on a few of its dimensions only (tp,
+micro-batch, sequence parallelism, recomputation, TP overlap, CP, the experts' folding:
+:func:`tpsim.search.parts.layer_parts`): each is simulated once (predict's templates and
+pricing) and shared by every pipeline and data-parallel layout that runs it.
 
 The step time is bounded below as the simulation runs it (:mod:`tpsim.training.step`), from
 the same terms (:mod:`tpsim.training.terms`: every duration below is one of its functions):
@@ -46,6 +47,7 @@ from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..sim.price import group_collective
 from ..training.mtp import last_stage, plus_last, with_output_params
+from ..training.optimizer_step import optimizer_step
 from ..training.step_bound import end_stages
 from ..training.sharded_dp import largest_unit, sharding, state_bytes
 from ..training.weight_cache import stage_plain_params
@@ -183,7 +185,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
                   get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,
                   get("fsdp_fp32_params"))
-    end = last_stage(model, tp, pp, layers, False)
+    end, opt = last_stage(model, tp, pp, layers, False), optimizer_step(run.layout(), sh)
     plain = plus_last(stage_plain_params(model, tp, layers, pp, v), end.plain)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
@@ -202,7 +204,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
                       [(i * v, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
         gn.append(terms.grad_norm_s(local, shards, dev))
-        t = terms.optimizer_s(local, shards, dtype, dev, grads_sharded=sh.per_unit)
+        t = terms.optimizer_s(local, shards, dtype, dev, opt, sh.per_unit)   # the stack's
         expert = sum(b[4] for bs in st.buckets[r::pp] for b in bs)
         gather = terms.dp_and_expert_s(
             lambda n, grp: terms.param_gather_s(n, dtype, do, grp, price), local, expert,

@@ -35,8 +35,6 @@ BUCKET_MIN_PARAMS = 40_000_000          # Megatron-core DistributedDataParallel:
 BUCKET_PARAMS_PER_DP_RANK = 1_000_000
 FP32 = 4
 NORM_BYTES = 4           # multi_tensor_l2norm reads the fp32 gradient
-CLIP_BYTES = 8           # multi_tensor_scale reads and writes it
-FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
 
 
 def bucket_params(dp: int) -> int:

@@ -74,7 +74,7 @@ def megatron_flops(model, global_batch: int, seq_len: int, tp: int = 1,
     return 6.0 * B * (s * per_token + core)
 
 
-def published(step, m, lay, par, mtp_layers: int = 0):
+def with_megatron_tflops(step, m, lay, par, mtp_layers: int = 0):
     """``step`` with Megatron-LM's TFLOP/s per GPU (:func:`megatron_flops` of Layout ``lay``'s
     run with ``mtp_layers`` multi-token-prediction layers, / GPUs / step time), its count since
     and before March 2025."""

@@ -26,10 +26,8 @@ parameters are views of: no copy. FSDP1 copies the gradients instead (:mod:`.fsd
 """
 from __future__ import annotations
 
-import dataclasses
-
 from ..cost.compute import elementwise_time
-from .fsdp_flat import COPY_PASSES, GRAD_BYTES, with_flat_grad_copies
+from .fsdp_flat import COPY_PASSES, GRAD_BYTES, with_flat_grad_copies, with_unit_compute
 
 
 def unit_copies_s(params: int, gathered: float, grads: float, sh, device) -> tuple[float, ...]:
@@ -54,15 +52,7 @@ def with_unit_copies(chunk, sh, gathered: float, grads: float, device):
     if sh.copies != "fsdp2":
         return chunk
     copies = [unit_copies_s(params, gathered, grads, sh, device) for _, params, _ in chunk.units]
-    fwd = sum(c[0] * n for c, (_, _, n) in zip(copies, chunk.units))
-    bwd = sum((c[1] + c[2]) * n for c, (_, _, n) in zip(copies, chunk.units))
-    p = chunk.part
-    return dataclasses.replace(
-        chunk, units=tuple((b + c[1] + c[2], params, n)
-                           for c, (b, params, n) in zip(copies, chunk.units)),
-        forwards=tuple(f + c[0] for c, f in zip(copies, chunk.forwards)),
-        part=dataclasses.replace(p, forward_s=p.forward_s + fwd, backward_s=p.backward_s + bwd,
-                                 compute_s=p.compute_s + fwd + bwd))
+    return with_unit_compute(chunk, *zip(*copies))    # copy-outs; backward: copy-out, copy-in
 
 
 __all__ = ["unit_copies_s", "with_unit_copies"]

@@ -35,15 +35,26 @@ def flat_grad_copy_s(params: int, device) -> float:
 
 def with_flat_grad_copies(chunk, device):
     """``chunk`` (a :class:`tpsim.training.step.Chunk`) with each unit's backward longer by its
-    :func:`flat_grad_copy_s`, compute on the compute stream: its part's backward_s and
-    compute_s grow by the copies of all its units."""
+    :func:`flat_grad_copy_s` (:func:`with_unit_compute`)."""
     copies = [flat_grad_copy_s(params, device) for _, params, _ in chunk.units]
-    extra = sum(c * n for c, (_, _, n) in zip(copies, chunk.units))
+    return with_unit_compute(chunk, [0.0] * len(copies), copies)
+
+
+def with_unit_compute(chunk, forward, *backward):
+    """``chunk`` (a :class:`tpsim.training.step.Chunk`) with each run of units' forward and
+    backward longer by ``forward[i]`` and the ``backward`` lists' ``[i]`` seconds of compute
+    on the compute stream (one unit's, FSDP's copies): its units' backward seconds, its
+    forwards, and its part's forward_s, backward_s and compute_s by the sums over its units."""
+    per_unit = list(zip(*backward))          # per run of units: its backward's extra terms
+    fwd = sum(f * n for f, (_, _, n) in zip(forward, chunk.units))
+    bwd = sum(sum(b) * n for b, (_, _, n) in zip(per_unit, chunk.units))
     p = chunk.part
     return dataclasses.replace(
-        chunk, units=tuple((b + c, params, n) for c, (b, params, n) in zip(copies, chunk.units)),
-        part=dataclasses.replace(p, backward_s=p.backward_s + extra,
-                                 compute_s=p.compute_s + extra))
+        chunk, units=tuple((sum(b, t), params, n) for b, (t, params, n) in zip(per_unit,
+                                                                               chunk.units)),
+        forwards=tuple(f + x for x, f in zip(forward, chunk.forwards)),
+        part=dataclasses.replace(p, forward_s=p.forward_s + fwd, backward_s=p.backward_s + bwd,
+                                 compute_s=p.compute_s + fwd + bwd))
 
 
-__all__ = ["flat_grad_copy_s", "with_flat_grad_copies"]
+__all__ = ["flat_grad_copy_s", "with_flat_grad_copies", "with_unit_compute"]

@@ -54,8 +54,8 @@ class LastStage:
 
 
 def last_stage(model, tp: int, pp: int, layers, sp: bool) -> LastStage:
-    """:class:`LastStage` of a model split into ``layers`` per virtual stage, the layers past
-    the model's its multi-token-prediction layers (module docstring)."""
+    """:class:`LastStage` of a model split into ``layers`` per virtual stage, where the layers
+    past the model's are its multi-token-prediction layers (module docstring)."""
     d = max(0, sum(layers) - model.layers)
     if not d:
         return LastStage()

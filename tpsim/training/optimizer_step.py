@@ -57,10 +57,12 @@ from dataclasses import dataclass
 
 from ..cost.compute import elementwise_time
 from ..spec.precision import precision
-from .data_parallel import CLIP_BYTES, FP16_UNSCALE_BYTES, FP32, NORM_BYTES
+from .data_parallel import FP32, NORM_BYTES
 from .weight_cache import weight_cast_s
 
 ADAM_BYTES = {"fused": 28, "foreach": 80, "per-tensor": 80}   # per owned parameter (above)
+CLIP_BYTES = 8           # multi_tensor_scale reads and writes the fp32 gradient
+FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,16 @@ def optimizer_bytes(dtype: str, owned: float, zeroed: float,
 
 def optimizer_s(params: float, shards: float, dtype: str, device,
                 step: OptimizerStep = MEGATRON, grads_sharded: bool = False) -> float:
-    """After the gradient norm, one memory-bound pass over :func:`optimizer_bytes` less it
-    (clip, Adam, master copy, fp16's unscale, the buffer's memset) of params / shards owned,
-    the memset over the ``params`` held (/ shards when ZeRO-2/3 ``grads_sharded``: unit by unit,
-    no pipeline, whose whole gradients accumulate, :mod:`.sharded_dp`); plus the weights' casts
-    (:func:`~.weight_cache.weight_cast_s`)."""
+    """After the gradient norm, one memory-bound pass over the other kernels' bytes (clip,
+    Adam, master copy, fp16's unscale, the buffer's memset), plus the weights' casts:
+
+        t = elementwise_time(sum of optimizer_bytes(dtype, owned, zeroed) but the norm's)
+            + weight_cast_s(params)
+        owned = params / shards;  zeroed = owned if grads_sharded else params
+
+    ``grads_sharded``: ZeRO-2/3 unit by unit, whose buffer holds the rank's gradient shard
+    (beside a pipeline the whole gradients accumulate, :mod:`.sharded_dp`); ``step``: the
+    stack's kernels (module docstring, :func:`~.weight_cache.weight_cast_s`)."""
     owned = params / shards
     by_kernel = optimizer_bytes(dtype, owned, owned if grads_sharded else params, step)
     return elementwise_time(sum(x for k, x in by_kernel.items() if k != "grad-norm"),

@@ -45,7 +45,7 @@ from .step import Part, make_setup
 from .offload import offloaded_parts
 from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
-from .flops import published
+from .flops import with_megatron_tflops
 from .mtp import mtp_simulation
 from .moe_overlap import moe_part
 from .optimizer_step import optimizer_step
@@ -179,7 +179,7 @@ def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
 
 
 def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
-                    experts: Folded | None = None):
+                 experts: Folded | None = None):
     """:func:`simulate_layer` of a resolved layout (the search's layers too)."""
     return simulate_layer(m, topo, lay.tp, lay.micro_batch, lay.seq_len, lay.dtype,
                           lay.sequence_parallel, lay.dropout, lay.attention, lay.recompute,
@@ -276,8 +276,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     mem = max(result.memory, key=lambda x: x.total_bytes)
     return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
                       _notices(m, topo, lay, mem), moe if sparse else sim,
-                      _priced(published(result.times, m, lay, par, mtp_of(lay, m)), topo, lay,
-                              par),
+                      _priced(with_megatron_tflops(result.times, m, lay, par, mtp_of(lay, m)),
+                              topo, lay, par),
                       result.memory, result, layer_collectives(
                           m.layer_params(tp), lay.dtype, sh, par, topo))
 

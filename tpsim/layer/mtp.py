@@ -8,7 +8,8 @@ of the previous depth's hidden state (``hnorm``), each over the Tn tokens of the
 b*s/tp); their concatenation (2h wide: read both, write it); ``eh_proj``, a column-parallel
 Transformer Engine linear 2h -> h without bias (``gather_output=False``): with SP its 2h-wide
 input all-gathered along the sequence first (under FP8 cast first, as Transformer Engine
-gathers the cast input), the (b*s x 2h) @ (2h x h/tp) GEMM; then
+gathers the cast input, the cast's amax all-reduced over TP first under current scaling and
+NVFP4: :func:`tpsim.layer.linears.amax_reduce`), the (b*s x 2h) @ (2h x h/tp) GEMM; then
 ``gather_from_tensor_model_parallel_region``: an all-gather of the b*s x h/tp outputs over TP
 and the copy that lays the gathered blocks side by side along the hidden dimension
 (``_gather_along_last_dim``: ``torch.cat`` of the gathered list, b*s x h); with SP
@@ -85,7 +86,7 @@ def _mtp(tp_group: bool, sp: bool, fp8: str) -> Template:
                   saved=lambda d: d.Tn * d.h * d.bpe)
     h = B.eltwise("fwd.mtp.hnorm", lambda d: _rows(d, 1, 2), saved=lambda d: d.Tn * d.h * d.bpe)
     x = B.eltwise("fwd.mtp.concat", lambda d: _rows(d, WIDTH, 2), (e, h))
-    x = fp8_cast(B, "fwd.eh_proj.cast", lambda d: (d.Tn, WIDTH * d.h), x)
+    x = fp8_cast(B, "fwd.eh_proj.cast", lambda d: (d.Tn, WIDTH * d.h), x, gathered=sp)
     if sp:
         x = B.collective("fwd.eh_proj.all-gather", "all-gather", (x,), size=_wide_input)
     x = B.gemm("fwd.eh_proj", _eh_proj, (x,), linear=True,

@@ -292,6 +292,7 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
     B.rope, B.clamp = rope, clamp
     B.async_dgrad, B.grad_fusion = backward
     B.load_balancing = getattr(moe, "load_balancing", "none")
+    B.permute_fusion = getattr(moe, "permute_fusion", True)
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

@@ -51,7 +51,9 @@ from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_sav
                   gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
                   shared_fwd)
 from .moe_clamp import clamp_bwd, clamp_fwd
-from .moe_host import alltoall_permute_ops, counts_gather, sort_ops, unsort_ops
+from .moe_host import alltoall_permute_ops, alltoall_preprocess_ops, counts_gather, sort_ops, \
+    unsort_ops
+from .moe_permute import permute_bwd, permute_fwd, unpermute_bwd, unpermute_fwd
 from .moe_padding import pad_bwd, pad_fwd, unpad_bwd, unpad_fwd
 from .template import Builder
 
@@ -60,11 +62,13 @@ from .template import Builder
 class Alltoall:
     """The switches of the all-to-all slot's structure: shared experts, which of its groups
     have more than one rank (a collective on a one-rank group is no op), the router's
-    auxiliary loss (:mod:`tpsim.layer.moe_host`)."""
+    auxiliary loss (:mod:`tpsim.layer.moe_host`), Transformer Engine's fused permutation (else
+    PyTorch's: :mod:`tpsim.layer.moe_permute`)."""
     shared: bool
     ep: bool
     etp: bool
     load_balancing: str = "none"
+    permute_fusion: bool = True
 
 
 def sent_rows(d: Dims) -> int:
@@ -111,7 +115,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     tokens = _shared_tokens(B, x) if shared else None
     counts = counts_gather(B, topk)
     y = B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
-                  (x, topk), host_ops=alltoall_permute_ops())
+                  (x, topk), host_ops=alltoall_permute_ops()) if B.permute_fusion else \
+        permute_fwd(B, x, topk, alltoall_preprocess_ops())
     p = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
                      sync=counts)
     probs = B.collective("fwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
@@ -126,7 +131,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
         op = sp_reduce_op(B.sp)
         s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
     y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe
-                                                  + _local(d) * 4), (y, topk))
+                                                  + _local(d) * 4), (y, topk)) \
+        if B.permute_fusion else unpermute_fwd(B, y, topk)
     return shared_add(B, y, s) if shared else y
 
 
@@ -156,7 +162,7 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     n_in = 2 if swiglu else 1
     y = B.eltwise("bwd.moe.unpermute", lambda d: (_local(d), d.h, d.Tn * d.h * d.bpe
                                                   + 2 * _local(d) * d.h * d.bpe), (grad,),
-                  forward_of="fwd.moe.unpermute")
+                  forward_of="fwd.moe.unpermute") if B.permute_fusion else unpermute_bwd(B, grad)
     probs = y
     y = B.collective("bwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep",
                      forward_of="fwd.moe.combine")
@@ -171,7 +177,8 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     probs = B.collective("bwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
                          group="ep", forward_of="fwd.moe.dispatch.probs")
     y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe),
-                  (g, probs), forward_of="fwd.moe.permute")
+                  (g, probs), forward_of="fwd.moe.permute") if B.permute_fusion else \
+        permute_bwd(B, g, probs)
     if shared:
         y = shared_add_bwd(B, y, s)
     return router_bwd(B, probs, y)

@@ -191,12 +191,16 @@ def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 
 
 def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int,
-            load_balancing: str = "none"):
+            load_balancing: str = "none", permute_fusion: bool = True):
     """The MoE layers' slot for ``dispatcher`` at ep, expert-TP ``etp`` and TP ``tp``: None
     for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
-    else an :class:`~tpsim.layer.moe_ep.Alltoall`, :class:`Flex` or :class:`AllGather` (with
-    the router's ``load_balancing``); a ConfigError naming a flag tpsim does not price."""
+    else an :class:`~tpsim.layer.moe_ep.Alltoall` (unfused permutation without
+    ``permute_fusion``), :class:`Flex` or :class:`AllGather` (with the router's
+    ``load_balancing``); a ConfigError naming a flag tpsim does not price."""
     if ep == 1 and etp == tp:
+        if not permute_fusion:
+            raise ConfigError("--no-moe-permute-fusion", "", "--ep or --expert-tp set (the "
+                              "unfused permutation is priced for the all-to-all slot)", ep)
         return None
     if dispatcher == "flex":
         if ep == 1:
@@ -208,7 +212,7 @@ def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: 
         return Flex(shared, backend, load_balancing)
     if dispatcher == "allgather":
         return AllGather(shared, etp * ep > 1, load_balancing)
-    return Alltoall(shared, ep > 1, etp > 1, load_balancing)
+    return Alltoall(shared, ep > 1, etp > 1, load_balancing, permute_fusion)
 
 
 def slot_subgroups(moe, experts) -> dict[str, Group]:

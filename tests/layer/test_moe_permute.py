@@ -78,3 +78,19 @@ def test_unfused_permutation_is_refused_for_the_ep_1_slot():
         is False
     with pytest.raises(ConfigError, match="--no-moe-permute-fusion"):
         slot_of("alltoall", "deepep", False, 1, 2, 2, permute_fusion=False)
+
+
+def test_hybridep_permuting_inside_its_kernels_runs_no_sort_or_unsort():
+    """``moe_permute_fusion_into_hybridep``: the sort and unsort (forward and backward) move
+    no bytes, the other ops unchanged; DeepEP is not affected."""
+    from tpsim.layer.moe_flex import Flex
+    from .test_moe_flex import ops_of
+    copies = ("fwd.moe.sort", "fwd.moe.unsort", "bwd.moe.sort", "bwd.moe.unsort")
+    _, apart = ops_of(Flex(False, "hybridep"))
+    _, inside = ops_of(Flex(False, "hybridep", permute_into=True))
+    assert all(apart[n].nbytes > 0 and inside[n].nbytes == 0 for n in copies)
+    assert {n: op for n, op in apart.items() if n not in copies} == \
+        {n: op for n, op in inside.items() if n not in copies}
+    assert slot_of("flex", "deepep", False, 4, 1, 1, into_hybridep=True).permute_into is False
+    with pytest.raises(ConfigError, match="--moe-permute-fusion-into-hybridep"):
+        Layout(moe_permute_fusion_into_hybridep=True, moe_dispatcher="flex")

@@ -188,8 +188,10 @@ def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
     """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring), their
     rows padded for a quantized GEMM (:mod:`tpsim.layer.moe_padding`);
     ``sync``: the op the host waits for before issuing the sort (None: none); the sort's and
-    unsort's host ops as ``dispatcher`` issues them (:mod:`tpsim.layer.moe_host`)."""
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync,
+    unsort's host ops as ``dispatcher`` issues them (:mod:`tpsim.layer.moe_host`); no sort
+    or unsort kernel where HybridEP permutes inside its own (:mod:`tpsim.layer.moe_flex`)."""
+    rows = _sorted_rows(B, dispatcher)
+    y = _copy(B, "fwd.moe.sort", rows, (y,), saved=fc1_input_saved, sync=sync,
               host_ops=sort_ops(B, dispatcher))
     y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (pad_fwd(B, y, dispatcher),))
     cat = clamp_fwd(B, y) if B.clamp else None      # gpt-oss: tpsim.layer.moe_clamp
@@ -198,12 +200,13 @@ def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
                   sync=cat)
     y = unpad_fwd(B, grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved),
                   dispatcher)
-    return _copy(B, "fwd.moe.unsort", routed_rows, (y,), host_ops=unsort_ops(B, dispatcher))
+    return _copy(B, "fwd.moe.unsort", rows, (y,), host_ops=unsort_ops(B, dispatcher))
 
 
 def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
     """The backward of :func:`experts_fwd`: unsort, fc2, act, fc1, sort."""
-    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort",
+    rows = _sorted_rows(B, dispatcher)
+    y = _copy(B, "bwd.moe.unsort", rows, (y,), forward_of="fwd.moe.unsort",
               host_ops=unsort_ops(B, dispatcher, backward=True))
     y = grouped_bwd(B, "experts.fc2", fc2_size, unpad_bwd(B, y, dispatcher))
     y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
@@ -211,8 +214,13 @@ def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
                   forward_of="fwd.experts.act")
     y = clamp_bwd(B, y) if B.clamp else y
     y = pad_bwd(B, grouped_bwd(B, "experts.fc1", fc1_size(n_in), y), dispatcher)
-    return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort",
+    return _copy(B, "bwd.moe.sort", rows, (y,), forward_of="fwd.moe.sort",
                  host_ops=sort_ops(B, dispatcher, backward=True))
+
+
+def _sorted_rows(B: Builder, dispatcher):
+    """The rows the sort and unsort copy: R, none where HybridEP permutes in its kernels."""
+    return (lambda d: 0) if B.permute_into and dispatcher == "hybridep" else routed_rows
 
 
 def shared_add(B: Builder, y, s) -> str:

@@ -36,9 +36,7 @@ RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
 ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_BYTES
-# The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
-# (16x the 4,096 micro-batches of a 16M-token batch of 4K sequences on one replica).
-MAX_MICRO_BATCHES = 65536
+MAX_MICRO_BATCHES = 65536  # simulated one by one: 16x a 16M-token batch of 4K sequences, 1 replica
 MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's handful, bounded
 
 
@@ -239,13 +237,13 @@ class Layout:
         "micro-batch's compute in the 1F1B steady state (Megatron-core's "
         "--overlap-moe-expert-parallel-comm; tpsim.training.moe_overlap)",
         "--overlap-moe-comm", megatron="--overlap-moe-expert-parallel-comm")
-    moe_permute_fusion: bool = _flag(
-        True, "the all-to-all dispatcher's token permutation, chunk sorts and unpermutation as "
-        "Transformer Engine's fused kernels (Megatron-LM's --moe-permute-fusion, which every "
-        "Megatron-Bridge recipe sets; off: Megatron-core's default, PyTorch ops: "
-        "tpsim.layer.moe_permute)", "--moe-permute-fusion",
-        help="permute the MoE tokens with PyTorch ops (Megatron-core's default; tpsim.layer."
-             "moe_permute); default: Transformer Engine's fused kernels, as Megatron-Bridge")
+    moe_permute_fusion: bool = _flag(True, "the all-to-all dispatcher's permutation, chunk "
+        "sorts and unpermutation as Transformer Engine's fused kernels, as Megatron-Bridge "
+        "sets (Megatron-LM's --moe-permute-fusion)", "--moe-permute-fusion", help="permute the "
+        "MoE tokens with PyTorch ops (Megatron-core's default; tpsim.layer.moe_permute)")
+    moe_permute_fusion_into_hybridep: bool = _flag(False, "HybridEP's permutation inside its "
+        "dispatch and combine kernels (else kernels of their own: tpsim.layer.moe_flex)",
+        "--moe-permute-fusion-into-hybridep")
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
@@ -297,7 +295,7 @@ class Layout:
     def _check_together(self) -> None:
         """What one setting allows of another (the model and topology aside)."""
         if self.virtual_stages > 1 and self.pp == 1:
-            raise ConfigError("--virtual-stages", "", "1 unless --pp is over 1", self.virtual_stages)
+            raise ConfigError("--virtual-stages", "", "1 unless --pp > 1", self.virtual_stages)
         if self.tp_comm_overlap and not (self.sequence_parallel and self.tp > 1):
             raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
@@ -324,6 +322,9 @@ class Layout:
         if not self.moe_permute_fusion and self.moe_dispatcher != "alltoall":
             raise ConfigError("--no-moe-permute-fusion", "", "--moe-dispatcher alltoall (the "
                               "unfused permutation is priced for it)", self.moe_dispatcher)
+        if self.moe_permute_fusion_into_hybridep and self.moe_flex_backend != "hybridep":
+            raise ConfigError("--moe-permute-fusion-into-hybridep", "", "--moe-flex-backend "
+                              "hybridep beside it", self.moe_flex_backend)
         if not 1 <= self.moe_imbalance < math.inf:
             raise ConfigError("--moe-imbalance", "", "a finite number >= 1", self.moe_imbalance)
         gb, per_step = self.global_batch, self.per_step
@@ -365,9 +366,8 @@ class Layout:
 
     @property
     def backward(self) -> tuple[bool, bool, float]:
-        """The linears' backward (tpsim.layer.linears): the TP all-reduce of the input gradient
-        beside wgrad, the gradient accumulation fusion, and without it the share of micro-batches
-        whose weight gradients are added into an earlier one's, (m - 1)/m."""
+        """The linears' backward (tpsim.layer.linears): dX's TP all-reduce beside wgrad, the
+        gradient accumulation fusion, without it the share of added weight gradients, (m-1)/m."""
         fused = self.gradient_accumulation_fusion
         return (self.async_tensor_model_parallel_allreduce, fused,
                 1.0 if fused else 1 - 1 / self.micro_batches)

@@ -120,11 +120,11 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
                    flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed",
-                   permute_fusion=True):
+                   permute=(True, False)):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
-    ``dispatcher`` at ``load``, ``permute_fusion``: :func:`tpsim.layer.moe_flex.slot_of`), else
+    ``dispatcher`` at ``load``, ``permute``: :func:`tpsim.layer.moe_flex.slot_of`'s), else
     its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len /
     cp tokens; ``eager``: PyTorch eager's kernels (:mod:`tpsim.layer.eager`); ``modules``: what
@@ -140,7 +140,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
         slot = 2 if m.shared_experts else 1
         folded = None if experts is None else slot_of(
             dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp, m.load_balancing,
-            permute_fusion)
+            *permute)
         if folded is not None:
             dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,
                                  dtype, sequence_parallel, load)
@@ -190,7 +190,7 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           experts, expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
                           lay.moe_flex_backend, lay.backward, lay.fp8_recipe,
-                          lay.moe_permute_fusion)
+                          (lay.moe_permute_fusion, lay.moe_permute_fusion_into_hybridep))
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

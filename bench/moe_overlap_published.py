@@ -47,7 +47,10 @@ EP 32, 19.7 s without and 17.6 s "+1f1b overlap" (the rows of ``bench/moe_publis
 ``CUDA_DEVICE_MAX_CONNECTIONS=32`` and Transformer Engine's norms leaving 24 SMs, the run without
 it with one connection).
 
-tpsim prices no CUDA graphs, and Transformer Engine's fused permutation whatever the run sets.
+tpsim prices no CUDA graphs; the all-to-all pair's permutation unfused, as it ran
+(``--no-moe-permute-fusion``, :mod:`tpsim.layer.moe_permute`), the others' fused, HybridEP's
+in a kernel of its own (``moe_permute_fusion_into_hybridep`` off, the recipe's until PR #5123:
+``FUSED_HYBRIDEP`` below is the recipe with it on, its saving beside the pair's run).
 Where tpsim's step without the overlap is short, the relative speed-up overstates the
 overlap: the seconds saved are compared beside it.
 
@@ -71,7 +74,8 @@ PAIRS = (
     ("Qwen3-30B-A3B BF16 EP16, all-to-all (Bridge skill)", _QWEN30B, _NODES,
      dict(_BF16_EP16, moe_dispatcher="alltoall"), 41.25, 31.31),
     ("Qwen3-30B-A3B BF16 EP16, HybridEP (Bridge skill)", _QWEN30B, _NODES,
-     dict(_BF16_EP16, moe_dispatcher="flex", moe_flex_backend="hybridep"), 24.71, 20.99),
+     dict(_BF16_EP16, moe_dispatcher="flex", moe_flex_backend="hybridep",
+          moe_permute_fusion=True), 24.71, 20.99),
     ("Qwen3-235B-A22B BF16 EP32, DeepEP (ModelZoo f3e6c5)", "qwen3-235b-a22b", 32,
      {**ZOO_COMMON, **ZOO_ROWS[0][1]}, ZOO_ROWS[0][2], ZOO_ROWS[1][2]),
 )
@@ -115,6 +119,24 @@ def profile_rows(device=None):
     return out
 
 
+# Megatron-Bridge PR #5123 (2026-07-31, examples/model_verification_cards/qwen3-30b-a3b/
+# card.yaml, H100): the HybridEP pair's recipe with the overlap, re-run with HybridEP's
+# permutation inside its kernels (moe_permute_fusion_into_hybridep), 64-token combine chunks
+# (128 before) and Transformer Engine's norms leaving 10 SMs (20 before): 20.147 s a step
+# (steps 41-50) against the 20.992 s of the pair's run; used in no fit
+FUSED_HYBRIDEP = ("HybridEP, permuting in its kernels (Bridge #5123)", 20.147)
+
+
+def fused_hybridep_row():
+    """(label, tpsim's step with the overlap and HybridEP's permutation in its kernels, and
+    the pair's, the published step)."""
+    _, model, nodes, layout, _, on = PAIRS[1]
+    steps = [predict(model, TOPOLOGY, nodes=nodes, **{**layout, "overlap_moe_comm": True,
+                                                        "moe_permute_fusion_into_hybridep": f})
+             .step.time_s for f in (True, False)]
+    return FUSED_HYBRIDEP[0], *steps, FUSED_HYBRIDEP[1], on
+
+
 def fit_slowdown() -> float:
     """The ep_comm_slowdown k at which tpsim's communication seconds of the HybridEP pair
     grow with the overlap as the profile's do (10.83 / 8.25), by bisection; the layer's
@@ -140,6 +162,9 @@ def main() -> None:
     for label, t_off, t_on, off, on in pair_rows():
         print(f"{label:52s} {t_off:7.2f} {off:7.2f} {t_on:7.2f} {on:7.2f} "
               f"{t_off - t_on:6.2f} {off - on:6.2f} {t_off / t_on - 1:+7.1%} {off / on - 1:+7.1%}")
+    label, t_in, t_apart, pub_in, pub_apart = fused_hybridep_row()
+    print(f"{label:52s} {'':15s} {t_in:7.2f} {pub_in:7.2f} {t_apart - t_in:6.2f} "
+          f"{pub_apart - pub_in:6.2f}  (saved: beside the pair's with)")
     print(f"\n{'HybridEP pair, rank 0, a step':52s} {'communication s':>15s} "
           f"{'beside compute':>15s}")
     for ov, comm, hidden, pub, pub_hidden in profile_rows():

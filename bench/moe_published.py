@@ -232,7 +232,14 @@ the attention, the router and the dispatcher's preprocessing: capturing them did
 the host's issue of those parts is not what the step waits on. tpsim prices it with the
 performance recipes' common settings (the distributed optimizer, ``--grad-reduce-in-bf16``,
 Transformer Engine's cross-entropy), no recomputation (the run's "config variant v1" is not
-spelt out further); the router force-balanced as in every performance recipe.
+spelt out further); the router force-balanced as in every performance recipe; the
+permutation unfused (``--no-moe-permute-fusion``, :mod:`tpsim.layer.moe_permute`), as the runs
+of the same shape and container the two days before set it (PRs #3862 and #3867:
+``moe_permute_fusion=false``, Transformer Engine's fused permutation failing there): 32.72 ->
+32.94 s, the PyTorch ops' kernels ~0.07 ms a layer and micro-batch and their host ops under
+the GPU. Every other row's recipe fuses it (Megatron-Bridge's Qwen3, DeepSeek-V3 and GPT-OSS
+recipes and model bridges set ``moe_permute_fusion``; every ModelZoo benchmarking config
+passes ``--moe-permute-fusion``), as tpsim's default prices it.
 
     python bench/moe_published.py
 """
@@ -311,11 +318,14 @@ ZOO_ROWS = (
 
 
 # Megatron-Bridge PR #3868 (module docstring): Qwen3-30B-A3B, BF16, 16 H100, the all-to-all
-# dispatcher without the EP overlap, eager, seconds a step
+# dispatcher without the EP overlap, eager, seconds a step; the permutation unfused, as the
+# runs of its container the day before (PRs #3862 and #3867: "moe_permute_fusion=false" for
+# the container's Triton failure in Transformer Engine's fused permutation)
 BRIDGE_BF16 = ("Qwen3-30B-A3B BF16 EP16 A2A, eager (Bridge #3868)", "qwen3-30b-a3b", 2,
                dict(dtype="bf16", seq_len=4096, micro_batch=1, global_batch=1024, tp=1, pp=1,
                     dp=16, ep=16, moe_dispatcher="alltoall", distributed_optimizer=True,
-                    grad_reduce_in_bf16=True, cross_entropy="te"), 41.36)
+                    grad_reduce_in_bf16=True, cross_entropy="te", moe_permute_fusion=False),
+               41.36)
 
 
 def extra_rows():

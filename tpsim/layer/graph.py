@@ -292,6 +292,8 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
     B.rope, B.clamp = rope, clamp
     B.async_dgrad, B.grad_fusion = backward
     B.load_balancing = getattr(moe, "load_balancing", "none")
+    B.permute_fusion = getattr(moe, "permute_fusion", True)
+    B.permute_into = getattr(moe, "permute_into", False)
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

@@ -51,7 +51,9 @@ from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_sav
                   gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
                   shared_fwd)
 from .moe_clamp import clamp_bwd, clamp_fwd
-from .moe_host import alltoall_permute_ops, counts_gather, sort_ops, unsort_ops
+from .moe_host import alltoall_permute_ops, alltoall_preprocess_ops, counts_gather, sort_ops, \
+    unsort_ops
+from .moe_permute import permute_bwd, permute_fwd, unpermute_bwd, unpermute_fwd
 from .moe_padding import pad_bwd, pad_fwd, unpad_bwd, unpad_fwd
 from .template import Builder
 
@@ -60,11 +62,13 @@ from .template import Builder
 class Alltoall:
     """The switches of the all-to-all slot's structure: shared experts, which of its groups
     have more than one rank (a collective on a one-rank group is no op), the router's
-    auxiliary loss (:mod:`tpsim.layer.moe_host`)."""
+    auxiliary loss (:mod:`tpsim.layer.moe_host`), Transformer Engine's fused permutation (else
+    PyTorch's: :mod:`tpsim.layer.moe_permute`)."""
     shared: bool
     ep: bool
     etp: bool
     load_balancing: str = "none"
+    permute_fusion: bool = True
 
 
 def sent_rows(d: Dims) -> int:
@@ -111,7 +115,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     tokens = _shared_tokens(B, x) if shared else None
     counts = counts_gather(B, topk)
     y = B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
-                  (x, topk), host_ops=alltoall_permute_ops())
+                  (x, topk), host_ops=alltoall_permute_ops()) if B.permute_fusion else \
+        permute_fwd(B, x, topk, alltoall_preprocess_ops())
     p = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
                      sync=counts)
     probs = B.collective("fwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
@@ -126,7 +131,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
         op = sp_reduce_op(B.sp)
         s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
     y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe
-                                                  + _local(d) * 4), (y, topk))
+                                                  + _local(d) * 4), (y, topk)) \
+        if B.permute_fusion else unpermute_fwd(B, y, topk)
     return shared_add(B, y, s) if shared else y
 
 
@@ -156,7 +162,7 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     n_in = 2 if swiglu else 1
     y = B.eltwise("bwd.moe.unpermute", lambda d: (_local(d), d.h, d.Tn * d.h * d.bpe
                                                   + 2 * _local(d) * d.h * d.bpe), (grad,),
-                  forward_of="fwd.moe.unpermute")
+                  forward_of="fwd.moe.unpermute") if B.permute_fusion else unpermute_bwd(B, grad)
     probs = y
     y = B.collective("bwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep",
                      forward_of="fwd.moe.combine")
@@ -171,7 +177,8 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     probs = B.collective("bwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
                          group="ep", forward_of="fwd.moe.dispatch.probs")
     y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe),
-                  (g, probs), forward_of="fwd.moe.permute")
+                  (g, probs), forward_of="fwd.moe.permute") if B.permute_fusion else \
+        permute_bwd(B, g, probs)
     if shared:
         y = shared_add_bwd(B, y, s)
     return router_bwd(B, probs, y)
@@ -181,8 +188,10 @@ def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
     """sort, fc1, act, fc2, unsort: the local experts on their R rows (module docstring), their
     rows padded for a quantized GEMM (:mod:`tpsim.layer.moe_padding`);
     ``sync``: the op the host waits for before issuing the sort (None: none); the sort's and
-    unsort's host ops as ``dispatcher`` issues them (:mod:`tpsim.layer.moe_host`)."""
-    y = _copy(B, "fwd.moe.sort", routed_rows, (y,), saved=fc1_input_saved, sync=sync,
+    unsort's host ops as ``dispatcher`` issues them (:mod:`tpsim.layer.moe_host`); no sort
+    or unsort kernel where HybridEP permutes inside its own (:mod:`tpsim.layer.moe_flex`)."""
+    rows = _sorted_rows(B, dispatcher)
+    y = _copy(B, "fwd.moe.sort", rows, (y,), saved=fc1_input_saved, sync=sync,
               host_ops=sort_ops(B, dispatcher))
     y = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (pad_fwd(B, y, dispatcher),))
     cat = clamp_fwd(B, y) if B.clamp else None      # gpt-oss: tpsim.layer.moe_clamp
@@ -191,12 +200,13 @@ def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
                   sync=cat)
     y = unpad_fwd(B, grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved),
                   dispatcher)
-    return _copy(B, "fwd.moe.unsort", routed_rows, (y,), host_ops=unsort_ops(B, dispatcher))
+    return _copy(B, "fwd.moe.unsort", rows, (y,), host_ops=unsort_ops(B, dispatcher))
 
 
 def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
     """The backward of :func:`experts_fwd`: unsort, fc2, act, fc1, sort."""
-    y = _copy(B, "bwd.moe.unsort", routed_rows, (y,), forward_of="fwd.moe.unsort",
+    rows = _sorted_rows(B, dispatcher)
+    y = _copy(B, "bwd.moe.unsort", rows, (y,), forward_of="fwd.moe.unsort",
               host_ops=unsort_ops(B, dispatcher, backward=True))
     y = grouped_bwd(B, "experts.fc2", fc2_size, unpad_bwd(B, y, dispatcher))
     y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
@@ -204,8 +214,13 @@ def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
                   forward_of="fwd.experts.act")
     y = clamp_bwd(B, y) if B.clamp else y
     y = pad_bwd(B, grouped_bwd(B, "experts.fc1", fc1_size(n_in), y), dispatcher)
-    return _copy(B, "bwd.moe.sort", routed_rows, (y,), forward_of="fwd.moe.sort",
+    return _copy(B, "bwd.moe.sort", rows, (y,), forward_of="fwd.moe.sort",
                  host_ops=sort_ops(B, dispatcher, backward=True))
+
+
+def _sorted_rows(B: Builder, dispatcher):
+    """The rows the sort and unsort copy: R, none where HybridEP permutes in its kernels."""
+    return (lambda d: 0) if B.permute_into and dispatcher == "hybridep" else routed_rows
 
 
 def shared_add(B: Builder, y, s) -> str:

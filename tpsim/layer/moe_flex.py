@@ -26,7 +26,15 @@ Megatron-core's ``fused_a2a.py`` ``HybridEPDispatch.forward`` without a handle):
 all-gathers the ranks' routing maps on ep (``Executor::allgather_routing_map``: a bool T_n x E
 map a rank, NCCL's ``all_gather_into_tensor`` across nodes, its own NVLink kernel inside one),
 the dispatch waiting for it; the metadata kernel that reads the gathered map (ep T_n E bytes) is
-left out. The backward reuses the forward's handle: no gather.
+left out. The backward reuses the forward's handle: no gather. HybridEP permutes as it copies
+the received tokens out of its registered buffer (``dispatch_with_permute``, and
+``combine_with_unpermute`` the other way: DeepEP ``docs/Hybrid-EP_Implementation.md`` 7.2): by
+default in a kernel of its own after the dispatch (before the combine), priced as the sort (and
+unsort), R x h read and written; with ``--moe-permute-fusion-into-hybridep`` (Megatron-core's
+``moe_permute_fusion_into_hybridep``, DeepEP's ``fuse_permute_dispatch`` and
+``fuse_unpermute_combine``) by permute blocks in the dispatch's (combine's) own grid, reading
+each chunk as it lands: the sort and unsort run no kernel (their host ops and saved input
+stay), their bytes moving beside the NVLink-bound transfer, priced as free.
 
 Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
 combine kernel, the router's backward. The kernels run on the SMs they are given, which the
@@ -59,10 +67,11 @@ TPEP = "tpep"      # the all-gather dispatcher's group: expert-TP x EP consecuti
 @dataclass(frozen=True)
 class Flex:
     """The flex dispatcher's slot: shared experts, the kernels' backend, the router's
-    auxiliary loss."""
+    auxiliary loss, HybridEP's permutation inside its kernels (module docstring)."""
     shared: bool
     backend: str = "deepep"
     load_balancing: str = "none"
+    permute_into: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,12 +200,18 @@ def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 
 
 def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int,
-            load_balancing: str = "none"):
+            load_balancing: str = "none", permute_fusion: bool = True,
+            into_hybridep: bool = False):
     """The MoE layers' slot for ``dispatcher`` at ep, expert-TP ``etp`` and TP ``tp``: None
     for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
-    else an :class:`~tpsim.layer.moe_ep.Alltoall`, :class:`Flex` or :class:`AllGather` (with
-    the router's ``load_balancing``); a ConfigError naming a flag tpsim does not price."""
+    else an :class:`~tpsim.layer.moe_ep.Alltoall` (unfused permutation without
+    ``permute_fusion``), :class:`Flex` (HybridEP's permutation in its kernels with
+    ``into_hybridep``) or :class:`AllGather` (with the router's ``load_balancing``); a
+    ConfigError naming a flag tpsim does not price."""
     if ep == 1 and etp == tp:
+        if not permute_fusion:
+            raise ConfigError("--no-moe-permute-fusion", "", "--ep or --expert-tp set (the "
+                              "unfused permutation is priced for the all-to-all slot)", ep)
         return None
     if dispatcher == "flex":
         if ep == 1:
@@ -205,10 +220,10 @@ def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: 
         if etp > 1:
             raise ConfigError("--expert-tp", "", "1 with --moe-dispatcher flex (its expert-TP x "
                               "EP group is priced for expert-TP 1)", etp)
-        return Flex(shared, backend, load_balancing)
+        return Flex(shared, backend, load_balancing, into_hybridep and backend == "hybridep")
     if dispatcher == "allgather":
         return AllGather(shared, etp * ep > 1, load_balancing)
-    return Alltoall(shared, ep > 1, etp > 1, load_balancing)
+    return Alltoall(shared, ep > 1, etp > 1, load_balancing, permute_fusion)
 
 
 def slot_subgroups(moe, experts) -> dict[str, Group]:

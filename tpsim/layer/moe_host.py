@@ -49,7 +49,9 @@ permute, dispatch, sort, the experts, unsort, combine, unpermute)::
     token_dispatch   the probabilities' own all-to-all (``fwd.moe.dispatch.probs``), and in
                      backward their gradients' (``bwd.moe.dispatch.probs``)
     sort, unsort     TE moe_sort_chunks_by_index(_with_probs): make_chunk_sort_map's kernel
-                     besides the sort: 1 op each; the unsort's counts .T.ravel() copy: 1 op;
+                     besides the sort: 1 op each (without moe_permute_fusion: torch.split,
+                     two .tolist() and torch.cat, of the probabilities too in the sort:
+                     :mod:`tpsim.layer.moe_permute`); the unsort's counts .T.ravel() copy: 1 op;
                      TEGroupedMLP.forward's tokens_per_expert.tolist(): 1 op
     FP8              TEGroupedMLP's Fp8Padding of the tokens and of the probabilities and
                      Fp8Unpadding of the output (balanced counts are not multiples of 16): 3
@@ -88,6 +90,7 @@ over the local experts: :mod:`tpsim.layer.moe_loops`.
 """
 from __future__ import annotations
 
+from .moe_permute import CHUNK_SORT_OPS
 from .template import Builder
 
 # forward Python-level ops of the router's auxiliary loss, by Megatron-core's loss type
@@ -138,10 +141,16 @@ def counts_gather(B: Builder, topk: str) -> str:
                         group="ep", host_ops=1 + COUNTS_SUMS)
 
 
+def alltoall_preprocess_ops() -> int:
+    """Python-level ops the all-to-all dispatcher issues before its permute: the gathered
+    counts' sums, the copies to the host."""
+    return GATHERED_SUMS + DTOH
+
+
 def alltoall_permute_ops() -> int:
-    """Python-level ops of the all-to-all dispatcher's permute: itself, the gathered counts'
-    sums, the copies to the host, TE's row-id map."""
-    return 1 + GATHERED_SUMS + DTOH + ROW_ID_MAP
+    """Python-level ops of the all-to-all dispatcher's fused permute: itself, its
+    preprocessing, TE's row-id map."""
+    return 1 + alltoall_preprocess_ops() + ROW_ID_MAP
 
 
 def sort_ops(B: Builder, dispatcher: str | None, backward: bool = False) -> int:
@@ -152,7 +161,8 @@ def sort_ops(B: Builder, dispatcher: str | None, backward: bool = False) -> int:
     pad = FP8_PADDING[0] if B.fp8 else 0
     if backward:
         return 1 + pad
-    extra = {"alltoall": CHUNK_SORT_MAP + TOLIST, "hybridep": TOLIST, "deepep": DEEPEP_SORT}
+    chunk = CHUNK_SORT_MAP if B.permute_fusion else 2 * CHUNK_SORT_OPS - 1
+    extra = {"alltoall": chunk + TOLIST, "hybridep": TOLIST, "deepep": DEEPEP_SORT}
     return 1 + extra[dispatcher] + pad
 
 
@@ -161,8 +171,8 @@ def unsort_ops(B: Builder, dispatcher: str | None, backward: bool = False) -> in
     if dispatcher is None:
         return 1
     pad = FP8_PADDING[1] if B.fp8 else 0
-    return 1 + pad + (CHUNK_SORT_MAP + RAVEL if dispatcher == "alltoall" and not backward
-                      else 0)
+    chunk = CHUNK_SORT_MAP if B.permute_fusion else CHUNK_SORT_OPS - 1
+    return 1 + pad + (chunk + RAVEL if dispatcher == "alltoall" and not backward else 0)
 
 
 def flex_dispatch_ops(backend: str) -> int:

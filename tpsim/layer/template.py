@@ -92,6 +92,8 @@ class Builder:
         self.clamp = False     # the experts' clamped GLU inputs (tpsim.layer.moe_clamp)
         self.expert_bias = False   # the MoE slot's experts have biases (tpsim.layer.moe_bias)
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
+        self.permute_fusion = True     # TE's fused MoE permutation (tpsim.layer.moe_permute)
+        self.permute_into = False      # HybridEP's, inside its kernels (tpsim.layer.moe_flex)
         self.async_dgrad = True    # TP all-reduce of dX beside wgrad (tpsim.layer.linears)
         self.grad_fusion = True    # wgrad accumulates into the main gradient (the same)
         self.qk_norm = False   # an RMSNorm on each head's query and key (tpsim.layer.qk_norm)

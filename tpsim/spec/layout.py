@@ -36,9 +36,7 @@ RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
 ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_BYTES
-# The step is simulated micro-batch by micro-batch: its work grows with m, so m is bounded
-# (16x the 4,096 micro-batches of a 16M-token batch of 4K sequences on one replica).
-MAX_MICRO_BATCHES = 65536
+MAX_MICRO_BATCHES = 65536  # simulated one by one: 16x a 16M-token batch of 4K sequences, 1 replica
 MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's handful, bounded
 
 
@@ -239,6 +237,13 @@ class Layout:
         "micro-batch's compute in the 1F1B steady state (Megatron-core's "
         "--overlap-moe-expert-parallel-comm; tpsim.training.moe_overlap)",
         "--overlap-moe-comm", megatron="--overlap-moe-expert-parallel-comm")
+    moe_permute_fusion: bool = _flag(True, "the all-to-all dispatcher's permutation, chunk "
+        "sorts and unpermutation as Transformer Engine's fused kernels, as Megatron-Bridge "
+        "sets (Megatron-LM's --moe-permute-fusion)", "--moe-permute-fusion", help="permute the "
+        "MoE tokens with PyTorch ops (Megatron-core's default; tpsim.layer.moe_permute)")
+    moe_permute_fusion_into_hybridep: bool = _flag(False, "HybridEP's permutation inside its "
+        "dispatch and combine kernels (else kernels of their own: tpsim.layer.moe_flex)",
+        "--moe-permute-fusion-into-hybridep")
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
@@ -290,8 +295,7 @@ class Layout:
     def _check_together(self) -> None:
         """What one setting allows of another (the model and topology aside)."""
         if self.virtual_stages > 1 and self.pp == 1:
-            raise ConfigError("--virtual-stages", "", "1 unless --pp is more than 1",
-                              self.virtual_stages)
+            raise ConfigError("--virtual-stages", "", "1 unless --pp > 1", self.virtual_stages)
         if self.tp_comm_overlap and not (self.sequence_parallel and self.tp > 1):
             raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
@@ -311,11 +315,16 @@ class Layout:
             stage_layers(self.pipeline_layout, self.pp, self.virtual_stages)
         if self.cp > 1 and self.seq_len is not None and self.seq_len % (2 * self.cp):
             raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
-                              "holds two chunks of the sequence, for the causal mask's balance)",
-                              self.seq_len)
+                              "holds two chunks, for the causal mask's balance)", self.seq_len)
         if self.moe_flex_backend != "deepep" and self.moe_dispatcher != "flex":
             raise ConfigError("--moe-flex-backend", "", "deepep unless --moe-dispatcher is flex "
                               "(the backend of the flex dispatcher)", self.moe_flex_backend)
+        if not self.moe_permute_fusion and self.moe_dispatcher != "alltoall":
+            raise ConfigError("--no-moe-permute-fusion", "", "--moe-dispatcher alltoall (the "
+                              "unfused permutation is priced for it)", self.moe_dispatcher)
+        if self.moe_permute_fusion_into_hybridep and self.moe_flex_backend != "hybridep":
+            raise ConfigError("--moe-permute-fusion-into-hybridep", "", "--moe-flex-backend "
+                              "hybridep beside it", self.moe_flex_backend)
         if not 1 <= self.moe_imbalance < math.inf:
             raise ConfigError("--moe-imbalance", "", "a finite number >= 1", self.moe_imbalance)
         gb, per_step = self.global_batch, self.per_step
@@ -334,8 +343,7 @@ class Layout:
                               f"({self.pp}) with --virtual-stages", gb)
 
     def _check_recompute(self) -> None:
-        """Megatron-core's rules (transformer_config.py): modules only with selective, a
-        method and its layer count together and only with full."""
+        """Megatron-core's rules: modules only with selective, a method and its count with full."""
         if self.recompute_modules is not None and self.recompute != "selective":
             raise ConfigError("--recompute-modules", "", "--recompute selective beside it",
                               ",".join(self.recompute_modules))
@@ -349,50 +357,42 @@ class Layout:
             raise ConfigError("--recompute-method", "", "--recompute full beside it", method)
 
     @property
-    def per_step(self) -> int:
-        """Sequences one micro-batch of every replica holds: micro_batch x dp."""
+    def per_step(self) -> int:               # sequences a micro-batch of every replica holds
         return self.micro_batch * self.dp
 
     @property
-    def micro_batches(self) -> int:
-        """Micro-batches per step: global_batch / (micro_batch x dp) (1 when not given)."""
+    def micro_batches(self) -> int:          # global_batch / (micro_batch x dp), 1 if not given
         return 1 if self.global_batch is None else self.global_batch // self.per_step
 
     @property
     def backward(self) -> tuple[bool, bool, float]:
-        """The linears' backward (tpsim.layer.linears): the TP all-reduce of the input gradient
-        beside wgrad, the gradient accumulation fusion, and without it the share of micro-batches
-        whose weight gradients are added into an earlier one's, (m - 1)/m."""
+        """The linears' backward (tpsim.layer.linears): dX's TP all-reduce beside wgrad, the
+        gradient accumulation fusion, without it the share of added weight gradients, (m-1)/m."""
         fused = self.gradient_accumulation_fusion
         return (self.async_tensor_model_parallel_allreduce, fused,
                 1.0 if fused else 1 - 1 / self.micro_batches)
 
     def predict_kwargs(self) -> dict:
-        """The keyword form of this layout: the fields set away from their defaults, which
-        ``tpsim.predict(model, topology, **layout.predict_kwargs())`` takes."""
+        """The fields set away from their defaults: ``tpsim.predict``'s keyword form."""
         return changed(self)
 
     @classmethod
     def of(cls, settings: dict) -> Layout:
-        """``Layout(**settings)``, checked the same, made faster (the keyword form of
-        ``predict`` makes one at every call)."""
+        """``Layout(**settings)``, checked the same, made faster (predict's keyword form)."""
         return made(cls, defaults(cls), settings)
 
     def replace(self, **changes) -> Layout:
-        """``dataclasses.replace(self, **changes)``, checked the same, made faster (predict
-        fills in the run's defaults at every call)."""
+        """``dataclasses.replace(self, **changes)``, checked the same, made faster."""
         return made(type(self), self.__dict__, changes)
 
     @classmethod
     def unchecked(cls, **values) -> Layout:
-        """A layout of values known to be valid, made without the checks: the search's
-        enumeration (divisors of a checked GPU count and batch, the choices themselves),
-        which makes a few hundred thousand; a test checks that each passes them."""
+        """A layout of values known to be valid (the search's enumeration of a few hundred
+        thousand), made without the checks; a test checks that each passes them."""
         return made(cls, defaults(cls), values, checked=False)
 
     @classmethod
-    def flags(cls) -> dict[str, str]:
-        """Each field's flag, by field name."""
+    def flags(cls) -> dict[str, str]:        # each field's flag, by field name
         return {f.name: f.metadata["flag"] for f in declared(cls)}
 
 

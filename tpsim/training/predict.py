@@ -119,11 +119,13 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p", layer_scaling=False,
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
-                   flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed"):
+                   flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed",
+                   permute=(True, False)):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
-    ``dispatcher`` at ``load``: :func:`tpsim.layer.moe_flex.slot_of`), else its dense one; ``cp``:
+    ``dispatcher`` at ``load``, ``permute``: :func:`tpsim.layer.moe_flex.slot_of`'s), else
+    its dense one; ``cp``:
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len /
     cp tokens; ``eager``: PyTorch eager's kernels (:mod:`tpsim.layer.eager`); ``modules``: what
     selective recomputation re-runs (None: core_attn, :mod:`tpsim.layer.recompute_modules`);
@@ -137,7 +139,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                               "slot's collectives are not overlapped)", True)
         slot = 2 if m.shared_experts else 1
         folded = None if experts is None else slot_of(
-            dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp, m.load_balancing)
+            dispatcher, flex_backend, slot == 2, experts.ep, experts.etp, tp, m.load_balancing,
+            *permute)
         if folded is not None:
             dims = alltoall_dims(m, tp, experts.ep, experts.etp, micro_batch, seq_len // cp,
                                  dtype, sequence_parallel, load)
@@ -186,7 +189,8 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, lay.query_key_layer_scaling,
                           experts, expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
-                          lay.moe_flex_backend, lay.backward, lay.fp8_recipe)
+                          lay.moe_flex_backend, lay.backward, lay.fp8_recipe,
+                          (lay.moe_permute_fusion, lay.moe_permute_fusion_into_hybridep))
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

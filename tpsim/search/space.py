@@ -19,6 +19,7 @@ from ..base.errors import ConfigError
 from ..layer.linears import RS_SPLITS
 from ..spec.layout import MAX_MICRO_BATCHES, RECOMPUTE, Layout
 from ..spec.model import ModelConfig
+from ..training.moe_overlap import unmerged
 from .splits import splits as layer_splits
 from .cp_comms import cp_comms
 from .pins import (PIN_REASONS, cp_reason, divisors, grid, knobs, micro_batches, pick,
@@ -112,9 +113,8 @@ def _layouts(model: ModelConfig, space: Space, seq_len: int, dropped: Counter, k
         out, fixed = [], dict(space.fixed)
         merged = fixed.get("overlap_moe_comm", False)
         for sp, ov, rc, (do, zero), ep, etp, comm in knob:
-            why = merged and ("moe_overlap_ep" if ep < 2 else "moe_overlap_vp" if pp > 1 and
-                              v == 1 else None)
-            if why:                        # tpsim.training.moe_overlap.check_overlap
+            why = merged and unmerged(ep, pp, v)
+            if why:
                 dropped[why] += len(splits)
                 continue
             if sp and seq_len // cp % tp:

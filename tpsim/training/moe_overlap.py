@@ -164,13 +164,22 @@ def overlapped(part: Part, sim, share: float, device) -> Part:
                                ep_exposed_s=max(0.0, part.ep_exposed_s - saved))
 
 
+def unmerged(ep: int, pp: int, virtual_stages: int) -> str | None:
+    """Why a layout's micro-batches cannot merge their MoE exchange, as Megatron-core asks:
+    ``moe_overlap_ep`` (no expert parallelism), ``moe_overlap_vp`` (a pipeline without
+    interleaving), else None (the search drops such layouts under those names)."""
+    if ep < 2:
+        return "moe_overlap_ep"
+    return "moe_overlap_vp" if pp > 1 and virtual_stages == 1 else None
+
+
 def check_overlap(lay, folded_ep: int) -> None:
     """What Megatron-core asks of ``--overlap-moe-expert-parallel-comm`` (module docstring);
     a ConfigError naming the flag."""
     if not lay.overlap_moe_comm:
         return
-    flag = "--overlap-moe-comm"
-    if folded_ep < 2:
+    flag, why = "--overlap-moe-comm", unmerged(folded_ep, lay.pp, lay.virtual_stages)
+    if why == "moe_overlap_ep":
         raise ConfigError(flag, "", "off unless --ep is more than 1 (Megatron-core: only with "
                           "expert parallelism)", True)
     if lay.moe_dispatcher == "allgather":
@@ -178,7 +187,7 @@ def check_overlap(lay, folded_ep: int) -> None:
                           "all-to-all or flex dispatcher)", True)
     if lay.recompute == "full":
         raise ConfigError(flag, "", "off with --recompute full (Megatron-core refuses it)", True)
-    if lay.pp > 1 and lay.virtual_stages == 1:
+    if why == "moe_overlap_vp":
         raise ConfigError(flag, "", "off unless --virtual-stages is more than 1 when --pp is "
                           "(Megatron-core: interleaved 1F1B)", True)
 

@@ -113,8 +113,8 @@ row-parallel linear's output gradient (proj, FC2) are given the TP group
 without userbuffers overlap) and all-reduce their amax with MAX between the amax and the cast
 (``Float8CurrentScalingQuantizer::quantize_impl``: ``amax_reduction_group->allreduce(...)
 ->wait()``; ``NVFP4Quantizer::quantize_impl``: ``allreduce_coalesced`` of the row-wise and
-column-wise amaxes; pytorch/csrc/quantizer.cpp, Transformer Engine 2.18 as Megatron-Bridge
-pins it). ProcessGroupNCCL's ``wait`` makes the compute stream wait for the NCCL stream: the
+column-wise amaxes; pytorch/csrc/quantizer.cpp, Transformer Engine 2.18, commit e7c550c5, as
+Megatron-Bridge's main branch pins it; 0.4 pins 2.14). ProcessGroupNCCL's ``wait`` makes the compute stream wait for the NCCL stream: the
 scale and the cast, hence the gather and the GEMM, start after it (:data:`AMAX_REDUCED_BYTES`).
 MXFP8's and the blockwise recipe's scales are per block, found in the cast: no reduction.
 Delayed scaling reduces its amax history once per autocast region, not per tensor (not

@@ -10,6 +10,10 @@ __version__ = "0.1.0"
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
+# First: every class dataclass builds below runs the methods' code kept compiled on disk.
+from .base import compiled as _compiled  # noqa: E402
+_compiled.install()
+
 # Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
 # Imports no networkx, torch or matplotlib.
 from .training.predict import predict, predict_layer  # noqa: E402

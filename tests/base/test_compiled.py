@@ -21,6 +21,7 @@ def cache(tmp_path, monkeypatch):
     """An empty cache directory and a process that has read and compiled nothing yet; every
     ``compile`` of a dataclass source counted."""
     monkeypatch.setenv("TPSIM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled, "_groups", {})
     monkeypatch.setattr(compiled, "_used", {})
     monkeypatch.setattr(compiled, "_compiled", set())
     fresh(monkeypatch)
@@ -37,6 +38,7 @@ def cache(tmp_path, monkeypatch):
 def fresh(monkeypatch):
     """As a new process: nothing read from disk, nothing compiled."""
     monkeypatch.setattr(compiled, "_kept", None)
+    compiled._groups.clear()
     compiled._used.clear()
     compiled._compiled.clear()
 
@@ -86,7 +88,7 @@ def test_an_edited_module_has_its_entries_rewritten(cache, monkeypatch):
     cache.clear()
     build(monkeypatch, FIELDS + "    d: str = 'x'\n", frozen=False)
     assert cache == []
-    assert len(compiled._read()["tpsim.example"]) == len(compiled._used["tpsim.example"])
+    assert compiled._group("tpsim.example") == compiled._used["tpsim.example"]
 
 
 def test_a_damaged_or_absent_cache_is_compiling_again(cache, tmp_path, monkeypatch):

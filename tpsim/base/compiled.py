@@ -28,7 +28,8 @@ from .parsed import cache_dir
 
 _STAMP = ("tpsim dataclass methods", sys.version, marshal.version)
 _CODE = type(cache_dir.__code__)
-_kept: dict | None = None     # module -> {source: code}, as read from disk
+_kept: dict | None = None     # module -> its group in marshal's bytes, as read from disk
+_groups: dict = {}            # module -> {source: code}, the groups read so far
 _used: dict = {}              # module -> {source: code}, what this process executed
 _compiled: set = set()        # the modules this process compiled some source for
 
@@ -47,10 +48,9 @@ def _exec(source, scope=None, local=None, /):
 
 
 def _code(module: str, source: str):
-    global _kept
-    if _kept is None:
-        _kept = _read()
-    code = _kept.get(module, {}).get(source)
+    if module not in _groups:
+        _groups[module] = _group(module)
+    code = _groups[module].get(source)
     if code is None:
         code = compile(source, "<string>", "exec")
         if not _compiled:
@@ -71,8 +71,23 @@ def _path() -> str | None:
                                ".marshal")
 
 
+def _group(module: str) -> dict:
+    """``module``'s kept texts and their code, decoded only when one of its classes is built
+    ({} when none is kept, or one entry is not a text and its code)."""
+    global _kept
+    if _kept is None:
+        _kept = _read()
+    try:
+        group = marshal.loads(_kept[module])
+        if all(isinstance(s, str) and isinstance(c, _CODE) for s, c in group.items()):
+            return group
+    except Exception:           # none kept, or damaged: compile
+        pass
+    return {}
+
+
 def _read() -> dict:
-    """The kept groups whose every entry is a text and its code ({} when none can be read)."""
+    """The kept groups, each in marshal's bytes ({} when none can be read)."""
     try:
         path = _path()
         if path is None:
@@ -81,8 +96,7 @@ def _read() -> dict:
             stamp, groups = marshal.loads(f.read())
         if stamp != _STAMP or not isinstance(groups, dict):
             return {}
-        return {m: g for m, g in groups.items() if isinstance(g, dict)
-                and all(isinstance(s, str) and isinstance(c, _CODE) for s, c in g.items())}
+        return {m: g for m, g in groups.items() if isinstance(g, bytes)}
     except Exception:           # missing, unreadable or damaged: compile
         return {}
 
@@ -95,7 +109,7 @@ def _write() -> None:
         if path is None:
             return
         groups = _read()        # as another process may have left it
-        groups.update({m: _used[m] for m in _compiled})
+        groups.update({m: marshal.dumps(_used[m]) for m in _compiled})
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:

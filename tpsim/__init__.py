@@ -10,10 +10,28 @@ __version__ = "0.1.0"
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
-# Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
-# Imports no networkx, torch or matplotlib.
-from .training.predict import predict, predict_layer  # noqa: E402
-from .spec.layout import Layout  # noqa: E402 - a training run's settings: predict(layout=...)
+import gc as _gc
+
+# The imports below build some 16,000 objects the cyclic collector tracks, and no garbage: it is
+# paused meanwhile, and they join its oldest generation without a pass over them (as objects
+# that outlived its younger passes would), unless the process keeps objects frozen of its own.
+_collecting = _gc.isenabled()
+_gc.disable()
+try:
+    # First: every class dataclass builds below runs the methods' code kept compiled on disk.
+    from .base import compiled as _compiled
+    _compiled.install()
+
+    # Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
+    # Imports no networkx, torch or matplotlib.
+    from .training.predict import predict, predict_layer
+    from .spec.layout import Layout   # a training run's settings: predict(layout=...)
+finally:
+    if _gc.get_freeze_count() == 0:
+        _gc.freeze()            # every tracked object to the permanent generation,
+        _gc.unfreeze()          # then all of them to the oldest
+    if _collecting:
+        _gc.enable()
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ Any :class:`~tpsim.base.errors.TpsimError` becomes one line on stderr and exit c
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -75,6 +76,8 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Bare ``tpsim`` prints the help (the subcommands) on stderr and
     returns 2, as any other missing argument does."""
+    if argv is None:    # a `tpsim` process: its modules live to its end, and the collector's
+        gc.freeze()     # passes (the last at exit included) need not go over them
     argv = sys.argv[1:] if argv is None else argv
     for var in BLAS_THREADS:
         os.environ.setdefault(var, "1")

@@ -27,6 +27,7 @@ try:
     from .training.predict import predict, predict_layer
     from .spec.layout import Layout   # a training run's settings: predict(layout=...)
 finally:
+    _compiled.uninstall()       # the user's process compiles its own classes as it did
     if _gc.get_freeze_count() == 0:
         _gc.freeze()            # every tracked object to the permanent generation,
         _gc.unfreeze()          # then all of them to the oldest

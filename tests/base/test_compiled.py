@@ -4,6 +4,7 @@ trouble with the cache falls back to compiling."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def cache(tmp_path, monkeypatch):
         return builtins.compile(source, *args)
     monkeypatch.setattr(compiled, "compile", counted, raising=False)
     monkeypatch.setattr("atexit.register", lambda fn: fn)      # written when the test says
+    monkeypatch.setattr(dataclasses, "exec", compiled._exec, raising=False)   # as installed
     return sources
 
 

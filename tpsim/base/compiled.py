@@ -3,8 +3,8 @@
 ``dataclasses.dataclass`` writes the source of a class's ``__init__`` (and ``__repr__``,
 ``__eq__``, ``__hash__``, the frozen ``__setattr__`` and ``__delattr__``) and compiles it at
 every import: some 150 kB of source for the sixty classes a ``tpsim predict`` process builds,
-~26 of the ~60 CPU ms of its imports. After :func:`install`, ``dataclass``
-executes, for a class of a ``tpsim.`` module, the code object compiled from exactly the source
+~26 of the ~60 CPU ms of its imports. Between :func:`install` and :func:`uninstall` (the
+package's own imports; the whole of a ``tpsim`` process), ``dataclass`` executes, for a class of a ``tpsim.`` module, the code object compiled from exactly the source
 it wrote (the text is the key), kept from an earlier process; any other class, and any text
 not kept, is compiled as ``dataclass`` does. The classes are the same either way: the code is
 what ``compile`` returns for that text, executed with the same namespaces.
@@ -35,8 +35,16 @@ _compiled: set = set()        # the modules this process compiled some source fo
 
 
 def install() -> None:
-    """Make ``dataclass`` look its sources up here (module docstring); idempotent."""
+    """Make ``dataclass`` look its sources up here (module docstring); idempotent. Undone by
+    :func:`uninstall`: ``import tpsim`` installs it for its own imports only, a ``tpsim``
+    process for its whole life (:func:`tpsim.cli.main`)."""
     dataclasses.exec = _exec    # shadows the built-in inside dataclasses only
+
+
+def uninstall() -> None:
+    """``dataclass`` compiles every source again, as without :func:`install`."""
+    if getattr(dataclasses, "exec", None) is _exec:
+        del dataclasses.exec
 
 
 def _exec(source, scope=None, local=None, /):

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from ..base import compiled
 from ..base.errors import TpsimError
 from .common import Parser
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Bare ``tpsim`` prints the help (the subcommands) on stderr and
     returns 2, as any other missing argument does."""
     if argv is None:    # a `tpsim` process: its modules live to its end, and the collector's
-        gc.freeze()     # passes (the last at exit included) need not go over them
+        gc.freeze()     # passes (the last at exit included) need not go over them; the
+        compiled.install()  # modules a command imports build their classes from kept code
     argv = sys.argv[1:] if argv is None else argv
     for var in BLAS_THREADS:
         os.environ.setdefault(var, "1")

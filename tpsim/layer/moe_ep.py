@@ -53,7 +53,8 @@ from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_sav
 from .moe_clamp import clamp_bwd, clamp_fwd
 from .moe_host import alltoall_permute_ops, alltoall_preprocess_ops, counts_gather, sort_ops, \
     unsort_ops
-from .moe_permute import permute_bwd, permute_fwd, unpermute_bwd, unpermute_fwd
+from .moe_permute import (chosen_rows, permute_bwd, permute_fwd, unpermute_bwd,
+                          unpermute_fwd)
 from .moe_padding import pad_bwd, pad_fwd, unpad_bwd, unpad_fwd
 from .template import Builder
 
@@ -99,10 +100,6 @@ def probs_a2a_size(d: Dims):
     return sent_rows(d) * d.bpe, (sent_rows(d),), d.dtype
 
 
-def _local(d: Dims) -> int:
-    return d.Tn * d.topk
-
-
 def _shared_tokens(B: Builder, x) -> str:
     return B.collective("fwd.shared.all-gather", "all-gather", (x,),
                         size=gathered_tokens) if B.sp else x
@@ -114,9 +111,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     _, topk = router_fwd(B, x)
     tokens = _shared_tokens(B, x) if shared else None
     counts = counts_gather(B, topk)
-    y = B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
-                  (x, topk), host_ops=alltoall_permute_ops()) if B.permute_fusion else \
-        permute_fwd(B, x, topk, alltoall_preprocess_ops())
+    y = _copy(B, "fwd.moe.permute", chosen_rows, (x, topk), host_ops=alltoall_permute_ops()) \
+        if B.permute_fusion else permute_fwd(B, x, topk, alltoall_preprocess_ops())
     p = B.collective("fwd.moe.dispatch", "all-to-all", (y,), size=a2a_bytes, group="ep",
                      sync=counts)
     probs = B.collective("fwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
@@ -130,8 +126,8 @@ def alltoall_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
     if shared:
         op = sp_reduce_op(B.sp)
         s = B.collective(f"fwd.shared.{op}", op, (s,), size=gathered_tokens)
-    y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe
-                                                  + _local(d) * 4), (y, topk)) \
+    y = B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (chosen_rows(d) + d.Tn) * d.h * d.bpe
+                                                  + chosen_rows(d) * 4), (y, topk)) \
         if B.permute_fusion else unpermute_fwd(B, y, topk)
     return shared_add(B, y, s) if shared else y
 
@@ -160,8 +156,8 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     """The slot's backward from the gradient of its output (T_n x h); returns its input's
     gradient, the experts', the shared experts' and the router's summed."""
     n_in = 2 if swiglu else 1
-    y = B.eltwise("bwd.moe.unpermute", lambda d: (_local(d), d.h, d.Tn * d.h * d.bpe
-                                                  + 2 * _local(d) * d.h * d.bpe), (grad,),
+    y = B.eltwise("bwd.moe.unpermute", lambda d: (chosen_rows(d), d.h, d.Tn * d.h * d.bpe
+                                                  + 2 * chosen_rows(d) * d.h * d.bpe), (grad,),
                   forward_of="fwd.moe.unpermute") if B.permute_fusion else unpermute_bwd(B, grad)
     probs = y
     y = B.collective("bwd.moe.combine", "all-to-all", (y,), size=a2a_bytes, group="ep",
@@ -176,7 +172,7 @@ def alltoall_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
                      forward_of="fwd.moe.dispatch")
     probs = B.collective("bwd.moe.dispatch.probs", "all-to-all", (y,), size=probs_a2a_size,
                          group="ep", forward_of="fwd.moe.dispatch.probs")
-    y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + d.Tn) * d.h * d.bpe),
+    y = B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (chosen_rows(d) + d.Tn) * d.h * d.bpe),
                   (g, probs), forward_of="fwd.moe.permute") if B.permute_fusion else \
         permute_bwd(B, g, probs)
     if shared:

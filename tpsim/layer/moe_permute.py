@@ -56,7 +56,8 @@ DTOH_EXTRA = 1              # num_global_tokens_per_local_expert copied to the h
 RADIX_BITS = 8              # cub's onesweep digit
 
 
-def _local(d) -> int:
+def chosen_rows(d) -> int:
+    """R_1 = T_n k: one row per token and expert it chose, before the dispatch."""
     return d.Tn * d.topk
 
 
@@ -76,42 +77,43 @@ def permute_fwd(B: Builder, x, topk, host_ops: int) -> str:
     m = B.eltwise("fwd.moe.permute.map", lambda d: (d.Tn, d.experts, 2 * _map(d)), (topk,))
     m = B.eltwise("fwd.moe.permute.argsort", lambda d: (d.Tn, d.experts, 27 * _map(d)), (m,),
                   kernels=lambda d: 3)
-    i = B.eltwise("fwd.moe.permute.mod", lambda d: (_local(d), 1, 16 * _local(d)), (m,))
+    i = B.eltwise("fwd.moe.permute.mod", lambda d: (chosen_rows(d), 1, 16 * chosen_rows(d)), (m,))
     p = B.eltwise("fwd.moe.permute.probs", lambda d: (d.Tn, d.experts, 2 * _map(d) * d.bpe),
                   (i,))
     p = B.eltwise("fwd.moe.permute.probs.gather",
-                  lambda d: (_local(d), 1, _local(d) * (8 + 2 * d.bpe)), (p,))
-    return B.eltwise("fwd.moe.permute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe
-                                                   + 8 * _local(d)), (x, p),
+                  lambda d: (chosen_rows(d), 1, chosen_rows(d) * (8 + 2 * d.bpe)), (p,))
+    return B.eltwise("fwd.moe.permute", lambda d: (chosen_rows(d), d.h, chosen_rows(d)
+                                                   * (2 * d.h * d.bpe + 8)), (x, p),
                      host_ops=host_ops + 1 + DTOH_EXTRA)
 
 
 def unpermute_fwd(B: Builder, y, topk) -> str:
     """zeros, then scatter_add_ of the R_1 expert outputs into the T_n tokens."""
     z = B.eltwise("fwd.moe.unpermute.zeros", lambda d: (d.Tn, d.h, d.Tn * d.h * d.bpe), (y,))
-    return B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (_local(d) + 2 * d.Tn) * d.h
+    return B.eltwise("fwd.moe.unpermute", lambda d: (d.Tn, d.h, (chosen_rows(d) + 2 * d.Tn) * d.h
                                                      * d.bpe), (y, topk, z))
 
 
 def unpermute_bwd(B: Builder, grad) -> str:
     """scatter_add_'s backward: a gather of the R_1 rows of the output gradient."""
-    return B.eltwise("bwd.moe.unpermute", lambda d: (_local(d), d.h, 2 * _local(d) * d.h * d.bpe),
-                     (grad,), forward_of="fwd.moe.unpermute")
+    return B.eltwise("bwd.moe.unpermute",
+                     lambda d: (chosen_rows(d), d.h, 2 * chosen_rows(d) * d.h * d.bpe), (grad,),
+                     forward_of="fwd.moe.unpermute")
 
 
 def _probs_bwd_bytes(d) -> int:
     """index_put_'s sort of the R_1 indices, its accumulation into zeros of n, the copy."""
-    sort = sort_passes(_map(d)) * 32 * _local(d)
-    return sort + _local(d) * (8 + 2 * d.bpe) + 3 * _map(d) * d.bpe
+    sort = sort_passes(_map(d)) * 32 * chosen_rows(d)
+    return sort + chosen_rows(d) * (8 + 2 * d.bpe) + 3 * _map(d) * d.bpe
 
 
 def permute_bwd(B: Builder, g, probs) -> str:
     """index_select's backward (zeros, index_add_) and the probabilities' (module docstring),
     their kernels launched by autograd's C++ nodes."""
     z = B.eltwise("bwd.moe.permute.zeros", lambda d: (d.Tn, d.h, d.Tn * d.h * d.bpe), (g,))
-    p = B.eltwise("bwd.moe.permute.probs", lambda d: (_local(d), 1, _probs_bwd_bytes(d)),
+    p = B.eltwise("bwd.moe.permute.probs", lambda d: (chosen_rows(d), 1, _probs_bwd_bytes(d)),
                   (probs,), forward_of="fwd.moe.permute.probs",
                   kernels=lambda d: 2 * sort_passes(_map(d)) + 3)
-    return B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (_local(d) + 2 * d.Tn) * d.h
+    return B.eltwise("bwd.moe.permute", lambda d: (d.Tn, d.h, (chosen_rows(d) + 2 * d.Tn) * d.h
                                                    * d.bpe), (g, z, p),
                      forward_of="fwd.moe.permute")

@@ -3,15 +3,14 @@ experts (ep folded out of tp x cp x dp); each layout's bound at most predict's s
 memory predict's."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from tpsim.search.driver import Space, bound_layouts, enumerate_layouts, _run
 from tpsim.search.jobs import Workers
 from tpsim.search.pins import check_pins
 from tpsim.spec.model import load_model, with_overrides
-from tpsim.training.predict import predict
+
+from .bounds import check_bounds
 
 
 def _priced(model, topology: str, seq: int, gpus: int, batch: int, pins: dict,
@@ -24,15 +23,6 @@ def _priced(model, topology: str, seq: int, gpus: int, batch: int, pins: dict,
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
     return run, layouts, dropped, priced
-
-
-def _check_against_predict(run, layouts, priced, batch: int) -> None:
-    for lay, (bound, nbytes, fits) in zip(layouts, priced):
-        p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype,
-                    global_batch=batch, **lay.predict_kwargs())
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
-        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
-        assert fits == p.memory.fits, lay
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def test_cp_beside_experts_is_enumerated(cp_moe):
 
 def test_cp_moe_bounds_below_the_simulation(cp_moe):
     run, layouts, _, priced = cp_moe
-    _check_against_predict(run, layouts, priced, 4)
+    check_bounds(run, layouts, priced, 4)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def test_zero_beside_cp_is_enumerated_and_bounded(zero_cp):
     each bound at most predict's step, its memory predict's."""
     run, layouts, _, priced = zero_cp
     assert {(lay.cp, lay.zero) for lay in layouts} >= {(2, 2), (2, 3), (4, 2), (4, 3)}
-    _check_against_predict(run, layouts, priced, 8)
+    check_bounds(run, layouts, priced, 8)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +74,7 @@ def test_zero_beside_experts_is_enumerated_and_bounded(zero_moe):
     every ep, each bound at most predict's step, its memory predict's."""
     run, layouts, dropped, priced = zero_moe
     assert "moe_zero" not in dropped and {lay.ep for lay in layouts} == {1, 2, 4, 8}
-    _check_against_predict(run, layouts, priced, 8)
+    check_bounds(run, layouts, priced, 8)
 
 
 def test_cp_comms_closed_form():
@@ -115,7 +105,7 @@ def test_every_cp_comm_is_enumerated_and_bounded(comms):
     run, layouts, _, priced = comms
     assert {lay.cp_comm for lay in layouts} == {"p2p", "all-gather", "a2a", "a2a+p2p"}
     assert all(lay.tp * lay.cp > 8 for lay in layouts if lay.cp_comm == "a2a+p2p")
-    _check_against_predict(run, layouts, priced, 8)
+    check_bounds(run, layouts, priced, 8)
     model = with_overrides(load_model("llama3-8b"), layers=4)
     _, pinned, dropped, _ = _priced(model, "dgx-h100-ndr-cluster", 16384, 16, 8,
                                     {"cp": 16, "tp": 1, "cp_comm": "a2a", "micro_batch": 1,
@@ -138,7 +128,7 @@ def test_zero_with_a_pipeline_is_bounded(zero_pp):
     run, layouts, _, priced = zero_pp
     assert {(lay.pp, lay.zero) for lay in layouts} == {(2, 2), (2, 3), (4, 2), (4, 3)}
     assert any(lay.virtual_stages > 1 for lay in layouts)
-    _check_against_predict(run, layouts, priced, 32)
+    check_bounds(run, layouts, priced, 32)
     model = with_overrides(load_model("llama3-8b"), layers=8)
     _, without, _, _ = _priced(model, "dgx-h100-ndr-cluster", 4096, 16, 32,
                                {"pp": (1, 2), "zero": (2, 3), "tp": (1, 2)})

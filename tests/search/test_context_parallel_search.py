@@ -10,6 +10,8 @@ from tpsim.search.pins import CP_FROM_SEQ, check_pins
 from tpsim.spec.model import load_model
 from tpsim.cluster.topology import load_topology
 
+from .bounds import check_bounds
+
 M = load_model("llama2-7b")
 
 
@@ -44,11 +46,9 @@ def test_cp_bound_is_below_the_simulation_and_memory_decides():
 def test_cp_bounds_and_memory_are_predicts():
     """Every CP layout of a small space: bound <= predict's step, the fullest stage's bytes
     and fit predict's (the bound's dp x cp gradient group is the step's)."""
-    import math
     from tpsim.search.driver import _run, bound_layouts
     from tpsim.search.jobs import Workers
     from tpsim.spec.model import with_overrides
-    from tpsim.training.predict import predict
     model = with_overrides(load_model("llama3-8b"), layers=4)
     run = _run(model, "dgx-h100-ndr-cluster", None, 16384, None, 8)
     pins = check_pins({"cp": (2, 4), "micro_batch": 1, "recompute": "none"}, 16)
@@ -56,9 +56,4 @@ def test_cp_bounds_and_memory_are_predicts():
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
     assert {lay.cp for lay in layouts} == {2, 4}
-    for lay, (bound, nbytes, fits) in zip(layouts, priced):
-        p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
-                    **lay.predict_kwargs())
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
-        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
-        assert fits == p.memory.fits, lay
+    check_bounds(run, layouts, priced, 8)

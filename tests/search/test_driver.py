@@ -2,7 +2,6 @@
 the candidates' numbers are predict's, every bound is below its layout's simulated step, every
 memory is predict's, and every dropped layout really cannot run for the reason given."""
 import itertools
-import math
 
 import pytest
 
@@ -14,6 +13,8 @@ from tpsim.search.driver import (REASONS, Space, bound_layouts, enumerate_layout
                                  equivalent, search, _run)
 from tpsim.search.pins import divisors
 from tpsim.search.jobs import Workers
+
+from .bounds import check_bounds, simulate
 
 SPACES = [  # (model, layers, topology, gpus, global batch)
     ("gpt3-125m", 4, "dgx-a100", 8, 16),          # tied embeddings, tp 8 does not divide 12 heads
@@ -29,8 +30,7 @@ def space(request):
     layouts, dropped = enumerate_layouts(run.model, run.topo, Space(gpus, gb), run.seq_len)
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
-    sims = [predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=gb,
-                    **lay.predict_kwargs()) for lay in layouts]
+    sims = simulate(run, layouts, gb)
     return run, gpus, gb, layouts, dropped, priced, sims
 
 
@@ -38,10 +38,7 @@ def test_bounds_below_the_simulation_and_memory_exact(space):
     """Every layout: bound <= predict's step time; the fullest stage's bytes and fit are
     predict's."""
     run, gpus, gb, layouts, dropped, priced, sims = space
-    for lay, (bound, nbytes, fits), p in zip(layouts, priced, sims):
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
-        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
-        assert fits == p.memory.fits, lay
+    check_bounds(run, layouts, priced, gb, sims)
 
 
 def test_tight_bounds_between_the_bound_and_the_simulation(space):

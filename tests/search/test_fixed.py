@@ -4,8 +4,6 @@ brute-force optimum), a stack's preset applied as predict applies it, what they 
 searched dimensions pinned, bad values refused naming the flag."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from tpsim.base.errors import ConfigError, TpsimError
@@ -15,7 +13,8 @@ from tpsim.search.jobs import Workers
 from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.spec.layout import Layout
 from tpsim.spec.model import load_model, with_overrides
-from tpsim.training.predict import predict
+
+from .bounds import check_bounds, simulate
 
 MODEL = with_overrides(load_model("gpt3-125m"), layers=4)
 CASES = {   # (fixed settings, framework), each away from the defaults in its own way
@@ -37,8 +36,7 @@ def space(request):
                               fixed=values)
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
-    sims = [predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=16,
-                    **lay.predict_kwargs()) for lay in layouts]
+    sims = simulate(run, layouts, 16)
     return fixed, framework, run, layouts, priced, sims
 
 
@@ -47,11 +45,8 @@ def test_bounds_below_the_simulation_and_memory_exact(space):
     its memory and fit are predict's."""
     fixed, framework, run, layouts, priced, sims = space
     preset = FRAMEWORKS[framework] if framework else {}
-    for lay, (bound, nbytes, fits), p in zip(layouts, priced, sims):
-        assert all(getattr(lay, k) == v for k, v in {**preset, **fixed}.items()), lay
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
-        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
-        assert fits == p.memory.fits, lay
+    assert all(getattr(lay, k) == v for lay in layouts for k, v in {**preset, **fixed}.items())
+    check_bounds(run, layouts, priced, 16, sims)
 
 
 def test_search_finds_the_brute_force_optimum(space):
@@ -133,9 +128,6 @@ def test_the_moe_overlap_bounds_below_the_simulation():
     assert any(lay.pp > 1 for lay in layouts) and all(lay.ep > 1 for lay in layouts)
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
-    for lay, (bound, nbytes, _) in zip(layouts, priced):
-        p = predict(run.model, run.topo, seq_len=1024, global_batch=16, **lay.predict_kwargs())
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
-        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
+    check_bounds(run, layouts, priced, 16)
     with pytest.raises(ConfigError, match="^--overlap-moe-comm: expected off unless --ep"):
         search(MODEL, "dgx-a100", 8, 16, fixed={"overlap_moe_comm": True})

@@ -4,7 +4,6 @@ ones the brute-force optimum."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 
@@ -12,7 +11,8 @@ from tpsim.base.errors import ConfigError
 from tpsim.search.driver import Space, bound_layouts, enumerate_layouts, equivalent, search, _run
 from tpsim.search.jobs import Workers
 from tpsim.spec.model import load_model, with_overrides
-from tpsim.training.predict import predict
+
+from .bounds import check_bounds, simulate
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,7 @@ def space():
     layouts, dropped = enumerate_layouts(run.model, run.topo, Space(8, 8), run.seq_len)
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
-    sims = [predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
-                    **lay.predict_kwargs()) for lay in layouts]
+    sims = simulate(run, layouts, 8)
     return run, layouts, dropped, priced, sims
 
 
@@ -40,10 +39,7 @@ def test_ep_and_expert_tp_are_enumerated(space):
 
 def test_bounds_below_the_simulation_and_memory_exact(space):
     run, layouts, _, priced, sims = space
-    for lay, (bound, nbytes, fits), p in zip(layouts, priced, sims):
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
-        assert math.isclose(nbytes, p.memory.total_bytes, rel_tol=1e-12), lay
-        assert fits == p.memory.fits, lay
+    check_bounds(run, layouts, priced, 8, sims)
 
 
 def test_search_finds_the_brute_force_optimum(space):
@@ -69,10 +65,7 @@ def test_dense_layers_bound_below_the_simulation():
     layouts = [lay for lay in layouts if lay.recompute == "none"]
     with Workers(run) as w:
         priced = bound_layouts(w, layouts)
-    for lay, (bound, _, _) in zip(layouts, priced):
-        p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
-                    **lay.predict_kwargs())
-        assert bound <= p.step.time_s * (1 + 1e-9), lay
+    check_bounds(run, layouts, priced, 8, memory=False)
 
 
 def test_the_space_holds_expert_dp_layouts_at_dp_1(space):

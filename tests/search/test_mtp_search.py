@@ -7,7 +7,8 @@ import dataclasses
 
 from tpsim.spec.model import load_model, with_overrides
 
-from .test_combos_search import _check_against_predict, _priced
+from .bounds import check_bounds
+from .test_combos_search import _priced
 
 
 def test_mtp_bounds_below_and_memory_is_predicts():
@@ -16,7 +17,7 @@ def test_mtp_bounds_below_and_memory_is_predicts():
                                       {"pp": (1, 2), "micro_batch": 1, "recompute": "none",
                                        "tp": (2, 4), "zero": (0, 1)})
     assert {lay.pp for lay in layouts} == {1, 2}
-    _check_against_predict(run, layouts, priced, 8)
+    check_bounds(run, layouts, priced, 8)
 
 
 def test_a_fixed_mtp_setting_is_the_runs_as_predicts():

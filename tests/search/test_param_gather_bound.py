@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from tpsim.search.driver import Space, bound_layouts, enumerate_layouts, _run
 from tpsim.search.jobs import Workers
 from tpsim.spec.model import load_model, with_overrides
-from tpsim.training.predict import predict
+
+from .bounds import check_bounds
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,7 @@ def test_the_space_has_overlapped_gathers(priced):
 def test_bound_never_exceeds_the_simulated_step(priced, data):
     run, on, bounds, _ = priced
     i = data.draw(st.integers(0, len(on) - 1))
-    lay, (bound, nbytes, _) = on[i], bounds[i]
-    p = predict(run.model, run.topo, seq_len=run.seq_len, dtype=run.dtype, global_batch=8,
-                **lay.predict_kwargs())
-    assert bound <= p.step.time_s * (1 + 1e-9), lay
-    assert nbytes == pytest.approx(p.memory.total_bytes, rel=1e-12)
+    check_bounds(run, on[i:i + 1], bounds[i:i + 1], 8)
 
 
 def test_the_bound_counts_the_first_release(priced):

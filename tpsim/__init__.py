@@ -1,4 +1,5 @@
-"""tpsim: how long a tensor-parallel transformer layer takes on a given cluster, and why.
+"""tpsim: how long a tensor-parallel transformer takes on a given cluster, where the time goes,
+and whether it fits.
 
 Importing tpsim loads no torch and no matplotlib; ``tpsim.tp`` (real layers) needs torch and
 ``tpsim.figures.plot`` needs matplotlib, each imported only when used.

@@ -30,8 +30,8 @@ COMMANDS = {
     "topologies": ("list the shipped topologies", "collective", "fill_topologies"),
     "collective": ("price one collective (or a sweep of sizes) on a topology", "collective",
                    "fill_collective"),
-    "predict": ("time, communication and memory of a TP transformer: a layer, the model, a "
-                "training step", "predict", "fill_predict"),
+    "predict": ("a training step's time, where it goes and whether it fits: TP, PP, DP, EP, "
+                "CP, ZeRO/FSDP, FP8; or one layer", "predict", "fill_predict"),
     "infer": ("time to first token, time per output token, tokens/s and memory of serving a TP "
               "model", "infer", "fill_infer"),
     "serve": ("an engine serving a stream of requests: continuous batching, chunked prefill, a "
@@ -39,8 +39,8 @@ COMMANDS = {
     "serve-search": ("the serving layouts of some GPUs that meet TTFT and TPOT p99 targets, "
                      "best first by output tokens/s per GPU: TP x PP replicas, disaggregated "
                      "prefill/decode pools", "serve_search", "fill_serve_search"),
-    "search": ("the fastest layouts of a training job that fit: TP x PP x DP, virtual stages, "
-               "micro-batch, SP, recomputation, distributed optimizer, TP overlap", "search",
+    "search": ("the fastest layouts of a training job that fit: TP x PP x DP x EP x CP, "
+               "virtual stages, micro-batch, SP, recomputation, ZeRO, TP overlap", "search",
                "fill_search"),
     "models": ("list the shipped model presets", "predict", "fill_models"),
     "plot": ("figures (PNG, SVG or PDF) with the CSV of their numbers beside them", "plot",
@@ -53,7 +53,7 @@ COMMANDS = {
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; given ``argv``, only the invoked subcommand's arguments are built."""
     parser = Parser(prog="tpsim", description="How long does a tensor-parallel transformer "
-                     "layer take on a given cluster, and why.")
+                     "take on a given cluster, where does the time go, and does it fit?")
     parser.add_argument("--version", action="version", version=f"tpsim {_version()}")
     command = next((a for a in argv or () if not a.startswith("-")), None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)

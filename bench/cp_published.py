@@ -26,6 +26,26 @@ every row over memory, and the B200 row needs both (the 8 chunks' split leaves t
 stage 15 layers, not 16). The CP 1 rows of the same table (GB200 TP 4 PP 16; GB300 TP 4 PP 8,
 4 chunks) are printed beside them: tpsim's error without context parallelism, for scale.
 
+What each container ran on DGX-H100 (the performance scripts at its tag: 25.09 r0.1.0rc3's
+``configs/llama31/llama31_405b_llm_pretrain.yaml``, 25.11 r0.2.0's
+``configs/llama31/workload_base_configs.py``, 26.02-26.06 r0.3.0-r0.5.0's
+``LLAMA31_405B_PRETRAIN_CONFIG_H100_FP8_CS_V2``): one layout, one TP-overlap configuration
+(``userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192``, unchanged over the five tags), no CUDA
+graphs, the p2p CP exchange. They differ in the global batch (512 to 25.11, 1,536 from 26.02)
+and in settings tpsim does not price, each under a point of the step by its breakdown (exposed
+DP 0.8%, optimizer 0.2% at GBS 512): 25.09's recipe deferred the output layer's weight
+gradients (``defer_embedding_wgrad_compute``) and left ``overlap_param_gather_with_optimizer_step``
+off (25.11's scripts set it at DP, PP and VP > 1); 25.09's launcher built its environment plugin
+without the pipeline size, leaving NCCL's p2p network chunk at its default where later ones set
+2 MiB; 25.09's table names no FP8 recipe (its scripts' default was delayed scaling: tpsim 342,
++13.1%; priced here as 25.11's current scaling). 26.02, 26.04.01 and 26.06 ran one recipe:
+311 -> 328 came with the software (Megatron-core 0.16 -> 0.17, Transformer Engine 2.12 -> 2.14,
+CUDA 13.0.2 -> 13.1.1: ``docs/releases/software-versions.md``), no documented setting. The same
+containers' Llama 3 70B H100 row moved with its batch as tpsim does (25.11 GBS 128 -> 26.02 GBS
+256: +1.2% published, +1.4% tpsim), the 405B +6.5% where tpsim's larger batch gives +2.8%; the
+405B moved more than the 70B at every step (-3.3% against -1.0% from 25.09 to 25.11, +5.5%
+against +2.7% from 26.02 to 26.04.01): an undocumented speed-up of its own.
+
 GB300's FP8 row of the 26.02.01 container is printed as CP 1: the summary gives it TP 2 PP 8
 CP 2 VP 4 (1,024), but the recipe that container ran (26.02.01 is Megatron-Bridge r0.3.1,
 ``docs/releases/known-issues.md``; ``LLAMA31_405B_PRETRAIN_CONFIG_GB300_FP8_CS_V2`` in that

@@ -228,6 +228,35 @@ def per_parameter(data, meas: dict, pred: dict, topo) -> None:
               f"tpsim {p0 * 1e3:4.2f} ms + {p1 * 1e12:4.1f} ps ({len(v)} configurations)")
 
 
+def per_layer(data, meas: dict, pred: dict) -> None:
+    """PP 1: t against the layers (by TP, hidden, micro-batch) and, at DP 1, a against them (by
+    TP, hidden), least squares part = fixed + layers x per layer, measured beside tpsim, and the
+    largest residual of the measured parts (t's is zero: the rows are sums of per-layer and fixed
+    times; a's holds its spread over the micro-batch sizes, ~0.1 ms)."""
+    fits = {"t": defaultdict(list), "a": defaultdict(list)}
+    for key, (idx, a, t, _) in meas.items():
+        r = data[idx[0]]
+        if r["pipeline parallelism"] != "1":
+            continue
+        k = (int(r["tensor parallelism"]), int(r["hidden size"]))
+        layers = int(r["# layers"])
+        fits["t"][k + (int(r["micro batch"]),)].append((layers, t, pred[key][2]))
+        if r["data parallelism"] == "1":
+            fits["a"][k].append((layers, a, pred[key][1]))
+    print("  PP 1, per layer and fixed, least squares over the layers: t by TP, hidden, "
+          "micro-batch; a at DP 1 by TP, hidden (ms)")
+    for part, groups in fits.items():
+        for k, v in sorted(groups.items()):
+            v = np.array(sorted(set(v)))
+            if len(set(v[:, 0])) < 2:
+                continue
+            (m1, m0), (p1, p0) = np.polyfit(v[:, 0], v[:, 1], 1), np.polyfit(v[:, 0], v[:, 2], 1)
+            res = np.abs(np.polyval((m1, m0), v[:, 0]) - v[:, 1]).max()
+            label = " ".join(f"{n} {x}" for n, x in zip(("tp", "h", "mb"), k))
+            print(f"    {part} {label}: {m1 * 1e3:6.3f} a layer + {m0 * 1e3:5.2f}, tpsim "
+                  f"{p1 * 1e3:6.3f} (x{p1 / m1:.2f}) + {p0 * 1e3:5.2f}; residual {res:.0e} s")
+
+
 def decompose(data, e: np.ndarray, topo) -> None:
     """The single-node runs split into their per-step and per-micro-batch parts, measured and
     predicted, by TP x PP; the error each part alone makes (the other part as measured)."""
@@ -258,6 +287,7 @@ def decompose(data, e: np.ndarray, topo) -> None:
               f"x{v[:, 2].mean():.2f} ({v[:, 2].min():.2f}-{v[:, 2].max():.2f}); from a "
               f"{v[:, 3].mean():+5.1%}, from t {v[:, 4].mean():+6.1%} ({len(v)} runs)")
     per_parameter(data, meas, pred, topo)
+    per_layer(data, meas, pred)
 
 
 def stage_parts(data, e: np.ndarray) -> None:

@@ -219,6 +219,21 @@ prints this row's TFLOP/s in the publication's count (``PUBLISHED_COUNT``: Megat
 formula, :func:`tpsim.training.flops.megatron_flops`, on the model with one MLP input GEMM), so
 its two errors agree.
 
+Read off the 26.04 code for this row and found priced as it runs (moving nothing): Transformer
+Engine 2.14's backend filter (``attention/dot_product_attention/utils.py``: FlashAttention off
+for ``softmax_type`` learnable; ``common/fused_attn/fused_attn.cpp``: cuDNN 9.13.1+ serves the
+learnable softmax with the (127, 0) window, bshd or sbhd, on sm90 in training) picks cuDNN's
+fused kernel, not the unfused fallback; the experts' grouped GEMMs are its multi-stream cuBLAS
+loop (``nvte_multi_tensor_gemm``: the CUTLASS grouped kernel only under
+``NVTE_USE_CUTLASS_GROUPED_GEMM``, which no recipe sets), fc1's bias in the GEMM's epilogue and,
+in BF16, its gradient in the wgrad GEMM's (``grouped_linear.py``); fc2's bias (``skip_bias_add``)
+and the clamps eager, the activation ``torch.compile``d (Megatron-core ``jit.py``); no CUDA
+graphs (``cuda_graph_impl`` "none"), the all-to-all dispatcher without the EP overlap. Not found
+published: a Hopper timing of cuDNN's attention with sink tokens (cudnn-frontend's gpt_oss
+benchmark runs ``with_sink_token`` False) or of that grouped GEMM at 16 experts of 1,024 rows.
+A sensitivity, not a fit: at 100 or 120 us a host op (the preset's 58) the row is +30.0% or
++22.7%.
+
 NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
 ``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):
 Qwen3-235B-A22B on 256 H100 (InfiniBand 8 x 50 GB/s), BF16, sequence 4096, global batch 2048,

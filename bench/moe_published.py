@@ -212,8 +212,8 @@ Megatron-LM's: 158 / 5,824 = 27.13 GFLOP a token, which is Megatron-Bridge v0.4'
 ``training/utils/flop_utils.py`` (tags v0.4.0-v0.4.2, the 26.04 containers' era) to the digit,
 27.16: its GLU multiplier is 3/2 only for ``activation_func == F.silu``, and gpt-oss's
 ``quick_gelu`` (``models/gpt_oss/gpt_oss_bridge.py``) gets 1, so each expert counts two GEMMs
-(h f and f h), not three; every layer is counted full causal. (The 26.06 rows use a later
-count: 1,081 / 33,166 = 32.6 GFLOP a token, three expert GEMMs and the window's pairs.) Megatron-LM's
+(h f and f h), not three; every layer is counted full causal. (The 26.06 rows use v0.5's
+count, three GEMMs for any GLU and the window's pairs: 1,081 / 33,166 = 32.6 GFLOP a token.) Megatron-LM's
 count, which tpsim prints for every other row, has 34.33 (three expert GEMMs). The script
 prints this row's TFLOP/s in the publication's count (``PUBLISHED_COUNT``: Megatron-LM's
 formula, :func:`tpsim.training.flops.megatron_flops`, on the model with one MLP input GEMM), so

@@ -205,10 +205,34 @@ FLOPs left out), YaRN RoPE (factor 32: its attention factor 1.347 makes Megatron
 RoPE unfused, :mod:`tpsim.layer.rope`), the experts' GLU inputs clamped at 7 in eager PyTorch
 with a host synchronisation before the activation (:mod:`tpsim.layer.moe_clamp`); together
 these move the row from +49.8% to +32.0%, and the banded layers' attention priced at the
-keys a query tile streams (``bench/window_attention_published.py``) to +33.7%. Its TFLOP/s are Megatron-Bridge's own count
-(``training/utils/flop_utils.py``, the window's pairs counted), 158 / 5,824 = 27.1 GFLOP a
-token against the 34.3 of Megatron-LM's count that tpsim prints (every layer full causal):
-compare its tokens/s.
+keys a query tile streams (``bench/window_attention_published.py``) to +33.7%. The recipe
+overlaps the parameter all-gather (``recipes/gpt_oss/gpt_oss.py``: ``cfg.ddp.overlap_param_gather
+= True``, ``--overlap-param-gather``). Its TFLOP/s are Megatron-Bridge's own count, not
+Megatron-LM's: 158 / 5,824 = 27.13 GFLOP a token, which is Megatron-Bridge v0.4's
+``training/utils/flop_utils.py`` (tags v0.4.0-v0.4.2, the 26.04 containers' era) to the digit,
+27.16: its GLU multiplier is 3/2 only for ``activation_func == F.silu``, and gpt-oss's
+``quick_gelu`` (``models/gpt_oss/gpt_oss_bridge.py``) gets 1, so each expert counts two GEMMs
+(h f and f h), not three; every layer is counted full causal. (The 26.06 rows use v0.5's
+count, three GEMMs for any GLU and the window's pairs: 1,081 / 33,166 = 32.6 GFLOP a token.) Megatron-LM's
+count, which tpsim prints for every other row, has 34.33 (three expert GEMMs). The script
+prints this row's TFLOP/s in the publication's count (``PUBLISHED_COUNT``: Megatron-LM's
+formula, :func:`tpsim.training.flops.megatron_flops`, on the model with one MLP input GEMM), so
+its two errors agree.
+
+Read off the 26.04 code for this row and found priced as it runs (moving nothing): Transformer
+Engine 2.14's backend filter (``attention/dot_product_attention/utils.py``: FlashAttention off
+for ``softmax_type`` learnable; ``common/fused_attn/fused_attn.cpp``: cuDNN 9.13.1+ serves the
+learnable softmax with the (127, 0) window, bshd or sbhd, on sm90 in training) picks cuDNN's
+fused kernel, not the unfused fallback; the experts' grouped GEMMs are its multi-stream cuBLAS
+loop (``nvte_multi_tensor_gemm``: the CUTLASS grouped kernel only under
+``NVTE_USE_CUTLASS_GROUPED_GEMM``, which no recipe sets), fc1's bias in the GEMM's epilogue and,
+in BF16, its gradient in the wgrad GEMM's (``grouped_linear.py``); fc2's bias (``skip_bias_add``)
+and the clamps eager, the activation ``torch.compile``d (Megatron-core ``jit.py``); no CUDA
+graphs (``cuda_graph_impl`` "none"), the all-to-all dispatcher without the EP overlap. Not found
+published: a Hopper timing of cuDNN's attention with sink tokens (cudnn-frontend's gpt_oss
+benchmark runs ``with_sink_token`` False) or of that grouped GEMM at 16 experts of 1,024 rows.
+A sensitivity, not a fit: at 100 or 120 us a host op (the preset's 58) the row is +30.0% or
++22.7%.
 
 NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
 ``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):
@@ -245,6 +269,10 @@ passes ``--moe-permute-fusion``), as tpsim's default prices it.
 """
 from __future__ import annotations
 
+import dataclasses
+
+from tpsim.spec.model import load_model
+from tpsim.training.flops import megatron_flops
 from tpsim.training.predict import predict
 
 TOPOLOGY = "dgx-h100-ndr-cluster"
@@ -290,9 +318,14 @@ DISPATCH = {
 # GPT-OSS 120B (26.04.01), BF16: the recipe's own precision, batch and recomputation
 GPT_OSS_BF16 = ("GPT-OSS 120B, 64 H100, BF16, TP1 PP4 EP8 (26.04.01)", "gpt-oss-120b", 64,
                 dict(tp=1, pp=4, dp=16, ep=8, dtype="bf16", global_batch=1280,
-                     fp8_param_gather=False, recompute="selective",
+                     fp8_param_gather=False, recompute="selective", overlap_param_gather=True,
                      recompute_modules=("layernorm", "moe_act")), 5824, 158)
 ROWS += (GPT_OSS_BF16,)
+
+# Rows whose published TFLOP/s are not Megatron-LM's count, by label: the model as their count
+# sees it (module docstring: Megatron-Bridge v0.4 counts gpt-oss's quick-GELU GLU experts as two
+# GEMMs, the count of a model with one MLP input GEMM)
+PUBLISHED_COUNT = {GPT_OSS_BF16[0]: lambda m: dataclasses.replace(m, activation="gelu")}
 
 
 # Megatron-MoE-ModelZoo's Qwen3-235B-A22B rows (module docstring): label, layout, published
@@ -365,9 +398,21 @@ def rows():
     for label, model, gpus, layout, tokens, tflops in ROWS:
         p = predict(model, TOPOLOGY, nodes=gpus // 8, **{**COMMON, **layout,
                                                           **DISPATCH.get(label, {})})
-        st = p.step
-        out.append((label, st.tokens_per_s / gpus, tokens, st.megatron_tflops_per_gpu, tflops, p))
+        out.append((label, p.step.tokens_per_s / gpus, tokens,
+                    published_count_tflops(label, model, gpus, layout, p), tflops, p))
     return out
+
+
+def published_count_tflops(label: str, model: str, gpus: int, layout: dict, p) -> float:
+    """TFLOP/s per GPU of the prediction ``p`` of row ``label`` in the count its publication
+    uses: Megatron-LM's (:func:`tpsim.training.flops.megatron_flops`) on the model as
+    ``PUBLISHED_COUNT`` reads it, else the step's own Megatron-LM figure."""
+    if label not in PUBLISHED_COUNT:
+        return p.step.megatron_tflops_per_gpu
+    run = {**COMMON, **layout}
+    flops = megatron_flops(PUBLISHED_COUNT[label](load_model(model)), run["global_batch"],
+                           run["seq_len"], run.get("tp", 1))
+    return flops / gpus / p.step.time_s / 1e12
 
 
 def without_overlap(label: str) -> float | None:

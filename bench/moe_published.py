@@ -217,9 +217,13 @@ step seconds. The rows were published on 2025-05-27 (commit 8017e11, ``examples/
 readme.md``) with their commands (``examples/qwen3/run_235b.sh``) and the model's arguments
 then (``model_configs/benchmarking/Qwen3-235B-A22B.yaml``: the distributed optimizer,
 ``--overlap-grad-reduce``, ``--overlap-param-gather``, SP, expert-TP 1, the flex dispatcher
-with DeepEP, ``--moe-grouped-gemm``, ``--moe-permute-fusion``, no cross-entropy fusion and no
-router fusion yet, no CUDA graphs, the embedding and the loss counted in the pipeline split:
-96 units), every command with ``--moe-router-force-load-balancing``. Cross-node EP
+with DeepEP, ``--moe-grouped-gemm``, ``--moe-permute-fusion``, no cross-entropy fusion, no
+CUDA graphs, the embedding and the loss counted in the pipeline split: 96 units), every
+command with ``--moe-router-force-load-balancing``. The router is Megatron-core's PyTorch
+top-k and auxiliary loss (``--no-moe-router-fusion``, :mod:`tpsim.layer.moe_router`): its
+fused kernels came to Megatron-LM in August 2025 (c08d89be; the yaml gained
+``--moe-router-fusion`` in 2026). The TP4 command's ``--moe-router-aux-loss-fusion`` is no
+flag of Megatron-LM's main branch, then or since: that row is priced unfused too. Cross-node EP
 (``moe_dev(f3e6c5)``): DeepEP, TP2 PP8 VP4 EP32, micro-batch 1, recomputation "norm, act"
 (``--recompute selective --recompute-modules layernorm moe_act``), 19.7 s, and 17.6 s "+1f1b
 overlap" (``--combined-1f1b --combined-1f1b-recipe ep_a2a``: ``--overlap-moe-comm``).
@@ -319,7 +323,7 @@ ROWS += (GPT_OSS_BF16,)
 # step seconds; all BF16 on 256 H100, the flex dispatcher's DeepEP unless the row says A2A
 ZOO_COMMON = dict(dtype="bf16", seq_len=4096, micro_batch=1, global_batch=2048,
                   distributed_optimizer=True, overlap_param_gather=True,
-                  sequence_parallel=True, expert_tp=1,
+                  sequence_parallel=True, expert_tp=1, moe_router_fusion=False,
                   moe_dispatcher="flex", moe_flex_backend="deepep")
 NORM_ACT = dict(recompute="selective", recompute_modules=("layernorm", "moe_act"))
 VP4 = dict(pp=8, virtual_stages=4, pipeline_layout="Ett|(ttt|)*30ttL")

@@ -237,16 +237,40 @@ A sensitivity, not a fit: at 100 or 120 us a host op (the preset's 58) the row i
 NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
 ``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):
 Qwen3-235B-A22B on 256 H100 (InfiniBand 8 x 50 GB/s), BF16, sequence 4096, global batch 2048,
-step seconds. Cross-node EP (``moe_dev(f3e6c5)``): DeepEP, TP2 PP8 VP4 EP32, micro-batch 1,
-recomputation "norm, act" (``--recompute selective --recompute-modules layernorm moe_act``),
-19.7 s, and 17.6 s "+1f1b overlap" (``--overlap-moe-comm``). Intra-node EP (``main(1e057005)``):
-DeepEP TP2 EP8 DP128 with Megatron-FSDP (parameters, gradients and optimizer state sharded
-over DP: ``--zero 3``), micro-batch 4, full recomputation, 17.6 s; the all-to-all dispatcher
-TP2 PP32 VP3 EP8, "norm, act", 24.2 s; DeepEP TP4 PP8 VP4 EP8, no recomputation, 29.0 s. The
-table gives no layout for the 94 layers: the VP4 rows split them as Megatron-Bridge's recipe
-above, the PP32 VP3 row as the embedding alone, a layer a chunk and the loss alone. The
-long-context table gives TFLOP/s only (Megatron-LM's count at other sequence lengths): left out.
-``best_practice/deepseek-v3/readme.md`` gives no H100 step time.
+step seconds. The rows were published on 2025-05-27 (commit 8017e11, ``examples/qwen3/
+readme.md``) with their commands (``examples/qwen3/run_235b.sh``) and the model's arguments
+then (``model_configs/benchmarking/Qwen3-235B-A22B.yaml``: the distributed optimizer,
+``--overlap-grad-reduce``, ``--overlap-param-gather``, SP, expert-TP 1, the flex dispatcher
+with DeepEP, ``--moe-grouped-gemm``, ``--moe-permute-fusion``, no cross-entropy fusion, no
+CUDA graphs, the embedding and the loss counted in the pipeline split: 96 units), every
+command with ``--moe-router-force-load-balancing``. The router is Megatron-core's PyTorch
+top-k and auxiliary loss (``--no-moe-router-fusion``, :mod:`tpsim.layer.moe_router`): its
+fused kernels came to Megatron-LM in August 2025 (c08d89be; the yaml gained
+``--moe-router-fusion`` in 2026). The TP4 command's ``--moe-router-aux-loss-fusion`` is no
+flag of Megatron-LM's main branch, then or since: that row is priced unfused too. Cross-node EP
+(``moe_dev(f3e6c5)``): DeepEP, TP2 PP8 VP4 EP32, micro-batch 1, recomputation "norm, act"
+(``--recompute selective --recompute-modules layernorm moe_act``), 19.7 s, and 17.6 s "+1f1b
+overlap" (``--combined-1f1b --combined-1f1b-recipe ep_a2a``: ``--overlap-moe-comm``).
+Intra-node EP (``main(1e057005)``): DeepEP EP8 with Megatron-FSDP (``--use-custom-fsdp
+--data-parallel-sharding-strategy optim_grads_params``: parameters, gradients and optimizer
+state sharded over DP, ``--zero 3``; ``--no-gradient-accumulation-fusion``), micro-batch 4,
+full recomputation (``--recompute-method uniform --recompute-num-layers 1``), 17.6 s; the
+all-to-all dispatcher TP2 PP32 VP3 EP8, "norm, act", 24.2 s; DeepEP TP4 PP8 VP4 EP8, no
+recomputation, 29.0 s. The FSDP row's command runs TP 1 (DP 256) where the table's cells say
+TP 2, DP 128 and 4 micro-batches: tpsim runs the command. At TP 2 the row could not reach
+17.6 s on this network: each GPU's expert shards (16 experts of 94 layers, 28.4 billion
+parameters) are gathered twice (forward, backward: Megatron-FSDP's ``_pre_forward_param_
+unshard`` and ``_pre_backward``; the recomputed forward finds them gathered) and their
+gradients reduce-scattered in fp32 (``accumulate_allreduce_grads_in_fp32`` for bf16) in every
+micro-batch (``grad_reduce_every_bprop`` for ``optim_grads_params``), over expert DP (32
+ranks, one a node: stride 8), through the GPU's own NIC: 8 bytes x 31/32 a parameter, 220 GB a
+micro-batch, 880 GB in 4 micro-batches, 17.6 s at the NIC's 50 GB/s line rate with nothing
+exposed; at TP 1 (2 micro-batches) 440 GB. The table gives no layout for the 94 layers: the
+commands' ``--account-for-embedding-in-pipeline-split`` and ``..._loss_...`` with 96 / pp / vp
+units a chunk split them as Megatron-Bridge's recipe above at VP 4, and at PP32 VP3 as the
+embedding alone, a layer a chunk and the loss alone. The long-context table gives TFLOP/s only
+(Megatron-LM's count at other sequence lengths): left out. ``best_practice/deepseek-v3/
+readme.md`` gives no H100 step time.
 
 Megatron-Bridge PR #3868 (2026-05-18, its comment and ``docs/training/cuda-graphs.md``, "Mid-sized
 MoE pretrain"): Qwen3-30B-A3B pre-training, H100, BF16, 2 nodes (16 GPUs), EP 16, TP 1 PP 1 CP 1,
@@ -331,7 +355,8 @@ PUBLISHED_COUNT = {GPT_OSS_BF16[0]: lambda m: dataclasses.replace(m, activation=
 # Megatron-MoE-ModelZoo's Qwen3-235B-A22B rows (module docstring): label, layout, published
 # step seconds; all BF16 on 256 H100, the flex dispatcher's DeepEP unless the row says A2A
 ZOO_COMMON = dict(dtype="bf16", seq_len=4096, micro_batch=1, global_batch=2048,
-                  distributed_optimizer=True, sequence_parallel=True, expert_tp=1,
+                  distributed_optimizer=True, overlap_param_gather=True,
+                  sequence_parallel=True, expert_tp=1, moe_router_fusion=False,
                   moe_dispatcher="flex", moe_flex_backend="deepep")
 NORM_ACT = dict(recompute="selective", recompute_modules=("layernorm", "moe_act"))
 VP4 = dict(pp=8, virtual_stages=4, pipeline_layout="Ett|(ttt|)*30ttL")
@@ -340,9 +365,10 @@ ZOO_ROWS = (
      dict(tp=2, dp=16, ep=32, **VP4, **NORM_ACT), 19.7),
     ("  same, +1f1b overlap (f3e6c5)",
      dict(tp=2, dp=16, ep=32, **VP4, **NORM_ACT, overlap_moe_comm=True), 17.6),
-    ("DeepEP TP2 EP8 FSDP MBS4, full recompute (1e057005)",
-     dict(tp=2, dp=128, ep=8, zero=3, distributed_optimizer=False, micro_batch=4,
-          recompute="full"), 17.6),
+    ("DeepEP TP1 EP8 FSDP MBS4, full recompute (1e057005)",
+     dict(tp=1, dp=256, ep=8, zero=3, distributed_optimizer=False, overlap_param_gather=False,
+          micro_batch=4, recompute="full", recompute_method="uniform", recompute_num_layers=1,
+          gradient_accumulation_fusion=False), 17.6),
     ("A2A TP2 PP32 VP3 EP8, norm+act (1e057005)",
      dict(tp=2, pp=32, virtual_stages=3, dp=4, ep=8, moe_dispatcher="alltoall",
           pipeline_layout="E|(t|)*94L", **NORM_ACT), 24.2),

@@ -294,6 +294,7 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
     B.load_balancing = getattr(moe, "load_balancing", "none")
     B.permute_fusion = getattr(moe, "permute_fusion", True)
     B.permute_into = getattr(moe, "permute_into", False)
+    B.router_fusion = getattr(moe, "router_fusion", True)
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

@@ -47,6 +47,7 @@ from .linears import fp8_cast, gathered_input
 from .moe_bias import bias_bwd, bias_fwd
 from .moe_host import aux_all_reduce, aux_bwd, aux_fwd_ops
 from .moe_loops import local_experts, wgrad_loop_ops
+from .moe_router import topk_bwd, topk_fwd
 from .template import Builder
 
 
@@ -146,12 +147,14 @@ def gathered_tokens(d: Dims):
 
 def router_fwd(B: Builder, x) -> tuple[str, str]:
     """The gating GEMM and the fused top-k, with the auxiliary loss's host ops and TP
-    all-reduce (:mod:`tpsim.layer.moe_host`)."""
+    all-reduce (:mod:`tpsim.layer.moe_host`); PyTorch's without ``B.router_fusion``
+    (:mod:`tpsim.layer.moe_router`)."""
     router = B.gemm("fwd.router", lambda d: (d.Tn, d.experts, d.h), (x,),
                     saved=lambda d: d.Tn * d.h * d.bpe)
     topk = B.eltwise("fwd.router.topk", lambda d: (d.Tn, d.experts, d.Tn * d.experts * (d.bpe + 4)
                                                    + d.Tn * d.topk * 12), (router,),
-                     saved=lambda d: d.Tn * d.experts * 4, host_ops=1 + aux_fwd_ops(B))
+                     saved=lambda d: d.Tn * d.experts * 4, host_ops=1 + aux_fwd_ops(B)) \
+        if B.router_fusion else topk_fwd(B, router)
     aux_all_reduce(B, topk)
     return router, topk
 
@@ -248,7 +251,8 @@ def router_bwd(B: Builder, probs, x) -> str:
     ops, launches = aux_bwd(B)
     r = B.eltwise("bwd.router.topk", lambda d: (d.Tn, d.experts, 3 * d.Tn * d.experts * 4),
                   (probs,), forward_of="fwd.router.topk", host_ops=1 + ops,
-                  launches=(lambda d: launches) if launches else None)
+                  launches=(lambda d: launches) if launches else None) \
+        if B.router_fusion else topk_bwd(B, probs)
     r = dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False)
     return B.eltwise("bwd.router.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (x, r),
                      forward_of="fwd.router")

@@ -64,12 +64,14 @@ class Alltoall:
     """The switches of the all-to-all slot's structure: shared experts, which of its groups
     have more than one rank (a collective on a one-rank group is no op), the router's
     auxiliary loss (:mod:`tpsim.layer.moe_host`), Transformer Engine's fused permutation (else
-    PyTorch's: :mod:`tpsim.layer.moe_permute`)."""
+    PyTorch's: :mod:`tpsim.layer.moe_permute`) and fused top-k (else PyTorch's:
+    :mod:`tpsim.layer.moe_router`)."""
     shared: bool
     ep: bool
     etp: bool
     load_balancing: str = "none"
     permute_fusion: bool = True
+    router_fusion: bool = True
 
 
 def sent_rows(d: Dims) -> int:

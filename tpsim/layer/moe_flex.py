@@ -67,20 +67,23 @@ TPEP = "tpep"      # the all-gather dispatcher's group: expert-TP x EP consecuti
 @dataclass(frozen=True)
 class Flex:
     """The flex dispatcher's slot: shared experts, the kernels' backend, the router's
-    auxiliary loss, HybridEP's permutation inside its kernels (module docstring)."""
+    auxiliary loss, HybridEP's permutation inside its kernels (module docstring), the fused
+    top-k (:mod:`tpsim.layer.moe_router`)."""
     shared: bool
     backend: str = "deepep"
     load_balancing: str = "none"
     permute_into: bool = False
+    router_fusion: bool = True
 
 
 @dataclass(frozen=True)
 class AllGather:
     """The all-gather dispatcher's slot over expert-TP x EP ranks: shared experts, and whether
-    that group has more than one rank."""
+    that group has more than one rank; the router's loss and fused top-k."""
     shared: bool
     gathered: bool = True
     load_balancing: str = "none"
+    router_fusion: bool = True
 
 
 def slot_groups(moe) -> dict[str, int]:
@@ -201,17 +204,20 @@ def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 
 def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int,
             load_balancing: str = "none", permute_fusion: bool = True,
-            into_hybridep: bool = False):
+            into_hybridep: bool = False, router_fusion: bool = True):
     """The MoE layers' slot for ``dispatcher`` at ep, expert-TP ``etp`` and TP ``tp``: None
     for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
     else an :class:`~tpsim.layer.moe_ep.Alltoall` (unfused permutation without
     ``permute_fusion``), :class:`Flex` (HybridEP's permutation in its kernels with
-    ``into_hybridep``) or :class:`AllGather` (with the router's ``load_balancing``); a
-    ConfigError naming a flag tpsim does not price."""
+    ``into_hybridep``) or :class:`AllGather` (with the router's ``load_balancing``), each with
+    the router's top-k fused or not (``router_fusion``); a ConfigError naming a flag tpsim
+    does not price."""
     if ep == 1 and etp == tp:
-        if not permute_fusion:
-            raise ConfigError("--no-moe-permute-fusion", "", "--ep or --expert-tp set (the "
-                              "unfused permutation is priced for the all-to-all slot)", ep)
+        for fused, flag, what in ((permute_fusion, "--no-moe-permute-fusion", "permutation"),
+                                  (router_fusion, "--no-moe-router-fusion", "router")):
+            if not fused:
+                raise ConfigError(flag, "", f"--ep or --expert-tp set (the unfused {what} is "
+                                  "priced for the expert-parallel slots)", ep)
         return None
     if dispatcher == "flex":
         if ep == 1:
@@ -220,10 +226,11 @@ def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: 
         if etp > 1:
             raise ConfigError("--expert-tp", "", "1 with --moe-dispatcher flex (its expert-TP x "
                               "EP group is priced for expert-TP 1)", etp)
-        return Flex(shared, backend, load_balancing, into_hybridep and backend == "hybridep")
+        return Flex(shared, backend, load_balancing, into_hybridep and backend == "hybridep",
+                    router_fusion)
     if dispatcher == "allgather":
-        return AllGather(shared, etp * ep > 1, load_balancing)
-    return Alltoall(shared, ep > 1, etp > 1, load_balancing, permute_fusion)
+        return AllGather(shared, etp * ep > 1, load_balancing, router_fusion)
+    return Alltoall(shared, ep > 1, etp > 1, load_balancing, permute_fusion, router_fusion)
 
 
 def slot_subgroups(moe, experts) -> dict[str, Group]:

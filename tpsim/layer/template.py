@@ -94,6 +94,7 @@ class Builder:
         self.load_balancing = "none"   # the MoE router's auxiliary loss (tpsim.layer.moe_host)
         self.permute_fusion = True     # TE's fused MoE permutation (tpsim.layer.moe_permute)
         self.permute_into = False      # HybridEP's, inside its kernels (tpsim.layer.moe_flex)
+        self.router_fusion = True      # the router's fused top-k (tpsim.layer.moe_router)
         self.async_dgrad = True    # TP all-reduce of dX beside wgrad (tpsim.layer.linears)
         self.grad_fusion = True    # wgrad accumulates into the main gradient (the same)
         self.qk_norm = False   # an RMSNorm on each head's query and key (tpsim.layer.qk_norm)

@@ -241,6 +241,9 @@ class Layout:
         "sorts and unpermutation as Transformer Engine's fused kernels, as Megatron-Bridge "
         "sets (Megatron-LM's --moe-permute-fusion)", "--moe-permute-fusion", help="permute the "
         "MoE tokens with PyTorch ops (Megatron-core's default; tpsim.layer.moe_permute)")
+    moe_router_fusion: bool = _flag(True, "the router's top-k and auxiliary loss as fused kernels, "
+        "as Megatron-Bridge sets (Megatron-LM's --moe-router-fusion)", "--moe-router-fusion",
+        help="route with PyTorch ops (Megatron-core's default; tpsim.layer.moe_router)")
     moe_permute_fusion_into_hybridep: bool = _flag(False, "HybridEP's permutation inside its "
         "dispatch and combine kernels (else kernels of their own: tpsim.layer.moe_flex)",
         "--moe-permute-fusion-into-hybridep")
@@ -303,8 +306,7 @@ class Layout:
         self._check_recompute()
         check_sharding(self)
         if self.train_metrics > MAX_TRAIN_METRICS:
-            raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}",
-                              self.train_metrics)
+            raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}", self.train_metrics)
         if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
             raise ConfigError("--cpu-offload-layers", "", "0 with --pp above 1 or --recompute "
                               "(Megatron-core offloads with neither)", self.cpu_offload_layers)
@@ -349,10 +351,8 @@ class Layout:
                               ",".join(self.recompute_modules))
         method, n = self.recompute_method, self.recompute_num_layers
         if (method is None) != (n is None):
-            flag, value = ("--recompute-method", method) if n is None else \
-                ("--recompute-num-layers", n)
-            raise ConfigError(flag, "", "--recompute-method and --recompute-num-layers "
-                              "together", value)
+            flag, value = ("--recompute-method", method) if n is None else ("--recompute-num-layers", n)
+            raise ConfigError(flag, "", "--recompute-method and --recompute-num-layers together", value)
         if method is not None and self.recompute != "full":
             raise ConfigError("--recompute-method", "", "--recompute full beside it", method)
 

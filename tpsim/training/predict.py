@@ -120,7 +120,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
                    flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed",
-                   permute=(True, False)):
+                   permute=(True, False, True)):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
@@ -189,8 +189,8 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           lay.tp_comm_overlap, moe, lay.cp, lay.cp_comm, lay.query_key_layer_scaling,
                           experts, expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
-                          lay.moe_flex_backend, lay.backward, lay.fp8_recipe,
-                          (lay.moe_permute_fusion, lay.moe_permute_fusion_into_hybridep))
+                          lay.moe_flex_backend, lay.backward, lay.fp8_recipe, (lay.moe_permute_fusion,
+                           lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion))
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

@@ -79,7 +79,7 @@ def test_the_pair_is_megatrons_four_slots(qwen):
     sets the pace: its ops at 58 us, 48 launches at 5 us and the auxiliary loss's C++ node,
     :mod:`tpsim.layer.moe_host`, and Transformer Engine's 2 calls per local expert (8) after each
     grouped wgrad, each priced as a launch, :mod:`tpsim.layer.moe_loops`); NCCL's all-to-alls slow the compute beside them by the
-    device's interference (0.24 on the H100)."""
+    device's interference (0.50 on the H100)."""
     sim, device = qwen[False].run, H100.device
     i, k = device.comm_compute_interference, device.ep_comm_slowdown
     (p_f, d_f, m_f, c_f), (c_b, m_b, d_b, p_b) = pieces(sim)

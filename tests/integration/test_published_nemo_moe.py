@@ -1,7 +1,9 @@
 """Mixtral's whole training step against NeMo 2.0's published Blackwell runs (NeMo 25.02 on
-DGX-B200, 25.04 on DGX-GB200; bench/nemo_moe_published.py gives the sources and each recipe's
-settings). Used in no fit: tpsim is fast by 7-14% on all four, so each row is held within
-15% (docs/checks.md), and the sign is held too: a change that made any row slow would be news.
+DGX-B200, 25.04 on DGX-GB200), with the same tables' dense Llama 3 8B rows for scale
+(bench/nemo_moe_published.py gives the sources and each recipe's settings). Used in no fit:
+tpsim is fast by 7-14% on the four Mixtral rows, 12% and 2% on the dense ones, so each row is
+held within 15% (docs/checks.md), and the sign is held too: a change that made any row slow
+would be news.
 """
 from __future__ import annotations
 

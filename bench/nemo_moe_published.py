@@ -53,11 +53,19 @@ would remove). The 8x22B rows ran none.
 
 Where the error sits: the dense Llama 3 8B row of the same 25.02 B200 table reads as fast as its
 Mixtral rows (+12%), where the 25.04 GB200 table's reads +2% and its Mixtral rows +7% and +14%:
-on B200 the excess is the 25.02 software's (early Blackwell kernels, Transformer Engine 2.0),
-not the MoE layer's; B200's sustained clock is fitted on Megatron-Bridge's 25.11 MXFP8 run
-(``bench/blackwell_clock.py``), nine months later. The sequence length of the 8x22B rows is the summary's
-(65,536): the recipe's data module has 4,096, but the published 824 model TFLOP/s over 2,232
-tokens/s is 369 GFLOP a token, the causal count at 65,536 (251 at 4,096). The 25.02 page
+on B200 the excess is not the MoE layer's but, by this reading, the February 2025 software's
+on B200: B200's sustained clock is fitted on Megatron-Bridge's 25.11 MXFP8 run
+(``bench/blackwell_clock.py``), nine months later. On GB200 the Mixtral rows' excess over the
+dense row is the Mixtral layers'.
+
+The sequence length of the 8x22B rows is the summary's
+(65,536, as the release's ``model_configs_b200.csv``; the recipe's data module itself has
+4,096), with one doubt: NeMo's own FLOP count (``nemo/utils/flops_formulas.py`` ``mixtral`` /
+``llama3``: the full, non-causal attention term 12 s / h) reproduces the published model
+TFLOP/s over tokens/s of the 8x7B and Llama 3 8B rows to 0.03% (82.93 and 57.91 GFLOP a
+token), but gives the 8x22B row's 369.2 at a sequence of 32,768 (504.3 at 65,536). Whether its
+tokens/s counts 65,536 or 32,768 tokens a sequence is not stated; at 32,768 tpsim reads
++18.1% (B200) and +10.8% (GB200) where it reads +13.9% and +13.6% at 65,536. The 25.02 page
 prints that row's GBS and MBS as 1 and 64; the recipe's ``model_configs_b200.csv`` and the
 printed GA (16 = 64 / (1 x DP 4)) give 64 and 1.
 

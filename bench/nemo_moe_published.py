@@ -71,7 +71,9 @@ printed GA (16 = 64 / (1 x DP 4)) give 64 and 1.
 
     python bench/nemo_moe_published.py [--breakdown]
 
-``--breakdown``: each row's MoE layer by component (``bench/moe_breakdown.py``'s groups), us
+The TFLOP/s columns count differently (the summary NeMo's full-attention count, tpsim
+Megatron-LM's, ``megatron_tflops_per_gpu``): the error is on tokens/s. ``--breakdown``: each
+row's MoE layer by component (``bench/moe_breakdown.py``'s groups), us
 per layer and micro-batch, and the layer time its published step implies.
 """
 from __future__ import annotations

@@ -56,7 +56,14 @@ Mixtral rows (+12%), where the 25.04 GB200 table's reads +2% and its Mixtral row
 on B200 the excess is not the MoE layer's but, by this reading, the February 2025 software's
 on B200: B200's sustained clock is fitted on Megatron-Bridge's 25.11 MXFP8 run
 (``bench/blackwell_clock.py``), nine months later. On GB200 the Mixtral rows' excess over the
-dense row is the Mixtral layers'.
+dense row is the Mixtral layers'. Nor is it the 8x22B rows' context-parallel attention at long
+sequences: NeMo's long-context Llama 3 8B runs on DGX-B200 (NeMo 25.04.rc2; NVIDIA/NeMo
+``docs/source/performance/performance_long_sequence.md`` at commit a2c4cc8ee6: sequence 32K,
+64K, 128K on 32, 64, 128 GPUs, batch 128, 64, 32, CP 2, 4, 4, TP 1, 1, 2; 1,624, 1,600, 1,588
+TFLOP/s, read as tokens/s by NeMo's count, the data-parallel degree taken as GPUs / (TP x CP)
+as the table's DP column is a quarter of it, micro-batch 1) read -0.8%, -2.0%, -1.6% in tpsim
+with delayed scaling (a diagnostic, not a check: the micro-batch and the FP8 recipe are not
+stated).
 
 The sequence length of the 8x22B rows is the summary's
 (65,536, as the release's ``model_configs_b200.csv``; the recipe's data module itself has

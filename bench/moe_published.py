@@ -99,7 +99,8 @@ per-expert Python of Transformer Engine and Megatron-core, HybridEP's own Python
 overlap's CPU overhead (Megatron-LM PR #2168); no published per-op host figure for
 Megatron-core with Transformer Engine on H100 was found. Nothing here is fitted to these rows.
 
-The summary has no Mixtral row on H100.
+The summary has no Mixtral row on H100; NeMo 2.0's Mixtral rows on B200 and GB200 are checked by
+``bench/nemo_moe_published.py``.
 
 Checked and ruled out as the gap's cause (none moves a row by more than a few points):
 

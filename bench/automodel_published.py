@@ -1,0 +1,143 @@
+"""tpsim's training step against NeMo AutoModel's published H100 BF16 pre-training runs (the
+PyTorch-native stack: FSDP2, expert parallelism by DeepEP, torch's pipeline schedules,
+Transformer Engine's layers), used in no fit.
+
+Source: NVIDIA-NeMo/Automodel, ``docs/performance-summary.md`` (added at commit 89e3a9fdd,
+2025-10-06, "Last Updated 2025-10-02"; the Qwen3 row re-measured at 8d9bfb90e, the Llama 3
+70B row added at 2013a4dd6, now ``docs/performance-summary.mdx``), "System: DGX-H100,
+Precision: BF16", copied in tests/data/published_steps/h100_bf16_automodel.csv with each row's
+recipe. What every MoE recipe runs (``examples/benchmark/configs/*_te_deepep.yaml`` and
+``nemo_automodel/components/moe/parallelizer.py`` at those commits): ``--framework automodel``
+(FSDP2 per transformer block, its copies, torch's foreach Adam); ``activation_checkpointing``
+wraps every block in ``checkpoint_wrapper`` (``--recompute full``); Transformer Engine's
+attention (cuDNN: the H100's flash3 class), linears and RMSNorm; ``enable_deepep``
+(``--moe-dispatcher flex --moe-flex-backend deepep``); ``fake_balanced_gate`` (every expert
+the same tokens: ``--moe-imbalance`` 1, no auxiliary loss); no torch.compile; FSDP2's
+``reshard_after_forward`` off (``not pp_enabled`` at 89e3a9fdd, the parallelizer's default
+False at 8d9bfb90e). DeepSeek-V3 is AutoModel's own model, without the multi-token-prediction
+layer (``--mtp-layers 0``).
+
+* DeepSeek-V3, PP 4 ``interleaved1f1b`` with ``layers_per_stage`` 2: AutoPipeline makes
+  ceil(61 / 2) + 1 = 32 stages (``calculate_virtual_stages``, a multiple of PP 4: VP 8), the
+  61 layers split 2 to the first 29 and 1 to the last 3, the embedding in the first, the norm
+  and output layer in the last (``generate_hf_model_fqn_per_model_part``). The 1,024-GPU row's
+  later recipe (``deepseek_v3_te_deepep_1024.yaml``, added 2025-10-08) sets ``layers_per_stage``
+  4 (16 stages, VP 4), not the table's VP 8: priced as the table. Its ``local_batch_size`` 8
+  at ``pp_microbatch_size`` 1 is 8 micro-batches, and gradient accumulation calls the schedule
+  once per local batch (``recipes/llm/benchmark.py``: ``for ga_step_idx in range(ga_steps)``),
+  each call a whole pipeline whose last backward reduce-scatters the stage's gradients (torch's
+  ``backward_maybe_with_nosync``): the 1,024-GPU step is 4 such pipelines (global batch 2,048
+  each) and one optimizer step (``FLUSHES``).
+* Qwen3-30B-A3B on one node: EP 8 over the 8 FSDP ranks (the experts unsharded), micro-batch 4
+  (``local_batch_size``), 16 micro-batches, FSDP2's per-micro-batch reduce-scatter (the
+  recipe's ``enable_fsdp_optimization`` key does not name ``BackendConfig``'s
+  ``enable_fsdp_optimizations``; over NVLink the reduction is 0.15 s of the step either way).
+* Llama 3.1 70B (``custom_llama3_1_70b_pretrain_benchmark_8nodes.yaml`` at 2013a4dd6): the
+  Hugging Face model with ``attn_implementation: sdpa`` (FlashAttention-2 on H100, as the
+  torchtitan preset), ``enable_compile`` (per-layer torch.compile: fused elementwise kernels),
+  CP 2 by torch's ``context_parallel`` with ``cp_rotate_method="allgather"``
+  (``components/distributed/cp_utils.py``: ``--cp-comm all-gather``), FSDP over the 32 x 2
+  DP x CP ranks with explicit prefetch (tpsim's one unit ahead), checkpointing of each layer's
+  attention and MLP (``--recompute full``: the two RMSNorms are not re-run there), Transformer
+  Engine's ``FusedAdam`` (``--adam fused``), micro-batch 1, 4 micro-batches.
+
+Not priced (the CSV's ``priced`` column says why): Kimi K2 and GPT-OSS 20B (no model config
+shipped), GPT-OSS 120B (PyTorch's FlexAttention with sinks and a sliding window: no kernel of
+tpsim's), the Nemotron V3 rows (hybrid Mamba-Transformer layers). Not modelled in the priced
+rows: the bf16 parameters and Adam state (tpsim keeps fp32 master weights and state: the memory
+column is high, the optimizer step slightly long), the MoE models' eager PyTorch rotary
+embedding, SwiGLU and router (priced as fused kernels: tpsim's fast side), the experts'
+``grouped_gemm`` kernels (priced as tpsim's grouped GEMM).
+
+    python bench/automodel_published.py
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tpsim.spec.frameworks import FRAMEWORKS
+from tpsim.training.predict import predict
+
+DATA = Path(__file__).resolve().parent.parent / "tests/data/published_steps/h100_bf16_automodel.csv"
+TOPOLOGY = "dgx-h100-ndr-cluster"
+AUTOMODEL = FRAMEWORKS["automodel"]
+MOE = dict(tp=1, recompute="full", dtype="bf16", zero=3, reshard_after_forward=False,
+           moe_dispatcher="flex", moe_flex_backend="deepep", **AUTOMODEL)
+# DeepSeek-V3's 32 stages (module docstring): 2 layers in each of the first 29, 1 in the last 3
+DEEPSEEK = dict(MOE, pp=4, virtual_stages=8, ep=64, micro_batch=1, mtp_layers=0,
+                pipeline_layout="Ett|(tt|)*28t|t|tL")
+# (model, nodes, layout, pipelines a step) by the CSV's (model, GPUs)
+LAYOUTS = {
+    ("DeepSeek V3 671B", 1024): ("deepseek-v3", 128, dict(DEEPSEEK, dp=256, global_batch=2048), 4),
+    ("DeepSeek V3 671B", 256): ("deepseek-v3", 32, dict(DEEPSEEK, dp=64, global_batch=512), 1),
+    ("Qwen3 MoE 30B", 8): ("qwen3-30b-a3b", 1, dict(MOE, dp=8, ep=8, micro_batch=4,
+                                                    global_batch=512), 1),
+    ("Llama3 70B", 64): ("llama3-70b", 8, dict(tp=1, cp=2, cp_comm="all-gather", dp=32, zero=3,
+                                               micro_batch=1, global_batch=128,
+                                               recompute="full", dtype="bf16",
+                                               attention="flash2", **{**AUTOMODEL,
+                                                                     "adam": "fused"}), 1),
+}
+FLUSHES = {key: flushes for key, (_, _, _, flushes) in LAYOUTS.items()}
+
+
+def published() -> list[dict]:
+    """The CSV's rows, as published."""
+    with open(DATA) as f:
+        return list(csv.DictReader(f))
+
+
+def predicted(row: dict):
+    """(step seconds, the prediction of one pipeline) of a priced row: ``flushes`` pipelines
+    and one optimizer step, t = n (t_1 - t_opt) + t_opt."""
+    model, nodes, layout, flushes = LAYOUTS[(row["model"], int(row["gpus"]))]
+    p = predict(model, TOPOLOGY, nodes=nodes, seq_len=int(row["seq"]), **layout)
+    opt = p.step.optimizer_s
+    return flushes * (p.step.time_s - opt) + opt, p
+
+
+def rows() -> list[tuple]:
+    """(name, published step s, tpsim step s, published tokens/s per GPU, tpsim's, error of
+    tokens/s, fits, prediction) per priced row."""
+    out = []
+    for r in published():
+        if r["priced"] != "yes":
+            continue
+        step, p = predicted(r)
+        gpus = int(r["gpus"])
+        tps = int(r["global_batch"]) * int(r["seq"]) / step / gpus
+        pub = float(r["tokens_per_s_gpu"])
+        out.append((f"{r['model']}, {gpus} H100", float(r["step_s"]), step, pub, tps,
+                    tps / pub - 1, p.memory.fits, p))
+    return out
+
+
+def breakdown(p) -> str:
+    """The shares of one pipeline's step (compute, exposed EP / DP / PP, bubble, host, optimizer)."""
+    s = p.step
+    parts = (("compute", s.compute_s), ("EP", s.ep_comm_exposed_s), ("DP", s.dp_comm_exposed_s),
+             ("PP", s.pp_comm_exposed_s), ("bubble", s.bubble_s), ("host", s.host_wait_s),
+             ("optimizer", s.optimizer_s))
+    return ", ".join(f"{k} {v:.2f} s ({v / s.time_s:.0%})" for k, v in parts if v > 0)
+
+
+def main() -> None:
+    print(f"{'run':28s} {'step s':>7s} {'tpsim':>7s} {'tokens/s/GPU':>12s} {'tpsim':>7s} "
+          f"{'error':>7s}  fits")
+    errors = []
+    for name, step_pub, step, pub, tps, err, fits, p in rows():
+        errors.append(abs(err))
+        print(f"{name:28s} {step_pub:7.2f} {step:7.2f} {pub:12,.0f} {tps:7,.0f} {err:+7.1%}"
+              f"  {'yes' if fits else 'NO '}")
+        print(f"{'':28s} one pipeline: {breakdown(p)}")
+    print(f"mean |error| {sum(errors) / len(errors):.1%}, max {max(errors):.1%} over "
+          f"{len(errors)} runs used in no fit (error: tokens/s, + is tpsim fast)")
+    print("\nnot priced:")
+    for r in published():
+        if r["priced"] != "yes":
+            print(f"  {r['model']}, {r['gpus']} H100: {r['priced'][4:]}")
+
+
+if __name__ == "__main__":
+    main()

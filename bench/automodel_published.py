@@ -62,8 +62,11 @@ from tpsim.training.predict import predict
 DATA = Path(__file__).resolve().parent.parent / "tests/data/published_steps/h100_bf16_automodel.csv"
 TOPOLOGY = "dgx-h100-ndr-cluster"
 AUTOMODEL = FRAMEWORKS["automodel"]
+# the MoE recipes' settings (module docstring); fake_balanced_gate's token t to experts
+# kt..kt+k-1 mod E (--moe-routing round-robin)
 MOE = dict(tp=1, recompute="full", dtype="bf16", zero=3, reshard_after_forward=False,
-           moe_dispatcher="flex", moe_flex_backend="deepep", **AUTOMODEL)
+           moe_dispatcher="flex", moe_flex_backend="deepep", moe_routing="round-robin",
+           **AUTOMODEL)
 # DeepSeek-V3's 32 stages (module docstring): 2 layers in each of the first 29, 1 in the last 3
 DEEPSEEK = dict(MOE, pp=4, virtual_stages=8, ep=64, micro_batch=1, mtp_layers=0,
                 pipeline_layout="Ett|(tt|)*28t|t|tL")

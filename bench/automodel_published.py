@@ -91,18 +91,18 @@ def published() -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def predicted(row: dict):
-    """(step seconds, the prediction of one pipeline) of a priced row: ``flushes`` pipelines
-    and one optimizer step, t = n (t_1 - t_opt) + t_opt."""
+def predicted(row: dict, **changes):
+    """(step seconds, the prediction of one pipeline) of a priced row, its layout with
+    ``changes``: ``flushes`` pipelines and one optimizer step, t = n (t_1 - t_opt) + t_opt."""
     model, nodes, layout, flushes = LAYOUTS[(row["model"], int(row["gpus"]))]
-    p = predict(model, TOPOLOGY, nodes=nodes, seq_len=int(row["seq"]), **layout)
+    p = predict(model, TOPOLOGY, nodes=nodes, seq_len=int(row["seq"]), **{**layout, **changes})
     opt = p.step.optimizer_s
     return flushes * (p.step.time_s - opt) + opt, p
 
 
 def rows() -> list[tuple]:
     """(name, published step s, tpsim step s, published tokens/s per GPU, tpsim's, error of
-    tokens/s, fits, prediction) per priced row."""
+    tokens/s, fits, prediction, step s at a random router's fan-out or None) per priced row."""
     out = []
     for r in published():
         if r["priced"] != "yes":
@@ -111,8 +111,10 @@ def rows() -> list[tuple]:
         gpus = int(r["gpus"])
         tps = int(r["global_batch"]) * int(r["seq"]) / step / gpus
         pub = float(r["tokens_per_s_gpu"])
+        moe = "moe_routing" in LAYOUTS[(r["model"], gpus)][2]
+        uniform = predicted(r, moe_routing="uniform")[0] if moe else None
         out.append((f"{r['model']}, {gpus} H100", float(r["step_s"]), step, pub, tps,
-                    tps / pub - 1, p.memory.fits, p))
+                    tps / pub - 1, p.memory.fits, p, uniform))
     return out
 
 
@@ -127,12 +129,13 @@ def breakdown(p) -> str:
 
 def main() -> None:
     print(f"{'run':28s} {'step s':>7s} {'tpsim':>7s} {'tokens/s/GPU':>12s} {'tpsim':>7s} "
-          f"{'error':>7s}  fits")
+          f"{'error':>7s}  fits  random router's fan-out (step s, error)")
     errors = []
-    for name, step_pub, step, pub, tps, err, fits, p in rows():
+    for name, step_pub, step, pub, tps, err, fits, p, uniform in rows():
         errors.append(abs(err))
+        alone = f"{uniform:7.2f} {(1 + err) * step / uniform - 1:+7.1%}" if uniform else ""
         print(f"{name:28s} {step_pub:7.2f} {step:7.2f} {pub:12,.0f} {tps:7,.0f} {err:+7.1%}"
-              f"  {'yes' if fits else 'NO '}")
+              f"  {'yes' if fits else 'NO '}  {alone}")
         print(f"{'':28s} one pipeline: {breakdown(p)}")
     print(f"mean |error| {sum(errors) / len(errors):.1%}, max {max(errors):.1%} over "
           f"{len(errors)} runs used in no fit (error: tokens/s, + is tpsim fast)")

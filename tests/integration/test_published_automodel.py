@@ -34,7 +34,7 @@ def test_published_rows_are_self_consistent():
 def test_priced_rows_within_their_bounds():
     rows = am.rows()
     assert {row[0] for row in rows} == set(BOUNDS)
-    for name, _, _, _, _, err, _, _ in rows:
+    for name, _, _, _, _, err, _, _, _ in rows:
         lo, hi = BOUNDS[name]
         assert lo <= err <= hi, (name, err)
 

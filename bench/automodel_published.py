@@ -11,8 +11,14 @@ recipe. What every MoE recipe runs (``examples/benchmark/configs/*_te_deepep.yam
 (FSDP2 per transformer block, its copies, torch's foreach Adam); ``activation_checkpointing``
 wraps every block in ``checkpoint_wrapper`` (``--recompute full``); Transformer Engine's
 attention (cuDNN: the H100's flash3 class), linears and RMSNorm; ``enable_deepep``
-(``--moe-dispatcher flex --moe-flex-backend deepep``); ``fake_balanced_gate`` (every expert
-the same tokens: ``--moe-imbalance`` 1, no auxiliary loss); no torch.compile; FSDP2's
+(``--moe-dispatcher flex --moe-flex-backend deepep``); ``fake_balanced_gate``
+(``FakeBalancedGate``: token t to experts kt..kt+k-1 mod E, weights 1/k, no router GEMM and no
+auxiliary loss; every expert the same tokens, ``--moe-imbalance`` 1), which on AutoModel's
+contiguous expert shards (``ExpertParallel``: ``Shard(0)``) sends each token to 1 rank (Qwen3,
+16 experts a rank) or to 2 ranks of one node (DeepSeek-V3, 4 a rank), where a random balanced
+router's token reaches 5.3 and 7.7 ranks (4.6 other nodes): ``--moe-routing round-robin``,
+the DeepEP kernels' bytes a fifth of a random router's (the script prints each MoE row at the
+random fan-out too); no torch.compile; FSDP2's
 ``reshard_after_forward`` off (``not pp_enabled`` at 89e3a9fdd, the parallelizer's default
 False at 8d9bfb90e). DeepSeek-V3 is AutoModel's own model, without the multi-token-prediction
 layer (``--mtp-layers 0``).
@@ -40,6 +46,18 @@ layer (``--mtp-layers 0``).
   DP x CP ranks with explicit prefetch (tpsim's one unit ahead), checkpointing of each layer's
   attention and MLP (``--recompute full``: the two RMSNorms are not re-run there), Transformer
   Engine's ``FusedAdam`` (``--adam fused``), micro-batch 1, 4 micro-batches.
+
+Where the DeepSeek-V3 rows miss (tpsim fast by a third and a half): a MoE layer and
+micro-batch (forward, recomputation, backward) is 43 ms in tpsim (expert GEMMs 16.4, dense
+GEMMs 11.5, attention 6.2, glue 3.9, exposed EP 4.5: ``bench/moe_breakdown.py``'s groups)
+where the 256-GPU step implies ~58 ms (the step 1.34 times tpsim's); and the published
+1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s) where tpsim
+adds 0.09 s (its FSDP traffic over 256 ranks, the experts' over 4). Candidates, none priced
+and none measured: AutoModel's MLA in eager PyTorch (the rotary embedding as PyTorch ops, the
+q and k concatenations), torch's pipeline runtime (each chunk's receive waited before its
+compute), FSDP2's gathers at each of a rank's 8 chunks' first forward in every pipeline,
+DeepEP's normal-mode host syncs under eager PyTorch, and memory pressure (8 chunks' weights
+gathered, bf16 Adam state); no profile of these runs is published.
 
 Not priced (the CSV's ``priced`` column says why): Kimi K2 and GPT-OSS 20B (no model config
 shipped), GPT-OSS 120B (PyTorch's FlexAttention with sinks and a sliding window: no kernel of

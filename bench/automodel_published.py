@@ -137,7 +137,7 @@ def rows() -> list[tuple]:
 
 
 def breakdown(p) -> str:
-    """The shares of one pipeline's step (compute, exposed EP / DP / PP, bubble, host, optimizer)."""
+    """One pipeline's step by part: compute, exposed EP / DP / PP, bubble, host, optimizer."""
     s = p.step
     parts = (("compute", s.compute_s), ("EP", s.ep_comm_exposed_s), ("DP", s.dp_comm_exposed_s),
              ("PP", s.pp_comm_exposed_s), ("bubble", s.bubble_s), ("host", s.host_wait_s),

@@ -210,8 +210,8 @@ def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: 
     for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
     else an :class:`~tpsim.layer.moe_ep.Alltoall` (unfused permutation without
     ``permute_fusion``), :class:`Flex` (HybridEP's permutation in its kernels with
-    ``into_hybridep``, its tokens' experts by ``routing``) or :class:`AllGather` (with the router's ``load_balancing``); a
-    ConfigError naming a flag tpsim does not price."""
+    ``into_hybridep``, its tokens' experts by ``routing``) or :class:`AllGather` (with the
+    router's ``load_balancing``); a ConfigError naming a flag tpsim does not price."""
     if ep == 1 and etp == tp:
         if not permute_fusion:
             raise ConfigError("--no-moe-permute-fusion", "", "--ep or --expert-tp set (the "

@@ -45,7 +45,9 @@ layer (``--mtp-layers 0``).
   (``components/distributed/cp_utils.py``: ``--cp-comm all-gather``), FSDP over the 32 x 2
   DP x CP ranks with explicit prefetch (tpsim's one unit ahead), checkpointing of each layer's
   attention and MLP (``--recompute full``: the two RMSNorms are not re-run there), Transformer
-  Engine's ``FusedAdam`` (``--adam fused``), micro-batch 1, 4 micro-batches.
+  Engine's ``FusedAdam`` (``--adam fused``), micro-batch 1, 4 micro-batches, and FSDP2Manager's
+  default ``MixedPrecisionPolicy`` then (``components/distributed/config.py``: ``reduce_dtype``
+  bf16: ``--grad-reduce-in-bf16``; every layer but the last resharded after its forward).
 
 Where the DeepSeek-V3 rows miss (tpsim fast by a third and a half): a MoE layer and
 micro-batch (forward, recomputation, backward) is 43 ms in tpsim (expert GEMMs 16.4, dense
@@ -97,6 +99,7 @@ LAYOUTS = {
     ("Llama3 70B", 64): ("llama3-70b", 8, dict(tp=1, cp=2, cp_comm="all-gather", dp=32, zero=3,
                                                micro_batch=1, global_batch=128,
                                                recompute="full", dtype="bf16",
+                                               grad_reduce_in_bf16=True,
                                                attention="flash2", **{**AUTOMODEL,
                                                                      "adam": "fused"}), 1),
 }

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tpsim.base.errors import ConfigError
-from tpsim.cost.all_to_all import flex_dispatch_time, hierarchical_dispatch_time, uniform_fanout
+from tpsim.cost.all_to_all import (flex_dispatch_time, hierarchical_dispatch_time,
+                                   round_robin_fanout, uniform_fanout)
 from tpsim.cost.collectives import applicable_algorithms, collective_time
 
 from tests.conftest import make_topology
@@ -160,3 +161,36 @@ def test_cli_prices_all_to_all_table_sweep_and_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 11 and {r["algorithm"] for r in rows} == {"p2p"}
     assert rows[-1]["busbw_GBps"] == pytest.approx(rows[-1]["algbw_GBps"] * 7 / 8)
+
+
+@pytest.mark.parametrize("experts, k, ranks, want", [
+    (128, 8, 8, (0.0, 1.0)),          # Qwen3-30B-A3B, EP 8: 16 experts a rank, 8 in a row
+    (256, 8, 64, (7 / 8, 2.0)),       # DeepSeek-V3, EP 64 on 8 nodes: 2 ranks of one node
+    (256, 8, 16, (0.5, 1.0)),         # 16 experts a rank on 2 nodes: the other node half the time
+    (8, 2, 8, (0.0, 2.0))])           # one expert a rank in one node: 2 ranks, no network
+def test_round_robin_fanout_closed_forms(experts, k, ranks, want):
+    """Token t takes experts k t .. k t + k - 1 mod E on contiguous shards of E/n: R ranks,
+    r = (nodes spanned) (1 - 1/m) other nodes (AutoModel's FakeBalancedGate)."""
+    assert round_robin_fanout(experts, k, ranks, 8) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("experts, k, ranks", [(128, 8, 8), (256, 8, 64), (64, 6, 16),
+                                                (160, 6, 32), (384, 8, 32)])
+def test_round_robin_reaches_no_more_than_a_random_router(experts, k, ranks):
+    """Consecutive experts share ranks and nodes: the round-robin gate's token reaches at most
+    the ranks and nodes a uniform top-k reaches on average, and at least ceil(k / (E/n))
+    ranks (one when k fits in a shard)."""
+    r, R = round_robin_fanout(experts, k, ranks, 8)
+    ur, uR = uniform_fanout(experts, k, ranks, 8)
+    assert r <= ur + 1e-12 and R <= uR + 1e-12
+    assert R >= math.ceil(k / (experts // ranks))
+
+
+def test_flex_dispatch_prices_the_round_robin_fanout():
+    """routing='round-robin': the same two-level formula at round_robin_fanout's (r, R)."""
+    topo = make_topology([NODE, IB])
+    r, R = round_robin_fanout(64, 4, 32, 8)
+    want = hierarchical_dispatch_time(1000, 1e4, topo.place(32), topo, r, R)
+    got = flex_dispatch_time(1000, 1e4, 64, 4, topo.place(32), topo, routing="round-robin")
+    assert got.time_s == want.time_s
+    assert got.time_s < flex_dispatch_time(1000, 1e4, 64, 4, topo.place(32), topo).time_s

@@ -217,3 +217,15 @@ def test_a_sync_moves_with_its_dropped_collective():
     (a, b), = tpl.syncs
     assert tpl.names[a] == "fwd.router.topk" and tpl.nodes[b].phase == "forward"
     assert "fwd.moe.dispatch" not in tpl.names
+
+
+def test_routing_reaches_every_flex_kernel():
+    """--moe-routing reaches the slot (slot_of) and each of its four dispatch and combine
+    kernels; the alltoall slot, which sends a token once per expert, has no such field."""
+    moe = slot_of("flex", "deepep", False, 4, 1, 1, routing="round-robin")
+    assert moe == Flex(False, routing="round-robin")
+    _, ops = ops_of(moe)
+    kernels = [op for op in ops.values() if isinstance(op, Dispatch)]
+    assert len(kernels) == 4 and {op.routing for op in kernels} == {"round-robin"}
+    with pytest.raises(ConfigError, match="--moe-routing"):
+        Layout(moe_routing="random")

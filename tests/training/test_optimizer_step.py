@@ -49,7 +49,7 @@ def test_only_zero3_fp32_params_drop_the_master_copy():
 
 @pytest.mark.parametrize("name, adam", [("torchtitan", "foreach"), ("torchtitan-compile",
                                                                    "foreach"),
-                                        ("llm-foundry", "per-tensor")])
+                                        ("llm-foundry", "per-tensor"), ("automodel", "foreach")])
 def test_pytorch_stacks_free_their_gradients(name, adam):
     assert FRAMEWORKS[name]["adam"] == adam and FRAMEWORKS[name]["grad_buffer"] is False
 

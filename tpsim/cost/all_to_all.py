@@ -155,13 +155,40 @@ def uniform_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int) ->
     return remote, ranks_hit
 
 
+def round_robin_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int
+                       ) -> tuple[float, float]:
+    """(remote nodes, distinct ranks) a token reaches on average when token t takes experts
+    k t, ..., k t + k - 1 mod E (NeMo AutoModel's ``FakeBalancedGate``,
+    ``nemo_automodel/components/moe/layers.py``: ``arange(T k).view(-1, k) % E``), the
+    experts split in contiguous blocks of E/n over ``ranks`` = n ranks (``ExpertParallel``'s
+    ``Shard(0)``), g = ``ranks_per_node`` a node, m = n / g nodes: over one period
+    P = E / gcd(E, k) of t,
+
+        R = mean_t |{e // (E/n)}|                 distinct ranks of token t's experts
+        r = mean_t |{e // (E/n) // g}| (1 - 1/m)  its nodes, less the sender's own (1 in m)
+
+    (E 128, k 8 on 8 ranks: R = 1, where a balanced random router reaches 5.3; E 256, k 8 on
+    64 ranks of 8 a node: R = 2, r = 7/8, where it reaches 7.7 and 4.6: :func:`uniform_fanout`)."""
+    per = experts // ranks
+    nodes = max(ranks // ranks_per_node, 1)
+    period = experts // math.gcd(experts, top_k)
+    hit = [{(top_k * t + j) % experts // per for j in range(top_k)} for t in range(period)]
+    ranks_hit = sum(len(h) for h in hit) / period
+    spanned = sum(len({r // ranks_per_node for r in h}) for h in hit) / period
+    return spanned * (1 - 1 / nodes), ranks_hit
+
+
+FANOUTS = {"uniform": uniform_fanout, "round-robin": round_robin_fanout}
+
+
 def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: int,
                        place: Placement, topo: Topology, backend: str = "deepep",
-                       probs: bool = False) -> CollectiveCost:
+                       probs: bool = False, routing: str = "uniform") -> CollectiveCost:
     """One dispatch (or combine) of Megatron-core's flex dispatcher on the EP group ``place``
     (``token_dispatcher.py`` ``MoEFlexTokenDispatcher``: DeepEP's or HybridEP's fused kernels,
     which send a token once per target node and once per target GPU, never once per expert):
-    :func:`hierarchical_dispatch_time` at a balanced router's fan-out,
+    :func:`hierarchical_dispatch_time` at the ``routing``'s fan-out (``FANOUTS``: a balanced
+    router's by default, :func:`round_robin_fanout`'s with ``round-robin``),
 
         r, R = uniform_fanout(E, k, n, g)       n = the group's ranks, g = its ranks per node
         t = hierarchical_dispatch_time(T, b + p, place, r, R, kernel)
@@ -183,7 +210,7 @@ def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: i
     Ring otherwise (DeepEP; HybridEP inside a node)."""
     intra = place.intra_node
     g = intra[0].fanout if intra else 1
-    remote, ranks = uniform_fanout(experts, top_k, place.size, g)
+    remote, ranks = FANOUTS[routing](experts, top_k, place.size, g)
     kernel = "hybridep" if backend == "hybridep" and place.crosses_nodes else "ring"
     b = token_bytes + (4 * experts // place.size * g if probs else 0)
     d = hierarchical_dispatch_time(tokens, b, place, topo, remote, ranks, kernel)

@@ -69,12 +69,14 @@ TPEP = "tpep"      # the all-gather dispatcher's group: expert-TP x EP consecuti
 class Flex:
     """The flex dispatcher's slot: shared experts, the kernels' backend, the router's
     auxiliary loss, HybridEP's permutation inside its kernels (module docstring), the fused
-    top-k (:mod:`tpsim.layer.moe_router`)."""
+    top-k (:mod:`tpsim.layer.moe_router`), which experts a token takes (``--moe-routing``: its
+    dispatches' fan-out)."""
     shared: bool
     backend: str = "deepep"
     load_balancing: str = "none"
     permute_into: bool = False
     router_fusion: bool = True
+    routing: str = "uniform"
 
 
 @dataclass(frozen=True)
@@ -113,19 +115,21 @@ def slot(B: Builder, x, swiglu: bool, moe, backward: bool = False) -> str:
     return (bwd if backward else fwd)(B, x, swiglu, arg)
 
 
-def _dispatch(B: Builder, name: str, deps, backend: str, forward_of=None, sync=None,
+def _dispatch(B: Builder, name: str, deps, moe: Flex, forward_of=None, sync=None,
               host_ops=1, launches=None) -> str:
-    """One flex kernel on ep: the rank's T_n load rows of h (module docstring); ``sync``: the
+    """One flex kernel of ``moe``'s backend and routing on ep: the rank's T_n load rows of h
+    (module docstring); ``sync``: the
     op the host waits for before issuing it; ``host_ops``, ``launches``: its host work
     (:mod:`tpsim.layer.moe_host`). HybridEP's forward dispatch and its backward carry each
     row's routing probabilities (Megatron-core ``fused_a2a.py``: ``dispatch_with_permute``
     with ``probs``, ``combine_with_unpermute`` with their gradient; the forward combine and
     its backward without)."""
+    backend = moe.backend
     probs = backend == "hybridep" and name.endswith(".dispatch")
 
     def make(d: Dims):
         return Dispatch(d.Tn * d.load, d.h * d.bpe, d.experts, d.topk, "ep", backend,
-                        (d.Tn, d.h), d.dtype, probs)
+                        (d.Tn, d.h), d.dtype, probs, moe.routing)
     return B.add(name, make, "comm", deps, None, forward_of, "ep", host_ops, sync, launches)
 
 
@@ -149,20 +153,20 @@ def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     if moe.backend == "hybridep":
         topk = B.collective("fwd.moe.routing.all-gather", "all-gather", (topk,),
                             size=routing_maps, group="ep")
-    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe.backend, sync=topk,
+    y = _dispatch(B, "fwd.moe.dispatch", (x, topk), moe, sync=topk,
                   host_ops=flex_dispatch_ops(moe.backend))
     s = shared_fwd(B, tokens, n_in) if moe.shared else None
     y = experts_fwd(B, y, n_in, dispatcher=moe.backend)
-    y = _dispatch(B, "fwd.moe.combine", (y,), moe.backend)
+    y = _dispatch(B, "fwd.moe.combine", (y,), moe)
     return _shared_out(B, y, s) if moe.shared else y
 
 
 def flex_bwd(B: Builder, grad, swiglu: bool, moe: Flex) -> str:
     """The flex slot's backward from its output's gradient (T_n x h)."""
     n_in = 2 if swiglu else 1
-    y = _dispatch(B, "bwd.moe.combine", (grad,), moe.backend, forward_of="fwd.moe.combine")
+    y = _dispatch(B, "bwd.moe.combine", (grad,), moe, forward_of="fwd.moe.combine")
     s = _shared_bwd(B, grad, n_in) if moe.shared else None
-    y = _dispatch(B, "bwd.moe.dispatch", (experts_bwd(B, y, n_in, moe.backend),), moe.backend,
+    y = _dispatch(B, "bwd.moe.dispatch", (experts_bwd(B, y, n_in, moe.backend),), moe,
                   forward_of="fwd.moe.dispatch",
                   launches=flex_dispatch_bwd_launches(moe.backend))
     if moe.shared:
@@ -205,14 +209,15 @@ def allgather_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 
 def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: int,
             load_balancing: str = "none", permute_fusion: bool = True,
-            into_hybridep: bool = False, router_fusion: bool = True):
+            into_hybridep: bool = False, router_fusion: bool = True,
+            routing: str = "uniform"):
     """The MoE layers' slot for ``dispatcher`` at ep, expert-TP ``etp`` and TP ``tp``: None
     for the EP-1 slot of :mod:`tpsim.layer.moe` (ep 1, etp = tp: every dispatcher's layer),
     else an :class:`~tpsim.layer.moe_ep.Alltoall` (unfused permutation without
     ``permute_fusion``), :class:`Flex` (HybridEP's permutation in its kernels with
-    ``into_hybridep``) or :class:`AllGather` (with the router's ``load_balancing``), each with
-    the router's top-k fused or not (``router_fusion``); a ConfigError naming a flag tpsim
-    does not price."""
+    ``into_hybridep``, its tokens' experts by ``routing``) or :class:`AllGather` (with the
+    router's ``load_balancing``), each with the router's top-k fused or not
+    (``router_fusion``); a ConfigError naming a flag tpsim does not price."""
     if ep == 1 and etp == tp:
         for fused, flag, what in ((permute_fusion, "--no-moe-permute-fusion", "permutation"),
                                   (router_fusion, "--no-moe-router-fusion", "router")):
@@ -228,7 +233,7 @@ def slot_of(dispatcher: str, backend: str, shared: bool, ep: int, etp: int, tp: 
             raise ConfigError("--expert-tp", "", "1 with --moe-dispatcher flex (its expert-TP x "
                               "EP group is priced for expert-TP 1)", etp)
         return Flex(shared, backend, load_balancing, into_hybridep and backend == "hybridep",
-                    router_fusion)
+                    router_fusion, routing)
     if dispatcher == "allgather":
         return AllGather(shared, etp * ep > 1, load_balancing, router_fusion)
     return Alltoall(shared, ep > 1, etp > 1, load_balancing, permute_fusion, router_fusion)

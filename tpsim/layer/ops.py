@@ -258,8 +258,8 @@ class Dispatch(_Transfer):
     """The flex dispatcher's dispatch (or combine: the same rows the other way) of ``tokens``
     rows of ``token_bytes`` on ``group``, each token to its ``top_k`` of ``experts`` experts,
     by ``backend``'s kernels (deepep, hybridep); ``probs``: each row carries its routing
-    probabilities too (HybridEP's forward dispatch and that dispatch's backward,
-    :func:`tpsim.cost.all_to_all.flex_dispatch_time`)."""
+    probabilities too (HybridEP's forward dispatch and that dispatch's backward); ``routing``:
+    which experts a token takes (:func:`tpsim.cost.all_to_all.flex_dispatch_time`)."""
     tokens: float
     token_bytes: float
     experts: int
@@ -269,6 +269,7 @@ class Dispatch(_Transfer):
     dims: tuple[int, ...] = ()
     dtype: str = ""
     probs: bool = False
+    routing: str = "uniform"
     kind: ClassVar[str] = "collective"
     op: ClassVar[str] = "all-to-all"
 

@@ -136,7 +136,7 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
         cost = _COLLECTIVES.get((topo, op, op.group, pricing.group(op.group)), flex_dispatch_time,
                                 op.tokens, op.token_bytes, op.experts, op.top_k,
                                 topo.place(pricing.group(op.group)), topo, op.backend,
-                                op.probs)
+                                op.probs, op.routing)
     else:
         raise TypeError(f"no cost function for {op!r}")
     return cost.time_s, cost.formula, cost

@@ -49,6 +49,18 @@ user's value.
 * ``torchtitan-compile`` (the same with ``compile = true``): torch.compile's Inductor fuses
   the elementwise kernels, priced as the fused ones; attention is still SDPA's
   FlashAttention-2.
+* ``automodel`` (NVIDIA-NeMo/Automodel, the PyTorch-native stack, as its October 2025 H100
+  pre-training benchmarks ran, ``examples/benchmark/configs/*_te_deepep.yaml`` at commit
+  89e3a9fdd): FSDP2 (``fully_shard`` per transformer block, the embedding and the output
+  layer, ``nemo_automodel/components/moe/parallelizer.py``: ``--zero 3``) with its copies on
+  the compute stream (``--fsdp2-copies``), parameters gathered in bf16 and gradients
+  reduce-scattered in fp32 (its ``MixedPrecisionPolicy``: tpsim's defaults); the model's
+  attention, linears and RMSNorm are Transformer Engine's (``BackendConfig`` ``attn: te``:
+  cuDNN's fused attention on Hopper, the device's flash3 class; the default); the optimizer is
+  the recipes' ``torch.optim.Adam``, foreach on CUDA (``--adam foreach``), and
+  ``optimizer.zero_grad()`` frees the gradients (``--no-grad-buffer``). The model is built in
+  bf16 (``get_dtype(config.torch_dtype)``), so the shards and Adam's state are bf16, 8 bytes a
+  parameter, where tpsim keeps fp32 master weights and state: its memory is high.
 * ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
   October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
   commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
@@ -93,6 +105,7 @@ FRAMEWORKS: dict[str, dict] = {
     "nemo-24.07": {"attention": "flash2"},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, **_TORCHTITAN},
     "torchtitan-compile": {"attention": "flash2", **_TORCHTITAN},
+    "automodel": {"fsdp2_copies": True, "adam": "foreach", "grad_buffer": False},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
                     "cross_entropy": "xentropy", "train_metrics": 2, "adam": "per-tensor",
                     "grad_buffer": False},
@@ -116,6 +129,8 @@ LACKS: dict[str, tuple] = {
     "torchtitan": _NO_TE,
     "torchtitan-compile": _NO_TE + (("eager_kernels", False, "torch.compile fuses the "
                                      "elementwise kernels"),),
+    "automodel": (("tp_comm_overlap", False, "no Transformer Engine userbuffers"),
+                  _NO_TE[1], _NO_TE[2]),
     "llm-foundry": _NO_TE[:2] + (("distributed_optimizer", False, "FSDP shards the state: "
                                   "--zero 3"), ("eager_kernels", False, "MPT's kernels are "
                                   "PyTorch's fused layer_norm and GELU, not Llama's eager ones")),

@@ -26,6 +26,7 @@ from .sharding import check_sharding
 CP_COMMS = ("p2p", "all-gather", "a2a", "a2a+p2p")   # Transformer Engine's cp_comm_type
 MOE_DISPATCHERS = ("alltoall", "allgather", "flex")  # Megatron-core's moe_token_dispatcher_type
 FLEX_BACKENDS = ("deepep", "hybridep")   # Megatron-core's moe_flex_dispatcher_backend
+MOE_ROUTINGS = ("uniform", "round-robin")   # tpsim.cost.all_to_all's fan-outs
 CROSS_ENTROPIES = ("unfused", "te", "xentropy")                   # tpsim.layer.embedding.CROSS_ENTROPY
 RECOMPUTE = ("none", "selective", "full")      # activation recomputation (tpsim.layer.recompute)
 RECOMPUTE_MODES = RECOMPUTE + ("op",)          # and torchtitan's by operation (not searched)
@@ -60,10 +61,9 @@ class Layout:
     seq_len: int | None = _count(None, "sequence length (default: the model's)", "--seq",
                                  lists=True, megatron="--seq-length")
     dtype: str | None = setting(None, "training dtype (default: the first of these the device "
-                                "lists)", flag="--dtype", kind="choice", choices=DTYPES,
-                                lists=True)
-    sequence_parallel: bool = _flag(False, "Megatron sequence parallelism (all-gather + "
-                                    "reduce-scatter)", "--sequence-parallel")
+                                "lists)", flag="--dtype", kind="choice", choices=DTYPES, lists=True)
+    sequence_parallel: bool = _flag(False, "Megatron sequence parallelism (all-gather + reduce-"
+                                    "scatter)", "--sequence-parallel")
     dropout: float | None = setting(None, "dropout probability (0: no dropout ops; default: "
                                     "the model's)", flag="--dropout", kind="probability")
     attention: str | None = setting(
@@ -84,10 +84,9 @@ class Layout:
         "of the model every micro-batch; llm-foundry's MPT has two; tpsim.layer.embedding)",
         "--train-metrics", least=0)
     recompute: str = setting("none", "activation recomputation (selective: the modules of "
-                             "--recompute-modules, by default the unfused attention core; full: "
-                             "whole layers, see --recompute-method; op: torchtitan's by operation)",
-                             flag="--recompute", kind="choice", choices=RECOMPUTE_MODES, lists=True,
-                             megatron="--recompute-granularity")
+        "--recompute-modules, by default the unfused attention core; full: whole layers, see "
+        "--recompute-method; op: torchtitan's by operation)", flag="--recompute", kind="choice",
+        choices=RECOMPUTE_MODES, lists=True, megatron="--recompute-granularity")
     recompute_modules: tuple[str, ...] | None = setting(
         None, "what selective recomputation re-runs, Megatron-core's modules: core_attn, "
         "moe_act, layernorm, mla_up_proj, mlp, moe, shared_experts (tpsim.layer."
@@ -96,12 +95,10 @@ class Layout:
     recompute_method: str | None = setting(
         None, "which layers full recomputation re-runs: uniform (every layer, the input of "
         "each group of --recompute-num-layers kept) or block (the first --recompute-num-layers "
-        "of each virtual stage, the rest none) (default: every layer, its input kept; "
-        "Megatron-LM's own flag)", flag="--recompute-method", kind="choice",
-        choices=RECOMPUTE_METHODS)
-    recompute_num_layers: int | None = _count(
-        None, "layers per checkpointed group (uniform) or recomputed per virtual stage (block) "
-        "(Megatron-LM's own flag)", "--recompute-num-layers")
+        "of each virtual stage, the rest none) (default: every layer, its input kept; Megatron-"
+        "LM's own flag)", flag="--recompute-method", kind="choice", choices=RECOMPUTE_METHODS)
+    recompute_num_layers: int | None = _count(None, "layers per checkpointed group (uniform) or "
+        "recomputed per virtual stage (block) (Megatron-LM's own flag)", "--recompute-num-layers")
     cpu_offload_layers: int = _count(
         0, "layers whose saved activations go to host memory after their forward and come back "
         "before their backward, on side streams (Transformer Engine's CPU offloading: "
@@ -111,15 +108,13 @@ class Layout:
     pp: int = _count(1, "pipeline-parallel stages", "--pp", lists=True,
                      megatron="--pipeline-model-parallel-size")
     dp: int = _count(1, "data-parallel replicas", "--dp", lists=True)
-    global_batch: int | None = _count(None, "sequences per optimizer step (default micro-batch "
-                                      "x dp: one micro-batch)", "--global-batch", lists=True,
-                                      megatron="--global-batch-size")
-    virtual_stages: int = _count(1, "model chunks per pipeline stage: interleaved 1F1B when "
-                                 "more than 1", "--virtual-stages", lists=True,
-                                 megatron="--num-virtual-stages-per-pipeline-rank")
+    global_batch: int | None = _count(None, "sequences per optimizer step (default micro-batch x "
+        "dp: one micro-batch)", "--global-batch", lists=True, megatron="--global-batch-size")
+    virtual_stages: int = _count(1, "model chunks per pipeline stage: interleaved 1F1B when more "
+        "than 1", "--virtual-stages", lists=True, megatron="--num-virtual-stages-per-pipeline-rank")
     distributed_optimizer: bool = _flag(False, "shard the optimizer state over DP (ZeRO-1): "
-                                        "reduce-scatter + all-gather", "--distributed-optimizer",
-                                        megatron="--use-distributed-optimizer")
+        "reduce-scatter + all-gather", "--distributed-optimizer",
+        megatron="--use-distributed-optimizer")
     overlap_grad_reduce: bool = _flag(
         True, "reduce the DP gradients in buckets beside the backward, as Megatron-core "
         "(False: after the whole backward)", "--overlap-grad-reduce",
@@ -162,9 +157,9 @@ class Layout:
         "Megatron-LM 2021's default); it changes the unfused core's softmax where Megatron's "
         "fused kernel does not apply (tpsim.layer.unfused)", "--query-key-layer-scaling",
         megatron="--apply-query-key-layer-scaling")
-    scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an "
-                                     "activation, the next stage all-gathers it (Megatron-LM "
-                                     "2021, DeepSpeed's pipeline engine)", "--scatter-gather-p2p")
+    scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an activation, "
+        "the next stage all-gathers it (Megatron-LM 2021, DeepSpeed's pipeline engine)",
+        "--scatter-gather-p2p")
     tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
                                   "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
     eager_kernels: bool = _flag(
@@ -247,6 +242,10 @@ class Layout:
     moe_permute_fusion_into_hybridep: bool = _flag(False, "HybridEP's permutation inside its "
         "dispatch and combine kernels (else kernels of their own: tpsim.layer.moe_flex)",
         "--moe-permute-fusion-into-hybridep")
+    moe_routing: str = setting("uniform", "a token's experts, for the flex dispatcher's fan-out: "
+        "uniform (k at random: a balanced router) or round-robin (token t to experts kt..kt+k-1 "
+        "mod E: NeMo AutoModel's fake_balanced_gate; tpsim.cost.all_to_all.round_robin_fanout)",
+        flag="--moe-routing", kind="choice", choices=MOE_ROUTINGS)
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "
                         "--distributed-optimizer), 2 also the gradients (reduce-scatter per "
@@ -387,8 +386,7 @@ class Layout:
 
     @classmethod
     def unchecked(cls, **values) -> Layout:
-        """A layout of values known to be valid (the search's enumeration of a few hundred
-        thousand), made without the checks; a test checks that each passes them."""
+        """Known-valid values (the search's), made unchecked; a test checks each passes."""
         return made(cls, defaults(cls), values, checked=False)
 
     @classmethod
@@ -397,4 +395,5 @@ class Layout:
 
 
 __all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
-           "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS", "CROSS_ENTROPIES"]
+           "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS", "MOE_ROUTINGS",
+           "CROSS_ENTROPIES"]

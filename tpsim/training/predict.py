@@ -8,8 +8,7 @@ et al. 2021 summed over the ops (GEMMs 2mnk; causal attention only on the s (s +
 forward: :mod:`tpsim.training.flops`). Activation recomputation (``recompute``, see
 :mod:`tpsim.layer.recompute`) adds its ops to the backward: they count in the time and in the
 hardware FLOPs (HFU), not in the model FLOPs (MFU). The step also carries the TFLOP/s per GPU
-that Megatron-LM's count gives (:func:`tpsim.training.flops.megatron_flops`), which published
-runs report.
+that Megatron-LM's count gives (:func:`tpsim.training.flops.megatron_flops`), as published.
 """
 from __future__ import annotations
 
@@ -190,7 +189,7 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           experts, expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
                           lay.moe_flex_backend, lay.backward, lay.fp8_recipe, (lay.moe_permute_fusion,
-                           lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion))
+                           lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion, lay.moe_routing))
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

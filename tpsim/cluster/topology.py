@@ -103,9 +103,8 @@ class Device:
     engine_dispatch_s: float = spec("engine_dispatch_us", scale=US, ge=0, default=0.0, doc=(
         "CPU time to issue one op of a serving engine's eager forward (vLLM, SGLang: inference "
         "mode, fused custom ops), us; 0: not modelled (tpsim.serving.host)"))
-    comm_compute_interference: float = spec(ge=0, le=1, default=0.0, doc="fraction of a compute kernel's speed lost while a "
-        "collective runs beside it (the collective's SMs and memory traffic; on Hopper 0.50: a persistent GEMM, one CTA an SM, "
-        "runs the CTAs the collective displaces in a second pass); 0: overlap is free, 1: no overlap gain")
+    comm_compute_interference: float = spec(ge=0, le=1, default=0.0, doc="fraction of a compute kernel's speed lost beside "
+        "a collective (its SMs and memory traffic; Hopper's persistent GEMMs rerun the CTAs it displaces); 0: free, 1: no gain")
     ep_comm_slowdown: float = spec(ge=0, le=1, default=0.0, doc="fraction of an EP dispatch or combine kernel's speed lost while "
         "compute runs beside it in the merged micro-batches (tpsim.training.moe_overlap.beside); 0: not modelled")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "

@@ -132,25 +132,34 @@ def past_graphs(r: dict) -> bool:
     return r["request_rate"] * r["mean_e2e_ms"] * 1e-3 > GRAPH_MAX
 
 
-def rows(seeds: int = 1):
-    """(group, label, metric, measured, tpsim, tpsim p99 / p50 or None) per value; group:
-    offline, "past graphs" (:func:`past_graphs`) or online."""
+def group(r: dict) -> str:
+    """offline, "past graphs" (:func:`past_graphs`) or online."""
+    if math.isinf(r["request_rate"]):
+        return "offline"
+    return "past graphs" if past_graphs(r) else "online"
+
+
+def rows(seeds: int = 1, groups=("online", "past graphs", "offline")):
+    """(group, label, metric, measured, tpsim, tpsim p99 / p50 or None) per value of the
+    runs in ``groups`` (:func:`group`)."""
     for r in published():
+        if group(r) not in groups:
+            continue
         runs = [run(*case(r), s) for s in range(seeds)]
         lab = label(r)
         if math.isinf(r["request_rate"]):
             got = statistics.median(p.throughput.output_tokens_per_s for p in runs)
             yield "offline", lab, "output tok/s", r["output_tokens_per_s"], got, None
             continue
-        group = "past graphs" if past_graphs(r) else "online"
+        g = group(r)
         for col, metric, attr in ONLINE:
             pct = [getattr(p.latency, attr) for p in runs]
             got = statistics.median(q.p50 for q in pct) * 1e3
             tail = statistics.median(q.p99 / q.p50 for q in pct)
-            yield group, lab, metric, r[col], got, tail
-        if group == "past graphs":
+            yield g, lab, metric, r[col], got, tail
+        if g == "past graphs":
             got = statistics.median(p.throughput.output_tokens_per_s for p in runs)
-            yield group, lab, "output tok/s", r["output_tokens_per_s"], got, None
+            yield g, lab, "output tok/s", r["output_tokens_per_s"], got, None
 
 
 def main(argv=None) -> int:

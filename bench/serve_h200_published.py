@@ -48,7 +48,6 @@ not give. Target: within 15%.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import sys
@@ -59,7 +58,7 @@ from pathlib import Path
 from tpsim.serving.engine import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_rate_published import summary  # noqa: E402
+from serve_rate_published import print_csv, read_rows, summary  # noqa: E402
 
 DATA = (Path(__file__).resolve().parent.parent / "tests" / "data" / "published_serving" /
         "sglang-h200-datacrunch.csv")
@@ -82,13 +81,7 @@ GRAPH_MAX = 160
 
 def published() -> list[dict]:
     """The CSV's rows, numbers as floats (request_rate inf for the offline rows)."""
-    with open(DATA, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k, v in r.items():
-            if k not in ("engine", "model", "hardware", "dataset", "source"):
-                r[k] = float(v) if v else None
-    return rows
+    return read_rows(DATA, ("engine", "model", "hardware", "dataset", "source"))
 
 
 def lengths(r: dict) -> dict:
@@ -171,10 +164,7 @@ def main(argv=None) -> int:
     t0 = time.process_time()
     out = list(rows(args.seeds))
     if args.csv:
-        print("group,case,metric,measured,tpsim,error,tpsim_p99_over_p50")
-        for g, lab, metric, meas, got, tail in out:
-            print(f'"{g}","{lab}","{metric}",{meas:.6g},{got:.6g},{got / meas - 1:+.4f},'
-                  f'{"" if tail is None else f"{tail:.3f}"}')
+        print_csv(out, "group")
         return 0
     print(f"{'group':11s} {'case':38s} {'metric':12s} {'measured':>9s} {'tpsim':>9s} "
           f"{'error':>7s} {'p99/p50':>8s}")

@@ -92,15 +92,21 @@ ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8, eager_prefi
                         max_num_batched_tokens=4096, cuda_graph_align=8, eager_prefill=True)}
 
 
-def published() -> list[dict]:
-    """The CSV's rows, numbers as floats (request_rate inf for the offline rows)."""
-    with open(DATA, newline="") as f:
+def read_rows(path: Path, text: tuple[str, ...]) -> list[dict]:
+    """A CSV's rows, the columns but ``text`` as floats (None where empty; "inf" reads as
+    inf)."""
+    with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         for k, v in r.items():
-            if k not in ("engine", "version", "model", "hardware", "source"):
+            if k not in text:
                 r[k] = float(v) if v else None
     return rows
+
+
+def published() -> list[dict]:
+    """The CSV's rows, numbers as floats (request_rate inf for the offline rows)."""
+    return read_rows(DATA, ("engine", "version", "model", "hardware", "source"))
 
 
 @lru_cache(maxsize=None)
@@ -220,6 +226,15 @@ def summary(out) -> list[str]:
     return lines
 
 
+def print_csv(out, first: str) -> None:
+    """The rows of ``out`` ((``first``, case, metric, measured, tpsim, p99 / p50 or None)) as
+    CSV, with the error."""
+    print(f"{first},case,metric,measured,tpsim,error,tpsim_p99_over_p50")
+    for e, label, metric, meas, got, tail in out:
+        print(f'"{e}","{label}","{metric}",{meas:.6g},{got:.6g},{got / meas - 1:+.4f},'
+              f'{"" if tail is None else f"{tail:.3f}"}')
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
@@ -231,10 +246,7 @@ def main(argv=None) -> int:
     out = list(rows(args.seeds))
     peers, why = peer_rows(args.peer_python, out) if args.peer_python else ({}, "")
     if args.csv:
-        print("engine,case,metric,measured,tpsim,error,tpsim_p99_over_p50")
-        for e, label, metric, meas, got, tail in out:
-            print(f'"{e}","{label}","{metric}",{meas:.6g},{got:.6g},{got / meas - 1:+.4f},'
-                  f'{"" if tail is None else f"{tail:.3f}"}')
+        print_csv(out, "engine")
         return 0
     print(f"{'case':44s} {'metric':13s} {'measured':>9s} {'tpsim':>9s} {'error':>7s} "
           f"{'p99/p50':>8s} {'llm-analysis':>12s} {'GenZ':>7s}")

@@ -1,0 +1,181 @@
+"""tpsim serve beside SGLang's own benchmark runs on H200, published with their raw output and
+used in no fit.
+
+    python bench/serve_h200_published.py [--csv] [--seeds N]
+
+Source: datacrunch-research/h200-benchmarks (commit c091ef530a; linked from sgl-project/sglang's
+benchmark/benchmark_v0.4.1.post4/README.md), copied to tests/data/published_serving (its README
+gives the servers' flags): the JSON lines that ``sglang.bench_serving`` wrote, one a run,
+for Llama 3.3 70B Instruct on four H200 (TP 4) and Llama 3.1 405B Instruct on eight (TP 8),
+bf16, served by SGLang from the lmsysorg/sglang Docker image of December 2024 (v0.4.x: the
+runs do not print the version) with ``--disable-radix-cache --enable-torch-compile``. Each
+run: ``--dataset-name random`` (prompt lengths uniform on 1..1024 and output lengths on
+0..1024 at the default ``--random-range-ratio`` 0, bench_serving's ``sample_random_requests``)
+or ShareGPT, sent as a Poisson process of 1-16 requests/s, or all at once (offline, 70B
+only, at several lengths): the medians of the TTFT, of the inter-token gaps of all requests
+pooled (ITL) and of the end-to-end latency, and output tokens/s. Medians only: these runs'
+bench_serving printed no other percentile.
+
+tpsim: ``tpsim serve --rate R --requests N`` on the shipped dgx-h200, bf16, the custom
+all-reduce, with SGLang v0.4's scheduler as its defaults set it (ENGINE): prefills in steps of
+their own (``enable_mixed_chunk`` False: ``--separate-prefill``), chunks of at most
+``chunked_prefill_size`` 8192 tokens, the zero-overhead (overlap) scheduler on by default
+(lmsys.org/blog/2024-12-04-sglang-v0-4: ``--host-overlap``), decode steps replayed in the
+CUDA graph captured for 1, 2, 4 or a multiple of 8 sequences and prefill steps run without
+graphs (``--cuda-graph-align 8 --eager-prefill``), and the running requests capped only by
+the request pool, ``max_num_reqs`` = min(max(2048, KV tokens / context length x 512), 4096)
+(srt/model_executor/model_runner.py; MAX_RUNNING).
+``--memory-headroom`` is 1 - ``mem_fraction_static`` (0.85 at TP 4 by default,
+server_args.py; 0.87 given for 405B). The host time and the front end are the defaults
+(fitted on NIM, bench/serve_published.py). Lengths: the random runs' uniform draws as
+``--prompt-dist uniform:1,L`` and ``--gen-dist uniform:2,L`` (tpsim generates at least 2
+tokens); the ShareGPT runs' exponential with the run's own means (its total input and output
+tokens over its requests, printed in the same line), as bench/serve_rate_published.py does.
+
+Not expressible: SGLang's admission, which reserves room for the running requests' remaining
+output tokens (``new_token_ratio``) and retracts a request only when that estimate fails,
+where tpsim admits while blocks are free and preempts (vLLM's recompute); and decode steps
+of more sequences than the largest graph captured (``cuda_graph_max_bs``, 160 in 2024),
+which SGLang runs eagerly and tpsim prices as a padded graph. Both bear on the offline runs
+and on the Poisson runs that held more than 160 sequences (group "past graphs":
+:func:`past_graphs`, from the published rate and mean latency alone), kept apart from the
+rest ("online") in the summary.
+
+Each row: the measurement, tpsim's number (median over ``--seeds`` seeds), the error
+(tpsim / measured - 1) and tpsim's p99 / p50 of the same latency, which the source does
+not give. Target: within 15%.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from tpsim.serving.engine import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_rate_published import print_csv, read_rows, summary  # noqa: E402
+
+DATA = (Path(__file__).resolve().parent.parent / "tests" / "data" / "published_serving" /
+        "sglang-h200-datacrunch.csv")
+MODELS = {"Llama 3.3 70B Instruct": "llama3-70b", "Llama 3.1 405B Instruct": "llama3-405b"}
+# (column, metric label, the tpsim latency read)
+ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_itl_ms", "ITL p50 ms", "itl_s"),
+          ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
+# SGLang v0.4's scheduler at its defaults (module docstring)
+ENGINE = dict(separate_prefill=True, max_num_batched_tokens=8192, host_overlap=True,
+              cuda_graph_align=8, eager_prefill=True)
+# max_num_reqs (module docstring) at context length 131072: 70B at TP 4 holds about 1.1M
+# tokens of KV cache at mem_fraction_static 0.85 (128 GB of an H200's 150.7 less 35 GB of
+# weights, at 81,920 bytes a token per GPU): 4,400 -> 4096; 405B at TP 8 about 0.46M at 0.87
+# (131 GB less 101 GB, 64,512 bytes a token): 1,800 -> 2048
+MAX_RUNNING = {"llama3-70b": 4096, "llama3-405b": 2048}
+# SGLang of 2024 captures decode graphs for 1, 2, 4, 8, ..., 160 sequences
+# (tpsim.serving.step_model.graph_batch gives the source; cuda_graph_max_bs 160)
+GRAPH_MAX = 160
+
+
+def published() -> list[dict]:
+    """The CSV's rows, numbers as floats (request_rate inf for the offline rows)."""
+    return read_rows(DATA, ("engine", "model", "hardware", "dataset", "source"))
+
+
+def lengths(r: dict) -> dict:
+    """tpsim's length settings of a published run (module docstring)."""
+    if r["dataset"] == "random":
+        i, o = int(r["random_input_len"]), int(r["random_output_len"])
+        return dict(prompt=(1 + i) // 2, gen=(2 + o) // 2, prompt_dist=f"uniform:1,{i}",
+                    gen_dist=f"uniform:2,{o}")
+    return dict(prompt=round(r["total_input_tokens"] / r["completed"]),
+                gen=round(r["total_output_tokens"] / r["completed"]),
+                prompt_dist="exponential", gen_dist="exponential")
+
+
+def case(r: dict) -> tuple:
+    """(model, tp, headroom, rate, requests, the lengths as a tuple of items)."""
+    return (MODELS[r["model"]], int(r["gpus"]), round(1 - r["mem_fraction_static"], 4),
+            r["request_rate"], int(r["completed"]), tuple(lengths(r).items()))
+
+
+@lru_cache(maxsize=None)
+def run(model: str, tp: int, headroom: float, rate: float, requests: int, lens: tuple,
+        seed: int):
+    """tpsim serve of one published run with SGLang v0.4's scheduler (module docstring)."""
+    return serve(model, "dgx-h200", tp=tp, rate=rate, requests=requests, seed=seed,
+                 memory_headroom=headroom, allreduce="custom", max_num_seqs=MAX_RUNNING[model],
+                 **dict(lens), **ENGINE)
+
+
+def label(r: dict) -> str:
+    model, tp, _, rate, *_ = case(r)
+    data = (f"random {int(r['random_input_len'])}/{int(r['random_output_len'])}"
+            if r["dataset"] == "random" else "ShareGPT")
+    return f"{model} TP{tp} {data} " + ("offline" if math.isinf(rate) else f"{rate:g} req/s")
+
+
+def past_graphs(r: dict) -> bool:
+    """A Poisson run whose mean sequences in the engine, by Little's law the rate x the mean
+    end-to-end latency (both published), exceed SGLang's largest CUDA graph, 160 sequences
+    (GRAPH_MAX): its decode steps ran eagerly, which tpsim does not price (module
+    docstring)."""
+    return r["request_rate"] * r["mean_e2e_ms"] * 1e-3 > GRAPH_MAX
+
+
+def group(r: dict) -> str:
+    """offline, "past graphs" (:func:`past_graphs`) or online."""
+    if math.isinf(r["request_rate"]):
+        return "offline"
+    return "past graphs" if past_graphs(r) else "online"
+
+
+def rows(seeds: int = 1, groups=("online", "past graphs", "offline")):
+    """(group, label, metric, measured, tpsim, tpsim p99 / p50 or None) per value of the
+    runs in ``groups`` (:func:`group`)."""
+    for r in published():
+        if group(r) not in groups:
+            continue
+        runs = [run(*case(r), s) for s in range(seeds)]
+        lab = label(r)
+        if math.isinf(r["request_rate"]):
+            got = statistics.median(p.throughput.output_tokens_per_s for p in runs)
+            yield "offline", lab, "output tok/s", r["output_tokens_per_s"], got, None
+            continue
+        g = group(r)
+        for col, metric, attr in ONLINE:
+            pct = [getattr(p.latency, attr) for p in runs]
+            got = statistics.median(q.p50 for q in pct) * 1e3
+            tail = statistics.median(q.p99 / q.p50 for q in pct)
+            yield g, lab, metric, r[col], got, tail
+        if g == "past graphs":
+            got = statistics.median(p.throughput.output_tokens_per_s for p in runs)
+            yield g, lab, "output tok/s", r["output_tokens_per_s"], got, None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="seeds of the arrivals and lengths; tpsim's value is their median")
+    args = ap.parse_args(argv)
+    t0 = time.process_time()
+    out = list(rows(args.seeds))
+    if args.csv:
+        print_csv(out, "group")
+        return 0
+    print(f"{'group':11s} {'case':38s} {'metric':12s} {'measured':>9s} {'tpsim':>9s} "
+          f"{'error':>7s} {'p99/p50':>8s}")
+    for g, lab, metric, meas, got, tail in out:
+        cell = "" if tail is None else f"{tail:8.2f}"
+        print(f"{g:11s} {lab:38s} {metric:12s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} "
+              f"{cell}".rstrip())
+    print("\n".join(summary(out)))
+    print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ import tpsim
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.ops import Dispatch
-from tpsim.sim.price import op_interference
+from tpsim.sim.interference import op_interference
 from tpsim.training.moe_overlap import (beside, ends, exchange_s, merged_share, overlapped,
                                         pair_s, pieces)
 from tpsim.training.step import Part

@@ -55,11 +55,10 @@ def op_interference(op, device, persistent: bool = True) -> float:
 def interferences(ops, device) -> Losses | None:
     """Each op's :class:`Losses`, or None where every comm op's is the device's
     ``comm_compute_interference`` on every compute kernel."""
-    kinds = device.collective_sms and device.sm_count
-    if not kinds and not any(type(op) is Dispatch for op in ops):
+    kinds = bool(device.collective_sms and device.sm_count)
+    if not ops or not kinds and not any(type(op) is Dispatch for op in ops):
         return None
-    comm = [op.stream == "comm" for op in ops]
-    return Losses(tuple(op_interference(op, device, True) if c else 0.0 for op, c in zip(ops, comm)),
-                  tuple(op_interference(op, device, False) if c else 0.0 for op, c in zip(ops, comm)),
-                  tuple(bool(kinds) and not c and is_persistent(op, device)
-                        for op, c in zip(ops, comm)))
+    rows = [(op_interference(op, device, True), op_interference(op, device, False), False)
+            if op.stream == "comm" else (0.0, 0.0, kinds and is_persistent(op, device))
+            for op in ops]
+    return Losses(*(tuple(col) for col in zip(*rows)))

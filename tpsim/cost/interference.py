@@ -9,7 +9,7 @@ on the copy engines: Transformer Engine's ring exchange, ``use_ce``; stream ``co
 slowed here). The compute kernel beside it runs at 1 - loss of its speed:
 
     non-persistent kernel (a grid of many waves: elementwise, norms, FlashAttention-2,
-    Triton, FlashAttention-3's backward):      loss = s / N
+    Triton; FlashAttention-3's backward, taken as one):      loss = s / N
     persistent kernel (one CTA per SM looping over tiles: cuBLAS/CUTLASS sm90 GEMMs,
     FlashAttention-3's forward):                loss = 1 - 1 / ceil(N / (N - s))
     a GEMM launched with an SM margin of s (cuBLAS's SM-count target; Transformer Engine's
@@ -59,8 +59,9 @@ def compute_loss(held: int, sm_count: int, persistent: bool, margin: bool = Fals
 
 def is_persistent(op, device) -> bool:
     """Whether compute ``op`` runs as a persistent kernel on ``device``: its kind ("gemm",
-    "attention") among the device's ``persistent_kernels``, an attention only forward
-    (FlashAttention-3's backward runs one CTA per tile, SingleTileSchedulerBwd)."""
+    "attention") among the device's ``persistent_kernels``, an attention only forward (the
+    persistent scheduler found is the forward's, hopper/flash_fwd_launch_template.h; the
+    backward is priced as not persistent)."""
     kind = getattr(op, "kind", "")
     if kind not in device.persistent_kernels:
         return False

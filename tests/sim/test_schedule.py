@@ -92,8 +92,26 @@ def test_each_collective_slows_by_its_own_loss():
     tpl = Template.from_nodes(tuple(Node(n, "", "", s, None) for n, s in zip(names, streams)),
                               [("A", "B", "data"), ("A", "C", "data"), ("B", "D", "data"),
                                ("C", "D", "data")], {})
-    tl = run(tpl, [1.0, 2.0, 3.0, 1.0], 0.1, [0.0, 0.5, 0.0, 0.0])
+    from tpsim.sim.interference import Losses
+    zero = (False,) * 4
+    tl = run(tpl, [1.0, 2.0, 3.0, 1.0], 0.1, Losses((0.0, 0.5, 0.0, 0.0), (0.0, 0.5, 0.0, 0.0), zero))
     assert (tl.end_s["C"], tl.makespan_s) == (pytest.approx(5.0), pytest.approx(6.0))
+    # C persistent: B's 0.5; C not: B's other loss, 0.25 (1 s at full speed, 2 s at 0.75, 0.5 s)
+    other = Losses((0.0, 0.5, 0.0, 0.0), (0.0, 0.25, 0.0, 0.0), (False, False, False, False))
+    assert run(tpl, [1.0, 2.0, 3.0, 1.0], 0.1, other).end_s["C"] == pytest.approx(4.5)
+    mine = Losses((0.0, 0.5, 0.0, 0.0), (0.0, 0.25, 0.0, 0.0), (False, False, True, False))
+    assert run(tpl, [1.0, 2.0, 3.0, 1.0], 0.1, mine).end_s["C"] == pytest.approx(5.0)
+
+
+def test_copies_on_the_copy_engines_are_not_slowed():
+    """A copy beside a collective, per-kind losses given: it holds no SMs and loses nothing."""
+    from tpsim.layer.template import Node, Template
+    from tpsim.sim.interference import Losses
+    from tpsim.sim.schedule import run
+    tpl = Template.from_nodes((Node("A", "", "", "comm", None), Node("B", "", "", "copy", None)),
+                              [], {})
+    tl = run(tpl, [2.0, 1.0], 0.5, Losses((0.5, 0.0), (0.5, 0.0), (False, False)))
+    assert tl.end_s["B"] == pytest.approx(1.0)
 
 
 def test_issued_first_runs_first():

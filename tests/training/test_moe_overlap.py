@@ -12,7 +12,7 @@ import tpsim
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.ops import Dispatch
-from tpsim.sim.price import op_interference
+from tpsim.sim.interference import op_interference
 from tpsim.training.moe_overlap import (beside, ends, exchange_s, merged_share, overlapped,
                                         pair_s, pieces)
 from tpsim.training.step import Part
@@ -105,14 +105,15 @@ def test_exchange_beside_the_compute_is_each_slots_earlier_end(qwen):
 
 
 def test_deepep_kernels_take_their_20_sms():
-    """The flex dispatcher's DeepEP kernels slow the compute beside them by 20 / 132 of the
-    H100's SMs, in the layer's schedule and in the merged pair; HybridEP's count is not
-    documented: the device's interference."""
+    """The flex dispatcher's DeepEP kernels hold 20 of the H100's 132 SMs: a persistent GEMM
+    beside them runs a second pass (half its speed), a non-persistent kernel loses 20 / 132;
+    HybridEP's 32 SMs the same way (tpsim.cost.interference)."""
     flex = tpsim.predict("qwen3-30b-a3b", "dgx-h100-ndr-cluster", moe_dispatcher="flex", **QWEN)
     op = next(o for o in flex.run.ops if type(o) is Dispatch)
-    assert op_interference(op, H100.device) == 20 / 132
+    assert op_interference(op, H100.device) == 0.5
+    assert op_interference(op, H100.device, persistent=False) == 20 / 132
     hybrid = Dispatch(1.0, 1.0, 8, 2, "ep", "hybridep")
-    assert op_interference(hybrid, H100.device) == H100.device.comm_compute_interference
+    assert op_interference(hybrid, H100.device, persistent=False) == 32 / 132
 
 
 @pytest.mark.parametrize("m, pp, v, want", [(8, 1, 1, 7 / 8), (64, 8, 4, 1 - 32 / 256),

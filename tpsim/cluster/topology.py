@@ -33,8 +33,7 @@ class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
     name: str = spec(doc="device model name")
     peak_flops: dict[str, float] = spec("peak_tflops", scale=TERA, gt=0,
-        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8, mxfp8, nvfp4); no "
-            "sparsity")
+        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8, mxfp8, nvfp4); no sparsity")
     memory_bytes: float = spec("memory_GiB", scale=GiB, gt=0, doc="device memory as the CUDA runtime "
                                "exposes it, GiB (2^30 bytes): the total of torch.cuda.mem_get_info(), "
                                "below the vendor's figure by what the driver keeps")
@@ -103,8 +102,11 @@ class Device:
     engine_dispatch_s: float = spec("engine_dispatch_us", scale=US, ge=0, default=0.0, doc=(
         "CPU time to issue one op of a serving engine's eager forward (vLLM, SGLang: inference "
         "mode, fused custom ops), us; 0: not modelled (tpsim.serving.host)"))
-    comm_compute_interference: float = spec(ge=0, le=1, default=0.0, doc="fraction of a compute kernel's speed lost beside "
-        "a collective (its SMs and memory traffic; Hopper's persistent GEMMs rerun the CTAs it displaces); 0: free, 1: no gain")
+    comm_compute_interference: float = spec(ge=0, le=1, default=0.0, doc="fraction of a compute kernel's speed lost while a "
+        "collective runs beside it; with collective_sms, a persistent GEMM's (the step's overlaps); 0: free, 1: no gain")
+    collective_sms: int | None = spec(ge=1, default=None, doc="SMs an NCCL collective's kernel holds (one CTA a channel): "
+        "each kernel beside it loses by its kind (tpsim.cost.interference); null: comm_compute_interference for all")
+    persistent_kernels: tuple[str, ...] = spec(default=(), doc="compute kinds run as persistent kernels (gemm, attention)")
     ep_comm_slowdown: float = spec(ge=0, le=1, default=0.0, doc="fraction of an EP dispatch or combine kernel's speed lost while "
         "compute runs beside it in the merged micro-batches (tpsim.training.moe_overlap.beside); 0: not modelled")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "
@@ -123,12 +125,9 @@ class Device:
     collective_protocols: dict[str, Protocol] | None = spec(
         default=None, doc="protocols NCCL may pick (simple, ll, ll128), each a mapping of "
                           "launch_us and bandwidth_fraction; null: simple only")
-    collective_latency_scale: float = spec(
-        gt=0, default=1.0,
-        doc="multiplies every collective latency (launch, protocol start-up, per-hop and NVLS "
-            "step latencies): NCCL's tuning-model latencies hold for Hopper; latency-bound "
-            "protocol steps run at the SM clock, so another device scales them by "
-            "Hopper's clock / its own")
+    collective_latency_scale: float = spec(gt=0, default=1.0, doc="multiplies every collective latency (launch, "
+        "protocol start-up, per-hop and NVLS step latencies): NCCL's tuning-model latencies hold for Hopper; "
+        "latency-bound protocol steps run at the SM clock, so another device scales them by Hopper's clock / its own")
     host_link_Bps: float | None = spec(
         "host_link_bandwidth_GBps", scale=GB, gt=0, default=None,
         doc="copies between this GPU's memory and its host's, per direction, GB/s (PCIe or "
@@ -147,10 +146,11 @@ class Device:
         for dtype in self.peak_flops:
             if dtype not in DTYPES:
                 raise ConfigError(source, f"{path}.peak_tflops.{dtype}", f"a dtype in {DTYPES}")
-        for name in self.collective_protocols or {}:
-            if name not in PROTOCOLS:
-                raise ConfigError(source, f"{path}.collective_protocols.{name}",
-                                  f"a protocol in {PROTOCOLS}")
+        for key, names, allowed in (("collective_protocols", self.collective_protocols or {}, PROTOCOLS),
+                                    ("persistent_kernels", self.persistent_kernels, ("gemm", "attention"))):
+            for name in names:
+                if name not in allowed:
+                    raise ConfigError(source, f"{path}.{key}.{name}", f"one of {allowed}")
         kernels = self.attention_kernels or {}
         if self.attention_kernel is not None and self.attention_kernel not in kernels:
             raise ConfigError(source, f"{path}.attention_kernel",

@@ -231,9 +231,9 @@ def flex_sm_share(backend: str, device) -> float | None:
     them: DEEPEP_SMS / sm_count for DeepEP; None (the device's ``comm_compute_interference``,
     as for NCCL) for HybridEP, whose count Megatron-core leaves to the library (8 across nodes,
     24 inside one) and Megatron-Bridge's performance harness sets to 32
-    (``scripts/performance/utils/overrides.py``: on H100 32 of 132 SMs; dgx-h100's figure, 0.50,
-    counts its persistent GEMMs' second pass beside them),
-    or for a device that lists no sm_count."""
+    (``scripts/performance/utils/overrides.py``: on H100 32 of 132 SMs), or for a device that
+    lists no sm_count. Used where the device lists no ``collective_sms``; where it does, each
+    kernel's loss follows its kind (:mod:`tpsim.sim.interference`)."""
     if backend != "deepep" or not device.sm_count:
         return None
     return min(1.0, DEEPEP_SMS / device.sm_count)

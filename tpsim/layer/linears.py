@@ -23,6 +23,7 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
+from ..cost.interference import UB_PIPELINE_SMS
 from ..spec.precision import (AMAX_REDUCED_BYTES, NORM_AMAX, NORM_QUANTIZES, STOCHASTIC_ROUNDING,
                               amax_pass_bytes, cast_write_bytes, quantize_launches)
 
@@ -48,7 +49,8 @@ def row_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
     """A row-parallel linear forward, ``size(d)`` -> (m, n, k): (FP8: its input cast) the GEMM,
     then the all-reduce (SP: reduce-scatter) of its partial sums; with TP communication overlap
     the GEMM runs in RS_SPLITS row chunks, each chunk's reduce-scatter beside the next chunk's
-    GEMM, the last one exposed (Transformer Engine's pipelined split_overlap_rs)."""
+    GEMM, the last one exposed (Transformer Engine's pipelined split_overlap_rs), its kernel on
+    UB_PIPELINE_SMS SMs the GEMMs leave as a margin (:mod:`tpsim.cost.interference`)."""
     x = fp8_cast(B, f"fwd.{linear}.cast", lambda d: (size(d)[0], size(d)[2]), x)
     op = sp_reduce_op(B.sp)
     if not B.tp_overlap:
@@ -60,7 +62,7 @@ def row_linear_fwd(B: Builder, linear: str, x, size, saved) -> str:
         g = B.gemm(f"fwd.{linear}{part}", _rows(size, RS_SPLITS, i), (x,),
                    saved=saved if last else None, linear=True, host_ops=int(last))
         rs = B.collective(f"fwd.{linear}.{op}{part}", op, (g,),
-                          size=_chunk_of_output(RS_SPLITS, i), host_ops=0)
+                          size=_chunk_of_output(RS_SPLITS, i), host_ops=0, sms=UB_PIPELINE_SMS)
     return rs
 
 

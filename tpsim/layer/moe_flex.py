@@ -38,9 +38,9 @@ stay), their bytes moving beside the NVLink-bound transfer, priced as free.
 
 Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
 combine kernel, the router's backward. The kernels run on the SMs they are given, which the
-compute beside them loses (:func:`tpsim.cost.all_to_all.flex_sm_share`: DeepEP's 20 of the
-H100's 132 SMs, 0.15, where NCCL's kernels cost the device's 0.50: Hopper's persistent
-GEMMs in two passes beside them). The flex dispatcher's
+compute beside them loses (:mod:`tpsim.sim.interference`: DeepEP's 20 of the H100's 132 SMs,
+HybridEP's 32; Hopper's persistent GEMMs beside them run a second pass, other kernels lose
+that share). The flex dispatcher's
 group is expert-TP x EP: tpsim prices expert-TP 1 (the published recipes') and refuses more.
 
 allgather (``MoEAllGatherTokenDispatcher``): every rank all-gathers the tokens of the

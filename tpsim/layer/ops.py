@@ -231,12 +231,15 @@ class _Transfer:
 
 @dataclass(frozen=True)
 class Collective(_Transfer):
-    """``op`` (all-reduce, all-gather, reduce-scatter, broadcast) of ``nbytes`` on ``group``."""
+    """``op`` (all-reduce, all-gather, reduce-scatter, broadcast) of ``nbytes`` on ``group``;
+    ``sms``: the SMs its kernel holds beside a GEMM launched with them as a margin (Transformer
+    Engine's pipelined reduce-scatter, :mod:`tpsim.sim.interference`); 0: NCCL's."""
     op: str
     nbytes: float
     group: str
     dims: tuple[int, ...] = ()
     dtype: str = ""
+    sms: int = 0
     kind: ClassVar[str] = "collective"
 
 

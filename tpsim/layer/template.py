@@ -139,15 +139,16 @@ class Builder:
                         sync=sync, launches=launches, loop_ops=loop_ops)
 
     def collective(self, name, op, deps=(), forward_of=None, size=None, group="tp",
-                   host_ops=1, sync=None, launches=None) -> str:
+                   host_ops=1, sync=None, launches=None, sms=0) -> str:
         """``op`` on ``group``; by default of the (b*s, h) activation, b*s*h*bytes_per_element.
         ``size(d)`` -> (nbytes, dims, dtype) for anything else; ``launches``: as
-        :class:`Node`'s (a collective another op's C++ call issues)."""
+        :class:`Node`'s (a collective another op's C++ call issues); ``sms``: as
+        :class:`~tpsim.layer.ops.Collective`'s."""
         def make(d):
             if size is None:
-                return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype)
+                return Collective(op, d.T * d.h * d.bpe, group, (d.T, d.h), d.dtype, sms)
             nbytes, dims, dtype = size(d)
-            return Collective(op, nbytes, group, dims, dtype)
+            return Collective(op, nbytes, group, dims, dtype, sms)
         return self.add(name, make, "comm", deps, None, forward_of, group, host_ops, sync,
                         launches)
 

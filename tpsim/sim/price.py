@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from ..base.formula import qualname
 from ..base.memo import Memo
 from ..cost import collectives
-from ..cost.all_to_all import flex_dispatch_time, flex_sm_share
+from ..cost.all_to_all import flex_dispatch_time
 from ..cost import compute
 from ..cost.collectives import CollectiveCost
 from ..layer.ops import (Attention, CastTranspose, Collective, DecodeAttention, Dispatch, Gemm,
@@ -151,21 +151,3 @@ def price_ops(ops, pricing: Pricing) -> tuple[list[float], list[str], list]:
         formulas.append(f)
         costs.append(c)
     return times, formulas, costs
-
-
-def op_interference(op, device) -> float:
-    """The slowdown a comm op puts on the compute beside it: the flex kernels' SM share where
-    known (:func:`tpsim.cost.all_to_all.flex_sm_share`), else the device's
-    ``comm_compute_interference``."""
-    if type(op) is Dispatch:
-        share = flex_sm_share(op.backend, device)
-        if share is not None:
-            return share
-    return device.comm_compute_interference
-
-
-def interferences(ops, device) -> list[float] | None:
-    """Each op's :func:`op_interference`, or None where every comm op's is the device's."""
-    if not any(type(op) is Dispatch for op in ops):
-        return None
-    return [op_interference(op, device) for op in ops]

@@ -12,9 +12,11 @@ a shorter op give a longer schedule: Graham 1969). The program order is the temp
 order (Megatron's issue order), in which every op comes after its inputs.
 
 A compute op that overlaps a collective issued before it runs ``1 - interference`` as fast for
-the overlap (NCCL's kernels take SMs and memory bandwidth from it); a collective whose kernels
-take a known share of the SMs (the flex dispatcher's: :func:`tpsim.cost.all_to_all.flex_sm_share`)
-slows it by that share instead (``losses``).
+the overlap (NCCL's kernels take SMs and memory bandwidth from it); where the device says how
+many SMs each comm kernel holds and which compute kernels are persistent, each collective
+slows each compute kernel by its own share instead (``losses``,
+:mod:`tpsim.sim.interference`: a persistent GEMM runs a second pass, another kernel loses the
+held SMs' share, a copy on the copy engines loses nothing).
 
 The host issues ops one by one, ``host_dispatch_s`` each, and runs ahead of the GPU across
 layers; in the steady state of many identical layers a phase (forward or backward) therefore
@@ -107,12 +109,14 @@ def exposed_of(mine, others) -> float:
 
 
 def run(tpl, durations: list[float], interference: float = 0.0,
-        losses: list[float] | None = None, host_s: float = 0.0,
+        losses=None, host_s: float = 0.0,
         launch_s: tuple[float, ...] = ()) -> Timeline:
     """In-order streams: op i (in program order) starts at the end of its stream's previous op
     and of its inputs; see the module docstring. ``interference`` slows compute ops beside the
-    ``comm`` stream's collectives issued before them; ``losses`` (per op, read for the comm
-    stream's): each collective's own slowdown instead; ``host_s``: the host's time to issue
+    ``comm`` stream's collectives issued before them; ``losses``
+    (:class:`tpsim.sim.interference.Losses`, per op): each collective's own slowdown instead,
+    on a persistent compute kernel or another, copies on the ``copy`` stream (the copy
+    engines) unslowed; ``host_s``: the host's time to issue
     one op after a sync (the template's ``syncs``; none: the host is always ahead);
     ``launch_s`` (per op, or empty): the host's time to launch the kernels its call issues
     from C++ (:func:`tpsim.sim.launches.launch_times`), added to its issue after a sync."""
@@ -124,8 +128,8 @@ def run(tpl, durations: list[float], interference: float = 0.0,
     free = [0.0] * len(streams)
     runs: list[list[tuple[float, float]]] = [[] for _ in streams]
     comm_runs = runs[comm] if comm >= 0 else []
-    comm_losses: list[float] = []
-    loss = interference if losses is None else comm_losses
+    comm_losses: tuple[list[float], list[float]] = ([], [])
+    copy = streams.index("copy") if losses is not None and "copy" in streams else -1
     start, end = [0.0] * n, [0.0] * n
     for i in range(n):
         s = stream_of[i]
@@ -137,7 +141,8 @@ def run(tpl, durations: list[float], interference: float = 0.0,
             clock, phase = _host_clock(tpl, i, waits, end, clock, phase, host_s, launch_s)
             if clock is not None and clock > t0:
                 t0 = clock
-        if loss and s != comm and comm_runs and comm_runs[-1][1] > t0:
+        loss = interference if losses is None else comm_losses[not losses.kernel[i]]
+        if loss and s != comm and s != copy and comm_runs and comm_runs[-1][1] > t0:
             t1 = slowed_end(t0, durations[i], comm_runs, loss)
         else:
             t1 = t0 + durations[i]
@@ -145,7 +150,8 @@ def run(tpl, durations: list[float], interference: float = 0.0,
         end[i] = free[s] = t1
         runs[s].append((t0, t1))
         if losses is not None and s == comm:
-            comm_losses.append(losses[i])
+            comm_losses[0].append(losses.persistent[i])
+            comm_losses[1].append(losses.other[i])
     return Timeline(tpl.names, tuple(start), tuple(end), tpl.node_streams, max(end, default=0.0),
                     dict(zip(streams, runs)))
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.formula import qualname
 from ..base.memo import Memo
-from .price import Pricing, interferences, price_ops
+from .interference import interferences
+from .price import Pricing, price_ops
 from .result import CollectiveRow, LayerTimes, OpRow
 from .launches import launch_times, phase_launch_s
 from .schedule import COMM_STREAMS, Timeline, issue_bound, run, sync_waits

@@ -16,7 +16,7 @@ as long as the longer of its two ops, and one merged pair takes
     beside(a, c) = c + i a / (1 - k) if a (1 - i) <= c (1 - k), else a + k c / (1 - i)
 
 (the computation runs 1 - i as fast while the communication runs beside it, i the share of the
-SMs its kernels take: :func:`tpsim.sim.price.op_interference`, as in
+SMs its kernels take: :func:`tpsim.sim.interference.op_interference`, as in
 :func:`tpsim.sim.schedule.slowed_end`; the communication runs 1 - k as fast while the
 computation runs beside it, k the device's ``ep_comm_slowdown``: the dispatch and combine
 kernels, DeepEP's, HybridEP's and NCCL's all-to-all alike, are copies the SMs drive, loads into
@@ -65,7 +65,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..base.errors import ConfigError
-from ..sim.price import op_interference
+from ..sim.interference import op_interference
 from ..sim.schedule import issue_bound, sync_waits
 from .step import Part
 
@@ -137,7 +137,7 @@ def pair_s(sim, device) -> float:
     than the host's issue of both phases' ops and its waits at their syncs, on one thread
     (:func:`tpsim.sim.schedule.issue_bound`); each
     slot's i that of its communication op on ``device``
-    (:func:`tpsim.sim.price.op_interference`), k the device's ``ep_comm_slowdown`` (the
+    (:func:`tpsim.sim.interference.op_interference`), k the device's ``ep_comm_slowdown`` (the
     dispatch or combine slowed beside the compute: module docstring)."""
     gpu = sum(beside(*slot) for slot in _slots(sim, device))
     h = sim.host_dispatch_s

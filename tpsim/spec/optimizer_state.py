@@ -9,10 +9,11 @@ fp16, bf16 or fp8 "for storing the optimizer state in memory", computing in fp32
 STATE_BYTES of each dtype (fp32 4, fp16 and bf16 2, fp8 1: its per-tensor scales negligible).
 ``copy``: whether the main weights are a copy of their own. They are the model's weights
 themselves, no copy, where they share the weights' dtype: under fp32 training (Megatron-LM's
-dist_optimizer.md: 16 bytes = 4 + 4 + 8) and with ``--main-params-dtype bf16`` beside bf16 weights: PyTorch's Adam on a model built
-in bf16 (NeMo AutoModel's recipes: ``get_dtype(config.torch_dtype, torch.bfloat16)``, no master
-copy; ``torch.optim.Adam`` makes ``exp_avg`` and ``exp_avg_sq`` by ``torch.zeros_like(p)``, in
-the parameter's dtype: 2 + 2 + 2 bytes; Megatron-FSDP's ``--megatron-fsdp-main-params-dtype``
+dist_optimizer.md: 16 bytes = 4 + 4 + 8), fp16 beside fp16 weights, and bf16 beside bf16
+weights: PyTorch's Adam on a model built in bf16 (NeMo AutoModel's recipes build it with
+``get_dtype(config.torch_dtype, torch.bfloat16)``, no master copy; ``torch.optim.Adam`` makes
+``exp_avg`` and ``exp_avg_sq`` by ``torch.zeros_like(p)``, in the parameter's dtype: a state of
+2 + 2 bytes beside the 2-byte weights; Megatron-FSDP's ``--megatron-fsdp-main-params-dtype``
 takes bf16 or ``auto``, the model's dtype, the same way). The defaults are Megatron's mixed
 precision, fp32 throughout: 12 bytes (:mod:`tpsim.spec.precision`).
 

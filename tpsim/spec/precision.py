@@ -263,8 +263,9 @@ def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
 def layout_key(lay, any_layout: bool = False, dtype: str | None = None) -> str:
     """The :func:`precision_key` of Layout ``lay``'s dtype (or ``dtype``) and options
     (``any_layout``: the device's)."""
-    return precision_key(dtype or lay.dtype, lay.grad_reduce_in_bf16, lay.fp8_param_gather, any_layout,
-                         lay.fp8_recipe, tuple(getattr(lay, f) for f in ADAM_DTYPE_FIELDS))
+    return precision_key(dtype or lay.dtype, lay.grad_reduce_in_bf16, lay.fp8_param_gather,
+                         any_layout, lay.fp8_recipe,
+                         tuple(getattr(lay, f) for f in ADAM_DTYPE_FIELDS))
 
 
 def key_quantizer(key: str) -> str:

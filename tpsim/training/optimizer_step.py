@@ -136,5 +136,5 @@ def optimizer_s(params: float, shards: float, dtype: str, device,
                             device) + weight_cast_s(params, dtype, device)
 
 
-__all__ = ["ADAM_TERMS", "adam_bytes", "OptimizerStep", "MEGATRON", "optimizer_step", "optimizer_bytes",
-           "optimizer_s"]
+__all__ = ["ADAM_TERMS", "adam_bytes", "OptimizerStep", "MEGATRON", "optimizer_step",
+           "optimizer_bytes", "optimizer_s"]

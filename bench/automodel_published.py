@@ -64,8 +64,7 @@ gathered, bf16 Adam state); no profile of these runs is published.
 Not priced (the CSV's ``priced`` column says why): Kimi K2 and GPT-OSS 20B (no model config
 shipped), GPT-OSS 120B (PyTorch's FlexAttention with sinks and a sliding window: no kernel of
 tpsim's), the Nemotron V3 rows (hybrid Mamba-Transformer layers). Not modelled in the priced
-rows: the bf16 parameters and Adam state (tpsim keeps fp32 master weights and state: the memory
-column is high, the optimizer step slightly long), the MoE models' eager PyTorch rotary
+rows: the bf16 gradient shards (priced fp32, as their reduce-scatter), the MoE models' eager PyTorch rotary
 embedding, SwiGLU and router (priced as fused kernels: tpsim's fast side), the experts'
 ``grouped_gemm`` kernels (priced as tpsim's grouped GEMM).
 
@@ -90,6 +89,10 @@ MOE = dict(tp=1, recompute="full", dtype="bf16", zero=3, reshard_after_forward=F
 # DeepSeek-V3's 32 stages (module docstring): 2 layers in each of the first 29, 1 in the last 3
 DEEPSEEK = dict(MOE, pp=4, virtual_stages=8, ep=64, micro_batch=1, mtp_layers=0,
                 pipeline_layout="Ett|(tt|)*28t|t|tL")
+# the Llama recipe's transformer_engine.pytorch.optimizers.FusedAdam at its defaults
+# (master_weights=False, exp_avg_dtype=exp_avg_sq_dtype=torch.float32): the bf16 weights
+# updated in place, fp32 moments
+LLAMA_ADAM = {**AUTOMODEL, "adam": "fused", "exp_avg_dtype": "fp32", "exp_avg_sq_dtype": "fp32"}
 # (model, nodes, layout, pipelines a step) by the CSV's (model, GPUs)
 LAYOUTS = {
     ("DeepSeek V3 671B", 1024): ("deepseek-v3", 128, dict(DEEPSEEK, dp=256, global_batch=2048), 4),
@@ -100,8 +103,7 @@ LAYOUTS = {
                                                micro_batch=1, global_batch=128,
                                                recompute="full", dtype="bf16",
                                                grad_reduce_in_bf16=True,
-                                               attention="flash2", **{**AUTOMODEL,
-                                                                     "adam": "fused"}), 1),
+                                               attention="flash2", **LLAMA_ADAM), 1),
 }
 FLUSHES = {key: flushes for key, (_, _, _, flushes) in LAYOUTS.items()}
 

@@ -25,6 +25,7 @@ CASES = {   # (fixed settings, framework), each away from the defaults in its ow
     "offload-eager": ({"cpu_offload_layers": 1, "eager_kernels": True,
                        "cross_entropy": "te", "grad_buffer": False}, None),   # no memset
     "hsdp": ({"shard_group": 2, "reshard_after_forward": False}, None),   # ZeRO-3 over 2 of dp
+    "automodel-fp8-moment": ({"exp_avg_sq_dtype": "fp8"}, "automodel"),   # bf16 Adam state
 }
 
 

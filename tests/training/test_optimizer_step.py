@@ -8,7 +8,8 @@ from tpsim.cost.compute import elementwise_time
 from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.spec.layout import ADAM_KERNELS, Layout
 from tpsim.training import terms
-from tpsim.training.optimizer_step import (ADAM_BYTES, MEGATRON, OptimizerStep, optimizer_bytes,
+from tpsim.spec.precision import precision_key
+from tpsim.training.optimizer_step import (ADAM_TERMS, MEGATRON, OptimizerStep, optimizer_bytes,
                                            optimizer_s, optimizer_step)
 from tpsim.training.sharded_dp import Sharding
 
@@ -17,7 +18,21 @@ TORCH = OptimizerStep("foreach", grad_buffer=False, master_copy=False)
 
 
 def test_the_layouts_choices_are_the_priced_kernels():
-    assert ADAM_KERNELS == tuple(ADAM_BYTES)
+    assert ADAM_KERNELS == tuple(ADAM_TERMS)
+
+
+@pytest.mark.parametrize("main, m, v, fused, foreach, per_tensor, copy", [
+    ("fp32", "fp32", "fp32", 28, 80, 80, 6),
+    ("bf16", "bf16", "bf16", 4 + 2 * 6, 8 + 8 + 6 + 22, 4 + 8 + 10 + 22, None),
+    ("fp32", "bf16", "bf16", 4 + 8 + 8, 16 + 8 + 6 + 22, 8 + 8 + 10 + 22, 6),
+    ("fp16", "fp8", "bf16", 4 + 4 + 2 + 4, 8 + 8 + 3 + 22, 4 + 8 + 5 + 22, 4)])
+def test_adam_moves_its_state_in_the_state_dtypes(main, m, v, fused, foreach, per_tensor, copy):
+    """fused g + 2(p + m + v), foreach 4p + 2g + 3m + 11v, per-tensor 2p + 2g + 5m + 11v with
+    g = 4; the copy to the bf16 weights reads p and writes 2, none where p are the weights."""
+    key = precision_key("bf16", adam_dtypes=(main, m, v))
+    for adam, want in (("fused", fused), ("foreach", foreach), ("per-tensor", per_tensor)):
+        b = optimizer_bytes(key, owned=1.0, zeroed=0.0, step=OptimizerStep(adam))
+        assert b["adam"] == want and b.get("copy-to-weights") == copy
 
 
 def test_torch_adamw_moves_norm_clip_and_eight_passes_and_nothing_else():

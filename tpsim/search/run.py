@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..base.memo import value_hash
 from ..spec.layout import Layout
+from ..spec.optimizer_state import ADAM_DTYPE_FIELDS
 from ..spec.precision import precision_key
 from ..spec.settings import defaults
 
@@ -44,4 +45,5 @@ class Run:
         (:func:`tpsim.spec.precision.precision_key` of the dtype and the fixed settings)."""
         get = self.setting
         return precision_key(self.dtype, get("grad_reduce_in_bf16"), get("fp8_param_gather"),
-                             self.topo.device.fp8_any_layout, get("fp8_recipe"))
+                             self.topo.device.fp8_any_layout, get("fp8_recipe"),
+                             tuple(map(get, ADAM_DTYPE_FIELDS)))

@@ -59,8 +59,12 @@ user's value.
   cuDNN's fused attention on Hopper, the device's flash3 class; the default); the optimizer is
   the recipes' ``torch.optim.Adam``, foreach on CUDA (``--adam foreach``), and
   ``optimizer.zero_grad()`` frees the gradients (``--no-grad-buffer``). The model is built in
-  bf16 (``get_dtype(config.torch_dtype)``), so the shards and Adam's state are bf16, 8 bytes a
-  parameter, where tpsim keeps fp32 master weights and state: its memory is high.
+  bf16 (``get_dtype(config.torch_dtype, torch.bfloat16)``), so Adam updates the bf16 weights,
+  no master copy, and keeps its moments in their dtype (``torch.zeros_like(p)``):
+  ``--main-params-dtype bf16 --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``, 4 bytes of
+  state a parameter (:mod:`tpsim.spec.optimizer_state`). The sharded gradients are bf16 too
+  (FSDP2's ``foreach_reduce`` casts the fp32 reduce-scatter's output back to the parameter's
+  dtype): priced fp32, 4 bytes, as the reduce-scatter (not modelled apart).
 * ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
   October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
   commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
@@ -105,7 +109,8 @@ FRAMEWORKS: dict[str, dict] = {
     "nemo-24.07": {"attention": "flash2"},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, **_TORCHTITAN},
     "torchtitan-compile": {"attention": "flash2", **_TORCHTITAN},
-    "automodel": {"fsdp2_copies": True, "adam": "foreach", "grad_buffer": False},
+    "automodel": {"fsdp2_copies": True, "adam": "foreach", "grad_buffer": False,
+                  "main_params_dtype": "bf16", "exp_avg_dtype": "bf16", "exp_avg_sq_dtype": "bf16"},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
                     "cross_entropy": "xentropy", "train_metrics": 2, "adam": "per-tensor",
                     "grad_buffer": False},

@@ -13,11 +13,12 @@ first of bf16, fp16, fp32, ``expert_tp`` the run's tp.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..base.errors import ConfigError
 from .model import ATTENTION_KERNELS, ATTENTIONS
+from .moe_checks import check_moe
+from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
 from .pipeline_layout import stage_layers
 from .precision import FP8_RECIPES, PRECISION
 from .settings import changed, check, declared, defaults, made, setting
@@ -36,7 +37,7 @@ RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", 
 RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
-ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_BYTES
+ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_TERMS
 MAX_MICRO_BATCHES = 65536  # simulated one by one: 16x a 16M-token batch of 4K sequences, 1 replica
 MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's handful, bounded
 
@@ -289,6 +290,14 @@ class Layout:
         "zero_grad_buffer); off: PyTorch's zero_grad(set_to_none=True) frees them, no kernel",
         "--grad-buffer",
         help="no gradient buffer to zero each step (PyTorch's zero_grad(set_to_none=True))")
+    main_params_dtype: str = setting(
+        "fp32", "the optimizer's main weights: fp32, fp16 (a copy) or bf16 (the bf16 weights "
+        "themselves, no copy: PyTorch's Adam on a bf16 model; tpsim.spec.optimizer_state)",
+        flag="--main-params-dtype", kind="choice", choices=MAIN_PARAMS_DTYPES)
+    exp_avg_dtype: str = setting("fp32", "Adam's first moment as stored (Megatron-LM's own flag)",
+                                 flag="--exp-avg-dtype", kind="choice", choices=MOMENT_DTYPES)
+    exp_avg_sq_dtype: str = setting("fp32", "Adam's second moment as stored (Megatron-LM's own "
+        "flag)", flag="--exp-avg-sq-dtype", kind="choice", choices=MOMENT_DTYPES)
 
     def __post_init__(self):
         check(self)
@@ -317,17 +326,8 @@ class Layout:
         if self.cp > 1 and self.seq_len is not None and self.seq_len % (2 * self.cp):
             raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
                               "holds two chunks, for the causal mask's balance)", self.seq_len)
-        if self.moe_flex_backend != "deepep" and self.moe_dispatcher != "flex":
-            raise ConfigError("--moe-flex-backend", "", "deepep unless --moe-dispatcher is flex "
-                              "(the backend of the flex dispatcher)", self.moe_flex_backend)
-        if not self.moe_permute_fusion and self.moe_dispatcher != "alltoall":
-            raise ConfigError("--no-moe-permute-fusion", "", "--moe-dispatcher alltoall (the "
-                              "unfused permutation is priced for it)", self.moe_dispatcher)
-        if self.moe_permute_fusion_into_hybridep and self.moe_flex_backend != "hybridep":
-            raise ConfigError("--moe-permute-fusion-into-hybridep", "", "--moe-flex-backend "
-                              "hybridep beside it", self.moe_flex_backend)
-        if not 1 <= self.moe_imbalance < math.inf:
-            raise ConfigError("--moe-imbalance", "", "a finite number >= 1", self.moe_imbalance)
+        check_moe(self)
+        check_state(self)
         gb, per_step = self.global_batch, self.per_step
         if gb is None:
             return

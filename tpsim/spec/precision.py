@@ -33,6 +33,10 @@ tensor_parallel ColumnParallelLinear, outside Transformer Engine) and the norms 
 reaches only Transformer Engine's modules). The layers' biases and MoE routers (a few MB) are
 counted with the linears.
 
+The optimizer state's dtypes (Megatron-core's ``--main-params-dtype``, ``--exp-avg-dtype``,
+``--exp-avg-sq-dtype``; PyTorch's Adam on a bf16 model) change its column:
+:mod:`tpsim.spec.optimizer_state`.
+
 Two options of Megatron-core change the table (:func:`precision_key` names a run's choice):
 
 * ``--grad-reduce-in-bf16`` (Megatron-Bridge's and NeMo's performance recipes:
@@ -130,6 +134,7 @@ from dataclasses import replace
 
 from ..base.record import record
 from ..base.errors import ConfigError
+from .optimizer_state import ADAM_DTYPE_FIELDS, AdamState, adam_state, state_options
 
 
 @record
@@ -241,21 +246,39 @@ def weights_bytes(key: str, params: float, plain: float = 0.0) -> float:
 
 def precision_key(dtype: str, grad_reduce_in_bf16: bool = False,
                   fp8_param_gather: bool = False, any_layout: bool = False,
-                  fp8_recipe: str = "delayed") -> str:
+                  fp8_recipe: str = "delayed", adam_dtypes: tuple[str, ...] = ()) -> str:
     """The run's precision as one name: ``dtype``, then ``+bf16-grads``, ``+fp8-params``,
-    (fp8 on a device of ``any_layout``) ``+any-layout`` and (fp8) ``+`` a recipe other than
-    delayed for the options taken (module docstring); ``dtype`` alone without them."""
+    (fp8 on a device of ``any_layout``) ``+any-layout``, (fp8) ``+`` a recipe other than
+    delayed and the optimizer state's (main params, exp_avg, exp_avg_sq) ``adam_dtypes`` not
+    fp32 (:func:`~tpsim.spec.optimizer_state.state_options`) for the options taken (module
+    docstring); ``dtype`` alone without them."""
     fp8 = dtype == "fp8"
     return "+".join([dtype] + [BF16_GRADS] * grad_reduce_in_bf16
                     + [FP8_PARAMS] * fp8_param_gather
                     + [ANY_LAYOUT] * (any_layout and fp8)
-                    + [fp8_recipe] * (fp8 and fp8_recipe != FP8_RECIPES[0]))
+                    + [fp8_recipe] * (fp8 and fp8_recipe != FP8_RECIPES[0])
+                    + state_options(adam_dtypes))
+
+
+def layout_key(lay, any_layout: bool = False, dtype: str | None = None) -> str:
+    """The :func:`precision_key` of Layout ``lay``'s dtype (or ``dtype``) and options
+    (``any_layout``: the device's)."""
+    return precision_key(dtype or lay.dtype, lay.grad_reduce_in_bf16, lay.fp8_param_gather,
+                         any_layout, lay.fp8_recipe,
+                         tuple(getattr(lay, f) for f in ADAM_DTYPE_FIELDS))
 
 
 def key_quantizer(key: str) -> str:
     """The quantizer of a :func:`precision_key`'s dtype and recipe (:func:`quantizer`)."""
     dtype, *options = key.split("+")
     return quantizer(dtype, next((o for o in options if o in FP8_RECIPES), FP8_RECIPES[0]))
+
+
+def key_state(key: str) -> AdamState:
+    """The optimizer state's :class:`~tpsim.spec.optimizer_state.AdamState` of a
+    :func:`precision_key` (its ``held`` bytes are :func:`precision`'s ``optimizer``)."""
+    dtype, *options = key.split("+")
+    return adam_state(dtype, options)
 
 
 def precision(key: str) -> Precision:
@@ -272,4 +295,4 @@ def precision(key: str) -> Precision:
         if dtype not in PARAM_GATHERED:
             raise ConfigError("--fp8-param-gather", "", "--dtype fp8, mxfp8 or nvfp4", dtype)
         p = replace(p, weights=p.weights - HALF, gathered=PARAM_GATHERED[dtype])
-    return p
+    return replace(p, optimizer=key_state(key).held)

@@ -32,6 +32,15 @@ Per parameter the rank updates (``owned``: 1/d of the stage's with a sharded opt
   microseconds a tensor; with FSDP1's ``use_orig_params``, Composer's default, a rank steps
   the parameters of its shard, a few a block).
 
+In the state's own dtypes (:func:`tpsim.spec.optimizer_state.adam_state`: p the main weights,
+m, v the moments, bytes per element; g the fp32 gradient, 4; the foreach kernels' temporary
+sqrt(v) in v's dtype) the same kernels move
+
+    fused: g + 2 (p + m + v)      foreach: 4p + 2g + 3m + 11v      per-tensor: 2p + 2g + 5m + 11v
+
+the table's 28, 80, 80 at fp32 (:data:`ADAM_TERMS`), and the copy to the 16-bit weights reads
+the main weights' p where they are a copy of their own (none where the weights are them).
+
 Zeroing the gradients for the next step (``grad_buffer``): Megatron-core's
 ``zero_grad_buffer`` memsets its contiguous gradient buffer (``_ParamAndGradBuffer.reset``:
 ``grad_data.zero_()``, distributed/param_and_grad_buffer.py), the whole stage's gradients, or
@@ -56,18 +65,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cost.compute import elementwise_time
-from ..spec.precision import precision
+from ..spec.optimizer_state import AdamState
+from ..spec.precision import key_state, precision
 from .data_parallel import FP32, NORM_BYTES
 from .weight_cache import weight_cast_s
 
-ADAM_BYTES = {"fused": 28, "foreach": 80, "per-tensor": 80}   # per owned parameter (above)
+# Adam's bytes per owned parameter as coefficients of (p, g, m, v) bytes (above)
+ADAM_TERMS = {"fused": (2, 1, 2, 2), "foreach": (4, 2, 3, 11), "per-tensor": (2, 2, 5, 11)}
 CLIP_BYTES = 8           # multi_tensor_scale reads and writes the fp32 gradient
 FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
 
 
 @dataclass(frozen=True)
 class OptimizerStep:
-    """How a stack runs the step: ``adam``'s kernels (a key of ADAM_BYTES), whether a
+    """How a stack runs the step: ``adam``'s kernels (a key of ADAM_TERMS), whether a
     ``grad_buffer`` is memset every step, whether a ``master_copy`` writes 16-bit weights."""
     adam: str = "fused"
     grad_buffer: bool = True
@@ -83,17 +94,25 @@ def optimizer_step(lay, sh) -> OptimizerStep:
     return OptimizerStep(lay.adam, lay.grad_buffer, not (sh.fp32_params and sh.stage == 3))
 
 
+def adam_bytes(kernel: str, state: AdamState) -> float:
+    """Adam's bytes per owned parameter by ``kernel`` (a key of ADAM_TERMS) over the main
+    weights, fp32 gradient and moments of ``state`` (module docstring):
+    sum of ADAM_TERMS[kernel] x (p, g, m, v)."""
+    sizes = (state.main, FP32, state.exp_avg, state.exp_avg_sq)
+    return float(sum(c * b for c, b in zip(ADAM_TERMS[kernel], sizes)))
+
+
 def optimizer_bytes(dtype: str, owned: float, zeroed: float,
                     step: OptimizerStep = MEGATRON) -> dict[str, float]:
     """Device-memory bytes of the optimizer step, by kernel: ``owned`` parameters the rank
     updates, ``zeroed`` gradients its buffer memsets (module docstring)."""
-    prec = precision(dtype)
-    per = {"grad-norm": NORM_BYTES, "clip": CLIP_BYTES, "adam": ADAM_BYTES[step.adam]}
+    prec, state = precision(dtype), key_state(dtype)
+    per = {"grad-norm": NORM_BYTES, "clip": CLIP_BYTES, "adam": adam_bytes(step.adam, state)}
     if prec.grads < FP32:                     # fp16: gradients copied into fp32, then unscaled
         per["grads-to-fp32"] = prec.grads + FP32
         per["unscale"] = FP16_UNSCALE_BYTES
-    if prec.gathered < FP32 and step.master_copy:   # copy the fp32 master into 16-bit weights
-        per["copy-to-weights"] = FP32 + prec.gathered
+    if state.copy and step.master_copy:       # copy the main weights into the 16-bit weights
+        per["copy-to-weights"] = state.main + prec.gathered
     out = {k: v * owned for k, v in per.items()}
     out["zero-grads"] = prec.grads * zeroed if step.grad_buffer else 0.0
     return out
@@ -117,5 +136,5 @@ def optimizer_s(params: float, shards: float, dtype: str, device,
                             device) + weight_cast_s(params, dtype, device)
 
 
-__all__ = ["ADAM_BYTES", "OptimizerStep", "MEGATRON", "optimizer_step", "optimizer_bytes",
-           "optimizer_s"]
+__all__ = ["ADAM_TERMS", "adam_bytes", "OptimizerStep", "MEGATRON", "optimizer_step",
+           "optimizer_bytes", "optimizer_s"]

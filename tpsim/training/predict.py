@@ -31,7 +31,7 @@ from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
-from ..spec.precision import LOW_PRECISION, precision, precision_key
+from ..spec.precision import LOW_PRECISION, layout_key, precision
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
@@ -74,7 +74,7 @@ def _check(topo: Topology, lay: Layout, dtype: str) -> None:
     if lay.tp > topo.max_ranks:
         raise ConfigError("--tp", "", f"at most the {topo.max_ranks} GPUs of {topo.name}", lay.tp)
     topo.device.peak(dtype)
-    precision(precision_key(dtype, fp8_param_gather=lay.fp8_param_gather))
+    precision(layout_key(lay, dtype=dtype))
     if dtype in LOW_PRECISION:
         topo.device.peak(FP8_ACTIVATIONS)
     kernels = tuple(topo.device.attention_kernels or ())
@@ -384,9 +384,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        overlap_grad_reduce=lay.overlap_grad_reduce,
                        scatter_gather_p2p=lay.scatter_gather_p2p,
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
-                       precision=precision_key(lay.dtype, lay.grad_reduce_in_bf16,
-                                               lay.fp8_param_gather,
-                                               topo.device.fp8_any_layout, lay.fp8_recipe),
+                       precision=layout_key(lay, topo.device.fp8_any_layout),
                        experts=experts, partial=partial, tp_comm_overlap=lay.tp_comm_overlap,
                        mtp=mtp)
     if sh.stage >= 2:

@@ -1,0 +1,25 @@
+"""What the mixture-of-experts settings of a :class:`~tpsim.spec.layout.Layout` allow of one
+another: the flex dispatcher's backend and its fusions, the fused permutation, the imbalance."""
+from __future__ import annotations
+
+import math
+
+from ..base.errors import ConfigError
+
+
+def check_moe(lay) -> None:
+    """One ConfigError naming the flag for MoE settings that contradict one another."""
+    if lay.moe_flex_backend != "deepep" and lay.moe_dispatcher != "flex":
+        raise ConfigError("--moe-flex-backend", "", "deepep unless --moe-dispatcher is flex "
+                          "(the backend of the flex dispatcher)", lay.moe_flex_backend)
+    if not lay.moe_permute_fusion and lay.moe_dispatcher != "alltoall":
+        raise ConfigError("--no-moe-permute-fusion", "", "--moe-dispatcher alltoall (the "
+                          "unfused permutation is priced for it)", lay.moe_dispatcher)
+    if lay.moe_permute_fusion_into_hybridep and lay.moe_flex_backend != "hybridep":
+        raise ConfigError("--moe-permute-fusion-into-hybridep", "", "--moe-flex-backend "
+                          "hybridep beside it", lay.moe_flex_backend)
+    if not 1 <= lay.moe_imbalance < math.inf:
+        raise ConfigError("--moe-imbalance", "", "a finite number >= 1", lay.moe_imbalance)
+
+
+__all__ = ["check_moe"]

@@ -317,9 +317,10 @@ class Layout:
         if self.cp > 1 and self.seq_len is not None and self.seq_len % (2 * self.cp):
             raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
                               "holds two chunks, for the causal mask's balance)", self.seq_len)
-        if self.moe_flex_backend != "deepep" and self.moe_dispatcher != "flex":
-            raise ConfigError("--moe-flex-backend", "", "deepep unless --moe-dispatcher is flex "
-                              "(the backend of the flex dispatcher)", self.moe_flex_backend)
+        for flag, value, default in (("--moe-flex-backend", self.moe_flex_backend, "deepep"),
+                                     ("--moe-routing", self.moe_routing, "uniform")):
+            if value != default and self.moe_dispatcher != "flex":   # the flex dispatcher's alone
+                raise ConfigError(flag, "", f"{default} unless --moe-dispatcher is flex", value)
         if not self.moe_permute_fusion and self.moe_dispatcher != "alltoall":
             raise ConfigError("--no-moe-permute-fusion", "", "--moe-dispatcher alltoall (the "
                               "unfused permutation is priced for it)", self.moe_dispatcher)

@@ -58,7 +58,7 @@ from pathlib import Path
 from tpsim.serving.engine import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_rate_published import print_csv, read_rows, summary  # noqa: E402
+from serve_rate_published import arguments, print_csv, read_rows, summary  # noqa: E402
 
 DATA = (Path(__file__).resolve().parent.parent / "tests" / "data" / "published_serving" /
         "sglang-h200-datacrunch.csv")
@@ -156,11 +156,7 @@ def rows(seeds: int = 1, groups=("online", "past graphs", "offline")):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
-    ap.add_argument("--seeds", type=int, default=1,
-                    help="seeds of the arrivals and lengths; tpsim's value is their median")
-    args = ap.parse_args(argv)
+    args = arguments(__doc__).parse_args(argv)
     t0 = time.process_time()
     out = list(rows(args.seeds))
     if args.csv:

@@ -235,11 +235,17 @@ def print_csv(out, first: str) -> None:
               f'{"" if tail is None else f"{tail:.3f}"}')
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options both Poisson-rate scripts take: ``--csv`` and ``--seeds``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--csv", action="store_true", help="CSV instead of the table")
     ap.add_argument("--seeds", type=int, default=1,
                     help="seeds of the arrivals and lengths; tpsim's value is their median")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = arguments(__doc__)
     ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
     args = ap.parse_args(argv)
     t0 = time.process_time()

@@ -106,6 +106,8 @@ BAD_FILES = [
     ("efficiency above one", _bad(lambda d: d["levels"][0].update(efficiency={"ring": 1.5})),
      "efficiency.ring"),
     ("no levels", _bad(lambda d: d.update(levels=[])), "levels"),
+    ("a collective holding more SMs than the device has",
+     _bad(lambda d: d["device"].update(sm_count=132, collective_sms=133)), "device.collective_sms"),
 ]
 
 

@@ -146,6 +146,7 @@ def test_ep1_is_the_all_gather_slot_for_every_dispatcher():
     (dict(moe_dispatcher="flex", ep=2, expert_tp=2), "--expert-tp"),
     (dict(moe_dispatcher="flex", ep=1, expert_tp=1), "--ep"),
     (dict(moe_flex_backend="hybridep", ep=2), "--moe-flex-backend"),
+    (dict(moe_routing="round-robin", ep=2), "--moe-routing"),
     (dict(moe_dispatcher="deepep"), "--moe-dispatcher"),
 ])
 def test_refusals_name_their_flag(kw, flag):

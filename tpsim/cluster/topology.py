@@ -132,13 +132,10 @@ class Device:
         "host_link_bandwidth_GBps", scale=GB, gt=0, default=None,
         doc="copies between this GPU's memory and its host's, per direction, GB/s (PCIe or "
             "NVLink-C2C): activation offloading's transfers; null: not known (offloading refused)")
-    tdp_W: float | None = spec(gt=0, default=None,
-                               doc="board power limit (max TDP), W, from the vendor's datasheet: "
-                                   "the draw at full activity (tpsim.cluster.power); null: no "
-                                   "energy figures")
-    idle_W: float | None = spec(ge=0, default=None,
-                                doc="board power with no kernel running, W (nvidia-smi's power "
-                                    "draw of an idle GPU); null: 0.1 x tdp_W")
+    tdp_W: float | None = spec(gt=0, default=None, doc="board power limit (max TDP), W, from the vendor's "
+                               "datasheet: the draw at full activity (tpsim.cluster.power); null: no energy figures")
+    idle_W: float | None = spec(ge=0, default=None, doc="board power with no kernel running, W (nvidia-smi's "
+                                "power draw of an idle GPU); null: 0.1 x tdp_W")
 
     __hash__ = value_hash      # by value, once: its dicts leave it unhashable to dataclasses
 
@@ -160,6 +157,8 @@ class Device:
             raise ConfigError(source, f"{path}.attention_kernel", "the default of attention_kernels")
         if self.gemm_tile is not None and len(self.gemm_tile) != 2:
             raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
+        if self.collective_sms and self.sm_count and self.collective_sms > self.sm_count:
+            raise ConfigError(source, f"{path}.collective_sms", "at most sm_count", self.collective_sms)
         if self.idle_W is not None and (self.tdp_W is None or self.idle_W >= self.tdp_W):
             raise ConfigError(source, f"{path}.idle_W", "below tdp_W", self.idle_W)
         if self.sustained_utilisation is not None and self.sustained_clock == 1:

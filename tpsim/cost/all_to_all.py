@@ -31,6 +31,7 @@ import math
 
 from ..base.record import record
 from .collective_cost import CollectiveCost
+from .interference import compute_loss
 from ..base.formula import qualname
 from ..cluster.placement import LevelSpan, Placement
 from ..cluster.topology import SIMPLE, Topology
@@ -228,12 +229,13 @@ DEEPEP_SMS = 20
 
 def flex_sm_share(backend: str, device) -> float | None:
     """The share of ``device``'s SMs the flex dispatcher's kernels take from the compute beside
-    them: DEEPEP_SMS / sm_count for DeepEP; None (the device's ``comm_compute_interference``,
-    as for NCCL) for HybridEP, whose count Megatron-core leaves to the library (8 across nodes,
-    24 inside one) and Megatron-Bridge's performance harness sets to 32
-    (``scripts/performance/utils/overrides.py``: on H100 32 of 132 SMs), or for a device that
-    lists no sm_count. Used where the device lists no ``collective_sms``; where it does, each
-    kernel's loss follows its kind (:mod:`tpsim.sim.interference`)."""
+    them: for DeepEP, a non-persistent kernel's loss beside DEEPEP_SMS held, DEEPEP_SMS /
+    sm_count (:func:`tpsim.cost.interference.compute_loss`); None (the device's
+    ``comm_compute_interference``, as for NCCL) for HybridEP, whose count Megatron-core
+    leaves to the library (8 across nodes, 24 inside one) and Megatron-Bridge's performance
+    harness sets to 32 (``scripts/performance/utils/overrides.py``: on H100 32 of 132 SMs), or
+    for a device that lists no sm_count. Used where the device lists no ``collective_sms``;
+    where it does, each kernel's loss follows its kind (:mod:`tpsim.sim.interference`)."""
     if backend != "deepep" or not device.sm_count:
         return None
-    return min(1.0, DEEPEP_SMS / device.sm_count)
+    return compute_loss(DEEPEP_SMS, device.sm_count, persistent=False)

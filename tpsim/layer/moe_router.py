@@ -53,14 +53,22 @@ def _logits(d) -> int:
 
 def topk_fwd_bytes(d, aux: bool) -> int:
     """The top-k's and (with the auxiliary loss, ``aux``) the loss's kernels' bytes (module
-    docstring)."""
+    docstring): n (6 B + 18) + T_n k (2 B + 24), + n (B + 8) with ``aux``."""
     n, rows = _logits(d), d.Tn * d.topk
     topk = n * (6 * d.bpe + 18) + rows * (2 * d.bpe + 24)
     return topk + (n * (d.bpe + 8) if aux else 0)
 
 
 def topk_bwd_bytes(d, aux: bool) -> int:
-    """Their autograd kernels' bytes (module docstring)."""
+    """Their autograd kernels' bytes (module docstring), n = T_n E logits of B bytes::
+
+        n B + T_n k (4 + 2 x 4 + 12)    the top-k's zeros; a routed pair's bytes in the
+                                        scatter's gather, the softmax's backward, the
+                                        top-k's scatter
+        + n (8 + B) + 3 n B             with ``aux``: the scores' softmax backward (n 8 read,
+                                        n B written), the logits' two gradients summed
+
+    (the loss product's backward, E elements, is left out)."""
     n, rows = _logits(d), d.Tn * d.topk
     topk = n * d.bpe + rows * (4 + 2 * 4 + 12)
     return topk + (n * (8 + d.bpe) + 3 * n * d.bpe if aux else 0)

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec.serve import ADMISSIONS  # noqa: F401  (the policies' names)
-
 CLIP_MAX_NEW_TOKENS = 4096          # SGLang's CLIP_MAX_NEW_TOKENS(_ESTIMATION)
 RETRACT_DECODE_STEPS = 20           # SGLang's global_config.retract_decode_steps
 
@@ -123,7 +121,7 @@ class Reserving(Greedy):
 
 
 def admission(st) -> Greedy:
-    """The policy of ``st.admission`` (module docstring)."""
+    """The policy of ``st.admission`` (module docstring; names: spec.serve.ADMISSIONS)."""
     if st.admission == "vllm":
         return Greedy()
     return Reserving(st.admission, st.schedule_conservativeness)

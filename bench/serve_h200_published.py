@@ -32,12 +32,12 @@ server_args.py; 0.87 given for 405B). The host time and the front end are the de
 tokens); the ShareGPT runs' exponential with the run's own means (its total input and output
 tokens over its requests, printed in the same line), as bench/serve_rate_published.py does.
 
-Not expressible: SGLang's admission, which reserves room for the running requests' remaining
-output tokens (``new_token_ratio``) and retracts a request only when that estimate fails,
-where tpsim admits while blocks are free and preempts (vLLM's recompute); and decode steps
-of more sequences than the largest graph captured (``cuda_graph_max_bs``, 160 in 2024),
-which SGLang runs eagerly and tpsim prices as a padded graph. Both bear on the offline runs
-and on the Poisson runs that held more than 160 sequences (group "past graphs":
+SGLang's admission: ``--admission sglang-0.4`` (its PrefillAdder with ``ignore_eos``, which
+bench_serving sends by default: a request admitted only if every running request can still
+finish; tpsim.serving.admission). Not expressible: decode steps of more sequences than the
+largest graph captured (``cuda_graph_max_bs``, 160 in 2024), which SGLang runs eagerly and
+tpsim prices as a padded graph. That bears on the offline runs and on the Poisson runs that
+held more than 160 sequences (group "past graphs":
 :func:`past_graphs`, from the published rate and mean latency alone), kept apart from the
 rest ("online") in the summary.
 
@@ -68,7 +68,7 @@ ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_itl_ms", "ITL p5
           ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
 # SGLang v0.4's scheduler at its defaults (module docstring)
 ENGINE = dict(separate_prefill=True, max_num_batched_tokens=8192, host_overlap=True,
-              cuda_graph_align=8, eager_prefill=True)
+              cuda_graph_align=8, eager_prefill=True, admission="sglang-0.4")
 # max_num_reqs (module docstring) at context length 131072: 70B at TP 4 holds about 1.1M
 # tokens of KV cache at mem_fraction_static 0.85 (128 GB of an H200's 150.7 less 35 GB of
 # weights, at 81,920 bytes a token per GPU): 4,400 -> 4096; 405B at TP 8 about 0.46M at 0.87

@@ -22,7 +22,8 @@ of TTFT and TPOT hardly depend on that shape at these loads, the end-to-end late
 
 Each engine's scheduler as the runs set it (ENGINES): neither mixed prefills into decode
 steps, so both run ``separate_prefill`` (a step that prefills runs no decodes): SGLang v0.3.0's
-ServerArgs had ``enable_mixed_chunk`` False; vLLM v0.6.0 (V0 engine) turned chunked prefill on
+ServerArgs had ``enable_mixed_chunk`` False, and it admitted by its PrefillAdder
+(``admission="sglang-0.3"``, tpsim.serving.admission); vLLM v0.6.0 (V0 engine) turned chunked prefill on
 by default only for max_model_len > 32K (vllm/engine/arg_utils.py), and these runs set 4096,
 so its prefill steps ran alone with a token budget of max(max_model_len, 2048) = 4096
 (``max_num_batched_tokens``). vLLM ran ``--num-scheduler-steps 10`` (multi-step scheduling:
@@ -87,7 +88,8 @@ TOPOLOGIES = {"A100 80G": "dgx-a100", "H100 80G": "dgx-h100"}
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT p50 ms", "tpot_s"),
           ("median_e2e_ms", "e2e p50 ms", "e2e_s"), ("median_itl_ms", "ITL p50 ms", "itl_s")]
 # each engine's scheduler as the runs set it (module docstring)
-ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8, eager_prefill=True),
+ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8, eager_prefill=True,
+                          admission="sglang-0.3"),
            "vLLM": dict(separate_prefill=True, num_scheduler_steps=10,
                         max_num_batched_tokens=4096, cuda_graph_align=8, eager_prefill=True)}
 

@@ -79,6 +79,10 @@ CASES = {
     "infer-llama3-8b-custom-eager": "infer --model llama3-8b --tp 2 --batch 1 --prompt 512 "
                                     "--gen 64 --allreduce custom --eager --json",
     "infer-llama2-7b-a100": "infer --model llama2-7b --tp 4 --topology dgx-a100 --batch 64 --json",
+    # the engine loop with preemptions under the default (vLLM) admission
+    "serve-llama2-70b-tp2-preempt": "serve --model llama2-70b --tp 2 --requests 200 --rate 20 "
+                                    "--prompt 2048 --gen 256 --prompt-dist uniform:1,4096 "
+                                    "--gen-dist uniform:2,512 --json",
     # the search (its ranking, bounds and every candidate's numbers; pricing_s is a timing)
     "search-gpt3-13b-32": "search --model gpt3-13b --topology dgx-a100-hdr-cluster --gpus 32 "
                           "--global-batch 128 --json",

@@ -27,10 +27,10 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   (CUDA graphs unless ``eager``, as ``tpsim infer`` prices them) and the engine's host work
   for its sequences, after it or overlapped with it (:mod:`tpsim.serving.host`); a
   prefill's last chunk samples the sequence's next token (its first: TTFT), a decode one
-  token each. Steps that
-  only decode, with nothing to admit, are advanced together up to the next finish, arrival
-  or block shortage (their times summed in numpy): the loop costs O(events), not O(tokens).
-
+  token each. Steps that only decode, with nothing to admit, are advanced together up to the
+  next finish, arrival or block shortage (their times summed in numpy): O(events) steps;
+* **admission** (``admission``): vLLM's rule above, or SGLang's reservation
+  (:mod:`tpsim.serving.admission`: the head waits while it does not fit);
 * **pipeline** (``pp`` > 1): each GPU holds ceil(layers/pp) layers' weights and KV cache, so
   the blocks hold more tokens; a step is a round of min(pp, sequences) micro-batches through
   the stages (:class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` bounds the
@@ -58,9 +58,9 @@ import numpy as np
 from ..base.errors import ConfigError
 from ..cluster.topology import Topology, load_topology
 from ..spec.model import ModelConfig, load_model
-from ..spec.serve import ServeSettings
+from ..spec.serve import ServeSettings, split_settings
 from ..spec.serving import ServingLayout
-from ..spec.settings import declared, given_or_made
+from .admission import admission
 from .arrivals import draw_requests
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
@@ -122,7 +122,7 @@ class EngineLoop:
         self.prefill_busy_s = self.decode_busy_s = 0.0   # engine steps with / without prefill
         self.host_wait_s = self.wall = 0.0     # the GPU waiting for the host; the last step
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
-        self.gaps = TokenGaps(n)                         # streamed tokens' gaps (ITL)
+        self.gaps, self.admit = TokenGaps(n), admission(st)   # ITL gaps; who is admitted
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -135,8 +135,10 @@ class EngineLoop:
                 self.next += 1
             if not self.running and not self.waiting:
                 self.t, self.since = float(self.arr[self.next]) + self.lat, 0
+                self.admit.idle()
                 continue
-            room = self.waiting and len(self.running) < self.max_seqs
+            room = self.waiting and len(self.running) < self.max_seqs and (
+                not self.running or self.admit.fits(self, self.waiting[0]))
             if not self.running:
                 self.since = 0                          # an idle engine schedules at once
             if (not room or self.since) and self._decoding() and self._advance():
@@ -175,7 +177,7 @@ class EngineLoop:
         ends = self.t + np.cumsum(wall)
         if len(self.running) < self.max_seqs:       # up to the run's end after an arrival
             if self.waiting:
-                k = min(k, self._run_end(1))
+                k = min(k, self._run_end(self.admit.steps_to_fit(self, k)))
             elif self.next < len(self.arr):
                 seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
                 k = min(k, self._run_end(seen))
@@ -187,6 +189,7 @@ class EngineLoop:
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
         self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
         self.steps += k
+        self.admit.decoded(k)
         self.seq_steps += k * b
         for r in self.running:
             self.computed[r] += k
@@ -206,6 +209,7 @@ class EngineLoop:
         self.computed[v] = 0
         self.waiting.appendleft(v)
         self.preemptions += 1
+        self.admit.retracted(self)
         return v
 
     def _schedule(self, alone: bool) -> tuple[list, bool]:
@@ -231,10 +235,12 @@ class EngineLoop:
                 i += 1
                 continue
             break
+        held = len(self.running)                # those admitted this step come after
         while not preempted and self.waiting and len(self.running) < self.max_seqs and budget:
             r = self.waiting[0]
             new = min(tk[r] - c[r], budget)        # c[r]: 0, or a prompt cached elsewhere
-            if self.blocks(c[r] + new) > self.free:
+            if self.blocks(c[r] + new) > self.free or (self.running and not self.admit.fits(
+                    self, r, len(self.running) - held)):
                 break
             self.waiting.popleft()
             self.running.append(r)
@@ -273,6 +279,7 @@ class EngineLoop:
         else:
             dt = float(self.model.decode_step_s(len(dec), sum(dec)))
             self.decode_busy_s += dt
+            self.admit.decoded(1)
             self.since = (self.since + 1) % self.multi
         engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
         admitted = sum(1 for r, new in sched if c[r] == 0 and not self.done[r])
@@ -311,16 +318,6 @@ class EngineLoop:
         self.running = keep
 
 
-def _split(layout, settings, given: dict) -> tuple[ServingLayout, ServeSettings]:
-    """The run's two settings objects: given, or made from the keywords by field name."""
-    names = {f.name for f in declared(ServeSettings)}
-    serve_kw = {k: v for k, v in given.items() if k in names}
-    lay_kw = {k: v for k, v in given.items() if k not in names}
-    lay = given_or_made(ServingLayout, layout, lay_kw, "serve", "layout")
-    st = given_or_made(ServeSettings, settings, serve_kw, "serve", "settings")
-    return lay, st
-
-
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
           settings: ServeSettings | None = None, **given) -> ServePrediction:
     """Serve ``settings.requests`` requests with an engine loop (module docstring).
@@ -329,7 +326,7 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     allreduce, eager, memory_headroom; prompt and gen as the lengths' means; batch unused);
     ``settings``: a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed,
     distributions and the engine's knobs); either or both as keywords instead."""
-    lay, st = _split(layout, settings, given)
+    lay, st = split_settings(layout, settings, given)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,

@@ -31,9 +31,10 @@ import numpy as np
 from ..base.errors import ConfigError
 from ..cluster.topology import Topology, load_topology
 from ..spec.model import ModelConfig, load_model
+from ..spec.serve import split_settings
 from .arrivals import draw_requests
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
-from .engine import EngineLoop, _split, engine_parts, summarize
+from .engine import EngineLoop, engine_parts, summarize
 from .host import host_step_s, step_wall_s
 from .serve_result import Percentiles
 
@@ -102,7 +103,7 @@ def serve_steady(model, topology="dgx-h100", *, stagger: bool = True, **given):
     (:class:`ServePrediction` of the whole run, :class:`SteadyState` of its window). With
     ``stagger`` the clients' first sendings are :func:`staggered_sends` over
     :func:`decode_cycle_s`; without, all at t = 0 as ``tpsim serve --users`` sends them."""
-    lay, st = _split(None, None, given)
+    lay, st = split_settings(None, None, given)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,

@@ -22,9 +22,11 @@ import re
 from dataclasses import dataclass
 
 from ..base.errors import ConfigError
-from .settings import check, setting
+from .serving import ServingLayout
+from .settings import check, declared, given_or_made, setting
 
 DISTS = ("fixed", "uniform:lo,hi", "exponential")
+ADMISSIONS = ("vllm", "sglang-0.3", "sglang-0.4")     # tpsim/serving/admission.py
 _UNIFORM = re.compile(r"uniform:\s*([0-9]+)\s*,\s*([0-9]+)")
 
 
@@ -112,6 +114,16 @@ class ServeSettings:
         "all at once; with --rate inf", flag="--users", kind="count")
     api_servers: int = setting(1, "front-end processes sharing that work (vLLM's "
                                "--api-server-count)", flag="--api-servers", kind="count")
+    admission: str = setting(
+        "vllm", "which waiting request a step admits: vllm, while blocks are free for its first "
+        "chunk, preempting when they run out; sglang-0.3, sglang-0.4: SGLang's PrefillAdder of "
+        "v0.3.0 or v0.4.1, only if the tokens it will write fit beside the running requests' "
+        "expected ones (tpsim/serving/admission.py)", flag="--admission", kind="choice",
+        choices=ADMISSIONS)
+    schedule_conservativeness: float = setting(
+        1.0, "SGLang's --schedule-conservativeness: scales the share of the running requests' "
+        "remaining tokens that --admission sglang-* reserves (1.0, SGLang's default)",
+        flag="--schedule-conservativeness", kind="price")
     usd_per_gpu_hour: float | None = setting(
         None, "price of one GPU for an hour, USD: the run's cost = GPUs x duration / 3600 x "
         "this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",
@@ -126,4 +138,16 @@ class ServeSettings:
         length_dist(self.gen_dist, "--gen-dist")
 
 
-__all__ = ["ServeSettings", "length_dist", "DISTS"]
+
+
+def split_settings(layout, settings, given: dict) -> tuple[ServingLayout, ServeSettings]:
+    """A serving run's two settings objects: given, or made from the keywords by field name."""
+    names = {f.name for f in declared(ServeSettings)}
+    serve_kw = {k: v for k, v in given.items() if k in names}
+    lay_kw = {k: v for k, v in given.items() if k not in names}
+    lay = given_or_made(ServingLayout, layout, lay_kw, "serve", "layout")
+    st = given_or_made(ServeSettings, settings, serve_kw, "serve", "settings")
+    return lay, st
+
+
+__all__ = ["ServeSettings", "length_dist", "split_settings", "DISTS", "ADMISSIONS"]

@@ -55,7 +55,8 @@ class StepResult:
 
     @property
     def schedule(self):
-        return pipeline_schedule(self._setup.parallelism.pp, self._setup.m, self._setup.v)
+        s = self._setup
+        return pipeline_schedule(s.parallelism.pp, s.m, s.v, s.pp_runtime)
 
 
 def stage_times(setup, stage: int, split: dict) -> StageTimes:

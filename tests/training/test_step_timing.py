@@ -23,7 +23,7 @@ from tpsim.training.step_graph import StepGraph
 from tpsim.training import step_idle
 from tpsim.training.step_idle import idle
 from tpsim.training.step_programs import Shape
-from tpsim.training.torch_pipeline import TORCH
+from tpsim.training.torch_pipeline import TORCH, runtime_schedule
 from tpsim.training.step_timing import KINDS, TimedGraph, time_pipeline
 
 A100 = load_topology("dgx-a100-hdr-cluster")
@@ -70,7 +70,7 @@ def both(p, m, v, chunk, link, pieces, runtime="megatron"):
         return [(f"piece{i}", t) for i, t in enumerate(pieces[r, c])]
     args = (lambda r, c, k: chunk[r, c, k], lambda a, b: link[a, b], split if pieces else None)
     ref = StepGraph()
-    ref_ops = add_pipeline(ref, pipeline_schedule(p, m, v, runtime), *args)
+    ref_ops = add_pipeline(ref, runtime_schedule(p, m, v, runtime), *args)
     fast = TimedGraph()
     fast_ops = time_pipeline(fast, Shape(p, m, v, runtime), *args)
     return ref, ref_ops, fast, fast_ops
@@ -108,7 +108,7 @@ def test_a_longer_op_never_shortens_the_step(case, data):
 @pytest.mark.parametrize("p, m, v", [(1, 3, 1), (3, 4, 1), (4, 2, 1), (2, 4, 2), (4, 8, 3)])
 def test_integer_programs_are_the_schedule(p, m, v, runtime):
     """Each stage's entries, in order: a compute's chunk and direction, a batch's messages."""
-    sched, sh = pipeline_schedule(p, m, v, runtime), Shape(p, m, v, runtime)
+    sched, sh = runtime_schedule(p, m, v, runtime), Shape(p, m, v, runtime)
     V = p * v
     for prog, ints in zip(sched.stages, sh.progs):
         assert len(prog) == len(ints)

@@ -3,7 +3,7 @@ import pytest
 
 from tpsim.training.pipeline import add_pipeline, pipeline_schedule
 from tpsim.training.step_graph import StepGraph
-from tpsim.training.torch_pipeline import TORCH, rank_steps, step_batches
+from tpsim.training.torch_pipeline import TORCH, rank_steps, runtime_schedule, step_batches
 
 CASES = [(2, 2, 2), (2, 4, 2), (4, 4, 2), (4, 8, 8), (3, 6, 3), (8, 16, 2)]
 
@@ -35,7 +35,7 @@ def test_equal_chunks_take_one_chunk_more_than_megatron(p, m, v):
     ends = {}
     for runtime in ("megatron", TORCH):
         g = StepGraph()
-        add_pipeline(g, pipeline_schedule(p, m, v, runtime), lambda r, c, k: 1.0,
+        add_pipeline(g, runtime_schedule(p, m, v, runtime), lambda r, c, k: 1.0,
                      lambda a, b: 0.0)
         ends[runtime] = max(g.run().timeline.end)
     assert ends["megatron"] == 2 * m * v + 2 * (p - 1)
@@ -43,4 +43,4 @@ def test_equal_chunks_take_one_chunk_more_than_megatron(p, m, v):
 
 
 def test_without_interleaving_it_is_megatrons_1f1b():
-    assert pipeline_schedule(4, 8, 1, TORCH) == pipeline_schedule(4, 8, 1)
+    assert runtime_schedule(4, 8, 1, TORCH) == pipeline_schedule(4, 8, 1)

@@ -212,12 +212,8 @@ def interleaved(p: int, m: int, v: int) -> Schedule:
     return Schedule("interleaved-1f1b", p, m, v, tuple(stages))
 
 
-def pipeline_schedule(p: int, m: int, v: int = 1, runtime: str = "megatron") -> Schedule:
-    """1F1B for v = 1, interleaved 1F1B otherwise (``runtime`` torch-multi: torch 2.8's,
-    :func:`tpsim.training.torch_pipeline.torch_interleaved`)."""
-    if v > 1 and runtime != "megatron":
-        from .torch_pipeline import torch_interleaved   # it builds on this module
-        return torch_interleaved(p, m, v)
+def pipeline_schedule(p: int, m: int, v: int = 1) -> Schedule:
+    """1F1B for v = 1, interleaved 1F1B otherwise."""
     return one_f_one_b(p, m) if v == 1 else interleaved(p, m, v)
 
 

@@ -51,7 +51,8 @@ from .expert_comm import group_exposed_s
 from .grad_buckets import prescale_s, reduce_ranks, split_buckets
 from .optimizer_step import MEGATRON, OptimizerStep
 from .step_gather import gathering, gathers
-from .pipeline import add_pipeline, pipeline_schedule
+from .pipeline import add_pipeline
+from .torch_pipeline import runtime_schedule
 from ..sim.price import group_collective
 from ..sim.memory import userbuffers_bytes
 from ..sim.simulate import layer_times, saved_bytes
@@ -226,7 +227,7 @@ def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     from .step_graph import StepGraph     # the trace's and the plots': not a prediction's
     g = StepGraph()
     p = setup.parallelism.pp
-    sched = pipeline_schedule(p, setup.m, setup.v, setup.pp_runtime)
+    sched = runtime_schedule(p, setup.m, setup.v, setup.pp_runtime)
     timed = time_step(setup, topo)
     _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release, reduce: add_pipeline(
         g, sched, chunk_s, transfer_s, split, timed.waits if gathering(setup) else None),

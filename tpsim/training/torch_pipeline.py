@@ -23,7 +23,8 @@ Megatron-core's, so the bubble again falls out of running them.
 """
 from __future__ import annotations
 
-from .pipeline import BACKWARD, FORWARD, Compute, Message, Schedule, _Program, _positive
+from .pipeline import (BACKWARD, FORWARD, Compute, Message, Schedule, _Program, _positive,
+                       pipeline_schedule)
 
 TORCH = "torch-multi"
 
@@ -100,6 +101,13 @@ def torch_interleaved(p: int, m: int, v: int) -> Schedule:
             P.p2p(sends, recvs)
         stages.append(tuple(P.entries))
     return Schedule(TORCH, p, m, v, tuple(stages))
+
+
+def runtime_schedule(p: int, m: int, v: int = 1, runtime: str = "megatron") -> Schedule:
+    """The pipeline ``runtime`` runs: :func:`torch_interleaved` for TORCH with v > 1, else
+    Megatron-core's (:func:`tpsim.training.pipeline.pipeline_schedule`)."""
+    return torch_interleaved(p, m, v) if v > 1 and runtime == TORCH else \
+        pipeline_schedule(p, m, v)
 
 
 def torch_program(p: int, m: int, v: int, r: int) -> tuple[list, list]:

@@ -54,12 +54,13 @@ micro-batch (forward, recomputation, backward) is 43 ms in tpsim (expert GEMMs 1
 GEMMs 11.5, attention 6.2, glue 3.9, exposed EP 4.5: ``bench/moe_breakdown.py``'s groups)
 where the 256-GPU step implies ~58 ms (the step 1.34 times tpsim's); and the published
 1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s) where tpsim
-adds 0.09 s (its FSDP traffic over 256 ranks, the experts' over 4). Candidates, none priced
-and none measured: AutoModel's MLA in eager PyTorch (the rotary embedding as PyTorch ops, the
-q and k concatenations), torch's pipeline runtime (each chunk's receive waited before its
-compute), FSDP2's gathers at each of a rank's 8 chunks' first forward in every pipeline,
-DeepEP's normal-mode host syncs under eager PyTorch, and memory pressure (8 chunks' weights
-gathered, bf16 Adam state); no profile of these runs is published.
+adds 0.16 s (its FSDP traffic over 256 ranks, the experts' over 4). Priced: torch 2.8's
+interleaved table in lock-step (``pp_runtime`` torch-multi, the preset's: +1%). Not priced:
+AutoModel's MLA in eager PyTorch (the rotary embedding as fp32 complex products, the q and k
+concatenations: about 4.5 GB of memory traffic a layer and micro-batch, forward, recomputation
+and backward, ~1.7 ms at tpsim's elementwise rate), the host under eager PyTorch between
+DeepEP's normal-mode dispatch syncs, and memory pressure (8 chunks' weights gathered); no
+profile of these runs is published.
 
 Not priced (the CSV's ``priced`` column says why): Kimi K2 and GPT-OSS 20B (no model config
 shipped), GPT-OSS 120B (PyTorch's FlexAttention with sinks and a sliding window: no kernel of

@@ -23,6 +23,7 @@ from tpsim.training.step_graph import StepGraph
 from tpsim.training import step_idle
 from tpsim.training.step_idle import idle
 from tpsim.training.step_programs import Shape
+from tpsim.training.torch_pipeline import TORCH, runtime_schedule
 from tpsim.training.step_timing import KINDS, TimedGraph, time_pipeline
 
 A100 = load_topology("dgx-a100-hdr-cluster")
@@ -59,18 +60,19 @@ def pipelines(draw):
     cut = draw(st.booleans())
     pieces = {(r, c): [draw(st.floats(0.0, 1.0)) for _ in range(draw(st.integers(1, 3)))]
               for r in range(p) for c in range(v)}
-    return p, m, v, chunk, link, (pieces if cut else None)
+    runtime = draw(st.sampled_from(("megatron", TORCH)))
+    return p, m, v, chunk, link, (pieces if cut else None), runtime
 
 
-def both(p, m, v, chunk, link, pieces):
+def both(p, m, v, chunk, link, pieces, runtime="megatron"):
     """The schedule into a StepGraph (reference) and timed in one pass."""
     def split(r, c):
         return [(f"piece{i}", t) for i, t in enumerate(pieces[r, c])]
     args = (lambda r, c, k: chunk[r, c, k], lambda a, b: link[a, b], split if pieces else None)
     ref = StepGraph()
-    ref_ops = add_pipeline(ref, pipeline_schedule(p, m, v), *args)
+    ref_ops = add_pipeline(ref, runtime_schedule(p, m, v, runtime), *args)
     fast = TimedGraph()
-    fast_ops = time_pipeline(fast, Shape(p, m, v), *args)
+    fast_ops = time_pipeline(fast, Shape(p, m, v, runtime), *args)
     return ref, ref_ops, fast, fast_ops
 
 
@@ -89,21 +91,24 @@ def test_one_pass_equals_the_event_by_event_timing(case):
 @settings(max_examples=60, deadline=None)
 @given(pipelines(), st.data())
 def test_a_longer_op_never_shortens_the_step(case, data):
-    p, m, v, chunk, link, pieces = case
+    p, m, v, chunk, link, pieces, runtime = case
     g0 = TimedGraph()
-    time_pipeline(g0, Shape(p, m, v), lambda r, c, k: chunk[r, c, k], lambda a, b: link[a, b])
+    time_pipeline(g0, Shape(p, m, v, runtime), lambda r, c, k: chunk[r, c, k],
+                  lambda a, b: link[a, b])
     grown = dict(chunk)
     key = data.draw(st.sampled_from(sorted(chunk)))
     grown[key] += data.draw(st.floats(0.0, 5.0))
     g1 = TimedGraph()
-    time_pipeline(g1, Shape(p, m, v), lambda r, c, k: grown[r, c, k], lambda a, b: link[a, b])
+    time_pipeline(g1, Shape(p, m, v, runtime), lambda r, c, k: grown[r, c, k],
+                  lambda a, b: link[a, b])
     assert g1.makespan_s >= g0.makespan_s
 
 
+@pytest.mark.parametrize("runtime", ["megatron", TORCH])
 @pytest.mark.parametrize("p, m, v", [(1, 3, 1), (3, 4, 1), (4, 2, 1), (2, 4, 2), (4, 8, 3)])
-def test_integer_programs_are_the_schedule(p, m, v):
+def test_integer_programs_are_the_schedule(p, m, v, runtime):
     """Each stage's entries, in order: a compute's chunk and direction, a batch's messages."""
-    sched, sh = pipeline_schedule(p, m, v), Shape(p, m, v)
+    sched, sh = runtime_schedule(p, m, v, runtime), Shape(p, m, v, runtime)
     V = p * v
     for prog, ints in zip(sched.stages, sh.progs):
         assert len(prog) == len(ints)

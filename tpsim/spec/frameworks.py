@@ -64,7 +64,9 @@ user's value.
   ``--main-params-dtype bf16 --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``, 4 bytes of
   state a parameter (:mod:`tpsim.spec.optimizer_state`). The sharded gradients are bf16 too
   (FSDP2's ``foreach_reduce`` casts the fp32 reduce-scatter's output back to the parameter's
-  dtype): priced fp32, 4 bytes, as the reduce-scatter (not modelled apart).
+  dtype): priced fp32, 4 bytes, as the reduce-scatter (not modelled apart). Its pipelines are
+  torch 2.8's (``uv.lock``): interleaved, ``ScheduleInterleaved1F1B``'s table in lock-step
+  (``--pp-runtime torch-multi``, :mod:`tpsim.training.torch_pipeline`).
 * ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
   October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
   commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
@@ -110,7 +112,8 @@ FRAMEWORKS: dict[str, dict] = {
     "torchtitan": {"attention": "flash2", "eager_kernels": True, **_TORCHTITAN},
     "torchtitan-compile": {"attention": "flash2", **_TORCHTITAN},
     "automodel": {"fsdp2_copies": True, "adam": "foreach", "grad_buffer": False,
-                  "main_params_dtype": "bf16", "exp_avg_dtype": "bf16", "exp_avg_sq_dtype": "bf16"},
+                  "main_params_dtype": "bf16", "exp_avg_dtype": "bf16", "exp_avg_sq_dtype": "bf16",
+                  "pp_runtime": "torch-multi"},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
                     "cross_entropy": "xentropy", "train_metrics": 2, "adam": "per-tensor",
                     "grad_buffer": False},

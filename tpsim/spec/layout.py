@@ -182,6 +182,10 @@ class Layout:
         "stage E (embedding), t (transformer layer), m (multi-token prediction, in the last), "
         "L (output layer), stages separated by |, (...)*n repeats (tpsim.spec.pipeline_layout)",
         flag="--pipeline-layout", kind="name", megatron="--pipeline-model-parallel-layout")
+    pp_runtime: str = setting("megatron", "the interleaved pipeline's runtime: megatron, or "
+        "torch-multi (torch 2.8's ScheduleInterleaved1F1B: a blocking exchange after every step of "
+        "its table, the ranks in lock-step; tpsim.training.torch_pipeline)", flag="--pp-runtime",
+        kind="choice", choices=("megatron", "torch-multi"))
     mtp_layers: int | None = _count(
         None, "multi-token-prediction layers trained, in the last virtual stage (default: the "
         "model's mtp_layers, DeepSeek-V3's 1; 0: none; a --pipeline-layout lists them as m)",
@@ -254,16 +258,13 @@ class Layout:
                         flag="--zero", kind="choice", choices=ZERO_STAGES)
     reshard_after_forward: bool = _flag(
         True, "ZeRO-3 frees each gathered unit after its forward and gathers it again for the "
-        "backward (FSDP2's reshard_after_forward; False: kept until the backward)",
-        "--reshard-after-forward",
+        "backward (FSDP2's reshard_after_forward; False: kept until the backward)", "--reshard-after-forward",
         help="keep each ZeRO-3 unit gathered from its forward to its backward (default: "
              "free it after the forward and all-gather it again, FSDP2's default)")
     shard_group: int | None = _count(None, "ZeRO-2/3 ranks the state is sharded over, the DP "
-                                     "replicas all-reducing across groups (HSDP; default: all "
-                                     "of dp)", "--shard-group")
+        "replicas all-reducing across groups (HSDP; default: all of dp)", "--shard-group")
     fp8_all_gather: bool = _flag(False, "ZeRO-3 all-gathers the weights in fp8, 1 byte each "
-                                 "(torchtitan's enable_fsdp_float8_all_gather)",
-                                 "--fp8-all-gather")
+                                 "(torchtitan's enable_fsdp_float8_all_gather)", "--fp8-all-gather")
     fsdp_fp32_params: bool = _flag(
         False, "ZeRO-3's parameter shards are fp32, the optimizer's master weights themselves: "
         "no 16-bit shard is kept, the 16-bit weights exist only gathered (PyTorch FSDP's mixed "

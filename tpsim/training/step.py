@@ -51,7 +51,8 @@ from .expert_comm import group_exposed_s
 from .grad_buckets import prescale_s, reduce_ranks, split_buckets
 from .optimizer_step import MEGATRON, OptimizerStep
 from .step_gather import gathering, gathers
-from .pipeline import add_pipeline, pipeline_schedule
+from .pipeline import add_pipeline
+from .torch_pipeline import runtime_schedule
 from ..sim.price import group_collective
 from ..sim.memory import userbuffers_bytes
 from ..sim.simulate import layer_times, saved_bytes
@@ -171,6 +172,7 @@ class StepSetup:
     plain_params: tuple[int, ...] = ()  # per stage: no quantized copy (weight_cache)
     tp_buffers_bytes: float = 0.0      # TP-overlap buffers (tpsim.sim.memory.userbuffers_bytes)
     optimizer: OptimizerStep = MEGATRON  # the stack's optimizer step (optimizer_step)
+    pp_runtime: str = "megatron"       # the pipeline's schedule runtime (torch_pipeline)
 
     def optimizer_shards(self, stage: int) -> float:
         """Ways stage ``stage``'s optimizer state is split (:func:`terms.stage_shares`; else
@@ -225,7 +227,7 @@ def build_step(setup: StepSetup, topo: Topology) -> StepGraph:
     from .step_graph import StepGraph     # the trace's and the plots': not a prediction's
     g = StepGraph()
     p = setup.parallelism.pp
-    sched = pipeline_schedule(p, setup.m, setup.v)
+    sched = runtime_schedule(p, setup.m, setup.v, setup.pp_runtime)
     timed = time_step(setup, topo)
     _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release, reduce: add_pipeline(
         g, sched, chunk_s, transfer_s, split, timed.waits if gathering(setup) else None),
@@ -242,7 +244,7 @@ def time_step(setup: StepSetup, topo: Topology) -> TimedGraph:
     """The same step timed in one pass (:mod:`tpsim.training.step_timing`): start, end, stream
     and kind of every op of :func:`build_step`'s graph, the same numbers."""
     g = TimedGraph()
-    sh = step_shape(setup.parallelism.pp, setup.m, setup.v)
+    sh = step_shape(setup.parallelism.pp, setup.m, setup.v, setup.pp_runtime)
     return _finish(g, setup, topo, lambda chunk_s, transfer_s, split, release, reduce:
                    time_pipeline(g, sh, chunk_s, transfer_s, split, release, split and reduce,
                                  topo.device.comm_compute_interference), g.reductions)

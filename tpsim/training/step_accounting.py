@@ -30,7 +30,7 @@ from . import terms
 from ..base.memo import Memo
 from ..sim.memory import Memory, stage_memory
 from ..sim.result import StageTimes, StepTimes, TimeSplit
-from .pipeline import pipeline_schedule
+from .torch_pipeline import runtime_schedule
 from .step import Part, build_step, time_step
 from .step_idle import CATEGORIES, idle_split, stage_splits
 from .sharded_dp import largest_unit, state_bytes
@@ -55,7 +55,8 @@ class StepResult:
 
     @property
     def schedule(self):
-        return pipeline_schedule(self._setup.parallelism.pp, self._setup.m, self._setup.v)
+        s = self._setup
+        return runtime_schedule(s.parallelism.pp, s.m, s.v, s.pp_runtime)
 
 
 def stage_times(setup, stage: int, split: dict) -> StageTimes:

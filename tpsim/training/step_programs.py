@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from ..base.memo import Memo
 from .pipeline import interleaved_warmup, schedule_table
+from .torch_pipeline import TORCH, torch_program
 
 
 class Shape:
-    """The pipeline's programs as integers, for ``p`` stages, ``m`` micro-batches, ``v`` chunks.
+    """The pipeline's programs as integers, for ``p`` stages, ``m`` micro-batches, ``v`` chunks
+    (``runtime`` TORCH, with v > 1: :func:`tpsim.training.torch_pipeline.torch_program`'s).
 
     ``progs[r]``: stage r's entries in issue order; a compute is an int 2 chunk + b (b = 1: a
     backward), plus 2 v for the last micro-batch's backward (the one cut into gradient
@@ -24,14 +26,17 @@ class Shape:
     (src mod p, dst mod p); ``after[k]`` (``next[k]``): the message before (after) it on its
     link, in its sender's order (-1: none)."""
 
-    def __init__(self, p: int, m: int, v: int):
+    def __init__(self, p: int, m: int, v: int, runtime: str = "megatron"):
         self.p, self.m, self.v = p, m, v
         V = p * v
         table = schedule_table(m, v, p) if v > 1 else [(i, 0) for i in range(m)]
         orders = (_Orders(p, m, v, table, 0),
                   _Orders(p, m, v, [(mb, v - 1 - c) for mb, c in table], 1))
-        built = [(_one_f_one_b if v == 1 else _interleaved)(_Stage(p, m, v, r), *orders)
-                 for r in range(p)]
+        if v > 1 and runtime == TORCH:
+            built = [torch_program(p, m, v, r) for r in range(p)]
+        else:
+            built = [(_one_f_one_b if v == 1 else _interleaved)(_Stage(p, m, v, r), *orders)
+                     for r in range(p)]
         self.progs = [prog for prog, _ in built]
         self.link, self.after, self.next, index = _links(
             [sends for _, sends in built], p, V, 2 * m * V)
@@ -196,7 +201,8 @@ def _interleaved(P: _Stage, forwards: _Orders, backwards: _Orders) -> tuple[list
 _SHAPES = Memo("pipeline programs as integers", 8, lru=True)
 
 
-def shape(p: int, m: int, v: int) -> Shape:
-    """:class:`Shape` of (p, m, v), memoised by value (a few: the largest hold millions of
-    entries)."""
-    return _SHAPES.get((p, m, v), Shape, p, m, v)
+def shape(p: int, m: int, v: int, runtime: str = "megatron") -> Shape:
+    """:class:`Shape` of (p, m, v) under ``runtime`` (``TORCH``: torch 2.8's interleaved
+    schedule, :mod:`tpsim.training.torch_pipeline`), memoised by value (a few: the largest
+    hold millions of entries)."""
+    return _SHAPES.get((p, m, v, runtime), Shape, p, m, v, runtime)

@@ -106,8 +106,8 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
     times, formulas, costs = price_ops(ops, pricing)
     device = pricing.topology.device
     launch_s = launch_times(template, dims, host, device.host_launch_s)
-    tl = run(template, times, device.comm_compute_interference, interferences(ops, device),
-             host, launch_s)
+    losses = _LOSSES.get((template, device), interferences, ops, device)
+    tl = run(template, times, device.comm_compute_interference, losses, host, launch_s)
     return Simulation(template, dims, ops, flops, hardware, times, formulas, costs, tl, host,
                       launch_s)
 
@@ -116,6 +116,9 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
 # layer again and again. Templates compare by identity (each is built once and kept), the
 # topology and parallelism by value.
 _SIMULATIONS = Memo("simulations", 1024)
+# Each op's interference is a function of its node's kind and stream, the same at every size:
+# kept per template and device.
+_LOSSES = Memo("interferences", 1024)
 _ISSUE_BOUND = qualname(issue_bound)
 
 

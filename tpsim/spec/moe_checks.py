@@ -9,10 +9,12 @@ from ..base.errors import ConfigError
 
 def check_moe(lay) -> None:
     """One ConfigError naming the flag for MoE settings that contradict one another."""
-    for flag, value, default in (("--moe-flex-backend", lay.moe_flex_backend, "deepep"),
-                                 ("--moe-routing", lay.moe_routing, "uniform")):
-        if value != default and lay.moe_dispatcher != "flex":   # the flex dispatcher's alone
-            raise ConfigError(flag, "", f"{default} unless --moe-dispatcher is flex", value)
+    flex_set = lay.moe_flex_backend != "deepep" or lay.moe_routing != "uniform"
+    if flex_set and lay.moe_dispatcher != "flex":    # the flex dispatcher's settings alone
+        for flag, value, default in (("--moe-flex-backend", lay.moe_flex_backend, "deepep"),
+                                     ("--moe-routing", lay.moe_routing, "uniform")):
+            if value != default:
+                raise ConfigError(flag, "", f"{default} unless --moe-dispatcher is flex", value)
     if not lay.moe_permute_fusion and lay.moe_dispatcher != "alltoall":
         raise ConfigError("--no-moe-permute-fusion", "", "--moe-dispatcher alltoall (the "
                           "unfused permutation is priced for it)", lay.moe_dispatcher)

@@ -34,6 +34,7 @@ MOMENT_DTYPES = ("fp32", "fp16", "bf16", "fp8")     # Megatron-LM's --exp-avg(-s
 ADAM_DTYPE_FIELDS = ("main_params_dtype", "exp_avg_dtype", "exp_avg_sq_dtype")
 FLAGS = ("--main-params-dtype", "--exp-avg-dtype", "--exp-avg-sq-dtype")
 PREFIXES = ("main", "exp-avg", "exp-avg-sq")
+FP32_STATE = ("fp32",) * 3
 BF16_WEIGHTS = ("bf16", "fp8", "mxfp8", "nvfp4")    # dtypes whose weights keep a bf16 copy
 
 
@@ -54,6 +55,8 @@ class AdamState(NamedTuple):
 def state_options(dtypes: tuple[str, ...] = ()) -> list[str]:
     """The precision key's options of (main params, exp_avg, exp_avg_sq) ``dtypes``: each
     not fp32 as ``prefix-dtype``."""
+    if not dtypes or dtypes == FP32_STATE:     # the common case, asked at every prediction
+        return []
     return [f"{p}-{d}" for p, d in zip(PREFIXES, dtypes) if d != "fp32"]
 
 

@@ -131,10 +131,11 @@ input is a tensor of its own, read twice.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 from ..base.record import record
 from ..base.errors import ConfigError
-from .optimizer_state import ADAM_DTYPE_FIELDS, AdamState, adam_state, state_options
+from .optimizer_state import AdamState, adam_state, state_options
 
 
 @record
@@ -265,7 +266,7 @@ def layout_key(lay, any_layout: bool = False, dtype: str | None = None) -> str:
     (``any_layout``: the device's)."""
     return precision_key(dtype or lay.dtype, lay.grad_reduce_in_bf16, lay.fp8_param_gather,
                          any_layout, lay.fp8_recipe,
-                         tuple(getattr(lay, f) for f in ADAM_DTYPE_FIELDS))
+                         (lay.main_params_dtype, lay.exp_avg_dtype, lay.exp_avg_sq_dtype))
 
 
 def key_quantizer(key: str) -> str:
@@ -274,6 +275,7 @@ def key_quantizer(key: str) -> str:
     return quantizer(dtype, next((o for o in options if o in FP8_RECIPES), FP8_RECIPES[0]))
 
 
+@lru_cache(maxsize=256)      # a pure function of one string, asked at every prediction
 def key_state(key: str) -> AdamState:
     """The optimizer state's :class:`~tpsim.spec.optimizer_state.AdamState` of a
     :func:`precision_key` (its ``held`` bytes are :func:`precision`'s ``optimizer``)."""
@@ -281,6 +283,7 @@ def key_state(key: str) -> AdamState:
     return adam_state(dtype, options)
 
 
+@lru_cache(maxsize=256)      # a pure function of one string, asked at every prediction
 def precision(key: str) -> Precision:
     """Bytes per parameter of a dtype, or of a :func:`precision_key`'s dtype and options."""
     dtype, *options = key.split("+")

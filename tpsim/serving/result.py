@@ -87,6 +87,28 @@ class Decode:
 
 
 @dataclass(frozen=True)
+class Speculative:
+    """One speculative configuration's decode (:mod:`tpsim.serving.speculative`): ``method`` mtp | eagle |
+    draft; ``tokens_per_step`` E; ``step_s`` the mean step over the cache lengths, of which
+    ``draft_s`` the k draft steps and ``verify_s`` the target's verification (both at the mean
+    cache length); ``draft_share`` = draft_s / (draft_s + verify_s); ``time_per_token_s`` =
+    step_s / E; ``tokens_per_s`` = batch / time_per_token_s; ``speedup``: plain decode's
+    time per token over this one's."""
+    method: str
+    draft_model: str | None
+    num_speculative_tokens: int
+    acceptance_rate: float
+    tokens_per_step: float
+    step_s: float
+    draft_s: float
+    verify_s: float
+    draft_share: float
+    time_per_token_s: float
+    tokens_per_s: float
+    speedup: float
+
+
+@dataclass(frozen=True)
 class Total:
     """One batch from prompt to its last token: time_s = prefill + steps x time_per_token;
     ``tokens_per_s`` = batch x gen / time_s (output tokens, static batching)."""
@@ -152,6 +174,7 @@ class InferPrediction:
     runs: dict = field(default_factory=dict, compare=False, repr=False)
     energy: Energy | None = None
     cost: Cost | None = None
+    speculative: Speculative | None = None    # with a draft: the speculative decode's parts
 
     @cached_property
     def prefill_ops(self):

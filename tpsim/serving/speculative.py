@@ -2,18 +2,22 @@
 
 One speculative step, per sequence of the batch (b sequences on each of ep attention replicas):
 
-* **Draft**: k sequential single-token steps. A draft head (``mtp``: the model's own
-  multi-token-prediction module; ``eagle``: an EAGLE one-layer head) is chained: step j feeds
-  the token drafted at step j - 1 and the hidden state the previous step left. One head step
-  = the embedding of the b tokens + two RMSNorms (``enorm``, ``hnorm``: read and write b h
-  each) + ``eh_proj``, (b x 2h) @ (2h x h), replicated on every rank (vLLM's
-  ``DeepSeekMultiTokenPredictorLayer``: ``nn.Linear(2 * hidden, hidden, bias=False)``,
-  vllm/model_executor/models/deepseek_mtp.py; EAGLE's ``fc``, vllm/model_executor/models/
-  llama_eagle.py) + one decoder layer of the target's shape (the model's first kind: for
-  DeepSeek-V3 its MoE layer, as its MTP module; eagle: the last kind, a dense layer where the
-  model mixes) + the shared output layer over b tokens (vLLM's and SGLang's proposers sample
-  the draft token from the target's own lm_head). ``--draft-model``: the draft model's own
-  decode step at the same tp (its layers and ends), as vLLM's draft-model proposer runs it.
+* **Draft**: k forwards of the draft. The first takes the k + 1 tokens the last verification
+  settled, s = k + 1 per sequence (vLLM v1's ``EagleProposer.propose`` feeds the verified
+  tokens with the target's hidden states in its first forward; SGLang's ``EAGLEWorker`` runs
+  ``forward_draft_extend_after_decode`` over them, then ``speculative_num_steps`` - 1 more),
+  then k - 1 chained single-token forwards, each feeding the token drafted by the one before
+  and the hidden state it left. A head (``mtp``: the model's own multi-token-prediction
+  module; ``eagle``: an EAGLE one-layer head) forward over t = b s tokens = the embedding of
+  the t tokens + two RMSNorms (``enorm``, ``hnorm``: read and write t h each) + ``eh_proj``,
+  (t x 2h) @ (2h x h), replicated on every rank (vLLM's ``DeepSeekMultiTokenPredictorLayer``:
+  ``nn.Linear(2 * hidden, hidden, bias=False)``, vllm/model_executor/models/deepseek_mtp.py;
+  EAGLE's ``fc``, vllm/model_executor/models/llama_eagle.py) + one decoder layer of the
+  target's shape at s queries per sequence (the model's first kind: for DeepSeek-V3 its MoE
+  layer, as its MTP module; eagle: the last kind, a dense layer where the model mixes) + the
+  shared output layer over the b tokens drafted from (the proposers sample the draft token
+  from the target's own lm_head). ``--draft-model``: the draft model's own forward at the
+  same tp (its layers at s queries per sequence and its ends), the same k forwards.
 * **Verify**: the target's forward over k + 1 tokens per sequence in one pass: its GEMMs at
   (k + 1) b rows, the decode attention with k + 1 queries per sequence reading the cache once
   (:func:`tpsim.layer.infer_graph.decode_attention_bytes` at s = k + 1), the KV cache written
@@ -55,20 +59,20 @@ def _small(t: float, flops: float, nbytes: float, device) -> PhaseCost:
                      flops, nbytes, 0, 1)
 
 
-def head_step(srv, b: int, kv_len: int, kind: int) -> PhaseCost:
-    """One chained step of a draft head over b sequences (module docstring): the embedding and
-    output layer over b tokens, enorm and hnorm, eh_proj (b x 2h) @ (2h x h) and one decode
-    layer of the target's kind ``kind`` (index into its kinds of layer) at ``kv_len``."""
-    dev, h = srv.topo.device, srv.m.hidden
-    d = srv.dims(b, 1, kv_len)
+def head_step(srv, b: int, kv_len: int, kind: int, s: int = 1) -> PhaseCost:
+    """One step of a draft head over b sequences, ``s`` tokens each (module docstring): the
+    embedding over b s tokens, enorm and hnorm, eh_proj (b s x 2h) @ (2h x h), one decode
+    layer of the target's kind ``kind`` (index into its kinds of layer) at ``kv_len`` with s
+    queries per sequence, and the output layer over the b tokens it drafts from."""
+    dev, h, t = srv.topo.device, srv.m.hidden, b * s
     _, _, tpl, w = srv.mix[kind]
-    d = dataclasses.replace(d, window=w)
-    layer = srv.cost(tpl, d, decode_attention_core(d).flops)
+    d = dataclasses.replace(srv.dims(b, s, kv_len), window=w)
+    layer = srv.cost(tpl, d, s * decode_attention_core(d).flops)
     bpe = d.bpe
-    proj_bytes = (2 * h * h) * d.gemm_bpe + b * 3 * h * bpe
-    proj = _small(gemm_time(b, h, 2 * h, dev, srv.dtype), 4 * b * h * h, proj_bytes, dev)
-    norm = _small(elementwise_time(2 * b * h * bpe, dev), 0.0, 2 * b * h * bpe, dev)
-    return layer + proj + norm.scaled(2) + srv.ends(b, 1)
+    proj_bytes = (2 * h * h) * d.gemm_bpe + t * 3 * h * bpe
+    proj = _small(gemm_time(t, h, 2 * h, dev, srv.dtype), 4 * t * h * h, proj_bytes, dev)
+    norm = _small(elementwise_time(2 * t * h * bpe, dev), 0.0, 2 * t * h * bpe, dev)
+    return layer + proj + norm.scaled(2) + srv.ends(b, s)     # embedding b s, output b
 
 
 def verify_step(srv, b: int, kv_len: int, s: int) -> PhaseCost:
@@ -81,26 +85,40 @@ def verify_step(srv, b: int, kv_len: int, s: int) -> PhaseCost:
             + srv.cost(output_template(tp_group), srv.dims(b * s, 1)))
 
 
-def draft_step(srv, draft, method: str, b: int, kv_len: int) -> PhaseCost:
-    """One draft step: a head's (``mtp``: the first kind of layer, ``eagle``: the last) or the
-    draft model's server ``draft`` (its layers' decode and its ends)."""
+def draft_step(srv, draft, method: str, b: int, kv_len: int, s: int = 1) -> PhaseCost:
+    """One draft forward over ``s`` tokens of each of b sequences: a head's (``mtp``: the
+    first kind of layer, ``eagle``: the last) or the draft model's server ``draft`` (its
+    layers' decode and its ends)."""
     if method == "draft":
-        return draft.decode_layer(b, kv_len).scaled(draft.m.layers) + draft.ends(b, 1)
-    return head_step(srv, b, kv_len, 0 if method == "mtp" else len(srv.mix) - 1)
+        return draft.decode_layer(b, kv_len, s).scaled(draft.m.layers) + draft.ends(b, s)
+    return head_step(srv, b, kv_len, 0 if method == "mtp" else len(srv.mix) - 1, s)
+
+
+def drafting(srv, draft, method: str, k: int, b: int, kv_len: int) -> PhaseCost | None:
+    """The k draft forwards of a step (None at k = 0): the first over the k + 1 tokens the
+    last verification settled (their hidden states and cache entries enter the draft: vLLM
+    v1's proposer runs them in its first forward, SGLang's ``forward_draft_extend_after_
+    decode`` in a pass of its own before its single-token steps), then k - 1 chained
+    single-token forwards."""
+    if not k:
+        return None
+    first = draft_step(srv, draft, method, b, kv_len, k + 1)
+    if k == 1:
+        return first
+    return first + draft_step(srv, draft, method, b, kv_len + 1, 1).scaled(k - 1)
 
 
 def speculative_steps(srv, draft, method: str, k: int, a: float, batch: int, prompt: int,
                       gen: int, plain: Decode) -> tuple[Decode, Speculative]:
     """The gen - 1 tokens after the first decoded k + 1 at a time (module docstring): a step
-    at cache length L = k draft steps at L + k verification at L + k (the drafted tokens' keys
-    written); its mean over L = prompt + 1 .. prompt + gen - 1
+    at cache length L = the k draft forwards at L (:func:`drafting`) + the verification at
+    L + k (the drafted tokens' keys written); its mean over L = prompt + 1 .. prompt + gen - 1
     (:func:`~tpsim.serving.lengths.mean_over_lengths`) / E. ``plain``: the decode without
     speculation, for the speed-up."""
     micro = batch // srv.ep
 
     def parts(n):
-        dft = draft_step(srv, draft, method, micro, n).scaled(k) if k else None
-        return dft, verify_step(srv, micro, n + k, k + 1)
+        return drafting(srv, draft, method, k, micro, n), verify_step(srv, micro, n + k, k + 1)
 
     def step(n):
         dft, ver = parts(n)
@@ -124,4 +142,4 @@ def speculative_steps(srv, draft, method: str, k: int, a: float, batch: int, pro
 
 
 __all__ = ["expected_tokens", "speculative_steps", "head_step", "verify_step",
-           "draft_step"]
+           "draft_step", "drafting"]

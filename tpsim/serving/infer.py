@@ -349,7 +349,9 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
-                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep)
+                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
+                         lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
+                         spec and spec.acceptance_rate)
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

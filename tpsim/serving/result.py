@@ -71,7 +71,10 @@ class Decode:
     token per sequence against kv_len = prompt + k cached tokens. ``time_per_token_s``: the
     mean step time over those steps (TPOT, inter-token latency); ``tokens_per_s`` = batch /
     time_per_token_s (all sequences). ``first_step_s``/``last_step_s`` at the shortest and
-    longest cache; ``cost``: the step at the mean cache length (``kv_len``, rounded).
+    longest cache; ``cost``: the step at the mean cache length (``kv_len``, rounded). With
+    speculative decoding a step is a speculative one (draft and verification) and the time
+    per token its mean over the cache lengths / the tokens it emits
+    (:func:`tpsim.serving.speculative.speculative_steps`).
     ``hbm_bandwidth_Bps``: cost.hbm_bytes / cost.time_s, what the step draws from HBM, of the
     device's peak ``hbm_peak_Bps``."""
     steps: int
@@ -154,6 +157,10 @@ class InferInputs:
     kv_heads_per_rank: int
     nodes: int
     ep: int = 1           # expert-parallel degree: ep attention replicas of tp GPUs
+    speculative: str | None = None        # mtp | eagle: a draft head (None: none)
+    draft_model: str | None = None        # a separate draft model's name
+    num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
+    acceptance_rate: float | None = None  # per drafted token (the mtp default filled in)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,9 @@ def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
                           "micro-batches in flight on each of ep attention replicas", lay.batch)
     if pp > m.layers:
         raise ConfigError("--pp", "", f"at most the {m.layers} layers of {m.name}", pp)
+    if lay.speculative == "mtp" and not m.mtp_layers:
+        raise ConfigError("--speculative", "", f"eagle or a --draft-model: {m.name} has no "
+                          "multi-token-prediction layers (mtp_layers 0)", "mtp")
 
 
 def serving_layout(settings: ServingLayout | None, given: dict) -> ServingLayout:
@@ -274,14 +277,13 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
 
 
 def speculate(srv: _Server, m: ModelConfig, topo: Topology, lay: ServingLayout, plain: Decode):
-    """The decode with the layout's draft (:func:`~tpsim.serving.speculative.speculative_steps`);
-    ``--speculative mtp`` needs the model's multi-token-prediction layers."""
-    if lay.speculative == "mtp" and not m.mtp_layers:
-        raise ConfigError("--speculative", "", f"eagle or a --draft-model: {m.name} has no "
-                          "multi-token-prediction layers (mtp_layers 0)", "mtp")
+    """The decode with the layout's draft (:func:`~tpsim.serving.speculative.speculative_steps`)."""
     draft = None
     if lay.draft_model is not None:
-        dm = load_model(lay.draft_model)
+        try:
+            dm = load_model(lay.draft_model)
+        except ConfigError as e:
+            raise ConfigError("--draft-model", "", e.expected, lay.draft_model) from None
         serving_dims(dm, lay.tp, 1, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
         draft = _Server(dm, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
                         lay.allreduce, lay.eager)

@@ -101,3 +101,23 @@ def test_mtp_on_deepseek_defaults_to_the_reported_acceptance():
     assert p.speculative.acceptance_rate == 0.85
     assert p.speculative.tokens_per_step == pytest.approx(1.85, rel=1e-12)
     assert math.isclose(p.inputs.acceptance_rate, 0.85)
+
+
+def test_mtp_memory_is_one_more_layer():
+    """DeepSeek-V3's MTP module caches one more layer's latent, (512 + 64) x 1 byte in fp8,
+    and holds one more MoE layer plus eh_proj (2 x 7168 x 7168 fp8 bytes, whole per rank)."""
+    kw = dict(tp=8, batch=1, prompt=256, gen=32, dtype="fp8")
+    plain = infer("deepseek-v3", "dgx-h200", **kw).memory
+    mtp = infer("deepseek-v3", "dgx-h200", speculative="mtp", num_speculative_tokens=1,
+                **kw).memory
+    assert mtp.kv_bytes_per_token - plain.kv_bytes_per_token == 576
+    assert mtp.weights_bytes - plain.weights_bytes > 2 * 7168 * 7168
+    assert mtp.max_batch < plain.max_batch
+
+
+def test_serve_refuses_a_draft():
+    from tpsim.serving.engine import serve
+    from tpsim.base.errors import ConfigError
+    with pytest.raises(ConfigError, match="--num-speculative-tokens"):
+        serve("llama3-8b", tp=2, speculative="eagle", num_speculative_tokens=1,
+              acceptance_rate=0.5, requests=4)

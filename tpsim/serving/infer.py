@@ -51,7 +51,7 @@ from ..layer.infer_graph import (decode_attention_core, embedding_template, outp
                                  serving_dims, serving_layer_template)
 from ..spec.model_params import layer_kinds
 from .energy import run_energy
-from .speculative import speculative_steps
+from .speculative import draft_memory, speculative_steps
 from .lengths import mean_over_lengths
 from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
@@ -277,7 +277,9 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
 
 
 def speculate(srv: _Server, m: ModelConfig, topo: Topology, lay: ServingLayout, plain: Decode):
-    """The decode with the layout's draft (:func:`~tpsim.serving.speculative.speculative_steps`)."""
+    """The decode with the layout's draft (:func:`~tpsim.serving.speculative.speculative_steps`)
+    and the draft's (weights, KV bytes per token) per GPU
+    (:func:`~tpsim.serving.speculative.draft_memory`)."""
     draft = None
     if lay.draft_model is not None:
         try:
@@ -288,8 +290,11 @@ def speculate(srv: _Server, m: ModelConfig, topo: Topology, lay: ServingLayout, 
         draft = _Server(dm, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
                         lay.allreduce, lay.eager)
     method = lay.speculative or "draft"
-    return speculative_steps(srv, draft, method, lay.num_speculative_tokens, lay.acceptance,
-                             lay.batch, lay.prompt, lay.gen, plain)
+    dec, spec = speculative_steps(srv, draft, method, lay.num_speculative_tokens,
+                                  lay.acceptance, lay.batch, lay.prompt, lay.gen, plain)
+    mem = draft_memory(m, draft and draft.m, method, lay.tp, lay.dtype, lay.activation_dtype,
+                       lay.cache_dtype, lay.ep)
+    return dec, spec, mem
 
 
 def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
@@ -340,14 +345,14 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager, lay.ep)
     pre, pre_sim = prefill_pass(srv, batch, prompt)
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
-    spec = None
+    spec, draft_mem = None, (0.0, 0.0)
     if lay.num_speculative_tokens:
-        dec, spec = speculate(srv, m, topo, lay, dec)
+        dec, spec, draft_mem = speculate(srv, m, topo, lay, dec)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
                          topo.device.memory_bytes,
                          lambda churned: topo.device.usable_bytes(lay.memory_headroom, churned),
-                         lay.ep)
+                         lay.ep, draft_mem)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,

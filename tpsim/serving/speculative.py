@@ -40,7 +40,10 @@ import dataclasses
 
 from ..cost.compute import elementwise_time, gemm_time
 from ..layer.infer_graph import decode_attention_core, embedding_template, output_template
+from ..cluster.topology import BYTES_PER_ELEMENT
+from ..spec.model_params import layer_kinds
 from .lengths import mean_over_lengths
+from .memory import kv_bytes_per_token, layer_weights, weights_per_gpu
 from .result import Decode, PhaseCost, Speculative
 
 
@@ -141,5 +144,22 @@ def speculative_steps(srv, draft, method: str, k: int, a: float, batch: int, pro
     return dec, spec
 
 
-__all__ = ["expected_tokens", "speculative_steps", "head_step", "verify_step",
+def draft_memory(m, dm, method: str, tp: int, dtype: str, act: str, kv_dtype: str,
+                 ep: int = 1) -> tuple[float, float]:
+    """(weights, KV cache bytes per token) a draft adds on each GPU. A draft model
+    ``dm``: its own (:func:`~tpsim.serving.memory.weights_per_gpu`,
+    :func:`~tpsim.serving.memory.kv_bytes_per_token` at the same tp). A head: one layer of the
+    target's kind (``mtp``: the first, ``eagle``: the last; its linear weights in ``dtype`` and
+    two norms), eh_proj's 2h x h (whole on every rank) and enorm and hnorm, and one layer's
+    cache; the embedding and output layer are the target's own."""
+    if method == "draft":
+        return weights_per_gpu(dm, tp, 1, dtype, act), kv_bytes_per_token(dm, tp, 1, kv_dtype)
+    sparse = layer_kinds(m)[0 if method == "mtp" else -1][1]
+    bw, ba, h = BYTES_PER_ELEMENT[dtype], BYTES_PER_ELEMENT[act], m.hidden
+    weights = ((layer_weights(m, tp, ep, sparse) + 2 * h * h) * bw
+               + (2 * m.norm_params + 2 * h) * ba)
+    return float(weights), kv_bytes_per_token(m, tp, 1, kv_dtype) / m.layers
+
+
+__all__ = ["draft_memory", "expected_tokens", "speculative_steps", "head_step", "verify_step",
            "draft_step", "drafting"]

@@ -10,8 +10,9 @@ One speculative step, per sequence of the batch (b sequences on each of ep atten
   and the hidden state it left. A head (``mtp``: the model's own multi-token-prediction
   module; ``eagle``: an EAGLE one-layer head) forward over t = b s tokens = the embedding of
   the t tokens + two RMSNorms (``enorm``, ``hnorm``: read and write t h each) + ``eh_proj``,
-  (t x 2h) @ (2h x h), replicated on every rank (vLLM's ``DeepSeekMultiTokenPredictorLayer``:
-  ``nn.Linear(2 * hidden, hidden, bias=False)``, vllm/model_executor/models/deepseek_mtp.py;
+  (t x 2h) @ (2h x h), replicated on every rank and unquantized, in the activation dtype
+  (vLLM's ``DeepSeekMultiTokenPredictorLayer``: a plain ``nn.Linear(2 * hidden, hidden,
+  bias=False)``, vllm/model_executor/models/deepseek_mtp.py;
   EAGLE's ``fc``, vllm/model_executor/models/llama_eagle.py) + one decoder layer of the
   target's shape at s queries per sequence (the model's first kind: for DeepSeek-V3 its MoE
   layer, as its MTP module; eagle: the last kind, a dense layer where the model mixes) + the
@@ -71,9 +72,9 @@ def head_step(srv, b: int, kv_len: int, kind: int, s: int = 1) -> PhaseCost:
     _, _, tpl, w = srv.mix[kind]
     d = dataclasses.replace(srv.dims(b, s, kv_len), window=w)
     layer = srv.cost(tpl, d, s * decode_attention_core(d).flops)
-    bpe = d.bpe
-    proj_bytes = (2 * h * h) * d.gemm_bpe + t * 3 * h * bpe
-    proj = _small(gemm_time(t, h, 2 * h, dev, srv.dtype), 4 * t * h * h, proj_bytes, dev)
+    bpe = d.bpe                 # eh_proj: an unquantized nn.Linear, in the activation dtype
+    proj_bytes = (2 * h * h + t * 3 * h) * bpe
+    proj = _small(gemm_time(t, h, 2 * h, dev, srv.act), 4 * t * h * h, proj_bytes, dev)
     norm = _small(elementwise_time(2 * t * h * bpe, dev), 0.0, 2 * t * h * bpe, dev)
     return layer + proj + norm.scaled(2) + srv.ends(b, s)     # embedding b s, output b
 
@@ -150,14 +151,15 @@ def draft_memory(m, dm, method: str, tp: int, dtype: str, act: str, kv_dtype: st
     ``dm``: its own (:func:`~tpsim.serving.memory.weights_per_gpu`,
     :func:`~tpsim.serving.memory.kv_bytes_per_token` at the same tp). A head: one layer of the
     target's kind (``mtp``: the first, ``eagle``: the last; its linear weights in ``dtype`` and
-    two norms), eh_proj's 2h x h (whole on every rank) and enorm and hnorm, and one layer's
-    cache; the embedding and output layer are the target's own."""
+    two norms), eh_proj's 2h x h (whole on every rank, unquantized: the activation dtype) and
+    enorm and hnorm, and one layer's cache; the embedding and output layer are the target's
+    own (shared, as the DeepSeek-V3 report describes the MTP module)."""
     if method == "draft":
         return weights_per_gpu(dm, tp, 1, dtype, act), kv_bytes_per_token(dm, tp, 1, kv_dtype)
     sparse = layer_kinds(m)[0 if method == "mtp" else -1][1]
     bw, ba, h = BYTES_PER_ELEMENT[dtype], BYTES_PER_ELEMENT[act], m.hidden
-    weights = ((layer_weights(m, tp, ep, sparse) + 2 * h * h) * bw
-               + (2 * m.norm_params + 2 * h) * ba)
+    weights = (layer_weights(m, tp, ep, sparse) * bw
+               + (2 * m.norm_params + 2 * h + 2 * h * h) * ba)
     return float(weights), kv_bytes_per_token(m, tp, 1, kv_dtype) / m.layers
 
 

@@ -3,7 +3,7 @@ else: each key the commands emit (top level, second level and below, lists of ob
 `parent[]`) is documented, and each documented key is emitted by the runs below.
 
 The runs are chosen to emit every key: predict with a pipeline, DP and both notices (TP across
-nodes, out of memory); infer with all three notices (weights that do not fit: a second run);
+nodes, out of memory); infer with all three notices (weights that do not fit: a second run; a speculative third);
 search on a small space; collective alone and as a comma list (whose rows add `topology`). The search's `dropped` map has reason codes for
 keys and carries only the reasons that occurred: its documented codes must be exactly
 tpsim.search.driver.REASONS, and the emitted ones among them.
@@ -34,7 +34,9 @@ RUNS = {
                  "--dp", "63", "--global-batch", "126", "--json"]],      # every remedy's keys
     "infer": [["infer", "--model", "llama2-70b", "--topology", "dgx-h100-ndr-cluster", "--tp", "16",
                "--batch", "2", "--allreduce", "custom", "--json"],
-              ["infer", "--model", "llama3-405b", "--topology", "dgx-h100", "--tp", "8", "--json"]],
+              ["infer", "--model", "llama3-405b", "--topology", "dgx-h100", "--tp", "8", "--json"],
+              ["infer", "--model", "llama3-8b", "--tp", "2", "--gen", "8", "--speculative",
+               "eagle", "--num-speculative-tokens", "2", "--acceptance-rate", "0.7", "--json"]],
     "serve": [["serve", "--model", "llama2-7b", "--tp", "1", "--requests", "20", "--prompt",
                "300", "--gen", "20", "--json"],
               ["serve", "--model", "llama2-7b", "--tp", "1", "--requests", "20", "--rate", "5",

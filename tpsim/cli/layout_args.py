@@ -19,7 +19,7 @@ from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
 from .common import natural_int, positive_int, positive_rate, price, probability
-from .lists import braces, choice_list, int_list, rate_list
+from .lists import braces, choice_list, int_list, probability_list, rate_list
 
 
 def dest(f: Field) -> str:
@@ -70,7 +70,8 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
     elif kind == "count":
         kwargs.update(_count_kwargs(f, listed))
     elif kind == "probability":
-        kwargs.update(type=probability, default=f.default)
+        kwargs.update(type=probability_list if listed else probability,
+                      default=(f.default,) if listed else f.default)
     elif kind == "rate":
         kwargs.update(type=rate_list if listed else positive_rate,
                       default=(f.default,) if listed else f.default)

@@ -7,7 +7,7 @@ import itertools
 import math
 
 from ..base.errors import ConfigError, clip
-from .common import positive_int, positive_rate
+from .common import positive_int, positive_rate, probability
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -18,6 +18,11 @@ def int_list(text: str) -> tuple[int, ...]:
 def rate_list(text: str) -> tuple[float, ...]:
     """``8`` or ``1,4,16,inf``: request rates (:func:`positive_rate` each)."""
     return tuple(positive_rate(x.strip()) for x in _items(text))
+
+
+def probability_list(text: str) -> tuple[float, ...]:
+    """``0.6`` or ``0.6,0.8``: probabilities in [0, 1) (:func:`probability` each)."""
+    return tuple(probability(x.strip()) for x in _items(text))
 
 
 def name_list(text: str) -> tuple[str, ...]:

@@ -125,9 +125,10 @@ def decode_attention_core(d: InferDims) -> Attention:
 
 
 def decode_attention_bytes(d: InferDims) -> float:
-    """b (2 q bpe_act + 2 L kv bpe_kv): read the queries, write the outputs, read the cached
-    keys and values of L = kv_len tokens, at most the layer's window (the module docstring)."""
-    return d.b * (2 * d.q * d.bpe + 2 * d.attended * d.kv * d.kv_bpe)
+    """b (2 s q bpe_act + 2 L kv bpe_kv): read the queries, write the outputs, read the cached
+    keys and values of L = kv_len tokens, at most the layer's window (the module docstring);
+    s queries per sequence (1 but in a speculative verification) share one read of the cache."""
+    return d.b * (2 * d.s * d.q * d.bpe + 2 * d.attended * d.kv * d.kv_bpe)
 
 
 def _decode_attention(d: InferDims) -> DecodeAttention:

@@ -74,8 +74,10 @@ def mla_decode_core(d) -> Attention:
 
 
 def mla_decode_bytes(d) -> float:
-    """b (H_r (2 r_kv + d_r) bpe + L (r_kv + d_r) bpe_kv) (module docstring)."""
-    return d.b * (d.heads * (2 * d.r_kv + d.dr) * d.bpe + d.kv_len * (d.r_kv + d.dr) * d.kv_bpe)
+    """b (s H_r (2 r_kv + d_r) bpe + L (r_kv + d_r) bpe_kv) (module docstring; s queries per
+    sequence, 1 but in a speculative verification, share one read of the cache)."""
+    return d.b * (d.s * d.heads * (2 * d.r_kv + d.dr) * d.bpe
+                  + d.kv_len * (d.r_kv + d.dr) * d.kv_bpe)
 
 
 def _decode_core(d) -> MemoryBound:
@@ -95,9 +97,9 @@ def mla_attention_fwd(B: Builder, x, phase: str, q_lora: bool) -> str:
                     linear=True)
         o = B.add("fwd.attn", mla_prefill_attention, "compute", (q, kv))
     else:
-        q = B.gemm("fwd.q_absorb", lambda d: (d.b, d.r_kv, d.dn, d.heads), (q,), linear=True)
+        q = B.gemm("fwd.q_absorb", lambda d: (d.T, d.r_kv, d.dn, d.heads), (q,), linear=True)
         o = B.add("fwd.attn", _decode_core, "compute", (q, kv))
-        o = B.gemm("fwd.o_absorb", lambda d: (d.b, d.dv, d.r_kv, d.heads), (o,), linear=True)
+        o = B.gemm("fwd.o_absorb", lambda d: (d.T, d.dv, d.r_kv, d.heads), (o,), linear=True)
     return row_linear_fwd(B, "proj", o, lambda d: (d.T, d.h, d.heads * d.dv), None)
 
 

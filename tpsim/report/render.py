@@ -7,6 +7,7 @@ import dataclasses
 
 from . import formulas as fm
 from .energy import energy_json, energy_lines
+from .speculative import speculative_json, speculative_lines
 from .formulas import formula_lines
 from .remedies import remedies_text
 from .step import step_lines
@@ -262,7 +263,7 @@ def _infer_phase_lines(p) -> list[str]:
         f"({dec.hbm_bandwidth_Bps / 1e12:.2f} TB/s, {_pct(dec.hbm_bandwidth_Bps / dev_bw)} of "
         f"{dev_bw / 1e12:.2f} TB/s peak), {d.flops / 1e12:.3f} TFLOP, "
         f"{d.comm_bytes / 1e6:.2f} MB in collectives, {d.ops:.0f} ops",
-        f"  {dec.integration}",
+        f"  {dec.integration}", *speculative_lines(p.speculative),
         *formula_lines(fm.DECODE), "",
         f"total          {_ms(p.total.time_s):>12s}   prefill + {dec.steps} steps; "
         f"{p.total.tokens_per_s:,.1f} output tokens/s (static batch)",
@@ -335,7 +336,7 @@ def infer_json(p) -> dict:
         "decode": {**plain(dec, ("cost",)),
                    "cost": _phase_json(dec.cost), "formula": dict(fm.DECODE)},
         "total": _with_formula(p.total, fm.TOTAL),
-        **energy_json(p),
+        **energy_json(p), **speculative_json(p),
         "memory": _with_formula(p.memory, fm.INFER_MEMORY),
         "decode_ops": [o._asdict() for o in p.decode_ops],
         "prefill_ops": [o._asdict() for o in p.prefill_ops],

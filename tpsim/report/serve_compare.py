@@ -27,6 +27,13 @@ def _energy(e) -> str:
     return f"{e.j_per_output_token:7.3f}" if e is not None and e.j is not None else f"{'':>7s}"
 
 
+def _speculative(s) -> str:
+    if s is None:
+        return "none"
+    return (f"{s.tokens_per_step:.2f} tokens per step, draft {s.draft_share:.1%} of it, "
+            f"{s.speedup:.2f}x")
+
+
 def infer_comparison(preds, varied: list[str]) -> str:
     """One row per prediction: TTFT, TPOT, output tokens/s (static batch), J per output
     token, memory per GPU and whether it fits."""
@@ -40,6 +47,8 @@ def infer_comparison(preds, varied: list[str]) -> str:
     lines.append("(TTFT: the prefill; TPOT: the mean decode step; tokens/s: batch x gen over "
                  "prefill + decode; J/tok: energy per output token at the facility; memory per "
                  "GPU, GiB = 2^30 bytes)")
+    if any(p.speculative for p in preds):
+        lines += [f"{c}  speculative: {_speculative(p.speculative)}" for c, p in zip(cells, preds)]
     named = {"TTFT": fm.PREFILL["time_s"], "TPOT": fm.DECODE["time_per_token_s"],
              "tokens/s": fm.TOTAL, "J/tok": ENERGY,
              "memory": fm.INFER_MEMORY["total_bytes"]}

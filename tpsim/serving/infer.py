@@ -51,6 +51,8 @@ from ..layer.infer_graph import (decode_attention_core, embedding_template, outp
                                  serving_dims, serving_layer_template)
 from ..spec.model_params import layer_kinds
 from .energy import run_energy
+from .speculative import draft_memory, speculative_steps
+from .lengths import mean_over_lengths
 from .memory import serving_memory
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
@@ -80,6 +82,9 @@ def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
                           "micro-batches in flight on each of ep attention replicas", lay.batch)
     if pp > m.layers:
         raise ConfigError("--pp", "", f"at most the {m.layers} layers of {m.name}", pp)
+    if lay.speculative == "mtp" and not m.mtp_layers:
+        raise ConfigError("--speculative", "", f"eagle or a --draft-model: {m.name} has no "
+                          "multi-token-prediction layers (mtp_layers 0)", "mtp")
 
 
 def serving_layout(settings: ServingLayout | None, given: dict) -> ServingLayout:
@@ -139,35 +144,6 @@ def serve_simulate(template, dims, pricing: Pricing, host_s: float,
         return sim
     tl = run(template, times, topo.device.comm_compute_interference)
     return dataclasses.replace(sim, times=times, formulas=formulas, costs=costs, timeline=tl)
-
-
-def mean_over_lengths(f, a: int, b: int, rtol: float = 1e-9) -> tuple[float, int]:
-    """(mean of f(L) over the integers a <= L <= b, evaluations of f), exact for a convex
-    piecewise-linear f.
-
-    A convex f that meets its chord at an interior point is affine on the whole interval, so:
-    evaluate f at both ends and the midpoint; if the midpoint lies on the chord (within rtol),
-    sum the affine piece in closed form, (b - a + 1)(f(a) + f(b))/2; else split at the midpoint
-    and recurse. Each kink costs O(log(b - a)) evaluations; an affine f costs three.
-    """
-    calls = [0]
-
-    def g(x):
-        calls[0] += 1
-        return f(x)
-
-    def total(lo, flo, hi, fhi):
-        if hi - lo <= 1:
-            return flo + (fhi if hi > lo else 0.0)
-        mid = (lo + hi) // 2
-        fmid = g(mid)
-        chord = flo + (fhi - flo) * (mid - lo) / (hi - lo)
-        if abs(fmid - chord) <= rtol * max(abs(chord), 1e-30):
-            return (hi - lo + 1) * (flo + fhi) / 2
-        return total(lo, flo, mid, fmid) + total(mid, fmid, hi, fhi) - fmid
-    fa = g(a)
-    s = total(a, fa, b, g(b) if b > a else fa)
-    return s / (b - a + 1), calls[0]
 
 
 class _Server:
@@ -235,13 +211,14 @@ class _Server:
         t = price(SendRecv(nbytes, "pp"), self.pricing)[0]
         return PhaseCost(t, 0, 0, 0, t, 0, 0, 0, nbytes, 1).scaled(self.pp - 1)
 
-    def decode_layer(self, b: int, kv_len: int) -> PhaseCost:
-        """The mean decode layer (dense and MoE layers weighted by their counts)."""
-        d = self.dims(b, 1, kv_len)
+    def decode_layer(self, b: int, kv_len: int, s: int = 1) -> PhaseCost:
+        """The mean decode layer (dense and MoE layers weighted by their counts); ``s`` > 1:
+        s queries per sequence (a speculative verification), reading the cache once."""
+        d = self.dims(b, s, kv_len)
         if len(self.mix) > 1:
-            extra = lambda x: decode_attention_core(x).flops   # noqa: E731
+            extra = lambda x: s * decode_attention_core(x).flops   # noqa: E731
             return self.layers_cost("decode", d, extra).scaled(1 / self.m.layers)
-        return self.cost(self.decode_tpl, d, decode_attention_core(d).flops)
+        return self.cost(self.decode_tpl, d, s * decode_attention_core(d).flops)
 
 
 def _stretch(cost: PhaseCost, k: float) -> PhaseCost:
@@ -299,6 +276,27 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
     return dec, srv.sim(srv.decode_tpl, srv.dims(micro, 1, kv_mid))
 
 
+def speculate(srv: _Server, m: ModelConfig, topo: Topology, lay: ServingLayout, plain: Decode):
+    """The decode with the layout's draft (:func:`~tpsim.serving.speculative.speculative_steps`)
+    and the draft's (weights, KV bytes per token) per GPU
+    (:func:`~tpsim.serving.speculative.draft_memory`)."""
+    draft = None
+    if lay.draft_model is not None:
+        try:
+            dm = load_model(lay.draft_model)
+        except ConfigError as e:
+            raise ConfigError("--draft-model", "", e.expected, lay.draft_model) from None
+        serving_dims(dm, lay.tp, 1, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
+        draft = _Server(dm, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
+                        lay.allreduce, lay.eager)
+    method = lay.speculative or "draft"
+    dec, spec = speculative_steps(srv, draft, method, lay.num_speculative_tokens,
+                                  lay.acceptance, lay.batch, lay.prompt, lay.gen, plain)
+    mem = draft_memory(m, draft and draft.m, method, lay.tp, lay.dtype, lay.activation_dtype,
+                       lay.cache_dtype, lay.ep)
+    return dec, spec, mem
+
+
 def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
     topo, out = srv.topo, []
     if not mem.fits:
@@ -347,19 +345,24 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager, lay.ep)
     pre, pre_sim = prefill_pass(srv, batch, prompt)
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
+    spec, draft_mem = None, (0.0, 0.0)
+    if lay.num_speculative_tokens:
+        dec, spec, draft_mem = speculate(srv, m, topo, lay, dec)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
                          topo.device.memory_bytes,
                          lambda churned: topo.device.usable_bytes(lay.memory_headroom, churned),
-                         lay.ep)
+                         lay.ep, draft_mem)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
-                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep)
+                         m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
+                         lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
+                         spec and spec.acceptance_rate)
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,
-                           _notices(srv, mem, runs, allreduce), runs, energy, cost)
+                           _notices(srv, mem, runs, allreduce), runs, energy, cost, spec)
 
 
 __all__ = ["infer", "ServingLayout", "phase_cost", "serve_simulate", "mean_over_lengths", "DTYPES",

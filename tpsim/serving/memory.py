@@ -103,16 +103,20 @@ def activations_per_sequence(model, tp: int, pp: int, prompt: int, act_dtype: st
 
 def serving_memory(model, tp: int, pp: int, batch: int, prompt: int, gen: int, dtype: str,
                    act_dtype: str, kv_dtype: str, capacity: float,
-                   usable=None, ep: int = 1) -> InferMemory:
+                   usable=None, ep: int = 1, draft: tuple[float, float] = (0.0, 0.0)
+                   ) -> InferMemory:
     """Weights, KV cache and activations per GPU, whether they fit and the largest batch that
     does (module docstring); with ``ep`` attention replicas a GPU holds batch / ep sequences.
     ``usable(churned)``: the bytes tensors may take beside ``churned`` bytes of activations, as
     :meth:`tpsim.cluster.topology.Device.usable_bytes`, linear in them (None: all of
-    ``capacity``)."""
-    weights = weights_per_gpu(model, tp, pp, dtype, act_dtype, ep)
+    ``capacity``). ``draft``: a speculative draft's (weights, KV bytes per token) on each GPU
+    (:func:`tpsim.serving.speculative.draft_memory`), its cache as long as the target's."""
+    weights = weights_per_gpu(model, tp, pp, dtype, act_dtype, ep) + draft[0]
     batch //= ep
     per_token = kv_bytes_per_token(model, tp, pp, kv_dtype)
-    kv_seq = kv_bytes_per_sequence(model, per_token, pp, prompt + gen - 1)
+    kv_seq = (kv_bytes_per_sequence(model, per_token, pp, prompt + gen - 1)
+              + (prompt + gen - 1) * draft[1])
+    per_token += draft[1]
     act_seq = activations_per_sequence(model, tp, pp, prompt, act_dtype)
     kv, act = batch * kv_seq, batch * act_seq
     total = weights + kv + act

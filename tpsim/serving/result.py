@@ -71,7 +71,10 @@ class Decode:
     token per sequence against kv_len = prompt + k cached tokens. ``time_per_token_s``: the
     mean step time over those steps (TPOT, inter-token latency); ``tokens_per_s`` = batch /
     time_per_token_s (all sequences). ``first_step_s``/``last_step_s`` at the shortest and
-    longest cache; ``cost``: the step at the mean cache length (``kv_len``, rounded).
+    longest cache; ``cost``: the step at the mean cache length (``kv_len``, rounded). With
+    speculative decoding a step is a speculative one (draft and verification) and the time
+    per token its mean over the cache lengths / the tokens it emits
+    (:func:`tpsim.serving.speculative.speculative_steps`).
     ``hbm_bandwidth_Bps``: cost.hbm_bytes / cost.time_s, what the step draws from HBM, of the
     device's peak ``hbm_peak_Bps``."""
     steps: int
@@ -84,6 +87,28 @@ class Decode:
     hbm_bandwidth_Bps: float
     hbm_peak_Bps: float
     integration: str      # how the mean was taken (see tpsim.serving.infer.mean_over_lengths)
+
+
+@dataclass(frozen=True)
+class Speculative:
+    """One speculative configuration's decode (:mod:`tpsim.serving.speculative`): ``method`` mtp | eagle |
+    draft; ``tokens_per_step`` E; ``step_s`` the mean step over the cache lengths, of which
+    ``draft_s`` the k draft steps and ``verify_s`` the target's verification (both at the mean
+    cache length); ``draft_share`` = draft_s / (draft_s + verify_s); ``time_per_token_s`` =
+    step_s / E; ``tokens_per_s`` = batch / time_per_token_s; ``speedup``: plain decode's
+    time per token over this one's."""
+    method: str
+    draft_model: str | None
+    num_speculative_tokens: int
+    acceptance_rate: float
+    tokens_per_step: float
+    step_s: float
+    draft_s: float
+    verify_s: float
+    draft_share: float
+    time_per_token_s: float
+    tokens_per_s: float
+    speedup: float
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,10 @@ class InferInputs:
     kv_heads_per_rank: int
     nodes: int
     ep: int = 1           # expert-parallel degree: ep attention replicas of tp GPUs
+    speculative: str | None = None        # mtp | eagle: a draft head (None: none)
+    draft_model: str | None = None        # a separate draft model's name
+    num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
+    acceptance_rate: float | None = None  # per drafted token (the mtp default filled in)
 
 
 @dataclass(frozen=True)
@@ -152,6 +181,7 @@ class InferPrediction:
     runs: dict = field(default_factory=dict, compare=False, repr=False)
     energy: Energy | None = None
     cost: Cost | None = None
+    speculative: Speculative | None = None    # with a draft: the speculative decode's parts
 
     @cached_property
     def prefill_ops(self):

@@ -141,12 +141,16 @@ class ServeSettings:
 
 
 def split_settings(layout, settings, given: dict) -> tuple[ServingLayout, ServeSettings]:
-    """A serving run's two settings objects: given, or made from the keywords by field name."""
+    """A serving run's two settings objects: given, or made from the keywords by field name;
+    a layout that drafts (speculative decoding, not in the engine loop) refused."""
     names = {f.name for f in declared(ServeSettings)}
     serve_kw = {k: v for k, v in given.items() if k in names}
     lay_kw = {k: v for k, v in given.items() if k not in names}
     lay = given_or_made(ServingLayout, layout, lay_kw, "serve", "layout")
     st = given_or_made(ServeSettings, settings, serve_kw, "serve", "settings")
+    if lay.num_speculative_tokens:
+        raise ConfigError("--num-speculative-tokens", "", "0 in tpsim serve (speculative "
+                          "decoding is priced by tpsim infer only)", lay.num_speculative_tokens)
     return lay, st
 
 

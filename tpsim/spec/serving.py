@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..base.errors import ConfigError
 from .settings import check, setting
 
 DTYPES = ("bf16", "fp16", "fp8")     # GEMMs and weights; the KV cache's
 ALLREDUCE = ("nccl", "custom")
+SPECULATIVE = ("mtp", "eagle")      # draft heads; a separate draft model is --draft-model
+# DeepSeek-V3 technical report (arXiv 2412.19437), section 5.4.3: "the acceptance rate of the
+# second token prediction ranges between 85% and 90%": its low end, the default for --speculative mtp
+MTP_ACCEPTANCE = 0.85
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +53,44 @@ class ServingLayout:
         "and fragmentation) that the server keeps free on top", flag="--memory-headroom",
         kind="probability")
 
+    speculative: str | None = setting(
+        None, "speculative decoding with a draft head: mtp (the model's own multi-token-"
+        "prediction module) or eagle (an EAGLE one-layer head)", flag="--speculative",
+        kind="choice", choices=SPECULATIVE)
+    draft_model: str | None = setting(None, "speculative decoding with a separate draft model "
+                                      "(a shipped name or YAML path)", flag="--draft-model",
+                                      kind="name")
+    num_speculative_tokens: int = setting(
+        0, "tokens drafted per step, k (vLLM's name; SGLang's --speculative-num-steps); 0: no "
+        "speculation", flag="--num-speculative-tokens", kind="count", least=0, lists=True)
+    acceptance_rate: float | None = setting(
+        None, "probability that the target accepts a drafted token, the workload's (required "
+        f"with a draft; mtp: {MTP_ACCEPTANCE}, the DeepSeek-V3 report's second-token figure)",
+        flag="--acceptance-rate", kind="probability", lists=True)
+
     def __post_init__(self):
         check(self)
+        drafted = self.speculative is not None or self.draft_model is not None
+        if self.speculative is not None and self.draft_model is not None:
+            raise ConfigError("--draft-model", "", "no --speculative beside it (one draft)",
+                              self.draft_model)
+        if drafted and self.num_speculative_tokens < 1:
+            raise ConfigError("--num-speculative-tokens", "", "at least 1 with a draft",
+                              self.num_speculative_tokens)
+        if not drafted and self.num_speculative_tokens:
+            raise ConfigError("--num-speculative-tokens", "", "0 without --speculative or "
+                              "--draft-model", self.num_speculative_tokens)
+        if drafted and self.acceptance_rate is None and self.speculative != "mtp":
+            raise ConfigError("--acceptance-rate", "", "the workload's acceptance rate in "
+                              "[0, 1) with an eagle head or a draft model", None)
+        if drafted and self.pp > 1:
+            raise ConfigError("--pp", "", "1 with speculative decoding (not modelled)", self.pp)
+
+    @property
+    def acceptance(self) -> float:
+        """The acceptance rate per drafted token: ``acceptance_rate``, else with ``mtp``
+        :data:`MTP_ACCEPTANCE`."""
+        return MTP_ACCEPTANCE if self.acceptance_rate is None else self.acceptance_rate
 
     @property
     def cache_dtype(self) -> str:
@@ -62,4 +103,4 @@ class ServingLayout:
         return "bf16" if self.dtype == "fp8" else self.dtype
 
 
-__all__ = ["ServingLayout", "DTYPES", "ALLREDUCE"]
+__all__ = ["ServingLayout", "DTYPES", "ALLREDUCE", "SPECULATIVE", "MTP_ACCEPTANCE"]

@@ -64,6 +64,19 @@ def test_every_memory_remedy_runs():
         assert remedy_flags(change) in text
 
 
+def test_an_moe_models_tp_remedy_runs():
+    """Mixtral without SP at TP 1: the more-TP remedy turns SP on, which Megatron-core's MoE
+    layers need beside TP, so the layout it offers runs."""
+    layout = dict(model="mixtral-8x7b", topology="dgx-h100-ndr-cluster", nodes=2, tp=1, ep=8,
+                  dp=16, global_batch=16, seq_len=4096)
+    text, p = _advice(**dict(layout))
+    tp = [c for c in p.warnings[0].values["remedies"] if "tp" in c]
+    assert tp and all(c["sequence_parallel"] for c in tp)
+    for change in tp:
+        assert tpsim.predict(**{**layout, **change}).step.time_s > 0
+        assert remedy_flags(change) in text and "--sequence-parallel" in remedy_flags(change)
+
+
 def test_tp_overlap_advice_only_when_off():
     base = dict(model="llama3-8b", tp=2, dp=4, global_batch=128, sequence_parallel=True,
                 distributed_optimizer=True)

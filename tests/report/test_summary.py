@@ -104,3 +104,18 @@ def test_virtual_stages_advice_only_where_the_layers_split():
     tpsim.predict(**common, pp=16, global_batch=16, virtual_stages=2)        # it runs
     text, _ = _advice(**common, pp=32, global_batch=32)
     assert "the bubble" in text and "--virtual-stages" not in text
+
+
+def test_the_layer_line_names_its_groups_and_the_step_its_ep_part():
+    """The one-layer line names the groups its collectives run on (a dense TP layout: TP; EP's
+    all-to-alls and the experts' own TP group: TP/EP/ETP, the largest's group in brackets); the step's exposed TP gives the EP
+    part (ep_comm_exposed_s) in brackets, a dense model's none."""
+    dense = prediction_summary(tpsim.predict("llama3-8b", tp=2, dp=4, global_batch=128))
+    assert "TP collectives, the largest" in dense and "(EP " not in dense
+    p = tpsim.predict("mixtral-8x7b", "dgx-h100-ndr-cluster", tp=2, ep=8, dp=32, nodes=8,
+                      global_batch=256, seq_len=4096, sequence_parallel=True)
+    text = prediction_summary(p)
+    ms = p.step.ep_comm_exposed_s * 1e3
+    assert p.step.ep_comm_exposed_s > 0 and f"(EP {ms:.2f} ms)" in text
+    assert "TP/EP/ETP collectives, the largest all-to-all (EP)" in text    # ETP: expert TP
+    assert "TP/EP/ETP comm exposed" in text

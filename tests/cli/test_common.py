@@ -52,3 +52,16 @@ def test_an_empty_size_is_refused_not_the_default(capsys):
     """--min-bytes '' was read as the default 1KiB."""
     assert main(["collective", "--sweep", "--min-bytes", "", "--max-bytes", "4KiB"]) == 2
     assert "--min-bytes" in capsys.readouterr().err
+
+
+def test_usage_errors_name_the_subcommand_once(capsys):
+    """argparse's errors read ``tpsim: error: predict: ...``: the subcommand named once, the
+    root parser's errors with no second ``tpsim:``; an unknown flag is the subcommand's."""
+    cases = [(["predict", "--tp", "x"], "tpsim: error: predict: argument --tp: "),
+             (["predict", "--modle", "gpt3"], "tpsim: error: predict: unrecognized arguments: "),
+             (["plot", "search", "--gpus", "8"], "tpsim: error: plot search: "),
+             (["bogus"], "tpsim: error: argument command: invalid choice: 'bogus'")]
+    for argv, start in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("tpsim") == 1, err

@@ -49,3 +49,13 @@ def test_bad_flags_are_one_line_and_exit_2(argv, flag, capsys):
     assert main(["serve", "--requests", "2", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0]
+
+
+def test_the_admission_is_named_where_it_is_not_vllms(pred):
+    """The engine line names vLLM's knobs; SGLang's admission, which changes who runs, says so
+    in the text and the JSON (a run under it otherwise reads as vLLM's)."""
+    assert "admission" not in serve_report(pred)
+    assert serve_json(pred)["inputs"]["admission"] == "vllm"
+    sgl = serve("llama2-7b", "dgx-h100", tp=1, requests=4, admission="sglang-0.3")
+    assert "  admission sglang-0.3: SGLang's PrefillAdder" in serve_report(sgl)
+    assert serve_json(sgl)["inputs"]["admission"] == "sglang-0.3"

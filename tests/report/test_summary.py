@@ -64,6 +64,19 @@ def test_every_memory_remedy_runs():
         assert remedy_flags(change) in text
 
 
+def test_an_moe_models_tp_remedy_runs():
+    """Mixtral without SP at TP 1: the more-TP remedy turns SP on, which Megatron-core's MoE
+    layers need beside TP, so the layout it offers runs."""
+    layout = dict(model="mixtral-8x7b", topology="dgx-h100-ndr-cluster", nodes=2, tp=1, ep=8,
+                  dp=16, global_batch=16, seq_len=4096)
+    text, p = _advice(**dict(layout))
+    tp = [c for c in p.warnings[0].values["remedies"] if "tp" in c]
+    assert tp and all(c["sequence_parallel"] for c in tp)
+    for change in tp:
+        assert tpsim.predict(**{**layout, **change}).step.time_s > 0
+        assert remedy_flags(change) in text and "--sequence-parallel" in remedy_flags(change)
+
+
 def test_tp_overlap_advice_only_when_off():
     base = dict(model="llama3-8b", tp=2, dp=4, global_batch=128, sequence_parallel=True,
                 distributed_optimizer=True)
@@ -91,3 +104,18 @@ def test_virtual_stages_advice_only_where_the_layers_split():
     tpsim.predict(**common, pp=16, global_batch=16, virtual_stages=2)        # it runs
     text, _ = _advice(**common, pp=32, global_batch=32)
     assert "the bubble" in text and "--virtual-stages" not in text
+
+
+def test_the_layer_line_names_its_groups_and_the_step_its_ep_part():
+    """The one-layer line names the groups its collectives run on (a dense TP layout: TP; EP's
+    all-to-alls and the experts' own TP group: TP/EP/ETP, the largest's group in brackets); the step's exposed TP gives the EP
+    part (ep_comm_exposed_s) in brackets, a dense model's none."""
+    dense = prediction_summary(tpsim.predict("llama3-8b", tp=2, dp=4, global_batch=128))
+    assert "TP collectives, the largest" in dense and "(EP " not in dense
+    p = tpsim.predict("mixtral-8x7b", "dgx-h100-ndr-cluster", tp=2, ep=8, dp=32, nodes=8,
+                      global_batch=256, seq_len=4096, sequence_parallel=True)
+    text = prediction_summary(p)
+    ms = p.step.ep_comm_exposed_s * 1e3
+    assert p.step.ep_comm_exposed_s > 0 and f"(EP {ms:.2f} ms)" in text
+    assert "TP/EP/ETP collectives, the largest all-to-all (EP)" in text    # ETP: expert TP
+    assert "TP/EP/ETP comm exposed" in text

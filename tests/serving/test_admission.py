@@ -111,3 +111,12 @@ def test_reserving_admission_avoids_preemption():
 def test_bad_values_name_their_flag(kw, flag):
     with pytest.raises(ConfigError, match=flag):
         serve("llama2-70b", requests=2, **kw)
+
+
+def test_conservativeness_needs_a_reserving_admission():
+    """--schedule-conservativeness scales SGLang's reservation: under vLLM's admission, which
+    reserves nothing, a non-default value is refused rather than ignored."""
+    with pytest.raises(ConfigError, match="--schedule-conservativeness.*sglang"):
+        serve("llama2-70b", requests=2, schedule_conservativeness=0.5)
+    ran = serve("llama2-70b", requests=2, admission="sglang-0.4", schedule_conservativeness=0.5)
+    assert len(ran.generated) == 2 and (ran.generated == 256).all()  # the default --gen

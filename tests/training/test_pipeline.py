@@ -124,6 +124,15 @@ def test_split_layers():
             split_layers(**bad)
 
 
+def test_an_uneven_split_names_what_it_was_given():
+    """One stage with an end stage's layers: said so; an unset end as '-', not None."""
+    with pytest.raises(ValueError, match="32 layers on one stage: --first-stage-layers"):
+        split_layers(32, 1, first=3)
+    assert split_layers(32, 1, first=32) == [32]
+    with pytest.raises(ValueError, match="first/last stage layers 3/- leave 29 for 3 middle"):
+        split_layers(32, 4, first=3)
+
+
 def _megatron_offset(layers, pp, v, first, last, chunk, rank):
     """The first layer of model chunk ``chunk`` on pipeline rank ``rank``, transcribed from
     Megatron-core's get_transformer_layer_offset (megatron/core/transformer/transformer_layer.py,

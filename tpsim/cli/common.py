@@ -33,7 +33,10 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise TpsimError(clip(f"{self.prog}: {message}", 600))
+        """One line, printed after ``tpsim: error:``: the subcommand's name before the message
+        (``predict: argument --tp: ...``), the root parser's none (no ``tpsim: tpsim:``)."""
+        command = self.prog.partition(" ")[2]
+        raise TpsimError(clip(f"{command}: {message}" if command else message, 600))
 
     def parse_args(self, args=None, namespace=None):
         """argparse's, an unknown flag answered with the closest flags of the command run
@@ -41,8 +44,9 @@ class Parser(argparse.ArgumentParser):
         --tensor-model-parallel-size?"""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            hint = _closest(self._command_parser(parsed), extras)
-            self.error(f"unrecognized arguments: {' '.join(extras)}" +
+            command = self._command_parser(parsed)
+            hint = _closest(command, extras)
+            command.error(f"unrecognized arguments: {' '.join(extras)}" +
                        (f" (did you mean {hint}?)" if hint else ""))
         return parsed
 

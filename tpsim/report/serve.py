@@ -55,6 +55,8 @@ def serve_report(p) -> str:
         f"engine: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "
         f"{e.max_num_batched_tokens}, block_size {e.block_size}, gpu_memory_utilization "
         f"{e.gpu_memory_utilization:.3f}",
+        *([] if i.admission == "vllm" else
+          [f"  admission {i.admission}: SGLang's PrefillAdder (tpsim.serving.admission)"]),
         f"  KV cache {e.kv_cache_bytes / gib:.2f} GiB per GPU: {e.num_gpu_blocks} blocks"
         f"{f' on {i.ep} EP replicas' if i.ep > 1 else ''}, "
         f"{e.kv_cache_tokens:,} tokens (weights {e.weights_bytes / gib:.2f} GiB, activations "

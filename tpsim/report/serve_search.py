@@ -53,6 +53,7 @@ def serve_search_report(r) -> str:
         lines.append("    (no layout meets the targets)")
     lines += ["(req/s: the most requests/s served within the targets; tok/s/GPU = req/s x mean "
               "gen / GPUs;", " J/tok: energy at the facility; $/Mtok with --usd-per-gpu-hour)",
+              *(f"(dropped, {k}: {REASONS[k]})" for k in r.dropped),
               f"formula  {SEARCH}, {CANDIDATE['requests_per_s']}"]
     return "\n".join(lines)
 

@@ -57,6 +57,10 @@ def _breakdown(st) -> list[str]:
     for label, key, what in PARTS:
         v = getattr(st, key)
         lines.append(f"    {label:13s} {_s(v):>11s} {v / st.time_s * 100:6.1f}%   {what}")
+    if st.ep_comm_exposed_s:         # the MoE layers' share of exposed TP, with --ep > 1
+        v = st.ep_comm_exposed_s
+        lines.insert(3, f"      {'of which EP':11s} {_s(v):>11s} {v / st.time_s * 100:6.1f}%   the MoE "
+                     "layers' expert-parallel all-to-alls (ep_comm_exposed_s)")
     if st.offload_exposed_s:         # a part of the split only with --cpu-offload-layers
         v = st.offload_exposed_s
         lines.append(f"    {'offload':13s} {_s(v):>11s} {v / st.time_s * 100:6.1f}%   activation "

@@ -65,8 +65,9 @@ def _step(p) -> list[str]:
              f"TFLOP/s per GPU, MFU {st.mfu * 100:.1f}% (model FLOPs over the whole step)",
              *energy_line(st, ""), "where it goes, per GPU (the parts sum to the step):"]
     parts = [(label, getattr(st, key)) for label, key, _ in PARTS]
-    cells = [f"{label} {_ms(v)} {v / st.time_s * 100:.1f}%" for label, v in parts
-             if v > 0 or label == "compute"]
+    ep = f" (EP {_ms(st.ep_comm_exposed_s)})" if st.ep_comm_exposed_s > 0 else ""
+    cells = [f"{label} {_ms(v)} {v / st.time_s * 100:.1f}%{ep if label == 'exposed TP' else ''}"
+             for label, v in parts if v > 0 or label == "compute"]
     return lines + _wrap(cells, "  ", " | ")
 
 
@@ -76,9 +77,11 @@ def _layer(p) -> list[str]:
     if p.collectives:
         c = max(p.collectives, key=lambda c: c.count * c.time_s)
         n = sum(x.count for x in p.collectives)
-        cells += [f"TP comm exposed {layer.exposed_comm_share * 100:.1f}% of it",
-                  f"{n} TP collectives, the largest {c.op} of {c.bytes / 1e6:.1f} MB in "
-                  f"{c.time_s * 1e6:.0f} us ({c.algorithm})"]
+        groups = "/".join(dict.fromkeys(x.group.upper() for x in p.collectives))
+        of = f" ({c.group.upper()})" if "/" in groups else ""
+        cells += [f"{groups} comm exposed {layer.exposed_comm_share * 100:.1f}% of it",
+                  f"{n} {groups} collectives, the largest {c.op}{of} of {c.bytes / 1e6:.1f} MB "
+                  f"in {c.time_s * 1e6:.0f} us ({c.algorithm})"]
     return _wrap(cells, "", "; ")
 
 

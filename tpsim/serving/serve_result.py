@@ -53,6 +53,7 @@ class ServeInputs:
     output_tokens: int
     users: int | None = None
     eager_prefill: bool = False   # prefill steps without CUDA graphs (--eager-prefill)
+    admission: str = "vllm"      # which waiting request a step admits (--admission)
 
 
 @dataclass(frozen=True)

@@ -25,4 +25,17 @@ def check_moe(lay) -> None:
         raise ConfigError("--moe-imbalance", "", "a finite number >= 1", lay.moe_imbalance)
 
 
-__all__ = ["check_moe"]
+def check_dense(lay, model: str) -> None:
+    """A dense model's layout leaves the MoE layers' settings at their defaults: one set is
+    refused, naming its flag, rather than ignored (``--ep`` and ``--expert-tp``:
+    :func:`tpsim.spec.folding.fold`)."""
+    for flag, value, default, said in (
+            ("--moe-dispatcher", lay.moe_dispatcher, "alltoall", "alltoall (the default)"),
+            ("--moe-imbalance", lay.moe_imbalance, 1.0, "1 (the default)"),
+            ("--moe-capacity-factor", lay.moe_capacity_factor, None, "no --moe-capacity-factor")):
+        if value != default:
+            raise ConfigError(flag, "", f"{said} for a dense model ({model} has no experts)",
+                              value)
+
+
+__all__ = ["check_moe", "check_dense"]

@@ -134,6 +134,10 @@ class ServeSettings:
         if self.users is not None and not math.isinf(self.rate):
             raise ConfigError("--users", "", "--rate inf (a closed loop's clients send their "
                               "own requests)", self.rate)
+        if self.admission == "vllm" and self.schedule_conservativeness != 1.0:
+            raise ConfigError("--schedule-conservativeness", "", "--admission sglang-0.3 or "
+                              "sglang-0.4 (vLLM's admission reserves nothing to scale)",
+                              self.schedule_conservativeness)
         length_dist(self.prompt_dist, "--prompt-dist")
         length_dist(self.gen_dist, "--gen-dist")
 

@@ -55,6 +55,7 @@ def check_fits(topo: Topology, par: Parallelism) -> None:
         nodes = -(-par.world // per)
         fix = f": pass --nodes {nodes}" if sizable(topo) else \
             " and no network to size: a cluster topology, which takes --nodes"
-        raise ConfigError("--topology", "", f"at least {par.world} GPUs for tp x cp x pp x dp "
+        degrees = f"tp {par.tp} x cp {par.cp} x pp {par.pp} x dp {par.dp}"
+        raise ConfigError("--topology", "", f"at least {par.world} GPUs for {degrees} "
                           f"({nodes} nodes of {per}; {topo.name} has {topo.max_ranks // per}"
                           f"{fix})", topo.name)

@@ -289,7 +289,11 @@ def _stage_counts(layers: int, pp: int, first: int | None, last: int | None) -> 
     middle = pp - len(ends)
     rest = layers - sum(ends)
     if pp < len(ends) or rest < 0 or (middle and rest % middle) or bool(rest) != bool(middle):
-        raise ValueError(f"{layers} layers: first/last stage layers {first}/{last} leave {rest} "
+        if pp == 1:
+            raise ValueError(f"{layers} layers on one stage: --first-stage-layers and "
+                             "--last-stage-layers set the end stages' layers of a pipeline")
+        said = "/".join("-" if x is None else str(x) for x in (first, last))
+        raise ValueError(f"{layers} layers: first/last stage layers {said} leave {rest} "
                          f"for {middle} middle stages, not an even split")
     out = [rest // middle if middle else 0] * pp
     if first is not None:

@@ -30,6 +30,7 @@ from ..spec.settings import given_or_made
 from ..layer.linears import RS_SPLITS
 from ..spec.model import ATTENTIONS, ModelConfig, load_model
 from ..spec.model_params import moe_layers
+from ..spec.moe_checks import check_dense
 from ..spec.parallel import Parallelism
 from ..spec.precision import LOW_PRECISION, layout_key, precision
 from ..sim.price import Pricing
@@ -175,7 +176,7 @@ def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
     """The MoE layers' folded groups (:func:`tpsim.spec.folding.fold`: a ConfigError naming
     the flag where they do not fold); None for a dense model at the defaults."""
     if not m.moe and lay.ep == 1 and lay.expert_tp is None:
-        return None
+        return check_dense(lay, m.name)
     etp = lay.tp if lay.expert_tp is None else lay.expert_tp
     return fold(par, lay.ep, etp, m.experts, m.name, m.expert_ffn_hidden or 0)
 

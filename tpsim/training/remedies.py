@@ -7,7 +7,8 @@ A change runs when predict would take it: the layout's own checks
 interleaving's micro-batches a multiple of pp, ...), Megatron's layer split
 (:func:`tpsim.training.pipeline.split_layers`), sequence parallelism's sequence a multiple of tp,
 TP overlap's rows, and, where the model and topology are given, the model's tp
-(:meth:`~tpsim.spec.model.ModelConfig.check_tp`) and the topology's GPUs.
+(:meth:`~tpsim.spec.model.ModelConfig.check_tp`; an MoE model's tp > 1 with sequence
+parallelism) and the topology's GPUs.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def runs(layers: int, lay: Layout, model=None, topo=None, **changes) -> bool:
             model.check_tp(new.tp, new.seq_len, new.sequence_parallel, training=True)
     except (ConfigError, ValueError):
         return False
+    if model is not None and model.moe and new.tp > 1 and not new.sequence_parallel:
+        return False    # Megatron-core's MoE layers need SP beside TP (tpsim.layer.moe)
     if new.sequence_parallel and new.seq_len is not None and new.seq_len % new.tp:
         return False
     if new.tp_comm_overlap and new.seq_len is not None and \
@@ -48,7 +51,8 @@ def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     pipeline); more pipeline stages (pp,
     dp, and nodes where the topology's network must be sized: :func:`_more_stages`); full
     recomputation of every layer and sequence parallelism (activations over a tenth of the memory); more TP
-    (tp, dp: the next tp the model and a node take, on the same GPUs)."""
+    (tp, dp: the next tp the model and a node take, on the same GPUs; an MoE model's with
+    sequence parallelism, which its layers need beside TP)."""
     out: list[dict] = []
     if lay.dp > 1 and not lay.distributed_optimizer and lay.zero == 0:
         out.append({"distributed_optimizer": True})
@@ -66,10 +70,11 @@ def memory_remedies(model, topo, lay: Layout, mem) -> tuple[dict, ...]:
     if heavy and lay.tp > 1 and not lay.sequence_parallel and \
             runs(model.layers, lay, model, topo, sequence_parallel=True):
         out.append({"sequence_parallel": True})
-    tp = next(({"tp": t, "dp": lay.dp * lay.tp // t}
+    sp = {"sequence_parallel": True} if model.moe and not lay.sequence_parallel else {}
+    tp = next(({"tp": t, "dp": lay.dp * lay.tp // t, **sp}
                for t in range(lay.tp + 1, topo.devices_per_node + 1)
                if (lay.dp * lay.tp) % t == 0 and
-               runs(model.layers, lay, model, topo, tp=t, dp=lay.dp * lay.tp // t)), None)
+               runs(model.layers, lay, model, topo, tp=t, dp=lay.dp * lay.tp // t, **sp)), None)
     if tp:
         out.append(tp)
     return tuple(out)

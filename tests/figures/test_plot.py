@@ -304,3 +304,16 @@ def test_plot_csv_is_plain_and_its_caption_beside_it(tmp_path):
     assert about["csv"] == "p.csv" and about["columns"] == text.splitlines()[0].split(",")
     assert "TP=2 PP=2 DP=2" in about["title"] and about["totals"]["pp"] == 2
     assert any("settings" in n for n in about["notes"])
+
+
+@pytest.mark.parametrize("pp, dp, rows", [
+    (2, 1, ["stage 0", "stage 1", "all stages"]),              # the embedding's all-reduce
+    (2, 2, ["stage 0", "stage 1", "all stages", "DP", "DP"]),
+    (1, 1, ["stage 0"]),                                       # nothing to reduce on one GPU
+])
+def test_pipeline_draws_only_the_rows_with_something_in_them(pp, dp, rows):
+    from tpsim.figures.pipeline import pipeline
+    from tpsim.figures.pipeline_plot import pipeline_figure
+    table = pipeline("gpt3-125m", load_topology("dgx-h100"), 1, pp=pp, dp=dp, global_batch=8)
+    fig = pipeline_figure(table)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == rows

@@ -206,7 +206,7 @@ def test_a_bound_a_rounding_above_its_step_prints_as_zero_gap():
     from tpsim.search.driver import search
     result = search("gpt3-125m", "dgx-h100", 8, 8, top=1)
     text = search_report(dataclasses.replace(result, max_gap=-1e-16))
-    assert "within 0.00% of them" in text and "-0.00%" not in text
+    assert "at least 100.0% of each one's simulated step" in text and "100.1%" not in text
 
 
 # --------------------------------------------------------------------------- bounded work

@@ -14,6 +14,7 @@ from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology
 from tpsim.serving.pools import kv_pair, kv_transfer_s
 from tpsim.serving.serve_search import serve_search, splits
+from tpsim.serving.serve_tally import result_key
 from tpsim.spec.model import load_model
 from tpsim.spec.serve import ServeSettings
 from tpsim.spec.serving import ServingLayout
@@ -65,6 +66,30 @@ def test_cost_is_the_gpus_rent_over_the_tokens(result):
 
 def test_search_is_fast(result):
     assert result[1] < 20.0, result[1]       # ~3 CPU s alone
+
+
+def _counted(r) -> int:
+    return sum(len(c.max_num_seqs_alike) for c in r.candidates) + sum(r.dropped.values())
+
+
+def test_every_deployment_considered_is_shown_or_dropped_once(result):
+    r, _ = result
+    assert r.deployments == _counted(r) > len(r.candidates)
+
+
+def test_twins_at_another_max_num_seqs_are_one_row_naming_both(result):
+    r, _ = result
+    keys = [result_key(c) for c in r.candidates]
+    assert len(set(keys)) == len(keys)               # no two rows alike
+    assert (64, 256) in {c.max_num_seqs_alike for c in r.candidates}
+    assert all(c.max_num_seqs in c.max_num_seqs_alike for c in r.candidates)
+
+
+def test_a_rate_and_a_top_keep_the_count():
+    r = serve_search("llama3-8b", "dgx-h100", gpus=2, ttft_p99_s=TTFT, tpot_p99_s=TPOT,
+                     layout=LAY, settings=ServeSettings(requests=50), top=1, rate=60.0)
+    assert r.deployments == _counted(r) and len(r.candidates) <= 1
+    assert r.dropped["rate"] > 0 and r.dropped["top"] > 0
 
 
 def test_a_required_rate_is_served():

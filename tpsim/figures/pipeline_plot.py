@@ -53,18 +53,29 @@ def _bars(ax, table: Table, pp: int) -> None:
                        linewidth=0.6)
 
 
+def lane_ticks(table: Table, pp: int) -> list[tuple[float, str]]:
+    """The labelled rows of the chart, (y, label): each stage's compute lane, its DP lane and
+    the step's global ops ("all stages") only where some op takes time there (DP 1 has no DP
+    lane; one GPU's gradient-norm all-reduce takes none)."""
+    used = {(min(r["stage"], pp), 0.0 if r["stage"] >= pp else _lane(r["stream"]))
+            for r in table.rows if r["time_s"] > 0}
+    ticks = [(r + 0.22, f"stage {r}") for r in range(pp)]
+    ticks += [(pp + 0.22, "all stages")] if (pp, 0.0) in used else []
+    return ticks + [(r + 0.76, "DP") for r in range(pp) if (r, 0.66) in used]
+
+
 def pipeline_figure(table: Table):
     """The step's schedule as a Gantt chart (module docstring)."""
     pp = table.totals["pp"]
-    fig, ax = plt.subplots(figsize=(14, 1.8 + 0.8 * (pp + 1)))
+    ticks = lane_ticks(table, pp)
+    bands = pp + any(label == "all stages" for _, label in ticks)
+    fig, ax = plt.subplots(figsize=(14, 1.8 + 0.8 * bands))
     _bars(ax, table, pp)
     # each stage's band: its compute lane, the p2p it sends, its DP stream; lines between bands
-    ticks = [(r + 0.22, f"stage {r}") for r in range(pp)] + [(pp + 0.22, "all stages")]
-    ticks += [(r + 0.76, "DP") for r in range(pp)]
     ax.set_yticks([y for y, _ in ticks], [label for _, label in ticks])
-    for r in range(1, pp + 1):
+    for r in range(1, bands):
         ax.axhline(r - 0.08, color="#dddddd", linewidth=0.8)
-    ax.set_ylim(pp + 0.95, -0.15)
+    ax.set_ylim(bands - 0.05, -0.15)
     ax.set_xlabel("time in the step (ms)")
     ax.legend(handles=[Patch(color=COMPUTE, label="forward chunk (its micro-batch)"),
                        Patch(color=BACKWARD, label="backward chunk (its micro-batch)"),

@@ -1,6 +1,7 @@
 """``tpsim search``'s results for people (a ranked table) and programs (JSON)."""
 from __future__ import annotations
 
+import math
 import shlex
 
 from ..base.formula import qualname
@@ -100,6 +101,14 @@ def _s(x: float) -> str:
     return f"{x:.3f} s" if x >= 1 else f"{x * 1e3:.1f} ms"
 
 
+def _bound_share(max_gap: float) -> str:
+    """What the bound that ranked the re-priced layouts is of their simulated steps: at least
+    1 - max_gap of each (rounded down, so that "at least" holds)."""
+    share = math.floor((1 - max(max_gap, 0.0)) * 1000) / 10
+    return (f"the bound that ranked them was at least {share:.1f}% of each one's simulated step "
+            "(a lower bound; the steps shown are simulated)")
+
+
 def _pct(x: float, of: float) -> str:
     return f"{x / of * 100:.1f}%"
 
@@ -113,8 +122,8 @@ def search_report(result) -> str:
              f"(memory of every stage exactly, the step by a lower bound of its simulation); "
              f"{result.fitting:,} fit",
              f"  {result.repriced} re-priced with the step simulation (tpsim predict) until the "
-             f"next bound exceeded the slowest of the {len(result.candidates)} shown; the bound "
-             f"was within {max(result.max_gap, 0.0) * 100:.2f}% of them",
+             f"next bound exceeded the slowest of the {len(result.candidates)} shown; "
+             f"{_bound_share(result.max_gap)}",
              *formula_lines(SEARCH, "  formula  "), ""]
     if result.pins:
         lines.insert(1, "  pinned: " + ", ".join(_pin_text(n, v) for n, v in result.pins))
@@ -124,12 +133,13 @@ def search_report(result) -> str:
         lines[2:] = ["  no layout fits in memory: more GPUs (--gpus, --nodes), a smaller global "
                      "batch or a shorter sequence", *formula_lines(SEARCH, "  formula  "), ""]
         return "\n".join(lines + _dropped(result))
-    head = (f"  {'#':>2s}  {'layout':34s} {'step':>9s} {'tokens/s':>10s} {'MFU':>6s} "
+    width = max(34, *(len(layout_label(c.layout)) for c in result.candidates))
+    head = (f"  {'#':>2s}  {'layout':{width}s} {'step':>9s} {'tokens/s':>10s} {'MFU':>6s} "
             f"{'memory':>8s} {'bubble':>7s} {'exp. TP':>8s} {'exp. PP':>8s} {'exp. DP':>8s}")
     lines.append(head)
     for i, c in enumerate(result.candidates, 1):
         st, t = c.step, c.step.time_s
-        lines.append(f"  {i:2d}  {layout_label(c.layout):34s} {_s(t):>9s} {st.tokens_per_s:10,.0f} "
+        lines.append(f"  {i:2d}  {layout_label(c.layout):{width}s} {_s(t):>9s} {st.tokens_per_s:10,.0f} "
                      f"{st.mfu * 100:5.1f}% {c.memory.total_bytes / 2**30:5.1f}GiB "
                      f"{_pct(st.bubble_s, t):>7s} {_pct(st.tp_comm_exposed_s, t):>8s} "
                      f"{_pct(st.pp_comm_exposed_s, t):>8s} {_pct(st.dp_comm_exposed_s, t):>8s}")

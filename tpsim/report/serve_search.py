@@ -18,11 +18,13 @@ def _split(tp: int, pp: int, ep: int) -> str:
 
 def label(c) -> str:
     """TP4 PP2 x2 seqs256, TP2 EP4 x1 seqs256, or P 2xTP2 + D 1xTP4 seqs256 (disaggregated;
-    P 1xTP2 PP2 + D 2xTP2 seqs256 with a pool's pipeline stages)."""
+    P 1xTP2 PP2 + D 2xTP2 seqs256 with a pool's pipeline stages); seqs64,256 for a row that
+    stands for both (the same results: :mod:`tpsim.serving.serve_tally`)."""
+    seqs = "seqs" + ",".join(map(str, c.max_num_seqs_alike or (c.max_num_seqs,)))
     if c.mode == "aggregated":
-        return f"{_split(c.tp, c.pp, c.ep)} x{c.replicas} seqs{c.max_num_seqs}"
+        return f"{_split(c.tp, c.pp, c.ep)} x{c.replicas} {seqs}"
     return (f"P {c.prefill_replicas}x{_split(c.prefill_tp, c.prefill_pp, c.prefill_ep)} + "
-            f"D {c.replicas}x{_split(c.tp, c.pp, c.ep)} seqs{c.max_num_seqs}")
+            f"D {c.replicas}x{_split(c.tp, c.pp, c.ep)} {seqs}")
 
 
 def _money(c) -> str:
@@ -32,6 +34,18 @@ def _money(c) -> str:
     return f"{j:>7s} {usd:>9s}"
 
 
+def _shown(r) -> int:
+    """The deployments the rows stand for (a row, its max_num_seqs twins)."""
+    return sum(len(c.max_num_seqs_alike) or 1 for c in r.candidates)
+
+
+def _twins_note(r) -> list[str]:
+    twins = [c.max_num_seqs_alike for c in r.candidates if len(c.max_num_seqs_alike) > 1]
+    return [f"(seqs{','.join(map(str, twins[0]))}: one row for the max_num_seqs values whose "
+            "runs give the same results: the engine's batch stayed below the lower)"] \
+        if twins else []
+
+
 def serve_search_report(r) -> str:
     """The ranked table: at most ``top`` rows and a few lines of header and footnotes."""
     rate = "" if r.rate is None else f", at least {r.rate:g} requests/s"
@@ -39,9 +53,10 @@ def serve_search_report(r) -> str:
              f"prompt {r.prompt}, gen {r.gen}",
              f"targets: TTFT p99 <= {r.ttft_p99_s * 1e3:g} ms, TPOT p99 <= "
              f"{r.tpot_p99_s * 1e3:g} ms{rate}",
-             f"{r.configurations} instance configurations, {r.runs} engine runs of "
-             f"{r.requests} requests" + (", dropped: " + ", ".join(
-                 f"{k} {v}" for k, v in r.dropped.items()) if r.dropped else ""),
+             f"{r.configurations} instance configurations priced in {r.runs} engine runs of "
+             f"{r.requests} requests; {r.deployments} deployments: {_shown(r)} shown"
+             + ("; dropped: " + ", ".join(f"{k} {v}" for k, v in r.dropped.items())
+                if r.dropped else ""),
              "",
              f"{'#':>2s}  {'layout':36s} {'req/s':>8s} {'TTFT p99':>9s} {'TPOT p99':>9s} "
              f"{'tok/s/GPU':>10s} {'J/tok':>7s} {'$/Mtok':>9s}"]
@@ -54,6 +69,7 @@ def serve_search_report(r) -> str:
     lines += ["(req/s: the most requests/s served within the targets; tok/s/GPU = req/s x mean "
               "gen / GPUs;", " J/tok: energy at the facility; $/Mtok with --usd-per-gpu-hour)",
               *(f"(dropped, {k}: {REASONS[k]})" for k in r.dropped),
+              *_twins_note(r),
               f"formula  {SEARCH}, {CANDIDATE['requests_per_s']}"]
     return "\n".join(lines)
 
@@ -67,6 +83,7 @@ def serve_search_json(r) -> dict:
                    "formula": SEARCH},
         "configurations": r.configurations,
         "runs": r.runs,
+        "deployments": r.deployments,
         "candidates": [{**plain(c), "formula": CANDIDATE} for c in r.candidates],
         "dropped": dict(r.dropped),
         "dropped_reasons": {k: REASONS[k] for k in r.dropped},

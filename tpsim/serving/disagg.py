@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ..base.errors import ConfigError
 from .pools import kv_pair, kv_transfer_s
+from .serve_tally import instance_reason, result_key
 
 
 def pool_tps(s) -> list[int]:
@@ -65,21 +66,37 @@ def _pools(s, seqs) -> tuple[dict, dict]:
     return pre, dec
 
 
-def disaggregated(s, seqs, rate: float | None, top: int) -> list:
-    """The verified disaggregated candidates, at most ``top`` (module docstring)."""
+def _plans(s, seqs) -> list[tuple]:
+    """(its rate, prefill instance, decode instance, P / |shape_p|, D / |shape_d|,
+    max_num_seqs) of each split whose pools both meet their targets; every split whose decode
+    GPUs hold whole instances counted as a deployment, the rest dropped for their pool's
+    reason (the prefill pool's first)."""
     pre, dec = _pools(s, seqs)
     plans = []
     for (shape_p, p_gpus), (pi, pp_) in pre.items():
         for (shape_d, n), (di, dp_) in dec.items():
             d_gpus, size_d = s.gpus - p_gpus, shape_d[0] * shape_d[1] * shape_d[2]
-            if pp_ is None or dp_ is None or d_gpus % size_d:
+            if d_gpus % size_d:
+                continue
+            s.deployments += 1
+            why = instance_reason(pi, pp_) or instance_reason(di, dp_)
+            if why:
+                s.drop(why)
                 continue
             n_p, n_d = p_gpus // pi.gpus, d_gpus // size_d
             plans.append((min(n_p * pp_.rate, n_d * dp_.rate), pi, di, n_p, n_d, n))
-    plans.sort(key=lambda x: -x[0])
+    return plans
+
+
+def disaggregated(s, seqs, rate: float | None, top: int) -> list:
+    """The verified disaggregated candidates, at most ``top`` (module docstring)."""
+    plans = sorted(_plans(s, seqs), key=lambda x: -x[0])
     out = []
-    for lam, pi, di, n_p, n_d, n in plans:
-        if len(out) == top or (rate is not None and lam < rate):
+    for i, (lam, pi, di, n_p, n_d, n) in enumerate(plans):
+        if len({result_key(c) for c in out}) == top or (rate is not None and lam < rate):
+            left = [x[0] for x in plans[i:]]       # each its own row or a twin: not priced
+            s.drop("rate", sum(rate is not None and x < rate for x in left))
+            s.drop("top", sum(rate is None or x >= rate for x in left))
             break
         a, b = pi.run(lam / n_p), di.run(lam / n_d)
         s.runs += 2

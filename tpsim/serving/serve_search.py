@@ -46,6 +46,7 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from .arrivals import draw_requests
 from .pools import Point, capacity, instance
+from .serve_tally import REASONS, folded, instance_reason
 
 SEQS = (64, 256)            # max_num_seqs tried by default (vLLM's default is 256)
 TOP = 10
@@ -80,13 +81,16 @@ class ServeCandidate:
     output_tokens_per_s_per_gpu: float
     j_per_output_token: float | None
     usd_per_million_output_tokens: float | None
+    max_num_seqs_alike: tuple[int, ...] = ()   # the max_num_seqs giving these same results
 
 
 @dataclass(frozen=True)
 class ServeSearchResult:
     """What :func:`serve_search` returns: the question, the candidates best first, and how
     much was tried (``configurations``: instance configurations priced, ``runs``: engine
-    runs; ``dropped``: reason -> configurations or splits dropped)."""
+    runs; ``deployments``: the deployments considered, each shown, a candidate's twin
+    (``max_num_seqs_alike``) or in ``dropped``, reason -> deployments dropped for it:
+    :mod:`tpsim.serving.serve_tally`)."""
     model: str
     topology: str
     device: str
@@ -101,12 +105,9 @@ class ServeSearchResult:
     configurations: int
     runs: int
     dropped: dict
+    deployments: int = 0
 
 
-REASONS = {"memory": "the weights or the longest sequence do not fit",
-           "targets": "misses the targets even at 1/32 of its offline rate",
-           "rate": "serves fewer requests/s than --rate within the targets",
-           "rerun": "a disaggregated split that missed the targets when rerun at its rate"}
 
 
 def splits(m: ModelConfig, topo: Topology, gpus: int) -> list[tuple[int, int, int]]:
@@ -133,15 +134,15 @@ class _Search:
     def __init__(self, m, topo, gpus, ttft, tpot, lay, st):
         self.m, self.topo, self.gpus, self.ttft, self.tpot = m, topo, gpus, ttft, tpot
         self.lay, self.st, self.tables = lay, st, {}
-        self.runs = self.configurations = 0
+        self.runs = self.configurations = self.deployments = 0
         self.dropped: dict[str, int] = {}
         draws = [draw_requests(st.requests, r, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                                st.gen_dist) for r in (float("inf"), 1.0)]   # lengths: 2 draws
         self.longest = max(int((r.prompt + r.gen).max()) for r in draws)
         self.mean_gen = float(draws[1].gen.mean())
 
-    def drop(self, why: str) -> None:
-        self.dropped[why] = self.dropped.get(why, 0) + 1
+    def drop(self, why: str, n: int = 1) -> None:   # n deployments dropped for ``why``
+        self.dropped[why] = self.dropped.get(why, 0) + n
 
     def best(self, kind, tp, pp, seqs, pair=None, ep=1) -> tuple[object, Point | None]:
         """(the instance, its run at capacity) for one configuration; (None, None) where it
@@ -152,15 +153,12 @@ class _Search:
         try:
             inst = instance(self.m, self.topo, lay, st, kind, self.longest, self.tables, pair)
         except ConfigError:
-            self.drop("memory")
             return None, None
         ok = {"both": lambda p: p.ttft_s.p99 <= self.ttft and p.tpot_s.p99 <= self.tpot,
               "prefill": lambda p: p.ttft_s.p99 <= self.ttft,
               "decode": lambda p: p.tpot_s.p99 <= self.tpot}[kind]
         point, runs = capacity(inst, ok)
         self.runs += runs
-        if point is None:
-            self.drop("targets")
         return inst, point
 
     def candidate(self, rate, pre: Point | None, dec: Point, **layout) -> ServeCandidate:
@@ -183,7 +181,10 @@ def _aggregated(s: _Search, seqs) -> list[ServeCandidate]:
     for tp, pp, ep in splits(s.m, s.topo, s.gpus):
         for n in seqs:
             inst, p = s.best("both", tp, pp, n, ep=ep)
-            if p is not None:
+            s.deployments += 1
+            if p is None:
+                s.drop(instance_reason(inst, p))
+            else:
                 reps = s.gpus // (tp * pp * ep)
                 out.append(s.candidate(p.rate * reps, None, p, mode="aggregated", tp=tp, pp=pp,
                                        ep=ep, replicas=reps, max_num_seqs=n, prefill_tp=None,
@@ -217,13 +218,16 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
         found += disagg(s, max_num_seqs, rate, top)
     if rate is not None:
         kept = [c for c in found if c.requests_per_s >= rate * (1 - 1e-12)]
-        s.dropped["rate"] = len(found) - len(kept)
+        s.drop("rate", len(found) - len(kept))
         found = kept
     found.sort(key=lambda c: -c.output_tokens_per_s_per_gpu)
+    rows = folded(found)
+    s.drop("top", sum(len(c.max_num_seqs_alike) for c in rows[top:]))
     return ServeSearchResult(m.name, topo.name, topo.device.name, gpus, ttft_p99_s, tpot_p99_s,
-                             rate, lay.prompt, lay.gen, st.requests, tuple(found[:top]),
+                             rate, lay.prompt, lay.gen, st.requests, tuple(rows[:top]),
                              s.configurations, s.runs,
-                             {k: v for k, v in s.dropped.items() if v})
+                             {k: s.dropped[k] for k in REASONS if s.dropped.get(k)},
+                             s.deployments)
 
 
 def _check_args(topo, gpus, ttft, tpot, rate, seqs, top) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.errors import ConfigError
+from .cp_checks import check_cp_settings
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .moe_checks import check_moe
 from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
@@ -324,9 +325,7 @@ class Layout:
                 raise ConfigError("--pipeline-layout", "", "no --first-stage-layers nor "
                                   "--last-stage-layers beside it", self.pipeline_layout)
             stage_layers(self.pipeline_layout, self.pp, self.virtual_stages)
-        if self.cp > 1 and self.seq_len is not None and self.seq_len % (2 * self.cp):
-            raise ConfigError("--seq", "", f"a multiple of 2 x --cp ({2 * self.cp}: each rank "
-                              "holds two chunks, for the causal mask's balance)", self.seq_len)
+        check_cp_settings(self)
         check_moe(self)
         check_state(self)
         gb, per_step = self.global_batch, self.per_step

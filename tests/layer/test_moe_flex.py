@@ -155,13 +155,14 @@ def test_refusals_name_their_flag(kw, flag):
                       seq_len=1024, **kw)
 
 
-def test_dense_models_ignore_the_dispatcher():
-    """A dense model has no MoE layer: every dispatcher predicts the same, to the bit."""
+def test_dense_models_refuse_a_dispatcher():
+    """A dense model has no MoE layer: a dispatcher other than the default is refused naming
+    its flag (tpsim.spec.moe_checks.check_dense), not ignored."""
     kw = dict(tp=2, dp=4, seq_len=1024)
-    base = tpsim.predict("gpt3-125m", "dgx-h100", **kw)
+    tpsim.predict("gpt3-125m", "dgx-h100", moe_dispatcher="alltoall", **kw)
     for d in ("allgather", "flex"):
-        p = tpsim.predict("gpt3-125m", "dgx-h100", moe_dispatcher=d, **kw)
-        assert p.step == base.step and p.memory == base.memory
+        with pytest.raises(ConfigError, match="^--moe-dispatcher: expected alltoall"):
+            tpsim.predict("gpt3-125m", "dgx-h100", moe_dispatcher=d, **kw)
 
 
 def test_the_dispatcher_changes_only_the_moe_layers():

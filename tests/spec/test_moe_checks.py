@@ -11,7 +11,9 @@ from tpsim.spec.moe_checks import check_dense
 
 SET = [("--moe-dispatcher", dict(moe_dispatcher="flex")),
        ("--moe-imbalance", dict(moe_imbalance=1.25)),
-       ("--moe-capacity-factor", dict(moe_capacity_factor=1.0))]
+       ("--moe-capacity-factor", dict(moe_capacity_factor=1.0)),
+       ("--no-moe-permute-fusion", dict(moe_permute_fusion=False)),
+       ("--no-moe-router-fusion", dict(moe_router_fusion=False))]
 
 
 @pytest.mark.parametrize("flag, kw", SET)

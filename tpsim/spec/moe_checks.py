@@ -32,7 +32,9 @@ def check_dense(lay, model: str) -> None:
     for flag, value, default, said in (
             ("--moe-dispatcher", lay.moe_dispatcher, "alltoall", "alltoall (the default)"),
             ("--moe-imbalance", lay.moe_imbalance, 1.0, "1 (the default)"),
-            ("--moe-capacity-factor", lay.moe_capacity_factor, None, "no --moe-capacity-factor")):
+            ("--moe-capacity-factor", lay.moe_capacity_factor, None, "no --moe-capacity-factor"),
+            ("--no-moe-permute-fusion", lay.moe_permute_fusion, True, "the fused permutation"),
+            ("--no-moe-router-fusion", lay.moe_router_fusion, True, "the fused router")):
         if value != default:
             raise ConfigError(flag, "", f"{said} for a dense model ({model} has no experts)",
                               value)

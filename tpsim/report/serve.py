@@ -57,6 +57,10 @@ def serve_report(p) -> str:
         f"{e.gpu_memory_utilization:.3f}",
         *([] if i.admission == "vllm" else
           [f"  admission {i.admission}: SGLang's PrefillAdder (tpsim.serving.admission)"]),
+        *([] if not i.num_speculative_tokens else
+          [f"  speculative decoding: {i.speculative or i.draft_model} drafts k = "
+           f"{i.num_speculative_tokens}, acceptance {i.acceptance_rate:.3g} per token "
+           "(tpsim.serving.spec_engine)"]),
         f"  KV cache {e.kv_cache_bytes / gib:.2f} GiB per GPU: {e.num_gpu_blocks} blocks"
         f"{f' on {i.ep} EP replicas' if i.ep > 1 else ''}, "
         f"{e.kv_cache_tokens:,} tokens (weights {e.weights_bytes / gib:.2f} GiB, activations "

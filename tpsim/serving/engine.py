@@ -45,7 +45,8 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 
 A request may arrive with its prompt already cached (``cached``: a disaggregated decode
 instance receives the prefill's KV cache and its first token): it is admitted with the blocks
-of its prompt and decodes from its first step. Prefix caching is not modelled.
+of its prompt and decodes from its first step. Prefix caching is not modelled. A speculative
+draft: :mod:`tpsim.serving.spec_engine` prices its steps and the tokens they emit.
 """
 from __future__ import annotations
 
@@ -64,12 +65,13 @@ from .admission import admission
 from .arrivals import draw_requests
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
-from .gaps import TokenGaps, run_end_steps
+from .gaps import TokenGaps, latencies, run_end_steps
 from .host import host_step_s, prefill_op_s, step_wall_s
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
                            ServePrediction, Throughput)
+from .spec_engine import draft_bytes, spec_inputs, speculation
 from .step_model import StepModel
 
 
@@ -79,14 +81,17 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
     the bytes that churn, the pool itself allocated once); KV bytes = usable -
     weights_per_gpu (of one of pp stages) - activations_per_sequence at a prompt of
     max_num_batched_tokens (the profile run of one full step, as vLLM sizes it, on every
-    stage); kv_bytes_per_token of one stage's layers; num_gpu_blocks = ep floor(KV bytes /
+    stage); kv_bytes_per_token of one stage's layers (both with a speculative draft's own,
+    :func:`tpsim.serving.spec_engine.draft_bytes`); num_gpu_blocks = ep floor(KV bytes /
     (block_size x kv_bytes_per_token)), the ep replicas' blocks together, each GPU holding
     E/ep experts of each MoE layer; kv_cache_tokens likewise; kv_cache_bytes one GPU's."""
-    weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.ep)
+    draft = draft_bytes(m, topo, lay)        # a speculative draft's weights and KV per token
+    weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.ep) \
+        + draft[0]
     act = activations_per_sequence(m, lay.tp, 1, st.max_num_batched_tokens,
                                    lay.activation_dtype)
     usable = topo.device.usable_bytes(lay.memory_headroom, act)
-    per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype)
+    per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype) + draft[1]
     room = max(usable - weights - act, 0.0)
     blocks = math.floor(room / (st.block_size * per_token))
     return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
@@ -99,7 +104,7 @@ class EngineLoop:
     """The engine's state over a run (module docstring); arrays by request id."""
 
     def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel,
-                 cached: bool = False):
+                 cached: bool = False, spec=None):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
         n = len(self.arr)
         self.users = None if cached else st.users          # a closed loop of clients
@@ -123,6 +128,7 @@ class EngineLoop:
         self.host_wait_s = self.wall = 0.0     # the GPU waiting for the host; the last step
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
         self.gaps, self.admit = TokenGaps(n), admission(st)   # ITL gaps; who is admitted
+        self.spec = spec            # a speculative draft (tpsim.serving.spec_engine) or None
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -141,7 +147,8 @@ class EngineLoop:
                 not self.running or self.admit.fits(self, self.waiting[0]))
             if not self.running:
                 self.since = 0                          # an idle engine schedules at once
-            if (not room or self.since) and self._decoding() and self._advance():
+            if (not room or self.since) and self._decoding() and not self.spec \
+                    and self._advance():
                 continue
             self._step()
 
@@ -268,16 +275,19 @@ class EngineLoop:
                               "request: the KV cache holds no block", self.budget)
         c, tk = self.computed, self.tokens
         chunks = [(new, c[r]) for r, new in sched if tk[r] - c[r] != 1 or not self.done[r]]
-        dec = [c[r] + 1 for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
+        seqs = [r for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
+        dec, q = [c[r] + 1 for r in seqs], self.spec.k + 1 if self.spec else 1
         outs = sum(1 for r, new in sched if c[r] + new == tk[r])
         if chunks:
-            dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs,
-                                         prefill_op_s(self.st, self.model))
+            dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs + (q - 1) * len(dec),
+                                         prefill_op_s(self.st, self.model), q)
+            dt += self.spec.draft_s(len(dec), sum(dec)) if self.spec else 0.0
             self.prefill_steps += 1
             self.prefill_busy_s += dt
             self.since = 0
         else:
-            dt = float(self.model.decode_step_s(len(dec), sum(dec)))
+            dt = float(self.spec.step_s(len(dec), sum(dec)) if self.spec
+                       else self.model.decode_step_s(len(dec), sum(dec)))
             self.decode_busy_s += dt
             self.admit.decoded(1)
             self.since = (self.since + 1) % self.multi
@@ -299,6 +309,8 @@ class EngineLoop:
                     self.first[r] = self.t
                 if self.done[r] == 1 or self.since == 0 or self.multi == 1:
                     streamed.append(r)
+        if self.spec:
+            self.spec.emit(self, seqs)
         self.gaps.deliver(streamed, self.t)
         self._retire()
 
@@ -326,14 +338,14 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     allreduce, eager, memory_headroom; prompt and gen as the lengths' means; batch unused);
     ``settings``: a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed,
     distributions and the engine's knobs); either or both as keywords instead."""
-    lay, st = split_settings(layout, settings, given)
+    lay, st = split_settings(layout, settings, given, drafts=True)
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
     longest = int((reqs.prompt + reqs.gen).max())
     eng, sm = engine_parts(m, topo, lay, st, longest)
-    loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
+    loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm, spec=speculation(sm, topo, lay, st.seed))
     loop.run()
     reqs = dataclasses.replace(reqs, arrival_s=loop.arr)    # a closed loop's sending times
     return summarize(m, topo, lay, st, reqs, eng, loop, sm)
@@ -358,16 +370,6 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     return eng, sm
 
 
-def latencies(loop: EngineLoop, reqs, first=None) -> tuple[np.ndarray, ...]:
-    """Per request, s: TTFT = first token - arrival; e2e = last token - arrival; TPOT =
-    (e2e - TTFT) / (gen - 1) over the requests with gen > 1 (:class:`Latency`). ``first``:
-    the first tokens' times where another engine made them (a disaggregated prefill)."""
-    first = loop.first if first is None else first
-    ttft, e2e = first - reqs.arrival_s, loop.last - reqs.arrival_s
-    multi = reqs.gen > 1
-    return ttft, (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1), e2e
-
-
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     """The run in numbers: throughput = tokens (requests) / duration, duration = the last
     token - the first arrival; TTFT, TPOT and e2e per request and the ITL per streamed chunk
@@ -380,7 +382,7 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          lay.dtype, lay.cache_dtype, lay.allreduce, not lay.eager, st.rate,
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist, in_tokens, out_tokens, st.users, st.eager_prefill,
-                         st.admission)
+                         st.admission, **spec_inputs(lay))
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
                      duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),

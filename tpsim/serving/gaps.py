@@ -76,4 +76,14 @@ class TokenGaps:
         return Percentiles(float(v @ w[order] / n), at(0.5), at(0.9), at(0.99))
 
 
-__all__ = ["TokenGaps", "run_end_steps"]
+def latencies(loop, reqs, first=None) -> tuple[np.ndarray, ...]:
+    """Per request, s: TTFT = first token - arrival; e2e = last token - arrival; TPOT =
+    (e2e - TTFT) / (gen - 1) over the requests with gen > 1 (:class:`Latency`). ``first``:
+    the first tokens' times where another engine made them (a disaggregated prefill)."""
+    first = loop.first if first is None else first
+    ttft, e2e = first - reqs.arrival_s, loop.last - reqs.arrival_s
+    multi = reqs.gen > 1
+    return ttft, (e2e[multi] - ttft[multi]) / (reqs.gen[multi] - 1), e2e
+
+
+__all__ = ["latencies", "TokenGaps", "run_end_steps"]

@@ -276,19 +276,24 @@ def decode_steps(srv: _Server, batch: int, prompt: int, gen: int) -> tuple[Decod
     return dec, srv.sim(srv.decode_tpl, srv.dims(micro, 1, kv_mid))
 
 
+def draft_server(topo: Topology, lay: ServingLayout) -> _Server | None:
+    """The ``--draft-model``'s own server at the layout's tp (None for a head or no draft)."""
+    if lay.draft_model is None:
+        return None
+    try:
+        dm = load_model(lay.draft_model)
+    except ConfigError as e:
+        raise ConfigError("--draft-model", "", e.expected, lay.draft_model) from None
+    serving_dims(dm, lay.tp, 1, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
+    return _Server(dm, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
+                   lay.allreduce, lay.eager)
+
+
 def speculate(srv: _Server, m: ModelConfig, topo: Topology, lay: ServingLayout, plain: Decode):
     """The decode with the layout's draft (:func:`~tpsim.serving.speculative.speculative_steps`)
     and the draft's (weights, KV bytes per token) per GPU
     (:func:`~tpsim.serving.speculative.draft_memory`)."""
-    draft = None
-    if lay.draft_model is not None:
-        try:
-            dm = load_model(lay.draft_model)
-        except ConfigError as e:
-            raise ConfigError("--draft-model", "", e.expected, lay.draft_model) from None
-        serving_dims(dm, lay.tp, 1, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
-        draft = _Server(dm, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
-                        lay.allreduce, lay.eager)
+    draft = draft_server(topo, lay)
     method = lay.speculative or "draft"
     dec, spec = speculative_steps(srv, draft, method, lay.num_speculative_tokens,
                                   lay.acceptance, lay.batch, lay.prompt, lay.gen, plain)

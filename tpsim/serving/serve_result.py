@@ -54,6 +54,10 @@ class ServeInputs:
     users: int | None = None
     eager_prefill: bool = False   # prefill steps without CUDA graphs (--eager-prefill)
     admission: str = "vllm"      # which waiting request a step admits (--admission)
+    speculative: str | None = None        # the draft head (mtp, eagle), None for none
+    draft_model: str | None = None        # the separate draft model's name
+    num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
+    acceptance_rate: float | None = None  # a, per drafted token (None without a draft)
 
 
 @dataclass(frozen=True)

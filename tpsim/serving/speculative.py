@@ -112,6 +112,14 @@ def drafting(srv, draft, method: str, k: int, b: int, kv_len: int) -> PhaseCost 
     return first + draft_step(srv, draft, method, b, kv_len + 1, 1).scaled(k - 1)
 
 
+def spec_step_s(srv, draft, method: str, k: int, b: int, kv_len: int) -> float:
+    """One speculative step of b sequences at cache length ``kv_len``, s: the k draft forwards
+    at kv_len (:func:`drafting`) + the verification of k + 1 tokens at kv_len + k (the drafted
+    tokens' keys written, :func:`verify_step`)."""
+    dft = drafting(srv, draft, method, k, b, kv_len)
+    return verify_step(srv, b, kv_len + k, k + 1).time_s + (dft.time_s if dft else 0.0)
+
+
 def speculative_steps(srv, draft, method: str, k: int, a: float, batch: int, prompt: int,
                       gen: int, plain: Decode) -> tuple[Decode, Speculative]:
     """The gen - 1 tokens after the first decoded k + 1 at a time (module docstring): a step
@@ -125,8 +133,7 @@ def speculative_steps(srv, draft, method: str, k: int, a: float, batch: int, pro
         return drafting(srv, draft, method, k, micro, n), verify_step(srv, micro, n + k, k + 1)
 
     def step(n):
-        dft, ver = parts(n)
-        return ver.time_s + (dft.time_s if dft else 0.0)
+        return spec_step_s(srv, draft, method, k, micro, n)
     first, last = prompt + 1, prompt + gen - 1
     mean_step, calls = mean_over_lengths(step, first, last)
     e = expected_tokens(a, k)
@@ -163,5 +170,5 @@ def draft_memory(m, dm, method: str, tp: int, dtype: str, act: str, kv_dtype: st
     return float(weights), kv_bytes_per_token(m, tp, 1, kv_dtype) / m.layers
 
 
-__all__ = ["draft_memory", "expected_tokens", "speculative_steps", "head_step", "verify_step",
+__all__ = ["draft_memory", "expected_tokens", "speculative_steps", "spec_step_s", "head_step", "verify_step",
            "draft_step", "drafting"]

@@ -197,9 +197,10 @@ class StepModel:
                                                                                       b / g)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
-                     op_s: float = 0.0) -> float:
+                     op_s: float = 0.0, queries: int = 1) -> float:
         """A step with prefill ``chunks`` ((c, s) pairs) and ``decode_seqs`` decodes holding
-        ``decode_kv`` cached tokens; ``outputs`` sequences sample a token; the heaviest of
+        ``decode_kv`` cached tokens, ``queries`` tokens each (k + 1 when they verify k
+        drafts); ``outputs`` tokens sample (logits); the heaviest of
         g = min(pp ep, sequences) micro-batches (module docstring); run eagerly, the host
         issuing each of its :attr:`forward_ops` in ``op_s``: max(that, N op_s)
         (:func:`tpsim.sim.schedule.issue_bound`)."""
@@ -207,7 +208,7 @@ class StepModel:
         s = np.array([p[1] for p in chunks], float)
         g = min(self.split, len(chunks) + decode_seqs)
         att = self.attention(c, s)
-        tokens = max((c.sum() + decode_seqs) / g, c.max())
+        tokens = max((c.sum() + decode_seqs * queries) / g, c.max())
         layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att.sum() / g, att.max())
                  + self.k * decode_kv / g)
         return issue_bound(float(self.layers * layer + self.ends(tokens, outputs / g)),

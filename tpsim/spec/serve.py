@@ -144,17 +144,25 @@ class ServeSettings:
 
 
 
-def split_settings(layout, settings, given: dict) -> tuple[ServingLayout, ServeSettings]:
-    """A serving run's two settings objects: given, or made from the keywords by field name;
-    a layout that drafts (speculative decoding, not in the engine loop) refused."""
+def split_settings(layout, settings, given: dict,
+                   drafts: bool = False) -> tuple[ServingLayout, ServeSettings]:
+    """A serving run's two settings objects: given, or made from the keywords by field name.
+    A layout that drafts (speculative decoding) is refused unless ``drafts`` (the engine loop
+    of ``tpsim serve``), and there with pp > 1, multi-step scheduling or SGLang's admission
+    (not modelled with a draft)."""
     names = {f.name for f in declared(ServeSettings)}
     serve_kw = {k: v for k, v in given.items() if k in names}
     lay_kw = {k: v for k, v in given.items() if k not in names}
     lay = given_or_made(ServingLayout, layout, lay_kw, "serve", "layout")
     st = given_or_made(ServeSettings, settings, serve_kw, "serve", "settings")
-    if lay.num_speculative_tokens:
-        raise ConfigError("--num-speculative-tokens", "", "0 in tpsim serve (speculative "
-                          "decoding is priced by tpsim infer only)", lay.num_speculative_tokens)
+    k = lay.num_speculative_tokens
+    if k and not drafts:
+        raise ConfigError("--num-speculative-tokens", "", "0 here (speculative decoding is "
+                          "priced by tpsim infer and tpsim serve only)", k)
+    for flag, value, plain in (("--pp", lay.pp, 1), ("--num-scheduler-steps",
+                               st.num_scheduler_steps, 1), ("--admission", st.admission, "vllm")):
+        if k and value != plain:
+            raise ConfigError(flag, "", f"{plain} with a speculative draft (not modelled)", value)
     return lay, st
 
 

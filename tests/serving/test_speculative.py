@@ -115,9 +115,11 @@ def test_mtp_memory_is_one_more_layer():
     assert mtp.max_batch < plain.max_batch
 
 
-def test_serve_refuses_a_draft():
-    from tpsim.serving.engine import serve
+def test_steady_serve_refuses_a_draft():
+    """tpsim serve runs a draft (tests/serving/test_spec_engine.py); the steady-state closed
+    loop does not model one."""
+    from tpsim.serving.steady import serve_steady
     from tpsim.base.errors import ConfigError
     with pytest.raises(ConfigError, match="--num-speculative-tokens"):
-        serve("llama3-8b", tp=2, speculative="eagle", num_speculative_tokens=1,
-              acceptance_rate=0.5, requests=4)
+        serve_steady("llama3-8b", tp=2, speculative="eagle", num_speculative_tokens=1,
+                     acceptance_rate=0.5, requests=4, users=2)

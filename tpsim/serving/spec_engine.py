@@ -27,16 +27,14 @@ import numpy as np
 
 from .infer import draft_server
 from .speculative import draft_memory, drafting, spec_step_s
-from .step_model import graph_batch, tabulate
-
-LO, HI = 1024, 1024 + 4096          # cache lengths between which the slope is measured
+from .step_model import CACHE_LO, cache_slope, tabulate
 
 
 def _affine(f, top: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """f(b, L), affine in L: its b grid, f(b, LO) - s b LO there, and s = (f(top, HI) -
-    f(top, LO)) / (top (HI - LO)), the time per cached token per sequence."""
-    slope = max(f(top, HI) - f(top, LO), 0.0) / (top * (HI - LO))
-    grid, lin = tabulate(lambda b: f(int(b), LO) - slope * b * LO, top)
+    """f(b, L), affine in L: its b grid, f(b, CACHE_LO) - s b CACHE_LO there, and s the time
+    per cached token per sequence at ``top`` (:func:`~tpsim.serving.step_model.cache_slope`)."""
+    slope = cache_slope(f, top)
+    grid, lin = tabulate(lambda b: f(int(b), CACHE_LO) - slope * b * CACHE_LO, top)
     return grid, lin, slope
 
 
@@ -52,8 +50,7 @@ class SpecDecode:
         self.draft = _affine(lambda b, n: drafting(srv, draft, method, k, b, n).time_s, top)
 
     def _at(self, table, b: int, sum_kv: float) -> float:
-        g = min(self.sm.split, b)
-        rows = min(graph_batch(b / g, self.sm.graph_align), max(self.sm.max_seqs, b / g))
+        g, rows = self.sm.graph_rows(b)
         grid, lin, slope = table
         return float(np.interp(rows, grid, lin) + slope * sum_kv / g)
 

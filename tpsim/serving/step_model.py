@@ -168,9 +168,7 @@ class StepModel:
 
     def _per_cached_token(self, b: int) -> float:
         """k: a decode layer's time per cached token per sequence (the attention's reads)."""
-        lo, hi = 1024, 1024 + 4096
-        d = self.srv.decode_layer(b, hi).time_s - self.srv.decode_layer(b, lo).time_s
-        return max(d, 0.0) / (b * (hi - lo))
+        return cache_slope(lambda n, kv: self.srv.decode_layer(n, kv).time_s, b)
 
     # ------------------------------------------------------------------ interpolation
     def attention(self, c, s) -> np.ndarray:
@@ -186,12 +184,18 @@ class StepModel:
                 + np.interp(outputs, self.o_grid, self.out)
                 + np.interp(tokens, self.r_grid, self.p2p))
 
+    def graph_rows(self, b) -> tuple:
+        """(g, rows): a decode step of ``b`` sequences runs as g = min(pp ep, b) micro-batches,
+        each replaying the CUDA graph of :func:`graph_batch` rows (at most the largest
+        captured, max_num_seqs, unless b / g is larger)."""
+        g = min(self.split, b)
+        return g, np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
+
     def decode_step_s(self, b, sum_kv) -> np.ndarray:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
         g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
         (module docstring)."""
-        g = min(self.split, b)
-        rows = np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
+        g, rows = self.graph_rows(b)
         lin = np.interp(rows, self.b_grid, self.decode_lin)
         return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
                                                                                       b / g)
@@ -215,6 +219,16 @@ class StepModel:
                            self.forward_ops, op_s)
 
 
+CACHE_LO, CACHE_HI = 1024, 1024 + 4096    # cache lengths between which a slope is measured
+
+
+def cache_slope(f, b: int) -> float:
+    """A decode's time per cached token per sequence at ``b`` sequences: (f(b, CACHE_HI) -
+    f(b, CACHE_LO)) / (b (CACHE_HI - CACHE_LO)), at least 0; f(b, kv_len) a step or layer time
+    affine in the cache (the attention's reads)."""
+    return max(f(b, CACHE_HI) - f(b, CACHE_LO), 0.0) / (b * (CACHE_HI - CACHE_LO))
+
+
 def direct_prefill_s(srv, prompt: int) -> float:
     """One sequence's whole prompt priced directly: n_layers x the prefill layer (its phase
     time) + the ends, as :func:`tpsim.serving.infer.prefill_pass` prices it at pp = 1."""
@@ -226,4 +240,5 @@ def direct_decode_s(srv, b: int, kv_len: int) -> float:
     return srv.m.layers * srv.decode_layer(b, kv_len).time_s + srv.ends(b, 1).time_s
 
 
-__all__ = ["StepModel", "grid", "graph_batch", "direct_prefill_s", "direct_decode_s"]
+__all__ = ["StepModel", "grid", "graph_batch", "cache_slope", "CACHE_LO", "direct_prefill_s",
+           "direct_decode_s"]

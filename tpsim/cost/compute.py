@@ -213,6 +213,12 @@ def elementwise_time(nbytes: float, device: Device, arith: str = "",
     return kernels * device.kernel_launch_s + max(_memory_s(nbytes, device), elements * per)
 
 
+def memory_bound(time_s: float, nbytes: float, device: Device) -> bool:
+    """Whether a kernel taking ``time_s`` is set by its bytes: time_s <= elementwise_time(nbytes)
+    (to 1e-9; the memory term of every roofline here), else by its FLOPs."""
+    return time_s <= elementwise_time(nbytes, device) * (1 + 1e-9)
+
+
 def decode_attention_time(nbytes: float, device: Device) -> float:
     """A decode attention call (FlashDecoding, FlashInfer's and FlashAttention's split-KV
     decode): one query per sequence reads the KV cache once, so its time is its bytes, plus the

@@ -45,7 +45,7 @@ import dataclasses
 import math
 
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
-from ..cost.compute import decode_fixed_s, elementwise_time
+from ..cost.compute import decode_fixed_s, memory_bound
 from ..base.errors import ConfigError
 from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
                                  serving_dims, serving_layer_template)
@@ -114,10 +114,10 @@ def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
         fixed = decode_fixed_s(device) if type(op) is DecodeAttention else 0.0
         launch += launch_s + fixed
         t -= fixed
-        if t > elementwise_time(op.bytes, device) * (1 + 1e-9):
-            flops += t - launch_s
-        else:
+        if memory_bound(t, op.bytes, device):
             hbm += t - launch_s
+        else:
+            flops += t - launch_s
     total, gpu = phase_times(sim)[0], sim.timeline.makespan_s
     return PhaseCost(total, hbm, flops, launch, gpu - nominal, total - gpu,
                      sim.flops + extra_flops, sum(op.bytes for op in sim.ops),

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..cost.compute import elementwise_time, gemm_time
+from ..cost.compute import elementwise_time, gemm_time, memory_bound
 from ..layer.infer_graph import decode_attention_core, embedding_template, output_template
 from ..cluster.topology import BYTES_PER_ELEMENT
 from ..spec.model_params import layer_kinds
@@ -58,8 +58,8 @@ def _small(t: float, flops: float, nbytes: float, device) -> PhaseCost:
     """A kernel of time ``t`` as a :class:`PhaseCost`, memory- or compute-bound as
     :func:`tpsim.serving.infer.phase_cost` decides."""
     launch = device.kernel_launch_s
-    hbm = t > elementwise_time(nbytes, device) * (1 + 1e-9)
-    return PhaseCost(t, 0.0 if hbm else t - launch, t - launch if hbm else 0.0, launch, 0, 0,
+    hbm = memory_bound(t, nbytes, device)
+    return PhaseCost(t, t - launch if hbm else 0.0, 0.0 if hbm else t - launch, launch, 0, 0,
                      flops, nbytes, 0, 1)
 
 

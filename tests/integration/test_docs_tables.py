@@ -1,9 +1,11 @@
 """The numbers in the tables of docs/training-step.md, docs/search.md and docs/serving.md are
 what tpsim.predict and tpsim.infer give today, cell by cell, as rounded in the table (the
 console blocks are checked by test_docs_commands.py; these tables are built from the API).
-Each table is found by its header line; its rows are the layouts below, in order."""
+Each table is found by its header line; its rows are the layouts below, in order. The table of
+the functions that price ops lists exactly those the ops name."""
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
@@ -101,3 +103,21 @@ def test_tables_are_found():
     for doc, header, _, runs in TABLES:
         assert (REPO / "docs" / doc).read_text().count(header) == 1
         assert re.search(r"\d", " ".join(map(" ".join, _rows(doc, header))))
+
+
+def test_op_pricing_table_lists_every_function_that_prices_an_op():
+    """docs/training-step.md's "How each op is priced" table names exactly the functions whose
+    names the ops' `formula` carries (read off the function objects), and each is a real
+    function of that name."""
+    from tpsim.sim.price import FORMULAS, GROUPED
+    named = set(FORMULAS.values()) | {GROUPED}
+    for path in (REPO / "tpsim").rglob("*.py"):   # CollectiveCost(..., qualname(ring_time))
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        named |= {f"{module}.{f}" for f in re.findall(r"qualname\((\w+_time)\)", path.read_text())}
+    text = (REPO / "docs" / "training-step.md").read_text()
+    section = text.split("## How each op is priced", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(tpsim\.[\w.]+)` \|", section, re.M))
+    assert listed == named
+    for name in listed:
+        module, func = name.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), func))

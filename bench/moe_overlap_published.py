@@ -119,6 +119,39 @@ def profile_rows(device=None):
     return out
 
 
+# the HybridEP pair's Nsight profile (rank 0, a step): the GPU-active interval union, and the
+# steps of the unprofiled runs (the profiled runs' own steps are not given: without the
+# overlap the idle time is the unprofiled step less the busy union, a lower bound if profiling
+# slowed the run; with it the unprofiled 20.99 s is under the busy 21.22 s, so no idle figure)
+PROFILE_BUSY = {False: 22.821, True: 21.221}
+
+
+def gpu_rows():
+    """(overlap, tpsim's and the profile's seconds a step of the HybridEP pair on rank 0: the
+    GPU busy, its kernels other than the MoE layers' communication, its idle time) and
+    tpsim's HybridEP permutation kernels (sort and unsort) a step. The profile's other
+    kernels are its busy union less its communication kernels plus their part beside a GEMM
+    or the attention (:func:`profile_rows`): a lower bound where communication also ran
+    beside other kernels (norms, permutations: with the overlap); tpsim's busy time is its
+    step less the host wait and the pipeline bubble, its other kernels its compute and
+    optimizer (None with the overlap: the merged pair's slowed compute is priced inside the
+    pair's time, not apart), its idle its host wait."""
+    _, model, nodes, layout, _, _ = PAIRS[1]
+    out = []
+    for (ov, _, _, pub, pub_beside), off_on in zip(profile_rows(), PAIRS[1][4:]):
+        p = predict(model, TOPOLOGY, nodes=nodes, **{**layout, "overlap_moe_comm": ov})
+        s = p.step
+        runs = load_model(model).layers * p.inputs.micro_batches
+        permute = runs * sum(o.time_s for o in p.ops
+                             if o.name.endswith(("moe.sort", "moe.unsort")))
+        busy = PROFILE_BUSY[ov]
+        idle = None if off_on < busy else off_on - busy
+        other = None if ov else s.compute_s + s.optimizer_s
+        out.append((ov, s.time_s - s.host_wait_s - s.bubble_s, other, s.host_wait_s, busy,
+                    busy - pub + pub_beside, idle, permute))
+    return out
+
+
 # Megatron-Bridge PR #5123 (2026-07-31, examples/model_verification_cards/qwen3-30b-a3b/
 # card.yaml, H100): the HybridEP pair's recipe with the overlap, re-run with HybridEP's
 # permutation inside its kernels (moe_permute_fusion_into_hybridep), 64-token combine chunks
@@ -170,6 +203,17 @@ def main() -> None:
     for ov, comm, hidden, pub, pub_hidden in profile_rows():
         print(f"{'  with the overlap' if ov else '  without':52s} {comm:7.2f} {pub:7.2f} "
               f"{hidden:7.2f} {pub_hidden:7.2f}")
+    print(f"\n{'HybridEP pair, rank 0, a step':52s} {'GPU busy s':>15s} "
+          f"{'other kernels':>15s} {'idle s':>15s}")
+    for ov, busy, other, idle, pub_busy, pub_other, pub_idle, permute in gpu_rows():
+        pub_idle = f"{pub_idle:7.2f}" if pub_idle is not None else f"{'-':>7s}"
+        pub_other = f"{'>' if ov else ''}{pub_other:.2f}"
+        other = f"{other:7.2f}" if other is not None else f"{'-':>7s}"
+        print(f"{'  with the overlap' if ov else '  without':52s} {busy:7.2f} {pub_busy:7.2f} "
+              f"{other} {pub_other:>7s} {idle:7.2f} {pub_idle}")
+    print(f"(tpsim's other kernels include HybridEP's permutation, {permute:.2f} s a step, "
+          "which the profile may count as communication; the profile's idle: the unprofiled "
+          "step less its busy time)")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 from moe_breakdown import breakdown, group_of  # noqa: E402
 from moe_published import BRIDGE_BF16, TOPOLOGY  # noqa: E402
-from moe_overlap_published import profile_rows  # noqa: E402
+from moe_overlap_published import gpu_rows, profile_rows  # noqa: E402
 
 
 @pytest.mark.parametrize("name, kind, group", [
@@ -73,3 +73,17 @@ def test_the_h100s_ep_slowdown_reproduces_its_fit():
     tpsim's communication seconds of the HybridEP pair as the profile's grew, 10.83 / 8.25."""
     (_, off, _, pub_off, _), (_, on, _, pub_on, _) = profile_rows()
     assert on / off == pytest.approx(pub_on / pub_off, rel=0.005)
+
+
+def test_the_hybridep_pair_splits_the_gpu_time_as_the_profile():
+    """bench/moe_overlap_published.py's GPU table: without the overlap tpsim's busy time is its
+    other kernels plus its exposed MoE communication (all of it: nothing beside) and the
+    distributed optimizer's exposed exchange; the profile's other kernels are its busy union
+    less its communication plus their 9 ms beside a GEMM or the attention."""
+    (_, comm, beside, pub_comm, pub_beside), _ = profile_rows()
+    (ov, busy, other, idle, pub_busy, pub_other, pub_idle, permute), on = gpu_rows()
+    assert not ov and on[0] and on[2] is None and on[6] is None
+    assert busy - other == pytest.approx(comm, abs=0.05) and beside == pytest.approx(0.0)
+    assert pub_other == pytest.approx(pub_busy - pub_comm + pub_beside)
+    assert pub_idle == pytest.approx(24.71 - 22.821) and idle > 0
+    assert 0 < permute < other

@@ -126,7 +126,7 @@ def test_tree_cap_bounds_the_network_stage_after_the_correction():
 
 def test_tree_cap_is_nccls_channels_times_per_channel_maximum():
     """dgx-h100-ndr-cluster: 8 tree channels x Hopper's perChMaxTreeBws (41.4 / 36.0 GB/s) and
-    perChMaxTreeLL128Bws (36.7 / 29.0), 2 nodes / more (NCCL tuning.cc 2.19-2.27)."""
+    perChMaxTreeLL128Bws (36.7 / 29.0), 2 nodes / more (NCCL tuning.cc 2.18-2.30)."""
     from tpsim.cluster.topology import load_topology
     net = load_topology("dgx-h100-ndr-cluster").network
     assert net.tree_busbw_caps_Bps == {"simple": pytest.approx((8 * 41.4e9, 8 * 36.0e9)),

@@ -110,7 +110,7 @@ def tree_cap_Bps(span: LevelSpan, protocol: str) -> float:
     """A tree all-reduce's bus-bandwidth cap on a network level, bytes/s (inf for LL and levels
     that list none): ``tree_max_busbw_GBps[protocol]`` for two nodes, its last entry for more.
 
-    NCCL's tuning model (tuning.cc, NCCL 2.19-2.27) takes a tree's bus bandwidth as
+    NCCL's tuning model (tuning.cc, NCCL 2.18-2.30) takes a tree's bus bandwidth as
     min(busBw x 0.92, nChannels x perChMaxTreeBws) on Simple and min(that x 120/128, nChannels x
     perChMaxTreeLL128Bws) on LL128, per-channel maxima NVIDIA measured by GPU generation and
     node count (Hopper: 41.4 / 36.0 GB/s and 36.7 / 29.0 at 2 / more nodes), then applies its

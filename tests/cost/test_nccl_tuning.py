@@ -98,3 +98,42 @@ def test_ll_host_latency_is_paid_per_ll_network_hop(nodes):
             collective_time("all-reduce", s, ranks, plain, algo, "simple").time_s
     assert collective_time("all-reduce", s, 8, host, "ring", "ll").time_s == \
         collective_time("all-reduce", s, 8, plain, "ring", "ll").time_s
+
+
+def test_tree_cap_bounds_the_network_stage_after_the_correction():
+    """NICs 8 x 25 GB/s = 200 GB/s (NVLink 400), tree caps Simple [150, 120], LL128 [100, 80] GB/s bus
+    bandwidth. Two nodes, S = 1 GiB (correction 1): the Simple tree moves 2 S at 150 GB/s, not
+    200; LL128 (fraction 0.92: 184 GB/s) at 100. S = 1 MiB (Simple correction 0.5): 2 S at
+    0.5 x 150 (NCCL corrects the capped bandwidth). Four nodes: 2 S at 120 (the cap binds the
+    bus bandwidth, load included: 200 / 1.5 = 133 > 120). Rings and LL are not capped."""
+    protos = {"collective_protocols": {"simple": {}, "ll128": {"bandwidth_fraction": 0.92}}}
+    caps = {"simple": [150.0, 120.0], "ll128": [100.0, 80.0]}
+    fast = dict(NODE, bandwidth_GBps=400)           # NVLink not the bottleneck
+    topo = make_topology([fast, dict(IB, tree_max_busbw_GBps=caps)], protos)
+    plain = make_topology([fast, IB], protos)
+    s = 2**30
+    assert collective_time("all-reduce", s, 16, topo, "tree").transfer_s == \
+        pytest.approx(2 * s / 150e9, rel=1e-12)
+    assert collective_time("all-reduce", s, 16, topo, "tree", "ll128").transfer_s == \
+        pytest.approx(2 * s / 100e9, rel=1e-12)
+    assert collective_time("all-reduce", 2**20, 16, topo, "tree").transfer_s == \
+        pytest.approx(2 * 2**20 / (0.5 * 150e9), rel=1e-12)
+    assert collective_time("all-reduce", s, 32, topo, "tree").transfer_s == \
+        pytest.approx(2 * s / 120e9, rel=1e-12)
+    assert collective_time("all-reduce", s, 16, topo, "ring").time_s == \
+        collective_time("all-reduce", s, 16, plain, "ring").time_s
+
+
+def test_tree_cap_is_nccls_channels_times_per_channel_maximum():
+    """dgx-h100-ndr-cluster: 8 tree channels x Hopper's perChMaxTreeBws (41.4 / 36.0 GB/s) and
+    perChMaxTreeLL128Bws (36.7 / 29.0), 2 nodes / more (NCCL tuning.cc 2.18-2.30)."""
+    from tpsim.cluster.topology import load_topology
+    net = load_topology("dgx-h100-ndr-cluster").network
+    assert net.tree_busbw_caps_Bps == {"simple": pytest.approx((8 * 41.4e9, 8 * 36.0e9)),
+                                       "ll128": pytest.approx((8 * 36.7e9, 8 * 29.0e9))}
+
+
+def test_tree_caps_refuse_other_protocols():
+    from tpsim.base.errors import ConfigError
+    with pytest.raises(ConfigError, match="tree_max_busbw_GBps"):
+        make_topology([NODE, dict(IB, tree_max_busbw_GBps={"ll": [10.0]})])

@@ -234,26 +234,26 @@ class Level:
     nvls_step_s: float = spec("nvls_step_us", scale=US, ge=0, default=0.0,
                                doc="in_switch_reduction: fixed cost of one NVLS pipeline step "
                                    "(flag wait and switch round trip), us")
-    nvls_chunk_bytes: int = spec(ge=1, default=131072,
-                                 doc="in_switch_reduction: largest NVLS chunk, bytes "
-                                     "(NCCL_NVLS_CHUNKSIZE)")
-    nvls_channels: int = spec(ge=1, default=16,
-                              doc="in_switch_reduction: channels (CTAs) NVLS runs on "
-                                  "(NCCL_NVLS_NCHANNELS)")
+    nvls_chunk_bytes: int = spec(ge=1, default=131072, doc="in_switch_reduction: largest NVLS "
+                                 "chunk, bytes (NCCL_NVLS_CHUNKSIZE)")
+    nvls_channels: int = spec(ge=1, default=16, doc="in_switch_reduction: channels (CTAs) NVLS "
+                              "runs on (NCCL_NVLS_NCHANNELS)")
     ll_busbw_caps_Bps: tuple[float, ...] | None = spec(
         "ll_max_busbw_GBps", scale=GB, gt=0, default=None,
-        doc="network levels: LL's bus bandwidth cap across 2 nodes, then across more, GB/s "
-            "(NCCL tuning.cc llMaxBws by host CPU: LL crosses the network through host memory)")
+        doc="network levels: LL's bus bandwidth cap across 2 nodes, then more, GB/s (NCCL "
+            "tuning.cc llMaxBws by host CPU: LL crosses the network through host memory)")
     ll_host_latency_s: float = spec(
         "ll_host_latency_us", scale=US, ge=0, default=0.0,
         doc="network levels: latency an LL hop across this level pays beyond NCCL's hwLat, us "
-            "(LL's network buffers are in host memory, polled across PCIe: 0 on the hosts "
-            "NCCL's table was measured on; fit it per cluster)")
+            "(LL's buffers are in host memory, polled across PCIe: 0 on NCCL's hosts; fit it)")
+    tree_busbw_caps_Bps: dict[str, tuple[float, ...]] | None = spec(
+        "tree_max_busbw_GBps", scale=GB, gt=0, default=None,
+        doc="network levels: a tree all-reduce's bus bandwidth cap by protocol (simple, ll128), 2 "
+            "nodes then more, GB/s (NCCL tuning.cc: tree channels x perChMaxTree(LL128)Bws)")
     inter_node: bool | None = spec(default=None,
                                    doc="a hop at this level leaves the node through its NICs: "
-                                       "true exactly for kind network; default: from kind, "
-                                       "or every level but the innermost where kind is not "
-                                       "given")
+                                       "true exactly for kind network; default: from kind, or "
+                                       "every level but the innermost where kind is not given")
     custom_two_shot_sync_s: float = spec(
         "custom_two_shot_sync_us", scale=US, ge=0, default=0.0,
         doc="vLLM's two-shot custom all-reduce: fixed cost its second pass adds (the barrier "
@@ -275,6 +275,8 @@ class Level:
                 if proto not in PROTOCOLS:
                     raise ConfigError(source, f"{path}.hop_latency_us.{algo}.{proto}",
                                       f"a protocol in {PROTOCOLS}")
+        if set(self.tree_busbw_caps_Bps or {}) - {"simple", "ll128"}:
+            raise ConfigError(source, f"{path}.tree_max_busbw_GBps", "keys simple, ll128")
 
     def hop_latency_s(self, algorithm: str, protocol: str) -> float:
         """Latency of one step of ``algorithm`` with ``protocol`` across this level, s."""
@@ -290,10 +292,9 @@ class Topology:
     device: Device = spec(doc="the device every rank runs on")
     levels: tuple[Level, ...] = spec(doc="link levels, innermost first")
     pue: float = spec(ge=1, le=10, default=1.2,
-                      doc="the data centre's power usage effectiveness, facility energy / IT "
-                          "energy: energy figures multiply the GPUs' draw by it (1.2 assumed: "
-                          "hyperscalers report ~1.1, Google's fleet 1.10 in 2023; Uptime "
-                          "Institute's 2023 survey averages 1.58 over all data centres)")
+                      doc="the data centre's power usage effectiveness, facility / IT energy, by "
+                          "which energy figures multiply the GPUs' draw (1.2 assumed: hyperscalers "
+                          "~1.1, Google's fleet 1.10 in 2023; Uptime Institute's 2023 mean 1.58)")
     path: str = dataclasses.field(default="", init=False, compare=False)
     _placements: Memo = dataclasses.field(default_factory=lambda: Memo("placements", 4096),
                                           init=False, compare=False, repr=False)

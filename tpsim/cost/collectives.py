@@ -40,7 +40,8 @@ from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passe
 from ..base.errors import ConfigError
 from ..base.formula import qualname
 from .nccl_tuning import (ll_cap_Bps, ll_host_s, ring_hops, ring_plateau,  # noqa: F401
-                          tree_correction, tree_hops, tree_load)                # ring_hops: re-exported
+                          stage_cap_Bps, tree_cap_Bps, tree_correction, tree_hops,  # re-exported
+                          tree_load)
 from .nvls_pipeline import nvls_terms, nvls_tree_terms
 from .all_to_all import all_to_all_time
 from ..spec.parallel import Group
@@ -91,10 +92,10 @@ def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto
     the pace. ``hops``: (span, count) pairs, each paying that level's ``algo``/``proto`` hop.
 
     t = s (collective_launch + proto.launch) + s lat_factor sum count * hop(level, algo, proto)
-        + LL host hops (:func:`~tpsim.cost.nccl_tuning.ll_host_s`) + max_k [ load_k wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, LL cap_k)
+        + LL host hops (:func:`~tpsim.cost.nccl_tuning.ll_host_s`) + max_k [ load_k wire_bytes / min(B_k eff_k[algo] bandwidth_fraction bw_factor, cap_k)
                   + copy_k ]
-    where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others, and LL cap_k
-    the host's LL cap on a network level (:func:`~tpsim.cost.nccl_tuning.ll_cap_Bps`).
+    where copy_k = copy_bytes / B_copy on the innermost stage and 0 on the others, and cap_k
+    a network level's LL or tree cap (:func:`~tpsim.cost.nccl_tuning.stage_cap_Bps`).
     """
     p = _protocol(topo, proto)
     copy_s = _copy_s(op, nbytes, place.size, topo)
@@ -104,7 +105,8 @@ def _pipelined(op, algo, nbytes, place: Placement, topo, hops, wire_bytes, proto
     stages = []
     for s in place.spans:
         wire = load(s) * wire_bytes / min(
-            _stage_bandwidth(s, algo) * p.bandwidth_fraction * bw_factor, ll_cap_Bps(s, proto))
+            _stage_bandwidth(s, algo) * p.bandwidth_fraction * bw_factor,
+            stage_cap_Bps(s, algo, proto, bw_factor, load(s)))
         copy = copy_s if s is place.spans[0] else 0.0
         stages.append((wire + copy, wire, copy))
     _, wire, copy = max(stages)
@@ -145,13 +147,13 @@ def tree_time(nbytes: float, place: Placement, topo: Topology,
             + s 2 (sum_{intra k} (fanout_k - 1) hop_k[tree][proto]
                    + sum_{inter k} ceil(log2 fanout_k) hop_k[tree][proto]) + LL host hops
             + max_k [ l_k 2 S / min(B_k eff_k[tree] proto.bandwidth_fraction f(S, proto),
-                                    LL cap_k)  + (k innermost) 2 S / B_copy ]
+                                    LL cap_k, l_k f(S, proto) T_k) + (k innermost) 2 S / B_copy ]
 
     A chain inside the node, a tree across nodes; reduce up, broadcast down (NCCL tuning.cc:
     ``lat = baseLat + 2((ppn-1) intraLat + log2(nNodes) interLat)``, algbw = busbw / 2, i.e.
     2S on the wire). f: NCCL's treeCorrectionFactor (:func:`tree_correction`, 0.4-1: trees
-    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`, LL host
-    hops: :func:`ll_host_s` on the network hops; l_k: 1.5 on a
+    fall short of their bandwidth at medium sizes); LL cap_k: :func:`ll_cap_Bps`; T_k: NCCL's
+    per-channel tree caps (:func:`tree_cap_Bps`); LL host hops: :func:`ll_host_s`; l_k: 1.5 on a
     network level of more than two nodes, where an inner node carries both children's halves
     (:func:`tree_load`), else 1.
     """

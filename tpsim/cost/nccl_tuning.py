@@ -14,6 +14,9 @@ latencies: the vocabulary :mod:`tpsim.cost.collectives` prices rings and trees w
   maps every protocol's buffer in GPU memory under GPUDirect RDMA except LL's), so LL's bus
   bandwidth across nodes is capped by the host: ``llMaxBws`` by CPU vendor and node count
   (``levels[i].ll_max_busbw_GBps``). LL128 and Simple go GPU to NIC directly.
+* :func:`tree_cap_Bps`: a tree's bus bandwidth across nodes is at most its channels times
+  NVIDIA's measured per-channel maximum (``perChMaxTreeBws``, ``perChMaxTreeLL128Bws``), by GPU
+  generation and node count (``levels[i].tree_max_busbw_GBps``).
 * :func:`ll_host_s`: for the same reason every LL hop across the network waits on the host's
   PCIe path (the receiving GPU polls host memory): where it is slower than on the hosts NCCL's
   hwLat table was measured on, each such hop pays ``levels[i].ll_host_latency_us`` more.
@@ -101,6 +104,31 @@ def ll_cap_Bps(span: LevelSpan, protocol: str) -> float:
     if protocol != "ll" or not span.inter_node or not caps:
         return math.inf
     return caps[0] if span.units <= 2 else caps[-1]
+
+
+def tree_cap_Bps(span: LevelSpan, protocol: str) -> float:
+    """A tree all-reduce's bus-bandwidth cap on a network level, bytes/s (inf for LL and levels
+    that list none): ``tree_max_busbw_GBps[protocol]`` for two nodes, its last entry for more.
+
+    NCCL's tuning model (tuning.cc, NCCL 2.18-2.30) takes a tree's bus bandwidth as
+    min(busBw x 0.92, nChannels x perChMaxTreeBws) on Simple and min(that x 120/128, nChannels x
+    perChMaxTreeLL128Bws) on LL128, per-channel maxima NVIDIA measured by GPU generation and
+    node count (Hopper: 41.4 / 36.0 GB/s and 36.7 / 29.0 at 2 / more nodes), then applies its
+    tree correction to the capped figure; LL's own cap is the host's (:func:`ll_cap_Bps`)."""
+    caps = (span.level.tree_busbw_caps_Bps or {}).get(protocol)
+    if not span.inter_node or not caps:
+        return math.inf
+    return caps[0] if span.units <= 2 else caps[-1]
+
+
+def stage_cap_Bps(span: LevelSpan, algo: str, protocol: str, correction: float,
+                  load: float) -> float:
+    """What bounds a stage's bandwidth beyond its links, bytes/s, in the units the pipeline
+    divides ``load x wire bytes`` by: the LL cap (:func:`ll_cap_Bps`) and, for a tree, the tree
+    cap (:func:`tree_cap_Bps`) x load x the tree correction f (NCCL corrects the capped
+    bandwidth; a cap on bus bandwidth bounds S / t, so the stage's load scales it)."""
+    cap = ll_cap_Bps(span, protocol)
+    return min(cap, tree_cap_Bps(span, protocol) * load * correction) if algo == "tree" else cap
 
 
 def ll_host_s(hops, protocol: str) -> float:

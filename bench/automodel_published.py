@@ -20,8 +20,10 @@ router's token reaches 5.3 and 7.7 ranks (4.6 other nodes): ``--moe-routing roun
 the DeepEP kernels' bytes a fifth of a random router's (the script prints each MoE row at the
 random fan-out too); no torch.compile; FSDP2's
 ``reshard_after_forward`` off (``not pp_enabled`` at 89e3a9fdd, the parallelizer's default
-False at 8d9bfb90e). DeepSeek-V3 is AutoModel's own model, without the multi-token-prediction
-layer (``--mtp-layers 0``).
+False at 8d9bfb90e); the experts' ``fully_shard`` over ``ep_shard`` without a
+``MixedPrecisionPolicy``, so their gradients reduce-scatter in bf16
+(``--expert-grad-reduce-in-bf16``, the preset's). DeepSeek-V3 is AutoModel's own model, without
+the multi-token-prediction layer (``--mtp-layers 0``).
 
 * DeepSeek-V3, PP 4 ``interleaved1f1b`` with ``layers_per_stage`` 2: AutoPipeline makes
   ceil(61 / 2) + 1 = 32 stages (``calculate_virtual_stages``, a multiple of PP 4: VP 8), the
@@ -31,9 +33,16 @@ layer (``--mtp-layers 0``).
   4 (16 stages, VP 4), not the table's VP 8: priced as the table. Its ``local_batch_size`` 8
   at ``pp_microbatch_size`` 1 is 8 micro-batches, and gradient accumulation calls the schedule
   once per local batch (``recipes/llm/benchmark.py``: ``for ga_step_idx in range(ga_steps)``),
-  each call a whole pipeline whose last backward reduce-scatters the stage's gradients (torch's
-  ``backward_maybe_with_nosync``): the 1,024-GPU step is 4 such pipelines (global batch 2,048
-  each) and one optimizer step (``FLUSHES``).
+  each call a whole pipeline: the 1,024-GPU step is 4 such pipelines (global batch 2,048 each)
+  and one optimizer step (``FLUSHES``). A stage's module is the ``DeepseekV3ForCausalLM`` copy,
+  not ``fully_shard``-ed itself (``parallelize_model`` shards its inner model, blocks,
+  embedding and output layer), so torch 2.8's ``backward_maybe_with_nosync`` takes its
+  "regular backward" branch: FSDP2's hooks reduce-scatter each unit's gradients and reshard it
+  in every micro-batch's backward, gathering it again for the next
+  (``--fsdp-sync-every-micro-batch``, the preset's; AutoModel's ``MoEFSDPSyncMixin`` of
+  2025-10-08 later deferred both to the last backward). On 1,024 GPUs the experts are sharded
+  over ``ep_shard`` 4 ranks 64 apart, one per node: each micro-batch gathers and reduces them
+  through one NIC a GPU (5.8 ms each a MoE layer).
 * Qwen3-30B-A3B on one node: EP 8 over the 8 FSDP ranks (the experts unsharded), micro-batch 4
   (``local_batch_size``), 16 micro-batches, FSDP2's per-micro-batch reduce-scatter (the
   recipe's ``enable_fsdp_optimization`` key does not name ``BackendConfig``'s
@@ -49,13 +58,15 @@ layer (``--mtp-layers 0``).
   default ``MixedPrecisionPolicy`` then (``components/distributed/config.py``: ``reduce_dtype``
   bf16: ``--grad-reduce-in-bf16``; every layer but the last resharded after its forward).
 
-Where the DeepSeek-V3 rows miss (tpsim fast by a third and a half): a MoE layer and
-micro-batch (forward, recomputation, backward) is 43 ms in tpsim (expert GEMMs 16.4, dense
-GEMMs 11.5, attention 6.2, glue 3.9, exposed EP 4.5: ``bench/moe_breakdown.py``'s groups)
-where the 256-GPU step implies ~58 ms (the step 1.34 times tpsim's); and the published
-1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s) where tpsim
-adds 0.16 s (its FSDP traffic over 256 ranks, the experts' over 4). Priced: torch 2.8's
-interleaved table in lock-step (``pp_runtime`` torch-multi, the preset's: +1%). Not priced:
+Where the DeepSeek-V3 rows miss (tpsim fast by a fifth at both scales): the published
+1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s), tpsim's 1.13 s
+more (7.91 against 6.78 s: the experts' per-micro-batch gathers and reductions over 4 nodes;
+0.16 s with the reduction deferred to the last backward); the rest is the same at both
+scales, a MoE layer and micro-batch (forward, recomputation, backward) 43 ms in tpsim (expert
+GEMMs 16.4, dense GEMMs 11.5, attention 6.2, glue 3.9, exposed EP 4.5:
+``bench/moe_breakdown.py``'s groups) where the 256-GPU step is 1.21 times tpsim's. Priced:
+torch 2.8's interleaved table in lock-step (``pp_runtime`` torch-multi, the preset's: +1%).
+Not priced:
 AutoModel's MLA in eager PyTorch (the rotary embedding as fp32 complex products, the q and k
 concatenations: about 4.5 GB of memory traffic a layer and micro-batch, forward, recomputation
 and backward, ~1.7 ms at tpsim's elementwise rate), the host under eager PyTorch between

@@ -193,3 +193,51 @@ def test_a_zero3_step_pays_the_devices_interference():
     slowed, clean = (tpsim.predict("llama3-8b", t, **kw).step for t in (topo, free))
     assert slowed.time_s > clean.time_s
     assert slowed.compute_s == pytest.approx(clean.compute_s, rel=1e-12)
+
+
+def test_sync_every_micro_batch_runs_a_pipelines_units_as_without_one():
+    """--fsdp-sync-every-micro-batch: with pp 4 the units are not pipelined (per unit, each
+    micro-batch), and HSDP, refused beside torch's deferred reduction, is allowed."""
+    from tpsim.training.sharded_dp import sharding
+    deferred = sharding(3, 8, None, False, False, pp=4)
+    every = sharding(3, 8, None, False, False, pp=4, sync_every=True)
+    assert deferred.pipelined and not deferred.per_unit
+    assert every.per_unit and every.per_micro_batch((1.0, 2.0, 3.0)) == (1.0, 2.0, 3.0)
+    with pytest.raises(tpsim.base.errors.ConfigError) as e:
+        sharding(3, 8, 4, False, False, pp=4)
+    assert e.value.source == "--shard-group"
+    assert sharding(3, 8, 4, False, False, pp=4, sync_every=True).shard == 4
+
+
+def test_expert_bf16_halves_only_the_experts_reduction():
+    """A unit of 1000 parameters, 400 of them routed experts sharded over 4 expert-DP ranks:
+    dense all-gather 2 x 600 and reduce-scatter 4 x 600 bytes, the experts' 2 x 400 and
+    4 x 400, or 2 x 400 with expert_bf16."""
+    from tpsim.spec.folding import Folded
+    from tpsim.training.sharded_dp import unit_collectives
+    par = Parallelism(tp=1, dp=8)
+    experts = Folded(par, 2, 1)
+    rows = lambda sh: [(op, nbytes, g.name) for _, op, nbytes, g in
+                       unit_collectives(1000, "bf16", sh, par, 0, 400, experts)]
+    fp32 = rows(Sharding(3, 8, False, expert_shard=4))
+    assert fp32 == [("all-gather", 1200, "dp"), ("reduce-scatter", 2400, "dp"),
+                    ("all-gather", 800, "edp"), ("reduce-scatter", 1600, "edp")]
+    assert rows(Sharding(3, 8, False, expert_shard=4, expert_bf16=True)) == \
+        fp32[:3] + [("reduce-scatter", 800, "edp")]
+
+
+def test_a_pipeline_synced_every_micro_batch_reduces_in_every_one():
+    """pp 2, ZeRO-3 kept gathered: torch's deferred reduction runs no per-micro-batch DP
+    collective and holds whole gradients; synced every micro-batch, each layer gathers its
+    16-bit weights (2n bytes) and reduce-scatters its fp32 gradients (4n) every micro-batch,
+    the gradients held sharded (and two units whole)."""
+    kw = dict(tp=1, pp=2, dp=8, nodes=2, global_batch=32, zero=3, seq_len=2048,
+              reshard_after_forward=False)
+    n = tpsim.spec.model.load_model("llama3-8b").layer_params(1)
+    deferred = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", **kw)
+    every = tpsim.predict("llama3-8b", "dgx-h100-ndr-cluster", fsdp_sync_every_micro_batch=True,
+                          **kw)
+    rows = lambda p: [(c.phase, c.op, c.bytes) for c in p.collectives if c.group == "dp"]
+    assert rows(deferred) == []
+    assert rows(every) == [("forward", "all-gather", 2 * n), ("backward", "reduce-scatter", 4 * n)]
+    assert every.memory.gradients_bytes < deferred.memory.gradients_bytes / 2

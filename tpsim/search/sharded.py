@@ -65,9 +65,11 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
             params, expert = min(params, moe - expert), 0
         else:
             params, sh = moe, Sharding(zero, dp, True, False, experts.edp)
-    sh = replace(sh, pipelined=pp > 1, fp32_params=run.setting("fsdp_fp32_params"),
+    sh = replace(sh, pipelined=pp > 1 and not run.setting("fsdp_sync_every_micro_batch"),
+                 fp32_params=run.setting("fsdp_fp32_params"),
                  reshard_after_forward=run.setting("reshard_after_forward"),
-                 fp8_all_gather=run.setting("fp8_all_gather"))
+                 fp8_all_gather=run.setting("fp8_all_gather"),
+                 expert_bf16=run.setting("expert_grad_reduce_in_bf16"))
     comm = sh.per_micro_batch(unit_comm(params, run.dtype, sh, par, 0, price, expert, experts))
     L = parts.layer
     i = run.topo.device.comm_compute_interference

@@ -184,7 +184,8 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     st = _stages(model, tp, pp, v, layers, dp, experts)
     sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
                   get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,
-                  get("fsdp_fp32_params"))
+                  get("fsdp_fp32_params"), sync_every=get("fsdp_sync_every_micro_batch"),
+                  expert_bf16=get("expert_grad_reduce_in_bf16"))
     end, opt = last_stage(model, tp, pp, layers, False), optimizer_step(run.layout(), sh)
     plain = plus_last(stage_plain_params(model, tp, layers, pp, v), end.plain)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)

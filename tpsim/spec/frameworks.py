@@ -64,9 +64,16 @@ user's value.
   ``--main-params-dtype bf16 --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``, 4 bytes of
   state a parameter (:mod:`tpsim.spec.optimizer_state`). The sharded gradients are bf16 too
   (FSDP2's ``foreach_reduce`` casts the fp32 reduce-scatter's output back to the parameter's
-  dtype): priced fp32, 4 bytes, as the reduce-scatter (not modelled apart). Its pipelines are
+  dtype): priced fp32, 4 bytes, as the reduce-scatter (not modelled apart). The routed
+  experts' ``fully_shard`` (over ``ep_shard``) takes no ``MixedPrecisionPolicy``: their
+  gradients reduce-scatter in bf16 (``--expert-grad-reduce-in-bf16``). Its pipelines are
   torch 2.8's (``uv.lock``): interleaved, ``ScheduleInterleaved1F1B``'s table in lock-step
-  (``--pp-runtime torch-multi``, :mod:`tpsim.training.torch_pipeline`).
+  (``--pp-runtime torch-multi``, :mod:`tpsim.training.torch_pipeline`); a stage's module is the
+  causal-LM wrapper, not ``fully_shard``-ed itself (its inner model, blocks, embedding and
+  output layer are), so torch's ``backward_maybe_with_nosync`` takes its "regular backward"
+  branch and FSDP2's hooks reduce-scatter and reshard in every micro-batch's backward
+  (``--fsdp-sync-every-micro-batch``; AutoModel's ``MoEFSDPSyncMixin``, 2c236e081 of
+  2025-10-08, later deferred them).
 * ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
   October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
   commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
@@ -113,7 +120,8 @@ FRAMEWORKS: dict[str, dict] = {
     "torchtitan-compile": {"attention": "flash2", **_TORCHTITAN},
     "automodel": {"fsdp2_copies": True, "adam": "foreach", "grad_buffer": False,
                   "main_params_dtype": "bf16", "exp_avg_dtype": "bf16", "exp_avg_sq_dtype": "bf16",
-                  "pp_runtime": "torch-multi"},
+                  "pp_runtime": "torch-multi", "fsdp_sync_every_micro_batch": True,
+                  "expert_grad_reduce_in_bf16": True},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
                     "cross_entropy": "xentropy", "train_metrics": 2, "adam": "per-tensor",
                     "grad_buffer": False},

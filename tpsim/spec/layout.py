@@ -22,6 +22,7 @@ from .moe_checks import check_moe
 from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
 from .pipeline_layout import stage_layers
 from .precision import FP8_RECIPES, PRECISION
+from .recompute_checks import check_recompute
 from .settings import changed, check, declared, defaults, made, setting
 from .sharding import check_sharding
 
@@ -262,6 +263,16 @@ class Layout:
         "backward (FSDP2's reshard_after_forward; False: kept until the backward)", "--reshard-after-forward",
         help="keep each ZeRO-3 unit gathered from its forward to its backward (default: "
              "free it after the forward and all-gather it again, FSDP2's default)")
+    fsdp_sync_every_micro_batch: bool = _flag(
+        False, "with a pipeline, ZeRO-2/3 reduce-scatters each unit's gradients and reshards it in "
+        "every micro-batch's backward, as without one (FSDP2's hooks when the stage module is not "
+        "itself fully_shard-ed, as NeMo AutoModel's causal-LM wrapper; default: torch's pipeline "
+        "defers both to the stage's last backward; tpsim.training.sharded_dp)",
+        "--fsdp-sync-every-micro-batch")
+    expert_grad_reduce_in_bf16: bool = _flag(
+        False, "ZeRO-2/3 reduce-scatter the folded routed experts' gradients in bf16, 2 bytes "
+        "(FSDP2 with no reduce_dtype for the experts' units, as NeMo AutoModel's MoE parallelizer; "
+        "ignored below --zero 2; tpsim.training.sharded_dp)", "--expert-grad-reduce-in-bf16")
     shard_group: int | None = _count(None, "ZeRO-2/3 ranks the state is sharded over, the DP "
         "replicas all-reducing across groups (HSDP; default: all of dp)", "--shard-group")
     fp8_all_gather: bool = _flag(False, "ZeRO-3 all-gathers the weights in fp8, 1 byte each "
@@ -313,7 +324,7 @@ class Layout:
             raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
                               "(Transformer Engine overlaps the sequence-parallel collectives)",
                               self.tp_comm_overlap)
-        self._check_recompute()
+        check_recompute(self)
         check_sharding(self)
         if self.train_metrics > MAX_TRAIN_METRICS:
             raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}", self.train_metrics)
@@ -342,18 +353,6 @@ class Layout:
             raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
                               f"(micro-batch x dp) = {gb // per_step}) a multiple of pp "
                               f"({self.pp}) with --virtual-stages", gb)
-
-    def _check_recompute(self) -> None:
-        """Megatron-core's rules: modules only with selective, a method and its count with full."""
-        if self.recompute_modules is not None and self.recompute != "selective":
-            raise ConfigError("--recompute-modules", "", "--recompute selective beside it",
-                              ",".join(self.recompute_modules))
-        method, n = self.recompute_method, self.recompute_num_layers
-        if (method is None) != (n is None):
-            flag, value = ("--recompute-method", method) if n is None else ("--recompute-num-layers", n)
-            raise ConfigError(flag, "", "--recompute-method and --recompute-num-layers together", value)
-        if method is not None and self.recompute != "full":
-            raise ConfigError("--recompute-method", "", "--recompute full beside it", method)
 
     @property
     def per_step(self) -> int:               # sequences a micro-batch of every replica holds

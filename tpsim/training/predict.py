@@ -236,9 +236,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     model's, ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one
     micro-batch per replica; ``nodes`` sizes the topology's network.
 
-    The layer (:mod:`tpsim.layer.graph`) is simulated once; the step
-    (:mod:`tpsim.training.step`) runs it over ``pp`` stages (``virtual_stages`` chunks each:
-    interleaved 1F1B) and ``dp`` replicas, with the optimizer.
+    The layer (:mod:`tpsim.layer.graph`) is simulated once, the step (:mod:`tpsim.training.step`)
+    runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas.
     """
     lay = run_layout(layout, settings)
     if lay.nodes is not None:
@@ -272,7 +271,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     sh = sharding(zero_stage(lay.zero, lay.distributed_optimizer), lay.dp, lay.shard_group,
                   lay.reshard_after_forward, lay.fp8_all_gather, lay.cp,
                   experts.edp if experts and experts.apart else 0, lay.pp, lay.fsdp_fp32_params,
-                  lay.fsdp_flat_params, lay.fsdp2_copies)
+                  lay.fsdp_flat_params, lay.fsdp2_copies, lay.fsdp_sync_every_micro_batch,
+                  lay.expert_grad_reduce_in_bf16)
     result = _step(m, topo, lay, par, stage_layers,
                    (dense, Part.of(emb), Part.of(out),
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,

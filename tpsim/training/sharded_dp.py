@@ -31,20 +31,15 @@ its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end)
 compute_i, the compute slowed to 1 - the device's ``comm_compute_interference`` while the stream
 runs beside it (NCCL's kernels take SMs: the rule of every collective that overlaps compute,
 :func:`tpsim.sim.schedule.slowed_end`); the exposed rest counts as DP communication
-(``Part.dp_exposed_s``).
-
-Not modelled: FSDP2's two streams for the all-gathers and reduce-scatters (one in-order stream
-here, as they share the links), the float8 all-gather's amax all-reduce (one number per weight),
-Megatron-FSDP's and DeepSpeed's bucketing. FSDP's copies on the compute stream: :mod:`.fsdp_copies`.
-
-Memory per rank (:func:`state_bytes`): parameters x (weights / s [ZeRO-3] + main gradients / s
-[ZeRO-2, 3] + optimizer state / s), plus ZeRO-3's two gathered units (16-bit weights, or every
-unit of the stage without resharding after the forward) and ZeRO-2/3's two units of whole
-gradients awaiting their reduce-scatter.
+(``Part.dp_exposed_s``). Not modelled: FSDP2's two streams for the all-gathers and
+reduce-scatters (one in-order stream here, as they share the links), the float8 all-gather's amax
+all-reduce (one number per weight), Megatron-FSDP's and DeepSpeed's bucketing. FSDP's copies on
+the compute stream: :mod:`.fsdp_copies`. Memory per rank: :func:`state_bytes`.
 
 With context parallelism the shard group is the dp x cp ranks, and a model's folded routed
 experts shard over expert DP, each MoE unit gathering and reducing its experts' part there
-(:mod:`tpsim.training.shard_groups`: s cp and edp s / d ranks).
+(:mod:`tpsim.training.shard_groups`: s cp and edp s / d ranks), in bf16 with ``expert_bf16``
+(no reduce_dtype for the experts' FSDP2 units: NeMo AutoModel's MoE parallelizer at 89e3a9fdd).
 
 With a pipeline (pp > 1: ``pipelined``) the units run as PyTorch's pipeline schedules run an FSDP2
 stage (``torch/distributed/pipelining/stage.py``: every micro-batch's backward with
@@ -58,7 +53,8 @@ resharded it): m + 1 gathers per unit and step, as torch's 1F1B makes them (its 
 gather instead of its cooldown backwards, which find the unit still gathered). torchtitan's default
 with a pipeline is no resharding after the forward (``fsdp_reshard_after_forward`` "default": one
 gather per step). A rank then holds whole gradients and, ZeRO-3, every unit of its stage gathered.
-HSDP and the fp8 all-gather are not modelled with a pipeline (refused).
+HSDP and the fp8 all-gather are not modelled with a pipeline (refused). ``sync_every`` runs the
+units as without one (``--fsdp-sync-every-micro-batch``: FSDP2's hooks, the stage no FSDPModule).
 """
 from __future__ import annotations
 
@@ -78,6 +74,7 @@ from .shard_groups import dense_groups, expert_groups, expert_shard, sharded_sha
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
 FP8_GATHERED = 1            # bytes per weight all-gathered in fp8 (torchtitan's float8 all-gather)
 UNITS_IN_FLIGHT = 2         # a unit computing and the next one prefetched
+BF16_GRADS = 2              # bytes per gradient reduced in bf16 (expert_bf16)
 
 
 @dataclass(frozen=True)
@@ -91,13 +88,14 @@ class Sharding:
     reshard_after_forward: bool = True
     fp8_all_gather: bool = False
     expert_shard: int = 0
-    pipelined: bool = False     # pp > 1: torch's pipeline schedules (module docstring)
+    pipelined: bool = False     # pp > 1, FSDP deferred to the last backward (module docstring)
     fp32_params: bool = False   # ZeRO-3's shards are the fp32 masters (state_bytes)
     copies: str = ""            # "flat" (FSDP1's flat parameters), "fsdp2" (.fsdp_copies)
+    expert_bf16: bool = False   # folded experts' gradients reduced in bf16 (module docstring)
 
     @property
     def per_unit(self) -> bool:
-        """Whether every DP collective runs unit by unit in the chunks (ZeRO-2/3, no pipeline)."""
+        """Whether every DP collective runs unit by unit in the chunks (ZeRO-2/3, not pipelined)."""
         return self.stage >= 2 and not self.pipelined
 
     def per_micro_batch(self, comm: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -111,10 +109,9 @@ class Sharding:
     def state_shards(self, dp: int, distributed_optimizer: bool) -> tuple[int, int, int]:
         """(weights, main gradients, optimizer state) shards: 1, 1 or s by stage; the
         optimizer state over d with the distributed optimizer (ZeRO-1)."""
-        s = self.shard
         if self.stage < 2:
             return 1, 1, dp if distributed_optimizer else 1
-        return (s if self.stage == 3 else 1), s, s
+        return (self.shard if self.stage == 3 else 1), self.shard, self.shard
 
 
 UNSHARDED = Sharding()
@@ -123,21 +120,22 @@ UNSHARDED = Sharding()
 def sharding(zero_stage: int, dp: int, shard_group: int | None, reshard_after_forward: bool,
              fp8_all_gather: bool, cp: int = 1, edp: int = 0, pp: int = 1,
              fp32_params: bool = False, flat_params: bool = False,
-             fsdp2_copies: bool = False) -> Sharding:
+             fsdp2_copies: bool = False, sync_every: bool = False,
+             expert_bf16: bool = False) -> Sharding:
     """The :class:`Sharding` of a run: stages 2 and 3 over ``shard_group`` DP ranks (None: all
     of dp) x ``cp``, folded experts (``edp`` > 0 ranks of expert DP) over edp s / d
-    (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 (HSDP and
-    the fp8 all-gather refused there, naming their flags)."""
+    (:func:`tpsim.training.shard_groups.expert_shard`), ``pipelined`` with ``pp`` > 1 unless
+    ``sync_every`` (HSDP and the fp8 all-gather refused there, naming their flags)."""
     if zero_stage < 2:
         return UNSHARDED
-    s = dp if shard_group is None else shard_group
-    if pp > 1 and (s < dp or fp8_all_gather):
+    s, pipelined = dp if shard_group is None else shard_group, pp > 1 and not sync_every
+    if pipelined and (s < dp or fp8_all_gather):
         flag, value = ("--shard-group", s) if s < dp else ("--fp8-all-gather", True)
         raise ConfigError(flag, "", f"off with --pp {pp} (ZeRO-2/3 beside a pipeline is "
                           "modelled over all of dp, gathered in 16 bits)", value)
     return Sharding(zero_stage, s * cp, reshard_after_forward, fp8_all_gather,
-                    expert_shard(edp, dp, s) if edp else 0, pp > 1, fp32_params,
-                    "flat" if flat_params else "fsdp2" if fsdp2_copies else "")
+                    expert_shard(edp, dp, s) if edp else 0, pipelined, fp32_params,
+                    "flat" if flat_params else "fsdp2" if fsdp2_copies else "", expert_bf16)
 
 
 def shard_group(par: Parallelism, stage: int, shard: int) -> Group:
@@ -186,20 +184,21 @@ def unit_collectives(params: float, dtype: str, sh: Sharding, par: Parallelism,
     out = _collectives(params - expert, dtype, sh, sh.shard, dense_groups(par, stage, sh.shard))
     if expert:
         out += _collectives(expert, dtype, sh, sh.expert_shard,
-                            expert_groups(experts, stage, sh.expert_shard))
+                            expert_groups(experts, stage, sh.expert_shard), sh.expert_bf16)
     return out
 
 
-def _collectives(params: float, dtype: str, sh: Sharding, shard: int, groups) -> list[tuple]:
+def _collectives(params: float, dtype: str, sh: Sharding, shard: int, groups,
+                 bf16: bool = False) -> list[tuple]:
     """:func:`unit_collectives` of ``params`` sharded over ``shard`` ranks of ``groups``
-    (shard group, replica group)."""
+    (shard group, replica group), their gradients ``bf16`` (2 bytes) or the precision's."""
     (group, replicas), out = groups, []
     if sh.stage == 3 and shard > 1:
         gathered = unit_gather_bytes(params, dtype, sh)
         out.append(("forward", "all-gather", gathered, group))
         if sh.reshard_after_forward:
             out.append(("backward", "all-gather", gathered, group))
-    grads = dpm.grad_bytes(params, dtype)
+    grads = params * BF16_GRADS if bf16 else dpm.grad_bytes(params, dtype)
     if shard > 1:
         out.append(("backward", "reduce-scatter", grads, group))
     if replicas.size > 1:

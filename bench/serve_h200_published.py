@@ -68,7 +68,8 @@ ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_itl_ms", "ITL p5
           ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
 # SGLang v0.4's scheduler at its defaults (module docstring)
 ENGINE = dict(separate_prefill=True, max_num_batched_tokens=8192, host_overlap=True,
-              cuda_graph_align=8, eager_prefill=True, admission="sglang-0.4")
+              cuda_graph_align=8, cuda_graph_max_bs=160, eager_prefill=True,
+              admission="sglang-0.4")
 # max_num_reqs (module docstring) at context length 131072: 70B at TP 4 holds about 1.1M
 # tokens of KV cache at mem_fraction_static 0.85 (128 GB of an H200's 150.7 less 35 GB of
 # weights, at 81,920 bytes a token per GPU): 4,400 -> 4096; 405B at TP 8 about 0.46M at 0.87

@@ -20,9 +20,12 @@ tpsim: ``tpsim serve --rate R --requests N`` on the shipped dgx-h200, bf16, the 
 all-reduce, with SGLang v0.4's scheduler as its defaults set it (ENGINE): prefills in steps of
 their own (``enable_mixed_chunk`` False: ``--separate-prefill``), chunks of at most
 ``chunked_prefill_size`` 8192 tokens, the zero-overhead (overlap) scheduler on by default
-(lmsys.org/blog/2024-12-04-sglang-v0-4: ``--host-overlap``), decode steps replayed in the
-CUDA graph captured for 1, 2, 4 or a multiple of 8 sequences and prefill steps run without
-graphs (``--cuda-graph-align 8 --eager-prefill``), and the running requests capped only by
+(lmsys.org/blog/2024-12-04-sglang-v0-4: ``--host-overlap``, which also fixes each step's
+batch a step ahead, ``Scheduler.event_loop_overlap``: tpsim.serving.host), decode steps
+replayed in the CUDA graph captured for 1, 2, 4 or a multiple of 8 sequences up to
+``cuda_graph_max_bs`` 160 and run eagerly past it, and prefill steps run without graphs
+(``--cuda-graph-align 8 --cuda-graph-max-bs 160 --eager-prefill``), and the running requests
+capped only by
 the request pool, ``max_num_reqs`` = min(max(2048, KV tokens / context length x 512), 4096)
 (srt/model_executor/model_runner.py; MAX_RUNNING).
 ``--memory-headroom`` is 1 - ``mem_fraction_static`` (0.85 at TP 4 by default,
@@ -34,12 +37,10 @@ tokens over its requests, printed in the same line), as bench/serve_rate_publish
 
 SGLang's admission: ``--admission sglang-0.4`` (its PrefillAdder with ``ignore_eos``, which
 bench_serving sends by default: a request admitted only if every running request can still
-finish; tpsim.serving.admission). Not expressible: decode steps of more sequences than the
-largest graph captured (``cuda_graph_max_bs``, 160 in 2024), which SGLang runs eagerly and
-tpsim prices as a padded graph. That bears on the offline runs and on the Poisson runs that
-held more than 160 sequences (group "past graphs":
-:func:`past_graphs`, from the published rate and mean latency alone), kept apart from the
-rest ("online") in the summary.
+finish; tpsim.serving.admission). The offline runs and the Poisson runs that held more than
+160 sequences (group "past graphs": :func:`past_graphs`, from the published rate and mean
+latency alone) ran their decode steps eagerly, past the largest graph; they are kept apart
+from the rest ("online") in the summary.
 
 Each row: the measurement, tpsim's number (median over ``--seeds`` seeds), the error
 (tpsim / measured - 1) and tpsim's p99 / p50 of the same latency, which the source does
@@ -66,17 +67,18 @@ MODELS = {"Llama 3.3 70B Instruct": "llama3-70b", "Llama 3.1 405B Instruct": "ll
 # (column, metric label, the tpsim latency read)
 ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_itl_ms", "ITL p50 ms", "itl_s"),
           ("median_e2e_ms", "e2e p50 ms", "e2e_s")]
+# SGLang of 2024 captures decode graphs for 1, 2, 4, 8, ..., 160 sequences
+# (tpsim.serving.step_model.graph_batch gives the source; cuda_graph_max_bs 160)
+GRAPH_MAX = 160
 # SGLang v0.4's scheduler at its defaults (module docstring)
 ENGINE = dict(separate_prefill=True, max_num_batched_tokens=8192, host_overlap=True,
-              cuda_graph_align=8, eager_prefill=True, admission="sglang-0.4")
+              cuda_graph_align=8, cuda_graph_max_bs=GRAPH_MAX, eager_prefill=True,
+              admission="sglang-0.4")
 # max_num_reqs (module docstring) at context length 131072: 70B at TP 4 holds about 1.1M
 # tokens of KV cache at mem_fraction_static 0.85 (128 GB of an H200's 150.7 less 35 GB of
 # weights, at 81,920 bytes a token per GPU): 4,400 -> 4096; 405B at TP 8 about 0.46M at 0.87
 # (131 GB less 101 GB, 64,512 bytes a token): 1,800 -> 2048
 MAX_RUNNING = {"llama3-70b": 4096, "llama3-405b": 2048}
-# SGLang of 2024 captures decode graphs for 1, 2, 4, 8, ..., 160 sequences
-# (tpsim.serving.step_model.graph_batch gives the source; cuda_graph_max_bs 160)
-GRAPH_MAX = 160
 
 
 def published() -> list[dict]:
@@ -120,8 +122,7 @@ def label(r: dict) -> str:
 def past_graphs(r: dict) -> bool:
     """A Poisson run whose mean sequences in the engine, by Little's law the rate x the mean
     end-to-end latency (both published), exceed SGLang's largest CUDA graph, 160 sequences
-    (GRAPH_MAX): its decode steps ran eagerly, which tpsim does not price (module
-    docstring)."""
+    (GRAPH_MAX): its decode steps ran eagerly (module docstring)."""
     return r["request_rate"] * r["mean_e2e_ms"] * 1e-3 > GRAPH_MAX
 
 

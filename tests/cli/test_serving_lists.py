@@ -45,3 +45,9 @@ def test_an_error_names_its_combination(capsys):
     assert len(err) == 1 and "--tp" in err[0] and "tp=3" in err[0]
     assert main(SERVE + ["--rate", "1,0"]) == 2
     assert "--rate" in capsys.readouterr().err
+
+
+def test_a_bad_largest_graph_is_one_line(capsys):
+    assert main(SERVE + ["--cuda-graph-max-bs", "-8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cuda-graph-max-bs" in err[0], err

@@ -4,7 +4,11 @@ import pytest
 from tpsim.report.serve import serve_report
 from tpsim.serving.engine import serve
 from tpsim.cluster.topology import load_topology
-from tpsim.serving.host import host_step_s, step_wall_s
+from tpsim.serving.arrivals import Requests
+from tpsim.serving.engine import EngineLoop, engine_parts
+from tpsim.serving.host import horizon_s, host_step_s, step_wall_s, steps_until_seen
+from tpsim.spec.model import load_model
+from tpsim.spec.serve import split_settings
 from tpsim.spec.serve import ServeSettings
 
 RUN = dict(requests=40, prompt=256, gen=32, rate=float("inf"))
@@ -57,3 +61,37 @@ def test_eager_prefill_steps_wait_for_the_host_and_decode_steps_do_not():
     all_eager = serve("llama3-8b", "dgx-h100", eager=True, eager_prefill=True, **one)
     assert all_eager.energy.prefill_busy_s == pytest.approx(
         serve("llama3-8b", "dgx-h100", eager=True, **one).energy.prefill_busy_s, rel=1e-12)
+
+
+def test_the_overlap_scheduler_sees_arrivals_as_the_last_step_started():
+    """horizon_s: t - w under the overlap scheduler while busy, t otherwise; steps_until_seen
+    counts the steps until a step boundary (plain) or a step start (overlap) passes the
+    arrival: steps ending at 1, 2, 3 from t = 0, an arrival at 1.5 -> 2 plain, 3 overlapped;
+    at 0.5 (inside the step in flight) -> 1 and 2."""
+    assert horizon_s(10.0, 2.0, True, True) == 8.0
+    assert horizon_s(10.0, 2.0, False, True) == horizon_s(10.0, 2.0, True, False) == 10.0
+    ends = np.array([1.0, 2.0, 3.0])
+    assert [steps_until_seen(0.0, ends, a, False) for a in (0.5, 1.5)] == [1, 2]
+    assert [steps_until_seen(0.0, ends, a, True) for a in (0.5, 1.5)] == [2, 3]
+
+
+def test_an_arrival_under_the_overlap_scheduler_waits_one_more_decode_step():
+    """One request alone from t = 0 (an idle engine schedules it at once, overlap or not) and
+    a second arriving during its decode steps, no host or front-end time: with the overlap
+    the second's prefill starts one decode step of the first later (SGLang's
+    event_loop_overlap launched that step before seeing the arrival), and its TTFT is longer
+    by that step, decode_step_s(1, its cache)."""
+    kw = dict(host_step_us=0.0, host_seq_us=0.0, frontend_token_us=0.0,
+              frontend_latency_us=0.0, separate_prefill=True)
+    reqs = Requests(np.array([0.0, 0.3]), np.array([256, 256]), np.array([400, 2]))
+    first = {}
+    for overlap in (False, True):
+        lay, st = split_settings(None, None, dict(tp=1, host_overlap=overlap, **kw))
+        eng, sm = engine_parts(load_model("llama3-8b"), load_topology("dgx-h100"), lay, st,
+                               700)
+        loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm)
+        loop.run()
+        first[overlap] = loop.first - reqs.arrival_s
+    assert first[True][0] == first[False][0]
+    step = float(sm.decode_step_s(1, 256 + 0.3 / float(sm.decode_step_s(1, 300))))
+    assert first[True][1] - first[False][1] == pytest.approx(step, rel=2e-3)

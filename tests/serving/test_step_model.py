@@ -3,14 +3,19 @@ functions: equal at table points, within 2% between them; DeepSeek-V3 mixes dens
 layers, MLA and decode expert reads that jump with the batch."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+
+from tpsim.base.errors import ConfigError
 
 from tpsim.cluster.topology import load_topology
 from tpsim.serving.infer import _Server
 from tpsim.serving.step_model import (StepModel, direct_decode_s, direct_prefill_s, graph_batch,
                                       grid)
 from tpsim.spec.model import load_model
+from tpsim.spec.serve import ServeSettings
 
 
 @pytest.fixture(scope="module", params=[("llama2-70b", 8), ("llama2-7b", 1),
@@ -86,3 +91,34 @@ def test_an_eager_prefill_step_lasts_the_longer_of_the_gpu_and_the_host_issue(mo
         gpu = sm.mixed_step_s([(p, 0)], 0, 0, 1)
         for c in (1e-6, 22.1e-6, 1e-3):
             assert sm.mixed_step_s([(p, 0)], 0, 0, 1, c) == max(gpu, n * c)
+
+
+def test_decode_steps_past_the_largest_graph_run_eagerly():
+    """--cuda-graph-max-bs M: a step whose graph (padded to a multiple of 8) is at most M
+    replays it; a larger one runs eagerly at its own rows, max(its GPU time, N c), N the
+    forward's host ops at the topology's engine_dispatch_us c (356 ops for Llama 3 8B)."""
+    srv = _Server(load_model("llama3-8b"), load_topology("dgx-h100"), 1, 1, "bf16", "bf16",
+                  "bf16", "nccl", False)
+    padded = StepModel(srv, 8192, 256, 4096, graph_align=8, graph_max=160)
+    plain = copy.copy(padded)
+    plain.graph_align, plain.graph_max = 0, 0
+    graphs = copy.copy(padded)
+    graphs.graph_max = 0
+    issue = 356 * 22.1e-6
+    assert padded.forward_ops == 356 and padded.eager_op_s == pytest.approx(22.1e-6)
+    for b, kv in ((157, 100), (160, 3000)):                   # graphs of 160: as before
+        assert padded.decode_step_s(b, b * kv) == graphs.decode_step_s(b, b * kv)
+    for b, kv in ((161, 10), (161, 3000), (250, 2000)):      # eager, unpadded
+        gpu = plain.decode_step_s(b, b * kv)
+        assert padded.decode_step_s(b, b * kv) == pytest.approx(max(gpu, issue), rel=1e-12)
+    assert padded.decode_step_s(161, 161 * 10) == pytest.approx(issue)   # host-bound here
+    odd = copy.copy(padded)
+    odd.graph_max = 150                        # 150 pads to 152 > 150: no graph holds it
+    assert odd.past_graphs(150) and not odd.past_graphs(144)
+
+
+def test_the_largest_graph_refuses_what_is_not_a_count():
+    for bad in (-1, 2.5, "160"):
+        with pytest.raises(ConfigError, match="--cuda-graph-max-bs"):
+            ServeSettings(cuda_graph_max_bs=bad)
+    assert ServeSettings(cuda_graph_max_bs=0).cuda_graph_max_bs == 0

@@ -25,23 +25,22 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   request is admitted in a step that preempted (vLLM V1's rule);
 * **time**: a step lasts :class:`tpsim.serving.step_model.StepModel`'s price of its tokens
   (CUDA graphs unless ``eager``, as ``tpsim infer`` prices them) and the engine's host work
-  for its sequences, after it or overlapped with it (:mod:`tpsim.serving.host`); a
+  for its sequences, after it or overlapped with it (:mod:`tpsim.serving.host`: overlapped,
+  each step's batch is fixed as the step before it starts, ``horizon_s``); a
   prefill's last chunk samples the sequence's next token (its first: TTFT), a decode one
   token each. Steps that only decode, with nothing to admit, are advanced together up to the
   next finish, arrival or block shortage (their times summed in numpy): O(events) steps;
 * **admission** (``admission``): vLLM's rule above, or SGLang's reservation
   (:mod:`tpsim.serving.admission`: the head waits while it does not fit);
 * **pipeline** (``pp`` > 1): each GPU holds ceil(layers/pp) layers' weights and KV cache, so
-  the blocks hold more tokens; a step is a round of min(pp, sequences) micro-batches through
-  the stages (:class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` bounds the
-  sequences of all micro-batches together.
+  the blocks hold more tokens; a step is a round of min(pp, sequences) micro-batches through the
+  stages (:class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` bounds them all.
 * **expert parallelism** (``ep`` > 1, a mixture-of-experts model): ep attention replicas of
   tp x pp GPUs, one scheduler over them; each GPU holds E/ep of each MoE layer's experts, so
   more blocks, and the engine's cache is the ep replicas' blocks together (a sequence within
   one replica's); a step spreads its sequences over the replicas (g = min(pp ep, sequences)
-  in :class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` and
-  ``max_num_batched_tokens`` bound the whole step, all replicas together (vLLM's data-parallel
-  engines take them per replica: x ep here).
+  in :class:`~tpsim.serving.step_model.StepModel`); ``max_num_seqs`` and the token budget
+  bound the whole step, all replicas together (vLLM's data-parallel engines: x ep here).
 
 A request may arrive with its prompt already cached (``cached``: a disaggregated decode
 instance receives the prefill's KV cache and its first token): it is admitted with the blocks
@@ -66,7 +65,7 @@ from .arrivals import draw_requests
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .gaps import TokenGaps, latencies, run_end_steps
-from .host import host_step_s, prefill_op_s, step_wall_s
+from .host import host_step_s, horizon_s, prefill_op_s, step_wall_s, steps_until_seen
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
@@ -136,11 +135,12 @@ class EngineLoop:
     def run(self) -> None:
         n = len(self.arr)
         while self.finished < n:
-            while self.next < n and self.arr[self.next] + self.lat <= self.t:
+            seen = horizon_s(self.t, self.wall, self.st.host_overlap, bool(self.running))
+            while self.next < n and self.arr[self.next] + self.lat <= seen:
                 self.waiting.append(self.next)
                 self.next += 1
             if not self.running and not self.waiting:
-                self.t, self.since = float(self.arr[self.next]) + self.lat, 0
+                self.t, self.since, self.wall = float(self.arr[self.next]) + self.lat, 0, 0.0
                 self.admit.idle()
                 continue
             room = self.waiting and len(self.running) < self.max_seqs and (
@@ -186,8 +186,8 @@ class EngineLoop:
             if self.waiting:
                 k = min(k, self._run_end(self.admit.steps_to_fit(self, k)))
             elif self.next < len(self.arr):
-                seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
-                k = min(k, self._run_end(seen))
+                k = min(k, self._run_end(steps_until_seen(
+                    self.t, ends, self.arr[self.next] + self.lat, self.st.host_overlap)))
         self.gaps.deliver(run, ends[run_end_steps(self.since, k, self.multi) - 1])
         self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
@@ -366,7 +366,7 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
         srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
                       lay.cache_dtype, lay.allreduce, lay.eager, lay.ep)
         sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest,
-                       0 if lay.eager else st.cuda_graph_align)
+                       *((0, 0) if lay.eager else (st.cuda_graph_align, st.cuda_graph_max_bs)))
     return eng, sm
 
 

@@ -24,6 +24,16 @@ one at the topology's ``engine_dispatch_us`` c each; such a step's forward lasts
 max(t_gpu, N c) (:func:`tpsim.sim.schedule.issue_bound`, as tpsim prices an eager training
 step; N: :attr:`tpsim.serving.step_model.StepModel.forward_ops`). c is derived from SGLang's
 decode step at batch 1 with and without CUDA graphs (bench/engine_dispatch.py).
+
+**The overlap scheduler schedules a step ahead** (``host_overlap``): to overlap its host work
+with the GPU, SGLang's zero-overhead scheduler (``Scheduler.event_loop_overlap``, v0.4)
+builds and launches step i + 1 right after step i - 1's result comes back, i.e. as step i
+starts on the GPU, and only then waits for step i - 1's tokens; TensorRT-LLM's overlap
+scheduler likewise prepares step i + 1 while step i runs. So the batch of the step that starts
+at t is fixed at t - w, the start of the step before it (w its wall time): a request that
+arrives while a step runs waits for that step and for the next one, already launched, before
+its prefill (:func:`horizon_s`). An idle engine launches at once. Without the overlap the
+host schedules at each step's end, so a step holds every request arrived by its start.
 """
 from __future__ import annotations
 
@@ -50,4 +60,20 @@ def prefill_op_s(st, model) -> float:
     return srv.topo.device.engine_dispatch_s if st.eager_prefill and not srv.host_s else 0.0
 
 
-__all__ = ["host_step_s", "step_wall_s", "prefill_op_s"]
+def horizon_s(t: float, last_wall_s: float, overlap: bool, busy: bool) -> float:
+    """The latest arrival (as the engine sees it, s) that the step starting at ``t`` can
+    schedule: t - ``last_wall_s`` (the start of the step that just ended) where the overlap
+    scheduler fixed this step's batch while that one ran and the engine is ``busy`` (module
+    docstring); t otherwise."""
+    return t - last_wall_s if overlap and busy else t
+
+
+def steps_until_seen(t: float, ends, arrival_s: float, overlap: bool) -> int:
+    """Of the steps starting at ``t`` and ending at ``ends`` (ascending), how many run before a
+    request arriving at ``arrival_s`` can be scheduled: 1 + the index of the first step end at
+    or after it, or (overlap scheduler, :func:`horizon_s`) of the first step start."""
+    marks = np.concatenate(([t], ends)) if overlap else np.asarray(ends)
+    return int(np.searchsorted(marks, arrival_s)) + 1
+
+
+__all__ = ["host_step_s", "step_wall_s", "prefill_op_s", "horizon_s", "steps_until_seen"]

@@ -31,6 +31,11 @@ prefill run without graphs in both: with ``eager_prefill`` such a step lasts max
 above, N c), the host issuing the forward's N ops (:attr:`StepModel.forward_ops`: n_layers x
 the prefill layer's host ops + the ends'; at pp > 1 each stage's host issues its n_layers/pp
 for each of g <= pp micro-batches, so N bounds it) at c each (:mod:`tpsim.serving.host`).
+**Past the graphs** (``graph_max`` M > 0, SGLang's ``cuda_graph_max_bs``): only the sizes up
+to M are captured, and a decode step whose padded size B' exceeds M runs eagerly, as a step
+with prefill does: its layers at its own B rows (nothing to pad to) and its time max(the
+decode step above, N c) (SGLang's ``CudaGraphRunner.can_run``: a batch larger than the
+largest graph runs ``forward_decode`` without it).
 
 D, P, E and O are interpolated linearly between prices at a geometric grid of sizes (ratio
 2^(1/8), every integer up to 8), refined by bisection wherever the interpolation misses the
@@ -128,8 +133,11 @@ class StepModel:
     :class:`tpsim.serving.infer._Server` that prices the layers."""
 
     def __init__(self, srv, max_tokens: int, max_seqs: int, max_context: int,
-                 graph_align: int = 0):
+                 graph_align: int = 0, graph_max: int = 0):
         self.srv, self.layers, self.graph_align = srv, srv.m.layers, graph_align
+        self.graph_max = graph_max
+        # c of an eager decode step; 0 where the tables already price each op's issue (--eager)
+        self.eager_op_s = 0.0 if srv.host_s else srv.topo.device.engine_dispatch_s
         self.max_seqs = max_seqs
         tg = srv.tp > 1
         top_t = max(max_tokens, max_seqs)
@@ -187,9 +195,25 @@ class StepModel:
     def graph_rows(self, b) -> tuple:
         """(g, rows): a decode step of ``b`` sequences runs as g = min(pp ep, b) micro-batches,
         each replaying the CUDA graph of :func:`graph_batch` rows (at most the largest
-        captured, max_num_seqs, unless b / g is larger)."""
+        captured, max_num_seqs, unless b / g is larger), or eagerly at b / g rows where that
+        graph is past ``graph_max`` (:meth:`past_graphs`)."""
         g = min(self.split, b)
-        return g, np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
+        rows = np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
+        return g, (b / g if self.past_graphs(b) else rows)
+
+    def past_graphs(self, b) -> bool:
+        """Whether a decode step of ``b`` sequences runs eagerly: its micro-batch's graph,
+        :func:`graph_batch` of b / g, is larger than ``graph_max`` (> 0; module docstring)."""
+        g = min(self.split, b)
+        return bool(self.graph_max and graph_batch(b / g, self.graph_align) > self.graph_max)
+
+    def eager_decode_s(self, b, gpu_s):
+        """A decode step of ``b`` sequences whose GPU time is ``gpu_s``: itself in a graph;
+        max(gpu_s, N c) past the graphs (:meth:`past_graphs`), the host issuing the
+        :attr:`forward_ops` N at c each (:func:`tpsim.sim.schedule.issue_bound`)."""
+        if not self.past_graphs(b):
+            return gpu_s
+        return np.maximum(gpu_s, issue_bound(0.0, self.forward_ops, self.eager_op_s))
 
     def decode_step_s(self, b, sum_kv) -> np.ndarray:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
@@ -197,8 +221,9 @@ class StepModel:
         (module docstring)."""
         g, rows = self.graph_rows(b)
         lin = np.interp(rows, self.b_grid, self.decode_lin)
-        return self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
-                                                                                      b / g)
+        gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
+                                                                                     b / g)
+        return self.eager_decode_s(b, gpu)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
                      op_s: float = 0.0, queries: int = 1) -> float:

@@ -77,6 +77,12 @@ class ServeSettings:
         "its sequences, among 1, 2, 4 and the multiples of this: its layers run at that size "
         "(vLLM V0's _BATCH_SIZES_TO_CAPTURE and SGLang 2024's capture list: 8); 0: no padding",
         flag="--cuda-graph-align", kind="count", least=0)
+    cuda_graph_max_bs: int = setting(
+        0, "the largest decode step captured in a CUDA graph, sequences: a decode-only step of "
+        "more runs eagerly, unpadded, the host issuing each op at the topology's "
+        "engine_dispatch_us (SGLang's cuda_graph_max_bs, 160 in 2024; vLLM V0's largest "
+        "captured size, 256: tpsim/serving/step_model.py); 0: every decode step in a graph",
+        flag="--cuda-graph-max-bs", kind="count", least=0)
     eager_prefill: bool = setting(
         False, "steps with prefill run without CUDA graphs, the host issuing each op of the "
         "forward at the topology's engine_dispatch_us (vLLM V0 and SGLang 2024 capture decode "

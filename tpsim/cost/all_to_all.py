@@ -233,7 +233,7 @@ def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: i
     intra = place.intra_node
     g = intra[0].fanout if intra else 1
     remote, ranks = FANOUTS[routing](experts, top_k, place.size, g)
-    kernel = backend if backend == "deepep" or place.crosses_nodes else "ring"
+    kernel = "ring" if backend == "hybridep" and not place.crosses_nodes else backend
     b = token_bytes + (4 * experts // place.size * g if probs else 0)
     d = hierarchical_dispatch_time(tokens, b, place, topo, remote, ranks, kernel,
                                    DEEPEP_SMS if backend == "deepep" else None)

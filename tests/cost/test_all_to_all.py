@@ -123,6 +123,24 @@ def test_hybridep_across_nodes_runs_at_its_own_efficiency():
         flex_dispatch_time(1000, 1e4, 64, 4, plain.place(32), plain).time_s
 
 
+def test_deepep_runs_at_its_efficiency_bounded_by_its_sms_inside_a_node():
+    """DeepEP: NVLink at efficiency.deepep (0.5 here); inside a node also at least
+    T b R / (sms r), r = deepep_sm_copy_GBps: T = 1000, b = 1e4, R = 4 on 8 ranks: NVLink
+    3.5e7 B / 50 GB/s = 700 us; 4e7 B / (20 x 1 GB/s) = 2000 us binds, at 40 SMs 1000 us."""
+    nvl = dict(NODE, efficiency={"ring": 1.0, "deepep": 0.5})
+    topo = make_topology([nvl], {"deepep_sm_copy_GBps": 1.0})
+    free = hierarchical_dispatch_time(1000, 1e4, topo.place(8), topo, 0.0, 4.0, "deepep")
+    assert free.nvlink_s == pytest.approx(700e-6)
+    for sms, want in ((20, 2000e-6), (40, 1000e-6), (200, 700e-6)):
+        d = hierarchical_dispatch_time(1000, 1e4, topo.place(8), topo, 0.0, 4.0, "deepep", sms)
+        assert d.nvlink_s == pytest.approx(want)
+    across = make_topology([nvl, IB], {"deepep_sm_copy_GBps": 1.0})
+    r, R = uniform_fanout(64, 4, 32, 8)
+    line = hierarchical_dispatch_time(1000, 1e4, across.place(32), across, r, R)
+    deep = flex_dispatch_time(1000, 1e4, 64, 4, across.place(32), across)
+    assert deep.transfer_s == pytest.approx(max(line.network_s, line.nvlink_s / 0.5))
+
+
 def test_hybridep_rows_carry_their_target_nodes_probabilities():
     """With ``probs`` each row is p = 4 (E/n) g bytes longer: E = 64 experts on n = 32 ranks,
     g = 8 a node: 64 bytes on b = 1e4, on both stages; S counts them."""

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 import tpsim
 from tpsim.base.errors import ConfigError
 from tpsim.cluster.topology import load_topology
-from tpsim.cost.all_to_all import (flex_dispatch_time, hierarchical_dispatch_time,
+from tpsim.cost.all_to_all import (DEEPEP_SMS, flex_dispatch_time, hierarchical_dispatch_time,
                                    uniform_fanout)
 from tpsim.layer.graph import layer_template
 from tpsim.layer.moe import routed_per_expert
@@ -78,15 +78,16 @@ def test_hybridep_dispatch_and_its_backward_carry_the_probabilities():
 
 @pytest.mark.parametrize("ep, nodes", [(8, 1), (16, 2), (64, 8)])
 def test_flex_kernel_is_the_two_level_dispatch_at_a_balanced_fanout(ep, nodes):
-    """Priced: hierarchical_dispatch_time(T, b, place, r, R) with (r, R) =
+    """Priced: hierarchical_dispatch_time(T, b, place, r, R, "deepep", 20) with (r, R) =
     uniform_fanout(E, k, ep, 8) on DGX H100 nodes (8 EP ranks a node), here DeepSeek-V3's
-    256 experts, top 8, 4096 tokens of 7168 bf16."""
+    256 experts, top 8, 4096 tokens of 7168 bf16: DeepEP's kernels on Megatron-core's 20 SMs."""
     group = fold(Parallelism(tp=1, dp=ep), ep, 1, 256).group("ep")
     place = CLUSTER.place(group)
     op = Dispatch(4096, 7168 * 2, 256, 8, "ep")
     t, formula, cost = price(op, Pricing(CLUSTER, fold(Parallelism(tp=1, dp=ep), ep, 1, 256)))
     remote, ranks = uniform_fanout(256, 8, ep, 8)
-    want = hierarchical_dispatch_time(4096, 7168 * 2, place, CLUSTER, remote, ranks)
+    want = hierarchical_dispatch_time(4096, 7168 * 2, place, CLUSTER, remote, ranks, "deepep",
+                                      DEEPEP_SMS)
     assert t == cost.time_s == want.time_s
     assert formula.endswith("flex_dispatch_time") and cost.nbytes == 4096 * 7168 * 2
     assert (remote == 0) == (nodes == 1)

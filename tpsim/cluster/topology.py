@@ -95,10 +95,8 @@ class Device:
                                   doc="fixed time per compute kernel, us")
     host_launch_s: float = spec("host_launch_us", scale=US, ge=0, default=5e-6, doc="CPU time of "
                                 "one kernel launch a C++ loop issues inside an op, us (sim.launches)")
-    host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0,
-                                  doc="CPU time to issue one op (framework dispatch and launch "
-                                      "call), us; an op starts no earlier than the host, issuing "
-                                      "in program order, has issued it; 0: the host runs ahead")
+    host_dispatch_s: float = spec("host_dispatch_us", scale=US, ge=0, default=0.0, doc="CPU time to issue one op (framework "
+        "dispatch and launch call), us; an op starts no earlier than the host, issuing in program order, has issued it; 0: the host runs ahead")
     engine_dispatch_s: float = spec("engine_dispatch_us", scale=US, ge=0, default=0.0, doc=(
         "CPU time to issue one op of a serving engine's eager forward (vLLM, SGLang: inference "
         "mode, fused custom ops), us; 0: not modelled (tpsim.serving.host)"))
@@ -109,6 +107,8 @@ class Device:
     persistent_kernels: tuple[str, ...] = spec(default=(), doc="compute kinds run as persistent kernels (gemm, attention)")
     ep_comm_slowdown: float = spec(ge=0, le=1, default=0.0, doc="fraction of an EP dispatch or combine kernel's speed lost while "
         "compute runs beside it in the merged micro-batches (tpsim.training.moe_overlap.beside); 0: not modelled")
+    deepep_sm_copy_Bps: float | None = spec("deepep_sm_copy_GBps", scale=GB, gt=0, default=None, doc="bytes a second each SM of DeepEP's "
+        "intranode kernel copies, all a rank sends its own slice included, GB/s (tpsim.cost.all_to_all); null: no SM bound")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "
                                   "training step sustains at the board's power limit (tpsim.cluster.sustained); 1: no drop")
     sustained_utilisation: float | None = spec(gt=0, le=1, default=None, doc="utilisation (achieved / peak at the boost "
@@ -196,8 +196,8 @@ class Efficiency:
     ring: float = spec(gt=0, le=1, default=1.0, doc="ring algorithms (all-reduce, all-gather, ...)")
     tree: float = spec(gt=0, le=1, default=1.0, doc="double binary tree all-reduce")
     nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
-    hybridep: float | None = spec(gt=0, le=1, default=None, doc=(
-        "HybridEP's dispatch and combine kernels across nodes, at 16 SMs or more (null: ring)"))
+    hybridep: float | None = spec(gt=0, le=1, default=None, doc="HybridEP's kernels across nodes, 16 SMs or more (null: ring)")
+    deepep: float | None = spec(gt=0, le=1, default=None, doc="DeepEP's normal kernels, SMs not binding (null: ring)")
 
 
 @record

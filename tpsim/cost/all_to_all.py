@@ -97,7 +97,8 @@ class DispatchCost:
 
 def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placement,
                                topo: Topology, remote_nodes_per_token: float,
-                               ranks_per_token: float, kernel: str = "ring") -> DispatchCost:
+                               ranks_per_token: float, kernel: str = "ring",
+                               sms: int | None = None) -> DispatchCost:
     """Two-level dispatch as DeepEP's normal kernels run it (deepseek-ai/DeepEP,
     ``csrc/kernels/internode.cu``; DeepSeek-V3 report, section 3.2.2): a token bound for
     experts on another node crosses the network *once per target node*, to the GPU of the same
@@ -113,7 +114,15 @@ def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placeme
             + max(network / (p B_net eff_net[kernel] / g), nvlink / (B_nvl eff_nvl[kernel]))
 
     (``kernel``: ring, NCCL's copy kernels' fraction of line rate, unless the level lists the
-    dispatch kernel's own, :func:`flex_dispatch_time`).
+    dispatch kernel's own, :func:`flex_dispatch_time`). Inside one node, with ``sms`` (the SMs
+    DeepEP's intranode kernel runs on) and the device's ``deepep_sm_copy_GBps`` r, the SMs
+    bound the NVLink stage too: half of them copy every row a rank sends (its own slice
+    included) into the peers' buffers, the other half out of its own, each at r,
+
+        nvlink_s = max(nvlink / (B_nvl eff_nvl[kernel]),  T b R / (sms r))
+
+    (``csrc/kernels/legacy/intranode.cu`` ``dispatch``: even blocks send, odd blocks receive;
+    across nodes its internode kernel splits the SMs otherwise: not bounded here).
 
     By symmetry what a rank forwards equals what it receives; a delivery arrives on the GPU of
     the sender's local index, which is the destination itself one time in g (uniform senders),
@@ -128,6 +137,9 @@ def hierarchical_dispatch_time(tokens: float, token_bytes: float, place: Placeme
     nvlink = tokens * token_bytes * ranks_per_token * (g - 1) / g
     network_s = network / _rank_bandwidth(inter[0], kernel) if inter and network else 0.0
     nvlink_s = nvlink / _rank_bandwidth(intra[0], kernel) if intra and nvlink else 0.0
+    copy_Bps = topo.device.deepep_sm_copy_Bps
+    if sms and copy_Bps and nvlink and not inter:
+        nvlink_s = max(nvlink_s, tokens * token_bytes * ranks_per_token / (sms * copy_Bps))
     launch = _launch_s(topo) if place.spans else 0.0
     latency = _hop_s(intra[:1] + inter[:1], topo)
     return DispatchCost(launch + latency + max(network_s, nvlink_s), launch, latency, network_s,
@@ -182,6 +194,13 @@ def round_robin_fanout(experts: int, top_k: int, ranks: int, ranks_per_node: int
 FANOUTS = {"uniform": uniform_fanout, "round-robin": round_robin_fanout}
 
 
+# Megatron-core gives DeepEP's kernels 20 SMs unless --moe-flex-dispatcher-num-sms sets another
+# count (megatron/core/transformer/moe/token_dispatcher.py, _DeepepManager: "None -> 20 (DeepEP's
+# historical mcore default)"); the DeepSeek-V3 report, section 3.2.2: "only 20 SMs are
+# sufficient to fully utilize the bandwidths of IB and NVLink".
+DEEPEP_SMS = 20
+
+
 def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: int,
                        place: Placement, topo: Topology, backend: str = "deepep",
                        probs: bool = False, routing: str = "uniform") -> CollectiveCost:
@@ -201,30 +220,26 @@ def flex_dispatch_time(tokens: float, token_bytes: float, experts: int, top_k: i
     of the tokens into per-rank send buffers runs inside the kernel (no separate permute op).
     As an all-to-all of S = T (b + p) (``nbytes``), its transfer the slower of the two stages.
 
-    ``kernel`` is ``hybridep`` for HybridEP across nodes: each level's ``efficiency.hybridep``,
+    ``kernel`` is ``deepep`` for DeepEP (each level's ``efficiency.deepep``, on NVLink ~0.64 of
+    the line rate where NCCL reaches 0.80-0.82: ``bench/deepep_published.py``), at DEEPEP_SMS
+    SMs, and ``hybridep`` for HybridEP across nodes: each level's ``efficiency.hybridep``,
     the rate its kernels reach there (``bench/hybridep_published.py``: on H100 the NVLink stage
     ~200 GB/s, about half of NCCL's 370, which bounds them on 2 nodes), fitted at 16 SMs.
     HybridEP gives them 8 across nodes by default (deepseek-ai/DeepEP branch ``hybrid-ep``,
     ``csrc/hybrid_ep/config.cuh`` ``Configurer``; 24 inside one node), Megatron-Bridge's
     performance harness 32 (``scripts/performance/utils/overrides.py``:
     ``moe_hybridep_num_sms = 32``); its published table runs no faster at 16 than at 8.
-    Ring otherwise (DeepEP; HybridEP inside a node)."""
+    Ring otherwise (HybridEP inside a node)."""
     intra = place.intra_node
     g = intra[0].fanout if intra else 1
     remote, ranks = FANOUTS[routing](experts, top_k, place.size, g)
-    kernel = "hybridep" if backend == "hybridep" and place.crosses_nodes else "ring"
+    kernel = "ring" if backend == "hybridep" and not place.crosses_nodes else backend
     b = token_bytes + (4 * experts // place.size * g if probs else 0)
-    d = hierarchical_dispatch_time(tokens, b, place, topo, remote, ranks, kernel)
+    d = hierarchical_dispatch_time(tokens, b, place, topo, remote, ranks, kernel,
+                                   DEEPEP_SMS if backend == "deepep" else None)
     return CollectiveCost("all-to-all", backend, int(tokens * b), place.size, d.time_s,
                           d.launch_s, d.latency_s, max(d.network_s, d.nvlink_s), 0.0, "simple",
                           qualname(flex_dispatch_time), place.group.name)
-
-
-# Megatron-core gives DeepEP's kernels 20 SMs unless --moe-flex-dispatcher-num-sms sets another
-# count (megatron/core/transformer/moe/token_dispatcher.py, _DeepepManager: "None -> 20 (DeepEP's
-# historical mcore default)"); the DeepSeek-V3 report, section 3.2.2: "only 20 SMs are
-# sufficient to fully utilize the bandwidths of IB and NVLink".
-DEEPEP_SMS = 20
 
 
 def flex_sm_share(backend: str, device) -> float | None:

@@ -67,6 +67,7 @@ from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .gaps import TokenGaps, latencies, run_end_steps
 from .host import host_step_s, prefill_op_s, step_wall_s
+from .output_lag import OutputLag
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
@@ -92,8 +93,7 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
                                    lay.activation_dtype)
     usable = topo.device.usable_bytes(lay.memory_headroom, act)
     per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype) + draft[1]
-    room = max(usable - weights - act, 0.0)
-    blocks = math.floor(room / (st.block_size * per_token))
+    blocks = math.floor(max(usable - weights - act, 0.0) / (st.block_size * per_token))
     return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
                         usable / topo.device.memory_bytes, lay.ep * blocks,
                         lay.ep * blocks * st.block_size, per_token, weights, act,
@@ -128,7 +128,7 @@ class EngineLoop:
         self.host_wait_s = self.wall = 0.0     # the GPU waiting for the host; the last step
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
         self.gaps, self.admit = TokenGaps(n), admission(st)   # ITL gaps; who is admitted
-        self.spec = spec            # a speculative draft (tpsim.serving.spec_engine) or None
+        self.spec, self.lag = spec, OutputLag(st.num_scheduler_steps)   # a draft or None
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -160,6 +160,7 @@ class EngineLoop:
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
+        self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
         run = np.array(self.running)
         kv = np.array([self.computed[r] for r in run], dtype=np.int64)
         left = self.gen[run] - np.array([self.done[r] for r in run])
@@ -188,16 +189,15 @@ class EngineLoop:
             elif self.next < len(self.arr):
                 seen = int(np.searchsorted(ends, self.arr[self.next] + self.lat)) + 1
                 k = min(k, self._run_end(seen))
-        self.gaps.deliver(run, ends[run_end_steps(self.since, k, self.multi) - 1])
+        self.lag.stream(self, run, ends[:k], run_end_steps(self.since, k, self.multi), k)
         self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
         self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
-        self.steps += k
+        self.steps, self.seq_steps = self.steps + k, self.seq_steps + k * b
         self.admit.decoded(k)
-        self.seq_steps += k * b
         for r in self.running:
             self.computed[r] += k
             self.tokens[r] += k
@@ -311,7 +311,8 @@ class EngineLoop:
                     streamed.append(r)
         if self.spec:
             self.spec.emit(self, seqs)
-        self.gaps.deliver(streamed, self.t)
+        self.lag.release(self, self.t - wall, self.t, bool(chunks))     # the last step's
+        self.lag.stream(self, streamed, [self.t], [1])
         self._retire()
 
     def _retire(self) -> None:
@@ -343,8 +344,7 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
-    longest = int((reqs.prompt + reqs.gen).max())
-    eng, sm = engine_parts(m, topo, lay, st, longest)
+    eng, sm = engine_parts(m, topo, lay, st, int((reqs.prompt + reqs.gen).max()))
     loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm, spec=speculation(sm, topo, lay, st.seed))
     loop.run()
     reqs = dataclasses.replace(reqs, arrival_s=loop.arr)    # a closed loop's sending times

@@ -17,8 +17,9 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
   ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
   at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`); one
-  that ends inside a run gets its tokens at the run's end, its last step's time later per
-  step left (vllm/engine/output_processor/multi_step.py: after the run, past max_tokens cut);
+  that ends inside a run ends with it, a last step's time per step left (vLLM's multi_step.py
+  output processor cuts past max_tokens); a run's and a prefill step's tokens stream with
+  the next step (:mod:`.output_lag`);
 * **preemption by recompute**: a running sequence that needs a block when none is free takes
   them from the most recently admitted one, which loses its cache and goes back to the head
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
@@ -383,8 +384,7 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist, in_tokens, out_tokens, st.users, st.eager_prefill,
                          st.admission, **spec_inputs(lay))
-    thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
-                     duration)
+    thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration, duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
                   loop.gaps.percentiles())
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,

@@ -1,4 +1,4 @@
-"""When a prefill step's tokens reach their clients under vLLM V0's multi-step engine
+"""When the tokens of a run's last step reach their clients under vLLM V0's multi-step engine
 (``num_scheduler_steps`` S > 1), whose asynchronous output processor is on by default in
 v0.6.0 (``ModelConfig.use_async_output_proc``, with CUDA graphs and no speculation).
 
@@ -15,21 +15,21 @@ process's event loop (uvloop, ``rpc/server.py``: ``call_soon`` is not thread-saf
 output leaves for the client, over ZMQ to the API server, once the loop runs again, when
 the thread's call returns or another event (a new request's message) wakes it. The first
 step of a decode run returns once its step is launched (``skip_sampler_cpu_output``: no wait
-for the GPU), so after a run the tokens leave at once; a prefill step returns only when its
-own tokens are on the host (``_final_process_outputs``: ``pythonize``, blocking). So a
-prefill step followed by another prefill step (requests that arrived during it) streams its
-tokens at the end of that second step, or at the first arrival the engine sees during it,
-whichever is sooner:
+for the GPU), so what the step before it made leaves at once; a prefill step returns only
+when its own tokens are on the host (``_final_process_outputs``: ``pythonize``, blocking), so
+what the step before it made leaves then. The tokens of a step that ends a run (a prefill
+step, the last of S decode steps) thus leave with the next step:
 
     t_stream = min(end of the next step, first arrival seen during it)  when it prefills
     t_stream = start of the next step                                   otherwise
 
-tpsim holds a prefill step's tokens of requests that go on (:meth:`OutputLag.hold`) and
-streams them by that rule at the next step (:meth:`OutputLag.release`); their TTFT counts
-from then, as ``sglang.bench_serving`` measures it (at the first chunk with text). The tokens
-of a decode run streamed during a following prefill step are not held (they lag the same way;
-it moves the pooled ITL median by under a point on the runs of bench/serve_rate_published.py),
-nor are a request's whose only token is its first. At S = 1 (vLLM V1's engine) nothing lags.
+A prefill step followed by another prefill step (requests that arrived during it) streams
+its first tokens at the end of that second step, and a run followed by a prefill step its
+chunk at that step's end. tpsim holds those chunks (:meth:`OutputLag.stream`) and streams them
+by that rule at the next step (:meth:`OutputLag.release`); a first token's TTFT counts from
+then, as ``sglang.bench_serving`` measures it (at the first chunk with text). A request that
+ends with the run or the prefill step streams its last chunk at once, where its e2e ends and
+its slot frees (its lag is not modelled). At S = 1 (vLLM V1's engine) nothing is held.
 """
 from __future__ import annotations
 

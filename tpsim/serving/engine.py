@@ -17,8 +17,9 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
   ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
   at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`); one
-  that ends inside a run gets its tokens at the run's end, its last step's time later per
-  step left (vllm/engine/output_processor/multi_step.py: after the run, past max_tokens cut);
+  that ends inside a run ends with it, a last step's time per step left (vLLM's multi_step.py
+  output processor cuts past max_tokens); a run's and a prefill step's tokens stream with
+  the next step (:mod:`.output_lag`);
 * **preemption by recompute**: a running sequence that needs a block when none is free takes
   them from the most recently admitted one, which loses its cache and goes back to the head
   of the queue, its prompt and the tokens it had generated to be prefilled again; no waiting
@@ -66,6 +67,7 @@ from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .gaps import TokenGaps, latencies, run_end_steps
 from .host import host_step_s, horizon_s, prefill_op_s, step_wall_s, steps_until_seen
+from .output_lag import OutputLag
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeInputs,
@@ -91,8 +93,7 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
                                    lay.activation_dtype)
     usable = topo.device.usable_bytes(lay.memory_headroom, act)
     per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype) + draft[1]
-    room = max(usable - weights - act, 0.0)
-    blocks = math.floor(room / (st.block_size * per_token))
+    blocks = math.floor(max(usable - weights - act, 0.0) / (st.block_size * per_token))
     return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
                         usable / topo.device.memory_bytes, lay.ep * blocks,
                         lay.ep * blocks * st.block_size, per_token, weights, act,
@@ -127,7 +128,7 @@ class EngineLoop:
         self.host_wait_s = self.wall = 0.0     # the GPU waiting for the host; the last step
         self.frontend_wait_s = 0.0                       # the engine waiting for the front end
         self.gaps, self.admit = TokenGaps(n), admission(st)   # ITL gaps; who is admitted
-        self.spec = spec            # a speculative draft (tpsim.serving.spec_engine) or None
+        self.spec, self.lag = spec, OutputLag(st.num_scheduler_steps)   # a draft or None
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
@@ -160,6 +161,7 @@ class EngineLoop:
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
+        self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
         run = np.array(self.running)
         kv = np.array([self.computed[r] for r in run], dtype=np.int64)
         left = self.gen[run] - np.array([self.done[r] for r in run])
@@ -188,16 +190,15 @@ class EngineLoop:
             elif self.next < len(self.arr):
                 k = min(k, self._run_end(steps_until_seen(
                     self.t, ends, self.arr[self.next] + self.lat, self.st.host_overlap)))
-        self.gaps.deliver(run, ends[run_end_steps(self.since, k, self.multi) - 1])
+        self.lag.stream(self, run, ends[:k], run_end_steps(self.since, k, self.multi), k)
         self.since = (self.since + k) % self.multi
         self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
         self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
-        self.steps += k
+        self.steps, self.seq_steps = self.steps + k, self.seq_steps + k * b
         self.admit.decoded(k)
-        self.seq_steps += k * b
         for r in self.running:
             self.computed[r] += k
             self.tokens[r] += k
@@ -311,7 +312,8 @@ class EngineLoop:
                     streamed.append(r)
         if self.spec:
             self.spec.emit(self, seqs)
-        self.gaps.deliver(streamed, self.t)
+        self.lag.release(self, self.t - wall, self.t, bool(chunks))     # the last step's
+        self.lag.stream(self, streamed, [self.t], [1])
         self._retire()
 
     def _retire(self) -> None:
@@ -343,8 +345,7 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
-    longest = int((reqs.prompt + reqs.gen).max())
-    eng, sm = engine_parts(m, topo, lay, st, longest)
+    eng, sm = engine_parts(m, topo, lay, st, int((reqs.prompt + reqs.gen).max()))
     loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm, spec=speculation(sm, topo, lay, st.seed))
     loop.run()
     reqs = dataclasses.replace(reqs, arrival_s=loop.arr)    # a closed loop's sending times
@@ -383,8 +384,7 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist, in_tokens, out_tokens, st.users, st.eager_prefill,
                          st.admission, **spec_inputs(lay))
-    thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration,
-                     duration)
+    thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration, duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
                   loop.gaps.percentiles())
     sch = Scheduler(loop.steps, loop.prefill_steps, loop.preemptions,

@@ -66,7 +66,9 @@ class ServeSettings:
     num_scheduler_steps: int = setting(
         1, "decode steps run per scheduling (vLLM V0's multi-step scheduling, "
         "--num-scheduler-steps): a waiting request is admitted only at the end of the run of "
-        "this many decode steps in progress", flag="--num-scheduler-steps", kind="count")
+        "this many decode steps in progress, and a run's or a prefill step's tokens stream "
+        "with the next step (its asynchronous output processor: tpsim/serving/output_lag.py)",
+        flag="--num-scheduler-steps", kind="count")
     separate_prefill: bool = setting(
         False, "a step that prefills runs no decodes: the running sequences wait while "
         "waiting requests prefill (vLLM V0 without chunked prefill, SGLang without "

@@ -137,3 +137,13 @@ def test_predict_runs_uneven_stages_with_virtual_stages():
     assert p.step.schedule == "interleaved-1f1b"
     weights = [m.weights_bytes for m in p.stage_memory]
     assert weights[1] == weights[2] and weights[0] < weights[1]
+
+
+def test_reprice_of_an_empty_cell_simulates_nothing():
+    """A heat-map cell with no layout left to simulate ends the branch and bound at once (it
+    once indexed past the end: ``tpsim plot search`` of GPT-3 on 512 A100s raised)."""
+    from types import SimpleNamespace
+
+    from tpsim.search.driver import reprice
+    workers = SimpleNamespace(jobs=2, predict=lambda lays: [], tight=lambda lay: 0.0, run=None)
+    assert reprice(workers, [], 1) == []

@@ -194,7 +194,7 @@ def reprice(workers, ranked: list, top: int, progress=None) -> list[Candidate]:
     def due() -> bool:
         nxt = min(ranked[i][1] if i < len(ranked) else math.inf,
                   later[0][0] if later else math.inf)
-        return nxt <= kth() * (1 + BOUND_TOLERANCE)
+        return nxt < math.inf and nxt <= kth() * (1 + BOUND_TOLERANCE)   # nothing left: done
     while due():
         batch = []
         while len(batch) < workers.jobs and due():

@@ -31,10 +31,14 @@ print ``mem-max-allocated-bytes`` (torch's peak on the logging rank, the first s
 beside tpsim's peak (:class:`tpsim.sim.memory.Memory`'s ``total_bytes``, the allocator's waste
 left out as in torch's figure).
 
-    python bench/megatron_ci_published.py [--breakdown]
+    python bench/megatron_ci_published.py [--breakdown] [--unpriced]
 
 ``--breakdown``: under each run, its predicted step by part (bench/whole_job_published.py's
 ``shares``) and one layer's forward and backward by component (bench/moe_breakdown.py).
+``--unpriced``: under each run, what the deterministic fill of new tensors, Megatron-core's
+fp32 main-gradient add, the attention-mask copies and the per-step log passes would add
+(bench/megatron_ci_unpriced.py: sourced, priced with tpsim's kernel costs, not in the
+prediction), and the step and error with them.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_ci_unpriced import unpriced, with_unpriced
 from moe_breakdown import breakdown
 from tpsim.spec.model import ModelConfig
 from tpsim.training.predict import predict
@@ -106,6 +111,12 @@ def main(argv: list[str]) -> int:
             parts = breakdown(p)
             layer = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in parts.items() if v > 0)
             print(f"      {shares(p.step)}\n      layer (ms): {layer}")
+        if "--unpriced" in argv:
+            costs = unpriced(r, p, TOPOLOGY[r["platform"]])
+            step = with_unpriced(p, costs)
+            parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in costs.items())
+            print(f"      unpriced (ms a step): {parts}; step with them {step:.3f} s "
+                  f"({step / float(r['step_s']) - 1:+.1%})")
     e = np.array(errs)
     print(f"  {len(e)} runs: mean error {e.mean():+.1%}, mean |error| {np.abs(e).mean():.1%}, "
           f"max |error| {np.abs(e).max():.1%}")

@@ -18,23 +18,32 @@ batch 8; TP 1 PP 4 with one layer per virtual stage (8 chunks a stage) at micro-
 linear layer, hidden and attention dropout 0.1, learned absolute positions, the unfused
 cross-entropy.
 
-What tpsim does not price: ``--deterministic-mode`` (megatron/training/determinism.py:
-``NCCL_ALGO=Ring``, ``NVTE_ALLOW_NONDETERMINISTIC_ALGO=0``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``,
-``torch.use_deterministic_algorithms(True)``): Transformer Engine keeps cuDNN's attention on
-Hopper in that mode and falls back to FlashAttention-2 on Ampere (``get_attention_backend``
-drops FusedAttention for determinism below compute capability 9.0), the presets' ``fused``
-kernel on each, but the deterministic backward passes, the 4 x 4 MiB cuBLAS workspace, NCCL's
-ring in place of NVLS and torch's deterministic kernels are priced as their default ones; nor
-``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``, nor the per-step ``--log-params-norm`` and
-``--log-num-zeros-in-grad`` passes. The runs are CI jobs, not tuned benchmarks. The same files
+What tpsim does not price: ``--deterministic-mode`` (megatron/training/arguments.py:
+``torch.use_deterministic_algorithms(True)``, with the recipe's ``NCCL_ALGO=Ring``,
+``NVTE_ALLOW_NONDETERMINISTIC_ALGO=0``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``): Transformer
+Engine keeps cuDNN's attention on Hopper in that mode and falls back to FlashAttention-2 on
+Ampere (``get_attention_backend`` drops FusedAttention for determinism below compute
+capability 9.0), the presets' ``fused`` kernel on each, but their deterministic backward
+passes are priced as the default ones, and torch's fill of every new tensor is not priced;
+nor Megatron-core's fp32 main-gradient add without gradient accumulation fusion, the data
+loader's attention masks, the per-step ``--log-params-norm`` and ``--log-num-zeros-in-grad``
+passes (``--unpriced`` prints each), nor ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. The
+runner's ``NCCL_PROTO=simple`` and ``NCCL_NVLS_ENABLE=0``
+(tests/functional_tests/shell_test_utils/_run_training.sh) are what tpsim picks here anyway
+(ring, Simple); the cuBLAS workspace setting reaches torch's handles, not Transformer Engine's
+GEMMs, which bring their own. The runs are CI jobs, not tuned benchmarks. The same files
 print ``mem-max-allocated-bytes`` (torch's peak on the logging rank, the first stage's): printed
 beside tpsim's peak (:class:`tpsim.sim.memory.Memory`'s ``total_bytes``, the allocator's waste
 left out as in torch's figure).
 
-    python bench/megatron_ci_published.py [--breakdown]
+    python bench/megatron_ci_published.py [--breakdown] [--unpriced]
 
 ``--breakdown``: under each run, its predicted step by part (bench/whole_job_published.py's
 ``shares``) and one layer's forward and backward by component (bench/moe_breakdown.py).
+``--unpriced``: under each run, what the deterministic fill of new tensors, Megatron-core's
+fp32 main-gradient add, the attention-mask copies and the per-step log passes would add
+(bench/megatron_ci_unpriced.py: sourced, priced with tpsim's kernel costs, not in the
+prediction), and the step and error with them.
 """
 from __future__ import annotations
 
@@ -44,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_ci_unpriced import unpriced, with_unpriced
 from moe_breakdown import breakdown
 from tpsim.spec.model import ModelConfig
 from tpsim.training.predict import predict
@@ -106,6 +116,12 @@ def main(argv: list[str]) -> int:
             parts = breakdown(p)
             layer = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in parts.items() if v > 0)
             print(f"      {shares(p.step)}\n      layer (ms): {layer}")
+        if "--unpriced" in argv:
+            costs = unpriced(r, p, TOPOLOGY[r["platform"]])
+            step = with_unpriced(p, costs)
+            parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in costs.items())
+            print(f"      unpriced (ms a step): {parts}; step with them {step:.3f} s "
+                  f"({step / float(r['step_s']) - 1:+.1%})")
     e = np.array(errs)
     print(f"  {len(e)} runs: mean error {e.mean():+.1%}, mean |error| {np.abs(e).mean():.1%}, "
           f"max |error| {np.abs(e).max():.1%}")

@@ -27,3 +27,29 @@ def test_megatron_ci_step_and_peak_memory(r):
     peak = float(r["mem_max_allocated_bytes"])
     assert abs(p.memory.total_bytes / peak - 1) <= 0.10
 
+
+
+def test_unpriced_fill_is_the_te_outputs_of_the_layer():
+    """The deterministic fill (bench/megatron_ci_unpriced.py) of the TP 4 run's layer and
+    micro-batch, counted by hand: T = 2 x 8192 tokens, h 4096, per rank q 1024, kv 256, f 4096;
+    the GEMMs' forward outputs, dgrads and 16-bit wgrads, attention's O and dQ dK dV, and the
+    two LayerNorms' outputs and input gradients, 2 bytes each; one kernel each."""
+    import megatron_ci_unpriced as mcu
+    r = next(r for r in ROWS if r["tp"] == "4")
+    T, h, q, kv, f = 16384, 4096, 1024, 256, 4096
+    gemms = [T * (q + 2 * kv), T * h, T * f, T * h,            # forward: qkv, proj, fc1, fc2
+             T * f, T * h, T * q, T * h,                        # dgrads: fc2, fc1, proj, qkv
+             f * h, h * f, q * h, h * (q + 2 * kv)]             # wgrads
+    hand = 2 * (sum(gemms) + T * q + T * (q + 2 * kv) + 4 * T * h)
+    assert mcu.fill_bytes(mci.run(r)) == (hand, 12 + 2 + 4)
+
+
+def test_unpriced_grad_add_is_megatron_cores_fp32_add():
+    """Megatron-core adds every micro-batch's bf16 wgrad into the fp32 main_grad, 10 bytes a
+    weight; tpsim's grad_accumulate prices 3 x 2 bytes on (m - 1)/m = 1/2 of the TP 4 run's two
+    micro-batches: 7 bytes a weight beyond it, over the layer's per-rank weights."""
+    import megatron_ci_unpriced as mcu
+    r = next(r for r in ROWS if r["tp"] == "4")
+    h, q, kv, f = 4096, 1024, 256, 4096
+    weights = f * h + h * f + q * h + h * (q + 2 * kv)
+    assert mcu.grad_add_bytes(mci.run(r)) == 7 * weights

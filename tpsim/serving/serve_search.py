@@ -28,7 +28,7 @@ least that many requests/s. Energy per output token: each pool's run's energy
 million output tokens = :func:`tpsim.cluster.power.gpu_hours_usd` of the gpus for one second
 / output tokens/s x 1e6.
 
-Work is bounded: one set of step-time tables per (tp, pp, ep), 7 engine runs of
+Work is bounded: one set of step-time tables per (tp, pp, ep, max_num_seqs), 7 engine runs of
 ``settings.requests`` requests per instance configuration (not per split; a prefill instance
 once per tp and set of levels its KV cache crosses), two reruns per disaggregated candidate
 shown. Modest request counts keep it to seconds; few requests

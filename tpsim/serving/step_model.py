@@ -66,6 +66,8 @@ experts split over the replicas, their dispatch and combine all-to-alls,
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..layer.infer_graph import embedding_template, output_template
@@ -130,15 +132,13 @@ class StepModel:
     def __init__(self, srv, max_tokens: int, max_seqs: int, max_context: int,
                  graph_align: int = 0):
         self.srv, self.layers, self.graph_align = srv, srv.m.layers, graph_align
-        self.max_seqs = max_seqs
         tg = srv.tp > 1
-        top_t = max(max_tokens, max_seqs)
+        self.max_tokens, self.max_context = max_tokens, max_context
+        self.top_t = top_t = max(max_tokens, max_seqs)
         self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
         self.x_grid, self.attn = tabulate(self._prefill_attn, max(max_context, 2), log=True)
         self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
-        self.k = self._per_cached_token(max_seqs)
-        self.b_grid, self.decode_lin = tabulate(
-            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+        self._decode_table(max_seqs)
         self.e_grid, self.emb = tabulate(
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
         self.o_grid, self.out = tabulate(
@@ -149,8 +149,32 @@ class StepModel:
             if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
         self.forward_ops = (sum(n * tpls[0].host_ops[0] for n, *tpls, _ in srv.mix)
                             + embedding_template(tg).host_ops[0] + output_template(tg).host_ops[0])
-        self.prices = 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid,
-                                               self.e_grid, self.o_grid, self.r_grid))
+
+    @property
+    def prices(self) -> int:
+        """The layer and end prices behind the tables (two for the cache slope k)."""
+        return 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid, self.e_grid,
+                                        self.o_grid, self.r_grid))
+
+    def _decode_table(self, max_seqs: int) -> None:
+        """k at ``max_seqs`` sequences and D(B) up to them: the tables max_num_seqs sets."""
+        self.max_seqs, srv = max_seqs, self.srv
+        self.k = self._per_cached_token(max_seqs)
+        self.b_grid, self.decode_lin = tabulate(
+            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+
+    def with_seqs(self, max_seqs: int) -> "StepModel":
+        """These tables for an engine of ``max_seqs`` sequences: the decode table and k
+        priced again (they stop at max_num_seqs), the others shared where they stop at the
+        same size, max(max_num_batched_tokens, max_num_seqs); all priced again otherwise."""
+        if max_seqs == self.max_seqs:
+            return self
+        if max(self.max_tokens, max_seqs) != self.top_t:
+            return StepModel(self.srv, self.max_tokens, max_seqs, self.max_context,
+                             self.graph_align)
+        out = copy.copy(self)
+        out._decode_table(max_seqs)
+        return out
 
     def _prefill_lin(self, t: int) -> float:
         """P(t): a prefill layer over t tokens (its phase time) less its attention; the mean

@@ -354,20 +354,19 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
 def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSettings,
                  longest: int, sm: StepModel | None = None) -> tuple[EngineConfig, StepModel]:
     """The engine's KV cache (:func:`kv_cache_blocks`) and step-time tables for sequences of
-    at most ``longest`` tokens (``sm``: tables already built for this model and split, with
-    room for these knobs); a ConfigError where the split or the longest sequence does not
-    fit."""
+    at most ``longest`` tokens (``sm``: tables already built for this model, shared where
+    exact: :meth:`StepModel.like`); a ConfigError
+    where the split or the longest sequence does not fit."""
     _check(m, topo, dataclasses.replace(lay, batch=lay.pp * lay.ep))   # the engine's batch
     eng = kv_cache_blocks(m, topo, lay, st)
     if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks // lay.ep:
         raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
                           f"{eng.kv_cache_tokens} tokens", longest)
-    if sm is None:
-        srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
-                      lay.cache_dtype, lay.allreduce, lay.eager, lay.ep)
-        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest,
-                       0 if lay.eager else st.cuda_graph_align)
-    return eng, sm
+    srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.cache_dtype,
+                  lay.allreduce, lay.eager, lay.ep)
+    args = (st.max_num_batched_tokens, st.max_num_seqs, longest,
+            0 if lay.eager else st.cuda_graph_align)
+    return eng, (sm and sm.like(srv, *args)) or StepModel(srv, *args)
 
 
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:

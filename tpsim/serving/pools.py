@@ -93,14 +93,15 @@ class Instance:
 def instance(m, topo, lay: ServingLayout, st: ServeSettings, kind: str, longest: int,
              tables: dict, pair: Group | None = None) -> Instance:
     """An :class:`Instance`; ``tables``: step-time tables by (tp, pp, ep, max_num_seqs) (the
-    decode table and the largest CUDA graph stop at max_num_seqs; another max_num_seqs' at
-    the same split shares the rest, :meth:`StepModel.with_seqs`), built on first use for
+    decode table and the largest CUDA graph stop at max_num_seqs), those of another pp or
+    max_num_seqs at the same tp and ep shared where exact (:meth:`StepModel.like`), built for
     ``longest`` tokens (a ConfigError where the split or the longest sequence does not
     fit)."""
     key = (lay.tp, lay.pp, lay.ep, st.max_num_seqs)
-    kin = next((v for k, v in tables.items() if k[:3] == key[:3]), None)
-    eng, sm = engine_parts(m, topo, lay, st, longest,
-                           tables.get(key) or (kin and kin.with_seqs(st.max_num_seqs)))
+    kin = tables.get(key) or next((v for k, v in sorted(
+        tables.items(), key=lambda kv: kv[0][1] != lay.pp) if (k[0], k[2]) == (key[0], key[2])),
+        None)
+    eng, sm = engine_parts(m, topo, lay, st, longest, kin)
     tables[key] = sm
     return Instance(m, topo, lay, st, kind, sm, eng.num_gpu_blocks, pair)
 

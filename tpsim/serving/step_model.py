@@ -143,10 +143,7 @@ class StepModel:
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
         self.o_grid, self.out = tabulate(
             lambda b: srv.cost(output_template(tg), srv.dims(b, 1)).time_s, top_t)
-        self.pp, self.split = srv.pp, srv.pp * srv.ep
-        self.r_grid, self.p2p = tabulate(
-            lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, top_t) \
-            if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
+        self._p2p_table()
         self.forward_ops = (sum(n * tpls[0].host_ops[0] for n, *tpls, _ in srv.mix)
                             + embedding_template(tg).host_ops[0] + output_template(tg).host_ops[0])
 
@@ -162,6 +159,31 @@ class StepModel:
         self.k = self._per_cached_token(max_seqs)
         self.b_grid, self.decode_lin = tabulate(
             lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+
+    def _p2p_table(self) -> None:
+        """R(T), the pipeline's stage-to-stage transfers (none at pp = 1)."""
+        srv = self.srv
+        self.pp, self.split = srv.pp, srv.pp * srv.ep
+        self.r_grid, self.p2p = tabulate(
+            lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, self.top_t) \
+            if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
+
+    def like(self, srv, max_tokens: int, max_seqs: int, max_context: int,
+             graph_align: int = 0) -> "StepModel | None":
+        """These tables for ``StepModel(srv, max_tokens, max_seqs, max_context, graph_align)``
+        where that is exact (:func:`same_layer_prices`: another pipeline depth, the stage
+        transfers priced again; :meth:`with_seqs`), None where the lengths, the token budget
+        or the graphs differ or ``srv`` prices its layers otherwise."""
+        if (max_tokens, max_context, graph_align) != (self.max_tokens, self.max_context,
+                                                      self.graph_align) \
+                or not same_layer_prices(self.srv, srv):
+            return None
+        out = self
+        if srv.pp != self.srv.pp:
+            out = copy.copy(self)
+            out.srv = srv
+            out._p2p_table()
+        return out.with_seqs(max_seqs)
 
     def with_seqs(self, max_seqs: int) -> "StepModel":
         """These tables for an engine of ``max_seqs`` sequences: the decode table and k
@@ -241,6 +263,31 @@ class StepModel:
                  + self.k * decode_kv / g)
         return issue_bound(float(self.layers * layer + self.ends(tokens, outputs / g)),
                            self.forward_ops, op_s)
+
+
+def same_layer_prices(a, b) -> bool:
+    """Whether two servers (:class:`tpsim.serving.infer._Server`) price every layer and end
+    alike: the same model, topology, splits but pp, dtypes and switches, the same templates,
+    and each group the templates' collectives run on the same ranks inside one unit of the
+    innermost level, where its placement's spans do not read the job's size
+    (:func:`tpsim.cluster.placement.spans`). The pipeline depth then changes no layer's
+    price, only the stage transfers."""
+    keys = ("m", "topo", "tp", "ep", "dtype", "act", "kv_dtype", "allreduce", "host_s", "mix")
+    if any(getattr(a, k) != getattr(b, k) for k in keys):
+        return False
+    if a.pp == b.pp:
+        return True
+    unit = a.topo.levels[0].size
+    tg = a.tp > 1
+    tpls = [t for _, *tpls, _ in a.mix for t in tpls] + [embedding_template(tg),
+                                                         output_template(tg)]
+    for name in {n.group for t in tpls for n in t.nodes if n.group}:
+        ga, gb = a.pricing.group(name), b.pricing.group(name)
+        last = ga.first + (ga.size - 1) * ga.stride
+        if (ga.size, ga.stride, ga.first) != (gb.size, gb.stride, gb.first) \
+                or ga.first // unit != last // unit:
+            return False
+    return True
 
 
 CACHE_LO, CACHE_HI = 1024, 1024 + 4096    # cache lengths between which a slope is measured

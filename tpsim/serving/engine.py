@@ -106,6 +106,7 @@ class EngineLoop:
     def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel,
                  cached: bool = False, spec=None):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
+        self.wants = self.gen.tolist()                  # tokens each request generates
         n = len(self.arr)
         self.users = None if cached else st.users          # a closed loop of clients
         if self.users is not None:                          # the rest sent as requests end
@@ -160,17 +161,19 @@ class EngineLoop:
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
-        run = np.array(self.running)
-        kv = np.array([self.computed[r] for r in run], dtype=np.int64)
-        left = self.gen[run] - np.array([self.done[r] for r in run])
-        k = int(left.min())
-        held = ((kv + self.bs - 1) // self.bs).sum()
-        lo, hi = 0, k                  # the most steps whose new blocks fit: monotone in j
-        if ((kv + k + self.bs - 1) // self.bs).sum() - held <= self.free:
-            lo = k                     # all k fit (the usual case): no search
+        run, c, done, wants, bs = self.running, self.computed, self.done, self.wants, self.bs
+        kv = np.array([c[r] for r in run], dtype=np.int64)
+        held = ((kv + bs - 1) // bs).sum()
+
+        def grown(j: int) -> int:                # the blocks j more steps take: monotone
+            return int(((kv + j + bs - 1) // bs).sum() - held)
+        most = min(wants[r] - done[r] for r in run)          # steps to the first finish
+        lo, hi, new = 0, most, grown(most)
+        if new <= self.free:
+            lo = most                  # all fit (the usual case): no search
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if ((kv + mid + self.bs - 1) // self.bs).sum() - held <= self.free:
+            if grown(mid) <= self.free:
                 lo = mid
             else:
                 hi = mid - 1
@@ -190,7 +193,7 @@ class EngineLoop:
                 k = min(k, self._run_end(seen))
         self.gaps.deliver(run, ends[run_end_steps(self.since, k, self.multi) - 1])
         self.since = (self.since + k) % self.multi
-        self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
+        self.free -= new if k == most else grown(k)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
@@ -315,9 +318,12 @@ class EngineLoop:
         self._retire()
 
     def _retire(self) -> None:
+        done, wants = self.done, self.wants
+        if all(done[r] < wants[r] for r in self.running):
+            return
         keep = []
         for r in self.running:
-            if self.done[r] >= self.gen[r]:
+            if done[r] >= wants[r]:
                 self.free += self.blocks(self.computed[r])
                 self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
                 self.gaps.flush(r, self.last[r])

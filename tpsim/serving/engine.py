@@ -63,6 +63,7 @@ from ..spec.serve import ServeSettings, split_settings
 from ..spec.serving import ServingLayout
 from .admission import admission
 from .arrivals import draw_requests
+from .batching import schedule
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .gaps import TokenGaps, latencies, run_end_steps
@@ -157,7 +158,7 @@ class EngineLoop:
         """Every running sequence decodes: one token to feed and its first token out (a prompt
         whose last chunk is one token is still a prefill)."""
         c, tk, done = self.computed, self.tokens, self.done
-        return all(tk[r] - c[r] == 1 and done[r] for r in self.running)
+        return all([tk[r] - c[r] == 1 and done[r] for r in self.running])
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
@@ -167,7 +168,7 @@ class EngineLoop:
 
         def grown(j: int) -> int:                # the blocks j more steps take: monotone
             return int(((kv + j + bs - 1) // bs).sum() - held)
-        most = min(wants[r] - done[r] for r in run)          # steps to the first finish
+        most = min([wants[r] - done[r] for r in run])        # steps to the first finish
         lo, hi, new = 0, most, grown(most)
         if new <= self.free:
             lo = most                  # all fit (the usual case): no search
@@ -222,43 +223,6 @@ class EngineLoop:
         self.admit.retracted(self)
         return v
 
-    def _schedule(self, alone: bool) -> tuple[list, bool]:
-        """The step's (request, new tokens) and whether it preempted; ``alone``: prefills
-        only, the decodes waiting (``separate_prefill``)."""
-        budget, out, preempted, i = self.budget, [], False, 0
-        c, tk = self.computed, self.tokens
-        while i < len(self.running) and budget > 0:
-            r = self.running[i]
-            if alone and tk[r] - c[r] == 1 and self.done[r]:     # decodes wait a prefill step
-                i += 1
-                continue
-            new = min(tk[r] - c[r], budget)
-            need = self.blocks(c[r] + new) - self.blocks(c[r])
-            while need > self.free:
-                preempted = True
-                if self._preempt() == r:
-                    break
-            else:
-                self.free -= need
-                out.append((r, new))
-                budget -= new
-                i += 1
-                continue
-            break
-        held = len(self.running)                # those admitted this step come after
-        while not preempted and self.waiting and len(self.running) < self.max_seqs and budget:
-            r = self.waiting[0]
-            new = min(tk[r] - c[r], budget)        # c[r]: 0, or a prompt cached elsewhere
-            if self.blocks(c[r] + new) > self.free or (self.running and not self.admit.fits(
-                    self, r, len(self.running) - held)):
-                break
-            self.waiting.popleft()
-            self.running.append(r)
-            self.free -= self.blocks(c[r] + new)
-            out.append((r, new))
-            budget -= new
-        return out, preempted
-
     def _prefill_due(self) -> bool:
         """A prompt to prefill this step: a running one unfinished, or the first waiting one
         admissible (room among max_num_seqs and blocks for its first chunk)."""
@@ -270,9 +234,9 @@ class EngineLoop:
         return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
 
     def _step(self) -> None:
-        sched, _ = self._schedule(self.st.separate_prefill and self._prefill_due())
+        sched, _ = schedule(self, self.st.separate_prefill and self._prefill_due())
         if not sched and self.st.separate_prefill:      # its prompt preempted: decode instead
-            sched, _ = self._schedule(False)
+            sched, _ = schedule(self, False)
         if not sched:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
@@ -280,7 +244,7 @@ class EngineLoop:
         chunks = [(new, c[r]) for r, new in sched if tk[r] - c[r] != 1 or not self.done[r]]
         seqs = [r for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
         dec, q = [c[r] + 1 for r in seqs], self.spec.k + 1 if self.spec else 1
-        outs = sum(1 for r, new in sched if c[r] + new == tk[r])
+        outs = sum([c[r] + new == tk[r] for r, new in sched])
         if chunks:
             dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs + (q - 1) * len(dec),
                                          prefill_op_s(self.st, self.model), q)
@@ -295,7 +259,7 @@ class EngineLoop:
             self.admit.decoded(1)
             self.since = (self.since + 1) % self.multi
         engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
-        admitted = sum(1 for r, new in sched if c[r] == 0 and not self.done[r])
+        admitted = sum([c[r] == 0 and not self.done[r] for r, new in sched])
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self.host_wait_s += engine - dt
         self.frontend_wait_s += wall - engine
@@ -319,7 +283,7 @@ class EngineLoop:
 
     def _retire(self) -> None:
         done, wants = self.done, self.wants
-        if all(done[r] < wants[r] for r in self.running):
+        if all([done[r] < wants[r] for r in self.running]):
             return
         keep = []
         for r in self.running:

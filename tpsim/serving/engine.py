@@ -266,16 +266,15 @@ class EngineLoop:
         self.t, self.wall = self.t + wall, wall
         self.steps += 1
         self.seq_steps += len(sched)
-        streamed = []
         for r, new in sched:
             c[r] += new
-            if c[r] == tk[r]:
-                tk[r] += 1
-                self.done[r] += 1
-                if self.done[r] == 1:
-                    self.first[r] = self.t
-                if self.done[r] == 1 or self.since == 0 or self.multi == 1:
-                    streamed.append(r)
+        made = [r for r, new in sched if c[r] == tk[r]]     # each samples its next token
+        for r in made:
+            tk[r] += 1
+            self.done[r] += 1
+        firsts = [r for r in made if self.done[r] == 1]
+        self.first[firsts] = self.t
+        streamed = made if self.since == 0 or self.multi == 1 else firsts
         if self.spec:
             self.spec.emit(self, seqs)
         self.gaps.deliver(streamed, self.t)
@@ -283,21 +282,18 @@ class EngineLoop:
 
     def _retire(self) -> None:
         done, wants = self.done, self.wants
-        if all([done[r] < wants[r] for r in self.running]):
+        ended = [r for r in self.running if done[r] >= wants[r]]
+        if not ended:
             return
-        keep = []
-        for r in self.running:
-            if done[r] >= wants[r]:
-                self.free += self.blocks(self.computed[r])
-                self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
-                self.gaps.flush(r, self.last[r])
-                self.finished += 1
-                if self.sent < len(self.arr):          # its client sends the next request
-                    self.arr[self.sent] = self.last[r]
-                    self.sent += 1
-            else:
-                keep.append(r)
-        self.running = keep
+        for r in ended:
+            self.free += self.blocks(self.computed[r])
+            self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
+            self.gaps.flush(r, self.last[r])
+            self.finished += 1
+            if self.sent < len(self.arr):          # its client sends the next request
+                self.arr[self.sent] = self.last[r]
+                self.sent += 1
+        self.running = [r for r in self.running if done[r] < wants[r]]
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,

@@ -182,6 +182,19 @@ def test_a_cached_prompt_decodes_from_its_first_step():
     assert p.tpot_s.p50 == pytest.approx(want.time_per_token_s + host, rel=0.02)
 
 
+@pytest.mark.parametrize("rate, top", [(None, 3), (100.0, 10)])
+def test_pruning_changes_nothing_but_the_runs(rate, top):
+    """A replica skipped for its bound (its offline rate below the rate asked, or below the
+    top-th row's tokens/s per GPU) changes no candidate, count or reason: fewer runs only."""
+    kw = dict(gpus=4, ttft_p99_s=0.3, tpot_p99_s=0.02, rate=rate, top=top, max_num_seqs=(256,),
+              layout=ServingLayout(prompt=512, gen=64), settings=ServeSettings(requests=40))
+    pruned, full = (serve_search("llama3-8b", "dgx-h100", prune=p, **kw) for p in (True, False))
+    assert pruned.candidates == full.candidates and pruned.dropped == full.dropped
+    assert (pruned.deployments, pruned.configurations) == (full.deployments,
+                                                           full.configurations)
+    assert pruned.runs < full.runs
+
+
 def test_an_instance_at_a_second_max_num_seqs_runs_as_a_fresh_one():
     """The search's step tables are per max_num_seqs: an engine of 256 sequences after one
     of 8 at the same split runs as one built alone (its decode steps above 8 sequences)."""

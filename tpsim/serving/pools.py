@@ -125,15 +125,20 @@ def kv_pair(prefill_gpus: int, gpus: int) -> Group:
     return Group("kv", 2, prefill_gpus, 0, gpus)
 
 
-def capacity(inst: Instance, ok) -> tuple[Point | None, int]:
-    """(the run at the highest rate at which ``ok(point)`` holds, runs made); None where it
-    fails even at the offline rate / SPAN. The offline run's requests/s bounds the rate (no
-    queue drains faster); from rate/SPAN, HALVINGS bisections of log(rate)."""
+def capacity(inst: Instance, ok, cut=None) -> tuple[Point | None, int, str | None]:
+    """(the run at the highest rate at which ``ok(point)`` holds, runs made, None); None where
+    it fails even at the offline rate / SPAN. The offline run's requests/s bounds the rate (no
+    queue drains faster: the rate found is below it); from rate/SPAN, HALVINGS bisections of
+    log(rate). ``cut(offline rate)``: why no rate below it can matter to the caller, or None;
+    where it says why, the bisection is skipped: (the run at rate/SPAN, 2, why)."""
     top = inst.run(math.inf).requests_per_s
     lo, hi = math.log(top / SPAN), math.log(top)
     best = inst.run(math.exp(lo))
     if not ok(best):
-        return None, 2
+        return None, 2, None
+    why = cut(top) if cut is not None else None
+    if why:
+        return best, 2, why
     runs = 2
     for _ in range(HALVINGS):
         mid = (lo + hi) / 2
@@ -143,7 +148,7 @@ def capacity(inst: Instance, ok) -> tuple[Point | None, int]:
             lo, best = mid, p
         else:
             hi = mid
-    return best, runs
+    return best, runs, None
 
 
 __all__ = ["Instance", "Point", "instance", "capacity", "kv_transfer_s", "kv_pair", "KINDS"]

@@ -225,10 +225,10 @@ class StepModel:
         return a * (c * (s + (c + 1) / 2)) / (x * (x + 1) / 2)
 
     def ends(self, tokens, outputs) -> np.ndarray:
-        """E(T) + O(n) + R(T) (R = 0 at pp = 1)."""
-        return (np.interp(tokens, self.e_grid, self.emb)
-                + np.interp(outputs, self.o_grid, self.out)
-                + np.interp(tokens, self.r_grid, self.p2p))
+        """E(T) + O(n) + R(T) (R = 0 at pp = 1: not looked up)."""
+        ends = np.interp(tokens, self.e_grid, self.emb) + np.interp(outputs, self.o_grid,
+                                                                   self.out)
+        return ends + np.interp(tokens, self.r_grid, self.p2p) if self.pp > 1 else ends
 
     def graph_rows(self, b) -> tuple:
         """(g, rows): a decode step of ``b`` sequences runs as g = min(pp ep, b) micro-batches,

@@ -86,7 +86,10 @@ def infer_dims(base: Dims, act_dtype: str, kv_dtype: str, kv_len: int = 0) -> In
 def _fields(d: Dims) -> dict:
     """``d``'s fields by name: ``dataclasses.asdict`` without its deep copy (every field of
     :class:`Dims` is a number, a string or a flag)."""
-    return {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
+    return {name: getattr(d, name) for name in _DIMS}
+
+
+_DIMS = tuple(f.name for f in dataclasses.fields(Dims))
 
 
 def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype: str,

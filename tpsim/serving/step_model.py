@@ -133,8 +133,10 @@ class StepModel:
                  graph_align: int = 0):
         self.srv, self.layers, self.graph_align = srv, srv.m.layers, graph_align
         tg = srv.tp > 1
-        self.max_tokens, self.max_context = max_tokens, max_context
-        self.top_t = top_t = max(max_tokens, max_seqs)
+        # what the tables read beside the server and max_seqs (StepModel.like compares them)
+        self.args = (max_tokens, max_context, graph_align)
+        self.max_tokens, self.top_t = max_tokens, max(max_tokens, max_seqs)
+        top_t = self.top_t
         self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
         self.x_grid, self.attn = tabulate(self._prefill_attn, max(max_context, 2), log=True)
         self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
@@ -169,14 +171,13 @@ class StepModel:
             if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
 
     def like(self, srv, max_tokens: int, max_seqs: int, max_context: int,
-             graph_align: int = 0) -> "StepModel | None":
-        """These tables for ``StepModel(srv, max_tokens, max_seqs, max_context, graph_align)``
+             *graphs) -> "StepModel | None":
+        """These tables for ``StepModel(srv, max_tokens, max_seqs, max_context, *graphs)``
         where that is exact (:func:`same_layer_prices`: another pipeline depth, the stage
         transfers priced again; :meth:`with_seqs`), None where the lengths, the token budget
         or the graphs differ or ``srv`` prices its layers otherwise."""
-        if (max_tokens, max_context, graph_align) != (self.max_tokens, self.max_context,
-                                                      self.graph_align) \
-                or not same_layer_prices(self.srv, srv):
+        if (max_tokens, max_context, *graphs) != self.args or \
+                not same_layer_prices(self.srv, srv):
             return None
         out = self
         if srv.pp != self.srv.pp:
@@ -192,8 +193,8 @@ class StepModel:
         if max_seqs == self.max_seqs:
             return self
         if max(self.max_tokens, max_seqs) != self.top_t:
-            return StepModel(self.srv, self.max_tokens, max_seqs, self.max_context,
-                             self.graph_align)
+            max_tokens, max_context, *graphs = self.args
+            return StepModel(self.srv, max_tokens, max_seqs, max_context, *graphs)
         out = copy.copy(self)
         out._decode_table(max_seqs)
         return out

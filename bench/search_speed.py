@@ -19,7 +19,10 @@ and their CPU time counts):
   GPT-3 on 64 and 512 A100s (global batch 512 and 1536) and Llama 3 405B on 512 A100s
   (dgx-a100-hdr-cluster, global batch 1536), the process's CPU seconds (user + system,
   interpreter start and imports included) and its maximum resident memory (targets: <= 1.5
-  CPU s and <= 400 MB for GPT-3, <= 3 CPU s for Llama 3 405B).
+  CPU s and <= 400 MB for GPT-3, <= 3 CPU s for Llama 3 405B);
+* serving, whole processes likewise: ``tpsim serve-search`` as docs/serving.md runs it (Llama
+  3 8B on 4 H100s, 100 requests a run) and as the README does (Llama 3 70B on 8), and
+  ``tpsim serve`` of 5,000 requests (Llama 3 8B, TP 1, 20 requests/s), CPU seconds.
 """
 from __future__ import annotations
 
@@ -33,6 +36,12 @@ CASES = (("gpt3", "dgx-a100-hdr-cluster", 512, 1536),
          ("llama3-70b", "dgx-h100-ndr-cluster", 64, 128))
 
 WHOLE = (("gpt3", 64, 512), ("gpt3", 512, 1536), ("llama3-405b", 512, 1536))
+
+SERVING = ("serve-search --model llama3-8b --gpus 4 --ttft-p99 0.3 --tpot-p99 0.02 --prompt 1024 "
+           "--gen 128 --requests 100 --max-num-seqs 256 --usd-per-gpu-hour 3 --top 5",
+           "serve-search --model llama3-70b --gpus 8 --ttft-p99 1 --tpot-p99 0.05 --prompt 1024 "
+           "--gen 128",
+           "serve --model llama3-8b --tp 1 --requests 5000 --rate 20 --prompt 1024 --gen 128")
 
 # The command in a child that reports its own CPU time and peak memory (getrusage: the peak of
 # the process, its pool workers included by RUSAGE_CHILDREN, none with --jobs 1).
@@ -87,8 +96,12 @@ def measure(case) -> dict:
 
 def whole(model: str, gpus: int, global_batch: int) -> dict:
     """CPU seconds and peak memory of one ``tpsim search`` process."""
-    argv = ["search", "--model", model, "--topology", "dgx-a100-hdr-cluster", "--gpus",
-            str(gpus), "--global-batch", str(global_batch)]
+    return command(["search", "--model", model, "--topology", "dgx-a100-hdr-cluster", "--gpus",
+                    str(gpus), "--global-batch", str(global_batch)])
+
+
+def command(argv: list[str]) -> dict:
+    """CPU seconds and peak memory of one ``tpsim`` process running ``argv``."""
     err = subprocess.run([sys.executable, "-c", WHOLE_CHILD, *argv], check=True,
                          capture_output=True, text=True, env=_env()).stderr
     return json.loads(err.strip().splitlines()[-1])
@@ -120,6 +133,9 @@ def main() -> None:
         print(f"tpsim search --model {model} --gpus {gpus} --global-batch {gb} "
               f"(dgx-a100-hdr-cluster, best of {args.repeats}): {best['cpu_s']:.2f} CPU s, "
               f"max RSS {max(r['rss_mb'] for r in runs):.0f} MB")
+    for line in SERVING:
+        best = min(command(line.split())["cpu_s"] for _ in range(args.repeats))
+        print(f"tpsim {line} (best of {args.repeats}): {best:.2f} CPU s")
 
 
 if __name__ == "__main__":

@@ -119,3 +119,28 @@ def test_the_layer_line_names_its_groups_and_the_step_its_ep_part():
     assert p.step.ep_comm_exposed_s > 0 and f"(EP {ms:.2f} ms)" in text
     assert "TP/EP/ETP collectives, the largest all-to-all (EP)" in text    # ETP: expert TP
     assert "TP/EP/ETP comm exposed" in text
+
+
+def test_the_search_line_of_the_searched_best_ranks_it_first():
+    """predict does not search: its search line claims no faster layout, and it carries the
+    job (GPUs, global batch, sequence length, dtype), so that for the layout tpsim search
+    chose, running the line puts that layout first at the same step time."""
+    import shlex
+    from dataclasses import replace
+
+    from tpsim.search.driver import search
+    best = search("gpt3-125m", "dgx-a100", 8, 16, seq_len=1024, dtype="fp16",
+                  top=1).candidates[0]
+    p = tpsim.predict("gpt3-125m", "dgx-a100", layout=replace(best.layout, seq_len=1024,
+                                                              dtype="fp16"))
+    line = advice(p)[-1]
+    assert "fastest layout" not in line and p.step.time_s == best.step_s
+    argv = shlex.split(line.split(": ", 1)[1])
+    assert argv[:2] == ["tpsim", "search"]
+    flags = dict(zip(argv[2::2], argv[3::2]))
+    assert set(flags) == {"--model", "--topology", "--gpus", "--global-batch", "--seq",
+                          "--dtype"}
+    again = search(flags["--model"], flags["--topology"], int(flags["--gpus"]),
+                   int(flags["--global-batch"]), seq_len=int(flags["--seq"]),
+                   dtype=flags["--dtype"], top=1).candidates[0]
+    assert again.layout == best.layout and again.step_s == p.step.time_s

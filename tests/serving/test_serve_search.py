@@ -4,6 +4,7 @@ topology's levels; a decode instance with its prompt cached decodes from its fir
 energy and cost per output token in closed form; fast and deterministic."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -179,6 +180,32 @@ def test_a_cached_prompt_decodes_from_its_first_step():
     want = tpsim.infer("llama3-8b", "dgx-h100", tp=1, prompt=1024, gen=64).decode
     host = (st.host_step_us + st.host_seq_us) * 1e-6
     assert p.tpot_s.p50 == pytest.approx(want.time_per_token_s + host, rel=0.02)
+
+
+@pytest.mark.parametrize("rate, top", [(None, 3), (100.0, 10)])
+def test_pruning_changes_nothing_but_the_runs(rate, top):
+    """A replica skipped for its bound (its offline rate below the rate asked, or below the
+    top-th row's tokens/s per GPU) changes no candidate, count or reason: fewer runs only."""
+    kw = dict(gpus=4, ttft_p99_s=0.3, tpot_p99_s=0.02, rate=rate, top=top, max_num_seqs=(256,),
+              layout=ServingLayout(prompt=512, gen=64), settings=ServeSettings(requests=40))
+    pruned, full = (serve_search("llama3-8b", "dgx-h100", prune=p, **kw) for p in (True, False))
+    assert pruned.candidates == full.candidates and pruned.dropped == full.dropped
+    assert (pruned.deployments, pruned.configurations) == (full.deployments,
+                                                           full.configurations)
+    assert pruned.runs < full.runs
+
+
+def test_an_instance_at_a_second_max_num_seqs_runs_as_a_fresh_one():
+    """The search's step tables are per max_num_seqs: an engine of 256 sequences after one
+    of 8 at the same split runs as one built alone (its decode steps above 8 sequences)."""
+    from dataclasses import replace
+    from tpsim.serving.pools import instance
+    m, topo, lay = load_model("llama3-8b"), load_topology("dgx-h100"), ServingLayout(tp=1)
+    st, tables = ServeSettings(requests=40, max_num_seqs=8), {}
+    args = (m, topo, lay, replace(st, max_num_seqs=256), "both", 1200)
+    instance(m, topo, lay, st, "both", 1200, tables)
+    shared, alone = instance(*args, tables), instance(*args, {})
+    assert shared.sm.max_seqs == 256 and shared.run(math.inf) == alone.run(math.inf)
 
 
 @pytest.mark.parametrize("kw, flag", [(dict(gpus=9), "--gpus"), (dict(ttft_p99_s=0), "--ttft"),

@@ -122,3 +122,31 @@ def test_the_largest_graph_refuses_what_is_not_a_count():
         with pytest.raises(ConfigError, match="--cuda-graph-max-bs"):
             ServeSettings(cuda_graph_max_bs=bad)
     assert ServeSettings(cuda_graph_max_bs=0).cuda_graph_max_bs == 0
+
+
+TABLES = ("t_grid", "prefill_lin", "x_grid", "attn", "b_grid", "decode_lin", "e_grid", "emb",
+          "o_grid", "out", "r_grid", "p2p")
+
+
+@pytest.mark.parametrize("pp, seqs", [(2, 256), (4, 64), (1, 32)])
+def test_tables_shared_with_another_depth_or_seqs_equal_fresh_ones(pp, seqs):
+    """StepModel.like: tables of one split reused at another pp (the stage transfers priced
+    again) or max_num_seqs (the decode table and k) are the tables built afresh, to the bit."""
+    m, topo = load_model("llama3-8b"), load_topology("dgx-h100")
+    make = lambda p: _Server(m, topo, 2, p, "bf16", "bf16", "bf16", "nccl", False)  # noqa: E731
+    base = StepModel(make(1), 2048, 64, 3000, 8)
+    shared, fresh = base.like(make(pp), 2048, seqs, 3000, 8), StepModel(make(pp), 2048, seqs,
+                                                                         3000, 8)
+    assert shared is not None and shared.srv.pp == pp and shared.max_seqs == seqs
+    for name in TABLES:
+        assert np.array_equal(getattr(shared, name), getattr(fresh, name)), name
+    assert (shared.k, shared.split, shared.prices) == (fresh.k, fresh.split, fresh.prices)
+    assert base.like(make(pp), 4096, seqs, 3000, 8) is None       # another token budget
+
+
+def test_tables_are_not_shared_across_nodes():
+    """A TP group spanning two nodes: its placement reads the job's size (the NICs shared),
+    so no sharing."""
+    m, topo = load_model("llama3-70b"), load_topology("dgx-h100-ndr-cluster")
+    make = lambda p: _Server(m, topo, 16, p, "bf16", "bf16", "bf16", "nccl", False)  # noqa: E731
+    assert StepModel(make(1), 512, 8, 600).like(make(2), 512, 8, 600) is None

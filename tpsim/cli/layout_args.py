@@ -40,6 +40,12 @@ def _help(f: Field, listed: bool, extra: str) -> str:
     return text
 
 
+def _listed_default(f: Field, listed: bool):
+    """A comma list's default: its one value, or None (not a list of None: the help then says
+    no default of its own)."""
+    return (f.default,) if listed and f.default is not None else f.default
+
+
 def _count_kwargs(f: Field, listed: bool) -> dict:
     if listed:
         return {"type": int_list, "default": None if f.default is None else (f.default,)}
@@ -71,10 +77,10 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
         kwargs.update(_count_kwargs(f, listed))
     elif kind == "probability":
         kwargs.update(type=probability_list if listed else probability,
-                      default=(f.default,) if listed else f.default)
+                      default=_listed_default(f, listed))
     elif kind == "rate":
         kwargs.update(type=rate_list if listed else positive_rate,
-                      default=(f.default,) if listed else f.default)
+                      default=_listed_default(f, listed))
     elif kind == "price":
         kwargs.update(type=price, default=f.default)
     elif kind == "names":                  # --x a b or --x a,b (Megatron-LM: nargs)

@@ -47,11 +47,12 @@ def fill_serve_search(p) -> None:
                    help="requests/s every candidate must serve within the targets (default: "
                         "none; candidates are ranked by the most they serve)")
     p.add_argument("--max-num-seqs", type=int_list, default=(64, 256),
-                   help="engine batch sizes tried, a comma list (default: 64,256)")
+                   help="sequences an engine step holds at most (vLLM's max_num_seqs), each "
+                        "value of this comma list tried (default: 64,256)")
     p.add_argument("--no-disaggregated", dest="disaggregated", action="store_false",
                    help="aggregated replicas only (default: disaggregated prefill/decode "
                         "pools are tried too)")
-    p.add_argument("--top", type=positive_int, default=10, help="candidates to show")
+    p.add_argument("--top", type=positive_int, default=10, help="candidates (rows) to show")
     add_layout_arguments(p, LAYOUT, cls=ServingLayout)
     add_layout_arguments(p, SETTINGS, cls=ServeSettings,
                          extra={"requests": " in each engine run of the search (default 200 "

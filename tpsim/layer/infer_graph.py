@@ -80,8 +80,16 @@ class InferDims(Dims):
 
 def infer_dims(base: Dims, act_dtype: str, kv_dtype: str, kv_len: int = 0) -> InferDims:
     """``base`` (from :func:`tpsim.layer.graph.layer_dims`, which checks the TP split) as InferDims."""
-    return InferDims(**dataclasses.asdict(base), kv_len=kv_len, act_dtype=act_dtype,
-                     kv_dtype=kv_dtype)
+    return InferDims(**_fields(base), kv_len=kv_len, act_dtype=act_dtype, kv_dtype=kv_dtype)
+
+
+def _fields(d: Dims) -> dict:
+    """``d``'s fields by name: ``dataclasses.asdict`` without its deep copy (every field of
+    :class:`Dims` is a number, a string or a flag)."""
+    return {name: getattr(d, name) for name in _DIMS}
+
+
+_DIMS = tuple(f.name for f in dataclasses.fields(Dims))
 
 
 def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype: str,
@@ -104,9 +112,8 @@ def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype:
                    fe=model.expert_ffn_hidden // tp, fs=shared // tp)
     elif ep > 1:
         raise ConfigError("--ep", "", f"1: {model.name} has no experts", ep)
-    base = dataclasses.replace(dims, ep=ep, **moe)
-    return InferDims(**dataclasses.asdict(base), kv_len=kv_len, act_dtype=act_dtype,
-                     kv_dtype=kv_dtype)
+    return InferDims(**{**_fields(dims), "ep": ep, **moe}, kv_len=kv_len,
+                     act_dtype=act_dtype, kv_dtype=kv_dtype)
 
 
 def prefill_attention(d: InferDims) -> Attention:

@@ -115,9 +115,9 @@ def advice(p) -> list[str]:
         out += _memory_advice(p, mem)
     else:
         out += _time_advice(p, i, st)
-    out.append(f"the fastest layout that fits on {i.gpus} GPUs: tpsim search --model "
+    out.append(f"the layouts that fit on {i.gpus} GPUs, fastest first: tpsim search --model "
                f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
-               f"{i.global_batch}")
+               f"{i.global_batch} --seq {i.seq_len} --dtype {i.dtype}")
     return out
 
 

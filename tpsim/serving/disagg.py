@@ -59,10 +59,10 @@ def _pools(s, seqs) -> tuple[dict, dict]:
             levels = tuple(sp.level.name for sp in s.topo.place(pair).spans)
             if (tp, pp, ep, levels) not in by_levels:
                 by_levels[tp, pp, ep, levels] = s.best("prefill", tp, pp, s.st.max_num_seqs,
-                                                       pair, ep=ep)
+                                                       pair, ep=ep)[:2]
             pre[(tp, pp, ep), p_gpus] = by_levels[tp, pp, ep, levels]
         for n in seqs:
-            dec[(tp, pp, ep), n] = s.best("decode", tp, pp, n, ep=ep)
+            dec[(tp, pp, ep), n] = s.best("decode", tp, pp, n, ep=ep)[:2]
     return pre, dec
 
 

@@ -63,6 +63,7 @@ from ..spec.serve import ServeSettings, split_settings
 from ..spec.serving import ServingLayout
 from .admission import admission
 from .arrivals import draw_requests
+from .batching import schedule
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
 from .gaps import TokenGaps, latencies, run_end_steps
@@ -106,6 +107,7 @@ class EngineLoop:
     def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel,
                  cached: bool = False, spec=None):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
+        self.wants = self.gen.tolist()                  # tokens each request generates
         n = len(self.arr)
         self.users = None if cached else st.users          # a closed loop of clients
         if self.users is not None:                          # the rest sent as requests end
@@ -157,22 +159,24 @@ class EngineLoop:
         """Every running sequence decodes: one token to feed and its first token out (a prompt
         whose last chunk is one token is still a prefill)."""
         c, tk, done = self.computed, self.tokens, self.done
-        return all(tk[r] - c[r] == 1 and done[r] for r in self.running)
+        return all([tk[r] - c[r] == 1 and done[r] for r in self.running])
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
         self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
-        run = np.array(self.running)
-        kv = np.array([self.computed[r] for r in run], dtype=np.int64)
-        left = self.gen[run] - np.array([self.done[r] for r in run])
-        k = int(left.min())
-        held = ((kv + self.bs - 1) // self.bs).sum()
-        lo, hi = 0, k                  # the most steps whose new blocks fit: monotone in j
-        if ((kv + k + self.bs - 1) // self.bs).sum() - held <= self.free:
-            lo = k                     # all k fit (the usual case): no search
+        run, c, done, wants, bs = self.running, self.computed, self.done, self.wants, self.bs
+        kv = np.array([c[r] for r in run], dtype=np.int64)
+        held = ((kv + bs - 1) // bs).sum()
+
+        def grown(j: int) -> int:                # the blocks j more steps take: monotone
+            return int(((kv + j + bs - 1) // bs).sum() - held)
+        most = min([wants[r] - done[r] for r in run])        # steps to the first finish
+        lo, hi, new = 0, most, grown(most)
+        if new <= self.free:
+            lo = most                  # all fit (the usual case): no search
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if ((kv + mid + self.bs - 1) // self.bs).sum() - held <= self.free:
+            if grown(mid) <= self.free:
                 lo = mid
             else:
                 hi = mid - 1
@@ -192,7 +196,7 @@ class EngineLoop:
                     self.t, ends, self.arr[self.next] + self.lat, self.st.host_overlap)))
         self.lag.stream(self, run, ends[:k], run_end_steps(self.since, k, self.multi), k)
         self.since = (self.since + k) % self.multi
-        self.free -= int(((kv + k + self.bs - 1) // self.bs).sum() - held)
+        self.free -= new if k == most else grown(k)
         self.decode_busy_s += float(gpu[:k].sum())
         self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
         self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
@@ -220,43 +224,6 @@ class EngineLoop:
         self.admit.retracted(self)
         return v
 
-    def _schedule(self, alone: bool) -> tuple[list, bool]:
-        """The step's (request, new tokens) and whether it preempted; ``alone``: prefills
-        only, the decodes waiting (``separate_prefill``)."""
-        budget, out, preempted, i = self.budget, [], False, 0
-        c, tk = self.computed, self.tokens
-        while i < len(self.running) and budget > 0:
-            r = self.running[i]
-            if alone and tk[r] - c[r] == 1 and self.done[r]:     # decodes wait a prefill step
-                i += 1
-                continue
-            new = min(tk[r] - c[r], budget)
-            need = self.blocks(c[r] + new) - self.blocks(c[r])
-            while need > self.free:
-                preempted = True
-                if self._preempt() == r:
-                    break
-            else:
-                self.free -= need
-                out.append((r, new))
-                budget -= new
-                i += 1
-                continue
-            break
-        held = len(self.running)                # those admitted this step come after
-        while not preempted and self.waiting and len(self.running) < self.max_seqs and budget:
-            r = self.waiting[0]
-            new = min(tk[r] - c[r], budget)        # c[r]: 0, or a prompt cached elsewhere
-            if self.blocks(c[r] + new) > self.free or (self.running and not self.admit.fits(
-                    self, r, len(self.running) - held)):
-                break
-            self.waiting.popleft()
-            self.running.append(r)
-            self.free -= self.blocks(c[r] + new)
-            out.append((r, new))
-            budget -= new
-        return out, preempted
-
     def _prefill_due(self) -> bool:
         """A prompt to prefill this step: a running one unfinished, or the first waiting one
         admissible (room among max_num_seqs and blocks for its first chunk)."""
@@ -268,9 +235,9 @@ class EngineLoop:
         return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
 
     def _step(self) -> None:
-        sched, _ = self._schedule(self.st.separate_prefill and self._prefill_due())
+        sched, _ = schedule(self, self.st.separate_prefill and self._prefill_due())
         if not sched and self.st.separate_prefill:      # its prompt preempted: decode instead
-            sched, _ = self._schedule(False)
+            sched, _ = schedule(self, False)
         if not sched:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
@@ -278,7 +245,7 @@ class EngineLoop:
         chunks = [(new, c[r]) for r, new in sched if tk[r] - c[r] != 1 or not self.done[r]]
         seqs = [r for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
         dec, q = [c[r] + 1 for r in seqs], self.spec.k + 1 if self.spec else 1
-        outs = sum(1 for r, new in sched if c[r] + new == tk[r])
+        outs = sum([c[r] + new == tk[r] for r, new in sched])
         if chunks:
             dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs + (q - 1) * len(dec),
                                          prefill_op_s(self.st, self.model), q)
@@ -293,23 +260,22 @@ class EngineLoop:
             self.admit.decoded(1)
             self.since = (self.since + 1) % self.multi
         engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
-        admitted = sum(1 for r, new in sched if c[r] == 0 and not self.done[r])
+        admitted = sum([c[r] == 0 and not self.done[r] for r, new in sched])
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self.host_wait_s += engine - dt
         self.frontend_wait_s += wall - engine
         self.t, self.wall = self.t + wall, wall
         self.steps += 1
         self.seq_steps += len(sched)
-        streamed = []
         for r, new in sched:
             c[r] += new
-            if c[r] == tk[r]:
-                tk[r] += 1
-                self.done[r] += 1
-                if self.done[r] == 1:
-                    self.first[r] = self.t
-                if self.done[r] == 1 or self.since == 0 or self.multi == 1:
-                    streamed.append(r)
+        made = [r for r, new in sched if c[r] == tk[r]]     # each samples its next token
+        for r in made:
+            tk[r] += 1
+            self.done[r] += 1
+        firsts = [r for r in made if self.done[r] == 1]
+        self.first[firsts] = self.t
+        streamed = made if self.since == 0 or self.multi == 1 else firsts
         if self.spec:
             self.spec.emit(self, seqs)
         self.lag.release(self, self.t - wall, self.t, bool(chunks))     # the last step's
@@ -317,19 +283,19 @@ class EngineLoop:
         self._retire()
 
     def _retire(self) -> None:
-        keep = []
-        for r in self.running:
-            if self.done[r] >= self.gen[r]:
-                self.free += self.blocks(self.computed[r])
-                self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
-                self.gaps.flush(r, self.last[r])
-                self.finished += 1
-                if self.sent < len(self.arr):          # its client sends the next request
-                    self.arr[self.sent] = self.last[r]
-                    self.sent += 1
-            else:
-                keep.append(r)
-        self.running = keep
+        done, wants = self.done, self.wants
+        ended = [r for r in self.running if done[r] >= wants[r]]
+        if not ended:
+            return
+        for r in ended:
+            self.free += self.blocks(self.computed[r])
+            self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
+            self.gaps.flush(r, self.last[r])
+            self.finished += 1
+            if self.sent < len(self.arr):          # its client sends the next request
+                self.arr[self.sent] = self.last[r]
+                self.sent += 1
+        self.running = [r for r in self.running if done[r] < wants[r]]
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
@@ -355,20 +321,19 @@ def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
 def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSettings,
                  longest: int, sm: StepModel | None = None) -> tuple[EngineConfig, StepModel]:
     """The engine's KV cache (:func:`kv_cache_blocks`) and step-time tables for sequences of
-    at most ``longest`` tokens (``sm``: tables already built for this model and split, with
-    room for these knobs); a ConfigError where the split or the longest sequence does not
-    fit."""
+    at most ``longest`` tokens (``sm``: tables already built for this model, shared where
+    exact: :meth:`StepModel.like`); a ConfigError
+    where the split or the longest sequence does not fit."""
     _check(m, topo, dataclasses.replace(lay, batch=lay.pp * lay.ep))   # the engine's batch
     eng = kv_cache_blocks(m, topo, lay, st)
     if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks // lay.ep:
         raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
                           f"{eng.kv_cache_tokens} tokens", longest)
-    if sm is None:
-        srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype,
-                      lay.cache_dtype, lay.allreduce, lay.eager, lay.ep)
-        sm = StepModel(srv, st.max_num_batched_tokens, st.max_num_seqs, longest,
-                       *((0, 0) if lay.eager else (st.cuda_graph_align, st.cuda_graph_max_bs)))
-    return eng, sm
+    srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.cache_dtype,
+                  lay.allreduce, lay.eager, lay.ep)
+    args = (st.max_num_batched_tokens, st.max_num_seqs, longest,
+            *((0, 0) if lay.eager else (st.cuda_graph_align, st.cuda_graph_max_bs)))
+    return eng, (sm and sm.like(srv, *args)) or StepModel(srv, *args)
 
 
 def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:

@@ -92,11 +92,16 @@ class Instance:
 
 def instance(m, topo, lay: ServingLayout, st: ServeSettings, kind: str, longest: int,
              tables: dict, pair: Group | None = None) -> Instance:
-    """An :class:`Instance`; ``tables``: step-time tables by (tp, pp, ep), built on first use
-    for ``longest`` tokens (a ConfigError where the split or the longest sequence does not
+    """An :class:`Instance`; ``tables``: step-time tables by (tp, pp, ep, max_num_seqs) (the
+    decode table and the largest CUDA graph stop at max_num_seqs), those of another pp or
+    max_num_seqs at the same tp and ep shared where exact (:meth:`StepModel.like`), built for
+    ``longest`` tokens (a ConfigError where the split or the longest sequence does not
     fit)."""
-    key = (lay.tp, lay.pp, lay.ep)
-    eng, sm = engine_parts(m, topo, lay, st, longest, tables.get(key))
+    key = (lay.tp, lay.pp, lay.ep, st.max_num_seqs)
+    kin = tables.get(key) or next((v for k, v in sorted(
+        tables.items(), key=lambda kv: kv[0][1] != lay.pp) if (k[0], k[2]) == (key[0], key[2])),
+        None)
+    eng, sm = engine_parts(m, topo, lay, st, longest, kin)
     tables[key] = sm
     return Instance(m, topo, lay, st, kind, sm, eng.num_gpu_blocks, pair)
 
@@ -120,15 +125,20 @@ def kv_pair(prefill_gpus: int, gpus: int) -> Group:
     return Group("kv", 2, prefill_gpus, 0, gpus)
 
 
-def capacity(inst: Instance, ok) -> tuple[Point | None, int]:
-    """(the run at the highest rate at which ``ok(point)`` holds, runs made); None where it
-    fails even at the offline rate / SPAN. The offline run's requests/s bounds the rate (no
-    queue drains faster); from rate/SPAN, HALVINGS bisections of log(rate)."""
+def capacity(inst: Instance, ok, cut=None) -> tuple[Point | None, int, str | None]:
+    """(the run at the highest rate at which ``ok(point)`` holds, runs made, None); None where
+    it fails even at the offline rate / SPAN. The offline run's requests/s bounds the rate (no
+    queue drains faster: the rate found is below it); from rate/SPAN, HALVINGS bisections of
+    log(rate). ``cut(offline rate)``: why no rate below it can matter to the caller, or None;
+    where it says why, the bisection is skipped: (the run at rate/SPAN, 2, why)."""
     top = inst.run(math.inf).requests_per_s
     lo, hi = math.log(top / SPAN), math.log(top)
     best = inst.run(math.exp(lo))
     if not ok(best):
-        return None, 2
+        return None, 2, None
+    why = cut(top) if cut is not None else None
+    if why:
+        return best, 2, why
     runs = 2
     for _ in range(HALVINGS):
         mid = (lo + hi) / 2
@@ -138,7 +148,7 @@ def capacity(inst: Instance, ok) -> tuple[Point | None, int]:
             lo, best = mid, p
         else:
             hi = mid
-    return best, runs
+    return best, runs, None
 
 
 __all__ = ["Instance", "Point", "instance", "capacity", "kv_transfer_s", "kv_pair", "KINDS"]

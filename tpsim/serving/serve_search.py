@@ -28,11 +28,14 @@ least that many requests/s. Energy per output token: each pool's run's energy
 million output tokens = :func:`tpsim.cluster.power.gpu_hours_usd` of the gpus for one second
 / output tokens/s x 1e6.
 
-Work is bounded: one set of step-time tables per (tp, pp, ep), 7 engine runs of
+Work is bounded: one set of step-time tables per (tp, pp, ep, max_num_seqs) (shared where
+exact, :meth:`~tpsim.serving.step_model.StepModel.like`), at most 7 engine runs of
 ``settings.requests`` requests per instance configuration (not per split; a prefill instance
 once per tp and set of levels its KV cache crosses), two reruns per disaggregated candidate
-shown. Modest request counts keep it to seconds; few requests
-understate a queue's growth near capacity.
+shown. The disaggregated splits are searched first; an aggregated replica that provably
+cannot be shown (:func:`_cut`: a bound on what it serves, its offline rate) is dropped after
+the two runs that show it meets its targets. Modest request counts keep it to seconds; few
+requests understate a queue's growth near capacity.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from .arrivals import draw_requests
 from .pools import Point, capacity, instance
-from .serve_tally import REASONS, folded, instance_reason
+from .serve_tally import REASONS, folded, instance_reason, result_key
 
 SEQS = (64, 256)            # max_num_seqs tried by default (vLLM's default is 256)
 TOP = 10
@@ -144,22 +147,24 @@ class _Search:
     def drop(self, why: str, n: int = 1) -> None:   # n deployments dropped for ``why``
         self.dropped[why] = self.dropped.get(why, 0) + n
 
-    def best(self, kind, tp, pp, seqs, pair=None, ep=1) -> tuple[object, Point | None]:
-        """(the instance, its run at capacity) for one configuration; (None, None) where it
-        does not fit or never meets its targets."""
+    def best(self, kind, tp, pp, seqs, pair=None, ep=1, cut=None) -> tuple:
+        """(the instance, its run at capacity, None) for one configuration; (None, None, None)
+        where it does not fit, (the instance, None, None) where it never meets its targets;
+        ``cut``: :func:`~tpsim.serving.pools.capacity`'s (its third item then says why the
+        capacity was not searched)."""
         self.configurations += 1
         lay = replace(self.lay, tp=tp, pp=pp, ep=ep)
         st = replace(self.st, max_num_seqs=seqs)
         try:
             inst = instance(self.m, self.topo, lay, st, kind, self.longest, self.tables, pair)
         except ConfigError:
-            return None, None
+            return None, None, None
         ok = {"both": lambda p: p.ttft_s.p99 <= self.ttft and p.tpot_s.p99 <= self.tpot,
               "prefill": lambda p: p.ttft_s.p99 <= self.ttft,
               "decode": lambda p: p.tpot_s.p99 <= self.tpot}[kind]
-        point, runs = capacity(inst, ok)
+        point, runs, why = capacity(inst, ok, cut)
         self.runs += runs
-        return inst, point
+        return inst, point, why
 
     def candidate(self, rate, pre: Point | None, dec: Point, **layout) -> ServeCandidate:
         """The deployment serving ``rate`` requests/s: ``pre`` and ``dec`` the runs of a
@@ -176,16 +181,21 @@ class _Search:
             usd_per_million_output_tokens=None if usd is None else usd / tokens_s * 1e6)
 
 
-def _aggregated(s: _Search, seqs) -> list[ServeCandidate]:
+def _aggregated(s: _Search, seqs, rate, top, found, prune) -> list[ServeCandidate]:
+    """The aggregated candidates; with ``prune``, a replica whose deployment provably cannot
+    be shown (:func:`_cut`, beside the candidates ``found`` and those made here) is counted
+    as dropped without its capacity searched."""
     out = []
     for tp, pp, ep in splits(s.m, s.topo, s.gpus):
+        reps = s.gpus // (tp * pp * ep)
         for n in seqs:
-            inst, p = s.best("both", tp, pp, n, ep=ep)
+            floor = _floor(found + out, rate, top) if prune else None
+            cut = (lambda most: _cut(s, rate, floor, most * reps)) if prune else None
+            inst, p, why = s.best("both", tp, pp, n, ep=ep, cut=cut)
             s.deployments += 1
-            if p is None:
-                s.drop(instance_reason(inst, p))
+            if p is None or why:
+                s.drop(why or instance_reason(inst, p))
             else:
-                reps = s.gpus // (tp * pp * ep)
                 out.append(s.candidate(p.rate * reps, None, p, mode="aggregated", tp=tp, pp=pp,
                                        ep=ep, replicas=reps, max_num_seqs=n, prefill_tp=None,
                                        prefill_pp=None, prefill_ep=None,
@@ -197,13 +207,15 @@ def _aggregated(s: _Search, seqs) -> list[ServeCandidate]:
 def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float,
                  tpot_p99_s: float, rate: float | None = None,
                  layout: ServingLayout | None = None, settings: ServeSettings | None = None,
-                 max_num_seqs=SEQS, disaggregated: bool = True, top: int = TOP
-                 ) -> ServeSearchResult:
+                 max_num_seqs=SEQS, disaggregated: bool = True, top: int = TOP,
+                 prune: bool = True) -> ServeSearchResult:
     """The layouts of ``gpus`` GPUs meeting TTFT p99 <= ``ttft_p99_s`` and TPOT p99 <=
     ``tpot_p99_s`` (seconds), best first by output tokens/s per GPU (module docstring).
     ``layout``: the dtypes, lengths and engine switches (its tp, pp, ep and batch are the
     search's); ``settings``: the requests of each run and the engine's knobs (its rate and
-    max_num_seqs are the search's); ``rate``: the requests/s every candidate must serve."""
+    max_num_seqs are the search's); ``rate``: the requests/s every candidate must serve;
+    ``prune``: skip the capacity search of replicas that provably cannot be shown
+    (:func:`_cut`; False: every one searched, the same answer in more engine runs)."""
     m = model if isinstance(model, ModelConfig) else load_model(model)
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     lay, st = layout or ServingLayout(), settings or ServeSettings(requests=200)
@@ -212,10 +224,11 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
         raise ConfigError("--users", "", "none: each run's arrivals are the search's (Poisson "
                           "at the rate it tries)", st.users)
     s = _Search(m, topo, gpus, ttft_p99_s, tpot_p99_s, lay, st)
-    found = _aggregated(s, max_num_seqs)
+    pooled = []           # disaggregated first: their candidates bound the aggregated ones
     if disaggregated and gpus > 1:
         from .disagg import disaggregated as disagg
-        found += disagg(s, max_num_seqs, rate, top)
+        pooled = disagg(s, max_num_seqs, rate, top)
+    found = _aggregated(s, max_num_seqs, rate, top, pooled, prune) + pooled
     if rate is not None:
         kept = [c for c in found if c.requests_per_s >= rate * (1 - 1e-12)]
         s.drop("rate", len(found) - len(kept))
@@ -228,6 +241,27 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
                              s.configurations, s.runs,
                              {k: s.dropped[k] for k in REASONS if s.dropped.get(k)},
                              s.deployments)
+
+
+def _floor(found, rate, top) -> float | None:
+    """The output tokens/s per GPU of the ``top``-th best row of ``found`` (twins one row)
+    that serve ``rate``, or None while fewer rows: the final ``top``-th row's is at least
+    this (candidates are only added)."""
+    kept = [c for c in found if rate is None or c.requests_per_s >= rate * (1 - 1e-12)]
+    rows = sorted({result_key(c): c.output_tokens_per_s_per_gpu for c in kept}.values(),
+                  reverse=True)
+    return rows[top - 1] if len(rows) >= top else None
+
+
+def _cut(s: _Search, rate, floor, most: float) -> str | None:
+    """Why an aggregated deployment serving less than ``most`` requests/s (its replicas'
+    offline rate: a capacity is below it) is dropped whatever it serves, or None: 'rate'
+    where ``most`` falls short of the ``rate`` asked; 'top' where, no rate asked, its tokens/s
+    per GPU fall below ``floor`` (:func:`_floor`: it ranks below the shown rows, and is no
+    twin of one). With a rate asked and ``most`` above it, either could apply: None."""
+    if rate is not None:
+        return "rate" if most < rate * (1 - 1e-12) else None
+    return "top" if floor is not None and most * s.mean_gen / s.gpus < floor else None
 
 
 def _check_args(topo, gpus, ttft, tpot, rate, seqs, top) -> None:

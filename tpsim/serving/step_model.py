@@ -71,6 +71,8 @@ experts split over the replicas, their dispatch and combine all-to-alls,
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..layer.infer_graph import embedding_template, output_template
@@ -138,27 +140,73 @@ class StepModel:
         self.graph_max = graph_max
         # c of an eager decode step; 0 where the tables already price each op's issue (--eager)
         self.eager_op_s = 0.0 if srv.host_s else srv.topo.device.engine_dispatch_s
-        self.max_seqs = max_seqs
         tg = srv.tp > 1
-        top_t = max(max_tokens, max_seqs)
+        # what the tables read beside the server and max_seqs (StepModel.like compares them)
+        self.args = (max_tokens, max_context, graph_align, graph_max)
+        self.max_tokens, self.top_t = max_tokens, max(max_tokens, max_seqs)
+        top_t = self.top_t
         self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
         self.x_grid, self.attn = tabulate(self._prefill_attn, max(max_context, 2), log=True)
         self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
-        self.k = self._per_cached_token(max_seqs)
-        self.b_grid, self.decode_lin = tabulate(
-            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+        self._decode_table(max_seqs)
         self.e_grid, self.emb = tabulate(
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
         self.o_grid, self.out = tabulate(
             lambda b: srv.cost(output_template(tg), srv.dims(b, 1)).time_s, top_t)
-        self.pp, self.split = srv.pp, srv.pp * srv.ep
-        self.r_grid, self.p2p = tabulate(
-            lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, top_t) \
-            if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
+        self._p2p_table()
         self.forward_ops = (sum(n * tpls[0].host_ops[0] for n, *tpls, _ in srv.mix)
                             + embedding_template(tg).host_ops[0] + output_template(tg).host_ops[0])
-        self.prices = 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid,
-                                               self.e_grid, self.o_grid, self.r_grid))
+
+    @property
+    def prices(self) -> int:
+        """The layer and end prices behind the tables (two for the cache slope k)."""
+        return 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid, self.e_grid,
+                                        self.o_grid, self.r_grid))
+
+    def _decode_table(self, max_seqs: int) -> None:
+        """k at ``max_seqs`` sequences and D(B) up to them: the tables max_num_seqs sets."""
+        self.max_seqs, srv = max_seqs, self.srv
+        self.k = self._per_cached_token(max_seqs)
+        self.b_grid, self.decode_lin = tabulate(
+            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+
+    def _p2p_table(self) -> None:
+        """R(T), the pipeline's stage-to-stage transfers (none at pp = 1)."""
+        srv = self.srv
+        self.pp, self.split = srv.pp, srv.pp * srv.ep
+        self.r_grid, self.p2p = tabulate(
+            lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, self.top_t) \
+            if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
+
+    def like(self, srv, max_tokens: int, max_seqs: int, max_context: int,
+             *graphs) -> "StepModel | None":
+        """These tables for ``StepModel(srv, max_tokens, max_seqs, max_context, *graphs)``
+        where that is exact (:func:`same_layer_prices`: another pipeline depth, the stage
+        transfers priced again; :meth:`with_seqs`), None where the lengths, the token budget
+        or the graphs differ or ``srv`` prices its layers otherwise."""
+        graphs = (*graphs, 0, 0)[:2]               # graph_align, graph_max: 0 when not given
+        if (max_tokens, max_context, *graphs) != self.args or \
+                not same_layer_prices(self.srv, srv):
+            return None
+        out = self
+        if srv.pp != self.srv.pp:
+            out = copy.copy(self)
+            out.srv = srv
+            out._p2p_table()
+        return out.with_seqs(max_seqs)
+
+    def with_seqs(self, max_seqs: int) -> "StepModel":
+        """These tables for an engine of ``max_seqs`` sequences: the decode table and k
+        priced again (they stop at max_num_seqs), the others shared where they stop at the
+        same size, max(max_num_batched_tokens, max_num_seqs); all priced again otherwise."""
+        if max_seqs == self.max_seqs:
+            return self
+        if max(self.max_tokens, max_seqs) != self.top_t:
+            max_tokens, max_context, *graphs = self.args
+            return StepModel(self.srv, max_tokens, max_seqs, max_context, *graphs)
+        out = copy.copy(self)
+        out._decode_table(max_seqs)
+        return out
 
     def _prefill_lin(self, t: int) -> float:
         """P(t): a prefill layer over t tokens (its phase time) less its attention; the mean
@@ -187,10 +235,10 @@ class StepModel:
         return a * (c * (s + (c + 1) / 2)) / (x * (x + 1) / 2)
 
     def ends(self, tokens, outputs) -> np.ndarray:
-        """E(T) + O(n) + R(T) (R = 0 at pp = 1)."""
-        return (np.interp(tokens, self.e_grid, self.emb)
-                + np.interp(outputs, self.o_grid, self.out)
-                + np.interp(tokens, self.r_grid, self.p2p))
+        """E(T) + O(n) + R(T) (R = 0 at pp = 1: not looked up)."""
+        ends = np.interp(tokens, self.e_grid, self.emb) + np.interp(outputs, self.o_grid,
+                                                                   self.out)
+        return ends + np.interp(tokens, self.r_grid, self.p2p) if self.pp > 1 else ends
 
     def graph_rows(self, b) -> tuple:
         """(g, rows): a decode step of ``b`` sequences runs as g = min(pp ep, b) micro-batches,
@@ -242,6 +290,31 @@ class StepModel:
                  + self.k * decode_kv / g)
         return issue_bound(float(self.layers * layer + self.ends(tokens, outputs / g)),
                            self.forward_ops, op_s)
+
+
+def same_layer_prices(a, b) -> bool:
+    """Whether two servers (:class:`tpsim.serving.infer._Server`) price every layer and end
+    alike: the same model, topology, splits but pp, dtypes and switches, the same templates,
+    and each group the templates' collectives run on the same ranks inside one unit of the
+    innermost level, where its placement's spans do not read the job's size
+    (:func:`tpsim.cluster.placement.spans`). The pipeline depth then changes no layer's
+    price, only the stage transfers."""
+    keys = ("m", "topo", "tp", "ep", "dtype", "act", "kv_dtype", "allreduce", "host_s", "mix")
+    if any(getattr(a, k) != getattr(b, k) for k in keys):
+        return False
+    if a.pp == b.pp:
+        return True
+    unit = a.topo.levels[0].size
+    tg = a.tp > 1
+    tpls = [t for _, *tpls, _ in a.mix for t in tpls] + [embedding_template(tg),
+                                                         output_template(tg)]
+    for name in {n.group for t in tpls for n in t.nodes if n.group}:
+        ga, gb = a.pricing.group(name), b.pricing.group(name)
+        last = ga.first + (ga.size - 1) * ga.stride
+        if (ga.size, ga.stride, ga.first) != (gb.size, gb.stride, gb.first) \
+                or ga.first // unit != last // unit:
+            return False
+    return True
 
 
 CACHE_LO, CACHE_HI = 1024, 1024 + 4096    # cache lengths between which a slope is measured

@@ -46,9 +46,11 @@ class ServeSettings:
     """The requests and the engine's knobs of one ``tpsim serve`` run (module docstring);
     frozen, keyword-only, checked when made."""
     rate: float = setting(math.inf, "requests per second, Poisson arrivals (inf: every request "
-                          "at once, the offline throughput benchmark)", flag="--rate",
+                          "at once, the offline throughput benchmark; vLLM's benchmark "
+                          "--request-rate)", flag="--rate",
                           kind="rate", lists=True)
-    requests: int = setting(1000, "requests served", flag="--requests", kind="count")
+    requests: int = setting(1000, "requests served (vLLM's benchmark --num-prompts)",
+                            flag="--requests", kind="count")
     seed: int = setting(0, "seed of the arrivals and the lengths", flag="--seed", kind="count",
                         least=0)
     prompt_dist: str = setting("fixed", "prompt lengths: fixed, uniform:lo,hi or exponential "
@@ -76,7 +78,8 @@ class ServeSettings:
         flag="--separate-prefill", kind="flag")
     cuda_graph_align: int = setting(
         0, "a decode-only step replays the CUDA graph captured for the smallest size at least "
-        "its sequences, among 1, 2, 4 and the multiples of this: its layers run at that size "
+        "its sequences, among 1, 2, 4 and the multiples of this many sequences: its layers run "
+        "at that size "
         "(vLLM V0's _BATCH_SIZES_TO_CAPTURE and SGLang 2024's capture list: 8); 0: no padding",
         flag="--cuda-graph-align", kind="count", least=0)
     cuda_graph_max_bs: int = setting(
@@ -119,7 +122,8 @@ class ServeSettings:
     users: int | None = setting(
         None, "a closed loop of this many clients, each sending its next request when its last "
         "one ends (vLLM's benchmark --max-concurrency, genai-perf's --concurrency); the first "
-        "all at once; with --rate inf", flag="--users", kind="count")
+        "all at once; with --rate inf (default: none, open-loop arrivals at --rate)",
+        flag="--users", kind="count")
     api_servers: int = setting(1, "front-end processes sharing that work (vLLM's "
                                "--api-server-count)", flag="--api-servers", kind="count")
     admission: str = setting(
@@ -134,7 +138,7 @@ class ServeSettings:
         flag="--schedule-conservativeness", kind="price")
     usd_per_gpu_hour: float | None = setting(
         None, "price of one GPU for an hour, USD: the run's cost = GPUs x duration / 3600 x "
-        "this (None: no cost figures); it changes no time", flag="--usd-per-gpu-hour",
+        "this (default: none, no cost figures); it changes no time", flag="--usd-per-gpu-hour",
         kind="price")
 
     def __post_init__(self):

@@ -25,47 +25,59 @@ class ServingLayout:
     """How a model is served: its split over GPUs, the batch and the lengths, the dtypes and
     the engine's all-reduce and CUDA graphs (module docstring); frozen, keyword-only, checked
     when made."""
-    tp: int = setting(8, "tensor-parallel degree (consecutive ranks)", flag="--tp",
+    tp: int = setting(8, "tensor-parallel degree, GPUs (consecutive ranks; vLLM's "
+                      "--tensor-parallel-size, SGLang's --tp-size)", flag="--tp",
                       kind="count", lists=True)
-    pp: int = setting(1, "pipeline stages (batch/pp micro-batches in flight)", flag="--pp",
+    pp: int = setting(1, "pipeline stages of tp GPUs each (vLLM's --pipeline-parallel-size): "
+                      "a batch runs as min(pp, its sequences) micro-batches in flight",
+                      flag="--pp",
                       kind="count", lists=True)
     ep: int = setting(1, "expert-parallel degree of a mixture-of-experts model: ep attention "
                       "replicas of tp GPUs, each serving batch/ep sequences, whose MoE layers "
                       "split the experts over ep ranks (all-to-all dispatch and combine)",
                       flag="--ep", kind="count", lists=True)
-    batch: int = setting(1, "sequences served together", flag="--batch", kind="count",
+    batch: int = setting(1, "sequences served together (the engine's batch)", flag="--batch",
+                         kind="count",
                          lists=True)
-    prompt: int = setting(2048, "prompt (input) tokens per sequence", flag="--prompt",
+    prompt: int = setting(2048, "prompt (input) tokens per sequence (a benchmark's input "
+                          "length: vLLM's --random-input-len)", flag="--prompt",
                           kind="count", lists=True)
-    gen: int = setting(256, "tokens generated per sequence, the first one by the prefill (>= 2)",
+    gen: int = setting(256, "tokens generated per sequence, the first one by the prefill "
+                       "(>= 2; vLLM's --random-output-len, max_tokens)",
                        flag="--gen", kind="count", least=2, lists=True)
     dtype: str = setting("bf16", "GEMMs and weights: bf16, fp16 or fp8 (fp8 keeps bf16 "
-                         "activations)", flag="--dtype", kind="choice", choices=DTYPES,
+                         "activations; vLLM's --dtype, fp8: --quantization fp8)", flag="--dtype", kind="choice", choices=DTYPES,
                          lists=True)
-    kv_dtype: str | None = setting(None, "KV cache: bf16, fp16 or fp8 (default: --dtype)",
+    kv_dtype: str | None = setting(None, "KV cache: bf16, fp16 or fp8 (vLLM's --kv-cache-dtype; "
+                                   "default: --dtype)",
                                    flag="--kv-dtype", kind="choice", choices=DTYPES)
     allreduce: str = setting("nccl", "nccl, or custom: vLLM's one-shot/two-shot kernel where "
-                             "it runs", flag="--allreduce", kind="choice", choices=ALLREDUCE)
+                             "it runs (vLLM's default; --disable-custom-all-reduce: nccl)", flag="--allreduce", kind="choice", choices=ALLREDUCE)
     eager: bool = setting(False, "no CUDA graphs: the host issues every op (the topology's "
-                          "host_dispatch_us)", flag="--eager", kind="flag")
+                          "host_dispatch_us; vLLM's --enforce-eager, SGLang's "
+                          "--disable-cuda-graph)", flag="--eager", kind="flag")
     memory_headroom: float = setting(
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
-        "and fragmentation) that the server keeps free on top", flag="--memory-headroom",
+        "and fragmentation) that the server keeps free on top, a fraction from 0 to 1 (as "
+        "vLLM's --gpu-memory-utilization below 1)", flag="--memory-headroom",
         kind="probability")
 
     speculative: str | None = setting(
         None, "speculative decoding with a draft head: mtp (the model's own multi-token-"
-        "prediction module) or eagle (an EAGLE one-layer head)", flag="--speculative",
+        "prediction module) or eagle (an EAGLE one-layer head) (vLLM's --speculative-config "
+        "method, SGLang's --speculative-algorithm; default: none)", flag="--speculative",
         kind="choice", choices=SPECULATIVE)
     draft_model: str | None = setting(None, "speculative decoding with a separate draft model "
-                                      "(a shipped name or YAML path)", flag="--draft-model",
+                                      "(a shipped name or YAML path; SGLang's "
+                                      "--speculative-draft-model-path; default: none)", flag="--draft-model",
                                       kind="name")
     num_speculative_tokens: int = setting(
         0, "tokens drafted per step, k (vLLM's name; SGLang's --speculative-num-steps); 0: no "
         "speculation", flag="--num-speculative-tokens", kind="count", least=0, lists=True)
     acceptance_rate: float | None = setting(
-        None, "probability that the target accepts a drafted token, the workload's (required "
-        f"with a draft; mtp: {MTP_ACCEPTANCE}, the DeepSeek-V3 report's second-token figure)",
+        None, "probability from 0 to 1 that the target accepts a drafted token, the "
+        f"workload's (default: none, required with a draft; mtp: {MTP_ACCEPTANCE}, the "
+        "DeepSeek-V3 report's second-token figure)",
         flag="--acceptance-rate", kind="probability", lists=True)
 
     def __post_init__(self):
@@ -75,7 +87,8 @@ class ServingLayout:
             raise ConfigError("--draft-model", "", "no --speculative beside it (one draft)",
                               self.draft_model)
         if drafted and self.num_speculative_tokens < 1:
-            raise ConfigError("--num-speculative-tokens", "", "at least 1 with a draft",
+            raise ConfigError("--num-speculative-tokens", "", "at least 1 with a draft "
+                              "(--speculative or --draft-model)",
                               self.num_speculative_tokens)
         if not drafted and self.num_speculative_tokens:
             raise ConfigError("--num-speculative-tokens", "", "0 without --speculative or "

@@ -1,0 +1,85 @@
+"""Which sequences an engine step runs and how many tokens each feeds: the scheduling half of
+:class:`tpsim.serving.engine.EngineLoop`'s step (vLLM V1's ``Scheduler.schedule``,
+vllm/v1/core/sched/scheduler.py).
+
+The running sequences first, in admission order: each feeds min(its tokens not yet in the
+cache, the step's budget left) (a decode one, a prefill the rest of its prompt: chunked
+prefill), taking the KV-cache blocks its new tokens need; where none is free the most
+recently admitted sequence is preempted (:meth:`EngineLoop._preempt`), itself included, and
+the step stops there. Then, unless it preempted, waiting requests in arrival order while
+fewer than ``max_num_seqs`` run, the budget lasts, the blocks of their first chunk are free
+and the admission policy takes them (:mod:`tpsim.serving.admission`).
+
+When every running sequence's tokens fit in the budget and their blocks in the free ones
+(the usual step), the running part is one pass over them: none is cut and none preempted,
+so each feeds all its tokens in order, the same answer as one at a time.
+"""
+from __future__ import annotations
+
+
+def schedule(loop, alone: bool) -> tuple[list, bool]:
+    """The step's (request, new tokens) and whether it preempted (module docstring);
+    ``alone``: prefills only, the decodes waiting (``separate_prefill``)."""
+    fast = None if alone else _all_running(loop)
+    if fast is None:
+        out, budget, preempted = _running(loop, alone)
+    else:
+        out, budget, preempted = fast[0], loop.budget - fast[1], False
+    c, tk = loop.computed, loop.tokens
+    held = len(loop.running)                # those admitted this step come after
+    while not preempted and loop.waiting and len(loop.running) < loop.max_seqs and budget:
+        r = loop.waiting[0]
+        new = min(tk[r] - c[r], budget)        # c[r]: 0, or a prompt cached elsewhere
+        if loop.blocks(c[r] + new) > loop.free or (loop.running and not loop.admit.fits(
+                loop, r, len(loop.running) - held)):
+            break
+        loop.waiting.popleft()
+        loop.running.append(r)
+        loop.free -= loop.blocks(c[r] + new)
+        out.append((r, new))
+        budget -= new
+    return out, preempted
+
+
+def _all_running(loop) -> tuple[list, int] | None:
+    """(every running sequence with all its tokens, the tokens), their blocks taken, where
+    the budget and the free blocks hold them all (module docstring); None otherwise."""
+    c, tk, bs, run = loop.computed, loop.tokens, loop.bs, loop.running
+    news = [tk[r] - c[r] for r in run]
+    tokens = sum(news)
+    if tokens > loop.budget:
+        return None
+    need = sum([-(-(c[r] + n) // bs) + (-c[r] // bs) for r, n in zip(run, news)])
+    if need > loop.free:
+        return None
+    loop.free -= need
+    return list(zip(run, news)), tokens
+
+
+def _running(loop, alone: bool) -> tuple[list, int, bool]:
+    """The running sequences one at a time: (their (request, new tokens), the budget left,
+    whether one was preempted)."""
+    budget, out, preempted, i = loop.budget, [], False, 0
+    c, tk = loop.computed, loop.tokens
+    while i < len(loop.running) and budget > 0:
+        r = loop.running[i]
+        if alone and tk[r] - c[r] == 1 and loop.done[r]:     # decodes wait a prefill step
+            i += 1
+            continue
+        new = min(tk[r] - c[r], budget)
+        need = loop.blocks(c[r] + new) - loop.blocks(c[r])
+        while need > loop.free:
+            preempted = True
+            if loop._preempt() == r:
+                break
+        else:
+            loop.free -= need
+            out.append((r, new))
+            budget -= new
+            i += 1
+            continue
+        break
+    return out, budget, preempted
+
+
+__all__ = ["schedule"]

@@ -25,9 +25,10 @@ Engine keeps cuDNN's attention on Hopper in that mode and falls back to FlashAtt
 Ampere (``get_attention_backend`` drops FusedAttention for determinism below compute
 capability 9.0), the presets' ``fused`` kernel on each, but their deterministic backward
 passes are priced as the default ones, and torch's fill of every new tensor is not priced;
-nor Megatron-core's fp32 main-gradient add without gradient accumulation fusion, the data
-loader's attention masks, the per-step ``--log-params-norm`` and ``--log-num-zeros-in-grad``
-passes (``--unpriced`` prints each), nor ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. The
+nor the data loader's attention masks (``--unpriced`` prints both), nor
+``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. Priced: Megatron-core's fp32 main-gradient add
+without gradient accumulation fusion (tpsim's default ``main_grad_add``) and the per-step
+``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes. The
 runner's ``NCCL_PROTO=simple`` and ``NCCL_NVLS_ENABLE=0``
 (tests/functional_tests/shell_test_utils/_run_training.sh) are what tpsim picks here anyway
 (ring, Simple); the cuBLAS workspace setting reaches torch's handles, not Transformer Engine's
@@ -40,8 +41,8 @@ left out as in torch's figure).
 
 ``--breakdown``: under each run, its predicted step by part (bench/whole_job_published.py's
 ``shares``) and one layer's forward and backward by component (bench/moe_breakdown.py).
-``--unpriced``: under each run, what the deterministic fill of new tensors, Megatron-core's
-fp32 main-gradient add, the attention-mask copies and the per-step log passes would add
+``--unpriced``: under each run, what the deterministic fill of new tensors and the
+attention-mask copies would add
 (bench/megatron_ci_unpriced.py: sourced, priced with tpsim's kernel costs, not in the
 prediction), and the step and error with them.
 """
@@ -64,7 +65,8 @@ TOPOLOGY = {"dgx_h100": "dgx-h100", "dgx_a100": "dgx-a100"}
 # the model_config.yaml flags as tpsim settings (module docstring)
 SETTINGS = dict(dtype="bf16", distributed_optimizer=True, overlap_grad_reduce=True,
                 overlap_param_gather=True, gradient_accumulation_fusion=False,
-                sequence_parallel=False, cross_entropy="unfused")
+                sequence_parallel=False, cross_entropy="unfused", log_params_norm=True,
+                log_num_zeros_in_grad=True)
 
 
 def rows() -> list[dict]:

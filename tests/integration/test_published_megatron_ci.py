@@ -44,12 +44,14 @@ def test_unpriced_fill_is_the_te_outputs_of_the_layer():
     assert mcu.fill_bytes(mci.run(r)) == (hand, 12 + 2 + 4)
 
 
-def test_unpriced_grad_add_is_megatron_cores_fp32_add():
-    """Megatron-core adds every micro-batch's bf16 wgrad into the fp32 main_grad, 10 bytes a
-    weight; tpsim's grad_accumulate prices 3 x 2 bytes on (m - 1)/m = 1/2 of the TP 4 run's two
-    micro-batches: 7 bytes a weight beyond it, over the layer's per-rank weights."""
-    import megatron_ci_unpriced as mcu
+def test_the_grad_add_is_megatron_cores_fp32_add():
+    """Megatron-core adds every micro-batch's bf16 wgrad into the fp32 main_grad (the runs'
+    --no-gradient-accumulation-fusion): 2 + 4 + 4 = 10 bytes a weight of the layer's per-rank
+    weights in the TP 4 run's layer."""
     r = next(r for r in ROWS if r["tp"] == "4")
     h, q, kv, f = 4096, 1024, 256, 4096
     weights = f * h + h * f + q * h + h * (q + 2 * kv)
-    assert mcu.grad_add_bytes(mci.run(r)) == 7 * weights
+    p = mci.run(r)
+    adds = sum(op.nbytes for name, op in zip(p.run.template.names, p.run.ops)
+               if name.endswith(".grad_accumulate"))
+    assert adds == 10 * weights

@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.errors import ConfigError
-from .batch_checks import MAX_MICRO_BATCHES, check_batch
+from .run_checks import MAX_MICRO_BATCHES, check_batch, check_run
 from .cp_checks import check_cp_settings
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .moe_checks import check_moe
 from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
-from .pipeline_layout import stage_layers
 from .precision import FP8_RECIPES, PRECISION
 from .recompute_checks import check_recompute
 from .settings import changed, check, declared, defaults, made, setting
@@ -41,7 +40,6 @@ RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
 ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_TERMS
-MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's handful, bounded
 
 
 def _count(default, doc, flag, lists=False, **kw):
@@ -340,16 +338,7 @@ class Layout:
                               self.tp_comm_overlap)
         check_recompute(self)
         check_sharding(self)
-        if self.train_metrics > MAX_TRAIN_METRICS:
-            raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}", self.train_metrics)
-        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
-            raise ConfigError("--cpu-offload-layers", "", "0 with --pp above 1 or --recompute "
-                              "(Megatron-core offloads with neither)", self.cpu_offload_layers)
-        if self.pipeline_layout is not None:
-            if self.first_stage_layers is not None or self.last_stage_layers is not None:
-                raise ConfigError("--pipeline-layout", "", "no --first-stage-layers nor "
-                                  "--last-stage-layers beside it", self.pipeline_layout)
-            stage_layers(self.pipeline_layout, self.pp, self.virtual_stages)
+        check_run(self)
         check_cp_settings(self)
         check_moe(self)
         check_state(self)

@@ -105,6 +105,7 @@ def test_the_log_passes_lengthen_the_step_and_refuse_non_flags():
     logged = tpsim.predict("gpt3-1.3b", "dgx-h100", log_params_norm=True,
                            log_num_zeros_in_grad=True, **kw).step.time_s
     assert logged > plain
-    for field in ("log_params_norm", "log_num_zeros_in_grad", "main_grad_add"):
+    for field in ("log_params_norm", "log_num_zeros_in_grad", "main_grad_add",
+                  "deterministic_mode"):
         with pytest.raises(TpsimError, match=f"^--{field.replace('_', '-')}"):
             Layout(**{field: "yes"})

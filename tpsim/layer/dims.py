@@ -51,6 +51,7 @@ class Dims:
     grad_adds: float = 1.0  # share of micro-batches adding their weight gradients into the
     #                         step's earlier ones' (m - 1)/m, where the adds are kernels apart
     main_grad_add: bool = False  # the adds go into the fp32 main gradient (Megatron-core's DDP)
+    fill: bool = False  # PyTorch's deterministic NaN fill of new outputs (tpsim.sim.fill)
     fp8_recipe: str = "delayed"     # fp8's scaling (tpsim.spec.precision.FP8_RECIPES)
     layer_scaling: bool = False  # Megatron's query-key layer scaling: the unfused core's softmax,
     #                              where it falls back to PyTorch, in fp32 (tpsim.layer.unfused)
@@ -131,13 +132,13 @@ def recipe_field(dims: Dims, fp8_recipe: str) -> dict:
 
 
 def run_fields(dims: Dims, adds: tuple[float, bool], layer_scaling: bool,
-               fp8_recipe: str) -> dict:
+               fp8_recipe: str, fill: bool = False) -> dict:
     """The Dims fields a training run's layout sets away from their defaults: ``adds``
-    (``grad_adds``, ``main_grad_add``), ``layer_scaling``, and fp8's recipe
-    (:func:`recipe_field`)."""
+    (``grad_adds``, ``main_grad_add``), ``layer_scaling``, fp8's recipe
+    (:func:`recipe_field`) and ``fill``."""
     grad_adds, main = adds
     return ({"grad_adds": grad_adds} if grad_adds != 1 else {}) | \
-        ({"main_grad_add": True} if main else {}) | \
+        ({"main_grad_add": True} if main else {}) | ({"fill": True} if fill else {}) | \
         ({"layer_scaling": True} if layer_scaling else {}) | recipe_field(dims, fp8_recipe)
 
 

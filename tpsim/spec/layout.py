@@ -160,6 +160,11 @@ class Layout:
         "ignored with the fusion or --zero 2, 3; tpsim.layer.linears)", "--main-grad-add",
         help="autograd adds the unfused weight gradients into the 16-bit .grad (Megatron-LM "
              "2021; default: Megatron-core's DDP hook, into the fp32 main gradient)")
+    deterministic_mode: bool = _flag(
+        False, "torch.use_deterministic_algorithms(True): PyTorch fills each new tensor "
+        "Transformer Engine allocates with NaN, one more write of the layer's GEMM, attention "
+        "and LayerNorm outputs (tpsim.sim.fill; the deterministic attention backward priced "
+        "as the default one) (Megatron-LM's own flag)", "--deterministic-mode")
     query_key_layer_scaling: bool = _flag(
         False, "Q K^T scaled by 1 / layer number, the softmax in fp32 (Megatron-DeepSpeed's and "
         "Megatron-LM 2021's default); it changes the unfused core's softmax where Megatron's "

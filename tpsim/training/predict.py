@@ -129,10 +129,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len /
     cp tokens; ``eager``: PyTorch eager's kernels (:mod:`tpsim.layer.eager`); ``modules``: what
     selective recomputation re-runs (None: core_attn, :mod:`tpsim.layer.recompute_modules`);
-    ``backward``: ``layer_template``'s, the share of micro-batches whose weight gradients are
-    added apart (Dims.grad_adds) and whether into the fp32 main gradient (Dims.main_grad_add);
-    ``layer_scaling``, ``fp8_recipe``, ``fill`` (PyTorch's deterministic fill,
-    :mod:`tpsim.sim.fill`): Dims's."""
+    ``backward``: ``layer_template``'s, then Dims.grad_adds and Dims.main_grad_add;
+    ``layer_scaling``, ``fp8_recipe``, ``fill`` (:mod:`tpsim.sim.fill`): Dims's."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:

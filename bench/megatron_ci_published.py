@@ -18,16 +18,18 @@ batch 8; TP 1 PP 4 with one layer per virtual stage (8 chunks a stage) at micro-
 linear layer, hidden and attention dropout 0.1, learned absolute positions, the unfused
 cross-entropy.
 
-What tpsim does not price: ``--deterministic-mode`` (megatron/training/arguments.py:
+``--deterministic-mode`` (megatron/training/arguments.py:
 ``torch.use_deterministic_algorithms(True)``, with the recipe's ``NCCL_ALGO=Ring``,
-``NVTE_ALLOW_NONDETERMINISTIC_ALGO=0``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``): Transformer
+``NVTE_ALLOW_NONDETERMINISTIC_ALGO=0``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``): torch's fill of
+every new tensor Transformer Engine allocates is priced (:mod:`tpsim.sim.fill`); Transformer
 Engine keeps cuDNN's attention on Hopper in that mode and falls back to FlashAttention-2 on
 Ampere (``get_attention_backend`` drops FusedAttention for determinism below compute
 capability 9.0), the presets' ``fused`` kernel on each, but their deterministic backward
-passes are priced as the default ones, and torch's fill of every new tensor is not priced;
-nor Megatron-core's fp32 main-gradient add without gradient accumulation fusion, the data
-loader's attention masks, the per-step ``--log-params-norm`` and ``--log-num-zeros-in-grad``
-passes (``--unpriced`` prints each), nor ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. The
+passes are priced as the default ones. Priced too: Megatron-core's fp32 main-gradient add
+without gradient accumulation fusion (tpsim's default ``main_grad_add``) and the per-step
+``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes. Not priced: the data loader's
+attention masks (``--unpriced`` prints their copies), ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``.
+The
 runner's ``NCCL_PROTO=simple`` and ``NCCL_NVLS_ENABLE=0``
 (tests/functional_tests/shell_test_utils/_run_training.sh) are what tpsim picks here anyway
 (ring, Simple); the cuBLAS workspace setting reaches torch's handles, not Transformer Engine's
@@ -40,10 +42,9 @@ left out as in torch's figure).
 
 ``--breakdown``: under each run, its predicted step by part (bench/whole_job_published.py's
 ``shares``) and one layer's forward and backward by component (bench/moe_breakdown.py).
-``--unpriced``: under each run, what the deterministic fill of new tensors, Megatron-core's
-fp32 main-gradient add, the attention-mask copies and the per-step log passes would add
-(bench/megatron_ci_unpriced.py: sourced, priced with tpsim's kernel costs, not in the
-prediction), and the step and error with them.
+``--unpriced``: under each run, what the attention-mask copies would add
+(bench/megatron_ci_unpriced.py: sourced, at the host link's rate, not in the prediction), and
+the step and error with them.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ TOPOLOGY = {"dgx_h100": "dgx-h100", "dgx_a100": "dgx-a100"}
 # the model_config.yaml flags as tpsim settings (module docstring)
 SETTINGS = dict(dtype="bf16", distributed_optimizer=True, overlap_grad_reduce=True,
                 overlap_param_gather=True, gradient_accumulation_fusion=False,
-                sequence_parallel=False, cross_entropy="unfused")
+                sequence_parallel=False, cross_entropy="unfused", log_params_norm=True,
+                log_num_zeros_in_grad=True, deterministic_mode=True)
 
 
 def rows() -> list[dict]:

@@ -1,96 +1,33 @@
-"""What the flags and code paths of Megatron-LM's CI runs (bench/megatron_ci_published.py) that
-tpsim does not price would add to each run's step, each from its source and priced with tpsim's
-own kernel costs. An estimate beside the prediction, not a part of it; nothing is fitted.
+"""What the code path of Megatron-LM's CI runs (bench/megatron_ci_published.py) that tpsim does
+not price would add to each run's step, from its source at the device's host-link rate. An
+estimate beside the prediction, not a part of it; nothing is fitted.
 
-* ``fill``: ``--deterministic-mode`` calls ``torch.use_deterministic_algorithms(True)``
-  (megatron/training/arguments.py at 6e091e1b68), and with it PyTorch's
-  ``fill_uninitialized_memory`` (on by default since 2.1) fills every tensor the dispatcher's
-  ``empty`` makes (``at::native::empty_cuda``, aten/src/ATen/native/cuda/TensorFactories.cu)
-  with NaN: one more write of every Transformer Engine output, which TE allocates with
-  ``at::empty`` / ``torch.empty``: each linear's forward output, dgrad and (without gradient
-  accumulation fusion) 16-bit wgrad, the LayerNorm outputs and input gradients, the
-  attention's output and dQ, dK, dV. Per layer and micro-batch, the sum B of those bytes in
-  the layer's own ops, written in one kernel each: ``elementwise_time(B, kernels)``.
-  Megatron's and torch's own fused kernels (bias-dropout-add, GeLU) allocate through
-  structured kernels, which do not fill: left out, so a lower bound.
-* ``grad add``: with ``--no-gradient-accumulation-fusion`` Megatron-core's DDP hook adds each
-  micro-batch's 16-bit weight gradient into the fp32 ``main_grad``
-  (``param.main_grad.add_(param.grad.data)``,
-  megatron/core/distributed/distributed_data_parallel.py ``_make_backward_post_hook``):
-  k n (4 + 2 + 4) bytes every micro-batch, where tpsim's ``grad_accumulate`` prices
-  autograd's add into a 16-bit ``.grad``, 3 k n bpe on (m - 1) of m micro-batches; the
-  difference.
 * ``mask H2D``: without ``--no-create-attention-mask-in-dataloader`` the mock dataset returns a
   (1, s, s) boolean causal mask a sample (megatron/core/datasets/gpt_dataset.py), copied to
   the GPU a micro-batch (``get_batch_on_this_tp_rank``, megatron/core/utils.py) on the stream
   the compute waits on: b s^2 bytes over the host link (``host_link_bandwidth_GBps``, its line
   rate: a lower bound); Transformer Engine's causal kernel never reads it.
-* ``log passes``: ``--log-params-norm`` (``calc_params_l2_norm``: the fp32 main parameters'
-  shard) and ``--log-num-zeros-in-grad`` (the fp32 main gradients' shard), each a read of
-  4 P / shards bytes every step.
 
-The step with them: ``step (1 + layer_extra / compute) + once``, the per-layer costs scaled with
-the stage's compute (a pipeline's idle time grows with its micro-batches' time), the mask
-copies and the log passes added once.
+Priced, not estimated here: ``--deterministic-mode``'s fill of new tensors
+(``deterministic_mode``, :mod:`tpsim.sim.fill`), Megatron-core's fp32 main-gradient add
+without gradient accumulation fusion (``main_grad_add``, :mod:`tpsim.layer.linears`) and the
+per-step ``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes
+(:mod:`tpsim.training.optimizer_step`).
+
+The step with it: ``step + mask``, the copies added once a micro-batch.
 """
 from __future__ import annotations
 
-import math
-
-from tpsim.cluster.topology import BYTES_PER_ELEMENT, load_topology
-from tpsim.cost.compute import elementwise_time
-from tpsim.layer.ops import Attention, Gemm, MemoryBound
-
-FP32 = 4
-NORMS = ("fwd.norm1", "fwd.norm2", "bwd.norm1", "bwd.norm2")
-
-
-def fill_bytes(p) -> tuple[float, int]:
-    """(bytes, kernels) the deterministic fill writes per layer and micro-batch (module
-    docstring): the outputs Transformer Engine allocates in the layer's ops."""
-    total, kernels = 0.0, 0
-    for name, op in zip(p.run.template.names, p.run.ops):
-        if isinstance(op, Gemm) and not op.accumulate:
-            out = op.m * op.n * op.batch * BYTES_PER_ELEMENT[op.dtype]
-        elif isinstance(op, Attention):
-            tokens = op.seq_q * op.heads + (2 * op.seq_kv * op.kv_heads if op.backward else 0)
-            out = op.b * tokens * op.head_dim * BYTES_PER_ELEMENT[op.dtype]
-        elif isinstance(op, MemoryBound) and name in NORMS:
-            out = math.prod(op.dims) * BYTES_PER_ELEMENT["bf16"]
-        else:
-            continue
-        total += out
-        kernels += 1
-    return total, kernels
-
-
-def grad_add_bytes(p) -> float:
-    """Bytes per layer and micro-batch Megatron-core's fp32 main-gradient add moves beyond
-    tpsim's ``grad_accumulate`` ops (module docstring)."""
-    extra = 0.0
-    for name, op in zip(p.run.template.names, p.run.ops):
-        if name.endswith(".grad_accumulate"):
-            k, n = op.dims
-            extra += k * n * (2 * FP32 + BYTES_PER_ELEMENT["bf16"]) - op.nbytes
-    return extra
+from tpsim.cluster.topology import load_topology
 
 
 def unpriced(r: dict, p, platform: str) -> dict[str, float]:
     """Seconds a step each unpriced cost adds on a GPU of run ``r`` predicted as ``p``."""
     dev = load_topology(platform).device
-    stage = p.step.stages[0]
-    passes = stage.layers * p.step.micro_batches
-    fill, kernels = fill_bytes(p)
     mb, s = int(r["micro_batch"]), int(r["seq_len"])
-    shard = p.memory.params_per_gpu / p.memory.optimizer_shards
-    return {"fill": passes * elementwise_time(fill, dev, kernels=kernels),
-            "grad add": passes * elementwise_time(grad_add_bytes(p), dev, kernels=0),
-            "mask H2D": p.step.micro_batches * mb * s * s / dev.host_link_Bps,
-            "log passes": 2 * elementwise_time(FP32 * shard, dev)}
+    return {"mask H2D": p.step.micro_batches * mb * s * s / dev.host_link_Bps}
 
 
 def with_unpriced(p, costs: dict[str, float]) -> float:
-    """The step with ``costs`` (module docstring): per-layer ones scaled with the stage."""
-    layer = costs["fill"] + costs["grad add"]
-    once = costs["mask H2D"] + costs["log passes"]
-    return p.step.time_s * (1 + layer / p.step.stages[0].compute_s) + once
+    """The step with ``costs`` (module docstring), added once."""
+    return p.step.time_s + costs["mask H2D"]

@@ -323,7 +323,7 @@ def test_search_prices_fixed_settings_as_predict(capsys):
     assert res["framework"] == "megatron-lm-2021"
     assert res["fixed"] == {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
                             "async_tensor_model_parallel_allreduce": False,
-                            "gradient_accumulation_fusion": False,
+                            "gradient_accumulation_fusion": False, "main_grad_add": False,
                             "query_key_layer_scaling": True, "fp8_recipe": "tensorwise"}
     argv = ["predict", *job[:4], "--dtype", "fp8", "--global-batch", "16", *flags, "--json"]
     for key in ("tp", "pp", "dp", "micro_batch", "virtual_stages"):

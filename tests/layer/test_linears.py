@@ -67,11 +67,37 @@ def test_the_2021_backward_is_slower_and_one_switch_each_adds():
 def test_a_steps_first_micro_batch_adds_nothing(global_batch, share):
     """Of m micro-batches, the first keeps its new gradient (AccumulateGrad): the adds run on
     m - 1, priced as (m - 1)/m of one per micro-batch (dp 2, micro-batch 1: m = global/2)."""
-    lay = Layout(tp=TP, dp=2, global_batch=global_batch, gradient_accumulation_fusion=False)
-    assert lay.backward == (True, False, share)
-    assert Layout(tp=TP, dp=2, global_batch=global_batch).backward == (True, True, 1.0)
+    lay = Layout(tp=TP, dp=2, global_batch=global_batch, gradient_accumulation_fusion=False,
+                 main_grad_add=False)
+    assert lay.backward == (True, False, share, False)
+    assert Layout(tp=TP, dp=2, global_batch=global_batch).backward == (True, True, 1.0, False)
     dims = dataclasses.replace(layer_dims(MODEL, TP, B, S, "fp16"), grad_adds=share)
     tpl = layer_template(True, attention="unfused", bias=True, backward=(True, False))
     g = tpl.digraph(dims, tp=TP, dropout=0.1)
     adds = sum(a["op"].nbytes for n, a in g.nodes(data=True) if n.endswith(".grad_accumulate"))
     assert adds == pytest.approx(share * 3 * 2 * 12 * H * H / TP)
+
+
+@pytest.mark.parametrize("global_batch", [None, 8])
+def test_megatron_cores_add_into_the_fp32_main_gradient(global_batch):
+    """Megatron-core's DDP hook adds every micro-batch's 16-bit weight gradient into the fp32
+    main gradient: read 2 + 4, write 4 = 10 bytes a weight (fp16), 12 H^2 / tp weights a
+    layer; ZeRO-2/3 keep autograd's (m - 1)/m; with the fusion nothing is added apart."""
+    lay = Layout(tp=TP, dp=2, global_batch=global_batch, gradient_accumulation_fusion=False)
+    assert lay.backward == (True, False, 1.0, True)
+    assert lay.replace(zero=2).backward[2:] == (lay.replace(main_grad_add=False).backward[2],
+                                                False)
+    assert lay.replace(gradient_accumulation_fusion=True).backward == (True, True, 1.0, False)
+    dims = dataclasses.replace(layer_dims(MODEL, TP, B, S, "fp16"), main_grad_add=True)
+    tpl = layer_template(True, attention="unfused", bias=True, backward=(True, False))
+    g = tpl.digraph(dims, tp=TP, dropout=0.1)
+    adds = sum(a["op"].nbytes for n, a in g.nodes(data=True) if n.endswith(".grad_accumulate"))
+    assert adds == (2 + 4 + 4) * 12 * H * H / TP
+
+
+def test_the_main_gradient_add_costs_more_than_autograds():
+    """10 bytes on every micro-batch against 6 on m - 1 of m: the GPU's work grows (the toy
+    step itself waits on the host)."""
+    kw = dict(tp=TP, dp=2, global_batch=8, micro_batch=1, gradient_accumulation_fusion=False)
+    core = predict(MODEL, "dgx-a100", **kw).step.compute_s
+    assert core > predict(MODEL, "dgx-a100", main_grad_add=False, **kw).step.compute_s

@@ -3,6 +3,7 @@ of its kernels, what zeroes the gradients, whether a 16-bit copy is written."""
 import pytest
 
 import tpsim
+from tpsim.base.errors import TpsimError
 from tpsim.cluster.topology import load_topology
 from tpsim.cost.compute import elementwise_time
 from tpsim.spec.frameworks import FRAMEWORKS
@@ -79,3 +80,32 @@ def test_a_torchtitan_step_prices_its_optimizer_so():
     owned = titan.memory.params_per_gpu / 8
     assert titan.step.optimizer_s - fused.step.optimizer_s == pytest.approx(
         elementwise_time(92 * owned, DEV) - elementwise_time(40 * owned, DEV), rel=1e-6)
+
+
+@pytest.mark.parametrize("norm, zeros", [(True, False), (False, True), (True, True)])
+def test_the_log_passes_read_the_owned_shard(norm, zeros):
+    """--log-params-norm reads the fp32 main weights (4 bytes), --log-num-zeros-in-grad the
+    fp32 main gradients (4 bytes), each over the 1/d shard the rank owns, once a step:
+    elementwise_time(46 P / d + 4 (norm + zeros) P / d) with the gradients sharded."""
+    P, d = 8e9, 8
+    lay = Layout(tp=1, dp=d, distributed_optimizer=True, log_params_norm=norm,
+                 log_num_zeros_in_grad=zeros)
+    step = optimizer_step(lay, Sharding(1, d))
+    assert step.logged == (norm, zeros)
+    b = optimizer_bytes("bf16", owned=1.0, zeroed=0.0, step=step)
+    assert (b.get("params-norm"), b.get("zeros-in-grad")) == (4 if norm else None,
+                                                              4 if zeros else None)
+    assert optimizer_s(P, d, "bf16", DEV, step, grads_sharded=True) == \
+        elementwise_time((46 + 4 * (norm + zeros)) * P / d, DEV)
+
+
+def test_the_log_passes_lengthen_the_step_and_refuse_non_flags():
+    kw = dict(tp=2, dp=4, global_batch=8, distributed_optimizer=True)
+    plain = tpsim.predict("gpt3-1.3b", "dgx-h100", **kw).step.time_s
+    logged = tpsim.predict("gpt3-1.3b", "dgx-h100", log_params_norm=True,
+                           log_num_zeros_in_grad=True, **kw).step.time_s
+    assert logged > plain
+    for field in ("log_params_norm", "log_num_zeros_in_grad", "main_grad_add",
+                  "deterministic_mode"):
+        with pytest.raises(TpsimError, match=f"^--{field.replace('_', '-')}"):
+            Layout(**{field: "yes"})

@@ -50,6 +50,8 @@ class Dims:
     windowed: float = 1.0   # ... on this share of the layers the simulated one stands for
     grad_adds: float = 1.0  # share of micro-batches adding their weight gradients into the
     #                         step's earlier ones' (m - 1)/m, where the adds are kernels apart
+    main_grad_add: bool = False  # the adds go into the fp32 main gradient (Megatron-core's DDP)
+    fill: bool = False  # PyTorch's deterministic NaN fill of new outputs (tpsim.sim.fill)
     fp8_recipe: str = "delayed"     # fp8's scaling (tpsim.spec.precision.FP8_RECIPES)
     layer_scaling: bool = False  # Megatron's query-key layer scaling: the unfused core's softmax,
     #                              where it falls back to PyTorch, in fp32 (tpsim.layer.unfused)
@@ -129,10 +131,14 @@ def recipe_field(dims: Dims, fp8_recipe: str) -> dict:
         fp8_recipe != Dims.fp8_recipe else {}
 
 
-def run_fields(dims: Dims, grad_adds: float, layer_scaling: bool, fp8_recipe: str) -> dict:
-    """The Dims fields a training run's layout sets away from their defaults: ``grad_adds``,
-    ``layer_scaling``, and fp8's recipe (:func:`recipe_field`)."""
+def run_fields(dims: Dims, adds: tuple[float, bool], layer_scaling: bool,
+               fp8_recipe: str, fill: bool = False) -> dict:
+    """The Dims fields a training run's layout sets away from their defaults: ``adds``
+    (``grad_adds``, ``main_grad_add``), ``layer_scaling``, fp8's recipe
+    (:func:`recipe_field`) and ``fill``."""
+    grad_adds, main = adds
     return ({"grad_adds": grad_adds} if grad_adds != 1 else {}) | \
+        ({"main_grad_add": True} if main else {}) | ({"fill": True} if fill else {}) | \
         ({"layer_scaling": True} if layer_scaling else {}) | recipe_field(dims, fp8_recipe)
 
 

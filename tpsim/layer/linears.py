@@ -23,6 +23,7 @@ from .dims import Dims, sp_reduce_op
 from .ops import SendRecv, cast_op
 from .template import Builder
 from ..cluster.topology import BYTES_PER_ELEMENT
+from ..cost.compute import FP32_ACCUMULATE_BYTES
 from ..cost.interference import UB_PIPELINE_SMS
 from ..spec.precision import (AMAX_REDUCED_BYTES, NORM_AMAX, NORM_QUANTIZES, STOCHASTIC_ROUNDING,
                               amax_pass_bytes, cast_write_bytes, quantize_launches)
@@ -247,14 +248,23 @@ def linear_backward(B: Builder, name: str, size, grads, between=None, wgrad_deps
 
 
 def grad_accumulate(B: Builder, name: str, size, wgrad) -> str:
-    """Autograd's add of a linear's new weight gradient into the parameter's 16-bit ``.grad``
-    (Megatron-LM without gradient accumulation fusion; PyTorch's AccumulateGrad, in place):
-    read both, write one, 3 k n bpe bytes for the (k x n) weight, on (m - 1) of a step's m
-    micro-batches (the first has no gradient to add to: AccumulateGrad keeps the new one), so
-    ``d.grad_adds`` = (m - 1)/m of it per micro-batch (one micro-batch: no bytes, the launches
-    still counted)."""
+    """The add of a linear's new weight gradient, without gradient accumulation fusion, for
+    the (k x n) weight:
+
+    * autograd's into the parameter's 16-bit ``.grad`` (Megatron-LM 2021; PyTorch's
+      AccumulateGrad, in place): read both, write one, 3 k n bpe bytes, on (m - 1) of a step's
+      m micro-batches (the first has no gradient to add to: AccumulateGrad keeps the new one),
+      so ``d.grad_adds`` = (m - 1)/m of it per micro-batch (one micro-batch: no bytes, the
+      launches still counted);
+    * ``d.main_grad_add``: Megatron-core's DDP hook's into the fp32 main gradient
+      (``param.main_grad.add_(param.grad.data)``, megatron/core/distributed/
+      distributed_data_parallel.py ``_make_backward_post_hook``), every micro-batch: read the
+      16-bit gradient and the fp32 main gradient, write the main gradient, k n (bpe + 2 x 4)
+      bytes (10 a weight in bf16; FP32_ACCUMULATE_BYTES the main gradient's 8)."""
     def add(d):
         m, n, k = size(d)
+        if d.main_grad_add:
+            return k, n, k * n * (d.bpe + FP32_ACCUMULATE_BYTES)
         return k, n, 3 * k * n * d.bpe * d.grad_adds
     return B.eltwise(f"bwd.{name}.grad_accumulate", add, (wgrad,), forward_of=f"fwd.{name}")
 

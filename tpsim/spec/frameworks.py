@@ -6,7 +6,9 @@ user's value.
 * ``megatron-core`` (Megatron-core, 2023 on; tpsim's defaults): the DP gradients reduced in
   buckets beside the backward (``distributed/param_and_grad_buffer.py``, overlap_grad_reduce),
   p2p of whole activations (SP: each rank its shard), the weight all-gather of the distributed
-  optimizer after the optimizer unless ``--overlap-param-gather``.
+  optimizer after the optimizer unless ``--overlap-param-gather``; without gradient
+  accumulation fusion, each weight gradient added into the fp32 main gradient by the DDP's
+  hook (``distributed/distributed_data_parallel.py``, ``main_grad_add``).
 * ``megatron-lm-2021`` (Megatron-LM as Narayanan et al. 2021, "Efficient Large-Scale Language
   Model Training on GPU Clusters Using Megatron-LM", ran it): the gradients all-reduced after
   the whole backward (``megatron/model/distributed.py``'s allreduce_gradients, called from
@@ -24,7 +26,9 @@ user's value.
   ``_exec_reduce_grads`` step of the schedule), activations partitioned over the TP ranks
   between stages (``pipe_partitioned`` / ``grad_partitioned``), 1F1B without interleaving
   (``deepspeed/runtime/pipe/schedule.py``'s TrainSchedule), no TP communication overlap, and
-  the query-key layer scaling of Megatron-LM 2021 (``megatron/arguments.py``, to 2024).
+  the query-key layer scaling of Megatron-LM 2021 (``megatron/arguments.py``, to 2024);
+  unfused weight gradients priced as autograd's adds into ``.grad`` (the engine's own
+  gradient path, not Megatron-core's DDP hook: ``main_grad_add`` off).
 * ``nemo-24.07`` (NeMo 24.07 on Megatron-core and Transformer Engine 1.8, as NVIDIA's 24.07
   performance summary ran GPT-3 and Llama 2/3, NVIDIA/NeMo-Framework-Launcher at tag 24.07):
   Megatron-core's defaults (delayed FP8 scaling, the only recipe of Transformer Engine 1.x)
@@ -112,9 +116,10 @@ FRAMEWORKS: dict[str, dict] = {
     "megatron-core": {},
     "megatron-lm-2021": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
                          "async_tensor_model_parallel_allreduce": False,
-                         "gradient_accumulation_fusion": False, "query_key_layer_scaling": True},
+                         "gradient_accumulation_fusion": False, "main_grad_add": False,
+                         "query_key_layer_scaling": True},
     "megatron-deepspeed": {"overlap_grad_reduce": False, "scatter_gather_p2p": True,
-                           "query_key_layer_scaling": True},
+                           "query_key_layer_scaling": True, "main_grad_add": False},
     "nemo-24.07": {"attention": "flash2"},
     "torchtitan": {"attention": "flash2", "eager_kernels": True, **_TORCHTITAN},
     "torchtitan-compile": {"attention": "flash2", **_TORCHTITAN},

@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.errors import ConfigError
+from .run_checks import MAX_MICRO_BATCHES, check_batch, check_run
 from .cp_checks import check_cp_settings
 from .model import ATTENTION_KERNELS, ATTENTIONS
 from .moe_checks import check_moe
 from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
-from .pipeline_layout import stage_layers
 from .precision import FP8_RECIPES, PRECISION
 from .recompute_checks import check_recompute
 from .settings import changed, check, declared, defaults, made, setting
@@ -40,8 +40,6 @@ RECOMPUTE_METHODS = ("uniform", "block")
 DTYPES = tuple(PRECISION)                      # the dtypes training memory is defined for
 ZERO_STAGES = (0, 1, 2, 3)
 ADAM_KERNELS = ("fused", "foreach", "per-tensor")   # tpsim.training.optimizer_step.ADAM_TERMS
-MAX_MICRO_BATCHES = 65536  # simulated one by one: 16x a 16M-token batch of 4K sequences, 1 replica
-MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's handful, bounded
 
 
 def _count(default, doc, flag, lists=False, **kw):
@@ -155,6 +153,18 @@ class Layout:
         "February 2022; tpsim.layer.linears)", "--gradient-accumulation-fusion",
         help="each weight-gradient GEMM writes a new gradient that a kernel of its own adds into "
              "the parameter's (Megatron-LM's own flag; its only way before February 2022)")
+    main_grad_add: bool = _flag(
+        True, "without --gradient-accumulation-fusion, Megatron-core's DDP hook adds each "
+        "micro-batch's weight gradient into the fp32 main gradient, 10 bytes a weight (False: "
+        "autograd into the 16-bit .grad on m - 1 of m micro-batches, as Megatron-LM 2021; "
+        "ignored with the fusion or --zero 2, 3; tpsim.layer.linears)", "--main-grad-add",
+        help="autograd adds the unfused weight gradients into the 16-bit .grad (Megatron-LM "
+             "2021; default: Megatron-core's DDP hook, into the fp32 main gradient)")
+    deterministic_mode: bool = _flag(
+        False, "torch.use_deterministic_algorithms(True): PyTorch fills each new tensor "
+        "Transformer Engine allocates with NaN, one more write of the layer's GEMM, attention "
+        "and LayerNorm outputs (tpsim.sim.fill; the deterministic attention backward priced "
+        "as the default one) (Megatron-LM's own flag)", "--deterministic-mode")
     query_key_layer_scaling: bool = _flag(
         False, "Q K^T scaled by 1 / layer number, the softmax in fp32 (Megatron-DeepSpeed's and "
         "Megatron-LM 2021's default); it changes the unfused core's softmax where Megatron's "
@@ -293,6 +303,13 @@ class Layout:
         "compute stream (torchtitan; ignored below --zero 2; tpsim.training.fsdp_copies)",
         "--fsdp2-copies")
     # the optimizer step (tpsim.training.optimizer_step)
+    log_params_norm: bool = _flag(
+        False, "the fp32 main weights' L2 norm logged every step: one more read of the rank's "
+        "shard (Megatron-LM's own flag; tpsim.training.optimizer_step)", "--log-params-norm")
+    log_num_zeros_in_grad: bool = _flag(
+        False, "the zeros of the fp32 main gradients counted every step: one more read of the "
+        "rank's shard (Megatron-LM's own flag; tpsim.training.optimizer_step)",
+        "--log-num-zeros-in-grad")
     adam: str = setting(
         "fused", "Adam's kernels: fused (one multi-tensor kernel, 28 bytes a parameter: "
         "Megatron-core's FusedAdam), foreach (torch.optim.AdamW's 8 multi-tensor kernels, 80 "
@@ -326,33 +343,11 @@ class Layout:
                               self.tp_comm_overlap)
         check_recompute(self)
         check_sharding(self)
-        if self.train_metrics > MAX_TRAIN_METRICS:
-            raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}", self.train_metrics)
-        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
-            raise ConfigError("--cpu-offload-layers", "", "0 with --pp above 1 or --recompute "
-                              "(Megatron-core offloads with neither)", self.cpu_offload_layers)
-        if self.pipeline_layout is not None:
-            if self.first_stage_layers is not None or self.last_stage_layers is not None:
-                raise ConfigError("--pipeline-layout", "", "no --first-stage-layers nor "
-                                  "--last-stage-layers beside it", self.pipeline_layout)
-            stage_layers(self.pipeline_layout, self.pp, self.virtual_stages)
+        check_run(self)
         check_cp_settings(self)
         check_moe(self)
         check_state(self)
-        gb, per_step = self.global_batch, self.per_step
-        if gb is None:
-            return
-        if gb % per_step:
-            raise ConfigError("--global-batch", "", f"a multiple of micro-batch x dp "
-                              f"({per_step})", gb)
-        if gb // per_step > MAX_MICRO_BATCHES:
-            raise ConfigError("--global-batch", "", f"at most {MAX_MICRO_BATCHES:,} micro-batches "
-                              f"per step (global batch / (micro-batch x dp) = {gb // per_step:,}; "
-                              "the step is simulated micro-batch by micro-batch)", gb)
-        if self.virtual_stages > 1 and (gb // per_step) % self.pp:
-            raise ConfigError("--global-batch", "", f"micro-batches per step (global batch / "
-                              f"(micro-batch x dp) = {gb // per_step}) a multiple of pp "
-                              f"({self.pp}) with --virtual-stages", gb)
+        check_batch(self)
 
     @property
     def per_step(self) -> int:               # sequences a micro-batch of every replica holds
@@ -363,12 +358,13 @@ class Layout:
         return 1 if self.global_batch is None else self.global_batch // self.per_step
 
     @property
-    def backward(self) -> tuple[bool, bool, float]:
+    def backward(self) -> tuple[bool, bool, float, bool]:
         """The linears' backward (tpsim.layer.linears): dX's TP all-reduce beside wgrad, the
-        gradient accumulation fusion, without it the share of added weight gradients, (m-1)/m."""
-        fused = self.gradient_accumulation_fusion
+        gradient accumulation fusion, without it the share of added weight gradients ((m-1)/m
+        into the 16-bit .grad, every one into the fp32 main gradient) and whether into that."""
+        fused, main = self.gradient_accumulation_fusion, self.main_grad_add and self.zero < 2
         return (self.async_tensor_model_parallel_allreduce, fused,
-                1.0 if fused else 1 - 1 / self.micro_batches)
+                1.0 if fused or main else 1 - 1 / self.micro_batches, main and not fused)
 
     def predict_kwargs(self) -> dict:
         """The fields set away from their defaults: ``tpsim.predict``'s keyword form."""
@@ -395,4 +391,4 @@ class Layout:
 
 __all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
            "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS", "MOE_ROUTINGS",
-           "CROSS_ENTROPIES"]
+           "CROSS_ENTROPIES", "MAX_MICRO_BATCHES"]

@@ -49,6 +49,14 @@ of its sharded buffer, megatron_fsdp/param_and_grad_buffer.py): main-gradient by
 gradient held. PyTorch's ``optimizer.zero_grad()`` sets them to None (``set_to_none=True``, the
 default since PyTorch 2.0: torchtitan's ``train.py``; Composer's trainer passes it): no kernel.
 
+Logging (``log_params_norm``, ``log_num_zeros_in_grad``, Megatron-LM's ``--log-params-norm``
+and ``--log-num-zeros-in-grad``, off by default): ``calc_params_l2_norm``
+(megatron/training/utils.py) takes the L2 norm of the main weights every step, the rank's
+shard of them with the distributed optimizer (``main_param``), a read of p bytes a parameter
+owned; the optimizer's ``count_zeros`` (``count_zeros_fp32``, megatron/core/optimizer/
+clip_grads.py) counts the zeros of the fp32 main gradients it steps, a read of 4 bytes a
+parameter owned. Their all-reduces move one number each: not priced.
+
 The 16-bit copy: with fp32 sharded parameters (ZeRO-3 ``fp32_params``: PyTorch FSDP's mixed
 precision) Adam updates the fp32 shard in place and no 16-bit shard exists; the 16-bit weights
 are cast as each all-gather's input is made (FSDP2's ``foreach_all_gather`` copy-in,
@@ -79,10 +87,12 @@ FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in pl
 @dataclass(frozen=True)
 class OptimizerStep:
     """How a stack runs the step: ``adam``'s kernels (a key of ADAM_TERMS), whether a
-    ``grad_buffer`` is memset every step, whether a ``master_copy`` writes 16-bit weights."""
+    ``grad_buffer`` is memset every step, whether a ``master_copy`` writes 16-bit weights,
+    whether the weights' norm and the gradients' zeros are ``logged`` (module docstring)."""
     adam: str = "fused"
     grad_buffer: bool = True
     master_copy: bool = True
+    logged: tuple[bool, bool] = (False, False)
 
 
 MEGATRON = OptimizerStep()
@@ -91,7 +101,8 @@ MEGATRON = OptimizerStep()
 def optimizer_step(lay, sh) -> OptimizerStep:
     """The :class:`OptimizerStep` of Layout ``lay`` with Sharding ``sh``: no master copy with
     ZeRO-3's fp32 parameters (module docstring)."""
-    return OptimizerStep(lay.adam, lay.grad_buffer, not (sh.fp32_params and sh.stage == 3))
+    return OptimizerStep(lay.adam, lay.grad_buffer, not (sh.fp32_params and sh.stage == 3),
+                         (lay.log_params_norm, lay.log_num_zeros_in_grad))
 
 
 def adam_bytes(kernel: str, state: AdamState) -> float:
@@ -113,6 +124,8 @@ def optimizer_bytes(dtype: str, owned: float, zeroed: float,
         per["unscale"] = FP16_UNSCALE_BYTES
     if state.copy and step.master_copy:       # copy the main weights into the 16-bit weights
         per["copy-to-weights"] = state.main + prec.gathered
+    norm, zeros = step.logged                 # the log passes: read p, read g
+    per |= ({"params-norm": state.main} if norm else {}) | ({"zeros-in-grad": FP32} if zeros else {})
     out = {k: v * owned for k, v in per.items()}
     out["zero-grads"] = prec.grads * zeroed if step.grad_buffer else 0.0
     return out
@@ -121,7 +134,8 @@ def optimizer_bytes(dtype: str, owned: float, zeroed: float,
 def optimizer_s(params: float, shards: float, dtype: str, device,
                 step: OptimizerStep = MEGATRON, grads_sharded: bool = False) -> float:
     """After the gradient norm, one memory-bound pass over the other kernels' bytes (clip,
-    Adam, master copy, fp16's unscale, the buffer's memset), plus the weights' casts:
+    Adam, master copy, fp16's unscale, the buffer's memset, the log passes), plus the weights'
+    casts:
 
         t = elementwise_time(sum of optimizer_bytes(dtype, owned, zeroed) but the norm's)
             + weight_cast_s(params)

@@ -119,8 +119,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    tp_comm_overlap=False, moe=False, cp=1, cp_comm="p2p", layer_scaling=False,
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
-                   flex_backend="deepep", backward=(True, True, 1.0), fp8_recipe="delayed",
-                   permute=(True, False, True)):
+                   flex_backend="deepep", backward=(True, True, 1.0, False), fp8_recipe="delayed",
+                   permute=(True, False, True), fill: bool = False):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
@@ -129,8 +129,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     context parallelism by ``cp_comm`` (:mod:`tpsim.layer.context_parallel`), each rank's seq_len /
     cp tokens; ``eager``: PyTorch eager's kernels (:mod:`tpsim.layer.eager`); ``modules``: what
     selective recomputation re-runs (None: core_attn, :mod:`tpsim.layer.recompute_modules`);
-    ``backward``: ``layer_template``'s and the share of micro-batches whose weight gradients are
-    added apart (Dims.grad_adds); ``layer_scaling``, ``fp8_recipe``: Dims's."""
+    ``backward``: ``layer_template``'s, then Dims.grad_adds and Dims.main_grad_add;
+    ``layer_scaling``, ``fp8_recipe``, ``fill`` (:mod:`tpsim.sim.fill`): Dims's."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
@@ -155,7 +155,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                           "multi-head latent attention is priced so",
                           {"--attention": attention, "--cp": cp}.get(flag, True))
     window = window_fields(m, bool(moe), attention, cp) | \
-        run_fields(dims, backward[2], layer_scaling, fp8_recipe)
+        run_fields(dims, backward[2:], layer_scaling, fp8_recipe, fill)
     dims = dataclasses.replace(dims, **window) if window else dims
     a = hierarchical_sizes(cp, tp, topo.devices_per_node, dims.heads, dims.kv_heads)[0] \
         if cp_comm == "a2a+p2p" else 1
@@ -190,7 +190,8 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           experts, expert_load(lay.moe_imbalance, lay.moe_capacity_factor),
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
                           lay.moe_flex_backend, lay.backward, lay.fp8_recipe, (lay.moe_permute_fusion,
-                           lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion, lay.moe_routing))
+                           lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion, lay.moe_routing),
+                          lay.deterministic_mode)
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

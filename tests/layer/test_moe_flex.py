@@ -103,7 +103,8 @@ def test_flex_sends_no_more_across_nodes_than_nccls_all_to_all(k, nodes, per_gpu
     experts = ep * per_gpu
     place = CLUSTER.place(fold(Parallelism(tp=1, dp=ep), ep, 1, experts).group("ep"))
     remote, ranks = uniform_fanout(experts, k, ep, 8)
-    d = hierarchical_dispatch_time(1000, 100, place, CLUSTER, remote, ranks)
+    d = hierarchical_dispatch_time(1000, 100, place, CLUSTER, remote, ranks, "deepep",
+                                   DEEPEP_SMS)
     assert d.network_bytes <= 1000 * k * 100 * (ep - 8) / ep * (1 + 1e-12)
     assert flex_dispatch_time(1000, 100, experts, k, place, CLUSTER).time_s == d.time_s
 

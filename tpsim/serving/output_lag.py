@@ -54,7 +54,7 @@ class OutputLag:
             loop.gaps.deliver(reqs, ends[steps - 1])
             return
         loop.gaps.deliver(reqs, ends[steps[:-1] - 1])
-        going = np.array([loop.done[r] + ahead < loop.gen[r] for r in reqs], dtype=bool)
+        going = np.asarray(loop.done)[reqs] + ahead < loop.gen[reqs]
         self.held = reqs[going]
         loop.gaps.deliver(reqs[~going], ends[-1:])
 
@@ -68,9 +68,7 @@ class OutputLag:
         if prefill:
             seen = loop.arr[loop.next] + loop.lat if loop.next < len(loop.arr) else np.inf
             t = float(min(end, max(seen, start)))
-        for r in self.held:
-            if loop.done[r] == 1:
-                loop.first[r] = t
+        loop.first[self.held[np.asarray(loop.done)[self.held] == 1]] = t
         loop.gaps.deliver(self.held, t)
         self.held = np.zeros(0, dtype=np.int64)
 

@@ -281,9 +281,15 @@ class StepModel:
         g = min(pp ep, sequences) micro-batches (module docstring); run eagerly, the host
         issuing each of its :attr:`forward_ops` in ``op_s``: max(that, N op_s)
         (:func:`tpsim.sim.schedule.issue_bound`)."""
-        c = np.array([p[0] for p in chunks], float)
-        s = np.array([p[1] for p in chunks], float)
-        g = min(self.split, len(chunks) + decode_seqs)
+        return self.mixed_step_arrays(np.array([p[0] for p in chunks], float),
+                                      np.array([p[1] for p in chunks], float), decode_seqs,
+                                      decode_kv, outputs, op_s, queries)
+
+    def mixed_step_arrays(self, c, s, decode_seqs: int, decode_kv: float, outputs: int,
+                          op_s: float = 0.0, queries: int = 1) -> float:
+        """:meth:`mixed_step_s` of the chunks c_j after s_j cached tokens given as arrays."""
+        c, s = np.asarray(c, float), np.asarray(s, float)
+        g = min(self.split, len(c) + decode_seqs)
         att = self.attention(c, s)
         tokens = max((c.sum() + decode_seqs * queries) / g, c.max())
         layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att.sum() / g, att.max())

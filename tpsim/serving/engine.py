@@ -210,7 +210,7 @@ class EngineLoop:
         self.computed[run] += k
         self.tokens[run] += k
         self.done[run] += k
-        self._retire()
+        self._retire(run)
         return True
 
     def _run_end(self, j: int) -> int:
@@ -278,7 +278,7 @@ class EngineLoop:
             self.spec.emit(self, seqs)
         self.lag.release(self, self.t - wall, self.t, bool(chunked.any()))   # the last step's
         self.lag.stream(self, streamed, [self.t], [1])
-        self._retire()
+        self._retire(ids)
 
     def _account(self, ids, news, dt: float, engine: float, wall: float) -> None:
         """A step of ``ids`` feeding ``news`` tokens each, ``dt`` on the GPU, ``engine`` with
@@ -290,14 +290,13 @@ class EngineLoop:
         self.seq_steps += int(ids.size)
         self.computed[ids] += news
 
-    def _retire(self) -> None:
-        if not self.running:
+    def _retire(self, run: np.ndarray) -> None:
+        """The sequences of ``run`` (running ones, in admission order: the only ones whose
+        tokens grew) that have all their tokens leave, their blocks freed."""
+        ended = run[self.done[run] >= self.wants[run]]
+        if not ended.size:
             return
-        run = np.array(self.running)
-        going = self.done[run] < self.wants[run]
-        if going.all():
-            return
-        for r in run[~going].tolist():
+        for r in ended.tolist():
             self.free += self.blocks(int(self.computed[r]))
             self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
             self.gaps.flush(r, self.last[r])
@@ -305,7 +304,8 @@ class EngineLoop:
             if self.sent < len(self.arr):          # its client sends the next request
                 self.arr[self.sent] = self.last[r]
                 self.sent += 1
-        self.running = run[going].tolist()
+        gone = set(ended.tolist())
+        self.running = [r for r in self.running if r not in gone]
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,

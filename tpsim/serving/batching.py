@@ -42,6 +42,8 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
         ids.append(r)
         news.append(new)
         budget -= new
+    if fast is not None and not ids:          # no admission: the running ones as they are
+        return fast[0], fast[1]
     ids, news = np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
     if fast is None:
         return ids, news

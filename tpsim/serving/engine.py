@@ -245,13 +245,38 @@ class EngineLoop:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
         c, tk, done = self.computed, self.tokens, self.done
-        cs, ds = c[ids], done[ids]
-        decodes = (tk[ids] - cs == 1) & (ds > 0)
-        chunked = ~decodes
-        seqs, dec = ids[decodes], cs[decodes] + 1
-        b, kv, q = int(decodes.sum()), int(dec.sum()), self.spec.k + 1 if self.spec else 1
-        outs = int((cs + news == tk[ids]).sum())
-        if chunked.any():
+        cs, ds, tks = c[ids], done[ids], tk[ids]
+        decodes = (tks - cs == 1) & (ds > 0)
+        fed = cs + news
+        made = fed == tks                             # each samples its next token
+        outs = int(made.sum())
+        dt, seqs, chunked = self._price(ids, news, cs, decodes, outs)
+        engine = float(step_wall_s(dt, host_step_s(self.st, ids.size), self.st.host_overlap))
+        admitted = int(((cs == 0) & (ds == 0)).sum())
+        wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
+        self._account(ids.size, dt, engine, wall)
+        c[ids] = fed
+        firsts = ids[made & (ds == 0)]
+        made = ids[made]
+        tk[made] += 1
+        done[made] += 1
+        self.first[firsts] = self.t
+        streamed = made if self.since == 0 or self.multi == 1 else firsts
+        if self.spec:
+            self.spec.emit(self, seqs)
+        self.lag.release(self, self.t - wall, self.t, chunked)   # the last step's
+        self.lag.stream(self, streamed, [self.t], [1])
+        self._retire(ids)
+
+    def _price(self, ids, news, cs, decodes, outs: int) -> tuple[float, np.ndarray, bool]:
+        """The GPU time of a step of ``ids`` feeding ``news`` tokens each after ``cs`` cached,
+        those of ``decodes`` decoding, ``outs`` sampling: (the time, the decoding ids,
+        whether it prefills); the counts of its kind."""
+        b = int(decodes.sum())
+        seqs, dec = (ids, cs + 1) if b == ids.size else (ids[decodes], cs[decodes] + 1)
+        kv, q = int(dec.sum()), self.spec.k + 1 if self.spec else 1
+        if b < ids.size:
+            chunked = ~decodes
             dt = self.model.mixed_step_arrays(news[chunked], cs[chunked], b, kv,
                                               outs + (q - 1) * b,
                                               prefill_op_s(self.st, self.model), q)
@@ -264,31 +289,16 @@ class EngineLoop:
             self.decode_busy_s += dt
             self.admit.decoded(1)
             self.since = (self.since + 1) % self.multi
-        engine = float(step_wall_s(dt, host_step_s(self.st, ids.size), self.st.host_overlap))
-        admitted = int(((cs == 0) & (ds == 0)).sum())
-        wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
-        self._account(ids, news, dt, engine, wall)
-        made = ids[c[ids] == tk[ids]]                 # each samples its next token
-        tk[made] += 1
-        done[made] += 1
-        firsts = made[done[made] == 1]
-        self.first[firsts] = self.t
-        streamed = made if self.since == 0 or self.multi == 1 else firsts
-        if self.spec:
-            self.spec.emit(self, seqs)
-        self.lag.release(self, self.t - wall, self.t, bool(chunked.any()))   # the last step's
-        self.lag.stream(self, streamed, [self.t], [1])
-        self._retire(ids)
+        return dt, seqs, b < ids.size
 
-    def _account(self, ids, news, dt: float, engine: float, wall: float) -> None:
-        """A step of ``ids`` feeding ``news`` tokens each, ``dt`` on the GPU, ``engine`` with
-        the host, ``wall`` with the front end: the clock, the counts, the caches."""
+    def _account(self, seqs: int, dt: float, engine: float, wall: float) -> None:
+        """A step of ``seqs`` sequences, ``dt`` on the GPU, ``engine`` with the host, ``wall``
+        with the front end: the clock and the counts."""
         self.host_wait_s += engine - dt
         self.frontend_wait_s += wall - engine
         self.t, self.wall = self.t + wall, wall
         self.steps += 1
-        self.seq_steps += int(ids.size)
-        self.computed[ids] += news
+        self.seq_steps += seqs
 
     def _retire(self, run: np.ndarray) -> None:
         """The sequences of ``run`` (running ones, in admission order: the only ones whose

@@ -249,10 +249,10 @@ class EngineLoop:
         decodes = (tks - cs == 1) & (ds > 0)
         fed = cs + news
         made = fed == tks                             # each samples its next token
-        outs = int(made.sum())
+        outs = int(np.count_nonzero(made))
         dt, seqs, chunked = self._price(ids, news, cs, decodes, outs)
         engine = float(step_wall_s(dt, host_step_s(self.st, ids.size), self.st.host_overlap))
-        admitted = int(((cs == 0) & (ds == 0)).sum())
+        admitted = int(np.count_nonzero((cs == 0) & (ds == 0)))
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self._account(ids.size, dt, engine, wall)
         c[ids] = fed
@@ -272,7 +272,7 @@ class EngineLoop:
         """The GPU time of a step of ``ids`` feeding ``news`` tokens each after ``cs`` cached,
         those of ``decodes`` decoding, ``outs`` sampling: (the time, the decoding ids,
         whether it prefills); the counts of its kind."""
-        b = int(decodes.sum())
+        b = int(np.count_nonzero(decodes))
         seqs, dec = (ids, cs + 1) if b == ids.size else (ids[decodes], cs[decodes] + 1)
         kv, q = int(dec.sum()), self.spec.k + 1 if self.spec else 1
         if b < ids.size:

@@ -29,7 +29,7 @@ def run_end_steps(since: int, k: int, multi: int) -> np.ndarray:
 
 class TokenGaps:
     """Each request's last streamed time and the gaps so far, as (gaps, how many times each
-    occurred) pairs (module docstring)."""
+    occurred: one count for all, or one each) pairs (module docstring)."""
 
     def __init__(self, requests: int):
         self.last = np.full(requests, np.nan)
@@ -53,13 +53,19 @@ class TokenGaps:
         if not self.last[r] >= t:
             self.deliver([r], t)
 
+    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(each gap, how many times it occurred), every request's together."""
+        if not self.parts:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return (np.concatenate([g for g, _ in self.parts]),
+                np.concatenate([np.broadcast_to(np.asarray(n, dtype=np.int64), g.shape)
+                                for g, n in self.parts]))
+
     def percentiles(self) -> Percentiles:
         """mean, p50, p90, p99 over all gaps, each pair counted as many times as it occurred:
         :meth:`Percentiles.of` of the gaps written out, numpy's linear percentiles at position
         q (n - 1) of the n gaps sorted."""
-        v = np.concatenate([g for g, _ in self.parts]) if self.parts else np.zeros(0)
-        w = np.repeat(np.array([n for _, n in self.parts], dtype=np.int64),
-                      [g.size for g, _ in self.parts])
+        v, w = self.pooled()
         if len(v) == 0:
             return Percentiles.of([])
         order = np.argsort(v, kind="stable")

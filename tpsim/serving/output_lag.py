@@ -48,6 +48,9 @@ class OutputLag:
         ``loop.done``. With multi-step scheduling the chunk at the last step's end of those
         that go on waits for the next step (:meth:`release`); a finished request's streams
         now, where its e2e ends (:mod:`tpsim.serving.engine`)."""
+        if not self.on and len(steps) == len(ends):       # every step (ascending in 1..n)
+            loop.gaps.deliver(reqs, ends)
+            return
         reqs, ends = np.asarray(reqs, dtype=np.int64), np.atleast_1d(np.asarray(ends, float))
         steps = np.asarray(steps, dtype=np.int64)
         if not (self.on and steps.size and steps[-1] == ends.size):

@@ -51,7 +51,7 @@ def test_multi_step_streams_a_run_of_s_steps_as_one_chunk():
 @settings(max_examples=80, deadline=None)
 def test_the_counted_gaps_percentiles_are_those_of_the_gaps_written_out(pairs):
     g = TokenGaps(1)
-    g.parts = [(np.array([v]), np.array([c])) for v, c in pairs]
+    g.parts = [(np.array([v]), c) for v, c in pairs]
     written = np.repeat([v for v, _ in pairs], [c for _, c in pairs])
     want, got = Percentiles.of(written), g.percentiles()
     for f in ("mean", "p50", "p90", "p99"):

@@ -29,7 +29,7 @@ def run_end_steps(since: int, k: int, multi: int) -> np.ndarray:
 
 class TokenGaps:
     """Each request's last streamed time and the gaps so far, as (gaps, how many times each
-    occurred: one count for all, or one each) pairs (module docstring)."""
+    of them occurred) pairs (module docstring)."""
 
     def __init__(self, requests: int):
         self.last = np.full(requests, np.nan)
@@ -57,9 +57,9 @@ class TokenGaps:
         """(each gap, how many times it occurred), every request's together."""
         if not self.parts:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        return (np.concatenate([g for g, _ in self.parts]),
-                np.concatenate([np.broadcast_to(np.asarray(n, dtype=np.int64), g.shape)
-                                for g, n in self.parts]))
+        gaps, counts = zip(*self.parts)
+        return (np.concatenate(gaps),
+                np.repeat(np.array(counts, dtype=np.int64), [g.size for g in gaps]))
 
     def percentiles(self) -> Percentiles:
         """mean, p50, p90, p99 over all gaps, each pair counted as many times as it occurred:

@@ -83,6 +83,14 @@ CASES = {
     "serve-llama2-70b-tp2-preempt": "serve --model llama2-70b --tp 2 --requests 200 --rate 20 "
                                     "--prompt 2048 --gen 256 --prompt-dist uniform:1,4096 "
                                     "--gen-dist uniform:2,512 --json",
+    # multi-step scheduling (its runs, held outputs) with preemptions, and SGLang's admission
+    "serve-llama2-70b-tp2-multistep-preempt": "serve --model llama2-70b --tp 2 --requests 200 "
+                                              "--rate 30 --prompt 2048 --gen 512 "
+                                              "--num-scheduler-steps 4 --gen-dist uniform:2,1024 "
+                                              "--json",
+    "serve-llama3-8b-sglang-users": "serve --model llama3-8b --tp 1 --requests 300 --users 64 "
+                                    "--prompt 1024 --gen 128 --admission sglang-0.4 "
+                                    "--gen-dist uniform:2,500 --max-num-seqs 48 --json",
     # the search (its ranking, bounds and every candidate's numbers; pricing_s is a timing)
     "search-gpt3-13b-32": "search --model gpt3-13b --topology dgx-a100-hdr-cluster --gpus 32 "
                           "--global-batch 128 --json",

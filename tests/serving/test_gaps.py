@@ -17,7 +17,7 @@ def test_a_first_token_opens_the_gaps_and_each_later_chunk_adds_one_per_request(
     g.deliver([2], 3.0)
     g.flush(0, 2.75)                            # already streamed: nothing
     g.flush(1, 4.0)
-    gaps = np.repeat(*(np.concatenate(a) for a in zip(*g.parts))).tolist()
+    gaps = np.repeat(*g.pooled()).tolist()
     assert sorted(gaps) == [0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 1.25]
 
 
@@ -51,7 +51,7 @@ def test_multi_step_streams_a_run_of_s_steps_as_one_chunk():
 @settings(max_examples=80, deadline=None)
 def test_the_counted_gaps_percentiles_are_those_of_the_gaps_written_out(pairs):
     g = TokenGaps(1)
-    g.parts = [(np.array([v]), np.array([c])) for v, c in pairs]
+    g.parts = [(np.array([v]), c) for v, c in pairs]
     written = np.repeat([v for v, _ in pairs], [c for _, c in pairs])
     want, got = Percentiles.of(written), g.percentiles()
     for f in ("mean", "p50", "p90", "p99"):

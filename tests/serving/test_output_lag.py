@@ -54,6 +54,6 @@ def test_each_requests_gaps_still_sum_to_its_e2e_less_its_ttft():
     TTFT and its last at its e2e: the pooled gaps sum to the sum of e2e - TTFT."""
     reqs = draw_requests(120, 12.0, 4, 256, 60, "exponential", "exponential")
     loop = run(reqs.arrival_s, 10, reqs=reqs)
-    v, w = (np.concatenate(a) for a in zip(*loop.gaps.parts))
+    v, w = loop.gaps.pooled()
     assert float(v @ w) == pytest.approx(float((loop.last - loop.first).sum()), rel=1e-9)
     assert (loop.first >= reqs.arrival_s).all() and (loop.last >= loop.first).all()

@@ -95,8 +95,8 @@ class Reserving(Greedy):
         ``new`` of them admitted this step (module docstring)."""
         run = np.array(loop.running, dtype=np.int64)
         old, fresh = run[:len(run) - new], run[len(run) - new:]
-        done = np.array([loop.done[r] for r in run], dtype=np.int64)
-        kv = np.array([loop.computed[r] for r in run], dtype=np.int64)
+        done = np.asarray(loop.done, dtype=np.int64)[run]
+        kv = np.asarray(loop.computed, dtype=np.int64)[run]
         bs = loop.bs
         grown = ((kv[None, :] + j[:, None] + bs - 1) // bs).sum(1) - ((kv + bs - 1) // bs).sum()
         free = (loop.free - grown) * bs                                   # F after j steps

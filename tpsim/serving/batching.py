@@ -16,44 +16,55 @@ so each feeds all its tokens in order, the same answer as one at a time.
 """
 from __future__ import annotations
 
+import numpy as np
 
-def schedule(loop, alone: bool) -> tuple[list, bool]:
-    """The step's (request, new tokens) and whether it preempted (module docstring);
+
+def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The step's requests and the new tokens each feeds, in order (module docstring);
     ``alone``: prefills only, the decodes waiting (``separate_prefill``)."""
     fast = None if alone else _all_running(loop)
     if fast is None:
         out, budget, preempted = _running(loop, alone)
+        ids, news = [r for r, _ in out], [n for _, n in out]
     else:
-        out, budget, preempted = fast[0], loop.budget - fast[1], False
+        ids, news, budget, preempted = [], [], loop.budget - fast[2], False
     c, tk = loop.computed, loop.tokens
     held = len(loop.running)                # those admitted this step come after
     while not preempted and loop.waiting and len(loop.running) < loop.max_seqs and budget:
         r = loop.waiting[0]
-        new = min(tk[r] - c[r], budget)        # c[r]: 0, or a prompt cached elsewhere
-        if loop.blocks(c[r] + new) > loop.free or (loop.running and not loop.admit.fits(
+        new = int(min(tk[r] - c[r], budget))        # c[r]: 0, or a prompt cached elsewhere
+        if loop.blocks(int(c[r]) + new) > loop.free or (loop.running and not loop.admit.fits(
                 loop, r, len(loop.running) - held)):
             break
         loop.waiting.popleft()
         loop.running.append(r)
-        loop.free -= loop.blocks(c[r] + new)
-        out.append((r, new))
+        loop.free -= loop.blocks(int(c[r]) + new)
+        ids.append(r)
+        news.append(new)
         budget -= new
-    return out, preempted
+    if fast is not None and not ids:          # no admission: the running ones as they are
+        return fast[0], fast[1]
+    ids, news = np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
+    if fast is None:
+        return ids, news
+    return np.concatenate((fast[0], ids)), np.concatenate((fast[1], news))
 
 
-def _all_running(loop) -> tuple[list, int] | None:
-    """(every running sequence with all its tokens, the tokens), their blocks taken, where
-    the budget and the free blocks hold them all (module docstring); None otherwise."""
-    c, tk, bs, run = loop.computed, loop.tokens, loop.bs, loop.running
-    news = [tk[r] - c[r] for r in run]
-    tokens = sum(news)
+def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(every running sequence, all its tokens, their sum), their blocks taken, where the
+    budget and the free blocks hold them all (module docstring); None otherwise."""
+    run = np.array(loop.running, dtype=np.int64)
+    c = loop.computed[run]
+    news = loop.tokens[run] - c
+    tokens = int(news.sum())
     if tokens > loop.budget:
         return None
-    need = sum([-(-(c[r] + n) // bs) + (-c[r] // bs) for r, n in zip(run, news)])
+    bs = loop.bs
+    need = int((-(-(c + news) // bs) + (-c // bs)).sum())
     if need > loop.free:
         return None
     loop.free -= need
-    return list(zip(run, news)), tokens
+    return run, news, tokens
 
 
 def _running(loop, alone: bool) -> tuple[list, int, bool]:

@@ -102,22 +102,24 @@ def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
 
 
 class EngineLoop:
-    """The engine's state over a run (module docstring); arrays by request id."""
+    """The engine's state over a run (module docstring); numpy arrays by request id (the
+    tokens in the cache, prompt + generated, generated, wanted), the running ids a list in
+    admission order."""
 
     def __init__(self, reqs, st: ServeSettings, blocks: int, model: StepModel,
                  cached: bool = False, spec=None):
         self.arr, self.prompt, self.gen = reqs.arrival_s, reqs.prompt, reqs.gen
-        self.wants = self.gen.tolist()                  # tokens each request generates
+        self.wants = np.asarray(self.gen, dtype=np.int64)   # tokens each request generates
         n = len(self.arr)
         self.users = None if cached else st.users          # a closed loop of clients
         if self.users is not None:                          # the rest sent as requests end
             self.arr = np.where(np.arange(n) < self.users, self.arr, np.inf)
         self.sent = n if self.users is None else min(self.users, n)
         self.lat = 0.0 if cached else frontend_latency_s(st)   # sent -> seen by the engine
-        pre = [int(p) for p in self.prompt] if cached else [0] * n
-        self.computed = list(pre)                       # tokens in the cache
-        self.tokens = [p + cached for p in map(int, self.prompt)]   # prompt + generated
-        self.done = [int(cached)] * n                   # tokens generated
+        prompt = np.asarray(self.prompt, dtype=np.int64)
+        self.computed = prompt.copy() if cached else np.zeros(n, np.int64)   # in the cache
+        self.tokens = prompt + int(cached)                                   # prompt + generated
+        self.done = np.full(n, int(cached), dtype=np.int64)                  # generated
         self.first = np.zeros(n)
         self.last = np.zeros(n)
         self.bs, self.free, self.model, self.st = st.block_size, blocks, model, st
@@ -158,19 +160,21 @@ class EngineLoop:
     def _decoding(self) -> bool:
         """Every running sequence decodes: one token to feed and its first token out (a prompt
         whose last chunk is one token is still a prefill)."""
-        c, tk, done = self.computed, self.tokens, self.done
-        return all([tk[r] - c[r] == 1 and done[r] for r in self.running])
+        if not self.running:
+            return True
+        run = np.array(self.running)
+        return bool(((self.tokens[run] - self.computed[run] == 1) & (self.done[run] > 0)).all())
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
         self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
-        run, c, done, wants, bs = self.running, self.computed, self.done, self.wants, self.bs
-        kv = np.array([c[r] for r in run], dtype=np.int64)
+        run, bs = np.array(self.running), self.bs
+        kv = self.computed[run]
         held = ((kv + bs - 1) // bs).sum()
 
         def grown(j: int) -> int:                # the blocks j more steps take: monotone
             return int(((kv + j + bs - 1) // bs).sum() - held)
-        most = min([wants[r] - done[r] for r in run])        # steps to the first finish
+        most = int((self.wants[run] - self.done[run]).min())     # steps to the first finish
         lo, hi, new = 0, most, grown(most)
         if new <= self.free:
             lo = most                  # all fit (the usual case): no search
@@ -203,11 +207,10 @@ class EngineLoop:
         self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
         self.steps, self.seq_steps = self.steps + k, self.seq_steps + k * b
         self.admit.decoded(k)
-        for r in self.running:
-            self.computed[r] += k
-            self.tokens[r] += k
-            self.done[r] += k
-        self._retire()
+        self.computed[run] += k
+        self.tokens[run] += k
+        self.done[run] += k
+        self._retire(run)
         return True
 
     def _run_end(self, j: int) -> int:
@@ -217,7 +220,7 @@ class EngineLoop:
 
     def _preempt(self) -> int:
         v = self.running.pop()
-        self.free += self.blocks(self.computed[v])
+        self.free += self.blocks(int(self.computed[v]))
         self.computed[v] = 0
         self.waiting.appendleft(v)
         self.preemptions += 1
@@ -235,67 +238,84 @@ class EngineLoop:
         return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
 
     def _step(self) -> None:
-        sched, _ = schedule(self, self.st.separate_prefill and self._prefill_due())
-        if not sched and self.st.separate_prefill:      # its prompt preempted: decode instead
-            sched, _ = schedule(self, False)
-        if not sched:
+        ids, news = schedule(self, self.st.separate_prefill and self._prefill_due())
+        if not ids.size and self.st.separate_prefill:   # its prompt preempted: decode instead
+            ids, news = schedule(self, False)
+        if not ids.size:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
-        c, tk = self.computed, self.tokens
-        chunks = [(new, c[r]) for r, new in sched if tk[r] - c[r] != 1 or not self.done[r]]
-        seqs = [r for r, new in sched if tk[r] - c[r] == 1 and self.done[r]]
-        dec, q = [c[r] + 1 for r in seqs], self.spec.k + 1 if self.spec else 1
-        outs = sum([c[r] + new == tk[r] for r, new in sched])
-        if chunks:
-            dt = self.model.mixed_step_s(chunks, len(dec), sum(dec), outs + (q - 1) * len(dec),
-                                         prefill_op_s(self.st, self.model), q)
-            dt += self.spec.draft_s(len(dec), sum(dec)) if self.spec else 0.0
-            self.prefill_steps += 1
-            self.prefill_busy_s += dt
-            self.since = 0
-        else:
-            dt = float(self.spec.step_s(len(dec), sum(dec)) if self.spec
-                       else self.model.decode_step_s(len(dec), sum(dec)))
-            self.decode_busy_s += dt
-            self.admit.decoded(1)
-            self.since = (self.since + 1) % self.multi
-        engine = float(step_wall_s(dt, host_step_s(self.st, len(sched)), self.st.host_overlap))
-        admitted = sum([c[r] == 0 and not self.done[r] for r, new in sched])
+        c, tk, done = self.computed, self.tokens, self.done
+        cs, ds, tks = c[ids], done[ids], tk[ids]
+        decodes = (tks - cs == 1) & (ds > 0)
+        fed = cs + news
+        made = fed == tks                             # each samples its next token
+        outs = int(np.count_nonzero(made))
+        dt, seqs, chunked = self._price(ids, news, cs, decodes, outs)
+        engine = float(step_wall_s(dt, host_step_s(self.st, ids.size), self.st.host_overlap))
+        admitted = int(np.count_nonzero((cs == 0) & (ds == 0)))
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
-        self.host_wait_s += engine - dt
-        self.frontend_wait_s += wall - engine
-        self.t, self.wall = self.t + wall, wall
-        self.steps += 1
-        self.seq_steps += len(sched)
-        for r, new in sched:
-            c[r] += new
-        made = [r for r, new in sched if c[r] == tk[r]]     # each samples its next token
-        for r in made:
-            tk[r] += 1
-            self.done[r] += 1
-        firsts = [r for r in made if self.done[r] == 1]
+        self._account(ids.size, dt, engine, wall)
+        c[ids] = fed
+        firsts = ids[made & (ds == 0)]
+        made = ids[made]
+        tk[made] += 1
+        done[made] += 1
         self.first[firsts] = self.t
         streamed = made if self.since == 0 or self.multi == 1 else firsts
         if self.spec:
             self.spec.emit(self, seqs)
-        self.lag.release(self, self.t - wall, self.t, bool(chunks))     # the last step's
+        self.lag.release(self, self.t - wall, self.t, chunked)   # the last step's
         self.lag.stream(self, streamed, [self.t], [1])
-        self._retire()
+        self._retire(ids)
 
-    def _retire(self) -> None:
-        done, wants = self.done, self.wants
-        ended = [r for r in self.running if done[r] >= wants[r]]
-        if not ended:
+    def _price(self, ids, news, cs, decodes, outs: int) -> tuple[float, np.ndarray, bool]:
+        """The GPU time of a step of ``ids`` feeding ``news`` tokens each after ``cs`` cached,
+        those of ``decodes`` decoding, ``outs`` sampling: (the time, the decoding ids,
+        whether it prefills); the counts of its kind."""
+        b = int(np.count_nonzero(decodes))
+        seqs, dec = (ids, cs + 1) if b == ids.size else (ids[decodes], cs[decodes] + 1)
+        kv, q = int(dec.sum()), self.spec.k + 1 if self.spec else 1
+        if b < ids.size:
+            chunked = ~decodes
+            dt = self.model.mixed_step_arrays(news[chunked], cs[chunked], b, kv,
+                                              outs + (q - 1) * b,
+                                              prefill_op_s(self.st, self.model), q)
+            dt += self.spec.draft_s(b, kv) if self.spec else 0.0
+            self.prefill_steps += 1
+            self.prefill_busy_s += dt
+            self.since = 0
+        else:
+            dt = float(self.spec.step_s(b, kv) if self.spec else self.model.decode_step_s(b, kv))
+            self.decode_busy_s += dt
+            self.admit.decoded(1)
+            self.since = (self.since + 1) % self.multi
+        return dt, seqs, b < ids.size
+
+    def _account(self, seqs: int, dt: float, engine: float, wall: float) -> None:
+        """A step of ``seqs`` sequences, ``dt`` on the GPU, ``engine`` with the host, ``wall``
+        with the front end: the clock and the counts."""
+        self.host_wait_s += engine - dt
+        self.frontend_wait_s += wall - engine
+        self.t, self.wall = self.t + wall, wall
+        self.steps += 1
+        self.seq_steps += seqs
+
+    def _retire(self, run: np.ndarray) -> None:
+        """The sequences of ``run`` (running ones, in admission order: the only ones whose
+        tokens grew) that have all their tokens leave, their blocks freed."""
+        ended = run[self.done[run] >= self.wants[run]]
+        if not ended.size:
             return
-        for r in ended:
-            self.free += self.blocks(self.computed[r])
+        for r in ended.tolist():
+            self.free += self.blocks(int(self.computed[r]))
             self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
             self.gaps.flush(r, self.last[r])
             self.finished += 1
             if self.sent < len(self.arr):          # its client sends the next request
                 self.arr[self.sent] = self.last[r]
                 self.sent += 1
-        self.running = [r for r in self.running if done[r] < wants[r]]
+        gone = set(ended.tolist())
+        self.running = [r for r in self.running if r not in gone]
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,

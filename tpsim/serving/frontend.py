@@ -24,6 +24,9 @@ import numpy as np
 def frontend_s(st, requests, tokens):
     """t_fe = (frontend_request_us x requests + frontend_token_us x tokens) x 1e-6 /
     api_servers, s (module docstring)."""
+    if isinstance(requests, int) and isinstance(tokens, int):     # one step: a float
+        return (st.frontend_request_us * requests + st.frontend_token_us * tokens) * 1e-6 \
+            / st.api_servers
     work = st.frontend_request_us * np.asarray(requests, float) + \
         st.frontend_token_us * np.asarray(tokens, float)
     return work * 1e-6 / st.api_servers
@@ -37,6 +40,8 @@ def frontend_latency_s(st) -> float:
 
 def paced_wall_s(engine_s, fe_s):
     """A step's wall time with the front end beside the engine: max(t_engine, t_fe)."""
+    if isinstance(engine_s, float) and isinstance(fe_s, float):
+        return max(engine_s, fe_s)
     return np.maximum(engine_s, fe_s)
 
 

@@ -28,8 +28,8 @@ def run_end_steps(since: int, k: int, multi: int) -> np.ndarray:
 
 
 class TokenGaps:
-    """Each request's last streamed time and the gaps so far, as (gap, how many) pairs
-    (module docstring)."""
+    """Each request's last streamed time and the gaps so far, as (gaps, how many times each
+    of them occurred) pairs (module docstring)."""
 
     def __init__(self, requests: int):
         self.last = np.full(requests, np.nan)
@@ -39,15 +39,13 @@ class TokenGaps:
         """``reqs`` (request ids) each receive a chunk at every time of ``times`` (ascending,
         s): gaps times[0] - their last (none for a first token), then the differences of
         ``times``, once per request."""
-        reqs, times = np.asarray(reqs, dtype=np.int64), np.atleast_1d(np.asarray(times, float))
+        reqs, times = np.asarray(reqs, dtype=np.int64), np.asarray(times, float).reshape(-1)
         if reqs.size == 0 or times.size == 0:
             return
         first = times[0] - self.last[reqs]
-        first = first[~np.isnan(first)]
-        self.parts.append((first, np.ones(first.size, dtype=np.int64)))
+        self.parts.append((first[first == first], 1))       # NaN: a first token, no gap
         if times.size > 1:
-            steps = np.diff(times)
-            self.parts.append((steps, np.full(steps.size, reqs.size, dtype=np.int64)))
+            self.parts.append((times[1:] - times[:-1], reqs.size))
         self.last[reqs] = times[-1]
 
     def flush(self, r: int, t: float) -> None:
@@ -55,11 +53,19 @@ class TokenGaps:
         if not self.last[r] >= t:
             self.deliver([r], t)
 
+    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(each gap, how many times it occurred), every request's together."""
+        if not self.parts:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        gaps, counts = zip(*self.parts)
+        return (np.concatenate(gaps),
+                np.repeat(np.array(counts, dtype=np.int64), [g.size for g in gaps]))
+
     def percentiles(self) -> Percentiles:
         """mean, p50, p90, p99 over all gaps, each pair counted as many times as it occurred:
         :meth:`Percentiles.of` of the gaps written out, numpy's linear percentiles at position
         q (n - 1) of the n gaps sorted."""
-        v, w = (np.concatenate(a) for a in zip(*self.parts)) if self.parts else ([], [])
+        v, w = self.pooled()
         if len(v) == 0:
             return Percentiles.of([])
         order = np.argsort(v, kind="stable")

@@ -48,13 +48,16 @@ class OutputLag:
         ``loop.done``. With multi-step scheduling the chunk at the last step's end of those
         that go on waits for the next step (:meth:`release`); a finished request's streams
         now, where its e2e ends (:mod:`tpsim.serving.engine`)."""
+        if not self.on and len(steps) == len(ends):       # every step (ascending in 1..n)
+            loop.gaps.deliver(reqs, ends)
+            return
         reqs, ends = np.asarray(reqs, dtype=np.int64), np.atleast_1d(np.asarray(ends, float))
         steps = np.asarray(steps, dtype=np.int64)
         if not (self.on and steps.size and steps[-1] == ends.size):
             loop.gaps.deliver(reqs, ends[steps - 1])
             return
         loop.gaps.deliver(reqs, ends[steps[:-1] - 1])
-        going = np.array([loop.done[r] + ahead < loop.gen[r] for r in reqs], dtype=bool)
+        going = np.asarray(loop.done)[reqs] + ahead < loop.gen[reqs]
         self.held = reqs[going]
         loop.gaps.deliver(reqs[~going], ends[-1:])
 
@@ -68,9 +71,7 @@ class OutputLag:
         if prefill:
             seen = loop.arr[loop.next] + loop.lat if loop.next < len(loop.arr) else np.inf
             t = float(min(end, max(seen, start)))
-        for r in self.held:
-            if loop.done[r] == 1:
-                loop.first[r] = t
+        loop.first[self.held[np.asarray(loop.done)[self.held] == 1]] = t
         loop.gaps.deliver(self.held, t)
         self.held = np.zeros(0, dtype=np.int64)
 

@@ -228,8 +228,10 @@ class StepModel:
 
     # ------------------------------------------------------------------ interpolation
     def attention(self, c, s) -> np.ndarray:
-        """A(c, s): the causal attention of a chunk of c tokens after s cached ones."""
-        c, s = np.asarray(c, float), np.asarray(s, float)
+        """A(c, s): the causal attention of a chunk of c tokens after s cached ones (arrays, or
+        one chunk as floats)."""
+        if not (isinstance(c, float) and isinstance(s, float)):
+            c, s = np.asarray(c, float), np.asarray(s, float)
         x = c + s
         a = np.exp(np.interp(np.log(x), self.log_x, self.log_attn))
         return a * (c * (s + (c + 1) / 2)) / (x * (x + 1) / 2)
@@ -281,12 +283,23 @@ class StepModel:
         g = min(pp ep, sequences) micro-batches (module docstring); run eagerly, the host
         issuing each of its :attr:`forward_ops` in ``op_s``: max(that, N op_s)
         (:func:`tpsim.sim.schedule.issue_bound`)."""
-        c = np.array([p[0] for p in chunks], float)
-        s = np.array([p[1] for p in chunks], float)
-        g = min(self.split, len(chunks) + decode_seqs)
-        att = self.attention(c, s)
-        tokens = max((c.sum() + decode_seqs * queries) / g, c.max())
-        layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att.sum() / g, att.max())
+        return self.mixed_step_arrays(np.array([p[0] for p in chunks], float),
+                                      np.array([p[1] for p in chunks], float), decode_seqs,
+                                      decode_kv, outputs, op_s, queries)
+
+    def mixed_step_arrays(self, c, s, decode_seqs: int, decode_kv: float, outputs: int,
+                          op_s: float = 0.0, queries: int = 1) -> float:
+        """:meth:`mixed_step_s` of the chunks c_j after s_j cached tokens given as arrays."""
+        c, s = np.asarray(c, float), np.asarray(s, float)
+        g = min(self.split, len(c) + decode_seqs)
+        if len(c) == 1:                               # one chunk: its numbers as floats
+            c_sum = c_max = c[0]
+            att_sum = att_max = self.attention(c_sum, s[0])
+        else:
+            att = self.attention(c, s)
+            c_sum, c_max, att_sum, att_max = c.sum(), c.max(), att.sum(), att.max()
+        tokens = max((c_sum + decode_seqs * queries) / g, c_max)
+        layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att_sum / g, att_max)
                  + self.k * decode_kv / g)
         return issue_bound(float(self.layers * layer + self.ends(tokens, outputs / g)),
                            self.forward_ops, op_s)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from . import formulas as fm
 from ..spec.layout import Layout
 from ..training.remedies import runs
-from .remedies import remedy_flags
+from ..search.fixed import FIXED
+from .remedies import remedy_flags, setting_flags
 from .step import PARTS, cp_text, energy_line
 
 WIDTH = 120        # columns
@@ -95,11 +96,11 @@ def _memory(p) -> str:
             + f" = {m.total_bytes / GIB:.2f}")
 
 
-def _wrap(cells: list[str], indent: str, sep: str) -> list[str]:
+def _wrap(cells: list[str], indent: str, sep: str, width: int = WIDTH) -> list[str]:
     lines, cur = [], indent
     for c in cells:
         add = c if cur == indent else sep + c
-        if len(cur) + len(add) > WIDTH and cur != indent:
+        if len(cur) + len(add) > width and cur != indent:
             lines.append(cur)
             cur = indent + c
         else:
@@ -115,10 +116,25 @@ def advice(p) -> list[str]:
         out += _memory_advice(p, mem)
     else:
         out += _time_advice(p, i, st)
-    out.append(f"the layouts that fit on {i.gpus} GPUs, fastest first: tpsim search --model "
-               f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
-               f"{i.global_batch} --seq {i.seq_len} --dtype {i.dtype}")
+    out.append(f"the layouts that fit on {i.gpus} GPUs, fastest first:")
     return out
+
+
+def search_command(i, model: str | None = None, topology: str | None = None,
+                   asked: dict | None = None) -> list[str]:
+    """The ``tpsim search`` of the same job (:class:`~tpsim.sim.result.Inputs` ``i``): its
+    model and topology (``model``, ``topology``: as the user named them, a path for a file),
+    GPUs, batch, length and dtype, and every setting the search holds fixed that the run set
+    (``asked``: the Layout's settings as given, before the model's defaults filled them; else
+    ``i.layout``), as ``--moe-dispatcher flex``; wrapped in ``WIDTH`` columns with shell
+    continuations, so that it pastes as one command."""
+    held = {n: v for n, v in (i.layout if asked is None else asked).items() if n in FIXED}
+    words = (f"tpsim search --model {model or i.model} --topology {topology or i.topology} "
+             f"--gpus {i.gpus} --global-batch {i.global_batch} --seq {i.seq_len} "
+             f"--dtype {i.dtype}").split(" ")
+    words += [w for flag in setting_flags(held) for w in flag.split(" ")]
+    lines = _wrap(words, "    ", " ", WIDTH - 2)
+    return [line + " \\" for line in lines[:-1]] + [lines[-1]]
 
 
 def _memory_advice(p, mem) -> list[str]:
@@ -189,10 +205,14 @@ def _formulas() -> list[str]:
     return _wrap([f"{k} {v}" for k, v in named.items()], "formulas: ", ", ")
 
 
-def prediction_summary(p) -> str:
-    """The first answer for a :class:`~tpsim.sim.result.Prediction` (module docstring)."""
+def prediction_summary(p, model: str | None = None, topology: str | None = None,
+                       asked: dict | None = None) -> str:
+    """The first answer for a :class:`~tpsim.sim.result.Prediction` (module docstring);
+    ``model``, ``topology`` and ``asked`` name the job in its search line
+    (:func:`search_command`)."""
     lines = [*_head(p), "", _verdict(p), *_step(p), *_layer(p), _memory(p), "", "try next:",
-             *(line for a in advice(p) for line in _wrap(a.split(" "), "  ", " ")), "",
+             *(line for a in advice(p) for line in _wrap(a.split(" "), "  ", " ")),
+             *search_command(p.inputs, model, topology, asked), "",
              *_formulas(),
              "--ops: the op table and every section in full; --json: every number with its formula"]
     return "\n".join(lines)

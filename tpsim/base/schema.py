@@ -328,6 +328,11 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
     raise TypeError(f"schema: unsupported field type {tp!r} at {key}")  # a bug in tpsim, not input
 
 
+# a top-level key that marks a file of the other kind, and what to do with it
+OTHER_FILE = {"levels": "this is a topology file: pass it as --topology",
+              "hidden": "this is a model file: pass it as --model"}
+
+
 def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` (a mapping read from ``source``)."""
     if not isinstance(data, dict):
@@ -338,9 +343,11 @@ def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
         if k not in fields:
             import difflib
             close = difflib.get_close_matches(str(k), list(fields), n=1)
+            other = next((h for key, h in OTHER_FILE.items() if key in data and key not in
+                          fields), "") if not path else ""
             raise ConfigError(source, _join(path, str(k)), "one of the known keys "
                               f"({', '.join(sorted(fields))})",
-                              hint=f"did you mean {close[0]}?" if close else "")
+                              hint=other or (f"did you mean {close[0]}?" if close else ""))
     kwargs = {}
     for key, f in fields.items():
         dotted = _join(path, key)

@@ -29,3 +29,18 @@ def test_a_misspelled_key_of_the_right_kind_gets_the_closest(tmp_path):
     path.write_text(shipped_models()["llama3-8b"].read_text().replace("\nlayers:", "\nlayrs:"))
     with pytest.raises(ConfigError, match=r"layrs: .*; did you mean layers\?$"):
         load_model(path)
+
+
+def test_a_hugging_face_hub_id_says_to_download_its_config(tmp_path, monkeypatch):
+    """--model meta-llama/Llama-3.1-8B: no such path, and tpsim reads only files, so the error
+    names the config.json to download; a path that exists, or one with a file suffix, is read
+    (or refused) as the path it is."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^--model: .*download https://huggingface\.co/"
+                                          r"meta-llama/Llama-3\.1-8B/blob/main/config\.json"):
+        load_model("meta-llama/Llama-3.1-8B")
+    with pytest.raises(ConfigError, match=r"^models/x\.yaml: expected a readable YAML file"):
+        load_model("models/x.yaml")
+    (tmp_path / "Qwen" / "Qwen3-4B").mkdir(parents=True)      # a directory without config.json
+    with pytest.raises(ConfigError, match=r"^Qwen/Qwen3-4B: .*a directory must hold config"):
+        load_model("Qwen/Qwen3-4B")

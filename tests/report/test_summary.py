@@ -165,3 +165,28 @@ def test_the_search_line_pastes_as_the_same_job():
     assert (args.model, args.topology, args.gpus, args.global_batch) == (
         "models/my_model/config.json", "my-cluster.yaml", 4, 4)
     assert prediction_summary(p).count("--no-overlap-grad-reduce") == 1   # from the inputs
+
+
+def test_the_advice_offers_nothing_the_framework_lacks():
+    """Under --framework the advice leaves out what the stack cannot run (DeepSpeed's pipeline
+    does not interleave; Megatron-LM of 2021 has no distributed optimizer, which would be the
+    first remedy without it), and the search line names the framework, not its preset's knobs."""
+    from tpsim.report.remedies import setting_flags
+    from tpsim.spec.frameworks import FRAMEWORKS, with_framework
+    from tpsim.spec.layout import Layout
+    from tpsim.spec.settings import defaults
+    for name, job, lacked, kept in (
+            ("megatron-deepspeed", dict(model="llama3-8b", tp=2, pp=2, dp=2, global_batch=16),
+             "--virtual-stages", "more micro-batches"),
+            ("megatron-lm-2021", dict(model="gpt3", tp=8, dp=2, global_batch=2, nodes=2,
+                                      topology="dgx-h100-ndr-cluster"),
+             "--distributed-optimizer", "--pp 8")):
+        asked = with_framework(name, {k: v for k, v in job.items() if k not in
+                                      ("model", "topology")}, defaults(Layout))
+        p = tpsim.predict(job["model"], job.get("topology", "dgx-h100"), **asked)
+        plain, under = prediction_summary(p, asked=asked), prediction_summary(
+            p, asked=asked, framework=name)
+        assert lacked in plain and lacked not in under and kept in under
+        search = under.split("fastest first:\n", 1)[1]
+        assert f"--framework {name}" in search.replace(" \\\n    ", " ")
+        assert not any(f"{flag} " in search + " " for flag in setting_flags(FRAMEWORKS[name]))

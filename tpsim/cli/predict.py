@@ -84,7 +84,7 @@ def _cmd_predict(args) -> None:
     else:
         out = prediction_report(pred) if args.ops else prediction_summary(
             pred, combos[0]["model"], combos[0]["topology"],
-            layout_from_args(args, given=combos[0]).predict_kwargs())
+            layout_from_args(args, given=combos[0]).predict_kwargs(), args.framework)
     if args.trace is not None:
         from ..report.trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)

@@ -80,3 +80,14 @@ def test_a_job_the_default_cannot_hold_is_refused_alike(capsys, tmp_path):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
         errors.append(err)
     assert errors[0] == errors[1] and "--nodes 96" in errors[0] and CLUSTER in errors[0]
+
+
+@pytest.mark.parametrize("topology", [None, NODE])
+def test_a_collective_larger_than_the_topology_names_ranks(capsys, topology):
+    """tpsim collective has no --nodes: more ranks than the topology holds is refused in one
+    line naming --ranks and the topology's GPUs, not the topology file's levels."""
+    topo = load_topology(topology or CLUSTER)
+    argv = ["collective", "--op", "all-reduce", "--ranks", topo.max_ranks + 8]
+    code, out, err = run(capsys, *argv, *(["--topology", topology] if topology else []))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"tpsim: error: --ranks: expected at most the {topo.max_ranks} GPUs")

@@ -66,6 +66,10 @@ def test_flags_reach_the_model(capsys):
 def test_models_lists_presets(capsys):
     code, out, _ = run(capsys, "models")
     assert code == 0 and "gpt3 " in out and "llama3-405b" in out and "174.58B" in out
+    lines = out.splitlines()
+    assert len({line.index(" ", line.index("B ")) for line in lines[1:]}) == 1   # aligned
+    mixtral = next(x for x in lines if x.startswith("mixtral-8x7b ")).split()
+    assert mixtral[1:3] == ["46.70B", "12.88B"]       # all eight experts, and the two a token meets
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -302,6 +302,8 @@ def test_search_pins_take_megatron_names(capsys):
     (["search", *SMALL, "--pipline-model-parallel-size", "2"], "--pipeline-model-parallel-size"),
     (["predict", "--tensor-model-paralel-size", "8"], "--tensor-model-parallel-size"),
     (["predict", "--micro-bach", "2"], "--micro-batch"),
+    (["predict", "--gpus", "8"], "--tp, --pp and --dp (the GPUs are their product"),
+    (["serve", "--world-size=4"], "--tp and --pp (the GPUs are their product"),
 ])
 def test_misspelled_flag_suggests_the_closest(capsys, typed, meant):
     code, out, err = run(capsys, *typed)

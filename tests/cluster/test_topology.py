@@ -149,7 +149,7 @@ def test_missing_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["collective", "--topology", "dgx-a1000"], "dgx-a100"),                 # lists the choices
-    (["collective", "--topology", "dgx-a100", "--ranks", "9"], "at most 8"),
+    (["collective", "--topology", "dgx-a100", "--ranks", "9"], "--ranks: expected at most the 8 GPUs"),
     (["collective", "--topology", "dgx-a100", "--ranks", "0"], "positive"),
     (["collective", "--topology", "dgx-a100", "--bytes", "64QB"], "--bytes"),
     (["collective", "--topology", "dgx-a100", "--bytes", "-1"], "--bytes"),

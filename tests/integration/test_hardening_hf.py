@@ -48,6 +48,18 @@ def test_qwen2_7b_loads_without_its_qkv_biases():
     assert m.params() + 28 * (3584 + 2 * 512) == 7_615_616_512
 
 
+def test_qwen3_4b_loads_with_its_qk_norm():
+    """Qwen/Qwen3-4B-Instruct-2507 (model_type qwen3): 36 layers of hidden 2560, 32 heads of 128
+    (4096 wide, not hidden / heads), 8 KV heads, MLP 9728, tied embeddings, no biases, q_norm
+    and k_norm. 36 x 100,930,560 + 151936*2560 + 2560 = 4,022,458,880: the Hub's
+    4,022,468,096 less the q_norm and k_norm weights (36 x 2 x 128), which tpsim does not count."""
+    m = load_model(HF / "Qwen3-4B-Instruct-2507" / "config.json")
+    assert (m.layers, m.hidden, m.heads, m.kv_heads, m.head_dim, m.ffn_hidden) == \
+        (36, 2560, 32, 8, 128, 9728)
+    assert m.qk_norm and m.bias is False and m.tie_embeddings
+    assert m.params() + 36 * 2 * 128 == 4_022_468_096
+
+
 def test_gpt2_is_the_shipped_preset():
     """openai-community/gpt2: n_embd/n_layer/n_head/n_positions; n_inner absent -> 4 * n_embd;
     tie_word_embeddings absent -> true (transformers' default). The Hub's 124,439,808 less the
@@ -69,7 +81,7 @@ def test_cli_predicts_from_a_config_json(capsys):
 
 
 @pytest.mark.parametrize("base, changes, key, expected", [
-    ("Meta-Llama-3-8B", {"model_type": "falcon"}, "model_type", "llama, mistral, qwen2, gpt2, mixtral"),
+    ("Meta-Llama-3-8B", {"model_type": "falcon"}, "model_type", "llama, mistral, qwen2, qwen3, gpt2, mixtral"),
     ("Meta-Llama-3-8B", {"model_type": "mixtral"}, "num_local_experts", "this key"),
     ("Meta-Llama-3-8B", {"hidden_size": ...}, "hidden_size", "this key"),
     ("Meta-Llama-3-8B", {"hidden_act": "gelu"}, "hidden_act", "silu"),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import tpsim
 from tpsim.report.remedies import remedy_flags
 from tpsim.report.render import notice_text
-from tpsim.report.summary import advice, prediction_summary
+from tpsim.report.summary import advice, prediction_summary, search_command
 
 
 def _advice(**layout) -> str:
     p = tpsim.predict(layout.pop("model"), layout.pop("topology", "dgx-h100"), **layout)
-    return "\n".join(advice(p)), p
+    return "\n".join(advice(p) + search_command(p.inputs)), p
 
 
 def test_no_distributed_optimizer_advice_when_it_is_on_or_cannot_act():
@@ -131,11 +131,11 @@ def test_the_search_line_of_the_searched_best_ranks_it_first():
     from tpsim.search.driver import search
     best = search("gpt3-125m", "dgx-a100", 8, 16, seq_len=1024, dtype="fp16",
                   top=1).candidates[0]
-    p = tpsim.predict("gpt3-125m", "dgx-a100", layout=replace(best.layout, seq_len=1024,
-                                                              dtype="fp16"))
-    line = advice(p)[-1]
-    assert "fastest layout" not in line and p.step.time_s == best.step_s
-    argv = shlex.split(line.split(": ", 1)[1])
+    layout = replace(best.layout, seq_len=1024, dtype="fp16")
+    p = tpsim.predict("gpt3-125m", "dgx-a100", layout=layout)
+    assert "fastest layout" not in advice(p)[-1] and p.step.time_s == best.step_s
+    lines = search_command(p.inputs, asked=layout.predict_kwargs())   # as the CLI asks it
+    argv = shlex.split(" ".join(x.removesuffix(" \\") for x in lines))
     assert argv[:2] == ["tpsim", "search"]
     flags = dict(zip(argv[2::2], argv[3::2]))
     assert set(flags) == {"--model", "--topology", "--gpus", "--global-batch", "--seq",
@@ -144,3 +144,49 @@ def test_the_search_line_of_the_searched_best_ranks_it_first():
                    int(flags["--global-batch"]), seq_len=int(flags["--seq"]),
                    dtype=flags["--dtype"], top=1).candidates[0]
     assert again.layout == best.layout and again.step_s == p.step.time_s
+
+
+def test_the_search_line_pastes_as_the_same_job():
+    """The advice's `tpsim search` names the model and topology as given (a file's path), holds
+    the run's fixed settings (a switch turned off as --no-...), not its enumerated ones, and its
+    lines, joined at their shell continuations, parse as one search command."""
+    from tpsim.cli import build_parser
+    from tpsim.report.summary import WIDTH
+    p = tpsim.predict("gpt2", "dgx-h100", tp=2, dp=2, global_batch=4, overlap_grad_reduce=False,
+                      dropout=0.0)
+    text = prediction_summary(p, "models/my model/config.json", "my-cluster.yaml",
+                              {"tp": 2, "dp": 2, "overlap_grad_reduce": False, "dropout": 0.0})
+    lines = text.split("fastest first:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert all(len(x) <= WIDTH for x in lines)
+    assert all(x.endswith(" \\") for x in lines[:-1]) and not lines[-1].endswith("\\")
+    cmd = " ".join(x.removesuffix(" \\").strip() for x in lines)
+    assert "--no-overlap-grad-reduce" in cmd and "--dropout 0.0" in cmd and "--tp" not in cmd
+    args = build_parser().parse_args(cmd.replace("my model", "my_model").split()[1:])
+    assert (args.model, args.topology, args.gpus, args.global_batch) == (
+        "models/my_model/config.json", "my-cluster.yaml", 4, 4)
+    assert prediction_summary(p).count("--no-overlap-grad-reduce") == 1   # from the inputs
+
+
+def test_the_advice_offers_nothing_the_framework_lacks():
+    """Under --framework the advice leaves out what the stack cannot run (DeepSpeed's pipeline
+    does not interleave; Megatron-LM of 2021 has no distributed optimizer, which would be the
+    first remedy without it), and the search line names the framework, not its preset's knobs."""
+    from tpsim.report.remedies import setting_flags
+    from tpsim.spec.frameworks import FRAMEWORKS, with_framework
+    from tpsim.spec.layout import Layout
+    from tpsim.spec.settings import defaults
+    for name, job, lacked, kept in (
+            ("megatron-deepspeed", dict(model="llama3-8b", tp=2, pp=2, dp=2, global_batch=16),
+             "--virtual-stages", "more micro-batches"),
+            ("megatron-lm-2021", dict(model="gpt3", tp=8, dp=2, global_batch=2, nodes=2,
+                                      topology="dgx-h100-ndr-cluster"),
+             "--distributed-optimizer", "--pp 8")):
+        asked = with_framework(name, {k: v for k, v in job.items() if k not in
+                                      ("model", "topology")}, defaults(Layout))
+        p = tpsim.predict(job["model"], job.get("topology", "dgx-h100"), **asked)
+        plain, under = prediction_summary(p, asked=asked), prediction_summary(
+            p, asked=asked, framework=name)
+        assert lacked in plain and lacked not in under and kept in under
+        search = under.split("fastest first:\n", 1)[1]
+        assert f"--framework {name}" in search.replace(" \\\n    ", " ")
+        assert not any(f"{flag} " in search + " " for flag in setting_flags(FRAMEWORKS[name]))

@@ -130,7 +130,8 @@ def test_settings_objects_and_keywords():
     (dict(rate=0), "--rate"), (dict(rate=-1.0), "--rate"), (dict(prompt_dist="zipf"),
                                                             "--prompt-dist"),
     (dict(gen_dist="uniform:9,3"), "--gen-dist"), (dict(tp=8, pp=2), "--tp"),
-    (dict(prompt=10**7), "--prompt"), (dict(max_num_seqs=0), "--max-num-seqs")])
+    (dict(prompt=10**7), "--prompt"), (dict(max_num_seqs=0), "--max-num-seqs"),
+    (dict(tp=1), "--tp: expected a split whose 128.5 GiB")])   # 69B of bf16 weights: no cache
 def test_bad_settings_name_their_flag(kw, flag):
     with pytest.raises(ConfigError, match=flag):
         serve("llama2-70b", requests=2, **kw)

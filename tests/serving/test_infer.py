@@ -306,6 +306,9 @@ def test_plot_infer_table_and_figure(tmp_path):
 @pytest.mark.parametrize("argv, expected", [
     (["--batch", "2000"], "--batch: expected at most 376, the largest batch whose KV cache fits"),
     (["--batch", "1", "--prompt", "3000000"], "not even one sequence of --prompt 3000000"),
+    # so large a batch that the allocator's waste on its activations exceeds the memory: the
+    # weights still fit beside a smaller one, so refused as well, not warned about
+    (["--batch", "200000"], "--batch: expected at most 376, the largest batch whose KV cache"),
 ])
 def test_infer_refuses_a_batch_that_cannot_fit(capsys, argv, expected):
     """A batch whose KV cache cannot fit beside weights that do: one line, exit 2, naming the

@@ -229,6 +229,9 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")     # a Hugging Face Hub id: owner/name, no suffix
+
+
 def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,
                     kind: str, files: str = "a path to a YAML file") -> Path:
     """The file behind ``--model``/``--topology``: a path as given (a .yaml/.yml file, or a
@@ -245,6 +248,11 @@ def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: st
     if _is_dir(path) and (text not in shipped or "/" in text or os.sep in text):
         held = " (a directory must hold config.json)" if "config.json" in files else ""
         raise ConfigError(text, "", files + held, "a directory")
+    if "config.json" in files and _HUB_ID.fullmatch(text) and not path.exists() and \
+            path.suffix not in (".yaml", ".yml", ".json"):
+        raise ConfigError(flag, "", f"{files} on disk (no such path; a Hub id is not fetched: "
+                          f"download https://huggingface.co/{text}/blob/main/config.json and "
+                          "pass its path)", text)
     if path.suffix in (".yaml", ".yml", ".json") or "/" in text or os.sep in text or \
             _is_file(path):
         return path          # a path: read_text says what is wrong with it, if anything
@@ -328,6 +336,11 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
     raise TypeError(f"schema: unsupported field type {tp!r} at {key}")  # a bug in tpsim, not input
 
 
+# a top-level key that marks a file of the other kind, and what to do with it
+OTHER_FILE = {"levels": "this is a topology file: pass it as --topology",
+              "hidden": "this is a model file: pass it as --model"}
+
+
 def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` (a mapping read from ``source``)."""
     if not isinstance(data, dict):
@@ -338,9 +351,11 @@ def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
         if k not in fields:
             import difflib
             close = difflib.get_close_matches(str(k), list(fields), n=1)
+            other = next((h for key, h in OTHER_FILE.items() if key in data and key not in
+                          fields), "") if not path else ""
             raise ConfigError(source, _join(path, str(k)), "one of the known keys "
                               f"({', '.join(sorted(fields))})",
-                              hint=f"did you mean {close[0]}?" if close else "")
+                              hint=other or (f"did you mean {close[0]}?" if close else ""))
     kwargs = {}
     for key, f in fields.items():
         dotted = _join(path, key)

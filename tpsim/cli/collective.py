@@ -77,6 +77,10 @@ def _cmd_collective(args) -> None:
     for c in combos:
         topo = topos[c["topology"]]
         ranks = c["ranks"] if c["ranks"] is not None else topo.devices_per_node
+        if ranks > topo.max_ranks:
+            raise ConfigError("--ranks", "", f"at most the {topo.max_ranks} GPUs of {topo.name} "
+                              "(more: a topology YAML whose outer level's size is larger, "
+                              "topologies/README.md)", ranks)
         rows.append((topo, collective_time(c["op"], c["size"], ranks, topo, c["algo"],
                                            c["protocol"])))
     single = len(combos) == len(sizes) and all(len(getattr(args, k) or (0,)) == 1 for k in

@@ -66,12 +66,21 @@ class Parser(argparse.ArgumentParser):
         return self.formatter_class(prog=self.prog, width=_terminal_width())
 
 
+# a job's GPU count asked of a command that takes its parallel degrees instead
+_GPU_COUNT = ("--gpus", "--num-gpus", "--ngpus", "--world-size", "--nproc-per-node")
+
+
 def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
     """The flags of ``parser`` closest to the first unknown flag among ``extras``, joined by
-    'or' ('' when none is close)."""
+    'or' ('' when none is close); a GPU count (``--gpus``) asked of a command that takes the
+    parallel degrees instead names them."""
     import difflib
     flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
     for given in extras:
+        if given.split("=", 1)[0] in _GPU_COUNT and "--tp" in flags:
+            return ("--tp, --pp and --dp (the GPUs are their product; tpsim search takes --gpus)"
+                    if "--dp" in flags else
+                    "--tp and --pp (the GPUs are their product; tpsim serve-search takes --gpus)")
         if given.startswith("--"):
             near = difflib.get_close_matches(given.split("=", 1)[0], flags, n=2, cutoff=0.6)
             if near:

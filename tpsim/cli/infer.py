@@ -72,13 +72,16 @@ def _cmd_infer(args) -> None:
 def check_batch(pred) -> None:
     """A batch that cannot fit where the weights do, refused (exit 2) naming the largest one
     that fits (:attr:`~tpsim.serving.result.InferMemory.max_batch`): its KV cache, not the
-    layout, is what overflows. Weights that do not fit leave the batch aside: a warning."""
+    layout, is what overflows. Weights that do not fit leave the batch aside: a warning (weights
+    that fit beside some batch do, however little the allocator's waste at this one leaves)."""
     mem, inp = pred.memory, pred.inputs
-    usable = mem.capacity_bytes - mem.reserved_bytes
-    if mem.fits or mem.weights_bytes > usable:
+    usable = max(mem.capacity_bytes - mem.reserved_bytes, 0.0)
+    if mem.fits or (mem.max_batch == 0 and mem.weights_bytes > usable):
         return
     room = (f"{mem.total_bytes / 2**30:,.1f} GiB per GPU needed, {usable / 2**30:,.1f} GiB "
-            f"usable on {inp.device}, {mem.weights_bytes / 2**30:,.1f} GiB of it weights")
+            f"usable on {inp.device}, {mem.weights_bytes / 2**30:,.1f} GiB of it weights"
+            if usable > mem.weights_bytes else f"{mem.total_bytes / 2**30:,.1f} GiB per GPU "
+            f"needed of {inp.device}'s {mem.capacity_bytes / 2**30:,.2f} GiB")
     if mem.max_batch == 0:
         one = mem.kv_bytes_per_token * (inp.prompt + inp.gen - 1)
         raise ConfigError("--batch", "", f"a batch that fits: not even one sequence of --prompt "

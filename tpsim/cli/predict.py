@@ -82,7 +82,9 @@ def _cmd_predict(args) -> None:
         from ..report.flat_csv import csv_text
         out = csv_text([prediction_json(pred)])
     else:
-        out = prediction_report(pred) if args.ops else prediction_summary(pred)
+        out = prediction_report(pred) if args.ops else prediction_summary(
+            pred, combos[0]["model"], combos[0]["topology"],
+            layout_from_args(args, given=combos[0]).predict_kwargs(), args.framework)
     if args.trace is not None:
         from ..report.trace import prediction_trace, write_trace
         write_trace(prediction_trace(pred), args.trace)

@@ -17,6 +17,8 @@ from .plot import BACKGROUND, COMM, COMPUTE, plt, save  # noqa: F401 (save: re-e
 BACKWARD = "#228833"     # backward chunks (forward: COMPUTE)
 DP = "#AA3377"
 LABEL_WIDTH = 0.012      # a chunk is labelled when it spans this share of the step, at least
+MIN_WIDTH = 0.002        # the narrowest a global op is drawn, as a share of the step
+LEGEND_IN = 0.35         # inches below the axes for the legend, under the x-axis label
 
 
 def _lane(stream: str) -> float:
@@ -43,7 +45,10 @@ def _bars(ax, table: Table, pp: int) -> None:
         lane = 0.0 if r["stage"] >= pp else _lane(r["stream"])   # the step's global ops: one lane
         height = {0.0: 0.45, 0.5: 0.12}.get(lane, 0.2)
         y = r["stage"] + lane
-        bars.setdefault((y, height, color), []).append((r["start_s"] * 1e3, r["time_s"] * 1e3))
+        # the step's global ops (a gradient norm's all-reduce of microseconds) drawn at least
+        # MIN_WIDTH of the step wide, or their row would look empty
+        width = max(r["time_s"], MIN_WIDTH * span if r["stage"] >= pp and r["time_s"] else 0.0)
+        bars.setdefault((y, height, color), []).append((r["start_s"] * 1e3, width * 1e3))
         label = chunk_label(r) if lane == 0.0 and r["stage"] < pp else ""
         if label and r["time_s"] >= LABEL_WIDTH * span:
             ax.text((r["start_s"] + r["time_s"] / 2) * 1e3, y + height / 2, label,
@@ -82,11 +87,12 @@ def pipeline_figure(table: Table):
                        Patch(color=COMM, label="p2p transfer (sent)"),
                        Patch(color=DP, label="DP gradient scale / collective"),
                        Patch(color=BACKGROUND, label="optimizer, gradient norm, other")],
-              fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=5)
+              fontsize=8, loc="lower center", ncol=5,
+              bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure)
     t = table.totals
     ax.set_title(f"{table.title}\nstep {t['time_s'] * 1e3:.1f} ms, bubble "
                  f"{t['bubble_s'] * 1e3:.1f} ms per GPU (closed form for equal stages "
                  f"(p-1)/(m v) = {t['ideal_bubble_fraction'] * 100:.1f}% of the compute); "
                  "chunks labelled by micro-batch (.c: model chunk c)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, LEGEND_IN / fig.get_figheight(), 1, 1))
     return fig

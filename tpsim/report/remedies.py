@@ -24,3 +24,17 @@ def remedy_flags(change: dict) -> str:
     flags = Layout.flags()
     return " ".join(flags[k] if v is True else f"{flags[k]} {v}" for k, v in change.items()
                     if v is not None)
+
+
+def pin_text(name: str, values: tuple) -> str:
+    """``--tp 8`` or ``--pp 4,8``; a switch ``--sequence-parallel`` or ``--no-...``."""
+    flag = Layout.flags()[name]
+    if isinstance(values[0], bool):
+        return " or ".join(flag if v else f"--no-{flag[2:]}" for v in values)
+    return f"{flag} {','.join(map(str, values))}"
+
+
+def setting_flags(settings: dict) -> list[str]:
+    """Layout settings (field -> value, a tuple value one list) as the flags that ask for them:
+    ``--moe-dispatcher flex``, ``--no-overlap-grad-reduce``, ``--recompute-modules core_attn,mlp``."""
+    return [pin_text(n, v if isinstance(v, tuple) else (v,)) for n, v in settings.items()]

@@ -224,12 +224,16 @@ def prediction_json(p) -> dict:
 
 
 def models_table(models) -> str:
-    """``tpsim models``: one line per preset."""
-    head = (f"{'name':12s} {'params':>8s} {'layers':>6s} {'hidden':>6s} {'heads':>5s} {'kv':>4s} "
-            f"{'ffn':>6s} {'vocab':>6s} {'seq':>5s}  {'act':6s} description")
-    rows = [f"{m.name:12s} {m.params() / 1e9:7.2f}B {m.layers:6d} {m.hidden:6d} {m.heads:5d} "
-            f"{m.kv_heads:4d} {m.ffn_hidden:6d} {m.vocab:6d} {m.seq_len:5d}  {m.activation:6s} "
-            f"{m.description}" for m in models]
+    """``tpsim models``: one line per preset; params counts every expert, active the ones a token
+    meets (:meth:`~tpsim.spec.model.ModelConfig.active_params`); ffn: a dense layer's MLP."""
+    models = list(models)
+    w = max(len("name"), *(len(m.name) for m in models))
+    head = (f"{'name':{w}s} {'params':>8s} {'active':>8s} {'layers':>6s} {'hidden':>6s} "
+            f"{'heads':>5s} {'kv':>4s} {'ffn':>6s} {'vocab':>6s} {'seq':>5s}  {'act':6s} "
+            "description")
+    rows = [f"{m.name:{w}s} {m.params() / 1e9:7.2f}B {m.active_params() / 1e9:7.2f}B "
+            f"{m.layers:6d} {m.hidden:6d} {m.heads:5d} {m.kv_heads:4d} {m.ffn_hidden:6d} "
+            f"{m.vocab:6d} {m.seq_len:5d}  {m.activation:6s} {m.description}" for m in models]
     return "\n".join([head] + rows)
 
 

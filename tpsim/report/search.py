@@ -8,10 +8,10 @@ from ..base.formula import qualname
 from ..search.driver import REASONS, search
 from ..search.pins import PINNABLE
 from ..search.price import price_pipelines
-from ..spec.layout import Layout
 from ..training.energy import step_cost_usd
 from .flat_csv import csv_text
 from .formulas import MEMORY, STEP, formula_lines
+from .remedies import pin_text, setting_flags
 
 FLAGS = "SP: sequence parallelism; TPO: TP communication overlap; DO: distributed optimizer; " \
         "VP: model chunks per stage (interleaved 1F1B); L a/b: layers on the first/last stage"
@@ -93,8 +93,7 @@ def fixed_flags(result) -> list[str]:
     """The flags of the settings the search held fixed: ``--framework`` and each setting away
     from its default (a preset's included, which predict takes as given)."""
     out = [f"--framework {result.framework}"] if result.framework else []
-    return out + [_pin_text(n, v if isinstance(v, tuple) else (v,))
-                  for n, v in result.fixed.items()]
+    return out + setting_flags(result.fixed)
 
 
 def _s(x: float) -> str:
@@ -126,7 +125,7 @@ def search_report(result) -> str:
              f"{_bound_share(result.max_gap)}",
              *formula_lines(SEARCH, "  formula  "), ""]
     if result.pins:
-        lines.insert(1, "  pinned: " + ", ".join(_pin_text(n, v) for n, v in result.pins))
+        lines.insert(1, "  pinned: " + ", ".join(pin_text(n, v) for n, v in result.pins))
     if result.fixed or result.framework:
         lines.insert(1, "  fixed (every layout): " + " ".join(fixed_flags(result)))
     if not result.candidates:
@@ -157,14 +156,6 @@ def search_report(result) -> str:
         lines += formula_lines({k: CANDIDATE[k] for k in ("energy_j", "cost_usd")},
                                "  formula  ")
     return "\n".join(lines + [""] + _dropped(result))
-
-
-def _pin_text(name: str, values: tuple) -> str:
-    """``--tp 8`` or ``--pp 4,8``; a switch ``--sequence-parallel`` or ``--no-...``."""
-    flag = Layout.flags()[name]
-    if isinstance(values[0], bool):
-        return " or ".join(flag if v else f"--no-{flag[2:]}" for v in values)
-    return f"{flag} {','.join(map(str, values))}"
 
 
 def _dropped(result) -> list[str]:

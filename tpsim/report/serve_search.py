@@ -55,6 +55,8 @@ def serve_search_report(r) -> str:
              f"{r.tpot_p99_s * 1e3:g} ms{rate}",
              f"{r.configurations} instance configurations priced in {r.runs} engine runs of "
              f"{r.requests} requests; {r.deployments} deployments: {_shown(r)} shown"
+             + (f" in {len(r.candidates)} row{'s' * (len(r.candidates) > 1)}"
+                if _shown(r) != len(r.candidates) else "")
              + ("; dropped: " + ", ".join(f"{k} {v}" for k, v in r.dropped.items())
                 if r.dropped else ""),
              "",

@@ -12,7 +12,9 @@ from __future__ import annotations
 from . import formulas as fm
 from ..spec.layout import Layout
 from ..training.remedies import runs
-from .remedies import remedy_flags
+from ..search.fixed import FIXED
+from ..spec.frameworks import FRAMEWORKS, runs_under
+from .remedies import remedy_flags, setting_flags
 from .step import PARTS, cp_text, energy_line
 
 WIDTH = 120        # columns
@@ -95,11 +97,11 @@ def _memory(p) -> str:
             + f" = {m.total_bytes / GIB:.2f}")
 
 
-def _wrap(cells: list[str], indent: str, sep: str) -> list[str]:
+def _wrap(cells: list[str], indent: str, sep: str, width: int = WIDTH) -> list[str]:
     lines, cur = [], indent
     for c in cells:
         add = c if cur == indent else sep + c
-        if len(cur) + len(add) > WIDTH and cur != indent:
+        if len(cur) + len(add) > width and cur != indent:
             lines.append(cur)
             cur = indent + c
         else:
@@ -107,21 +109,39 @@ def _wrap(cells: list[str], indent: str, sep: str) -> list[str]:
     return lines + [cur]
 
 
-def advice(p) -> list[str]:
-    """What to try next, read from the layout and where the memory or the time goes."""
+def advice(p, framework: str | None = None) -> list[str]:
+    """What to try next, read from the layout and where the memory or the time goes; nothing
+    ``framework`` (``--framework``) cannot run."""
     i, mem, st = p.inputs, p.memory, p.step
     out = []
     if not mem.fits:
-        out += _memory_advice(p, mem)
+        out += _memory_advice(p, mem, framework)
     else:
-        out += _time_advice(p, i, st)
-    out.append(f"the layouts that fit on {i.gpus} GPUs, fastest first: tpsim search --model "
-               f"{i.model} --topology {i.topology} --gpus {i.gpus} --global-batch "
-               f"{i.global_batch} --seq {i.seq_len} --dtype {i.dtype}")
+        out += _time_advice(p, i, st, framework)
+    out.append(f"the layouts that fit on {i.gpus} GPUs, fastest first:")
     return out
 
 
-def _memory_advice(p, mem) -> list[str]:
+def search_command(i, model: str | None = None, topology: str | None = None,
+                   asked: dict | None = None, framework: str | None = None) -> list[str]:
+    """The ``tpsim search`` of the same job (:class:`~tpsim.sim.result.Inputs` ``i``): its
+    model and topology (``model``, ``topology``: as the user named them, a path for a file),
+    GPUs, batch, length and dtype, and every setting the search holds fixed that the run set
+    (``asked``: the Layout's settings as given, before the model's defaults filled them; else
+    ``i.layout``), as ``--moe-dispatcher flex``, and ``--framework``; wrapped in ``WIDTH``
+    columns with shell continuations, so that it pastes as one command."""
+    preset = FRAMEWORKS[framework] if framework else {}       # --framework sets these itself
+    held = {n: v for n, v in (i.layout if asked is None else asked).items()
+            if n in FIXED and (n not in preset or preset[n] != v)}
+    words = (f"tpsim search --model {model or i.model} --topology {topology or i.topology} "
+             f"--gpus {i.gpus} --global-batch {i.global_batch} --seq {i.seq_len} "
+             f"--dtype {i.dtype}" + (f" --framework {framework}" if framework else "")).split(" ")
+    words += [w for flag in setting_flags(held) for w in flag.split(" ")]
+    lines = _wrap(words, "    ", " ", WIDTH - 2)
+    return [line + " \\" for line in lines[:-1]] + [lines[-1]]
+
+
+def _memory_advice(p, mem, framework: str | None = None) -> list[str]:
     """The does-not-fit notice's remedies (:func:`tpsim.training.remedies.memory_remedies`:
     only changes that run), each with what it saves."""
     i = p.inputs
@@ -138,7 +158,8 @@ def _memory_advice(p, mem) -> list[str]:
            "pp": f"splits the {state / GIB:.1f} GiB of weights, gradients and optimizer "
                    f"state per GPU over more stages",
            "tp": "splits every layer's weights and activations over more TP ranks"}
-    return [f"{remedy_flags(change)} {why[next(iter(change))]}" for change in remedies]
+    return [f"{remedy_flags(change)} {why[next(iter(change))]}" for change in remedies
+            if runs_under(framework, change)]
 
 
 def _layout(i) -> Layout:
@@ -151,14 +172,14 @@ LAYOUT_INPUTS = ("tp", "cp", "pp", "dp", "virtual_stages", "micro_batch", "globa
                  "distributed_optimizer", "overlap_grad_reduce")
 
 
-def _time_advice(p, i, st) -> list[str]:
+def _time_advice(p, i, st, framework: str | None = None) -> list[str]:
     """What cuts the largest parts of the step, each change offered only where it runs
     (:func:`tpsim.training.remedies.runs`)."""
     share = {key: getattr(st, key) / st.time_s for _, key, _ in PARTS}
     lay, out = _layout(i), []
 
     def ok(**changes) -> bool:
-        return runs(p.model.layers, lay, **changes)
+        return runs(p.model.layers, lay, **changes) and runs_under(framework, changes)
     v2 = f" or --virtual-stages {2 * i.virtual_stages}" if i.pp > 1 and \
         ok(virtual_stages=2 * i.virtual_stages) else ""
     if share["bubble_s"] > 0.1:
@@ -189,10 +210,14 @@ def _formulas() -> list[str]:
     return _wrap([f"{k} {v}" for k, v in named.items()], "formulas: ", ", ")
 
 
-def prediction_summary(p) -> str:
-    """The first answer for a :class:`~tpsim.sim.result.Prediction` (module docstring)."""
+def prediction_summary(p, model: str | None = None, topology: str | None = None,
+                       asked: dict | None = None, framework: str | None = None) -> str:
+    """The first answer for a :class:`~tpsim.sim.result.Prediction` (module docstring);
+    ``model``, ``topology``, ``asked`` and ``framework`` name the job in its search line
+    (:func:`search_command`); the advice offers nothing ``framework`` lacks."""
     lines = [*_head(p), "", _verdict(p), *_step(p), *_layer(p), _memory(p), "", "try next:",
-             *(line for a in advice(p) for line in _wrap(a.split(" "), "  ", " ")), "",
+             *(line for a in advice(p, framework) for line in _wrap(a.split(" "), "  ", " ")),
+             *search_command(p.inputs, model, topology, asked, framework), "",
              *_formulas(),
              "--ops: the op table and every section in full; --json: every number with its formula"]
     return "\n".join(lines)

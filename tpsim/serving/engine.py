@@ -346,6 +346,10 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     where the split or the longest sequence does not fit."""
     _check(m, topo, dataclasses.replace(lay, batch=lay.pp * lay.ep))   # the engine's batch
     eng = kv_cache_blocks(m, topo, lay, st)
+    if eng.num_gpu_blocks == 0:           # the weights and activations leave no cache
+        raise ConfigError("--tp", "", f"a split whose {eng.weights_bytes / 2**30:.1f} GiB of "
+                          f"{m.name}'s weights per GPU leave room for a KV cache on "
+                          f"{topo.device.name} (more --tp or --pp, or --dtype fp8)", lay.tp)
     if -(-(longest - 1) // st.block_size) > eng.num_gpu_blocks // lay.ep:
         raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
                           f"{eng.kv_cache_tokens} tokens", longest)

@@ -177,3 +177,10 @@ def with_framework(name: str, settings: dict, defaults: dict) -> dict:
             raise ConfigError(FLAGS[field], "", f"{only} under --framework {name} ({why})",
                               out[field])
     return out
+
+
+def runs_under(name: str | None, changes: dict) -> bool:
+    """Whether framework ``name`` (None: any) can run the Layout ``changes`` (field -> value):
+    none of them is a knob :data:`LACKS` pins away from its value."""
+    return all(changes[field] in (only, None) for field, only, _ in LACKS.get(name, ())
+               if field in changes)

@@ -1,14 +1,14 @@
 """A Hugging Face ``config.json`` as a :class:`~tpsim.spec.model.ModelConfig`: ``--model path/config.json``
 (or the directory that holds it).
 
-Four dense families, by ``model_type``: ``llama``, ``mistral`` and ``qwen2`` (a gated MLP, RMSNorm,
-grouped-query attention) and ``gpt2`` (GeLU MLP, LayerNorm, biases everywhere); and five
+Five dense families, by ``model_type``: ``llama``, ``mistral``, ``qwen2`` and ``qwen3`` (a gated MLP,
+RMSNorm, grouped-query attention; qwen3 with its q_norm and k_norm) and ``gpt2`` (GeLU MLP, LayerNorm, biases everywhere); and five
 mixture-of-experts families read as the gated ones plus their expert keys (table below). The keys read,
 named as transformers' configuration classes name them, and their defaults where a published
 config may leave them out (transformers' own defaults):
 
 ============== ========================================== ===================================
-tpsim          llama / mistral / qwen2                    gpt2
+tpsim          llama / mistral / qwen2 / qwen3            gpt2
 ============== ========================================== ===================================
 layers         num_hidden_layers                          n_layer
 hidden         hidden_size                                n_embd
@@ -24,13 +24,15 @@ norm           rmsnorm (the family's RMSNorm,             layernorm
 dropout        attention_dropout (default 0)              resid_pdrop (default 0.1)
 tie_embeddings tie_word_embeddings (default false)        tie_word_embeddings (default true)
 bias           llama: attention_bias and mlp_bias;        true
-               mistral, qwen2: false
+               mistral, qwen2, qwen3: false
 ============== ========================================== ===================================
 
 ``bias`` in tpsim means every linear layer has a bias. Qwen2 has biases on the q, k and v
 projections only (not on the output projection or the MLP): it loads with ``bias: false``, the
 closer of the two (the three missing bias vectors are ~3e-5 of a 7B layer's parameters and add
-no GEMM). A Llama config with ``attention_bias`` but not ``mlp_bias`` loads the same way.
+no GEMM). A Llama config with ``attention_bias`` but not ``mlp_bias`` loads the same way, as does
+a Qwen3 one with ``attention_bias`` (false in Qwen3's published configs, which drop Qwen2's q, k,
+v biases for a per-head RMSNorm on q and k).
 
 Mixture-of-experts families (every key of the gated column, and):
 
@@ -78,7 +80,7 @@ from pathlib import Path
 from ..base.errors import ConfigError
 from ..base.schema import load_json
 
-GATED = ("llama", "mistral", "qwen2")
+GATED = ("llama", "mistral", "qwen2", "qwen3")
 MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "deepseek_v3")
 FAMILIES = (*GATED, "gpt2", *MOE)
 
@@ -239,7 +241,7 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
     out["activation"] = _activation(family, out.get("activation"), source, keys["activation"])
     out["norm"] = "layernorm" if kind == "gpt2" else "rmsnorm"
     out["bias"] = _bias(family, cfg, source)
-    out["qk_norm"] = family == "qwen3_moe"    # Qwen3MoeAttention's q_norm and k_norm
+    out["qk_norm"] = family in ("qwen3", "qwen3_moe")   # Qwen3Attention's q_norm and k_norm
     out["name"] = name
     arch = cfg.get("architectures")
     what = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else family

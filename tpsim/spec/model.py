@@ -14,6 +14,7 @@ from pathlib import Path
 from ..base.record import record
 from ..base.errors import ConfigError, TpsimError
 from .hf_config import read_hf_config
+from .tp_split import check_tp
 from .model_params import mla_duplicated_params, mla_params, model_params, moe_layer_params
 from ..base.memo import Memo, value_hash
 from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path, spec
@@ -285,21 +286,9 @@ class ModelConfig:
                  training: bool = False, serving: bool = False) -> None:
         """Raise ConfigError unless every sharded dimension divides by ``tp`` (and TpsimError,
         first, for a model tpsim cannot price: :meth:`check_priced`, ``training`` and
-        ``serving`` passed on)."""
+        ``serving`` passed on): :func:`tpsim.spec.tp_split.check_tp`."""
         self.check_priced(training, serving)
-        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-            raise ConfigError("--tp", "", "a positive integer", tp)
-        for key, value in (("heads", self.heads), ("ffn_hidden", self.ffn_hidden)):
-            if value % tp:
-                raise ConfigError("--tp", "", f"a divisor of {self.name}'s {key} ({value}), since "
-                                  f"each rank holds {key}/tp", tp)
-        if (self.kv_heads % tp if tp <= self.kv_heads else tp % self.kv_heads):
-            raise ConfigError("--tp", "", f"a divisor or a multiple of {self.name}'s kv_heads "
-                              f"({self.kv_heads}): each rank holds kv_heads/tp key/value heads, "
-                              "or one replicated", tp)
-        if sequence_parallel and seq_len is not None and seq_len % tp:
-            raise ConfigError("--tp", "", f"a divisor of the sequence length ({seq_len}) with "
-                              "--sequence-parallel", tp)
+        check_tp(self, tp, seq_len, sequence_parallel)
 
 
 _HERE = Path(__file__).resolve().parent

@@ -60,6 +60,11 @@ def format_size(nbytes: float) -> str:
     return f"{nbytes:.0f}B"
 
 
+def gpus_text(n: int) -> str:
+    """"1 GPU", "8 GPUs": a GPU count as the outputs write it."""
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
 def power_of_two_sizes(lo: int, hi: int) -> list[int]:
     """lo, 2 lo, 4 lo, ... up to hi: the sizes nccl-tests sweeps with -f 2."""
     if lo > hi:

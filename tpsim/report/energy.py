@@ -13,7 +13,8 @@ ENERGY = qualname(run_energy)
 def energy_lines(e, c) -> list[str]:
     """One line of energy and cost per output token (none where neither is known)."""
     parts = [] if e.j is None else [
-        f"energy {e.j_per_output_token:.3f} J per output token, the data centre's PUE included"]
+        f"energy {e.j_per_output_token:.3f} J per output token, the data centre's PUE "
+        f"({e.pue:g}) included"]
     if c.usd is not None:
         parts.append(f"${c.usd_per_million_output_tokens:,.2f} per million output tokens")
     return ["; ".join(parts), *formula_lines(ENERGY)] if parts else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import shlex
 
+from ..base.units import gpus_text
 from ..base.formula import qualname
 from ..search.driver import REASONS, search
 from ..search.pins import PINNABLE
@@ -115,7 +116,7 @@ def _pct(x: float, of: float) -> str:
 def search_report(result) -> str:
     """The ranked table, what was priced and why the rest was dropped."""
     run, dev = result.run, result.run.topo.device.name
-    lines = [f"fastest layouts of {result.model} on {result.gpus} GPUs of {result.topology} "
+    lines = [f"fastest layouts of {result.model} on {gpus_text(result.gpus)} of {result.topology} "
              f"({dev}), global batch {result.global_batch} x {run.seq_len} tokens, {run.dtype}:",
              f"  priced {result.evaluated:,} layouts in {result.pricing_s:.2f} s "
              f"(memory of every stage exactly, the step by a lower bound of its simulation); "

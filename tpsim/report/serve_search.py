@@ -1,6 +1,7 @@
 """``tpsim serve-search``'s results for people (a ranked table) and programs (JSON, CSV)."""
 from __future__ import annotations
 
+from ..base.units import gpus_text
 from ..base.formula import qualname
 from ..serving.disagg import disaggregated
 from ..serving.pools import capacity, kv_transfer_s
@@ -49,7 +50,7 @@ def _twins_note(r) -> list[str]:
 def serve_search_report(r) -> str:
     """The ranked table: at most ``top`` rows and a few lines of header and footnotes."""
     rate = "" if r.rate is None else f", at least {r.rate:g} requests/s"
-    lines = [f"tpsim serve-search: {r.model} on {r.topology} ({r.device}), {r.gpus} GPUs; "
+    lines = [f"tpsim serve-search: {r.model} on {r.topology} ({r.device}), {gpus_text(r.gpus)}; "
              f"prompt {r.prompt}, gen {r.gen}",
              f"targets: TTFT p99 <= {r.ttft_p99_s * 1e3:g} ms, TPOT p99 <= "
              f"{r.tpot_p99_s * 1e3:g} ms{rate}",

@@ -2,6 +2,7 @@
 stage where the stages differ."""
 from __future__ import annotations
 
+from ..base.units import gpus_text
 from .formulas import STEP, formula_lines
 
 PARTS = (("compute", "compute_s", "GPU compute of the layers and the model's ends"),
@@ -25,7 +26,7 @@ def _head(p) -> list[str]:
         + (", DP reduce overlapped with the backward" if st.overlap_grad_reduce
            else ", DP reduce after the backward")
     return [
-        f"one training step: TP {i.tp}{cp_text(i)} x PP {st.pp} x DP {st.dp} = {i.gpus} GPUs; "
+        f"one training step: TP {i.tp}{cp_text(i)} x PP {st.pp} x DP {st.dp} = {gpus_text(i.gpus)}; "
         f"global batch "
         f"{st.global_batch} = {st.micro_batches} micro-batch{'es' if st.micro_batches > 1 else ''} "
         f"of {i.micro_batch} per replica; {sched}{dp}:",

@@ -9,6 +9,7 @@ parallelism only with TP > 1, ...).
 """
 from __future__ import annotations
 
+from ..base.units import gpus_text
 from . import formulas as fm
 from ..spec.layout import Layout
 from ..training.remedies import runs
@@ -43,7 +44,7 @@ def _head(p) -> list[str]:
                                i.dp > 1 and not i.overlap_grad_reduce)) if on]
     return [f"tpsim predict: {i.model} on {i.topology} ({i.device}): TP {i.tp}{cp_text(i)} x "
             f"PP {i.pp} x "
-            f"DP {i.dp} = {i.gpus} GPUs, TP {tp_where}", *_wrap(knobs, "", ", ")]
+            f"DP {i.dp} = {gpus_text(i.gpus)}, TP {tp_where}", *_wrap(knobs, "", ", ")]
 
 
 def _usable(mem) -> float:
@@ -118,7 +119,7 @@ def advice(p, framework: str | None = None) -> list[str]:
         out += _memory_advice(p, mem, framework)
     else:
         out += _time_advice(p, i, st, framework)
-    out.append(f"the layouts that fit on {i.gpus} GPUs, fastest first:")
+    out.append(f"the layouts that fit on {gpus_text(i.gpus)}, fastest first:")
     return out
 
 

@@ -22,11 +22,13 @@ class Energy:
     the duration for the TP group's GPUs, ``j_per_output_token`` = j / output tokens;
     ``prefill_busy_s`` and ``decode_busy_s``: the engine's steps with a prefill chunk (priced
     at full activity) and decode-only (memory-bound); the rest of the duration idle. The
-    energies are None where the device gives no tdp_W."""
+    energies are None where the device gives no tdp_W; ``pue``: the topology's facility factor
+    in them."""
     j: float | None
     j_per_output_token: float | None
     prefill_busy_s: float
     decode_busy_s: float
+    pue: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def run_energy(topo, gpus: int, duration_s: float, prefill_busy_s: float, decode
     usd = gpu_hours_usd(gpus, duration_s, usd_per_gpu_hour)
     per_token = None if joules is None else joules / output_tokens
     per_million = None if usd is None else usd / output_tokens * 1e6
-    return (Energy(joules, per_token, prefill_busy_s, decode_busy_s),
+    return (Energy(joules, per_token, prefill_busy_s, decode_busy_s, topo.pue),
             Cost(usd, per_million, usd_per_gpu_hour))
 
 

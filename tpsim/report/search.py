@@ -106,7 +106,8 @@ def _bound_share(max_gap: float) -> str:
     1 - max_gap of each (rounded down, so that "at least" holds)."""
     share = math.floor((1 - max(max_gap, 0.0)) * 1000) / 10
     return (f"the bound that ranked them was at least {share:.1f}% of each one's simulated step "
-            "(a lower bound; the steps shown are simulated)")
+            "(a lower bound that only orders and prunes: the steps shown are simulated, so a "
+            "looser bound costs search time, not accuracy)")
 
 
 def _pct(x: float, of: float) -> str:

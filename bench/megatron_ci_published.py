@@ -27,9 +27,10 @@ Ampere (``get_attention_backend`` drops FusedAttention for determinism below com
 capability 9.0), the presets' ``fused`` kernel on each, but their deterministic backward
 passes are priced as the default ones. Priced too: Megatron-core's fp32 main-gradient add
 without gradient accumulation fusion (tpsim's default ``main_grad_add``) and the per-step
-``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes. Not priced: the data loader's
-attention masks (``--unpriced`` prints their copies), ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``.
-The
+``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes, and the data loader's attention
+mask (Megatron's default ``--create-attention-mask-in-dataloader``: b s^2 bytes copied to the
+GPU and broadcast over TP on the first and last stages a micro-batch,
+:mod:`tpsim.training.data_mask`). Not priced: ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. The
 runner's ``NCCL_PROTO=simple`` and ``NCCL_NVLS_ENABLE=0``
 (tests/functional_tests/shell_test_utils/_run_training.sh) are what tpsim picks here anyway
 (ring, Simple); the cuBLAS workspace setting reaches torch's handles, not Transformer Engine's
@@ -38,13 +39,10 @@ print ``mem-max-allocated-bytes`` (torch's peak on the logging rank, the first s
 beside tpsim's peak (:class:`tpsim.sim.memory.Memory`'s ``total_bytes``, the allocator's waste
 left out as in torch's figure).
 
-    python bench/megatron_ci_published.py [--breakdown] [--unpriced]
+    python bench/megatron_ci_published.py [--breakdown]
 
 ``--breakdown``: under each run, its predicted step by part (bench/whole_job_published.py's
 ``shares``) and one layer's forward and backward by component (bench/moe_breakdown.py).
-``--unpriced``: under each run, what the attention-mask copies would add
-(bench/megatron_ci_unpriced.py: sourced, at the host link's rate, not in the prediction), and
-the step and error with them.
 """
 from __future__ import annotations
 
@@ -54,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_ci_unpriced import unpriced, with_unpriced
 from moe_breakdown import breakdown
 from tpsim.spec.model import ModelConfig
 from tpsim.training.predict import predict
@@ -66,7 +63,7 @@ TOPOLOGY = {"dgx_h100": "dgx-h100", "dgx_a100": "dgx-a100"}
 SETTINGS = dict(dtype="bf16", distributed_optimizer=True, overlap_grad_reduce=True,
                 overlap_param_gather=True, gradient_accumulation_fusion=False,
                 sequence_parallel=False, cross_entropy="unfused", log_params_norm=True,
-                log_num_zeros_in_grad=True, deterministic_mode=True)
+                log_num_zeros_in_grad=True, deterministic_mode=True, create_attention_mask=True)
 
 
 def rows() -> list[dict]:
@@ -118,12 +115,6 @@ def main(argv: list[str]) -> int:
             parts = breakdown(p)
             layer = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in parts.items() if v > 0)
             print(f"      {shares(p.step)}\n      layer (ms): {layer}")
-        if "--unpriced" in argv:
-            costs = unpriced(r, p, TOPOLOGY[r["platform"]])
-            step = with_unpriced(p, costs)
-            parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in costs.items())
-            print(f"      unpriced (ms a step): {parts}; step with them {step:.3f} s "
-                  f"({step / float(r['step_s']) - 1:+.1%})")
     e = np.array(errs)
     print(f"  {len(e)} runs: mean error {e.mean():+.1%}, mean |error| {np.abs(e).mean():.1%}, "
           f"max |error| {np.abs(e).max():.1%}")

@@ -19,6 +19,7 @@ from ..training.moe_overlap import moe_part
 from ..training.offload import offloaded_parts
 from ..training.predict import layout_layer
 from ..training.mtp import mtp_simulation
+from ..training.data_mask import mask_copy_s, with_mask
 from ..training.step import Part, mtp_ends
 from .run import Run
 
@@ -124,3 +125,16 @@ def bound_layers(model, layers: tuple[int, ...], ratio: float) -> tuple[float, .
         return layers
     moe = terms.moe_counts(model, layers)
     return tuple(n - (n - k) * (1.0 - ratio) for n, k in zip(layers, moe))
+
+
+def masked(parts: Parts, run: Run, tp: int, micro_batch: int, cp: int, pp: int,
+           world: int) -> Parts:
+    """``parts`` with the data loader's attention mask (--create-attention-mask) copied ahead of
+    the embedding's and, pp > 1, the output layer's forward, as predict's step charges it
+    (:func:`tpsim.training.data_mask.with_mask`, on the layout's TP group)."""
+    if not run.setting("create_attention_mask"):
+        return parts
+    par = Parallelism(tp=tp, pp=pp, dp=world // (tp * cp * pp), cp=cp)
+    copy = mask_copy_s(micro_batch, run.seq_len, par.group("tp"), run.topo)
+    emb, out = with_mask(parts.embedding, parts.output, copy, pp)
+    return replace(parts, embedding=emb, output=out)

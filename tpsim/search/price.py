@@ -39,7 +39,7 @@ from ..spec.layout import Layout
 from .p2p import p2p_bytes, p2p_times
 from .dp_events import stage_end
 from .sharded import sharded_parts
-from .parts import bound_layers, layer_parts
+from .parts import bound_layers, layer_parts, masked
 from .run import Run
 from .step import last_reduce, pricer, stage_layers, _tail
 from ..training import terms
@@ -160,8 +160,9 @@ def price_pipelines(run: Run, groups: list[list[Layout]],
     step ends and p2p transfers, then one array pass per group."""
     pipes = [_Pipeline(run, g) for g in groups]
     price = pricer(run)
-    parts = [[sharded_parts(layer_parts(run, *key[:12]), run, price, key[0], q.p, *key[12:],
-                            q.layers, *key[6:8]) for key in q.parts] for q in pipes]
+    parts = [[masked(sharded_parts(layer_parts(run, *key[:12]), run, price, key[0], q.p,
+                                   *key[12:], q.layers, *key[6:8]), run, key[0], key[1], key[5],
+                     q.p, key[8]) for key in q.parts] for q in pipes]
     shapes = []
     for q, ps in zip(pipes, parts):
         timed = bound_layers(run.model, q.layers, min(p.dense_ratio for p in ps))

@@ -173,6 +173,11 @@ class Layout:
     scatter_gather_p2p: bool = _flag(False, "without SP each TP rank sends 1/tp of an activation, "
         "the next stage all-gathers it (Megatron-LM 2021, DeepSpeed's pipeline engine)",
         "--scatter-gather-p2p")
+    create_attention_mask: bool = _flag(
+        False, "the data loader's b x s x s boolean mask copied to the GPU and broadcast over TP "
+        "on the first and last stages a micro-batch (Megatron-LM's default; "
+        "tpsim.training.data_mask)", "--create-attention-mask",
+        megatron="--create-attention-mask-in-dataloader")
     tp_comm_overlap: bool = _flag(False, "Transformer Engine's TP communication overlap "
                                   "(userbuffers; needs --sequence-parallel)", "--tp-comm-overlap")
     eager_kernels: bool = _flag(

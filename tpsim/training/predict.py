@@ -388,7 +388,7 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        overlap_param_gather=lay.overlap_param_gather, moe=moe,
                        precision=layout_key(lay, topo.device.fp8_any_layout),
                        experts=experts, partial=partial, tp_comm_overlap=lay.tp_comm_overlap,
-                       mtp=mtp)
+                       mtp=mtp, attention_mask=lay.create_attention_mask)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
     setup = dataclasses.replace(setup, offloaded_bytes=host, optimizer=optimizer_step(lay, sh),

@@ -58,6 +58,7 @@ from ..sim.memory import userbuffers_bytes
 from ..sim.simulate import layer_times, saved_bytes
 from .step_reduce import bucket_reductions, dp_reduce
 from .mtp import last_stage, plus_last, with_output_params
+from .data_mask import mask_copy_s, with_mask
 from .step_timing import TimedGraph, time_pipeline
 from .step_programs import shape as step_shape
 from .sharded_dp import UNSHARDED, Sharding, expert_gather_group, weight_gather_group
@@ -336,7 +337,8 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
                overlap_grad_reduce: bool, scatter_gather_p2p: bool = False,
                overlap_param_gather: bool = False, moe: Part | None = None,
                precision: str | None = None, experts=None, partial=None,
-               tp_comm_overlap: bool = False, mtp: Part | None = None) -> StepSetup:
+               tp_comm_overlap: bool = False, mtp: Part | None = None,
+               attention_mask: bool = False) -> StepSetup:
     """The :class:`StepSetup` of a model split into ``stage_layers`` layers per virtual stage;
     ``moe``: one MoE layer, for the model's layers that carry experts (``layer``: the others);
     ``precision``: the :func:`~tpsim.spec.precision.precision_key` of the weights, gradients
@@ -353,14 +355,17 @@ def make_setup(model, par: Parallelism, m: int, v: int, stage_layers: list[int],
 
     Layers past the model's are its multi-token-prediction layers in the last virtual stage
     (:func:`mtp_ends`, :func:`tpsim.training.mtp.last_stage`; ``mtp``: one depth's own ops,
-    :mod:`tpsim.layer.mtp`).
+    :mod:`tpsim.layer.mtp`); ``attention_mask``: the data loader's mask copied ahead of the
+    first and last virtual stage's forwards (:mod:`tpsim.training.data_mask`).
     """
     p, tp = par.pp, par.tp
     last_g = p * v - 1
     starts = [sum(stage_layers[:g]) for g in range(len(stage_layers))]
     expert = terms.expert_unit_params(model, experts)
     end = last_stage(model, tp, p, stage_layers, sequence_parallel)
-    last = mtp_ends(embedding, output, mtp, end.depths)
+    copy = mask_copy_s(micro_batch, seq_len * par.cp, par.group("tp"), topo) \
+        if attention_mask else (0.0, 0.0)
+    embedding, last = with_mask(embedding, mtp_ends(embedding, output, mtp, end.depths), copy, p)
     chunks = [Chunk.of(n, with_output_params(terms.chunk_units(
         model, tp, n, g == 0, g == last_g, starts[g], experts), end.output_unit * (g == last_g)),
                        layer, embedding if g == 0 else None, last if g == last_g else None, moe,

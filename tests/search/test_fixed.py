@@ -26,9 +26,11 @@ CASES = {   # (fixed settings, framework), each away from the defaults in its ow
                        "cross_entropy": "te", "grad_buffer": False}, None),   # no memset
     "hsdp": ({"shard_group": 2, "reshard_after_forward": False}, None),   # ZeRO-3 over 2 of dp
     "automodel-fp8-moment": ({"exp_avg_sq_dtype": "fp8"}, "automodel"),   # bf16 Adam state
-    # Megatron-LM's CI runs: fp32 main-gradient adds, the log passes, the deterministic fill
+    # Megatron-LM's CI runs: fp32 main-gradient adds, the log passes, the deterministic fill,
+    # the data loader's attention mask on the first and last stages
     "megatron-ci": ({"gradient_accumulation_fusion": False, "log_params_norm": True,
-                     "log_num_zeros_in_grad": True, "deterministic_mode": True}, None),
+                     "log_num_zeros_in_grad": True, "deterministic_mode": True,
+                     "create_attention_mask": True}, None),
 }
 
 

@@ -1,6 +1,6 @@
 """Megatron-LM's own published step times of a dense 7B GPT in bf16 on 8 H100 and 8 A100 (its
 functional tests' golden values, bench/megatron_ci_published.py gives the source and every
-flag). Used in no fit: tpsim is fast by 16-20% on all four runs (bench docstring: what it does
+flag). Used in no fit: tpsim is fast by 15-20% on all four runs (bench docstring: what it does
 not price), so each row is held between -25% and -12%: a change that closes the gap, or widens
 it, is news to be read against these rows. The published peak
 memory (torch's max allocated) is held within 10%.

@@ -50,9 +50,10 @@ class SpecDecode:
         self.draft = _affine(lambda b, n: drafting(srv, draft, method, k, b, n).time_s, top)
 
     def _at(self, table, b: int, sum_kv: float) -> float:
-        g, rows = self.sm.graph_rows(b)
+        g, rows, eager = self.sm.graph_rows(b)
         grid, lin, slope = table
-        return float(self.sm.eager_decode_s(b, np.interp(rows, grid, lin) + slope * sum_kv / g))
+        return float(self.sm.eager_decode_s(eager, np.interp(rows, grid, lin)
+                                            + slope * sum_kv / g))
 
     def step_s(self, b: int, sum_kv: float) -> float:
         """A decode-only step of b sequences holding sum_kv cached tokens in all."""

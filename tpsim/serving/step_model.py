@@ -243,25 +243,26 @@ class StepModel:
         return ends + np.interp(tokens, self.r_grid, self.p2p) if self.pp > 1 else ends
 
     def graph_rows(self, b) -> tuple:
-        """(g, rows): a decode step of ``b`` sequences runs as g = min(pp ep, b) micro-batches,
-        each replaying the CUDA graph of :func:`graph_batch` rows (at most the largest
-        captured, max_num_seqs, unless b / g is larger), or eagerly at b / g rows where that
-        graph is past ``graph_max`` (:meth:`past_graphs`)."""
+        """(g, rows, eager): a decode step of ``b`` sequences runs as g = min(pp ep, b)
+        micro-batches, each replaying the CUDA graph of :func:`graph_batch` rows (at most the
+        largest captured, max_num_seqs, unless b / g is larger), or, ``eager``, at b / g rows
+        without a graph where that graph is larger than ``graph_max`` (> 0; module
+        docstring)."""
         g = min(self.split, b)
-        rows = np.minimum(graph_batch(b / g, self.graph_align), max(self.max_seqs, b / g))
-        return g, (b / g if self.past_graphs(b) else rows)
+        padded = graph_batch(b / g, self.graph_align)
+        if self.graph_max and padded > self.graph_max:
+            return g, b / g, True
+        return g, np.minimum(padded, max(self.max_seqs, b / g)), False
 
     def past_graphs(self, b) -> bool:
-        """Whether a decode step of ``b`` sequences runs eagerly: its micro-batch's graph,
-        :func:`graph_batch` of b / g, is larger than ``graph_max`` (> 0; module docstring)."""
-        g = min(self.split, b)
-        return bool(self.graph_max and graph_batch(b / g, self.graph_align) > self.graph_max)
+        """Whether a decode step of ``b`` sequences runs eagerly (:meth:`graph_rows`)."""
+        return self.graph_rows(b)[2]
 
-    def eager_decode_s(self, b, gpu_s):
-        """A decode step of ``b`` sequences whose GPU time is ``gpu_s``: itself in a graph;
-        max(gpu_s, N c) past the graphs (:meth:`past_graphs`), the host issuing the
+    def eager_decode_s(self, eager: bool, gpu_s):
+        """A decode step whose GPU time is ``gpu_s``: itself in a graph; max(gpu_s, N c)
+        ``eager`` (past the graphs, :meth:`graph_rows`), the host issuing the
         :attr:`forward_ops` N at c each (:func:`tpsim.sim.schedule.issue_bound`)."""
-        if not self.past_graphs(b):
+        if not eager:
             return gpu_s
         return np.maximum(gpu_s, issue_bound(0.0, self.forward_ops, self.eager_op_s))
 
@@ -269,11 +270,11 @@ class StepModel:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
         g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
         (module docstring)."""
-        g, rows = self.graph_rows(b)
+        g, rows, eager = self.graph_rows(b)
         lin = np.interp(rows, self.b_grid, self.decode_lin)
         gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
                                                                                      b / g)
-        return self.eager_decode_s(b, gpu)
+        return self.eager_decode_s(eager, gpu)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
                      op_s: float = 0.0, queries: int = 1) -> float:

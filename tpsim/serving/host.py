@@ -41,18 +41,19 @@ import numpy as np
 
 
 def host_step_s(st, seqs):
-    """t_host = (host_step_us + host_seq_us x seqs) x 1e-6, s (module docstring)."""
-    if isinstance(seqs, int):                  # one step: a float, no array
-        return (st.host_step_us + st.host_seq_us * seqs) * 1e-6
-    return (st.host_step_us + st.host_seq_us * np.asarray(seqs, float)) * 1e-6
+    """t_host = (host_step_us + host_seq_us x seqs) x 1e-6, s (module docstring); a float for
+    one step's int, an array for several."""
+    seqs = seqs if isinstance(seqs, int) else np.asarray(seqs, float)
+    return (st.host_step_us + st.host_seq_us * seqs) * 1e-6
 
 
 def step_wall_s(gpu_s, host_s, overlap: bool):
     """A step's wall time: max(t_gpu, t_host) where the host work overlaps the forward,
-    t_gpu + t_host where it runs between steps (module docstring)."""
-    if isinstance(gpu_s, float) and isinstance(host_s, float):
-        return max(gpu_s, host_s) if overlap else gpu_s + host_s
-    return np.maximum(gpu_s, host_s) if overlap else np.asarray(gpu_s) + host_s
+    t_gpu + t_host where it runs between steps (module docstring); floats for one step,
+    arrays for several."""
+    one = isinstance(gpu_s, float) and isinstance(host_s, float)
+    gpu_s = gpu_s if one else np.asarray(gpu_s)
+    return (max if one else np.maximum)(gpu_s, host_s) if overlap else gpu_s + host_s
 
 
 def prefill_op_s(st, model) -> float:

@@ -100,8 +100,13 @@ def ring_plateau(op: str, nbytes: float, ranks: int, protocol: str, crosses_node
 def ll_cap_Bps(span: LevelSpan, protocol: str) -> float:
     """LL's bus-bandwidth cap on a network level, bytes/s (inf for other protocols and levels
     that list none): ``ll_max_busbw_GBps`` for two nodes, its last entry for more."""
-    caps = span.level.ll_busbw_caps_Bps
-    if protocol != "ll" or not span.inter_node or not caps:
+    return _by_nodes(span, span.level.ll_busbw_caps_Bps) if protocol == "ll" else math.inf
+
+
+def _by_nodes(span: LevelSpan, caps) -> float:
+    """A network level's cap from a list by node count: its first entry for two nodes, its last
+    for more; inf inside a node or where the level lists none."""
+    if not span.inter_node or not caps:
         return math.inf
     return caps[0] if span.units <= 2 else caps[-1]
 
@@ -115,10 +120,7 @@ def tree_cap_Bps(span: LevelSpan, protocol: str) -> float:
     perChMaxTreeLL128Bws) on LL128, per-channel maxima NVIDIA measured by GPU generation and
     node count (Hopper: 41.4 / 36.0 GB/s and 36.7 / 29.0 at 2 / more nodes), then applies its
     tree correction to the capped figure; LL's own cap is the host's (:func:`ll_cap_Bps`)."""
-    caps = (span.level.tree_busbw_caps_Bps or {}).get(protocol)
-    if not span.inter_node or not caps:
-        return math.inf
-    return caps[0] if span.units <= 2 else caps[-1]
+    return _by_nodes(span, (span.level.tree_busbw_caps_Bps or {}).get(protocol))
 
 
 def stage_cap_Bps(span: LevelSpan, algo: str, protocol: str, correction: float,

@@ -18,6 +18,17 @@ backward of one micro-batch on one GPU, grouped by the op's name:
     host wait     the GPU idle until the host issues the next op
 
 (the layer's total = compute + exposed comm + host wait, :class:`tpsim.sim.result.LayerTimes`).
+
+``--host``: each phase (forward, backward) of the same layer on the GPU alone beside the host's
+time to issue it (:func:`tpsim.sim.simulate.phase_times`: its Python-level ops x
+``host_dispatch_us``, the kernels its ops launch from C++, its waits at the dispatcher's syncs),
+and the host time an op would need for the host to take as long as the GPU,
+
+    h* = (t_gpu - launches - waits) / ops
+
+(the host's waits taken at ``host_dispatch_us``, which a slower host would only shorten): where
+h* is near ``host_dispatch_us`` the phase is host-bound or nearly, where it is far above it the
+host could be several times slower before the GPU waited for it.
 The published figure's time per layer and micro-batch is read off tpsim's step without the EP
 overlap:
 
@@ -29,12 +40,15 @@ is the one without the EP overlap; where the recipe runs it, the last column is 
 the step tpsim's overlap saves (the published rows' own saving: the ModelZoo's 19.7 s against
 17.6 s, 11%). Nothing here is fitted.
 
-    python bench/moe_breakdown.py
+    python bench/moe_breakdown.py [--host]
 """
 from __future__ import annotations
 
 from moe_published import (COMMON, DISPATCH, ROWS, TOPOLOGY, ZOO_COMMON, ZOO_ROWS,
                            extra_rows)
+from tpsim.sim.launches import phase_launch_s
+from tpsim.sim.schedule import sync_waits
+from tpsim.sim.simulate import gpu_phases
 from tpsim.training.predict import predict
 
 GROUPS = (("attention", ("attn",)), ("expert GEMMs", ("experts.fc1", "experts.fc2")),
@@ -133,5 +147,31 @@ def main() -> None:
               f"{(pub - layer) * 1e6:8.0f}{saved / alone.step.time_s:+9.1%}")
 
 
+def host_phases(p) -> list[tuple[float, float, float]]:
+    """(GPU seconds, host seconds, break-even host seconds an op h*) of the forward and the
+    backward of the prediction ``p``'s layer (module docstring, ``--host``)."""
+    sim = p.run
+    h = sim.host_dispatch_s
+    gpu = gpu_phases(sim)
+    waits = sync_waits(sim.template, sim.times, h, sim.launch_s)
+    launches = phase_launch_s(sim.template, sim.launch_s)
+    out = []
+    for g, n, w, lau in zip(gpu, sim.template.host_ops, waits, launches):
+        out.append((g, n * h + w + lau, (g - w - lau) / n if n else float("inf")))
+    return out
+
+
+def host_main() -> None:
+    print("MoE layer's phases, GPU alone against the host's issue, us (no EP overlap); h*: the\n"
+          "host time an op at which the host would take as long as the GPU")
+    print(f"{'case':44s}{'fwd GPU':>9s}{'host':>7s}{'h*':>6s}{'bwd GPU':>9s}{'host':>7s}{'h*':>6s}"
+          f"{'host wait':>10s}")
+    for label, alone, _, _ in cases():
+        cells = "".join(f"{g * 1e6:9.0f}{t * 1e6:7.0f}{b * 1e6:6.0f}"
+                        for g, t, b in host_phases(alone))
+        print(f"{label[:44]:44s}{cells}{alone.layer.host_wait_s * 1e6:10.0f}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    host_main() if "--host" in sys.argv[1:] else main()

@@ -14,7 +14,7 @@ from tpsim.training.predict import predict
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from moe_breakdown import breakdown, group_of  # noqa: E402
+from moe_breakdown import breakdown, group_of, host_phases  # noqa: E402
 from moe_published import BRIDGE_BF16, TOPOLOGY  # noqa: E402
 from moe_overlap_published import gpu_rows, profile_rows  # noqa: E402
 
@@ -55,6 +55,20 @@ def test_parts_sum_to_the_layer():
     parts = breakdown(p)
     assert sum(parts.values()) == pytest.approx(p.layer.total_s, rel=1e-9)
     assert parts["EP comm"] > 0 and parts["expert GEMMs"] > 0
+
+
+def test_host_phases_bound_the_layer():
+    """--host: each phase of the layer takes max(its GPU time, the host's issue time), so the
+    two phases' maxima are the layer's total; at the break-even time an op h* the host's issue
+    (its waits and launches kept) equals the GPU's."""
+    _, model, nodes, layout, _ = BRIDGE_BF16
+    p = predict(model, TOPOLOGY, nodes=nodes, **layout)
+    phases = host_phases(p)
+    assert sum(max(g, t) for g, t, _ in phases) == pytest.approx(p.layer.total_s, rel=1e-12)
+    h = p.run.host_dispatch_s
+    for (g, t, hs), n in zip(phases, p.run.template.host_ops):
+        assert t - n * h + n * hs == pytest.approx(g, rel=1e-12)
+        assert (hs > h) == (g > t)
 
 
 def test_moe_layer_against_megatron_benchmark():

@@ -39,9 +39,10 @@ After each micro-batch's backward, Composer 0.16 updates the model's two trainin
 (``LanguageCrossEntropy``, ``LanguagePerplexity``): two cross-entropies over the logits in fp32,
 without gradient (``--train-metrics 2``).
 
-Each row also prints attention's share of tpsim's step and the factor by which tpsim's attention
-would have to run faster to meet the published step (other terms as priced): a diagnosis of
-which term misses, fitted on nothing.
+Each row also prints the memory tpsim leaves free on the card (its capacity less the step's
+count and the allocator's reserve, GiB), attention's share of tpsim's step and the factor by
+which tpsim's attention would have to run faster to meet the published step (other terms as
+priced): a diagnosis of which term misses, fitted on nothing.
 
     python bench/whole_job_bf16_published.py
 """
@@ -96,9 +97,14 @@ def attention_terms(p, published_tokens_per_s: float) -> tuple[float, float]:
     return a / st.time_s, a / left if left > 0 else float("nan")
 
 
+def free_gib(mem) -> float:
+    """GiB tpsim leaves free on the card: capacity - the step's count - the allocator's reserve."""
+    return (mem.capacity_bytes - mem.total_bytes - mem.reserved_bytes) / 2**30
+
+
 def table(name: str, topology: str, card: str) -> None:
     print(f"\n{card} ({topology}), {name}: FSDP FULL_SHARD over the 8 GPUs")
-    print(f"  {'run':44s} {'published':>9s} {'tpsim':>7s}  error  fits  attn  x attn")
+    print(f"  {'run':44s} {'published':>9s} {'tpsim':>7s}  error  fits  free  attn  x attn")
     errors = []
     for r in rows(name):
         pred, p = run(r, topology)
@@ -108,7 +114,8 @@ def table(name: str, topology: str, card: str) -> None:
         label = (f"{r['model']} seq {r['seq_len']} mbs {r['micro_batch']} x{r['grad_accum']}"
                  f"{' ckpt' if r['activation_checkpointing'] == 'true' else ''}")
         print(f"  {label:44s} {pub:9.0f} {pred:7.0f} {errors[-1]:+6.1%}  "
-              f"{'yes' if p.memory.fits else 'NO ':3s}  {share:4.0%}  {factor:5.2f}")
+              f"{'yes' if p.memory.fits else 'NO ':3s}  {free_gib(p.memory):4.1f}  {share:4.0%}  "
+              f"{factor:5.2f}")
     e = np.array(errors)
     print(f"  used in no fit (llm-foundry, {card}, bf16): {len(e)} runs, mean error "
           f"{e.mean():+.1%}, mean |error| {np.abs(e).mean():.1%}, max |error| "

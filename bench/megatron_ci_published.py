@@ -24,8 +24,9 @@ cross-entropy.
 every new tensor Transformer Engine allocates is priced (:mod:`tpsim.sim.fill`); Transformer
 Engine keeps cuDNN's attention on Hopper in that mode and falls back to FlashAttention-2 on
 Ampere (``get_attention_backend`` drops FusedAttention for determinism below compute
-capability 9.0), the presets' ``fused`` kernel on each, but their deterministic backward
-passes are priced as the default ones. Priced too: Megatron-core's fp32 main-gradient add
+capability 9.0), the presets' ``fused`` kernel on each: FlashAttention-2's deterministic
+backward (a few CTAs a head looping over key blocks, :mod:`tpsim.sim.deterministic_attention`)
+is priced on A100, cuDNN's on H100 as its default one. Priced too: Megatron-core's fp32 main-gradient add
 without gradient accumulation fusion (tpsim's default ``main_grad_add``) and the per-step
 ``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes, and the data loader's attention
 mask (Megatron's default ``--create-attention-mask-in-dataloader``: b s^2 bytes copied to the

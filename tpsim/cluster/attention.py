@@ -37,12 +37,18 @@ class AttentionKernel:
         ge=0, default=None, doc="the backward pass's causal_block, when it differs")
     backward_causal_efficiency: float | None = spec(
         gt=0, le=1, default=None, doc="the backward pass's causal_efficiency, when it differs")
+    deterministic_tile: tuple[int, ...] | None = spec(
+        ge=1, default=None, doc="[query block, key block] of the backward's tile where its "
+        "deterministic mode loops over key blocks in ceil(SMs / (b heads)) CTAs a head "
+        "(FlashAttention-2 >= 2.4.1; tpsim.cost.key_loop); null: priced as the default backward")
     decode_fixed_s: float = spec(
         "decode_fixed_us", scale=US, ge=0, default=0.0,
         doc="fixed time of a decode attention call (split-KV: the per-split combine, each "
             "CTA's pipeline fill) beyond its bytes at memory_efficiency and kernel_launch_us, us")
 
     def validate(self, source: str, path: str) -> None:
+        if self.deterministic_tile is not None and len(self.deterministic_tile) != 2:
+            raise ConfigError(source, f"{path}.deterministic_tile", "[query block, key block]")
         for name, table in (("efficiency", self.efficiency),
                             ("backward_efficiency", self.backward_efficiency or {})):
             for key in table:

@@ -163,7 +163,8 @@ class Layout:
     deterministic_mode: bool = _flag(
         False, "torch.use_deterministic_algorithms(True): PyTorch fills each new tensor "
         "Transformer Engine allocates with NaN, one more write of the layer's GEMM, attention "
-        "and LayerNorm outputs (tpsim.sim.fill; the deterministic attention backward priced "
+        "and LayerNorm outputs (tpsim.sim.fill), and FlashAttention-2's backward loops over "
+        "key blocks in a few CTAs a head (tpsim.sim.deterministic_attention; other kernels' "
         "as the default one) (Megatron-LM's own flag)", "--deterministic-mode")
     query_key_layer_scaling: bool = _flag(
         False, "Q K^T scaled by 1 / layer number, the softmax in fp32 (Megatron-DeepSpeed's and "

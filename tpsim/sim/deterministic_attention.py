@@ -1,0 +1,35 @@
+"""The attention backward under ``--deterministic-mode``: where the device's kernel lists a
+``deterministic_tile`` (FlashAttention-2), its backward loops over key blocks in a few CTAs a
+head (:mod:`tpsim.cost.key_loop`); other kernels' deterministic backward is priced as the
+default one.
+
+Transformer Engine passes ``deterministic=True`` to FlashAttention-2 when
+``torch.are_deterministic_algorithms_enabled()`` or ``NVTE_ALLOW_NONDETERMINISTIC_ALGO=0``
+(``transformer_engine/pytorch/attention/dot_product_attention/dot_product_attention.py``,
+v2.8), and below compute capability 9.0 it drops cuDNN's fused attention for determinism
+(``utils.get_attention_backend``), so FlashAttention-2 runs there; on Hopper it keeps cuDNN's.
+"""
+from __future__ import annotations
+
+from ..cost.key_loop import deterministic_backward_time
+from ..layer.ops import Attention
+
+
+def deterministic_attention_times(ops, times: list[float], device) -> list[float]:
+    """``times`` with each fused attention backward priced as its kernel's deterministic one
+    (module docstring); every other op's time as given."""
+    kernels = device.attention_kernels
+    if not kernels or not device.sm_count:
+        return times
+    out = list(times)
+    for i, op in enumerate(ops):
+        if type(op) is not Attention or not op.backward:
+            continue
+        tile = kernels[op.kernel or device.attention_kernel].deterministic_tile
+        if tile:
+            out[i] = deterministic_backward_time(times[i], op.b, op.heads, op.seq_q, op.seq_kv,
+                                                 op.head_dim, op.causal, device, tuple(tile))
+    return out
+
+
+__all__ = ["deterministic_attention_times"]

@@ -354,7 +354,7 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
         raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
                           f"{eng.kv_cache_tokens} tokens", longest)
     srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.cache_dtype,
-                  lay.allreduce, lay.eager, lay.ep)
+                  lay.allreduce, lay.eager, lay.ep, lay.decode_attention)
     args = (st.max_num_batched_tokens, st.max_num_seqs, longest,
             *((0, 0) if lay.eager else (st.cuda_graph_align, st.cuda_graph_max_bs)))
     return eng, (sm and sm.like(srv, *args)) or StepModel(srv, *args)

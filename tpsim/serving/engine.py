@@ -372,7 +372,8 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          lay.dtype, lay.cache_dtype, lay.allreduce, not lay.eager, st.rate,
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist, in_tokens, out_tokens, st.users, st.eager_prefill,
-                         st.admission, **spec_inputs(lay))
+                         st.admission, **spec_inputs(lay),
+                         decode_attention=lay.decode_attention)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration, duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
                   loop.gaps.percentiles())

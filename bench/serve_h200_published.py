@@ -35,6 +35,12 @@ server_args.py; 0.87 given for 405B). The host time and the front end are the de
 tokens); the ShareGPT runs' exponential with the run's own means (its total input and output
 tokens over its requests, printed in the same line), as bench/serve_rate_published.py does.
 
+The decode attention: FlashInfer 0.1.6 (SGLang's pin from PR 2525), whose CUDA-core kernel
+SGLang runs where the query heads per KV head are 1, 2, 4 or 8 (FlashInferAttnBackend's
+``_grouped_size_compiled_for_decode_kernels`` test, srt/layers/attention/flashinfer_backend.py):
+Llama 3.3 70B's 8 (64 over 8, at any TP), not Llama 3.1 405B's 16 at TP 8 (tensor cores):
+``--decode-attention flashinfer-0.1`` (tpsim.cost.compute.decode_attention_time).
+
 SGLang's admission: ``--admission sglang-0.4`` (its PrefillAdder with ``ignore_eos``, which
 bench_serving sends by default: a request admitted only if every running request can still
 finish; tpsim.serving.admission). The offline runs and the Poisson runs that held more than
@@ -73,7 +79,7 @@ GRAPH_MAX = 160
 # SGLang v0.4's scheduler at its defaults (module docstring)
 ENGINE = dict(separate_prefill=True, max_num_batched_tokens=8192, host_overlap=True,
               cuda_graph_align=8, cuda_graph_max_bs=GRAPH_MAX, eager_prefill=True,
-              admission="sglang-0.4")
+              admission="sglang-0.4", decode_attention="flashinfer-0.1")
 # max_num_reqs (module docstring) at context length 131072: 70B at TP 4 holds about 1.1M
 # tokens of KV cache at mem_fraction_static 0.85 (128 GB of an H200's 150.7 less 35 GB of
 # weights, at 81,920 bytes a token per GPU): 4,400 -> 4096; 405B at TP 8 about 0.46M at 0.87

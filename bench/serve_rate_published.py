@@ -33,7 +33,11 @@ pad a decode step's batch to the CUDA graph captured for 1, 2, 4 or a multiple o
 (``cuda_graph_align`` 8: :func:`tpsim.serving.step_model.graph_batch` gives the sources),
 and both run their prefill steps without graphs (``eager_prefill``: the host issues each op of
 the forward at the topology's ``engine_dispatch_us``, derived from SGLang's eager and graph
-decode steps, bench/engine_dispatch.py; :mod:`tpsim.serving.host`).
+decode steps, bench/engine_dispatch.py; :mod:`tpsim.serving.host`). SGLang v0.3.0 decodes with
+FlashInfer 0.1.6's CUDA-core kernel where the query heads per KV head are 1, 2, 4 or 8
+(``decode_attention="flashinfer-0.1"``: srt/model_executor/model_runner.py's
+``_grouped_size_compiled_for_decode_kernels`` test; 4 for 8B, 8 for 70B); vLLM v0.6.0 with
+FlashAttention-2's paged decode, at the memory's rate.
 
 ``ITL p50 ms``: the median of the inter-token gaps of all requests pooled, measured and
 simulated alike (:mod:`tpsim.serving.gaps`: a gap per streamed chunk; vLLM streams each run of
@@ -89,7 +93,7 @@ ONLINE = [("median_ttft_ms", "TTFT p50 ms", "ttft_s"), ("median_tpot_ms", "TPOT 
           ("median_e2e_ms", "e2e p50 ms", "e2e_s"), ("median_itl_ms", "ITL p50 ms", "itl_s")]
 # each engine's scheduler as the runs set it (module docstring)
 ENGINES = {"SGLang": dict(separate_prefill=True, cuda_graph_align=8, eager_prefill=True,
-                          admission="sglang-0.3"),
+                          admission="sglang-0.3", decode_attention="flashinfer-0.1"),
            "vLLM": dict(separate_prefill=True, num_scheduler_steps=10,
                         max_num_batched_tokens=4096, cuda_graph_align=8, eager_prefill=True)}
 
@@ -142,20 +146,22 @@ def rows(seeds: int = 1):
             got = statistics.median(q.p50 for q in pct) * 1e3
             tail = statistics.median(q.p99 / q.p50 for q in pct)
             yield r["engine"], label, metric, r[col], got, tail
-        step = statistics.median(decode_step_s(model, topo, tp, p.scheduler.mean_running)
-                                 for p in runs)
+        step = statistics.median(decode_step_s(model, topo, tp, p.scheduler.mean_running,
+                                               engine) for p in runs)
         burst = ENGINES[engine].get("num_scheduler_steps", 1)
         yield (r["engine"], label, "decode step ms", r["median_itl_ms"] / burst, step * 1e3,
                None)
 
 
-def decode_step_s(model: str, topology: str, tp: int, running: float) -> float:
+def decode_step_s(model: str, topology: str, tp: int, running: float, engine: str) -> float:
     """One decode-only step of tpsim's engine at the run's mean sequences per step (rounded):
-    tpsim infer's time per output token at that batch (the mean lengths) + the engine's host
-    time for it (:func:`tpsim.serving.host.host_step_s`, run between steps)."""
+    tpsim infer's time per output token at that batch (the mean lengths, ``engine``'s decode
+    attention) + the engine's host time for it (:func:`tpsim.serving.host.host_step_s`, run
+    between steps)."""
     b = max(1, round(running))
+    kernel = ENGINES[engine].get("decode_attention", "tensor-cores")
     p = infer(model, topology, tp=tp, batch=b, prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN),
-              allreduce="custom")
+              allreduce="custom", decode_attention=kernel)
     return p.decode.time_per_token_s + float(host_step_s(ServeSettings(), b))
 
 
@@ -184,7 +190,7 @@ def batch_lines(seeds: int = 1) -> list[str]:
         b = statistics.median(published_batch(r, p) for p in runs)
         own = statistics.median(p.scheduler.mean_running for p in runs)
         meas = r["median_itl_ms"] / ENGINES[engine].get("num_scheduler_steps", 1)
-        got = decode_step_s(model, topo, tp, b) * 1e3
+        got = decode_step_s(model, topo, tp, b, engine) * 1e3
         pts.setdefault((engine, model), []).append((b, meas, got))
         lines.append(f"  {engine} {model} {rate:g} req/s: {b:.1f} sequences a step (tpsim's "
                      f"run {own:.1f}), measured {meas:.2f} ms, tpsim {got:.2f} "

@@ -77,3 +77,44 @@ def test_flash_attention_2_batched_decode_on_a100(batch, measured_us):
     nbytes = batch * (2 * 32 * 128 * 2 + 2 * 2688 * 4 * 128 * 2)
     kernel_s = decode_attention_time(nbytes, A100) - A100.kernel_launch_s
     assert kernel_s * 1e6 == pytest.approx(measured_us, rel=0.20)
+
+
+H200 = load_topology("dgx-h200").device
+
+
+@pytest.mark.parametrize("seq, utilization", [(1024, 0.421), (2048, 0.475), (4096, 0.499),
+                                              (8192, 0.507)])
+def test_flashinfer_cuda_core_gqa_decode_on_h100(seq, utilization):
+    """FlashInfer's CUDA-core batch decode (what FlashInfer <= 0.1.6 runs for 8 query heads per
+    KV head, and SGLang v0.3-v0.4.1 with it), H100 SXM, batch 64, Llama-2-70B at TP 2: its
+    bandwidth utilization read off Figure 9 of flashinfer.ai's 2024-02-02 blog ("FlashInfer
+    CUDA Cores"), the points cuda_core_decode_GBps is FITTED on: within 5% at every length
+    (the memory's rate alone, the tensor-core price, is 33-35% short)."""
+    nbytes = 64 * (2 * 32 * 128 * 2 + 2 * seq * 4 * 128 * 2)
+    measured_s = nbytes / (utilization * 3.352e12)
+    assert decode_attention_time(nbytes, H100, 8) == pytest.approx(measured_s, rel=0.05)
+    assert decode_attention_time(nbytes, H100) < 0.67 * measured_s
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1e6, 1e10), st.sampled_from([1, 2, 4, 8]))
+def test_cuda_core_decode_is_the_slower_of_memory_and_cores(nbytes, g):
+    """t = max(elementwise_time(bytes), launch + bytes g / (8 R8)) + decode_fixed: never faster
+    than the memory-bound kernel, the cores' term linear in the group size; a device listing
+    no R8 prices the kernel as the memory-bound one."""
+    kernel = H100.attention_kernels[H100.attention_kernel]
+    cores = H100.kernel_launch_s + nbytes * g / (8 * kernel.cuda_core_decode_Bps)
+    expected = max(elementwise_time(nbytes, H100), cores) + kernel.decode_fixed_s
+    assert decode_attention_time(nbytes, H100, g) == pytest.approx(expected, rel=1e-12)
+    assert decode_attention_time(nbytes, H100, g) >= decode_attention_time(nbytes, H100)
+    assert decode_attention_time(nbytes, L40S, g) == decode_attention_time(nbytes, L40S)
+
+
+def test_cuda_core_decode_rate_is_the_dies_not_the_memorys():
+    """The H200 (the H100's GH100 die, 43% more bandwidth) reads a large cache with the CUDA-core
+    kernel at 8 query heads no faster than the H100: its cores bound it on both; at 1 head
+    (multi-head attention) the H200's memory sets the rate."""
+    nbytes = 4e9
+    assert decode_attention_time(nbytes, H200, 8) == pytest.approx(
+        decode_attention_time(nbytes, H100, 8), rel=1e-9)
+    assert decode_attention_time(nbytes, H200, 1) < 0.75 * decode_attention_time(nbytes, H100, 1)

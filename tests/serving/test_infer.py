@@ -366,3 +366,27 @@ def test_decode_attentions_fixed_time_counts_with_the_launches():
     layers = load_model("llama2-70b").layers
     assert with_fixed.decode.cost.launch_s - without.decode.cost.launch_s == pytest.approx(
         layers * fixed, rel=1e-9)
+
+
+def test_flashinfer_01_decodes_on_cuda_cores_where_it_compiled_the_group():
+    """--decode-attention flashinfer-0.1: Llama 3 70B (8 query heads per KV head at any TP)
+    decodes on FlashInfer's CUDA-core kernel, each layer's attention slower by exactly
+    decode_attention_time's cores term over its memory term, the prefill untouched; Llama 3.1
+    405B at TP 8 (16 query heads on its one KV head) runs the tensor-core kernel: no change."""
+    from tpsim.cost.compute import decode_attention_time
+    from tpsim.layer.infer_graph import serving_dims
+    h200 = load_topology("dgx-h200")
+    run = dict(tp=4, batch=64, prompt=4095, gen=2, allreduce="custom")
+    tc, cc = (infer("llama3-70b", h200, decode_attention=k, **run)
+              for k in ("tensor-cores", "flashinfer-0.1"))
+    m = load_model("llama3-70b")
+    nbytes = decode_attention_bytes(serving_dims(m, 4, 1, 64, 1, "bf16", "bf16", "bf16", 4096))
+    per_layer = (decode_attention_time(nbytes, h200.device, 8)
+                 - decode_attention_time(nbytes, h200.device))
+    assert per_layer > 0
+    assert cc.decode.time_per_token_s - tc.decode.time_per_token_s == pytest.approx(
+        m.layers * per_layer, rel=1e-6)
+    assert cc.prefill.time_s == tc.prefill.time_s
+    big = dict(tp=8, batch=16, prompt=1024, gen=2)
+    assert infer("llama3-405b", h200, decode_attention="flashinfer-0.1", **big).decode \
+        .time_per_token_s == infer("llama3-405b", h200, **big).decode.time_per_token_s

@@ -11,7 +11,7 @@ from .layout_args import add_layout_arguments, layout_from_args, list_names
 
 # the ServingLayout fields that serve takes (the batch is the engine's to make)
 LAYOUT = ("tp", "pp", "ep", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager",
-          "memory_headroom", "speculative", "draft_model", "num_speculative_tokens",
+          "decode_attention", "memory_headroom", "speculative", "draft_model", "num_speculative_tokens",
           "acceptance_rate")
 EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
          "gen": " (the mean with --gen-dist exponential)",

@@ -14,7 +14,8 @@ from .lists import int_list
 # what the search leaves to the user: the lengths, dtypes and engine switches; the requests of
 # each run and every engine knob `tpsim serve` takes (tp, pp, ep, max_num_seqs and the rate
 # are the search's; its arrivals are Poisson, so no closed loop of --users)
-LAYOUT = ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "memory_headroom")
+LAYOUT = ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "decode_attention",
+          "memory_headroom")
 SETTINGS = tuple(f.name for f in declared(ServeSettings)
                  if f.name not in ("rate", "max_num_seqs", "users"))
 

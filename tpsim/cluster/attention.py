@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.errors import ConfigError
 from ..base.schema import spec
-from ..base.units import US
+from ..base.units import GB, US
 
 
 @record
@@ -20,7 +20,10 @@ class AttentionKernel:
     The backward takes ``backward_*`` where listed (its loop over the tiles differs).
     ``decode_fixed_s``: the fixed time of the kernel family's split-KV decode call (one query
     per sequence against the KV cache) beyond its bytes and launch
-    (:func:`tpsim.cost.compute.decode_attention_time`).
+    (:func:`tpsim.cost.compute.decode_attention_time`); ``cuda_core_decode_Bps``: the KV-cache
+    bytes a second that FlashInfer's CUDA-core batch decode kernel reads at 8 query heads per
+    KV head, where its CUDA cores, not the memory, bound it (the rate an engine gets when it
+    runs that kernel for grouped-query attention: ``--decode-attention flashinfer-0.1``).
     """
     efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
                                                       "128, 256: the nearest listed is used)")
@@ -45,6 +48,11 @@ class AttentionKernel:
         "decode_fixed_us", scale=US, ge=0, default=0.0,
         doc="fixed time of a decode attention call (split-KV: the per-split combine, each "
             "CTA's pipeline fill) beyond its bytes at memory_efficiency and kernel_launch_us, us")
+    cuda_core_decode_Bps: float | None = spec(
+        "cuda_core_decode_GBps", scale=GB, gt=0, default=None,
+        doc="KV-cache bytes a second FlashInfer's CUDA-core batch decode kernel reads at 8 query "
+            "heads per KV head (its cores bound it: the rate scales as 8 / the group size), GB/s; "
+            "null: not listed (that kernel priced as the others)")
 
     def validate(self, source: str, path: str) -> None:
         if self.deterministic_tile is not None and len(self.deterministic_tile) != 2:

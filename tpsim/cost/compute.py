@@ -219,7 +219,7 @@ def memory_bound(time_s: float, nbytes: float, device: Device) -> bool:
     return time_s <= elementwise_time(nbytes, device) * (1 + 1e-9)
 
 
-def decode_attention_time(nbytes: float, device: Device) -> float:
+def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 0) -> float:
     """A decode attention call (FlashDecoding, FlashInfer's and FlashAttention's split-KV
     decode): one query per sequence reads the KV cache once, so its time is its bytes, plus the
     fixed part of a split-KV kernel (the per-split combine, each CTA's pipeline fill of its
@@ -231,15 +231,45 @@ def decode_attention_time(nbytes: float, device: Device) -> float:
     (:class:`~tpsim.cluster.attention.AttentionKernel`; 0 where the device lists none); the
     H100 and A100 presets' values are fitted on published decode-kernel timings (their YAML
     comments name them).
+
+    ``cuda_core_group`` g > 0: FlashInfer's CUDA-core batch decode kernel, which computes
+    q.K and p.V for the g query heads of each KV head on the CUDA cores (FlashInfer <= 0.1.6
+    runs it for g in 1, 2, 4, 8; its tensor-core decode otherwise). Its work per KV byte grows
+    with g, so past a few heads its cores, not the memory, bound it (flashinfer.ai,
+    "Accelerating Self-Attentions for LLM Serving with FlashInfer", 2024-02-02, Figure 9: at
+    g = 8 it reads the cache at 42-51% of an H100's HBM peak, its tensor-core decode at
+    61-89%):
+
+        t = kernel_launch + max(nbytes / (mem_bw * mem_eff), nbytes * g / (8 R8)) + decode_fixed
+
+    R8 the kernel's ``cuda_core_decode_GBps`` (its rate at g = 8; where the device lists
+    none, the memory term alone). The query and output bytes are taken at that rate too
+    (under 0.1% of a cache of 100 tokens).
     """
-    return elementwise_time(nbytes, device) + decode_fixed_s(device)
+    mem = elementwise_time(nbytes, device)
+    rate = cuda_core_decode_Bps(device) if cuda_core_group else None
+    if rate:
+        mem = max(mem, device.kernel_launch_s + nbytes * cuda_core_group / (8 * rate))
+    return mem + decode_fixed_s(device)
+
+
+def _decode_kernel(device: Device):
+    """The device's default attention kernel (None where it lists none)."""
+    return (device.attention_kernels or {}).get(device.attention_kernel or "")
 
 
 def decode_fixed_s(device: Device) -> float:
     """``decode_fixed`` of :func:`decode_attention_time`: the device's default attention
     kernel's ``decode_fixed_us``, s (0 where it lists none)."""
-    kernel = (device.attention_kernels or {}).get(device.attention_kernel or "")
+    kernel = _decode_kernel(device)
     return kernel.decode_fixed_s if kernel else 0.0
+
+
+def cuda_core_decode_Bps(device: Device) -> float | None:
+    """R8 of :func:`decode_attention_time`: the device's default attention kernel's
+    ``cuda_core_decode_GBps``, bytes/s (None where it lists none)."""
+    kernel = _decode_kernel(device)
+    return kernel.cuda_core_decode_Bps if kernel else None
 
 
 def cast_transpose_time(nbytes: float, device: Device, kernels: int = 1) -> float:

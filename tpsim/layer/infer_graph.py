@@ -18,9 +18,13 @@ Two of its ops change meaning at inference:
   as a memory-bound kernel with a fixed part, the split-KV kernel's combine and pipeline fill
   (:class:`~tpsim.layer.ops.DecodeAttention`, :func:`tpsim.cost.compute.decode_attention_time`). Its FLOPs, 4 b L q_width
   (:class:`~tpsim.layer.ops.Attention` with seq_q = 1), are at most 2 (heads/kv_heads) / bpe_kv per
-  byte (8 for Llama 2 70B in bf16), far under every device's ridge point (~300 FLOP/byte on
-  H100): the kernel is never compute-bound. (:func:`tpsim.cost.compute.attention_time` would price
-  seq_q = 1 at the efficiency of a 1-row GEMM tile, hundreds of times too slow for decode.)
+  byte (8 for Llama 2 70B in bf16), far under every device's tensor-core ridge point (~300
+  FLOP/byte on H100): a tensor-core kernel is never compute-bound. (:func:`tpsim.cost.compute.
+  attention_time` would price seq_q = 1 at the efficiency of a 1-row GEMM tile, hundreds of
+  times too slow for decode.) With ``decode_attention`` ``flashinfer-0.1`` (FlashInfer <= 0.1.6,
+  as SGLang v0.3-v0.4.1 calls it: its CUDA-core decode kernel where heads / kv_heads is 1, 2, 4
+  or 8, ``_grouped_size_compiled_for_decode_kernels``; its tensor-core kernel otherwise) the
+  op carries that group size, and the CUDA cores may bound it (``DecodeAttention.cuda_core_group``).
 
 With ``--dtype fp8`` the GEMMs run in fp8 (weights 1 byte, the fp8 peak) while activations
 between kernels, the collectives and the attention stay in the 16-bit activation dtype, as
@@ -58,11 +62,13 @@ class InferDims(Dims):
     cache's, ``kv_len`` the cached tokens each decoded token attends to (itself included);
     Dims' ``ep``: the expert-parallel degree (``experts`` is then the E / ep local ones,
     :mod:`tpsim.layer.infer_moe`); ``window``: the layer's sliding attention window (0: full
-    attention), which bounds the keys each query attends to."""
+    attention), which bounds the keys each query attends to; ``decode_attention``: the decode
+    kernel (:class:`~tpsim.spec.serving.ServingLayout`'s, module docstring)."""
     kv_len: int = 0
     act_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     window: int = 0
+    decode_attention: str = "tensor-cores"
 
     @property
     def attended(self) -> int:
@@ -138,8 +144,16 @@ def decode_attention_bytes(d: InferDims) -> float:
     return d.b * (2 * d.s * d.q * d.bpe + 2 * d.attended * d.kv * d.kv_bpe)
 
 
+# query heads per KV head that FlashInfer <= 0.1.6 compiled its CUDA-core decode for
+# (flashinfer/decode.py, _grouped_size_compiled_for_decode_kernels)
+CUDA_CORE_GROUPS = (1, 2, 4, 8)
+
+
 def _decode_attention(d: InferDims) -> DecodeAttention:
-    return DecodeAttention(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d))
+    g = d.heads // d.kv_heads
+    cuda = g if d.decode_attention == "flashinfer-0.1" and g in CUDA_CORE_GROUPS else 0
+    return DecodeAttention(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d),
+                           cuda_core_group=cuda)
 
 
 def _act_label(make):

@@ -200,7 +200,10 @@ class StochasticCast(MemoryBound):
 @dataclass(frozen=True)
 class DecodeAttention(MemoryBound):
     """Decode attention: one query per sequence against the KV cache, a memory-bound kernel
-    with a fixed part (:func:`tpsim.cost.compute.decode_attention_time`)."""
+    with a fixed part (:func:`tpsim.cost.compute.decode_attention_time`);
+    ``cuda_core_group`` g > 0: run on FlashInfer's CUDA-core kernel, g query heads per KV
+    head, which its cores may bound instead."""
+    cuda_core_group: int = 0
 
 
 def cast_op(dtype: str, stochastic: bool = False) -> type:

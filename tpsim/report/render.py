@@ -8,7 +8,7 @@ import dataclasses
 from . import formulas as fm
 from .energy import energy_json, energy_lines
 from .speculative import speculative_json, speculative_lines
-from .formulas import formula_lines
+from .header import kernel_note
 from .remedies import remedies_text
 from .step import step_lines
 from ..base.units import format_size
@@ -67,7 +67,7 @@ def _layer_lines(layer) -> list[str]:
         "of the layer (compute slowed while a collective runs beside it: hidden comm is not free)",
         f"  host wait      {_ms(layer.host_wait_s):>12s}   {_pct(layer.host_wait_s / (layer.total_s or 1))} "
         "of the layer (GPU idle until the host issues the next op: small layers are host-bound)",
-        *formula_lines(fm.LAYER),
+        *fm.formula_lines(fm.LAYER),
     ]
 
 
@@ -96,7 +96,7 @@ def _model_lines(p) -> list[str]:
         f"MFU {_pct(m.mfu)}",
         f"  {m.hardware_flops / 1e12:.1f} TFLOP per GPU with recomputation (hardware FLOPs): "
         f"HFU {_pct(m.hfu)}",
-        *formula_lines(fm.MODEL),
+        *fm.formula_lines(fm.MODEL),
     ]
 
 
@@ -139,7 +139,7 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     if len(stages) > 1:
         lines.append("  per stage      " + " ".join(f"{m.total_bytes / gb:.1f}" for m in stages)
                      + " GiB")
-    return lines + formula_lines(fm.MEMORY)
+    return lines + fm.formula_lines(fm.MEMORY)
 
 
 def prediction_report(p) -> str:
@@ -257,7 +257,7 @@ def _infer_phase_lines(p) -> list[str]:
         _bound_line(c),
         f"  per GPU: {c.flops / 1e12:.2f} TFLOP, {c.hbm_bytes / 1e9:.2f} GB HBM traffic, "
         f"{c.comm_bytes / 1e9:.3f} GB in collectives, {c.ops:.0f} ops",
-        *formula_lines(fm.PREFILL), "",
+        *fm.formula_lines(fm.PREFILL), "",
         f"decode, {dec.steps} steps (kv_len {p.inputs.prompt + 1}..{p.inputs.prompt + dec.steps}):",
         f"  time per output token {_ms(dec.time_per_token_s):>12s}   (mean; first step "
         f"{_ms(dec.first_step_s)}, last {_ms(dec.last_step_s)})",
@@ -268,10 +268,10 @@ def _infer_phase_lines(p) -> list[str]:
         f"{dev_bw / 1e12:.2f} TB/s peak), {d.flops / 1e12:.3f} TFLOP, "
         f"{d.comm_bytes / 1e6:.2f} MB in collectives, {d.ops:.0f} ops",
         f"  {dec.integration}", *speculative_lines(p.speculative),
-        *formula_lines(fm.DECODE), "",
+        *fm.formula_lines(fm.DECODE), "",
         f"total          {_ms(p.total.time_s):>12s}   prefill + {dec.steps} steps; "
         f"{p.total.tokens_per_s:,.1f} output tokens/s (static batch)",
-        *formula_lines(fm.TOTAL), *energy_lines(p.energy, p.cost),
+        *fm.formula_lines(fm.TOTAL), *energy_lines(p.energy, p.cost),
     ]
 
 
@@ -286,7 +286,7 @@ def _infer_memory_lines(p) -> list[str]:
         f"  activations    {m.activations_bytes / gb:9.2f} GiB  (the prefill's widest point)",
         f"  total          {m.total_bytes / gb:9.2f} GiB  {_capacity_text(m)}: "
         f"{fits}; the largest batch that fits: {m.max_batch}",
-        *formula_lines(fm.INFER_MEMORY),
+        *fm.formula_lines(fm.INFER_MEMORY),
     ]
 
 
@@ -312,7 +312,7 @@ def infer_report(p) -> str:
     lines = [
         f"tpsim infer: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}, PP={i.pp}",
         f"batch {i.batch}, prompt {i.prompt}, gen {i.gen} tokens; GEMMs {i.dtype}, activations "
-        f"{i.act_dtype}, KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}", "",
+        f"{i.act_dtype}, KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}{kernel_note(i)}", "",
         *_infer_phase_lines(p), "",
         *_infer_memory_lines(p), "",
         f"one decode layer on one GPU at kv_len {p.decode.kv_len}, in time order:",
@@ -372,7 +372,7 @@ def comparison_table(preds, varied: list[str]) -> str:
                      f"{p.memory.total_bytes / 2**30:6.1f}GiB  {'yes' if p.memory.fits else 'NO'}")
     lines.append("(layer: one layer forward + backward; step: one optimizer step (one micro-batch "
                  "per replica unless --global-batch); memory: the fullest stage, GiB = 2^30 bytes)")
-    return "\n".join(lines + formula_lines(COLUMN_FORMULAS, "formula  "))
+    return "\n".join(lines + fm.formula_lines(COLUMN_FORMULAS, "formula  "))
 
 
 COLUMN_FORMULAS = {"layer": fm.LAYER, "step": fm.STEP["time_s"],

@@ -14,6 +14,7 @@ from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
 from .energy import energy_json, energy_lines
 from .formulas import by_field, formula_lines
+from .header import kernel_note
 from .render import plain
 
 ENGINE = qualname(kv_cache_blocks)
@@ -48,7 +49,7 @@ def serve_report(p) -> str:
         f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}"
         f"{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; "
         f"GEMMs {i.dtype}, "
-        f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}",
+        f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}{kernel_note(i)}",
         f"{i.requests} requests, {_rate(i.rate, i.users)}, seed {i.seed}; prompt {i.prompt} "
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
         "",

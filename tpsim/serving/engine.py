@@ -354,7 +354,7 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
         raise ConfigError("--prompt", "", f"prompt + gen within the KV cache's "
                           f"{eng.kv_cache_tokens} tokens", longest)
     srv = _Server(m, topo, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.cache_dtype,
-                  lay.allreduce, lay.eager, lay.ep)
+                  lay.allreduce, lay.eager, lay.ep, lay.decode_attention)
     args = (st.max_num_batched_tokens, st.max_num_seqs, longest,
             *((0, 0) if lay.eager else (st.cuda_graph_align, st.cuda_graph_max_bs)))
     return eng, (sm and sm.like(srv, *args)) or StepModel(srv, *args)
@@ -372,7 +372,8 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
                          lay.dtype, lay.cache_dtype, lay.allreduce, not lay.eager, st.rate,
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist, in_tokens, out_tokens, st.users, st.eager_prefill,
-                         st.admission, **spec_inputs(lay))
+                         st.admission, **spec_inputs(lay),
+                         decode_attention=lay.decode_attention)
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration, duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
                   loop.gaps.percentiles())

@@ -150,8 +150,9 @@ class _Server:
     """The priced pieces of one configuration: pricing, host dispatch, templates, dims."""
 
     def __init__(self, m: ModelConfig, topo: Topology, tp, pp, dtype, act, kv_dtype,
-                 allreduce, eager, ep: int = 1):
+                 allreduce, eager, ep: int = 1, decode_attention: str = "tensor-cores"):
         self.m, self.topo, self.tp, self.pp, self.ep = m, topo, tp, pp, ep
+        self.decode_attention = decode_attention
         self.dtype, self.act, self.kv_dtype, self.allreduce = dtype, act, kv_dtype, allreduce
         self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp, ep=ep))
         self.host_s = topo.device.host_dispatch_s if eager else 0.0
@@ -169,6 +170,7 @@ class _Server:
         """The first kind of layer's dims (its attention window included)."""
         d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act, self.kv_dtype,
                          kv_len)
+        d = dataclasses.replace(d, decode_attention=self.decode_attention)
         return dataclasses.replace(d, window=self.window) if self.window else d
 
     def layers_cost(self, phase: str, dims, extra=None) -> PhaseCost:
@@ -286,7 +288,7 @@ def draft_server(topo: Topology, lay: ServingLayout) -> _Server | None:
         raise ConfigError("--draft-model", "", e.expected, lay.draft_model) from None
     serving_dims(dm, lay.tp, 1, 1, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype)
     return _Server(dm, topo, lay.tp, 1, lay.dtype, lay.activation_dtype, lay.cache_dtype,
-                   lay.allreduce, lay.eager)
+                   lay.allreduce, lay.eager, decode_attention=lay.decode_attention)
 
 
 def speculate(srv: _Server, m: ModelConfig, topo: Topology, lay: ServingLayout, plain: Decode):
@@ -347,7 +349,8 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     tp, pp, batch, prompt, gen = lay.tp, lay.pp, lay.batch, lay.prompt, lay.gen
     dtype, act, kv_dtype = lay.dtype, lay.activation_dtype, lay.cache_dtype
     allreduce = lay.allreduce
-    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager, lay.ep)
+    srv = _Server(m, topo, tp, pp, dtype, act, kv_dtype, allreduce, lay.eager, lay.ep,
+                  lay.decode_attention)
     pre, pre_sim = prefill_pass(srv, batch, prompt)
     dec, dec_sim = decode_steps(srv, batch, prompt, gen)
     spec, draft_mem = None, (0.0, 0.0)
@@ -363,7 +366,7 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
                          lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
-                         spec and spec.acceptance_rate)
+                         spec and spec.acceptance_rate, lay.decode_attention)
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

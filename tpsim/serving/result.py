@@ -161,6 +161,7 @@ class InferInputs:
     draft_model: str | None = None        # a separate draft model's name
     num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
     acceptance_rate: float | None = None  # per drafted token (the mtp default filled in)
+    decode_attention: str = "tensor-cores"  # the decode kernel (--decode-attention)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class ServeInputs:
     draft_model: str | None = None        # the separate draft model's name
     num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
     acceptance_rate: float | None = None  # a, per drafted token (None without a draft)
+    decode_attention: str = "tensor-cores"  # the decode kernel (--decode-attention)
 
 
 @dataclass(frozen=True)

@@ -313,7 +313,8 @@ def same_layer_prices(a, b) -> bool:
     innermost level, where its placement's spans do not read the job's size
     (:func:`tpsim.cluster.placement.spans`). The pipeline depth then changes no layer's
     price, only the stage transfers."""
-    keys = ("m", "topo", "tp", "ep", "dtype", "act", "kv_dtype", "allreduce", "host_s", "mix")
+    keys = ("m", "topo", "tp", "ep", "dtype", "act", "kv_dtype", "allreduce", "host_s", "mix",
+            "decode_attention")
     if any(getattr(a, k) != getattr(b, k) for k in keys):
         return False
     if a.pp == b.pp:

@@ -14,6 +14,7 @@ from .settings import check, setting
 
 DTYPES = ("bf16", "fp16", "fp8")     # GEMMs and weights; the KV cache's
 ALLREDUCE = ("nccl", "custom")
+DECODE_ATTENTION = ("tensor-cores", "flashinfer-0.1")   # tpsim/layer/infer_graph.py
 SPECULATIVE = ("mtp", "eagle")      # draft heads; a separate draft model is --draft-model
 # DeepSeek-V3 technical report (arXiv 2412.19437), section 5.4.3: "the acceptance rate of the
 # second token prediction ranges between 85% and 90%": its low end, the default for --speculative mtp
@@ -56,6 +57,13 @@ class ServingLayout:
     eager: bool = setting(False, "no CUDA graphs: the host issues every op (the topology's "
                           "host_dispatch_us; vLLM's --enforce-eager, SGLang's "
                           "--disable-cuda-graph)", flag="--eager", kind="flag")
+    decode_attention: str = setting(
+        "tensor-cores", "the decode attention kernel: tensor-cores, one that reads the KV cache "
+        "at the memory's rate (FlashInfer's tensor-core decode, FlashAttention's, TensorRT-LLM's); "
+        "flashinfer-0.1, FlashInfer <= 0.1.6 as SGLang v0.3-v0.4.1 runs it: its CUDA-core "
+        "kernel where query heads per KV head are 1, 2, 4 or 8, which its cores may bound "
+        "(tpsim.cost.compute.decode_attention_time)", flag="--decode-attention", kind="choice",
+        choices=DECODE_ATTENTION)
     memory_headroom: float = setting(
         0.0, "share of the device memory left to the tensors (after the topology's reserve "
         "and fragmentation) that the server keeps free on top, a fraction from 0 to 1 (as "
@@ -116,4 +124,4 @@ class ServingLayout:
         return "bf16" if self.dtype == "fp8" else self.dtype
 
 
-__all__ = ["ServingLayout", "DTYPES", "ALLREDUCE", "SPECULATIVE", "MTP_ACCEPTANCE"]
+__all__ = ["ServingLayout", "DTYPES", "ALLREDUCE", "DECODE_ATTENTION", "SPECULATIVE", "MTP_ACCEPTANCE"]

@@ -75,7 +75,7 @@ def test_no_price_no_cost():
     assert gpu_hours_usd(8, 3600.0, 2.0) == pytest.approx(16.0)
 
 
-TDP_W = {"A100-SXM4-80GB": 400, "H100-SXM5-80GB": 700, "H200-SXM-141GB": 700, "L40S-48GB": 350,
+TDP_W = {"A100-SXM4-80GB": 400, "A100-SXM4-40GB": 400, "H100-SXM5-80GB": 700, "H200-SXM-141GB": 700, "L40S-48GB": 350,
          "B200-180GB": 1000, "GB200-186GB": 1200, "GB300-288GB": 1400,
          "H100-SXM-96GB-HBM2e-500W": 500}   # torchtitan's Grand Teton page: "the default 500W power limit"
 

@@ -1,12 +1,14 @@
 """Published layouts that ran must be predicted to fit: Megatron and NeMo runs of GPT-3 175B,
 each with its own TP, PP, virtual stages, micro-batch and recomputation, Megatron-Bridge's
 Llama 3.1 405B runs and NeMo 24.07's Llama 3 CP 2 runs (bench/cp_published.py) and Llama 3 70B
-FSDP, MXFP8 and NVFP4 runs (bench/sharded_published.py), torchtitan's Llama 3.1 8B FSDP runs."""
+FSDP, MXFP8 and NVFP4 runs (bench/sharded_published.py), torchtitan's Llama 3.1 8B FSDP runs,
+llm-foundry's MPT runs on A100 80GB, H100 and A100 40GB."""
 from __future__ import annotations
 
 import pytest
 
 import tpsim
+from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.spec.model import ModelConfig
 from tpsim.spec.model_params import plain_params
 
@@ -121,6 +123,32 @@ PUBLISHED |= {
                                              global_batch=8 * 21),
     "llm-foundry-mpt-30b-a100-seq512": dict(_MPT, topology="dgx-a100", seq_len=512,
                                             micro_batch=12, global_batch=12 * 21 * 8),
+}
+
+# The same README's A100 40GB table (the earlier edition, 300cc5c58: mosaicml/examples v0.0.4 on
+# Composer 0.13.4, FSDP mixed precision PURE: bf16 reduce-scatters), its fullest runs on
+# dgx-a100-40gb (39.59 GiB): 13B on 8 GPUs (24 GiB of state a GPU), 3B and 1B at 2k without
+# checkpointing on 32 GPUs (micro-batches 6 and 10), 70B on 64 (bench/whole_job_bf16_published.py)
+_MPT_40GB = dict(FRAMEWORKS["llm-foundry"], topology="dgx-a100-40gb", tp=1, zero=3, dtype="bf16",
+                 grad_reduce_in_bf16=True)
+
+
+def _mpt(layers: int, hidden: int, heads: int, seq: int) -> ModelConfig:
+    return ModelConfig(name=f"mpt-{hidden}", layers=layers, hidden=hidden, heads=heads,
+                       vocab=50368, seq_len=seq, bias=True, tie_embeddings=True)
+
+
+PUBLISHED |= {
+    "llm-foundry-mpt-13b-a100-40gb-seq8192": dict(
+        _MPT_40GB, model=_mpt(40, 5120, 40, 8192), dp=8, micro_batch=1, global_batch=128,
+        recompute="full"),
+    "llm-foundry-mpt-3b-a100-40gb-32gpus": dict(
+        _MPT_40GB, model=_mpt(32, 2560, 20, 2048), dp=32, micro_batch=6, global_batch=192),
+    "llm-foundry-mpt-1b-a100-40gb-32gpus": dict(
+        _MPT_40GB, model=_mpt(24, 2048, 16, 2048), dp=32, micro_batch=10, global_batch=320),
+    "llm-foundry-mpt-70b-a100-40gb-64gpus": dict(
+        _MPT_40GB, model=_mpt(80, 8192, 64, 2048), dp=64, micro_batch=2, global_batch=128,
+        recompute="full"),
 }
 
 

@@ -146,6 +146,17 @@ def test_the_layer_lists_its_dp_collectives():
                                          global_batch=16).collectives if c.group == "dp"]
 
 
+
+def test_the_listed_reduce_scatter_carries_the_priced_gradient_bytes():
+    """With --grad-reduce-in-bf16 (Composer's PURE FSDP mixed precision) the layer's listed
+    reduce-scatter is the one the step prices: 2 bytes a parameter, not fp32's 4."""
+    kw = dict(tp=1, dp=8, global_batch=16, zero=3)
+    n = tpsim.spec.model.load_model("llama3-8b").layer_params(1)
+    p = tpsim.predict("llama3-8b", "dgx-h100", grad_reduce_in_bf16=True, **kw)
+    rows = [(c.phase, c.op, c.bytes) for c in p.collectives if c.group == "dp"]
+    assert rows[-1] == ("backward", "reduce-scatter", 2 * n)
+    assert p.step.time_s < tpsim.predict("llama3-8b", "dgx-h100", **kw).step.time_s
+
 def test_compute_beside_a_unit_collective_is_slowed_once():
     """Interference I = 0.2. Forward, units (f, g) = (1, 0.25), (1, 0.5): unit 1's gather runs
     beside unit 0's compute (0.25 to 0.75), which ends at 0.25 + 1 + I x 0.5 = 1.35; unit 1

@@ -263,9 +263,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
         kinds = partial.model_kinds(kinds, m, stage_layers, [s and layer_times(s) for s in rc])
         partial = dataclasses.replace(partial, layer=Part.of(rc[0]), moe=rc[1] and Part.of(rc[1]))
     step = sum(n * t.total_s for t, n in kinds) + emb_s + out_s
-    out_flops = out.flops
-    flops = sum(n * t.flops for t, n in kinds) + out_flops
-    hardware = sum(n * t.hardware_flops for t, n in kinds) + out_flops
+    flops = sum(n * t.flops for t, n in kinds) + out.flops
+    hardware = sum(n * t.hardware_flops for t, n in kinds) + out.flops
     achieved, peak = flops / step, topo.device.peak(lay.dtype)
     times = ModelTimes(m.layers, layer.total_s, emb_s, out_s, step, flops, achieved / 1e12,
                        achieved / peak, m.params(), hardware, hardware / step / peak)
@@ -284,7 +283,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                       _priced(with_megatron_tflops(result.times, m, lay, par, mtp_of(lay, m)),
                               topo, lay, par),
                       result.memory, result, layer_collectives(
-                          m.layer_params(tp), lay.dtype, sh, par, topo))
+                          m.layer_params(tp), layout_key(lay, topo.device.fp8_any_layout), sh,
+                          par, topo))
 
 
 def _priced(step, topo: Topology, lay: Layout, par: Parallelism):

@@ -26,7 +26,10 @@ Engine keeps cuDNN's attention on Hopper in that mode and falls back to FlashAtt
 Ampere (``get_attention_backend`` drops FusedAttention for determinism below compute
 capability 9.0), the presets' ``fused`` kernel on each: FlashAttention-2's deterministic
 backward (a few CTAs a head looping over key blocks, :mod:`tpsim.sim.deterministic_attention`)
-is priced on A100, cuDNN's on H100 as its default one. Priced too: Megatron-core's fp32 main-gradient add
+is priced on A100, cuDNN's on H100 with its dP workspace (dS written and read back by a
+separate dQ matmul: :mod:`tpsim.cost.dp_workspace`; the golden values' commit 6e091e1b68 runs
+Transformer Engine 2.16, which builds cudnn-frontend 1.22, in NGC PyTorch 26.04, before cuDNN
+9.25's linear-workspace engine). Priced too: Megatron-core's fp32 main-gradient add
 without gradient accumulation fusion (tpsim's default ``main_grad_add``) and the per-step
 ``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes, and the data loader's attention
 mask (Megatron's default ``--create-attention-mask-in-dataloader``: b s^2 bytes copied to the
@@ -36,9 +39,10 @@ runner's ``NCCL_PROTO=simple`` and ``NCCL_NVLS_ENABLE=0``
 (tests/functional_tests/shell_test_utils/_run_training.sh) are what tpsim picks here anyway
 (ring, Simple); the cuBLAS workspace setting reaches torch's handles, not Transformer Engine's
 GEMMs, which bring their own. The runs are CI jobs, not tuned benchmarks. The same files
-print ``mem-max-allocated-bytes`` (torch's peak on the logging rank, the first stage's): printed
-beside tpsim's peak (:class:`tpsim.sim.memory.Memory`'s ``total_bytes``, the allocator's waste
-left out as in torch's figure).
+print ``mem-max-allocated-bytes`` (torch's peak on the logging rank: the TensorBoard writer's,
+rank world_size - 1, ``global_vars._set_tensorboard_writer``, on the last stage): printed
+beside tpsim's fullest stage's peak, here the last (:class:`tpsim.sim.memory.Memory`'s
+``total_bytes``, the allocator's waste left out as in torch's figure).
 
     python bench/megatron_ci_published.py [--breakdown]
 

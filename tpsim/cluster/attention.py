@@ -44,6 +44,10 @@ class AttentionKernel:
         ge=1, default=None, doc="[query block, key block] of the backward's tile where its "
         "deterministic mode loops over key blocks in ceil(SMs / (b heads)) CTAs a head "
         "(FlashAttention-2 >= 2.4.1; tpsim.cost.key_loop); null: priced as the default backward")
+    deterministic_workspace_bytes: float = spec(
+        ge=0, default=0.0, doc="bytes an element of the dP workspace its deterministic "
+        "backward writes and reads back (cuDNN on Hopper before 9.25: tpsim.cost.dp_workspace); "
+        "0: none")
     decode_fixed_s: float = spec(
         "decode_fixed_us", scale=US, ge=0, default=0.0,
         doc="fixed time of a decode attention call (split-KV: the per-split combine, each "

@@ -1,16 +1,19 @@
 """The attention backward under ``--deterministic-mode``: where the device's kernel lists a
 ``deterministic_tile`` (FlashAttention-2), its backward loops over key blocks in a few CTAs a
-head (:mod:`tpsim.cost.key_loop`); other kernels' deterministic backward is priced as the
-default one.
+head (:mod:`tpsim.cost.key_loop`); where it lists ``deterministic_workspace_bytes`` (cuDNN's
+fused attention on Hopper), dQ goes through a dP workspace (:mod:`tpsim.cost.dp_workspace`);
+other kernels' deterministic backward is priced as the default one.
 
 Transformer Engine passes ``deterministic=True`` to FlashAttention-2 when
 ``torch.are_deterministic_algorithms_enabled()`` or ``NVTE_ALLOW_NONDETERMINISTIC_ALGO=0``
 (``transformer_engine/pytorch/attention/dot_product_attention/dot_product_attention.py``,
 v2.8), and below compute capability 9.0 it drops cuDNN's fused attention for determinism
-(``utils.get_attention_backend``), so FlashAttention-2 runs there; on Hopper it keeps cuDNN's.
+(``utils.get_attention_backend``), so FlashAttention-2 runs there; on Hopper it keeps cuDNN's
+(sub-backend 1, F16_arbitrary_seqlen), with ``set_deterministic_algorithm(True)``.
 """
 from __future__ import annotations
 
+from ..cost.dp_workspace import workspace_backward_time
 from ..cost.key_loop import deterministic_backward_time
 from ..layer.ops import Attention
 
@@ -25,10 +28,14 @@ def deterministic_attention_times(ops, times: list[float], device) -> list[float
     for i, op in enumerate(ops):
         if type(op) is not Attention or not op.backward:
             continue
-        tile = kernels[op.kernel or device.attention_kernel].deterministic_tile
-        if tile:
+        kernel = kernels[op.kernel or device.attention_kernel]
+        if kernel.deterministic_tile:
             out[i] = deterministic_backward_time(times[i], op.b, op.heads, op.seq_q, op.seq_kv,
-                                                 op.head_dim, op.causal, device, tuple(tile))
+                                                 op.head_dim, op.causal, device,
+                                                 tuple(kernel.deterministic_tile))
+        elif kernel.deterministic_workspace_bytes:
+            out[i] = workspace_backward_time(times[i], op.b, op.heads, op.pairs,
+                                             kernel.deterministic_workspace_bytes, device)
     return out
 
 

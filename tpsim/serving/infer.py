@@ -37,7 +37,8 @@ What it models, per GPU of one TP group (every rank runs the same ops in lock-st
 * **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
   vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
   ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits
-  in what the device leaves to tensors (Device.usable_bytes of the layout's memory_headroom).
+  in what the device leaves to tensors (Device.usable_bytes of the layout's memory_headroom,
+  else vLLM's default reserve: :func:`tpsim.serving.engine_memory.headroom`).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ from .energy import run_energy
 from .speculative import draft_memory, speculative_steps
 from .lengths import mean_over_lengths
 from .memory import serving_memory
+from .engine_memory import headroom
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
 from ..layer.infer_graph import PHASES
@@ -354,9 +356,10 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     if lay.num_speculative_tokens:
         dec, spec, draft_mem = speculate(srv, m, topo, lay, dec)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
+    h = headroom(lay.memory_headroom, "vllm", topo.device, tp)
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
                          topo.device.memory_bytes,
-                         lambda churned: topo.device.usable_bytes(lay.memory_headroom, churned),
+                         lambda churned: topo.device.usable_bytes(h, churned),
                          lay.ep, draft_mem)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,

@@ -56,10 +56,12 @@ class ServingLayout:
     eager: bool = setting(False, "no CUDA graphs: the host issues every op (the topology's "
                           "host_dispatch_us; vLLM's --enforce-eager, SGLang's "
                           "--disable-cuda-graph)", flag="--eager", kind="flag")
-    memory_headroom: float = setting(
-        0.0, "share of the device memory left to the tensors (after the topology's reserve "
-        "and fragmentation) that the server keeps free on top, a fraction from 0 to 1 (as "
-        "vLLM's --gpu-memory-utilization below 1)", flag="--memory-headroom",
+    memory_headroom: float | None = setting(
+        None, "share of the device memory left to the tensors (after the topology's reserve "
+        "and fragmentation) that the server keeps free on top, a fraction from 0 to 1 "
+        "(default: the engine's, tpsim/serving/engine_memory.py: vLLM's "
+        "gpu_memory_utilization 0.9 of the whole memory, SGLang's mem_fraction_static with "
+        "--admission sglang-*; 0: the KV cache takes all the rest)", flag="--memory-headroom",
         kind="probability")
 
     speculative: str | None = setting(

@@ -128,6 +128,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+_TOKENS = re.compile(r"\s*([0-9]+|[0-9]*\.[0-9]+)\s*([kK]?)\s*")
+TOKENS_HELP = "; k means 1,024 tokens (8k = 8192)"
+
+
+def token_count(text: str) -> int:
+    """A count of tokens (--seq, --prompt, --gen): a positive integer in ASCII digits, or a
+    number of thousands as sequence lengths are written, k (or K) meaning 1,024 tokens: 8k =
+    8192, 128K = 131072, 1.5k = 1536 (a whole number of tokens)."""
+    hit = _TOKENS.fullmatch(text) if len(text) <= 4000 else None
+    if hit is None or (not hit[2] and "." in hit[1]):
+        value = None
+    else:
+        from fractions import Fraction          # exact: 1.5k is 1536, 1.3k no whole count
+        exact = Fraction(hit[1]) * (1024 if hit[2] else 1)
+        value = int(exact) if exact.denominator == 1 else None
+    if value is None or not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a positive number of tokens at most "
+                                         f"{MAX_INT}, in digits or with k for 1,024 (8k = "
+                                         f"8192), got {clip(repr(text), 60)}")
+    return value
+
+
 def natural_int(text: str) -> int:
     """An integer flag that may be 0 (--seed): 0 .. MAX_INT in ASCII digits, as
     :func:`positive_int` reads them."""

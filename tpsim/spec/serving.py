@@ -41,10 +41,10 @@ class ServingLayout:
                          lists=True)
     prompt: int = setting(2048, "prompt (input) tokens per sequence (a benchmark's input "
                           "length: vLLM's --random-input-len)", flag="--prompt",
-                          kind="count", lists=True)
+                          kind="tokens", lists=True)
     gen: int = setting(256, "tokens generated per sequence, the first one by the prefill "
                        "(>= 2; vLLM's --random-output-len, max_tokens)",
-                       flag="--gen", kind="count", least=2, lists=True)
+                       flag="--gen", kind="tokens", least=2, lists=True)
     dtype: str = setting("bf16", "GEMMs and weights: bf16, fp16 or fp8 (fp8 keeps bf16 "
                          "activations; vLLM's --dtype, fp8: --quantization fp8)", flag="--dtype", kind="choice", choices=DTYPES,
                          lists=True)

@@ -9,7 +9,7 @@ from . import formulas as fm
 from .energy import energy_json, energy_lines
 from .speculative import speculative_json, speculative_lines
 from .formulas import formula_lines
-from .remedies import remedies_text
+from .remedies import notice_text, notice_values
 from .step import step_lines
 from ..base.units import format_size
 from ..spec.precision import LOW_PRECISION
@@ -142,8 +142,9 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     return lines + formula_lines(fm.MEMORY)
 
 
-def prediction_report(p) -> str:
-    """``tpsim predict``'s text output for a :class:`~tpsim.sim.result.Prediction`."""
+def prediction_report(p, framework: str | None = None) -> str:
+    """``tpsim predict``'s text output for a :class:`~tpsim.sim.result.Prediction`; its notices
+    offer no remedy ``framework`` (``--framework``) cannot run."""
     i = p.inputs
     where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
     lines = [
@@ -162,21 +163,8 @@ def prediction_report(p) -> str:
         *(step_lines(p) + [""] if p.step is not None else []),
         *_memory_lines(p.memory, i.dtype, p.stage_memory, i.virtual_stages),
     ]
-    lines += [f"WARNING: {notice_text(w)}" for w in p.warnings]
+    lines += [f"WARNING: {notice_text(w, framework)}" for w in p.warnings]
     return "\n".join(lines)
-
-
-def notice_text(n) -> str:
-    """A :class:`~tpsim.sim.result.Notice` in words."""
-    v = n.values
-    if n.code == "memory_does_not_fit":
-        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
-                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors{remedies_text(v)}")
-    if n.code == "tp_spans_nodes":
-        return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
-                f"{v['level']}")
-    return f"{n.code}: {v}"
 
 
 def plain(value, skip=()):
@@ -206,8 +194,9 @@ def _step_json(step) -> dict:
                for f in dataclasses.fields(step)}, "formula": dict(fm.STEP)}
 
 
-def prediction_json(p) -> dict:
-    """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md)."""
+def prediction_json(p, framework: str | None = None) -> dict:
+    """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md); its
+    notices offer no remedy ``framework`` cannot run."""
     return {
         "inputs": plain(p.inputs),
         "layer": _with_formula(p.layer, fm.LAYER),
@@ -218,8 +207,8 @@ def prediction_json(p) -> dict:
         "memory": _with_formula(p.memory, fm.MEMORY),
         "step": _step_json(p.step) if p.step is not None else None,
         "stage_memory": [_with_formula(m, fm.MEMORY) for m in p.stage_memory],
-        "warnings": [notice_text(w) for w in p.warnings],
-        "notices": [{"code": w.code, **w.values} for w in p.warnings],
+        "warnings": [notice_text(w, framework) for w in p.warnings],
+        "notices": [{"code": w.code, **notice_values(w, framework)} for w in p.warnings],
     }
 
 

@@ -275,6 +275,8 @@ def _infer_memory_lines(p) -> list[str]:
         f"  activations    {m.activations_bytes / gb:9.2f} GiB  (the prefill's widest point)",
         f"  total          {m.total_bytes / gb:9.2f} GiB  {_capacity_text(m)}: "
         f"{fits}; the largest batch that fits: {m.max_batch}",
+        f"  reserved: CUDA context and NCCL buffers, what {i.memory_rule} keeps free, the "
+        "allocator's waste",
         *formula_lines(fm.INFER_MEMORY),
     ]
 

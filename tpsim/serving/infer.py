@@ -55,7 +55,7 @@ from .energy import run_energy
 from .speculative import draft_memory, speculative_steps
 from .lengths import mean_over_lengths
 from .memory import serving_memory
-from .engine_memory import headroom
+from .engine_memory import engine_memory_rule, headroom
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
 from ..layer.infer_graph import PHASES
@@ -366,7 +366,8 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
                          lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
-                         spec and spec.acceptance_rate)
+                         spec and spec.acceptance_rate, h,
+                         engine_memory_rule(lay.memory_headroom, "vllm", tp))
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

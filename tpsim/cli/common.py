@@ -68,6 +68,9 @@ class Parser(argparse.ArgumentParser):
 
 # a job's GPU count asked of a command that takes its parallel degrees instead
 _GPU_COUNT = ("--gpus", "--num-gpus", "--ngpus", "--world-size", "--nproc-per-node")
+# a training run's sequence length asked of a serving command, whose requests have two lengths
+_SEQ = ("--seq", "--seq-len", "--seq-length", "--seqlen", "--max-seq-len", "--max-model-len",
+        "--context-length")
 
 
 def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
@@ -77,14 +80,34 @@ def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
     import difflib
     flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
     for given in extras:
-        if given.split("=", 1)[0] in _GPU_COUNT and "--tp" in flags:
+        name = given.split("=", 1)[0]
+        if name in _GPU_COUNT and "--tp" in flags:
             return ("--tp, --pp and --dp (the GPUs are their product; tpsim search takes --gpus)"
                     if "--dp" in flags else
                     "--tp and --pp (the GPUs are their product; tpsim serve-search takes --gpus)")
+        if name in _SEQ and "--prompt" in flags:
+            return "--prompt and --gen (a request's input and output tokens)"
         if given.startswith("--"):
-            near = difflib.get_close_matches(given.split("=", 1)[0], flags, n=2, cutoff=0.6)
+            near = _cited(parser, name) or " or ".join(
+                difflib.get_close_matches(name, flags, n=2, cutoff=0.6)) or \
+                _cited(parser, name, prefixed=True)
             if near:
-                return " or ".join(near)
+                return near
+    return ""
+
+
+def _cited(parser: argparse.ArgumentParser, name: str, prefixed: bool = False) -> str:
+    """The flag whose help cites ``name`` as another tool's (--tp's help: vLLM's
+    --tensor-parallel-size; --gen's: max_tokens; ``prefixed``, a longer name ending in it:
+    --prompt's --random-input-len for --input-len), '' when none does."""
+    bare, pre = name[2:], r"(?:\w+[-_])*" if prefixed else ""
+    words = (re.escape(name),) if "-" not in bare else \
+        ("--" + pre + re.escape(bare), pre + re.escape(bare.replace("-", "_")))
+    cite = re.compile(r"(?<![\w-])(?:%s)(?![\w-])" % "|".join(words))
+    for a in parser._actions:
+        if a.option_strings and a.help and a.help != argparse.SUPPRESS and \
+                cite.search(a.help) and name not in a.option_strings:
+            return a.option_strings[0]
     return ""
 
 

@@ -48,13 +48,11 @@ def _twins_note(r) -> list[str]:
 
 
 def _layout_note(r) -> list[str]:
-    """What a row's layout says, in words, for the kinds of row shown."""
-    modes = {c.mode for c in r.candidates}
-    return (["(TP4 x2: 2 replicas of TP 4, each serving its share of the requests)"]
-            if "aggregated" in modes else []) + \
-        (["(P 1xTP1 PP4 + D 2xTP2: a prefill pool of 1 replica of TP 1 x PP 4 and a decode pool "
-          "of 2 of TP 2,", " each prompt's KV cache sent from the first to the second)"]
-         if modes - {"aggregated"} else [])
+    """What a disaggregated row's layout says, in words, where one is shown."""
+    if all(c.mode == "aggregated" for c in r.candidates):
+        return []
+    return ["(P 1xTP1 PP4 + D 2xTP2: a prefill pool of 1 replica of TP 1 x PP 4 and a decode pool "
+            "of 2 of TP 2,", " each prompt's KV cache sent from the first to the second)"]
 
 
 def serve_search_report(r) -> str:

@@ -29,14 +29,19 @@ def notice_text(n, framework: str | None = None) -> str:
     ``framework`` can run."""
     v = n.values
     if n.code == "memory_does_not_fit":
-        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
-                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors"
-                f"{remedies_text(v, framework)}")
+        return does_not_fit_text(v) + remedies_text(v, framework)
     if n.code == "tp_spans_nodes":
         return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
                 f"{v['level']}")
     return f"{n.code}: {v}"
+
+
+def does_not_fit_text(v: dict) -> str:
+    """'does not fit: N GiB per GPU needed, DEVICE leaves U GiB of its C GiB to tensors': a
+    does-not-fit notice's values (training's or serving's) in words."""
+    return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
+            f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
+            f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors")
 
 
 def remedies_text(values: dict, framework: str | None = None) -> str:

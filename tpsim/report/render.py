@@ -9,7 +9,7 @@ from . import formulas as fm
 from .energy import energy_json, energy_lines
 from .speculative import speculative_json, speculative_lines
 from .formulas import formula_lines
-from .remedies import notice_text, notice_values
+from .remedies import does_not_fit_text, notice_text, notice_values
 from .step import step_lines
 from ..base.units import format_size
 from ..spec.precision import LOW_PRECISION
@@ -285,10 +285,8 @@ def infer_notice_text(n) -> str:
     """A serving :class:`~tpsim.sim.result.Notice` in words (others: :func:`notice_text`)."""
     v = n.values
     if n.code == "serving_memory_does_not_fit":
-        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
-                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors (largest batch that fits: "
-                f"{v['max_batch']}; more TP or PP, fp8, or a shorter context)")
+        return (f"{does_not_fit_text(v)} (largest batch that fits: {v['max_batch']}; more TP "
+                "or PP, fp8, or a shorter context)")
     if n.code == "custom_all_reduce_fallback":
         return (f"the {v['phase']} all-reduces of {v['bytes']} B run on NCCL: the custom "
                 f"kernel does not serve them ({v['why']})")

@@ -52,9 +52,10 @@ def _count_kwargs(f: Field, listed: bool) -> dict:
     tokens = f.metadata["kind"] == "tokens"
     if listed:
         return {"type": token_list if tokens else int_list,
-                "default": None if f.default is None else (f.default,)}
+                "default": None if f.default is None else (f.default,),
+                **({"metavar": "TOKENS"} if tokens else {})}
     one = token_count if tokens else positive_int if f.metadata["least"] >= 1 else natural_int
-    return {"type": one, "default": f.default}
+    return {"type": one, "default": f.default, **({"metavar": "TOKENS"} if tokens else {})}
 
 
 def _choice_kwargs(f: Field, listed: bool) -> dict:

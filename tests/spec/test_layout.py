@@ -169,7 +169,7 @@ def test_the_predict_flags_are_the_layouts_fields():
     text = _help("predict")
     for f in declared(Layout):
         assert f" {cli_flag(f)} " in text or f" {cli_flag(f)}\n" in text, f.name
-    assert "--no-overlap-grad-reduce" in text and "--seq SEQ" in text
+    assert "--no-overlap-grad-reduce" in text and "--seq TOKENS" in text
     infer = _help("infer")
     for f in declared(ServingLayout):
         assert cli_flag(f) in infer, f.name

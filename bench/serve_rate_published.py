@@ -121,7 +121,8 @@ def run(model: str, topology: str, tp: int, rate: float, requests: int, engine: 
     """tpsim serve of one published case with ``engine``'s scheduler (module docstring)."""
     return serve(model, topology, tp=tp, rate=rate, requests=requests, seed=seed,
                  prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN), prompt_dist="exponential",
-                 gen_dist="exponential", allreduce="custom", **ENGINES[engine])
+                 gen_dist="exponential", allreduce="custom", memory_headroom=0.0,
+                 **ENGINES[engine])   # headroom 0: all the memory past the reserve, as checked
 
 
 def case(r: dict) -> tuple:

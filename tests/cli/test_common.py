@@ -2,6 +2,8 @@
 topology."""
 import math
 
+import pytest
+
 from tpsim.cli import main
 from tpsim.cli.common import price, probability, topology_for
 from tpsim.cluster.defaults import CLUSTER, NODE
@@ -65,3 +67,31 @@ def test_usage_errors_name_the_subcommand_once(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(start) and err.count("tpsim") == 1, err
+
+
+@pytest.mark.parametrize("argv, wrong, value, meant", [
+    (["infer", "--model", "llama3-8b", "--tp", "1"], "--input-len", "1024", "--prompt"),
+    (["infer", "--model", "llama3-8b", "--tp", "1"], "--output-len", "64", "--gen"),
+    (["infer", "--model", "llama3-8b"], "--tensor-parallel-size", "1", "--tp"),
+    (["serve", "--model", "llama3-8b", "--tp", "1", "--requests", "8"], "--max-tokens", "16",
+     "--gen"),
+    (["serve", "--model", "llama3-8b", "--tp", "1", "--requests", "8"], "--request-rate", "4",
+     "--rate"),
+    (["serve", "--model", "llama3-8b", "--tp", "1"], "--num-prompts", "8", "--requests"),
+    (["predict", "--model", "gpt3-125m"], "--tensor-parallel-size", "1",
+     "--tensor-model-parallel-size"),
+])
+def test_another_tools_flag_names_ours_and_ours_runs(capsys, argv, wrong, value, meant):
+    """A flag as vLLM or its benchmarks name it (cited in our flag's help) is answered with
+    ours, in one line, exit 2; the command with ours runs."""
+    assert main([*argv, wrong, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"(did you mean {meant}" in err, err
+    assert main([*argv, meant, value]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["infer", "serve"])
+def test_a_training_length_asked_of_serving_names_both_lengths(capsys, command):
+    assert main([command, "--model", "llama3-8b", "--seq", "8k"]) == 2
+    assert "did you mean --prompt and --gen" in capsys.readouterr().err

@@ -304,11 +304,11 @@ def test_plot_infer_table_and_figure(tmp_path):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--batch", "2000"], "--batch: expected at most 376, the largest batch whose KV cache fits"),
+    (["--batch", "2000"], "--batch: expected at most 328, the largest batch whose KV cache fits"),
     (["--batch", "1", "--prompt", "3000000"], "not even one sequence of --prompt 3000000"),
     # so large a batch that the allocator's waste on its activations exceeds the memory: the
     # weights still fit beside a smaller one, so refused as well, not warned about
-    (["--batch", "200000"], "--batch: expected at most 376, the largest batch whose KV cache"),
+    (["--batch", "200000"], "--batch: expected at most 328, the largest batch whose KV cache"),
 ])
 def test_infer_refuses_a_batch_that_cannot_fit(capsys, argv, expected):
     """A batch whose KV cache cannot fit beside weights that do: one line, exit 2, naming the
@@ -318,8 +318,8 @@ def test_infer_refuses_a_batch_that_cannot_fit(capsys, argv, expected):
     assert main(base + argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and expected in err, err
-    if "376" in expected:
-        assert main(base + ["--batch", "376", "--json"]) == 0
+    if "328" in expected:
+        assert main(base + ["--batch", "328", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["memory"]["fits"] is True
 
 

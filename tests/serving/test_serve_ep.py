@@ -14,6 +14,7 @@ from tpsim.cluster.power import job_energy_j
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.infer_moe import expected_distinct_experts
 from tpsim.serving.engine import kv_cache_blocks, serve
+from tpsim.serving.engine_memory import engine_headroom
 from tpsim.serving.infer import _Server
 from tpsim.serving.memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
 from tpsim.serving.serve_search import serve_search
@@ -61,14 +62,16 @@ def test_ep_reads_fewer_expert_bytes_per_gpu_per_decode_step(servers):
 
 def test_the_cache_is_the_ep_replicas_blocks_in_closed_form():
     """num_gpu_blocks = ep floor((usable - weights(E/ep experts) - activations) / (block x
-    per-token bytes)), usable less the allocator's waste on the activations: more than ep times
+    per-token bytes)), usable (vLLM's default reserve) less the allocator's waste on the
+    activations: more than ep times
     ep = 1's, the experts' weights split."""
     m, topo = load_model(MODEL), load_topology("dgx-h100")
     st = ServeSettings()
     one = kv_cache_blocks(m, topo, ServingLayout(tp=1, ep=1), st)
     two = kv_cache_blocks(m, topo, ServingLayout(tp=1, ep=2), st)
     act = activations_per_sequence(m, 1, 1, st.max_num_batched_tokens, "bf16")
-    usable = topo.device.usable_bytes(0.0, act)         # the allocator's waste on the profile's
+    h = engine_headroom("vllm", topo.device, 1)         # vLLM's gpu_memory_utilization 0.9
+    usable = topo.device.usable_bytes(h, act)           # the allocator's waste on the profile's
     room = usable - weights_per_gpu(m, 1, 1, "bf16", "bf16", 2) - act
     per = kv_bytes_per_token(m, 1, 1, "bf16")
     assert two.num_gpu_blocks == 2 * math.floor(room / (st.block_size * per))

@@ -169,7 +169,7 @@ def test_the_predict_flags_are_the_layouts_fields():
     text = _help("predict")
     for f in declared(Layout):
         assert f" {cli_flag(f)} " in text or f" {cli_flag(f)}\n" in text, f.name
-    assert "--no-overlap-grad-reduce" in text and "--seq SEQ" in text
+    assert "--no-overlap-grad-reduce" in text and "--seq TOKENS" in text
     infer = _help("infer")
     for f in declared(ServingLayout):
         assert cli_flag(f) in infer, f.name
@@ -181,9 +181,9 @@ def test_the_comma_lists_are_the_flags_that_take_them(command):
     gives a comma-list type (--model, --topology and the fields declared ``lists``), in the
     order its help lists them."""
     import importlib
-    from tpsim.cli.lists import int_list, name_list, probability_list, rate_list
+    from tpsim.cli.lists import int_list, name_list, probability_list, rate_list, token_list
     parser = build_parser([command])._subparsers._group_actions[0].choices[command]
-    kinds = (int_list, name_list, rate_list, probability_list)
+    kinds = (int_list, name_list, rate_list, probability_list, token_list)
     takes = [a.dest for a in parser._actions if a.nargs is None and a.type is not None and
              (a.type in kinds or a.type.__name__ == "choice list")]
     lists = importlib.import_module(f"tpsim.cli.{command}").LISTS

@@ -68,6 +68,9 @@ class Parser(argparse.ArgumentParser):
 
 # a job's GPU count asked of a command that takes its parallel degrees instead
 _GPU_COUNT = ("--gpus", "--num-gpus", "--ngpus", "--world-size", "--nproc-per-node")
+# a training run's sequence length asked of a serving command, whose requests have two lengths
+_SEQ = ("--seq", "--seq-len", "--seq-length", "--seqlen", "--max-seq-len", "--max-model-len",
+        "--context-length")
 
 
 def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
@@ -77,14 +80,34 @@ def _closest(parser: argparse.ArgumentParser, extras: list[str]) -> str:
     import difflib
     flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
     for given in extras:
-        if given.split("=", 1)[0] in _GPU_COUNT and "--tp" in flags:
+        name = given.split("=", 1)[0]
+        if name in _GPU_COUNT and "--tp" in flags:
             return ("--tp, --pp and --dp (the GPUs are their product; tpsim search takes --gpus)"
                     if "--dp" in flags else
                     "--tp and --pp (the GPUs are their product; tpsim serve-search takes --gpus)")
+        if name in _SEQ and "--prompt" in flags:
+            return "--prompt and --gen (a request's input and output tokens)"
         if given.startswith("--"):
-            near = difflib.get_close_matches(given.split("=", 1)[0], flags, n=2, cutoff=0.6)
+            near = _cited(parser, name) or " or ".join(
+                difflib.get_close_matches(name, flags, n=2, cutoff=0.6)) or \
+                _cited(parser, name, prefixed=True)
             if near:
-                return " or ".join(near)
+                return near
+    return ""
+
+
+def _cited(parser: argparse.ArgumentParser, name: str, prefixed: bool = False) -> str:
+    """The flag whose help cites ``name`` as another tool's (--tp's help: vLLM's
+    --tensor-parallel-size; --gen's: max_tokens; ``prefixed``, a longer name ending in it:
+    --prompt's --random-input-len for --input-len), '' when none does."""
+    bare, pre = name[2:], r"(?:\w+[-_])*" if prefixed else ""
+    words = (re.escape(name),) if "-" not in bare else \
+        ("--" + pre + re.escape(bare), pre + re.escape(bare.replace("-", "_")))
+    cite = re.compile(r"(?<![\w-])(?:%s)(?![\w-])" % "|".join(words))
+    for a in parser._actions:
+        if a.option_strings and a.help and a.help != argparse.SUPPRESS and \
+                cite.search(a.help) and name not in a.option_strings:
+            return a.option_strings[0]
     return ""
 
 
@@ -125,6 +148,28 @@ def positive_int(text: str) -> int:
     if not 1 <= value <= MAX_INT:
         raise argparse.ArgumentTypeError(f"expected a positive integer at most {MAX_INT}, got "
                                          f"{clip(repr(text), 60)}")
+    return value
+
+
+_TOKENS = re.compile(r"\s*([0-9]+|[0-9]*\.[0-9]+)\s*([kK]?)\s*")
+TOKENS_HELP = "; k means 1,024 tokens (8k = 8192)"
+
+
+def token_count(text: str) -> int:
+    """A count of tokens (--seq, --prompt, --gen): a positive integer in ASCII digits, or a
+    number of thousands as sequence lengths are written, k (or K) meaning 1,024 tokens: 8k =
+    8192, 128K = 131072, 1.5k = 1536 (a whole number of tokens)."""
+    hit = _TOKENS.fullmatch(text) if len(text) <= 4000 else None
+    if hit is None or (not hit[2] and "." in hit[1]):
+        value = None
+    else:
+        from fractions import Fraction          # exact: 1.5k is 1536, 1.3k no whole count
+        exact = Fraction(hit[1]) * (1024 if hit[2] else 1)
+        value = int(exact) if exact.denominator == 1 else None
+    if value is None or not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a positive number of tokens at most "
+                                         f"{MAX_INT}, in digits or with k for 1,024 (8k = "
+                                         f"8192), got {clip(repr(text), 60)}")
     return value
 
 

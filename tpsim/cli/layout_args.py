@@ -3,7 +3,7 @@
 its config dataclasses: each field's flag, help, default and accepted values are read from its
 metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
 
-By kind: ``count`` a positive integer; ``flag`` a switch (``--no-X`` where the default is
+By kind: ``count`` a positive integer, ``tokens`` one written 8k as well; ``flag`` a switch (``--no-X`` where the default is
 True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``price``
 a number >= 0; ``names`` one or more names, apart or as a comma list; ``rate`` a positive
 number or inf. With ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do:
@@ -18,8 +18,9 @@ from dataclasses import Field
 from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import natural_int, positive_int, positive_rate, price, probability
-from .lists import braces, choice_list, int_list, probability_list, rate_list
+from .common import (TOKENS_HELP, natural_int, positive_int, positive_rate, price, probability,
+                     token_count)
+from .lists import braces, choice_list, int_list, probability_list, rate_list, token_list
 
 
 def dest(f: Field) -> str:
@@ -34,7 +35,7 @@ def cli_flag(f: Field) -> str:
 
 
 def _help(f: Field, listed: bool, extra: str) -> str:
-    text = f.metadata["help"] + extra
+    text = f.metadata["help"] + extra + (TOKENS_HELP if f.metadata["kind"] == "tokens" else "")
     if listed and f.default is not None and "default" not in text:
         text += f" (default: {f.default})"       # a list's default shows as its one value
     return text
@@ -47,9 +48,14 @@ def _listed_default(f: Field, listed: bool):
 
 
 def _count_kwargs(f: Field, listed: bool) -> dict:
+    """A count's parser: a token count takes 8k (:func:`~tpsim.cli.common.token_count`)."""
+    tokens = f.metadata["kind"] == "tokens"
     if listed:
-        return {"type": int_list, "default": None if f.default is None else (f.default,)}
-    return {"type": positive_int if f.metadata["least"] >= 1 else natural_int, "default": f.default}
+        return {"type": token_list if tokens else int_list,
+                "default": None if f.default is None else (f.default,),
+                **({"metavar": "TOKENS"} if tokens else {})}
+    one = token_count if tokens else positive_int if f.metadata["least"] >= 1 else natural_int
+    return {"type": one, "default": f.default, **({"metavar": "TOKENS"} if tokens else {})}
 
 
 def _choice_kwargs(f: Field, listed: bool) -> dict:
@@ -73,7 +79,7 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
     kind = meta["kind"]
     if kind == "flag":
         kwargs["action"] = "store_false" if f.default is True else "store_true"
-    elif kind == "count":
+    elif kind in ("count", "tokens"):
         kwargs.update(_count_kwargs(f, listed))
     elif kind == "probability":
         kwargs.update(type=probability_list if listed else probability,

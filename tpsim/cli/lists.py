@@ -7,12 +7,17 @@ import itertools
 import math
 
 from ..base.errors import ConfigError, clip
-from .common import positive_int, positive_rate, probability
+from .common import positive_int, positive_rate, probability, token_count
 
 
 def int_list(text: str) -> tuple[int, ...]:
     """``4`` or ``1,2,4,8``: positive integers (:func:`positive_int` each)."""
     return tuple(positive_int(x.strip()) for x in _items(text))
+
+
+def token_list(text: str) -> tuple[int, ...]:
+    """``8k`` or ``1024,2k,4k``: token counts (:func:`token_count` each)."""
+    return tuple(token_count(x.strip()) for x in _items(text))
 
 
 def rate_list(text: str) -> tuple[float, ...]:

@@ -77,12 +77,12 @@ def _cmd_predict(args) -> None:
         return _compare(args, combos)
     pred = _predict_one(args, combos[0])
     if fmt == "json":
-        out = dump_json(prediction_json(pred))
+        out = dump_json(prediction_json(pred, args.framework))
     elif fmt == "csv":
         from ..report.flat_csv import csv_text
-        out = csv_text([prediction_json(pred)])
+        out = csv_text([prediction_json(pred, args.framework)])
     else:
-        out = prediction_report(pred) if args.ops else prediction_summary(
+        out = prediction_report(pred, args.framework) if args.ops else prediction_summary(
             pred, combos[0]["model"], combos[0]["topology"],
             layout_from_args(args, given=combos[0]).predict_kwargs(), args.framework)
     if args.trace is not None:
@@ -93,7 +93,7 @@ def _cmd_predict(args) -> None:
         print(f"trace: {args.trace} (open in https://ui.perfetto.dev or chrome://tracing)")
     if fmt or args.ops:               # the summary states both notices itself
         for w in pred.warnings:
-            warn(notice_text(w))
+            warn(notice_text(w, args.framework))
 
 
 def _compare(args, combos: list[dict]) -> None:

@@ -1,7 +1,9 @@
 """The remedies of a layout that does not fit, in words: the does-not-fit notice and
-``tpsim predict``'s advice both word :func:`tpsim.training.remedies.memory_remedies`."""
+``tpsim predict``'s advice both word :func:`tpsim.training.remedies.memory_remedies`, each
+offering only what the run's ``--framework`` can run (:func:`offered`)."""
 from __future__ import annotations
 
+from ..spec.frameworks import runs_under
 from ..spec.layout import Layout
 
 REMEDY_NAMES = {"distributed_optimizer": "a distributed optimizer", "zero": "ZeRO-3 (FSDP)",
@@ -9,12 +11,48 @@ REMEDY_NAMES = {"distributed_optimizer": "a distributed optimizer", "zero": "ZeR
                 "sequence_parallel": "sequence parallelism", "tp": "more TP"}
 
 
-def remedies_text(values: dict) -> str:
-    """' (add ... or ...)': the does-not-fit notice's remedies, each with its flags."""
+def offered(values: dict, framework: str | None = None) -> tuple[dict, ...]:
+    """The does-not-fit notice's remedies (its ``remedies`` value) that ``framework`` (None:
+    any) can run (:func:`tpsim.spec.frameworks.runs_under`)."""
+    return tuple(c for c in values.get("remedies", ()) if runs_under(framework, c))
+
+
+def notice_values(n, framework: str | None = None) -> dict:
+    """A notice's values, a does-not-fit one's remedies only those ``framework`` runs."""
+    if n.code != "memory_does_not_fit":
+        return n.values
+    return {**n.values, "remedies": offered(n.values, framework)}
+
+
+def notice_text(n, framework: str | None = None) -> str:
+    """A :class:`~tpsim.sim.result.Notice` in words; a does-not-fit one's remedies only those
+    ``framework`` can run."""
+    v = n.values
+    if n.code == "memory_does_not_fit":
+        return does_not_fit_text(v) + remedies_text(v, framework)
+    if n.code == "tp_spans_nodes":
+        return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
+                f"{v['level']}")
+    return f"{n.code}: {v}"
+
+
+def does_not_fit_text(v: dict) -> str:
+    """'does not fit: N GiB per GPU needed, DEVICE leaves U GiB of its C GiB to tensors': a
+    does-not-fit notice's values (training's or serving's) in words."""
+    return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
+            f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
+            f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors")
+
+
+def remedies_text(values: dict, framework: str | None = None) -> str:
+    """' (add ... or ...)': the does-not-fit notice's remedies that ``framework`` runs, each
+    with its flags."""
     fixes = [f"{REMEDY_NAMES[next(iter(change))]} ({remedy_flags(change)})"
-             for change in values.get("remedies", ())]
+             for change in offered(values, framework)]
     if not fixes:
-        return " (no change of layout that cuts it runs on this topology: a larger one)"
+        under = f" under --framework {framework}" if framework else ""
+        return (f" (no change of layout that cuts it runs on this topology{under}: a larger "
+                "one)")
     return f" (add {', '.join(fixes[:-1])}{' or ' if len(fixes) > 1 else ''}{fixes[-1]})"
 
 

@@ -8,8 +8,13 @@ import dataclasses
 from . import formulas as fm
 from .energy import energy_json, energy_lines
 from .speculative import speculative_json, speculative_lines
+<<<<<<< HEAD
 from .header import kernel_note
 from .remedies import remedies_text
+=======
+from .formulas import formula_lines
+from .remedies import does_not_fit_text, notice_text, notice_values
+>>>>>>> polish2
 from .step import step_lines
 from ..base.units import format_size
 from ..spec.precision import LOW_PRECISION
@@ -142,8 +147,9 @@ def _memory_lines(mem, dtype: str, stages=(), chunks: int = 1) -> list[str]:
     return lines + fm.formula_lines(fm.MEMORY)
 
 
-def prediction_report(p) -> str:
-    """``tpsim predict``'s text output for a :class:`~tpsim.sim.result.Prediction`."""
+def prediction_report(p, framework: str | None = None) -> str:
+    """``tpsim predict``'s text output for a :class:`~tpsim.sim.result.Prediction`; its notices
+    offer no remedy ``framework`` (``--framework``) cannot run."""
     i = p.inputs
     where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
     lines = [
@@ -162,21 +168,8 @@ def prediction_report(p) -> str:
         *(step_lines(p) + [""] if p.step is not None else []),
         *_memory_lines(p.memory, i.dtype, p.stage_memory, i.virtual_stages),
     ]
-    lines += [f"WARNING: {notice_text(w)}" for w in p.warnings]
+    lines += [f"WARNING: {notice_text(w, framework)}" for w in p.warnings]
     return "\n".join(lines)
-
-
-def notice_text(n) -> str:
-    """A :class:`~tpsim.sim.result.Notice` in words."""
-    v = n.values
-    if n.code == "memory_does_not_fit":
-        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
-                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors{remedies_text(v)}")
-    if n.code == "tp_spans_nodes":
-        return (f"the TP group of {v['tp']} spans {v['nodes']} nodes: its collectives cross "
-                f"{v['level']}")
-    return f"{n.code}: {v}"
 
 
 def plain(value, skip=()):
@@ -206,8 +199,9 @@ def _step_json(step) -> dict:
                for f in dataclasses.fields(step)}, "formula": dict(fm.STEP)}
 
 
-def prediction_json(p) -> dict:
-    """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md)."""
+def prediction_json(p, framework: str | None = None) -> dict:
+    """The JSON object of ``tpsim predict --json`` (keys documented in docs/json.md); its
+    notices offer no remedy ``framework`` cannot run."""
     return {
         "inputs": plain(p.inputs),
         "layer": _with_formula(p.layer, fm.LAYER),
@@ -218,8 +212,8 @@ def prediction_json(p) -> dict:
         "memory": _with_formula(p.memory, fm.MEMORY),
         "step": _step_json(p.step) if p.step is not None else None,
         "stage_memory": [_with_formula(m, fm.MEMORY) for m in p.stage_memory],
-        "warnings": [notice_text(w) for w in p.warnings],
-        "notices": [{"code": w.code, **w.values} for w in p.warnings],
+        "warnings": [notice_text(w, framework) for w in p.warnings],
+        "notices": [{"code": w.code, **notice_values(w, framework)} for w in p.warnings],
     }
 
 
@@ -286,7 +280,13 @@ def _infer_memory_lines(p) -> list[str]:
         f"  activations    {m.activations_bytes / gb:9.2f} GiB  (the prefill's widest point)",
         f"  total          {m.total_bytes / gb:9.2f} GiB  {_capacity_text(m)}: "
         f"{fits}; the largest batch that fits: {m.max_batch}",
+<<<<<<< HEAD
         *fm.formula_lines(fm.INFER_MEMORY),
+=======
+        f"  reserved: CUDA context and NCCL buffers, what {i.memory_rule} keeps free, the "
+        "allocator's waste",
+        *formula_lines(fm.INFER_MEMORY),
+>>>>>>> polish2
     ]
 
 
@@ -294,10 +294,8 @@ def infer_notice_text(n) -> str:
     """A serving :class:`~tpsim.sim.result.Notice` in words (others: :func:`notice_text`)."""
     v = n.values
     if n.code == "serving_memory_does_not_fit":
-        return (f"does not fit: {v['needed_bytes'] / 2**30:.1f} GiB per GPU needed, "
-                f"{v['device']} leaves {v['usable_bytes'] / 2**30:.1f} GiB of its "
-                f"{v['capacity_bytes'] / 2**30:.2f} GiB to tensors (largest batch that fits: "
-                f"{v['max_batch']}; more TP or PP, fp8, or a shorter context)")
+        return (f"{does_not_fit_text(v)} (largest batch that fits: {v['max_batch']}; more TP "
+                "or PP, fp8, or a shorter context)")
     if n.code == "custom_all_reduce_fallback":
         return (f"the {v['phase']} all-reduces of {v['bytes']} B run on NCCL: the custom "
                 f"kernel does not serve them ({v['why']})")

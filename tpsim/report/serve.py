@@ -54,8 +54,8 @@ def serve_report(p) -> str:
         f"({i.prompt_dist}), gen {i.gen} ({i.gen_dist})",
         "",
         f"engine: max_num_seqs {e.max_num_seqs}, max_num_batched_tokens "
-        f"{e.max_num_batched_tokens}, block_size {e.block_size}, gpu_memory_utilization "
-        f"{e.gpu_memory_utilization:.3f}",
+        f"{e.max_num_batched_tokens}, block_size {e.block_size}, {e.memory_rule} "
+        f"(tensors {e.gpu_memory_utilization:.0%})",
         *([] if i.admission == "vllm" else
           [f"  admission {i.admission}: SGLang's PrefillAdder (tpsim.serving.admission)"]),
         *([] if not i.num_speculative_tokens else

@@ -47,6 +47,14 @@ def _twins_note(r) -> list[str]:
         if twins else []
 
 
+def _layout_note(r) -> list[str]:
+    """What a disaggregated row's layout says, in words, where one is shown."""
+    if all(c.mode == "aggregated" for c in r.candidates):
+        return []
+    return ["(P 1xTP1 PP4 + D 2xTP2: a prefill pool of 1 replica of TP 1 x PP 4 and a decode pool "
+            "of 2 of TP 2,", " each prompt's KV cache sent from the first to the second)"]
+
+
 def serve_search_report(r) -> str:
     """The ranked table: at most ``top`` rows and a few lines of header and footnotes."""
     rate = "" if r.rate is None else f", at least {r.rate:g} requests/s"
@@ -71,6 +79,7 @@ def serve_search_report(r) -> str:
         lines.append("    (no layout meets the targets)")
     lines += ["(req/s: the most requests/s served within the targets; tok/s/GPU = req/s x mean "
               "gen / GPUs;", " J/tok: energy at the facility; $/Mtok with --usd-per-gpu-hour)",
+              *_layout_note(r),
               *(f"(dropped, {k}: {REASONS[k]})" for k in r.dropped),
               *_twins_note(r),
               f"formula  {SEARCH}, {CANDIDATE['requests_per_s']}"]

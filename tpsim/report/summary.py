@@ -15,7 +15,7 @@ from ..spec.layout import Layout
 from ..training.remedies import runs
 from ..search.fixed import FIXED
 from ..spec.frameworks import FRAMEWORKS, runs_under
-from .remedies import remedy_flags, setting_flags
+from .remedies import offered, remedy_flags, setting_flags
 from .step import PARTS, cp_text, energy_line
 
 WIDTH = 120        # columns
@@ -146,7 +146,7 @@ def _memory_advice(p, mem, framework: str | None = None) -> list[str]:
     """The does-not-fit notice's remedies (:func:`tpsim.training.remedies.memory_remedies`:
     only changes that run), each with what it saves."""
     i = p.inputs
-    remedies = next((n.values.get("remedies", ()) for n in p.warnings
+    remedies = next((offered(n.values, framework) for n in p.warnings
                      if n.code == "memory_does_not_fit"), ())
     state = mem.state_bytes
     why = {"distributed_optimizer": f"shards the optimizer state over the {i.dp} DP replicas: "
@@ -159,8 +159,7 @@ def _memory_advice(p, mem, framework: str | None = None) -> list[str]:
            "pp": f"splits the {state / GIB:.1f} GiB of weights, gradients and optimizer "
                    f"state per GPU over more stages",
            "tp": "splits every layer's weights and activations over more TP ranks"}
-    return [f"{remedy_flags(change)} {why[next(iter(change))]}" for change in remedies
-            if runs_under(framework, change)]
+    return [f"{remedy_flags(change)} {why[next(iter(change))]}" for change in remedies]
 
 
 def _layout(i) -> Layout:

@@ -75,30 +75,35 @@ from .serve_result import (EngineConfig, Latency, Percentiles, Scheduler, ServeI
                            ServePrediction, Throughput)
 from .spec_engine import draft_bytes, spec_inputs, speculation
 from .step_model import StepModel
+from .engine_memory import engine_memory_rule, headroom
 
 
 def kv_cache_blocks(m: ModelConfig, topo: Topology, lay: ServingLayout,
                     st: ServeSettings) -> EngineConfig:
-    """The paged KV cache: usable = Device.usable_bytes(memory_headroom, the activations below:
+    """The paged KV cache: usable = Device.usable_bytes(h, the activations below:
     the bytes that churn, the pool itself allocated once); KV bytes = usable -
     weights_per_gpu (of one of pp stages) - activations_per_sequence at a prompt of
     max_num_batched_tokens (the profile run of one full step, as vLLM sizes it, on every
     stage); kv_bytes_per_token of one stage's layers (both with a speculative draft's own,
     :func:`tpsim.serving.spec_engine.draft_bytes`); num_gpu_blocks = ep floor(KV bytes /
     (block_size x kv_bytes_per_token)), the ep replicas' blocks together, each GPU holding
-    E/ep experts of each MoE layer; kv_cache_tokens likewise; kv_cache_bytes one GPU's."""
+    E/ep experts of each MoE layer; kv_cache_tokens likewise; kv_cache_bytes one GPU's. h is
+    the layout's memory_headroom, else the engine's (``st.admission``:
+    :func:`tpsim.serving.engine_memory.headroom`)."""
     draft = draft_bytes(m, topo, lay)        # a speculative draft's weights and KV per token
     weights = weights_per_gpu(m, lay.tp, lay.pp, lay.dtype, lay.activation_dtype, lay.ep) \
         + draft[0]
     act = activations_per_sequence(m, lay.tp, 1, st.max_num_batched_tokens,
                                    lay.activation_dtype)
-    usable = topo.device.usable_bytes(lay.memory_headroom, act)
+    h = headroom(lay.memory_headroom, st.admission, topo.device, lay.tp)
+    usable = topo.device.usable_bytes(h, act)
     per_token = kv_bytes_per_token(m, lay.tp, lay.pp, lay.cache_dtype) + draft[1]
     blocks = math.floor(max(usable - weights - act, 0.0) / (st.block_size * per_token))
     return EngineConfig(st.max_num_seqs, st.max_num_batched_tokens, st.block_size,
                         usable / topo.device.memory_bytes, lay.ep * blocks,
                         lay.ep * blocks * st.block_size, per_token, weights, act,
-                        blocks * st.block_size * per_token)
+                        blocks * st.block_size * per_token, h,
+                        engine_memory_rule(lay.memory_headroom, st.admission, lay.tp))
 
 
 class EngineLoop:

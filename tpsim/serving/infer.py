@@ -37,7 +37,8 @@ What it models, per GPU of one TP group (every rank runs the same ops in lock-st
 * **Memory** (:func:`serving_memory`): weights per GPU (linears in ``dtype``, norms and the
   vocabulary in the activation dtype), the KV cache (kv heads replicated when tp > kv_heads:
   ModelConfig.kv_heads_per_rank), the prefill's widest activations; the largest batch that fits
-  in what the device leaves to tensors (Device.usable_bytes of the layout's memory_headroom).
+  in what the device leaves to tensors (Device.usable_bytes of the layout's memory_headroom,
+  else vLLM's default reserve: :func:`tpsim.serving.engine_memory.headroom`).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ from .energy import run_energy
 from .speculative import draft_memory, speculative_steps
 from .lengths import mean_over_lengths
 from .memory import serving_memory
+from .engine_memory import engine_memory_rule, headroom
 from .result import (Decode, InferInputs, InferPrediction, PhaseCost, Prefill, Total)
 from ..spec.model import ModelConfig, load_model
 from ..layer.infer_graph import PHASES
@@ -357,16 +359,22 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     if lay.num_speculative_tokens:
         dec, spec, draft_mem = speculate(srv, m, topo, lay, dec)
     total_s = pre.time_s + dec.steps * dec.time_per_token_s
+    h = headroom(lay.memory_headroom, "vllm", topo.device, tp)
     mem = serving_memory(m, tp, pp, batch, prompt, gen, dtype, act, kv_dtype,
                          topo.device.memory_bytes,
-                         lambda churned: topo.device.usable_bytes(lay.memory_headroom, churned),
+                         lambda churned: topo.device.usable_bytes(h, churned),
                          lay.ep, draft_mem)
     runs = {"prefill": pre_sim, "decode": dec_sim}
     inputs = InferInputs(m.name, topo.name, topo.device.name, tp, pp, batch, prompt, gen, dtype,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
                          lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
+<<<<<<< HEAD
                          spec and spec.acceptance_rate, lay.decode_attention)
+=======
+                         spec and spec.acceptance_rate, h,
+                         engine_memory_rule(lay.memory_headroom, "vllm", tp))
+>>>>>>> polish2
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

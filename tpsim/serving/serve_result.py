@@ -65,7 +65,9 @@ class ServeInputs:
 class EngineConfig:
     """The engine's knobs as vLLM names them and the paged KV cache they leave:
     ``gpu_memory_utilization`` = usable / capacity (Device.usable_bytes); ``num_gpu_blocks`` =
-    floor((usable - weights - activations) / (block_size x kv_bytes_per_token))."""
+    floor((usable - weights - activations) / (block_size x kv_bytes_per_token));
+    ``memory_headroom`` the share of (memory - reserve) kept free (the layout's, else the
+    engine's: :mod:`tpsim.serving.engine_memory`), ``memory_rule`` which, in words."""
     max_num_seqs: int
     max_num_batched_tokens: int
     block_size: int
@@ -76,6 +78,8 @@ class EngineConfig:
     weights_bytes: float
     activations_bytes: float
     kv_cache_bytes: float
+    memory_headroom: float
+    memory_rule: str
 
 
 @dataclass(frozen=True)

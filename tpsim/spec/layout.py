@@ -59,8 +59,9 @@ class Layout:
                      megatron="--tensor-model-parallel-size")
     micro_batch: int = _count(1, "sequences per micro-batch", "--micro-batch", lists=True,
                               megatron="--micro-batch-size")
-    seq_len: int | None = _count(None, "sequence length (default: the model's)", "--seq",
-                                 lists=True, megatron="--seq-length")
+    seq_len: int | None = setting(None, "sequence length, tokens (default: the model's)",
+                                  flag="--seq", kind="tokens", lists=True,
+                                  megatron="--seq-length")
     dtype: str | None = setting(None, "training dtype (default: the first of these the device "
                                 "lists)", flag="--dtype", kind="choice", choices=DTYPES, lists=True)
     sequence_parallel: bool = _flag(False, "Megatron sequence parallelism (all-gather + reduce-"

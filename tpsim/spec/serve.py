@@ -62,7 +62,7 @@ class ServeSettings:
                                 lists=True)
     max_num_batched_tokens: int = setting(
         8192, "tokens an engine step computes at most, prefill chunks and decodes together "
-        "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="count")
+        "(vLLM's max_num_batched_tokens)", flag="--max-num-batched-tokens", kind="tokens")
     block_size: int = setting(16, "tokens per KV-cache block (vLLM's block_size)",
                               flag="--block-size", kind="count")
     num_scheduler_steps: int = setting(

@@ -42,10 +42,10 @@ class ServingLayout:
                          lists=True)
     prompt: int = setting(2048, "prompt (input) tokens per sequence (a benchmark's input "
                           "length: vLLM's --random-input-len)", flag="--prompt",
-                          kind="count", lists=True)
+                          kind="tokens", lists=True)
     gen: int = setting(256, "tokens generated per sequence, the first one by the prefill "
                        "(>= 2; vLLM's --random-output-len, max_tokens)",
-                       flag="--gen", kind="count", least=2, lists=True)
+                       flag="--gen", kind="tokens", least=2, lists=True)
     dtype: str = setting("bf16", "GEMMs and weights: bf16, fp16 or fp8 (fp8 keeps bf16 "
                          "activations; vLLM's --dtype, fp8: --quantization fp8)", flag="--dtype", kind="choice", choices=DTYPES,
                          lists=True)
@@ -64,10 +64,12 @@ class ServingLayout:
         "kernel where query heads per KV head are 1, 2, 4 or 8, which its cores may bound "
         "(tpsim.cost.compute.decode_attention_time)", flag="--decode-attention", kind="choice",
         choices=DECODE_ATTENTION)
-    memory_headroom: float = setting(
-        0.0, "share of the device memory left to the tensors (after the topology's reserve "
-        "and fragmentation) that the server keeps free on top, a fraction from 0 to 1 (as "
-        "vLLM's --gpu-memory-utilization below 1)", flag="--memory-headroom",
+    memory_headroom: float | None = setting(
+        None, "share of the device memory left to the tensors (after the topology's reserve "
+        "and fragmentation) that the server keeps free on top, a fraction from 0 to 1 "
+        "(default: the engine's, tpsim/serving/engine_memory.py: vLLM's "
+        "gpu_memory_utilization 0.9 of the whole memory, SGLang's mem_fraction_static with "
+        "--admission sglang-*; 0: the KV cache takes all the rest)", flag="--memory-headroom",
         kind="probability")
 
     speculative: str | None = setting(

@@ -6,6 +6,8 @@ Megatron-core builds its argparse arguments from its config dataclasses.
 Kinds of setting:
 
 * ``count``: an integer from ``least`` (default 1) to :data:`~tpsim.base.schema.MAX_INT`;
+* ``tokens``: a count of tokens, checked as a ``count`` (the command line also takes 8k for
+  8,192: :func:`tpsim.cli.common.token_count`);
 * ``flag``: True or False;
 * ``choice``: one of ``choices`` (the same type as them: True is not 1);
 * ``probability``: a number in [0, 1);
@@ -31,7 +33,8 @@ from operator import attrgetter, is_not
 from ..base.errors import ConfigError, TpsimError
 from ..base.schema import MAX_INT
 
-KINDS = ("count", "flag", "choice", "probability", "name", "rate", "price", "names")
+KINDS = ("count", "tokens", "flag", "choice", "probability", "name", "rate", "price", "names")
+COUNTS = ("count", "tokens")            # the kinds that hold an integer from ``least``
 
 
 def setting(default, doc: str, *, flag: str, kind: str, least: int = 1, choices: tuple = (),
@@ -63,7 +66,7 @@ def expected(f: Field) -> str:
     kind = meta["kind"]
     if meta["expected"]:
         return meta["expected"]
-    if kind == "count":
+    if kind in COUNTS:
         least = meta["least"]
         return f"a positive integer (at most {MAX_INT})" if least == 1 else \
             f"an integer from {least} to {MAX_INT}"
@@ -84,7 +87,7 @@ def _validator(f: Field):
     """``v -> bool`` for setting ``f`` (module docstring)."""
     meta, nullable = f.metadata, f.default is None
     kind, least, choices = meta["kind"], meta["least"], meta["choices"]
-    if kind == "count":
+    if kind in COUNTS:
         def ok(v):
             return (type(v) is int and least <= v <= MAX_INT) or (v is None and nullable) or (
                 type(v) is not bool and isinstance(v, int) and least <= v <= MAX_INT)

@@ -8,13 +8,8 @@ import dataclasses
 from . import formulas as fm
 from .energy import energy_json, energy_lines
 from .speculative import speculative_json, speculative_lines
-<<<<<<< HEAD
 from .header import kernel_note
-from .remedies import remedies_text
-=======
-from .formulas import formula_lines
 from .remedies import does_not_fit_text, notice_text, notice_values
->>>>>>> polish2
 from .step import step_lines
 from ..base.units import format_size
 from ..spec.precision import LOW_PRECISION
@@ -280,13 +275,9 @@ def _infer_memory_lines(p) -> list[str]:
         f"  activations    {m.activations_bytes / gb:9.2f} GiB  (the prefill's widest point)",
         f"  total          {m.total_bytes / gb:9.2f} GiB  {_capacity_text(m)}: "
         f"{fits}; the largest batch that fits: {m.max_batch}",
-<<<<<<< HEAD
-        *fm.formula_lines(fm.INFER_MEMORY),
-=======
         f"  reserved: CUDA context and NCCL buffers, what {i.memory_rule} keeps free, the "
         "allocator's waste",
-        *formula_lines(fm.INFER_MEMORY),
->>>>>>> polish2
+        *fm.formula_lines(fm.INFER_MEMORY),
     ]
 
 

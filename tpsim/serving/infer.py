@@ -369,12 +369,8 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
                          act, kv_dtype, allreduce, not lay.eager, m.heads // tp,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
                          lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
-<<<<<<< HEAD
-                         spec and spec.acceptance_rate, lay.decode_attention)
-=======
-                         spec and spec.acceptance_rate, h,
+                         spec and spec.acceptance_rate, lay.decode_attention, h,
                          engine_memory_rule(lay.memory_headroom, "vllm", tp))
->>>>>>> polish2
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

@@ -161,12 +161,9 @@ class InferInputs:
     draft_model: str | None = None        # a separate draft model's name
     num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
     acceptance_rate: float | None = None  # per drafted token (the mtp default filled in)
-<<<<<<< HEAD
     decode_attention: str = "tensor-cores"  # the decode kernel (--decode-attention)
-=======
     memory_headroom: float = 0.0          # share of (memory - reserve) kept free
     memory_rule: str = ""                 # whose: --memory-headroom, else vLLM's default
->>>>>>> polish2
 
 
 @dataclass(frozen=True)

@@ -318,7 +318,8 @@ def main(argv=None) -> int:
     print("\n".join(summary(out)))
     print("decode step ms at the published runs' own batches (Little's law, published_batch):")
     print("\n".join(batch_lines(args.seeds)))
-    print("\n".join(peer_summary(out, peers)))
+    for line in peer_summary(out, peers):
+        print(line)
     if why:
         print(f"peers: {why}")
     print(f"Vidur: {why_vidur}")

@@ -149,4 +149,18 @@ def vidur_values(python: str | None, vidur_dir: str | None, cases: list[dict]) -
             why.append(f"{c['id']} not run: {v['error']}")
         else:
             got[c["id"]] = v
-    return got, "; ".join([f"microsoft/vidur {COMMIT[:10]} expected, {vidur_dir} run"] + why)
+    return got, "; ".join([f"{vidur_dir} at {checkout_commit(vidur_dir)} (the settings' "
+                            f"{COMMIT[:10]})"] + why)
+
+
+def checkout_commit(vidur_dir: str) -> str:
+    """The commit checked out in ``vidur_dir`` (its first 10 digits), or "an unknown commit"
+    where it is no git checkout of its own."""
+    if not (Path(vidur_dir) / ".git").exists():
+        return "an unknown commit"
+    try:
+        r = subprocess.run(["git", "-C", vidur_dir, "rev-parse", "HEAD"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "an unknown commit"
+    return r.stdout.strip()[:10] if r.returncode == 0 else "an unknown commit"

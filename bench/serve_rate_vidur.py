@@ -141,16 +141,17 @@ def vidur_values(python: str | None, vidur_dir: str | None, cases: list[dict]) -
     run."""
     if not python or not vidur_dir:
         return {}, "not run: give --vidur-python and --vidur-dir (bench/serve_rate_vidur.py)"
-    got, why = {}, []
+    got, why = {}, {}
     for c in cases:
         v = run_vidur(python, vidur_dir, c["key"], c["rate"], c["requests"], c["seed"],
                       c["prompt"], c["gen"])
         if "error" in v:
-            why.append(f"{c['id']} not run: {v['error']}")
+            why.setdefault(v["error"], []).append(c["id"])
         else:
             got[c["id"]] = v
     return got, "; ".join([f"{vidur_dir} at {checkout_commit(vidur_dir)} (the settings' "
-                            f"{COMMIT[:10]})"] + why)
+                           f"{COMMIT[:10]})"] + [f"{', '.join(ids)} not run: {e}"
+                                                 for e, ids in why.items()])
 
 
 def checkout_commit(vidur_dir: str) -> str:

@@ -59,3 +59,10 @@ def test_bench_runs_without_vidur_and_says_why():
     cells, why = srp.vidur_cells(None, None, [])
     assert cells == {} and "--vidur-python" in why
     assert set(srv.MODELS) == {srp.case(r)[:3] for r in srp.published()}
+
+
+def test_cases_refused_alike_share_one_reason(tmp_path):
+    cases = [dict(id=f"8B {r:g}", key=("llama3-8b", "dgx-a100", 1), rate=r, requests=5,
+                  seed=0, prompt=226, gen=194) for r in (4.0, 8.0)]
+    got, why = srv.vidur_values(sys.executable, str(tmp_path), cases)
+    assert got == {} and why.count("attention.csv") == 1 and "8B 4, 8B 8 not run" in why

@@ -1,6 +1,7 @@
 """tpsim serve under an open-loop request rate beside published engine benchmarks used in no fit.
 
     python bench/serve_rate_published.py [--csv] [--seeds N] [--peer-python PATH]
+        [--vidur-python PATH --vidur-dir DIR]
 
 Source: SGLang's benchmark/benchmark_vllm_060/README.md (sgl-project/sglang, commit 120affb961,
 SGLang v0.3.0 beside vLLM v0.6.0), copied to tests/data/published_serving (its README gives
@@ -61,6 +62,11 @@ Peers (``--peer-python``, the environment of bench/infer_peers.py): llm-analysis
 a static batch, not an engine, so under a request rate they answer only the decode step, at
 the batch tpsim's run holds on average (they cannot find it themselves), and only for the
 70B model, which their configurations in bench/infer_peers_worker.py cover.
+
+Vidur (``--vidur-python``, ``--vidur-dir``: bench/serve_rate_vidur.py gives its settings)
+simulates an engine under a request rate as tpsim does: its vLLM scheduler on the same
+requests as tpsim's run (seed 0), its TTFT, TPOT and e2e medians and offline output tokens/s
+beside both engines' rows (it has no SGLang scheduler and no multi-step scheduling).
 
 Each row: the measurement, tpsim's number (median over ``--seeds`` seeds of the arrivals
 and lengths, 1 by default), the error (tpsim / measured - 1), and tpsim's p99 / p50 of the
@@ -223,6 +229,26 @@ def peer_rows(python: str | None, out) -> tuple[dict, str]:
             for c in cases}, why
 
 
+def vidur_cells(python: str | None, vidur_dir: str | None, out) -> tuple[dict, str]:
+    """{(label, metric): Vidur's value} of the rows Vidur answers (TTFT, TPOT, e2e, offline
+    output tokens/s; bench/serve_rate_vidur.py), one Vidur run per model and rate serving
+    both engines' rows, and why not where it did not run."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serve_rate_vidur import VALUES, vidur_values
+    cases, labels = {}, {}
+    for r in published():
+        model, topo, tp, rate, n, engine = case(r)
+        cid = f"{model} {topo} TP{tp} {rate:g}"
+        cases[cid] = dict(id=cid, key=(model, topo, tp), rate=rate, requests=n, seed=0,
+                          prompt=round(PROMPT_MEAN), gen=round(GEN_MEAN))
+        labels.setdefault(cid, set()).update(
+            lab for e, lab, *_ in out if e == engine and model in lab and
+            lab.endswith("offline" if math.isinf(rate) else f" {rate:g} req/s"))
+    got, why = vidur_values(python, vidur_dir, list(cases.values()))
+    return {(label, metric): got[cid][key] * scale for cid in got for label in labels[cid]
+            for metric, (key, scale) in VALUES.items()}, why
+
+
 def summary(out) -> list[str]:
     """Median |error| and the count within 15% per engine and metric."""
     lines = []
@@ -232,6 +258,25 @@ def summary(out) -> list[str]:
             if errs:
                 lines.append(f"{engine}, {metric}: median |error| {statistics.median(errs):.1%},"
                              f" {sum(e <= 0.15 for e in errs)} of {len(errs)} within 15%")
+    return lines
+
+
+def peer_summary(out, peers: dict) -> list[str]:
+    """llm-analysis's and GenZ's median |error| on the decode step (all their rows), Vidur's
+    per engine and metric, tpsim's on the same rows beside each."""
+    lines = []
+    for tool, engines in (("llm-analysis", [None]), ("GenZ", [None]),
+                          ("Vidur", list(dict.fromkeys(e for e, *_ in out)))):
+        for engine in engines:
+            for metric in dict.fromkeys(m for _, _, m, *_ in out):
+                pairs = [(peers[(lab, k)][tool], m, g) for e, lab, k, m, g, _ in out
+                         if engine in (None, e) and k == metric
+                         and tool in peers.get((lab, k), {})]
+                if pairs:
+                    lines.append(
+                        f"{tool}, {engine or 'both engines'}, {metric}, {len(pairs)} rows: "
+                        f"median |error| {statistics.median(abs(v / m - 1) for v, m, _ in pairs):.1%}"
+                        f" (tpsim {statistics.median(abs(g / m - 1) for _, m, g in pairs):.1%})")
     return lines
 
 
@@ -256,34 +301,35 @@ def arguments(doc: str) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = arguments(__doc__)
     ap.add_argument("--peer-python", default=None, help="the Python of the peers' environment")
+    ap.add_argument("--vidur-python", default=None, help="the Python of Vidur's environment")
+    ap.add_argument("--vidur-dir", default=None, help="a checkout of microsoft/vidur")
     args = ap.parse_args(argv)
     t0 = time.process_time()
     out = list(rows(args.seeds))
     peers, why = peer_rows(args.peer_python, out) if args.peer_python else ({}, "")
+    vidur, why_vidur = vidur_cells(args.vidur_python, args.vidur_dir, out)
+    for k, v in vidur.items():
+        peers.setdefault(k, {})["Vidur"] = v
     if args.csv:
         print_csv(out, "engine")
         return 0
     print(f"{'case':44s} {'metric':13s} {'measured':>9s} {'tpsim':>9s} {'error':>7s} "
-          f"{'p99/p50':>8s} {'llm-analysis':>12s} {'GenZ':>7s}")
+          f"{'p99/p50':>8s} {'llm-analysis':>12s} {'GenZ':>7s} {'Vidur':>7s}")
     for e, label, metric, meas, got, tail in out:
         cell = f"{'':8s}" if tail is None else f"{tail:8.2f}"
         peer = peers.get((label, metric), {})
         cells = " ".join(f"{peer[t] / meas - 1:+{w}.1%}" if t in peer else " " * w
-                         for t, w in (("llm-analysis", 12), ("GenZ", 7)))
+                         for t, w in (("llm-analysis", 12), ("GenZ", 7), ("Vidur", 7)))
         print(f"{label:44s} {metric:13s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} "
               f"{cell} {cells}".rstrip())
     print("\n".join(summary(out)))
     print("decode step ms at the published runs' own batches (Little's law, published_batch):")
     print("\n".join(batch_lines(args.seeds)))
-    for tool in ("llm-analysis", "GenZ"):
-        pairs = [(v[tool], m, g) for (lab, k), v in peers.items() if tool in v
-                 for _, label, metric, m, g, _ in out if label == lab and metric == k]
-        if pairs:
-            print(f"{tool}, decode step ms, the {len(pairs)} 70B rows: median |error| "
-                  f"{statistics.median(abs(v / m - 1) for v, m, _ in pairs):.1%} (tpsim "
-                  f"{statistics.median(abs(g / m - 1) for _, m, g in pairs):.1%})")
+    for line in peer_summary(out, peers):
+        print(line)
     if why:
         print(f"peers: {why}")
+    print(f"Vidur: {why_vidur}")
     print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
     return 0
 

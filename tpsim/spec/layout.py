@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base.errors import ConfigError
 from .run_checks import MAX_MICRO_BATCHES, check_batch, check_run
 from .cp_checks import check_cp_settings
 from .model import ATTENTION_KERNELS, ATTENTIONS
@@ -342,12 +341,6 @@ class Layout:
 
     def _check_together(self) -> None:
         """What one setting allows of another (the model and topology aside)."""
-        if self.virtual_stages > 1 and self.pp == 1:
-            raise ConfigError("--virtual-stages", "", "1 unless --pp > 1", self.virtual_stages)
-        if self.tp_comm_overlap and not (self.sequence_parallel and self.tp > 1):
-            raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
-                              "(Transformer Engine overlaps the sequence-parallel collectives)",
-                              self.tp_comm_overlap)
         check_recompute(self)
         check_sharding(self)
         check_run(self)

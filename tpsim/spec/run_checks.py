@@ -2,8 +2,9 @@
 batch a whole number of micro-batches per step, few enough to simulate one by one, and with an
 interleaved pipeline a multiple of the stages (Megatron-core's interleaved schedule,
 ``pipeline_parallel/schedules.py``: ``num_microbatches % pipeline_parallel_size == 0``); the
-pipeline's layout alone or the stages' layer counts; CPU offloading without a pipeline or
-recomputation; a bounded number of training metrics."""
+pipeline's layout alone or the stages' layer counts; virtual stages only with a pipeline;
+Transformer Engine's TP overlap only of sequence-parallel collectives; CPU offloading without
+a pipeline or recomputation; a bounded number of training metrics."""
 from __future__ import annotations
 
 from ..base.errors import ConfigError
@@ -14,9 +15,16 @@ MAX_TRAIN_METRICS = 64     # metric cross-entropies a micro-batch: a trainer's h
 
 
 def check_run(lay) -> None:
-    """One ConfigError naming the flag: the training metrics bounded, CPU offloading with
+    """One ConfigError naming the flag: virtual stages with a pipeline, the TP overlap with
+    sequence parallelism over TP > 1, the training metrics bounded, CPU offloading with
     neither a pipeline nor recomputation (Megatron-core offloads with neither), a pipeline
     layout with no stage layer counts beside it and one that splits (:func:`stage_layers`)."""
+    if lay.virtual_stages > 1 and lay.pp == 1:
+        raise ConfigError("--virtual-stages", "", "1 unless --pp > 1", lay.virtual_stages)
+    if lay.tp_comm_overlap and not (lay.sequence_parallel and lay.tp > 1):
+        raise ConfigError("--tp-comm-overlap", "", "--sequence-parallel and --tp > 1 "
+                          "(Transformer Engine overlaps the sequence-parallel collectives)",
+                          lay.tp_comm_overlap)
     if lay.train_metrics > MAX_TRAIN_METRICS:
         raise ConfigError("--train-metrics", "", f"at most {MAX_TRAIN_METRICS}", lay.train_metrics)
     if lay.cpu_offload_layers and (lay.pp > 1 or lay.recompute != "none"):

@@ -64,6 +64,34 @@ def test_all_to_all_options():
         collective_time("all-reduce", 1e6, 8, topo, algorithm="p2p")
 
 
+LL = {"collective_protocols": {"simple": {"launch_us": 8}, "ll": {"launch_us": 2,
+                                                                 "bandwidth_fraction": 0.5}}}
+NODE_LL = dict(NODE, hop_latency_us={"ring": {"simple": 5, "ll": 1}})
+
+
+def test_small_all_to_all_inside_a_node_runs_on_ll():
+    """NCCL's rule (enqueue.cc addP2pToPlan, P2P_LL_THRESHOLD 16 KiB): n=8, S = 8 x 16384 B, a
+    peer's 16 KiB on LL: launch 2 us + hop 1 us + 7 x 16384 B at 50 GB/s (LL's half of 100);
+    one byte more a peer and Simple: launch 8 + hop 5 + 7 x 16385 B at 100 GB/s."""
+    topo = make_topology([NODE_LL], LL)
+    c = collective_time("all-to-all", 8 * 16384, 8, topo)
+    assert c.protocol == "ll"
+    assert c.time_s == pytest.approx(3e-6 + 7 * 16384 / 50e9, rel=1e-12)
+    c = collective_time("all-to-all", 8 * 16385, 8, topo)
+    assert c.protocol == "simple"
+    assert c.time_s == pytest.approx(13e-6 + 7 * 16385 / 100e9, rel=1e-12)
+    forced = collective_time("all-to-all", 8 * 16384, 8, topo, protocol="simple")
+    assert forced.protocol == "simple"                      # NCCL_PROTO=Simple
+    assert forced.time_s == pytest.approx(13e-6 + 7 * 16384 / 100e9, rel=1e-12)
+
+
+def test_small_all_to_all_across_nodes_stays_on_simple():
+    """Across nodes the host proxy's per-peer work is not priced, so neither is LL there."""
+    topo = make_topology([NODE_LL, IB], LL)
+    assert collective_time("all-to-all", 32 * 1024, 32, topo).protocol == "simple"
+    assert collective_time("all-to-all", 8 * 1024, 8, topo).protocol == "ll"
+
+
 def test_copy_pass_streams_the_send_buffer_once():
     """copy 500 GB/s: S = 8e8 B -> +1600 us on top of the 7005 us above."""
     topo = make_topology([NODE], {"collective_copy_bandwidth_GBps": 500})

@@ -86,3 +86,16 @@ def test_the_network_bounds_the_larger_deployments_and_nvlink_the_smaller():
     assert hierarchical_dispatch_time(TOKENS, 1e4, topo.place(8), topo,
                                       *uniform_fanout(EXPERTS, TOP_K, 8, 8)).bottleneck == "nvlink"
     assert predicted_GBps(32, "dispatch") > predicted_GBps(64, "dispatch")
+
+
+@pytest.mark.parametrize("nbytes,measured_us", [(128, 10.59), (1024, 10.80), (4096, 11.13)])
+def test_small_nccl_all_to_all_in_a_hopper_node(nbytes, measured_us):
+    """nccl-tests ``alltoall_perf`` on 8 H20 of one node (NVLink4, 18 links, as dgx-h100's),
+    out-of-place: 128 B 10.59 us, 1 KiB 10.80, 4 KiB 11.13 (deepseek-ai/DeepEP issue #303).
+    A peer's slice is at most 512 B: NCCL's LL (collective_launch + LL's baseLat + one LL
+    hop, 10.2 us); Simple priced them at 14.8 (+33% to +40%). Within 10%."""
+    from tpsim.cluster.topology import load_topology
+    from tpsim.cost.collectives import collective_time
+    c = collective_time("all-to-all", nbytes, 8, load_topology("dgx-h100"))
+    assert c.protocol == "ll"
+    assert c.time_s * 1e6 == pytest.approx(measured_us, rel=0.10)

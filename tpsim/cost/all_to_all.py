@@ -8,7 +8,9 @@ leaves the rank.
 
 NCCL runs an all-to-all as one group of sends and receives, one pair per rank, itself
 included (``ncclGroupStart``; ``AlltoAllRunColl`` in the same file), every peer in flight at
-once on NCCL's point-to-point channels, on the Simple protocol. Each level of the hierarchy the group crosses is a stage every byte that
+once on NCCL's point-to-point channels. Its protocol is a rule, not NCCL's tuning model: LL
+where a peer's S/n fits P2P_LL_THRESHOLD (16 KiB) per channel, Simple above (priced so inside
+a node only: :func:`p2p_protocol`). Each level of the hierarchy the group crosses is a stage every byte that
 leaves a unit of the level below must pass; the stages run at once (different links), so the
 slowest sets the pace. With d_k the group's ranks inside one unit below level k (1 at the
 innermost level: a GPU; the ranks of one node at the network level) and p_k B_k that unit's
@@ -16,8 +18,12 @@ links out (:attr:`~tpsim.cluster.placement.LevelSpan.unit_bandwidth_Bps`: a GPU'
 ports; the node's NICs this group uses), a rank sends S (n - d_k)/n out of its unit and owns
 1/d_k of the unit's links:
 
-    t = s (collective_launch + Simple launch) + s sum_k hop_k[ring][simple]
-        + max_k  S (n - d_k)/n / (p_k B_k eff_k[ring] / d_k)  +  S / B_copy
+    t = s (collective_launch + P launch) + s sum_k hop_k[ring][P] + LL host hops
+        + max_k  S (n - d_k)/n / (p_k B_k eff_k[ring] f_P / d_k)  +  S / B_copy
+
+with P the protocol (:func:`p2p_protocol`), f_P its ``bandwidth_fraction`` (LL: half the
+line rate) and LL's network hops the host's ``ll_host_latency_us`` each
+(:func:`~tpsim.cost.nccl_tuning.ll_host_s`).
 
 Inside a node this is (n - 1)/n S over a GPU's own links, as for an all-gather; across DGX
 nodes (one NIC per GPU) the inter-node share (n - g)/n S of a rank's data crosses its own NIC.
@@ -35,18 +41,43 @@ from .interference import compute_loss
 from ..base.formula import qualname
 from ..cluster.placement import LevelSpan, Placement
 from ..cluster.topology import SIMPLE, Topology
+from .nccl_tuning import ll_host_s
+
+# NCCL runs a send or receive on LL when its bytes fit P2P_LL_THRESHOLD per channel it is split
+# over, Simple otherwise (src/enqueue.cc addP2pToPlan: NCCL_PARAM(P2pLLThreshold,
+# "P2P_LL_THRESHOLD", 16384); protoLL &= bytes <= nChannels * threshold, 2.19-2.30). A peer's
+# bytes b take min(nChannelsMin, ceil(b / minPartSize)) channels, minPartSize 64 KiB (a
+# node: P2P_NVL_CHUNKSIZE 512 KiB / 8; across nodes P2P_NET_CHUNKSIZE 128 KiB / 2), so LL runs
+# exactly where b <= 16 KiB.
+P2P_LL_THRESHOLD = 16384
 
 
-def _launch_s(topo: Topology) -> float:
+def _launch_s(topo: Topology, proto: str = "simple") -> float:
     dev = topo.device
-    simple = dev.protocols.get("simple", SIMPLE)
-    return dev.collective_latency_scale * (dev.collective_launch_s + simple.launch_s)
+    return dev.collective_latency_scale * (dev.collective_launch_s
+                                           + dev.protocols.get(proto, SIMPLE).launch_s)
 
 
-def _hop_s(spans, topo: Topology) -> float:
-    """s sum_k hop_k[ring][simple]: one hop at every level the group crosses."""
+def _hop_s(spans, topo: Topology, proto: str = "simple") -> float:
+    """s sum_k hop_k[ring][proto] + LL host hops: one hop at every level the group crosses."""
     return topo.device.collective_latency_scale * sum(
-        s.level.hop_latency_s("ring", "simple") for s in spans)
+        s.level.hop_latency_s("ring", proto) for s in spans) + ll_host_s(
+        [(s, 1) for s in spans], proto)
+
+
+def p2p_protocol(peer_bytes: float, place: Placement, topo: Topology) -> str:
+    """The protocol tpsim prices ``peer_bytes`` to each peer of ``place`` with: LL at most
+    P2P_LL_THRESHOLD inside a node (where the device lists LL), Simple above.
+
+    Across nodes NCCL's rule picks LL too, but there the host's proxy thread posts and polls
+    every remote peer's send and receive, a per-peer cost tpsim does not price: two-node
+    all-to-alls of 1 KiB measured 49.8 us (8x A100 NDmv4 x 2, NCCL 2.17.1; microsoft/mscclpp
+    docs/performance-ndmv4.md) and 37.6 us (8x B200 x 2, tests/data/published_collectives),
+    above even Simple's price (40.5, 28.8 us); LL's there would be 18 and 13 us. Simple is
+    kept across nodes until that term is modelled."""
+    inside = not place.crosses_nodes
+    return ("ll" if inside and peer_bytes <= P2P_LL_THRESHOLD and "ll" in topo.device.protocols
+            else "simple")
 
 
 def _rank_bandwidth(span: LevelSpan, kernel: str = "ring") -> float:
@@ -57,19 +88,23 @@ def _rank_bandwidth(span: LevelSpan, kernel: str = "ring") -> float:
     return span.unit_bandwidth_Bps * (getattr(eff, kernel) or eff.ring) / span.devices_per_unit
 
 
-def all_to_all_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
+def all_to_all_time(nbytes: float, place: Placement, topo: Topology,
+                    protocol: str = "auto") -> CollectiveCost:
     """NCCL all-to-all of S = ``nbytes`` per rank (its own slice included) on ``place``; see the
-    module docstring for the formula. A group of one rank moves nothing."""
+    module docstring for the formula. ``protocol``: ``auto`` (NCCL's rule, :func:`p2p_protocol`)
+    or ``simple`` (NCCL_PROTO=Simple). A group of one rank moves nothing."""
     n = place.size
     if not place.spans:
         return CollectiveCost("all-to-all", "none", int(nbytes), n, 0.0, group=place.group.name)
-    transfer = max(nbytes * (n - s.devices_per_unit) / n / _rank_bandwidth(s)
+    proto = p2p_protocol(nbytes / n, place, topo) if protocol == "auto" else protocol
+    fraction = topo.device.protocols.get(proto, SIMPLE).bandwidth_fraction
+    transfer = max(nbytes * (n - s.devices_per_unit) / n / (_rank_bandwidth(s) * fraction)
                    for s in place.spans)
     bw = topo.device.collective_copy_Bps
     copy = nbytes / bw if bw else 0.0
-    launch, latency = _launch_s(topo), _hop_s(place.spans, topo)
+    launch, latency = _launch_s(topo, proto), _hop_s(place.spans, topo, proto)
     return CollectiveCost("all-to-all", "p2p", int(nbytes), n, launch + latency + transfer + copy,
-                          launch, latency, transfer, copy, "simple", qualname(all_to_all_time),
+                          launch, latency, transfer, copy, proto, qualname(all_to_all_time),
                           place.group.name)
 
 

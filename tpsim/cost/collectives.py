@@ -283,8 +283,8 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
     ``auto`` takes NCCL's minimum-time choice over its algorithms (ring, tree, NVLS, NVLS-tree)
     and the protocols the device lists, each priced by tpsim's formulas (ring and tree run with
     every protocol; NVLS, NVLS-tree and hierarchical with Simple). ``all-to-all`` runs as NCCL
-    runs it, grouped send/recv (``p2p``, Simple: :mod:`tpsim.cost.all_to_all`). A group of one
-    rank moves nothing: time 0, algorithm ``none``.
+    runs it, grouped send/recv (``p2p``, LL up to 16 KiB a peer, else Simple:
+    :mod:`tpsim.cost.all_to_all`). A group of one rank moves nothing: time 0, algorithm ``none``.
     """
     topo = topo if isinstance(topo, Topology) else load_topology(topo)
     if op not in OPS:
@@ -309,19 +309,19 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
             raise ConfigError("--algo", "", f"an algorithm available for {op} on {n} ranks of "
                               f"{topo.name} ({', '.join(choices)})", algorithm)
         choices = [algorithm]
-    costs = [_price(op, a, p, nbytes, place, topo) for a in choices for p in protos
+    costs = [_price(op, a, p, nbytes, place, topo, protocol) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]
     if not costs:
         raise ConfigError("--protocol", "", f"simple for the {choices[0]} algorithm", protocol)
     return min(costs, key=lambda c: c.time_s)
 
 
-def _price(op, algo, proto, nbytes, place, topo) -> CollectiveCost:
+def _price(op, algo, proto, nbytes, place, topo, asked="auto") -> CollectiveCost:
     if algo in ("ring", "tree"):
         return (ring_time(op, nbytes, place, topo, proto) if algo == "ring"
                 else tree_time(nbytes, place, topo, proto))
     return {"nvls": nvls_time, "nvls_tree": nvls_tree_time, "hierarchical": hierarchical_time,
-            "p2p": all_to_all_time}[algo](nbytes, place, topo)
+            "p2p": lambda *a: all_to_all_time(*a, asked)}[algo](nbytes, place, topo)
 
 
 def send_recv_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:

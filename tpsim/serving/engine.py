@@ -125,6 +125,7 @@ class EngineLoop:
         self.bs, self.free, self.model, self.st = st.block_size, blocks, model, st
         self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
         self.waiting, self.running = deque(), []
+        self._ids, self.decoding = None, True    # the running ids' array; all of them decode
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
         self.steps = self.prefill_steps = self.preemptions = self.seq_steps = 0
         self.multi, self.since = st.num_scheduler_steps, 0   # decode steps into the run
@@ -136,6 +137,19 @@ class EngineLoop:
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
+
+    def ids(self) -> np.ndarray:
+        """The running ids as an array (read-only), made again only after they change
+        (:meth:`changed`)."""
+        if self._ids is None:
+            self._ids = np.array(self.running, dtype=np.int64)
+            self._ids.flags.writeable = False
+        return self._ids
+
+    def changed(self) -> None:
+        """The running set changed (an admission, a preemption): its array and whether all of
+        it decodes are to be found again."""
+        self._ids = self.decoding = None
 
     def run(self) -> None:
         n = len(self.arr)
@@ -160,15 +174,16 @@ class EngineLoop:
     def _decoding(self) -> bool:
         """Every running sequence decodes: one token to feed and its first token out (a prompt
         whose last chunk is one token is still a prefill)."""
-        if not self.running:
-            return True
-        run = np.array(self.running)
-        return bool(((self.tokens[run] - self.computed[run] == 1) & (self.done[run] > 0)).all())
+        if self.decoding is None:
+            run = self.ids()
+            self.decoding = bool(((self.tokens[run] - self.computed[run] == 1)
+                                  & (self.done[run] > 0)).all())
+        return self.decoding
 
     def _advance(self) -> bool:
         """Decode-only steps together (module docstring); False when not one fits."""
         self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
-        run, bs = np.array(self.running), self.bs
+        run, bs = self.ids(), self.bs
         kv = self.computed[run]
         held = ((kv + bs - 1) // bs).sum()
 
@@ -224,6 +239,7 @@ class EngineLoop:
         self.computed[v] = 0
         self.waiting.appendleft(v)
         self.preemptions += 1
+        self.changed()
         self.admit.retracted(self)
         return v
 
@@ -266,6 +282,9 @@ class EngineLoop:
             self.spec.emit(self, seqs)
         self.lag.release(self, self.t - wall, self.t, chunked)   # the last step's
         self.lag.stream(self, streamed, [self.t], [1])
+        # all decode next where every running one fed its last token (else: look again)
+        self.decoding = True if not self.spec and ids.size == len(self.running) \
+            and outs == ids.size else None
         self._retire(ids)
 
     def _price(self, ids, news, cs, decodes, outs: int) -> tuple[float, np.ndarray, bool]:
@@ -306,16 +325,17 @@ class EngineLoop:
         ended = run[self.done[run] >= self.wants[run]]
         if not ended.size:
             return
-        for r in ended.tolist():
-            self.free += self.blocks(int(self.computed[r]))
-            self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
-            self.gaps.flush(r, self.last[r])
-            self.finished += 1
-            if self.sent < len(self.arr):          # its client sends the next request
-                self.arr[self.sent] = self.last[r]
-                self.sent += 1
+        self.free += int(((self.computed[ended] + self.bs - 1) // self.bs).sum())
+        t = self.t + (-self.since % self.multi) * self.wall     # at the run's end
+        self.last[ended] = t
+        self.gaps.flush(ended, t)
+        self.finished += ended.size
+        sent = min(ended.size, len(self.arr) - self.sent)   # their clients send the next ones
+        self.arr[self.sent:self.sent + sent] = t
+        self.sent += sent
         gone = set(ended.tolist())
         self.running = [r for r in self.running if r not in gone]
+        self._ids = None
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,

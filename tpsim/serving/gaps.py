@@ -48,10 +48,11 @@ class TokenGaps:
             self.parts.append((times[1:] - times[:-1], reqs.size))
         self.last[reqs] = times[-1]
 
-    def flush(self, r: int, t: float) -> None:
-        """Request ``r`` finished at ``t``: its tokens not yet streamed go now."""
-        if not self.last[r] >= t:
-            self.deliver([r], t)
+    def flush(self, reqs: np.ndarray, t: float) -> None:
+        """Requests ``reqs`` finished at ``t``: the tokens of each not yet streamed go now."""
+        late = reqs[~(self.last[reqs] >= t)]
+        if late.size:
+            self.deliver(late, t)
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """(each gap, how many times it occurred), every request's together."""

@@ -166,6 +166,7 @@ class StepModel:
     def _decode_table(self, max_seqs: int) -> None:
         """k at ``max_seqs`` sequences and D(B) up to them: the tables max_num_seqs sets."""
         self.max_seqs, srv = max_seqs, self.srv
+        self._decode_fixed = {}          # decode_step_s's parts by batch size
         self.k = self._per_cached_token(max_seqs)
         self.b_grid, self.decode_lin = tabulate(
             lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
@@ -174,6 +175,7 @@ class StepModel:
         """R(T), the pipeline's stage-to-stage transfers (none at pp = 1)."""
         srv = self.srv
         self.pp, self.split = srv.pp, srv.pp * srv.ep
+        self._decode_fixed = {}
         self.r_grid, self.p2p = tabulate(
             lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, self.top_t) \
             if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
@@ -270,10 +272,13 @@ class StepModel:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
         g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
         (module docstring)."""
-        g, rows, eager = self.graph_rows(b)
-        lin = np.interp(rows, self.b_grid, self.decode_lin)
-        gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
-                                                                                     b / g)
+        fixed = self._decode_fixed.get(b)
+        if fixed is None:          # what depends on b alone, looked up once per batch size
+            g, rows, eager = self.graph_rows(b)
+            fixed = self._decode_fixed[b] = (g, np.interp(rows, self.b_grid, self.decode_lin),
+                                             self.ends(rows, b / g), eager)
+        g, lin, ends, eager = fixed
+        gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + ends
         return self.eager_decode_s(eager, gpu)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,

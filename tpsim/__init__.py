@@ -13,31 +13,45 @@ __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load
 
 import gc as _gc
 
-# The imports below build some 16,000 objects the cyclic collector tracks, and no garbage: it is
-# paused meanwhile, and they join its oldest generation without a pass over them (as objects
-# that outlived its younger passes would), unless the process keeps objects frozen of its own.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
-    # First: every class dataclass builds below runs the methods' code kept compiled on disk.
-    from .base import compiled as _compiled
-    _compiled.install()
 
-    # Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
-    # Imports no networkx, torch or matplotlib.
-    from .training.predict import predict, predict_layer
-    from .spec.layout import Layout   # a training run's settings: predict(layout=...)
-finally:
-    _compiled.uninstall()       # the user's process compiles its own classes as it did
-    if _gc.get_freeze_count() == 0:
-        _gc.freeze()            # every tracked object to the permanent generation,
-        _gc.unfreeze()          # then all of them to the oldest
-    if _collecting:
-        _gc.enable()
+def _quietly(load):
+    """``load()`` (imports), returned: the collector paused meanwhile, and the objects they
+    build (some 16,000 for the training model, and no garbage) joining its oldest generation
+    without a pass over them (as objects that outlived its younger passes would), unless the
+    process keeps objects frozen of its own; every class dataclass builds meanwhile runs the
+    methods' code kept compiled on disk (:mod:`tpsim.base.compiled`; a ``tpsim`` process keeps
+    it for its whole life). The collector is left as it was found."""
+    from .base import compiled
+    collecting, kept = _gc.isenabled(), compiled.installed()
+    _gc.disable()
+    try:
+        compiled.install()
+        return load()
+    finally:
+        if not kept:
+            compiled.uninstall()    # the user's process compiles its own classes as it did
+        if _gc.get_freeze_count() == 0:
+            _gc.freeze()            # every tracked object to the permanent generation,
+            _gc.unfreeze()          # then all of them to the oldest
+        if collecting:
+            _gc.enable()
+
+
+def _training(name: str):
+    from .training import predict as module     # imports no networkx, torch or matplotlib
+    globals().update(predict=module.predict, predict_layer=module.predict_layer)
+    return getattr(module, name)
 
 
 def __getattr__(name: str):
-    # Lazy: what a training prediction does not need (the serving settings, loaders, serving).
+    # Lazy, each when first read: tpsim.predict (tpsim.training.predict holds it), which serving
+    # does not import; the serving settings, loaders, serving, which a training prediction
+    # does not.
+    if name in ("predict", "predict_layer"):
+        return _quietly(lambda: _training(name))
+    if name == "Layout":          # a training run's settings: predict(layout=...)
+        from .spec.layout import Layout
+        return Layout
     if name == "load_topology":
         from .cluster.topology import load_topology
         return load_topology

@@ -41,6 +41,11 @@ def install() -> None:
     dataclasses.exec = _exec    # shadows the built-in inside dataclasses only
 
 
+def installed() -> bool:
+    """Whether :func:`install` is in effect."""
+    return getattr(dataclasses, "exec", None) is _exec
+
+
 def uninstall() -> None:
     """``dataclass`` compiles every source again, as without :func:`install`."""
     if getattr(dataclasses, "exec", None) is _exec:

@@ -14,7 +14,7 @@ from ..serving.serve_result import Percentiles
 from ..serving.step_model import StepModel
 from .energy import energy_json, energy_lines
 from .formulas import by_field, formula_lines
-from .render import plain
+from .values import plain
 
 ENGINE = qualname(kv_cache_blocks)
 THROUGHPUT = qualname(summarize)

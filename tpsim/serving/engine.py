@@ -16,7 +16,7 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 * **engines of vLLM's V0 kind** (off by default): ``separate_prefill``, a step that prefills
   runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
   ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
-  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`); one
+  at the end of the run of S decode steps in progress (:func:`.decode_run.run_end`); one
   that ends inside a run ends with it, a last step's time per step left (vLLM's multi_step.py
   output processor cuts past max_tokens); a run's and a prefill step's tokens stream with
   the next step (:mod:`.output_lag`);
@@ -30,7 +30,7 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   each step's batch is fixed as the step before it starts, ``horizon_s``); a
   prefill's last chunk samples the sequence's next token (its first: TTFT), a decode one
   token each. Steps that only decode, with nothing to admit, are advanced together up to the
-  next finish, arrival or block shortage (their times summed in numpy): O(events) steps;
+  next finish, arrival or block shortage (:mod:`tpsim.serving.decode_run`): O(events) steps;
 * **admission** (``admission``): vLLM's rule above, or SGLang's reservation
   (:mod:`tpsim.serving.admission`: the head waits while it does not fit);
 * **pipeline** (``pp`` > 1): each GPU holds ceil(layers/pp) layers' weights and KV cache, so
@@ -64,10 +64,11 @@ from ..spec.serving import ServingLayout
 from .admission import admission
 from .arrivals import draw_requests
 from .batching import schedule
+from .decode_run import advance
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
-from .gaps import TokenGaps, latencies, run_end_steps
-from .host import host_step_s, horizon_s, prefill_op_s, step_wall_s, steps_until_seen
+from .gaps import TokenGaps, latencies
+from .host import host_step_s, horizon_s, prefill_op_s, step_wall_s
 from .output_lag import OutputLag
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -123,6 +124,7 @@ class EngineLoop:
         self.first = np.zeros(n)
         self.last = np.zeros(n)
         self.bs, self.free, self.model, self.st = st.block_size, blocks, model, st
+        self.capacity = blocks                          # the cache's blocks, free or held
         self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
         self.waiting, self.running = deque(), []
         self._ids, self.decoding = None, True    # the running ids' array; all of them decode
@@ -167,7 +169,7 @@ class EngineLoop:
             if not self.running:
                 self.since = 0                          # an idle engine schedules at once
             if (not room or self.since) and self._decoding() and not self.spec \
-                    and self._advance():
+                    and advance(self):
                 continue
             self._step()
 
@@ -179,59 +181,6 @@ class EngineLoop:
             self.decoding = bool(((self.tokens[run] - self.computed[run] == 1)
                                   & (self.done[run] > 0)).all())
         return self.decoding
-
-    def _advance(self) -> bool:
-        """Decode-only steps together (module docstring); False when not one fits."""
-        self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
-        run, bs = self.ids(), self.bs
-        kv = self.computed[run]
-        held = ((kv + bs - 1) // bs).sum()
-
-        def grown(j: int) -> int:                # the blocks j more steps take: monotone
-            return int(((kv + j + bs - 1) // bs).sum() - held)
-        most = int((self.wants[run] - self.done[run]).min())     # steps to the first finish
-        lo, hi, new = 0, most, grown(most)
-        if new <= self.free:
-            lo = most                  # all fit (the usual case): no search
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if grown(mid) <= self.free:
-                lo = mid
-            else:
-                hi = mid - 1
-        k = lo
-        if k == 0:
-            return False
-        b = len(run)
-        gpu = self.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
-        engine = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
-        wall = paced_wall_s(engine, frontend_s(self.st, 0, b))
-        ends = self.t + np.cumsum(wall)
-        if len(self.running) < self.max_seqs:       # up to the run's end after an arrival
-            if self.waiting:
-                k = min(k, self._run_end(self.admit.steps_to_fit(self, k)))
-            elif self.next < len(self.arr):
-                k = min(k, self._run_end(steps_until_seen(
-                    self.t, ends, self.arr[self.next] + self.lat, self.st.host_overlap)))
-        self.lag.stream(self, run, ends[:k], run_end_steps(self.since, k, self.multi), k)
-        self.since = (self.since + k) % self.multi
-        self.free -= new if k == most else grown(k)
-        self.decode_busy_s += float(gpu[:k].sum())
-        self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
-        self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
-        self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
-        self.steps, self.seq_steps = self.steps + k, self.seq_steps + k * b
-        self.admit.decoded(k)
-        self.computed[run] += k
-        self.tokens[run] += k
-        self.done[run] += k
-        self._retire(run)
-        return True
-
-    def _run_end(self, j: int) -> int:
-        """Decode steps from now to the end of the run (of ``num_scheduler_steps``) in which
-        the j-th one falls: j itself without multi-step scheduling."""
-        return j + (-(self.since + j)) % self.multi
 
     def _preempt(self) -> int:
         v = self.running.pop()

@@ -48,8 +48,10 @@ class TokenGaps:
             self.parts.append((times[1:] - times[:-1], reqs.size))
         self.last[reqs] = times[-1]
 
-    def flush(self, reqs: np.ndarray, t: float) -> None:
-        """Requests ``reqs`` finished at ``t``: the tokens of each not yet streamed go now."""
+    def flush(self, reqs, t: float) -> None:
+        """Requests ``reqs`` (ids) finished at ``t``: the tokens of each not yet streamed go
+        now, as one chunk each."""
+        reqs = np.asarray(reqs, dtype=np.int64)
         late = reqs[~(self.last[reqs] >= t)]
         if late.size:
             self.deliver(late, t)

@@ -217,11 +217,12 @@ class EngineLoop:
         outs = int(np.count_nonzero(made))
         dt, seqs, chunked = self._price(ids, news, cs, decodes, outs)
         engine = float(step_wall_s(dt, host_step_s(self.st, ids.size), self.st.host_overlap))
-        admitted = int(np.count_nonzero((cs == 0) & (ds == 0)))
+        fresh = ds == 0                               # no token out yet
+        admitted = int(np.count_nonzero((cs == 0) & fresh))
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self._account(ids.size, dt, engine, wall)
         c[ids] = fed
-        firsts = ids[made & (ds == 0)]
+        firsts = ids[made & fresh]
         made = ids[made]
         tk[made] += 1
         done[made] += 1

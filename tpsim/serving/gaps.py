@@ -38,7 +38,14 @@ class TokenGaps:
     def deliver(self, reqs, times) -> None:
         """``reqs`` (request ids) each receive a chunk at every time of ``times`` (ascending,
         s): gaps times[0] - their last (none for a first token), then the differences of
-        ``times``, once per request."""
+        ``times``, once per request; ``times`` a float: one chunk each."""
+        if isinstance(times, float):                        # one time: no differences
+            reqs = np.asarray(reqs, dtype=np.int64)
+            if reqs.size:
+                first = times - self.last[reqs]
+                self.parts.append((first[first == first], 1))
+                self.last[reqs] = times
+            return
         reqs, times = np.asarray(reqs, dtype=np.int64), np.asarray(times, float).reshape(-1)
         if reqs.size == 0 or times.size == 0:
             return

@@ -11,34 +11,11 @@ __version__ = "0.1.0"
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
-import gc as _gc
-
-
-def _quietly(load):
-    """``load()`` (imports), returned: the collector paused meanwhile, and the objects they
-    build (some 16,000 for the training model, and no garbage) joining its oldest generation
-    without a pass over them (as objects that outlived its younger passes would), unless the
-    process keeps objects frozen of its own; every class dataclass builds meanwhile runs the
-    methods' code kept compiled on disk (:mod:`tpsim.base.compiled`; a ``tpsim`` process keeps
-    it for its whole life). The collector is left as it was found."""
-    from .base import compiled
-    collecting, kept = _gc.isenabled(), compiled.installed()
-    _gc.disable()
-    try:
-        compiled.install()
-        return load()
-    finally:
-        if not kept:
-            compiled.uninstall()    # the user's process compiles its own classes as it did
-        if _gc.get_freeze_count() == 0:
-            _gc.freeze()            # every tracked object to the permanent generation,
-            _gc.unfreeze()          # then all of them to the oldest
-        if collecting:
-            _gc.enable()
-
 
 def _training(name: str):
-    from .training import predict as module     # imports no networkx, torch or matplotlib
+    # imports no networkx, torch or matplotlib; as the package's own (tpsim.base.compiled)
+    from .base.compiled import quiet_import
+    module = quiet_import("tpsim.training.predict")
     globals().update(predict=module.predict, predict_layer=module.predict_layer)
     return getattr(module, name)
 
@@ -48,7 +25,7 @@ def __getattr__(name: str):
     # does not import; the serving settings, loaders, serving, which a training prediction
     # does not.
     if name in ("predict", "predict_layer"):
-        return _quietly(lambda: _training(name))
+        return _training(name)
     if name == "Layout":          # a training run's settings: predict(layout=...)
         from .spec.layout import Layout
         return Layout

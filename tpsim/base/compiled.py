@@ -4,9 +4,11 @@
 ``__eq__``, ``__hash__``, the frozen ``__setattr__`` and ``__delattr__``) and compiles it at
 every import: some 150 kB of source for the sixty classes a ``tpsim predict`` process builds,
 ~26 of the ~60 CPU ms of its imports. Between :func:`install` and :func:`uninstall` (the
-package's own imports; the whole of a ``tpsim`` process), ``dataclass`` executes, for a class of a ``tpsim.`` module, the code object compiled from exactly the source
-it wrote (the text is the key), kept from an earlier process; any other class, and any text
-not kept, is compiled as ``dataclass`` does. The classes are the same either way: the code is
+package's own imports, :func:`quiet_import`; a command, :func:`tpsim.cli.main`, for the whole
+of a ``tpsim`` process or the call from Python), ``dataclass`` executes, for a class of a
+``tpsim.`` module, the code object compiled from exactly the source it wrote (the text is the
+key), kept from an earlier process; any other class, and any text not kept, is compiled as
+``dataclass`` does. The classes are the same either way: the code is
 what ``compile`` returns for that text, executed with the same namespaces.
 
 The entries live in one :mod:`marshal` file per tpsim package directory beside the parsed

@@ -11,33 +11,24 @@ __version__ = "0.1.0"
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
            "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "__version__"]
 
-import gc as _gc
 
-# The imports below build some 16,000 objects the cyclic collector tracks, and no garbage: it is
-# paused meanwhile, and they join its oldest generation without a pass over them (as objects
-# that outlived its younger passes would), unless the process keeps objects frozen of its own.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
-    # First: every class dataclass builds below runs the methods' code kept compiled on disk.
-    from .base import compiled as _compiled
-    _compiled.install()
-
-    # Bound eagerly: tpsim.predict is what most calls want (tpsim.training.predict holds it).
-    # Imports no networkx, torch or matplotlib.
-    from .training.predict import predict, predict_layer
-    from .spec.layout import Layout   # a training run's settings: predict(layout=...)
-finally:
-    _compiled.uninstall()       # the user's process compiles its own classes as it did
-    if _gc.get_freeze_count() == 0:
-        _gc.freeze()            # every tracked object to the permanent generation,
-        _gc.unfreeze()          # then all of them to the oldest
-    if _collecting:
-        _gc.enable()
+def _training(name: str):
+    # imports no networkx, torch or matplotlib; as the package's own (tpsim.base.compiled)
+    from .base.compiled import quiet_import
+    module = quiet_import("tpsim.training.predict")
+    globals().update(predict=module.predict, predict_layer=module.predict_layer)
+    return getattr(module, name)
 
 
 def __getattr__(name: str):
-    # Lazy: what a training prediction does not need (the serving settings, loaders, serving).
+    # Lazy, each when first read: tpsim.predict (tpsim.training.predict holds it), which serving
+    # does not import; the serving settings, loaders, serving, which a training prediction
+    # does not.
+    if name in ("predict", "predict_layer"):
+        return _training(name)
+    if name == "Layout":          # a training run's settings: predict(layout=...)
+        from .spec.layout import Layout
+        return Layout
     if name == "load_topology":
         from .cluster.topology import load_topology
         return load_topology

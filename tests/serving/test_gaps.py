@@ -15,8 +15,8 @@ def test_a_first_token_opens_the_gaps_and_each_later_chunk_adds_one_per_request(
     g.deliver([0, 1], 1.0)                      # first tokens: no gap
     g.deliver([0, 1], [1.5, 2.5, 2.75])
     g.deliver([2], 3.0)
-    g.flush(0, 2.75)                            # already streamed: nothing
-    g.flush(1, 4.0)
+    g.flush([0], 2.75)                          # already streamed: nothing
+    g.flush([1], 4.0)
     gaps = np.repeat(*g.pooled()).tolist()
     assert sorted(gaps) == [0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 1.25]
 

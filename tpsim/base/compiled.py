@@ -4,9 +4,11 @@
 ``__eq__``, ``__hash__``, the frozen ``__setattr__`` and ``__delattr__``) and compiles it at
 every import: some 150 kB of source for the sixty classes a ``tpsim predict`` process builds,
 ~26 of the ~60 CPU ms of its imports. Between :func:`install` and :func:`uninstall` (the
-package's own imports; the whole of a ``tpsim`` process), ``dataclass`` executes, for a class of a ``tpsim.`` module, the code object compiled from exactly the source
-it wrote (the text is the key), kept from an earlier process; any other class, and any text
-not kept, is compiled as ``dataclass`` does. The classes are the same either way: the code is
+package's own imports, :func:`quiet_import`; a command, :func:`tpsim.cli.main`, for the whole
+of a ``tpsim`` process or the call from Python), ``dataclass`` executes, for a class of a
+``tpsim.`` module, the code object compiled from exactly the source it wrote (the text is the
+key), kept from an earlier process; any other class, and any text not kept, is compiled as
+``dataclass`` does. The classes are the same either way: the code is
 what ``compile`` returns for that text, executed with the same namespaces.
 
 The entries live in one :mod:`marshal` file per tpsim package directory beside the parsed
@@ -20,6 +22,8 @@ holds runs.
 from __future__ import annotations
 
 import dataclasses
+import gc
+import importlib
 import marshal
 import os
 import sys
@@ -39,6 +43,33 @@ def install() -> None:
     :func:`uninstall`: ``import tpsim`` installs it for its own imports only, a ``tpsim``
     process for its whole life (:func:`tpsim.cli.main`)."""
     dataclasses.exec = _exec    # shadows the built-in inside dataclasses only
+
+
+def quiet_import(module: str):
+    """``module`` imported as tpsim's own imports are (``import tpsim``, its lazy names, a
+    command's modules): with the kept code (:func:`install`, undone after unless already in
+    effect) and the collector paused, the objects it builds (some 16,000 for the training
+    model, and no garbage) joining the collector's oldest generation without a pass over them
+    (as objects that outlived its younger passes would) unless the process keeps objects
+    frozen of its own; the collector left as it was."""
+    collecting, kept = gc.isenabled(), installed()
+    gc.disable()
+    try:
+        install()
+        return importlib.import_module(module)
+    finally:
+        if not kept:
+            uninstall()         # the user's process compiles its own classes as it did
+        if gc.get_freeze_count() == 0:
+            gc.freeze()         # every tracked object to the permanent generation,
+            gc.unfreeze()       # then all of them to the oldest
+        if collecting:
+            gc.enable()
+
+
+def installed() -> bool:
+    """Whether :func:`install` is in effect."""
+    return getattr(dataclasses, "exec", None) is _exec
 
 
 def uninstall() -> None:

@@ -80,7 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:    # a `tpsim` process: its modules live to its end, and the collector's
         gc.freeze()     # passes (the last at exit included) need not go over them; the
         compiled.install()  # modules a command imports build their classes from kept code
-    argv = sys.argv[1:] if argv is None else argv
+        return _command(sys.argv[1:])
+    kept = compiled.installed()     # a call from Python: the modules it imports likewise,
+    compiled.install()              # the caller's classes left as they were
+    try:
+        return _command(argv)
+    finally:
+        if not kept:
+            compiled.uninstall()
+
+
+def _command(argv: list[str]) -> int:
+    """Parse ``argv`` and run its subcommand: the exit status (:func:`main`)."""
     for var in BLAS_THREADS:
         os.environ.setdefault(var, "1")
     try:

@@ -55,8 +55,9 @@ def step_kwargs(args) -> dict:
 
 
 def _predict_one(args, combo: dict):
+    from ..base.compiled import quiet_import
     from ..spec.model import load_model, with_overrides
-    from ..training.predict import predict
+    predict = quiet_import("tpsim.training.predict").predict    # as `import tpsim` would
     model = with_overrides(load_model(combo["model"]), layers=args.layers, hidden=args.hidden,
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)

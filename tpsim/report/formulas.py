@@ -5,9 +5,9 @@ Op and collective rows name the function that priced them (:mod:`tpsim.sim.price
 sections built from them name theirs here: one dotted name where one function computed the
 whole section, else a mapping JSON field -> name. Each name is read off the function object
 (:func:`tpsim.base.formula.qualname`), so renaming or moving a function renames the output
-with it, and a function that disappears fails at import (``tpsim infer``'s names: when first
-read, so that ``tpsim predict`` does not import the serving model). The search's candidates
-reuse the step's and the memory's names (:mod:`tpsim.report.search`).
+with it, and a function that disappears fails when its section's names are made: when
+first read, so that ``tpsim predict`` does not import the serving model nor ``tpsim serve``
+the training one. The search's candidates reuse the step's and the memory's names (:mod:`tpsim.report.search`).
 """
 from __future__ import annotations
 
@@ -15,16 +15,6 @@ import dataclasses
 
 from ..base.formula import qualname
 from ..cluster.topology import Device
-from ..sim.memory import stage_memory, userbuffers_bytes
-from ..spec.sharding import zero_stage
-from ..sim.result import TimeSplit
-from ..sim.simulate import layer_times, phase_times
-from ..spec.model import ModelConfig
-from ..training import step_accounting as accounting
-from ..training.predict import predict
-from ..training import energy, offload, terms
-from ..training.expert_comm import group_exposed_s
-from ..training.flops import megatron_flops
 
 
 def by_field(*groups) -> dict[str, str]:
@@ -32,38 +22,62 @@ def by_field(*groups) -> dict[str, str]:
     return {f: qualname(fn) for fn, fields in groups for f in fields}
 
 
-OFFLOAD = ("offload_exposed_s",)      # named by tpsim.training.offload's formula
-SPLIT = tuple(f.name for f in dataclasses.fields(TimeSplit) if f.name not in OFFLOAD)
+# tpsim predict: LAYER, MODEL, STEP, STAGE, MEMORY, SPLIT, OFFLOAD (:func:`__getattr__`)
+_PREDICT = ("LAYER", "MODEL", "STEP", "STAGE", "MEMORY", "SPLIT", "OFFLOAD")
+OFFLOAD_FIELDS = ("offload_exposed_s",)      # named by tpsim.training.offload's formula
 
-# tpsim predict
-LAYER = qualname(layer_times)
-MODEL = by_field((layer_times, ("layer_s",)), (phase_times, ("embedding_s", "output_s")),
-                 (predict, ("step_s", "flops", "tflops_per_gpu", "mfu", "hardware_flops", "hfu")),
-                 (ModelConfig.params, ("params",)))
-STEP = by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times, SPLIT),
-                (accounting.step_times, ("tokens_per_s", "tflops_per_gpu", "mfu", "hfu", "flops",
-                                         "hardware_flops", "ideal_bubble_fraction")),
-                (terms.p2p_bytes, ("p2p_bytes",)),
-                (megatron_flops, ("megatron_tflops_per_gpu",
-                                  "megatron_full_square_tflops_per_gpu")),
-                (energy.step_energy_j, ("energy_j",)), (energy.step_cost_usd, ("cost_usd",)),
-                (group_exposed_s, ("ep_comm_exposed_s",)), (offload.exposed_s, OFFLOAD))
-STAGE = qualname(accounting.stage_times)
-MEMORY = by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
-                                  "step_copy_bytes", "total_bytes", "fits")),
-                  (accounting.stage_memories, ("activations_bytes",)),
-                  (Device.usable_bytes, ("reserved_bytes",)),
-                  (terms.in_flight_chunks, ("in_flight",)),
-                  (ModelConfig.stage_params, ("params_per_gpu",)), (zero_stage, ("zero",)),
-                  (offload.offloaded_bytes, ("offloaded_bytes",)),
-                  (userbuffers_bytes, ("tp_buffers_bytes",)))
+
+def _predict_sections() -> dict:
+    """``tpsim predict``'s sections' names (the training model, imported here: serving's
+    output does not read them)."""
+    from ..sim.memory import stage_memory, userbuffers_bytes
+    from ..sim.result import TimeSplit
+    from ..sim.simulate import layer_times, phase_times
+    from ..spec.model import ModelConfig
+    from ..spec.sharding import zero_stage
+    from ..training import energy, offload, terms
+    from ..training import step_accounting as accounting
+    from ..training.expert_comm import group_exposed_s
+    from ..training.flops import megatron_flops
+    from ..training.predict import predict
+    split = tuple(f.name for f in dataclasses.fields(TimeSplit) if f.name not in OFFLOAD_FIELDS)
+    return dict(
+        OFFLOAD=OFFLOAD_FIELDS, SPLIT=split, LAYER=qualname(layer_times),
+        STAGE=qualname(accounting.stage_times),
+        MODEL=by_field((layer_times, ("layer_s",)), (phase_times, ("embedding_s", "output_s")),
+                       (predict, ("step_s", "flops", "tflops_per_gpu", "mfu", "hardware_flops",
+                                  "hfu")), (ModelConfig.params, ("params",))),
+        STEP=by_field((accounting.simulate_step, ("time_s",)), (accounting.stage_times, split),
+                      (accounting.step_times, ("tokens_per_s", "tflops_per_gpu", "mfu", "hfu",
+                                               "flops", "hardware_flops",
+                                               "ideal_bubble_fraction")),
+                      (terms.p2p_bytes, ("p2p_bytes",)),
+                      (megatron_flops, ("megatron_tflops_per_gpu",
+                                        "megatron_full_square_tflops_per_gpu")),
+                      (energy.step_energy_j, ("energy_j",)),
+                      (energy.step_cost_usd, ("cost_usd",)),
+                      (group_exposed_s, ("ep_comm_exposed_s",)),
+                      (offload.exposed_s, OFFLOAD_FIELDS)),
+        MEMORY=by_field((stage_memory, ("weights_bytes", "gradients_bytes", "optimizer_bytes",
+                                        "step_copy_bytes", "total_bytes", "fits")),
+                        (accounting.stage_memories, ("activations_bytes",)),
+                        (Device.usable_bytes, ("reserved_bytes",)),
+                        (terms.in_flight_chunks, ("in_flight",)),
+                        (ModelConfig.stage_params, ("params_per_gpu",)),
+                        (zero_stage, ("zero",)), (offload.offloaded_bytes, ("offloaded_bytes",)),
+                        (userbuffers_bytes, ("tp_buffers_bytes",))))
+
 
 # tpsim infer: PREFILL, DECODE, TOTAL, INFER_MEMORY (:func:`__getattr__`)
 _INFER = ("PREFILL", "DECODE", "TOTAL", "INFER_MEMORY")
 
 
 def __getattr__(name: str):
-    """``tpsim infer``'s sections' names, made when one is first read."""
+    """``tpsim predict``'s and ``tpsim infer``'s sections' names, made when one is first
+    read."""
+    if name in _PREDICT:
+        globals().update(_predict_sections())
+        return globals()[name]
     if name not in _INFER:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from ..serving import infer as serving

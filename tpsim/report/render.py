@@ -11,6 +11,7 @@ from .speculative import speculative_json, speculative_lines
 from .header import kernel_note
 from .remedies import does_not_fit_text, notice_text, notice_values
 from .step import step_lines
+from .values import plain
 from ..base.units import format_size
 from ..spec.precision import LOW_PRECISION
 
@@ -165,20 +166,6 @@ def prediction_report(p, framework: str | None = None) -> str:
     ]
     lines += [f"WARNING: {notice_text(w, framework)}" for w in p.warnings]
     return "\n".join(lines)
-
-
-def plain(value, skip=()):
-    """A result as ``dataclasses.asdict`` makes it (dataclasses as dicts of their fields, tuples,
-    lists and dicts rebuilt, recursively), less the fields named in ``skip``, without its deep
-    copy of every leaf: the results hold numbers, strings and containers of them."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.name not in skip}
-    if type(value) in (list, tuple):
-        return type(value)(plain(v) for v in value)
-    if type(value) is dict:
-        return {k: plain(v) for k, v in value.items()}
-    return value
 
 
 def _with_formula(obj, formula) -> dict:

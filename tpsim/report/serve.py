@@ -15,7 +15,7 @@ from ..serving.step_model import StepModel
 from .energy import energy_json, energy_lines
 from .formulas import by_field, formula_lines
 from .header import kernel_note
-from .render import plain
+from .values import plain
 
 ENGINE = qualname(kv_cache_blocks)
 THROUGHPUT = qualname(summarize)

@@ -6,7 +6,7 @@ from ..base.formula import qualname
 from ..serving.disagg import disaggregated
 from ..serving.pools import capacity, kv_transfer_s
 from ..serving.serve_search import REASONS, serve_search
-from .render import plain
+from .values import plain
 
 SEARCH = qualname(serve_search)
 CANDIDATE = {"requests_per_s": qualname(capacity), "kv_transfer_s": qualname(kv_transfer_s),

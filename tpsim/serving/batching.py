@@ -38,6 +38,7 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
             break
         loop.waiting.popleft()
         loop.running.append(r)
+        loop.changed()
         loop.free -= loop.blocks(int(c[r]) + new)
         ids.append(r)
         news.append(new)
@@ -53,7 +54,7 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
 def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(every running sequence, all its tokens, their sum), their blocks taken, where the
     budget and the free blocks hold them all (module docstring); None otherwise."""
-    run = np.array(loop.running, dtype=np.int64)
+    run = loop.ids()
     c = loop.computed[run]
     news = loop.tokens[run] - c
     tokens = int(news.sum())

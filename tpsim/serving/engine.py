@@ -16,7 +16,7 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
 * **engines of vLLM's V0 kind** (off by default): ``separate_prefill``, a step that prefills
   runs no decodes, the running sequences waiting for it (:meth:`EngineLoop._prefill_due`);
   ``num_scheduler_steps`` S > 1, multi-step scheduling: a waiting request is admitted only
-  at the end of the run of S decode steps in progress (:meth:`EngineLoop._run_end`); one
+  at the end of the run of S decode steps in progress (:func:`.decode_run.run_end`); one
   that ends inside a run ends with it, a last step's time per step left (vLLM's multi_step.py
   output processor cuts past max_tokens); a run's and a prefill step's tokens stream with
   the next step (:mod:`.output_lag`);
@@ -30,7 +30,7 @@ TensorRT-LLM's in-flight batching and SGLang's chunked prefill doing the same:
   each step's batch is fixed as the step before it starts, ``horizon_s``); a
   prefill's last chunk samples the sequence's next token (its first: TTFT), a decode one
   token each. Steps that only decode, with nothing to admit, are advanced together up to the
-  next finish, arrival or block shortage (their times summed in numpy): O(events) steps;
+  next finish, arrival or block shortage (:mod:`tpsim.serving.decode_run`): O(events) steps;
 * **admission** (``admission``): vLLM's rule above, or SGLang's reservation
   (:mod:`tpsim.serving.admission`: the head waits while it does not fit);
 * **pipeline** (``pp`` > 1): each GPU holds ceil(layers/pp) layers' weights and KV cache, so
@@ -64,10 +64,11 @@ from ..spec.serving import ServingLayout
 from .admission import admission
 from .arrivals import draw_requests
 from .batching import schedule
+from .decode_run import advance
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
-from .gaps import TokenGaps, latencies, run_end_steps
-from .host import host_step_s, horizon_s, prefill_op_s, step_wall_s, steps_until_seen
+from .gaps import TokenGaps, latencies
+from .host import host_step_s, horizon_s, prefill_op_s, step_wall_s
 from .output_lag import OutputLag
 from .infer import _check, _Server
 from .memory import activations_per_sequence, kv_bytes_per_token, weights_per_gpu
@@ -128,8 +129,10 @@ class EngineLoop:
         self.first = np.zeros(n)
         self.last = np.zeros(n)
         self.bs, self.free, self.model, self.st = st.block_size, blocks, model, st
+        self.capacity = blocks                          # the cache's blocks, free or held
         self.max_seqs, self.budget = st.max_num_seqs, st.max_num_batched_tokens
         self.waiting, self.running = deque(), []
+        self._ids, self.decoding = None, True    # the running ids' array; all of them decode
         self.t, self.next, self.finished = float(self.arr[0]) if n else 0.0, 0, 0
         self.steps = self.prefill_steps = self.preemptions = self.seq_steps = 0
         self.multi, self.since = st.num_scheduler_steps, 0   # decode steps into the run
@@ -141,6 +144,19 @@ class EngineLoop:
 
     def blocks(self, n: int) -> int:
         return -(-n // self.bs)
+
+    def ids(self) -> np.ndarray:
+        """The running ids as an array (read-only), made again only after they change
+        (:meth:`changed`)."""
+        if self._ids is None:
+            self._ids = np.array(self.running, dtype=np.int64)
+            self._ids.flags.writeable = False
+        return self._ids
+
+    def changed(self) -> None:
+        """The running set changed (an admission, a preemption): its array and whether all of
+        it decodes are to be found again."""
+        self._ids = self.decoding = None
 
     def run(self) -> None:
         n = len(self.arr)
@@ -158,70 +174,18 @@ class EngineLoop:
             if not self.running:
                 self.since = 0                          # an idle engine schedules at once
             if (not room or self.since) and self._decoding() and not self.spec \
-                    and self._advance():
+                    and advance(self):
                 continue
             self._step()
 
     def _decoding(self) -> bool:
         """Every running sequence decodes: one token to feed and its first token out (a prompt
         whose last chunk is one token is still a prefill)."""
-        if not self.running:
-            return True
-        run = np.array(self.running)
-        return bool(((self.tokens[run] - self.computed[run] == 1) & (self.done[run] > 0)).all())
-
-    def _advance(self) -> bool:
-        """Decode-only steps together (module docstring); False when not one fits."""
-        self.lag.release(self, self.t, self.t, False)   # a prefill's tokens (output_lag)
-        run, bs = np.array(self.running), self.bs
-        kv = self.computed[run]
-        held = ((kv + bs - 1) // bs).sum()
-
-        def grown(j: int) -> int:                # the blocks j more steps take: monotone
-            return int(((kv + j + bs - 1) // bs).sum() - held)
-        most = int((self.wants[run] - self.done[run]).min())     # steps to the first finish
-        lo, hi, new = 0, most, grown(most)
-        if new <= self.free:
-            lo = most                  # all fit (the usual case): no search
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if grown(mid) <= self.free:
-                lo = mid
-            else:
-                hi = mid - 1
-        k = lo
-        if k == 0:
-            return False
-        b = len(run)
-        gpu = self.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
-        engine = step_wall_s(gpu, host_step_s(self.st, b), self.st.host_overlap)
-        wall = paced_wall_s(engine, frontend_s(self.st, 0, b))
-        ends = self.t + np.cumsum(wall)
-        if len(self.running) < self.max_seqs:       # up to the run's end after an arrival
-            if self.waiting:
-                k = min(k, self._run_end(self.admit.steps_to_fit(self, k)))
-            elif self.next < len(self.arr):
-                k = min(k, self._run_end(steps_until_seen(
-                    self.t, ends, self.arr[self.next] + self.lat, self.st.host_overlap)))
-        self.lag.stream(self, run, ends[:k], run_end_steps(self.since, k, self.multi), k)
-        self.since = (self.since + k) % self.multi
-        self.free -= new if k == most else grown(k)
-        self.decode_busy_s += float(gpu[:k].sum())
-        self.host_wait_s += float((engine[:k] - gpu[:k]).sum())
-        self.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
-        self.t, self.wall = float(ends[k - 1]), float(wall[k - 1])
-        self.steps, self.seq_steps = self.steps + k, self.seq_steps + k * b
-        self.admit.decoded(k)
-        self.computed[run] += k
-        self.tokens[run] += k
-        self.done[run] += k
-        self._retire(run)
-        return True
-
-    def _run_end(self, j: int) -> int:
-        """Decode steps from now to the end of the run (of ``num_scheduler_steps``) in which
-        the j-th one falls: j itself without multi-step scheduling."""
-        return j + (-(self.since + j)) % self.multi
+        if self.decoding is None:
+            run = self.ids()
+            self.decoding = bool(((self.tokens[run] - self.computed[run] == 1)
+                                  & (self.done[run] > 0)).all())
+        return self.decoding
 
     def _preempt(self) -> int:
         v = self.running.pop()
@@ -229,6 +193,7 @@ class EngineLoop:
         self.computed[v] = 0
         self.waiting.appendleft(v)
         self.preemptions += 1
+        self.changed()
         self.admit.retracted(self)
         return v
 
@@ -257,11 +222,12 @@ class EngineLoop:
         outs = int(np.count_nonzero(made))
         dt, seqs, chunked = self._price(ids, news, cs, decodes, outs)
         engine = float(step_wall_s(dt, host_step_s(self.st, ids.size), self.st.host_overlap))
-        admitted = int(np.count_nonzero((cs == 0) & (ds == 0)))
+        fresh = ds == 0                               # no token out yet
+        admitted = int(np.count_nonzero((cs == 0) & fresh))
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self._account(ids.size, dt, engine, wall)
         c[ids] = fed
-        firsts = ids[made & (ds == 0)]
+        firsts = ids[made & fresh]
         made = ids[made]
         tk[made] += 1
         done[made] += 1
@@ -271,6 +237,9 @@ class EngineLoop:
             self.spec.emit(self, seqs)
         self.lag.release(self, self.t - wall, self.t, chunked)   # the last step's
         self.lag.stream(self, streamed, [self.t], [1])
+        # all decode next where every running one fed its last token (else: look again)
+        self.decoding = True if not self.spec and ids.size == len(self.running) \
+            and outs == ids.size else None
         self._retire(ids)
 
     def _price(self, ids, news, cs, decodes, outs: int) -> tuple[float, np.ndarray, bool]:
@@ -311,16 +280,17 @@ class EngineLoop:
         ended = run[self.done[run] >= self.wants[run]]
         if not ended.size:
             return
-        for r in ended.tolist():
-            self.free += self.blocks(int(self.computed[r]))
-            self.last[r] = self.t + (-self.since % self.multi) * self.wall   # at run end
-            self.gaps.flush(r, self.last[r])
-            self.finished += 1
-            if self.sent < len(self.arr):          # its client sends the next request
-                self.arr[self.sent] = self.last[r]
-                self.sent += 1
+        self.free += int(((self.computed[ended] + self.bs - 1) // self.bs).sum())
+        t = self.t + (-self.since % self.multi) * self.wall     # at the run's end
+        self.last[ended] = t
+        self.gaps.flush(ended, t)
+        self.finished += ended.size
+        sent = min(ended.size, len(self.arr) - self.sent)   # their clients send the next ones
+        self.arr[self.sent:self.sent + sent] = t
+        self.sent += sent
         gone = set(ended.tolist())
         self.running = [r for r in self.running if r not in gone]
+        self._ids = None
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,

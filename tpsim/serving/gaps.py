@@ -38,7 +38,14 @@ class TokenGaps:
     def deliver(self, reqs, times) -> None:
         """``reqs`` (request ids) each receive a chunk at every time of ``times`` (ascending,
         s): gaps times[0] - their last (none for a first token), then the differences of
-        ``times``, once per request."""
+        ``times``, once per request; ``times`` a float: one chunk each."""
+        if isinstance(times, float):                        # one time: no differences
+            reqs = np.asarray(reqs, dtype=np.int64)
+            if reqs.size:
+                first = times - self.last[reqs]
+                self.parts.append((first[first == first], 1))
+                self.last[reqs] = times
+            return
         reqs, times = np.asarray(reqs, dtype=np.int64), np.asarray(times, float).reshape(-1)
         if reqs.size == 0 or times.size == 0:
             return
@@ -48,10 +55,13 @@ class TokenGaps:
             self.parts.append((times[1:] - times[:-1], reqs.size))
         self.last[reqs] = times[-1]
 
-    def flush(self, r: int, t: float) -> None:
-        """Request ``r`` finished at ``t``: its tokens not yet streamed go now."""
-        if not self.last[r] >= t:
-            self.deliver([r], t)
+    def flush(self, reqs, t: float) -> None:
+        """Requests ``reqs`` (ids) finished at ``t``: the tokens of each not yet streamed go
+        now, as one chunk each."""
+        reqs = np.asarray(reqs, dtype=np.int64)
+        late = reqs[~(self.last[reqs] >= t)]
+        if late.size:
+            self.deliver(late, t)
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """(each gap, how many times it occurred), every request's together."""

@@ -49,7 +49,7 @@ class OutputLag:
         that go on waits for the next step (:meth:`release`); a finished request's streams
         now, where its e2e ends (:mod:`tpsim.serving.engine`)."""
         if not self.on and len(steps) == len(ends):       # every step (ascending in 1..n)
-            loop.gaps.deliver(reqs, ends)
+            loop.gaps.deliver(reqs, ends if len(ends) != 1 else float(ends[0]))
             return
         reqs, ends = np.asarray(reqs, dtype=np.int64), np.atleast_1d(np.asarray(ends, float))
         steps = np.asarray(steps, dtype=np.int64)

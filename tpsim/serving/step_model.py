@@ -148,6 +148,7 @@ class StepModel:
         self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
         self.x_grid, self.attn = tabulate(self._prefill_attn, max(max_context, 2), log=True)
         self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
+        self._chunk_memo = {}           # A(c, s) of the chunks priced
         self._decode_table(max_seqs)
         self.e_grid, self.emb = tabulate(
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
@@ -166,6 +167,7 @@ class StepModel:
     def _decode_table(self, max_seqs: int) -> None:
         """k at ``max_seqs`` sequences and D(B) up to them: the tables max_num_seqs sets."""
         self.max_seqs, srv = max_seqs, self.srv
+        self._decode_fixed = {}          # decode_step_s's parts by batch size
         self.k = self._per_cached_token(max_seqs)
         self.b_grid, self.decode_lin = tabulate(
             lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
@@ -174,6 +176,7 @@ class StepModel:
         """R(T), the pipeline's stage-to-stage transfers (none at pp = 1)."""
         srv = self.srv
         self.pp, self.split = srv.pp, srv.pp * srv.ep
+        self._decode_fixed, self._step_memo = {}, {}   # looked up once (R(T), the split)
         self.r_grid, self.p2p = tabulate(
             lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, self.top_t) \
             if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
@@ -270,10 +273,14 @@ class StepModel:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
         g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
         (module docstring)."""
-        g, rows, eager = self.graph_rows(b)
-        lin = np.interp(rows, self.b_grid, self.decode_lin)
-        gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + self.ends(rows,
-                                                                                     b / g)
+        key = (b, self.graph_align, self.graph_max)
+        fixed = self._decode_fixed.get(key)
+        if fixed is None:          # what depends on b alone, looked up once per batch size
+            g, rows, eager = self.graph_rows(b)
+            fixed = self._decode_fixed[key] = (g, np.interp(rows, self.b_grid, self.decode_lin),
+                                             self.ends(rows, b / g), eager)
+        g, lin, ends, eager = fixed
+        gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + ends
         return self.eager_decode_s(eager, gpu)
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
@@ -295,15 +302,30 @@ class StepModel:
         g = min(self.split, len(c) + decode_seqs)
         if len(c) == 1:                               # one chunk: its numbers as floats
             c_sum = c_max = c[0]
-            att_sum = att_max = self.attention(c_sum, s[0])
+            att_sum = att_max = self._looked_up(self._chunk_memo, (c_sum, s[0]),
+                                                self.attention)
         else:
             att = self.attention(c, s)
             c_sum, c_max, att_sum, att_max = c.sum(), c.max(), att.sum(), att.max()
         tokens = max((c_sum + decode_seqs * queries) / g, c_max)
-        layer = (np.interp(tokens, self.t_grid, self.prefill_lin) + max(att_sum / g, att_max)
-                 + self.k * decode_kv / g)
-        return issue_bound(float(self.layers * layer + self.ends(tokens, outputs / g)),
-                           self.forward_ops, op_s)
+        lin, ends = self._looked_up(self._step_memo, (tokens, outputs / g), self._lin_ends)
+        layer = lin + max(att_sum / g, att_max) + self.k * decode_kv / g
+        return issue_bound(float(self.layers * layer + ends), self.forward_ops, op_s)
+
+    def _lin_ends(self, tokens, outputs) -> tuple:
+        """(P(T), E(T) + O(n) + R(T)) of a step of ``tokens`` and ``outputs``."""
+        return np.interp(tokens, self.t_grid, self.prefill_lin), self.ends(tokens, outputs)
+
+    @staticmethod
+    def _looked_up(memo: dict, key: tuple, f):
+        """f(*key), kept in ``memo`` (up to MEMO entries): an engine's steps repeat a few
+        shapes (a prompt after none cached, the same batch)."""
+        out = memo.get(key)
+        if out is None:
+            out = f(*key)
+            if len(memo) < MEMO:
+                memo[key] = out
+        return out
 
 
 def same_layer_prices(a, b) -> bool:
@@ -332,6 +354,7 @@ def same_layer_prices(a, b) -> bool:
     return True
 
 
+MEMO = 1 << 16       # the entries a StepModel keeps of each kind of its steps' parts
 CACHE_LO, CACHE_HI = 1024, 1024 + 4096    # cache lengths between which a slope is measured
 
 

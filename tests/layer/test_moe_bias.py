@@ -43,7 +43,7 @@ def test_fc2_bias_add_and_gradient_closed_form(ep):
     plain = ops_of(False, ep)[1]
     assert tpl.saved_bytes(d) - plain.saved_bytes(d) == 4 * r * h
     assert set(ops) - set(dict(zip(plain.names, plain.ops(d)))) == {
-        "fwd.experts.fc2.bias", "bwd.experts.fc2.bias"}
+        "fwd.experts.fc2.bias", "bwd.experts.fc2.bias", "bwd.experts.bias.grad_accumulate"}
 
 
 def test_biases_add_no_flops():
@@ -84,3 +84,17 @@ def test_biased_experts_unfuse_the_attention_bias_dropout_add(dropout):
     assert tpls[True, 1].nodes[tpls[True, 1].names.index(extra)].host_ops == 0
     assert ops[True, 1]["fwd.bias_dropout_add1"] == ops[False, 1]["fwd.bias_dropout_add1"]
     assert all(extra not in o for k, o in ops.items() if k != (True, 1))
+
+
+@pytest.mark.parametrize("ep", [1, 2])
+def test_bias_kernels_and_main_gradient_adds(ep):
+    """E_l = 8 / ep: the bias add runs 2 E_l + 2 kernels, its backward 6 E_l + 3, each with its
+    launch; the DDP hook adds the 2 E_l bias gradients (fc1's 2 f_e = 256 and fc2's h = 256
+    elements each) into the main gradient in 2 E_l kernels, B + 8 bytes an element."""
+    d, tpl, ops = ops_of(True, ep)
+    el = 8 // ep
+    assert ops["fwd.experts.fc2.bias"].kernels == 2 * el + 2
+    assert ops["bwd.experts.fc2.bias"].kernels == 6 * el + 3
+    add = ops["bwd.experts.bias.grad_accumulate"]
+    assert (add.kernels, add.bytes) == (2 * el, el * (256 + 256) * (2 + 8))
+    assert "bwd.experts.bias.grad_accumulate" not in ops_of(False, ep)[1].names

@@ -232,8 +232,17 @@ and the clamps eager, the activation ``torch.compile``d (Megatron-core ``jit.py`
 graphs (``cuda_graph_impl`` "none"), the all-to-all dispatcher without the EP overlap. Not found
 published: a Hopper timing of cuDNN's attention with sink tokens (cudnn-frontend's gpt_oss
 benchmark runs ``with_sink_token`` False) or of that grouped GEMM at 16 experts of 1,024 rows.
-A sensitivity, not a fit: at 100 or 120 us a host op (the preset's 58) the row is +30.0% or
-+22.7%.
+Counted from the same code since (Megatron-core 0.17.1, the 26.04 container's, and PyTorch's
+autograd): the per-expert ``_apply_bias`` runs 2 E_l + 2 kernels forward and 6 E_l + 3
+backward (autograd casts each gradient to its input's dtype), each timed with its launch; the
+DDP hook adds each of the 2 E_l expert biases' gradients into the main gradient every
+micro-batch (:mod:`tpsim.layer.moe_bias`); TEGroupedMLP refuses ``bias_dropout_fusion`` with
+biases (the provider turns it off), so the attention's bias is added in a pass of its own;
+the clamps' backward is ``clamp_backward``'s masks, ``logical_and_`` and ``where`` (3 and 5
+kernels, :mod:`tpsim.layer.moe_clamp`); the unfused RoPE's backward zeroes and adds the empty
+``t_pass`` slice's gradient (:mod:`tpsim.layer.rope`): together +38.5% to +31.0%.
+A sensitivity, not a fit: at 100 or 120 us a host op (the preset's 58) the row is +24.4% or
++17.7%.
 
 NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
 ``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):

@@ -43,7 +43,7 @@ def test_fc2_bias_add_and_gradient_closed_form(ep):
     plain = ops_of(False, ep)[1]
     assert tpl.saved_bytes(d) - plain.saved_bytes(d) == 4 * r * h
     assert set(ops) - set(dict(zip(plain.names, plain.ops(d)))) == {
-        "fwd.experts.fc2.bias", "bwd.experts.fc2.bias"}
+        "fwd.experts.fc2.bias", "bwd.experts.fc2.bias", "bwd.experts.bias.grad_accumulate"}
 
 
 def test_biases_add_no_flops():
@@ -67,3 +67,34 @@ def test_gpt_oss_layers_sum_to_its_published_size():
     total = 36 * moe_layer_params(m, 1) + m.vocab_params(m.vocab) + m.norm_params
     assert total == m.params() == pytest.approx(116.83e9, rel=1e-3)
     assert moe_layer_params(m, 1, 8, 1) == moe_layer_params(m, 1) - 7 * expert_params(m, 8, 1)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_biased_experts_unfuse_the_attention_bias_dropout_add(dropout):
+    """A layer with biased experts adds the attention's bias in a pass of its own (read and
+    write T h, B = 2; with dropout its pass too: 4 T h B); a bare call, no Python-level op; the
+    fused op unchanged; none without biases or experts."""
+    m = toy(bias=True)
+    d = moe_dims(m, 1, 2, 128, "bf16", False)
+    tpls = {(bias, moe): layer_template(False, dropout=dropout, swiglu=True, moe=moe, bias=bias)
+            for bias in (False, True) for moe in (0, 1)}
+    ops = {k: dict(zip(t.names, t.ops(d))) for k, t in tpls.items()}
+    extra = "fwd.bias_dropout_add1.bias"
+    assert ops[True, 1][extra].bytes == (4 if dropout else 2) * 256 * 256 * 2
+    assert tpls[True, 1].nodes[tpls[True, 1].names.index(extra)].host_ops == 0
+    assert ops[True, 1]["fwd.bias_dropout_add1"] == ops[False, 1]["fwd.bias_dropout_add1"]
+    assert all(extra not in o for k, o in ops.items() if k != (True, 1))
+
+
+@pytest.mark.parametrize("ep", [1, 2])
+def test_bias_kernels_and_main_gradient_adds(ep):
+    """E_l = 8 / ep: the bias add runs 2 E_l + 2 kernels, its backward 6 E_l + 3, each with its
+    launch; the DDP hook adds the 2 E_l bias gradients (fc1's 2 f_e = 256 and fc2's h = 256
+    elements each) into the main gradient in 2 E_l kernels, B + 8 bytes an element."""
+    d, tpl, ops = ops_of(True, ep)
+    el = 8 // ep
+    assert ops["fwd.experts.fc2.bias"].kernels == 2 * el + 2
+    assert ops["bwd.experts.fc2.bias"].kernels == 6 * el + 3
+    add = ops["bwd.experts.bias.grad_accumulate"]
+    assert (add.kernels, add.bytes) == (2 * el, el * (256 + 256) * (2 + 8))
+    assert "bwd.experts.bias.grad_accumulate" not in ops_of(False, ep)[1].names

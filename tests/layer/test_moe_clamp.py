@@ -21,15 +21,18 @@ def syncs(p) -> set:
 
 def test_clamp_bytes_and_sync():
     """Forward: B + B + 2B per element of the R x 2 f_e fc1 output (R = 4096 x 4 rows at EP 8
-    with every rank's share even, f_e 2880), backward 1.5B + 1.5B + 2B; the activation waits on
-    the host for the cat's end."""
+    with every rank's share even, f_e 2880); backward, per element of a half, 3B + 2 (fill, le,
+    where), 4B + 6 (fill, ge, le, logical_and_, where) and 4B (the cat), 3, 5 and 1 kernels;
+    the activation waits on the host for the cat's end."""
     p = run("gpt-oss-120b")
     rows = {o.name: o for o in p.ops}
     n = 4096 * 4 * 2 * 2880
     assert [rows[f"fwd.experts.act.{k}"].bytes for k in ("clamp_glu", "clamp_linear", "cat")] \
         == [B * n, B * n, 2 * B * n]
-    assert sum(rows[f"bwd.experts.act.{k}"].bytes for k in ("clamp_glu", "clamp_linear", "split")) \
-        == 5 * B * n
+    bwd = [rows[f"bwd.experts.act.{k}"] for k in ("clamp_glu", "clamp_linear", "split")]
+    assert [o.bytes for o in bwd] == [(3 * B + 2) * n // 2, (4 * B + 6) * n // 2, 4 * B * n // 2]
+    ops = dict(zip(p.run.template.names, p.run.ops))
+    assert [ops[o.name].kernels for o in bwd] == [3, 5, 1]
     assert ("fwd.experts.act.cat", "fwd.experts.act") in syncs(p)
     assert rows["fwd.experts.act"].start_s >= rows["fwd.experts.act.cat"].end_s
 

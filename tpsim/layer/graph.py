@@ -35,7 +35,7 @@ from .moe_flex import slot, slot_groups
 from .ops import Attention
 from .recompute import DEFAULT_MODULES, apply_recompute
 from .rope import unfused_bwd as rope_bwd, unfused_fwd as rope_fwd
-from .template import Builder, Template
+from .template import BARE_CALL, Builder, Template
 
 BLOCKS = ("attention", "mlp")
 # the activation kernel's arithmetic (tpsim.layer.ops.MemoryBound.arith), by swiglu
@@ -55,11 +55,32 @@ def _norm_fwd(B: Builder, name: str, dep) -> str:
 
 def _bias_dropout_add_fwd(B: Builder, i: int, dep, skip, dropout: bool) -> str:
     """Megatron's fused bias-dropout-add (``bias_dropout_add_fused_train``): one kernel reads the
-    block output and the residual and writes their sum, plus a 1-byte dropout mask it keeps."""
+    block output and the residual and writes their sum, plus a 1-byte dropout mask it keeps
+    (a layer with biased experts: the attention's bias added first, :func:`_bias_add_fwd`)."""
+    if i == 1 and B.expert_bias and not B.eager:
+        dep = _bias_add_fwd(B, dep, dropout)
     mask = 1 if dropout else 0
     return B.eltwise(f"fwd.bias_dropout_add{i}",
                      lambda d: (d.Tn, d.h, d.Tn * d.h * (3 * d.bpe + mask)), (dep, skip),
                      saved=(lambda d: d.Tn * d.h) if dropout else None)
+
+
+def _bias_add_fwd(B: Builder, dep, dropout: bool) -> str:
+    """The unfused bias-dropout-add's passes beyond the fused kernel's. Megatron-core's
+    TEGroupedMLP refuses ``bias_dropout_fusion`` with ``add_bias_linear`` (core_v0.17.1
+    ``transformer/moe/experts.py``; Megatron-Bridge's gpt-oss provider turns it off,
+    ``models/gpt_oss/gpt_oss_bridge.py``), so the layer runs ``_bias_dropout_add_func``
+    (``fusions/fused_bias_dropout.py``) eagerly: ``x + bias`` on the attention's output
+    (``linear_proj`` returns its bias, ``skip_bias_add``), read and written, 2B per element of
+    the T x h rows (B the activations' bytes); with dropout its own pass, 2B more (at p = 0
+    ``dropout`` returns its input: no kernel); then ``residual + out``, the fused op's bytes.
+    The MoE block returns no bias (TEGroupedMLP adds fc2's, :mod:`tpsim.layer.moe_bias`):
+    its add is the fused op's. The backward is the fused one's (the bias's gradient:
+    ``bwd.proj.bias_grad``). A bare torch call: a launch on the host. Left out: a biased MoE
+    model's dense layers, also unfused in Megatron-core (one config)."""
+    passes = 4 if dropout else 2
+    return B.eltwise("fwd.bias_dropout_add1.bias",
+                     lambda d: (d.Tn, d.h, passes * d.Tn * d.h * d.bpe), (dep,), **BARE_CALL)
 
 
 def _attention(kernel: str | None, backward: bool):

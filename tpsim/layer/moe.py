@@ -44,7 +44,7 @@ from ..base.errors import ConfigError
 from ..spec.precision import LOW_PRECISION
 from .dims import Dims, sp_reduce_op
 from .linears import fp8_cast, gathered_input
-from .moe_bias import bias_bwd, bias_fwd
+from .moe_bias import bias_bwd, bias_fwd, bias_grad_accumulate
 from .moe_host import aux_all_reduce, aux_bwd, aux_fwd_ops
 from .moe_loops import local_experts, wgrad_loop_ops
 from .moe_router import topk_bwd, topk_fwd
@@ -125,10 +125,13 @@ def grouped_bwd(B: Builder, name: str, size, grad) -> str:
                                                     local_experts(d), False, 0,
                                                     GROUPED_GEMM_STREAMS), (grad,),
                    forward_of=fwd, linear=True, launches=local_experts)
-    B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], local_experts(d),
-                                           True, 0, GROUPED_GEMM_STREAMS), (grad,),
-           forward_of=fwd, linear=True, launches=local_experts,
-           loop_ops=wgrad_loop_ops(B.expert_bias and size is not fc2_size))
+    wgrad = B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0],
+                                                   local_experts(d), True, 0,
+                                                   GROUPED_GEMM_STREAMS), (grad,),
+                   forward_of=fwd, linear=True, launches=local_experts,
+                   loop_ops=wgrad_loop_ops(B.expert_bias and size is not fc2_size))
+    if B.expert_bias and size is not fc2_size:
+        bias_grad_accumulate(B, lambda d: size(d)[1], wgrad)
     return dgrad
 
 

@@ -20,12 +20,26 @@ backward  autograd in reverse: the cast (B, F), the output's gradient cast back 
                                                                      36 + 2B bytes
 saved     the repeated fp32 bias (the product's other factor):      F bytes
 
+Each kernel is timed with its launch (:func:`tpsim.cost.compute.elementwise_time`): the
+26.04 container's per-expert ``_apply_bias`` runs 2 E_l + 2 in forward and 6 E_l + 3 in
+backward (:mod:`tpsim.layer.moe_loops` counts them; ``_apply_packed_bias`` has the same bytes).
+
+The biases take no gradient accumulation fusion: autograd hands each expert bias's gradient
+to Megatron-core's DDP hook (``distributed/distributed_data_parallel.py``
+``_make_backward_post_hook``: ``param.main_grad.add_(param.grad.data)``), one add per bias and
+micro-batch, 2 E_l kernels over E_l (n_in f_e / etp + h) elements reading the 16-bit gradient
+and reading and writing the main gradient (B + 8 bytes, as :func:`tpsim.layer.linears.
+grad_accumulate`), each hook's add a bare call on the host.
+
 The router's bias (E) and the attention's (:mod:`tpsim.layer.linears`) are the dense
-linears'; the router's costs T E elements, left out as its top-k's are not.
+linears'; the router's costs T E elements, left out as its top-k's are not; so are their
+DDP hooks' adds (and the norms' weights'), one each a layer, as in every model.
 """
 from __future__ import annotations
 
-from .moe_loops import apply_bias_bwd_launches, apply_bias_loop_ops
+from ..cost.compute import FP32_ACCUMULATE_BYTES
+from .moe_loops import (apply_bias_bwd_launches, apply_bias_kernels, apply_bias_loop_ops,
+                        bias_hooks, local_experts)
 from .template import Builder
 
 F32 = 4
@@ -40,7 +54,8 @@ def bias_fwd(B: Builder, name: str, x, rows) -> str:
     the experts as :mod:`tpsim.layer.moe_loops` counts it."""
     return B.eltwise(f"{name}.bias", lambda d: (rows(d), d.h, (FORWARD_BYTES + 2 * d.bpe)
                                                 * rows(d) * d.h), (x,),
-                     saved=lambda d: SAVED_BYTES * rows(d) * d.h, loop_ops=apply_bias_loop_ops)
+                     saved=lambda d: SAVED_BYTES * rows(d) * d.h, loop_ops=apply_bias_loop_ops,
+                     kernels=apply_bias_kernels)
 
 
 def bias_bwd(B: Builder, name: str, grad, rows) -> str:
@@ -49,4 +64,17 @@ def bias_bwd(B: Builder, name: str, grad, rows) -> str:
     :mod:`tpsim.layer.moe_loops` counts them."""
     return B.eltwise(f"bwd.{name}.bias", lambda d: (rows(d), d.h, (BACKWARD_BYTES + 2 * d.bpe)
                                                     * rows(d) * d.h), (grad,),
-                     forward_of=f"fwd.{name}.bias", launches=apply_bias_bwd_launches)
+                     forward_of=f"fwd.{name}.bias", launches=apply_bias_bwd_launches,
+                     kernels=apply_bias_bwd_launches)
+
+
+def bias_grad_accumulate(B: Builder, fc1_width, dep) -> str:
+    """The DDP hook's adds of the 2 E_l expert biases' gradients into the main gradient
+    (module docstring), after fc1's weight gradient ``dep`` (whose epilogue makes fc1's);
+    ``fc1_width(d)``: n_in f_e / etp. E_l (n_in f_e / etp + h) (B + 8) bytes in 2 E_l
+    kernels; on the host 2 E_l bare calls, no Python-level op."""
+    def size(d):
+        n = local_experts(d) * (fc1_width(d) + d.h)
+        return 1, n, n * (d.bpe + FP32_ACCUMULATE_BYTES)
+    return B.eltwise("bwd.experts.bias.grad_accumulate", size, (dep,), forward_of="fwd.experts.fc1",
+                     kernels=bias_hooks, host_ops=0, loop_ops=bias_hooks)

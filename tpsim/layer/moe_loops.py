@@ -30,9 +30,12 @@ Megatron-core's TEGroupedMLP adds fc2's bias (``skip_bias_add``) in ``_apply_bia
 in August 2026, whose memory traffic :mod:`tpsim.layer.moe_bias` prices): ``torch.cat([t + b *
 p for t, b, p in zip(torch.split(out, counts), biases, torch.split(probs, counts))])`` then
 ``.view`` and ``.to``: 2 ops per expert besides the bias node's own op, and 4 more (the two
-splits, the view, the cast); in backward the C++ autograd engine runs each expert's product's
-two gradients (g p and g b) and their reductions to the bias's and the probabilities' shapes:
-4 kernel launches per expert, and the splits' two concatenations.
+splits, the view, the cast), launching 2 kernels per expert, the cat's and the cast's; in
+backward the C++ autograd engine (PyTorch's ``validate_outputs`` reduces and casts each input's
+gradient to its shape and dtype) runs the cast's gradient up to fp32, then per expert the sum's
+gradient cast to the 16-bit output's dtype, the product's two gradients (g p and g b), their
+reductions to the bias's and the probabilities' shapes and the bias's gradient cast to 16 bits:
+6 kernels per expert, and the splits' two concatenations, 6 E_l + 3 kernel launches.
 
 Left out: the per-expert Python that dispatches nothing (it costs the host microseconds too,
 not priced by a per-op model), DDP's gradient hook per expert weight (Python, no torch op),
@@ -46,8 +49,11 @@ GROUPED_BWD = 2          # per expert: clear_tensor_data's swap, the dummy wgrad
 GROUPED_BIAS_BWD = 1     # per expert: fc1's bias gradient (torch.empty or bgrad_quantize)
 APPLY_BIAS_FWD = 2       # per expert: b * p, t + (...)
 APPLY_BIAS_FIXED = 4     # the two splits, .view, .to (the cat is the bias node's own op)
-APPLY_BIAS_BWD_LAUNCHES = 4   # per expert: g p, g b and their two reductions
-APPLY_BIAS_BWD_FIXED = 2      # the splits' gradients: two concatenations
+APPLY_BIAS_FWD_KERNELS = 2    # per expert: b * p, t + (...); and APPLY_BIAS_FIXED_KERNELS
+APPLY_BIAS_FIXED_KERNELS = 2  # the cat, the cast
+APPLY_BIAS_BWD_LAUNCHES = 6   # per expert: the sum's gradient cast, g p, g b, their two
+                              # reductions, the bias gradient's cast
+APPLY_BIAS_BWD_FIXED = 3      # the cast's gradient; the splits' gradients: two concatenations
 
 
 def local_experts(d) -> int:
@@ -67,6 +73,17 @@ def apply_bias_loop_ops(d) -> int:
     return APPLY_BIAS_FWD * local_experts(d) + APPLY_BIAS_FIXED
 
 
+def apply_bias_kernels(d) -> int:
+    """The kernels of _apply_bias's forward: 2 E_l + 2."""
+    return APPLY_BIAS_FWD_KERNELS * local_experts(d) + APPLY_BIAS_FIXED_KERNELS
+
+
 def apply_bias_bwd_launches(d) -> int:
-    """The C++ autograd engine's kernels of _apply_bias's backward: 4 E_l + 2."""
+    """The C++ autograd engine's kernels of _apply_bias's backward: 6 E_l + 3."""
     return APPLY_BIAS_BWD_LAUNCHES * local_experts(d) + APPLY_BIAS_BWD_FIXED
+
+
+def bias_hooks(d) -> int:
+    """The expert biases whose gradient Megatron-core's DDP hook adds into the main gradient,
+    fc1's and fc2's per expert: 2 E_l (:func:`tpsim.layer.moe_bias.bias_grad_accumulate`)."""
+    return 2 * local_experts(d)

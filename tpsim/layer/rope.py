@@ -18,8 +18,11 @@ last cat a copy). Bytes per element of t, B the activations' bytes: 2B, B (half 
 2B, 2B, 3B, 2B = 12B; per freqs element 8, 8, 4 + B (cos or sin, the product, the cast).
 Autograd's backward, in reverse: the sin product's gradient 2B, the negation's B, the chunk's
 gradient gathered into one tensor 2B, the cos product's gradient 2B, the two gradients of t
-summed 3B: 10B (the cats' backwards are views; cos_ and sin_ need no gradient, so nothing of
-t is kept). Each kernel is one bare torch call, priced on the host as a launch
+summed 3B; then the empty ``t_pass`` slice's ``SliceBackward0`` (``slice_backward``: a zeroed
+gradient of t's whole shape, B written, and an empty copy) and the engine's add of it into t's
+gradient, 3B (the full slice ``t[..., :rot_dim]`` is an alias, no kernel): 14B in 7 kernels
+(the cats' backwards are views; cos_ and sin_ need no gradient, so nothing of t is kept;
+read off PyTorch 2.13's autograd profile of this code). Each kernel is one bare torch call, priced on the host as a launch
 (``host_launch_s``, :mod:`tpsim.sim.launches`), not as a module's op.
 """
 from __future__ import annotations
@@ -30,7 +33,8 @@ from .template import BARE_CALL
 # (kernel, bytes per element of t in activation bytes, in fp32 bytes: none)
 T_FWD = (("cos", 2, 0), ("neg", 1, 0), ("rotate", 2, 0), ("sin", 2, 0), ("add", 3, 0),
          ("cat", 2, 0))
-T_BWD = (("sin", 2, 0), ("neg", 1, 0), ("split", 2, 0), ("cos", 2, 0), ("add", 3, 0))
+T_BWD = (("sin", 2, 0), ("neg", 1, 0), ("split", 2, 0), ("cos", 2, 0), ("add", 3, 0),
+         ("zeros", 1, 0), ("accumulate", 3, 0))
 FREQS = ("cos", "cos.scale", "cos.to", "sin", "sin.scale", "sin.to")
 
 
@@ -70,6 +74,6 @@ def unfused_fwd(B, dep) -> str:
 
 
 def unfused_bwd(B, deps) -> str:
-    """Autograd's kernels of the unfused RoPE on k's, then q's gradient: 10 kernels."""
+    """Autograd's kernels of the unfused RoPE on k's, then q's gradient: 14 kernels."""
     x = _chain(B, "bwd.rope.k", T_BWD, _kv, deps)
     return _chain(B, "bwd.rope.q", T_BWD, _q, x)

@@ -107,8 +107,8 @@ class Device:
     persistent_kernels: tuple[str, ...] = spec(default=(), doc="compute kinds run as persistent kernels (gemm, attention)")
     ep_comm_slowdown: float = spec(ge=0, le=1, default=0.0, doc="fraction of an EP dispatch or combine kernel's speed lost while "
         "compute runs beside it in the merged micro-batches (tpsim.training.moe_overlap.beside); 0: not modelled")
-    deepep_sm_copy_Bps: float | None = spec("deepep_sm_copy_GBps", scale=GB, gt=0, default=None, doc="bytes a second each SM of DeepEP's "
-        "intranode kernel copies, all a rank sends its own slice included, GB/s (tpsim.cost.all_to_all); null: no SM bound")
+    deepep_sm_copy_Bps: float | None = spec("deepep_sm_copy_GBps", scale=GB, gt=0, default=None, doc="GB/s each SM of DeepEP's intranode "
+        "kernel copies of all a rank sends (tpsim.cost.all_to_all), and a CTA of NCCL's p2p kernel (tpsim.cost.p2p_pipeline); null: none")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "
                                   "training step sustains at the board's power limit (tpsim.cluster.sustained); 1: no drop")
     sustained_utilisation: float | None = spec(gt=0, le=1, default=None, doc="utilisation (achieved / peak at the boost "

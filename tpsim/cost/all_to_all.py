@@ -19,11 +19,15 @@ ports; the node's NICs this group uses), a rank sends S (n - d_k)/n out of its u
 1/d_k of the unit's links:
 
     t = s (collective_launch + P launch) + s sum_k hop_k[ring][P] + LL host hops
-        + max_k  S (n - d_k)/n / (p_k B_k eff_k[ring] f_P / d_k)  +  S / B_copy
+        + transfer + max(0, pipeline - transfer) + S / B_copy
+    transfer = max_k  S (n - d_k)/n / (p_k B_k eff_k[ring] f_P / d_k)
 
 with P the protocol (:func:`p2p_protocol`), f_P its ``bandwidth_fraction`` (LL: half the
 line rate) and LL's network hops the host's ``ll_host_latency_us`` each
-(:func:`~tpsim.cost.nccl_tuning.ll_host_s`).
+(:func:`~tpsim.cost.nccl_tuning.ll_host_s`). ``pipeline`` is NCCL's p2p schedule inside one
+node on Simple (:func:`~tpsim.cost.p2p_pipeline.p2p_pipeline_s`: the channels a peer's S/n
+takes, the CTAs they share, each part's chunks at an SM's copy rate, the device's
+``deepep_sm_copy_GBps``); 0 across nodes, on LL, and on a device that lists no such rate.
 
 Inside a node this is (n - 1)/n S over a GPU's own links, as for an all-gather; across DGX
 nodes (one NIC per GPU) the inter-node share (n - g)/n S of a rank's data crosses its own NIC.
@@ -42,13 +46,15 @@ from ..base.formula import qualname
 from ..cluster.placement import LevelSpan, Placement
 from ..cluster.topology import SIMPLE, Topology
 from .nccl_tuning import ll_host_s
+from .p2p_pipeline import p2p_pipeline_s
 
-# NCCL runs a send or receive on LL when its bytes fit P2P_LL_THRESHOLD per channel it is split
-# over, Simple otherwise (src/enqueue.cc addP2pToPlan: NCCL_PARAM(P2pLLThreshold,
-# "P2P_LL_THRESHOLD", 16384); protoLL &= bytes <= nChannels * threshold, 2.19-2.30). A peer's
-# bytes b take min(nChannelsMin, ceil(b / minPartSize)) channels, minPartSize 64 KiB (a
-# node: P2P_NVL_CHUNKSIZE 512 KiB / 8; across nodes P2P_NET_CHUNKSIZE 128 KiB / 2), so LL runs
-# exactly where b <= 16 KiB.
+# NCCL runs a send or receive on LL when its bytes fit P2P_LL_THRESHOLD (src/enqueue.cc
+# addP2pToPlan: NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)): 2.18-2.21 bytes <=
+# threshold; 2.29-2.30 bytes <= nChannels x threshold, a peer's bytes b on min(k_min,
+# ceil(b / minPartSize)) channels, minPartSize 64 KiB (a node: P2P_NVL_CHUNKSIZE 512 KiB / 8;
+# across nodes P2P_NET_CHUNKSIZE 128 KiB / 2), so LL runs exactly where b <= 16 KiB, the rule
+# priced here. 2.22-2.28 allow p2pnChannelsPerPeer x threshold (512 KiB on an 8-GPU NVSwitch
+# node; the 8x B200 curve's 4 MiB, slower than its 8 MiB, looks like it: not priced).
 P2P_LL_THRESHOLD = 16384
 
 
@@ -102,10 +108,23 @@ def all_to_all_time(nbytes: float, place: Placement, topo: Topology,
                    for s in place.spans)
     bw = topo.device.collective_copy_Bps
     copy = nbytes / bw if bw else 0.0
+    pipeline = _p2p_pipeline_s(nbytes / n, place, topo, proto, transfer)
     launch, latency = _launch_s(topo, proto), _hop_s(place.spans, topo, proto)
-    return CollectiveCost("all-to-all", "p2p", int(nbytes), n, launch + latency + transfer + copy,
-                          launch, latency, transfer, copy, proto, qualname(all_to_all_time),
-                          place.group.name)
+    return CollectiveCost("all-to-all", "p2p", int(nbytes), n,
+                          launch + latency + transfer + pipeline + copy, launch, latency,
+                          transfer, copy, proto, qualname(all_to_all_time), place.group.name,
+                          pipeline)
+
+
+def _p2p_pipeline_s(peer_bytes: float, place: Placement, topo: Topology, proto: str,
+                    transfer: float) -> float:
+    """What NCCL's p2p pipeline adds above the wire time inside one node on Simple, where the
+    device lists an SM's copy rate (:func:`~tpsim.cost.p2p_pipeline.p2p_pipeline_s`):
+    max(0, pipeline - transfer); 0 across nodes, on LL, or without that rate."""
+    rate = topo.device.deepep_sm_copy_Bps
+    if place.crosses_nodes or proto != "simple" or not rate:
+        return 0.0
+    return max(0.0, p2p_pipeline_s(peer_bytes, place.size, rate) - transfer)
 
 
 # ---------------------------------------------------------------- MoE dispatch across nodes

@@ -36,8 +36,9 @@ counted in the total as a tensor (``Memory.tp_buffers_bytes``).
 
 The optimizer step's fp32 copy of 16-bit main gradients (``--grad-reduce-in-bf16``, fp16;
 params x step_copy / shards: :mod:`tpsim.spec.precision`; none under PyTorch's FSDP, whose
-gradient shard is kept in the parameter's dtype: :mod:`tpsim.training.shard_state`) exists only between the backward's
-end and the next step's start, when no activation is held: the stage's peak is
+gradient shard is kept in the parameter's dtype: :mod:`tpsim.training.shard_state`) exists
+only between the backward's end and the next step's start, when no activation is held: the
+stage's peak is
 
     total = weights + gradients + optimizer + TP buffers + max(activations, step's copy)
 
@@ -121,9 +122,10 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     bytes the step churns, max(activations, step's copy), for the allocator's waste on them:
     :meth:`tpsim.cluster.topology.Device.usable_bytes`). ``state``: the
     (weights, gradients, optimizer, step's copy) bytes of a ZeRO-2/3 run instead
-    (:func:`tpsim.training.shard_state.state_bytes`: PyTorch's FSDP keeps no step copy); ``offloaded_bytes``: activations held in
-    host memory instead (:mod:`tpsim.training.offload`), outside the total; ``plain``: the
-    parameters with no quantized copy (embedding, output layer, norms), their weights 16-bit
+    (:func:`tpsim.training.shard_state.state_bytes`: PyTorch's FSDP keeps no step copy);
+    ``offloaded_bytes``: activations held in host memory instead
+    (:mod:`tpsim.training.offload`), outside the total; ``plain``: the parameters with no
+    quantized copy (embedding, output layer, norms), their weights 16-bit
     (:func:`tpsim.spec.precision.weights_bytes`); ``tp_buffers``: the TP-overlap buffers
     (:func:`userbuffers_bytes`), held throughout."""
     prec = precision(dtype)

@@ -50,7 +50,9 @@ xentropy), two train metrics updated every micro-batch (Composer 0.13.4's
 ``_eval_train_metrics``), ``limit_all_gathers`` and non-reentrant checkpointing. Its
 ``--fsdp_config_mixed_precision`` default is ``PURE``: Composer 0.13.4's
 ``get_mixed_precision`` sets ``reduce_dtype`` to bf16, so the gradients are reduce-scattered in
-bf16 (``--grad-reduce-in-bf16``, the one setting apart from the 80 GB rows'); its ``bf16``
+bf16 (``--grad-reduce-in-bf16``, the one setting apart from the 80 GB rows; FSDP casts each
+reduced shard back to the fp32 parameter and keeps it so, as tpsim.training.shard_state counts
+it); its ``bf16``
 precision is Composer's deprecated name for ``amp_bf16`` (``trainer.py``). A published run that
 tpsim calls "does not fit" is flagged ``NO`` with the GiB it lacks.
 

@@ -15,7 +15,8 @@ from tpsim.spec.layout import Layout
 from tpsim.spec.optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, adam_state
 from tpsim.spec.precision import precision, precision_key
 from tpsim.training.predict import predict
-from tpsim.training.sharded_dp import Sharding, state_bytes
+from tpsim.training.sharded_dp import Sharding
+from tpsim.training.shard_state import state_bytes
 
 SIZE = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 COMBOS = list(itertools.product(MAIN_PARAMS_DTYPES, MOMENT_DTYPES, MOMENT_DTYPES))
@@ -63,7 +64,7 @@ def test_memory_and_zero3_state_count_the_state_bytes():
     key, P = precision_key("bf16", adam_dtypes=("bf16", "bf16", "bf16")), 1e9
     mem = stage_memory(P, key, 0.0, 80e9, optimizer_shards=4)
     assert mem.optimizer_bytes == P * 4 / 4 and mem.total_bytes == P * (2 + 4 + 1)
-    _, _, opt = state_bytes(P, key, Sharding(3, 8), 8, False, 0)
+    _, _, opt, _ = state_bytes(P, key, Sharding(3, 8), 8, False, 0)
     assert opt == P * 4 / 8
 
 

@@ -127,7 +127,7 @@ PUBLISHED |= {
 
 # The same README's A100 40GB table (the earlier edition, 300cc5c58: mosaicml/examples v0.0.4 on
 # Composer 0.13.4, FSDP mixed precision PURE: bf16 reduce-scatters), its fullest runs on
-# dgx-a100-40gb (39.59 GiB): 13B on 8 GPUs (24 GiB of state a GPU), 3B and 1B at 2k without
+# dgx-a100-40gb (39.59 GiB): 13B on 8 GPUs (26 GiB of state a GPU), 3B and 1B at 2k without
 # checkpointing on 32 GPUs (micro-batches 6 and 10), 70B on 64 (bench/whole_job_bf16_published.py)
 _MPT_40GB = dict(FRAMEWORKS["llm-foundry"], topology="dgx-a100-40gb", tp=1, zero=3, dtype="bf16",
                  grad_reduce_in_bf16=True)

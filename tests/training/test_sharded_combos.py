@@ -11,8 +11,9 @@ from tpsim.spec.model_params import expert_params, moe_layer_params
 from tpsim.spec.parallel import Parallelism
 from tpsim.training import data_parallel as dpm
 from tpsim.training.shard_groups import expert_groups, sharded_shares
+from tpsim.training.shard_state import state_bytes
 from tpsim.training.sharded_dp import (Sharding, replica_group, shard_group, sharding,
-                                       state_bytes, unit_collectives)
+                                       unit_collectives)
 
 
 def test_shard_group_is_dp_times_cp():
@@ -65,11 +66,11 @@ def test_state_bytes_with_experts():
     ZeRO-2 keeps whole weights; the shares are P / ((P - X)/8 + X/2)."""
     P, X, u = 10**9, 6 * 10**8, 10**7
     sh = Sharding(3, 8, True, False, 2)
-    w, g, o = state_bytes(P, "bf16", sh, 8, True, u, X)
+    w, g, o, _ = state_bytes(P, "bf16", sh, 8, True, u, X)
     assert (w, g, o) == pytest.approx((2 * (P - X) / 8 + X + 4 * u,
                                        4 * (P - X) / 8 + 2 * X + 8 * u,
                                        12 * (P - X) / 8 + 6 * X), rel=1e-12)
-    w2, _, _ = state_bytes(P, "bf16", Sharding(2, 8, True, False, 2), 8, True, u, X)
+    w2, _, _, _ = state_bytes(P, "bf16", Sharding(2, 8, True, False, 2), 8, True, u, X)
     assert w2 == 2 * P
     assert sharded_shares(P, X, 8, 2) == pytest.approx(P / ((P - X) / 8 + X / 2), rel=1e-12)
     assert sharded_shares(P, X, 8, 8) == 8 and sharded_shares(P, 0, 8, 2) == 8

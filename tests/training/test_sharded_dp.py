@@ -5,8 +5,9 @@ from hypothesis import given, settings, strategies as st
 
 import tpsim
 from tpsim.spec.parallel import Parallelism
+from tpsim.training.shard_state import state_bytes
 from tpsim.training.sharded_dp import (Sharding, backward_s, forward_s, replica_group,
-                                       shard_group, state_bytes, unit_comm)
+                                       shard_group, unit_comm)
 
 
 def test_forward_hides_gathers_shorter_than_compute():
@@ -57,11 +58,11 @@ def test_state_bytes_by_stage():
     """bf16, P = 1e9 over s = 8, units of 1e7: ZeRO-3 holds 2P/8 + 2 x 2e7 gathered bytes,
     4P/8 + 2 x 4e7 gradient bytes, 12P/8 optimizer bytes; ZeRO-2 keeps whole weights."""
     P, u = 10**9, 10**7
-    w, g, o = state_bytes(P, "bf16", Sharding(3, 8), 8, True, u)
+    w, g, o, _ = state_bytes(P, "bf16", Sharding(3, 8), 8, True, u)
     assert (w, g, o) == pytest.approx((2 * P / 8 + 2 * 2 * u, 4 * P / 8 + 2 * 4 * u, 1.5 * P))
-    w2, g2, _ = state_bytes(P, "bf16", Sharding(2, 8), 8, True, u)
+    w2, g2, _, _ = state_bytes(P, "bf16", Sharding(2, 8), 8, True, u)
     assert (w2, g2) == pytest.approx((2 * P, g))
-    w3, _, _ = state_bytes(P, "bf16", Sharding(3, 8, reshard_after_forward=False), 8, True, u)
+    w3, _, _, _ = state_bytes(P, "bf16", Sharding(3, 8, reshard_after_forward=False), 8, True, u)
     assert w3 == pytest.approx(2 * P / 8 + 2 * P)
 
 
@@ -70,7 +71,7 @@ def test_fsdp_fp32_shards_are_the_master_weights():
     gathered units, 16 / 8 bytes a parameter sharded; ZeRO-2 is unchanged (the flag is
     ZeRO-3's)."""
     P, u = 10**9, 10**7
-    w, g, o = state_bytes(P, "bf16", Sharding(3, 8, fp32_params=True), 8, True, u)
+    w, g, o, _ = state_bytes(P, "bf16", Sharding(3, 8, fp32_params=True), 8, True, u)
     assert (w, g, o) == pytest.approx((2 * 2 * u, 4 * P / 8 + 2 * 4 * u, 1.5 * P))
     assert state_bytes(P, "bf16", Sharding(2, 8, fp32_params=True), 8, True, u) == \
         state_bytes(P, "bf16", Sharding(2, 8), 8, True, u)

@@ -49,7 +49,8 @@ from ..sim.price import group_collective
 from ..training.mtp import last_stage, plus_last, with_output_params
 from ..training.optimizer_step import optimizer_step
 from ..training.step_bound import end_stages
-from ..training.sharded_dp import largest_unit, sharding, state_bytes
+from ..training.shard_state import largest_unit, state_bytes
+from ..training.sharded_dp import sharding
 from ..training.weight_cache import stage_plain_params
 
 
@@ -175,7 +176,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     (``zero``): the gradients reduced inside the chunks (:mod:`tpsim.search.sharded`), or with
     a pipeline after the backward, ZeRO-3's gathers at the step's start
     (:func:`tpsim.training.sharded_dp.shard_setup`), the state of
-    :func:`tpsim.training.sharded_dp.state_bytes`; a mixture-of-experts model's MoE layers
+    :func:`tpsim.training.shard_state.state_bytes`; a mixture-of-experts model's MoE layers
     folded ``ep`` x ``expert_tp``."""
     model, dev = run.model, run.topo.device
     get, dtype = run.setting, run.precision()     # as the step's
@@ -184,9 +185,9 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     st = _stages(model, tp, pp, v, layers, dp, experts)
     sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
                   get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,
-                  get("fsdp_fp32_params"), sync_every=get("fsdp_sync_every_micro_batch"),
-                  expert_bf16=get("expert_grad_reduce_in_bf16"))
-    end, opt = last_stage(model, tp, pp, layers, False), optimizer_step(run.layout(), sh)
+                  get("fsdp_fp32_params"), get("fsdp_flat_params"), get("fsdp2_copies"),
+                  get("fsdp_sync_every_micro_batch"), get("expert_grad_reduce_in_bf16"))
+    end, opt = last_stage(model, tp, pp, layers, False), optimizer_step(run.layout(), sh, dtype)
     plain = plus_last(stage_plain_params(model, tp, layers, pp, v), end.plain)
     do, opg = do or sh.stage >= 2, opg or (sh.pipelined and sh.stage == 3)
     shares = terms.stage_shares(model, tp, dp, layers, pp, v, st.stage_params, experts, do)
@@ -204,7 +205,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
         events.append(dp_events.events(st, scale, reducer(r), pp, v, i, r) if over else
                       [(i * v, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)])
         local = st.stage_params[r]
-        gn.append(terms.grad_norm_s(local, shards, dev))
+        gn.append(terms.grad_norm_s(local, shards, dev, opt.grad_read))
         t = terms.optimizer_s(local, shards, dtype, dev, opt, sh.per_unit)   # the stack's
         expert = sum(b[4] for bs in st.buckets[r::pp] for b in bs)
         gather = terms.dp_and_expert_s(

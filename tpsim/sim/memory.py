@@ -35,8 +35,10 @@ ten (tokens, h) buffers, one per overlapped GEMM, for the run (:func:`userbuffer
 counted in the total as a tensor (``Memory.tp_buffers_bytes``).
 
 The optimizer step's fp32 copy of 16-bit main gradients (``--grad-reduce-in-bf16``, fp16;
-params x step_copy / shards: :mod:`tpsim.spec.precision`) exists only between the backward's
-end and the next step's start, when no activation is held: the stage's peak is
+params x step_copy / shards: :mod:`tpsim.spec.precision`; none under PyTorch's FSDP, whose
+gradient shard is kept in the parameter's dtype: :mod:`tpsim.training.shard_state`) exists
+only between the backward's end and the next step's start, when no activation is held: the
+stage's peak is
 
     total = weights + gradients + optimizer + TP buffers + max(activations, step's copy)
 
@@ -119,16 +121,17 @@ def stage_memory(params: int, dtype: str, activations_bytes: float, capacity_byt
     within ``usable_bytes`` of the ``capacity_bytes`` (default: all of it; a function of the
     bytes the step churns, max(activations, step's copy), for the allocator's waste on them:
     :meth:`tpsim.cluster.topology.Device.usable_bytes`). ``state``: the
-    (weights, gradients, optimizer) bytes of a ZeRO-2/3 run instead
-    (:func:`tpsim.training.sharded_dp.state_bytes`); ``offloaded_bytes``: activations held in
-    host memory instead (:mod:`tpsim.training.offload`), outside the total; ``plain``: the
-    parameters with no quantized copy (embedding, output layer, norms), their weights 16-bit
+    (weights, gradients, optimizer, step's copy) bytes of a ZeRO-2/3 run instead
+    (:func:`tpsim.training.shard_state.state_bytes`: PyTorch's FSDP keeps no step copy);
+    ``offloaded_bytes``: activations held in host memory instead
+    (:mod:`tpsim.training.offload`), outside the total; ``plain``: the parameters with no
+    quantized copy (embedding, output layer, norms), their weights 16-bit
     (:func:`tpsim.spec.precision.weights_bytes`); ``tp_buffers``: the TP-overlap buffers
     (:func:`userbuffers_bytes`), held throughout."""
     prec = precision(dtype)
-    weights, grads, optim = state or (weights_bytes(dtype, params, plain), params * prec.grads,
-                                      params * prec.optimizer / optimizer_shards)
-    copy = params * prec.step_copy / optimizer_shards
+    weights, grads, optim, copy = state or (
+        weights_bytes(dtype, params, plain), params * prec.grads,
+        params * prec.optimizer / optimizer_shards, params * prec.step_copy / optimizer_shards)
     churned = max(activations_bytes, copy)
     total = weights + grads + optim + tp_buffers + churned
     usable = (capacity_bytes if usable_bytes is None else

@@ -68,7 +68,7 @@ user's value.
   ``--main-params-dtype bf16 --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``, 4 bytes of
   state a parameter (:mod:`tpsim.spec.optimizer_state`). The sharded gradients are bf16 too
   (FSDP2's ``foreach_reduce`` casts the fp32 reduce-scatter's output back to the parameter's
-  dtype): priced fp32, 4 bytes, as the reduce-scatter (not modelled apart). The routed
+  dtype), 2 bytes, read so by Adam (:mod:`tpsim.training.shard_state`). The routed
   experts' ``fully_shard`` (over ``ep_shard``) takes no ``MixedPrecisionPolicy``: their
   gradients reduce-scatter in bf16 (``--expert-grad-reduce-in-bf16``). Its pipelines are
   torch 2.8's (``uv.lock``): interleaved, ``ScheduleInterleaved1F1B``'s table in lock-step

@@ -297,7 +297,7 @@ class Layout:
         False, "ZeRO-3's parameter shards are fp32, the optimizer's master weights themselves: "
         "no 16-bit shard is kept, the 16-bit weights exist only gathered (PyTorch FSDP's mixed "
         "precision, as torchtitan and llm-foundry run it; ignored below --zero 3; "
-        "tpsim.training.sharded_dp.state_bytes)", "--fsdp-fp32-params")
+        "tpsim.training.shard_state.state_bytes)", "--fsdp-fp32-params")
     fsdp_flat_params: bool = _flag(
         False, "ZeRO-2/3 as PyTorch FSDP1 runs it: each unit's parameters are views of one flat "
         "tensor, so every micro-batch's backward copies the unit's 16-bit gradients into the "

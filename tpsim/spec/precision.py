@@ -42,7 +42,8 @@ Two options of Megatron-core change the table (:func:`precision_key` names a run
 * ``--grad-reduce-in-bf16`` (Megatron-Bridge's and NeMo's performance recipes:
   ``grad_reduce_in_fp32=False``): the main gradients are kept and reduced in bf16, 2 bytes;
   the distributed optimizer copies each shard into fp32 for Adam, the step's 4-byte copy, as
-  fp16's row.
+  fp16's row (PyTorch's FSDP instead keeps its reduced shard in the parameter's dtype, no
+  copy: :mod:`tpsim.training.shard_state`).
 * ``--fp8-param-gather`` (FP8 only; Megatron-Bridge's FP8 recipes, ``fp8_param_gather=True``):
   the parameters themselves are fp8 (Transformer Engine's Float8Tensor, the fp32 master in the
   optimizer): the fp8 copy and its transpose, 1 + 1 bytes, no bf16 copy; the distributed

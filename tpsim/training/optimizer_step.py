@@ -67,6 +67,13 @@ not priced.
 fp16 adds the copy of the fp16 gradients into fp32 (2 + 4) and the loss-scale unscale with its
 inf check (8). Priced as one memory-bound pass (:func:`tpsim.cost.compute.elementwise_time`),
 plus Transformer Engine's per-step weight casts (:func:`~.weight_cache.weight_cast_s`).
+
+Under PyTorch's FSDP the step reads the gradient shard as FSDP keeps it, in the parameter's
+dtype (``grads``, :func:`~.shard_state.kept_grad_bytes`: fp32 for torchtitan's and
+llm-foundry's fp32 shards, bf16 for AutoModel's bf16 model): g is its bytes in every kernel
+above (the norm, clip, Adam, the zeros' count, a memset), with no copy into fp32 even where the
+reduce-scatter ran in bf16 (llm-foundry's ``PURE``) and an unscale only under fp16 (PyTorch's
+GradScaler; bf16 takes none).
 """
 from __future__ import annotations
 
@@ -75,41 +82,51 @@ from dataclasses import dataclass
 from ..cost.compute import elementwise_time
 from ..spec.optimizer_state import AdamState
 from ..spec.precision import key_state, precision
-from .data_parallel import FP32, NORM_BYTES
+from .data_parallel import FP32
+from .shard_state import kept_grad_bytes
 from .weight_cache import weight_cast_s
 
 # Adam's bytes per owned parameter as coefficients of (p, g, m, v) bytes (above)
 ADAM_TERMS = {"fused": (2, 1, 2, 2), "foreach": (4, 2, 3, 11), "per-tensor": (2, 2, 5, 11)}
-CLIP_BYTES = 8           # multi_tensor_scale reads and writes the fp32 gradient
-FP16_UNSCALE_BYTES = 8   # loss-scale unscale with the inf/nan check, fp32 in place
+IN_PLACE = 2   # clip's multi_tensor_scale, fp16's unscale (inf/nan check): read, write g
 
 
 @dataclass(frozen=True)
 class OptimizerStep:
     """How a stack runs the step: ``adam``'s kernels (a key of ADAM_TERMS), whether a
     ``grad_buffer`` is memset every step, whether a ``master_copy`` writes 16-bit weights,
-    whether the weights' norm and the gradients' zeros are ``logged`` (module docstring)."""
+    whether the weights' norm and the gradients' zeros are ``logged``, the ``grads`` bytes of
+    the gradient shard PyTorch's FSDP keeps (:func:`~.shard_state.kept_grad_bytes`; 0:
+    Megatron's main gradients, fp32 or copied into fp32) (module docstring)."""
     adam: str = "fused"
     grad_buffer: bool = True
     master_copy: bool = True
     logged: tuple[bool, bool] = (False, False)
+    grads: int = 0
+
+    @property
+    def grad_read(self) -> int:
+        """Bytes per parameter of the gradient the step's kernels read: ``grads``, else fp32."""
+        return self.grads or FP32
 
 
 MEGATRON = OptimizerStep()
 
 
-def optimizer_step(lay, sh) -> OptimizerStep:
-    """The :class:`OptimizerStep` of Layout ``lay`` with Sharding ``sh``: no master copy with
-    ZeRO-3's fp32 parameters (module docstring)."""
+def optimizer_step(lay, sh, key: str = "bf16") -> OptimizerStep:
+    """The :class:`OptimizerStep` of Layout ``lay`` with Sharding ``sh`` and precision ``key``
+    (:func:`tpsim.spec.precision.layout_key`): no master copy with
+    ZeRO-3's fp32 parameters, PyTorch FSDP's kept gradient shard (module docstring)."""
     return OptimizerStep(lay.adam, lay.grad_buffer, not (sh.fp32_params and sh.stage == 3),
-                         (lay.log_params_norm, lay.log_num_zeros_in_grad))
+                         (lay.log_params_norm, lay.log_num_zeros_in_grad),
+                         kept_grad_bytes(key, sh))
 
 
-def adam_bytes(kernel: str, state: AdamState) -> float:
+def adam_bytes(kernel: str, state: AdamState, grad: int = FP32) -> float:
     """Adam's bytes per owned parameter by ``kernel`` (a key of ADAM_TERMS) over the main
-    weights, fp32 gradient and moments of ``state`` (module docstring):
+    weights, ``grad`` gradient bytes (fp32) and moments of ``state`` (module docstring):
     sum of ADAM_TERMS[kernel] x (p, g, m, v)."""
-    sizes = (state.main, FP32, state.exp_avg, state.exp_avg_sq)
+    sizes = (state.main, grad, state.exp_avg, state.exp_avg_sq)
     return float(sum(c * b for c, b in zip(ADAM_TERMS[kernel], sizes)))
 
 
@@ -117,17 +134,19 @@ def optimizer_bytes(dtype: str, owned: float, zeroed: float,
                     step: OptimizerStep = MEGATRON) -> dict[str, float]:
     """Device-memory bytes of the optimizer step, by kernel: ``owned`` parameters the rank
     updates, ``zeroed`` gradients its buffer memsets (module docstring)."""
-    prec, state = precision(dtype), key_state(dtype)
-    per = {"grad-norm": NORM_BYTES, "clip": CLIP_BYTES, "adam": adam_bytes(step.adam, state)}
-    if prec.grads < FP32:                     # fp16: gradients copied into fp32, then unscaled
+    prec, state, g = precision(dtype), key_state(dtype), step.grad_read
+    per = {"grad-norm": g, "clip": IN_PLACE * g, "adam": adam_bytes(step.adam, state, g)}
+    copied = prec.grads < FP32 and not step.grads   # 16-bit main gradients copied into fp32
+    if copied:
         per["grads-to-fp32"] = prec.grads + FP32
-        per["unscale"] = FP16_UNSCALE_BYTES
+    if copied or step.grads and dtype.split("+")[0] == "fp16":     # then unscaled
+        per["unscale"] = IN_PLACE * g
     if state.copy and step.master_copy:       # copy the main weights into the 16-bit weights
         per["copy-to-weights"] = state.main + prec.gathered
     norm, zeros = step.logged                 # the log passes: read p, read g
-    per |= ({"params-norm": state.main} if norm else {}) | ({"zeros-in-grad": FP32} if zeros else {})
+    per |= ({"params-norm": state.main} if norm else {}) | ({"zeros-in-grad": g} if zeros else {})
     out = {k: v * owned for k, v in per.items()}
-    out["zero-grads"] = prec.grads * zeroed if step.grad_buffer else 0.0
+    out["zero-grads"] = (step.grads or prec.grads) * zeroed if step.grad_buffer else 0.0
     return out
 
 

@@ -391,8 +391,8 @@ def _step(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, stage_l
                        mtp=mtp, attention_mask=lay.create_attention_mask)
     if sh.stage >= 2:
         setup = shard_setup(setup, sh, topo)
-    setup = dataclasses.replace(setup, offloaded_bytes=host, optimizer=optimizer_step(lay, sh),
-                                pp_runtime=lay.pp_runtime)
+    setup = dataclasses.replace(setup, offloaded_bytes=host, pp_runtime=lay.pp_runtime,
+                                optimizer=optimizer_step(lay, sh, setup.precision))
     return simulate_step(setup, topo, lay.global_batch, lay.seq_len, peak, lay.memory_headroom)
 
 

@@ -34,7 +34,7 @@ runs beside it (NCCL's kernels take SMs: the rule of every collective that overl
 (``Part.dp_exposed_s``). Not modelled: FSDP2's two streams for the all-gathers and
 reduce-scatters (one in-order stream here, as they share the links), the float8 all-gather's amax
 all-reduce (one number per weight), Megatron-FSDP's and DeepSpeed's bucketing. FSDP's copies on
-the compute stream: :mod:`.fsdp_copies`. Memory per rank: :func:`state_bytes`.
+the compute stream: :mod:`.fsdp_copies`. Memory per rank: :mod:`.shard_state`.
 
 With context parallelism the shard group is the dp x cp ranks, and a model's folded routed
 experts shard over expert DP, each MoE unit gathering and reducing its experts' part there
@@ -69,11 +69,10 @@ from ..sim.price import group_collective
 from ..sim.result import CollectiveRow
 from ..sim.schedule import slowed_end
 from .fsdp_copies import with_unit_copies
+from .shard_state import FP8_GATHERED
 from .shard_groups import dense_groups, expert_groups, expert_shard, sharded_shares, stage_experts
 
 FP8_DTYPES = ("fp8",)     # the dtypes whose linears take fp8 weights
-FP8_GATHERED = 1            # bytes per weight all-gathered in fp8 (torchtitan's float8 all-gather)
-UNITS_IN_FLIGHT = 2         # a unit computing and the next one prefetched
 BF16_GRADS = 2              # bytes per gradient reduced in bf16 (expert_bf16)
 
 
@@ -89,9 +88,15 @@ class Sharding:
     fp8_all_gather: bool = False
     expert_shard: int = 0
     pipelined: bool = False     # pp > 1, FSDP deferred to the last backward (module docstring)
-    fp32_params: bool = False   # ZeRO-3's shards are the fp32 masters (state_bytes)
+    fp32_params: bool = False   # ZeRO-3's shards are the fp32 masters (.shard_state)
     copies: str = ""            # "flat" (FSDP1's flat parameters), "fsdp2" (.fsdp_copies)
     expert_bf16: bool = False   # folded experts' gradients reduced in bf16 (module docstring)
+
+    @property
+    def torch_fsdp(self) -> bool:
+        """Whether PyTorch's FSDP shards (FSDP1's flat parameters, FSDP2's copies, or their
+        fp32 sharded parameters), not Megatron-FSDP (:mod:`.shard_state`)."""
+        return bool(self.copies) or self.fp32_params
 
     @property
     def per_unit(self) -> bool:
@@ -351,49 +356,7 @@ def check_dtype(sh: Sharding, dtype: str) -> None:
                           "linears' weights are all-gathered as their fp8 cast)", dtype)
 
 
-def largest_unit(units) -> int:
-    """The most parameters one unit of ``units`` (runs ending (parameters, count)) holds."""
-    return max((u[-2] for u in units if u[-1]), default=0)
-
-
-def state_bytes(params: int, dtype: str, sh: Sharding, dp: int, distributed_optimizer: bool,
-                unit_params: int, experts: int = 0) -> tuple[float, float, float]:
-    """(weights, main gradients, optimizer state) bytes one rank holds of ``params``:
-    params x each precision's bytes / its :meth:`Sharding.state_shards` (of them ``experts``
-    folded routed-expert parameters / ``expert_shard`` instead); ZeRO-3 adds the
-    gathered weights (16-bit; 1 byte with fp8_all_gather), UNITS_IN_FLIGHT units of
-    ``unit_params`` (the stage's largest), or every parameter of the stage without resharding
-    after the forward; ZeRO-2/3 add UNITS_IN_FLIGHT units of whole gradients before their
-    reduce-scatter. With ``fp32_params`` (PyTorch FSDP's mixed precision) ZeRO-3 keeps no
-    16-bit shard: the fp32 shard is the optimizer's master weight (in its 12 bytes), the
-    16-bit copy made per unit by the all-gather and freed after it (FSDP2's FSDPParam keeps
-    ``_sharded_param_data`` in the original dtype; FSDP1's ``_free_low_precision_sharded_param``,
-    torch/distributed/fsdp/_flat_param.py): sharded weights 0, as 16 / s bytes a parameter."""
-    prec = precision(dtype)
-    ws, gs, os_ = sh.state_shards(dp, distributed_optimizer)
-    weights, grads = params * prec.weights / ws, params * prec.grads / gs
-    optimizer = params * prec.optimizer / os_
-    if experts and sh.expert_shard:     # the experts' part over expert_shard instead
-        es, dense = sh.expert_shard, params - experts
-        ews = es if sh.stage == 3 else 1
-        weights = dense * prec.weights / ws + experts * prec.weights / ews
-        grads = dense * prec.grads / gs + experts * prec.grads / es
-        optimizer = dense * prec.optimizer / os_ + experts * prec.optimizer / es
-    sharded = max(sh.shard, sh.expert_shard) > 1
-    if sh.fp32_params and sh.stage == 3:
-        weights = 0.0
-    if sh.pipelined:    # whole gradients accumulate; ZeRO-3 keeps every unit gathered
-        held = params * prec.gathered if sh.stage == 3 and sharded else 0
-        return float(weights + held), float(params * prec.grads), optimizer
-    if sh.stage == 3 and sharded:
-        held = UNITS_IN_FLIGHT * unit_params if sh.reshard_after_forward else params
-        weights += min(held, params) * (FP8_GATHERED if sh.fp8_all_gather else prec.gathered)
-    if sh.stage >= 2 and sharded:
-        grads += min(UNITS_IN_FLIGHT * unit_params, params) * prec.grads
-    return float(weights), float(grads), optimizer
-
-
 __all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group",
            "expert_gather_group", "replica_group", "unit_comm", "unit_collectives",
            "layer_collectives", "forward_s", "backward_s", "sharded_chunk", "shard_setup",
-           "check_dtype", "state_bytes", "largest_unit"]
+           "check_dtype"]

@@ -289,7 +289,8 @@ def _step_end(g, setup: StepSetup, topo: Topology, ready: list) -> None:
                   "stage0", "pp")
         ready[0], ready[-1] = [e], [e]
     norms = [g.add(f"s{r}.grad-norm", f"stage{r}",
-                   terms.grad_norm_s(setup.stage_params[r], setup.optimizer_shards(r), dev),
+                   terms.grad_norm_s(setup.stage_params[r], setup.optimizer_shards(r), dev,
+                                     setup.optimizer.grad_read),
                    ready[r], "step", f"stage{r}", "optimizer") for r in range(p)]
     t = terms.grad_norm_allreduce_s(par, do, price, setup.experts)
     norm = g.add("grad-norm.all-reduce", "grad-norm", t, norms, "step", "stage0", "optimizer")

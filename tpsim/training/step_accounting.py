@@ -33,7 +33,7 @@ from ..sim.result import StageTimes, StepTimes, TimeSplit
 from .torch_pipeline import runtime_schedule
 from .step import Part, build_step, time_step
 from .step_idle import CATEGORIES, idle_split, stage_splits
-from .sharded_dp import largest_unit, state_bytes
+from .shard_state import largest_unit, state_bytes
 from .shard_groups import stage_experts
 
 
@@ -109,7 +109,7 @@ def step_times(g, setup, global_batch: int, seq_len: int, peak: float) -> StepTi
 
 def stage_memories(setup, device, headroom: float = 0.0) -> tuple[Memory, ...]:
     """Each stage's weights, gradients, optimizer state (sharded d ways with the distributed
-    optimizer; ZeRO-2/3: :func:`tpsim.training.sharded_dp.state_bytes`) and the activations of
+    optimizer; ZeRO-2/3: :func:`tpsim.training.shard_state.state_bytes`) and the activations of
     the micro-batches in flight at its fullest moment
     (:func:`tpsim.training.terms.in_flight_chunks`), against the ``device``'s memory less its
     reserve, the run's ``headroom`` and the allocator's waste on the stage's churned bytes

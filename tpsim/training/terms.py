@@ -340,10 +340,11 @@ def tied_embedding_s(params: int, dtype: str, par: Parallelism, price: Price) ->
     return price("all-reduce", dpm.grad_bytes(params, dtype), pair_group(par, 0, par.pp - 1))
 
 
-def grad_norm_s(params: float, shards: int, device) -> float:
+def grad_norm_s(params: float, shards: int, device, grad_bytes: int = dpm.NORM_BYTES) -> float:
     """The gradient norm's kernel over the 1/shards of a stage's ``params`` gradients the rank
-    owns: elementwise_time(NORM_BYTES x params / shards) (multi_tensor_l2norm reads fp32)."""
-    return elementwise_time(dpm.NORM_BYTES * params / shards, device)
+    owns: elementwise_time(grad_bytes x params / shards) (multi_tensor_l2norm reads fp32,
+    NORM_BYTES; PyTorch FSDP's kept shard: :attr:`.optimizer_step.OptimizerStep.grad_read`)."""
+    return elementwise_time(grad_bytes * params / shards, device)
 
 
 def grad_norm_allreduce_s(par: Parallelism, distributed_optimizer: bool, price: Price,

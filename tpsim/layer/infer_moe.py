@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 
+from .moe import act_arith
 from .template import Builder
 
 
@@ -91,7 +92,7 @@ def infer_moe_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
                                                 2 * routed_rows(d) * d.h * d.bpe), (y,))
     y = _grouped(B, "fwd.experts.fc1", lambda d: (n_in * d.fe, d.h), (y,))
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (y,))
+                                                * d.fe * d.bpe), (y,), arith=act_arith(n_in))
     y = _grouped(B, "fwd.experts.fc2", lambda d: (d.h, d.fe), (y,))
     y = B.collective("fwd.moe.combine", "all-to-all", (y,), size=_dispatched, group="ep")
     y = B.eltwise("fwd.moe.unpermute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe

@@ -76,6 +76,14 @@ def fc1_input_saved(d: Dims) -> float:
     return routed_rows(d) * d.h * d.gemm_bpe
 
 
+def act_arith(n_in: int, backward: bool = False):
+    """The experts' activation's per-element arithmetic, as the dense MLP's (``gelu``,
+    ``swiglu``, ``_backward``): priced where the device lists its cost (a CPU's
+    ``elementwise_ns_per_element``, :func:`tpsim.cost.compute.elementwise_time`), else 0."""
+    kind = ("swiglu" if n_in == 2 else "gelu") + ("_backward" if backward else "")
+    return lambda d: kind
+
+
 def act_saved(n_in: int):
     """The activation's input (fc1's output, R x n_in f_e, 16-bit) and the R probabilities
     it scales its output by (fp32)."""
@@ -184,7 +192,8 @@ def moe_fwd(B: Builder, x, swiglu: bool, shared: bool) -> str:
                                                 * d.bpe), (tokens, topk), saved=fc1_input_saved)
     x = grouped(B, "fwd.experts.fc1", fc1_size(n_in), (x,))
     x = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
-                                                * d.fe * d.bpe), (x,), saved=act_saved(n_in))
+                                                * d.fe * d.bpe), (x,), saved=act_saved(n_in),
+                  arith=act_arith(n_in))
     x = grouped(B, "fwd.experts.fc2", fc2_size, (x,), saved=fc2_input_saved)
     x = B.eltwise("fwd.moe.unpermute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe
                                                   + d.T * d.topk * 4), (x, topk))
@@ -232,7 +241,7 @@ def moe_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
     x = grouped_bwd(B, "experts.fc2", fc2_size, x)
     x = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
                                                 * routed_rows(d) * d.fe * d.bpe), (x,),
-                  forward_of="fwd.experts.act")
+                  forward_of="fwd.experts.act", arith=act_arith(n_in, True))
     x = grouped_bwd(B, "experts.fc1", fc1_size(n_in), x)
     x = B.eltwise("bwd.moe.permute", lambda d: (d.T, d.h, (routed_rows(d) + d.T) * d.h * d.bpe),
                   (x,), forward_of="fwd.moe.permute")

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 from ..base.errors import ConfigError
 from .dims import Dims, layer_dims, sp_reduce_op
-from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved, fc2_size,
-                  gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
+from .moe import (act_arith, act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved,
+                  fc2_size, gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
                   shared_fwd)
 from .moe_clamp import clamp_bwd, clamp_fwd
 from .moe_host import alltoall_permute_ops, alltoall_preprocess_ops, counts_gather, sort_ops, \
@@ -195,7 +195,7 @@ def experts_fwd(B: Builder, y, n_in: int, sync=None, dispatcher=None) -> str:
     cat = clamp_fwd(B, y) if B.clamp else None      # gpt-oss: tpsim.layer.moe_clamp
     y = B.eltwise("fwd.experts.act", lambda d: (routed_rows(d), d.fe, (n_in + 1) * routed_rows(d)
                                                 * d.fe * d.bpe), (cat or y,), saved=act_saved(n_in),
-                  sync=cat)
+                  sync=cat, arith=act_arith(n_in))
     y = unpad_fwd(B, grouped(B, "fwd.experts.fc2", fc2_size, (y,), saved=fc2_input_saved),
                   dispatcher)
     return _copy(B, "fwd.moe.unsort", rows, (y,), host_ops=unsort_ops(B, dispatcher))
@@ -209,7 +209,7 @@ def experts_bwd(B: Builder, y, n_in: int, dispatcher=None) -> str:
     y = grouped_bwd(B, "experts.fc2", fc2_size, unpad_bwd(B, y, dispatcher))
     y = B.eltwise("bwd.experts.act", lambda d: (routed_rows(d), d.fe, (1 + 2 * n_in)
                                                 * routed_rows(d) * d.fe * d.bpe), (y,),
-                  forward_of="fwd.experts.act")
+                  forward_of="fwd.experts.act", arith=act_arith(n_in, True))
     y = clamp_bwd(B, y) if B.clamp else y
     y = pad_bwd(B, grouped_bwd(B, "experts.fc1", fc1_size(n_in), y), dispatcher)
     return _copy(B, "bwd.moe.sort", rows, (y,), forward_of="fwd.moe.sort",

@@ -140,9 +140,10 @@ def measure(items: list[Item], device: torch.device, rounds: int, progress: Prog
 # --------------------------------------------------------------------------- microbenchmarks
 
 def collective_items(sizes, dtype, device, group=None, tag: str = "local") -> list[Item]:
-    """all-reduce, all-gather, reduce-scatter at nccl-tests sizes (buffer, full output, full
-    input; rounded down to a multiple of the group size in elements) on ``group`` (None: every
-    rank), each after a GEMM "pad".
+    """all-reduce, all-gather, reduce-scatter, all-to-all at nccl-tests sizes (buffer, full
+    output, full input, all one rank sends; rounded down to a multiple of the group size in
+    elements) on ``group`` (None: every rank), each after a GEMM "pad". The all-to-all is
+    ``all_to_all_single`` with even splits, what an MoE layer's dispatch and combine call.
 
     A collective that follows compute costs more than one that follows a barrier (ranks arrive
     apart, an idle rank must be woken), and layers run only the first kind. So each size is
@@ -161,7 +162,9 @@ def collective_items(sizes, dtype, device, group=None, tag: str = "local") -> li
         part = torch.ones(n // p, dtype=dtype, device=device)
         ops = {"all-reduce": lambda f=full: dist.all_reduce(f, group=group),
                "all-gather": lambda f=full, q=part: gather(f, q, group=group),
-               "reduce-scatter": lambda f=full, q=part: scatter(q, f, group=group)}
+               "reduce-scatter": lambda f=full, q=part: scatter(q, f, group=group),
+               "all-to-all": lambda f=full, o=torch.empty_like(full): dist.all_to_all_single(
+                   o, f, group=group)}
         for op, fn in ops.items():
             info = {"op": op, "size_bytes": n * elem, "ranks": p, "group": tag}
             key = f"coll/{tag}/{op}/{n}"

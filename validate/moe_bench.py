@@ -5,9 +5,12 @@ Each rank routes its own seq x batch tokens to top_k of experts_per_rank x world
 layer dispatches them with an all-to-all, runs its experts, combines with an all-to-all. The
 prediction is the serial sum of the slot's priced ops (router GEMM, top-k, dispatch, permute,
 the grouped expert GEMMs and activation, combine, unpermute), as the layer issues every
-collective synchronously: an out-of-sample check of the all-to-all model too, since the fit
-sees no all-to-all. What the prediction leaves out: the layer's exchange of row counts (one
-small all-to-all), the router's softmax and its sort of the (token, expert) pairs.
+collective synchronously, plus the layer's exchange of row counts before the dispatch (an
+all-to-all of p x E/p int64 counts, which the serving slot has no op for: DeepEP exchanges
+them inside its kernels), priced by tpsim's all-to-all on the same topology. The fit sees
+all-to-alls only as microbenchmarks (``bench.collective_items``). What the prediction leaves
+out: the router's softmax, its sort of the (token, expert) pairs, and the layer's sort and
+unsort of the received rows by expert (``validate/moe_probe.py`` times each part).
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from layer_bench import _runner
 
 from tpsim.layer.infer_graph import InferDims
 from tpsim.layer.infer_moe import infer_moe_fwd
+from tpsim.layer.ops import Collective
 from tpsim.layer.template import Builder
-from tpsim.sim.price import Pricing
+from tpsim.sim.price import Pricing, price
 from tpsim.sim.simulate import simulate
 from tpsim.spec.parallel import Parallelism
 
@@ -65,16 +69,20 @@ def moe_items(mode: str, world: int, dtype, device) -> list[Item]:
 
 
 def predict_moe_forward(topo, sh: MoeShape, world: int, dtype: str) -> dict:
-    """Serial, collective and GEMM seconds of the slot's forward at ``sh`` on EP ``world``."""
+    """Serial, collective and GEMM seconds of the slot's forward at ``sh`` on EP ``world``, with
+    the layer's all-to-all of its (world x experts_per_rank) int64 row counts."""
     B = Builder(False)
     infer_moe_fwd(B, None, sh.activation == "swiglu", False)
     tpl = B.compile({"tp": 1, "ep": world})
     d = InferDims(b=sh.batch, s=sh.seq, h=sh.hidden, tp=1, dtype=dtype, heads=1, kv_heads=1,
                   d=1, f=sh.ffn, sp=False, experts=sh.experts_per_rank, topk=sh.top_k,
                   fe=sh.ffn, act_dtype=dtype, kv_dtype=dtype, ep=world)
-    sim = simulate(tpl, d, Pricing(topo, Parallelism(ep=world)), 0.0)
+    pricing = Pricing(topo, Parallelism(ep=world))
+    sim = simulate(tpl, d, pricing, 0.0)
+    counts = Collective("all-to-all", 8.0 * world * sh.experts_per_rank, "ep", dtype="int64")
     kinds = [(op.kind, t) for op, t in zip(sim.ops, sim.times)]
-    return {"serial": sum(sim.times), "comm": sum(t for k, t in kinds if k == "collective"),
+    kinds.append(("collective", price(counts, pricing)[0]))
+    return {"serial": sum(t for _, t in kinds), "comm": sum(t for k, t in kinds if k == "collective"),
             "matmul": sum(t for k, t in kinds if k == "gemm")}
 
 

@@ -68,6 +68,11 @@ def moe_items(mode: str, world: int, dtype, device) -> list[Item]:
     return items
 
 
+def counts_exchange(sh: MoeShape, world: int) -> Collective:
+    """The layer's all-to-all of its (world x experts_per_rank) int64 row counts."""
+    return Collective("all-to-all", 8.0 * world * sh.experts_per_rank, "ep", dtype="int64")
+
+
 def predict_moe_forward(topo, sh: MoeShape, world: int, dtype: str) -> dict:
     """Serial, collective and GEMM seconds of the slot's forward at ``sh`` on EP ``world``, with
     the layer's all-to-all of its (world x experts_per_rank) int64 row counts."""
@@ -79,9 +84,8 @@ def predict_moe_forward(topo, sh: MoeShape, world: int, dtype: str) -> dict:
                   fe=sh.ffn, act_dtype=dtype, kv_dtype=dtype, ep=world)
     pricing = Pricing(topo, Parallelism(ep=world))
     sim = simulate(tpl, d, pricing, 0.0)
-    counts = Collective("all-to-all", 8.0 * world * sh.experts_per_rank, "ep", dtype="int64")
     kinds = [(op.kind, t) for op, t in zip(sim.ops, sim.times)]
-    kinds.append(("collective", price(counts, pricing)[0]))
+    kinds.append(("collective", price(counts_exchange(sh, world), pricing)[0]))
     return {"serial": sum(t for _, t in kinds), "comm": sum(t for k, t in kinds if k == "collective"),
             "matmul": sum(t for k, t in kinds if k == "gemm")}
 

@@ -89,7 +89,7 @@ def _priced(topology: str, sh, world: int) -> dict:
     from tpsim.layer.infer_graph import InferDims
     from tpsim.layer.infer_moe import infer_moe_fwd
     from tpsim.layer.template import Builder
-    from tpsim.sim.price import Pricing
+    from tpsim.sim.price import Pricing, price
     from tpsim.sim.simulate import simulate
     from tpsim.spec.parallel import Parallelism
     b = Builder(False)
@@ -98,8 +98,10 @@ def _priced(topology: str, sh, world: int) -> dict:
                   d=1, f=sh.ffn, sp=False, experts=sh.experts_per_rank, topk=sh.top_k,
                   fe=sh.ffn, act_dtype="fp32", kv_dtype="fp32", ep=world)
     tpl = b.compile({"tp": 1, "ep": world})
-    sim = simulate(tpl, d, Pricing(load_topology(topology), Parallelism(ep=world)), 0.0)
-    return dict(zip(tpl.names, sim.times))
+    pricing = Pricing(load_topology(topology), Parallelism(ep=world))
+    sim = simulate(tpl, d, pricing, 0.0)
+    return {**dict(zip(tpl.names, sim.times)),
+            "counts": price(MB.counts_exchange(sh, world), pricing)[0]}
 
 
 def main() -> None:
@@ -137,7 +139,8 @@ def _print(sec: dict, info: dict, topology: str | None, world: int) -> None:
         names = {"router": ("fwd.router", "fwd.router.topk"), "permute": ("fwd.moe.permute",),
                  "dispatch": ("fwd.moe.dispatch",), "combine": ("fwd.moe.combine",),
                  "experts": ("fwd.experts.fc1", "fwd.experts.act", "fwd.experts.fc2"),
-                 "unpermute": ("fwd.moe.unpermute",), "layer": tuple(price)}
+                 "unpermute": ("fwd.moe.unpermute",), "counts": ("counts",),
+                 "layer": tuple(price)}
         print(f"{lab}: {info[lab]['sent_bytes']} bytes sent a rank")
         for k, v in g.items():
             p = sum(price.get(n, 0.0) for n in names.get(k, ())) * 1e3

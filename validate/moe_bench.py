@@ -115,4 +115,7 @@ def render_md(cases: list[dict]) -> str:
         lines.append(f"| {c['shape']} | {c['measured_s'] * 1e3:.3f} | "
                      f"{c['predicted_s'] * 1e3:.3f} | {c['error_pct']:+.1f}% | "
                      f"{c['collective_s'] * 1e3:.3f} / {c['predicted_collective_s'] * 1e3:.3f} |")
+    lines += ["", "All-to-all measured: the instrumented pass's time inside the calls, the wait for "
+              "the other rank included; predicted: dispatch, combine and the row counts' exchange. "
+              "Each part against its price: `validate/moe_probe.py`."]
     return "\n".join(lines) + "\n"

@@ -48,7 +48,7 @@ def test_smoke_run_writes_report_and_calibrated_topology(tmp_path):
     assert env["torch"] and env["device"].startswith("CPU")
     assert report["correctness"]["failures"] == []
     assert report["baseline"] and {c["op"] for c in report["collectives"]} == \
-        {"all-reduce", "all-gather", "reduce-scatter"}
+        {"all-reduce", "all-gather", "reduce-scatter", "all-to-all"}
     topo = load_topology(out / "calibrated.yaml")
     assert [lv.size for lv in topo.levels] == [2] and list(topo.device.peak_flops) == ["fp32"]
     kernels = {k["op_name"] for k in report["kernels"]}

@@ -60,3 +60,11 @@ def test_expert_parallel_dispatch_sizes():
     assert "fwd.moe.all-reduce" not in ops
     hit = expected_distinct_experts(256, 8, 32) / 8
     assert experts_hit(d) == round(hit) and rows_per_expert(d) == math.ceil(32 / round(hit))
+
+
+def test_experts_activation_carries_the_dense_mlps_arithmetic():
+    """The experts' activation is the dense MLP's kernel on R x f_e elements: it names the same
+    arithmetic (swiglu for DeepSeek-V3), which a CPU device prices per element."""
+    d, ops = _ops("prefill", 1, 512)
+    act = ops["fwd.experts.act"]
+    assert act.arith == "swiglu" and act.elements == d.T * d.topk * d.fe

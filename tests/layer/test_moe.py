@@ -8,7 +8,7 @@ from tpsim.base.errors import ConfigError
 from tpsim.base.schema import from_mapping
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.graph import layer_template
-from tpsim.layer.moe import moe_dims, routed_per_expert
+from tpsim.layer.moe import act_arith, moe_dims, routed_per_expert
 from tpsim.sim.price import Pricing
 from tpsim.sim.simulate import simulate
 from tpsim.spec.model import ModelConfig
@@ -126,3 +126,10 @@ def test_slot_simulates_on_a_shipped_topology_and_needs_sp_with_tp():
         moe_dims(toy(expert_ffn_hidden=100), 8, 2, 128, "bf16", True)
     with pytest.raises(ValueError, match="no TP overlap"):
         layer_template(True, True, moe=1, tp_overlap=2)
+
+
+def test_experts_activation_arithmetic_follows_the_dense_mlps():
+    """gelu / swiglu forward, their _backward kinds: the names the CPU fit gives per-element
+    costs (validate/calibration.py), the same as the dense MLP's activation."""
+    assert [act_arith(n, b)(None) for n in (1, 2) for b in (False, True)] == \
+        ["gelu", "gelu_backward", "swiglu", "swiglu_backward"]

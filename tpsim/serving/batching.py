@@ -55,13 +55,13 @@ def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(every running sequence, all its tokens, their sum), their blocks taken, where the
     budget and the free blocks hold them all (module docstring); None otherwise."""
     run = loop.ids()
-    c = loop.computed[run]
-    news = loop.tokens[run] - c
-    tokens = int(news.sum())
+    c, tk = loop.computed[run], loop.tokens[run]
+    news = tk - c
+    tokens = sum(news.tolist())
     if tokens > loop.budget:
         return None
     bs = loop.bs
-    need = int((-(-(c + news) // bs) + (-c // bs)).sum())
+    need = sum((-(-tk // bs) + (-c // bs)).tolist())
     if need > loop.free:
         return None
     loop.free -= need

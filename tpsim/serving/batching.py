@@ -43,12 +43,12 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
         ids.append(r)
         news.append(new)
         budget -= new
-    if fast is not None and not ids:          # no admission: the running ones as they are
-        return fast[0], fast[1]
-    ids, news = np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
     if fast is None:
-        return ids, news
-    return np.concatenate((fast[0], ids)), np.concatenate((fast[1], news))
+        return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
+    if not ids:                               # no admission: the running ones as they are
+        return fast[0], fast[1]
+    return (np.concatenate((fast[0], ids), dtype=np.int64),
+            np.concatenate((fast[1], news), dtype=np.int64))
 
 
 def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:

@@ -59,10 +59,10 @@ def advance(loop) -> bool:
     loop.t, loop.wall = float(ends[k - 1]), float(wall[k - 1])
     loop.steps, loop.seq_steps = loop.steps + k, loop.seq_steps + k * b
     loop.admit.decoded(k)
-    loop.computed[run] += k
-    loop.tokens[run] += k
+    loop.computed[run] = kv = kv + k             # each fed all but its last token
+    loop.tokens[run] = kv + 1
     loop.done[run] += k
-    loop.past[run] += k
+    loop.past[run] = past + k
     if k == most:                               # else none got all its tokens
         loop._retire(run)
     return True

@@ -281,7 +281,7 @@ class StepModel:
                                              self.ends(rows, b / g), eager)
         g, lin, ends, eager = fixed
         gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + ends
-        return self.eager_decode_s(eager, gpu)
+        return self.eager_decode_s(eager, gpu) if eager else gpu
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
                      op_s: float = 0.0, queries: int = 1) -> float:

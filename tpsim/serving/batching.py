@@ -32,14 +32,16 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
     held = len(loop.running)                # those admitted this step come after
     while not preempted and loop.waiting and len(loop.running) < loop.max_seqs and budget:
         r = loop.waiting[0]
-        new = int(min(tk[r] - c[r], budget))        # c[r]: 0, or a prompt cached elsewhere
-        if loop.blocks(int(c[r]) + new) > loop.free or (loop.running and not loop.admit.fits(
+        cached = int(c[r])                          # 0, or a prompt cached elsewhere
+        new = min(int(tk[r]) - cached, budget)
+        need = loop.blocks(cached + new)
+        if need > loop.free or (loop.running and not loop.admit.fits(
                 loop, r, len(loop.running) - held)):
             break
         loop.waiting.popleft()
         loop.running.append(r)
         loop.changed()
-        loop.free -= loop.blocks(int(c[r]) + new)
+        loop.free -= need
         ids.append(r)
         news.append(new)
         budget -= new

@@ -239,8 +239,11 @@ class EngineLoop:
         self.lag.release(self, self.t - wall, self.t, chunked)   # the last step's
         self.lag.stream(self, streamed, [self.t], [1])
         # all decode next where every running one fed its last token (else: look again)
-        self.decoding = True if not self.spec and ids.size == len(self.running) \
-            and outs == ids.size else None
+        whole = ids.size == len(self.running)      # then ids is the running ones in order
+        self.decoding = True if not self.spec and whole and outs == ids.size else None
+        if whole and self._ids is None:
+            ids.flags.writeable = False
+            self._ids = ids
         self._retire(made)                 # only those that sampled grew
 
     def _price(self, ids, news, cs, decodes, outs: int) -> tuple[float, np.ndarray, bool]:

@@ -32,36 +32,38 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
     held = len(loop.running)                # those admitted this step come after
     while not preempted and loop.waiting and len(loop.running) < loop.max_seqs and budget:
         r = loop.waiting[0]
-        new = int(min(tk[r] - c[r], budget))        # c[r]: 0, or a prompt cached elsewhere
-        if loop.blocks(int(c[r]) + new) > loop.free or (loop.running and not loop.admit.fits(
+        cached = int(c[r])                          # 0, or a prompt cached elsewhere
+        new = min(int(tk[r]) - cached, budget)
+        need = loop.blocks(cached + new)
+        if need > loop.free or (loop.running and not loop.admit.fits(
                 loop, r, len(loop.running) - held)):
             break
         loop.waiting.popleft()
         loop.running.append(r)
         loop.changed()
-        loop.free -= loop.blocks(int(c[r]) + new)
+        loop.free -= need
         ids.append(r)
         news.append(new)
         budget -= new
-    if fast is not None and not ids:          # no admission: the running ones as they are
-        return fast[0], fast[1]
-    ids, news = np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
     if fast is None:
-        return ids, news
-    return np.concatenate((fast[0], ids)), np.concatenate((fast[1], news))
+        return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
+    if not ids:                               # no admission: the running ones as they are
+        return fast[0], fast[1]
+    return (np.concatenate((fast[0], ids), dtype=np.int64),
+            np.concatenate((fast[1], news), dtype=np.int64))
 
 
 def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(every running sequence, all its tokens, their sum), their blocks taken, where the
     budget and the free blocks hold them all (module docstring); None otherwise."""
     run = loop.ids()
-    c = loop.computed[run]
-    news = loop.tokens[run] - c
-    tokens = int(news.sum())
+    c, tk = loop.computed[run], loop.tokens[run]
+    news = tk - c
+    tokens = sum(news.tolist())
     if tokens > loop.budget:
         return None
     bs = loop.bs
-    need = int((-(-(c + news) // bs) + (-c // bs)).sum())
+    need = sum((-(-tk // bs) + (-c // bs)).tolist())
     if need > loop.free:
         return None
     loop.free -= need

@@ -33,15 +33,16 @@ def advance(loop) -> bool:
     """Decode-only steps of ``loop`` together (module docstring); False when not one fits."""
     loop.lag.release(loop, loop.t, loop.t, False)   # a prefill's tokens (output_lag)
     run = loop.ids()
-    kv = loop.computed[run]
-    k, most, new = _fitting(loop, run, kv)
+    kv, past = loop.computed[run], loop.past[run]   # the tokens cached; generated - wanted
+    k, most, new = _fitting(loop, kv, past)
     if k == 0:
         return False
     b, st = len(run), loop.st
-    gpu = loop.model.decode_step_s(b, kv.sum() + b * np.arange(1, k + 1))
+    held = sum(kv.tolist())                     # ints: exact
+    gpu = loop.model.decode_step_s(b, np.arange(held + b, held + b * k + 1, b))
     engine = step_wall_s(gpu, host_step_s(st, b), st.host_overlap)
     wall = paced_wall_s(engine, frontend_s(st, 0, b))
-    ends = loop.t + np.cumsum(wall)
+    ends = loop.t + np.add.accumulate(wall)     # np.cumsum without its wrapper
     if len(loop.running) < loop.max_seqs:       # up to the run's end after an arrival
         if loop.waiting:
             k = min(k, run_end(loop, loop.admit.steps_to_fit(loop, k)))
@@ -51,29 +52,33 @@ def advance(loop) -> bool:
     loop.lag.stream(loop, run, ends[:k], run_end_steps(loop.since, k, loop.multi), k)
     loop.since = (loop.since + k) % loop.multi
     loop.free -= new if k == most else _grown(loop, kv, k)
-    loop.decode_busy_s += float(gpu[:k].sum())
-    loop.host_wait_s += float((engine[:k] - gpu[:k]).sum())
-    loop.frontend_wait_s += float((wall[:k] - engine[:k]).sum())
+    gpu, engine, add = gpu[:k], engine[:k], np.add.reduce    # ndarray.sum's own reduction
+    loop.decode_busy_s += float(add(gpu))
+    loop.host_wait_s += float(add(engine - gpu))
+    loop.frontend_wait_s += float(add(wall[:k] - engine))
     loop.t, loop.wall = float(ends[k - 1]), float(wall[k - 1])
     loop.steps, loop.seq_steps = loop.steps + k, loop.seq_steps + k * b
     loop.admit.decoded(k)
-    loop.computed[run] += k
-    loop.tokens[run] += k
+    loop.computed[run] = kv = kv + k             # each fed all but its last token
+    loop.tokens[run] = kv + 1
     loop.done[run] += k
-    loop._retire(run)
+    loop.past[run] = past + k
+    if k == most:                               # else none got all its tokens
+        loop._retire(run)
     return True
 
 
 def _grown(loop, kv: np.ndarray, j: int) -> int:
     """The blocks j more steps take beyond those held now: monotone in j."""
     bs = loop.bs
-    return int(((kv + j + bs - 1) // bs).sum()) - (loop.capacity - loop.free)
+    return sum(((kv + (j + bs - 1)) // bs).tolist()) - (loop.capacity - loop.free)
 
 
-def _fitting(loop, run: np.ndarray, kv: np.ndarray) -> tuple[int, int, int]:
+def _fitting(loop, kv: np.ndarray, past: np.ndarray) -> tuple[int, int, int]:
     """(k, the steps to the first finish, the blocks they take): k the most steps up to that
-    finish whose blocks fit the free ones (module docstring)."""
-    most = int((loop.wants[run] - loop.done[run]).min())
+    finish (``past``: each sequence's tokens generated less wanted) whose blocks fit the free
+    ones (module docstring)."""
+    most = -max(past.tolist())
     new = _grown(loop, kv, most)
     if new <= loop.free:
         return most, most, new         # all fit (the usual case): no search

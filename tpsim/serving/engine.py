@@ -126,6 +126,7 @@ class EngineLoop:
         self.computed = prompt.copy() if cached else np.zeros(n, np.int64)   # in the cache
         self.tokens = prompt + int(cached)                                   # prompt + generated
         self.done = np.full(n, int(cached), dtype=np.int64)                  # generated
+        self.past = self.done - self.wants                    # generated - wanted (<= 0)
         self.first = np.zeros(n)
         self.last = np.zeros(n)
         self.bs, self.free, self.model, self.st = st.block_size, blocks, model, st
@@ -214,8 +215,7 @@ class EngineLoop:
         if not ids.size:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
-        c, tk, done = self.computed, self.tokens, self.done
-        cs, ds, tks = c[ids], done[ids], tk[ids]
+        cs, tks, ds = self.computed[ids], self.tokens[ids], self.done[ids]
         decodes = (tks - cs == 1) & (ds > 0)
         fed = cs + news
         made = fed == tks                             # each samples its next token
@@ -226,11 +226,12 @@ class EngineLoop:
         admitted = int(np.count_nonzero((cs == 0) & fresh))
         wall = float(paced_wall_s(engine, frontend_s(self.st, admitted, outs)))
         self._account(ids.size, dt, engine, wall)
-        c[ids] = fed
+        self.computed[ids] = fed
         firsts = ids[made & fresh]
         made = ids[made]
-        tk[made] += 1
-        done[made] += 1
+        self.tokens[made] += 1
+        self.done[made] += 1
+        self.past[made] += 1
         self.first[firsts] = self.t
         streamed = made if self.since == 0 or self.multi == 1 else firsts
         if self.spec:
@@ -238,17 +239,20 @@ class EngineLoop:
         self.lag.release(self, self.t - wall, self.t, chunked)   # the last step's
         self.lag.stream(self, streamed, [self.t], [1])
         # all decode next where every running one fed its last token (else: look again)
-        self.decoding = True if not self.spec and ids.size == len(self.running) \
-            and outs == ids.size else None
-        self._retire(ids)
+        whole = ids.size == len(self.running)      # then ids is the running ones in order
+        self.decoding = True if not self.spec and whole and outs == ids.size else None
+        if whole and self._ids is None:
+            ids.flags.writeable = False
+            self._ids = ids
+        self._retire(made)                 # only those that sampled grew
 
     def _price(self, ids, news, cs, decodes, outs: int) -> tuple[float, np.ndarray, bool]:
         """The GPU time of a step of ``ids`` feeding ``news`` tokens each after ``cs`` cached,
         those of ``decodes`` decoding, ``outs`` sampling: (the time, the decoding ids,
         whether it prefills); the counts of its kind."""
         b = int(np.count_nonzero(decodes))
-        seqs, dec = (ids, cs + 1) if b == ids.size else (ids[decodes], cs[decodes] + 1)
-        kv, q = int(dec.sum()), self.spec.k + 1 if self.spec else 1
+        seqs, dec = (ids, cs) if b == ids.size else (ids[decodes], cs[decodes])
+        kv, q = sum(dec.tolist()) + b, self.spec.k + 1 if self.spec else 1   # each + 1
         if b < ids.size:
             chunked = ~decodes
             dt = self.model.mixed_step_arrays(news[chunked], cs[chunked], b, kv,
@@ -277,10 +281,10 @@ class EngineLoop:
     def _retire(self, run: np.ndarray) -> None:
         """The sequences of ``run`` (running ones, in admission order: the only ones whose
         tokens grew) that have all their tokens leave, their blocks freed."""
-        ended = run[self.done[run] >= self.wants[run]]
+        ended = run[self.past[run] >= 0]
         if not ended.size:
             return
-        self.free += int(((self.computed[ended] + self.bs - 1) // self.bs).sum())
+        self.free += sum(((self.computed[ended] + (self.bs - 1)) // self.bs).tolist())
         t = self.t + (-self.since % self.multi) * self.wall     # at the run's end
         self.last[ended] = t
         self.gaps.flush(ended, t)

@@ -41,16 +41,14 @@ class TokenGaps:
         ``times``, once per request; ``times`` a float: one chunk each."""
         if isinstance(times, float):                        # one time: no differences
             reqs = np.asarray(reqs, dtype=np.int64)
-            if reqs.size:
-                first = times - self.last[reqs]
-                self.parts.append((first[first == first], 1))
+            if reqs.size:                                   # NaN: a first token, no gap
+                self.parts.append((times - self.last[reqs], 1))   # (dropped in pooled)
                 self.last[reqs] = times
             return
         reqs, times = np.asarray(reqs, dtype=np.int64), np.asarray(times, float).reshape(-1)
         if reqs.size == 0 or times.size == 0:
             return
-        first = times[0] - self.last[reqs]
-        self.parts.append((first[first == first], 1))       # NaN: a first token, no gap
+        self.parts.append((times[0] - self.last[reqs], 1))  # NaN: a first token, no gap
         if times.size > 1:
             self.parts.append((times[1:] - times[:-1], reqs.size))
         self.last[reqs] = times[-1]
@@ -64,12 +62,15 @@ class TokenGaps:
             self.deliver(late, t)
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
-        """(each gap, how many times it occurred), every request's together."""
+        """(each gap, how many times it occurred), every request's together; a first token's
+        NaN (no time before it) is no gap."""
         if not self.parts:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
         gaps, counts = zip(*self.parts)
-        return (np.concatenate(gaps),
-                np.repeat(np.array(counts, dtype=np.int64), [g.size for g in gaps]))
+        v = np.concatenate(gaps)
+        w = np.repeat(np.array(counts, dtype=np.int64), [g.size for g in gaps])
+        real = v == v
+        return v[real], w[real]
 
     def percentiles(self) -> Percentiles:
         """mean, p50, p90, p99 over all gaps, each pair counted as many times as it occurred:

@@ -78,7 +78,7 @@ def steps_until_seen(t: float, ends, arrival_s: float, overlap: bool) -> int:
     request arriving at ``arrival_s`` can be scheduled: 1 + the index of the first step end at
     or after it, or (overlap scheduler, :func:`horizon_s`) of the first step start."""
     marks = np.concatenate(([t], ends)) if overlap else np.asarray(ends)
-    return int(np.searchsorted(marks, arrival_s)) + 1
+    return int(marks.searchsorted(arrival_s)) + 1
 
 
 __all__ = ["host_step_s", "step_wall_s", "prefill_op_s", "horizon_s", "steps_until_seen"]

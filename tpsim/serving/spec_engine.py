@@ -80,6 +80,7 @@ class SpecDecode:
                 extra -= 1
             loop.free -= loop.blocks(c[r] + extra) - loop.blocks(c[r])
             c[r], tk[r], done[r] = c[r] + extra, tk[r] + extra, done[r] + extra
+            loop.past[r] += extra
 
 
 def speculation(sm, topo, lay, seed: int) -> SpecDecode | None:

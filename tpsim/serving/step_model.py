@@ -281,7 +281,7 @@ class StepModel:
                                              self.ends(rows, b / g), eager)
         g, lin, ends, eager = fixed
         gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + ends
-        return self.eager_decode_s(eager, gpu)
+        return self.eager_decode_s(eager, gpu) if eager else gpu
 
     def mixed_step_s(self, chunks, decode_seqs: int, decode_kv: float, outputs: int,
                      op_s: float = 0.0, queries: int = 1) -> float:
@@ -298,13 +298,13 @@ class StepModel:
     def mixed_step_arrays(self, c, s, decode_seqs: int, decode_kv: float, outputs: int,
                           op_s: float = 0.0, queries: int = 1) -> float:
         """:meth:`mixed_step_s` of the chunks c_j after s_j cached tokens given as arrays."""
-        c, s = np.asarray(c, float), np.asarray(s, float)
         g = min(self.split, len(c) + decode_seqs)
         if len(c) == 1:                               # one chunk: its numbers as floats
-            c_sum = c_max = c[0]
-            att_sum = att_max = self._looked_up(self._chunk_memo, (c_sum, s[0]),
+            c_sum = c_max = float(c[0])
+            att_sum = att_max = self._looked_up(self._chunk_memo, (c_sum, float(s[0])),
                                                 self.attention)
         else:
+            c, s = np.asarray(c, float), np.asarray(s, float)
             att = self.attention(c, s)
             c_sum, c_max, att_sum, att_max = c.sum(), c.max(), att.sum(), att.max()
         tokens = max((c_sum + decode_seqs * queries) / g, c_max)

@@ -230,7 +230,6 @@ def stage_idle(iv: Intervals, pp: int) -> tuple[tuple, dict, object]:
 def _busy(iv, pp: int) -> list[dict]:
     """Per stage, the time its compute stream runs DP kernels (the gradients' pre-scale) and
     optimizer kernels, each op's end - start added in stream order."""
-    import numpy as np
     out = [{"dp": 0.0, "optimizer": 0.0} for _ in range(pp)]
     names = {KINDS.index(k): k for k in ("dp", "optimizer")}
     kinds = iv.kind[iv.own]

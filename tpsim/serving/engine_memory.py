@@ -15,7 +15,8 @@ free. Each engine's knob, named as the engine names it, written as that h:
   (ModelRunner.profile_max_num_token: rest = available - total x (1 - f)), chosen from the TP
   degree in python/sglang/srt/server_args.py: v0.4.1 0.88 at TP 1, 0.87 from 2, 0.85 from 4,
   0.81 from 8, 0.79 from 16 (the GPU's memory there chooses chunked_prefill_size and
-  cuda_graph_max_bs, not f); v0.3.0 the same but 0.83 from 8. So h = 1 - f.
+  cuda_graph_max_bs, not f); v0.3.0 the same but 0.83 from 8 (read from a copy of
+  server_args.py with v0.3-era fields, not from the v0.3.0 tag itself). So h = 1 - f.
 
 TensorRT-LLM's ``kv_cache_free_gpu_mem_fraction`` 0.9 (of the memory free after the weights
 and activations) is no ``--admission``: its h = 0.1 (M - R - weights - activations) / (M - R)

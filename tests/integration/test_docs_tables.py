@@ -109,11 +109,14 @@ def test_op_pricing_table_lists_every_function_that_prices_an_op():
     """docs/training-step.md's "How each op is priced" table names exactly the functions whose
     names the ops' `formula` carries (read off the function objects), and each is a real
     function of that name."""
+    from tpsim.base.formula import qualname
     from tpsim.sim.price import FORMULAS, GROUPED
     named = set(FORMULAS.values()) | {GROUPED}
     for path in (REPO / "tpsim").rglob("*.py"):   # CollectiveCost(..., qualname(ring_time))
-        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
-        named |= {f"{module}.{f}" for f in re.findall(r"qualname\((\w+_time)\)", path.read_text())}
+        found = re.findall(r"qualname\((\w+_time)\)", path.read_text())
+        if found:   # the name each function carries, defined there or imported
+            module = importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+            named |= {qualname(getattr(module, f)) for f in found}
     text = (REPO / "docs" / "training-step.md").read_text()
     section = text.split("## How each op is priced", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `(tpsim\.[\w.]+)` \|", section, re.M))

@@ -30,7 +30,7 @@ the last term the dQ copies' extra bytes: ``torch::zeros`` writes all ``splits``
 kernel) and the sum reads them, where the default clears and reads one. The default
 backward's time is the kernel's fitted efficiency's (:func:`tpsim.cost.compute.attention_time`).
 Checked (no fit) on flash-attention PR #1893's H100 timing of FlashAttention-2's deterministic
-backward (``python bench/compute_published.py``).
+backward (``python bench/deterministic_attention_published.py``).
 """
 from __future__ import annotations
 

@@ -13,30 +13,41 @@ v2.8), and below compute capability 9.0 it drops cuDNN's fused attention for det
 """
 from __future__ import annotations
 
+from ..base.formula import qualname
 from ..cost.dp_workspace import workspace_backward_time
 from ..cost.key_loop import deterministic_backward_time
 from ..layer.ops import Attention
 
+_KEY_LOOP, _WORKSPACE = qualname(deterministic_backward_time), qualname(workspace_backward_time)
 
-def deterministic_attention_times(ops, times: list[float], device) -> list[float]:
-    """``times`` with each fused attention backward priced as its kernel's deterministic one
-    (module docstring); every other op's time as given."""
+
+def deterministic_attention(ops, times: list[float], formulas: list, device) -> tuple[list, list]:
+    """``(times, formulas)`` with each fused attention backward priced as its kernel's
+    deterministic one and named by the function that priced it (module docstring); every other
+    op's time and formula as given."""
     kernels = device.attention_kernels
     if not kernels or not device.sm_count:
-        return times
-    out = list(times)
+        return times, formulas
+    times, formulas = list(times), list(formulas)
     for i, op in enumerate(ops):
         if type(op) is not Attention or not op.backward:
             continue
         kernel = kernels[op.kernel or device.attention_kernel]
         if kernel.deterministic_tile:
-            out[i] = deterministic_backward_time(times[i], op.b, op.heads, op.seq_q, op.seq_kv,
-                                                 op.head_dim, op.causal, device,
-                                                 tuple(kernel.deterministic_tile))
+            times[i] = deterministic_backward_time(times[i], op.b, op.heads, op.seq_q, op.seq_kv,
+                                                   op.head_dim, op.causal, device,
+                                                   tuple(kernel.deterministic_tile))
+            formulas[i] = _KEY_LOOP
         elif kernel.deterministic_workspace_bytes:
-            out[i] = workspace_backward_time(times[i], op.b, op.heads, op.pairs,
-                                             kernel.deterministic_workspace_bytes, device)
-    return out
+            times[i] = workspace_backward_time(times[i], op.b, op.heads, op.pairs,
+                                               kernel.deterministic_workspace_bytes, device)
+            formulas[i] = _WORKSPACE
+    return times, formulas
 
 
-__all__ = ["deterministic_attention_times"]
+def deterministic_attention_times(ops, times: list[float], device) -> list[float]:
+    """The times of :func:`deterministic_attention` alone."""
+    return deterministic_attention(ops, times, [None] * len(times), device)[0]
+
+
+__all__ = ["deterministic_attention", "deterministic_attention_times"]

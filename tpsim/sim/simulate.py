@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.formula import qualname
 from ..base.memo import Memo
-from .deterministic_attention import deterministic_attention_times
+from .deterministic_attention import deterministic_attention
 from .fill import filled_times
 from .interference import interferences
 from .price import Pricing, price_ops
@@ -108,7 +108,7 @@ def _simulate(template: Template, dims, pricing: Pricing, host: float) -> Simula
     times, formulas, costs = price_ops(ops, pricing)
     device = pricing.topology.device
     if dims.fill:       # --deterministic-mode: the attention's deterministic backward, and
-        times = deterministic_attention_times(ops, times, device)
+        times, formulas = deterministic_attention(ops, times, formulas, device)
         times = filled_times(template.names, ops, times, dims.bpe, device)   # PyTorch's NaN fill
     launch_s = launch_times(template, dims, host, device.host_launch_s)
     losses = _LOSSES.get((template, device), interferences, ops, device)

@@ -73,9 +73,9 @@ def counts_exchange(sh: MoeShape, world: int) -> Collective:
     return Collective("all-to-all", 8.0 * world * sh.experts_per_rank, "ep", dtype="int64")
 
 
-def predict_moe_forward(topo, sh: MoeShape, world: int, dtype: str) -> dict:
-    """Serial, collective and GEMM seconds of the slot's forward at ``sh`` on EP ``world``, with
-    the layer's all-to-all of its (world x experts_per_rank) int64 row counts."""
+def simulate_moe_forward(topo, sh: MoeShape, world: int, dtype: str):
+    """(template, simulation, the row-count exchange's seconds) of the serving MoE slot's
+    forward at ``sh`` on EP ``world`` (:mod:`tpsim.layer.infer_moe`) on ``topo``."""
     B = Builder(False)
     infer_moe_fwd(B, None, sh.activation == "swiglu", False)
     tpl = B.compile({"tp": 1, "ep": world})
@@ -83,9 +83,15 @@ def predict_moe_forward(topo, sh: MoeShape, world: int, dtype: str) -> dict:
                   d=1, f=sh.ffn, sp=False, experts=sh.experts_per_rank, topk=sh.top_k,
                   fe=sh.ffn, act_dtype=dtype, kv_dtype=dtype, ep=world)
     pricing = Pricing(topo, Parallelism(ep=world))
-    sim = simulate(tpl, d, pricing, 0.0)
+    return tpl, simulate(tpl, d, pricing, 0.0), price(counts_exchange(sh, world), pricing)[0]
+
+
+def predict_moe_forward(topo, sh: MoeShape, world: int, dtype: str) -> dict:
+    """Serial, collective and GEMM seconds of the slot's forward at ``sh`` on EP ``world``, with
+    the layer's all-to-all of its (world x experts_per_rank) int64 row counts."""
+    _, sim, counts = simulate_moe_forward(topo, sh, world, dtype)
     kinds = [(op.kind, t) for op, t in zip(sim.ops, sim.times)]
-    kinds.append(("collective", price(counts_exchange(sh, world), pricing)[0]))
+    kinds.append(("collective", counts))
     return {"serial": sum(t for _, t in kinds), "comm": sum(t for k, t in kinds if k == "collective"),
             "matmul": sum(t for k, t in kinds if k == "gemm")}
 

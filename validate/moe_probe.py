@@ -86,22 +86,8 @@ def _sweep(world: int) -> dict:
 def _priced(topology: str, sh, world: int) -> dict:
     """tpsim's seconds for each op of the MoE slot at ``sh`` on ``topology``."""
     from tpsim.cluster.topology import load_topology
-    from tpsim.layer.infer_graph import InferDims
-    from tpsim.layer.infer_moe import infer_moe_fwd
-    from tpsim.layer.template import Builder
-    from tpsim.sim.price import Pricing, price
-    from tpsim.sim.simulate import simulate
-    from tpsim.spec.parallel import Parallelism
-    b = Builder(False)
-    infer_moe_fwd(b, None, sh.activation == "swiglu", False)
-    d = InferDims(b=sh.batch, s=sh.seq, h=sh.hidden, tp=1, dtype="fp32", heads=1, kv_heads=1,
-                  d=1, f=sh.ffn, sp=False, experts=sh.experts_per_rank, topk=sh.top_k,
-                  fe=sh.ffn, act_dtype="fp32", kv_dtype="fp32", ep=world)
-    tpl = b.compile({"tp": 1, "ep": world})
-    pricing = Pricing(load_topology(topology), Parallelism(ep=world))
-    sim = simulate(tpl, d, pricing, 0.0)
-    return {**dict(zip(tpl.names, sim.times)),
-            "counts": price(MB.counts_exchange(sh, world), pricing)[0]}
+    tpl, sim, counts = MB.simulate_moe_forward(load_topology(topology), sh, world, "fp32")
+    return {**dict(zip(tpl.names, sim.times)), "counts": counts}
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from tpsim.base.errors import ConfigError
 from tpsim.base.schema import from_mapping
 from tpsim.cluster.topology import load_topology
 from tpsim.layer.graph import layer_template
-from tpsim.layer.moe import act_arith, moe_dims, routed_per_expert
+from tpsim.layer.moe import moe_dims, routed_per_expert
+from tpsim.layer.ops import act_arith
 from tpsim.sim.price import Pricing
 from tpsim.sim.simulate import simulate
 from tpsim.spec.model import ModelConfig

@@ -32,14 +32,12 @@ from .linears import (column_linear_fwd, column_parallel_bwd, input_saved, row_i
 from .mla import mla_bwd, mla_fwd
 from .qk_norm import qk_norm_bwd, qk_norm_fwd
 from .moe_flex import slot, slot_groups
-from .ops import Attention
+from .ops import Attention, act_arith
 from .recompute import DEFAULT_MODULES, apply_recompute
 from .rope import unfused_bwd as rope_bwd, unfused_fwd as rope_fwd
 from .template import BARE_CALL, Builder, Template
 
 BLOCKS = ("attention", "mlp")
-# the activation kernel's arithmetic (tpsim.layer.ops.MemoryBound.arith), by swiglu
-_ACT = {False: "gelu", True: "swiglu"}
 
 
 # --------------------------------------------------------------------------- forward
@@ -158,7 +156,7 @@ def _mlp_fwd(B: Builder, x, bare: bool, swiglu: bool, dropout: bool, moe: int = 
     saved = lambda d: n_in * d.T * d.f * d.bpe   # noqa: E731
     x = eager.swiglu_fwd(B, x, saved) if B.eager and swiglu else \
         B.eltwise("fwd.act", lambda d: (d.T, d.f, (n_in + 1) * d.T * d.f * d.bpe), (x,),
-                  saved=saved, arith=lambda d: _ACT[swiglu])
+                  saved=saved, arith=act_arith(n_in))
     x = row_linear_fwd(B, "mlp_out", x, lambda d: (d.T, d.h, d.f), row_input_saved(lambda d: d.f))
     return x if bare else _bias_dropout_add_fwd(B, 2, x, skip, dropout)
 
@@ -227,7 +225,7 @@ def _mlp_bwd(B: Builder, grad, bare: bool, swiglu: bool, dropout: bool, bias: bo
     n_in = 2 if swiglu else 1   # swiglu: read dy, gate|up; write dgate|dup.  gelu: read dy, x; write dx
     x = eager.swiglu_bwd(B, dgrad) if B.eager and swiglu else \
         B.eltwise("bwd.act", lambda d: (d.T, d.f, (1 + 2 * n_in) * d.T * d.f * d.bpe),
-                  (dgrad,), forward_of="fwd.act", arith=lambda d: _ACT[swiglu] + "_backward")
+                  (dgrad,), forward_of="fwd.act", arith=act_arith(n_in, True))
     x, _ = column_parallel_bwd(B, "mlp_in", lambda d: (d.T, n_in * d.f, d.h), (x,), bias)
     return x if bare else _norm_residual_bwd(B, 2, x, out_grad)
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 
-from .moe import act_arith
+from .ops import act_arith
 from .template import Builder
 
 

@@ -48,6 +48,7 @@ from .moe_bias import bias_bwd, bias_fwd, bias_grad_accumulate
 from .moe_host import aux_all_reduce, aux_bwd, aux_fwd_ops
 from .moe_loops import local_experts, wgrad_loop_ops
 from .moe_router import topk_bwd, topk_fwd
+from .ops import act_arith
 from .template import Builder
 
 
@@ -74,14 +75,6 @@ def routed_rows(d: Dims) -> int:
 def fc1_input_saved(d: Dims) -> float:
     """The permuted tokens R x h, in fc1's GEMM dtype."""
     return routed_rows(d) * d.h * d.gemm_bpe
-
-
-def act_arith(n_in: int, backward: bool = False):
-    """The experts' activation's per-element arithmetic, as the dense MLP's (``gelu``,
-    ``swiglu``, ``_backward``): priced where the device lists its cost (a CPU's
-    ``elementwise_ns_per_element``, :func:`tpsim.cost.compute.elementwise_time`), else 0."""
-    kind = ("swiglu" if n_in == 2 else "gelu") + ("_backward" if backward else "")
-    return lambda d: kind
 
 
 def act_saved(n_in: int):

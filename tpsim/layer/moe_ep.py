@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from ..base.errors import ConfigError
 from .dims import Dims, layer_dims, sp_reduce_op
-from .moe import (act_arith, act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved,
+from .moe import (act_saved, dense_bwd, fc1_input_saved, fc1_size, fc2_input_saved,
                   fc2_size, gathered_tokens, grouped, grouped_bwd, router_bwd, router_fwd, routed_rows,
                   shared_fwd)
 from .moe_clamp import clamp_bwd, clamp_fwd
@@ -56,6 +56,7 @@ from .moe_host import alltoall_permute_ops, alltoall_preprocess_ops, counts_gath
 from .moe_permute import (chosen_rows, permute_bwd, permute_fwd, unpermute_bwd,
                           unpermute_fwd)
 from .moe_padding import pad_bwd, pad_fwd, unpad_bwd, unpad_fwd
+from .ops import act_arith
 from .template import Builder
 
 

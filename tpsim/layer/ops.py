@@ -284,4 +284,14 @@ class Dispatch(_Transfer):
         return self.tokens * self.token_bytes
 
 
+def act_arith(n_in: int, backward: bool = False):
+    """An MLP's activation arithmetic as a :class:`MemoryBound`'s ``arith`` (per dims):
+    ``gelu`` on one input (``n_in`` 1), ``swiglu`` on gate and up (``n_in`` 2), ``_backward``
+    for its gradient; priced where the device lists its cost (a CPU's
+    ``elementwise_ns_per_element``, :func:`tpsim.cost.compute.elementwise_time`), else 0. The
+    dense MLP's and the experts' alike."""
+    kind = ("swiglu" if n_in == 2 else "gelu") + ("_backward" if backward else "")
+    return lambda d: kind
+
+
 Op = Union[Gemm, Attention, MemoryBound, Collective, SendRecv, Dispatch]

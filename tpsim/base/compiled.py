@@ -74,7 +74,7 @@ def installed() -> bool:
 
 def uninstall() -> None:
     """``dataclass`` compiles every source again, as without :func:`install`."""
-    if getattr(dataclasses, "exec", None) is _exec:
+    if installed():
         del dataclasses.exec
 
 

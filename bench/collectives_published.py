@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from tpsim.cost.collectives import bus_factor, collective_time
+from tpsim.cluster.nccl import NCCL_NVLS, nccl_release, with_nccl
 from tpsim.cluster.topology import load_topology
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_collectives"
@@ -64,9 +65,11 @@ def curves(index: str = "index.csv", op: str = "all-reduce") -> list[dict]:
 
 
 def cluster_topology(curve: dict, ll_host_us: float | None = None):
-    """The curve's shipped topology with its cluster's ``ll_host_latency_us`` (index.csv, or
-    ``ll_host_us``) on every network level."""
-    topo = load_topology(curve["topology"])
+    """The curve's shipped topology as the curve's NCCL runs NVLS (``with_nccl`` of the
+    release index.csv names, where tpsim lists it: 2.18-2.27), with its cluster's
+    ``ll_host_latency_us`` (index.csv, or ``ll_host_us``) on every network level."""
+    release = nccl_release(curve.get("nccl", "").split(" ")[0])
+    topo = with_nccl(load_topology(curve["topology"]), release if release in NCCL_NVLS else None)
     value = ll_host_us if ll_host_us is not None else curve.get("ll_host_latency_us") or ""
     if value == "":
         return topo

@@ -234,10 +234,10 @@ class Level:
     nvls_step_s: float = spec("nvls_step_us", scale=US, ge=0, default=0.0,
                                doc="in_switch_reduction: fixed cost of one NVLS pipeline step "
                                    "(flag wait and switch round trip), us")
-    nvls_chunk_bytes: int = spec(ge=1, default=131072, doc="in_switch_reduction: largest NVLS "
-                                 "chunk, bytes (NCCL_NVLS_CHUNKSIZE)")
-    nvls_channels: int = spec(ge=1, default=16, doc="in_switch_reduction: channels (CTAs) NVLS "
-                              "runs on (NCCL_NVLS_NCHANNELS)")
+    nvls_chunk_bytes: int = spec(ge=1, default=131072, doc="in_switch_reduction: largest NVLS chunk, bytes (NCCL_NVLS_CHUNKSIZE)")
+    nvls_channels: int = spec(ge=1, default=16, doc="in_switch_reduction: channels (CTAs) NVLS runs on (NCCL_NVLS_NCHANNELS)")
+    nvls_fixed_grid: bool = spec(default=False, doc="in_switch_reduction: NVLS lays a message on a fixed grid of chunks, channel "
+                                 "by channel (NCCL 2.18-2.19), not split evenly over its channels (2.20+); `tpsim collective --nccl`")
     ll_busbw_caps_Bps: tuple[float, ...] | None = spec(
         "ll_max_busbw_GBps", scale=GB, gt=0, default=None,
         doc="network levels: LL's bus bandwidth cap across 2 nodes, then more, GB/s (NCCL "

@@ -193,7 +193,7 @@ def _nvls_stage(nbytes: float, span: LevelSpan, ranks: int, topo: Topology) -> t
     lv = span.level
     return nvls_terms(nbytes, ranks, _stage_bandwidth(span, "nvls"),
                       topo.device.collective_latency_scale * lv.nvls_step_s, lv.nvls_channels,
-                      lv.nvls_chunk_bytes)
+                      lv.nvls_chunk_bytes, lv.nvls_fixed_grid)
 
 
 def nvls_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost:
@@ -203,13 +203,13 @@ def nvls_time(nbytes: float, place: Placement, topo: Topology) -> CollectiveCost
     w = 1 + 1/n bytes per direction per byte of S (:func:`~tpsim.cost.nvls_pipeline.nvls_wire_factor`).
     NCCL runs it as ``ops = nvls_channels x n`` chunked pipelines (:mod:`tpsim.cost.nvls_pipeline`):
 
-        t = s collective_launch + s hop[nvls]                          (NCCL hwLat NVLS: 25 us)
+        t = s collective_launch + s hop[nvls]                          (NCCL hwLat NVLS: 25 us, 23 to 2.20)
             + w S / (B eff_nvls)                                       transfer
             + m s step + (s step + w c ops / (B eff_nvls))             pipeline: m chunks, fill
             + copy_bytes(all-reduce, S, n) / B_copy
 
-    with c NCCL's chunk for S (16 KiB .. nvls_chunk_bytes), m = S / (ops c) and step =
-    ``nvls_step_us``; the pipeline term is why NVLS bus bandwidth climbs with size.
+    with c NCCL's chunk for S (16 KiB .. nvls_chunk_bytes), m = S / (ops c), step = ``nvls_step_us``
+    (NCCL 2.18-2.19's fixed grid, ``nvls_fixed_grid``: c, m of its busiest channel, nvls_terms).
     """
     (span,) = place.spans
     n = place.size

@@ -36,7 +36,8 @@ def nvls_wire_factor(ranks: int) -> float:
 
 
 def nvls_chunk_bytes(nbytes: float, ops: int, max_chunk: int) -> int:
-    """NCCL's NVLS chunk size (enqueue.cc calcCollChunking, NCCL 2.21-2.30).
+    """NCCL's NVLS chunk size (enqueue.cc calcCollChunking, NCCL 2.21-2.30; computeColl in 2.18,
+    computeCollChunkInfo in 2.20, the same rule on NCCL_NVLS_NCHANNELS channels).
 
     Start from ``max_chunk`` (NCCL_NVLS_CHUNKSIZE); halve to 64 KiB if S < 64 ops chunk, to
     32 KiB if S < 8 ops chunk, to 16 KiB if S < 2 ops chunk.
@@ -49,31 +50,50 @@ def nvls_chunk_bytes(nbytes: float, ops: int, max_chunk: int) -> int:
 
 
 def _pipeline(nbytes: float, chunk: int, ops: int, wire: float, step_s: float,
-              bandwidth_Bps: float) -> float:
-    """(m + STAGES - 1)(step + w c ops / B) with c = min(chunk, S/ops), m = S / (ops c)."""
-    c = min(chunk, nbytes / ops)
-    m = nbytes / (ops * c)
+              bandwidth_Bps: float, heads: int = 0) -> float:
+    """(m + STAGES - 1)(step + w c ops / B) with c = min(chunk, S/ops), m = S / (ops c); on
+    the fixed grid (``heads`` > 0, :func:`nvls_terms`) c = min(chunk, S/heads) and
+    m = max(1, S / (ops c)): the busiest channel's loops."""
+    c = min(chunk, nbytes / (heads or ops))
+    m = max(1.0, nbytes / (ops * c)) if heads else nbytes / (ops * c)
     return (m + STAGES - 1) * (step_s + wire * c * ops / bandwidth_Bps)
 
 
 def nvls_terms(nbytes: float, ranks: int, bandwidth_Bps: float, step_s: float, channels: int,
-               max_chunk: int) -> tuple[float, float]:
+               max_chunk: int, fixed_grid: bool = False) -> tuple[float, float]:
     """(transfer, pipeline) seconds of an NVLS all-reduce of ``nbytes`` on ``ranks`` GPUs.
 
     transfer = w S / B; pipeline = the rest of ``(m + 1)(step + w c ops / B)``. Where NCCL's
     rule switches to a larger chunk, a message just above the switch would cost less than one
     just below it; the time taken is the monotone envelope (never less than the time at the
     switch with the smaller chunk), so a larger message never finishes sooner.
+
+    How a message smaller than one loop (``ops`` chunks) is laid out depends on the NCCL:
+
+    * 2.20 and later (``fixed_grid`` false) split it evenly over the channels (enqueue.cc's
+      per-channel ``workCount``, the kernel's ``oneNode`` path in device/all_reduce.h, v2.20.5-1)
+      and over the heads (``lastChunkCount``): each of the ``ops`` pipelines carries S / ops,
+      c = S / ops, one step of ``step + w S / B`` each way.
+    * 2.18 and 2.19 (``fixed_grid``) walk a fixed grid (collectives/device/all_reduce.h,
+      v2.18.5-1: channel ``bid`` takes the ``nHeads`` chunks at ``bid nHeads chunkSize``, every
+      chunk ``chunkSize`` long): a message fills channel 0's heads before channel 1's, so below
+      ``heads x chunk`` one channel carries all of it. A channel (one CTA) moves ``1/channels``
+      of the GPU's NVLS bandwidth (the plateau is reached with all ``channels`` CTAs busy:
+      enqueue.cc's "NVLS should not need more than 16 channels to get peak BW"), so the
+      busiest channel's step costs ``step + w c heads / (B / channels) = step + w c ops / B``
+      with c = min(chunk, S / heads), for max(1, S / (ops c)) loops.
     """
     ops = channels * ranks
     wire = nvls_wire_factor(ranks)
+    heads = ranks if fixed_grid else 0
     total = _pipeline(nbytes, nvls_chunk_bytes(nbytes, ops, max_chunk), ops, wire, step_s,
-                      bandwidth_Bps)
+                      bandwidth_Bps, heads)
     larger = max_chunk
     for per_op, smaller in _STEPS_DOWN:
         switch = per_op * ops * larger               # the chunk is `smaller` just below here
         if larger > smaller and switch <= nbytes:
-            total = max(total, _pipeline(switch, smaller, ops, wire, step_s, bandwidth_Bps))
+            total = max(total, _pipeline(switch, smaller, ops, wire, step_s, bandwidth_Bps,
+                                         heads))
         larger = min(larger, smaller)
     transfer = wire * nbytes / bandwidth_Bps
     return transfer, total - transfer

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..cost.collectives import ALGORITHMS, OPS
 from ..base.errors import ConfigError
+from ..cluster.nccl import NCCL_RELEASES, nccl_release
 from ..cluster.topology import PROTOCOLS
 from .common import TOPOLOGY_HELP, StoreOnce, dump_json, lower, topology_for
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
@@ -41,6 +42,11 @@ def fill_collective(p) -> None:
                    metavar=braces(("auto", *PROTOCOLS)),
                    help="NCCL protocol, any case (LL128 as NCCL_PROTO writes it); auto: the "
                         "fastest (default: auto)")
+    p.add_argument("--nccl", default=("topology",), type=choice_list(NCCL_RELEASES, nccl_release),
+                   metavar="{topology,2.18,...,2.27}",
+                   help="NCCL release whose NVLS latency and layout to price (2.18.5 or 2.18; "
+                        "cluster/nccl.py); topology: the file's own values, NCCL 2.21-2.27's in "
+                        "the shipped ones (default: topology)")
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
     p.add_argument("--min-bytes", default=None, help="with --sweep: smallest size (default: 1KiB)")
@@ -53,6 +59,7 @@ def _cmd_collective(args) -> None:
     from ..cost.collectives import collective_time
     from ..report.render import collective_comparison, collective_table
     from ..cluster.topology import load_topology
+    from ..cluster.nccl import with_nccl
     from ..base.units import parse_size, power_of_two_sizes
     if args.sweep and args.bytes is not None:
         raise ConfigError("--bytes", "", "no --bytes with --sweep (the sweep's sizes are "
@@ -70,12 +77,13 @@ def _cmd_collective(args) -> None:
         sizes = tuple(parse_size(b, "--bytes") for b in args.bytes or (DEFAULT_BYTES,))
     if args.topology is None:          # the default for the largest group asked for
         args.topology = (topology_for(None, max(args.ranks or (None,), key=lambda r: r or 0)),)
-    topos = {name: load_topology(name) for name in args.topology}
+    topos = {(name, release): with_nccl(load_topology(name), release)
+             for name in args.topology for release in args.nccl}
     args.size = sizes
-    combos = combinations(args, ("topology", "op", "ranks", "algo", "protocol", "size"))
+    combos = combinations(args, ("topology", "nccl", "op", "ranks", "algo", "protocol", "size"))
     rows = []
     for c in combos:
-        topo = topos[c["topology"]]
+        topo = topos[c["topology"], c["nccl"]]
         ranks = c["ranks"] if c["ranks"] is not None else topo.devices_per_node
         if ranks > topo.max_ranks:
             raise ConfigError("--ranks", "", f"at most the {topo.max_ranks} GPUs of {topo.name} "
@@ -84,11 +92,13 @@ def _cmd_collective(args) -> None:
         rows.append((topo, collective_time(c["op"], c["size"], ranks, topo, c["algo"],
                                            c["protocol"])))
     single = len(combos) == len(sizes) and all(len(getattr(args, k) or (0,)) == 1 for k in
-                                               ("topology", "op", "ranks", "algo", "protocol"))
+                                               ("topology", "nccl", "op", "ranks", "algo",
+                                                "protocol"))
     if args.json:
         out = [c.as_dict() if single else {"topology": t.name, **c.as_dict()} for t, c in rows]
         print(dump_json(out if len(out) > 1 or args.sweep else out[0]))
     elif single:
         print(collective_table([c for _, c in rows], rows[0][0]))
     else:
-        print(collective_comparison(rows, [k for k in varied(combos) if k != "size"]))
+        print(collective_comparison(rows, [k for k in varied(combos) if k != "size"],
+                                    [c["nccl"] for c in combos]))

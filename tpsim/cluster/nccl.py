@@ -1,13 +1,15 @@
 """What differs between NCCL releases in how they run NVLS, as data: a topology priced as a given
 NCCL runs it (:func:`with_nccl`, ``tpsim collective --nccl``).
 
-A shipped topology holds the NCCL 2.21-2.30 values. Two things changed before that, both read
+A shipped topology holds the NCCL 2.21-2.27 values. Three things differ in other releases, all read
 from NCCL's code (github.com/NVIDIA/nccl, at each release's tag):
 
 * the latency NCCL's tuning model gives an NVLS all-reduce on one node, ``baseLat[NVLS][Simple]
   + hwLat[NVLINK][NVLS][Simple]`` in src/graph/tuning.cc: 23 + 0 us in 2.18 (v2.18.5-1),
   0 + 23 in 2.19-2.20 (v2.19.3-1, v2.20.5-1), 0 + 25 from 2.21 (v2.21.5-1 .. v2.27.7-1); tpsim
   pays it once per NVLS all-reduce (``hop_latency_us.nvls.simple`` of the level);
+* the latency of an NVLS-tree hop across the network, ``hwLat[NET][NVLSTree][Simple]``: 19 us in
+  2.18, 14 in 2.19-2.27 (2.28's later patches moved it to 20.9: the shipped files say which);
 * how a message is laid over NVLS's channels: 2.18-2.19 walk a fixed grid of chunks, channel by
   channel (src/collectives/device/all_reduce.h, v2.18.5-1; src/device/all_reduce.h, v2.19.3-1:
   ``offset = gridOffset + bid*nHeads*chunkSize``), so a small message runs on one channel; 2.20
@@ -22,12 +24,13 @@ import dataclasses
 from ..base.errors import ConfigError
 from .topology import Topology
 
-# release -> (NVLS latency on one node in us: tuning.cc baseLat + hwLat[NVLINK], fixed grid)
+# release -> (NVLS latency on one node, us: tuning.cc baseLat + hwLat[NVLINK][NVLS];
+#             hwLat[NET][NVLSTree], us; fixed grid)
 NCCL_NVLS = {
-    "2.18": (23.0, True),     # baseLat {0, 0, 23.0}, hwLat NVLINK NVLS {0, 0, 0}: v2.18.1-1..v2.18.6-1
-    "2.19": (23.0, True),     # baseLat 0, hwLat NVLINK NVLS {0, 0, 23}: v2.19.1-1..v2.19.4-1
-    "2.20": (23.0, False),    # hwLat 23; oneNode path: v2.20.3-1, v2.20.5-1
-    **{f"2.{minor}": (25.0, False) for minor in range(21, 28)},   # hwLat 25: v2.21.5-1..v2.27.7-1
+    "2.18": (23.0, 19.0, True),    # baseLat {0, 0, 23.0}, hwLat NVLINK NVLS 0: v2.18.1-1..v2.18.6-1
+    "2.19": (23.0, 14.0, True),    # baseLat 0, hwLat NVLINK NVLS 23: v2.19.1-1..v2.19.4-1
+    "2.20": (23.0, 14.0, False),   # hwLat 23; the oneNode path: v2.20.3-1, v2.20.5-1
+    **{f"2.{minor}": (25.0, 14.0, False) for minor in range(21, 28)},  # v2.21.5-1..v2.27.7-1
 }
 NCCL_RELEASES = ("topology", *NCCL_NVLS)     # topology: the file's own values
 
@@ -40,25 +43,27 @@ def nccl_release(text: str) -> str:
 
 
 def with_nccl(topo: Topology, release: str | None) -> Topology:
-    """``topo`` as NCCL ``release`` runs NVLS: on every level with in-switch reduction, the
-    NVLS latency (``hop_latency_us.nvls.simple``) and ``nvls_fixed_grid`` of that release
-    (:data:`NCCL_NVLS`). None or ``topology``: ``topo`` as it is. An unknown release is a
-    ConfigError naming ``--nccl``."""
+    """``topo`` as NCCL ``release`` runs NVLS (:data:`NCCL_NVLS`): on every level with in-switch
+    reduction that release's NVLS latency (``hop_latency_us.nvls.simple``) and
+    ``nvls_fixed_grid``, on every network level its ``hop_latency_us.nvls_tree.simple``. None or
+    ``topology``: ``topo`` as it is. An unknown release is a ConfigError naming ``--nccl``."""
     if release is None or release == "topology":
         return topo
     key = nccl_release(release)
     if key not in NCCL_NVLS:
         raise ConfigError("--nccl", "", f"an NCCL release tpsim knows ({', '.join(NCCL_RELEASES)})",
                           release)
-    latency_us, grid = NCCL_NVLS[key]
-    levels = tuple(_level(lv, latency_us * 1e-6, grid) if lv.in_switch_reduction else lv
-                   for lv in topo.levels)
+    nvls_us, tree_us, grid = NCCL_NVLS[key]
+    levels = tuple(_hop(dataclasses.replace(lv, nvls_fixed_grid=grid), "nvls", nvls_us)
+                   if lv.in_switch_reduction else
+                   _hop(lv, "nvls_tree", tree_us) if lv.inter_node else lv for lv in topo.levels)
     new = dataclasses.replace(topo, levels=levels)
     object.__setattr__(new, "path", topo.path)
     return new
 
 
-def _level(lv, latency_s: float, grid: bool):
+def _hop(lv, algorithm: str, latency_us: float):
+    """``lv`` with ``hop_latency_us[algorithm].simple`` = ``latency_us``."""
     hops = dict(lv.hop_latencies or {})
-    hops["nvls"] = {**hops.get("nvls", {}), "simple": latency_s}
-    return dataclasses.replace(lv, hop_latencies=hops, nvls_fixed_grid=grid)
+    hops[algorithm] = {**hops.get(algorithm, {}), "simple": latency_us * 1e-6}
+    return dataclasses.replace(lv, hop_latencies=hops)

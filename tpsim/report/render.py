@@ -356,14 +356,15 @@ COLUMN_FORMULAS = {"layer": fm.LAYER, "step": fm.STEP["time_s"],
                    "memory": fm.MEMORY["total_bytes"]}
 
 
-def collective_comparison(rows, varied: list[str]) -> str:
+def collective_comparison(rows, varied: list[str], releases=()) -> str:
     """``tpsim collective`` with comma lists: one row per (topology, collective) combination,
-    nccl-tests' columns (GB/s = 1e9 B/s)."""
-    keys = [k for k in ("topology", "op", "ranks", "algo", "protocol") if k in varied]
-    names = {"topology": lambda t, c: t.name, "op": lambda t, c: c.op,
-             "ranks": lambda t, c: str(c.ranks), "algo": lambda t, c: c.algorithm,
-             "protocol": lambda t, c: c.protocol}
-    cells = [[names[k](t, c) for k in keys] for t, c in rows]
+    nccl-tests' columns (GB/s = 1e9 B/s); ``releases``: each row's ``--nccl``."""
+    keys = [k for k in ("topology", "nccl", "op", "ranks", "algo", "protocol") if k in varied]
+    names = {"topology": lambda t, c, n: t.name, "nccl": lambda t, c, n: n,
+             "op": lambda t, c, n: c.op, "ranks": lambda t, c, n: str(c.ranks),
+             "algo": lambda t, c, n: c.algorithm, "protocol": lambda t, c, n: c.protocol}
+    cells = [[names[k](t, c, n) for k in keys]
+             for (t, c), n in zip(rows, releases or ("",) * len(rows))]
     widths = [max([len(k)] + [len(r[i]) for r in cells]) for i, k in enumerate(keys)]
     head = "".join(f"{k:>{w}s}  " for k, w in zip(keys, widths))
     lines = [f"{head}{'size':>10s} {'time_us':>12s} {'algbw_GBps':>11s} {'busbw_GBps':>11s}"

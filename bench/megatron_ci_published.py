@@ -34,7 +34,9 @@ without gradient accumulation fusion (tpsim's default ``main_grad_add``) and the
 ``--log-params-norm`` and ``--log-num-zeros-in-grad`` passes, and the data loader's attention
 mask (Megatron's default ``--create-attention-mask-in-dataloader``: b s^2 bytes copied to the
 GPU and broadcast over TP on the first and last stages a micro-batch,
-:mod:`tpsim.training.data_mask`). Not priced: ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. The
+:mod:`tpsim.training.data_mask`), and the attention dropout (0.1, Megatron's
+``attention_dropout`` default) inside both fused kernels: Philox random numbers a score,
+forward and backward (:mod:`tpsim.cost.attention_dropout`). Not priced: ``NVTE_FWD/BWD_LAYERNORM_SM_MARGIN=16``. The
 runner's ``NCCL_PROTO=simple`` and ``NCCL_NVLS_ENABLE=0``
 (tests/functional_tests/shell_test_utils/_run_training.sh) are what tpsim picks here anyway
 (ring, Simple); the cuBLAS workspace setting reaches torch's handles, not Transformer Engine's

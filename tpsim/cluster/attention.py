@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.errors import ConfigError
 from ..base.schema import spec
-from ..base.units import GB, US
+from ..base.units import GB, TERA, US
 
 
 @record
@@ -24,6 +24,8 @@ class AttentionKernel:
     bytes a second that FlashInfer's CUDA-core batch decode kernel reads at 8 query heads per
     KV head, where its CUDA cores, not the memory, bound it (the rate an engine gets when it
     runs that kernel for grouped-query attention: ``--decode-attention flashinfer-0.1``).
+    ``int32_tops`` and ``dropout_bits``: the INT32 rate its attention dropout runs at and the
+    random bits it draws a score element (:mod:`tpsim.cost.attention_dropout`).
     """
     efficiency: dict[str, float] = spec(gt=0, le=1, doc="best share of peak per head dim (64, "
                                                       "128, 256: the nearest listed is used)")
@@ -57,6 +59,14 @@ class AttentionKernel:
         doc="KV-cache bytes a second FlashInfer's CUDA-core batch decode kernel reads at 8 query "
             "heads per KV head (its cores bound it: the rate scales as 8 / the group size), GB/s; "
             "null: not listed (that kernel priced as the others)")
+    int32_ops_per_s: float | None = spec(
+        "int32_tops", scale=TERA, gt=0, default=None,
+        doc="the device's INT32 rate on its CUDA cores (SMs x INT32 lanes an SM x boost clock), "
+            "Tops/s: what the kernel's in-kernel attention dropout (Philox random numbers a "
+            "score element) runs at (tpsim.cost.attention_dropout); null: dropout not priced")
+    dropout_bits: int = spec(ge=1, le=32, default=8, doc="random bits a score element's "
+                             "dropout compares with p (FlashAttention-2: 8; cuDNN: 4, p in steps "
+                             "of 1/16): a 128-bit Philox draw serves 128 / bits elements")
 
     def validate(self, source: str, path: str) -> None:
         if self.deterministic_tile is not None and len(self.deterministic_tile) != 2:

@@ -363,17 +363,22 @@ def attention_efficiency(seq_q: int, seq_kv: int, head_dim: int, device: Device,
 
 def attention_time(exec_flops: float, nbytes: float, seq_q: int, seq_kv: int, head_dim: int,
                    device: Device, dtype: str, backward: bool = False,
-                   kernel: str | None = None, causal: bool = False) -> float:
+                   kernel: str | None = None, causal: bool = False,
+                   serial_s: float = 0.0) -> float:
     """A fused (flash) attention kernel on a roofline:
 
-    t = kernel_launch + max(exec_flops / (peak[dtype] * eff * clock(eff)),
+    t = kernel_launch + max((exec_flops / (peak[dtype] * eff) + serial_s) / clock(eff),
                             nbytes / (mem_bw * mem_eff)),  eff = attention_efficiency(...)
 
-    clock: :func:`tpsim.cluster.sustained.kernel_clock` (1 but on a training step's device).
+    clock: :func:`tpsim.cluster.sustained.kernel_clock` (1 but on a training step's device);
+    ``serial_s``: CUDA-core work at the boost clock the kernel's warps do between their
+    matmuls, beyond what its efficiency holds (attention dropout:
+    :func:`tpsim.cost.attention_dropout.dropout_attention_time`).
 
     ``exec_flops``: :func:`attention_exec_flops`; ``nbytes``: q, k, v, o (and gradients) once
     (:class:`tpsim.layer.ops.Attention`): decoding against a long KV cache is bound by the second term.
     """
     eff = attention_efficiency(seq_q, seq_kv, head_dim, device, backward, kernel, causal)
-    compute = exec_flops / (device.peak(dtype) * eff * kernel_clock(device, eff, dtype))
+    clock = kernel_clock(device, eff, dtype)
+    compute = exec_flops / (device.peak(dtype) * eff * clock) + serial_s / clock
     return device.kernel_launch_s + max(compute, _memory_s(nbytes, device))

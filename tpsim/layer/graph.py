@@ -81,11 +81,12 @@ def _bias_add_fwd(B: Builder, dep, dropout: bool) -> str:
                      lambda d: (d.Tn, d.h, passes * d.Tn * d.h * d.bpe), (dep,), **BARE_CALL)
 
 
-def _attention(kernel: str | None, backward: bool):
+def _attention(kernel: str | None, backward: bool, dropout: bool = False):
     """The fused attention op of a layer: causal self-attention over the micro-batch's s tokens
-    (over the last ``window`` keys on the ``windowed`` share of the layers it stands for)."""
+    (over the last ``window`` keys on the ``windowed`` share of the layers it stands for), with
+    attention dropout inside the kernel when the model has dropout."""
     return lambda d: Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.dtype, True, backward,
-                               kernel, d.window, d.windowed)
+                               kernel, d.window, d.windowed, dropout)
 
 
 def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool) -> str:
@@ -96,7 +97,7 @@ def _attention_core_fwd(B: Builder, qkv: str, kernel: str | None, dropout: bool)
     if kernel == "unfused":
         return unfused.core_fwd(B, qkv, dropout)
     # read q, k, v; write o; keeps q, k, v
-    return B.add("fwd.attn", _attention(_kernel_name(kernel), False), "compute", (qkv,),
+    return B.add("fwd.attn", _attention(_kernel_name(kernel), False, dropout), "compute", (qkv,),
                  saved=lambda d: d.T * (d.q + 2 * d.kv) * d.bpe)
 
 
@@ -189,7 +190,7 @@ def _attention_core_bwd(B: Builder, grad, kernel: str, dropout: bool) -> tuple:
     if kernel == "unfused":
         return (unfused.core_bwd(B, grad, dropout),)
     # read q, k, v, o, do; write dq, dk, dv
-    return (B.add("bwd.attn", _attention(_kernel_name(kernel), True), "compute", (grad,),
+    return (B.add("bwd.attn", _attention(_kernel_name(kernel), True, dropout), "compute", (grad,),
                   forward_of="fwd.attn"),)
 
 

@@ -97,6 +97,7 @@ class Attention:
     kernel: str | None = None
     window: int = 0       # sliding-window attention: each query sees its last ``window`` keys
     windowed: float = 1.0  # share of the layers it stands for that use the window (the rest: full)
+    dropout: bool = False  # attention dropout inside the kernel (tpsim.cost.attention_dropout)
     kind: ClassVar[str] = "attention"
     stream: ClassVar[str] = "compute"
     comm_bytes: ClassVar[float] = 0.0
@@ -152,7 +153,7 @@ class Attention:
                 + (" causal" if self.causal else "") + (f" window={self.window}"
                                                          if self.window else "")
                 + (f" on {self.windowed:.0%} of layers" if self.window and self.windowed < 1
-                   else ""))
+                   else "") + (" dropout" if self.dropout else ""))
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,21 @@ Transformer Engine passes ``deterministic=True`` to FlashAttention-2 when
 v2.8), and below compute capability 9.0 it drops cuDNN's fused attention for determinism
 (``utils.get_attention_backend``), so FlashAttention-2 runs there; on Hopper it keeps cuDNN's
 (sub-backend 1, F16_arbitrary_seqlen), with ``set_deterministic_algorithm(True)``.
+
+With attention dropout (:mod:`tpsim.cost.attention_dropout`) the key loop's CTAs draw their
+blocks' random numbers: the default backward's time, dropout in it, scales with the grids; the
+dP workspace moves dQ's matmul out of the fused kernel, not the random numbers: the dropout's
+seconds are added to the workspace backward of the kernel without them.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ..base.formula import qualname
 from ..cost.dp_workspace import workspace_backward_time
 from ..cost.key_loop import deterministic_backward_time
 from ..layer.ops import Attention
+from .price import kernel_time
 
 _KEY_LOOP, _WORKSPACE = qualname(deterministic_backward_time), qualname(workspace_backward_time)
 
@@ -39,8 +47,10 @@ def deterministic_attention(ops, times: list[float], formulas: list, device) -> 
                                                    tuple(kernel.deterministic_tile))
             formulas[i] = _KEY_LOOP
         elif kernel.deterministic_workspace_bytes:
-            times[i] = workspace_backward_time(times[i], op.b, op.heads, op.pairs,
-                                               kernel.deterministic_workspace_bytes, device)
+            plain = kernel_time(replace(op, dropout=False), device) if op.dropout else times[i]
+            drop = times[i] - plain      # 0.0 without dropout
+            times[i] = workspace_backward_time(plain, op.b, op.heads, op.pairs,
+                                               kernel.deterministic_workspace_bytes, device) + drop
             formulas[i] = _WORKSPACE
     return times, formulas
 

@@ -3,7 +3,7 @@
 | op | priced by |
 | --- | --- |
 | :class:`~tpsim.layer.ops.Gemm` | :func:`tpsim.cost.compute.gemm_time`; with ``streams``, :func:`tpsim.cost.compute.grouped_gemm_time` |
-| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile); a sliding window W runs the kernel's loop over min(seq_kv, W) keys (:attr:`~tpsim.layer.ops.Attention.keys`) and its edge tiles, x (1 + causal_block / W) FLOPs at the efficiency of the W + causal_block keys a query tile streams, an op standing for banded and full layers costs their share-weighted mean |
+| :class:`~tpsim.layer.ops.Attention` | :func:`tpsim.cost.compute.attention_time`, on the FLOPs the flash kernel executes (:func:`tpsim.cost.compute.attention_exec_flops`); on a device listing no attention kernel, every (query, key) pair, masked or not (its per-head GEMMs skip no tile); a sliding window W runs the kernel's loop over min(seq_kv, W) keys (:attr:`~tpsim.layer.ops.Attention.keys`) and its edge tiles, x (1 + causal_block / W) FLOPs at the efficiency of the W + causal_block keys a query tile streams, an op standing for banded and full layers costs their share-weighted mean; with attention dropout inside the kernel (``dropout``), :func:`tpsim.cost.attention_dropout.dropout_attention_time` |
 | :class:`~tpsim.layer.ops.MemoryBound` | :func:`tpsim.cost.compute.elementwise_time` |
 | :class:`~tpsim.layer.ops.CastTranspose` | :func:`tpsim.cost.compute.cast_transpose_time` |
 | :class:`~tpsim.layer.ops.StochasticCast` | :func:`tpsim.cost.compute.stochastic_cast_time` |
@@ -24,6 +24,7 @@ from ..base.memo import Memo
 from ..cost import collectives
 from ..cost.all_to_all import flex_dispatch_time
 from ..cost import compute
+from ..cost.attention_dropout import dropout_attention_time
 from ..cost.collectives import CollectiveCost
 from ..layer.ops import (Attention, CastTranspose, Collective, DecodeAttention, Dispatch, Gemm,
                          MemoryBound, SendRecv, StochasticCast)
@@ -37,6 +38,7 @@ FORMULAS = {Gemm: qualname(compute.gemm_time), Attention: qualname(compute.atten
             StochasticCast: qualname(compute.stochastic_cast_time),
             DecodeAttention: qualname(compute.decode_attention_time)}
 GROUPED = qualname(compute.grouped_gemm_time)
+DROPOUT = qualname(dropout_attention_time)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,8 +108,9 @@ def kernel_time(op, device) -> float:
         # a band's query tile streams the keys it executes, its window's W and the edge
         # tiles' causal_block: the tile's fixed work is spread over W + causal_block keys
         keys = min(op.seq_kv, op.keys + kernel.causal(op.backward)[1])
-    return compute.attention_time(flops, op.bytes, op.seq_q, keys, op.head_dim, device,
-                                  op.dtype, op.backward, op.kernel, op.causal)
+    timer = dropout_attention_time if op.dropout else compute.attention_time
+    return timer(flops, op.bytes, op.seq_q, keys, op.head_dim, device, op.dtype, op.backward,
+                 op.kernel, op.causal)
 
 
 _KERNELS = Memo("kernel prices", 8 * 4096)
@@ -119,7 +122,8 @@ def price(op, pricing: Pricing) -> tuple[float, str, CollectiveCost | None]:
     Kernel times are memoised per (device, op), both by value: a sweep or a search prices the
     same GEMM shapes again and again."""
     kind = type(op)
-    formula = GROUPED if kind is Gemm and op.streams else FORMULAS.get(kind)
+    formula = GROUPED if kind is Gemm and op.streams else \
+        DROPOUT if kind is Attention and op.dropout else FORMULAS.get(kind)
     if formula is not None:
         dev = pricing.topology.device
         return _KERNELS.get((dev, op), kernel_time, op, dev), formula, None

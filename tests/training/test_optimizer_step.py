@@ -44,6 +44,42 @@ def test_torch_adamw_moves_norm_clip_and_eight_passes_and_nothing_else():
         assert sum(b.values()) == 92 and b["zero-grads"] == 0 and "copy-to-weights" not in b
 
 
+MEGATRON_KEYS = {"fp16": "fp16", "bf16": "bf16", "bf16-grads": precision_key("bf16", True),
+                 "fp8": precision_key("fp8", True, True), "mxfp8": precision_key("mxfp8", True, True),
+                 "nvfp4": precision_key("nvfp4", True, True), "fp32": "fp32"}
+
+
+@pytest.mark.parametrize("name, total", [
+    ("fp16", 4 + 8 + 28 + (2 + 4) + 8 + (4 + 2)),       # Megatron-core, -LM 2021, -DeepSpeed
+    ("bf16", 4 + 8 + 28 + (4 + 2)),                     # fp32 main gradients: no copy
+    ("bf16-grads", 4 + 8 + 28 + (2 + 4) + (4 + 2)),     # copied into fp32, not unscaled
+    ("fp8", 4 + 8 + 28 + (2 + 4) + (4 + 1)),            # fp8 parameters: the copy writes 1
+    ("mxfp8", 4 + 8 + 28 + (2 + 4) + (4 + 2)),
+    ("nvfp4", 4 + 8 + 28 + (2 + 4) + (4 + 0.5)),
+    ("fp32", 4 + 8 + 28)])
+def test_megatron_unscales_only_under_fp16s_loss_scale(name, total):
+    """Megatron's step per owned parameter: norm 4 + clip 8 + fused Adam 28, the 16-bit main
+    gradients' copy into fp32 (2 + 4), the main weights' copy into the model's (4 + the
+    gathered bytes), and the unscale with its inf check (read, write the fp32 main gradient:
+    8) only for fp16, the one dtype with a grad scaler (megatron/core/optimizer/__init__.py)."""
+    b = optimizer_bytes(MEGATRON_KEYS[name], owned=1.0, zeroed=0.0)
+    assert sum(b.values()) == total and ("unscale" in b) is (name == "fp16")
+    assert b.get("unscale", 8) == 8
+
+
+@pytest.mark.parametrize("dtype, step, total", [
+    ("fp16", OptimizerStep("per-tensor", False, False, grads=2), 2 + 4 + 76 + 4),  # GradScaler
+    ("bf16", OptimizerStep("per-tensor", False, False, grads=4), 4 + 8 + 80),      # llm-foundry
+    ("bf16", OptimizerStep("foreach", False, False, grads=4), 4 + 8 + 80),         # torchtitan
+    (precision_key("bf16", adam_dtypes=("bf16",) * 3),                             # automodel
+     OptimizerStep("foreach", False, False, grads=2), 2 + 4 + (8 + 4 + 6 + 22))])
+def test_pytorch_fsdp_unscales_only_under_fp16s_grad_scaler(dtype, step, total):
+    """The kept shard's bytes g in every kernel: norm g, clip 2g, Adam (per-tensor 2p + 2g +
+    5m + 11v, foreach 4p + 2g + 3m + 11v), and GradScaler's unscale 2g only under fp16."""
+    b = optimizer_bytes(dtype, owned=1.0, zeroed=0.0, step=step)
+    assert sum(b.values()) == total and ("unscale" in b) is (dtype == "fp16")
+
+
 def test_megatron_memsets_the_gradients_it_holds():
     """Megatron-core: 46 bytes per owned parameter, the buffer's 4-byte memset per held
     gradient; under ZeRO-2/3 the held gradients are the rank's shard."""

@@ -64,16 +64,36 @@ are cast as each all-gather's input is made (FSDP2's ``foreach_all_gather`` copy
 4 + 2 bytes over the 1/s shard per gather, on the all-gather's own stream beside the compute:
 not priced.
 
-fp16 adds the copy of the fp16 gradients into fp32 (2 + 4) and the loss-scale unscale with its
-inf check (8). Priced as one memory-bound pass (:func:`tpsim.cost.compute.elementwise_time`),
-plus Transformer Engine's per-step weight casts (:func:`~.weight_cache.weight_cast_s`).
+16-bit main gradients (fp16's, bf16's under ``--grad-reduce-in-bf16``) are copied into fp32
+for Adam (2 + 4). The unscale by the loss scale with its inf/nan check
+(``torch._amp_foreach_non_finite_check_and_unscale_``: read, write g, 8) runs only where a loss
+scale exists, fp16 (:func:`loss_scaled`), as each stack builds its scaler:
+
+* Megatron-core: ``_get_megatron_optimizer_based_on_param_groups`` builds a
+  ``DynamicGradScaler`` for fp16 alone (a ``ConstantGradScaler`` under ``--loss-scale``, not
+  priced); bf16, and FP8, MXFP8 and NVFP4, whose runs set ``bf16``, get none, and
+  ``MixedPrecisionOptimizer.prepare_grads`` copies the gradients to the main gradients but
+  unscales and checks them only ``if self.grad_scaler`` (megatron/core/optimizer/__init__.py,
+  optimizer.py, NVIDIA/Megatron-LM commit d98e8a6).
+* Megatron-LM 2021: the same rule (megatron/optimizer/__init__.py: ``grad_scaler = None``
+  unless ``args.loss_scale`` or ``args.fp16``; optimizer.py's ``step``: ``if
+  self.grad_scaler``; commit f2c35bb, September 2021); its runs are fp16: kept.
+* Megatron-DeepSpeed: fp16 through DeepSpeed's loss-scaled fp16 optimizer (kept); bf16 through
+  DeepSpeed's ``BF16_Optimizer`` (deepspeed/runtime/bf16_optimizer.py), which has no loss
+  scale.
+* PyTorch's FSDP stacks: only an fp16 run builds a ``GradScaler`` (Composer's ``amp_fp16``
+  precision; ``unscale_`` runs the same kernel over the kept shard); llm-foundry's MPT runs
+  are ``amp_bf16``; torchtitan (bf16 or fp32 ``mixed_precision_param``) and AutoModel (a bf16
+  model) build no scaler: none.
+
+Priced as one memory-bound pass (:func:`tpsim.cost.compute.elementwise_time`), plus Transformer
+Engine's per-step weight casts (:func:`~.weight_cache.weight_cast_s`).
 
 Under PyTorch's FSDP the step reads the gradient shard as FSDP keeps it, in the parameter's
 dtype (``grads``, :func:`~.shard_state.kept_grad_bytes`: fp32 for torchtitan's and
 llm-foundry's fp32 shards, bf16 for AutoModel's bf16 model): g is its bytes in every kernel
 above (the norm, clip, Adam, the zeros' count, a memset), with no copy into fp32 even where the
-reduce-scatter ran in bf16 (llm-foundry's ``PURE``) and an unscale only under fp16 (PyTorch's
-GradScaler; bf16 takes none).
+reduce-scatter ran in bf16 (llm-foundry's ``PURE``) and an unscale only under fp16 (above).
 """
 from __future__ import annotations
 
@@ -89,6 +109,7 @@ from .weight_cache import weight_cast_s
 # Adam's bytes per owned parameter as coefficients of (p, g, m, v) bytes (above)
 ADAM_TERMS = {"fused": (2, 1, 2, 2), "foreach": (4, 2, 3, 11), "per-tensor": (2, 2, 5, 11)}
 IN_PLACE = 2   # clip's multi_tensor_scale, fp16's unscale (inf/nan check): read, write g
+LOSS_SCALED = ("fp16",)    # the dtypes whose runs scale the loss (module docstring)
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,13 @@ def adam_bytes(kernel: str, state: AdamState, grad: int = FP32) -> float:
     return float(sum(c * b for c, b in zip(ADAM_TERMS[kernel], sizes)))
 
 
+def loss_scaled(dtype: str) -> bool:
+    """Whether a run of precision key ``dtype`` (:func:`tpsim.spec.precision.precision_key`)
+    scales its loss, so that the step unscales the gradients and checks them for inf/nan:
+    its dtype in LOSS_SCALED (fp16; module docstring)."""
+    return dtype.split("+")[0] in LOSS_SCALED
+
+
 def optimizer_bytes(dtype: str, owned: float, zeroed: float,
                     step: OptimizerStep = MEGATRON) -> dict[str, float]:
     """Device-memory bytes of the optimizer step, by kernel: ``owned`` parameters the rank
@@ -139,7 +167,7 @@ def optimizer_bytes(dtype: str, owned: float, zeroed: float,
     copied = prec.grads < FP32 and not step.grads   # 16-bit main gradients copied into fp32
     if copied:
         per["grads-to-fp32"] = prec.grads + FP32
-    if copied or step.grads and dtype.split("+")[0] == "fp16":     # then unscaled
+    if loss_scaled(dtype):                    # the loss scale's unscale and inf/nan check
         per["unscale"] = IN_PLACE * g
     if state.copy and step.master_copy:       # copy the main weights into the 16-bit weights
         per["copy-to-weights"] = state.main + prec.gathered
@@ -170,4 +198,4 @@ def optimizer_s(params: float, shards: float, dtype: str, device,
 
 
 __all__ = ["ADAM_TERMS", "adam_bytes", "OptimizerStep", "MEGATRON", "optimizer_step",
-           "optimizer_bytes", "optimizer_s"]
+           "LOSS_SCALED", "loss_scaled", "optimizer_bytes", "optimizer_s"]

@@ -64,11 +64,28 @@ def curves(index: str = "index.csv", op: str = "all-reduce") -> list[dict]:
     return out
 
 
+# The all-to-all curves print no NCCL version. Their run is most likely 2.25-2.28: NCCL supports
+# B200 from v2.25.1-1 (SM100_NVLINK_BW and the sm100 search speeds in src/graph, the Blackwell
+# row of tuning.cc's tables; 2.22-2.24 know none of them), and the one-node curve's 4 MiB point,
+# slower than its 8 MiB one, is LL up to 512 KiB a peer, a rule of 2.22-2.28 only (enqueue.cc
+# addP2pToPlan). 2.25-2.27 price an all-to-all alike (tpsim.cluster.nccl); 2.28 runs the same
+# p2p code. Priced as 2.25, and beside it as 2.21 (= 2.29-2.30 and the shipped rule in a node:
+# LL to 16 KiB a peer), so the spread shows.
+A2A_RELEASE = "2.25"
+A2A_NEIGHBOUR = "2.21"
+
+
+def a2a_curves(release: str = A2A_RELEASE) -> list[dict]:
+    """The all-to-all curves (alltoall_index.csv), each to be priced as NCCL ``release``."""
+    return [{**c, "priced_nccl": release} for c in curves("alltoall_index.csv", "all-to-all")]
+
+
 def cluster_topology(curve: dict, ll_host_us: float | None = None):
-    """The curve's shipped topology as the curve's NCCL runs NVLS (``with_nccl`` of the
-    release index.csv names, where tpsim lists it: 2.18-2.27), with its cluster's
-    ``ll_host_latency_us`` (index.csv, or ``ll_host_us``) on every network level."""
-    release = nccl_release(curve.get("nccl", "").split(" ")[0])
+    """The curve's shipped topology as the curve's NCCL runs NVLS and p2p (``with_nccl`` of the
+    release index.csv names, or of ``priced_nccl`` where the curve carries one, where tpsim
+    lists it: 2.18-2.27), with its cluster's ``ll_host_latency_us`` (index.csv, or
+    ``ll_host_us``) on every network level."""
+    release = nccl_release(curve.get("priced_nccl") or curve.get("nccl", "").split(" ")[0])
     topo = with_nccl(load_topology(curve["topology"]), release if release in NCCL_NVLS else None)
     value = ll_host_us if ll_host_us is not None else curve.get("ll_host_latency_us") or ""
     if value == "":
@@ -171,11 +188,20 @@ def main(argv: list[str]) -> int:
           + ("met" if not failed else "missed on " + ", ".join(failed)))
     print("the same goals across nodes (multi-node curves): "
           + ("met" if not across else "missed on " + ", ".join(across)))
-    print("\nall-to-all (alltoall_perf; alltoall_index.csv), on their own: not in the exit status")
-    a2a_failed, _ = print_rows(curves("alltoall_index.csv", "all-to-all"))
+    print_a2a()
+    return 1 if failed else 0
+
+
+def print_a2a() -> None:
+    """The all-to-all rows, priced as their most likely NCCL and as its neighbour."""
+    print("\nall-to-all (alltoall_perf; alltoall_index.csv), on their own: not in the exit "
+          f"status; priced as NCCL {A2A_RELEASE} (most likely 2.25-2.28: LL to 512 KiB a peer)")
+    a2a_failed, _ = print_rows(a2a_curves())
     print("all-to-all goals (the same): "
           + ("met" if not a2a_failed else "missed on " + ", ".join(a2a_failed)))
-    return 1 if failed else 0
+    print(f"\nthe same priced as NCCL {A2A_NEIGHBOUR} (2.18-2.21, 2.29-2.30 and the shipped "
+          "files: LL to 16 KiB a peer)")
+    print_rows(a2a_curves(A2A_NEIGHBOUR))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from tpsim.cluster.topology import load_topology
 from tpsim.cost.collectives import collective_time
 from tpsim.cost.p2p_pipeline import (P2P_CHANNELS, P2P_NVL_CHUNK, p2p_channels_per_peer,
-                                     p2p_pipeline_s)
+                                     p2p_ll_s, p2p_pipeline_s)
 
 KiB, MiB = 2**10, 2**20
 
@@ -45,15 +45,18 @@ def test_pipeline_brackets_the_parts_data(b, n):
 
 def test_all_to_all_adds_the_pipeline_only_where_it_binds():
     """On dgx-b200 (22.1 GB/s an SM) 256 MiB a rank runs at 4 channels a peer: 28 CTAs x 22.1
-    GB/s bound it, below the links' 722 GB/s; the pipeline adds the difference. Across nodes,
-    on LL, and on a device without the SM rate (dgx-h100) it adds nothing."""
+    GB/s bound it, below the links' 722 GB/s; the pipeline adds the difference; on LL the
+    LL kernel's (:func:`p2p_ll_s`). Across nodes and on a device without the SM rate
+    (dgx-h100) it adds nothing."""
     b200 = load_topology("dgx-b200")
     c = collective_time("all-to-all", 256 * MiB, 8, b200)
     assert c.pipeline_s > 0
     assert c.transfer_s + c.pipeline_s == pytest.approx(p2p_pipeline_s(32 * MiB, 8, 22.1e9))
     assert c.time_s == pytest.approx(c.launch_s + c.latency_s + c.transfer_s + c.pipeline_s
                                      + c.copy_s)
-    assert collective_time("all-to-all", 8 * KiB, 8, b200).pipeline_s == 0.0      # LL
+    ll = collective_time("all-to-all", 8 * KiB, 8, b200)       # LL: its own kernel's rate
+    assert ll.protocol == "ll" and ll.transfer_s + ll.pipeline_s == pytest.approx(
+        p2p_ll_s(KiB, 8, 8.81e9, P2P_NVL_CHUNK))
     assert collective_time("all-to-all", 256 * MiB, 8, load_topology("dgx-h100")).pipeline_s == 0.0
     assert collective_time("all-to-all", 256 * MiB, 16,
                            load_topology("dgx-b200-ndr-cluster")).pipeline_s == 0.0

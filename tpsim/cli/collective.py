@@ -44,9 +44,10 @@ def fill_collective(p) -> None:
                         "fastest (default: auto)")
     p.add_argument("--nccl", default=("topology",), type=choice_list(NCCL_RELEASES, nccl_release),
                    metavar="{topology,2.18,...,2.27}",
-                   help="NCCL release whose NVLS latency and layout to price (2.18.5 or 2.18; "
-                        "cluster/nccl.py); topology: the file's own values, NCCL 2.21-2.27's in "
-                        "the shipped ones (default: topology)")
+                   help="NCCL release whose NVLS latency and layout and p2p LL rule to price "
+                        "(2.18.5 or 2.18; cluster/nccl.py); topology: the file's own values, NCCL "
+                        "2.21-2.27's NVLS and LL to 16 KiB a peer in the shipped ones (default: "
+                        "topology)")
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
     p.add_argument("--min-bytes", default=None, help="with --sweep: smallest size (default: 1KiB)")

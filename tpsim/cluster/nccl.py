@@ -1,8 +1,8 @@
-"""What differs between NCCL releases in how they run NVLS, as data: a topology priced as a given
-NCCL runs it (:func:`with_nccl`, ``tpsim collective --nccl``).
+"""What differs between NCCL releases in how they run NVLS and point-to-point LL, as data: a
+topology priced as a given NCCL runs it (:func:`with_nccl`, ``tpsim collective --nccl``).
 
-A shipped topology holds the NCCL 2.21-2.27 values. Three things differ in other releases, all read
-from NCCL's code (github.com/NVIDIA/nccl, at each release's tag):
+A shipped topology holds the NCCL 2.21-2.27 NVLS values. Three things differ in other releases, all
+read from NCCL's code (github.com/NVIDIA/nccl, at each release's tag):
 
 * the latency NCCL's tuning model gives an NVLS all-reduce on one node, ``baseLat[NVLS][Simple]
   + hwLat[NVLINK][NVLS][Simple]`` in src/graph/tuning.cc: 23 + 0 us in 2.18 (v2.18.5-1),
@@ -16,6 +16,18 @@ from NCCL's code (github.com/NVIDIA/nccl, at each release's tag):
   splits it evenly over the channels (src/enqueue.cc ``workCount`` per channel, the kernel's
   ``oneNode`` path, v2.20.3-1): the level's ``nvls_fixed_grid``
   (:func:`tpsim.cost.nvls_pipeline.nvls_terms` prices both).
+
+Point-to-point (an all-to-all's sends and receives, :data:`NCCL_P2P`), src/enqueue.cc
+``addP2pToPlan``, ``P2P_LL_THRESHOLD`` 16384: 2.18-2.21 (v2.18.5-1, v2.21.5-1) run a channel's
+part on LL where it fits the threshold, a peer's bytes up to 64 KiB one part (``calcP2pChunkSize``
+at Simple's 512 KiB step), so LL up to 16 KiB a peer; 2.22-2.28 (v2.22.3-1 .. v2.27.3-1, and
+v2.28.3-1) where a peer's bytes fit ``thresholdLL = nChannelsMax x P2P_LL_THRESHOLD``, nChannelsMax
+= ``p2pnChannelsPerPeer`` (32 on an 8-GPU NVSwitch node: 2 x 18 NVLinks to a peer, capped at the
+32 p2p channels, src/graph/paths.cc), so up to 512 KiB a peer, and split LL's bytes over channels
+at LL's own step (``buffSizes[LL] / NCCL_STEPS`` = 8 lines x 512 threads x 16 B = 64 KiB, parts of
+at least 8 KiB); 2.29-2.30 (v2.29.2-1) split at Simple's step first and run LL where the peer's
+bytes fit its channels x 16 KiB: 16 KiB a peer in a node. The shipped files hold that rule
+(``collective_protocols.ll.p2p_peer_bytes`` 16384, ``p2p_step_bytes`` 524288).
 """
 from __future__ import annotations
 
@@ -34,6 +46,12 @@ NCCL_NVLS = {
 }
 NCCL_RELEASES = ("topology", *NCCL_NVLS)     # topology: the file's own values
 
+# release -> (the most bytes a peer runs on LL inside a node, the step LL's parts split by)
+NCCL_P2P = {
+    **{f"2.{minor}": (16384, 524288) for minor in range(18, 22)},       # part <= 16 KiB
+    **{f"2.{minor}": (32 * 16384, 65536) for minor in range(22, 28)},   # 32 channels x 16 KiB
+}
+
 
 def nccl_release(text: str) -> str:
     """``2.18.5``, ``v2.18.5-1`` or ``2.18`` -> ``2.18``; anything else comes back unchanged
@@ -45,8 +63,10 @@ def nccl_release(text: str) -> str:
 def with_nccl(topo: Topology, release: str | None) -> Topology:
     """``topo`` as NCCL ``release`` runs NVLS (:data:`NCCL_NVLS`): on every level with in-switch
     reduction that release's NVLS latency (``hop_latency_us.nvls.simple``) and
-    ``nvls_fixed_grid``, on every network level its ``hop_latency_us.nvls_tree.simple``. None or
-    ``topology``: ``topo`` as it is. An unknown release is a ConfigError naming ``--nccl``."""
+    ``nvls_fixed_grid``, on every network level its ``hop_latency_us.nvls_tree.simple``, and
+    where the device lists LL its p2p rule (:data:`NCCL_P2P`: ``p2p_peer_bytes``,
+    ``p2p_step_bytes``). None or ``topology``: ``topo`` as it is. An unknown release is a
+    ConfigError naming ``--nccl``."""
     if release is None or release == "topology":
         return topo
     key = nccl_release(release)
@@ -57,9 +77,19 @@ def with_nccl(topo: Topology, release: str | None) -> Topology:
     levels = tuple(_hop(dataclasses.replace(lv, nvls_fixed_grid=grid), "nvls", nvls_us)
                    if lv.in_switch_reduction else
                    _hop(lv, "nvls_tree", tree_us) if lv.inter_node else lv for lv in topo.levels)
-    new = dataclasses.replace(topo, levels=levels)
+    new = dataclasses.replace(topo, levels=levels, device=_p2p_ll(topo.device, *NCCL_P2P[key]))
     object.__setattr__(new, "path", topo.path)
     return new
+
+
+def _p2p_ll(device, peer_bytes: int, step: int):
+    """``device`` with its LL protocol's p2p rule set (unchanged where it lists no LL)."""
+    protocols = dict(device.collective_protocols or {})
+    if "ll" not in protocols:
+        return device
+    protocols["ll"] = dataclasses.replace(protocols["ll"], p2p_peer_bytes=peer_bytes,
+                                          p2p_step_bytes=step)
+    return dataclasses.replace(device, collective_protocols=protocols)
 
 
 def _hop(lv, algorithm: str, latency_us: float):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..base.record import record
 from ..base.schema import spec
-from ..base.units import US
+from ..base.units import GB, US
 
 
 @record
@@ -19,6 +19,16 @@ class Protocol:
                                "on top of collective_launch_us")
     bandwidth_fraction: float = spec(gt=0, le=1, default=1.0,
                                      doc="fraction of the link bandwidth the protocol delivers")
+    cta_Bps: float | None = spec("cta_GBps", scale=GB, gt=0, default=None, doc=(
+        "data rate of one CTA of NCCL's ring kernel on this protocol, GB/s (LL: tuning.cc "
+        "llMaxBws[generation][one node] / the ring's CTAs); prices NCCL's p2p LL kernel "
+        "(tpsim.cost.p2p_pipeline.p2p_ll_s); null: the wire bound alone"))
+    p2p_peer_bytes: int = spec(gt=0, default=16384, doc=(
+        "LL only: the most bytes to one peer NCCL's p2p runs on LL inside a node (NCCL 2.18-2.21, "
+        "2.29-2.30: 16384; 2.22-2.28: 32 x 16384; tpsim.cluster.nccl)"))
+    p2p_step_bytes: int = spec(gt=0, default=524288, doc=(
+        "LL only: the step NCCL's p2p splits a peer's LL bytes over channels by (parts of at "
+        "least 1/8 of it): Simple's 512 KiB chunk, LL's own 64 KiB step in NCCL 2.22-2.28"))
 
 
 SIMPLE = Protocol()

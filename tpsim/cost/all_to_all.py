@@ -9,8 +9,9 @@ leaves the rank.
 NCCL runs an all-to-all as one group of sends and receives, one pair per rank, itself
 included (``ncclGroupStart``; ``AlltoAllRunColl`` in the same file), every peer in flight at
 once on NCCL's point-to-point channels. Its protocol is a rule, not NCCL's tuning model: LL
-where a peer's S/n fits P2P_LL_THRESHOLD (16 KiB) per channel, Simple above (priced so inside
-a node only: :func:`p2p_protocol`). Each level of the hierarchy the group crosses is a stage every byte that
+where a peer's S/n fits the release's limit (the device's ``collective_protocols.ll
+.p2p_peer_bytes``: 16 KiB, or 512 KiB in NCCL 2.22-2.28, :mod:`tpsim.cluster.nccl`), Simple
+above (priced so inside a node only: :func:`p2p_protocol`). Each level of the hierarchy the group crosses is a stage every byte that
 leaves a unit of the level below must pass; the stages run at once (different links), so the
 slowest sets the pace. With d_k the group's ranks inside one unit below level k (1 at the
 innermost level: a GPU; the ranks of one node at the network level) and p_k B_k that unit's
@@ -25,9 +26,11 @@ ports; the node's NICs this group uses), a rank sends S (n - d_k)/n out of its u
 with P the protocol (:func:`p2p_protocol`), f_P its ``bandwidth_fraction`` (LL: half the
 line rate) and LL's network hops the host's ``ll_host_latency_us`` each
 (:func:`~tpsim.cost.nccl_tuning.ll_host_s`). ``pipeline`` is NCCL's p2p schedule inside one
-node on Simple (:func:`~tpsim.cost.p2p_pipeline.p2p_pipeline_s`: the channels a peer's S/n
+node: on Simple :func:`~tpsim.cost.p2p_pipeline.p2p_pipeline_s` (the channels a peer's S/n
 takes, the CTAs they share, each part's chunks at an SM's copy rate, the device's
-``deepep_sm_copy_GBps``); 0 across nodes, on LL, and on a device that lists no such rate.
+``deepep_sm_copy_GBps``), on LL :func:`~tpsim.cost.p2p_pipeline.p2p_ll_s` (each part at its
+receiving warps' share of a ring CTA's LL rate, ``collective_protocols.ll.cta_GBps``); 0
+across nodes and on a device that lists no such rate.
 
 Inside a node this is (n - 1)/n S over a GPU's own links, as for an all-gather; across DGX
 nodes (one NIC per GPU) the inter-node share (n - g)/n S of a rank's data crosses its own NIC.
@@ -46,16 +49,8 @@ from ..base.formula import qualname
 from ..cluster.placement import LevelSpan, Placement
 from ..cluster.topology import SIMPLE, Topology
 from .nccl_tuning import ll_host_s
-from .p2p_pipeline import p2p_pipeline_s
+from .p2p_pipeline import p2p_ll_s, p2p_pipeline_s
 
-# NCCL runs a send or receive on LL when its bytes fit P2P_LL_THRESHOLD (src/enqueue.cc
-# addP2pToPlan: NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)): 2.18-2.21 bytes <=
-# threshold; 2.29-2.30 bytes <= nChannels x threshold, a peer's bytes b on min(k_min,
-# ceil(b / minPartSize)) channels, minPartSize 64 KiB (a node: P2P_NVL_CHUNKSIZE 512 KiB / 8;
-# across nodes P2P_NET_CHUNKSIZE 128 KiB / 2), so LL runs exactly where b <= 16 KiB, the rule
-# priced here. 2.22-2.28 allow p2pnChannelsPerPeer x threshold (512 KiB on an 8-GPU NVSwitch
-# node; the 8x B200 curve's 4 MiB, slower than its 8 MiB, looks like it: not priced).
-P2P_LL_THRESHOLD = 16384
 
 
 def _launch_s(topo: Topology, proto: str = "simple") -> float:
@@ -73,7 +68,11 @@ def _hop_s(spans, topo: Topology, proto: str = "simple") -> float:
 
 def p2p_protocol(peer_bytes: float, place: Placement, topo: Topology) -> str:
     """The protocol tpsim prices ``peer_bytes`` to each peer of ``place`` with: LL at most
-    P2P_LL_THRESHOLD inside a node (where the device lists LL), Simple above.
+    the device's ``collective_protocols.ll.p2p_peer_bytes`` inside a node (where it lists LL),
+    Simple above. NCCL (src/enqueue.cc ``addP2pToPlan``, ``P2P_LL_THRESHOLD`` 16384): 2.18-2.21
+    LL where a channel's part fits it, a peer's bytes up to 64 KiB one part, so b <= 16 KiB;
+    2.22-2.28 where b <= p2pnChannelsPerPeer x 16 KiB (512 KiB on an 8-GPU NVSwitch node);
+    2.29-2.30 where b <= its channels x 16 KiB, one channel up to 64 KiB, so b <= 16 KiB.
 
     Across nodes NCCL's rule picks LL too, but there the host's proxy thread posts and polls
     every remote peer's send and receive, a per-peer cost tpsim does not price: two-node
@@ -81,9 +80,8 @@ def p2p_protocol(peer_bytes: float, place: Placement, topo: Topology) -> str:
     docs/performance-ndmv4.md) and 37.6 us (8x B200 x 2, tests/data/published_collectives),
     above even Simple's price (40.5, 28.8 us); LL's there would be 18 and 13 us. Simple is
     kept across nodes until that term is modelled."""
-    inside = not place.crosses_nodes
-    return ("ll" if inside and peer_bytes <= P2P_LL_THRESHOLD and "ll" in topo.device.protocols
-            else "simple")
+    ll = topo.device.protocols.get("ll")
+    return "ll" if ll and not place.crosses_nodes and peer_bytes <= ll.p2p_peer_bytes else "simple"
 
 
 def _rank_bandwidth(span: LevelSpan, kernel: str = "ring") -> float:
@@ -118,11 +116,18 @@ def all_to_all_time(nbytes: float, place: Placement, topo: Topology,
 
 def _p2p_pipeline_s(peer_bytes: float, place: Placement, topo: Topology, proto: str,
                     transfer: float) -> float:
-    """What NCCL's p2p pipeline adds above the wire time inside one node on Simple, where the
-    device lists an SM's copy rate (:func:`~tpsim.cost.p2p_pipeline.p2p_pipeline_s`):
-    max(0, pipeline - transfer); 0 across nodes, on LL, or without that rate."""
+    """What NCCL's p2p kernel adds above the wire time inside one node: max(0, pipeline -
+    transfer), on Simple where the device lists an SM's copy rate
+    (:func:`~tpsim.cost.p2p_pipeline.p2p_pipeline_s`), on LL where it lists a ring CTA's LL
+    rate (:func:`~tpsim.cost.p2p_pipeline.p2p_ll_s`, at the release's step); 0 across nodes or
+    without the rate."""
+    if place.crosses_nodes:
+        return 0.0
+    ll = topo.device.protocols.get("ll") if proto == "ll" else None
+    if ll and ll.cta_Bps:
+        return max(0.0, p2p_ll_s(peer_bytes, place.size, ll.cta_Bps, ll.p2p_step_bytes) - transfer)
     rate = topo.device.deepep_sm_copy_Bps
-    if place.crosses_nodes or proto != "simple" or not rate:
+    if proto != "simple" or not rate:
         return 0.0
     return max(0.0, p2p_pipeline_s(peer_bytes, place.size, rate) - transfer)
 

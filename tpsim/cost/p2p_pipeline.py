@@ -33,6 +33,21 @@ The wire bound (n-1)/n S over the GPU's links at the ring's efficiency still hol
 (:func:`tpsim.cost.all_to_all.all_to_all_time` takes the larger). On 8 B200 at 22.1 GB/s an
 SM, 4 channels a peer reach 28 x 22.1 = 619 GB/s bus bandwidth from 2 MiB to 512 MiB a rank,
 below the 722 GB/s of the links; above 64 MiB a peer 8 channels fill all 32 CTAs.
+
+On LL (:func:`p2p_ll_s`) a part's bytes go line by line: each thread of the receiving warps
+polls one 16-byte line (8 bytes of data, two 4-byte flags) and stores its data, one line a
+trip (``src/device/prims_ll.h`` ``LLGenericOp``), so a CTA's rate is its polling threads over
+the trip time. NCCL's tuning model gives a ring CTA's LL rate: ``llMaxBws[generation][one
+node]`` over the ring's CTAs (``src/graph/tuning.cc``; the device's ``collective_protocols.ll
+.cta_GBps``), 512 threads (``NCCL_LL_MAX_NTHREADS``) each moving one line a trip; a p2p work
+receives on ``nRecvWarpPerWork`` warps of the 20 (``NCCL_MAX_NTHREADS`` 640) its CTA's works
+share (``src/device/sendrecv.h``, NCCL 2.22-2.30)::
+
+    W = floor(20 / w),  W_recv = W // 2 (W <= 4) else (W - 1) // 2
+    r_LL = r_ring 32 W_recv / 512,    t_LL = (b / k) / r_LL
+
+with k the channels a peer's b bytes take at the release's step (LL's own 64 KiB in 2.22-2.28,
+whose parts are at least 8 KiB; Simple's 512 KiB otherwise) and w = ceil(n k / P).
 """
 from __future__ import annotations
 
@@ -43,19 +58,22 @@ P2P_NVL_CHUNK = 512 * 1024      # NCCL_P2P_NVL_CHUNKSIZE default (src/init.cc, 2
 MIN_PART_PER_CHUNK = 8          # addP2pToPlan: minPartSize = stepSize / 8 inside one node
 MAX_PART_CHUNKS = 32            # addP2pToPlan: maxPartSize = stepSize * 32 inside one node
 STAGES = 2                      # the sender's write into the FIFO, the receiver's copy out
+P2P_WARPS = 640 // 32           # NCCL_MAX_NTHREADS / WARP_SIZE: the warps of a p2p CTA
+LL_RING_THREADS = 512           # NCCL_LL_MAX_NTHREADS: a ring CTA's threads on LL
 
 
-def p2p_channels_per_peer(peer_bytes: float, ranks: int) -> int:
+def p2p_channels_per_peer(peer_bytes: float, ranks: int, step: int = P2P_NVL_CHUNK) -> int:
     """k: the channels (CTAs) NCCL splits one peer's ``peer_bytes`` over inside one node
     (``addP2pToPlan``): min(k_min, ceil(b / (c/8))), doubled while b / k > 32 c and
-    k <= P/2, with k_min = P / 2^j the largest with k_min n <= P (or 1)."""
+    k <= P/2, with k_min = P / 2^j the largest with k_min n <= P (or 1); c = ``step``
+    (Simple's chunk; LL's 64 KiB step where the release splits LL by it)."""
     k_min = P2P_CHANNELS
     while k_min * ranks > P2P_CHANNELS and k_min > 1:
         k_min //= 2
-    min_part = P2P_NVL_CHUNK // MIN_PART_PER_CHUNK
+    min_part = step // MIN_PART_PER_CHUNK
     k = max(1, min(k_min, math.ceil(peer_bytes / min_part)))
     part = max(min_part, peer_bytes / k)
-    while part > MAX_PART_CHUNKS * P2P_NVL_CHUNK and k <= P2P_CHANNELS // 2:
+    while part > MAX_PART_CHUNKS * step and k <= P2P_CHANNELS // 2:
         k *= 2
         part = peer_bytes / k
     return k
@@ -75,3 +93,25 @@ def p2p_pipeline_s(peer_bytes: float, ranks: int, cta_Bps: float) -> float:
     part = peer_bytes / k
     chunk = min(P2P_NVL_CHUNK, part)
     return (part / chunk + STAGES - 1) * chunk * works / cta_Bps
+
+
+def p2p_recv_warps(works: int) -> int:
+    """The warps that receive one of the ``works`` p2p works sharing a CTA (``sendrecv.h``:
+    nWarpPerWork = 20 // w; (W - 1) // 2 of them receive, W // 2 where W <= 4); at least 1."""
+    per_work = max(1, P2P_WARPS // works)
+    return max(1, per_work // 2 if per_work <= 4 else (per_work - 1) // 2)
+
+
+def p2p_ll_s(peer_bytes: float, ranks: int, ring_cta_Bps: float, step: int) -> float:
+    """Seconds the slowest p2p part takes on LL to move ``peer_bytes`` to one peer on ``ranks``
+    GPUs of one node, a ring CTA moving ``ring_cta_Bps`` on LL (see the module docstring):
+
+        k = p2p_channels_per_peer(b, n, step),  w = ceil(n k / P)
+        t = (b / k) / (r_ring 32 p2p_recv_warps(w) / LL_RING_THREADS)
+    """
+    if peer_bytes <= 0:
+        return 0.0
+    k = p2p_channels_per_peer(peer_bytes, ranks, step)
+    works = math.ceil(ranks * k / P2P_CHANNELS)
+    rate = ring_cta_Bps * 32 * p2p_recv_warps(works) / LL_RING_THREADS
+    return peer_bytes / k / rate

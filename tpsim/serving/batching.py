@@ -19,18 +19,32 @@ from __future__ import annotations
 import numpy as np
 
 
-def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
+def schedule(loop, alone: bool, fast=None) -> tuple[np.ndarray, np.ndarray]:
     """The step's requests and the new tokens each feeds, in order (module docstring);
-    ``alone``: prefills only, the decodes waiting (``separate_prefill``)."""
-    fast = None if alone else _all_running(loop)
+    ``alone``: prefills only, the decodes waiting (``separate_prefill``); ``fast``: what
+    :func:`all_running` returned, None to go one at a time."""
     if fast is None:
         out, budget, preempted = _running(loop, alone)
         ids, news = [r for r, _ in out], [n for _, n in out]
     else:
         ids, news, budget, preempted = [], [], loop.budget - fast[2], False
+    if not preempted:
+        admit(loop, budget, ids, news)
+    if fast is None:
+        return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
+    if not ids:                               # no admission: the running ones as they are
+        return fast[0], fast[1]
+    return (np.concatenate((fast[0], ids), dtype=np.int64),
+            np.concatenate((fast[1], news), dtype=np.int64))
+
+
+def admit(loop, budget: int, ids: list, news: list) -> None:
+    """Waiting requests in arrival order while fewer than ``max_num_seqs`` run, the
+    ``budget`` of tokens lasts, the blocks of their first chunk are free and the admission
+    policy takes them: each appended to ``ids`` with its first chunk's tokens to ``news``."""
     c, tk = loop.computed, loop.tokens
     held = len(loop.running)                # those admitted this step come after
-    while not preempted and loop.waiting and len(loop.running) < loop.max_seqs and budget:
+    while loop.waiting and len(loop.running) < loop.max_seqs and budget:
         r = loop.waiting[0]
         cached = int(c[r])                          # 0, or a prompt cached elsewhere
         new = min(int(tk[r]) - cached, budget)
@@ -45,17 +59,12 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
         ids.append(r)
         news.append(new)
         budget -= new
-    if fast is None:
-        return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
-    if not ids:                               # no admission: the running ones as they are
-        return fast[0], fast[1]
-    return (np.concatenate((fast[0], ids), dtype=np.int64),
-            np.concatenate((fast[1], news), dtype=np.int64))
 
 
-def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(every running sequence, all its tokens, their sum), their blocks taken, where the
-    budget and the free blocks hold them all (module docstring); None otherwise."""
+def all_running(loop) -> tuple | None:
+    """(every running sequence, all its tokens, their sum, the tokens each has cached),
+    their blocks taken, where the budget and the free blocks hold them all (module
+    docstring); None otherwise."""
     run = loop.ids()
     c, tk = loop.computed[run], loop.tokens[run]
     news = tk - c
@@ -67,7 +76,7 @@ def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
     if need > loop.free:
         return None
     loop.free -= need
-    return run, news, tokens
+    return run, news, tokens, c
 
 
 def _running(loop, alone: bool) -> tuple[list, int, bool]:
@@ -96,4 +105,4 @@ def _running(loop, alone: bool) -> tuple[list, int, bool]:
     return out, budget, preempted
 
 
-__all__ = ["schedule"]
+__all__ = ["schedule", "admit", "all_running"]

@@ -62,9 +62,9 @@ def advance(loop) -> bool:
     loop.computed[run] = kv = kv + k             # each fed all but its last token
     loop.tokens[run] = kv + 1
     loop.done[run] += k
-    loop.past[run] = past + k
+    loop.past[run] = past = past + k
     if k == most:                               # else none got all its tokens
-        loop._retire(run)
+        loop._leave(run[past >= 0])
     return True
 
 

@@ -20,7 +20,7 @@ from .host import host_step_s, prefill_op_s, step_wall_s
 def decode_admit_step(loop, fast: tuple) -> None:
     """One step of ``loop``: the running sequences of ``fast`` (:func:`all_running`'s
     answer: all decode) one token each, then the requests admitted (module docstring)."""
-    run, _, tokens, c_run = fast
+    run, c_run, held, _, tokens = fast
     ids, news = [], []
     admit(loop, loop.budget - tokens, ids, news)
     b0, st, model = run.size, loop.st, loop.model
@@ -28,7 +28,7 @@ def decode_admit_step(loop, fast: tuple) -> None:
     dec = [tk - c == 1 and d > 0 for c, tk, d in counts]        # a cached prompt decodes
     made = [c + n == tk for (c, tk, _), n in zip(counts, news)]
     b, n = b0 + sum(dec), b0 + len(ids)
-    kv = sum(c_run.tolist()) + sum(c for (c, _, _), x in zip(counts, dec) if x) + b
+    kv = held + sum(c for (c, _, _), x in zip(counts, dec) if x) + b
     outs = b0 + sum(made)
     if b < n:                                          # a prompt's chunk: a mixed step
         chunks = [i for i, x in enumerate(dec) if not x]

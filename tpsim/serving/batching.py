@@ -27,15 +27,16 @@ def schedule(loop, alone: bool, fast=None) -> tuple[np.ndarray, np.ndarray]:
         out, budget, preempted = _running(loop, alone)
         ids, news = [r for r, _ in out], [n for _, n in out]
     else:
-        ids, news, budget, preempted = [], [], loop.budget - fast[2], False
+        ids, news, budget, preempted = [], [], loop.budget - fast[4], False
     if not preempted:
         admit(loop, budget, ids, news)
     if fast is None:
         return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
+    run, fed = fast[0], fast[3] - fast[1]       # the running ones feed all their tokens
     if not ids:                               # no admission: the running ones as they are
-        return fast[0], fast[1]
-    return (np.concatenate((fast[0], ids), dtype=np.int64),
-            np.concatenate((fast[1], news), dtype=np.int64))
+        return run, fed
+    return (np.concatenate((run, ids), dtype=np.int64),
+            np.concatenate((fed, news), dtype=np.int64))
 
 
 def admit(loop, budget: int, ids: list, news: list) -> None:
@@ -62,21 +63,23 @@ def admit(loop, budget: int, ids: list, news: list) -> None:
 
 
 def all_running(loop) -> tuple | None:
-    """(every running sequence, all its tokens, their sum, the tokens each has cached),
-    their blocks taken, where the budget and the free blocks hold them all (module
-    docstring); None otherwise."""
+    """(every running sequence, the tokens each has cached, their sum, the tokens each has,
+    the tokens they feed in all), their blocks taken, where the budget and the free blocks
+    hold them all (module docstring); None otherwise. The sums are of Python ints (a few
+    sequences' counts: cheaper than numpy's reductions, and exact)."""
     run = loop.ids()
     c, tk = loop.computed[run], loop.tokens[run]
-    news = tk - c
-    tokens = sum(news.tolist())
+    cs, tks = c.tolist(), tk.tolist()
+    held = sum(cs)
+    tokens = sum(tks) - held
     if tokens > loop.budget:
         return None
     bs = loop.bs
-    need = sum((-(-tk // bs) + (-c // bs)).tolist())
+    need = sum([-(-t // bs) + (-x // bs) for t, x in zip(tks, cs)])
     if need > loop.free:
         return None
     loop.free -= need
-    return run, news, tokens, c
+    return run, c, held, tk, tokens
 
 
 def _running(loop, alone: bool) -> tuple[list, int, bool]:

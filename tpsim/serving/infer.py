@@ -170,10 +170,9 @@ class _Server:
 
     def dims(self, b: int, s: int, kv_len: int = 0):
         """The first kind of layer's dims (its attention window included)."""
-        d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act, self.kv_dtype,
-                         kv_len)
-        d = dataclasses.replace(d, decode_attention=self.decode_attention)
-        return dataclasses.replace(d, window=self.window) if self.window else d
+        return serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act,
+                            self.kv_dtype, kv_len, decode_attention=self.decode_attention,
+                            **({"window": self.window} if self.window else {}))
 
     def layers_cost(self, phase: str, dims, extra=None) -> PhaseCost:
         """All the model's layers at ``dims``: sum over the kinds of layer (dense or MoE, full

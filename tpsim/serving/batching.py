@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 
+FEW = 32        # running sequences whose counts all_running sums as Python ints
+
+
 def schedule(loop, alone: bool, fast=None) -> tuple[np.ndarray, np.ndarray]:
     """The step's requests and the new tokens each feeds, in order (module docstring);
     ``alone``: prefills only, the decodes waiting (``separate_prefill``); ``fast``: what
@@ -65,17 +68,22 @@ def admit(loop, budget: int, ids: list, news: list) -> None:
 def all_running(loop) -> tuple | None:
     """(every running sequence, the tokens each has cached, their sum, the tokens each has,
     the tokens they feed in all), their blocks taken, where the budget and the free blocks
-    hold them all (module docstring); None otherwise. The sums are of Python ints (a few
-    sequences' counts: cheaper than numpy's reductions, and exact)."""
-    run = loop.ids()
+    hold them all (module docstring); None otherwise. The sums are exact: of Python ints
+    for up to :data:`FEW` sequences (cheaper than numpy's calls), numpy's int64 beyond."""
+    run, bs = loop.ids(), loop.bs
     c, tk = loop.computed[run], loop.tokens[run]
-    cs, tks = c.tolist(), tk.tolist()
-    held = sum(cs)
-    tokens = sum(tks) - held
-    if tokens > loop.budget:
-        return None
-    bs = loop.bs
-    need = sum([-(-t // bs) + (-x // bs) for t, x in zip(tks, cs)])
+    if run.size > FEW:                          # numpy's passes
+        held, tokens = int(np.add.reduce(c)), int(np.add.reduce(tk - c))
+        if tokens > loop.budget:
+            return None
+        need = int(np.add.reduce(-(-tk // bs) + (-c // bs)))
+    else:
+        cs, tks = c.tolist(), tk.tolist()
+        held = sum(cs)
+        tokens = sum(tks) - held
+        if tokens > loop.budget:
+            return None
+        need = sum([-(-t // bs) + (-x // bs) for t, x in zip(tks, cs)])
     if need > loop.free:
         return None
     loop.free -= need

@@ -123,6 +123,17 @@ def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype:
                      act_dtype=act_dtype, kv_dtype=kv_dtype, **given)
 
 
+def resizer(d: InferDims):
+    """f(b, s, kv_len): ``d`` at another batch, length and cache, what :func:`serving_dims`
+    makes of them with every other argument alike (no other field reads them, and its checks
+    read neither), without deriving the rest again."""
+    fields = {f: getattr(d, f) for f in _INFER}
+    return lambda b, s, kv_len: InferDims(**{**fields, "b": b, "s": s, "kv_len": kv_len})
+
+
+_INFER = tuple(f.name for f in dataclasses.fields(InferDims))
+
+
 def prefill_attention(d: InferDims) -> Attention:
     """The causal flash-attention core over the prompt, in the activation dtype."""
     return Attention(d.b, d.heads, d.kv_heads, d.s, d.s, d.d, d.act_dtype, True, False,

@@ -1,6 +1,6 @@
 import gc
 
-from tpsim.search.jobs import paused_gc
+from tpsim.base.collector import paused_gc
 
 
 def test_paused_gc_restores_the_collector_and_freezes_only_when_asked():

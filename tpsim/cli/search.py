@@ -83,7 +83,7 @@ class Progress:
 def _cmd_search(args) -> None:
     from ..report.search import search_csv, search_json, search_report
     from ..search.driver import search
-    from ..search.jobs import paused_gc
+    from ..base.collector import paused_gc
     from ..search.pins import PINNABLE
     fmt = output_format(args)
     note_seq(args.model, args.seq)

@@ -34,11 +34,13 @@ def _cmd_serve(args) -> None:
     from ..serving.engine import serve
     from ..report.serve import serve_json, serve_report
     from .lists import combinations, print_runs, varied
+    from ..base.collector import paused_gc
     fmt = output_format(args)
     combos = combinations(args, LISTS)
-    preds = run_each(args, combos, lambda c: serve(
-        c["model"], topology_for(c["topology"], c["tp"] * c["pp"] * c["ep"]),
-        layout=layout_from_args(args, LAYOUT, ServingLayout, c),
-        settings=layout_from_args(args, cls=ServeSettings, given=c)))
-    from ..report.serve_compare import serve_comparison
-    print_runs(preds, fmt, serve_json, serve_report, serve_comparison, varied(combos))
+    with paused_gc(freeze=True):    # the whole command, printing included
+        preds = run_each(args, combos, lambda c: serve(
+            c["model"], topology_for(c["topology"], c["tp"] * c["pp"] * c["ep"]),
+            layout=layout_from_args(args, LAYOUT, ServingLayout, c),
+            settings=layout_from_args(args, cls=ServeSettings, given=c)))
+        from ..report.serve_compare import serve_comparison
+        print_runs(preds, fmt, serve_json, serve_report, serve_comparison, varied(combos))

@@ -65,9 +65,16 @@ def fill_serve_search(p) -> None:
 
 
 def _cmd_serve_search(args) -> None:
+    from ..base.collector import paused_gc
+    fmt = output_format(args)
+    with paused_gc(freeze=True):    # the whole command, printing included
+        _serve_search(args, fmt)
+
+
+def _serve_search(args, fmt) -> None:
+    """The search of ``args`` printed as ``fmt`` asks."""
     from ..serving.serve_search import serve_search
     from ..report.serve_search import serve_search_json, serve_search_report
-    fmt = output_format(args)
     r = serve_search(args.model, topology_for(args.topology, args.gpus), gpus=args.gpus, ttft_p99_s=args.ttft_p99,
                      tpot_p99_s=args.tpot_p99, rate=args.rate,
                      layout=layout_from_args(args, LAYOUT, cls=ServingLayout),

@@ -99,10 +99,11 @@ _DIMS = tuple(f.name for f in dataclasses.fields(Dims))
 
 
 def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype: str,
-                 kv_dtype: str, kv_len: int = 0) -> InferDims:
+                 kv_dtype: str, kv_len: int = 0, **given) -> InferDims:
     """Per-rank sizes of a serving layer of ``model`` (widths split by ``tp``, experts by
     ``ep``), after checking the splits: :func:`infer_dims` of
-    :func:`~tpsim.layer.dims.layer_dims` plus the MoE and MLA widths."""
+    :func:`~tpsim.layer.dims.layer_dims` plus the MoE and MLA widths; ``given``: other
+    :class:`InferDims` fields (``window``, ``decode_attention``)."""
     dims = layer_dims(model, tp, b, s, dtype, serving=True)
     moe = {}
     if model.moe:
@@ -119,7 +120,18 @@ def serving_dims(model, tp: int, ep: int, b: int, s: int, dtype: str, act_dtype:
     elif ep > 1:
         raise ConfigError("--ep", "", f"1: {model.name} has no experts", ep)
     return InferDims(**{**_fields(dims), "ep": ep, **moe}, kv_len=kv_len,
-                     act_dtype=act_dtype, kv_dtype=kv_dtype)
+                     act_dtype=act_dtype, kv_dtype=kv_dtype, **given)
+
+
+def resizer(d: InferDims):
+    """f(b, s, kv_len): ``d`` at another batch, length and cache, what :func:`serving_dims`
+    makes of them with every other argument alike (no other field reads them, and its checks
+    read neither), without deriving the rest again."""
+    fields = {f: getattr(d, f) for f in _INFER}
+    return lambda b, s, kv_len: InferDims(**{**fields, "b": b, "s": s, "kv_len": kv_len})
+
+
+_INFER = tuple(f.name for f in dataclasses.fields(InferDims))
 
 
 def prefill_attention(d: InferDims) -> Attention:

@@ -45,7 +45,8 @@ from ..base.schema import MAX_INT
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
 from ..spec.layout import RECOMPUTE, Layout
-from .jobs import Workers, paused_gc
+from ..base.collector import paused_gc
+from .jobs import Workers
 from .fixed import changed_settings, held, probe
 from .pins import check_pins, gpus_nodes, pick
 from .space import REASONS, Space, enumerate_layouts

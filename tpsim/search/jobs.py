@@ -4,32 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from contextlib import contextmanager
 
 from .price import price_pipelines
 
 _RUN = []
-
-
-@contextmanager
-def paused_gc(freeze: bool = False):
-    """Python's cycle collector off while the search prices: it allocates many short-lived
-    small objects and no cycles worth collecting, and the collector's passes over them cost
-    about a tenth of the pricing. Restored on exit (a worker process keeps it off: it lives for
-    one search). ``freeze``: what is alive then is frozen (``gc.freeze``) first, for a process
-    about to end (``tpsim search``): the collector's first pass would otherwise scan every
-    object the search's memos keep, a twentieth of the command's CPU time. Frozen objects are
-    still freed by their reference counts; only cycles among them stay (a search leaves a few
-    hundred objects in cycles of the 200,000 it keeps)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            if freeze:
-                gc.freeze()
-            gc.enable()
 
 
 def _init(run) -> None:

@@ -19,18 +19,36 @@ from __future__ import annotations
 import numpy as np
 
 
-def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
+FEW = 32        # running sequences whose counts all_running sums as Python ints
+
+
+def schedule(loop, alone: bool, fast=None) -> tuple[np.ndarray, np.ndarray]:
     """The step's requests and the new tokens each feeds, in order (module docstring);
-    ``alone``: prefills only, the decodes waiting (``separate_prefill``)."""
-    fast = None if alone else _all_running(loop)
+    ``alone``: prefills only, the decodes waiting (``separate_prefill``); ``fast``: what
+    :func:`all_running` returned, None to go one at a time."""
     if fast is None:
         out, budget, preempted = _running(loop, alone)
         ids, news = [r for r, _ in out], [n for _, n in out]
     else:
-        ids, news, budget, preempted = [], [], loop.budget - fast[2], False
+        ids, news, budget, preempted = [], [], loop.budget - fast[4], False
+    if not preempted:
+        admit(loop, budget, ids, news)
+    if fast is None:
+        return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
+    run, fed = fast[0], fast[3] - fast[1]       # the running ones feed all their tokens
+    if not ids:                               # no admission: the running ones as they are
+        return run, fed
+    return (np.concatenate((run, ids), dtype=np.int64),
+            np.concatenate((fed, news), dtype=np.int64))
+
+
+def admit(loop, budget: int, ids: list, news: list) -> None:
+    """Waiting requests in arrival order while fewer than ``max_num_seqs`` run, the
+    ``budget`` of tokens lasts, the blocks of their first chunk are free and the admission
+    policy takes them: each appended to ``ids`` with its first chunk's tokens to ``news``."""
     c, tk = loop.computed, loop.tokens
     held = len(loop.running)                # those admitted this step come after
-    while not preempted and loop.waiting and len(loop.running) < loop.max_seqs and budget:
+    while loop.waiting and len(loop.running) < loop.max_seqs and budget:
         r = loop.waiting[0]
         cached = int(c[r])                          # 0, or a prompt cached elsewhere
         new = min(int(tk[r]) - cached, budget)
@@ -45,29 +63,31 @@ def schedule(loop, alone: bool) -> tuple[np.ndarray, np.ndarray]:
         ids.append(r)
         news.append(new)
         budget -= new
-    if fast is None:
-        return np.array(ids, dtype=np.int64), np.array(news, dtype=np.int64)
-    if not ids:                               # no admission: the running ones as they are
-        return fast[0], fast[1]
-    return (np.concatenate((fast[0], ids), dtype=np.int64),
-            np.concatenate((fast[1], news), dtype=np.int64))
 
 
-def _all_running(loop) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(every running sequence, all its tokens, their sum), their blocks taken, where the
-    budget and the free blocks hold them all (module docstring); None otherwise."""
-    run = loop.ids()
+def all_running(loop) -> tuple | None:
+    """(every running sequence, the tokens each has cached, their sum, the tokens each has,
+    the tokens they feed in all), their blocks taken, where the budget and the free blocks
+    hold them all (module docstring); None otherwise. The sums are exact: of Python ints
+    for up to :data:`FEW` sequences (cheaper than numpy's calls), numpy's int64 beyond."""
+    run, bs = loop.ids(), loop.bs
     c, tk = loop.computed[run], loop.tokens[run]
-    news = tk - c
-    tokens = sum(news.tolist())
-    if tokens > loop.budget:
-        return None
-    bs = loop.bs
-    need = sum((-(-tk // bs) + (-c // bs)).tolist())
+    if run.size > FEW:                          # numpy's passes
+        held, tokens = int(np.add.reduce(c)), int(np.add.reduce(tk - c))
+        if tokens > loop.budget:
+            return None
+        need = int(np.add.reduce(-(-tk // bs) + (-c // bs)))
+    else:
+        cs, tks = c.tolist(), tk.tolist()
+        held = sum(cs)
+        tokens = sum(tks) - held
+        if tokens > loop.budget:
+            return None
+        need = sum([-(-t // bs) + (-x // bs) for t, x in zip(tks, cs)])
     if need > loop.free:
         return None
     loop.free -= need
-    return run, news, tokens
+    return run, c, held, tk, tokens
 
 
 def _running(loop, alone: bool) -> tuple[list, int, bool]:
@@ -96,4 +116,4 @@ def _running(loop, alone: bool) -> tuple[list, int, bool]:
     return out, budget, preempted
 
 
-__all__ = ["schedule"]
+__all__ = ["schedule", "admit", "all_running"]

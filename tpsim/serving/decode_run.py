@@ -38,8 +38,8 @@ def advance(loop) -> bool:
     if k == 0:
         return False
     b, st = len(run), loop.st
-    held = sum(kv.tolist())                     # ints: exact
-    gpu = loop.model.decode_step_s(b, np.arange(held + b, held + b * k + 1, b))
+    held = sum(kv.tolist())                     # ints: exact, and so as floats
+    gpu = loop.model.decode_step_s(b, np.arange(held + b, held + b * k + 1, b, dtype=float))
     engine = step_wall_s(gpu, host_step_s(st, b), st.host_overlap)
     wall = paced_wall_s(engine, frontend_s(st, 0, b))
     ends = loop.t + np.add.accumulate(wall)     # np.cumsum without its wrapper
@@ -62,9 +62,9 @@ def advance(loop) -> bool:
     loop.computed[run] = kv = kv + k             # each fed all but its last token
     loop.tokens[run] = kv + 1
     loop.done[run] += k
-    loop.past[run] = past + k
+    loop.past[run] = past = past + k
     if k == most:                               # else none got all its tokens
-        loop._retire(run)
+        loop._leave(run[past >= 0])
     return True
 
 

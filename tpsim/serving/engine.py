@@ -63,7 +63,8 @@ from ..spec.serve import ServeSettings, split_settings
 from ..spec.serving import ServingLayout
 from .admission import admission
 from .arrivals import draw_requests
-from .batching import schedule
+from .admit_step import decode_admit_step
+from .batching import all_running, schedule
 from .decode_run import advance
 from .energy import run_energy
 from .frontend import frontend_latency_s, frontend_s, paced_wall_s
@@ -209,9 +210,14 @@ class EngineLoop:
         return self.blocks(c[w] + min(tk[w] - c[w], self.budget)) <= self.free
 
     def _step(self) -> None:
-        ids, news = schedule(self, self.st.separate_prefill and self._prefill_due())
+        alone = self.st.separate_prefill and self._prefill_due()
+        fast = None if alone else all_running(self)
+        if fast is not None and self.running and not self.spec and self._decoding():
+            decode_admit_step(self, fast)              # the usual step, found with less work
+            return
+        ids, news = schedule(self, alone, fast)
         if not ids.size and self.st.separate_prefill:   # its prompt preempted: decode instead
-            ids, news = schedule(self, False)
+            ids, news = schedule(self, False, all_running(self))
         if not ids.size:
             raise ConfigError("--max-num-batched-tokens", "", "room for one block of a "
                               "request: the KV cache holds no block", self.budget)
@@ -281,7 +287,11 @@ class EngineLoop:
     def _retire(self, run: np.ndarray) -> None:
         """The sequences of ``run`` (running ones, in admission order: the only ones whose
         tokens grew) that have all their tokens leave, their blocks freed."""
-        ended = run[self.past[run] >= 0]
+        self._leave(run[self.past[run] >= 0])
+
+    def _leave(self, ended: np.ndarray) -> None:
+        """The sequences of ``ended`` (running ones, in admission order) that have all their
+        tokens leave, their blocks freed; none: nothing to do."""
         if not ended.size:
             return
         self.free += sum(((self.computed[ended] + (self.bs - 1)) // self.bs).tolist())

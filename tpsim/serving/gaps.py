@@ -20,11 +20,14 @@ import numpy as np
 from .serve_result import Percentiles
 
 
-def run_end_steps(since: int, k: int, multi: int) -> np.ndarray:
-    """The steps j in 1..k after which tokens stream: all of them at ``multi`` = 1, else those
-    that end a run of ``multi`` steps, ``since`` steps of it done before step 1."""
+def run_end_steps(since: int, k: int, multi: int):
+    """The steps j in 1..k after which tokens stream: all of them at ``multi`` = 1 (a range),
+    else those that end a run of ``multi`` steps, ``since`` steps of it done before step 1
+    (an array)."""
+    if multi == 1:
+        return range(1, k + 1)
     j = np.arange(1, k + 1)
-    return j if multi == 1 else j[(since + j) % multi == 0]
+    return j[(since + j) % multi == 0]
 
 
 class TokenGaps:

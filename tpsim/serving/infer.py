@@ -49,7 +49,7 @@ from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsuppo
 from ..cost.compute import decode_fixed_s, memory_bound
 from ..base.errors import ConfigError
 from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
-                                 serving_dims, serving_layer_template)
+                                 resizer, serving_dims, serving_layer_template)
 from ..spec.model_params import layer_kinds
 from .energy import run_energy
 from .speculative import draft_memory, speculative_steps
@@ -158,6 +158,7 @@ class _Server:
         self.dtype, self.act, self.kv_dtype, self.allreduce = dtype, act, kv_dtype, allreduce
         self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp, ep=ep))
         self.host_s = topo.device.host_dispatch_s if eager else 0.0
+        self._resize = None                # the first dims made, resized (dims)
         swiglu = m.activation == "swiglu"
         mla = (2 if m.q_lora_rank else 1) if m.mla else 0
         moe = (2 if m.shared_experts else 1) if m.moe else 0
@@ -169,11 +170,15 @@ class _Server:
         _, self.prefill_tpl, self.decode_tpl, self.window = self.mix[0]
 
     def dims(self, b: int, s: int, kv_len: int = 0):
-        """The first kind of layer's dims (its attention window included)."""
-        d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act, self.kv_dtype,
-                         kv_len)
-        d = dataclasses.replace(d, decode_attention=self.decode_attention)
-        return dataclasses.replace(d, window=self.window) if self.window else d
+        """The first kind of layer's dims (its attention window included): made once, then
+        resized (:func:`~tpsim.layer.infer_graph.resizer`: the table prices ask for ~1,600)."""
+        if self._resize is None:
+            d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act,
+                             self.kv_dtype, kv_len, decode_attention=self.decode_attention,
+                             **({"window": self.window} if self.window else {}))
+            self._resize = resizer(d)
+            return d
+        return self._resize(b, s, kv_len)
 
     def layers_cost(self, phase: str, dims, extra=None) -> PhaseCost:
         """All the model's layers at ``dims``: sum over the kinds of layer (dense or MoE, full

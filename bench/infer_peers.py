@@ -38,9 +38,12 @@ VLLM = "vLLM CI latency test (Llama-3-70B bf16 TP4, in 32 / out 128, batch 8)"
 
 def case(id, source, model, topology, tp, batch, prompt, gen, dtype, metric, measured,
          kv_dtype=None, allreduce="nccl"):
+    # TensorRT-LLM v0.5/v0.6 decode GQA with masked multi-head attention (its XQA kernel came
+    # with v0.8): --decode-attention trtllm-mmha; NIM and vLLM run later kernels
+    kernel = "trtllm-mmha" if source in (TRT05, TRT061) else "tensor-cores"
     return dict(id=id, source=source, model=model, topology=topology, tp=tp, batch=batch,
                 prompt=prompt, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype,
-                allreduce=allreduce, metric=metric, measured=measured)
+                allreduce=allreduce, metric=metric, measured=measured, decode_attention=kernel)
 
 
 CASES = [
@@ -104,7 +107,8 @@ def tpsim_values() -> tuple[dict, float]:
     for c in CASES:
         p = infer(c["model"], c["topology"], tp=c["tp"], batch=c["batch"], prompt=c["prompt"],
                   gen=c["gen"], dtype=c["dtype"], kv_dtype=c["kv_dtype"],
-                  allreduce=c["allreduce"], memory_headroom=0.0)   # the memory as checked
+                  allreduce=c["allreduce"], decode_attention=c["decode_attention"],
+                  memory_headroom=0.0)   # the memory as checked
         out[c["id"]] = {"value": metric(c, p.prefill.time_s, p.decode.time_per_token_s),
                         "fits": p.memory.fits}
     return out, time.process_time() - t0

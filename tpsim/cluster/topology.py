@@ -38,7 +38,7 @@ class Device:
                                "exposes it, GiB (2^30 bytes): the total of torch.cuda.mem_get_info(), "
                                "below the vendor's figure by what the driver keeps")
     memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0, doc="peak memory bandwidth, GB/s")
-    l2_bandwidth_Bps: float | None = spec("l2_bandwidth_GBps", scale=GB, gt=0, default=None, doc="L2 read rate of all SMs, GB/s, measured")
+    l2_bandwidth_Bps: float | None = spec("l2_bandwidth_GBps", scale=GB, gt=0, default=None, doc="L2 read rate of all SMs, GB/s, as microbenchmarks measure it (--decode-attention trtllm-mmha)")
     memory_reserved_bytes: float = spec("memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
         doc="memory a training or serving process holds outside its tensors, GiB: the CUDA context "
             "with its kernel images and library workspaces (~0.5 GiB on Hopper with CUDA's lazy "

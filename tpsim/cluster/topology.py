@@ -38,6 +38,7 @@ class Device:
                                "exposes it, GiB (2^30 bytes): the total of torch.cuda.mem_get_info(), "
                                "below the vendor's figure by what the driver keeps")
     memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0, doc="peak memory bandwidth, GB/s")
+    l2_bandwidth_Bps: float | None = spec("l2_bandwidth_GBps", scale=GB, gt=0, default=None, doc="L2 read rate of all SMs, GB/s, as microbenchmarks measure it (--decode-attention trtllm-mmha)")
     memory_reserved_bytes: float = spec("memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
         doc="memory a training or serving process holds outside its tensors, GiB: the CUDA context "
             "with its kernel images and library workspaces (~0.5 GiB on Hopper with CUDA's lazy "
@@ -61,8 +62,7 @@ class Device:
                                 "(Blackwell, compute capability 10.x: Transformer Engine's "
                                 "is_non_tn_fp8_gemm_supported): one fp8 copy, no transpose")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8, doc="fraction of peak FLOP/s that large GEMMs reach")
-    gemm_max_efficiency_fp8: float | None = spec(
-        gt=0, le=1, default=None, doc="the same for fp8 and MXFP8 GEMMs (default: gemm_max_efficiency)")
+    gemm_max_efficiency_fp8: float | None = spec(gt=0, le=1, default=None, doc="the same for fp8 and MXFP8 GEMMs (default: gemm_max_efficiency)")
     gemm_max_efficiency_fp4: float | None = spec(
         gt=0, le=1, default=None, doc="the same for NVFP4 GEMMs (default: gemm_max_efficiency_fp8)")
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0, doc="GEMM dimension m or n at which "

@@ -219,7 +219,8 @@ def memory_bound(time_s: float, nbytes: float, device: Device) -> bool:
     return time_s <= elementwise_time(nbytes, device) * (1 + 1e-9)
 
 
-def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 0) -> float:
+def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 0,
+                          l2_bytes: float = 0.0) -> float:
     """A decode attention call (FlashDecoding, FlashInfer's and FlashAttention's split-KV
     decode): one query per sequence reads the KV cache once, so its time is its bytes, plus the
     fixed part of a split-KV kernel (the per-split combine, each CTA's pipeline fill of its
@@ -245,11 +246,25 @@ def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 
     R8 the kernel's ``cuda_core_decode_GBps`` (its rate at g = 8; where the device lists
     none, the memory term alone). The query and output bytes are taken at that rate too
     (under 0.1% of a cache of 100 tokens).
+
+    ``l2_bytes`` > 0: TensorRT-LLM's masked multi-head attention (MMHA, its decode kernel for
+    GQA before v0.8's XQA), one CTA per (query head, sequence), each loading its KV head's
+    keys and values itself, so a KV byte is requested once per query head (``l2_bytes``,
+    :func:`tpsim.layer.infer_graph.mmha_l2_bytes`). The g CTAs of a group are adjacent
+    (blockIdx.x = head) and launched together: the first miss brings a line from HBM and
+    the others hit it in L2, so HBM still moves ``nbytes`` and L2 serves ``l2_bytes``:
+
+        t = kernel_launch + max(nbytes / (mem_bw * mem_eff), l2_bytes / l2_bw) + decode_fixed
+
+    l2_bw the device's ``l2_bandwidth_GBps`` (a measured read rate; where it lists none,
+    the memory term alone).
     """
     mem = elementwise_time(nbytes, device)
     rate = cuda_core_decode_Bps(device) if cuda_core_group else None
     if rate:
         mem = max(mem, device.kernel_launch_s + nbytes * cuda_core_group / (8 * rate))
+    if l2_bytes and device.l2_bandwidth_Bps:
+        mem = max(mem, device.kernel_launch_s + l2_bytes / device.l2_bandwidth_Bps)
     return mem + decode_fixed_s(device)
 
 

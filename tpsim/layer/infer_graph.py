@@ -25,6 +25,9 @@ Two of its ops change meaning at inference:
   as SGLang v0.3-v0.4.1 calls it: its CUDA-core decode kernel where heads / kv_heads is 1, 2, 4
   or 8, ``_grouped_size_compiled_for_decode_kernels``; its tensor-core kernel otherwise) the
   op carries that group size, and the CUDA cores may bound it (``DecodeAttention.cuda_core_group``).
+  With ``trtllm-mmha`` (TensorRT-LLM's masked multi-head attention before XQA, one CTA per query
+  head) it carries the bytes requested once per query head (:func:`mmha_l2_bytes`), which the
+  L2 may bound (``DecodeAttention.l2_bytes``).
 
 With ``--dtype fp8`` the GEMMs run in fp8 (weights 1 byte, the fp8 peak) while activations
 between kernels, the collectives and the attention stay in the 16-bit activation dtype, as
@@ -161,11 +164,21 @@ def decode_attention_bytes(d: InferDims) -> float:
 CUDA_CORE_GROUPS = (1, 2, 4, 8)
 
 
+def mmha_l2_bytes(d: InferDims) -> float:
+    """b (2 s q bpe_act + 2 L q bpe_kv): what TensorRT-LLM's masked multi-head attention
+    requests, each query head's CTA loading its KV head's L keys and values itself
+    (decoderMaskedMultiheadAttentionTemplate.h as of v0.5/v0.6: hi_kv = hi / qhead_per_kv,
+    getKVLocalIdx(t, hi_kv, ...)): the cache read heads / kv_heads times, as if every query
+    head had its own KV head (q = heads d, kv = kv_heads d)."""
+    return d.b * (2 * d.s * d.q * d.bpe + 2 * d.attended * d.q * d.kv_bpe)
+
+
 def _decode_attention(d: InferDims) -> DecodeAttention:
     g = d.heads // d.kv_heads
     cuda = g if d.decode_attention == "flashinfer-0.1" and g in CUDA_CORE_GROUPS else 0
+    l2 = mmha_l2_bytes(d) if d.decode_attention == "trtllm-mmha" and g > 1 else 0.0
     return DecodeAttention(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d),
-                           cuda_core_group=cuda)
+                           cuda_core_group=cuda, l2_bytes=l2)
 
 
 def _act_label(make):

@@ -14,7 +14,7 @@ from .settings import check, setting
 
 DTYPES = ("bf16", "fp16", "fp8")     # GEMMs and weights; the KV cache's
 ALLREDUCE = ("nccl", "custom")
-DECODE_ATTENTION = ("tensor-cores", "flashinfer-0.1")   # tpsim/layer/infer_graph.py
+DECODE_ATTENTION = ("tensor-cores", "flashinfer-0.1", "trtllm-mmha")   # tpsim/layer/infer_graph.py
 SPECULATIVE = ("mtp", "eagle")      # draft heads; a separate draft model is --draft-model
 # DeepSeek-V3 technical report (arXiv 2412.19437), section 5.4.3: "the acceptance rate of the
 # second token prediction ranges between 85% and 90%": its low end, the default for --speculative mtp
@@ -61,7 +61,9 @@ class ServingLayout:
         "tensor-cores", "the decode attention kernel: tensor-cores, one that reads the KV cache "
         "at the memory's rate (FlashInfer's tensor-core decode, FlashAttention's, TensorRT-LLM's); "
         "flashinfer-0.1, FlashInfer <= 0.1.6 as SGLang v0.3-v0.4.1 runs it: its CUDA-core "
-        "kernel where query heads per KV head are 1, 2, 4 or 8, which its cores may bound "
+        "kernel where query heads per KV head are 1, 2, 4 or 8, which its cores may bound; "
+        "trtllm-mmha, TensorRT-LLM's masked multi-head attention (v0.5-v0.7, before its XQA "
+        "kernel): one CTA per query head reads its KV head through the L2, which may bound it "
         "(tpsim.cost.compute.decode_attention_time)", flag="--decode-attention", kind="choice",
         choices=DECODE_ATTENTION)
     memory_headroom: float | None = setting(

@@ -1,0 +1,84 @@
+"""TensorRT-LLM v0.5.0's own static-batch tables beside tpsim's two ways of pricing its decode
+attention, on the rows that tell a GQA kernel's cost from the rest of the step.
+
+    python bench/trtllm_mmha_published.py
+
+v0.5.0's docs/source/performance.md (release/0.5.0, 2023-10) lists Llama 70B (GQA: 64 query,
+8 KV heads) at batch 64, TP 4, on H100 in FP8 (FP8 KV cache) and on A100 in FP16, and Llama 7B
+(multi-head: one query head per KV head) on both, every input/output pair of 128 and 2048. v0.5
+decodes both with masked multi-head attention (one CTA per query head, no XQA until v0.8), so:
+
+* Llama 7B is the control: ``--decode-attention trtllm-mmha`` reads its cache once, as the
+  default does; an error here is not the GQA kernel's.
+* Llama 70B is the test: the default reads the cache once, ``trtllm-mmha`` once from HBM and
+  8 times through the L2 (``tpsim.cost.compute.decode_attention_time``). The bound where no
+  repeat hits the L2 (every query head's read from HBM) is printed beside it, as a bracket.
+
+Used in no fit. The H100 70B rows are bench/infer_peers.py's ``trt-tput-*`` cases.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+from tpsim.cluster.topology import load_topology
+from tpsim.serving.infer import infer
+
+# (model, topology, tp, batch, prompt, gen, dtype, measured output tokens/s)
+ROWS = [
+    ("llama2-70b", "dgx-h100", 4, 64, 128, 128, "fp8", 3317),
+    ("llama2-70b", "dgx-h100", 4, 64, 128, 2048, "fp8", 2616),
+    ("llama2-70b", "dgx-h100", 4, 64, 2048, 128, "fp8", 843),
+    ("llama2-70b", "dgx-h100", 4, 64, 2048, 2048, "fp8", 1583),
+    ("llama2-70b", "dgx-a100", 4, 64, 128, 128, "fp16", 1237),
+    ("llama2-70b", "dgx-a100", 4, 64, 128, 2048, "fp16", 1181),
+    ("llama2-70b", "dgx-a100", 4, 64, 2048, 128, "fp16", 272),
+    ("llama2-70b", "dgx-a100", 4, 64, 2048, 2048, "fp16", 738),
+    ("llama2-7b", "dgx-h100", 1, 64, 128, 128, "fp8", 9193),
+    ("llama2-7b", "dgx-h100", 1, 64, 128, 2048, "fp8", 5367),
+    ("llama2-7b", "dgx-h100", 1, 64, 2048, 128, "fp8", 2058),
+    ("llama2-7b", "dgx-h100", 1, 32, 2048, 2048, "fp8", 2230),
+    ("llama2-7b", "dgx-a100", 1, 64, 128, 128, "fp16", 3486),
+    ("llama2-7b", "dgx-a100", 1, 32, 128, 2048, "fp16", 1459),
+    ("llama2-7b", "dgx-a100", 1, 32, 2048, 128, "fp16", 529),
+    ("llama2-7b", "dgx-a100", 1, 16, 2048, 2048, "fp16", 592),
+]
+
+
+def no_l2_reuse(topology):
+    """The topology with its L2 serving at the HBM's rate: every query head's read from HBM."""
+    dev = topology.device
+    return dataclasses.replace(topology, device=dataclasses.replace(
+        dev, l2_bandwidth_Bps=dev.memory_bandwidth_Bps * dev.memory_efficiency))
+
+
+def throughput(model, topology, tp, batch, prompt, gen, dtype, kernel) -> float:
+    p = infer(model, topology, tp=tp, batch=batch, prompt=prompt, gen=gen, dtype=dtype,
+              kv_dtype=dtype, decode_attention=kernel, memory_headroom=0.0)
+    return batch * gen / (p.prefill.time_s + (gen - 1) * p.decode.time_per_token_s)
+
+
+def main() -> None:
+    print(f"{'model':11s} {'GPU':5s} {'in/out':>9s} {'measured':>9s} {'tensor-cores':>13s} "
+          f"{'trtllm-mmha':>12s} {'no L2 reuse':>12s}")
+    errors = {}
+    for model, topo_name, tp, batch, prompt, gen, dtype, measured in ROWS:
+        topo = load_topology(topo_name)
+        cells = []
+        for key, t, kernel in (("tensor-cores", topo, "tensor-cores"),
+                               ("trtllm-mmha", topo, "trtllm-mmha"),
+                               ("no L2 reuse", no_l2_reuse(topo), "trtllm-mmha")):
+            err = throughput(model, t, tp, batch, prompt, gen, dtype, kernel) / measured - 1
+            errors.setdefault((model, topo_name, key), []).append(abs(err))
+            cells.append(f"{100 * err:+12.1f}%")
+        print(f"{model:11s} {topo_name[4:]:5s} {f'{prompt}/{gen}':>9s} {measured:9,d} "
+              + " ".join(cells))
+    print("\nmedian |error| by model and GPU:")
+    for model, topo_name in dict.fromkeys((r[0], r[1]) for r in ROWS):
+        print(f"  {model:11s} {topo_name[4:]:5s} " + "  ".join(
+            f"{k} {100 * statistics.median(errors[(model, topo_name, k)]):5.1f}%"
+            for k in ("tensor-cores", "trtllm-mmha", "no L2 reuse")))
+
+
+if __name__ == "__main__":
+    main()

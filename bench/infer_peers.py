@@ -184,6 +184,24 @@ def all_reduce_report() -> None:
         print(f"{n:5d} {kind:9s} " + " ".join(cells))
 
 
+def one_shot_reading() -> None:
+    """The one-shot rows as a straight line t = fixed + (n - 1) S / rate (least squares over
+    the four sizes) beside the model's own fixed part (kernel_launch + 2 alpha) and rate (the
+    NVLink level's bandwidth x efficiency.ring). A reading of the check rows: no parameter is
+    set from it (docs/collectives.md, "vLLM's custom all-reduce: what the kernel does")."""
+    import numpy as np
+    h100 = load_topology("dgx-h100")
+    level = h100.levels[0]
+    fixed = sum(custom_kernel_time("one-shot", 0, 2, level, h100.device))
+    rate = level.bandwidth_Bps * level.efficiency.ring
+    print("one-shot as fixed + (n-1) S / rate (a reading of the rows above; fits no parameter):")
+    for n in (4, 6):
+        k, c = np.polyfit((n - 1) * np.array(AR_SIZES, float),
+                          np.array(VLLM_AR[n, "one-shot"]) * 1e-3, 1)
+        print(f"  {n} GPUs: measured {c * 1e6:.1f} us + {1 / k / 1e9:.0f} GB/s; "
+              f"model {fixed * 1e6:.2f} us + {rate / 1e9:.0f} GB/s")
+
+
 def _forced(kind: str, nbytes: int, n: int, topo) -> float:
     """The custom kernel's one-shot or two-shot time at any size (vLLM's benchmark forces the
     kernel): tpsim.cost.collectives.custom_kernel_time on the node's NVLink level."""
@@ -230,6 +248,7 @@ def main(argv=None) -> int:
     peers, why = peer_values(args.peer_python)
     report(ours, peers, why)
     all_reduce_report()
+    one_shot_reading()
     print("\nnotes:")
     for n in NOTES:
         print(f"  - {n}")

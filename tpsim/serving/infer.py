@@ -46,6 +46,7 @@ import dataclasses
 import math
 
 from ..cost.collectives import custom_all_reduce_time, custom_all_reduce_unsupported
+from ..cost.custom_staging import staged_custom_all_reduce
 from ..cost.compute import decode_fixed_s, memory_bound
 from ..base.errors import ConfigError
 from ..layer.infer_graph import (decode_attention_core, embedding_template, output_template,
@@ -127,10 +128,12 @@ def phase_cost(sim: Simulation, device, extra_flops: float = 0.0) -> PhaseCost:
 
 
 def serve_simulate(template, dims, pricing: Pricing, host_s: float,
-                   allreduce: str = "nccl") -> Simulation:
+                   allreduce: str = "nccl", staged: bool = False) -> Simulation:
     """:func:`~tpsim.sim.simulate.simulate`, and with ``allreduce="custom"`` every all-reduce that
     vLLM's custom kernel serves re-priced by :func:`~tpsim.cost.collectives.custom_all_reduce_time`
-    and the streams re-scheduled (NCCL's price stays where the kernel does not run)."""
+    and the streams re-scheduled (NCCL's price stays where the kernel does not run); ``staged``
+    (no CUDA graphs) adds the copy into its IPC buffer
+    (:func:`~tpsim.cost.custom_staging.staged_custom_all_reduce`)."""
     sim = simulate(template, dims, pricing, host_s)
     if allreduce != "custom":
         return sim
@@ -141,6 +144,7 @@ def serve_simulate(template, dims, pricing: Pricing, host_s: float,
             place = topo.place(pricing.group(op.group))
             if not custom_all_reduce_unsupported(op.nbytes, place):
                 c = custom_all_reduce_time(op.nbytes, place, topo)
+                c = staged_custom_all_reduce(c, topo.device) if staged else c
                 times[i], formulas[i], costs[i], changed = c.time_s, c.formula, c, True
     if not changed:
         return sim
@@ -157,7 +161,7 @@ class _Server:
         self.decode_attention = decode_attention
         self.dtype, self.act, self.kv_dtype, self.allreduce = dtype, act, kv_dtype, allreduce
         self.pricing = Pricing(topo, Parallelism(tp=tp, pp=pp, ep=ep))
-        self.host_s = topo.device.host_dispatch_s if eager else 0.0
+        self.eager, self.host_s = eager, topo.device.host_dispatch_s if eager else 0.0
         self._resize = None                # the first dims made, resized (dims)
         swiglu = m.activation == "swiglu"
         mla = (2 if m.q_lora_rank else 1) if m.mla else 0
@@ -202,7 +206,8 @@ class _Server:
         return whole / self.m.layers, attn / self.m.layers
 
     def sim(self, template, dims) -> Simulation:
-        return serve_simulate(template, dims, self.pricing, self.host_s, self.allreduce)
+        return serve_simulate(template, dims, self.pricing, self.host_s, self.allreduce,
+                              self.eager)
 
     def cost(self, template, dims, extra_flops: float = 0.0) -> PhaseCost:
         return phase_cost(self.sim(template, dims), self.topo.device, extra_flops)

@@ -1,0 +1,38 @@
+"""Figures the topic docs' prose derives from their tables (which test_docs_tables.py holds),
+recomputed: a ratio rounded as the sentence rounds it."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import tpsim
+
+from tests.conftest import REPO
+
+SERVING = " ".join((REPO / "docs" / "serving.md").read_text().split())
+
+
+@pytest.fixture(scope="module")
+def llama2_70b():
+    """`tpsim infer --model llama2-70b --topology dgx-h100 --tp T --batch B`, prompt 2k, gen 256."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # TP 2 batch 64 does not fit: priced, with a warning
+        return {(tp, b): tpsim.infer("llama2-70b", "dgx-h100", tp=tp, batch=b, prompt=2048, gen=256)
+                for tp in (2, 4, 8) for b in (1, 64)}
+
+
+def _span(values, fmt: str) -> str:
+    lo, hi = (fmt.format(v) for v in (min(values), max(values)))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def test_serving_batch_one_and_sixty_four(llama2_70b):
+    tpot = {k: p.decode.time_per_token_s for k, p in llama2_70b.items()}
+    tps = {k: p.decode.tokens_per_s for k, p in llama2_70b.items()}
+    faster = tpot[2, 1] / tpot[8, 1]
+    assert f"TP 8 is {faster:.1f}x faster per token than TP 2" in SERVING
+    more = _span([tpot[t, 64] / tpot[t, 1] * 100 - 100 for t in (2, 4, 8)], "{:.0f}")
+    grows = _span([tps[t, 64] / tps[t, 1] for t in (2, 4, 8)], "{:.0f}")
+    assert (f"Batch 64 costs only {more}% more per step than batch 1** (the weights are read once "
+            f"for the whole batch): tokens/s grows {grows}x for 64x the batch") in SERVING

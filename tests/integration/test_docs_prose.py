@@ -36,3 +36,14 @@ def test_serving_batch_one_and_sixty_four(llama2_70b):
     grows = _span([tps[t, 64] / tps[t, 1] for t in (2, 4, 8)], "{:.0f}")
     assert (f"Batch 64 costs only {more}% more per step than batch 1** (the weights are read once "
             f"for the whole batch): tokens/s grows {grows}x for 64x the batch") in SERVING
+
+
+def test_gpt3_without_the_grad_reduce_overlap():
+    """training-step.md's worked example: what --no-overlap-grad-reduce does to the best layout."""
+    text = " ".join((REPO / "docs" / "training-step.md").read_text().split())
+    kw = dict(model="gpt3", topology="dgx-a100-hdr-cluster", nodes=128, tp=8, pp=8, dp=16,
+              global_batch=1536, virtual_stages=3, sequence_parallel=True, recompute="selective",
+              distributed_optimizer=True)
+    on, off = tpsim.predict(**kw).step, tpsim.predict(**kw, overlap_grad_reduce=False).step
+    assert (f"`--no-overlap-grad-reduce` grows exposed DP from {on.dp_comm_exposed_s * 1e3:.0f} to "
+            f"{off.dp_comm_exposed_s * 1e3:.0f} ms and the step to {off.time_s:.3f} s") in text

@@ -2,11 +2,13 @@
 recomputed: a ratio rounded as the sentence rounds it."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
 
 import tpsim
+from tpsim.cli import main
 
 from tests.conftest import REPO
 
@@ -47,3 +49,22 @@ def test_gpt3_without_the_grad_reduce_overlap():
     on, off = tpsim.predict(**kw).step, tpsim.predict(**kw, overlap_grad_reduce=False).step
     assert (f"`--no-overlap-grad-reduce` grows exposed DP from {on.dp_comm_exposed_s * 1e3:.0f} to "
             f"{off.dp_comm_exposed_s * 1e3:.0f} ms and the step to {off.time_s:.3f} s") in text
+
+
+def test_the_pipeline_figures_bubble():
+    """training-step.md's reading of img/pipeline-gpt3-pp4.png (test_docs_figures.py draws it)."""
+    text = " ".join((REPO / "docs" / "training-step.md").read_text().split())
+    s = tpsim.predict(model="gpt3", topology="dgx-h100-ndr-cluster", tp=8, pp=4, dp=4, global_batch=32, virtual_stages=2,
+                      sequence_parallel=True, distributed_optimizer=True).step
+    assert (f"with 8 micro-batches on 4 stages, {s.bubble_s * 1e3:.0f} ms of a {s.time_s:.3f} s step "
+            f"({s.bubble_s / s.time_s:.1%})") in text
+
+
+def test_search_md_megatron_core_under_the_2021_pins(capsys):
+    text = " ".join((REPO / "docs" / "search.md").read_text().split())
+    assert main(["search", "--model", "gpt3-13b", "--topology", "dgx-a100-hdr-cluster", "--gpus",
+                 "32", "--global-batch", "128", "--top", "1", "--zero", "0",
+                 "--no-distributed-optimizer", "--no-tp-comm-overlap", "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["candidates"][0]
+    assert (best["tp"], best["pp"], best["virtual_stages"], best["dp"]) == (2, 2, 5, 8)
+    assert f"TP 2, PP 2 with 5 chunks, DP 8, {best['step_time_s']:.3f} s)." in text

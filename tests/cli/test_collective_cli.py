@@ -2,6 +2,8 @@
 the all-to-all's protocols, and the help that explains both."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tpsim.cli import main
@@ -43,3 +45,11 @@ def test_help_explains_nccl_and_the_all_to_all_protocol(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "p2p LL to 16 KiB a peer in 2.18-2.21, to 512 KiB a peer in 2.22-2.27" in text
     assert "for all-to-all only auto" in text
+
+
+def test_json_rows_of_a_release_list_name_their_release(capsys):
+    """--nccl 2.21,2.25 --json: each row says which release priced it, as the table's column does."""
+    assert main(["collective", "--topology", "dgx-b200", "--op", "all-to-all", "--bytes", "2MiB",
+                 "--nccl", "2.21,2.25", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["nccl"], r["protocol"]) for r in rows] == [("2.21", "simple"), ("2.25", "ll")]

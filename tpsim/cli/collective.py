@@ -101,7 +101,8 @@ def _cmd_collective(args) -> None:
                                                ("topology", "nccl", "op", "ranks", "algo",
                                                 "protocol"))
     if args.json:
-        out = [c.as_dict() if single else {"topology": t.name, **c.as_dict()} for t, c in rows]
+        out = [c.as_dict() if single else {"topology": t.name, "nccl": combo["nccl"], **c.as_dict()}
+               for (t, c), combo in zip(rows, combos)]
         print(dump_json(out if len(out) > 1 or args.sweep else out[0]))
     elif single:
         print(collective_table([c for _, c in rows], rows[0][0]))

@@ -156,3 +156,12 @@ def test_hf_config_without_seq_says_which_length(capsys, command, model, key, se
     assert "--seq" not in capsys.readouterr().err
     assert main([command, "--model", "gpt3-125m"] + argv[3:]) == 0
     assert "--seq" not in capsys.readouterr().err
+
+
+def test_dropout_help_says_the_fused_kernel_pays_for_it(capsys):
+    """The attention dropout inside a fused kernel is priced: --dropout's help says where."""
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "every dropout: embedding, residual, attention" in text
+    assert "tpsim.cost.attention_dropout" in text

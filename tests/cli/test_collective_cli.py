@@ -39,10 +39,15 @@ def test_all_to_all_protocols_that_run(capsys, proto, shown):
     assert shown in capsys.readouterr().out
 
 
-def test_help_explains_nccl_and_the_all_to_all_protocol(capsys):
+def help_text(capsys, command: str) -> str:
+    """`tpsim COMMAND --help`, its lines joined with single spaces."""
     with pytest.raises(SystemExit):
-        main(["collective", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_explains_nccl_and_the_all_to_all_protocol(capsys):
+    text = help_text(capsys, "collective")
     assert "p2p LL to 16 KiB a peer in 2.18-2.21, to 512 KiB a peer in 2.22-2.27" in text
     assert "for all-to-all only auto" in text
 

@@ -12,6 +12,7 @@ from tpsim.cli import main
 from tpsim.training.predict import predict
 
 from tests.conftest import REPO
+from tests.cli.test_collective_cli import help_text
 
 
 def run(capsys, *argv):
@@ -160,8 +161,6 @@ def test_hf_config_without_seq_says_which_length(capsys, command, model, key, se
 
 def test_dropout_help_says_the_fused_kernel_pays_for_it(capsys):
     """The attention dropout inside a fused kernel is priced: --dropout's help says where."""
-    with pytest.raises(SystemExit):
-        main(["predict", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    text = help_text(capsys, "predict")
     assert "every dropout: embedding, residual, attention" in text
     assert "tpsim.cost.attention_dropout" in text

@@ -12,6 +12,7 @@ from tpsim.cli import main
 from tpsim.training.predict import predict
 
 from tests.conftest import REPO
+from tests.cli.test_collective_cli import help_text
 
 
 def run(capsys, *argv):
@@ -156,3 +157,10 @@ def test_hf_config_without_seq_says_which_length(capsys, command, model, key, se
     assert "--seq" not in capsys.readouterr().err
     assert main([command, "--model", "gpt3-125m"] + argv[3:]) == 0
     assert "--seq" not in capsys.readouterr().err
+
+
+def test_dropout_help_says_the_fused_kernel_pays_for_it(capsys):
+    """The attention dropout inside a fused kernel is priced: --dropout's help says where."""
+    text = help_text(capsys, "predict")
+    assert "every dropout: embedding, residual, attention" in text
+    assert "tpsim.cost.attention_dropout" in text

@@ -3,6 +3,7 @@ README) load to the sizes their model cards state, and a bad config.json is one 
 naming the config.json key."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -112,3 +113,14 @@ def test_a_config_json_predicts(tmp_path):
     """The whole path: config.json -> ModelConfig -> predict, GQA with TP above kv_heads."""
     pred = predict(HF / "Qwen2-7B-Instruct" / "config.json", "dgx-h100", tp=4, seq_len=2048)
     assert pred.inputs.kv_heads_per_rank == 1 and 0 < pred.model.mfu <= 1
+
+
+@pytest.mark.parametrize("base", ["Meta-Llama-3-8B", "Mistral-7B-v0.1", "Qwen2-7B-Instruct",
+                                  "Mixtral-8x7B-v0.1", "DeepSeek-V3"])
+def test_a_config_without_hidden_act_takes_transformers_default_silu(tmp_path, base):
+    """A trimmed config.json without ``hidden_act`` loads as transformers loads it (every gated
+    family's configuration class defaults it to "silu"), not as a refusal naming silu."""
+    full = load_model(HF / base / "config.json")
+    trimmed = load_model(hf_config_file(tmp_path, base, hidden_act=...))
+    assert trimmed.activation == "swiglu"
+    assert dataclasses.replace(trimmed, name=full.name, description=full.description) == full

@@ -4,7 +4,7 @@ else: each key the commands emit (top level, second level and below, lists of ob
 
 The runs are chosen to emit every key: predict with a pipeline, DP and both notices (TP across
 nodes, out of memory); infer with all three notices (weights that do not fit: a second run; a speculative third);
-search on a small space; collective alone and as a comma list (whose rows add `topology`). The search's `dropped` map has reason codes for
+search on a small space; collective alone and as a comma list (whose rows add `topology` and `nccl`). The search's `dropped` map has reason codes for
 keys and carries only the reasons that occurred: its documented codes must be exactly
 tpsim.search.driver.REASONS, and the emitted ones among them.
 """

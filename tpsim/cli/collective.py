@@ -41,13 +41,18 @@ def fill_collective(p) -> None:
     p.add_argument("--protocol", default=("auto",), type=choice_list(("auto", *PROTOCOLS), lower),
                    metavar=braces(("auto", *PROTOCOLS)),
                    help="NCCL protocol, any case (LL128 as NCCL_PROTO writes it); auto: the "
-                        "fastest (default: auto)")
+                        "fastest; for all-to-all only auto (NCCL's rule: LL where a peer's bytes "
+                        "fit the --nccl release's LL threshold inside a node, else Simple) or "
+                        "simple (default: auto)")
     p.add_argument("--nccl", default=("topology",), type=choice_list(NCCL_RELEASES, nccl_release),
                    metavar="{topology,2.18,...,2.27}",
-                   help="NCCL release whose NVLS latency and layout and p2p LL rule to price "
-                        "(2.18.5 or 2.18; cluster/nccl.py); topology: the file's own values, NCCL "
-                        "2.21-2.27's NVLS and LL to 16 KiB a peer in the shipped ones (default: "
-                        "topology)")
+                   help="NCCL release to price NVLS and the all-to-all's p2p LL as it runs "
+                        "them (2.18.5, v2.18.5-1 or 2.18; a comma list compares them; "
+                        "tpsim/cluster/nccl.py): NVLS latency 23 us to 2.20, 25 us from 2.21 "
+                        "(2.18-2.19 lay a small message on one channel); p2p LL to 16 KiB a peer "
+                        "in 2.18-2.21, to 512 KiB a peer in 2.22-2.27 (8-GPU NVSwitch node); "
+                        "topology: the file's own values (the shipped files: 2.21-2.27's NVLS, "
+                        "LL to 16 KiB a peer) (default: topology)")
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
     p.add_argument("--min-bytes", default=None, help="with --sweep: smallest size (default: 1KiB)")
@@ -96,7 +101,8 @@ def _cmd_collective(args) -> None:
                                                ("topology", "nccl", "op", "ranks", "algo",
                                                 "protocol"))
     if args.json:
-        out = [c.as_dict() if single else {"topology": t.name, **c.as_dict()} for t, c in rows]
+        out = [c.as_dict() if single else {"topology": t.name, "nccl": combo["nccl"], **c.as_dict()}
+               for (t, c), combo in zip(rows, combos)]
         print(dump_json(out if len(out) > 1 or args.sweep else out[0]))
     elif single:
         print(collective_table([c for _, c in rows], rows[0][0]))

@@ -66,6 +66,11 @@ def _hop_s(spans, topo: Topology, proto: str = "simple") -> float:
         [(s, 1) for s in spans], proto)
 
 
+# what --protocol auto means for an all-to-all (the hint of a refused --protocol)
+P2P_AUTO = ("auto runs LL where NCCL does (a peer's bytes within the --nccl release's LL rule, "
+            "inside a node), Simple above; simple forces Simple")
+
+
 def p2p_protocol(peer_bytes: float, place: Placement, topo: Topology) -> str:
     """The protocol tpsim prices ``peer_bytes`` to each peer of ``place`` with: LL at most
     the device's ``collective_protocols.ll.p2p_peer_bytes`` inside a node (where it lists LL),

@@ -43,7 +43,7 @@ from .nccl_tuning import (ll_cap_Bps, ll_host_s, ring_hops, ring_plateau,  # noq
                           stage_cap_Bps, tree_cap_Bps, tree_correction, tree_hops,  # re-exported
                           tree_load)
 from .nvls_pipeline import nvls_terms, nvls_tree_terms
-from .all_to_all import all_to_all_time
+from .all_to_all import P2P_AUTO, all_to_all_time
 from ..spec.parallel import Group
 from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
 
@@ -283,8 +283,7 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
     ``auto`` takes NCCL's minimum-time choice over its algorithms (ring, tree, NVLS, NVLS-tree)
     and the protocols the device lists, each priced by tpsim's formulas (ring and tree run with
     every protocol; NVLS, NVLS-tree and hierarchical with Simple). ``all-to-all`` runs as NCCL
-    runs it, grouped send/recv (``p2p``, LL up to 16 KiB a peer, else Simple:
-    :mod:`tpsim.cost.all_to_all`). A group of one rank moves nothing: time 0, algorithm ``none``.
+    runs it, grouped send/recv (``p2p``: auto is NCCL's own LL-or-Simple rule, ``p2p_protocol``).
     """
     topo = topo if isinstance(topo, Topology) else load_topology(topo)
     if op not in OPS:
@@ -312,7 +311,8 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
     costs = [_price(op, a, p, nbytes, place, topo, protocol) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]
     if not costs:
-        raise ConfigError("--protocol", "", f"simple for the {choices[0]} algorithm", protocol)
+        raise ConfigError("--protocol", "", f"auto or simple for the {choices[0]} algorithm", protocol,
+                          P2P_AUTO if choices[0] == "p2p" else "")
     return min(costs, key=lambda c: c.time_s)
 
 

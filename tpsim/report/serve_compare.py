@@ -10,6 +10,10 @@ from .formulas import formula_lines
 from .serve import LATENCY, THROUGHPUT
 
 
+# what a varied setting's column counts, where its name alone does not say
+SETTING_UNITS = {"rate": "rate: requests per second, Poisson arrivals (inf: all at once); "}
+
+
 def _value(p, key: str) -> str:
     """A varied setting's value in the run's inputs (or the engine's knobs)."""
     v = getattr(p.inputs, key) if hasattr(p.inputs, key) else getattr(p.engine, key)
@@ -66,7 +70,8 @@ def serve_comparison(preds, varied: list[str]) -> str:
         lines.append(f"{c}  {p.throughput.output_tokens_per_s:10,.1f} {t.p50 * 1e3:8.1f}ms "
                      f"{t.p99 * 1e3:8.1f}ms {f.p50 * 1e3:7.2f}ms {f.p99 * 1e3:7.2f}ms "
                      f"{_energy(p.energy)} {p.scheduler.preemptions:7d}")
-    lines.append("(out tok/s over the run; TTFT and TPOT per request; J/tok: energy per output "
+    lines.append("(" + "".join(SETTING_UNITS[k] for k in varied if k in SETTING_UNITS) +
+                 "out tok/s over the run; TTFT and TPOT per request; J/tok: energy per output "
                  "token at the facility; preempt: sequences preempted and recomputed)")
     named = {"out tok/s": THROUGHPUT, "TTFT, TPOT": LATENCY["ttft_s"], "J/tok": ENERGY}
     return "\n".join(lines + formula_lines(named, "formula  "))

@@ -59,7 +59,7 @@ def _verdict(p) -> str:
     of = f"{room:.1f} GiB usable of the {p.inputs.device}'s {mem.capacity_bytes / GIB:.2f} GiB"
     if mem.fits:
         return f"FITS: {need:.1f} GiB per GPU, {of}"
-    return f"DOES NOT FIT: {need:.1f} GiB per GPU needed, {of}"
+    return f"DOES NOT FIT: {need:.1f} GiB per GPU needed, {need - room:.1f} GiB over the {of}"
 
 
 def _step(p) -> list[str]:

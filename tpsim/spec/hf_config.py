@@ -18,7 +18,7 @@ head_dim       head_dim (default: hidden / heads)         hidden / heads
 ffn_hidden     intermediate_size                          n_inner (null: 4 * n_embd)
 vocab          vocab_size                                 vocab_size
 seq_len        max_position_embeddings                    n_positions
-activation     hidden_act silu -> swiglu (gate and up)    activation_function gelu* -> gelu
+activation     hidden_act (default silu) -> swiglu        activation_function gelu* -> gelu
 norm           rmsnorm (the family's RMSNorm,             layernorm
                rms_norm_eps)
 dropout        attention_dropout (default 0)              resid_pdrop (default 0.1)
@@ -112,7 +112,7 @@ _REQUIRED = {"gated": _GATED_REQUIRED,
              "gpt2": ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions"),
              **{f: (*_GATED_REQUIRED, *dict.fromkeys(k for t, k in keys.items() if t != "router"))
                 for f, keys in _MOE_KEYS.items()}}
-_DEFAULTS = {"gated": {"tie_word_embeddings": False, "attention_dropout": 0.0},
+_DEFAULTS = {"gated": {"tie_word_embeddings": False, "attention_dropout": 0.0, "hidden_act": "silu"},
              "gpt2": {"tie_word_embeddings": True, "resid_pdrop": 0.1,
                       "activation_function": "gelu_new"}}
 # keys that give a model experts or latent attention: a family that does not read one must
@@ -227,7 +227,7 @@ def hf_mapping(cfg: dict, source: str, name: str) -> tuple[dict, dict]:
         if k not in cfg:
             raise ConfigError(source, k, f"this key (a {family} config.json has it)")
     _check_structure(family, cfg, source)
-    values = {**_DEFAULTS[kind], **({"hidden_act": "silu"} if family == "gpt_oss" else {}), **cfg}
+    values = {**_DEFAULTS[kind], **cfg}
     base = _GPT2_KEYS if kind == "gpt2" else _GATED_KEYS
     out = {ours: values[theirs] for ours, theirs in base.items() if values.get(theirs) is not None}
     if family in MOE:

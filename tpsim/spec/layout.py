@@ -65,8 +65,10 @@ class Layout:
                                 "lists)", flag="--dtype", kind="choice", choices=DTYPES, lists=True)
     sequence_parallel: bool = _flag(False, "Megatron sequence parallelism (all-gather + reduce-"
                                     "scatter)", "--sequence-parallel")
-    dropout: float | None = setting(None, "dropout probability (0: no dropout ops; default: "
-                                    "the model's)", flag="--dropout", kind="probability")
+    dropout: float | None = setting(None, "the probability of every dropout: embedding, "
+                                    "residual, attention (0: none; default: the model's); a fused "
+                                    "attention kernel pays its draws (tpsim.cost.attention_dropout)",
+                                    flag="--dropout", kind="probability")
     attention: str | None = setting(
         None, "fused (the device's flash kernel), a flash kernel by name, or unfused "
         "(Megatron's separate kernels) (default: the model's)", flag="--attention", kind="name",

@@ -33,7 +33,6 @@ each :class:`CollectiveCost` names the function that priced it (``formula``).
 """
 from __future__ import annotations
 
-
 from .collective_cost import (CollectiveCost, bus_factor, copy_bytes, ring_passes,  # noqa: F401
                               ring_steps)                      # re-exported: the public API
 from ..base.errors import ConfigError

@@ -60,6 +60,12 @@ def format_size(nbytes: float) -> str:
     return f"{nbytes:.0f}B"
 
 
+def tflops_text(tflops: float) -> str:
+    """A rate in TFLOP/s as the outputs write it: one decimal from 1 TFLOP/s (every GPU), three
+    significant digits below (a CPU's 0.0312, which one decimal would print as 0.0)."""
+    return f"{tflops:.1f}" if tflops >= 1 or tflops == 0 else f"{tflops:.3g}"
+
+
 def gpus_text(n: int) -> str:
     """"1 GPU", "8 GPUs": a GPU count as the outputs write it."""
     return f"{n} GPU" if n == 1 else f"{n} GPUs"

@@ -12,7 +12,7 @@ from .header import kernel_note
 from .remedies import does_not_fit_text, notice_text, notice_values
 from .step import step_lines
 from .values import plain
-from ..base.units import format_size
+from ..base.units import format_size, tflops_text
 from ..spec.precision import LOW_PRECISION
 
 
@@ -93,7 +93,7 @@ def _model_lines(p) -> list[str]:
         f"  embedding      {_ms(m.embedding_s):>12s}   (vocab-parallel)",
         f"  output layer   {_ms(m.output_s):>12s}   (logits GEMM + vocab-parallel cross-entropy)",
         f"  step           {_ms(m.step_s):>12s}",
-        f"  {m.flops / 1e12:.1f} TFLOP per GPU (model FLOPs): {m.tflops_per_gpu:.1f} TFLOP/s per GPU, "
+        f"  {m.flops / 1e12:.1f} TFLOP per GPU (model FLOPs): {tflops_text(m.tflops_per_gpu)} TFLOP/s per GPU, "
         f"MFU {_pct(m.mfu)}",
         f"  {m.hardware_flops / 1e12:.1f} TFLOP per GPU with recomputation (hardware FLOPs): "
         f"HFU {_pct(m.hfu)}",

@@ -2,7 +2,7 @@
 stage where the stages differ."""
 from __future__ import annotations
 
-from ..base.units import gpus_text
+from ..base.units import gpus_text, tflops_text
 from .formulas import STEP, formula_lines
 
 PARTS = (("compute", "compute_s", "GPU compute of the layers and the model's ends"),
@@ -31,10 +31,10 @@ def _head(p) -> list[str]:
         f"{st.global_batch} = {st.micro_batches} micro-batch{'es' if st.micro_batches > 1 else ''} "
         f"of {i.micro_batch} per replica; {sched}{dp}:",
         f"  step time      {_s(st.time_s):>12s}   {st.tokens_per_s:,.0f} tokens/s, "
-        f"{st.tflops_per_gpu:.1f} TFLOP/s per GPU, MFU {st.mfu * 100:.1f}%, HFU {st.hfu * 100:.1f}%",
-        f"  as published   {st.megatron_tflops_per_gpu:.1f} TFLOP/s per GPU by Megatron-LM's count "
+        f"{tflops_text(st.tflops_per_gpu)} TFLOP/s per GPU, MFU {st.mfu * 100:.1f}%, HFU {st.hfu * 100:.1f}%",
+        f"  as published   {tflops_text(st.megatron_tflops_per_gpu)} TFLOP/s per GPU by Megatron-LM's count "
         f"(causal attention as half the square; "
-        f"{st.megatron_full_square_tflops_per_gpu:.1f} with the full square, before March 2025)",
+        f"{tflops_text(st.megatron_full_square_tflops_per_gpu)} with the full square, before March 2025)",
     ]
 
 

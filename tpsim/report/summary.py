@@ -9,7 +9,7 @@ parallelism only with TP > 1, ...).
 """
 from __future__ import annotations
 
-from ..base.units import gpus_text
+from ..base.units import gpus_text, tflops_text
 from . import formulas as fm
 from ..spec.layout import Layout
 from ..training.remedies import runs
@@ -64,7 +64,7 @@ def _verdict(p) -> str:
 
 def _step(p) -> list[str]:
     st = p.step
-    lines = [f"step {_ms(st.time_s)}: {st.tokens_per_s:,.0f} tokens/s, {st.tflops_per_gpu:.1f} "
+    lines = [f"step {_ms(st.time_s)}: {st.tokens_per_s:,.0f} tokens/s, {tflops_text(st.tflops_per_gpu)} "
              f"TFLOP/s per GPU, MFU {st.mfu * 100:.1f}% (model FLOPs over the whole step)",
              *energy_line(st, ""), "where it goes, per GPU (the parts sum to the step):"]
     parts = [(label, getattr(st, key)) for label, key, _ in PARTS]

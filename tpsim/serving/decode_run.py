@@ -17,6 +17,10 @@ their tokens and the cache's blocks follow in closed form over j = 1..k:
   which a waiting request fits (:mod:`tpsim.serving.admission`) or the next arrival is seen
   (:func:`tpsim.serving.host.steps_until_seen`).
 
+A stretch of up to :data:`.decode_floats.FEW_STEPS` steps is timed as Python floats, step by
+step up to the steps it keeps (:mod:`tpsim.serving.decode_floats`: the same numbers, bit for
+bit); a longer one as arrays, every step to the first finish priced at once (:func:`_arrays`).
+
 The tokens stream by :class:`tpsim.serving.output_lag.OutputLag` (each step's end, or each
 run's), and the sequences that got all their tokens leave.
 """

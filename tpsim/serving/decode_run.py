@@ -17,6 +17,10 @@ their tokens and the cache's blocks follow in closed form over j = 1..k:
   which a waiting request fits (:mod:`tpsim.serving.admission`) or the next arrival is seen
   (:func:`tpsim.serving.host.steps_until_seen`).
 
+A stretch of up to :data:`.decode_floats.FEW_STEPS` steps is timed as Python floats, step by
+step up to the steps it keeps (:mod:`tpsim.serving.decode_floats`: the same numbers, bit for
+bit); a longer one as arrays, every step to the first finish priced at once (:func:`_arrays`).
+
 The tokens stream by :class:`tpsim.serving.output_lag.OutputLag` (each step's end, or each
 run's), and the sequences that got all their tokens leave.
 """
@@ -27,6 +31,7 @@ import numpy as np
 from .frontend import frontend_s, paced_wall_s
 from .gaps import run_end_steps
 from .host import host_step_s, step_wall_s, steps_until_seen
+from .decode_floats import few_steps, run_end
 
 
 def advance(loop) -> bool:
@@ -37,25 +42,14 @@ def advance(loop) -> bool:
     k, most, new = _fitting(loop, kv, past)
     if k == 0:
         return False
-    b, st = len(run), loop.st
-    held = sum(kv.tolist())                     # ints: exact, and so as floats
-    gpu = loop.model.decode_step_s(b, np.arange(held + b, held + b * k + 1, b, dtype=float))
-    engine = step_wall_s(gpu, host_step_s(st, b), st.host_overlap)
-    wall = paced_wall_s(engine, frontend_s(st, 0, b))
-    ends = loop.t + np.add.accumulate(wall)     # np.cumsum without its wrapper
-    if len(loop.running) < loop.max_seqs:       # up to the run's end after an arrival
-        if loop.waiting:
-            k = min(k, run_end(loop, loop.admit.steps_to_fit(loop, k)))
-        elif loop.next < len(loop.arr):
-            k = min(k, run_end(loop, steps_until_seen(
-                loop.t, ends, loop.arr[loop.next] + loop.lat, st.host_overlap)))
+    b, held = len(run), sum(kv.tolist())       # ints: exact, and so as floats
+    wall, ends, k, busy, host, fe = few_steps(loop, b, held, k) or _arrays(loop, b, held, k)
     loop.lag.stream(loop, run, ends[:k], run_end_steps(loop.since, k, loop.multi), k)
     loop.since = (loop.since + k) % loop.multi
     loop.free -= new if k == most else _grown(loop, kv, k)
-    gpu, engine, add = gpu[:k], engine[:k], np.add.reduce    # ndarray.sum's own reduction
-    loop.decode_busy_s += float(add(gpu))
-    loop.host_wait_s += float(add(engine - gpu))
-    loop.frontend_wait_s += float(add(wall[:k] - engine))
+    loop.decode_busy_s += busy
+    loop.host_wait_s += host
+    loop.frontend_wait_s += fe
     loop.t, loop.wall = float(ends[k - 1]), float(wall[k - 1])
     loop.steps, loop.seq_steps = loop.steps + k, loop.seq_steps + k * b
     loop.admit.decoded(k)
@@ -66,6 +60,25 @@ def advance(loop) -> bool:
     if k == most:                               # else none got all its tokens
         loop._leave(run[past >= 0])
     return True
+
+
+def _arrays(loop, b: int, held: int, k: int) -> tuple:
+    """:func:`.decode_floats.few_steps`'s answer from arrays: every step to the first finish
+    (``k`` of them fitting) priced at once, then cut."""
+    st = loop.st
+    gpu = loop.model.decode_step_s(b, np.arange(held + b, held + b * k + 1, b, dtype=float))
+    engine = step_wall_s(gpu, host_step_s(st, b), st.host_overlap)
+    wall = paced_wall_s(engine, frontend_s(st, 0, b))
+    ends = loop.t + np.add.accumulate(wall)     # np.cumsum without its wrapper
+    if len(loop.running) < loop.max_seqs:       # up to the run's end after an arrival
+        if loop.waiting:
+            k = min(k, run_end(loop, loop.admit.steps_to_fit(loop, k)))
+        elif loop.next < len(loop.arr):
+            k = min(k, run_end(loop, steps_until_seen(
+                loop.t, ends, loop.arr[loop.next] + loop.lat, st.host_overlap)))
+    gpu, engine, add = gpu[:k], engine[:k], np.add.reduce    # ndarray.sum's own reduction
+    return (wall, ends, k, float(add(gpu)), float(add(engine - gpu)),
+            float(add(wall[:k] - engine)))
 
 
 def _grown(loop, kv: np.ndarray, j: int) -> int:
@@ -90,12 +103,6 @@ def _fitting(loop, kv: np.ndarray, past: np.ndarray) -> tuple[int, int, int]:
         else:
             hi = mid - 1
     return lo, most, new
-
-
-def run_end(loop, j: int) -> int:
-    """Decode steps from now to the end of the run (of ``num_scheduler_steps``) in which the
-    j-th one falls: j itself without multi-step scheduling."""
-    return j + (-(loop.since + j)) % loop.multi
 
 
 __all__ = ["advance", "run_end"]

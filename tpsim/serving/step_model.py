@@ -269,17 +269,23 @@ class StepModel:
             return gpu_s
         return np.maximum(gpu_s, issue_bound(0.0, self.forward_ops, self.eager_op_s))
 
+    def decode_terms(self, b) -> tuple:
+        """(g, lin, ends, eager): what a decode step of ``b`` sequences depends on beside its
+        cached tokens kv, looked up once per batch size; its GPU time is
+        layers (lin + k kv / g) + ends, eager: :meth:`eager_decode_s` of it."""
+        key = (b, self.graph_align, self.graph_max)
+        fixed = self._decode_fixed.get(key)
+        if fixed is None:
+            g, rows, eager = self.graph_rows(b)
+            fixed = self._decode_fixed[key] = (g, np.interp(rows, self.b_grid, self.decode_lin),
+                                             self.ends(rows, b / g), eager)
+        return fixed
+
     def decode_step_s(self, b, sum_kv) -> np.ndarray:
         """A decode-only step of ``b`` sequences holding ``sum_kv`` cached tokens in all, in
         g = min(pp ep, b) micro-batches, each replaying the graph of :func:`graph_batch` rows
         (module docstring)."""
-        key = (b, self.graph_align, self.graph_max)
-        fixed = self._decode_fixed.get(key)
-        if fixed is None:          # what depends on b alone, looked up once per batch size
-            g, rows, eager = self.graph_rows(b)
-            fixed = self._decode_fixed[key] = (g, np.interp(rows, self.b_grid, self.decode_lin),
-                                             self.ends(rows, b / g), eager)
-        g, lin, ends, eager = fixed
+        g, lin, ends, eager = self.decode_terms(b)
         gpu = self.layers * (lin + self.k * np.asarray(sum_kv, float) / g) + ends
         return self.eager_decode_s(eager, gpu) if eager else gpu
 

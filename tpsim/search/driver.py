@@ -55,7 +55,7 @@ from .run import Run
 from ..training.moe_overlap import check_overlap
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import release_of, topology_of
 
 BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
 MAX_TOP = 100               # candidates a search re-prices and reports, at most
@@ -101,6 +101,7 @@ class SearchResult:
     pins: tuple = ()                # (field, values) of the dimensions pinned
     fixed: dict = field(default_factory=dict)   # the settings held fixed away from defaults
     framework: str | None = None    # the stack whose preset filled them (--framework)
+    nccl: str = "topology"          # the NCCL release priced (tpsim.cluster.nccl)
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout | None = None,
@@ -111,7 +112,7 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout |
     :func:`tpsim.search.fixed.probe`) included."""
     shared = (checked or Layout()).replace(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    topo = topology_of(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
@@ -262,7 +263,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
            tp_across_nodes: bool = False, progress=None,
            memory_headroom: float = 0.0, pins: dict | None = None,
            zero_with_pp: bool = False, fixed: dict | None = None,
-           framework: str | None = None) -> SearchResult:
+           framework: str | None = None, nccl: str | None = None) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
     ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
     it free (:class:`~tpsim.spec.layout.Layout`) (module docstring); ``pins``: field -> the
@@ -270,8 +271,10 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     ZeRO-2/3 with a pipeline; ``fixed``: Layout field -> value of the settings every layout
     runs with, ``framework`` a stack's preset of them, as ``tpsim predict --framework``
     (:mod:`tpsim.search.fixed`). Without ``nodes``, a topology of fewer GPUs than ``gpus`` has
-    its network sized to hold them (:func:`gpus_nodes`)."""
-    start = time.perf_counter()
+    its network sized to hold them (:func:`gpus_nodes`); ``nccl``: the NCCL release priced
+    (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values)."""
+    start, given = time.perf_counter(), topology
+    topology = topology if release_of(nccl) == "topology" else topology_of(topology, nccl)
     values, pins = held(fixed, framework, pins)
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
@@ -290,9 +293,9 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
                         len(ranked), tuple(best), len(cands),
                         {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes or sized,
                         pricing, _notes(run, tp_across_nodes, sized, gpus, check_pins(pins, gpus)),
-                        (_source(model, run.model.name), _source(topology, run.topo.name)),
+                        (_source(model, run.model.name), _source(given, run.topo.name)),
                         sized is not None, check_pins(pins, gpus),
-                        changed_settings(values), framework)
+                        changed_settings(values), framework, release_of(nccl))
 
 
 def _source(given, name: str) -> str:

@@ -229,17 +229,16 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     """Predict one layer, the whole model for one micro-batch, and one optimizer step per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects. ``layout``: a
-    :class:`~tpsim.spec.layout.Layout`, how the job is split and run (its fields say what
-    each setting means); or its fields as keywords, ``predict(model, topology, tp=8, pp=2,
-    global_batch=64)``, which build one and predict the same. A keyword given beside
-    ``layout`` must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the
-    model's, ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one
-    micro-batch per replica; ``nodes`` sizes the topology's network; ``nccl``: the NCCL release
-    priced (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values).
+    :class:`~tpsim.spec.layout.Layout`, how the job is split and run (its fields say what each
+    setting means); or its fields as keywords, ``predict(model, topology, tp=8, pp=2,
+    global_batch=64)``, which build one and predict the same. A keyword given beside ``layout``
+    must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the model's,
+    ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one micro-batch per
+    replica; ``nodes`` sizes the topology's network; ``nccl``: the NCCL release priced
+    (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values).
 
     The layer (:mod:`tpsim.layer.graph`) is simulated once, the step (:mod:`tpsim.training.step`)
-    runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas.
-    """
+    runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas."""
     lay, topology = run_layout(layout, settings), topology_of(topology, nccl)
     if lay.nodes is not None:
         topology = with_nodes(topology, lay.nodes)

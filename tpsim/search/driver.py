@@ -274,7 +274,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     its network sized to hold them (:func:`gpus_nodes`); ``nccl``: the NCCL release priced
     (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values)."""
     start, given = time.perf_counter(), topology
-    topology = topology if release_of(nccl) == "topology" else topology_of(topology, nccl)
+    topology = topology_of(topology, nccl)
     values, pins = held(fixed, framework, pins)
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
@@ -306,18 +306,20 @@ def _source(given, name: str) -> str:
 def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
             dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
             tp_across_nodes: bool = False, progress=None, memory_headroom: float = 0.0,
-            fixed: dict | None = None, framework: str | None = None) -> tuple[Run, dict]:
+            fixed: dict | None = None, framework: str | None = None,
+            nccl: str | None = None) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None;
-    ``fixed`` and ``framework``: the settings every layout runs with, as :func:`search`'s."""
+    ``fixed``, ``framework`` and ``nccl``: the settings every layout runs with and the NCCL
+    release priced, as :func:`search`'s."""
     if not callable(key):
         raise ConfigError("key", "", "a function of a layout (say lambda lay: (lay.tp, lay.pp))",
                           key)
     values, pins = held(fixed, framework, None)
     with paused_gc():
-        run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes, memory_headroom, progress, pins, False,
-                                  values)
+        run, layouts, _ = _priced(model, topology_of(topology, nccl), gpus, global_batch, seq_len,
+                                  dtype, nodes, 1, jobs, tp_across_nodes, memory_headroom,
+                                  progress, pins, False, values)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

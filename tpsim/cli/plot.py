@@ -145,7 +145,8 @@ def _cmd_plot_tp_vs_dp(args) -> None:
     from ..figures import plot
     from ..figures.data import tp_vs_dp
     from ..cluster.nccl import topology_of
-    table = tp_vs_dp(args.model, topology_of(args.topology or CLUSTER, args.nccl),
+    topology = CLUSTER if args.topology is None else args.topology    # '' is no name
+    table = tp_vs_dp(args.model, topology_of(topology, args.nccl),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
 

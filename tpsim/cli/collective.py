@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..cost.collectives import ALGORITHMS, OPS
 from ..base.errors import ConfigError
 from ..cluster.topology import PROTOCOLS
-from .common import TOPOLOGY_HELP, StoreOnce, add_nccl_argument, dump_json, lower, topology_for
+from .common import TOPOLOGY_HELP, StoreOnce, dump_json, lower, topology_for
+from .layout_args import add_nccl_argument
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"

@@ -269,35 +269,6 @@ TOPOLOGY_HELP = ("shipped name or path to a YAML file (default: dgx-h100, or "
                  "dgx-h100-ndr-cluster for a job of more than its 8 GPUs)")
 
 
-def add_nccl_argument(p, lists: bool = True) -> None:
-    """``--nccl``: the NCCL release a command prices NVLS and point-to-point LL as
-    (:func:`tpsim.cluster.nccl.topology_of`, where the command's topology is loaded); with
-    ``lists`` a comma list compares them, else one release."""
-    from ..cluster.nccl import NCCL_RELEASES, nccl_release
-    from .lists import choice_list
-    parse = choice_list(NCCL_RELEASES, nccl_release)
-
-    def one(text: str) -> str:
-        out = parse(text)
-        if len(out) > 1:
-            raise argparse.ArgumentTypeError(f"expected one release, got {clip(repr(text), 60)}")
-        return out[0]
-    one.__name__ = "release"
-    p.add_argument("--nccl", default=("topology",) if lists else "topology",
-                   type=parse if lists else one, action=StoreOnce,
-                   metavar="{topology,%s,...,%s}" % (NCCL_RELEASES[1], NCCL_RELEASES[-1]),
-                   help="the NCCL release to price NVLS and point-to-point LL as it runs them "
-                        "(2.18.5, v2.18.5-1 or 2.18; 2.28 is v2.28.9-1, 2.28.3 and 2.28.7 its "
-                        "first patches; tpsim/cluster/nccl.py): NVLS latency 23 us to 2.20, 25 "
-                        "us from 2.21 (2.18-2.19 lay a small message on one channel), NVLS-tree "
-                        "network hop 19 us in 2.18, 14 us to 2.28.7, 20.9 us from 2.28.9; p2p LL "
-                        "to 16 KiB a peer in 2.18-2.21 and 2.29-2.30, to 512 KiB a peer in "
-                        "2.22-2.28 (8-GPU NVSwitch node); topology: the file's own values (the "
-                        "shipped files: 2.21-2.27's NVLS, LL to 16 KiB a peer)" +
-                        ("; a comma list compares them" if lists else "") +
-                        " (default: topology)")
-
-
 def topology_for(given, gpus: int | None):
     """``--topology`` as given, else the default topology of a job of ``gpus`` GPUs
     (:func:`tpsim.cluster.defaults.default_topology`: the same for every command)."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
-from .common import (TOPOLOGY_HELP, StoreOnce, add_csv, add_nccl_argument, output_format,
-                     topology_for, warn)
-from .layout_args import add_layout_arguments, layout_from_args, list_names
+from .common import TOPOLOGY_HELP, StoreOnce, add_csv, output_format, topology_for, warn
+from .layout_args import add_layout_arguments, add_nccl_argument, layout_from_args, list_names
 from .lists import name_list
 
 # the flags that take a comma list, in the order the combinations vary (the last fastest)

@@ -5,9 +5,8 @@ from ..cost.collectives import ALGORITHMS, OPS
 from ..figures.data import FORMATS
 from ..spec.serving import ServingLayout
 from ..cluster.defaults import CLUSTER, NODE
-from .common import (TOPOLOGY_HELP, Parser, StoreOnce, add_nccl_argument, lower, positive_int,
-                     topology_for)
-from .layout_args import add_layout_arguments
+from .common import TOPOLOGY_HELP, Parser, StoreOnce, lower, positive_int, topology_for
+from .layout_args import add_layout_arguments, add_nccl_argument
 
 
 def fill_plot(p) -> None:

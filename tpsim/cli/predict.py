@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from ..base.errors import ConfigError
 from ..spec.layout import Layout
-from .common import TOPOLOGY_HELP, StoreOnce, add_nccl_argument, topology_for, add_csv, dump_json, note_seq, output_format, positive_int, warn
-from .layout_args import (add_framework_argument, add_layout_arguments, layout_from_args,
-                          layout_values, list_names)
+from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int, warn
+from .layout_args import (add_framework_argument, add_layout_arguments, add_nccl_argument,
+                          layout_from_args, layout_values, list_names)
 from .lists import combinations, name_list, varied
 
 # the training step's settings (pipeline, data parallelism, optimizer): `tpsim plot pipeline`

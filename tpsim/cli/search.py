@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from .common import TOPOLOGY_HELP, StoreOnce, add_nccl_argument, topology_for, add_csv, dump_json, note_seq, output_format, positive_int
-from .layout_args import (add_framework_argument, add_layout_arguments, add_pin_arguments,
-                          layout_values)
+from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int
+from .layout_args import (add_framework_argument, add_layout_arguments, add_nccl_argument,
+                          add_pin_arguments, layout_values)
 
 FIXED_HELP = ": every layout searched runs with it"
 

@@ -6,9 +6,9 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import clip
 from .common import (TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, output_format, positive_int,
-                     positive_rate, topology_for, add_nccl_argument)
+                     positive_rate, topology_for)
 from ..spec.settings import declared
-from .layout_args import add_layout_arguments, layout_from_args
+from .layout_args import add_layout_arguments, add_nccl_argument, layout_from_args
 from .lists import int_list
 
 # what the search leaves to the user: the lengths, dtypes and engine switches; the requests of

@@ -119,3 +119,15 @@ def test_the_figures_load_their_topologies_as_the_release_runs_them():
     plain, old = load_topologies(["dgx-h100"]), load_topologies(["dgx-h100"], "2.18")
     assert plain == [load_topology("dgx-h100")]
     assert old == [with_nccl(load_topology("dgx-h100"), "2.18")] and old != plain
+
+
+def test_collective_time_takes_the_keyword_too():
+    """tpsim.collective_time(..., nccl=...): the topology as the release runs it, as --nccl."""
+    from tpsim.cluster.nccl import with_nccl
+    from tpsim.cluster.topology import load_topology
+    args = ("all-reduce", 4 * 2**20, 8)        # NVLS under auto on 8 H100s
+    old = tpsim.collective_time(*args, "dgx-h100", nccl="2.18")
+    assert old == tpsim.collective_time(*args, with_nccl(load_topology("dgx-h100"), "2.18"))
+    assert tpsim.collective_time(*args, "dgx-h100", nccl="topology") == \
+        tpsim.collective_time(*args, "dgx-h100")
+    assert old.time_s != tpsim.collective_time(*args, "dgx-h100").time_s

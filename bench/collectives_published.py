@@ -83,7 +83,7 @@ def a2a_curves(release: str = A2A_RELEASE) -> list[dict]:
 def cluster_topology(curve: dict, ll_host_us: float | None = None):
     """The curve's shipped topology as the curve's NCCL runs NVLS and p2p (``with_nccl`` of the
     release index.csv names, or of ``priced_nccl`` where the curve carries one, where tpsim
-    lists it: 2.18-2.27), with its cluster's ``ll_host_latency_us`` (index.csv, or
+    lists it: 2.18-2.30), with its cluster's ``ll_host_latency_us`` (index.csv, or
     ``ll_host_us``) on every network level."""
     release = nccl_release(curve.get("priced_nccl") or curve.get("nccl", "").split(" ")[0])
     topo = with_nccl(load_topology(curve["topology"]), release if release in NCCL_NVLS else None)

@@ -48,7 +48,8 @@ def help_text(capsys, command: str) -> str:
 
 def test_help_explains_nccl_and_the_all_to_all_protocol(capsys):
     text = help_text(capsys, "collective")
-    assert "p2p LL to 16 KiB a peer in 2.18-2.21, to 512 KiB a peer in 2.22-2.27" in text
+    assert "p2p LL to 16 KiB a peer in 2.18-2.21 and 2.29-2.30, to 512 KiB a peer in 2.22-2.28" \
+        in text
     assert "for all-to-all only auto" in text
 
 

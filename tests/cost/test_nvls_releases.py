@@ -27,7 +27,31 @@ def test_release_table_holds_the_codes_values():
     assert NCCL_NVLS["2.19"] == (0.0 + 23.0, 14.0, True)
     assert NCCL_NVLS["2.20"] == (23.0, 14.0, False)
     assert all(NCCL_NVLS[f"2.{m}"] == (25.0, 14.0, False) for m in range(21, 28))
-    assert set(NCCL_NVLS) == {f"2.{m}" for m in range(18, 28)}
+    assert set(NCCL_NVLS) == {f"2.{m}" for m in range(18, 31)} | {"2.28.3", "2.28.7"}
+
+
+def test_2_28_to_2_30_hold_the_codes_values():
+    """src/graph/tuning.cc from v2.28.3-1 keeps the latencies in ``.baseLatencies`` and
+    ``.hwLatencies`` (v2.30: ``ncclTunerConstantsDefaults``): NVLS {0, 0, 0} + NVLINK NVLS
+    {0, 0, 25} at every tag v2.28.3-1 .. v2.30.7-1; NET NVLSTree {0, 0, 14} at v2.28.3-1 and
+    v2.28.7-1, {0, 0, 20.9} from v2.28.9-1; the oneNode path (src/device/all_reduce.h)
+    throughout."""
+    nvlink_nvls = 0.0 + 25.0
+    for key in ("2.28.3", "2.28.7"):
+        assert NCCL_NVLS[key] == (nvlink_nvls, 14.0, False)
+    for key in ("2.28", "2.29", "2.30"):
+        assert NCCL_NVLS[key] == (nvlink_nvls, 20.9, False)
+
+
+def test_a_2_28_patch_names_its_own_values():
+    """2.28 is v2.28.9-1 (its last patch, 20.9 us); v2.28.3-1 and v2.28.7-1 keep 14 us."""
+    assert [nccl_release(x) for x in ("2.28", "2.28.9", "v2.28.9-1", "2.28.7", "v2.28.3-1",
+                                      "2.29.7", "v2.30.3-1")] == [
+        "2.28", "2.28", "2.28", "2.28.7", "2.28.3", "2.29", "2.30"]
+    net = load_topology("dgx-h100-ndr-cluster").network
+    assert with_nccl(load_topology("dgx-h100-ndr-cluster"), "v2.28.7-1").network == net
+    later = with_nccl(load_topology("dgx-h100-ndr-cluster"), "2.28.9").network
+    assert later.hop_latency_s("nvls_tree", "simple") == pytest.approx(20.9 * US)
 
 
 @pytest.mark.parametrize("name", ["dgx-h100", "dgx-h200", "dgx-h100-ndr-cluster"])
@@ -52,7 +76,7 @@ def test_with_nccl_sets_the_releases_values():
 def test_release_names():
     assert [nccl_release(x) for x in ("2.18.5", "v2.18.5-1", "2.18", "2.26.2-1")] == [
         "2.18", "2.18", "2.18", "2.26"]
-    for bad in ("2.17", "3.1", "latest", ""):
+    for bad in ("2.17", "2.31", "3.1", "latest", ""):
         with pytest.raises(ConfigError, match="--nccl"):
             with_nccl(load_topology("dgx-h100"), bad)
     assert issubclass(ConfigError, TpsimError)

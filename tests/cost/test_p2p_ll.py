@@ -24,8 +24,31 @@ def test_release_table_holds_the_codes_values():
     at LL's step, buffSizes[LL] / NCCL_STEPS = 64 KiB."""
     assert LL_STEP == 65536
     assert all(NCCL_P2P[f"2.{m}"] == (P2P_LL_THRESHOLD, P2P_NVL_CHUNK) for m in range(18, 22))
-    assert all(NCCL_P2P[f"2.{m}"] == (32 * P2P_LL_THRESHOLD, LL_STEP) for m in range(22, 28))
+    assert all(NCCL_P2P[f"2.{m}"] == (32 * P2P_LL_THRESHOLD, LL_STEP) for m in range(22, 29))
+    assert NCCL_P2P["2.28.3"] == NCCL_P2P["2.28.7"] == NCCL_P2P["2.28"]
     assert set(NCCL_P2P) == set(NCCL_NVLS)
+
+
+def _ll_peer_bytes_2_29(channels_min: int = 32, channels_max: int = 32) -> int:
+    """The most bytes to one peer that v2.29.2-1 .. v2.30.7-1 run on LL in a node, by
+    addP2pToPlan's own steps: nChannels = min(nChannelsMin, divUp(bytes, p2pChunkSize / 8)),
+    doubled while a part exceeds p2pChunkSize x 32; LL where bytes <= nChannels x 16 KiB."""
+    def ll(nbytes: int) -> bool:
+        n = min(channels_min, -(-nbytes // (P2P_NVL_CHUNK // 8)))
+        while -(-nbytes // n) > P2P_NVL_CHUNK * 32 and n <= channels_max // 2:
+            n *= 2
+        return nbytes <= n * P2P_LL_THRESHOLD
+    assert not any(ll(b) for b in range(P2P_LL_THRESHOLD + 1, P2P_LL_THRESHOLD + 4 * KiB))
+    return max(b for b in range(512, 2 * MiB + 1, 512) if ll(b))
+
+
+def test_2_29_and_2_30_run_ll_to_16_kib_a_peer():
+    """src/enqueue.cc v2.29.2-1 .. v2.30.7-1: the channels are split at Simple's step first
+    (parts of at least p2pChunkSize / 8 = 64 KiB in a node), then LL where ``bytes[dir] <=
+    nChannels[dir] * ncclParamP2pLLThreshold()``: 16 KiB a peer, the 2.18-2.21 bound again."""
+    assert _ll_peer_bytes_2_29() == P2P_LL_THRESHOLD
+    for key in ("2.29", "2.30"):
+        assert NCCL_P2P[key] == (_ll_peer_bytes_2_29(), P2P_NVL_CHUNK)
 
 
 def test_shipped_rule_is_16_kib_a_peer_and_releases_set_theirs():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from ..cost.collectives import ALGORITHMS, OPS
 from ..base.errors import ConfigError
-from ..cluster.nccl import NCCL_RELEASES, nccl_release
 from ..cluster.topology import PROTOCOLS
 from .common import TOPOLOGY_HELP, StoreOnce, dump_json, lower, topology_for
+from .layout_args import add_nccl_argument
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"
@@ -44,15 +44,7 @@ def fill_collective(p) -> None:
                         "fastest; for all-to-all only auto (NCCL's rule: LL where a peer's bytes "
                         "fit the --nccl release's LL threshold inside a node, else Simple) or "
                         "simple (default: auto)")
-    p.add_argument("--nccl", default=("topology",), type=choice_list(NCCL_RELEASES, nccl_release),
-                   metavar="{topology,2.18,...,2.27}",
-                   help="NCCL release to price NVLS and the all-to-all's p2p LL as it runs "
-                        "them (2.18.5, v2.18.5-1 or 2.18; a comma list compares them; "
-                        "tpsim/cluster/nccl.py): NVLS latency 23 us to 2.20, 25 us from 2.21 "
-                        "(2.18-2.19 lay a small message on one channel); p2p LL to 16 KiB a peer "
-                        "in 2.18-2.21, to 512 KiB a peer in 2.22-2.27 (8-GPU NVSwitch node); "
-                        "topology: the file's own values (the shipped files: 2.21-2.27's NVLS, "
-                        "LL to 16 KiB a peer) (default: topology)")
+    add_nccl_argument(p)
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
     p.add_argument("--min-bytes", default=None, help="with --sweep: smallest size (default: 1KiB)")
@@ -64,8 +56,7 @@ def fill_collective(p) -> None:
 def _cmd_collective(args) -> None:
     from ..cost.collectives import collective_time
     from ..report.render import collective_comparison, collective_table
-    from ..cluster.topology import load_topology
-    from ..cluster.nccl import with_nccl
+    from ..cluster.nccl import topology_of
     from ..base.units import parse_size, power_of_two_sizes
     if args.sweep and args.bytes is not None:
         raise ConfigError("--bytes", "", "no --bytes with --sweep (the sweep's sizes are "
@@ -83,7 +74,7 @@ def _cmd_collective(args) -> None:
         sizes = tuple(parse_size(b, "--bytes") for b in args.bytes or (DEFAULT_BYTES,))
     if args.topology is None:          # the default for the largest group asked for
         args.topology = (topology_for(None, max(args.ranks or (None,), key=lambda r: r or 0)),)
-    topos = {(name, release): with_nccl(load_topology(name), release)
+    topos = {(name, release): topology_of(name, release)
              for name in args.topology for release in args.nccl}
     args.size = sizes
     combos = combinations(args, ("topology", "nccl", "op", "ranks", "algo", "protocol", "size"))

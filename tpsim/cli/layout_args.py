@@ -18,8 +18,9 @@ from dataclasses import Field
 from ..spec.frameworks import FRAMEWORKS, with_framework
 from ..spec.layout import Layout
 from ..spec.settings import declared
-from .common import (TOKENS_HELP, natural_int, positive_int, positive_rate, price, probability,
-                     token_count)
+from ..base.errors import clip
+from .common import (TOKENS_HELP, StoreOnce, natural_int, positive_int, positive_rate, price,
+                     probability, token_count)
 from .lists import braces, choice_list, int_list, probability_list, rate_list, token_list
 
 
@@ -182,3 +183,31 @@ def layout_from_args(args: argparse.Namespace, names=None, cls=Layout, given=Non
     """The ``cls`` (a :class:`~tpsim.spec.layout.Layout` by default) the parsed ``args`` set
     (:func:`layout_values`); a field without a flag keeps its default."""
     return cls(**layout_values(args, names, cls, given))
+
+
+def add_nccl_argument(p, lists: bool = True) -> None:
+    """``--nccl``: the NCCL release a command prices NVLS and point-to-point LL as
+    (:func:`tpsim.cluster.nccl.topology_of`, where the command's topology is loaded); with
+    ``lists`` a comma list compares them, else one release."""
+    from ..cluster.nccl import NCCL_RELEASES, nccl_release
+    parse = choice_list(NCCL_RELEASES, nccl_release)
+
+    def one(text: str) -> str:
+        out = parse(text)
+        if len(out) > 1:
+            raise argparse.ArgumentTypeError(f"expected one release, got {clip(repr(text), 60)}")
+        return out[0]
+    one.__name__ = "release"
+    p.add_argument("--nccl", default=("topology",) if lists else "topology",
+                   type=parse if lists else one, action=StoreOnce,
+                   metavar="{topology,%s,...,%s}" % (NCCL_RELEASES[1], NCCL_RELEASES[-1]),
+                   help="the NCCL release to price NVLS and point-to-point LL as it runs them "
+                        "(2.18.5, v2.18.5-1 or 2.18; 2.28 is v2.28.9-1, 2.28.3 and 2.28.7 its "
+                        "first patches; tpsim/cluster/nccl.py): NVLS latency 23 us to 2.20, 25 "
+                        "us from 2.21 (2.18-2.19 lay a small message on one channel), NVLS-tree "
+                        "network hop 19 us in 2.18, 14 us to 2.28.7, 20.9 us from 2.28.9; p2p LL "
+                        "to 16 KiB a peer in 2.18-2.21 and 2.29-2.30, to 512 KiB a peer in "
+                        "2.22-2.28 (8-GPU NVSwitch node); topology: the file's own values (the "
+                        "shipped files: 2.21-2.27's NVLS, LL to 16 KiB a peer)" +
+                        ("; a comma list compares them" if lists else "") +
+                        " (default: topology)")

@@ -6,7 +6,7 @@ from ..figures.data import FORMATS
 from ..spec.serving import ServingLayout
 from ..cluster.defaults import CLUSTER, NODE
 from .common import TOPOLOGY_HELP, Parser, StoreOnce, lower, positive_int, topology_for
-from .layout_args import add_layout_arguments
+from .layout_args import add_layout_arguments, add_nccl_argument
 
 
 def fill_plot(p) -> None:
@@ -19,6 +19,8 @@ def fill_plot(p) -> None:
         q.add_argument("--format", choices=FORMATS, default=None,
                        help="image format (default: the --out suffix, else png)")
         q.set_defaults(func=_output_checked(func))
+        if name not in ("validation", "search"):    # priced on a topology (search: its space's)
+            add_nccl_argument(q, lists=False)
         return q
 
     q = figure("collective", "time and busbw against message size", _cmd_plot_collective)
@@ -74,7 +76,7 @@ def _add_plot_infer(q) -> None:
 def _cmd_plot_infer(args) -> None:
     from ..figures import plot
     from ..figures.data import infer_sweep, load_topologies
-    topos = load_topologies(args.topology or [topology_for(None, 8)])   # TP 1-8
+    topos = load_topologies(args.topology or [topology_for(None, 8)], args.nccl)   # TP 1-8
     table = infer_sweep(args.model, topos, prompt=args.prompt, gen=args.gen, dtype=args.dtype,
                         kv_dtype=args.kv_dtype, allreduce=args.allreduce, eager=args.eager)
     _plot_done(*plot.save(plot.infer_figure(table), table, args.out, args.format))
@@ -124,7 +126,7 @@ def plot_settings(args) -> dict:
 def _cmd_plot_intra_vs_inter(args) -> None:
     from ..figures import plot
     from ..figures.data import intra_vs_inter, load_topologies
-    topos = load_topologies(args.topology or [NODE, CLUSTER])     # the default node, the cluster
+    topos = load_topologies(args.topology or [NODE, CLUSTER], args.nccl)   # node, cluster
     table = intra_vs_inter(args.model, topos, **plot_settings(args))
     _plot_done(*plot.save(plot.intra_vs_inter_figure(table), table, args.out, args.format))
 
@@ -132,17 +134,18 @@ def _cmd_plot_intra_vs_inter(args) -> None:
 def _cmd_plot_breakdown(args) -> None:
     from ..figures import plot
     from ..figures.data import breakdown
-    from ..cluster.topology import load_topology
-    table = breakdown(args.model, load_topology(topology_for(args.topology, args.tp)), args.tp,
-                      **plot_settings(args))
+    from ..cluster.nccl import topology_of
+    topology = topology_of(topology_for(args.topology, args.tp), args.nccl)
+    table = breakdown(args.model, topology, args.tp, **plot_settings(args))
     _plot_done(*plot.save(plot.breakdown_figure(table), table, args.out, args.format))
 
 
 def _cmd_plot_tp_vs_dp(args) -> None:
     from ..figures import plot
     from ..figures.data import tp_vs_dp
-    from ..cluster.topology import load_topology
-    table = tp_vs_dp(args.model, load_topology(CLUSTER if args.topology is None else args.topology),
+    from ..cluster.nccl import topology_of
+    topology = CLUSTER if args.topology is None else args.topology    # '' is no name
+    table = tp_vs_dp(args.model, topology_of(topology, args.nccl),
                      micro_batches=args.micro_batches, **plot_settings(args))
     _plot_done(*plot.save(plot.tp_vs_dp_figure(table), table, args.out, args.format))
 
@@ -150,11 +153,12 @@ def _cmd_plot_tp_vs_dp(args) -> None:
 def _cmd_plot_pipeline(args) -> None:
     from ..figures import pipeline_plot
     from ..figures.pipeline import pipeline
-    from ..cluster.topology import load_topology
+    from ..cluster.nccl import topology_of
     from .predict import step_kwargs
     step = step_kwargs(args)
     topology = topology_for(args.topology, args.tp * step["pp"] * step["dp"])
-    table = pipeline(args.model, load_topology(topology), args.tp, **plot_settings(args), **step)
+    table = pipeline(args.model, topology_of(topology, args.nccl), args.tp, **plot_settings(args),
+                     **step)
     _plot_done(*pipeline_plot.save(pipeline_plot.pipeline_figure(table), table, args.out,
                                    args.format))
 
@@ -170,7 +174,7 @@ def _cmd_plot_search(args) -> None:
                             seq_len=args.seq, dtype=args.dtype, nodes=args.nodes, jobs=args.jobs,
                             tp_across_nodes=args.tp_across_nodes, progress=progress,
                             memory_headroom=args.memory_headroom, fixed=fixed_values(args),
-                            framework=args.framework)
+                            framework=args.framework, nccl=args.nccl)
     finally:
         progress.close()
     _plot_done(*plot_search.save(plot_search.search_figure(table), table, args.out,
@@ -186,7 +190,7 @@ def _cmd_plot_collective(args) -> None:
     from ..figures import plot
     from ..figures.data import collective_sweep, load_topologies
     from ..base.units import parse_size, power_of_two_sizes
-    topos = load_topologies(args.topology or [topology_for(None, args.ranks)])
+    topos = load_topologies(args.topology or [topology_for(None, args.ranks)], args.nccl)
     ranks = args.ranks if args.ranks is not None else topos[0].devices_per_node
     sizes = power_of_two_sizes(parse_size(args.min_bytes, "--min-bytes"),
                                parse_size(args.max_bytes, "--max-bytes"))

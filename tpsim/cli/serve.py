@@ -17,7 +17,8 @@ EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
          "gen": " (the mean with --gen-dist exponential)",
          "rate": "; a comma list (--rate 1,4,16,inf) compares every combination in one table"}
 # the flags that take a comma list, in the order the combinations vary (the last fastest)
-LISTS = ("model", "topology") + list_names(ServingLayout, LAYOUT) + list_names(ServeSettings)
+LISTS = ("model", "topology", "nccl") + list_names(ServingLayout, LAYOUT) + \
+    list_names(ServeSettings)
 
 
 def fill_serve(p) -> None:
@@ -41,6 +42,6 @@ def _cmd_serve(args) -> None:
         preds = run_each(args, combos, lambda c: serve(
             c["model"], topology_for(c["topology"], c["tp"] * c["pp"] * c["ep"]),
             layout=layout_from_args(args, LAYOUT, ServingLayout, c),
-            settings=layout_from_args(args, cls=ServeSettings, given=c)))
+            settings=layout_from_args(args, cls=ServeSettings, given=c), nccl=c["nccl"]))
         from ..report.serve_compare import serve_comparison
         print_runs(preds, fmt, serve_json, serve_report, serve_comparison, varied(combos))

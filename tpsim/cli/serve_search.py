@@ -8,7 +8,7 @@ from ..base.errors import clip
 from .common import (TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, output_format, positive_int,
                      positive_rate, topology_for)
 from ..spec.settings import declared
-from .layout_args import add_layout_arguments, layout_from_args
+from .layout_args import add_layout_arguments, add_nccl_argument, layout_from_args
 from .lists import int_list
 
 # what the search leaves to the user: the lengths, dtypes and engine switches; the requests of
@@ -37,6 +37,7 @@ def fill_serve_search(p) -> None:
     p.add_argument("--model", default="llama3-70b", action=StoreOnce,
                    help="shipped name (see `tpsim models`) or YAML path")
     p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
+    add_nccl_argument(p, lists=False)
     p.add_argument("--gpus", type=positive_int, required=True,
                    help="GPUs of the deployment: replicas of tp x pp x ep, or prefill + decode "
                    "pools")
@@ -80,7 +81,7 @@ def _serve_search(args, fmt) -> None:
                      layout=layout_from_args(args, LAYOUT, cls=ServingLayout),
                      settings=layout_from_args(args, SETTINGS, cls=ServeSettings),
                      max_num_seqs=args.max_num_seqs, disaggregated=args.disaggregated,
-                     top=args.top)
+                     top=args.top, nccl=args.nccl)
     if fmt == "csv":
         from ..report.flat_csv import csv_text
         out = serve_search_json(r)

@@ -43,7 +43,8 @@ from .nccl_tuning import (ll_cap_Bps, ll_host_s, ring_hops, ring_plateau,  # noq
 from .nvls_pipeline import nvls_terms, nvls_tree_terms
 from .all_to_all import P2P_AUTO, all_to_all_time
 from ..spec.parallel import Group
-from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol, Topology, load_topology
+from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol
+from ..cluster.nccl import Topology, topology_of
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all")
 ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "hierarchical", "p2p")
@@ -275,15 +276,15 @@ def _applicable(op: str, place: Placement) -> list[str]:
 
 
 def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
-                    algorithm: str = "auto", protocol: str = "auto") -> CollectiveCost:
+                    algorithm: str = "auto", protocol: str = "auto", nccl=None) -> CollectiveCost:
     """Price ``op`` on ``group`` (ranks in a row, or a :class:`Group`) of ``topo`` (or its name).
 
     ``auto`` takes NCCL's minimum-time choice over its algorithms (ring, tree, NVLS, NVLS-tree)
     and the protocols the device lists, each priced by tpsim's formulas (ring and tree run with
     every protocol; NVLS, NVLS-tree and hierarchical with Simple). ``all-to-all`` runs as NCCL
-    runs it, grouped send/recv (``p2p``: auto is NCCL's own LL-or-Simple rule, ``p2p_protocol``).
-    """
-    topo = topo if isinstance(topo, Topology) else load_topology(topo)
+    runs it, grouped send/recv (``p2p``: auto is NCCL's own LL-or-Simple rule, ``p2p_protocol``);
+    ``nccl``: the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`)."""
+    topo = topology_of(topo, nccl)
     if op not in OPS:
         raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or not 0 < nbytes <= 1e30:
@@ -296,15 +297,14 @@ def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
         raise ConfigError("--protocol", "", f"auto or a protocol {topo.name} lists "
                           f"({', '.join(topo.device.protocols)})", protocol)
     place = topo.place(group)
-    n = place.size
     if not place.spans:
-        return CollectiveCost(op, "none", int(nbytes), n, 0.0, group=place.group.name)
+        return CollectiveCost(op, "none", int(nbytes), place.size, 0.0, group=place.group.name)
     choices = [a for a in _applicable(op, place) if a in NCCL_ALGORITHMS]
     if algorithm != "auto":
         choices = _applicable(op, place)        # hierarchical too, when asked for by name
         if algorithm not in choices:
-            raise ConfigError("--algo", "", f"an algorithm available for {op} on {n} ranks of "
-                              f"{topo.name} ({', '.join(choices)})", algorithm)
+            raise ConfigError("--algo", "", f"an algorithm available for {op} on {place.size} "
+                              f"ranks of {topo.name} ({', '.join(choices)})", algorithm)
         choices = [algorithm]
     costs = [_price(op, a, p, nbytes, place, topo, protocol) for a in choices for p in protos
              if p == "simple" or a in ("ring", "tree")]

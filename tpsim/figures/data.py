@@ -17,7 +17,7 @@ from ..cost.collectives import applicable_algorithms, bus_factor, collective_tim
 from ..base.errors import ConfigError, TpsimError, clip
 from ..calibrate.measured import finite, read_measured
 from ..base.schema import load_json
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import Topology, topology_of
 from ..spec.layout import Layout
 
 TP_DEGREES = (1, 2, 4, 8, 16, 32)
@@ -180,8 +180,9 @@ def validation_table(report_path: str | Path) -> Table:
                  tuple(rows), tuple(notes), totals)
 
 
-def load_topologies(names: list[str]) -> list[Topology]:
-    return [load_topology(n) for n in names]
+def load_topologies(names: list[str], nccl: str | None = None) -> list[Topology]:
+    """``names`` loaded, each as NCCL release ``nccl`` runs it (:func:`topology_of`)."""
+    return [topology_of(n, nccl) for n in names]
 
 
 # --------------------------------------------------------------------------- from predict()

@@ -12,6 +12,7 @@ from .header import kernel_note
 from .remedies import does_not_fit_text, notice_text, notice_values
 from .step import step_lines
 from .values import plain
+from ..cluster.nccl import nccl_text
 from ..base.units import format_size, tflops_text
 from ..spec.precision import LOW_PRECISION
 
@@ -149,7 +150,7 @@ def prediction_report(p, framework: str | None = None) -> str:
     i = p.inputs
     where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
     lines = [
-        f"tpsim predict: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}"
+        f"tpsim predict: {i.model} on {i.topology}{nccl_text(i.nccl)} ({i.device}), TP={i.tp} {where}"
         + (f", CP={i.cp} ({i.cp_comm})" if i.cp > 1 else ""),
         f"micro-batch {i.micro_batch} x seq {i.seq_len}, {i.dtype}, {i.attention} attention, "
         f"dropout {i.dropout:g}, sequence parallel {'on' if i.sequence_parallel else 'off'}, "
@@ -286,7 +287,8 @@ def infer_report(p) -> str:
     where = "inside one node" if i.nodes == 1 else f"across {i.nodes} nodes"
     host = "CUDA graphs (no host dispatch per op)" if i.cuda_graphs else "eager (host issues every op)"
     lines = [
-        f"tpsim infer: {i.model} on {i.topology} ({i.device}), TP={i.tp} {where}, PP={i.pp}",
+        f"tpsim infer: {i.model} on {i.topology}{nccl_text(i.nccl)} ({i.device}), TP={i.tp} "
+        f"{where}, PP={i.pp}",
         f"batch {i.batch}, prompt {i.prompt}, gen {i.gen} tokens; GEMMs {i.dtype}, activations "
         f"{i.act_dtype}, KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}{kernel_note(i)}", "",
         *_infer_phase_lines(p), "",

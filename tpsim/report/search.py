@@ -5,6 +5,7 @@ import math
 import shlex
 
 from ..base.units import gpus_text
+from ..cluster.nccl import nccl_text
 from ..base.formula import qualname
 from ..search.driver import REASONS, search
 from ..search.pins import PINNABLE
@@ -66,6 +67,8 @@ def predict_command(result, lay) -> str:
             f"--micro-batch {lay.micro_batch}", f"--seq {run.seq_len}", f"--dtype {run.dtype}"]
     if result.nodes:
         args.append(f"--nodes {result.nodes}")
+    if result.nccl != "topology":
+        args.append(f"--nccl {result.nccl}")
     if lay.virtual_stages > 1:
         args.append(f"--virtual-stages {lay.virtual_stages}")
     if lay.cp > 1 and lay.cp_comm != "p2p":
@@ -117,7 +120,8 @@ def _pct(x: float, of: float) -> str:
 def search_report(result) -> str:
     """The ranked table, what was priced and why the rest was dropped."""
     run, dev = result.run, result.run.topo.device.name
-    lines = [f"fastest layouts of {result.model} on {gpus_text(result.gpus)} of {result.topology} "
+    where = f"{result.topology}{nccl_text(result.nccl)}"
+    lines = [f"fastest layouts of {result.model} on {gpus_text(result.gpus)} of {where} "
              f"({dev}), global batch {result.global_batch} x {run.seq_len} tokens, {run.dtype}:",
              f"  priced {result.evaluated:,} layouts in {result.pricing_s:.2f} s "
              f"(memory of every stage exactly, the step by a lower bound of its simulation); "
@@ -186,7 +190,8 @@ def search_json(result, usd_per_gpu_hour: float | None = None) -> dict:
                       "energy_j": st.energy_j,
                       "cost_usd": step_cost_usd(result.gpus, st, usd_per_gpu_hour),
                       "predict": predict_command(result, c.layout), "formula": dict(CANDIDATE)})
-    return {"model": result.model, "topology": result.topology, "gpus": result.gpus,
+    return {"model": result.model, "topology": result.topology, "nccl": result.nccl,
+            "gpus": result.gpus,
             "global_batch": result.global_batch, "seq_len": result.run.seq_len,
             "dtype": result.run.dtype, "evaluated": result.evaluated, "fitting": result.fitting,
             "repriced": result.repriced, "bound_max_gap": result.max_gap,
@@ -199,7 +204,7 @@ def search_json(result, usd_per_gpu_hour: float | None = None) -> dict:
             "dropped_reasons": {k: REASONS[k] for k in result.dropped}, "formula": SEARCH}
 
 
-JOB_KEYS = ("model", "topology", "gpus", "global_batch", "seq_len", "dtype", "nodes")
+JOB_KEYS = ("model", "topology", "nccl", "gpus", "global_batch", "seq_len", "dtype", "nodes")
 
 
 def search_csv(result, usd_per_gpu_hour: float | None = None) -> str:

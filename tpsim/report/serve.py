@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from ..cluster.nccl import nccl_text
 from ..base.formula import qualname
 from ..serving.engine import EngineLoop, kv_cache_blocks, serve, summarize
 from ..serving.frontend import paced_wall_s
@@ -46,7 +47,7 @@ def serve_report(p) -> str:
         else "eager"
     gib = 2**30
     lines = [
-        f"tpsim serve: {i.model} on {i.topology} ({i.device}), TP={i.tp}"
+        f"tpsim serve: {i.model} on {i.topology}{nccl_text(i.nccl)} ({i.device}), TP={i.tp}"
         f"{f' PP={i.pp}' if i.pp > 1 else ''}{f' EP={i.ep}' if i.ep > 1 else ''}; "
         f"GEMMs {i.dtype}, "
         f"KV cache {i.kv_dtype}; all-reduce {i.allreduce}; {host}{kernel_note(i)}",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..base.units import gpus_text
+from ..cluster.nccl import nccl_text
 from ..base.formula import qualname
 from ..serving.disagg import disaggregated
 from ..serving.pools import capacity, kv_transfer_s
@@ -58,7 +59,8 @@ def _layout_note(r) -> list[str]:
 def serve_search_report(r) -> str:
     """The ranked table: at most ``top`` rows and a few lines of header and footnotes."""
     rate = "" if r.rate is None else f", at least {r.rate:g} requests/s"
-    lines = [f"tpsim serve-search: {r.model} on {r.topology} ({r.device}), {gpus_text(r.gpus)}; "
+    lines = [f"tpsim serve-search: {r.model} on {r.topology}{nccl_text(r.nccl)} ({r.device}), "
+             f"{gpus_text(r.gpus)}; "
              f"prompt {r.prompt}, gen {r.gen}",
              f"targets: TTFT p99 <= {r.ttft_p99_s * 1e3:g} ms, TPOT p99 <= "
              f"{r.tpot_p99_s * 1e3:g} ms{rate}",
@@ -92,6 +94,7 @@ def serve_search_json(r) -> dict:
         "inputs": {"model": r.model, "topology": r.topology, "device": r.device,
                    "gpus": r.gpus, "ttft_p99_s": r.ttft_p99_s, "tpot_p99_s": r.tpot_p99_s,
                    "rate": r.rate, "prompt": r.prompt, "gen": r.gen, "requests": r.requests,
+                   "nccl": r.nccl,
                    "formula": SEARCH},
         "configurations": r.configurations,
         "runs": r.runs,

@@ -9,6 +9,7 @@ parallelism only with TP > 1, ...).
 """
 from __future__ import annotations
 
+from ..cluster.nccl import nccl_text
 from ..base.units import gpus_text, tflops_text
 from . import formulas as fm
 from ..spec.layout import Layout
@@ -42,7 +43,7 @@ def _head(p) -> list[str]:
                               (f"multi-token prediction {i.mtp_layers}", i.mtp_layers > 0),
                               ("DP reduce after the backward",
                                i.dp > 1 and not i.overlap_grad_reduce)) if on]
-    return [f"tpsim predict: {i.model} on {i.topology} ({i.device}): TP {i.tp}{cp_text(i)} x "
+    return [f"tpsim predict: {i.model} on {i.topology}{nccl_text(i.nccl)} ({i.device}): TP {i.tp}{cp_text(i)} x "
             f"PP {i.pp} x "
             f"DP {i.dp} = {gpus_text(i.gpus)}, TP {tp_where}", *_wrap(knobs, "", ", ")]
 
@@ -136,7 +137,8 @@ def search_command(i, model: str | None = None, topology: str | None = None,
             if n in FIXED and (n not in preset or preset[n] != v)}
     words = (f"tpsim search --model {model or i.model} --topology {topology or i.topology} "
              f"--gpus {i.gpus} --global-batch {i.global_batch} --seq {i.seq_len} "
-             f"--dtype {i.dtype}" + (f" --framework {framework}" if framework else "")).split(" ")
+             f"--dtype {i.dtype}" + (f" --framework {framework}" if framework else "") +
+             (f" --nccl {i.nccl}" if i.nccl != "topology" else "")).split(" ")
     words += [w for flag in setting_flags(held) for w in flag.split(" ")]
     lines = _wrap(words, "    ", " ", WIDTH - 2)
     return [line + " \\" for line in lines[:-1]] + [lines[-1]]

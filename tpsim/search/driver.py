@@ -55,7 +55,7 @@ from .run import Run
 from ..training.moe_overlap import check_overlap
 from ..training.nodes import check_fits, with_nodes
 from ..spec.parallel import Parallelism
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import release_of, topology_of
 
 BOUND_TOLERANCE = 1e-9      # float rounding between the bound's sums and the simulation's
 MAX_TOP = 100               # candidates a search re-prices and reports, at most
@@ -101,6 +101,7 @@ class SearchResult:
     pins: tuple = ()                # (field, values) of the dimensions pinned
     fixed: dict = field(default_factory=dict)   # the settings held fixed away from defaults
     framework: str | None = None    # the stack whose preset filled them (--framework)
+    nccl: str = "topology"          # the NCCL release priced (tpsim.cluster.nccl)
 
 
 def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout | None = None,
@@ -111,7 +112,7 @@ def _run(model, topology, nodes, seq_len, dtype, global_batch, checked: Layout |
     :func:`tpsim.search.fixed.probe`) included."""
     shared = (checked or Layout()).replace(tp=1, seq_len=seq_len, dtype=dtype, nodes=nodes)
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    topo = topology_of(topology)
     if nodes is not None:
         topo = with_nodes(topo, nodes)
     m, topo, lay = _settings(m, topo, shared)
@@ -262,7 +263,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
            tp_across_nodes: bool = False, progress=None,
            memory_headroom: float = 0.0, pins: dict | None = None,
            zero_with_pp: bool = False, fixed: dict | None = None,
-           framework: str | None = None) -> SearchResult:
+           framework: str | None = None, nccl: str | None = None) -> SearchResult:
     """The ``top`` fastest layouts of ``model`` on ``gpus`` GPUs of ``topology`` at
     ``global_batch`` sequences per step that fit in memory, keeping ``memory_headroom`` of
     it free (:class:`~tpsim.spec.layout.Layout`) (module docstring); ``pins``: field -> the
@@ -270,8 +271,10 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     ZeRO-2/3 with a pipeline; ``fixed``: Layout field -> value of the settings every layout
     runs with, ``framework`` a stack's preset of them, as ``tpsim predict --framework``
     (:mod:`tpsim.search.fixed`). Without ``nodes``, a topology of fewer GPUs than ``gpus`` has
-    its network sized to hold them (:func:`gpus_nodes`)."""
-    start = time.perf_counter()
+    its network sized to hold them (:func:`gpus_nodes`); ``nccl``: the NCCL release priced
+    (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values)."""
+    start, given = time.perf_counter(), topology
+    topology = topology_of(topology, nccl)
     values, pins = held(fixed, framework, pins)
     with paused_gc():
         run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
@@ -290,9 +293,9 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
                         len(ranked), tuple(best), len(cands),
                         {k: dropped[k] for k in REASONS if dropped[k]}, gap, run, nodes or sized,
                         pricing, _notes(run, tp_across_nodes, sized, gpus, check_pins(pins, gpus)),
-                        (_source(model, run.model.name), _source(topology, run.topo.name)),
+                        (_source(model, run.model.name), _source(given, run.topo.name)),
                         sized is not None, check_pins(pins, gpus),
-                        changed_settings(values), framework)
+                        changed_settings(values), framework, release_of(nccl))
 
 
 def _source(given, name: str) -> str:
@@ -303,18 +306,20 @@ def _source(given, name: str) -> str:
 def best_by(model, topology, gpus: int, global_batch: int, key, *, seq_len: int | None = None,
             dtype: str | None = None, nodes: int | None = None, jobs: int = 1,
             tp_across_nodes: bool = False, progress=None, memory_headroom: float = 0.0,
-            fixed: dict | None = None, framework: str | None = None) -> tuple[Run, dict]:
+            fixed: dict | None = None, framework: str | None = None,
+            nccl: str | None = None) -> tuple[Run, dict]:
     """The fastest fitting layout of each cell ``key(layout)`` (say (tp, pp)): the same branch
     and bound inside each cell; a cell whose layouts all run out of memory maps to None;
-    ``fixed`` and ``framework``: the settings every layout runs with, as :func:`search`'s."""
+    ``fixed``, ``framework`` and ``nccl``: the settings every layout runs with and the NCCL
+    release priced, as :func:`search`'s."""
     if not callable(key):
         raise ConfigError("key", "", "a function of a layout (say lambda lay: (lay.tp, lay.pp))",
                           key)
     values, pins = held(fixed, framework, None)
     with paused_gc():
-        run, layouts, _ = _priced(model, topology, gpus, global_batch, seq_len, dtype, nodes, 1,
-                                  jobs, tp_across_nodes, memory_headroom, progress, pins, False,
-                                  values)
+        run, layouts, _ = _priced(model, topology_of(topology, nccl), gpus, global_batch, seq_len,
+                                  dtype, nodes, 1, jobs, tp_across_nodes, memory_headroom,
+                                  progress, pins, False, values)
         return run, _best_by(run, layouts, key, jobs, progress)
 
 

@@ -18,7 +18,7 @@ import math
 
 from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import topology_of
 from ..layer.context_parallel import check_cp
 from ..training.nodes import nodes_needed
 from ..spec.layout import CP_COMMS, RECOMPUTE, ZERO_STAGES, Layout
@@ -193,5 +193,5 @@ def gpus_nodes(topology, gpus: int) -> int | None:
     """The nodes that hold ``gpus`` GPUs when the topology has fewer and its network can be
     sized (:func:`tpsim.training.nodes.nodes_needed`), else None (the
     topology as it is: a job too large for it is refused by check_fits)."""
-    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    topo = topology_of(topology)
     return nodes_needed(topo, gpus) or None

@@ -69,7 +69,7 @@ from ..sim.price import Pricing, price
 from ..sim.result import Notice
 from ..sim.schedule import run
 from ..sim.simulate import Simulation, phase_times, simulate
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import Topology, release_of, topology_of
 
 def _check(m: ModelConfig, topo: Topology, lay: ServingLayout) -> None:
     """What the settings ask of the model and the topology (their own values:
@@ -340,7 +340,8 @@ def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
 
 
 def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
-          usd_per_gpu_hour: float | None = None, **given) -> InferPrediction:
+          usd_per_gpu_hour: float | None = None, nccl: str | None = None,
+          **given) -> InferPrediction:
     """Time to first token, time per output token, tokens/s and memory of serving ``batch``
     sequences of ``prompt`` tokens, generating ``gen`` tokens each (the module docstring).
 
@@ -349,14 +350,15 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     allreduce, eager; its fields say what each means), or its fields as keywords, which build
     one. ``dtype``: the GEMMs' (bf16, fp16, fp8; fp8 keeps 16-bit activations: bf16);
     ``kv_dtype``: the cache's (default ``dtype``); ``allreduce``: nccl | custom; ``eager``: no
-    CUDA graphs; ``usd_per_gpu_hour``: the GPUs' price, for the batch's cost (None: no cost).
+    CUDA graphs; ``usd_per_gpu_hour``: the GPUs' price, for the batch's cost (None: no cost);
+    ``nccl``: the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's).
     Energy and cost: :func:`tpsim.serving.energy.run_energy` over the batch's time, tp x pp
     (x ep) GPUs busy throughout, the prefill at full activity and the decode steps memory-bound.
     """
     lay = serving_layout(settings, given)
     ServeSettings(usd_per_gpu_hour=usd_per_gpu_hour)      # checks the price
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    topo = topology_of(topology, nccl)
     _check(m, topo, lay)
     tp, pp, batch, prompt, gen = lay.tp, lay.pp, lay.batch, lay.prompt, lay.gen
     dtype, act, kv_dtype = lay.dtype, lay.activation_dtype, lay.cache_dtype
@@ -380,7 +382,7 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
                          lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
                          spec and spec.acceptance_rate, lay.decode_attention, h,
-                         engine_memory_rule(lay.memory_headroom, "vllm", tp))
+                         engine_memory_rule(lay.memory_headroom, "vllm", tp), release_of(nccl))
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

@@ -164,6 +164,7 @@ class InferInputs:
     decode_attention: str = "tensor-cores"  # the decode kernel (--decode-attention)
     memory_headroom: float = 0.0          # share of (memory - reserve) kept free
     memory_rule: str = ""                 # whose: --memory-headroom, else vLLM's default
+    nccl: str = "topology"                # the NCCL release priced (tpsim.cluster.nccl)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ class ServeInputs:
     num_speculative_tokens: int = 0       # k, tokens drafted per step (0: no speculation)
     acceptance_rate: float | None = None  # a, per drafted token (None without a draft)
     decode_attention: str = "tensor-cores"  # the decode kernel (--decode-attention)
+    nccl: str = "topology"                # the NCCL release priced (tpsim.cluster.nccl)
 
 
 @dataclass(frozen=True)

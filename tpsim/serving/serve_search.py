@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 
 from ..base.errors import ConfigError
 from ..cluster.power import gpu_hours_usd
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import Topology, release_of, topology_of
 from ..spec.model import ModelConfig, load_model
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
@@ -109,6 +109,7 @@ class ServeSearchResult:
     runs: int
     dropped: dict
     deployments: int = 0
+    nccl: str = "topology"                # the NCCL release priced (tpsim.cluster.nccl)
 
 
 
@@ -208,16 +209,17 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
                  tpot_p99_s: float, rate: float | None = None,
                  layout: ServingLayout | None = None, settings: ServeSettings | None = None,
                  max_num_seqs=SEQS, disaggregated: bool = True, top: int = TOP,
-                 prune: bool = True) -> ServeSearchResult:
+                 prune: bool = True, nccl: str | None = None) -> ServeSearchResult:
     """The layouts of ``gpus`` GPUs meeting TTFT p99 <= ``ttft_p99_s`` and TPOT p99 <=
     ``tpot_p99_s`` (seconds), best first by output tokens/s per GPU (module docstring).
     ``layout``: the dtypes, lengths and engine switches (its tp, pp, ep and batch are the
     search's); ``settings``: the requests of each run and the engine's knobs (its rate and
     max_num_seqs are the search's); ``rate``: the requests/s every candidate must serve;
     ``prune``: skip the capacity search of replicas that provably cannot be shown
-    (:func:`_cut`; False: every one searched, the same answer in more engine runs)."""
+    (:func:`_cut`; False: every one searched, the same answer in more engine runs); ``nccl``:
+    the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's)."""
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    topo = topology_of(topology, nccl)
     lay, st = layout or ServingLayout(), settings or ServeSettings(requests=200)
     _check_args(topo, gpus, ttft_p99_s, tpot_p99_s, rate, max_num_seqs, top)
     if st.users is not None:
@@ -240,7 +242,7 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
                              rate, lay.prompt, lay.gen, st.requests, tuple(rows[:top]),
                              s.configurations, s.runs,
                              {k: s.dropped[k] for k in REASONS if s.dropped.get(k)},
-                             s.deployments)
+                             s.deployments, release_of(nccl))
 
 
 def _floor(found, rate, top) -> float | None:

@@ -223,6 +223,7 @@ class Inputs:
     moe_dispatcher: str = ""  # the MoE layers' token dispatcher (tpsim.layer.moe_flex; "": dense)
     overlap_moe_comm: bool = False   # their EP exchange hidden across micro-batches
     mtp_layers: int = 0       # multi-token-prediction layers trained (tpsim.training.mtp)
+    nccl: str = "topology"    # the NCCL release priced (tpsim.cluster.nccl; topology: the file's)
     # every layout setting away from its default, by field name: tpsim.predict's keywords
     layout: dict = field(default_factory=dict, compare=False)
 

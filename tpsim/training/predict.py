@@ -53,13 +53,11 @@ from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from . import terms
 from ..cluster.sustained import sustained
-from ..cluster.topology import Topology, load_topology
+from ..cluster.nccl import Topology, release_of, topology_of
 
 
 def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
-    m = model if isinstance(model, ModelConfig) else load_model(model)
-    t = topology if isinstance(topology, Topology) else load_topology(topology)
-    return m, t
+    return model if isinstance(model, ModelConfig) else load_model(model), topology_of(topology)
 
 
 def run_layout(layout: Layout | None, settings: dict, caller: str = "predict") -> Layout:
@@ -201,11 +199,12 @@ def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, spa
     return layout_layer(m, topo, lay)[0], moe
 
 
-def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **settings):
+def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, nccl=None, **kw):
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows.
-    ``layout`` or its fields as keywords, as :func:`predict` takes them."""
-    m, topo, lay = _settings(model, topology, run_layout(layout, settings, "predict_layer"))
+    ``layout`` or its fields as keywords and ``nccl``, as :func:`predict` takes them."""
+    lay = run_layout(layout, kw, "predict_layer")
+    m, topo, lay = _settings(model, topology_of(topology, nccl), lay)
     return layer_times(layout_layer(m, topo, lay)[0])
 
 
@@ -226,23 +225,23 @@ def _notices(m: ModelConfig, topo, lay: Layout, mem) -> tuple[Notice, ...]:
 
 
 def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
-            **settings) -> Prediction:
+            nccl: str | None = None, **settings) -> Prediction:
     """Predict one layer, the whole model for one micro-batch, and one optimizer step per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects. ``layout``: a
-    :class:`~tpsim.spec.layout.Layout`, how the job is split and run (its fields say what
-    each setting means); or its fields as keywords, ``predict(model, topology, tp=8, pp=2,
-    global_batch=64)``, which build one and predict the same. A keyword given beside
-    ``layout`` must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the
-    model's, ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one
-    micro-batch per replica; ``nodes`` sizes the topology's network.
+    :class:`~tpsim.spec.layout.Layout`, how the job is split and run (its fields say what each
+    setting means); or its fields as keywords, ``predict(model, topology, tp=8, pp=2,
+    global_batch=64)``, which build one and predict the same. A keyword given beside ``layout``
+    must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the model's,
+    ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one micro-batch per
+    replica; ``nodes`` sizes the topology's network; ``nccl``: the NCCL release priced
+    (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values).
 
     The layer (:mod:`tpsim.layer.graph`) is simulated once, the step (:mod:`tpsim.training.step`)
-    runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas.
-    """
-    lay = run_layout(layout, settings)
+    runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas."""
+    lay, topology = run_layout(layout, settings), topology_of(topology, nccl)
     if lay.nodes is not None:
-        topology = with_nodes(_resolve(model, topology)[1], lay.nodes)
+        topology = with_nodes(topology, lay.nodes)
     m, topo, lay = _settings(model, topology, lay)
     par, stage_layers = _step_plan(m, topo, lay)
     experts = experts_of(m, lay, par)
@@ -278,7 +277,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
                    sh, experts, partial, mtp)
     mem = max(result.memory, key=lambda x: x.total_bytes)
-    return Prediction(_inputs(m, topo, lay, par), layer, times, mem,
+    return Prediction(_inputs(m, topo, lay, par, release_of(nccl)), layer, times, mem,
                       _notices(m, topo, lay, mem), moe if sparse else sim,
                       _priced(with_megatron_tflops(result.times, m, lay, par, mtp_of(lay, m)),
                               topo, lay, par),
@@ -293,7 +292,7 @@ def _priced(step, topo: Topology, lay: Layout, par: Parallelism):
                                cost_usd=step_cost_usd(par.world, step, lay.usd_per_gpu_hour))
 
 
-def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> Inputs:
+def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, nccl: str) -> Inputs:
     """What the prediction was made for, as resolved (:class:`~tpsim.sim.result.Inputs`)."""
     tp = lay.tp
     return Inputs(model=m.name, topology=topo.name, device=topo.device.name, tp=tp,
@@ -311,7 +310,7 @@ def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism) -> In
                   cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
                   recompute_num_layers=lay.recompute_num_layers, layout=lay.predict_kwargs(),
                   recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
-                  if lay.recompute == "selective" else (), mtp_layers=mtp_of(lay, m),
+                  if lay.recompute == "selective" else (), mtp_layers=mtp_of(lay, m), nccl=nccl,
                   **_expert_inputs(experts_of(m, lay, par), topo, lay))
 
 

@@ -6,6 +6,8 @@ from ..base.record import record
 from ..base.schema import spec
 from ..base.units import GB, US
 
+PROTOCOLS = ("simple", "ll", "ll128")
+
 
 @record
 class Protocol:

@@ -16,16 +16,14 @@ from ..spec.parallel import Group
 from ..spec.precision import QUANTIZED_BYTES
 from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-exported)
 from .attention import AttentionKernel  # noqa: F401 (re-exported)
-from .protocol import SIMPLE, Protocol  # noqa: F401 (re-exported)
+from .protocol import PROTOCOLS, SIMPLE, Protocol  # noqa: F401 (re-exported)
+from .level import HOP_ALGORITHMS, LEVEL_KINDS, Efficiency, Level  # noqa: F401 (re-exported)
 from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 from ..base.units import GB, GiB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
 
-PROTOCOLS = ("simple", "ll", "ll128")
-HOP_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree")
-LEVEL_KINDS = ("nvlink-domain", "pcie", "network")
 
 
 @record
@@ -38,7 +36,9 @@ class Device:
                                "exposes it, GiB (2^30 bytes): the total of torch.cuda.mem_get_info(), "
                                "below the vendor's figure by what the driver keeps")
     memory_bandwidth_Bps: float = spec("memory_bandwidth_GBps", scale=GB, gt=0, doc="peak memory bandwidth, GB/s")
-    l2_bandwidth_Bps: float | None = spec("l2_bandwidth_GBps", scale=GB, gt=0, default=None, doc="L2 read rate of all SMs, GB/s, as microbenchmarks measure it (--decode-attention trtllm-mmha)")
+    l2_bandwidth_Bps: float | None = spec(
+        "l2_bandwidth_GBps", scale=GB, gt=0, default=None,
+        doc="L2 read rate of all SMs, GB/s, as microbenchmarks measure it (--decode-attention trtllm-mmha)")
     memory_reserved_bytes: float = spec("memory_reserved_GiB", scale=GiB, ge=0, default=1.5 * GiB,
         doc="memory a training or serving process holds outside its tensors, GiB: the CUDA context "
             "with its kernel images and library workspaces (~0.5 GiB on Hopper with CUDA's lazy "
@@ -62,7 +62,8 @@ class Device:
                                 "(Blackwell, compute capability 10.x: Transformer Engine's "
                                 "is_non_tn_fp8_gemm_supported): one fp8 copy, no transpose")
     gemm_max_efficiency: float = spec(gt=0, le=1, default=0.8, doc="fraction of peak FLOP/s that large GEMMs reach")
-    gemm_max_efficiency_fp8: float | None = spec(gt=0, le=1, default=None, doc="the same for fp8 and MXFP8 GEMMs (default: gemm_max_efficiency)")
+    gemm_max_efficiency_fp8: float | None = spec(
+        gt=0, le=1, default=None, doc="the same for fp8 and MXFP8 GEMMs (default: gemm_max_efficiency)")
     gemm_max_efficiency_fp4: float | None = spec(
         gt=0, le=1, default=None, doc="the same for NVFP4 GEMMs (default: gemm_max_efficiency_fp8)")
     gemm_half_efficiency_dim: float = spec(ge=0, default=64.0, doc="GEMM dimension m or n at which "
@@ -107,8 +108,10 @@ class Device:
     persistent_kernels: tuple[str, ...] = spec(default=(), doc="compute kinds run as persistent kernels (gemm, attention)")
     ep_comm_slowdown: float = spec(ge=0, le=1, default=0.0, doc="fraction of an EP dispatch or combine kernel's speed lost while "
         "compute runs beside it in the merged micro-batches (tpsim.training.moe_overlap.beside); 0: not modelled")
-    deepep_sm_copy_Bps: float | None = spec("deepep_sm_copy_GBps", scale=GB, gt=0, default=None, doc="GB/s each SM of DeepEP's intranode "
-        "kernel copies of all a rank sends (tpsim.cost.all_to_all), and a CTA of NCCL's p2p kernel (tpsim.cost.p2p_pipeline); null: none")
+    deepep_sm_copy_Bps: float | None = spec(
+        "deepep_sm_copy_GBps", scale=GB, gt=0, default=None,
+        doc="GB/s each SM of DeepEP's intranode kernel copies of all a rank sends "
+            "(tpsim.cost.all_to_all), and a CTA of NCCL's p2p kernel (tpsim.cost.p2p_pipeline); null: none")
     sustained_clock: float = spec(gt=0, le=1, default=1.0, doc="share of a kernel benchmark's tensor-core rate that a "
                                   "training step sustains at the board's power limit (tpsim.cluster.sustained); 1: no drop")
     sustained_utilisation: float | None = spec(gt=0, le=1, default=None, doc="utilisation (achieved / peak at the boost "
@@ -188,101 +191,6 @@ class Device:
         except KeyError:
             have = ", ".join(sorted(self.peak_flops))
             raise ConfigError("--dtype", "", f"a dtype this device lists ({have})", dtype) from None
-
-
-@record
-class Efficiency:
-    """Fraction of a link's line rate that each collective algorithm sustains."""
-    ring: float = spec(gt=0, le=1, default=1.0, doc="ring algorithms (all-reduce, all-gather, ...)")
-    tree: float = spec(gt=0, le=1, default=1.0, doc="double binary tree all-reduce")
-    nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
-    hybridep: float | None = spec(gt=0, le=1, default=None, doc="HybridEP's kernels across nodes, 16 SMs or more (null: ring)")
-    deepep: float | None = spec(gt=0, le=1, default=None, doc="DeepEP's normal kernels, SMs not binding (null: ring)")
-
-
-@record
-class Level:
-    """One level of the link hierarchy: ``size`` units of the level below, joined by links."""
-    name: str = spec(doc="level name, e.g. nvlink, pcie, infiniband (a label: the code reads kind)")
-    size: int = spec(ge=1, doc="units of the level below joined at this level (GPUs per node "
-                               "for the innermost level, nodes for the next)")
-    bandwidth_Bps: float = spec("bandwidth_GBps", scale=GB, gt=0,
-                                doc="per device (innermost level) or per NIC, per direction, GB/s")
-    latency_s: float = spec("latency_us", scale=US, ge=0,
-                            doc="per-hop latency of a pipelined step, us: every algorithm/"
-                                "protocol pair hop_latency_us does not list, and kernels outside "
-                                "NCCL (the custom all-reduce's barrier)")
-    kind: str | None = spec(
-        default=None,
-        doc="what joins the units: nvlink-domain (GPU-to-GPU NVLink, directly or through "
-            "NVSwitches: a DGX's 8 GPUs, or a GB200/GB300 NVL72 rack's 72 across its 18 trays), "
-            "pcie (GPUs that reach each other over PCIe), network (NICs between nodes); a "
-            "node is the set of devices joined by the levels below the first network level. "
-            "Default: network where inter_node is true, otherwise nvlink-domain (with inter_node "
-            "at its default: the innermost level nvlink-domain, every other network)")
-    nics_per_node: int | None = spec(ge=1, default=None,
-                                     doc="outer levels: NICs per node that carry this level's "
-                                         "traffic (default: one per device)")
-    efficiency: Efficiency = spec(default=Efficiency(), doc="per-algorithm fraction of line rate")
-    in_switch_reduction: bool = spec(default=False,
-                                     doc="the switch can reduce (NVLink SHARP / NVLS on NVSwitch 3)")
-    hop_latencies: dict[str, dict[str, float]] | None = spec(
-        "hop_latency_us", scale=US, ge=0, default=None,
-        doc="per-hop latency by algorithm (ring, tree, nvls, nvls_tree) and protocol (simple, "
-            "ll, ll128), us: NCCL tuning.cc hwLat for this link type; a pair not listed takes "
-            "latency_us; nvls is paid once per collective, not per hop")
-    nvls_step_s: float = spec("nvls_step_us", scale=US, ge=0, default=0.0,
-                               doc="in_switch_reduction: fixed cost of one NVLS pipeline step "
-                                   "(flag wait and switch round trip), us")
-    nvls_chunk_bytes: int = spec(ge=1, default=131072, doc="in_switch_reduction: largest NVLS chunk, bytes (NCCL_NVLS_CHUNKSIZE)")
-    nvls_channels: int = spec(ge=1, default=16, doc="in_switch_reduction: channels (CTAs) NVLS runs on (NCCL_NVLS_NCHANNELS)")
-    nvls_fixed_grid: bool = spec(default=False, doc="in_switch_reduction: NVLS lays a message on a fixed grid of chunks, channel "
-                                 "by channel (NCCL 2.18-2.19), not split evenly over its channels (2.20+); `tpsim collective --nccl`")
-    ll_busbw_caps_Bps: tuple[float, ...] | None = spec(
-        "ll_max_busbw_GBps", scale=GB, gt=0, default=None,
-        doc="network levels: LL's bus bandwidth cap across 2 nodes, then more, GB/s (NCCL "
-            "tuning.cc llMaxBws by host CPU: LL crosses the network through host memory)")
-    ll_host_latency_s: float = spec(
-        "ll_host_latency_us", scale=US, ge=0, default=0.0,
-        doc="network levels: latency an LL hop across this level pays beyond NCCL's hwLat, us "
-            "(LL's buffers are in host memory, polled across PCIe: 0 on NCCL's hosts; fit it)")
-    tree_busbw_caps_Bps: dict[str, tuple[float, ...]] | None = spec(
-        "tree_max_busbw_GBps", scale=GB, gt=0, default=None,
-        doc="network levels: a tree all-reduce's bus bandwidth cap by protocol (simple, ll128), 2 "
-            "nodes then more, GB/s (NCCL tuning.cc: tree channels x perChMaxTree(LL128)Bws)")
-    inter_node: bool | None = spec(default=None,
-                                   doc="a hop at this level leaves the node through its NICs: "
-                                       "true exactly for kind network; default: from kind, or "
-                                       "every level but the innermost where kind is not given")
-    custom_two_shot_sync_s: float = spec(
-        "custom_two_shot_sync_us", scale=US, ge=0, default=0.0,
-        doc="vLLM's two-shot custom all-reduce: fixed cost its second pass adds (the barrier "
-            "that makes the reduce-scatter's stores visible to the peers, and the pass's start), "
-            "us")
-    custom_two_shot_efficiency: float = spec(
-        gt=0, le=1, default=1.0,
-        doc="vLLM's two-shot custom all-reduce: fraction of bandwidth x efficiency.ring its two "
-            "passes sustain")
-
-    def validate(self, source: str, path: str) -> None:
-        if self.kind is not None and self.kind not in LEVEL_KINDS:
-            raise ConfigError(source, f"{path}.kind", f"one of {LEVEL_KINDS}", self.kind)
-        for algo, protos in (self.hop_latencies or {}).items():
-            if algo not in HOP_ALGORITHMS:
-                raise ConfigError(source, f"{path}.hop_latency_us.{algo}",
-                                  f"an algorithm in {HOP_ALGORITHMS}")
-            for proto in protos:
-                if proto not in PROTOCOLS:
-                    raise ConfigError(source, f"{path}.hop_latency_us.{algo}.{proto}",
-                                      f"a protocol in {PROTOCOLS}")
-        if set(self.tree_busbw_caps_Bps or {}) - {"simple", "ll128"}:
-            raise ConfigError(source, f"{path}.tree_max_busbw_GBps", "keys simple, ll128")
-
-    def hop_latency_s(self, algorithm: str, protocol: str) -> float:
-        """Latency of one step of ``algorithm`` with ``protocol`` across this level, s."""
-        return (self.hop_latencies or {}).get(algorithm, {}).get(protocol, self.latency_s)
-
-    __hash__ = value_hash
 
 
 @record

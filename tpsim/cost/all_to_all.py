@@ -52,7 +52,6 @@ from .nccl_tuning import ll_host_s
 from .p2p_pipeline import p2p_ll_s, p2p_pipeline_s
 
 
-
 def _launch_s(topo: Topology, proto: str = "simple") -> float:
     dev = topo.device
     return dev.collective_latency_scale * (dev.collective_launch_s

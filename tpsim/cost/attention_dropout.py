@@ -48,7 +48,7 @@ cuDNN's attention with and without dropout (``python bench/attention_dropout_pub
 """
 from __future__ import annotations
 
-from .compute import FLASH_BACKWARD_FACTOR, attention_time
+from .compute import FLASH_BACKWARD_FACTOR, attention_time, listed_attention_kernel
 
 PHILOX_ROUNDS = 7            # philox.cuh: 6 rounds in the loop and one for the output
 PHILOX_OPS = PHILOX_ROUNDS * (2 * 2 + 2)   # a round: 2 mul.wide.u32 (lo + hi), 2 LOP3 XORs
@@ -83,7 +83,7 @@ def dropout_attention_time(exec_flops: float, nbytes: float, seq_q: int, seq_kv:
     """A fused attention kernel with attention dropout: :func:`tpsim.cost.compute.attention_time`
     with ``serial_s`` = :func:`dropout_time` at the kernel's ``int32_tops`` and
     ``dropout_bits`` (0 where it lists no rate)."""
-    k = (device.attention_kernels or {}).get(kernel or device.attention_kernel or "")
+    k = listed_attention_kernel(device, kernel)
     rate = k.int32_ops_per_s if k is not None else None
     serial = dropout_time(exec_flops, head_dim, backward, rate, k.dropout_bits) if rate else 0.0
     return attention_time(exec_flops, nbytes, seq_q, seq_kv, head_dim, device, dtype, backward,

@@ -268,22 +268,23 @@ def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 
     return mem + decode_fixed_s(device)
 
 
-def _decode_kernel(device: Device):
-    """The device's default attention kernel (None where it lists none)."""
-    return (device.attention_kernels or {}).get(device.attention_kernel or "")
+def listed_attention_kernel(device: Device, kernel: str | None = None):
+    """The device's ``attention_kernels`` entry named ``kernel``, by default its
+    ``attention_kernel`` (None where it lists none)."""
+    return (device.attention_kernels or {}).get(kernel or device.attention_kernel or "")
 
 
 def decode_fixed_s(device: Device) -> float:
     """``decode_fixed`` of :func:`decode_attention_time`: the device's default attention
     kernel's ``decode_fixed_us``, s (0 where it lists none)."""
-    kernel = _decode_kernel(device)
+    kernel = listed_attention_kernel(device)
     return kernel.decode_fixed_s if kernel else 0.0
 
 
 def cuda_core_decode_Bps(device: Device) -> float | None:
     """R8 of :func:`decode_attention_time`: the device's default attention kernel's
     ``cuda_core_decode_GBps``, bytes/s (None where it lists none)."""
-    kernel = _decode_kernel(device)
+    kernel = listed_attention_kernel(device)
     return kernel.cuda_core_decode_Bps if kernel else None
 
 

@@ -241,8 +241,10 @@ biases (the provider turns it off), so the attention's bias is added in a pass o
 the clamps' backward is ``clamp_backward``'s masks, ``logical_and_`` and ``where`` (3 and 5
 kernels, :mod:`tpsim.layer.moe_clamp`); the unfused RoPE's backward zeroes and adds the empty
 ``t_pass`` slice's gradient (:mod:`tpsim.layer.rope`): together +38.5% to +31.0%.
-A sensitivity, not a fit: at 100 or 120 us a host op (the preset's 58) the row is +24.4% or
-+17.7%.
+Each expert weight's AccumulateGrad node and DDP post-hook (2 bare calls each, backward:
+:mod:`tpsim.layer.moe_loops`) bring it to +29.7% (the backward waits for the host after the
+recomputed activation's clamp sync). A sensitivity, not a fit: at 100 or 120 us a host op (the
+preset's 58) the row is +23.2% or +16.7%.
 
 NVIDIA's Megatron-MoE-ModelZoo (yanring/Megatron-MoE-ModelZoo, commit e8650517d,
 ``best_practice/qwen3/readme.md``, H100 table; each row names the Megatron-LM commit it ran):

@@ -29,22 +29,23 @@ def loops(tpl, d) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("ep, fp8", [(2, False), (4, False), (8, True)])
-def test_each_wgrad_loops_twice_over_the_local_experts(ep, fp8):
+def test_each_wgrad_loops_over_the_local_experts_and_their_weights_hooks(ep, fp8):
     """E_l = 16 / ep: after each wgrad, the input splits' release and the dummy weight
-    gradient, 2 E_l calls; nothing per expert in forward (BF16 and FP8 alike)."""
+    gradient, then each expert weight's AccumulateGrad node and DDP post-hook, 4 E_l calls;
+    nothing per expert in forward (BF16 and FP8 alike)."""
     tpl, d = slot(False, ep, fp8)
     el = 16 // ep
-    assert loops(tpl, d) == {"bwd.experts.fc2.wgrad": 2 * el, "bwd.experts.fc1.wgrad": 2 * el}
+    assert loops(tpl, d) == {"bwd.experts.fc2.wgrad": 4 * el, "bwd.experts.fc1.wgrad": 4 * el}
 
 
 def test_biases_add_fc1_bias_gradients_and_the_per_expert_bias_add():
     """gpt-oss's biases, E_l = 4: fc1's wgrad one call more per expert (its bias gradient,
-    3 E_l); fc2's bias added expert by expert (2 E_l + the splits, view and cast: 12), its
+    5 E_l with the weights' hooks); fc2's bias added expert by expert (2 E_l + the splits, view and cast: 12), its
     backward launching 6 E_l + 3 = 27 kernels from the C++ autograd engine; the DDP hook's add
     of each expert bias's gradient, 2 E_l bare calls."""
     tpl, d = slot(True, 4)
-    assert loops(tpl, d) == {"fwd.experts.fc2.bias": 12, "bwd.experts.fc2.wgrad": 8,
-                             "bwd.experts.fc1.wgrad": 12, "bwd.experts.bias.grad_accumulate": 8}
+    assert loops(tpl, d) == {"fwd.experts.fc2.bias": 12, "bwd.experts.fc2.wgrad": 16,
+                             "bwd.experts.fc1.wgrad": 20, "bwd.experts.bias.grad_accumulate": 8}
     node = tpl.nodes[tpl.names.index("bwd.experts.fc2.bias")]
     assert node.launches(d) == 27
 
@@ -55,6 +56,6 @@ def test_loops_are_priced_per_launch_and_vanish_under_cuda_graphs():
     tpl, d = slot(False, 2)
     i = tpl.names.index("bwd.experts.fc1.wgrad")
     assert launch_times(tpl, d, 1e-3, 0.0)[i] == 0.0
-    assert launch_times(tpl, d, 1e-3, 1e-6)[i] == pytest.approx((2 * 8 + 8) * 1e-6)
+    assert launch_times(tpl, d, 1e-3, 1e-6)[i] == pytest.approx((4 * 8 + 8) * 1e-6)
     assert launch_times(tpl, d, 5e-3, 1e-6)[i] == launch_times(tpl, d, 1e-3, 1e-6)[i]
     assert sum(launch_times(tpl, d, 0.0, 1e-6)) == 0.0

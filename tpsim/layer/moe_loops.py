@@ -20,6 +20,15 @@ Engine v2.7 (the 25.09 container's), v2.12 (26.02) and v2.13 (26.04), which agre
                               mcore``'s dummy weight gradient for Megatron-core's DDP, which
                               accumulates into ``main_grad`` itself (``get_dummy_wgrad``'s
                               ``.detach()``; v2.7: a ``torch.empty``):          2 ops each
+    backward, per weight      after the GroupedLinear's backward returns its E_l dummy weight
+                              gradients: autograd's AccumulateGrad node of each expert weight
+                              (C++; ``get_dummy_wgrad``'s ``.detach()`` is a tensor no one else
+                              holds, so it is stolen, not cloned: no kernel) and Megatron-core's
+                              DDP post-hook on it (``distributed/distributed_data_parallel.py``
+                              ``_make_backward_post_hook``, Megatron-LM 15e07a2d: Python, no
+                              torch op, ``grad_added_to_main_grad`` being set; ``param.grad =
+                              None``; ``register_grad_ready`` counts only on the last
+                              micro-batch):                                    2 calls each
     backward with biases      fc1's bias gradients (``add_bias_linear``, gpt-oss): BF16,
                               ``general_grouped_gemm``'s ``torch.empty`` per expert; FP8,
                               ``tex.bgrad_quantize`` per expert instead of one
@@ -37,15 +46,18 @@ gradient cast to the 16-bit output's dtype, the product's two gradients (g p and
 reductions to the bias's and the probabilities' shapes and the bias's gradient cast to 16 bits:
 6 kernels per expert, and the splits' two concatenations, 6 E_l + 3 kernel launches.
 
-Left out: the per-expert Python that dispatches nothing (it costs the host microseconds too,
-not priced by a per-op model), DDP's gradient hook per expert weight (Python, no torch op),
-the expert bias's token counting of DeepSeek-V3's router (``moe_router_enable_expert_bias``:
+The DDP post-hook is the one per-expert Python call counted that dispatches no torch op: a
+whole function call (its closure, four attribute tests, the ``grad`` reset, a method call),
+priced at a bare call's ``host_launch_s`` like the others. Left out: the per-expert Python that
+dispatches nothing inside Transformer Engine's functions (it costs the host microseconds too,
+not priced by a per-op model), the expert bias's token counting of DeepSeek-V3's router (``moe_router_enable_expert_bias``:
 ``routing_map.sum`` and ``+=``, 2 ops; no model field says which models use it) and the
 force-balanced router's RandomSTE (2 ops, Megatron-LM's layer benchmark only).
 """
 from __future__ import annotations
 
 GROUPED_BWD = 2          # per expert: clear_tensor_data's swap, the dummy wgrad's detach
+WEIGHT_HOOKS = 2         # per expert weight: autograd's AccumulateGrad, Megatron's DDP post-hook
 GROUPED_BIAS_BWD = 1     # per expert: fc1's bias gradient (torch.empty or bgrad_quantize)
 APPLY_BIAS_FWD = 2       # per expert: b * p, t + (...)
 APPLY_BIAS_FIXED = 4     # the two splits, .view, .to (the cat is the bias node's own op)
@@ -62,9 +74,10 @@ def local_experts(d) -> int:
 
 
 def wgrad_loop_ops(biased: bool):
-    """dims -> the Python-level calls of a grouped GEMM's backward loop over its E_l experts:
-    (2 + 1 with ``biased``, fc1's bias gradient) E_l (module docstring)."""
-    per = GROUPED_BWD + (GROUPED_BIAS_BWD if biased else 0)
+    """dims -> the Python-level calls of a grouped GEMM's backward loop over its E_l experts
+and of autograd's and DDP's per-weight calls after it: (2 + 2 + 1 with ``biased``, fc1's bias
+gradient) E_l (module docstring)."""
+    per = GROUPED_BWD + WEIGHT_HOOKS + (GROUPED_BIAS_BWD if biased else 0)
     return lambda d: per * local_experts(d)
 
 

@@ -184,11 +184,10 @@ def published_batch(r: dict, p) -> float:
     return own * rate * (GEN_MEAN - 1) * r["median_tpot_ms"] * 1e-3
 
 
-def batch_lines(seeds: int = 1) -> list[str]:
-    """The decode step of each online row at the published run's own batch
-    (:func:`published_batch`), not tpsim's run's, measured against tpsim's, and each engine's
-    and model's step growth per sequence between its two rates, measured and tpsim's."""
-    lines, pts = [], {}
+def batch_points(seeds: int = 1) -> list[tuple]:
+    """(engine, model, rate, the published run's batch (:func:`published_batch`), tpsim's run's
+    mean batch, the measured decode step ms, tpsim's at that batch ms) of each online row."""
+    pts = []
     for r in published():
         model, topo, tp, rate, n, engine = case(r)
         if math.isinf(rate):
@@ -197,14 +196,32 @@ def batch_lines(seeds: int = 1) -> list[str]:
         b = statistics.median(published_batch(r, p) for p in runs)
         own = statistics.median(p.scheduler.mean_running for p in runs)
         meas = r["median_itl_ms"] / ENGINES[engine].get("num_scheduler_steps", 1)
-        got = decode_step_s(model, topo, tp, b, engine) * 1e3
-        pts.setdefault((engine, model), []).append((b, meas, got))
-        lines.append(f"  {engine} {model} {rate:g} req/s: {b:.1f} sequences a step (tpsim's "
-                     f"run {own:.1f}), measured {meas:.2f} ms, tpsim {got:.2f} "
-                     f"({got / meas - 1:+.1%})")
-    for (engine, model), ((b0, m0, g0), (b1, m1, g1)) in pts.items():
-        lines.append(f"  {engine} {model}: the step grows {(m1 - m0) / (b1 - b0):.3f} ms a "
-                     f"sequence measured, {(g1 - g0) / (b1 - b0):.3f} tpsim")
+        pts.append((engine, model, rate, b, own, meas,
+                    decode_step_s(model, topo, tp, b, engine) * 1e3))
+    return pts
+
+
+def growth(pts) -> dict:
+    """{(engine, model): (measured, tpsim)}: the decode step's growth, ms a sequence, between
+    the two rates of :func:`batch_points`' ``pts``."""
+    by = {}
+    for engine, model, _, b, _, meas, got in pts:
+        by.setdefault((engine, model), []).append((b, meas, got))
+    return {k: ((m1 - m0) / (b1 - b0), (g1 - g0) / (b1 - b0))
+            for k, ((b0, m0, g0), (b1, m1, g1)) in by.items()}
+
+
+def batch_lines(seeds: int = 1) -> list[str]:
+    """The decode step of each online row at the published run's own batch
+    (:func:`published_batch`), not tpsim's run's, measured against tpsim's, and each engine's
+    and model's step growth per sequence between its two rates, measured and tpsim's."""
+    pts = batch_points(seeds)
+    lines = [f"  {engine} {model} {rate:g} req/s: {b:.1f} sequences a step (tpsim's run "
+             f"{own:.1f}), measured {meas:.2f} ms, tpsim {got:.2f} ({got / meas - 1:+.1%})"
+             for engine, model, rate, b, own, meas, got in pts]
+    for (engine, model), (meas, got) in growth(pts).items():
+        lines.append(f"  {engine} {model}: the step grows {meas:.3f} ms a sequence measured, "
+                     f"{got:.3f} tpsim")
     return lines
 
 

@@ -58,7 +58,7 @@ from tpsim.sim import price as pricing  # noqa: E402
 from tpsim.spec.parallel import Group  # noqa: E402
 
 PRICED = pricing.kernel_time
-RELEASED_30B = (48, 7168, 64)           # huggingface mosaicml/mpt-30b config.json: 64 heads of 112
+RELEASED_30B = (48, 7168, 64)           # the Hugging Face model card of mosaicml/mpt-30b: 64 heads of 112
 
 
 def one_program_per_head(op, device) -> float:

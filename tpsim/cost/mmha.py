@@ -3,8 +3,11 @@
 Before XQA (v0.8), TensorRT-LLM decodes one token per sequence with MMHA
 (``cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/
 decoderMaskedMultiheadAttentionTemplate.h`` and ``decoderMaskedMultiheadAttentionUtils.h``,
-NVIDIA/TensorRT-LLM; read here at commit 02519b0c, whose loops are those of the v0.5.0 and
-v0.6.1 tags: grid (heads, batch), 256 threads a CTA). No tensor core: every query head's CTA
+NVIDIA/TensorRT-LLM: the index here holds one later revision, commit 02519b0c, read for this;
+the v0.5.0 and v0.6.1 tags could not be fetched, so their loops are assumed the same, as
+inherited from FasterTransformer's kernel: grid (heads, batch), 256 threads a CTA, 16-byte
+vectors, fp32 accumulators; the one difference counted is below). No tensor core: every
+query head's CTA
 converts and multiply-adds every key and value element of its KV head on the CUDA cores, so
 its work grows with the query heads while its HBM bytes grow with the KV heads. What one
 cached token costs one query head's CTA, in thread instructions (head dim Dh, 16-bit compute
@@ -26,13 +29,18 @@ type T, ``MMHA_USE_FP32_ACCUM_FOR_FMA`` and ``..._FOR_OUT``: fp32 accumulators):
   IMNMX, IMAD and LDG (7).
 
 c per element (``vec_conversion``, ``fma(uint4, fp8_8_t, Float8_)``): a 16-bit cache 1 (half
-or bf16 to fp32); an fp8 cache 1.5: one ``cvt.rn.f16x2.e4m3x2`` a pair (``float2(fp8_2_t)``,
-cuda_fp8.hpp on sm_89+) then two half-to-fp32 conversions; fp32 none. So a token costs
+or bf16 to fp32); fp32 none; an 8-bit one 2.5: one ``cvt.rn.f16x2.e4m3x2`` a pair
+(``float2(fp8_2_t)``, cuda_fp8.hpp on sm_89+: 0.5 an element), two half-to-fp32 conversions
+a pair (1) and the dequantizing scale's FMUL (1): ``qk_scale_dot_``'s ``mul(k_scale, k)``
+and ``Logit_value_fma``'s ``mul(v_scale, v)``, the path the revision read keeps for int8 and
+for fp8 without ``MMHA_FP8_SCALE_Q_INSTEAD_OF_K`` / ``..._P_INSTEAD_OF_V``, flags it added
+later "to reduce number of instructions for dequantizing KV cache" (assumed absent from
+v0.5/v0.6). So a token costs
 
     N(Dh, c) = 2 Dh (c + 1) + tk (Dh / tk - 1 + 2 log2 tk + KEY_EPILOGUE + LOAD)
                + tv VALUE_OVERHEAD + SOFTMAX
 
-(Dh = 128: 1,066 for a 16-bit cache, 1,194 for fp8: 4.2 and 4.7 an element of K and V), and
+(Dh = 128: 1,066 for a 16-bit cache, 1,450 for fp8: 4.2 and 5.7 an element of K and V), and
 a call b heads L N. Priced at one thread instruction a lane a clock on the FP32 lanes, beside
 the L2's share (:func:`mmha_s`):
 
@@ -69,8 +77,8 @@ WARP = 32
 
 def conversions_per_element(kv_bytes: int) -> float:
     """c: the instructions that bring one cached element to fp32 (module docstring): an 8-bit
-    cache 1.5 (a pair to f16x2, then each to fp32), a 16-bit one 1, fp32 none."""
-    return {1: 1.5, 2: 1.0}.get(kv_bytes, 0.0)
+    cache 2.5 (a pair to f16x2, each to fp32, the scale), a 16-bit one 1, fp32 none."""
+    return {1: 2.5, 2: 1.0}.get(kv_bytes, 0.0)
 
 
 def token_instructions(head_dim: int, kv_bytes: int) -> float:

@@ -7,9 +7,8 @@ NVIDIA/TensorRT-LLM: the index here holds one later revision, commit 02519b0c, r
 the v0.5.0 and v0.6.1 tags could not be fetched, so their loops are assumed the same, as
 inherited from FasterTransformer's kernel: grid (heads, batch), 256 threads a CTA, 16-byte
 vectors, fp32 accumulators; the one difference counted is below). No tensor core: every
-query head's CTA
-converts and multiply-adds every key and value element of its KV head on the CUDA cores, so
-its work grows with the query heads while its HBM bytes grow with the KV heads. What one
+query head's CTA converts and multiply-adds every key and value element of its KV head on
+the CUDA cores, so its work grows with the query heads, its HBM bytes with the KV heads. What one
 cached token costs one query head's CTA, in thread instructions (head dim Dh, 16-bit compute
 type T, ``MMHA_USE_FP32_ACCUM_FOR_FMA`` and ``..._FOR_OUT``: fp32 accumulators):
 
@@ -46,19 +45,24 @@ the L2's share (:func:`mmha_s`):
 
     t_cores = b heads L N / (peak_fp32 / 2),    t_l2 = l2_bytes / l2_bw
 
-l2_bytes: each CTA loads its KV head's keys and values itself, so a KV byte is requested once
-per query head (:func:`tpsim.layer.infer_graph.mmha_l2_bytes`); the g CTAs of a group are
-adjacent (blockIdx.x = head) and launched together, so the first miss brings a line from HBM
-and the others hit it in the L2, at the device's ``l2_bandwidth_GBps`` (a measured read rate).
+peak_fp32: the device's ``peak_tflops.fp32``, SMs x FP32 lanes x 2 FLOPs x boost clock (H100
+SXM 132 x 128 x 2 x 1.98 GHz = 66.9 TFLOP/s, A100 108 x 64 x 2 x 1.41 GHz = 19.5; the NVIDIA
+H100 and A100 whitepapers). l2_bytes: each CTA loads its KV head's keys and values itself, so
+a KV byte is requested once per query head (:func:`tpsim.layer.infer_graph.mmha_l2_bytes`);
+the g CTAs of a group are adjacent (blockIdx.x = head) and launched together, so the first
+miss brings a line from HBM and the others hit it in the L2, at the device's
+``l2_bandwidth_GBps`` (a measured read rate).
 
-(peak_fp32 the device's ``peak_tflops.fp32``, SMs x FP32 lanes x 2 FLOPs x boost clock:
-H100 SXM 132 x 128 x 2 x 1.98 GHz = 66.9 TFLOP/s, A100 108 x 64 x 2 x 1.41 GHz = 19.5; the
-NVIDIA H100 and A100 whitepapers). Assumed: every instruction, integer, shuffle and
-conversion included, takes one FP32 lane's slot (Hopper issues one warp instruction a clock a
-scheduler, 128 threads a clock an SM, its FP32 rate; Ampere issues as many but has 64 FP32
-lanes, so there integer work could run beside the FMAs and this over-counts); the kernel's
-occupancy (4 CTAs an SM by its launch bounds for an fp8 cache at Dh = 128, shared memory
-4-6 B a token) hides the latency; the last wave's quantization is not priced. Not fitted.
+Assumed: every instruction, integer, shuffle and conversion included, takes one FP32 lane's
+slot (Hopper issues one warp instruction a clock a scheduler, 128 threads a clock an SM, its
+FP32 rate; Ampere issues as many but has 64 FP32 lanes, so there integer work could run
+beside the FMAs and this over-counts); the half-to-fp32 conversions issue as ``HADD2.F32``
+and the fp8 pair's as one instruction at that rate (were they at the CUDA C++ Programming
+Guide's "all other type conversions" rate, 16 a clock an SM, N would be ~3x on H100 FP8 and
+~1.7x on A100 FP16: unverified, not priced); the kernel's occupancy (4 CTAs an SM by its
+launch bounds for an fp8 cache at Dh = 128, shared memory 4-6 B a token) hides the latency;
+the last wave's quantization is not priced. Not fitted: bench/trtllm_mmha_published.py
+compares N with what TensorRT-LLM v0.5.0's own tables imply (docs/serving.md).
 """
 from __future__ import annotations
 

@@ -11,8 +11,11 @@ decodes both with masked multi-head attention (one CTA per query head, no XQA un
 * Llama 7B is the control: ``--decode-attention trtllm-mmha`` reads its cache once, as the
   default does; an error here is not the GQA kernel's.
 * Llama 70B is the test: the default reads the cache once, ``trtllm-mmha`` once from HBM and
-  8 times through the L2 (``tpsim.cost.compute.decode_attention_time``). The bound where no
-  repeat hits the L2 (every query head's read from HBM) is printed beside it, as a bracket.
+  8 times through the L2, and converts and multiply-adds every element once per query head
+  on the CUDA cores (``tpsim.cost.compute.decode_attention_time``, ``tpsim.cost.mmha``). The
+  bound where no repeat hits the L2 (every query head's read from HBM) is printed beside it,
+  as a bracket; ``binds``: which of the kernel's three terms (HBM, L2, cores) sets its time
+  at the mean KV length of the decode (prompt + gen / 2), with the three in ms a step.
 
 Used in no fit. The H100 70B rows are bench/infer_peers.py's ``trt-tput-*`` cases.
 """
@@ -22,7 +25,11 @@ import dataclasses
 import statistics
 
 from tpsim.cluster.topology import load_topology
+from tpsim.cost.compute import elementwise_time
+from tpsim.cost.mmha import cuda_core_s, mmha_instructions, token_instructions
+from tpsim.layer.infer_graph import decode_attention_bytes, mmha_l2_bytes, serving_dims
 from tpsim.serving.infer import infer
+from tpsim.spec.model import load_model
 
 # (model, topology, tp, batch, prompt, gen, dtype, measured output tokens/s)
 ROWS = [
@@ -52,6 +59,33 @@ def no_l2_reuse(topology):
         dev, l2_bandwidth_Bps=dev.memory_bandwidth_Bps * dev.memory_efficiency))
 
 
+def mmha_terms(model, topology, tp, batch, kv_len, dtype) -> dict[str, float]:
+    """MMHA's three terms for one decode step (all layers), s: HBM (the cache once, at the
+    elementwise rate), L2 (once per query head, at l2_bandwidth_GBps), cores (the counted
+    instructions at the FP32 lanes' rate)."""
+    m, dev = load_model(model), topology.device
+    act = "fp16" if dtype == "fp16" else "bf16"
+    d = serving_dims(m, tp, 1, batch, 1, dtype, act, dtype, kv_len)
+    l2 = mmha_l2_bytes(d) if d.heads > d.kv_heads else 0.0
+    return {k: m.layers * v for k, v in (
+        ("HBM", elementwise_time(decode_attention_bytes(d), dev) - dev.kernel_launch_s),
+        ("L2", l2 / dev.l2_bandwidth_Bps),
+        ("cores", cuda_core_s(mmha_instructions(batch, d.heads, kv_len, d.d, d.kv_bpe), dev)))}
+
+
+def implied_per_element(model, topo, tp, batch, prompt, gen, dtype, measured) -> tuple:
+    """(counted, implied): the thread instructions a KV element the count gives
+    (tpsim.cost.mmha.token_instructions / 2 Dh), and the ones at which the cores term would
+    take the whole step-time gap to the measured throughput (the decode's mean KV length)."""
+    p = infer(model, topo, tp=tp, batch=batch, prompt=prompt, gen=gen, dtype=dtype,
+              kv_dtype=dtype, decode_attention="trtllm-mmha", memory_headroom=0.0)
+    need = (batch * gen / measured - p.prefill.time_s) / (gen - 1)
+    cores = mmha_terms(model, topo, tp, batch, prompt + gen // 2, dtype)["cores"]
+    d = serving_dims(load_model(model), tp, 1, batch, 1, dtype, "bf16", dtype)
+    counted = token_instructions(d.d, d.kv_bpe) / (2 * d.d)
+    return counted, counted * (cores + need - p.decode.time_per_token_s) / cores
+
+
 def throughput(model, topology, tp, batch, prompt, gen, dtype, kernel) -> float:
     p = infer(model, topology, tp=tp, batch=batch, prompt=prompt, gen=gen, dtype=dtype,
               kv_dtype=dtype, decode_attention=kernel, memory_headroom=0.0)
@@ -60,7 +94,7 @@ def throughput(model, topology, tp, batch, prompt, gen, dtype, kernel) -> float:
 
 def main() -> None:
     print(f"{'model':11s} {'GPU':5s} {'in/out':>9s} {'measured':>9s} {'tensor-cores':>13s} "
-          f"{'trtllm-mmha':>12s} {'no L2 reuse':>12s}")
+          f"{'trtllm-mmha':>12s} {'no L2 reuse':>12s}  binds (HBM / L2 / cores, ms a step)")
     errors = {}
     for model, topo_name, tp, batch, prompt, gen, dtype, measured in ROWS:
         topo = load_topology(topo_name)
@@ -71,13 +105,19 @@ def main() -> None:
             err = throughput(model, t, tp, batch, prompt, gen, dtype, kernel) / measured - 1
             errors.setdefault((model, topo_name, key), []).append(abs(err))
             cells.append(f"{100 * err:+12.1f}%")
+        terms = mmha_terms(model, topo, tp, batch, prompt + gen // 2, dtype)
         print(f"{model:11s} {topo_name[4:]:5s} {f'{prompt}/{gen}':>9s} {measured:9,d} "
-              + " ".join(cells))
+              + " ".join(cells) + f"  {max(terms, key=terms.get):5s} ("
+              + " / ".join(f"{1e3 * t:.1f}" for t in terms.values()) + ")")
     print("\nmedian |error| by model and GPU:")
     for model, topo_name in dict.fromkeys((r[0], r[1]) for r in ROWS):
         print(f"  {model:11s} {topo_name[4:]:5s} " + "  ".join(
             f"{k} {100 * statistics.median(errors[(model, topo_name, k)]):5.1f}%"
             for k in ("tensor-cores", "trtllm-mmha", "no L2 reuse")))
+    print("\nLlama 70B: instructions a KV element, counted / implied by the measured step time:")
+    for row in ROWS[:8]:
+        counted, implied = implied_per_element(row[0], load_topology(row[1]), *row[2:])
+        print(f"  {row[1][4:]:5s} {row[4]:>5d}/{row[5]:<5d} {counted:.2f} / {implied:5.1f}")
 
 
 if __name__ == "__main__":

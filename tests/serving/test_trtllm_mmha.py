@@ -1,11 +1,16 @@
 """--decode-attention trtllm-mmha: TensorRT-LLM's masked multi-head attention before XQA, each
-query head's CTA reading its KV head through the L2 (tpsim.cost.compute.decode_attention_time)."""
+query head's CTA reading its KV head through the L2 and computing on its CUDA cores
+(tpsim.cost.compute.decode_attention_time, tpsim.cost.mmha)."""
+import sys
+
 import pytest
 
+from tests.conftest import REPO
 from tpsim import infer
 from tpsim.base.errors import TpsimError
 from tpsim.cluster.topology import load_topology
 from tpsim.cost.compute import decode_attention_time, decode_fixed_s, elementwise_time
+from tpsim.cost.mmha import mmha_instructions
 from tpsim.layer.infer_graph import decode_attention_bytes, mmha_l2_bytes, serving_dims
 from tpsim.spec.model import load_model
 
@@ -37,16 +42,17 @@ def test_l2_term_by_hand():
 
 
 def test_slower_than_the_default_exactly_where_groups_exceed_one():
-    """Llama 2 70B (8 query heads per KV head): each decode layer slower by exactly the L2
-    term over the memory term, the prefill untouched; Llama 2 7B (one query head per KV head):
-    MMHA reads the cache once, no change."""
+    """Llama 2 70B (8 query heads per KV head): each decode layer slower by exactly the larger
+    of the L2 and CUDA-core terms over the memory term, the prefill untouched; Llama 2 7B (one
+    query head per KV head): MMHA reads the cache once and its cores keep up, no change."""
     def steps(model, **run):
         return [infer(model, H100, decode_attention=k, **run) for k in ("tensor-cores", "trtllm-mmha")]
 
     tc, mmha = steps("llama2-70b", tp=4, batch=64, prompt=2047, gen=2, dtype="fp8")
     d = serving_dims(L70, 4, 1, 64, 1, "fp8", "bf16", "fp8", 2048)
     nbytes = decode_attention_bytes(d)
-    extra = L70.layers * (decode_attention_time(nbytes, H100.device, l2_bytes=mmha_l2_bytes(d))
+    work = mmha_instructions(64, d.heads, d.attended, d.d, d.kv_bpe)
+    extra = L70.layers * (decode_attention_time(nbytes, H100.device, 0, mmha_l2_bytes(d), work)
                           - decode_attention_time(nbytes, H100.device))
     assert extra > 0 and mmha.prefill.time_s == tc.prefill.time_s
     assert mmha.decode.time_per_token_s == pytest.approx(tc.decode.time_per_token_s + extra, rel=1e-9)
@@ -57,3 +63,15 @@ def test_slower_than_the_default_exactly_where_groups_exceed_one():
 def test_unknown_kernel_is_refused():
     with pytest.raises(TpsimError, match="decode-attention"):
         infer("llama2-70b", H100, tp=4, decode_attention="trtllm-xqa")
+
+
+def test_the_script_binds_the_cores_on_the_gqa_rows_and_hbm_on_the_control():
+    """bench/trtllm_mmha_published.py's ``binds`` column: at 8 query heads per KV head (Llama
+    2 70B) the counted CUDA-core work outlasts both the HBM and the L2 terms on every row,
+    H100 FP8 and A100 FP16; at one (Llama 2 7B, the control) the HBM term binds, so its
+    prices do not move."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from trtllm_mmha_published import ROWS, mmha_terms
+    for model, topo, tp, batch, prompt, gen, dtype, _ in ROWS:
+        terms = mmha_terms(model, load_topology(topo), tp, batch, prompt + gen // 2, dtype)
+        assert max(terms, key=terms.get) == ("cores" if model == "llama2-70b" else "HBM")

@@ -13,6 +13,7 @@ import math
 from ..cluster.sustained import kernel_clock
 from ..cluster.topology import BYTES_PER_ELEMENT, Device
 from ..spec.precision import LOW_PRECISION
+from .mmha import mmha_s
 
 # FlashAttention-2's backward runs five matmuls against the forward's two, recomputing the
 # scores: 2.5x the forward's FLOPs (Dao 2023, "FlashAttention-2", section 4.1 benchmarks).
@@ -220,7 +221,7 @@ def memory_bound(time_s: float, nbytes: float, device: Device) -> bool:
 
 
 def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 0,
-                          l2_bytes: float = 0.0) -> float:
+                          l2_bytes: float = 0.0, instructions: float = 0.0) -> float:
     """A decode attention call (FlashDecoding, FlashInfer's and FlashAttention's split-KV
     decode): one query per sequence reads the KV cache once, so its time is its bytes, plus the
     fixed part of a split-KV kernel (the per-split combine, each CTA's pipeline fill of its
@@ -247,24 +248,23 @@ def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 
     none, the memory term alone). The query and output bytes are taken at that rate too
     (under 0.1% of a cache of 100 tokens).
 
-    ``l2_bytes`` > 0: TensorRT-LLM's masked multi-head attention (MMHA, its decode kernel for
-    GQA before v0.8's XQA), one CTA per (query head, sequence), each loading its KV head's
-    keys and values itself, so a KV byte is requested once per query head (``l2_bytes``,
-    :func:`tpsim.layer.infer_graph.mmha_l2_bytes`). The g CTAs of a group are adjacent
-    (blockIdx.x = head) and launched together: the first miss brings a line from HBM and
-    the others hit it in L2, so HBM still moves ``nbytes`` and L2 serves ``l2_bytes``:
+    ``l2_bytes`` or ``instructions`` > 0: TensorRT-LLM's masked multi-head attention (MMHA,
+    its decode kernel for GQA before v0.8's XQA), one CTA per (query head, sequence), each
+    loading its KV head's keys and values itself (HBM moves ``nbytes``, the L2 serves
+    ``l2_bytes``, :func:`tpsim.layer.infer_graph.mmha_l2_bytes`) and converting and
+    multiply-adding every element on its CUDA cores (``instructions``,
+    :func:`tpsim.cost.mmha.mmha_instructions`):
 
-        t = kernel_launch + max(nbytes / (mem_bw * mem_eff), l2_bytes / l2_bw) + decode_fixed
+        t = kernel_launch + max(nbytes / (mem_bw mem_eff), t_l2, t_cores) + decode_fixed
 
-    l2_bw the device's ``l2_bandwidth_GBps`` (a measured read rate; where it lists none,
-    the memory term alone).
+    t_l2 and t_cores: :func:`tpsim.cost.mmha.mmha_s` (each 0 where the device lists no rate).
     """
     mem = elementwise_time(nbytes, device)
     rate = cuda_core_decode_Bps(device) if cuda_core_group else None
     if rate:
         mem = max(mem, device.kernel_launch_s + nbytes * cuda_core_group / (8 * rate))
-    if l2_bytes and device.l2_bandwidth_Bps:
-        mem = max(mem, device.kernel_launch_s + l2_bytes / device.l2_bandwidth_Bps)
+    if l2_bytes or instructions:
+        mem = max(mem, device.kernel_launch_s + mmha_s(l2_bytes, instructions, device))
     return mem + decode_fixed_s(device)
 
 

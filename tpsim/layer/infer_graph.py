@@ -27,7 +27,8 @@ Two of its ops change meaning at inference:
   op carries that group size, and the CUDA cores may bound it (``DecodeAttention.cuda_core_group``).
   With ``trtllm-mmha`` (TensorRT-LLM's masked multi-head attention before XQA, one CTA per query
   head) it carries the bytes requested once per query head (:func:`mmha_l2_bytes`), which the
-  L2 may bound (``DecodeAttention.l2_bytes``).
+  L2 may bound (``DecodeAttention.l2_bytes``), and the thread instructions its CTAs spend on the
+  CUDA cores (:func:`tpsim.cost.mmha.mmha_instructions`), which may bound it instead.
 
 With ``--dtype fp8`` the GEMMs run in fp8 (weights 1 byte, the fp8 peak) while activations
 between kernels, the collectives and the attention stay in the 16-bit activation dtype, as
@@ -51,6 +52,7 @@ from .infer_moe import infer_moe_fwd
 from .ops import Attention, DecodeAttention
 from .template import Builder, Template
 from ..cluster.topology import BYTES_PER_ELEMENT
+from ..cost.mmha import mmha_instructions
 
 FP32 = 4
 PHASES = ("prefill", "decode")
@@ -176,9 +178,11 @@ def mmha_l2_bytes(d: InferDims) -> float:
 def _decode_attention(d: InferDims) -> DecodeAttention:
     g = d.heads // d.kv_heads
     cuda = g if d.decode_attention == "flashinfer-0.1" and g in CUDA_CORE_GROUPS else 0
-    l2 = mmha_l2_bytes(d) if d.decode_attention == "trtllm-mmha" and g > 1 else 0.0
+    mmha = d.decode_attention == "trtllm-mmha"
+    l2 = mmha_l2_bytes(d) if mmha and g > 1 else 0.0
+    work = mmha_instructions(d.b * d.s, d.heads, d.attended, d.d, d.kv_bpe) if mmha else 0.0
     return DecodeAttention(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d),
-                           cuda_core_group=cuda, l2_bytes=l2)
+                           cuda_core_group=cuda, l2_bytes=l2, instructions=work)
 
 
 def _act_label(make):

@@ -88,7 +88,8 @@ def kernel_time(op, device) -> float:
     if kind is StochasticCast:
         return compute.stochastic_cast_time(op.nbytes, device, op.kernels)
     if kind is DecodeAttention:
-        return compute.decode_attention_time(op.nbytes, device, op.cuda_core_group, op.l2_bytes)
+        return compute.decode_attention_time(op.nbytes, device, op.cuda_core_group, op.l2_bytes,
+                                             op.instructions)
     if op.window and op.windowed < 1:   # the layers it stands for: banded and full
         band, full = (kernel_time(replace(op, window=w, windowed=1.0), device)
                       for w in (op.window, 0))

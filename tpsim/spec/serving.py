@@ -63,7 +63,8 @@ class ServingLayout:
         "flashinfer-0.1, FlashInfer <= 0.1.6 as SGLang v0.3-v0.4.1 runs it: its CUDA-core "
         "kernel where query heads per KV head are 1, 2, 4 or 8, which its cores may bound; "
         "trtllm-mmha, TensorRT-LLM's masked multi-head attention (v0.5-v0.7, before its XQA "
-        "kernel): one CTA per query head reads its KV head through the L2, which may bound it "
+        "kernel): one CTA per query head reads its KV head through the L2 and computes on its "
+        "CUDA cores, either of which may bound it "
         "(tpsim.cost.compute.decode_attention_time)", flag="--decode-attention", kind="choice",
         choices=DECODE_ATTENTION)
     memory_headroom: float | None = setting(

@@ -22,6 +22,7 @@ from .moe_checks import check_moe
 from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
 from .precision import FP8_RECIPES, PRECISION
 from .recompute_checks import check_recompute
+from .release import Released
 from .settings import changed, check, declared, defaults, made, setting
 from .sharding import check_sharding
 
@@ -50,7 +51,7 @@ def _flag(default, doc, flag, **kw):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Layout:
+class Layout(Released):
     """One way to run a training job (module docstring); frozen, keyword-only, checked when
     made (``dataclasses.replace`` checks the new one)."""
     # the layer's settings

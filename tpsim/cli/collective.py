@@ -5,7 +5,7 @@ from ..cost.collectives import ALGORITHMS, OPS
 from ..base.errors import ConfigError
 from ..cluster.topology import PROTOCOLS
 from .common import TOPOLOGY_HELP, StoreOnce, dump_json, lower, topology_for
-from .layout_args import add_nccl_argument
+from .layout_args import add_layout_arguments
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"
@@ -44,7 +44,7 @@ def fill_collective(p) -> None:
                         "fastest; for all-to-all only auto (NCCL's rule: LL where a peer's bytes "
                         "fit the --nccl release's LL threshold inside a node, else Simple) or "
                         "simple (default: auto)")
-    add_nccl_argument(p)
+    add_layout_arguments(p, ("nccl",), lists=True)
     p.add_argument("--sweep", action="store_true",
                    help="sizes from --min-bytes to --max-bytes by powers of two")
     p.add_argument("--min-bytes", default=None, help="with --sweep: smallest size (default: 1KiB)")

@@ -6,22 +6,22 @@ from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
 from ..base.errors import ConfigError
 from .common import TOPOLOGY_HELP, StoreOnce, add_csv, output_format, topology_for, warn
-from .layout_args import add_layout_arguments, add_nccl_argument, layout_from_args, list_names
+from .layout_args import add_layout_arguments, layout_from_args, list_names
 from .lists import name_list
 
 # the flags that take a comma list, in the order the combinations vary (the last fastest)
-LISTS = ("model", "topology", "nccl") + list_names(ServingLayout)
+LISTS = ("model", "topology") + list_names(ServingLayout)     # --nccl the first field
 LIST_HELP = "; a comma list (--tp 2,4,8 --batch 1,64) compares every combination in one table"
 
 
 def add_model_topology(p) -> None:
-    """``--model`` and ``--topology`` of a serving command, each a name or a comma list."""
+    """``--model`` and ``--topology`` of a serving command, each a name or a comma list
+    (``--nccl`` next: the layout's first field)."""
     p.add_argument("--model", default=("llama2-70b",), action=StoreOnce, type=name_list,
                    help="shipped name (see `tpsim models`) or YAML path; a comma list "
                         "compares them (default: llama2-70b)")
     p.add_argument("--topology", default=(None,), action=StoreOnce, type=name_list,
                    help=TOPOLOGY_HELP.replace(" (", "; a comma list compares them (", 1))
-    add_nccl_argument(p)
 
 
 def fill_infer(p) -> None:
@@ -59,7 +59,6 @@ def _cmd_infer(args) -> None:
     def one(combo):
         topology = topology_for(combo["topology"], combo["tp"] * combo["pp"] * combo["ep"])
         pred = infer(combo["model"], topology, usd_per_gpu_hour=args.usd_per_gpu_hour,
-                     nccl=combo["nccl"],
                      settings=layout_from_args(args, cls=ServingLayout, given=combo))
         check_batch(pred)
         return pred

@@ -6,8 +6,10 @@ metadata (:func:`tpsim.spec.settings.setting`), so a setting is declared once.
 By kind: ``count`` a positive integer, ``tokens`` one written 8k as well; ``flag`` a switch (``--no-X`` where the default is
 True); ``choice`` and ``name`` one of the field's choices; ``probability`` a number; ``price``
 a number >= 0; ``names`` one or more names, apart or as a comma list; ``rate`` a positive
-number or inf. With ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do:
-``tpsim predict`` compares every combination. The values are checked by the dataclass itself when
+number or inf; ``release`` an NCCL release as :mod:`tpsim.cluster.nccl` reads it
+(``--nccl``, on every command that prices collectives: one without a layout adds that field
+alone). With ``lists`` the fields that take comma lists (``--tp 1,2,4,8``) do: ``tpsim
+predict`` compares every combination. The values are checked by the dataclass itself when
 :func:`layout_from_args` makes it: one place, one error per bad value.
 """
 from __future__ import annotations
@@ -71,6 +73,23 @@ def _choice_kwargs(f: Field, listed: bool) -> dict:
             **({"type": natural_int} if kind is int else {})}    # int() takes any script's digits
 
 
+def _release_kwargs(f: Field, listed: bool) -> dict:
+    """An NCCL release as :mod:`tpsim.cluster.nccl` reads one (``v2.18.5-1``: 2.18), one of
+    the releases it knows, given once; ``listed``: a comma list of them."""
+    from ..cluster.nccl import NCCL_RELEASES, nccl_release
+    parse = choice_list(NCCL_RELEASES, nccl_release)
+
+    def one(text: str) -> str:
+        out = parse(text)
+        if len(out) > 1:
+            raise argparse.ArgumentTypeError(f"expected one release, got {clip(repr(text), 60)}")
+        return out[0]
+    one.__name__ = "release"
+    return {"type": parse if listed else one, "default": _listed_default(f, listed),
+            "action": StoreOnce,
+            "metavar": "{%s,%s,...,%s}" % (f.default, NCCL_RELEASES[1], NCCL_RELEASES[-1])}
+
+
 def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]:
     """(flag, argparse keyword arguments) of field ``f``; ``lists``: a comma list where the
     field takes one."""
@@ -90,6 +109,9 @@ def argument(f: Field, lists: bool = False, extra: str = "") -> tuple[str, dict]
                       default=_listed_default(f, listed))
     elif kind == "price":
         kwargs.update(type=price, default=f.default)
+    elif kind == "release":               # the default shown, listed or not
+        kwargs.update(_release_kwargs(f, listed), help=meta["help"] + (
+            "; a comma list compares them" if listed else "") + extra + f" (default: {f.default})")
     elif kind == "names":                  # --x a b or --x a,b (Megatron-LM: nargs)
         kwargs.update(type=choice_list(f.metadata["choices"]), nargs="+", action=_Joined,
                       metavar=braces(f.metadata["choices"]), default=f.default)
@@ -183,31 +205,3 @@ def layout_from_args(args: argparse.Namespace, names=None, cls=Layout, given=Non
     """The ``cls`` (a :class:`~tpsim.spec.layout.Layout` by default) the parsed ``args`` set
     (:func:`layout_values`); a field without a flag keeps its default."""
     return cls(**layout_values(args, names, cls, given))
-
-
-def add_nccl_argument(p, lists: bool = True) -> None:
-    """``--nccl``: the NCCL release a command prices NVLS and point-to-point LL as
-    (:func:`tpsim.cluster.nccl.topology_of`, where the command's topology is loaded); with
-    ``lists`` a comma list compares them, else one release."""
-    from ..cluster.nccl import NCCL_RELEASES, nccl_release
-    parse = choice_list(NCCL_RELEASES, nccl_release)
-
-    def one(text: str) -> str:
-        out = parse(text)
-        if len(out) > 1:
-            raise argparse.ArgumentTypeError(f"expected one release, got {clip(repr(text), 60)}")
-        return out[0]
-    one.__name__ = "release"
-    p.add_argument("--nccl", default=("topology",) if lists else "topology",
-                   type=parse if lists else one, action=StoreOnce,
-                   metavar="{topology,%s,...,%s}" % (NCCL_RELEASES[1], NCCL_RELEASES[-1]),
-                   help="the NCCL release to price NVLS and point-to-point LL as it runs them "
-                        "(2.18.5, v2.18.5-1 or 2.18; 2.28 is v2.28.9-1, 2.28.3 and 2.28.7 its "
-                        "first patches; tpsim/cluster/nccl.py): NVLS latency 23 us to 2.20, 25 "
-                        "us from 2.21 (2.18-2.19 lay a small message on one channel), NVLS-tree "
-                        "network hop 19 us in 2.18, 14 us to 2.28.7, 20.9 us from 2.28.9; p2p LL "
-                        "to 16 KiB a peer in 2.18-2.21 and 2.29-2.30, to 512 KiB a peer in "
-                        "2.22-2.28 (8-GPU NVSwitch node); topology: the file's own values (the "
-                        "shipped files: 2.21-2.27's NVLS, LL to 16 KiB a peer)" +
-                        ("; a comma list compares them" if lists else "") +
-                        " (default: topology)")

@@ -6,7 +6,7 @@ from ..figures.data import FORMATS
 from ..spec.serving import ServingLayout
 from ..cluster.defaults import CLUSTER, NODE
 from .common import TOPOLOGY_HELP, Parser, StoreOnce, lower, positive_int, topology_for
-from .layout_args import add_layout_arguments, add_nccl_argument
+from .layout_args import add_layout_arguments
 
 
 def fill_plot(p) -> None:
@@ -20,7 +20,7 @@ def fill_plot(p) -> None:
                        help="image format (default: the --out suffix, else png)")
         q.set_defaults(func=_output_checked(func))
         if name not in ("validation", "search"):    # priced on a topology (search: its space's)
-            add_nccl_argument(q, lists=False)
+            add_layout_arguments(q, ("nccl",))
         return q
 
     q = figure("collective", "time and busbw against message size", _cmd_plot_collective)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from ..base.errors import ConfigError
 from ..spec.layout import Layout
 from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int, warn
-from .layout_args import (add_framework_argument, add_layout_arguments, add_nccl_argument,
-                          layout_from_args, layout_values, list_names)
+from .layout_args import (add_framework_argument, add_layout_arguments, layout_from_args,
+                          layout_values, list_names)
 from .lists import combinations, name_list, varied
 
 # the training step's settings (pipeline, data parallelism, optimizer): `tpsim plot pipeline`
@@ -22,7 +22,6 @@ def fill_predict(p) -> None:
                         "config.json; a comma list compares them (default: gpt3)")
     p.add_argument("--topology", default=None, action=StoreOnce, type=name_list,
                    help=TOPOLOGY_HELP.replace(" (", "; a comma list compares them (", 1))
-    add_nccl_argument(p)
     add_layout_arguments(p, lists=True, extra={"tp": TP_HELP})    # every field of Layout
     add_framework_argument(p)
     for flag in ("layers", "hidden", "heads", "kv-heads", "head-dim", "ffn-hidden", "vocab"):
@@ -47,7 +46,7 @@ def add_step_args(p) -> None:
 
 # the flags that take a comma list (argparse names: the Layout's fields declared ``lists``), in
 # the order the combinations vary (the last fastest) and the comparison's columns show them
-LISTS = ("model", "topology", "nccl") + list_names(Layout)
+LISTS = ("model", "topology") + list_names(Layout)     # --nccl the first field
 
 
 def step_kwargs(args) -> dict:
@@ -63,8 +62,7 @@ def _predict_one(args, combo: dict):
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
     lay = layout_from_args(args, given=combo)
-    return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay,
-                   nccl=combo["nccl"])
+    return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay)
 
 
 def _cmd_predict(args) -> None:

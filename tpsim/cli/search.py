@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int
-from .layout_args import (add_framework_argument, add_layout_arguments, add_nccl_argument,
-                          add_pin_arguments, layout_values)
+from .layout_args import (add_framework_argument, add_layout_arguments, add_pin_arguments,
+                          layout_values)
 
 FIXED_HELP = ": every layout searched runs with it"
 
@@ -46,7 +46,7 @@ def add_search_space(p) -> None:
     p.add_argument("--model", default="gpt3", action=StoreOnce,
                    help="shipped name (see `tpsim models`), YAML path or Hugging Face config.json")
     p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
-    add_nccl_argument(p, lists=False)
+    add_layout_arguments(p, ("nccl",))
     p.add_argument("--gpus", type=positive_int, required=True,
                    help="GPUs of the job: every tp x pp x dp = gpus is tried")
     p.add_argument("--global-batch", type=positive_int, required=True,

@@ -10,14 +10,14 @@ from .infer import add_model_topology, run_each
 from .layout_args import add_layout_arguments, layout_from_args, list_names
 
 # the ServingLayout fields that serve takes (the batch is the engine's to make)
-LAYOUT = ("tp", "pp", "ep", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager",
+LAYOUT = ("nccl", "tp", "pp", "ep", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager",
           "decode_attention", "memory_headroom", "speculative", "draft_model", "num_speculative_tokens",
           "acceptance_rate")
 EXTRA = {"prompt": " (the mean with --prompt-dist exponential)",
          "gen": " (the mean with --gen-dist exponential)",
          "rate": "; a comma list (--rate 1,4,16,inf) compares every combination in one table"}
 # the flags that take a comma list, in the order the combinations vary (the last fastest)
-LISTS = ("model", "topology", "nccl") + list_names(ServingLayout, LAYOUT) + \
+LISTS = ("model", "topology") + list_names(ServingLayout, LAYOUT) + \
     list_names(ServeSettings)
 
 
@@ -42,6 +42,6 @@ def _cmd_serve(args) -> None:
         preds = run_each(args, combos, lambda c: serve(
             c["model"], topology_for(c["topology"], c["tp"] * c["pp"] * c["ep"]),
             layout=layout_from_args(args, LAYOUT, ServingLayout, c),
-            settings=layout_from_args(args, cls=ServeSettings, given=c), nccl=c["nccl"]))
+            settings=layout_from_args(args, cls=ServeSettings, given=c)))
         from ..report.serve_compare import serve_comparison
         print_runs(preds, fmt, serve_json, serve_report, serve_comparison, varied(combos))

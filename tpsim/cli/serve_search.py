@@ -8,13 +8,13 @@ from ..base.errors import clip
 from .common import (TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, output_format, positive_int,
                      positive_rate, topology_for)
 from ..spec.settings import declared
-from .layout_args import add_layout_arguments, add_nccl_argument, layout_from_args
+from .layout_args import add_layout_arguments, layout_from_args
 from .lists import int_list
 
 # what the search leaves to the user: the lengths, dtypes and engine switches; the requests of
 # each run and every engine knob `tpsim serve` takes (tp, pp, ep, max_num_seqs and the rate
 # are the search's; its arrivals are Poisson, so no closed loop of --users)
-LAYOUT = ("prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "decode_attention",
+LAYOUT = ("nccl", "prompt", "gen", "dtype", "kv_dtype", "allreduce", "eager", "decode_attention",
           "memory_headroom")
 SETTINGS = tuple(f.name for f in declared(ServeSettings)
                  if f.name not in ("rate", "max_num_seqs", "users"))
@@ -37,7 +37,7 @@ def fill_serve_search(p) -> None:
     p.add_argument("--model", default="llama3-70b", action=StoreOnce,
                    help="shipped name (see `tpsim models`) or YAML path")
     p.add_argument("--topology", default=None, action=StoreOnce, help=TOPOLOGY_HELP)
-    add_nccl_argument(p, lists=False)
+    add_layout_arguments(p, LAYOUT[:1], cls=ServingLayout)     # --nccl, beside the topology
     p.add_argument("--gpus", type=positive_int, required=True,
                    help="GPUs of the deployment: replicas of tp x pp x ep, or prefill + decode "
                    "pools")
@@ -55,7 +55,7 @@ def fill_serve_search(p) -> None:
                    help="aggregated replicas only (default: disaggregated prefill/decode "
                         "pools are tried too)")
     p.add_argument("--top", type=positive_int, default=10, help="candidates (rows) to show")
-    add_layout_arguments(p, LAYOUT, cls=ServingLayout)
+    add_layout_arguments(p, LAYOUT[1:], cls=ServingLayout)
     add_layout_arguments(p, SETTINGS, cls=ServeSettings,
                          extra={"requests": " in each engine run of the search (default 200 "
                                             "here)"})
@@ -81,7 +81,7 @@ def _serve_search(args, fmt) -> None:
                      layout=layout_from_args(args, LAYOUT, cls=ServingLayout),
                      settings=layout_from_args(args, SETTINGS, cls=ServeSettings),
                      max_num_seqs=args.max_num_seqs, disaggregated=args.disaggregated,
-                     top=args.top, nccl=args.nccl)
+                     top=args.top)
     if fmt == "csv":
         from ..report.flat_csv import csv_text
         out = serve_search_json(r)

@@ -34,8 +34,10 @@ x 16 KiB (``bytes[dir] <= nChannels[dir] * ncclParamP2pLLThreshold()``): 16 KiB 
 node. The shipped files hold that rule (``collective_protocols.ll.p2p_peer_bytes`` 16384,
 ``p2p_step_bytes`` 524288).
 
-Every command that prices collectives takes the release (``--nccl``; ``nccl=`` in the Python
-API) and loads its topology through :func:`topology_of`, the one place it is applied.
+The release is one setting of a run's layout (``nccl``, declared once in
+:mod:`tpsim.spec.release`; ``--nccl`` on every command that prices collectives, ``nccl=`` in the
+Python API); every command loads its topology through :func:`topology_of`, the one place it is
+applied and a release tpsim does not know refused.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def release_of(release: str | None) -> str:
 def topology_of(topology, release: str | None = None) -> Topology:
     """The topology a command runs on: ``topology`` (a :class:`Topology`, a shipped name or a
     YAML path) as NCCL ``release`` runs it (:func:`with_nccl`). Every command and API function
-    that takes ``nccl`` resolves its topology here."""
+    resolves its topology here, with its layout's ``nccl`` (:mod:`tpsim.spec.release`)."""
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     return with_nccl(topo, release)
 

@@ -271,8 +271,9 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     ZeRO-2/3 with a pipeline; ``fixed``: Layout field -> value of the settings every layout
     runs with, ``framework`` a stack's preset of them, as ``tpsim predict --framework``
     (:mod:`tpsim.search.fixed`). Without ``nodes``, a topology of fewer GPUs than ``gpus`` has
-    its network sized to hold them (:func:`gpus_nodes`); ``nccl``: the NCCL release priced
-    (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values)."""
+    its network sized to hold them (:func:`gpus_nodes`); ``nccl``: the NCCL release priced, the
+    layout's setting as ``seq_len`` is (:mod:`tpsim.search.fixed` OWN;
+    :func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values)."""
     start, given = time.perf_counter(), topology
     topology = topology_of(topology, nccl)
     values, pins = held(fixed, framework, pins)

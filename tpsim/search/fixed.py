@@ -20,7 +20,7 @@ from ..spec.settings import declared, defaults
 from .pins import PINNABLE
 
 # a search's own arguments (tpsim.search.driver.search), not fixed settings
-OWN = ("seq_len", "dtype", "nodes", "memory_headroom", "global_batch", "usd_per_gpu_hour")
+OWN = ("seq_len", "dtype", "nodes", "memory_headroom", "global_batch", "usd_per_gpu_hour", "nccl")
 # what the search enumerates (pinnable), the layers' split included (tpsim.search.splits)
 ENUMERATED = PINNABLE + ("first_stage_layers", "last_stage_layers")
 FIXED = tuple(f.name for f in declared(Layout) if f.name not in OWN + ENUMERATED)

@@ -308,25 +308,24 @@ class EngineLoop:
 
 
 def serve(model, topology="dgx-h100", *, layout: ServingLayout | None = None,
-          settings: ServeSettings | None = None, nccl: str | None = None,
-          **given) -> ServePrediction:
+          settings: ServeSettings | None = None, **given) -> ServePrediction:
     """Serve ``settings.requests`` requests with an engine loop (module docstring).
 
     ``layout``: a :class:`~tpsim.spec.serving.ServingLayout` (tp, pp, ep, dtype, kv_dtype,
     allreduce, eager, memory_headroom; prompt and gen as the lengths' means; batch unused);
     ``settings``: a :class:`~tpsim.spec.serve.ServeSettings` (rate, requests, seed,
-    distributions and the engine's knobs); either or both as keywords instead. ``nccl``: the
-    NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's values)."""
+    distributions and the engine's knobs); either or both as keywords instead. ``nccl`` (the
+    layout's): the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`)."""
     lay, st = split_settings(layout, settings, given, drafts=True)
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology_of(topology, nccl)
+    topo = topology_of(topology, lay.nccl)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
     eng, sm = engine_parts(m, topo, lay, st, int((reqs.prompt + reqs.gen).max()))
     loop = EngineLoop(reqs, st, eng.num_gpu_blocks, sm, spec=speculation(sm, topo, lay, st.seed))
     loop.run()
     reqs = dataclasses.replace(reqs, arrival_s=loop.arr)    # a closed loop's sending times
-    return summarize(m, topo, lay, st, reqs, eng, loop, sm, release_of(nccl))
+    return summarize(m, topo, lay, st, reqs, eng, loop, sm)
 
 
 def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSettings,
@@ -351,7 +350,7 @@ def engine_parts(m: ModelConfig, topo: Topology, lay: ServingLayout, st: ServeSe
     return eng, (sm and sm.like(srv, *args)) or StepModel(srv, *args)
 
 
-def summarize(m, topo, lay, st, reqs, eng, loop, sm, nccl: str = "topology") -> ServePrediction:
+def summarize(m, topo, lay, st, reqs, eng, loop, sm) -> ServePrediction:
     """The run in numbers: throughput = tokens (requests) / duration, duration = the last
     token - the first arrival; TTFT, TPOT and e2e per request and the ITL per streamed chunk
     (:class:`Latency`, :mod:`tpsim.serving.gaps`) as means and percentiles
@@ -364,7 +363,8 @@ def summarize(m, topo, lay, st, reqs, eng, loop, sm, nccl: str = "topology") -> 
                          st.requests, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist, in_tokens, out_tokens, st.users, st.eager_prefill,
                          st.admission, **spec_inputs(lay),
-                         decode_attention=lay.decode_attention, nccl=nccl)
+                         decode_attention=lay.decode_attention,
+                         nccl=release_of(lay.nccl))
     thr = Throughput(out_tokens / duration, in_tokens / duration, st.requests / duration, duration)
     lat = Latency(Percentiles.of(ttft), Percentiles.of(tpot), Percentiles.of(e2e),
                   loop.gaps.percentiles())

@@ -340,8 +340,7 @@ def _notices(srv: _Server, mem, runs, allreduce: str) -> tuple[Notice, ...]:
 
 
 def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
-          usd_per_gpu_hour: float | None = None, nccl: str | None = None,
-          **given) -> InferPrediction:
+          usd_per_gpu_hour: float | None = None, **given) -> InferPrediction:
     """Time to first token, time per output token, tokens/s and memory of serving ``batch``
     sequences of ``prompt`` tokens, generating ``gen`` tokens each (the module docstring).
 
@@ -351,14 +350,14 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
     one. ``dtype``: the GEMMs' (bf16, fp16, fp8; fp8 keeps 16-bit activations: bf16);
     ``kv_dtype``: the cache's (default ``dtype``); ``allreduce``: nccl | custom; ``eager``: no
     CUDA graphs; ``usd_per_gpu_hour``: the GPUs' price, for the batch's cost (None: no cost);
-    ``nccl``: the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's).
+    ``nccl`` (a field too): the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`).
     Energy and cost: :func:`tpsim.serving.energy.run_energy` over the batch's time, tp x pp
     (x ep) GPUs busy throughout, the prefill at full activity and the decode steps memory-bound.
     """
     lay = serving_layout(settings, given)
     ServeSettings(usd_per_gpu_hour=usd_per_gpu_hour)      # checks the price
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology_of(topology, nccl)
+    topo = topology_of(topology, lay.nccl)
     _check(m, topo, lay)
     tp, pp, batch, prompt, gen = lay.tp, lay.pp, lay.batch, lay.prompt, lay.gen
     dtype, act, kv_dtype = lay.dtype, lay.activation_dtype, lay.cache_dtype
@@ -382,7 +381,7 @@ def infer(model, topology="dgx-h100", *, settings: ServingLayout | None = None,
                          m.kv_heads_per_rank(tp), math.ceil(tp / topo.devices_per_node), lay.ep,
                          lay.speculative, spec and spec.draft_model, lay.num_speculative_tokens,
                          spec and spec.acceptance_rate, lay.decode_attention, h,
-                         engine_memory_rule(lay.memory_headroom, "vllm", tp), release_of(nccl))
+                         engine_memory_rule(lay.memory_headroom, "vllm", tp), release_of(lay.nccl))
     energy, cost = run_energy(topo, tp * pp * lay.ep, total_s, pre.time_s, total_s - pre.time_s,
                               batch * gen, usd_per_gpu_hour)
     return InferPrediction(inputs, pre, dec, Total(total_s, batch * gen / total_s), mem,

@@ -47,6 +47,7 @@ from ..cluster.nccl import Topology, release_of, topology_of
 from ..spec.model import ModelConfig, load_model
 from ..spec.serve import ServeSettings
 from ..spec.serving import ServingLayout
+from ..spec.settings import given_or_made
 from .arrivals import draw_requests
 from .pools import Point, capacity, instance
 from .serve_tally import REASONS, folded, instance_reason, result_key
@@ -217,10 +218,12 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
     max_num_seqs are the search's); ``rate``: the requests/s every candidate must serve;
     ``prune``: skip the capacity search of replicas that provably cannot be shown
     (:func:`_cut`; False: every one searched, the same answer in more engine runs); ``nccl``:
-    the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's)."""
+    the NCCL release priced, ``layout``'s field as a keyword
+    (:func:`~tpsim.cluster.nccl.topology_of`; default: the file's own values)."""
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology_of(topology, nccl)
-    lay, st = layout or ServingLayout(), settings or ServeSettings(requests=200)
+    lay = given_or_made(ServingLayout, layout, {} if nccl is None else {"nccl": nccl},
+                        "serve_search", "layout")
+    topo, st = topology_of(topology, lay.nccl), settings or ServeSettings(requests=200)
     _check_args(topo, gpus, ttft_p99_s, tpot_p99_s, rate, max_num_seqs, top)
     if st.users is not None:
         raise ConfigError("--users", "", "none: each run's arrivals are the search's (Poisson "
@@ -242,7 +245,7 @@ def serve_search(model, topology="dgx-h100", *, gpus: int = 8, ttft_p99_s: float
                              rate, lay.prompt, lay.gen, st.requests, tuple(rows[:top]),
                              s.configurations, s.runs,
                              {k: s.dropped[k] for k in REASONS if s.dropped.get(k)},
-                             s.deployments, release_of(nccl))
+                             s.deployments, release_of(lay.nccl))
 
 
 def _floor(found, rate, top) -> float | None:

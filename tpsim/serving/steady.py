@@ -105,7 +105,7 @@ def serve_steady(model, topology="dgx-h100", *, stagger: bool = True, **given):
     :func:`decode_cycle_s`; without, all at t = 0 as ``tpsim serve --users`` sends them."""
     lay, st = split_settings(None, None, given)
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    topo = topology_of(topology)
+    topo = topology_of(topology, lay.nccl)
     reqs = draw_requests(st.requests, st.rate, st.seed, lay.prompt, lay.gen, st.prompt_dist,
                          st.gen_dist)
     eng, sm = engine_parts(m, topo, lay, st, int((reqs.prompt + reqs.gen).max()))

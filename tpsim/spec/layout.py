@@ -4,8 +4,10 @@
 form ``predict(model, topology, tp=8, pp=2, ...)`` builds one). Each field is a
 :func:`~tpsim.spec.settings.setting`: its meaning, flag and values are declared once, and both
 the checks below and the command line's flags (:mod:`tpsim.cli.layout_args`) are read from
-them. What needs the model or the topology (tp within the topology's GPUs, the dtype on the
-device, the layers' split over the stages) is checked by ``predict`` once they are loaded.
+them; the first, ``nccl`` (the NCCL release priced), it inherits (:mod:`tpsim.spec.release`, as
+ServingLayout does). What needs the model or the topology (tp within the topology's GPUs, the
+dtype on the device, the NCCL release, the layers' split over the stages) is checked by
+``predict`` once they are loaded.
 
 Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
 per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
@@ -22,6 +24,7 @@ from .moe_checks import check_moe
 from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
 from .precision import FP8_RECIPES, PRECISION
 from .recompute_checks import check_recompute
+from .release import Released
 from .settings import changed, check, declared, defaults, made, setting
 from .sharding import check_sharding
 
@@ -50,7 +53,7 @@ def _flag(default, doc, flag, **kw):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Layout:
+class Layout(Released):
     """One way to run a training job (module docstring); frozen, keyword-only, checked when
     made (``dataclasses.replace`` checks the new one)."""
     # the layer's settings

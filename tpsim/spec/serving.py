@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.errors import ConfigError
+from .release import Released
 from .settings import check, setting
 
 DTYPES = ("bf16", "fp16", "fp8")     # GEMMs and weights; the KV cache's
@@ -22,7 +23,7 @@ MTP_ACCEPTANCE = 0.85
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServingLayout:
+class ServingLayout(Released):
     """How a model is served: its split over GPUs, the batch and the lengths, the dtypes and
     the engine's all-reduce and CUDA graphs (module docstring); frozen, keyword-only, checked
     when made."""

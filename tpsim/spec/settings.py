@@ -16,7 +16,10 @@ Kinds of setting:
 * ``price``: a finite number >= 0 (a price, USD per GPU-hour);
 * ``name``: a string (``choices`` lists the ones the command line offers; what the device
   lists is checked where the device is known);
-* ``names``: a non-empty tuple of distinct ``choices`` (Megatron-LM's list arguments).
+* ``names``: a non-empty tuple of distinct ``choices`` (Megatron-LM's list arguments);
+* ``release``: an NCCL release, a string here; the releases tpsim knows are the cluster's
+  (:func:`tpsim.cluster.nccl.release_of`), which refuses another where the run's topology is
+  loaded, and the command line reads one as that module reads it.
 
 A setting whose default is None also takes None (the run's default: the model's, the
 device's). Every refusal is a
@@ -33,7 +36,8 @@ from operator import attrgetter, is_not
 from ..base.errors import ConfigError, TpsimError
 from ..base.schema import MAX_INT
 
-KINDS = ("count", "tokens", "flag", "choice", "probability", "name", "rate", "price", "names")
+KINDS = ("count", "tokens", "flag", "choice", "probability", "name", "rate", "price", "names",
+         "release")
 COUNTS = ("count", "tokens")            # the kinds that hold an integer from ``least``
 
 
@@ -80,6 +84,8 @@ def expected(f: Field) -> str:
         return "a positive number or inf"
     if kind == "price":
         return "a finite number >= 0"
+    if kind == "release":
+        return "an NCCL release such as 2.18 (tpsim.cluster.nccl)"
     return "a probability in [0, 1)"
 
 
@@ -104,7 +110,7 @@ def _validator(f: Field):
             return (v is None and nullable) or (
                 type(v) is tuple and v != () and len(set(v)) == len(v)
                 and all(isinstance(x, str) and x in choices for x in v))
-    elif kind == "name":
+    elif kind in ("name", "release"):
         def ok(v):
             return (v is None and nullable) or (isinstance(v, str) and v != "")
     elif kind == "rate":

@@ -22,7 +22,6 @@ from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import alltoall_dims, expert_load
 from ..layer.moe_flex import slot_of, slot_subgroups
-from ..layer.recompute import DEFAULT_MODULES
 from ..layer.recompute_modules import check_modules
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
@@ -35,7 +34,7 @@ from ..spec.parallel import Parallelism
 from ..spec.precision import LOW_PRECISION, layout_key, precision
 from ..sim.price import Pricing
 from ..sim.schedule import COMM_STREAMS
-from ..sim.result import BlockPrediction, Inputs, ModelTimes, Notice, Prediction
+from ..sim.result import BlockPrediction, ModelTimes, Notice, Prediction
 from .pipeline import layout_layers, mtp_of
 from .partial_recompute import base_layout, partial_of
 from .remedies import memory_remedies
@@ -47,13 +46,14 @@ from .energy import step_cost_usd, step_energy_j
 from .step_accounting import simulate_step
 from .flops import with_megatron_tflops
 from .mtp import mtp_simulation
+from .run_inputs import run_inputs
 from .moe_overlap import moe_part
 from .optimizer_step import optimizer_step
 from .sharded_dp import check_dtype, layer_collectives, shard_setup, sharding
 from ..spec.sharding import zero_stage
 from . import terms
 from ..cluster.sustained import sustained
-from ..cluster.nccl import Topology, release_of, topology_of
+from ..cluster.nccl import Topology, topology_of
 
 
 def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
@@ -199,12 +199,12 @@ def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, spa
     return layout_layer(m, topo, lay)[0], moe
 
 
-def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, nccl=None, **kw):
+def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **kw):
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows.
-    ``layout`` or its fields as keywords and ``nccl``, as :func:`predict` takes them."""
+    ``layout`` or its fields as keywords (``nccl`` one), as :func:`predict` takes them."""
     lay = run_layout(layout, kw, "predict_layer")
-    m, topo, lay = _settings(model, topology_of(topology, nccl), lay)
+    m, topo, lay = _settings(model, topology_of(topology, lay.nccl), lay)
     return layer_times(layout_layer(m, topo, lay)[0])
 
 
@@ -224,8 +224,7 @@ def _notices(m: ModelConfig, topo, lay: Layout, mem) -> tuple[Notice, ...]:
     return tuple(out)
 
 
-def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
-            nccl: str | None = None, **settings) -> Prediction:
+def predict(model, topology="dgx-h100", *, layout: Layout | None = None, **settings) -> Prediction:
     """Predict one layer, the whole model for one micro-batch, and one optimizer step per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects. ``layout``: a
@@ -235,11 +234,12 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
     must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the model's,
     ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one micro-batch per
     replica; ``nodes`` sizes the topology's network; ``nccl``: the NCCL release priced
-    (:func:`~tpsim.cluster.nccl.topology_of`; None: the file's own values).
+    (:func:`~tpsim.cluster.nccl.topology_of`; default ``topology``: the file's own values).
 
     The layer (:mod:`tpsim.layer.graph`) is simulated once, the step (:mod:`tpsim.training.step`)
     runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas."""
-    lay, topology = run_layout(layout, settings), topology_of(topology, nccl)
+    lay = run_layout(layout, settings)
+    topology = topology_of(topology, lay.nccl)
     if lay.nodes is not None:
         topology = with_nodes(topology, lay.nodes)
     m, topo, lay = _settings(model, topology, lay)
@@ -277,7 +277,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None,
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
                    sh, experts, partial, mtp)
     mem = max(result.memory, key=lambda x: x.total_bytes)
-    return Prediction(_inputs(m, topo, lay, par, release_of(nccl)), layer, times, mem,
+    return Prediction(run_inputs(m, topo, lay, par, experts_of(m, lay, par)), layer, times, mem,
                       _notices(m, topo, lay, mem), moe if sparse else sim,
                       _priced(with_megatron_tflops(result.times, m, lay, par, mtp_of(lay, m)),
                               topo, lay, par),
@@ -290,41 +290,6 @@ def _priced(step, topo: Topology, lay: Layout, par: Parallelism):
     """``step`` with the job's energy and, given a price, its cost (:mod:`tpsim.training.energy`)."""
     return dataclasses.replace(step, energy_j=step_energy_j(topo, par.world, step),
                                cost_usd=step_cost_usd(par.world, step, lay.usd_per_gpu_hour))
-
-
-def _inputs(m: ModelConfig, topo: Topology, lay: Layout, par: Parallelism, nccl: str) -> Inputs:
-    """What the prediction was made for, as resolved (:class:`~tpsim.sim.result.Inputs`)."""
-    tp = lay.tp
-    return Inputs(model=m.name, topology=topo.name, device=topo.device.name, tp=tp,
-                  micro_batch=lay.micro_batch, seq_len=lay.seq_len, dtype=lay.dtype,
-                  sequence_parallel=lay.sequence_parallel, attention=lay.attention,
-                  dropout=lay.dropout, heads_per_rank=m.heads // tp,
-                  kv_heads_per_rank=m.kv_heads_per_rank(tp),
-                  nodes=math.ceil(tp / topo.devices_per_node), recompute=lay.recompute,
-                  pp=lay.pp, dp=lay.dp, virtual_stages=lay.virtual_stages,
-                  global_batch=lay.global_batch, micro_batches=lay.micro_batches,
-                  distributed_optimizer=lay.distributed_optimizer,
-                  overlap_grad_reduce=lay.overlap_grad_reduce,
-                  tp_comm_overlap=lay.tp_comm_overlap, gpus=par.world, experts=m.experts,
-                  zero=zero_stage(lay.zero, lay.distributed_optimizer),
-                  cp=lay.cp, cp_comm=lay.cp_comm, recompute_method=lay.recompute_method,
-                  recompute_num_layers=lay.recompute_num_layers, layout=lay.predict_kwargs(),
-                  recompute_modules=(lay.recompute_modules or DEFAULT_MODULES)
-                  if lay.recompute == "selective" else (), mtp_layers=mtp_of(lay, m), nccl=nccl,
-                  **_expert_inputs(experts_of(m, lay, par), topo, lay))
-
-
-def _expert_inputs(experts: Folded | None, topo: Topology, lay: Layout) -> dict:
-    """The Inputs' ep, expert_tp, expert_dp, ep_nodes (the nodes one EP group spans, as its
-    placement finds them), the dispatcher and its overlap (a dense model: the defaults)."""
-    if experts is None:
-        return {}
-    spans = topo.place(experts.group("ep")).inter_node
-    flex = f"flex/{lay.moe_flex_backend}" if lay.moe_dispatcher == "flex" else ""
-    return {"ep": experts.ep, "expert_tp": experts.etp, "expert_dp": experts.edp,
-            "ep_nodes": spans[-1].units if spans else 1,
-            "moe_dispatcher": flex or lay.moe_dispatcher,
-            "overlap_moe_comm": lay.overlap_moe_comm}
 
 
 def predict_block(model, topology, tp: int, block: str, micro_batch: int = 1,

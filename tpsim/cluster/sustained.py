@@ -48,8 +48,10 @@ the window's mean draw and every tensor kernel runs at the one clock c of the me
 layer's compute-stream kernels (forward, backward and recomputation, the unit that repeats
 through the step), each kernel i's draw above idle, a share of the limit's, is
 d_i = w u_i c^3 / u_1 for a tensor kernel (:func:`kernel_draw`; u_i its achieved / peak at
-the clock it runs at, launch and memory time included) and ``BOUND_ACTIVITY`` (0.5,
-:mod:`tpsim.cluster.power`) for a memory-bound one, and c solves
+the clock it runs at, launch and memory time included) and ``COMPUTE_ACTIVITY`` (1) for a
+memory-bound one (the layer's elementwise kernels, which :mod:`tpsim.cluster.power` counts at
+the compute stream's activity; at its ``BOUND_ACTIVITY``, 0.5, the mean falls and c rises:
+docs/training-step.md, Known gaps), and c solves
 
     sum_i t_i(c) d_i(c) / sum_i t_i(c) = 1,   c = 1 where the mean at boost is below 1
 

@@ -29,7 +29,7 @@ from ..cost.collectives import CollectiveCost
 from ..layer.ops import (Attention, CastTranspose, Collective, DecodeAttention, Dispatch, Gemm,
                          MemoryBound, SendRecv, StochasticCast)
 from ..spec.parallel import Group, Parallelism
-from ..cluster.power import BOUND_ACTIVITY
+from ..cluster.power import COMPUTE_ACTIVITY
 from ..cluster.sustained import at_clock, kernel_draw, with_device
 from ..cluster.topology import Topology
 
@@ -198,8 +198,8 @@ def window_clock(ops, device) -> float:
     """The one clock c, a share of boost, at which the compute kernels among ``ops`` draw the
     power limit on average over their time (:mod:`tpsim.cluster.sustained`):
     sum t_i(c) d_i(c) / sum t_i(c) = 1, d_i :func:`~tpsim.cluster.sustained.kernel_draw` for
-    a Gemm or Attention (u_i = executed FLOPs / (t_i peak at c)), ``BOUND_ACTIVITY`` for
-    the others, t_i(c) :func:`kernel_time` on :func:`~tpsim.cluster.sustained.at_clock`;
+    a Gemm or Attention (u_i = executed FLOPs / (t_i peak at c)), ``COMPUTE_ACTIVITY`` for
+    the others (the layer's elementwise kernels, as the energy model counts them), t_i(c) :func:`kernel_time` on :func:`~tpsim.cluster.sustained.at_clock`;
     1 where the mean at boost is below the limit, ``MIN_CLOCK`` where even there it is above.
     The mean grows with c (tensor kernels' t d ~ c^2, their time ~ 1 / c): brentq (scipy,
     imported here only: ``import tpsim`` never needs it)."""
@@ -216,7 +216,7 @@ def window_clock(ops, device) -> float:
                 u = executed_flops(op, dev) / (t * dev.peak(op.dtype))
                 drawn += t * kernel_draw(device, u, op.dtype, clock)
             else:
-                drawn += t * BOUND_ACTIVITY
+                drawn += t * COMPUTE_ACTIVITY
         return drawn / busy - 1.0 if busy else -1.0
     if excess(1.0) <= 0.0:
         return 1.0

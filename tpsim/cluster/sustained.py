@@ -39,10 +39,31 @@ A FlashAttention kernel in Triton at 35-45% of the tensor peak then runs at the 
 prints the speed-up of attention they would need, 1.14-1.21 = ~1 / 0.865 at one clock for
 every kernel, 0.99-1.04 at these), a large FP8 GEMM at its best efficiency at c_ref. The exponent 1/3 holds where
 the voltage still follows the clock (H100's clock above ~80% of boost), not at the voltage
-floor of :data:`POWER_EXPONENT`. A step's kernels alternate within the power controller's
-averaging window (B200: ~5 ms of back-to-back kernels before the clock falls, flashinfer PR
-#2899), so the per-kernel clock is an assumption: a board whose controller follows the
-window's mean draw would run every kernel at the clock of the mean.
+floor of :data:`POWER_EXPONENT`.
+
+A step's kernels alternate within the power controller's averaging window (B200: ~5 ms of
+back-to-back kernels before the clock falls, flashinfer PR #2899), so the per-kernel clock is
+an assumption (``clock_window: kernel``). With ``clock_window: step`` the controller follows
+the window's mean draw and every tensor kernel runs at the one clock c of the mean: over a
+layer's compute-stream kernels (forward, backward and recomputation, the unit that repeats
+through the step), each kernel i's draw above idle, a share of the limit's, is
+d_i = w u_i c^3 / u_1 for a tensor kernel (:func:`kernel_draw`; u_i its achieved / peak at
+the clock it runs at, launch and memory time included) and ``COMPUTE_ACTIVITY`` (1) for a
+memory-bound one (the layer's elementwise kernels, which :mod:`tpsim.cluster.power` counts at
+the compute stream's activity; at its ``BOUND_ACTIVITY``, 0.5, the mean falls and c rises:
+docs/training-step.md, Known gaps), and c solves
+
+    sum_i t_i(c) d_i(c) / sum_i t_i(c) = 1,   c = 1 where the mean at boost is below 1
+
+t_i(c) the kernel's time at c: a fixed point, solved by :func:`tpsim.sim.price.window_pricing`
+(the mean grows with c: brentq). A step of FP8 kernels at u_ref alone runs at c_ref in both
+modes. The priced device is :func:`at_clock`'s: every tensor peak at c (the CUDA-core work
+inside an attention kernel, attention dropout's, at the boost clock). Measured against the
+per-kernel clock, c_ref refitted on the same Llama 3 70B FP8 rows (``python
+bench/whole_job_published.py --fit --clock-window step``: 0.855 again), the window mean reads
+every bf16 H100 whole-job row faster still (Megatron-LM CI 7B -11.1/-14.9% -> -12.6/-15.9% in
+time, llm-foundry's mean +2.3% -> +6.0%), so the presets keep ``kernel``
+(docs/training-step.md, Known gaps).
 Serving and the single-layer harness (``predict_block``) keep the benchmark's rate: their
 kernels run in bursts shorter than the board's power-limit controller reacts to.
 
@@ -111,19 +132,40 @@ def kernel_clock(device: Device, utilisation: float, dtype: str) -> float:
     for any other (module docstring); 1 on any other device."""
     if device.sustained_clock != 1.0 or device.sustained_utilisation is None:
         return 1.0
-    weight = device.sustained_power_16bit if dtype in SIXTEEN_BIT else 1.0
+    weight = _weight(device, dtype)
     return min(1.0, (device.sustained_utilisation / (utilisation * weight)) ** CLOCK_EXPONENT)
+
+
+def kernel_draw(device: Device, utilisation: float, dtype: str, clock: float) -> float:
+    """A tensor kernel's draw above idle on a :func:`sustained` device, a share of the power
+    limit's: w u clock^3 / u_1, u its achieved / peak at ``clock``, u_1 the device's
+    ``sustained_utilisation``, w as :func:`kernel_clock` (module docstring)."""
+    return _weight(device, dtype) * utilisation * clock ** 3 / device.sustained_utilisation
+
+
+def at_clock(device: Device, clock: float) -> Device:
+    """``device`` with every tensor peak at ``clock`` (a share of boost) and no sustained
+    clock left: each kernel at that one clock."""
+    peaks = {dtype: rate * clock for dtype, rate in device.peak_flops.items()}
+    return dataclasses.replace(device, peak_flops=peaks, sustained_clock=1.0,
+                               sustained_utilisation=None)
+
+
+def with_device(topo: Topology, device: Device) -> Topology:
+    """``topo`` on ``device``, its file path kept."""
+    new = dataclasses.replace(topo, device=device)
+    object.__setattr__(new, "path", topo.path)
+    return new
+
+
+def _weight(device: Device, dtype: str) -> float:
+    return device.sustained_power_16bit if dtype in SIXTEEN_BIT else 1.0
 
 
 def _at_sustained_clock(topo: Topology) -> Topology:
     dev = topo.device
     clock, u_ref = dev.sustained_clock, dev.sustained_utilisation
     if u_ref is None:
-        peaks = {dtype: rate * clock for dtype, rate in dev.peak_flops.items()}
-        device = dataclasses.replace(dev, peak_flops=peaks, sustained_clock=1.0)
-    else:
-        device = dataclasses.replace(dev, sustained_clock=1.0,
-                                     sustained_utilisation=u_ref * clock ** (1 / CLOCK_EXPONENT))
-    new = dataclasses.replace(topo, device=device)
-    object.__setattr__(new, "path", topo.path)
-    return new
+        return with_device(topo, at_clock(dev, clock))
+    return with_device(topo, dataclasses.replace(
+        dev, sustained_clock=1.0, sustained_utilisation=u_ref * clock ** (1 / CLOCK_EXPONENT)))

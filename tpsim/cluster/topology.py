@@ -23,6 +23,7 @@ from ..base.units import GB, GiB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
+CLOCK_WINDOWS = ("kernel", "step")   # Device.clock_window (tpsim.cluster.sustained)
 
 
 
@@ -119,6 +120,8 @@ class Device:
         "(u w))^(1/3)), w its sustained_power_16bit or 1 (tpsim.cluster.sustained); null: every kernel at sustained_clock")
     sustained_power_16bit: float = spec(gt=0, le=2, default=1.0, doc="a bf16 or fp16 tensor kernel's draw against an "
                                         "FP8 one's at the same utilisation and clock (the w of sustained_utilisation)")
+    clock_window: str = spec(default="kernel", doc="what the power limit's clock follows in a training step "
+        "(tpsim.cluster.sustained): kernel, each tensor kernel's own draw; step, the mean draw of a layer's compute kernels")
     collective_launch_s: float = spec("collective_launch_us", scale=US, ge=0, default=0.0,
                                       doc="fixed time per collective call (launch, setup, sync), us")
     collective_copy_Bps: float | None = spec(
@@ -166,6 +169,8 @@ class Device:
             raise ConfigError(source, f"{path}.idle_W", "below tdp_W", self.idle_W)
         if self.sustained_utilisation is not None and self.sustained_clock == 1:
             raise ConfigError(source, f"{path}.sustained_utilisation", "a sustained_clock below 1")
+        if self.clock_window not in CLOCK_WINDOWS:
+            raise ConfigError(source, f"{path}.clock_window", f"one of {CLOCK_WINDOWS}", self.clock_window)
         if self.collective_protocols and "simple" not in self.collective_protocols:
             raise ConfigError(source, f"{path}.collective_protocols",
                               "a 'simple' entry (hierarchical and NVLS algorithms run on it)")

@@ -29,6 +29,8 @@ from ..cost.collectives import CollectiveCost
 from ..layer.ops import (Attention, CastTranspose, Collective, DecodeAttention, Dispatch, Gemm,
                          MemoryBound, SendRecv, StochasticCast)
 from ..spec.parallel import Group, Parallelism
+from ..cluster.power import COMPUTE_ACTIVITY
+from ..cluster.sustained import at_clock, kernel_draw, with_device
 from ..cluster.topology import Topology
 
 
@@ -94,16 +96,8 @@ def kernel_time(op, device) -> float:
         band, full = (kernel_time(replace(op, window=w, windowed=1.0), device)
                       for w in (op.window, 0))
         return op.windowed * band + (1 - op.windowed) * full
-    kernel = device.attention_kernels[op.kernel or device.attention_kernel] \
-        if device.attention_kernels else None
-    if kernel is None:
-        # priced as its per-head GEMMs (attention_efficiency), which skip no tile: the mask
-        # discards what they computed, every (query, key) pair; the causal pairs over the
-        # square's efficiency made a one-token-longer prompt faster
-        flops = compute.attention_exec_flops(op.full_flops, False, op.backward)
-    else:
-        flops = compute.attention_exec_flops(op.flops, op.causal, op.backward, op.keys,
-                                             kernel.causal(op.backward)[1], op.full_flops)
+    kernel = _attention_kernel(op, device)
+    flops = executed_flops(op, device)
     keys = op.keys
     if kernel is not None and op.causal and op.keys < op.seq_kv:
         # a band's query tile streams the keys it executes, its window's W and the edge
@@ -112,6 +106,31 @@ def kernel_time(op, device) -> float:
     timer = dropout_attention_time if op.dropout else compute.attention_time
     return timer(flops, op.bytes, op.seq_q, keys, op.head_dim, device, op.dtype, op.backward,
                  op.kernel, op.causal)
+
+
+def _attention_kernel(op, device):
+    return device.attention_kernels[op.kernel or device.attention_kernel] \
+        if device.attention_kernels else None
+
+
+def executed_flops(op, device) -> float:
+    """The FLOPs a Gemm or Attention kernel runs on its tensor cores: a GEMM's 2mnk a product;
+    a fused attention kernel's :func:`tpsim.cost.compute.attention_exec_flops`, on a device
+    listing none every (query, key) pair, masked or not (its per-head GEMMs skip no tile: the
+    mask discards what they computed; the causal pairs over the square's efficiency made a
+    one-token-longer prompt faster); an op standing for banded and full layers, their
+    share-weighted mean."""
+    if type(op) is Gemm:
+        return op.executed_flops
+    if op.window and op.windowed < 1:
+        band, full = (executed_flops(replace(op, window=w, windowed=1.0), device)
+                      for w in (op.window, 0))
+        return op.windowed * band + (1 - op.windowed) * full
+    kernel = _attention_kernel(op, device)
+    if kernel is None:
+        return compute.attention_exec_flops(op.full_flops, False, op.backward)
+    return compute.attention_exec_flops(op.flops, op.causal, op.backward, op.keys,
+                                        kernel.causal(op.backward)[1], op.full_flops)
 
 
 _KERNELS = Memo("kernel prices", 8 * 4096)
@@ -156,3 +175,52 @@ def price_ops(ops, pricing: Pricing) -> tuple[list[float], list[str], list]:
         formulas.append(f)
         costs.append(c)
     return times, formulas, costs
+
+
+MIN_CLOCK = 0.3     # the window clock's search floor, a share of boost (below any fitted clock)
+_WINDOW_CLOCKS = Memo("window clocks", 1024)
+
+
+def window_pricing(template, dims, pricing: Pricing) -> Pricing:
+    """``pricing`` on the device of :func:`window_clock` where its ``clock_window`` is
+    ``step`` (:mod:`tpsim.cluster.sustained`: every tensor kernel of the layer at the clock
+    of the layer's mean draw); else ``pricing`` itself."""
+    dev = pricing.topology.device
+    if dev.clock_window != "step" or dev.sustained_utilisation is None \
+            or dev.sustained_clock != 1.0:
+        return pricing
+    ops = template.at(dims)[0]
+    clock = _WINDOW_CLOCKS.get((template, dims, dev), window_clock, ops, dev)
+    return Pricing(with_device(pricing.topology, at_clock(dev, clock)), pricing.parallelism,
+                   subgroups=pricing.subgroups)
+
+
+def window_clock(ops, device) -> float:
+    """The one clock c, a share of boost, at which the compute kernels among ``ops`` draw the
+    power limit on average over their time (:mod:`tpsim.cluster.sustained`):
+    sum t_i(c) d_i(c) / sum t_i(c) = 1, d_i :func:`~tpsim.cluster.sustained.kernel_draw` for
+    a Gemm or Attention (u_i = executed FLOPs / (t_i peak at c)), ``COMPUTE_ACTIVITY`` for
+    the others (the layer's elementwise kernels, as the energy model counts them), t_i(c) :func:`kernel_time` on :func:`~tpsim.cluster.sustained.at_clock`;
+    1 where the mean at boost is below the limit, ``MIN_CLOCK`` where even there it is above.
+    The mean grows with c (tensor kernels' t d ~ c^2, their time ~ 1 / c): brentq (scipy,
+    imported here only: ``import tpsim`` never needs it)."""
+    from scipy.optimize import brentq
+    kernels = [op for op in ops if type(op) in FORMULAS]
+
+    def excess(clock: float) -> float:
+        dev = at_clock(device, clock)
+        busy = drawn = 0.0
+        for op in kernels:
+            t = _KERNELS.get((dev, op), kernel_time, op, dev)
+            busy += t
+            if type(op) in (Gemm, Attention):
+                u = executed_flops(op, dev) / (t * dev.peak(op.dtype))
+                drawn += t * kernel_draw(device, u, op.dtype, clock)
+            else:
+                drawn += t * COMPUTE_ACTIVITY
+        return drawn / busy - 1.0 if busy else -1.0
+    if excess(1.0) <= 0.0:
+        return 1.0
+    if excess(MIN_CLOCK) >= 0.0:
+        return MIN_CLOCK
+    return brentq(excess, MIN_CLOCK, 1.0, xtol=1e-7)

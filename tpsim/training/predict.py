@@ -32,7 +32,7 @@ from ..spec.model_params import moe_layers
 from ..spec.moe_checks import check_dense
 from ..spec.parallel import Parallelism
 from ..spec.precision import LOW_PRECISION, layout_key, precision
-from ..sim.price import Pricing
+from ..sim.price import Pricing, window_pricing
 from ..sim.schedule import COMM_STREAMS
 from ..sim.result import BlockPrediction, ModelTimes, Notice, Prediction
 from .pipeline import layout_layers, mtp_of
@@ -165,8 +165,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          qk_norm=m.qk_norm, backward=backward[:2],
                          rope=m.rope_attention_factor != 1, clamp=m.activation_clamp is not None)
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
-    pricing = Pricing(sustained(topo), par,
-                      subgroups={**groups, **(subgroups(dense, a) if cp > 1 else {})})
+    pricing = window_pricing(tpl, dims, Pricing(sustained(topo), par, subgroups={
+        **groups, **(subgroups(dense, a) if cp > 1 else {})}))
     return simulate(tpl, dims, pricing), pricing
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["load_topology", "collective_time", "predict", "predict_layer", "load_model", "infer",
-           "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "__version__"]
+           "serve", "serve_search", "Layout", "ServingLayout", "ServeSettings", "TpsimError",
+           "__version__"]
 
 
 def _training(name: str):
@@ -29,6 +30,9 @@ def __getattr__(name: str):
     if name == "Layout":          # a training run's settings: predict(layout=...)
         from .spec.layout import Layout
         return Layout
+    if name == "TpsimError":      # what every bad argument of the API raises
+        from .base.errors import TpsimError
+        return TpsimError
     if name == "load_topology":
         from .cluster.topology import load_topology
         return load_topology

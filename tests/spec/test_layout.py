@@ -243,3 +243,12 @@ def test_search_layouts_are_layouts_that_pass_the_checks():
     for lay in layouts:
         assert Layout(**lay.predict_kwargs()) == lay      # made unchecked, valid all the same
         dataclasses.replace(lay, global_batch=32)         # with the run's batch too
+
+
+def test_every_name_the_package_exports_resolves_and_bad_input_raises_its_error():
+    for name in tpsim.__all__:
+        assert getattr(tpsim, name) is not None, name
+    from tpsim.base.errors import TpsimError
+    assert tpsim.TpsimError is TpsimError
+    with pytest.raises(tpsim.TpsimError, match="--nccl"):
+        tpsim.predict(model="gpt3", tp=8, nccl="1.0")

@@ -34,7 +34,10 @@ a pair (1) and the dequantizing scale's FMUL (1): ``qk_scale_dot_``'s ``mul(k_sc
 and ``Logit_value_fma``'s ``mul(v_scale, v)``, the path the revision read keeps for int8 and
 for fp8 without ``MMHA_FP8_SCALE_Q_INSTEAD_OF_K`` / ``..._P_INSTEAD_OF_V``, flags it added
 later "to reduce number of instructions for dequantizing KV cache" (assumed absent from
-v0.5/v0.6). So a token costs
+v0.5/v0.6). An earlier revision in the index (03cff08f, ``cpp/tensorrt_llm/kernels/
+decoderMaskedMultiheadAttentionUtils.h``) scales in T instead (``kv_cache_scale_type_t<half,
+__nv_fp8_e4m3>`` is ``uint16_t``: one HMUL2 a pair, c = 2); which v0.5.0 ships is not
+established, and the fp32 FMUL is counted. So a token costs
 
     N(Dh, c) = 2 Dh (c + 1) + tk (Dh / tk - 1 + 2 log2 tk + KEY_EPILOGUE + LOAD)
                + tv VALUE_OVERHEAD + SOFTMAX

@@ -83,10 +83,12 @@ NOTES = [
     "TensorRT-LLM v0.5/v0.6 decoded GQA with masked MHA (XQA came with v0.8): one CTA per "
     "query head loads its KV head itself, the cache requested 8 times for Llama 2 70B, served "
     "by the L2 after the first, and each CTA converts and multiply-adds every element on "
-    "the CUDA cores (tpsim.cost.mmha, counted from the kernel's code, not fitted): their "
-    "cases run --decode-attention trtllm-mmha (throughput median 30.1% before, 23.9% with the "
-    "L2 term alone). Long-output H100 throughput is still fast (+35% to +47%): the rows imply "
-    "12-15 instructions an element, 5.7 counted (bench/trtllm_mmha_published.py).",
+    "the CUDA cores (tpsim.cost.mmha, counted from the kernel's code and priced per pipe at "
+    "the CUDA C++ Programming Guide's rates, not fitted): their cases run --decode-attention "
+    "trtllm-mmha (throughput median 30.1% before, 23.9% with the L2 term alone). Long-output "
+    "H100 throughput is still fast (+35% to +47%): the rows imply 12-15 FP32-lane slots an "
+    "element, 5.7 counted and priced (the issue slots bind); no sourced pipe rate is slower "
+    "(bench/trtllm_mmha_published.py, docs/serving.md).",
     "NIM and vLLM run their engines' per-step CPU work (scheduling, sampling) that no tool here "
     "models; vLLM CI's latency test uses CUDA graphs and the custom all-reduce.",
 ]

@@ -12,10 +12,17 @@ decodes both with masked multi-head attention (one CTA per query head, no XQA un
   default does; an error here is not the GQA kernel's.
 * Llama 70B is the test: the default reads the cache once, ``trtllm-mmha`` once from HBM and
   8 times through the L2, and converts and multiply-adds every element once per query head
-  on the CUDA cores (``tpsim.cost.compute.decode_attention_time``, ``tpsim.cost.mmha``). The
+  on the CUDA cores, priced per pipe: the slowest of the FMA, FP16, ALU, conversion and
+  load/store pipes and the issue slots (``tpsim.cost.compute.decode_attention_time``,
+  ``tpsim.cost.mmha``; the presets' ``cuda_core_pipes``). The
   bound where no repeat hits the L2 (every query head's read from HBM) is printed beside it,
   as a bracket; ``binds``: which of the kernel's three terms (HBM, L2, cores) sets its time
   at the mean KV length of the decode (prompt + gen / 2), with the three in ms a step.
+
+The last block prints, for the 70B rows, a KV element's counted thread instructions, the
+FP32-lane slots the per-pipe cores term gives them (H100: the issue slots bind, 128 a clock an
+SM, its FP32 rate, so the two agree; A100: the issue slots too, twice its 64 FP32 lanes, so
+half), and the slots that would close the row's step-time gap.
 
 Used in no fit. The H100 70B rows are bench/infer_peers.py's ``trt-tput-*`` cases.
 """
@@ -62,7 +69,7 @@ def no_l2_reuse(topology):
 def mmha_terms(model, topology, tp, batch, kv_len, dtype) -> dict[str, float]:
     """MMHA's three terms for one decode step (all layers), s: HBM (the cache once, at the
     elementwise rate), L2 (once per query head, at l2_bandwidth_GBps), cores (the counted
-    instructions at the FP32 lanes' rate)."""
+    instructions by pipe, tpsim.cost.mmha.cuda_core_s)."""
     m, dev = load_model(model), topology.device
     act = "fp16" if dtype == "fp16" else "bf16"
     d = serving_dims(m, tp, 1, batch, 1, dtype, act, dtype, kv_len)
@@ -74,16 +81,21 @@ def mmha_terms(model, topology, tp, batch, kv_len, dtype) -> dict[str, float]:
 
 
 def implied_per_element(model, topo, tp, batch, prompt, gen, dtype, measured) -> tuple:
-    """(counted, implied): the thread instructions a KV element the count gives
-    (tpsim.cost.mmha.token_instructions / 2 Dh), and the ones at which the cores term would
-    take the whole step-time gap to the measured throughput (the decode's mean KV length)."""
+    """(counted, priced, implied), FP32-lane slots a KV element: the thread instructions the
+    count gives (tpsim.cost.mmha.token_instructions / 2 Dh), the slots the per-pipe cores term
+    takes (the count x t_cores with the device's cuda_core_pipes / t_cores at one FP32 lane
+    an instruction), and the slots at which the cores term would bind and take the whole
+    step-time gap to the measured throughput (the decode's mean KV length)."""
     p = infer(model, topo, tp=tp, batch=batch, prompt=prompt, gen=gen, dtype=dtype,
               kv_dtype=dtype, decode_attention="trtllm-mmha", memory_headroom=0.0)
     need = (batch * gen / measured - p.prefill.time_s) / (gen - 1)
-    cores = mmha_terms(model, topo, tp, batch, prompt + gen // 2, dtype)["cores"]
+    terms = mmha_terms(model, topo, tp, batch, prompt + gen // 2, dtype)
+    cores, binding = terms["cores"], max(terms.values())
+    lanes = dataclasses.replace(topo, device=dataclasses.replace(topo.device, cuda_core_pipes=None))
+    one_lane = mmha_terms(model, lanes, tp, batch, prompt + gen // 2, dtype)["cores"]
     d = serving_dims(load_model(model), tp, 1, batch, 1, dtype, "bf16", dtype)
     counted = token_instructions(d.d, d.kv_bpe) / (2 * d.d)
-    return counted, counted * (cores + need - p.decode.time_per_token_s) / cores
+    return counted, counted * cores / one_lane, counted * (binding + need - p.decode.time_per_token_s) / one_lane
 
 
 def throughput(model, topology, tp, batch, prompt, gen, dtype, kernel) -> float:
@@ -114,10 +126,11 @@ def main() -> None:
         print(f"  {model:11s} {topo_name[4:]:5s} " + "  ".join(
             f"{k} {100 * statistics.median(errors[(model, topo_name, k)]):5.1f}%"
             for k in ("tensor-cores", "trtllm-mmha", "no L2 reuse")))
-    print("\nLlama 70B: instructions a KV element, counted / implied by the measured step time:")
+    print("\nLlama 70B: a KV element's thread instructions counted, and its FP32-lane slots priced "
+          "(per pipe) / implied by the measured step time:")
     for row in ROWS[:8]:
-        counted, implied = implied_per_element(row[0], load_topology(row[1]), *row[2:])
-        print(f"  {row[1][4:]:5s} {row[4]:>5d}/{row[5]:<5d} {counted:.2f} / {implied:5.1f}")
+        counted, priced, implied = implied_per_element(row[0], load_topology(row[1]), *row[2:])
+        print(f"  {row[1][4:]:5s} {row[4]:>5d}/{row[5]:<5d} {counted:.2f}  {priced:.2f} / {implied:5.1f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ from ..base.units import GB, GiB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
+<<<<<<< HEAD
 CLOCK_WINDOWS = ("kernel", "step")   # Device.clock_window (tpsim.cluster.sustained)
+=======
+CUDA_CORE_PIPES = ("issue", "fma", "fp16", "alu", "xu", "lsu")   # tpsim.cost.mmha
+>>>>>>> mmhaconv
 
 
 
@@ -87,6 +91,10 @@ class Device:
                                                    "Blackwell's CTA-pair tcgen05 MMA)")
     sm_count: int | None = spec(ge=1, default=None, doc="streaming multiprocessors: tiles run in "
                                                         "waves of sm_count / gemm_tile_sms")
+    cuda_core_pipes: dict[str, float] | None = spec(gt=0, default=None, doc=(
+        "thread instructions a clock an SM by pipe (issue, fma, fp16, alu, xu, lsu; a pipe not "
+        "listed shares fma), the CUDA C++ Programming Guide's arithmetic throughput table "
+        "(tpsim.cost.mmha); null: every CUDA-core instruction at the FP32 lanes' rate"))
     attention_kernels: dict[str, AttentionKernel] | None = spec(
         default=None, doc="fused attention kernels by name (flash2, flash3, triton): efficiency, "
                           "seq_half_efficiency, causal_block, causal_efficiency and the backward's; "
@@ -149,7 +157,10 @@ class Device:
         for dtype in self.peak_flops:
             if dtype not in DTYPES:
                 raise ConfigError(source, f"{path}.peak_tflops.{dtype}", f"a dtype in {DTYPES}")
+        if self.cuda_core_pipes and not {"issue", "fma"} <= set(self.cuda_core_pipes):
+            raise ConfigError(source, f"{path}.cuda_core_pipes", "issue and fma rates")
         for key, names, allowed in (("collective_protocols", self.collective_protocols or {}, PROTOCOLS),
+                                    ("cuda_core_pipes", self.cuda_core_pipes or {}, CUDA_CORE_PIPES),
                                     ("persistent_kernels", self.persistent_kernels, ("gemm", "attention"))):
             for name in names:
                 if name not in allowed:

@@ -221,7 +221,7 @@ def memory_bound(time_s: float, nbytes: float, device: Device) -> bool:
 
 
 def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 0,
-                          l2_bytes: float = 0.0, instructions: float = 0.0) -> float:
+                          l2_bytes: float = 0.0, instructions: tuple[float, ...] = ()) -> float:
     """A decode attention call (FlashDecoding, FlashInfer's and FlashAttention's split-KV
     decode): one query per sequence reads the KV cache once, so its time is its bytes, plus the
     fixed part of a split-KV kernel (the per-split combine, each CTA's pipeline fill of its
@@ -252,7 +252,7 @@ def decode_attention_time(nbytes: float, device: Device, cuda_core_group: int = 
     its decode kernel for GQA before v0.8's XQA), one CTA per (query head, sequence), each
     loading its KV head's keys and values itself (HBM moves ``nbytes``, the L2 serves
     ``l2_bytes``, :func:`tpsim.layer.infer_graph.mmha_l2_bytes`) and converting and
-    multiply-adding every element on its CUDA cores (``instructions``,
+    multiply-adding every element on its CUDA cores (``instructions``, by pipe,
     :func:`tpsim.cost.mmha.mmha_instructions`):
 
         t = kernel_launch + max(nbytes / (mem_bw mem_eff), t_l2, t_cores) + decode_fixed

@@ -34,71 +34,129 @@ a pair (1) and the dequantizing scale's FMUL (1): ``qk_scale_dot_``'s ``mul(k_sc
 and ``Logit_value_fma``'s ``mul(v_scale, v)``, the path the revision read keeps for int8 and
 for fp8 without ``MMHA_FP8_SCALE_Q_INSTEAD_OF_K`` / ``..._P_INSTEAD_OF_V``, flags it added
 later "to reduce number of instructions for dequantizing KV cache" (assumed absent from
-v0.5/v0.6). So a token costs
+v0.5/v0.6). An earlier revision in the index (03cff08f, ``cpp/tensorrt_llm/kernels/
+decoderMaskedMultiheadAttentionUtils.h``) scales in T instead (``kv_cache_scale_type_t<half,
+__nv_fp8_e4m3>`` is ``uint16_t``: one HMUL2 a pair, c = 2); which v0.5.0 ships is not
+established, and the fp32 FMUL is counted. So a token costs
 
     N(Dh, c) = 2 Dh (c + 1) + tk (Dh / tk - 1 + 2 log2 tk + KEY_EPILOGUE + LOAD)
                + tv VALUE_OVERHEAD + SOFTMAX
 
 (Dh = 128: 1,066 for a 16-bit cache, 1,450 for fp8: 4.2 and 5.7 an element of K and V), and
-a call b heads L N. Priced at one thread instruction a lane a clock on the FP32 lanes, beside
-the L2's share (:func:`mmha_s`):
+a call b heads L N.
 
-    t_cores = b heads L N / (peak_fp32 / 2),    t_l2 = l2_bytes / l2_bw
+Pipes. Each instruction issues to one pipe of its SM sub-partition (Nsight Compute Kernel
+Profiling Guide, "Pipelines"): ``fma`` (FFMA, FADD, FMUL, IMAD), ``fp16`` (HADD2, HFMA2 and,
+on Volta, Turing and GA100, "a fast FP32-to-FP16 and FP16-to-FP32 converter"; "starting with
+GA10x chips, this functionality is part of the FMA pipeline"), ``alu`` (integer add, compare,
+min/max, select, logic, and on Ampere the fast FP32-to-FP16 conversion), ``xu`` (MUFU and
+"int-to-float, and float-to-int type conversions") and ``lsu`` (LDG, LDS, STS and shuffles).
+The kernel's ``half_to_float`` is ``cvt.f32.f16``, which ptxas emits as ``HADD2.F32 Rd, -RZ,
+Rs.H0_H0`` on sm_80 and sm_90 (public SASS listings), the fp16 pipe's converter, not the
+XU's F2F: it is not one of the CUDA C++ Programming Guide's "all other type conversions" at
+16 a clock an SM. Each counted instruction's pipe (:data:`PIPES_OF`): the FFMA, the K sum's
+and the reduction's FADD, the epilogue's FMUL, FFMA and FADD, the addresses' IMAD, the
+softmax's arithmetic and the fp8 scale's FMUL on ``fma``; the half-to-fp32 conversions on
+``fp16``; IADD, IMNMX, compares, selects, FMNMX and the softmax's fp32-to-T conversion on
+``alu``; MUFU, the ALiBi I2F and the fp8 pair's ``cvt.rn.f16x2.e4m3x2`` (F2FP, its pipe
+unpublished: put at the conversion unit's 16 a clock, the slowest reading, which binds no
+case here) on ``xu``; loads, stores and ``__shfl_xor_sync`` on ``lsu``.
 
-peak_fp32: the device's ``peak_tflops.fp32``, SMs x FP32 lanes x 2 FLOPs x boost clock (H100
-SXM 132 x 128 x 2 x 1.98 GHz = 66.9 TFLOP/s, A100 108 x 64 x 2 x 1.41 GHz = 19.5; the NVIDIA
-H100 and A100 whitepapers). l2_bytes: each CTA loads its KV head's keys and values itself, so
-a KV byte is requested once per query head (:func:`tpsim.layer.infer_graph.mmha_l2_bytes`);
-the g CTAs of a group are adjacent (blockIdx.x = head) and launched together, so the first
-miss brings a line from HBM and the others hit it in the L2, at the device's
-``l2_bandwidth_GBps`` (a measured read rate).
+Each pipe's rate, thread instructions a clock an SM (the device's ``cuda_core_pipes``; CUDA
+C++ Programming Guide, "Throughput of Native Arithmetic Instructions", compute capability 8.0
+and 9.0): ``fma`` the 32-bit floating-point add/multiply/multiply-add row (A100 64, H100
+128); ``fp16`` the 16-bit row's 256 results = 128 HFMA2 (A100: its own pipe, NVIDIA's
+forum answer "On GA100 (SM8.0) Shared pipe handles Tensor, FP16, and FP64"; H100: no entry,
+"FP16x2 operations are dual-issued to both FMAheavy and FMAlite pipe", so they share the
+``fma`` rate); ``alu`` the 32-bit integer add/compare/min/max rows (64); ``xu`` the
+"all other type conversions" and 32-bit reciprocal/exp2 rows (16); ``lsu`` the warp
+shuffle row (32; loads and stores assumed at that MIO rate); and ``issue``, the issue
+slots: 4 schedulers x 1 warp instruction a clock = 128 on both (A100 and H100
+whitepapers). The pipes run concurrently (an A100 scheduler alternates FFMA, 2 clocks a warp
+on 16 lanes, with other pipes: NVIDIA's forum answer on GV100's dispatch), so
 
-Assumed: every instruction, integer, shuffle and conversion included, takes one FP32 lane's
-slot (Hopper issues one warp instruction a clock a scheduler, 128 threads a clock an SM, its
-FP32 rate; Ampere issues as many but has 64 FP32 lanes, so there integer work could run
-beside the FMAs and this over-counts); the half-to-fp32 conversions issue as ``HADD2.F32``
-and the fp8 pair's as one instruction at that rate (were they at the CUDA C++ Programming
-Guide's "all other type conversions" rate, 16 a clock an SM, N would be ~3x on H100 FP8 and
-~1.7x on A100 FP16: unverified, not priced); the kernel's occupancy (4 CTAs an SM by its
-launch bounds for an fp8 cache at Dh = 128, shared memory 4-6 B a token) hides the latency;
-the last wave's quantization is not priced. Not fitted: bench/trtllm_mmha_published.py
-compares N with what TensorRT-LLM v0.5.0's own tables imply (docs/serving.md).
+    t_cores = max over p of  b heads L N_p / (rate_p SMs f),    N_issue = sum of N_p
+
+SMs f = peak_fp32 / (2 rate_fma): the device's ``peak_tflops.fp32`` (H100 SXM 66.9, A100
+19.5 TFLOP/s: 132 x 128 x 2 x 1.98 GHz and 108 x 64 x 2 x 1.41 GHz, the whitepapers). At Dh
+= 128 the issue slots bind on both: A100 fp16 8.33 clocks a token an SM against ``fma``'s
+8.06; H100 fp8 11.3 against ``xu``'s 9.1 and ``fma``'s 8.2. A device with no
+``cuda_core_pipes`` prices every instruction at peak_fp32 / 2 (one FP32 lane's slot).
+
+Beside the L2's share (:func:`mmha_s`): t_l2 = l2_bytes / l2_bw. l2_bytes: each CTA loads its
+KV head's keys and values itself, so a KV byte is requested once per query head
+(:func:`tpsim.layer.infer_graph.mmha_l2_bytes`); the g CTAs of a group are adjacent
+(blockIdx.x = head) and launched together, so the first miss brings a line from HBM and the
+others hit it in the L2, at the device's ``l2_bandwidth_GBps`` (a measured read rate).
+
+Assumed: the kernel's occupancy (4 CTAs an SM by its launch bounds for an fp8 cache at Dh =
+128, shared memory 4-6 B a token) hides the latency; the last wave's quantization is not
+priced. Not fitted: bench/trtllm_mmha_published.py compares the cores term with what
+TensorRT-LLM v0.5.0's own tables imply (docs/serving.md).
 """
 from __future__ import annotations
 
 import math
 
-from ..cluster.topology import Device
+from ..cluster.topology import CUDA_CORE_PIPES, Device
 
 VECTOR_BYTES = 16       # a thread's K and V loads, in the 16-bit compute type (LDG.128)
 COMPUTE_BYTES = 2       # T: fp16 or bf16 (the kernel's math runs in fp32 from it)
-KEY_EPILOGUE = 8        # a thread's instructions a key after its dot product (docstring)
-LOAD = 4                # a thread's instructions to address and load one K vector
-VALUE_OVERHEAD = 7      # a thread's instructions a value row beyond its elements' FMAs
-SOFTMAX = 10            # instructions a token in the softmax (exp, sum, normalise)
 WARP = 32
+PIPES = CUDA_CORE_PIPES[1:]    # fma, fp16, alu, xu, lsu (issue: their sum)
+# Each counted group's instructions by pipe (module docstring); their sums are the counts.
+PIPES_OF = {
+    "key_epilogue": {"fma": 3, "alu": 3, "xu": 1, "lsu": 1},  # FMUL FFMA FADD; IADD ISETP FMNMX; I2F; STS
+    "load": {"fma": 1, "alu": 2, "lsu": 1},                  # IMAD; IMNMX IADD; LDG
+    "value_overhead": {"fma": 1, "fp16": 1, "alu": 3, "lsu": 2},  # IMAD; logit cvt; ISETP SEL IMNMX; LDS LDG
+    "softmax": {"fma": 4, "alu": 1, "xu": 1, "lsu": 4},     # FADD FMUL FADD FMUL; F2FP; MUFU; 2 LDS 2 STS
+}
+KEY_EPILOGUE, LOAD, VALUE_OVERHEAD, SOFTMAX = (sum(PIPES_OF[k].values()) for k in (
+    "key_epilogue", "load", "value_overhead", "softmax"))   # 8, 4, 7, 10
+# c, an element's conversions to fp32, by pipe: a 16-bit cache's HADD2.F32; an 8-bit one's
+# half F2FP (cvt.rn.f16x2.e4m3x2 a pair), HADD2.F32 and the scale's FMUL.
+CONVERSION_PIPES = {1: {"xu": 0.5, "fp16": 1.0, "fma": 1.0}, 2: {"fp16": 1.0}}
 
 
 def conversions_per_element(kv_bytes: int) -> float:
     """c: the instructions that bring one cached element to fp32 (module docstring): an 8-bit
     cache 2.5 (a pair to f16x2, each to fp32, the scale), a 16-bit one 1, fp32 none."""
-    return {1: 2.5, 2: 1.0}.get(kv_bytes, 0.0)
+    return sum(CONVERSION_PIPES.get(kv_bytes, {}).values())
+
+
+def _geometry(head_dim: int) -> tuple[int, int, int]:
+    """(padded Dh, tk threads a key, tv threads a value row) of the kernel's launch."""
+    dh_max = max(WARP, 1 << (head_dim - 1).bit_length())
+    tk = min(WARP, dh_max * COMPUTE_BYTES // VECTOR_BYTES)
+    return dh_max, tk, dh_max * COMPUTE_BYTES // VECTOR_BYTES
+
+
+def token_pipes(head_dim: int, kv_bytes: int) -> dict[str, float]:
+    """N_p(Dh, c): one query head's CTA's thread instructions a cached token, by pipe."""
+    dh_max, tk, tv = _geometry(head_dim)
+    steps = math.log2(tk)
+    n = dict.fromkeys(PIPES, 0.0)
+    n["fma"] += 2 * head_dim + tk * (dh_max // tk - 1 + steps)   # FFMA; K sums and reduction FADD
+    n["lsu"] += tk * steps                                        # the reduction's shuffles
+    for pipe, k in CONVERSION_PIPES.get(kv_bytes, {}).items():
+        n[pipe] += 2 * head_dim * k
+    for group, times in (("key_epilogue", tk), ("load", tk), ("value_overhead", tv),
+                         ("softmax", 1)):
+        for pipe, k in PIPES_OF[group].items():
+            n[pipe] += times * k
+    return n
 
 
 def token_instructions(head_dim: int, kv_bytes: int) -> float:
     """N(Dh, c): the thread instructions one query head's CTA spends on one cached token."""
-    dh_max = max(WARP, 1 << (head_dim - 1).bit_length())
-    tk = min(WARP, dh_max * COMPUTE_BYTES // VECTOR_BYTES)
-    tv = dh_max * COMPUTE_BYTES // VECTOR_BYTES
-    c = conversions_per_element(kv_bytes)
-    per_key = dh_max // tk - 1 + 2 * math.log2(tk) + KEY_EPILOGUE + LOAD
-    return 2 * head_dim * (c + 1) + tk * per_key + tv * VALUE_OVERHEAD + SOFTMAX
+    return sum(token_pipes(head_dim, kv_bytes).values())
 
 
 def mmha_instructions(batch: int, heads: int, attended: int, head_dim: int,
-                      kv_bytes: int) -> float:
-    """A call's thread instructions: b heads L N(Dh, c) (module docstring)."""
-    return batch * heads * attended * token_instructions(head_dim, kv_bytes)
+                      kv_bytes: int) -> tuple[float, ...]:
+    """A call's thread instructions by pipe, in :data:`PIPES` order: b heads L N_p."""
+    calls = batch * heads * attended
+    return tuple(calls * n for n in token_pipes(head_dim, kv_bytes).values())
 
 
 def cuda_core_rate(device: Device) -> float | None:
@@ -108,13 +166,32 @@ def cuda_core_rate(device: Device) -> float | None:
     return fp32 / 2 if fp32 else None
 
 
-def cuda_core_s(instructions: float, device: Device) -> float:
-    """t_cores = instructions / cuda_core_rate (0 where the device lists no fp32 peak)."""
-    rate = cuda_core_rate(device)
-    return instructions / rate if instructions and rate else 0.0
+def pipe_rates(device: Device) -> dict[str, float] | None:
+    """Each pipe's thread instructions a second, and ``issue``'s: rate_p SMs f, SMs f =
+    peak_fp32 / (2 rate_fma) (module docstring); a pipe the device does not list (H100's
+    fp16) shares ``fma``; None where it lists no ``cuda_core_pipes`` or no fp32 peak."""
+    lanes, pipes = cuda_core_rate(device), device.cuda_core_pipes
+    if not lanes or not pipes:
+        return None
+    return {p: lanes / pipes["fma"] * r for p, r in pipes.items()}
 
 
-def mmha_s(l2_bytes: float, instructions: float, device: Device) -> float:
+def cuda_core_s(instructions: tuple[float, ...], device: Device) -> float:
+    """t_cores (module docstring): the slowest pipe's or the issue slots' time; where the
+    device lists no ``cuda_core_pipes``, all of them at cuda_core_rate (0 with no fp32 peak)."""
+    total = sum(instructions)
+    rates, lanes = pipe_rates(device), cuda_core_rate(device)
+    if not total or not lanes:
+        return 0.0
+    if rates is None:
+        return total / lanes
+    counts = dict(zip(PIPES, instructions))
+    if "fp16" not in rates:
+        counts["fma"] += counts.pop("fp16")
+    return max(total / rates["issue"], *(n / rates[p] for p, n in counts.items()))
+
+
+def mmha_s(l2_bytes: float, instructions: tuple[float, ...], device: Device) -> float:
     """max(t_l2, t_cores) (module docstring), s; a term whose rate the device does not list
     is 0."""
     l2 = l2_bytes / device.l2_bandwidth_Bps if l2_bytes and device.l2_bandwidth_Bps else 0.0

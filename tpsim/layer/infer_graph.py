@@ -180,7 +180,7 @@ def _decode_attention(d: InferDims) -> DecodeAttention:
     cuda = g if d.decode_attention == "flashinfer-0.1" and g in CUDA_CORE_GROUPS else 0
     mmha = d.decode_attention == "trtllm-mmha"
     l2 = mmha_l2_bytes(d) if mmha and g > 1 else 0.0
-    work = mmha_instructions(d.b * d.s, d.heads, d.attended, d.d, d.kv_bpe) if mmha else 0.0
+    work = mmha_instructions(d.b * d.s, d.heads, d.attended, d.d, d.kv_bpe) if mmha else ()
     return DecodeAttention(decode_attention_bytes(d), (d.b, d.heads, d.attended, d.d),
                            cuda_core_group=cuda, l2_bytes=l2, instructions=work)
 

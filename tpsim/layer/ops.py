@@ -205,10 +205,10 @@ class DecodeAttention(MemoryBound):
     ``cuda_core_group`` g > 0: run on FlashInfer's CUDA-core kernel, g query heads per KV
     head, which its cores may bound instead; ``l2_bytes`` > 0: TensorRT-LLM's masked
     multi-head attention, which requests the KV bytes from L2 once per query head, and
-    spends ``instructions`` on its CUDA cores (:func:`tpsim.cost.mmha.mmha_instructions`)."""
+    spends ``instructions`` on its CUDA cores, by pipe (:func:`tpsim.cost.mmha.mmha_instructions`)."""
     cuda_core_group: int = 0
     l2_bytes: float = 0.0
-    instructions: float = 0.0
+    instructions: tuple[float, ...] = ()
 
 
 def cast_op(dtype: str, stochastic: bool = False) -> type:

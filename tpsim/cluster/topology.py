@@ -23,11 +23,8 @@ from ..base.units import GB, GiB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
-<<<<<<< HEAD
 CLOCK_WINDOWS = ("kernel", "step")   # Device.clock_window (tpsim.cluster.sustained)
-=======
 CUDA_CORE_PIPES = ("issue", "fma", "fp16", "alu", "xu", "lsu")   # tpsim.cost.mmha
->>>>>>> mmhaconv
 
 
 

@@ -80,7 +80,9 @@ scale exists, fp16 (:func:`loss_scaled`), as each stack builds its scaler:
   self.grad_scaler``; commit f2c35bb, September 2021); its runs are fp16: kept.
 * Megatron-DeepSpeed: fp16 through DeepSpeed's loss-scaled fp16 optimizer (kept); bf16 through
   DeepSpeed's ``BF16_Optimizer`` (deepspeed/runtime/bf16_optimizer.py), which has no loss
-  scale.
+  scale. Its fp16 ``FP16_Optimizer`` (deepspeed/runtime/fp16/fused_optimizer.py, v0.10.0) moves
+  70 bytes a parameter in kernels of its own; priced with Megatron's count, since vTrain's
+  measured A100 steps fit neither (docs/training-step.md, "vTrain's A100 rows").
 * PyTorch's FSDP stacks: only an fp16 run builds a ``GradScaler`` (Composer's ``amp_fp16``
   precision; ``unscale_`` runs the same kernel over the kept shard); llm-foundry's MPT runs
   are ``amp_bf16``; torchtitan (bf16 or fp32 ``mixed_precision_param``) and AutoModel (a bf16

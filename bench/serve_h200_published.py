@@ -48,6 +48,18 @@ finish; tpsim.serving.admission). The offline runs and the Poisson runs that hel
 latency alone) ran their decode steps eagerly, past the largest graph; they are kept apart
 from the rest ("online") in the summary.
 
+After the summary, the decode step at each Poisson run's own batch (:func:`step_lines`), not
+tpsim's run's: N = R x the mean time a request decodes, the published mean e2e less the TTFT
+median (Little's law; the offline runs, whose requests all wait from t = 0, are left out), at
+the run's mean cache per sequence over its decode steps (the prompt's mean, plus E[g^2] /
+(2 E[g]) of the output draw: a third of the range for the uniform, the mean for the
+exponential), measured (the pooled ITL median: a step without prefill) against tpsim's
+(the engine's step tables, eager past 160: :meth:`tpsim.serving.step_model.StepModel.decode_step_s`),
+with its attention's cache reads and the host's issue bound of an eager step. A gap of a
+running request holds a prefill step (SGLang v0.4 prefills in steps of their own) when a
+request arrives during it: 1 - exp(-R x gap) of them at the ITL median (Poisson arrivals);
+past a half the median gap is no longer a decode-only step.
+
 Each row: the measurement, tpsim's number (median over ``--seeds`` seeds), the error
 (tpsim / measured - 1) and tpsim's p99 / p50 of the same latency, which the source does
 not give. Target: within 15%.
@@ -62,7 +74,11 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from tpsim.serving.engine import serve
+from tpsim.cluster.nccl import topology_of
+from tpsim.serving.engine import engine_parts, serve
+from tpsim.sim.schedule import issue_bound
+from tpsim.spec.model import load_model
+from tpsim.spec.serve import split_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_rate_published import arguments, print_csv, read_rows, summary  # noqa: E402
@@ -162,6 +178,55 @@ def rows(seeds: int = 1, groups=("online", "past graphs", "offline")):
             yield g, lab, "output tok/s", r["output_tokens_per_s"], got, None
 
 
+@lru_cache(maxsize=None)
+def step_model(model: str, tp: int, headroom: float):
+    """The step-time tables tpsim's runs of ``model`` use (:func:`run`'s settings)."""
+    lay, st = split_settings(None, None, dict(
+        tp=tp, memory_headroom=headroom, allreduce="custom", max_num_seqs=MAX_RUNNING[model],
+        **ENGINE), drafts=True)
+    m = load_model(model)
+    return engine_parts(m, topology_of("dgx-h200", lay.nccl), lay, st, 8192)[1]
+
+
+def decoding(r: dict) -> tuple[float, float]:
+    """(N, L): a Poisson run's mean sequences a decode step and their mean cache (module
+    docstring)."""
+    out = r["total_output_tokens"] / r["completed"]
+    n = (r["output_tokens_per_s"] / out) * (r["mean_e2e_ms"] - r["median_ttft_ms"]) * 1e-3
+    if r["dataset"] == "random":
+        return n, (1 + r["random_input_len"]) / 2 + r["random_output_len"] / 3
+    return n, r["total_input_tokens"] / r["completed"] + out
+
+
+def step_points() -> list[tuple]:
+    """(published row, N, L, tpsim's decode step, its attention's cache reads, the eager
+    issue bound (0 in a graph)) of each Poisson run at its own batch (module docstring), s."""
+    pts = []
+    for r in published():
+        if math.isinf(r["request_rate"]):
+            continue
+        model, tp, headroom, *_ = case(r)
+        sm, (n, kv) = step_model(model, tp, headroom), decoding(r)
+        b = max(1, round(n))
+        host = issue_bound(0.0, sm.forward_ops, sm.eager_op_s) if sm.past_graphs(b) else 0.0
+        pts.append((r, n, kv, float(sm.decode_step_s(b, b * kv)), sm.layers * sm.k * b * kv,
+                    host))
+    return pts
+
+
+def step_lines() -> list[str]:
+    """:func:`step_points` as lines, ms, with the share of the gaps that hold a prefill step."""
+    lines = []
+    for r, n, kv, got, attn, host in step_points():
+        meas = r["median_itl_ms"]
+        held = 1 - math.exp(-r["request_rate"] * meas * 1e-3)
+        lines.append(f"  {label(r)}: {n:.0f} sequences of {kv:.0f} tokens, measured {meas:.2f} "
+                     f"ms ({held:.0%} of gaps hold a prefill), tpsim {got * 1e3:.2f} "
+                     f"({got * 1e3 / meas - 1:+.1%}; attention {attn * 1e3:.2f}, eager issue "
+                     f"{host * 1e3:.2f})")
+    return lines
+
+
 def main(argv=None) -> int:
     args = arguments(__doc__).parse_args(argv)
     t0 = time.process_time()
@@ -176,6 +241,8 @@ def main(argv=None) -> int:
         print(f"{g:11s} {lab:38s} {metric:12s} {meas:9.2f} {got:9.2f} {got / meas - 1:+7.1%} "
               f"{cell}".rstrip())
     print("\n".join(summary(out)))
+    print("decode step at the published runs' own batches (Little's law, step_lines):")
+    print("\n".join(step_lines()))
     print(f"({time.process_time() - t0:.1f} CPU s)", file=sys.stderr)
     return 0
 

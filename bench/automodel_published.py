@@ -23,7 +23,9 @@ random fan-out too); no torch.compile; FSDP2's
 False at 8d9bfb90e); the experts' ``fully_shard`` over ``ep_shard`` without a
 ``MixedPrecisionPolicy``, so their gradients reduce-scatter in bf16
 (``--expert-grad-reduce-in-bf16``, the preset's). DeepSeek-V3 is AutoModel's own model, without
-the multi-token-prediction layer (``--mtp-layers 0``).
+the multi-token-prediction layer (``--mtp-layers 0``), its MLA in eager PyTorch (the rotary
+embedding as fp32 complex products, the q and k concatenations, v copied contiguous for
+Transformer Engine's attention: ``--mla-eager``, the preset's; :mod:`tpsim.layer.mla_eager`).
 
 * DeepSeek-V3, PP 4 ``interleaved1f1b`` with ``layers_per_stage`` 2: AutoPipeline makes
   ceil(61 / 2) + 1 = 32 stages (``calculate_virtual_stages``, a multiple of PP 4: VP 8), the
@@ -58,26 +60,27 @@ the multi-token-prediction layer (``--mtp-layers 0``).
   default ``MixedPrecisionPolicy`` then (``components/distributed/config.py``: ``reduce_dtype``
   bf16: ``--grad-reduce-in-bf16``; every layer but the last resharded after its forward).
 
-Where the DeepSeek-V3 rows miss (tpsim fast by a fifth at both scales): the published
+Where the DeepSeek-V3 rows miss (tpsim fast by a sixth at both scales): the published
 1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s), tpsim's 1.13 s
-more (7.91 against 6.78 s: the experts' per-micro-batch gathers and reductions over 4 nodes;
+more (8.16 against 7.03 s: the experts' per-micro-batch gathers and reductions over 4 nodes;
 0.16 s with the reduction deferred to the last backward); the rest is the same at both
-scales, a MoE layer and micro-batch (forward, recomputation, backward) 43 ms in tpsim (expert
-GEMMs 16.4, dense GEMMs 11.5, attention 6.2, glue 3.9, exposed EP 4.5:
-``bench/moe_breakdown.py``'s groups) where the 256-GPU step is 1.21 times tpsim's. Priced:
-torch 2.8's interleaved table in lock-step (``pp_runtime`` torch-multi, the preset's: +1%).
-Not priced:
-AutoModel's MLA in eager PyTorch (the rotary embedding as fp32 complex products, the q and k
-concatenations: about 4.5 GB of memory traffic a layer and micro-batch, forward, recomputation
-and backward, ~1.7 ms at tpsim's elementwise rate), the host under eager PyTorch between
-DeepEP's normal-mode dispatch syncs, and memory pressure (8 chunks' weights gathered); no
-profile of these runs is published.
+scales, a MoE layer and micro-batch (forward, recomputation, backward) 45 ms in tpsim (expert
+GEMMs 16.2, dense GEMMs 12.6, attention 6.2, glue 5.9 of which the eager MLA 2.0, exposed EP
+3.6, host wait 0.7: ``bench/moe_breakdown.py``'s groups) where the 256-GPU step is 1.16 times
+tpsim's. Priced: torch 2.8's interleaved table in lock-step (``pp_runtime`` torch-multi, the
+preset's: +1%); DeepEP's host sync in the forward and its recomputation (not in the backward:
+the combine's backward is a dispatch with the forward's handle, DeepEP's cached mode, no host
+wait), and FSDP2's next gather issued only once the host is past it
+(:mod:`tpsim.sim.host_lag`: hidden at these rows, the host 6.3 ms into a 12.7 ms forward).
+Not priced: memory pressure (8 chunks' weights gathered); no profile of these runs is
+published.
 
 Not priced (the CSV's ``priced`` column says why): Kimi K2 and GPT-OSS 20B (no model config
 shipped), GPT-OSS 120B (PyTorch's FlexAttention with sinks and a sliding window: no kernel of
 tpsim's), the Nemotron V3 rows (hybrid Mamba-Transformer layers). Not modelled in the priced
-rows: the bf16 gradient shards (priced fp32, as their reduce-scatter), the MoE models' eager PyTorch rotary
-embedding, SwiGLU and router (priced as fused kernels: tpsim's fast side), the experts'
+rows: the bf16 gradient shards (priced fp32, as their reduce-scatter), Qwen3's eager PyTorch rotary
+embedding, the shared experts' eager SwiGLU (silu, then the product) and the router (priced as
+fused kernels: tpsim's fast side), the experts'
 ``grouped_gemm`` kernels (priced as tpsim's grouped GEMM).
 
     python bench/automodel_published.py

@@ -18,6 +18,17 @@ def test_forward_hides_gathers_shorter_than_compute():
     assert forward_s([(1.0, 0.0, 7)]) == pytest.approx(7.0)
 
 
+def test_a_lagged_host_issues_the_next_gather_later():
+    """A unit's lag w (its host held at a sync, tpsim.sim.host_lag): the next gather goes out
+    w after the unit's compute starts, so with w + g > f each unit after the first waits
+    w + g - f: g + f + (n - 1)(w + g); with w + g <= f nothing changes; w = 0 is the old
+    recurrence; more lag is never faster."""
+    assert forward_s([(1.0, 0.25, 10, 0.9)]) == pytest.approx(0.25 + 9 * 1.15 + 1.0)
+    assert forward_s([(1.0, 0.25, 10, 0.5)]) == pytest.approx(0.25 + 10)
+    assert forward_s([(1.0, 0.25, 10, 0.0)], 0.3) == forward_s([(1.0, 0.25, 10)], 0.3)
+    assert forward_s([(1.0, 0.5, 10, 0.7)], 0.5) >= forward_s([(1.0, 0.5, 10, 0.2)], 0.5)
+
+
 def test_backward_adds_the_last_reduction():
     """compute b = 2 per unit, gather g = 0.5, reduce r = 0.5 (g + r < b): the first gather,
     n b of compute and the last unit's reduce-scatter are exposed: 0.5 + 20 + 0.5; with the

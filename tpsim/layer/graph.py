@@ -244,7 +244,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    moe: int = 0, cp: int = 1, cp_comm: str = "p2p",
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, qk_norm: bool = False,
-                   rope: bool = False, clamp: bool = False,
+                   rope: bool = False, clamp: bool = False, mla_eager: bool = False,
                    backward: tuple[bool, bool] = (True, True)) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
@@ -273,7 +273,8 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     (:mod:`tpsim.layer.linears`).
     ``qk_norm``: an RMSNorm over each head's query and key (:mod:`tpsim.layer.qk_norm`).
     ``rope``: Megatron-core's unfused RoPE (YaRN's attention factor, :mod:`tpsim.layer.rope`);
-    ``clamp``: the experts' GLU inputs clamped in eager PyTorch (:mod:`tpsim.layer.moe_clamp`).
+    ``clamp``: the experts' GLU inputs clamped in eager PyTorch (:mod:`tpsim.layer.moe_clamp`);
+    ``mla_eager``: MLA's rope and q/k concatenations in eager PyTorch (:mod:`tpsim.layer.mla_eager`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -289,27 +290,27 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
     rope = rope and not eager and not bare and not mla and "attention" in blocks
     clamp = clamp and bool(moe) and "mlp" in blocks
-    flags = (qk_norm, rope, clamp)
+    flags = (qk_norm, rope, clamp, mla_eager and bool(mla))
     extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
-        tuple(n for n, on in zip(("qk_norm", "rope", "clamp"), flags) if on) + \
+        tuple(n for n, on in zip(("qk_norm", "rope", "clamp", "mla_eager"), flags) if on) + \
         ((backward,) if backward != (True, True) else ())
     return _TEMPLATES.get(key + extra, _build, key, eager, modules, flags, backward)
 
 
 def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, flags: tuple,
            backward) -> Template:
-    qk_norm, rope, clamp = flags
+    qk_norm, rope, clamp, mla_eager = flags
     return _layer_template(*key, eager=eager, modules=modules, qk_norm=qk_norm, rope=rope,
-                           clamp=clamp, backward=backward)
+                           clamp=clamp, mla_eager=mla_eager, backward=backward)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
                     eager=False, modules=None, qk_norm=False, rope=False, clamp=False,
-                    backward=(True, True)) -> Template:
+                    mla_eager=False, backward=(True, True)) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     B.eager, B.expert_bias, B.qk_norm = eager, bool(moe and bias), qk_norm
-    B.rope, B.clamp = rope, clamp
+    B.rope, B.clamp, B.mla_eager = rope, clamp, mla_eager
     B.async_dgrad, B.grad_fusion = backward
     B.load_balancing = getattr(moe, "load_balancing", "none")
     B.permute_fusion = getattr(moe, "permute_fusion", True)

@@ -26,10 +26,12 @@ gradients. The up projections keep their gathered inputs for the weight gradient
 re-gather). Under SP the duplicated down projections' and norms' weight gradients are partial
 sums over the rank's tokens, all-reduced with the other replicated weights'
 (:meth:`~tpsim.spec.model.ModelConfig.sp_sync_params`). Fused attention only; RoPE is folded
-into the kernels.
+into the kernels, unless ``B.mla_eager`` (NeMo AutoModel's eager rope and concatenations,
+:mod:`tpsim.layer.mla_eager`).
 """
 from __future__ import annotations
 
+from . import mla_eager
 from .linears import (column_linear_fwd, column_parallel_bwd, fp8_cast, input_saved,
                       linear_backward, norm_cast, row_linear_fwd, row_parallel_bwd)
 from .ops import Attention
@@ -75,10 +77,12 @@ def mla_fwd(B: Builder, x, q_lora: bool, kernel: str | None) -> str:
                    saved=lambda d: d.T * d.r_q * d.bpe, linear=True)
     else:
         q = column_linear_fwd(B, "q_proj", x, lambda d: (d.T, q_head(d), d.h), input_saved)
+    q = mla_eager.query_fwd(B, q) if B.mla_eager else q
     kv = _latent(B, "kv", x, lambda d: d.r_kv + d.dr, lambda d: d.r_kv,
                  saved=lambda d: d.Tn * d.h * d.bpe)
     kv = B.gemm("fwd.kv_up", lambda d: (d.T, d.heads * (d.dn + d.dv), d.r_kv), (kv,),
                 saved=lambda d: d.T * (d.r_kv + d.dr) * d.bpe, linear=True)
+    kv = mla_eager.key_fwd(B, kv) if B.mla_eager else kv
     o = B.add("fwd.attn", mla_attention(kernel, False), "compute", (q, kv),
               saved=lambda d: d.T * d.heads * (2 * (d.dn + d.dr) + d.dv) * d.bpe)
     return row_linear_fwd(B, "proj", o, lambda d: (d.T, d.h, d.heads * d.dv),
@@ -104,14 +108,16 @@ def mla_bwd(B: Builder, grad, q_lora: bool, kernel: str | None) -> str:
     dgrad, _ = row_parallel_bwd(B, "proj", lambda d: (d.T, d.h, d.heads * d.dv), grad, False)
     core = B.add("bwd.attn", mla_attention(kernel, True), "compute", (dgrad,),
                  forward_of="fwd.attn")
-    kv = _latent_bwd(B, "kv", lambda d: (d.T, d.heads * (d.dn + d.dv), d.r_kv), core,
+    kgrad, qgrad = (mla_eager.key_bwd(B, core), mla_eager.query_bwd(B, core)) if B.mla_eager \
+        else (core, core)
+    kv = _latent_bwd(B, "kv", lambda d: (d.T, d.heads * (d.dn + d.dv), d.r_kv), kgrad,
                      lambda d: d.r_kv + d.dr, lambda d: d.r_kv)
     if q_lora:
-        q = _latent_bwd(B, "q", lambda d: (d.T, d.heads * (d.dn + d.dr), d.r_q), core,
+        q = _latent_bwd(B, "q", lambda d: (d.T, d.heads * (d.dn + d.dr), d.r_q), qgrad,
                         lambda d: d.r_q, lambda d: d.r_q)
     else:
         q, _ = column_parallel_bwd(B, "q_proj", lambda d: (d.T, d.heads * (d.dn + d.dr), d.h),
-                                   (core,), False)
+                                   (qgrad,), False)
     return B.eltwise("bwd.mla.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (q, kv),
                      forward_of="fwd.attn")
 

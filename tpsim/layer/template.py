@@ -98,6 +98,7 @@ class Builder:
         self.async_dgrad = True    # TP all-reduce of dX beside wgrad (tpsim.layer.linears)
         self.grad_fusion = True    # wgrad accumulates into the main gradient (the same)
         self.qk_norm = False   # an RMSNorm on each head's query and key (tpsim.layer.qk_norm)
+        self.mla_eager = False     # MLA's rope and concatenations eager (tpsim.layer.mla_eager)
         self.tp_overlap = self.tp = tp_overlap
         self.phase = "forward"
         self.block = ""

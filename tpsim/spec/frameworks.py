@@ -77,7 +77,10 @@ user's value.
   output layer are), so torch's ``backward_maybe_with_nosync`` takes its "regular backward"
   branch and FSDP2's hooks reduce-scatter and reshard in every micro-batch's backward
   (``--fsdp-sync-every-micro-batch``; AutoModel's ``MoEFSDPSyncMixin``, 2c236e081 of
-  2025-10-08, later deferred them).
+  2025-10-08, later deferred them). Its own DeepSeek-V3 MLA (``models/deepseek_v3/layers.py``
+  at 89e3a9fdd, no ``compile`` in the benchmark recipes) applies the rotary embedding as
+  fp32 complex products and concatenates q and k in eager PyTorch (``--mla-eager``,
+  :mod:`tpsim.layer.mla_eager`; ignored without MLA).
 * ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
   October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
   commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
@@ -126,7 +129,7 @@ FRAMEWORKS: dict[str, dict] = {
     "automodel": {"fsdp2_copies": True, "adam": "foreach", "grad_buffer": False,
                   "main_params_dtype": "bf16", "exp_avg_dtype": "bf16", "exp_avg_sq_dtype": "bf16",
                   "pp_runtime": "torch-multi", "fsdp_sync_every_micro_batch": True,
-                  "expert_grad_reduce_in_bf16": True},
+                  "expert_grad_reduce_in_bf16": True, "mla_eager": True},
     "llm-foundry": {"attention": "triton", "fsdp_fp32_params": True, "fsdp_flat_params": True,
                     "cross_entropy": "xentropy", "train_metrics": 2, "adam": "per-tensor",
                     "grad_buffer": False},

@@ -4,14 +4,12 @@
 form ``predict(model, topology, tp=8, pp=2, ...)`` builds one). Each field is a
 :func:`~tpsim.spec.settings.setting`: its meaning, flag and values are declared once, and both
 the checks below and the command line's flags (:mod:`tpsim.cli.layout_args`) are read from
-them; the first, ``nccl`` (the NCCL release priced), it inherits (:mod:`tpsim.spec.release`, as
-ServingLayout does). What needs the model or the topology (tp within the topology's GPUs, the
-dtype on the device, the NCCL release, the layers' split over the stages) is checked by
-``predict`` once they are loaded.
+them; ``nccl`` it inherits (:mod:`tpsim.spec.release`, as ServingLayout does). What needs the
+model or the topology (tp, the dtype, the NCCL release, the stages' layers) ``predict`` checks.
 
-Fields set to None take the run's default: ``global_batch`` micro_batch x dp (one micro-batch
-per replica), ``seq_len``, ``dropout`` and ``attention`` the model's, ``dtype`` the device's
-first of bf16, fp16, fp32, ``expert_tp`` the run's tp.
+Fields set to None take the run's default: ``global_batch`` micro_batch x dp, ``seq_len``,
+``dropout``, ``attention`` the model's, ``dtype`` the device's first of bf16, fp16, fp32,
+``expert_tp`` tp.
 """
 from __future__ import annotations
 
@@ -191,6 +189,9 @@ class Layout(Released):
         "Llama runs without torch.compile: RMSNorm in fp32, rope as an fp32 complex product, "
         "SwiGLU's silu and product, GQA's repeated K/V (tpsim.layer.eager; default: Megatron-"
         "core's and Transformer Engine's fused kernels)", "--eager-kernels")
+    mla_eager: bool = _flag(False, "MLA's rope (fp32 complex products) and q/k concatenations as "
+        "eager PyTorch kernels, as NeMo AutoModel's DeepSeek-V3 (tpsim.layer.mla_eager; default: "
+        "folded into Megatron-core's fused attention)", "--mla-eager")
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
     first_stage_layers: int | None = _count(
         None, "layers on the first pipeline stage, split evenly over its virtual stages (the "

@@ -118,7 +118,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
                    flex_backend="deepep", backward=(True, True, 1.0, False), fp8_recipe="delayed",
-                   permute=(True, False, True), fill: bool = False):
+                   permute=(True, False, True), fill: bool = False, mla_eager: bool = False):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
@@ -128,7 +128,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     cp tokens; ``eager``: PyTorch eager's kernels (:mod:`tpsim.layer.eager`); ``modules``: what
     selective recomputation re-runs (None: core_attn, :mod:`tpsim.layer.recompute_modules`);
     ``backward``: ``layer_template``'s, then Dims.grad_adds and Dims.main_grad_add;
-    ``layer_scaling``, ``fp8_recipe``, ``fill`` (:mod:`tpsim.sim.fill`): Dims's."""
+    ``layer_scaling``, ``fp8_recipe``, ``fill`` (:mod:`tpsim.sim.fill`): Dims's; ``mla_eager``:
+    MLA's rope and concatenations in eager PyTorch (:mod:`tpsim.layer.mla_eager`)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
@@ -163,7 +164,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          moe=slot, cp=cp, cp_comm=cp_comm, cp_a2a=a, eager=eager,
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0, modules=modules,
                          qk_norm=m.qk_norm, backward=backward[:2],
-                         rope=m.rope_attention_factor != 1, clamp=m.activation_clamp is not None)
+                         rope=m.rope_attention_factor != 1, clamp=m.activation_clamp is not None,
+                         mla_eager=mla_eager)
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
     pricing = window_pricing(tpl, dims, Pricing(sustained(topo), par, subgroups={
         **groups, **(subgroups(dense, a) if cp > 1 else {})}))
@@ -189,7 +191,7 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
                           lay.moe_flex_backend, lay.backward, lay.fp8_recipe, (lay.moe_permute_fusion,
                            lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion, lay.moe_routing),
-                          lay.deterministic_mode)
+                          lay.deterministic_mode, mla_eager=lay.mla_eager)
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

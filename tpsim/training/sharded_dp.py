@@ -18,7 +18,9 @@ pytorch/torchtitan) runs them, with DeepSpeed's ZeRO-2 as stage 3 without the we
   ``fp8_all_gather``, torchtitan's float8 all-gather) on the shard group before its forward,
   and again before its backward when ``reshard_after_forward`` (FSDP2's default) freed them;
 * the all-gather of the next unit is issued when a unit's compute starts (prefetch one unit
-  ahead: two units gathered at once), on one in-order communication stream;
+  ahead: two units gathered at once), on one in-order communication stream, or, where the
+  unit's forward holds the host at a device-to-host sync (DeepEP's dispatch), its lag later
+  (:mod:`tpsim.sim.host_lag`: FSDP2's implicit prefetch is the host's issue);
 * each unit's main gradients (fp32 for bf16: torchtitan's reduce_dtype) are reduce-scattered
   on that stream as soon as its backward ends, in every micro-batch (no buffer holds whole
   gradients across micro-batches); with HSDP (a shard group of s < d ranks) the 1/s shard is
@@ -27,7 +29,8 @@ pytorch/torchtitan) runs them, with DeepSpeed's ZeRO-2 as stage 3 without the we
 
 A chunk's forward (backward) is then the two streams' max-plus recurrence over its units
 (:func:`forward_s`, :func:`backward_s`): unit i's compute starts at S_i = max(C_i-1, A_i), where
-its all-gather ends at A_i = max(A'_i-1, S_i-1) + g_i (A' the stream's last end) and C_i = S_i +
+its all-gather ends at A_i = max(A'_i-1, S_i-1 + w_i-1) + g_i (A' the stream's last end, w the
+lag, 0 without a sync) and C_i = S_i +
 compute_i, the compute slowed to 1 - the device's ``comm_compute_interference`` while the stream
 runs beside it (NCCL's kernels take SMs: the rule of every collective that overlaps compute,
 :func:`tpsim.sim.schedule.slowed_end`); the exposed rest counts as DP communication
@@ -260,15 +263,20 @@ def _steady(run, state, step):
 
 def forward_s(units, interference: float = 0.0) -> float:
     """A chunk's forward over ``units`` in forward order, runs of (compute seconds, gather
-    seconds, count): the module docstring's recurrence (state: the stream's last gather end,
-    the last compute's start and its end unslowed), each compute slowed beside the gather it
-    overlaps (:func:`_beside`)."""
-    state = (0.0, 0.0, 0.0)
-    for f, g, n in units:
-        def step(s, f=f, g=g):
-            comm = max(s[0], s[1]) + g
-            start = max(_beside(s, comm, interference), comm)
-            return comm, start, start + f
+    seconds, count[, lag seconds]): the module docstring's recurrence (state: the stream's last
+    gather end, the last compute's start and its end unslowed, when the host issues the next
+    gather: the start + the unit's lag, :mod:`tpsim.sim.host_lag`), each compute slowed
+    beside the gathers it overlaps (:func:`_beside`; after a lag, the gather before it to its
+    end and the next from its issue)."""
+    state = (0.0, 0.0, 0.0, 0.0)
+    for f, g, n, *lag in units:
+        def step(s, f=f, g=g, w=lag[0] if lag else 0.0):
+            issue = max(s[0], s[3])
+            comm = issue + g
+            busy = [(s[1], comm)] if s[3] <= s[1] else \
+                [(s[1], s[0])] * (s[0] > s[1]) + [(issue, comm)]
+            start = max(slowed_end(s[1], s[2] - s[1], busy, interference), comm)
+            return comm, start, start + f, start + w
         state = _steady(n, state, step)
     return _beside(state, state[0], interference)
 
@@ -314,9 +322,11 @@ def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int,
     ex = chunk.experts or (0,) * len(chunk.units)
     comm = [sh.per_micro_batch(unit_comm(params, dtype, sh, par, stage, price, e, experts))
             for (_, params, _), e in zip(chunk.units, ex)]
+    lags = chunk.lags or (0.0,) * len(chunk.units)
     fwd = chunk.received[0] + forward_s(
-        [(f, c[0], n) for f, c, (_, _, n) in zip(reversed(chunk.forwards), reversed(comm),
-                                                  reversed(chunk.units))], interference)
+        [(f, c[0], n, w) for f, c, (_, _, n), w in zip(
+            reversed(chunk.forwards), reversed(comm), reversed(chunk.units), reversed(lags))],
+        interference)
     bwd = chunk.received[1] + backward_s(
         [(b, c[1], c[2], n) for (b, _, n), c in zip(chunk.units, comm)], interference)
     p = chunk.part

@@ -55,6 +55,7 @@ from .pipeline import add_pipeline
 from .torch_pipeline import runtime_schedule
 from ..sim.price import group_collective
 from ..sim.memory import userbuffers_bytes
+from ..sim.host_lag import forward_lag_s
 from ..sim.simulate import layer_times, saved_bytes
 from .step_reduce import bucket_reductions, dp_reduce
 from .mtp import last_stage, plus_last, with_output_params
@@ -88,6 +89,7 @@ class Part:
     dp_exposed_s: float = 0.0      # ZeRO-2/3's unit collectives the compute waits for
     ep_exposed_s: float = 0.0
     offload_exposed_s: float = 0.0
+    lag_s: float = 0.0     # when its host reaches the next layer (tpsim.sim.host_lag); not summed
 
     @classmethod
     def of(cls, sim, times=None) -> Part:
@@ -95,13 +97,13 @@ class Part:
         t = layer_times(sim) if times is None else times
         return cls(t.forward_s, t.backward_s, t.compute_s, t.exposed_comm_s, t.host_wait_s,
                    t.flops, t.hardware_flops, saved_bytes(sim),
-                   ep_exposed_s=group_exposed_s(sim))
+                   ep_exposed_s=group_exposed_s(sim), lag_s=forward_lag_s(sim))
 
     @classmethod
     def total(cls, parts) -> Part:
-        """The sum of ``(part, count)`` pairs, field by field."""
+        """The sum of ``(part, count)`` pairs, field by field (no lag)."""
         return cls(*(sum(getattr(p, f.name) * n for p, n in parts)
-                     for f in dataclasses.fields(cls)))
+                     for f in dataclasses.fields(cls) if f.name != "lag_s"))
 
 
 @record
@@ -116,6 +118,7 @@ class Chunk:
     forwards: tuple[float, ...] = ()        # per run of ``units``: one unit's forward seconds
     received: tuple[float, float] = (0.0, 0.0)  # (forward, backward) seconds ahead of its units
     experts: tuple[int, ...] = ()           # per run: routed-expert parameters per unit
+    lags: tuple[float, ...] = ()            # per run: one unit's Part.lag_s
 
     @classmethod
     def of(cls, layers: int, units: list, layer: Part, first: Part | None = None,
@@ -144,7 +147,8 @@ class Chunk:
         return cls(layers, total,
                    tuple((part[name].backward_s, params, n) for name, params, n in units),
                    tuple(part[name].forward_s for name, _, _ in units), (0.0, 0.0),
-                   tuple(expert if name.startswith("moe") else 0 for name, _, _ in units))
+                   tuple(expert if name.startswith("moe") else 0 for name, _, _ in units),
+                   tuple(part[name].lag_s for name, _, _ in units))
 
 
 @record

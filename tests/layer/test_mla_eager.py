@@ -49,3 +49,30 @@ def test_no_mla_no_change():
     a = predict("llama3-8b", "dgx-h100-ndr-cluster", nodes=1, **kw)
     b = predict("llama3-8b", "dgx-h100-ndr-cluster", nodes=1, mla_eager=True, **kw)
     assert b.step.time_s == pytest.approx(a.step.time_s, rel=0, abs=0)
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "llama3-8b", "--tp", "2", "--mla-eager"],
+    ["predict", "--model", "gpt3-125m,llama3-8b", "--tp", "2", "--mla-eager"],
+    ["search", "--model", "llama3-8b", "--gpus", "8", "--global-batch", "8", "--mla-eager"],
+])
+def test_mla_eager_given_on_a_model_without_mla_is_refused(argv, capsys):
+    """A newcomer's --mla-eager on Llama priced exactly as without it, and said nothing; now
+    one line naming the flag and what it needs, exit 2."""
+    from tpsim.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--mla-eager: expected a model with multi-head latent attention" in err
+
+
+def test_the_presets_mla_eager_is_ignored_without_mla_and_search_refuses_a_given_one():
+    """--framework automodel sets it for every model: on a model without MLA it is ignored,
+    on the command line (predict) and in a search; one given in search(fixed=) is refused."""
+    from tpsim.base.errors import TpsimError
+    from tpsim.cli import main
+    from tpsim.search.driver import search
+    assert main(["predict", "--model", "gpt3-125m", "--tp", "1", "--dp", "8", "--zero", "3",
+                 "--framework", "automodel"]) == 0
+    with pytest.raises(TpsimError, match="^--mla-eager: expected a model with multi-head"):
+        search("gpt3-125m", "dgx-a100", 8, 8, fixed={"mla_eager": True})

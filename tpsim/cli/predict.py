@@ -56,11 +56,13 @@ def step_kwargs(args) -> dict:
 
 def _predict_one(args, combo: dict):
     from ..base.compiled import quiet_import
+    from ..spec.frameworks import check_given
     from ..spec.model import load_model, with_overrides
     predict = quiet_import("tpsim.training.predict").predict    # as `import tpsim` would
     model = with_overrides(load_model(combo["model"]), layers=args.layers, hidden=args.hidden,
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
+    check_given(model, layout_values(args, given=combo, preset=False))   # before --framework's
     lay = layout_from_args(args, given=combo)
     return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay)
 

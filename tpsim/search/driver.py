@@ -42,6 +42,7 @@ from pathlib import PurePath
 
 from ..base.errors import ConfigError
 from ..base.schema import MAX_INT
+from ..spec.frameworks import check_given
 from ..spec.model import ModelConfig, load_model
 from ..training.predict import _settings
 from ..spec.layout import RECOMPUTE, Layout
@@ -277,8 +278,10 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     start, given = time.perf_counter(), topology
     topology = topology_of(topology, nccl)
     values, pins = held(fixed, framework, pins)
+    m = model if isinstance(model, ModelConfig) else load_model(model)
+    check_given(m, fixed or {})                 # the settings given, before the preset's
     with paused_gc():
-        run, layouts, dropped = _priced(model, topology, gpus, global_batch, seq_len, dtype,
+        run, layouts, dropped = _priced(m, topology, gpus, global_batch, seq_len, dtype,
                                         nodes, top, jobs, tp_across_nodes, memory_headroom,
                                         progress, pins, zero_with_pp, values)
         with Workers(run, jobs) as workers:

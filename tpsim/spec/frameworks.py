@@ -80,7 +80,8 @@ user's value.
   2025-10-08, later deferred them). Its own DeepSeek-V3 MLA (``models/deepseek_v3/layers.py``
   at 89e3a9fdd, no ``compile`` in the benchmark recipes) applies the rotary embedding as
   fp32 complex products and concatenates q and k in eager PyTorch (``--mla-eager``,
-  :mod:`tpsim.layer.mla_eager`; ignored without MLA).
+  :mod:`tpsim.layer.mla_eager`; the preset's is ignored without MLA, ``--mla-eager`` given
+  on such a model is refused: :func:`check_given`).
 * ``llm-foundry`` (MosaicML's llm-foundry v0.3.0 on Composer 0.16 and PyTorch 2.1, as its
   October 2023 MPT benchmarks ran, mosaicml/llm-foundry ``scripts/train/benchmarking/``,
   commit b2a43a147: ``submit_benchmarks.py`` installs v0.3.0 with ``.[gpu]`` and sets
@@ -187,3 +188,19 @@ def runs_under(name: str | None, changes: dict) -> bool:
     none of them is a knob :data:`LACKS` pins away from its value."""
     return all(changes[field] in (only, None) for field, only, _ in LACKS.get(name, ())
                if field in changes)
+
+
+# knobs a preset sets for every model but that act on one kind of layer only: the preset's
+# value is ignored on a model without that layer, one the user gives is refused there
+# (field -> (its flag, the model's property that has the layer, what the knob needs))
+MODEL_KNOBS = {"mla_eager": ("--mla-eager", "mla", "a model with multi-head latent attention, such as "
+                             "deepseek-v3")}
+
+
+def check_given(model, given: dict) -> None:
+    """A ConfigError naming the flag of a :data:`MODEL_KNOBS` knob the user set in ``given``
+    (Layout field -> value, before any preset fills it) on ``model`` (a
+    :class:`~tpsim.spec.model.ModelConfig`) that lacks the layer the knob acts on."""
+    for field, (flag, has, needs) in MODEL_KNOBS.items():
+        if given.get(field) and not getattr(model, has):
+            raise ConfigError(flag, "", f"{needs} ({model.name} has none)")

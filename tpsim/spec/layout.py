@@ -191,7 +191,7 @@ class Layout(Released):
         "core's and Transformer Engine's fused kernels)", "--eager-kernels")
     mla_eager: bool = _flag(False, "MLA's rope (fp32 complex products) and q/k concatenations as "
         "eager PyTorch kernels, as NeMo AutoModel's DeepSeek-V3 (tpsim.layer.mla_eager; default: "
-        "folded into Megatron-core's fused attention)", "--mla-eager")
+        "folded into Megatron-core's fused attention; refused on a model without MLA)", "--mla-eager")
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
     first_stage_layers: int | None = _count(
         None, "layers on the first pipeline stage, split evenly over its virtual stages (the "

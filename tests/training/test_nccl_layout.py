@@ -81,3 +81,12 @@ def test_every_command_s_nccl_flag_is_the_layout_s_field(argv):
         parser = parser._subparsers._group_actions[0].choices[argv[1]]
     (action,) = [a for a in parser._actions if "--nccl" in a.option_strings]
     assert action.dest == "nccl" and action.help.startswith(NCCL_HELP)
+
+
+@pytest.mark.parametrize("value", [2.18, 3, None])
+def test_a_release_that_is_no_string_says_a_string_is_wanted(value):
+    """Layout(nccl=2.18) said "expected an NCCL release such as 2.18 (got 2.18)": it now
+    says the release is a string, as 2.20 as a float would be 2.2."""
+    with pytest.raises(TpsimError, match=r"^--nccl: expected an NCCL release, a string such "
+                                         r"as '2\.18'"):
+        Layout(nccl=value)

@@ -85,7 +85,7 @@ def expected(f: Field) -> str:
     if kind == "price":
         return "a finite number >= 0"
     if kind == "release":
-        return "an NCCL release such as 2.18 (tpsim.cluster.nccl)"
+        return "an NCCL release, a string such as '2.18' (tpsim.cluster.nccl)"
     return "a probability in [0, 1)"
 
 

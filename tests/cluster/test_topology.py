@@ -108,6 +108,18 @@ BAD_FILES = [
     ("no levels", _bad(lambda d: d.update(levels=[])), "levels"),
     ("a collective holding more SMs than the device has",
      _bad(lambda d: d["device"].update(sm_count=132, collective_sms=133)), "device.collective_sms"),
+    ("a clock window tpsim does not know", _bad(lambda d: d["device"].update(clock_window="bogus")),
+     "device.clock_window"),
+    ("a negative CUDA-core pipe rate",
+     _bad(lambda d: d["device"].update(cuda_core_pipes={"issue": 128, "fma": -1})),
+     "device.cuda_core_pipes.fma"),
+    ("no issue rate among the CUDA-core pipes",
+     _bad(lambda d: d["device"].update(cuda_core_pipes={"fma": 128, "alu": 64})),
+     "device.cuda_core_pipes: expected issue and fma rates beside the others (instructions a "
+     "clock an SM); no issue"),
+    ("a CUDA-core pipe tpsim does not know",
+     _bad(lambda d: d["device"].update(cuda_core_pipes={"issue": 128, "fma": 128, "tensor": 1})),
+     "device.cuda_core_pipes.tensor"),
 ]
 
 

@@ -154,8 +154,11 @@ class Device:
         for dtype in self.peak_flops:
             if dtype not in DTYPES:
                 raise ConfigError(source, f"{path}.peak_tflops.{dtype}", f"a dtype in {DTYPES}")
-        if self.cuda_core_pipes and not {"issue", "fma"} <= set(self.cuda_core_pipes):
-            raise ConfigError(source, f"{path}.cuda_core_pipes", "issue and fma rates")
+        pipes = self.cuda_core_pipes or {"issue": 1, "fma": 1}
+        if missing := [k for k in ("issue", "fma") if k not in pipes]:
+            raise ConfigError(source, f"{path}.cuda_core_pipes", "issue and fma rates beside "
+                              "the others (instructions a clock an SM)",
+                              hint=f"no {' nor '.join(missing)}")
         for key, names, allowed in (("collective_protocols", self.collective_protocols or {}, PROTOCOLS),
                                     ("cuda_core_pipes", self.cuda_core_pipes or {}, CUDA_CORE_PIPES),
                                     ("persistent_kernels", self.persistent_kernels, ("gemm", "attention"))):

@@ -90,3 +90,16 @@ def test_a_release_that_is_no_string_says_a_string_is_wanted(value):
     with pytest.raises(TpsimError, match=r"^--nccl: expected an NCCL release, a string such "
                                          r"as '2\.18'"):
         Layout(nccl=value)
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: tpsim.infer("llama2-70b", settings=ServingLayout(tp=8), nccl=2.18),
+     "--nccl: expected an NCCL release, a string"),
+    (lambda: tpsim.predict("gpt3", layout=Layout(tp=8), nccl=3), "--nccl: expected an NCCL"),
+    (lambda: tpsim.predict("gpt3", layout=Layout(tp=8), tp="8"), "--tp: expected a positive"),
+])
+def test_a_bad_keyword_beside_a_layout_is_refused_as_bad_not_as_disagreeing(call, says):
+    """infer(settings=..., nccl=2.18) said the keyword "disagrees" with the layout's
+    'topology'; a value the field never takes is now refused for what it is."""
+    with pytest.raises(TpsimError, match="^" + says):
+        call()

@@ -178,14 +178,19 @@ def defaults(cls) -> dict:
 def given_or_made(cls, given, keywords: dict, caller: str, arg: str, make=None):
     """The settings a call runs with: ``given`` (an instance of ``cls`` passed as ``arg``=), or
     one made from the call's ``keywords`` (``make``, default ``cls(**keywords)``). Both given:
-    each keyword must name a field and agree with ``given`` (a TpsimError otherwise)."""
+    each keyword must name a field, be a value the field takes and agree with ``given`` (a
+    TpsimError otherwise)."""
     if given is None:
         return (make or (lambda kw: cls(**kw)))(keywords)
     if not isinstance(given, cls):
         raise ConfigError(arg, "", f"a tpsim.{cls.__name__}", given)
+    rows = {f.name: (ok, f) for ok, f in _checks(cls)[2]}
     for name, value in keywords.items():
         if not hasattr(given, name):
             raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+        ok, f = rows.get(name, (lambda v: True, None))
+        if not ok(value):           # a value no layout takes: said so, not "disagrees"
+            raise ConfigError(f.metadata["flag"], "", expected(f), value)
         if getattr(given, name) != value:
             raise TpsimError(f"{caller}(): {arg}= has {name}={getattr(given, name)!r} and the "
                              f"keyword {name}={value!r} disagrees; give the setting once")

@@ -68,11 +68,14 @@ def test_mla_eager_given_on_a_model_without_mla_is_refused(argv, capsys):
 
 def test_the_presets_mla_eager_is_ignored_without_mla_and_search_refuses_a_given_one():
     """--framework automodel sets it for every model: on a model without MLA it is ignored,
-    on the command line (predict) and in a search; one given in search(fixed=) is refused."""
+    also given beside it as the preset's value (as a search prints its best layout's predict
+    line); one given in search(fixed=) without the preset is refused."""
     from tpsim.base.errors import TpsimError
     from tpsim.cli import main
     from tpsim.search.driver import search
-    assert main(["predict", "--model", "gpt3-125m", "--tp", "1", "--dp", "8", "--zero", "3",
-                 "--framework", "automodel"]) == 0
+    run = ["predict", "--model", "gpt3-125m", "--tp", "1", "--dp", "8", "--zero", "3",
+           "--framework", "automodel"]
+    assert main(run) == 0
+    assert main(run + ["--mla-eager"]) == 0    # a search's predict line spells the preset out
     with pytest.raises(TpsimError, match="^--mla-eager: expected a model with multi-head"):
         search("gpt3-125m", "dgx-a100", 8, 8, fixed={"mla_eager": True})

@@ -62,7 +62,7 @@ def _predict_one(args, combo: dict):
     model = with_overrides(load_model(combo["model"]), layers=args.layers, hidden=args.hidden,
                            heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
-    check_given(model, layout_values(args, given=combo, preset=False))   # before --framework's
+    check_given(model, layout_values(args, given=combo, preset=False), args.framework)
     lay = layout_from_args(args, given=combo)
     return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay)
 

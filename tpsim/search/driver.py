@@ -279,7 +279,7 @@ def search(model, topology, gpus: int, global_batch: int, *, seq_len: int | None
     topology = topology_of(topology, nccl)
     values, pins = held(fixed, framework, pins)
     m = model if isinstance(model, ModelConfig) else load_model(model)
-    check_given(m, fixed or {})                 # the settings given, before the preset's
+    check_given(m, fixed or {}, framework)      # the settings given, before the preset's
     with paused_gc():
         run, layouts, dropped = _priced(m, topology, gpus, global_batch, seq_len, dtype,
                                         nodes, top, jobs, tp_across_nodes, memory_headroom,

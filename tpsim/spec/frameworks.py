@@ -197,10 +197,13 @@ MODEL_KNOBS = {"mla_eager": ("--mla-eager", "mla", "a model with multi-head late
                              "deepseek-v3")}
 
 
-def check_given(model, given: dict) -> None:
+def check_given(model, given: dict, framework: str | None = None) -> None:
     """A ConfigError naming the flag of a :data:`MODEL_KNOBS` knob the user set in ``given``
     (Layout field -> value, before any preset fills it) on ``model`` (a
-    :class:`~tpsim.spec.model.ModelConfig`) that lacks the layer the knob acts on."""
+    :class:`~tpsim.spec.model.ModelConfig`) that lacks the layer the knob acts on; one that
+    ``framework``'s preset sets to the same value is the preset's (a search's printed
+    ``tpsim predict`` line spells the preset out beside ``--framework``)."""
+    preset = FRAMEWORKS.get(framework, {})
     for field, (flag, has, needs) in MODEL_KNOBS.items():
-        if given.get(field) and not getattr(model, has):
+        if given.get(field) and preset.get(field) != given[field] and not getattr(model, has):
             raise ConfigError(flag, "", f"{needs} ({model.name} has none)")

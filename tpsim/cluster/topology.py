@@ -89,8 +89,8 @@ class Device:
     sm_count: int | None = spec(ge=1, default=None, doc="streaming multiprocessors: tiles run in "
                                                         "waves of sm_count / gemm_tile_sms")
     cuda_core_pipes: dict[str, float] | None = spec(gt=0, default=None, doc=(
-        "thread instructions a clock an SM by pipe (issue, fma, fp16, alu, xu, lsu; a pipe not "
-        "listed shares fma), the CUDA C++ Programming Guide's arithmetic throughput table "
+        "thread instructions a clock an SM by pipe (issue, fma, fp16, alu, xu, lsu; issue and "
+        "fma required, a pipe not listed shares fma), the CUDA C++ Programming Guide's arithmetic throughput table "
         "(tpsim.cost.mmha); null: every CUDA-core instruction at the FP32 lanes' rate"))
     attention_kernels: dict[str, AttentionKernel] | None = spec(
         default=None, doc="fused attention kernels by name (flash2, flash3, triton): efficiency, "

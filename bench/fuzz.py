@@ -135,6 +135,9 @@ def cli_cases(rng: random.Random, n: int, tmp: Path):
         yield argv, refuse
 
 
+BAD_VALUES = [None, "x", -1, 1e400, [], {"a": 1}, True, 10**30]     # a value of another type
+
+
 def file_cases(rng: random.Random, tmp: Path):
     """(argv, must be refused) for broken input files under every flag that reads one."""
     import yaml
@@ -151,8 +154,8 @@ def file_cases(rng: random.Random, tmp: Path):
     (tmp / "dir.yaml").mkdir(exist_ok=True)
     paths = [str(tmp / n) for n in (*broken, "dir.yaml")] + ["/dev/null", "/nonexistent.yaml",
                                                                str(tmp / "x\x00.yaml")]
-    for flag, base in (("--model", SMALL["predict"]), ("--topology", SMALL["predict"]),
-                       ("--model", SMALL["infer"]), ("--topology", SMALL["collective"])):
+    for i, (flag, base) in enumerate((("--model", SMALL["predict"]), ("--topology", SMALL["predict"]),
+                                      ("--model", SMALL["infer"]), ("--topology", SMALL["collective"]))):
         for path in paths:
             yield [*base, flag, path], True
         for j in range(40):                      # a key deleted, a value of another type
@@ -161,13 +164,36 @@ def file_cases(rng: random.Random, tmp: Path):
             if j % 2:
                 del doc[key]
             else:
-                doc[key] = rng.choice([None, "x", -1, 1e400, [], {"a": 1}, True, 10**30])
-            path = tmp / f"m{flag[2:]}{j}.yaml"
+                doc[key] = rng.choice(BAD_VALUES)
+            path = tmp / f"m{flag[2:]}{i}-{j}.yaml"     # each case its own file (all made first)
             path.write_text(yaml.safe_dump(doc))
             yield [*base, flag, str(path)], False     # deleting an optional key is fine
+    yield from device_cases(rng, tmp, docs["--topology"])
     for path in paths:
         yield [*SMALL["plot collective"], "--measured", path, "--out", str(tmp / "m.png")], True
         yield ["plot", "validation", "--report", path, "--out", str(tmp / "v.png")], True
+
+
+def device_cases(rng: random.Random, tmp: Path, topology: dict):
+    """(argv, must be refused) for a topology whose device has one key deleted or of another
+    type (40), and the device knobs' own bad values: a clock window tpsim does not know, a
+    CUDA-core pipe's rate not above 0, the pipes without their issue or fma rate."""
+    import yaml
+    bad = [("clock_window", "bogus"), ("clock_window", 3), ("cuda_core_pipes", {"fma": -1, "issue": 1}),
+           ("cuda_core_pipes", {"fma": 128}), ("cuda_core_pipes", {"issue": 128}),
+           ("cuda_core_pipes", {"issue": 1, "fma": 1, "tensor": 1}), ("cuda_core_pipes", [])]
+    cases = [(k, v, True) for k, v in bad] + [
+        (rng.choice(list(topology["device"])), rng.choice(BAD_VALUES) if j % 2 else None, False)
+        for j in range(40)]
+    for j, (key, value, refuse) in enumerate(cases):
+        device = dict(topology["device"])
+        if value is None and not refuse:
+            del device[key]
+        else:
+            device[key] = value
+        path = tmp / f"device{j}.yaml"
+        path.write_text(yaml.safe_dump({**topology, "device": device}))
+        yield [*SMALL["predict"], "--topology", str(path)], refuse
 
 
 API_BAD = [None, True, False, -1, 0, 1.5, math.nan, math.inf, -math.inf, 10**30, "8", "", "nan",
@@ -240,7 +266,7 @@ def run_api(fn, key, value) -> tuple[str, str]:
 
 
 def fuzz(cases: int, seed: int = 0, report=print) -> tuple[Counter, list]:
-    """Run ``cases`` command-line and API cases and as many file cases (every one, 244, when
+    """Run ``cases`` command-line and API cases and as many file cases (every one, 291, when
     ``cases`` is larger); (outcomes, failures)."""
     rng, outcomes, failures = random.Random(seed), Counter(), []
     signal.signal(signal.SIGALRM, _alarm)

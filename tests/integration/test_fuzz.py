@@ -29,3 +29,16 @@ def test_the_oracle_knows_a_bad_value():
     assert fuzz.must_refuse(actions["--dtype"], "fp7") and not fuzz.must_refuse(
         actions["--dtype"], "bf16")
     assert not fuzz.must_refuse(actions["--trace"], "nan")
+
+
+def test_the_device_knobs_bad_values_are_fuzzed_and_refused(tmp_path):
+    """The file cases reach inside a topology's device: clock_window and cuda_core_pipes'
+    bad values each refused in one line (the fuzz had mutated only the top-level keys)."""
+    import random
+
+    import yaml
+    from tpsim.cluster.topology import shipped_topologies
+    doc = yaml.safe_load(shipped_topologies()["dgx-h100"].read_text())
+    cases = [argv for argv, refuse in fuzz.device_cases(random.Random(0), tmp_path, doc) if refuse]
+    assert len(cases) == 7
+    assert all(fuzz.run_cli(argv)[0] == "refused" for argv in cases)

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tpsim.cluster.sustained import with_device
-from tpsim.cluster.topology import load_topology
+from tpsim.cluster.topology import CLOCK_WINDOWS, load_topology
 from tpsim.report.step import PARTS
 from tpsim.spec.frameworks import FRAMEWORKS
 from tpsim.spec.model import ModelConfig, load_model
@@ -158,7 +158,12 @@ def fit_clock(topo, fit) -> float:
 def main(argv: list[str]) -> int:
     topo = load_topology(TOPOLOGY)
     if "--clock-window" in argv:
-        topo = with_clock(topo, window=argv[argv.index("--clock-window") + 1])
+        window = (argv[argv.index("--clock-window") + 1:] or [None])[0]
+        if window not in CLOCK_WINDOWS:     # a bogus one priced as kernel, without a word
+            print(f"whole_job_published.py: error: --clock-window: expected one of "
+                  f"{', '.join(CLOCK_WINDOWS)} (got {window!r})", file=sys.stderr)
+            return 2
+        topo = with_clock(topo, window=window)
     data = rows()
     fit = [r for r in data if r["family"] == FIT_FAMILY]
     rest = [r for r in data if r["family"] != FIT_FAMILY]

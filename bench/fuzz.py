@@ -177,7 +177,8 @@ def file_cases(rng: random.Random, tmp: Path):
 def device_cases(rng: random.Random, tmp: Path, topology: dict):
     """(argv, must be refused) for a topology whose device has one key deleted or of another
     type (40), and the device knobs' own bad values: a clock window tpsim does not know, a
-    CUDA-core pipe's rate not above 0, the pipes without their issue or fma rate."""
+    CUDA-core pipe's rate not above 0, the pipes without their issue or fma rate; and the two
+    required rates alone, priced (MMHA's decode)."""
     import yaml
     bad = [("clock_window", "bogus"), ("clock_window", 3), ("cuda_core_pipes", {"fma": -1, "issue": 1}),
            ("cuda_core_pipes", {"fma": 128}), ("cuda_core_pipes", {"issue": 128}),
@@ -194,6 +195,10 @@ def device_cases(rng: random.Random, tmp: Path, topology: dict):
         path = tmp / f"device{j}.yaml"
         path.write_text(yaml.safe_dump({**topology, "device": device}))
         yield [*SMALL["predict"], "--topology", str(path)], refuse
+    path = tmp / "two_pipes.yaml"           # the required rates alone: the others share fma
+    path.write_text(yaml.safe_dump({**topology, "device": {
+        **topology["device"], "cuda_core_pipes": {"issue": 128, "fma": 128}}}))
+    yield [*SMALL["infer"], "--decode-attention", "trtllm-mmha", "--topology", str(path)], False
 
 
 API_BAD = [None, True, False, -1, 0, 1.5, math.nan, math.inf, -math.inf, 10**30, "8", "", "nan",
@@ -266,7 +271,7 @@ def run_api(fn, key, value) -> tuple[str, str]:
 
 
 def fuzz(cases: int, seed: int = 0, report=print) -> tuple[Counter, list]:
-    """Run ``cases`` command-line and API cases and as many file cases (every one, 291, when
+    """Run ``cases`` command-line and API cases and as many file cases (every one, 292, when
     ``cases`` is larger); (outcomes, failures)."""
     rng, outcomes, failures = random.Random(seed), Counter(), []
     signal.signal(signal.SIGALRM, _alarm)

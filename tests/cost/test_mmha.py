@@ -137,3 +137,18 @@ def test_no_rates_no_terms():
     assert mmha_s(1e9, work, L40S) == pytest.approx(cuda_core_s(work, L40S), rel=1e-12)
     assert cuda_core_s(work, L40S) == pytest.approx(1e12 / cuda_core_rate(L40S), rel=1e-12)
     assert decode_attention_time(1e6, L40S, 0, 8e6) == elementwise_time(1e6, L40S)
+
+
+def test_a_pipe_the_device_does_not_list_runs_on_fma():
+    """The field reference says a pipe not listed shares fma; only fp16 did, and a file of
+    the two required rates (issue, fma) raised KeyError 'alu' in every trtllm-mmha decode.
+    Each unlisted pipe's instructions now count on fma: with issue and fma alone, the time
+    is the larger of all instructions at the fma rate and at the issue rate."""
+    import dataclasses
+    two = dataclasses.replace(H100, cuda_core_pipes={"issue": 128.0, "fma": 64.0})
+    work = (1e9, 2e9, 3e9, 4e9, 5e9)
+    rates = pipe_rates(two)
+    assert cuda_core_s(work, two) == pytest.approx(sum(work) / rates["fma"], rel=1e-12)
+    assert cuda_core_s(work, H100) == pytest.approx(max(
+        sum(work) / pipe_rates(H100)["issue"], (work[0] + work[1]) / pipe_rates(H100)["fma"],
+        *(n / pipe_rates(H100)[p] for p, n in zip(PIPES[2:], work[2:]))), rel=1e-12)

@@ -186,8 +186,8 @@ def cuda_core_s(instructions: tuple[float, ...], device: Device) -> float:
     if rates is None:
         return total / lanes
     counts = dict(zip(PIPES, instructions))
-    if "fp16" not in rates:
-        counts["fma"] += counts.pop("fp16")
+    for pipe in [p for p in PIPES if p not in rates]:    # unlisted: on the fma pipe
+        counts["fma"] += counts.pop(pipe)
     return max(total / rates["issue"], *(n / rates[p] for p, n in counts.items()))
 
 

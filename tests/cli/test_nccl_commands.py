@@ -131,3 +131,13 @@ def test_collective_time_takes_the_keyword_too():
     assert tpsim.collective_time(*args, "dgx-h100", nccl="topology") == \
         tpsim.collective_time(*args, "dgx-h100")
     assert old.time_s != tpsim.collective_time(*args, "dgx-h100").time_s
+
+
+@pytest.mark.parametrize("release", ["2.18.abc", "2.18-rc", "2.18.5.1", "2.18."])
+def test_a_release_with_a_bad_tail_is_refused_not_read_as_its_minor(release, capsys):
+    """--nccl 2.18.abc priced as 2.18 without a word: only a release, a patch and a build
+    number (2.18, 2.18.5, v2.18.5-1) read as one."""
+    fails(capsys, "collective", "--bytes", "1MiB", "--nccl", release, match="--nccl")
+    with pytest.raises(TpsimError, match="^--nccl: expected an NCCL release tpsim knows"):
+        tpsim.collective_time("all-reduce", 2**20, 8, "dgx-h100", nccl=release)
+    assert main(["collective", "--bytes", "1MiB", "--nccl", "v2.18.5-1"]) == 0

@@ -42,6 +42,7 @@ applied and a release tpsim does not know refused.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from ..base.errors import ConfigError
 from .topology import Topology, load_topology
@@ -72,13 +73,13 @@ NCCL_P2P = {
 
 def nccl_release(text: str) -> str:
     """``2.18.5``, ``v2.18.5-1`` or ``2.18`` -> ``2.18``; a patch the tables key apart stays
-    itself (``v2.28.7-1`` -> ``2.28.7``); anything else comes back unchanged (for the caller's
-    error to name)."""
-    parts = str(text).strip().lstrip("v").split("-")[0].split(".")
-    if len(parts) < 2 or parts[0] != "2":
+    itself (``v2.28.7-1`` -> ``2.28.7``); anything else (``2.18.abc``, ``2.18-rc``,
+    ``2.18.5.1``) comes back unchanged (for the caller's error to name)."""
+    m = re.fullmatch(r"v?2\.(\d+)(?:\.(\d+))?(?:-\d+)?", str(text).strip())
+    if m is None:
         return str(text)
-    patch = ".".join(parts[:3])
-    return patch if patch in NCCL_NVLS else ".".join(parts[:2])
+    minor, patch = f"2.{m[1]}", f"2.{m[1]}.{m[2]}"
+    return patch if patch in NCCL_NVLS else minor
 
 
 def release_of(release: str | None) -> str:

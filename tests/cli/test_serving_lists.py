@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tpsim.cli import main
 
 INFER = ["infer", "--model", "llama3-8b", "--prompt", "512", "--gen", "32"]
@@ -51,3 +53,17 @@ def test_a_bad_largest_graph_is_one_line(capsys):
     assert main(SERVE + ["--cuda-graph-max-bs", "-8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--cuda-graph-max-bs" in err[0], err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["collective", "--bytes", "1MiB", "--nccl", "2.18,2.18.5"], "'2.18,2.18.5' (2.18 twice)"),
+    (["predict", "--model", "gpt3-125m", "--tp", "2,2"], "'2,2' (2 twice)"),
+    (["predict", "--model", "gpt3-125m", "--seq", "8k,8192"], "'8k,8192' (8192 twice)"),
+    (["serve", "--model", "llama3-8b", "--rate", "2,2.0"], "'2,2.0' (2.0 twice)"),
+])
+def test_a_value_given_twice_in_a_comma_list_is_refused(argv, said, capsys):
+    """--nccl 2.18,2.18.5 printed two rows alike with no column telling them apart (both
+    are 2.18); a comma list now takes each value once, as read."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"expected a comma list of distinct values, got {said}" in err

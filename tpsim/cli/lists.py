@@ -12,27 +12,27 @@ from .common import positive_int, positive_rate, probability, token_count
 
 def int_list(text: str) -> tuple[int, ...]:
     """``4`` or ``1,2,4,8``: positive integers (:func:`positive_int` each)."""
-    return tuple(positive_int(x.strip()) for x in _items(text))
+    return _distinct(tuple(positive_int(x.strip()) for x in _items(text)), text)
 
 
 def token_list(text: str) -> tuple[int, ...]:
     """``8k`` or ``1024,2k,4k``: token counts (:func:`token_count` each)."""
-    return tuple(token_count(x.strip()) for x in _items(text))
+    return _distinct(tuple(token_count(x.strip()) for x in _items(text)), text)
 
 
 def rate_list(text: str) -> tuple[float, ...]:
     """``8`` or ``1,4,16,inf``: request rates (:func:`positive_rate` each)."""
-    return tuple(positive_rate(x.strip()) for x in _items(text))
+    return _distinct(tuple(positive_rate(x.strip()) for x in _items(text)), text)
 
 
 def probability_list(text: str) -> tuple[float, ...]:
     """``0.6`` or ``0.6,0.8``: probabilities in [0, 1) (:func:`probability` each)."""
-    return tuple(probability(x.strip()) for x in _items(text))
+    return _distinct(tuple(probability(x.strip()) for x in _items(text)), text)
 
 
 def name_list(text: str) -> tuple[str, ...]:
     """``dgx-a100,dgx-h100``: names or paths, in order."""
-    return tuple(x.strip() for x in _items(text))
+    return _distinct(tuple(x.strip() for x in _items(text)), text)
 
 
 def choice_list(choices, convert=str):
@@ -43,7 +43,7 @@ def choice_list(choices, convert=str):
             if x not in choices:
                 raise argparse.ArgumentTypeError(
                     f"invalid choice: {clip(repr(x), 60)} (choose from {', '.join(choices)})")
-        return out
+        return _distinct(out, text)
     parse.__name__ = "choice list"
     return parse
 
@@ -51,6 +51,16 @@ def choice_list(choices, convert=str):
 def braces(choices) -> str:
     """argparse's way of showing choices in a flag's line: {a,b,c}."""
     return "{" + ",".join(choices) + "}"
+
+
+def _distinct(values: tuple, text: str) -> tuple:
+    """``values`` (a comma list as read: ``2.18.5`` is ``2.18``, ``8k`` is 8192), each once:
+    a value given twice would print two rows alike, neither labelled."""
+    for i, x in enumerate(values):
+        if x in values[:i]:
+            raise argparse.ArgumentTypeError(f"expected a comma list of distinct values, got "
+                                             f"{clip(repr(text), 60)} ({x} twice)")
+    return values
 
 
 def _items(text: str) -> list[str]:

@@ -189,9 +189,9 @@ class Layout(Released):
         "Llama runs without torch.compile: RMSNorm in fp32, rope as an fp32 complex product, "
         "SwiGLU's silu and product, GQA's repeated K/V (tpsim.layer.eager; default: Megatron-"
         "core's and Transformer Engine's fused kernels)", "--eager-kernels")
-    mla_eager: bool = _flag(False, "MLA's rope (fp32 complex products) and q/k concatenations as "
-        "eager PyTorch kernels, as NeMo AutoModel's DeepSeek-V3 (tpsim.layer.mla_eager; default: "
-        "folded into Megatron-core's fused attention; refused on a model without MLA)", "--mla-eager")
+    mla_eager: bool = _flag(False, "MLA's rope and q/k concatenations as eager PyTorch kernels, as "
+        "NeMo AutoModel's DeepSeek-V3 (tpsim.layer.mla_eager; default: fused; without MLA the "
+        "commands refuse it, predict() ignores it, as the automodel preset's)", "--mla-eager")
     nodes: int | None = _count(None, "size the topology's network to this many nodes", "--nodes")
     first_stage_layers: int | None = _count(
         None, "layers on the first pipeline stage, split evenly over its virtual stages (the "

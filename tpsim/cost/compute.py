@@ -40,7 +40,8 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
     tile and wave quantization). A GEMM with fewer tiles than P shares its k loop over the
     idle SMs (split-K / stream-K) in s = :func:`~tpsim.cost.stream_k.stream_k_share` shares
-    (1, data-parallel, where its tiles fill half the P or more): u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
+    (1, data-parallel, on a device with persistent GEMMs where its tiles fill half the P or
+    more): u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
     is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn). A skinny one, m or
     n under the tile's shorter side (under one tile whichever way it is turned), keeps that u
     whatever its tile count: with more tiles than P it has no wave tail either, because cuBLAS
@@ -75,7 +76,7 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
             share = max(1.0, sms / tiles)
             u = m * n * batch / (tiles * tm * tn)
         else:
-            share = stream_k_share(tiles, sms, k)
+            share = stream_k_share(tiles, sms, k, "gemm" in device.persistent_kernels)
             u = m * n * batch * share / (sms * tm * tn)
         best = max(best, u * (k / share) / (k / share + k_half))
     return best

@@ -8,11 +8,16 @@ SPLIT_K_MIN = 1024   # the shortest k a split-K / stream-K share gets (assumed; 
                      # H100's 1024^3 matmul runs unsplit, tests/data/published_compute)
 
 
-def stream_k_share(tiles: int, sms: int, k: float) -> float:
+def stream_k_share(tiles: int, sms: int, k: float, persistent: bool = True) -> float:
     """Shares of its k loop each output tile of a GEMM with ``tiles`` < P tiles gets:
 
-        s = 1                                   if 2 tiles >= P (data-parallel)
-        s = max(1, min(P / tiles, k / SPLIT_K_MIN))  otherwise (stream-K over the SMs)
+        s = 1                                   if persistent and 2 tiles >= P (data-parallel)
+        s = max(1, min(P / tiles, k / SPLIT_K_MIN))  otherwise (split over the SMs)
+
+    ``persistent``: the device runs its GEMMs as persistent kernels (``persistent_kernels``
+    lists gemm: Hopper's cuBLAS/CUTLASS sm90 GEMMs, one CTA an SM), whose stream-K tile
+    scheduler decides the split. Other devices keep the split alone (no source gives their
+    libraries' rule: Ampere's cuBLAS picks among its split-K kernels by its own heuristics).
 
     CUTLASS's stream-K scheduler in its default ``DecompositionMode::Heuristic`` splits a
     one-wave GEMM's tiles only when they fill less than half the SMs (``get_num_sk_tiles`` in
@@ -24,6 +29,6 @@ def stream_k_share(tiles: int, sms: int, k: float) -> float:
     workspace round trip and the owner's wait for them (Osama et al. 2023, arXiv
     2301.03598, the "fixup"). The GEMM then runs one partly filled wave.
     """
-    if 2 * tiles >= sms:
+    if persistent and 2 * tiles >= sms:
         return 1.0
     return max(1.0, min(sms / tiles, k / SPLIT_K_MIN))

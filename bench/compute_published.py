@@ -37,7 +37,8 @@ from tpsim.cluster.topology import AttentionKernel, load_topology
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_compute"
 TOPOLOGY = {"H100-SXM5-80GB": "dgx-h100", "A100-SXM4-80GB": "dgx-a100", "B200-180GB": "dgx-b200",
             "B300-SXM": "dgx-b200", "GB200-186GB": "gb200-nvl72", "B200-or-B300": "dgx-b200",
-            "GB200-or-GB300": "gb200-nvl72"}   # B300 and the "-or-" devices: the README says why
+            "GB200-or-GB300": "gb200-nvl72",   # B300 and the "-or-" devices: the README says why
+            "H800-SXM5-80GB": "dgx-h100"}      # H100 SXM's SMs, clocks and HBM3, NVLink cut
 K_HALF_GRID = [float(x) for x in range(0, 1001, 5)]
 SEQ_HALF_GRID = [float(x) for x in range(0, 2001, 8)]
 
@@ -272,7 +273,37 @@ def derived_seq_half() -> None:
               f"(shipped {dev.attention_kernels['flash3'].seq_half_efficiency:g})")
 
 
+# (hidden, FFN, query heads, KV heads, head dim) of the models vidur profiled
+DECODE_SHAPE = {"Meta-Llama-3-8B": (4096, 14336, 32, 8, 128),
+                "Llama-2-70b-hf": (8192, 28672, 64, 8, 128)}
+DECODE_OPS = ("qkv_us", "proj_us", "mlp_in_us", "mlp_out_us")
+
+
+def decode_layer_us(r: dict) -> list[float]:
+    """tpsim's four GEMMs of one layer at a vidur row's tokens (m), us: (n, k) of the fused QKV,
+    the output projection, the fused gate and up, and the down projection, each split over the
+    row's TP ranks (columns, columns, columns, rows)."""
+    h, ffn, heads, kv, d = DECODE_SHAPE[r["model"]]
+    tp, m = int(r["tp"]), int(r["rows"])
+    dev = load_topology(TOPOLOGY[r["device"]]).device
+    nk = [((heads + 2 * kv) * d // tp, h), (h, heads * d // tp), (2 * ffn // tp, h),
+          (h, ffn // tp)]
+    return [gemm_time(m, n, k, dev, "bf16") * 1e6 for n, k in nk]
+
+
+def decode_batch_checks(name: str = "decode_gemm_vidur_batch.csv") -> None:
+    """vidur's H100 Llama 70B TP 4 GEMMs at 128-1,024 rows (checks, used in no fit): measured and
+    tpsim us per GEMM, and the error."""
+    print(f"\n{name}: measured / tpsim us (error)")
+    print(f"  {'rows':>5s} " + " ".join(f"{o.removesuffix('_us'):>24s}" for o in DECODE_OPS))
+    for r in rows(name):
+        got, meas = decode_layer_us(r), [float(r[o]) for o in DECODE_OPS]
+        print(f"  {r['rows']:>5s} " + " ".join(f"{mm:7.1f} {g:7.1f} ({g / mm - 1:+6.1%})"
+                                               for g, mm in zip(got, meas)))
+
+
 if __name__ == "__main__":
     main()
     k_loop_rates(rows("gemm.csv"))
+    decode_batch_checks()
     derived_seq_half()

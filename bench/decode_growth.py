@@ -37,7 +37,6 @@ per sequence (``host_seq_us`` raised by it) against the offline rows, whose step
 """
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 import sys
@@ -48,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import serve_rate_published as S  # noqa: E402
-from tests.cost.test_decode_gemm import DATA as VIDUR_GEMMS, OPS, layer_gemms_us  # noqa: E402
+from compute_published import DECODE_OPS as OPS, decode_layer_us, rows as published  # noqa: E402
 from tpsim.cluster.topology import load_topology  # noqa: E402
 from tpsim.cost.compute import elementwise_time  # noqa: E402
 from tpsim.serving.engine import serve  # noqa: E402
@@ -82,13 +81,12 @@ def slope(xs, ys) -> float:
 def gemm_us(model: str) -> tuple[float, float]:
     """(Vidur's, tpsim's) growth of a decode step's GEMMs, us a sequence: the slope of a
     layer's four GEMMs over 8-64 rows, times the model's layers."""
-    with open(VIDUR_GEMMS, newline="") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["model"] == VIDUR_MODEL[model] and int(r["rows"]) >= 8]
+    rows = [r for r in published("decode_gemm_vidur.csv")
+            if r["model"] == VIDUR_MODEL[model] and int(r["rows"]) >= 8]
     m = [int(r["rows"]) for r in rows]
     layers = load_model(model).layers
     meas = slope(m, [sum(float(r[o]) for o in OPS) for r in rows])
-    got = slope(m, [sum(layer_gemms_us(r)) for r in rows])
+    got = slope(m, [sum(decode_layer_us(r)) for r in rows])
     return meas * layers, got * layers
 
 

@@ -12,6 +12,7 @@ from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, atte
                            cast_transpose_time, elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
                            stochastic_cast_time, tile_wave_efficiency)
 from tpsim.cluster.topology import load_topology
+from tpsim.cost.stream_k import stream_k_share
 from tpsim.layer.ops import Attention, Gemm
 
 from tests.conftest import make_topology
@@ -235,16 +236,37 @@ def test_low_precision_k_half_by_hand():
 
 
 def test_split_k_fills_idle_sms_by_hand():
-    """Same device: 256 x 256 is 2 tiles on 4 SMs; with k = 4096 the k loop shares
-    min(4 / 2, 4096 / 1024) = 2 ways: u = 256*256*2 / (4 * 32768) = 1; with k = 1536, 1.5 ways:
-    0.75; a skinny m = 1 GEMM (n = 512: 2 tiles) loses only its tiles' padding: 512 / 65536.
-    With a k half-dim of 1024, each share's k loop keeps (k/s) / (k/s + 1024): 2048 / 3072."""
-    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0)
+    """256 x 256 is 2 tiles of 128 x 256. On 8 SMs they fill a quarter: with k = 4096 the k
+    loop shares min(8 / 2, 4096 / 1024) = 4 ways: u = 256*256*4 / (8 * 32768) = 1; with
+    k = 1536, 1.5 ways: 0.375. On 4 SMs they fill half: with persistent GEMMs (Hopper's sm90
+    stream-K scheduler) CUTLASS's heuristic runs them data-parallel, unsplit: u = 256*256 /
+    (4 * 32768) = 0.5 whatever k; without, they split 2 ways: 1. A skinny m = 1 GEMM
+    (n = 512: 2 tiles) loses only its tiles' padding: 512 / 65536. With a k half-dim of 1024,
+    each of the 4 shares' k loop keeps (k/s) / (k/s + 1024): 1024 / 2048."""
+    d = device(gemm_tile=[128, 256], sm_count=8, gemm_half_efficiency_dim=0)
     assert tile_wave_efficiency(256, 256, 4096, 1, d) == 1.0
-    assert tile_wave_efficiency(256, 256, 1536, 1, d) == 0.75
+    assert tile_wave_efficiency(256, 256, 1536, 1, d) == 0.375
     assert tile_wave_efficiency(1, 512, 4096, 1, d) == pytest.approx(512 / (2 * 32768))
-    d = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0, gemm_k_half_dim=1024)
-    assert tile_wave_efficiency(256, 256, 4096, 1, d) == pytest.approx(2048 / 3072)
+    half = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0,
+                  persistent_kernels=["gemm"])
+    assert tile_wave_efficiency(256, 256, 4096, 1, half) == 0.5
+    assert tile_wave_efficiency(256, 256, 1536, 1, half) == 0.5
+    half = dataclasses.replace(half, persistent_kernels=())
+    assert tile_wave_efficiency(256, 256, 4096, 1, half) == 1.0
+    d = device(gemm_tile=[128, 256], sm_count=8, gemm_half_efficiency_dim=0, gemm_k_half_dim=1024)
+    assert tile_wave_efficiency(256, 256, 4096, 1, d) == pytest.approx(1024 / 2048)
+
+
+def test_stream_k_share_by_hand():
+    """P = 132: 96 tiles fill more than half (2 x 96 >= 132): 1 share; 65 tiles fill less:
+    min(132 / 65, k / 1024) shares, 2.03 at k = 8192 and 1.5 at k = 1536; never under 1.
+    A device without persistent GEMMs splits the 96: min(132 / 96, 7168 / 1024) = 1.375."""
+    assert stream_k_share(96, 132, 7168) == 1.0
+    assert stream_k_share(96, 132, 7168, persistent=False) == 1.375
+    assert stream_k_share(66, 132, 7168) == 1.0
+    assert stream_k_share(65, 132, 8192) == pytest.approx(132 / 65)
+    assert stream_k_share(65, 132, 1536) == 1.5
+    assert stream_k_share(65, 132, 512) == 1.0
 
 
 def test_skinny_gemm_has_no_wave_tail_by_hand():

@@ -14,6 +14,7 @@ from ..cluster.sustained import kernel_clock
 from ..cluster.topology import BYTES_PER_ELEMENT, Device
 from ..spec.precision import LOW_PRECISION
 from .mmha import mmha_s
+from .stream_k import stream_k_share
 
 # FlashAttention-2's backward runs five matmuls against the forward's two, recomputing the
 # scores: 2.5x the forward's FLOPs (Dao 2023, "FlashAttention-2", section 4.1 benchmarks).
@@ -22,8 +23,6 @@ FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
 FP4 = ("nvfp4",)             # the dtypes Blackwell's FP4 tensor cores run (gemm_max_efficiency_fp4)
 
 
-SPLIT_K_MIN = 1024   # the shortest k a split-K / stream-K share gets (assumed; must exceed 512:
-                     # H100's 1024^3 matmul runs unsplit, tests/data/published_compute)
 
 
 def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device,
@@ -39,9 +38,10 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
 
     with tiles = ceil(m/Tm) ceil(n/Tn) batch, taking the better of the two tile orientations, as
     cuBLAS picks among its kernels (NVIDIA, "Matrix Multiplication Background User's Guide",
-    tile and wave quantization). A GEMM with fewer tiles than SMs shares its k loop over the
-    idle SMs (split-K / stream-K) in s = min(P / tiles, k / SPLIT_K_MIN) (at least 1)
-    shares: u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
+    tile and wave quantization). A GEMM with fewer tiles than P shares its k loop over the
+    idle SMs (split-K / stream-K) in s = :func:`~tpsim.cost.stream_k.stream_k_share` shares
+    (1, data-parallel, on a device with persistent GEMMs where its tiles fill half the P or
+    more): u = m n batch s / (P Tm Tn); one with m or n under one tile (decoding's m = batch)
     is spread over them all (s = P / tiles): u = m n batch / (tiles Tm Tn). A skinny one, m or
     n under the tile's shorter side (under one tile whichever way it is turned), keeps that u
     whatever its tile count: with more tiles than P it has no wave tail either, because cuBLAS
@@ -76,7 +76,7 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
             share = max(1.0, sms / tiles)
             u = m * n * batch / (tiles * tm * tn)
         else:
-            share = max(1.0, min(sms / tiles, k / SPLIT_K_MIN))
+            share = stream_k_share(tiles, sms, k, "gemm" in device.persistent_kernels)
             u = m * n * batch * share / (sms * tm * tn)
         best = max(best, u * (k / share) / (k / share + k_half))
     return best

@@ -7,7 +7,8 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
 
 * GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile``, ``gemm_tile_sms`` and
   ``sm_count`` come from the hardware and its kernels, not from a fit), by least squares on log(predicted / measured) over a grid of
-  k_half with the best efficiency in closed form (the geometric mean of measured / predicted);
+  k_half, each with the efficiency minimising that priced error (every row priced through
+  ``gemm_time`` at each trial efficiency: launch + max(compute, memory) is not proportional to it);
 * attention: per kernel, the efficiency per head dim and ``seq_half_efficiency`` on the
   non-causal rows, then ``causal_efficiency`` and ``causal_block`` on the causal rows of the
   smallest head dim only (the other head dims' causal rows are the check).
@@ -15,9 +16,9 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
 error: only the ``check`` rows are evidence. B200's ``fit`` rows are one source family's, XLA's
 B200 table (bf16 and fp8): ``gemm_max_efficiency`` and ``gemm_k_half_dim`` on its bf16 rows,
-then ``gemm_max_efficiency_fp8`` in closed form on its fp8 rows with ``gemm_k_half_dim_fp8``
+then ``gemm_max_efficiency_fp8`` on its fp8 rows with ``gemm_k_half_dim_fp8``
 derived (bf16's x the fp8 / bf16 peak: :func:`fit_fp8_gemm`), and the FP4 rows of one source,
-on which ``gemm_max_efficiency_fp4`` alone is fitted (in closed form, the tiles and k_half as
+on which ``gemm_max_efficiency_fp4`` alone is fitted (the tiles and k_half as
 shipped); Blackwell's cuDNN and FlashAttention-4 rows are priced with the presets' flash3
 kernel, H100's fit carried over, whose ``seq_half_efficiency`` is derived from H100's (printed last). Predictions use the shipped topologies' values, so
 after pasting a refit into the YAML the printed errors are those of the shipped model.
@@ -29,6 +30,8 @@ import dataclasses
 import math
 import statistics
 from pathlib import Path
+
+from scipy.optimize import minimize_scalar
 
 from tpsim.cost.compute import FP4, attention_exec_flops, attention_time, gemm_time
 from tpsim.layer.ops import Attention
@@ -60,34 +63,53 @@ def _log_fit(measured: list[float], predict) -> tuple[float, float]:
     return scale, sum((lg - math.log(scale)) ** 2 for lg in logs)
 
 
+def _priced_fit(measured: list[float], predict, low: float = 0.3) -> tuple[float, float]:
+    """Efficiency e in (``low``, 1] minimising sum log^2(predict(e) / measured), and that sum:
+    ``predict(e)`` prices the rows with e set in the device. A GEMM's time is launch +
+    max(compute, memory) (:func:`tpsim.cost.compute.gemm_time`), so its rate is not
+    proportional to e: the rows are priced at each trial e (scipy's bounded Brent search)."""
+    logm = [math.log(m) for m in measured]
+
+    def err(e: float) -> float:
+        return sum((math.log(p) - lm) ** 2 for p, lm in zip(predict(e), logm))
+
+    res = minimize_scalar(err, bounds=(low, 1.0), method="bounded", options={"xatol": 1e-5})
+    return float(res.x), float(res.fun)
+
+
 def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
-    """(gemm_max_efficiency, gemm_k_half_dim) best on ``fit_rows``."""
+    """(gemm_max_efficiency, gemm_k_half_dim) best on ``fit_rows``: for each k_half of the grid
+    the efficiency minimising the priced error (:func:`_priced_fit`), then the best pair."""
     measured = [float(r["tflops"]) for r in fit_rows]
     best = None
     for k_half in K_HALF_GRID:
-        dev = dataclasses.replace(device, gemm_max_efficiency=1.0, gemm_k_half_dim=k_half)
-        scale, err = _log_fit(measured, [gemm_tflops(r, dev) for r in fit_rows])
-        if scale <= 1 and (best is None or err < best[0]):
-            best = (err, scale, k_half)
-    return best[1], best[2]
+        dev = dataclasses.replace(device, gemm_k_half_dim=k_half)
+        eff, err = _priced_fit(measured, lambda e: [
+            gemm_tflops(r, dataclasses.replace(dev, gemm_max_efficiency=e)) for r in fit_rows])
+        if best is None or err < best[0]:
+            best = (err, eff, k_half)
+    return round(best[1], 3), best[2]
 
 
 def fit_fp8_gemm(device, fit_rows: list[dict], k_half: float) -> tuple[float, float]:
     """(gemm_max_efficiency_fp8, gemm_k_half_dim_fp8) on ``fit_rows``: the k half-dimension
     DERIVED, ``k_half`` (bf16's) x the fp8 / bf16 peak (each tile's fixed prologue and epilogue
-    take the same time while the k loop runs at the fp8 rate), the efficiency then in closed
-    form (the geometric mean of measured / predicted)."""
+    take the same time while the k loop runs at the fp8 rate), the efficiency then minimising
+    the priced error (:func:`_priced_fit`)."""
     k_half_fp8 = k_half * device.peak("fp8") / device.peak("bf16")
-    dev = dataclasses.replace(device, gemm_max_efficiency_fp8=1.0, gemm_k_half_dim_fp8=k_half_fp8)
+    dev = dataclasses.replace(device, gemm_k_half_dim_fp8=k_half_fp8)
     measured = [float(r["tflops"]) for r in fit_rows]
-    return _log_fit(measured, [gemm_tflops(r, dev) for r in fit_rows])[0], k_half_fp8
+    eff, _ = _priced_fit(measured, lambda e: [
+        gemm_tflops(r, dataclasses.replace(dev, gemm_max_efficiency_fp8=e)) for r in fit_rows])
+    return round(eff, 3), k_half_fp8
 
 
 def fit_fp4_gemm(device, fit_rows: list[dict]) -> float:
     """gemm_max_efficiency_fp4 best on ``fit_rows`` (the tiles and gemm_k_half_dim as shipped):
-    the geometric mean of measured / predicted at an FP4 efficiency of 1."""
-    dev = dataclasses.replace(device, gemm_max_efficiency_fp4=1.0)
-    return _log_fit([float(r["tflops"]) for r in fit_rows], [gemm_tflops(r, dev) for r in fit_rows])[0]
+    the efficiency minimising the priced error (:func:`_priced_fit`)."""
+    eff, _ = _priced_fit([float(r["tflops"]) for r in fit_rows], lambda e: [
+        gemm_tflops(r, dataclasses.replace(device, gemm_max_efficiency_fp4=e)) for r in fit_rows])
+    return round(eff, 3)
 
 
 def attention_tflops(r: dict, device, kernel: str) -> float:

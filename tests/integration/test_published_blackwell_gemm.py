@@ -7,7 +7,7 @@ FP4 efficiency on DeepGEMM PR #348's cuBLAS rows; every other Blackwell row is a
 * MAMF's best shapes (stas00/ml-engineering), bf16 and fp8, on B200, GB200 and B300: the best of
   a shape sweep at the boost clock is an upper envelope: tpsim is below each, within 30% (25%
   under the proportional-rate fit, 0.788 / 275; the priced-error fit, 0.780 / 355, puts B300's
-  bf16 shape, priced as B200, at -27.4%).
+  bf16 shape, priced as B200, at -27.4% and GB200's fp8 shape at -26.9%).
 * pytorch/ao PR #2427's cuBLAS kernel times (the other kernel-time source) at 2048^3-4096^3:
   within 10%.
 * FP4: FlashInfer PR #1979's B200 NVFP4 CUTLASS GEMM (1024 x 7168 x 4608), used in no fit, is

@@ -60,7 +60,7 @@ t_i(c) the kernel's time at c: a fixed point, solved by :func:`tpsim.sim.price.w
 modes. The priced device is :func:`at_clock`'s: every tensor peak at c (the CUDA-core work
 inside an attention kernel, attention dropout's, at the boost clock). Measured against the
 per-kernel clock, c_ref refitted on the same Llama 3 70B FP8 rows (``python
-bench/whole_job_published.py --fit --clock-window step``: 0.855 again), the window mean reads
+bench/whole_job_published.py --fit --clock-window step``: 0.855, 0.860 per kernel), the window mean reads
 every bf16 H100 whole-job row faster still (Megatron-LM CI 7B -11.1/-14.9% -> -12.6/-15.9% in
 time, llm-foundry's mean +2.3% -> +6.0%), so the presets keep ``kernel``
 (docs/training-step.md, Known gaps).

@@ -122,9 +122,7 @@ def with_nccl(topo: Topology, release: str | None) -> Topology:
     levels = tuple(_hop(dataclasses.replace(lv, nvls_fixed_grid=grid), "nvls", nvls_us)
                    if lv.in_switch_reduction else
                    _hop(lv, "nvls_tree", tree_us) if lv.inter_node else lv for lv in topo.levels)
-    new = dataclasses.replace(topo, levels=levels, device=_p2p_ll(topo.device, *NCCL_P2P[key]))
-    object.__setattr__(new, "path", topo.path)
-    return new
+    return topo.replaced(levels=levels, device=_p2p_ll(topo.device, *NCCL_P2P[key]))
 
 
 def _p2p_ll(device, peer_bytes: int, step: int):

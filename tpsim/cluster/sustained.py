@@ -56,7 +56,7 @@ docs/training-step.md, Known gaps), and c solves
     sum_i t_i(c) d_i(c) / sum_i t_i(c) = 1,   c = 1 where the mean at boost is below 1
 
 t_i(c) the kernel's time at c: a fixed point, solved by :func:`tpsim.sim.price.window_pricing`
-(the mean grows with c: brentq). A step of FP8 kernels at u_ref alone runs at c_ref in both
+(the mean grows with c: bisection). A step of FP8 kernels at u_ref alone runs at c_ref in both
 modes. The priced device is :func:`at_clock`'s: every tensor peak at c (the CUDA-core work
 inside an attention kernel, attention dropout's, at the boost clock). Measured against the
 per-kernel clock, c_ref refitted on the same Llama 3 70B FP8 rows (``python
@@ -152,10 +152,8 @@ def at_clock(device: Device, clock: float) -> Device:
 
 
 def with_device(topo: Topology, device: Device) -> Topology:
-    """``topo`` on ``device``, its file path kept."""
-    new = dataclasses.replace(topo, device=device)
-    object.__setattr__(new, "path", topo.path)
-    return new
+    """``topo`` on ``device``, its file path kept (:meth:`Topology.replaced`)."""
+    return topo.replaced(device=device)
 
 
 def _weight(device: Device, dtype: str) -> float:

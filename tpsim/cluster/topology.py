@@ -225,6 +225,13 @@ class Topology:
 
     __hash__ = value_hash      # by value (the memos' keys), computed once per topology
 
+    def replaced(self, **changes) -> "Topology":
+        """This topology with ``changes`` (dataclasses.replace), its file path kept: a
+        topology resized, re-released or priced at another clock still names its file."""
+        new = dataclasses.replace(self, **changes)
+        object.__setattr__(new, "path", self.path)
+        return new
+
     def validate(self, source: str, path: str) -> None:
         if self.levels[0].nics_per_node is not None:
             raise ConfigError(source, "levels[0].nics_per_node",

@@ -28,9 +28,7 @@ def _resized(topo: Topology, nodes: int) -> Topology:
                           f"({topo.name} has {len(outer)})", nodes)
     levels = list(topo.levels)
     levels[outer[0]] = dataclasses.replace(levels[outer[0]], size=nodes)
-    new = dataclasses.replace(topo, levels=tuple(levels))
-    object.__setattr__(new, "path", topo.path)
-    return new
+    return topo.replaced(levels=tuple(levels))
 
 
 def sizable(topo: Topology) -> bool:

@@ -178,6 +178,7 @@ def price_ops(ops, pricing: Pricing) -> tuple[list[float], list[str], list]:
 
 
 MIN_CLOCK = 0.3     # the window clock's search floor, a share of boost (below any fitted clock)
+CLOCK_TOL = 1e-7    # the window clock's bisection stops within this share of boost
 _WINDOW_CLOCKS = Memo("window clocks", 1024)
 
 
@@ -202,9 +203,8 @@ def window_clock(ops, device) -> float:
     a Gemm or Attention (u_i = executed FLOPs / (t_i peak at c)), ``COMPUTE_ACTIVITY`` for
     the others (the layer's elementwise kernels, as the energy model counts them), t_i(c) :func:`kernel_time` on :func:`~tpsim.cluster.sustained.at_clock`;
     1 where the mean at boost is below the limit, ``MIN_CLOCK`` where even there it is above.
-    The mean grows with c (tensor kernels' t d ~ c^2, their time ~ 1 / c): brentq (scipy,
-    imported here only: ``import tpsim`` never needs it)."""
-    from scipy.optimize import brentq
+    The mean grows with c (tensor kernels' t d ~ c^2, their time ~ 1 / c): bisection to
+    ``CLOCK_TOL`` (numpy and the standard library only: predicting needs no scipy)."""
     kernels = [op for op in ops if type(op) in FORMULAS]
 
     def excess(clock: float) -> float:
@@ -223,4 +223,8 @@ def window_clock(ops, device) -> float:
         return 1.0
     if excess(MIN_CLOCK) >= 0.0:
         return MIN_CLOCK
-    return brentq(excess, MIN_CLOCK, 1.0, xtol=1e-7)
+    lo, hi = MIN_CLOCK, 1.0
+    while hi - lo > CLOCK_TOL:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if excess(mid) >= 0.0 else (mid, hi)
+    return 0.5 * (lo + hi)

@@ -23,8 +23,6 @@ FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
 FP4 = ("nvfp4",)             # the dtypes Blackwell's FP4 tensor cores run (gemm_max_efficiency_fp4)
 
 
-
-
 def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device,
                          dtype: str = "bf16") -> float:
     """Share of the tensor cores a GEMM's output tiles keep busy (tile and wave quantization).

@@ -3,8 +3,8 @@
 Before XQA (v0.8), TensorRT-LLM decodes one token per sequence with MMHA
 (``cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/
 decoderMaskedMultiheadAttentionTemplate.h`` and ``decoderMaskedMultiheadAttentionUtils.h``,
-NVIDIA/TensorRT-LLM: the index here holds one later revision, commit 02519b0c, read for this;
-the v0.5.0 and v0.6.1 tags could not be fetched, so their loops are assumed the same, as
+NVIDIA/TensorRT-LLM, read at a later revision, commit 02519b0c; the v0.5.0 and v0.6.1 tags
+were not read, so their loops are assumed the same, as
 inherited from FasterTransformer's kernel: grid (heads, batch), 256 threads a CTA, 16-byte
 vectors, fp32 accumulators; the one difference counted is below). No tensor core: every
 query head's CTA converts and multiply-adds every key and value element of its KV head on
@@ -34,7 +34,7 @@ a pair (1) and the dequantizing scale's FMUL (1): ``qk_scale_dot_``'s ``mul(k_sc
 and ``Logit_value_fma``'s ``mul(v_scale, v)``, the path the revision read keeps for int8 and
 for fp8 without ``MMHA_FP8_SCALE_Q_INSTEAD_OF_K`` / ``..._P_INSTEAD_OF_V``, flags it added
 later "to reduce number of instructions for dequantizing KV cache" (assumed absent from
-v0.5/v0.6). An earlier revision in the index (03cff08f, ``cpp/tensorrt_llm/kernels/
+v0.5/v0.6). An earlier revision (03cff08f, ``cpp/tensorrt_llm/kernels/
 decoderMaskedMultiheadAttentionUtils.h``) scales in T instead (``kv_cache_scale_type_t<half,
 __nv_fp8_e4m3>`` is ``uint16_t``: one HMUL2 a pair, c = 2); which v0.5.0 ships is not
 established, and the fp32 FMUL is counted. So a token costs
@@ -116,12 +116,6 @@ KEY_EPILOGUE, LOAD, VALUE_OVERHEAD, SOFTMAX = (sum(PIPES_OF[k].values()) for k i
 # c, an element's conversions to fp32, by pipe: a 16-bit cache's HADD2.F32; an 8-bit one's
 # half F2FP (cvt.rn.f16x2.e4m3x2 a pair), HADD2.F32 and the scale's FMUL.
 CONVERSION_PIPES = {1: {"xu": 0.5, "fp16": 1.0, "fma": 1.0}, 2: {"fp16": 1.0}}
-
-
-def conversions_per_element(kv_bytes: int) -> float:
-    """c: the instructions that bring one cached element to fp32 (module docstring): an 8-bit
-    cache 2.5 (a pair to f16x2, each to fp32, the scale), a 16-bit one 1, fp32 none."""
-    return sum(CONVERSION_PIPES.get(kv_bytes, {}).values())
 
 
 def _geometry(head_dim: int) -> tuple[int, int, int]:

@@ -12,27 +12,27 @@ from .common import positive_int, positive_rate, probability, token_count
 
 def int_list(text: str) -> tuple[int, ...]:
     """``4`` or ``1,2,4,8``: positive integers (:func:`positive_int` each)."""
-    return _distinct(tuple(positive_int(x.strip()) for x in _items(text)), text)
+    return _read(text, positive_int)
 
 
 def token_list(text: str) -> tuple[int, ...]:
     """``8k`` or ``1024,2k,4k``: token counts (:func:`token_count` each)."""
-    return _distinct(tuple(token_count(x.strip()) for x in _items(text)), text)
+    return _read(text, token_count)
 
 
 def rate_list(text: str) -> tuple[float, ...]:
     """``8`` or ``1,4,16,inf``: request rates (:func:`positive_rate` each)."""
-    return _distinct(tuple(positive_rate(x.strip()) for x in _items(text)), text)
+    return _read(text, positive_rate)
 
 
 def probability_list(text: str) -> tuple[float, ...]:
     """``0.6`` or ``0.6,0.8``: probabilities in [0, 1) (:func:`probability` each)."""
-    return _distinct(tuple(probability(x.strip()) for x in _items(text)), text)
+    return _read(text, probability)
 
 
 def name_list(text: str) -> tuple[str, ...]:
     """``dgx-a100,dgx-h100``: names or paths, in order."""
-    return _distinct(tuple(x.strip() for x in _items(text)), text)
+    return _read(text, str)
 
 
 def choice_list(choices, convert=str):
@@ -51,6 +51,11 @@ def choice_list(choices, convert=str):
 def braces(choices) -> str:
     """argparse's way of showing choices in a flag's line: {a,b,c}."""
     return "{" + ",".join(choices) + "}"
+
+
+def _read(text: str, convert) -> tuple:
+    """The comma list ``text``, each item stripped and converted, each value once."""
+    return _distinct(tuple(convert(x.strip()) for x in _items(text)), text)
 
 
 def _distinct(values: tuple, text: str) -> tuple:

@@ -11,7 +11,10 @@ device it fits, on the rows marked ``fit`` only, the parameters the topology YAM
   ``gemm_time`` at each trial efficiency: launch + max(compute, memory) is not proportional to it);
 * attention: per kernel, the efficiency per head dim and ``seq_half_efficiency`` on the
   non-causal rows, then ``causal_efficiency`` and ``causal_block`` on the causal rows of the
-  smallest head dim only (the other head dims' causal rows are the check).
+  smallest head dim only (the other head dims' causal rows are the check), by the same priced
+  error: for each ``seq_half_efficiency`` (``causal_block``) of its grid, the efficiency per head
+  dim (``causal_efficiency``) minimising it with every row priced through ``attention_time``
+  (launch + max(compute, memory)) at each trial value, then the best.
 
 Then it prices every row, ``fit`` and ``check``, through tpsim.cost.compute itself and prints the
 error: only the ``check`` rows are evidence. B200's ``fit`` rows are one source family's, XLA's
@@ -56,18 +59,13 @@ def gemm_tflops(r: dict, device) -> float:
     return 2.0 * m * n * k * b / gemm_time(m, n, k, device, r["dtype"], b) / 1e12
 
 
-def _log_fit(measured: list[float], predict) -> tuple[float, float]:
-    """Scale s minimising sum log^2(s * predicted / measured), and that sum."""
-    logs = [math.log(m / p) for m, p in zip(measured, predict)]
-    scale = math.exp(statistics.fmean(logs))
-    return scale, sum((lg - math.log(scale)) ** 2 for lg in logs)
-
-
-def _priced_fit(measured: list[float], predict, low: float = 0.3) -> tuple[float, float]:
+def priced_fit(measured: list[float], predict, low: float = 0.3) -> tuple[float, float]:
     """Efficiency e in (``low``, 1] minimising sum log^2(predict(e) / measured), and that sum:
-    ``predict(e)`` prices the rows with e set in the device. A GEMM's time is launch +
-    max(compute, memory) (:func:`tpsim.cost.compute.gemm_time`), so its rate is not
-    proportional to e: the rows are priced at each trial e (scipy's bounded Brent search)."""
+    ``predict(e)`` prices the rows with e set in the device (a GEMM's efficiency, an attention
+    kernel's per head dim or its causal share). A kernel's time is launch + max(compute, memory)
+    (:func:`tpsim.cost.compute.gemm_time`, :func:`tpsim.cost.compute.attention_time`), so its
+    rate is not proportional to e: the rows are priced at each trial e (scipy's bounded Brent
+    search), not scaled from one pricing at e = 1."""
     logm = [math.log(m) for m in measured]
 
     def err(e: float) -> float:
@@ -79,12 +77,12 @@ def _priced_fit(measured: list[float], predict, low: float = 0.3) -> tuple[float
 
 def fit_gemm(device, fit_rows: list[dict]) -> tuple[float, float]:
     """(gemm_max_efficiency, gemm_k_half_dim) best on ``fit_rows``: for each k_half of the grid
-    the efficiency minimising the priced error (:func:`_priced_fit`), then the best pair."""
+    the efficiency minimising the priced error (:func:`priced_fit`), then the best pair."""
     measured = [float(r["tflops"]) for r in fit_rows]
     best = None
     for k_half in K_HALF_GRID:
         dev = dataclasses.replace(device, gemm_k_half_dim=k_half)
-        eff, err = _priced_fit(measured, lambda e: [
+        eff, err = priced_fit(measured, lambda e: [
             gemm_tflops(r, dataclasses.replace(dev, gemm_max_efficiency=e)) for r in fit_rows])
         if best is None or err < best[0]:
             best = (err, eff, k_half)
@@ -95,19 +93,19 @@ def fit_fp8_gemm(device, fit_rows: list[dict], k_half: float) -> tuple[float, fl
     """(gemm_max_efficiency_fp8, gemm_k_half_dim_fp8) on ``fit_rows``: the k half-dimension
     DERIVED, ``k_half`` (bf16's) x the fp8 / bf16 peak (each tile's fixed prologue and epilogue
     take the same time while the k loop runs at the fp8 rate), the efficiency then minimising
-    the priced error (:func:`_priced_fit`)."""
+    the priced error (:func:`priced_fit`)."""
     k_half_fp8 = k_half * device.peak("fp8") / device.peak("bf16")
     dev = dataclasses.replace(device, gemm_k_half_dim_fp8=k_half_fp8)
     measured = [float(r["tflops"]) for r in fit_rows]
-    eff, _ = _priced_fit(measured, lambda e: [
+    eff, _ = priced_fit(measured, lambda e: [
         gemm_tflops(r, dataclasses.replace(dev, gemm_max_efficiency_fp8=e)) for r in fit_rows])
     return round(eff, 3), k_half_fp8
 
 
 def fit_fp4_gemm(device, fit_rows: list[dict]) -> float:
     """gemm_max_efficiency_fp4 best on ``fit_rows`` (the tiles and gemm_k_half_dim as shipped):
-    the efficiency minimising the priced error (:func:`_priced_fit`)."""
-    eff, _ = _priced_fit([float(r["tflops"]) for r in fit_rows], lambda e: [
+    the efficiency minimising the priced error (:func:`priced_fit`)."""
+    eff, _ = priced_fit([float(r["tflops"]) for r in fit_rows], lambda e: [
         gemm_tflops(r, dataclasses.replace(device, gemm_max_efficiency_fp4=e)) for r in fit_rows])
     return round(eff, 3)
 
@@ -134,19 +132,21 @@ FA_BACKWARD = 2.5
 
 def fit_attention(device, kernel: str, fit_rows: list[dict]) -> AttentionKernel:
     """Efficiency per head dim and seq_half_efficiency on the non-causal ``fit_rows``, then
-    causal_efficiency and causal_block on the causal ones."""
+    causal_efficiency and causal_block on the causal ones: for each seq_half_efficiency (each
+    causal_block) of the grid the efficiency (the causal share) minimising the priced error
+    (:func:`priced_fit`: every row priced through ``attention_time`` at each trial value), then
+    the best."""
     plain = [r for r in fit_rows if r["causal"] == "0"]
     best = None
     for seq_half in SEQ_HALF_GRID:
         eff, err = {}, 0.0
         for d in sorted({r["head_dim"] for r in plain}):
-            sub = [r for r in plain if r["head_dim"] == d]
-            dev = _with_kernel(device, kernel, AttentionKernel({d: 1.0}, None, seq_half))
-            scale, e = _log_fit([float(r["tflops"]) for r in sub],
-                                [attention_tflops(r, dev, kernel) for r in sub])
-            eff[d], err = round(min(scale, 1.0), 3), err + e
+            eff[d], e = _attention_fit(device, kernel, [r for r in plain if r["head_dim"] == d],
+                                       lambda x: AttentionKernel({d: x}, None, seq_half))
+            err += e
         if best is None or err < best[0]:
-            best = (err, AttentionKernel(eff, None, seq_half))
+            best = (err, AttentionKernel({d: round(e, 3) for d, e in eff.items()}, None,
+                                         seq_half))
     k = best[1]
     causal = [r for r in fit_rows if r["causal"] == "1"]
     if not causal:
@@ -154,12 +154,22 @@ def fit_attention(device, kernel: str, fit_rows: list[dict]) -> AttentionKernel:
     best = None
     for block in BLOCK_GRID:
         trial = dataclasses.replace(k, causal_block=block)
-        dev = _with_kernel(device, kernel, trial)
-        scale, e = _log_fit([float(r["tflops"]) for r in causal],
-                            [attention_tflops(r, dev, kernel) for r in causal])
-        if scale <= 1 and (best is None or e < best[0]):
+        scale, e = _attention_fit(device, kernel, causal, lambda x: dataclasses.replace(
+            trial, causal_efficiency=x))
+        if best is None or e < best[0]:
             best = (e, dataclasses.replace(trial, causal_efficiency=round(scale, 3)))
     return best[1]
+
+
+ATTENTION_LOW = 0.05   # the attention fits' lower bound on an efficiency (GEMMs': 0.3)
+
+
+def _attention_fit(device, kernel: str, fit_rows: list[dict], kernel_at) -> tuple[float, float]:
+    """:func:`priced_fit` of one attention term: ``kernel_at(x)`` is the kernel with the term
+    at x, every row priced with it in the device."""
+    return priced_fit([float(r["tflops"]) for r in fit_rows], lambda x: [
+        attention_tflops(r, _with_kernel(device, kernel, kernel_at(x)), kernel)
+        for r in fit_rows], ATTENTION_LOW)
 
 
 BLOCK_GRID = [float(x) for x in range(0, 1025, 16)]
@@ -230,14 +240,21 @@ def attention_checks(device_name: str, topo_name: str, dev, attns: list[dict]) -
             print(f"\n{device_name} {kernel}: no 'fit' rows: priced with {topo_name}'s {name} kernel")
         else:
             k = fit_attention(dev, name, fit)
-            print(f"\n{device_name} {kernel}: fit on its 'fit' rows: efficiency "
-                  f"{k.efficiency}, seq_half_efficiency {k.seq_half_efficiency:g}, "
-                  f"causal_efficiency {k.causal_efficiency:g}, causal_block {k.causal_block:g}")
+            print(f"\n{device_name} {kernel}: fit on its 'fit' rows: {_attention_terms(k)}")
             if not dev.attention_kernels or name not in dev.attention_kernels:
                 print(f"  ({topo_name} lists no {name} kernel: checks use the fit)")
                 dev_k = _with_kernel(dev, name, k)
+            else:
+                print(f"  (shipped {topo_name}: {_attention_terms(dev.attention_kernels[name])})")
         report(f"{device_name} {kernel} (TFLOP/s, FlashAttention's convention)",
                [(r, float(r["tflops"]), attention_tflops(r, dev_k, name)) for r in sub])
+
+
+def _attention_terms(k: AttentionKernel) -> str:
+    """A kernel's fitted terms (the forward's), as the fit prints them."""
+    return (f"efficiency {dict(sorted(k.efficiency.items()))}, seq_half_efficiency "
+            f"{k.seq_half_efficiency:g}, causal_efficiency {k.causal_efficiency:g}, "
+            f"causal_block {k.causal_block:g}")
 
 
 def main() -> None:

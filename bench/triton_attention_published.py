@@ -39,6 +39,9 @@ from tpsim.cluster.topology import AttentionKernel, load_topology
 from tpsim.layer.ops import Attention
 from tpsim.sim.price import kernel_time
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compute_published import ATTENTION_LOW, priced_fit  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_compute"
 KERNEL = "triton"
 FA_BACKWARD = 2.5   # FlashAttention's convention: the backward is 2.5 forwards
@@ -113,19 +116,21 @@ def fit_lengths() -> set[str]:
 def figure_efficiency(device, half: float, d: int) -> float:
     """The FlashAttention-2 figure's Triton bars without the mask at head dim ``d`` and the
     lengths of :func:`fit_lengths`, as one efficiency (both passes) at ``seq_half_efficiency``
-    ``half``: the geometric mean of measured over priced at efficiency 1 (least squares on the
-    log, in closed form)."""
+    ``half``: the one minimising the priced error (compute_published's :func:`priced_fit`, every
+    bar priced at each trial efficiency)."""
     figure = [r for r in rows("attention.csv") if r["kernel"] == "triton-ops"
               and r["head_dim"] == str(d) and r["causal"] == "0" and r["seq"] in fit_lengths()]
-    dev = with_kernel(device, AttentionKernel({str(d): 1.0}, None, half))
-    logs = []
-    for r in figure:
+
+    def priced(r: dict, dev) -> float:
         s, b, heads = int(r["seq"]), int(r["tokens"]) // int(r["seq"]), 2048 // d
         t = sum(seconds({"batch": b, "seq": s, "heads": heads, "head_dim": d, "causal": "0",
                          "pass": p}, dev) for p in ("fwd", "bwd"))
-        priced = fa_flops(b, s, heads, d, False, False) * (1 + FA_BACKWARD) / t / 1e12
-        logs.append(math.log(float(r["tflops"]) / priced))
-    return math.exp(statistics.fmean(logs))
+        return fa_flops(b, s, heads, d, False, False) * (1 + FA_BACKWARD) / t / 1e12
+
+    eff, _ = priced_fit([float(r["tflops"]) for r in figure], lambda e: [
+        priced(r, with_kernel(device, AttentionKernel({str(d): e}, None, half)))
+        for r in figure], ATTENTION_LOW)
+    return eff
 
 
 def head_dim_ratio(device, half: float) -> float:

@@ -18,26 +18,28 @@ from ..base.errors import ConfigError
 from .settings import setting
 
 ROUTER_DTYPES = ("none", "fp32", "fp64")
+DTYPE_DOC = (
+    "the MoE router's gating GEMM in fp32 (TF32 on the tensor cores) or fp64, its input and "
+    "gradients cast to and from it (Megatron-core's --moe-router-dtype, which DeepSeek-V3's "
+    "Megatron-Bridge provider sets; none: the activations' dtype; tpsim.layer.router_dtype)")
+GATING_DOC = (
+    "with --moe-router-dtype, the router's GEMM as Megatron-core 0.13's "
+    "RouterGatingLinearFunction (fp32: a 16-bit forward with fp32 logits, the backward's casts "
+    "in Python; False: Megatron-core 0.12's F.linear on the cast input and weight, the forward "
+    "in the router's dtype, autograd's backward)")
+GATING_HELP = (
+    "with --moe-router-dtype, the router's GEMM as Megatron-core 0.12's F.linear on the input "
+    "and weight cast to it (Megatron-LM dab77238 to 0f058666, March to June 2025; default: "
+    "0.13's RouterGatingLinearFunction)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RouterDtype:
     """The router's dtype settings a layout inherits (module docstring)."""
-    moe_router_dtype: str = setting(
-        "none", "the MoE router's gating GEMM in fp32 (TF32 on the tensor cores) or fp64, its "
-        "input and gradients cast to and from it (Megatron-core's --moe-router-dtype, which "
-        "DeepSeek-V3's Megatron-Bridge provider sets; none: the activations' dtype; "
-        "tpsim.layer.router_dtype)", flag="--moe-router-dtype", kind="choice",
-        choices=ROUTER_DTYPES)
-    moe_router_gating_linear: bool = setting(
-        True, "with --moe-router-dtype, the router's GEMM as Megatron-core 0.13's "
-        "RouterGatingLinearFunction (fp32: a 16-bit forward with fp32 logits, the backward's "
-        "casts in Python; False: Megatron-core 0.12's F.linear on the cast input and weight, "
-        "the forward in the router's dtype, autograd's backward)",
-        flag="--moe-router-gating-linear", kind="flag",
-        help="with --moe-router-dtype, the router's GEMM as Megatron-core 0.12's F.linear on "
-             "the input and weight cast to it (Megatron-LM dab77238 to 0f058666, March to June "
-             "2025; default: 0.13's RouterGatingLinearFunction)")
+    moe_router_dtype: str = setting("none", DTYPE_DOC, flag="--moe-router-dtype",
+                                    kind="choice", choices=ROUTER_DTYPES)
+    moe_router_gating_linear: bool = setting(True, GATING_DOC, flag="--moe-router-gating-linear",
+                                             kind="flag", help=GATING_HELP)
 
 
 def check_router_dtype(lay) -> None:

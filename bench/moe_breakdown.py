@@ -9,8 +9,9 @@ backward of one micro-batch on one GPU, grouped by the op's name:
     attention     the attention kernel (and MLA's, DeepSeek-V3)
     dense GEMMs   QKV, projection, MLA's projections, shared experts, their dgrad and wgrad
     expert GEMMs  the grouped GEMMs (fc1, fc2; dgrad, wgrad)
-    FP8 casts     every ``.cast`` op (Transformer Engine's quantize)
-    router        the router's GEMM, top-k and their backward
+    FP8 casts     every ``.cast`` op (Transformer Engine's quantize) but the router's
+    router        the router's GEMM, top-k, the casts to and from its dtype
+                  (``--moe-router-dtype``) and their backward
     glue          permute / sort / unsort / unpermute, the activation, norms, residuals, adds
     TP comm, EP comm   the exposed time of the ops off the compute stream (collectives, and
                   the ring exchange's copies: what the compute stream does not hide); CP comm,
@@ -66,7 +67,7 @@ def group_of(name: str, kind: str, stream: str = "compute") -> str:
         if any(op in name for op in EP_OPS):
             return "EP comm"
         return "CP comm" if ".attn.cp" in name else "TP comm"
-    if name.endswith(".cast"):
+    if name.endswith(".cast") and ".router." not in name:
         return "FP8 casts"
     for group, parts in GROUPS:
         if any(f".{p}" in name for p in parts):

@@ -13,7 +13,10 @@ overhead"), the mean of the iterations after warm-up. Two proxies:
   sigmoid router with 8 groups, top 4 groups (tpsim: a balanced router, no group limit);
 
 (``test_cases.py``: the Mixtral proxy's auxiliary loss ``aux_loss``, the DeepSeek proxy's
-``seq_aux_loss``, whose host work tpsim counts: :mod:`tpsim.layer.moe_host`);
+``seq_aux_loss``, whose host work tpsim counts: :mod:`tpsim.layer.moe_host`; both with
+``MoEModelConfig.moe_router_dtype = "fp32"``, run by Megatron-core's
+``RouterGatingLinearFunction``: ``--moe-router-dtype fp32``, :mod:`tpsim.layer.router_dtype`,
+0.11-0.19 ms more backward);
 
 each with the all-to-all dispatcher and the flex dispatcher's DeepEP and HybridEP backends, in
 BF16 and in FP8 (``e4m3``, blockwise scaling, ``fp8_recipe="blockwise"`` in its
@@ -90,7 +93,8 @@ def rows():
     for case, (f_ms, b_ms) in BASELINE.items():
         model, disp, _, dtype = case.split("_")
         p = predict(proxy(model), TOPOLOGY, tp=1, dp=8, ep=8, seq_len=4096, micro_batch=1,
-                    dtype=dtype, fp8_recipe="blockwise", **DISPATCHERS[disp])
+                    dtype=dtype, fp8_recipe="blockwise", moe_router_dtype="fp32",
+                    **DISPATCHERS[disp])
         out.append((case, *slot_times(p), f_ms * 1e-3, b_ms * 1e-3))
     return out
 

@@ -67,7 +67,12 @@ dispatcher: the 25.09 release's ``scripts/performance/run_script.py`` (Megatron-
 v0.1.0rc3, v0.1.0rc4) sets, on H100, ``enable_deepep`` (``deepseek_v3.py``:
 ``moe_token_dispatcher_type = "flex"``, ``moe_enable_deepep``) with the router force-balanced,
 and ``A2A_1F1B`` (``overlap_moe_expert_parallel_comm``, ``delay_wgrad_compute``, the shared
-expert overlap off): ``--moe-dispatcher flex --overlap-moe-comm``.
+expert overlap off): ``--moe-dispatcher flex --overlap-moe-comm``. Its router runs in fp32
+(``deepseek_provider.py`` at bafab587b: ``DeepSeekProvider.moe_router_dtype = "fp32"``, which
+no performance script overrides: ``--moe-router-dtype fp32``), by the 25.09 container's
+Megatron-core 0.14 ``RouterGatingLinearFunction`` (``moe_utils.py``: a 16-bit forward with
+fp32 logits, TF32 dgrad and wgrad between four casts, :mod:`tpsim.layer.router_dtype`):
++113 us a MoE layer and micro-batch, the row -1.4% -> -1.8%.
 
 Qwen3-235B-A22B on 256 H100, 26.04.01 container: 1,712 tokens/s and 253 model TFLOP/s per GPU
 (FP8, global batch 8192, TP 2 PP 8 VP 4 EP 32). Its recipe
@@ -255,7 +260,14 @@ then (``model_configs/benchmarking/Qwen3-235B-A22B.yaml``: the distributed optim
 ``--overlap-grad-reduce``, ``--overlap-param-gather``, SP, expert-TP 1, the flex dispatcher
 with DeepEP, ``--moe-grouped-gemm``, ``--moe-permute-fusion``, no cross-entropy fusion, no
 CUDA graphs, the embedding and the loss counted in the pipeline split: 96 units), every
-command with ``--moe-router-force-load-balancing``. The router is Megatron-core's PyTorch
+command with ``--moe-router-force-load-balancing``, and the router in fp32 (the yaml's
+``--moe-router-dtype: fp32``), which Megatron-LM then ran as ``F.linear`` on the input and
+weight cast to fp32 (``router.py`` ``Router.gating`` at 1e057005: the forward too in TF32,
+autograd's casts back; ``--no-moe-router-gating-linear``, :mod:`tpsim.layer.router_dtype`;
+``RouterGatingLinearFunction`` reached the main branch on 2025-06-14, 0f058666, after the
+table; f3e6c5 of the ``moe_dev`` branch, not found, is priced the same): +72 us a layer and
+micro-batch at TP 2, +34 us at TP 4, +0.68 ms on the FSDP row's 16,384 tokens (its forward
+twice), each row 0.1-0.7 points slower. The router is Megatron-core's PyTorch
 top-k and auxiliary loss (``--no-moe-router-fusion``, :mod:`tpsim.layer.moe_router`): its
 fused kernels came to Megatron-LM in August 2025 (c08d89be; the yaml gained
 ``--moe-router-fusion`` in 2026). The TP4 command's ``--moe-router-aux-loss-fusion`` is no
@@ -336,7 +348,7 @@ ROWS = (
      1712, 253),
     ("DeepSeek-V3, 1024 H100, TP2 PP8 VP4 EP64 (25.09)", "deepseek-v3", 1024,
      dict(tp=2, pp=8, dp=64, virtual_stages=4, ep=64, expert_tp=1, sequence_parallel=True,
-          global_batch=8192, pipeline_layout="Et|(tt|)*30mL",
+          global_batch=8192, pipeline_layout="Et|(tt|)*30mL", moe_router_dtype="fp32",
           **RECOMPUTE_V3), 1297, 338),
 )
 
@@ -369,7 +381,8 @@ PUBLISHED_COUNT = {GPT_OSS_BF16[0]: lambda m: dataclasses.replace(m, activation=
 ZOO_COMMON = dict(dtype="bf16", seq_len=4096, micro_batch=1, global_batch=2048,
                   distributed_optimizer=True, overlap_param_gather=True,
                   sequence_parallel=True, expert_tp=1, moe_router_fusion=False,
-                  moe_dispatcher="flex", moe_flex_backend="deepep")
+                  moe_dispatcher="flex", moe_flex_backend="deepep",
+                  moe_router_dtype="fp32", moe_router_gating_linear=False)
 NORM_ACT = dict(recompute="selective", recompute_modules=("layernorm", "moe_act"))
 VP4 = dict(pp=8, virtual_stages=4, pipeline_layout="Ett|(ttt|)*30ttL")
 ZOO_ROWS = (

@@ -21,7 +21,7 @@ from .level import HOP_ALGORITHMS, LEVEL_KINDS, Efficiency, Level  # noqa: F401 
 from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
 from ..base.units import GB, GiB, TERA, US
 
-BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
+BYTES_PER_ELEMENT = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
 DTYPES = tuple(BYTES_PER_ELEMENT)
 CLOCK_WINDOWS = ("kernel", "step")   # Device.clock_window (tpsim.cluster.sustained)
 CUDA_CORE_PIPES = ("issue", "fma", "fp16", "alu", "xu", "lsu")   # tpsim.cost.mmha
@@ -33,7 +33,7 @@ class Device:
     """One accelerator (or CPU socket): compute peaks, memory, and kernel-level efficiencies."""
     name: str = spec(doc="device model name")
     peak_flops: dict[str, float] = spec("peak_tflops", scale=TERA, gt=0,
-        doc="dense peak TFLOP/s per dtype (fp32, tf32, fp16, bf16, fp8, mxfp8, nvfp4); no sparsity")
+        doc="dense peak TFLOP/s per dtype (fp64, fp32, tf32, fp16, bf16, fp8, mxfp8, nvfp4); no sparsity")
     memory_bytes: float = spec("memory_GiB", scale=GiB, gt=0, doc="device memory as the CUDA runtime "
                                "exposes it, GiB (2^30 bytes): the total of torch.cuda.mem_get_info(), "
                                "below the vendor's figure by what the driver keeps")

@@ -245,7 +245,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
                    cp_a2a: int = 1, mla: int = 0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, qk_norm: bool = False,
                    rope: bool = False, clamp: bool = False, mla_eager: bool = False,
-                   backward: tuple[bool, bool] = (True, True)) -> Template:
+                   backward: tuple[bool, bool] = (True, True), router=None) -> Template:
     """The structure of one layer for these switches, built once and kept.
 
     ``tp_group``: the TP group has more than one rank (else no collectives); ``blocks`` picks
@@ -275,6 +275,7 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     ``rope``: Megatron-core's unfused RoPE (YaRN's attention factor, :mod:`tpsim.layer.rope`);
     ``clamp``: the experts' GLU inputs clamped in eager PyTorch (:mod:`tpsim.layer.moe_clamp`);
     ``mla_eager``: MLA's rope and q/k concatenations in eager PyTorch (:mod:`tpsim.layer.mla_eager`).
+    ``router``: the MoE router's own dtype (:func:`tpsim.layer.router_dtype.router_switch`).
     """
     if not blocks or any(b not in BLOCKS for b in blocks):
         raise ValueError(f"blocks must be a non-empty subset of {BLOCKS}, not {blocks!r}")
@@ -290,24 +291,24 @@ def layer_template(tp_group: bool, sequence_parallel: bool = False,
     modules = modules if recompute == "selective" and modules != DEFAULT_MODULES else None
     rope = rope and not eager and not bare and not mla and "attention" in blocks
     clamp = clamp and bool(moe) and "mlp" in blocks
-    flags = (qk_norm, rope, clamp, mla_eager and bool(mla))
+    flags = (qk_norm, rope, clamp, mla_eager and bool(mla), router if moe else None)
     extra = (("eager",) if eager else ()) + ((modules,) if modules else ()) + \
         tuple(n for n, on in zip(("qk_norm", "rope", "clamp", "mla_eager"), flags) if on) + \
-        ((backward,) if backward != (True, True) else ())
+        ((backward,) if backward != (True, True) else ()) + ((flags[4],) if flags[4] else ())
     return _TEMPLATES.get(key + extra, _build, key, eager, modules, flags, backward)
 
 
 def _build(key: tuple, eager: bool, modules: tuple[str, ...] | None, flags: tuple,
            backward) -> Template:
-    qk_norm, rope, clamp, mla_eager = flags
+    qk_norm, rope, clamp, mla_eager, router = flags
     return _layer_template(*key, eager=eager, modules=modules, qk_norm=qk_norm, rope=rope,
-                           clamp=clamp, mla_eager=mla_eager, backward=backward)
+                           clamp=clamp, mla_eager=mla_eager, backward=backward, router=router)
 
 
 def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, swiglu,
                     recompute, bias, fp8, tp_overlap, moe, cp=(1, "", 1), mla=0,
                     eager=False, modules=None, qk_norm=False, rope=False, clamp=False,
-                    mla_eager=False, backward=(True, True)) -> Template:
+                    mla_eager=False, backward=(True, True), router=None) -> Template:
     B = Builder(sequence_parallel, fp8, tp_overlap)
     B.eager, B.expert_bias, B.qk_norm = eager, bool(moe and bias), qk_norm
     B.rope, B.clamp, B.mla_eager = rope, clamp, mla_eager
@@ -316,6 +317,7 @@ def _layer_template(tp_group, sequence_parallel, blocks, bare, drop, attention, 
     B.permute_fusion = getattr(moe, "permute_fusion", True)
     B.permute_into = getattr(moe, "permute_into", False)
     B.router_fusion = getattr(moe, "router_fusion", True)
+    B.router_dtype = router
     x = None
     if "attention" in blocks:
         x = _attention_fwd(B, x, bare, attention, drop, cp, mla)

@@ -49,6 +49,7 @@ from .moe_host import aux_all_reduce, aux_bwd, aux_fwd_ops
 from .moe_loops import local_experts, wgrad_loop_ops
 from .moe_router import topk_bwd, topk_fwd
 from .ops import act_arith
+from .router_dtype import gating_bwd_casts, gating_fwd, router_gemm_dtype
 from .template import Builder
 
 
@@ -150,11 +151,10 @@ def gathered_tokens(d: Dims):
 
 
 def router_fwd(B: Builder, x) -> tuple[str, str]:
-    """The gating GEMM and the fused top-k, with the auxiliary loss's host ops and TP
-    all-reduce (:mod:`tpsim.layer.moe_host`); PyTorch's without ``B.router_fusion``
-    (:mod:`tpsim.layer.moe_router`)."""
-    router = B.gemm("fwd.router", lambda d: (d.Tn, d.experts, d.h), (x,),
-                    saved=lambda d: d.Tn * d.h * d.bpe)
+    """The gating GEMM (in the router's dtype: :mod:`tpsim.layer.router_dtype`) and the fused
+    top-k, with the auxiliary loss's host ops and TP all-reduce (:mod:`tpsim.layer.moe_host`);
+    PyTorch's without ``B.router_fusion`` (:mod:`tpsim.layer.moe_router`)."""
+    router = gating_fwd(B, x)
     topk = B.eltwise("fwd.router.topk", lambda d: (d.Tn, d.experts, d.Tn * d.experts * (d.bpe + 4)
                                                    + d.Tn * d.topk * 12), (router,),
                      saved=lambda d: d.Tn * d.experts * 4, host_ops=1 + aux_fwd_ops(B)) \
@@ -206,16 +206,17 @@ def _shared_bwd(B: Builder, grad, n_in: int) -> str:
     return dense_bwd(B, "shared.fc1", lambda d: (d.T, n_in * d.fs, d.h), x, inputs)
 
 
-def dense_bwd(B: Builder, name: str, size, grad, wgrad_deps=(), linear=True) -> str:
+def dense_bwd(B: Builder, name: str, size, grad, wgrad_deps=(), linear=True,
+              dtype=None) -> str:
     """dgrad and wgrad of one (not grouped) GEMM of the slot; returns dgrad. ``linear=False``:
-    in the activations' dtype, no fp8 cast (the router)."""
+    in the activations' dtype or ``dtype`` (the router's), no fp8 cast (the router)."""
     fwd = f"fwd.{name}"
     if linear:
         grad = fp8_cast(B, f"bwd.{name}.cast", lambda d: size(d)[:2], grad, grad=True)
     dgrad = B.gemm(f"bwd.{name}.dgrad", lambda d: (size(d)[0], size(d)[2], size(d)[1]), (grad,),
-                   forward_of=fwd, linear=linear)
+                   forward_of=fwd, linear=linear, dtype=dtype)
     B.gemm(f"bwd.{name}.wgrad", lambda d: (size(d)[2], size(d)[1], size(d)[0], 1, True),
-           (grad, *wgrad_deps), forward_of=fwd, linear=linear)
+           (grad, *wgrad_deps), forward_of=fwd, linear=linear, dtype=dtype)
     return dgrad
 
 
@@ -251,14 +252,17 @@ def moe_bwd(B: Builder, grad, swiglu: bool, shared: bool) -> str:
 
 
 def router_bwd(B: Builder, probs, x) -> str:
-    """The router's backward from the probabilities' gradient ``probs`` (top-k, dgrad, wgrad)
-    and the sum of its input gradient with the experts' ``x``."""
+    """The router's backward from the probabilities' gradient ``probs`` (top-k, dgrad, wgrad,
+    in the router's dtype with its casts: :mod:`tpsim.layer.router_dtype`) and the sum of its
+    input gradient with the experts' ``x``."""
     ops, launches = aux_bwd(B)
     r = B.eltwise("bwd.router.topk", lambda d: (d.Tn, d.experts, 3 * d.Tn * d.experts * 4),
                   (probs,), forward_of="fwd.router.topk", host_ops=1 + ops,
                   launches=(lambda d: launches) if launches else None) \
         if B.router_fusion else topk_bwd(B, probs)
-    r = dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False)
+    r = dense_bwd(B, "router", lambda d: (d.Tn, d.experts, d.h), r, linear=False,
+                  dtype=router_gemm_dtype(B))
+    r = gating_bwd_casts(B, r)
     return B.eltwise("bwd.router.add", lambda d: (d.Tn, d.h, 3 * d.Tn * d.h * d.bpe), (x, r),
                      forward_of="fwd.router")
 

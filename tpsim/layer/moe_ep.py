@@ -99,7 +99,8 @@ def _copy(B: Builder, name: str, rows, deps, saved=None, forward_of=None, sync=N
 
 def probs_a2a_size(d: Dims):
     """The permuted probabilities' all-to-all: ceil(T_n k load) values in the activations'
-    dtype (the router's, moe_router_dtype unset: :mod:`tpsim.layer.moe_host`)."""
+    dtype (the router's, moe_router_dtype unset: :mod:`tpsim.layer.moe_host`; with it set they
+    are fp32, left out: :mod:`tpsim.layer.router_dtype`)."""
     return sent_rows(d) * d.bpe, (sent_rows(d),), d.dtype
 
 

@@ -34,7 +34,7 @@ backward is a Python Function (one host op, its ones_like kernel). Small tensors
 is about its launch, which :class:`tpsim.layer.ops.MemoryBound` ``kernels`` prices.
 
 Not priced (as in the fused path): the force-balanced router's RandomSTE (a benchmark
-setting), the gating GEMM's casts to the router's dtype.
+setting). The gating GEMM's casts to the router's dtype: :mod:`tpsim.layer.router_dtype`.
 """
 from __future__ import annotations
 

@@ -95,6 +95,7 @@ class Builder:
         self.permute_fusion = True     # TE's fused MoE permutation (tpsim.layer.moe_permute)
         self.permute_into = False      # HybridEP's, inside its kernels (tpsim.layer.moe_flex)
         self.router_fusion = True      # the router's fused top-k (tpsim.layer.moe_router)
+        self.router_dtype = None       # the router's own dtype (tpsim.layer.router_dtype)
         self.async_dgrad = True    # TP all-reduce of dX beside wgrad (tpsim.layer.linears)
         self.grad_fusion = True    # wgrad accumulates into the main gradient (the same)
         self.qk_norm = False   # an RMSNorm on each head's query and key (tpsim.layer.qk_norm)
@@ -115,13 +116,13 @@ class Builder:
         return name
 
     def gemm(self, name, size, deps=(), saved=None, forward_of=None, linear=False,
-             host_ops=1, launches=None, loop_ops=None) -> str:
+             host_ops=1, launches=None, loop_ops=None, dtype=None) -> str:
         """``size(d)`` -> (m, n, k[, batch[, accumulate[, causal]]]): (m x k) @ (k x n) (see
         :class:`~tpsim.layer.ops.Gemm`), in the activations' dtype, or for a ``linear`` layer's GEMM
-        in ``d.gemm_dtype``."""
+        in ``d.gemm_dtype``, or in ``dtype`` where given (the router's: tpsim.layer.router_dtype)."""
         def make(d):
             m, n, k, *rest = size(d)
-            return Gemm(m, n, k, d.gemm_dtype if linear else d.dtype, *rest)
+            return Gemm(m, n, k, dtype or (d.gemm_dtype if linear else d.dtype), *rest)
         return self.add(name, make, "compute", deps, saved, forward_of, host_ops=host_ops,
                         launches=launches, loop_ops=loop_ops)
 

@@ -23,6 +23,7 @@ from .optimizer_state import MAIN_PARAMS_DTYPES, MOMENT_DTYPES, check_state
 from .precision import FP8_RECIPES, PRECISION
 from .recompute_checks import check_recompute
 from .release import Released
+from .router_dtype import RouterDtype
 from .settings import changed, check, declared, defaults, made, setting
 from .sharding import check_sharding
 
@@ -51,7 +52,7 @@ def _flag(default, doc, flag, **kw):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Layout(Released):
+class Layout(Released, RouterDtype):
     """One way to run a training job (module docstring); frozen, keyword-only, checked when
     made (``dataclasses.replace`` checks the new one)."""
     # the layer's settings
@@ -395,6 +396,5 @@ class Layout(Released):
         return {f.name: f.metadata["flag"] for f in declared(cls)}
 
 
-__all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS",
-           "DTYPES", "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS", "MOE_ROUTINGS",
-           "CROSS_ENTROPIES", "MAX_MICRO_BATCHES"]
+__all__ = ["Layout", "RECOMPUTE", "RECOMPUTE_MODES", "RECOMPUTE_MODULES", "RECOMPUTE_METHODS", "DTYPES",
+           "CP_COMMS", "MOE_DISPATCHERS", "FLEX_BACKENDS", "MOE_ROUTINGS", "CROSS_ENTROPIES", "MAX_MICRO_BATCHES"]

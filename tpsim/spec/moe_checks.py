@@ -1,10 +1,12 @@
 """What the mixture-of-experts settings of a :class:`~tpsim.spec.layout.Layout` allow of one
-another: the flex dispatcher's backend and its fusions, the fused permutation, the imbalance."""
+another: the flex dispatcher's backend and its fusions, the fused permutation, the imbalance,
+the router's dtype."""
 from __future__ import annotations
 
 import math
 
 from ..base.errors import ConfigError
+from .router_dtype import check_router_dtype
 
 
 def check_moe(lay) -> None:
@@ -23,6 +25,7 @@ def check_moe(lay) -> None:
                           "hybridep beside it", lay.moe_flex_backend)
     if not 1 <= lay.moe_imbalance < math.inf:
         raise ConfigError("--moe-imbalance", "", "a finite number >= 1", lay.moe_imbalance)
+    check_router_dtype(lay)
 
 
 def check_dense(lay, model: str) -> None:
@@ -34,7 +37,8 @@ def check_dense(lay, model: str) -> None:
             ("--moe-imbalance", lay.moe_imbalance, 1.0, "1 (the default)"),
             ("--moe-capacity-factor", lay.moe_capacity_factor, None, "no --moe-capacity-factor"),
             ("--no-moe-permute-fusion", lay.moe_permute_fusion, True, "the fused permutation"),
-            ("--no-moe-router-fusion", lay.moe_router_fusion, True, "the fused router")):
+            ("--no-moe-router-fusion", lay.moe_router_fusion, True, "the fused router"),
+            ("--moe-router-dtype", lay.moe_router_dtype, "none", "none (the default)")):
         if value != default:
             raise ConfigError(flag, "", f"{said} for a dense model ({model} has no experts)",
                               value)

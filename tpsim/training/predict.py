@@ -22,6 +22,7 @@ from ..layer.graph import collectives_in, layer_template
 from ..layer.moe import moe_dims
 from ..layer.moe_ep import alltoall_dims, expert_load
 from ..layer.moe_flex import slot_of, slot_subgroups
+from ..layer.router_dtype import router_switch
 from ..layer.recompute_modules import check_modules
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
@@ -118,7 +119,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                    experts: Folded | None = None, load: float = 1.0, eager: bool = False,
                    modules: tuple[str, ...] | None = None, dispatcher: str = "alltoall",
                    flex_backend="deepep", backward=(True, True, 1.0, False), fp8_recipe="delayed",
-                   permute=(True, False, True), fill: bool = False, mla_eager: bool = False):
+                   permute=(True, False, True), fill: bool = False, mla_eager: bool = False,
+                   router: tuple | None = None):
     """The priced, scheduled layer (defaults already resolved) and its pricing, at the device's
     sustained clock (:func:`tpsim.cluster.sustained.sustained`); ``moe``: the model's MoE layer
     (:mod:`tpsim.layer.moe`, EP 1 with expert TP = tp; with ``experts`` folded otherwise,
@@ -129,7 +131,8 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
     selective recomputation re-runs (None: core_attn, :mod:`tpsim.layer.recompute_modules`);
     ``backward``: ``layer_template``'s, then Dims.grad_adds and Dims.main_grad_add;
     ``layer_scaling``, ``fp8_recipe``, ``fill`` (:mod:`tpsim.sim.fill`): Dims's; ``mla_eager``:
-    MLA's rope and concatenations in eager PyTorch (:mod:`tpsim.layer.mla_eager`)."""
+    MLA's rope and concatenations in eager PyTorch (:mod:`tpsim.layer.mla_eager`); ``router``:
+    the router's dtype and release (:func:`tpsim.layer.router_dtype.router_switch`)."""
     dims = layer_dims(m, tp, micro_batch, seq_len, dtype, sequence_parallel, training=True, cp=cp)
     slot, par, groups = 0, Parallelism(tp=tp, cp=cp), {}
     if moe:
@@ -165,7 +168,7 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
                          mla=(2 if m.q_lora_rank else 1) if m.mla else 0, modules=modules,
                          qk_norm=m.qk_norm, backward=backward[:2],
                          rope=m.rope_attention_factor != 1, clamp=m.activation_clamp is not None,
-                         mla_eager=mla_eager)
+                         mla_eager=mla_eager, router=router_switch(router, dims, topo.device))
     dense = par.parallelism if isinstance(par, Folded) else par    # CP's groups: attention's
     pricing = window_pricing(tpl, dims, Pricing(sustained(topo), par, subgroups={
         **groups, **(subgroups(dense, a) if cp > 1 else {})}))
@@ -191,7 +194,8 @@ def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,
                           lay.eager_kernels, lay.recompute_modules, lay.moe_dispatcher,
                           lay.moe_flex_backend, lay.backward, lay.fp8_recipe, (lay.moe_permute_fusion,
                            lay.moe_permute_fusion_into_hybridep, lay.moe_router_fusion, lay.moe_routing),
-                          lay.deterministic_mode, mla_eager=lay.mla_eager)
+                          lay.deterministic_mode, mla_eager=lay.mla_eager,
+                          router=(lay.moe_router_dtype, lay.moe_router_gating_linear))
 
 
 def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, sparse: int):

@@ -207,12 +207,19 @@ def test_tile_and_wave_quantization_by_hand():
 
 def test_blackwell_pair_tile_waves_by_hand():
     """dgx-b200: 256 x 256 tiles, each on a pair of SMs (gemm_tile_sms 2): 148 / 2 = 74 at a
-    time. m = 1152, n = 8192, k = 4096: ceil(1152/256) * 32 = 160 tiles, ceil(160/74) = 3 waves:
-    u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + 275). Hopper's 128 x 256 tile per SM
-    packs the same GEMM in 9 * 32 = 288 tiles, 2 waves of 148: u = 1152*8192 / (296 * 32768)."""
+    time. m = 1152, n = 8192, k = 4096: ceil(1152/256) * 32 = 160 tiles, ceil(160/74) = 3 waves
+    data-parallel (split_k): u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + k_half).
+    Hopper's 128 x 256 tile per SM packs the same GEMM in 9 * 32 = 288 tiles, 2 waves of 148:
+    u = 1152*8192 / (296 * 32768). The shipped stream_k spreads the tail (12 tiles, under half
+    of 74) with the second wave: 4096 + k_half + 86/74 x 4096 + 2 k_half k steps."""
     b200 = load_topology("dgx-b200").device
     assert (b200.gemm_tile, b200.gemm_tile_sms, b200.sm_count) == ((256, 256), 2, 148)
-    keep = 4096 / (4096 + b200.gemm_k_half_dim)
+    k_half = b200.gemm_k_half_dim
+    steps = 4096 + k_half + 86 / 74 * 4096 + 2 * k_half
+    assert tile_wave_efficiency(1152, 8192, 4096, 1, b200) == pytest.approx(
+        1152 * 8192 * 4096 / (74 * 65536 * steps))
+    b200 = dataclasses.replace(b200, gemm_decomposition="split_k")
+    keep = 4096 / (4096 + k_half)
     assert tile_wave_efficiency(1152, 8192, 4096, 1, b200) == pytest.approx(
         1152 * 8192 / (3 * 74 * 65536) * keep)
     hopper_tiles = dataclasses.replace(b200, gemm_tile=(128, 256), gemm_tile_sms=1)

@@ -12,7 +12,7 @@ from tpsim.cost.compute import (attention_efficiency, attention_exec_flops, atte
                            cast_transpose_time, elementwise_time, gemm_efficiency, gemm_time, grouped_gemm_time,
                            stochastic_cast_time, tile_wave_efficiency)
 from tpsim.cluster.topology import load_topology
-from tpsim.cost.stream_k import stream_k_share
+from tpsim.cost.stream_k import stream_k_share, wave_steps
 from tpsim.layer.ops import Attention, Gemm
 
 from tests.conftest import make_topology
@@ -207,12 +207,19 @@ def test_tile_and_wave_quantization_by_hand():
 
 def test_blackwell_pair_tile_waves_by_hand():
     """dgx-b200: 256 x 256 tiles, each on a pair of SMs (gemm_tile_sms 2): 148 / 2 = 74 at a
-    time. m = 1152, n = 8192, k = 4096: ceil(1152/256) * 32 = 160 tiles, ceil(160/74) = 3 waves:
-    u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + 275). Hopper's 128 x 256 tile per SM
-    packs the same GEMM in 9 * 32 = 288 tiles, 2 waves of 148: u = 1152*8192 / (296 * 32768)."""
+    time. m = 1152, n = 8192, k = 4096: ceil(1152/256) * 32 = 160 tiles, ceil(160/74) = 3 waves
+    data-parallel (split_k): u = 1152*8192 / (3 * 74 * 65536) = 0.6486, x k/(k + k_half).
+    Hopper's 128 x 256 tile per SM packs the same GEMM in 9 * 32 = 288 tiles, 2 waves of 148:
+    u = 1152*8192 / (296 * 32768). The shipped stream_k spreads the tail (12 tiles, under half
+    of 74) with the second wave: 4096 + k_half + 86/74 x 4096 + 2 k_half k steps."""
     b200 = load_topology("dgx-b200").device
     assert (b200.gemm_tile, b200.gemm_tile_sms, b200.sm_count) == ((256, 256), 2, 148)
-    keep = 4096 / (4096 + b200.gemm_k_half_dim)
+    k_half = b200.gemm_k_half_dim
+    steps = 4096 + k_half + 86 / 74 * 4096 + 2 * k_half
+    assert tile_wave_efficiency(1152, 8192, 4096, 1, b200) == pytest.approx(
+        1152 * 8192 * 4096 / (74 * 65536 * steps))
+    b200 = dataclasses.replace(b200, gemm_decomposition="split_k")
+    keep = 4096 / (4096 + k_half)
     assert tile_wave_efficiency(1152, 8192, 4096, 1, b200) == pytest.approx(
         1152 * 8192 / (3 * 74 * 65536) * keep)
     hopper_tiles = dataclasses.replace(b200, gemm_tile=(128, 256), gemm_tile_sms=1)
@@ -238,9 +245,9 @@ def test_low_precision_k_half_by_hand():
 def test_split_k_fills_idle_sms_by_hand():
     """256 x 256 is 2 tiles of 128 x 256. On 8 SMs they fill a quarter: with k = 4096 the k
     loop shares min(8 / 2, 4096 / 1024) = 4 ways: u = 256*256*4 / (8 * 32768) = 1; with
-    k = 1536, 1.5 ways: 0.375. On 4 SMs they fill half: with persistent GEMMs (Hopper's sm90
-    stream-K scheduler) CUTLASS's heuristic runs them data-parallel, unsplit: u = 256*256 /
-    (4 * 32768) = 0.5 whatever k; without, they split 2 ways: 1. A skinny m = 1 GEMM
+    k = 1536, 1.5 ways: 0.375. On 4 SMs they fill half: with gemm_decomposition data_parallel
+    (Hopper's cuBLAS, CUTLASS's stream-K heuristic) they run unsplit: u = 256*256 /
+    (4 * 32768) = 0.5 whatever k; with split_k, they split 2 ways: 1. A skinny m = 1 GEMM
     (n = 512: 2 tiles) loses only its tiles' padding: 512 / 65536. With a k half-dim of 1024,
     each of the 4 shares' k loop keeps (k/s) / (k/s + 1024): 1024 / 2048."""
     d = device(gemm_tile=[128, 256], sm_count=8, gemm_half_efficiency_dim=0)
@@ -248,10 +255,10 @@ def test_split_k_fills_idle_sms_by_hand():
     assert tile_wave_efficiency(256, 256, 1536, 1, d) == 0.375
     assert tile_wave_efficiency(1, 512, 4096, 1, d) == pytest.approx(512 / (2 * 32768))
     half = device(gemm_tile=[128, 256], sm_count=4, gemm_half_efficiency_dim=0,
-                  persistent_kernels=["gemm"])
+                  gemm_decomposition="data_parallel")
     assert tile_wave_efficiency(256, 256, 4096, 1, half) == 0.5
     assert tile_wave_efficiency(256, 256, 1536, 1, half) == 0.5
-    half = dataclasses.replace(half, persistent_kernels=())
+    half = dataclasses.replace(half, gemm_decomposition="split_k")
     assert tile_wave_efficiency(256, 256, 4096, 1, half) == 1.0
     d = device(gemm_tile=[128, 256], sm_count=8, gemm_half_efficiency_dim=0, gemm_k_half_dim=1024)
     assert tile_wave_efficiency(256, 256, 4096, 1, d) == pytest.approx(1024 / 2048)
@@ -260,13 +267,43 @@ def test_split_k_fills_idle_sms_by_hand():
 def test_stream_k_share_by_hand():
     """P = 132: 96 tiles fill more than half (2 x 96 >= 132): 1 share; 65 tiles fill less:
     min(132 / 65, k / 1024) shares, 2.03 at k = 8192 and 1.5 at k = 1536; never under 1.
-    A device without persistent GEMMs splits the 96: min(132 / 96, 7168 / 1024) = 1.375."""
+    stream_k keeps the 96 whole too; split_k splits them: min(132 / 96, 7168 / 1024) = 1.375."""
     assert stream_k_share(96, 132, 7168) == 1.0
-    assert stream_k_share(96, 132, 7168, persistent=False) == 1.375
+    assert stream_k_share(96, 132, 7168, "stream_k") == 1.0
+    assert stream_k_share(96, 132, 7168, "split_k") == 1.375
     assert stream_k_share(66, 132, 7168) == 1.0
     assert stream_k_share(65, 132, 8192) == pytest.approx(132 / 65)
     assert stream_k_share(65, 132, 1536) == 1.5
     assert stream_k_share(65, 132, 512) == 1.0
+
+
+def test_wave_steps_by_hand():
+    """P = 74 (B200's SM pairs), k 4096, k_half 355, bf16: 96 tiles leave a tail of 22, under
+    half a wave: stream_k spreads all 96 over the 74 (no full wave before them): 96 / 74 x
+    4096 + 2 x 355; data-parallel, 2 waves of 4451. 111 tiles (tail 37, half a wave) and 148
+    (no tail) run whole waves; k = 512 (8 k tiles of 64) is not split; 160 tiles (2 full waves,
+    tail 12) run one wave data-parallel, then 86 tiles' k loops over the 74."""
+    assert wave_steps(96, 74, 4096, 355, 2) == pytest.approx(96 / 74 * 4096 + 710)
+    assert wave_steps(96, 74, 4096, 355, 2, "data_parallel") == 2 * 4451
+    assert wave_steps(96, 74, 4096, 355, 2, "split_k") == 2 * 4451
+    assert wave_steps(111, 74, 4096, 355, 2) == 2 * 4451
+    assert wave_steps(148, 74, 4096, 355, 2) == 2 * 4451
+    assert wave_steps(96, 74, 512, 355, 2) == 2 * 867
+    assert wave_steps(96, 74, 1024, 355, 1) == 2 * 1379        # fp8: 8 k tiles of 128
+    assert wave_steps(160, 74, 4096, 355, 2) == pytest.approx(4451 + 86 / 74 * 4096 + 710)
+
+
+def test_stream_k_tail_by_hand():
+    """B200's QKV GEMM at m 1024 (n 6144, k 4096, bf16): 4 x 24 = 96 tiles of 256 x 256 on
+    74 SM pairs, k_half 355: stream_k keeps u = 1024 x 6144 x 4096 / (74 x 65536 x
+    (96 / 74 x 4096 + 710)) of the tensor cores, data-parallel (split_k) 96 / 148 x 4096 / 4451."""
+    d = device(gemm_tile=[256, 256], gemm_tile_sms=2, sm_count=148, gemm_half_efficiency_dim=0,
+               gemm_k_half_dim=355, gemm_decomposition="stream_k")
+    steps = 96 / 74 * 4096 + 710
+    assert tile_wave_efficiency(1024, 6144, 4096, 1, d) == pytest.approx(
+        1024 * 6144 * 4096 / (74 * 65536 * steps))
+    d = dataclasses.replace(d, gemm_decomposition="split_k")
+    assert tile_wave_efficiency(1024, 6144, 4096, 1, d) == pytest.approx(96 / 148 * 4096 / 4451)
 
 
 def test_skinny_gemm_has_no_wave_tail_by_hand():

@@ -25,6 +25,7 @@ BYTES_PER_ELEMENT = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QU
 DTYPES = tuple(BYTES_PER_ELEMENT)
 CLOCK_WINDOWS = ("kernel", "step")   # Device.clock_window (tpsim.cluster.sustained)
 CUDA_CORE_PIPES = ("issue", "fma", "fp16", "alu", "xu", "lsu")   # tpsim.cost.mmha
+DECOMPOSITIONS = ("split_k", "data_parallel", "stream_k")   # Device.gemm_decomposition (tpsim.cost.stream_k)
 
 
 
@@ -88,6 +89,9 @@ class Device:
                                                    "Blackwell's CTA-pair tcgen05 MMA)")
     sm_count: int | None = spec(ge=1, default=None, doc="streaming multiprocessors: tiles run in "
                                                         "waves of sm_count / gemm_tile_sms")
+    gemm_decomposition: str = spec(default="split_k", doc="how a GEMM's tiles share the SMs' last "
+        "wave (tpsim.cost.stream_k): split_k, a one-wave GEMM's k loop split over the idle SMs; data_parallel, "
+        "unsplit where its tiles fill half the SMs; stream_k, CUTLASS's stream-K heuristic (also a tail under half a wave)")
     cuda_core_pipes: dict[str, float] | None = spec(gt=0, default=None, doc=(
         "thread instructions a clock an SM by pipe (issue, fma, fp16, alu, xu, lsu; issue and "
         "fma required, a pipe not listed shares fma), the CUDA C++ Programming Guide's arithmetic throughput table "
@@ -165,6 +169,9 @@ class Device:
             for name in names:
                 if name not in allowed:
                     raise ConfigError(source, f"{path}.{key}.{name}", f"one of {allowed}")
+        if self.gemm_decomposition not in DECOMPOSITIONS:
+            raise ConfigError(source, f"{path}.gemm_decomposition", f"one of {DECOMPOSITIONS}",
+                              self.gemm_decomposition)
         kernels = self.attention_kernels or {}
         if self.attention_kernel is not None and self.attention_kernel not in kernels:
             raise ConfigError(source, f"{path}.attention_kernel",

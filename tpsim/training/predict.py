@@ -279,8 +279,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None, **setti
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
                    sh, experts, partial, mtp)
     mem = max(result.memory, key=lambda x: x.total_bytes)
-    return Prediction(run_inputs(m, topo, lay, par, experts_of(m, lay, par)), layer, times, mem,
-                      _notices(m, topo, lay, mem), moe if sparse else sim,
+    return Prediction(run_inputs(m, topo, lay, par, experts_of(m, lay, par), moe or sim), layer,
+                      times, mem, _notices(m, topo, lay, mem), moe if sparse else sim,
                       _priced(with_megatron_tflops(result.times, m, lay, par, mtp_of(lay, m)),
                               topo, lay, par),
                       result.memory, result, layer_collectives(

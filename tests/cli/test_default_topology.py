@@ -91,3 +91,19 @@ def test_a_collective_larger_than_the_topology_names_ranks(capsys, topology):
     code, out, err = run(capsys, *argv, *(["--topology", topology] if topology else []))
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith(f"tpsim: error: --ranks: expected at most the {topo.max_ranks} GPUs")
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "llama3-8b", "--tp", "2", "--nodes", "2", "--json"],
+    ["search", "--model", "gpt3-125m", "--gpus", "8", "--global-batch", "8", "--nodes", "2",
+     "--top", "1", "--json"],
+])
+def test_a_job_given_nodes_runs_on_the_cluster(capsys, argv):
+    """--nodes sizes a network: without --topology the default is the cluster (the node has
+    none, and refused --nodes on a topology the user never named)."""
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    doc = json.loads(out)
+    inputs = doc["inputs"] if "inputs" in doc else doc
+    assert inputs["topology"] == CLUSTER
+    assert default_topology(2, nodes=2) == CLUSTER and default_topology(2) == NODE

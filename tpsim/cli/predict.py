@@ -64,7 +64,8 @@ def _predict_one(args, combo: dict):
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
     check_given(model, layout_values(args, given=combo, preset=False), args.framework)
     lay = layout_from_args(args, given=combo)
-    return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay)
+    return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp, lay.nodes),
+                   layout=lay)
 
 
 def _cmd_predict(args) -> None:

@@ -240,11 +240,9 @@ def predict(model, topology=None, *, layout: Layout | None = None, **settings) -
     """Predict one layer, the whole model for one micro-batch, and one optimizer step per GPU.
 
     ``model`` and ``topology`` are shipped names, YAML paths or loaded objects (``topology``
-    None: dgx-h100, or dgx-h100-ndr-cluster for a job of more GPUs or given ``nodes``, as the
-    command line: :func:`job_topology`). ``layout``: a
-    :class:`~tpsim.spec.layout.Layout`, how the job is split and run (its fields say what each
-    setting means); or its fields as keywords, ``predict(model, topology, tp=8, pp=2,
-    global_batch=64)``, which build one and predict the same. A keyword given beside ``layout``
+    None: the command line's default, :func:`job_topology`). ``layout``: a
+    :class:`~tpsim.spec.layout.Layout`, how the job is split and run; or its fields as keywords,
+    ``predict(model, topology, tp=8, pp=2, global_batch=64)``. A keyword given beside ``layout``
     must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the model's,
     ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one micro-batch per
     replica; ``nodes`` sizes the topology's network; ``nccl``: the NCCL release priced

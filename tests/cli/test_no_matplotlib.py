@@ -12,8 +12,10 @@ from tpsim.cli import main
 @pytest.fixture
 def no_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib fails
+    import tpsim.figures
     for name in [n for n in sys.modules if n.startswith("tpsim.figures.")]:
-        monkeypatch.delitem(sys.modules, name)
+        monkeypatch.delitem(sys.modules, name)          # imported afresh, and the package's
+        monkeypatch.delattr(tpsim.figures, name.rsplit(".", 1)[1], raising=False)   # name
 
 
 @pytest.mark.parametrize("argv", [

@@ -1,7 +1,8 @@
 """Fuzz tpsim with bad input: the command line (every flag of every command, one bad value or a
 few random flags at once), the Python API (every keyword of predict, infer, serve, search and
-collective_time given a wrong type or value) and input files (models, topologies, measured
-points and reports: wrong types, missing keys, directories, empty, binary, non-UTF-8).
+collective_time given a wrong type or value), input files (models, topologies, measured
+points and reports: wrong types, missing keys, directories, empty, binary, non-UTF-8) and the
+cluster and model objects built in code with bad values (bench/fuzz_built.py), then priced.
 
     python bench/fuzz.py [--cases 6000] [--seed 0]
 
@@ -27,6 +28,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/fuzz_built.py
 HANG_S = 30
 NEGATIVE_ZERO = re.compile(r"(?<![\w.\-])-0(\.0*)?(?![\d.eE])")    # "-0", "-0.00" printed
 # values that no flag takes (a name, a number, a file): each must be refused
@@ -255,10 +257,11 @@ def _api_refuses(f, value) -> bool:
 
 
 def run_api(fn, key, value) -> tuple[str, str]:
+    """``fn(key=value)`` (``fn()`` where ``key`` is None): ok, refused or a failure."""
     from tpsim.base.errors import TpsimError
     signal.alarm(HANG_S)
     try:
-        fn(**{key: value})
+        fn(**({} if key is None else {key: value}))
         return "ok", ""
     except TpsimError:
         return "refused", ""
@@ -271,8 +274,9 @@ def run_api(fn, key, value) -> tuple[str, str]:
 
 
 def fuzz(cases: int, seed: int = 0, report=print) -> tuple[Counter, list]:
-    """Run ``cases`` command-line and API cases and as many file cases (every one, 292, when
-    ``cases`` is larger); (outcomes, failures)."""
+    """Run ``cases`` command-line and API cases, as many file cases (every one, 292, when
+    ``cases`` is larger) and ``cases`` // 4 built ones; (outcomes, failures)."""
+    from fuzz_built import built_cases
     rng, outcomes, failures = random.Random(seed), Counter(), []
     signal.signal(signal.SIGALRM, _alarm)
     with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
@@ -284,6 +288,8 @@ def fuzz(cases: int, seed: int = 0, report=print) -> tuple[Counter, list]:
         work += [("file", argv, refuse, run_cli, (argv,)) for argv, refuse in files]
         work += [("api", f"{call}({key}={value!r})", refuse, run_api, (fn, key, value))
                  for call, fn, key, value, refuse in api_cases(rng, cases - cases * 2 // 3)]
+        work += [("built", case, refuse, run_api, (fn, None, None))
+                 for case, fn, refuse in built_cases(rng, cases // 4)]
         for kind, case, refuse, runner, args in work:
             outcome, detail = runner(*args)
             if outcome == "ok" and refuse:

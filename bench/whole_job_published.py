@@ -149,8 +149,9 @@ def with_clock(topo, clock: float | None = None, window: str | None = None):
 
 
 def fit_clock(topo, fit) -> float:
-    """Grid-fit ``sustained_clock`` (0.60-1.00 by 0.005) on ``fit``: the least mean |error|."""
-    grid = np.arange(0.60, 1.0001, 0.005)
+    """Grid-fit ``sustained_clock`` (0.600-0.995 by 0.005: below 1, as a device with a
+    sustained_utilisation must state it) on ``fit``: the least mean |error|."""
+    grid = np.round(np.arange(0.60, 0.9951, 0.005), 3)
     scores = [np.abs(errors(fit, with_clock(topo, c))).mean() for c in grid]
     return float(grid[int(np.argmin(scores))])
 

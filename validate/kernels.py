@@ -28,9 +28,10 @@ LINEARS = ("qkv", "proj", "mlp_in", "mlp_out")
 
 
 def _any_topology(tp: int, dtype: str) -> Topology:
-    """A topology that holds ``tp`` ranks and lists ``dtype``: the ops do not depend on it."""
-    return Topology("ops", "op enumeration", Device("any", {dtype: 1.0}, 1.0, 1.0),
-                    (Level("any", tp, 1.0, 0.0),))
+    """A topology that holds ``tp`` ranks and lists ``dtype``: the ops do not depend on it
+    (1 TFLOP/s, 1 GiB, 1 GB/s: any values a topology file may hold)."""
+    return Topology("ops", "op enumeration", Device("any", {dtype: 1e12}, 2.0**30, 1e9),
+                    (Level("any", tp, 1e9, 0.0),))
 
 
 def graph_ops(shape, block: str, tp: int, dtype: str, attention: str) -> list[tuple]:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tpsim.base import parsed, schema
+from tpsim.base import files as schema, parsed
 from tpsim.base.errors import ConfigError
 
 

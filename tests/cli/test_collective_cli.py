@@ -59,3 +59,16 @@ def test_json_rows_of_a_release_list_name_their_release(capsys):
                  "--nccl", "2.21,2.25", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["nccl"], r["protocol"]) for r in rows] == [("2.21", "simple"), ("2.25", "ll")]
+
+
+def test_op_takes_nccl_tests_and_nccl_names(capsys):
+    """all_reduce (nccl-tests' all_reduce_perf), AllToAll (ncclAllToAll), allgather: the same
+    collectives as tpsim's names, priced the same; a name of no collective is still refused."""
+    assert main(["collective", "--op", "all_reduce,AllToAll,allgather", "--ranks", "8",
+                 "--json"]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert main(["collective", "--op", "all-reduce,all-to-all,all-gather", "--ranks", "8",
+                 "--json"]) == 0
+    assert ours == json.loads(capsys.readouterr().out)
+    assert [row["op"] for row in ours] == ["all-reduce", "all-to-all", "all-gather"]
+    fails(capsys, "collective", "--op", "gather", match="invalid choice: 'gather'")

@@ -91,3 +91,38 @@ def test_a_collective_larger_than_the_topology_names_ranks(capsys, topology):
     code, out, err = run(capsys, *argv, *(["--topology", topology] if topology else []))
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith(f"tpsim: error: --ranks: expected at most the {topo.max_ranks} GPUs")
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "llama3-8b", "--tp", "2", "--nodes", "2", "--json"],
+    ["search", "--model", "gpt3-125m", "--gpus", "8", "--global-batch", "8", "--nodes", "2",
+     "--top", "1", "--json"],
+])
+def test_a_job_given_nodes_runs_on_the_cluster(capsys, argv):
+    """--nodes sizes a network: without --topology the default is the cluster (the node has
+    none, and refused --nodes on a topology the user never named)."""
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    doc = json.loads(out)
+    inputs = doc["inputs"] if "inputs" in doc else doc
+    assert inputs["topology"] == CLUSTER
+    assert default_topology(2, nodes=2) == CLUSTER and default_topology(2) == NODE
+
+
+def test_the_api_and_the_command_line_share_the_default_and_count_cp():
+    """predict() without a topology picks the command line's default: 16 GPUs (TP 8 x CP 2, or
+    TP 2 x DP 8) and a job given nodes run on the cluster (dgx-h100 refused them: CP was not
+    counted, and the API defaulted to the node whatever the job)."""
+    for kw in ({"tp": 8, "cp": 2}, {"tp": 2, "dp": 8}, {"tp": 2, "nodes": 2}):
+        assert tpsim.predict("llama3-8b", **kw).inputs.topology == CLUSTER
+    small = tpsim.predict("llama3-8b", tp=2)
+    assert small.inputs.topology == NODE
+    assert small.step.time_s == tpsim.predict("llama3-8b", NODE, tp=2).step.time_s
+    assert tpsim.predict_layer("llama3-8b", tp=2) == tpsim.predict_layer("llama3-8b", NODE, tp=2)
+
+
+def test_predict_counts_cp_in_the_jobs_gpus(capsys):
+    code, out, err = run(capsys, "predict", "--model", "llama3-8b", "--tp", "8", "--cp", "2",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["inputs"]["topology"] == CLUSTER

@@ -168,7 +168,7 @@ def test_missing_file(tmp_path, capsys):
     (["collective", "--topology", "dgx-a100", "--bytes", "0.5"], "whole number"),
     (["collective", "--topology", "dgx-a100", "--algo", "nvls"], "ring"),
     (["collective", "--topology", "dgx-a100", "--ranks", "eight"], "--ranks"),
-    (["collective", "--op", "alltoall"], "--op"),
+    (["collective", "--op", "alltogether"], "--op"),
     (["collective", "--op", "all-to-all", "--protocol", "ll"], "simple for the p2p"),
 ])
 def test_bad_flags_one_line_exit_2(argv, needle, capsys):

@@ -80,8 +80,8 @@ def test_fifo_is_refused_not_waited_on(tmp_path):
 def test_devices_and_oversized_files_are_refused(capsys, tmp_path, monkeypatch):
     if os.path.exists("/dev/zero"):
         fails(capsys, "predict", "--topology", "/dev/zero", match="a device")
-    import tpsim.base.schema
-    monkeypatch.setattr(tpsim.base.schema, "MAX_FILE_BYTES", 1000)
+    import tpsim.base.files
+    monkeypatch.setattr(tpsim.base.files, "MAX_FILE_BYTES", 1000)
     big = write(tmp_path, "big.yaml", GPT3 + "#" * 2000 + "\n")
     fails(capsys, "predict", "--model", big, match="at most 1000 bytes")
 

@@ -9,7 +9,7 @@ from tpsim.search.jobs import Workers
 from tpsim.search.pins import check_pins
 from tpsim.search.sharded import layer_times
 from tpsim.spec.model import load_model, with_overrides
-from tpsim.training.sharded_dp import backward_s, forward_s
+from tpsim.training.sharded_dp import ForwardRun, backward_s, forward_s
 
 from .bounds import check_bounds
 
@@ -41,6 +41,6 @@ def test_layer_bounds_are_below_the_recurrences(f, b, g, g2, r):
     for k in (1, 2, 5, 40):
         for i in (0.0, 0.24):
             fk, bk = layer_times(f, b, g, g2, r, k, i)
-            assert k * fk <= forward_s([(f, g, k)], i) + 1e-12
+            assert k * fk <= forward_s([ForwardRun(f, g, k)], i) + 1e-12
             assert k * bk <= backward_s([(b, g2, r, k)], i) + 1e-12
     assert layer_times(f, b, g, g2, r, 5, 0.24) >= layer_times(f, b, g, g2, r, 5)

@@ -6,16 +6,16 @@ from hypothesis import given, settings, strategies as st
 import tpsim
 from tpsim.spec.parallel import Parallelism
 from tpsim.training.shard_state import state_bytes
-from tpsim.training.sharded_dp import (Sharding, backward_s, forward_s, replica_group,
+from tpsim.training.sharded_dp import (ForwardRun, Sharding, backward_s, forward_s, replica_group,
                                        shard_group, unit_comm)
 
 
 def test_forward_hides_gathers_shorter_than_compute():
     """n units of compute f, gathers g < f: only the first gather is exposed, g + n f;
     gathers longer than compute set the pace: n g + f."""
-    assert forward_s([(1.0, 0.25, 10)]) == pytest.approx(0.25 + 10)
-    assert forward_s([(1.0, 2.0, 10)]) == pytest.approx(10 * 2.0 + 1.0)
-    assert forward_s([(1.0, 0.0, 7)]) == pytest.approx(7.0)
+    assert forward_s([ForwardRun(1.0, 0.25, 10)]) == pytest.approx(0.25 + 10)
+    assert forward_s([ForwardRun(1.0, 2.0, 10)]) == pytest.approx(10 * 2.0 + 1.0)
+    assert forward_s([ForwardRun(1.0, 0.0, 7)]) == pytest.approx(7.0)
 
 
 def test_a_lagged_host_issues_the_next_gather_later():
@@ -23,10 +23,12 @@ def test_a_lagged_host_issues_the_next_gather_later():
     w after the unit's compute starts, so with w + g > f each unit after the first waits
     w + g - f: g + f + (n - 1)(w + g); with w + g <= f nothing changes; w = 0 is the old
     recurrence; more lag is never faster."""
-    assert forward_s([(1.0, 0.25, 10, 0.9)]) == pytest.approx(0.25 + 9 * 1.15 + 1.0)
-    assert forward_s([(1.0, 0.25, 10, 0.5)]) == pytest.approx(0.25 + 10)
-    assert forward_s([(1.0, 0.25, 10, 0.0)], 0.3) == forward_s([(1.0, 0.25, 10)], 0.3)
-    assert forward_s([(1.0, 0.5, 10, 0.7)], 0.5) >= forward_s([(1.0, 0.5, 10, 0.2)], 0.5)
+    assert forward_s([ForwardRun(1.0, 0.25, 10, 0.9)]) == pytest.approx(0.25 + 9 * 1.15 + 1.0)
+    assert forward_s([ForwardRun(1.0, 0.25, 10, 0.5)]) == pytest.approx(0.25 + 10)
+    assert forward_s([ForwardRun(1.0, 0.25, 10, 0.0)], 0.3) == \
+        forward_s([ForwardRun(1.0, 0.25, 10)], 0.3)
+    assert forward_s([ForwardRun(1.0, 0.5, 10, 0.7)], 0.5) >= \
+        forward_s([ForwardRun(1.0, 0.5, 10, 0.2)], 0.5)
 
 
 def test_backward_adds_the_last_reduction():
@@ -44,12 +46,12 @@ def test_backward_adds_the_last_reduction():
 def test_recurrences_are_monotone_and_bounded(runs, extra):
     """Never faster than the compute or the stream's work alone; more gather time never
     faster; skipping ahead in steady runs gives what unit-by-unit iteration gives."""
-    fwd = [(f, g, n) for f, g, _, n in runs]
+    fwd = [ForwardRun(f, g, n) for f, g, _, n in runs]
     t = forward_s(fwd)
-    assert t >= sum(f * n for f, _, n in fwd) - 1e-12
-    assert t >= sum(g * n for _, g, n in fwd) - 1e-12
-    assert forward_s([(f, g + extra, n) for f, g, n in fwd]) >= t - 1e-12
-    one_by_one = [(f, g, 1) for f, g, n in fwd for _ in range(n)]
+    assert t >= sum(r.compute_s * r.count for r in fwd) - 1e-12
+    assert t >= sum(r.gather_s * r.count for r in fwd) - 1e-12
+    assert forward_s([ForwardRun(f, g + extra, n) for f, g, n, _ in fwd]) >= t - 1e-12
+    one_by_one = [ForwardRun(f, g, 1) for f, g, n, _ in fwd for _ in range(n)]
     assert forward_s(one_by_one) == pytest.approx(t, rel=1e-9, abs=1e-12)
     b = backward_s(runs)
     assert b >= sum((g + r) * n for _, g, r, n in runs) - 1e-12
@@ -175,8 +177,9 @@ def test_compute_beside_a_unit_collective_is_slowed_once():
     then 1.35 to 2.35. Backward, two units (b, g, r) = (1, 0.5, 0.5): unit 0 from 0.5 beside
     unit 1's gather (0.5 to 1) ends 1.6; its reduce-scatter (1.6 to 2.1) beside unit 1's compute
     (ends 2.7); then unit 1's: 3.2, the unslowed 3.0 plus I x (0.5 + 0.5)."""
-    assert forward_s([(1.0, 0.25, 1), (1.0, 0.5, 1)], 0.2) == pytest.approx(2.35, rel=1e-12)
-    assert forward_s([(1.0, 0.25, 1), (1.0, 0.5, 1)]) == pytest.approx(2.25, rel=1e-12)
+    two = [ForwardRun(1.0, 0.25, 1), ForwardRun(1.0, 0.5, 1)]
+    assert forward_s(two, 0.2) == pytest.approx(2.35, rel=1e-12)
+    assert forward_s(two) == pytest.approx(2.25, rel=1e-12)
     assert backward_s([(1.0, 0.5, 0.5, 2)], 0.2) == pytest.approx(3.2, rel=1e-12)
     assert backward_s([(1.0, 0.5, 0.5, 2)]) == pytest.approx(3.0, rel=1e-12)
 
@@ -197,7 +200,7 @@ def test_every_overlapped_collective_slows_compute_by_the_same_rule():
         g.add_node("ag", stream="comm", time_s=c)
         g.add_node("gemm", stream="compute", time_s=w)
         layer = schedule(g, i)
-        zero = [forward_s([(w, 0.0, 1), (0.0, c, 1)], i),
+        zero = [forward_s([ForwardRun(w, 0.0, 1), ForwardRun(0.0, c, 1)], i),
                 backward_s([(w, 0.0, 0.0, 1), (0.0, c, 0.0, 1)], i),
                 backward_s([(0.0, 0.0, c, 1), (w, 0.0, 0.0, 1)], i)]
         ends = [layer.end[layer.names.index("gemm")], beside(c, w, i), *zero]
@@ -264,3 +267,11 @@ def test_a_pipeline_synced_every_micro_batch_reduces_in_every_one():
     assert rows(deferred) == []
     assert rows(every) == [("forward", "all-gather", 2 * n), ("backward", "reduce-scatter", 4 * n)]
     assert every.memory.gradients_bytes < deferred.memory.gradients_bytes / 2
+
+
+def test_a_forward_run_has_one_shape():
+    """forward_s takes ForwardRun (compute, gather, count, lag 0 by default): a bare triple,
+    the shape it once took beside the 4-tuple, is refused rather than read two ways."""
+    assert ForwardRun(1.0, 0.25, 10) == (1.0, 0.25, 10, 0.0)
+    with pytest.raises(ValueError):
+        forward_s([(1.0, 0.25, 10)])

@@ -4,9 +4,9 @@ imports PyYAML nor parses the shipped model and topology files it has parsed bef
 An entry holds the file's absolute path, its whole text and the mapping parsed from it, in
 :mod:`marshal`'s format (a built-in module: nothing to import); it answers only for that exact
 text and path, Python version and :data:`LOADER` (the loader's rules: raised when
-:func:`tpsim.base.schema.load_yaml` changes them), so an edited or moved file is parsed afresh
+:func:`tpsim.base.files.load_yaml` changes them), so an edited or moved file is parsed afresh
 and its entry rewritten. A file is kept only once it has parsed and passed every
-check of :func:`tpsim.base.schema.load_yaml`. The entries live in ``$TPSIM_CACHE_DIR``, else
+check of :func:`tpsim.base.files.load_yaml`. The entries live in ``$TPSIM_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/tpsim``, else ``~/.cache/tpsim`` (``TPSIM_CACHE_DIR=""``: none kept); any
 failure to read or write one (no home, a read-only disk, a damaged entry, a value marshal
 cannot hold) falls back silently to parsing.

@@ -7,26 +7,26 @@ all raise :class:`~tpsim.base.errors.ConfigError` naming the file, the dotted ke
 expected. Every number is bounded (MAX_INT, MAX_NUMBER, MIN_POSITIVE below), so whatever a file
 holds, the times tpsim computes from it stay finite.
 
-This is also where tpsim reads its input files (:func:`read_text`, :func:`load_yaml`,
-:func:`load_json`): regular files only (a FIFO or a device is refused, not waited on), at most
-MAX_FILE_BYTES of UTF-8, each key once, at most MAX_VALUES values once YAML aliases expand.
+An object built in code (``Device(...)``, ``dataclasses.replace(device, ...)``: its values in
+SI) passes the same checks (:func:`check_built`, each class's ``__post_init__``): the type and
+bounds of each field, the bounds scaled to SI, then the class's ``validate``; a ConfigError
+names the class and the field. An object :func:`from_mapping` builds is checked there, against
+its file's keys, once. The input files themselves are read by :mod:`tpsim.base.files`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-import os
 import re
-import stat
+import threading
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
-from . import parsed
 from .errors import ConfigError
-from .memo import Memo
+from .files import (MAX_FILE_BYTES, MAX_VALUES, load_json, load_yaml,  # noqa: F401 (re-exported)
+                    read_text, shipped_files, shipped_or_path)
 
 
 def spec(key: str | None = None, scale: float = 1.0, gt: float | None = None,
@@ -45,266 +45,60 @@ MAX_INT = 2**31 - 1          # counts: layers, heads, GPUs, tokens
 MAX_NUMBER = 1e15            # a number in its key's unit (GB, GB/s, us, TFLOP/s, ...)
 MIN_POSITIVE = 1e-9          # the smallest value of a key that must be > 0 (a divisor somewhere)
 MAX_STRING = 1000            # characters of a name or description
-MAX_FILE_BYTES = 16 * 2**20  # the largest file tpsim reads (YAML, JSON, CSV)
-MAX_VALUES = 100_000         # values in one document, aliases counted each time they are used
-
-@functools.cache
-def _yaml() -> tuple:
-    """(PyYAML, the loader, its duplicate-key error): imported at the first parse, which a
-    preset kept parsed (:mod:`tpsim.base.parsed`) never needs."""
-    import yaml
-
-    class DuplicateKey(yaml.YAMLError):
-        def __init__(self, key, first: int, again: int):
-            super().__init__(f"key {key!r} given twice")
-            self.key, self.first, self.again = key, first, again
-
-    # libyaml's safe loader when PyYAML was built with it (5x faster on the predict path)
-    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-        """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
-        one silently; YAML 1.2 forbids duplicates). Keys brought in by a ``<<`` merge may be
-        overridden, as YAML intends."""
-
-        def construct_mapping(self, node, deep=False):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
-                try:
-                    if key in seen:
-                        raise DuplicateKey(key, seen[key], line)
-                    seen[key] = line
-                except TypeError:      # an unhashable key: the constructor itself refuses it
-                    continue
-            return super().construct_mapping(node, deep)
-    return yaml, Loader, DuplicateKey
-
-
-def read_text(path: str | Path, what: str) -> str:
-    """The text of ``path``: a regular file of at most MAX_FILE_BYTES bytes of UTF-8.
-
-    A directory, FIFO or device (/dev/zero) is refused before anything is read (a FIFO is
-    opened non-blocking, so no writer is waited for); every failure is a ConfigError naming
-    the file and ``what`` was expected (e.g. "a readable YAML file").
-    """
-    p = Path(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except (OSError, ValueError) as e:      # ValueError: a NUL byte in the name
-        raise ConfigError(str(p), "", what, getattr(e, "strerror", None) or str(e)) from None
-    mode = os.fstat(fd).st_mode          # before fdopen, which refuses a directory itself
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
-            else "a device or socket"
-        raise ConfigError(str(p), "", f"{what} (a regular file)", kind)
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(MAX_FILE_BYTES + 1)
-        except OSError as e:
-            raise ConfigError(str(p), "", what, e.strerror) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(str(p), "", f"{what} of at most {MAX_FILE_BYTES} bytes")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(str(p), "", f"{what} in UTF-8 (byte {e.start} is not UTF-8)") from None
-
-
-def _too_many_values(data: Any) -> bool:
-    """More than MAX_VALUES values once aliases are expanded (a 'billion laughs' document)."""
-    stack, n = [data], 0
-    while stack:
-        v = stack.pop()
-        n += 1
-        if n > MAX_VALUES:
-            return True
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML file that must hold a mapping, each key once, of bounded size. A shipped
-    file (one of a directory :func:`shipped_files` lists) is parsed once and kept parsed on
-    disk for the next process (:mod:`tpsim.base.parsed`), by its exact text."""
-    p = Path(path)
-    text = read_text(p, "a readable YAML file")
-    shipped = p.parent in _SHIPPED_DIRS
-    data = parsed.kept(p, text) if shipped else None
-    if data is None:
-        data = _parse_yaml(p, text)
-        if shipped:
-            parsed.keep(p, text, data)
-    return data
-
-
-def _parse_yaml(p: Path, text: str) -> dict:
-    yaml, loader, duplicate = _yaml()
-    try:
-        data = yaml.load(text, Loader=loader)
-    except duplicate as e:
-        raise ConfigError(str(p), str(e.key), f"each key once (line {e.first}, again at line "
-                          f"{e.again})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise ConfigError(str(p), "", f"valid YAML (parse error at {where})") from None
-    except (ValueError, OverflowError, RecursionError) as e:   # e.g. a date 2020-13-01
-        raise ConfigError(str(p), "", "valid YAML values", str(e)) from None
-    if _too_many_values(data):
-        raise ConfigError(str(p), "", f"a document of at most {MAX_VALUES} values (aliases "
-                          "count each time they are used)")
-    if not isinstance(data, dict):
-        raise ConfigError(str(p), "", "a YAML mapping at the top level", type(data).__name__)
-    return data
-
-
-class _DuplicateKey(Exception):
-    """A JSON object's key given twice."""
-    def __init__(self, key):
-        super().__init__(f"key {key!r} given twice")
-        self.key = key
-
-
-def _refuse_duplicates(pairs: list) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def load_json(path: str | Path, what: str = "a readable JSON file") -> Any:
-    """Read a JSON file: each key once per object, nesting and size bounded."""
-    import json                 # a JSON input (a Hugging Face config): not imported at start-up
-    p = Path(path)
-    text = read_text(p, what)
-    try:
-        data = json.loads(text, object_pairs_hook=_refuse_duplicates)
-    except _DuplicateKey as e:
-        raise ConfigError(str(p), str(e.key), "each key once per object") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(str(p), "", f"valid JSON (line {e.lineno}: {e.msg})") from None
-    except ValueError as e:               # an integer past Python's 4300-digit limit
-        raise ConfigError(str(p), "", "valid JSON numbers", str(e)) from None
-    except RecursionError:
-        raise ConfigError(str(p), "", "JSON nested less than ~900 levels deep") from None
-    if _too_many_values(data):
-        raise ConfigError(str(p), "", f"a document of at most {MAX_VALUES} values")
-    return data
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):             # a name too long for the file system, a NUL byte
-        return False
-
-
-_LISTINGS = Memo("shipped file lists", 16, lru=True)
-_SHIPPED_DIRS: set[Path] = set()     # the directories listed: their files are kept parsed
-
-
-def shipped_files(directory: Path) -> dict[str, Path]:
-    """Name -> path of ``directory``'s YAML files, sorted by name: listed once per version of
-    the directory (:meth:`tpsim.base.memo.Memo.load`), a copy each call."""
-    _SHIPPED_DIRS.add(Path(directory))
-    return dict(_LISTINGS.load(directory, _yaml_files, directory=True))
-
-
-def _yaml_files(directory: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(Path(directory).glob("*.yaml"))}
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")     # a Hugging Face Hub id: owner/name, no suffix
-
-
-def shipped_or_path(name_or_path: str | Path, shipped: dict[str, Path], flag: str,
-                    kind: str, files: str = "a path to a YAML file") -> Path:
-    """The file behind ``--model``/``--topology``: a path as given (a .yaml/.yml file, or a
-    .json one: a Hugging Face config.json; a directory holding config.json), else a shipped
-    name; an unknown name suggests the closest shipped ones."""
-    if not isinstance(name_or_path, (str, Path)):
-        raise ConfigError(flag, "", f"a shipped {kind} name or a path", name_or_path)
-    text = str(name_or_path)
-    if not text.strip():                  # Path("") is the working directory
-        raise ConfigError(flag, "", f"a shipped {kind} name or a path", text)
-    path = Path(text)
-    if _is_file(path / "config.json"):
-        return path / "config.json"
-    if _is_dir(path) and (text not in shipped or "/" in text or os.sep in text):
-        held = " (a directory must hold config.json)" if "config.json" in files else ""
-        raise ConfigError(text, "", files + held, "a directory")
-    if "config.json" in files and _HUB_ID.fullmatch(text) and not path.exists() and \
-            path.suffix not in (".yaml", ".yml", ".json"):
-        raise ConfigError(flag, "", f"{files} on disk (no such path; a Hub id is not fetched: "
-                          f"download https://huggingface.co/{text}/blob/main/config.json and "
-                          "pass its path)", text)
-    if path.suffix in (".yaml", ".yml", ".json") or "/" in text or os.sep in text or \
-            _is_file(path):
-        return path          # a path: read_text says what is wrong with it, if anything
-    if text not in shipped:
-        import difflib                  # only on bad input: kept off the start-up path
-        near = difflib.get_close_matches(text, list(shipped), n=3, cutoff=0.6)
-        raise ConfigError(flag, "", f"a shipped {kind} ({', '.join(shipped)}) or {files}", text,
-                          hint=f"did you mean {' or '.join(near)}?" if near else "")
-    return shipped[text]
-
 
 def _yaml_key(f: dataclasses.Field) -> str:
     return f.metadata.get("key") or f.name
 
 
-def _check_bounds(value: float, meta: dict, source: str, key: str) -> None:
+def _check_bounds(value: float, meta: dict, source: str, key: str, scale: float = 1.0) -> None:
     """Finite, within MAX_NUMBER (MAX_INT for an integer), inside the field's own bounds; a
-    field that must be > 0 must be at least MIN_POSITIVE (it divides something)."""
+    field that must be > 0 must be at least MIN_POSITIVE (it divides something). ``scale``:
+    the value is in SI (a field built in code), every bound scaled to it."""
     if isinstance(value, int) and abs(value) > MAX_INT:
         raise ConfigError(source, key, f"an integer of at most {MAX_INT}", value)
-    if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > MAX_NUMBER:
-        raise ConfigError(source, key, f"a finite number of magnitude at most {MAX_NUMBER:g}",
-                          value)
-    if meta.get("gt") is not None and not value > meta["gt"]:
-        raise ConfigError(source, key, f"a number > {meta['gt']:g}", value)
-    if meta.get("gt") == 0 and value < MIN_POSITIVE:
-        raise ConfigError(source, key, f"a number >= {MIN_POSITIVE:g}", value)
-    if meta.get("ge") is not None and not value >= meta["ge"]:
-        raise ConfigError(source, key, f"a number >= {meta['ge']:g}", value)
-    if meta.get("le") is not None and not value <= meta["le"]:
-        raise ConfigError(source, key, f"a number <= {meta['le']:g}", value)
+    if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > MAX_NUMBER * scale:
+        raise ConfigError(source, key, f"a finite number of magnitude at most "
+                          f"{MAX_NUMBER * scale:g}", value)
+    gt, ge, le = (None if meta.get(b) is None else meta[b] * scale for b in ("gt", "ge", "le"))
+    if gt is not None and not value > gt:
+        raise ConfigError(source, key, f"a number > {gt:g}", value)
+    if gt == 0 and value < MIN_POSITIVE * scale:
+        raise ConfigError(source, key, f"a number >= {MIN_POSITIVE * scale:g}", value)
+    if ge is not None and not value >= ge:
+        raise ConfigError(source, key, f"a number >= {ge:g}", value)
+    if le is not None and not value <= le:
+        raise ConfigError(source, key, f"a number <= {le:g}", value)
 
 
-def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
+def _convert(tp: Any, value: Any, meta: dict, source: str, key: str, built: bool = False) -> Any:
+    """``value`` read from a file as field type ``tp``, converted to SI; ``built``: a value
+    already in SI, given in code (:func:`check_built`), checked alike and returned as it is."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, meta, source, key)
+        return _convert(args[0], value, meta, source, key, built)
     if dataclasses.is_dataclass(tp):
-        return from_mapping(tp, value, source, key)
+        if not built:
+            return from_mapping(tp, value, source, key)
+        if not isinstance(value, tp):             # it checked itself when it was made
+            raise ConfigError(source, key, f"a {tp.__name__}", value)
+        return value
     if origin is tuple:
         (inner, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, list) or not value:
-            raise ConfigError(source, key, "a non-empty list", value)
-        return tuple(_convert(inner, v, meta, source, f"{key}[{i}]") for i, v in enumerate(value))
+        if not isinstance(value, tuple if built else list) or not value:
+            raise ConfigError(source, key, f"a non-empty {'tuple' if built else 'list'}", value)
+        return tuple(_convert(inner, v, meta, source, f"{key}[{i}]", built)
+                     for i, v in enumerate(value))
     if origin is dict:
         _k, inner = typing.get_args(tp)
         if not isinstance(value, dict) or not value:
             raise ConfigError(source, key, "a non-empty mapping", value)
-        return {str(k): _convert(inner, v, meta, source, f"{key}.{k}") for k, v in value.items()}
+        if built and not all(isinstance(k, str) for k in value):
+            raise ConfigError(source, key, "a mapping with string keys", value)
+        return {str(k): _convert(inner, v, meta, source, f"{key}.{k}", built)
+                for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(source, key, "true or false", value)
@@ -315,15 +109,7 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
         _check_bounds(value, meta, source, key)
         return value
     if tp is float:
-        if isinstance(value, str) and _EXPONENT_ONLY.match(value):
-            value = float(value)       # YAML 1.1 reads 1e6 (no '.') as a string; a person means 1e6
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(source, key, "a number", value)
-        if isinstance(value, int) and abs(value) > MAX_NUMBER:     # before float(): 10^400
-            raise ConfigError(source, key, f"a finite number of magnitude at most "
-                              f"{MAX_NUMBER:g}", value)
-        _check_bounds(float(value), meta, source, key)
-        return float(value) * meta.get("scale", 1.0)
+        return _number(value, meta, source, key, built)
     if tp is str:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(source, key, "a non-empty string", value)
@@ -336,9 +122,30 @@ def _convert(tp: Any, value: Any, meta: dict, source: str, key: str) -> Any:
     raise TypeError(f"schema: unsupported field type {tp!r} at {key}")  # a bug in tpsim, not input
 
 
+def _number(value: Any, meta: dict, source: str, key: str, built: bool) -> float:
+    """A float field's value: from a file, in its key's unit, returned in SI; ``built``, in SI."""
+    if isinstance(value, str) and _EXPONENT_ONLY.match(value) and not built:
+        value = float(value)       # YAML 1.1 reads 1e6 (no '.') as a string; a person means 1e6
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(source, key, "a number", value)
+    scale = meta.get("scale", 1.0)
+    if isinstance(value, int) and abs(value) > MAX_NUMBER * (scale if built else 1.0):
+        raise ConfigError(source, key, f"a finite number of magnitude at most "     # 10^400
+                          f"{MAX_NUMBER * (scale if built else 1.0):g}", value)
+    if built:
+        _check_bounds(float(value), meta, source, key, scale)
+        return value
+    _check_bounds(float(value), meta, source, key)
+    return float(value) * scale
+
+
 # a top-level key that marks a file of the other kind, and what to do with it
 OTHER_FILE = {"levels": "this is a topology file: pass it as --topology",
               "hidden": "this is a model file: pass it as --model"}
+
+
+BUILT = "tpsim API"              # the source check_built's errors name
+_LOADING = threading.local()      # depth of from_mapping calls in this thread (check_built)
 
 
 def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
@@ -353,25 +160,62 @@ def from_mapping(cls: type, data: Any, source: str, path: str = "") -> Any:
             close = difflib.get_close_matches(str(k), list(fields), n=1)
             other = next((h for key, h in OTHER_FILE.items() if key in data and key not in
                           fields), "") if not path else ""
-            raise ConfigError(source, _join(path, str(k)), "one of the known keys "
+            raise ConfigError(source, key_at(path, str(k)), "one of the known keys "
                               f"({', '.join(sorted(fields))})",
                               hint=other or (f"did you mean {close[0]}?" if close else ""))
     kwargs = {}
     for key, f in fields.items():
-        dotted = _join(path, key)
+        dotted = key_at(path, key)
         if key not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(source, dotted, "this required key to be present")
             continue
         kwargs[f.name] = _convert(hints[f.name], data[key], dict(f.metadata), source, dotted)
-    obj = cls(**kwargs)
+    with deferred():
+        obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:
         check(source, path)
     return obj
 
 
-def _join(path: str, key: str) -> str:
+class deferred:
+    """``with deferred():`` objects built inside skip :func:`check_built`: their maker checks
+    them itself, naming its own source (:func:`from_mapping`: the file and its keys;
+    ``with_overrides``: the flags)."""
+    def __enter__(self):
+        _LOADING.depth = getattr(_LOADING, "depth", 0) + 1
+
+    def __exit__(self, *exc):
+        _LOADING.depth -= 1
+
+
+@functools.cache
+def _built_fields(cls: type) -> tuple:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name], dict(f.metadata), f.default, f"{cls.__name__}.{f.name}")
+                 for f in dataclasses.fields(cls) if f.init)
+
+
+def check_built(obj) -> None:
+    """``obj``, a schema dataclass built in code (its values in SI, as :func:`from_mapping`
+    stores them), checked as a file's values are: each field's type and bounds (scaled to
+    SI), then ``obj.validate``; a ConfigError names the class and the field ("tpsim API:
+    Device.sm_count: ..."). The ``__post_init__`` of each schema class; nothing inside
+    :class:`deferred`."""
+    if getattr(_LOADING, "depth", 0):
+        return
+    for name, tp, meta, default, key in _built_fields(type(obj)):
+        value = getattr(obj, name)
+        if value is not default:         # a default is valid by declaration (None, ())
+            _convert(tp, value, meta, BUILT, key, built=True)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(BUILT, type(obj).__name__)
+
+
+def key_at(path: str, key: str) -> str:
+    """``key`` under ``path`` as an error names it: ``path.key``, or ``key`` at the top."""
     return f"{path}.{key}" if path else key
 
 

@@ -9,6 +9,13 @@ from .layout_args import add_layout_arguments
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"
+_OP_NAMES = {op.replace("-", ""): op for op in OPS}
+
+
+def op_name(text: str) -> str:
+    """``--op`` as tpsim, nccl-tests (all_reduce_perf: all_reduce, alltoall) or NCCL
+    (ncclAllReduce: AllReduce) names it: any case, '_' or '-' between the words or nothing."""
+    return _OP_NAMES.get(text.lower().replace("_", "").replace("-", ""), text)
 
 
 def fill_topologies(p) -> None:
@@ -27,8 +34,9 @@ def fill_collective(p) -> None:
                    help=TOPOLOGY_HELP.replace(" (", "; every flag that takes a comma list "
                                               "(--topology dgx-a100,dgx-h100 --ranks 2,4,8) "
                                               "compares each combination in one table (", 1))
-    p.add_argument("--op", default=("all-reduce",), type=choice_list(OPS), metavar=braces(OPS),
-                   help="collective operation (default: all-reduce)")
+    p.add_argument("--op", default=("all-reduce",), type=choice_list(OPS, op_name),
+                   metavar=braces(OPS), help="collective operation; nccl-tests' and NCCL's "
+                   "names too (all_reduce, AllReduce) (default: all-reduce)")
     p.add_argument("--ranks", type=int_list, default=None,
                    help="group size (default: one node)")
     p.add_argument("--bytes", default=None, type=name_list,

@@ -266,16 +266,17 @@ def output_format(args) -> str | None:
 
 
 TOPOLOGY_HELP = ("shipped name or path to a YAML file (default: dgx-h100, or "
-                 "dgx-h100-ndr-cluster for a job of more than its 8 GPUs)")
+                 "dgx-h100-ndr-cluster for a job of more than its 8 GPUs or given --nodes)")
 
 
-def topology_for(given, gpus: int | None):
-    """``--topology`` as given, else the default topology of a job of ``gpus`` GPUs
-    (:func:`tpsim.cluster.defaults.default_topology`: the same for every command)."""
+def topology_for(given, gpus: int | None, nodes: int | None = None):
+    """``--topology`` as given, else the default topology of a job of ``gpus`` GPUs on
+    ``nodes`` (--nodes; :func:`tpsim.cluster.defaults.default_topology`: the same for every
+    command)."""
     if given is not None:
         return given
     from ..cluster.defaults import default_topology
-    return default_topology(gpus)
+    return default_topology(gpus, nodes)
 
 
 def note_seq(model, seq) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..base.errors import ConfigError
 from ..spec.layout import Layout
-from .common import TOPOLOGY_HELP, StoreOnce, topology_for, add_csv, dump_json, note_seq, output_format, positive_int, warn
+from .common import TOPOLOGY_HELP, StoreOnce, add_csv, dump_json, note_seq, output_format, positive_int, warn
 from .layout_args import (add_framework_argument, add_layout_arguments, layout_from_args,
                           layout_values, list_names)
 from .lists import combinations, name_list, varied
@@ -64,7 +64,7 @@ def _predict_one(args, combo: dict):
                            ffn_hidden=args.ffn_hidden, vocab=args.vocab)
     check_given(model, layout_values(args, given=combo, preset=False), args.framework)
     lay = layout_from_args(args, given=combo)
-    return predict(model, topology_for(combo["topology"], lay.tp * lay.pp * lay.dp), layout=lay)
+    return predict(model, combo["topology"], layout=lay)   # None: the job's default
 
 
 def _cmd_predict(args) -> None:

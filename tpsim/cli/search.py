@@ -91,7 +91,7 @@ def _cmd_search(args) -> None:
     progress = Progress()
     with paused_gc(freeze=True):    # the whole command, printing included
         try:
-            result = search(args.model, topology_for(args.topology, args.gpus), args.gpus,
+            result = search(args.model, topology_for(args.topology, args.gpus, args.nodes), args.gpus,
                             args.global_batch, seq_len=args.seq, dtype=args.dtype,
                             nodes=args.nodes, top=args.top, jobs=args.jobs,
                             tp_across_nodes=args.tp_across_nodes, progress=progress,

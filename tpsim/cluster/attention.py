@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..base.record import record
 from ..base.errors import ConfigError
-from ..base.schema import spec
+from ..base.schema import check_built, spec
 from ..base.units import GB, TERA, US
 
 
@@ -67,6 +67,8 @@ class AttentionKernel:
     dropout_bits: int = spec(ge=1, le=32, default=8, doc="random bits a score element's "
                              "dropout compares with p (FlashAttention-2: 8; cuDNN: 4, p in steps "
                              "of 1/16): a 128-bit Philox draw serves 128 / bits elements")
+
+    __post_init__ = check_built   # built in code: checked as the loader checks a file
 
     def validate(self, source: str, path: str) -> None:
         if self.deterministic_tile is not None and len(self.deterministic_tile) != 2:

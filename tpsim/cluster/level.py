@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..base.record import record
 from ..base.errors import ConfigError
 from ..base.memo import value_hash
-from ..base.schema import spec
+from ..base.schema import check_built, spec
 from ..base.units import GB, US
 from .protocol import PROTOCOLS
 
@@ -22,6 +22,8 @@ class Efficiency:
     nvls: float = spec(gt=0, le=1, default=1.0, doc="in-switch reduction (NVLink SHARP)")
     hybridep: float | None = spec(gt=0, le=1, default=None, doc="HybridEP's kernels across nodes, 16 SMs or more (null: ring)")
     deepep: float | None = spec(gt=0, le=1, default=None, doc="DeepEP's normal kernels, SMs not binding (null: ring)")
+
+    __post_init__ = check_built   # built in code: checked as the loader checks a file
 
 
 @record
@@ -111,3 +113,4 @@ class Level:
         return (self.hop_latencies or {}).get(algorithm, {}).get(protocol, self.latency_s)
 
     __hash__ = value_hash
+    __post_init__ = check_built

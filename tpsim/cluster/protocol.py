@@ -3,7 +3,7 @@ topology's ``device.collective_protocols`` (:class:`tpsim.cluster.topology.Devic
 from __future__ import annotations
 
 from ..base.record import record
-from ..base.schema import spec
+from ..base.schema import check_built, spec
 from ..base.units import GB, US
 
 PROTOCOLS = ("simple", "ll", "ll128")
@@ -31,6 +31,8 @@ class Protocol:
     p2p_step_bytes: int = spec(gt=0, default=524288, doc=(
         "LL only: the step NCCL's p2p splits a peer's LL bytes over channels by (parts of at "
         "least 1/8 of it): Simple's 512 KiB chunk, LL's own 64 KiB step in NCCL 2.22-2.28"))
+
+    __post_init__ = check_built   # built in code: checked as the loader checks a file
 
 
 SIMPLE = Protocol()

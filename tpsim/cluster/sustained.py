@@ -93,6 +93,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..base.memo import Memo
+from ..base.schema import deferred
 from .power import idle_W
 from .topology import Device, Topology
 
@@ -165,5 +166,7 @@ def _at_sustained_clock(topo: Topology) -> Topology:
     clock, u_ref = dev.sustained_clock, dev.sustained_utilisation
     if u_ref is None:
         return with_device(topo, at_clock(dev, clock))
-    return with_device(topo, dataclasses.replace(
-        dev, sustained_clock=1.0, sustained_utilisation=u_ref * clock ** (1 / CLOCK_EXPONENT)))
+    with deferred():     # a state no file states (sustained_utilisation at clock 1), from a checked one
+        dev = dataclasses.replace(dev, sustained_clock=1.0,
+                                  sustained_utilisation=u_ref * clock ** (1 / CLOCK_EXPONENT))
+    return with_device(topo, dev)

@@ -18,7 +18,8 @@ from .placement import LevelSpan, Placement, spans  # noqa: F401 (LevelSpan: re-
 from .attention import AttentionKernel  # noqa: F401 (re-exported)
 from .protocol import PROTOCOLS, SIMPLE, Protocol  # noqa: F401 (re-exported)
 from .level import HOP_ALGORITHMS, LEVEL_KINDS, Efficiency, Level  # noqa: F401 (re-exported)
-from ..base.schema import from_mapping, load_yaml, shipped_files, shipped_or_path, spec
+from ..base.schema import (check_built, from_mapping, key_at, load_yaml, shipped_files,
+                           shipped_or_path, spec)
 from ..base.units import GB, GiB, TERA, US
 
 BYTES_PER_ELEMENT = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, **QUANTIZED_BYTES}
@@ -153,6 +154,7 @@ class Device:
                                 "power draw of an idle GPU); null: 0.1 x tdp_W")
 
     __hash__ = value_hash      # by value, once: its dicts leave it unhashable to dataclasses
+    __post_init__ = check_built   # built in code: checked as the loader checks a file
 
     def validate(self, source: str, path: str) -> None:
         for dtype in self.peak_flops:
@@ -231,6 +233,7 @@ class Topology:
                                           init=False, compare=False, repr=False)
 
     __hash__ = value_hash      # by value (the memos' keys), computed once per topology
+    __post_init__ = check_built
 
     def replaced(self, **changes) -> "Topology":
         """This topology with ``changes`` (dataclasses.replace), its file path kept: a
@@ -241,23 +244,23 @@ class Topology:
 
     def validate(self, source: str, path: str) -> None:
         if self.levels[0].nics_per_node is not None:
-            raise ConfigError(source, "levels[0].nics_per_node",
+            raise ConfigError(source, key_at(path, "levels[0].nics_per_node"),
                               "no NICs on the innermost level (it joins devices directly)")
         names = [lv.name for lv in self.levels]
         if len(set(names)) != len(names):
-            raise ConfigError(source, "levels", "distinct level names", names)
+            raise ConfigError(source, key_at(path, "levels"), "distinct level names", names)
         for i, lv in enumerate(self.levels):     # resolve the defaults (Level.kind, inter_node)
             leaves = lv.inter_node if lv.inter_node is not None else (
                 lv.kind == "network" if lv.kind is not None else i > 0)
             kind = lv.kind or ("network" if leaves else "nvlink-domain")
             if leaves != (kind == "network"):
-                raise ConfigError(source, f"levels[{i}].inter_node",
+                raise ConfigError(source, key_at(path, f"levels[{i}].inter_node"),
                                   f"{kind == 'network'} for a level of kind {kind}", leaves)
             object.__setattr__(lv, "inter_node", leaves)
             object.__setattr__(lv, "kind", kind)
         flags = [lv.inter_node for lv in self.levels]
         if flags[0] or flags != sorted(flags):
-            raise ConfigError(source, "levels", "intra-node levels first (inter_node false), "
+            raise ConfigError(source, key_at(path, "levels"), "intra-node levels first (inter_node false), "
                               "then the levels between nodes", flags)
 
     @property

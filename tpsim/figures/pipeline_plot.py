@@ -9,9 +9,8 @@ are the bubble.
 """
 from __future__ import annotations
 
-from matplotlib.patches import Patch
-
 from .data import Table
+from .plot import Patch      # matplotlib's, imported (or refused in one line) there
 from .plot import BACKGROUND, COMM, COMPUTE, plt, save  # noqa: F401 (save: re-export)
 
 BACKWARD = "#228833"     # backward chunks (forward: COMPUTE)

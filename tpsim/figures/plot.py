@@ -10,7 +10,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from ..base.errors import ConfigError, TpsimError
+
+try:
+    import matplotlib
+except ModuleNotFoundError:     # a dependency this environment lacks: one line, not a traceback
+    raise TpsimError("tpsim plot draws with matplotlib, a dependency of tpsim this Python "
+                     "does not have: pip install 'matplotlib>=3.5'") from None
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -18,7 +24,6 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import (FuncFormatter, LogFormatter, LogLocator, MaxNLocator,  # noqa: E402
                                PercentFormatter)
 
-from ..base.errors import ConfigError  # noqa: E402
 from .about import write_about  # noqa: E402
 from .data import FORMATS, Table, output_paths  # noqa: E402,F401 (FORMATS: re-export)
 from ..base.units import format_size  # noqa: E402

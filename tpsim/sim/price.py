@@ -187,13 +187,23 @@ def window_pricing(template, dims, pricing: Pricing) -> Pricing:
     ``step`` (:mod:`tpsim.cluster.sustained`: every tensor kernel of the layer at the clock
     of the layer's mean draw); else ``pricing`` itself."""
     dev = pricing.topology.device
-    if dev.clock_window != "step" or dev.sustained_utilisation is None \
-            or dev.sustained_clock != 1.0:
+    clock = layer_clock(template, dims, dev)
+    if clock is None:
         return pricing
-    ops = template.at(dims)[0]
-    clock = _WINDOW_CLOCKS.get((template, dims, dev), window_clock, ops, dev)
     return Pricing(with_device(pricing.topology, at_clock(dev, clock)), pricing.parallelism,
                    subgroups=pricing.subgroups)
+
+
+def layer_clock(template, dims, device) -> float | None:
+    """The one clock, a share of boost, every tensor kernel of ``template`` at ``dims`` runs
+    at on ``device`` (a :func:`~tpsim.cluster.sustained.sustained` one) where its
+    ``clock_window`` is ``step``: :func:`window_clock` of the layer's ops, memoised; None
+    where each kernel keeps its own (:func:`~tpsim.cluster.sustained.kernel_clock`)."""
+    if device.clock_window != "step" or device.sustained_utilisation is None \
+            or device.sustained_clock != 1.0:
+        return None
+    ops = template.at(dims)[0]
+    return _WINDOW_CLOCKS.get((template, dims, device), window_clock, ops, device)
 
 
 def window_clock(ops, device) -> float:

@@ -224,6 +224,13 @@ class Inputs:
     overlap_moe_comm: bool = False   # their EP exchange hidden across micro-batches
     mtp_layers: int = 0       # multi-token-prediction layers trained (tpsim.training.mtp)
     nccl: str = "topology"    # the NCCL release priced (tpsim.cluster.nccl; topology: the file's)
+    # the clock the step's tensor kernels were priced at (tpsim.cluster.sustained): none (the
+    # kernel benchmarks'), kernel (each its own, or all at sustained_clock) or step (one clock
+    # of the layer's mean draw: layer_clock; None where each kernel keeps its own)
+    clock_window: str = "none"
+    sustained_clock: float = 1.0
+    sustained_utilisation: float | None = None
+    layer_clock: float | None = 1.0
     # every layout setting away from its default, by field name: tpsim.predict's keywords
     layout: dict = field(default_factory=dict, compare=False)
 

@@ -17,7 +17,8 @@ from .hf_config import read_hf_config
 from .tp_split import check_tp
 from .model_params import mla_duplicated_params, mla_params, model_params, moe_layer_params
 from ..base.memo import Memo, value_hash
-from ..base.schema import MAX_INT, from_mapping, load_yaml, shipped_files, shipped_or_path, spec
+from ..base.schema import (MAX_INT, check_built, deferred, from_mapping, load_yaml, shipped_files,
+                           shipped_or_path, spec)
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS, ATTENTIONS = ("layernorm", "rmsnorm"), ("fused", "unfused")
@@ -104,6 +105,7 @@ class ModelConfig:
             object.__setattr__(self, "expert_ffn_hidden", self.ffn_hidden)
         if self.shared_expert_ffn_hidden is None and self.shared_experts:
             object.__setattr__(self, "shared_expert_ffn_hidden", self.expert_ffn_hidden)
+        check_built(self)        # built in code: checked as the loader checks a file
 
     def validate(self, source: str, path: str = "") -> None:
         def bad(key, expected, got):
@@ -384,6 +386,7 @@ def with_overrides(model: ModelConfig, **overrides) -> ModelConfig:
     if "hidden" in given and "ffn_hidden" not in given and model.ffn_hidden == 4 * model.hidden:
         given["ffn_hidden"] = None
     shown = ", ".join(f"{k}={v}" for k, v in overrides.items() if v is not None)
-    new = dataclasses.replace(model, name=f"{model.name} ({shown})", **given)
+    with deferred():         # checked below, naming the flags
+        new = dataclasses.replace(model, name=f"{model.name} ({shown})", **given)
     new.validate(f"{model.name} with command-line overrides")
     return new

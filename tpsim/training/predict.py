@@ -55,6 +55,7 @@ from ..spec.sharding import zero_stage
 from . import terms
 from ..cluster.sustained import sustained
 from ..cluster.nccl import Topology, topology_of
+from ..cluster.defaults import default_topology
 
 
 def _resolve(model, topology) -> tuple[ModelConfig, Topology]:
@@ -205,12 +206,21 @@ def _recomputed_layers(m: ModelConfig, topo: Topology, lay: Layout, experts, spa
     return layout_layer(m, topo, lay)[0], moe
 
 
-def predict_layer(model, topology="dgx-h100", *, layout: Layout | None = None, **kw):
+def job_topology(topology, lay: Layout) -> Topology:
+    """``topology`` as ``lay``'s NCCL release runs it; None: the default topology of the job's
+    tp x cp x pp x dp GPUs and ``nodes`` (:func:`tpsim.cluster.defaults.default_topology`, the
+    command line's), dgx-h100 for one node's job."""
+    if topology is None:
+        topology = default_topology(lay.tp * lay.cp * lay.pp * lay.dp, lay.nodes)
+    return topology_of(topology, lay.nccl)
+
+
+def predict_layer(model, topology=None, *, layout: Layout | None = None, **kw):
     """One transformer layer only (what sweeps over TP degrees and sizes need): the same
     LayerTimes as ``predict(...).layer``, without the whole-model, memory and per-op rows.
     ``layout`` or its fields as keywords (``nccl`` one), as :func:`predict` takes them."""
     lay = run_layout(layout, kw, "predict_layer")
-    m, topo, lay = _settings(model, topology_of(topology, lay.nccl), lay)
+    m, topo, lay = _settings(model, job_topology(topology, lay), lay)
     return layer_times(layout_layer(m, topo, lay)[0])
 
 
@@ -230,13 +240,13 @@ def _notices(m: ModelConfig, topo, lay: Layout, mem) -> tuple[Notice, ...]:
     return tuple(out)
 
 
-def predict(model, topology="dgx-h100", *, layout: Layout | None = None, **settings) -> Prediction:
+def predict(model, topology=None, *, layout: Layout | None = None, **settings) -> Prediction:
     """Predict one layer, the whole model for one micro-batch, and one optimizer step per GPU.
 
-    ``model`` and ``topology`` are shipped names, YAML paths or loaded objects. ``layout``: a
-    :class:`~tpsim.spec.layout.Layout`, how the job is split and run (its fields say what each
-    setting means); or its fields as keywords, ``predict(model, topology, tp=8, pp=2,
-    global_batch=64)``, which build one and predict the same. A keyword given beside ``layout``
+    ``model`` and ``topology`` are shipped names, YAML paths or loaded objects (``topology``
+    None: the command line's default, :func:`job_topology`). ``layout``: a
+    :class:`~tpsim.spec.layout.Layout`, how the job is split and run; or its fields as keywords,
+    ``predict(model, topology, tp=8, pp=2, global_batch=64)``. A keyword given beside ``layout``
     must agree with it. ``seq_len``, ``dropout`` and ``attention`` default to the model's,
     ``dtype`` to the device's first of bf16, fp16, fp32, ``global_batch`` to one micro-batch per
     replica; ``nodes`` sizes the topology's network; ``nccl``: the NCCL release priced
@@ -245,7 +255,7 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None, **setti
     The layer (:mod:`tpsim.layer.graph`) is simulated once, the step (:mod:`tpsim.training.step`)
     runs it over ``pp`` stages (``virtual_stages`` chunks, interleaved) and ``dp`` replicas."""
     lay = run_layout(layout, settings)
-    topology = topology_of(topology, lay.nccl)
+    topology = job_topology(topology, lay)
     if lay.nodes is not None:
         topology = with_nodes(topology, lay.nodes)
     m, topo, lay = _settings(model, topology, lay)
@@ -283,8 +293,8 @@ def predict(model, topology="dgx-h100", *, layout: Layout | None = None, **setti
                     moe_part(moe, lay, experts.ep if experts else 1, topo.device)), peak,
                    sh, experts, partial, mtp)
     mem = max(result.memory, key=lambda x: x.total_bytes)
-    return Prediction(run_inputs(m, topo, lay, par, experts_of(m, lay, par)), layer, times, mem,
-                      _notices(m, topo, lay, mem), moe if sparse else sim,
+    return Prediction(run_inputs(m, topo, lay, par, experts_of(m, lay, par), moe or sim), layer,
+                      times, mem, _notices(m, topo, lay, mem), moe if sparse else sim,
                       _priced(with_megatron_tflops(result.times, m, lay, par, mtp_of(lay, m)),
                               topo, lay, par),
                       result.memory, result, layer_collectives(

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import data_parallel as dpm, terms
 from ..base.errors import ConfigError
@@ -261,16 +262,25 @@ def _steady(run, state, step):
     return state
 
 
-def forward_s(units, interference: float = 0.0) -> float:
-    """A chunk's forward over ``units`` in forward order, runs of (compute seconds, gather
-    seconds, count[, lag seconds]): the module docstring's recurrence (state: the stream's last
-    gather end, the last compute's start and its end unslowed, when the host issues the next
-    gather: the start + the unit's lag, :mod:`tpsim.sim.host_lag`), each compute slowed
-    beside the gathers it overlaps (:func:`_beside`; after a lag, the gather before it to its
-    end and the next from its issue)."""
+class ForwardRun(NamedTuple):
+    """``count`` units of a chunk's forward alike (:func:`forward_s`): each unit's compute
+    and all-gather seconds, and the host's lag from its compute's start to issuing the next
+    unit's gather (:mod:`tpsim.sim.host_lag`; 0: issued as the compute starts)."""
+    compute_s: float
+    gather_s: float
+    count: int
+    lag_s: float = 0.0
+
+
+def forward_s(units: list[ForwardRun], interference: float = 0.0) -> float:
+    """A chunk's forward over ``units`` in forward order, :class:`ForwardRun` s: the module
+    docstring's recurrence (state: the stream's last gather end, the last compute's start and
+    its end unslowed, when the host issues the next gather: the start + the unit's lag), each
+    compute slowed beside the gathers it overlaps (:func:`_beside`; after a lag, the gather
+    before it to its end and the next from its issue)."""
     state = (0.0, 0.0, 0.0, 0.0)
-    for f, g, n, *lag in units:
-        def step(s, f=f, g=g, w=lag[0] if lag else 0.0):
+    for f, g, n, lag in units:
+        def step(s, f=f, g=g, w=lag):
             issue = max(s[0], s[3])
             comm = issue + g
             busy = [(s[1], comm)] if s[3] <= s[1] else \
@@ -324,7 +334,7 @@ def sharded_chunk(chunk, dtype: str, sh: Sharding, par: Parallelism, stage: int,
             for (_, params, _), e in zip(chunk.units, ex)]
     lags = chunk.lags or (0.0,) * len(chunk.units)
     fwd = chunk.received[0] + forward_s(
-        [(f, c[0], n, w) for f, c, (_, _, n), w in zip(
+        [ForwardRun(f, c[0], n, w) for f, c, (_, _, n), w in zip(
             reversed(chunk.forwards), reversed(comm), reversed(chunk.units), reversed(lags))],
         interference)
     bwd = chunk.received[1] + backward_s(
@@ -368,5 +378,5 @@ def check_dtype(sh: Sharding, dtype: str) -> None:
 
 __all__ = ["Sharding", "UNSHARDED", "sharding", "shard_group", "weight_gather_group",
            "expert_gather_group", "replica_group", "unit_comm", "unit_collectives",
-           "layer_collectives", "forward_s", "backward_s", "sharded_chunk", "shard_setup",
+           "layer_collectives", "ForwardRun", "forward_s", "backward_s", "sharded_chunk", "shard_setup",
            "check_dtype"]

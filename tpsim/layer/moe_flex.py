@@ -38,11 +38,11 @@ each chunk as it lands: the sort and unsort run no kernel (their host ops and sa
 stay), their bytes moving beside the NVLink-bound transfer, priced as free.
 
 Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
-combine kernel, the router's backward (none for the fake gate). The kernels run on the SMs they are given, which the
-compute beside them loses (:mod:`tpsim.sim.interference`: DeepEP's 20 of the H100's 132 SMs,
-HybridEP's 32; Hopper's persistent GEMMs beside them run a second pass, other kernels lose
-that share). The flex dispatcher's
-group is expert-TP x EP: tpsim prices expert-TP 1 (the published recipes') and refuses more.
+combine kernel, the router's backward (none for the fake gate). The kernels run on the SMs
+they are given, which the compute beside them loses (:mod:`tpsim.sim.interference`: DeepEP's
+20 of the H100's 132 SMs, HybridEP's 32; Hopper's persistent GEMMs beside them run a second
+pass, other kernels lose that share). The flex dispatcher's group is expert-TP x EP: tpsim
+prices expert-TP 1 (the published recipes') and refuses more.
 
 allgather (``MoEAllGatherTokenDispatcher``): every rank all-gathers the tokens of the
 expert-TP x EP group (G = T_n etp ep rows, consecutive ranks), keeps those routed to its E/ep

@@ -17,8 +17,11 @@ auxiliary loss; every expert the same tokens, ``--moe-imbalance`` 1), which on A
 contiguous expert shards (``ExpertParallel``: ``Shard(0)``) sends each token to 1 rank (Qwen3,
 16 experts a rank) or to 2 ranks of one node (DeepSeek-V3, 4 a rank), where a random balanced
 router's token reaches 5.3 and 7.7 ranks (4.6 other nodes): ``--moe-routing round-robin``,
-the DeepEP kernels' bytes a fifth of a random router's (the script prints each MoE row at the
-random fan-out too); no torch.compile; FSDP2's
+the DeepEP kernels' bytes a fifth of a random router's, and the gate's five index and weight
+kernels in place of the router's GEMM, top-k, auxiliary loss and backward, no router weight
+held (:mod:`tpsim.layer.fake_gate`: 0.03 ms a MoE layer and micro-batch where the router took
+0.20, DeepSeek-V3, and 0.23, Qwen3; the script prints each MoE row with a random balanced
+router too: its fan-out, ops and weight); no torch.compile; FSDP2's
 ``reshard_after_forward`` off (``not pp_enabled`` at 89e3a9fdd, the parallelizer's default
 False at 8d9bfb90e); the experts' ``fully_shard`` over ``ep_shard`` without a
 ``MixedPrecisionPolicy``, so their gradients reduce-scatter in bf16
@@ -61,8 +64,8 @@ Transformer Engine's attention: ``--mla-eager``, the preset's; :mod:`tpsim.layer
   bf16: ``--grad-reduce-in-bf16``; every layer but the last resharded after its forward).
 
 Where the DeepSeek-V3 rows miss (tpsim fast by a sixth at both scales): the published
-1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s), tpsim's 1.13 s
-more (8.16 against 7.03 s: the experts' per-micro-batch gathers and reductions over 4 nodes;
+1,024-GPU pipeline takes 1.29 s more than the 256-GPU one (9.47 against 8.18 s), tpsim's 1.14 s
+more (8.12 against 6.99 s: the experts' per-micro-batch gathers and reductions over 4 nodes;
 0.16 s with the reduction deferred to the last backward); the rest is the same at both
 scales, a MoE layer and micro-batch (forward, recomputation, backward) 45 ms in tpsim (expert
 GEMMs 16.2, dense GEMMs 12.6, attention 6.2, glue 5.9 of which the eager MLA 2.0, exposed EP
@@ -79,9 +82,10 @@ Not priced (the CSV's ``priced`` column says why): Kimi K2 and GPT-OSS 20B (no m
 shipped), GPT-OSS 120B (PyTorch's FlexAttention with sinks and a sliding window: no kernel of
 tpsim's), the Nemotron V3 rows (hybrid Mamba-Transformer layers). Not modelled in the priced
 rows: the bf16 gradient shards (priced fp32, as their reduce-scatter), Qwen3's eager PyTorch rotary
-embedding, the shared experts' eager SwiGLU (silu, then the product) and the router (priced as
-fused kernels: tpsim's fast side), the experts'
-``grouped_gemm`` kernels (priced as tpsim's grouped GEMM).
+embedding, the shared experts' eager SwiGLU (silu, then the product), the experts'
+``grouped_gemm`` kernels (priced as tpsim's grouped GEMM), and around DeepEP AutoModel's own
+Python (``GroupedExpertsDeepEP``), priced as Megatron-core's flex dispatcher's
+(:mod:`tpsim.layer.moe_host`).
 
     python bench/automodel_published.py
 """
@@ -97,7 +101,7 @@ DATA = Path(__file__).resolve().parent.parent / "tests/data/published_steps/h100
 TOPOLOGY = "dgx-h100-ndr-cluster"
 AUTOMODEL = FRAMEWORKS["automodel"]
 # the MoE recipes' settings (module docstring); fake_balanced_gate's token t to experts
-# kt..kt+k-1 mod E (--moe-routing round-robin)
+# kt..kt+k-1 mod E, no router GEMM or weight (--moe-routing round-robin: tpsim.spec.fake_gate)
 MOE = dict(tp=1, recompute="full", dtype="bf16", zero=3, reshard_after_forward=False,
            moe_dispatcher="flex", moe_flex_backend="deepep", moe_routing="round-robin",
            **AUTOMODEL)
@@ -140,7 +144,7 @@ def predicted(row: dict, **changes):
 
 def rows() -> list[tuple]:
     """(name, published step s, tpsim step s, published tokens/s per GPU, tpsim's, error of
-    tokens/s, fits, prediction, step s at a random router's fan-out or None) per priced row."""
+    tokens/s, fits, prediction, step s with a random balanced router or None) per priced row."""
     out = []
     for r in published():
         if r["priced"] != "yes":
@@ -167,7 +171,7 @@ def breakdown(p) -> str:
 
 def main() -> None:
     print(f"{'run':28s} {'step s':>7s} {'tpsim':>7s} {'tokens/s/GPU':>12s} {'tpsim':>7s} "
-          f"{'error':>7s}  fits  random router's fan-out (step s, error)")
+          f"{'error':>7s}  fits  a random router (step s, error)")
     errors = []
     for name, step_pub, step, pub, tps, err, fits, p, uniform in rows():
         errors.append(abs(err))

@@ -10,7 +10,8 @@ flex (``MoEFlexTokenDispatcher`` with ``_DeepepManager`` or ``_HybridEPManager``
 its send buffers and dispatches them, each token sent once per target node and forwarded over
 NVLink once per target GPU (DeepEP's normal kernels), not once per expert:
 
-    router, top-k            as :mod:`tpsim.layer.moe`
+    router, top-k            as :mod:`tpsim.layer.moe`; with ``--moe-routing round-robin``
+                             AutoModel's fake gate instead (:mod:`tpsim.layer.fake_gate`)
     dispatch                 :class:`~tpsim.layer.ops.Dispatch` on ep, T_n load rows of h
                              (:func:`tpsim.cost.all_to_all.flex_dispatch_time`); no permute op
     sort                     the received tokens into rows per local expert (R x h), as the
@@ -37,11 +38,11 @@ each chunk as it lands: the sort and unsort run no kernel (their host ops and sa
 stay), their bytes moving beside the NVLink-bound transfer, priced as free.
 
 Backward mirrors it: the combine's dispatch kernel, the experts' backward, the dispatch's
-combine kernel, the router's backward. The kernels run on the SMs they are given, which the
-compute beside them loses (:mod:`tpsim.sim.interference`: DeepEP's 20 of the H100's 132 SMs,
-HybridEP's 32; Hopper's persistent GEMMs beside them run a second pass, other kernels lose
-that share). The flex dispatcher's
-group is expert-TP x EP: tpsim prices expert-TP 1 (the published recipes') and refuses more.
+combine kernel, the router's backward (none for the fake gate). The kernels run on the SMs
+they are given, which the compute beside them loses (:mod:`tpsim.sim.interference`: DeepEP's
+20 of the H100's 132 SMs, HybridEP's 32; Hopper's persistent GEMMs beside them run a second
+pass, other kernels lose that share). The flex dispatcher's group is expert-TP x EP: tpsim
+prices expert-TP 1 (the published recipes') and refuses more.
 
 allgather (``MoEAllGatherTokenDispatcher``): every rank all-gathers the tokens of the
 expert-TP x EP group (G = T_n etp ep rows, consecutive ranks), keeps those routed to its E/ep
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 from ..base.errors import ConfigError
 from ..spec.parallel import Group
 from .dims import Dims, sp_reduce_op
+from .fake_gate import fake_gate_fwd, has_fake_gate
 from .moe import gathered_tokens, moe_bwd, moe_fwd, router_bwd, router_fwd, shared_fwd
 from .moe_ep import (Alltoall, _shared_bwd, _shared_tokens, alltoall_bwd, alltoall_fwd,
                      experts_bwd, experts_fwd, shared_add, shared_add_bwd)
@@ -70,7 +72,8 @@ class Flex:
     """The flex dispatcher's slot: shared experts, the kernels' backend, the router's
     auxiliary loss, HybridEP's permutation inside its kernels (module docstring), the fused
     top-k (:mod:`tpsim.layer.moe_router`), which experts a token takes (``--moe-routing``: its
-    dispatches' fan-out)."""
+    dispatches' fan-out; round-robin: AutoModel's fake gate, :mod:`tpsim.layer.fake_gate`, in
+    the router's place)."""
     shared: bool
     backend: str = "deepep"
     load_balancing: str = "none"
@@ -148,7 +151,7 @@ def routing_maps(d: Dims):
 def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     """The flex slot's forward from the norm's output ``x`` (T_n x h); module docstring."""
     n_in = 2 if swiglu else 1
-    _, topk = router_fwd(B, x)
+    topk = fake_gate_fwd(B, x) if has_fake_gate(moe) else router_fwd(B, x)[1]
     tokens = _shared_tokens(B, x) if moe.shared else None
     if moe.backend == "hybridep":
         topk = B.collective("fwd.moe.routing.all-gather", "all-gather", (topk,),
@@ -171,7 +174,7 @@ def flex_bwd(B: Builder, grad, swiglu: bool, moe: Flex) -> str:
                   launches=flex_dispatch_bwd_launches(moe.backend))
     if moe.shared:
         y = shared_add_bwd(B, y, s)
-    return router_bwd(B, y, y)
+    return y if has_fake_gate(moe) else router_bwd(B, y, y)
 
 
 def _gathered(d: Dims):

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 from ..base.memo import Memo
 from ..layer.recompute import DEFAULT_MODULES
-from ..spec.folding import Folded
 from ..spec.model_params import moe_layers
 from ..spec.parallel import Parallelism
 from ..training import terms
@@ -96,7 +95,7 @@ def _layer_parts(run: Run, tp: int, micro_batch: int, sp: bool, recompute: str,
     emb, out = _PARTS.get((run, "ends", tp, micro_batch, sp, cp), ends)
     moe = None
     if run.model.moe:
-        experts = Folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp or tp)
+        experts = run.folded(Parallelism(tp=tp, cp=cp, dp=world // (tp * cp)), ep, expert_tp)
         moe = moe_part(_PARTS.get((run, "moe", tp, micro_batch, sp, recompute, cp, cp_comm, ep,
                                    expert_tp, world, adds), layout_layer, run.model, run.topo,
                                   lay, True, experts)[0], lay, ep, run.topo.device)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.memo import value_hash
+from ..spec.fake_gate import fake_gate
+from ..spec.folding import Folded
 from ..spec.layout import Layout
 from ..spec.optimizer_state import ADAM_DTYPE_FIELDS
 from ..spec.precision import precision_key
@@ -47,3 +49,9 @@ class Run:
         return precision_key(self.dtype, get("grad_reduce_in_bf16"), get("fp8_param_gather"),
                              self.topo.device.fp8_any_layout, get("fp8_recipe"),
                              tuple(map(get, ADAM_DTYPE_FIELDS)))
+
+    def folded(self, par, ep: int, expert_tp: int | None) -> Folded:
+        """The MoE layers' groups of ``par`` at ``ep`` x ``expert_tp`` (None: tp), as predict's
+        (:func:`tpsim.training.predict.experts_of`): their routers without a gating weight
+        under AutoModel's fake gate (:mod:`tpsim.spec.fake_gate`)."""
+        return Folded(par, ep, expert_tp or par.tp, not fake_gate(self.setting("moe_routing")))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..spec.folding import Folded
 from ..spec.model_params import moe_layer_params, moe_layers
 from ..spec.parallel import Parallelism
 from ..training import terms
@@ -58,9 +57,9 @@ def sharded_parts(parts, run, price, tp: int, pp: int, dp: int, zero: int, sizes
     params, expert, experts = model.layer_params(tp), 0, None
     sh = Sharding(zero, run.setting("shard_group") or dp)      # HSDP: its shard group (cp 1)
     if model.moe:
-        experts, etp = Folded(par, ep, expert_tp or tp), expert_tp or tp
-        expert, moe = terms.expert_unit_params(model, experts), moe_layer_params(model, tp,
-                                                                                    ep, etp)
+        experts, etp = run.folded(par, ep, expert_tp), expert_tp or tp
+        expert = terms.expert_unit_params(model, experts)
+        moe = moe_layer_params(model, tp, ep, etp, experts.gate_weight)
         if moe_layers(model) < model.layers:
             params, expert = min(params, moe - expert), 0
         else:

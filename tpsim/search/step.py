@@ -42,7 +42,6 @@ from .run import Run
 from ..training import terms
 from ..training.grad_buckets import reduce_ranks, split_buckets
 from ..sim.memory import stage_memory
-from ..spec.folding import Folded
 from ..spec.parallel import Parallelism
 from ..training.pipeline import split_layers
 from ..sim.price import group_collective
@@ -181,7 +180,7 @@ def _tail_base(run: Run, tp: int, pp: int, dp: int, v: int, layers: tuple[int, .
     model, dev = run.model, run.topo.device
     get, dtype = run.setting, run.precision()     # as the step's
     par, price = Parallelism(tp=tp, pp=pp, dp=dp), pricer(run)
-    experts = Folded(par, ep, expert_tp or tp) if model.moe else None
+    experts = run.folded(par, ep, expert_tp) if model.moe else None
     st = _stages(model, tp, pp, v, layers, dp, experts)
     sh = sharding(zero, dp, get("shard_group"), get("reshard_after_forward"),
                   get("fp8_all_gather"), 1, experts.edp if experts and experts.apart else 0, pp,

@@ -26,10 +26,13 @@ from .parallel import Group, Parallelism
 
 @dataclass(frozen=True)
 class Folded:
-    """The job's dense ``parallelism`` and its MoE layers' ``ep`` x ``etp`` (x ``edp``)."""
+    """The job's dense ``parallelism`` and its MoE layers' ``ep`` x ``etp`` (x ``edp``);
+    ``gate_weight``: whether each MoE layer's router holds its h x E gating weight (False:
+    NeMo AutoModel's parameterless FakeBalancedGate, :mod:`tpsim.spec.fake_gate`)."""
     parallelism: Parallelism
     ep: int = 1
     etp: int = 1
+    gate_weight: bool = True
 
     @property
     def stage_ranks(self) -> int:
@@ -66,11 +69,12 @@ class Folded:
 
 
 def fold(par: Parallelism, ep: int, etp: int, experts: int, model: str = "the model",
-         expert_width: int = 0) -> Folded:
-    """The MoE layers' groups of ``par``'s stages, or a ConfigError naming the flag: etp x ep
-    must divide tp x cp x dp (every stage's ranks fold into whole expert groups), ep the
-    ``experts`` of ``model``, etp its experts' width."""
-    folded = Folded(par, ep, etp)
+         expert_width: int = 0, gate_weight: bool = True) -> Folded:
+    """The MoE layers' groups of ``par``'s stages (their routers with a ``gate_weight`` or
+    not), or a ConfigError naming the flag: etp x ep must divide tp x cp x dp (every stage's
+    ranks fold into whole expert groups), ep the ``experts`` of ``model``, etp its experts'
+    width."""
+    folded = Folded(par, ep, etp, gate_weight)
     if not experts and folded.apart:
         flag, value = ("--ep", ep) if ep > 1 else ("--expert-tp", etp)
         raise ConfigError(flag, "", f"{1 if ep > 1 else par.tp} (the default) for a dense model "

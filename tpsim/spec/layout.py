@@ -274,7 +274,7 @@ class Layout(Released, RouterDtype):
         "--moe-permute-fusion-into-hybridep")
     moe_routing: str = setting("uniform", "a token's experts, for the flex dispatcher's fan-out: "
         "uniform (k at random: a balanced router) or round-robin (token t to experts kt..kt+k-1 "
-        "mod E: NeMo AutoModel's fake_balanced_gate; tpsim.cost.all_to_all.round_robin_fanout)",
+        "mod E: NeMo AutoModel's fake_balanced_gate, in the router's place: tpsim.spec.fake_gate)",
         flag="--moe-routing", kind="choice", choices=MOE_ROUTINGS)
     # sharded data parallelism (tpsim.training.sharded_dp)
     zero: int = setting(0, "ZeRO stage: 1 shards the optimizer state over DP (as "

@@ -80,11 +80,15 @@ def moe_layers(m) -> int:
     return (m.layers - 1) // freq - -(-m.first_dense_layers // freq) + 1
 
 
+def router_params(m) -> int:
+    """The router's gating weight h E, and its bias E with biases (gpt-oss)."""
+    return m.hidden * m.experts + (m.experts if m.bias else 0)
+
+
 def moe_mlp_params(m, routed: int) -> int:
     """Router, ``routed`` routed experts and the shared experts of one MoE layer."""
-    router = m.hidden * m.experts + (m.experts if m.bias else 0)
     shared = m.shared_experts * mlp_params(m, m.shared_expert_ffn_hidden) if m.shared_experts else 0
-    return router + routed * mlp_params(m, m.expert_ffn_hidden) + shared
+    return router_params(m) + routed * mlp_params(m, m.expert_ffn_hidden) + shared
 
 
 def model_params(m, active: bool = False, embedding: bool = True) -> int:
@@ -111,7 +115,8 @@ def moe_layers_in(m, start: int, count: int) -> int:
     return max(0, (hi - 1) // freq - -(-lo // freq) + 1) if lo < hi else 0
 
 
-def moe_layer_params(m, tp: int, ep: int = 1, etp: int | None = None) -> int:
+def moe_layer_params(m, tp: int, ep: int = 1, etp: int | None = None,
+                     gate_weight: bool = True) -> int:
     """Parameters of one MoE layer on one of ``tp`` ranks; every expert local (EP 1) and each
     split over the TP group (expert TP = tp):
 
@@ -124,13 +129,15 @@ def moe_layer_params(m, tp: int, ep: int = 1, etp: int | None = None) -> int:
     GroupedLinear holds them) and the shared experts' n_in S f_s / tp + h in. With ``ep`` > 1
     or an expert TP ``etp`` other than tp (Megatron-core's folding, :mod:`tpsim.spec.folding`)
     the routed experts are :func:`expert_params` instead: E / ep of them, each 1/etp wide;
-    the shared ones stay split over tp."""
+    the shared ones stay split over tp. Without ``gate_weight`` (AutoModel's FakeBalancedGate,
+    :mod:`tpsim.spec.fake_gate`) the router's :func:`router_params` are not held."""
     n, h = m.mlp_in_gemms + 1, m.hidden
     shared = m.shared_experts * n * h * (m.shared_expert_ffn_hidden or 0)
-    dense = m.layer_params(tp) - n * h * m.ffn_hidden // tp + h * m.experts
+    dense = m.layer_params(tp) - n * h * m.ffn_hidden // tp + (router_params(m) if gate_weight
+                                                                else 0)
     if m.bias:
         fs = m.shared_experts * (m.shared_expert_ffn_hidden or 0)
-        dense += m.experts - (m.mlp_in_gemms * m.ffn_hidden // tp + h) \
+        dense += -(m.mlp_in_gemms * m.ffn_hidden // tp + h) \
             + ((m.mlp_in_gemms * fs // tp + h) if fs else 0)
     if ep == 1 and etp in (None, tp):
         return dense + (m.experts * n * h * m.expert_ffn_hidden + shared) // tp \

@@ -1,11 +1,12 @@
 """What the mixture-of-experts settings of a :class:`~tpsim.spec.layout.Layout` allow of one
 another: the flex dispatcher's backend and its fusions, the fused permutation, the imbalance,
-the router's dtype."""
+the router's dtype and the router settings the fake gate has no use for."""
 from __future__ import annotations
 
 import math
 
 from ..base.errors import ConfigError
+from .fake_gate import check_fake_gate
 from .router_dtype import check_router_dtype
 
 
@@ -26,6 +27,7 @@ def check_moe(lay) -> None:
     if not 1 <= lay.moe_imbalance < math.inf:
         raise ConfigError("--moe-imbalance", "", "a finite number >= 1", lay.moe_imbalance)
     check_router_dtype(lay)
+    check_fake_gate(lay)
 
 
 def check_dense(lay, model: str) -> None:

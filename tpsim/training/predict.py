@@ -24,6 +24,7 @@ from ..layer.moe_ep import alltoall_dims, expert_load
 from ..layer.moe_flex import slot_of, slot_subgroups
 from ..layer.router_dtype import router_switch
 from ..layer.recompute_modules import check_modules
+from ..spec.fake_gate import fake_gate
 from ..spec.folding import Folded, fold
 from ..spec.layout import Layout
 from ..spec.settings import given_or_made
@@ -178,11 +179,13 @@ def simulate_layer(m: ModelConfig, topo: Topology, tp, micro_batch, seq_len, dty
 
 def experts_of(m: ModelConfig, lay: Layout, par: Parallelism) -> Folded | None:
     """The MoE layers' folded groups (:func:`tpsim.spec.folding.fold`: a ConfigError naming
-    the flag where they do not fold); None for a dense model at the defaults."""
+    the flag where they do not fold), their routers without a gating weight under AutoModel's
+    fake gate (:mod:`tpsim.spec.fake_gate`); None for a dense model at the defaults."""
     if not m.moe and lay.ep == 1 and lay.expert_tp is None:
         return check_dense(lay, m.name)
     etp = lay.tp if lay.expert_tp is None else lay.expert_tp
-    return fold(par, lay.ep, etp, m.experts, m.name, m.expert_ffn_hidden or 0)
+    return fold(par, lay.ep, etp, m.experts, m.name, m.expert_ffn_hidden or 0,
+                not fake_gate(lay.moe_routing))
 
 
 def layout_layer(m: ModelConfig, topo: Topology, lay: Layout, moe: bool = False,

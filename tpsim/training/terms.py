@@ -126,15 +126,15 @@ def chunk_units(model, tp: int, layers: int, first: bool, last: bool, start: int
     tied embeddings: the embedding serves as it when the stage is also the first, pp = 1),
     the layers (layer_params each), the embedding (embedding_params) on the first. A model
     with experts has its layers as runs of ``"layer"`` (dense) and ``"moe"`` units
-    (:func:`~tpsim.spec.model_params.moe_layer_params` each, with the ``experts``' folding),
-    last layer first."""
+    (:func:`~tpsim.spec.model_params.moe_layer_params` each, with the ``experts``' folding
+    and router: :func:`gate_weight`), last layer first."""
     units = dpm.gradient_units(layers, model.layer_params(tp),
                                model.embedding_params(tp) if first else None,
                                model.output_params(tp, first) if last else None)
     if not model.moe or not layers:
         return units
     ep, etp, _, _ = folded_experts(experts, tp)
-    runs, moe_params = [], moe_layer_params(model, tp, ep, etp)
+    runs, moe_params = [], moe_layer_params(model, tp, ep, etp, gate_weight(experts))
     for i in range(start + layers - 1, start - 1, -1):
         name = "moe" if is_moe_layer(model, i) else "layer"
         if runs and runs[-1][0] == name:
@@ -150,6 +150,11 @@ def folded_experts(experts, tp: int) -> tuple[int, int, int, int]:
     if experts is None:
         return 1, tp, 0, 0
     return experts.ep, experts.etp, experts.edp, experts.parallelism.dp
+
+
+def gate_weight(experts) -> bool:
+    """Whether the MoE layers' routers hold their gating weight (None: ep 1, a real router)."""
+    return experts is None or experts.gate_weight
 
 
 def expert_unit_params(model, experts) -> int:
@@ -221,10 +226,12 @@ def stage_params(model, tp: int, layers, pp: int, v: int, experts=None) -> tuple
     layers x moe_layer_params: :func:`moe_counts`), plus
     the embedding on the first and the output layer on the last
     (:meth:`~tpsim.spec.model.ModelConfig.stage_params`); the ``experts``' folding changes
-    each MoE layer's to :func:`~tpsim.spec.model_params.moe_layer_params` (tp, ep, etp)."""
+    each MoE layer's to :func:`~tpsim.spec.model_params.moe_layer_params` (tp, ep, etp; no
+    router weight under AutoModel's fake gate: :func:`gate_weight`)."""
     moe = stage_totals(moe_counts(model, layers), pp, v)
     ep, etp, _, _ = folded_experts(experts, tp)
-    extra = moe_layer_params(model, tp, ep, etp) - moe_layer_params(model, tp) if any(moe) else 0
+    extra = moe_layer_params(model, tp, ep, etp, gate_weight(experts)) \
+        - moe_layer_params(model, tp) if any(moe) else 0
     return tuple(model.stage_params(tp, n, r == 0, r == pp - 1, moe[r]) + moe[r] * extra
                  for r, n in enumerate(stage_totals(layers, pp, v)))
 

@@ -72,3 +72,17 @@ def test_op_takes_nccl_tests_and_nccl_names(capsys):
     assert ours == json.loads(capsys.readouterr().out)
     assert [row["op"] for row in ours] == ["all-reduce", "all-to-all", "all-gather"]
     fails(capsys, "collective", "--op", "gather", match="invalid choice: 'gather'")
+
+
+def test_the_api_takes_the_names_the_flag_takes():
+    """tpsim.collective_time reads nccl-tests' and NCCL's names as --op does (one reader,
+    tpsim.cost.collective_ops.op_name), priced the same; another name is refused."""
+    import pytest
+    import tpsim
+    from tpsim.base.errors import TpsimError
+    ours = tpsim.collective_time("all-to-all", 2**20, 8, "dgx-h100")
+    for name in ("all_to_all", "AllToAll", "alltoall"):
+        theirs = tpsim.collective_time(name, 2**20, 8, "dgx-h100")
+        assert theirs.op == "all-to-all" and theirs.time_s == ours.time_s
+    with pytest.raises(TpsimError, match="one of all-reduce"):
+        tpsim.collective_time("gather", 2**20, 8, "dgx-h100")

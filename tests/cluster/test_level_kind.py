@@ -76,3 +76,17 @@ def test_nvl72_is_one_nvlink_domain_of_72(name):
     two_racks = with_nodes(topo, 2)       # --nodes counts racks (NVLink domains)
     assert two_racks.max_ranks == 144 and two_racks.place(144).crosses_nodes
     assert two_racks.place(144).spans[1].ports == 72      # one NIC per GPU
+
+
+def test_a_level_shared_by_two_topologies_resolves_at_each_depth():
+    """A Level built once in code with neither kind nor inter_node is the innermost level of one
+    topology and the outer one of another: each topology resolves its own copy, so the first
+    neither fixes the second's reading nor is changed by it."""
+    import dataclasses
+    base = make_topology([{"name": "a", **NVL}, {"name": "b", **NET}])
+    bare = dataclasses.replace(base.levels[0], name="shared", kind=None, inter_node=None)
+    first = dataclasses.replace(base, levels=(bare, dataclasses.replace(base.levels[1], name="x")))
+    second = dataclasses.replace(base, levels=(dataclasses.replace(base.levels[0], name="y"), bare))
+    assert [lv.kind for lv in first.levels] == ["nvlink-domain", "network"]
+    assert [lv.kind for lv in second.levels] == ["nvlink-domain", "network"]
+    assert (bare.kind, bare.inter_node) == (None, None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..cost.collectives import ALGORITHMS, OPS
+from ..cost.collective_ops import op_name
 from ..base.errors import ConfigError
 from ..cluster.topology import PROTOCOLS
 from .common import TOPOLOGY_HELP, StoreOnce, dump_json, lower, topology_for
@@ -9,13 +10,6 @@ from .layout_args import add_layout_arguments
 from .lists import braces, choice_list, combinations, int_list, name_list, varied
 
 DEFAULT_BYTES = "64MiB"
-_OP_NAMES = {op.replace("-", ""): op for op in OPS}
-
-
-def op_name(text: str) -> str:
-    """``--op`` as tpsim, nccl-tests (all_reduce_perf: all_reduce, alltoall) or NCCL
-    (ncclAllReduce: AllReduce) names it: any case, '_' or '-' between the words or nothing."""
-    return _OP_NAMES.get(text.lower().replace("_", "").replace("-", ""), text)
 
 
 def fill_topologies(p) -> None:

@@ -5,6 +5,7 @@ fields documented in ``topologies/README.md`` (``python -m tpsim.report.schema_d
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -249,15 +250,18 @@ class Topology:
         names = [lv.name for lv in self.levels]
         if len(set(names)) != len(names):
             raise ConfigError(source, key_at(path, "levels"), "distinct level names", names)
-        for i, lv in enumerate(self.levels):     # resolve the defaults (Level.kind, inter_node)
+        resolved = []     # the defaults (Level.kind, inter_node) resolved on copies: a Level
+        for i, lv in enumerate(self.levels):     # shared by two topologies may sit at two depths
             leaves = lv.inter_node if lv.inter_node is not None else (
                 lv.kind == "network" if lv.kind is not None else i > 0)
             kind = lv.kind or ("network" if leaves else "nvlink-domain")
             if leaves != (kind == "network"):
                 raise ConfigError(source, key_at(path, f"levels[{i}].inter_node"),
                                   f"{kind == 'network'} for a level of kind {kind}", leaves)
-            object.__setattr__(lv, "inter_node", leaves)
-            object.__setattr__(lv, "kind", kind)
+            resolved.append(lv if (lv.inter_node, lv.kind) == (leaves, kind) else copy.copy(lv))
+            object.__setattr__(resolved[-1], "inter_node", leaves)
+            object.__setattr__(resolved[-1], "kind", kind)
+        object.__setattr__(self, "levels", tuple(resolved))
         flags = [lv.inter_node for lv in self.levels]
         if flags[0] or flags != sorted(flags):
             raise ConfigError(source, key_at(path, "levels"), "intra-node levels first (inter_node false), "

@@ -42,11 +42,11 @@ from .nccl_tuning import (ll_cap_Bps, ll_host_s, ring_hops, ring_plateau,  # noq
                           tree_load)
 from .nvls_pipeline import nvls_terms, nvls_tree_terms
 from .all_to_all import P2P_AUTO, all_to_all_time
+from .collective_ops import OPS, op_name  # noqa: F401 (OPS re-exported)
 from ..spec.parallel import Group
 from ..cluster.topology import SIMPLE, LevelSpan, Placement, Protocol
 from ..cluster.nccl import Topology, topology_of
 
-OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all")
 ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "hierarchical", "p2p")
 NCCL_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "p2p")     # what `auto` chooses among
 
@@ -277,14 +277,14 @@ def _applicable(op: str, place: Placement) -> list[str]:
 
 def collective_time(op: str, nbytes: float, group: int | Group, topo: Topology,
                     algorithm: str = "auto", protocol: str = "auto", nccl=None) -> CollectiveCost:
-    """Price ``op`` on ``group`` (ranks in a row, or a :class:`Group`) of ``topo`` (or its name).
+    """Price ``op`` (tpsim's, nccl-tests' or NCCL's name) on ``group`` (ranks in a row, or a :class:`Group`) of ``topo`` (or its name).
 
     ``auto`` takes NCCL's minimum-time choice over its algorithms (ring, tree, NVLS, NVLS-tree)
     and the protocols the device lists, each priced by tpsim's formulas (ring and tree run with
     every protocol; NVLS, NVLS-tree and hierarchical with Simple). ``all-to-all`` runs as NCCL
     runs it, grouped send/recv (``p2p``: auto is NCCL's own LL-or-Simple rule, ``p2p_protocol``);
     ``nccl``: the NCCL release priced (:func:`~tpsim.cluster.nccl.topology_of`)."""
-    topo = topology_of(topo, nccl)
+    topo, op = topology_of(topo, nccl), op_name(op)      # nccl-tests' and NCCL's names too
     if op not in OPS:
         raise ConfigError("--op", "", f"one of {', '.join(OPS)}", op)
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or not 0 < nbytes <= 1e30:

@@ -108,7 +108,8 @@ class Scheduler:
     """What the engine loop did: ``steps`` engine steps (``prefill_steps`` of them with a
     prefill chunk), ``preemptions`` (a sequence's blocks freed, its tokens recomputed later),
     ``mean_running``: the mean sequences per step; ``step_prices``: the layer simulations
-    behind the step-time tables; ``host_wait_s``: the GPU waiting for the engine's host work,
+    the step-time tables priced (the points the run's steps read, and those of the runs before
+    it where they shared the tables: :attr:`tpsim.serving.step_model.StepModel.prices`); ``host_wait_s``: the GPU waiting for the engine's host work,
     sum over steps of t_engine - t_gpu (:func:`tpsim.serving.host.step_wall_s`);
     ``frontend_wait_s``: the engine waiting for the front end, sum over steps of wall -
     t_engine (:func:`tpsim.serving.frontend.paced_wall_s`)."""

@@ -111,18 +111,23 @@ class Table:
     def __call__(self, x):
         """``np.interp`` over the whole table (of log x, then exp, in log-log), pricing
         first the points it reads that are not yet priced (module docstring)."""
-        view = self._view or (self._resolve(x if np.ndim(x) == 0 else np.ravel(x)[0])
-                              or self._build())
-        if np.ndim(x) == 0:
+        view = self._view
+        if not isinstance(x, np.ndarray) or x.ndim == 0:
+            if view is None:
+                self._resolve(x)
+                view = self._build()
             k = bisect_right(view[0], x)
             if not (view[4][k] or (k and view[0][k - 1] == x)):
                 self._resolve(x)
                 view = self._build()
         else:
+            if view is None:
+                self._resolve(x.flat[0])
+                view = self._build()
             k = np.searchsorted(view[1], x, side="right")
             bad = ~(view[4][k] | (view[5][k] == x))
             if bad.any():
-                for v in np.unique(np.asarray(x)[bad]).tolist():
+                for v in sorted(set(x[bad].tolist())):
                     self._resolve(v)
                 view = self._build()
         if self.log:

@@ -49,6 +49,7 @@ class Table:
     def __init__(self, f, top: int, log: bool = False, rtol: float = TOL):
         self.f, self.log, self.rtol, self.coarse = f, log, rtol, grid(top)
         self.ys = {}             # f at the points priced
+        self._xs, self._yl = [], []      # the same, in order of x
         self.final = set()       # lo of each (lo, hi) between priced points that the table holds
         self._view = None        # the priced points as lookup arrays (:meth:`_build`)
 
@@ -61,6 +62,9 @@ class Table:
         y = self.ys.get(x)
         if y is None:
             y = self.ys[x] = self.f(x)
+            i = bisect_right(self._xs, x)
+            self._xs.insert(i, x)
+            self._yl.insert(i, y)
         return y
 
     def _bent(self, lo: int, mid: int, hi: int) -> bool:
@@ -99,11 +103,11 @@ class Table:
         after a NaN): a query x with xs[k - 1] <= x < xs[k] reads priced points only where
         ok[k] (the interval is the table's; below or above all, the grid's end is priced) or
         x = xs[k - 1]."""
-        xs = sorted(self.ys)
-        xa, ya = np.array(xs, float), np.array([self.ys[k] for k in xs])
-        ok = np.zeros(len(xs) + 1, bool)
-        ok[0], ok[-1] = xs[0] == self.coarse[0], xs[-1] == self.coarse[-1]
-        ok[1:-1] = [x in self.final for x in xs[:-1]]
+        xs, n = self._xs, len(self._xs)
+        xa, ya = np.array(xs, float), np.array(self._yl)
+        ok = np.empty(n + 1, bool)
+        ok[0], ok[n] = xs[0] == self.coarse[0], xs[-1] == self.coarse[-1]
+        ok[1:n] = np.fromiter(map(self.final.__contains__, xs[:-1]), bool, n - 1)
         px, py = (np.log(xa), np.log(np.maximum(ya, 1e-30))) if self.log else (xa, ya)
         self._view = view = (xs, xa, px, py, ok, np.concatenate(([np.nan], xa)))
         return view
@@ -151,8 +155,7 @@ class Table:
             else:
                 self.final.update((lo, mid))
         self._view = None
-        xs = sorted(self.ys)
-        return np.array(xs, float), np.array([self.ys[k] for k in xs])
+        return np.array(self._xs, float), np.array(self._yl)
 
 
 __all__ = ["Table", "grid", "RATIO", "TOL"]

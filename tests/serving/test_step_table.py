@@ -38,6 +38,9 @@ def test_each_lookup_is_the_whole_tables_bit_for_bit(log):
     arr = np.array(QUERIES + (2.0, 3000.0))
     assert np.array_equal(fresh(arr), whole(fresh, arr))
     assert np.array_equal(fresh(arr * 0.9), whole(fresh, arr * 0.9))
+    nan = np.array([np.nan, 5.5])
+    for t in (Table(jumpy, 4096, log), fresh):
+        assert np.isnan(t(np.nan)) and np.array_equal(t(nan), whole(t, nan), equal_nan=True)
 
 
 def test_a_lookup_prices_only_the_points_around_it():

@@ -83,8 +83,9 @@ class Table:
         c, self._view = self.coarse, None
         if x in self.ys:
             return
-        if x <= c[0] or x >= c[-1]:
-            self._y(c[0] if x <= c[0] else c[-1])
+        if not c[0] < x < c[-1]:     # NaN: both ends (np.interp's NaN, as the whole table's)
+            for end in [c[0]] if x <= c[0] else [c[-1]] if x >= c[-1] else [c[0], c[-1]]:
+                self._y(end)
             return
         i = bisect_right(c, x) - 1
         lo, hi = c[i], c[i + 1]

@@ -5,10 +5,11 @@ first and last token times, arrival (a closed loop's sending time), counts and t
 totals, compared at a relative 1e-12.
 
     python bench/serve_equivalence.py --against DIR [--save FILE] [--cases N] [--exact]
+                                      [--ignore KEY ...]
 
 DIR: the other checkout (the code before a change, say). Each checkout runs in a child process
 of its own, importing tpsim from its own root. Prints each difference (the first 20) and the
-count; exit status 1 where any. ``--exact``: numbers bit for bit (no 1e-12). ``--save``: this checkout's dump as JSON too. The cases cover
+count; exit status 1 where any. ``--exact``: numbers bit for bit (no 1e-12). ``--save``: this checkout's dump as JSON too. ``--ignore KEY``: the JSON keys named KEY not compared (``step_prices``, say, where the tables' pricing changed and their numbers did not); each such key's differences are counted apart. The cases cover
 open and closed loops, offline runs, drawn lengths, caches small enough to preempt, chunked
 prefill, the host overlap, SGLang's admissions, MoE and expert parallelism, pipelines, eager
 prefill, CUDA-graph limits, FlashInfer 0.1's decode, multi-step and separate prefill, two kinds
@@ -131,17 +132,19 @@ def dump(root: str, cases) -> dict:
         return json.load(f)
 
 
-def differences(a, b, path: str = "", tol: float = 1e-12) -> list[str]:
+def differences(a, b, path: str = "", tol: float = 1e-12, skip=frozenset()) -> list[str]:
     """Where ``a`` and ``b`` differ: keys, lengths, strings, numbers beyond ``tol`` relative
-    (NaN equal to NaN)."""
+    (NaN equal to NaN); the values of the keys in ``skip`` are not compared."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
-        return [d for k in a for d in differences(a[k], b[k], f"{path}.{k}", tol)]
+        return [d for k in a if k not in skip
+                for d in differences(a[k], b[k], f"{path}.{k}", tol, skip)]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: {len(a)} items against {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]", tol)]
+        return [d for i, (x, y) in enumerate(zip(a, b))
+                for d in differences(x, y, f"{path}[{i}]", tol, skip)]
     if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
         same = a == b or (math.isnan(a) and math.isnan(b)) or \
             abs(a - b) <= tol * max(abs(a), abs(b))
@@ -155,17 +158,23 @@ def main() -> int:
     ap.add_argument("--save", help="write this checkout's dump here (JSON)")
     ap.add_argument("--cases", type=int, default=len(CASES), help="the first N cases only")
     ap.add_argument("--exact", action="store_true", help="numbers bit for bit, no 1e-12")
+    ap.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                    help="a JSON key whose values are not compared (repeatable)")
     args = ap.parse_args()
     cases = CASES[:args.cases]
     mine, theirs = dump(ROOT, cases), dump(os.path.abspath(args.against), cases)
     if args.save:
         with open(args.save, "w") as f:
             json.dump(mine, f)
-    diffs = differences(theirs, mine, tol=0.0 if args.exact else 1e-12)
+    tol = 0.0 if args.exact else 1e-12
+    diffs = differences(theirs, mine, tol=tol, skip=frozenset(args.ignore))
     for d in diffs[:20]:
         print(d)
     loops = sum(len(v["loops"]) for v in mine.values())
     print(f"{len(cases)} configurations, {loops} engine loops: {len(diffs)} differences")
+    if args.ignore:
+        moved = len(differences(theirs, mine, tol=tol)) - len(diffs)
+        print(f"  beside {moved} in the keys not compared ({', '.join(args.ignore)})")
     return 1 if diffs else 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from tpsim.cluster.power import job_energy_j
@@ -31,15 +30,15 @@ def test_a_decode_round_is_one_micro_batch_through_every_layer(models):
     one, two = models[1], models[2]
     for b, kv in ((64, 64 * 1500), (200, 200 * 3000), (1, 900)):
         g = min(2, b)
-        want = one.decode_step_s(b / g, kv / g) + np.interp(b / g, two.r_grid, two.p2p)
+        want = one.decode_step_s(b / g, kv / g) + two.r_table(b / g)
         assert float(two.decode_step_s(b, kv)) == pytest.approx(float(want), rel=1e-12)
-    assert two.p2p.min() > 0 and (one.p2p == 0).all()
+    assert two.r_table.full()[1].min() > 0 and one.r_table is None
 
 
 def test_a_chunk_is_never_split_across_micro_batches(models):
     one, two = models[1], models[2]
     alone = two.mixed_step_s([(2000, 0)], 0, 0.0, 1)
-    r = float(np.interp(2000, two.r_grid, two.p2p))
+    r = float(two.r_table(2000))
     assert alone == pytest.approx(one.mixed_step_s([(2000, 0)], 0, 0.0, 1) + r, rel=1e-12)
     split = two.mixed_step_s([(1000, 0), (1000, 0)], 0, 0.0, 2)
     assert split < alone

@@ -162,9 +162,11 @@ def token_count(text: str) -> int:
     hit = _TOKENS.fullmatch(text) if len(text) <= 4000 else None
     if hit is None or (not hit[2] and "." in hit[1]):
         value = None
+    elif "." not in hit[1]:
+        value = int(hit[1]) * (1024 if hit[2] else 1)
     else:
         from fractions import Fraction          # exact: 1.5k is 1536, 1.3k no whole count
-        exact = Fraction(hit[1]) * (1024 if hit[2] else 1)
+        exact = Fraction(hit[1]) * 1024
         value = int(exact) if exact.denominator == 1 else None
     if value is None or not 1 <= value <= MAX_INT:
         raise argparse.ArgumentTypeError(f"expected a positive number of tokens at most "

@@ -82,7 +82,7 @@ def serve_report(p) -> str:
         "",
         f"scheduler: {s.steps:,} engine steps ({s.prefill_steps:,} with prefill), "
         f"{s.mean_running:.1f} sequences per step, {s.preemptions} preemptions (recompute)",
-        f"  each step priced from {s.step_prices} layer simulations, interpolated; the GPU "
+        f"  the steps priced from {s.step_prices} layer simulations, interpolated; the GPU "
         f"waited {s.host_wait_s:.3f} s for the engine's host work,",
         f"  the engine {s.frontend_wait_s:.3f} s for the front end (HTTP server, tokenizer)",
         *formula_lines(SCHEDULER),

@@ -175,7 +175,8 @@ class _Server:
 
     def dims(self, b: int, s: int, kv_len: int = 0):
         """The first kind of layer's dims (its attention window included): made once, then
-        resized (:func:`~tpsim.layer.infer_graph.resizer`: the table prices ask for ~1,600)."""
+        resized (:func:`~tpsim.layer.infer_graph.resizer`: a run's step tables ask for up to
+        ~1,600)."""
         if self._resize is None:
             d = serving_dims(self.m, self.tp, self.ep, b, s, self.dtype, self.act,
                              self.kv_dtype, kv_len, decode_attention=self.decode_attention,

@@ -27,15 +27,16 @@ import numpy as np
 
 from .infer import draft_server
 from .speculative import draft_memory, drafting, spec_step_s
-from .step_model import CACHE_LO, cache_slope, tabulate
+from .step_model import CACHE_LO, cache_slope
+from .step_table import Table
 
 
-def _affine(f, top: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """f(b, L), affine in L: its b grid, f(b, CACHE_LO) - s b CACHE_LO there, and s the time
-    per cached token per sequence at ``top`` (:func:`~tpsim.serving.step_model.cache_slope`)."""
+def _affine(f, top: int) -> tuple[Table, float]:
+    """f(b, L), affine in L: the table over b of f(b, CACHE_LO) - s b CACHE_LO
+    (:class:`~tpsim.serving.step_table.Table`, priced as lookups read it), and s the time per
+    cached token per sequence at ``top`` (:func:`~tpsim.serving.step_model.cache_slope`)."""
     slope = cache_slope(f, top)
-    grid, lin = tabulate(lambda b: f(int(b), CACHE_LO) - slope * b * CACHE_LO, top)
-    return grid, lin, slope
+    return Table(lambda b: f(int(b), CACHE_LO) - slope * b * CACHE_LO, top), slope
 
 
 class SpecDecode:
@@ -51,9 +52,8 @@ class SpecDecode:
 
     def _at(self, table, b: int, sum_kv: float) -> float:
         g, rows, eager = self.sm.graph_rows(b)
-        grid, lin, slope = table
-        return float(self.sm.eager_decode_s(eager, np.interp(rows, grid, lin)
-                                            + slope * sum_kv / g))
+        lin, slope = table
+        return float(self.sm.eager_decode_s(eager, lin(rows) + slope * sum_kv / g))
 
     def step_s(self, b: int, sum_kv: float) -> float:
         """A decode-only step of b sequences holding sum_kv cached tokens in all."""

@@ -1,5 +1,5 @@
 """The time of one engine step of a continuous-batching server, from tpsim's own pricing of
-prefill and decode layers (:mod:`tpsim.serving.infer`), tabulated once and interpolated.
+prefill and decode layers (:mod:`tpsim.serving.infer`), tabulated and interpolated.
 
 An engine step feeds T tokens through the model in one forward: prefill chunks (c_j new
 tokens of a sequence that already has s_j tokens cached) and decodes (one token of a sequence
@@ -39,9 +39,11 @@ largest graph runs ``forward_decode`` without it).
 
 D, P, E and O are interpolated linearly between prices at a geometric grid of sizes (ratio
 2^(1/8), every integer up to 8), refined by bisection wherever the interpolation misses the
-price at an interval's midpoint by more than 0.2% (:func:`tabulate`: GEMM tiles and collective
-algorithm switches make jumps, each pinned to one token); a(x), which grows as x^2 once
-compute-bound, is interpolated linearly in log-log (exact for a power law). At a table point
+price at an interval's midpoint by more than 0.2% (:class:`~tpsim.serving.step_table.Table`:
+GEMM tiles and collective algorithm switches make jumps, each pinned to one token); a(x),
+which grows as x^2 once compute-bound, is interpolated linearly in log-log (exact for a power
+law). A table prices only the points its lookups read, each the first time (the numbers those
+of the whole table, bit for bit: :mod:`tpsim.serving.step_table`). At a table point
 a step equals the direct pricing; between points the error is under 2%
 (tests/serving/test_step_model.py).
 A whole prompt in one chunk prices exactly as :func:`tpsim.serving.infer.prefill_pass` of one
@@ -79,10 +81,7 @@ from ..layer.infer_graph import embedding_template, output_template
 from ..sim.schedule import issue_bound
 from ..sim.simulate import phase_times
 from .infer import prefill_pass
-
-RATIO = 2 ** 0.125
-TOL = 0.002
-
+from .step_table import Table, grid
 
 def graph_batch(b, align: int):
     """B' = the smallest of 1, 2, 4 and the multiples of ``align`` at least B (B rounded up
@@ -91,38 +90,6 @@ def graph_batch(b, align: int):
         return b
     b = np.ceil(np.asarray(b, float))
     return np.where(b <= 2, b, np.where(b <= 4, 4.0, np.ceil(b / align) * align))
-
-
-def grid(top: int) -> list[int]:
-    """1, 2, ..., 8, then sizes growing by :data:`RATIO`, up to and including ``top``."""
-    pts, x = set(range(1, min(top, 8) + 1)), 8.0
-    while x < top:
-        x *= RATIO
-        pts.add(min(top, round(x)))
-    return sorted(pts)
-
-
-def tabulate(f, top: int, log: bool = False, rtol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
-    """(sizes, f(sizes)): f at :func:`grid` (``top``), each interval bisected while f at its
-    midpoint is off the interpolation of its ends by more than ``rtol`` (a tile or an algorithm
-    switch makes a jump: it is pinned to one token); ``log``: interpolation in log-log."""
-    xs = grid(top)
-    ys = {x: f(x) for x in xs}
-    t = (lambda v: np.log(max(v, 1e-30))) if log else (lambda v: v)
-    u = np.log if log else (lambda v: v)
-    stack = list(zip(xs, xs[1:]))
-    while stack:
-        lo, hi = stack.pop()
-        if hi - lo <= 1:
-            continue
-        mid = (lo + hi) // 2
-        ym = ys[mid] = f(mid)
-        chord = t(ys[lo]) + (t(ys[hi]) - t(ys[lo])) * (u(mid) - u(lo)) / (u(hi) - u(lo))
-        guess = np.exp(chord) if log else chord
-        if abs(guess - ym) > rtol * abs(ym):
-            stack += [(lo, mid), (mid, hi)]
-    keys = sorted(ys)
-    return np.array(keys, float), np.array([ys[k] for k in keys])
 
 
 def _attention_time(sim) -> float:
@@ -145,14 +112,13 @@ class StepModel:
         self.args = (max_tokens, max_context, graph_align, graph_max)
         self.max_tokens, self.top_t = max_tokens, max(max_tokens, max_seqs)
         top_t = self.top_t
-        self.t_grid, self.prefill_lin = tabulate(self._prefill_lin, top_t)
-        self.x_grid, self.attn = tabulate(self._prefill_attn, max(max_context, 2), log=True)
-        self.log_attn, self.log_x = np.log(np.maximum(self.attn, 1e-30)), np.log(self.x_grid)
+        self.t_table = Table(self._prefill_lin, top_t)
+        self.x_table = Table(self._prefill_attn, max(max_context, 2), log=True)
         self._chunk_memo = {}           # A(c, s) of the chunks priced
         self._decode_table(max_seqs)
-        self.e_grid, self.emb = tabulate(
+        self.e_table = Table(
             lambda t: srv.cost(embedding_template(tg), srv.dims(1, t)).time_s, top_t)
-        self.o_grid, self.out = tabulate(
+        self.o_table = Table(
             lambda b: srv.cost(output_template(tg), srv.dims(b, 1)).time_s, top_t)
         self._p2p_table()
         self.forward_ops = (sum(n * tpls[0].host_ops[0] for n, *tpls, _ in srv.mix)
@@ -160,26 +126,31 @@ class StepModel:
 
     @property
     def prices(self) -> int:
-        """The layer and end prices behind the tables (two for the cache slope k)."""
-        return 2 + sum(len(g) for g in (self.t_grid, self.x_grid, self.b_grid, self.e_grid,
-                                        self.o_grid, self.r_grid))
+        """The layer and end prices the tables' lookups have read so far (two for the cache
+        slope k; :attr:`tpsim.serving.step_table.Table.prices`)."""
+        return 2 + sum(t.prices for t in self.tables)
+
+    @property
+    def tables(self) -> tuple:
+        """P, a, D, E, O and R (at pp > 1) as :class:`~tpsim.serving.step_table.Table`."""
+        return (self.t_table, self.x_table, self.b_table, self.e_table, self.o_table,
+                *((self.r_table,) if self.r_table else ()))
 
     def _decode_table(self, max_seqs: int) -> None:
         """k at ``max_seqs`` sequences and D(B) up to them: the tables max_num_seqs sets."""
         self.max_seqs, srv = max_seqs, self.srv
         self._decode_fixed = {}          # decode_step_s's parts by batch size
         self.k = self._per_cached_token(max_seqs)
-        self.b_grid, self.decode_lin = tabulate(
-            lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
+        self.b_table = Table(lambda b: srv.decode_layer(b, 1).time_s - self.k * b, max_seqs)
 
     def _p2p_table(self) -> None:
         """R(T), the pipeline's stage-to-stage transfers (none at pp = 1)."""
         srv = self.srv
         self.pp, self.split = srv.pp, srv.pp * srv.ep
         self._decode_fixed, self._step_memo = {}, {}   # looked up once (R(T), the split)
-        self.r_grid, self.p2p = tabulate(
+        self.r_table = Table(
             lambda t: srv.p2p(t * srv.m.hidden * srv.dims(1, 1).bpe).time_s, self.top_t) \
-            if self.pp > 1 else (np.array([1.0]), np.array([0.0]))
+            if self.pp > 1 else None
 
     def like(self, srv, max_tokens: int, max_seqs: int, max_context: int,
              *graphs) -> "StepModel | None":
@@ -236,14 +207,13 @@ class StepModel:
         if not (isinstance(c, float) and isinstance(s, float)):
             c, s = np.asarray(c, float), np.asarray(s, float)
         x = c + s
-        a = np.exp(np.interp(np.log(x), self.log_x, self.log_attn))
+        a = self.x_table(x)
         return a * (c * (s + (c + 1) / 2)) / (x * (x + 1) / 2)
 
     def ends(self, tokens, outputs) -> np.ndarray:
         """E(T) + O(n) + R(T) (R = 0 at pp = 1: not looked up)."""
-        ends = np.interp(tokens, self.e_grid, self.emb) + np.interp(outputs, self.o_grid,
-                                                                   self.out)
-        return ends + np.interp(tokens, self.r_grid, self.p2p) if self.pp > 1 else ends
+        ends = self.e_table(tokens) + self.o_table(outputs)
+        return ends + self.r_table(tokens) if self.pp > 1 else ends
 
     def graph_rows(self, b) -> tuple:
         """(g, rows, eager): a decode step of ``b`` sequences runs as g = min(pp ep, b)
@@ -277,7 +247,7 @@ class StepModel:
         fixed = self._decode_fixed.get(key)
         if fixed is None:
             g, rows, eager = self.graph_rows(b)
-            fixed = self._decode_fixed[key] = (g, np.interp(rows, self.b_grid, self.decode_lin),
+            fixed = self._decode_fixed[key] = (g, self.b_table(rows),
                                              self.ends(rows, b / g), eager)
         return fixed
 
@@ -320,7 +290,7 @@ class StepModel:
 
     def _lin_ends(self, tokens, outputs) -> tuple:
         """(P(T), E(T) + O(n) + R(T)) of a step of ``tokens`` and ``outputs``."""
-        return np.interp(tokens, self.t_grid, self.prefill_lin), self.ends(tokens, outputs)
+        return self.t_table(tokens), self.ends(tokens, outputs)
 
     @staticmethod
     def _looked_up(memo: dict, key: tuple, f):

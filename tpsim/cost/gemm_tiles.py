@@ -82,7 +82,8 @@ def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Devic
     A GEMM with fewer tiles than P shares its k loop over the idle SMs (split-K / stream-K) in
     s = :func:`~tpsim.cost.stream_k.stream_k_share` shares: u = m n batch s / (P Tm Tn); one
     with m or n under one tile (decoding's m = batch) is spread over them all (s = P / tiles):
-    u = m n batch / (tiles Tm Tn). A skinny one, m or n under the tile's shorter side, keeps
+    u = m n batch / (tiles Tm Tn). A skinny one, m or n under the tile's shorter side (the
+    reference tile's: a skinny GEMM is priced on ``gemm_tile`` alone, whatever others), keeps
     that u whatever its tile count: with more tiles than P it has no wave tail either, because
     cuBLAS runs it with kernels that split its work evenly over the SMs (split-K / stream-K,
     Osama et al. 2023) and its time is its weight reads, not a second compute-bound wave:
@@ -113,7 +114,7 @@ def _best_tile(m, n, k, batch, shapes, sm_count, k_half, bpe, mode, feed) -> flo
     """:func:`tile_wave_efficiency`'s maximum over ``shapes`` (memoised: scalars and tuples)."""
     tm0, tn0, s0 = shapes[0]
     best = 0.0
-    for tm, tn, s in shapes:
+    for tm, tn, s in shapes if min(m, n) >= min(tm0, tn0) else shapes[:1]:
         half = k_half * (tm0 * tn0 / s0) / (tm * tn / s)
         rate = min(1.0, feed * 2 * tm * tn / ((tm + tn) * bpe)) if feed else 1.0
         best = max(best, rate * _one_tile(m, n, k, batch, (tm, tn), max(1, sm_count // s),

@@ -117,6 +117,8 @@ def _best_tile(m, n, k, batch, shapes, sm_count, k_half, bpe, mode, feed) -> flo
     for tm, tn, s in shapes if min(m, n) >= min(tm0, tn0) else shapes[:1]:
         half = k_half * (tm0 * tn0 / s0) / (tm * tn / s)
         rate = min(1.0, feed * 2 * tm * tn / ((tm + tn) * bpe)) if feed else 1.0
+        if rate * k / (k + half) <= best:   # u_tile <= k / (k + half) in every branch
+            continue
         best = max(best, rate * _one_tile(m, n, k, batch, (tm, tn), max(1, sm_count // s),
                                           half, bpe, mode))
     return best

@@ -5,7 +5,7 @@
 Reads tests/data/published_compute/{gemm,attention}.csv (sources in the README there). For each
 device it fits, on the rows marked ``fit`` only, the parameters the topology YAML then carries:
 
-* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile``, ``gemm_tile_sms`` and
+* GEMM: ``gemm_max_efficiency`` and ``gemm_k_half_dim`` (``gemm_tile``, ``gemm_tiles``, ``gemm_tile_sms`` and
   ``sm_count`` come from the hardware and its kernels, not from a fit), by least squares on log(predicted / measured) over a grid of
   k_half, each with the efficiency minimising that priced error (every row priced through
   ``gemm_time`` at each trial efficiency: launch + max(compute, memory) is not proportional to it);

@@ -31,15 +31,15 @@ def test_a_device_without_a_sustained_clock_says_nothing_in_text():
 
 def test_the_per_kernel_clock_is_stated_with_its_formula():
     p = tpsim.predict("gpt3-125m", "dgx-h100", tp=2)
-    assert _clock(p) == ("kernel", 0.86, 0.746, None)
-    line = "tensor clock per kernel (clock_window kernel): min(1, 0.860 (0.746 / (u w))^(1/3))"
+    assert _clock(p) == ("kernel", 0.855, 0.746, None)
+    line = "tensor clock per kernel (clock_window kernel): min(1, 0.855 (0.746 / (u w))^(1/3))"
     assert line in summary_report(p) and line in prediction_report(p)
 
 
 def test_one_clock_for_every_kernel_without_a_utilisation():
     p = tpsim.predict("gpt3-125m", _device(sustained_utilisation=None), tp=2)
-    assert _clock(p) == ("kernel", 0.86, None, 0.86)
-    assert "tensor clock 0.860 of boost at the power limit" in summary_report(p)
+    assert _clock(p) == ("kernel", 0.855, None, 0.855)
+    assert "tensor clock 0.855 of boost at the power limit" in summary_report(p)
 
 
 def test_the_window_clock_is_the_one_that_priced_the_layer():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 from ..base.record import record
@@ -89,6 +90,8 @@ class Device:
                                              "the device's large GEMM kernels: null for no tile quantization")
     gemm_tile_sms: int = spec(ge=1, default=1, doc="SMs that compute one gemm_tile together (2: "
                                                    "Blackwell's CTA-pair tcgen05 MMA)")
+    gemm_tiles: dict[str, float] | None = spec(ge=1, default=None, doc="the other output tiles "
+        "the device's GEMM library picks among, \"RxC\": SMs computing one (tpsim.cost.gemm_tiles)")
     sm_count: int | None = spec(ge=1, default=None, doc="streaming multiprocessors: tiles run in "
                                                         "waves of sm_count / gemm_tile_sms")
     gemm_decomposition: str = spec(default="split_k", doc="how a GEMM's tiles share the SMs' last "
@@ -184,6 +187,12 @@ class Device:
             raise ConfigError(source, f"{path}.attention_kernel", "the default of attention_kernels")
         if self.gemm_tile is not None and len(self.gemm_tile) != 2:
             raise ConfigError(source, f"{path}.gemm_tile", "[rows, cols]", list(self.gemm_tile))
+        if self.gemm_tiles and self.gemm_tile is None:
+            raise ConfigError(source, f"{path}.gemm_tiles", "a gemm_tile beside it (the reference tile)")
+        for name, sms in (self.gemm_tiles or {}).items():
+            if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", name) or sms != int(sms):
+                raise ConfigError(source, f"{path}.gemm_tiles.{name}",
+                                  "\"RxC\" (rows x cols) keys and whole SM counts", sms)
         if self.collective_sms and self.sm_count and self.collective_sms > self.sm_count:
             raise ConfigError(source, f"{path}.collective_sms", "at most sm_count", self.collective_sms)
         if self.idle_W is not None and (self.tdp_W is None or self.idle_W >= self.tdp_W):

@@ -8,78 +8,16 @@ shipped GPUs are fitted on published kernel benchmarks: tests/data/published_com
 """
 from __future__ import annotations
 
-import math
-
 from ..cluster.sustained import kernel_clock
 from ..cluster.topology import BYTES_PER_ELEMENT, Device
 from ..spec.precision import LOW_PRECISION
 from .mmha import mmha_s
-from .stream_k import stream_k_share, wave_steps
+from .gemm_tiles import FP4, max_efficiency, tile_wave_efficiency  # noqa: F401 (FP4 re-exported)
 
 # FlashAttention-2's backward runs five matmuls against the forward's two, recomputing the
 # scores: 2.5x the forward's FLOPs (Dao 2023, "FlashAttention-2", section 4.1 benchmarks).
 FLASH_BACKWARD_FACTOR = 2.5
 FP32_ACCUMULATE_BYTES = 8    # read and write one fp32 output element
-FP4 = ("nvfp4",)             # the dtypes Blackwell's FP4 tensor cores run (gemm_max_efficiency_fp4)
-
-
-def tile_wave_efficiency(m: float, n: float, k: float, batch: int, device: Device,
-                         dtype: str = "bf16") -> float:
-    """Share of the tensor cores a GEMM's output tiles keep busy (tile and wave quantization).
-
-    A GPU GEMM computes its (m x n) output ``batch`` times in tiles of Tm x Tn (``gemm_tile``),
-    P = sm_count / gemm_tile_sms tiles at a time (Blackwell's tcgen05 MMA computes one tile on a
-    pair of SMs: CUTLASS example 70_blackwell_gemm, "the tile computed by tcgen05 MMA, could be
-    across 2 SMs"); a partly filled tile costs as much as a full one. With tiles =
-    ceil(m/Tm) ceil(n/Tn) batch >= P, in the time t of
-    :func:`~tpsim.cost.stream_k.wave_steps` (whole waves, or the last full wave and a partly
-    filled one spread over the SMs by stream-K, by the device's ``gemm_decomposition``):
-
-        u = m n batch k / (P Tm Tn t),  t = ceil(tiles / P) (k + k_half) with whole waves
-
-    taking the better of the two tile orientations, as cuBLAS picks among its kernels (NVIDIA,
-    "Matrix Multiplication Background User's Guide", tile and wave quantization). A GEMM with
-    fewer tiles than P shares its k loop over the idle SMs (split-K / stream-K) in s =
-    :func:`~tpsim.cost.stream_k.stream_k_share` shares: u = m n batch s / (P Tm Tn); one with
-    m or n under one tile (decoding's m = batch) is spread over them all (s = P / tiles):
-    u = m n batch / (tiles Tm Tn). A skinny one, m or n under the tile's shorter side (under one
-    tile whichever way it is turned), keeps that u whatever its tile count: with more tiles
-    than P it has no wave tail either, because cuBLAS runs it with kernels that split its work
-    evenly over the SMs (split-K / stream-K, Osama et al. 2023) and its time is its weight
-    reads, not a second compute-bound wave: cuBLAS's skinny GEMMs stream their weights at
-    77-90% of the HBM peak (A100 1.56-1.66 TB/s at m 16-64, n = k = 16384, ml-explore/mlx PR
-    3255; H100 2.75-3.0 TB/s at m 16-128, n 12288 and 43008, k 5376, vLLM PR 49363; both check
-    rows of tests/data/published_compute).
-    Each share runs k / s of the k loop with its tile's fixed prologue and epilogue:
-    x (k/s) / (k/s + gemm_k_half_dim). Continuous in k, so a longer k loop is never faster.
-    Without a tile (CPUs): k / (k + gemm_k_half_dim) alone. fp8, MXFP8 and NVFP4 GEMMs take
-    ``gemm_k_half_dim_fp8`` where the device sets it: the same fixed time per tile is more k
-    steps of a k loop that runs faster (Blackwell's presets: twice bf16's, the fp8 rate).
-    """
-    k_half = device.gemm_half_efficiency_dim if device.gemm_k_half_dim is None \
-        else device.gemm_k_half_dim
-    if dtype in LOW_PRECISION and device.gemm_k_half_dim_fp8 is not None:
-        k_half = device.gemm_k_half_dim_fp8
-    tile, sms, mode = device.gemm_tile, device.sm_count, device.gemm_decomposition
-    if not tile or not sms:
-        return k / (k + k_half)
-    sms = max(1, sms // device.gemm_tile_sms)
-    best = 0.0
-    skinny = min(m, n) < min(tile)
-    for tm, tn in (tile, tile[::-1]):
-        tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
-        if tiles >= sms and not skinny:
-            steps = wave_steps(tiles, sms, k, k_half, BYTES_PER_ELEMENT[dtype], mode)
-            best = max(best, m * n * batch * k / (sms * tm * tn * steps))
-            continue
-        if m < tm or n < tn:
-            share = max(1.0, sms / tiles)
-            u = m * n * batch / (tiles * tm * tn)
-        else:
-            share = stream_k_share(tiles, sms, k, mode)
-            u = m * n * batch * share / (sms * tm * tn)
-        best = max(best, u * (k / share) / (k / share + k_half))
-    return best
 
 
 def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1,
@@ -104,14 +42,9 @@ def gemm_efficiency(m: float, n: float, k: float, device: Device, batch: int = 1
     per-tensor scale, applied once in the epilogue). tpsim does not price these apart: one
     measured factor holds them; the scales' bytes are in :func:`gemm_bytes` (QUANTIZED_BYTES).
     """
-    best = device.gemm_max_efficiency
-    if dtype in LOW_PRECISION and device.gemm_max_efficiency_fp8 is not None:
-        best = device.gemm_max_efficiency_fp8
-    if dtype in FP4 and device.gemm_max_efficiency_fp4 is not None:
-        best = device.gemm_max_efficiency_fp4
     h = device.gemm_half_efficiency_dim
-    return best * (m / (m + h)) * (n / (n + h)) * tile_wave_efficiency(m, n, k, batch, device,
-                                                                        dtype)
+    return max_efficiency(device, dtype) * (m / (m + h)) * (n / (n + h)) * \
+        tile_wave_efficiency(m, n, k, batch, device, dtype)
 
 
 def gemm_bytes(m: float, n: float, k: float, dtype: str, batch: int = 1,

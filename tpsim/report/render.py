@@ -10,7 +10,7 @@ from .energy import energy_json, energy_lines
 from .speculative import speculative_json, speculative_lines
 from .header import kernel_note
 from .remedies import does_not_fit_text, notice_text, notice_values
-from .step import clock_text, step_lines
+from .step import clock_lines, step_lines
 from .values import plain
 from ..cluster.nccl import nccl_text
 from ..base.units import format_size, tflops_text
@@ -154,7 +154,7 @@ def prediction_report(p, framework: str | None = None) -> str:
         + (f", CP={i.cp} ({i.cp_comm})" if i.cp > 1 else ""),
         f"micro-batch {i.micro_batch} x seq {i.seq_len}, {i.dtype}, {i.attention} attention, "
         f"dropout {i.dropout:g}, sequence parallel {'on' if i.sequence_parallel else 'off'}, "
-        f"recompute {i.recompute}", *([clock_text(i)] if clock_text(i) else []),
+        f"recompute {i.recompute}", *clock_lines(i),
         "",
         "ops of one layer on one GPU, in time order (share = op time / layer time; "
         "MB: memory traffic, or collective size):",

@@ -91,19 +91,20 @@ def step_lines(p) -> list[str]:
     return _head(p) + energy_line(st) + _breakdown(st) + _stages(st) + formula_lines(STEP)
 
 
-def clock_text(i) -> str:
+def clock_lines(i) -> list[str]:
     """The clock the step's tensor kernels were priced at (:class:`~tpsim.sim.result.Inputs`'
     clock_window, sustained_clock, sustained_utilisation, layer_clock;
-    :mod:`tpsim.cluster.sustained`); nothing where the device has no sustained clock."""
+    :mod:`tpsim.cluster.sustained`): one line, or none where the device has no sustained
+    clock."""
     if i.clock_window == "none":
-        return ""
+        return []
     if i.clock_window == "step":
-        return (f"tensor clock {i.layer_clock:.3f} of boost: the layer's mean draw at the power "
-                "limit (clock_window step)")
+        return [f"tensor clock {i.layer_clock:.3f} of boost: the layer's mean draw at the power "
+                "limit (clock_window step)"]
     if i.sustained_utilisation is None:
-        return f"tensor clock {i.sustained_clock:.3f} of boost at the power limit"
-    return (f"tensor clock per kernel (clock_window kernel): min(1, {i.sustained_clock:.3f} "
-            f"({i.sustained_utilisation:g} / (u w))^(1/3)) of boost, u its efficiency")
+        return [f"tensor clock {i.sustained_clock:.3f} of boost at the power limit"]
+    return [f"tensor clock per kernel (clock_window kernel): min(1, {i.sustained_clock:.3f} "
+            f"({i.sustained_utilisation:g} / (u w))^(1/3)) of boost, u its efficiency"]
 
 
 def cp_text(i) -> str:

@@ -17,7 +17,7 @@ from ..training.remedies import runs
 from ..search.fixed import FIXED
 from ..spec.frameworks import FRAMEWORKS, runs_under
 from .remedies import offered, remedy_flags, setting_flags
-from .step import PARTS, clock_text, cp_text, energy_line
+from .step import PARTS, clock_lines, cp_text, energy_line
 
 WIDTH = 120        # columns
 GIB = 2**30        # the memory lines' unit, as the CUDA runtime reports a device's memory
@@ -43,7 +43,7 @@ def _head(p) -> list[str]:
                               (f"multi-token prediction {i.mtp_layers}", i.mtp_layers > 0),
                               ("DP reduce after the backward",
                                i.dp > 1 and not i.overlap_grad_reduce)) if on]
-    knobs += [clock_text(i)] if i.clock_window != "none" else []
+    knobs += clock_lines(i)
     return [f"tpsim predict: {i.model} on {i.topology}{nccl_text(i.nccl)} ({i.device}): TP {i.tp}{cp_text(i)} x "
             f"PP {i.pp} x "
             f"DP {i.dp} = {gpus_text(i.gpus)}, TP {tp_where}", *_wrap(knobs, "", ", ")]

@@ -23,17 +23,11 @@ bytes).
 """
 from __future__ import annotations
 
-from ..spec.fake_gate import fake_gate
 from .template import Builder
 
 FAKE_GATE_OPS = 6       # ones, /, arange, view, %, type_as
 FAKE_GATE_KERNELS = 5   # the view runs none
 FAKE_GATE_BYTES = 40    # a routed pair's bytes but the B-byte weight written: 4 + 8 + 8 + 16 + 4
-
-
-def has_fake_gate(moe) -> bool:
-    """Whether the slot ``moe`` (:class:`tpsim.layer.moe_flex.Flex`) routes by the fake gate."""
-    return fake_gate(getattr(moe, "routing", ""))
 
 
 def fake_gate_bytes(d) -> int:
@@ -48,4 +42,4 @@ def fake_gate_fwd(B: Builder, x: str) -> str:
                      host_ops=FAKE_GATE_OPS, kernels=lambda d: FAKE_GATE_KERNELS)
 
 
-__all__ = ["has_fake_gate", "fake_gate_bytes", "fake_gate_fwd"]
+__all__ = ["fake_gate_bytes", "fake_gate_fwd"]

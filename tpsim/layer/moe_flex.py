@@ -56,7 +56,8 @@ from dataclasses import dataclass
 from ..base.errors import ConfigError
 from ..spec.parallel import Group
 from .dims import Dims, sp_reduce_op
-from .fake_gate import fake_gate_fwd, has_fake_gate
+from .fake_gate import fake_gate_fwd
+from ..spec.fake_gate import fake_gate
 from .moe import gathered_tokens, moe_bwd, moe_fwd, router_bwd, router_fwd, shared_fwd
 from .moe_ep import (Alltoall, _shared_bwd, _shared_tokens, alltoall_bwd, alltoall_fwd,
                      experts_bwd, experts_fwd, shared_add, shared_add_bwd)
@@ -151,7 +152,7 @@ def routing_maps(d: Dims):
 def flex_fwd(B: Builder, x, swiglu: bool, moe: Flex) -> str:
     """The flex slot's forward from the norm's output ``x`` (T_n x h); module docstring."""
     n_in = 2 if swiglu else 1
-    topk = fake_gate_fwd(B, x) if has_fake_gate(moe) else router_fwd(B, x)[1]
+    topk = fake_gate_fwd(B, x) if fake_gate(moe.routing) else router_fwd(B, x)[1]
     tokens = _shared_tokens(B, x) if moe.shared else None
     if moe.backend == "hybridep":
         topk = B.collective("fwd.moe.routing.all-gather", "all-gather", (topk,),
@@ -174,7 +175,7 @@ def flex_bwd(B: Builder, grad, swiglu: bool, moe: Flex) -> str:
                   launches=flex_dispatch_bwd_launches(moe.backend))
     if moe.shared:
         y = shared_add_bwd(B, y, s)
-    return y if has_fake_gate(moe) else router_bwd(B, y, y)
+    return y if fake_gate(moe.routing) else router_bwd(B, y, y)
 
 
 def _gathered(d: Dims):
